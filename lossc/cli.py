@@ -1,0 +1,193 @@
+"""The `lossc` command line: a thin layer over lossc.compiler and lossc.api."""
+from __future__ import annotations
+
+import pathlib
+import sys
+import warnings
+
+import click
+import numpy as np
+
+from lossc.source import CompileError
+
+DIM_HELP = "Set a dim: --dim D=64 (repeatable)."
+
+
+def parse_dims(items) -> dict:
+    dims = {}
+    for item in items:
+        name, eq, value = item.partition("=")
+        if not eq or not name.strip():
+            raise click.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint="--dim")
+        try:
+            dims[name.strip()] = int(value)
+        except ValueError:
+            raise click.BadParameter(f"{name} must be a positive integer, got {value!r}",
+                                     param_hint="--dim") from None
+    return dims
+
+
+def model_options(f):
+    f = click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64",
+                     show_default=True, help="Real number type of the compiled code.")(f)
+    f = click.option("--dim", "dims", multiple=True, metavar="NAME=N", help=DIM_HELP)(f)
+    f = click.argument("file", type=click.Path(dir_okay=False, path_type=pathlib.Path))(f)
+    return f
+
+
+def fail(message: str) -> None:
+    click.echo(message, err=True)
+    sys.exit(1)
+
+
+def compile_stage(file, dims, dtype, **kw):
+    """Run the compiler front end and passes; user mistakes end the command cleanly."""
+    from lossc.compiler import compile_source
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            c = compile_source(file, parse_dims(dims), dtype, **kw)
+    except CompileError as e:
+        fail(str(e))
+    except (FileNotFoundError, ValueError, TypeError) as e:
+        fail(f"lossc: error: {e}")
+    for w in c.rendered_warnings():
+        click.echo(w, err=True)
+    return c
+
+
+def load_model(file, dims, dtype):
+    import lossc
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            m = lossc.compile(file, dims=parse_dims(dims), dtype=dtype)
+    except CompileError as e:
+        fail(str(e))
+    except (FileNotFoundError, ValueError, TypeError) as e:
+        fail(f"lossc: error: {e}")
+    for w in caught:
+        if issubclass(w.category, lossc.LosscWarning):
+            click.echo(str(w.message), err=True)
+    return m
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="lossc")
+def main():
+    """lossc compiles a loss function written as math (a .loss file) into native code
+    for the loss and its gradient, and trains models with it.
+
+    \b
+      lossc compile model.loss            compiled artifact model.lossc
+      lossc graph model.loss              the SSA graph of loss and gradient
+      lossc ir model.loss --asm           LLVM IR or machine assembly
+      lossc check model.loss              gradient vs finite differences
+      lossc train model.loss --data d.csv train it
+    """
+
+
+@main.command("compile")
+@model_options
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=pathlib.Path),
+              help="Where to write the artifact (default: FILE with suffix .lossc).")
+def compile_cmd(file, dims, dtype, output):
+    """Compile FILE to a .lossc artifact: machine code for this CPU and the model's
+    signature. Load it in Python with lossc.load(path), no recompilation."""
+    m = load_model(file, dims, dtype)
+    output = output or file.with_suffix(".lossc")
+    m.save(output)
+    click.echo(f"wrote {output}")
+    for label, items in (("params", m.params), ("inputs", m.inputs)):
+        if items:
+            click.echo(f"  {label}: " + ", ".join(
+                f"{p.name}{list(p.shape) if p.shape else ''}" for p in items))
+    if m.hypers:
+        click.echo("  hypers: " + ", ".join(f"{h.name}={h.default:g}" for h in m.hypers))
+
+
+@main.command("graph")
+@model_options
+@click.option("--after", default=None, metavar="PASS",
+              help="Show the graph after this pass: build, stabilize, autodiff, fold, cse, "
+                   "dce, hoist, dce-final (default: after all of them).")
+@click.option("--format", "fmt", type=click.Choice(["text", "dot", "latex"]), default="text",
+              show_default=True, help="text: one value a line; dot: Graphviz; latex: "
+                                      "equations of the loss and gradient.")
+@click.option("--stats", is_flag=True, help="Nodes per stage, rewrites applied, and the "
+                                             "size the gradient would have as a tree.")
+def graph_cmd(file, dims, dtype, after, fmt, stats):
+    """Show the SSA graph of FILE's loss and gradient.
+
+    Each line is one value: %id:type = op inputs  # line:col of the source. A `|` after
+    the type marks a per-sample value; the others are computed once per call."""
+    from lossc.passes import PASS_NAMES
+    if after is not None and after not in PASS_NAMES:
+        fail(f"lossc: error: unknown pass {after!r}; the passes are {', '.join(PASS_NAMES)}")
+    c = compile_stage(file, dims, dtype, until=after)
+    g = c.stages[after] if after else c.graph
+    if stats:
+        from lossc.ir.stats import format_stats
+        click.echo(format_stats(c))
+        return
+    if fmt == "dot":
+        from lossc.ir.printer import format_dot
+        click.echo(format_dot(g, file.stem))
+    elif fmt == "latex":
+        from lossc.ir.latex import to_latex
+        try:
+            click.echo(to_latex(c.stages.get("autodiff") or g))
+        except ValueError as e:
+            fail(f"lossc: error: {e}")
+    else:
+        from lossc.ir.printer import format_graph
+        real = "f32" if dtype == "float32" else "f64"
+        click.echo(format_graph(g, f"{file.name} after {after or 'all passes'}", real))
+
+
+@main.command("ir")
+@model_options
+@click.option("--raw", is_flag=True, help="The IR lossc emits, before LLVM optimizes it.")
+@click.option("--asm", is_flag=True, help="Machine assembly for this CPU.")
+def ir_cmd(file, dims, dtype, raw, asm):
+    """Show the LLVM IR (optimized for this CPU) or the assembly for FILE."""
+    from lossc.codegen import jit
+    c = compile_stage(file, dims, dtype)
+    if asm:
+        click.echo(jit.assembly(c.ir))
+    elif raw:
+        click.echo(c.ir)
+    else:
+        click.echo(jit.compile_ir(c.ir)[1])
+
+
+@main.command("check")
+@model_options
+@click.option("--seed", default=0, show_default=True, help="Seed for parameters and data.")
+@click.option("--batch", default=8, show_default=True, help="Random samples to check on.")
+@click.option("--eps", default=1e-6, show_default=True, help="Finite-difference step.")
+@click.option("--rtol", default=1e-5, show_default=True, help="Tolerance on each gradient.")
+def check_cmd(file, dims, dtype, seed, batch, eps, rtol):
+    """Compare the compiled gradient of FILE with central finite differences, per
+    parameter, at the initial parameters on a random batch. Exits 1 on a mismatch."""
+    from lossc.check import gradient_check, format_check
+    m = load_model(file, dims, dtype)
+    report = gradient_check(m, seed=seed, batch=batch, eps=eps, rtol=rtol)
+    click.echo(format_check(m, report))
+    if not report["ok"]:
+        sys.exit(1)
+
+
+def _register_training():
+    try:
+        from lossc.optim.cli_train import eval_cmd, train
+    except ImportError:  # training is an optional part of the package layout
+        return
+    main.add_command(train, "train")
+    main.add_command(eval_cmd, "eval")
+
+
+_register_training()
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,158 @@
+"""The compiler driver: source text -> checked graph -> passes -> LLVM IR -> machine code.
+
+Each stage is a function so the CLI can stop after any of them and show its result.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import pathlib
+import sys
+import threading
+from dataclasses import dataclass, field
+from typing import Optional
+
+from lossc import __version__
+from lossc.codegen.llvm import Layout, build_module
+from lossc.ir.build import build_graph
+from lossc.ir.graph import Graph
+from lossc.passes import run_pipeline
+from lossc.runtime.spec import Signature
+from lossc.source import CompileError, Diagnostic, Reporter, Source, Span
+from lossc.syntax import parse
+
+DTYPES = ("float64", "float32")
+
+
+def read_source(src) -> Source:
+    """A pathlib.Path, or a string with no newline that ends in `.loss` or names an
+    existing file, is read from disk; any other string is source text."""
+    if isinstance(src, Source):
+        return src
+    if isinstance(src, os.PathLike) or (
+            isinstance(src, str) and "\n" not in src
+            and (src.endswith(".loss") or os.path.isfile(src))):
+        path = pathlib.Path(src)
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise FileNotFoundError(f"cannot read {path}: {e.strerror}") from None
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise CompileError([Diagnostic("error", f"the file is not valid UTF-8 "
+                                           f"(byte {e.start})", Span(1, 1, 1, 2))],
+                               Source("", str(path))) from None
+        return Source(text, str(path))
+    if isinstance(src, str):
+        return Source(src, "<string>")
+    raise TypeError(f"expected a path or source text, got {type(src).__name__}")
+
+
+def _deep(fn, *args):
+    """Run fn with room for deep recursion: nesting 1,000 levels deep and sums of
+    10,000 terms are valid programs. A thread with a large stack keeps a deep
+    recursion from overflowing the C stack; past that, a clean CompileError."""
+    result, error = [], []
+
+    def run():
+        old = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(old, 60000))
+        try:
+            result.append(fn(*args))
+        except BaseException as e:  # handed to the calling thread
+            error.append(e)
+        finally:
+            sys.setrecursionlimit(old)
+
+    size = threading.stack_size()
+    threading.stack_size(512 * 1024 * 1024)
+    try:
+        t = threading.Thread(target=run)
+        t.start()
+        t.join()
+    finally:
+        threading.stack_size(size)
+    if error:
+        raise error[0]
+    return result[0]
+
+
+def front_end(source: Source, dims: Optional[dict] = None) -> tuple[Graph, list[Diagnostic]]:
+    """Parse and check; returns the built graph and the warnings. Raises CompileError."""
+    reporter = Reporter(source)
+
+    def run():
+        module = parse(source, reporter)
+        declared = [s.name for s in module.statements if type(s).__name__ == "DimDecl"]
+        for k in (dims or {}):
+            if k not in declared:
+                raise ValueError(f"dim {k!r} is not declared in {source.name}; its dims are "
+                                 f"{declared}")
+        return build_graph(module, reporter, dims)
+
+    try:
+        graph = _deep(run)
+    except RecursionError:
+        reporter.error("the program is nested too deeply to compile", Span(1, 1, 1, 2))
+        graph = None
+    reporter.raise_if_errors()
+    return graph, reporter.warnings
+
+
+def signature_of(graph: Graph) -> Signature:
+    return Signature(tuple(graph.params), tuple(graph.inputs), tuple(graph.hypers),
+                     graph.reduce, dict(graph.dims))
+
+
+def back_end(graph: Graph, dtype: str) -> tuple[str, Layout]:
+    """The optimized graph as LLVM IR text (before LLVM's own passes)."""
+    from lossc.codegen.jit import host_cpu
+    cpu = host_cpu()
+    module, layout = build_module(graph, dtype, triple=cpu["triple"])
+    return str(module), layout
+
+
+@dataclass
+class Compilation:
+    """Everything one compilation produced, stage by stage."""
+
+    source: Source
+    dims: dict
+    dtype: str
+    warnings: list = field(default_factory=list)
+    stages: dict = field(default_factory=dict)     # pass name -> graph
+    graph: Optional[Graph] = None                  # after the whole pipeline
+    ir: str = ""
+    layout: Optional[Layout] = None
+
+    @property
+    def signature(self) -> Signature:
+        return signature_of(self.graph)
+
+    def rendered_warnings(self) -> list[str]:
+        return [w.render(self.source) for w in self.warnings]
+
+
+def compile_source(src, dims: Optional[dict] = None, dtype: str = "float64",
+                   until: Optional[str] = None, check: bool = False) -> Compilation:
+    """Front end, passes and LLVM IR generation (no machine code yet)."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    source = read_source(src)
+    graph, warnings = front_end(source, dims)
+    c = Compilation(source, dict(dims or {}), dtype, warnings)
+    c.graph = run_pipeline(graph, check=check, until=until, snapshots=c.stages)
+    if until is None:
+        c.ir, c.layout = back_end(c.graph, dtype)
+    return c
+
+
+def cache_key(source: Source, dims: Optional[dict], dtype: str) -> str:
+    from lossc.codegen.jit import host_cpu
+    h = hashlib.sha256()
+    for part in (source.text, repr(sorted((dims or {}).items())), dtype, __version__,
+                 repr(sorted(host_cpu().items()))):
+        h.update(part.encode())
+        h.update(b"\0")
+    return h.hexdigest()

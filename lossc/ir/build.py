@@ -1,0 +1,508 @@
+"""AST -> SSA graph: name resolution, types and shapes, and desugaring.
+
+This is where a `.loss` file's meaning is decided: which names exist, what shape every
+value has, how NumPy-style broadcasting and integer-to-real conversion apply, and how
+derived forms (`mean`, `dot`, `outer`, `square`, `x ^ 2`) become primitives. Every
+mistake found here becomes a diagnostic at the span of the offending expression; an
+expression that failed becomes `POISON`, so one mistake does not cascade into more.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+from lossc.ir.graph import BOOL, INT, REAL, Builder, Graph, Node, broadcast_shapes
+from lossc.runtime.spec import HyperSpec, InputSpec, ParamSpec
+from lossc.source import Reporter, Span, closest_name
+from lossc.syntax import ast
+
+INT64_MAX = 2 ** 63 - 1
+
+
+class Poison(Exception):
+    """An expression already reported as wrong: abandon the statement quietly."""
+
+
+class Fail(Exception):
+    """A new error in an expression: report it and abandon the statement."""
+
+    def __init__(self, message: str, span: Span):
+        super().__init__(message)
+        self.message = message
+        self.span = span
+
+
+def describe(node: Node) -> str:
+    """How a value's type reads in messages: f64[3], f64[2, 3], f64, int, bool[3]."""
+    base = {REAL: "f64", INT: "int", BOOL: "bool"}[node.dtype]
+    return base + (str(list(node.shape)).replace(" ", "").replace(",", ", ")
+                   if node.shape else "")
+
+
+UNARY_FUNCS = {"exp", "log", "log1p", "expm1", "sqrt", "abs", "sin", "cos", "tan", "tanh",
+               "sinh", "cosh", "asin", "acos", "atan", "sigmoid", "softplus", "relu", "erf"}
+REDUCTIONS = {"sum", "mean", "prod", "max", "min", "logsumexp", "norm"}
+ARITY = {**{f: (1, 1) for f in UNARY_FUNCS}, "square": (1, 1),
+         **{f: (1, 1) for f in REDUCTIONS}, "max": (1, 2), "min": (1, 2),
+         "pow": (2, 2), "atan2": (2, 2), "where": (3, 3), "dot": (2, 2),
+         "transpose": (1, 1), "outer": (2, 2), "softmax": (1, 1), "log_softmax": (1, 1)}
+TAKES_AXIS = REDUCTIONS | {"softmax", "log_softmax"}
+
+_ARITH = {"+": ("add", "iadd", "add"), "-": ("sub", "isub", "subtract"),
+          "*": ("mul", "imul", "multiply"), "/": ("div", None, "divide")}
+_CMP = {"<": "lt", "<=": "le", ">": "gt", ">=": "ge", "==": "eq", "!=": "ne"}
+
+
+class Entry:
+    """What a name stands for: kind is dim, input, param, hyper or let."""
+
+    def __init__(self, kind: str, span: Span, node: Optional[Node] = None, value=None):
+        self.kind, self.span, self.node, self.value = kind, span, node, value
+        self.used = False
+
+
+def build_graph(module: ast.Module, reporter: Reporter, dims: Optional[dict] = None) -> Graph:
+    """Turn a parsed module into a graph with one output, "loss"."""
+    return _Builder(reporter, dims or {}).run(module)
+
+
+class _Builder:
+    def __init__(self, reporter: Reporter, dims: dict):
+        self.rep = reporter
+        self.dims_given = dims
+        self.graph = Graph()
+        self.b = Builder(self.graph, share=False)
+        self.names: dict[str, Entry] = {}
+        self.poisoned: set[str] = set()
+        self.later: dict[str, Span] = {}  # names defined further down, for "used before"
+        self.offset = 0
+
+    # ------------------------------------------------------------ statements
+
+    def run(self, module: ast.Module) -> Graph:
+        stmts = module.statements
+        for s in stmts:
+            name = getattr(s, "name", None)
+            if name is not None and name not in self.later:
+                self.later[name] = s.name_span
+        loss_stmts = [s for s in stmts if isinstance(s, ast.LossStmt)]
+        loss_node = None
+        for s in stmts:
+            self.b.span = s.span
+            try:
+                if isinstance(s, ast.LossStmt):
+                    if s is not loss_stmts[0]:
+                        raise Fail("the loss is already defined at line "
+                                   f"{loss_stmts[0].span.line}; a file has exactly one "
+                                   "'loss = ...'", s.span)
+                    loss_node = self.loss(s)
+                else:
+                    getattr(self, "stmt_" + type(s).__name__)(s)
+            except Fail as f:
+                self.rep.error(f.message, f.span)
+                if getattr(s, "name", None):
+                    self.poisoned.add(s.name)
+            except Poison:
+                if getattr(s, "name", None):
+                    self.poisoned.add(s.name)
+        if not loss_stmts:
+            self.rep.error("no loss: the file must define the per-sample loss with "
+                           "'loss = ...'", self.rep.source.end_span())
+        self.graph.dims = {k: e.value for k, e in self.names.items() if e.kind == "dim"}
+        if loss_node is not None:
+            self.graph.outputs["loss"] = loss_node
+            self.warn_unused(stmts, loss_node)
+        return self.graph
+
+    def define(self, name: str, entry: Entry) -> None:
+        if name in self.names:
+            prev = self.names[name]
+            raise Fail(f"'{name}' is already defined at line {prev.span.line}; "
+                       "every name is bound once", entry.span)
+        self.names[name] = entry
+
+    def size(self, item) -> int:
+        """A size in a declaration: an integer literal or a dim."""
+        if isinstance(item, ast.Num):
+            if not item.is_int or item.value < 1:
+                raise Fail(f"a size must be a positive integer, got {item.text}", item.span)
+            if item.value > INT64_MAX:
+                raise Fail(f"size {item.text} is too large", item.span)
+            return int(item.text)
+        e = self.lookup(item.id, item.span)
+        if e.kind != "dim":
+            raise Fail(f"a size must be a dim or an integer literal; '{item.id}' is "
+                       f"a {e.kind}", item.span)
+        return e.value
+
+    def stmt_DimDecl(self, s: ast.DimDecl) -> None:
+        value = self.dims_given.get(s.name, s.value)
+        if value is None:
+            self.define(s.name, Entry("dim", s.name_span, value=1))
+            raise Fail(f"dim '{s.name}' has no value: give it when compiling "
+                       f"(--dim {s.name}=16, or dims={{'{s.name}': 16}})", s.span)
+        if isinstance(value, bool) or not isinstance(value, (int,)) or value < 1:
+            try:
+                ok = float(value).is_integer() and value >= 1
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise Fail(f"dim '{s.name}' must be a positive integer, got {value!r}",
+                           s.span)
+            value = int(value)
+        self.define(s.name, Entry("dim", s.name_span, value=int(value)))
+
+    def stmt_InputDecl(self, s: ast.InputDecl) -> None:
+        shape = tuple(self.size(i) for i in s.shape)
+        if s.is_int and shape:
+            raise Fail(f"int input '{s.name}' must be a scalar (one integer per sample)",
+                       s.span)
+        index = len(self.graph.inputs)
+        node = self.b.emit("input", (), span=s.name_span, name=s.name, shape=shape,
+                           is_int=s.is_int, index=index)
+        self.define(s.name, Entry("input", s.name_span, node))
+        self.graph.inputs.append(InputSpec(s.name, shape, s.is_int))
+
+    def stmt_ParamDecl(self, s: ast.ParamDecl) -> None:
+        shape = tuple(self.size(i) for i in s.shape)
+        init = ("const", (0.0,))
+        if s.init is not None:
+            init = (s.init.kind, tuple(float(a) for a in s.init.args))
+            if s.init.kind in ("normal", "uniform") and len(init[1]) != 2:
+                raise Fail(f"{s.init.kind}() takes 2 arguments", s.init.span)
+            if s.init.kind == "normal" and init[1][1] < 0:
+                raise Fail("normal(mean, std) needs std >= 0", s.init.span)
+            if s.init.kind == "uniform" and init[1][0] > init[1][1]:
+                raise Fail("uniform(lo, hi) needs lo <= hi", s.init.span)
+        size = math.prod(shape)
+        node = self.b.emit("param", (), span=s.name_span, name=s.name, shape=shape,
+                           offset=self.offset)
+        self.define(s.name, Entry("param", s.name_span, node))
+        self.graph.params.append(ParamSpec(s.name, shape, init, self.offset))
+        self.offset += size
+
+    def stmt_HyperDecl(self, s: ast.HyperDecl) -> None:
+        index = len(self.graph.hypers)
+        node = self.b.emit("hyper", (), span=s.name_span, name=s.name, index=index)
+        self.define(s.name, Entry("hyper", s.name_span, node))
+        self.graph.hypers.append(HyperSpec(s.name, float(s.default)))
+
+    def stmt_Let(self, s: ast.Let) -> None:
+        if s.name in self.names:
+            prev = self.names[s.name]
+            raise Fail(f"'{s.name}' is already defined at line {prev.span.line}; "
+                       "every name is bound once", s.name_span)
+        node = self.expr(s.value)
+        self.names[s.name] = Entry("let", s.name_span, node)
+
+    def stmt_ReduceStmt(self, s: ast.ReduceStmt) -> None:
+        self.graph.reduce = s.kind
+
+    def loss(self, s: ast.LossStmt) -> Node:
+        node = self.real(self.expr(s.value), s.value.span, "the loss")
+        if node.shape != ():
+            raise Fail(f"the loss must be a real scalar, got {describe(node)}; "
+                       "reduce it, e.g. with sum(...)", s.value.span)
+        return node
+
+    def warn_unused(self, stmts, loss_node: Node) -> None:
+        reach = self.graph.reachable([loss_node])
+        for s in stmts:
+            e = self.names.get(getattr(s, "name", None) or "")
+            if e is None or e.span is not s.name_span:
+                continue
+            if isinstance(s, ast.ParamDecl) and e.node.id not in reach:
+                self.rep.warning(f"parameter '{s.name}' does not affect the loss; its "
+                                 "gradient is always zero", s.name_span)
+            elif isinstance(s, ast.InputDecl) and not e.used:
+                self.rep.warning(f"input '{s.name}' is declared but never used",
+                                 s.name_span)
+            elif isinstance(s, ast.Let) and not e.used:
+                self.rep.warning(f"'{s.name}' is computed but never used", s.name_span)
+
+    # ------------------------------------------------------------ names
+
+    def lookup(self, name: str, span: Span) -> Entry:
+        if name in self.poisoned:
+            raise Poison()
+        e = self.names.get(name)
+        if e is None:
+            if name in self.later:
+                raise Fail(f"'{name}' is used before it is defined (line "
+                           f"{self.later[name].line})", span)
+            guess = closest_name(name, self.names)
+            hint = f"; did you mean '{guess}'?" if guess else ""
+            raise Fail(f"unknown name '{name}'{hint}", span)
+        e.used = True
+        return e
+
+    # ------------------------------------------------------------ expressions
+
+    def expr(self, e) -> Node:
+        return getattr(self, "ex_" + type(e).__name__)(e)
+
+    def ex_Num(self, e: ast.Num) -> Node:
+        if not math.isfinite(e.value):
+            raise Fail(f"number {e.text} is out of range", e.span)
+        if e.is_int and e.value <= INT64_MAX:
+            return self.b.emit("iconst", (), span=e.span, value=int(e.text))
+        return self.b.emit("const", (), span=e.span, value=float(e.value))
+
+    def ex_Name(self, e: ast.Name) -> Node:
+        entry = self.lookup(e.id, e.span)
+        if entry.kind == "dim":
+            return self.b.emit("iconst", (), span=e.span, value=entry.value)
+        return entry.node
+
+    def ex_Unary(self, e: ast.Unary) -> Node:
+        x = self.expr(e.operand)
+        if e.op == "+":
+            self.number(x, e.operand.span, "unary '+'")
+            return x
+        if e.op == "not":
+            if x.dtype != BOOL:
+                raise Fail(f"'not' needs a bool value, got {describe(x)}", e.operand.span)
+            return self.b.emit("not", (x,), span=e.span)
+        self.number(x, e.operand.span, "unary '-'")
+        if x.dtype == INT:
+            return self.int_op("ineg", (x,), e.span)
+        return self.b.emit("neg", (x,), span=e.span)
+
+    def ex_Binary(self, e: ast.Binary) -> Node:
+        x, y = self.expr(e.left), self.expr(e.right)
+        op = e.op
+        if op in ("and", "or"):
+            for v, sub in ((x, e.left), (y, e.right)):
+                if v.dtype != BOOL:
+                    raise Fail(f"'{op}' needs bool values, got {describe(v)}", sub.span)
+            return self.elementwise(op, x, y, e)
+        self.number(x, e.left.span, f"'{op}'")
+        self.number(y, e.right.span, f"'{op}'")
+        if op in _CMP:
+            return self.elementwise(_CMP[op], self.real(x), self.real(y), e)
+        if op == "@":
+            return self.matmul(x, y, e)
+        if op == "^":
+            return self.power(x, y, e.span, e.right)
+        real_op, int_op, verb = _ARITH[op]
+        if int_op and x.dtype == INT and y.dtype == INT:
+            return self.int_op(int_op, (x, y), e.span)
+        return self.elementwise(real_op, self.real(x), self.real(y), e, verb)
+
+    def ex_Index(self, e: ast.Index) -> Node:
+        x = self.real_or_int(self.expr(e.base))
+        if len(e.items) > x.rank:
+            raise Fail(f"too many indices: {describe(x)} has {x.rank} "
+                       f"ax{'i' if x.rank == 1 else 'e'}s, got {len(e.items)}", e.span)
+        axis = 0
+        for item in e.items:
+            if isinstance(item, ast.Slice):
+                lo, hi = self.slice_bounds(item, x.shape[axis])
+                if (lo, hi) != (0, x.shape[axis]):
+                    x = self.b.emit("slice", (x,), span=e.span, axis=axis, start=lo, stop=hi)
+                axis += 1
+            else:
+                i = self.index(item, x.shape[axis])
+                x = self.b.emit("take", (x, i), span=e.span, axis=axis)
+        return x
+
+    def ex_Call(self, e: ast.Call) -> Node:
+        f = e.func
+        lo, hi = ARITY[f]
+        n = len(e.args)
+        if not lo <= n <= hi:
+            want = str(lo) if lo == hi else f"{lo} or {hi}"
+            raise Fail(f"{f}() takes {want} argument{'s' if hi > 1 else ''}, got {n}",
+                       e.func_span)
+        axis = None
+        for kw in e.kwargs:
+            if kw.name != "axis" or f not in TAKES_AXIS or (f in ("max", "min") and n == 2):
+                raise Fail(f"{f}() takes no keyword argument '{kw.name}'", kw.span)
+            if axis is not None:
+                raise Fail("axis is given twice", kw.span)
+            v = kw.value
+            if not (isinstance(v, ast.Num) and v.is_int and v.value in (0, 1)):
+                raise Fail("axis must be written as 0 or 1", v.span)
+            axis = int(v.value)
+        args = [self.expr(a) for a in e.args]
+        for a, sub in zip(args, e.args):
+            if f != "where" or a is not args[0]:
+                self.number(a, sub.span, f"{f}()")
+        b = self.b
+        if f in UNARY_FUNCS:
+            return b.emit(f, (self.real(args[0]),), span=e.span)
+        if f == "square":
+            return b.emit("powi", (self.real(args[0]),), span=e.span, n=2)
+        if f in ("max", "min") and n == 2:
+            return self.elementwise("maximum" if f == "max" else "minimum",
+                                    self.real(args[0]), self.real(args[1]), e)
+        if f in REDUCTIONS:
+            return self.reduction(f, self.real(args[0]), axis, e)
+        if f == "pow":
+            return self.power(args[0], args[1], e.span, e.args[1])
+        if f == "atan2":
+            return self.elementwise("atan2", self.real(args[0]), self.real(args[1]), e)
+        if f == "where":
+            c, x, y = args[0], self.real(args[1]), self.real(args[2])
+            if c.dtype != BOOL:
+                raise Fail(f"where() needs a condition (a comparison), got {describe(c)}",
+                           e.args[0].span)
+            shape = broadcast_shapes(c.shape, x.shape)
+            shape = broadcast_shapes(shape, y.shape) if shape is not None else None
+            if shape is None:
+                raise Fail(f"shape mismatch: cannot broadcast where() operands {describe(c)},"
+                           f" {describe(x)} and {describe(y)}", e.span)
+            return b.emit("where", (b.broadcast(c, shape), b.broadcast(x, shape),
+                                    b.broadcast(y, shape)), span=e.span)
+        if f == "dot":
+            x, y = self.real(args[0]), self.real(args[1])
+            if x.rank != 1 or y.rank != 1 or x.shape != y.shape:
+                raise Fail(f"dot() takes two vectors of the same size, got {describe(x)} and "
+                           f"{describe(y)}", e.span)
+            return b.emit("sum", (b.emit("mul", (x, y), span=e.span),), span=e.span, axes=(0,))
+        if f == "transpose":
+            x = self.real(args[0])
+            if x.rank != 2:
+                raise Fail(f"transpose() takes a matrix, got {describe(x)}", e.span)
+            return b.emit("transpose", (x,), span=e.span)
+        if f == "outer":
+            x, y = self.real(args[0]), self.real(args[1])
+            if x.rank != 1 or y.rank != 1:
+                raise Fail(f"outer() takes two vectors, got {describe(x)} and {describe(y)}",
+                           e.span)
+            shape = (x.shape[0], y.shape[0])
+            return b.emit("mul", (b.broadcast(x, shape, (0,)), b.broadcast(y, shape, (1,))),
+                          span=e.span)
+        if f in ("softmax", "log_softmax"):
+            x = self.real(args[0])
+            if x.rank == 0 or (x.rank == 2 and axis is None):
+                raise Fail(f"{f}() takes a vector, or a matrix with axis=0 or axis=1; got "
+                           f"{describe(x)}", e.span)
+            if x.rank == 1 and axis not in (None, 0):
+                raise Fail(f"axis={axis} is out of range for {describe(x)}", e.span)
+            return b.emit(f, (x,), span=e.span, axis=axis or 0)
+        raise AssertionError(f)
+
+    # ------------------------------------------------------------ helpers
+
+    def number(self, x: Node, span: Span, what: str) -> None:
+        if x.dtype == BOOL:
+            raise Fail(f"{what} needs a number, got a bool value ({describe(x)}); "
+                       "to choose between numbers use where(cond, a, b)", span)
+
+    def real(self, x: Node, span: Optional[Span] = None, what: str = "") -> Node:
+        if x.dtype == BOOL and span is not None:
+            raise Fail(f"{what} must be a number, got a bool value", span)
+        if x.dtype == INT:
+            if x.op == "iconst":
+                return self.b.emit("const", (), value=float(x.attr("value")))
+            return self.b.emit("to_real", (x,))
+        return x
+
+    def real_or_int(self, x: Node) -> Node:
+        return x
+
+    def int_op(self, op: str, xs: tuple, span: Span) -> Node:
+        if all(x.op == "iconst" for x in xs):
+            vals = [x.attr("value") for x in xs]
+            v = {"iadd": lambda a, b: a + b, "isub": lambda a, b: a - b,
+                 "imul": lambda a, b: a * b, "ineg": lambda a: -a}[op](*vals)
+            if abs(v) > INT64_MAX:
+                raise Fail("integer overflow in a constant expression", span)
+            return self.b.emit("iconst", (), span=span, value=v)
+        return self.b.emit(op, xs, span=span)
+
+    def elementwise(self, op: str, x: Node, y: Node, e, verb: Optional[str] = None) -> Node:
+        shape = broadcast_shapes(x.shape, y.shape)
+        if shape is None:
+            verb = verb or {"maximum": "take max of", "minimum": "take min of"}.get(op, op)
+            raise Fail(f"shape mismatch: cannot {verb} {describe(x)} and {describe(y)}",
+                       e.span)
+        return self.b.emit(op, (self.b.broadcast(x, shape), self.b.broadcast(y, shape)),
+                           span=e.span)
+
+    def power(self, x: Node, y: Node, span: Span, right) -> Node:
+        if y.op == "iconst" and isinstance(self._literal(right), ast.Num):
+            n = y.attr("value")
+            x = self.real(x)
+            if n == 0:
+                return self.b.const(1.0, x.shape)
+            if abs(n) <= 64:
+                return self.b.emit("powi", (x,), span=span, n=n)
+        return self.elementwise("pow", self.real(x), self.real(y),
+                                _Spanned(span), "raise")
+
+    def _literal(self, e):
+        """The literal under any signs: `-2` in `x ^ -2` counts as an integer literal."""
+        while isinstance(e, ast.Unary) and e.op in "+-":
+            e = e.operand
+        return e
+
+    def matmul(self, x: Node, y: Node, e: ast.Binary) -> Node:
+        x, y = self.real(x), self.real(y)
+        if x.rank == 0 or y.rank == 0:
+            raise Fail(f"'@' needs vectors or matrices, got {describe(x)} @ {describe(y)}; "
+                       "use '*' for scalars", e.span)
+        if x.shape[-1] != y.shape[0]:
+            raise Fail(f"shape mismatch in '@': {describe(x)} @ {describe(y)} (inner sizes "
+                       f"{x.shape[-1]} and {y.shape[0]} differ)", e.span)
+        if x.rank == 1 and y.rank == 1:
+            return self.b.emit("sum", (self.b.emit("mul", (x, y), span=e.span),),
+                               span=e.span, axes=(0,))
+        return self.b.emit("matmul", (x, y), span=e.span)
+
+    def reduction(self, f: str, x: Node, axis: Optional[int], e: ast.Call) -> Node:
+        if x.rank == 0:
+            raise Fail(f"{f}() reduces a vector or matrix, got a scalar ({describe(x)})",
+                       e.span)
+        if axis is not None and x.rank != 2:
+            raise Fail(f"axis= applies to matrices only; {f}() got {describe(x)}", e.span)
+        axes = (axis,) if axis is not None else tuple(range(x.rank))
+        if f == "mean":
+            count = math.prod(x.shape[a] for a in axes)
+            s = self.b.emit("sum", (x,), span=e.span, axes=axes)
+            return self.b.mul(s, self.b.const(1.0 / count))
+        return self.b.emit(f, (x,), span=e.span, axes=axes)
+
+    def index(self, item, size: int) -> Node:
+        i = self.expr(item)
+        if i.dtype != INT:
+            kind = "a bool" if i.dtype == BOOL else "a real value"
+            raise Fail(f"an index must be an int (an int input, a dim, an integer literal, "
+                       f"or + - * of those), got {kind} ({describe(i)})", item.span)
+        if i.op == "iconst":
+            v = i.attr("value")
+            v = v + size if v < 0 else v
+            if not 0 <= v < size:
+                raise Fail(f"index {i.attr('value')} is out of range for an axis of size "
+                           f"{size}", item.span)
+            return self.b.emit("iconst", (), value=v)
+        check = len(self.graph.index_checks)
+        text = self.rep.source.line_text(item.span.line)[item.span.col - 1:
+                                                          item.span.end_col - 1]
+        self.graph.index_checks.append({"text": text or "index", "size": size,
+                                        "line": item.span.line, "col": item.span.col})
+        return self.b.emit("checked_index", (i,), span=item.span, size=size, check=check)
+
+    def slice_bounds(self, item: ast.Slice, size: int) -> tuple[int, int]:
+        def bound(e, default):
+            if e is None:
+                return default
+            v = self.expr(e)
+            if v.op != "iconst":
+                raise Fail("slice bounds must be integer constants (literals, dims, "
+                           "+ - * of those)", e.span)
+            v = v.attr("value")
+            return v + size if v < 0 else v
+        lo, hi = bound(item.lo, 0), bound(item.hi, size)
+        if not (0 <= lo < hi <= size):
+            raise Fail(f"slice {lo}:{hi} must lie inside an axis of size {size} and not be "
+                       "empty", item.span)
+        return lo, hi
+
+
+class _Spanned:
+    """Adapter giving a bare span the `.span` attribute `elementwise` reports at."""
+
+    def __init__(self, span: Span):
+        self.span = span

@@ -1,0 +1,600 @@
+"""The op table: every primitive's facts in one place.
+
+Each `OpDef` holds, for one primitive:
+  infer   shape and dtype of the result, from attributes and input nodes
+  eval    the NumPy reference semantics (constant folding, the reference interpreter)
+  vjp     the reverse-mode rule: builds IR for the input adjoints from the output
+          adjoint `g` (None for an input that takes no gradient). Backward-only ops
+          (argext_mask, prod_others, put, pad, sign) have none: autodiff is first order.
+  lower   how code generation computes it (see lossc/codegen/llvm.py):
+          kind "elem"  -> lower(cg, node, *element_values) returns one element value;
+                          fused into its consumer's loop, never needs a buffer
+          kind "view"  -> lower(cg, node, idx) returns the input element it reads
+          kind "tensor"-> lower(cg, node) fills node's buffer with loops
+          kind "leaf"  -> lower(cg, node, idx) loads from the arguments
+
+Adding an op means adding one entry here; `tests/test_ops.py` walks the table and
+fails for an entry that is incomplete.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+
+from lossc.ir.graph import BOOL, INT, REAL
+
+# ------------------------------------------------------------------ the record
+
+
+@dataclass
+class OpDef:
+    name: str
+    arity: int
+    kind: str                                  # elem, view, tensor, leaf
+    infer: Callable
+    eval: Callable                             # (attrs: dict, *arrays) -> array
+    vjp: Optional[Callable] = None             # (b, g, out, *inputs) -> tuple of adjoints
+    lower: Optional[Callable] = None
+    doc: str = ""
+    differentiable: bool = True                # False: no gradient flows (bool/int results)
+
+
+OPS: dict[str, OpDef] = {}
+
+
+def op(name, arity, kind, infer, eval, vjp=None, lower=None, doc="", differentiable=True):
+    OPS[name] = OpDef(name, arity, kind, infer, eval, vjp, lower, doc, differentiable)
+
+
+# ------------------------------------------------------------------ shape rules
+
+
+def same_real(attrs, *xs):
+    s = xs[0].shape
+    assert all(x.shape == s for x in xs), f"elementwise operands differ: {[x.shape for x in xs]}"
+    return s, REAL
+
+
+def same_bool(attrs, *xs):
+    s = xs[0].shape
+    assert all(x.shape == s for x in xs)
+    return s, BOOL
+
+
+def scalar_int(attrs, *xs):
+    assert all(x.shape == () and x.dtype == INT for x in xs)
+    return (), INT
+
+
+def reduced_shape(attrs, x):
+    axes = attrs["axes"]
+    return tuple(s for a, s in enumerate(x.shape) if a not in axes), REAL
+
+
+def same_as_input(attrs, x, *rest):
+    return x.shape, REAL
+
+
+# ------------------------------------------------------------------ leaves
+
+op("param", 0, "leaf", lambda a: (tuple(a["shape"]), REAL),
+   eval=lambda a: None, doc="a trainable parameter")
+op("input", 0, "leaf", lambda a: (tuple(a["shape"]), INT if a["is_int"] else REAL),
+   eval=lambda a: None, doc="one sample's data")
+op("hyper", 0, "leaf", lambda a: ((), REAL), eval=lambda a: None, doc="a runtime scalar")
+op("const", 0, "leaf", lambda a: ((), REAL), eval=lambda a: np.float64(a["value"]),
+   lower=lambda cg, n, idx: cg.fconst(n.attr("value")), doc="a real scalar constant")
+op("iconst", 0, "leaf", lambda a: ((), INT), eval=lambda a: np.int64(a["value"]),
+   lower=lambda cg, n, idx: cg.iconst(n.attr("value")), doc="an integer scalar constant")
+
+# ------------------------------------------------------------------ elementwise
+
+
+def unary(name, eval, deriv=None, lower=None, doc=""):
+    """An elementwise real function. `deriv(b, g, out, x)` builds g * f'(x)."""
+    vjp = (lambda b, g, out, x: (deriv(b, g, out, x),)) if deriv else None
+    op(name, 1, "elem", same_real, lambda a, x: eval(x), vjp, lower, doc)
+
+
+def _sig(x):
+    x = np.asarray(x, dtype=np.float64)
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def _softplus(x):
+    x = np.asarray(x, dtype=np.float64)
+    return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
+
+
+def _erf(x):
+    return np.vectorize(math.erf, otypes=[np.float64])(x)
+
+
+def _one_minus_sq(b, out):
+    return b.sub(b.const(1.0), b.mul(out, out))
+
+
+unary("neg", np.negative, lambda b, g, out, x: b.neg(g),
+      lambda cg, n, x: cg.b.fneg(x))
+unary("exp", np.exp, lambda b, g, out, x: b.mul(g, out),
+      lambda cg, n, x: cg.math("exp", x))
+unary("log", np.log, lambda b, g, out, x: b.div(g, x),
+      lambda cg, n, x: cg.math("log", x))
+unary("log1p", np.log1p, lambda b, g, out, x: b.div(g, b.add(b.const(1.0), x)),
+      lambda cg, n, x: cg.math("log1p", x))
+unary("expm1", np.expm1, lambda b, g, out, x: b.mul(g, b.add(out, b.const(1.0))),
+      lambda cg, n, x: cg.math("expm1", x))
+unary("sqrt", np.sqrt, lambda b, g, out, x: b.div(b.mul(g, b.const(0.5)), out),
+      lambda cg, n, x: cg.math("sqrt", x))
+unary("abs", np.abs, lambda b, g, out, x: b.mul(g, b.emit("sign", (x,))),
+      lambda cg, n, x: cg.math("fabs", x), doc="abs'(0) = 0")
+unary("sign", np.sign, None,
+      lambda cg, n, x: cg.select(cg.fcmp(">", x, cg.fconst(0)), cg.fconst(1),
+                                 cg.select(cg.fcmp("<", x, cg.fconst(0)),
+                                           cg.fconst(-1), cg.fconst(0))),
+      doc="backward-only: the derivative of abs")
+unary("sin", np.sin, lambda b, g, out, x: b.mul(g, b.emit("cos", (x,))),
+      lambda cg, n, x: cg.math("sin", x))
+unary("cos", np.cos, lambda b, g, out, x: b.neg(b.mul(g, b.emit("sin", (x,)))),
+      lambda cg, n, x: cg.math("cos", x))
+unary("tan", np.tan, lambda b, g, out, x: b.mul(g, b.add(b.const(1.0), b.mul(out, out))),
+      lambda cg, n, x: cg.math("tan", x))
+unary("tanh", np.tanh, lambda b, g, out, x: b.mul(g, _one_minus_sq(b, out)),
+      lambda cg, n, x: cg.math("tanh", x))
+unary("sinh", np.sinh, lambda b, g, out, x: b.mul(g, b.emit("cosh", (x,))),
+      lambda cg, n, x: cg.math("sinh", x))
+unary("cosh", np.cosh, lambda b, g, out, x: b.mul(g, b.emit("sinh", (x,))),
+      lambda cg, n, x: cg.math("cosh", x))
+unary("asin", np.arcsin,
+      lambda b, g, out, x: b.div(g, b.emit("sqrt", (_one_minus_sq(b, x),))),
+      lambda cg, n, x: cg.math("asin", x))
+unary("acos", np.arccos,
+      lambda b, g, out, x: b.neg(b.div(g, b.emit("sqrt", (_one_minus_sq(b, x),)))),
+      lambda cg, n, x: cg.math("acos", x))
+unary("atan", np.arctan,
+      lambda b, g, out, x: b.div(g, b.add(b.const(1.0), b.mul(x, x))),
+      lambda cg, n, x: cg.math("atan", x))
+unary("sigmoid", _sig,
+      lambda b, g, out, x: b.mul(g, b.mul(out, b.sub(b.const(1.0), out))),
+      lambda cg, n, x: cg.sigmoid(x), doc="stable for large |x|")
+unary("softplus", _softplus,
+      lambda b, g, out, x: b.mul(g, b.emit("sigmoid", (x,))),
+      lambda cg, n, x: cg.softplus(x), doc="log(1 + exp(x)), stable: softplus(1000) = 1000")
+unary("relu", lambda x: np.maximum(x, 0),
+      lambda b, g, out, x: b.where(b.emit("gt", (x, b.zeros_like(x))), g, b.zeros_like(g)),
+      lambda cg, n, x: cg.select(cg.fcmp(">", x, cg.fconst(0)), x, cg.fconst(0)),
+      doc="relu'(0) = 0")
+unary("erf", _erf,
+      lambda b, g, out, x: b.mul(g, b.mul(b.const(2 / math.sqrt(math.pi)),
+                                          b.emit("exp", (b.neg(b.mul(x, x)),)))),
+      lambda cg, n, x: cg.math("erf", x))
+
+
+def _powi_eval(a, x):
+    return np.power(np.asarray(x, dtype=np.float64), a["n"])
+
+
+def _powi_vjp(b, g, out, x):
+    n = out.attr("n")
+    if n == 1:
+        return (g,)
+    d = x if n == 2 else b.emit("powi", (x,), n=n - 1)
+    return (b.mul(g, b.mul(b.const(float(n)), d)),)
+
+
+op("powi", 1, "elem", same_real, _powi_eval, _powi_vjp,
+   lambda cg, n, x: cg.powi(x, n.attr("n")),
+   doc="x ^ n for an integer literal n, by multiplication: exact for negative x")
+
+op("to_real", 1, "elem", lambda a, x: (x.shape, REAL),
+   lambda a, x: np.asarray(x, dtype=np.float64), None,
+   lambda cg, n, x: cg.to_real(x), differentiable=False, doc="an integer used as a number")
+
+
+def binary(name, eval, vjp=None, lower=None, doc=""):
+    op(name, 2, "elem", same_real, lambda a, x, y: eval(x, y), vjp, lower, doc)
+
+
+binary("add", np.add, lambda b, g, out, x, y: (g, g), lambda cg, n, x, y: cg.b.fadd(x, y))
+binary("sub", np.subtract, lambda b, g, out, x, y: (g, b.neg(g)),
+       lambda cg, n, x, y: cg.b.fsub(x, y))
+binary("mul", np.multiply, lambda b, g, out, x, y: (b.mul(g, y), b.mul(g, x)),
+       lambda cg, n, x, y: cg.b.fmul(x, y))
+binary("div", np.divide,
+       lambda b, g, out, x, y: (b.div(g, y), b.neg(b.div(b.mul(g, out), y))),
+       lambda cg, n, x, y: cg.b.fdiv(x, y))
+
+
+def _pow_vjp(b, g, out, x, y):
+    dx = b.mul(g, b.mul(y, b.binary("pow", x, b.sub(y, b.const(1.0)))))
+    zero = b.zeros_like(out)
+    dy = b.where(b.emit("eq", (out, zero)), zero, b.mul(g, b.mul(out, b.emit("log", (x,)))))
+    return dx, dy
+
+
+binary("pow", np.power, _pow_vjp, lambda cg, n, x, y: cg.math("pow", x, y),
+       doc="x ^ y for real y; d/dy is 0 where x ^ y = 0")
+
+
+def _maxmin_vjp(cmp):
+    def vjp(b, g, out, x, y):
+        take_x = b.emit(cmp, (x, y))
+        zero = b.zeros_like(g)
+        return b.where(take_x, g, zero), b.where(take_x, zero, g)
+    return vjp
+
+
+binary("maximum", np.maximum, _maxmin_vjp("ge"),
+       lambda cg, n, x, y: cg.select(cg.fcmp(">=", x, y), x, y),
+       doc="max(a, b): the whole gradient goes to a when a >= b")
+binary("minimum", np.minimum, _maxmin_vjp("le"),
+       lambda cg, n, x, y: cg.select(cg.fcmp("<=", x, y), x, y),
+       doc="min(a, b): the whole gradient goes to a when a <= b")
+
+
+def _atan2_vjp(b, g, out, y, x):
+    den = b.add(b.mul(x, x), b.mul(y, y))
+    zero = b.zeros_like(den)
+    at_origin = b.emit("eq", (den, zero))
+    gy = b.where(at_origin, zero, b.div(b.mul(g, x), den))
+    gx = b.where(at_origin, zero, b.neg(b.div(b.mul(g, y), den)))
+    return gy, gx
+
+
+binary("atan2", np.arctan2, _atan2_vjp, lambda cg, n, y, x: cg.math("atan2", y, x),
+       doc="atan2(y, x); gradient 0 at the origin")
+
+# comparisons and logic: boolean results, no gradient
+_CMP = {"lt": ("<", np.less), "le": ("<=", np.less_equal), "gt": (">", np.greater),
+        "ge": (">=", np.greater_equal), "eq": ("==", np.equal), "ne": ("!=", np.not_equal)}
+for _name, (_sym, _f) in _CMP.items():
+    op(_name, 2, "elem", same_bool, (lambda f: lambda a, x, y: f(x, y))(_f), None,
+       (lambda s: lambda cg, n, x, y: cg.fcmp(s, x, y))(_sym), differentiable=False,
+       doc=f"a {_sym} b")
+
+op("and", 2, "elem", same_bool, lambda a, x, y: np.logical_and(x, y), None,
+   lambda cg, n, x, y: cg.b.and_(x, y), differentiable=False)
+op("or", 2, "elem", same_bool, lambda a, x, y: np.logical_or(x, y), None,
+   lambda cg, n, x, y: cg.b.or_(x, y), differentiable=False)
+op("not", 1, "elem", same_bool, lambda a, x: np.logical_not(x), None,
+   lambda cg, n, x: cg.b.not_(x), differentiable=False)
+
+
+def _where_infer(a, c, x, y):
+    assert c.dtype == BOOL and c.shape == x.shape == y.shape
+    return x.shape, REAL
+
+
+def _where_vjp(b, g, out, c, x, y):
+    zero = b.zeros_like(g)
+    return None, b.where(c, g, zero), b.where(c, zero, g)
+
+
+op("where", 3, "elem", _where_infer, lambda a, c, x, y: np.where(c, x, y), _where_vjp,
+   lambda cg, n, c, x, y: cg.select(c, x, y),
+   doc="elementwise choice; the gradient flows only through the branch chosen")
+
+# integer scalar arithmetic (indices, counts)
+
+
+def _checked_eval(a, i):
+    if not 0 <= int(i) < a["size"]:
+        raise IndexError(f"index {int(i)} out of range 0..{a['size'] - 1}")
+    return np.int64(i)
+
+
+op("checked_index", 1, "elem", scalar_int, _checked_eval, None,
+   lambda cg, n, i: cg.check_index(n, i), differentiable=False,
+   doc="a data-dependent index, checked against 0..size-1 at run time")
+op("iadd", 2, "elem", scalar_int, lambda a, x, y: np.int64(x + y), None,
+   lambda cg, n, x, y: cg.b.add(x, y), differentiable=False)
+op("isub", 2, "elem", scalar_int, lambda a, x, y: np.int64(x - y), None,
+   lambda cg, n, x, y: cg.b.sub(x, y), differentiable=False)
+op("imul", 2, "elem", scalar_int, lambda a, x, y: np.int64(x * y), None,
+   lambda cg, n, x, y: cg.b.mul(x, y), differentiable=False)
+op("ineg", 1, "elem", scalar_int, lambda a, x: np.int64(-x), None,
+   lambda cg, n, x: cg.b.neg(x), differentiable=False)
+
+# ------------------------------------------------------------------ views
+# A view reads elements of its input at other positions; code generation maps the
+# index instead of copying.
+
+
+def _broadcast_infer(a, x):
+    shape, dims = tuple(a["shape"]), tuple(a["dims"])
+    assert len(dims) == x.rank and all(x.shape[i] == shape[d] for i, d in enumerate(dims))
+    return shape, x.dtype
+
+
+def _broadcast_eval(a, x):
+    shape, dims = tuple(a["shape"]), tuple(a["dims"])
+    x = np.asarray(x)
+    # put x's axes where dims says, size-1 elsewhere, then broadcast
+    expand = [1] * len(shape)
+    for i, d in enumerate(dims):
+        expand[d] = x.shape[i]
+    order = np.argsort(dims) if dims else []
+    return np.broadcast_to(np.transpose(x, order).reshape(expand) if dims else x, shape)
+
+
+op("broadcast", 1, "view", _broadcast_infer, _broadcast_eval,
+   lambda b, g, out, x: (b.sum_to(g, x.shape, out.attr("dims")),),
+   lambda cg, n, idx: cg.elem(n.inputs[0], tuple(idx[d] for d in n.attr("dims"))),
+   doc="copies along new axes; dims[i] is the output axis of input axis i")
+
+op("transpose", 1, "view", lambda a, x: (x.shape[::-1], x.dtype), lambda a, x: np.transpose(x),
+   lambda b, g, out, x: (b.emit("transpose", (g,)),),
+   lambda cg, n, idx: cg.elem(n.inputs[0], tuple(reversed(idx))))
+
+
+def _take_infer(a, x, i):
+    assert i.dtype == INT and i.shape == ()
+    return tuple(s for k, s in enumerate(x.shape) if k != a["axis"]), x.dtype
+
+
+def _take_eval(a, x, i):
+    return np.take(x, int(i), axis=a["axis"])
+
+
+def _take_lower(cg, n, idx):
+    axis = n.attr("axis")
+    i = cg.elem(n.inputs[1], ())
+    return cg.elem(n.inputs[0], tuple(idx[:axis]) + (i,) + tuple(idx[axis:]))
+
+
+op("take", 2, "view", _take_infer, _take_eval,
+   lambda b, g, out, x, i: (b.emit("put", (g, i), axis=out.attr("axis"),
+                                   size=x.shape[out.attr("axis")]), None),
+   _take_lower, doc="x[i] along an axis; a data-dependent i is range-checked at run time")
+
+
+def _put_infer(a, g, i):
+    shape = list(g.shape)
+    shape.insert(a["axis"], a["size"])
+    return tuple(shape), REAL
+
+
+def _put_eval(a, g, i):
+    g = np.asarray(g, dtype=np.float64)
+    shape = list(g.shape)
+    shape.insert(a["axis"], a["size"])
+    out = np.zeros(shape)
+    sl = [slice(None)] * len(shape)
+    sl[a["axis"]] = int(i)
+    out[tuple(sl)] = g
+    return out
+
+
+def _put_lower(cg, n, idx):
+    axis = n.attr("axis")
+    i = cg.elem(n.inputs[1], ())
+    hit = cg.icmp("==", idx[axis], i)
+    v = cg.elem(n.inputs[0], tuple(idx[:axis]) + tuple(idx[axis + 1:]))
+    return cg.select(hit, v, cg.fconst(0))
+
+
+op("put", 2, "view", _put_infer, _put_eval, None, _put_lower,
+   doc="backward-only: zeros with g at index i along an axis (the adjoint of take)")
+
+
+def _slice_infer(a, x):
+    shape = list(x.shape)
+    shape[a["axis"]] = a["stop"] - a["start"]
+    return tuple(shape), x.dtype
+
+
+def _slice_eval(a, x):
+    sl = [slice(None)] * np.ndim(x)
+    sl[a["axis"]] = slice(a["start"], a["stop"])
+    return np.asarray(x)[tuple(sl)]
+
+
+def _slice_lower(cg, n, idx):
+    axis, start = n.attr("axis"), n.attr("start")
+    idx = list(idx)
+    idx[axis] = cg.b.add(idx[axis], cg.iconst(start)) if start else idx[axis]
+    return cg.elem(n.inputs[0], tuple(idx))
+
+
+op("slice", 1, "view", _slice_infer, _slice_eval,
+   lambda b, g, out, x: (b.emit("pad", (g,), axis=out.attr("axis"), start=out.attr("start"),
+                                size=x.shape[out.attr("axis")]),),
+   _slice_lower, doc="x[start:stop] along an axis (constant bounds)")
+
+
+def _pad_infer(a, g):
+    shape = list(g.shape)
+    shape[a["axis"]] = a["size"]
+    return tuple(shape), REAL
+
+
+def _pad_eval(a, g):
+    g = np.asarray(g, dtype=np.float64)
+    shape = list(g.shape)
+    shape[a["axis"]] = a["size"]
+    out = np.zeros(shape)
+    sl = [slice(None)] * len(shape)
+    sl[a["axis"]] = slice(a["start"], a["start"] + g.shape[a["axis"]])
+    out[tuple(sl)] = g
+    return out
+
+
+def _pad_lower(cg, n, idx):
+    axis, start = n.attr("axis"), n.attr("start")
+    length = n.inputs[0].shape[axis]
+    j = cg.b.sub(idx[axis], cg.iconst(start))
+    inside = cg.b.and_(cg.icmp(">=", j, cg.iconst(0)), cg.icmp("<", j, cg.iconst(length)))
+    # clamp before reading so the load never leaves the buffer; the select drops it
+    jc = cg.select(inside, j, cg.iconst(0))
+    idx = list(idx)
+    idx[axis] = jc
+    return cg.select(inside, cg.elem(n.inputs[0], tuple(idx)), cg.fconst(0))
+
+
+op("pad", 1, "view", _pad_infer, _pad_eval, None, _pad_lower,
+   doc="backward-only: zeros with g placed at start along an axis (the adjoint of slice)")
+
+# ------------------------------------------------------------------ reductions and tensors
+
+
+def _reduce_eval(f):
+    return lambda a, x: f(np.asarray(x, dtype=np.float64), axis=tuple(a["axes"]))
+
+
+def _expand(b, r, x, axes):
+    """Broadcast a reduction's result `r` back over the reduced `axes` of x's shape."""
+    kept = tuple(k for k in range(x.rank) if k not in axes)
+    return b.broadcast(r, x.shape, kept)
+
+
+def _sum_vjp(b, g, out, x):
+    return (_expand(b, g, x, out.attr("axes")),)
+
+
+def _ext_vjp(kind):
+    def vjp(b, g, out, x):
+        axes = out.attr("axes")
+        mask = b.emit("argext_mask", (x,), axes=axes, kind=kind)
+        return (b.mul(mask, _expand(b, g, x, axes)),)
+    return vjp
+
+
+def _prod_vjp(b, g, out, x):
+    axes = out.attr("axes")
+    others = b.emit("prod_others", (x,), axes=axes)
+    return (b.mul(others, _expand(b, g, x, axes)),)
+
+
+def _lse_vjp(b, g, out, x):
+    axes = out.attr("axes")
+    soft = b.emit("exp", (b.sub(x, _expand(b, out, x, axes)),))
+    return (b.mul(soft, _expand(b, g, x, axes)),)
+
+
+def _norm_vjp(b, g, out, x):
+    axes = out.attr("axes")
+    zero = b.zeros_like(out)
+    # the gradient of the norm at the zero vector is taken as 0, not 0/0
+    scale = b.where(b.emit("eq", (out, zero)), zero, b.div(g, out))
+    return (b.mul(x, _expand(b, scale, x, axes)),)
+
+
+def _lse_eval(a, x):
+    x = np.asarray(x, dtype=np.float64)
+    axes = tuple(a["axes"])
+    m = np.max(x, axis=axes, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0)
+    return np.squeeze(m, axis=axes) + np.log(np.sum(np.exp(x - m), axis=axes))
+
+
+def _norm_eval(a, x):
+    return np.sqrt(np.sum(np.square(np.asarray(x, dtype=np.float64)), axis=tuple(a["axes"])))
+
+
+for _name, _f, _vjp, _doc in [
+        ("sum", np.sum, _sum_vjp, "sum over axes"),
+        ("max", np.max, _ext_vjp("max"), "max over axes; the gradient goes to the first max"),
+        ("min", np.min, _ext_vjp("min"), "min over axes; the gradient goes to the first min"),
+        ("prod", np.prod, _prod_vjp, "product over axes; exact gradient with zeros"),
+]:
+    op(_name, 1, "tensor", reduced_shape, _reduce_eval(_f), _vjp,
+       (lambda k: lambda cg, n: cg.lower_reduce(n, k))(_name), _doc)
+
+op("logsumexp", 1, "tensor", reduced_shape, _lse_eval, _lse_vjp,
+   lambda cg, n: cg.lower_reduce(n, "logsumexp"), doc="log(sum(exp(x))), stable")
+op("norm", 1, "tensor", reduced_shape, _norm_eval, _norm_vjp,
+   lambda cg, n: cg.lower_reduce(n, "norm"), doc="Euclidean norm; gradient 0 at zero")
+
+
+def _argext_eval(a, x):
+    x = np.asarray(x, dtype=np.float64)
+    axes = tuple(a["axes"])
+    kept = [k for k in range(x.ndim) if k not in axes]
+    moved = np.moveaxis(x, kept + list(axes), range(x.ndim))
+    flat = moved.reshape(int(np.prod([x.shape[k] for k in kept])), -1)
+    pick = (np.argmax if a["kind"] == "max" else np.argmin)(flat, axis=1)
+    mask = np.zeros_like(flat)
+    mask[np.arange(flat.shape[0]), pick] = 1
+    return np.moveaxis(mask.reshape(moved.shape), range(x.ndim), kept + list(axes))
+
+
+def _prod_others_eval(a, x):
+    x = np.asarray(x, dtype=np.float64)
+    axes = tuple(a["axes"])
+    kept = [k for k in range(x.ndim) if k not in axes]
+    moved = np.moveaxis(x, kept + list(axes), range(x.ndim))
+    flat = moved.reshape(int(np.prod([x.shape[k] for k in kept])), -1)
+    out = np.empty_like(flat)
+    for j in range(flat.shape[1]):
+        out[:, j] = np.prod(np.delete(flat, j, axis=1), axis=1)
+    return np.moveaxis(out.reshape(moved.shape), range(x.ndim), kept + list(axes))
+
+
+op("argext_mask", 1, "tensor", same_as_input, _argext_eval, None,
+   lambda cg, n: cg.lower_argext(n),
+   doc="backward-only: 1 at the first max (kind=max) or min of each reduced group")
+op("prod_others", 1, "tensor", same_as_input, _prod_others_eval, None,
+   lambda cg, n: cg.lower_prod_others(n),
+   doc="backward-only: each element's product of the others in its group, no division")
+
+
+def _softmax_eval(a, x):
+    x = np.asarray(x, dtype=np.float64)
+    ax = a["axis"]
+    e = np.exp(x - np.max(x, axis=ax, keepdims=True))
+    return e / np.sum(e, axis=ax, keepdims=True)
+
+
+def _log_softmax_eval(a, x):
+    x = np.asarray(x, dtype=np.float64)
+    ax = a["axis"]
+    m = np.max(x, axis=ax, keepdims=True)
+    return x - m - np.log(np.sum(np.exp(x - m), axis=ax, keepdims=True))
+
+
+def _softmax_vjp(b, g, out, x):
+    ax = out.attr("axis")
+    dot = b.emit("sum", (b.mul(g, out),), axes=(ax,))
+    return (b.mul(out, b.sub(g, _expand(b, dot, x, (ax,)))),)
+
+
+def _log_softmax_vjp(b, g, out, x):
+    ax = out.attr("axis")
+    total = b.emit("sum", (g,), axes=(ax,))
+    soft = b.emit("softmax", (x,), axis=ax)
+    return (b.sub(g, b.mul(soft, _expand(b, total, x, (ax,)))),)
+
+
+op("softmax", 1, "tensor", same_as_input, _softmax_eval, _softmax_vjp,
+   lambda cg, n: cg.lower_softmax(n, log=False), doc="softmax along an axis, stable")
+op("log_softmax", 1, "tensor", same_as_input, _log_softmax_eval, _log_softmax_vjp,
+   lambda cg, n: cg.lower_softmax(n, log=True), doc="log(softmax) along an axis, stable")
+
+
+def _matmul_infer(a, x, y):
+    assert x.shape[-1] == y.shape[0] and x.rank + y.rank >= 3
+    return x.shape[:-1] + y.shape[1:], REAL
+
+
+def _matmul_vjp(b, g, out, x, y):
+    if x.rank == 2 and y.rank == 2:       # [M,K] @ [K,N]
+        return (b.emit("matmul", (g, b.emit("transpose", (y,)))),
+                b.emit("matmul", (b.emit("transpose", (x,)), g)))
+    if x.rank == 2:                       # [M,K] @ [K] -> [M]
+        return _outer(b, g, y), b.emit("matmul", (g, x))
+    return b.emit("matmul", (y, g)), _outer(b, x, g)   # [K] @ [K,N] -> [N]
+
+
+def _outer(b, u, v):
+    shape = (u.shape[0], v.shape[0])
+    return b.mul(b.broadcast(u, shape, (0,)), b.broadcast(v, shape, (1,)))
+
+
+op("matmul", 2, "tensor", _matmul_infer, lambda a, x, y: np.matmul(x, y), _matmul_vjp,
+   lambda cg, n: cg.lower_matmul(n), doc="A @ B, A @ x, x @ A")
+
+ELEMENTWISE_UNARY = [n for n, d in OPS.items() if d.kind == "elem" and d.arity == 1]

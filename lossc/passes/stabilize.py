@@ -1,0 +1,75 @@
+"""Numerically stabilizing rewrites of naive forms users write.
+
+    log(1 + exp(z)), log(exp(z) + 1)  -> softplus(z)
+    log(sigmoid(z))                   -> -softplus(-z)
+    log(1 - sigmoid(z))               -> -softplus(z)
+    log(sum(exp(v), axis=k))          -> logsumexp(v, axis=k)
+    log(softmax(v))                   -> log_softmax(v)
+    log(exp(x))                       -> x
+    log(1 + x), log(x + 1)            -> log1p(x)
+    exp(x) - 1                        -> expm1(x)
+
+Matching sees through the order of `+` operands and the spelling of a constant (`1`,
+`1.0`, a broadcast 1). Each rewrite made is recorded in `graph.rewrites` with its line.
+Runs on the forward graph, before autodiff, so the gradients are the stable ones too.
+"""
+from __future__ import annotations
+
+from lossc.ir.graph import Graph, Node, transform
+from lossc.passes.fold import const_value
+
+
+def _one(n: Node) -> bool:
+    return const_value(n) == 1.0
+
+
+def _plus_one(n: Node):
+    """If n is `1 + x` or `x + 1`, return x."""
+    if n.op == "add":
+        if _one(n.inputs[0]):
+            return n.inputs[1]
+        if _one(n.inputs[1]):
+            return n.inputs[0]
+    return None
+
+
+def stabilize(graph: Graph) -> Graph:
+    out_log = []
+
+    def note(n: Node, text: str):
+        where = f"line {n.span.line}: " if n.span else ""
+        out_log.append(where + text)
+
+    def rule(b, n: Node, xs: tuple):
+        if n.op == "log":
+            (x,) = xs
+            rest = _plus_one(x)
+            if rest is not None and rest.op == "exp":
+                note(n, "log(1 + exp(z)) -> softplus(z)")
+                return b.emit("softplus", rest.inputs)
+            if x.op == "sigmoid":
+                note(n, "log(sigmoid(z)) -> -softplus(-z)")
+                return b.neg(b.emit("softplus", (b.neg(x.inputs[0]),)))
+            if x.op == "sub" and _one(x.inputs[0]) and x.inputs[1].op == "sigmoid":
+                note(n, "log(1 - sigmoid(z)) -> -softplus(z)")
+                return b.neg(b.emit("softplus", x.inputs[1].inputs))
+            if x.op == "sum" and x.inputs[0].op == "exp":
+                note(n, "log(sum(exp(v))) -> logsumexp(v)")
+                return b.emit("logsumexp", x.inputs[0].inputs, axes=x.attr("axes"))
+            if x.op == "softmax":
+                note(n, "log(softmax(v)) -> log_softmax(v)")
+                return b.emit("log_softmax", x.inputs, axis=x.attr("axis"))
+            if x.op == "exp":
+                note(n, "log(exp(x)) -> x")
+                return x.inputs[0]
+            if rest is not None:
+                note(n, "log(1 + x) -> log1p(x)")
+                return b.emit("log1p", (rest,))
+        if n.op == "sub" and xs[0].op == "exp" and _one(xs[1]):
+            note(n, "exp(x) - 1 -> expm1(x)")
+            return b.emit("expm1", xs[0].inputs)
+        return None
+
+    g = transform(graph, rule)
+    g.rewrites = list(graph.rewrites) + out_log
+    return g

@@ -1,0 +1,145 @@
+"""Source text, spans, and diagnostics with their rendering.
+
+Every token, AST node and IR node carries a `Span`; every user-facing error is a
+`Diagnostic` rendered as
+
+    model.loss:7:18: error: shape mismatch: cannot add f64[32] and f64[16]
+        z = dot(w, x) + v
+                        ^
+
+Columns are 1-based and count code points (a tab is one column).
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Span:
+    """A region of source: from (line, col) up to but excluding (end_line, end_col)."""
+
+    line: int
+    col: int
+    end_line: int
+    end_col: int
+
+    @staticmethod
+    def point(line: int, col: int) -> "Span":
+        return Span(line, col, line, col + 1)
+
+    def to(self, other: "Span") -> "Span":
+        """The span covering `self` through `other`."""
+        return Span(self.line, self.col, other.end_line, other.end_col)
+
+    def __str__(self) -> str:
+        return f"{self.line}:{self.col}"
+
+
+class Source:
+    """A `.loss` file's text, split into lines once for diagnostics."""
+
+    def __init__(self, text: str, name: str = "<string>"):
+        if text.startswith("\ufeff"):
+            text = text[1:]
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+        self.text = text
+        self.name = name
+        self.lines = text.split("\n")
+
+    def line_text(self, line: int) -> str:
+        if 1 <= line <= len(self.lines):
+            return self.lines[line - 1]
+        return ""
+
+    @property
+    def last_line(self) -> int:
+        """The last line that holds something (1 for an empty file)."""
+        n = len(self.lines)
+        while n > 1 and not self.lines[n - 1].strip():
+            n -= 1
+        return max(n, 1)
+
+    def end_span(self) -> Span:
+        """A span on the last non-empty line, for whole-file errors."""
+        line = self.last_line
+        text = self.line_text(line)
+        col = len(text) - len(text.lstrip()) + 1 if text.strip() else 1
+        end = max(len(text.rstrip()) + 1, col + 1)
+        return Span(line, col, line, end)
+
+
+@dataclass
+class Diagnostic:
+    severity: str  # "error" or "warning"
+    message: str
+    span: Span
+    notes: list[str] = field(default_factory=list)
+
+    def render(self, source: Source) -> str:
+        line, col = self.span.line, self.span.col
+        head = f"{source.name}:{line}:{col}: {self.severity}: {self.message}"
+        text = source.line_text(line).replace("\t", " ")
+        if self.span.end_line == line:
+            width = max(1, self.span.end_col - col)
+        else:
+            width = max(1, len(text) - col + 1)
+        width = max(1, min(width, max(1, len(text) - col + 1)))
+        caret = " " * (col - 1) + "^" * width
+        parts = [head, "    " + text, "    " + caret]
+        parts += [f"    note: {n}" for n in self.notes]
+        return "\n".join(parts)
+
+
+class CompileError(ValueError):
+    """A mistake in a `.loss` file. `str()` is the whole report.
+
+    `line`, `col` and `message` describe the first error; `diagnostics` holds
+    every error found in the run (the compiler reports independent errors together).
+    """
+
+    def __init__(self, diagnostics: list[Diagnostic], source: Source):
+        self.diagnostics = [d for d in diagnostics if d.severity == "error"] or diagnostics
+        self.source = source
+        first = self.diagnostics[0]
+        self.line = first.span.line
+        self.col = first.span.col
+        self.message = first.message
+        self.filename = source.name
+        super().__init__("\n".join(d.render(source) for d in self.diagnostics))
+
+
+class Reporter:
+    """Collects diagnostics during one compilation."""
+
+    def __init__(self, source: Source):
+        self.source = source
+        self.diagnostics: list[Diagnostic] = []
+
+    def error(self, message: str, span: Span, notes: list[str] | None = None) -> Diagnostic:
+        d = Diagnostic("error", message, span, notes or [])
+        self.diagnostics.append(d)
+        return d
+
+    def warning(self, message: str, span: Span) -> Diagnostic:
+        d = Diagnostic("warning", message, span)
+        self.diagnostics.append(d)
+        return d
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.severity == "warning"]
+
+    def raise_if_errors(self) -> None:
+        if self.errors:
+            raise CompileError(self.errors, self.source)
+
+
+def closest_name(name: str, candidates) -> str | None:
+    """The declared name a misspelt `name` most likely meant, if any is close."""
+    matches = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    return matches[0] if matches else None

@@ -1,0 +1,163 @@
+"""The abstract syntax tree of a `.loss` file.
+
+Every node carries the `Span` of the source it came from. Nodes compare by identity
+(`eq=False`): trees may be thousands of levels deep, and structural equality or
+hashing would recurse through them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Union
+
+from lossc.source import Span
+
+# ---------------------------------------------------------------- expressions
+
+
+@dataclass(eq=False)
+class Num:
+    """A number literal. `is_int` when written without '.', exponent: `3`, `007`."""
+
+    value: float
+    text: str
+    is_int: bool
+    span: Span
+
+
+@dataclass(eq=False)
+class Name:
+    """A reference to a dim, input, param, hyper or binding; also `pi`."""
+
+    id: str
+    span: Span
+
+
+@dataclass(eq=False)
+class Unary:
+    op: str  # "-", "+", "not"
+    operand: "Expr"
+    span: Span
+    op_span: Span
+
+
+@dataclass(eq=False)
+class Binary:
+    op: str  # + - * / @ ^ < <= > >= == != and or
+    left: "Expr"
+    right: "Expr"
+    span: Span
+    op_span: Span
+
+
+@dataclass(eq=False)
+class Keyword:
+    """`axis=1` inside a call."""
+
+    name: str
+    value: "Expr"
+    span: Span
+
+
+@dataclass(eq=False)
+class Call:
+    func: str
+    args: list["Expr"]
+    kwargs: list[Keyword]
+    span: Span
+    func_span: Span
+
+
+@dataclass(eq=False)
+class Slice:
+    """`a:b` inside brackets; either bound may be None. `:` alone is Slice(None, None)."""
+
+    lo: Optional["Expr"]
+    hi: Optional["Expr"]
+    span: Span
+
+
+@dataclass(eq=False)
+class Index:
+    """`base[i, a:b]`: one item per indexed axis."""
+
+    base: "Expr"
+    items: list[Union["Expr", Slice]]
+    span: Span
+
+
+Expr = Union[Num, Name, Unary, Binary, Call, Index]
+
+# ---------------------------------------------------------------- declarations
+
+
+@dataclass(eq=False)
+class Init:
+    """A parameter's initializer: kind is "const", "normal", "uniform" or "glorot"."""
+
+    kind: str
+    args: list[float]
+    span: Span
+
+
+@dataclass(eq=False)
+class DimDecl:
+    name: str
+    value: Optional[int]
+    span: Span
+    name_span: Span
+
+
+@dataclass(eq=False)
+class InputDecl:
+    name: str
+    shape: list[Union[Num, Name]]  # sizes: integer literals or dim names
+    is_int: bool
+    span: Span
+    name_span: Span
+
+
+@dataclass(eq=False)
+class ParamDecl:
+    name: str
+    shape: list[Union[Num, Name]]
+    init: Optional[Init]
+    span: Span
+    name_span: Span
+
+
+@dataclass(eq=False)
+class HyperDecl:
+    name: str
+    default: float
+    span: Span
+    name_span: Span
+
+
+@dataclass(eq=False)
+class Let:
+    """`name = expr`."""
+
+    name: str
+    value: Expr
+    span: Span
+    name_span: Span
+
+
+@dataclass(eq=False)
+class LossStmt:
+    value: Expr
+    span: Span
+
+
+@dataclass(eq=False)
+class ReduceStmt:
+    kind: str  # "sum" or "mean"
+    span: Span
+
+
+Statement = Union[DimDecl, InputDecl, ParamDecl, HyperDecl, Let, LossStmt, ReduceStmt]
+
+
+@dataclass(eq=False)
+class Module:
+    statements: list[Statement]
