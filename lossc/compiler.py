@@ -105,11 +105,26 @@ def signature_of(graph: Graph) -> Signature:
                      graph.reduce, dict(graph.dims))
 
 
+def vector_bits(features: str) -> int:
+    """The SIMD width to spread samples over: AVX-512, AVX, or SSE2's 128 bits.
+    LOSSC_VECTOR_BITS overrides it (64 turns lanes off), for tests and comparisons."""
+    forced = os.environ.get("LOSSC_VECTOR_BITS")
+    if forced:
+        return int(forced)
+    flags = set(features.split(","))
+    if "+avx512f" in flags:
+        return 512
+    if "+avx" in flags:
+        return 256
+    return 128
+
+
 def back_end(graph: Graph, dtype: str) -> tuple[str, Layout]:
     """The optimized graph as LLVM IR text (before LLVM's own passes)."""
     from lossc.codegen.jit import host_cpu
     cpu = host_cpu()
-    module, layout = build_module(graph, dtype, triple=cpu["triple"])
+    module, layout = build_module(graph, dtype, triple=cpu["triple"],
+                                  vector_bits=vector_bits(cpu["features"]))
     return str(module), layout
 
 

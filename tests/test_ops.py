@@ -56,20 +56,26 @@ def test_table_is_complete():
         assert name in CASES or name in STRUCTURAL, f"{name} has no table test"
 
 
+B = 19    # more than two vectors of lanes plus a tail, at every SIMD width
+
+
 def _model(op, shapes, attrs, weights_shape=None):
-    """loss = sum(op(params...) * weights): a scalar through which every element of the
-    op's result reaches the gradient with a distinct weight."""
+    """loss = sum(op(t * params...) * weights): a scalar through which every element of
+    the op's result reaches the gradient with a distinct weight. The per-sample scale t
+    makes the op's arguments differ between samples, so the op runs on SIMD lanes."""
     g = Graph()
     b = Builder(g, share=False)
+    t = b.emit("input", (), name="t", shape=(), is_int=False, index=1)
     args, offset = [], 0
     for k, shape in enumerate(shapes):
-        args.append(b.emit("param", (), name=f"p{k}", shape=shape, offset=offset))
+        p = b.emit("param", (), name=f"p{k}", shape=shape, offset=offset)
+        args.append(b.mul(p, t))
         g.params.append(ParamSpec(f"p{k}", shape, ("const", (0.0,)), offset))
         offset += int(np.prod(shape))
     out = b.emit(op, args, **attrs)
     wshape = out.shape
     w = b.emit("input", (), name="w", shape=wshape, is_int=False, index=0)
-    g.inputs.append(InputSpec("w", wshape, False))
+    g.inputs += [InputSpec("w", wshape, False), InputSpec("t", (), False)]
     prod = b.mul(out, w)
     loss = b.emit("sum", (prod,), axes=tuple(range(prod.rank))) if prod.rank else prod
     g.outputs["loss"] = loss
@@ -80,16 +86,19 @@ def _model(op, shapes, attrs, weights_shape=None):
 def test_op_value_and_gradient(op):
     shapes, domains, attrs = CASES[op]
     model, out_shape = _model(op, shapes, attrs)
-    rng = np.random.default_rng(abs(hash(op)) % 2 ** 31)
+    rng = np.random.default_rng(sum(map(ord, op)))
     args = [rng.uniform(lo, hi, size=s) for s, (lo, hi) in zip(shapes, domains)]
-    w = rng.normal(size=(1,) + out_shape)
+    w = rng.normal(size=(B,) + out_shape)
+    t = rng.uniform(0.9, 1.1, size=B)
     theta = {f"p{k}": a for k, a in enumerate(args)}
 
-    ref = OPS[op].eval(attrs, *args)
-    assert np.shape(ref) == out_shape
-    expected = float(np.sum(np.asarray(ref) * w[0]))
-    value, grads = model.value_and_grad(theta, w=w)
-    assert value == pytest.approx(expected, rel=1e-12, abs=1e-12)
+    def objective(args):
+        return np.mean([np.sum(np.asarray(OPS[op].eval(attrs, *[a * t[i] for a in args]))
+                               * w[i]) for i in range(B)])
+
+    assert np.shape(OPS[op].eval(attrs, *args)) == out_shape
+    value, grads = model.value_and_grad(theta, w=w, t=t)
+    assert value == pytest.approx(objective(args), rel=1e-12, abs=1e-12)
 
     if OPS[op].vjp is None:
         return
@@ -100,8 +109,7 @@ def test_op_value_and_gradient(op):
             up, down = [x.copy() for x in args], [x.copy() for x in args]
             up[k][idx] += h
             down[k][idx] -= h
-            numeric[idx] = (np.sum(OPS[op].eval(attrs, *up) * w[0])
-                            - np.sum(OPS[op].eval(attrs, *down) * w[0])) / (2 * h)
+            numeric[idx] = (objective(up) - objective(down)) / (2 * h)
         np.testing.assert_allclose(grads[f"p{k}"], numeric, rtol=1e-6, atol=1e-8,
                                    err_msg=f"d/d p{k} of {op}")
 
@@ -109,31 +117,31 @@ def test_op_value_and_gradient(op):
 def test_kink_conventions_of_maximum_and_relu():
     model, _ = _model("maximum", [(3,), (3,)], {})
     v, g = model.value_and_grad({"p0": np.array([1.0, 2, 3]), "p1": np.array([1.0, 1, 4])},
-                                w=np.ones((1, 3)))
+                                w=np.ones((1, 3)), t=np.ones(1))
     np.testing.assert_array_equal(g["p0"], [1, 1, 0])   # ties go to the first argument
     np.testing.assert_array_equal(g["p1"], [0, 0, 1])
     model, _ = _model("relu", [(3,)], {})
-    _, g = model.value_and_grad({"p0": np.array([-1.0, 0.0, 2.0])}, w=np.ones((1, 3)))
+    _, g = model.value_and_grad({"p0": np.array([-1.0, 0.0, 2.0])}, w=np.ones((1, 3)), t=np.ones(1))
     np.testing.assert_array_equal(g["p0"], [0, 0, 1])
 
 
 def test_max_reduction_sends_gradient_to_first_maximum():
     model, _ = _model("max", [(4,)], {"axes": (0,)})
-    _, g = model.value_and_grad({"p0": np.array([1.0, 3.0, 3.0, 2.0])}, w=np.ones((1,)))
+    _, g = model.value_and_grad({"p0": np.array([1.0, 3.0, 3.0, 2.0])}, w=np.ones((1,)), t=np.ones(1))
     np.testing.assert_array_equal(g["p0"], [0, 1, 0, 0])
 
 
 def test_prod_gradient_with_zeros_is_exact():
     model, _ = _model("prod", [(4,)], {"axes": (0,)})
-    _, g = model.value_and_grad({"p0": np.array([2.0, 0.0, 3.0, 0.0])}, w=np.ones((1,)))
+    _, g = model.value_and_grad({"p0": np.array([2.0, 0.0, 3.0, 0.0])}, w=np.ones((1,)), t=np.ones(1))
     np.testing.assert_array_equal(g["p0"], [0, 0, 0, 0])
-    _, g = model.value_and_grad({"p0": np.array([2.0, 0.0, 3.0, 5.0])}, w=np.ones((1,)))
+    _, g = model.value_and_grad({"p0": np.array([2.0, 0.0, 3.0, 5.0])}, w=np.ones((1,)), t=np.ones(1))
     np.testing.assert_array_equal(g["p0"], [0, 30, 0, 0])
 
 
 def test_norm_of_zero_has_zero_gradient():
     model, _ = _model("norm", [(3,)], {"axes": (0,)})
-    v, g = model.value_and_grad({"p0": np.zeros(3)}, w=np.ones((1,)))
+    v, g = model.value_and_grad({"p0": np.zeros(3)}, w=np.ones((1,)), t=np.ones(1))
     assert v == 0
     np.testing.assert_array_equal(g["p0"], [0, 0, 0])
 
@@ -141,12 +149,12 @@ def test_norm_of_zero_has_zero_gradient():
 def test_stable_functions_at_extremes():
     model, _ = _model("softplus", [(4,)], {})
     x = np.array([1000.0, -1000.0, 30.0, 1e-9])
-    v, g = model.value_and_grad({"p0": x}, w=np.ones((1, 4)))
+    v, g = model.value_and_grad({"p0": x}, w=np.ones((1, 4)), t=np.ones(1))
     assert v == pytest.approx(1000 + 0 + 30 + np.log1p(np.exp(-30)) + np.log(2) + 5e-10,
                               rel=1e-14)
     np.testing.assert_allclose(g["p0"], [1, 0, 1 / (1 + np.exp(-30)), 0.5 + 2.5e-10],
                                rtol=1e-14)
     model, _ = _model("logsumexp", [(2,)], {"axes": (0,)})
-    v, g = model.value_and_grad({"p0": np.array([1000.0, 1000.0])}, w=np.ones((1,)))
+    v, g = model.value_and_grad({"p0": np.array([1000.0, 1000.0])}, w=np.ones((1,)), t=np.ones(1))
     assert v == pytest.approx(1000 + np.log(2), rel=1e-15)
     np.testing.assert_allclose(g["p0"], [0.5, 0.5])

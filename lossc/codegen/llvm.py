@@ -17,6 +17,14 @@ a loop over the B samples computing the per-sample values and accumulating the
 ".sample" outputs, and an epilogue combining them with the ".once" outputs (see
 passes/hoist.py).
 
+SIMD across the batch: the per-sample code is emitted twice. The main loop takes W
+samples at a time (W = vector width / element size: 8 doubles with AVX-512) and every
+per-sample value is a <W x T> vector whose lanes are W samples, so even a model whose
+per-sample work is a handful of scalars runs on full vectors. A scalar copy of the body
+handles the last B mod W samples. Per-lane gradient accumulators are summed across
+lanes once, at the end. Values computed once per call stay scalars and are splatted
+where they meet per-sample vectors (`unify`).
+
 How a node's elements are produced (`elem`):
   - rank-0 values of elementwise ops are SSA values, computed once, in order;
   - tensor ops (reductions, matmul, softmax) fill a buffer in `work` with loops;
@@ -33,22 +41,19 @@ from math import prod
 
 from llvmlite import ir
 
+from lossc.codegen.values import I1, I32, I64, ValueEmitter, is_vector, is_vector_type
 from lossc.ir.graph import BOOL, INT, Graph, Node
 from lossc.ir.ops import OPS
 from lossc.passes.hoist import varying
 
-I1, I32, I64 = ir.IntType(1), ir.IntType(32), ir.IntType(64)
 I8P = ir.IntType(8).as_pointer()
 FAST = ("reassoc", "contract")  # for batch and tensor reductions only: see docs
 
-# LLVM intrinsics; everything else is a libm call (tanhf etc. for float32)
-_INTRINSICS = {"exp", "log", "sqrt", "sin", "cos", "fabs", "pow"}
-_LIBM = {"log1p", "expm1", "tan", "tanh", "sinh", "cosh", "asin", "acos", "atan",
-         "atan2", "erf"}
 # tensor ops that read each input element exactly once (so a fused input is fine)
 _SINGLE_PASS = {"sum", "max", "min", "prod", "norm"}
 
 FUNCTIONS = ("lossc_value_and_grad", "lossc_loss")
+
 
 
 class Layout:
@@ -60,7 +65,7 @@ class Layout:
 
 
 def build_module(graph: Graph, dtype: str = "float64", triple: str = "",
-                 data_layout: str = "") -> tuple[ir.Module, Layout]:
+                 data_layout: str = "", vector_bits: int = 128) -> tuple[ir.Module, Layout]:
     """The LLVM module for a graph that has been through the whole pass pipeline."""
     module = ir.Module(name="lossc_model")
     if triple:
@@ -69,19 +74,21 @@ def build_module(graph: Graph, dtype: str = "float64", triple: str = "",
         module.data_layout = data_layout
     work = 0
     for name, want_grad in (("lossc_value_and_grad", True), ("lossc_loss", False)):
-        fc = FunctionCodegen(module, graph, dtype, want_grad, name)
+        fc = FunctionCodegen(module, graph, dtype, want_grad, name, vector_bits)
         fc.generate()
         work = max(work, fc.work_size)
     n_params = sum(p.size for p in graph.params)
     return module, Layout(max(work, 1), n_params)
 
 
-class FunctionCodegen:
-    def __init__(self, module: ir.Module, graph: Graph, dtype: str, want_grad: bool, name: str):
+class FunctionCodegen(ValueEmitter):
+    def __init__(self, module: ir.Module, graph: Graph, dtype: str, want_grad: bool, name: str,
+                 vector_bits: int = 128):
         self.module = module
         self.graph = graph
-        self.T = ir.DoubleType() if dtype == "float64" else ir.FloatType()
-        self.suffix = "" if dtype == "float64" else "f"
+        super().__init__(module, ir.DoubleType() if dtype == "float64" else ir.FloatType())
+        self.W = max(1, vector_bits // (64 if dtype == "float64" else 32))
+        self.lanes = 1            # lanes of the body being emitted: W, or 1 for the tail
         self.want_grad = want_grad
         ptr = self.T.as_pointer()
         fnty = ir.FunctionType(I32, [ptr, ptr, I8P.as_pointer(), I64, ptr, ptr,
@@ -99,8 +106,8 @@ class FunctionCodegen:
         self.values: dict[int, ir.Value] = {}     # SSA scalars
         self.buffers: dict[int, ir.Value] = {}    # pointers into work
         self.work_size = 0
-        self.sample = None        # i64 loop variable while inside the sample loop
-        self.input_rows: dict[int, ir.Value] = {}
+        self.sample = None        # i64 first sample of the current iteration
+        self.input_rows: dict[int, list] = {}
 
     # ------------------------------------------------------------ planning
 
@@ -141,39 +148,79 @@ class FunctionCodegen:
         outs = self.outputs()
         self.plan(outs)
         b = self.b
+        n_grad = sum(p.size for p in self.graph.params) if self.want_grad else 0
         # prologue: zero the outputs, compute everything no input reaches
-        n_out = 1 + (sum(p.size for p in self.graph.params) if self.want_grad else 0)
-        with self.loop(n_out) as j:
+        with self.loop(1 + n_grad) as j:
             b.store(self.fconst(0), b.gep(self.out, [j]))
         for n in self.live:
             if n.id not in self.vary:
                 self.emit_node(n)
-        loss_acc = self.alloca(self.T, "loss_acc")
-        b.store(self.fconst(0), loss_acc)
         sample_outs = {k: v for k, v in outs.items() if k.endswith(".sample")}
         has_inputs = any(n.op == "input" for n in self.live)
+        self.loss_acc = {1: self.alloca(self.T, "loss_acc")}
+        b.store(self.fconst(0), self.loss_acc[1])
+        if (sample_outs or has_inputs) and self.W > 1:
+            VT = ir.VectorType(self.T, self.W)
+            self.loss_acc[self.W] = self.alloca(VT, "loss_acc_v")
+            b.store(self.splat(self.fconst(0), self.W), self.loss_acc[self.W])
+            # per-lane gradient accumulators: W partial sums per gradient element
+            self.grad_acc = b.bitcast(self.buffer(max(n_grad, 1) * self.W), VT.as_pointer())
+            with self.loop(max(n_grad, 1)) as j:
+                b.store(self.splat(self.fconst(0), self.W), b.gep(self.grad_acc, [j]), align=8)
+            full = b.and_(self.B, self.iconst(-self.W))     # W is a power of two
+            with self.loop(full, step=self.W) as i:
+                self.body(i, self.W, sample_outs)
+            start = full
+        else:
+            start = self.iconst(0)
         if sample_outs or has_inputs:
-            with self.loop(self.B) as i:
-                self.sample = i
-                self.input_rows = {}
-                for n in self.live:   # row pointers first: they must dominate every use
-                    if n.op == "input":
-                        self.input_row(n)
-                for n in self.live:
-                    if n.id in self.vary:
-                        self.emit_node(n)
-                for k, node in sample_outs.items():
-                    self.accumulate(k, node, loss_acc)
-                self.sample = None
-        self.epilogue(outs, loss_acc)
+            with self.loop(self.B, start=start) as i:
+                self.body(i, 1, sample_outs)
+        if self.W > 1 and self.W in self.loss_acc:
+            self.reduce_lanes(n_grad)
+        self.epilogue(outs, self.loss_acc[1])
         b.ret(ir.Constant(I32, 0))
         # allocas live in the entry block so LLVM promotes them to registers
         ir.IRBuilder(self.entry).branch(self.fn.blocks[1])
 
+    def body(self, i, lanes: int, sample_outs: dict) -> None:
+        """The per-sample computation for samples i .. i+lanes-1."""
+        self.sample, self.lanes = i, lanes
+        self.input_rows = {}
+        for n in self.live:   # row pointers first: they must dominate every use
+            if n.op == "input":
+                self.input_row(n)
+        for n in self.live:
+            if n.id in self.vary:
+                self.emit_node(n)
+        for k, node in sample_outs.items():
+            self.accumulate(k, node)
+        self.sample, self.lanes = None, 1
+
+    def reduce_lanes(self, n_grad: int) -> None:
+        """Add the per-lane partial sums into the scalar accumulators, lane by lane
+        (a fixed order: results are deterministic for a given B)."""
+        b = self.b
+        acc = self.loss_acc[1]
+        b.store(b.fadd(b.load(acc), self.hsum(b.load(self.loss_acc[self.W]))), acc)
+        if not self.want_grad or not n_grad:
+            return
+        with self.loop(n_grad) as j:
+            p = b.gep(self.out, [b.add(j, self.iconst(1))])
+            v = b.load(b.gep(self.grad_acc, [j]), align=8)
+            b.store(b.fadd(b.load(p), self.hsum(v)), p)
+
+    def hsum(self, v):
+        b = self.b
+        total = b.extract_element(v, self.iconst(0))
+        for l in range(1, v.type.count):
+            total = b.fadd(total, b.extract_element(v, self.iconst(l)))
+        return total
+
     def emit_node(self, n: Node) -> None:
         d = OPS[n.op]
         if n.id in self.materialize:
-            self.buffers[n.id] = self.buffer(n.size)
+            self.buffers[n.id] = self.node_buffer(n)
             if d.kind == "tensor":
                 d.lower(self, n)
             else:
@@ -184,6 +231,21 @@ class FunctionCodegen:
         elif d.kind == "leaf" and n.op == "const":
             self.values[n.id] = self.fconst(n.attr("value"))
 
+    def vector_node(self, n: Node) -> bool:
+        """Whether n's elements are <W x T> vectors in the body being emitted."""
+        return self.lanes > 1 and n.id in self.vary
+
+    def elem_type(self, n: Node):
+        base = {BOOL: I1, INT: I64}.get(n.dtype, self.T)
+        return ir.VectorType(base, self.lanes) if self.vector_node(n) else base
+
+    def node_buffer(self, n: Node):
+        """Space in `work` for n's elements (vectors of lanes for per-sample values)."""
+        if self.vector_node(n):
+            ptr = self.buffer(n.size * self.lanes)
+            return self.b.bitcast(ptr, ir.VectorType(self.T, self.lanes).as_pointer())
+        return self.buffer(n.size)
+
     def compute(self, n: Node, idx: tuple) -> ir.Value:
         """The element of n at idx, from its op's lowering rule."""
         d = OPS[n.op]
@@ -192,47 +254,93 @@ class FunctionCodegen:
         return d.lower(self, n, idx)
 
     def elem(self, n: Node, idx: tuple) -> ir.Value:
+        if any(is_vector(i) for i in idx):
+            return self.gather(n, idx)
         if n.id in self.values:
             return self.values[n.id]
         if n.id in self.buffers:
-            v = self.b.load(self.b.gep(self.buffers[n.id], [self.flat(n.shape, idx)]))
+            v = self.b.load(self.b.gep(self.buffers[n.id], [self.flat(n.shape, idx)]), align=8)
             # buffers hold reals; a bool tensor is kept as 0.0/1.0
-            return self.b.fcmp_ordered("!=", v, self.fconst(0)) if n.dtype == BOOL else v
+            return self.fcmp("!=", v, self.fconst(0)) if n.dtype == BOOL else v
         if n.op == "param":
             off = self.b.add(self.iconst(n.attr("offset")), self.flat(n.shape, idx))
             return self.b.load(self.b.gep(self.params, [off]))
         if n.op == "hyper":
             return self.b.load(self.b.gep(self.hypers, [self.iconst(n.attr("index"))]))
         if n.op == "input":
-            row = self.input_row(n)
-            return self.b.load(self.b.gep(row, [self.flat(n.shape, idx)]))
+            return self.load_input(n, idx)
         return self.compute(n, idx)
+
+    def gather(self, n: Node, idx: tuple) -> ir.Value:
+        """n at an index that differs between lanes (a data-dependent index): lane by
+        lane. Each lane reads its own sample's element."""
+        b = self.b
+        width = next(i.type.count for i in idx if is_vector(i))
+        out = None
+        for lane in range(width):
+            li = tuple(b.extract_element(i, self.iconst(lane)) if is_vector(i) else i
+                       for i in idx)
+            v = self.elem(n, li)
+            if is_vector(v):
+                v = b.extract_element(v, self.iconst(lane))
+            if out is None:
+                out = ir.Constant(ir.VectorType(v.type, width), None)
+            out = b.insert_element(out, v, self.iconst(lane))
+        return out
+
+    def load_input(self, n: Node, idx: tuple) -> ir.Value:
+        b = self.b
+        rows = self.input_rows[n.attr("index")]
+        off = self.flat(n.shape, idx)
+        if len(rows) == 1:
+            return b.load(b.gep(rows[0], [off]))
+        if n.size == 1:   # a scalar input: the lanes' values are contiguous
+            vt = ir.VectorType(rows[0].type.pointee, len(rows))
+            return b.load(b.bitcast(rows[0], vt.as_pointer()), align=8)
+        out = ir.Constant(ir.VectorType(rows[0].type.pointee, len(rows)), None)
+        for lane, row in enumerate(rows):
+            out = b.insert_element(out, b.load(b.gep(row, [off])), self.iconst(lane))
+        return out
 
     def store(self, n: Node, idx: tuple, v: ir.Value) -> None:
         if n.dtype == BOOL:
             v = self.select(v, self.fconst(1), self.fconst(0))
-        self.b.store(v, self.b.gep(self.buffers[n.id], [self.flat(n.shape, idx)]))
+        if self.vector_node(n):
+            v = self.splat(v, self.lanes)
+        self.b.store(v, self.b.gep(self.buffers[n.id], [self.flat(n.shape, idx)]), align=8)
 
-    def input_row(self, n: Node) -> ir.Value:
-        """Pointer to this sample's row of an input (computed once per sample)."""
+    def input_row(self, n: Node) -> list:
+        """Pointers to this iteration's rows of an input, one per lane (computed once
+        per iteration)."""
         k = n.attr("index")
         if k not in self.input_rows:
             b = self.b
             ty = I64 if n.dtype == INT else self.T
             base = b.bitcast(b.load(b.gep(self.inputs, [self.iconst(k)])), ty.as_pointer())
-            start = b.mul(self.sample, self.iconst(max(n.size, 1)))
-            self.input_rows[k] = b.gep(base, [start])
+            size = self.iconst(max(n.size, 1))
+            rows = []
+            for lane in range(self.lanes):
+                sample = b.add(self.sample, self.iconst(lane)) if lane else self.sample
+                rows.append(b.gep(base, [b.mul(sample, size)]))
+            self.input_rows[k] = rows
         return self.input_rows[k]
 
-    def accumulate(self, key: str, node: Node, loss_acc) -> None:
+    def accumulate(self, key: str, node: Node) -> None:
         b = self.b
         if key.startswith("loss"):
-            b.store(b.fadd(b.load(loss_acc), self.elem(node, ()), flags=FAST), loss_acc)
+            acc = self.loss_acc[self.lanes]
+            b.store(self.fadd(b.load(acc), self.elem(node, ()), flags=FAST), acc)
             return
         spec = self.param_spec(key)
         with self.loops(node.shape) as idx:
-            p = b.gep(self.out, [b.add(self.iconst(1 + spec.offset), self.flat(node.shape, idx))])
-            b.store(b.fadd(b.load(p), self.elem(node, idx), flags=FAST), p)
+            j = self.flat(node.shape, idx)
+            if self.lanes > 1:
+                p = b.gep(self.grad_acc, [b.add(self.iconst(spec.offset), j)])
+                v = self.splat(self.elem(node, idx), self.lanes)
+                b.store(b.fadd(b.load(p, align=8), v, flags=FAST), p, align=8)
+            else:
+                p = b.gep(self.out, [b.add(self.iconst(1 + spec.offset), j)])
+                b.store(b.fadd(b.load(p), self.elem(node, idx), flags=FAST), p)
 
     def epilogue(self, outs: dict, loss_acc) -> None:
         """objective = scale * (sum of per-sample terms) + mult * (once terms)."""
@@ -274,10 +382,11 @@ class FunctionCodegen:
         return self.b.gep(self.work, [self.iconst(off)])
 
     @contextmanager
-    def loop(self, n):
-        """for i in range(n): the body is whatever the with-block emits."""
+    def loop(self, n, start=None, step: int = 1):
+        """for i in range(start, n, step): the body is whatever the with-block emits."""
         b = self.b
         count = self.iconst(n) if isinstance(n, int) else n
+        start = self.iconst(0) if start is None else start
         pre = b.block
         header = self.fn.append_basic_block("loop")
         body = self.fn.append_basic_block("body")
@@ -285,11 +394,11 @@ class FunctionCodegen:
         b.branch(header)
         b.position_at_end(header)
         i = b.phi(I64, name="i")
-        i.add_incoming(self.iconst(0), pre)
+        i.add_incoming(start, pre)
         b.cbranch(b.icmp_signed("<", i, count), body, done)
         b.position_at_end(body)
         yield i
-        nxt = b.add(i, self.iconst(1))
+        nxt = b.add(i, self.iconst(step))
         i.add_incoming(nxt, b.block)
         b.branch(header)
         b.position_at_end(done)
@@ -319,75 +428,28 @@ class FunctionCodegen:
         inner = self.iconst(shape[1])
         return (self.b.udiv(j, inner), self.b.urem(j, inner))
 
-    # ------------------------------------------------------------ scalar helpers
-
-    def fconst(self, v) -> ir.Value:
-        return ir.Constant(self.T, float(v))
-
-    def iconst(self, v) -> ir.Value:
-        return ir.Constant(I64, int(v))
-
-    def select(self, c, a, b):
-        return self.b.select(c, a, b)
-
-    def fcmp(self, sym: str, a, b):
-        if sym == "!=":
-            return self.b.fcmp_unordered("!=", a, b)
-        return self.b.fcmp_ordered(sym, a, b)
-
-    def icmp(self, sym: str, a, b):
-        return self.b.icmp_signed(sym, a, b)
-
-    def to_real(self, x):
-        return self.b.sitofp(x, self.T)
-
-    def math(self, name: str, *args):
-        if name in _INTRINSICS:
-            f = self.module.declare_intrinsic("llvm." + name, [self.T])
-        else:
-            assert name in _LIBM, name
-            fname = name + self.suffix
-            f = self.module.globals.get(fname)
-            if f is None:
-                f = ir.Function(self.module, ir.FunctionType(self.T, [self.T] * len(args)),
-                                name=fname)
-                f.attributes.add("nounwind")
-        return self.b.call(f, list(args))
-
-    def sigmoid(self, x):
-        b = self.b
-        e = self.math("exp", b.fneg(self.math("fabs", x)))
-        den = b.fadd(self.fconst(1), e)
-        return self.select(self.fcmp(">=", x, self.fconst(0)),
-                           b.fdiv(self.fconst(1), den), b.fdiv(e, den))
-
-    def softplus(self, x):
-        b = self.b
-        pos = self.select(self.fcmp(">", x, self.fconst(0)), x, self.fconst(0))
-        return b.fadd(pos, self.math("log1p", self.math("exp", b.fneg(self.math("fabs", x)))))
-
-    def powi(self, x, n: int):
-        b = self.b
-        result, base, k = None, x, abs(n)
-        while k:
-            if k & 1:
-                result = base if result is None else b.fmul(result, base)
-            k >>= 1
-            if k:
-                base = b.fmul(base, base)
-        if result is None:
-            result = self.fconst(1)
-        return b.fdiv(self.fconst(1), result) if n < 0 else result
-
     def check_index(self, n: Node, i):
-        """Return i, after branching out with an error if it is outside 0..size-1."""
+        """Return i, after branching out with an error if it is outside 0..size-1
+        (in any lane)."""
         b = self.b
-        bad = b.icmp_unsigned(">=", i, self.iconst(n.attr("size")))
-        with b.if_then(bad, likely=False):
-            for k, v in enumerate((self.iconst(n.attr("check")),
-                                   self.sample if self.sample is not None else self.iconst(-1),
-                                   i)):
-                b.store(v, b.gep(self.err, [self.iconst(k)]))
+        size = self.iconst(n.attr("size"))
+        bad = b.icmp_unsigned(">=", i, self.splat(size, i.type.count) if is_vector(i) else size)
+        any_bad = bad
+        if is_vector(bad):
+            any_bad = b.icmp_unsigned("!=", b.bitcast(bad, ir.IntType(bad.type.count)),
+                                      ir.Constant(ir.IntType(bad.type.count), 0))
+        with b.if_then(any_bad, likely=False):
+            lanes = bad.type.count if is_vector(bad) else 1
+            for lane in range(lanes):
+                k = self.iconst(lane)
+                lane_bad = b.extract_element(bad, k) if lanes > 1 else bad
+                with b.if_then(lane_bad):
+                    value = b.extract_element(i, k) if lanes > 1 else i
+                    sample = (b.add(self.sample, k) if self.sample is not None
+                              else self.iconst(-1))
+                    for slot, v in enumerate((self.iconst(n.attr("check")), sample, value)):
+                        b.store(v, b.gep(self.err, [self.iconst(slot)]))
+                    b.ret(ir.Constant(I32, 1))
             b.ret(ir.Constant(I32, 1))
         return i
 
@@ -407,11 +469,18 @@ class FunctionCodegen:
             full[a] = v
         return tuple(full)
 
+    def acc(self, n: Node, init, ty=None):
+        """An accumulator for elements of n's type (vectors of lanes for per-sample n)."""
+        ty = ty or self.elem_type(n)
+        a = self.alloca(ty)
+        self.b.store(self.splat(init, ty.count) if is_vector_type(ty) else init, a)
+        return a
+
     def fold_group(self, x, kept, kidx, axes, rshape, init, step, flags=()):
         """acc = init; for each element v of the group: acc = step(acc, v)."""
         b = self.b
-        acc = self.alloca(self.T)
-        b.store(init, acc)
+        acc = self.acc(x, init, ir.VectorType(self.T, self.lanes) if self.vector_node(x)
+                       else self.T)
         with self.loops(rshape) as ridx:
             v = self.elem(x, self.merge(kept, kidx, axes, ridx, x.rank))
             b.store(step(b.load(acc), v), acc)
@@ -422,12 +491,11 @@ class FunctionCodegen:
         init = self.fconst(-math.inf if kind == "max" else math.inf)
         # strict comparison keeps the first extremum; NaN propagates as in NumPy
         return self.fold_group(x, kept, kidx, axes, rshape, init, lambda a, v: self.select(
-            self.b.or_(self.fcmp(sym, v, a), self.b.fcmp_unordered("uno", v, v)), v, a))
+            self.or_(self.fcmp(sym, v, a), self.b.fcmp_unordered("uno", v, v)), v, a))
 
     def safe_shift(self, m):
         """The max to subtract in logsumexp/softmax: 0 when it is infinite."""
-        b = self.b
-        finite = b.fcmp_ordered("<", self.math("fabs", m), self.fconst(math.inf))
+        finite = self.fcmp("<", self.math("fabs", m), self.fconst(math.inf))
         return self.select(finite, m, self.fconst(0))
 
     def lower_reduce(self, n: Node, kind: str) -> None:
@@ -437,22 +505,22 @@ class FunctionCodegen:
         with self.loops(kshape) as kidx:
             if kind == "sum":
                 r = self.fold_group(x, kept, kidx, axes, rshape, self.fconst(0),
-                                    lambda a, v: b.fadd(a, v, flags=FAST))
+                                    lambda a, v: self.fadd(a, v, flags=FAST))
             elif kind == "prod":
                 r = self.fold_group(x, kept, kidx, axes, rshape, self.fconst(1),
-                                    lambda a, v: b.fmul(a, v, flags=FAST))
+                                    lambda a, v: self.fmul(a, v, flags=FAST))
             elif kind == "norm":
                 s = self.fold_group(x, kept, kidx, axes, rshape, self.fconst(0),
-                                    lambda a, v: b.fadd(a, b.fmul(v, v), flags=FAST))
+                                    lambda a, v: self.fadd(a, self.fmul(v, v), flags=FAST))
                 r = self.math("sqrt", s)
             elif kind in ("max", "min"):
                 r = self.group_max(x, kept, kidx, axes, rshape, kind)
             elif kind == "logsumexp":
                 m = self.safe_shift(self.group_max(x, kept, kidx, axes, rshape))
                 s = self.fold_group(x, kept, kidx, axes, rshape, self.fconst(0),
-                                    lambda a, v: b.fadd(a, self.math("exp", b.fsub(v, m)),
+                                    lambda a, v: self.fadd(a, self.math("exp", self.fsub(v, m)),
                                                         flags=FAST))
-                r = b.fadd(m, self.math("log", s))
+                r = self.fadd(m, self.math("log", s))
             else:
                 raise AssertionError(kind)
             self.store(n, kidx, r)
@@ -461,14 +529,16 @@ class FunctionCodegen:
         b = self.b
         axes, kind = n.attr("axes"), n.attr("kind")
         x, kept, kshape, rshape = self.reduce_parts(n, axes)
-        found = self.alloca(I1)
+        flag = ir.VectorType(I1, self.lanes) if self.vector_node(x) else I1
+        found = self.alloca(flag)
         with self.loops(kshape) as kidx:
             m = self.group_max(x, kept, kidx, axes, rshape, kind)
-            b.store(ir.Constant(I1, 0), found)
+            b.store(self.splat(ir.Constant(I1, 0), self.lanes) if is_vector_type(flag)
+                    else ir.Constant(I1, 0), found)
             with self.loops(rshape) as ridx:
                 full = self.merge(kept, kidx, axes, ridx, x.rank)
-                hit = b.and_(self.fcmp("==", self.elem(x, full), m), b.not_(b.load(found)))
-                b.store(b.or_(b.load(found), hit), found)
+                hit = self.and_(self.fcmp("==", self.elem(x, full), m), self.not_(b.load(found)))
+                b.store(self.or_(b.load(found), hit), found)
                 self.store(n, full, self.select(hit, self.fconst(1), self.fconst(0)))
 
     def lower_prod_others(self, n: Node) -> None:
@@ -478,20 +548,22 @@ class FunctionCodegen:
         axes = n.attr("axes")
         x, kept, kshape, rshape = self.reduce_parts(n, axes)
         count = prod(rshape)
-        run = self.alloca(self.T)
+        run = self.acc(x, self.fconst(1))
         with self.loops(kshape) as kidx:
-            b.store(self.fconst(1), run)
+            b.store(self.splat(self.fconst(1), self.lanes) if self.vector_node(x)
+                    else self.fconst(1), run)
             with self.loop(count) as j:
                 full = self.merge(kept, kidx, axes, self.unflatten(rshape, j), x.rank)
                 self.store(n, full, b.load(run))
-                b.store(b.fmul(b.load(run), self.elem(x, full)), run)
-            b.store(self.fconst(1), run)
+                b.store(self.fmul(b.load(run), self.elem(x, full)), run)
+            b.store(self.splat(self.fconst(1), self.lanes) if self.vector_node(x)
+                    else self.fconst(1), run)
             with self.loop(count) as j:
                 jr = b.sub(self.iconst(count - 1), j)
                 full = self.merge(kept, kidx, axes, self.unflatten(rshape, jr), x.rank)
                 p = b.gep(self.buffers[n.id], [self.flat(n.shape, full)])
-                b.store(b.fmul(b.load(p), b.load(run)), p)
-                b.store(b.fmul(b.load(run), self.elem(x, full)), run)
+                b.store(self.fmul(b.load(p, align=8), b.load(run)), p, align=8)
+                b.store(self.fmul(b.load(run), self.elem(x, full)), run)
 
     def lower_softmax(self, n: Node, log: bool) -> None:
         b = self.b
@@ -500,13 +572,13 @@ class FunctionCodegen:
         with self.loops(kshape) as kidx:
             m = self.safe_shift(self.group_max(x, kept, kidx, axes, rshape))
             s = self.fold_group(x, kept, kidx, axes, rshape, self.fconst(0),
-                                lambda a, v: b.fadd(a, self.math("exp", b.fsub(v, m)),
+                                lambda a, v: self.fadd(a, self.math("exp", self.fsub(v, m)),
                                                     flags=FAST))
             logs = self.math("log", s) if log else None
             with self.loops(rshape) as ridx:
                 full = self.merge(kept, kidx, axes, ridx, x.rank)
-                shifted = b.fsub(self.elem(x, full), m)
-                v = b.fsub(shifted, logs) if log else b.fdiv(self.math("exp", shifted), s)
+                shifted = self.fsub(self.elem(x, full), m)
+                v = self.fsub(shifted, logs) if log else self.fdiv(self.math("exp", shifted), s)
                 self.store(n, full, v)
 
     def lower_matmul(self, n: Node) -> None:
@@ -514,11 +586,10 @@ class FunctionCodegen:
         x, y = n.inputs
         K = x.shape[-1]
         with self.loops(n.shape) as idx:
-            acc = self.alloca(self.T)
-            b.store(self.fconst(0), acc)
+            acc = self.acc(n, self.fconst(0))
             with self.loop(K) as k:
                 xi = (idx[0], k) if x.rank == 2 else (k,)
                 yi = (k, idx[-1]) if y.rank == 2 else (k,)
-                prod_ = b.fmul(self.elem(x, xi), self.elem(y, yi))
-                b.store(b.fadd(b.load(acc), prod_, flags=FAST), acc)
+                prod_ = self.fmul(self.elem(x, xi), self.elem(y, yi))
+                b.store(self.fadd(b.load(acc), prod_, flags=FAST), acc)
             self.store(n, idx, b.load(acc))

@@ -119,7 +119,7 @@ def _one_minus_sq(b, out):
 
 
 unary("neg", np.negative, lambda b, g, out, x: b.neg(g),
-      lambda cg, n, x: cg.b.fneg(x))
+      lambda cg, n, x: cg.fneg(x))
 unary("exp", np.exp, lambda b, g, out, x: b.mul(g, out),
       lambda cg, n, x: cg.math("exp", x))
 unary("log", np.log, lambda b, g, out, x: b.div(g, x),
@@ -199,14 +199,14 @@ def binary(name, eval, vjp=None, lower=None, doc=""):
     op(name, 2, "elem", same_real, lambda a, x, y: eval(x, y), vjp, lower, doc)
 
 
-binary("add", np.add, lambda b, g, out, x, y: (g, g), lambda cg, n, x, y: cg.b.fadd(x, y))
+binary("add", np.add, lambda b, g, out, x, y: (g, g), lambda cg, n, x, y: cg.fadd(x, y))
 binary("sub", np.subtract, lambda b, g, out, x, y: (g, b.neg(g)),
-       lambda cg, n, x, y: cg.b.fsub(x, y))
+       lambda cg, n, x, y: cg.fsub(x, y))
 binary("mul", np.multiply, lambda b, g, out, x, y: (b.mul(g, y), b.mul(g, x)),
-       lambda cg, n, x, y: cg.b.fmul(x, y))
+       lambda cg, n, x, y: cg.fmul(x, y))
 binary("div", np.divide,
        lambda b, g, out, x, y: (b.div(g, y), b.neg(b.div(b.mul(g, out), y))),
-       lambda cg, n, x, y: cg.b.fdiv(x, y))
+       lambda cg, n, x, y: cg.fdiv(x, y))
 
 
 def _pow_vjp(b, g, out, x, y):
@@ -257,11 +257,11 @@ for _name, (_sym, _f) in _CMP.items():
        doc=f"a {_sym} b")
 
 op("and", 2, "elem", same_bool, lambda a, x, y: np.logical_and(x, y), None,
-   lambda cg, n, x, y: cg.b.and_(x, y), differentiable=False)
+   lambda cg, n, x, y: cg.and_(x, y), differentiable=False)
 op("or", 2, "elem", same_bool, lambda a, x, y: np.logical_or(x, y), None,
-   lambda cg, n, x, y: cg.b.or_(x, y), differentiable=False)
+   lambda cg, n, x, y: cg.or_(x, y), differentiable=False)
 op("not", 1, "elem", same_bool, lambda a, x: np.logical_not(x), None,
-   lambda cg, n, x: cg.b.not_(x), differentiable=False)
+   lambda cg, n, x: cg.not_(x), differentiable=False)
 
 
 def _where_infer(a, c, x, y):
@@ -291,13 +291,13 @@ op("checked_index", 1, "elem", scalar_int, _checked_eval, None,
    lambda cg, n, i: cg.check_index(n, i), differentiable=False,
    doc="a data-dependent index, checked against 0..size-1 at run time")
 op("iadd", 2, "elem", scalar_int, lambda a, x, y: np.int64(x + y), None,
-   lambda cg, n, x, y: cg.b.add(x, y), differentiable=False)
+   lambda cg, n, x, y: cg.add(x, y), differentiable=False)
 op("isub", 2, "elem", scalar_int, lambda a, x, y: np.int64(x - y), None,
-   lambda cg, n, x, y: cg.b.sub(x, y), differentiable=False)
+   lambda cg, n, x, y: cg.sub(x, y), differentiable=False)
 op("imul", 2, "elem", scalar_int, lambda a, x, y: np.int64(x * y), None,
-   lambda cg, n, x, y: cg.b.mul(x, y), differentiable=False)
+   lambda cg, n, x, y: cg.mul(x, y), differentiable=False)
 op("ineg", 1, "elem", scalar_int, lambda a, x: np.int64(-x), None,
-   lambda cg, n, x: cg.b.neg(x), differentiable=False)
+   lambda cg, n, x: cg.neg(x), differentiable=False)
 
 # ------------------------------------------------------------------ views
 # A view reads elements of its input at other positions; code generation maps the
@@ -396,7 +396,7 @@ def _slice_eval(a, x):
 def _slice_lower(cg, n, idx):
     axis, start = n.attr("axis"), n.attr("start")
     idx = list(idx)
-    idx[axis] = cg.b.add(idx[axis], cg.iconst(start)) if start else idx[axis]
+    idx[axis] = cg.add(idx[axis], cg.iconst(start)) if start else idx[axis]
     return cg.elem(n.inputs[0], tuple(idx))
 
 
@@ -426,8 +426,8 @@ def _pad_eval(a, g):
 def _pad_lower(cg, n, idx):
     axis, start = n.attr("axis"), n.attr("start")
     length = n.inputs[0].shape[axis]
-    j = cg.b.sub(idx[axis], cg.iconst(start))
-    inside = cg.b.and_(cg.icmp(">=", j, cg.iconst(0)), cg.icmp("<", j, cg.iconst(length)))
+    j = cg.sub(idx[axis], cg.iconst(start))
+    inside = cg.and_(cg.icmp(">=", j, cg.iconst(0)), cg.icmp("<", j, cg.iconst(length)))
     # clamp before reading so the load never leaves the buffer; the select drops it
     jc = cg.select(inside, j, cg.iconst(0))
     idx = list(idx)

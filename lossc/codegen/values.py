@@ -1,0 +1,152 @@
+"""Emitting scalar-or-vector values: the arithmetic every lowering rule uses.
+
+A value is a scalar or a <W x T> vector whose lanes are W samples. Every helper here
+accepts a mix and splats the scalars (values computed once per call) to the vectors'
+width, so a lowering rule is written once for both.
+"""
+from __future__ import annotations
+
+from llvmlite import ir
+
+from lossc.codegen import vmath
+
+I1, I32, I64 = ir.IntType(1), ir.IntType(32), ir.IntType(64)
+
+# LLVM intrinsics; the functions in vmath are emitted inline; the rest are libm calls
+# (tanhf etc. for float32), one per lane on vectors
+_INTRINSICS = {"sqrt", "sin", "cos", "fabs", "pow"}
+_LIBM = {"tan", "sinh", "cosh", "asin", "acos", "atan", "atan2", "erf"}
+
+
+def is_vector(v) -> bool:
+    return isinstance(v.type, ir.VectorType)
+
+
+def is_vector_type(t) -> bool:
+    return isinstance(t, ir.VectorType)
+
+
+class ValueEmitter:
+    def __init__(self, module: ir.Module, T, builder: ir.IRBuilder | None = None):
+        self.module = module
+        self.T = T
+        self.suffix = "" if isinstance(T, ir.DoubleType) else "f"
+        if builder is not None:
+            self.b = builder
+
+    def fconst(self, v) -> ir.Value:
+        return ir.Constant(self.T, float(v))
+
+    def iconst(self, v) -> ir.Value:
+        return ir.Constant(I64, int(v))
+
+    def splat(self, v, width: int):
+        if width == 1 or is_vector(v):
+            return v
+        vt = ir.VectorType(v.type, width)
+        if isinstance(v, ir.Constant):
+            return ir.Constant(vt, [v.constant] * width)
+        one = self.b.insert_element(ir.Constant(vt, None), v, ir.Constant(I32, 0))
+        return self.b.shuffle_vector(one, ir.Constant(vt, None),
+                                     ir.Constant(ir.VectorType(I32, width), [0] * width))
+
+    def unify(self, *vals):
+        width = max((v.type.count for v in vals if is_vector(v)), default=1)
+        return [self.splat(v, width) for v in vals]
+
+    def _binary(name):
+        def f(self, x, y, flags=()):
+            x, y = self.unify(x, y)
+            method = getattr(self.b, name)
+            return method(x, y, flags=flags) if flags else method(x, y)
+        return f
+
+    fadd, fsub, fmul, fdiv = _binary("fadd"), _binary("fsub"), _binary("fmul"), _binary("fdiv")
+    and_, or_ = _binary("and_"), _binary("or_")
+    add, sub, mul = _binary("add"), _binary("sub"), _binary("mul")
+
+    def fneg(self, x):
+        return self.b.fneg(x)
+
+    def not_(self, x):
+        return self.b.not_(x)
+
+    def neg(self, x):
+        return self.b.neg(x)
+
+    def select(self, c, a, b):
+        a, b = self.unify(a, b)
+        if is_vector(c):
+            a, b = self.splat(a, c.type.count), self.splat(b, c.type.count)
+        return self.b.select(c, a, b)
+
+    def fcmp(self, sym: str, a, b):
+        a, b = self.unify(a, b)
+        if sym == "!=":
+            return self.b.fcmp_unordered("!=", a, b)
+        return self.b.fcmp_ordered(sym, a, b)
+
+    def icmp(self, sym: str, a, b):
+        a, b = self.unify(a, b)
+        return self.b.icmp_signed(sym, a, b)
+
+    def to_real(self, x):
+        t = ir.VectorType(self.T, x.type.count) if is_vector(x) else self.T
+        return self.b.sitofp(x, t)
+
+    def math(self, name: str, *args):
+        args = self.unify(*args)
+        if name in vmath.FUNCTIONS:
+            return getattr(vmath, name)(self, *args)
+        ty = args[0].type
+        if name in _INTRINSICS:
+            return self.b.call(self.intrinsic(name, ty, len(args)), list(args))
+        assert name in _LIBM, name
+        fname = name + self.suffix
+        f = self.module.globals.get(fname)
+        if f is None:
+            f = ir.Function(self.module, ir.FunctionType(self.T, [self.T] * len(args)),
+                            name=fname)
+            f.attributes.add("nounwind")
+        if not is_vector(args[0]):
+            return self.b.call(f, list(args))
+        out = ir.Constant(ty, None)   # no vector libm here: one call per lane
+        for lane in range(ty.count):
+            k = self.iconst(lane)
+            r = self.b.call(f, [self.b.extract_element(a, k) for a in args])
+            out = self.b.insert_element(out, r, k)
+        return out
+
+    def intrinsic(self, name: str, ty, nargs: int):
+        """llvm.<name>.<type suffix>, e.g. llvm.exp.v8f64, declared once per module."""
+        base = ty.element if is_vector_type(ty) else ty
+        suffix = "f64" if isinstance(base, ir.DoubleType) else "f32"
+        if is_vector_type(ty):
+            suffix = f"v{ty.count}{suffix}"
+        fname = f"llvm.{name}.{suffix}"
+        f = self.module.globals.get(fname)
+        if f is None:
+            f = ir.Function(self.module, ir.FunctionType(ty, [ty] * nargs), name=fname)
+        return f
+
+    def sigmoid(self, x):
+        e = self.math("exp", self.fneg(self.math("fabs", x)))
+        den = self.fadd(self.fconst(1), e)
+        return self.select(self.fcmp(">=", x, self.fconst(0)),
+                           self.fdiv(self.fconst(1), den), self.fdiv(e, den))
+
+    def softplus(self, x):
+        pos = self.select(self.fcmp(">", x, self.fconst(0)), x, self.fconst(0))
+        return self.fadd(pos, self.math("log1p", self.math("exp", self.fneg(self.math("fabs", x)))))
+
+    def powi(self, x, n: int):
+        result, base, k = None, x, abs(n)
+        while k:
+            if k & 1:
+                result = base if result is None else self.fmul(result, base)
+            k >>= 1
+            if k:
+                base = self.fmul(base, base)
+        if result is None:
+            result = self.fconst(1)
+        return self.fdiv(self.fconst(1), result) if n < 0 else result

@@ -1,0 +1,221 @@
+"""The Python API: compile from paths and text, argument validation, artifacts, cache."""
+import pathlib
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+import lossc
+from conftest import ROOT, SAMPLES
+
+LOGISTIC = SAMPLES / "logistic.loss"
+
+
+@pytest.fixture(scope="module")
+def logistic():
+    return lossc.compile(LOGISTIC, dims={"D": 4})
+
+
+def _data(B=5, D=4, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(B, D)), (rng.random(B) < 0.5).astype(float)
+
+
+def _numpy_logistic(theta, X, Y, lam):
+    z = X @ theta["w"] + theta["b"]
+    sp = np.logaddexp(0, z)
+    value = np.mean(sp - Y * z) + lam * np.sum(theta["w"] ** 2)
+    r = 1 / (1 + np.exp(-z)) - Y
+    return value, {"w": X.T @ r / len(Y) + 2 * lam * theta["w"], "b": np.mean(r)}
+
+
+def test_seed_example_from_text():
+    m = lossc.compile("param x1 = 2\nparam x2 = 5\nloss = log(x1) + x1 * x2 - sin(x2)\n")
+    value, g = m.value_and_grad(m.init_params())
+    assert value == pytest.approx(np.log(2) + 10 - np.sin(5), rel=1e-15)
+    assert g["x1"] == pytest.approx(5.5, rel=1e-15)
+    assert g["x2"] == pytest.approx(2 - np.cos(5), rel=1e-15)
+
+
+def test_logistic_matches_numpy(logistic):
+    X, Y = _data()
+    theta = logistic.init_params(seed=3)
+    theta["b"] = np.array(0.3)
+    for lam in (1e-3, 0.5):
+        value, g = logistic.value_and_grad(theta, x=X, y=Y, lam=lam)
+        ref, rg = _numpy_logistic(theta, X, Y, lam)
+        assert value == pytest.approx(ref, rel=1e-13)
+        np.testing.assert_allclose(g["w"], rg["w"], rtol=1e-12)
+        assert float(g["b"]) == pytest.approx(rg["b"], rel=1e-12)
+
+
+def test_path_rules(tmp_path):
+    p = tmp_path / "m.loss"
+    p.write_text("param a = 3\nloss = a ^ 2\n")
+    for src in (p, str(p)):
+        assert lossc.compile(src).loss({"a": 3.0}) == 9.0
+    with pytest.raises(FileNotFoundError):
+        lossc.compile(str(tmp_path / "missing.loss"))
+    with pytest.raises(lossc.CompileError) as e:
+        lossc.compile("param a = 1\nloss = b\n")
+    assert str(e.value).startswith("<string>:2:8: error:")
+
+
+def test_unknown_dim_names_the_declared_ones():
+    with pytest.raises(ValueError, match=r"'E'.*\['D'\]"):
+        lossc.compile(LOGISTIC, dims={"E": 3})
+
+
+def test_init_params_shapes_and_seed(logistic):
+    a, b = logistic.init_params(seed=1), logistic.init_params(seed=1)
+    assert a["w"].shape == (4,) and a["b"].shape == ()
+    np.testing.assert_array_equal(a["w"], b["w"])
+    assert not np.array_equal(a["w"], logistic.init_params(seed=2)["w"])
+
+
+@pytest.mark.parametrize("kwargs, exc, words", [
+    (dict(x=np.zeros((5, 3)), y=np.zeros(5)), ValueError, ["'x'", "(B, 4)", "(5, 3)"]),
+    (dict(x=np.zeros((5, 4)), y=np.zeros(4)), ValueError, ["batch sizes disagree"]),
+    (dict(x=np.zeros((5, 4))), ValueError, ["missing input 'y'"]),
+    (dict(x=np.zeros((5, 4)), y=np.zeros(5), z=1), ValueError, ["unknown argument 'z'"]),
+    (dict(x=np.zeros((5, 4), dtype=complex), y=np.zeros(5)), TypeError, ["'x'", "complex"]),
+    (dict(x=np.array([["a"] * 4] * 5), y=np.zeros(5)), TypeError, ["'x'"]),
+    (dict(x=np.zeros((0, 4)), y=np.zeros(0)), ValueError, ["empty"]),
+    (dict(x=np.zeros((5, 4)), y=np.zeros(5), lam=np.ones(2)), ValueError, ["'lam'"]),
+])
+def test_bad_arrays_raise_clear_errors(logistic, kwargs, exc, words):
+    theta = logistic.init_params()
+    with pytest.raises(exc) as e:
+        logistic.value_and_grad(theta, **kwargs)
+    for w in words:
+        assert w in str(e.value)
+
+
+def test_bad_parameters(logistic):
+    X, Y = _data()
+    with pytest.raises(ValueError, match="missing parameter 'b'"):
+        logistic.loss({"w": np.zeros(4)}, x=X, y=Y)
+    with pytest.raises(ValueError, match=r"'w' must have shape \(4,\)"):
+        logistic.loss({"w": np.zeros(3), "b": 0.0}, x=X, y=Y)
+    with pytest.raises(ValueError, match="unknown parameter 'v'"):
+        logistic.loss({"w": np.zeros(4), "b": 0.0, "v": 1}, x=X, y=Y)
+
+
+def test_non_contiguous_and_other_dtypes_are_accepted(logistic):
+    X, Y = _data(B=6)
+    theta = logistic.init_params(seed=4)
+    ref, _ = logistic.value_and_grad(theta, x=X, y=Y)
+    Xf = np.asfortranarray(X).astype(np.float32).astype(np.float64)
+    big = np.zeros((6, 8))
+    big[:, ::2] = X
+    v1, _ = logistic.value_and_grad(theta, x=big[:, ::2], y=Y.astype(np.int32))
+    assert v1 == pytest.approx(ref, rel=1e-15)
+    v2, _ = logistic.value_and_grad(theta, x=Xf, y=list(Y))
+    assert v2 == pytest.approx(logistic.loss(theta, x=Xf, y=Y), rel=1e-15)
+
+
+SOFTMAX = "dim K = 3\ninput x[2]\ninput k: int\nparam W[K, 2] = 1\nloss = (W @ x)[k] + W[k, 0]\n"
+
+
+def test_int_inputs_checked_at_call_time():
+    m = lossc.compile(SOFTMAX)
+    theta = m.init_params()
+    x = np.ones((4, 2))
+    with pytest.raises(ValueError, match=r"k = 3 is out of range 0\.\.2 at sample 2"):
+        m.value_and_grad(theta, x=x, k=np.array([0, 1, 3, 0]))
+    with pytest.raises(ValueError, match="out of range"):
+        m.loss(theta, x=x, k=np.array([0, -1, 0, 0]))
+    with pytest.raises(ValueError, match=r"int input 'k' holds nan at sample 1"):
+        m.loss(theta, x=x, k=np.array([0, np.nan, 0, 0]))
+    with pytest.raises(ValueError, match=r"holds 0.5"):
+        m.loss(theta, x=x, k=np.array([0, 0.5, 0, 0]))
+    v, g = m.value_and_grad(theta, x=x, k=np.array([0.0, 1, 2, 2]))
+    expected = np.zeros((3, 2))
+    for k in (0, 1, 2, 2):
+        expected[k] += [1 + 1, 1]
+    np.testing.assert_allclose(g["W"], expected / 4)
+
+
+def test_unused_parameter_warns_and_gets_zero_gradient():
+    with pytest.warns(lossc.LosscWarning, match="'b' does not affect the loss"):
+        m = lossc.compile("param a = 1\nparam b[2] = 1\nloss = a * 3\n", cache=False)
+    v, g = m.value_and_grad(m.init_params())
+    np.testing.assert_array_equal(g["b"], [0, 0])
+    assert g["a"] == 3
+
+
+def test_save_and_load_in_another_process(tmp_path, logistic):
+    path = tmp_path / "logistic.lossc"
+    logistic.save(path)
+    X, Y = _data()
+    theta = logistic.init_params(seed=7)
+    np.savez(tmp_path / "in.npz", X=X, Y=Y, **theta)
+    value, g = logistic.value_and_grad(theta, x=X, y=Y)
+    code = (
+        "import sys, numpy as np, lossc, lossc.codegen.jit as j\n"
+        "j.compile_ir = None  # loading must need no code generation\n"
+        f"m = lossc.load(r'{path}')\n"
+        f"d = np.load(r'{tmp_path / 'in.npz'}')\n"
+        "v, g = m.value_and_grad({'w': d['w'], 'b': d['b']}, x=d['X'], y=d['Y'])\n"
+        "print(repr(v)); print(repr(float(g['b'])))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, check=True).stdout.split()
+    assert float(out[0]) == value
+    assert float(out[1]) == float(g["b"])
+
+
+def test_artifact_for_another_cpu_is_recompiled_or_refused(tmp_path, logistic):
+    from lossc.runtime import artifact
+    path = tmp_path / "m.lossc"
+    logistic.save(path)
+    header, obj = artifact.read(path)
+    header["cpu"] = dict(header["cpu"], cpu="some-other-cpu")
+    artifact.write(path, header, obj)
+    with pytest.raises(artifact.ArtifactError, match="some-other-cpu"):
+        lossc.load(path, recompile=False)
+    with pytest.warns(lossc.LosscWarning, match="recompiling"):
+        m = lossc.load(path)
+    X, Y = _data()
+    theta = m.init_params()
+    assert m.loss(theta, x=X, y=Y) == logistic.loss(theta, x=X, y=Y)
+    path.write_bytes(b"not an artifact")
+    with pytest.raises(artifact.ArtifactError):
+        lossc.load(path)
+
+
+def test_cache_makes_recompiling_in_a_new_process_fast(tmp_path):
+    src = tmp_path / "c.loss"
+    src.write_text((SAMPLES / "mlp.loss").read_text())
+    code = ("import time, lossc\n"
+            "t = time.perf_counter()\n"
+            f"m = lossc.compile(r'{src}')\n"
+            "print(time.perf_counter() - t, m.n_params)\n")
+    env = {"LOSSC_CACHE_DIR": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin"}
+    run = lambda: subprocess.run([sys.executable, "-c", code], capture_output=True,
+                                 text=True, cwd=ROOT, env=env, check=True).stdout.split()
+    first, second = run(), run()
+    assert first[1] == second[1] == str(16 * 32 + 32 + 32 + 1)
+    assert any((tmp_path / "cache").glob("*.lossc"))
+
+
+def test_float32_model():
+    m = lossc.compile(LOGISTIC, dims={"D": 4}, dtype="float32")
+    X, Y = _data()
+    theta = m.init_params(seed=3)
+    assert theta["w"].dtype == np.float32
+    value, g = m.value_and_grad(theta, x=X, y=Y)
+    ref, rg = _numpy_logistic({k: v.astype(float) for k, v in theta.items()}, X, Y, 1e-3)
+    assert value == pytest.approx(ref, rel=1e-5)
+    assert g["w"].dtype == np.float32
+    np.testing.assert_allclose(g["w"], rg["w"], rtol=1e-4, atol=1e-6)
+
+
+def test_deep_programs_compile_or_refuse_cleanly():
+    deep = "param a = 0.5\nloss = " + "(" * 1000 + "a" + ")" * 1000 + "\n"
+    assert lossc.compile(deep, cache=False).loss({"a": 0.5}) == 0.5
+    long_sum = "param a = 0.5\nloss = " + " + ".join(["a"] * 10000) + "\n"
+    m = lossc.compile(long_sum, cache=False)
+    v, g = m.value_and_grad({"a": 0.5})
+    assert v == pytest.approx(5000) and g["a"] == pytest.approx(10000)
