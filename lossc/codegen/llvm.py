@@ -35,6 +35,7 @@ How a node's elements are produced (`elem`):
 """
 from __future__ import annotations
 
+import itertools
 import math
 from contextlib import contextmanager
 from math import prod
@@ -48,6 +49,8 @@ from lossc.passes.hoist import varying
 
 I8P = ir.IntType(8).as_pointer()
 FAST = ("reassoc", "contract")  # for batch and tensor reductions only: see docs
+
+UNROLL = 256   # reduction groups up to this size are unrolled into a tree
 
 # tensor ops that read each input element exactly once (so a fused input is fine)
 _SINGLE_PASS = {"sum", "max", "min", "prod", "norm"}
@@ -190,6 +193,9 @@ class FunctionCodegen(ValueEmitter):
         for n in self.live:   # row pointers first: they must dominate every use
             if n.op == "input":
                 self.input_row(n)
+                self.buffers.pop(n.id, None)
+                if lanes > 1 and n.size > 1:
+                    self.transpose_input(n)
         for n in self.live:
             if n.id in self.vary:
                 self.emit_node(n)
@@ -287,6 +293,39 @@ class FunctionCodegen(ValueEmitter):
                 out = ir.Constant(ir.VectorType(v.type, width), None)
             out = b.insert_element(out, v, self.iconst(lane))
         return out
+
+    def transpose_input(self, n: Node) -> None:
+        """Load W samples' rows of a tensor input into a buffer of lane vectors, element
+        j holding (x[i][j], x[i+1][j], ...): W x W blocks are loaded as W row vectors and
+        transposed with shuffles (a perfect-shuffle network, log2(W) stages); the last
+        size mod W elements are gathered."""
+        b, W = self.b, self.lanes
+        VT = ir.VectorType(self.T, W)
+        buf = b.bitcast(self.buffer(n.size * W), VT.as_pointer())
+        rows = self.input_rows[n.attr("index")]
+        half = W // 2
+        lo_mask = ir.Constant(ir.VectorType(I32, W), [k // 2 + (W if k % 2 else 0)
+                                                      for k in range(W)])
+        hi_mask = ir.Constant(ir.VectorType(I32, W), [half + k // 2 + (W if k % 2 else 0)
+                                                      for k in range(W)])
+        with self.loop(n.size // W) as jb:
+            start = b.mul(jb, self.iconst(W))
+            vecs = [b.load(b.bitcast(b.gep(r, [start]), VT.as_pointer()), align=8)
+                    for r in rows]
+            for _ in range(W.bit_length() - 1):
+                nxt = []
+                for k in range(half):
+                    nxt.append(b.shuffle_vector(vecs[k], vecs[k + half], lo_mask))
+                    nxt.append(b.shuffle_vector(vecs[k], vecs[k + half], hi_mask))
+                vecs = nxt
+            for k, v in enumerate(vecs):
+                b.store(v, b.gep(buf, [b.add(start, self.iconst(k))]), align=8)
+        for j in range(n.size - n.size % W, n.size):
+            out = ir.Constant(VT, None)
+            for lane, r in enumerate(rows):
+                out = b.insert_element(out, b.load(b.gep(r, [self.iconst(j)])), self.iconst(lane))
+            b.store(out, b.gep(buf, [self.iconst(j)]), align=8)
+        self.buffers[n.id] = buf
 
     def load_input(self, n: Node, idx: tuple) -> ir.Value:
         b = self.b
@@ -476,20 +515,38 @@ class FunctionCodegen(ValueEmitter):
         self.b.store(self.splat(init, ty.count) if is_vector_type(ty) else init, a)
         return a
 
-    def fold_group(self, x, kept, kidx, axes, rshape, init, step, flags=()):
-        """acc = init; for each element v of the group: acc = step(acc, v)."""
+    def fold_group(self, x, kept, kidx, axes, rshape, init, combine, pre=lambda v: v):
+        """Combine pre(v) over the elements v of one reduction group. A group of up to
+        UNROLL elements is unrolled and combined as a balanced tree (short dependency
+        chains: independent vector operations in flight); a longer one is a loop with an
+        accumulator starting at init. Both orders are fixed at compile time, so lanes and
+        the scalar tail get bit-identical results."""
         b = self.b
+        if prod(rshape) <= UNROLL:
+            vals = [pre(self.elem(x, self.merge(kept, kidx, axes, tuple(map(self.iconst, r)),
+                                                x.rank)))
+                    for r in itertools.product(*map(range, rshape))]
+            return self.tree(vals, combine)
         acc = self.acc(x, init, ir.VectorType(self.T, self.lanes) if self.vector_node(x)
                        else self.T)
         with self.loops(rshape) as ridx:
-            v = self.elem(x, self.merge(kept, kidx, axes, ridx, x.rank))
-            b.store(step(b.load(acc), v), acc)
+            v = pre(self.elem(x, self.merge(kept, kidx, axes, ridx, x.rank)))
+            b.store(combine(b.load(acc), v), acc)
         return b.load(acc)
+
+    @staticmethod
+    def tree(vals: list, combine):
+        while len(vals) > 1:
+            nxt = [combine(vals[k], vals[k + 1]) for k in range(0, len(vals) - 1, 2)]
+            if len(vals) % 2:
+                nxt.append(vals[-1])
+            vals = nxt
+        return vals[0]
 
     def group_max(self, x, kept, kidx, axes, rshape, kind="max"):
         sym = ">" if kind == "max" else "<"
         init = self.fconst(-math.inf if kind == "max" else math.inf)
-        # strict comparison keeps the first extremum; NaN propagates as in NumPy
+        # b wins when it is larger or NaN: NaN propagates as in NumPy, in any order
         return self.fold_group(x, kept, kidx, axes, rshape, init, lambda a, v: self.select(
             self.or_(self.fcmp(sym, v, a), self.b.fcmp_unordered("uno", v, v)), v, a))
 
@@ -503,23 +560,20 @@ class FunctionCodegen(ValueEmitter):
         axes = n.attr("axes")
         x, kept, kshape, rshape = self.reduce_parts(n, axes)
         with self.loops(kshape) as kidx:
+            group = (x, kept, kidx, axes, rshape)
             if kind == "sum":
-                r = self.fold_group(x, kept, kidx, axes, rshape, self.fconst(0),
-                                    lambda a, v: self.fadd(a, v, flags=FAST))
+                r = self.fold_group(*group, self.fconst(0), self.fadd)
             elif kind == "prod":
-                r = self.fold_group(x, kept, kidx, axes, rshape, self.fconst(1),
-                                    lambda a, v: self.fmul(a, v, flags=FAST))
+                r = self.fold_group(*group, self.fconst(1), self.fmul)
             elif kind == "norm":
-                s = self.fold_group(x, kept, kidx, axes, rshape, self.fconst(0),
-                                    lambda a, v: self.fadd(a, self.fmul(v, v), flags=FAST))
-                r = self.math("sqrt", s)
+                r = self.math("sqrt", self.fold_group(*group, self.fconst(0), self.fadd,
+                                                      lambda v: self.fmul(v, v)))
             elif kind in ("max", "min"):
-                r = self.group_max(x, kept, kidx, axes, rshape, kind)
+                r = self.group_max(*group, kind)
             elif kind == "logsumexp":
-                m = self.safe_shift(self.group_max(x, kept, kidx, axes, rshape))
-                s = self.fold_group(x, kept, kidx, axes, rshape, self.fconst(0),
-                                    lambda a, v: self.fadd(a, self.math("exp", self.fsub(v, m)),
-                                                        flags=FAST))
+                m = self.safe_shift(self.group_max(*group))
+                s = self.fold_group(*group, self.fconst(0), self.fadd,
+                                    lambda v: self.math("exp", self.fsub(v, m)))
                 r = self.fadd(m, self.math("log", s))
             else:
                 raise AssertionError(kind)
@@ -571,9 +625,8 @@ class FunctionCodegen(ValueEmitter):
         x, kept, kshape, rshape = self.reduce_parts(n, axes)
         with self.loops(kshape) as kidx:
             m = self.safe_shift(self.group_max(x, kept, kidx, axes, rshape))
-            s = self.fold_group(x, kept, kidx, axes, rshape, self.fconst(0),
-                                lambda a, v: self.fadd(a, self.math("exp", self.fsub(v, m)),
-                                                    flags=FAST))
+            s = self.fold_group(x, kept, kidx, axes, rshape, self.fconst(0), self.fadd,
+                                lambda v: self.math("exp", self.fsub(v, m)))
             logs = self.math("log", s) if log else None
             with self.loops(rshape) as ridx:
                 full = self.merge(kept, kidx, axes, ridx, x.rank)
@@ -585,11 +638,18 @@ class FunctionCodegen(ValueEmitter):
         b = self.b
         x, y = n.inputs
         K = x.shape[-1]
+
+        def term(idx, k):
+            xi = (idx[0], k) if x.rank == 2 else (k,)
+            yi = (k, idx[-1]) if y.rank == 2 else (k,)
+            return self.fmul(self.elem(x, xi), self.elem(y, yi))
+
         with self.loops(n.shape) as idx:
-            acc = self.acc(n, self.fconst(0))
-            with self.loop(K) as k:
-                xi = (idx[0], k) if x.rank == 2 else (k,)
-                yi = (k, idx[-1]) if y.rank == 2 else (k,)
-                prod_ = self.fmul(self.elem(x, xi), self.elem(y, yi))
-                b.store(self.fadd(b.load(acc), prod_, flags=FAST), acc)
-            self.store(n, idx, b.load(acc))
+            if K <= UNROLL:   # a balanced tree of the K products, as in fold_group
+                self.store(n, idx, self.tree([term(idx, self.iconst(k)) for k in range(K)],
+                                             self.fadd))
+            else:
+                acc = self.acc(n, self.fconst(0))
+                with self.loop(K) as k:
+                    b.store(self.fadd(b.load(acc), term(idx, k)), acc)
+                self.store(n, idx, b.load(acc))

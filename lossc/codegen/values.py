@@ -11,6 +11,7 @@ from llvmlite import ir
 from lossc.codegen import vmath
 
 I1, I32, I64 = ir.IntType(1), ir.IntType(32), ir.IntType(64)
+CONTRACT = ("contract",)
 
 # LLVM intrinsics; the functions in vmath are emitted inline; the rest are libm calls
 # (tanhf etc. for float32), one per lane on vectors
@@ -54,14 +55,17 @@ class ValueEmitter:
         width = max((v.type.count for v in vals if is_vector(v)), default=1)
         return [self.splat(v, width) for v in vals]
 
-    def _binary(name):
-        def f(self, x, y, flags=()):
+    def _binary(name, default_flags=()):
+        def f(self, x, y, flags=default_flags):
             x, y = self.unify(x, y)
             method = getattr(self.b, name)
             return method(x, y, flags=flags) if flags else method(x, y)
         return f
 
-    fadd, fsub, fmul, fdiv = _binary("fadd"), _binary("fsub"), _binary("fmul"), _binary("fdiv")
+    # `contract` lets LLVM fuse a multiply and an add into one FMA (one rounding instead
+    # of two); no other fast-math freedom is taken: inf and nan keep their meaning
+    fadd, fsub, fmul = _binary("fadd", CONTRACT), _binary("fsub", CONTRACT), _binary("fmul", CONTRACT)
+    fdiv = _binary("fdiv")
     and_, or_ = _binary("and_"), _binary("or_")
     add, sub, mul = _binary("add"), _binary("sub"), _binary("mul")
 
