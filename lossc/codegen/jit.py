@@ -78,10 +78,9 @@ def assembly(ir_text: str) -> str:
     return target_machine().emit_assembly(mod)
 
 
-# i32 f(T* params, T* hypers, i8** inputs, i64 B, T* out, T* work, i64* err)
-NATIVE_SIGNATURE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p,
-                                    ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p,
-                                    ctypes.c_void_p, ctypes.c_void_p)
+# i32 f(i64* frame), frame = (params, hypers, inputs, B, value, work, err, grad)
+NATIVE_SIGNATURE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p)
+FRAME = ("params", "hypers", "inputs", "B", "value", "work", "err", "grad")
 
 
 class NativeCode:

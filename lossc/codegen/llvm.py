@@ -1,14 +1,19 @@
 """Graph -> LLVM IR (through llvmlite.ir).
 
-Each model becomes a module with two functions of one signature:
+Each model becomes a module with two exported functions of one signature,
 
-    i32 lossc_value_and_grad(T* params, T* hypers, i8** inputs, i64 B,
-                             T* out, T* work, i64* err)
-    i32 lossc_loss(...same...)
+    i32 lossc_value_and_grad(i64* frame)        i32 lossc_loss(i64* frame)
+
+where `frame` holds the seven arguments of the function that does the work (so a
+caller can keep one frame and change only what changes between calls; a call from
+Python then passes a single integer):
+
+    frame = (T* params, T* hypers, i8** inputs, i64 B, T* value, T* work, i64* err,
+             T* grad)
 
 `params` is the flat parameter vector, `hypers` the hyperparameters in declaration
-order, `inputs[k]` the k-th input's (B, *shape) array (int inputs as i64), `out[0]`
-the objective and `out[1:]` the flat gradient, `work` scratch space of `work_size`
+order, `inputs[k]` the k-th input's (B, *shape) array (int inputs as i64), `value[0]`
+the objective and `grad` the flat gradient (not touched by lossc_loss), `work` scratch space of `work_size`
 elements for tensor values. The return value is 0, or 1 when a data-dependent index
 was out of range: `err` then holds (check id, sample, value).
 
@@ -95,15 +100,18 @@ class FunctionCodegen(ValueEmitter):
         self.want_grad = want_grad
         ptr = self.T.as_pointer()
         fnty = ir.FunctionType(I32, [ptr, ptr, I8P.as_pointer(), I64, ptr, ptr,
-                                     I64.as_pointer()])
-        self.fn = ir.Function(module, fnty, name=name)
-        for a, n in zip(self.fn.args, ("params", "hypers", "inputs", "B", "out", "work", "err")):
+                                     I64.as_pointer(), ptr])
+        self.fn = ir.Function(module, fnty, name=name + "_impl")
+        self.fn.linkage = "internal"
+        self.export(name)
+        for a, n in zip(self.fn.args, ("params", "hypers", "inputs", "B", "value", "work", "err",
+                                       "grad")):
             a.name = n
         self.fn.attributes.add("nounwind")
-        for a in (self.fn.args[0], self.fn.args[1], self.fn.args[4], self.fn.args[5]):
-            a.add_attribute("noalias")
-        self.params, self.hypers, self.inputs, self.B, self.out, self.work, self.err = \
-            self.fn.args
+        for k in (0, 1, 4, 5, 7):
+            self.fn.args[k].add_attribute("noalias")
+        (self.params, self.hypers, self.inputs, self.B, self.value, self.work, self.err,
+         self.grad) = self.fn.args
         self.entry = self.fn.append_basic_block("entry")
         self.b = ir.IRBuilder(self.fn.append_basic_block("prologue"))
         self.values: dict[int, ir.Value] = {}     # SSA scalars
@@ -111,6 +119,17 @@ class FunctionCodegen(ValueEmitter):
         self.work_size = 0
         self.sample = None        # i64 first sample of the current iteration
         self.input_rows: dict[int, list] = {}
+
+    def export(self, name: str) -> None:
+        """The exported entry point: unpack the frame, call the worker (inlined)."""
+        wrapper = ir.Function(self.module, ir.FunctionType(I32, [I64.as_pointer()]), name=name)
+        b = ir.IRBuilder(wrapper.append_basic_block())
+        frame = wrapper.args[0]
+        args = []
+        for k, a in enumerate(self.fn.args):
+            v = b.load(b.gep(frame, [ir.Constant(I64, k)]))
+            args.append(v if a.type == I64 else b.inttoptr(v, a.type))
+        b.ret(b.call(self.fn, args))
 
     # ------------------------------------------------------------ planning
 
@@ -153,8 +172,8 @@ class FunctionCodegen(ValueEmitter):
         b = self.b
         n_grad = sum(p.size for p in self.graph.params) if self.want_grad else 0
         # prologue: zero the outputs, compute everything no input reaches
-        with self.loop(1 + n_grad) as j:
-            b.store(self.fconst(0), b.gep(self.out, [j]))
+        with self.loop(n_grad) as j:
+            b.store(self.fconst(0), b.gep(self.grad, [j]))
         for n in self.live:
             if n.id not in self.vary:
                 self.emit_node(n)
@@ -212,7 +231,7 @@ class FunctionCodegen(ValueEmitter):
         if not self.want_grad or not n_grad:
             return
         with self.loop(n_grad) as j:
-            p = b.gep(self.out, [b.add(j, self.iconst(1))])
+            p = b.gep(self.grad, [j])
             v = b.load(b.gep(self.grad_acc, [j]), align=8)
             b.store(b.fadd(b.load(p), self.hsum(v)), p)
 
@@ -378,7 +397,7 @@ class FunctionCodegen(ValueEmitter):
                 v = self.splat(self.elem(node, idx), self.lanes)
                 b.store(b.fadd(b.load(p, align=8), v, flags=FAST), p, align=8)
             else:
-                p = b.gep(self.out, [b.add(self.iconst(1 + spec.offset), j)])
+                p = b.gep(self.grad, [b.add(self.iconst(spec.offset), j)])
                 b.store(b.fadd(b.load(p), self.elem(node, idx), flags=FAST), p)
 
     def epilogue(self, outs: dict, loss_acc) -> None:
@@ -392,13 +411,13 @@ class FunctionCodegen(ValueEmitter):
         loss = b.fmul(b.load(loss_acc), scale)
         if "loss.once" in outs:
             loss = b.fadd(loss, b.fmul(self.elem(outs["loss.once"], ()), mult))
-        b.store(loss, self.out)
+        b.store(loss, self.value)
         if not self.want_grad:
             return
         for spec in self.graph.params:
             once = outs.get(f"grad.{spec.name}.once")
             with self.loops(spec.shape) as idx:
-                p = b.gep(self.out, [b.add(self.iconst(1 + spec.offset),
+                p = b.gep(self.grad, [b.add(self.iconst(spec.offset),
                                            self.flat(spec.shape, idx))])
                 v = b.fmul(b.load(p), scale)
                 if once is not None:

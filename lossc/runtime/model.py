@@ -7,18 +7,20 @@ copied only when they are not already C-contiguous in the model's dtype.
 from __future__ import annotations
 
 import ctypes
+import threading
 from typing import Optional
 
 import numpy as np
 
 from lossc.runtime.spec import Signature
 
-_VOIDP_ARRAY = {}
-
-
 def _addr(a: np.ndarray) -> int:
-    # cheaper than a.ctypes.data, which builds a ctypes object per call
-    return a.__array_interface__["data"][0]
+    """The address of an array's data. c_char.from_buffer is the fastest way NumPy
+    offers (a.ctypes.data builds a ctypes object); read-only arrays take the slow one."""
+    try:
+        return ctypes.addressof(ctypes.c_char.from_buffer(a))
+    except (TypeError, ValueError, BufferError):
+        return a.__array_interface__["data"][0]
 
 
 def _shape_text(shape) -> str:
@@ -43,12 +45,17 @@ class Model:
         self.meta = meta
         self._vg = native.functions["lossc_value_and_grad"]
         self._loss = native.functions["lossc_loss"]
+        self.n_params = signature.n_params
+        self._layout = [(p.name, p.offset, p.size, p.shape) for p in signature.params]
+        self._offsets = {p.name: p.offset for p in signature.params}
         self._input_names = [i.name for i in signature.inputs]
+        self._input_set = set(self._input_names)
         self._hyper_index = {h.name: k for k, h in enumerate(signature.hypers)}
         self._default_hypers = np.array([h.default for h in signature.hypers] or [0.0],
                                         dtype=self.dtype)
-        self._ptrs_type = ctypes.c_void_p * max(1, len(signature.inputs))
-        self._err = np.zeros(3, dtype=np.int64)
+        self._no_inputs = BoundArgs(self, [], 1, self._default_hypers)
+        self._tls = threading.local()
+        self._last_bound = None
 
     # ------------------------------------------------------------ description
 
@@ -67,10 +74,6 @@ class Model:
     @property
     def reduce(self) -> str:
         return self.signature.reduce
-
-    @property
-    def n_params(self) -> int:
-        return self.signature.n_params
 
     @property
     def warnings(self) -> list[str]:
@@ -109,68 +112,95 @@ class Model:
 
     def pack_params(self, theta: dict, out: Optional[np.ndarray] = None) -> np.ndarray:
         """The flat parameter vector (declaration order, C order within each)."""
-        if not isinstance(theta, dict):
-            raise TypeError(f"parameters must be a dict of arrays with keys "
-                            f"{[p.name for p in self.params]}, got {type(theta).__name__}")
-        names = {p.name for p in self.params}
-        extra = [k for k in theta if k not in names]
-        if extra:
-            raise ValueError(f"unknown parameter {extra[0]!r}; the model's parameters are "
-                             f"{sorted(names)}")
         flat = np.empty(self.n_params, dtype=self.dtype) if out is None else out
-        for p in self.params:
-            if p.name not in theta:
-                raise ValueError(f"missing parameter {p.name!r} (shape {_shape_text(p.shape)})")
-            v = _as_real(theta[p.name], f"parameter {p.name!r}", self.dtype)
-            if v.shape != p.shape:
-                raise ValueError(f"parameter {p.name!r} must have shape {_shape_text(p.shape)}, "
-                                 f"got {_shape_text(v.shape)}")
-            flat[p.offset:p.offset + p.size] = v.reshape(-1)
+        self._pack(theta, flat)
         return flat
 
+    def _pack(self, theta: dict, flat: np.ndarray) -> None:
+        if type(theta) is not dict and not isinstance(theta, dict):
+            raise TypeError(f"parameters must be a dict of arrays with keys "
+                            f"{[p.name for p in self.params]}, got {type(theta).__name__}")
+        if len(theta) != len(self._layout):
+            extra = [k for k in theta if k not in self._offsets]
+            if extra:
+                raise ValueError(f"unknown parameter {extra[0]!r}; the model's parameters "
+                                 f"are {sorted(self._offsets)}")
+        for name, off, size, shape in self._layout:
+            try:
+                v = theta[name]
+            except KeyError:
+                raise ValueError(f"missing parameter {name!r} (shape {_shape_text(shape)})") \
+                    from None
+            if size == 1 and not shape and type(v) in (float, int):
+                flat[off] = v        # the common scalar case, without numpy's overhead
+                continue
+            a = np.asarray(v)
+            if a.shape != shape:
+                raise ValueError(f"parameter {name!r} must have shape {_shape_text(shape)}, "
+                                 f"got {_shape_text(a.shape)}")
+            if a.dtype.kind not in "biuf":
+                raise TypeError(f"parameter {name!r} must hold real numbers, got dtype "
+                                f"{a.dtype}")
+            flat[off:off + size] = a.reshape(-1)
+
     def unpack_params(self, flat: np.ndarray) -> dict:
-        flat = np.asarray(flat)
+        """A dict of arrays (copies) from a flat parameter vector."""
+        flat = np.array(flat, dtype=self.dtype)
         if flat.shape != (self.n_params,):
             raise ValueError(f"flat parameters must have shape ({self.n_params},), got "
                              f"{_shape_text(flat.shape)}")
-        return {p.name: flat[p.offset:p.offset + p.size].reshape(p.shape).copy()
-                for p in self.params}
+        return self._views(flat)
+
+    def _views(self, flat: np.ndarray) -> dict:
+        return {name: flat[off:off + size].reshape(shape)
+                for name, off, size, shape in self._layout}
 
     # ------------------------------------------------------------ calls
 
     def loss(self, theta: dict, **kwargs) -> float:
         """The objective over the batch."""
-        flat = self.pack_params(theta)
-        data, hypers = self._split_kwargs(kwargs)
-        return self.loss_flat(flat, data, hypers)
+        f = self._frame()
+        self._pack(theta, f.theta)
+        f.use_theta()
+        self._bind_kwargs(f, kwargs)
+        self._run(self._loss, f)
+        return float(f.value[0])
 
     def value_and_grad(self, theta: dict, **kwargs) -> tuple[float, dict]:
         """The objective and its gradient, a dict shaped like `theta`."""
-        flat = self.pack_params(theta)
-        data, hypers = self._split_kwargs(kwargs)
-        value, grad = self.value_and_grad_flat(flat, data, hypers)
-        return value, self.unpack_params(grad)
+        f = self._frame()
+        self._pack(theta, f.theta)
+        f.use_theta()
+        self._bind_kwargs(f, kwargs)
+        self._run(self._vg, f)
+        return float(f.value[0]), self._views(f.grad.copy())
 
-    def value_and_grad_flat(self, theta_flat, data: Optional[dict] = None,
-                            hypers: Optional[dict] = None, grad_out=None):
-        """Low-level: flat parameters in, (value, flat gradient) out."""
-        theta = self._flat(theta_flat)
-        bound = self.bind(data or {}, hypers)
-        out = np.empty(1 + self.n_params, dtype=self.dtype)
-        self._call(self._vg, theta, bound, out)
-        grad = out[1:]
+    def value_and_grad_flat(self, theta_flat, data=None, hypers: Optional[dict] = None,
+                            grad_out=None):
+        """Low-level: flat parameters in, (value, flat gradient) out. `data` may be a
+        `bind()` result, validated once for repeated calls; with `grad_out` (a
+        C-contiguous array of n_params in the model's dtype) the gradient is written
+        there and no array is allocated."""
+        f = self._frame()
+        f.use_theta(self._flat(theta_flat))
+        self._bind_data(f, data, hypers)
         if grad_out is not None:
-            grad_out[...] = grad
-            grad = grad_out
-        return float(out[0]), grad
+            self._check_out(grad_out)
+            f.frame[7] = _addr(grad_out)
+            try:
+                self._run(self._vg, f)
+            finally:
+                f.frame[7] = f.grad_address
+            return float(f.value[0]), grad_out
+        self._run(self._vg, f)
+        return float(f.value[0]), f.grad.copy()
 
-    def loss_flat(self, theta_flat, data: Optional[dict] = None,
-                  hypers: Optional[dict] = None) -> float:
-        theta = self._flat(theta_flat)
-        bound = self.bind(data or {}, hypers)
-        out = np.empty(1, dtype=self.dtype)
-        self._call(self._loss, theta, bound, out)
-        return float(out[0])
+    def loss_flat(self, theta_flat, data=None, hypers: Optional[dict] = None) -> float:
+        f = self._frame()
+        f.use_theta(self._flat(theta_flat))
+        self._bind_data(f, data, hypers)
+        self._run(self._loss, f)
+        return float(f.value[0])
 
     def save(self, path) -> None:
         """Write a `.lossc` artifact: machine code for this CPU and the signature."""
@@ -187,29 +217,86 @@ class Model:
     def bind(self, data: dict, hypers: Optional[dict] = None) -> "BoundArgs":
         """Validate and convert a batch once, for repeated calls (the low-level path)."""
         if isinstance(data, BoundArgs):
+            if hypers:
+                return BoundArgs(self, data.arrays, data.B, self._hyper_vector(hypers))
             return data
-        arrays, B = self._check_inputs(data)
+        arrays, B = self._check_inputs(data or {})
         return BoundArgs(self, arrays, B, self._hyper_vector(hypers or {}))
 
-    def _split_kwargs(self, kwargs: dict):
+    def _bind_kwargs(self, f: "_Frame", kwargs: dict) -> None:
+        if not kwargs:
+            if self.inputs:
+                self._check_inputs({})      # raises: the inputs are missing
+            f.use_defaults(self)
+            return
         data, hypers = {}, {}
         for k, v in kwargs.items():
             if k in self._hyper_index:
                 hypers[k] = v
-            elif k in self._input_names:
+            elif k in self._input_set:
                 data[k] = v
             else:
                 raise ValueError(f"unknown argument {k!r}; the model takes inputs "
                                  f"{self._input_names} and hyperparameters "
                                  f"{list(self._hyper_index)}")
-        return data, hypers
+        self._bind_data(f, data, hypers, reuse=True)
+
+    def _bind_data(self, f: "_Frame", data, hypers, reuse: bool = False) -> None:
+        if not hypers and type(data) is BoundArgs:
+            f.use(data)
+            return
+        if data is None and not hypers and not self.inputs:
+            f.use_defaults(self)
+            return
+        bound = self._reuse(data, hypers) if reuse else None
+        if bound is None:
+            bound = self.bind(data or {}, hypers)
+            if reuse:
+                self._remember(data, hypers, bound)
+        f.use(bound)
+
+    # Calling again with the very same arrays (an optimizer's loop, a benchmark) skips
+    # validation: the last binding is kept with references to the caller's arrays and
+    # reused when every array is the same object, unchanged in shape, dtype and strides,
+    # and was used as it is (not a converted copy, which could have gone stale).
+
+    def _reuse(self, data: dict, hypers):
+        last = self._last_bound
+        if last is None or len(data) != len(self._input_names):
+            return None
+        arrays, hyper_items, bound = last
+        if hyper_items != (tuple(hypers.items()) if hypers else ()):
+            return None
+        for name, (a, shape, dtype, strides) in zip(self._input_names, arrays):
+            v = data.get(name)
+            if v is not a or v.shape != shape or v.dtype != dtype or v.strides != strides:
+                return None
+        return bound
+
+    def _remember(self, data: dict, hypers, bound: "BoundArgs") -> None:
+        if any(data[n] is not a for n, a in zip(self._input_names, bound.arrays)):
+            self._last_bound = None
+            return
+        self._last_bound = ([(a, a.shape, a.dtype, a.strides) for a in bound.arrays],
+                            tuple(hypers.items()) if hypers else (), bound)
 
     def _flat(self, theta_flat) -> np.ndarray:
-        a = np.asarray(theta_flat)
+        a = theta_flat
+        if type(a) is not np.ndarray or a.dtype != self.dtype or not a.flags.c_contiguous:
+            a = np.asarray(a)
+            if a.dtype.kind not in "biuf":
+                raise TypeError(f"flat parameters must hold real numbers, got dtype {a.dtype}")
+            a = np.ascontiguousarray(a, dtype=self.dtype)
         if a.shape != (self.n_params,):
             raise ValueError(f"flat parameters must have shape ({self.n_params},), got "
                              f"{_shape_text(a.shape)}")
-        return np.ascontiguousarray(_as_real(a, "flat parameters", self.dtype))
+        return a
+
+    def _check_out(self, g) -> None:
+        if (type(g) is not np.ndarray or g.dtype != self.dtype or g.shape != (self.n_params,)
+                or not g.flags.c_contiguous or not g.flags.writeable):
+            raise ValueError(f"grad_out must be a writable C-contiguous {self.dtype.name} "
+                             f"array of shape ({self.n_params},)")
 
     def _hyper_vector(self, hypers: dict) -> np.ndarray:
         if not hypers:
@@ -221,14 +308,13 @@ class Model:
                                  f"are {list(self._hyper_index)}")
             a = np.asarray(x)
             if a.shape != () or a.dtype.kind not in "biuf":
-                raise ValueError(f"hyperparameter {k!r} must be a real number, got "
-                                 f"{x!r}")
+                raise ValueError(f"hyperparameter {k!r} must be a real number, got {x!r}")
             v[self._hyper_index[k]] = float(a)
         return v
 
     def _check_inputs(self, data: dict):
         for k in data:
-            if k not in self._input_names:
+            if k not in self._input_set:
                 raise ValueError(f"unknown input {k!r}; the model's inputs are "
                                  f"{self._input_names}")
         arrays, B, first = [], None, None
@@ -257,13 +343,16 @@ class Model:
             raise ValueError("the batch is empty: inputs need at least one sample")
         return arrays, B
 
-    def _call(self, fn, theta: np.ndarray, bound: "BoundArgs", out: np.ndarray) -> None:
-        work = np.empty(self.work_size, dtype=self.dtype)
-        err = np.zeros(3, dtype=np.int64)
-        rc = fn(_addr(theta), _addr(bound.hypers), ctypes.addressof(bound.pointers), bound.B,
-                _addr(out), _addr(work), _addr(err))
+    def _frame(self) -> "_Frame":
+        f = getattr(self._tls, "frame", None)
+        if f is None:
+            f = self._tls.frame = _Frame(self)
+        return f
+
+    def _run(self, fn, f: "_Frame") -> None:
+        rc = fn(f.address)
         if rc != 0:
-            raise self._index_error(err, bound)
+            raise self._index_error(f.err, f.bound)
 
     def _index_error(self, err, bound: "BoundArgs") -> ValueError:
         check, sample, value = (int(v) for v in err)
@@ -275,6 +364,53 @@ class Model:
                           f"{'; ' + ints if ints else ''})")
 
 
+class _Frame:
+    """One thread's buffers for native calls: the frame of arguments (see codegen/llvm.py),
+    parameters, output, scratch space and error slots, allocated once and reused."""
+
+    def __init__(self, model: Model):
+        n = model.n_params
+        self.frame = np.zeros(8, dtype=np.int64)
+        self.theta = np.zeros(max(n, 1), dtype=model.dtype)
+        self.value = np.zeros(1, dtype=model.dtype)
+        self.grad = np.zeros(n, dtype=model.dtype)
+        self.work = np.zeros(model.work_size, dtype=model.dtype)
+        self.err = np.zeros(3, dtype=np.int64)
+        self.theta_address = _addr(self.theta)
+        self.grad_address = _addr(self.grad) if n else _addr(self.value)
+        self.frame[4] = _addr(self.value)
+        self.frame[5] = _addr(self.work)
+        self.frame[6] = _addr(self.err)
+        self.frame[7] = self.grad_address
+        self.address = _addr(self.frame)
+        self.bound = None
+        self.keep = None
+        self.theta_in_frame = None
+        self.use_theta()
+        self.use_defaults(model)
+
+    # Each setter writes the frame only when something changed: a write into a NumPy
+    # array costs about as much as the native call of a small model.
+
+    def use_theta(self, flat: Optional[np.ndarray] = None) -> None:
+        self.keep = flat          # the array must outlive the call
+        address = self.theta_address if flat is None else _addr(flat)
+        if address != self.theta_in_frame:
+            self.frame[0] = self.theta_in_frame = address
+
+    def use_defaults(self, model: Model) -> None:
+        if self.bound is not model._no_inputs:
+            self.use(model._no_inputs)
+
+    def use(self, bound: "BoundArgs") -> None:
+        if bound is self.bound:
+            return
+        self.bound = bound
+        self.frame[1] = bound.hypers_address
+        self.frame[2] = bound.pointers_address
+        self.frame[3] = bound.B
+
+
 class BoundArgs:
     """Validated inputs and hyperparameters, ready for native calls."""
 
@@ -282,7 +418,9 @@ class BoundArgs:
         self.arrays = arrays          # kept alive while the pointers are in use
         self.B = B
         self.hypers = hypers
-        self.pointers = model._ptrs_type(*[_addr(a) for a in arrays])
+        self.pointers = np.array([_addr(a) for a in arrays] or [0], dtype=np.int64)
+        self.pointers_address = _addr(self.pointers)
+        self.hypers_address = _addr(hypers)
 
 
 def _as_real(x, what: str, dtype: np.dtype) -> np.ndarray:
