@@ -27,6 +27,9 @@ def _shape_text(shape) -> str:
     return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
 
 
+PARALLEL_MIN_SAMPLES = 16384   # below this per thread, a thread costs more than it saves
+
+
 class Model:
     """A `.loss` file compiled to native code for this CPU.
 
@@ -56,6 +59,8 @@ class Model:
         self._no_inputs = BoundArgs(self, [], 1, self._default_hypers)
         self._tls = threading.local()
         self._last_bound = None
+        self._pool = None
+        self.threads = 1   # threads for large batches; see set_threads
 
     # ------------------------------------------------------------ description
 
@@ -85,6 +90,17 @@ class Model:
                        for i in self.inputs)
         return (f"<lossc.Model {self.meta.get('name', '')} params({ps}) inputs({xs}) "
                 f"{self.dtype.name}>")
+
+    def set_threads(self, n: Optional[int]) -> "Model":
+        """Use n threads for batches of at least PARALLEL_MIN_SAMPLES per thread (None:
+        one per core). Results are deterministic for a given n; they may differ from
+        another n in the last bits, as any reordered floating-point sum does."""
+        import os
+        n = (os.cpu_count() or 1) if n is None else int(n)
+        if n < 1:
+            raise ValueError(f"threads must be at least 1, got {n}")
+        self.threads = n
+        return self
 
     # ------------------------------------------------------------ parameters
 
@@ -184,15 +200,11 @@ class Model:
         f = self._frame()
         f.use_theta(self._flat(theta_flat))
         self._bind_data(f, data, hypers)
+        self._run(self._vg, f)
         if grad_out is not None:
             self._check_out(grad_out)
-            f.frame[7] = _addr(grad_out)
-            try:
-                self._run(self._vg, f)
-            finally:
-                f.frame[7] = f.grad_address
+            grad_out[...] = f.grad
             return float(f.value[0]), grad_out
-        self._run(self._vg, f)
         return float(f.value[0]), f.grad.copy()
 
     def loss_flat(self, theta_flat, data=None, hypers: Optional[dict] = None) -> float:
@@ -350,14 +362,48 @@ class Model:
         return f
 
     def _run(self, fn, f: "_Frame") -> None:
+        if self.threads > 1 and f.bound.B >= self.threads * PARALLEL_MIN_SAMPLES:
+            return self._run_parallel(fn, f)
         rc = fn(f.address)
         if rc != 0:
             raise self._index_error(f.err, f.bound)
 
+    def _run_parallel(self, fn, f: "_Frame") -> None:
+        """Split the batch into one contiguous chunk per thread; each runs the native
+        function (which releases the GIL) into its own buffers; chunk results are
+        combined in chunk order, so the result is the same on every run for a given
+        thread count. Each chunk's objective already includes the once-per-call terms,
+        scaled as its reduction says, so mean chunks are weighted by their share of the
+        batch and sum chunks add up."""
+        from concurrent.futures import ThreadPoolExecutor
+        if self._pool is None or self._pool._max_workers != self.threads:
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="lossc")
+        bound, theta = f.bound, int(f.frame[0])
+        chunks = bound.chunks(self.threads)
+
+        def run(chunk):
+            wf = self._frame()
+            wf.use_address(theta)
+            wf.use(chunk)
+            rc = fn(wf.address)
+            return rc, chunk, wf.value[0], wf.grad.copy(), wf.err.copy()
+
+        results = list(self._pool.map(run, chunks))
+        for rc, chunk, _, _, err in results:
+            if rc != 0:
+                raise self._index_error(err, chunk)
+        weights = [c.B / bound.B if self.reduce == "mean" else 1.0 for c in chunks]
+        f.value[0] = sum(w * r[2] for w, r in zip(weights, results))
+        if fn is self._vg:
+            f.grad[...] = 0
+            for w, r in zip(weights, results):
+                f.grad += w * r[3]
+
     def _index_error(self, err, bound: "BoundArgs") -> ValueError:
         check, sample, value = (int(v) for v in err)
+        sample_in_chunk, sample = sample, sample + bound.start
         info = self.meta["index_checks"][check]
-        ints = ", ".join(f"{s.name} = {int(a[sample])}"
+        ints = ", ".join(f"{s.name} = {int(a[sample_in_chunk])}"
                          for s, a in zip(self.inputs, bound.arrays) if s.is_int)
         return ValueError(f"index {info['text']} = {value} is out of range 0..{info['size'] - 1} "
                           f"at sample {sample} (line {info['line']}, col {info['col']}"
@@ -394,7 +440,9 @@ class _Frame:
 
     def use_theta(self, flat: Optional[np.ndarray] = None) -> None:
         self.keep = flat          # the array must outlive the call
-        address = self.theta_address if flat is None else _addr(flat)
+        self.use_address(self.theta_address if flat is None else _addr(flat))
+
+    def use_address(self, address: int) -> None:
         if address != self.theta_in_frame:
             self.frame[0] = self.theta_in_frame = address
 
@@ -421,6 +469,22 @@ class BoundArgs:
         self.pointers = np.array([_addr(a) for a in arrays] or [0], dtype=np.int64)
         self.pointers_address = _addr(self.pointers)
         self.hypers_address = _addr(hypers)
+        self.model = model
+        self.start = 0                # first sample, when this is a chunk of a batch
+        self._chunks = {}
+
+    def chunks(self, n: int) -> list:
+        """n contiguous chunks of the batch (row slices of C-contiguous arrays are
+        C-contiguous: no copies), made once per thread count."""
+        if n not in self._chunks:
+            edges = [self.B * k // n for k in range(n + 1)]
+            out = []
+            for lo, hi in zip(edges, edges[1:]):
+                c = BoundArgs(self.model, [a[lo:hi] for a in self.arrays], hi - lo, self.hypers)
+                c.start = self.start + lo
+                out.append(c)
+            self._chunks[n] = out
+        return self._chunks[n]
 
 
 def _as_real(x, what: str, dtype: np.dtype) -> np.ndarray:
