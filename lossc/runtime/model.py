@@ -277,7 +277,8 @@ class Model:
         if last is None or len(data) != len(self._input_names):
             return None
         arrays, hyper_items, bound = last
-        if hyper_items != (tuple(hypers.items()) if hypers else ()):
+        key = _hyper_key(hypers)
+        if key is None or key != hyper_items:
             return None
         for name, (a, shape, dtype, strides) in zip(self._input_names, arrays):
             v = data.get(name)
@@ -289,8 +290,9 @@ class Model:
         if any(data[n] is not a for n, a in zip(self._input_names, bound.arrays)):
             self._last_bound = None
             return
-        self._last_bound = ([(a, a.shape, a.dtype, a.strides) for a in bound.arrays],
-                            tuple(hypers.items()) if hypers else (), bound)
+        key = _hyper_key(hypers)
+        self._last_bound = None if key is None else (
+            [(a, a.shape, a.dtype, a.strides) for a in bound.arrays], key, bound)
 
     def _flat(self, theta_flat) -> np.ndarray:
         a = theta_flat
@@ -485,6 +487,15 @@ class BoundArgs:
                 out.append(c)
             self._chunks[n] = out
         return self._chunks[n]
+
+
+def _hyper_key(hypers) -> Optional[tuple]:
+    """Hyperparameters as a comparable key, when they are plain Python numbers."""
+    if not hypers:
+        return ()
+    if all(type(v) in (float, int) for v in hypers.values()):
+        return tuple(hypers.items())
+    return None
 
 
 def _as_real(x, what: str, dtype: np.dtype) -> np.ndarray:

@@ -1,0 +1,4 @@
+"""The front end's first stage: lexer (text -> tokens) and parser (tokens -> AST)."""
+from lossc.syntax.parser import parse
+
+__all__ = ["parse"]
