@@ -10,5 +10,7 @@ __version__ = "0.1.0"
 from lossc.source import CompileError  # noqa: E402
 from lossc.api import LosscWarning, compile, load  # noqa: E402
 from lossc.runtime.model import Model  # noqa: E402
+from lossc.optim import SGD, Adam, AdamW, RMSprop, TrainResult, train  # noqa: E402
 
-__all__ = ["compile", "load", "CompileError", "LosscWarning", "Model", "__version__"]
+__all__ = ["compile", "load", "CompileError", "LosscWarning", "Model", "train",
+           "TrainResult", "SGD", "RMSprop", "Adam", "AdamW", "__version__"]

@@ -1,0 +1,77 @@
+"""Pieces the command-line modules share: model options, loading, clean failure."""
+from __future__ import annotations
+
+import pathlib
+import sys
+import warnings
+
+import click
+
+from lossc.source import CompileError
+
+DIM_HELP = "Set a dim: --dim D=64 (repeatable)."
+
+
+def parse_pairs(items, option: str, convert) -> dict:
+    """NAME=VALUE options (--dim D=64, --hyper lam=0.1) as a dict."""
+    out = {}
+    for item in items:
+        name, eq, value = item.partition("=")
+        if not eq or not name.strip():
+            raise click.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint=option)
+        try:
+            out[name.strip()] = convert(value)
+        except ValueError:
+            kind = "an integer" if convert is int else "a number"
+            raise click.BadParameter(f"{name} must be {kind}, got {value!r}",
+                                     param_hint=option) from None
+    return out
+
+
+def parse_dims(items) -> dict:
+    return parse_pairs(items, "--dim", int)
+
+
+def model_options(f):
+    f = click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64",
+                     show_default=True, help="Real number type of the compiled code.")(f)
+    f = click.option("--dim", "dims", multiple=True, metavar="NAME=N", help=DIM_HELP)(f)
+    f = click.argument("file", type=click.Path(dir_okay=False, path_type=pathlib.Path))(f)
+    return f
+
+
+def fail(message: str) -> None:
+    click.echo(message, err=True)
+    sys.exit(1)
+
+
+def compile_stage(file, dims, dtype, **kw):
+    """Run the compiler front end and passes; user mistakes end the command cleanly."""
+    from lossc.compiler import compile_source
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            c = compile_source(file, parse_dims(dims), dtype, **kw)
+    except CompileError as e:
+        fail(str(e))
+    except (FileNotFoundError, ValueError, TypeError) as e:
+        fail(f"lossc: error: {e}")
+    for w in c.rendered_warnings():
+        click.echo(w, err=True)
+    return c
+
+
+def load_model(file, dims, dtype):
+    import lossc
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            m = lossc.compile(file, dims=parse_dims(dims), dtype=dtype)
+    except CompileError as e:
+        fail(str(e))
+    except (FileNotFoundError, ValueError, TypeError) as e:
+        fail(f"lossc: error: {e}")
+    for w in caught:
+        if issubclass(w.category, lossc.LosscWarning):
+            click.echo(str(w.message), err=True)
+    return m

@@ -1,0 +1,270 @@
+"""Optimizers with PyTorch's update rules (torch.optim 2.x, single-tensor path).
+
+Each optimizer is a small object: its hyperparameters are plain attributes (`lr`,
+`momentum`, `betas`, ...), its state is a dict of arrays shaped like the parameters, and
+`update(p, g)` is the whole rule written as in-place numpy on flat arrays, so that it
+can be read against the formulas below (and, later, compiled to native code).
+
+`step(params, grads)` updates `params` in place. It takes flat arrays (the layout of
+`Model.pack_params`) or dicts of arrays with the same keys (updated key by key; the
+state then follows the dict's key order). With g the gradient, p the parameters, and t
+the step count starting at 1 (every formula is the one torch.optim uses, operation for
+operation, so trajectories agree with torch to rounding):
+
+SGD      g <- g + wd p
+         momentum mu > 0:  b <- g (t = 1);  b <- mu b + (1 - dampening) g (t > 1)
+                           g <- g + mu b (Nesterov)  or  g <- b
+         p <- p - lr g
+RMSprop  g <- g + wd p;   v <- alpha v + (1 - alpha) g^2
+         centered:  a <- a + (1 - alpha) (g - a);  d <- sqrt(v - a^2) + eps
+         else       d <- sqrt(v) + eps
+         momentum mu > 0:  b <- mu b + g / d;  p <- p - lr b
+         else              p <- p - lr g / d
+Adam     g <- g + wd p  (L2 penalty folded into the gradient)
+         m <- m + (1 - beta1) (g - m);   v <- beta2 v + (1 - beta2) g^2
+         amsgrad: vmax <- max(vmax, v) and vmax replaces v below
+         p <- p - (lr / (1 - beta1^t)) m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+AdamW    p <- p (1 - lr wd)  (decoupled weight decay), then Adam with wd = 0
+
+Gradient clipping (`clip_norm=c`, any optimizer, as torch.nn.utils.clip_grad_norm_ over
+all parameters together): g <- g min(1, c / (||g|| + 1e-6)) before the rule above. The
+caller's gradient array is never modified.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+class Optimizer:
+    """Base class: learning rate, weight decay, clipping, step count and state."""
+
+    def __init__(self, lr: float, weight_decay: float = 0.0, clip_norm: float | None = None):
+        if not (lr > 0 and math.isfinite(lr)):
+            raise ValueError(f"learning rate must be a positive number, got {lr}")
+        if not weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+        if clip_norm is not None and not clip_norm > 0:
+            raise ValueError(f"clip_norm must be positive, got {clip_norm}")
+        self.lr = float(lr)
+        self.weight_decay = float(weight_decay)
+        self.clip_norm = None if clip_norm is None else float(clip_norm)
+        self.t = 0          # steps taken
+        self.state: dict = {}
+
+    def reset(self) -> None:
+        """Forget the step count and all state (moments, momentum buffers)."""
+        self.t = 0
+        self.state = {}
+
+    def step(self, params, grads) -> None:
+        """One update of `params` in place from `grads` (flat arrays, or dicts of
+        arrays with the same keys)."""
+        if isinstance(params, dict):
+            self._step_dict(params, grads)
+            return
+        if not isinstance(params, np.ndarray) or params.dtype.kind != "f":
+            raise TypeError("params must be a float numpy array (updated in place) or a "
+                            "dict of them")
+        g = np.asarray(grads)
+        if g.shape != params.shape:
+            raise ValueError(f"grads have shape {g.shape}, params {params.shape}")
+        self._step_flat(params, g)
+
+    def _step_dict(self, params: dict, grads: dict) -> None:
+        # The rules are elementwise except for clipping's global norm, so the dict is
+        # packed into one flat vector, stepped, and written back.
+        keys = list(params)
+        missing = [k for k in keys if k not in grads]
+        if missing or len(grads) != len(keys):
+            raise ValueError(f"grads must have the keys of params {keys}, got {list(grads)}")
+        arrays = []
+        for k in keys:
+            a = params[k]
+            if not isinstance(a, np.ndarray) or a.dtype.kind != "f":
+                raise TypeError(f"params[{k!r}] must be a float numpy array (updated in place)")
+            if np.shape(grads[k]) != a.shape:
+                raise ValueError(f"grads[{k!r}] has shape {np.shape(grads[k])}, params "
+                                 f"{a.shape}")
+            arrays.append(a)
+        dtype = np.result_type(*arrays)
+        flat_p = np.concatenate([a.ravel() for a in arrays]).astype(dtype, copy=False)
+        flat_g = np.concatenate([np.ravel(grads[k]) for k in keys]).astype(dtype, copy=False)
+        self._step_flat(flat_p, flat_g)
+        off = 0
+        for a in arrays:
+            a[...] = flat_p[off:off + a.size].reshape(a.shape)
+            off += a.size
+
+    def _step_flat(self, p: np.ndarray, g: np.ndarray) -> None:
+        self.t += 1
+        if self.clip_norm is not None:
+            norm = math.sqrt(float(np.dot(g, g)))
+            coef = self.clip_norm / (norm + 1e-6)
+            if coef < 1.0:
+                g = g * coef
+        self.update(p, g)
+
+    def _buf(self, name: str, like: np.ndarray) -> np.ndarray:
+        """A state array, zero at first; a new one if the parameter count changed."""
+        b = self.state.get(name)
+        if b is None or b.shape != like.shape or b.dtype != like.dtype:
+            b = self.state[name] = np.zeros_like(like)
+        return b
+
+    def update(self, p: np.ndarray, g: np.ndarray) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        attrs = ", ".join(f"{k}={v!r}" for k, v in vars(self).items()
+                          if k not in ("state", "t") and not k.startswith("_"))
+        return f"{type(self).__name__}({attrs})"
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent, with optional (Nesterov) momentum. See the module
+    docstring for the update."""
+
+    def __init__(self, lr: float = 0.01, momentum: float = 0.0, dampening: float = 0.0,
+                 nesterov: bool = False, weight_decay: float = 0.0,
+                 clip_norm: float | None = None):
+        super().__init__(lr, weight_decay, clip_norm)
+        if not momentum >= 0:
+            raise ValueError(f"momentum must be >= 0, got {momentum}")
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("Nesterov momentum needs momentum > 0 and zero dampening")
+        self.momentum = float(momentum)
+        self.dampening = float(dampening)
+        self.nesterov = bool(nesterov)
+
+    def update(self, p, g):
+        if self.weight_decay:
+            g = g + self.weight_decay * p
+        if self.momentum:
+            buf = self.state.get("momentum")
+            if buf is None or buf.shape != p.shape:
+                buf = self.state["momentum"] = np.array(g, dtype=p.dtype)
+            else:
+                buf *= self.momentum
+                buf += (1 - self.dampening) * g
+            g = g + self.momentum * buf if self.nesterov else buf
+        p -= self.lr * g
+
+
+class RMSprop(Optimizer):
+    """RMSprop: steps scaled by a running root mean square of the gradient."""
+
+    def __init__(self, lr: float = 0.01, alpha: float = 0.99, eps: float = 1e-8,
+                 momentum: float = 0.0, centered: bool = False, weight_decay: float = 0.0,
+                 clip_norm: float | None = None):
+        super().__init__(lr, weight_decay, clip_norm)
+        if not 0 <= alpha < 1:
+            raise ValueError(f"alpha must be in [0, 1), got {alpha}")
+        if not eps >= 0:
+            raise ValueError(f"eps must be >= 0, got {eps}")
+        self.alpha = float(alpha)
+        self.eps = float(eps)
+        self.momentum = float(momentum)
+        self.centered = bool(centered)
+
+    def update(self, p, g):
+        if self.weight_decay:
+            g = g + self.weight_decay * p
+        v = self._buf("square_avg", p)
+        v *= self.alpha
+        v += (1 - self.alpha) * g * g     # torch's addcmul order: (c g) g
+        if self.centered:
+            a = self._buf("grad_avg", p)
+            a += (1 - self.alpha) * (g - a)     # torch: grad_avg.lerp_(grad, 1 - alpha)
+            d = np.sqrt(v - a * a)
+        else:
+            d = np.sqrt(v)
+        d += self.eps
+        if self.momentum > 0:
+            buf = self._buf("momentum", p)
+            buf *= self.momentum
+            buf += g / d
+            p -= self.lr * buf
+        else:
+            p -= self.lr * g / d
+
+
+class Adam(Optimizer):
+    """Adam (Kingma and Ba), with PyTorch's L2 weight decay and optional AMSGrad."""
+
+    decoupled = False   # AdamW sets this: weight decay applied to p, not folded into g
+
+    def __init__(self, lr: float = 1e-3, betas: tuple = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, amsgrad: bool = False,
+                 clip_norm: float | None = None):
+        super().__init__(lr, weight_decay, clip_norm)
+        b1, b2 = (float(b) for b in betas)
+        if not (0 <= b1 < 1 and 0 <= b2 < 1):
+            raise ValueError(f"betas must be in [0, 1), got {betas}")
+        if not eps >= 0:
+            raise ValueError(f"eps must be >= 0, got {eps}")
+        self.betas = (b1, b2)
+        self.eps = float(eps)
+        self.amsgrad = bool(amsgrad)
+
+    def update(self, p, g):
+        b1, b2 = self.betas
+        if self.weight_decay:
+            if self.decoupled:
+                p *= 1 - self.lr * self.weight_decay
+            else:
+                g = g + self.weight_decay * p
+        m, v = self._buf("exp_avg", p), self._buf("exp_avg_sq", p)
+        m += (1 - b1) * (g - m)             # torch: exp_avg.lerp_(grad, 1 - beta1)
+        v *= b2
+        v += (1 - b2) * g * g
+        bc1 = 1 - b1 ** self.t
+        bc2_sqrt = (1 - b2 ** self.t) ** 0.5
+        if self.amsgrad:
+            vmax = self._buf("max_exp_avg_sq", p)
+            np.maximum(vmax, v, out=vmax)
+            v = vmax
+        denom = np.sqrt(v) / bc2_sqrt
+        denom += self.eps
+        p -= (self.lr / bc1) * m / denom     # torch's addcdiv order: (c m) / denom
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov and Hutter): p <- p (1 - lr wd)
+    before the Adam step. Default weight_decay 1e-2, as in PyTorch."""
+
+    decoupled = True
+
+    def __init__(self, lr: float = 1e-3, betas: tuple = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 1e-2, amsgrad: bool = False,
+                 clip_norm: float | None = None):
+        super().__init__(lr, betas, eps, weight_decay, amsgrad, clip_norm)
+
+
+NAMES = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw")
+
+
+def by_name(name: str, lr: float | None = None, momentum: float | None = None,
+            weight_decay: float | None = None, clip_norm: float | None = None) -> Optimizer:
+    """An optimizer from its command-line name: sgd, momentum (SGD with momentum 0.9
+    unless given), nesterov, rmsprop, adam, adamw. Options left as None take the
+    optimizer's defaults (lr: 0.01 for the SGD family and RMSprop, 1e-3 for Adam)."""
+    name = name.lower()
+    kw = {"clip_norm": clip_norm}
+    if weight_decay is not None:
+        kw["weight_decay"] = weight_decay
+    if lr is not None:
+        kw["lr"] = lr
+    if name in ("sgd", "momentum", "nesterov"):
+        mu = momentum if momentum is not None else (0.0 if name == "sgd" else 0.9)
+        return SGD(momentum=mu, nesterov=name == "nesterov", **kw)
+    if name == "rmsprop":
+        return RMSprop(momentum=momentum or 0.0, **kw)
+    if momentum is not None and name in ("adam", "adamw"):
+        raise ValueError(f"--momentum does not apply to {name} (it uses betas)")
+    if name == "adam":
+        return Adam(**kw)
+    if name == "adamw":
+        return AdamW(**kw)
+    raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(NAMES)}")
