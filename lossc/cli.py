@@ -47,7 +47,7 @@ def compile_cmd(file, dims, dtype, output):
 @model_options
 @click.option("--after", default=None, metavar="PASS",
               help="Show the graph after this pass: build, stabilize, autodiff, fold, cse, "
-                   "dce, hoist, dce-final (default: after all of them).")
+                   "dce, hoist, tidy (default: after all of them).")
 @click.option("--format", "fmt", type=click.Choice(["text", "dot", "latex"]), default="text",
               show_default=True, help="text: one value a line; dot: Graphviz; latex: "
                                       "equations of the loss and gradient.")

@@ -29,7 +29,8 @@ PIPELINE = (
     Pass("cse", cse, "merge identical computations (hash-consing)"),
     Pass("dce", dce, "drop nodes no output depends on"),
     Pass("hoist", hoist, "split outputs into per-sample and once-per-call terms"),
-    Pass("dce-final", dce, "drop what hoisting left unused"),
+    Pass("tidy", lambda g: dce(cse(g)), "merge and drop what hoisting duplicated or left "
+                                         "unused (cse, then dce)"),
 )
 
 PASS_NAMES = ("build",) + tuple(p.name for p in PIPELINE)

@@ -6,6 +6,8 @@ Rules (each a comment on what it removes):
     x * 1, 1 * x, x / 1      -> x
     x + 0, 0 + x, x - 0      -> x
     0 - x                    -> -x
+    x * -1, -1 * x           -> -x
+    x + -y, -y + x           -> x - y
     -(-x)                    -> x
     broadcast(broadcast(x))  -> broadcast(x)  (dims composed)
 Multiplication by 0 is not folded: IEEE says 0 * inf = nan, and the compiled code must
@@ -52,6 +54,10 @@ def _rule(b, n: Node, xs: tuple):
             return xs[0]
         if _is(xs[0], 1.0):
             return xs[1]
+        if _is(xs[1], -1.0):
+            return b.emit("neg", (xs[0],))
+        if _is(xs[0], -1.0):
+            return b.emit("neg", (xs[1],))
     if n.op == "div" and _is(xs[1], 1.0):
         return xs[0]
     if n.op == "add":
@@ -59,6 +65,10 @@ def _rule(b, n: Node, xs: tuple):
             return xs[0]
         if _is(xs[0], 0.0):
             return xs[1]
+        if xs[1].op == "neg":
+            return b.emit("sub", (xs[0], xs[1].inputs[0]))
+        if xs[0].op == "neg":
+            return b.emit("sub", (xs[1], xs[0].inputs[0]))
     if n.op == "sub":
         if _is(xs[1], 0.0):
             return xs[0]
