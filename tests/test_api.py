@@ -219,3 +219,23 @@ def test_deep_programs_compile_or_refuse_cleanly():
     m = lossc.compile(long_sum, cache=False)
     v, g = m.value_and_grad({"a": 0.5})
     assert v == pytest.approx(5000) and g["a"] == pytest.approx(10000)
+
+
+def test_independent_errors_are_reported_together():
+    src = "param w = 1\nz = w $ 2\nq = (w + 1\nloss = wx * 2\n"
+    with pytest.raises(lossc.CompileError) as e:
+        lossc.compile(src)
+    lines = [d.span.line for d in e.value.diagnostics]
+    assert lines == [2, 3, 4]
+    assert (e.value.line, e.value.col) == (2, 7)
+    report = str(e.value)
+    assert report.count("error:") == 3 and "did you mean 'w'?" in report
+
+
+def test_warnings_for_unused_input_and_binding():
+    with pytest.warns(lossc.LosscWarning) as rec:
+        lossc.compile("input x\ninput y\nparam a = 1\nt = a * 2\nloss = a * x\n", cache=False)
+    text = " ".join(str(w.message) for w in rec)
+    assert "input 'y' is declared but never used" in text
+    assert "'t' is computed but never used" in text
+    assert "<string>:2:7: warning:" in text

@@ -97,7 +97,10 @@ class Parser:
                     raise ParseError(f"unexpected {describe(tok)} after the end of the "
                                      "statement", tok.span)
             except ParseError as e:
-                self.rep.error(e.message, e.span)
+                # one report per line: a stray character already reported by the lexer
+                # would otherwise be followed by the parser's complaint about what follows
+                if not any(d.span.line == e.span.line for d in self.rep.errors):
+                    self.rep.error(e.message, e.span)
                 self.recover()
         return ast.Module(stmts)
 
