@@ -27,7 +27,7 @@ def _build(source, dims, dtype) -> tuple[dict, bytes]:
     c = compile_source(source, dims, dtype)
     obj, _ = compile_ir(c.ir)
     header = {
-        "format": 1, "lossc_version": __version__, "name": c.source.name,
+        "format": 1, "abi": artifact.ABI, "lossc_version": __version__, "name": c.source.name,
         "source": c.source.text,
         "source_sha256": hashlib.sha256(c.source.text.encode()).hexdigest(),
         "dims": dict(c.graph.dims), "dims_given": dict(dims or {}), "dtype": dtype,

@@ -4,6 +4,7 @@ Each stage is a function so the CLI can stop after any of them and show its resu
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import pathlib
@@ -163,10 +164,22 @@ def compile_source(src, dims: Optional[dict] = None, dtype: str = "float64",
     return c
 
 
+@functools.lru_cache(maxsize=None)
+def code_fingerprint() -> str:
+    """A hash of lossc's own source: the compiler is part of what makes the code."""
+    h = hashlib.sha256()
+    root = pathlib.Path(__file__).resolve().parent
+    for path in sorted(root.rglob("*.py")):
+        h.update(str(path.relative_to(root)).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
 def cache_key(source: Source, dims: Optional[dict], dtype: str) -> str:
     from lossc.codegen.jit import host_cpu
     h = hashlib.sha256()
     for part in (source.text, repr(sorted((dims or {}).items())), dtype, __version__,
+                 code_fingerprint(), os.environ.get("LOSSC_VECTOR_BITS", ""),
                  repr(sorted(host_cpu().items()))):
         h.update(part.encode())
         h.update(b"\0")

@@ -16,6 +16,7 @@ import functools
 import llvmlite
 import llvmlite.binding as llvm
 
+from lossc.codegen.fused import NAME as TRAIN_STEPS
 from lossc.codegen.llvm import FUNCTIONS
 
 
@@ -98,8 +99,10 @@ class NativeCode:
         self.engine = llvm.create_mcjit_compiler(empty, new_target_machine())
         self.engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
         self.engine.finalize_object()
-        self.addresses = {name: self.engine.get_function_address(name) for name in FUNCTIONS}
+        self.addresses = {name: self.engine.get_function_address(name)
+                          for name in FUNCTIONS + (TRAIN_STEPS,)}
         for name, addr in self.addresses.items():
             if not addr:
                 raise RuntimeError(f"compiled code has no function {name}")
         self.functions = {name: NATIVE_SIGNATURE(addr) for name, addr in self.addresses.items()}
+        # all three take one i64* frame: lossc_train_steps's layout is in codegen/fused.py

@@ -47,6 +47,7 @@ from math import prod
 
 from llvmlite import ir
 
+from lossc.codegen.fused import emit_train_steps
 from lossc.codegen.values import I1, I32, I64, ValueEmitter, is_vector, is_vector_type
 from lossc.ir.graph import BOOL, INT, Graph, Node
 from lossc.ir.ops import OPS
@@ -81,11 +82,16 @@ def build_module(graph: Graph, dtype: str = "float64", triple: str = "",
     if data_layout:
         module.data_layout = data_layout
     work = 0
+    impl = {}
     for name, want_grad in (("lossc_value_and_grad", True), ("lossc_loss", False)):
         fc = FunctionCodegen(module, graph, dtype, want_grad, name, vector_bits)
         fc.generate()
         work = max(work, fc.work_size)
+        impl[name] = fc
     n_params = sum(p.size for p in graph.params)
+    vg = impl["lossc_value_and_grad"]
+    emit_train_steps(module, vg.fn, vg.T, n_params,
+                     [(max(i.size, 1), i.is_int) for i in graph.inputs])
     return module, Layout(max(work, 1), n_params)
 
 

@@ -20,6 +20,7 @@ import warnings
 from lossc import __version__
 
 MAGIC = b"LOSSC\x01"
+ABI = 2   # the native functions' frame layouts (codegen/llvm.py, codegen/fused.py)
 
 
 class ArtifactError(ValueError):
@@ -64,6 +65,8 @@ def read(path) -> tuple[dict, bytes]:
 def mismatch(header: dict) -> str | None:
     """Why this artifact's machine code cannot run here, or None."""
     from lossc.codegen.jit import host_cpu
+    if header.get("abi") != ABI:
+        return f"its calling convention (abi {header.get('abi')}) is not this lossc's ({ABI})"
     if header.get("lossc_version") != __version__:
         return (f"it was made by lossc {header.get('lossc_version')}, this is lossc "
                 f"{__version__}")

@@ -1,0 +1,246 @@
+"""Fused training: a run of mini-batch optimizer steps in one native call.
+
+    i32 lossc_train_steps(i64* frame)
+
+For each batch k in first .. first+count-1 of an epoch, it gathers the batch's rows
+(order[k*bs .. k*bs+bs-1], the last batch holding the remainder) into contiguous
+buffers, runs the value-and-gradient function on them, stores the objective in
+losses[k], stops (return 2, err[0] = k) if the objective or any gradient element is
+NaN or infinite, and applies the optimizer's update in place. The arithmetic of each
+update is written out in the same order as lossc/optim/optimizers.py, so in float64
+a fused run gives bit for bit the parameters of the Python loop (tested).
+
+frame slots (i64):
+    0 params T*         1 hypers T*          2 data i8** (N rows per input)
+    3 N                 4 order i64*         5 batch size     6 first batch   7 count
+    8 config T* = (lr, a, b, eps, weight_decay, dampening, clip_norm)
+      SGD: a = momentum; RMSprop: a = alpha, b = momentum; Adam: a = beta1, b = beta2
+    9 flags i64* = (kind 0 SGD / 1 RMSprop / 2 Adam, nesterov, centered, amsgrad,
+                    decoupled, clip)
+    10 state T* (3 n_params: momentum/first moment, second moment, max or average)
+    11 t i64* (steps taken, in/out)     12 batch buffers i8**     13 losses T*
+    14 work T*          15 err i64*          16 grad T* (n_params)  17 value T*
+Return: 0 done; 1 index error (err as for lossc_value_and_grad, the sample counted
+in the whole data set); 2 non-finite objective or gradient at batch err[0].
+"""
+from __future__ import annotations
+
+from llvmlite import ir
+
+from lossc.codegen.values import I32, I64, ValueEmitter
+
+SGD, RMSPROP, ADAM = 0, 1, 2
+SLOTS = 18
+NAME = "lossc_train_steps"
+
+
+def emit_train_steps(module: ir.Module, vg_impl: ir.Function, T, n_params: int,
+                     input_sizes: list[tuple[int, bool]]) -> None:
+    """input_sizes: (elements per row, is_int) for each input, in declaration order."""
+    fn = ir.Function(module, ir.FunctionType(I32, [I64.as_pointer()]), name=NAME)
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    em = _Emitter(module, T, b, fn)
+    frame = fn.args[0]
+    TP = T.as_pointer()
+
+    def slot(k, ty=None):
+        v = b.load(b.gep(frame, [ir.Constant(I64, k)]))
+        return v if ty is None else b.inttoptr(v, ty)
+
+    params, hypers = slot(0, TP), slot(1, TP)
+    data = slot(2, ir.IntType(8).as_pointer().as_pointer())
+    N, order, bs, first, count = slot(3), slot(4, I64.as_pointer()), slot(5), slot(6), slot(7)
+    config, flags = slot(8, ir.DoubleType().as_pointer()), slot(9, I64.as_pointer())
+    state, tptr = slot(10, TP), slot(11, I64.as_pointer())
+    batch = slot(12, ir.IntType(8).as_pointer().as_pointer())
+    losses, work, err = slot(13, TP), slot(14, TP), slot(15, I64.as_pointer())
+    grad, value = slot(16, TP), slot(17, TP)
+
+    def cfg(k):
+        return b.load(b.gep(config, [ir.Constant(I64, k)]))
+
+    def flag(k):
+        return b.icmp_signed("!=", b.load(b.gep(flags, [ir.Constant(I64, k)])), em.iconst(0))
+
+    lr, a, bb, eps, wd, damp, clip = (cfg(k) for k in range(7))
+    kind = b.load(flags)
+    nesterov, centered, amsgrad, decoupled, clip_on = (flag(k) for k in range(1, 6))
+    n = em.iconst(n_params)
+    m_state = state
+    v_state = b.gep(state, [n])
+    w_state = b.gep(state, [em.iconst(2 * n_params)])
+
+    with em.loop(b.add(first, count), start=first) as k:
+        lo = b.mul(k, bs)
+        hi = b.add(lo, bs)
+        hi = b.select(b.icmp_signed("<", hi, N), hi, N)
+        rows = b.sub(hi, lo)
+        # gather the batch's rows into contiguous buffers
+        for j, (size, is_int) in enumerate(input_sizes):
+            ety = I64 if is_int else T
+            src = b.bitcast(b.load(b.gep(data, [em.iconst(j)])), ety.as_pointer())
+            dst = b.bitcast(b.load(b.gep(batch, [em.iconst(j)])), ety.as_pointer())
+            with em.loop(rows) as r:
+                row = b.load(b.gep(order, [b.add(lo, r)]))
+                s = b.gep(src, [b.mul(row, em.iconst(size))])
+                d = b.gep(dst, [b.mul(r, em.iconst(size))])
+                with em.loop(size) as e:
+                    b.store(b.load(b.gep(s, [e])), b.gep(d, [e]))
+        rc = b.call(vg_impl, [params, hypers, b.bitcast(batch, vg_impl.args[2].type), rows,
+                              value, work, err, grad])
+        with b.if_then(b.icmp_signed("!=", rc, ir.Constant(I32, 0)), likely=False):
+            # the failing sample, counted in the whole data set
+            slot1 = b.gep(err, [em.iconst(1)])
+            b.store(b.load(b.gep(order, [b.add(lo, b.load(slot1))])), slot1)
+            b.ret(rc)
+        loss = b.load(value)
+        b.store(loss, b.gep(losses, [k]))
+        # stop on a non-finite objective or gradient, before touching the parameters
+        bad = em.alloca(ir.IntType(1))
+        b.store(em.not_finite(loss), bad)
+        with em.loop(n_params) as j:
+            b.store(b.or_(b.load(bad), em.not_finite(b.load(b.gep(grad, [j])))), bad)
+        with b.if_then(b.load(bad), likely=False):
+            b.store(k, err)
+            b.ret(ir.Constant(I32, 2))
+        t = b.add(b.load(tptr), em.iconst(1))
+        b.store(t, tptr)
+        # gradient clipping by the global norm (torch.nn.utils.clip_grad_norm_)
+        with b.if_then(clip_on):
+            sq = em.alloca(ir.DoubleType())
+            b.store(ir.Constant(ir.DoubleType(), 0.0), sq)
+            with em.loop(n_params) as j:
+                g = em.d(b.load(b.gep(grad, [j])))
+                b.store(b.fadd(b.load(sq), b.fmul(g, g)), sq)
+            norm = em.call_d("sqrt", b.load(sq))
+            coef = b.fdiv(clip, b.fadd(norm, ir.Constant(ir.DoubleType(), 1e-6)))
+            with b.if_then(b.fcmp_ordered("<", coef, ir.Constant(ir.DoubleType(), 1.0))):
+                scale = em.t(coef)
+                with em.loop(n_params) as j:
+                    p = b.gep(grad, [j])
+                    b.store(b.fmul(b.load(p), scale), p)
+        tf = b.sitofp(t, ir.DoubleType())
+        with em.loop(n_params) as j:
+            args = dict(j=j, lr=lr, a=a, b=bb, eps=eps, wd=wd, damp=damp, t=tf,
+                        nesterov=nesterov, centered=centered, amsgrad=amsgrad,
+                        decoupled=decoupled, params=params, grad=grad, m=m_state,
+                        v=v_state, w=w_state)
+            is_sgd = b.icmp_signed("==", kind, em.iconst(SGD))
+            with b.if_else(is_sgd) as (then, other):
+                with then:
+                    em.sgd(**args)
+                with other:
+                    with b.if_else(b.icmp_signed("==", kind, em.iconst(RMSPROP))) as (rms, adam):
+                        with rms:
+                            em.rmsprop(**args)
+                        with adam:
+                            em.adam(**args)
+    b.ret(ir.Constant(I32, 0))
+
+
+class _Emitter(ValueEmitter):
+    """The update rules, element by element. Scalars derived from the configuration are
+    computed in double and rounded to T once, as NumPy does with Python floats; array
+    arithmetic is in T, one rounding per operation, no FMA (NumPy fuses nothing)."""
+
+    def __init__(self, module, T, b, fn):
+        super().__init__(module, T, b)
+        self.fn = fn
+        self.entry = fn.entry_basic_block
+
+    def alloca(self, ty):
+        with self.b.goto_block(self.entry):
+            self.b.position_at_start(self.entry)
+            return self.b.alloca(ty)
+
+    def loop(self, n, start=None):
+        from lossc.codegen.llvm import FunctionCodegen
+        return FunctionCodegen.loop(self, n, start=start)
+
+    def d(self, v):
+        return v if isinstance(self.T, ir.DoubleType) else self.b.fpext(v, ir.DoubleType())
+
+    def t(self, v):
+        return v if isinstance(self.T, ir.DoubleType) else self.b.fptrunc(v, self.T)
+
+    def call_d(self, name, *args):
+        return ValueEmitter(self.module, ir.DoubleType(), self.b).math(name, *args)
+
+    def not_finite(self, v):
+        inf = ir.Constant(v.type, float("inf"))
+        return self.b.not_(self.b.fcmp_ordered("<", self.intrinsic_call("fabs", v), inf))
+
+    def intrinsic_call(self, name, v):
+        return self.b.call(self.intrinsic(name, v.type, 1), [v])
+
+    def one_minus(self, x):
+        return self.t(self.b.fsub(ir.Constant(ir.DoubleType(), 1.0), x))
+
+    def el(self, ptr, j):
+        return self.b.gep(ptr, [j])
+
+    def sgd(self, j, lr, a, wd, damp, nesterov, t, params, grad, m, **_):
+        b = self.b
+        D = ir.DoubleType()
+        pp, mp = self.el(params, j), self.el(m, j)
+        p, g = b.load(pp), b.load(self.el(grad, j))
+        g = self.add_decay(g, p, wd)
+        mu = self.t(a)
+        use_momentum = b.fcmp_ordered("!=", a, ir.Constant(D, 0.0))
+        first = b.fcmp_ordered("==", t, ir.Constant(D, 1.0))
+        # buf <- g on the first step, else buf <- buf * mu + (1 - dampening) * g
+        buf = b.select(first, g, b.fadd(b.fmul(b.load(mp), mu), b.fmul(self.one_minus(damp), g)))
+        b.store(b.select(use_momentum, buf, b.load(mp)), mp)
+        stepped = b.select(nesterov, b.fadd(g, b.fmul(mu, buf)), buf)
+        g = b.select(use_momentum, stepped, g)
+        b.store(b.fsub(p, b.fmul(self.t(lr), g)), pp)
+
+    def add_decay(self, g, p, wd):
+        b = self.b
+        has = b.fcmp_ordered("!=", wd, ir.Constant(ir.DoubleType(), 0.0))
+        return b.select(has, b.fadd(g, b.fmul(self.t(wd), p)), g)
+
+    def rmsprop(self, j, lr, a, b, eps, wd, centered, params, grad, m, v, w, **_):
+        bl = self.b
+        pp, vp, wp, mp = (self.el(x, j) for x in (params, v, w, m))
+        p, g = bl.load(pp), bl.load(self.el(grad, j))
+        g = self.add_decay(g, p, wd)
+        alpha = self.t(a)
+        vv = bl.fadd(bl.fmul(bl.load(vp), alpha), bl.fmul(bl.fmul(self.one_minus(a), g), g))
+        bl.store(vv, vp)
+        w0 = bl.load(wp)
+        ww = bl.fadd(w0, bl.fmul(self.one_minus(a), bl.fsub(g, w0)))   # lerp, as torch
+        bl.store(bl.select(centered, ww, bl.load(wp)), wp)
+        var = bl.select(centered, bl.fsub(vv, bl.fmul(ww, ww)), vv)
+        d = bl.fadd(self.intrinsic_call("sqrt", var), self.t(eps))
+        has_mu = bl.fcmp_ordered(">", b, ir.Constant(ir.DoubleType(), 0.0))
+        buf = bl.fadd(bl.fmul(bl.load(mp), self.t(b)), bl.fdiv(g, d))
+        bl.store(bl.select(has_mu, buf, bl.load(mp)), mp)
+        step = bl.select(has_mu, bl.fmul(self.t(lr), buf), bl.fdiv(bl.fmul(self.t(lr), g), d))
+        bl.store(bl.fsub(p, step), pp)
+
+    def adam(self, j, lr, a, b, eps, wd, t, amsgrad, decoupled, params, grad, m, v, w, **_):
+        bl = self.b
+        D = ir.DoubleType()
+        pp, mp, vp, wp = (self.el(x, j) for x in (params, m, v, w))
+        p, g = bl.load(pp), bl.load(self.el(grad, j))
+        has_wd = bl.fcmp_ordered("!=", wd, ir.Constant(D, 0.0))
+        shrink = self.t(bl.fsub(ir.Constant(D, 1.0), bl.fmul(lr, wd)))
+        p = bl.select(bl.and_(has_wd, decoupled), bl.fmul(p, shrink), p)
+        g = bl.select(bl.and_(has_wd, bl.not_(decoupled)), bl.fadd(g, bl.fmul(self.t(wd), p)), g)
+        mm = bl.load(mp)
+        mm = bl.fadd(mm, bl.fmul(self.one_minus(a), bl.fsub(g, mm)))
+        bl.store(mm, mp)
+        vv = bl.fadd(bl.fmul(bl.load(vp), self.t(b)), bl.fmul(bl.fmul(self.one_minus(b), g), g))
+        bl.store(vv, vp)
+        hi = self.b.select(self.b.fcmp_ordered(">", bl.load(wp), vv), bl.load(wp), vv)
+        bl.store(bl.select(amsgrad, hi, bl.load(wp)), wp)
+        vv = bl.select(amsgrad, hi, vv)
+        bc1 = bl.fsub(ir.Constant(D, 1.0), self.call_d("pow", a, t))
+        bc2 = bl.fsub(ir.Constant(D, 1.0), self.call_d("pow", b, t))
+        # NumPy keeps float32 arrays float32 against Python floats (NEP 50): the scalars
+        # are rounded to T, the arithmetic is in T
+        denom = bl.fadd(bl.fdiv(self.intrinsic_call("sqrt", vv),
+                                self.t(self.call_d("sqrt", bc2))), self.t(eps))
+        step = bl.fdiv(bl.fmul(self.t(bl.fdiv(lr, bc1)), mm), denom)
+        bl.store(bl.fsub(p, step), pp)

@@ -1,0 +1,113 @@
+"""Fused training from Python: lossc_train_steps (codegen/fused.py) driven over an epoch.
+
+`FusedSteps` holds one optimizer's state in native layout, the batch buffers and the
+frame, for one model and one bound data set. `run(theta, order, first, count)` takes
+`count` optimizer steps in one native call (the GIL released), updating theta in place
+and returning the batches' objectives. `sync()` writes the state back into the
+optimizer object, so the Python loop can take over where the native one stopped.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from lossc.codegen.fused import ADAM, RMSPROP, SGD, SLOTS
+from lossc.runtime.model import BoundArgs, _addr
+
+# optimizer state names (lossc.optim.optimizers) in the native state's three slots
+_STATE_NAMES = {
+    "SGD": ("momentum", None, None),
+    "RMSprop": ("momentum", "square_avg", "grad_avg"),
+    "Adam": ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
+    "AdamW": ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
+}
+
+
+class FusedError(Exception):
+    """The native run stopped: `kind` is "index" or "diverged", `batch` where."""
+
+    def __init__(self, kind: str, batch: int, err):
+        super().__init__(kind)
+        self.kind, self.batch, self.err = kind, batch, err
+
+
+def supports(optimizer) -> bool:
+    """Whether the native update implements this optimizer exactly."""
+    from lossc.optim import optimizers as o
+    return type(optimizer) in (o.SGD, o.RMSprop, o.Adam, o.AdamW)
+
+
+def _config(opt):
+    """(config, flags) arrays for the native update; see codegen/fused.py."""
+    name = type(opt).__name__
+    clip = opt.clip_norm if opt.clip_norm is not None else 0.0
+    if name == "SGD":
+        cfg = (opt.lr, opt.momentum, 0.0, 0.0, opt.weight_decay, opt.dampening, clip)
+        flags = (SGD, opt.nesterov, 0, 0, 0)
+    elif name == "RMSprop":
+        cfg = (opt.lr, opt.alpha, opt.momentum, opt.eps, opt.weight_decay, 0.0, clip)
+        flags = (RMSPROP, 0, opt.centered, 0, 0)
+    else:
+        cfg = (opt.lr, opt.betas[0], opt.betas[1], opt.eps, opt.weight_decay, 0.0, clip)
+        flags = (ADAM, 0, 0, opt.amsgrad, name == "AdamW")
+    return (np.array(cfg, dtype=np.float64),
+            np.array(flags + (opt.clip_norm is not None,), dtype=np.int64))
+
+
+class FusedSteps:
+    def __init__(self, model, optimizer, data: BoundArgs, batch_size: int):
+        self.model, self.opt, self.data = model, optimizer, data
+        self.bs = int(batch_size)
+        n = model.n_params
+        self.state = np.zeros((3, max(n, 1)), dtype=model.dtype)
+        for k, name in enumerate(_STATE_NAMES[type(optimizer).__name__]):
+            if name and name in optimizer.state:
+                self.state[k, :n] = optimizer.state[name]
+        self.had = {name for name in optimizer.state}
+        self.t = np.array([optimizer.t], dtype=np.int64)
+        self.batches = [np.empty((self.bs,) + s.shape, dtype=np.int64 if s.is_int
+                                 else model.dtype) for s in model.inputs]
+        self.batch_ptrs = np.array([_addr(a) for a in self.batches] or [0], dtype=np.int64)
+        n_batches = -(-data.B // self.bs)
+        self.losses = np.zeros(n_batches, dtype=model.dtype)
+        self.grad = np.zeros(max(n, 1), dtype=model.dtype)
+        self.value = np.zeros(1, dtype=model.dtype)
+        self.work = np.zeros(model.work_size, dtype=model.dtype)
+        self.err = np.zeros(3, dtype=np.int64)
+        self.frame = np.zeros(SLOTS, dtype=np.int64)
+        self.fn = model.native.functions["lossc_train_steps"]
+
+    def run(self, theta: np.ndarray, order: np.ndarray, first: int, count: int) -> np.ndarray:
+        """count optimizer steps on batches first.. of the epoch given by `order`."""
+        cfg, flags = _config(self.opt)       # read each time: a schedule may change lr
+        f = self.frame
+        f[:] = (_addr(theta), self.data.hypers_address, self.data.pointers_address,
+                self.data.B, _addr(order), self.bs, first, count, _addr(cfg), _addr(flags),
+                _addr(self.state), _addr(self.t), _addr(self.batch_ptrs), _addr(self.losses),
+                _addr(self.work), _addr(self.err), _addr(self.grad), _addr(self.value))
+        rc = self.fn(_addr(f))
+        if rc == 1:
+            raise FusedError("index", first, self.err.copy())
+        if rc == 2:
+            done = int(self.err[0])
+            raise FusedError("diverged", done, self.err.copy())
+        return self.losses[first:first + count]
+
+    def sync(self) -> None:
+        """Hand the optimizer state back to the Python optimizer object."""
+        opt, n = self.opt, self.model.n_params
+        opt.t = int(self.t[0])
+        for k, name in enumerate(_STATE_NAMES[type(opt).__name__]):
+            if not name:
+                continue
+            used = opt.t > 0 and self._slot_used(name)
+            if used:
+                opt.state[name] = self.state[k, :n].copy()
+
+    def _slot_used(self, name: str) -> bool:
+        opt = self.opt
+        kind = type(opt).__name__
+        if kind == "SGD":
+            return opt.momentum != 0
+        if kind == "RMSprop":
+            return {"momentum": opt.momentum > 0, "grad_avg": opt.centered}.get(name, True)
+        return name != "max_exp_avg_sq" or opt.amsgrad
