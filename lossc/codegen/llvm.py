@@ -109,6 +109,9 @@ class FunctionCodegen(ValueEmitter):
                                      I64.as_pointer(), ptr])
         self.fn = ir.Function(module, fnty, name=name + "_impl")
         self.fn.linkage = "internal"
+        # one copy of the body, called from the exported wrapper and from the fused
+        # training loop: inlining it twice would double LLVM's work for nothing
+        self.fn.attributes.add("noinline")
         self.export(name)
         for a, n in zip(self.fn.args, ("params", "hypers", "inputs", "B", "value", "work", "err",
                                        "grad")):
