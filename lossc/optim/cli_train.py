@@ -1,7 +1,13 @@
-"""`lossc train` and `lossc eval`: training and evaluation from the shell."""
+"""`lossc train` and `lossc eval`: training and evaluation from the shell.
+
+Both are click commands that lossc/cli.py registers on the main group. User mistakes
+(bad data, bad options, a .loss file that does not compile) print one clear message on
+stderr and exit with status 1, never a traceback. `train` exits 1 when the loss became
+NaN or infinite and 130 on Ctrl-C, after writing the best parameters found in both cases.
+"""
 from __future__ import annotations
 
-import json
+import math
 import pathlib
 import sys
 import time
@@ -10,109 +16,113 @@ import click
 import numpy as np
 
 from lossc.cli_common import fail, load_model, model_options, parse_pairs
+from lossc.optim import schedules
 from lossc.optim.data import DataError, load_data
-from lossc.optim.driver import train as run_training
+from lossc.optim.driver import plan, train as run_training
+from lossc.optim.metrics import accuracy, label_input
 from lossc.optim.optimizers import NAMES, by_name
-from lossc.optim.schedules import parse_schedule
+from lossc.optim.params_io import load_params, save_params
+
+MAX_LINES = 50      # epoch (or step) lines a run prints when stderr is not a terminal
 
 
 class Progress:
-    """A progress bar on stderr: epoch, steps, current loss, samples per second. On a
-    terminal it redraws one line; elsewhere (logs, CI) it prints a line per epoch."""
+    """Progress on stderr. On a terminal: a bar redrawn in place (at most 10 times a
+    second) with the epoch or step, the current loss and the speed, and one line per
+    epoch. Elsewhere (logs, CI, tests): up to MAX_LINES lines, evenly spaced."""
 
-    def __init__(self, total_epochs, total_steps, steps_per_epoch, quiet: bool):
-        self.tty = sys.stderr.isatty()
+    def __init__(self, model, n_samples: int, per_epoch: int, total_epochs: int,
+                 total_steps, quiet: bool):
         self.quiet = quiet
-        self.total_epochs, self.total_steps = total_epochs, total_steps
-        self.per_epoch = steps_per_epoch
+        self.tty = sys.stderr.isatty()
+        self.by_steps = not model.inputs           # an epoch is a step
+        self.n = n_samples
+        self.total_epochs = total_epochs
+        self.total_steps = total_steps or total_epochs * per_epoch
+        self.every = max(1, math.ceil(total_epochs / MAX_LINES))
         self.start = time.perf_counter()
         self.samples = 0
         self.last_draw = 0.0
-        self.epoch_seen = -1
+        self.drawn = False
 
-    def __call__(self, step, epoch, loss, samples):
+    def rate(self, steps: int) -> str:
+        dt = max(time.perf_counter() - self.start, 1e-9)
+        if self.by_steps:
+            return f"{steps / dt:,.0f} steps/s"
+        return f"{self.samples / dt:,.0f} samples/s"
+
+    def step(self, step: int, epoch: int, loss: float, samples: int) -> None:
+        """After each optimizer step (the driver's `progress` hook)."""
         self.samples += samples
-        if self.quiet:
+        if self.quiet or not self.tty:
             return
         now = time.perf_counter()
-        if self.tty and now - self.last_draw > 0.05:
-            self.last_draw = now
-            click.echo("\r" + self.line(step, epoch, loss, now), err=True, nl=False)
-        elif not self.tty and epoch != self.epoch_seen and self.total_epochs:
-            self.epoch_seen = epoch
+        if now - self.last_draw < 0.1:
+            return
+        self.last_draw = now
+        frac = min(1.0, step / max(self.total_steps, 1))
+        bar = "#" * int(frac * 20) + "-" * (20 - int(frac * 20))
+        where = (f"step {step}/{self.total_steps}" if self.by_steps else
+                 f"epoch {epoch + 1}/{self.total_epochs}  step {step}")
+        click.echo(f"\r[{bar}] {where}  loss {loss:.6g}  {self.rate(step)}\x1b[K",
+                   err=True, nl=False)
+        self.drawn = True
 
-    def line(self, step, epoch, loss, now) -> str:
-        total = self.total_steps or (self.total_epochs or 1) * self.per_epoch
-        frac = min(1.0, step / max(total, 1))
-        bar = "#" * int(frac * 24) + "-" * (24 - int(frac * 24))
-        rate = self.samples / max(now - self.start, 1e-9)
-        where = f"epoch {epoch + 1}/{self.total_epochs}" if self.total_epochs else \
-            f"step {step}/{self.total_steps}"
-        return f"[{bar}] {where}  loss {loss:.6g}  {rate:,.0f} samples/s"
-
-    def epoch_done(self, epoch, loss, params=None):
+    def epoch(self, info) -> None:
+        """After each epoch (the driver's `callback` hook)."""
         if self.quiet:
-            return True
-        if self.tty:
-            click.echo("\r" + " " * 90 + "\r", err=True, nl=False)
-        click.echo(f"epoch {epoch:>4}  loss {loss:.6g}", err=True)
-        return True
+            return
+        if info.epoch % self.every and info.epoch != self.total_epochs:
+            return
+        if self.by_steps and self.tty:
+            return                      # the bar says it all; no line per step
+        what = "step" if self.by_steps else "epoch"
+        width = len(str(self.total_epochs))
+        val = f"  val {info.val_loss:.6g}" if info.val_loss is not None else ""
+        line = (f"{what} {info.epoch:>{width}}/{self.total_epochs}  loss {info.loss:.6g}{val}"
+                f"  lr {info.lr:.3g}  {self.rate(info.steps)}")
+        if self.tty and self.drawn:
+            click.echo("\r\x1b[K", err=True, nl=False)
+        click.echo(line, err=True)
 
-    def finish(self):
-        if self.tty and not self.quiet:
-            click.echo("", err=True)
-
-
-def save_params(path: pathlib.Path, params: dict) -> None:
-    if path.suffix == ".json":
-        path.write_text(json.dumps({k: np.asarray(v).tolist() for k, v in params.items()},
-                                   indent=1))
-    else:
-        np.savez(path, **params)
-
-
-def read_params(path: pathlib.Path, model) -> dict:
-    if not path.exists():
-        fail(f"lossc: error: {path}: no such file")
-    if path.suffix == ".json":
-        raw = json.loads(path.read_text())
-        params = {k: np.asarray(v, dtype=float) for k, v in raw.items()}
-    else:
-        with np.load(path) as z:
-            params = {k: z[k] for k in z.files}
-    try:
-        model.pack_params(params)
-    except (ValueError, TypeError) as e:
-        fail(f"lossc: error: {path}: {e}")
-    return params
+    def finish(self) -> None:
+        if self.tty and self.drawn and not self.quiet:
+            click.echo("\r\x1b[K", err=True, nl=False)
 
 
-def model_has_epochs(result) -> bool:
-    return result.epochs > 0 and len(result.history) > 1
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'s' if n != 1 else ''}"
 
 
-def plot_curve(path: pathlib.Path, result, title: str) -> None:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        fail("lossc: error: --plot needs matplotlib (pip install 'lossc[plot]'); the "
-             "parameters were saved")
+def describe(model) -> str:
+    return ", ".join(f"{p.name}{list(p.shape) if p.shape else ''}" for p in model.params)
+
+
+def describe_optimizer(name: str, opt) -> str:
+    extra = [f"{k} {getattr(opt, k):g}" for k in ("momentum", "weight_decay", "clip_norm")
+             if getattr(opt, k, None)]
+    return ", ".join([f"{name} lr {opt.lr:g}"] + extra)
+
+
+def plot_curve(path: pathlib.Path, result, title: str, by_steps: bool, per_epoch: int):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6.4, 4))
-    from matplotlib.ticker import MaxNLocator
-    if model_has_epochs(result):
-        ax.plot(range(len(result.history)), result.history, marker="o", label="training")
-        if result.val_history:
-            ax.plot(range(len(result.val_history)), result.val_history, marker="s",
-                    label="validation")
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    else:
-        ax.plot(range(1, len(result.step_losses) + 1), result.step_losses, label="training")
-        ax.set_xlabel("step")
-    losses = [v for v in (result.history or result.step_losses) if np.isfinite(v)]
-    if losses and min(losses) > 0 and max(losses) / min(losses) > 100:
+    xs = np.arange(len(result.history))
+    if not by_steps and per_epoch > 1 and result.step_losses:
+        # each mini-batch's objective, placed at its fraction of an epoch: the noise
+        # around the epoch curve
+        sx = np.arange(1, len(result.step_losses) + 1) / per_epoch
+        ax.plot(sx, result.step_losses, color="0.75", lw=0.6, label="mini-batches")
+    ax.plot(xs, result.history, color="C0", lw=1.6, marker="o" if len(xs) <= 60 else None,
+            ms=3, label="training")
+    if result.val_history:
+        ax.plot(xs[:len(result.val_history)], result.val_history, color="C1", lw=1.6,
+                marker="s" if len(xs) <= 60 else None, ms=3, label="validation")
+    ax.set_xlabel("step" if by_steps else "epoch")
+    values = np.array([v for v in result.history + result.step_losses if math.isfinite(v)])
+    if len(values) and values.min() > 0 and values.max() / values.min() > 100:
         ax.set_yscale("log")
     ax.set_ylabel("objective")
     ax.set_title(title)
@@ -123,41 +133,61 @@ def plot_curve(path: pathlib.Path, result, title: str) -> None:
     plt.close(fig)
 
 
+def check_matplotlib() -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        fail("lossc: error: --plot needs matplotlib, an optional extra: "
+             "pip install 'lossc[plot]' (or pip install matplotlib)")
+
+
 @click.command("train")
 @model_options
 @click.option("--data", type=click.Path(dir_okay=False, path_type=pathlib.Path),
-              help="Training data: .csv (header names inputs), .npz or .npy.")
+              help="Training data: .csv (a header names the inputs' columns: y, x.0, x.1, "
+                   "...; without one, declaration order), .npz (an array per input) or .npy.")
 @click.option("--optimizer", type=click.Choice(NAMES), default="adam", show_default=True)
 @click.option("--lr", type=float, default=0.01, show_default=True, help="Learning rate.")
-@click.option("--momentum", type=float, default=0.9, show_default=True,
-              help="For momentum and nesterov.")
-@click.option("--weight-decay", type=float, default=0.0, show_default=True)
-@click.option("--clip-norm", type=float, default=None, help="Clip the gradient's norm.")
+@click.option("--momentum", type=float, default=None,
+              help="Momentum for momentum and nesterov (default 0.9), rmsprop (default 0).")
+@click.option("--weight-decay", type=float, default=None,
+              help="L2 weight decay (decoupled for adamw; default 0, 0.01 for adamw).")
+@click.option("--clip-norm", type=float, default=None,
+              help="Clip the gradient to this global norm before each step.")
 @click.option("--batch-size", type=int, default=64, show_default=True,
-              help="Samples per step; 0 for the whole data set (batch descent), 1 for "
-                   "stochastic descent.")
-@click.option("--epochs", type=int, default=None, help="Passes over the data (default 10).")
-@click.option("--steps", type=int, default=None, help="Stop after this many steps.")
+              help="Samples per step; 0: the whole data set (batch descent); 1: stochastic.")
+@click.option("--epochs", type=int, default=None,
+              help="Passes over the data (default 10 unless --steps is given).")
+@click.option("--steps", type=int, default=None,
+              help="Optimizer steps (a model without inputs: default 1000).")
 @click.option("--schedule", default="constant", show_default=True,
-              help="constant, step:SIZE[:GAMMA], exponential:GAMMA, cosine[:T[:FLOOR]].")
-@click.option("--validation", type=float, default=None,
-              help="Hold out this fraction for early stopping.")
-@click.option("--patience", type=int, default=5, show_default=True)
-@click.option("--tol-grad", type=float, default=None, help="Stop when the gradient norm is "
-                                                          "below this.")
-@click.option("--tol-loss", type=float, default=None, help="Stop when an epoch changes the "
-                                                          "loss by less than this.")
+              help="Learning-rate schedule, per epoch: constant, step:SIZE[:GAMMA], "
+                   "exponential:GAMMA, cosine[:T_MAX[:ETA_MIN]].")
+@click.option("--validation", type=float, default=None, metavar="FRACTION",
+              help="Hold out this fraction of the data: keep the parameters best on it and "
+                   "stop early when it stops improving.")
+@click.option("--patience", type=int, default=None,
+              help="Epochs without improvement before stopping early (default 5 with "
+                   "--validation).")
+@click.option("--tol-grad", type=float, default=None,
+              help="Stop when the full-data gradient norm is at most this.")
+@click.option("--tol-loss", type=float, default=None,
+              help="Stop when an epoch changes the objective by at most this.")
 @click.option("--hyper", "hypers", multiple=True, metavar="NAME=VALUE",
               help="Set a hyperparameter (repeatable).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed for the initial parameters, shuffling and the validation split.")
+@click.option("--init", "init_path", type=click.Path(dir_okay=False, path_type=pathlib.Path),
+              default=None, help="Start from saved parameters (.npz or .json).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=pathlib.Path), default=None,
-              help="Where to write the parameters: .npz (default FILE.params.npz) or .json.")
+              help="Where to write the parameters: .npz, or .json if the name ends in "
+                   ".json (default: FILE's name with .params.npz).")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=pathlib.Path), default=None,
               help="Draw the loss curve to this PNG (needs matplotlib).")
-@click.option("--quiet", is_flag=True, help="No progress output.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 def train(file, dims, dtype, data, optimizer, lr, momentum, weight_decay, clip_norm,
           batch_size, epochs, steps, schedule, validation, patience, tol_grad, tol_loss,
-          hypers, seed, out, plot, quiet):
+          hypers, seed, init_path, out, plot, quiet):
     """Train the model in FILE and save the best parameters found.
 
     \b
@@ -165,44 +195,80 @@ def train(file, dims, dtype, data, optimizer, lr, momentum, weight_decay, clip_n
       lossc train rosenbrock.loss --optimizer momentum --lr 1e-3 --steps 5000
 
     If the loss becomes NaN or infinite, or on Ctrl-C, training stops and the best
-    parameters so far are still written."""
+    parameters so far are still written (exit status 1, or 130 for Ctrl-C)."""
+    if plot is not None:
+        check_matplotlib()              # before the run, not after it
+    for name, v in (("--batch-size", batch_size), ("--epochs", epochs), ("--steps", steps),
+                    ("--patience", patience)):
+        if v is not None and v < (0 if name == "--batch-size" else 1):
+            fail(f"lossc: error: {name} must be {'>= 0' if name == '--batch-size' else 'positive'}"
+                 f", got {v}")
+    if validation is not None and not 0 < validation < 1:
+        fail(f"lossc: error: --validation must be a fraction between 0 and 1, got "
+             f"{validation:g}")
+    out = out or file.with_name(file.stem + ".params.npz")
+    for option, path in (("--out", out), ("--plot", plot)):
+        if path is not None and not path.resolve().parent.is_dir():
+            fail(f"lossc: error: {option} {path}: the folder {path.parent} does not exist")
     model = load_model(file, dims, dtype)
     hyper_values = parse_pairs(hypers, "--hyper", float)
     try:
-        train_data = load_data(data, model) if data is not None else None
+        sched = schedules.parse(schedule)
         opt = by_name(optimizer, lr, momentum, weight_decay, clip_norm)
-        length = epochs or (steps if not model.inputs else 10) or 10
-        sched = parse_schedule(schedule, length)
-        if model.inputs and train_data is None:
-            fail(f"lossc: error: the model has inputs "
-                 f"({', '.join(i.name for i in model.inputs)}): give --data")
-        n = len(next(iter(train_data.values()))) if train_data else 1
-        bs = n if batch_size == 0 else batch_size
-        per_epoch = -(-n // bs) if bs else 1
-        progress = Progress(epochs or (None if steps else 10) if model.inputs else None,
-                            steps or (1000 if not model.inputs and not epochs else None),
-                            per_epoch, quiet)
-        result = run_training(model, train_data, opt, batch_size=bs or None, epochs=epochs,
-                              steps=steps, seed=seed, hypers=hyper_values, schedule=sched,
-                              tol_grad=tol_grad, tol_loss=tol_loss, validation=validation,
-                              patience=patience, progress=progress,
-                              callback=progress.epoch_done)
-    except (DataError, ValueError) as e:
+        if model.inputs and data is None:
+            raise ValueError("the model has inputs (" + ", ".join(i.name for i in model.inputs)
+                             + "): give the training data with --data")
+        if not model.inputs and data is not None:
+            raise ValueError(f"{file.name} has no inputs, so it takes no data: train it "
+                             "with --steps")
+        arrays = load_data(data, model) if data is not None else None
+        init = load_params(init_path, model) if init_path is not None else None
+        n = len(next(iter(arrays.values()))) if arrays else 1
+        # (a split that leaves either side empty is refused by the driver, with a message)
+        n_train = max(1, n - (int(round(validation * n)) if validation else 0))
+        n_train, _, _, per_epoch, total_epochs, total_steps = plan(
+            bool(model.inputs), n_train, batch_size, epochs, steps)
+        progress = Progress(model, n_train, per_epoch, total_epochs, total_steps, quiet)
+        if not quiet:
+            what = (f"{n_train} samples{f' (+{n - n_train} for validation)' if validation else ''}"
+                    f", {per_epoch} steps an epoch, {total_epochs} epochs"
+                    if model.inputs else f"no data, {total_steps} steps")
+            click.echo(f"training {file.name}: {what}; {describe_optimizer(optimizer, opt)}",
+                       err=True)
+        result = run_training(model, arrays, opt, batch_size=batch_size or None,
+                              epochs=epochs, steps=steps, seed=seed, hypers=hyper_values,
+                              schedule=sched, tol_grad=tol_grad, tol_loss=tol_loss,
+                              validation=validation, patience=patience, init=init,
+                              callback=progress.epoch, progress=progress.step)
+    except (DataError, ValueError, TypeError) as e:
         fail(f"lossc: error: {e}")
     progress.finish()
-    out = out or file.with_name(file.stem + ".params.npz")
-    save_params(out, result.params)
-    rate = progress.samples / max(result.seconds, 1e-9)
-    where = (f"epoch {result.best_epoch}" if model.inputs else f"step {result.best_step}")
-    epochs = f", {result.epochs} epochs" if model.inputs else ""
-    summary = (f"{result.stopped}: {result.steps} steps{epochs} in {result.seconds:.2f} s "
-               f"({rate:,.0f} samples/s); best objective {result.best_loss:.6g} ({where})")
-    click.echo(summary)
-    if result.message:
-        click.echo(result.message, err=not result.ok)
-    click.echo(f"wrote {out}")
+
+    rate = progress.rate(result.steps)
+    if result.ok:
+        click.echo(result.stopped_reason[:1].upper() + result.stopped_reason[1:] + ".")
+    unit = "epoch" if model.inputs else "step"
+    epochs = f", {plural(result.epochs, 'epoch')}" if model.inputs else ""
+    click.echo(f"{plural(result.steps, 'step')}{epochs} in {result.seconds:.2f} s ({rate}); "
+               f"objective {result.history[0]:.6g} -> {result.history[-1]:.6g}; best "
+               f"{result.best_loss:.6g}{' on validation' if result.val_history else ''} "
+               f"after {unit} {result.best_epoch}")
+    if not result.ok:
+        click.echo(f"lossc: {result.stopped_reason}", err=True)
+    elif result.best_epoch == 0 and result.epochs > 0:
+        click.echo("lossc: warning: the objective never went below its initial value; the "
+                   f"learning rate ({lr:g}) may be too large", err=True)
+    try:
+        written = save_params(out, result.params)
+    except OSError as e:
+        fail(f"lossc: error: cannot write {out}: {e}")
+    click.echo(f"wrote {written} ({describe(model)})")
     if plot is not None:
-        plot_curve(plot, result, f"{file.name}: {optimizer}, lr {lr:g}")
+        try:
+            plot_curve(plot, result, f"{file.name}: {optimizer}, lr {lr:g}",
+                       not model.inputs, per_epoch)
+        except (OSError, ValueError) as e:
+            fail(f"lossc: error: cannot draw {plot}: {e}")
         click.echo(f"wrote {plot}")
     if result.stopped == "interrupted":
         sys.exit(130)
@@ -213,22 +279,38 @@ def train(file, dims, dtype, data, optimizer, lr, momentum, weight_decay, clip_n
 @click.command("eval")
 @model_options
 @click.option("--data", type=click.Path(dir_okay=False, path_type=pathlib.Path),
-              help="Data to evaluate on (.csv, .npz, .npy).")
+              help="Data to evaluate on (.csv, .npz, .npy); none for a model without inputs.")
 @click.option("--params", "params_path", required=True,
               type=click.Path(dir_okay=False, path_type=pathlib.Path),
               help="Parameters saved by lossc train (.npz or .json).")
-@click.option("--hyper", "hypers", multiple=True, metavar="NAME=VALUE")
-def eval_cmd(file, dims, dtype, data, params_path, hypers):
-    """Print the objective of FILE's model with saved parameters, on a data file, and
-    the gradient's norm there."""
+@click.option("--hyper", "hypers", multiple=True, metavar="NAME=VALUE",
+              help="Set a hyperparameter (repeatable).")
+@click.option("--metric", "metrics", multiple=True, type=click.Choice(["accuracy"]),
+              help="Also report this metric (repeatable). accuracy: the fraction of samples "
+                   "whose label gives the lowest loss among the labels in the data.")
+@click.option("--label", default=None,
+              help="The input holding class labels, for accuracy (default: the int input, "
+                   "or y or label).")
+def eval_cmd(file, dims, dtype, data, params_path, hypers, metrics, label):
+    """Print the objective of FILE's model with saved parameters (on a data file), and
+    the norm of its gradient there."""
     model = load_model(file, dims, dtype)
-    params = read_params(params_path, model)
     hyper_values = parse_pairs(hypers, "--hyper", float)
     try:
+        params = load_params(params_path, model)
+        if model.inputs and data is None:
+            raise ValueError("the model has inputs (" + ", ".join(i.name for i in model.inputs)
+                             + "): give the data with --data")
         arrays = load_data(data, model) if data is not None else {}
         value, grads = model.value_and_grad(params, **arrays, **hyper_values)
+        if "accuracy" in metrics:
+            spec = label_input(model, label)
+            acc = accuracy(model, params, arrays, hyper_values, spec.name)
     except (DataError, ValueError, TypeError) as e:
         fail(f"lossc: error: {e}")
-    norm = float(np.sqrt(sum(np.sum(np.square(g)) for g in grads.values())))
-    n = len(next(iter(arrays.values()))) if arrays else 1
-    click.echo(f"objective {value:.10g} on {n} samples; gradient norm {norm:.4g}")
+    norm = math.sqrt(sum(float(np.sum(np.square(g))) for g in grads.values()))
+    n = len(next(iter(arrays.values()))) if arrays else 0
+    on = f" on {n} samples" if n else ""
+    click.echo(f"objective {value:.10g}{on}; gradient norm {norm:.4g}")
+    if "accuracy" in metrics:
+        click.echo(f"accuracy {acc:.4f} ({round(acc * n)}/{n}, labels from '{spec.name}')")

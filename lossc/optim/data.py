@@ -2,12 +2,14 @@
 
 CSV with a header names columns by input: a scalar input `y` is column `y`; element j
 of a vector input `x` is `x.j` or `x[j]`; element (i, j) of a matrix input `M` is
-`M.i.j`, `M[i,j]` or `M[i][j]`. Without a header (the first row is all numbers), the
-columns are the inputs' elements in declaration order. A .npz holds one array per input
-name; a .npy is the single input of a one-input model.
+`M.i.j`, `M[i,j]` or `M[i][j]`. The columns may come in any order, and every column must
+belong to an input. Without a header (the first row is all numbers), the columns are
+the inputs' elements in declaration order, each input in row-major order. A .npz holds
+one array per input name; a .npy is the single input of a one-input model.
 
-Every problem is a DataError naming the file, the column and the row (1-based, as an
-editor shows them, counting the header).
+Every problem raises DataError (a ValueError) naming the file, and the column and the
+row where there is one: rows are the file's line numbers (the header is line 1), as an
+editor shows them.
 """
 from __future__ import annotations
 
@@ -19,11 +21,12 @@ import numpy as np
 
 
 class DataError(ValueError):
-    pass
+    """Training data that does not fit the model."""
 
 
-def _column_names(spec) -> list[list[str]]:
-    """For each element of an input (row-major), the names its column may have."""
+def column_names(spec) -> list[list[str]]:
+    """For each element of an input (row-major), the names its column may have; the
+    first is the one lossc writes."""
     if not spec.shape:
         return [[spec.name]]
     out = []
@@ -35,6 +38,85 @@ def _column_names(spec) -> list[list[str]]:
     return out
 
 
+def load_data(path, model) -> dict:
+    """A dict input name -> array (samples first) for `model` (anything with `.inputs`,
+    a Model or a Signature), read from a .csv, .npz or .npy file."""
+    path = pathlib.Path(path)
+    if not model.inputs:
+        raise DataError(f"{path}: the model has no inputs, so it takes no data; train it "
+                        "by steps")
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix in (".npz", ".npy") and not _has_magic(path, suffix):
+        raise DataError(f"{path}: not a {suffix} file (numpy.save{'z' if suffix == '.npz' else ''}"
+                        " writes those)")
+    try:
+        if suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+            return check_arrays(arrays, model, str(path))
+        if suffix == ".npy":
+            if len(model.inputs) != 1:
+                raise DataError(f"{path}: a .npy file holds one array, but the model has "
+                                f"inputs {', '.join(i.name for i in model.inputs)}; use a "
+                                ".npz (one array per input) or a .csv")
+            arr = np.load(path, allow_pickle=False)
+            return check_arrays({model.inputs[0].name: arr}, model, str(path))
+    except (OSError, ValueError) as e:
+        if isinstance(e, DataError):
+            raise
+        raise DataError(f"{path}: cannot read it as {suffix}: {e}") from None
+    try:
+        return load_csv(path, model)
+    except OSError as e:
+        raise DataError(f"{path}: cannot read it: {e.strerror or e}") from None
+
+
+def _has_magic(path, suffix: str) -> bool:
+    """Whether the file starts as a .npz (a zip) or .npy file does."""
+    with open(path, "rb") as f:
+        head = f.read(6)
+    return head.startswith(b"PK") if suffix == ".npz" else head == b"\x93NUMPY"
+
+
+def check_arrays(arrays: dict, model, where: str = "data") -> dict:
+    """Check a dict of arrays against the model's inputs: every input present, no other
+    name, shapes (N, *input shape) with one N, numbers only, no NaN or infinity, whole
+    numbers in int inputs (converted to int64). Returns a new dict in input order."""
+    names = [i.name for i in model.inputs]
+    for k in arrays:
+        if k not in names:
+            raise DataError(f"{where}: '{k}' is not an input of the model (inputs: "
+                            f"{', '.join(names)})")
+    out, n, first = {}, None, None
+    for spec in model.inputs:
+        if spec.name not in arrays:
+            raise DataError(f"{where}: no data for input '{spec.name}'")
+        a = np.asarray(arrays[spec.name])
+        want = "(N" + "".join(f", {s}" for s in spec.shape) + (",)" if not spec.shape else ")")
+        if a.ndim != 1 + len(spec.shape) or a.shape[1:] != spec.shape:
+            raise DataError(f"{where}: input '{spec.name}' must have shape {want}, got "
+                            f"{a.shape}")
+        if a.dtype.kind not in "biuf":
+            raise DataError(f"{where}: input '{spec.name}' must hold numbers, got dtype "
+                            f"{a.dtype}")
+        if n is None:
+            n, first = a.shape[0], spec.name
+        elif a.shape[0] != n:
+            raise DataError(f"{where}: inputs have different numbers of samples: "
+                            f"'{first}' has {n}, '{spec.name}' has {a.shape[0]}")
+        if a.dtype.kind == "f":
+            columns = [c[0] for c in column_names(spec)]
+            _check_finite(a, spec, columns, where, lambda r: f"sample {r}")
+            if spec.is_int:
+                _check_int(a, spec, columns, where, lambda r: f"sample {r}")
+        out[spec.name] = np.ascontiguousarray(a, dtype=np.int64) if spec.is_int else a
+    if n == 0:
+        raise DataError(f"{where}: no samples")
+    return out
+
+
 def _is_number(text: str) -> bool:
     try:
         float(text)
@@ -43,98 +125,87 @@ def _is_number(text: str) -> bool:
         return False
 
 
-def load_data(path, model) -> dict:
-    """A dict input name -> array (batch first) for `model`, from a data file."""
+def load_csv(path, model) -> dict:
     path = pathlib.Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: no such file")
-    suffix = path.suffix.lower()
-    if suffix == ".npz":
-        with np.load(path) as z:
-            arrays = {k: z[k] for k in z.files}
-        return check_arrays(arrays, model, str(path))
-    if suffix == ".npy":
-        if len(model.inputs) != 1:
-            raise DataError(f"{path}: a .npy file holds one array, but the model has inputs "
-                            f"{[i.name for i in model.inputs]}; use .npz or .csv")
-        return check_arrays({model.inputs[0].name: np.load(path)}, model, str(path))
-    return load_csv(path, model)
-
-
-def check_arrays(arrays: dict, model, where: str) -> dict:
-    names = [i.name for i in model.inputs]
-    for k in arrays:
-        if k not in names:
-            raise DataError(f"{where}: array '{k}' is not an input of the model "
-                            f"(inputs: {', '.join(names)})")
-    out, n = {}, None
-    for spec in model.inputs:
-        if spec.name not in arrays:
-            raise DataError(f"{where}: no array for input '{spec.name}'")
-        a = np.asarray(arrays[spec.name])
-        if a.shape[1:] != spec.shape:
-            raise DataError(f"{where}: input '{spec.name}' must have shape "
-                            f"(N, {', '.join(map(str, spec.shape))}), got {a.shape}"
-                            if spec.shape else
-                            f"{where}: input '{spec.name}' must have shape (N,), got {a.shape}")
-        if n is not None and a.shape[0] != n:
-            raise DataError(f"{where}: inputs have different numbers of rows ({n} and "
-                            f"{a.shape[0]} for '{spec.name}')")
-        n = a.shape[0]
-        if a.dtype.kind == "f":
-            bad = np.argwhere(np.isnan(a))
-            if len(bad):
-                raise DataError(f"{where}: input '{spec.name}' has NaN at row {bad[0][0]}")
-        if spec.is_int and a.dtype.kind == "f":
-            frac = np.argwhere(a != np.round(a))
-            if len(frac):
-                raise DataError(f"{where}: int input '{spec.name}' holds "
-                                f"{a[tuple(frac[0])]} at row {frac[0][0]}: class labels must "
-                                "be integers")
-            a = a.astype(np.int64)
-        out[spec.name] = a
-    return out
-
-
-def load_csv(path: pathlib.Path, model) -> dict:
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
+    rows, lines = [], []     # each row's line number is kept for messages
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            for row in reader:
+                if row and any(c.strip() for c in row):     # blank lines are skipped
+                    rows.append(row)
+                    lines.append(reader.line_num)
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not a text file (CSV must be UTF-8 text)") from None
+    except csv.Error as e:
+        raise DataError(f"{path}: line {reader.line_num}: not valid CSV: {e}") from None
     if not rows:
         raise DataError(f"{path}: the file is empty")
     header = None
     if not all(_is_number(c.strip()) for c in rows[0]):
-        header, rows = [c.strip() for c in rows[0]], rows[1:]
-    if not rows:
-        raise DataError(f"{path}: the file has a header but no rows")
-    columns = _layout(path, model, header, len(rows[0]))
-    first_row = 2 if header else 1
+        header, rows, lines = [c.strip() for c in rows[0]], rows[1:], lines[1:]
+        if not rows:
+            raise DataError(f"{path}: the file has a header but no rows")
     width = len(header) if header else len(rows[0])
-    table = np.empty((len(rows), width))
-    for r, row in enumerate(rows):
+    columns = _layout(path, model, header, width)
+    for row, line in zip(rows, lines):
         if len(row) != width:
-            raise DataError(f"{path}: row {r + first_row} has {len(row)} columns, expected "
-                            f"{width}")
-        for c, cell in enumerate(row):
-            try:
-                table[r, c] = float(cell)
-            except ValueError:
-                raise DataError(f"{path}: row {r + first_row}, column "
-                                f"'{_colname(header, c)}': {cell.strip()!r} is not a number") \
-                    from None
+            raise DataError(f"{path}: row {line} has {len(row)} columns, expected {width} "
+                            + ("(as the header has)" if header else "(as the first row has)"))
+    try:
+        # numpy parses the strings itself: fast, and exact as float() is
+        table = np.array(rows, dtype=np.float64)
+    except ValueError:
+        table = None
+    if table is None:
+        for row, line in zip(rows, lines):
+            for c, cell in enumerate(row):
+                text = cell.strip()
+                if not text:
+                    raise DataError(f"{path}: row {line}, column '{_colname(header, c)}' is "
+                                    "empty (a missing value)")
+                if not _is_number(text):
+                    raise DataError(f"{path}: row {line}, column '{_colname(header, c)}': "
+                                    f"{text!r} is not a number")
+        raise DataError(f"{path}: cannot read the numbers")   # pragma: no cover
     out = {}
+
+    def row_text(r):
+        return f"row {lines[r]}"
+
     for spec, cols in columns:
-        block = table[:, cols]
-        for r, c in np.argwhere(np.isnan(block)):
-            raise DataError(f"{path}: row {r + first_row}, column "
-                            f"'{_colname(header, cols[c])}' is NaN (missing value)")
+        block = table[:, cols].reshape((len(rows),) + spec.shape)
+        names = [_colname(header, c) for c in cols]
+        _check_finite(block, spec, names, path, row_text)
         if spec.is_int:
-            for r, c in np.argwhere(block != np.round(block)):
-                raise DataError(f"{path}: row {r + first_row}, column "
-                                f"'{_colname(header, cols[c])}': {block[r, c]:g} is not an "
-                                f"integer (input '{spec.name}' is an int)")
+            _check_int(block, spec, names, path, row_text)
             block = block.astype(np.int64)
-        out[spec.name] = block.reshape((len(rows),) + spec.shape)
+        out[spec.name] = np.ascontiguousarray(block)
     return out
+
+
+def _check_finite(block, spec, names, path, row_text) -> None:
+    """NaN or infinity anywhere: an error naming the first one's row and column."""
+    flat = block.reshape(block.shape[0], -1)
+    bad = ~np.isfinite(flat)
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        what = "is NaN (a missing value?)" if np.isnan(flat[r, c]) else f"is {flat[r, c]}"
+        raise DataError(f"{path}: {row_text(r)}, column '{names[c]}' {what}; inputs must be "
+                        "finite numbers")
+
+
+def _check_int(block, spec, names, path, row_text) -> None:
+    """A fraction in an int input: an error naming the first one's row and column."""
+    flat = block.reshape(block.shape[0], -1)
+    frac = flat != np.round(flat)
+    if frac.any():
+        r, c = np.argwhere(frac)[0]
+        raise DataError(f"{path}: {row_text(r)}, column '{names[c]}': {flat[r, c]:g} is not "
+                        f"an integer (input '{spec.name}' is declared int: class labels and "
+                        "indices must be whole numbers)")
+    if (np.abs(flat) > 2 ** 62).any():
+        raise DataError(f"{path}: column '{names[0]}' holds values too large for an index")
 
 
 def _colname(header, c: int) -> str:
@@ -143,35 +214,45 @@ def _colname(header, c: int) -> str:
 
 def _layout(path, model, header, ncols: int) -> list:
     """For each input, the column numbers of its elements in row-major order."""
+    sizes = [max(1, s.size) for s in model.inputs]
     if header is None:
-        need = sum(max(1, s.size) for s in model.inputs)
+        need = sum(sizes)
         if ncols != need:
-            names = ", ".join(f"{s.name}{list(s.shape) if s.shape else ''}" for s in model.inputs)
-            raise DataError(f"{path}: rows have {ncols} columns, but the inputs ({names}) take "
-                            f"{need}; add a header row naming the columns")
+            names = ", ".join(f"{s.name}{list(s.shape) if s.shape else ''}"
+                              for s in model.inputs)
+            raise DataError(f"{path}: rows have {ncols} columns, but the inputs ({names}) "
+                            f"take {need}; give the columns in declaration order, or add a "
+                            "header row naming them")
         out, c = [], 0
-        for s in model.inputs:
-            out.append((s, list(range(c, c + max(1, s.size)))))
-            c += max(1, s.size)
+        for s, k in zip(model.inputs, sizes):
+            out.append((s, list(range(c, c + k))))
+            c += k
         return out
     where = {}
     for c, name in enumerate(header):
+        if not name:
+            raise DataError(f"{path}: column {c + 1} of the header has no name")
         if name in where:
             raise DataError(f"{path}: column '{name}' appears twice in the header")
         where[name] = c
     used, out = set(), []
     for s in model.inputs:
         cols = []
-        for names in _column_names(s):
+        for names in column_names(s):
             found = [where[n] for n in names if n in where]
+            if len(found) > 1:
+                raise DataError(f"{path}: columns {' and '.join(repr(header[f]) for f in found)}"
+                                " name the same element")
             if not found:
-                raise DataError(f"{path}: no column for input '{s.name}' (expected a column "
-                                f"named '{names[0]}')")
+                hint = f" (one column per element: {names[0]}, ...)" if s.shape else ""
+                raise DataError(f"{path}: no column '{names[0]}' for input '{s.name}'{hint}")
             cols.append(found[0])
             used.add(found[0])
         out.append((s, cols))
     extra = [header[c] for c in range(len(header)) if c not in used]
     if extra:
-        raise DataError(f"{path}: column '{extra[0]}' matches no input of the model (inputs: "
-                        + ", ".join(s.name for s in model.inputs) + ")")
+        expected = ", ".join(s.name + (f".0 .. {column_names(s)[-1][0]}" if s.shape else "")
+                             for s in model.inputs)
+        raise DataError(f"{path}: column '{extra[0]}' matches no input of the model "
+                        f"(expected columns: {expected})")
     return out

@@ -1,209 +1,412 @@
-"""The training driver: a compiled model's gradient, an optimizer, and data in batches.
+"""The training driver: runs a compiled model's gradient over data with an optimizer.
 
-Descent modes: batch (batch_size=None: the whole data set each step), mini-batch (the
-default, 64), stochastic (batch_size=1). Samples are reshuffled every epoch from
-`seed`, so a run is reproducible bit for bit; the last batch of an epoch holds the
-remainder (it is not dropped). A model with no inputs (Rosenbrock, say) trains by
-steps on its own objective.
+    result = train(model, data={"x": X, "y": Y}, optimizer=Adam(lr=0.01),
+                   batch_size=64, epochs=20, seed=0)
+    result.params          # the best parameters seen (a dict, like model.init_params())
+    result.history         # the training objective: at the start, then after each epoch
 
-The best parameters seen are kept: by the full training objective at the end of each
-epoch (by the validation objective when `validation` holds out a fraction). A run that
-diverges (a loss or gradient that is NaN or infinite), or is interrupted with Ctrl-C,
-stops and returns those best parameters with the reason.
+Descent modes, by batch_size: None or 0 (or at least the number of samples) is batch
+descent, one step per epoch on the whole training set; 1 is stochastic descent; anything
+else is mini-batch descent. Each epoch draws a permutation `order` of the samples from
+np.random.default_rng(seed) (one generator for the run); batch k is the samples
+order[k*bs:(k+1)*bs], so the last batch holds the remainder: it is neither dropped nor
+padded, and its gradient is that of its own objective. Everything random comes from
+`seed`, so a run is reproducible bit for bit.
+
+A model without inputs (Rosenbrock, the seed example) takes no data: each step is an
+epoch, and `epochs` and `steps` mean the same thing.
+
+After each epoch the driver evaluates the objective on the whole training set (and the
+validation split, if any); that is `history`. The parameters with the lowest such value
+(validation if there is a split, training otherwise; the initial parameters count as
+epoch 0) are `result.params`. Training stops at the first of: `epochs` epochs, `steps`
+steps, a full-data gradient norm <= tol_grad, an epoch-to-epoch change of the objective
+<= tol_loss (absolute), `patience` epochs without a new best, a callback returning True,
+a NaN or infinite loss or gradient ("diverged": the message names the step and suggests
+a smaller learning rate), or KeyboardInterrupt ("interrupted"). In every case the result
+holds the best parameters seen.
 """
 from __future__ import annotations
 
 import math
+import pathlib
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import numpy as np
 
+from lossc.optim import schedules as _schedules
+from lossc.optim.data import DataError, check_arrays, load_data
 from lossc.optim.optimizers import Adam, Optimizer
-from lossc.optim.schedules import Constant
-from lossc.runtime.model import BoundArgs
+
+DEFAULT_EPOCHS = 10       # data models, when neither epochs nor steps is given
+DEFAULT_STEPS = 1000      # models without inputs
+DEFAULT_PATIENCE = 5      # with a validation split
 
 
 @dataclass
 class TrainResult:
-    params: dict                      # the best parameters found
-    # history[k]: the objective on the training data after k epochs (history[0]: at the
-    # start); val_history likewise on the validation split, if any
-    history: list = field(default_factory=list)
-    val_history: list = field(default_factory=list)
-    step_losses: list = field(default_factory=list)    # every mini-batch's objective
-    best_loss: float = math.inf
-    best_epoch: int = 0
-    best_step: int = 0
-    steps: int = 0
-    epochs: int = 0
-    stopped: str = "finished"         # finished, converged, early-stop, diverged, interrupted
-    message: str = ""
+    params: dict                  # best parameters (lowest monitored loss)
+    history: list                 # training objective: [0] initial, [k] after epoch k
+    val_history: list             # the same on the validation split (if any)
+    best_loss: float              # the monitored loss of `params`
+    best_epoch: int               # the epoch after which `params` were seen (0: initial)
+    best_step: int                # ... and the number of steps taken by then
+    last_params: dict             # the parameters when training stopped
+    steps: int                    # optimizer steps taken
+    epochs: int                   # epochs completed (a last one cut short by `steps`
+                                  # counts)
+    stopped: str                  # why it stopped: epochs, steps, tol_grad, tol_loss,
+                                  # early_stop, callback, diverged or interrupted
+    stopped_reason: str           # the same, as a sentence for people
     seconds: float = 0.0
+    samples: int = 0              # samples processed by gradient steps
+    step_losses: list = field(default_factory=list)   # each step's batch objective
+    lr: list = field(default_factory=list)            # learning rate used in each epoch
 
     @property
     def ok(self) -> bool:
+        """False when training diverged or was interrupted."""
         return self.stopped not in ("diverged", "interrupted")
 
+    @property
+    def initial_loss(self) -> float:
+        return self.history[0]
 
-def train(model, data: Optional[dict] = None, optimizer: Optional[Optimizer] = None,
+    @property
+    def final_loss(self) -> float:
+        return self.history[-1]
+
+    def __repr__(self) -> str:
+        return (f"TrainResult(stopped={self.stopped!r}, epochs={self.epochs}, "
+                f"steps={self.steps}, initial_loss={self.initial_loss:.6g}, "
+                f"final_loss={self.final_loss:.6g}, best_loss={self.best_loss:.6g} "
+                f"after epoch {self.best_epoch})")
+
+
+@dataclass
+class EpochInfo:
+    """What a callback sees after each epoch. `theta` is the live flat parameter
+    vector (model.unpack_params(info.theta) gives a dict): read or copy it, do not
+    change it."""
+
+    epoch: int
+    total_epochs: int
+    steps: int
+    loss: float
+    val_loss: Optional[float]
+    best_loss: float
+    lr: float
+    seconds: float
+    samples: int
+    theta: np.ndarray
+
+
+class _Stop(Exception):
+    def __init__(self, stopped: str, reason: str):
+        self.stopped, self.reason = stopped, reason
+
+
+def train(model, data=None, optimizer: Optional[Optimizer] = None,
           batch_size: Optional[int] = 64, epochs: Optional[int] = None,
           steps: Optional[int] = None, seed: int = 0, hypers: Optional[dict] = None,
-          schedule: Callable[[int], float] = Constant(), tol_grad: Optional[float] = None,
-          tol_loss: Optional[float] = None, validation: Optional[float] = None,
-          patience: int = 5, init: Optional[dict] = None, shuffle: bool = True,
-          callback: Optional[Callable] = None, progress: Optional[Callable] = None) -> TrainResult:
-    """Train `model` and return a TrainResult with the best parameters.
+          schedule=None, tol_grad: Optional[float] = None, tol_loss: Optional[float] = None,
+          validation: Optional[float] = None, patience: Optional[int] = None,
+          callback: Optional[Callable[[EpochInfo], Optional[bool]]] = None,
+          progress: Optional[Callable[[int, int, float, int], None]] = None,
+          init=None, shuffle: bool = True) -> TrainResult:
+    """Train `model` (a compiled lossc Model) and return a TrainResult.
 
-    Stops after `epochs` epochs or `steps` optimizer steps (whichever comes first; with
-    neither, 10 epochs, or 1000 steps for a model without inputs), or earlier when the
-    full-data gradient norm falls below `tol_grad`, the objective changes by less than
-    `tol_loss` between epochs, or the validation objective has not improved for
-    `patience` epochs. `callback(epoch, loss, params)` runs after every epoch and may
-    return False to stop; `progress(step, epoch, loss, samples)` after every step.
+    data: a dict input name -> array (samples first), or the path of a .csv, .npz or
+    .npy file (see lossc.optim.data); None for a model without inputs. optimizer: a
+    lossc optimizer (default Adam(lr=1e-3)); its state is reset first, and its `lr` is
+    the base rate of `schedule` (a callable lr(base, k) from lossc.optim.schedules,
+    applied at the start of each epoch). epochs/steps: stop after that many (the first
+    reached; with neither, 10 epochs, or 1000 steps for a model without inputs).
+    hypers: the model's hyperparameters. validation: a fraction of the samples held
+    out (drawn from the seed) to choose the best parameters; training stops after
+    `patience` epochs without a new best (default 5 with a validation split, never
+    without one unless given). callback(info: EpochInfo) runs after each epoch and
+    stops training by returning True; progress(step, epoch, batch_loss, batch_samples)
+    runs after each step. init: initial parameters, a dict or a flat vector (default
+    model.init_params(seed)).
     """
-    optimizer = optimizer or Adam()
-    base_lr = optimizer.lr
-    theta = model.pack_params(init if init is not None else model.init_params(seed))
-    theta = theta.astype(model.dtype, copy=False)
-    result = TrainResult(params=model.unpack_params(theta))
-    start = time.perf_counter()
-    if model.inputs:
-        if not data:
-            raise ValueError(f"the model has inputs {[i.name for i in model.inputs]}: "
-                             "training needs data")
-        train_set, val_set = _split(model, data, hypers, validation, seed)
-        if epochs is None and steps is None:
-            epochs = 10
-    else:
-        if data:
-            raise ValueError("the model has no inputs: train it without data")
-        train_set, val_set = model.bind({}, hypers), None
-        if epochs is None and steps is None:
-            steps = 1000
-        batch_size = None
-    try:
-        _run(model, optimizer, base_lr, theta, train_set, val_set, batch_size, epochs, steps,
-             seed, schedule, tol_grad, tol_loss, patience, shuffle, callback, progress,
-             result)
-    except KeyboardInterrupt:
-        result.stopped = "interrupted"
-        result.message = f"interrupted at step {result.steps}; kept the best parameters"
-    finally:
-        optimizer.lr = base_lr
-        result.seconds = time.perf_counter() - start
-    return result
-
-
-def _split(model, data, hypers, validation, seed):
-    full = model.bind(data, hypers)
-    if not validation:
-        return full, None
-    if not 0 < validation < 1:
+    opt = optimizer if optimizer is not None else Adam()
+    if not isinstance(opt, Optimizer):
+        raise TypeError(f"optimizer must be a lossc optimizer (SGD, Adam, ...), got "
+                        f"{type(opt).__name__}")
+    hypers = dict(hypers or {})
+    sched = schedule if schedule is not None else _schedules.Constant()
+    if not callable(sched):
+        raise TypeError("schedule must be a callable lr(base_lr, k), e.g. "
+                        "lossc.optim.schedules.cosine()")
+    for name, v in (("epochs", epochs), ("steps", steps), ("patience", patience)):
+        if v is not None and (int(v) != v or v < 1):
+            raise ValueError(f"{name} must be a positive integer, got {v}")
+    if batch_size is not None and (int(batch_size) != batch_size or batch_size < 0):
+        raise ValueError(f"batch_size must be a positive integer (or None/0 for the whole "
+                         f"data set), got {batch_size}")
+    if validation is not None and not 0 <= validation < 1:
         raise ValueError(f"validation must be a fraction between 0 and 1, got {validation}")
-    n_val = max(1, int(round(full.B * validation)))
-    if n_val >= full.B:
-        raise ValueError("the validation split leaves no training data")
-    order = np.random.default_rng([seed, 1]).permutation(full.B)
-    take = lambda idx: BoundArgs(model, [a[idx] for a in full.arrays], len(idx), full.hypers)
-    return take(np.sort(order[n_val:])), take(np.sort(order[:n_val]))
+
+    train_data, val_data = _split(model, data, validation, seed)
+    full = model.bind(train_data or {}, hypers)
+    val = model.bind(val_data, hypers) if val_data is not None else None
+    n, full_batch, bs, per_epoch, total_epochs, steps = plan(
+        bool(model.inputs), full.B, batch_size, epochs, steps)
+    if isinstance(sched, _schedules.Cosine):
+        sched = sched.over(total_epochs)
+    if patience is None and val is not None:
+        patience = DEFAULT_PATIENCE
+
+    theta = _initial(model, init, seed)
+    opt.reset()
+    base_lr = opt.lr
+    run = _Run(model, opt, theta, full, val, callback, progress, total_epochs)
+    t0 = time.perf_counter()
+    try:
+        # Overflow on the way to a NaN is reported as divergence, with the step; numpy's
+        # warnings about it would only repeat that, less clearly.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            stopped, reason = _loop(run, sched, base_lr, np.random.default_rng(seed),
+                                    full_batch, n, bs, per_epoch, total_epochs, steps,
+                                    shuffle, t0, tol_grad, tol_loss, patience)
+    finally:
+        opt.lr = base_lr
+    return TrainResult(
+        params=model.unpack_params(run.best_theta), history=run.history,
+        val_history=run.val_history, best_loss=run.best_loss, best_epoch=run.best_epoch,
+        best_step=run.best_step, last_params=model.unpack_params(theta), steps=run.steps,
+        epochs=run.epoch, stopped=stopped, stopped_reason=reason,
+        seconds=time.perf_counter() - t0, samples=run.samples,
+        step_losses=run.step_losses, lr=run.lr)
 
 
-def _run(model, opt, base_lr, theta, train_set, val_set, batch_size, epochs, steps, seed,
-         schedule, tol_grad, tol_loss, patience, shuffle, callback, progress, result):
-    rng = np.random.default_rng(seed)
-    N = train_set.B
-    by_steps = not model.inputs
-    bs = N if not batch_size or batch_size >= N else int(batch_size)
-    if bs < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
-    grad = np.empty(model.n_params, dtype=model.dtype)
-
-    def evaluate(bound):
-        return model.loss_flat(theta, bound)
-
-    def consider(loss: float, epoch: int):
-        if math.isfinite(loss) and loss < result.best_loss:
-            result.best_loss, result.best_epoch, result.best_step = loss, epoch, result.steps
-            result.params = model.unpack_params(theta)
-
-    monitor = val_set if val_set is not None else train_set
-    initial = evaluate(train_set)
-    result.history.append(initial)
-    if val_set is not None:
-        result.val_history.append(evaluate(val_set))
-    consider(result.val_history[0] if val_set is not None else initial, 0)
-    prev, since_best, epoch = None, 0, 0
-    while True:
-        if epochs is not None and epoch >= epochs:
-            break
-        if steps is not None and result.steps >= steps:
-            break
-        opt.lr = base_lr * schedule(epoch)
-        order = rng.permutation(N) if shuffle and bs < N else None
-        batch_losses = []
-        for lo in range(0, N, bs):
-            if steps is not None and result.steps >= steps:
-                break
-            if bs == N:
-                batch = train_set
+def _loop(run, sched, base_lr, rng, full_batch, n, bs, per_epoch, total_epochs, steps,
+          shuffle, t0, tol_grad, tol_loss, patience) -> tuple[str, str]:
+    """The epochs; returns (stopped, stopped_reason)."""
+    opt = run.opt
+    try:
+        run.start()
+        for epoch in range(total_epochs):
+            opt.lr = float(sched(base_lr, epoch))
+            run.lr.append(opt.lr)
+            if full_batch:
+                run.full_batch_step()
             else:
-                idx = order[lo:lo + bs] if order is not None else np.arange(lo, min(lo + bs, N))
-                batch = BoundArgs(model, [a[idx] for a in train_set.arrays], len(idx),
-                                  train_set.hypers)
-            loss, _ = model.value_and_grad_flat(theta, batch, grad_out=grad)
-            result.steps += 1
-            if not math.isfinite(loss) or not np.all(np.isfinite(grad)):
-                what = "loss" if not math.isfinite(loss) else "gradient"
-                result.stopped = "diverged"
-                result.message = (f"the {what} became {loss if what == 'loss' else 'non-finite'}"
-                                  f" at step {result.steps} (epoch {epoch + 1}); try a smaller "
-                                  f"learning rate (now {opt.lr:g}); kept the best parameters")
-                return
-            opt.step(theta, grad)
-            batch_losses.append(loss)
-            result.step_losses.append(loss)
-            if progress is not None:
-                progress(result.steps, epoch, loss, batch.B)
-            if by_steps:
-                consider(evaluate(monitor), epoch)
-                opt.lr = base_lr * schedule(result.steps)
-        epoch += 1
-        if by_steps:          # a model without data has steps, not epochs
-            if steps is None or result.steps >= steps:
-                break
-            continue
-        result.epochs = epoch
-        train_loss, full_grad = model.value_and_grad_flat(theta, train_set)
-        result.history.append(train_loss)
-        if not math.isfinite(train_loss):
-            result.stopped = "diverged"
-            result.message = (f"the loss became {train_loss} after epoch {epoch}; try a smaller "
-                              f"learning rate (now {opt.lr:g}); kept the best parameters")
-            return
-        if val_set is not None:
-            val_loss = evaluate(val_set)
-            result.val_history.append(val_loss)
-            improved = val_loss < result.best_loss
-            consider(val_loss, epoch)
-            since_best = 0 if improved else since_best + 1
-            if since_best >= patience:
-                result.stopped = "early-stop"
-                result.message = (f"validation loss did not improve for {patience} epochs; "
-                                  f"best at epoch {result.best_epoch}")
-                return
+                order = rng.permutation(n) if shuffle else np.arange(n)
+                count = per_epoch if steps is None else min(per_epoch, steps - run.steps)
+                run.batch_steps(order, bs, count)
+            run.end_epoch(epoch + 1, time.perf_counter() - t0, tol_grad, tol_loss, patience)
+            if steps is not None and run.steps >= steps:
+                return "steps", f"reached {steps} step{'s' * (steps != 1)}"
+        return "epochs", f"reached {total_epochs} epoch{'s' * (total_epochs != 1)}"
+    except _Stop as stop:
+        return stop.stopped, stop.reason
+    except KeyboardInterrupt:
+        return "interrupted", (f"interrupted at step {run.steps + 1} (epoch {run.epoch + 1});"
+                               " the best parameters so far are kept")
+
+
+def plan(has_inputs: bool, n: int, batch_size, epochs, steps) -> tuple:
+    """The shape of a run: (n, full_batch, batch size, steps per epoch, epochs, step
+    limit or None), with the defaults filled in. n: training samples."""
+    if not has_inputs:
+        n = 1
+    full_batch = not has_inputs or not batch_size or batch_size >= n
+    bs = n if full_batch else int(batch_size)
+    per_epoch = math.ceil(n / bs)
+    if epochs is None and steps is None:
+        if has_inputs:
+            epochs = DEFAULT_EPOCHS
         else:
-            consider(train_loss, epoch)
-        if tol_grad is not None and float(np.linalg.norm(full_grad)) < tol_grad:
-            result.stopped, result.message = "converged", f"gradient norm below {tol_grad:g}"
-            return
-        if tol_loss is not None and prev is not None and abs(prev - train_loss) < tol_loss:
-            result.stopped, result.message = "converged", f"loss changed by less than {tol_loss:g}"
-            return
-        prev = train_loss
-        if callback is not None and callback(epoch, train_loss, model.unpack_params(theta)) is False:
-            result.stopped, result.message = "finished", "stopped by the callback"
-            return
-    if by_steps:
-        result.history.append(evaluate(monitor))
+            steps = DEFAULT_STEPS
+    if not has_inputs and epochs is not None:   # here an epoch is a step
+        steps = epochs if steps is None else min(steps, epochs)
+        epochs = None
+    total_epochs = epochs if steps is None else math.ceil(steps / per_epoch)
+    if epochs is not None:
+        total_epochs = min(total_epochs, epochs)
+    return n, full_batch, bs, per_epoch, total_epochs, steps
+
+
+class _Run:
+    """The loop's state: the gradient steps and the end-of-epoch bookkeeping."""
+
+    def __init__(self, model, opt, theta, full, val, callback, progress, total_epochs):
+        self.model, self.opt, self.theta = model, opt, theta
+        self.g = np.zeros(model.n_params, dtype=model.dtype)
+        self.full, self.val = full, val
+        self.callback, self.progress = callback, progress
+        self.total_epochs = total_epochs
+        self.steps = self.samples = self.epoch = 0
+        self.history, self.val_history, self.step_losses, self.lr = [], [], [], []
+        self.best_theta = theta.copy()
+        self.best_loss = math.inf
+        self.best_epoch = self.best_step = self.since_best = 0
+        self.loss = math.nan
+        self.gnorm = None
+
+    def start(self) -> None:
+        # The initial evaluation also leaves the full gradient in g: the first step's
+        # gradient in batch mode.
+        self.loss, self.gnorm = self._full_value_and_grad()
+        self.history.append(self.loss)
+        if not math.isfinite(self.loss):
+            raise _Stop("diverged", f"the loss is {self.loss} at the initial parameters; "
+                                    "check the data, the hyperparameters and the initial "
+                                    "values")
+        self.best_loss = self._monitored(self.loss)
+        if not math.isfinite(self.best_loss):
+            raise _Stop("diverged", f"the validation loss is {self.best_loss} at the "
+                                    "initial parameters")
+
+    def _full_value_and_grad(self):
+        value, _ = self.model.value_and_grad_flat(self.theta, self.full, grad_out=self.g)
+        return value, math.sqrt(float(np.dot(self.g, self.g)))
+
+    def _diverged(self, value, at_end: bool = False) -> "_Stop":
+        where = (f"after step {self.steps} (end of epoch {self.epoch + 1})" if at_end else
+                 f"at step {self.steps + 1} (epoch {self.epoch + 1})")
+        what = f"became {value}" if isinstance(value, float) else value
+        return _Stop("diverged", f"the loss {what} {where}; training stopped and the best "
+                                 f"parameters so far are kept. Try a smaller learning rate "
+                                 f"(it was {self.opt.lr:g})")
+
+    def _after_step(self, value: float, samples: int) -> None:
+        self.steps += 1
+        self.samples += samples
+        self.step_losses.append(value)
+        if self.progress is not None:
+            self.progress(self.steps, self.epoch, value, samples)
+
+    def full_batch_step(self) -> None:
+        # g holds the gradient at theta from the last evaluation, and the evaluation
+        # after the step is both the epoch's loss and the next step's gradient: one
+        # native call per step.
+        value = self.loss
+        self.opt.step(self.theta, self.g)
+        self._after_step(value, self.full.B if self.model.inputs else 0)
+        self.loss, self.gnorm = self._full_value_and_grad()
+
+    def batch_steps(self, order: np.ndarray, bs: int, count: int) -> None:
+        """`count` steps on the batches order[k*bs:(k+1)*bs], k = 0.., the last one
+        holding the remainder: the contract of lossc.runtime.fused.FusedSteps.run, which
+        does the same in one native call."""
+        from lossc.runtime.model import BoundArgs
+        model, full, g = self.model, self.full, self.g
+        for k in range(count):
+            idx = order[k * bs:(k + 1) * bs]
+            # rows of the bound (validated, converted) data: no re-validation needed
+            batch = BoundArgs(model, [a[idx] for a in full.arrays], len(idx), full.hypers)
+            value, _ = model.value_and_grad_flat(self.theta, batch, grad_out=g)
+            if not math.isfinite(value):
+                raise self._diverged(value)
+            if not math.isfinite(float(np.dot(g, g))):
+                raise self._diverged("is finite but its gradient overflowed")
+            self.opt.step(self.theta, g)
+            self._after_step(value, len(idx))
+        self.loss = None        # the full-data objective is now out of date
+
+    def _monitored(self, loss: float) -> float:
+        if self.val is None:
+            return loss
+        v = self.model.loss_flat(self.theta, self.val)
+        self.val_history.append(v)
+        return v
+
+    def end_epoch(self, epoch, seconds, tol_grad, tol_loss, patience) -> None:
+        if self.loss is None:
+            if tol_grad is not None:
+                self.loss, self.gnorm = self._full_value_and_grad()
+            else:
+                self.loss, self.gnorm = self.model.loss_flat(self.theta, self.full), None
+        loss = self.loss
+        if not math.isfinite(loss):
+            raise self._diverged(loss, at_end=True)
+        if self.gnorm is not None and not math.isfinite(self.gnorm):
+            raise self._diverged("is finite but its gradient overflowed", at_end=True)
+        self.epoch = epoch
+        prev = self.history[-1]
+        self.history.append(loss)
+        monitored = self._monitored(loss)
+        if monitored < self.best_loss:
+            self.best_loss, self.best_epoch, self.best_step = monitored, epoch, self.steps
+            self.since_best = 0
+            self.best_theta[...] = self.theta
+        else:
+            self.since_best += 1
+        if self.callback is not None:
+            info = EpochInfo(epoch, self.total_epochs, self.steps, loss,
+                             monitored if self.val is not None else None, self.best_loss,
+                             self.opt.lr, seconds, self.samples, self.theta)
+            if self.callback(info) is True:
+                raise _Stop("callback", f"stopped by the callback after epoch {epoch}")
+        if tol_grad is not None and self.gnorm <= tol_grad:
+            raise _Stop("tol_grad", f"converged: the gradient norm is {self.gnorm:.3g} <= "
+                                    f"{tol_grad:g} after epoch {epoch}")
+        if tol_loss is not None and abs(prev - loss) <= tol_loss:
+            raise _Stop("tol_loss", f"converged: the loss changed by {abs(prev - loss):.3g} "
+                                    f"<= {tol_loss:g} in epoch {epoch}")
+        if patience is not None and self.since_best >= patience:
+            what = "validation loss" if self.val is not None else "loss"
+            raise _Stop("early_stop", f"stopped early: the {what} has not improved for "
+                                      f"{patience} epochs (best {self.best_loss:.6g} after "
+                                      f"epoch {self.best_epoch})")
+
+
+def _initial(model, init, seed) -> np.ndarray:
+    if init is None:
+        init = model.init_params(seed)
+    if isinstance(init, dict):
+        return model.pack_params(init)
+    flat = np.array(init, dtype=model.dtype)     # a copy: training must not touch it
+    if flat.shape != (model.n_params,):
+        raise ValueError(f"init must be a dict of parameters or a flat vector of "
+                         f"{model.n_params}, got shape {flat.shape}")
+    return flat
+
+
+def _n_samples(data) -> int:
+    return len(next(iter(data.values()))) if data else 1
+
+
+def _split(model, data, validation, seed):
+    """(train, validation) dicts of arrays in the model's dtypes, or (None, None)."""
+    if not model.inputs:
+        if data:
+            raise ValueError("the model has no inputs, so it takes no data; train it by "
+                             "steps (steps=...)")
+        if validation:
+            raise ValueError("a model without inputs has no data to hold out for "
+                             "validation")
+        return None, None
+    if data is None:
+        raise ValueError("the model has inputs " + ", ".join(i.name for i in model.inputs)
+                         + ": pass data= (a dict of arrays or a data file)")
+    if isinstance(data, (str, pathlib.Path)):
+        data = load_data(data, model)
+    elif isinstance(data, dict):
+        data = check_arrays(data, model, "data")
+    else:
+        raise TypeError(f"data must be a dict of arrays or a file path, got "
+                        f"{type(data).__name__}")
+    # Converted once, so that each epoch's shuffled copy is already what the native
+    # code reads and binding a batch copies nothing.
+    data = {s.name: np.ascontiguousarray(data[s.name],
+                                         dtype=np.int64 if s.is_int else model.dtype)
+            for s in model.inputs}
+    if not validation:
+        return data, None
+    n = _n_samples(data)
+    n_val = int(round(validation * n))
+    if n_val < 1 or n_val >= n:
+        raise DataError(f"validation={validation} of {n} samples leaves "
+                        f"{n - n_val} for training and {n_val} for validation; both need "
+                        "at least one")
+    # A generator of its own, so the split does not shift the epochs' shuffles.
+    perm = np.random.default_rng([seed, 1]).permutation(n)
+    val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    return ({k: a[train_idx] for k, a in data.items()},
+            {k: a[val_idx] for k, a in data.items()})

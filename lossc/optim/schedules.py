@@ -1,65 +1,104 @@
-"""Learning-rate schedules: a factor applied to the optimizer's base rate, stepped once
-per epoch (per step for models trained by steps), as PyTorch's LR schedulers are.
+"""Learning-rate schedules: the rate to use at the k-th period, from the base rate.
 
-    constant            1
-    step(size, gamma)   gamma ^ floor(k / size)
-    exponential(gamma)  gamma ^ k
-    cosine(T, floor)    floor + (1 - floor) (1 + cos(pi min(k, T) / T)) / 2
-                        (floor as a fraction of the base rate)
+A schedule is a callable `lr(base_lr, k)`. The driver calls it at the start of each
+epoch (k = 0, 1, ...), as PyTorch's LR schedulers are usually stepped; a model without
+inputs trains by steps, and there every step is an epoch, so k counts steps. The
+formulas are PyTorch's closed forms:
+
+    constant()                 base_lr
+    step(step_size, gamma)     base_lr * gamma ^ floor(k / step_size)        (StepLR)
+    exponential(gamma)         base_lr * gamma ^ k                           (ExponentialLR)
+    cosine(T_max, eta_min)     eta_min + (base_lr - eta_min) (1 + cos(pi k / T_max)) / 2
+                               for k <= T_max, and eta_min after     (CosineAnnealingLR)
+
+PyTorch's cosine rises again after T_max (a periodic schedule); here it stays at eta_min,
+which is what a run longer than T_max wants. `cosine()` without T_max anneals over the
+whole run (the driver fills in its length).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 
 @dataclass(frozen=True)
 class Constant:
-    def __call__(self, k: int) -> float:
-        return 1.0
+    def __call__(self, base_lr: float, k: int) -> float:
+        return base_lr
 
 
 @dataclass(frozen=True)
 class Step:
-    size: int
+    step_size: int
     gamma: float = 0.1
 
-    def __call__(self, k: int) -> float:
-        return self.gamma ** (k // self.size)
+    def __post_init__(self):
+        if self.step_size < 1:
+            raise ValueError(f"step schedule: step_size must be >= 1, got {self.step_size}")
+
+    def __call__(self, base_lr: float, k: int) -> float:
+        return base_lr * self.gamma ** (k // self.step_size)
 
 
 @dataclass(frozen=True)
 class Exponential:
     gamma: float
 
-    def __call__(self, k: int) -> float:
-        return self.gamma ** k
+    def __call__(self, base_lr: float, k: int) -> float:
+        return base_lr * self.gamma ** k
 
 
 @dataclass(frozen=True)
 class Cosine:
-    T: int
-    floor: float = 0.0
+    T_max: Optional[int] = None     # None: the length of the run
+    eta_min: float = 0.0
 
-    def __call__(self, k: int) -> float:
-        return self.floor + (1 - self.floor) * (1 + math.cos(math.pi * min(k, self.T) / self.T)) / 2
+    def __post_init__(self):
+        if self.T_max is not None and self.T_max < 1:
+            raise ValueError(f"cosine schedule: T_max must be >= 1, got {self.T_max}")
+
+    def __call__(self, base_lr: float, k: int) -> float:
+        T = self.T_max or 1
+        k = min(k, T)
+        return self.eta_min + (base_lr - self.eta_min) * (1 + math.cos(math.pi * k / T)) / 2
+
+    def over(self, length: int) -> "Cosine":
+        """This schedule with T_max set to `length` if it had none."""
+        return self if self.T_max is not None else Cosine(max(1, length), self.eta_min)
 
 
-def parse_schedule(text: str | None, length: int):
-    """'constant', 'step:10:0.5', 'exponential:0.95', 'cosine' (over the run's length)
-    or 'cosine:T:floor', as the command line writes them."""
+def constant() -> Constant:
+    return Constant()
+
+
+def step(step_size: int, gamma: float = 0.1) -> Step:
+    return Step(int(step_size), float(gamma))
+
+
+def exponential(gamma: float) -> Exponential:
+    return Exponential(float(gamma))
+
+
+def cosine(T_max: Optional[int] = None, eta_min: float = 0.0) -> Cosine:
+    return Cosine(None if T_max is None else int(T_max), float(eta_min))
+
+
+def parse(text: Optional[str]):
+    """A schedule from its command-line spelling: constant, step:SIZE[:GAMMA],
+    exponential:GAMMA, cosine[:T_MAX[:ETA_MIN]]."""
     if not text or text == "constant":
         return Constant()
     name, *args = text.split(":")
     try:
-        nums = [float(a) for a in args]
-        if name == "step":
-            return Step(int(nums[0]), nums[1] if len(nums) > 1 else 0.1)
-        if name == "exponential":
-            return Exponential(nums[0])
-        if name == "cosine":
-            return Cosine(int(nums[0]) if nums else max(length, 1), nums[1] if len(nums) > 1 else 0.0)
-    except (IndexError, ValueError):
-        pass
+        if name == "step" and 1 <= len(args) <= 2:
+            return step(int(args[0]), *map(float, args[1:]))
+        if name == "exponential" and len(args) == 1:
+            return exponential(float(args[0]))
+        if name == "cosine" and len(args) <= 2:
+            return cosine(int(args[0]) if args else None, *map(float, args[1:]))
+    except ValueError as e:
+        if "schedule:" in str(e):
+            raise
     raise ValueError(f"bad schedule {text!r}: use constant, step:SIZE[:GAMMA], "
-                     "exponential:GAMMA or cosine[:T[:FLOOR]]")
+                     "exponential:GAMMA or cosine[:T_MAX[:ETA_MIN]]")

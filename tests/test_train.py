@@ -1,0 +1,440 @@
+"""The training driver, data loading, the SciPy objective and the metrics, on real
+compiled models (samples/*.loss) and the bundled data."""
+import json
+import math
+
+import numpy as np
+import pytest
+
+import lossc
+from conftest import SAMPLES
+from lossc.optim import (DataError, accuracy, load_data, load_params, per_sample_loss,
+                         save_params, schedules, scipy_objective)
+from lossc.optim.driver import train
+
+DATA = SAMPLES / "data"
+
+
+@pytest.fixture(scope="module")
+def logistic():
+    return lossc.compile(SAMPLES / "logistic.loss")
+
+
+@pytest.fixture(scope="module")
+def softmax():
+    return lossc.compile(SAMPLES / "softmax.loss")
+
+
+@pytest.fixture(scope="module")
+def rosenbrock():
+    return lossc.compile(SAMPLES / "rosenbrock.loss")
+
+
+@pytest.fixture(scope="module")
+def data(logistic):
+    return load_data(DATA / "logistic.csv", logistic)
+
+
+@pytest.fixture(scope="module")
+def lbfgs_optimum(logistic, data):
+    scipy_optimize = pytest.importorskip("scipy.optimize")
+    fun, x0 = logistic.scipy_objective(x=data["x"], y=data["y"])
+    res = scipy_optimize.minimize(fun, x0, jac=True, method="L-BFGS-B",
+                                  options={"gtol": 1e-12, "ftol": 1e-15, "maxiter": 10000})
+    assert res.success
+    return res
+
+
+def small(n=10, seed=1):
+    rng = np.random.default_rng(seed)
+    return {"x": rng.normal(size=(n, 8)), "y": (rng.random(n) < 0.5).astype(float)}
+
+# ---------------------------------------------------------------- reaching optima
+
+
+def test_adam_reaches_the_lbfgs_optimum(logistic, data, lbfgs_optimum):
+    result = lossc.train(logistic, data=data, optimizer=lossc.Adam(lr=0.01), batch_size=64,
+                         epochs=40, seed=0, schedule=schedules.cosine())
+    assert result.best_loss - lbfgs_optimum.fun < 1e-4
+    assert result.best_loss >= lbfgs_optimum.fun - 1e-12
+    assert logistic.loss(result.params, **data) == result.best_loss
+    # the issue's own run (constant rate, 20 epochs) gets there too
+    result = lossc.train(logistic, data=data, optimizer=lossc.Adam(lr=0.01), batch_size=64,
+                         epochs=20, seed=0)
+    assert result.best_loss - lbfgs_optimum.fun < 1e-4
+    # batch descent gets there to rounding
+    full = lossc.train(logistic, data=data, optimizer=lossc.Adam(lr=0.05), batch_size=None,
+                       epochs=3000, tol_grad=1e-9)
+    assert full.stopped == "tol_grad"
+    assert abs(full.best_loss - lbfgs_optimum.fun) < 1e-12
+
+
+@pytest.mark.parametrize("opt", [lambda: lossc.SGD(lr=1e-3, momentum=0.9),
+                                 lambda: lossc.Adam(lr=0.02)],
+                         ids=["momentum", "adam"])
+def test_rosenbrock_reaches_its_minimum(rosenbrock, opt):
+    r = lossc.train(rosenbrock, optimizer=opt(), steps=20000)
+    np.testing.assert_allclose(r.params["p"], np.ones(5), atol=1e-4)
+    assert r.steps == r.epochs == 20000 and r.stopped == "steps"
+    assert r.history[0] == 4.0 and len(r.history) == 20001
+    assert r.best_loss == min(r.history) and r.samples == 0
+
+
+def test_seed_example_trains_by_steps():
+    m = lossc.compile(SAMPLES / "seed.loss")
+    r = train(m, optimizer=lossc.SGD(lr=0.01), epochs=3)      # epochs are steps here
+    assert r.steps == 3 and r.stopped == "steps"
+    x1, x2 = 2.0, 5.0
+    for _ in range(3):
+        x1, x2 = x1 - 0.01 * (1 / x1 + x2), x2 - 0.01 * (x1 - math.cos(x2))
+    assert float(r.last_params["x1"]) == pytest.approx(x1, rel=1e-12)
+    assert float(r.last_params["x2"]) == pytest.approx(x2, rel=1e-12)
+
+# ---------------------------------------------------------------- modes, seeds, batches
+
+
+def test_same_seed_same_parameters_bit_for_bit(logistic, data):
+    def run(seed, **kw):
+        return lossc.train(logistic, data=data, optimizer=lossc.Adam(lr=0.02),
+                           batch_size=50, epochs=3, seed=seed, **kw)
+    a, b = run(7), run(7)
+    for k in a.params:
+        np.testing.assert_array_equal(a.params[k], b.params[k])
+    assert a.history == b.history and a.step_losses == b.step_losses
+    assert not np.array_equal(run(8).params["w"], a.params["w"])
+    v1, v2 = run(3, validation=0.25), run(3, validation=0.25)
+    assert v1.val_history == v2.val_history
+
+
+def test_descent_modes_step_counts(logistic):
+    d = small(10)
+    for bs, per_epoch in ((None, 1), (0, 1), (100, 1), (4, 3), (1, 10), (5, 2)):
+        r = lossc.train(logistic, data=d, optimizer=lossc.SGD(lr=0.1), batch_size=bs,
+                        epochs=2)
+        assert (r.steps, r.epochs, r.samples) == (2 * per_epoch, 2, 20), bs
+        assert len(r.history) == 3 and len(r.step_losses) == r.steps
+
+
+def test_minibatches_by_hand_with_the_partial_batch(logistic):
+    d = small(10)
+    theta0 = logistic.init_params(3)
+    r = lossc.train(logistic, data=d, optimizer=lossc.SGD(lr=0.1), batch_size=4, epochs=2,
+                    seed=5, init=theta0)
+    p = logistic.pack_params(theta0)
+    rng = np.random.default_rng(5)
+    losses = []
+    for _ in range(2):
+        order = rng.permutation(10)
+        for lo in range(0, 10, 4):        # batches of 4, 4 and the remaining 2
+            idx = order[lo:lo + 4]
+            v, g = logistic.value_and_grad_flat(p, {"x": d["x"][idx], "y": d["y"][idx]})
+            losses.append(v)
+            p = p - 0.1 * g
+    assert r.step_losses == losses
+    np.testing.assert_array_equal(logistic.pack_params(r.last_params), p)
+    assert r.history[-1] == logistic.loss(logistic.unpack_params(p), **d)
+
+
+def test_no_shuffle_and_batch_descent_by_hand(logistic):
+    d = small(6)
+    theta0 = logistic.init_params(0)
+    r = lossc.train(logistic, data=d, optimizer=lossc.SGD(lr=0.5), batch_size=None,
+                    epochs=3, init=theta0)
+    p = logistic.pack_params(theta0)
+    for _ in range(3):
+        p = p - 0.5 * logistic.value_and_grad_flat(p, d)[1]
+    np.testing.assert_array_equal(logistic.pack_params(r.last_params), p)
+    r2 = lossc.train(logistic, data=d, optimizer=lossc.SGD(lr=0.5), batch_size=6, epochs=3,
+                     init=theta0, shuffle=False)
+    np.testing.assert_array_equal(r2.last_params["w"], r.last_params["w"])
+
+
+def test_steps_limit_cuts_the_last_epoch(logistic):
+    d = small(10)
+    r = lossc.train(logistic, data=d, optimizer=lossc.SGD(lr=0.1), batch_size=4, steps=5)
+    assert (r.steps, r.epochs, r.stopped) == (5, 2, "steps")
+    r = lossc.train(logistic, data=d, optimizer=lossc.SGD(lr=0.1), batch_size=4, steps=50,
+                    epochs=2)
+    assert (r.steps, r.epochs, r.stopped) == (6, 2, "epochs")
+
+
+def test_schedule_sets_each_epochs_rate_and_restores_the_base(logistic):
+    opt = lossc.SGD(lr=0.1)
+    r = lossc.train(logistic, data=small(), optimizer=opt, epochs=4,
+                    schedule=schedules.step(2, 0.5))
+    assert r.lr == [0.1, 0.1, 0.05, 0.05] and opt.lr == 0.1
+    r = lossc.train(logistic, data=small(), optimizer=opt, epochs=4, schedule=schedules.cosine())
+    assert r.lr[0] == 0.1 and r.lr[2] == pytest.approx(0.05) and r.lr[3] < 0.02
+
+
+def test_float32_model_trains(data):
+    m32 = lossc.compile(SAMPLES / "logistic.loss", dtype="float32")
+    r = lossc.train(m32, data=data, optimizer=lossc.Adam(lr=0.01), epochs=5)
+    assert r.params["w"].dtype == np.float32
+    assert r.best_loss < 0.37
+
+# ---------------------------------------------------------------- stopping
+
+
+def test_divergence_stops_names_the_step_and_keeps_the_best(logistic, data):
+    r = lossc.train(logistic, data=data, optimizer=lossc.SGD(lr=1e7), epochs=3)
+    assert r.stopped == "diverged" and not r.ok
+    assert "at step" in r.stopped_reason and "smaller learning rate" in r.stopped_reason
+    step = int(r.stopped_reason.split("at step ")[1].split()[0])
+    assert step == r.steps + 1
+    assert np.isfinite(r.best_loss)
+    assert all(np.all(np.isfinite(v)) for v in r.params.values())
+    assert logistic.loss(r.params, **data) == r.best_loss
+
+
+def test_divergence_without_data(rosenbrock):
+    r = lossc.train(rosenbrock, optimizer=lossc.SGD(lr=1.0), steps=100)
+    assert r.stopped == "diverged" and "smaller learning rate" in r.stopped_reason
+    assert r.steps < 100 and r.best_loss <= 4.0
+    assert np.all(np.isfinite(r.params["p"]))
+
+
+def test_early_stopping_on_validation(logistic, data):
+    r = lossc.train(logistic, data=data, optimizer=lossc.Adam(lr=0.05), epochs=200,
+                    validation=0.2, patience=2, seed=0)
+    assert r.stopped == "early_stop" and r.epochs < 200
+    assert len(r.val_history) == len(r.history) == r.epochs + 1
+    assert r.best_loss == min(r.val_history)
+    assert r.epochs - r.best_epoch == 2
+    # the best parameters are those of the best validation loss, on the held-out rows
+    perm = np.random.default_rng([0, 1]).permutation(4000)
+    val = {k: v[np.sort(perm[:800])] for k, v in data.items()}
+    assert logistic.loss(r.params, **val) == r.best_loss
+
+
+def test_tolerances(logistic, data):
+    r = lossc.train(logistic, data=data, optimizer=lossc.SGD(lr=0.5), batch_size=None,
+                    epochs=5000, tol_grad=1e-3)
+    assert r.stopped == "tol_grad" and r.epochs < 5000
+    _, g = logistic.value_and_grad(r.last_params, **data)
+    assert math.sqrt(sum(np.sum(v ** 2) for v in g.values())) <= 1e-3
+    r = lossc.train(logistic, data=data, optimizer=lossc.SGD(lr=0.5), batch_size=None,
+                    epochs=5000, tol_loss=1e-7)
+    assert r.stopped == "tol_loss" and abs(r.history[-1] - r.history[-2]) <= 1e-7
+
+
+def test_callback_sees_each_epoch_and_can_stop(logistic):
+    seen = []
+
+    def cb(info):
+        seen.append((info.epoch, info.loss, info.lr, info.steps))
+        assert info.theta.shape == (logistic.n_params,)
+        return info.epoch == 3
+
+    r = lossc.train(logistic, data=small(), optimizer=lossc.SGD(lr=0.1), batch_size=5,
+                    epochs=10, callback=cb)
+    assert r.stopped == "callback" and r.epochs == 3
+    assert [s[0] for s in seen] == [1, 2, 3] and [s[1] for s in seen] == r.history[1:]
+    steps = []
+    lossc.train(logistic, data=small(), optimizer=lossc.SGD(lr=0.1), batch_size=5, epochs=2,
+                progress=lambda step, epoch, loss, n: steps.append((step, epoch, n)))
+    assert steps == [(1, 0, 5), (2, 0, 5), (3, 1, 5), (4, 1, 5)]
+
+
+def test_keyboard_interrupt_stops_cleanly_with_the_best(logistic, data):
+    def interrupt(step, epoch, loss, n):
+        if step == 150:
+            raise KeyboardInterrupt
+
+    r = lossc.train(logistic, data=data, optimizer=lossc.Adam(lr=0.01), epochs=10,
+                    progress=interrupt)
+    assert r.stopped == "interrupted" and not r.ok and r.steps == 150
+    assert r.epochs == 2 and r.best_epoch == 2
+    assert logistic.loss(r.params, **data) == r.best_loss == min(r.history)
+
+
+def test_init_and_data_from_a_file(logistic, data, tmp_path):
+    start = {"w": np.full(8, 0.5), "b": np.array(0.1)}
+    r = lossc.train(logistic, data=DATA / "logistic.csv", optimizer=lossc.SGD(lr=0.1),
+                    epochs=1, init=start)
+    assert r.history[0] == logistic.loss(start, **data)
+    assert start["w"][0] == 0.5                   # the caller's arrays are not touched
+    r2 = lossc.train(logistic, data=data, optimizer=lossc.SGD(lr=0.1), epochs=1,
+                     init=logistic.pack_params(start))
+    np.testing.assert_array_equal(r.params["w"], r2.params["w"])
+
+
+def test_argument_errors(logistic, rosenbrock):
+    with pytest.raises(ValueError, match="pass data="):
+        lossc.train(logistic)
+    with pytest.raises(ValueError, match="no inputs"):
+        lossc.train(rosenbrock, data={"x": np.zeros(3)})
+    with pytest.raises(ValueError, match="batch_size"):
+        lossc.train(logistic, data=small(), batch_size=-1)
+    with pytest.raises(ValueError, match="epochs"):
+        lossc.train(logistic, data=small(), epochs=0)
+    with pytest.raises(ValueError, match="validation"):
+        lossc.train(logistic, data=small(), validation=1.5)
+    with pytest.raises(DataError, match="both need"):
+        lossc.train(logistic, data=small(3), validation=0.1)
+    with pytest.raises(TypeError, match="optimizer"):
+        lossc.train(logistic, data=small(), optimizer="adam")
+    with pytest.raises(DataError, match="'y'"):
+        lossc.train(logistic, data={"x": np.zeros((3, 8))})
+    bad = small()
+    bad["x"][4, 2] = np.nan
+    with pytest.raises(DataError, match=r"sample 4, column 'x.2'"):
+        lossc.train(logistic, data=bad)
+    with pytest.raises(ValueError, match="init"):
+        lossc.train(logistic, data=small(), init=np.zeros(3))
+
+
+def test_initial_nan_is_reported_as_such(logistic):
+    r = lossc.train(logistic, data=small(), init={"w": np.full(8, np.inf), "b": 0.0})
+    assert r.stopped == "diverged" and "initial parameters" in r.stopped_reason
+    assert r.steps == 0
+
+# ---------------------------------------------------------------- data files
+
+
+def write(path, text):
+    path.write_text(text)
+    return path
+
+
+def test_csv_headers_in_any_order_and_spelling(tmp_path, logistic):
+    rng = np.random.default_rng(0)
+    X, Y = np.round(rng.normal(size=(5, 8)), 6), np.array([0, 1, 1, 0, 1])
+    for names in ([f"x[{j}]" for j in range(8)], [f"x.{j}" for j in range(8)]):
+        lines = ["y," + ",".join(reversed(names))]
+        lines += [f"{Y[i]}," + ",".join(repr(float(v)) for v in X[i][::-1])
+                  for i in range(5)]
+        d = load_data(write(tmp_path / "a.csv", "\n".join(lines) + "\n"), logistic)
+        np.testing.assert_array_equal(d["x"], X)
+        np.testing.assert_array_equal(d["y"], Y)
+    # no header: declaration order; blank lines and spaces are fine
+    text = "\n\n".join(", ".join(repr(float(v)) for v in list(X[i]) + [Y[i]]) for i in range(5))
+    d = load_data(write(tmp_path / "b.csv", text), logistic)
+    np.testing.assert_array_equal(d["x"], X)
+
+
+def test_matrix_inputs_by_header(tmp_path):
+    m = lossc.compile("dim N = 2\ninput M[N, 3]\ninput y\nparam w[3]\n"
+                      "loss = sum((M @ w - y) ^ 2)\n")
+    header = 'y,M.0.0,"M[0,1]",M[0][2],M.1.0,M.1.1,M.1.2'
+    d = load_data(write(tmp_path / "m.csv", header + "\n9,1,2,3,4,5,6\n"), m)
+    np.testing.assert_array_equal(d["M"], [[[1, 2, 3], [4, 5, 6]]])
+
+
+def test_npz_and_npy(tmp_path, logistic):
+    X, Y = np.ones((4, 8)), np.array([0.0, 1, 1, 0])
+    np.savez(tmp_path / "d.npz", x=X, y=Y)
+    d = load_data(tmp_path / "d.npz", logistic)
+    np.testing.assert_array_equal(d["x"], X)
+    np.savez(tmp_path / "e.npz", x=X)
+    with pytest.raises(DataError, match="no data for input 'y'"):
+        load_data(tmp_path / "e.npz", logistic)
+    np.savez(tmp_path / "f.npz", x=X, y=Y[:3])
+    with pytest.raises(DataError, match="'x' has 4, 'y' has 3"):
+        load_data(tmp_path / "f.npz", logistic)
+    np.save(tmp_path / "g.npy", X)
+    with pytest.raises(DataError, match=r"\.npy file holds one array"):
+        load_data(tmp_path / "g.npy", logistic)
+    one = lossc.compile("dim D = 3\ninput x[D]\nparam w[D]\nloss = sum((x - w) ^ 2)\n")
+    np.save(tmp_path / "h.npy", np.ones((5, 3)))
+    assert load_data(tmp_path / "h.npy", one)["x"].shape == (5, 3)
+
+
+HEADER = "x.0,x.1,x.2,x.3,x.4,x.5,x.6,x.7,y\n"
+
+
+@pytest.mark.parametrize("text, words", [
+    ("x.0,x.1,x.2,x.3,x.4,x.5,x.6,x.7\n1,2,3,4,5,6,7,8\n", ["no column 'y' for input 'y'"]),
+    ("x.0,x.1,x.2,x.3,x.4,x.5,x.6,y\n1,2,3,4,5,6,7,8\n", ["no column 'x.7' for input 'x'"]),
+    (HEADER.replace("\n", ",z\n") + "1,2,3,4,5,6,7,8,1,0\n", ["'z'", "matches no input"]),
+    (HEADER.replace("x.1", "x.0") + "1,2,3,4,5,6,7,8,1\n", ["'x.0' appears twice"]),
+    (HEADER + "1,2,3,4,5,6,7,8,1\n1,2,3,nan,5,6,7,8,1\n", ["row 3", "'x.3'", "NaN"]),
+    (HEADER + "1,2,3,4,5,6,7,8,1\n1,2,3,4,5,six,7,8,1\n", ["row 3", "'x.5'", "'six'"]),
+    (HEADER + "1,2,3,4,5,6,7,8,1\n\n1,2,3,4,5,,7,8,1\n", ["row 4", "'x.5'", "empty"]),
+    (HEADER + "1,2,3,4,5,6,7,8,inf\n", ["row 2", "'y'", "inf"]),
+    (HEADER + "1,2,3,4,5,6,7,8\n", ["row 2", "8 columns", "expected 9"]),
+    ("1,2,3\n", ["3 columns", "header"]),
+    ("", ["empty"]),
+    (HEADER, ["no rows"]),
+])
+def test_csv_errors_name_column_and_row(tmp_path, logistic, text, words):
+    with pytest.raises(DataError) as e:
+        load_data(write(tmp_path / "bad.csv", text), logistic)
+    for w in words:
+        assert w in str(e.value), str(e.value)
+    assert "bad.csv" in str(e.value)
+
+
+def test_integer_class_labels(tmp_path, softmax):
+    text = "x.0,x.1,x.2,x.3,label\n1,2,3,4,1\n1,2,3,4,1.5\n"
+    with pytest.raises(DataError, match=r"row 3, column 'label': 1.5 is not an integer"):
+        load_data(write(tmp_path / "s.csv", text), softmax)
+    with pytest.raises(DataError, match=r"sample 1, column 'label': 0.5 is not an integer"):
+        lossc.train(softmax, data={"x": np.zeros((2, 4)), "label": np.array([1.0, 0.5])})
+    d = load_data(DATA / "softmax.csv", softmax)
+    assert d["label"].dtype == np.int64 and set(np.unique(d["label"])) == {0, 1, 2}
+    r = lossc.train(softmax, data=d, optimizer=lossc.Adam(lr=0.05), epochs=5)
+    assert r.history[-1] < r.history[0] * 0.7
+
+
+def test_missing_file_and_no_input_model(tmp_path, logistic, rosenbrock):
+    with pytest.raises(DataError, match="no such file"):
+        load_data(tmp_path / "nope.csv", logistic)
+    with pytest.raises(DataError, match="no inputs"):
+        load_data(DATA / "logistic.csv", rosenbrock)
+
+# ---------------------------------------------------------------- scipy, metrics, files
+
+
+def test_scipy_objective(logistic, data, lbfgs_optimum):
+    fun, x0 = scipy_objective(logistic, x=data["x"], y=data["y"], lam=0.5)
+    np.testing.assert_array_equal(x0, logistic.pack_params(logistic.init_params(0)))
+    v, g = fun(x0)
+    v2, g2 = logistic.value_and_grad(logistic.init_params(0), **data, lam=0.5)
+    assert v == v2 and np.array_equal(g, logistic.pack_params(g2))
+    assert fun.unpack(x0)["w"].shape == (8,) and fun.n_calls == 1
+    # the optimum: gradient zero, and no better than what training reaches
+    _, g = fun.__class__(logistic, logistic.bind(data))(lbfgs_optimum.x)
+    assert np.linalg.norm(g) < 1e-6
+
+
+def test_scipy_objective_float32_and_no_inputs(rosenbrock, data):
+    scipy_optimize = pytest.importorskip("scipy.optimize")
+    m32 = lossc.compile(SAMPLES / "logistic.loss", dtype="float32")
+    fun, x0 = m32.scipy_objective(x=data["x"], y=data["y"])
+    v, g = fun(x0)
+    assert type(v) is float and g.dtype == np.float64 and x0.dtype == np.float64
+    fun, x0 = rosenbrock.scipy_objective()
+    res = scipy_optimize.minimize(fun, x0, jac=True, method="BFGS", options={"gtol": 1e-10})
+    np.testing.assert_allclose(res.x, np.ones(5), atol=1e-6)
+
+
+def test_per_sample_loss_and_accuracy(logistic, softmax, data):
+    params = logistic.init_params(1)
+    per = per_sample_loss(logistic, params, data)
+    assert per.shape == (4000,) and np.mean(per) == pytest.approx(logistic.loss(params, **data))
+    params = {"w": np.array([1.5, -2.0, 0.8, 0.0, 1.2, -0.6, 0.3, -1.1]), "b": np.array(-0.4)}
+    direct = np.mean((data["x"] @ params["w"] + params["b"] > 0) == (data["y"] > 0.5))
+    assert accuracy(logistic, params, data) == direct
+    d = load_data(DATA / "softmax.csv", softmax)
+    r = lossc.train(softmax, data=d, optimizer=lossc.Adam(lr=0.05), epochs=20)
+    W, c = r.params["W"], r.params["c"]
+    direct = np.mean(np.argmax(d["x"] @ W.T + c, axis=1) == d["label"])
+    assert accuracy(softmax, r.params, d) == direct > 0.7
+    with pytest.raises(ValueError, match="no input named"):
+        accuracy(logistic, params, data, label="z")
+
+
+def test_save_and_load_params(tmp_path, logistic):
+    params = logistic.init_params(4)
+    for name in ("p.npz", "p.json"):
+        path = save_params(tmp_path / name, params)
+        back = load_params(path, logistic)
+        for k in params:
+            np.testing.assert_array_equal(back[k], params[k])   # json is exact too
+    assert save_params(tmp_path / "q", params).name == "q.npz"
+    (tmp_path / "bad.json").write_text(json.dumps({"w": [1, 2]}))
+    with pytest.raises(ValueError, match="'w' has shape"):
+        load_params(tmp_path / "bad.json", logistic)
+    with pytest.raises(ValueError, match="no value for parameter 'b'"):
+        load_params(save_params(tmp_path / "c.npz", {"w": params["w"]}), logistic)

@@ -1,0 +1,213 @@
+"""`lossc train` and `lossc eval` end to end: real processes for the main paths (and
+Ctrl-C), click's runner for the many error paths."""
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import lossc
+from conftest import ROOT, SAMPLES
+from lossc.cli import main
+from lossc.optim import accuracy, load_data
+
+DATA = SAMPLES / "data"
+LOGISTIC = SAMPLES / "logistic.loss"
+
+
+def lossc_cli(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "lossc.cli", *map(str, args)],
+                          capture_output=True, text=True, cwd=ROOT, **kw)
+
+
+def run(*args):
+    r = CliRunner().invoke(main, [str(a) for a in args])
+    assert "Traceback" not in r.output
+    return r
+
+
+def test_train_save_plot_and_eval(tmp_path):
+    pytest.importorskip("matplotlib")
+    out, png = tmp_path / "params.npz", tmp_path / "loss.png"
+    p = lossc_cli("train", LOGISTIC, "--data", DATA / "logistic.csv",
+                  "--optimizer", "adam", "--lr", "0.01", "--batch-size", "64", "--epochs", "4",
+                  "--seed", "0", "--hyper", "lam=0.1", "--out", out, "--plot", png)
+    assert p.returncode == 0, p.stderr
+    assert "training logistic.loss: 4000 samples, 63 steps an epoch, 4 epochs" in p.stderr
+    assert "epoch 4/4  loss" in p.stderr and "samples/s" in p.stderr
+    assert "Reached 4 epochs." in p.stdout and f"wrote {out} (w[8], b)" in p.stdout
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    saved = dict(np.load(out))
+    # the same run from Python gives the same parameters, bit for bit
+    m = lossc.compile(LOGISTIC)
+    data = load_data(DATA / "logistic.csv", m)
+    r = lossc.train(m, data=data, optimizer=lossc.Adam(lr=0.01), batch_size=64, epochs=4,
+                    seed=0, hypers={"lam": 0.1})
+    for k in r.params:
+        np.testing.assert_array_equal(saved[k], r.params[k])
+    p = lossc_cli("eval", LOGISTIC, "--data", DATA / "logistic_test.csv", "--params", out,
+                  "--hyper", "lam=0.1", "--metric", "accuracy")
+    assert p.returncode == 0, p.stderr
+    test = load_data(DATA / "logistic_test.csv", m)
+    lines = p.stdout.splitlines()
+    assert float(lines[0].split()[1]) == pytest.approx(m.loss(r.params, **test, lam=0.1),
+                                                       rel=1e-9)
+    assert "on 1000 samples" in lines[0]
+    assert float(lines[1].split()[1]) == pytest.approx(accuracy(m, r.params, test), abs=1e-4)
+
+
+def test_train_by_steps_to_json(tmp_path):
+    out = tmp_path / "p.json"
+    p = lossc_cli("train", SAMPLES / "rosenbrock.loss", "--optimizer", "momentum", "--lr",
+                  "1e-3", "--steps", "5000", "--out", out, "--quiet")
+    assert p.returncode == 0, p.stderr
+    assert p.stderr == "" and "Reached 5000 steps." in p.stdout
+    np.testing.assert_allclose(json.loads(out.read_text())["p"], np.ones(5), atol=1e-6)
+
+
+def test_divergence_saves_the_best_and_fails(tmp_path):
+    out = tmp_path / "p.npz"
+    p = lossc_cli("train", LOGISTIC, "--data", DATA / "logistic.csv", "--optimizer", "sgd",
+                  "--lr", "1e7", "--epochs", "3", "--out", out, "--quiet")
+    assert p.returncode == 1
+    assert "at step" in p.stderr and "smaller learning rate" in p.stderr
+    assert "Traceback" not in p.stderr
+    saved = np.load(out)
+    assert np.all(np.isfinite(saved["w"])) and f"wrote {out}" in p.stdout
+
+
+def test_ctrl_c_stops_cleanly_and_saves(tmp_path):
+    out = tmp_path / "p.npz"
+    proc = subprocess.Popen([sys.executable, "-m", "lossc.cli", "train", str(LOGISTIC),
+                             "--data", str(DATA / "logistic.csv"), "--batch-size", "1",
+                             "--epochs", "100000", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=ROOT)
+    try:
+        first = proc.stderr.readline()        # printed just before training starts
+        assert first.startswith("training logistic.loss"), first
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "interrupted at step" in stderr and "Traceback" not in stderr
+    assert f"wrote {out}" in stdout
+    assert np.all(np.isfinite(np.load(out)["w"]))
+
+
+def test_plot_without_matplotlib_is_a_clear_error(tmp_path):
+    code = ("import sys; sys.modules['matplotlib'] = None; sys.argv[0] = 'lossc'; "
+            "from lossc.cli import main; main()")
+    p = subprocess.run([sys.executable, "-c", code, "train", str(SAMPLES / "seed.loss"),
+                        "--steps", "3", "--out", str(tmp_path / "p.npz"), "--plot",
+                        str(tmp_path / "l.png")], capture_output=True, text=True, cwd=ROOT)
+    assert p.returncode == 1
+    assert "--plot needs matplotlib" in p.stderr and "lossc[plot]" in p.stderr
+    assert "Traceback" not in p.stderr and not (tmp_path / "p.npz").exists()
+
+
+def test_train_options(tmp_path):
+    out = tmp_path / "p.npz"
+    r = run("train", LOGISTIC, "--data", DATA / "logistic.csv", "--optimizer", "adamw",
+            "--schedule", "cosine", "--validation", "0.25", "--clip-norm", "1",
+            "--batch-size", "0", "--epochs", "30", "--tol-grad", "1e-12", "--out", out,
+            "--quiet")
+    assert r.exit_code == 0, r.output
+    assert "best" in r.output and "on validation" in r.output
+    r = run("train", LOGISTIC, "--data", DATA / "logistic.csv", "--optimizer", "nesterov",
+            "--lr", "0.05", "--momentum", "0.5", "--epochs", "2", "--init", out,
+            "--dim", "D=8", "--out", tmp_path / "q.json")
+    assert r.exit_code == 0, r.output
+    assert "nesterov lr 0.05, momentum 0.5" in r.output
+    assert set(json.loads((tmp_path / "q.json").read_text())) == {"w", "b"}
+    m32 = run("train", SAMPLES / "softmax.loss", "--data", DATA / "softmax.csv", "--dtype",
+              "float32", "--epochs", "2", "--out", tmp_path / "s.npz")
+    assert m32.exit_code == 0 and np.load(tmp_path / "s.npz")["W"].dtype == np.float32
+    r = run("eval", SAMPLES / "softmax.loss", "--data", DATA / "softmax.csv", "--params",
+            tmp_path / "s.npz", "--metric", "accuracy", "--dtype", "float32")
+    assert r.exit_code == 0 and "labels from 'label'" in r.output
+
+
+def write(path, text):
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--data", "missing.csv"], ["missing.csv", "no such file"]),
+    ([], ["give the training data with --data"]),
+    (["--data", DATA / "softmax.csv"], ["softmax.csv", "no column 'x.4' for input 'x'"]),
+    (["--data", DATA / "logistic.csv", "--hyper", "lam"], ["NAME=VALUE"]),
+    (["--data", DATA / "logistic.csv", "--hyper", "mu=1"], ["unknown hyperparameter 'mu'"]),
+    (["--data", DATA / "logistic.csv", "--schedule", "wiggle"], ["bad schedule"]),
+    (["--data", DATA / "logistic.csv", "--optimizer", "adam", "--momentum", "0.9"],
+     ["does not apply to adam"]),
+    (["--data", DATA / "logistic.csv", "--lr", "-1"], ["learning rate"]),
+    (["--data", DATA / "logistic.csv", "--batch-size", "-4"], ["--batch-size"]),
+    (["--data", DATA / "logistic.csv", "--validation", "2"], ["--validation", "fraction"]),
+    (["--data", DATA / "logistic.csv", "--validation", "0.9999"], ["for training", "both"]),
+    (["--data", DATA / "logistic.csv", "--init", "nope.npz"], ["nope.npz", "no such file"]),
+    (["--data", DATA / "logistic.csv", "--dim", "D=4"],
+     ["'x.4' matches no input", "x.0 .. x.3, y"]),
+    (["--data", DATA / "logistic.csv", "--optimizer", "lbfgs"], ["lbfgs"]),
+    (["--data", DATA / "logistic.csv", "--plot", "/nonexistent/l.png"],
+     ["--plot", "does not exist"]),
+])
+def test_train_errors(tmp_path, args, words):
+    r = run("train", LOGISTIC, *args, "--out", tmp_path / "p.npz")
+    assert r.exit_code in (1, 2), r.output        # 2: click's usage errors
+    for w in words:
+        assert w in r.output, r.output
+    assert not (tmp_path / "p.npz").exists()
+
+
+def test_data_errors_name_row_and_column(tmp_path):
+    bad = write(tmp_path / "bad.csv", "x.0,x.1,x.2,x.3,x.4,x.5,x.6,x.7,y\n"
+                "1,2,3,4,5,6,7,8,1\n1,2,3,,5,6,7,8,0\n")
+    r = run("train", LOGISTIC, "--data", bad)
+    assert r.exit_code == 1 and "row 3, column 'x.3'" in r.output
+    labels = write(tmp_path / "labels.csv", "x.0,x.1,x.2,x.3,label\n1,2,3,4,0.5\n")
+    r = run("train", SAMPLES / "softmax.loss", "--data", labels)
+    assert r.exit_code == 1 and "row 2, column 'label': 0.5 is not an integer" in r.output
+    r = run("train", SAMPLES / "rosenbrock.loss", "--data", bad)
+    assert r.exit_code == 1 and "no inputs" in r.output
+
+
+def test_compile_errors_are_reports(tmp_path):
+    src = write(tmp_path / "bad.loss", "param w\nloss = w * nope\n")
+    p = lossc_cli("train", src, "--steps", "3")
+    assert p.returncode == 1
+    assert "bad.loss:2:12: error:" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_eval_errors(tmp_path):
+    params = tmp_path / "p.npz"
+    np.savez(params, w=np.zeros(3), b=np.zeros(()))
+    r = run("eval", LOGISTIC, "--data", DATA / "logistic_test.csv", "--params", params)
+    assert r.exit_code == 1 and "'w' has shape (3,)" in r.output
+    r = run("eval", LOGISTIC, "--data", DATA / "logistic_test.csv", "--params", "none.npz")
+    assert r.exit_code == 1 and "no such file" in r.output
+    np.savez(params, w=np.zeros(8), b=np.zeros(()))
+    r = run("eval", LOGISTIC, "--params", params)
+    assert r.exit_code == 1 and "--data" in r.output
+    r = run("eval", LOGISTIC, "--data", DATA / "logistic_test.csv", "--params", params,
+            "--metric", "accuracy", "--label", "x")
+    assert r.exit_code == 1 and "not a scalar" in r.output
+    r = run("eval", SAMPLES / "seed.loss", "--params", write(tmp_path / "s.json",
+                                                              '{"x1": 2, "x2": 5}'))
+    assert r.exit_code == 0 and r.output.startswith("objective 11.65207146")
+
+
+def test_help():
+    for cmd in ("train", "eval"):
+        r = run(cmd, "--help")
+        assert r.exit_code == 0 and "Usage:" in r.output
+    assert "--optimizer [sgd|momentum|nesterov|rmsprop|adam|adamw]" in run("train",
+                                                                          "--help").output
