@@ -39,6 +39,7 @@ import numpy as np
 from lossc.optim import schedules as _schedules
 from lossc.optim.data import DataError, check_arrays, load_data
 from lossc.optim.optimizers import Adam, Optimizer
+from lossc.runtime import fused
 
 DEFAULT_EPOCHS = 10       # data models, when neither epochs nor steps is given
 DEFAULT_STEPS = 1000      # models without inputs
@@ -231,6 +232,9 @@ def plan(has_inputs: bool, n: int, batch_size, epochs, steps) -> tuple:
     return n, full_batch, bs, per_epoch, total_epochs, steps
 
 
+FUSED_CHUNK = 256   # batches per native call of the fused path
+
+
 class _Run:
     """The loop's state: the gradient steps and the end-of-epoch bookkeeping."""
 
@@ -247,6 +251,7 @@ class _Run:
         self.best_epoch = self.best_step = self.since_best = 0
         self.loss = math.nan
         self.gnorm = None
+        self.fused = None       # lossc.runtime.fused.FusedSteps, made on first use
 
     def start(self) -> None:
         # The initial evaluation also leaves the full gradient in g: the first step's
@@ -292,8 +297,13 @@ class _Run:
 
     def batch_steps(self, order: np.ndarray, bs: int, count: int) -> None:
         """`count` steps on the batches order[k*bs:(k+1)*bs], k = 0.., the last one
-        holding the remainder: the contract of lossc.runtime.fused.FusedSteps.run, which
-        does the same in one native call."""
+        holding the remainder. With an optimizer the native code implements, whole runs
+        of batches go through lossc_train_steps (one native call for gather, gradient and
+        update, bit for bit the loop below in float64); otherwise, the loop below."""
+        if self.fused is None and fused.supports(self.opt) and self.model.inputs:
+            self.fused = fused.FusedSteps(self.model, self.opt, self.full, bs)
+        if self.fused is not None and self.fused.bs == bs:
+            return self._fused_steps(np.ascontiguousarray(order, dtype=np.int64), count)
         from lossc.runtime.model import BoundArgs
         model, full, g = self.model, self.full, self.g
         for k in range(count):
@@ -308,6 +318,38 @@ class _Run:
             self.opt.step(self.theta, g)
             self._after_step(value, len(idx))
         self.loss = None        # the full-data objective is now out of date
+
+    def _fused_steps(self, order: np.ndarray, count: int) -> None:
+        f, bs, N = self.fused, self.fused.bs, self.full.B
+        for first in range(0, count, FUSED_CHUNK):   # chunks: progress and Ctrl-C stay live
+            n = min(FUSED_CHUNK, count - first)
+            try:
+                losses = f.run(self.theta, order, first, n)
+            except fused.FusedError as e:
+                done = e.batch - first if e.kind == "diverged" else 0
+                self._bulk_after_steps(f.losses[first:first + done], first, done, order, N)
+                f.sync()
+                if e.kind == "index":
+                    raise self.model._index_error(e.err, self.full) from None
+                value = float(f.losses[e.batch])
+                raise self._diverged(value if not math.isfinite(value)
+                                     else "is finite but its gradient overflowed") from None
+            self._bulk_after_steps(losses, first, n, order, N)
+        f.sync()
+        self.loss = None
+
+    def _bulk_after_steps(self, losses, first: int, n: int, order, N: int) -> None:
+        if not n:
+            return
+        bs = self.fused.bs
+        if self.progress is not None:     # the contract: a call after every step
+            for k in range(n):
+                rows = min(N, (first + k + 1) * bs) - (first + k) * bs
+                self._after_step(float(losses[k]), rows)
+            return
+        self.steps += n
+        self.samples += min(N, (first + n) * bs) - first * bs
+        self.step_losses.extend(losses[:n].tolist())
 
     def _monitored(self, loss: float) -> float:
         if self.val is None:
