@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections import ChainMap
 from contextlib import contextmanager
 from math import prod
 
@@ -57,6 +58,7 @@ I8P = ir.IntType(8).as_pointer()
 FAST = ("reassoc", "contract")  # for batch and tensor reductions only: see docs
 
 UNROLL = 256   # reduction groups up to this size are unrolled into a tree
+GROUPED_GRADIENT_SIZE = 16   # per-sample gradient elements from which lanes go in pairs
 
 # tensor ops that read each input element exactly once (so a fused input is fine)
 _SINGLE_PASS = {"sum", "max", "min", "prod", "norm"}
@@ -198,8 +200,17 @@ class FunctionCodegen(ValueEmitter):
             self.grad_acc = b.bitcast(self.buffer(max(n_grad, 1) * self.W), VT.as_pointer())
             with self.loop(max(n_grad, 1)) as j:
                 b.store(self.splat(self.fconst(0), self.W), b.gep(self.grad_acc, [j]), align=8)
-            full = b.and_(self.B, self.iconst(-self.W))     # W is a power of two
-            with self.loop(full, step=self.W) as i:
+            # U groups of W lanes per iteration: each gradient element is loaded and stored
+            # once per U*W samples (W and U are powers of two)
+            U = self.groups(sample_outs)
+            start = self.iconst(0)
+            if U > 1:
+                main = b.and_(self.B, self.iconst(-U * self.W))
+                with self.loop(main, step=U * self.W) as i:
+                    self.body(i, self.W, sample_outs, groups=U)
+                start = main
+            full = b.and_(self.B, self.iconst(-self.W))
+            with self.loop(full, start=start, step=self.W) as i:
                 self.body(i, self.W, sample_outs)
             start = full
         else:
@@ -214,22 +225,45 @@ class FunctionCodegen(ValueEmitter):
         # allocas live in the entry block so LLVM promotes them to registers
         ir.IRBuilder(self.entry).branch(self.fn.blocks[1])
 
-    def body(self, i, lanes: int, sample_outs: dict) -> None:
-        """The per-sample computation for samples i .. i+lanes-1."""
-        self.sample, self.lanes = i, lanes
-        self.input_rows = {}
-        for n in self.live:   # row pointers first: they must dominate every use
-            if n.op == "input":
-                self.input_row(n)
-                self.buffers.pop(n.id, None)
-                if lanes > 1 and n.size > 1:
-                    self.transpose_input(n)
-        for n in self.live:
-            if n.id in self.vary:
-                self.emit_node(n)
+    def groups(self, sample_outs: dict) -> int:
+        """Groups of lanes per iteration: 2 when the per-sample gradients are large
+        enough for their loads and stores to dominate, else 1 (less code to compile)."""
+        size = sum(n.size for k, n in sample_outs.items() if k.startswith("grad."))
+        return 2 if size >= GROUPED_GRADIENT_SIZE else 1
+
+    def body(self, i, lanes: int, sample_outs: dict, groups: int = 1) -> None:
+        """The per-sample computation for samples i .. i + groups*lanes - 1: `groups`
+        copies of the per-sample code, each on its own vectors of lanes, then one
+        accumulation that adds the groups' contributions."""
+        base_values, base_buffers = self.values, self.buffers
+        self.lanes = lanes
+        self.contexts = []
+        for g in range(groups):
+            # per-sample values of this group; the once-per-call ones are shared
+            self.values = ChainMap({}, base_values)
+            self.buffers = ChainMap({}, base_buffers)
+            self.sample = self.b.add(i, self.iconst(g * lanes)) if g else i
+            self.input_rows = {}
+            for n in self.live:   # row pointers first: they must dominate every use
+                if n.op == "input":
+                    self.input_row(n)
+                    if lanes > 1 and n.size > 1:
+                        self.transpose_input(n)
+            for n in self.live:
+                if n.id in self.vary:
+                    self.emit_node(n)
+            self.contexts.append((self.values, self.buffers, self.input_rows, self.sample))
         for k, node in sample_outs.items():
             self.accumulate(k, node)
-        self.sample, self.lanes = None, 1
+        self.values, self.buffers = base_values, base_buffers
+        self.sample, self.lanes, self.contexts = None, 1, []
+
+    def group_elem(self, n: Node, idx: tuple):
+        """n's element summed over the groups of the current iteration."""
+        vals = []
+        for self.values, self.buffers, self.input_rows, self.sample in self.contexts:
+            vals.append(self.elem(n, idx))
+        return self.tree(vals, self.fadd)
 
     def reduce_lanes(self, n_grad: int) -> None:
         """Add the per-lane partial sums into the scalar accumulators, lane by lane
@@ -396,18 +430,18 @@ class FunctionCodegen(ValueEmitter):
         b = self.b
         if key.startswith("loss"):
             acc = self.loss_acc[self.lanes]
-            b.store(self.fadd(b.load(acc), self.elem(node, ()), flags=FAST), acc)
+            b.store(self.fadd(b.load(acc), self.group_elem(node, ()), flags=FAST), acc)
             return
         spec = self.param_spec(key)
         with self.loops(node.shape) as idx:
             j = self.flat(node.shape, idx)
             if self.lanes > 1:
                 p = b.gep(self.grad_acc, [b.add(self.iconst(spec.offset), j)])
-                v = self.splat(self.elem(node, idx), self.lanes)
+                v = self.splat(self.group_elem(node, idx), self.lanes)
                 b.store(b.fadd(b.load(p, align=8), v, flags=FAST), p, align=8)
             else:
                 p = b.gep(self.grad, [b.add(self.iconst(spec.offset), j)])
-                b.store(b.fadd(b.load(p), self.elem(node, idx), flags=FAST), p)
+                b.store(b.fadd(b.load(p), self.group_elem(node, idx), flags=FAST), p)
 
     def epilogue(self, outs: dict, loss_acc) -> None:
         """objective = scale * (sum of per-sample terms) + mult * (once terms)."""
