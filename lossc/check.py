@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 MAX_COMPONENTS = 4000  # beyond this many parameters, check a random subset
+PER_PARAM_MIN = 50
 
 
 def random_batch(model, batch: int, seed: int) -> dict:
@@ -32,7 +33,13 @@ def gradient_check(model, seed: int = 0, batch: int = 8, eps: float = 1e-6,
     rng = np.random.default_rng(seed)
     idx = np.arange(flat.size)
     if flat.size > MAX_COMPONENTS:
-        idx = np.sort(rng.choice(flat.size, MAX_COMPONENTS, replace=False))
+        # every parameter gets checked: small ones whole, large ones on a random sample
+        # in proportion to their size (at least PER_PARAM_MIN elements)
+        picks = []
+        for p in model.params:
+            k = min(p.size, max(PER_PARAM_MIN, MAX_COMPONENTS * p.size // flat.size))
+            picks.append(p.offset + rng.choice(p.size, k, replace=False))
+        idx = np.sort(np.concatenate(picks))
     numeric = np.full(flat.size, np.nan)
     for j in idx:
         h = eps * max(1.0, abs(flat[j]))
