@@ -1,4 +1,7 @@
-"""The front end's first stage: lexer (text -> tokens) and parser (tokens -> AST)."""
-from lossc.syntax.parser import parse
+"""The front end's first stage: lexer (text -> tokens) and parser (tokens -> AST).
 
-__all__ = ["parse"]
+    module = parse(source, reporter)   # syntax errors go to reporter; never raises
+"""
+from lossc.syntax.parser import parse, to_text
+
+__all__ = ["parse", "to_text"]

@@ -1,449 +1,756 @@
 """Tokens -> AST, by recursive descent. One statement per line.
 
-Precedence, lowest first (each level a method below):
-    or  <  and  <  not  <  comparison (not chained)  <  + -  <  * / @  <  unary - +
-    <  ^ (right-associative; its right operand is a unary expression)  <  call, index
+Binary operators are parsed by precedence climbing (`binary`), lowest first:
 
-Binary chains of one level are loops, so a sum of 10,000 terms is no deeper in Python
-than a sum of two; parentheses nest by recursion (the compiler driver runs the front end
-with room for that) and are refused cleanly beyond MAX_NESTING.
+    or  <  and  <  not (prefix)  <  comparisons (not chained)  <  + -  <  * / @
+    <  unary - +  <  ^ (right-associative; its right operand is a unary expression)
+    <  call, index (postfix)
 
-After an error the parser skips to the next statement, so independent mistakes on
-different lines are all reported in one run.
+A chain of one level (`a + a + ... + a`), a run of prefix signs (`- - x`) and a tower of
+powers (`a ^ b ^ c ...`) are all built in loops, so their length costs no Python stack.
+Only brackets recurse, about seven frames per level: `parse` raises the interpreter's
+recursion limit while it runs, and refuses nesting deeper than MAX_NESTING with a clean
+error rather than a RecursionError.
+
+Errors: each statement is parsed inside a try; the first mistake in it is recorded and
+the parser resumes at the next statement, so independent mistakes on different lines are
+reported together. Lexical errors are merged in, and a syntax error right after a
+lexical one in the same statement is not reported (it is most likely a consequence).
 """
 from __future__ import annotations
 
 import math
+import sys
 from typing import Optional
 
 from lossc.source import Reporter, Source, Span, closest_name
 from lossc.syntax import ast
-from lossc.syntax.lexer import BUILTIN_FUNCTIONS, KEYWORDS, RESERVED, Token, describe, tokenize
+from lossc.syntax.lexer import (BUILTIN_FUNCTIONS, CALLABLE, EOF, INITIALIZERS, KEYWORDS,
+                                NAME, NEWLINE, NUMBER, OP, RESERVED, Token, describe,
+                                tokenize)
 
-MAX_NESTING = 5000
-STATEMENT_KEYWORDS = {"dim", "input", "param", "hyper", "loss", "reduce"}
-_CMP = {"<", "<=", ">", ">=", "==", "!="}
+MAX_NESTING = 5000          # brackets open at once
+_RECURSION_LIMIT = 100_000  # ~7 frames per bracket level, with room to spare
+INT64_MAX = 2 ** 63 - 1
+
+DECLARATIONS = frozenset({"dim", "input", "param", "hyper", "reduce"})
+_NOT = 3                     # precedence of prefix 'not'
+_CMP = 4                     # precedence of the comparisons
+_BINARY = {"or": 1, "and": 2, "<": _CMP, "<=": _CMP, ">": _CMP, ">=": _CMP, "==": _CMP,
+           "!=": _CMP, "+": 5, "-": 5, "*": 6, "/": 6, "@": 6}
 
 
-class ParseError(Exception):
+class _Fail(Exception):
+    """A syntax error; ends the statement it is found in."""
+
     def __init__(self, message: str, span: Span):
         super().__init__(message)
         self.message, self.span = message, span
 
 
+def _unmatched(closer: Token) -> str:
+    opener = "(" if closer.text == ")" else "["
+    return f"unexpected '{closer.text}': there is no '{opener}' to close"
+
+
 def parse(source: Source, reporter: Reporter) -> ast.Module:
-    """Parse a whole file; syntax errors go to `reporter`, the statements that parsed
-    are returned."""
-    return Parser(tokenize(source, reporter), reporter).module()
+    """Parse a whole file. Syntax errors go to `reporter` (it does not raise); the
+    statements that parsed are returned."""
+    tokens, lexical = tokenize(source)
+    old = sys.getrecursionlimit()
+    if old < _RECURSION_LIMIT:
+        sys.setrecursionlimit(_RECURSION_LIMIT)
+    try:
+        parser = _Parser(tokens, lexical)
+        module = parser.module()
+    finally:
+        if old < _RECURSION_LIMIT:
+            sys.setrecursionlimit(old)
+    # report in source order, lexical and syntax errors interleaved
+    for message, span in sorted(lexical + parser.errors, key=lambda e: (e[1].line, e[1].col)):
+        reporter.error(message, span)
+    return module
 
 
-class Parser:
-    def __init__(self, tokens: list[Token], reporter: Reporter):
+class _Parser:
+    def __init__(self, tokens: list[Token], lexical: list[tuple[str, Span]]):
         self.toks = tokens
         self.pos = 0
-        self.rep = reporter
-        self.depth = 0            # open ( and [: newlines inside them are blanks
-        self.nesting = 0
+        self.depth = 0          # brackets open: line breaks inside them are blanks
+        self.lexical = [(s.line, s.col) for _, s in lexical]
+        self.errors: list[tuple[str, Span]] = []
 
     # ------------------------------------------------------------ token access
 
     def peek(self) -> Token:
         tok = self.toks[self.pos]
-        if self.depth and tok.kind == "newline":
-            self.skip_newlines()
-            tok = self.toks[self.pos]
+        if tok.kind is NEWLINE and self.depth:
+            # Inside brackets a line break is a blank, unless the next line plainly starts
+            # a new statement: then a bracket was left open, and stopping here lets the
+            # error say so on the right line instead of swallowing the rest of the file.
+            p = self.pos
+            while self.toks[p].kind is NEWLINE and not self.starts_statement(p + 1):
+                p += 1
+            self.pos = p
+            tok = self.toks[p]
         return tok
 
-    def skip_newlines(self) -> None:
-        """Inside brackets a line break is a blank, unless the next line plainly starts a
-        new statement: then the bracket was never closed, and the error says so."""
-        while self.toks[self.pos].kind == "newline":
-            nxt = self.toks[self.pos + 1]
-            if nxt.kind == "name" and nxt.text in STATEMENT_KEYWORDS and nxt.span.col == 1:
-                return
-            self.pos += 1
-
-    def next(self) -> Token:
+    def advance(self) -> Token:
         tok = self.peek()
-        if tok.kind != "eof":
+        if tok.kind is not EOF:
             self.pos += 1
         return tok
 
-    def expect_op(self, op: str, what: str = "") -> Token:
+    def starts_statement(self, p: int) -> bool:
+        """Whether the line whose first token is toks[p] can only be a new statement:
+        a declaration keyword and a name, `loss =`, or `name =` (not a keyword argument
+        continuing a call from the line before)."""
+        tok = self.toks[p]
+        if tok.kind is not NAME:
+            return False
+        nxt = self.toks[p + 1]
+        if tok.text in DECLARATIONS:
+            return nxt.kind is NAME
+        if not nxt.is_op("="):
+            return False
+        if tok.text == "loss":
+            return True
+        q = p - 1
+        while q >= 0 and self.toks[q].kind is NEWLINE:
+            q -= 1
+        return q < 0 or not self.toks[q].is_op("(", ",")
+
+    def here(self, tok: Token) -> Span:
+        """Where to point for a problem at `tok`: at the end of a line or of the file,
+        the last token before it, so every caret lies on a character of the file."""
+        if tok.kind is not NEWLINE and tok.kind is not EOF:
+            return tok.span
+        q = min(self.pos, len(self.toks) - 1)
+        while q >= 0 and self.toks[q].kind in (NEWLINE, EOF):
+            q -= 1
+        return self.toks[q].span if q >= 0 else tok.span
+
+    def expect_op(self, op: str, context: str) -> Token:
         tok = self.peek()
         if not tok.is_op(op):
-            raise ParseError(f"expected '{op}'{what}, got {describe(tok)}", tok.span)
-        return self.next()
-
-    def expect_name(self, what: str) -> Token:
-        tok = self.peek()
-        if tok.kind != "name":
-            raise ParseError(f"expected {what}, got {describe(tok)}", tok.span)
-        return self.next()
+            raise _Fail(f"expected '{op}' {context}, got {describe(tok)}", self.here(tok))
+        self.pos += 1
+        return tok
 
     # ------------------------------------------------------------ statements
 
     def module(self) -> ast.Module:
         stmts = []
+        toks = self.toks
         while True:
-            while self.toks[self.pos].kind == "newline":
+            self.depth = 0
+            tok = toks[self.pos]
+            if tok.kind is NEWLINE:
                 self.pos += 1
-            if self.toks[self.pos].kind == "eof":
-                break
+                continue
+            if tok.kind is EOF:
+                return ast.Module(stmts)
+            start = self.pos
             try:
-                stmts.append(self.statement())
-                tok = self.peek()
-                if tok.kind not in ("newline", "eof"):
-                    raise ParseError(f"unexpected {describe(tok)} after the end of the "
-                                     "statement", tok.span)
-            except ParseError as e:
-                # one report per line: a stray character already reported by the lexer
-                # would otherwise be followed by the parser's complaint about what follows
-                if not any(d.span.line == e.span.line for d in self.rep.errors):
-                    self.rep.error(e.message, e.span)
-                self.recover()
-        return ast.Module(stmts)
+                stmt = self.statement()
+                self.end_of_statement(stmt)
+                stmts.append(stmt)
+            except _Fail as e:
+                self.record(e, start)
+                self.recover(start)
 
-    def recover(self) -> None:
-        """Skip to the start of the next line."""
-        self.depth = 0
-        while self.toks[self.pos].kind not in ("newline", "eof"):
-            self.pos += 1
+    def record(self, e: _Fail, start: int) -> None:
+        # A lexical error between the statement's start and where parsing failed (a
+        # dropped '$', a bad number) probably caused this one: report only the first.
+        lo = (self.toks[start].span.line, self.toks[start].span.col)
+        at = self.toks[min(self.pos, len(self.toks) - 1)].span
+        hi = max((at.line, at.col), (e.span.line, e.span.col))
+        if not any(lo <= p <= hi for p in self.lexical):
+            self.errors.append((e.message, e.span))
+
+    def recover(self, start: int) -> None:
+        """Skip to the next statement: the next line break outside brackets (counted from
+        the statement's start), or a line that plainly starts a statement."""
+        toks, depth, p = self.toks, 0, start
+        while toks[p].kind is not EOF:
+            tok = toks[p]
+            if tok.kind is NEWLINE:
+                if p >= self.pos and (depth <= 0 or self.starts_statement(p + 1)):
+                    break
+            elif tok.kind is OP:
+                if tok.text in "([":
+                    depth += 1
+                elif tok.text in ")]":
+                    depth -= 1
+            p += 1
+        self.pos = p
+
+    def end_of_statement(self, stmt) -> None:
+        tok = self.peek()
+        if tok.kind is NEWLINE or tok.kind is EOF:
+            return
+        msg = f"unexpected {describe(tok)} after the end of the statement"
+        if tok.is_op(")", "]"):
+            msg = _unmatched(tok)
+        elif isinstance(stmt, (ast.Let, ast.LossStmt)):
+            if tok.is_op("="):
+                msg += " (to compare, use '==')"
+            elif tok.kind is NUMBER or (tok.kind is NAME and tok.text not in KEYWORDS):
+                msg += "; is an operator missing?"
+        raise _Fail(msg, tok.span)
 
     def statement(self):
         tok = self.peek()
-        if tok.kind != "name":
-            raise ParseError(f"expected a statement (a declaration or 'name = ...'), got "
-                             f"{describe(tok)}", tok.span)
-        handler = {"dim": self.dim, "input": self.input, "param": self.param,
-                   "hyper": self.hyper, "loss": self.loss, "reduce": self.reduce}.get(tok.text)
-        if handler:
-            return handler(self.next())
-        return self.binding()
-
-    def declared_name(self, what: str) -> Token:
-        tok = self.expect_name(f"a name for the {what}")
-        self.check_free(tok)
-        return tok
+        if tok.is_op(")", "]"):
+            raise _Fail(_unmatched(tok), tok.span)
+        if tok.kind is not NAME:
+            raise _Fail("expected a statement (a declaration or 'name = expression'), got "
+                        f"{describe(tok)}", tok.span)
+        nxt = self.toks[self.pos + 1]
+        if tok.text in DECLARATIONS and not nxt.is_op("="):
+            self.pos += 1
+            return getattr(self, tok.text)(tok)
+        if tok.text == "loss":
+            self.pos += 1
+            return self.loss(tok)
+        return self.binding(tok)
 
     def check_free(self, tok: Token) -> None:
-        if tok.text in KEYWORDS:
-            raise ParseError(f"'{tok.text}' is a keyword and cannot be used as a name",
-                             tok.span)
-        if tok.text in BUILTIN_FUNCTIONS:
-            raise ParseError(f"'{tok.text}' is a built-in function and cannot be redefined",
-                             tok.span)
-        if tok.text in RESERVED:
-            raise ParseError(f"'{tok.text}' is reserved and cannot be used as a name",
-                             tok.span)
+        """A declaration or binding may not take a reserved name."""
+        name = tok.text
+        if name in KEYWORDS:
+            why = "is a keyword"
+        elif name in BUILTIN_FUNCTIONS:
+            raise _Fail(f"'{name}' is a built-in function and cannot be redefined", tok.span)
+        elif name in INITIALIZERS:
+            why = "is reserved (a parameter initializer)"
+        elif name in RESERVED:
+            why = "is reserved (the keyword argument of reductions)"
+        else:
+            return
+        raise _Fail(f"'{name}' {why} and cannot be used as a name", tok.span)
+
+    def declared_name(self, kw: Token) -> Token:
+        tok = self.peek()
+        if tok.kind is not NAME:
+            raise _Fail(f"expected a name after '{kw.text}', got {describe(tok)}",
+                        self.here(tok))
+        self.check_free(tok)
+        self.pos += 1
+        return tok
+
+    def finish(self, kw: Token):
+        """The span of a declaration: from its keyword to its last token."""
+        return kw.span.to(self.toks[self.pos - 1].span)
+
+    def no_more(self, what: str, allowed: str) -> None:
+        """After the name (and shape) of a declaration: only `allowed` may follow."""
+        tok = self.peek()
+        if tok.kind is not NEWLINE and tok.kind is not EOF and not tok.is_op("="):
+            raise _Fail(f"expected {allowed} after {what}, got {describe(tok)}", tok.span)
 
     def dim(self, kw: Token) -> ast.DimDecl:
-        name = self.declared_name("dim")
+        name = self.declared_name(kw)
+        self.no_more(f"'dim {name.text}'", "'=' or the end of the line")
         value = None
         if self.peek().is_op("="):
-            self.next()
+            self.pos += 1
             tok = self.peek()
-            if tok.is_op("-", "+") or tok.kind != "number" or not tok.is_int:
-                raise ParseError("a dim's value must be a positive integer literal, "
-                                 f"got {describe(tok)}", tok.span)
-            self.next()
+            if tok.kind is not NUMBER or not tok.is_int:
+                got = describe(tok)
+                nxt = self.toks[self.pos + 1]
+                if tok.is_op("-", "+") and nxt.kind is NUMBER:
+                    got = f"'{tok.text}{nxt.text}'"
+                raise _Fail(f"dim '{name.text}' must be a positive integer literal, got "
+                            f"{got}", self.here(tok))
+            self.pos += 1
             value = int(tok.text)
             if value < 1:
-                raise ParseError(f"a dim must be positive, got {tok.text}", tok.span)
-        return ast.DimDecl(name.text, value, kw.span.to(self.toks[self.pos - 1].span),
-                           name.span)
+                raise _Fail(f"dim '{name.text}' must be positive, got {tok.text}", tok.span)
+            if value > INT64_MAX:
+                raise _Fail(f"dim '{name.text}' = {tok.text} is too large for a 64-bit size",
+                            tok.span)
+            self.plain_value(f"the value of dim '{name.text}'")
+        return ast.DimDecl(name.text, value, self.finish(kw), name.span)
 
-    def sizes(self) -> list:
-        out = []
+    def shape(self, name: Token) -> list:
+        """`[N, 3]` after a declared name: dims or integer literals; none for a scalar."""
         if not self.peek().is_op("["):
-            return out
-        self.depth += 1
-        self.next()
+            return []
+        opener = self.advance()
+        self.open(opener)
+        sizes, after = [], opener
         while True:
-            tok = self.next()
-            if tok.kind == "number":
-                out.append(ast.Num(tok.value, tok.text, tok.is_int, tok.span))
-            elif tok.kind == "name":
-                out.append(ast.Name(tok.text, tok.span))
+            tok = self.peek()
+            if tok.kind is NUMBER and tok.is_int:
+                sizes.append(ast.Num(tok.value, tok.text, True, tok.span))
+            elif tok.kind is NAME and tok.text not in RESERVED:
+                sizes.append(ast.Name(tok.text, tok.span))
+            elif tok.kind is NUMBER:
+                raise _Fail(f"a size must be an integer, got '{tok.text}'", tok.span)
+            elif tok.is_op("]") and after is opener:
+                raise _Fail(f"expected a size after '[' (for a scalar, write no brackets: "
+                            f"'{name.text}')", tok.span)
             else:
-                raise ParseError(f"expected a size (a dim or an integer), got {describe(tok)}",
-                                 tok.span)
-            sep = self.next()
-            if sep.is_op("]"):
+                raise _Fail(f"expected a size (a dim or an integer literal) after "
+                            f"'{after.text}', got {describe(tok)}", self.here(tok))
+            self.pos += 1
+            tok = self.peek()
+            if tok.is_op(","):
+                after = self.advance()
+            elif tok.is_op("]") or tok.kind is NEWLINE or tok.kind is EOF:
                 break
-            if not sep.is_op(","):
-                raise ParseError(f"expected ',' or ']' in the shape, got {describe(sep)}",
-                                 sep.span)
-        self.depth -= 1
-        if len(out) > 2:
-            raise ParseError("values have at most 2 axes (a matrix)", out[2].span)
-        return out
+            elif tok.kind is OP and tok.text in _BINARY:
+                raise _Fail("a size must be a single dim or integer literal, not an "
+                            "expression", tok.span)
+            else:
+                raise _Fail(f"expected ',' or ']' in the shape of '{name.text}', got "
+                            f"{describe(tok)}", tok.span)
+        self.close(opener, "]")
+        if len(sizes) > 2:
+            raise _Fail(f"'{name.text}' has {len(sizes)} axes; values have at most 2 (a "
+                        "matrix)", sizes[2].span)
+        return sizes
 
     def input(self, kw: Token) -> ast.InputDecl:
-        name = self.declared_name("input")
-        shape = self.sizes()
+        name = self.declared_name(kw)
+        shape = self.shape(name)
         is_int = False
-        if self.peek().is_op(":"):
-            self.next()
-            t = self.expect_name("'int' after ':'")
-            if t.text != "int":
-                raise ParseError(f"expected 'int' after ':', got '{t.text}'", t.span)
+        tok = self.peek()
+        if tok.is_op(":"):
+            self.pos += 1
+            t = self.peek()
+            if not (t.kind is NAME and t.text == "int"):
+                raise _Fail(f"expected 'int' after ':' (inputs are real unless declared "
+                            f"'input {name.text}: int'), got {describe(t)}", self.here(t))
+            self.pos += 1
             is_int = True
-        return ast.InputDecl(name.text, shape, is_int, kw.span.to(self.toks[self.pos - 1].span),
-                             name.span)
-
-    def signed_number(self) -> tuple[float, Span]:
-        tok = self.next()
-        sign, start = 1.0, tok.span
-        while tok.is_op("-", "+"):
-            sign = -sign if tok.text == "-" else sign
-            tok = self.next()
-        if tok.kind == "name" and tok.text == "pi":
-            return sign * math.pi, start.to(tok.span)
-        if tok.kind != "number":
-            raise ParseError(f"expected a number, got {describe(tok)}", tok.span)
-        return sign * tok.value, start.to(tok.span)
+        elif tok.is_op("="):
+            raise _Fail("an input takes no value: its data is passed at call time",
+                        tok.span)
+        self.no_more(f"input '{name.text}'", "': int' or the end of the line")
+        return ast.InputDecl(name.text, shape, is_int, self.finish(kw), name.span)
 
     def param(self, kw: Token) -> ast.ParamDecl:
-        name = self.declared_name("parameter")
-        shape = self.sizes()
+        name = self.declared_name(kw)
+        shape = self.shape(name)
+        self.no_more(f"param '{name.text}'", "'=' (an initial value) or the end of the line")
         init = None
         if self.peek().is_op("="):
-            self.next()
+            eq = self.advance()
             tok = self.peek()
-            if tok.kind == "name" and tok.text in ("normal", "uniform"):
-                self.next()
-                self.expect_op("(", f" after '{tok.text}'")
-                self.depth += 1
-                args = [self.signed_number()[0]]
-                while self.peek().is_op(","):
-                    self.next()
-                    args.append(self.signed_number()[0])
-                self.depth -= 1
-                close = self.expect_op(")", f" to close '{tok.text}('")
-                init = ast.Init(tok.text, args, tok.span.to(close.span))
-            elif tok.kind == "name" and tok.text == "glorot":
-                self.next()
+            if tok.kind is NAME and tok.text in ("normal", "uniform"):
+                init = self.random_init(self.advance())
+            elif tok.kind is NAME and tok.text == "glorot":
+                self.pos += 1
+                if self.peek().is_op("("):
+                    raise _Fail("'glorot' takes no arguments: write '= glorot'",
+                                self.peek().span)
                 init = ast.Init("glorot", [], tok.span)
-            else:
-                value, span = self.signed_number()
+            elif tok.kind is NUMBER or tok.is_op("-", "+") or tok.text == "pi":
+                value, span = self.signed_number(eq)
                 init = ast.Init("const", [value], span)
-        return ast.ParamDecl(name.text, shape, init, kw.span.to(self.toks[self.pos - 1].span),
-                             name.span)
+                self.plain_value(f"the initial value of '{name.text}'")
+            else:
+                raise _Fail("expected an initial value after '=': a number, normal(mean, "
+                            f"std), uniform(lo, hi) or glorot; got {describe(tok)}",
+                            self.here(tok))
+        return ast.ParamDecl(name.text, shape, init, self.finish(kw), name.span)
+
+    def random_init(self, func: Token) -> ast.Init:
+        """`normal(a, b)` or `uniform(a, b)` with (signed) number arguments; how many
+        there are is checked later, with the other semantic rules."""
+        opener = self.expect_op("(", f"after '{func.text}'")
+        self.open(opener)
+        args, after = [], opener
+        if not self.peek().is_op(")"):
+            while True:
+                args.append(self.signed_number(after)[0])
+                self.plain_value(f"each argument of {func.text}()")
+                if not self.peek().is_op(","):
+                    break
+                after = self.advance()
+        close = self.close(opener, ")")
+        return ast.Init(func.text, args, func.span.to(close.span))
 
     def hyper(self, kw: Token) -> ast.HyperDecl:
-        name = self.declared_name("hyperparameter")
-        if not self.peek().is_op("="):
-            raise ParseError(f"hyper '{name.text}' needs a default value: "
-                             f"hyper {name.text} = 0.1", self.peek().span)
-        self.next()
-        value, span = self.signed_number()
-        return ast.HyperDecl(name.text, value, kw.span.to(span), name.span)
+        name = self.declared_name(kw)
+        tok = self.peek()
+        if tok.is_op("["):
+            raise _Fail("a hyper is a real scalar and has no shape", tok.span)
+        if tok.kind is NEWLINE or tok.kind is EOF:
+            raise _Fail(f"hyper '{name.text}' needs a default value, e.g. 'hyper "
+                        f"{name.text} = 0.1'", self.here(tok))
+        if not tok.is_op("="):
+            raise _Fail(f"expected '=' after 'hyper {name.text}', got {describe(tok)}",
+                        tok.span)
+        eq = self.advance()
+        value, _ = self.signed_number(eq)
+        self.plain_value(f"the default of hyper '{name.text}'")
+        return ast.HyperDecl(name.text, value, self.finish(kw), name.span)
+
+    def signed_number(self, after: Token) -> tuple[float, Span]:
+        """A number literal or `pi`, with any number of signs in front."""
+        tok = self.peek()
+        first, sign, prev = tok, 1.0, after
+        while tok.is_op("-", "+"):
+            if tok.text == "-":
+                sign = -sign
+            prev = tok
+            self.pos += 1
+            tok = self.peek()
+        if tok.kind is NUMBER:
+            value = tok.value
+        elif tok.kind is NAME and tok.text == "pi":
+            value = math.pi
+        else:
+            raise _Fail(f"expected a number after '{prev.text}', got "
+                        f"{describe(tok)}", self.here(tok))
+        self.pos += 1
+        return sign * value, first.span.to(tok.span)
+
+    def plain_value(self, what: str) -> None:
+        """Declarations take numbers, not expressions: say so at the operator."""
+        tok = self.peek()
+        if tok.kind is OP and (tok.text in _BINARY or tok.text in "^[("):
+            raise _Fail(f"{what} must be a plain number (like 2, -1.5 or 1e-3), not an "
+                        "expression", tok.span)
 
     def loss(self, kw: Token) -> ast.LossStmt:
-        self.expect_op("=", " after 'loss'")
-        value = self.expression()
+        eq = self.expect_op("=", "after 'loss'")
+        value = self.expression(eq)
         return ast.LossStmt(value, kw.span.to(value.span))
 
     def reduce(self, kw: Token) -> ast.ReduceStmt:
-        tok = self.expect_name("'sum' or 'mean' after 'reduce'")
-        if tok.text not in ("sum", "mean"):
-            raise ParseError(f"expected 'sum' or 'mean' after 'reduce', got '{tok.text}'",
-                             tok.span)
+        tok = self.peek()
+        if not (tok.kind is NAME and tok.text in ("sum", "mean")):
+            raise _Fail(f"expected 'sum' or 'mean' after 'reduce', got {describe(tok)}",
+                        self.here(tok))
+        self.pos += 1
         return ast.ReduceStmt(tok.text, kw.span.to(tok.span))
 
-    def binding(self) -> ast.Let:
-        name = self.next()
-        if not self.peek().is_op("="):
-            raise ParseError(f"expected '=' after '{name.text}' (a statement is a declaration "
-                             f"or 'name = expression'), got {describe(self.peek())}",
-                             self.peek().span)
+    def binding(self, name: Token) -> ast.Let:
+        self.pos += 1
+        eq = self.peek()
+        if not eq.is_op("="):
+            raise _Fail(f"expected '=' after '{name.text}', got {describe(eq)}: a statement "
+                        "is a declaration or 'name = expression'", self.here(eq))
         self.check_free(name)
-        self.next()
-        value = self.expression()
+        self.pos += 1
+        value = self.expression(eq)
         return ast.Let(name.text, value, name.span.to(value.span), name.span)
+
+    # ------------------------------------------------------------ brackets
+
+    def open(self, opener: Token) -> None:
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            raise _Fail(f"expression nested too deeply (more than {MAX_NESTING} levels of "
+                        "brackets)", opener.span)
+
+    def close(self, opener: Token, closer: str) -> Token:
+        tok = self.peek()
+        if tok.is_op(closer):
+            self.pos += 1
+            self.depth -= 1
+            return tok
+        where = f"{opener.span.line}:{opener.span.col}"
+        if tok.kind is NEWLINE or tok.kind is EOF:
+            # the line or the file ended with the bracket open: point at the bracket
+            raise _Fail(f"expected '{closer}' to close '{opener.text}' opened at {where}",
+                        opener.span)
+        if tok.is_op(")", "]"):
+            raise _Fail(f"'{tok.text}' does not match '{opener.text}' opened at {where}: "
+                        f"expected '{closer}'", tok.span)
+        hint = ""
+        if tok.kind is NUMBER or tok.is_op("(") or (tok.kind is NAME
+                                                    and tok.text not in KEYWORDS):
+            hint = "; is an operator or ',' missing?"
+        raise _Fail(f"expected '{closer}' to close '{opener.text}' opened at {where}, got "
+                    f"{describe(tok)}{hint}", tok.span)
 
     # ------------------------------------------------------------ expressions
 
-    def expression(self):
-        return self.or_expr()
+    def expression(self, after: Optional[Token]):
+        """A whole expression; `after` is the token before it, for messages."""
+        return self.binary(0, after)
 
-    def _chain(self, ops: set, operand):
-        left = operand()
-        while self.peek().kind in ("op", "name") and self.peek().text in ops:
-            op = self.next()
-            right = operand()
-            left = ast.Binary(op.text, left, right, left.span.to(right.span), op.span)
-        return left
-
-    def or_expr(self):
-        return self._chain({"or"}, self.and_expr)
-
-    def and_expr(self):
-        return self._chain({"and"}, self.not_expr)
-
-    def not_expr(self):
+    def binary(self, min_prec: int, after: Optional[Token]):
+        """Operators of precedence >= min_prec, by precedence climbing: each operator's
+        right operand takes only tighter operators, so a chain of one level is a loop."""
         tok = self.peek()
-        if tok.kind == "name" and tok.text == "not":
-            self.next()
-            operand = self.not_expr()
-            return ast.Unary("not", operand, tok.span.to(operand.span), tok.span)
-        return self.comparison()
-
-    def comparison(self):
-        left = self.additive()
-        tok = self.peek()
-        if tok.kind == "op" and tok.text in _CMP:
-            self.next()
-            right = self.additive()
-            nxt = self.peek()
-            if nxt.kind == "op" and nxt.text in _CMP:
-                raise ParseError("comparisons cannot be chained: write (a < b) and (b < c)",
-                                 nxt.span)
-            return ast.Binary(tok.text, left, right, left.span.to(right.span), tok.span)
-        return left
-
-    def additive(self):
-        return self._chain({"+", "-"}, self.multiplicative)
-
-    def multiplicative(self):
-        return self._chain({"*", "/", "@"}, self.unary)
-
-    def unary(self):
-        tok = self.peek()
-        if tok.is_op("-", "+"):
-            self.next()
-            operand = self.unary()
-            return ast.Unary(tok.text, operand, tok.span.to(operand.span), tok.span)
-        return self.power()
-
-    def power(self):
-        base = self.postfix()
-        tok = self.peek()
-        if tok.is_op("^"):
-            self.next()
-            exponent = self.unary()    # right-associative, and may carry a sign
-            return ast.Binary("^", base, exponent, base.span.to(exponent.span), tok.span)
-        return base
-
-    def postfix(self):
-        e = self.primary()
+        if tok.kind is NAME and tok.text == "not" and min_prec <= _NOT:
+            nots = []
+            while tok.kind is NAME and tok.text == "not":
+                nots.append(tok)
+                self.pos += 1
+                tok = self.peek()
+            left = self.binary(_NOT, nots[-1])     # comparisons bind tighter than 'not'
+            for t in reversed(nots):
+                left = ast.Unary("not", left, t.span.to(left.span), t.span)
+        else:
+            left = self.unary(after)
+        compared = False
         while True:
-            tok = self.toks[self.pos]   # no newline skipping: `f\n(x)` is two lines
+            tok = self.peek()
+            prec = _BINARY.get(tok.text) if tok.kind is not NUMBER else None
+            if prec is None or prec < min_prec:
+                return left
+            if prec == _CMP and compared:
+                raise _Fail("comparisons cannot be chained: write 'a < b and b < c' "
+                            "instead of 'a < b < c'", tok.span)
+            self.pos += 1
+            right = self.binary(prec + 1, tok)
+            left = ast.Binary(tok.text, left, right, left.span.to(right.span), tok.span)
+            compared = prec == _CMP
+
+    def unary(self, after: Optional[Token]):
+        """Prefix signs (any number), then a power: `-x ^ 2` is `-(x ^ 2)`."""
+        tok = self.peek()
+        if not tok.is_op("-", "+"):
+            return self.power(after)
+        signs = []
+        while tok.is_op("-", "+"):
+            signs.append(tok)
+            self.pos += 1
+            tok = self.peek()
+        return self.signed(signs, self.power(signs[-1]))
+
+    @staticmethod
+    def signed(signs: list, operand):
+        for s in reversed(signs):
+            operand = ast.Unary(s.text, operand, s.span.to(operand.span), s.span)
+        return operand
+
+    def power(self, after: Optional[Token]):
+        """`a ^ b ^ -c ^ d`: right-associative, each exponent a unary expression. The
+        operands are collected in a loop and the tree is built from the right."""
+        base = self.postfix(after)
+        tok = self.peek()
+        if not tok.is_op("^"):
+            return base
+        steps = []                 # (the '^', the signs after it, its postfix operand)
+        while tok.is_op("^"):
+            self.pos += 1
+            signs, prev = [], tok
+            t = self.peek()
+            while t.is_op("-", "+"):
+                signs.append(t)
+                prev = t
+                self.pos += 1
+                t = self.peek()
+            steps.append((tok, signs, self.postfix(prev)))
+            tok = self.peek()
+        _, signs, acc = steps[-1]
+        acc = self.signed(signs, acc)
+        for i in range(len(steps) - 2, -1, -1):
+            _, signs, operand = steps[i]
+            caret = steps[i + 1][0]
+            acc = ast.Binary("^", operand, acc, operand.span.to(acc.span), caret.span)
+            acc = self.signed(signs, acc)
+        return ast.Binary("^", base, acc, base.span.to(acc.span), steps[0][0].span)
+
+    def postfix(self, after: Optional[Token]):
+        """A primary followed by any number of indexings: `M[i][j]`, `softmax(z)[1]`."""
+        e = self.primary(after)
+        while True:
+            tok = self.peek()
             if tok.is_op("["):
                 e = self.index(e)
             elif tok.is_op("("):
-                raise ParseError("only built-in functions can be called", tok.span)
+                raise _Fail("only built-in functions can be called (is a '*' missing "
+                            "before '('?)", tok.span)
             else:
                 return e
 
-    def primary(self):
-        tok = self.next()
-        if tok.kind == "number":
-            return ast.Num(tok.value, tok.text, tok.is_int, tok.span)
-        if tok.kind == "name":
-            if tok.text == "pi":
-                return ast.Num(math.pi, "pi", False, tok.span)
-            if self.toks[self.pos].is_op("("):
-                return self.call(tok)
-            if tok.text in BUILTIN_FUNCTIONS:
-                raise ParseError(f"'{tok.text}' is a function: call it as {tok.text}(...)",
-                                 tok.span)
-            if tok.text in KEYWORDS or tok.text in RESERVED:
-                raise ParseError(f"'{tok.text}' is a keyword and cannot be used here",
-                                 tok.span)
-            return ast.Name(tok.text, tok.span)
-        if tok.is_op("("):
-            return self.parenthesized(tok)
-        if tok.kind in ("newline", "eof"):
-            raise ParseError("expected an expression, got " + describe(tok), tok.span)
-        raise ParseError(f"expected an expression, got {describe(tok)}", tok.span)
-
-    def nest(self, opener: Token) -> None:
-        self.nesting += 1
-        if self.nesting > MAX_NESTING:
-            raise ParseError(f"expression nested too deeply (more than {MAX_NESTING} "
-                             "levels)", opener.span)
-
-    def closing(self, opener: Token, close: str) -> Token:
+    def primary(self, after: Optional[Token]):
         tok = self.peek()
-        if not tok.is_op(close):
-            where = f"{opener.span.line}:{opener.span.col}"
-            if tok.kind in ("newline", "eof") or (tok.kind == "name" and tok.span.col == 1):
-                raise ParseError(f"expected '{close}' to close '{opener.text}' opened at {where}",
-                                 opener.span)
-            raise ParseError(f"expected '{close}' to close '{opener.text}' opened at {where}, "
-                             f"got {describe(tok)}", tok.span)
-        return self.next()
+        if tok.kind is NUMBER:
+            self.pos += 1
+            return ast.Num(tok.value, tok.text, tok.is_int, tok.span)
+        if tok.is_op("("):
+            return self.parenthesized(self.advance())
+        if tok.kind is not NAME:
+            raise self.expected_expression(tok, after)
+        name = tok.text
+        if name in ("and", "or"):
+            raise self.expected_expression(tok, after)
+        self.pos += 1
+        if name in KEYWORDS and name not in ("where", "pi"):
+            raise _Fail(self.keyword_misuse(name), tok.span)
+        if self.peek().is_op("("):
+            return self.call(tok)
+        if name == "pi":
+            return ast.Num(math.pi, "pi", False, tok.span)
+        if name in CALLABLE:
+            args = "cond, a, b" if name == "where" else "..."
+            raise _Fail(f"'{name}' is a function: call it as {name}({args})", tok.span)
+        if name in INITIALIZERS:
+            raise _Fail(f"'{name}' is an initializer: it can only follow '=' in a param "
+                        "declaration", tok.span)
+        if name == "axis":
+            raise _Fail("'axis' can only be a keyword argument, as in sum(M, axis=0)",
+                        tok.span)
+        return ast.Name(name, tok.span)
+
+    @staticmethod
+    def keyword_misuse(name: str) -> str:
+        if name == "not":
+            return "'not' needs parentheses here: write (not ...)"
+        if name == "loss":
+            return ("'loss' is a keyword and cannot be referenced; bind the value to a "
+                    "name first (z = ...) and use that")
+        return f"'{name}' is a keyword and cannot be used in an expression"
+
+    def expected_expression(self, tok: Token, after: Optional[Token]) -> _Fail:
+        if after is not None and after.is_op("*") and tok.is_op("*"):
+            return _Fail("'**' is not an operator: write a ^ b for a power",
+                         after.span.to(tok.span))
+        where = f" after '{after.text}'" if after is not None else ""
+        span = self.here(tok) if after is None else (
+            after.span if tok.kind is NEWLINE or tok.kind is EOF else tok.span)
+        return _Fail(f"expected an expression{where}, got {describe(tok)}", span)
 
     def parenthesized(self, opener: Token):
-        self.nest(opener)
-        self.depth += 1
-        inner = self.expression()
-        close = self.closing(opener, ")")
-        self.depth -= 1
-        self.nesting -= 1
-        # the parentheses belong to the expression's span, for carets
+        self.open(opener)
+        inner = self.expression(opener)
+        close = self.close(opener, ")")
+        # the parentheses belong to a compound expression's span, for carets
         if isinstance(inner, (ast.Binary, ast.Unary, ast.Call, ast.Index)):
             inner.span = opener.span.to(close.span)
         return inner
 
-    def call(self, name: Token):
-        if name.text not in BUILTIN_FUNCTIONS:
-            guess = closest_name(name.text, BUILTIN_FUNCTIONS)
-            hint = f"; did you mean '{guess}'?" if guess else ""
-            raise ParseError(f"unknown function '{name.text}'{hint}", name.span)
-        opener = self.next()
-        self.nest(opener)
-        self.depth += 1
-        args, kwargs = [], []
+    def call(self, func: Token) -> ast.Call:
+        name = func.text
+        if name not in CALLABLE:
+            if name == "pi":
+                msg = "'pi' is a constant, not a function (is a '*' missing?)"
+            elif name in INITIALIZERS:
+                msg = (f"{name}(...) is an initializer: it can only follow '=' in a param "
+                       "declaration")
+            elif name == "axis":
+                msg = "'axis' is not a function"
+            else:
+                guess = closest_name(name, CALLABLE)
+                msg = f"unknown function '{name}'" + (
+                    f"; did you mean '{guess}'?" if guess
+                    else "; only built-in functions can be called")
+            raise _Fail(msg, func.span)
+        opener = self.advance()
+        self.open(opener)
+        args, kwargs, after = [], [], opener
         if not self.peek().is_op(")"):
             while True:
                 tok = self.peek()
-                if tok.kind == "name" and self.toks[self.pos + 1].is_op("="):
-                    self.next()
-                    self.next()
-                    value = self.expression()
+                if tok.kind is NAME and self.toks[self.pos + 1].is_op("="):
+                    eq = self.toks[self.pos + 1]
+                    self.pos += 2
+                    value = self.expression(eq)
                     kwargs.append(ast.Keyword(tok.text, value, tok.span.to(value.span)))
                 else:
-                    if kwargs:
-                        raise ParseError("a positional argument cannot follow a keyword "
-                                         "argument", tok.span)
-                    args.append(self.expression())
+                    if kwargs and not tok.is_op(")"):
+                        raise _Fail("a positional argument cannot follow a keyword "
+                                    "argument", tok.span)
+                    args.append(self.expression(after))
                 if not self.peek().is_op(","):
                     break
-                self.next()
-        close = self.closing(opener, ")")
-        self.depth -= 1
-        self.nesting -= 1
-        return ast.Call(name.text, args, kwargs, name.span.to(close.span), name.span)
+                after = self.advance()
+        close = self.close(opener, ")")
+        return ast.Call(name, args, kwargs, func.span.to(close.span), func.span)
 
-    def index(self, base):
-        opener = self.next()
-        self.nest(opener)
-        self.depth += 1
-        items = []
+    def index(self, base) -> ast.Index:
+        opener = self.advance()
+        self.open(opener)
+        items, after = [], opener
         while True:
-            items.append(self.index_item())
+            items.append(self.index_item(after))
             if not self.peek().is_op(","):
                 break
-            self.next()
-        close = self.closing(opener, "]")
-        self.depth -= 1
-        self.nesting -= 1
+            after = self.advance()
+        close = self.close(opener, "]")
         return ast.Index(base, items, base.span.to(close.span))
 
-    def index_item(self):
+    def index_item(self, after: Token):
+        """An index (an expression) or a slice `lo:hi`, either bound optional."""
         tok = self.peek()
-        lo: Optional[object] = None
+        lo = None
+        if tok.is_op("]", ","):
+            raise _Fail(f"expected an index or a slice after '{after.text}', got "
+                        f"{describe(tok)}", tok.span)
         if not tok.is_op(":"):
-            lo = self.expression()
-            if not self.peek().is_op(":"):
+            lo = self.expression(after)
+            tok = self.peek()
+            if not tok.is_op(":"):
                 return lo
-        colon = self.next()
+        colon = tok
+        self.pos += 1
         hi = None
-        if not (self.peek().is_op(",") or self.peek().is_op("]")):
-            hi = self.expression()
+        tok = self.peek()
+        if not (tok.is_op(",", "]", ":") or tok.kind is NEWLINE or tok.kind is EOF):
+            hi = self.expression(colon)
+            tok = self.peek()
+        if tok.is_op(":"):
+            raise _Fail("slices have no step: write 'a:b'", tok.span)
         start = lo.span if lo is not None else colon.span
         end = hi.span if hi is not None else colon.span
         return ast.Slice(lo, hi, start.to(end))
+
+
+# ---------------------------------------------------------------- printing
+
+
+def to_text(node) -> str:
+    """An expression as fully parenthesized text: `-a ^ 2` gives `(-(a ^ 2))`.
+
+    For tests and debugging. Iterative, so a 10,000-term sum prints without
+    recursing 10,000 levels."""
+    done: list[str] = []
+    stack = [(node, False)]
+    while stack:
+        n, ready = stack.pop()
+        kids = _children(n)
+        if not ready:
+            stack.append((n, True))
+            stack.extend((k, False) for k in reversed(kids))
+            continue
+        parts = done[len(done) - len(kids):] if kids else []
+        del done[len(done) - len(kids):]
+        done.append(_format(n, parts))
+    return done[0]
+
+
+def _children(n) -> list:
+    if isinstance(n, ast.Unary):
+        return [n.operand]
+    if isinstance(n, ast.Binary):
+        return [n.left, n.right]
+    if isinstance(n, ast.Call):
+        return list(n.args) + [k.value for k in n.kwargs]
+    if isinstance(n, ast.Index):
+        return [n.base] + list(n.items)
+    if isinstance(n, ast.Slice):
+        return [b for b in (n.lo, n.hi) if b is not None]
+    return []
+
+
+def _format(n, parts: list[str]) -> str:
+    if isinstance(n, ast.Num):
+        return n.text
+    if isinstance(n, ast.Name):
+        return n.id
+    if isinstance(n, ast.Unary):
+        return f"({n.op} {parts[0]})" if n.op == "not" else f"({n.op}{parts[0]})"
+    if isinstance(n, ast.Binary):
+        return f"({parts[0]} {n.op} {parts[1]})"
+    if isinstance(n, ast.Call):
+        k = len(n.args)
+        args = parts[:k] + [f"{kw.name}={v}" for kw, v in zip(n.kwargs, parts[k:])]
+        return f"{n.func}({', '.join(args)})"
+    if isinstance(n, ast.Index):
+        return f"{parts[0]}[{', '.join(parts[1:])}]"
+    if isinstance(n, ast.Slice):
+        it = iter(parts)
+        lo = next(it) if n.lo is not None else ""
+        hi = next(it) if n.hi is not None else ""
+        return f"{lo}:{hi}"
+    raise TypeError(f"not an expression node: {type(n).__name__}")
