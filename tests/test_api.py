@@ -239,3 +239,12 @@ def test_warnings_for_unused_input_and_binding():
     assert "input 'y' is declared but never used" in text
     assert "'t' is computed but never used" in text
     assert "<string>:2:7: warning:" in text
+
+
+def test_a_statement_that_fails_to_parse_is_not_reported_again_at_its_uses():
+    src = "param w = 1\nz = (w + 1\nq = z * 2\nloss = q $ 2\n"
+    with pytest.raises(lossc.CompileError) as e:
+        lossc.compile(src)
+    messages = [d.message for d in e.value.diagnostics]
+    assert len(messages) == 2, messages
+    assert "')'" in messages[0] and "'$'" in messages[1]

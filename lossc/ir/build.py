@@ -81,6 +81,7 @@ class _Builder:
 
     def run(self, module: ast.Module) -> Graph:
         stmts = module.statements
+        self.poisoned |= set(module.failed)
         for s in stmts:
             name = getattr(s, "name", None)
             if name is not None and name not in self.later:
@@ -105,7 +106,7 @@ class _Builder:
             except Poison:
                 if getattr(s, "name", None):
                     self.poisoned.add(s.name)
-        if not loss_stmts:
+        if not loss_stmts and "loss" not in module.failed:
             self.rep.error("no loss: the file must define the per-sample loss with "
                            "'loss = ...'", self.rep.source.end_span())
         self.graph.dims = {k: e.value for k, e in self.names.items() if e.kind == "dim"}

@@ -6,7 +6,7 @@ hashing would recurse through them.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional, Union
 
 from lossc.source import Span
@@ -161,3 +161,6 @@ Statement = Union[DimDecl, InputDecl, ParamDecl, HyperDecl, Let, LossStmt, Reduc
 @dataclass(eq=False)
 class Module:
     statements: list[Statement]
+    # names whose statement failed to parse ("loss" for the loss): later stages treat
+    # them as defined-but-broken, so one mistake is not reported again at every use
+    failed: dict = field(default_factory=dict)

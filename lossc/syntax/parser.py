@@ -78,6 +78,7 @@ class _Parser:
         self.pos = 0
         self.depth = 0          # brackets open: line breaks inside them are blanks
         self.lexical = [(s.line, s.col) for _, s in lexical]
+        self.failed: dict = {}
         self.errors: list[tuple[str, Span]] = []
 
     # ------------------------------------------------------------ token access
@@ -149,7 +150,7 @@ class _Parser:
                 self.pos += 1
                 continue
             if tok.kind is EOF:
-                return ast.Module(stmts)
+                return ast.Module(stmts, self.failed)
             start = self.pos
             try:
                 stmt = self.statement()
@@ -157,7 +158,21 @@ class _Parser:
                 stmts.append(stmt)
             except _Fail as e:
                 self.record(e, start)
+                name = self.defined_name(start)
+                if name is not None:
+                    self.failed.setdefault(name, self.toks[start].span)
                 self.recover(start)
+
+    def defined_name(self, start: int):
+        """The name a statement starting at token `start` defines, if it shows."""
+        first, second = self.toks[start], self.toks[start + 1]
+        if first.kind is NAME and first.text == "loss":
+            return "loss"
+        if first.kind is NAME and first.text in ("dim", "input", "param", "hyper"):
+            return second.text if second.kind is NAME else None
+        if first.kind is NAME and second.is_op("="):
+            return first.text
+        return None
 
     def record(self, e: _Fail, start: int) -> None:
         # A lexical error between the statement's start and where parsing failed (a
