@@ -20,7 +20,14 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-bench: $(STAMP)
+# the peers (JAX, PyTorch) are optional: installed here, for the benchmarks only
+PEERS := $(VENV)/.peers
+
+$(PEERS): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[test,peers]' || echo "peers not installed: benchmarking lossc against numpy only"
+	touch $(PEERS)
+
+bench: $(PEERS)
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) -m benchmarks.run
 
 clean:

@@ -1,0 +1,153 @@
+"""Helpers shared by the workloads: compiling quietly, lossc's multi-thread path, and
+turning peers' outputs into numpy."""
+from __future__ import annotations
+
+import inspect
+import warnings
+
+import numpy as np
+
+import lossc
+from benchmarks.harness import Row, Stat, compare, fmt_err, fmt_time, measure
+
+
+def compile_model(src: str, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return lossc.compile(src, **kw)
+
+
+def as_np(x) -> np.ndarray:
+    if hasattr(x, "detach"):            # a torch tensor
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def lossc_result(out):
+    v, g = out
+    return float(v), {k: np.asarray(a) for k, a in g.items()}
+
+
+def flat_result(m):
+    def result(out):
+        v, g = out
+        return float(v), {k: np.array(a) for k, a in m.unpack_params(g).items()}
+    return result
+
+
+def thread_mode(m) -> str:
+    """How lossc is asked for several threads: a `threads=` keyword of value_and_grad,
+    or Model.set_threads; "" when it cannot be."""
+    try:
+        if "threads" in inspect.signature(m.value_and_grad).parameters:
+            return "kwarg"
+    except (TypeError, ValueError):
+        pass
+    if callable(getattr(m, "set_threads", None)):
+        return "set_threads"
+    return ""
+
+
+def threaded_call(m, theta: dict, kwargs: dict, n: int):
+    """A zero-argument callable running value_and_grad on n threads, or None."""
+    mode = thread_mode(m)
+    if mode == "kwarg":
+        def call():
+            return m.value_and_grad(theta, threads=n, **kwargs)
+        try:
+            call()
+        except (TypeError, ValueError):
+            return None
+        return call
+    if mode == "set_threads":
+        def call():
+            m.set_threads(n)
+            try:
+                return m.value_and_grad(theta, **kwargs)
+            finally:
+                m.set_threads(1)
+        return call
+    return None
+
+
+def thread_mode_text(m) -> str:
+    mode = thread_mode(m)
+    return {"kwarg": "value_and_grad(threads=n)", "set_threads": "Model.set_threads(n)"}.get(
+        mode, "n/a (not supported)")
+
+
+def torch_threads(torch, n: int):
+    """A context manager setting torch's intra-op threads for a while."""
+    class _T:
+        def __enter__(self):
+            self.old = torch.get_num_threads()
+            torch.set_num_threads(n)
+
+        def __exit__(self, *a):
+            torch.set_num_threads(self.old)
+    return _T()
+
+
+def blas_threads_available() -> bool:
+    try:
+        import threadpoolctl  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def blas_threads(n: int):
+    """numpy's BLAS limited (or raised) to n threads while inside; None without
+    threadpoolctl."""
+    try:
+        import threadpoolctl
+    except ImportError:
+        return None
+    return threadpoolctl.threadpool_limits(limits=n, user_api="blas")
+
+
+class Null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+def na_peers(ctx, workload, case):
+    if ctx.jax is None:
+        ctx.na(workload, case, "jax jit", ctx.jax_why)
+    if ctx.torch is None:
+        ctx.na(workload, case, "torch eager", ctx.torch_why)
+
+
+def child_row(ctx, workload: str, case: str, gb: float) -> None:
+    """JAX at n threads, measured in a child process (XLA's thread count is fixed when
+    it starts)."""
+    name = f"jax jit {ctx.threads} threads"
+    if ctx.jax is None:
+        ctx.na(workload, case, name, ctx.jax_why)
+        return
+    res = ctx.run_child(workload)
+    if res is None or "error" in res:
+        ctx.na(workload, case, name, (res or {}).get("error", "child process failed"))
+        return
+    ok = res["err"] <= 1e-8
+    row = Row(workload, case, name,
+              stat=Stat(res["seconds"], res["q1"], res["q3"], 1, res["samples"]),
+              gbytes=gb, check=("ok " if ok else "FAIL ") + fmt_err(res["err"]),
+              note="separate process")
+    if not ok:
+        ctx.fail(f"{workload} {case}: {name} disagrees with numpy at {res['where']}: "
+                 f"{res['err']:.2e}")
+    ctx.rows.append(row)
+    ctx.log(f"  {name:<28} {fmt_time(row.time):>10} {row.stat.spread:>5}  {row.check}"
+            f"  (separate process)")
+
+
+def child_case(ctx, im, ref, workload) -> dict:
+    v, g = im.result(im.call())
+    err, where = compare(v, g, *ref)
+    st = measure({"j": im.call}, samples=ctx.samples(7, 3), sample_s=0.0)["j"]
+    return {"workload": workload, "seconds": st.median, "err": err, "where": where,
+            "q1": st.q1, "q3": st.q3, "samples": st.samples}

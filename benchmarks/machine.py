@@ -1,0 +1,197 @@
+"""The machine and the peers: CPU, versions, BLAS kernel, measured read bandwidth,
+and loading JAX and PyTorch when they are installed."""
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_flags() -> set:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def simd() -> str:
+    flags = cpu_flags()
+    for name in ("avx512f", "avx2", "avx", "sse2"):
+        if name in flags:
+            return name
+    return "unknown"
+
+
+def blas_info() -> str:
+    try:
+        import threadpoolctl
+    except ImportError:
+        return "unknown (threadpoolctl not installed)"
+    parts = []
+    for d in threadpoolctl.threadpool_info():
+        if d.get("user_api") == "blas":
+            parts.append(f"{d.get('internal_api')} {d.get('version')} "
+                         f"({d.get('architecture')} kernel, {d.get('num_threads')} threads)")
+    return "; ".join(parts) or "none found"
+
+
+def versions(ctx) -> dict:
+    import llvmlite
+    import lossc
+    v = {"python": platform.python_version(), "numpy": np.__version__,
+         "llvmlite": llvmlite.__version__, "lossc": getattr(lossc, "__version__", "?")}
+    if ctx.jax is not None:
+        import jaxlib
+        v["jax"] = ctx.jax.__version__ + f" (jaxlib {jaxlib.__version__})"
+    else:
+        v["jax"] = ctx.jax_why if ctx.jax_why == "not installed" else f"n/a ({ctx.jax_why})"
+    if ctx.torch is not None:
+        v["torch"] = ctx.torch.__version__
+    else:
+        v["torch"] = (ctx.torch_why if ctx.torch_why == "not installed"
+                      else f"n/a ({ctx.torch_why})")
+    return v
+
+
+def machine_lines(ctx) -> list:
+    v = versions(ctx)
+    env = {k: os.environ.get(k, "") for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                             "MKL_NUM_THREADS", "XLA_FLAGS")}
+    return [
+        f"date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"CPU: {cpu_model()}, {os.cpu_count()} cores, {simd()}",
+        f"python {v['python']}, numpy {v['numpy']}, llvmlite {v['llvmlite']}, "
+        f"lossc {v['lossc']}, jax {v['jax']}, torch {v['torch']}",
+        f"BLAS: {blas_info()}",
+        "threads: " + ", ".join(f"{k}={val!r}" for k, val in env.items())
+        + (", torch.set_num_threads(1)" if ctx.torch is not None else "")
+        + f"; OPENBLAS_CORETYPE {'unset' if 'OPENBLAS_CORETYPE' not in os.environ else 'SET'}",
+    ]
+
+
+# ---------------------------------------------------------------- peers
+
+
+def load_jax():
+    try:
+        import jax
+        jax.config.update("jax_enable_x64", True)
+        jax.config.update("jax_platforms", "cpu")
+        import jax.numpy as jnp
+        jnp.zeros(1).block_until_ready()
+        return jax, ""
+    except ImportError:
+        return None, "not installed"
+    except Exception as e:     # broken: the suite goes on without it
+        return None, f"{type(e).__name__}: {e}"
+
+
+def load_torch(threads: int = 1):
+    try:
+        import torch
+        torch.set_num_threads(threads)
+        try:
+            torch.set_num_interop_threads(1)
+        except RuntimeError:
+            pass
+        return torch, ""
+    except ImportError:
+        return None, "not installed"
+    except Exception as e:
+        return None, f"{type(e).__name__}: {e}"
+
+
+# ---------------------------------------------------------------- bandwidth
+
+
+def read_bandwidth(nbytes: int, threads: int, reps: int) -> float:
+    """GB/s of a one-pass numpy sum over a large float64 array (split into one
+    contiguous part per thread; numpy releases the GIL in the reduction)."""
+    a = np.ones(nbytes // 8)
+    parts = np.array_split(a, threads)
+    pool = ThreadPoolExecutor(threads) if threads > 1 else None
+    best = []
+    try:
+        for _ in range(reps + 1):
+            t0 = time.perf_counter_ns()
+            if pool is None:
+                s = float(a.sum())
+            else:
+                s = sum(pool.map(lambda p: float(p.sum()), parts))
+            best.append((time.perf_counter_ns() - t0) * 1e-9)
+            assert s == a.size
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    return a.nbytes / 1e9 / float(np.median(best[1:]))
+
+
+# ---------------------------------------------------------------- other load
+
+class CpuMonitor:
+    """How much CPU other processes used while a stretch of the run went on (in cores,
+    averaged): the machine's busy time from /proc/stat less this process's and its
+    children's. A busy neighbour slows everything and the multi-thread figures most."""
+
+    def __init__(self):
+        self.hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+    def snapshot(self):
+        try:
+            with open("/proc/stat") as f:
+                parts = f.readline().split()[1:]
+            vals = [int(x) for x in parts]
+            idle = vals[3] + (vals[4] if len(vals) > 4 else 0)
+            busy = (sum(vals[:8]) - idle) / self.hz
+        except (OSError, ValueError, IndexError):
+            busy = None
+        t = os.times()
+        return busy, t.user + t.system + t.children_user + t.children_system, time.perf_counter()
+
+    @staticmethod
+    def others(a, b) -> "float | None":
+        """Cores used by other processes between two snapshots."""
+        if a[0] is None or b[0] is None or b[2] <= a[2]:
+            return None
+        return max(0.0, ((b[0] - a[0]) - (b[1] - a[1])) / (b[2] - a[2]))
+
+
+def loadavg() -> str:
+    try:
+        return "/".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def wait_quiet(mon: CpuMonitor, max_s: float, window_s: float = 0.5,
+               threshold: float = 0.15) -> tuple:
+    """Wait until other processes use under `threshold` cores over a window, at most
+    max_s seconds. Returns (seconds waited, their last use in cores or None)."""
+    start = time.perf_counter()
+    used = None
+    while True:
+        a = mon.snapshot()
+        time.sleep(window_s)
+        used = mon.others(a, mon.snapshot())
+        waited = time.perf_counter() - start
+        if used is None or used < threshold or waited >= max_s:
+            return waited, used

@@ -1,0 +1,277 @@
+"""W5: a whole training run. W2's model on N=16,384 samples, Adam (lr 1e-2, betas
+0.9/0.999, eps 1e-8), batch 64, reshuffled each epoch from a fixed seed, 20 epochs:
+total wall time and the final full-data loss, every implementation on the same shuffles
+(the permutations lossc.train draws: np.random.default_rng(seed).permutation(N) per
+epoch)."""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+import lossc
+from benchmarks.common import compile_model
+from benchmarks.harness import Row, fmt_err, fmt_ratio, fmt_time, measure, rel_err
+from benchmarks.w2_logistic import SRC, numpy_vg
+
+N, D, BS = 16_384, 32, 64
+LR, B1, B2, EPS = 1e-2, 0.9, 0.999, 1e-8
+LAM = 1e-3
+SEED = 0
+
+
+def make_data(seed: int = 7):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((N, D))
+    w_true = rng.standard_normal(D)
+    y = (rng.random(N) < 1 / (1 + np.exp(-(X @ w_true)))).astype(np.float64)
+    return X, y
+
+
+def make_perms(epochs: int, seed: int = SEED) -> list:
+    rng = np.random.default_rng(seed)
+    return [rng.permutation(N) for _ in range(epochs)]
+
+
+def full_loss(p, X, y) -> float:
+    return numpy_vg({"w": p[:D], "b": np.array(p[D])}, X, y)[0]
+
+
+# ---------------------------------------------------------------- numpy
+
+def numpy_run(X, y, perms) -> np.ndarray:
+    """Mini-batch Adam by hand, in PyTorch's (and lossc's) order of operations."""
+    p = np.zeros(D + 1)
+    m = np.zeros(D + 1)
+    v = np.zeros(D + 1)
+    g = np.empty(D + 1)
+    t = 0
+    for perm in perms:
+        Xp, yp = X[perm], y[perm]
+        for s in range(0, N, BS):
+            xb, yb = Xp[s:s + BS], yp[s:s + BS]
+            z = xb @ p[:D] + p[D]
+            e = np.exp(-np.abs(z))
+            r = (np.where(z >= 0, 1.0, e) / (1.0 + e) - yb) / len(yb)
+            np.dot(xb.T, r, out=g[:D])
+            g[:D] += 2 * LAM * p[:D]
+            g[D] = r.sum()
+            t += 1
+            m += (1 - B1) * (g - m)
+            v *= B2
+            v += (1 - B2) * g * g
+            bc1 = 1 - B1 ** t
+            bc2_sqrt = (1 - B2 ** t) ** 0.5
+            denom = np.sqrt(v) / bc2_sqrt
+            denom += EPS
+            p -= (LR / bc1) * m / denom
+    return p
+
+
+# ---------------------------------------------------------------- JAX
+
+def jax_fns(jax):
+    jnp = jax.numpy
+    lax = jax.lax
+
+    def loss(p, xb, yb):
+        z = xb @ p[:D] + p[D]
+        return jnp.mean(jax.nn.softplus(z) - yb * z) + LAM * jnp.sum(p[:D] ** 2)
+    vg = jax.value_and_grad(loss)
+
+    def step(state, xb, yb):
+        p, m, v, t = state
+        val, g = vg(p, xb, yb)
+        t = t + 1
+        m = m + (1 - B1) * (g - m)
+        v = v * B2 + (1 - B2) * g * g
+        bc1 = 1 - B1 ** t
+        bc2_sqrt = jnp.sqrt(1 - B2 ** t)
+        denom = jnp.sqrt(v) / bc2_sqrt + EPS
+        return (p - (LR / bc1) * m / denom, m, v, t), val
+
+    def init():
+        z = jnp.zeros(D + 1)
+        return (z, z, z, jnp.asarray(0.0))
+
+    def epoch(state, X, y, perm):
+        nb = N // BS
+        Xb = X[perm].reshape(nb, BS, D)
+        yb = y[perm].reshape(nb, BS)
+        state, _ = lax.scan(lambda s, xy: step(s, *xy), state, (Xb, yb))
+        return state
+    return init, step, epoch
+
+
+def jax_loop_run(jax, step_jit, init, X, y, perms):
+    state = init()
+    nb = N // BS
+    for perm in perms:
+        Xb = X[perm].reshape(nb, BS, D)
+        yb = y[perm].reshape(nb, BS)
+        for k in range(nb):
+            state, _ = step_jit(state, Xb[k], yb[k])
+    return np.asarray(jax.block_until_ready(state[0]))
+
+
+def jax_scan_run(jax, epoch_jit, init, Xj, yj, perms_j):
+    state = init()
+    for perm in perms_j:
+        state = epoch_jit(state, Xj, yj, perm)
+    return np.asarray(jax.block_until_ready(state[0]))
+
+
+# ---------------------------------------------------------------- PyTorch
+
+def torch_run(torch, Xt, yt, perms_t) -> np.ndarray:
+    F = torch.nn.functional
+    w = torch.zeros(D, dtype=torch.float64, requires_grad=True)
+    b = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.Adam([w, b], lr=LR, betas=(B1, B2), eps=EPS)
+    for perm in perms_t:
+        Xp, yp = Xt[perm], yt[perm]
+        for s in range(0, N, BS):
+            xb, yb = Xp[s:s + BS], yp[s:s + BS]
+            opt.zero_grad(set_to_none=True)
+            z = xb @ w + b
+            val = (F.softplus(z) - yb * z).mean() + LAM * (w * w).sum()
+            val.backward()
+            opt.step()
+    return np.concatenate([w.detach().numpy(), b.detach().numpy()[None]])
+
+
+# ---------------------------------------------------------------- the workload
+
+def run(ctx) -> None:
+    jax, torch = ctx.jax, ctx.torch
+    epochs = 3 if ctx.quick else 20
+    X, y = make_data()
+    perms = make_perms(epochs)
+    case = f"N={N:,}, {epochs} epochs"
+    ctx.log(f"W5 {case}")
+    data = {"x": X, "y": y}
+    runs = {}        # name -> (callable returning final flat params, note)
+
+    train = getattr(lossc, "train", None)
+    adam = getattr(lossc, "Adam", None)
+    m = None
+    cold = None
+    if train is not None and adam is not None:
+        t0 = time.perf_counter_ns()
+        m = compile_model(SRC, dims={"D": D}, cache=False)
+
+        def lossc_run():
+            res = train(m, data=data, optimizer=adam(lr=LR, betas=(B1, B2), eps=EPS),
+                        batch_size=BS, epochs=epochs, seed=SEED)
+            last = getattr(res, "last_params", None) or res.params
+            return m.pack_params(last)
+        try:
+            first = lossc_run()
+            cold = (time.perf_counter_ns() - t0) * 1e-9
+            runs["lossc.train"] = (lossc_run, "also evaluates the full-data loss after "
+                                   "each epoch")
+        except Exception as e:
+            ctx.fail(f"W5 lossc.train raised {type(e).__name__}: {e}")
+            ctx.na("W5", case, "lossc.train", f"{type(e).__name__}: {e}"[:100])
+    else:
+        ctx.na("W5", case, "lossc.train", "lossc.train not available")
+
+    runs["numpy Adam (by hand)"] = (lambda: numpy_run(X, y, perms), "")
+    jax_cold = None
+    if jax is not None:
+        jnp = jax.numpy
+        init, step, epoch = jax_fns(jax)
+        step_jit = jax.jit(step)
+        Xj, yj = jnp.asarray(X), jnp.asarray(y)
+        perms_j = [jnp.asarray(p) for p in perms]
+        epoch_jit = jax.jit(epoch)
+        t0 = time.perf_counter_ns()
+        jax_scan_run(jax, epoch_jit, init, Xj, yj, perms_j)      # compiles
+        jax_cold = (time.perf_counter_ns() - t0) * 1e-9
+        runs["jax jit step, Python loop"] = (
+            lambda: jax_loop_run(jax, step_jit, init, X, y, perms), "")
+        runs["jax lax.scan epoch"] = (
+            lambda: jax_scan_run(jax, epoch_jit, init, Xj, yj, perms_j), "one call per epoch")
+    if torch is not None:
+        Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+        perms_t = [torch.from_numpy(p) for p in perms]
+        runs["torch.optim.Adam eager"] = (lambda: torch_run(torch, Xt, yt, perms_t), "")
+
+    # ---- check: every run's final parameters and loss against lossc's (or numpy's)
+    finals = {}
+    for name, (f, _) in runs.items():
+        try:
+            finals[name] = first if name == "lossc.train" else f()
+        except Exception as e:
+            ctx.fail(f"W5 {name} raised {type(e).__name__}: {e}")
+    ref_name = "lossc.train" if "lossc.train" in finals else "numpy Adam (by hand)"
+    ref_p = finals[ref_name]
+    ref_loss = full_loss(ref_p, X, y)
+    checks = {}
+    for name, p in finals.items():
+        if name == ref_name:
+            checks[name] = "ref"
+            continue
+        err = max(rel_err(p, ref_p), abs(full_loss(p, X, y) - ref_loss) / abs(ref_loss))
+        checks[name] = ("ok " if err <= 1e-8 else "FAIL ") + fmt_err(err)
+        if err > 1e-8:
+            ctx.fail(f"W5 {name}: final parameters/loss differ from {ref_name}'s by {err:.2e}")
+    if m is not None and "lossc.train" in finals:
+        # lossc's own objective at its final parameters, against numpy's hand-written one
+        lv = m.loss(m.unpack_params(finals["lossc.train"]), x=X, y=y)
+        if abs(lv - ref_loss) > 1e-10 * abs(ref_loss):
+            ctx.fail(f"W5 lossc's final loss {lv!r} differs from numpy's {ref_loss!r}")
+
+    # ---- time the warm runs (round-robin; PyTorch's slow loop gets fewer samples)
+    fast = {k: f for k, (f, _) in runs.items() if k in finals and not k.startswith("torch")}
+    slow = {k: f for k, (f, _) in runs.items() if k in finals and k.startswith("torch")}
+    stats = measure(fast, samples=ctx.samples(7, 2), sample_s=0.0, warmup=1)
+    if slow:
+        stats.update(measure(slow, samples=ctx.samples(3, 1), sample_s=0.0, warmup=0))
+    rows = {}
+    for name in runs:
+        if name not in finals:
+            continue
+        row = Row("W5", case, name, stat=stats.get(name), check=checks[name],
+                  note=runs[name][1], ref=(name == "lossc.train"))
+        rows[name] = row
+        ctx.rows.append(row)
+        ctx.log(f"  {name:<28} {fmt_time(row.time):>10} {row.stat.spread:>5}  {row.check}")
+    if jax is None:
+        ctx.na("W5", case, "jax (step loop, lax.scan epoch)", ctx.jax_why)
+    if torch is None:
+        ctx.na("W5", case, "torch.optim.Adam eager", ctx.torch_why)
+    if cold is not None:
+        ctx.rows.append(Row("W5", case + ", cold", "lossc compile + train", seconds=cold,
+                            check="", note="compile without cache, first run", ref=True))
+        ctx.log(f"  {'lossc cold (compile + train)':<28} {fmt_time(cold):>10}")
+    if jax_cold is not None:
+        ctx.rows.append(Row("W5", case + ", cold", "jax lax.scan compile + run",
+                            seconds=jax_cold, note="first call compiles"))
+        ctx.log(f"  {'jax lax.scan cold':<28} {fmt_time(jax_cold):>10}")
+
+    # ---- targets
+    t = rows["lossc.train"].time if "lossc.train" in rows else None
+    for peer, need, label in (("jax lax.scan epoch", 3, "JAX lax.scan-fused epochs"),
+                              ("torch.optim.Adam eager", 100, "PyTorch eager loop")):
+        r = rows.get(peer)
+        if t and r is not None and r.time:
+            ctx.target(f"W5 whole run vs {label}", f"{fmt_ratio(r.time / t)}x faster",
+                       f">= {need}x", r.time / t >= need,
+                       f"lossc {fmt_time(t)}, peer {fmt_time(r.time)}", anchor=("W5", case, peer))
+        else:
+            ctx.target(f"W5 whole run vs {label}", "n/a", f">= {need}x", None)
+    if cold is not None:
+        ctx.target("W5 cold start (compile + train)", fmt_time(cold), "< 0.1 s", cold < 0.1,
+                   anchor=("W5", case + ", cold", "lossc compile + train"))
+    if "lossc.train" in finals:
+        np_p = finals.get("numpy Adam (by hand)")
+        if np_p is not None:
+            d = abs(full_loss(np_p, X, y) - ref_loss)
+            ctx.target("W5 final loss equals numpy Adam (same shuffles)",
+                       f"{ref_loss:.12f} vs {full_loss(np_p, X, y):.12f}",
+                       "|diff| <= 1e-8 rel", d <= 1e-8 * abs(ref_loss),
+                       f"abs diff {d:.1e}", anchor=("W5", case, "numpy Adam (by hand)"))
+    if not math.isfinite(ref_loss):
+        ctx.fail("W5 final loss is not finite")
