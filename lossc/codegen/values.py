@@ -101,7 +101,9 @@ class ValueEmitter:
     def math(self, name: str, *args):
         args = self.unify(*args)
         if name in vmath.FUNCTIONS:
-            return getattr(vmath, name)(self, *args)
+            if is_vector(args[0]):     # the hot loops: inline, for LLVM to schedule
+                return getattr(vmath, name)(self, *args)
+            return self.b.call(self.vmath_function(name, args[0].type), list(args))
         ty = args[0].type
         if name in _INTRINSICS:
             return self.b.call(self.intrinsic(name, ty, len(args)), list(args))
@@ -120,6 +122,24 @@ class ValueEmitter:
             r = self.b.call(f, [self.b.extract_element(a, k) for a in args])
             out = self.b.insert_element(out, r, k)
         return out
+
+    def vmath_function(self, name: str, ty) -> ir.Function:
+        """vmath's `name` for scalars, emitted once per module as a function of its own:
+        the scalar code (remainder loops, once-per-call values) calls exp and log from
+        many places, and one out-of-line copy cuts LLVM's work (compile time) without
+        slowing the vector loops, where the same code is inlined."""
+        suffix = f"v{ty.count}" if is_vector_type(ty) else "s"
+        base = ty.element if is_vector_type(ty) else ty
+        fname = f"lossc_{name}_{suffix}{'f64' if isinstance(base, ir.DoubleType) else 'f32'}"
+        f = self.module.globals.get(fname)
+        if f is None:
+            f = ir.Function(self.module, ir.FunctionType(ty, [ty]), name=fname)
+            f.linkage = "internal"
+            f.attributes.add("nounwind")
+            f.attributes.add("noinline")
+            inner = ValueEmitter(self.module, self.T, ir.IRBuilder(f.append_basic_block()))
+            inner.b.ret(getattr(vmath, name)(inner, f.args[0]))
+        return f
 
     def intrinsic(self, name: str, ty, nargs: int):
         """llvm.<name>.<type suffix>, e.g. llvm.exp.v8f64, declared once per module."""
