@@ -1,8 +1,6 @@
 """The Python API: compile from paths and text, argument validation, artifacts, cache."""
-import pathlib
 import subprocess
 import sys
-import warnings
 
 import numpy as np
 import pytest

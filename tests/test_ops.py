@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from lossc.api import compile_graph
-from lossc.ir.graph import BOOL, INT, REAL, Builder, Graph
+from lossc.ir.graph import Builder, Graph
 from lossc.ir.ops import OPS
 from lossc.passes import run_pipeline
 from lossc.runtime.spec import InputSpec, ParamSpec

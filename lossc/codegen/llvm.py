@@ -761,7 +761,6 @@ class FunctionCodegen(ValueEmitter):
         return self.select(finite, m, self.fconst(0))
 
     def lower_reduce(self, n: Node, kind: str) -> None:
-        b = self.b
         axes = n.attr("axes")
         x, kept, kshape, rshape = self.reduce_parts(n, axes)
         with self.loops(kshape) as kidx:
@@ -825,7 +824,6 @@ class FunctionCodegen(ValueEmitter):
                 b.store(self.fmul(b.load(run), self.elem(x, full)), run)
 
     def lower_softmax(self, n: Node, log: bool) -> None:
-        b = self.b
         axes = (n.attr("axis"),)
         x, kept, kshape, rshape = self.reduce_parts(n, axes)
         with self.loops(kshape) as kidx:

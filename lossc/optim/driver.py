@@ -320,7 +320,7 @@ class _Run:
         self.loss = None        # the full-data objective is now out of date
 
     def _fused_steps(self, order: np.ndarray, count: int) -> None:
-        f, bs, N = self.fused, self.fused.bs, self.full.B
+        f, N = self.fused, self.full.B
         for first in range(0, count, FUSED_CHUNK):   # chunks: progress and Ctrl-C stay live
             n = min(FUSED_CHUNK, count - first)
             try:
