@@ -13,6 +13,7 @@ import time
 
 import lossc
 from lossc.optim import accuracy, load_data
+from lossc.optim.driver import format_seconds
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples"
@@ -38,7 +39,8 @@ def main() -> None:
     print(f"  epoch  0  loss {model.loss(model.init_params(0), **train):.6f}  (initial)")
     result = lossc.train(model, data=train, optimizer=lossc.Adam(lr=0.01), batch_size=64,
                          epochs=20, seed=0, callback=report)
-    print(f"{result.stopped_reason.capitalize()} in {result.seconds:.2f} s ({result.steps} Adam steps "
+    took = format_seconds(result.seconds)
+    print(f"{result.stopped_reason.capitalize()} in {took} ({result.steps} Adam steps "
           f"of 64 samples); best training loss {result.best_loss:.6f} after epoch "
           f"{result.best_epoch}")
     print(f"test loss {model.loss(result.params, **test):.6f}; accuracy: training "

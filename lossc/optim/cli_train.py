@@ -18,7 +18,7 @@ import numpy as np
 from lossc.cli_common import fail, load_model, model_options, parse_pairs
 from lossc.optim import schedules
 from lossc.optim.data import DataError, load_data
-from lossc.optim.driver import plan, train as run_training
+from lossc.optim.driver import format_seconds, plan, train as run_training
 from lossc.optim.metrics import accuracy, label_input
 from lossc.optim.optimizers import NAMES, by_name
 from lossc.optim.params_io import load_params, save_params
@@ -249,7 +249,7 @@ def train(file, dims, dtype, data, optimizer, lr, momentum, weight_decay, clip_n
         click.echo(result.stopped_reason[:1].upper() + result.stopped_reason[1:] + ".")
     unit = "epoch" if model.inputs else "step"
     epochs = f", {plural(result.epochs, 'epoch')}" if model.inputs else ""
-    click.echo(f"{plural(result.steps, 'step')}{epochs} in {result.seconds:.2f} s ({rate}); "
+    click.echo(f"{plural(result.steps, 'step')}{epochs} in {format_seconds(result.seconds)} ({rate}); "
                f"objective {result.history[0]:.6g} -> {result.history[-1]:.6g}; best "
                f"{result.best_loss:.6g}{' on validation' if result.val_history else ''} "
                f"after {unit} {result.best_epoch}")

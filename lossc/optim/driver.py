@@ -86,6 +86,11 @@ class TrainResult:
                 f"after epoch {self.best_epoch})")
 
 
+def format_seconds(t: float) -> str:
+    """A duration as people read it: 3.2 ms, 0.41 s, 12.3 s."""
+    return f"{t * 1e3:.1f} ms" if t < 0.1 else f"{t:.2f} s" if t < 10 else f"{t:.1f} s"
+
+
 @dataclass
 class EpochInfo:
     """What a callback sees after each epoch. `theta` is the live flat parameter
