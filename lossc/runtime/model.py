@@ -50,6 +50,9 @@ class Model:
         self._loss = native.functions["lossc_loss"]
         self.n_params = signature.n_params
         self._layout = [(p.name, p.offset, p.size, p.shape) for p in signature.params]
+        self._view_index = [
+            (p.name, (p.offset, Ellipsis) if not p.shape else slice(p.offset, p.offset + p.size),
+             p.shape if len(p.shape) > 1 else None) for p in signature.params]
         self._offsets = {p.name: p.offset for p in signature.params}
         self._input_names = [i.name for i in signature.inputs]
         self._input_set = set(self._input_names)
@@ -147,8 +150,17 @@ class Model:
             except KeyError:
                 raise ValueError(f"missing parameter {name!r} (shape {_shape_text(shape)})") \
                     from None
-            if size == 1 and not shape and type(v) in (float, int):
-                flat[off] = v        # the common scalar case, without numpy's overhead
+            t = type(v)
+            # the common cases, without numpy's conversion overhead: a scalar as a Python
+            # number, and an array already of the right shape and a real dtype
+            if not shape and t in _SCALAR_TYPES:
+                flat[off] = v
+                continue
+            if t is np.ndarray and v.shape == shape and v.dtype.kind in "fiu":
+                if shape:
+                    flat[off:off + size] = v.ravel()
+                else:
+                    flat[off] = v
                 continue
             a = np.asarray(v)
             if a.shape != shape:
@@ -168,8 +180,10 @@ class Model:
         return self._views(flat)
 
     def _views(self, flat: np.ndarray) -> dict:
-        return {name: flat[off:off + size].reshape(shape)
-                for name, off, size, shape in self._layout}
+        # one indexing operation per parameter: (off, ...) gives a 0-d view, a slice a
+        # vector; only matrices need a reshape
+        return {name: flat[index] if shape is None else flat[index].reshape(shape)
+                for name, index, shape in self._view_index}
 
     # ------------------------------------------------------------ calls
 
@@ -487,6 +501,9 @@ class BoundArgs:
                 out.append(c)
             self._chunks[n] = out
         return self._chunks[n]
+
+
+_SCALAR_TYPES = (float, int, np.float64, np.float32)
 
 
 def _hyper_key(hypers) -> Optional[tuple]:
