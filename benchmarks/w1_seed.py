@@ -32,12 +32,15 @@ def run(ctx) -> None:
                  f"d/dx2 = 1.71633...")
     flat = m.pack_params(theta)
     gout = np.empty_like(flat)
+    prepared = m.prepare(flat.copy(), grad_out=np.empty_like(flat))
     impls = [
         Impl("lossc value_and_grad", lambda: m.value_and_grad(theta), lossc_result,
              note="dict in, dict out"),
         Impl("lossc flat (low level)",
              lambda: m.value_and_grad_flat(flat, grad_out=gout), flat_result(m),
              note="preallocated flat buffers"),
+        Impl("lossc prepared call", lambda: (prepared(), prepared.grad),
+             lambda o: flat_result(m)(o), note="Model.prepare: one native call"),
         Impl("numpy (by hand)", lambda: numpy_vg(2.0, 5.0), lambda o: o,
              note="math on floats"),
     ]
@@ -78,5 +81,9 @@ def run(ctx) -> None:
             r2 = rows["jax jit"].time / lo
             ctx.target("W1 low-level flat call vs JAX jit", f"{fmt_ratio(r2)}x faster",
                        "(figure)", None, f"flat call {lo * 1e6:.2f} us")
+    pre = rows["lossc prepared call"].time
+    if pre:
+        ctx.target("W1 low-level path (prepared call)", f"{pre * 1e6:.2f} us", "< 1 us",
+                   pre < 1e-6, "Model.prepare: preallocated flat buffers, one native call")
     else:
         ctx.target("W1 value_and_grad vs JAX jit", "n/a", ">= 4x", None, "JAX not installed")

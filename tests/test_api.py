@@ -246,3 +246,28 @@ def test_a_statement_that_fails_to_parse_is_not_reported_again_at_its_uses():
     messages = [d.message for d in e.value.diagnostics]
     assert len(messages) == 2, messages
     assert "')'" in messages[0] and "'$'" in messages[1]
+
+
+def test_prepared_call_reads_theta_in_place_and_writes_the_gradient(logistic):
+    X, Y = _data(B=9)
+    theta = logistic.pack_params(logistic.init_params(seed=3))
+    g = np.zeros(logistic.n_params)
+    call = logistic.prepare(theta, logistic.bind({"x": X, "y": Y}), grad_out=g)
+    for _ in range(3):
+        value = call()
+        ref, rg = logistic.value_and_grad_flat(theta, {"x": X, "y": Y})
+        assert value == ref
+        np.testing.assert_array_equal(g, rg)
+        theta -= 0.5 * g                  # an optimizer's step, in place
+    with pytest.raises(ValueError, match="C-contiguous float64"):
+        logistic.prepare(theta.astype(np.float32), {"x": X, "y": Y})
+    with pytest.raises(ValueError, match="grad_out"):
+        logistic.prepare(theta, {"x": X, "y": Y}, grad_out=np.zeros(3))
+
+
+def test_prepared_call_reports_index_errors():
+    m = lossc.compile(SOFTMAX)
+    theta = m.pack_params(m.init_params())
+    call = m.prepare(theta, {"x": np.ones((3, 2)), "k": np.array([0, 5, 1])})
+    with pytest.raises(ValueError, match="k = 5 is out of range 0..2 at sample 1"):
+        call()

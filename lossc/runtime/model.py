@@ -228,6 +228,27 @@ class Model:
         self._run(self._loss, f)
         return float(f.value[0])
 
+    def prepare(self, theta_flat: np.ndarray, data=None, hypers: Optional[dict] = None,
+                grad_out: Optional[np.ndarray] = None) -> "PreparedCall":
+        """The fastest way to call the compiled gradient repeatedly (an optimizer's inner
+        loop): everything is checked once, here, and each call is one native call.
+
+            call = m.prepare(theta, bound, grad_out=g)   # theta, g: flat arrays you own
+            value = call()      # reads theta as it is now, writes the gradient into g
+
+        theta and grad_out must be C-contiguous arrays of n_params in the model's dtype;
+        change theta in place between calls. A PreparedCall is for one thread."""
+        theta = theta_flat
+        if (type(theta) is not np.ndarray or theta.dtype != self.dtype
+                or theta.shape != (self.n_params,) or not theta.flags.c_contiguous):
+            raise ValueError(f"prepare() needs the parameters as a C-contiguous "
+                             f"{self.dtype.name} array of shape ({self.n_params},)")
+        grad = np.zeros(self.n_params, dtype=self.dtype) if grad_out is None else grad_out
+        self._check_out(grad)
+        bound = data if isinstance(data, BoundArgs) and not hypers else \
+            self.bind(data or {}, hypers)
+        return PreparedCall(self, theta, bound, grad)
+
     def save(self, path) -> None:
         """Write a `.lossc` artifact: machine code for this CPU and the signature."""
         from lossc.runtime import artifact
@@ -424,6 +445,25 @@ class Model:
         return ValueError(f"index {info['text']} = {value} is out of range 0..{info['size'] - 1} "
                           f"at sample {sample} (line {info['line']}, col {info['col']}"
                           f"{'; ' + ints if ints else ''})")
+
+
+class PreparedCall:
+    """See Model.prepare."""
+
+    def __init__(self, model: Model, theta: np.ndarray, bound: "BoundArgs", grad: np.ndarray):
+        self.model, self.theta, self.bound, self.grad = model, theta, bound, grad
+        self.frame = _Frame(model)
+        self.frame.use_address(_addr(theta))
+        self.frame.use(bound)
+        self.frame.frame[7] = _addr(grad)
+        self._fn = model._vg
+        self._address = self.frame.address
+        self._value = self.frame.value
+
+    def __call__(self) -> float:
+        if self._fn(self._address):
+            raise self.model._index_error(self.frame.err, self.bound)
+        return float(self._value[0])
 
 
 class _Frame:
