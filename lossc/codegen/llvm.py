@@ -173,9 +173,13 @@ class FunctionCodegen(ValueEmitter):
                 self.materialize.add(n.id)
             elif kind == "elem" and n.rank > 0:
                 us = uses[n.id]
-                fused_ok = (len(us) == 1 and n.id not in out_ids
-                            and (OPS[us[0].op].kind == "elem" or us[0].op in _SINGLE_PASS)
-                            and not (n.id not in self.vary and us[0].id in self.vary))
+                if not us:
+                    # only an output: the accumulation computes it element by element
+                    fused_ok = n.id in out_ids
+                else:
+                    fused_ok = (len(us) == 1 and n.id not in out_ids
+                                and (OPS[us[0].op].kind == "elem" or us[0].op in _SINGLE_PASS)
+                                and not (n.id not in self.vary and us[0].id in self.vary))
                 if not fused_ok:
                     self.materialize.add(n.id)
 
