@@ -40,28 +40,22 @@ How a node's elements are produced (`elem`):
 """
 from __future__ import annotations
 
-import itertools
-import math
 from collections import ChainMap
 from contextlib import contextmanager
-from math import prod
 
 from llvmlite import ir
 
 from lossc.codegen.fused import emit_train_steps
-from lossc.codegen.values import I1, I32, I64, ValueEmitter, is_vector, is_vector_type
+from lossc.codegen.outer import OuterProducts
+from lossc.codegen.tensor import TensorLowering
+from lossc.codegen.values import FAST, I1, I32, I64, ValueEmitter, is_vector
 from lossc.ir.graph import BOOL, INT, Graph, Node
 from lossc.ir.ops import OPS
 from lossc.passes.hoist import varying
 
 I8P = ir.IntType(8).as_pointer()
-FAST = ("reassoc", "contract")  # for batch and tensor reductions only: see docs
 
-UNROLL = 256   # reduction groups up to this size are unrolled into a tree
 GROUPED_GRADIENT_SIZE = 16   # per-sample gradient elements from which lanes go in pairs
-OUTER_BLOCK = 8      # lane groups staged per block of an outer-product gradient
-OUTER_TILE = 4       # register tile of the block kernel (OUTER_TILE^2 accumulators)
-OUTER_MIN_SIZE = 64  # outer products smaller than this are accumulated directly
 
 # tensor ops that read each input element exactly once (so a fused input is fine)
 _SINGLE_PASS = {"sum", "max", "min", "prod", "norm"}
@@ -100,7 +94,7 @@ def build_module(graph: Graph, dtype: str = "float64", triple: str = "",
     return module, Layout(max(work, 1), n_params)
 
 
-class FunctionCodegen(ValueEmitter):
+class FunctionCodegen(OuterProducts, TensorLowering, ValueEmitter):
     def __init__(self, module: ir.Module, graph: Graph, dtype: str, want_grad: bool, name: str,
                  vector_bits: int = 128):
         self.module = module
@@ -234,139 +228,6 @@ class FunctionCodegen(ValueEmitter):
         b.ret(ir.Constant(I32, 0))
         # allocas live in the entry block so LLVM promotes them to registers
         ir.IRBuilder(self.entry).branch(self.fn.blocks[1])
-
-    # ---- per-sample outer products, accumulated as blocked matrix products
-    #
-    # The gradient of a matrix parameter used as W @ x is, per sample, an outer product
-    # u v^T (u: the adjoint of W @ x, v: x). Adding it to the per-lane accumulators at
-    # every sample costs a load and a store per element per W samples. Instead the
-    # factors' lane vectors are staged in blocks of OUTER_BLOCK groups, and each full
-    # block is added as U_block^T V_block by a register-tiled kernel: TILE x TILE
-    # accumulators, one load per factor vector per tile, one load and store per
-    # gradient element per block. The lanes stay lanes, so the result goes into the same
-    # per-lane accumulators and the end of the call is unchanged.
-
-    def setup_outer_blocks(self, sample_outs: dict) -> None:
-        self.outer = {}
-        if not self.want_grad:
-            return
-        b = self.b
-        VT = ir.VectorType(self.T, self.W)
-        for key, node in sample_outs.items():
-            factors = key.startswith("grad.") and self.outer_factors(node)
-            if not factors or node.size < OUTER_MIN_SIZE:
-                continue
-            u, v = factors
-            K, D = node.shape
-            ub = b.bitcast(self.buffer(K * OUTER_BLOCK * self.W), VT.as_pointer())
-            vb = b.bitcast(self.buffer(D * OUTER_BLOCK * self.W), VT.as_pointer())
-            kernel = self.outer_kernel(K, D)
-            target = b.gep(self.grad_acc, [self.iconst(self.param_spec(key).offset)])
-            self.outer[key] = (u, v, ub, vb, kernel, target)
-        if self.outer:
-            self.slot = self.alloca(I64, "outer_slot")
-            b.store(self.iconst(0), self.slot)
-
-    def outer_factors(self, node: Node):
-        """(u, v) if node is outer(u, v) of two per-sample vectors, else None."""
-        if node.op != "mul" or node.rank != 2:
-            return None
-        a, c = node.inputs
-        for x, y in ((a, c), (c, a)):
-            if (x.op == y.op == "broadcast" and x.attr("dims") == (0,)
-                    and y.attr("dims") == (1,) and x.inputs[0].id in self.vary
-                    and y.inputs[0].id in self.vary):
-                return x.inputs[0], y.inputs[0]
-        return None
-
-    def stage_outer_factors(self) -> None:
-        b = self.b
-        for ctx in self.contexts:
-            self.values, self.buffers, self.input_rows, self.sample = ctx
-            slot = b.load(self.slot)
-            for u, v, ub, vb, _, _ in self.outer.values():
-                for factor, buf in ((u, ub), (v, vb)):
-                    with self.loop(factor.shape[0]) as k:
-                        val = self.splat(self.elem(factor, (k,)), self.lanes)
-                        at = b.add(b.mul(k, self.iconst(OUTER_BLOCK)), slot)
-                        b.store(val, b.gep(buf, [at]), align=8)
-            b.store(b.add(slot, self.iconst(1)), self.slot)
-        self.flush_outer_blocks(final=False)
-
-    def flush_outer_blocks(self, final: bool) -> None:
-        """Add the staged block to the accumulators: when it is full, or (final) when
-        anything is staged at the end of the vector loops."""
-        if not self.outer:
-            return
-        b = self.b
-        slot = b.load(self.slot)
-        ready = (b.icmp_signed(">", slot, self.iconst(0)) if final
-                 else b.icmp_signed("==", slot, self.iconst(OUTER_BLOCK)))
-        with b.if_then(ready):
-            for _, _, ub, vb, kernel, target in self.outer.values():
-                b.call(kernel, [target, ub, vb, slot])
-            b.store(self.iconst(0), self.slot)
-
-    def outer_kernel(self, K: int, D: int) -> ir.Function:
-        """void kernel(VT* acc, VT* U, VT* V, i64 count):
-        acc[k*D + j] += sum_{g < count} U[k*B + g] * V[j*B + g]  (B = OUTER_BLOCK)."""
-        VT = ir.VectorType(self.T, self.W)
-        P = VT.as_pointer()
-        fn = ir.Function(self.module, ir.FunctionType(ir.VoidType(), [P, P, P, I64]),
-                         name=f"{self.fn.name}_outer_{len(self.outer)}")
-        fn.linkage = "internal"
-        for k in (0, 1, 2):
-            fn.args[k].add_attribute("noalias")
-        em = FunctionCodegen.__new__(FunctionCodegen)
-        ValueEmitter.__init__(em, self.module, self.T, ir.IRBuilder(fn.append_basic_block()))
-        em.fn = fn
-        em.entry = fn.entry_basic_block
-        acc, U, V, count = fn.args
-        b = em.b
-        zero = self.splat(self.fconst(0), self.W)
-
-        def tile(k0, j0, tk: int, tj: int):
-            cells = [[em.alloca(VT) for _ in range(tj)] for _ in range(tk)]
-            for row in cells:
-                for c in row:
-                    b.store(zero, c)
-            with em.loop(count) as g:
-                us = [b.load(b.gep(U, [b.add(b.mul(b.add(k0, em.iconst(a)),
-                                                     em.iconst(OUTER_BLOCK)), g)]), align=8)
-                      for a in range(tk)]
-                vs = [b.load(b.gep(V, [b.add(b.mul(b.add(j0, em.iconst(c)),
-                                                     em.iconst(OUTER_BLOCK)), g)]), align=8)
-                      for c in range(tj)]
-                for a in range(tk):
-                    for c in range(tj):
-                        cell = cells[a][c]
-                        b.store(b.fadd(b.load(cell), b.fmul(us[a], vs[c], flags=FAST),
-                                       flags=FAST), cell)
-            for a in range(tk):
-                for c in range(tj):
-                    at = b.add(b.mul(b.add(k0, em.iconst(a)), em.iconst(D)),
-                               b.add(j0, em.iconst(c)))
-                    p = b.gep(acc, [at])
-                    b.store(b.fadd(b.load(p, align=8), b.load(cells[a][c]), flags=FAST), p,
-                            align=8)
-
-        T_ = OUTER_TILE
-        kf, df = K - K % T_, D - D % T_
-
-        def row_of_tiles(k0, tk):
-            if df:
-                with em.loop(df // T_) as jt:
-                    tile(k0, b.mul(jt, em.iconst(T_)), tk, T_)
-            if D % T_:
-                tile(k0, em.iconst(df), tk, D % T_)
-
-        if kf:
-            with em.loop(kf // T_) as kt:
-                row_of_tiles(b.mul(kt, em.iconst(T_)), T_)
-        if K % T_:
-            row_of_tiles(em.iconst(kf), K % T_)
-        b.ret_void()
-        return fn
 
     def groups(self, sample_outs: dict) -> int:
         """Groups of lanes per iteration: 2 when the per-sample gradients are large
@@ -700,163 +561,3 @@ class FunctionCodegen(ValueEmitter):
                     b.ret(ir.Constant(I32, 1))
             b.ret(ir.Constant(I32, 1))
         return i
-
-    # ------------------------------------------------------------ tensor lowerings
-
-    def reduce_parts(self, n: Node, axes):
-        x = n.inputs[0]
-        kept = tuple(a for a in range(x.rank) if a not in axes)
-        return x, kept, tuple(x.shape[a] for a in kept), tuple(x.shape[a] for a in axes)
-
-    @staticmethod
-    def merge(kept, kidx, axes, ridx, rank):
-        full = [None] * rank
-        for a, v in zip(kept, kidx):
-            full[a] = v
-        for a, v in zip(axes, ridx):
-            full[a] = v
-        return tuple(full)
-
-    def acc(self, n: Node, init, ty=None):
-        """An accumulator for elements of n's type (vectors of lanes for per-sample n)."""
-        ty = ty or self.elem_type(n)
-        a = self.alloca(ty)
-        self.b.store(self.splat(init, ty.count) if is_vector_type(ty) else init, a)
-        return a
-
-    def fold_group(self, x, kept, kidx, axes, rshape, init, combine, pre=lambda v: v):
-        """Combine pre(v) over the elements v of one reduction group. A group of up to
-        UNROLL elements is unrolled and combined as a balanced tree (short dependency
-        chains: independent vector operations in flight); a longer one is a loop with an
-        accumulator starting at init. Both orders are fixed at compile time, so lanes and
-        the scalar tail get bit-identical results."""
-        b = self.b
-        if prod(rshape) <= UNROLL:
-            vals = [pre(self.elem(x, self.merge(kept, kidx, axes, tuple(map(self.iconst, r)),
-                                                x.rank)))
-                    for r in itertools.product(*map(range, rshape))]
-            return self.tree(vals, combine)
-        acc = self.acc(x, init, ir.VectorType(self.T, self.lanes) if self.vector_node(x)
-                       else self.T)
-        with self.loops(rshape) as ridx:
-            v = pre(self.elem(x, self.merge(kept, kidx, axes, ridx, x.rank)))
-            b.store(combine(b.load(acc), v), acc)
-        return b.load(acc)
-
-    @staticmethod
-    def tree(vals: list, combine):
-        while len(vals) > 1:
-            nxt = [combine(vals[k], vals[k + 1]) for k in range(0, len(vals) - 1, 2)]
-            if len(vals) % 2:
-                nxt.append(vals[-1])
-            vals = nxt
-        return vals[0]
-
-    def group_max(self, x, kept, kidx, axes, rshape, kind="max"):
-        sym = ">" if kind == "max" else "<"
-        init = self.fconst(-math.inf if kind == "max" else math.inf)
-        # b wins when it is larger or NaN: NaN propagates as in NumPy, in any order
-        return self.fold_group(x, kept, kidx, axes, rshape, init, lambda a, v: self.select(
-            self.or_(self.fcmp(sym, v, a), self.b.fcmp_unordered("uno", v, v)), v, a))
-
-    def safe_shift(self, m):
-        """The max to subtract in logsumexp/softmax: 0 when it is infinite."""
-        finite = self.fcmp("<", self.math("fabs", m), self.fconst(math.inf))
-        return self.select(finite, m, self.fconst(0))
-
-    def lower_reduce(self, n: Node, kind: str) -> None:
-        axes = n.attr("axes")
-        x, kept, kshape, rshape = self.reduce_parts(n, axes)
-        with self.loops(kshape) as kidx:
-            group = (x, kept, kidx, axes, rshape)
-            if kind == "sum":
-                r = self.fold_group(*group, self.fconst(0), self.fadd)
-            elif kind == "prod":
-                r = self.fold_group(*group, self.fconst(1), self.fmul)
-            elif kind == "norm":
-                r = self.math("sqrt", self.fold_group(*group, self.fconst(0), self.fadd,
-                                                      lambda v: self.fmul(v, v)))
-            elif kind in ("max", "min"):
-                r = self.group_max(*group, kind)
-            elif kind == "logsumexp":
-                m = self.safe_shift(self.group_max(*group))
-                s = self.fold_group(*group, self.fconst(0), self.fadd,
-                                    lambda v: self.math("exp", self.fsub(v, m)))
-                r = self.fadd(m, self.math("log", s))
-            else:
-                raise AssertionError(kind)
-            self.store(n, kidx, r)
-
-    def lower_argext(self, n: Node) -> None:
-        b = self.b
-        axes, kind = n.attr("axes"), n.attr("kind")
-        x, kept, kshape, rshape = self.reduce_parts(n, axes)
-        flag = ir.VectorType(I1, self.lanes) if self.vector_node(x) else I1
-        found = self.alloca(flag)
-        with self.loops(kshape) as kidx:
-            m = self.group_max(x, kept, kidx, axes, rshape, kind)
-            b.store(self.splat(ir.Constant(I1, 0), self.lanes) if is_vector_type(flag)
-                    else ir.Constant(I1, 0), found)
-            with self.loops(rshape) as ridx:
-                full = self.merge(kept, kidx, axes, ridx, x.rank)
-                hit = self.and_(self.fcmp("==", self.elem(x, full), m), self.not_(b.load(found)))
-                b.store(self.or_(b.load(found), hit), found)
-                self.store(n, full, self.select(hit, self.fconst(1), self.fconst(0)))
-
-    def lower_prod_others(self, n: Node) -> None:
-        """Exclusive products by a forward then a backward sweep: no division, so
-        zeros get their exact gradient."""
-        b = self.b
-        axes = n.attr("axes")
-        x, kept, kshape, rshape = self.reduce_parts(n, axes)
-        count = prod(rshape)
-        run = self.acc(x, self.fconst(1))
-        with self.loops(kshape) as kidx:
-            b.store(self.splat(self.fconst(1), self.lanes) if self.vector_node(x)
-                    else self.fconst(1), run)
-            with self.loop(count) as j:
-                full = self.merge(kept, kidx, axes, self.unflatten(rshape, j), x.rank)
-                self.store(n, full, b.load(run))
-                b.store(self.fmul(b.load(run), self.elem(x, full)), run)
-            b.store(self.splat(self.fconst(1), self.lanes) if self.vector_node(x)
-                    else self.fconst(1), run)
-            with self.loop(count) as j:
-                jr = b.sub(self.iconst(count - 1), j)
-                full = self.merge(kept, kidx, axes, self.unflatten(rshape, jr), x.rank)
-                p = b.gep(self.buffers[n.id], [self.flat(n.shape, full)])
-                b.store(self.fmul(b.load(p, align=8), b.load(run)), p, align=8)
-                b.store(self.fmul(b.load(run), self.elem(x, full)), run)
-
-    def lower_softmax(self, n: Node, log: bool) -> None:
-        axes = (n.attr("axis"),)
-        x, kept, kshape, rshape = self.reduce_parts(n, axes)
-        with self.loops(kshape) as kidx:
-            m = self.safe_shift(self.group_max(x, kept, kidx, axes, rshape))
-            s = self.fold_group(x, kept, kidx, axes, rshape, self.fconst(0), self.fadd,
-                                lambda v: self.math("exp", self.fsub(v, m)))
-            logs = self.math("log", s) if log else None
-            with self.loops(rshape) as ridx:
-                full = self.merge(kept, kidx, axes, ridx, x.rank)
-                shifted = self.fsub(self.elem(x, full), m)
-                v = self.fsub(shifted, logs) if log else self.fdiv(self.math("exp", shifted), s)
-                self.store(n, full, v)
-
-    def lower_matmul(self, n: Node) -> None:
-        b = self.b
-        x, y = n.inputs
-        K = x.shape[-1]
-
-        def term(idx, k):
-            xi = (idx[0], k) if x.rank == 2 else (k,)
-            yi = (k, idx[-1]) if y.rank == 2 else (k,)
-            return self.fmul(self.elem(x, xi), self.elem(y, yi))
-
-        with self.loops(n.shape) as idx:
-            if K <= UNROLL:   # a balanced tree of the K products, as in fold_group
-                self.store(n, idx, self.tree([term(idx, self.iconst(k)) for k in range(K)],
-                                             self.fadd))
-            else:
-                acc = self.acc(n, self.fconst(0))
-                with self.loop(K) as k:
-                    b.store(self.fadd(b.load(acc), term(idx, k)), acc)
-                self.store(n, idx, b.load(acc))

@@ -12,6 +12,7 @@ from lossc.codegen import vmath
 
 I1, I32, I64 = ir.IntType(1), ir.IntType(32), ir.IntType(64)
 CONTRACT = ("contract",)
+FAST = ("reassoc", "contract")   # only for batch and tensor reductions (see docs/language.md)
 
 # LLVM intrinsics; the functions in vmath are emitted inline; the rest are libm calls
 # (tanhf etc. for float32), one per lane on vectors

@@ -1,0 +1,149 @@
+"""Per-sample outer-product gradients, accumulated as blocked matrix products.
+
+A mixin of FunctionCodegen (codegen/llvm.py): it uses its loops, elements and buffers.
+"""
+from __future__ import annotations
+
+from llvmlite import ir
+
+from lossc.codegen.values import FAST, I64, ValueEmitter
+from lossc.ir.graph import Node
+
+OUTER_BLOCK = 8      # lane groups staged per block of an outer-product gradient
+OUTER_TILE = 4       # register tile of the block kernel (OUTER_TILE^2 accumulators)
+OUTER_MIN_SIZE = 64  # outer products smaller than this are accumulated directly
+
+
+class OuterProducts:
+    # ---- per-sample outer products, accumulated as blocked matrix products
+    #
+    # The gradient of a matrix parameter used as W @ x is, per sample, an outer product
+    # u v^T (u: the adjoint of W @ x, v: x). Adding it to the per-lane accumulators at
+    # every sample costs a load and a store per element per W samples. Instead the
+    # factors' lane vectors are staged in blocks of OUTER_BLOCK groups, and each full
+    # block is added as U_block^T V_block by a register-tiled kernel: TILE x TILE
+    # accumulators, one load per factor vector per tile, one load and store per
+    # gradient element per block. The lanes stay lanes, so the result goes into the same
+    # per-lane accumulators and the end of the call is unchanged.
+
+    def setup_outer_blocks(self, sample_outs: dict) -> None:
+        self.outer = {}
+        if not self.want_grad:
+            return
+        b = self.b
+        VT = ir.VectorType(self.T, self.W)
+        for key, node in sample_outs.items():
+            factors = key.startswith("grad.") and self.outer_factors(node)
+            if not factors or node.size < OUTER_MIN_SIZE:
+                continue
+            u, v = factors
+            K, D = node.shape
+            ub = b.bitcast(self.buffer(K * OUTER_BLOCK * self.W), VT.as_pointer())
+            vb = b.bitcast(self.buffer(D * OUTER_BLOCK * self.W), VT.as_pointer())
+            kernel = self.outer_kernel(K, D)
+            target = b.gep(self.grad_acc, [self.iconst(self.param_spec(key).offset)])
+            self.outer[key] = (u, v, ub, vb, kernel, target)
+        if self.outer:
+            self.slot = self.alloca(I64, "outer_slot")
+            b.store(self.iconst(0), self.slot)
+
+    def outer_factors(self, node: Node):
+        """(u, v) if node is outer(u, v) of two per-sample vectors, else None."""
+        if node.op != "mul" or node.rank != 2:
+            return None
+        a, c = node.inputs
+        for x, y in ((a, c), (c, a)):
+            if (x.op == y.op == "broadcast" and x.attr("dims") == (0,)
+                    and y.attr("dims") == (1,) and x.inputs[0].id in self.vary
+                    and y.inputs[0].id in self.vary):
+                return x.inputs[0], y.inputs[0]
+        return None
+
+    def stage_outer_factors(self) -> None:
+        b = self.b
+        for ctx in self.contexts:
+            self.values, self.buffers, self.input_rows, self.sample = ctx
+            slot = b.load(self.slot)
+            for u, v, ub, vb, _, _ in self.outer.values():
+                for factor, buf in ((u, ub), (v, vb)):
+                    with self.loop(factor.shape[0]) as k:
+                        val = self.splat(self.elem(factor, (k,)), self.lanes)
+                        at = b.add(b.mul(k, self.iconst(OUTER_BLOCK)), slot)
+                        b.store(val, b.gep(buf, [at]), align=8)
+            b.store(b.add(slot, self.iconst(1)), self.slot)
+        self.flush_outer_blocks(final=False)
+
+    def flush_outer_blocks(self, final: bool) -> None:
+        """Add the staged block to the accumulators: when it is full, or (final) when
+        anything is staged at the end of the vector loops."""
+        if not self.outer:
+            return
+        b = self.b
+        slot = b.load(self.slot)
+        ready = (b.icmp_signed(">", slot, self.iconst(0)) if final
+                 else b.icmp_signed("==", slot, self.iconst(OUTER_BLOCK)))
+        with b.if_then(ready):
+            for _, _, ub, vb, kernel, target in self.outer.values():
+                b.call(kernel, [target, ub, vb, slot])
+            b.store(self.iconst(0), self.slot)
+
+    def outer_kernel(self, K: int, D: int) -> ir.Function:
+        """void kernel(VT* acc, VT* U, VT* V, i64 count):
+        acc[k*D + j] += sum_{g < count} U[k*B + g] * V[j*B + g]  (B = OUTER_BLOCK)."""
+        VT = ir.VectorType(self.T, self.W)
+        P = VT.as_pointer()
+        fn = ir.Function(self.module, ir.FunctionType(ir.VoidType(), [P, P, P, I64]),
+                         name=f"{self.fn.name}_outer_{len(self.outer)}")
+        fn.linkage = "internal"
+        for k in (0, 1, 2):
+            fn.args[k].add_attribute("noalias")
+        em = type(self).__new__(type(self))   # a bare emitter for the kernel function
+        ValueEmitter.__init__(em, self.module, self.T, ir.IRBuilder(fn.append_basic_block()))
+        em.fn = fn
+        em.entry = fn.entry_basic_block
+        acc, U, V, count = fn.args
+        b = em.b
+        zero = self.splat(self.fconst(0), self.W)
+
+        def tile(k0, j0, tk: int, tj: int):
+            cells = [[em.alloca(VT) for _ in range(tj)] for _ in range(tk)]
+            for row in cells:
+                for c in row:
+                    b.store(zero, c)
+            with em.loop(count) as g:
+                us = [b.load(b.gep(U, [b.add(b.mul(b.add(k0, em.iconst(a)),
+                                                     em.iconst(OUTER_BLOCK)), g)]), align=8)
+                      for a in range(tk)]
+                vs = [b.load(b.gep(V, [b.add(b.mul(b.add(j0, em.iconst(c)),
+                                                     em.iconst(OUTER_BLOCK)), g)]), align=8)
+                      for c in range(tj)]
+                for a in range(tk):
+                    for c in range(tj):
+                        cell = cells[a][c]
+                        b.store(b.fadd(b.load(cell), b.fmul(us[a], vs[c], flags=FAST),
+                                       flags=FAST), cell)
+            for a in range(tk):
+                for c in range(tj):
+                    at = b.add(b.mul(b.add(k0, em.iconst(a)), em.iconst(D)),
+                               b.add(j0, em.iconst(c)))
+                    p = b.gep(acc, [at])
+                    b.store(b.fadd(b.load(p, align=8), b.load(cells[a][c]), flags=FAST), p,
+                            align=8)
+
+        T_ = OUTER_TILE
+        kf, df = K - K % T_, D - D % T_
+
+        def row_of_tiles(k0, tk):
+            if df:
+                with em.loop(df // T_) as jt:
+                    tile(k0, b.mul(jt, em.iconst(T_)), tk, T_)
+            if D % T_:
+                tile(k0, em.iconst(df), tk, D % T_)
+
+        if kf:
+            with em.loop(kf // T_) as kt:
+                row_of_tiles(b.mul(kt, em.iconst(T_)), T_)
+        if K % T_:
+            row_of_tiles(em.iconst(kf), K % T_)
+        b.ret_void()
+        return fn

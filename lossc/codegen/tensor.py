@@ -1,0 +1,180 @@
+"""Lowering rules of the tensor ops (reductions, softmax, matmul and the backward-only
+helpers): loops that fill a node's buffer. A mixin of FunctionCodegen (codegen/llvm.py).
+
+Reduction groups of up to UNROLL elements are unrolled and combined as balanced trees;
+longer ones are loops. Both orders are fixed at compile time, so SIMD lanes and the
+scalar tail give bit-identical results.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from math import prod
+
+from llvmlite import ir
+
+from lossc.codegen.values import I1, is_vector_type
+from lossc.ir.graph import Node
+
+UNROLL = 256   # reduction groups up to this size are unrolled into a tree
+
+
+class TensorLowering:
+
+    def reduce_parts(self, n: Node, axes):
+        x = n.inputs[0]
+        kept = tuple(a for a in range(x.rank) if a not in axes)
+        return x, kept, tuple(x.shape[a] for a in kept), tuple(x.shape[a] for a in axes)
+
+    @staticmethod
+    def merge(kept, kidx, axes, ridx, rank):
+        full = [None] * rank
+        for a, v in zip(kept, kidx):
+            full[a] = v
+        for a, v in zip(axes, ridx):
+            full[a] = v
+        return tuple(full)
+
+    def acc(self, n: Node, init, ty=None):
+        """An accumulator for elements of n's type (vectors of lanes for per-sample n)."""
+        ty = ty or self.elem_type(n)
+        a = self.alloca(ty)
+        self.b.store(self.splat(init, ty.count) if is_vector_type(ty) else init, a)
+        return a
+
+    def fold_group(self, x, kept, kidx, axes, rshape, init, combine, pre=lambda v: v):
+        """Combine pre(v) over the elements v of one reduction group. A group of up to
+        UNROLL elements is unrolled and combined as a balanced tree (short dependency
+        chains: independent vector operations in flight); a longer one is a loop with an
+        accumulator starting at init. Both orders are fixed at compile time, so lanes and
+        the scalar tail get bit-identical results."""
+        b = self.b
+        if prod(rshape) <= UNROLL:
+            vals = [pre(self.elem(x, self.merge(kept, kidx, axes, tuple(map(self.iconst, r)),
+                                                x.rank)))
+                    for r in itertools.product(*map(range, rshape))]
+            return self.tree(vals, combine)
+        acc = self.acc(x, init, ir.VectorType(self.T, self.lanes) if self.vector_node(x)
+                       else self.T)
+        with self.loops(rshape) as ridx:
+            v = pre(self.elem(x, self.merge(kept, kidx, axes, ridx, x.rank)))
+            b.store(combine(b.load(acc), v), acc)
+        return b.load(acc)
+
+    @staticmethod
+    def tree(vals: list, combine):
+        while len(vals) > 1:
+            nxt = [combine(vals[k], vals[k + 1]) for k in range(0, len(vals) - 1, 2)]
+            if len(vals) % 2:
+                nxt.append(vals[-1])
+            vals = nxt
+        return vals[0]
+
+    def group_max(self, x, kept, kidx, axes, rshape, kind="max"):
+        sym = ">" if kind == "max" else "<"
+        init = self.fconst(-math.inf if kind == "max" else math.inf)
+        # b wins when it is larger or NaN: NaN propagates as in NumPy, in any order
+        return self.fold_group(x, kept, kidx, axes, rshape, init, lambda a, v: self.select(
+            self.or_(self.fcmp(sym, v, a), self.b.fcmp_unordered("uno", v, v)), v, a))
+
+    def safe_shift(self, m):
+        """The max to subtract in logsumexp/softmax: 0 when it is infinite."""
+        finite = self.fcmp("<", self.math("fabs", m), self.fconst(math.inf))
+        return self.select(finite, m, self.fconst(0))
+
+    def lower_reduce(self, n: Node, kind: str) -> None:
+        axes = n.attr("axes")
+        x, kept, kshape, rshape = self.reduce_parts(n, axes)
+        with self.loops(kshape) as kidx:
+            group = (x, kept, kidx, axes, rshape)
+            if kind == "sum":
+                r = self.fold_group(*group, self.fconst(0), self.fadd)
+            elif kind == "prod":
+                r = self.fold_group(*group, self.fconst(1), self.fmul)
+            elif kind == "norm":
+                r = self.math("sqrt", self.fold_group(*group, self.fconst(0), self.fadd,
+                                                      lambda v: self.fmul(v, v)))
+            elif kind in ("max", "min"):
+                r = self.group_max(*group, kind)
+            elif kind == "logsumexp":
+                m = self.safe_shift(self.group_max(*group))
+                s = self.fold_group(*group, self.fconst(0), self.fadd,
+                                    lambda v: self.math("exp", self.fsub(v, m)))
+                r = self.fadd(m, self.math("log", s))
+            else:
+                raise AssertionError(kind)
+            self.store(n, kidx, r)
+
+    def lower_argext(self, n: Node) -> None:
+        b = self.b
+        axes, kind = n.attr("axes"), n.attr("kind")
+        x, kept, kshape, rshape = self.reduce_parts(n, axes)
+        flag = ir.VectorType(I1, self.lanes) if self.vector_node(x) else I1
+        found = self.alloca(flag)
+        with self.loops(kshape) as kidx:
+            m = self.group_max(x, kept, kidx, axes, rshape, kind)
+            b.store(self.splat(ir.Constant(I1, 0), self.lanes) if is_vector_type(flag)
+                    else ir.Constant(I1, 0), found)
+            with self.loops(rshape) as ridx:
+                full = self.merge(kept, kidx, axes, ridx, x.rank)
+                hit = self.and_(self.fcmp("==", self.elem(x, full), m), self.not_(b.load(found)))
+                b.store(self.or_(b.load(found), hit), found)
+                self.store(n, full, self.select(hit, self.fconst(1), self.fconst(0)))
+
+    def lower_prod_others(self, n: Node) -> None:
+        """Exclusive products by a forward then a backward sweep: no division, so
+        zeros get their exact gradient."""
+        b = self.b
+        axes = n.attr("axes")
+        x, kept, kshape, rshape = self.reduce_parts(n, axes)
+        count = prod(rshape)
+        run = self.acc(x, self.fconst(1))
+        with self.loops(kshape) as kidx:
+            b.store(self.splat(self.fconst(1), self.lanes) if self.vector_node(x)
+                    else self.fconst(1), run)
+            with self.loop(count) as j:
+                full = self.merge(kept, kidx, axes, self.unflatten(rshape, j), x.rank)
+                self.store(n, full, b.load(run))
+                b.store(self.fmul(b.load(run), self.elem(x, full)), run)
+            b.store(self.splat(self.fconst(1), self.lanes) if self.vector_node(x)
+                    else self.fconst(1), run)
+            with self.loop(count) as j:
+                jr = b.sub(self.iconst(count - 1), j)
+                full = self.merge(kept, kidx, axes, self.unflatten(rshape, jr), x.rank)
+                p = b.gep(self.buffers[n.id], [self.flat(n.shape, full)])
+                b.store(self.fmul(b.load(p, align=8), b.load(run)), p, align=8)
+                b.store(self.fmul(b.load(run), self.elem(x, full)), run)
+
+    def lower_softmax(self, n: Node, log: bool) -> None:
+        axes = (n.attr("axis"),)
+        x, kept, kshape, rshape = self.reduce_parts(n, axes)
+        with self.loops(kshape) as kidx:
+            m = self.safe_shift(self.group_max(x, kept, kidx, axes, rshape))
+            s = self.fold_group(x, kept, kidx, axes, rshape, self.fconst(0), self.fadd,
+                                lambda v: self.math("exp", self.fsub(v, m)))
+            logs = self.math("log", s) if log else None
+            with self.loops(rshape) as ridx:
+                full = self.merge(kept, kidx, axes, ridx, x.rank)
+                shifted = self.fsub(self.elem(x, full), m)
+                v = self.fsub(shifted, logs) if log else self.fdiv(self.math("exp", shifted), s)
+                self.store(n, full, v)
+
+    def lower_matmul(self, n: Node) -> None:
+        b = self.b
+        x, y = n.inputs
+        K = x.shape[-1]
+
+        def term(idx, k):
+            xi = (idx[0], k) if x.rank == 2 else (k,)
+            yi = (k, idx[-1]) if y.rank == 2 else (k,)
+            return self.fmul(self.elem(x, xi), self.elem(y, yi))
+
+        with self.loops(n.shape) as idx:
+            if K <= UNROLL:   # a balanced tree of the K products, as in fold_group
+                self.store(n, idx, self.tree([term(idx, self.iconst(k)) for k in range(K)],
+                                             self.fadd))
+            else:
+                acc = self.acc(n, self.fconst(0))
+                with self.loop(K) as k:
+                    b.store(self.fadd(b.load(acc), term(idx, k)), acc)
+                self.store(n, idx, b.load(acc))
