@@ -486,8 +486,12 @@ class FunctionCodegen(OuterProducts, TensorLowering, ValueEmitter):
             return self.b.alloca(ty, name=name)
 
     def buffer(self, size: int) -> ir.Value:
-        off = self.work_size
-        self.work_size += max(size, 1)
+        """Space for `size` elements in `work`, starting on a 64-byte boundary (the
+        runtime aligns `work` itself): a vector load that straddles two cache lines
+        costs twice as much."""
+        per_line = 64 // (8 if isinstance(self.T, ir.DoubleType) else 4)
+        off = -(-self.work_size // per_line) * per_line
+        self.work_size = off + max(size, 1)
         return self.b.gep(self.work, [self.iconst(off)])
 
     @contextmanager

@@ -14,7 +14,8 @@ subnormals handled as IEEE libm does.
     log    fdlibm's e_log: x = 2^k m, m in [sqrt(2)/2, sqrt(2)), s = (m-1)/(m+1),
            minimax polynomial Lg1..Lg7 in s^2
     log1p  log(u) + (x - (u - 1)) / u with u = 1 + x (Goldberg's correction)
-    expm1  Taylor polynomial for |x| < ln2/2, exp(x) - 1 outside
+    expm1  2^n expm1(r) + (2^n - 1) after exp's reduction, expm1(r) by its Taylor
+           polynomial
     tanh   sign(x) e / (e + 2) with e = expm1(2|x|)
 """
 from __future__ import annotations
@@ -72,13 +73,13 @@ def _horner(cg, x, coeffs):
     return cg.unify(acc, x)[0]
 
 
-def exp(cg, x):
-    fl = _Float(cg.T)
+def _reduce(cg, x, fl, lo: float, hi: float):
+    """x clamped to [lo, hi] (NaN to 0) = n ln2 + r with |r| <= ln2/2 (Cody-Waite).
+    Returns (n as an integer vector, r)."""
     b = cg.b
-    is_nan = b.fcmp_unordered("uno", x, x)
-    xc = cg.select(is_nan, cg.fconst(0), x)
-    xc = cg.select(cg.fcmp(">", xc, cg.fconst(fl.max_arg)), cg.fconst(fl.max_arg), xc)
-    xc = cg.select(cg.fcmp("<", xc, cg.fconst(-fl.max_arg)), cg.fconst(-fl.max_arg), xc)
+    xc = cg.select(b.fcmp_unordered("uno", x, x), cg.fconst(0), x)
+    xc = cg.select(cg.fcmp(">", xc, cg.fconst(hi)), cg.fconst(hi), xc)
+    xc = cg.select(cg.fcmp("<", xc, cg.fconst(lo)), cg.fconst(lo), xc)
     # n = round(x / ln2) by the 1.5 * 2^mant trick: the integer lands in the low bits
     magic = 1.5 * 2.0 ** fl.mant
     t = cg.fadd(cg.fmul(xc, cg.fconst(1 / math.log(2))), cg.fconst(magic))
@@ -87,10 +88,17 @@ def exp(cg, x):
                                                         _ity(cg, x, fl)))
     r = cg.fsub(cg.fsub(xc, cg.fmul(nf, cg.fconst(fl.ln2_hi))),
                 cg.fmul(nf, cg.fconst(fl.ln2_lo)))
+    return n, r
+
+
+def exp(cg, x):
+    fl = _Float(cg.T)
+    b = cg.b
+    n, r = _reduce(cg, x, fl, -fl.max_arg, fl.max_arg)
     p = _horner(cg, r, [1.0 / math.factorial(k) for k in range(fl.exp_terms + 1)])
     half = b.ashr(n, _iconst(cg, x, fl, 1))
     y = cg.fmul(cg.fmul(p, _pow2(cg, half, x, fl)), _pow2(cg, b.sub(n, half), x, fl))
-    return cg.select(is_nan, x, y)
+    return cg.select(b.fcmp_unordered("uno", x, x), x, y)
 
 
 def log(cg, x):
@@ -139,12 +147,20 @@ def log1p(cg, x):
 
 
 def expm1(cg, x):
+    """expm1(x) = 2^n expm1(r) + (2^n - 1) with x = n ln2 + r: one reduction and one
+    polynomial, exact in form for n = 0 (|x| < ln2/2), where exp(x) - 1 would cancel.
+    2^n is applied in two halves, s1 s2, as s1 (s2 q + (s2 - 1/s1)), so that nothing
+    overflows before the result does."""
     fl = _Float(cg.T)
-    terms = 14 if fl.bits == 64 else 9
-    small = cg.fcmp("<", cg.math("fabs", x), cg.fconst(0.5 * math.log(2)))
-    poly = cg.fmul(x, _horner(cg, x, [1.0 / math.factorial(k + 1) for k in range(terms)]))
-    y = cg.select(small, poly, cg.fsub(exp(cg, x), cg.fconst(1.0)))
-    return cg.select(cg.b.fcmp_unordered("uno", x, x), x, y)
+    b = cg.b
+    lo = -60.0 if fl.bits == 64 else -20.0         # below: -1 to the last bit
+    n, r = _reduce(cg, x, fl, lo, fl.max_arg)
+    terms = 13 if fl.bits == 64 else 8
+    q = cg.fmul(r, _horner(cg, r, [1.0 / math.factorial(k + 1) for k in range(terms)]))
+    half = b.ashr(n, _iconst(cg, x, fl, 1))
+    s1, s2 = _pow2(cg, half, x, fl), _pow2(cg, b.sub(n, half), x, fl)
+    y = cg.fmul(s1, cg.fadd(cg.fmul(s2, q), cg.fsub(s2, cg.fdiv(cg.fconst(1.0), s1))))
+    return cg.select(b.fcmp_unordered("uno", x, x), x, y)
 
 
 def tanh(cg, x):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from lossc.codegen.fused import ADAM, RMSPROP, SGD, SLOTS
-from lossc.runtime.model import BoundArgs, _addr
+from lossc.runtime.model import BoundArgs, _addr, aligned_zeros
 
 # optimizer state names (lossc.optim.optimizers) in the native state's three slots
 _STATE_NAMES = {
@@ -71,7 +71,7 @@ class FusedSteps:
         self.losses = np.zeros(n_batches, dtype=model.dtype)
         self.grad = np.zeros(max(n, 1), dtype=model.dtype)
         self.value = np.zeros(1, dtype=model.dtype)
-        self.work = np.zeros(model.work_size, dtype=model.dtype)
+        self.work = aligned_zeros(model.work_size, model.dtype)
         self.err = np.zeros(3, dtype=np.int64)
         self.frame = np.zeros(SLOTS, dtype=np.int64)
         self.fn = model.native.functions["lossc_train_steps"]

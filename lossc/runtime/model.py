@@ -476,7 +476,7 @@ class _Frame:
         self.theta = np.zeros(max(n, 1), dtype=model.dtype)
         self.value = np.zeros(1, dtype=model.dtype)
         self.grad = np.zeros(n, dtype=model.dtype)
-        self.work = np.zeros(model.work_size, dtype=model.dtype)
+        self.work = aligned_zeros(model.work_size, model.dtype)
         self.err = np.zeros(3, dtype=np.int64)
         self.theta_address = _addr(self.theta)
         self.grad_address = _addr(self.grad) if n else _addr(self.value)
@@ -544,6 +544,14 @@ class BoundArgs:
 
 
 _SCALAR_TYPES = (float, int, np.float64, np.float32)
+
+
+def aligned_zeros(n: int, dtype, alignment: int = 64) -> np.ndarray:
+    """A zeroed array whose data starts on an `alignment`-byte boundary."""
+    dtype = np.dtype(dtype)
+    raw = np.zeros(n * dtype.itemsize + alignment, dtype=np.uint8)
+    start = (-_addr(raw)) % alignment
+    return raw[start:start + n * dtype.itemsize].view(dtype)
 
 
 def _hyper_key(hypers) -> Optional[tuple]:
