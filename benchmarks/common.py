@@ -35,6 +35,22 @@ def flat_result(m):
     return result
 
 
+def small_batch_impls(m, theta: dict, X, y, numpy_vg) -> list:
+    """The three implementations every small-batch case times: lossc through the public
+    API, lossc's low-level path on a bound batch, and NumPy written by hand."""
+    from benchmarks.harness import Impl
+    flat = m.pack_params(theta)
+    gout = np.empty_like(flat)
+    bound = m.bind({"x": X, "y": y})
+    return [
+        Impl("lossc value_and_grad", lambda: m.value_and_grad(theta, x=X, y=y), lossc_result),
+        Impl("lossc flat (low level)",
+             lambda: m.value_and_grad_flat(flat, bound, grad_out=gout), flat_result(m),
+             note="bound batch, preallocated"),
+        Impl("numpy (by hand)", lambda: numpy_vg(theta, X, y), lambda o: o),
+    ]
+
+
 def thread_mode(m) -> str:
     """How lossc is asked for several threads: a `threads=` keyword of value_and_grad,
     or Model.set_threads; "" when it cannot be."""

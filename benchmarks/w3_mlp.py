@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.common import (Null, as_np, blas_threads, blas_threads_available,
-                               child_case, child_row, compile_model, flat_result,
-                               lossc_result, na_peers, thread_mode_text, threaded_call,
+from benchmarks.common import (small_batch_impls, Null, as_np, blas_threads, blas_threads_available,
+                               child_case, child_row, compile_model, lossc_result, na_peers, thread_mode_text, threaded_call,
                                torch_threads)
 from benchmarks.harness import Impl, fmt_ratio
 
@@ -122,16 +121,7 @@ def run(ctx) -> None:
 
     # ------------------------------------------------------------ B = 256
     X, y = make_data(B_SMALL)
-    flat = m.pack_params(theta)
-    gout = np.empty_like(flat)
-    bound = m.bind({"x": X, "y": y})
-    impls = [
-        Impl("lossc value_and_grad", lambda: m.value_and_grad(theta, x=X, y=y), lossc_result),
-        Impl("lossc flat (low level)",
-             lambda: m.value_and_grad_flat(flat, bound, grad_out=gout), flat_result(m),
-             note="bound batch, preallocated"),
-        Impl("numpy (by hand)", lambda: numpy_vg(theta, X, y), lambda o: o),
-    ]
+    impls = small_batch_impls(m, theta, X, y, numpy_vg)
     if jax is not None:
         impls.append(jax_impl(jax, theta, X, y))
     if torch is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.common import (as_np, compile_model, flat_result, lossc_result, na_peers)
+from benchmarks.common import (small_batch_impls, as_np, compile_model, na_peers)
 from benchmarks.harness import Impl, fmt_ratio, fmt_time
 
 SRC = """\
@@ -54,16 +54,7 @@ def run(ctx) -> None:
     m = compile_model(SRC, dims={"D": D, "K": K})
     theta = make_theta()
     X, y = make_data()
-    flat = m.pack_params(theta)
-    gout = np.empty_like(flat)
-    bound = m.bind({"x": X, "y": y})
-    impls = [
-        Impl("lossc value_and_grad", lambda: m.value_and_grad(theta, x=X, y=y), lossc_result),
-        Impl("lossc flat (low level)",
-             lambda: m.value_and_grad_flat(flat, bound, grad_out=gout), flat_result(m),
-             note="bound batch, preallocated"),
-        Impl("numpy (by hand)", lambda: numpy_vg(theta, X, y), lambda o: o),
-    ]
+    impls = small_batch_impls(m, theta, X, y, numpy_vg)
     if jax is not None:
         jnp = jax.numpy
 
