@@ -7,7 +7,7 @@ import lossc
 from conftest import SAMPLES
 from lossc.optim.optimizers import SGD, Adam, AdamW, RMSprop
 from lossc.runtime.fused import FusedError, FusedSteps
-from lossc.runtime.model import BoundArgs
+from lossc.runtime.calls import BoundArgs
 
 OPTIMIZERS = [
     lambda: SGD(0.1), lambda: SGD(0.1, momentum=0.9, nesterov=True),

@@ -309,7 +309,7 @@ class _Run:
             self.fused = fused.FusedSteps(self.model, self.opt, self.full, bs)
         if self.fused is not None and self.fused.bs == bs:
             return self._fused_steps(np.ascontiguousarray(order, dtype=np.int64), count)
-        from lossc.runtime.model import BoundArgs
+        from lossc.runtime.calls import BoundArgs
         model, full, g = self.model, self.full, self.g
         for k in range(count):
             idx = order[k * bs:(k + 1) * bs]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from lossc.codegen.fused import ADAM, RMSPROP, SGD, SLOTS
-from lossc.runtime.model import BoundArgs, _addr, aligned_zeros
+from lossc.runtime.calls import BoundArgs, _addr, aligned_zeros
 
 # optimizer state names (lossc.optim.optimizers) in the native state's three slots
 _STATE_NAMES = {

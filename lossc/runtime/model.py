@@ -6,22 +6,13 @@ copied only when they are not already C-contiguous in the model's dtype.
 """
 from __future__ import annotations
 
-import ctypes
 import threading
 from typing import Optional
 
 import numpy as np
 
+from lossc.runtime.calls import BoundArgs, PreparedCall, _Frame
 from lossc.runtime.spec import Signature
-
-def _addr(a: np.ndarray) -> int:
-    """The address of an array's data. c_char.from_buffer is the fastest way NumPy
-    offers (a.ctypes.data builds a ctypes object); read-only arrays take the slow one."""
-    try:
-        return ctypes.addressof(ctypes.c_char.from_buffer(a))
-    except (TypeError, ValueError, BufferError):
-        return a.__array_interface__["data"][0]
-
 
 def _shape_text(shape) -> str:
     return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
@@ -447,111 +438,7 @@ class Model:
                           f"{'; ' + ints if ints else ''})")
 
 
-class PreparedCall:
-    """See Model.prepare."""
-
-    def __init__(self, model: Model, theta: np.ndarray, bound: "BoundArgs", grad: np.ndarray):
-        self.model, self.theta, self.bound, self.grad = model, theta, bound, grad
-        self.frame = _Frame(model)
-        self.frame.use_address(_addr(theta))
-        self.frame.use(bound)
-        self.frame.frame[7] = _addr(grad)
-        self._fn = model._vg
-        self._address = self.frame.address
-        self._value = self.frame.value
-
-    def __call__(self) -> float:
-        if self._fn(self._address):
-            raise self.model._index_error(self.frame.err, self.bound)
-        return float(self._value[0])
-
-
-class _Frame:
-    """One thread's buffers for native calls: the frame of arguments (see codegen/llvm.py),
-    parameters, output, scratch space and error slots, allocated once and reused."""
-
-    def __init__(self, model: Model):
-        n = model.n_params
-        self.frame = np.zeros(8, dtype=np.int64)
-        self.theta = np.zeros(max(n, 1), dtype=model.dtype)
-        self.value = np.zeros(1, dtype=model.dtype)
-        self.grad = np.zeros(n, dtype=model.dtype)
-        self.work = aligned_zeros(model.work_size, model.dtype)
-        self.err = np.zeros(3, dtype=np.int64)
-        self.theta_address = _addr(self.theta)
-        self.grad_address = _addr(self.grad) if n else _addr(self.value)
-        self.frame[4] = _addr(self.value)
-        self.frame[5] = _addr(self.work)
-        self.frame[6] = _addr(self.err)
-        self.frame[7] = self.grad_address
-        self.address = _addr(self.frame)
-        self.bound = None
-        self.keep = None
-        self.theta_in_frame = None
-        self.use_theta()
-        self.use_defaults(model)
-
-    # Each setter writes the frame only when something changed: a write into a NumPy
-    # array costs about as much as the native call of a small model.
-
-    def use_theta(self, flat: Optional[np.ndarray] = None) -> None:
-        self.keep = flat          # the array must outlive the call
-        self.use_address(self.theta_address if flat is None else _addr(flat))
-
-    def use_address(self, address: int) -> None:
-        if address != self.theta_in_frame:
-            self.frame[0] = self.theta_in_frame = address
-
-    def use_defaults(self, model: Model) -> None:
-        if self.bound is not model._no_inputs:
-            self.use(model._no_inputs)
-
-    def use(self, bound: "BoundArgs") -> None:
-        if bound is self.bound:
-            return
-        self.bound = bound
-        self.frame[1] = bound.hypers_address
-        self.frame[2] = bound.pointers_address
-        self.frame[3] = bound.B
-
-
-class BoundArgs:
-    """Validated inputs and hyperparameters, ready for native calls."""
-
-    def __init__(self, model: Model, arrays: list, B: int, hypers: np.ndarray):
-        self.arrays = arrays          # kept alive while the pointers are in use
-        self.B = B
-        self.hypers = hypers
-        self.pointers = np.array([_addr(a) for a in arrays] or [0], dtype=np.int64)
-        self.pointers_address = _addr(self.pointers)
-        self.hypers_address = _addr(hypers)
-        self.model = model
-        self.start = 0                # first sample, when this is a chunk of a batch
-        self._chunks = {}
-
-    def chunks(self, n: int) -> list:
-        """n contiguous chunks of the batch (row slices of C-contiguous arrays are
-        C-contiguous: no copies), made once per thread count."""
-        if n not in self._chunks:
-            edges = [self.B * k // n for k in range(n + 1)]
-            out = []
-            for lo, hi in zip(edges, edges[1:]):
-                c = BoundArgs(self.model, [a[lo:hi] for a in self.arrays], hi - lo, self.hypers)
-                c.start = self.start + lo
-                out.append(c)
-            self._chunks[n] = out
-        return self._chunks[n]
-
-
 _SCALAR_TYPES = (float, int, np.float64, np.float32)
-
-
-def aligned_zeros(n: int, dtype, alignment: int = 64) -> np.ndarray:
-    """A zeroed array whose data starts on an `alignment`-byte boundary."""
-    dtype = np.dtype(dtype)
-    raw = np.zeros(n * dtype.itemsize + alignment, dtype=np.uint8)
-    start = (-_addr(raw)) % alignment
-    return raw[start:start + n * dtype.itemsize].view(dtype)
 
 
 def _hyper_key(hypers) -> Optional[tuple]:
