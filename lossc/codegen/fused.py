@@ -63,6 +63,11 @@ def emit_train_steps(module: ir.Module, vg_impl: ir.Function, T, n_params: int,
         return b.icmp_signed("!=", b.load(b.gep(flags, [ir.Constant(I64, k)])), em.iconst(0))
 
     lr, a, bb, eps, wd, damp, clip = (cfg(k) for k in range(7))
+    I8P = ir.IntType(8).as_pointer()
+    T_bytes = 8 if isinstance(T, ir.DoubleType) else 4
+    memcpy = module.globals.get("llvm.memcpy.p0.p0.i64") or ir.Function(
+        module, ir.FunctionType(ir.VoidType(), [I8P, I8P, I64, ir.IntType(1)]),
+        name="llvm.memcpy.p0.p0.i64")
     kind = b.load(flags)
     nesterov, centered, amsgrad, decoupled, clip_on = (flag(k) for k in range(1, 6))
     n = em.iconst(n_params)
@@ -80,12 +85,13 @@ def emit_train_steps(module: ir.Module, vg_impl: ir.Function, T, n_params: int,
             ety = I64 if is_int else T
             src = b.bitcast(b.load(b.gep(data, [em.iconst(j)])), ety.as_pointer())
             dst = b.bitcast(b.load(b.gep(batch, [em.iconst(j)])), ety.as_pointer())
+            nbytes = ir.Constant(I64, size * (8 if is_int else T_bytes))
             with em.loop(rows) as r:
                 row = b.load(b.gep(order, [b.add(lo, r)]))
-                s = b.gep(src, [b.mul(row, em.iconst(size))])
-                d = b.gep(dst, [b.mul(r, em.iconst(size))])
-                with em.loop(size) as e:
-                    b.store(b.load(b.gep(s, [e])), b.gep(d, [e]))
+                s = b.bitcast(b.gep(src, [b.mul(row, em.iconst(size))]), I8P)
+                d = b.bitcast(b.gep(dst, [b.mul(r, em.iconst(size))]), I8P)
+                # a row is a constant-length copy: LLVM expands it into vector moves
+                b.call(memcpy, [d, s, nbytes, ir.Constant(ir.IntType(1), 0)])
         rc = b.call(vg_impl, [params, hypers, b.bitcast(batch, vg_impl.args[2].type), rows,
                               value, work, err, grad])
         with b.if_then(b.icmp_signed("!=", rc, ir.Constant(I32, 0)), likely=False):
@@ -120,21 +126,25 @@ def emit_train_steps(module: ir.Module, vg_impl: ir.Function, T, n_params: int,
                     p = b.gep(grad, [j])
                     b.store(b.fmul(b.load(p), scale), p)
         tf = b.sitofp(t, ir.DoubleType())
-        with em.loop(n_params) as j:
-            args = dict(j=j, lr=lr, a=a, b=bb, eps=eps, wd=wd, damp=damp, t=tf,
-                        nesterov=nesterov, centered=centered, amsgrad=amsgrad,
-                        decoupled=decoupled, params=params, grad=grad, m=m_state,
-                        v=v_state, w=w_state)
-            is_sgd = b.icmp_signed("==", kind, em.iconst(SGD))
-            with b.if_else(is_sgd) as (then, other):
-                with then:
-                    em.sgd(**args)
-                with other:
-                    with b.if_else(b.icmp_signed("==", kind, em.iconst(RMSPROP))) as (rms, adam):
-                        with rms:
-                            em.rmsprop(**args)
-                        with adam:
-                            em.adam(**args)
+        args = dict(lr=lr, a=a, b=bb, eps=eps, wd=wd, damp=damp, t=tf, nesterov=nesterov,
+                    centered=centered, amsgrad=amsgrad, decoupled=decoupled, params=params,
+                    grad=grad, m=m_state, v=v_state, w=w_state)
+
+        def update(rule):
+            # one straight-line loop per optimizer (no branch inside), which LLVM
+            # vectorizes: element by element the arithmetic is unchanged
+            with em.loop(n_params) as j:
+                rule(j=j, **args)
+
+        with b.if_else(b.icmp_signed("==", kind, em.iconst(SGD))) as (then, other):
+            with then:
+                update(em.sgd)
+            with other:
+                with b.if_else(b.icmp_signed("==", kind, em.iconst(RMSPROP))) as (rms, adam):
+                    with rms:
+                        update(em.rmsprop)
+                    with adam:
+                        update(em.adam)
     b.ret(ir.Constant(I32, 0))
 
 
