@@ -55,7 +55,28 @@ def poisson(rng):
     write_csv("poisson.csv", {**features(X), "count": rng.poisson(np.exp(X @ w + 0.3))})
 
 
+def huber(rng):
+    """Linear data with heavy-tailed noise: where Huber regression beats least squares."""
+    D, N = 3, 1000
+    w = rng.normal(size=D)
+    X = rng.normal(size=(N, D))
+    noise = 0.1 * rng.standard_t(1.5, size=N)
+    write_csv("huber.csv", {**features(X), "y": X @ w + 0.5 + noise})
+
+
+def mlp(rng):
+    """A smooth nonlinear target of 16 features for the tanh network."""
+    D, N = 16, 2000
+    X = rng.normal(size=(N, D))
+    y = np.sin(X[:, 0]) + 0.5 * X[:, 1] * X[:, 2] + 0.1 * rng.normal(size=N)
+    write_csv("mlp.csv", {**features(X), "y": y})
+
+
 if __name__ == "__main__":
     rng = np.random.default_rng(20261124)
+    # the later data sets draw from streams of their own, so adding one changes none
+    # of the others
+    huber(np.random.default_rng([20261124, 1]))
+    mlp(np.random.default_rng([20261124, 2]))
     for make in (logistic, linear, softmax, poisson):
         make(rng)
