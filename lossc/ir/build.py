@@ -291,7 +291,7 @@ class _Builder:
         return self.elementwise(real_op, self.real(x), self.real(y), e, verb)
 
     def ex_Index(self, e: ast.Index) -> Node:
-        x = self.real_or_int(self.expr(e.base))
+        x = self.expr(e.base)
         if len(e.items) > x.rank:
             raise Fail(f"too many indices: {describe(x)} has {x.rank} "
                        f"ax{'i' if x.rank == 1 else 'e'}s, got {len(e.items)}", e.span)
@@ -398,9 +398,6 @@ class _Builder:
             if x.op == "iconst":
                 return self.b.emit("const", (), value=float(x.attr("value")))
             return self.b.emit("to_real", (x,))
-        return x
-
-    def real_or_int(self, x: Node) -> Node:
         return x
 
     def int_op(self, op: str, xs: tuple, span: Span) -> Node:

@@ -76,13 +76,6 @@ class Graph:
         self.rewrites = list(other.rewrites)
         self.index_checks = other.index_checks
 
-    def users(self) -> dict[int, list[Node]]:
-        out: dict[int, list[Node]] = {n.id: [] for n in self.nodes}
-        for n in self.nodes:
-            for i in n.inputs:
-                out[i.id].append(n)
-        return out
-
     def reachable(self, roots: Iterable[Node]) -> set[int]:
         """Ids of every node the roots depend on (iteratively: graphs can be deep)."""
         seen: set[int] = set()

@@ -596,5 +596,3 @@ def _outer(b, u, v):
 
 op("matmul", 2, "tensor", _matmul_infer, lambda a, x, y: np.matmul(x, y), _matmul_vjp,
    lambda cg, n: cg.lower_matmul(n), doc="A @ B, A @ x, x @ A")
-
-ELEMENTWISE_UNARY = [n for n, d in OPS.items() if d.kind == "elem" and d.arity == 1]
