@@ -7,7 +7,9 @@ from typing import Optional
 
 from lossc import __version__
 from lossc.compiler import cache_key, compile_source, read_source
+from lossc.codegen.units import VALUE_AND_GRAD
 from lossc.runtime import artifact
+from lossc.runtime.code import ModelCode
 from lossc.runtime.model import Model
 from lossc.runtime.spec import Signature
 
@@ -16,27 +18,53 @@ class LosscWarning(UserWarning):
     """A warning about a `.loss` file (an unused parameter or input)."""
 
 
-def _model(header: dict, obj: bytes) -> Model:
-    from lossc.codegen.jit import NativeCode
+# compiled by lossc.compile; the other code units on first use (codegen/units.py)
+EAGER_UNITS = (VALUE_AND_GRAD,)
+
+
+def _model(header: dict, objects: dict, compile_unit=None, cache_key=None) -> Model:
     sig = Signature.from_json(header["signature"])
-    return Model(sig, header["dtype"], NativeCode(obj), header["work_size"], header, obj)
+    code = ModelCode(header, objects, compile_unit, cache_key)
+    return Model(sig, header["dtype"], code, header)
 
 
-def _build(source, dims, dtype) -> tuple[dict, bytes]:
-    from lossc.codegen.jit import compile_ir, host_cpu
-    c = compile_source(source, dims, dtype)
-    obj, _ = compile_ir(c.ir)
-    header = {
-        "format": 1, "abi": artifact.ABI, "lossc_version": __version__, "name": c.source.name,
+def _header(c, objects_work: int) -> dict:
+    from lossc.codegen.jit import host_cpu
+    return {
+        "format": 2, "abi": artifact.ABI, "lossc_version": __version__, "name": c.source.name,
         "source": c.source.text,
         "source_sha256": hashlib.sha256(c.source.text.encode()).hexdigest(),
-        "dims": dict(c.graph.dims), "dims_given": dict(dims or {}), "dtype": dtype,
-        "cpu": host_cpu(), "signature": c.signature.to_json(),
-        "work_size": c.layout.work_size, "index_checks": c.graph.index_checks,
-        "warnings": c.rendered_warnings(), "rewrites": c.graph.rewrites,
-        "object_sha256": hashlib.sha256(obj).hexdigest(),
+        "dims": dict(c.graph.dims), "dims_given": dict(c.dims), "dtype": c.dtype,
+        "cpu": host_cpu(), "host": artifact.host_fingerprint(),
+        "signature": c.signature.to_json(), "work_size": objects_work,
+        "index_checks": c.graph.index_checks, "warnings": c.rendered_warnings(),
+        "rewrites": c.graph.rewrites,
     }
-    return header, obj
+
+
+def _unit_compiler(header: dict, compilation=None):
+    """compile_unit for ModelCode: the back end for one unit, from the graph of this
+    process's compilation or, for a model from the cache or a file, from the source
+    embedded in its header (the front end takes milliseconds)."""
+    held = [compilation]
+
+    def compile_unit(unit: str) -> tuple[bytes, int]:
+        from lossc.codegen.jit import compile_ir
+        if held[0] is None:
+            held[0] = compile_source(read_source_text(header), header.get("dims_given"),
+                                     header["dtype"])
+        ir_text, work = held[0].unit_ir((unit,))
+        return compile_ir(ir_text), work
+    return compile_unit
+
+
+def _build(src, dims, dtype):
+    """Compile the units lossc.compile needs now (the gradient); the rest on demand."""
+    from lossc.codegen.jit import compile_ir
+    c = compile_source(src, dims, dtype)
+    ir_text, work = c.unit_ir(EAGER_UNITS)
+    objects = {EAGER_UNITS[0]: compile_ir(ir_text)}
+    return _header(c, work), objects, c
 
 
 def compile_graph(graph, dtype: str = "float64") -> Model:
@@ -44,12 +72,15 @@ def compile_graph(graph, dtype: str = "float64") -> Model:
     and tools that build graphs themselves; no cache, no source)."""
     from lossc.codegen.jit import compile_ir
     from lossc.compiler import back_end, signature_of
-    ir_text, layout = back_end(graph, dtype)
-    obj, _ = compile_ir(ir_text)
+
+    def compile_unit(unit):
+        ir_text, work = back_end(graph, dtype, (unit,))
+        return compile_ir(ir_text), work
+    obj, work = compile_unit(EAGER_UNITS[0])
     header = {"dtype": dtype, "signature": signature_of(graph).to_json(),
-              "work_size": layout.work_size, "index_checks": graph.index_checks,
+              "work_size": work, "index_checks": graph.index_checks,
               "warnings": [], "name": "<graph>"}
-    return _model(header, obj)
+    return _model(header, {EAGER_UNITS[0]: obj}, compile_unit)
 
 
 def compile(source, dims: Optional[dict] = None, dtype: str = "float64",
@@ -65,30 +96,32 @@ def compile(source, dims: Optional[dict] = None, dtype: str = "float64",
     dims = {str(k): v for k, v in (dims or {}).items()}
     key = cache_key(src, dims, dtype) if cache else None
     hit = artifact.cache_lookup(key) if cache else None
+    compilation = None
     if hit is not None:
-        header, obj = hit
+        header, objects = hit
     else:
-        header, obj = _build(src, dims, dtype)
+        header, objects, compilation = _build(src, dims, dtype)
         if cache:
-            artifact.cache_store(key, header, obj)
+            artifact.cache_store(key, header, objects)
     for w in header["warnings"]:
         warnings.warn(w, LosscWarning, stacklevel=2)
     header = dict(header, name=src.name)
-    return _model(header, obj)
+    return _model(header, objects, _unit_compiler(header, compilation), key)
 
 
 def load(path, recompile: bool = True) -> Model:
     """Load a `.lossc` artifact. Machine code made for another CPU or lossc version is
     recompiled from the source embedded in it (recompile=True) or refused."""
-    header, obj = artifact.read(path)
+    header, objects = artifact.read(path)
     why = artifact.mismatch(header)
+    compilation = None
     if why is not None:
         if not recompile:
             raise artifact.ArtifactError(f"{path} cannot run here: {why}")
         warnings.warn(f"{path}: {why}; recompiling from the embedded source", LosscWarning)
-        header, obj = _build(read_source_text(header), header.get("dims_given"),
-                             header["dtype"])
-    return _model(header, obj)
+        header, objects, compilation = _build(read_source_text(header),
+                                              header.get("dims_given"), header["dtype"])
+    return _model(header, objects, _unit_compiler(header, compilation))
 
 
 def read_source_text(header: dict):

@@ -7,6 +7,7 @@ import sys
 import click
 
 from lossc.cli_common import compile_stage, fail, load_model, model_options
+from lossc.codegen.units import UNITS
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -86,16 +87,23 @@ def graph_cmd(file, dims, dtype, after, fmt, stats):
 @model_options
 @click.option("--raw", is_flag=True, help="The IR lossc emits, before LLVM optimizes it.")
 @click.option("--asm", is_flag=True, help="Machine assembly for this CPU.")
-def ir_cmd(file, dims, dtype, raw, asm):
-    """Show the LLVM IR (optimized for this CPU) or the assembly for FILE."""
+@click.option("--unit", "units", multiple=True, type=click.Choice(UNITS),
+              help="Only this code unit (repeatable; default: all of them).")
+def ir_cmd(file, dims, dtype, raw, asm, units):
+    """Show the LLVM IR (optimized for this CPU) or the assembly for FILE.
+
+    A model's code comes in units compiled separately (lossc.compile builds
+    value_and_grad; loss and the optimizers' training steps follow on first use);
+    this shows them together unless --unit picks some."""
     from lossc.codegen import jit
     c = compile_stage(file, dims, dtype)
+    text = c.unit_ir(units or UNITS)[0]
     if asm:
-        click.echo(jit.assembly(c.ir))
+        click.echo(jit.assembly(text))
     elif raw:
-        click.echo(c.ir)
+        click.echo(text)
     else:
-        click.echo(jit.compile_ir(c.ir)[1])
+        click.echo(jit.optimized_ir(text))
 
 
 @main.command("check")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from lossc import __version__
-from lossc.codegen.llvm import Layout, build_module
+from lossc.codegen.units import UNITS, build_module
 from lossc.ir.build import build_graph
 from lossc.ir.graph import Graph
 from lossc.passes import run_pipeline
@@ -120,13 +120,14 @@ def vector_bits(features: str) -> int:
     return 128
 
 
-def back_end(graph: Graph, dtype: str) -> tuple[str, Layout]:
-    """The optimized graph as LLVM IR text (before LLVM's own passes)."""
+def back_end(graph: Graph, dtype: str, units=UNITS) -> tuple[str, int]:
+    """The optimized graph's code units as LLVM IR text (before LLVM's own passes), and
+    the scratch space their functions need."""
     from lossc.codegen.jit import host_cpu
     cpu = host_cpu()
-    module, layout = build_module(graph, dtype, triple=cpu["triple"],
-                                  vector_bits=vector_bits(cpu["features"]))
-    return str(module), layout
+    module, work = build_module(graph, dtype, units, triple=cpu["triple"],
+                                vector_bits=vector_bits(cpu["features"]))
+    return str(module), work
 
 
 @dataclass
@@ -139,12 +140,19 @@ class Compilation:
     warnings: list = field(default_factory=list)
     stages: dict = field(default_factory=dict)     # pass name -> graph
     graph: Optional[Graph] = None                  # after the whole pipeline
-    ir: str = ""
-    layout: Optional[Layout] = None
 
     @property
     def signature(self) -> Signature:
         return signature_of(self.graph)
+
+    def unit_ir(self, units=UNITS) -> tuple[str, int]:
+        """LLVM IR text for some code units (codegen/units.py) and their work size."""
+        return back_end(self.graph, self.dtype, units)
+
+    @functools.cached_property
+    def ir(self) -> str:
+        """The LLVM IR of every code unit, for reading."""
+        return self.unit_ir()[0]
 
     def rendered_warnings(self) -> list[str]:
         return [w.render(self.source) for w in self.warnings]
@@ -152,35 +160,38 @@ class Compilation:
 
 def compile_source(src, dims: Optional[dict] = None, dtype: str = "float64",
                    until: Optional[str] = None, check: bool = False) -> Compilation:
-    """Front end, passes and LLVM IR generation (no machine code yet)."""
+    """Front end and passes; LLVM IR on request (`unit_ir`, `ir`)."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     source = read_source(src)
     graph, warnings = front_end(source, dims)
     c = Compilation(source, dict(dims or {}), dtype, warnings)
     c.graph = run_pipeline(graph, check=check, until=until, snapshots=c.stages)
-    if until is None:
-        c.ir, c.layout = back_end(c.graph, dtype)
     return c
 
 
 @functools.lru_cache(maxsize=None)
 def code_fingerprint() -> str:
-    """A hash of lossc's own source: the compiler is part of what makes the code."""
+    """lossc's own source files by name, size and modification time: the compiler is
+    part of what makes the code. (Stat rather than read: this is on the cache's
+    critical path, and any edit changes the time.)"""
     h = hashlib.sha256()
     root = pathlib.Path(__file__).resolve().parent
     for path in sorted(root.rglob("*.py")):
-        h.update(str(path.relative_to(root)).encode())
-        h.update(path.read_bytes())
+        st = path.stat()
+        h.update(f"{path.relative_to(root)} {st.st_size} {st.st_mtime_ns}\n".encode())
     return h.hexdigest()
 
 
 def cache_key(source: Source, dims: Optional[dict], dtype: str) -> str:
-    from lossc.codegen.jit import host_cpu
+    from lossc.runtime.artifact import host_fingerprint
+    host = host_fingerprint()
+    if not host:     # no /proc/cpuinfo: ask LLVM
+        from lossc.codegen.jit import host_cpu
+        host = repr(sorted(host_cpu().items()))
     h = hashlib.sha256()
     for part in (source.text, repr(sorted((dims or {}).items())), dtype, __version__,
-                 code_fingerprint(), os.environ.get("LOSSC_VECTOR_BITS", ""),
-                 repr(sorted(host_cpu().items()))):
+                 code_fingerprint(), os.environ.get("LOSSC_VECTOR_BITS", ""), host):
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()

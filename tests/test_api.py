@@ -1,4 +1,5 @@
 """The Python API: compile from paths and text, argument validation, artifacts, cache."""
+import os
 import subprocess
 import sys
 
@@ -168,9 +169,10 @@ def test_artifact_for_another_cpu_is_recompiled_or_refused(tmp_path, logistic):
     from lossc.runtime import artifact
     path = tmp_path / "m.lossc"
     logistic.save(path)
-    header, obj = artifact.read(path)
+    header, objects = artifact.read(path)
     header["cpu"] = dict(header["cpu"], cpu="some-other-cpu")
-    artifact.write(path, header, obj)
+    header["host"] = "another machine's /proc/cpuinfo"
+    artifact.write(path, header, objects)
     with pytest.raises(artifact.ArtifactError, match="some-other-cpu"):
         lossc.load(path, recompile=False)
     with pytest.warns(lossc.LosscWarning, match="recompiling"):
@@ -196,6 +198,87 @@ def test_cache_makes_recompiling_in_a_new_process_fast(tmp_path):
     first, second = run(), run()
     assert first[1] == second[1] == str(16 * 32 + 32 + 32 + 1)
     assert any((tmp_path / "cache").glob("*.lossc"))
+
+
+def test_code_units_compile_on_first_use_and_join_the_cache(tmp_path, monkeypatch):
+    """lossc.compile builds the gradient only; loss and an optimizer's training steps
+    are compiled when first used, added to the cached artifact, and a new process
+    then runs all of them from the cache without LLVM."""
+    from lossc.codegen.units import EXPORTS
+    from lossc.runtime import artifact
+    from lossc.runtime.elf import supported
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("LOSSC_CACHE_DIR", str(cache))
+    src = tmp_path / "l.loss"
+    src.write_text(LOGISTIC.read_text())
+    m = lossc.compile(src, dims={"D": 4})
+    (path,) = cache.glob("*.lossc")
+    assert set(artifact.read(path)[1]) == {"value_and_grad"}
+    X, Y = _data()
+    theta = m.init_params(seed=3)
+    value, grad = m.value_and_grad(theta, x=X, y=Y)
+    assert m.loss(theta, x=X, y=Y) == value
+    assert set(artifact.read(path)[1]) == {"value_and_grad", "loss"}
+    data = {"x": X, "y": Y}
+    trained = lossc.train(m, data=data, optimizer=lossc.Adam(lr=0.1), batch_size=2,
+                          epochs=3, seed=1)
+    assert set(artifact.read(path)[1]) == {"value_and_grad", "loss", "train.adam"}
+    np.savez(tmp_path / "in.npz", X=X, Y=Y, **theta)
+    code = (
+        "import sys, numpy as np, lossc\n"
+        "from lossc.runtime.elf import supported\n"
+        "if not supported():   # (else: LLVM is never even loaded, checked below)\n"
+        "    import lossc.codegen.jit as j; j.compile_ir = None  # all from the cache\n"
+        f"m = lossc.compile(r'{src}', dims={{'D': 4}})\n"
+        f"d = np.load(r'{tmp_path / 'in.npz'}')\n"
+        "theta = {'w': d['w'], 'b': d['b']}\n"
+        "v, g = m.value_and_grad(theta, x=d['X'], y=d['Y'])\n"
+        "r = lossc.train(m, data={'x': d['X'], 'y': d['Y']}, optimizer=lossc.Adam(lr=0.1),"
+        " batch_size=2, epochs=3, seed=1)\n"
+        "print(repr(v), repr(m.loss(theta, x=d['X'], y=d['Y'])), repr(float(r.params['b'])),"
+        " 'llvmlite.binding' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, check=True, env=dict(os.environ)).stdout.split()
+    assert float(out[0]) == value and float(out[1]) == value
+    assert float(out[2]) == float(trained.params["b"])
+    if supported():
+        assert out[3] == "False"     # LLVM was never loaded
+    assert set(EXPORTS) >= {"value_and_grad", "loss", "train.adam"}
+
+
+def test_a_unit_needing_more_scratch_space_gets_fresh_frames():
+    m = lossc.compile(LOGISTIC, dims={"D": 4}, cache=False)
+    X, Y = _data()
+    theta = m.init_params()
+    value, _ = m.value_and_grad(theta, x=X, y=Y)
+    before = m._frame()
+    real = m.code._compile_unit
+    m.code._compile_unit = lambda unit: (real(unit)[0], m.work_size + 1000)
+    assert m.loss(theta, x=X, y=Y) == value
+    assert m._frame() is not before and m._frame().work.size == m.work_size == \
+        before.work.size + 1000
+
+
+def test_saved_artifact_holds_every_code_unit(tmp_path, logistic):
+    from lossc.codegen.units import UNITS
+    from lossc.runtime import artifact
+    logistic.save(tmp_path / "m.lossc")
+    header, objects = artifact.read(tmp_path / "m.lossc")
+    assert set(objects) == set(UNITS) and header["work_size"] >= 1
+
+
+def test_damaged_artifact_is_refused(tmp_path, logistic):
+    from lossc.runtime import artifact
+    path = tmp_path / "m.lossc"
+    logistic.save(path)
+    blob = bytearray(path.read_bytes())
+    blob[-100] ^= 0xFF
+    path.write_bytes(bytes(blob))
+    with pytest.raises(artifact.ArtifactError, match="damaged"):
+        lossc.load(path)
+    path.write_bytes(b"LOSSC\x02" + bytes(20))
+    with pytest.raises(artifact.ArtifactError):
+        lossc.load(path)
 
 
 def test_float32_model():

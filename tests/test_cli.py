@@ -88,7 +88,9 @@ def test_ir_raw_optimized_and_asm():
     code, out = run("ir", SAMPLES / "logistic.loss")
     assert code == 0 and "lossc_value_and_grad" in out
     code, out = run("ir", SAMPLES / "logistic.loss", "--asm")
-    assert code == 0 and "lossc_value_and_grad:" in out
+    assert code == 0 and "lossc_value_and_grad:" in out and "lossc_train_steps_adam:" in out
+    code, out = run("ir", SAMPLES / "logistic.loss", "--raw", "--unit", "loss")
+    assert code == 0 and "lossc_loss" in out and "lossc_value_and_grad" not in out
 
 
 def test_help_explains_each_command():

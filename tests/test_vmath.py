@@ -40,7 +40,7 @@ def kernel(name: str, dtype: str, width: int):
     b.branch(loop)
     b.position_at_end(done)
     b.ret_void()
-    obj, _ = jit.compile_ir(str(mod))
+    obj = jit.compile_ir(str(mod))
     native = _Loaded(obj)
     return native
 

@@ -1,6 +1,6 @@
 """Fused training: a run of mini-batch optimizer steps in one native call.
 
-    i32 lossc_train_steps(i64* frame)
+    i32 lossc_train_steps_sgd(i64* frame)       (and _rmsprop, _adam)
 
 For each batch k in first .. first+count-1 of an epoch, it gathers the batch's rows
 (order[k*bs .. k*bs+bs-1], the last batch holding the remainder) into contiguous
@@ -15,11 +15,12 @@ frame slots (i64):
     3 N                 4 order i64*         5 batch size     6 first batch   7 count
     8 config T* = (lr, a, b, eps, weight_decay, dampening, clip_norm)
       SGD: a = momentum; RMSprop: a = alpha, b = momentum; Adam: a = beta1, b = beta2
-    9 flags i64* = (kind 0 SGD / 1 RMSprop / 2 Adam, nesterov, centered, amsgrad,
-                    decoupled, clip)
+    9 flags i64* = (kind 0 SGD / 1 RMSprop / 2 Adam (checked by the caller), nesterov,
+                    centered, amsgrad, decoupled, clip)
     10 state T* (3 n_params: momentum/first moment, second moment, max or average)
     11 t i64* (steps taken, in/out)     12 batch buffers i8**     13 losses T*
     14 work T*          15 err i64*          16 grad T* (n_params)  17 value T*
+    18 the address of lossc_value_and_grad
 Return: 0 done; 1 index error (err as for lossc_value_and_grad, the sample counted
 in the whole data set); 2 non-finite objective or gradient at batch err[0].
 """
@@ -30,14 +31,21 @@ from llvmlite import ir
 from lossc.codegen.values import I32, I64, ValueEmitter
 
 SGD, RMSPROP, ADAM = 0, 1, 2
-SLOTS = 18
-NAME = "lossc_train_steps"
+KINDS = {"sgd": SGD, "rmsprop": RMSPROP, "adam": ADAM}
+SLOTS = 19
+VG_FRAME = 8          # the slots of lossc_value_and_grad's frame (codegen/llvm.py)
 
 
-def emit_train_steps(module: ir.Module, vg_impl: ir.Function, T, n_params: int,
+def function_name(kind: str) -> str:
+    return f"lossc_train_steps_{kind}"
+
+
+def emit_train_steps(module: ir.Module, kind: str, T, n_params: int,
                      input_sizes: list[tuple[int, bool]]) -> None:
-    """input_sizes: (elements per row, is_int) for each input, in declaration order."""
-    fn = ir.Function(module, ir.FunctionType(I32, [I64.as_pointer()]), name=NAME)
+    """The steps of one optimizer (a key of KINDS); input_sizes: (elements per row,
+    is_int) for each input, in declaration order."""
+    fn = ir.Function(module, ir.FunctionType(I32, [I64.as_pointer()]),
+                     name=function_name(kind))
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     em = _Emitter(module, T, b, fn)
     frame = fn.args[0]
@@ -55,6 +63,14 @@ def emit_train_steps(module: ir.Module, vg_impl: ir.Function, T, n_params: int,
     batch = slot(12, ir.IntType(8).as_pointer().as_pointer())
     losses, work, err = slot(13, TP), slot(14, TP), slot(15, I64.as_pointer())
     grad, value = slot(16, TP), slot(17, TP)
+    vg_type = ir.FunctionType(I32, [I64.as_pointer()])
+    vg = slot(18, vg_type.as_pointer())
+    # the gradient's frame: everything but the row count is the same for every batch
+    vg_frame = em.alloca(ir.ArrayType(I64, VG_FRAME))
+    vg_slots = [b.gep(vg_frame, [em.iconst(0), em.iconst(k)]) for k in range(VG_FRAME)]
+    for k, v in ((0, params), (1, hypers), (2, batch), (4, value), (5, work), (6, err),
+                 (7, grad)):
+        b.store(b.ptrtoint(v, I64), vg_slots[k])
 
     def cfg(k):
         return b.load(b.gep(config, [ir.Constant(I64, k)]))
@@ -68,7 +84,6 @@ def emit_train_steps(module: ir.Module, vg_impl: ir.Function, T, n_params: int,
     memcpy = module.globals.get("llvm.memcpy.p0.p0.i64") or ir.Function(
         module, ir.FunctionType(ir.VoidType(), [I8P, I8P, I64, ir.IntType(1)]),
         name="llvm.memcpy.p0.p0.i64")
-    kind = b.load(flags)
     nesterov, centered, amsgrad, decoupled, clip_on = (flag(k) for k in range(1, 6))
     n = em.iconst(n_params)
     m_state = state
@@ -92,8 +107,8 @@ def emit_train_steps(module: ir.Module, vg_impl: ir.Function, T, n_params: int,
                 d = b.bitcast(b.gep(dst, [b.mul(r, em.iconst(size))]), I8P)
                 # a row is a constant-length copy: LLVM expands it into vector moves
                 b.call(memcpy, [d, s, nbytes, ir.Constant(ir.IntType(1), 0)])
-        rc = b.call(vg_impl, [params, hypers, b.bitcast(batch, vg_impl.args[2].type), rows,
-                              value, work, err, grad])
+        b.store(rows, vg_slots[3])
+        rc = b.call(vg, [b.bitcast(vg_frame, I64.as_pointer())])
         with b.if_then(b.icmp_signed("!=", rc, ir.Constant(I32, 0)), likely=False):
             # the failing sample, counted in the whole data set
             slot1 = b.gep(err, [em.iconst(1)])
@@ -130,21 +145,11 @@ def emit_train_steps(module: ir.Module, vg_impl: ir.Function, T, n_params: int,
                     centered=centered, amsgrad=amsgrad, decoupled=decoupled, params=params,
                     grad=grad, m=m_state, v=v_state, w=w_state)
 
-        def update(rule):
-            # one straight-line loop per optimizer (no branch inside), which LLVM
-            # vectorizes: element by element the arithmetic is unchanged
-            with em.loop(n_params) as j:
-                rule(j=j, **args)
-
-        with b.if_else(b.icmp_signed("==", kind, em.iconst(SGD))) as (then, other):
-            with then:
-                update(em.sgd)
-            with other:
-                with b.if_else(b.icmp_signed("==", kind, em.iconst(RMSPROP))) as (rms, adam):
-                    with rms:
-                        update(em.rmsprop)
-                    with adam:
-                        update(em.adam)
+        # one straight-line loop (no branch inside): element by element the arithmetic
+        # is that of optimizers.py
+        rule = getattr(em, kind)
+        with em.loop(n_params) as j:
+            rule(j=j, **args)
     b.ret(ir.Constant(I32, 0))
 
 

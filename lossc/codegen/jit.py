@@ -1,23 +1,31 @@
 """LLVM IR text -> optimized machine code for this CPU, and loading it into the process.
 
 The TargetMachine is made for the host CPU by name and feature set: without them LLVM
-emits baseline SSE2 code and cannot use AVX/AVX-512. Optimization runs the new pass
-manager at speed level 3 with loop and SLP vectorization on.
+emits baseline SSE2 code and cannot use AVX/AVX-512.
 
-Loading takes an object file (from `emit_object`, or a saved artifact) and links it into
-an MCJIT engine: no optimization or code generation happens at load time. Calls to libm
-(tanh, log1p, ...) resolve against the process, where the C library is loaded.
+Optimization runs the new pass manager's O1 pipeline without loop unrolling or
+vectorization, and instruction selection at -O2. lossc's code generator already
+spreads samples across vector lanes and unrolls what pays to unroll, so LLVM's job is
+cleaning up: promoting accumulators to registers, combining instructions, hoisting loop
+invariants. O3, unrolling and LLVM's vectorizers find nothing more here: over the
+benchmark models they ran no faster and compiled up to 2.5x slower (code generation
+time grows with the code they make).
+
+`NativeCode` links an object file into an MCJIT engine, for when runtime/elf.py cannot
+(another architecture): no optimization or code generation happens at load time. Calls
+to libm (tanh, log1p, ...) resolve against the process, where the C library is loaded.
 """
 from __future__ import annotations
 
-import ctypes
 import functools
 
 import llvmlite
 import llvmlite.binding as llvm
 
-from lossc.codegen.fused import NAME as TRAIN_STEPS
-from lossc.codegen.llvm import FUNCTIONS
+
+
+SPEED_LEVEL = 1      # the optimization pipeline (see the module docstring)
+CODEGEN_LEVEL = 2    # instruction selection and scheduling
 
 
 @functools.lru_cache(maxsize=None)
@@ -45,8 +53,8 @@ def new_target_machine():
     _init()
     cpu = host_cpu()
     target = llvm.Target.from_triple(cpu["triple"])
-    return target.create_target_machine(cpu=cpu["cpu"], features=cpu["features"], opt=3,
-                                        reloc="pic", codemodel="default")
+    return target.create_target_machine(cpu=cpu["cpu"], features=cpu["features"],
+                                        opt=CODEGEN_LEVEL, reloc="pic", codemodel="default")
 
 
 def parse(ir_text: str):
@@ -58,19 +66,25 @@ def parse(ir_text: str):
 
 def optimize(mod) -> None:
     tm = target_machine()
-    pto = llvm.create_pipeline_tuning_options(speed_level=3)
-    pto.loop_vectorization = True
-    pto.slp_vectorization = True
-    pto.loop_unrolling = True
+    pto = llvm.create_pipeline_tuning_options(speed_level=SPEED_LEVEL)
+    pto.loop_unrolling = False
+    pto.loop_vectorization = False
+    pto.slp_vectorization = False
     pb = llvm.create_pass_builder(tm, pto)
     pb.getModulePassManager().run(mod, pb)
 
 
-def compile_ir(ir_text: str) -> tuple[bytes, str]:
-    """Optimize and compile; returns (object code, optimized IR text)."""
+def compile_ir(ir_text: str) -> bytes:
+    """Optimize and compile to an object file."""
     mod = parse(ir_text)
     optimize(mod)
-    return target_machine().emit_object(mod), str(mod)
+    return target_machine().emit_object(mod)
+
+
+def optimized_ir(ir_text: str) -> str:
+    mod = parse(ir_text)
+    optimize(mod)
+    return str(mod)
 
 
 def assembly(ir_text: str) -> str:
@@ -79,18 +93,13 @@ def assembly(ir_text: str) -> str:
     return target_machine().emit_assembly(mod)
 
 
-# i32 f(i64* frame), frame = (params, hypers, inputs, B, value, work, err, grad)
-NATIVE_SIGNATURE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p)
-FRAME = ("params", "hypers", "inputs", "B", "value", "work", "err", "grad")
-
-
 class NativeCode:
-    """Machine code linked into this process. Keep it alive while its functions are
-    used: the engine owns the memory they live in.
+    """An object file linked into this process by LLVM's MCJIT (the fallback when
+    runtime/elf.py cannot load it). Keep it alive while its functions are used: the
+    engine owns the memory they live in."""
 
-    ctypes releases the GIL during each call, so threads can run them in parallel."""
-
-    def __init__(self, obj: bytes):
+    def __init__(self, obj: bytes, names: tuple[str, ...]):
+        from lossc.runtime.native import NATIVE_SIGNATURE
         _init()
         empty = llvm.parse_assembly("")
         empty.triple = llvm.get_process_triple()
@@ -99,10 +108,8 @@ class NativeCode:
         self.engine = llvm.create_mcjit_compiler(empty, new_target_machine())
         self.engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
         self.engine.finalize_object()
-        self.addresses = {name: self.engine.get_function_address(name)
-                          for name in FUNCTIONS + (TRAIN_STEPS,)}
+        self.addresses = {name: self.engine.get_function_address(name) for name in names}
         for name, addr in self.addresses.items():
             if not addr:
                 raise RuntimeError(f"compiled code has no function {name}")
         self.functions = {name: NATIVE_SIGNATURE(addr) for name, addr in self.addresses.items()}
-        # all three take one i64* frame: lossc_train_steps's layout is in codegen/fused.py

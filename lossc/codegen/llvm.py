@@ -1,6 +1,7 @@
 """Graph -> LLVM IR (through llvmlite.ir).
 
-Each model becomes a module with two exported functions of one signature,
+A model's gradient and its objective are two exported functions of one signature
+(each in a code unit of its own, see codegen/units.py),
 
     i32 lossc_value_and_grad(i64* frame)        i32 lossc_loss(i64* frame)
 
@@ -13,8 +14,8 @@ Python then passes a single integer):
 
 `params` is the flat parameter vector, `hypers` the hyperparameters in declaration
 order, `inputs[k]` the k-th input's (B, *shape) array (int inputs as i64), `value[0]`
-the objective and `grad` the flat gradient (not touched by lossc_loss), `work` scratch space of `work_size`
-elements for tensor values. The return value is 0, or 1 when a data-dependent index
+the objective and `grad` the flat gradient (not touched by lossc_loss), `work` scratch
+space of `work_size` elements for tensor values. The return value is 0, or 1 when a data-dependent index
 was out of range: `err` then holds (check id, sample, value).
 
 The body is: a prologue computing every value that no input reaches (once per call),
@@ -45,7 +46,6 @@ from contextlib import contextmanager
 
 from llvmlite import ir
 
-from lossc.codegen.fused import emit_train_steps
 from lossc.codegen.outer import OuterProducts
 from lossc.codegen.tensor import TensorLowering
 from lossc.codegen.values import FAST, I1, I32, I64, ValueEmitter, is_vector
@@ -59,40 +59,6 @@ GROUPED_GRADIENT_SIZE = 16   # per-sample gradient elements from which lanes go 
 
 # tensor ops that read each input element exactly once (so a fused input is fine)
 _SINGLE_PASS = {"sum", "max", "min", "prod", "norm"}
-
-FUNCTIONS = ("lossc_value_and_grad", "lossc_loss")
-
-
-
-class Layout:
-    """Where a compiled model's values live: sizes the runtime must allocate."""
-
-    def __init__(self, work_size: int, n_params: int):
-        self.work_size = work_size
-        self.n_params = n_params
-
-
-def build_module(graph: Graph, dtype: str = "float64", triple: str = "",
-                 data_layout: str = "", vector_bits: int = 128) -> tuple[ir.Module, Layout]:
-    """The LLVM module for a graph that has been through the whole pass pipeline."""
-    module = ir.Module(name="lossc_model")
-    if triple:
-        module.triple = triple
-    if data_layout:
-        module.data_layout = data_layout
-    work = 0
-    impl = {}
-    for name, want_grad in (("lossc_value_and_grad", True), ("lossc_loss", False)):
-        fc = FunctionCodegen(module, graph, dtype, want_grad, name, vector_bits)
-        fc.generate()
-        work = max(work, fc.work_size)
-        impl[name] = fc
-    n_params = sum(p.size for p in graph.params)
-    vg = impl["lossc_value_and_grad"]
-    emit_train_steps(module, vg.fn, vg.T, n_params,
-                     [(max(i.size, 1), i.is_int) for i in graph.inputs])
-    return module, Layout(max(work, 1), n_params)
-
 
 class FunctionCodegen(OuterProducts, TensorLowering, ValueEmitter):
     def __init__(self, module: ir.Module, graph: Graph, dtype: str, want_grad: bool, name: str,
@@ -108,9 +74,6 @@ class FunctionCodegen(OuterProducts, TensorLowering, ValueEmitter):
                                      I64.as_pointer(), ptr])
         self.fn = ir.Function(module, fnty, name=name + "_impl")
         self.fn.linkage = "internal"
-        # one copy of the body, called from the exported wrapper and from the fused
-        # training loop: inlining it twice would double LLVM's work for nothing
-        self.fn.attributes.add("noinline")
         self.export(name)
         for a, n in zip(self.fn.args, ("params", "hypers", "inputs", "B", "value", "work", "err",
                                        "grad")):

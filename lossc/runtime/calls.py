@@ -61,7 +61,8 @@ class _Frame:
         self.theta = np.zeros(max(n, 1), dtype=model.dtype)
         self.value = np.zeros(1, dtype=model.dtype)
         self.grad = np.zeros(n, dtype=model.dtype)
-        self.work = aligned_zeros(model.work_size, model.dtype)
+        self.work_size = model.work_size
+        self.work = aligned_zeros(self.work_size, model.dtype)
         self.err = np.zeros(3, dtype=np.int64)
         self.theta_address = _addr(self.theta)
         self.grad_address = _addr(self.grad) if n else _addr(self.value)

@@ -1,4 +1,4 @@
-"""Fused training from Python: lossc_train_steps (codegen/fused.py) driven over an epoch.
+"""Fused training from Python: lossc_train_steps_* (codegen/fused.py) over an epoch.
 
 `FusedSteps` holds one optimizer's state in native layout, the batch buffers and the
 frame, for one model and one bound data set. `run(theta, order, first, count)` takes
@@ -11,7 +11,11 @@ from __future__ import annotations
 import numpy as np
 
 from lossc.codegen.fused import ADAM, RMSPROP, SGD, SLOTS
+from lossc.codegen.units import VALUE_AND_GRAD, train_unit
 from lossc.runtime.calls import BoundArgs, _addr, aligned_zeros
+
+# the native steps of each optimizer class (codegen/fused.py KINDS)
+_KIND = {"SGD": "sgd", "RMSprop": "rmsprop", "Adam": "adam", "AdamW": "adam"}
 
 # optimizer state names (lossc.optim.optimizers) in the native state's three slots
 _STATE_NAMES = {
@@ -74,7 +78,9 @@ class FusedSteps:
         self.work = aligned_zeros(model.work_size, model.dtype)
         self.err = np.zeros(3, dtype=np.int64)
         self.frame = np.zeros(SLOTS, dtype=np.int64)
-        self.fn = model.native.functions["lossc_train_steps"]
+        # compiles the optimizer's steps the first time the model trains with it
+        self.fn = model.code.function(train_unit(_KIND[type(optimizer).__name__]))
+        self.vg_address = model.code.address(VALUE_AND_GRAD)
 
     def run(self, theta: np.ndarray, order: np.ndarray, first: int, count: int) -> np.ndarray:
         """count optimizer steps on batches first.. of the epoch given by `order`."""
@@ -83,7 +89,8 @@ class FusedSteps:
         f[:] = (_addr(theta), self.data.hypers_address, self.data.pointers_address,
                 self.data.B, _addr(order), self.bs, first, count, _addr(cfg), _addr(flags),
                 _addr(self.state), _addr(self.t), _addr(self.batch_ptrs), _addr(self.losses),
-                _addr(self.work), _addr(self.err), _addr(self.grad), _addr(self.value))
+                _addr(self.work), _addr(self.err), _addr(self.grad), _addr(self.value),
+                self.vg_address)
         rc = self.fn(_addr(f))
         if rc == 1:
             raise FusedError("index", first, self.err.copy())

@@ -11,7 +11,9 @@ from typing import Optional
 
 import numpy as np
 
+from lossc.codegen.units import LOSS, VALUE_AND_GRAD
 from lossc.runtime.calls import BoundArgs, PreparedCall, _Frame
+from lossc.runtime.code import ModelCode
 from lossc.runtime.spec import Signature
 
 def _shape_text(shape) -> str:
@@ -29,16 +31,13 @@ class Model:
     numbers (defaults from the file).
     """
 
-    def __init__(self, signature: Signature, dtype: str, native, work_size: int, meta: dict,
-                 native_object: bytes = b""):
+    def __init__(self, signature: Signature, dtype: str, code: "ModelCode", meta: dict):
         self.signature = signature
-        self.native_object = native_object
         self.dtype = np.dtype(dtype)
-        self.native = native
-        self.work_size = work_size
+        self.code = code             # the machine code, unit by unit (runtime/code.py)
         self.meta = meta
-        self._vg = native.functions["lossc_value_and_grad"]
-        self._loss = native.functions["lossc_loss"]
+        self._vg = code.function(VALUE_AND_GRAD)
+        self._loss = None            # compiled on first use
         self.n_params = signature.n_params
         self._layout = [(p.name, p.offset, p.size, p.shape) for p in signature.params]
         self._view_index = [
@@ -178,13 +177,24 @@ class Model:
 
     # ------------------------------------------------------------ calls
 
+    @property
+    def work_size(self) -> int:
+        """Elements of scratch space the compiled functions need."""
+        return self.code.work_size
+
+    def _loss_function(self):
+        if self._loss is None:
+            self._loss = self.code.function(LOSS)
+        return self._loss
+
     def loss(self, theta: dict, **kwargs) -> float:
         """The objective over the batch."""
+        fn = self._loss_function()
         f = self._frame()
         self._pack(theta, f.theta)
         f.use_theta()
         self._bind_kwargs(f, kwargs)
-        self._run(self._loss, f)
+        self._run(fn, f)
         return float(f.value[0])
 
     def value_and_grad(self, theta: dict, **kwargs) -> tuple[float, dict]:
@@ -213,10 +223,11 @@ class Model:
         return float(f.value[0]), f.grad.copy()
 
     def loss_flat(self, theta_flat, data=None, hypers: Optional[dict] = None) -> float:
+        fn = self._loss_function()
         f = self._frame()
         f.use_theta(self._flat(theta_flat))
         self._bind_data(f, data, hypers)
-        self._run(self._loss, f)
+        self._run(fn, f)
         return float(f.value[0])
 
     def prepare(self, theta_flat: np.ndarray, data=None, hypers: Optional[dict] = None,
@@ -241,9 +252,12 @@ class Model:
         return PreparedCall(self, theta, bound, grad)
 
     def save(self, path) -> None:
-        """Write a `.lossc` artifact: machine code for this CPU and the signature."""
+        """Write a `.lossc` artifact: machine code for this CPU (every code unit,
+        compiled now if it was not yet, so loading it never needs LLVM) and the
+        signature."""
         from lossc.runtime import artifact
-        artifact.write(path, self.meta, self.native_object)
+        objects = self.code.complete()
+        artifact.write(path, dict(self.meta, work_size=self.code.work_size), objects)
 
     def scipy_objective(self, hypers: Optional[dict] = None, **data):
         """(fun, x0) for scipy.optimize.minimize(fun, x0, jac=True)."""
@@ -385,7 +399,8 @@ class Model:
 
     def _frame(self) -> "_Frame":
         f = getattr(self._tls, "frame", None)
-        if f is None:
+        if f is None or f.work_size < self.code.work_size:
+            # (a code unit compiled since may need more scratch space)
             f = self._tls.frame = _Frame(self)
         return f
 

@@ -1,0 +1,59 @@
+"""The code units of a model: what is compiled together, and when.
+
+A model's native code comes in units, each its own LLVM module and object file:
+
+    value_and_grad   lossc_value_and_grad        compiled by lossc.compile
+    loss             lossc_loss                  compiled on the first loss() call
+    train.sgd        lossc_train_steps_sgd       compiled when a run first trains
+    train.rmsprop    lossc_train_steps_rmsprop   with that optimizer natively
+    train.adam       lossc_train_steps_adam      (Adam and AdamW)
+
+LLVM's time grows with the code it is given, and most uses of a model need only part
+of it, so `lossc.compile` builds the gradient alone and the rest follows on demand (in
+the persistent cache too: a unit compiled later is added to the cached artifact).
+Units never call each other directly: the training steps call the gradient through its
+exported address, passed in their frame, so each module stands alone.
+
+`build_module(graph, dtype, units)` puts the requested units into one module: one unit
+for compiling, all of them for reading the IR and assembly (`lossc ir`).
+"""
+from __future__ import annotations
+
+from llvmlite import ir
+
+from lossc.codegen.fused import KINDS, emit_train_steps, function_name
+from lossc.codegen.llvm import FunctionCodegen
+from lossc.ir.graph import Graph
+
+VALUE_AND_GRAD, LOSS = "value_and_grad", "loss"
+UNITS = (VALUE_AND_GRAD, LOSS) + tuple(f"train.{k}" for k in KINDS)
+EXPORTS = {VALUE_AND_GRAD: "lossc_value_and_grad", LOSS: "lossc_loss",
+           **{f"train.{k}": function_name(k) for k in KINDS}}
+
+
+def train_unit(optimizer_kind: str) -> str:
+    """The unit of one of fused.KINDS."""
+    return f"train.{optimizer_kind}"
+
+
+def build_module(graph: Graph, dtype: str = "float64", units=UNITS, triple: str = "",
+                 vector_bits: int = 128) -> tuple[ir.Module, int]:
+    """The LLVM module holding `units` of a graph that has been through the whole pass
+    pipeline, and the scratch space (elements of `work`) its functions need."""
+    module = ir.Module(name="lossc_model")
+    if triple:
+        module.triple = triple
+    work = 1
+    T = ir.DoubleType() if dtype == "float64" else ir.FloatType()
+    for unit in units:
+        if unit in (VALUE_AND_GRAD, LOSS):
+            fc = FunctionCodegen(module, graph, dtype, unit == VALUE_AND_GRAD, EXPORTS[unit],
+                                 vector_bits)
+            fc.generate()
+            work = max(work, fc.work_size)
+        elif unit.startswith("train.") and unit[6:] in KINDS:
+            emit_train_steps(module, unit[6:], T, sum(p.size for p in graph.params),
+                             [(max(i.size, 1), i.is_int) for i in graph.inputs])
+        else:
+            raise ValueError(f"unknown code unit {unit!r}; the units are {UNITS}")
+    return module, work

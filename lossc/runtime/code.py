@@ -1,0 +1,72 @@
+"""A model's machine code, one code unit at a time (codegen/units.py).
+
+`ModelCode` holds the object files compiled so far and the functions loaded from them.
+Asking for a unit that is not there yet compiles it (`compile_unit`, given by
+lossc.api, runs the back end for that unit alone), loads it, and, for a model from the
+persistent cache, adds it to the cached artifact so the next process finds it too.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Callable, Optional
+
+from lossc.codegen.units import EXPORTS, UNITS
+from lossc.runtime.native import load_object
+
+
+class ModelCode:
+    def __init__(self, header: dict, objects: dict[str, bytes],
+                 compile_unit: Optional[Callable[[str], tuple[bytes, int]]] = None,
+                 cache_key: Optional[str] = None):
+        """compile_unit(unit) -> (object file, work size); None for code that cannot
+        grow (then every unit must be in `objects`)."""
+        self.header = header
+        self.objects = dict(objects)
+        self.work_size = int(header["work_size"])
+        self._compile_unit = compile_unit
+        self._cache_key = cache_key
+        self._loaded = {}
+        self._lock = threading.Lock()
+
+    def function(self, unit: str):
+        """The ctypes function exported by `unit`, compiled first if need be."""
+        return self._unit(unit).functions[EXPORTS[unit]]
+
+    def address(self, unit: str) -> int:
+        return self._unit(unit).addresses[EXPORTS[unit]]
+
+    def complete(self) -> dict[str, bytes]:
+        """Every unit's object file, compiling the missing ones (for a saved artifact
+        that never needs LLVM)."""
+        for unit in UNITS:
+            self._unit(unit)
+        return dict(self.objects)
+
+    def _unit(self, unit: str):
+        code = self._loaded.get(unit)
+        if code is None:
+            with self._lock:      # two threads asking at once compile it once
+                code = self._loaded.get(unit)
+                if code is None:
+                    code = self._loaded[unit] = load_object(self._object(unit),
+                                                            (EXPORTS[unit],))
+        return code
+
+    def _object(self, unit: str) -> bytes:
+        obj = self.objects.get(unit)
+        if obj is not None:
+            return obj
+        if unit not in UNITS:
+            raise ValueError(f"unknown code unit {unit!r}")
+        if self._compile_unit is None:
+            raise RuntimeError(f"this model has no machine code for {unit!r} and no source "
+                               "to compile it from")
+        obj, work = self._compile_unit(unit)
+        self.objects[unit] = obj
+        if work > self.work_size:
+            self.work_size = work
+            self.header["work_size"] = work
+        if self._cache_key is not None:
+            from lossc.runtime import artifact
+            artifact.cache_store(self._cache_key, self.header, self.objects)
+        return obj

@@ -1,0 +1,30 @@
+"""Machine code into the process: an object file in, callable functions out.
+
+Every exported lossc function has the C signature `int32_t f(int64_t *frame)` (the
+frame layouts are in codegen/llvm.py and codegen/fused.py). Objects are loaded by
+lossc's own ELF loader (runtime/elf.py), which needs nothing from LLVM: a model from
+the persistent cache is ready in a millisecond or two instead of paying for loading
+LLVM's 100 MB library. Where that loader does not apply (not Linux on x86-64, or an
+object it does not understand) LLVM's MCJIT links the object instead.
+LOSSC_LOADER=llvm forces MCJIT (for comparisons and debugging).
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+
+NATIVE_SIGNATURE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p)
+
+
+def load_object(obj: bytes, names: tuple[str, ...]):
+    """An object with `addresses` and `functions` (ctypes callables, which release the
+    GIL while they run) for each of `names`. Keep it alive while they are used."""
+    if os.environ.get("LOSSC_LOADER", "") != "llvm":
+        from lossc.runtime import elf
+        if elf.supported():
+            try:
+                return elf.ElfCode(obj, names)
+            except elf.ElfLoadError:
+                pass
+    from lossc.codegen.jit import NativeCode
+    return NativeCode(obj, names)
