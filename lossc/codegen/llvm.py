@@ -330,27 +330,36 @@ class FunctionCodegen(OuterProducts, TensorLowering, ValueEmitter):
     def transpose_input(self, n: Node) -> None:
         """Load W samples' rows of a tensor input into a buffer of lane vectors, element
         j holding (x[i][j], x[i+1][j], ...): W x W blocks are loaded as W row vectors and
-        transposed with shuffles (a perfect-shuffle network, log2(W) stages); the last
-        size mod W elements are gathered."""
+        transposed with shuffles; the last size mod W elements are gathered.
+
+        The transpose swaps the bits of the row and column indices one bit at a time:
+        stage g (1, 2, 4, ...) exchanges the elements whose row and column differ in
+        bit g between rows p and p + g. Each stage's masks are what the vector units do
+        cheaply: g = 1 interleaves within 128-bit lanes (unpcklpd/unpckhpd), g = 2 and
+        4 move whole 128- and 256-bit blocks (vperm2f128, vshuff64x2). A network of
+        lane-crossing interleaves costs two to three times as many instructions."""
         b, W = self.b, self.lanes
         VT = ir.VectorType(self.T, W)
         buf = b.bitcast(self.buffer(n.size * W), VT.as_pointer())
         rows = self.input_rows[n.attr("index")]
-        half = W // 2
-        lo_mask = ir.Constant(ir.VectorType(I32, W), [k // 2 + (W if k % 2 else 0)
-                                                      for k in range(W)])
-        hi_mask = ir.Constant(ir.VectorType(I32, W), [half + k // 2 + (W if k % 2 else 0)
-                                                      for k in range(W)])
+        stages = []
+        g = 1
+        while g < W:
+            low = [k if not k & g else W + k - g for k in range(W)]
+            high = [k + g if not k & g else W + k for k in range(W)]
+            stages.append((g, ir.Constant(ir.VectorType(I32, W), low),
+                           ir.Constant(ir.VectorType(I32, W), high)))
+            g *= 2
         with self.loop(n.size // W) as jb:
             start = b.mul(jb, self.iconst(W))
             vecs = [b.load(b.bitcast(b.gep(r, [start]), VT.as_pointer()), align=8)
                     for r in rows]
-            for _ in range(W.bit_length() - 1):
-                nxt = []
-                for k in range(half):
-                    nxt.append(b.shuffle_vector(vecs[k], vecs[k + half], lo_mask))
-                    nxt.append(b.shuffle_vector(vecs[k], vecs[k + half], hi_mask))
-                vecs = nxt
+            for g, low, high in stages:
+                for p in range(W):
+                    if not p & g:
+                        q = p + g
+                        vecs[p], vecs[q] = (b.shuffle_vector(vecs[p], vecs[q], low),
+                                            b.shuffle_vector(vecs[p], vecs[q], high))
             for k, v in enumerate(vecs):
                 b.store(v, b.gep(buf, [b.add(start, self.iconst(k))]), align=8)
         for j in range(n.size - n.size % W, n.size):
