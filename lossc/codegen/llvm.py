@@ -26,8 +26,9 @@ passes/hoist.py).
 SIMD across the batch: the per-sample code is emitted twice. The main loop takes W
 samples at a time (W = vector width / element size: 8 doubles with AVX-512) and every
 per-sample value is a <W x T> vector whose lanes are W samples, so even a model whose
-per-sample work is a handful of scalars runs on full vectors. A scalar copy of the body
-handles the last B mod W samples. Per-lane gradient accumulators are summed across
+per-sample work is a handful of scalars runs on full vectors; with large gradients two
+groups of W lanes go per iteration (`groups`). A scalar copy of the body handles the
+last B mod (groups x W) samples. Per-lane gradient accumulators are summed across
 lanes once, at the end. Values computed once per call stay scalars and are splatted
 where they meet per-sample vectors (`unify`).
 
@@ -167,18 +168,14 @@ class FunctionCodegen(OuterProducts, TensorLowering, ValueEmitter):
                 b.store(self.splat(self.fconst(0), self.W), b.gep(self.grad_acc, [j]), align=8)
             self.setup_outer_blocks(sample_outs)
             # U groups of W lanes per iteration: each gradient element is loaded and stored
-            # once per U*W samples (W and U are powers of two)
+            # once per U*W samples (W and U are powers of two). The last B mod U*W
+            # samples take the scalar loop: a second vector body for them would cost
+            # as much compile time as the grouped one saves run time.
             U = self.groups(sample_outs)
-            start = self.iconst(0)
-            if U > 1:
-                main = b.and_(self.B, self.iconst(-U * self.W))
-                with self.loop(main, step=U * self.W) as i:
-                    self.body(i, self.W, sample_outs, groups=U)
-                start = main
-            full = b.and_(self.B, self.iconst(-self.W))
-            with self.loop(full, start=start, step=self.W) as i:
-                self.body(i, self.W, sample_outs)
-            start = full
+            main = b.and_(self.B, self.iconst(-U * self.W))
+            with self.loop(main, step=U * self.W) as i:
+                self.body(i, self.W, sample_outs, groups=U)
+            start = main
         else:
             start = self.iconst(0)
         if sample_outs or has_inputs:
