@@ -135,6 +135,42 @@ def test_minibatches_by_hand_with_the_partial_batch(logistic):
     assert r.history[-1] == logistic.loss(logistic.unpack_params(p), **d)
 
 
+@pytest.mark.parametrize("with_progress", [False, True])
+def test_monitor_batches_records_the_epochs_batch_objectives(with_progress):
+    """monitor="batches": each epoch's loss is its batch objectives weighted by batch
+    size (sizes 4, 4, 2 here), the run itself is unchanged, and no full pass (so no
+    `loss` code) is needed."""
+    m = lossc.compile(SAMPLES / "logistic.loss", cache=False)
+    d = small(10)
+    seen = []
+    progress = (lambda step, epoch, value, rows: seen.append(rows)) if with_progress else None
+    kw = dict(data=d, batch_size=4, epochs=3, seed=2, progress=progress)
+    r = lossc.train(m, optimizer=lossc.Adam(lr=0.1), monitor="batches", **kw)
+    assert "loss" not in m.code.objects
+    sizes = np.array([4, 4, 2])
+    losses = np.array(r.step_losses).reshape(3, 3)
+    assert r.history[1:] == pytest.approx(list(losses @ sizes / 10), rel=1e-15)
+    assert r.history[0] == m.value_and_grad(m.init_params(2), **d)[0]
+    assert r.best_loss == min(r.history)
+    full = lossc.train(m, optimizer=lossc.Adam(lr=0.1), **kw)
+    np.testing.assert_array_equal(m.pack_params(full.last_params),
+                                  m.pack_params(r.last_params))
+    assert full.history[1:] != r.history[1:]
+    if with_progress:
+        assert seen == [4, 4, 2] * 3 * 2
+
+
+def test_monitor_batches_sums_the_batches_of_a_sum_objective():
+    src = (SAMPLES / "logistic.loss").read_text() + "\nreduce sum\n"
+    m = lossc.compile(src, cache=False)
+    r = lossc.train(m, data=small(10), optimizer=lossc.SGD(lr=0.01), batch_size=4, epochs=2,
+                    seed=0, monitor="batches")
+    assert r.history[1:] == pytest.approx(
+        list(np.array(r.step_losses).reshape(2, 3).sum(axis=1)), rel=1e-15)
+    with pytest.raises(ValueError, match="monitor"):
+        lossc.train(m, data=small(10), monitor="epochs")
+
+
 def test_no_shuffle_and_batch_descent_by_hand(logistic):
     d = small(6)
     theta0 = logistic.init_params(0)

@@ -173,6 +173,10 @@ def check_matplotlib() -> None:
               help="Stop when the full-data gradient norm is at most this.")
 @click.option("--tol-loss", type=float, default=None,
               help="Stop when an epoch changes the objective by at most this.")
+@click.option("--monitor", type=click.Choice(["full", "batches"]), default="full",
+              show_default=True,
+              help="The epoch loss: the objective over the training data after each epoch, "
+                   "or the epoch's mini-batch objectives combined (no extra pass).")
 @click.option("--hyper", "hypers", multiple=True, metavar="NAME=VALUE",
               help="Set a hyperparameter (repeatable).")
 @click.option("--seed", type=int, default=0, show_default=True,
@@ -187,7 +191,7 @@ def check_matplotlib() -> None:
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 def train(file, dims, dtype, data, optimizer, lr, momentum, weight_decay, clip_norm,
           batch_size, epochs, steps, schedule, validation, patience, tol_grad, tol_loss,
-          hypers, seed, init_path, out, plot, quiet):
+          monitor, hypers, seed, init_path, out, plot, quiet):
     """Train the model in FILE and save the best parameters found.
 
     \b
@@ -239,7 +243,8 @@ def train(file, dims, dtype, data, optimizer, lr, momentum, weight_decay, clip_n
                               epochs=epochs, steps=steps, seed=seed, hypers=hyper_values,
                               schedule=sched, tol_grad=tol_grad, tol_loss=tol_loss,
                               validation=validation, patience=patience, init=init,
-                              callback=progress.epoch, progress=progress.step)
+                              callback=progress.epoch, progress=progress.step,
+                              monitor=monitor)
     except (DataError, ValueError, TypeError) as e:
         fail(f"lossc: error: {e}")
     progress.finish()

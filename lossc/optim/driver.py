@@ -17,9 +17,13 @@ A model without inputs (Rosenbrock, the seed example) takes no data: each step i
 epoch, and `epochs` and `steps` mean the same thing.
 
 After each epoch the driver evaluates the objective on the whole training set (and the
-validation split, if any); that is `history`. The parameters with the lowest such value
-(validation if there is a split, training otherwise; the initial parameters count as
-epoch 0) are `result.params`. Training stops at the first of: `epochs` epochs, `steps`
+validation split, if any); that is `history`. With monitor="batches" it skips that pass
+(which costs about a third of an epoch of gradients) and records instead the epoch's
+mini-batch objectives combined as one call would combine them (the mean weighted by
+batch size for a mean objective, the sum for a sum), as Keras and most hand-written
+loops report; the objective at the initial parameters is still a full pass. The
+parameters with the lowest such value (validation if there is a split, training
+otherwise; the initial parameters count as epoch 0) are `result.params`. Training stops at the first of: `epochs` epochs, `steps`
 steps, a full-data gradient norm <= tol_grad, an epoch-to-epoch change of the objective
 <= tol_loss (absolute), `patience` epochs without a new best, a callback returning True,
 a NaN or infinite loss or gradient ("diverged": the message names the step and suggests
@@ -44,6 +48,7 @@ from lossc.runtime import fused
 DEFAULT_EPOCHS = 10       # data models, when neither epochs nor steps is given
 DEFAULT_STEPS = 1000      # models without inputs
 DEFAULT_PATIENCE = 5      # with a validation split
+MONITORS = ("full", "batches")
 
 
 @dataclass
@@ -121,7 +126,7 @@ def train(model, data=None, optimizer: Optional[Optimizer] = None,
           validation: Optional[float] = None, patience: Optional[int] = None,
           callback: Optional[Callable[[EpochInfo], Optional[bool]]] = None,
           progress: Optional[Callable[[int, int, float, int], None]] = None,
-          init=None, shuffle: bool = True) -> TrainResult:
+          init=None, shuffle: bool = True, monitor: str = "full") -> TrainResult:
     """Train `model` (a compiled lossc Model) and return a TrainResult.
 
     data: a dict input name -> array (samples first), or the path of a .csv, .npz or
@@ -136,7 +141,9 @@ def train(model, data=None, optimizer: Optional[Optimizer] = None,
     without one unless given). callback(info: EpochInfo) runs after each epoch and
     stops training by returning True; progress(step, epoch, batch_loss, batch_samples)
     runs after each step. init: initial parameters, a dict or a flat vector (default
-    model.init_params(seed)).
+    model.init_params(seed)). monitor: "full" (the objective over the training set after
+    each epoch) or "batches" (the epoch's mini-batch objectives combined, no extra
+    pass; see the module docstring).
     """
     opt = optimizer if optimizer is not None else Adam()
     if not isinstance(opt, Optimizer):
@@ -153,6 +160,8 @@ def train(model, data=None, optimizer: Optional[Optimizer] = None,
     if batch_size is not None and (int(batch_size) != batch_size or batch_size < 0):
         raise ValueError(f"batch_size must be a positive integer (or None/0 for the whole "
                          f"data set), got {batch_size}")
+    if monitor not in MONITORS:
+        raise ValueError(f"monitor must be one of {MONITORS}, got {monitor!r}")
     if validation is not None and not 0 <= validation < 1:
         raise ValueError(f"validation must be a fraction between 0 and 1, got {validation}")
 
@@ -169,7 +178,7 @@ def train(model, data=None, optimizer: Optional[Optimizer] = None,
     theta = _initial(model, init, seed)
     opt.reset()
     base_lr = opt.lr
-    run = _Run(model, opt, theta, full, val, callback, progress, total_epochs)
+    run = _Run(model, opt, theta, full, val, callback, progress, total_epochs, monitor)
     t0 = time.perf_counter()
     try:
         # Overflow on the way to a NaN is reported as divergence, with the step; numpy's
@@ -243,8 +252,13 @@ FUSED_CHUNK = 256   # batches per native call of the fused path
 class _Run:
     """The loop's state: the gradient steps and the end-of-epoch bookkeeping."""
 
-    def __init__(self, model, opt, theta, full, val, callback, progress, total_epochs):
+    def __init__(self, model, opt, theta, full, val, callback, progress, total_epochs,
+                 monitor="full"):
         self.model, self.opt, self.theta = model, opt, theta
+        self.monitor = monitor
+        # this epoch's batch objectives, for monitor="batches": (weighted) sum, rows
+        self.epoch_sum, self.epoch_rows = 0.0, 0
+        self.mean = model.reduce == "mean"
         self.g = np.zeros(model.n_params, dtype=model.dtype)
         self.full, self.val = full, val
         self.callback, self.progress = callback, progress
@@ -288,6 +302,8 @@ class _Run:
         self.steps += 1
         self.samples += samples
         self.step_losses.append(value)
+        self.epoch_sum += value * samples if self.mean else value
+        self.epoch_rows += samples
         if self.progress is not None:
             self.progress(self.steps, self.epoch, value, samples)
 
@@ -355,6 +371,13 @@ class _Run:
         self.steps += n
         self.samples += min(N, (first + n) * bs) - first * bs
         self.step_losses.extend(losses[:n].tolist())
+        if self.mean:
+            k = np.arange(first, first + n)
+            rows = np.minimum(N, (k + 1) * bs) - k * bs
+            self.epoch_sum += float(np.dot(losses[:n], rows))
+        else:
+            self.epoch_sum += float(np.sum(losses[:n]))
+        self.epoch_rows += min(N, (first + n) * bs) - first * bs
 
     def _monitored(self, loss: float) -> float:
         if self.val is None:
@@ -367,8 +390,14 @@ class _Run:
         if self.loss is None:
             if tol_grad is not None:
                 self.loss, self.gnorm = self._full_value_and_grad()
-            else:
+            elif self.monitor == "full":
                 self.loss, self.gnorm = self.model.loss_flat(self.theta, self.full), None
+            if self.monitor == "batches" and self.epoch_rows:
+                self.loss = (self.epoch_sum / self.epoch_rows if self.mean
+                             else self.epoch_sum)
+            elif self.loss is None:
+                self.loss = self.model.loss_flat(self.theta, self.full)
+        self.epoch_sum, self.epoch_rows = 0.0, 0
         loss = self.loss
         if not math.isfinite(loss):
             raise self._diverged(loss, at_end=True)
