@@ -44,6 +44,42 @@ def test_outer_product_gradients_at_every_batch_size(dtype, rtol):
         np.testing.assert_allclose(g["c"], rc, rtol=rtol, atol=rtol * 1e-2, err_msg=str(B))
 
 
+ROW_MODEL = """
+dim D = {D}
+input x[D]
+input y
+param w[D]
+param v[D]
+param b
+z = dot(w, x) + b
+u = dot(x, tanh(v))
+loss = softplus(z) - y * z + 0.5 * u ^ 2 + 1e-3 * sum(w ^ 2)
+"""
+
+
+@pytest.mark.parametrize("dtype, rtol", [("float64", 1e-12), ("float32", 3e-5)])
+@pytest.mark.parametrize("D", [1, 3, 4, 5, 8, 9, 16, 33])
+def test_dot_with_an_input_row_and_its_gradient(D, dtype, rtol):
+    """dot(w, x) and the gradient s * x are read along x's rows (codegen/rows.py), with a
+    parameter and with a once-per-call vector (tanh(v)), for row lengths around every
+    vector width and batch sizes around the lanes and groups."""
+    m = lossc.compile(ROW_MODEL.format(D=D), dtype=dtype, cache=False)
+    rng = np.random.default_rng(D)
+    w, v, b = rng.normal(size=D), rng.normal(size=D), 0.3
+    for B in (1, 2, 3, 5, 8, 15, 16, 17, 31, 33, 100):
+        X, Y = rng.normal(size=(B, D)), (rng.random(B) < 0.5).astype(float)
+        value, g = m.value_and_grad({"w": w, "v": v, "b": b}, x=X, y=Y)
+        z, t = X @ w + b, np.tanh(v)
+        u = X @ t
+        ref = np.mean(np.logaddexp(0, z) - Y * z + 0.5 * u ** 2) + 1e-3 * np.sum(w ** 2)
+        s = 1 / (1 + np.exp(-z)) - Y
+        np.testing.assert_allclose(value, ref, rtol=rtol)
+        np.testing.assert_allclose(g["w"], X.T @ s / B + 2e-3 * w, rtol=rtol, atol=rtol)
+        np.testing.assert_allclose(g["b"], s.mean(), rtol=rtol, atol=rtol)
+        np.testing.assert_allclose(g["v"], (X.T @ u / B) * (1 - t ** 2), rtol=rtol,
+                                   atol=rtol)
+
+
 def test_threads_give_the_same_objective_and_gradient():
     m = lossc.compile(SOFTMAX)
     rng = np.random.default_rng(1)

@@ -48,6 +48,7 @@ from contextlib import contextmanager
 from llvmlite import ir
 
 from lossc.codegen.outer import OuterProducts
+from lossc.codegen.rows import RowContractions
 from lossc.codegen.tensor import TensorLowering
 from lossc.codegen.values import FAST, I1, I32, I64, ValueEmitter, is_vector
 from lossc.ir.graph import BOOL, INT, Graph, Node
@@ -61,7 +62,7 @@ GROUPED_GRADIENT_SIZE = 16   # per-sample gradient elements from which lanes go 
 # tensor ops that read each input element exactly once (so a fused input is fine)
 _SINGLE_PASS = {"sum", "max", "min", "prod", "norm"}
 
-class FunctionCodegen(OuterProducts, TensorLowering, ValueEmitter):
+class FunctionCodegen(RowContractions, OuterProducts, TensorLowering, ValueEmitter):
     def __init__(self, module: ir.Module, graph: Graph, dtype: str, want_grad: bool, name: str,
                  vector_bits: int = 128):
         self.module = module
@@ -140,6 +141,7 @@ class FunctionCodegen(OuterProducts, TensorLowering, ValueEmitter):
                                 and not (n.id not in self.vary and us[0].id in self.vary))
                 if not fused_ok:
                     self.materialize.add(n.id)
+        self.plan_rows(uses, outs)
 
     # ------------------------------------------------------------ emission
 
@@ -211,7 +213,7 @@ class FunctionCodegen(OuterProducts, TensorLowering, ValueEmitter):
             for n in self.live:   # row pointers first: they must dominate every use
                 if n.op == "input":
                     self.input_row(n)
-                    if lanes > 1 and n.size > 1:
+                    if lanes > 1 and n.size > 1 and n.id not in self.untransposed:
                         self.transpose_input(n)
             for n in self.live:
                 if n.id in self.vary:
@@ -254,6 +256,9 @@ class FunctionCodegen(OuterProducts, TensorLowering, ValueEmitter):
         return total
 
     def emit_node(self, n: Node) -> None:
+        if n.id in self.row_dots:
+            self.values[n.id] = self.row_dot(n)
+            return
         d = OPS[n.op]
         if n.id in self.materialize:
             self.buffers[n.id] = self.node_buffer(n)
@@ -404,6 +409,8 @@ class FunctionCodegen(OuterProducts, TensorLowering, ValueEmitter):
         return self.input_rows[k]
 
     def accumulate(self, key: str, node: Node) -> None:
+        if key in self.row_grads:
+            return self.accumulate_rows(key, node)
         b = self.b
         if key.startswith("loss"):
             acc = self.loss_acc[self.lanes]
