@@ -166,8 +166,10 @@ class FunctionCodegen(RowContractions, OuterProducts, TensorLowering, ValueEmitt
             b.store(self.splat(self.fconst(0), self.W), self.loss_acc[self.W])
             # per-lane gradient accumulators: W partial sums per gradient element
             self.grad_acc = b.bitcast(self.buffer(max(n_grad, 1) * self.W), VT.as_pointer())
-            with self.loop(max(n_grad, 1)) as j:
-                b.store(self.splat(self.fconst(0), self.W), b.gep(self.grad_acc, [j]), align=8)
+            for lo, hi in self.lane_accumulated():
+                with self.loop(hi, start=self.iconst(lo)) as j:
+                    b.store(self.splat(self.fconst(0), self.W), b.gep(self.grad_acc, [j]),
+                            align=8)
             self.setup_outer_blocks(sample_outs)
             # U groups of W lanes per iteration: each gradient element is loaded and stored
             # once per U*W samples (W and U are powers of two). The last B mod U*W
@@ -243,10 +245,25 @@ class FunctionCodegen(RowContractions, OuterProducts, TensorLowering, ValueEmitt
         b.store(b.fadd(b.load(acc), self.hsum(b.load(self.loss_acc[self.W]))), acc)
         if not self.want_grad or not n_grad:
             return
-        with self.loop(n_grad) as j:
-            p = b.gep(self.grad, [j])
-            v = b.load(b.gep(self.grad_acc, [j]), align=8)
-            b.store(b.fadd(b.load(p), self.hsum(v)), p)
+        for lo, hi in self.lane_accumulated():
+            with self.loop(hi, start=self.iconst(lo)) as j:
+                p = b.gep(self.grad, [j])
+                v = b.load(b.gep(self.grad_acc, [j]), align=8)
+                b.store(b.fadd(b.load(p), self.hsum(v)), p)
+
+    def lane_accumulated(self) -> list[tuple[int, int]]:
+        """The ranges of gradient elements with per-lane accumulators: all but those of
+        parameters whose gradient goes straight into `grad` (codegen/rows.py)."""
+        direct = {self.param_spec(k).name for k in self.row_grads}
+        ranges = []
+        for p in self.graph.params if self.want_grad else ():
+            if p.name in direct or not p.size:
+                continue
+            if ranges and ranges[-1][1] == p.offset:
+                ranges[-1] = (ranges[-1][0], p.offset + p.size)
+            else:
+                ranges.append((p.offset, p.offset + p.size))
+        return ranges
 
     def hsum(self, v):
         b = self.b
