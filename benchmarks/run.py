@@ -317,7 +317,9 @@ def write_markdown(path, ctx, info, args, elapsed) -> None:
         "meanwhile (see Machine).",
         "- W5: all implementations follow the same per-epoch permutations "
         "(`np.random.default_rng(0).permutation(N)` per epoch, as `lossc.train` draws "
-        "them); lossc.train also evaluates the full-data loss after every epoch.",
+        "them). `lossc.train` runs with monitor=\"batches\" (the epoch loss from its "
+        "batches, no extra pass, as the peers do); the row with the default "
+        "monitor=\"full\" adds a full-data loss after every epoch.",
         "- GB/s: bytes of X streamed per call (B*D*itemsize) over the median time; the "
         "bandwidth rows are a one-pass numpy sum over a large array in the same run.",
         "",

@@ -147,7 +147,9 @@ class Model:
                 flat[off] = v
                 continue
             if t is np.ndarray and v.shape == shape and v.dtype.kind in "fiu":
-                if shape:
+                if len(shape) == 1:
+                    flat[off:off + size] = v
+                elif shape:
                     flat[off:off + size] = v.ravel()
                 else:
                     flat[off] = v
@@ -281,6 +283,10 @@ class Model:
                 self._check_inputs({})      # raises: the inputs are missing
             f.use_defaults(self)
             return
+        bound = self._reuse(kwargs, None)    # the very same arrays as last time
+        if bound is not None:
+            f.use(bound)
+            return
         data, hypers = {}, {}
         for k, v in kwargs.items():
             if k in self._hyper_index:
@@ -347,8 +353,12 @@ class Model:
         return a
 
     def _check_out(self, g) -> None:
-        if (type(g) is not np.ndarray or g.dtype != self.dtype or g.shape != (self.n_params,)
-                or not g.flags.c_contiguous or not g.flags.writeable):
+        if type(g) is not np.ndarray or g.dtype != self.dtype or g.shape != (self.n_params,):
+            ok = False
+        else:
+            flags = g.flags
+            ok = flags.c_contiguous and flags.writeable
+        if not ok:
             raise ValueError(f"grad_out must be a writable C-contiguous {self.dtype.name} "
                              f"array of shape ({self.n_params},)")
 
