@@ -9,7 +9,7 @@ lane it landed in). Accuracy, tested against NumPy over the whole domain
 subnormals handled as IEEE libm does.
 
     exp    Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2; Taylor polynomial of
-           degree 13 (11 for float32); scaling by 2^n in two steps so that results
+           degree 13 (8 for float32) by Estrin's scheme; scaling by 2^n in two steps so that results
            in the subnormal range come out right
     log    fdlibm's e_log: x = 2^k m, m in [sqrt(2)/2, sqrt(2)), s = (m-1)/(m+1),
            minimax polynomial Lg1..Lg7 in s^2
@@ -73,6 +73,23 @@ def _horner(cg, x, coeffs):
     return cg.unify(acc, x)[0]
 
 
+def _estrin(cg, x, coeffs):
+    """sum coeffs[k] x^k by Estrin's scheme: pairs c0 + c1 x, then pairs of pairs with
+    x^2, x^4, ...: log2(degree) dependent steps instead of Horner's degree, so the
+    long exp polynomials do not leave the vector units waiting on one chain."""
+    terms = [cg.fconst(c) for c in coeffs]
+    power = x
+    while len(terms) > 1:
+        nxt = [cg.fadd(terms[k], cg.fmul(terms[k + 1], power))
+               for k in range(0, len(terms) - 1, 2)]
+        if len(terms) % 2:
+            nxt.append(terms[-1])
+        terms = nxt
+        if len(terms) > 1:
+            power = cg.fmul(power, power)
+    return cg.unify(terms[0], x)[0]
+
+
 def _reduce(cg, x, fl, lo: float, hi: float):
     """x clamped to [lo, hi] (NaN to 0) = n ln2 + r with |r| <= ln2/2 (Cody-Waite).
     Returns (n as an integer vector, r)."""
@@ -95,7 +112,7 @@ def exp(cg, x):
     fl = _Float(cg.T)
     b = cg.b
     n, r = _reduce(cg, x, fl, -fl.max_arg, fl.max_arg)
-    p = _horner(cg, r, [1.0 / math.factorial(k) for k in range(fl.exp_terms + 1)])
+    p = _estrin(cg, r, [1.0 / math.factorial(k) for k in range(fl.exp_terms + 1)])
     half = b.ashr(n, _iconst(cg, x, fl, 1))
     y = cg.fmul(cg.fmul(p, _pow2(cg, half, x, fl)), _pow2(cg, b.sub(n, half), x, fl))
     return cg.select(b.fcmp_unordered("uno", x, x), x, y)
@@ -156,10 +173,11 @@ def expm1(cg, x):
     lo = -60.0 if fl.bits == 64 else -20.0         # below: -1 to the last bit
     n, r = _reduce(cg, x, fl, lo, fl.max_arg)
     terms = 13 if fl.bits == 64 else 8
-    q = cg.fmul(r, _horner(cg, r, [1.0 / math.factorial(k + 1) for k in range(terms)]))
+    q = cg.fmul(r, _estrin(cg, r, [1.0 / math.factorial(k + 1) for k in range(terms)]))
     half = b.ashr(n, _iconst(cg, x, fl, 1))
     s1, s2 = _pow2(cg, half, x, fl), _pow2(cg, b.sub(n, half), x, fl)
-    y = cg.fmul(s1, cg.fadd(cg.fmul(s2, q), cg.fsub(s2, cg.fdiv(cg.fconst(1.0), s1))))
+    inv_s1 = _pow2(cg, b.neg(half), x, fl)      # 1/s1, exactly, without a division
+    y = cg.fmul(s1, cg.fadd(cg.fmul(s2, q), cg.fsub(s2, inv_s1)))
     return cg.select(b.fcmp_unordered("uno", x, x), x, y)
 
 
