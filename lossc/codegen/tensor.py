@@ -17,6 +17,8 @@ from lossc.codegen.values import I1, is_vector_type
 from lossc.ir.graph import Node
 
 UNROLL = 256   # reduction groups up to this size are unrolled into a tree
+MATVEC_TILE = 4   # outputs of a matrix-vector product computed together ...
+MATVEC_TILE_TERMS = 128   # ... when a tile is at most this many products (code size)
 
 
 class TensorLowering:
@@ -105,6 +107,27 @@ class TensorLowering:
                 raise AssertionError(kind)
             self.store(n, kidx, r)
 
+    def matvec_tiles(self, n: Node, term, K: int) -> None:
+        """A matrix-vector product (W @ x or x @ W), MATVEC_TILE outputs at a time: each
+        element of the vector is loaded once per tile and feeds MATVEC_TILE independent
+        accumulators, k = 0, 1, ... in order (one FMA each), where an output at a time
+        would load the vector once per output. For the lanes and the scalar tail alike."""
+        H = n.shape[0]
+        R = MATVEC_TILE
+        for start, count, width in ((0, H // R, R), (H - H % R, H % R, 1)):
+            if not count:
+                continue
+            with self.loop(count) as t:
+                first = self.b.add(self.iconst(start), self.b.mul(t, self.iconst(width)))
+                outs = [self.b.add(first, self.iconst(r)) if r else first
+                        for r in range(width)]
+                accs = [term((i,), self.iconst(0)) for i in outs]
+                for k in range(1, K):
+                    kk = self.iconst(k)
+                    accs = [self.fadd(a, term((i,), kk)) for a, i in zip(accs, outs)]
+                for a, i in zip(accs, outs):
+                    self.store(n, (i,), a)
+
     def lower_argext(self, n: Node) -> None:
         b = self.b
         axes, kind = n.attr("axes"), n.attr("kind")
@@ -169,6 +192,8 @@ class TensorLowering:
             yi = (k, idx[-1]) if y.rank == 2 else (k,)
             return self.fmul(self.elem(x, xi), self.elem(y, yi))
 
+        if n.rank == 1 and MATVEC_TILE * K <= MATVEC_TILE_TERMS:
+            return self.matvec_tiles(n, term, K)
         with self.loops(n.shape) as idx:
             if K <= UNROLL:   # a balanced tree of the K products, as in fold_group
                 self.store(n, idx, self.tree([term(idx, self.iconst(k)) for k in range(K)],
