@@ -146,7 +146,8 @@ class Model:
             if not shape and t in _SCALAR_TYPES:
                 flat[off] = v
                 continue
-            if t is np.ndarray and v.shape == shape and v.dtype.kind in "fiu":
+            if t is np.ndarray and v.shape == shape and (v.dtype is self.dtype
+                                                          or v.dtype.kind in "fiu"):
                 if len(shape) == 1:
                     flat[off:off + size] = v
                 elif shape:
@@ -328,7 +329,8 @@ class Model:
             return None
         for name, (a, shape, dtype, strides) in zip(self._input_names, arrays):
             v = data.get(name)
-            if v is not a or v.shape != shape or v.dtype != dtype or v.strides != strides:
+            if (v is not a or v.shape != shape or v.strides != strides
+                    or (v.dtype is not dtype and v.dtype != dtype)):
                 return None
         return bound
 
