@@ -16,7 +16,7 @@ subnormals handled as IEEE libm does.
     log1p  log(u) + (x - (u - 1)) / u with u = 1 + x (Goldberg's correction)
     expm1  2^n expm1(r) + (2^n - 1) after exp's reduction, expm1(r) by its Taylor
            polynomial
-    tanh   sign(x) e / (e + 2) with e = expm1(2|x|)
+    tanh   sign(x) e / (e + 2) with e = expm1(2|x|), expm1 inlined for 0 <= 2|x| <= 40
 """
 from __future__ import annotations
 
@@ -182,9 +182,27 @@ def expm1(cg, x):
 
 
 def tanh(cg, x):
+    """sign(x) e / (e + 2), e = expm1(2|x|) with |x| clamped to 20 (tanh(20) is 1 to
+    the last bit in both types). expm1 is inlined for this range: 2|x| = n ln2 + r
+    with 0 <= n <= 58, so 2^n is a normal number and one scaling suffices, and the
+    general version's clamps and NaN checks (NaN comes out of the last select) are
+    not needed: about a third fewer instructions in a model's hottest loop."""
+    fl = _Float(cg.T)
+    b = cg.b
     a = cg.math("fabs", x)
-    a = cg.select(cg.fcmp(">", a, cg.fconst(20.0)), cg.fconst(20.0), a)   # tanh(20) == 1
-    e = expm1(cg, cg.fmul(cg.fconst(2.0), a))
+    a = cg.select(cg.fcmp(">", a, cg.fconst(20.0)), cg.fconst(20.0), a)
+    t2 = cg.fmul(cg.fconst(2.0), a)
+    magic = 1.5 * 2.0 ** fl.mant
+    shifted = cg.fadd(cg.fmul(t2, cg.fconst(1 / math.log(2))), cg.fconst(magic))
+    nf = cg.fsub(shifted, cg.fconst(magic))
+    n = b.sub(b.bitcast(shifted, _ity(cg, x, fl)),
+              b.bitcast(cg.unify(cg.fconst(magic), x)[0], _ity(cg, x, fl)))
+    r = cg.fsub(cg.fsub(t2, cg.fmul(nf, cg.fconst(fl.ln2_hi))),
+                cg.fmul(nf, cg.fconst(fl.ln2_lo)))
+    terms = 13 if fl.bits == 64 else 8
+    q = cg.fmul(r, _estrin(cg, r, [1.0 / math.factorial(k + 1) for k in range(terms)]))
+    s = _pow2(cg, n, x, fl)
+    e = cg.fadd(cg.fmul(s, q), cg.fsub(s, cg.fconst(1.0)))
     t = cg.fdiv(e, cg.fadd(e, cg.fconst(2.0)))
     y = cg.select(cg.fcmp("<", x, cg.fconst(0)), cg.fneg(t), t)
     return cg.select(cg.b.fcmp_unordered("uno", x, x), x, y)
