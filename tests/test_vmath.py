@@ -9,7 +9,8 @@ from llvmlite import ir
 from lossc.codegen import jit
 from lossc.codegen.values import I64, ValueEmitter
 
-REFS = {"exp": np.exp, "log": np.log, "log1p": np.log1p, "expm1": np.expm1, "tanh": np.tanh}
+REFS = {"exp": np.exp, "log": np.log, "log1p": np.log1p, "expm1": np.expm1, "tanh": np.tanh,
+        "log1p_unit": np.log1p}     # (defined on [0, 1], NaN; sampled there)
 MAX_ULP = {"float64": 4, "float32": 4}
 
 
@@ -75,6 +76,9 @@ def sample_points(name, dtype):
     if name in ("log", "log1p"):
         pts += [np.exp(rng.uniform(-745, 709, 20000)), np.array([5e-324, 2.2e-308, 1e-310]),
                 rng.uniform(-1, 0, 2000), np.array([-1.0, -0.999999999, 1e300, 1.7e308])]
+    if name == "log1p_unit":
+        pts = [rng.uniform(0, 1, 20000), np.logspace(-320, 0, 5000),
+               np.array([0.0, 1.0, 5e-324, 1e-16, 1.1e-16, 2 ** -53, 0.41421356, 0.5])]
     x = np.concatenate(pts)
     with np.errstate(all="ignore"):
         return x.astype(dtype)
@@ -110,6 +114,11 @@ def test_accuracy_and_special_values(name, dtype):
 def test_ieee_specials(dtype):
     specials = np.array([np.inf, -np.inf, np.nan, 0.0, -0.0], dtype=dtype)
     for name, f in REFS.items():
+        if name == "log1p_unit":       # [0, 1] and NaN only
+            specials_in = np.array([np.nan, 0.0, 1.0], dtype=dtype)
+            got = kernel(name, dtype, 1)(specials_in, 1)
+            np.testing.assert_array_equal(got, np.log1p(specials_in), err_msg=name)
+            continue
         got = kernel(name, dtype, 1)(specials, 1)
         with np.errstate(all="ignore"):
             ref = f(specials)

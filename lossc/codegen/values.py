@@ -162,7 +162,9 @@ class ValueEmitter:
 
     def softplus(self, x):
         pos = self.select(self.fcmp(">", x, self.fconst(0)), x, self.fconst(0))
-        return self.fadd(pos, self.math("log1p", self.math("exp", self.fneg(self.math("fabs", x)))))
+        # exp(-|x|) is in [0, 1]: log1p without special cases
+        return self.fadd(pos, self.math("log1p_unit",
+                                        self.math("exp", self.fneg(self.math("fabs", x)))))
 
     def powi(self, x, n: int):
         result, base, k = None, x, abs(n)

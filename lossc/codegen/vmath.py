@@ -13,7 +13,8 @@ subnormals handled as IEEE libm does.
            in the subnormal range come out right
     log    fdlibm's e_log: x = 2^k m, m in [sqrt(2)/2, sqrt(2)), s = (m-1)/(m+1),
            minimax polynomial Lg1..Lg7 in s^2
-    log1p  log(u) + (x - (u - 1)) / u with u = 1 + x (Goldberg's correction)
+    log1p  log(u) + (x - (u - 1)) / u with u = 1 + x (Goldberg's correction);
+           log1p_unit the same for x in [0, 1] without the special cases
     expm1  2^n expm1(r) + (2^n - 1) after exp's reduction, expm1(r) by its Taylor
            polynomial
     tanh   sign(x) e / (e + 2) with e = expm1(2|x|), expm1 inlined for 0 <= 2|x| <= 40
@@ -30,7 +31,7 @@ LG = (6.666666666666735130e-01, 3.999999999940941908e-01, 2.857142874366239149e-
       2.222219843214978396e-01, 1.818357216161805012e-01, 1.531383769920937332e-01,
       1.479819860511658591e-01)
 
-FUNCTIONS = ("exp", "log", "log1p", "expm1", "tanh")
+FUNCTIONS = ("exp", "log", "log1p", "log1p_unit", "expm1", "tanh")
 
 
 class _Float:
@@ -118,15 +119,20 @@ def exp(cg, x):
     return cg.select(b.fcmp_unordered("uno", x, x), x, y)
 
 
-def log(cg, x):
+def log(cg, x, normal: bool = False):
+    """normal: x is known to be a positive normal number (no special cases)."""
     fl = _Float(cg.T)
     b = cg.b
     I = _ity(cg, x, fl)
-    tiny = cg.fcmp("<", x, cg.fconst(2.0 ** (1 - fl.bias)))      # subnormal (or <= 0)
-    xs = cg.select(tiny, cg.fmul(x, cg.fconst(2.0 ** 54)), x)
-    bits = b.bitcast(xs, I)
-    k = b.sub(b.lshr(bits, _iconst(cg, x, fl, fl.mant)), _iconst(cg, x, fl, fl.bias))
-    k = b.sub(k, b.select(tiny, _iconst(cg, x, fl, 54), _iconst(cg, x, fl, 0)))
+    if normal:
+        bits = b.bitcast(x, I)
+        k = b.sub(b.lshr(bits, _iconst(cg, x, fl, fl.mant)), _iconst(cg, x, fl, fl.bias))
+    else:
+        tiny = cg.fcmp("<", x, cg.fconst(2.0 ** (1 - fl.bias)))      # subnormal (or <= 0)
+        xs = cg.select(tiny, cg.fmul(x, cg.fconst(2.0 ** 54)), x)
+        bits = b.bitcast(xs, I)
+        k = b.sub(b.lshr(bits, _iconst(cg, x, fl, fl.mant)), _iconst(cg, x, fl, fl.bias))
+        k = b.sub(k, b.select(tiny, _iconst(cg, x, fl, 54), _iconst(cg, x, fl, 0)))
     mant_mask = (1 << fl.mant) - 1
     m_bits = b.or_(b.and_(bits, _iconst(cg, x, fl, mant_mask)),
                    _iconst(cg, x, fl, fl.bias << fl.mant))
@@ -145,6 +151,8 @@ def log(cg, x):
     hfsq = cg.fmul(cg.fconst(0.5), cg.fmul(f, f))
     inner = cg.fadd(cg.fmul(s, cg.fadd(hfsq, R)), cg.fmul(kf, cg.fconst(LN2_LO)))
     y = cg.fsub(cg.fmul(kf, cg.fconst(LN2_HI)), cg.fsub(cg.fsub(hfsq, inner), f))
+    if normal:
+        return y
     # special values: log(0) = -inf, log(x < 0) = nan, log(inf) = inf, log(nan) = nan
     y = cg.select(cg.fcmp("==", x, cg.fconst(0)), cg.fconst(-math.inf), y)
     y = cg.select(cg.fcmp("<", x, cg.fconst(0)), cg.fconst(math.nan), y)
@@ -160,6 +168,16 @@ def log1p(cg, x):
     y = cg.select(cg.fcmp("==", d, cg.fconst(0)), x, corrected)
     y = cg.select(cg.fcmp("==", u, cg.fconst(0)), cg.fconst(-math.inf), y)
     y = cg.select(cg.fcmp("==", u, cg.fconst(math.inf)), u, y)
+    return cg.select(cg.b.fcmp_unordered("uno", x, x), x, y)
+
+
+def log1p_unit(cg, x):
+    """log1p(x) for x in [0, 1] (softplus's log1p(exp(-|z|))): 1 + x is in [1, 2], so
+    none of log1p's or log's special cases can arise; NaN in gives NaN out."""
+    u = cg.fadd(cg.fconst(1.0), x)
+    d = cg.fsub(u, cg.fconst(1.0))
+    corrected = cg.fadd(log(cg, u, normal=True), cg.fdiv(cg.fsub(x, d), u))
+    y = cg.select(cg.fcmp("==", d, cg.fconst(0)), x, corrected)
     return cg.select(cg.b.fcmp_unordered("uno", x, x), x, y)
 
 
