@@ -30,12 +30,14 @@ def _model(header: dict, objects: dict, compile_unit=None, cache_key=None) -> Mo
 
 def _header(c, objects_work: int) -> dict:
     from lossc.codegen.jit import host_cpu
+    from lossc.compiler import vector_bits
     return {
         "format": 2, "abi": artifact.ABI, "lossc_version": __version__, "name": c.source.name,
         "source": c.source.text,
         "source_sha256": hashlib.sha256(c.source.text.encode()).hexdigest(),
         "dims": dict(c.graph.dims), "dims_given": dict(c.dims), "dtype": c.dtype,
         "cpu": host_cpu(), "host": artifact.host_fingerprint(),
+        "vector_bits": vector_bits(host_cpu()["features"]),
         "signature": c.signature.to_json(), "work_size": objects_work,
         "index_checks": c.graph.index_checks, "warnings": c.rendered_warnings(),
         "rewrites": c.graph.rewrites,
@@ -53,7 +55,9 @@ def _unit_compiler(header: dict, compilation=None):
         if held[0] is None:
             held[0] = compile_source(read_source_text(header), header.get("dims_given"),
                                      header["dtype"])
-        ir_text, work = held[0].unit_ir((unit,))
+        # the width the model's other units were made with (LOSSC_VECTOR_BITS may
+        # have changed since)
+        ir_text, work = held[0].unit_ir((unit,), header.get("vector_bits"))
         return compile_ir(ir_text), work
     return compile_unit
 
@@ -111,7 +115,10 @@ def compile(source, dims: Optional[dict] = None, dtype: str = "float64",
 
 def load(path, recompile: bool = True) -> Model:
     """Load a `.lossc` artifact. Machine code made for another CPU or lossc version is
-    recompiled from the source embedded in it (recompile=True) or refused."""
+    recompiled from the source embedded in it (recompile=True) or refused. An artifact
+    written by Model.save holds every code unit, so it runs without LLVM; one that
+    lacks some (a file copied from the compile cache) compiles them from its source
+    when they are first used, whatever `recompile` says."""
     header, objects = artifact.read(path)
     why = artifact.mismatch(header)
     compilation = None

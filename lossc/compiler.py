@@ -120,13 +120,15 @@ def vector_bits(features: str) -> int:
     return 128
 
 
-def back_end(graph: Graph, dtype: str, units=UNITS) -> tuple[str, int]:
+def back_end(graph: Graph, dtype: str, units=UNITS,
+             bits: Optional[int] = None) -> tuple[str, int]:
     """The optimized graph's code units as LLVM IR text (before LLVM's own passes), and
-    the scratch space their functions need."""
+    the scratch space their functions need. bits: the SIMD width (default: this CPU's,
+    see vector_bits); the units of one model must all use the same."""
     from lossc.codegen.jit import host_cpu
     cpu = host_cpu()
     module, work = build_module(graph, dtype, units, triple=cpu["triple"],
-                                vector_bits=vector_bits(cpu["features"]))
+                                vector_bits=bits or vector_bits(cpu["features"]))
     return str(module), work
 
 
@@ -145,9 +147,9 @@ class Compilation:
     def signature(self) -> Signature:
         return signature_of(self.graph)
 
-    def unit_ir(self, units=UNITS) -> tuple[str, int]:
+    def unit_ir(self, units=UNITS, bits: Optional[int] = None) -> tuple[str, int]:
         """LLVM IR text for some code units (codegen/units.py) and their work size."""
-        return back_end(self.graph, self.dtype, units)
+        return back_end(self.graph, self.dtype, units, bits)
 
     @functools.cached_property
     def ir(self) -> str:

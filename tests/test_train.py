@@ -171,6 +171,22 @@ def test_monitor_batches_sums_the_batches_of_a_sum_objective():
         lossc.train(m, data=small(10), monitor="epochs")
 
 
+def test_monitor_batches_never_returns_parameters_with_an_infinite_objective():
+    """The last step of epoch 1 blows w up, yet the epoch's batches looked fine: the
+    end-of-run check finds the objective at those parameters infinite and falls back
+    (here to the initial parameters, the only others seen)."""
+    m = lossc.compile("input x\ninput y\ninput z\nparam a\nparam w\n"
+                      "loss = (a - y)^2 + (w * x - z)^2\n", cache=False)
+    data = {"x": np.array([0.0, 0.0, 1e160]), "y": np.ones(3),
+            "z": np.array([0.0, 0.0, 1e-9])}
+    for monitor in ("full", "batches"):
+        r = lossc.train(m, data=data, optimizer=lossc.SGD(lr=0.5), batch_size=1, epochs=3,
+                        shuffle=False, monitor=monitor)
+        assert r.stopped == "diverged"
+        assert math.isfinite(m.loss(r.params, **data))
+        assert (r.best_epoch, r.best_loss) == (0, 1.0)
+
+
 def test_no_shuffle_and_batch_descent_by_hand(logistic):
     d = small(6)
     theta0 = logistic.init_params(0)

@@ -80,7 +80,7 @@ def emit_train_steps(module: ir.Module, kind: str, T, n_params: int,
 
     lr, a, bb, eps, wd, damp, clip = (cfg(k) for k in range(7))
     I8P = ir.IntType(8).as_pointer()
-    T_bytes = 8 if isinstance(T, ir.DoubleType) else 4
+    T_bytes = em.T_bytes
     memcpy = module.globals.get("llvm.memcpy.p0.p0.i64") or ir.Function(
         module, ir.FunctionType(ir.VoidType(), [I8P, I8P, I64, ir.IntType(1)]),
         name="llvm.memcpy.p0.p0.i64")

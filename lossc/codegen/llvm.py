@@ -371,7 +371,7 @@ class FunctionCodegen(RowContractions, OuterProducts, TensorLowering, ValueEmitt
             g *= 2
         with self.loop(n.size // W) as jb:
             start = b.mul(jb, self.iconst(W))
-            vecs = [b.load(b.bitcast(b.gep(r, [start]), VT.as_pointer()), align=8)
+            vecs = [b.load(b.bitcast(b.gep(r, [start]), VT.as_pointer()), align=self.T_bytes)
                     for r in rows]
             for g, low, high in stages:
                 for p in range(W):
@@ -396,7 +396,8 @@ class FunctionCodegen(RowContractions, OuterProducts, TensorLowering, ValueEmitt
             return b.load(b.gep(rows[0], [off]))
         if n.size == 1:   # a scalar input: the lanes' values are contiguous
             vt = ir.VectorType(rows[0].type.pointee, len(rows))
-            return b.load(b.bitcast(rows[0], vt.as_pointer()), align=8)
+            return b.load(b.bitcast(rows[0], vt.as_pointer()),
+                          align=8 if rows[0].type.pointee == I64 else self.T_bytes)
         out = ir.Constant(ir.VectorType(rows[0].type.pointee, len(rows)), None)
         for lane, row in enumerate(rows):
             out = b.insert_element(out, b.load(b.gep(row, [off])), self.iconst(lane))

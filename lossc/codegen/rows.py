@@ -89,7 +89,8 @@ class RowContractions:
         b = self.b
         VT = ir.VectorType(self.T, self.W)
         at = b.gep(ptr, [b.mul(c, self.iconst(self.W))])
-        return b.load(b.bitcast(at, VT.as_pointer()), align=8)
+        # (an element's alignment only: rows, parameters and the gradient are arrays of T)
+        return b.load(b.bitcast(at, VT.as_pointer()), align=self.T_bytes)
 
     def once_chunk(self, w: Node, c) -> ir.Value:
         """W elements of a once-per-call vector, from where it lives."""
@@ -170,10 +171,10 @@ class RowContractions:
         splats = [(self.splat(sl, W), row) for sl, row in lanes]
         with self.loop(x.size // W) as c:
             at = b.bitcast(b.gep(target, [b.mul(c, self.iconst(W))]), VT.as_pointer())
-            acc = b.load(at, align=8)
+            acc = b.load(at, align=self.T_bytes)
             for sw, row in splats:
                 acc = self.fadd(acc, self.fmul(sw, self.row_chunk(row, c)), flags=FAST)
-            b.store(acc, at, align=8)
+            b.store(acc, at, align=self.T_bytes)
         for j in range(x.size - x.size % W, x.size):
             jj = self.iconst(j)
             p = b.gep(target, [jj])

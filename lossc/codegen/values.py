@@ -33,6 +33,7 @@ class ValueEmitter:
         self.module = module
         self.T = T
         self.suffix = "" if isinstance(T, ir.DoubleType) else "f"
+        self.T_bytes = 8 if isinstance(T, ir.DoubleType) else 4
         if builder is not None:
             self.b = builder
 

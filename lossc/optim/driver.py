@@ -23,7 +23,10 @@ mini-batch objectives combined as one call would combine them (the mean weighted
 batch size for a mean objective, the sum for a sum), as Keras and most hand-written
 loops report; the objective at the initial parameters is still a full pass. The
 parameters with the lowest such value (validation if there is a split, training
-otherwise; the initial parameters count as epoch 0) are `result.params`. Training stops at the first of: `epochs` epochs, `steps`
+otherwise; the initial parameters count as epoch 0) are `result.params`. (With
+monitor="batches" and no split, an epoch is judged by its batches rather than by the
+parameters it ends with, so at the end those are checked with one full pass: if their
+objective is not finite, the earlier bests are tried, then the initial parameters.) Training stops at the first of: `epochs` epochs, `steps`
 steps, a full-data gradient norm <= tol_grad, an epoch-to-epoch change of the objective
 <= tol_loss (absolute), `patience` epochs without a new best, a callback returning True,
 a NaN or infinite loss or gradient ("diverged": the message names the step and suggests
@@ -49,6 +52,7 @@ DEFAULT_EPOCHS = 10       # data models, when neither epochs nor steps is given
 DEFAULT_STEPS = 1000      # models without inputs
 DEFAULT_PATIENCE = 5      # with a validation split
 MONITORS = ("full", "batches")
+KEPT_BESTS = 3            # earlier bests kept to fall back on, with monitor="batches"
 
 
 @dataclass
@@ -187,6 +191,7 @@ def train(model, data=None, optimizer: Optional[Optimizer] = None,
             stopped, reason = _loop(run, sched, base_lr, np.random.default_rng(seed),
                                     full_batch, n, bs, per_epoch, total_epochs, steps,
                                     shuffle, t0, tol_grad, tol_loss, patience)
+            run.verify_best()
     finally:
         opt.lr = base_lr
     return TrainResult(
@@ -271,6 +276,13 @@ class _Run:
         self.loss = math.nan
         self.gnorm = None
         self.fused = None       # lossc.runtime.fused.FusedSteps, made on first use
+        # monitor="batches" without a validation split judges an epoch by its batches,
+        # not by the parameters it ends with: those are checked at the end, and the
+        # bests before them are kept to fall back on (the initial parameters, verified
+        # by start(), are the last resort)
+        self.unverified_best = monitor == "batches" and val is None
+        self.earlier_bests = []
+        self.initial = (theta.copy(), 0, 0)
 
     def start(self) -> None:
         # The initial evaluation also leaves the full gradient in g: the first step's
@@ -379,6 +391,23 @@ class _Run:
             self.epoch_sum += float(np.sum(losses[:n]))
         self.epoch_rows += min(N, (first + n) * bs) - first * bs
 
+    def verify_best(self) -> None:
+        """With unverified bests: keep the latest whose full-data objective is finite."""
+        if not self.unverified_best or self.best_epoch == 0:
+            return
+        candidates = [(self.best_theta.copy(), self.best_loss, self.best_epoch,
+                       self.best_step)] + self.earlier_bests[::-1]
+        for theta, loss, epoch, step in candidates:
+            # (the gradient's code is there already; the loss alone may not be compiled)
+            value, _ = self.model.value_and_grad_flat(theta, self.full, grad_out=self.g)
+            if math.isfinite(value):
+                break
+        else:
+            theta, epoch, step = self.initial
+            loss = self.history[0]
+        self.best_theta[...] = theta
+        self.best_loss, self.best_epoch, self.best_step = loss, epoch, step
+
     def _monitored(self, loss: float) -> float:
         if self.val is None:
             return loss
@@ -408,6 +437,10 @@ class _Run:
         self.history.append(loss)
         monitored = self._monitored(loss)
         if monitored < self.best_loss:
+            if self.unverified_best:
+                self.earlier_bests = (self.earlier_bests + [(
+                    self.best_theta.copy(), self.best_loss, self.best_epoch,
+                    self.best_step)])[-KEPT_BESTS:]
             self.best_loss, self.best_epoch, self.best_step = monitored, epoch, self.steps
             self.since_best = 0
             self.best_theta[...] = self.theta

@@ -81,8 +81,8 @@ class _Frame:
     # array costs about as much as the native call of a small model.
 
     def use_theta(self, flat: Optional[np.ndarray] = None) -> None:
-        if flat is self.keep and flat is not None:
-            return                # the same array object: its data has not moved
+        # (the address is taken every time: the same array object can get a new buffer,
+        # with ndarray.resize(refcheck=False))
         self.keep = flat          # the array must outlive the call
         self.use_address(self.theta_address if flat is None else _addr(flat))
 

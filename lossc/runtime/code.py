@@ -67,6 +67,18 @@ class ModelCode:
             self.work_size = work
             self.header["work_size"] = work
         if self._cache_key is not None:
-            from lossc.runtime import artifact
-            artifact.cache_store(self._cache_key, self.header, self.objects)
+            self._store_in_cache()
         return obj
+
+    def _store_in_cache(self) -> None:
+        """Write the cached entry with this unit added, keeping the units another
+        process may have added since this one read it."""
+        from lossc.runtime import artifact
+        there = artifact.cache_lookup(self._cache_key)
+        if there is not None:
+            header, objects = there
+            for unit, obj in objects.items():
+                self.objects.setdefault(unit, obj)
+            if int(header.get("work_size", 0)) > self.work_size:
+                self.work_size = self.header["work_size"] = int(header["work_size"])
+        artifact.cache_store(self._cache_key, self.header, self.objects)
