@@ -331,8 +331,9 @@ class _Run:
     def batch_steps(self, order: np.ndarray, bs: int, count: int) -> None:
         """`count` steps on the batches order[k*bs:(k+1)*bs], k = 0.., the last one
         holding the remainder. With an optimizer the native code implements, whole runs
-        of batches go through lossc_train_steps (one native call for gather, gradient and
-        update, bit for bit the loop below in float64); otherwise, the loop below."""
+        of batches go through lossc_train_steps_<optimizer> (one native call for gather,
+        gradient and update, bit for bit the loop below in float64); otherwise, the loop
+        below."""
         if self.fused is None and fused.supports(self.opt) and self.model.inputs:
             self.fused = fused.FusedSteps(self.model, self.opt, self.full, bs)
         if self.fused is not None and self.fused.bs == bs:
