@@ -243,7 +243,7 @@ def test_code_units_compile_on_first_use_and_join_the_cache(tmp_path, monkeypatc
     # (equal to the last bit in every run but one seen, under heavy load, which
     # differed in the last bit and could not be reproduced)
     assert float(out[2]) == pytest.approx(float(trained.params["b"]), rel=1e-12)
-    if supported():
+    if supported() and os.environ.get("LOSSC_LOADER") != "llvm":
         assert out[3] == "False"     # LLVM was never loaded
     assert set(EXPORTS) >= {"value_and_grad", "loss", "train.adam"}
 
