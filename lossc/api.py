@@ -22,7 +22,7 @@ class LosscWarning(UserWarning):
 EAGER_UNITS = (VALUE_AND_GRAD,)
 
 
-def _model(header: dict, objects: dict, compile_unit=None, cache_key=None) -> Model:
+def _model(header: dict, objects: dict, compile_unit, cache_key=None) -> Model:
     sig = Signature.from_json(header["signature"])
     code = ModelCode(header, objects, compile_unit, cache_key)
     return Model(sig, header["dtype"], code, header)

@@ -457,7 +457,7 @@ def _loaded_by(m, loader) -> Model:
     NativeCode, never a silent fallback from one to the other)."""
     objects = m.code.complete()
     header = dict(m.meta, work_size=m.code.work_size)
-    code = ModelCode(header, objects)
+    code = ModelCode(header, objects, compile_unit=m.code._compile_unit)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(lossc.runtime.code, "load_object", loader)
         for unit in UNITS:

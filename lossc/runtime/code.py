@@ -16,10 +16,10 @@ from lossc.runtime.native import load_object
 
 class ModelCode:
     def __init__(self, header: dict, objects: dict[str, bytes],
-                 compile_unit: Optional[Callable[[str], tuple[bytes, int]]] = None,
+                 compile_unit: Callable[[str], tuple[bytes, int]],
                  cache_key: Optional[str] = None):
-        """compile_unit(unit) -> (object file, work size); None for code that cannot
-        grow (then every unit must be in `objects`)."""
+        """compile_unit(unit) -> (object file, work size) for the units not in
+        `objects`; cache_key: the cache entry to add them to, if any."""
         self.header = header
         self.objects = dict(objects)
         self.work_size = int(header["work_size"])
@@ -58,9 +58,6 @@ class ModelCode:
             return obj
         if unit not in UNITS:
             raise ValueError(f"unknown code unit {unit!r}")
-        if self._compile_unit is None:
-            raise RuntimeError(f"this model has no machine code for {unit!r} and no source "
-                               "to compile it from")
         obj, work = self._compile_unit(unit)
         self.objects[unit] = obj
         if work > self.work_size:
