@@ -69,6 +69,21 @@ def test_fold_removes_constant_arithmetic():
     assert 7.0 in consts
 
 
+def test_two_outer_products_sharing_a_factor_become_one():
+    """softmax regression: logsumexp(z) - z[y] reaches W @ x along two paths, so reverse
+    mode adds two outer products with x; fold factors them into one (whose other
+    factor is the gradient of z, computed anyway), which the codegen's blocked kernel
+    accumulates. A user's own a * v + c * v is kept as written."""
+    c = compile_source(SAMPLES / "softmax.loss")
+    g = c.graph.outputs["grad.W.sample"]
+    assert g.op == "mul" and {i.op for i in g.inputs} == {"broadcast"}
+    (other,) = [i.inputs[0] for i in g.inputs if i.inputs[0].op != "input"]
+    assert other is c.graph.outputs["grad.c.sample"]
+    user = compile_source("input v[3]\nparam a\nparam c\nloss = sum(a * v + c * v)\n")
+    adds = [n for n in user.graph.nodes if n.op == "add"]
+    assert any(all(i.op == "mul" for i in n.inputs) for n in adds)
+
+
 def test_hoisting_splits_regularizer_out_of_the_sample_loop():
     c = compile_source(SAMPLES / "logistic.loss")
     outs = c.graph.outputs

@@ -10,6 +10,9 @@ Rules (each a comment on what it removes):
     x + -y, -y + x           -> x - y
     -(-x)                    -> x
     broadcast(broadcast(x))  -> broadcast(x)  (dims composed)
+    a (x) v + b (x) v        -> (a + b) (x) v  two products sharing a broadcast factor,
+                                           the others broadcasts of the same kind (see
+                                           factor_products)
 Multiplication by 0 is not folded: IEEE says 0 * inf = nan, and the compiled code must
 mean what the source says.
 """
@@ -33,6 +36,32 @@ def const_value(n: Node):
 def _is(n: Node, v: float) -> bool:
     c = const_value(n)
     return c is not None and c == v
+
+
+def factor_products(b, p: Node, q: Node):
+    """broadcast(a) * v + broadcast(c) * v -> broadcast(a + c) * v, for a factor v the
+    two products share and a, c of one shape broadcast alike. Reverse mode makes this
+    sum when a value reaches a product along two paths: in softmax regression,
+    logsumexp(z) - z[y] gives the gradient of W as two outer products with x, one from
+    each term. Factored, it is one outer product (the codegen accumulates those with a
+    blocked kernel), and a + c is usually computed already (the gradient of z). Only
+    this shape is factored: in general (a + c) * v can overflow differently from
+    a * v + c * v, and a user's formula is kept as written."""
+    for i in (0, 1):
+        for j in (0, 1):
+            v, w = p.inputs[i], q.inputs[j]
+            # (the same broadcast, or two of one value: CSE has not merged them yet)
+            if not (v.op == w.op == "broadcast" and v.attrs == w.attrs
+                    and v.inputs[0] is w.inputs[0]):
+                continue
+            a, c = p.inputs[1 - i], q.inputs[1 - j]
+            if (a.op == c.op == "broadcast" and a.attr("dims") == c.attr("dims")
+                    and a.shape == c.shape and a.inputs[0].shape == c.inputs[0].shape
+                    and a.inputs[0].dtype == c.inputs[0].dtype == REAL):
+                summed = b.broadcast(b.emit("add", (a.inputs[0], c.inputs[0])), a.shape,
+                                     a.attr("dims"))
+                return b.emit("mul", (v, summed) if i == 0 else (summed, v))
+    return None
 
 
 def fold(graph: Graph) -> Graph:
@@ -61,6 +90,10 @@ def _rule(b, n: Node, xs: tuple):
     if n.op == "div" and _is(xs[1], 1.0):
         return xs[0]
     if n.op == "add":
+        if xs[0].op == "mul" and xs[1].op == "mul":
+            factored = factor_products(b, xs[0], xs[1])
+            if factored is not None:
+                return factored
         if _is(xs[1], 0.0):
             return xs[0]
         if _is(xs[0], 0.0):
