@@ -48,7 +48,7 @@ class PreparedCall:
     def __call__(self) -> float:
         if self._fn(self._address):
             raise self.model._index_error(self.frame.err, self.bound)
-        return float(self._value[0])
+        return self._value.item()
 
 
 class _Frame:

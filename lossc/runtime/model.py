@@ -198,7 +198,7 @@ class Model:
         f.use_theta()
         self._bind_kwargs(f, kwargs)
         self._run(fn, f)
-        return float(f.value[0])
+        return f.value.item()
 
     def value_and_grad(self, theta: dict, **kwargs) -> tuple[float, dict]:
         """The objective and its gradient, a dict shaped like `theta`."""
@@ -207,7 +207,7 @@ class Model:
         f.use_theta()
         self._bind_kwargs(f, kwargs)
         self._run(self._vg, f)
-        return float(f.value[0]), self._views(f.grad.copy())
+        return f.value.item(), self._views(f.grad.copy())
 
     def value_and_grad_flat(self, theta_flat, data=None, hypers: Optional[dict] = None,
                             grad_out=None):
@@ -222,8 +222,8 @@ class Model:
         if grad_out is not None:
             self._check_out(grad_out)
             grad_out[...] = f.grad
-            return float(f.value[0]), grad_out
-        return float(f.value[0]), f.grad.copy()
+            return f.value.item(), grad_out
+        return f.value.item(), f.grad.copy()
 
     def loss_flat(self, theta_flat, data=None, hypers: Optional[dict] = None) -> float:
         fn = self._loss_function()
@@ -231,7 +231,7 @@ class Model:
         f.use_theta(self._flat(theta_flat))
         self._bind_data(f, data, hypers)
         self._run(fn, f)
-        return float(f.value[0])
+        return f.value.item()
 
     def prepare(self, theta_flat: np.ndarray, data=None, hypers: Optional[dict] = None,
                 grad_out: Optional[np.ndarray] = None) -> "PreparedCall":
@@ -324,7 +324,7 @@ class Model:
         if last is None or len(data) != len(self._input_names):
             return None
         arrays, hyper_items, bound = last
-        key = _hyper_key(hypers)
+        key = _hyper_key(hypers) if hypers else ()
         if key is None or key != hyper_items:
             return None
         for name, (a, shape, dtype, strides) in zip(self._input_names, arrays):
