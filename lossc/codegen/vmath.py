@@ -98,15 +98,27 @@ def _reduce(cg, x, fl, lo: float, hi: float):
     xc = cg.select(b.fcmp_unordered("uno", x, x), cg.fconst(0), x)
     xc = cg.select(cg.fcmp(">", xc, cg.fconst(hi)), cg.fconst(hi), xc)
     xc = cg.select(cg.fcmp("<", xc, cg.fconst(lo)), cg.fconst(lo), xc)
+    return _split(cg, xc, fl)
+
+
+def _split(cg, x, fl):
+    """x = n ln2 + r, |r| <= ln2/2, for x already in range. Returns (n, r)."""
+    b = cg.b
     # n = round(x / ln2) by the 1.5 * 2^mant trick: the integer lands in the low bits
     magic = 1.5 * 2.0 ** fl.mant
-    t = cg.fadd(cg.fmul(xc, cg.fconst(1 / math.log(2))), cg.fconst(magic))
+    t = cg.fadd(cg.fmul(x, cg.fconst(1 / math.log(2))), cg.fconst(magic))
     nf = cg.fsub(t, cg.fconst(magic))
     n = b.sub(b.bitcast(t, _ity(cg, x, fl)), b.bitcast(cg.unify(cg.fconst(magic), x)[0],
                                                         _ity(cg, x, fl)))
-    r = cg.fsub(cg.fsub(xc, cg.fmul(nf, cg.fconst(fl.ln2_hi))),
+    r = cg.fsub(cg.fsub(x, cg.fmul(nf, cg.fconst(fl.ln2_hi))),
                 cg.fmul(nf, cg.fconst(fl.ln2_lo)))
     return n, r
+
+
+def _expm1_reduced(cg, r, fl):
+    """expm1(r) for |r| <= ln2/2, by its Taylor polynomial."""
+    terms = 13 if fl.bits == 64 else 8
+    return cg.fmul(r, _estrin(cg, r, [1.0 / math.factorial(k + 1) for k in range(terms)]))
 
 
 def exp(cg, x):
@@ -190,8 +202,7 @@ def expm1(cg, x):
     b = cg.b
     lo = -60.0 if fl.bits == 64 else -20.0         # below: -1 to the last bit
     n, r = _reduce(cg, x, fl, lo, fl.max_arg)
-    terms = 13 if fl.bits == 64 else 8
-    q = cg.fmul(r, _estrin(cg, r, [1.0 / math.factorial(k + 1) for k in range(terms)]))
+    q = _expm1_reduced(cg, r, fl)
     half = b.ashr(n, _iconst(cg, x, fl, 1))
     s1, s2 = _pow2(cg, half, x, fl), _pow2(cg, b.sub(n, half), x, fl)
     inv_s1 = _pow2(cg, b.neg(half), x, fl)      # 1/s1, exactly, without a division
@@ -206,19 +217,10 @@ def tanh(cg, x):
     general version's clamps and NaN checks (NaN comes out of the last select) are
     not needed: about a third fewer instructions in a model's hottest loop."""
     fl = _Float(cg.T)
-    b = cg.b
     a = cg.math("fabs", x)
     a = cg.select(cg.fcmp(">", a, cg.fconst(20.0)), cg.fconst(20.0), a)
-    t2 = cg.fmul(cg.fconst(2.0), a)
-    magic = 1.5 * 2.0 ** fl.mant
-    shifted = cg.fadd(cg.fmul(t2, cg.fconst(1 / math.log(2))), cg.fconst(magic))
-    nf = cg.fsub(shifted, cg.fconst(magic))
-    n = b.sub(b.bitcast(shifted, _ity(cg, x, fl)),
-              b.bitcast(cg.unify(cg.fconst(magic), x)[0], _ity(cg, x, fl)))
-    r = cg.fsub(cg.fsub(t2, cg.fmul(nf, cg.fconst(fl.ln2_hi))),
-                cg.fmul(nf, cg.fconst(fl.ln2_lo)))
-    terms = 13 if fl.bits == 64 else 8
-    q = cg.fmul(r, _estrin(cg, r, [1.0 / math.factorial(k + 1) for k in range(terms)]))
+    n, r = _split(cg, cg.fmul(cg.fconst(2.0), a), fl)
+    q = _expm1_reduced(cg, r, fl)
     s = _pow2(cg, n, x, fl)
     e = cg.fadd(cg.fmul(s, q), cg.fsub(s, cg.fconst(1.0)))
     t = cg.fdiv(e, cg.fadd(e, cg.fconst(2.0)))
