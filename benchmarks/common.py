@@ -130,6 +130,23 @@ class Null:
         return False
 
 
+def thread_impls(m, call, theta: dict, X, y, n: int, numpy_vg, torch, torch_impl,
+                 gbytes=None) -> list:
+    """The n-thread rows of a large-batch workload: lossc's threaded `call`, numpy with
+    its BLAS on n threads and, if installed, PyTorch on n intra-op threads."""
+    from benchmarks.harness import Impl
+    impls = [Impl(f"lossc {n} threads", call, lossc_result, gbytes=gbytes,
+                  note=thread_mode_text(m)),
+             Impl(f"numpy (by hand), BLAS {n} threads", lambda: numpy_vg(theta, X, y),
+                  lambda o: o, gbytes=gbytes, context=lambda: blas_threads(n) or Null(),
+                  note="" if blas_threads_available() else "threadpoolctl not installed: "
+                  "BLAS threads unchanged")]
+    if torch is not None:
+        impls.append(torch_impl(torch, theta, X, y, name=f"torch eager {n} threads"))
+        impls[-1].context = lambda: torch_threads(torch, n)
+    return impls
+
+
 def na_peers(ctx, workload, case):
     if ctx.jax is None:
         ctx.na(workload, case, "jax jit", ctx.jax_why)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.common import (small_batch_impls, Null, as_np, blas_threads, blas_threads_available,
-                               child_case, child_row, compile_model, lossc_result, na_peers, thread_mode_text, threaded_call,
-                               torch_threads)
+from benchmarks.common import (as_np, child_case, child_row, compile_model, lossc_result,
+                               na_peers, small_batch_impls, thread_impls, threaded_call)
 from benchmarks.harness import Impl, fmt_ratio
 
 SRC = """\
@@ -167,14 +166,7 @@ def run(ctx) -> None:
     if call is None:
         ctx.na("W3", case_n, f"lossc {n} threads", "not supported")
         return
-    impls = [Impl(f"lossc {n} threads", call, lossc_result, note=thread_mode_text(m)),
-             Impl(f"numpy (by hand), BLAS {n} threads", lambda: numpy_vg(theta, X, y),
-                  lambda o: o, context=lambda: blas_threads(n) or Null(),
-                  note="" if blas_threads_available() else "threadpoolctl not installed: "
-                  "BLAS threads unchanged")]
-    if torch is not None:
-        impls.append(torch_impl(torch, theta, X, y, name=f"torch eager {n} threads"))
-        impls[-1].context = lambda: torch_threads(torch, n)
+    impls = thread_impls(m, call, theta, X, y, n, numpy_vg, torch, torch_impl)
     with ctx.all_cores():
         rows = ctx.run_case("W3", case_n, impls, samples=samples,
                             sample_s=0.02, interleave=False)
