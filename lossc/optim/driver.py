@@ -26,12 +26,14 @@ parameters with the lowest such value (validation if there is a split, training
 otherwise; the initial parameters count as epoch 0) are `result.params`. (With
 monitor="batches" and no split, an epoch is judged by its batches rather than by the
 parameters it ends with, so at the end those are checked with one full pass: if their
-objective is not finite, the earlier bests are tried, then the initial parameters.) Training stops at the first of: `epochs` epochs, `steps`
-steps, a full-data gradient norm <= tol_grad, an epoch-to-epoch change of the objective
-<= tol_loss (absolute), `patience` epochs without a new best, a callback returning True,
-a NaN or infinite loss or gradient ("diverged": the message names the step and suggests
-a smaller learning rate), or KeyboardInterrupt ("interrupted"). In every case the result
-holds the best parameters seen.
+objective is not finite, the earlier bests are tried, then the initial parameters.)
+
+Training stops at the first of: `epochs` epochs, `steps` steps, a full-data gradient
+norm <= tol_grad, an epoch-to-epoch change of the objective <= tol_loss (absolute),
+`patience` epochs without a new best, a callback returning True, a NaN or infinite loss
+or gradient ("diverged": the message names the step and suggests a smaller learning
+rate), or KeyboardInterrupt ("interrupted"). In every case the result holds the best
+parameters seen.
 """
 from __future__ import annotations
 
@@ -381,16 +383,16 @@ class _Run:
                 rows = min(N, (first + k + 1) * bs) - (first + k) * bs
                 self._after_step(float(losses[k]), rows)
             return
+        rows = min(N, (first + n) * bs) - first * bs
         self.steps += n
-        self.samples += min(N, (first + n) * bs) - first * bs
+        self.samples += rows
         self.step_losses.extend(losses[:n].tolist())
         if self.mean:
             k = np.arange(first, first + n)
-            rows = np.minimum(N, (k + 1) * bs) - k * bs
-            self.epoch_sum += float(np.dot(losses[:n], rows))
+            self.epoch_sum += float(np.dot(losses[:n], np.minimum(N, (k + 1) * bs) - k * bs))
         else:
             self.epoch_sum += float(np.sum(losses[:n]))
-        self.epoch_rows += min(N, (first + n) * bs) - first * bs
+        self.epoch_rows += rows
 
     def verify_best(self) -> None:
         """With unverified bests: keep the latest whose full-data objective is finite."""
@@ -418,15 +420,14 @@ class _Run:
 
     def end_epoch(self, epoch, seconds, tol_grad, tol_loss, patience) -> None:
         if self.loss is None:
+            from_batches = self.monitor == "batches" and self.epoch_rows
             if tol_grad is not None:
                 self.loss, self.gnorm = self._full_value_and_grad()
-            elif self.monitor == "full":
+            elif not from_batches:
                 self.loss, self.gnorm = self.model.loss_flat(self.theta, self.full), None
-            if self.monitor == "batches" and self.epoch_rows:
+            if from_batches:
                 self.loss = (self.epoch_sum / self.epoch_rows if self.mean
                              else self.epoch_sum)
-            elif self.loss is None:
-                self.loss = self.model.loss_flat(self.theta, self.full)
         self.epoch_sum, self.epoch_rows = 0.0, 0
         loss = self.loss
         if not math.isfinite(loss):
