@@ -15,8 +15,9 @@ frame slots (i64):
     3 N                 4 order i64*         5 batch size     6 first batch   7 count
     8 config T* = (lr, a, b, eps, weight_decay, dampening, clip_norm)
       SGD: a = momentum; RMSprop: a = alpha, b = momentum; Adam: a = beta1, b = beta2
-    9 flags i64* = (kind 0 SGD / 1 RMSprop / 2 Adam (checked by the caller), nesterov,
-                    centered, amsgrad, decoupled, clip)
+    9 flags i64* = (kind 0 SGD / 1 RMSprop / 2 Adam, nesterov, centered, amsgrad,
+                    decoupled, clip); the kind is not read (each optimizer has its own
+                    function) but keeps the frame the same for all three
     10 state T* (3 n_params: momentum/first moment, second moment, max or average)
     11 t i64* (steps taken, in/out)     12 batch buffers i8**     13 losses T*
     14 work T*          15 err i64*          16 grad T* (n_params)  17 value T*

@@ -15,8 +15,8 @@ Python then passes a single integer):
 `params` is the flat parameter vector, `hypers` the hyperparameters in declaration
 order, `inputs[k]` the k-th input's (B, *shape) array (int inputs as i64), `value[0]`
 the objective and `grad` the flat gradient (not touched by lossc_loss), `work` scratch
-space of `work_size` elements for tensor values. The return value is 0, or 1 when a data-dependent index
-was out of range: `err` then holds (check id, sample, value).
+space of `work_size` elements for tensor values. The return value is 0, or 1 when a
+data-dependent index was out of range: `err` then holds (check id, sample, value).
 
 The body is: a prologue computing every value that no input reaches (once per call),
 a loop over the B samples computing the per-sample values and accumulating the
