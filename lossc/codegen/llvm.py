@@ -334,17 +334,13 @@ class FunctionCodegen(RowContractions, OuterProducts, TensorLowering, ValueEmitt
         lane. Each lane reads its own sample's element."""
         b = self.b
         width = next(i.type.count for i in idx if is_vector(i))
-        out = None
+        lanes = []
         for lane in range(width):
             li = tuple(b.extract_element(i, self.iconst(lane)) if is_vector(i) else i
                        for i in idx)
             v = self.elem(n, li)
-            if is_vector(v):
-                v = b.extract_element(v, self.iconst(lane))
-            if out is None:
-                out = ir.Constant(ir.VectorType(v.type, width), None)
-            out = b.insert_element(out, v, self.iconst(lane))
-        return out
+            lanes.append(b.extract_element(v, self.iconst(lane)) if is_vector(v) else v)
+        return self.vector_of(lanes)
 
     def transpose_input(self, n: Node) -> None:
         """Load W samples' rows of a tensor input into a buffer of lane vectors, element
@@ -382,9 +378,7 @@ class FunctionCodegen(RowContractions, OuterProducts, TensorLowering, ValueEmitt
             for k, v in enumerate(vecs):
                 b.store(v, b.gep(buf, [b.add(start, self.iconst(k))]), align=8)
         for j in range(n.size - n.size % W, n.size):
-            out = ir.Constant(VT, None)
-            for lane, r in enumerate(rows):
-                out = b.insert_element(out, b.load(b.gep(r, [self.iconst(j)])), self.iconst(lane))
+            out = self.vector_of([b.load(b.gep(r, [self.iconst(j)])) for r in rows])
             b.store(out, b.gep(buf, [self.iconst(j)]), align=8)
         self.buffers[n.id] = buf
 
@@ -398,10 +392,7 @@ class FunctionCodegen(RowContractions, OuterProducts, TensorLowering, ValueEmitt
             vt = ir.VectorType(rows[0].type.pointee, len(rows))
             return b.load(b.bitcast(rows[0], vt.as_pointer()),
                           align=8 if rows[0].type.pointee == I64 else self.T_bytes)
-        out = ir.Constant(ir.VectorType(rows[0].type.pointee, len(rows)), None)
-        for lane, row in enumerate(rows):
-            out = b.insert_element(out, b.load(b.gep(row, [off])), self.iconst(lane))
-        return out
+        return self.vector_of([b.load(b.gep(row, [off])) for row in rows])
 
     def store(self, n: Node, idx: tuple, v: ir.Value) -> None:
         if n.dtype == BOOL:

@@ -99,11 +99,9 @@ class RowContractions:
             return self.row_chunk(b.gep(self.params, [self.iconst(w.attr("offset"))]), c)
         if w.id in self.buffers:
             return self.row_chunk(self.buffers[w.id], c)
-        out = ir.Constant(ir.VectorType(self.T, self.W), None)
-        for k in range(self.W):
-            j = b.add(b.mul(c, self.iconst(self.W)), self.iconst(k))
-            out = b.insert_element(out, self.elem(w, (j,)), ir.Constant(I32, k))
-        return out
+        first = b.mul(c, self.iconst(self.W))
+        return self.vector_of([self.elem(w, (b.add(first, self.iconst(k)),))
+                               for k in range(self.W)])
 
     def row_dot(self, n: Node) -> ir.Value:
         """sum(w * x) for each lane of the current body."""
@@ -123,15 +121,9 @@ class RowContractions:
         for j in range(x.size - x.size % W, x.size):
             jj = self.iconst(j)
             xs = [b.load(b.gep(row, [jj])) for row in rows]
-            xv = xs[0] if len(xs) == 1 else self.lanes_vector(xs)
+            xv = xs[0] if len(xs) == 1 else self.vector_of(xs)
             totals = self.fadd(totals, self.fmul(self.elem(w, (jj,)), xv))
         return totals
-
-    def lanes_vector(self, scalars: list) -> ir.Value:
-        out = ir.Constant(ir.VectorType(scalars[0].type, len(scalars)), None)
-        for k, s in enumerate(scalars):
-            out = self.b.insert_element(out, s, ir.Constant(I32, k))
-        return out
 
     def lane_totals(self, vecs: list) -> ir.Value:
         """Each vector's elements summed (a balanced tree of adjacent pairs), total k in

@@ -53,6 +53,13 @@ class ValueEmitter:
         return self.b.shuffle_vector(one, ir.Constant(vt, None),
                                      ir.Constant(ir.VectorType(I32, width), [0] * width))
 
+    def vector_of(self, scalars: list) -> ir.Value:
+        """A vector whose lane k is scalars[k]."""
+        out = ir.Constant(ir.VectorType(scalars[0].type, len(scalars)), None)
+        for k, s in enumerate(scalars):
+            out = self.b.insert_element(out, s, ir.Constant(I32, k))
+        return out
+
     def unify(self, *vals):
         width = max((v.type.count for v in vals if is_vector(v)), default=1)
         return [self.splat(v, width) for v in vals]
@@ -118,12 +125,9 @@ class ValueEmitter:
             f.attributes.add("nounwind")
         if not is_vector(args[0]):
             return self.b.call(f, list(args))
-        out = ir.Constant(ty, None)   # no vector libm here: one call per lane
-        for lane in range(ty.count):
-            k = self.iconst(lane)
-            r = self.b.call(f, [self.b.extract_element(a, k) for a in args])
-            out = self.b.insert_element(out, r, k)
-        return out
+        # no vector libm here: one call per lane
+        return self.vector_of([self.b.call(f, [self.b.extract_element(a, self.iconst(k))
+                                               for a in args]) for k in range(ty.count)])
 
     def vmath_function(self, name: str, ty) -> ir.Function:
         """vmath's `name` for scalars, emitted once per module as a function of its own:
