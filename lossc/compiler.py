@@ -185,15 +185,20 @@ def code_fingerprint() -> str:
     return h.hexdigest()
 
 
-def cache_key(source: Source, dims: Optional[dict], dtype: str) -> str:
+def host_key() -> str:
+    """This machine's CPU, for cache keys (without loading LLVM where possible)."""
     from lossc.runtime.artifact import host_fingerprint
     host = host_fingerprint()
     if not host:     # no /proc/cpuinfo: ask LLVM
         from lossc.codegen.jit import host_cpu
         host = repr(sorted(host_cpu().items()))
+    return host
+
+
+def cache_key(source: Source, dims: Optional[dict], dtype: str) -> str:
     h = hashlib.sha256()
     for part in (source.text, repr(sorted((dims or {}).items())), dtype, __version__,
-                 code_fingerprint(), os.environ.get("LOSSC_VECTOR_BITS", ""), host):
+                 code_fingerprint(), os.environ.get("LOSSC_VECTOR_BITS", ""), host_key()):
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()

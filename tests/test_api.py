@@ -222,7 +222,9 @@ def test_code_units_compile_on_first_use_and_join_the_cache(tmp_path, monkeypatc
     data = {"x": X, "y": Y}
     trained = lossc.train(m, data=data, optimizer=lossc.Adam(lr=0.1), batch_size=2,
                           epochs=3, seed=1)
-    assert set(artifact.read(path)[1]) == {"value_and_grad", "loss", "train.adam"}
+    # the training steps are the same for every model: an entry of their own
+    assert set(artifact.read(path)[1]) == {"value_and_grad", "loss"}
+    assert _library_entries(cache) == {"train.adam": "float64"}
     np.savez(tmp_path / "in.npz", X=X, Y=Y, **theta)
     code = (
         "import sys, numpy as np, lossc\n"
@@ -270,8 +272,55 @@ def test_units_added_by_two_models_of_one_cache_entry_are_both_kept(tmp_path, mo
     a.loss(a.init_params(), x=X, y=Y)
     lossc.train(b, data={"x": X, "y": Y}, optimizer=lossc.SGD(lr=0.1), batch_size=2,
                 epochs=1)
-    (path,) = tmp_path.glob("*.lossc")
-    assert set(artifact.read(path)[1]) == {"value_and_grad", "loss", "train.sgd"}
+    (path,) = [p for p in tmp_path.glob("*.lossc") if "library" not in artifact.read(p)[0]]
+    assert set(artifact.read(path)[1]) == {"value_and_grad", "loss"}
+    assert _library_entries(tmp_path) == {"train.sgd": "float64"}
+
+
+def _library_entries(cache) -> dict:
+    """{unit: dtype} of the cache's library entries (runtime/library.py)."""
+    from lossc.runtime import artifact
+    out = {}
+    for p in cache.glob("*.lossc"):
+        header, objects = artifact.read(p)
+        if "library" in header:
+            assert set(objects) == {header["library"]}
+            out[header["library"]] = header["dtype"]
+    return out
+
+
+def test_training_steps_are_compiled_once_for_every_model(tmp_path, monkeypatch):
+    """Two different models (other sizes, another input layout) share one object
+    for Adam's steps, compiled once; a float32 model gets its own."""
+    from lossc.runtime import library
+    monkeypatch.setenv("LOSSC_CACHE_DIR", str(tmp_path))
+    compiled = []
+    real = library.compile_unit
+    monkeypatch.setattr(library, "compile_unit",
+                        lambda unit, dtype: compiled.append((unit, dtype)) or real(unit, dtype))
+    X, Y = _data()
+    small = lossc.compile(LOGISTIC, dims={"D": 4})
+    r1 = lossc.train(small, data={"x": X, "y": Y}, optimizer=lossc.Adam(lr=0.1),
+                     batch_size=3, epochs=2, seed=1)
+    rng = np.random.default_rng(4)
+    X9, Y9 = rng.standard_normal((7, 9)), (rng.random(7) < 0.5).astype(float)
+    big = lossc.compile(LOGISTIC, dims={"D": 9})
+    r2 = lossc.train(big, data={"x": X9, "y": Y9}, optimizer=lossc.Adam(lr=0.1),
+                     batch_size=3, epochs=2, seed=1)
+    assert compiled == [("train.adam", "float64")]
+    assert small.code._object("train.adam") == big.code._object("train.adam")
+    f32 = lossc.compile(LOGISTIC, dims={"D": 4}, dtype="float32")
+    lossc.train(f32, data={"x": X, "y": Y}, optimizer=lossc.Adam(lr=0.1), batch_size=3,
+                epochs=1, seed=1)
+    assert compiled == [("train.adam", "float64"), ("train.adam", "float32")]
+    # and each run matches the Python loop of the same optimizer
+    from lossc.runtime import fused
+    monkeypatch.setattr(fused, "supports", lambda optimizer: False)
+    for m, data, r in ((small, {"x": X, "y": Y}, r1), (big, {"x": X9, "y": Y9}, r2)):
+        ref = lossc.train(m, data=data, optimizer=lossc.Adam(lr=0.1), batch_size=3,
+                          epochs=2, seed=1)
+        for k in ref.params:
+            np.testing.assert_array_equal(r.params[k], ref.params[k])
 
 
 def test_flat_parameters_resized_in_place_are_read_where_they_are(logistic):

@@ -10,6 +10,11 @@ NaN or infinite, and applies the optimizer's update in place. The arithmetic of 
 update is written out in the same order as lossc/optim/optimizers.py, so in float64
 a fused run gives bit for bit the parameters of the Python loop (tested).
 
+Nothing in these functions depends on the model: the number of parameters and the
+inputs' row sizes come in the frame, and the gradient is called through its address.
+So one object per optimizer and dtype serves every model, compiled once per machine
+(runtime/library.py), and a cold start compiles only the model's gradient.
+
 frame slots (i64):
     0 params T*         1 hypers T*          2 data i8** (N rows per input)
     3 N                 4 order i64*         5 batch size     6 first batch   7 count
@@ -22,6 +27,8 @@ frame slots (i64):
     11 t i64* (steps taken, in/out)     12 batch buffers i8**     13 losses T*
     14 work T*          15 err i64*          16 grad T* (n_params)  17 value T*
     18 the address of lossc_value_and_grad
+    19 n_params          20 number of inputs   21 row_bytes i64* (bytes per row of each
+                                                  input, a multiple of 4)
 Return: 0 done; 1 index error (err as for lossc_value_and_grad, the sample counted
 in the whole data set); 2 non-finite objective or gradient at batch err[0].
 """
@@ -33,7 +40,7 @@ from lossc.codegen.values import I32, I64, ValueEmitter
 
 SGD, RMSPROP, ADAM = 0, 1, 2
 KINDS = {"sgd": SGD, "rmsprop": RMSPROP, "adam": ADAM}
-SLOTS = 19
+SLOTS = 22
 VG_FRAME = 8          # the slots of lossc_value_and_grad's frame (codegen/llvm.py)
 
 
@@ -41,10 +48,8 @@ def function_name(kind: str) -> str:
     return f"lossc_train_steps_{kind}"
 
 
-def emit_train_steps(module: ir.Module, kind: str, T, n_params: int,
-                     input_sizes: list[tuple[int, bool]]) -> None:
-    """The steps of one optimizer (a key of KINDS); input_sizes: (elements per row,
-    is_int) for each input, in declaration order."""
+def emit_train_steps(module: ir.Module, kind: str, T) -> None:
+    """The steps of one optimizer (a key of KINDS) for parameters of type T."""
     fn = ir.Function(module, ir.FunctionType(I32, [I64.as_pointer()]),
                      name=function_name(kind))
     b = ir.IRBuilder(fn.append_basic_block("entry"))
@@ -64,6 +69,7 @@ def emit_train_steps(module: ir.Module, kind: str, T, n_params: int,
     batch = slot(12, ir.IntType(8).as_pointer().as_pointer())
     losses, work, err = slot(13, TP), slot(14, TP), slot(15, I64.as_pointer())
     grad, value = slot(16, TP), slot(17, TP)
+    n, n_inputs, row_bytes = slot(19), slot(20), slot(21, I64.as_pointer())
     vg_type = ir.FunctionType(I32, [I64.as_pointer()])
     vg = slot(18, vg_type.as_pointer())
     # the gradient's frame: everything but the row count is the same for every batch
@@ -80,16 +86,10 @@ def emit_train_steps(module: ir.Module, kind: str, T, n_params: int,
         return b.icmp_signed("!=", b.load(b.gep(flags, [ir.Constant(I64, k)])), em.iconst(0))
 
     lr, a, bb, eps, wd, damp, clip = (cfg(k) for k in range(7))
-    I8P = ir.IntType(8).as_pointer()
-    T_bytes = em.T_bytes
-    memcpy = module.globals.get("llvm.memcpy.p0.p0.i64") or ir.Function(
-        module, ir.FunctionType(ir.VoidType(), [I8P, I8P, I64, ir.IntType(1)]),
-        name="llvm.memcpy.p0.p0.i64")
     nesterov, centered, amsgrad, decoupled, clip_on = (flag(k) for k in range(1, 6))
-    n = em.iconst(n_params)
     m_state = state
     v_state = b.gep(state, [n])
-    w_state = b.gep(state, [em.iconst(2 * n_params)])
+    w_state = b.gep(state, [b.add(n, n)])
 
     with em.loop(b.add(first, count), start=first) as k:
         lo = b.mul(k, bs)
@@ -97,17 +97,14 @@ def emit_train_steps(module: ir.Module, kind: str, T, n_params: int,
         hi = b.select(b.icmp_signed("<", hi, N), hi, N)
         rows = b.sub(hi, lo)
         # gather the batch's rows into contiguous buffers
-        for j, (size, is_int) in enumerate(input_sizes):
-            ety = I64 if is_int else T
-            src = b.bitcast(b.load(b.gep(data, [em.iconst(j)])), ety.as_pointer())
-            dst = b.bitcast(b.load(b.gep(batch, [em.iconst(j)])), ety.as_pointer())
-            nbytes = ir.Constant(I64, size * (8 if is_int else T_bytes))
+        with em.loop(n_inputs) as j:
+            src = b.load(b.gep(data, [j]))
+            dst = b.load(b.gep(batch, [j]))
+            nbytes = b.load(b.gep(row_bytes, [j]))
             with em.loop(rows) as r:
                 row = b.load(b.gep(order, [b.add(lo, r)]))
-                s = b.bitcast(b.gep(src, [b.mul(row, em.iconst(size))]), I8P)
-                d = b.bitcast(b.gep(dst, [b.mul(r, em.iconst(size))]), I8P)
-                # a row is a constant-length copy: LLVM expands it into vector moves
-                b.call(memcpy, [d, s, nbytes, ir.Constant(ir.IntType(1), 0)])
+                em.copy_bytes(b.gep(dst, [b.mul(r, nbytes)]),
+                              b.gep(src, [b.mul(row, nbytes)]), nbytes)
         b.store(rows, vg_slots[3])
         rc = b.call(vg, [b.bitcast(vg_frame, I64.as_pointer())])
         with b.if_then(b.icmp_signed("!=", rc, ir.Constant(I32, 0)), likely=False):
@@ -120,7 +117,7 @@ def emit_train_steps(module: ir.Module, kind: str, T, n_params: int,
         # stop on a non-finite objective or gradient, before touching the parameters
         bad = em.alloca(ir.IntType(1))
         b.store(em.not_finite(loss), bad)
-        with em.loop(n_params) as j:
+        with em.loop(n) as j:
             b.store(b.or_(b.load(bad), em.not_finite(b.load(b.gep(grad, [j])))), bad)
         with b.if_then(b.load(bad), likely=False):
             b.store(k, err)
@@ -131,14 +128,14 @@ def emit_train_steps(module: ir.Module, kind: str, T, n_params: int,
         with b.if_then(clip_on):
             sq = em.alloca(ir.DoubleType())
             b.store(ir.Constant(ir.DoubleType(), 0.0), sq)
-            with em.loop(n_params) as j:
+            with em.loop(n) as j:
                 g = em.d(b.load(b.gep(grad, [j])))
                 b.store(b.fadd(b.load(sq), b.fmul(g, g)), sq)
             norm = em.call_d("sqrt", b.load(sq))
             coef = b.fdiv(clip, b.fadd(norm, ir.Constant(ir.DoubleType(), 1e-6)))
             with b.if_then(b.fcmp_ordered("<", coef, ir.Constant(ir.DoubleType(), 1.0))):
                 scale = em.t(coef)
-                with em.loop(n_params) as j:
+                with em.loop(n) as j:
                     p = b.gep(grad, [j])
                     b.store(b.fmul(b.load(p), scale), p)
         tf = b.sitofp(t, ir.DoubleType())
@@ -149,7 +146,7 @@ def emit_train_steps(module: ir.Module, kind: str, T, n_params: int,
         # one straight-line loop (no branch inside): element by element the arithmetic
         # is that of optimizers.py
         rule = getattr(em, kind)
-        with em.loop(n_params) as j:
+        with em.loop(n) as j:
             rule(j=j, **args)
     b.ret(ir.Constant(I32, 0))
 
@@ -172,6 +169,21 @@ class _Emitter(ValueEmitter):
     def loop(self, n, start=None):
         from lossc.codegen.llvm import FunctionCodegen
         return FunctionCodegen.loop(self, n, start=start)
+
+    def copy_bytes(self, dst, src, nbytes) -> None:
+        """Copy nbytes (a multiple of 4) from src to dst: 32 bytes at a time, then 4.
+        A row is a few hundred bytes at most; a call to the C library's memcpy would
+        cost more than the copy."""
+        b = self.b
+        for width, ty in ((32, ir.VectorType(I64, 4)), (4, ir.IntType(32))):
+            start = self.iconst(0) if width == 32 else b.and_(nbytes, self.iconst(-32))
+            count = (b.lshr(nbytes, self.iconst(5)) if width == 32
+                     else b.lshr(b.sub(nbytes, start), self.iconst(2)))
+            with self.loop(count) as k:
+                at = b.add(start, b.mul(k, self.iconst(width)))
+                s = b.bitcast(b.gep(src, [at]), ty.as_pointer())
+                d = b.bitcast(b.gep(dst, [at]), ty.as_pointer())
+                b.store(b.load(s, align=4), d, align=4)
 
     def d(self, v):
         return v if isinstance(self.T, ir.DoubleType) else self.b.fpext(v, ir.DoubleType())

@@ -26,6 +26,8 @@ import llvmlite.binding as llvm
 
 SPEED_LEVEL = 1      # the optimization pipeline (see the module docstring)
 CODEGEN_LEVEL = 2    # instruction selection and scheduling
+LIBRARY_LEVEL = 3    # for code compiled once per machine (runtime/library.py): all of
+                     # LLVM's optimizations, vectorizers included
 
 
 @functools.lru_cache(maxsize=None)
@@ -64,20 +66,24 @@ def parse(ir_text: str):
     return mod
 
 
-def optimize(mod) -> None:
+def optimize(mod, level: int = SPEED_LEVEL) -> None:
     tm = target_machine()
-    pto = llvm.create_pipeline_tuning_options(speed_level=SPEED_LEVEL)
-    pto.loop_unrolling = False
-    pto.loop_vectorization = False
-    pto.slp_vectorization = False
+    pto = llvm.create_pipeline_tuning_options(speed_level=level)
+    if level == SPEED_LEVEL:
+        pto.loop_unrolling = False
+        pto.loop_vectorization = False
+        pto.slp_vectorization = False
+    else:
+        pto.loop_vectorization = True
+        pto.slp_vectorization = True
     pb = llvm.create_pass_builder(tm, pto)
     pb.getModulePassManager().run(mod, pb)
 
 
-def compile_ir(ir_text: str) -> bytes:
-    """Optimize and compile to an object file."""
+def compile_ir(ir_text: str, level: int = SPEED_LEVEL) -> bytes:
+    """Optimize (the pipeline of `level`) and compile to an object file."""
     mod = parse(ir_text)
-    optimize(mod)
+    optimize(mod, level)
     return target_machine().emit_object(mod)
 
 

@@ -14,6 +14,10 @@ the persistent cache too: a unit compiled later is added to the cached artifact)
 Units never call each other directly: the training steps call the gradient through its
 exported address, passed in their frame, so each module stands alone.
 
+The training steps do not depend on the model at all (LIBRARY_UNITS): one object per
+optimizer and dtype serves every model, and runtime/library.py compiles it once per
+machine, so that the first training run of a new model compiles only its gradient.
+
 `build_module(graph, dtype, units)` puts the requested units into one module: one unit
 for compiling, all of them for reading the IR and assembly (`lossc ir`).
 """
@@ -26,7 +30,8 @@ from lossc.codegen.llvm import FunctionCodegen
 from lossc.ir.graph import Graph
 
 VALUE_AND_GRAD, LOSS = "value_and_grad", "loss"
-UNITS = (VALUE_AND_GRAD, LOSS) + tuple(f"train.{k}" for k in KINDS)
+LIBRARY_UNITS = tuple(f"train.{k}" for k in KINDS)   # the same code for every model
+UNITS = (VALUE_AND_GRAD, LOSS) + LIBRARY_UNITS
 EXPORTS = {VALUE_AND_GRAD: "lossc_value_and_grad", LOSS: "lossc_loss",
            **{f"train.{k}": function_name(k) for k in KINDS}}
 
@@ -36,10 +41,11 @@ def train_unit(optimizer_kind: str) -> str:
     return f"train.{optimizer_kind}"
 
 
-def build_module(graph: Graph, dtype: str = "float64", units=UNITS, triple: str = "",
+def build_module(graph: Graph | None, dtype: str = "float64", units=UNITS, triple: str = "",
                  vector_bits: int = 128) -> tuple[ir.Module, int]:
     """The LLVM module holding `units` of a graph that has been through the whole pass
-    pipeline, and the scratch space (elements of `work`) its functions need."""
+    pipeline, and the scratch space (elements of `work`) its functions need. The graph
+    may be None when every unit is one of LIBRARY_UNITS."""
     module = ir.Module(name="lossc_model")
     if triple:
         module.triple = triple
@@ -51,9 +57,8 @@ def build_module(graph: Graph, dtype: str = "float64", units=UNITS, triple: str 
                                  vector_bits)
             fc.generate()
             work = max(work, fc.work_size)
-        elif unit.startswith("train.") and unit[6:] in KINDS:
-            emit_train_steps(module, unit[6:], T, sum(p.size for p in graph.params),
-                             [(max(i.size, 1), i.is_int) for i in graph.inputs])
+        elif unit in LIBRARY_UNITS:
+            emit_train_steps(module, unit[6:], T)
         else:
             raise ValueError(f"unknown code unit {unit!r}; the units are {UNITS}")
     return module, work

@@ -31,7 +31,7 @@ from lossc import __version__
 
 MAGIC = b"LOSSC\x02"
 MAGIC_V1 = b"LOSSC\x01"
-ABI = 3   # the native functions' frame layouts (codegen/llvm.py, codegen/fused.py)
+ABI = 4   # the native functions' frame layouts (codegen/llvm.py, codegen/fused.py)
 
 
 class ArtifactError(ValueError):

@@ -4,13 +4,15 @@
 Asking for a unit that is not there yet compiles it (`compile_unit`, given by
 lossc.api, runs the back end for that unit alone), loads it, and, for a model from the
 persistent cache, adds it to the cached artifact so the next process finds it too.
+The units every model shares (the training steps) come from runtime/library.py.
 """
 from __future__ import annotations
 
 import threading
 from typing import Callable, Optional
 
-from lossc.codegen.units import EXPORTS, UNITS
+from lossc.codegen.units import EXPORTS, LIBRARY_UNITS, UNITS
+from lossc.runtime import library
 from lossc.runtime.native import load_object
 
 
@@ -38,9 +40,7 @@ class ModelCode:
     def complete(self) -> dict[str, bytes]:
         """Every unit's object file, compiling the missing ones (for a saved artifact
         that never needs LLVM)."""
-        for unit in UNITS:
-            self._unit(unit)
-        return dict(self.objects)
+        return {unit: self._object(unit) for unit in UNITS}
 
     def _unit(self, unit: str):
         code = self._loaded.get(unit)
@@ -58,6 +58,10 @@ class ModelCode:
             return obj
         if unit not in UNITS:
             raise ValueError(f"unknown code unit {unit!r}")
+        if unit in LIBRARY_UNITS:
+            # the same for every model: compiled once per machine, with its own cache
+            # entry (so not added to `objects`, which go to the model's entry)
+            return library.unit_object(unit, self.header["dtype"])
         obj, work = self._compile_unit(unit)
         self.objects[unit] = obj
         if work > self.work_size:

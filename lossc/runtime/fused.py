@@ -78,6 +78,9 @@ class FusedSteps:
         self.work = aligned_zeros(model.work_size, model.dtype)
         self.err = np.zeros(3, dtype=np.int64)
         self.frame = np.zeros(SLOTS, dtype=np.int64)
+        # the steps are the same code for every model: the sizes come in the frame
+        self.row_bytes = np.array([max(s.size, 1) * (8 if s.is_int else model.dtype.itemsize)
+                                   for s in model.inputs] or [0], dtype=np.int64)
         # compiles the optimizer's steps the first time the model trains with it
         self.fn = model.code.function(train_unit(_KIND[type(optimizer).__name__]))
         self.vg_address = model.code.address(VALUE_AND_GRAD)
@@ -90,7 +93,8 @@ class FusedSteps:
                 self.data.B, _addr(order), self.bs, first, count, _addr(cfg), _addr(flags),
                 _addr(self.state), _addr(self.t), _addr(self.batch_ptrs), _addr(self.losses),
                 _addr(self.work), _addr(self.err), _addr(self.grad), _addr(self.value),
-                self.vg_address)
+                self.vg_address, self.model.n_params, len(self.model.inputs),
+                _addr(self.row_bytes))
         rc = self.fn(_addr(f))
         if rc == 1:
             raise FusedError("index", first, self.err.copy())

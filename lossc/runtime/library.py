@@ -1,0 +1,75 @@
+"""lossc's model-independent native code, compiled once per machine.
+
+Some code units are the same for every model (codegen/units.py LIBRARY_UNITS: the
+fused training steps of each optimizer, which get the parameter count and the inputs'
+row sizes from their frame). Compiling one costs LLVM tens of milliseconds, so each is
+compiled the first time any model on this machine needs it, kept in the persistent
+cache beside the models (one entry per unit and dtype, keyed like a model's entry on
+lossc's code and the CPU) and in memory for the rest of the process. A model's
+artifact still carries a copy of every unit it uses, so a saved model runs anywhere
+the artifact is accepted without this cache.
+
+Compile time is paid once per machine, not per model, so these units get LLVM's
+full optimization (`jit.LIBRARY_LEVEL`): the optimizer's update loops run over a
+parameter count only known at run time, and LLVM's loop vectorizer makes them SIMD.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+
+from lossc import __version__
+from lossc.runtime import artifact
+
+_objects: dict[tuple[str, str, str], bytes] = {}
+_lock = threading.Lock()
+
+
+def unit_object(unit: str, dtype: str) -> bytes:
+    """The object file of a library unit for this machine: from memory, from the
+    persistent cache, or compiled now (and stored in both)."""
+    key = (unit, dtype, str(artifact.cache_dir()))   # (a new cache directory gets its copy)
+    obj = _objects.get(key)
+    if obj is None:
+        with _lock:      # two threads asking at once compile it once
+            obj = _objects.get(key)
+            if obj is None:
+                obj = _objects[key] = _cached_or_compiled(unit, dtype)
+    return obj
+
+
+def cache_key(unit: str, dtype: str) -> str:
+    from lossc.compiler import code_fingerprint, host_key
+    h = hashlib.sha256()
+    for part in ("library", unit, dtype, __version__, code_fingerprint(),
+                 os.environ.get("LOSSC_VECTOR_BITS", ""), host_key()):
+        h.update(part.encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def _cached_or_compiled(unit: str, dtype: str) -> bytes:
+    key = cache_key(unit, dtype)
+    hit = artifact.cache_lookup(key)
+    if hit is not None and unit in hit[1]:
+        return hit[1][unit]
+    obj = compile_unit(unit, dtype)
+    artifact.cache_store(key, _header(unit, dtype), {unit: obj})
+    return obj
+
+
+def compile_unit(unit: str, dtype: str) -> bytes:
+    from lossc.codegen.jit import LIBRARY_LEVEL, compile_ir, host_cpu
+    from lossc.codegen.units import LIBRARY_UNITS, build_module
+    if unit not in LIBRARY_UNITS:
+        raise ValueError(f"{unit!r} is not a library unit; those are {LIBRARY_UNITS}")
+    module, _ = build_module(None, dtype, (unit,), triple=host_cpu()["triple"])
+    return compile_ir(str(module), LIBRARY_LEVEL)
+
+
+def _header(unit: str, dtype: str) -> dict:
+    from lossc.codegen.jit import host_cpu
+    return {"format": 2, "abi": artifact.ABI, "lossc_version": __version__,
+            "name": f"<lossc library: {unit}>", "library": unit, "dtype": dtype,
+            "cpu": host_cpu(), "host": artifact.host_fingerprint(), "work_size": 1}
