@@ -45,14 +45,18 @@ def run(ctx) -> None:
             f"{'loss':>5} {'final':>6} {'ratio':>6} {'tree':>12}")
     compile_times = {}
     ratios = {}
+    # round-robin over the depths: a slow spell of a shared machine then slows every
+    # depth alike instead of bending the line
+    all_times = {n: [] for n in depths}
+    models = {}
+    for _ in range(reps):
+        for n in depths:
+            t0 = time.perf_counter_ns()
+            models[n] = compile_model(source(n), cache=False)
+            all_times[n].append((time.perf_counter_ns() - t0) * 1e-9)
     for n in depths:
         src = source(n)
-        times = []
-        m = None
-        for _ in range(reps):
-            t0 = time.perf_counter_ns()
-            m = compile_model(src, cache=False)
-            times.append((time.perf_counter_ns() - t0) * 1e-9)
+        times, m = all_times[n], models[n]
         t = float(np.median(times))
         compile_times[n] = t
         fronts = []
