@@ -44,6 +44,31 @@ def test_outer_product_gradients_at_every_batch_size(dtype, rtol):
         np.testing.assert_allclose(g["c"], rc, rtol=rtol, atol=rtol * 1e-2, err_msg=str(B))
 
 
+@pytest.mark.parametrize("dtype, rtol", [("float64", 1e-12), ("float32", 3e-5)])
+@pytest.mark.parametrize("D, K", [(8, 12), (9, 7), (31, 5), (32, 10), (33, 3), (67, 13),
+                                  (16, 64)])
+def test_matrix_times_an_input_row_and_its_outer_product_gradient(D, K, dtype, rtol):
+    """W @ x read along x's rows (one output tile at a time, with remainders of the
+    tile, the vector and the row) and dW = outer(dz, x) added by the row kernel
+    (codegen/outer.py), at batch sizes around lanes, groups and blocks."""
+    m = lossc.compile(SOFTMAX.replace("D = 9", f"D = {D}").replace("K = 12", f"K = {K}"),
+                      dtype=dtype, cache=False)
+    rng = np.random.default_rng(D * K)
+    W, c = rng.normal(size=(K, D)) / np.sqrt(D), rng.normal(size=K)
+    for B in (1, 9, 16, 17, 64, 127, 128, 129, 300):
+        X, Y = rng.normal(size=(B, D)), rng.integers(0, K, size=B)
+        value, g = m.value_and_grad({"W": W, "c": c}, x=X, y=Y)
+        rv, rW, rc = softmax_reference(W, c, X, Y)
+        assert value == pytest.approx(rv, rel=rtol), B
+        np.testing.assert_allclose(g["W"], rW, rtol=rtol, atol=rtol * 1e-2, err_msg=str(B))
+        np.testing.assert_allclose(g["c"], rc, rtol=rtol, atol=rtol * 1e-2, err_msg=str(B))
+        if B in (17, 129):   # a sample's value does not depend on the lane it lands in
+            one = m.loss({"W": W, "c": c}, x=X[-1:], y=Y[-1:])
+            assert m.loss({"W": W, "c": c}, x=X, y=Y) * B - \
+                m.loss({"W": W, "c": c}, x=X[:-1], y=Y[:-1]) * (B - 1) == \
+                pytest.approx(one, rel=1e-9 if dtype == "float64" else 1e-3)
+
+
 ROW_MODEL = """
 dim D = {D}
 input x[D]

@@ -166,11 +166,11 @@ class FunctionCodegen(RowContractions, OuterProducts, TensorLowering, ValueEmitt
             b.store(self.splat(self.fconst(0), self.W), self.loss_acc[self.W])
             # per-lane gradient accumulators: W partial sums per gradient element
             self.grad_acc = b.bitcast(self.buffer(max(n_grad, 1) * self.W), VT.as_pointer())
+            self.setup_outer_blocks(sample_outs)
             for lo, hi in self.lane_accumulated():
                 with self.loop(hi, start=self.iconst(lo)) as j:
                     b.store(self.splat(self.fconst(0), self.W), b.gep(self.grad_acc, [j]),
                             align=8)
-            self.setup_outer_blocks(sample_outs)
             # U groups of W lanes per iteration: each gradient element is loaded and stored
             # once per U*W samples (W and U are powers of two). The last B mod U*W
             # samples take the scalar loop: a second vector body for them would cost
@@ -254,7 +254,7 @@ class FunctionCodegen(RowContractions, OuterProducts, TensorLowering, ValueEmitt
     def lane_accumulated(self) -> list[tuple[int, int]]:
         """The ranges of gradient elements with per-lane accumulators: all but those of
         parameters whose gradient goes straight into `grad` (codegen/rows.py)."""
-        direct = {self.param_spec(k).name for k in self.row_grads}
+        direct = {self.param_spec(k).name for k in self.row_grads} | self.row_outer_params()
         ranges = []
         for p in self.graph.params if self.want_grad else ():
             if p.name in direct or not p.size:
@@ -275,6 +275,10 @@ class FunctionCodegen(RowContractions, OuterProducts, TensorLowering, ValueEmitt
     def emit_node(self, n: Node) -> None:
         if n.id in self.row_dots:
             self.values[n.id] = self.row_dot(n)
+            return
+        if n.id in self.row_matvecs:
+            self.buffers[n.id] = self.node_buffer(n)
+            self.row_matvec(n)
             return
         d = OPS[n.op]
         if n.id in self.materialize:

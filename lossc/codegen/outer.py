@@ -12,6 +12,9 @@ from lossc.ir.graph import Node
 OUTER_BLOCK = 8      # lane groups staged per block of an outer-product gradient
 OUTER_TILE = 4       # register tile of the block kernel (OUTER_TILE^2 accumulators)
 OUTER_MIN_SIZE = 64  # outer products smaller than this are accumulated directly
+ROW_TILE_VECTORS = 4  # row kernel: gradient vectors per tile row (W elements each) ...
+ROW_TILE_ACCS = {8: 16, 4: 12, 2: 12}   # ... and accumulators per tile, by vector width
+                                         # (AVX2 has 16 registers, AVX-512 32)
 
 
 class OuterProducts:
@@ -25,6 +28,12 @@ class OuterProducts:
     # accumulators, one load per factor vector per tile, one load and store per
     # gradient element per block. The lanes stay lanes, so the result goes into the same
     # per-lane accumulators and the end of the call is unchanged.
+    #
+    # When v is an input (x in W @ x, the usual case) its rows are already in memory,
+    # one sample after another: then only u is staged, and the row kernel adds
+    # sum_s u_s[k] * X[s, :] straight into the gradient, W elements of a row at a time
+    # with u_s[k] broadcast from the staged block (a GEMM tile: no transpose of x, no
+    # per-lane accumulators, no sum over lanes at the end).
 
     def setup_outer_blocks(self, sample_outs: dict) -> None:
         self.outer = {}
@@ -39,13 +48,30 @@ class OuterProducts:
             u, v = factors
             K, D = node.shape
             ub = b.bitcast(self.buffer(K * OUTER_BLOCK * self.W), VT.as_pointer())
+            offset = self.iconst(self.param_spec(key).offset)
+            if self.row_outer_input(v):
+                first_row = self.alloca(self.T.as_pointer())   # the block's first row
+                b.store(ir.Constant(self.T.as_pointer(), None), first_row)
+                self.outer[key] = (u, v, ub, first_row, self.row_outer_kernel(K, D),
+                                   b.gep(self.grad, [offset]))
+                continue
             vb = b.bitcast(self.buffer(D * OUTER_BLOCK * self.W), VT.as_pointer())
             kernel = self.outer_kernel(K, D)
-            target = b.gep(self.grad_acc, [self.iconst(self.param_spec(key).offset)])
+            target = b.gep(self.grad_acc, [offset])
             self.outer[key] = (u, v, ub, vb, kernel, target)
         if self.outer:
             self.slot = self.alloca(I64, "outer_slot")
             b.store(self.iconst(0), self.slot)
+
+    def row_outer_input(self, v: Node) -> bool:
+        """Whether outer(u, v) takes the row kernel: v a real input row of at least W
+        elements (codegen/rows.py)."""
+        return self.row_input(v)
+
+    def row_outer_params(self) -> set[str]:
+        """Parameters whose gradient the row kernel adds into `grad` directly."""
+        return {self.param_spec(k).name for k, entry in self.outer.items()
+                if self.row_outer_input(entry[1])}
 
     def outer_factors(self, node: Node):
         """(u, v) if node is outer(u, v) of two per-sample vectors, else None."""
@@ -65,7 +91,15 @@ class OuterProducts:
             self.values, self.buffers, self.input_rows, self.sample = ctx
             slot = b.load(self.slot)
             for u, v, ub, vb, _, _ in self.outer.values():
-                for factor, buf in ((u, ub), (v, vb)):
+                staged = [(u, ub)]
+                if self.row_outer_input(v):
+                    # the block's rows start at the row of its first group's first lane
+                    row = self.input_row(v)[0]
+                    b.store(b.select(b.icmp_signed("==", slot, self.iconst(0)), row,
+                                     b.load(vb)), vb)
+                else:
+                    staged.append((v, vb))
+                for factor, buf in staged:
                     with self.loop(factor.shape[0]) as k:
                         val = self.splat(self.elem(factor, (k,)), self.lanes)
                         at = b.add(b.mul(k, self.iconst(OUTER_BLOCK)), slot)
@@ -83,8 +117,9 @@ class OuterProducts:
         ready = (b.icmp_signed(">", slot, self.iconst(0)) if final
                  else b.icmp_signed("==", slot, self.iconst(OUTER_BLOCK)))
         with b.if_then(ready):
-            for _, _, ub, vb, kernel, target in self.outer.values():
-                b.call(kernel, [target, ub, vb, slot])
+            for _, v, ub, vb, kernel, target in self.outer.values():
+                b.call(kernel, [target, ub, b.load(vb) if self.row_outer_input(v) else vb,
+                                slot])
             b.store(self.iconst(0), self.slot)
 
     def outer_kernel(self, K: int, D: int) -> ir.Function:
@@ -145,5 +180,93 @@ class OuterProducts:
                 row_of_tiles(b.mul(kt, em.iconst(T_)), T_)
         if K % T_:
             row_of_tiles(em.iconst(kf), K % T_)
+        b.ret_void()
+        return fn
+
+    def row_outer_kernel(self, K: int, D: int) -> ir.Function:
+        """void kernel(T* grad, VT* U, T* X, i64 groups):
+        grad[k*D + j] += sum_{s < groups*W} u_s[k] * X[s*D + j], where u_s[k] is lane
+        s mod W of U[k*B + s div W] (B = OUTER_BLOCK), samples in order.
+
+        Tiles of kt rows by jt vectors of W columns keep kt*jt accumulators in
+        registers through the whole block: per sample, jt row loads and kt broadcasts
+        feed kt*jt FMAs. The last D mod W columns are added one element at a time."""
+        W = self.W
+        VT = ir.VectorType(self.T, W)
+        TP = self.T.as_pointer()
+        fn = ir.Function(self.module, ir.FunctionType(ir.VoidType(),
+                                                      [TP, VT.as_pointer(), TP, I64]),
+                         name=f"{self.fn.name}_row_outer_{len(self.outer)}")
+        fn.linkage = "internal"
+        fn.args[0].add_attribute("noalias")
+        em = type(self).__new__(type(self))   # a bare emitter for the kernel function
+        ValueEmitter.__init__(em, self.module, self.T, ir.IRBuilder(fn.append_basic_block()))
+        em.fn = fn
+        em.entry = fn.entry_basic_block
+        grad, U, X, groups = fn.args
+        b = em.b
+        Us = b.bitcast(U, TP)          # u_s[k] as scalars
+        chunks = D // W
+        jt = max(1, min(ROW_TILE_VECTORS, chunks))
+        kt = max(1, min(K, ROW_TILE_ACCS.get(W, 12) // jt))
+
+        def u_at(k, g, lane: int):
+            at = b.add(b.mul(b.add(b.mul(k, em.iconst(OUTER_BLOCK)), g), em.iconst(W)),
+                       em.iconst(lane))
+            return b.load(b.gep(Us, [at]))
+
+        def vec(ptr, at):
+            return b.bitcast(b.gep(ptr, [at]), VT.as_pointer())
+
+        def tile(k0, c0, tk: int, tj: int):
+            """rows k0..k0+tk-1, columns (c0..c0+tj-1)*W + 0..W-1"""
+            cols = [b.mul(b.add(c0, em.iconst(c)), em.iconst(W)) for c in range(tj)]
+            ks = [b.add(k0, em.iconst(a)) for a in range(tk)]
+            cells = [[vec(grad, b.add(b.mul(k, em.iconst(D)), col)) for col in cols]
+                     for k in ks]
+            accs = [[em.alloca(VT) for _ in range(tj)] for _ in range(tk)]
+            for row, ptrs in zip(accs, cells):
+                for acc, p in zip(row, ptrs):
+                    b.store(b.load(p, align=self.T_bytes), acc)
+            with em.loop(groups) as g:
+                for lane in range(W):
+                    s = b.add(b.mul(g, em.iconst(W)), em.iconst(lane))
+                    xrow = b.gep(X, [b.mul(s, em.iconst(D))])
+                    xs = [b.load(vec(xrow, col), align=self.T_bytes) for col in cols]
+                    for a, k in enumerate(ks):
+                        us = em.splat(u_at(k, g, lane), W)
+                        for c in range(tj):
+                            b.store(b.fadd(b.load(accs[a][c]), b.fmul(us, xs[c], flags=FAST),
+                                           flags=FAST), accs[a][c])
+            for row, ptrs in zip(accs, cells):
+                for acc, p in zip(row, ptrs):
+                    b.store(b.load(acc), p, align=self.T_bytes)
+
+        def tiles_of_row(k0, tk: int):
+            full = chunks // jt
+            if full:
+                with em.loop(full) as ct:
+                    tile(k0, b.mul(ct, em.iconst(jt)), tk, jt)
+            if chunks % jt:
+                tile(k0, em.iconst(full * jt), tk, chunks % jt)
+
+        if K // kt:
+            with em.loop(K // kt) as kk:
+                tiles_of_row(b.mul(kk, em.iconst(kt)), kt)
+        if K % kt:
+            tiles_of_row(em.iconst(K - K % kt), K % kt)
+        if D % W:
+            with em.loop(K) as k:
+                for j in range(D - D % W, D):
+                    p = b.gep(grad, [b.add(b.mul(k, em.iconst(D)), em.iconst(j))])
+                    acc = em.alloca(self.T)
+                    b.store(b.load(p), acc)
+                    with em.loop(groups) as g:
+                        for lane in range(W):
+                            s = b.add(b.mul(g, em.iconst(W)), em.iconst(lane))
+                            x = b.load(b.gep(X, [b.add(b.mul(s, em.iconst(D)), em.iconst(j))]))
+                            b.store(b.fadd(b.load(acc), b.fmul(u_at(k, g, lane), x, flags=FAST),
+                                           flags=FAST), acc)
+                    b.store(b.load(acc), p)
         b.ret_void()
         return fn

@@ -22,15 +22,21 @@ from __future__ import annotations
 from llvmlite import ir
 
 from lossc.codegen.values import FAST, I32
+from lossc.codegen.outer import OUTER_MIN_SIZE
 from lossc.ir.graph import REAL, Node
+
+ROW_MATVEC_CHUNKS = 4   # W @ x along x's rows from this many vectors per row
+ROW_MATVEC_ACCS = 16    # accumulators (outputs x lanes) of a row matvec tile
 
 
 class RowContractions:
 
     def plan_rows(self, uses: dict, outs: dict) -> None:
-        """Find the row dots (sum nodes) and row gradients (output keys), and the inputs
-        that then need no transpose. Run at the end of plan()."""
+        """Find the row dots (sum nodes), row matrix-vector products (matmul nodes) and
+        row gradients (output keys), and the inputs that then need no transpose. Run at
+        the end of plan()."""
         self.row_dots: dict[int, tuple[Node, Node]] = {}     # sum id -> (w, x)
+        self.row_matvecs: dict[int, tuple[Node, Node]] = {}  # matmul id -> (W, x)
         self.row_grads: dict[str, tuple[Node, Node]] = {}    # output key -> (s, x)
         self.untransposed: set[int] = set()
         if self.W < 2:
@@ -41,6 +47,18 @@ class RowContractions:
             if wx is not None:
                 self.row_dots[n.id] = wx
                 row_users.setdefault(wx[1].id, set()).add(n.inputs[0].id)
+            wx = self.row_matvec_operands(n)
+            if wx is not None:
+                self.row_matvecs[n.id] = wx
+                row_users.setdefault(wx[1].id, set()).add(n.id)
+        if self.want_grad:
+            # outer(u, x) gradients of an input row x take the row kernel (outer.py)
+            for key, n in outs.items():
+                ux = (key.startswith("grad.") and key.endswith(".sample")
+                      and n.size >= OUTER_MIN_SIZE and self.outer_factors(n))
+                if ux and self.row_outer_input(ux[1]):
+                    row_users.setdefault(ux[1].id, set()).update(
+                        i.id for i in n.inputs if i.op == "broadcast" and i.inputs[0] is ux[1])
         if self.want_grad:
             for key, n in outs.items():
                 if key.startswith("grad.") and key.endswith(".sample"):
@@ -68,6 +86,20 @@ class RowContractions:
             if (self.row_input(x) and w.id not in self.vary and w.shape == x.shape
                     and w.dtype == REAL):
                 return w, x
+        return None
+
+    def row_matvec_operands(self, n: Node):
+        """(W, x) if n is W @ x of a real input row x (D elements) and a once-per-call
+        matrix W, with x at least ROW_MATVEC_CHUNKS vectors long. Shorter rows are
+        cheaper transposed: each output then costs a transpose-and-add network, which
+        only pays back over enough FMAs."""
+        if n.op != "matmul" or n.rank != 1 or n.id not in self.vary:
+            return None
+        w, x = n.inputs
+        if (w.rank == 2 and w.id not in self.vary and w.dtype == REAL
+                and (w.op == "param" or w.id in self.materialize) and self.row_input(x)
+                and x.size // self.W >= ROW_MATVEC_CHUNKS):
+            return w, x
         return None
 
     def row_grad_operands(self, n: Node):
@@ -124,6 +156,51 @@ class RowContractions:
             xv = xs[0] if len(xs) == 1 else self.vector_of(xs)
             totals = self.fadd(totals, self.fmul(self.elem(w, (jj,)), xv))
         return totals
+
+    def row_matvec(self, n: Node) -> None:
+        """W @ x into n's buffer, each output a row dot of W's row with x (as row_dot,
+        in the same order, so lanes and the scalar tail agree). Outputs go in tiles that
+        share each loaded chunk of x: the tile's accumulators (outputs x lanes) stay in
+        registers."""
+        b = self.b
+        w, x = self.row_matvecs[n.id]
+        rows = self.input_row(x)
+        K, D = w.shape
+        Wd = self.W
+        VT = ir.VectorType(self.T, Wd)
+        if w.op == "param":
+            base = b.gep(self.params, [self.iconst(w.attr("offset"))])
+        else:
+            base = self.buffers[w.id]
+        kt = max(1, min(K, ROW_MATVEC_ACCS // len(rows)))
+
+        def tile(k0, tk: int):
+            ks = [b.add(k0, self.iconst(a)) for a in range(tk)]
+            wrows = [b.gep(base, [b.mul(k, self.iconst(D))]) for k in ks]
+            accs = [[self.alloca(VT) for _ in rows] for _ in ks]
+            for acc_row in accs:
+                for a in acc_row:
+                    b.store(self.splat(self.fconst(0), Wd), a)
+            with self.loop(D // Wd) as c:
+                xs = [self.row_chunk(row, c) for row in rows]
+                for wrow, acc_row in zip(wrows, accs):
+                    wc = self.row_chunk(wrow, c)
+                    for xc, a in zip(xs, acc_row):
+                        b.store(self.fadd(b.load(a), self.fmul(wc, xc)), a)
+            for k, acc_row in zip(ks, accs):
+                totals = self.lane_totals([b.load(a) for a in acc_row])
+                for j in range(D - D % Wd, D):
+                    jj = self.iconst(j)
+                    xs = [b.load(b.gep(row, [jj])) for row in rows]
+                    xv = xs[0] if len(xs) == 1 else self.vector_of(xs)
+                    totals = self.fadd(totals, self.fmul(self.elem(w, (k, jj)), xv))
+                self.store(n, (k,), totals)
+
+        if K // kt:
+            with self.loop(K // kt) as t:
+                tile(b.mul(t, self.iconst(kt)), kt)
+        if K % kt:
+            tile(self.iconst(K - K % kt), K % kt)
 
     def lane_totals(self, vecs: list) -> ir.Value:
         """Each vector's elements summed (a balanced tree of adjacent pairs), total k in
