@@ -1,4 +1,5 @@
-"""Contractions with an input's rows: dot(w, x) and its gradient without transposing x.
+"""Contractions with an input's rows: dot(w, x), W @ x and their gradients without
+transposing x.
 
 A mixin of FunctionCodegen (codegen/llvm.py). Per-sample values are vectors whose lanes
 are samples, so a tensor input x is normally transposed into lane vectors (one per
@@ -16,6 +17,12 @@ summed as the balanced tree of codegen/tensor.py. The gradient adds s_l * row_l 
 gradient itself, W elements at a time, every lane and group in sample order. The
 scalar tail runs the same code with one lane, so a sample's value does not depend on
 the lane it lands in. An input used only this way is never transposed.
+
+W @ x (W computed once per call) is K such dots, one per row of W, when x's rows are
+long enough (ROW_MATVEC_CHUNKS vectors) for the FMAs to outweigh a network per output;
+a tile of outputs shares each loaded chunk of the lanes' rows. Its gradient with
+respect to W, outer(u, x) per sample, is added by the row kernel of codegen/outer.py,
+which reads x's rows where they are.
 """
 from __future__ import annotations
 
