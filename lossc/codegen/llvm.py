@@ -194,9 +194,13 @@ class FunctionCodegen(RowContractions, OuterProducts, TensorLowering, ValueEmitt
         ir.IRBuilder(self.entry).branch(self.fn.blocks[1])
 
     def groups(self, sample_outs: dict) -> int:
-        """Groups of lanes per iteration: 2 when the per-sample gradients are large
-        enough for their loads and stores to dominate, else 1 (less code to compile)."""
-        size = sum(n.size for k, n in sample_outs.items() if k.startswith("grad."))
+        """Groups of lanes per iteration: 2 when the per-sample gradients added to
+        per-lane accumulators are large enough for their loads and stores to dominate,
+        else 1 (half the code to compile). Gradients that the row code or the outer-
+        product kernels accumulate are not counted: those load and store the gradient
+        once per row chunk or block, whatever the grouping."""
+        size = sum(n.size for k, n in sample_outs.items() if k.startswith("grad.")
+                   and k not in self.row_grads and k not in self.outer)
         return 2 if size >= GROUPED_GRADIENT_SIZE else 1
 
     def body(self, i, lanes: int, sample_outs: dict, groups: int = 1) -> None:
