@@ -126,18 +126,20 @@ def check_cmd(file, dims, dtype, seed, batch, eps, rtol):
 @main.command("cache")
 @click.option("--clear", is_flag=True, help="Delete every cached artifact.")
 def cache_cmd(clear):
-    """Show (or clear) the persistent compile cache: where it is, how many compiled
-    models it holds and their size. Set LOSSC_CACHE_DIR to move it."""
+    """Show (or clear) the persistent compile cache: where it is, how many artifacts
+    it holds (compiled models, and the code every model shares, compiled once per
+    machine) and their size. Set LOSSC_CACHE_DIR to move it."""
     from lossc.runtime.artifact import cache_dir
     d = cache_dir()
     files = sorted(d.glob("*.lossc")) if d.is_dir() else []
     size = sum(f.stat().st_size for f in files)
+    what = f"{len(files)} cached artifact{'s' * (len(files) != 1)}"
     if clear:
         for f in files:
             f.unlink(missing_ok=True)
-        click.echo(f"removed {len(files)} cached models ({size / 1e6:.1f} MB) from {d}")
+        click.echo(f"removed {what} ({size / 1e6:.1f} MB) from {d}")
     else:
-        click.echo(f"{d}: {len(files)} cached models, {size / 1e6:.1f} MB")
+        click.echo(f"{d}: {what}, {size / 1e6:.1f} MB")
 
 
 def _register_training():

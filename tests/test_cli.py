@@ -103,7 +103,7 @@ def test_cache_command_lists_and_clears(tmp_path, monkeypatch):
     monkeypatch.setenv("LOSSC_CACHE_DIR", str(tmp_path / "c"))
     lossc.compile("param a = 1\nloss = a ^ 2\n")
     code, out = run("cache")
-    assert code == 0 and "1 cached models" in out and str(tmp_path / "c") in out
+    assert code == 0 and "1 cached artifact," in out and str(tmp_path / "c") in out
     code, out = run("cache", "--clear")
     assert code == 0 and "removed 1" in out
     assert not list((tmp_path / "c").glob("*.lossc"))
