@@ -48,6 +48,7 @@ import numpy as np
 from lossc.optim import schedules as _schedules
 from lossc.optim.data import DataError, check_arrays, load_data
 from lossc.optim.optimizers import Adam, Optimizer
+from lossc.optim.shuffle import permutation
 from lossc.runtime import fused
 
 DEFAULT_EPOCHS = 10       # data models, when neither epochs nor steps is given
@@ -217,7 +218,8 @@ def _loop(run, sched, base_lr, rng, full_batch, n, bs, per_epoch, total_epochs, 
             if full_batch:
                 run.full_batch_step()
             else:
-                order = rng.permutation(n) if shuffle else np.arange(n)
+                # rng.permutation(n), drawn natively when that gives the same result
+                order = permutation(rng, n) if shuffle else np.arange(n)
                 count = per_epoch if steps is None else min(per_epoch, steps - run.steps)
                 run.batch_steps(order, bs, count)
             run.end_epoch(epoch + 1, time.perf_counter() - t0, tol_grad, tol_loss, patience)

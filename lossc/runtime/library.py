@@ -2,7 +2,7 @@
 
 Some code units are the same for every model (codegen/units.py LIBRARY_UNITS: the
 fused training steps of each optimizer, which get the parameter count and the inputs'
-row sizes from their frame). Compiling one costs LLVM tens of milliseconds, so each is
+row sizes from their frame; and PERMUTATION, the training driver's shuffle). Compiling one costs LLVM tens of milliseconds, so each is
 compiled the first time any model on this machine needs it, kept in the persistent
 cache beside the models (one entry per unit and dtype, keyed like a model's entry on
 lossc's code and the CPU) and in memory for the rest of the process. A model's
@@ -21,6 +21,10 @@ import threading
 
 from lossc import __version__
 from lossc.runtime import artifact
+
+# besides the training steps: NumPy's permutation for the per-epoch shuffle
+# (codegen/rng.py, used by optim/shuffle.py; the same code for every dtype)
+PERMUTATION = "rng.permutation"
 
 _objects: dict[tuple[str, str, str], bytes] = {}
 _lock = threading.Lock()
@@ -60,11 +64,21 @@ def _cached_or_compiled(unit: str, dtype: str) -> bytes:
 
 
 def compile_unit(unit: str, dtype: str) -> bytes:
+    from llvmlite import ir
+
     from lossc.codegen.jit import LIBRARY_LEVEL, compile_ir, host_cpu
+    from lossc.codegen.rng import emit_permutation
     from lossc.codegen.units import LIBRARY_UNITS, build_module
-    if unit not in LIBRARY_UNITS:
-        raise ValueError(f"{unit!r} is not a library unit; those are {LIBRARY_UNITS}")
-    module, _ = build_module(None, dtype, (unit,), triple=host_cpu()["triple"])
+    triple = host_cpu()["triple"]
+    if unit in LIBRARY_UNITS:
+        module, _ = build_module(None, dtype, (unit,), triple=triple)
+    elif unit == PERMUTATION:
+        module = ir.Module(name="lossc_rng")
+        module.triple = triple
+        emit_permutation(module)
+    else:
+        raise ValueError(f"{unit!r} is not a library unit; those are "
+                         f"{LIBRARY_UNITS + (PERMUTATION,)}")
     return compile_ir(str(module), LIBRARY_LEVEL)
 
 

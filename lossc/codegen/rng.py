@@ -1,0 +1,346 @@
+"""NumPy's `Generator.permutation(n)` for a PCG64 generator, as native code.
+
+    i32 lossc_permutation_pcg64(i64* frame)
+
+Training draws one permutation of the samples per epoch, `rng.permutation(n)`, and
+NumPy takes 10-15 ns per element for it (for 16,384 samples, a quarter of a short
+training run). This function draws exactly the same permutation and leaves the
+generator in exactly the same state, so that NumPy's draws and these mix freely
+(lossc/optim/shuffle.py calls it, and checks it against NumPy before trusting it).
+
+NumPy's algorithm (numpy/random/_generator.pyx `permutation` -> `shuffle` ->
+`_shuffle_raw`, distributions.c `random_interval`, pcg64.h), checked against NumPy
+itself in tests/test_shuffle.py:
+
+    out = arange(n)
+    for i = n-1 down to 1:
+        j = random_interval(i); swap out[i], out[j]
+
+    random_interval(max):    mask = the smallest all-ones mask >= max; then draw
+        next_uint32() & mask until <= max   (max <= 0xffffffff)
+        next_uint64() & mask until <= max   (otherwise)
+
+    next_uint64: state = state * MULT + inc (128 bits); return rotr64(hi ^ lo, hi >> 58)
+                 of the new state (PCG XSL-RR 128/64)
+    next_uint32: buffered: if has_uint32, clear it and return uinteger (which keeps its
+                 value: NumPy's state reports the stale one); otherwise draw 64 bits,
+                 keep the high half in uinteger, set has_uint32, return the low half
+
+n <= 1 draws nothing. A half left buffered by an earlier draw (has_uint32 set on entry)
+is the first value used, and an odd number of 32-bit draws leaves one buffered.
+
+frame slots (i64):
+    0 u64[4]* (state low 64 bits, state high, inc low, inc high)   in/out
+    1 u64[2]* (has_uint32, uinteger)                               in/out
+    2 n
+    3 i64* out (n elements)
+Return: 0.
+
+Speed (n = 16,384, each call from a new state: drawing the same permutation over and
+over lets the branch predictor learn part of it and flatters every variant). Drawn
+value by value, as NumPy does, each draw waits for the previous 128-bit multiply and
+each rejection (1 value in 4 on average) is a mispredicted branch: ~17 cycles an
+element, against NumPy's ~23. Two things bring it to ~12:
+
+- The values next_uint32 returns are a fixed stream (the buffered half, then the low
+  and high halves of successive 64-bit outputs) whatever the rejections: only which
+  value goes to which i depends on them. So the stream is generated CHUNK values at a
+  time into a buffer on the stack, by a loop of nothing but multiplies and stores, and
+  the shuffle consumes it from there. At the end the generator's state is rebuilt from
+  the number of values consumed: the LCG state after the last 64-bit output used (each
+  output's state is kept with the chunk), has_uint32 if only its low half was used,
+  uinteger the high half of the last output drawn. (~17 -> ~13 cycles)
+- The next two values of the stream are kept in registers, and whether i takes the
+  first or (the first rejected) the second is a select, not a branch. Only when both
+  are rejected (1 in 12 on average) does a loop draw on; the loads for the next
+  element's pair depend only on the position before, so they are not on the critical
+  path. (~13 -> ~12 cycles)
+
+Filling the chunk from two interleaved LCG chains (jumping two steps) gained ~2%, not
+worth its code. For n in the millions the random accesses to `out` take most of the
+time, for NumPy as well.
+
+The 64-bit draws (i > 0xffffffff, so n above 2^32 + 1) come first, when i is largest,
+and step the state directly; they never touch the buffered half. (Untested: the test
+would need a 32 GB array. lossc/optim/shuffle.py leaves such n to NumPy.)
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+from llvmlite import ir
+
+from lossc.codegen.values import I1, I32, I64
+
+FUNCTION = "lossc_permutation_pcg64"
+SLOTS = 4
+MULTIPLIER = 0x2360ED051FC65DA44385DF649FCCF645   # PCG's default 128-bit LCG multiplier
+CHUNK = 128         # 32-bit values generated at a time (even: whole outputs)
+MAX32 = 0xFFFFFFFF
+
+I128 = ir.IntType(128)
+
+
+def emit_permutation(module: ir.Module) -> None:
+    """Define FUNCTION in `module`."""
+    fn = ir.Function(module, ir.FunctionType(I32, [I64.as_pointer()]), name=FUNCTION)
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    frame = fn.args[0]
+
+    def slot(k, ty=None):
+        v = b.load(b.gep(frame, [ir.Constant(I64, k)]))
+        return v if ty is None else b.inttoptr(v, ty)
+
+    words, buffered = slot(0, I64.as_pointer()), slot(1, I64.as_pointer())
+    n, out = slot(2), slot(3, I64.as_pointer())
+    gen = _Pcg64(b, fn, words, buffered)
+
+    def swap(i, j):
+        pi, pj = b.gep(out, [i]), b.gep(out, [j])
+        vi, vj = b.load(pi), b.load(pj)
+        b.store(vj, pi)
+        b.store(vi, pj)
+
+    with _loop(b, fn, _i64(0), n, up=True) as k:
+        b.store(k, b.gep(out, [k]))
+    # i > 0xffffffff: 64-bit draws
+    with _loop(b, fn, b.sub(n, _i64(1)), _i64(MAX32), up=False) as i:
+        swap(i, gen.interval64(i))
+    # the rest: 32-bit draws from the stream
+    stream = _Stream(gen)
+    last = b.sub(n, _i64(1))
+    top = b.select(b.icmp_signed("<", last, _i64(MAX32)), last, _i64(MAX32))
+    with _loop(b, fn, top, _i64(0), up=False) as i:
+        swap(i, stream.interval32(i))
+    stream.finish()
+    gen.save()
+    b.ret(ir.Constant(I32, 0))
+
+
+def _i64(v: int) -> ir.Constant:
+    return ir.Constant(I64, v)
+
+
+def _intrinsic(module: ir.Module, name: str, ret, args: list) -> ir.Function:
+    """An LLVM intrinsic, declared once per module."""
+    return module.globals.get(name) or ir.Function(module, ir.FunctionType(ret, args), name=name)
+
+
+@contextmanager
+def _loop(b: ir.IRBuilder, fn: ir.Function, start, stop, up: bool):
+    """for i in range(start, stop) (up) or range(start, stop, -1) (down): the body is
+    whatever the with-block emits. Signed comparisons: an empty range runs nothing."""
+    pre = b.block
+    header = fn.append_basic_block("loop")
+    body = fn.append_basic_block("body")
+    done = fn.append_basic_block("done")
+    b.branch(header)
+    b.position_at_end(header)
+    i = b.phi(I64, name="i")
+    i.add_incoming(start, pre)
+    b.cbranch(b.icmp_signed("<" if up else ">", i, stop), body, done)
+    b.position_at_end(body)
+    yield i
+    i.add_incoming(b.add(i, _i64(1 if up else -1)), b.block)
+    b.branch(header)
+    b.position_at_end(done)
+
+
+def _mask(b: ir.IRBuilder, top):
+    """The smallest all-ones mask >= top (top >= 1)."""
+    ctlz = _intrinsic(b.module, "llvm.ctlz.i64", I64, [I64, I1])
+    return b.lshr(_i64(-1), b.call(ctlz, [top, ir.Constant(I1, 0)]))
+
+
+class _Pcg64:
+    """NumPy's PCG64 bit generator state, in allocas (LLVM keeps them in registers),
+    loaded from the caller's arrays on entry and written back by `save`."""
+
+    def __init__(self, b: ir.IRBuilder, fn: ir.Function, words, buffered):
+        self.b, self.fn = b, fn
+        self.words, self.buffered = words, buffered
+        word = [b.load(b.gep(words, [_i64(k)])) for k in range(4)]
+        self.inc = self._join(word[2], word[3])
+        self.state = self.alloca(I128, "state")
+        self.has = self.alloca(I1, "has_uint32")
+        self.uinteger = self.alloca(I32, "uinteger")
+        b.store(self._join(word[0], word[1]), self.state)
+        b.store(b.icmp_unsigned("!=", b.load(b.gep(buffered, [_i64(0)])), _i64(0)), self.has)
+        b.store(b.trunc(b.load(b.gep(buffered, [_i64(1)])), I32), self.uinteger)
+
+    def alloca(self, ty, name: str):
+        """A variable in the entry block (where LLVM promotes them to registers)."""
+        with self.b.goto_block(self.fn.entry_basic_block):
+            self.b.position_at_start(self.fn.entry_basic_block)
+            return self.b.alloca(ty, name=name)
+
+    def _join(self, lo, hi):
+        b = self.b
+        return b.or_(b.shl(b.zext(hi, I128), ir.Constant(I128, 64)), b.zext(lo, I128))
+
+    def save(self) -> None:
+        b = self.b
+        s = b.load(self.state)
+        b.store(b.trunc(s, I64), b.gep(self.words, [_i64(0)]))
+        b.store(b.trunc(b.lshr(s, ir.Constant(I128, 64)), I64), b.gep(self.words, [_i64(1)]))
+        b.store(b.zext(b.load(self.has), I64), b.gep(self.buffered, [_i64(0)]))
+        b.store(b.zext(b.load(self.uinteger), I64), b.gep(self.buffered, [_i64(1)]))
+
+    def step(self, s):
+        """The LCG's next state (modulo 2^128)."""
+        b = self.b
+        return b.add(b.mul(s, ir.Constant(I128, MULTIPLIER)), self.inc)
+
+    def output(self, s):
+        """XSL-RR: (hi ^ lo) rotated right by the state's top 6 bits."""
+        b = self.b
+        hi = b.trunc(b.lshr(s, ir.Constant(I128, 64)), I64)
+        x = b.xor(hi, b.trunc(s, I64))
+        fshr = _intrinsic(self.fn.module, "llvm.fshr.i64", I64, [I64, I64, I64])
+        return b.call(fshr, [x, x, b.lshr(hi, _i64(58))])
+
+    def next_uint64(self):
+        b = self.b
+        s = self.step(b.load(self.state))
+        b.store(s, self.state)
+        return self.output(s)
+
+    def interval64(self, top):
+        """random_interval(top) for top > 0xffffffff: next_uint64() & mask until <= top."""
+        b = self.b
+        mask = _mask(b, top)
+        draw = self.fn.append_basic_block("interval64")
+        b.branch(draw)
+        b.position_at_end(draw)
+        j = b.and_(self.next_uint64(), mask)
+        done = self.fn.append_basic_block("interval64_done")
+        b.cbranch(b.icmp_unsigned(">", j, top), draw, done)
+        b.position_at_end(done)
+        return j
+
+
+class _Stream:
+    """next_uint32's values, CHUNK at a time (see the module docstring).
+
+    values[0] holds the half buffered on entry, values[1..CHUNK] the chunk: the low and
+    high halves of the chunk's 64-bit outputs in turn; states[k] is the LCG state that
+    gave output k. Each fill makes AHEAD outputs more, which begin the next chunk, so
+    that the two values after any position up to CHUNK + 1 are at hand. `pos` is the
+    next value to use, and `a` and `b` hold values[pos] and values[pos + 1]. The
+    generator's `state` and `uinteger` stay as they were before the current chunk until
+    `finish`."""
+
+    AHEAD = 2
+
+    def __init__(self, gen: _Pcg64):
+        self.gen, b = gen, gen.b
+        outputs = CHUNK // 2 + self.AHEAD
+        self.values = gen.alloca(ir.ArrayType(I32, 2 * outputs + 1), "values")
+        self.states = gen.alloca(ir.ArrayType(I128, outputs), "states")
+        self.pos = gen.alloca(I64, "pos")
+        self.a, self.b = gen.alloca(I32, "a"), gen.alloca(I32, "b")
+        b.store(b.load(gen.uinteger), self.value(_i64(0)))
+        self.fill()
+        b.store(b.select(b.load(gen.has), _i64(0), _i64(1)), self.pos)
+        self.reload()
+
+    def value(self, k):
+        return self.gen.b.gep(self.values, [_i64(0), k])
+
+    def state(self, k):
+        return self.gen.b.gep(self.states, [_i64(0), k])
+
+    def reload(self) -> None:
+        b = self.gen.b
+        pos = b.load(self.pos)
+        b.store(b.load(self.value(pos)), self.a)
+        b.store(b.load(self.value(b.add(pos, _i64(1)))), self.b)
+
+    def fill(self) -> None:
+        """The chunk after the generator's state, and AHEAD outputs more."""
+        gen, b = self.gen, self.gen.b
+        chain = gen.alloca(I128, "s")
+        b.store(b.load(gen.state), chain)
+        with _loop(b, gen.fn, _i64(0), _i64(CHUNK // 2 + self.AHEAD), up=True) as k:
+            s = gen.step(b.load(chain))
+            b.store(s, chain)
+            b.store(s, self.state(k))
+            x = gen.output(s)
+            lo = b.add(b.mul(k, _i64(2)), _i64(1))
+            b.store(b.trunc(x, I32), self.value(lo))
+            b.store(b.trunc(b.lshr(x, _i64(32)), I32), self.value(b.add(lo, _i64(1))))
+
+    def refill_if_used(self) -> None:
+        """Past the chunk: the generator moves past it and the next one is made (its
+        first values are those made ahead, so `a` and `b` stay right)."""
+        gen, b = self.gen, self.gen.b
+        pos = b.load(self.pos)
+        with b.if_then(b.icmp_signed(">", pos, _i64(CHUNK)), likely=False):
+            b.store(b.load(self.state(_i64(CHUNK // 2 - 1))), gen.state)
+            b.store(b.load(self.value(_i64(CHUNK))), gen.uinteger)
+            self.fill()
+            b.store(b.sub(pos, _i64(CHUNK)), self.pos)
+
+    def next(self):
+        """next_uint32()."""
+        b = self.gen.b
+        self.refill_if_used()
+        pos = b.load(self.pos)
+        b.store(b.add(pos, _i64(1)), self.pos)
+        return b.load(self.value(pos))
+
+    def interval32(self, top):
+        """random_interval(top) for 1 <= top <= 0xffffffff: next_uint32() & mask until
+        <= top. Whether the first value or the second is taken is decided without a
+        branch (a rejection is a coin toss no predictor can learn); only when both are
+        rejected (1 in 12 on average) does a loop draw on."""
+        b, fn = self.gen.b, self.gen.fn
+        mask, top32 = b.trunc(_mask(b, top), I32), b.trunc(top, I32)
+        self.refill_if_used()
+        pos = b.load(self.pos)
+        am, bm = b.and_(b.load(self.a), mask), b.and_(b.load(self.b), mask)
+        reject_a = b.icmp_unsigned(">", am, top32)
+        # both rejected, as one comparison: from `reject_a & reject_b` LLVM makes two
+        # branches, the first of them on reject_a alone
+        umin = _intrinsic(b.module, "llvm.umin.i32", I32, [I32, I32])
+        both = b.icmp_unsigned(">", b.call(umin, [am, bm]), top32)
+        fast, slow = fn.append_basic_block("interval32"), fn.append_basic_block("reject2")
+        draw, done = fn.append_basic_block("draw32"), fn.append_basic_block("interval32_done")
+        b.cbranch(both, slow, fast)
+
+        b.position_at_end(fast)
+        after2, after3 = (b.load(self.value(b.add(pos, _i64(k)))) for k in (2, 3))
+        b.store(b.select(reject_a, after2, b.load(self.b)), self.a)
+        b.store(b.select(reject_a, after3, after2), self.b)
+        b.store(b.add(pos, b.select(reject_a, _i64(2), _i64(1))), self.pos)
+        j_fast = b.select(reject_a, bm, am)
+        b.branch(done)
+
+        b.position_at_end(slow)
+        b.store(b.add(pos, _i64(2)), self.pos)
+        b.branch(draw)
+        b.position_at_end(draw)
+        v = b.and_(self.next(), mask)
+        retry = b.icmp_unsigned(">", v, top32)
+        with b.if_then(b.not_(retry)):
+            self.reload()
+        b.cbranch(retry, draw, done)
+        end_slow = b.block
+
+        b.position_at_end(done)
+        j = b.phi(I32, name="j")
+        j.add_incoming(j_fast, fast)
+        j.add_incoming(v, end_slow)
+        return b.zext(j, I64)
+
+    def finish(self) -> None:
+        """The generator's state after the values used: with c = pos - 1 values of the
+        chunk used (-1: not even the buffered half), d = ceil(c / 2) of its outputs."""
+        gen, b = self.gen, self.gen.b
+        c = b.sub(b.load(self.pos), _i64(1))
+        with b.if_then(b.icmp_signed(">=", c, _i64(0))):
+            b.store(b.trunc(c, I1), gen.has)
+            d = b.lshr(b.add(c, _i64(1)), _i64(1))
+            with b.if_then(b.icmp_signed(">", d, _i64(0))):
+                b.store(b.load(self.state(b.sub(d, _i64(1)))), gen.state)
+                b.store(b.load(self.value(b.mul(d, _i64(2)))), gen.uinteger)

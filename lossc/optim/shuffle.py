@@ -1,0 +1,113 @@
+"""`rng.permutation(n)` for training's per-epoch shuffle, in native code.
+
+`permutation(rng, n)` returns exactly `rng.permutation(n)` and leaves `rng` in exactly
+the state NumPy would, so a run's shuffles are those of NumPy and the generator can go
+on to be used by NumPy afterwards (or before: native and NumPy draws mix freely). For a
+`np.random.PCG64` bit generator (what `np.random.default_rng` makes) the permutation is
+drawn by lossc_permutation_pcg64 (codegen/rng.py), about twice as fast as NumPy;
+any other bit generator, a small n (or one above 2^32), or a platform whose default
+integer is not int64 goes to NumPy.
+
+The generator's state crosses over as two arrays: its `bit_generator.state` dict is
+unpacked into u64 words before the call and packed back after it. PCG64's 128-bit
+state and increment do not fit a signed int64, hence uint64 arrays and Python ints.
+
+The native code reimplements NumPy's algorithm, which NumPy does not promise to keep.
+So the first time the native path is taken in a process it is checked against NumPy on
+copies of the generator; if they disagree (a NumPy release changed the algorithm), NumPy
+draws every permutation from then on.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from lossc.codegen.rng import FUNCTION, SLOTS
+from lossc.runtime.calls import _addr
+
+# below this many elements NumPy is as fast: a native call costs ~8 us besides the
+# shuffle (the state passes through bit_generator.state's dict twice, and the arrays),
+# NumPy ~5 ns an element more than the native code (measured: even at n ~ 1500-2000)
+SMALL = 2048
+LARGE = 2 ** 32   # from here on NumPy draws 64-bit values too, a path left untested
+_MASK64 = (1 << 64) - 1
+# the native code writes int64; rng.permutation(n) returns NumPy's default integer
+_INT64_INDEX = np.arange(1).dtype == np.int64
+
+_agrees: bool | None = None    # the native code matches NumPy; None until checked
+
+
+def permutation(rng: np.random.Generator, n: int) -> np.ndarray:
+    """rng.permutation(n), leaving rng as rng.permutation(n) would."""
+    bg = rng.bit_generator
+    if (type(bg) is not np.random.PCG64 or not isinstance(n, (int, np.integer))
+            or not SMALL <= n <= LARGE or not _INT64_INDEX or not _trusted(bg)):
+        return rng.permutation(n)
+    fn = _native().functions[FUNCTION]
+    with bg.lock:                  # what Generator.shuffle holds while it draws
+        out, bg.state = _draw(fn, bg.state, int(n))
+    return out
+
+
+@functools.cache
+def _native():
+    """The loaded code of lossc_permutation_pcg64 (with `.functions[FUNCTION]`): compiled
+    once per machine and kept in the persistent cache (runtime/library.py). It must stay
+    alive while its function is used, which the cache does."""
+    from lossc.runtime import library
+    from lossc.runtime.native import load_object
+    return load_object(library.unit_object(library.PERMUTATION, "any"), (FUNCTION,))
+
+
+def _draw(fn, state: dict, n: int) -> tuple[np.ndarray, dict]:
+    """The permutation of n drawn natively from `state`, and the state after it."""
+    words, buffered = state_arrays(state)
+    out = np.empty(n, dtype=np.int64)
+    frame = np.zeros(SLOTS, dtype=np.int64)
+    frame[:] = (_addr(words), _addr(buffered), n, _addr(out))
+    fn(_addr(frame))
+    return out, state_dict(words, buffered)
+
+
+def state_arrays(state: dict) -> tuple[np.ndarray, np.ndarray]:
+    """PCG64's `bit_generator.state` as the native code's arrays: u64[4] (state low,
+    state high, inc low, inc high) and u64[2] (has_uint32, uinteger)."""
+    s, inc = state["state"]["state"], state["state"]["inc"]
+    words = np.array([s & _MASK64, s >> 64, inc & _MASK64, inc >> 64], dtype=np.uint64)
+    buffered = np.array([state["has_uint32"], state["uinteger"]], dtype=np.uint64)
+    return words, buffered
+
+
+def state_dict(words: np.ndarray, buffered: np.ndarray) -> dict:
+    """The inverse of state_arrays: a dict for `bit_generator.state = ...`."""
+    s_lo, s_hi, inc_lo, inc_hi = words.tolist()     # Python ints, never negative
+    has, uinteger = buffered.tolist()
+    return {"bit_generator": "PCG64",
+            "state": {"state": s_lo | s_hi << 64, "inc": inc_lo | inc_hi << 64},
+            "has_uint32": has, "uinteger": uinteger}
+
+
+def _trusted(bg: np.random.PCG64) -> bool:
+    """Whether the native code draws as NumPy does, checked once per process."""
+    global _agrees
+    if _agrees is None:
+        _agrees = _matches_numpy(bg.state)
+    return _agrees
+
+
+def _matches_numpy(state: dict) -> bool:
+    """Native draws against NumPy's from copies of `state`: odd and even n, with and
+    without a buffered 32-bit half on entry, several permutations in a row."""
+    fn = _native().functions[FUNCTION]
+    for has_uint32 in (0, 1):
+        start = dict(state, has_uint32=has_uint32)
+        reference = np.random.Generator(np.random.PCG64(0))
+        reference.bit_generator.state = start
+        ours = start
+        for n in (64, 1001, 129, 4096):
+            out, ours = _draw(fn, ours, n)
+            expected = reference.permutation(n)
+            if not (np.array_equal(out, expected) and ours == reference.bit_generator.state):
+                return False
+    return True
