@@ -216,15 +216,19 @@ class FunctionCodegen(RowContractions, OuterProducts, TensorLowering, ValueEmitt
             self.buffers = ChainMap({}, base_buffers)
             self.sample = self.b.add(i, self.iconst(g * lanes)) if g else i
             self.input_rows = {}
-            for n in self.live:   # row pointers first: they must dominate every use
+            # every group's inputs first: row pointers must dominate every use, and a
+            # product with an input computes all groups at once (lower_matmul)
+            for n in self.live:
                 if n.op == "input":
                     self.input_row(n)
                     if lanes > 1 and n.size > 1 and n.id not in self.untransposed:
                         self.transpose_input(n)
-            for n in self.live:
-                if n.id in self.vary:
-                    self.emit_node(n)
             self.contexts.append((self.values, self.buffers, self.input_rows, self.sample))
+        for g, context in enumerate(self.contexts):
+            self.values, self.buffers, self.input_rows, self.sample = context
+            for n in self.live:
+                if n.id in self.vary and not (g and n.id in self.buffers):
+                    self.emit_node(n)
         for k, node in sample_outs.items():
             if lanes > 1 and k in self.outer:
                 continue

@@ -128,6 +128,57 @@ class TensorLowering:
                 for a, i in zip(accs, outs):
                     self.store(n, (i,), a)
 
+    def input_product(self, n: Node):
+        """(matrix, input, matrix first) if n is W @ x or x @ W of a once-per-call
+        matrix and an input vector, else None."""
+        a, c = n.inputs
+        for m, v, first in ((a, c, True), (c, a, False)):
+            if m.rank == 2 and m.id not in self.vary and v.rank == 1 and v.op == "input":
+                return m, v, first
+        return None
+
+    def matvec_tiles_of_groups(self, n: Node, K: int) -> None:
+        """matvec_tiles for every lane group of the iteration at once (an input's lanes
+        are loaded for all groups before any group's values are computed): each matrix
+        element is broadcast once per tile and feeds MATVEC_TILE accumulators in every
+        group, where one group at a time would load it once per group. The sums are
+        those of matvec_tiles, term by term, so lanes and the scalar tail agree."""
+        b = self.b
+        m, v, first = self.input_product(n)
+        here = (self.values, self.buffers, self.input_rows, self.sample)
+        for ctx in self.contexts:
+            if ctx[1] is not self.buffers:
+                ctx[1][n.id] = self.node_buffer(n)
+
+        def in_context(ctx, fn):
+            self.values, self.buffers, self.input_rows, self.sample = ctx
+            try:
+                return fn()
+            finally:
+                self.values, self.buffers, self.input_rows, self.sample = here
+
+        H = n.shape[0]
+        R = MATVEC_TILE
+        for start, count, width in ((0, H // R, R), (H - H % R, H % R, 1)):
+            if not count:
+                continue
+            with self.loop(count) as t:
+                i0 = b.add(self.iconst(start), b.mul(t, self.iconst(width)))
+                outs = [b.add(i0, self.iconst(r)) if r else i0 for r in range(width)]
+                accs = None
+                for k in range(K):
+                    kk = self.iconst(k)
+                    ws = [self.elem(m, (i, kk) if first else (kk, i)) for i in outs]
+                    xs = [in_context(ctx, lambda: self.elem(v, (kk,))) for ctx in self.contexts]
+                    terms = [[self.fmul(w, x) if first else self.fmul(x, w) for w in ws]
+                             for x in xs]
+                    accs = terms if accs is None else [
+                        [self.fadd(a, t_) for a, t_ in zip(acc_g, term_g)]
+                        for acc_g, term_g in zip(accs, terms)]
+                for ctx, acc_g in zip(self.contexts, accs):
+                    for a, i in zip(acc_g, outs):
+                        in_context(ctx, lambda: self.store(n, (i,), a))
+
     def lower_argext(self, n: Node) -> None:
         b = self.b
         axes, kind = n.attr("axes"), n.attr("kind")
@@ -193,6 +244,8 @@ class TensorLowering:
             return self.fmul(self.elem(x, xi), self.elem(y, yi))
 
         if n.rank == 1 and MATVEC_TILE * K <= MATVEC_TILE_TERMS:
+            if self.lanes > 1 and len(self.contexts) > 1 and self.input_product(n):
+                return self.matvec_tiles_of_groups(n, K)
             return self.matvec_tiles(n, term, K)
         with self.loops(n.shape) as idx:
             if K <= UNROLL:   # a balanced tree of the K products, as in fold_group
