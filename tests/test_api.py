@@ -430,3 +430,181 @@ def test_prepared_call_reports_index_errors():
     call = m.prepare(theta, {"x": np.ones((3, 2)), "k": np.array([0, 5, 1])})
     with pytest.raises(ValueError, match="k = 5 is out of range 0..2 at sample 1"):
         call()
+
+
+# Calling again with the same input arrays reuses the last call's validated binding;
+# these tests change the arrays in place between calls, each time in a way that the
+# reuse check must notice.
+
+def _fresh_result(m, theta, **data):
+    """The result for copies of the arrays: never a reused binding."""
+    return m.value_and_grad(theta, **{k: np.array(v) for k, v in data.items()})
+
+
+def test_input_reshaped_in_place_is_validated_again(logistic):
+    X, Y = _data(B=6)
+    theta = logistic.init_params(seed=2)
+    logistic.value_and_grad(theta, x=X, y=Y)
+    X.shape = (12, 2)                 # the same object and data, a new shape
+    with pytest.raises(ValueError, match=r"'x' must have shape \(B, 4\), got \(12, 2\)"):
+        logistic.value_and_grad(theta, x=X, y=Y)
+    X.shape = (6, 4)
+    assert logistic.value_and_grad(theta, x=X, y=Y)[0] == _fresh_result(logistic, theta,
+                                                                           x=X, y=Y)[0]
+
+
+def test_input_resized_in_place_is_validated_again(logistic):
+    X, Y = _data(B=5)
+    theta = logistic.init_params(seed=2)
+    logistic.value_and_grad(theta, x=X, y=Y)
+    X.resize((7, 4), refcheck=False)
+    with pytest.raises(ValueError, match="batch sizes disagree"):
+        logistic.value_and_grad(theta, x=X, y=Y)
+    Y.resize(7, refcheck=False)
+    v, g = logistic.value_and_grad(theta, x=X, y=Y)
+    fv, fg = _fresh_result(logistic, theta, x=X, y=Y)
+    assert v == fv
+    np.testing.assert_array_equal(g["w"], fg["w"])
+
+
+def test_input_resized_away_and_back_is_read_where_it_is_now(logistic):
+    """Resizing and then resizing back gives the same shape, strides and dtype, but the
+    data has moved: the binding must not keep the old, freed address."""
+    X, Y = _data(B=5)
+    theta = logistic.init_params(seed=2)
+    logistic.value_and_grad(theta, x=X, y=Y)
+    X.resize((5000, 4), refcheck=False)
+    X.resize((5, 4), refcheck=False)
+    X[:] = 0.25
+    v, g = logistic.value_and_grad(theta, x=X, y=Y)
+    fv, fg = _fresh_result(logistic, theta, x=X, y=Y)
+    assert v == fv
+    np.testing.assert_array_equal(g["w"], fg["w"])
+
+
+def test_input_dtype_changed_in_place_is_validated_again():
+    m = lossc.compile(SOFTMAX)
+    theta = m.init_params()
+    x = np.ones((4, 2))
+    k = np.array([0, 1, 2, 1])
+    m.value_and_grad(theta, x=x, k=k)
+    k.dtype = np.float64              # the same bytes, now read as (tiny) floats
+    with pytest.raises(ValueError, match="int input 'k' holds .* it must hold integers"):
+        m.value_and_grad(theta, x=x, k=k)
+    k.dtype = np.int64
+    x.dtype = np.int64                # same shape, another dtype: converted again
+    v, g = m.value_and_grad(theta, x=x, k=k)
+    fv, fg = _fresh_result(m, theta, x=x, k=k)
+    assert v == fv
+    np.testing.assert_array_equal(g["W"], fg["W"])
+
+
+def test_input_strides_changed_in_place_are_validated_again(logistic):
+    import warnings
+    buf = np.arange(48.0) / 48
+    X = buf[:20].reshape(5, 4)        # C-contiguous: bound as it is
+    Y = np.zeros(5)
+    theta = logistic.init_params(seed=2)
+    logistic.value_and_grad(theta, x=X, y=Y)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)   # (NumPy >= 2.4)
+            X.strides = (64, 8)       # every other row of buf, the same data address
+    except AttributeError:
+        pytest.skip("this NumPy cannot set strides")
+    v, _ = logistic.value_and_grad(theta, x=X, y=Y)
+    assert v == _fresh_result(logistic, theta, x=X, y=Y)[0]
+
+
+def test_same_inputs_with_other_hyperparameters(logistic):
+    X, Y = _data()
+    theta = logistic.init_params(seed=3)
+    for lam in (1e-3, 0.5, 0.5, 1, np.float64(0.25), 0.25):
+        value, g = logistic.value_and_grad(theta, x=X, y=Y, lam=lam)
+        ref, rg = _numpy_logistic(theta, X, Y, float(lam))
+        assert value == pytest.approx(ref, rel=1e-13)
+        np.testing.assert_allclose(g["w"], rg["w"], rtol=1e-12)
+    value, _ = logistic.value_and_grad(theta, x=X, y=Y)          # the default again
+    assert value == pytest.approx(_numpy_logistic(theta, X, Y, 1e-3)[0], rel=1e-13)
+    with pytest.raises(ValueError, match="'lam' must be a real number"):
+        logistic.value_and_grad(theta, x=X, y=Y, lam=np.ones(1))
+
+
+def test_gradients_are_the_callers_own_arrays():
+    """Each call returns new arrays: a later call does not change an earlier result, and
+    changing a result does not change the next one."""
+    m = lossc.compile("dim K = 3\ninput x[2]\nparam W[K, 2] = 1\nparam c[K]\nparam b\n"
+                      "loss = sum(W @ x + c) * b + b ^ 2\n", cache=False)
+    x = np.arange(8.0).reshape(4, 2)
+    theta = {"W": np.ones((3, 2)), "c": np.zeros(3), "b": 0.5}
+    v1, g1 = m.value_and_grad(theta, x=x)
+    kept = {k: a.copy() for k, a in g1.items()}
+    assert g1["W"].shape == (3, 2) and g1["c"].shape == (3,) and g1["b"].shape == ()
+    assert all(type(a) is np.ndarray and a.dtype == np.float64 for a in g1.values())
+    v2, g2 = m.value_and_grad(dict(theta, b=2.0), x=x)
+    assert v2 != v1
+    for k in kept:
+        np.testing.assert_array_equal(g1[k], kept[k])
+        assert not np.shares_memory(g1[k], g2[k])
+        g2[k][...] = -1
+    v3, g3 = m.value_and_grad(dict(theta, b=2.0), x=x)
+    assert v3 == v2 and float(g3["b"]) == float(kept["b"]) + 3
+
+
+def test_parameter_forms_accepted_for_scalars_vectors_and_matrices():
+    m = lossc.compile(SOFTMAX.replace("param W[K, 2] = 1", "param W[K, 2] = 1\nparam s\n"
+                                      "param v[2]").replace("W[k, 0]", "W[k, 0] * s + dot(v, x)"),
+                      cache=False)
+    x, k = np.ones((4, 2)), np.array([0, 1, 2, 2])
+    W = np.arange(6.0).reshape(3, 2) / 4      # (exact in float32 too)
+    base = {"W": W, "s": 0.5, "v": np.array([0.25, -0.5])}
+    ref, rg = m.value_and_grad(base, x=x, k=k)
+    forms = [{"s": 0.5}, {"s": np.float64(0.5)}, {"s": np.float32(0.5)}, {"s": np.array(0.5)},
+             {"s": np.array(0.5, np.float32)}, {"W": np.asfortranarray(W)}, {"W": W.tolist()},
+             {"W": W.astype(np.float32)}, {"W": np.repeat(W, 2, axis=1)[:, ::2]}, {"v": [0.25, -0.5]},
+             {"v": np.array([0.25, 9, -0.5, 9])[::2]}, {"v": np.array([1, -2]) / 4}]
+    for change in forms:
+        v, g = m.value_and_grad(dict(base, **change), x=x, k=k)
+        assert v == ref, change
+        for name in rg:
+            np.testing.assert_array_equal(g[name], rg[name])
+    assert m.value_and_grad(dict(base, s=1), x=x, k=k)[0] == \
+        m.value_and_grad(dict(base, s=1.0), x=x, k=k)[0]
+    for change, exc, text in [
+            ({"s": [0.5]}, ValueError, r"'s' must have shape \(\), got \(1,\)"),
+            ({"s": 1j}, TypeError, "'s' must hold real numbers"),
+            ({"W": W.T}, ValueError, r"'W' must have shape \(3, 2\), got \(2, 3\)"),
+            ({"W": W.astype(complex)}, TypeError, "'W' must hold real numbers"),
+            ({"v": 0.5}, ValueError, r"'v' must have shape \(2,\), got \(\)")]:
+        with pytest.raises(exc, match=text):
+            m.value_and_grad(dict(base, **change), x=x, k=k)
+    flat = m.pack_params(base)
+    back = m.unpack_params(flat)
+    assert back["W"].shape == (3, 2) and back["s"].shape == () and back["v"].shape == (2,)
+    np.testing.assert_array_equal(m.pack_params(back), flat)
+    out = np.zeros(m.n_params)
+    assert m.pack_params(base, out=out) is out
+    np.testing.assert_array_equal(out, flat)
+
+
+def test_calls_from_several_threads_get_their_own_results(logistic):
+    import threading
+    work = []
+    for seed in range(4):
+        X, Y = _data(B=5 + seed, seed=seed)
+        theta = logistic.init_params(seed=seed)
+        work.append((theta, X, Y, logistic.value_and_grad(theta, x=X, y=Y)))
+    failures = []
+
+    def run(theta, X, Y, expected):
+        for _ in range(300):
+            v, g = logistic.value_and_grad(theta, x=X, y=Y)
+            if v != expected[0] or not np.array_equal(g["w"], expected[1]["w"]):
+                failures.append(v)
+
+    threads = [threading.Thread(target=run, args=w) for w in work]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures

@@ -24,6 +24,42 @@ def _addr(a: np.ndarray) -> int:
         return a.__array_interface__["data"][0]
 
 
+def _array_data_offset() -> Optional[int]:
+    """Where an ndarray object keeps its data pointer, counted from id(a): NumPy's array
+    struct (PyArrayObject_fields, public C API) starts with it, right after the object
+    header. None if arrays of several kinds disagree with __array_interface__ (another
+    NumPy or Python build): data_pointer then takes the slow way."""
+    offset = object.__basicsize__       # (the struct is larger: the read stays inside)
+    base = np.arange(12.0)
+    for a in (base, base[5:], np.zeros((2, 3), np.int64), np.empty(0), base[::2].copy()):
+        if ctypes.c_void_p.from_address(id(a) + offset).value != \
+                a.__array_interface__["data"][0]:
+            return None
+    return offset
+
+
+_ARRAY_DATA_OFFSET = _array_data_offset()
+
+
+class _SlowDataPointer:
+    """data_pointer where the array struct is not as expected."""
+
+    def __init__(self, a: np.ndarray):
+        self.a = a
+
+    @property
+    def value(self) -> int:
+        return self.a.__array_interface__["data"][0]
+
+
+def data_pointer(a: np.ndarray):
+    """An object whose `value` is the address of `a`'s data as it is now (ndarray.resize
+    can move it), read in 0.05 us where _addr takes 0.3 us. Keep `a` alive with it."""
+    if _ARRAY_DATA_OFFSET is None:
+        return _SlowDataPointer(a)
+    return ctypes.c_void_p.from_address(id(a) + _ARRAY_DATA_OFFSET)
+
+
 def aligned_zeros(n: int, dtype, alignment: int = 64) -> np.ndarray:
     """A zeroed array whose data starts on an `alignment`-byte boundary."""
     dtype = np.dtype(dtype)
@@ -71,6 +107,10 @@ class _Frame:
         self.frame[6] = _addr(self.err)
         self.frame[7] = self.grad_address
         self.address = _addr(self.frame)
+        # views with each parameter's shape: Model._pack copies into theta_views,
+        # value_and_grad copies each of grad_views out
+        self.theta_views = model._param_views(self.theta)
+        self.grad_views = [(name, view) for name, _, view in model._param_views(self.grad)]
         self.bound = None
         self.keep = None
         self.theta_in_frame = None
@@ -84,7 +124,9 @@ class _Frame:
         # (the address is taken every time: the same array object can get a new buffer,
         # with ndarray.resize(refcheck=False))
         self.keep = flat          # the array must outlive the call
-        self.use_address(self.theta_address if flat is None else _addr(flat))
+        address = self.theta_address if flat is None else _addr(flat)
+        if address != self.theta_in_frame:         # (use_address, without a call)
+            self.frame[0] = self.theta_in_frame = address
 
     def use_address(self, address: int) -> None:
         if address != self.theta_in_frame:

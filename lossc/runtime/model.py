@@ -12,7 +12,7 @@ from typing import Optional
 import numpy as np
 
 from lossc.codegen.units import LOSS, VALUE_AND_GRAD
-from lossc.runtime.calls import BoundArgs, PreparedCall, _Frame
+from lossc.runtime.calls import BoundArgs, PreparedCall, _Frame, data_pointer
 from lossc.runtime.code import ModelCode
 from lossc.runtime.spec import Signature
 
@@ -39,7 +39,6 @@ class Model:
         self._vg = code.function(VALUE_AND_GRAD)
         self._loss = None            # compiled on first use
         self.n_params = signature.n_params
-        self._layout = [(p.name, p.offset, p.size, p.shape) for p in signature.params]
         self._view_index = [
             (p.name, (p.offset, Ellipsis) if not p.shape else slice(p.offset, p.offset + p.size),
              p.shape if len(p.shape) > 1 else None) for p in signature.params]
@@ -51,7 +50,7 @@ class Model:
                                         dtype=self.dtype)
         self._no_inputs = BoundArgs(self, [], 1, self._default_hypers)
         self._tls = threading.local()
-        self._last_bound = None
+        self._last_call = None       # see _bind_kwargs
         self._pool = None
         self.threads = 1   # threads for large batches; see set_threads
 
@@ -121,39 +120,42 @@ class Model:
 
     def pack_params(self, theta: dict, out: Optional[np.ndarray] = None) -> np.ndarray:
         """The flat parameter vector (declaration order, C order within each)."""
-        flat = np.empty(self.n_params, dtype=self.dtype) if out is None else out
-        self._pack(theta, flat)
-        return flat
+        if out is not None:
+            self._pack(theta, self._param_views(out))
+            return out
+        # packed where value_and_grad packs (this thread's buffer, free between calls,
+        # with its views made once), then copied out
+        f = self._frame()
+        self._pack(theta, f.theta_views)
+        return f.theta[:self.n_params].copy()
 
-    def _pack(self, theta: dict, flat: np.ndarray) -> None:
+    def _pack(self, theta: dict, views: list) -> None:
+        """Check `theta` and copy it into `views` (_param_views of a flat vector)."""
         if type(theta) is not dict and not isinstance(theta, dict):
             raise TypeError(f"parameters must be a dict of arrays with keys "
                             f"{[p.name for p in self.params]}, got {type(theta).__name__}")
-        if len(theta) != len(self._layout):
+        if len(theta) != len(views):
             extra = [k for k in theta if k not in self._offsets]
             if extra:
                 raise ValueError(f"unknown parameter {extra[0]!r}; the model's parameters "
                                  f"are {sorted(self._offsets)}")
-        for name, off, size, shape in self._layout:
+        dtype = self.dtype
+        for name, shape, view in views:
             try:
                 v = theta[name]
             except KeyError:
                 raise ValueError(f"missing parameter {name!r} (shape {_shape_text(shape)})") \
                     from None
+            # the common cases, without numpy's conversion overhead: an array already of
+            # the right shape and a real dtype, and a scalar as a Python number. (A copy
+            # into a view of the parameter's shape costs half a slice assignment.)
             t = type(v)
-            # the common cases, without numpy's conversion overhead: a scalar as a Python
-            # number, and an array already of the right shape and a real dtype
-            if not shape and t in _SCALAR_TYPES:
-                flat[off] = v
-                continue
-            if t is np.ndarray and v.shape == shape and (v.dtype is self.dtype
-                                                          or v.dtype.kind in "fiu"):
-                if len(shape) == 1:
-                    flat[off:off + size] = v
-                elif shape:
-                    flat[off:off + size] = v.ravel()
-                else:
-                    flat[off] = v
+            if t is _ndarray:
+                if v.shape == shape and (v.dtype is dtype or v.dtype.kind in "fiu"):
+                    view[...] = v
+                    continue
+            elif t in _SCALAR_TYPES and not shape:
+                view[()] = v
                 continue
             a = np.asarray(v)
             if a.shape != shape:
@@ -162,7 +164,7 @@ class Model:
             if a.dtype.kind not in "biuf":
                 raise TypeError(f"parameter {name!r} must hold real numbers, got dtype "
                                 f"{a.dtype}")
-            flat[off:off + size] = a.reshape(-1)
+            view[...] = a
 
     def unpack_params(self, flat: np.ndarray) -> dict:
         """A dict of arrays (copies) from a flat parameter vector."""
@@ -177,6 +179,11 @@ class Model:
         # vector; only matrices need a reshape
         return {name: flat[index] if shape is None else flat[index].reshape(shape)
                 for name, index, shape in self._view_index}
+
+    def _param_views(self, flat: np.ndarray) -> list:
+        """(name, shape, view of flat with that shape) for each parameter."""
+        return [(p.name, p.shape, view)
+                for p, view in zip(self.signature.params, self._views(flat).values())]
 
     # ------------------------------------------------------------ calls
 
@@ -194,7 +201,7 @@ class Model:
         """The objective over the batch."""
         fn = self._loss_function()
         f = self._frame()
-        self._pack(theta, f.theta)
+        self._pack(theta, f.theta_views)
         f.use_theta()
         self._bind_kwargs(f, kwargs)
         self._run(fn, f)
@@ -203,11 +210,21 @@ class Model:
     def value_and_grad(self, theta: dict, **kwargs) -> tuple[float, dict]:
         """The objective and its gradient, a dict shaped like `theta`."""
         f = self._frame()
-        self._pack(theta, f.theta)
+        self._pack(theta, f.theta_views)
         f.use_theta()
         self._bind_kwargs(f, kwargs)
-        self._run(self._vg, f)
-        return f.value.item(), self._views(f.grad.copy())
+        fn = self._vg
+        if self.threads > 1:
+            self._run(fn, f)
+        elif fn(f.address):       # (_run's one-thread case, without the cost of a call)
+            raise self._index_error(f.err, f.bound)
+        # a copy of each parameter's part of the gradient (the caller's to keep: the
+        # next call overwrites f.grad), cheaper than one copy and a view of it for each;
+        # (a loop, not a comprehension: that is a function call before Python 3.12)
+        grads = {}
+        for name, g in f.grad_views:
+            grads[name] = g.copy()
+        return f.value.item(), grads
 
     def value_and_grad_flat(self, theta_flat, data=None, hypers: Optional[dict] = None,
                             grad_out=None):
@@ -278,16 +295,36 @@ class Model:
         arrays, B = self._check_inputs(data or {})
         return BoundArgs(self, arrays, B, self._hyper_vector(hypers or {}))
 
+    # Calling again with the very same arguments (an optimizer's loop, a benchmark) skips
+    # validation: the last call's binding is kept with references to the caller's arrays
+    # (_remember) and reused when every array is the same object, unchanged in shape,
+    # strides, dtype and data address (ndarray.resize moves the data, and resizing back
+    # restores the shape), and was used as it is (not a converted copy, which could have
+    # gone stale); and the hyperparameters, Python numbers, are equal.
+
     def _bind_kwargs(self, f: "_Frame", kwargs: dict) -> None:
         if not kwargs:
             if self.inputs:
                 self._check_inputs({})      # raises: the inputs are missing
             f.use_defaults(self)
             return
-        bound = self._reuse(kwargs, None)    # the very same arrays as last time
-        if bound is not None:
-            f.use(bound)
-            return
+        last = self._last_call
+        if last is not None and len(kwargs) == last[0]:
+            for name, a, shape, strides, dtype, pointer, address in last[1]:
+                v = kwargs.get(name)
+                if (v is not a or v.shape != shape or v.strides != strides
+                        or v.dtype is not dtype or pointer.value != address):
+                    break
+            else:
+                for name, value in last[2]:
+                    v = kwargs.get(name)
+                    if type(v) not in _HYPER_TYPES or v != value:
+                        break
+                else:
+                    bound = last[3]
+                    if f.bound is not bound:
+                        f.use(bound)
+                    return
         data, hypers = {}, {}
         for k, v in kwargs.items():
             if k in self._hyper_index:
@@ -298,49 +335,29 @@ class Model:
                 raise ValueError(f"unknown argument {k!r}; the model takes inputs "
                                  f"{self._input_names} and hyperparameters "
                                  f"{list(self._hyper_index)}")
-        self._bind_data(f, data, hypers, reuse=True)
+        bound = self.bind(data, hypers)
+        self._remember(len(kwargs), data, hypers, bound)
+        f.use(bound)
 
-    def _bind_data(self, f: "_Frame", data, hypers, reuse: bool = False) -> None:
+    def _remember(self, n_kwargs: int, data: dict, hypers: dict, bound: "BoundArgs") -> None:
+        if (any(data[n] is not a for n, a in zip(self._input_names, bound.arrays))
+                or any(type(v) not in _HYPER_TYPES for v in hypers.values())):
+            self._last_call = None
+            return
+        arrays = []
+        for name, a in zip(self._input_names, bound.arrays):
+            pointer = data_pointer(a)
+            arrays.append((name, a, a.shape, a.strides, a.dtype, pointer, pointer.value))
+        self._last_call = (n_kwargs, arrays, tuple(hypers.items()), bound)
+
+    def _bind_data(self, f: "_Frame", data, hypers) -> None:
         if not hypers and type(data) is BoundArgs:
             f.use(data)
             return
         if data is None and not hypers and not self.inputs:
             f.use_defaults(self)
             return
-        bound = self._reuse(data, hypers) if reuse else None
-        if bound is None:
-            bound = self.bind(data or {}, hypers)
-            if reuse:
-                self._remember(data, hypers, bound)
-        f.use(bound)
-
-    # Calling again with the very same arrays (an optimizer's loop, a benchmark) skips
-    # validation: the last binding is kept with references to the caller's arrays and
-    # reused when every array is the same object, unchanged in shape, dtype and strides,
-    # and was used as it is (not a converted copy, which could have gone stale).
-
-    def _reuse(self, data: dict, hypers):
-        last = self._last_bound
-        if last is None or len(data) != len(self._input_names):
-            return None
-        arrays, hyper_items, bound = last
-        key = _hyper_key(hypers) if hypers else ()
-        if key is None or key != hyper_items:
-            return None
-        for name, (a, shape, dtype, strides) in zip(self._input_names, arrays):
-            v = data.get(name)
-            if (v is not a or v.shape != shape or v.strides != strides
-                    or (v.dtype is not dtype and v.dtype != dtype)):
-                return None
-        return bound
-
-    def _remember(self, data: dict, hypers, bound: "BoundArgs") -> None:
-        if any(data[n] is not a for n, a in zip(self._input_names, bound.arrays)):
-            self._last_bound = None
-            return
-        key = _hyper_key(hypers)
-        self._last_bound = None if key is None else (
-            [(a, a.shape, a.dtype, a.strides) for a in bound.arrays], key, bound)
+        f.use(self.bind(data or {}, hypers))
 
     def _flat(self, theta_flat) -> np.ndarray:
         a = theta_flat
@@ -465,16 +482,9 @@ class Model:
                           f"{'; ' + ints if ints else ''})")
 
 
+_ndarray = np.ndarray          # (a global: one attribute lookup less, per parameter)
 _SCALAR_TYPES = (float, int, np.float64, np.float32)
-
-
-def _hyper_key(hypers) -> Optional[tuple]:
-    """Hyperparameters as a comparable key, when they are plain Python numbers."""
-    if not hypers:
-        return ()
-    if all(type(v) in (float, int) for v in hypers.values()):
-        return tuple(hypers.items())
-    return None
+_HYPER_TYPES = (float, int)    # the hyperparameters a remembered call can be reused for
 
 
 def _as_real(x, what: str, dtype: np.dtype) -> np.ndarray:
