@@ -158,11 +158,13 @@ def run(ctx) -> None:
     m = None
     cold = None
     if train is not None and adam is not None:
-        # Adam's native steps are the same for every model, compiled once per machine
-        # (lossc/runtime/library.py): made ready here, as any earlier run on this
-        # machine would have, so that "cold" is this model's compile and first run
+        # Adam's native steps and the shuffle are the same for every model, compiled
+        # once per machine (lossc/runtime/library.py): made ready here, as any earlier
+        # run on this machine would have, so that "cold" is this model's compile and
+        # first run
         from lossc.runtime import library
         library.unit_object("train.adam", "float64")
+        library.unit_object(library.PERMUTATION, "any")
         t0 = time.perf_counter_ns()
         m = compile_model(SRC, dims={"D": D}, cache=False)
 
@@ -253,8 +255,8 @@ def run(ctx) -> None:
         ctx.na("W5", case, "torch.optim.Adam eager", ctx.torch_why)
     if cold is not None:
         ctx.rows.append(Row("W5", case + ", cold", "lossc compile + train", seconds=cold,
-                            check="", note="model compiled without cache, first run; Adam's steps "
-                            "precompiled per machine", ref=True))
+                            check="", note="model compiled without cache, first run; Adam's steps and "
+                            "the shuffle precompiled per machine", ref=True))
         ctx.log(f"  {'lossc cold (compile + train)':<28} {fmt_time(cold):>10}")
     if jax_cold is not None:
         ctx.rows.append(Row("W5", case + ", cold", "jax lax.scan compile + run",
