@@ -162,8 +162,9 @@ class ValueEmitter:
     def sigmoid(self, x):
         e = self.math("exp", self.fneg(self.math("fabs", x)))
         den = self.fadd(self.fconst(1), e)
-        return self.select(self.fcmp(">=", x, self.fconst(0)),
-                           self.fdiv(self.fconst(1), den), self.fdiv(e, den))
+        # 1/den for x >= 0, e/den below: one division of the chosen numerator
+        return self.fdiv(self.select(self.fcmp(">=", x, self.fconst(0)), self.fconst(1), e),
+                         den)
 
     def softplus(self, x):
         pos = self.select(self.fcmp(">", x, self.fconst(0)), x, self.fconst(0))
