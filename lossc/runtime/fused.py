@@ -77,25 +77,29 @@ class FusedSteps:
         self.value = np.zeros(1, dtype=model.dtype)
         self.work = aligned_zeros(model.work_size, model.dtype)
         self.err = np.zeros(3, dtype=np.int64)
-        self.frame = np.zeros(SLOTS, dtype=np.int64)
         # the steps are the same code for every model: the sizes come in the frame
         self.row_bytes = np.array([max(s.size, 1) * (8 if s.is_int else model.dtype.itemsize)
                                    for s in model.inputs] or [0], dtype=np.int64)
         # compiles the optimizer's steps the first time the model trains with it
         self.fn = model.code.function(train_unit(_KIND[type(optimizer).__name__]))
-        self.vg_address = model.code.address(VALUE_AND_GRAD)
+        self.cfg, self.flags = _config(optimizer)
+        # everything but the parameters, the order and the batch range stays put
+        self.frame = np.array(
+            (0, data.hypers_address, data.pointers_address, data.B, 0, self.bs, 0, 0,
+             _addr(self.cfg), _addr(self.flags), _addr(self.state), _addr(self.t),
+             _addr(self.batch_ptrs), _addr(self.losses), _addr(self.work), _addr(self.err),
+             _addr(self.grad), _addr(self.value), model.code.address(VALUE_AND_GRAD),
+             model.n_params, len(model.inputs), _addr(self.row_bytes)), dtype=np.int64)
+        assert len(self.frame) == SLOTS
+        self.frame_address = _addr(self.frame)
 
     def run(self, theta: np.ndarray, order: np.ndarray, first: int, count: int) -> np.ndarray:
         """count optimizer steps on batches first.. of the epoch given by `order`."""
         cfg, flags = _config(self.opt)       # read each time: a schedule may change lr
+        self.cfg[:], self.flags[:] = cfg, flags
         f = self.frame
-        f[:] = (_addr(theta), self.data.hypers_address, self.data.pointers_address,
-                self.data.B, _addr(order), self.bs, first, count, _addr(cfg), _addr(flags),
-                _addr(self.state), _addr(self.t), _addr(self.batch_ptrs), _addr(self.losses),
-                _addr(self.work), _addr(self.err), _addr(self.grad), _addr(self.value),
-                self.vg_address, self.model.n_params, len(self.model.inputs),
-                _addr(self.row_bytes))
-        rc = self.fn(_addr(f))
+        f[0], f[4], f[6], f[7] = _addr(theta), _addr(order), first, count
+        rc = self.fn(self.frame_address)
         if rc == 1:
             raise FusedError("index", first, self.err.copy())
         if rc == 2:
