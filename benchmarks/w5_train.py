@@ -164,7 +164,7 @@ def run(ctx) -> None:
         # first run
         from lossc.runtime import library
         library.unit_object("train.adam", "float64")
-        library.unit_object(library.PERMUTATION, "any")
+        library.unit_object("rng.permutation", "any")
         t0 = time.perf_counter_ns()
         m = compile_model(SRC, dims={"D": D}, cache=False)
 

@@ -93,17 +93,24 @@ def ir_cmd(file, dims, dtype, raw, asm, units):
     """Show the LLVM IR (optimized for this CPU) or the assembly for FILE.
 
     A model's code comes in units compiled separately (lossc.compile builds
-    value_and_grad; loss and the optimizers' training steps follow on first use);
-    this shows them together unless --unit picks some."""
+    value_and_grad; loss, the optimizers' training steps and the shuffle follow on
+    first use); this shows them together unless --unit picks some. The units every
+    model shares are optimized as lossc compiles them, with LLVM's O3."""
     from lossc.codegen import jit
+    from lossc.codegen.units import LIBRARY_UNITS
     c = compile_stage(file, dims, dtype)
-    text = c.unit_ir(units or UNITS)[0]
-    if asm:
-        click.echo(jit.assembly(text))
-    elif raw:
-        click.echo(text)
-    else:
-        click.echo(jit.optimized_ir(text))
+    chosen = units or UNITS
+    for group, level in (([u for u in chosen if u not in LIBRARY_UNITS], jit.SPEED_LEVEL),
+                         ([u for u in chosen if u in LIBRARY_UNITS], jit.LIBRARY_LEVEL)):
+        if not group:
+            continue
+        text = c.unit_ir(group)[0]
+        if asm:
+            click.echo(jit.assembly(text, level))
+        elif raw:
+            click.echo(text)
+        else:
+            click.echo(jit.optimized_ir(text, level))
 
 
 @main.command("check")

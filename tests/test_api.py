@@ -530,6 +530,15 @@ def test_same_inputs_with_other_hyperparameters(logistic):
         logistic.value_and_grad(theta, x=X, y=Y, lam=np.ones(1))
 
 
+def test_a_hyperparameter_of_minus_zero_is_not_taken_for_zero():
+    """The reuse of the last call's binding tells 0.0 from -0.0 (1/h differs)."""
+    m = lossc.compile("input x\nparam w = 1\nhyper h = 1\nloss = w * x / h\n", cache=False)
+    x = np.array([1.0, 2.0])
+    assert m.loss({"w": 1.0}, x=x, h=0.0) == np.inf
+    assert m.loss({"w": 1.0}, x=x, h=-0.0) == -np.inf
+    assert m.loss({"w": 1.0}, x=x, h=-0.0) == -np.inf
+
+
 def test_gradients_are_the_callers_own_arrays():
     """Each call returns new arrays: a later call does not change an earlier result, and
     changing a result does not change the next one."""
@@ -608,3 +617,41 @@ def test_calls_from_several_threads_get_their_own_results(logistic):
     for t in threads:
         t.join()
     assert not failures
+
+
+def test_a_saved_model_trains_in_a_new_process_without_llvm(tmp_path):
+    """Model.save writes every unit, the shuffle's native code included: a new process
+    with an empty cache loads the artifact and trains (epochs of 3000 samples, drawn by
+    the native shuffle) without loading LLVM, to the parameters of this process."""
+    from lossc.runtime.elf import supported
+    if not supported() or os.environ.get("LOSSC_LOADER") == "llvm":
+        pytest.skip("loading without LLVM takes lossc's ELF loader")
+    m = lossc.compile(LOGISTIC, dims={"D": 4}, cache=False)
+    X, Y = _data(B=3000)
+    here = lossc.train(m, data={"x": X, "y": Y}, optimizer=lossc.Adam(lr=0.05),
+                       batch_size=64, epochs=3, seed=2)
+    m.save(tmp_path / "m.lossc")
+    np.savez(tmp_path / "d.npz", X=X, Y=Y)
+    code = (
+        "import sys, numpy as np, lossc\n"
+        f"m = lossc.load(r'{tmp_path / 'm.lossc'}')\n"
+        f"d = np.load(r'{tmp_path / 'd.npz'}')\n"
+        "r = lossc.train(m, data={'x': d['X'], 'y': d['Y']}, optimizer=lossc.Adam(lr=0.05),"
+        " batch_size=64, epochs=3, seed=2)\n"
+        "print(repr(float(r.params['b'])), 'llvmlite.binding' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, check=True,
+                         env=dict(os.environ, LOSSC_CACHE_DIR=str(tmp_path / "empty"))
+                         ).stdout.split()
+    assert float(out[0]) == float(here.params["b"]) and out[1] == "False"
+
+
+def test_a_model_compiled_without_cache_leaves_the_cache_alone(tmp_path, monkeypatch):
+    """cache=False: neither the model nor the shared code it trains with (the steps,
+    the shuffle) is written to the persistent cache."""
+    monkeypatch.setenv("LOSSC_CACHE_DIR", str(tmp_path))
+    m = lossc.compile(LOGISTIC, dims={"D": 4}, cache=False)
+    X, Y = _data(B=3000)
+    lossc.train(m, data={"x": X, "y": Y}, optimizer=lossc.Adam(lr=0.05), batch_size=64,
+                epochs=2, seed=2)
+    assert not list(tmp_path.glob("*"))

@@ -50,7 +50,7 @@ def assert_same(got, expected, ours, reference):
 def native_calls(monkeypatch):
     """Counts the native draws, so that a test cannot pass by falling back to NumPy.
     The first-use check against NumPy is made before counting starts."""
-    shuffle._trusted(np.random.PCG64(0))
+    shuffle._trusted(np.random.PCG64(0), shuffle._native().functions[FUNCTION])
     calls = []
     draw = shuffle._draw
 
@@ -263,22 +263,50 @@ def test_guard_checks_on_a_copy(native_calls, monkeypatch):
 
 
 def test_elf_loader_takes_the_object():
-    """lossc's own ELF loader links the compiled object (no MCJIT fallback), and both
-    agree with NumPy."""
+    """lossc's own ELF loader links the object compiled as lossc's library compiles it
+    (no MCJIT fallback), and both agree with NumPy."""
     from lossc.runtime import elf
     if not elf.supported():
         pytest.skip("the ELF loader runs on Linux x86-64 only")
-    import llvmlite.binding as llvm
-    from llvmlite import ir
-
-    from lossc.codegen.jit import NativeCode, compile_ir
-    from lossc.codegen.rng import emit_permutation
-    module = ir.Module(name="lossc_rng")
-    module.triple = llvm.get_process_triple()
-    emit_permutation(module)
-    obj = compile_ir(str(module))
+    from lossc.codegen.jit import NativeCode
+    from lossc.runtime import library
+    obj = library.compile_unit("rng.permutation", "any")
     for code in (elf.ElfCode(obj, (FUNCTION,)), NativeCode(obj, (FUNCTION,))):
         ours, reference = twins(8)
         out, ours.bit_generator.state = shuffle._draw(code.functions[FUNCTION],
                                                       ours.bit_generator.state, 10000)
         assert_same(out, reference.permutation(10000), ours, reference)
+
+
+def test_a_native_function_that_cannot_be_had_falls_back_to_numpy(monkeypatch, unchecked):
+    def unavailable():
+        raise RuntimeError("no LLVM here")
+    ours, reference = twins(5)
+    assert_same(permutation(ours, 3000, native=unavailable), reference.permutation(3000),
+                ours, reference)
+    assert shuffle._agrees is False
+
+
+def test_two_threads_loading_the_native_code_at_once(tmp_path):
+    """The first use from two threads at the same moment loads the code once (a second
+    copy, dropped, would unmap the code the first thread runs): in a new process, where
+    nothing is loaded yet, a crash cannot take the test run with it."""
+    import os
+    import subprocess
+    import sys
+    code = (
+        "import threading, numpy as np\n"
+        "from lossc.optim.shuffle import permutation\n"
+        "bar = threading.Barrier(2)\n"
+        "out = {}\n"
+        "def run(k):\n"
+        "    r = np.random.default_rng(k); bar.wait(); out[k] = permutation(r, 2_000_000)\n"
+        "ts = [threading.Thread(target=run, args=(k,)) for k in range(2)]\n"
+        "[t.start() for t in ts]; [t.join() for t in ts]\n"
+        "for k in range(2):\n"
+        "    assert np.array_equal(out[k], np.random.default_rng(k).permutation(2_000_000))\n"
+        "print('ok')\n")
+    for _ in range(3):
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              env=dict(os.environ, LOSSC_CACHE_DIR=str(tmp_path)))
+        assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

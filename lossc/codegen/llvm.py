@@ -96,7 +96,7 @@ class FunctionCodegen(RowContractions, OuterProducts, TensorLowering, ValueEmitt
         self.input_rows: dict[int, list] = {}
 
     def export(self, name: str) -> None:
-        """The exported entry point: unpack the frame, call the worker (inlined)."""
+        """The exported entry point: unpack the frame, call the worker."""
         wrapper = ir.Function(self.module, ir.FunctionType(I32, [I64.as_pointer()]), name=name)
         b = ir.IRBuilder(wrapper.append_basic_block())
         frame = wrapper.args[0]
@@ -247,7 +247,11 @@ class FunctionCodegen(RowContractions, OuterProducts, TensorLowering, ValueEmitt
         streams from memory, and without this the loads of an iteration wait for
         memory and its arithmetic waits for the loads: with it the two overlap (W2 at
         B=1,000,000: from 6.7 to 10.3 GB/s, at the machine's read bandwidth). A
-        prefetch never faults, so reading past the end of an input is harmless."""
+        prefetch never faults, so reading past the end of an input is harmless.
+        An input whose rows take more than PREFETCH_BYTES an iteration is left to the
+        hardware prefetcher: its loads are long sequential runs, the lines 4 KB ahead
+        are this iteration's own, and a prefetch per line would be code to compile
+        for each (hence at most PREFETCH_BYTES / 64 of them per input)."""
         if not PREFETCH_BYTES:
             return
         b = self.b
@@ -258,6 +262,8 @@ class FunctionCodegen(RowContractions, OuterProducts, TensorLowering, ValueEmitt
             if n.op != "input":
                 continue
             row_bytes = max(n.size, 1) * (8 if n.dtype == INT else self.T_bytes)
+            if row_bytes * count > PREFETCH_BYTES:
+                continue
             base = b.load(b.gep(self.inputs, [self.iconst(n.attr("index"))]))
             ahead = b.gep(base, [b.add(b.mul(i, self.iconst(row_bytes)),
                                        self.iconst(PREFETCH_BYTES))])

@@ -7,6 +7,7 @@ A model's native code comes in units, each its own LLVM module and object file:
     train.sgd        lossc_train_steps_sgd       compiled when a run first trains
     train.rmsprop    lossc_train_steps_rmsprop   with that optimizer natively
     train.adam       lossc_train_steps_adam      (Adam and AdamW)
+    rng.permutation  lossc_permutation_pcg64     on the first shuffled epoch
 
 LLVM's time grows with the code it is given, and most uses of a model need only part
 of it, so `lossc.compile` builds the gradient alone and the rest follows on demand (in
@@ -14,9 +15,10 @@ the persistent cache too: a unit compiled later is added to the cached artifact)
 Units never call each other directly: the training steps call the gradient through its
 exported address, passed in their frame, so each module stands alone.
 
-The training steps do not depend on the model at all (LIBRARY_UNITS): one object per
-optimizer and dtype serves every model, and runtime/library.py compiles it once per
-machine, so that the first training run of a new model compiles only its gradient.
+The training steps and the shuffle do not depend on the model at all (LIBRARY_UNITS):
+one object per unit and dtype serves every model, and runtime/library.py compiles it
+once per machine, so that the first training run of a new model compiles only its
+gradient. A saved model carries a copy of each, like its own units.
 
 `build_module(graph, dtype, units)` puts the requested units into one module: one unit
 for compiling, all of them for reading the IR and assembly (`lossc ir`).
@@ -25,15 +27,18 @@ from __future__ import annotations
 
 from llvmlite import ir
 
+from lossc.codegen import rng
 from lossc.codegen.fused import KINDS, emit_train_steps, function_name
 from lossc.codegen.llvm import FunctionCodegen
 from lossc.ir.graph import Graph
 
 VALUE_AND_GRAD, LOSS = "value_and_grad", "loss"
-LIBRARY_UNITS = tuple(f"train.{k}" for k in KINDS)   # the same code for every model
+PERMUTATION = "rng.permutation"     # the training driver's shuffle (codegen/rng.py)
+# the same code for every model (runtime/library.py compiles them once per machine)
+LIBRARY_UNITS = tuple(f"train.{k}" for k in KINDS) + (PERMUTATION,)
 UNITS = (VALUE_AND_GRAD, LOSS) + LIBRARY_UNITS
 EXPORTS = {VALUE_AND_GRAD: "lossc_value_and_grad", LOSS: "lossc_loss",
-           **{f"train.{k}": function_name(k) for k in KINDS}}
+           **{f"train.{k}": function_name(k) for k in KINDS}, PERMUTATION: rng.FUNCTION}
 
 
 def train_unit(optimizer_kind: str) -> str:
@@ -57,6 +62,8 @@ def build_module(graph: Graph | None, dtype: str = "float64", units=UNITS, tripl
                                  vector_bits)
             fc.generate()
             work = max(work, fc.work_size)
+        elif unit == PERMUTATION:
+            rng.emit_permutation(module)
         elif unit in LIBRARY_UNITS:
             emit_train_steps(module, unit[6:], T)
         else:

@@ -45,6 +45,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from lossc.codegen.units import PERMUTATION
 from lossc.optim import schedules as _schedules
 from lossc.optim.data import DataError, check_arrays, load_data
 from lossc.optim.optimizers import Adam, Optimizer
@@ -219,7 +220,8 @@ def _loop(run, sched, base_lr, rng, full_batch, n, bs, per_epoch, total_epochs, 
                 run.full_batch_step()
             else:
                 # rng.permutation(n), drawn natively when that gives the same result
-                order = permutation(rng, n) if shuffle else np.arange(n)
+                order = permutation(rng, n, run.native_permutation) if shuffle \
+                    else np.arange(n)
                 count = per_epoch if steps is None else min(per_epoch, steps - run.steps)
                 run.batch_steps(order, bs, count)
             run.end_epoch(epoch + 1, time.perf_counter() - t0, tol_grad, tol_loss, patience)
@@ -280,6 +282,8 @@ class _Run:
         self.loss = math.nan
         self.gnorm = None
         self.fused = None       # lossc.runtime.fused.FusedSteps, made on first use
+        # the shuffle's native code: the model's copy (a saved model carries one)
+        self.native_permutation = lambda: model.code.function(PERMUTATION)
         # monitor="batches" without a validation split judges an epoch by its batches,
         # not by the parameters it ends with: those are checked at the end, and the
         # bests before them are kept to fall back on (the initial parameters, verified

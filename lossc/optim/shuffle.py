@@ -19,7 +19,7 @@ draws every permutation from then on.
 """
 from __future__ import annotations
 
-import functools
+import threading
 
 import numpy as np
 
@@ -38,26 +38,54 @@ _INT64_INDEX = np.arange(1).dtype == np.int64
 _agrees: bool | None = None    # the native code matches NumPy; None until checked
 
 
-def permutation(rng: np.random.Generator, n: int) -> np.ndarray:
-    """rng.permutation(n), leaving rng as rng.permutation(n) would."""
+def permutation(rng: np.random.Generator, n: int, native=None) -> np.ndarray:
+    """rng.permutation(n), leaving rng as rng.permutation(n) would. native: a callable
+    returning lossc_permutation_pcg64 as a ctypes function (a model's copy, e.g.
+    `lambda: model.code.function(PERMUTATION)`); by default lossc's own (_native)."""
     bg = rng.bit_generator
     if (type(bg) is not np.random.PCG64 or not isinstance(n, (int, np.integer))
-            or not SMALL <= n <= LARGE or not _INT64_INDEX or not _trusted(bg)):
+            or not SMALL <= n <= LARGE or not _INT64_INDEX):
         return rng.permutation(n)
-    fn = _native().functions[FUNCTION]
+    fn = _function(native)
+    if fn is None or not _trusted(bg, fn):
+        return rng.permutation(n)
     with bg.lock:                  # what Generator.shuffle holds while it draws
         out, bg.state = _draw(fn, bg.state, int(n))
     return out
 
 
-@functools.cache
+def _function(native):
+    """The native function, or None (and NumPy from then on) if it cannot be had."""
+    global _agrees
+    if _agrees is False:
+        return None
+    try:
+        return native() if native is not None else _native().functions[FUNCTION]
+    except Exception:          # no LLVM to compile it, an unloadable object, ...
+        _agrees = False
+        return None
+
+
+_native_code = None
+_native_lock = threading.Lock()
+
+
 def _native():
-    """The loaded code of lossc_permutation_pcg64 (with `.functions[FUNCTION]`): compiled
-    once per machine and kept in the persistent cache (runtime/library.py). It must stay
-    alive while its function is used, which the cache does."""
-    from lossc.runtime import library
-    from lossc.runtime.native import load_object
-    return load_object(library.unit_object(library.PERMUTATION, "any"), (FUNCTION,))
+    """lossc's own loaded copy of lossc_permutation_pcg64 (`.functions[FUNCTION]`),
+    compiled once per machine (runtime/library.py) and loaded once per process. The
+    code must stay alive while its function runs: it is kept here for good, and made
+    under a lock (two threads loading it at once would each get a copy, and the one
+    dropped would unmap code the other is running)."""
+    global _native_code
+    if _native_code is None:
+        with _native_lock:
+            if _native_code is None:
+                from lossc.codegen.units import PERMUTATION
+                from lossc.runtime import library
+                from lossc.runtime.native import load_object
+                _native_code = load_object(library.unit_object(PERMUTATION, "any"),
+                                           (FUNCTION,))
+    return _native_code
 
 
 def _draw(fn, state: dict, n: int) -> tuple[np.ndarray, dict]:
@@ -88,18 +116,19 @@ def state_dict(words: np.ndarray, buffered: np.ndarray) -> dict:
             "has_uint32": has, "uinteger": uinteger}
 
 
-def _trusted(bg: np.random.PCG64) -> bool:
+def _trusted(bg: np.random.PCG64, fn) -> bool:
     """Whether the native code draws as NumPy does, checked once per process."""
     global _agrees
     if _agrees is None:
-        _agrees = _matches_numpy(bg.state)
+        with _native_lock:
+            if _agrees is None:
+                _agrees = _matches_numpy(bg.state, fn)
     return _agrees
 
 
-def _matches_numpy(state: dict) -> bool:
+def _matches_numpy(state: dict, fn) -> bool:
     """Native draws against NumPy's from copies of `state`: odd and even n, with and
     without a buffered 32-bit half on entry, several permutations in a row."""
-    fn = _native().functions[FUNCTION]
     for has_uint32 in (0, 1):
         start = dict(state, has_uint32=has_uint32)
         reference = np.random.Generator(np.random.PCG64(0))

@@ -61,7 +61,8 @@ class ModelCode:
         if unit in LIBRARY_UNITS:
             # the same for every model: compiled once per machine, with its own cache
             # entry (so not added to `objects`, which go to the model's entry)
-            return library.unit_object(unit, self.header["dtype"])
+            return library.unit_object(unit, self.header["dtype"],
+                                       persistent=self._cache_key is not None)
         obj, work = self._compile_unit(unit)
         self.objects[unit] = obj
         if work > self.work_size:

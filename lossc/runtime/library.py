@@ -2,12 +2,13 @@
 
 Some code units are the same for every model (codegen/units.py LIBRARY_UNITS: the
 fused training steps of each optimizer, which get the parameter count and the inputs'
-row sizes from their frame; and PERMUTATION, the training driver's shuffle). Compiling one costs LLVM tens of milliseconds, so each is
+row sizes from their frame; and the training driver's shuffle). Compiling one costs LLVM tens of milliseconds, so each is
 compiled the first time any model on this machine needs it, kept in the persistent
 cache beside the models (one entry per unit and dtype, keyed like a model's entry on
-lossc's code and the CPU) and in memory for the rest of the process. A model's
-artifact still carries a copy of every unit it uses, so a saved model runs anywhere
-the artifact is accepted without this cache.
+lossc's code and the CPU) and in memory for the rest of the process. A model compiled
+with `cache=False` leaves the persistent cache alone for these too (they are then
+compiled once per process). A model's artifact carries a copy of every unit, so a
+saved model runs anywhere the artifact is accepted without this cache.
 
 Compile time is paid once per machine, not per model, so these units get LLVM's
 full optimization (`jit.LIBRARY_LEVEL`): the optimizer's update loops run over a
@@ -22,24 +23,27 @@ import threading
 from lossc import __version__
 from lossc.runtime import artifact
 
-# besides the training steps: NumPy's permutation for the per-epoch shuffle
-# (codegen/rng.py, used by optim/shuffle.py; the same code for every dtype)
-PERMUTATION = "rng.permutation"
-
-_objects: dict[tuple[str, str, str], bytes] = {}
+_objects: dict[tuple, bytes] = {}       # (unit, dtype, cache directory or None) -> object
 _lock = threading.Lock()
 
 
-def unit_object(unit: str, dtype: str) -> bytes:
+def unit_object(unit: str, dtype: str, persistent: bool = True) -> bytes:
     """The object file of a library unit for this machine: from memory, from the
-    persistent cache, or compiled now (and stored in both)."""
-    key = (unit, dtype, str(artifact.cache_dir()))   # (a new cache directory gets its copy)
-    obj = _objects.get(key)
+    persistent cache, or compiled now (and stored in both). persistent=False: no
+    reading or writing of the persistent cache (a model compiled with cache=False)."""
+    from lossc.codegen.units import PERMUTATION
+    if unit == PERMUTATION:
+        dtype = "any"               # (no real numbers in it)
+    # (a new cache directory gets its own copy; without one any copy in memory will do)
+    key = (unit, dtype, str(artifact.cache_dir()) if persistent else None)
+    obj = _objects.get(key) or (None if persistent else next(
+        (o for (u, d, _), o in list(_objects.items()) if (u, d) == (unit, dtype)), None))
     if obj is None:
         with _lock:      # two threads asking at once compile it once
             obj = _objects.get(key)
             if obj is None:
-                obj = _objects[key] = _cached_or_compiled(unit, dtype)
+                obj = _objects[key] = (_cached_or_compiled(unit, dtype) if persistent
+                                       else compile_unit(unit, dtype))
     return obj
 
 
@@ -64,21 +68,11 @@ def _cached_or_compiled(unit: str, dtype: str) -> bytes:
 
 
 def compile_unit(unit: str, dtype: str) -> bytes:
-    from llvmlite import ir
-
     from lossc.codegen.jit import LIBRARY_LEVEL, compile_ir, host_cpu
-    from lossc.codegen.rng import emit_permutation
     from lossc.codegen.units import LIBRARY_UNITS, build_module
-    triple = host_cpu()["triple"]
-    if unit in LIBRARY_UNITS:
-        module, _ = build_module(None, dtype, (unit,), triple=triple)
-    elif unit == PERMUTATION:
-        module = ir.Module(name="lossc_rng")
-        module.triple = triple
-        emit_permutation(module)
-    else:
-        raise ValueError(f"{unit!r} is not a library unit; those are "
-                         f"{LIBRARY_UNITS + (PERMUTATION,)}")
+    if unit not in LIBRARY_UNITS:
+        raise ValueError(f"{unit!r} is not a library unit; those are {LIBRARY_UNITS}")
+    module, _ = build_module(None, dtype, (unit,), triple=host_cpu()["triple"])
     return compile_ir(str(module), LIBRARY_LEVEL)
 
 

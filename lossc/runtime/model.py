@@ -7,6 +7,7 @@ copied only when they are not already C-contiguous in the model's dtype.
 from __future__ import annotations
 
 import threading
+from math import copysign
 from typing import Optional
 
 import numpy as np
@@ -318,7 +319,9 @@ class Model:
             else:
                 for name, value in last[2]:
                     v = kwargs.get(name)
-                    if type(v) not in _HYPER_TYPES or v != value:
+                    # (equal numbers, and 0.0 and -0.0 told apart: 1/h differs)
+                    if v is not value and (type(v) not in _HYPER_TYPES or v != value
+                                           or (not v and copysign(1, v) != copysign(1, value))):
                         break
                 else:
                     bound = last[3]
