@@ -138,3 +138,68 @@ def test_hot_loop_is_packed_simd():
     packed = [l for l in asm.splitlines() if "pd\t" in l and reg in l]
     assert len(packed) > 100
     assert "exp@" not in asm and "log@" not in asm      # vector math is inline
+
+
+SOFTMAX_OF_INPUT = """
+dim K = {K}
+input x[K]
+input y: int
+param a[K]
+z = a * x
+loss = logsumexp(z) - z[y]
+"""
+
+
+@pytest.mark.parametrize("K", [1, 2, 7, 8, 9, 40, 300])
+def test_logsumexp_and_its_softmax_share_their_exponentials(K):
+    """logsumexp(z) and the softmax exp(z - logsumexp(z)) of its gradient come from one
+    set of exponentials (codegen/tensor.py logsumexp_and_softmax; K = 300 is past the
+    unrolled size and takes the separate way), on lanes and the scalar tail. Finite
+    logits, ordinary and huge, against the exact softmax (50 digits: for logits near
+    1000, exp(z - logsumexp(z)) is off by parts in a thousand where p - 1 is tiny,
+    the rounding of logsumexp magnified; the shared exponentials are not);
+    infinite and NaN logits against the reference interpreter."""
+    import mpmath
+    from lossc.compiler import compile_source
+    from lossc.ir.evaluate import evaluate
+    src = SOFTMAX_OF_INPUT.format(K=K)
+    m = lossc.compile(src, cache=False)
+    graph = compile_source(src).graph            # after the passes: grad.a.sample
+    rng = np.random.default_rng(K)
+    finite = [rng.normal(size=K) * 3, np.full(K, 1000.0), np.full(K, -1000.0)]
+    special = []
+    if K > 1:
+        finite.append(np.r_[1e300, -1e300, np.zeros(K - 2)])
+        special = [np.r_[np.inf, np.zeros(K - 1)], np.r_[-np.inf, np.zeros(K - 1)],
+                   np.full(K, -np.inf), np.r_[np.nan, np.zeros(K - 1)]]
+    a = rng.uniform(0.5, 1.5, K)
+
+    def exact(x, y):
+        with mpmath.workdps(50):
+            z = [mpmath.mpf(float(ak)) * mpmath.mpf(float(xk)) for ak, xk in zip(a, x)]
+            lse = mpmath.log(mpmath.fsum(mpmath.exp(zk) for zk in z))
+            p = [mpmath.exp(zk - lse) for zk in z]
+            grad = [float((p[k] - (k == y)) * mpmath.mpf(float(x[k]))) for k in range(K)]
+            return float(lse - z[y]), np.array(grad)
+
+    for row in finite + special:
+        for B in (1, 9):      # the scalar tail alone; a group of lanes and the tail
+            X = np.tile(row, (B, 1))
+            Y = np.arange(B) % K
+            with np.errstate(all="ignore"):
+                value, g = m.value_and_grad({"a": a}, x=X, y=Y)
+                if any(row is r for r in finite):
+                    refs = [exact(X[i], Y[i]) for i in range(B)]
+                    want_v = np.mean([r[0] for r in refs])
+                    want_g = np.mean([r[1] for r in refs], axis=0)
+                else:
+                    want_v = np.nan if np.isnan(value) else value   # (the loss: NaN/inf)
+                    want_g = np.mean([evaluate(graph, {"a": a}, {"x": X[i], "y": Y[i]}, {},
+                                               "grad.a.sample") for i in range(B)], axis=0)
+            # (p_y - 1 near 0 is as exact as p_y near 1 is: an ulp of 1, times x)
+            scale = np.max(np.abs(row[np.isfinite(row)]), initial=1.0)
+            np.testing.assert_allclose(g["a"], want_g, rtol=1e-12, atol=4e-16 * scale,
+                                       err_msg=f"{row[:3]} B={B}")
+            # (logsumexp(z) - z_y: the difference of two numbers of the size of z)
+            np.testing.assert_allclose(value, want_v, rtol=1e-13, atol=1e-15 * scale,
+                                       err_msg=f"{row[:3]}")

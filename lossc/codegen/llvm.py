@@ -142,7 +142,26 @@ class FunctionCodegen(RowContractions, OuterProducts, TensorLowering, ValueEmitt
                                 and not (n.id not in self.vary and us[0].id in self.vary))
                 if not fused_ok:
                     self.materialize.add(n.id)
+        self.plan_softmax(uses)
         self.plan_rows(uses, outs)
+
+    def plan_softmax(self, uses: dict) -> None:
+        """Pair each logsumexp(z) of a vector with the softmax autodiff makes of it,
+        exp(z - logsumexp(z)): lowering the logsumexp then fills the softmax's buffer
+        from the exponentials it computes anyway (tensor.py lower_reduce), where the
+        softmax would compute them all again."""
+        self.softmax_of: dict[int, Node] = {}     # logsumexp id -> exp node
+        for n in self.live:
+            if n.op != "exp" or n.rank != 1:
+                continue
+            d = n.inputs[0]
+            if d.op != "sub" or d.inputs[1].op != "broadcast" or d.inputs[1].attr("dims"):
+                continue
+            z, lse = d.inputs[0], d.inputs[1].inputs[0]
+            if (lse.op == "logsumexp" and lse.inputs[0] is z and lse.rank == 0
+                    and z.shape == n.shape and (lse.id in self.vary) == (n.id in self.vary)):
+                self.softmax_of[lse.id] = n
+                self.materialize.add(n.id)
 
     # ------------------------------------------------------------ emission
 
@@ -227,10 +246,12 @@ class FunctionCodegen(RowContractions, OuterProducts, TensorLowering, ValueEmitt
                     if lanes > 1 and n.size > 1 and n.id not in self.untransposed:
                         self.transpose_input(n)
             self.contexts.append((self.values, self.buffers, self.input_rows, self.sample))
-        for g, context in enumerate(self.contexts):
+        for context in self.contexts:
             self.values, self.buffers, self.input_rows, self.sample = context
             for n in self.live:
-                if n.id in self.vary and not (g and n.id in self.buffers):
+                # (a value already in a buffer was filled by another node's lowering:
+                # a matrix product for every group, a logsumexp its softmax)
+                if n.id in self.vary and n.id not in self.buffers:
                     self.emit_node(n)
         for k, node in sample_outs.items():
             if lanes > 1 and k in self.outer:

@@ -72,6 +72,22 @@ class TensorLowering:
             vals = nxt
         return vals[0]
 
+    def logsumexp_and_softmax(self, x: Node, m, partner: Node):
+        """sum_k exp(x_k - m) for logsumexp(x) = m + log(sum), as fold_group sums it,
+        and the softmax exp(x - logsumexp(x)) into `partner`'s buffer as
+        exp(x_k - m) * (1 / sum): one exponential per element instead of two, within
+        an ulp or two of the other way. For NaN or infinite x both give the same NaNs,
+        zeros and infinities: m is finite unless x holds an infinity (then 0), and the
+        sum is then at least 1, or infinite, or NaN."""
+        es = [self.math("exp", self.fsub(self.elem(x, (self.iconst(k),)), m))
+              for k in range(x.size)]
+        total = self.tree(list(es), self.fadd)
+        inverse = self.fdiv(self.fconst(1), total)
+        self.buffers[partner.id] = self.node_buffer(partner)
+        for k, e in enumerate(es):
+            self.store(partner, (self.iconst(k),), self.fmul(e, inverse))
+        return total
+
     def group_max(self, x, kept, kidx, axes, rshape, kind="max"):
         sym = ">" if kind == "max" else "<"
         init = self.fconst(-math.inf if kind == "max" else math.inf)
@@ -100,8 +116,12 @@ class TensorLowering:
                 r = self.group_max(*group, kind)
             elif kind == "logsumexp":
                 m = self.safe_shift(self.group_max(*group))
-                s = self.fold_group(*group, self.fconst(0), self.fadd,
-                                    lambda v: self.math("exp", self.fsub(v, m)))
+                partner = self.softmax_of.get(n.id)
+                if partner is not None and not kshape and prod(rshape) <= UNROLL:
+                    s = self.logsumexp_and_softmax(x, m, partner)
+                else:
+                    s = self.fold_group(*group, self.fconst(0), self.fadd,
+                                        lambda v: self.math("exp", self.fsub(v, m)))
                 r = self.fadd(m, self.math("log", s))
             else:
                 raise AssertionError(kind)
