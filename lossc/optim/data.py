@@ -107,7 +107,9 @@ def check_arrays(arrays: dict, model, where: str = "data") -> dict:
             raise DataError(f"{where}: inputs have different numbers of samples: "
                             f"'{first}' has {n}, '{spec.name}' has {a.shape[0]}")
         if a.dtype.kind == "f":
-            columns = [c[0] for c in column_names(spec)]
+            # (the column names only for an error message: an input of 10,000 elements
+            # has 10,000 of them)
+            columns = _Lazy(lambda spec=spec: [c[0] for c in column_names(spec)])
             _check_finite(a, spec, columns, where, lambda r: f"sample {r}")
             if spec.is_int:
                 _check_int(a, spec, columns, where, lambda r: f"sample {r}")
@@ -182,6 +184,18 @@ def load_csv(path, model) -> dict:
             block = block.astype(np.int64)
         out[spec.name] = np.ascontiguousarray(block)
     return out
+
+
+class _Lazy:
+    """A list made on first indexing."""
+
+    def __init__(self, make):
+        self.make, self.items = make, None
+
+    def __getitem__(self, k):
+        if self.items is None:
+            self.items = self.make()
+        return self.items[k]
 
 
 def _check_finite(block, spec, names, path, row_text) -> None:
