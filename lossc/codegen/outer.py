@@ -122,20 +122,26 @@ class OuterProducts:
                                 slot])
             b.store(self.iconst(0), self.slot)
 
+    def kernel_function(self, kind: str, arg_types: list, noalias: tuple):
+        """A new internal void function of the module for a kernel, and a bare emitter
+        (loops, constants, allocas) positioned in its body."""
+        fn = ir.Function(self.module, ir.FunctionType(ir.VoidType(), arg_types),
+                         name=f"{self.fn.name}_{kind}_{len(self.outer)}")
+        fn.linkage = "internal"
+        for k in noalias:
+            fn.args[k].add_attribute("noalias")
+        em = type(self).__new__(type(self))
+        ValueEmitter.__init__(em, self.module, self.T, ir.IRBuilder(fn.append_basic_block()))
+        em.fn = fn
+        em.entry = fn.entry_basic_block
+        return fn, em
+
     def outer_kernel(self, K: int, D: int) -> ir.Function:
         """void kernel(VT* acc, VT* U, VT* V, i64 count):
         acc[k*D + j] += sum_{g < count} U[k*B + g] * V[j*B + g]  (B = OUTER_BLOCK)."""
         VT = ir.VectorType(self.T, self.W)
         P = VT.as_pointer()
-        fn = ir.Function(self.module, ir.FunctionType(ir.VoidType(), [P, P, P, I64]),
-                         name=f"{self.fn.name}_outer_{len(self.outer)}")
-        fn.linkage = "internal"
-        for k in (0, 1, 2):
-            fn.args[k].add_attribute("noalias")
-        em = type(self).__new__(type(self))   # a bare emitter for the kernel function
-        ValueEmitter.__init__(em, self.module, self.T, ir.IRBuilder(fn.append_basic_block()))
-        em.fn = fn
-        em.entry = fn.entry_basic_block
+        fn, em = self.kernel_function("outer", [P, P, P, I64], noalias=(0, 1, 2))
         acc, U, V, count = fn.args
         b = em.b
         zero = self.splat(self.fconst(0), self.W)
@@ -194,15 +200,8 @@ class OuterProducts:
         W = self.W
         VT = ir.VectorType(self.T, W)
         TP = self.T.as_pointer()
-        fn = ir.Function(self.module, ir.FunctionType(ir.VoidType(),
-                                                      [TP, VT.as_pointer(), TP, I64]),
-                         name=f"{self.fn.name}_row_outer_{len(self.outer)}")
-        fn.linkage = "internal"
-        fn.args[0].add_attribute("noalias")
-        em = type(self).__new__(type(self))   # a bare emitter for the kernel function
-        ValueEmitter.__init__(em, self.module, self.T, ir.IRBuilder(fn.append_basic_block()))
-        em.fn = fn
-        em.entry = fn.entry_basic_block
+        fn, em = self.kernel_function("row_outer", [TP, VT.as_pointer(), TP, I64],
+                                      noalias=(0,))
         grad, U, X, groups = fn.args
         b = em.b
         Us = b.bitcast(U, TP)          # u_s[k] as scalars

@@ -132,21 +132,26 @@ class TensorLowering:
         element of the vector is loaded once per tile and feeds MATVEC_TILE independent
         accumulators, k = 0, 1, ... in order (one FMA each), where an output at a time
         would load the vector once per output. For the lanes and the scalar tail alike."""
-        H = n.shape[0]
+        def tile(outs):
+            accs = [term((i,), self.iconst(0)) for i in outs]
+            for k in range(1, K):
+                kk = self.iconst(k)
+                accs = [self.fadd(a, term((i,), kk)) for a, i in zip(accs, outs)]
+            for a, i in zip(accs, outs):
+                self.store(n, (i,), a)
+        self.each_matvec_tile(n.shape[0], tile)
+
+    def each_matvec_tile(self, H: int, body) -> None:
+        """body(outs) for the tiles of an H-vector result: MATVEC_TILE outputs at a time
+        (a loop), then the last H mod MATVEC_TILE one by one; outs: the tile's indices."""
+        b = self.b
         R = MATVEC_TILE
         for start, count, width in ((0, H // R, R), (H - H % R, H % R, 1)):
             if not count:
                 continue
             with self.loop(count) as t:
-                first = self.b.add(self.iconst(start), self.b.mul(t, self.iconst(width)))
-                outs = [self.b.add(first, self.iconst(r)) if r else first
-                        for r in range(width)]
-                accs = [term((i,), self.iconst(0)) for i in outs]
-                for k in range(1, K):
-                    kk = self.iconst(k)
-                    accs = [self.fadd(a, term((i,), kk)) for a, i in zip(accs, outs)]
-                for a, i in zip(accs, outs):
-                    self.store(n, (i,), a)
+                first = b.add(self.iconst(start), b.mul(t, self.iconst(width)))
+                body([b.add(first, self.iconst(r)) if r else first for r in range(width)])
 
     def input_product(self, n: Node):
         """(matrix, input, matrix first) if n is W @ x or x @ W of a once-per-call
@@ -163,7 +168,6 @@ class TensorLowering:
         element is broadcast once per tile and feeds MATVEC_TILE accumulators in every
         group, where one group at a time would load it once per group. The sums are
         those of matvec_tiles, term by term, so lanes and the scalar tail agree."""
-        b = self.b
         m, v, first = self.input_product(n)
         here = (self.values, self.buffers, self.input_rows, self.sample)
         for ctx in self.contexts:
@@ -177,27 +181,21 @@ class TensorLowering:
             finally:
                 self.values, self.buffers, self.input_rows, self.sample = here
 
-        H = n.shape[0]
-        R = MATVEC_TILE
-        for start, count, width in ((0, H // R, R), (H - H % R, H % R, 1)):
-            if not count:
-                continue
-            with self.loop(count) as t:
-                i0 = b.add(self.iconst(start), b.mul(t, self.iconst(width)))
-                outs = [b.add(i0, self.iconst(r)) if r else i0 for r in range(width)]
-                accs = None
-                for k in range(K):
-                    kk = self.iconst(k)
-                    ws = [self.elem(m, (i, kk) if first else (kk, i)) for i in outs]
-                    xs = [in_context(ctx, lambda: self.elem(v, (kk,))) for ctx in self.contexts]
-                    terms = [[self.fmul(w, x) if first else self.fmul(x, w) for w in ws]
-                             for x in xs]
-                    accs = terms if accs is None else [
-                        [self.fadd(a, t_) for a, t_ in zip(acc_g, term_g)]
-                        for acc_g, term_g in zip(accs, terms)]
-                for ctx, acc_g in zip(self.contexts, accs):
-                    for a, i in zip(acc_g, outs):
-                        in_context(ctx, lambda: self.store(n, (i,), a))
+        def tile(outs):
+            accs = None
+            for k in range(K):
+                kk = self.iconst(k)
+                ws = [self.elem(m, (i, kk) if first else (kk, i)) for i in outs]
+                xs = [in_context(ctx, lambda: self.elem(v, (kk,))) for ctx in self.contexts]
+                terms = [[self.fmul(w, x) if first else self.fmul(x, w) for w in ws]
+                         for x in xs]
+                accs = terms if accs is None else [
+                    [self.fadd(a, t_) for a, t_ in zip(acc_g, term_g)]
+                    for acc_g, term_g in zip(accs, terms)]
+            for ctx, acc_g in zip(self.contexts, accs):
+                for a, i in zip(acc_g, outs):
+                    in_context(ctx, lambda: self.store(n, (i,), a))
+        self.each_matvec_tile(n.shape[0], tile)
 
     def lower_argext(self, n: Node) -> None:
         b = self.b
