@@ -4,7 +4,8 @@
 Asking for a unit that is not there yet compiles it (`compile_unit`, given by
 lossc.api, runs the back end for that unit alone), loads it, and, for a model from the
 persistent cache, adds it to the cached artifact so the next process finds it too.
-The units every model shares (the training steps) come from runtime/library.py.
+The units every model shares (the training steps, the shuffle) come from
+runtime/library.py.
 """
 from __future__ import annotations
 
