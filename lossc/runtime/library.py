@@ -4,12 +4,12 @@ Some code units are the same for every model (codegen/units.py LIBRARY_UNITS: th
 fused training steps of each optimizer, which get the parameter count and the inputs'
 row sizes from their frame; and the training driver's shuffle). Compiling one costs
 LLVM tens of milliseconds, so each is compiled the first time any model on this
-machine needs it, kept in the persistent
-cache beside the models (one entry per unit and dtype, keyed like a model's entry on
-lossc's code and the CPU) and in memory for the rest of the process. A model compiled
-with `cache=False` leaves the persistent cache alone for these too (they are then
-compiled once per process). A model's artifact carries a copy of every unit, so a
-saved model runs anywhere the artifact is accepted without this cache.
+machine needs it, kept in the persistent cache beside the models (one entry per unit
+and dtype, keyed like a model's entry on lossc's code and the CPU) and in memory for
+the rest of the process. A model compiled with `cache=False` leaves the persistent
+cache alone for these too (they are then compiled once per process). A model's
+artifact carries a copy of every unit, so a saved model runs anywhere the artifact is
+accepted without this cache.
 
 Compile time is paid once per machine, not per model, so these units get LLVM's
 full optimization (`jit.LIBRARY_LEVEL`): the optimizer's update loops run over a
