@@ -13,7 +13,7 @@ OUTER_BLOCK = 8      # lane groups staged per block of an outer-product gradient
 OUTER_TILE = 4       # register tile of the block kernel (OUTER_TILE^2 accumulators)
 OUTER_MIN_SIZE = 64  # outer products smaller than this are accumulated directly
 ROW_TILE_VECTORS = 4  # row kernel: gradient vectors per tile row (W elements each) ...
-ROW_TILE_ACCS = {8: 16, 4: 12, 2: 12}   # ... and accumulators per tile, by vector width
+ROW_TILE_ACCS = {8: 24, 4: 12, 2: 12}   # ... and accumulators per tile, by vector width
                                          # (AVX2 has 16 registers, AVX-512 32)
 
 
