@@ -196,9 +196,15 @@ def host_key() -> str:
 
 
 def cache_key(source: Source, dims: Optional[dict], dtype: str) -> str:
+    return key_of(source.text, repr(sorted((dims or {}).items())), dtype)
+
+
+def key_of(*parts: str) -> str:
+    """A persistent-cache key: `parts`, and what makes machine code differ beyond
+    them (lossc's version and code, the vector width asked for, the CPU)."""
     h = hashlib.sha256()
-    for part in (source.text, repr(sorted((dims or {}).items())), dtype, __version__,
-                 code_fingerprint(), os.environ.get("LOSSC_VECTOR_BITS", ""), host_key()):
+    for part in parts + (__version__, code_fingerprint(),
+                         os.environ.get("LOSSC_VECTOR_BITS", ""), host_key()):
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()

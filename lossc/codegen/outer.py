@@ -42,8 +42,8 @@ class OuterProducts:
         b = self.b
         VT = ir.VectorType(self.T, self.W)
         for key, node in sample_outs.items():
-            factors = key.startswith("grad.") and self.outer_factors(node)
-            if not factors or node.size < OUTER_MIN_SIZE:
+            factors = self.outer_gradient(key, node)
+            if not factors:
                 continue
             u, v = factors
             K, D = node.shape
@@ -72,6 +72,14 @@ class OuterProducts:
         """Parameters whose gradient the row kernel adds into `grad` directly."""
         return {self.param_spec(k).name for k, entry in self.outer.items()
                 if self.row_outer_input(entry[1])}
+
+    def outer_gradient(self, key: str, node: Node):
+        """(u, v) if the output `key` is a per-sample gradient outer(u, v) large enough
+        for the block kernels, else None."""
+        if (key.startswith("grad.") and key.endswith(".sample")
+                and node.size >= OUTER_MIN_SIZE):
+            return self.outer_factors(node)
+        return None
 
     def outer_factors(self, node: Node):
         """(u, v) if node is outer(u, v) of two per-sample vectors, else None."""

@@ -29,7 +29,6 @@ from __future__ import annotations
 from llvmlite import ir
 
 from lossc.codegen.values import FAST, I32
-from lossc.codegen.outer import OUTER_MIN_SIZE
 from lossc.ir.graph import REAL, Node
 
 ROW_MATVEC_CHUNKS = 4   # W @ x along x's rows from this many vectors per row
@@ -61,8 +60,7 @@ class RowContractions:
         if self.want_grad:
             # outer(u, x) gradients of an input row x take the row kernel (outer.py)
             for key, n in outs.items():
-                ux = (key.startswith("grad.") and key.endswith(".sample")
-                      and n.size >= OUTER_MIN_SIZE and self.outer_factors(n))
+                ux = self.outer_gradient(key, n)
                 if ux and self.row_outer_input(ux[1]):
                     row_users.setdefault(ux[1].id, set()).update(
                         i.id for i in n.inputs if i.op == "broadcast" and i.inputs[0] is ux[1])
@@ -131,13 +129,19 @@ class RowContractions:
         # (an element's alignment only: rows, parameters and the gradient are arrays of T)
         return b.load(b.bitcast(at, VT.as_pointer()), align=self.T_bytes)
 
+    def once_pointer(self, w: Node):
+        """Where a once-per-call value's elements lie (a parameter or a buffer), or
+        None if it has no memory of its own."""
+        if w.op == "param":
+            return self.b.gep(self.params, [self.iconst(w.attr("offset"))])
+        return self.buffers.get(w.id)
+
     def once_chunk(self, w: Node, c) -> ir.Value:
         """W elements of a once-per-call vector, from where it lives."""
         b = self.b
-        if w.op == "param":
-            return self.row_chunk(b.gep(self.params, [self.iconst(w.attr("offset"))]), c)
-        if w.id in self.buffers:
-            return self.row_chunk(self.buffers[w.id], c)
+        at = self.once_pointer(w)
+        if at is not None:
+            return self.row_chunk(at, c)
         first = b.mul(c, self.iconst(self.W))
         return self.vector_of([self.elem(w, (b.add(first, self.iconst(k)),))
                                for k in range(self.W)])
@@ -175,10 +179,7 @@ class RowContractions:
         K, D = w.shape
         Wd = self.W
         VT = ir.VectorType(self.T, Wd)
-        if w.op == "param":
-            base = b.gep(self.params, [self.iconst(w.attr("offset"))])
-        else:
-            base = self.buffers[w.id]
+        base = self.once_pointer(w)     # (row_matvec_operands: a parameter or a buffer)
         kt = max(1, min(K, ROW_MATVEC_ACCS // len(rows)))
 
         def tile(k0, tk: int):

@@ -17,8 +17,6 @@ parameter count only known at run time, and LLVM's loop vectorizer makes them SI
 """
 from __future__ import annotations
 
-import hashlib
-import os
 import threading
 
 from lossc import __version__
@@ -49,13 +47,8 @@ def unit_object(unit: str, dtype: str, persistent: bool = True) -> bytes:
 
 
 def cache_key(unit: str, dtype: str) -> str:
-    from lossc.compiler import code_fingerprint, host_key
-    h = hashlib.sha256()
-    for part in ("library", unit, dtype, __version__, code_fingerprint(),
-                 os.environ.get("LOSSC_VECTOR_BITS", ""), host_key()):
-        h.update(part.encode())
-        h.update(b"\0")
-    return h.hexdigest()
+    from lossc.compiler import key_of
+    return key_of("library", unit, dtype)
 
 
 def _cached_or_compiled(unit: str, dtype: str) -> bytes:
