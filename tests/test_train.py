@@ -336,6 +336,23 @@ def test_argument_errors(logistic, rosenbrock):
         lossc.train(logistic, data=small(), init=np.zeros(3))
 
 
+def test_data_check_finds_every_non_finite_value_and_accepts_huge_finite_ones():
+    from lossc.optim.data import _check_finite
+    # the fast check (one dot product) overflows on huge finite values: still accepted
+    huge = np.full((5, 3), 1e300)
+    _check_finite(huge, None, ["a", "b", "c"], "data", lambda r: f"sample {r}")
+    for bad_value, what in ((np.inf, "is inf"), (-np.inf, "is -inf"), (np.nan, "is NaN")):
+        for block in (np.zeros((5, 3)), huge.copy(), np.zeros((5, 3), dtype=np.float32)):
+            block[3, 1] = bad_value
+            with pytest.raises(DataError, match=rf"sample 3, column 'b' {what}"):
+                _check_finite(block, None, ["a", "b", "c"], "data", lambda r: f"sample {r}")
+    # a non-contiguous block (a column slice) is checked as well
+    wide = np.zeros((5, 6))
+    wide[2, 4] = np.nan
+    with pytest.raises(DataError, match=r"sample 2, column 'c'"):
+        _check_finite(wide[:, 2:5], None, ["a", "b", "c"], "data", lambda r: f"sample {r}")
+
+
 def test_initial_nan_is_reported_as_such(logistic):
     r = lossc.train(logistic, data=small(), init={"w": np.full(8, np.inf), "b": 0.0})
     assert r.stopped == "diverged" and "initial parameters" in r.stopped_reason
