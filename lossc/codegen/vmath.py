@@ -14,7 +14,7 @@ subnormals handled as IEEE libm does.
     log    fdlibm's e_log: x = 2^k m, m in [sqrt(2)/2, sqrt(2)), s = (m-1)/(m+1),
            minimax polynomial Lg1..Lg7 in s^2
     log1p  log(u) + (x - (u - 1)) / u with u = 1 + x (Goldberg's correction);
-           log1p_unit the same for x in [0, 1] without the special cases
+           log1p_unit for x in [0, 1]: e_log's kernel on x or (x - 1)/2, both exact
     expm1  2^n expm1(r) + (2^n - 1) after exp's reduction, expm1(r) by its Taylor
            polynomial
     tanh   sign(x) e / (e + 2) with e = expm1(2|x|), expm1 inlined for 0 <= 2|x| <= 40,
@@ -38,6 +38,12 @@ EXP = (1.0, 1.0, 0.5000000000000019, 0.1666666666666668, 0.0416666666664881,
        0.008333333333319601, 0.0013888888952314775, 0.00019841269890047113,
        2.4801485482328494e-05, 2.755724091857897e-06, 2.763263963904103e-07,
        2.5110037605963777e-08)
+# R(z) / z of fdlibm's log kernel (R = log1p(f) - f + f^2/2 - s f^2/2 over s, z = s^2)
+# for z in [0, 0.04] (|s| <= 1/5, log1p_unit's range): Chebyshev fit (mpmath.chebyfit
+# at 50 digits), within 2.6e-17 relative
+LOG1P_UNIT = (0.6666666666666666, 0.400000000000078, 0.2857142856733919,
+              0.22222223037807243, 0.18181738454723026, 0.15388834677801916,
+              0.1321036048513262, 0.13604015707124079)
 # expm1(2h) / h for |h| <= ln2/4: the Chebyshev fit of degree 10 (mpmath.chebyfit at 40
 # digits); with these float64 coefficients within 2.4e-17 relative of the function
 TANH_EXPM1 = (2.0, 2.000000000000002, 1.3333333333333337, 0.6666666666651703,
@@ -199,13 +205,26 @@ def log1p(cg, x):
 
 
 def log1p_unit(cg, x):
-    """log1p(x) for x in [0, 1] (softplus's log1p(exp(-|z|))): 1 + x is in [1, 2], so
-    none of log1p's or log's special cases can arise; NaN in gives NaN out."""
-    u = cg.fadd(cg.fconst(1.0), x)
-    d = cg.fsub(u, cg.fconst(1.0))
-    corrected = cg.fadd(log(cg, u, normal=True), cg.fdiv(cg.fsub(x, d), u))
-    y = cg.select(cg.fcmp("==", d, cg.fconst(0)), x, corrected)
-    return cg.select(cg.b.fcmp_unordered("uno", x, x), x, y)
+    """log1p(x) for x in [0, 1] (softplus's log1p(exp(-|z|))) without forming 1 + x,
+    so there is no rounding of it to correct (log1p's second division) and no
+    exponent to extract: for x <= 1/2 the argument of fdlibm's kernel is f = x itself;
+    above, 1 + x = 2 (1 + f) with f = (x - 1)/2, exact by Sterbenz's lemma, and
+    log1p(x) = ln2 + log1p(f). The kernel, log1p(f) = f - (f^2/2 - s (f^2/2 + R)) with
+    s = f/(2 + f), then has s in [-1/7, 1/5], a little beyond e_log's range: R is the
+    fit LOG1P_UNIT over it. NaN in gives NaN out."""
+    big = cg.fcmp(">", x, cg.fconst(0.5))
+    f = cg.select(big, cg.fmul(cg.fsub(x, cg.fconst(1.0)), cg.fconst(0.5)), x)
+    s = cg.fdiv(f, cg.fadd(cg.fconst(2.0), f))
+    z = cg.fmul(s, s)
+    w = cg.fmul(z, z)
+    c = LOG1P_UNIT
+    R = cg.fadd(cg.fmul(z, _horner(cg, w, [c[0], c[2], c[4], c[6]])),
+                cg.fmul(w, _horner(cg, w, [c[1], c[3], c[5], c[7]])))
+    hfsq = cg.fmul(cg.fconst(0.5), cg.fmul(f, f))
+    k_hi = cg.select(big, cg.fconst(LN2_HI), cg.fconst(0.0))
+    k_lo = cg.select(big, cg.fconst(LN2_LO), cg.fconst(0.0))
+    inner = cg.fadd(cg.fmul(s, cg.fadd(hfsq, R)), k_lo)
+    return cg.fsub(k_hi, cg.fsub(cg.fsub(hfsq, inner), f))
 
 
 def expm1(cg, x):
