@@ -87,11 +87,12 @@ loss = softplus(z) - y * z + 0.5 * u ^ 2 + 1e-3 * sum(w ^ 2)
 def test_dot_with_an_input_row_and_its_gradient(D, dtype, rtol):
     """dot(w, x) and the gradient s * x are read along x's rows (codegen/rows.py), with a
     parameter and with a once-per-call vector (tanh(v)), for row lengths around every
-    vector width and batch sizes around the lanes and groups."""
+    vector width and batch sizes around the lanes, groups and the row kernel's blocks
+    (s * x staged and added as a one-row outer product, codegen/outer.py)."""
     m = lossc.compile(ROW_MODEL.format(D=D), dtype=dtype, cache=False)
     rng = np.random.default_rng(D)
     w, v, b = rng.normal(size=D), rng.normal(size=D), 0.3
-    for B in (1, 2, 3, 5, 8, 15, 16, 17, 31, 33, 100):
+    for B in (1, 2, 3, 5, 8, 15, 16, 17, 31, 33, 63, 64, 65, 100, 128, 129, 300):
         X, Y = rng.normal(size=(B, D)), (rng.random(B) < 0.5).astype(float)
         value, g = m.value_and_grad({"w": w, "v": v, "b": b}, x=X, y=Y)
         z, t = X @ w + b, np.tanh(v)
