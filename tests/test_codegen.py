@@ -92,7 +92,8 @@ def test_dot_with_an_input_row_and_its_gradient(D, dtype, rtol):
     m = lossc.compile(ROW_MODEL.format(D=D), dtype=dtype, cache=False)
     rng = np.random.default_rng(D)
     w, v, b = rng.normal(size=D), rng.normal(size=D), 0.3
-    for B in (1, 2, 3, 5, 8, 15, 16, 17, 31, 33, 63, 64, 65, 100, 128, 129, 300):
+    # (5000 rows: over PREFETCH_MIN_BYTES for the longer rows, so the loop prefetches)
+    for B in (1, 2, 3, 5, 8, 15, 16, 17, 31, 33, 63, 64, 65, 100, 128, 129, 300, 5000):
         X, Y = rng.normal(size=(B, D)), (rng.random(B) < 0.5).astype(float)
         value, g = m.value_and_grad({"w": w, "v": v, "b": b}, x=X, y=Y)
         z, t = X @ w + b, np.tanh(v)

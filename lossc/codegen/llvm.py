@@ -59,6 +59,7 @@ I8P = ir.IntType(8).as_pointer()
 
 GROUPED_GRADIENT_SIZE = 16   # per-sample gradient elements from which lanes go in pairs
 PREFETCH_BYTES = 4096        # how far ahead the vector loop prefetches its inputs' rows
+PREFETCH_MIN_BYTES = 1 << 20  # ... in a batch of at least this many bytes of inputs
 
 # tensor ops that read each input element exactly once (so a fused input is fine)
 _SINGLE_PASS = {"sum", "max", "min", "prod", "norm"}
@@ -89,6 +90,7 @@ class FunctionCodegen(RowContractions, OuterProducts, TensorLowering, ValueEmitt
         self.entry = self.fn.append_basic_block("entry")
         self.b = ir.IRBuilder(self.fn.append_basic_block("prologue"))
         self.outer = {}           # gradient outputs accumulated as blocked outer products
+        self.prefetching = None   # i1: whether this call's vector loop prefetches
         self.values: dict[int, ir.Value] = {}     # SSA scalars
         self.buffers: dict[int, ir.Value] = {}    # pointers into work
         self.work_size = 0
@@ -196,6 +198,7 @@ class FunctionCodegen(RowContractions, OuterProducts, TensorLowering, ValueEmitt
             # samples take the scalar loop: a second vector body for them would cost
             # as much compile time as the grouped one saves run time.
             U = self.groups(sample_outs)
+            self.plan_prefetch()
             main = b.and_(self.B, self.iconst(-U * self.W))
             with self.loop(main, step=U * self.W) as i:
                 self.body(i, self.W, sample_outs, groups=U)
@@ -273,25 +276,42 @@ class FunctionCodegen(RowContractions, OuterProducts, TensorLowering, ValueEmitt
         hardware prefetcher: its loads are long sequential runs, the lines 4 KB ahead
         are this iteration's own, and a prefetch per line would be code to compile
         for each (hence at most PREFETCH_BYTES / 64 of them per input)."""
-        if not PREFETCH_BYTES:
+        if self.prefetching is None:
             return
         b = self.b
         fn = self.module.globals.get("llvm.prefetch.p0") or ir.Function(
             self.module, ir.FunctionType(ir.VoidType(), [I8P, I32, I32, I32]),
             name="llvm.prefetch.p0")
-        for n in self.live:
-            if n.op != "input":
-                continue
-            row_bytes = max(n.size, 1) * (8 if n.dtype == INT else self.T_bytes)
-            if row_bytes * count > PREFETCH_BYTES:
-                continue
-            base = b.load(b.gep(self.inputs, [self.iconst(n.attr("index"))]))
-            ahead = b.gep(base, [b.add(b.mul(i, self.iconst(row_bytes)),
-                                       self.iconst(PREFETCH_BYTES))])
-            for line in range(0, row_bytes * count, 64):
-                # (read, keep in every cache level, data)
-                b.call(fn, [b.gep(ahead, [self.iconst(line)]), ir.Constant(I32, 0),
-                            ir.Constant(I32, 3), ir.Constant(I32, 1)])
+        with b.if_then(self.prefetching):
+            for n in self.live:
+                if n.op != "input":
+                    continue
+                row_bytes = self.row_bytes(n)
+                if row_bytes * count > PREFETCH_BYTES:
+                    continue
+                base = b.load(b.gep(self.inputs, [self.iconst(n.attr("index"))]))
+                ahead = b.gep(base, [b.add(b.mul(i, self.iconst(row_bytes)),
+                                           self.iconst(PREFETCH_BYTES))])
+                for line in range(0, row_bytes * count, 64):
+                    # (read, keep in every cache level, data)
+                    b.call(fn, [b.gep(ahead, [self.iconst(line)]), ir.Constant(I32, 0),
+                                ir.Constant(I32, 3), ir.Constant(I32, 1)])
+
+    def plan_prefetch(self) -> None:
+        """Whether this call's vector loop prefetches (an i1, computed once per call), or
+        None when it never does. A batch of less than PREFETCH_MIN_BYTES of inputs sits
+        in the caches after its first use (a mini-batch, an optimizer's repeated calls),
+        and there the prefetches are only instructions: 33 of them an iteration for
+        logistic regression, about a sixth of its loop."""
+        self.prefetching = None
+        row_bytes = sum(self.row_bytes(n) for n in self.live if n.op == "input")
+        if PREFETCH_BYTES and row_bytes:
+            self.prefetching = self.b.icmp_signed(
+                ">=", self.B, self.iconst(-(-PREFETCH_MIN_BYTES // row_bytes)))
+
+    def row_bytes(self, n: Node) -> int:
+        """The bytes of one sample of input n."""
+        return max(n.size, 1) * (8 if n.dtype == INT else self.T_bytes)
 
     def group_elem(self, n: Node, idx: tuple):
         """n's element summed over the groups of the current iteration."""
