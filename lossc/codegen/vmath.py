@@ -112,11 +112,12 @@ def _estrin(cg, x, coeffs):
 
 
 def _reduce(cg, x, fl, lo: float, hi: float):
-    """x clamped to [lo, hi] (NaN to 0) = n ln2 + r with |r| <= ln2/2 (Cody-Waite).
-    Returns (n as an integer vector, r)."""
-    b = cg.b
-    xc = cg.select(b.fcmp_unordered("uno", x, x), cg.fconst(0), x)
-    xc = cg.select(cg.fcmp(">", xc, cg.fconst(hi)), cg.fconst(hi), xc)
+    """x clamped to [lo, hi] = n ln2 + r with |r| <= ln2/2 (Cody-Waite). Returns (n as
+    an integer vector, r). A NaN passes the clamps (its comparisons are false) and
+    gives r = NaN, with n meaningless but harmless: 2^n built from it has a zero
+    mantissa, so it is a number or infinity, never NaN, and every result made from r
+    is the input's NaN."""
+    xc = cg.select(cg.fcmp(">", x, cg.fconst(hi)), cg.fconst(hi), x)
     xc = cg.select(cg.fcmp("<", xc, cg.fconst(lo)), cg.fconst(lo), xc)
     return _split(cg, xc, fl)
 
@@ -148,8 +149,8 @@ def exp(cg, x):
     p = _estrin(cg, r, EXP if fl.bits == 64 else
                 [1.0 / math.factorial(k) for k in range(fl.exp_terms + 1)])
     half = b.ashr(n, _iconst(cg, x, fl, 1))
-    y = cg.fmul(cg.fmul(p, _pow2(cg, half, x, fl)), _pow2(cg, b.sub(n, half), x, fl))
-    return cg.select(b.fcmp_unordered("uno", x, x), x, y)
+    # (NaN in: p is NaN, so is the result; see _reduce)
+    return cg.fmul(cg.fmul(p, _pow2(cg, half, x, fl)), _pow2(cg, b.sub(n, half), x, fl))
 
 
 def log(cg, x, normal: bool = False):
