@@ -54,6 +54,42 @@ def test_fused_epochs_match_the_python_loop(make, dtype):
         np.testing.assert_allclose(p1, p2, rtol=1e-4, atol=1e-5)
 
 
+ROWS_MODEL = """
+dim D = {D}
+input x[D]
+input y
+input k: int
+param w[D]
+param c[3]
+loss = (dot(w, x) + c[k] - y) ^ 2
+"""
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("D", [1, 3, 5, 7, 9, 12])
+def test_fused_gather_copies_rows_of_every_size(D, dtype):
+    """The gather copies a row 32 bytes at a time, then 16, 8 and 4 as the remainder's
+    bits say: rows of 4 to 48 bytes (float32 and float64, and int64 labels) give the
+    parameters of the Python loop on the same batches."""
+    m = lossc.compile(ROWS_MODEL.format(D=D), dtype=dtype, cache=False)
+    rng = np.random.default_rng(D)
+    n = 77
+    bound = m.bind({"x": rng.normal(size=(n, D)), "y": rng.normal(size=n),
+                    "k": rng.integers(0, 3, size=n)})
+    theta0 = m.pack_params(m.init_params(2))
+    p1, p2 = theta0.copy(), theta0.copy()
+    o1, o2 = SGD(0.05), SGD(0.05)
+    fused = FusedSteps(m, o2, bound, 8)
+    for epoch in range(2):
+        order = rng.permutation(n).astype(np.int64)
+        python_epoch(m, o1, p1, bound, order, 8)
+        fused.run(p2, order, 0, 10)
+    if dtype == "float64":
+        np.testing.assert_array_equal(p1, p2)
+    else:
+        np.testing.assert_allclose(p1, p2, rtol=1e-5, atol=1e-6)
+
+
 def test_fused_clipping_matches_within_rounding():
     m = lossc.compile(SAMPLES / "logistic.loss")
     rng = np.random.default_rng(1)

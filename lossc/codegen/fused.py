@@ -171,19 +171,25 @@ class _Emitter(ValueEmitter):
         return FunctionCodegen.loop(self, n, start=start)
 
     def copy_bytes(self, dst, src, nbytes) -> None:
-        """Copy nbytes (a multiple of 4) from src to dst: 32 bytes at a time, then 4.
-        A row is a few hundred bytes at most; a call to the C library's memcpy would
-        cost more than the copy."""
+        """Copy nbytes (a multiple of 4) from src to dst: 32 bytes at a time, then one
+        16, one 8 and one 4 as the remainder's bits say (a one-number row, a label, is
+        one 8-byte copy). A row
+        is a few hundred bytes at most; a call to the C library's memcpy would cost
+        more than the copy."""
         b = self.b
-        for width, ty in ((32, ir.VectorType(I64, 4)), (4, ir.IntType(32))):
-            start = self.iconst(0) if width == 32 else b.and_(nbytes, self.iconst(-32))
-            count = (b.lshr(nbytes, self.iconst(5)) if width == 32
-                     else b.lshr(b.sub(nbytes, start), self.iconst(2)))
-            with self.loop(count) as k:
-                at = b.add(start, b.mul(k, self.iconst(width)))
+        wide = ir.VectorType(I64, 4)
+        with self.loop(b.lshr(nbytes, self.iconst(5))) as k:
+            at = b.mul(k, self.iconst(32))
+            b.store(b.load(b.bitcast(b.gep(src, [at]), wide.as_pointer()), align=4),
+                    b.bitcast(b.gep(dst, [at]), wide.as_pointer()), align=4)
+        at = b.and_(nbytes, self.iconst(-32))
+        for width, ty in ((16, ir.VectorType(I64, 2)), (8, I64), (4, I32)):
+            with b.if_then(b.icmp_signed("!=", b.and_(nbytes, self.iconst(width)),
+                                         self.iconst(0))):
                 s = b.bitcast(b.gep(src, [at]), ty.as_pointer())
                 d = b.bitcast(b.gep(dst, [at]), ty.as_pointer())
                 b.store(b.load(s, align=4), d, align=4)
+            at = b.add(at, b.and_(nbytes, self.iconst(width)))
 
     def d(self, v):
         return v if isinstance(self.T, ir.DoubleType) else self.b.fpext(v, ir.DoubleType())
