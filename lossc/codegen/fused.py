@@ -173,9 +173,8 @@ class _Emitter(ValueEmitter):
     def copy_bytes(self, dst, src, nbytes) -> None:
         """Copy nbytes (a multiple of 4) from src to dst: 32 bytes at a time, then one
         16, one 8 and one 4 as the remainder's bits say (a one-number row, a label, is
-        one 8-byte copy). A row
-        is a few hundred bytes at most; a call to the C library's memcpy would cost
-        more than the copy."""
+        one 8-byte copy). A row is a few hundred bytes at most; a call to the C
+        library's memcpy would cost more than the copy."""
         b = self.b
         wide = ir.VectorType(I64, 4)
         with self.loop(b.lshr(nbytes, self.iconst(5))) as k:
