@@ -127,3 +127,34 @@ def test_fused_index_error_names_the_sample_in_the_data_set():
     assert e.value.kind == "index"
     check, sample, value = e.value.err
     assert sample == 7 and value == 7
+
+
+def test_train_leaves_the_optimizer_as_the_python_loop_would(monkeypatch):
+    """lossc.train through the fused steps hands the optimizer's state back at the end
+    (after every epoch when a callback might look at it): step count and moments equal
+    those of the Python loop's optimizer, bit for bit."""
+    import lossc.runtime.fused as fused_mod
+    m = lossc.compile(SAMPLES / "logistic.loss")
+    rng = np.random.default_rng(3)
+    data = {"x": rng.normal(size=(150, 8)), "y": (rng.random(150) < 0.5) * 1.0}
+    fused_opt = Adam(0.05)
+    seen = []
+    lossc.train(m, data=data, optimizer=fused_opt, batch_size=16, epochs=3, seed=2,
+                callback=lambda info: seen.append((fused_opt.t,
+                                                   fused_opt.state["exp_avg"].copy())))
+    quiet_opt = Adam(0.05)
+    lossc.train(m, data=data, optimizer=quiet_opt, batch_size=16, epochs=3, seed=2)
+    monkeypatch.setattr(fused_mod, "supports", lambda optimizer: False)
+    python_opt = Adam(0.05)
+    python_seen = []
+    lossc.train(m, data=data, optimizer=python_opt, batch_size=16, epochs=3, seed=2,
+                callback=lambda info: python_seen.append((python_opt.t,
+                                                          python_opt.state["exp_avg"].copy())))
+    assert [t for t, _ in seen] == [t for t, _ in python_seen] == [10, 20, 30]
+    for (_, a), (_, b) in zip(seen, python_seen):
+        np.testing.assert_array_equal(a, b)
+    for opt in (fused_opt, quiet_opt):
+        assert opt.t == python_opt.t == 30
+        assert sorted(opt.state) == sorted(python_opt.state)
+        for k in python_opt.state:
+            np.testing.assert_array_equal(opt.state[k], python_opt.state[k])

@@ -197,6 +197,7 @@ def train(model, data=None, optimizer: Optional[Optimizer] = None,
                                     shuffle, t0, tol_grad, tol_loss, patience)
             run.verify_best()
     finally:
+        run.sync()
         opt.lr = base_lr
     return TrainResult(
         params=model.unpack_params(run.best_theta), history=run.history,
@@ -346,6 +347,7 @@ class _Run:
             self.fused = fused.FusedSteps(self.model, self.opt, self.full, bs)
         if self.fused is not None and self.fused.bs == bs:
             return self._fused_steps(np.ascontiguousarray(order, dtype=np.int64), count)
+        self.sync()       # the Python steps take over the optimizer's state
         from lossc.runtime.calls import BoundArgs
         model, full, g = self.model, self.full, self.g
         for k in range(count):
@@ -377,8 +379,15 @@ class _Run:
                 raise self._diverged(value if not math.isfinite(value)
                                      else "is finite but its gradient overflowed") from None
             self._bulk_after_steps(losses, first, n, order, N)
-        f.sync()
+        if self.callback is not None:    # it may look at the optimizer (its state, t)
+            f.sync()
         self.loss = None
+
+    def sync(self) -> None:
+        """Hand the fused steps' optimizer state back to the optimizer object (done
+        after every epoch only when a callback may look at it)."""
+        if self.fused is not None:
+            self.fused.sync()
 
     def _bulk_after_steps(self, losses, first: int, n: int, order, N: int) -> None:
         if not n:
@@ -394,8 +403,9 @@ class _Run:
         self.samples += rows
         self.step_losses.extend(losses[:n].tolist())
         if self.mean:
-            k = np.arange(first, first + n)
-            self.epoch_sum += float(np.dot(losses[:n], np.minimum(N, (k + 1) * bs) - k * bs))
+            # every batch but the epoch's last holds bs rows; the last, the remainder
+            last = min(N, (first + n) * bs) - (first + n - 1) * bs
+            self.epoch_sum += float(np.sum(losses[:n - 1])) * bs + float(losses[n - 1]) * last
         else:
             self.epoch_sum += float(np.sum(losses[:n]))
         self.epoch_rows += rows
