@@ -158,3 +158,25 @@ def test_train_leaves_the_optimizer_as_the_python_loop_would(monkeypatch):
         assert sorted(opt.state) == sorted(python_opt.state)
         for k in python_opt.state:
             np.testing.assert_array_equal(opt.state[k], python_opt.state[k])
+
+
+def test_a_schedule_reaches_the_fused_steps(monkeypatch):
+    """The learning rate a schedule sets each epoch is the one the native update uses:
+    parameters equal the Python loop's, bit for bit (and differ from a constant rate)."""
+    import lossc.runtime.fused as fused_mod
+    from lossc.optim import schedules
+    m = lossc.compile(SAMPLES / "logistic.loss")
+    rng = np.random.default_rng(5)
+    data = {"x": rng.normal(size=(90, 8)), "y": (rng.random(90) < 0.5) * 1.0}
+
+    def run(schedule=None):
+        return lossc.train(m, data=data, optimizer=Adam(0.05), batch_size=8, epochs=4,
+                           seed=1, schedule=schedule, monitor="batches").last_params
+
+    fused_p = run(schedules.step(1, 0.3))
+    constant = run()
+    monkeypatch.setattr(fused_mod, "supports", lambda optimizer: False)
+    python_p = run(schedules.step(1, 0.3))
+    for k in python_p:
+        np.testing.assert_array_equal(fused_p[k], python_p[k])
+    assert not np.array_equal(fused_p["w"], constant["w"])

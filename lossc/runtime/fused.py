@@ -41,7 +41,7 @@ def supports(optimizer) -> bool:
 
 
 def _config(opt):
-    """(config, flags) arrays for the native update; see codegen/fused.py."""
+    """(config, flags) for the native update, as tuples; see codegen/fused.py."""
     name = type(opt).__name__
     clip = opt.clip_norm if opt.clip_norm is not None else 0.0
     if name == "SGD":
@@ -53,8 +53,7 @@ def _config(opt):
     else:
         cfg = (opt.lr, opt.betas[0], opt.betas[1], opt.eps, opt.weight_decay, 0.0, clip)
         flags = (ADAM, 0, 0, opt.amsgrad, name == "AdamW")
-    return (np.array(cfg, dtype=np.float64),
-            np.array(flags + (opt.clip_norm is not None,), dtype=np.int64))
+    return cfg, flags + (opt.clip_norm is not None,)
 
 
 class FusedSteps:
@@ -82,7 +81,9 @@ class FusedSteps:
                                    for s in model.inputs] or [0], dtype=np.int64)
         # compiles the optimizer's steps the first time the model trains with it
         self.fn = model.code.function(train_unit(_KIND[type(optimizer).__name__]))
-        self.cfg, self.flags = _config(optimizer)
+        self.config = _config(optimizer)
+        self.cfg = np.array(self.config[0], dtype=np.float64)
+        self.flags = np.array(self.config[1], dtype=np.int64)
         # everything but the parameters, the order and the batch range stays put
         self.frame = np.array(
             (0, data.hypers_address, data.pointers_address, data.B, 0, self.bs, 0, 0,
@@ -95,8 +96,10 @@ class FusedSteps:
 
     def run(self, theta: np.ndarray, order: np.ndarray, first: int, count: int) -> np.ndarray:
         """count optimizer steps on batches first.. of the epoch given by `order`."""
-        cfg, flags = _config(self.opt)       # read each time: a schedule may change lr
-        self.cfg[:], self.flags[:] = cfg, flags
+        config = _config(self.opt)       # read each time: a schedule may change lr
+        if config != self.config:
+            self.config = config
+            self.cfg[:], self.flags[:] = config
         f = self.frame
         f[0], f[4], f[6], f[7] = _addr(theta), _addr(order), first, count
         rc = self.fn(self.frame_address)
