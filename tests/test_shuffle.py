@@ -109,6 +109,38 @@ def test_sequence_of_permutations(native_calls):
     assert native_calls == [n for n in sizes if n >= shuffle.SMALL]
 
 
+@pytest.mark.parametrize("buffered", [False, True])
+def test_shuffler_draws_numpys_sequence_and_gives_the_state_back(buffered):
+    """Shuffler keeps the state in native arrays between draws: the same permutations
+    as NumPy's, one after another, small sizes (NumPy's own draws) in between, and the
+    generator's state after close() as NumPy leaves it."""
+    ours, reference = twins(21)
+    if buffered:
+        for g in (ours, reference):
+            g.integers(0, 10, dtype=np.uint32)
+    sh = shuffle.Shuffler(ours)
+    sizes = [16384] * 4 + [100, 3001, 3001, 7, 2048, 2049, 100003, 5000, 5000]
+    for n in sizes:
+        np.testing.assert_array_equal(sh.permutation(n), reference.permutation(n))
+    assert sh.words is not None        # the last draws were native
+    sh.close()
+    assert sh.words is None
+    assert same_state(ours.bit_generator.state, reference.bit_generator.state)
+    sh.close()                         # twice: nothing more happens
+    assert same_state(ours.bit_generator.state, reference.bit_generator.state)
+
+
+def test_shuffler_leaves_other_generators_to_numpy():
+    ours = np.random.Generator(np.random.Philox(3))
+    reference = np.random.Generator(np.random.Philox(3))
+    sh = shuffle.Shuffler(ours)
+    for n in (4000, 4000):
+        np.testing.assert_array_equal(sh.permutation(n), reference.permutation(n))
+    assert sh.words is None
+    sh.close()
+    assert same_state(ours.bit_generator.state, reference.bit_generator.state)
+
+
 def test_mixed_with_numpy_draws(native_calls):
     """Native permutations between NumPy's other draws leave every draw as NumPy alone
     would make it."""

@@ -135,6 +135,29 @@ def test_minibatches_by_hand_with_the_partial_batch(logistic):
     assert r.history[-1] == logistic.loss(logistic.unpack_params(p), **d)
 
 
+def test_epochs_are_shuffled_as_numpy_would(logistic):
+    """With enough samples for the native shuffle (and the fused steps), each epoch's
+    order is np.random.default_rng(seed).permutation(n), epoch after epoch."""
+    rng = np.random.default_rng(8)
+    n = 2600
+    d = {"x": rng.normal(size=(n, 8)), "y": (rng.random(n) < 0.5) * 1.0}
+    theta0 = logistic.init_params(3)
+    r = lossc.train(logistic, data=d, optimizer=lossc.SGD(lr=0.1), batch_size=1000,
+                    epochs=3, seed=9, init=theta0)
+    p = logistic.pack_params(theta0)
+    orders = np.random.default_rng(9)
+    losses = []
+    for _ in range(3):
+        order = orders.permutation(n)
+        for lo in range(0, n, 1000):
+            idx = order[lo:lo + 1000]
+            v, g = logistic.value_and_grad_flat(p, {"x": d["x"][idx], "y": d["y"][idx]})
+            losses.append(v)
+            p = p - 0.1 * g
+    assert r.step_losses == losses
+    np.testing.assert_array_equal(logistic.pack_params(r.last_params), p)
+
+
 @pytest.mark.parametrize("with_progress", [False, True])
 def test_monitor_batches_records_the_epochs_batch_objectives(with_progress):
     """monitor="batches": each epoch's loss is its batch objectives weighted by batch

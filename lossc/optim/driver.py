@@ -49,7 +49,7 @@ from lossc.codegen.units import PERMUTATION
 from lossc.optim import schedules as _schedules
 from lossc.optim.data import DataError, check_arrays, load_data
 from lossc.optim.optimizers import Adam, Optimizer
-from lossc.optim.shuffle import permutation
+from lossc.optim.shuffle import Shuffler
 from lossc.runtime import fused
 
 DEFAULT_EPOCHS = 10       # data models, when neither epochs nor steps is given
@@ -187,16 +187,19 @@ def train(model, data=None, optimizer: Optional[Optimizer] = None,
     opt.reset()
     base_lr = opt.lr
     run = _Run(model, opt, theta, full, val, callback, progress, total_epochs, monitor)
+    # rng.permutation(n) each epoch, drawn natively when that gives the same result
+    shuffler = Shuffler(np.random.default_rng(seed), run.native_permutation)
     t0 = time.perf_counter()
     try:
         # Overflow on the way to a NaN is reported as divergence, with the step; numpy's
         # warnings about it would only repeat that, less clearly.
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            stopped, reason = _loop(run, sched, base_lr, np.random.default_rng(seed),
-                                    full_batch, n, bs, per_epoch, total_epochs, steps,
-                                    shuffle, t0, tol_grad, tol_loss, patience)
+            stopped, reason = _loop(run, sched, base_lr, shuffler, full_batch, n, bs,
+                                    per_epoch, total_epochs, steps, shuffle, t0, tol_grad,
+                                    tol_loss, patience)
             run.verify_best()
     finally:
+        shuffler.close()
         run.sync()
         opt.lr = base_lr
     return TrainResult(
@@ -208,7 +211,7 @@ def train(model, data=None, optimizer: Optional[Optimizer] = None,
         step_losses=run.step_losses, lr=run.lr)
 
 
-def _loop(run, sched, base_lr, rng, full_batch, n, bs, per_epoch, total_epochs, steps,
+def _loop(run, sched, base_lr, shuffler, full_batch, n, bs, per_epoch, total_epochs, steps,
           shuffle, t0, tol_grad, tol_loss, patience) -> tuple[str, str]:
     """The epochs; returns (stopped, stopped_reason)."""
     opt = run.opt
@@ -220,9 +223,7 @@ def _loop(run, sched, base_lr, rng, full_batch, n, bs, per_epoch, total_epochs, 
             if full_batch:
                 run.full_batch_step()
             else:
-                # rng.permutation(n), drawn natively when that gives the same result
-                order = permutation(rng, n, run.native_permutation) if shuffle \
-                    else np.arange(n)
+                order = shuffler.permutation(n) if shuffle else np.arange(n)
                 count = per_epoch if steps is None else min(per_epoch, steps - run.steps)
                 run.batch_steps(order, bs, count)
             run.end_epoch(epoch + 1, time.perf_counter() - t0, tol_grad, tol_loss, patience)
