@@ -9,7 +9,8 @@ any other bit generator, a small n (or one above 2^32), or a platform whose defa
 integer is not int64 goes to NumPy.
 
 The generator's state crosses over as two arrays: its `bit_generator.state` dict is
-unpacked into u64 words before the call and packed back after it. PCG64's 128-bit
+unpacked into u64 words before the call and packed back after it (`Shuffler`, for the
+training loop's draws one epoch after another, keeps it in those arrays in between). PCG64's 128-bit
 state and increment do not fit a signed int64, hence uint64 arrays and Python ints.
 
 The native code reimplements NumPy's algorithm, which NumPy does not promise to keep.
