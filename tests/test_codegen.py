@@ -87,7 +87,8 @@ loss = softplus(z) - y * z + 0.5 * u ^ 2 + 1e-3 * sum(w ^ 2)
 def test_dot_with_an_input_row_and_its_gradient(D, dtype, rtol):
     """dot(w, x) and the gradient s * x are read along x's rows (codegen/rows.py), with a
     parameter and with a once-per-call vector (tanh(v)), for row lengths around every
-    vector width and batch sizes around the lanes and groups."""
+    vector width and batch sizes around the lanes, groups and the row kernel's blocks
+    (s * x staged and added as a one-row outer product, codegen/outer.py)."""
     m = lossc.compile(ROW_MODEL.format(D=D), dtype=dtype, cache=False)
     rng = np.random.default_rng(D)
     w, v, b = rng.normal(size=D), rng.normal(size=D), 0.3

@@ -15,6 +15,8 @@ OUTER_MIN_SIZE = 64  # outer products smaller than this are accumulated directly
 ROW_TILE_VECTORS = 4  # row kernel: gradient vectors per tile row (W elements each) ...
 ROW_TILE_ACCS = {8: 24, 4: 12, 2: 12}   # ... and accumulators per tile, by vector width
                                          # (AVX2 has 16 registers, AVX-512 32)
+ROW_MIN_CHAINS = 8   # row kernel: independent FMA chains wanted (latency 4 x 2 units)
+ROW_VECTOR_GRADIENTS = True   # s * x gradients through the row kernel (outer_gradient)
 
 
 class OuterProducts:
@@ -46,7 +48,7 @@ class OuterProducts:
             if not factors:
                 continue
             u, v = factors
-            K, D = node.shape
+            K, D = node.shape if node.rank == 2 else (1, node.size)
             ub = b.bitcast(self.buffer(K * OUTER_BLOCK * self.W), VT.as_pointer())
             offset = self.iconst(self.param_spec(key).offset)
             if self.row_outer_input(v):
@@ -75,9 +77,15 @@ class OuterProducts:
 
     def outer_gradient(self, key: str, node: Node):
         """(u, v) if the output `key` is a per-sample gradient outer(u, v) large enough
-        for the block kernels, else None."""
-        if (key.startswith("grad.") and key.endswith(".sample")
-                and node.size >= OUTER_MIN_SIZE):
+        for the block kernels, else None. A vector gradient s * x (s a per-sample
+        scalar, x an input row: dot(w, x)'s) is the one-row case, u = s: staged and
+        added by the row kernel too, it leaves the vector loop's iterations free of the
+        chain of FMAs into the gradient, which an iteration would otherwise end on."""
+        if not (key.startswith("grad.") and key.endswith(".sample")):
+            return None
+        if node.rank == 1:
+            return self.row_grad_operands(node) if ROW_VECTOR_GRADIENTS else None
+        if node.size >= OUTER_MIN_SIZE:
             return self.outer_factors(node)
         return None
 
@@ -108,6 +116,10 @@ class OuterProducts:
                 else:
                     staged.append((v, vb))
                 for factor, buf in staged:
+                    if factor.rank == 0:        # the one-row case: u = s
+                        val = self.splat(self.elem(factor, ()), self.lanes)
+                        b.store(val, b.gep(buf, [slot]), align=8)
+                        continue
                     with self.loop(factor.shape[0]) as k:
                         val = self.splat(self.elem(factor, (k,)), self.lanes)
                         at = b.add(b.mul(k, self.iconst(OUTER_BLOCK)), slot)
@@ -204,7 +216,11 @@ class OuterProducts:
 
         Tiles of kt rows by jt vectors of W columns keep kt*jt accumulators in
         registers through the whole block: per sample, jt row loads and kt broadcasts
-        feed kt*jt FMAs. The last D mod W columns are added one element at a time."""
+        feed kt*jt FMAs. A tile of fewer than ROW_MIN_CHAINS accumulators (a gradient of
+        few rows, s * x's one) would wait on each FMA's latency: its samples then go
+        round-robin into `sets` sets of them, added in order at the end (a fixed order:
+        the result depends on B only). The last D mod W columns are added one element
+        at a time."""
         W = self.W
         VT = ir.VectorType(self.T, W)
         TP = self.T.as_pointer()
@@ -231,23 +247,32 @@ class OuterProducts:
             ks = [b.add(k0, em.iconst(a)) for a in range(tk)]
             cells = [[vec(grad, b.add(b.mul(k, em.iconst(D)), col)) for col in cols]
                      for k in ks]
-            accs = [[em.alloca(VT) for _ in range(tj)] for _ in range(tk)]
-            for row, ptrs in zip(accs, cells):
-                for acc, p in zip(row, ptrs):
-                    b.store(b.load(p, align=self.T_bytes), acc)
+            sets = max(1, min(W, -(-ROW_MIN_CHAINS // (tk * tj))))
+            accs = [[[em.alloca(VT) for _ in range(tj)] for _ in range(tk)]
+                    for _ in range(sets)]
+            zero = em.splat(em.fconst(0), W)
+            for q, group in enumerate(accs):
+                for row, ptrs in zip(group, cells):
+                    for acc, p in zip(row, ptrs):
+                        b.store(b.load(p, align=self.T_bytes) if q == 0 else zero, acc)
             with em.loop(groups) as g:
                 for lane in range(W):
                     s = b.add(b.mul(g, em.iconst(W)), em.iconst(lane))
                     xrow = b.gep(X, [b.mul(s, em.iconst(D))])
                     xs = [b.load(vec(xrow, col), align=self.T_bytes) for col in cols]
+                    group = accs[lane % sets]
                     for a, k in enumerate(ks):
                         us = em.splat(u_at(k, g, lane), W)
                         for c in range(tj):
-                            b.store(b.fadd(b.load(accs[a][c]), b.fmul(us, xs[c], flags=FAST),
-                                           flags=FAST), accs[a][c])
-            for row, ptrs in zip(accs, cells):
-                for acc, p in zip(row, ptrs):
-                    b.store(b.load(acc), p, align=self.T_bytes)
+                            b.store(b.fadd(b.load(group[a][c]),
+                                           b.fmul(us, xs[c], flags=FAST), flags=FAST),
+                                    group[a][c])
+            for a, ptrs in enumerate(cells):
+                for c, p in enumerate(ptrs):
+                    total = b.load(accs[0][a][c])
+                    for group in accs[1:]:
+                        total = b.fadd(total, b.load(group[a][c]), flags=FAST)
+                    b.store(total, p, align=self.T_bytes)
 
         def tiles_of_row(k0, tk: int):
             full = chunks // jt

@@ -13,10 +13,12 @@ Both read x along its row, which is contiguous in memory. So for each lane (samp
 the row is read in vectors of W elements: the dot product accumulates W partial sums
 per lane, and the lanes' partial sums are added up by a transpose-and-add network
 (log2 W stages of two shuffles and an add) that leaves each lane's total in its lane,
-summed as the balanced tree of codegen/tensor.py. The gradient adds s_l * row_l to the
-gradient itself, W elements at a time, every lane and group in sample order. The
-scalar tail runs the same code with one lane, so a sample's value does not depend on
-the lane it lands in. An input used only this way is never transposed.
+summed as the balanced tree of codegen/tensor.py. The gradient, s_l * row_l added to
+the gradient itself W elements at a time, is left by the vector loop to the row kernel
+of codegen/outer.py (a one-row outer product: s staged per block, the rows read
+again from cache); the scalar tail adds it here, lane by lane. The scalar tail runs
+the same code with one lane, so a sample's value does not depend on the lane it
+lands in. An input used only this way is never transposed.
 
 W @ x (W computed once per call) is K such dots, one per row of W, when x's rows are
 long enough (ROW_MATVEC_CHUNKS vectors) for the FMAs to outweigh a network per output;
