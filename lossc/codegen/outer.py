@@ -233,10 +233,9 @@ class OuterProducts:
         jt = max(1, min(ROW_TILE_VECTORS, chunks))
         kt = max(1, min(K, ROW_TILE_ACCS.get(W, 12) // jt))
 
-        def u_at(k, g, lane: int):
-            at = b.add(b.mul(b.add(b.mul(k, em.iconst(OUTER_BLOCK)), g), em.iconst(W)),
-                       em.iconst(lane))
-            return b.load(b.gep(Us, [at]))
+        def u_at(k, s):
+            """u_s[k]: lane s mod W of U[k*B + s div W], at k*B*W + s."""
+            return b.load(b.gep(Us, [b.add(b.mul(k, em.iconst(OUTER_BLOCK * W)), s)]))
 
         def vec(ptr, at):
             return b.bitcast(b.gep(ptr, [at]), VT.as_pointer())
@@ -255,14 +254,17 @@ class OuterProducts:
                 for row, ptrs in zip(group, cells):
                     for acc, p in zip(row, ptrs):
                         b.store(b.load(p, align=self.T_bytes) if q == 0 else zero, acc)
-            with em.loop(groups) as g:
-                for lane in range(W):
-                    s = b.add(b.mul(g, em.iconst(W)), em.iconst(lane))
+            # samples `step` at a time, unrolled: a group's W lanes, or with several
+            # sets two samples per set (a smaller function for LLVM to compile)
+            step = W if sets == 1 else min(W, 2 * sets)
+            with em.loop(b.mul(groups, em.iconst(W // step))) as it:
+                for lane in range(step):
+                    s = b.add(b.mul(it, em.iconst(step)), em.iconst(lane))
                     xrow = b.gep(X, [b.mul(s, em.iconst(D))])
                     xs = [b.load(vec(xrow, col), align=self.T_bytes) for col in cols]
                     group = accs[lane % sets]
                     for a, k in enumerate(ks):
-                        us = em.splat(u_at(k, g, lane), W)
+                        us = em.splat(u_at(k, s), W)
                         for c in range(tj):
                             b.store(b.fadd(b.load(group[a][c]),
                                            b.fmul(us, xs[c], flags=FAST), flags=FAST),
@@ -293,12 +295,10 @@ class OuterProducts:
                     p = b.gep(grad, [b.add(b.mul(k, em.iconst(D)), em.iconst(j))])
                     acc = em.alloca(self.T)
                     b.store(b.load(p), acc)
-                    with em.loop(groups) as g:
-                        for lane in range(W):
-                            s = b.add(b.mul(g, em.iconst(W)), em.iconst(lane))
-                            x = b.load(b.gep(X, [b.add(b.mul(s, em.iconst(D)), em.iconst(j))]))
-                            b.store(b.fadd(b.load(acc), b.fmul(u_at(k, g, lane), x, flags=FAST),
-                                           flags=FAST), acc)
+                    with em.loop(b.mul(groups, em.iconst(W))) as s:
+                        x = b.load(b.gep(X, [b.add(b.mul(s, em.iconst(D)), em.iconst(j))]))
+                        b.store(b.fadd(b.load(acc), b.fmul(u_at(k, s), x, flags=FAST),
+                                       flags=FAST), acc)
                     b.store(b.load(acc), p)
         b.ret_void()
         return fn
