@@ -115,21 +115,30 @@ def test_descent_modes_step_counts(logistic):
         assert len(r.history) == 3 and len(r.step_losses) == r.steps
 
 
+def sgd_by_hand(m, d, theta0, lr, bs, epochs, seed):
+    """Mini-batch SGD written out: each epoch's order np.random.default_rng(seed)'s next
+    permutation, the last batch the remainder. Returns (step losses, final flat theta)."""
+    p = m.pack_params(theta0)
+    rng = np.random.default_rng(seed)
+    n = len(d["y"])
+    losses = []
+    for _ in range(epochs):
+        order = rng.permutation(n)
+        for lo in range(0, n, bs):
+            idx = order[lo:lo + bs]
+            v, g = m.value_and_grad_flat(p, {"x": d["x"][idx], "y": d["y"][idx]})
+            losses.append(v)
+            p = p - lr * g
+    return losses, p
+
+
 def test_minibatches_by_hand_with_the_partial_batch(logistic):
     d = small(10)
     theta0 = logistic.init_params(3)
     r = lossc.train(logistic, data=d, optimizer=lossc.SGD(lr=0.1), batch_size=4, epochs=2,
                     seed=5, init=theta0)
-    p = logistic.pack_params(theta0)
-    rng = np.random.default_rng(5)
-    losses = []
-    for _ in range(2):
-        order = rng.permutation(10)
-        for lo in range(0, 10, 4):        # batches of 4, 4 and the remaining 2
-            idx = order[lo:lo + 4]
-            v, g = logistic.value_and_grad_flat(p, {"x": d["x"][idx], "y": d["y"][idx]})
-            losses.append(v)
-            p = p - 0.1 * g
+    # batches of 4, 4 and the remaining 2
+    losses, p = sgd_by_hand(logistic, d, theta0, 0.1, 4, 2, 5)
     assert r.step_losses == losses
     np.testing.assert_array_equal(logistic.pack_params(r.last_params), p)
     assert r.history[-1] == logistic.loss(logistic.unpack_params(p), **d)
@@ -144,16 +153,7 @@ def test_epochs_are_shuffled_as_numpy_would(logistic):
     theta0 = logistic.init_params(3)
     r = lossc.train(logistic, data=d, optimizer=lossc.SGD(lr=0.1), batch_size=1000,
                     epochs=3, seed=9, init=theta0)
-    p = logistic.pack_params(theta0)
-    orders = np.random.default_rng(9)
-    losses = []
-    for _ in range(3):
-        order = orders.permutation(n)
-        for lo in range(0, n, 1000):
-            idx = order[lo:lo + 1000]
-            v, g = logistic.value_and_grad_flat(p, {"x": d["x"][idx], "y": d["y"][idx]})
-            losses.append(v)
-            p = p - 0.1 * g
+    losses, p = sgd_by_hand(logistic, d, theta0, 0.1, 1000, 3, 9)
     assert r.step_losses == losses
     np.testing.assert_array_equal(logistic.pack_params(r.last_params), p)
 
