@@ -122,17 +122,18 @@ def _reduce(cg, x, fl, lo: float, hi: float):
     return _split(cg, xc, fl)
 
 
-def _split(cg, x, fl):
-    """x = n ln2 + r, |r| <= ln2/2, for x already in range. Returns (n, r)."""
+def _split(cg, x, fl, unit: float = 1.0):
+    """x = n (unit ln2) + r, |r| <= unit ln2/2, for x already in range; unit a power of
+    two (so unit ln2's two parts stay exact). Returns (n, r)."""
     b = cg.b
-    # n = round(x / ln2) by the 1.5 * 2^mant trick: the integer lands in the low bits
+    # n = round(x / (unit ln2)) by the 1.5 * 2^mant trick: the integer lands in the low bits
     magic = 1.5 * 2.0 ** fl.mant
-    t = cg.fadd(cg.fmul(x, cg.fconst(1 / math.log(2))), cg.fconst(magic))
+    t = cg.fadd(cg.fmul(x, cg.fconst(1 / (unit * math.log(2)))), cg.fconst(magic))
     nf = cg.fsub(t, cg.fconst(magic))
     n = b.sub(b.bitcast(t, _ity(cg, x, fl)), b.bitcast(cg.unify(cg.fconst(magic), x)[0],
                                                         _ity(cg, x, fl)))
-    r = cg.fsub(cg.fsub(x, cg.fmul(nf, cg.fconst(fl.ln2_hi))),
-                cg.fmul(nf, cg.fconst(fl.ln2_lo)))
+    r = cg.fsub(cg.fsub(x, cg.fmul(nf, cg.fconst(fl.ln2_hi * unit))),
+                cg.fmul(nf, cg.fconst(fl.ln2_lo * unit)))
     return n, r
 
 
@@ -255,17 +256,10 @@ def tanh(cg, x):
     (exact), which saves doubling |x|. A NaN goes through every step as a NaN, and
     the sign is put back with copysign (one bitwise operation)."""
     fl = _Float(cg.T)
-    b = cg.b
     a = cg.math("fabs", x)
     a = cg.select(cg.fcmp(">", a, cg.fconst(20.0)), cg.fconst(20.0), a)
-    magic = 1.5 * 2.0 ** fl.mant
-    t = cg.fadd(cg.fmul(a, cg.fconst(2 / math.log(2))), cg.fconst(magic))
-    nf = cg.fsub(t, cg.fconst(magic))
-    n = b.sub(b.bitcast(t, _ity(cg, x, fl)), b.bitcast(cg.unify(cg.fconst(magic), x)[0],
-                                                        _ity(cg, x, fl)))
-    # half the reduced argument: 2|x| = n ln2 + 2h, |2h| <= ln2/2
-    h = cg.fsub(cg.fsub(a, cg.fmul(nf, cg.fconst(fl.ln2_hi / 2))),
-                cg.fmul(nf, cg.fconst(fl.ln2_lo / 2)))
+    # |x| = n ln2/2 + h: 2|x| = n ln2 + 2h, |2h| <= ln2/2
+    n, h = _split(cg, a, fl, unit=0.5)
     # expm1(2h) = h P(h): in float64 the minimax-like fit TANH_EXPM1 (11 terms for
     # Taylor's 13), in float32 Taylor's series, 2h sum_k (2h)^k / (k+1)!, to 8 terms
     coeffs = TANH_EXPM1 if fl.bits == 64 else [2.0 ** (k + 1) / math.factorial(k + 1)
@@ -274,4 +268,4 @@ def tanh(cg, x):
     s = _pow2(cg, n, x, fl)
     e = cg.fadd(cg.fmul(s, q), cg.fsub(s, cg.fconst(1.0)))
     t = cg.fdiv(e, cg.fadd(e, cg.fconst(2.0)))
-    return b.call(cg.intrinsic("copysign", t.type, 2), [t, x])
+    return cg.b.call(cg.intrinsic("copysign", t.type, 2), [t, x])
