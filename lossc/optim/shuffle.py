@@ -43,16 +43,17 @@ def permutation(rng: np.random.Generator, n: int, native=None) -> np.ndarray:
     """rng.permutation(n), leaving rng as rng.permutation(n) would. native: a callable
     returning lossc_permutation_pcg64 as a ctypes function (a model's copy, e.g.
     `lambda: model.code.function(PERMUTATION)`); by default lossc's own (_native)."""
+    shuffler = Shuffler(rng, native)
+    if not _native_size(n) or not shuffler.native_applies():
+        return rng.permutation(n)
     bg = rng.bit_generator
-    if (type(bg) is not np.random.PCG64 or not isinstance(n, (int, np.integer))
-            or not SMALL <= n <= LARGE or not _INT64_INDEX):
-        return rng.permutation(n)
-    fn = _function(native)
-    if fn is None or not _trusted(bg, fn):
-        return rng.permutation(n)
     with bg.lock:                  # what Generator.shuffle holds while it draws
-        out, bg.state = _draw(fn, bg.state, int(n))
+        out, bg.state = _draw(shuffler.fn, bg.state, int(n))
     return out
+
+
+def _native_size(n) -> bool:
+    return isinstance(n, (int, np.integer)) and SMALL <= n <= LARGE
 
 
 class Shuffler:
@@ -68,29 +69,35 @@ class Shuffler:
         self.words = None       # the state, in native form, while the native code has it
 
     def permutation(self, n: int) -> np.ndarray:
-        if not isinstance(n, (int, np.integer)) or not SMALL <= n <= LARGE:
+        if not _native_size(n):
             self.close()
             return self.rng.permutation(n)
-        if self.words is None and not self._take_state():
-            return self.rng.permutation(n)
+        if self.words is None:
+            if not self.native_applies():
+                return self.rng.permutation(n)
+            self.take_state()
+        return self.draw(n)
+
+    def native_applies(self) -> bool:
+        """Whether the native code draws for this generator (and self.fn is it)."""
+        bg = self.rng.bit_generator
+        if type(bg) is not np.random.PCG64 or not _INT64_INDEX:
+            return False
+        self.fn = _function(self.native)
+        return self.fn is not None and _trusted(bg, self.fn)
+
+    def take_state(self) -> None:
+        """Move the generator's state into native arrays (after native_applies)."""
+        self.words, self.buffered = state_arrays(self.rng.bit_generator.state)
+        self.frame = np.array((_addr(self.words), _addr(self.buffered), 0, 0), dtype=np.int64)
+        self.frame_address = _addr(self.frame)
+
+    def draw(self, n: int) -> np.ndarray:
+        """The permutation of n from the state in the arrays, which it advances."""
         out = np.empty(int(n), dtype=np.int64)
         self.frame[2], self.frame[3] = n, _addr(out)
         self.fn(self.frame_address)
         return out
-
-    def _take_state(self) -> bool:
-        """Move the generator's state into native arrays, if the native code applies."""
-        bg = self.rng.bit_generator
-        if type(bg) is not np.random.PCG64 or not _INT64_INDEX:
-            return False
-        fn = _function(self.native)
-        if fn is None or not _trusted(bg, fn):
-            return False
-        self.fn = fn
-        self.words, self.buffered = state_arrays(bg.state)
-        self.frame = np.array((_addr(self.words), _addr(self.buffered), 0, 0), dtype=np.int64)
-        self.frame_address = _addr(self.frame)
-        return True
 
     def close(self) -> None:
         """Give the generator its state back (it is then as NumPy's draws would leave it)."""
