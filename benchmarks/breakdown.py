@@ -73,9 +73,10 @@ def w5_split(runs: int = 15) -> None:
         setattr(owner, name, wrapper)
         return inner
 
+    # (the shuffle: driver.Shuffler's draws; before it existed, driver.permutation)
+    shuffle_owner = getattr(driver, "Shuffler", driver)
     saved = [(fused.FusedSteps, "run", timed(fused.FusedSteps, "run", "native steps")),
-             (driver.Shuffler, "permutation",
-              timed(driver.Shuffler, "permutation", "shuffle")),
+             (shuffle_owner, "permutation", timed(shuffle_owner, "permutation", "shuffle")),
              (type(m), "value_and_grad_flat",
               timed(type(m), "value_and_grad_flat", "full-data passes"))]
 
