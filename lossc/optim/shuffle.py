@@ -10,8 +10,9 @@ integer is not int64 goes to NumPy.
 
 The generator's state crosses over as two arrays: its `bit_generator.state` dict is
 unpacked into u64 words before the call and packed back after it (`Shuffler`, for the
-training loop's draws one epoch after another, keeps it in those arrays in between). PCG64's 128-bit
-state and increment do not fit a signed int64, hence uint64 arrays and Python ints.
+training loop's draws one epoch after another, keeps it in those arrays in between).
+PCG64's 128-bit state and increment do not fit a signed int64, hence uint64 arrays and
+Python ints.
 
 The native code reimplements NumPy's algorithm, which NumPy does not promise to keep.
 So the first time the native path is taken in a process it is checked against NumPy on
@@ -89,15 +90,12 @@ class Shuffler:
     def take_state(self) -> None:
         """Move the generator's state into native arrays (after native_applies)."""
         self.words, self.buffered = state_arrays(self.rng.bit_generator.state)
-        self.frame = np.array((_addr(self.words), _addr(self.buffered), 0, 0), dtype=np.int64)
+        self.frame = _state_frame(self.words, self.buffered)
         self.frame_address = _addr(self.frame)
 
     def draw(self, n: int) -> np.ndarray:
         """The permutation of n from the state in the arrays, which it advances."""
-        out = np.empty(int(n), dtype=np.int64)
-        self.frame[2], self.frame[3] = n, _addr(out)
-        self.fn(self.frame_address)
-        return out
+        return _draw_in_frame(self.fn, self.frame, self.frame_address, n)
 
     def close(self) -> None:
         """Give the generator its state back (it is then as NumPy's draws would leave it)."""
@@ -143,11 +141,24 @@ def _native():
 def _draw(fn, state: dict, n: int) -> tuple[np.ndarray, dict]:
     """The permutation of n drawn natively from `state`, and the state after it."""
     words, buffered = state_arrays(state)
-    out = np.empty(n, dtype=np.int64)
+    frame = _state_frame(words, buffered)
+    return _draw_in_frame(fn, frame, _addr(frame), n), state_dict(words, buffered)
+
+
+def _state_frame(words: np.ndarray, buffered: np.ndarray) -> np.ndarray:
+    """The native function's frame for these state arrays (codegen/rng.py); n and the
+    output go in slots 2 and 3 at each draw."""
     frame = np.zeros(SLOTS, dtype=np.int64)
-    frame[:] = (_addr(words), _addr(buffered), n, _addr(out))
-    fn(_addr(frame))
-    return out, state_dict(words, buffered)
+    frame[:2] = _addr(words), _addr(buffered)
+    return frame
+
+
+def _draw_in_frame(fn, frame: np.ndarray, frame_address: int, n: int) -> np.ndarray:
+    """The permutation of n drawn from the state arrays `frame` points at (advanced)."""
+    out = np.empty(int(n), dtype=np.int64)
+    frame[2], frame[3] = n, _addr(out)
+    fn(frame_address)
+    return out
 
 
 def state_arrays(state: dict) -> tuple[np.ndarray, np.ndarray]:
