@@ -530,3 +530,61 @@ def test_save_and_load_params(tmp_path, logistic):
         load_params(tmp_path / "bad.json", logistic)
     with pytest.raises(ValueError, match="no value for parameter 'b'"):
         load_params(save_params(tmp_path / "c.npz", {"w": params["w"]}), logistic)
+
+
+# ---------------------------------------------------------------- data layout
+
+def at_offset(a: np.ndarray, offset: int) -> np.ndarray:
+    """A copy of `a` whose data starts `offset` bytes into a 64-byte cache line."""
+    from lossc.runtime.calls import _addr
+    raw = np.empty(a.nbytes + 128, dtype=np.uint8)
+    start = (-_addr(raw)) % 64 + offset
+    out = raw[start:start + a.nbytes].view(a.dtype).reshape(a.shape)
+    out[...] = a
+    return out
+
+
+def test_lines_per_row_counts_the_cache_lines_rows_touch():
+    from lossc.runtime.calls import lines_per_row, misaligned_rows
+    assert lines_per_row(256, 0) == 4 and lines_per_row(256, 16) == 5
+    assert lines_per_row(8, 0) == lines_per_row(8, 16) == 1
+    # 32-byte rows 16 bytes into a line: every other one straddles two lines
+    assert lines_per_row(32, 16) == 1.5 and lines_per_row(32, 0) == 1
+    # 40-byte rows: their offsets cycle through the line whatever the start
+    assert lines_per_row(40, 8) == lines_per_row(40, 0)
+    x = np.arange(64.0 * 32).reshape(64, 32)
+    assert misaligned_rows(at_offset(x, 16)) and misaligned_rows(at_offset(x, 8))
+    assert not misaligned_rows(at_offset(x, 0))
+    assert not misaligned_rows(at_offset(np.arange(64.0), 16))       # 8-byte rows
+    assert not misaligned_rows(at_offset(x, 16)[:, ::2])               # not contiguous
+
+
+def test_training_data_is_copied_to_line_aligned_rows(monkeypatch):
+    from lossc.optim import driver
+    from lossc.runtime.calls import _addr
+    x, y = at_offset(np.ones((100, 32)), 16), at_offset(np.ones(100), 16)
+    out = driver._line_aligned({"x": x, "y": y})
+    assert _addr(out["x"]) % 64 == 0 and out["y"] is y        # y's rows gain nothing
+    np.testing.assert_array_equal(out["x"], x)
+    aligned = at_offset(np.ones((100, 32)), 0)
+    assert driver._line_aligned({"x": aligned, "y": y})["x"] is aligned
+    monkeypatch.setattr(driver, "ALIGN_MAX_BYTES", x.nbytes - 1)
+    assert driver._line_aligned({"x": x, "y": y})["x"] is x
+
+
+def test_training_results_do_not_depend_on_where_the_data_lies():
+    """The same numbers at any offset into a cache line train to the same bits, those
+    of the loop written out (the native shuffle and fused steps: n >= 2048)."""
+    m = lossc.compile("dim D = 32\ninput x[D]\ninput y\nparam w[D]\nparam b\n"
+                      "z = dot(w, x) + b\nloss = softplus(z) - y * z\n")
+    rng = np.random.default_rng(4)
+    n = 2100
+    x, y = rng.normal(size=(n, 32)), (rng.random(n) < 0.5) * 1.0
+    theta0 = m.init_params(2)
+    runs = [lossc.train(m, data={"x": at_offset(x, k), "y": at_offset(y, k)},
+                        optimizer=lossc.SGD(lr=0.05), batch_size=64, epochs=2, seed=3,
+                        init=theta0) for k in (0, 8, 16, 48)]
+    losses, p = sgd_by_hand(m, {"x": x, "y": y}, theta0, 0.05, 64, 2, 3)
+    for r in runs:
+        assert r.step_losses == losses
+        np.testing.assert_array_equal(m.pack_params(r.last_params), p)

@@ -7,6 +7,7 @@ lossc/codegen/llvm.py); `PreparedCall` is the checked-once call of Model.prepare
 from __future__ import annotations
 
 import ctypes
+import math
 from typing import TYPE_CHECKING, Optional
 
 import numpy as np
@@ -66,6 +67,39 @@ def aligned_zeros(n: int, dtype, alignment: int = 64) -> np.ndarray:
     raw = np.zeros(n * dtype.itemsize + alignment, dtype=np.uint8)
     start = (-_addr(raw)) % alignment
     return raw[start:start + n * dtype.itemsize].view(dtype)
+
+
+def aligned_copy(a: np.ndarray, alignment: int = 64) -> np.ndarray:
+    """A C-contiguous copy of `a` whose data starts on an `alignment`-byte boundary."""
+    nbytes = a.size * a.itemsize
+    raw = np.empty(nbytes + alignment, dtype=np.uint8)
+    start = (-_addr(raw)) % alignment
+    out = raw[start:start + nbytes].view(a.dtype).reshape(a.shape)
+    np.copyto(out, a)
+    return out
+
+
+CACHE_LINE = 64
+
+
+def lines_per_row(row_bytes: int, offset: int) -> float:
+    """The cache lines a row of an array touches on average, the array's data starting
+    `offset` bytes into a line (rows follow each other: their offsets cycle)."""
+    period = CACHE_LINE // math.gcd(row_bytes, CACHE_LINE)
+    return sum(((offset + k * row_bytes) % CACHE_LINE + row_bytes + CACHE_LINE - 1)
+               // CACHE_LINE for k in range(period)) / period
+
+
+def misaligned_rows(a: np.ndarray) -> bool:
+    """Whether a C-contiguous array's rows would touch fewer cache lines if its data
+    started on a line: a 256-byte row 16 bytes into a line touches 5 lines, not 4, and
+    every 64-byte vector load from it straddles two lines."""
+    if a.ndim < 1 or a.size == 0 or not a.flags.c_contiguous:
+        return False
+    row_bytes = a.itemsize * (a.size // a.shape[0])
+    offset = _addr(a) % CACHE_LINE if a.flags.writeable else \
+        a.__array_interface__["data"][0] % CACHE_LINE
+    return offset != 0 and lines_per_row(row_bytes, offset) > lines_per_row(row_bytes, 0)
 
 
 class PreparedCall:
