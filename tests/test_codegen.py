@@ -1,5 +1,6 @@
 """Code generation paths that only some batch sizes and shapes reach: SIMD lanes in
-groups, the scalar tail, blocked outer-product gradients with partial blocks, threads.
+groups, the padded last iteration, blocked outer-product gradients with partial blocks,
+threads.
 Each is compared with NumPy written out here."""
 import numpy as np
 import pytest
@@ -156,7 +157,7 @@ loss = logsumexp(z) - z[y]
 def test_logsumexp_and_its_softmax_share_their_exponentials(K):
     """logsumexp(z) and the softmax exp(z - logsumexp(z)) of its gradient come from one
     set of exponentials (codegen/tensor.py logsumexp_and_softmax; K = 300 is past the
-    unrolled size and takes the separate way), on lanes and the scalar tail. Finite
+    unrolled size and takes the separate way), in full and padded iterations. Finite
     logits, ordinary and huge, against the exact softmax (50 digits: for logits near
     1000, exp(z - logsumexp(z)) is off by parts in a thousand where p - 1 is tiny,
     the rounding of logsumexp magnified; the shared exponentials are not);
@@ -185,7 +186,7 @@ def test_logsumexp_and_its_softmax_share_their_exponentials(K):
             return float(lse - z[y]), np.array(grad)
 
     for row in finite + special:
-        for B in (1, 9):      # the scalar tail alone; a group of lanes and the tail
+        for B in (1, 9):      # a padded iteration alone; after a full group of lanes
             X = np.tile(row, (B, 1))
             Y = np.arange(B) % K
             with np.errstate(all="ignore"):
@@ -205,3 +206,67 @@ def test_logsumexp_and_its_softmax_share_their_exponentials(K):
             # (logsumexp(z) - z_y: the difference of two numbers of the size of z)
             np.testing.assert_allclose(value, want_v, rtol=1e-13, atol=1e-15 * scale,
                                        err_msg=f"{row[:3]}")
+
+
+PADDING_MODEL = """
+dim D = 9
+input x[D]
+param w[D]
+param M[3, D]
+h = log(x)
+loss = dot(w, h) + sum(tanh(M @ h)) + 0.5 * sum(h ^ 2)
+"""
+
+
+@pytest.mark.parametrize("dtype, rtol", [("float64", 1e-12), ("float32", 3e-5)])
+def test_padding_of_the_last_iteration_never_reaches_a_result(dtype, rtol):
+    """The last B mod (groups x lanes) samples run on rows copied to a buffer padded with
+    zeros, where log(x) is -inf and everything after it inf or NaN: every per-sample
+    contribution (objective, per-lane gradient, staged outer-product factors, rows) must
+    leave the padding lanes out for the result to be finite and right."""
+    m = lossc.compile(PADDING_MODEL, dtype=dtype, cache=False)
+    rng = np.random.default_rng(11)
+    w, M = rng.normal(size=9), rng.normal(size=(3, 9)) / 3
+    for B in list(range(1, 41)) + [63, 65, 127, 129, 1001]:
+        X = rng.uniform(0.5, 2.0, size=(B, 9))
+        value, g = m.value_and_grad({"w": w, "M": M}, x=X)
+        H = np.log(X)
+        T = np.tanh(H @ M.T)
+        ref = np.mean(H @ w + T.sum(axis=1) + 0.5 * (H ** 2).sum(axis=1))
+        dH = w + (1 - T ** 2) @ M + H                 # d loss / d h, per sample
+        assert value == pytest.approx(ref, rel=rtol), B
+        np.testing.assert_allclose(g["w"], H.mean(axis=0), rtol=rtol, atol=rtol, err_msg=B)
+        np.testing.assert_allclose(g["M"], (1 - T ** 2).T @ H / B, rtol=rtol, atol=rtol,
+                                   err_msg=str(B))
+        assert np.all(np.isfinite(dH))
+
+
+SHIFTED_LABELS = """
+dim D = 5
+dim K = 4
+input x[D]
+input y: int
+param W[K, D]
+z = W @ x
+loss = logsumexp(z) - z[y - 1]
+"""
+
+
+def test_padding_of_int_inputs_holds_valid_indices_and_errors_name_the_sample():
+    """Labels 1..K used as z[y - 1]: padding with zeros would index -1, so int inputs are
+    padded with the last sample's row. A bad label is reported with its own sample,
+    wherever it falls (full iterations or the padded one)."""
+    m = lossc.compile(SHIFTED_LABELS, cache=False)
+    rng = np.random.default_rng(12)
+    W = rng.normal(size=(4, 5))
+    for B in (1, 3, 8, 9, 17, 31, 33):
+        X, Y = rng.normal(size=(B, 5)), rng.integers(1, 5, size=B)
+        value, g = m.value_and_grad({"W": W}, x=X, y=Y)
+        rv, rW, _ = softmax_reference(W, np.zeros(4), X, Y - 1)
+        assert value == pytest.approx(rv, rel=1e-12), B
+        np.testing.assert_allclose(g["W"], rW, rtol=1e-12, atol=1e-14, err_msg=str(B))
+        for bad in sorted({0, B // 2, B - 1}):
+            Yb = Y.copy()
+            Yb[bad] = 0
+            with pytest.raises(ValueError, match=rf"sample {bad}\b"):
+                m.value_and_grad({"W": W}, x=X, y=Yb)

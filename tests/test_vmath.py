@@ -104,7 +104,7 @@ def test_accuracy_and_special_values(name, dtype):
         ref = REFS[name](x.astype(np.float64)).astype(dtype)
     got_v, got_s = vec(x, width), scalar(x, 1)
     np.testing.assert_array_equal(got_v.view(np.uint8), got_s.view(np.uint8),
-                                  err_msg="lanes and scalar tail must agree bit for bit")
+                                  err_msg="lanes and scalar code must agree bit for bit")
     err = ulp_error(got_v, ref, dtype)
     worst = int(np.argmax(err))
     assert err[worst] <= MAX_ULP[dtype], f"{name}({x[worst]!r}) = {got_v[worst]!r}, numpy {ref[worst]!r}"

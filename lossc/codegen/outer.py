@@ -117,11 +117,11 @@ class OuterProducts:
                     staged.append((v, vb))
                 for factor, buf in staged:
                     if factor.rank == 0:        # the one-row case: u = s
-                        val = self.splat(self.elem(factor, ()), self.lanes)
+                        val = self.live_only(self.elem(factor, ()))
                         b.store(val, b.gep(buf, [slot]), align=8)
                         continue
                     with self.loop(factor.shape[0]) as k:
-                        val = self.splat(self.elem(factor, (k,)), self.lanes)
+                        val = self.live_only(self.elem(factor, (k,)))
                         at = b.add(b.mul(k, self.iconst(OUTER_BLOCK)), slot)
                         b.store(val, b.gep(buf, [at]), align=8)
             b.store(b.add(slot, self.iconst(1)), self.slot)

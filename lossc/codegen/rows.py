@@ -16,9 +16,9 @@ per lane, and the lanes' partial sums are added up by a transpose-and-add networ
 summed as the balanced tree of codegen/tensor.py. The gradient, s_l * row_l added to
 the gradient itself W elements at a time, is left by the vector loop to the row kernel
 of codegen/outer.py (a one-row outer product: s staged per block, the rows read
-again from cache); the scalar tail adds it here, lane by lane. The scalar tail runs
-the same code with one lane, so a sample's value does not depend on the lane it
-lands in. An input used only this way is never transposed.
+again from cache); the scalar loop (no SIMD) adds it here. The scalar loop runs the
+same code with one lane, so a sample's value does not depend on the lane it lands in,
+nor on whether the code has lanes at all. An input used only this way is never transposed.
 
 W @ x (W computed once per call) is K such dots, one per row of W, when x's rows are
 long enough (ROW_MATVEC_CHUNKS vectors) for the FMAs to outweigh a network per output;
@@ -172,7 +172,7 @@ class RowContractions:
 
     def row_matvec(self, n: Node) -> None:
         """W @ x into n's buffer, each output a row dot of W's row with x (as row_dot,
-        in the same order, so lanes and the scalar tail agree). Outputs go in tiles that
+        in the same order, so lanes and the scalar loop agree). Outputs go in tiles that
         share each loaded chunk of x: the tile's accumulators (outputs x lanes) stay in
         registers."""
         b = self.b
@@ -242,7 +242,7 @@ class RowContractions:
         target = b.gep(self.grad, [self.iconst(self.param_spec(key).offset)])
         lanes = []     # (s_l as a scalar, row pointer) in sample order
         for self.values, self.buffers, self.input_rows, self.sample in self.contexts:
-            sv = self.elem(s, ())
+            sv = self.live_only(self.elem(s, ()))
             rows = self.input_row(x)
             for k, row in enumerate(rows):
                 lanes.append((b.extract_element(sv, ir.Constant(I32, k))

@@ -3,7 +3,7 @@ helpers): loops that fill a node's buffer. A mixin of FunctionCodegen (codegen/l
 
 Reduction groups of up to UNROLL elements are unrolled and combined as balanced trees;
 longer ones are loops. Both orders are fixed at compile time, so SIMD lanes and the
-scalar tail give bit-identical results.
+scalar loop (no SIMD) give bit-identical results.
 """
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ class TensorLowering:
         UNROLL elements is unrolled and combined as a balanced tree (short dependency
         chains: independent vector operations in flight); a longer one is a loop with an
         accumulator starting at init. Both orders are fixed at compile time, so lanes and
-        the scalar tail get bit-identical results."""
+        the scalar loop get bit-identical results."""
         b = self.b
         if prod(rshape) <= UNROLL:
             vals = [pre(self.elem(x, self.merge(kept, kidx, axes, tuple(map(self.iconst, r)),
@@ -131,7 +131,7 @@ class TensorLowering:
         """A matrix-vector product (W @ x or x @ W), MATVEC_TILE outputs at a time: each
         element of the vector is loaded once per tile and feeds MATVEC_TILE independent
         accumulators, k = 0, 1, ... in order (one FMA each), where an output at a time
-        would load the vector once per output. For the lanes and the scalar tail alike."""
+        would load the vector once per output. For the lanes and the scalar loop alike."""
         def tile(outs):
             accs = [term((i,), self.iconst(0)) for i in outs]
             for k in range(1, K):
@@ -167,7 +167,7 @@ class TensorLowering:
         are loaded for all groups before any group's values are computed): each matrix
         element is broadcast once per tile and feeds MATVEC_TILE accumulators in every
         group, where one group at a time would load it once per group. The sums are
-        those of matvec_tiles, term by term, so lanes and the scalar tail agree."""
+        those of matvec_tiles, term by term, so lanes and the scalar loop agree."""
         m, v, first = self.input_product(n)
         here = (self.values, self.buffers, self.input_rows, self.sample)
         for ctx in self.contexts:

@@ -3,8 +3,8 @@
 LLVM turns `llvm.exp` on a vector into one libm call per lane, which would leave the
 hot loop of a model like logistic regression scalar. These versions use only
 arithmetic, compares, selects and bit casts, so they run on whole vectors, and the
-scalar tail computes bit-identical results (a sample's value never depends on which
-lane it landed in). Accuracy, tested against NumPy over the whole domain
+scalar code (no SIMD) computes bit-identical results (a sample's value never depends
+on which lane it landed in). Accuracy, tested against NumPy over the whole domain
 (tests/test_vmath.py): within a few ulp; inf, nan, overflow, underflow and
 subnormals handled as IEEE libm does.
 
