@@ -432,9 +432,18 @@ def test_prepared_call_reports_index_errors():
         call()
 
 
-# Calling again with the same input arrays reuses the last call's validated binding;
-# these tests change the arrays in place between calls, each time in a way that the
-# reuse check must notice.
+# Calling again with the same input arrays reuses the last call's validated binding,
+# and from the next call on goes through the native checks of runtime/fastcall.py;
+# these tests change the arrays in place after both are in use, each time in a way
+# that the reuse checks must notice.
+
+def _primed(m, theta, **data):
+    """Call twice: the binding is reused and the fast call prepared."""
+    m.value_and_grad(theta, **data)
+    out = m.value_and_grad(theta, **data)
+    assert m._tls.fast is not None
+    return out
+
 
 def _fresh_result(m, theta, **data):
     """The result for copies of the arrays: never a reused binding."""
@@ -444,7 +453,7 @@ def _fresh_result(m, theta, **data):
 def test_input_reshaped_in_place_is_validated_again(logistic):
     X, Y = _data(B=6)
     theta = logistic.init_params(seed=2)
-    logistic.value_and_grad(theta, x=X, y=Y)
+    _primed(logistic, theta, x=X, y=Y)
     X.shape = (12, 2)                 # the same object and data, a new shape
     with pytest.raises(ValueError, match=r"'x' must have shape \(B, 4\), got \(12, 2\)"):
         logistic.value_and_grad(theta, x=X, y=Y)
@@ -456,7 +465,7 @@ def test_input_reshaped_in_place_is_validated_again(logistic):
 def test_input_resized_in_place_is_validated_again(logistic):
     X, Y = _data(B=5)
     theta = logistic.init_params(seed=2)
-    logistic.value_and_grad(theta, x=X, y=Y)
+    _primed(logistic, theta, x=X, y=Y)
     X.resize((7, 4), refcheck=False)
     with pytest.raises(ValueError, match="batch sizes disagree"):
         logistic.value_and_grad(theta, x=X, y=Y)
@@ -472,7 +481,7 @@ def test_input_resized_away_and_back_is_read_where_it_is_now(logistic):
     data has moved: the binding must not keep the old, freed address."""
     X, Y = _data(B=5)
     theta = logistic.init_params(seed=2)
-    logistic.value_and_grad(theta, x=X, y=Y)
+    _primed(logistic, theta, x=X, y=Y)
     X.resize((5000, 4), refcheck=False)
     X.resize((5, 4), refcheck=False)
     X[:] = 0.25
@@ -487,7 +496,7 @@ def test_input_dtype_changed_in_place_is_validated_again():
     theta = m.init_params()
     x = np.ones((4, 2))
     k = np.array([0, 1, 2, 1])
-    m.value_and_grad(theta, x=x, k=k)
+    _primed(m, theta, x=x, k=k)
     k.dtype = np.float64              # the same bytes, now read as (tiny) floats
     with pytest.raises(ValueError, match="int input 'k' holds .* it must hold integers"):
         m.value_and_grad(theta, x=x, k=k)
@@ -505,7 +514,7 @@ def test_input_strides_changed_in_place_are_validated_again(logistic):
     X = buf[:20].reshape(5, 4)        # C-contiguous: bound as it is
     Y = np.zeros(5)
     theta = logistic.init_params(seed=2)
-    logistic.value_and_grad(theta, x=X, y=Y)
+    _primed(logistic, theta, x=X, y=Y)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)   # (NumPy >= 2.4)
@@ -655,3 +664,128 @@ def test_a_model_compiled_without_cache_leaves_the_cache_alone(tmp_path, monkeyp
     lossc.train(m, data={"x": X, "y": Y}, optimizer=lossc.Adam(lr=0.05), batch_size=64,
                 epochs=2, seed=2)
     assert not list(tmp_path.glob("*"))
+
+
+# ---------------------------------------------------------------- the fast repeated call
+
+def _checked(m, theta, **data):
+    """The result through every Python check: a fresh model state, copies of the arrays."""
+    fast, m._tls.fast = getattr(m._tls, "fast", None), None
+    try:
+        return m.value_and_grad({k: np.array(v) for k, v in theta.items()},
+                                **{k: np.array(v) for k, v in data.items()})
+    finally:
+        m._tls.fast = fast
+
+
+def _same(a, b):
+    assert a[0] == b[0] or (np.isnan(a[0]) and np.isnan(b[0]))
+    assert a[1].keys() == b[1].keys()
+    for k in a[1]:
+        assert type(a[1][k]) is np.ndarray and a[1][k].shape == b[1][k].shape
+        np.testing.assert_array_equal(a[1][k], b[1][k])
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_the_fast_call_gives_the_checked_results_bit_for_bit(dtype):
+    from lossc.runtime import fastcall
+    assert fastcall.layout() is not None       # (else no fast call on this platform)
+    models = [
+        (lossc.compile(LOGISTIC, dims={"D": 4}, dtype=dtype, cache=False),
+         lambda rng: {"x": rng.normal(size=(37, 4)), "y": (rng.random(37) < 0.5) * 1.0}),
+        (lossc.compile(SOFTMAX, dtype=dtype, cache=False),
+         lambda rng: {"x": rng.normal(size=(9, 2)), "k": rng.integers(0, 3, 9)}),
+        (lossc.compile(SAMPLES / "seed.loss", dtype=dtype, cache=False), lambda rng: {})]
+    rng = np.random.default_rng(5)
+    for m, make in models:
+        data = {k: v.astype(dtype) if v.dtype.kind == "f" else v
+                for k, v in make(rng).items()}
+        theta = m.init_params(seed=1)
+        theta = {k: np.asarray(v, dtype=dtype) for k, v in theta.items()}
+        _primed(m, theta, **data)
+        for step in range(4):
+            got = m.value_and_grad(theta, **data)
+            _same(got, _checked(m, theta, **data))
+            for k, v in theta.items():       # an optimizer's update, in place
+                v -= 0.1 * got[1][k].astype(dtype)
+            if step == 2:                    # and new arrays
+                theta = {k: v.copy() for k, v in theta.items()}
+        for k in data:                       # the inputs changed in place are read anew
+            if data[k].dtype.kind == "f":
+                data[k][...] = data[k][::-1]
+        _same(m.value_and_grad(theta, **data), _checked(m, theta, **data))
+
+
+def test_the_fast_call_leaves_anything_unusual_to_the_checked_way():
+    m = lossc.compile(SOFTMAX.replace("param W[K, 2] = 1", "param W[K, 2] = 1\nparam s\n"
+                                      "hyper h = 1").replace("W[k, 0]", "W[k, 0] * s * h"),
+                      cache=False)
+    x, k = np.ones((6, 2)) / 3, np.array([0, 1, 2, 2, 1, 0])
+    W = np.arange(6.0).reshape(3, 2) / 4
+    theta = {"W": W, "s": np.array(0.5)}
+    _primed(m, theta, x=x, k=k)
+
+    class Sub(np.ndarray):
+        pass
+
+    forms = [{"s": 0.5}, {"s": np.float32(0.5)}, {"s": np.array(0.5, np.float32)},
+             {"W": np.asfortranarray(W)}, {"W": W.tolist()}, {"W": W.astype(np.float32)},
+             {"W": np.repeat(W, 2, axis=1)[:, ::2]}, {"W": W.view(Sub)},
+             {"W": W.astype(">f8")}]
+    for change in forms:
+        got = m.value_and_grad(dict(theta, **change), x=x, k=k)
+        _same(got, _checked(m, {"W": W, "s": np.array(0.5)}, x=x, k=k))
+        _same(m.value_and_grad(theta, x=x, k=k), got)          # and back
+    # (other values each time: a stale binding would give another result)
+    for kwargs in [dict(x=x * 2, k=k), dict(x=x, k=k[::-1].copy()),
+                   dict(x=x, k=(k[::-1] + 0).astype(np.int32)),
+                   dict(x=np.asfortranarray(x * 3), k=k), dict(x=x, k=k, h=2.0)]:
+        got = m.value_and_grad(theta, **kwargs)
+        h = kwargs.pop("h", 1.0)
+        want = m.value_and_grad({"W": W.copy(), "s": 0.5},
+                                **{n: np.array(v) for n, v in kwargs.items()}, h=h)
+        _same(got, want)
+    for bad, exc, text in [
+            (dict(theta=dict(theta, s=[0.5])), ValueError, r"'s' must have shape \(\)"),
+            (dict(theta={"W": W}), ValueError, "missing parameter 's'"),
+            (dict(theta=dict(theta, t=1.0)), ValueError, "unknown parameter 't'"),
+            (dict(theta=[W, 0.5]), TypeError, "parameters must be a dict"),
+            (dict(theta=dict(theta, W=W[:2])), ValueError, r"'W' must have shape \(3, 2\)")]:
+        with pytest.raises(exc, match=text):
+            m.value_and_grad(bad["theta"], x=x, k=k)
+    with pytest.raises(ValueError, match="missing input 'k'"):
+        m.value_and_grad(theta, x=x)
+    with pytest.raises(ValueError, match="unknown argument 'z'"):
+        m.value_and_grad(theta, x=x, k=k, z=x)
+    _same(m.value_and_grad(theta, x=x, k=k), _checked(m, theta, x=x, k=k))
+
+
+def test_the_fast_call_reports_index_errors_with_the_sample():
+    m = lossc.compile(SOFTMAX, cache=False)
+    theta = m.init_params()
+    x, k = np.ones((5, 2)), np.array([0, 1, 2, 1, 0])
+    _primed(m, theta, x=x, k=k)
+    k[3] = 7                                  # in place: the same binding, a bad index
+    with pytest.raises(ValueError, match=r"k = 7 is out of range 0\.\.2 at sample 3"):
+        m.value_and_grad(theta, x=x, k=k)
+    k[3] = 2
+    _same(m.value_and_grad(theta, x=x, k=k), _checked(m, theta, x=x, k=k))
+
+
+def test_no_fast_call_without_a_known_array_layout_or_with_threads(monkeypatch, logistic):
+    from lossc.runtime import fastcall
+    X, Y = _data(B=7)
+    theta = logistic.init_params(seed=4)
+    want = _checked(logistic, theta, x=X, y=Y)
+    m = lossc.compile(LOGISTIC, dims={"D": 4}, cache=False)
+    monkeypatch.setattr(fastcall, "layout", lambda: None)
+    for _ in range(3):
+        _same(m.value_and_grad(theta, x=X, y=Y), want)
+    assert getattr(m._tls, "fast", None) is None
+    monkeypatch.undo()
+    _primed(m, theta, x=X, y=Y)
+    m.set_threads(2)
+    try:
+        _same(m.value_and_grad(theta, x=X, y=Y), want)
+    finally:
+        m.set_threads(1)

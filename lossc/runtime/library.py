@@ -30,8 +30,8 @@ def unit_object(unit: str, dtype: str, persistent: bool = True) -> bytes:
     """The object file of a library unit for this machine: from memory, from the
     persistent cache, or compiled now (and stored in both). persistent=False: no
     reading or writing of the persistent cache (a model compiled with cache=False)."""
-    from lossc.codegen.units import PERMUTATION
-    if unit == PERMUTATION:
+    from lossc.codegen.units import UNTYPED_UNITS
+    if unit in UNTYPED_UNITS:
         dtype = "any"               # (no real numbers in it)
     # (a new cache directory gets its own copy; without one any copy in memory will do)
     key = (unit, dtype, str(artifact.cache_dir()) if persistent else None)

@@ -14,6 +14,7 @@ import numpy as np
 
 from lossc.codegen.units import LOSS, VALUE_AND_GRAD
 from lossc.runtime.calls import BoundArgs, PreparedCall, _Frame, data_pointer
+from lossc.runtime import fastcall
 from lossc.runtime.code import ModelCode
 from lossc.runtime.spec import Signature
 
@@ -52,6 +53,7 @@ class Model:
         self._no_inputs = BoundArgs(self, [], 1, self._default_hypers)
         self._tls = threading.local()
         self._last_call = None       # see _bind_kwargs
+        self._fast_function = None   # lossc_call_objects (runtime/fastcall.py), or False
         self._pool = None
         self.threads = 1   # threads for large batches; see set_threads
 
@@ -210,6 +212,11 @@ class Model:
 
     def value_and_grad(self, theta: dict, **kwargs) -> tuple[float, dict]:
         """The objective and its gradient, a dict shaped like `theta`."""
+        fast = getattr(self._tls, "fast", None)
+        if fast is not None and self.threads == 1:
+            out = fast(theta, kwargs)        # (None: the checked way below decides)
+            if out is not None:
+                return out
         f = self._frame()
         self._pack(theta, f.theta_views)
         f.use_theta()
@@ -225,7 +232,23 @@ class Model:
         grads = {}
         for name, g in f.grad_views:
             grads[name] = g.copy()
+        self._prepare_fast_call(f, kwargs)
         return f.value.item(), grads
+
+    def _prepare_fast_call(self, f: "_Frame", kwargs: dict) -> None:
+        """After a checked call: when it used the same batch as the thread's previous
+        one, as it is (no conversion, no hyperparameters), the next calls may take the
+        native checks of runtime/fastcall.py instead."""
+        bound, tls = f.bound, self._tls
+        again = bound is getattr(tls, "last_bound", None)
+        tls.last_bound = bound
+        if not again or self.threads != 1 or len(kwargs) != len(self.inputs) or (
+                self.inputs and (self._last_call is None or self._last_call[3] is not bound)):
+            return
+        if self._fast_function is None:
+            self._fast_function = fastcall.native_function(self) or False
+        if self._fast_function and fastcall.FastCall.applies(self, bound):
+            tls.fast = fastcall.FastCall(self, f, bound, self._fast_function)
 
     def value_and_grad_flat(self, theta_flat, data=None, hypers: Optional[dict] = None,
                             grad_out=None):
@@ -434,6 +457,7 @@ class Model:
         if f is None or f.work_size < self.code.work_size:
             # (a code unit compiled since may need more scratch space)
             f = self._tls.frame = _Frame(self)
+            self._tls.fast = None       # (it used the old frame's buffers)
         return f
 
     def _run(self, fn, f: "_Frame") -> None:

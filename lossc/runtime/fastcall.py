@@ -1,0 +1,173 @@
+"""Model.value_and_grad called again on the same batch: one native call from the objects.
+
+The checked way through value_and_grad (runtime/model.py) spends a few microseconds in
+Python for a small model: each parameter checked and copied into the flat vector, the
+inputs compared with the last call's, each gradient copied out (logistic regression
+at B=256: 3 us of Python around 2 us of native work). When a call repeats the last
+call's batch (an optimizer's loop; the same array objects, used as they are), the
+model prepares a `FastCall`: a description of what the arguments must look like, and
+lossc_call_objects (codegen/objects.py), which checks the arrays from their NumPy
+structs, copies the parameters in, runs the gradient and copies it out, in one call.
+Anything unexpected (another shape, dtype or memory layout, a subclass, a scalar, a
+changed input, a hyperparameter) makes it return without doing anything, and the
+checked way runs, with its errors and conversions.
+
+The native code reads fields of NumPy's array struct (PyArrayObject_fields: data, nd,
+dimensions, strides, descr, flags; public C API) and of tuples. `layout()` finds
+their offsets and checks them against arrays whose values it knows; if anything
+disagrees (another NumPy or Python build), there is no fast call.
+
+The call holds the GIL (ctypes.PYFUNCTYPE): the arrays cannot change while it reads
+them. Hence only batches of up to MAX_SAMPLES samples, where the per-call cost
+matters and the gradient takes microseconds; larger ones release the GIL as usual.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import keyword
+from typing import Optional
+
+import numpy as np
+
+from lossc.codegen import objects as native
+from lossc.codegen.units import CALL_OBJECTS, VALUE_AND_GRAD
+
+MAX_SAMPLES = 4096
+SIGNATURE = ctypes.PYFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p)
+
+
+def _read(address: int, ctype):
+    return ctype.from_address(address).value
+
+
+@functools.lru_cache(maxsize=None)
+def layout() -> Optional[tuple]:
+    """(ob_type offset, tuple items offset, data, nd, dimensions, strides, descr, flags
+    offsets in an ndarray), checked on arrays of several kinds; None if they disagree."""
+    head = object.__basicsize__
+    type_at, items_at = head - 8, tuple.__basicsize__
+    fields = (head, head + 8, head + 16, head + 24, head + 40, head + 48)
+    data, nd, dims, strides, descr, flags = fields
+    base = np.arange(24.0).reshape(4, 6)
+    samples = (base, base[1:, ::2], np.zeros((2, 3), np.int64), np.empty(0),
+               np.array(1.5, np.float32), base.T, np.arange(5)[::-1])
+    try:
+        for a in samples:
+            at = id(a)
+            ok = (_read(at + type_at, ctypes.c_void_p) == id(np.ndarray)
+                  and _read(at + data, ctypes.c_void_p) == a.__array_interface__["data"][0]
+                  and _read(at + nd, ctypes.c_int32) == a.ndim
+                  and _read(at + descr, ctypes.c_void_p) == id(a.dtype)
+                  and _read(at + flags, ctypes.c_int32) == a.flags.num)
+            if ok and a.ndim:
+                d, s = _read(at + dims, ctypes.c_void_p), _read(at + strides, ctypes.c_void_p)
+                ok = (tuple((ctypes.c_int64 * a.ndim).from_address(d)) == a.shape
+                      and tuple((ctypes.c_int64 * a.ndim).from_address(s)) == a.strides)
+            if not ok:
+                return None
+        t = (base, samples)
+        if (_read(id(t) + items_at, ctypes.c_void_p) != id(base)
+                or _read(id(t) + items_at + 8, ctypes.c_void_p) != id(samples)):
+            return None
+    except (ValueError, OverflowError):
+        return None
+    return (type_at, items_at) + fields
+
+
+class FastCall:
+    """The prepared repeated call of one thread's frame with one bound batch."""
+
+    def __init__(self, model, frame, bound, fn):
+        self.model, self.frame, self.bound, self.fn = model, frame, bound, fn
+        params, inputs = model.signature.params, model.signature.inputs
+        self.n_params, self.n_inputs = len(params), len(inputs)
+        self.value = frame.value
+        self.err = frame.err
+        # a frame of its own (the frame object's cached state stays true): the thread's
+        # buffers, this batch
+        from lossc.runtime.calls import _addr
+        self.vg_frame = np.array(
+            (frame.theta_address, bound.hypers_address, bound.pointers_address, bound.B,
+             _addr(frame.value), _addr(frame.work), _addr(frame.err), frame.grad_address),
+            dtype=np.int64)
+        item = model.dtype.itemsize
+        type_at, items_at, *fields = layout()
+        desc = [0] * native.HEADER
+        desc[0], desc[1], desc[2] = type_at, id(np.ndarray), items_at
+        desc[3:9] = fields
+        desc[9] = model.code.address(VALUE_AND_GRAD)
+        desc[10] = _addr(self.vg_frame)
+        desc[11], desc[12] = frame.theta_address, frame.grad_address
+        desc[13], desc[14] = self.n_params, self.n_inputs
+        desc[15] = id(model.dtype)
+        for p in params:
+            dims = list(p.shape) + [0] * (native.MAX_NDIM - len(p.shape))
+            desc += [p.offset * item, p.size * item, len(p.shape)] + dims
+        for a in bound.arrays:
+            pad = [0] * (native.MAX_NDIM - a.ndim)
+            desc += ([a.__array_interface__["data"][0], a.ndim, id(a.dtype)]
+                     + list(a.shape) + pad + list(a.strides) + pad)
+        self.desc = np.array(desc, dtype=np.int64)
+        self.desc_address = _addr(self.desc)
+        self.gather = _gatherer([p.name for p in params], [p.shape for p in params],
+                                [s.name for s in inputs], model.dtype)
+
+    @staticmethod
+    def applies(model, bound) -> bool:
+        """Whether a fast call can stand for the checked one on this batch."""
+        return (layout() is not None and model.n_params > 0 and bound.B <= MAX_SAMPLES
+                and all(len(p.shape) <= native.MAX_NDIM for p in model.signature.params)
+                and all(a.ndim <= native.MAX_NDIM for a in bound.arrays)
+                and model.dtype is np.dtype(model.dtype.name))
+
+    def __call__(self, theta, kwargs):
+        """(value, gradient dict), or None when the checked way must run."""
+        try:
+            args, grads = self.gather(theta, kwargs)
+        except Exception:          # a missing name, not a mapping: the checked way says
+            return None
+        if len(kwargs) != self.n_inputs or len(theta) != self.n_params:
+            return None
+        rc = self.fn(self.desc_address, id(args))
+        if rc == 0:
+            return self.value.item(), grads
+        if rc == native.MISMATCH:
+            return None
+        raise self.model._index_error(self.err, self.bound)
+
+
+def _gatherer(param_names, shapes, input_names, dtype):
+    """gather(theta, kwargs) -> (the objects lossc_call_objects takes, the gradient
+    dict): written out for this model's names (a loop over them costs more than the
+    native call)."""
+    names = param_names + input_names
+    if not all(n.isidentifier() and not keyword.iskeyword(n) for n in names):
+        return _generic_gatherer(param_names, shapes, input_names, dtype)
+    grads = [f"g_{n}" for n in param_names]
+    lines = ["def gather(theta, kwargs, empty=empty, dtype=dtype):"]
+    lines += [f"    {g} = empty({shape!r}, dtype)" for g, shape in zip(grads, shapes)]
+    got = ([f"theta[{n!r}]" for n in param_names] + [f"kwargs[{n!r}]" for n in input_names]
+           + grads)
+    lines.append(f"    return ({', '.join(got)},), "
+                 f"{{{', '.join(f'{n!r}: {g}' for n, g in zip(param_names, grads))}}}")
+    space = {"empty": np.empty, "dtype": dtype}
+    exec("\n".join(lines), space)       # (names checked above: identifiers only)
+    return space["gather"]
+
+
+def _generic_gatherer(param_names, shapes, input_names, dtype):
+    def gather(theta, kwargs):
+        grads = [np.empty(s, dtype) for s in shapes]
+        args = tuple([theta[n] for n in param_names] + [kwargs[n] for n in input_names]
+                     + grads)
+        return args, dict(zip(param_names, grads))
+    return gather
+
+
+def native_function(model):
+    """lossc_call_objects as a ctypes function that holds the GIL, or None."""
+    try:
+        return SIGNATURE(model.code.address(CALL_OBJECTS))
+    except Exception:        # e.g. an older artifact without the unit and no LLVM here
+        return None
