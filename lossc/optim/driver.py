@@ -404,13 +404,15 @@ class _Run:
         rows = min(N, (first + n) * bs) - first * bs
         self.steps += n
         self.samples += rows
-        self.step_losses.extend(losses[:n].tolist())
+        values = losses[:n].tolist()
+        self.step_losses.extend(values)
+        # (ndarray.sum: np.sum's sum without its Python wrapper, 2x faster here)
         if self.mean:
             # every batch but the epoch's last holds bs rows; the last, the remainder
             last = min(N, (first + n) * bs) - (first + n - 1) * bs
-            self.epoch_sum += float(np.sum(losses[:n - 1])) * bs + float(losses[n - 1]) * last
+            self.epoch_sum += float(losses[:n - 1].sum()) * bs + values[-1] * last
         else:
-            self.epoch_sum += float(np.sum(losses[:n]))
+            self.epoch_sum += float(losses[:n].sum())
         self.epoch_rows += rows
 
     def verify_best(self) -> None:
