@@ -2,8 +2,9 @@
 
     python -m benchmarks.breakdown            (pinned to CPU 0, one BLAS thread)
 
-W2 at B=256 through the public API: the native call and each piece of Python around
-it (Model.value_and_grad's steps, timed one by one). W5 (lossc.train, the benchmark's
+W2 at B=256 through the public API: the repeated call's two parts (Python gathering
+the arrays, lossc_call_objects), the native call alone, and the pieces of the checked
+way a first call takes (Model.value_and_grad's steps, timed one by one). W5 (lossc.train, the benchmark's
 run): the native training steps, the shuffle, the full-data passes and the Python
 left over, from wrappers around the driver's calls. Best of several runs each; the
 machine is shared, so compare figures from one run of this script only.
@@ -36,14 +37,23 @@ def w2_api() -> None:
     grad = np.empty_like(flat)
     bound = m.bind({"x": X, "y": y})
     m.value_and_grad(theta, x=X, y=y)
+    m.value_and_grad(theta, x=X, y=y)       # (the repeated call's fast way, if any)
     f = m._frame()
     kwargs = {"x": X, "y": y}
-    parts = [
-        ("value_and_grad (public API)", lambda: m.value_and_grad(theta, x=X, y=y)),
+    fast = getattr(m._tls, "fast", None)
+    parts = [("value_and_grad (public API)", lambda: m.value_and_grad(theta, x=X, y=y))]
+    if fast is not None:          # (trees before runtime/fastcall.py have none)
+        args = fast.gather(theta, kwargs)[0]
+        parts += [("  fast call: arguments and gradient arrays", lambda: fast.gather(
+                       theta, kwargs)),
+                  ("  fast call: lossc_call_objects", lambda: fast.fn(fast.desc_address,
+                                                                      id(args)))]
+    parts += [
         ("value_and_grad_flat on a bound batch", lambda: m.value_and_grad_flat(
             flat, bound, grad_out=grad)),
         ("prepared call", m.prepare(flat, bound, grad_out=grad)),
         ("  native call alone", lambda: m._vg(f.address)),
+        ("the checked way's pieces:", None),
         ("  _frame()", m._frame),
         ("  _pack (parameters into the frame)", lambda: m._pack(theta, f.theta_views)),
         ("  _bind_kwargs (arrays unchanged)", lambda: m._bind_kwargs(f, kwargs)),
@@ -51,7 +61,7 @@ def w2_api() -> None:
     ]
     print("W2 logistic, B=256, D=32 (us per call)")
     for name, fn in parts:
-        print(f"  {name:40s} {best_us(fn):7.2f}")
+        print(f"  {name:40s} {best_us(fn):7.2f}" if fn else f"  {name}")
 
 
 def w5_split(runs: int = 15) -> None:
