@@ -789,3 +789,58 @@ def test_no_fast_call_without_a_known_array_layout_or_with_threads(monkeypatch, 
         _same(m.value_and_grad(theta, x=X, y=Y), want)
     finally:
         m.set_threads(1)
+
+
+def test_the_flat_fast_call_gives_the_checked_results_and_checks_its_vectors(logistic):
+    m = lossc.compile(LOGISTIC, dims={"D": 4}, cache=False)
+    X, Y = _data(B=13)
+    bound = m.bind({"x": X, "y": Y})
+    theta = m.pack_params(m.init_params(seed=5))
+    g = np.empty(m.n_params)
+    m.value_and_grad_flat(theta, bound, grad_out=g)
+    m.value_and_grad_flat(theta, bound, grad_out=g)
+    assert m._tls.flat_fast is not None
+
+    def checked(t):
+        fast, m._tls.flat_fast = m._tls.flat_fast, None
+        try:
+            return m.value_and_grad_flat(np.array(t, dtype=np.float64), m.bind({"x": X, "y": Y}))
+        finally:
+            m._tls.flat_fast = fast
+
+    for step in range(3):
+        v, out = m.value_and_grad_flat(theta, bound, grad_out=g)
+        want = checked(theta)
+        assert out is g and v == want[0]
+        np.testing.assert_array_equal(g, want[1])
+        v2, fresh = m.value_and_grad_flat(theta, bound)
+        assert v2 == v and fresh is not g
+        np.testing.assert_array_equal(fresh, g)
+        theta -= 0.3 * g                      # in place
+    for other in [theta.astype(np.float32), theta.tolist(), np.repeat(theta, 2)[::2],
+                  np.asarray(theta, dtype=">f8")]:
+        v, out = m.value_and_grad_flat(other, bound, grad_out=g)
+        want = checked(np.asarray(other, dtype=np.float64))
+        assert v == pytest.approx(want[0], rel=1e-6)
+    with pytest.raises(ValueError, match=r"flat parameters must have shape \(5,\)"):
+        m.value_and_grad_flat(theta[:4], bound)
+    for bad_out in [np.empty(5, np.float32), np.empty(4), np.empty(10)[::2],
+                    np.frombuffer(np.zeros(5).tobytes())]:
+        with pytest.raises(ValueError, match="grad_out must be a writable C-contiguous"):
+            m.value_and_grad_flat(theta, bound, grad_out=bad_out)
+    v, _ = m.value_and_grad_flat(theta, bound, hypers={"lam": 0.5})
+    assert v == pytest.approx(_numpy_logistic(m.unpack_params(theta), X, Y, 0.5)[0],
+                              rel=1e-13)
+
+
+def test_the_flat_fast_call_reports_index_errors():
+    m = lossc.compile(SOFTMAX, cache=False)
+    x, k = np.ones((5, 2)), np.array([0, 1, 2, 1, 0])
+    bound = m.bind({"x": x, "k": k})
+    theta = m.pack_params(m.init_params())
+    m.value_and_grad_flat(theta, bound)
+    m.value_and_grad_flat(theta, bound)
+    assert m._tls.flat_fast is not None
+    k[2] = -1                       # the bound array, in place
+    with pytest.raises(ValueError, match=r"k = -1 is out of range 0\.\.2 at sample 2"):
+        m.value_and_grad_flat(theta, bound)

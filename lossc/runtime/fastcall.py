@@ -1,4 +1,5 @@
-"""Model.value_and_grad called again on the same batch: one native call from the objects.
+"""Model.value_and_grad (and value_and_grad_flat) called again on the same batch: one
+native call from the objects.
 
 The checked way through value_and_grad (runtime/model.py) spends a few microseconds in
 Python for a small model: each parameter checked and copied into the flat vector, the
@@ -76,11 +77,19 @@ def layout() -> Optional[tuple]:
 
 
 class FastCall:
-    """The prepared repeated call of one thread's frame with one bound batch."""
+    """The prepared repeated call of one thread's frame with one bound batch.
 
-    def __init__(self, model, frame, bound, fn):
+    flat=False: value_and_grad's, the parameters and inputs each an array (`__call__`).
+    flat=True: value_and_grad_flat's on a `bind()` result: the parameters are one flat
+    vector, the gradient goes to grad_out, and the inputs are not looked at (the
+    binding stands for them, as in the checked way) (`flat`)."""
+
+    def __init__(self, model, frame, bound, fn, flat: bool = False):
         self.model, self.frame, self.bound, self.fn = model, frame, bound, fn
         params, inputs = model.signature.params, model.signature.inputs
+        if flat:
+            params = [_Flat(model.n_params)]
+            inputs = []
         self.n_params, self.n_inputs = len(params), len(inputs)
         self.value = frame.value
         self.err = frame.err
@@ -104,14 +113,15 @@ class FastCall:
         for p in params:
             dims = list(p.shape) + [0] * (native.MAX_NDIM - len(p.shape))
             desc += [p.offset * item, p.size * item, len(p.shape)] + dims
-        for a in bound.arrays:
+        for a in bound.arrays if inputs else ():
             pad = [0] * (native.MAX_NDIM - a.ndim)
             desc += ([a.__array_interface__["data"][0], a.ndim, id(a.dtype)]
                      + list(a.shape) + pad + list(a.strides) + pad)
         self.desc = np.array(desc, dtype=np.int64)
         self.desc_address = _addr(self.desc)
-        self.gather = _gatherer([p.name for p in params], [p.shape for p in params],
-                                [s.name for s in inputs], model.dtype)
+        if not flat:
+            self.gather = _gatherer([p.name for p in params], [p.shape for p in params],
+                                    [s.name for s in inputs], model.dtype)
 
     @staticmethod
     def applies(model, bound) -> bool:
@@ -129,12 +139,29 @@ class FastCall:
             return None
         if len(kwargs) != self.n_inputs or len(theta) != self.n_params:
             return None
-        rc = self.fn(self.desc_address, id(args))
+        rc = self.fn(self.desc_address, id(args))      # (args held meanwhile)
         if rc == 0:
             return self.value.item(), grads
         if rc == native.MISMATCH:
             return None
         raise self.model._index_error(self.err, self.bound)
+
+    def flat(self, theta_flat, grad_out):
+        """(value, grad_out), or None when the checked way must run."""
+        args = (theta_flat, grad_out)        # (held: the native code reads it)
+        rc = self.fn(self.desc_address, id(args))
+        if rc == 0:
+            return self.value.item(), grad_out
+        if rc == native.MISMATCH:
+            return None
+        raise self.model._index_error(self.err, self.bound)
+
+
+class _Flat:
+    """The flat parameter vector, described as one parameter."""
+
+    def __init__(self, n: int):
+        self.offset, self.size, self.shape = 0, n, (n,)
 
 
 def _gatherer(param_names, shapes, input_names, dtype):

@@ -256,15 +256,36 @@ class Model:
         `bind()` result, validated once for repeated calls; with `grad_out` (a
         C-contiguous array of n_params in the model's dtype) the gradient is written
         there and no array is allocated."""
+        fast = getattr(self._tls, "flat_fast", None)
+        if fast is not None and data is fast.bound and not hypers and self.threads == 1:
+            out = fast.flat(theta_flat, np.empty(self.n_params, self.dtype)
+                            if grad_out is None else grad_out)
+            if out is not None:
+                return out
         f = self._frame()
         f.use_theta(self._flat(theta_flat))
         self._bind_data(f, data, hypers)
         self._run(self._vg, f)
+        if type(data) is BoundArgs and not hypers:
+            self._prepare_fast_flat(f, data)
         if grad_out is not None:
             self._check_out(grad_out)
             grad_out[...] = f.grad
             return f.value.item(), grad_out
         return f.value.item(), f.grad.copy()
+
+    def _prepare_fast_flat(self, f: "_Frame", bound: "BoundArgs") -> None:
+        """After a checked flat call on a bound batch: the next ones with it may take
+        runtime/fastcall.py's native checks of the parameter and gradient vectors."""
+        tls = self._tls
+        fast = getattr(tls, "flat_fast", None)
+        if fast is not None and fast.bound is bound and fast.frame is f:
+            return
+        if self._fast_function is None:
+            self._fast_function = fastcall.native_function(self) or False
+        if (self._fast_function and self.threads == 1
+                and fastcall.FastCall.applies(self, bound)):
+            tls.flat_fast = fastcall.FastCall(self, f, bound, self._fast_function, flat=True)
 
     def loss_flat(self, theta_flat, data=None, hypers: Optional[dict] = None) -> float:
         fn = self._loss_function()
@@ -457,7 +478,7 @@ class Model:
         if f is None or f.work_size < self.code.work_size:
             # (a code unit compiled since may need more scratch space)
             f = self._tls.frame = _Frame(self)
-            self._tls.fast = None       # (it used the old frame's buffers)
+            self._tls.fast = self._tls.flat_fast = None   # (they used the old frame's)
         return f
 
     def _run(self, fn, f: "_Frame") -> None:
