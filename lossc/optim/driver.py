@@ -311,7 +311,8 @@ class _Run:
                                     "initial parameters")
 
     def _full_value_and_grad(self):
-        value, _ = self.model.value_and_grad_flat(self.theta, self.full, grad_out=self.g)
+        value, _ = self.model._checked_value_and_grad_flat(self.theta, self.full, None,
+                                                             self.g)
         return value, math.sqrt(float(np.dot(self.g, self.g)))
 
     def _diverged(self, value, at_end: bool = False) -> "_Stop":
@@ -423,7 +424,7 @@ class _Run:
                        self.best_step)] + self.earlier_bests[::-1]
         for theta, loss, epoch, step in candidates:
             # (the gradient's code is there already; the loss alone may not be compiled)
-            value, _ = self.model.value_and_grad_flat(theta, self.full, grad_out=self.g)
+            value, _ = self.model._checked_value_and_grad_flat(theta, self.full, None, self.g)
             if math.isfinite(value):
                 break
         else:

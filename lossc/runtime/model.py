@@ -245,10 +245,15 @@ class Model:
         if not again or self.threads != 1 or len(kwargs) != len(self.inputs) or (
                 self.inputs and (self._last_call is None or self._last_call[3] is not bound)):
             return
+        if fastcall.FastCall.applies(self, bound) and self._fast_call_function():
+            tls.fast = fastcall.FastCall(self, f, bound, self._fast_function)
+
+    def _fast_call_function(self):
+        """lossc_call_objects (compiled the first time on a machine, then cached), or
+        False where it cannot be had."""
         if self._fast_function is None:
             self._fast_function = fastcall.native_function(self) or False
-        if self._fast_function and fastcall.FastCall.applies(self, bound):
-            tls.fast = fastcall.FastCall(self, f, bound, self._fast_function)
+        return self._fast_function
 
     def value_and_grad_flat(self, theta_flat, data=None, hypers: Optional[dict] = None,
                             grad_out=None):
@@ -262,12 +267,18 @@ class Model:
                             if grad_out is None else grad_out)
             if out is not None:
                 return out
+        value, grad = self._checked_value_and_grad_flat(theta_flat, data, hypers, grad_out)
+        if type(data) is BoundArgs and not hypers:
+            self._prepare_fast_flat(self._frame(), data)
+        return value, grad
+
+    def _checked_value_and_grad_flat(self, theta_flat, data, hypers, grad_out):
+        """value_and_grad_flat through every Python check (the training driver's
+        full-data passes: a few calls, not worth a fast call)."""
         f = self._frame()
         f.use_theta(self._flat(theta_flat))
         self._bind_data(f, data, hypers)
         self._run(self._vg, f)
-        if type(data) is BoundArgs and not hypers:
-            self._prepare_fast_flat(f, data)
         if grad_out is not None:
             self._check_out(grad_out)
             grad_out[...] = f.grad
@@ -275,16 +286,17 @@ class Model:
         return f.value.item(), f.grad.copy()
 
     def _prepare_fast_flat(self, f: "_Frame", bound: "BoundArgs") -> None:
-        """After a checked flat call on a bound batch: the next ones with it may take
-        runtime/fastcall.py's native checks of the parameter and gradient vectors."""
+        """After a checked flat call on the bound batch of the thread's previous call:
+        the next ones with it may take runtime/fastcall.py's native checks of the
+        parameter and gradient vectors."""
         tls = self._tls
+        again = bound is getattr(tls, "last_flat_bound", None)
+        tls.last_flat_bound = bound
         fast = getattr(tls, "flat_fast", None)
-        if fast is not None and fast.bound is bound and fast.frame is f:
+        if not again or (fast is not None and fast.bound is bound and fast.frame is f):
             return
-        if self._fast_function is None:
-            self._fast_function = fastcall.native_function(self) or False
-        if (self._fast_function and self.threads == 1
-                and fastcall.FastCall.applies(self, bound)):
+        if (self.threads == 1 and fastcall.FastCall.applies(self, bound)
+                and self._fast_call_function()):
             tls.flat_fast = fastcall.FastCall(self, f, bound, self._fast_function, flat=True)
 
     def loss_flat(self, theta_flat, data=None, hypers: Optional[dict] = None) -> float:
