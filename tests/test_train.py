@@ -572,9 +572,15 @@ def test_training_data_is_copied_to_line_aligned_rows(monkeypatch):
     assert driver._line_aligned({"x": x, "y": y})["x"] is x
 
 
-def test_training_results_do_not_depend_on_where_the_data_lies():
+def test_training_results_do_not_depend_on_where_the_data_lies(monkeypatch):
     """The same numbers at any offset into a cache line train to the same bits, those
-    of the loop written out (the native shuffle and fused steps: n >= 2048)."""
+    of the loop written out (the native shuffle and fused steps: n >= 2048), whether
+    the run copies them to aligned rows or not."""
+    from lossc.optim import driver
+    copies = []
+    real = driver._line_aligned
+    monkeypatch.setattr(driver, "_line_aligned", lambda d: copies.append(1) or real(d))
+    monkeypatch.setattr(driver, "ALIGN_MIN_EPOCHS", 2)
     m = lossc.compile("dim D = 32\ninput x[D]\ninput y\nparam w[D]\nparam b\n"
                       "z = dot(w, x) + b\nloss = softplus(z) - y * z\n")
     rng = np.random.default_rng(4)
@@ -584,6 +590,12 @@ def test_training_results_do_not_depend_on_where_the_data_lies():
     runs = [lossc.train(m, data={"x": at_offset(x, k), "y": at_offset(y, k)},
                         optimizer=lossc.SGD(lr=0.05), batch_size=64, epochs=2, seed=3,
                         init=theta0) for k in (0, 8, 16, 48)]
+    assert len(copies) == 4
+    monkeypatch.setattr(driver, "ALIGN_MIN_EPOCHS", 3)       # (no copy for 2 epochs)
+    runs.append(lossc.train(m, data={"x": at_offset(x, 16), "y": y},
+                            optimizer=lossc.SGD(lr=0.05), batch_size=64, epochs=2, seed=3,
+                            init=theta0))
+    assert len(copies) == 4
     losses, p = sgd_by_hand(m, {"x": x, "y": y}, theta0, 0.05, 64, 2, 3)
     for r in runs:
         assert r.step_losses == losses

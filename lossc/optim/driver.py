@@ -174,12 +174,12 @@ def train(model, data=None, optimizer: Optional[Optimizer] = None,
         raise ValueError(f"validation must be a fraction between 0 and 1, got {validation}")
 
     train_data, val_data = _split(model, data, validation, seed)
-    if train_data:
+    n, full_batch, bs, per_epoch, total_epochs, steps = plan(
+        bool(model.inputs), _n_samples(train_data), batch_size, epochs, steps)
+    if train_data and total_epochs >= ALIGN_MIN_EPOCHS:
         train_data = _line_aligned(train_data)
     full = model.bind(train_data or {}, hypers)
     val = model.bind(val_data, hypers) if val_data is not None else None
-    n, full_batch, bs, per_epoch, total_epochs, steps = plan(
-        bool(model.inputs), full.B, batch_size, epochs, steps)
     if isinstance(sched, _schedules.Cosine):
         sched = sched.over(total_epochs)
     if patience is None and val is not None:
@@ -506,6 +506,7 @@ def _n_samples(data) -> int:
 
 
 ALIGN_MAX_BYTES = 256 << 20   # training data up to this size is copied to aligned rows
+ALIGN_MIN_EPOCHS = 32         # ... for runs of at least this many epochs
 
 
 def _line_aligned(data: dict) -> dict:
@@ -515,7 +516,10 @@ def _line_aligned(data: dict) -> dict:
     5 line fetches instead of 4 and splits every vector load (an Adam run on 4 MB of
     data: 14% less time in the fused steps). Arrays from NumPy start 16 bytes into a
     line as often as not. Up to ALIGN_MAX_BYTES in all: above that, the copy's memory
-    would matter more than its time (an aligned array is used as it is)."""
+    would matter more than its time (an aligned array is used as it is). Only for
+    runs of ALIGN_MIN_EPOCHS epochs or more: a copy into fresh memory (a new
+    process's first run) costs some 40 epochs' gain (4 MB: 1.5 ms of page faults and
+    copying, against 45 us an epoch), into memory the process has used before some 8."""
     from lossc.runtime.calls import aligned_copy, misaligned_rows
     fix = [k for k, a in data.items() if misaligned_rows(a)]
     if not fix or sum(data[k].nbytes for k in fix) > ALIGN_MAX_BYTES:
