@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from llvmlite import ir
 
-from lossc.codegen.values import I32, I64
+from lossc.codegen.values import I32, I64, counted_loop
 
 FUNCTION = "lossc_call_objects"
 MAX_NDIM = 6
@@ -76,20 +76,8 @@ def emit_call_objects(module: ir.Module) -> None:
         b.position_at_end(ok)
 
     def loop(n, body):
-        pre = b.block
-        head = fn.append_basic_block("loop")
-        inner = fn.append_basic_block("body")
-        done = fn.append_basic_block("done")
-        b.branch(head)
-        b.position_at_end(head)
-        i = b.phi(I64)
-        i.add_incoming(c(0), pre)
-        b.cbranch(b.icmp_signed("<", i, n), inner, done)
-        b.position_at_end(inner)
-        body(i)
-        i.add_incoming(b.add(i, c(1)), b.block)
-        b.branch(head)
-        b.position_at_end(done)
+        with counted_loop(b, fn, c(0), n) as i:
+            body(i)
 
     n_params, n_inputs = slot(13), slot(14)
     items = b.bitcast(b.gep(args, [slot(2)]), I8P.as_pointer())
@@ -122,13 +110,16 @@ def emit_call_objects(module: ir.Module) -> None:
                      b.mul(i, c(INPUT_SLOTS)))
 
     # every check first: nothing is written unless all of them pass
-    def check_param(p):
-        obj = item(p)
+    def parameter_shaped(obj, p, flags: int):
+        """obj: exactly an ndarray of parameter p's shape, the model's dtype, flags."""
         array(obj)
         base = param_base(p)
         shape_is(obj, slot(b.add(base, c(2))), b.add(base, c(3)))
         require(b.icmp_unsigned("==", b.ptrtoint(field(obj, 7, I8P), I64), param_descr))
-        flags_have(obj, C_CONTIGUOUS | ALIGNED)
+        flags_have(obj, flags)
+
+    def check_param(p):
+        parameter_shaped(item(p), p, C_CONTIGUOUS | ALIGNED)
 
     def check_input(i):
         obj = item(b.add(i, n_params))
@@ -148,12 +139,7 @@ def emit_call_objects(module: ir.Module) -> None:
         return item(b.add(b.add(p, n_params), n_inputs))
 
     def check_grad(p):
-        obj = grad_item(p)
-        array(obj)
-        base = param_base(p)
-        shape_is(obj, slot(b.add(base, c(2))), b.add(base, c(3)))
-        require(b.icmp_unsigned("==", b.ptrtoint(field(obj, 7, I8P), I64), param_descr))
-        flags_have(obj, C_CONTIGUOUS | ALIGNED | WRITEABLE)
+        parameter_shaped(grad_item(p), p, C_CONTIGUOUS | ALIGNED | WRITEABLE)
 
     loop(n_params, check_param)
     loop(n_inputs, check_input)

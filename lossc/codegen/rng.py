@@ -66,11 +66,9 @@ would need a 32 GB array. lossc/optim/shuffle.py leaves such n to NumPy.)
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 from llvmlite import ir
 
-from lossc.codegen.values import I1, I32, I64
+from lossc.codegen.values import I1, I32, I64, counted_loop
 
 FUNCTION = "lossc_permutation_pcg64"
 SLOTS = 4
@@ -101,16 +99,16 @@ def emit_permutation(module: ir.Module) -> None:
         b.store(vj, pi)
         b.store(vi, pj)
 
-    with _loop(b, fn, _i64(0), n, up=True) as k:
+    with counted_loop(b, fn, _i64(0), n, up=True) as k:
         b.store(k, b.gep(out, [k]))
     # i > 0xffffffff: 64-bit draws
-    with _loop(b, fn, b.sub(n, _i64(1)), _i64(MAX32), up=False) as i:
+    with counted_loop(b, fn, b.sub(n, _i64(1)), _i64(MAX32), up=False) as i:
         swap(i, gen.interval64(i))
     # the rest: 32-bit draws from the stream
     stream = _Stream(gen)
     last = b.sub(n, _i64(1))
     top = b.select(b.icmp_signed("<", last, _i64(MAX32)), last, _i64(MAX32))
-    with _loop(b, fn, top, _i64(0), up=False) as i:
+    with counted_loop(b, fn, top, _i64(0), up=False) as i:
         swap(i, stream.interval32(i))
     stream.finish()
     gen.save()
@@ -124,26 +122,6 @@ def _i64(v: int) -> ir.Constant:
 def _intrinsic(module: ir.Module, name: str, ret, args: list) -> ir.Function:
     """An LLVM intrinsic, declared once per module."""
     return module.globals.get(name) or ir.Function(module, ir.FunctionType(ret, args), name=name)
-
-
-@contextmanager
-def _loop(b: ir.IRBuilder, fn: ir.Function, start, stop, up: bool):
-    """for i in range(start, stop) (up) or range(start, stop, -1) (down): the body is
-    whatever the with-block emits. Signed comparisons: an empty range runs nothing."""
-    pre = b.block
-    header = fn.append_basic_block("loop")
-    body = fn.append_basic_block("body")
-    done = fn.append_basic_block("done")
-    b.branch(header)
-    b.position_at_end(header)
-    i = b.phi(I64, name="i")
-    i.add_incoming(start, pre)
-    b.cbranch(b.icmp_signed("<" if up else ">", i, stop), body, done)
-    b.position_at_end(body)
-    yield i
-    i.add_incoming(b.add(i, _i64(1 if up else -1)), b.block)
-    b.branch(header)
-    b.position_at_end(done)
 
 
 def _mask(b: ir.IRBuilder, top):
@@ -261,7 +239,7 @@ class _Stream:
         gen, b = self.gen, self.gen.b
         chain = gen.alloca(I128, "s")
         b.store(b.load(gen.state), chain)
-        with _loop(b, gen.fn, _i64(0), _i64(CHUNK // 2 + self.AHEAD), up=True) as k:
+        with counted_loop(b, gen.fn, _i64(0), _i64(CHUNK // 2 + self.AHEAD), up=True) as k:
             s = gen.step(b.load(chain))
             b.store(s, chain)
             b.store(s, self.state(k))

@@ -6,6 +6,8 @@ width, so a lowering rule is written once for both.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from llvmlite import ir
 
 from lossc.codegen import vmath
@@ -18,6 +20,26 @@ FAST = ("reassoc", "contract")   # only for batch and tensor reductions (see doc
 # (tanhf etc. for float32), one per lane on vectors
 _INTRINSICS = {"sqrt", "sin", "cos", "fabs", "pow"}
 _LIBM = {"tan", "sinh", "cosh", "asin", "acos", "atan", "atan2", "erf"}
+
+
+@contextmanager
+def counted_loop(b: ir.IRBuilder, fn: ir.Function, start, stop, up: bool = True):
+    """for i in range(start, stop) (up) or range(start, stop, -1) (down): the body is
+    whatever the with-block emits. Signed comparisons: an empty range runs nothing."""
+    pre = b.block
+    header = fn.append_basic_block("loop")
+    body = fn.append_basic_block("body")
+    done = fn.append_basic_block("done")
+    b.branch(header)
+    b.position_at_end(header)
+    i = b.phi(I64, name="i")
+    i.add_incoming(start, pre)
+    b.cbranch(b.icmp_signed("<" if up else ">", i, stop), body, done)
+    b.position_at_end(body)
+    yield i
+    i.add_incoming(b.add(i, ir.Constant(I64, 1 if up else -1)), b.block)
+    b.branch(header)
+    b.position_at_end(done)
 
 
 def is_vector(v) -> bool:
