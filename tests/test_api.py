@@ -844,3 +844,22 @@ def test_the_flat_fast_call_reports_index_errors():
     k[2] = -1                       # the bound array, in place
     with pytest.raises(ValueError, match=r"k = -1 is out of range 0\.\.2 at sample 2"):
         m.value_and_grad_flat(theta, bound)
+
+
+def test_a_fast_call_is_prepared_only_for_a_batch_used_again(logistic):
+    """A new binding per call (the Python training loop's batches) never prepares one:
+    it would cost more than the call."""
+    m = lossc.compile(LOGISTIC, dims={"D": 4}, cache=False)
+    X, Y = _data(B=9)
+    theta = m.pack_params(m.init_params(seed=1))
+    for k in range(4):
+        m.value_and_grad_flat(theta, m.bind({"x": X[k:], "y": Y[k:]}))
+    assert getattr(m._tls, "flat_fast", None) is None
+    for k in range(4):
+        m.value_and_grad(m.init_params(seed=1), x=X[k:].copy(), y=Y[k:].copy())
+    assert getattr(m._tls, "fast", None) is None
+    bound = m.bind({"x": X, "y": Y})
+    m.value_and_grad_flat(theta, bound)
+    assert getattr(m._tls, "flat_fast", None) is None
+    m.value_and_grad_flat(theta, bound)
+    assert m._tls.flat_fast.bound is bound
