@@ -15,6 +15,7 @@ call that went through every Python check, and the arrays that call used):
     11 the frame's flat parameters        12 its flat gradient
     13 number of parameters              14 number of inputs
     15 the parameters' dtype (descr address)
+    16 PyEval_SaveThread's address       17 PyEval_RestoreThread's address
     then per parameter (PARAM_SLOTS): byte offset in the flat vector, bytes, ndim,
         dims[MAX_NDIM]
     then per input (INPUT_SLOTS): data address, ndim, descr, dims[MAX_NDIM],
@@ -30,8 +31,11 @@ its result is copied into the gradient arrays. Return: 0 done; 1 the gradient's
 index error (its err as usual); 3 something differs, nothing was run (the caller
 takes the checked way, which explains what is wrong or binds the new arrays).
 
-It reads the objects' fields while the caller holds the GIL (the function is called
-through ctypes.PYFUNCTYPE), so no other thread can change them meanwhile.
+It checks the objects and copies the parameters while the caller holds the GIL (the
+function is called through ctypes.PYFUNCTYPE), so no other thread can change them
+meanwhile; then it releases the GIL (PyEval_SaveThread, through its address in desc)
+for the gradient and the copies into the gradient arrays (new, nobody else's yet), and
+takes it back before it returns.
 """
 from __future__ import annotations
 
@@ -41,7 +45,7 @@ from lossc.codegen.values import I32, I64, counted_loop
 
 FUNCTION = "lossc_call_objects"
 MAX_NDIM = 6
-HEADER = 16
+HEADER = 18
 PARAM_SLOTS = 3 + MAX_NDIM
 INPUT_SLOTS = 3 + 2 * MAX_NDIM
 C_CONTIGUOUS, ALIGNED, WRITEABLE = 0x1, 0x100, 0x400    # NumPy's array flags
@@ -157,12 +161,16 @@ def emit_call_objects(module: ir.Module) -> None:
                         ir.Constant(ir.IntType(1), 0)])
 
     loop(n_params, copy_in)
+    save = b.inttoptr(slot(16), ir.FunctionType(I8P, []).as_pointer())
+    restore = b.inttoptr(slot(17), ir.FunctionType(ir.VoidType(), [I8P]).as_pointer())
+    thread_state = b.call(save, [])                 # the GIL released
     vg_type = ir.FunctionType(I32, [I64.as_pointer()])
     vg = b.inttoptr(slot(9), vg_type.as_pointer())
     rc = b.call(vg, [b.inttoptr(slot(10), I64.as_pointer())])
     failed, ran = fn.append_basic_block("failed"), fn.append_basic_block("ran")
     b.cbranch(b.icmp_signed("!=", rc, ir.Constant(I32, 0)), failed, ran)
     b.position_at_end(failed)
+    b.call(restore, [thread_state])
     b.ret(rc)
     b.position_at_end(ran)
 
@@ -173,6 +181,7 @@ def emit_call_objects(module: ir.Module) -> None:
                         ir.Constant(ir.IntType(1), 0)])
 
     loop(n_params, copy_out)
+    b.call(restore, [thread_state])                 # and taken back
     b.ret(ir.Constant(I32, 0))
     b.position_at_end(mismatch)
     b.ret(ir.Constant(I32, MISMATCH))

@@ -18,9 +18,9 @@ dimensions, strides, descr, flags; public C API) and of tuples. `layout()` finds
 their offsets and checks them against arrays whose values it knows; if anything
 disagrees (another NumPy or Python build), there is no fast call.
 
-The call holds the GIL (ctypes.PYFUNCTYPE): the arrays cannot change while it reads
-them. Hence only batches of up to MAX_SAMPLES samples, where the per-call cost
-matters and the gradient takes microseconds; larger ones release the GIL as usual.
+The call holds the GIL (ctypes.PYFUNCTYPE) while it checks the arrays and copies the
+parameters, so that they cannot change meanwhile, and releases it for the gradient
+itself, as every other native call does.
 """
 from __future__ import annotations
 
@@ -34,8 +34,12 @@ import numpy as np
 from lossc.codegen import objects as native
 from lossc.codegen.units import CALL_OBJECTS, VALUE_AND_GRAD
 
-MAX_SAMPLES = 4096
 SIGNATURE = ctypes.PYFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p)
+
+
+# (the addresses lossc_call_objects calls to release the GIL and take it back)
+_GIL = tuple(ctypes.cast(f, ctypes.c_void_p).value
+             for f in (ctypes.pythonapi.PyEval_SaveThread, ctypes.pythonapi.PyEval_RestoreThread))
 
 
 def _read(address: int, ctype):
@@ -110,6 +114,7 @@ class FastCall:
         desc[11], desc[12] = frame.theta_address, frame.grad_address
         desc[13], desc[14] = self.n_params, self.n_inputs
         desc[15] = id(model.dtype)
+        desc[16], desc[17] = _GIL
         for p in params:
             dims = list(p.shape) + [0] * (native.MAX_NDIM - len(p.shape))
             desc += [p.offset * item, p.size * item, len(p.shape)] + dims
@@ -126,7 +131,7 @@ class FastCall:
     @staticmethod
     def applies(model, bound) -> bool:
         """Whether a fast call can stand for the checked one on this batch."""
-        return (layout() is not None and model.n_params > 0 and bound.B <= MAX_SAMPLES
+        return (layout() is not None and model.n_params > 0
                 and all(len(p.shape) <= native.MAX_NDIM for p in model.signature.params)
                 and all(a.ndim <= native.MAX_NDIM for a in bound.arrays)
                 and model.dtype is np.dtype(model.dtype.name))
@@ -193,7 +198,8 @@ def _generic_gatherer(param_names, shapes, input_names, dtype):
 
 
 def native_function(model):
-    """lossc_call_objects as a ctypes function that holds the GIL, or None."""
+    """lossc_call_objects as a ctypes function that keeps the GIL (the function itself
+    releases it around the gradient), or None."""
     try:
         return SIGNATURE(model.code.address(CALL_OBJECTS))
     except Exception:        # e.g. an older artifact without the unit and no LLVM here
