@@ -732,10 +732,12 @@ def test_the_fast_call_leaves_anything_unusual_to_the_checked_way():
              {"W": np.asfortranarray(W)}, {"W": W.tolist()}, {"W": W.astype(np.float32)},
              {"W": np.repeat(W, 2, axis=1)[:, ::2]}, {"W": W.view(Sub)},
              {"W": W.astype(">f8")}]
+    fast = m._tls.fast
     for change in forms:
         got = m.value_and_grad(dict(theta, **change), x=x, k=k)
         _same(got, _checked(m, {"W": W, "s": np.array(0.5)}, x=x, k=k))
         _same(m.value_and_grad(theta, x=x, k=k), got)          # and back
+    assert m._tls.fast is fast       # (declined calls leave it as it was, not rebuilt)
     # (other values each time: a stale binding would give another result)
     for kwargs in [dict(x=x * 2, k=k), dict(x=x, k=k[::-1].copy()),
                    dict(x=x, k=(k[::-1] + 0).astype(np.int32)),

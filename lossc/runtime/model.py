@@ -232,21 +232,28 @@ class Model:
         grads = {}
         for name, g in f.grad_views:
             grads[name] = g.copy()
-        self._prepare_fast_call(f, kwargs)
+        # the batch as the caller's arrays are (no conversion, no hyperparameters): a
+        # fast call can check it from them
+        if len(kwargs) == len(self.inputs) and (not self.inputs or (
+                self._last_call is not None and self._last_call[3] is f.bound)):
+            self._prepare_fast(f, f.bound, flat=False)
         return f.value.item(), grads
 
-    def _prepare_fast_call(self, f: "_Frame", kwargs: dict) -> None:
-        """After a checked call: when it used the same batch as the thread's previous
-        one, as it is (no conversion, no hyperparameters), the next calls may take the
-        native checks of runtime/fastcall.py instead."""
-        bound, tls = f.bound, self._tls
-        again = bound is getattr(tls, "last_bound", None)
-        tls.last_bound = bound
-        if not again or self.threads != 1 or len(kwargs) != len(self.inputs) or (
-                self.inputs and (self._last_call is None or self._last_call[3] is not bound)):
+    def _prepare_fast(self, f: "_Frame", bound: "BoundArgs", flat: bool) -> None:
+        """After a checked call on `bound`: when the thread's previous call of the same
+        kind (flat or not) had it too, the next ones may take the native checks of
+        runtime/fastcall.py. (A fast call already there for it stays: it is what
+        declined this call, for an argument it does not take.)"""
+        tls = self._tls
+        last, slot = ("last_flat_bound", "flat_fast") if flat else ("last_bound", "fast")
+        again = bound is getattr(tls, last, None)
+        setattr(tls, last, bound)
+        current = getattr(tls, slot, None)
+        if (not again or self.threads != 1
+                or (current is not None and current.bound is bound and current.frame is f)
+                or not fastcall.FastCall.applies(self, bound) or not self._fast_call_function()):
             return
-        if fastcall.FastCall.applies(self, bound) and self._fast_call_function():
-            tls.fast = fastcall.FastCall(self, f, bound, self._fast_function)
+        setattr(tls, slot, fastcall.FastCall(self, f, bound, self._fast_function, flat=flat))
 
     def _fast_call_function(self):
         """lossc_call_objects (compiled the first time on a machine, then cached), or
@@ -269,7 +276,7 @@ class Model:
                 return out
         value, grad = self._checked_value_and_grad_flat(theta_flat, data, hypers, grad_out)
         if type(data) is BoundArgs and not hypers:
-            self._prepare_fast_flat(self._frame(), data)
+            self._prepare_fast(self._frame(), data, flat=True)
         return value, grad
 
     def _checked_value_and_grad_flat(self, theta_flat, data, hypers, grad_out):
@@ -284,20 +291,6 @@ class Model:
             grad_out[...] = f.grad
             return f.value.item(), grad_out
         return f.value.item(), f.grad.copy()
-
-    def _prepare_fast_flat(self, f: "_Frame", bound: "BoundArgs") -> None:
-        """After a checked flat call on the bound batch of the thread's previous call:
-        the next ones with it may take runtime/fastcall.py's native checks of the
-        parameter and gradient vectors."""
-        tls = self._tls
-        again = bound is getattr(tls, "last_flat_bound", None)
-        tls.last_flat_bound = bound
-        fast = getattr(tls, "flat_fast", None)
-        if not again or (fast is not None and fast.bound is bound and fast.frame is f):
-            return
-        if (self.threads == 1 and fastcall.FastCall.applies(self, bound)
-                and self._fast_call_function()):
-            tls.flat_fast = fastcall.FastCall(self, f, bound, self._fast_function, flat=True)
 
     def loss_flat(self, theta_flat, data=None, hypers: Optional[dict] = None) -> float:
         fn = self._loss_function()
