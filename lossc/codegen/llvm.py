@@ -52,7 +52,7 @@ from llvmlite import ir
 from lossc.codegen.outer import OuterProducts
 from lossc.codegen.rows import RowContractions
 from lossc.codegen.tensor import TensorLowering
-from lossc.codegen.values import FAST, I1, I32, I64, ValueEmitter, is_vector
+from lossc.codegen.values import FAST, I1, I32, I64, ValueEmitter, declared, is_vector
 from lossc.ir.graph import BOOL, INT, Graph, Node
 from lossc.ir.ops import OPS
 from lossc.passes.hoist import varying
@@ -339,12 +339,14 @@ class FunctionCodegen(RowContractions, OuterProducts, TensorLowering, ValueEmitt
         dst = b.bitcast(buf, I8P)
         live = b.mul(b.sub(self.B, i), self.iconst(size * elem))      # bytes
         # (library calls: loops here cost as much LLVM time as a tenth of the body)
-        memcpy = self.intrinsic_fn("llvm.memcpy.p0.p0.i64", [I8P, I8P, I64, I1])
+        memcpy = declared(self.module, "llvm.memcpy.p0.p0.i64", ir.VoidType(),
+                          [I8P, I8P, I64, I1])
         b.call(memcpy, [dst, b.gep(src, [b.mul(i, self.iconst(size * elem))]), live,
                         ir.Constant(I1, 0)])
         rest = b.sub(self.iconst(step * size * elem), live)
         if n.dtype != INT:
-            memset = self.intrinsic_fn("llvm.memset.p0.i64", [I8P, ir.IntType(8), I64, I1])
+            memset = declared(self.module, "llvm.memset.p0.i64", ir.VoidType(),
+                              [I8P, ir.IntType(8), I64, I1])
             b.call(memset, [b.gep(dst, [live]), ir.Constant(ir.IntType(8), 0), rest,
                             ir.Constant(I1, 0)])
             return
@@ -352,10 +354,6 @@ class FunctionCodegen(RowContractions, OuterProducts, TensorLowering, ValueEmitt
         with self.loop(b.sdiv(rest, self.iconst(size * elem))) as r:
             at = b.gep(dst, [b.add(live, b.mul(r, self.iconst(size * elem)))])
             b.call(memcpy, [at, last, self.iconst(size * elem), ir.Constant(I1, 0)])
-
-    def intrinsic_fn(self, name: str, args: list) -> ir.Function:
-        return self.module.globals.get(name) or ir.Function(
-            self.module, ir.FunctionType(ir.VoidType(), args), name=name)
 
     def live_only(self, v):
         """v (the current group's per-sample value) with its padding lanes zeroed."""
@@ -380,9 +378,7 @@ class FunctionCodegen(RowContractions, OuterProducts, TensorLowering, ValueEmitt
         if self.prefetching is None:
             return
         b = self.b
-        fn = self.module.globals.get("llvm.prefetch.p0") or ir.Function(
-            self.module, ir.FunctionType(ir.VoidType(), [I8P, I32, I32, I32]),
-            name="llvm.prefetch.p0")
+        fn = declared(self.module, "llvm.prefetch.p0", ir.VoidType(), [I8P, I32, I32, I32])
         with b.if_then(self.prefetching):
             for n in self.live:
                 if n.op != "input":

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 from llvmlite import ir
 
-from lossc.codegen.values import I32, I64, counted_loop
+from lossc.codegen.values import I32, I64, counted_loop, declared
 
 FUNCTION = "lossc_call_objects"
 MAX_NDIM = 6
@@ -149,9 +149,8 @@ def emit_call_objects(module: ir.Module) -> None:
     loop(n_inputs, check_input)
     loop(n_params, check_grad)
 
-    memcpy = module.globals.get("llvm.memcpy.p0.p0.i64") or ir.Function(
-        module, ir.FunctionType(ir.VoidType(), [I8P, I8P, I64, ir.IntType(1)]),
-        name="llvm.memcpy.p0.p0.i64")
+    memcpy = declared(module, "llvm.memcpy.p0.p0.i64", ir.VoidType(),
+                      [I8P, I8P, I64, ir.IntType(1)])
     theta, grad = ptr_at(slot(11)), ptr_at(slot(12))
 
     def copy_in(p):

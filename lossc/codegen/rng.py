@@ -68,7 +68,7 @@ from __future__ import annotations
 
 from llvmlite import ir
 
-from lossc.codegen.values import I1, I32, I64, counted_loop
+from lossc.codegen.values import I1, I32, I64, counted_loop, declared
 
 FUNCTION = "lossc_permutation_pcg64"
 SLOTS = 4
@@ -119,14 +119,9 @@ def _i64(v: int) -> ir.Constant:
     return ir.Constant(I64, v)
 
 
-def _intrinsic(module: ir.Module, name: str, ret, args: list) -> ir.Function:
-    """An LLVM intrinsic, declared once per module."""
-    return module.globals.get(name) or ir.Function(module, ir.FunctionType(ret, args), name=name)
-
-
 def _mask(b: ir.IRBuilder, top):
     """The smallest all-ones mask >= top (top >= 1)."""
-    ctlz = _intrinsic(b.module, "llvm.ctlz.i64", I64, [I64, I1])
+    ctlz = declared(b.module, "llvm.ctlz.i64", I64, [I64, I1])
     return b.lshr(_i64(-1), b.call(ctlz, [top, ir.Constant(I1, 0)]))
 
 
@@ -174,7 +169,7 @@ class _Pcg64:
         b = self.b
         hi = b.trunc(b.lshr(s, ir.Constant(I128, 64)), I64)
         x = b.xor(hi, b.trunc(s, I64))
-        fshr = _intrinsic(self.fn.module, "llvm.fshr.i64", I64, [I64, I64, I64])
+        fshr = declared(self.fn.module, "llvm.fshr.i64", I64, [I64, I64, I64])
         return b.call(fshr, [x, x, b.lshr(hi, _i64(58))])
 
     def next_uint64(self):
@@ -280,7 +275,7 @@ class _Stream:
         reject_a = b.icmp_unsigned(">", am, top32)
         # both rejected, as one comparison: from `reject_a & reject_b` LLVM makes two
         # branches, the first of them on reject_a alone
-        umin = _intrinsic(b.module, "llvm.umin.i32", I32, [I32, I32])
+        umin = declared(b.module, "llvm.umin.i32", I32, [I32, I32])
         both = b.icmp_unsigned(">", b.call(umin, [am, bm]), top32)
         fast, slow = fn.append_basic_block("interval32"), fn.append_basic_block("reject2")
         draw, done = fn.append_basic_block("draw32"), fn.append_basic_block("interval32_done")

@@ -22,6 +22,13 @@ _INTRINSICS = {"sqrt", "sin", "cos", "fabs", "pow"}
 _LIBM = {"tan", "sinh", "cosh", "asin", "acos", "atan", "atan2", "erf"}
 
 
+def declared(module: ir.Module, name: str, ret, args: list) -> ir.Function:
+    """A function of the module (an LLVM intrinsic, a C library routine), declared the
+    first time it is asked for."""
+    return module.globals.get(name) or ir.Function(module, ir.FunctionType(ret, args),
+                                                   name=name)
+
+
 @contextmanager
 def counted_loop(b: ir.IRBuilder, fn: ir.Function, start, stop, up: bool = True):
     """for i in range(start, stop) (up) or range(start, stop, -1) (down): the body is
