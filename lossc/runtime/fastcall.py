@@ -37,9 +37,16 @@ from lossc.codegen.units import CALL_OBJECTS, VALUE_AND_GRAD
 SIGNATURE = ctypes.PYFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p)
 
 
-# (the addresses lossc_call_objects calls to release the GIL and take it back)
-_GIL = tuple(ctypes.cast(f, ctypes.c_void_p).value
-             for f in (ctypes.pythonapi.PyEval_SaveThread, ctypes.pythonapi.PyEval_RestoreThread))
+@functools.lru_cache(maxsize=None)
+def gil_functions() -> Optional[tuple]:
+    """The addresses of PyEval_SaveThread and PyEval_RestoreThread, which
+    lossc_call_objects calls to release the GIL and take it back; None without them."""
+    try:
+        api = ctypes.pythonapi
+        return tuple(ctypes.cast(f, ctypes.c_void_p).value
+                     for f in (api.PyEval_SaveThread, api.PyEval_RestoreThread))
+    except (AttributeError, ValueError):
+        return None
 
 
 def _read(address: int, ctype):
@@ -114,7 +121,7 @@ class FastCall:
         desc[11], desc[12] = frame.theta_address, frame.grad_address
         desc[13], desc[14] = self.n_params, self.n_inputs
         desc[15] = id(model.dtype)
-        desc[16], desc[17] = _GIL
+        desc[16], desc[17] = gil_functions()
         for p in params:
             dims = list(p.shape) + [0] * (native.MAX_NDIM - len(p.shape))
             desc += [p.offset * item, p.size * item, len(p.shape)] + dims
@@ -131,7 +138,7 @@ class FastCall:
     @staticmethod
     def applies(model, bound) -> bool:
         """Whether a fast call can stand for the checked one on this batch."""
-        return (layout() is not None and model.n_params > 0
+        return (layout() is not None and gil_functions() is not None and model.n_params > 0
                 and all(len(p.shape) <= native.MAX_NDIM for p in model.signature.params)
                 and all(a.ndim <= native.MAX_NDIM for a in bound.arrays)
                 and model.dtype is np.dtype(model.dtype.name))
