@@ -554,6 +554,9 @@ def test_lines_per_row_counts_the_cache_lines_rows_touch():
     assert lines_per_row(40, 8) == lines_per_row(40, 0)
     x = np.arange(64.0 * 32).reshape(64, 32)
     assert misaligned_rows(at_offset(x, 16)) and misaligned_rows(at_offset(x, 8))
+    read_only = at_offset(x, 16)
+    read_only.flags.writeable = False
+    assert misaligned_rows(read_only)
     assert not misaligned_rows(at_offset(x, 0))
     assert not misaligned_rows(at_offset(np.arange(64.0), 16))       # 8-byte rows
     assert not misaligned_rows(at_offset(x, 16)[:, ::2])               # not contiguous

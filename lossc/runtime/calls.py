@@ -61,20 +61,24 @@ def data_pointer(a: np.ndarray):
     return ctypes.c_void_p.from_address(id(a) + _ARRAY_DATA_OFFSET)
 
 
+def _aligned(shape: tuple, dtype, alignment: int, allocate) -> np.ndarray:
+    """An array of `shape` whose data starts on an `alignment`-byte boundary, carved
+    from a byte array that `allocate` (np.empty or np.zeros) makes."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = allocate(nbytes + alignment, dtype=np.uint8)
+    start = (-_addr(raw)) % alignment
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
 def aligned_zeros(n: int, dtype, alignment: int = 64) -> np.ndarray:
     """A zeroed array whose data starts on an `alignment`-byte boundary."""
-    dtype = np.dtype(dtype)
-    raw = np.zeros(n * dtype.itemsize + alignment, dtype=np.uint8)
-    start = (-_addr(raw)) % alignment
-    return raw[start:start + n * dtype.itemsize].view(dtype)
+    return _aligned((n,), dtype, alignment, np.zeros)
 
 
 def aligned_copy(a: np.ndarray, alignment: int = 64) -> np.ndarray:
     """A C-contiguous copy of `a` whose data starts on an `alignment`-byte boundary."""
-    nbytes = a.size * a.itemsize
-    raw = np.empty(nbytes + alignment, dtype=np.uint8)
-    start = (-_addr(raw)) % alignment
-    out = raw[start:start + nbytes].view(a.dtype).reshape(a.shape)
+    out = _aligned(a.shape, a.dtype, alignment, np.empty)
     np.copyto(out, a)
     return out
 
@@ -97,8 +101,7 @@ def misaligned_rows(a: np.ndarray) -> bool:
     if a.ndim < 1 or a.size == 0 or not a.flags.c_contiguous:
         return False
     row_bytes = a.itemsize * (a.size // a.shape[0])
-    offset = _addr(a) % CACHE_LINE if a.flags.writeable else \
-        a.__array_interface__["data"][0] % CACHE_LINE
+    offset = _addr(a) % CACHE_LINE
     return offset != 0 and lines_per_row(row_bytes, offset) > lines_per_row(row_bytes, 0)
 
 
