@@ -151,19 +151,18 @@ class FastCall:
             return None
         if len(kwargs) != self.n_inputs or len(theta) != self.n_params:
             return None
-        rc = self.fn(self.desc_address, id(args))      # (args held meanwhile)
-        if rc == 0:
-            return self.value.item(), grads
-        if rc == native.MISMATCH:
-            return None
-        raise self.model._index_error(self.err, self.bound)
+        return self._run(args, grads)
 
     def flat(self, theta_flat, grad_out):
         """(value, grad_out), or None when the checked way must run."""
-        args = (theta_flat, grad_out)        # (held: the native code reads it)
+        return self._run((theta_flat, grad_out), grad_out)
+
+    def _run(self, args: tuple, gradient):
+        """lossc_call_objects on `args` (held here while the native code reads it):
+        (value, gradient), None on a mismatch, or the index error raised."""
         rc = self.fn(self.desc_address, id(args))
         if rc == 0:
-            return self.value.item(), grad_out
+            return self.value.item(), gradient
         if rc == native.MISMATCH:
             return None
         raise self.model._index_error(self.err, self.bound)
