@@ -40,7 +40,7 @@ Speed (n = 16,384, each call from a new state: drawing the same permutation over
 over lets the branch predictor learn part of it and flatters every variant). Drawn
 value by value, as NumPy does, each draw waits for the previous 128-bit multiply and
 each rejection (1 value in 4 on average) is a mispredicted branch: ~17 cycles an
-element, against NumPy's ~23. Two things bring it to ~12:
+element, against NumPy's ~23. Three things bring it to ~8:
 
 - The values next_uint32 returns are a fixed stream (the buffered half, then the low
   and high halves of successive 64-bit outputs) whatever the rejections: only which
@@ -50,14 +50,22 @@ element, against NumPy's ~23. Two things bring it to ~12:
   the number of values consumed: the LCG state after the last 64-bit output used (each
   output's state is kept with the chunk), has_uint32 if only its low half was used,
   uinteger the high half of the last output drawn. (~17 -> ~13 cycles)
-- The next two values of the stream are kept in registers, and whether i takes the
-  first or (the first rejected) the second is a select, not a branch. Only when both
-  are rejected (1 in 12 on average) does a loop draw on; the loads for the next
-  element's pair depend only on the position before, so they are not on the critical
-  path. (~13 -> ~12 cycles)
+- Consuming the stream is then a loop over values, not over elements: value v (masked)
+  is accepted by the current element e if v <= e, and either way the loop does the
+  same thing, swap out[e] with out[v if accepted else e] (a rejected value swaps e
+  with itself) and subtract the acceptance (0 or 1) from e. No branch depends on a
+  value, and the chain from one value to the next is a compare and a subtract. It
+  needs the mask to stay put, so it runs BLOCK values at a time wherever e - BLOCK
+  still has e's mask: all but about BLOCK elements below each power of two and the
+  last few dozen. (~13 -> ~8 cycles: 100 to 55-60 us for 16,384)
+- Elsewhere, value by value: the next two values of the stream are kept in
+  registers, and whether i takes the first or (the first rejected) the second is a
+  select, not a branch. Only when both are rejected (1 in 12 on average) does a loop
+  draw on; the loads for the next element's pair depend only on the position before,
+  so they are not on the critical path.
 
-Filling the chunk from two interleaved LCG chains (jumping two steps) gained ~2%, not
-worth its code. For n in the millions the random accesses to `out` take most of the
+Filling the chunk from two interleaved LCG chains (jumping two steps) gained ~2-3%
+(before and after the blocks), not worth its code. For n in the millions the random accesses to `out` take most of the
 time, for NumPy as well.
 
 The 64-bit draws (i > 0xffffffff, so n above 2^32 + 1) come first, when i is largest,
@@ -73,7 +81,8 @@ from lossc.codegen.values import I1, I32, I64, counted_loop, declared
 FUNCTION = "lossc_permutation_pcg64"
 SLOTS = 4
 MULTIPLIER = 0x2360ED051FC65DA44385DF649FCCF645   # PCG's default 128-bit LCG multiplier
-CHUNK = 128         # 32-bit values generated at a time (even: whole outputs)
+CHUNK = 512         # 32-bit values generated at a time (even: whole outputs)
+BLOCK = 32          # values consumed without a branch at a time
 MAX32 = 0xFFFFFFFF
 
 I128 = ir.IntType(128)
@@ -104,12 +113,37 @@ def emit_permutation(module: ir.Module) -> None:
     # i > 0xffffffff: 64-bit draws
     with counted_loop(b, fn, b.sub(n, _i64(1)), _i64(MAX32), up=False) as i:
         swap(i, gen.interval64(i))
-    # the rest: 32-bit draws from the stream
+    # the rest: 32-bit draws from the stream, BLOCK at a time where i's mask cannot
+    # change within a block, value by value elsewhere
     stream = _Stream(gen)
     last = b.sub(n, _i64(1))
     top = b.select(b.icmp_signed("<", last, _i64(MAX32)), last, _i64(MAX32))
-    with counted_loop(b, fn, top, _i64(0), up=False) as i:
-        swap(i, stream.interval32(i))
+    i_var = gen.alloca(I64, "i")
+    b.store(top, i_var)
+    head, body = fn.append_basic_block("shuffle"), fn.append_basic_block("shuffle_body")
+    block, single = fn.append_basic_block("block"), fn.append_basic_block("single")
+    done = fn.append_basic_block("shuffled")
+    b.branch(head)
+    b.position_at_end(head)
+    i = b.load(i_var)
+    b.cbranch(b.icmp_signed(">", i, _i64(0)), body, done)
+
+    b.position_at_end(body)
+    stream.refill_if_used()
+    mask = _mask(b, i)
+    b.cbranch(b.icmp_signed(">=", b.sub(i, _i64(BLOCK)), b.lshr(mask, _i64(1))),
+              block, single)
+
+    b.position_at_end(block)
+    b.store(stream.block32(i, mask, out), i_var)
+    b.branch(head)
+
+    b.position_at_end(single)
+    swap(i, stream.interval32(i))
+    b.store(b.sub(i, _i64(1)), i_var)
+    b.branch(head)
+
+    b.position_at_end(done)
     stream.finish()
     gen.save()
     b.ret(ir.Constant(I32, 0))
@@ -198,12 +232,13 @@ class _Stream:
     values[0] holds the half buffered on entry, values[1..CHUNK] the chunk: the low and
     high halves of the chunk's 64-bit outputs in turn; states[k] is the LCG state that
     gave output k. Each fill makes AHEAD outputs more, which begin the next chunk, so
-    that the two values after any position up to CHUNK + 1 are at hand. `pos` is the
+    that from any position up to CHUNK a block's values and the two after them are at
+    hand (a block may take `pos` past CHUNK; the next refill moves on). `pos` is the
     next value to use, and `a` and `b` hold values[pos] and values[pos + 1]. The
     generator's `state` and `uinteger` stay as they were before the current chunk until
     `finish`."""
 
-    AHEAD = 2
+    AHEAD = BLOCK // 2 + 1     # values[CHUNK + BLOCK + 1] is the last one a block reads
 
     def __init__(self, gen: _Pcg64):
         self.gen, b = gen, gen.b
@@ -261,6 +296,33 @@ class _Stream:
         pos = b.load(self.pos)
         b.store(b.add(pos, _i64(1)), self.pos)
         return b.load(self.value(pos))
+
+    def block32(self, top, mask, out):
+        """BLOCK values of the stream, from `pos`, given to the elements top, top - 1, ..
+        down to as many as accept one, each swapped with the one it picks; returns the
+        next element to draw for (top less the values accepted). All those elements
+        share `mask` (the caller checks that top - BLOCK does). Nothing here branches on
+        a value: a rejected value swaps the element with itself and does not move on
+        to the next element, so each value costs a compare and a subtract on the chain
+        from one to the next (see the module docstring)."""
+        b, fn = self.gen.b, self.gen.fn
+        pos = b.load(self.pos)
+        mask32 = b.trunc(mask, I32)
+        element = self.gen.alloca(I32, "element")
+        b.store(b.trunc(top, I32), element)
+        with counted_loop(b, fn, _i64(0), _i64(BLOCK), up=True) as k:
+            v = b.and_(b.load(self.value(b.add(pos, k))), mask32)
+            e = b.load(element)
+            take = b.icmp_unsigned("<=", v, e)
+            at, pick = b.zext(e, I64), b.zext(b.select(take, v, e), I64)
+            pa, pp = b.gep(out, [at]), b.gep(out, [pick])
+            va, vp = b.load(pa), b.load(pp)
+            b.store(vp, pa)
+            b.store(va, pp)
+            b.store(b.sub(e, b.zext(take, I32)), element)
+        b.store(b.add(pos, _i64(BLOCK)), self.pos)
+        self.reload()
+        return b.zext(b.load(element), I64)
 
     def interval32(self, top):
         """random_interval(top) for 1 <= top <= 0xffffffff: next_uint32() & mask until
