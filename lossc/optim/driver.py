@@ -506,7 +506,7 @@ def _n_samples(data) -> int:
 
 
 ALIGN_MAX_BYTES = 256 << 20   # training data up to this size is copied to aligned rows
-ALIGN_MIN_EPOCHS = 32         # ... for runs of at least this many epochs
+ALIGN_MIN_EPOCHS = 8          # ... for runs of at least this many epochs
 
 
 def _line_aligned(data: dict) -> dict:
@@ -517,9 +517,11 @@ def _line_aligned(data: dict) -> dict:
     data: 14% less time in the fused steps). Arrays from NumPy start 16 bytes into a
     line as often as not. Up to ALIGN_MAX_BYTES in all: above that, the copy's memory
     would matter more than its time (an aligned array is used as it is). Only for
-    runs of ALIGN_MIN_EPOCHS epochs or more: a copy into fresh memory (a new
-    process's first run) costs some 40 epochs' gain (4 MB: 1.5 ms of page faults and
-    copying, against 45 us an epoch), into memory the process has used before some 8."""
+    runs of ALIGN_MIN_EPOCHS epochs or more: the copy costs some 7 epochs' gain in
+    memory the process has used before (4 MB: 0.3 ms, against 45 us an epoch), which is
+    where repeated runs (sweeps, notebooks) put it; in fresh memory, a process's first
+    run, some 35 (1.7 ms of page faults and copying), a millisecond lost beside the
+    process's start and the model's load."""
     from lossc.runtime.calls import aligned_copy, misaligned_rows
     fix = [k for k, a in data.items() if misaligned_rows(a)]
     if not fix or sum(data[k].nbytes for k in fix) > ALIGN_MAX_BYTES:
