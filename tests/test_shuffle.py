@@ -130,6 +130,21 @@ def test_shuffler_draws_numpys_sequence_and_gives_the_state_back(buffered):
     assert same_state(ours.bit_generator.state, reference.bit_generator.state)
 
 
+def test_a_reusing_shuffler_draws_into_one_array(native_calls):
+    """reuse=True: NumPy's sequence still, each native draw in the same array (a new
+    one when n changes)."""
+    ours, reference = twins(21)
+    sh = shuffle.Shuffler(ours, reuse=True)
+    outs = []
+    for n in (4096, 4096, 4096, 5000, 5000):
+        out = sh.permutation(n)
+        np.testing.assert_array_equal(out, reference.permutation(n))
+        outs.append(out)
+    sh.close()
+    assert same_state(ours.bit_generator.state, reference.bit_generator.state)
+    assert outs[0] is outs[1] is outs[2] and outs[3] is outs[4] and outs[3] is not outs[0]
+
+
 def test_shuffler_leaves_other_generators_to_numpy():
     ours = np.random.Generator(np.random.Philox(3))
     reference = np.random.Generator(np.random.Philox(3))

@@ -566,13 +566,16 @@ def test_training_data_is_copied_to_line_aligned_rows(monkeypatch):
     from lossc.optim import driver
     from lossc.runtime.calls import _addr
     x, y = at_offset(np.ones((100, 32)), 16), at_offset(np.ones(100), 16)
-    out = driver._line_aligned({"x": x, "y": y})
+    taken = []
+    out = driver._line_aligned({"x": x, "y": y}, taken)
+    assert len(taken) == 1 and np.shares_memory(out["x"], taken[0])
     assert _addr(out["x"]) % 64 == 0 and out["y"] is y        # y's rows gain nothing
     np.testing.assert_array_equal(out["x"], x)
     aligned = at_offset(np.ones((100, 32)), 0)
-    assert driver._line_aligned({"x": aligned, "y": y})["x"] is aligned
+    assert driver._line_aligned({"x": aligned, "y": y}, taken)["x"] is aligned
     monkeypatch.setattr(driver, "ALIGN_MAX_BYTES", x.nbytes - 1)
-    assert driver._line_aligned({"x": x, "y": y})["x"] is x
+    assert driver._line_aligned({"x": x, "y": y}, taken)["x"] is x
+    assert len(taken) == 1
 
 
 def test_training_results_do_not_depend_on_where_the_data_lies(monkeypatch):
@@ -582,7 +585,8 @@ def test_training_results_do_not_depend_on_where_the_data_lies(monkeypatch):
     from lossc.optim import driver
     copies = []
     real = driver._line_aligned
-    monkeypatch.setattr(driver, "_line_aligned", lambda d: copies.append(1) or real(d))
+    monkeypatch.setattr(driver, "_line_aligned",
+                        lambda d, taken: copies.append(1) or real(d, taken))
     monkeypatch.setattr(driver, "ALIGN_MIN_EPOCHS", 2)
     m = lossc.compile("dim D = 32\ninput x[D]\ninput y\nparam w[D]\nparam b\n"
                       "z = dot(w, x) + b\nloss = softplus(z) - y * z\n")
@@ -603,3 +607,58 @@ def test_training_results_do_not_depend_on_where_the_data_lies(monkeypatch):
     for r in runs:
         assert r.step_losses == losses
         np.testing.assert_array_equal(m.pack_params(r.last_params), p)
+
+
+def test_a_run_reuses_the_scratch_memory_of_the_one_before(monkeypatch):
+    """The aligned copy goes into scratch memory that the run gives back and the next
+    run takes again: that run's results are those of its own data (the buffer's stale
+    contents, the last run's data, are overwritten), and nothing is taken twice."""
+    from lossc.optim import driver
+    from lossc.runtime import scratch
+    monkeypatch.setattr(driver, "ALIGN_MIN_EPOCHS", 2)
+    scratch.clear()
+    takes = []
+    real_take = scratch.take
+    monkeypatch.setattr(scratch, "take", lambda n: takes.append(real_take(n)) or takes[-1])
+    m = lossc.compile("dim D = 32\ninput x[D]\ninput y\nparam w[D]\nparam b\n"
+                      "z = dot(w, x) + b\nloss = softplus(z) - y * z\n")
+    rng = np.random.default_rng(5)
+    n = 2100
+    theta0 = m.init_params(1)
+    for k in range(3):
+        x, y = rng.normal(size=(n, 32)), (rng.random(n) < 0.5) * 1.0
+        r = lossc.train(m, data={"x": at_offset(x, 16), "y": y},
+                        optimizer=lossc.SGD(lr=0.05), batch_size=64, epochs=2, seed=k,
+                        init=theta0)
+        losses, p = sgd_by_hand(m, {"x": x, "y": y}, theta0, 0.05, 64, 2, k)
+        assert r.step_losses == losses
+        np.testing.assert_array_equal(m.pack_params(r.last_params), p)
+        assert scratch.kept_bytes() >= x.nbytes       # given back
+    assert len(takes) == 3 and takes[1] is takes[0] and takes[2] is takes[0]
+    scratch.clear()
+    assert scratch.kept_bytes() == 0
+
+
+def test_scratch_keeps_buffers_within_its_budget(monkeypatch):
+    from lossc.runtime import scratch
+    scratch.clear()
+    a = scratch.take(1000)
+    assert a.dtype == np.uint8 and a.nbytes >= 1000
+    scratch.give(a)
+    assert scratch.take(600) is a                 # within SLACK of its size
+    scratch.give(a)
+    assert scratch.take(400) is not a             # a would waste more than half
+    assert scratch.take(2000) is not a            # too small
+    b = scratch.take(1000)
+    assert b is a and scratch.kept_bytes() == 0   # one user at a time
+    monkeypatch.setattr(scratch, "KEPT_BYTES", 2500)
+    scratch.give(b)
+    c = np.empty(1200, dtype=np.uint8)
+    d = np.empty(1300, dtype=np.uint8)
+    scratch.give(c)
+    scratch.give(d)                               # over the budget: the oldest (b) goes
+    assert scratch.kept_bytes() == 2500
+    assert scratch.take(1000) is c
+    scratch.give(np.empty(3000, dtype=np.uint8))  # larger than the budget: not kept
+    assert scratch.kept_bytes() == 1300
+    scratch.clear()

@@ -50,7 +50,7 @@ from lossc.optim import schedules as _schedules
 from lossc.optim.data import DataError, check_arrays, load_data
 from lossc.optim.optimizers import Adam, Optimizer
 from lossc.optim.shuffle import Shuffler
-from lossc.runtime import fused
+from lossc.runtime import fused, scratch
 
 DEFAULT_EPOCHS = 10       # data models, when neither epochs nor steps is given
 DEFAULT_STEPS = 1000      # models without inputs
@@ -176,41 +176,48 @@ def train(model, data=None, optimizer: Optional[Optimizer] = None,
     train_data, val_data = _split(model, data, validation, seed)
     n, full_batch, bs, per_epoch, total_epochs, steps = plan(
         bool(model.inputs), _n_samples(train_data), batch_size, epochs, steps)
+    taken = []      # scratch buffers holding copies of the data (runtime/scratch.py)
     if train_data and total_epochs >= ALIGN_MIN_EPOCHS:
-        train_data = _line_aligned(train_data)
-    full = model.bind(train_data or {}, hypers)
-    val = model.bind(val_data, hypers) if val_data is not None else None
-    if isinstance(sched, _schedules.Cosine):
-        sched = sched.over(total_epochs)
-    if patience is None and val is not None:
-        patience = DEFAULT_PATIENCE
-
-    theta = _initial(model, init, seed)
-    opt.reset()
-    base_lr = opt.lr
-    run = _Run(model, opt, theta, full, val, callback, progress, total_epochs, monitor)
-    # rng.permutation(n) each epoch, drawn natively when that gives the same result
-    shuffler = Shuffler(np.random.default_rng(seed), run.native_permutation)
-    t0 = time.perf_counter()
+        train_data = _line_aligned(train_data, taken)
     try:
-        # Overflow on the way to a NaN is reported as divergence, with the step; numpy's
-        # warnings about it would only repeat that, less clearly.
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            stopped, reason = _loop(run, sched, base_lr, shuffler, full_batch, n, bs,
-                                    per_epoch, total_epochs, steps, shuffle, t0, tol_grad,
-                                    tol_loss, patience)
-            run.verify_best()
+        full = model.bind(train_data or {}, hypers)
+        val = model.bind(val_data, hypers) if val_data is not None else None
+        if isinstance(sched, _schedules.Cosine):
+            sched = sched.over(total_epochs)
+        if patience is None and val is not None:
+            patience = DEFAULT_PATIENCE
+
+        theta = _initial(model, init, seed)
+        opt.reset()
+        base_lr = opt.lr
+        run = _Run(model, opt, theta, full, val, callback, progress, total_epochs, monitor)
+        # rng.permutation(n) each epoch, drawn natively when that gives the same result
+        # (each epoch's permutation is done with when the next is drawn: reuse=True)
+        shuffler = Shuffler(np.random.default_rng(seed), run.native_permutation, reuse=True)
+        t0 = time.perf_counter()
+        try:
+            # Overflow on the way to a NaN is reported as divergence, with the step; numpy's
+            # warnings about it would only repeat that, less clearly.
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                stopped, reason = _loop(run, sched, base_lr, shuffler, full_batch, n, bs,
+                                        per_epoch, total_epochs, steps, shuffle, t0, tol_grad,
+                                        tol_loss, patience)
+                run.verify_best()
+        finally:
+            shuffler.close()
+            run.sync()
+            opt.lr = base_lr
+        return TrainResult(
+            params=model.unpack_params(run.best_theta), history=run.history,
+            val_history=run.val_history, best_loss=run.best_loss, best_epoch=run.best_epoch,
+            best_step=run.best_step, last_params=model.unpack_params(theta), steps=run.steps,
+            epochs=run.epoch, stopped=stopped, stopped_reason=reason,
+            seconds=time.perf_counter() - t0, samples=run.samples,
+            step_losses=run.step_losses, lr=run.lr)
     finally:
-        shuffler.close()
-        run.sync()
-        opt.lr = base_lr
-    return TrainResult(
-        params=model.unpack_params(run.best_theta), history=run.history,
-        val_history=run.val_history, best_loss=run.best_loss, best_epoch=run.best_epoch,
-        best_step=run.best_step, last_params=model.unpack_params(theta), steps=run.steps,
-        epochs=run.epoch, stopped=stopped, stopped_reason=reason,
-        seconds=time.perf_counter() - t0, samples=run.samples,
-        step_losses=run.step_losses, lr=run.lr)
+        # (nothing the run made reads the copies after it: the result holds parameters)
+        for buf in taken:
+            scratch.give(buf)
 
 
 def _loop(run, sched, base_lr, shuffler, full_batch, n, bs, per_epoch, total_epochs, steps,
@@ -509,7 +516,7 @@ ALIGN_MAX_BYTES = 256 << 20   # training data up to this size is copied to align
 ALIGN_MIN_EPOCHS = 8          # ... for runs of at least this many epochs
 
 
-def _line_aligned(data: dict) -> dict:
+def _line_aligned(data: dict, taken: list) -> dict:
     """The training data with each input whose rows straddle cache lines copied to
     memory that starts on a line (see calls.misaligned_rows). Each epoch reads every
     row, in shuffled order for mini-batches: a 256-byte row 16 bytes into a line costs
@@ -521,12 +528,19 @@ def _line_aligned(data: dict) -> dict:
     memory the process has used before (4 MB: 0.3 ms, against 45 us an epoch), which is
     where repeated runs (sweeps, notebooks) put it; in fresh memory, a process's first
     run, some 35 (1.7 ms of page faults and copying), a millisecond lost beside the
-    process's start and the model's load."""
+    process's start and the model's load. The copies go into scratch memory
+    (runtime/scratch.py), which the next run reuses instead of faulting in new pages;
+    the buffers are appended to `taken`, for the caller to give back."""
     from lossc.runtime.calls import aligned_copy, misaligned_rows
     fix = [k for k, a in data.items() if misaligned_rows(a)]
     if not fix or sum(data[k].nbytes for k in fix) > ALIGN_MAX_BYTES:
         return data
-    return {k: aligned_copy(a) if k in fix else a for k, a in data.items()}
+
+    def allocate(nbytes, dtype):
+        taken.append(scratch.take(nbytes))
+        return taken[-1][:nbytes]
+    return {k: aligned_copy(a, allocate=allocate) if k in fix else a
+            for k, a in data.items()}
 
 
 def _split(model, data, validation, seed):

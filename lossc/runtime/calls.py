@@ -76,9 +76,10 @@ def aligned_zeros(n: int, dtype, alignment: int = 64) -> np.ndarray:
     return _aligned((n,), dtype, alignment, np.zeros)
 
 
-def aligned_copy(a: np.ndarray, alignment: int = 64) -> np.ndarray:
-    """A C-contiguous copy of `a` whose data starts on an `alignment`-byte boundary."""
-    out = _aligned(a.shape, a.dtype, alignment, np.empty)
+def aligned_copy(a: np.ndarray, alignment: int = 64, allocate=np.empty) -> np.ndarray:
+    """A C-contiguous copy of `a` whose data starts on an `alignment`-byte boundary, in
+    bytes from allocate(nbytes, dtype=np.uint8) (np.empty by default)."""
+    out = _aligned(a.shape, a.dtype, alignment, allocate)
     np.copyto(out, a)
     return out
 
