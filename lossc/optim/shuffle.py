@@ -4,7 +4,7 @@
 the state NumPy would, so a run's shuffles are those of NumPy and the generator can go
 on to be used by NumPy afterwards (or before: native and NumPy draws mix freely). For a
 `np.random.PCG64` bit generator (what `np.random.default_rng` makes) the permutation is
-drawn by lossc_permutation_pcg64 (codegen/rng.py), about twice as fast as NumPy;
+drawn by lossc_permutation_pcg64 (codegen/rng.py), about three times as fast as NumPy;
 any other bit generator, a small n (or one above 2^32), or a platform whose default
 integer is not int64 goes to NumPy.
 
@@ -28,9 +28,9 @@ import numpy as np
 from lossc.codegen.rng import FUNCTION, SLOTS
 from lossc.runtime.calls import _addr
 
-# below this many elements NumPy is as fast: a native call costs ~8 us besides the
-# shuffle (the state passes through bit_generator.state's dict twice, and the arrays),
-# NumPy ~5 ns an element more than the native code (measured: even at n ~ 1500-2000)
+# below this many elements NumPy is about as fast: a one-off native call costs ~8 us
+# besides the shuffle (the state passes through bit_generator.state's dict twice, and
+# the arrays); NumPy takes 9-10 ns an element, the native code 3-4 (n = 16,384)
 SMALL = 2048
 LARGE = 2 ** 32   # from here on NumPy draws 64-bit values too, a path left untested
 _MASK64 = (1 << 64) - 1
