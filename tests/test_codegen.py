@@ -141,6 +141,10 @@ def test_hot_loop_is_packed_simd():
     packed = [l for l in asm.splitlines() if "pd\t" in l and reg in l]
     assert len(packed) > 100
     assert "exp@" not in asm and "log@" not in asm      # vector math is inline
+    # the vector loop prefetches the rows of a fused training step's next batch into L2
+    # (llvm.py prefetch_ahead), and a large batch's own rows ahead into L1
+    if jit.host_cpu()["triple"].startswith("x86_64"):
+        assert "prefetcht1" in asm and "prefetcht0" in asm
 
 
 SOFTMAX_OF_INPUT = """

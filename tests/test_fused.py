@@ -180,3 +180,68 @@ def test_a_schedule_reaches_the_fused_steps(monkeypatch):
     for k in python_p:
         np.testing.assert_array_equal(fused_p[k], python_p[k])
     assert not np.array_equal(fused_p["w"], constant["w"])
+
+
+def test_each_step_lists_the_next_batchs_rows_for_the_gradient_to_prefetch():
+    """Before each batch's gradient but the run's last, the steps list the next batch's
+    row addresses, input by input, and name the list in err[3:5]; after the last, no
+    rows. The prefetches change no result (the epochs-match test above runs with them)."""
+    from lossc.runtime.calls import _addr
+    m = lossc.compile(SAMPLES / "softmax.loss")
+    rng = np.random.default_rng(3)
+    X, lab = rng.normal(size=(40, 4)), rng.integers(0, 3, size=40)
+    bound = m.bind({"x": X, "label": lab})
+    order = rng.permutation(40).astype(np.int64)
+    f = FusedSteps(m, Adam(0.01), bound, 8)
+    theta = m.pack_params(m.init_params(0))
+    f.run(theta, order, 1, 2)          # batches 1 and 2: the list made for batch 2 stays
+    rows = order[16:24]
+    x_rows = _addr(bound.arrays[0]) + rows * 4 * 8
+    label_rows = _addr(bound.arrays[1]) + rows * 8
+    np.testing.assert_array_equal(f.ahead[:16], np.concatenate([x_rows, label_rows]))
+    assert f.err[3] == _addr(f.ahead) and f.err[4] == 0
+
+
+def test_no_prefetch_list_for_batches_that_would_crowd_l2(monkeypatch):
+    from lossc.runtime import fused
+    m = lossc.compile(SAMPLES / "softmax.loss")
+    rng = np.random.default_rng(3)
+    X, lab = rng.normal(size=(40, 4)), rng.integers(0, 3, size=40)
+    bound = m.bind({"x": X, "label": lab})
+    theta0 = m.pack_params(m.init_params(0))
+    order = rng.permutation(40).astype(np.int64)
+    with_list = FusedSteps(m, Adam(0.01), bound, 8)
+    monkeypatch.setattr(fused, "AHEAD_MAX_BYTES", 8 * 40 - 1)     # a batch: 8 x (32 + 8)
+    without = FusedSteps(m, Adam(0.01), bound, 8)
+    assert with_list.ahead is not None and without.ahead is None
+    p1, p2 = theta0.copy(), theta0.copy()
+    l1 = with_list.run(p1, order, 0, 5).copy()
+    l2 = without.run(p2, order, 0, 5).copy()
+    np.testing.assert_array_equal(l1, l2)
+    np.testing.assert_array_equal(p1, p2)
+    assert without.err[3] == 0 and without.err[4] == 0
+
+
+def test_a_prefetch_list_changes_nothing_a_gradient_computes():
+    """The gradient reads err[3:5] in every call: rows named there are prefetched,
+    and the value and gradient stay bit for bit those of a call without."""
+    from lossc.runtime.calls import _addr
+    src = ("dim D = 32\ninput x[D]\ninput y\nparam w[D]\nparam b\n"
+           "z = dot(w, x) + b\nloss = softplus(z) - y * z\n")
+    m = lossc.compile(src)
+    rng = np.random.default_rng(8)
+    X, y = rng.normal(size=(100, 32)), (rng.random(100) < 0.5) * 1.0
+    other = rng.normal(size=(500, 32))
+    theta = m.pack_params(m.init_params(2))
+    g1, g2 = np.empty(m.n_params), np.empty(m.n_params)
+    plain = m.prepare(theta, m.bind({"x": X, "y": y}), grad_out=g1)
+    v1 = plain()
+    listed = m.prepare(theta, m.bind({"x": X, "y": y}), grad_out=g2)
+    rows = np.concatenate([_addr(other) + 256 * rng.permutation(500)[:64],
+                           _addr(y) + 8 * np.arange(64)]).astype(np.int64)
+    listed.frame.err[3], listed.frame.err[4] = _addr(rows), 64
+    copy = other.copy()
+    v2 = listed()
+    assert v1 == v2
+    np.testing.assert_array_equal(g1, g2)
+    np.testing.assert_array_equal(other, copy)

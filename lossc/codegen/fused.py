@@ -29,6 +29,9 @@ frame slots (i64):
     18 the address of lossc_value_and_grad
     19 n_params          20 number of inputs   21 row_bytes i64* (bytes per row of each
                                                   input, a multiple of 4)
+    22 ahead i64* (batch size x number of inputs), or 0: before each batch but the last
+       of the run, the next batch's row addresses, input by input, for the gradient to
+       prefetch as it computes (codegen/llvm.py prefetch_ahead; err slots 3 and 4)
 Return: 0 done; 1 index error (err as for lossc_value_and_grad, the sample counted
 in the whole data set); 2 non-finite objective or gradient at batch err[0].
 """
@@ -37,10 +40,11 @@ from __future__ import annotations
 from llvmlite import ir
 
 from lossc.codegen.values import I32, I64, ValueEmitter
+from lossc.codegen.llvm import AHEAD, AHEAD_ROWS
 
 SGD, RMSPROP, ADAM = 0, 1, 2
 KINDS = {"sgd": SGD, "rmsprop": RMSPROP, "adam": ADAM}
-SLOTS = 22
+SLOTS = 23
 VG_FRAME = 8          # the slots of lossc_value_and_grad's frame (codegen/llvm.py)
 
 
@@ -70,6 +74,7 @@ def emit_train_steps(module: ir.Module, kind: str, T) -> None:
     losses, work, err = slot(13, TP), slot(14, TP), slot(15, I64.as_pointer())
     grad, value = slot(16, TP), slot(17, TP)
     n, n_inputs, row_bytes = slot(19), slot(20), slot(21, I64.as_pointer())
+    ahead = slot(22, I64.as_pointer())
     vg_type = ir.FunctionType(I32, [I64.as_pointer()])
     vg = slot(18, vg_type.as_pointer())
     # the gradient's frame: everything but the row count is the same for every batch
@@ -78,6 +83,9 @@ def emit_train_steps(module: ir.Module, kind: str, T) -> None:
     for k, v in ((0, params), (1, hypers), (2, batch), (4, value), (5, work), (6, err),
                  (7, grad)):
         b.store(b.ptrtoint(v, I64), vg_slots[k])
+    # the gradient prefetches the next batch's rows from the list in `ahead` (if any)
+    b.store(b.ptrtoint(ahead, I64), b.gep(err, [em.iconst(AHEAD)]))
+    prefetch = b.icmp_unsigned("!=", b.ptrtoint(ahead, I64), em.iconst(0))
 
     def cfg(k):
         return b.load(b.gep(config, [ir.Constant(I64, k)]))
@@ -106,6 +114,24 @@ def emit_train_steps(module: ir.Module, kind: str, T) -> None:
                 em.copy_bytes(b.gep(dst, [b.mul(r, nbytes)]),
                               b.gep(src, [b.mul(row, nbytes)]), nbytes)
         b.store(rows, vg_slots[3])
+        # the next batch's rows, for the gradient to prefetch as it goes (llvm.py
+        # prefetch_ahead): input by input, the address of each row
+        ahead_rows = em.alloca(I64)
+        b.store(em.iconst(0), ahead_rows)
+        with b.if_then(b.and_(prefetch, b.icmp_signed("<", b.add(k, em.iconst(1)),
+                                                      b.add(first, count)))):
+            hi2 = b.add(hi, bs)
+            hi2 = b.select(b.icmp_signed("<", hi2, N), hi2, N)
+            rows2 = b.sub(hi2, hi)
+            with em.loop(n_inputs) as j:
+                src = b.ptrtoint(b.load(b.gep(data, [j])), I64)
+                nbytes = b.load(b.gep(row_bytes, [j]))
+                out = b.gep(ahead, [b.mul(j, rows2)])
+                with em.loop(rows2) as r:
+                    row = b.load(b.gep(order, [b.add(hi, r)]))
+                    b.store(b.add(src, b.mul(row, nbytes)), b.gep(out, [r]))
+            b.store(rows2, ahead_rows)
+        b.store(b.load(ahead_rows), b.gep(err, [em.iconst(AHEAD_ROWS)]))
         rc = b.call(vg, [b.bitcast(vg_frame, I64.as_pointer())])
         with b.if_then(b.icmp_signed("!=", rc, ir.Constant(I32, 0)), likely=False):
             # the failing sample, counted in the whole data set

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
+from lossc.codegen.llvm import ERR_SLOTS
+
 if TYPE_CHECKING:
     from lossc.runtime.model import Model
 
@@ -137,7 +139,9 @@ class _Frame:
         self.grad = np.zeros(n, dtype=model.dtype)
         self.work_size = model.work_size
         self.work = aligned_zeros(self.work_size, model.dtype)
-        self.err = np.zeros(3, dtype=np.int64)
+        # (check, sample, value) of an index error; then the slots of a next batch to
+        # prefetch (codegen/llvm.py AHEAD), which nothing here gives
+        self.err = np.zeros(ERR_SLOTS, dtype=np.int64)
         self.theta_address = _addr(self.theta)
         self.grad_address = _addr(self.grad) if n else _addr(self.value)
         self.frame[4] = _addr(self.value)

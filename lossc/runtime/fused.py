@@ -11,8 +11,13 @@ from __future__ import annotations
 import numpy as np
 
 from lossc.codegen.fused import ADAM, RMSPROP, SGD, SLOTS
+from lossc.codegen.llvm import ERR_SLOTS
 from lossc.codegen.units import VALUE_AND_GRAD, train_unit
 from lossc.runtime.calls import BoundArgs, _addr, aligned_zeros
+
+# a next batch of at most this many bytes is prefetched during the gradient (a quarter
+# of a 1 MB L2: it must not push the current batch out)
+AHEAD_MAX_BYTES = 256 << 10
 
 # the native steps of each optimizer class (codegen/fused.py KINDS)
 _KIND = {"SGD": "sgd", "RMSprop": "rmsprop", "Adam": "adam", "AdamW": "adam"}
@@ -75,10 +80,14 @@ class FusedSteps:
         self.grad = np.zeros(max(n, 1), dtype=model.dtype)
         self.value = np.zeros(1, dtype=model.dtype)
         self.work = aligned_zeros(model.work_size, model.dtype)
-        self.err = np.zeros(3, dtype=np.int64)
+        self.err = np.zeros(ERR_SLOTS, dtype=np.int64)
+        # the next batch's row addresses, input by input (codegen/fused.py), when its
+        # rows fit in L2 beside the current batch's with room to spare
+        batch_bytes = self.bs * int(sum(self.row_bytes_of(model)))
+        self.ahead = (np.zeros(max(1, self.bs * len(model.inputs)), dtype=np.int64)
+                      if batch_bytes <= AHEAD_MAX_BYTES else None)
         # the steps are the same code for every model: the sizes come in the frame
-        self.row_bytes = np.array([max(s.size, 1) * (8 if s.is_int else model.dtype.itemsize)
-                                   for s in model.inputs] or [0], dtype=np.int64)
+        self.row_bytes = np.array(self.row_bytes_of(model) or [0], dtype=np.int64)
         # compiles the optimizer's steps the first time the model trains with it
         self.fn = model.code.function(train_unit(_KIND[type(optimizer).__name__]))
         self.config = _config(optimizer)
@@ -90,9 +99,17 @@ class FusedSteps:
              _addr(self.cfg), _addr(self.flags), _addr(self.state), _addr(self.t),
              _addr(self.batch_ptrs), _addr(self.losses), _addr(self.work), _addr(self.err),
              _addr(self.grad), _addr(self.value), model.code.address(VALUE_AND_GRAD),
-             model.n_params, len(model.inputs), _addr(self.row_bytes)), dtype=np.int64)
+             model.n_params, len(model.inputs), _addr(self.row_bytes),
+             _addr(self.ahead) if self.ahead is not None else 0),
+            dtype=np.int64)
         assert len(self.frame) == SLOTS
         self.frame_address = _addr(self.frame)
+
+    @staticmethod
+    def row_bytes_of(model) -> list:
+        """Bytes of one sample of each input."""
+        return [max(s.size, 1) * (8 if s.is_int else model.dtype.itemsize)
+                for s in model.inputs]
 
     def run(self, theta: np.ndarray, order: np.ndarray, first: int, count: int) -> np.ndarray:
         """count optimizer steps on batches first.. of the epoch given by `order`."""
@@ -104,10 +121,10 @@ class FusedSteps:
         f[0], f[4], f[6], f[7] = _addr(theta), _addr(order), first, count
         rc = self.fn(self.frame_address)
         if rc == 1:
-            raise FusedError("index", first, self.err.copy())
+            raise FusedError("index", first, self.err[:3].copy())
         if rc == 2:
             done = int(self.err[0])
-            raise FusedError("diverged", done, self.err.copy())
+            raise FusedError("diverged", done, self.err[:3].copy())
         return self.losses[first:first + count]
 
     def sync(self) -> None:

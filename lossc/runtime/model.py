@@ -525,7 +525,7 @@ class Model:
                 f.grad += w * r[3]
 
     def _index_error(self, err, bound: "BoundArgs") -> ValueError:
-        check, sample, value = (int(v) for v in err)
+        check, sample, value = (int(v) for v in err[:3])
         sample_in_chunk, sample = sample, sample + bound.start
         info = self.meta["index_checks"][check]
         ints = ", ".join(f"{s.name} = {int(a[sample_in_chunk])}"
