@@ -182,20 +182,26 @@ def test_a_schedule_reaches_the_fused_steps(monkeypatch):
     assert not np.array_equal(fused_p["w"], constant["w"])
 
 
-def test_each_step_lists_the_next_batchs_rows_for_the_gradient_to_prefetch():
-    """Before each batch's gradient but the run's last, the steps list the next batch's
-    row addresses, input by input, and name the list in err[3:5]; after the last, no
-    rows. The prefetches change no result (the epochs-match test above runs with them)."""
+def test_each_step_lists_a_later_batchs_rows_for_the_gradient_to_prefetch():
+    """Before each batch's gradient, the steps list the row addresses of the batch
+    AHEAD_BATCHES on, if the run has it, input by input, and name the list in err[3:5]
+    (no rows when there is no such batch). The prefetches change no result (the
+    epochs-match test above runs with them)."""
+    from lossc.codegen.fused import AHEAD_BATCHES
     from lossc.runtime.calls import _addr
     m = lossc.compile(SAMPLES / "softmax.loss")
     rng = np.random.default_rng(3)
-    X, lab = rng.normal(size=(40, 4)), rng.integers(0, 3, size=40)
+    n = 8 * (AHEAD_BATCHES + 3)
+    X, lab = rng.normal(size=(n, 4)), rng.integers(0, 3, size=n)
     bound = m.bind({"x": X, "label": lab})
-    order = rng.permutation(40).astype(np.int64)
+    order = rng.permutation(n).astype(np.int64)
     f = FusedSteps(m, Adam(0.01), bound, 8)
     theta = m.pack_params(m.init_params(0))
-    f.run(theta, order, 1, 2)          # batches 1 and 2: the list made for batch 2 stays
-    rows = order[16:24]
+    # batches 1 .. AHEAD_BATCHES + 2: the last list is made before batch 2's gradient,
+    # for batch AHEAD_BATCHES + 2
+    f.run(theta, order, 1, AHEAD_BATCHES + 2)
+    last = AHEAD_BATCHES + 2
+    rows = order[8 * last:8 * last + 8]
     x_rows = _addr(bound.arrays[0]) + rows * 4 * 8
     label_rows = _addr(bound.arrays[1]) + rows * 8
     np.testing.assert_array_equal(f.ahead[:16], np.concatenate([x_rows, label_rows]))
@@ -211,7 +217,8 @@ def test_no_prefetch_list_for_batches_that_would_crowd_l2(monkeypatch):
     theta0 = m.pack_params(m.init_params(0))
     order = rng.permutation(40).astype(np.int64)
     with_list = FusedSteps(m, Adam(0.01), bound, 8)
-    monkeypatch.setattr(fused, "AHEAD_MAX_BYTES", 8 * 40 - 1)     # a batch: 8 x (32 + 8)
+    # a batch: 8 x (32 + 8) bytes
+    monkeypatch.setattr(fused, "AHEAD_MAX_BYTES", fused.AHEAD_BATCHES * 8 * 40 - 1)
     without = FusedSteps(m, Adam(0.01), bound, 8)
     assert with_list.ahead is not None and without.ahead is None
     p1, p2 = theta0.copy(), theta0.copy()

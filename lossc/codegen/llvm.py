@@ -17,9 +17,9 @@ order, `inputs[k]` the k-th input's (B, *shape) array (int inputs as i64), `valu
 the objective and `grad` the flat gradient (not touched by lossc_loss), `work` scratch
 space of `work_size` elements for tensor values. The return value is 0, or 1 when a
 data-dependent index was out of range: `err` then holds (check id, sample, value).
-`err` has ERR_SLOTS slots: slots 3 and 4 are read, and name the rows of the caller's
-next batch for the vector loop to prefetch (the fused training steps; zero from every
-other caller, see `prefetch_ahead`).
+`err` has ERR_SLOTS slots: slots 3 and 4 are read, and name the rows of a batch the
+caller gathers later, for the vector loop to prefetch (the fused training steps; zero
+from every other caller, see `prefetch_ahead`).
 
 The body is: a prologue computing every value that no input reaches (once per call),
 a loop over the B samples computing the per-sample values and accumulating the
@@ -66,11 +66,11 @@ GROUPED_GRADIENT_SIZE = 16   # per-sample gradient elements from which lanes go 
 PREFETCH_BYTES = 4096        # how far ahead the vector loop prefetches its inputs' rows
 PREFETCH_MIN_BYTES = 1 << 20  # ... in a batch of at least this many bytes of inputs
 
-# err[AHEAD] and err[AHEAD_ROWS] (after the error report's three slots): the rows of
-# the caller's next batch, for the vector loop to prefetch (prefetch_ahead)
+# err[AHEAD] and err[AHEAD_ROWS] (after the error report's three slots): the rows of a
+# batch the caller gathers later, for the vector loop to prefetch (prefetch_ahead)
 AHEAD, AHEAD_ROWS = 3, 4
 ERR_SLOTS = 5
-AHEAD_ROW_LINES = 16         # prefetches per row of the next batch, at most (1 KB)
+AHEAD_ROW_LINES = 16         # prefetches per row of a later batch, at most (1 KB)
 
 LIVE = "live"   # key in `values` of the current group's lanes holding samples (<W x i1>)
 
@@ -375,8 +375,8 @@ class FunctionCodegen(RowContractions, OuterProducts, TensorLowering, ValueEmitt
 
     def prefetch(self, i, count: int) -> None:
         """This iteration's prefetches: in a large batch its own inputs' rows ahead
-        (prefetch_inputs), else the caller's next batch if it gave one (prefetch_ahead);
-        the choice one branch, as predictable as the loop's."""
+        (prefetch_inputs), else a later batch of the caller's, if it gave one
+        (prefetch_ahead); the choice is one branch, as predictable as the loop's."""
         if self.prefetching is None:
             self.prefetch_ahead(i, count)
             return
@@ -414,17 +414,18 @@ class FunctionCodegen(RowContractions, OuterProducts, TensorLowering, ValueEmitt
                             ir.Constant(I32, 3), ir.Constant(I32, 1)])
 
     def prefetch_ahead(self, i, count: int) -> None:
-        """The caller's next batch (the fused training steps, codegen/fused.py): this
-        iteration's share of its rows, into L2. err[AHEAD] lists their addresses, input
-        by input, err[AHEAD_ROWS] rows per input (0: no next batch, every other caller);
-        iteration i takes rows i*rows/B up to (i + count)*rows/B.
+        """A batch the caller gathers later (the fused training steps, codegen/fused.py:
+        the one AHEAD_BATCHES on): this iteration's share of its rows, into L2.
+        err[AHEAD] lists their addresses, input by input, err[AHEAD_ROWS] rows per input
+        (0: none, every other caller); iteration i takes rows i*rows/B up to
+        (i + count)*rows/B.
 
         Why: the steps gather each batch's rows into contiguous buffers before calling
         the gradient. From a data set larger than L2 a gather waits on memory, some 16
         lines at a time (the core's line fill buffers), with nothing else to do; the
         gradient then computes with the memory idle. Asked for here, a few rows per
-        iteration, the next batch's lines arrive while this one computes, and the gather
-        copies from L2 (W5, 16,384 rows of 256 bytes: the native steps 10-12% faster).
+        iteration, a later batch's lines arrive while this one computes, and its gather
+        copies from L2 (W5, 16,384 rows of 256 bytes: the native steps some 20% faster).
         Asked for all at once, before the call, they fill the fill buffers and the
         gradient's own loads wait behind them (slower than no prefetch). One prefetch
         per 64 bytes from the row's start, at most AHEAD_ROW_LINES: a row starting

@@ -139,7 +139,7 @@ class _Frame:
         self.grad = np.zeros(n, dtype=model.dtype)
         self.work_size = model.work_size
         self.work = aligned_zeros(self.work_size, model.dtype)
-        # (check, sample, value) of an index error; then the slots of a next batch to
+        # (check, sample, value) of an index error; then the slots of a later batch to
         # prefetch (codegen/llvm.py AHEAD), which nothing here gives
         self.err = np.zeros(ERR_SLOTS, dtype=np.int64)
         self.theta_address = _addr(self.theta)

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from lossc.codegen.fused import ADAM, RMSPROP, SGD, SLOTS
+from lossc.codegen.fused import ADAM, AHEAD_BATCHES, RMSPROP, SGD, SLOTS
 from lossc.codegen.llvm import ERR_SLOTS
 from lossc.codegen.units import VALUE_AND_GRAD, train_unit
 from lossc.runtime.calls import BoundArgs, _addr, aligned_zeros
 
-# a next batch of at most this many bytes is prefetched during the gradient (a quarter
-# of a 1 MB L2: it must not push the current batch out)
+# the batches on their way to L2 (codegen/fused.py AHEAD_BATCHES) may hold this many
+# bytes of rows at most, a quarter of a 1 MB L2: more would push the current batch out
 AHEAD_MAX_BYTES = 256 << 10
 
 # the native steps of each optimizer class (codegen/fused.py KINDS)
@@ -81,11 +81,11 @@ class FusedSteps:
         self.value = np.zeros(1, dtype=model.dtype)
         self.work = aligned_zeros(model.work_size, model.dtype)
         self.err = np.zeros(ERR_SLOTS, dtype=np.int64)
-        # the next batch's row addresses, input by input (codegen/fused.py), when its
-        # rows fit in L2 beside the current batch's with room to spare
+        # the row addresses of a batch a few on, input by input (codegen/fused.py), when
+        # the batches on their way fit in L2 beside the current one with room to spare
         batch_bytes = self.bs * int(sum(self.row_bytes_of(model)))
         self.ahead = (np.zeros(max(1, self.bs * len(model.inputs)), dtype=np.int64)
-                      if batch_bytes <= AHEAD_MAX_BYTES else None)
+                      if AHEAD_BATCHES * batch_bytes <= AHEAD_MAX_BYTES else None)
         # the steps are the same code for every model: the sizes come in the frame
         self.row_bytes = np.array(self.row_bytes_of(model) or [0], dtype=np.int64)
         # compiles the optimizer's steps the first time the model trains with it
