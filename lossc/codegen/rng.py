@@ -40,7 +40,7 @@ Speed (n = 16,384, each call from a new state: drawing the same permutation over
 over lets the branch predictor learn part of it and flatters every variant). Drawn
 value by value, as NumPy does, each draw waits for the previous 128-bit multiply and
 each rejection (1 value in 4 on average) is a mispredicted branch: ~17 cycles an
-element, against NumPy's ~23. Three things bring it to ~8:
+element, against NumPy's ~23. Four things bring it to ~7:
 
 - The values next_uint32 returns are a fixed stream (the buffered half, then the low
   and high halves of successive 64-bit outputs) whatever the rejections: only which
@@ -50,23 +50,29 @@ element, against NumPy's ~23. Three things bring it to ~8:
   the number of values consumed: the LCG state after the last 64-bit output used (each
   output's state is kept with the chunk), has_uint32 if only its low half was used,
   uinteger the high half of the last output drawn. (~17 -> ~13 cycles)
-- Consuming the stream is then a loop over values, not over elements: value v (masked)
-  is accepted by the current element e if v <= e, and either way the loop does the
-  same thing, swap out[e] with out[v if accepted else e] (a rejected value swaps e
-  with itself) and subtract the acceptance (0 or 1) from e. No branch depends on a
-  value, and the chain from one value to the next is a compare and a subtract. It
-  needs the mask to stay put, so it runs BLOCK values at a time wherever e - BLOCK
-  still has e's mask: all but about BLOCK elements below each power of two and the
-  last few dozen. (~13 -> ~8 cycles: 100 to 55-60 us for 16,384)
+- Deciding which element takes which value is then a loop over values, not over
+  elements: value v (masked) is accepted by the current element e if v <= e, which
+  then moves on to e - 1. The loop stores v at e's place in a list of picks either
+  way (a rejected value is overwritten by the next) and subtracts the acceptance (0
+  or 1) from e: no branch depends on a value, and the chain from one value to the
+  next is a compare and a subtract. The swaps follow, element by element from the
+  list, their loads independent of one another. It needs the mask to stay put, so it
+  runs BLOCK values at a time wherever e - BLOCK still has e's mask: all but about
+  BLOCK elements below each power of two and the last few dozen. (~13 -> ~8 cycles:
+  100 to 50 us for 16,384; swapping inside the value loop, a rejected value swapping
+  e with itself, was 7% slower)
+- The chunk is filled by two LCG chains, the even outputs and the odd, each jumping
+  two steps (multiplier M^2, increment inc (M + 1)): each output's 128-bit multiply
+  no longer waits for the one before. (50 to 45 us; before the blocks, when the
+  rejections' mispredictions dominated, it gained 2-3%.)
 - Elsewhere, value by value: the next two values of the stream are kept in
   registers, and whether i takes the first or (the first rejected) the second is a
   select, not a branch. Only when both are rejected (1 in 12 on average) does a loop
   draw on; the loads for the next element's pair depend only on the position before,
   so they are not on the critical path.
 
-Filling the chunk from two interleaved LCG chains (jumping two steps) gained ~2-3%
-(before and after the blocks), not worth its code. For n in the millions the random accesses to `out` take most of the
-time, for NumPy as well.
+For n in the millions the random accesses to `out` take most of the time, for NumPy
+as well.
 
 The 64-bit draws (i > 0xffffffff, so n above 2^32 + 1) come first, when i is largest,
 and step the state directly; they never touch the buffered half. (Untested: the test
@@ -242,7 +248,7 @@ class _Stream:
 
     def __init__(self, gen: _Pcg64):
         self.gen, b = gen, gen.b
-        outputs = CHUNK // 2 + self.AHEAD
+        outputs = CHUNK // 2 + self.AHEAD + 1      # (+1: the fill makes pairs)
         self.values = gen.alloca(ir.ArrayType(I32, 2 * outputs + 1), "values")
         self.states = gen.alloca(ir.ArrayType(I128, outputs), "states")
         self.pos = gen.alloca(I64, "pos")
@@ -267,16 +273,25 @@ class _Stream:
     def fill(self) -> None:
         """The chunk after the generator's state, and AHEAD outputs more."""
         gen, b = self.gen, self.gen.b
-        chain = gen.alloca(I128, "s")
-        b.store(b.load(gen.state), chain)
-        with counted_loop(b, gen.fn, _i64(0), _i64(CHUNK // 2 + self.AHEAD), up=True) as k:
-            s = gen.step(b.load(chain))
-            b.store(s, chain)
-            b.store(s, self.state(k))
-            x = gen.output(s)
-            lo = b.add(b.mul(k, _i64(2)), _i64(1))
-            b.store(b.trunc(x, I32), self.value(lo))
-            b.store(b.trunc(b.lshr(x, _i64(32)), I32), self.value(b.add(lo, _i64(1))))
+        # two chains, even and odd outputs, each two LCG steps at a time: the
+        # multiplies of one overlap the other's
+        even, odd = gen.alloca(I128, "even"), gen.alloca(I128, "odd")
+        first = gen.step(b.load(gen.state))
+        b.store(first, even)
+        b.store(gen.step(first), odd)
+        mult2 = ir.Constant(I128, MULTIPLIER * MULTIPLIER % (1 << 128))
+        inc2 = b.add(b.mul(gen.inc, ir.Constant(I128, MULTIPLIER)), gen.inc)
+        with counted_loop(b, gen.fn, _i64(0), _i64((CHUNK // 2 + self.AHEAD + 1) // 2),
+                          up=True) as k:
+            for chain, which in ((even, 0), (odd, 1)):
+                s = b.load(chain)
+                b.store(b.add(b.mul(s, mult2), inc2), chain)
+                out = b.add(b.mul(k, _i64(2)), _i64(which))
+                b.store(s, self.state(out))
+                x = gen.output(s)
+                lo = b.add(b.mul(out, _i64(2)), _i64(1))
+                b.store(b.trunc(x, I32), self.value(lo))
+                b.store(b.trunc(b.lshr(x, _i64(32)), I32), self.value(b.add(lo, _i64(1))))
 
     def refill_if_used(self) -> None:
         """Past the chunk: the generator moves past it and the next one is made (its
@@ -301,28 +316,31 @@ class _Stream:
         """BLOCK values of the stream, from `pos`, given to the elements top, top - 1, ..
         down to as many as accept one, each swapped with the one it picks; returns the
         next element to draw for (top less the values accepted). All those elements
-        share `mask` (the caller checks that top - BLOCK does). Nothing here branches on
-        a value: a rejected value swaps the element with itself and does not move on
-        to the next element, so each value costs a compare and a subtract on the chain
-        from one to the next (see the module docstring)."""
+        share `mask` (the caller checks that top - BLOCK does). No branch depends on a
+        value: each value is stored as the pick of the current element, which moves on
+        only if it accepts (see the module docstring); the swaps follow."""
         b, fn = self.gen.b, self.gen.fn
         pos = b.load(self.pos)
         mask32 = b.trunc(mask, I32)
+        top32 = b.trunc(top, I32)
         element = self.gen.alloca(I32, "element")
-        b.store(b.trunc(top, I32), element)
+        picks = self.gen.alloca(ir.ArrayType(I32, BLOCK), "picks")
+        b.store(top32, element)
         with counted_loop(b, fn, _i64(0), _i64(BLOCK), up=True) as k:
             v = b.and_(b.load(self.value(b.add(pos, k))), mask32)
             e = b.load(element)
-            take = b.icmp_unsigned("<=", v, e)
-            at, pick = b.zext(e, I64), b.zext(b.select(take, v, e), I64)
-            pa, pp = b.gep(out, [at]), b.gep(out, [pick])
+            b.store(v, b.gep(picks, [_i64(0), b.zext(b.sub(top32, e), I64)]))
+            b.store(b.sub(e, b.zext(b.icmp_unsigned("<=", v, e), I32)), element)
+        b.store(b.add(pos, _i64(BLOCK)), self.pos)
+        self.reload()
+        end = b.zext(b.load(element), I64)
+        with counted_loop(b, fn, _i64(0), b.sub(top, end), up=True) as t:
+            pa = b.gep(out, [b.sub(top, t)])
+            pp = b.gep(out, [b.zext(b.load(b.gep(picks, [_i64(0), t])), I64)])
             va, vp = b.load(pa), b.load(pp)
             b.store(vp, pa)
             b.store(va, pp)
-            b.store(b.sub(e, b.zext(take, I32)), element)
-        b.store(b.add(pos, _i64(BLOCK)), self.pos)
-        self.reload()
-        return b.zext(b.load(element), I64)
+        return end
 
     def interval32(self, top):
         """random_interval(top) for 1 <= top <= 0xffffffff: next_uint32() & mask until

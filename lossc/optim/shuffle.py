@@ -30,7 +30,7 @@ from lossc.runtime.calls import _addr
 
 # below this many elements NumPy is about as fast: a one-off native call costs ~8 us
 # besides the shuffle (the state passes through bit_generator.state's dict twice, and
-# the arrays); NumPy takes 9-10 ns an element, the native code 3-4 (n = 16,384)
+# the arrays); NumPy takes 9-10 ns an element, the native code about 3 (n = 16,384)
 SMALL = 2048
 LARGE = 2 ** 32   # from here on NumPy draws 64-bit values too, a path left untested
 _MASK64 = (1 << 64) - 1
