@@ -359,6 +359,44 @@ def test_argument_errors(logistic, rosenbrock):
         lossc.train(logistic, data=small(), init=np.zeros(3))
 
 
+def test_non_finite_data_is_reported_by_its_sample_on_every_path(monkeypatch):
+    """The NaN check runs after the copy to aligned rows when there is one (on the
+    copy, same rows), before the validation split when there is one (the rows as
+    passed), and after the conversion to the model's dtype (a float64 value beyond
+    float32's range is infinite to a float32 model)."""
+    from lossc.optim import driver
+    from lossc.runtime import scratch
+    monkeypatch.setattr(driver, "ALIGN_MIN_EPOCHS", 2)
+    m = lossc.compile("dim D = 32\ninput x[D]\ninput y\nparam w[D]\nparam b\n"
+                      "z = dot(w, x) + b\nloss = softplus(z) - y * z\n")
+    rng = np.random.default_rng(6)
+    x, y = rng.normal(size=(300, 32)), (rng.random(300) < 0.5) * 1.0
+    x[211, 7] = np.nan
+    copies = []
+    real = driver._line_aligned
+    monkeypatch.setattr(driver, "_line_aligned",
+                        lambda d, taken: copies.append(1) or real(d, taken))
+    scratch.clear()
+    with pytest.raises(DataError, match=r"sample 211, column 'x.7' is NaN"):
+        lossc.train(m, data={"x": at_offset(x, 16), "y": y}, epochs=3)
+    assert copies == [1] and scratch.kept_bytes() >= x.nbytes     # copied, given back
+    with pytest.raises(DataError, match=r"sample 211, column 'x.7' is NaN"):
+        lossc.train(m, data={"x": x, "y": y}, epochs=3, validation=0.3)
+    x[211, 7] = 0.0
+    y[5] = np.inf
+    with pytest.raises(DataError, match=r"sample 5, column 'y' is inf"):
+        lossc.train(m, data={"x": x, "y": y}, epochs=1)
+    y[5] = 1e300           # finite in float64, beyond float32
+    m32 = lossc.compile("dim D = 32\ninput x[D]\ninput y\nparam w[D]\nparam b\n"
+                        "z = dot(w, x) + b\nloss = softplus(z) - y * z\n", dtype="float32")
+    lossc.train(m, data={"x": x, "y": y}, epochs=1)             # float64: a number
+    with pytest.raises(DataError, match=r"sample 5, column 'y' is inf"):
+        lossc.train(m32, data={"x": x, "y": y}, epochs=1)
+    with pytest.raises(DataError, match=r"sample 5, column 'y' is inf"):
+        lossc.train(m32, data={"x": x, "y": y}, epochs=1, validation=0.2)
+    scratch.clear()
+
+
 def test_data_check_finds_every_non_finite_value_and_accepts_huge_finite_ones():
     from lossc.optim.data import _check_finite
     # the fast check (one dot product) overflows on huge finite values: still accepted

@@ -80,10 +80,12 @@ def _has_magic(path, suffix: str) -> bool:
     return head.startswith(b"PK") if suffix == ".npz" else head == b"\x93NUMPY"
 
 
-def check_arrays(arrays: dict, model, where: str = "data") -> dict:
+def check_arrays(arrays: dict, model, where: str = "data", finite: bool = True) -> dict:
     """Check a dict of arrays against the model's inputs: every input present, no other
     name, shapes (N, *input shape) with one N, numbers only, no NaN or infinity, whole
-    numbers in int inputs (converted to int64). Returns a new dict in input order."""
+    numbers in int inputs (converted to int64). Returns a new dict in input order.
+    finite=False leaves the real inputs' NaN and infinity check to the caller
+    (check_finite), for a copy it makes anyway."""
     names = [i.name for i in model.inputs]
     for k in arrays:
         if k not in names:
@@ -109,14 +111,29 @@ def check_arrays(arrays: dict, model, where: str = "data") -> dict:
         if a.dtype.kind == "f":
             # (the column names only for an error message: an input of 10,000 elements
             # has 10,000 of them)
-            columns = _Lazy(lambda spec=spec: [c[0] for c in column_names(spec)])
-            _check_finite(a, spec, columns, where, lambda r: f"sample {r}")
+            if finite or spec.is_int:
+                _check_finite(a, spec, _columns(spec), where, lambda r: f"sample {r}")
             if spec.is_int:
-                _check_int(a, spec, columns, where, lambda r: f"sample {r}")
+                _check_int(a, spec, _columns(spec), where, lambda r: f"sample {r}")
         out[spec.name] = np.ascontiguousarray(a, dtype=np.int64) if spec.is_int else a
     if n == 0:
         raise DataError(f"{where}: no samples")
     return out
+
+
+def check_finite(arrays: dict, model, where: str = "data") -> None:
+    """The NaN and infinity check of check_arrays(finite=False), on its result (or a
+    copy of it with the same rows)."""
+    for spec in model.inputs:
+        a = arrays[spec.name]
+        if a.dtype.kind == "f" and not spec.is_int:
+            _check_finite(a, spec, _columns(spec), where, lambda r: f"sample {r}")
+
+
+def _columns(spec):
+    # (the column names only for an error message: an input of 10,000 elements has
+    # 10,000 of them)
+    return _Lazy(lambda: [c[0] for c in column_names(spec)])
 
 
 def _is_number(text: str) -> bool:

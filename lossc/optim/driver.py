@@ -47,7 +47,7 @@ import numpy as np
 
 from lossc.codegen.units import PERMUTATION
 from lossc.optim import schedules as _schedules
-from lossc.optim.data import DataError, check_arrays, load_data
+from lossc.optim.data import DataError, check_arrays, check_finite, load_data
 from lossc.optim.optimizers import Adam, Optimizer
 from lossc.optim.shuffle import Shuffler
 from lossc.runtime import fused, scratch
@@ -173,13 +173,17 @@ def train(model, data=None, optimizer: Optional[Optimizer] = None,
     if validation is not None and not 0 <= validation < 1:
         raise ValueError(f"validation must be a fraction between 0 and 1, got {validation}")
 
-    train_data, val_data = _split(model, data, validation, seed)
+    train_data, val_data, unchecked = _split(model, data, validation, seed)
     n, full_batch, bs, per_epoch, total_epochs, steps = plan(
         bool(model.inputs), _n_samples(train_data), batch_size, epochs, steps)
     taken = []      # scratch buffers holding copies of the data (runtime/scratch.py)
     if train_data and total_epochs >= ALIGN_MIN_EPOCHS:
         train_data = _line_aligned(train_data, taken)
     try:
+        if unchecked:
+            # (on the copy, if one was made: it is in cache, where the arrays passed
+            # may have to come from memory)
+            check_finite(train_data, model, "data")
         full = model.bind(train_data or {}, hypers)
         val = model.bind(val_data, hypers) if val_data is not None else None
         if isinstance(sched, _schedules.Cosine):
@@ -544,7 +548,9 @@ def _line_aligned(data: dict, taken: list) -> dict:
 
 
 def _split(model, data, validation, seed):
-    """(train, validation) dicts of arrays in the model's dtypes, or (None, None)."""
+    """(train, validation, unchecked): dicts of arrays in the model's dtypes (or None,
+    None), and whether the training arrays are still to be checked for NaN and infinity
+    (data.check_finite: after the copy to aligned rows, which reads them anyway)."""
     if not model.inputs:
         if data:
             raise ValueError("the model has no inputs, so it takes no data; train it by "
@@ -552,24 +558,32 @@ def _split(model, data, validation, seed):
         if validation:
             raise ValueError("a model without inputs has no data to hold out for "
                              "validation")
-        return None, None
+        return None, None, False
     if data is None:
         raise ValueError("the model has inputs " + ", ".join(i.name for i in model.inputs)
                          + ": pass data= (a dict of arrays or a data file)")
     if isinstance(data, (str, pathlib.Path)):
-        data = load_data(data, model)
+        data = load_data(data, model)         # checked, naming the file's rows
+        unchecked = False
     elif isinstance(data, dict):
-        data = check_arrays(data, model, "data")
+        data = check_arrays(data, model, "data", finite=False)
+        unchecked = True
     else:
         raise TypeError(f"data must be a dict of arrays or a file path, got "
                         f"{type(data).__name__}")
+    # a float64 value beyond float32's range becomes infinite in a float32 model's data
+    unchecked = unchecked or any(data[s.name].dtype.itemsize > model.dtype.itemsize
+                                 for s in model.inputs if not s.is_int)
     # Converted once, so that each epoch's shuffled copy is already what the native
     # code reads and binding a batch copies nothing.
-    data = {s.name: np.ascontiguousarray(data[s.name],
-                                         dtype=np.int64 if s.is_int else model.dtype)
-            for s in model.inputs}
+    with np.errstate(over="ignore"):
+        data = {s.name: np.ascontiguousarray(data[s.name],
+                                             dtype=np.int64 if s.is_int else model.dtype)
+                for s in model.inputs}
     if not validation:
-        return data, None
+        return data, None, unchecked
+    if unchecked:           # (the rows named as they were passed, before the split)
+        check_finite(data, model, "data")
     n = _n_samples(data)
     n_val = int(round(validation * n))
     if n_val < 1 or n_val >= n:
@@ -580,4 +594,4 @@ def _split(model, data, validation, seed):
     perm = np.random.default_rng([seed, 1]).permutation(n)
     val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
     return ({k: a[train_idx] for k, a in data.items()},
-            {k: a[val_idx] for k, a in data.items()})
+            {k: a[val_idx] for k, a in data.items()}, False)
