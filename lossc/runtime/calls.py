@@ -182,9 +182,23 @@ class _Frame:
         if bound is self.bound:
             return
         self.bound = bound
-        self.frame[1] = bound.hypers_address
-        self.frame[2] = bound.pointers_address
-        self.frame[3] = bound.B
+        _set_batch(self.frame, bound)
+
+    def detached(self, bound: "BoundArgs") -> np.ndarray:
+        """A frame array of its own for this thread's buffers, its parameter vector and
+        `bound` (the fast call's, runtime/fastcall.py): this object's cached state, what
+        its own frame holds, stays true."""
+        frame = self.frame.copy()
+        frame[0] = self.theta_address
+        _set_batch(frame, bound)
+        return frame
+
+
+def _set_batch(frame: np.ndarray, bound: "BoundArgs") -> None:
+    """A native frame's batch slots (codegen/llvm.py: hypers, inputs, B)."""
+    frame[1] = bound.hypers_address
+    frame[2] = bound.pointers_address
+    frame[3] = bound.B
 
 
 class BoundArgs:

@@ -104,13 +104,9 @@ class FastCall:
         self.n_params, self.n_inputs = len(params), len(inputs)
         self.value = frame.value
         self.err = frame.err
-        # a frame of its own (the frame object's cached state stays true): the thread's
-        # buffers, this batch
+        # a frame of its own: the thread's buffers, this batch
         from lossc.runtime.calls import _addr
-        self.vg_frame = np.array(
-            (frame.theta_address, bound.hypers_address, bound.pointers_address, bound.B,
-             _addr(frame.value), _addr(frame.work), _addr(frame.err), frame.grad_address),
-            dtype=np.int64)
+        self.vg_frame = frame.detached(bound)
         item = model.dtype.itemsize
         type_at, items_at, *fields = layout()
         desc = [0] * native.HEADER
