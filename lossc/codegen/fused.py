@@ -49,7 +49,7 @@ SLOTS = 23
 VG_FRAME = 8          # the slots of lossc_value_and_grad's frame (codegen/llvm.py)
 # the batch whose rows a gradient prefetches: this many on. The next one's prefetches
 # are still on their way when its gather starts; W5's native steps (256-byte rows,
-# 64 a batch): 3 to 5 on 10-15% faster than 1 or 2 on (as fast as none)
+# 64 a batch), in alternating runs: 3 to 5 on 10-15% faster than 1 or 2 on
 AHEAD_BATCHES = 3
 
 

@@ -425,7 +425,7 @@ class FunctionCodegen(RowContractions, OuterProducts, TensorLowering, ValueEmitt
         lines at a time (the core's line fill buffers), with nothing else to do; the
         gradient then computes with the memory idle. Asked for here, a few rows per
         iteration, a later batch's lines arrive while this one computes, and its gather
-        copies from L2 (W5, 16,384 rows of 256 bytes: the native steps some 20% faster).
+        copies from L2 (W5, 16,384 rows of 256 bytes: the native steps 10-15% faster).
         Asked for all at once, before the call, they fill the fill buffers and the
         gradient's own loads wait behind them (slower than no prefetch). One prefetch
         per 64 bytes from the row's start, at most AHEAD_ROW_LINES: a row starting
