@@ -13,6 +13,9 @@ from lossc.optim import (DataError, accuracy, load_data, load_params, per_sample
 from lossc.optim.driver import train
 
 DATA = SAMPLES / "data"
+# logistic regression on 32 features: 256-byte rows, which a cache line's offset splits
+LOGISTIC_32 = ("dim D = 32\ninput x[D]\ninput y\nparam w[D]\nparam b\n"
+               "z = dot(w, x) + b\nloss = softplus(z) - y * z\n")
 
 
 @pytest.fixture(scope="module")
@@ -367,8 +370,7 @@ def test_non_finite_data_is_reported_by_its_sample_on_every_path(monkeypatch):
     from lossc.optim import driver
     from lossc.runtime import scratch
     monkeypatch.setattr(driver, "ALIGN_MIN_EPOCHS", 2)
-    m = lossc.compile("dim D = 32\ninput x[D]\ninput y\nparam w[D]\nparam b\n"
-                      "z = dot(w, x) + b\nloss = softplus(z) - y * z\n")
+    m = lossc.compile(LOGISTIC_32)
     rng = np.random.default_rng(6)
     x, y = rng.normal(size=(300, 32)), (rng.random(300) < 0.5) * 1.0
     x[211, 7] = np.nan
@@ -387,8 +389,7 @@ def test_non_finite_data_is_reported_by_its_sample_on_every_path(monkeypatch):
     with pytest.raises(DataError, match=r"sample 5, column 'y' is inf"):
         lossc.train(m, data={"x": x, "y": y}, epochs=1)
     y[5] = 1e300           # finite in float64, beyond float32
-    m32 = lossc.compile("dim D = 32\ninput x[D]\ninput y\nparam w[D]\nparam b\n"
-                        "z = dot(w, x) + b\nloss = softplus(z) - y * z\n", dtype="float32")
+    m32 = lossc.compile(LOGISTIC_32, dtype="float32")
     lossc.train(m, data={"x": x, "y": y}, epochs=1)             # float64: a number
     with pytest.raises(DataError, match=r"sample 5, column 'y' is inf"):
         lossc.train(m32, data={"x": x, "y": y}, epochs=1)
@@ -626,8 +627,7 @@ def test_training_results_do_not_depend_on_where_the_data_lies(monkeypatch):
     monkeypatch.setattr(driver, "_line_aligned",
                         lambda d, taken: copies.append(1) or real(d, taken))
     monkeypatch.setattr(driver, "ALIGN_MIN_EPOCHS", 2)
-    m = lossc.compile("dim D = 32\ninput x[D]\ninput y\nparam w[D]\nparam b\n"
-                      "z = dot(w, x) + b\nloss = softplus(z) - y * z\n")
+    m = lossc.compile(LOGISTIC_32)
     rng = np.random.default_rng(4)
     n = 2100
     x, y = rng.normal(size=(n, 32)), (rng.random(n) < 0.5) * 1.0
@@ -658,8 +658,7 @@ def test_a_run_reuses_the_scratch_memory_of_the_one_before(monkeypatch):
     takes = []
     real_take = scratch.take
     monkeypatch.setattr(scratch, "take", lambda n: takes.append(real_take(n)) or takes[-1])
-    m = lossc.compile("dim D = 32\ninput x[D]\ninput y\nparam w[D]\nparam b\n"
-                      "z = dot(w, x) + b\nloss = softplus(z) - y * z\n")
+    m = lossc.compile(LOGISTIC_32)
     rng = np.random.default_rng(5)
     n = 2100
     theta0 = m.init_params(1)

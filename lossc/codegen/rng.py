@@ -108,17 +108,11 @@ def emit_permutation(module: ir.Module) -> None:
     n, out = slot(2), slot(3, I64.as_pointer())
     gen = _Pcg64(b, fn, words, buffered)
 
-    def swap(i, j):
-        pi, pj = b.gep(out, [i]), b.gep(out, [j])
-        vi, vj = b.load(pi), b.load(pj)
-        b.store(vj, pi)
-        b.store(vi, pj)
-
     with counted_loop(b, fn, _i64(0), n, up=True) as k:
         b.store(k, b.gep(out, [k]))
     # i > 0xffffffff: 64-bit draws
     with counted_loop(b, fn, b.sub(n, _i64(1)), _i64(MAX32), up=False) as i:
-        swap(i, gen.interval64(i))
+        _swap(b, out, i, gen.interval64(i))
     # the rest: 32-bit draws from the stream, BLOCK at a time where i's mask cannot
     # change within a block, value by value elsewhere
     stream = _Stream(gen)
@@ -145,7 +139,7 @@ def emit_permutation(module: ir.Module) -> None:
     b.branch(head)
 
     b.position_at_end(single)
-    swap(i, stream.interval32(i))
+    _swap(b, out, i, stream.interval32(i))
     b.store(b.sub(i, _i64(1)), i_var)
     b.branch(head)
 
@@ -153,6 +147,14 @@ def emit_permutation(module: ir.Module) -> None:
     stream.finish()
     gen.save()
     b.ret(ir.Constant(I32, 0))
+
+
+def _swap(b: ir.IRBuilder, out, i, j) -> None:
+    """Exchange out[i] and out[j]."""
+    pi, pj = b.gep(out, [i]), b.gep(out, [j])
+    vi, vj = b.load(pi), b.load(pj)
+    b.store(vj, pi)
+    b.store(vi, pj)
 
 
 def _i64(v: int) -> ir.Constant:
@@ -335,11 +337,7 @@ class _Stream:
         self.reload()
         end = b.zext(b.load(element), I64)
         with counted_loop(b, fn, _i64(0), b.sub(top, end), up=True) as t:
-            pa = b.gep(out, [b.sub(top, t)])
-            pp = b.gep(out, [b.zext(b.load(b.gep(picks, [_i64(0), t])), I64)])
-            va, vp = b.load(pa), b.load(pp)
-            b.store(vp, pa)
-            b.store(va, pp)
+            _swap(b, out, b.sub(top, t), b.zext(b.load(b.gep(picks, [_i64(0), t])), I64))
         return end
 
     def interval32(self, top):
