@@ -54,6 +54,30 @@ def test_fused_epochs_match_the_python_loop(make, dtype):
         np.testing.assert_allclose(p1, p2, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("betas", [(0.9, 0.999), (0.5, 0.9), (0.0, 0.8)])
+def test_fused_adam_matches_after_the_bias_corrections_settle(betas):
+    # 1 - beta^t rounds to 1 after some steps (beta 0.5: 54, 0.8: 168, 0.9: 350); the
+    # fused steps stop calling pow then, and must still give the Python loop's bits
+    m = lossc.compile(SAMPLES / "softmax.loss")
+    rng = np.random.default_rng(3)
+    X, lab = rng.normal(size=(40, 4)), rng.integers(0, 3, size=40)
+    bound = m.bind({"x": X, "label": lab})
+    theta0 = m.pack_params(m.init_params(1))
+    o1, o2 = Adam(0.01, betas=betas), Adam(0.01, betas=betas)
+    p1, p2 = theta0.copy(), theta0.copy()
+    fused = FusedSteps(m, o2, bound, 4)
+    for epoch in range(40):            # 400 steps, 10 per native call
+        order = rng.permutation(40).astype(np.int64)
+        python_epoch(m, o1, p1, bound, order, 4)
+        fused.run(p2, order, 0, 10)
+    fused.sync()
+    assert o1.t == o2.t == 400
+    assert 1 - betas[0] ** 400 == 1.0
+    np.testing.assert_array_equal(p1, p2)
+    for k in o1.state:
+        np.testing.assert_array_equal(o1.state[k], o2.state[k])
+
+
 ROWS_MODEL = """
 dim D = {D}
 input x[D]

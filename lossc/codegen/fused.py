@@ -18,8 +18,10 @@ So one object per optimizer and dtype serves every model, compiled once per mach
 frame slots (i64):
     0 params T*         1 hypers T*          2 data i8** (N rows per input)
     3 N                 4 order i64*         5 batch size     6 first batch   7 count
-    8 config T* = (lr, a, b, eps, weight_decay, dampening, clip_norm)
-      SGD: a = momentum; RMSprop: a = alpha, b = momentum; Adam: a = beta1, b = beta2
+    8 config double* = (lr, a, b, eps, weight_decay, dampening, clip_norm, 0.5)
+      SGD: a = momentum; RMSprop: a = alpha, b = momentum; Adam: a = beta1, b = beta2;
+      0.5 is the exponent of Adam's (1 - beta2^t) ** 0.5, read from here because LLVM
+      turns pow(x, 0.5) with a constant 0.5 into sqrt(x), which rounds differently
     9 flags i64* = (kind 0 SGD / 1 RMSprop / 2 Adam, nesterov, centered, amsgrad,
                     decoupled, clip); the kind is not read (each optimizer has its own
                     function) but keeps the frame the same for all three
@@ -51,6 +53,9 @@ VG_FRAME = 8          # the slots of lossc_value_and_grad's frame (codegen/llvm.
 # are still on their way when its gather starts; W5's native steps (256-byte rows,
 # 64 a batch), in alternating runs: 3 to 5 on 10-15% faster than 1 or 2 on
 AHEAD_BATCHES = 3
+# Adam's bias correction 1 - beta^t is taken as settled at 1 for beta up to this: beta^t
+# then shrinks by far more than an ulp a step (bias_correction)
+SETTLE_MAX = 1 - 2.0 ** -20
 
 
 def function_name(kind: str) -> str:
@@ -98,11 +103,16 @@ def emit_train_steps(module: ir.Module, kind: str, T) -> None:
     def flag(k):
         return b.icmp_signed("!=", b.load(b.gep(flags, [ir.Constant(I64, k)])), em.iconst(0))
 
-    lr, a, bb, eps, wd, damp, clip = (cfg(k) for k in range(7))
+    lr, a, bb, eps, wd, damp, clip, half = (cfg(k) for k in range(8))
     nesterov, centered, amsgrad, decoupled, clip_on = (flag(k) for k in range(1, 6))
     m_state = state
     v_state = b.gep(state, [n])
     w_state = b.gep(state, [b.add(n, n)])
+    # Adam's bias corrections 1 - beta^t, each settled once it rounds to 1 (see
+    # bias_correction)
+    settled = [em.alloca(ir.IntType(1)) for _ in range(2)]
+    for flag_var in settled:
+        b.store(ir.Constant(ir.IntType(1), 0), flag_var)
 
     with em.loop(b.add(first, count), start=first) as k:
         lo = b.mul(k, bs)
@@ -174,6 +184,9 @@ def emit_train_steps(module: ir.Module, kind: str, T) -> None:
         args = dict(lr=lr, a=a, b=bb, eps=eps, wd=wd, damp=damp, t=tf, nesterov=nesterov,
                     centered=centered, amsgrad=amsgrad, decoupled=decoupled, params=params,
                     grad=grad, m=m_state, v=v_state, w=w_state)
+        if kind == "adam":
+            args.update(bc1=em.bias_correction(a, tf, settled[0]),
+                        bc2_sqrt=em.bias_correction(bb, tf, settled[1], root=half))
 
         # one straight-line loop (no branch inside): element by element the arithmetic
         # is that of optimizers.py
@@ -284,7 +297,36 @@ class _Emitter(ValueEmitter):
         step = bl.select(has_mu, bl.fmul(self.t(lr), buf), bl.fdiv(bl.fmul(self.t(lr), g), d))
         bl.store(bl.fsub(p, step), pp)
 
-    def adam(self, j, lr, a, b, eps, wd, t, amsgrad, decoupled, params, grad, m, v, w, **_):
+    def bias_correction(self, beta, t, settled, root=None):
+        """1 - beta^t (a double) as Python's 1 - beta ** t, or with `root` (0.5 from the
+        configuration) its square root as Python's (1 - beta ** t) ** 0.5: pow, as torch
+        and optimizers.py have it, which differs from sqrt by an ulp now and then (beta
+        0.999: at steps 1270, 2582, 3069, ...).
+
+        `settled` (an i1 variable, false at first) becomes true once 1 - beta^t is
+        exactly 1, and from then on the pow calls (some 20 ns each) are skipped: for
+        0 <= beta <= SETTLE_MAX, beta^t only shrinks as t grows (by a factor beta a
+        step, far more than pow's error of under an ulp), so 1 - beta^t stays 1, and so
+        does its root. (beta = 0.9 settles after 350 steps.)"""
+        b = self.b
+        D = ir.DoubleType()
+        one = ir.Constant(D, 1.0)
+        before = b.block
+        with b.if_then(b.not_(b.load(settled))):
+            bc = b.fsub(one, self.call_d("pow", beta, t))
+            shrinks = b.and_(b.fcmp_ordered(">=", beta, ir.Constant(D, 0.0)),
+                             b.fcmp_ordered("<=", beta, ir.Constant(D, SETTLE_MAX)))
+            b.store(b.and_(shrinks, b.fcmp_ordered("==", bc, one)), settled)
+            if root:
+                bc = self.call_d("pow", bc, root)
+            computed = b.block
+        out = b.phi(D)
+        out.add_incoming(one, before)
+        out.add_incoming(bc, computed)
+        return out
+
+    def adam(self, j, lr, a, b, eps, wd, amsgrad, decoupled, params, grad, m, v, w, bc1,
+             bc2_sqrt, **_):
         bl = self.b
         D = ir.DoubleType()
         pp, mp, vp, wp = (self.el(x, j) for x in (params, m, v, w))
@@ -301,11 +343,9 @@ class _Emitter(ValueEmitter):
         hi = self.b.select(self.b.fcmp_ordered(">", bl.load(wp), vv), bl.load(wp), vv)
         bl.store(bl.select(amsgrad, hi, bl.load(wp)), wp)
         vv = bl.select(amsgrad, hi, vv)
-        bc1 = bl.fsub(ir.Constant(D, 1.0), self.call_d("pow", a, t))
-        bc2 = bl.fsub(ir.Constant(D, 1.0), self.call_d("pow", b, t))
         # NumPy keeps float32 arrays float32 against Python floats (NEP 50): the scalars
         # are rounded to T, the arithmetic is in T
-        denom = bl.fadd(bl.fdiv(self.intrinsic_call("sqrt", vv),
-                                self.t(self.call_d("sqrt", bc2))), self.t(eps))
+        denom = bl.fadd(bl.fdiv(self.intrinsic_call("sqrt", vv), self.t(bc2_sqrt)),
+                        self.t(eps))
         step = bl.fdiv(bl.fmul(self.t(bl.fdiv(lr, bc1)), mm), denom)
         bl.store(bl.fsub(p, step), pp)

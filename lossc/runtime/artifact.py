@@ -32,8 +32,9 @@ from lossc import __version__
 MAGIC = b"LOSSC\x02"
 MAGIC_V1 = b"LOSSC\x01"
 # the native functions' frame layouts (codegen/llvm.py, codegen/fused.py); 5: the
-# gradient reads err[3:5] (a later batch to prefetch), the fused steps 23 slots
-ABI = 5
+# gradient reads err[3:5] (a later batch to prefetch), the fused steps 23 slots; 6: the
+# fused steps' configuration has 8 numbers
+ABI = 6
 
 
 class ArtifactError(ValueError):

@@ -58,7 +58,8 @@ def _config(opt):
     else:
         cfg = (opt.lr, opt.betas[0], opt.betas[1], opt.eps, opt.weight_decay, 0.0, clip)
         flags = (ADAM, 0, 0, opt.amsgrad, name == "AdamW")
-    return cfg, flags + (opt.clip_norm is not None,)
+    # (0.5: see the frame's slot 8 in codegen/fused.py)
+    return cfg + (0.5,), flags + (opt.clip_norm is not None,)
 
 
 class FusedSteps:
