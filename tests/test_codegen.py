@@ -212,6 +212,24 @@ def test_logsumexp_and_its_softmax_share_their_exponentials(K):
                                        err_msg=f"{row[:3]}")
 
 
+@pytest.mark.parametrize("D", [1, 3, 32])
+def test_softplus_and_sigmoid_of_one_value_share_their_exponential(D):
+    """Logistic regression's loss takes softplus(z), its gradient sigmoid(z): the
+    gradient's code has no more exponentials than the loss's (one exp(-|z|) each, at
+    every vector width; counted by the exp's reduction constant, 1/ln 2)."""
+    from lossc.codegen.units import LOSS, VALUE_AND_GRAD
+    from lossc.compiler import compile_source
+    src = (f"dim D = {D}\ninput x[D]\ninput y\nparam w[D]\nparam b\n"
+           "z = dot(w, x) + b\nloss = softplus(z) - y * z\n")
+    c = compile_source(src)
+    log2e = "0x3ff71547652b82fe"
+    for bits in (512, 256, 128):
+        counts = {unit: c.unit_ir((unit,), bits)[0].count(log2e)
+                  for unit in (LOSS, VALUE_AND_GRAD)}
+        assert counts[LOSS] > 0
+        assert counts[VALUE_AND_GRAD] == counts[LOSS], (bits, counts)
+
+
 PADDING_MODEL = """
 dim D = 9
 input x[D]
