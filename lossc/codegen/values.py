@@ -6,6 +6,7 @@ width, so a lowering rule is written once for both.
 """
 from __future__ import annotations
 
+import struct
 from contextlib import contextmanager
 
 from llvmlite import ir
@@ -66,18 +67,45 @@ class ValueEmitter:
         if builder is not None:
             self.b = builder
 
+    # Constants are made once per emitter and reused: llvmlite formats a constant's text
+    # once per object, and a vector constant's text is W numbers in hex (a model's
+    # splatted constants are a quarter of its IR text)
+
+    def _constants(self) -> dict:
+        c = self.__dict__.get("_made")
+        if c is None:
+            c = self._made = {}
+        return c
+
     def fconst(self, v) -> ir.Value:
-        return ir.Constant(self.T, float(v))
+        # (keyed by the bits: -0.0 is not 0.0, and NaNs keep their payloads)
+        key = struct.pack("<d", v)
+        made = self._constants()
+        c = made.get(key)
+        if c is None:
+            c = made[key] = ir.Constant(self.T, float(v))
+        return c
 
     def iconst(self, v) -> ir.Value:
-        return ir.Constant(I64, int(v))
+        made = self._constants()
+        c = made.get(v)
+        if c is None or type(v) is not int:
+            c = ir.Constant(I64, int(v))
+            if type(v) is int:
+                made[v] = c
+        return c
 
     def splat(self, v, width: int):
         if width == 1 or is_vector(v):
             return v
         vt = ir.VectorType(v.type, width)
         if isinstance(v, ir.Constant):
-            return ir.Constant(vt, [v.constant] * width)
+            made = self._constants()
+            key = (v.get_reference(), str(v.type), width)
+            c = made.get(key)
+            if c is None:
+                c = made[key] = ir.Constant(vt, [v.constant] * width)
+            return c
         one = self.b.insert_element(ir.Constant(vt, None), v, ir.Constant(I32, 0))
         return self.b.shuffle_vector(one, ir.Constant(vt, None),
                                      ir.Constant(ir.VectorType(I32, width), [0] * width))
