@@ -56,7 +56,7 @@ def test_fused_epochs_match_the_python_loop(make, dtype):
 
 @pytest.mark.parametrize("betas", [(0.9, 0.999), (0.5, 0.9), (0.0, 0.8)])
 def test_fused_adam_matches_after_the_bias_corrections_settle(betas):
-    # 1 - beta^t rounds to 1 after some steps (beta 0.5: 54, 0.8: 168, 0.9: 350); the
+    # 1 - beta^t rounds to 1 after some steps (beta 0.5: 54, 0.8: 168, 0.9: 356); the
     # fused steps stop calling pow then, and must still give the Python loop's bits
     m = lossc.compile(SAMPLES / "softmax.loss")
     rng = np.random.default_rng(3)

@@ -87,12 +87,12 @@ class ValueEmitter:
         return c
 
     def iconst(self, v) -> ir.Value:
+        if type(v) is not int:       # (bool, NumPy integers: made each time)
+            return ir.Constant(I64, int(v))
         made = self._constants()
         c = made.get(v)
-        if c is None or type(v) is not int:
-            c = ir.Constant(I64, int(v))
-            if type(v) is int:
-                made[v] = c
+        if c is None:
+            c = made[v] = ir.Constant(I64, v)
         return c
 
     def splat(self, v, width: int):
@@ -220,14 +220,20 @@ class ValueEmitter:
         """exp(-|x|), shared by sigmoid(x) and softplus(x) in the same basic block: a
         model's loss takes softplus(z) where its gradient takes sigmoid(z) (logistic
         regression, W2 and W5), and LLVM's pipeline here has no pass that would merge
-        the two copies (a vectorized exp is some 30 instructions). Only within a block:
-        there the first copy comes before every later use."""
+        the two copies (a vectorized exp is some 30 instructions). Only within a block,
+        and with the builder at its end, as every lowering keeps it: there the first copy
+        comes before every later use."""
+        b = self.b
+        # (where the builder inserts: llvmlite keeps the position in `_anchor`; without
+        # it, nothing is shared)
+        at_end = getattr(b, "_anchor", None) == len(b.block.instructions)
         shared = self.__dict__.setdefault("_exp_minus_abs", {})
         hit = shared.get(x)
-        if hit is not None and hit[0] is self.b.block:
+        if at_end and hit is not None and hit[0] is b.block:
             return hit[1]
         e = self.math("exp", self.fneg(self.math("fabs", x)))
-        shared[x] = (self.b.block, e)
+        if at_end and getattr(b, "_anchor", None) == len(b.block.instructions):
+            shared[x] = (b.block, e)
         return e
 
     def sigmoid(self, x):
