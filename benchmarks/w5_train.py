@@ -2,7 +2,9 @@
 0.9/0.999, eps 1e-8), batch 64, reshuffled each epoch from a fixed seed, 20 epochs:
 total wall time and the final full-data loss, every implementation on the same shuffles
 (the permutations lossc.train draws: np.random.default_rng(seed).permutation(N) per
-epoch)."""
+epoch). Each implementation draws them in its run, as lossc.train does in its own: the
+reshuffle is part of the workload (NumPy's permutation takes some 0.15 ms an epoch
+here, the peers' share of a run of 25 ms and more)."""
 from __future__ import annotations
 
 import gc
@@ -30,9 +32,11 @@ def make_data(seed: int = 7):
     return X, y
 
 
-def make_perms(epochs: int, seed: int = SEED) -> list:
+def shuffles(epochs: int, seed: int = SEED):
+    """Each epoch's permutation, drawn as it is needed."""
     rng = np.random.default_rng(seed)
-    return [rng.permutation(N) for _ in range(epochs)]
+    for _ in range(epochs):
+        yield rng.permutation(N)
 
 
 def full_loss(p, X, y) -> float:
@@ -41,14 +45,14 @@ def full_loss(p, X, y) -> float:
 
 # ---------------------------------------------------------------- numpy
 
-def numpy_run(X, y, perms) -> np.ndarray:
+def numpy_run(X, y, epochs: int) -> np.ndarray:
     """Mini-batch Adam by hand, in PyTorch's (and lossc's) order of operations."""
     p = np.zeros(D + 1)
     m = np.zeros(D + 1)
     v = np.zeros(D + 1)
     g = np.empty(D + 1)
     t = 0
-    for perm in perms:
+    for perm in shuffles(epochs):
         Xp, yp = X[perm], y[perm]
         for s in range(0, N, BS):
             xb, yb = Xp[s:s + BS], yp[s:s + BS]
@@ -96,7 +100,10 @@ def jax_fns(jax):
         z = jnp.zeros(D + 1)
         return (z, z, z, jnp.asarray(0.0))
 
-    def epoch(state, X, y, perm):
+    def epoch(state, X, y, perms, e):
+        # (epoch e's permutation picked inside the compiled function: an index into
+        # an array outside it is an operation dispatched of its own)
+        perm = perms[e]
         nb = N // BS
         Xb = X[perm].reshape(nb, BS, D)
         yb = y[perm].reshape(nb, BS)
@@ -105,10 +112,10 @@ def jax_fns(jax):
     return init, step, epoch
 
 
-def jax_loop_run(jax, step_jit, init, X, y, perms):
+def jax_loop_run(jax, step_jit, init, X, y, epochs: int):
     state = init()
     nb = N // BS
-    for perm in perms:
+    for perm in shuffles(epochs):
         Xb = X[perm].reshape(nb, BS, D)
         yb = y[perm].reshape(nb, BS)
         for k in range(nb):
@@ -116,21 +123,26 @@ def jax_loop_run(jax, step_jit, init, X, y, perms):
     return np.asarray(jax.block_until_ready(state[0]))
 
 
-def jax_scan_run(jax, epoch_jit, init, Xj, yj, perms_j):
+def jax_scan_run(jax, epoch_jit, init, Xj, yj, epochs: int):
+    # (the run's permutations drawn first and moved to JAX at once: one transfer, not
+    # one an epoch. NumPy draws them in 0.15 ms each; jax.random.permutation, sorting,
+    # took 6.8 ms here, and would not give lossc's shuffles)
+    perms = jax.numpy.asarray(np.stack(list(shuffles(epochs))))
     state = init()
-    for perm in perms_j:
-        state = epoch_jit(state, Xj, yj, perm)
+    for e in range(epochs):
+        state = epoch_jit(state, Xj, yj, perms, e)
     return np.asarray(jax.block_until_ready(state[0]))
 
 
 # ---------------------------------------------------------------- PyTorch
 
-def torch_run(torch, Xt, yt, perms_t) -> np.ndarray:
+def torch_run(torch, Xt, yt, epochs: int) -> np.ndarray:
     F = torch.nn.functional
     w = torch.zeros(D, dtype=torch.float64, requires_grad=True)
     b = torch.zeros((), dtype=torch.float64, requires_grad=True)
     opt = torch.optim.Adam([w, b], lr=LR, betas=(B1, B2), eps=EPS)
-    for perm in perms_t:
+    for perm in shuffles(epochs):
+        perm = torch.from_numpy(perm)
         Xp, yp = Xt[perm], yt[perm]
         for s in range(0, N, BS):
             xb, yb = Xp[s:s + BS], yp[s:s + BS]
@@ -176,7 +188,6 @@ def run(ctx) -> None:
     jax, torch = ctx.jax, ctx.torch
     epochs = 3 if ctx.quick else 20
     X, y = make_data()
-    perms = make_perms(epochs)
     case = f"N={N:,}, {epochs} epochs"
     ctx.log(f"W5 {case}")
     data = {"x": X, "y": y}
@@ -236,30 +247,29 @@ def run(ctx) -> None:
     else:
         ctx.na("W5", case, "lossc.train", "lossc.train not available")
 
-    runs["numpy Adam (by hand)"] = (lambda: numpy_run(X, y, perms), "")
+    runs["numpy Adam (by hand)"] = (lambda: numpy_run(X, y, epochs), "")
     jax_cold = None
     if jax is not None:
         jnp = jax.numpy
         init, step, epoch = jax_fns(jax)
         step_jit = jax.jit(step)
         Xj, yj = jnp.asarray(X), jnp.asarray(y)
-        perms_j = [jnp.asarray(p) for p in perms]
         epoch_jit = jax.jit(epoch)
         # (JAX has compiled before in this process too, as lossc has above)
         jax.block_until_ready(jax.jit(lambda v: v * 2.0 + 1.0)(Xj[0]))
         gc_was = cold_start_begins()
         t0 = time.perf_counter_ns()
-        jax_scan_run(jax, epoch_jit, init, Xj, yj, perms_j)      # compiles
+        jax_scan_run(jax, epoch_jit, init, Xj, yj, epochs)      # compiles
         jax_cold = (time.perf_counter_ns() - t0) * 1e-9
         cold_start_ends(gc_was)
         runs["jax jit step, Python loop"] = (
-            lambda: jax_loop_run(jax, step_jit, init, X, y, perms), "")
+            lambda: jax_loop_run(jax, step_jit, init, X, y, epochs), "")
         runs["jax lax.scan epoch"] = (
-            lambda: jax_scan_run(jax, epoch_jit, init, Xj, yj, perms_j), "one call per epoch")
+            lambda: jax_scan_run(jax, epoch_jit, init, Xj, yj, epochs),
+            "one call per epoch; the shuffles from NumPy, in one transfer")
     if torch is not None:
         Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
-        perms_t = [torch.from_numpy(p) for p in perms]
-        runs["torch.optim.Adam eager"] = (lambda: torch_run(torch, Xt, yt, perms_t), "")
+        runs["torch.optim.Adam eager"] = (lambda: torch_run(torch, Xt, yt, epochs), "")
 
     # ---- check: every run's final parameters and loss against lossc's (or numpy's)
     finals = {}
