@@ -108,11 +108,12 @@ def emit_train_steps(module: ir.Module, kind: str, T) -> None:
     m_state = state
     v_state = b.gep(state, [n])
     w_state = b.gep(state, [b.add(n, n)])
-    # Adam's bias corrections 1 - beta^t, each settled once it rounds to 1 (see
-    # bias_correction)
-    settled = [em.alloca(ir.IntType(1)) for _ in range(2)]
-    for flag_var in settled:
-        b.store(ir.Constant(ir.IntType(1), 0), flag_var)
+    if kind == "adam":
+        # its bias corrections 1 - beta^t, each settled once it rounds to 1 (see
+        # bias_correction)
+        settled = [em.alloca(ir.IntType(1)) for _ in range(2)]
+        for flag_var in settled:
+            b.store(ir.Constant(ir.IntType(1), 0), flag_var)
 
     with em.loop(b.add(first, count), start=first) as k:
         lo = b.mul(k, bs)

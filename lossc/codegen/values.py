@@ -72,10 +72,7 @@ class ValueEmitter:
     # splatted constants are a quarter of its IR text)
 
     def _constants(self) -> dict:
-        c = self.__dict__.get("_made")
-        if c is None:
-            c = self._made = {}
-        return c
+        return self.__dict__.setdefault("_made", {})
 
     def fconst(self, v) -> ir.Value:
         # (keyed by the bits: -0.0 is not 0.0, and NaNs keep their payloads)
@@ -232,7 +229,7 @@ class ValueEmitter:
         if at_end and hit is not None and hit[0] is b.block:
             return hit[1]
         e = self.math("exp", self.fneg(self.math("fabs", x)))
-        if at_end and getattr(b, "_anchor", None) == len(b.block.instructions):
+        if at_end:
             shared[x] = (b.block, e)
         return e
 

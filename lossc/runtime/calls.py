@@ -78,6 +78,11 @@ def aligned_zeros(n: int, dtype, alignment: int = 64) -> np.ndarray:
     return _aligned((n,), dtype, alignment, np.zeros)
 
 
+def aligned_empty(shape: tuple, dtype, alignment: int = 64) -> np.ndarray:
+    """An uninitialized array whose data starts on an `alignment`-byte boundary."""
+    return _aligned(tuple(shape), dtype, alignment, np.empty)
+
+
 def aligned_copy(a: np.ndarray, alignment: int = 64, allocate=np.empty) -> np.ndarray:
     """A C-contiguous copy of `a` whose data starts on an `alignment`-byte boundary, in
     bytes from allocate(nbytes, dtype=np.uint8) (np.empty by default)."""

@@ -13,7 +13,7 @@ import numpy as np
 from lossc.codegen.fused import ADAM, AHEAD_BATCHES, RMSPROP, SGD, SLOTS
 from lossc.codegen.llvm import ERR_SLOTS
 from lossc.codegen.units import VALUE_AND_GRAD, train_unit
-from lossc.runtime.calls import BoundArgs, _addr, _aligned, aligned_zeros
+from lossc.runtime.calls import BoundArgs, _addr, aligned_empty, aligned_zeros
 
 # the batches on their way to L2 (codegen/fused.py AHEAD_BATCHES) may hold this many
 # bytes of rows at most, a quarter of a 1 MB L2: more would push the current batch out
@@ -75,8 +75,9 @@ class FusedSteps:
         self.t = np.array([optimizer.t], dtype=np.int64)
         # (on cache-line boundaries: a row 16 bytes into a line would straddle one more
         # line, and the gradient's vector loads from it would each touch two)
-        self.batches = [_aligned((self.bs,) + s.shape, np.int64 if s.is_int else model.dtype,
-                                 64, np.empty) for s in model.inputs]
+        self.batches = [aligned_empty((self.bs,) + s.shape,
+                                      np.int64 if s.is_int else model.dtype)
+                        for s in model.inputs]
         self.batch_ptrs = np.array([_addr(a) for a in self.batches] or [0], dtype=np.int64)
         n_batches = -(-data.B // self.bs)
         self.losses = np.zeros(n_batches, dtype=model.dtype)
