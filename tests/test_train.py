@@ -699,3 +699,37 @@ def test_scratch_keeps_buffers_within_its_budget(monkeypatch):
     scratch.give(np.empty(3000, dtype=np.uint8))  # larger than the budget: not kept
     assert scratch.kept_bytes() == 1300
     scratch.clear()
+
+
+@pytest.mark.parametrize("threshold", [None, 1])
+@pytest.mark.parametrize("validation", [None, 0.25])
+def test_monitor_passes_take_the_gradients_code_unless_the_run_is_long(
+        monkeypatch, threshold, validation):
+    # The monitor's objective-only passes (training set, validation split) go through
+    # the gradient's code, compiled already, unless the run's passes cover
+    # LOSS_UNIT_ROWS rows; then through the objective's own code. The MLP's two codes
+    # can differ in the last bit (here after epoch 1), so each history entry is checked,
+    # exactly, against the code it must come from.
+    from lossc.optim import driver
+    if threshold is not None:
+        monkeypatch.setattr(driver, "LOSS_UNIT_ROWS", threshold)
+    m = lossc.compile(SAMPLES / "mlp.loss", cache=False)
+    rng = np.random.default_rng(4)
+    d = {"x": rng.normal(size=(300, 16)), "y": rng.normal(size=300)}
+    calls = []
+    real_loss_flat = m.loss_flat
+    monkeypatch.setattr(m, "loss_flat", lambda *a, **k: calls.append(1) or
+                        real_loss_flat(*a, **k))
+    thetas = []
+    r = lossc.train(m, data=d, optimizer=lossc.Adam(0.01), batch_size=32, epochs=4,
+                    seed=1, validation=validation, patience=10,
+                    callback=lambda info: thetas.append(info.theta.copy()))
+    passes = 4 if validation is None else 1 + 2 * 4    # (the split: also at the start)
+    assert len(calls) == (0 if threshold is None else passes)
+    assert len(r.val_history) == (0 if validation is None else 5)
+    if validation is None:
+        for e, theta in enumerate(thetas, start=1):
+            p = m.unpack_params(theta)
+            by_gradient, by_loss = m.value_and_grad(p, **d)[0], m.loss(p, **d)
+            assert r.history[e] == (by_gradient if threshold is None else by_loss)
+            assert r.history[e] == pytest.approx(by_loss, rel=1e-13)
