@@ -54,14 +54,19 @@ def test_fused_epochs_match_the_python_loop(make, dtype):
         np.testing.assert_allclose(p1, p2, rtol=1e-4, atol=1e-5)
 
 
+def softmax_on_40_samples(rng):
+    """The softmax sample model and 40 random samples bound to it."""
+    m = lossc.compile(SAMPLES / "softmax.loss")
+    X, lab = rng.normal(size=(40, 4)), rng.integers(0, 3, size=40)
+    return m, m.bind({"x": X, "label": lab})
+
+
 @pytest.mark.parametrize("betas", [(0.9, 0.999), (0.5, 0.9), (0.0, 0.8)])
 def test_fused_adam_matches_after_the_bias_corrections_settle(betas):
     # 1 - beta^t rounds to 1 after some steps (beta 0.5: 54, 0.8: 168, 0.9: 356); the
     # fused steps stop calling pow then, and must still give the Python loop's bits
-    m = lossc.compile(SAMPLES / "softmax.loss")
     rng = np.random.default_rng(3)
-    X, lab = rng.normal(size=(40, 4)), rng.integers(0, 3, size=40)
-    bound = m.bind({"x": X, "label": lab})
+    m, bound = softmax_on_40_samples(rng)
     theta0 = m.pack_params(m.init_params(1))
     o1, o2 = Adam(0.01, betas=betas), Adam(0.01, betas=betas)
     p1, p2 = theta0.copy(), theta0.copy()
@@ -249,10 +254,8 @@ def test_each_step_lists_a_later_batchs_rows_for_the_gradient_to_prefetch():
 
 def test_no_prefetch_list_for_batches_that_would_crowd_l2(monkeypatch):
     from lossc.runtime import fused
-    m = lossc.compile(SAMPLES / "softmax.loss")
     rng = np.random.default_rng(3)
-    X, lab = rng.normal(size=(40, 4)), rng.integers(0, 3, size=40)
-    bound = m.bind({"x": X, "label": lab})
+    m, bound = softmax_on_40_samples(rng)
     theta0 = m.pack_params(m.init_params(0))
     order = rng.permutation(40).astype(np.int64)
     with_list = FusedSteps(m, Adam(0.01), bound, 8)
