@@ -55,7 +55,8 @@ from llvmlite import ir
 from lossc.codegen.outer import OuterProducts
 from lossc.codegen.rows import RowContractions
 from lossc.codegen.tensor import TensorLowering
-from lossc.codegen.values import FAST, I1, I32, I64, ValueEmitter, declared, is_vector
+from lossc.codegen.values import (FAST, I1, I32, I64, ValueEmitter, counted_loop, declared,
+                                   is_vector)
 from lossc.ir.graph import BOOL, INT, Graph, Node
 from lossc.ir.ops import OPS
 from lossc.passes.hoist import varying
@@ -398,7 +399,6 @@ class FunctionCodegen(RowContractions, OuterProducts, TensorLowering, ValueEmitt
         are this iteration's own, and a prefetch per line would be code to compile
         for each (hence at most PREFETCH_BYTES / 64 of them per input)."""
         b = self.b
-        fn = declared(self.module, "llvm.prefetch.p0", ir.VoidType(), [I8P, I32, I32, I32])
         for n in self.live:
             if n.op != "input":
                 continue
@@ -408,10 +408,8 @@ class FunctionCodegen(RowContractions, OuterProducts, TensorLowering, ValueEmitt
             base = b.load(b.gep(self.inputs, [self.iconst(n.attr("index"))]))
             ahead = b.gep(base, [b.add(b.mul(i, self.iconst(row_bytes)),
                                        self.iconst(PREFETCH_BYTES))])
-            for line in range(0, row_bytes * count, 64):
-                # (read, keep in every cache level, data)
-                b.call(fn, [b.gep(ahead, [self.iconst(line)]), ir.Constant(I32, 0),
-                            ir.Constant(I32, 3), ir.Constant(I32, 1)])
+            # (keep in every cache level)
+            self.prefetch_lines(ahead, -(-row_bytes * count // 64), locality=3)
 
     def prefetch_ahead(self, i, count: int) -> None:
         """A batch the caller gathers later (the fused training steps, codegen/fused.py:
@@ -431,7 +429,6 @@ class FunctionCodegen(RowContractions, OuterProducts, TensorLowering, ValueEmitt
         per 64 bytes from the row's start, at most AHEAD_ROW_LINES: a row starting
         inside a line leaves its last line to the gather."""
         b = self.b
-        fn = declared(self.module, "llvm.prefetch.p0", ir.VoidType(), [I8P, I32, I32, I32])
         rows = b.load(b.gep(self.err, [self.iconst(AHEAD_ROWS)]))
         with b.if_then(b.icmp_signed(">", rows, self.iconst(0)), likely=False):
             ahead = b.inttoptr(b.load(b.gep(self.err, [self.iconst(AHEAD)])), I64.as_pointer())
@@ -443,11 +440,19 @@ class FunctionCodegen(RowContractions, OuterProducts, TensorLowering, ValueEmitt
                 for n in inputs:
                     at = b.add(b.mul(self.iconst(n.attr("index")), rows), t)
                     row = b.inttoptr(b.load(b.gep(ahead, [at])), I8P)
-                    lines = min(-(-self.row_bytes(n) // 64), AHEAD_ROW_LINES)
-                    for line in range(lines):
-                        # (read, into L2, data)
-                        b.call(fn, [b.gep(row, [self.iconst(64 * line)]), ir.Constant(I32, 0),
-                                    ir.Constant(I32, 2), ir.Constant(I32, 1)])
+                    # (into L2)
+                    self.prefetch_lines(row, min(-(-self.row_bytes(n) // 64),
+                                                 AHEAD_ROW_LINES), locality=2)
+
+    def prefetch_lines(self, start, lines: int, locality: int) -> None:
+        """Prefetches (for reading, of data) of `lines` cache lines from `start` (an i8*)
+        on; locality as llvm.prefetch has it: 3 keeps the lines in every cache level, 2
+        in L2 and beyond."""
+        b = self.b
+        fn = declared(self.module, "llvm.prefetch.p0", ir.VoidType(), [I8P, I32, I32, I32])
+        for line in range(lines):
+            b.call(fn, [b.gep(start, [self.iconst(64 * line)]), ir.Constant(I32, 0),
+                        ir.Constant(I32, locality), ir.Constant(I32, 1)])
 
     def plan_prefetch(self) -> None:
         """Whether this call's vector loop prefetches (an i1, computed once per call), or
@@ -723,24 +728,10 @@ class FunctionCodegen(RowContractions, OuterProducts, TensorLowering, ValueEmitt
     @contextmanager
     def loop(self, n, start=None, step: int = 1):
         """for i in range(start, n, step): the body is whatever the with-block emits."""
-        b = self.b
         count = self.iconst(n) if isinstance(n, int) else n
         start = self.iconst(0) if start is None else start
-        pre = b.block
-        header = self.fn.append_basic_block("loop")
-        body = self.fn.append_basic_block("body")
-        done = self.fn.append_basic_block("done")
-        b.branch(header)
-        b.position_at_end(header)
-        i = b.phi(I64, name="i")
-        i.add_incoming(start, pre)
-        b.cbranch(b.icmp_signed("<", i, count), body, done)
-        b.position_at_end(body)
-        yield i
-        nxt = b.add(i, self.iconst(step))
-        i.add_incoming(nxt, b.block)
-        b.branch(header)
-        b.position_at_end(done)
+        with counted_loop(self.b, self.fn, start, count, step) as i:
+            yield i
 
     @contextmanager
     def loops(self, shape: tuple):

@@ -108,10 +108,10 @@ def emit_permutation(module: ir.Module) -> None:
     n, out = slot(2), slot(3, I64.as_pointer())
     gen = _Pcg64(b, fn, words, buffered)
 
-    with counted_loop(b, fn, _i64(0), n, up=True) as k:
+    with counted_loop(b, fn, _i64(0), n) as k:
         b.store(k, b.gep(out, [k]))
     # i > 0xffffffff: 64-bit draws
-    with counted_loop(b, fn, b.sub(n, _i64(1)), _i64(MAX32), up=False) as i:
+    with counted_loop(b, fn, b.sub(n, _i64(1)), _i64(MAX32), step=-1) as i:
         _swap(b, out, i, gen.interval64(i))
     # the rest: 32-bit draws from the stream, BLOCK at a time where i's mask cannot
     # change within a block, value by value elsewhere
@@ -283,8 +283,8 @@ class _Stream:
         b.store(gen.step(first), odd)
         mult2 = ir.Constant(I128, MULTIPLIER * MULTIPLIER % (1 << 128))
         inc2 = b.add(b.mul(gen.inc, ir.Constant(I128, MULTIPLIER)), gen.inc)
-        with counted_loop(b, gen.fn, _i64(0), _i64((CHUNK // 2 + self.AHEAD + 1) // 2),
-                          up=True) as k:
+        steps = _i64((CHUNK // 2 + self.AHEAD + 1) // 2)
+        with counted_loop(b, gen.fn, _i64(0), steps) as k:
             for chain, which in ((even, 0), (odd, 1)):
                 s = b.load(chain)
                 b.store(b.add(b.mul(s, mult2), inc2), chain)
@@ -328,7 +328,7 @@ class _Stream:
         element = self.gen.alloca(I32, "element")
         picks = self.gen.alloca(ir.ArrayType(I32, BLOCK), "picks")
         b.store(top32, element)
-        with counted_loop(b, fn, _i64(0), _i64(BLOCK), up=True) as k:
+        with counted_loop(b, fn, _i64(0), _i64(BLOCK)) as k:
             v = b.and_(b.load(self.value(b.add(pos, k))), mask32)
             e = b.load(element)
             b.store(v, b.gep(picks, [_i64(0), b.zext(b.sub(top32, e), I64)]))
@@ -336,7 +336,7 @@ class _Stream:
         b.store(b.add(pos, _i64(BLOCK)), self.pos)
         self.reload()
         end = b.zext(b.load(element), I64)
-        with counted_loop(b, fn, _i64(0), b.sub(top, end), up=True) as t:
+        with counted_loop(b, fn, _i64(0), b.sub(top, end)) as t:
             _swap(b, out, b.sub(top, t), b.zext(b.load(b.gep(picks, [_i64(0), t])), I64))
         return end
 

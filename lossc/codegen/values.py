@@ -31,9 +31,9 @@ def declared(module: ir.Module, name: str, ret, args: list) -> ir.Function:
 
 
 @contextmanager
-def counted_loop(b: ir.IRBuilder, fn: ir.Function, start, stop, up: bool = True):
-    """for i in range(start, stop) (up) or range(start, stop, -1) (down): the body is
-    whatever the with-block emits. Signed comparisons: an empty range runs nothing."""
+def counted_loop(b: ir.IRBuilder, fn: ir.Function, start, stop, step: int = 1):
+    """for i in range(start, stop, step) (step a nonzero int): the body is whatever the
+    with-block emits. Signed comparisons: an empty range runs nothing."""
     pre = b.block
     header = fn.append_basic_block("loop")
     body = fn.append_basic_block("body")
@@ -42,10 +42,10 @@ def counted_loop(b: ir.IRBuilder, fn: ir.Function, start, stop, up: bool = True)
     b.position_at_end(header)
     i = b.phi(I64, name="i")
     i.add_incoming(start, pre)
-    b.cbranch(b.icmp_signed("<" if up else ">", i, stop), body, done)
+    b.cbranch(b.icmp_signed("<" if step > 0 else ">", i, stop), body, done)
     b.position_at_end(body)
     yield i
-    i.add_incoming(b.add(i, ir.Constant(I64, 1 if up else -1)), b.block)
+    i.add_incoming(b.add(i, ir.Constant(I64, step)), b.block)
     b.branch(header)
     b.position_at_end(done)
 
