@@ -19,6 +19,10 @@ ROW_MIN_CHAINS = 8   # row kernel: independent FMA chains wanted (latency 4 x 2 
 ROW_VECTOR_GRADIENTS = True   # s * x gradients through the row kernel (outer_gradient)
 
 
+def _power_of_two_at_least(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()
+
+
 class OuterProducts:
     # ---- per-sample outer products, accumulated as blocked matrix products
     #
@@ -246,7 +250,9 @@ class OuterProducts:
             ks = [b.add(k0, em.iconst(a)) for a in range(tk)]
             cells = [[vec(grad, b.add(b.mul(k, em.iconst(D)), col)) for col in cols]
                      for k in ks]
-            sets = max(1, min(W, -(-ROW_MIN_CHAINS // (tk * tj))))
+            # (a power of two, as W is: the samples of a group then divide into whole
+            # steps of the loop below, with no lane left over)
+            sets = min(W, _power_of_two_at_least(-(-ROW_MIN_CHAINS // (tk * tj))))
             accs = [[[em.alloca(VT) for _ in range(tj)] for _ in range(tk)]
                     for _ in range(sets)]
             zero = em.splat(em.fconst(0), W)
@@ -257,6 +263,7 @@ class OuterProducts:
             # samples `step` at a time, unrolled: a group's W lanes, or with several
             # sets two samples per set (a smaller function for LLVM to compile)
             step = W if sets == 1 else min(W, 2 * sets)
+            assert W % step == 0, (W, step)
             with em.loop(b.mul(groups, em.iconst(W // step))) as it:
                 for lane in range(step):
                     s = b.add(b.mul(it, em.iconst(step)), em.iconst(lane))
