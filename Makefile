@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench env clean
+.PHONY: demo test verify bench env clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# the full size sweep (tests/sweep.py): every model family at every size, dtype and
+# vector width against the reference interpreter; run it before code generation changes
+verify: $(STAMP)
+	$(PY) -m pytest -q -n auto -p no:cacheprovider tests/test_sweep.py --sweep full
 
 # the peers (JAX, PyTorch) are optional: installed here, for the benchmarks only
 PEERS := $(VENV)/.peers

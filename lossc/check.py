@@ -22,13 +22,15 @@ def random_batch(model, batch: int, seed: int) -> dict:
 
 
 def gradient_check(model, seed: int = 0, batch: int = 8, eps: float = 1e-6,
-                   rtol: float = 1e-5, theta=None, data=None) -> dict:
-    """Per parameter: the compiled gradient, the central difference, their errors."""
+                   rtol: float = 1e-5, theta=None, data=None, hypers=None) -> dict:
+    """Per parameter: the compiled gradient, the central difference, their errors; at
+    `theta` (default: the file's initial values drawn from `seed`) on `data` (default:
+    `batch` random samples) with `hypers` (default: the file's)."""
     theta = model.init_params(seed) if theta is None else theta
     if data is None:
         data = random_batch(model, batch, seed) if model.inputs else {}
     flat = model.pack_params(theta).astype(np.float64)
-    bound = model.bind(data)
+    bound = model.bind(data, hypers)
     value, grad = model.value_and_grad_flat(flat, bound)
     rng = np.random.default_rng(seed)
     idx = np.arange(flat.size)

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from lossc.cli_common import compile_stage, fail, load_model, model_options
+from lossc.cli_common import compile_stage, fail, load_model, model_options, parse_pairs
 from lossc.codegen.units import UNITS
 
 
@@ -117,16 +117,41 @@ def ir_cmd(file, dims, dtype, raw, asm, units):
 
 @main.command("check")
 @model_options
-@click.option("--seed", default=0, show_default=True, help="Seed for parameters and data.")
-@click.option("--batch", default=8, show_default=True, help="Random samples to check on.")
+@click.option("--data", type=click.Path(dir_okay=False, path_type=pathlib.Path),
+              help="Check on this data (.csv, .npz, .npy, as lossc train reads it) instead "
+                   "of a random batch.")
+@click.option("--params", "params_path", type=click.Path(dir_okay=False, path_type=pathlib.Path),
+              help="Check at these parameters (.npz or .json, as lossc train writes them) "
+                   "instead of the file's initial values.")
+@click.option("--hyper", "hypers", multiple=True, metavar="NAME=VALUE",
+              help="Set a hyperparameter (repeatable).")
+@click.option("--seed", default=0, show_default=True,
+              help="Seed for the initial parameters and the random batch.")
+@click.option("--batch", type=click.IntRange(min=1), default=None,
+              help="Samples to check on: a random batch of this many (default 8), or with "
+                   "--data its first this many rows (default: all of them).")
 @click.option("--eps", default=1e-6, show_default=True, help="Finite-difference step.")
 @click.option("--rtol", default=1e-5, show_default=True, help="Tolerance on each gradient.")
-def check_cmd(file, dims, dtype, seed, batch, eps, rtol):
+def check_cmd(file, dims, dtype, data, params_path, hypers, seed, batch, eps, rtol):
     """Compare the compiled gradient of FILE with central finite differences, per
-    parameter, at the initial parameters on a random batch. Exits 1 on a mismatch."""
+    parameter: at the initial parameters on a random batch, or at the point you give
+    (--params, --data, --hyper). Exits 1 on a mismatch."""
     from lossc.check import gradient_check, format_check
+    from lossc.optim.data import DataError, load_data
+    from lossc.optim.params_io import load_params
     m = load_model(file, dims, dtype)
-    report = gradient_check(m, seed=seed, batch=batch, eps=eps, rtol=rtol)
+    hyper_values = parse_pairs(hypers, "--hyper", float)
+    try:
+        theta = load_params(params_path, m) if params_path is not None else None
+        arrays = None
+        if data is not None:
+            arrays = load_data(data, m)
+            if batch is not None:
+                arrays = {k: v[:batch] for k, v in arrays.items()}
+        report = gradient_check(m, seed=seed, batch=batch or 8, eps=eps, rtol=rtol,
+                                theta=theta, data=arrays, hypers=hyper_values or None)
+    except (DataError, ValueError, TypeError) as e:
+        fail(f"lossc: error: {e}")
     click.echo(format_check(m, report))
     if not report["ok"]:
         sys.exit(1)

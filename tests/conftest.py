@@ -15,3 +15,9 @@ SAMPLES = ROOT / "samples"
 def _private_cache(tmp_path_factory):
     os.environ["LOSSC_CACHE_DIR"] = str(tmp_path_factory.mktemp("lossc-cache"))
     yield
+
+
+def pytest_addoption(parser):
+    parser.addoption("--sweep", choices=("fast", "full"), default="fast",
+                     help="the size sweep's level (tests/sweep.py): fast, in every run, "
+                          "or full (make verify)")

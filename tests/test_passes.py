@@ -1,6 +1,5 @@
 """The pass pipeline: verifier between passes, CSE, folding, hoisting, stabilizing
 rewrites, and the no-swell property of reverse mode."""
-import time
 
 import numpy as np
 import pytest
@@ -43,17 +42,16 @@ def _chain_value_and_grad(n, x=0.7):
     return f, d
 
 
-def test_depth_200_chain_compiles_fast_and_small():
+def test_depth_200_chain_compiles_small():
+    """Reverse mode adds a constant number of nodes per forward node (no expression
+    swell); how fast it compiles is W6's business (make bench), not a test's."""
     src = chain(200)
-    t = time.perf_counter()
     c = compile_source(src)
-    front_and_passes = time.perf_counter() - t
     assert len(c.graph.nodes) <= 4 * forward_size(c.graph)
     m = lossc.compile(src, cache=False)
     v, g = m.value_and_grad({"x": 0.7})
     rv, rg = _chain_value_and_grad(200)
     assert v == pytest.approx(rv, rel=1e-9) and g["x"] == pytest.approx(rg, rel=1e-9)
-    assert front_and_passes < 5  # generous: a sanity bound, not a benchmark
 
 
 def test_cse_merges_repeated_work():

@@ -1,0 +1,651 @@
+"""The size sweep: every code path of a compiled model against the reference interpreter.
+
+A model family is a `.loss` template with one or more dims. For each size of its dims
+the harness computes, independently of code generation,
+
+  - each sample's loss and gradient with the reference interpreter (lossc/ir/evaluate.py,
+    each op's NumPy semantics) on the graph as autodiff left it, before the passes that
+    prepare it for code generation; the objective and gradient of any prefix of the
+    batch follow by prefix sums;
+  - the central differences of the objective of the graph as the front end built it (no
+    pass at all), in random directions, against that gradient: a wrong derivative rule
+    shows here, a wrong kernel in the comparisons below;
+
+then compiles the model for each dtype and vector width asked for and compares every
+way of calling it with the reference, at batch sizes around each lane, lane-group and
+outer-product block boundary up to two blocks and one: `loss`, `value_and_grad` (a first
+call, then the repeated call whose checks run natively), `value_and_grad_flat` on a
+bound batch (again twice), a prepared call, two threads splitting the batch, and the
+fused native training steps against the same steps taken in Python.
+
+The data and parameters are float32 numbers, so the float64 reference judges the float32
+code on the very same inputs. Tolerances are relative to the magnitude of what was
+summed (the same sums over absolute values): a sample lost or counted twice moves a
+result by about 1/B of that magnitude, far above the tolerances.
+
+Sizes (`SIZES`): "fast", run by `make test`, covers every residue class of every tile
+and lane width in play (`residue_cover`); "full", run by `make verify`, takes every
+dim through 1..70, pairs around tile boundaries, and a few large sizes.
+"""
+from __future__ import annotations
+
+import functools
+import itertools
+import os
+import re
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+import lossc
+from lossc.compiler import compile_source
+from lossc.ir.evaluate import evaluate_batch
+
+# ----------------------------------------------------------------- model families
+
+
+@dataclass(frozen=True)
+class Family:
+    """A model template. `ints` maps each int input to the dim bounding its values;
+    `scale` is the spread of the random parameters per dim (keeps tanh and softmax away
+    from saturation at any size)."""
+
+    name: str
+    dims: tuple
+    source: str
+    ints: dict = field(default_factory=dict)
+    fan_in: str = ""           # the dim that parameters are scaled down by
+
+    def text(self, sizes: dict) -> str:
+        head = "".join(f"dim {d} = {sizes[d]}\n" for d in self.dims)
+        return head + self.source
+
+
+FAMILIES = {f.name: f for f in [
+    Family("dot", ("D",), """
+input x[D]
+input y
+param w[D] = normal(0, 0.3)
+param b
+hyper lam = 1e-3
+z = dot(w, x) + b
+loss = softplus(z) - y * z + lam * sum(w ^ 2)
+""", fan_in="D"),
+    Family("dot2", ("D",), """
+input x[D]
+input y
+param w[D] = normal(0, 0.3)
+param v[D] = normal(0, 0.3)
+param b
+z = dot(w, x) + b
+u = dot(x, tanh(v))
+loss = softplus(z) - y * z + 0.5 * u ^ 2
+""", fan_in="D"),
+    Family("layer", ("H", "D"), """
+input x[D]
+input y
+param W[H, D] = normal(0, 0.3)
+param c[H] = normal(0, 0.1)
+param v[H] = normal(0, 0.3)
+h = tanh(W @ x + c)
+loss = (dot(v, h) - y) ^ 2
+""", fan_in="D"),
+    Family("softmax", ("K", "D"), """
+input x[D]
+input y: int
+param W[K, D] = normal(0, 0.3)
+param c[K] = normal(0, 0.1)
+z = W @ x + c
+loss = logsumexp(z) - z[y] + 0.1 * sum(softmax(z) * log_softmax(z))
+""", ints={"y": "K"}, fan_in="D"),
+    Family("vecmat", ("D", "H"), """
+input x[D]
+param A[D, H] = normal(0, 0.3)
+param c[H] = normal(0, 0.1)
+z = x @ A + c
+loss = sum(sigmoid(z)) + 0.5 * norm(z)
+""", fan_in="D"),
+    Family("quad", ("D",), """
+input x[D]
+param A[D, D] = normal(0, 0.3)
+param d[D] = normal(0, 0.3)
+loss = dot(x, A @ x) + sum(d * x ^ 2)
+""", fan_in="D"),
+    Family("matinput", ("R", "C"), """
+input M[R, C]
+input v[C]
+param p[C] = normal(0, 0.3)
+param q[R] = normal(0, 0.3)
+u = M @ p
+loss = softplus(dot(q, u)) + 0.1 * sum(u ^ 2) + dot(q, M @ v) + max(mean(M, axis=1))
+""", fan_in="C"),
+    Family("gather", ("N", "F"), """
+input u: int
+input i: int
+input t[F]
+input r
+param P[N, F] = normal(0, 0.3)
+param Q[N, F] = normal(0, 0.3)
+param a[F] = normal(0, 0.3)
+loss = (dot(P[u], Q[i]) - r) ^ 2 + dot(a * t, P[u]) + 0.01 * sum(P[:, 0] ^ 2)
+""", ints={"u": "N", "i": "N"}, fan_in="F"),
+    Family("lsemat", ("K", "D"), """
+input X[K, D]
+input t[K]
+param W[K, D] = normal(0, 0.3)
+z = sum(W * X, axis=1)
+loss = -sum(t * log_softmax(z)) + logsumexp(W * X) + sum(logsumexp(X * W, axis=0))
+""", fan_in="D"),
+]}
+
+# ----------------------------------------------------------------- sizes
+
+WIDTHS = (64, 128, 256, 512)
+DTYPES = ("float64", "float32")
+
+
+def lane_counts() -> tuple:
+    """Samples per vector for every dtype and width: the lanes the kernels tile by."""
+    return tuple(sorted({lanes_of(d, bits) for bits in WIDTHS for d in DTYPES}))
+
+
+def lanes_of(dtype: str, bits: int) -> int:
+    return max(1, bits // (64 if dtype == "float64" else 32))
+
+
+def lane_features(n: int, lanes: int) -> set:
+    """The decisions a vector of n elements drives in kernels over `lanes` lanes: its
+    remainder, its count of whole vectors classed by the row kernels' tiles of
+    ROW_TILE_VECTORS vectors (0, 1, 2, 3, then whole tiles plus 0..3), and whether
+    W @ x goes along the rows (ROW_MATVEC_CHUNKS vectors or more)."""
+    from lossc.codegen.outer import ROW_TILE_VECTORS
+    from lossc.codegen.rows import ROW_MATVEC_CHUNKS
+    chunks = n // lanes
+    cls = (chunks if chunks < ROW_TILE_VECTORS
+           else ROW_TILE_VECTORS + chunks % ROW_TILE_VECTORS)
+    return {("rem", n % lanes), ("chunks", cls), ("row matvec", chunks >= ROW_MATVEC_CHUNKS)}
+
+
+@functools.lru_cache(maxsize=None)
+def residue_cover(lanes: int, limit: int = 70) -> tuple:
+    """A few sizes in 1..limit that between them show every lane_features value any
+    size in 1..limit shows (greedy set cover, smaller sizes first on ties)."""
+    feats = {n: lane_features(n, lanes) for n in range(1, limit + 1)}
+    missing = set().union(*feats.values())
+    chosen = []
+    while missing:
+        n = max(feats, key=lambda k: (len(feats[k] & missing), -k))
+        chosen.append(n)
+        missing -= feats[n]
+    return tuple(sorted(chosen))
+
+
+def row_tile_sizes(lanes: int) -> list[tuple[int, int]]:
+    """(rows, columns) of a matrix gradient outer(u, x) for the row kernel
+    (codegen/outer.py row_outer_kernel) to reach every remainder of its tiles: for each
+    width of its column tiles (1..ROW_TILE_VECTORS vectors), every row count up to one
+    past the tile's height (ROW_TILE_ACCS // width), with a column remainder."""
+    from lossc.codegen.outer import ROW_TILE_ACCS, ROW_TILE_VECTORS
+    if lanes < 2:
+        return []
+    out = []
+    for jt in range(1, ROW_TILE_VECTORS + 1):
+        kt = max(1, ROW_TILE_ACCS.get(lanes, 12) // jt)
+        cols = jt * lanes + (jt % lanes or 1) if jt < ROW_TILE_VECTORS else \
+            (ROW_TILE_VECTORS + 1) * lanes + 1
+        out += [(k, cols) for k in range(1, kt + 2)]
+    return out
+
+
+# (dtype, bits) of the fast sweep: one of each lane count, the native widths first
+FAST_VARIANTS = (("float64", 512), ("float32", 512), ("float64", 256), ("float64", 128),
+                 ("float64", 64))
+SMALL = (1, 3, 5, 9, 2)       # the other dim of a pair, in turn, in the fast sweep
+ROW_TILE_FAMILY = "layer"     # the family whose matrix gradient takes the row kernel
+
+
+def fast_configs():
+    """(family, sizes, variants) of the fast sweep: for each variant's lane count, each
+    family with its last dim (the one along input rows) through that count's residue
+    cover and the others small; and the row kernel's tiles (row_tile_sizes)."""
+    for dtype, bits in FAST_VARIANTS:
+        lanes = lanes_of(dtype, bits)
+        for fam in FAMILIES.values():
+            for k, n in enumerate(residue_cover(lanes)):
+                sizes = {d: SMALL[(k + j) % len(SMALL)] for j, d in enumerate(fam.dims)}
+                sizes[fam.dims[-1]] = n
+                yield fam, sizes, [(dtype, bits)]
+        fam = FAMILIES[ROW_TILE_FAMILY]
+        for rows, cols in row_tile_sizes(lanes):
+            yield fam, dict(zip(fam.dims, (rows, cols))), [(dtype, bits)]
+
+
+def full_configs():
+    """(family, sizes, variants) of the full sweep: every dim through 1..70 (the others
+    at 9) at both native dtypes and one narrower width in turn, or at every width for a
+    family of one dim; pairs around tile boundaries, each at one variant in turn; sizes
+    past the unrolled reductions (UNROLL); the row kernel's tiles at every lane count."""
+    every = [(d, b) for d in DTYPES for b in WIDTHS]
+    native = [("float64", 512), ("float32", 512)]
+    narrower = [(d, b) for b in WIDTHS[:3] for d in DTYPES]
+    turn = itertools.count()
+    for fam in FAMILIES.values():
+        for sizes in full_dim_sizes(fam):
+            if len(fam.dims) == 1:
+                yield fam, sizes, every
+            else:
+                yield fam, sizes, native + [narrower[next(turn) % len(narrower)]]
+        if len(fam.dims) == 2:
+            edges = (7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65)
+            for pair in itertools.product(edges, repeat=2):
+                yield fam, dict(zip(fam.dims, pair)), [every[next(turn) % len(every)]]
+    fam = FAMILIES[ROW_TILE_FAMILY]
+    for dtype, bits in every:
+        for rows, cols in row_tile_sizes(lanes_of(dtype, bits)):
+            yield fam, dict(zip(fam.dims, (rows, cols))), [(dtype, bits)]
+
+
+def full_dim_sizes(family: Family) -> list[dict]:
+    names = family.dims
+    out = []
+    for d in names:
+        for n in range(1, 71):
+            sizes = {e: 9 for e in names}
+            sizes[d] = n
+            if sizes not in out:
+                out.append(sizes)
+    for n in (127, 128, 129, 255, 256, 257):
+        for d in names:
+            sizes = {e: 5 for e in names}
+            sizes[d] = n
+            if sizes not in out:
+                out.append(sizes)
+    return out
+
+
+def batch_sizes(lanes: int, level: str) -> tuple:
+    """Around every lane, lane-group and outer-product block boundary up to two blocks
+    and one (groups of two lanes' vectors, OUTER_BLOCK groups a block)."""
+    from lossc.codegen.outer import OUTER_BLOCK
+    group = 2 * lanes
+    block = OUTER_BLOCK * group
+    around = {1, 2, lanes - 1, lanes, lanes + 1, group - 1, group, group + 1,
+              block - 1, block, block + 1, 2 * block + 1}
+    if level == "fast":
+        around = {1, lanes + 1, group - 1, group + 1, block + 1, 2 * block + 1}
+    return tuple(sorted(b for b in around if b >= 1))
+
+
+MAX_BATCH = batch_sizes(16, "full")[-1]
+
+# ----------------------------------------------------------------- the reference
+
+
+def f32(a):
+    """Numbers exactly representable in float32, as float64."""
+    return np.asarray(a, dtype=np.float64).astype(np.float32).astype(np.float64)
+
+
+@dataclass
+class Reference:
+    """A family at one size: its source, the data, parameters and hypers every compiled
+    variant is run on, and the per-sample loss and gradient prefix sums."""
+
+    family: Family
+    sizes: dict
+    source: str
+    theta: dict
+    data: dict
+    hypers: dict
+    reduce: str
+    prefix: dict          # output -> cumulative sum over samples, shape (B + 1, *shape)
+    magnitude: dict       # output -> cumulative sum of absolute values, likewise
+
+    def expected(self, name: str, B: int):
+        """(value, magnitude) of an output's objective over the first B samples."""
+        total, size = self.prefix[name][B], self.magnitude[name][B]
+        if self.reduce == "mean":
+            return total / B, size / B
+        return total, size
+
+    def batch(self, B: int) -> dict:
+        return {k: v[:B] for k, v in self.data.items()}
+
+
+def make_data(family: Family, sizes: dict, model_inputs, B: int, rng) -> dict:
+    data = {}
+    for spec in model_inputs:
+        if spec.is_int:
+            data[spec.name] = rng.integers(0, sizes[family.ints[spec.name]], size=B)
+        else:
+            data[spec.name] = f32(rng.normal(size=(B,) + spec.shape))
+    return data
+
+
+def make_params(family: Family, sizes: dict, params, rng) -> dict:
+    scale = 1.0 / np.sqrt(sizes.get(family.fan_in, 1)) if family.fan_in else 1.0
+    return {p.name: f32(rng.normal(size=p.shape) * (0.3 + 0.7 * scale) * scale ** 0.5)
+            for p in params}
+
+
+def reference(family: Family, sizes: dict, B: int = MAX_BATCH, seed: int = 0) -> Reference:
+    src = family.text(sizes)
+    c = compile_source(src)
+    graph = c.stages["autodiff"]
+    rng = np.random.default_rng(seed + sum(sizes.values()))
+    theta = make_params(family, sizes, graph.params, rng)
+    data = make_data(family, sizes, graph.inputs, B, rng)
+    hypers = {h.name: h.default for h in graph.hypers}
+    per_sample = evaluate_batch(graph, theta, data, hypers)
+    prefix, magnitude = {}, {}
+    for k, v in per_sample.items():
+        v = np.asarray(v, dtype=np.float64)
+        zero = np.zeros((1,) + v.shape[1:])
+        prefix[k] = np.concatenate([zero, np.cumsum(v, axis=0)])
+        magnitude[k] = np.concatenate([zero, np.cumsum(np.abs(v), axis=0)])
+    return Reference(family, sizes, src, theta, data, hypers, graph.reduce, prefix,
+                     magnitude)
+
+
+def check_derivatives(ref: Reference, B: int = 13, directions: int = 2, seed: int = 1):
+    """The gradient the reference computes (autodiff's graph) against central
+    differences of the objective of the unoptimized front-end graph, in random
+    directions; Richardson's extrapolation of two steps cancels the h^2 error."""
+    from lossc.compiler import front_end, read_source
+    built, _ = front_end(read_source(ref.source))
+    data = ref.batch(B)
+
+    def objective(theta):
+        v = evaluate_batch(built, theta, data, ref.hypers, ["loss"])["loss"]
+        return float(np.sum(v)) if ref.reduce == "sum" else float(np.mean(v))
+
+    rng = np.random.default_rng(seed)
+    for _ in range(directions):
+        d = {k: rng.normal(size=np.shape(v)) for k, v in ref.theta.items()}
+        analytic = sum(float(np.sum(ref.expected(f"grad.{k}", B)[0] * d[k])) for k in d)
+        scale = sum(float(np.sum(ref.expected(f"grad.{k}", B)[1] * np.abs(d[k]))) for k in d)
+
+        def diff(h):
+            up = {k: v + h * d[k] for k, v in ref.theta.items()}
+            down = {k: v - h * d[k] for k, v in ref.theta.items()}
+            return (objective(up) - objective(down)) / (2 * h)
+
+        h = 1e-3
+        numeric = (4 * diff(h / 2) - diff(h)) / 3
+        assert abs(numeric - analytic) <= 1e-6 * (scale + abs(analytic)) + 1e-9, \
+            (ref.family.name, ref.sizes, numeric, analytic)
+
+
+# ----------------------------------------------------------------- the comparisons
+
+TOLERANCE = {"float64": 1e-10, "float32": 2e-4}
+
+
+class Mismatch(AssertionError):
+    pass
+
+
+def compare(what: str, got, want, magnitude, dtype: str, context: str) -> None:
+    got = np.asarray(got, dtype=np.float64)
+    scale = np.maximum(np.asarray(magnitude, dtype=np.float64), 0)
+    # each element against its own magnitude, and no less than a small share of the
+    # largest (an element whose terms all but vanish is judged on the output's scale)
+    floor = 1e-3 * float(np.max(scale)) if np.size(scale) else 0.0
+    err = np.abs(got - want)
+    bad = err > TOLERANCE[dtype] * (np.maximum(scale, floor) + 1e-30)
+    if np.shape(got) != np.shape(want) or np.any(bad) or not np.all(np.isfinite(got)):
+        where = np.argwhere(bad)[:3].tolist() if np.ndim(bad) else []
+        raise Mismatch(f"{context}: {what} differs: max error {np.max(err):.3g} at "
+                       f"{where} (magnitude {np.max(scale):.3g}, tolerance "
+                       f"{TOLERANCE[dtype]:g} relative)")
+
+
+def with_width(bits: int):
+    """Compile at a given vector width (LOSSC_VECTOR_BITS), restoring the environment."""
+    class _Width:
+        def __enter__(self):
+            self.old = os.environ.get("LOSSC_VECTOR_BITS")
+            os.environ["LOSSC_VECTOR_BITS"] = str(bits)
+
+        def __exit__(self, *exc):
+            if self.old is None:
+                os.environ.pop("LOSSC_VECTOR_BITS", None)
+            else:
+                os.environ["LOSSC_VECTOR_BITS"] = self.old
+    return _Width()
+
+
+def compiled(ref: Reference, dtype: str, bits: int):
+    with with_width(bits), warnings.catch_warnings():
+        warnings.simplefilter("ignore", lossc.LosscWarning)   # (unused random bindings)
+        return lossc.compile(ref.source, dtype=dtype, cache=False)
+
+
+def check_calls(ref: Reference, m, dtype: str, bits: int, level: str,
+                threads: tuple = (1, 2)) -> int:
+    """Every call path of `m` at every batch size against the reference; returns the
+    number of comparisons made. Two threads split a batch from 2 * PARALLEL_MIN_SAMPLES
+    samples (lowered here so that small batches take the threaded path)."""
+    from lossc.runtime import model as model_module
+    checks = 0
+    names = [p.name for p in m.params]
+    for B in batch_sizes(lanes_of(dtype, bits), level):
+        context = f"{ref.family.name} {ref.sizes} {dtype} {bits}-bit B={B}"
+        data = ref.batch(B)
+        want_loss, mag_loss = ref.expected("loss", B)
+
+        def grads_match(label, grads):
+            for name in names:
+                want, mag = ref.expected(f"grad.{name}", B)
+                compare(f"{label} grad.{name}", grads[name], want, mag, dtype, context)
+
+        # value_and_grad: the first call, then the repeated ones (checked natively)
+        for call in range(3):
+            value, grads = m.value_and_grad(ref.theta, **data)
+            compare(f"value_and_grad#{call} objective", value, want_loss, mag_loss, dtype,
+                    context)
+            grads_match(f"value_and_grad#{call}", grads)
+        compare("loss", m.loss(ref.theta, **data), want_loss, mag_loss, dtype, context)
+        # the flat calls on a bound batch, and a prepared call
+        flat = m.pack_params(ref.theta)
+        bound = m.bind(data)
+        for call in range(2):
+            g = np.empty(m.n_params, dtype=m.dtype)
+            value, g = m.value_and_grad_flat(flat, bound, grad_out=g)
+            compare(f"value_and_grad_flat#{call} objective", value, want_loss, mag_loss,
+                    dtype, context)
+            grads_match(f"value_and_grad_flat#{call}", m.unpack_params(g))
+        compare("loss_flat", m.loss_flat(flat, bound), want_loss, mag_loss, dtype, context)
+        g = np.zeros(m.n_params, dtype=m.dtype)
+        call = m.prepare(flat.copy(), bound, grad_out=g)
+        compare("prepared objective", call(), want_loss, mag_loss, dtype, context)
+        grads_match("prepared", m.unpack_params(g))
+        checks += 10
+        if 2 in threads and B >= 4:
+            saved = model_module.PARALLEL_MIN_SAMPLES
+            model_module.PARALLEL_MIN_SAMPLES = 2
+            m.set_threads(2)
+            try:
+                value, grads = m.value_and_grad(ref.theta, **data)
+                compare("2 threads objective", value, want_loss, mag_loss, dtype, context)
+                grads_match("2 threads", grads)
+                compare("2 threads loss", m.loss(ref.theta, **data), want_loss, mag_loss,
+                        dtype, context)
+            finally:
+                m.set_threads(1)
+                model_module.PARALLEL_MIN_SAMPLES = saved
+            checks += 2
+    return checks
+
+
+def check_fused_steps(ref: Reference, m, dtype: str, batch_size: int, epochs: int = 2):
+    """The fused native training steps (gather, gradient, update in one native call)
+    against the same steps taken in Python through value_and_grad_flat: bit for bit in
+    float64, within rounding in float32; SGD with momentum and Adam."""
+    from lossc.optim.optimizers import SGD, Adam
+    from lossc.runtime.calls import BoundArgs
+    from lossc.runtime.fused import FusedSteps
+    N = min(len(next(iter(ref.data.values()))), 3 * batch_size + 5)
+    bound = m.bind(ref.batch(N))
+    theta0 = m.pack_params(ref.theta)
+    rng = np.random.default_rng(N)
+    for make in (lambda: SGD(0.05, momentum=0.5), lambda: Adam(0.01)):
+        o1, o2 = make(), make()
+        p1, p2 = theta0.copy(), theta0.copy()
+        fused = FusedSteps(m, o2, bound, batch_size)
+        g = np.empty(m.n_params, dtype=m.dtype)
+        for _ in range(epochs):
+            order = rng.permutation(N).astype(np.int64)
+            for lo in range(0, N, batch_size):
+                idx = order[lo:lo + batch_size]
+                batch = BoundArgs(m, [a[idx] for a in bound.arrays], len(idx), bound.hypers)
+                m.value_and_grad_flat(p1, batch, grad_out=g)
+                o1.step(p1, g)
+            fused.run(p2, order, 0, -(-N // batch_size))
+        fused.sync()
+        context = (f"{ref.family.name} {ref.sizes} {dtype} fused {type(o1).__name__} "
+                   f"batch {batch_size} of {N}")
+        if dtype == "float64":
+            if not np.array_equal(p1, p2):
+                raise Mismatch(f"{context}: parameters differ by up to "
+                               f"{np.max(np.abs(p1 - p2)):.3g}")
+        else:
+            compare("parameters", p2, p1, np.abs(p1) + 1e-2, dtype, context)
+
+
+# ----------------------------------------------------------------- random programs
+
+SMOOTH_UNARY = ("tanh({})", "sin({})", "sigmoid({})", "softplus({})", "log1p({} ^ 2)",
+                "sqrt({} ^ 2 + 1)", "exp(tanh({}))", "atan({})", "erf({})", "cos({})",
+                "square({})", "-{}", "({}) ^ 3", "log(sigmoid({}))", "expm1(tanh({}))")
+KINKED_UNARY = ("abs({})", "relu({})")
+SMOOTH_BINARY = ("{} + {}", "{} - {}", "{} * {}", "{} / (1 + {} ^ 2)",
+                 "atan2({}, 1 + {} ^ 2)")
+KINKED_BINARY = ("max({}, {})", "min({}, {})", "where({} > {}, {}, 0.5 * {})")
+REDUCTIONS = ("sum({})", "mean({})", "logsumexp({})", "norm({} + 0.5)")
+KINKED_REDUCTIONS = ("max({})", "min({})")
+
+
+RANDOM_SIZES = {"fast": (1, 2, 3, 5, 7, 8, 9),
+                "full": (1, 2, 3, 5, 7, 8, 9, 15, 16, 17, 24, 31, 33, 40)}
+
+
+def random_program(seed: int, smooth: bool, level: str = "full") -> tuple[str, dict]:
+    """A random, valid `.loss` program: dims of random sizes, vector and matrix inputs
+    and parameters, an int input used as an index, and bindings drawn from elementwise
+    functions, broadcasting arithmetic, reductions (with axes), products (dot, @,
+    outer), softmax, indexing and slices; the loss sums reductions of the last few.
+    Returns the source and the int inputs' bounds (the dim each indexes). With smooth,
+    no op with a kink (max, min, abs, relu, where), so finite differences and float32
+    agree with the reference anywhere."""
+    rng = np.random.default_rng(seed)
+    sizes = [int(rng.choice(RANDOM_SIZES[level])) for _ in range(3)]
+    dims = dict(zip("ABC", sizes))
+    lines = [f"dim {k} = {v}" for k, v in dims.items()]
+    pool = []            # (expression, shape, per-sample)
+
+    def declare(kind, name, shape):
+        dims_text = f"[{', '.join(shape)}]" if shape else ""
+        init = " = normal(0, 0.4)" if kind == "param" else ""
+        lines.append(f"{kind} {name}{dims_text}{init}")
+        pool.append((name, tuple(dims[d] for d in shape), kind == "input"))
+
+    declare("input", "x", ["A"])
+    declare("input", "y", [])
+    declare("input", "M", ["B", "A"])
+    lines.append("input k: int")
+    declare("param", "w", ["A"])
+    declare("param", "W", ["C", "A"])
+    declare("param", "V", ["B", "C"])
+    declare("param", "b", [])
+    unary = SMOOTH_UNARY + (() if smooth else KINKED_UNARY)
+    binary = SMOOTH_BINARY + (() if smooth else KINKED_BINARY)
+    reductions = REDUCTIONS + (() if smooth else KINKED_REDUCTIONS)
+
+    used = set()
+
+    def pick(pred=lambda e: True):
+        options = [e for e in pool if pred(e)]
+        # mostly a recent value, so that bindings chain into deep expressions
+        recent = options[-3:] if rng.random() < 0.6 else options
+        return recent[int(rng.integers(len(recent)))]
+
+    def bind(expr, shape, per):
+        name = f"t{len(pool)}"
+        used.update(e[0] for e in pool if re.search(rf"\b{e[0]}\b", expr))
+        lines.append(f"{name} = {expr}")
+        pool.append((name, shape, per))
+
+    for _ in range(int(rng.integers(6, 14))):
+        kind = rng.random()
+        a = pick()
+        if kind < 0.25:
+            bind(rng.choice(unary).format(a[0]), a[1], a[2])
+        elif kind < 0.45:
+            # broadcasting partners: same shape, a scalar, or a row of a matrix
+            b = pick(lambda e: e[1] == a[1] or e[1] == () or
+                     (len(a[1]) == 2 and e[1] == a[1][1:]))
+            form = rng.choice(binary)
+            args = [a[0], b[0]] + ([b[0], a[0]] if form.count("{}") == 4 else [])
+            bind(form.format(*args[:form.count("{}")]), a[1], a[2] or b[2])
+        elif kind < 0.6 and a[1]:
+            if len(a[1]) == 2 and rng.random() < 0.5:
+                axis = int(rng.integers(2))
+                form = rng.choice(("sum({}, axis={})", "mean({}, axis={})",
+                                   "logsumexp({}, axis={})"))
+                bind(form.format(a[0], axis), (a[1][1 - axis],), a[2])
+            else:
+                bind(rng.choice(reductions).format(a[0]), (), a[2])
+        elif kind < 0.75:
+            # products: dot of vectors, matrix @ vector, vector @ matrix, outer
+            vecs = [e for e in pool if len(e[1]) == 1]
+            mats = [e for e in pool if len(e[1]) == 2]
+            v = vecs[int(rng.integers(len(vecs)))]
+            same = [e for e in vecs if e[1] == v[1]]
+            fit = [e for e in mats if e[1][1] == v[1][0]]
+            left = [e for e in mats if e[1][0] == v[1][0]]
+            choice = rng.random()
+            if choice < 0.3:
+                u = same[int(rng.integers(len(same)))]
+                bind(f"dot({u[0]}, {v[0]})", (), u[2] or v[2])
+            elif choice < 0.6 and fit:
+                m = fit[int(rng.integers(len(fit)))]
+                bind(f"{m[0]} @ {v[0]}", (m[1][0],), m[2] or v[2])
+            elif choice < 0.85 and left:
+                m = left[int(rng.integers(len(left)))]
+                bind(f"{v[0]} @ {m[0]}", (m[1][1],), m[2] or v[2])
+            else:
+                u = vecs[int(rng.integers(len(vecs)))]
+                if u[1][0] * v[1][0] <= 600:
+                    bind(f"outer({u[0]}, {v[0]})", (u[1][0], v[1][0]), u[2] or v[2])
+        elif kind < 0.85 and len(a[1]) == 1:
+            if rng.random() < 0.5:
+                bind(f"{rng.choice(('softmax', 'log_softmax'))}({a[0]})", a[1], a[2])
+            else:
+                n = a[1][0]
+                if n >= 2:
+                    bind(f"{a[0]}[1:] * 0.5 + {a[0]}[:{n - 1}]", (n - 1,), a[2])
+        elif a[1]:
+            # an element chosen by the int input (k < A), or a fixed one
+            if a[1][0] == dims["A"]:
+                bind(f"{a[0]}[k]", a[1][1:], True)
+            else:
+                bind(f"{a[0]}[-1]", a[1][1:], a[2])
+    # the loss: every binding no other binding uses, and the parameters
+    terms = []
+    for name, shape, per in [e for e in pool[7:] if e[0] not in used] + [
+            ("w", (1,), False), ("W", (1, 1), False)]:
+        terms.append(f"sum(tanh({name}))" if shape else f"tanh({name})")
+    terms.append("0.1 * sum(V ^ 2) + b * y")
+    lines.append("loss = " + " + ".join(terms))
+    return "\n".join(lines) + "\n", {"k": "A"}
+
+
+def random_family(seed: int, smooth: bool, level: str = "full") -> tuple[Family, dict]:
+    source, ints = random_program(seed, smooth, level)
+    head = [ln for ln in source.splitlines() if ln.startswith("dim ")]
+    sizes = {ln.split()[1]: int(ln.split()[3]) for ln in head}
+    body = "\n".join(ln for ln in source.splitlines() if not ln.startswith("dim ")) + "\n"
+    kind = "smooth" if smooth else "kinked"
+    return Family(f"random-{kind}-{seed}", tuple(sizes), body, ints=ints), sizes

@@ -1,0 +1,64 @@
+"""The size sweep (tests/sweep.py): each model family at each size, every call path of
+the compiled code against the reference interpreter, and the reference's gradient
+against central differences. `pytest --sweep full` (make verify) runs the full sweep."""
+import pytest
+
+import sweep
+
+
+def pytest_generate_tests(metafunc):
+    if "seed" in metafunc.fixturenames:
+        level = metafunc.config.getoption("sweep")
+        metafunc.parametrize("seed", range(12 if level == "fast" else 300))
+    if "config" in metafunc.fixturenames:
+        level = metafunc.config.getoption("sweep")
+        configs = list(sweep.fast_configs() if level == "fast" else sweep.full_configs())
+        metafunc.parametrize("config", configs, ids=[
+            f"{fam.name}-" + "-".join(f"{k}{v}" for k, v in sizes.items()) + "-" +
+            "+".join(f"{d[5:]}.{b}" for d, b in variants)
+            for fam, sizes, variants in configs])
+
+
+@pytest.fixture
+def level(request):
+    return request.config.getoption("sweep")
+
+
+def test_every_call_path_matches_the_reference(config, level):
+    fam, sizes, variants = config
+    ref = sweep.reference(fam, sizes)
+    sweep.check_derivatives(ref)
+    for dtype, bits in variants:
+        m = sweep.compiled(ref, dtype, bits)
+        sweep.check_calls(ref, m, dtype, bits, level)
+        lanes = sweep.lanes_of(dtype, bits)
+        for bs in ((2 * lanes + 1,) if level == "fast" else (1, lanes + 1, 4 * lanes - 1)):
+            sweep.check_fused_steps(ref, m, dtype, bs)
+
+
+def test_the_fast_sweep_reaches_every_residue_of_every_lane_count():
+    """Each lane count's cover shows every feature that any size up to 70 shows, and
+    the row kernel's tile sizes reach every tile height's remainders."""
+    for lanes in sweep.lane_counts():
+        cover = sweep.residue_cover(lanes)
+        seen = set().union(*(sweep.lane_features(n, lanes) for n in cover))
+        every = set().union(*(sweep.lane_features(n, lanes) for n in range(1, 71)))
+        assert seen == every
+        assert any(n % lanes == lanes - 1 for n in cover) or lanes == 1
+
+
+def test_random_programs_match_the_reference(seed, level):
+    """Random programs (sweep.random_program) of random dims, smooth ones against
+    central differences too and in float32, each at one vector width in turn."""
+    smooth = seed % 3 != 2
+    fam, sizes = sweep.random_family(seed, smooth, level)
+    ref = sweep.reference(fam, sizes)
+    if smooth:
+        sweep.check_derivatives(ref)
+    bits = sweep.WIDTHS[seed % len(sweep.WIDTHS)]
+    variants = [("float64", bits)] + ([("float32", sweep.WIDTHS[(seed + 1) % 4])]
+                                      if smooth else [])
+    for dtype, bits in variants:
+        m = sweep.compiled(ref, dtype, bits)
+        sweep.check_calls(ref, m, dtype, bits, level)
+        sweep.check_fused_steps(ref, m, dtype, 2 * sweep.lanes_of(dtype, bits) + 1)
