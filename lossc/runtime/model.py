@@ -121,7 +121,7 @@ class Model:
             out[p.name] = np.asarray(v, dtype=self.dtype)
         return out
 
-    def pack_params(self, theta: dict, out: Optional[np.ndarray] = None) -> np.ndarray:
+    def pack_params(self, theta: dict, /, out: Optional[np.ndarray] = None) -> np.ndarray:
         """The flat parameter vector (declaration order, C order within each)."""
         if out is not None:
             self._pack(theta, self._param_views(out))
@@ -169,7 +169,7 @@ class Model:
                                 f"{a.dtype}")
             view[...] = a
 
-    def unpack_params(self, flat: np.ndarray) -> dict:
+    def unpack_params(self, flat: np.ndarray, /) -> dict:
         """A dict of arrays (copies) from a flat parameter vector."""
         flat = np.array(flat, dtype=self.dtype)
         if flat.shape != (self.n_params,):
@@ -200,7 +200,7 @@ class Model:
             self._loss = self.code.function(LOSS)
         return self._loss
 
-    def loss(self, theta: dict, **kwargs) -> float:
+    def loss(self, theta: dict, /, **kwargs) -> float:
         """The objective over the batch."""
         fn = self._loss_function()
         f = self._frame()
@@ -210,7 +210,7 @@ class Model:
         self._run(fn, f)
         return f.value.item()
 
-    def value_and_grad(self, theta: dict, **kwargs) -> tuple[float, dict]:
+    def value_and_grad(self, theta: dict, /, **kwargs) -> tuple[float, dict]:
         """The objective and its gradient, a dict shaped like `theta`."""
         fast = getattr(self._tls, "fast", None)
         if fast is not None and self.threads == 1:
@@ -262,7 +262,7 @@ class Model:
             self._fast_function = fastcall.native_function(self) or False
         return self._fast_function
 
-    def value_and_grad_flat(self, theta_flat, data=None, hypers: Optional[dict] = None,
+    def value_and_grad_flat(self, theta_flat, /, data=None, hypers: Optional[dict] = None,
                             grad_out=None):
         """Low-level: flat parameters in, (value, flat gradient) out. `data` may be a
         `bind()` result, validated once for repeated calls; with `grad_out` (a
@@ -292,7 +292,7 @@ class Model:
             return f.value.item(), grad_out
         return f.value.item(), f.grad.copy()
 
-    def loss_flat(self, theta_flat, data=None, hypers: Optional[dict] = None) -> float:
+    def loss_flat(self, theta_flat, /, data=None, hypers: Optional[dict] = None) -> float:
         fn = self._loss_function()
         f = self._frame()
         f.use_theta(self._flat(theta_flat))
@@ -300,7 +300,7 @@ class Model:
         self._run(fn, f)
         return f.value.item()
 
-    def prepare(self, theta_flat: np.ndarray, data=None, hypers: Optional[dict] = None,
+    def prepare(self, theta_flat: np.ndarray, /, data=None, hypers: Optional[dict] = None,
                 grad_out: Optional[np.ndarray] = None) -> "PreparedCall":
         """The fastest way to call the compiled gradient repeatedly (an optimizer's inner
         loop): everything is checked once, here, and each call is one native call.
@@ -329,14 +329,15 @@ class Model:
         objects = self.code.complete()
         artifact.write(path, dict(self.meta, work_size=self.code.work_size), objects)
 
-    def scipy_objective(self, hypers: Optional[dict] = None, **data):
-        """(fun, x0) for scipy.optimize.minimize(fun, x0, jac=True)."""
+    def scipy_objective(self, /, **kwargs):
+        """(fun, x0) for scipy.optimize.minimize(fun, x0, jac=True); the keywords are
+        those of lossc.optim.scipy_objective (the inputs and hyperparameters by name)."""
         from lossc.optim.scipy_bridge import scipy_objective
-        return scipy_objective(self, hypers=hypers, **data)
+        return scipy_objective(self, **kwargs)
 
     # ------------------------------------------------------------ binding arguments
 
-    def bind(self, data: dict, hypers: Optional[dict] = None) -> "BoundArgs":
+    def bind(self, data: dict, /, hypers: Optional[dict] = None) -> "BoundArgs":
         """Validate and convert a batch once, for repeated calls (the low-level path)."""
         if isinstance(data, BoundArgs):
             if hypers:
