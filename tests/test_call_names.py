@@ -83,3 +83,58 @@ def test_scipy_objective_options_where_no_name_takes_them():
     assert fun(x0)[0] == pytest.approx(np.mean((2.0 - x) ** 2) + 6.0)
     with pytest.raises(ValueError, match="'lam' is given twice"):
         m.scipy_objective(x=x, lam=1.0, hypers={"lam": 3.0})
+
+
+# ---------------------------------------------------------------- overlapping buffers
+
+LOGISTIC = ("dim D = 3\ninput x[D]\ninput y\nparam w[D]\nparam b\n"
+            "z = dot(w, x) + b\nloss = softplus(z) - y * z\n")
+
+
+def _logistic_batch(B=6):
+    rng = np.random.default_rng(1)
+    return {"x": rng.normal(size=(B, 3)), "y": (rng.random(B) < 0.5).astype(float)}
+
+
+def test_prepare_refuses_buffers_that_share_memory():
+    m = lossc.compile(LOGISTIC, cache=False)
+    d = _logistic_batch()
+    bound = m.bind(d)
+    t = np.array([0.1, -0.2, 0.3, 0.05])
+    with pytest.raises(ValueError, match="theta_flat and grad_out share memory"):
+        m.prepare(t, bound, grad_out=t)
+    buf = np.zeros(8)
+    with pytest.raises(ValueError, match="theta_flat and grad_out share memory"):
+        m.prepare(buf[:4], bound, grad_out=buf[2:6])
+    # the gradient written into the batch's own memory
+    x_flat = d["x"].reshape(-1)
+    with pytest.raises(ValueError, match="grad_out and input 'x' share memory"):
+        m.prepare(t, bound, grad_out=x_flat[:4])
+    with pytest.raises(ValueError, match="theta_flat and input 'x' share memory"):
+        m.prepare(x_flat[4:8], bound, grad_out=np.zeros(4))
+    # apart, side by side in one buffer: fine, and right
+    call = m.prepare(buf[:4], bound, grad_out=buf[4:])
+    buf[:4] = t
+    want, want_grad = m.value_and_grad_flat(t, d)
+    assert call() == want
+    np.testing.assert_array_equal(buf[4:], want_grad)
+
+
+def test_value_and_grad_flat_refuses_grad_out_sharing_memory():
+    m = lossc.compile(LOGISTIC, cache=False)
+    d = _logistic_batch()
+    bound = m.bind(d)
+    t = np.array([0.1, -0.2, 0.3, 0.05])
+    g = np.empty(4)
+    want = m.value_and_grad_flat(t.copy(), bound)
+    for _ in range(3):      # checked, then the repeated (native) way
+        value, grad = m.value_and_grad_flat(t, bound, grad_out=g)
+        assert value == want[0] and np.array_equal(g, want[1])
+        with pytest.raises(ValueError, match="theta_flat and grad_out share memory"):
+            m.value_and_grad_flat(t, bound, grad_out=t)
+        with pytest.raises(ValueError, match="grad_out and input 'x' share memory"):
+            m.value_and_grad_flat(t, bound, grad_out=d["x"].reshape(-1)[2:6])
+        np.testing.assert_array_equal(t, [0.1, -0.2, 0.3, 0.05])
+        np.testing.assert_array_equal(bound.arrays[0], d["x"])
+    with pytest.raises(ValueError, match="grad_out and input 'y' share memory"):
+        m.value_and_grad_flat(t, {"x": d["x"], "y": d["y"]}, grad_out=d["y"][:4])

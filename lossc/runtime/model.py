@@ -270,8 +270,8 @@ class Model:
         there and no array is allocated."""
         fast = getattr(self._tls, "flat_fast", None)
         if fast is not None and data is fast.bound and not hypers and self.threads == 1:
-            out = fast.flat(theta_flat, np.empty(self.n_params, self.dtype)
-                            if grad_out is None else grad_out)
+            out = (fast.flat(theta_flat, np.empty(self.n_params, self.dtype))
+                   if grad_out is None else fast.flat_into(theta_flat, grad_out))
             if out is not None:
                 return out
         value, grad = self._checked_value_and_grad_flat(theta_flat, data, hypers, grad_out)
@@ -285,9 +285,11 @@ class Model:
         f = self._frame()
         f.use_theta(self._flat(theta_flat))
         self._bind_data(f, data, hypers)
-        self._run(self._vg, f)
         if grad_out is not None:
             self._check_out(grad_out)
+            self._check_disjoint(theta_flat, grad_out, f.bound)
+        self._run(self._vg, f)
+        if grad_out is not None:
             grad_out[...] = f.grad
             return f.value.item(), grad_out
         return f.value.item(), f.grad.copy()
@@ -319,6 +321,7 @@ class Model:
         self._check_out(grad)
         bound = data if isinstance(data, BoundArgs) and not hypers else \
             self.bind(data or {}, hypers)
+        self._check_disjoint(theta, grad, bound)
         return PreparedCall(self, theta, bound, grad)
 
     def save(self, path) -> None:
@@ -433,6 +436,18 @@ class Model:
         if not ok:
             raise ValueError(f"grad_out must be a writable C-contiguous {self.dtype.name} "
                              f"array of shape ({self.n_params},)")
+
+    def _check_disjoint(self, theta_flat, grad_out, bound: "BoundArgs") -> None:
+        """A ValueError if the flat parameters, grad_out and the batch's inputs share
+        memory: the gradient written over the parameters or an input would change what
+        the call reads, or what the next one does."""
+        named = [("theta_flat", theta_flat), ("grad_out", grad_out)] + [
+            (f"input {s.name!r}", a) for s, a in zip(self.inputs, bound.arrays)]
+        for k, (first, a) in enumerate(named[:2]):
+            for second, other in named[k + 1:]:
+                if np.shares_memory(a, other):
+                    raise ValueError(f"{first} and {second} share memory; the native call "
+                                     "needs separate arrays for them")
 
     def _hyper_vector(self, hypers: dict) -> np.ndarray:
         if not hypers:
