@@ -14,7 +14,7 @@ import numpy as np
 
 from lossc.codegen.units import LOSS, VALUE_AND_GRAD
 from lossc.runtime.calls import BoundArgs, PreparedCall, _Frame, data_pointer
-from lossc.runtime import fastcall
+from lossc.runtime import fastcall, forks
 from lossc.runtime.code import ModelCode
 from lossc.runtime.spec import Signature
 
@@ -519,6 +519,7 @@ class Model:
         from concurrent.futures import ThreadPoolExecutor
         if self._pool is None or self._pool._max_workers != self.threads:
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="lossc")
+            forks.renew_in_child(self)
         bound, theta = f.bound, int(f.frame[0])
         chunks = bound.chunks(self.threads)
 
@@ -539,6 +540,12 @@ class Model:
             f.grad[...] = 0
             for w, r in zip(weights, results):
                 f.grad += w * r[3]
+
+    def _after_fork_in_child(self) -> None:
+        """In a child made by os.fork: the pool's threads stayed in the parent (work
+        handed to them here would wait forever); the next parallel call makes a pool
+        of the child's own. (runtime/forks.py)"""
+        self._pool = None
 
     def _index_error(self, err, bound: "BoundArgs") -> ValueError:
         check, sample, value = (int(v) for v in err[:3])
