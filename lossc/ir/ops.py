@@ -287,16 +287,27 @@ def _checked_eval(a, i):
     return np.int64(i)
 
 
+def _int64(v: int) -> np.int64:
+    """An integer result of index arithmetic: one that does not fit 64 bits is an index
+    error, as it is in compiled code (which checks every step, see cg.check_index)."""
+    if not -2 ** 63 <= v < 2 ** 63:
+        raise IndexError(f"index arithmetic overflows a 64-bit integer ({v})")
+    return np.int64(v)
+
+
 op("checked_index", 1, "elem", scalar_int, _checked_eval, None,
    lambda cg, n, i: cg.check_index(n, i), differentiable=False,
-   doc="a data-dependent index, checked against 0..size-1 at run time")
-op("iadd", 2, "elem", scalar_int, lambda a, x, y: np.int64(x + y), None,
+   doc="a data-dependent index, checked against 0..size-1 (and for overflow of the "
+       "arithmetic computing it) at run time")
+# Integer arithmetic only computes indices (build.py computes an integer expression used
+# as a number in real arithmetic). The lowerings wrap; the index checks the overflow.
+op("iadd", 2, "elem", scalar_int, lambda a, x, y: _int64(int(x) + int(y)), None,
    lambda cg, n, x, y: cg.add(x, y), differentiable=False)
-op("isub", 2, "elem", scalar_int, lambda a, x, y: np.int64(x - y), None,
+op("isub", 2, "elem", scalar_int, lambda a, x, y: _int64(int(x) - int(y)), None,
    lambda cg, n, x, y: cg.sub(x, y), differentiable=False)
-op("imul", 2, "elem", scalar_int, lambda a, x, y: np.int64(x * y), None,
+op("imul", 2, "elem", scalar_int, lambda a, x, y: _int64(int(x) * int(y)), None,
    lambda cg, n, x, y: cg.mul(x, y), differentiable=False)
-op("ineg", 1, "elem", scalar_int, lambda a, x: np.int64(-x), None,
+op("ineg", 1, "elem", scalar_int, lambda a, x: _int64(-int(x)), None,
    lambda cg, n, x: cg.neg(x), differentiable=False)
 
 # ------------------------------------------------------------------ views

@@ -548,12 +548,18 @@ class Model:
         self._pool = None
 
     def _index_error(self, err, bound: "BoundArgs") -> ValueError:
+        """The error of a native call that returned 1: err holds (check, sample, value),
+        the check as -1 - check where the arithmetic computing the index overflowed."""
         check, sample, value = (int(v) for v in err[:3])
+        overflow = check < 0
+        check = -1 - check if overflow else check
         sample_in_chunk, sample = sample, sample + bound.start
         info = self.meta["index_checks"][check]
         ints = ", ".join(f"{s.name} = {int(a[sample_in_chunk])}"
                          for s, a in zip(self.inputs, bound.arrays) if s.is_int)
-        return ValueError(f"index {info['text']} = {value} is out of range 0..{info['size'] - 1} "
+        what = (f"index {info['text']} overflows a 64-bit integer, so it" if overflow else
+                f"index {info['text']} = {value}")
+        return ValueError(f"{what} is out of range 0..{info['size'] - 1} "
                           f"at sample {sample} (line {info['line']}, col {info['col']}"
                           f"{'; ' + ints if ints else ''})")
 
@@ -571,20 +577,24 @@ def _as_real(x, what: str, dtype: np.dtype) -> np.ndarray:
 
 
 def _as_int(a: np.ndarray, name: str) -> np.ndarray:
-    if a.dtype.kind in "iub":
+    """An int input as int64: any integer array whose values fit 64 bits (every signed
+    dtype; uint64 up to 2^63 - 1), or a real array holding such whole numbers."""
+    if a.dtype.kind in "ib" or (a.dtype.kind == "u" and a.dtype.itemsize < 8):
+        return np.ascontiguousarray(a, dtype=np.int64)
+    if a.dtype.kind == "u":
+        _refuse_first(a, a > np.iinfo(np.int64).max, name, "does not fit a 64-bit integer")
         return np.ascontiguousarray(a, dtype=np.int64)
     if a.dtype.kind == "f":
-        bad = ~np.isfinite(a)
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise ValueError(f"int input {name!r} holds {a.flat[i]} at sample {i}; "
-                             "it must hold integers")
-        frac = a != np.round(a)
-        if frac.any():
-            i = int(np.flatnonzero(frac)[0])
-            raise ValueError(f"int input {name!r} holds {a.flat[i]} at sample {i}; "
-                             "it must hold integers")
-        if (np.abs(a) > 2 ** 62).any():
-            raise ValueError(f"int input {name!r} holds values too large for an index")
+        _refuse_first(a, ~np.isfinite(a), name, "it must hold integers")
+        _refuse_first(a, a != np.round(a), name, "it must hold integers")
+        # (float64 holds -2^63 and 2^63 exactly: the first fits int64, the second not)
+        _refuse_first(a, (a < -2.0 ** 63) | (a >= 2.0 ** 63), name,
+                      "does not fit a 64-bit integer")
         return np.ascontiguousarray(a, dtype=np.int64)
     raise TypeError(f"int input {name!r} must hold integers, got dtype {a.dtype}")
+
+
+def _refuse_first(a: np.ndarray, bad: np.ndarray, name: str, why: str) -> None:
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"int input {name!r} holds {a.flat[i]} at sample {i}; {why}")
