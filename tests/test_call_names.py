@@ -8,9 +8,9 @@ import lossc
 # inputs and hypers named like the call methods' own parameters and options
 NAMES = ("dim N = 3\ninput theta[N]\ninput v\ninput data\ninput grad_out\ninput seed\n"
          "hyper hypers = 2\nhyper tangent = 0.5\nhyper init = 1\nhyper out = 0\n"
-         "param w[N]\n"
+         "hyper self = 0\nparam w[N]\n"
          "loss = hypers * (dot(w, theta) - v) ^ 2 + tangent * data + init * grad_out "
-         "+ seed * out\n")
+         "+ seed * out + self\n")
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,8 @@ def test_inputs_and_hypers_may_be_named_like_call_parameters(model):
     w = np.array([0.5, -1.0, 2.0])
     theta = {"w": w}
     want, want_grad = _reference(w, d, hypers=3.0, tangent=0.25, out=1.5)
-    kw = dict(d, hypers=3.0, tangent=0.25, out=1.5)
+    want += 2.0
+    kw = dict(d, hypers=3.0, tangent=0.25, out=1.5, self=2.0)
     assert model.loss(theta, **kw) == pytest.approx(want, rel=1e-12)
     for _ in range(3):          # the checked call, then the repeated (fast) one
         value, grads = model.value_and_grad(theta, **kw)

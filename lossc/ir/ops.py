@@ -80,7 +80,7 @@ def _select(b, m, x):
     return b.where(m, x, b.zeros_like(x))
 
 
-def moved_mask(vjp):
+def _moved_mask(vjp):
     """The mask rule of an op whose vjp only moves g's elements or adds them up (views,
     sum; max and min, which multiply by a 0/1 choice): its adjoints are exact zeros
     where no chosen element reaches them, and their masks are where the same vjp of
@@ -91,12 +91,12 @@ def moved_mask(vjp):
             return [(x, None) for x in gs]
         indicator = _indicator(b, m)
         counts = vjp(b, indicator, out, *xs)
-        return [(x, None if x is None else _moved(b, k, indicator, m))
+        return [(x, None if x is None else _mask_of_counts(b, k, indicator, m))
                 for x, k in zip(gs, counts)]
     return rule
 
 
-def _moved(b, counts, indicator, m):
+def _mask_of_counts(b, counts, indicator, m):
     """The mask from `counts`, the moved indicator of m: where they are positive, or
     where m itself, moved alike, holds (a broadcast or transpose only moves it)."""
     if counts.op in ("broadcast", "transpose") and counts.inputs[0] is indicator:
@@ -405,7 +405,7 @@ def _broadcast_vjp(b, g, out, x):
 op("broadcast", 1, "view", _broadcast_infer, _broadcast_eval, _broadcast_vjp,
    lambda cg, n, idx: cg.elem(n.inputs[0], tuple(idx[d] for d in n.attr("dims"))),
    doc="copies along new axes; dims[i] is the output axis of input axis i",
-   mask=moved_mask(_broadcast_vjp))
+   mask=_moved_mask(_broadcast_vjp))
 
 
 def _transpose_vjp(b, g, out, x):
@@ -414,7 +414,7 @@ def _transpose_vjp(b, g, out, x):
 
 op("transpose", 1, "view", lambda a, x: (x.shape[::-1], x.dtype), lambda a, x: np.transpose(x),
    _transpose_vjp, lambda cg, n, idx: cg.elem(n.inputs[0], tuple(reversed(idx))),
-   mask=moved_mask(_transpose_vjp))
+   mask=_moved_mask(_transpose_vjp))
 
 
 def _take_infer(a, x, i):
@@ -438,7 +438,7 @@ def _take_vjp(b, g, out, x, i):
 
 op("take", 2, "view", _take_infer, _take_eval, _take_vjp, _take_lower,
    doc="x[i] along an axis; a data-dependent i is range-checked at run time",
-   mask=moved_mask(_take_vjp))
+   mask=_moved_mask(_take_vjp))
 
 
 def _put_infer(a, g, i):
@@ -495,7 +495,7 @@ def _slice_vjp(b, g, out, x):
 
 
 op("slice", 1, "view", _slice_infer, _slice_eval, _slice_vjp, _slice_lower,
-   doc="x[start:stop] along an axis (constant bounds)", mask=moved_mask(_slice_vjp))
+   doc="x[start:stop] along an axis (constant bounds)", mask=_moved_mask(_slice_vjp))
 
 
 def _pad_infer(a, g):
@@ -601,10 +601,10 @@ def _reduced_mask(vjp):
 
 
 for _name, _f, _vjp, _mask, _doc in [
-        ("sum", np.sum, _sum_vjp, moved_mask, "sum over axes"),
-        ("max", np.max, _ext_vjp("max"), moved_mask,
+        ("sum", np.sum, _sum_vjp, _moved_mask, "sum over axes"),
+        ("max", np.max, _ext_vjp("max"), _moved_mask,
          "max over axes; the gradient goes to the first max"),
-        ("min", np.min, _ext_vjp("min"), moved_mask,
+        ("min", np.min, _ext_vjp("min"), _moved_mask,
          "min over axes; the gradient goes to the first min"),
         ("prod", np.prod, _prod_vjp, _reduced_mask,
          "product over axes; exact gradient with zeros"),
