@@ -16,7 +16,8 @@ Python then passes a single integer):
 order, `inputs[k]` the k-th input's (B, *shape) array (int inputs as i64), `value[0]`
 the objective and `grad` the flat gradient (not touched by lossc_loss), `work` scratch
 space of `work_size` elements for tensor values. The return value is 0, or 1 when a
-data-dependent index was out of range: `err` then holds (check id, sample, value).
+data-dependent index was out of range: `err` then holds (check id, sample, value), the
+id as -1 - id when the index arithmetic overflowed 64 bits (`check_index`).
 `err` has ERR_SLOTS slots: slots 3 and 4 are read, and name the rows of a batch the
 caller gathers later, for the vector loop to prefetch (the fused training steps; zero
 from every other caller, see `prefetch_ahead`).
