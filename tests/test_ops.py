@@ -53,10 +53,24 @@ def test_table_is_complete():
         if d.differentiable and d.kind != "leaf" and name not in (
                 "sign", "argext_mask", "prod_others", "put", "pad"):
             assert d.vjp is not None, f"{name} has no derivative rule"
+        if d.vjp is not None and d.kind != "elem":
+            # (elementwise ops select their masked adjoints; the others say how)
+            assert d.mask is not None, f"{name} has no rule for a masked adjoint"
         assert name in CASES or name in STRUCTURAL, f"{name} has no table test"
 
 
 B = 19    # more than two vectors of lanes plus a tail, at every SIMD width
+
+
+def scaled_params(b, g, shapes, t) -> list:
+    """Parameters p0, p1, ... of these shapes (declared in g), each times t."""
+    args, offset = [], 0
+    for k, shape in enumerate(shapes):
+        p = b.emit("param", (), name=f"p{k}", shape=shape, offset=offset)
+        args.append(b.mul(p, t))
+        g.params.append(ParamSpec(f"p{k}", shape, ("const", (0.0,)), offset))
+        offset += int(np.prod(shape))
+    return args
 
 
 def _model(op, shapes, attrs, weights_shape=None):
@@ -66,13 +80,7 @@ def _model(op, shapes, attrs, weights_shape=None):
     g = Graph()
     b = Builder(g, share=False)
     t = b.emit("input", (), name="t", shape=(), is_int=False, index=1)
-    args, offset = [], 0
-    for k, shape in enumerate(shapes):
-        p = b.emit("param", (), name=f"p{k}", shape=shape, offset=offset)
-        args.append(b.mul(p, t))
-        g.params.append(ParamSpec(f"p{k}", shape, ("const", (0.0,)), offset))
-        offset += int(np.prod(shape))
-    out = b.emit(op, args, **attrs)
+    out = b.emit(op, scaled_params(b, g, shapes, t), **attrs)
     wshape = out.shape
     w = b.emit("input", (), name="w", shape=wshape, is_int=False, index=0)
     g.inputs += [InputSpec("w", wshape, False), InputSpec("t", (), False)]

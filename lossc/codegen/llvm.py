@@ -16,7 +16,8 @@ Python then passes a single integer):
 order, `inputs[k]` the k-th input's (B, *shape) array (int inputs as i64), `value[0]`
 the objective and `grad` the flat gradient (not touched by lossc_loss), `work` scratch
 space of `work_size` elements for tensor values. The return value is 0, or 1 when a
-data-dependent index was out of range: `err` then holds (check id, sample, value).
+data-dependent index was out of range: `err` then holds (check id, sample, value), the
+id as -1 - id when the index arithmetic overflowed 64 bits (`check_index`).
 `err` has ERR_SLOTS slots: slots 3 and 4 are read, and name the rows of a batch the
 caller gathers later, for the vector loop to prefetch (the fused training steps; zero
 from every other caller, see `prefetch_ahead`).
@@ -759,11 +760,15 @@ class FunctionCodegen(RowContractions, OuterProducts, TensorLowering, ValueEmitt
         return (self.b.udiv(j, inner), self.b.urem(j, inner))
 
     def check_index(self, n: Node, i):
-        """Return i, after branching out with an error if it is outside 0..size-1
-        (in any lane)."""
+        """Return i, after branching out with an error if it is outside 0..size-1, or
+        if the arithmetic computing it overflowed 64 bits (in any lane). err gets
+        (check id, sample, value), the id as -1 - id for an overflow."""
         b = self.b
         size = self.iconst(n.attr("size"))
         bad = b.icmp_unsigned(">=", i, self.splat(size, i.type.count) if is_vector(i) else size)
+        overflow = self.index_overflow(n.inputs[0])
+        if overflow is not None:
+            bad = self.or_(bad, overflow)
         any_bad = bad
         if is_vector(bad):
             any_bad = b.icmp_unsigned("!=", b.bitcast(bad, ir.IntType(bad.type.count)),
@@ -777,8 +782,57 @@ class FunctionCodegen(RowContractions, OuterProducts, TensorLowering, ValueEmitt
                     value = b.extract_element(i, k) if lanes > 1 else i
                     sample = (b.add(self.sample, k) if self.sample is not None
                               else self.iconst(-1))
-                    for slot, v in enumerate((self.iconst(n.attr("check")), sample, value)):
+                    check = self.iconst(n.attr("check"))
+                    if overflow is not None:
+                        lane_over = (b.extract_element(overflow, k) if is_vector(overflow)
+                                     else overflow)
+                        check = b.select(lane_over, self.iconst(-1 - n.attr("check")), check)
+                    for slot, v in enumerate((check, sample, value)):
                         b.store(v, b.gep(self.err, [self.iconst(slot)]))
                     b.ret(ir.Constant(I32, 1))
             b.ret(ir.Constant(I32, 1))
         return i
+
+    def index_overflow(self, i: Node):
+        """Whether any step of the integer arithmetic computing i overflowed 64 bits:
+        an i1 (a vector of them across lanes), or None for an index without arithmetic.
+        The arithmetic itself wraps (the op table's lowerings); here each step is done
+        again by LLVM's overflow-reporting intrinsic, which LLVM merges with it.
+        (Iterative: the expression may be long.)"""
+        flags: dict[int, ir.Value] = {}
+        stack = [i]
+        while stack:
+            n = stack[-1]
+            if n.id in flags or n.op not in _OVERFLOW_INTRINSIC:
+                stack.pop()
+                continue
+            todo = [x for x in n.inputs if x.op in _OVERFLOW_INTRINSIC and x.id not in flags]
+            if todo:
+                stack.extend(todo)
+                continue
+            stack.pop()
+            operands = [self.elem(x, ()) for x in n.inputs]
+            if n.op == "ineg":              # -x overflows as 0 - x does
+                operands.insert(0, self.iconst(0))
+            x, y = self.unify(*operands)
+            name = f"llvm.{_OVERFLOW_INTRINSIC[n.op]}.with.overflow"
+            fn = declared(self.module, f"{name}.{_type_suffix(x.type)}",
+                          ir.LiteralStructType([x.type, _flag_type(x.type)]), [x.type, x.type])
+            over = self.b.extract_value(self.b.call(fn, [x, y]), 1)
+            for f in (flags[x.id] for x in n.inputs if x.id in flags):
+                over = self.or_(over, f)
+            flags[n.id] = over
+        return flags.get(i.id)
+
+
+# the overflow-reporting LLVM intrinsic of each integer op (llvm.<name>.with.overflow)
+_OVERFLOW_INTRINSIC = {"iadd": "sadd", "isub": "ssub", "imul": "smul", "ineg": "ssub"}
+
+
+def _type_suffix(ty) -> str:
+    """An integer type's name in an intrinsic's: i64, v8i64."""
+    return f"v{ty.count}i64" if isinstance(ty, ir.VectorType) else "i64"
+
+
+def _flag_type(ty):
+    return ir.VectorType(I1, ty.count) if isinstance(ty, ir.VectorType) else I1

@@ -48,6 +48,8 @@ ARITY = {**{f: (1, 1) for f in UNARY_FUNCS}, "square": (1, 1),
          "transpose": (1, 1), "outer": (2, 2), "softmax": (1, 1), "log_softmax": (1, 1)}
 TAKES_AXIS = REDUCTIONS | {"softmax", "log_softmax"}
 
+# integer arithmetic and the real arithmetic it means where a number is wanted
+_REAL_OF_INT = {"iadd": "add", "isub": "sub", "imul": "mul", "ineg": "neg"}
 _ARITH = {"+": ("add", "iadd", "add"), "-": ("sub", "isub", "subtract"),
           "*": ("mul", "imul", "multiply"), "/": ("div", None, "divide")}
 _CMP = {"<": "lt", "<=": "le", ">": "gt", ">=": "ge", "==": "eq", "!=": "ne"}
@@ -245,7 +247,7 @@ class _Builder:
     def ex_Num(self, e: ast.Num) -> Node:
         if not math.isfinite(e.value):
             raise Fail(f"number {e.text} is out of range", e.span)
-        if e.is_int and e.value <= INT64_MAX:
+        if e.is_int and int(e.text) <= INT64_MAX:      # (not the float: 2^63 - 8 rounds up)
             return self.b.emit("iconst", (), span=e.span, value=int(e.text))
         return self.b.emit("const", (), span=e.span, value=float(e.value))
 
@@ -395,10 +397,35 @@ class _Builder:
         if x.dtype == BOOL and span is not None:
             raise Fail(f"{what} must be a number, got a bool value", span)
         if x.dtype == INT:
-            if x.op == "iconst":
-                return self.b.emit("const", (), value=float(x.attr("value")))
-            return self.b.emit("to_real", (x,))
+            return self.int_as_real(x)
         return x
+
+    def int_as_real(self, x: Node) -> Node:
+        """An integer expression used as a number: the same arithmetic on reals, from
+        its int inputs and constants converted. It cannot overflow, where the 64-bit
+        arithmetic of an index can (an index error then); exact while the values stay
+        within 2^53. (Iterative: the expression may be long.)"""
+        done: dict[int, Node] = {}
+        stack = [x]
+        while stack:
+            n = stack[-1]
+            if n.id in done:
+                stack.pop()
+                continue
+            real_op = _REAL_OF_INT.get(n.op)
+            todo = [i for i in n.inputs if i.id not in done] if real_op else []
+            if todo:
+                stack.extend(todo)
+                continue
+            stack.pop()
+            if n.op == "iconst":
+                done[n.id] = self.b.emit("const", (), value=float(n.attr("value")))
+            elif real_op is None:
+                done[n.id] = self.b.emit("to_real", (n,))
+            else:
+                done[n.id] = self.b.emit(real_op, tuple(done[i.id] for i in n.inputs),
+                                         span=n.span)
+        return done[x.id]
 
     def int_op(self, op: str, xs: tuple, span: Span) -> Node:
         if all(x.op == "iconst" for x in xs):

@@ -6,6 +6,10 @@ Each `OpDef` holds, for one primitive:
   vjp     the reverse-mode rule: builds IR for the input adjoints from the output
           adjoint `g` (None for an input that takes no gradient). Backward-only ops
           (argext_mask, prod_others, put, pad, sign) have none: autodiff is first order.
+  mask    how an adjoint masked by a `where` travels back (passes/autodiff.py):
+          (b, g, m, out, *inputs) -> one (adjoint, mask) pair per input, m the bool
+          mask of g or None. None for an elementwise op: each adjoint is then selected
+          by m and carries it on. Every other op with a vjp has one.
   lower   how code generation computes it (see lossc/codegen/llvm.py):
           kind "elem"  -> lower(cg, node, *element_values) returns one element value;
                           fused into its consumer's loop, never needs a buffer
@@ -40,13 +44,64 @@ class OpDef:
     lower: Optional[Callable] = None
     doc: str = ""
     differentiable: bool = True                # False: no gradient flows (bool/int results)
+    mask: Optional[Callable] = None            # (b, g, m, out, *inputs) -> (adjoint, mask)s
 
 
 OPS: dict[str, OpDef] = {}
 
 
-def op(name, arity, kind, infer, eval, vjp=None, lower=None, doc="", differentiable=True):
-    OPS[name] = OpDef(name, arity, kind, infer, eval, vjp, lower, doc, differentiable)
+def op(name, arity, kind, infer, eval, vjp=None, lower=None, doc="", differentiable=True,
+       mask=None):
+    OPS[name] = OpDef(name, arity, kind, infer, eval, vjp, lower, doc, differentiable, mask)
+
+
+# ------------------------------------------------------------------ masked adjoints
+# The rules of `mask` (passes/autodiff.py's docstring says what a mask is). A mask m
+# has the shape of the adjoint g it goes with; g is exactly 0 where m is false.
+
+
+def _indicator(b, m):
+    """m as reals: 1.0 where it holds, 0.0 elsewhere."""
+    return b.where(m, b.const(1.0, m.shape), b.const(0.0, m.shape))
+
+
+def _positive(b, r):
+    return b.emit("gt", (r, b.zeros_like(r)))
+
+
+def _any(b, m, axes: tuple):
+    """Per group along `axes`: whether m holds anywhere in it."""
+    return _positive(b, b.emit("sum", (_indicator(b, m),), axes=axes))
+
+
+def _select(b, m, x):
+    """x where m holds, 0 elsewhere: a select, so a NaN or an infinity of x outside m
+    never reaches the result (0 * inf would be NaN)."""
+    return b.where(m, x, b.zeros_like(x))
+
+
+def _moved_mask(vjp):
+    """The mask rule of an op whose vjp only moves g's elements or adds them up (views,
+    sum; max and min, which multiply by a 0/1 choice): its adjoints are exact zeros
+    where no chosen element reaches them, and their masks are where the same vjp of
+    the mask's 0/1 indicator is positive."""
+    def rule(b, g, m, out, *xs):
+        gs = vjp(b, g, out, *xs)
+        if m is None:
+            return [(x, None) for x in gs]
+        indicator = _indicator(b, m)
+        counts = vjp(b, indicator, out, *xs)
+        return [(x, None if x is None else _mask_of_counts(b, k, indicator, m))
+                for x, k in zip(gs, counts)]
+    return rule
+
+
+def _mask_of_counts(b, counts, indicator, m):
+    """The mask from `counts`, the moved indicator of m: where they are positive, or
+    where m itself, moved alike, holds (a broadcast or transpose only moves it)."""
+    if counts.op in ("broadcast", "transpose") and counts.inputs[0] is indicator:
+        return b.emit(counts.op, (m,), **dict(counts.attrs))
+    return _positive(b, counts)
 
 
 # ------------------------------------------------------------------ shape rules
@@ -274,9 +329,20 @@ def _where_vjp(b, g, out, c, x, y):
     return None, b.where(c, g, zero), b.where(c, zero, g)
 
 
+def _where_mask(b, g, m, out, c, x, y):
+    """Each branch's adjoint is g where the branch is chosen (and m holds), exact 0
+    elsewhere: masked by the condition, or its negation."""
+    _, gx, gy = _where_vjp(b, g, out, c, x, y)
+    not_c = b.emit("not", (c,))
+    if m is not None:
+        c, not_c = b.emit("and", (m, c)), b.emit("and", (m, not_c))
+    return (None, None), (gx, c), (gy, not_c)
+
+
 op("where", 3, "elem", _where_infer, lambda a, c, x, y: np.where(c, x, y), _where_vjp,
    lambda cg, n, c, x, y: cg.select(c, x, y),
-   doc="elementwise choice; the gradient flows only through the branch chosen")
+   doc="elementwise choice; the gradient flows only through the branch chosen",
+   mask=_where_mask)
 
 # integer scalar arithmetic (indices, counts)
 
@@ -287,16 +353,27 @@ def _checked_eval(a, i):
     return np.int64(i)
 
 
+def _int64(v: int) -> np.int64:
+    """An integer result of index arithmetic: one that does not fit 64 bits is an index
+    error, as it is in compiled code (which checks every step, see cg.check_index)."""
+    if not -2 ** 63 <= v < 2 ** 63:
+        raise IndexError(f"index arithmetic overflows a 64-bit integer ({v})")
+    return np.int64(v)
+
+
 op("checked_index", 1, "elem", scalar_int, _checked_eval, None,
    lambda cg, n, i: cg.check_index(n, i), differentiable=False,
-   doc="a data-dependent index, checked against 0..size-1 at run time")
-op("iadd", 2, "elem", scalar_int, lambda a, x, y: np.int64(x + y), None,
+   doc="a data-dependent index, checked against 0..size-1 (and for overflow of the "
+       "arithmetic computing it) at run time")
+# Integer arithmetic only computes indices (build.py computes an integer expression used
+# as a number in real arithmetic). The lowerings wrap; the index checks the overflow.
+op("iadd", 2, "elem", scalar_int, lambda a, x, y: _int64(int(x) + int(y)), None,
    lambda cg, n, x, y: cg.add(x, y), differentiable=False)
-op("isub", 2, "elem", scalar_int, lambda a, x, y: np.int64(x - y), None,
+op("isub", 2, "elem", scalar_int, lambda a, x, y: _int64(int(x) - int(y)), None,
    lambda cg, n, x, y: cg.sub(x, y), differentiable=False)
-op("imul", 2, "elem", scalar_int, lambda a, x, y: np.int64(x * y), None,
+op("imul", 2, "elem", scalar_int, lambda a, x, y: _int64(int(x) * int(y)), None,
    lambda cg, n, x, y: cg.mul(x, y), differentiable=False)
-op("ineg", 1, "elem", scalar_int, lambda a, x: np.int64(-x), None,
+op("ineg", 1, "elem", scalar_int, lambda a, x: _int64(-int(x)), None,
    lambda cg, n, x: cg.neg(x), differentiable=False)
 
 # ------------------------------------------------------------------ views
@@ -321,14 +398,23 @@ def _broadcast_eval(a, x):
     return np.broadcast_to(np.transpose(x, order).reshape(expand) if dims else x, shape)
 
 
-op("broadcast", 1, "view", _broadcast_infer, _broadcast_eval,
-   lambda b, g, out, x: (b.sum_to(g, x.shape, out.attr("dims")),),
+def _broadcast_vjp(b, g, out, x):
+    return (b.sum_to(g, x.shape, out.attr("dims")),)
+
+
+op("broadcast", 1, "view", _broadcast_infer, _broadcast_eval, _broadcast_vjp,
    lambda cg, n, idx: cg.elem(n.inputs[0], tuple(idx[d] for d in n.attr("dims"))),
-   doc="copies along new axes; dims[i] is the output axis of input axis i")
+   doc="copies along new axes; dims[i] is the output axis of input axis i",
+   mask=_moved_mask(_broadcast_vjp))
+
+
+def _transpose_vjp(b, g, out, x):
+    return (b.emit("transpose", (g,)),)
+
 
 op("transpose", 1, "view", lambda a, x: (x.shape[::-1], x.dtype), lambda a, x: np.transpose(x),
-   lambda b, g, out, x: (b.emit("transpose", (g,)),),
-   lambda cg, n, idx: cg.elem(n.inputs[0], tuple(reversed(idx))))
+   _transpose_vjp, lambda cg, n, idx: cg.elem(n.inputs[0], tuple(reversed(idx))),
+   mask=_moved_mask(_transpose_vjp))
 
 
 def _take_infer(a, x, i):
@@ -346,10 +432,13 @@ def _take_lower(cg, n, idx):
     return cg.elem(n.inputs[0], tuple(idx[:axis]) + (i,) + tuple(idx[axis:]))
 
 
-op("take", 2, "view", _take_infer, _take_eval,
-   lambda b, g, out, x, i: (b.emit("put", (g, i), axis=out.attr("axis"),
-                                   size=x.shape[out.attr("axis")]), None),
-   _take_lower, doc="x[i] along an axis; a data-dependent i is range-checked at run time")
+def _take_vjp(b, g, out, x, i):
+    return b.emit("put", (g, i), axis=out.attr("axis"), size=x.shape[out.attr("axis")]), None
+
+
+op("take", 2, "view", _take_infer, _take_eval, _take_vjp, _take_lower,
+   doc="x[i] along an axis; a data-dependent i is range-checked at run time",
+   mask=_moved_mask(_take_vjp))
 
 
 def _put_infer(a, g, i):
@@ -400,10 +489,13 @@ def _slice_lower(cg, n, idx):
     return cg.elem(n.inputs[0], tuple(idx))
 
 
-op("slice", 1, "view", _slice_infer, _slice_eval,
-   lambda b, g, out, x: (b.emit("pad", (g,), axis=out.attr("axis"), start=out.attr("start"),
-                                size=x.shape[out.attr("axis")]),),
-   _slice_lower, doc="x[start:stop] along an axis (constant bounds)")
+def _slice_vjp(b, g, out, x):
+    return (b.emit("pad", (g,), axis=out.attr("axis"), start=out.attr("start"),
+                   size=x.shape[out.attr("axis")]),)
+
+
+op("slice", 1, "view", _slice_infer, _slice_eval, _slice_vjp, _slice_lower,
+   doc="x[start:stop] along an axis (constant bounds)", mask=_moved_mask(_slice_vjp))
 
 
 def _pad_infer(a, g):
@@ -495,19 +587,37 @@ def _norm_eval(a, x):
     return np.sqrt(np.sum(np.square(np.asarray(x, dtype=np.float64)), axis=tuple(a["axes"])))
 
 
-for _name, _f, _vjp, _doc in [
-        ("sum", np.sum, _sum_vjp, "sum over axes"),
-        ("max", np.max, _ext_vjp("max"), "max over axes; the gradient goes to the first max"),
-        ("min", np.min, _ext_vjp("min"), "min over axes; the gradient goes to the first min"),
-        ("prod", np.prod, _prod_vjp, "product over axes; exact gradient with zeros"),
+def _reduced_mask(vjp):
+    """The mask rule of a reduction whose vjp multiplies the spread g by factors of x
+    (prod, logsumexp, norm): an element's adjoint is kept where its group's result was
+    chosen, and carries that mask."""
+    def rule(b, g, m, out, x):
+        (gx,) = vjp(b, g, out, x)
+        if m is None:
+            return [(gx, None)]
+        keep = _expand(b, m, x, out.attr("axes"))
+        return [(_select(b, keep, gx), keep)]
+    return rule
+
+
+for _name, _f, _vjp, _mask, _doc in [
+        ("sum", np.sum, _sum_vjp, _moved_mask, "sum over axes"),
+        ("max", np.max, _ext_vjp("max"), _moved_mask,
+         "max over axes; the gradient goes to the first max"),
+        ("min", np.min, _ext_vjp("min"), _moved_mask,
+         "min over axes; the gradient goes to the first min"),
+        ("prod", np.prod, _prod_vjp, _reduced_mask,
+         "product over axes; exact gradient with zeros"),
 ]:
     op(_name, 1, "tensor", reduced_shape, _reduce_eval(_f), _vjp,
-       (lambda k: lambda cg, n: cg.lower_reduce(n, k))(_name), _doc)
+       (lambda k: lambda cg, n: cg.lower_reduce(n, k))(_name), _doc, mask=_mask(_vjp))
 
 op("logsumexp", 1, "tensor", reduced_shape, _lse_eval, _lse_vjp,
-   lambda cg, n: cg.lower_reduce(n, "logsumexp"), doc="log(sum(exp(x))), stable")
+   lambda cg, n: cg.lower_reduce(n, "logsumexp"), doc="log(sum(exp(x))), stable",
+   mask=_reduced_mask(_lse_vjp))
 op("norm", 1, "tensor", reduced_shape, _norm_eval, _norm_vjp,
-   lambda cg, n: cg.lower_reduce(n, "norm"), doc="Euclidean norm; gradient 0 at zero")
+   lambda cg, n: cg.lower_reduce(n, "norm"), doc="Euclidean norm; gradient 0 at zero",
+   mask=_reduced_mask(_norm_vjp))
 
 
 def _argext_eval(a, x):
@@ -569,10 +679,33 @@ def _log_softmax_vjp(b, g, out, x):
     return (b.sub(g, b.mul(soft, _expand(b, total, x, (ax,)))),)
 
 
+def _softmax_mask(b, g, m, out, x):
+    """Every element of a group depends on every other: an element's adjoint is kept
+    where any element of its group was chosen; the sum over the group takes the chosen
+    elements only."""
+    if m is None:
+        return [(_softmax_vjp(b, g, out, x)[0], None)]
+    ax = out.attr("axis")
+    dot = b.emit("sum", (_select(b, m, b.mul(g, out)),), axes=(ax,))
+    keep = _expand(b, _any(b, m, (ax,)), x, (ax,))
+    return [(_select(b, keep, b.mul(out, b.sub(g, _expand(b, dot, x, (ax,))))), keep)]
+
+
+def _log_softmax_mask(b, g, m, out, x):
+    """As softmax's; the sum over the group is of g alone, exact zeros where unchosen."""
+    (gx,) = _log_softmax_vjp(b, g, out, x)
+    if m is None:
+        return [(gx, None)]
+    keep = _expand(b, _any(b, m, (out.attr("axis"),)), x, (out.attr("axis"),))
+    return [(_select(b, keep, gx), keep)]
+
+
 op("softmax", 1, "tensor", same_as_input, _softmax_eval, _softmax_vjp,
-   lambda cg, n: cg.lower_softmax(n, log=False), doc="softmax along an axis, stable")
+   lambda cg, n: cg.lower_softmax(n, log=False), doc="softmax along an axis, stable",
+   mask=_softmax_mask)
 op("log_softmax", 1, "tensor", same_as_input, _log_softmax_eval, _log_softmax_vjp,
-   lambda cg, n: cg.lower_softmax(n, log=True), doc="log(softmax) along an axis, stable")
+   lambda cg, n: cg.lower_softmax(n, log=True), doc="log(softmax) along an axis, stable",
+   mask=_log_softmax_mask)
 
 
 def _matmul_infer(a, x, y):
@@ -594,5 +727,32 @@ def _outer(b, u, v):
     return b.mul(b.broadcast(u, shape, (0,)), b.broadcast(v, shape, (1,)))
 
 
+def _matmul_mask(b, g, m, out, x, y):
+    """Each operand's adjoint is a product of g with the other operand: that operand is
+    read only where a chosen element of the product uses it (a row of A in A @ x is
+    zeroed where that element is not chosen), and each adjoint is kept where a chosen
+    element reaches it. For A @ B of two matrices the rows of A and the columns of B
+    that no chosen element uses are zeroed; an element of B in a column some row
+    chooses still meets the other rows' zeros (a NaN there, where that column's chosen
+    products are themselves NaN or infinite)."""
+    if m is None:
+        return [(a, None) for a in _matmul_vjp(b, g, out, x, y)]
+    if x.rank == 2 and y.rank == 2:       # [M,K] @ [K,N]
+        rows = b.broadcast(_any(b, m, (1,)), x.shape, (0,))
+        cols = b.broadcast(_any(b, m, (0,)), y.shape, (1,))
+        gx = b.emit("matmul", (g, b.emit("transpose", (_select(b, cols, y),))))
+        gy = b.emit("matmul", (b.emit("transpose", (_select(b, rows, x),)), g))
+        return [(_select(b, rows, gx), rows), (_select(b, cols, gy), cols)]
+    # (the vector operand's adjoint: kept wherever anything was chosen)
+    chosen = b.broadcast(_any(b, m, (0,)), y.shape if x.rank == 2 else x.shape)
+    if x.rank == 2:                       # [M,K] @ [K] -> [M]
+        rows = b.broadcast(m, x.shape, (0,))
+        return [(_select(b, rows, _outer(b, g, y)), rows),
+                (b.emit("matmul", (g, _select(b, rows, x))), chosen)]
+    cols = b.broadcast(m, y.shape, (1,))  # [K] @ [K,N] -> [N]
+    return [(b.emit("matmul", (_select(b, cols, y), g)), chosen),
+            (_select(b, cols, _outer(b, x, g)), cols)]
+
+
 op("matmul", 2, "tensor", _matmul_infer, lambda a, x, y: np.matmul(x, y), _matmul_vjp,
-   lambda cg, n: cg.lower_matmul(n), doc="A @ B, A @ x, x @ A")
+   lambda cg, n: cg.lower_matmul(n), doc="A @ B, A @ x, x @ A", mask=_matmul_mask)

@@ -32,12 +32,17 @@ Training stops at the first of: `epochs` epochs, `steps` steps, a full-data grad
 norm <= tol_grad, an epoch-to-epoch change of the objective <= tol_loss (absolute),
 `patience` epochs without a new best, a callback returning True, a NaN or infinite loss
 or gradient ("diverged": the message names the step and suggests a smaller learning
-rate), or KeyboardInterrupt ("interrupted"). In every case the result holds the best
-parameters seen.
+rate), a learning rate from the schedule that is negative or not finite ("bad_lr",
+checked at the start of each epoch as the schedule gives it), or KeyboardInterrupt
+("interrupted"). In every case the result holds the best parameters seen. Arguments
+are checked before anything runs: counts (epochs, steps, patience, batch_size) must be
+whole numbers, tolerances numbers >= 0, and hypers finite (a NaN or an infinity there
+would make every objective of the run NaN).
 """
 from __future__ import annotations
 
 import math
+import numbers
 import pathlib
 import time
 from dataclasses import dataclass, field
@@ -82,7 +87,9 @@ class TrainResult:
     epochs: int                   # epochs completed (a last one cut short by `steps`
                                   # counts)
     stopped: str                  # why it stopped: epochs, steps, tol_grad, tol_loss,
-                                  # early_stop, callback, diverged or interrupted
+                                  # early_stop, callback, diverged, bad_lr (the
+                                  # schedule gave a negative or non-finite rate) or
+                                  # interrupted
     stopped_reason: str           # the same, as a sentence for people
     seconds: float = 0.0
     samples: int = 0              # samples processed by gradient steps
@@ -91,8 +98,8 @@ class TrainResult:
 
     @property
     def ok(self) -> bool:
-        """False when training diverged or was interrupted."""
-        return self.stopped not in ("diverged", "interrupted")
+        """False when training diverged, was interrupted or met a bad learning rate."""
+        return self.stopped not in ("diverged", "interrupted", "bad_lr")
 
     @property
     def initial_loss(self) -> float:
@@ -167,21 +174,24 @@ def train(model, data=None, optimizer: Optional[Optimizer] = None,
     if not isinstance(opt, Optimizer):
         raise TypeError(f"optimizer must be a lossc optimizer (SGD, Adam, ...), got "
                         f"{type(opt).__name__}")
-    hypers = dict(hypers or {})
+    hypers = _finite_hypers(hypers)
     sched = schedule if schedule is not None else _schedules.Constant()
     if not callable(sched):
         raise TypeError("schedule must be a callable lr(base_lr, k), e.g. "
                         "lossc.optim.schedules.cosine()")
-    for name, v in (("epochs", epochs), ("steps", steps), ("patience", patience)):
-        if v is not None and (int(v) != v or v < 1):
-            raise ValueError(f"{name} must be a positive integer, got {v}")
-    if batch_size is not None and (int(batch_size) != batch_size or batch_size < 0):
-        raise ValueError(f"batch_size must be a positive integer (or None/0 for the whole "
-                         f"data set), got {batch_size}")
+    if not _schedules.valid_lr(opt.lr) or not opt.lr > 0:
+        raise ValueError(f"the optimizer's learning rate must be a positive number, got "
+                         f"{opt.lr!r}")
+    epochs, steps, patience = (_count(name, v, 1) for name, v in (
+        ("epochs", epochs), ("steps", steps), ("patience", patience)))
+    batch_size = _count("batch_size", batch_size, 0,
+                        "a positive integer (or None/0 for the whole data set)")
+    tol_grad, tol_loss = (_tolerance(name, v) for name, v in (
+        ("tol_grad", tol_grad), ("tol_loss", tol_loss)))
     if monitor not in MONITORS:
         raise ValueError(f"monitor must be one of {MONITORS}, got {monitor!r}")
-    if validation is not None and not 0 <= validation < 1:
-        raise ValueError(f"validation must be a fraction between 0 and 1, got {validation}")
+    if validation is not None and not (_is_real(validation) and 0 <= validation < 1):
+        raise ValueError(f"validation must be a fraction between 0 and 1, got {validation!r}")
 
     train_data, val_data, unchecked = _split(model, data, validation, seed)
     n, full_batch, bs, per_epoch, total_epochs, steps = plan(
@@ -234,6 +244,41 @@ def train(model, data=None, optimizer: Optional[Optimizer] = None,
             scratch.give(buf)
 
 
+def _is_real(v) -> bool:
+    """A real number (a Python or NumPy int or float, not a bool)."""
+    return isinstance(v, (numbers.Real, np.number)) and not isinstance(v, (bool, np.bool_)) \
+        and np.isrealobj(v)
+
+
+def _count(name: str, v, minimum: int, what: str = "a positive integer"):
+    """v as an int (None stays None): an integer, or a float with a whole value, of at
+    least `minimum`; else a ValueError naming the argument."""
+    if v is None:
+        return None
+    if _is_real(v) and math.isfinite(v) and v == int(v) and v >= minimum:
+        return int(v)
+    raise ValueError(f"{name} must be {what}, got {v!r}")
+
+
+def _tolerance(name: str, v) -> Optional[float]:
+    if v is None:
+        return None
+    if _is_real(v) and v >= 0:          # (NaN fails this)
+        return float(v)
+    raise ValueError(f"{name} must be a number >= 0, got {v!r}")
+
+
+def _finite_hypers(hypers) -> dict:
+    """The run's hyperparameters, each a finite number: a NaN or an infinity would make
+    every objective of the run NaN, reported as a divergence at the first step."""
+    hypers = dict(hypers or {})
+    for name, v in hypers.items():
+        a = np.asarray(v)
+        if a.shape == () and a.dtype.kind in "biuf" and not np.isfinite(a):
+            raise ValueError(f"hypers: {name!r} must be a finite number, got {v!r}")
+    return hypers
+
+
 def _loop(run, sched, base_lr, shuffler, full_batch, n, bs, per_epoch, total_epochs, steps,
           shuffle, t0, tol_grad, tol_loss, patience) -> tuple[str, str]:
     """The epochs; returns (stopped, stopped_reason)."""
@@ -241,7 +286,12 @@ def _loop(run, sched, base_lr, shuffler, full_batch, n, bs, per_epoch, total_epo
     try:
         run.start()
         for epoch in range(total_epochs):
-            opt.lr = float(sched(base_lr, epoch))
+            lr = float(sched(base_lr, epoch))
+            if not _schedules.valid_lr(lr):
+                return "bad_lr", (f"the schedule gave the learning rate {lr} for epoch "
+                                  f"{epoch + 1} (it must be a finite number >= 0); training "
+                                  f"stopped and the best parameters so far are kept")
+            opt.lr = lr
             run.lr.append(opt.lr)
             if full_batch:
                 run.full_batch_step()

@@ -14,12 +14,33 @@ formulas are PyTorch's closed forms:
 PyTorch's cosine rises again after T_max (a periodic schedule); here it stays at eta_min,
 which is what a run longer than T_max wants. `cosine()` without T_max anneals over the
 whole run (the driver fills in its length).
+
+A rate must be a finite number >= 0 (`valid_lr`); the driver stops a run whose schedule
+gives anything else. The schedules here check their arguments when made, so that
+theirs never do.
 """
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Optional
+
+
+def valid_lr(lr) -> bool:
+    """Whether lr is a learning rate a schedule may give: a finite number >= 0."""
+    return (isinstance(lr, numbers.Real) and not isinstance(lr, bool) and math.isfinite(lr)
+            and lr >= 0)
+
+
+def _need(ok: bool, schedule: str, name: str, what: str, value) -> None:
+    if not ok:
+        raise ValueError(f"{schedule} schedule: {name} must be {what}, got {value!r}")
+
+
+def _whole(v) -> bool:
+    return (isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+            and v == int(v) and v >= 1)
 
 
 @dataclass(frozen=True)
@@ -34,8 +55,8 @@ class Step:
     gamma: float = 0.1
 
     def __post_init__(self):
-        if self.step_size < 1:
-            raise ValueError(f"step schedule: step_size must be >= 1, got {self.step_size}")
+        _need(_whole(self.step_size), "step", "step_size", "an integer >= 1", self.step_size)
+        _need(valid_lr(self.gamma), "step", "gamma", "a finite number >= 0", self.gamma)
 
     def __call__(self, base_lr: float, k: int) -> float:
         return base_lr * self.gamma ** (k // self.step_size)
@@ -44,6 +65,10 @@ class Step:
 @dataclass(frozen=True)
 class Exponential:
     gamma: float
+
+    def __post_init__(self):
+        _need(valid_lr(self.gamma), "exponential", "gamma", "a finite number >= 0",
+              self.gamma)
 
     def __call__(self, base_lr: float, k: int) -> float:
         return base_lr * self.gamma ** k
@@ -55,8 +80,10 @@ class Cosine:
     eta_min: float = 0.0
 
     def __post_init__(self):
-        if self.T_max is not None and self.T_max < 1:
-            raise ValueError(f"cosine schedule: T_max must be >= 1, got {self.T_max}")
+        _need(self.T_max is None or _whole(self.T_max), "cosine", "T_max",
+              "an integer >= 1", self.T_max)
+        _need(valid_lr(self.eta_min), "cosine", "eta_min", "a finite number >= 0",
+              self.eta_min)
 
     def __call__(self, base_lr: float, k: int) -> float:
         T = self.T_max or 1
@@ -73,15 +100,17 @@ def constant() -> Constant:
 
 
 def step(step_size: int, gamma: float = 0.1) -> Step:
-    return Step(int(step_size), float(gamma))
+    s = Step(step_size, gamma)          # (checked as given, then made an int, a float)
+    return Step(int(s.step_size), float(s.gamma))
 
 
 def exponential(gamma: float) -> Exponential:
-    return Exponential(float(gamma))
+    return Exponential(float(Exponential(gamma).gamma))
 
 
 def cosine(T_max: Optional[int] = None, eta_min: float = 0.0) -> Cosine:
-    return Cosine(None if T_max is None else int(T_max), float(eta_min))
+    c = Cosine(T_max, eta_min)
+    return Cosine(None if T_max is None else int(c.T_max), float(c.eta_min))
 
 
 def parse(text: Optional[str]):

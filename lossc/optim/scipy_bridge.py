@@ -12,8 +12,6 @@ SciPy itself is not needed to build the objective, only to minimize it.
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 
 
@@ -44,18 +42,37 @@ class Objective:
         return unpack_params(self.model, theta)
 
 
-def scipy_objective(model, hypers: Optional[dict] = None, seed: int = 0, init=None,
-                    **data) -> tuple[Objective, np.ndarray]:
-    """(fun, x0) for scipy.optimize.minimize(fun, x0, jac=True). Keyword arguments are
-    the model's inputs (arrays, samples first) and, like in `model.loss`, may also be
-    hyperparameters; x0 is model.init_params(seed) (or `init`, a dict) flattened."""
-    hypers = dict(hypers or {})
-    names = {h.name for h in model.hypers}
+# scipy_objective's own options; a model's input or hyperparameter of the same name
+# takes the keyword instead (see scipy_objective)
+OPTIONS = ("hypers", "seed", "init")
+
+
+def scipy_objective(model, /, **kwargs) -> tuple[Objective, np.ndarray]:
+    """(fun, x0) for scipy.optimize.minimize(fun, x0, jac=True).
+
+    The keywords are the model's inputs (arrays, samples first) and hyperparameters by
+    name, as in `model.loss`, and three options: `hypers` (a dict of hyperparameters),
+    `seed` (x0 is model.init_params(seed), default 0) and `init` (a dict of parameters
+    to start from instead). A keyword that names one of the model's inputs or
+    hyperparameters always means it: for a model with an input called `seed`, start
+    from another point with `fun.pack(model.init_params(3))`."""
+    names = {s.name for s in model.inputs} | {h.name for h in model.hypers}
+    options = {k: kwargs.pop(k) for k in OPTIONS if k in kwargs and k not in names}
+    hypers = dict(options.get("hypers") or {})
+    hyper_names = {h.name for h in model.hypers}
     inputs = {}
-    for k, v in data.items():
-        (hypers if k in names and k not in {i.name for i in model.inputs} else inputs)[k] = v
+    for k, v in kwargs.items():
+        if k in hyper_names:
+            if k in hypers:
+                raise ValueError(f"hyperparameter {k!r} is given twice: by name and in "
+                                 "hypers=")
+            hypers[k] = v
+        else:
+            inputs[k] = v
     bound = model.bind(inputs, hypers)
-    x0 = pack_params(model, init if init is not None else model.init_params(seed))
+    init = options.get("init")
+    x0 = pack_params(model, init if init is not None
+                     else model.init_params(options.get("seed", 0)))
     return Objective(model, bound), x0
 
 

@@ -21,11 +21,10 @@ draws every permutation from then on.
 """
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 
 from lossc.codegen.rng import FUNCTION, SLOTS
+from lossc.runtime import forks
 from lossc.runtime.calls import _addr
 
 # below this many elements NumPy is about as fast: a one-off native call costs ~8 us
@@ -127,7 +126,7 @@ def _function(native):
 
 
 _native_code = None
-_native_lock = threading.Lock()
+_native_lock = forks.Lock()      # (a forked child gets a free one)
 
 
 def _native():

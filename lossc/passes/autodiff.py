@@ -8,11 +8,40 @@ constant number of nodes per forward node: no expression swell, however deep the
 
 Adds one output per parameter, "grad.<name>", of the parameter's shape (zeros for a
 parameter the loss does not use).
+
+Masked adjoints. The branch a `where` does not choose contributes nothing to the
+gradient, whatever its own derivative: `where(p > 0, sqrt(p), 0)` at p = -1 has
+gradient 0, not 0 * (0.5 / sqrt(-1)) = NaN. So an adjoint may carry a mask, a bool
+value of its shape outside which it is exactly 0 and nothing computed from it may be
+observed:
+  - a `where`'s adjoint into a branch is masked by the condition (its negation for the
+    other branch), and'ed with the where's own mask;
+  - through an elementwise op the mask stays, and every adjoint computed from a masked
+    one is selected by it, `where(m, contribution, 0)` (a select, not a product: the
+    untaken branch's NaN or infinity never reaches a result); an adjoint that is the
+    masked one itself, its negation or a multiple by a finite constant needs no
+    select;
+  - where shapes change, the op's `mask` rule (ir/ops.py) decides: views and sums move
+    or add up the 0/1 indicator of the mask as they do the adjoint, so an element's
+    mask says whether any chosen element reaches it (a parameter broadcast over a
+    vector is masked by "any element chosen"); reductions spread their group's mask
+    over the group; softmax, log_softmax and matrix products, whose elements each
+    depend on many, keep an element where any chosen element depends on it, and take
+    only chosen elements (or the operand rows and columns they use) into their sums;
+  - adjoints reaching a node along several paths add up, and so do their masks (or);
+    an unmasked one makes the sum unmasked, and so do a where's two branches meeting
+    again (`c or not c`).
+Elsewhere IEEE arithmetic stands: `sqrt(p)` at 0 still has gradient inf, and `0 *
+sqrt(p)` at p = -1 is NaN, as the formula says.
 """
 from __future__ import annotations
 
+import math
+from typing import Optional
+
 from lossc.ir.graph import REAL, Builder, Graph, Node, transform
-from lossc.ir.ops import OPS
+from lossc.ir.ops import OPS, OpDef
+from lossc.passes.fold import const_value
 
 
 def autodiff(graph: Graph) -> Graph:
@@ -22,20 +51,25 @@ def autodiff(graph: Graph) -> Graph:
     loss = out.outputs["loss"]
     live = out.reachable([loss])
     adjoint: dict[int, Node] = {loss.id: b.const(1.0)}
+    mask: dict[int, Optional[Node]] = {loss.id: None}   # None: no mask
     for node in reversed(list(out.nodes)):
         if node.id not in live or node.id not in adjoint:
             continue
-        rule = OPS[node.op].vjp
-        if rule is None:
+        d = OPS[node.op]
+        if d.vjp is None:
             continue
         b.span = node.span
-        contributions = rule(b, adjoint[node.id], node, *node.inputs)
-        for x, g in zip(node.inputs, contributions):
+        pairs = contributions(b, d, adjoint[node.id], mask[node.id], node)
+        for x, (g, m) in zip(node.inputs, pairs):
             if g is None or x.dtype != REAL:
                 continue
             assert g.shape == x.shape, (node.op, g.shape, x.shape)
-            prev = adjoint.get(x.id)
-            adjoint[x.id] = g if prev is None else b.add(prev, g)
+            assert m is None or m.shape == x.shape, (node.op, m.shape, x.shape)
+            if x.id in adjoint:
+                adjoint[x.id] = b.add(adjoint[x.id], g)
+                mask[x.id] = _either(b, mask[x.id], m)
+            else:
+                adjoint[x.id], mask[x.id] = g, m
     params = {n.attr("name"): n for n in out.nodes if n.op == "param"}
     for spec in out.params:
         p = params.get(spec.name)
@@ -43,3 +77,51 @@ def autodiff(graph: Graph) -> Graph:
         b.span = p.span if p is not None else None
         out.outputs["grad." + spec.name] = g if g is not None else b.const(0.0, spec.shape)
     return out
+
+
+def contributions(b: Builder, d: OpDef, g: Node, m: Optional[Node], node: Node) -> list:
+    """(adjoint, mask) for each input of `node`, from its adjoint g and g's mask m."""
+    if d.mask is not None:
+        return d.mask(b, g, m, node, *node.inputs)
+    gs = d.vjp(b, g, node, *node.inputs)
+    if m is None:
+        return [(x, None) for x in gs]
+    zero = b.zeros_like(g)
+    return [(x if x is None or _zero_with(x, g) else b.where(m, x, zero), m) for x in gs]
+
+
+def _zero_with(x: Node, g: Node) -> bool:
+    """Whether x is exactly 0 wherever g is, whatever the other values: g, -g, g times
+    a finite constant, g over a finite nonzero one."""
+    if x is g:
+        return True
+    if x.op == "neg":
+        return x.inputs[0] is g
+    if x.op == "mul":
+        a, c = x.inputs
+        return (a is g and _finite(c)) or (c is g and _finite(a))
+    if x.op == "div":
+        return x.inputs[0] is g and _finite(x.inputs[1]) and const_value(x.inputs[1]) != 0
+    return False
+
+
+def _finite(n: Node) -> bool:
+    c = const_value(n)
+    return c is not None and math.isfinite(c)
+
+
+def _either(b: Builder, m1: Optional[Node], m2: Optional[Node]) -> Optional[Node]:
+    """The mask of a sum of two masked adjoints. A where's two branches meeting again
+    (c and not c; m and c with m and not c) give back the mask before the where."""
+    if m1 is None or m2 is None or _negation(m1, m2):
+        return None
+    if m1 is m2:
+        return m1
+    if (m1.op == m2.op == "and" and m1.inputs[0] is m2.inputs[0]
+            and _negation(m1.inputs[1], m2.inputs[1])):
+        return m1.inputs[0]
+    return b.emit("or", (m1, m2))
+
+
+def _negation(p: Node, q: Node) -> bool:
+    return (p.op == "not" and p.inputs[0] is q) or (q.op == "not" and q.inputs[0] is p)

@@ -14,7 +14,8 @@ Rules (each a comment on what it removes):
                                            the others broadcasts of the same kind (see
                                            factor_products)
 Multiplication by 0 is not folded: IEEE says 0 * inf = nan, and the compiled code must
-mean what the source says.
+mean what the source says. Nor is integer arithmetic that overflows 64 bits: that is an
+index error at run time (ops.py, codegen's check_index), never a wrapped constant.
 """
 from __future__ import annotations
 
@@ -72,9 +73,12 @@ def _rule(b, n: Node, xs: tuple):
     d = OPS[n.op]
     if (xs and d.kind == "elem" and n.shape == () and n.dtype in (REAL, INT)
             and all(x.op in ("const", "iconst") for x in xs) and n.op != "checked_index"):
-        with np.errstate(all="ignore"):
-            v = d.eval(dict(n.attrs), *[np.float64(x.attr("value")) if x.op == "const"
-                                        else np.int64(x.attr("value")) for x in xs])
+        try:
+            with np.errstate(all="ignore"):
+                v = d.eval(dict(n.attrs), *[np.float64(x.attr("value")) if x.op == "const"
+                                            else np.int64(x.attr("value")) for x in xs])
+        except IndexError:      # index arithmetic that overflows: the run-time check's
+            return None
         if n.dtype == INT:
             return b.emit("iconst", (), value=int(v))
         return b.emit("const", (), value=float(v))

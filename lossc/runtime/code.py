@@ -9,11 +9,10 @@ runtime/library.py.
 """
 from __future__ import annotations
 
-import threading
 from typing import Callable, Optional
 
 from lossc.codegen.units import EXPORTS, LIBRARY_UNITS, UNITS
-from lossc.runtime import library
+from lossc.runtime import forks, library
 from lossc.runtime.native import load_object
 
 
@@ -29,7 +28,7 @@ class ModelCode:
         self._compile_unit = compile_unit
         self._cache_key = cache_key
         self._loaded = {}
-        self._lock = threading.Lock()
+        self._lock = forks.Lock()      # (a forked child gets a free one)
 
     def function(self, unit: str):
         """The ctypes function exported by `unit`, compiled first if need be."""

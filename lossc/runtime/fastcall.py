@@ -104,6 +104,7 @@ class FastCall:
         self.n_params, self.n_inputs = len(params), len(inputs)
         self.value = frame.value
         self.err = frame.err
+        self.checked_theta = self.checked_out = None     # see flat_into
         # a frame of its own: the thread's buffers, this batch
         from lossc.runtime.calls import _addr
         self.vg_frame = frame.detached(bound)
@@ -151,6 +152,17 @@ class FastCall:
 
     def flat(self, theta_flat, grad_out):
         """(value, grad_out), or None when the checked way must run."""
+        return self._run((theta_flat, grad_out), grad_out)
+
+    def flat_into(self, theta_flat, grad_out):
+        """flat() into the caller's grad_out: refused (a ValueError) where it shares
+        memory with theta_flat or the batch. The check runs once per pair of arrays:
+        two arrays held here and found apart stay apart (a C-contiguous array of
+        n_params, which lossc_call_objects requires, keeps its memory unless it owns
+        it and is resized, and then gets memory no live array has)."""
+        if grad_out is not self.checked_out or theta_flat is not self.checked_theta:
+            self.model._check_disjoint(theta_flat, grad_out, self.bound)
+            self.checked_theta, self.checked_out = theta_flat, grad_out
         return self._run((theta_flat, grad_out), grad_out)
 
     def _run(self, args: tuple, gradient):

@@ -18,13 +18,11 @@ parameter count only known at run time, and LLVM's loop vectorizer makes them SI
 """
 from __future__ import annotations
 
-import threading
-
 from lossc import __version__
-from lossc.runtime import artifact
+from lossc.runtime import artifact, forks
 
 _objects: dict[tuple, bytes] = {}       # (unit, dtype, cache directory or None) -> object
-_lock = threading.Lock()
+_lock = forks.Lock()      # (a forked child gets a free one)
 
 
 def unit_object(unit: str, dtype: str, persistent: bool = True) -> bytes:

@@ -14,7 +14,7 @@ import numpy as np
 
 from lossc.codegen.units import LOSS, VALUE_AND_GRAD
 from lossc.runtime.calls import BoundArgs, PreparedCall, _Frame, data_pointer
-from lossc.runtime import fastcall
+from lossc.runtime import fastcall, forks
 from lossc.runtime.code import ModelCode
 from lossc.runtime.spec import Signature
 
@@ -121,7 +121,7 @@ class Model:
             out[p.name] = np.asarray(v, dtype=self.dtype)
         return out
 
-    def pack_params(self, theta: dict, out: Optional[np.ndarray] = None) -> np.ndarray:
+    def pack_params(self, theta: dict, /, out: Optional[np.ndarray] = None) -> np.ndarray:
         """The flat parameter vector (declaration order, C order within each)."""
         if out is not None:
             self._pack(theta, self._param_views(out))
@@ -169,7 +169,7 @@ class Model:
                                 f"{a.dtype}")
             view[...] = a
 
-    def unpack_params(self, flat: np.ndarray) -> dict:
+    def unpack_params(self, flat: np.ndarray, /) -> dict:
         """A dict of arrays (copies) from a flat parameter vector."""
         flat = np.array(flat, dtype=self.dtype)
         if flat.shape != (self.n_params,):
@@ -200,7 +200,7 @@ class Model:
             self._loss = self.code.function(LOSS)
         return self._loss
 
-    def loss(self, theta: dict, **kwargs) -> float:
+    def loss(self, theta: dict, /, **kwargs) -> float:
         """The objective over the batch."""
         fn = self._loss_function()
         f = self._frame()
@@ -210,7 +210,7 @@ class Model:
         self._run(fn, f)
         return f.value.item()
 
-    def value_and_grad(self, theta: dict, **kwargs) -> tuple[float, dict]:
+    def value_and_grad(self, theta: dict, /, **kwargs) -> tuple[float, dict]:
         """The objective and its gradient, a dict shaped like `theta`."""
         fast = getattr(self._tls, "fast", None)
         if fast is not None and self.threads == 1:
@@ -262,7 +262,7 @@ class Model:
             self._fast_function = fastcall.native_function(self) or False
         return self._fast_function
 
-    def value_and_grad_flat(self, theta_flat, data=None, hypers: Optional[dict] = None,
+    def value_and_grad_flat(self, theta_flat, /, data=None, hypers: Optional[dict] = None,
                             grad_out=None):
         """Low-level: flat parameters in, (value, flat gradient) out. `data` may be a
         `bind()` result, validated once for repeated calls; with `grad_out` (a
@@ -270,8 +270,8 @@ class Model:
         there and no array is allocated."""
         fast = getattr(self._tls, "flat_fast", None)
         if fast is not None and data is fast.bound and not hypers and self.threads == 1:
-            out = fast.flat(theta_flat, np.empty(self.n_params, self.dtype)
-                            if grad_out is None else grad_out)
+            out = (fast.flat(theta_flat, np.empty(self.n_params, self.dtype))
+                   if grad_out is None else fast.flat_into(theta_flat, grad_out))
             if out is not None:
                 return out
         value, grad = self._checked_value_and_grad_flat(theta_flat, data, hypers, grad_out)
@@ -285,14 +285,16 @@ class Model:
         f = self._frame()
         f.use_theta(self._flat(theta_flat))
         self._bind_data(f, data, hypers)
-        self._run(self._vg, f)
         if grad_out is not None:
             self._check_out(grad_out)
+            self._check_disjoint(theta_flat, grad_out, f.bound)
+        self._run(self._vg, f)
+        if grad_out is not None:
             grad_out[...] = f.grad
             return f.value.item(), grad_out
         return f.value.item(), f.grad.copy()
 
-    def loss_flat(self, theta_flat, data=None, hypers: Optional[dict] = None) -> float:
+    def loss_flat(self, theta_flat, /, data=None, hypers: Optional[dict] = None) -> float:
         fn = self._loss_function()
         f = self._frame()
         f.use_theta(self._flat(theta_flat))
@@ -300,7 +302,7 @@ class Model:
         self._run(fn, f)
         return f.value.item()
 
-    def prepare(self, theta_flat: np.ndarray, data=None, hypers: Optional[dict] = None,
+    def prepare(self, theta_flat: np.ndarray, /, data=None, hypers: Optional[dict] = None,
                 grad_out: Optional[np.ndarray] = None) -> "PreparedCall":
         """The fastest way to call the compiled gradient repeatedly (an optimizer's inner
         loop): everything is checked once, here, and each call is one native call.
@@ -319,6 +321,7 @@ class Model:
         self._check_out(grad)
         bound = data if isinstance(data, BoundArgs) and not hypers else \
             self.bind(data or {}, hypers)
+        self._check_disjoint(theta, grad, bound)
         return PreparedCall(self, theta, bound, grad)
 
     def save(self, path) -> None:
@@ -329,14 +332,15 @@ class Model:
         objects = self.code.complete()
         artifact.write(path, dict(self.meta, work_size=self.code.work_size), objects)
 
-    def scipy_objective(self, hypers: Optional[dict] = None, **data):
-        """(fun, x0) for scipy.optimize.minimize(fun, x0, jac=True)."""
+    def scipy_objective(self, /, **kwargs):
+        """(fun, x0) for scipy.optimize.minimize(fun, x0, jac=True); the keywords are
+        those of lossc.optim.scipy_objective (the inputs and hyperparameters by name)."""
         from lossc.optim.scipy_bridge import scipy_objective
-        return scipy_objective(self, hypers=hypers, **data)
+        return scipy_objective(self, **kwargs)
 
     # ------------------------------------------------------------ binding arguments
 
-    def bind(self, data: dict, hypers: Optional[dict] = None) -> "BoundArgs":
+    def bind(self, data: dict, /, hypers: Optional[dict] = None) -> "BoundArgs":
         """Validate and convert a batch once, for repeated calls (the low-level path)."""
         if isinstance(data, BoundArgs):
             if hypers:
@@ -433,6 +437,18 @@ class Model:
             raise ValueError(f"grad_out must be a writable C-contiguous {self.dtype.name} "
                              f"array of shape ({self.n_params},)")
 
+    def _check_disjoint(self, theta_flat, grad_out, bound: "BoundArgs") -> None:
+        """A ValueError if the flat parameters, grad_out and the batch's inputs share
+        memory: the gradient written over the parameters or an input would change what
+        the call reads, or what the next one does."""
+        named = [("theta_flat", theta_flat), ("grad_out", grad_out)] + [
+            (f"input {s.name!r}", a) for s, a in zip(self.inputs, bound.arrays)]
+        for k, (first, a) in enumerate(named[:2]):
+            for second, other in named[k + 1:]:
+                if np.shares_memory(a, other):
+                    raise ValueError(f"{first} and {second} share memory; the native call "
+                                     "needs separate arrays for them")
+
     def _hyper_vector(self, hypers: dict) -> np.ndarray:
         if not hypers:
             return self._default_hypers
@@ -503,6 +519,7 @@ class Model:
         from concurrent.futures import ThreadPoolExecutor
         if self._pool is None or self._pool._max_workers != self.threads:
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="lossc")
+            forks.renew_in_child(self)
         bound, theta = f.bound, int(f.frame[0])
         chunks = bound.chunks(self.threads)
 
@@ -524,13 +541,25 @@ class Model:
             for w, r in zip(weights, results):
                 f.grad += w * r[3]
 
+    def _after_fork_in_child(self) -> None:
+        """In a child made by os.fork: the pool's threads stayed in the parent (work
+        handed to them here would wait forever); the next parallel call makes a pool
+        of the child's own. (runtime/forks.py)"""
+        self._pool = None
+
     def _index_error(self, err, bound: "BoundArgs") -> ValueError:
+        """The error of a native call that returned 1: err holds (check, sample, value),
+        the check as -1 - check where the arithmetic computing the index overflowed."""
         check, sample, value = (int(v) for v in err[:3])
+        overflow = check < 0
+        check = -1 - check if overflow else check
         sample_in_chunk, sample = sample, sample + bound.start
         info = self.meta["index_checks"][check]
         ints = ", ".join(f"{s.name} = {int(a[sample_in_chunk])}"
                          for s, a in zip(self.inputs, bound.arrays) if s.is_int)
-        return ValueError(f"index {info['text']} = {value} is out of range 0..{info['size'] - 1} "
+        what = (f"index {info['text']} overflows a 64-bit integer, so it" if overflow else
+                f"index {info['text']} = {value}")
+        return ValueError(f"{what} is out of range 0..{info['size'] - 1} "
                           f"at sample {sample} (line {info['line']}, col {info['col']}"
                           f"{'; ' + ints if ints else ''})")
 
@@ -548,20 +577,24 @@ def _as_real(x, what: str, dtype: np.dtype) -> np.ndarray:
 
 
 def _as_int(a: np.ndarray, name: str) -> np.ndarray:
-    if a.dtype.kind in "iub":
+    """An int input as int64: any integer array whose values fit 64 bits (every signed
+    dtype; uint64 up to 2^63 - 1), or a real array holding such whole numbers."""
+    if a.dtype.kind in "ib" or (a.dtype.kind == "u" and a.dtype.itemsize < 8):
+        return np.ascontiguousarray(a, dtype=np.int64)
+    if a.dtype.kind == "u":
+        _refuse_first(a, a > np.iinfo(np.int64).max, name, "does not fit a 64-bit integer")
         return np.ascontiguousarray(a, dtype=np.int64)
     if a.dtype.kind == "f":
-        bad = ~np.isfinite(a)
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise ValueError(f"int input {name!r} holds {a.flat[i]} at sample {i}; "
-                             "it must hold integers")
-        frac = a != np.round(a)
-        if frac.any():
-            i = int(np.flatnonzero(frac)[0])
-            raise ValueError(f"int input {name!r} holds {a.flat[i]} at sample {i}; "
-                             "it must hold integers")
-        if (np.abs(a) > 2 ** 62).any():
-            raise ValueError(f"int input {name!r} holds values too large for an index")
+        _refuse_first(a, ~np.isfinite(a), name, "it must hold integers")
+        _refuse_first(a, a != np.round(a), name, "it must hold integers")
+        # (float64 holds -2^63 and 2^63 exactly: the first fits int64, the second not)
+        _refuse_first(a, (a < -2.0 ** 63) | (a >= 2.0 ** 63), name,
+                      "does not fit a 64-bit integer")
         return np.ascontiguousarray(a, dtype=np.int64)
     raise TypeError(f"int input {name!r} must hold integers, got dtype {a.dtype}")
+
+
+def _refuse_first(a: np.ndarray, bad: np.ndarray, name: str, why: str) -> None:
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"int input {name!r} holds {a.flat[i]} at sample {i}; {why}")

@@ -17,14 +17,14 @@ threads each get their own.
 """
 from __future__ import annotations
 
-import threading
-
 import numpy as np
+
+from lossc.runtime import forks
 
 KEPT_BYTES = 64 << 20     # kept between runs at most, in all
 SLACK = 2                 # a kept buffer serves requests from 1/SLACK of its size
 
-_lock = threading.Lock()
+_lock = forks.Lock()      # (a forked child gets a free one)
 _kept: list[np.ndarray] = []      # free uint8 buffers, the most recently given last
 
 

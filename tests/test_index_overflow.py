@@ -1,0 +1,136 @@
+"""Index arithmetic that overflows 64 bits is an index out of range, never a wrapped
+index: `z[2 * k]` with k = -2^63 used to read z[0]. Compiled (every vector width, both
+dtypes, the checked call, the repeated native call, a prepared call, the fused training
+steps), in the reference interpreter and in constant folding. An integer expression
+used as a number is computed in real arithmetic, so it cannot overflow."""
+import re
+
+import numpy as np
+import pytest
+
+import lossc
+from lossc.compiler import compile_source
+from lossc.ir.evaluate import evaluate
+
+INT64_MIN, INT64_MAX = -2 ** 63, 2 ** 63 - 1
+
+# (index expression, a k whose arithmetic wraps to an index in 0..7)
+WRAPPING = [("2 * k", INT64_MIN),               # 2 * -2^63 wraps to 0
+            ("k * k", 2 ** 32),                 # 2^64 wraps to 0
+            ("k * 4 + 3", 2 ** 62),             # 2^64 + 3 wraps to 3
+            ("(k + k) - (k + k) + 1", 2 ** 62),  # 2^63 overflows on the way to 1
+            ("-k + 2", INT64_MIN),              # -(-2^63) wraps to -2^63, +2 ... stays
+            ("k - 1 + 1", INT64_MIN),           # -2^63 - 1 wraps to 2^63 - 1, back to -2^63
+            ("4 - 4 * k", 2 ** 62)]             # 4 - 2^64 wraps to 4
+
+
+def _model(expr):
+    return f"dim N = 8\ninput k: int\ninput x\nparam z[N] = 1\nloss = z[{expr}] * x\n"
+
+
+def _batch(B, bad_at, k_bad):
+    k = np.arange(B, dtype=np.int64) % 2     # (in range for every expression)
+    k[bad_at] = k_bad
+    return {"k": k, "x": np.linspace(1.0, 2.0, B)}
+
+
+@pytest.mark.parametrize("bits", [64, 512])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("expr, k_bad", WRAPPING)
+def test_overflowing_index_arithmetic_is_out_of_range(expr, k_bad, dtype, bits, monkeypatch):
+    monkeypatch.setenv("LOSSC_VECTOR_BITS", str(bits))
+    m = lossc.compile(_model(expr), dtype=dtype, cache=False)
+    theta = m.init_params()
+    text = (re.escape(f"index {expr} overflows a 64-bit integer, so it is out of range "
+                      "0..7 at sample ") + "{} " + re.escape(f"(line 5, col 10; k = {k_bad})"))
+    # the first sample, a vector lane, the padded last iteration, past a lane group
+    for B, bad_at in [(1, 0), (20, 13), (20, 19), (37, 33)]:
+        data = _batch(B, bad_at, k_bad)
+        with pytest.raises(ValueError, match=text.format(bad_at)):
+            m.value_and_grad(theta, **data)
+        with pytest.raises(ValueError, match=text.format(bad_at)):
+            m.loss(theta, **data)
+    # the repeated (native) call and a prepared call on the same arrays
+    data = _batch(20, 5, 0)
+    for _ in range(3):
+        m.value_and_grad(theta, **data)
+    data["k"][5] = k_bad
+    with pytest.raises(ValueError, match=text.format(5)):
+        m.value_and_grad(theta, **data)
+    call = m.prepare(m.pack_params(theta), data)
+    with pytest.raises(ValueError, match=text.format(5)):
+        call()
+
+
+def test_indices_near_the_limits_that_do_not_overflow_are_fine():
+    m = lossc.compile(_model("k - 9223372036854775800"), cache=False)
+    z = np.arange(8.0)
+    k = np.array([INT64_MAX - 7, INT64_MAX - 2, INT64_MAX - 7], dtype=np.int64)
+    value, grads = m.value_and_grad({"z": z}, k=k, x=np.ones(3))
+    assert value == pytest.approx((0 + 5 + 0) / 3)
+    with pytest.raises(ValueError, match=r"= -1 is out of range 0\.\.7 at sample 0"):
+        m.value_and_grad({"z": z}, k=np.array([INT64_MAX - 8]), x=np.ones(1))
+
+
+def test_the_fused_training_steps_report_the_overflow():
+    m = lossc.compile(_model("2 * k"), cache=False)
+    data = _batch(64, 40, INT64_MIN)
+    with pytest.raises(ValueError, match="index 2 \\* k overflows a 64-bit integer, so it is "
+                                         "out of range 0..7 at sample 40"):
+        lossc.train(m, data=data, optimizer=lossc.Adam(lr=0.01), batch_size=8, epochs=1,
+                    shuffle=False)
+
+
+@pytest.mark.parametrize("expr, k_bad", WRAPPING)
+def test_the_reference_interpreter_refuses_the_same_indices(expr, k_bad):
+    graph = compile_source(_model(expr)).graph
+    with pytest.raises(IndexError, match="overflows a 64-bit integer|out of range"):
+        evaluate(graph, {"z": np.ones(8)}, {"k": np.int64(k_bad), "x": 1.0}, {},
+                 "loss.sample")
+    assert evaluate(graph, {"z": np.arange(8.0)}, {"k": np.int64(1), "x": 1.0}, {},
+                    "loss.sample") == \
+        lossc.compile(_model(expr), cache=False).loss({"z": np.arange(8.0)},
+                                                      k=np.array([1]), x=np.ones(1))
+
+
+def test_constant_folding_leaves_overflowing_index_arithmetic_to_the_run_time_check():
+    from lossc.ir.graph import Builder, Graph
+    from lossc.passes.fold import fold
+    g = Graph()
+    b = Builder(g)
+    big = b.emit("iconst", value=INT64_MAX)
+    s = b.emit("iadd", (big, b.emit("iconst", value=1)))
+    ok = b.emit("iadd", (b.emit("iconst", value=2), b.emit("iconst", value=3)))
+    g.outputs = {"s": s, "ok": ok}
+    out = fold(g)
+    assert out.outputs["s"].op == "iadd"
+    assert out.outputs["ok"].op == "iconst" and out.outputs["ok"].attr("value") == 5
+
+
+def test_integer_expressions_used_as_numbers_do_not_wrap():
+    m = lossc.compile("input k: int\nparam w = 1\nloss = w * (2 * k + 1) + w * (k * k)\n",
+                      cache=False)
+    k = np.array([INT64_MIN, 2 ** 32, 3], dtype=np.int64)
+    value, grads = m.value_and_grad({"w": 1.0}, k=k)
+    per = [2.0 * float(v) + 1 + float(v) * float(v) for v in k.tolist()]
+    assert value == pytest.approx(np.mean(per), rel=1e-15)
+    assert grads["w"] == pytest.approx(np.mean(per), rel=1e-15)
+
+
+@pytest.mark.parametrize("k, accepted", [
+    (np.array([INT64_MAX, INT64_MIN], dtype=np.int64), True),
+    (np.array([2 ** 63 - 1], dtype=np.uint64), True),
+    (np.array([2 ** 63], dtype=np.uint64), False),
+    (np.array([2 ** 64 - 1], dtype=np.uint64), False),
+    (np.array([-2.0 ** 63, 2.0 ** 62 * 1.5]), True),
+    (np.array([2.0 ** 63]), False),
+    (np.array([-2.0 ** 64]), False)])
+def test_int_inputs_take_every_64_bit_integer_and_nothing_else(k, accepted):
+    m = lossc.compile("input k: int\nparam w = 1\nloss = w * k\n", cache=False)
+    if accepted:
+        value = m.loss({"w": 1.0}, k=k)
+        assert value == pytest.approx(np.mean([float(v) for v in k.tolist()]))
+    else:
+        with pytest.raises(ValueError, match="int input 'k' holds .* at sample 0; does not "
+                                             "fit a 64-bit integer"):
+            m.loss({"w": 1.0}, k=k)

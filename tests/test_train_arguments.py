@@ -1,0 +1,108 @@
+"""lossc.train's arguments: counts, tolerances, hyperparameters and the learning rates
+a schedule gives are checked, with errors naming the argument."""
+import math
+
+import numpy as np
+import pytest
+
+import lossc
+from lossc.optim import schedules
+
+MODEL = "input x\nparam w = 1\nhyper lam = 0\nloss = (w - x) ^ 2 + lam * w ^ 2\n"
+
+
+@pytest.fixture(scope="module")
+def model():
+    return lossc.compile(MODEL, cache=False)
+
+
+DATA = {"x": np.arange(10.0)}
+
+
+@pytest.mark.parametrize("name", ["epochs", "steps", "patience"])
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan, -1, 0, 2.5, True, "3"])
+def test_counts_must_be_positive_whole_numbers(model, name, value):
+    with pytest.raises(ValueError, match=f"{name} must be a positive integer, got"):
+        lossc.train(model, data=DATA, **{name: value})
+
+
+@pytest.mark.parametrize("value", [math.inf, math.nan, -1, 2.5])
+def test_batch_size_must_be_a_whole_number(model, value):
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        lossc.train(model, data=DATA, batch_size=value)
+
+
+def test_whole_floats_and_numpy_integers_are_counts(model):
+    r = lossc.train(model, data=DATA, epochs=3.0, batch_size=np.int64(4))
+    assert r.epochs == 3 and r.steps == 9 and type(r.epochs) is int
+
+
+@pytest.mark.parametrize("name", ["tol_grad", "tol_loss"])
+@pytest.mark.parametrize("value", [math.nan, -1e-3])
+def test_tolerances_must_be_numbers_at_least_zero(model, name, value):
+    with pytest.raises(ValueError, match=f"{name} must be a number >= 0"):
+        lossc.train(model, data=DATA, **{name: value})
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, np.float64("nan")])
+def test_non_finite_hypers_are_refused_before_training(model, value):
+    with pytest.raises(ValueError, match="hypers: 'lam' must be a finite number"):
+        lossc.train(model, data=DATA, hypers={"lam": value}, epochs=2)
+
+
+def test_validation_must_be_a_fraction(model):
+    with pytest.raises(ValueError, match="validation must be a fraction"):
+        lossc.train(model, data=DATA, validation=math.nan)
+
+
+@pytest.mark.parametrize("rate, epoch", [
+    (lambda lr, k: -lr, 1),
+    (lambda lr, k: math.nan, 1),
+    (lambda lr, k: lr * (-0.5) ** k, 2),        # an exponential decay of negative gamma
+    (lambda lr, k: lr if k < 2 else math.inf, 3)])
+def test_a_bad_rate_from_a_schedule_stops_the_run_keeping_the_best(model, rate, epoch):
+    r = lossc.train(model, data=DATA, optimizer=lossc.SGD(lr=0.01), schedule=rate,
+                    epochs=5, batch_size=None)
+    assert r.stopped == "bad_lr" and not r.ok
+    assert f"for epoch {epoch} (it must be a finite number >= 0)" in r.stopped_reason
+    assert r.epochs == epoch - 1 and len(r.lr) == epoch - 1
+    # the best of the epochs run (each of them improves on the last here)
+    assert r.best_epoch == epoch - 1
+    np.testing.assert_array_equal(r.params["w"], r.last_params["w"])
+    assert np.isfinite(r.params["w"]) and r.best_loss == min(r.history)
+
+
+def test_a_schedule_may_give_zero(model):
+    r = lossc.train(model, data=DATA, optimizer=lossc.SGD(lr=0.01),
+                    schedule=schedules.cosine(2), epochs=4, batch_size=None)
+    assert r.ok and r.lr == [0.01, 0.005, 0.0, 0.0]
+
+
+def test_the_optimizers_rate_is_checked_when_training_starts(model):
+    opt = lossc.Adam(lr=0.01)
+    opt.lr = -0.01
+    with pytest.raises(ValueError, match="learning rate must be a positive number"):
+        lossc.train(model, data=DATA, optimizer=opt)
+
+
+@pytest.mark.parametrize("make, text", [
+    (lambda: schedules.exponential(-0.5), "exponential schedule: gamma"),
+    (lambda: schedules.exponential(math.nan), "exponential schedule: gamma"),
+    (lambda: schedules.step(2, math.inf), "step schedule: gamma"),
+    (lambda: schedules.step(2.5), "step schedule: step_size"),
+    (lambda: schedules.step(math.nan), "step schedule: step_size"),
+    (lambda: schedules.cosine(math.inf), "cosine schedule: T_max"),
+    (lambda: schedules.cosine(10, -1e-3), "cosine schedule: eta_min"),
+    (lambda: schedules.parse("exponential:-2"), "exponential schedule: gamma")])
+def test_schedules_check_their_arguments(make, text):
+    with pytest.raises(ValueError, match=text):
+        make()
+
+
+def test_non_finite_hypers_at_call_time_propagate(model):
+    """At call time a hyperparameter is a number like any other (as in NumPy or JAX):
+    a NaN gives a NaN objective, an infinity what IEEE arithmetic makes of it."""
+    theta = {"w": np.array(1.0)}
+    value, grads = model.value_and_grad(theta, x=DATA["x"], lam=math.nan)
+    assert math.isnan(value) and math.isnan(grads["w"])
+    assert model.loss(theta, x=DATA["x"], lam=math.inf) == math.inf
