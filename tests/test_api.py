@@ -2,6 +2,7 @@
 import os
 import subprocess
 import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -865,3 +866,23 @@ def test_a_fast_call_is_prepared_only_for_a_batch_used_again(logistic):
     assert getattr(m._tls, "flat_fast", None) is None
     m.value_and_grad_flat(theta, bound)
     assert m._tls.flat_fast.bound is bound
+
+
+# ---------------------------------------------------------------- copies
+
+def test_copies_of_a_model_share_its_code_and_exit_quietly():
+    code = textwrap.dedent(f"""
+        import copy, numpy as np, lossc
+        m = lossc.compile({str(LOGISTIC)!r})
+        deep, shallow = copy.deepcopy(m), copy.copy(m)
+        deep.set_threads(2)
+        rng = np.random.default_rng(0)
+        data = {{"x": rng.normal(size=(5, 8)), "y": np.ones(5)}}
+        theta = m.init_params()
+        values = {{c.loss(theta, **data) for c in (m, deep, shallow)}}
+        print(len(values), deep.code is m.code, m.threads, deep.threads)
+        """)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, timeout=300)
+    assert run.returncode == 0 and run.stderr == ""
+    assert run.stdout.split() == ["1", "True", "1", "2"]

@@ -192,7 +192,7 @@ class ElfCode:
 
     def close(self) -> None:
         """Unmap the code; its functions must not be called afterwards."""
-        base, self._base = self._base, None
+        base, self._base = getattr(self, "_base", None), None
         if base is not None:
             self.addresses, self.functions = {}, {}
             self._munmap(base, self._size)
