@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import operator
 import warnings
 from typing import Optional
 
@@ -87,6 +88,20 @@ def compile_graph(graph, dtype: str = "float64") -> Model:
     return _model(header, {EAGER_UNITS[0]: obj}, compile_unit)
 
 
+def normalize_dims(dims: Optional[dict]) -> dict:
+    """dims as {name: int}: any integer type (NumPy's too) is taken, a bool or a
+    non-integer is a ValueError naming the dim."""
+    out = {}
+    for name, value in (dims or {}).items():
+        if isinstance(value, bool):
+            raise ValueError(f"dim {name!r} must be an integer, got {value!r}")
+        try:
+            out[str(name)] = operator.index(value)
+        except TypeError:
+            raise ValueError(f"dim {name!r} must be an integer, got {value!r}") from None
+    return out
+
+
 def compile(source, dims: Optional[dict] = None, dtype: str = "float64",
             cache: bool = True) -> Model:
     """Compile a `.loss` file (a path) or source text to a native model.
@@ -97,7 +112,7 @@ def compile(source, dims: Optional[dict] = None, dtype: str = "float64",
     compiling the same model again, in any process, is near-instant.
     """
     src = read_source(source)
-    dims = {str(k): v for k, v in (dims or {}).items()}
+    dims = normalize_dims(dims)
     key = cache_key(src, dims, dtype) if cache else None
     hit = artifact.cache_lookup(key) if cache else None
     compilation = None

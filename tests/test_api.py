@@ -868,7 +868,18 @@ def test_a_fast_call_is_prepared_only_for_a_batch_used_again(logistic):
     assert m._tls.flat_fast.bound is bound
 
 
-# ---------------------------------------------------------------- copies
+# ---------------------------------------------------------------- dims and copies
+
+def test_dims_of_any_integer_type_are_accepted():
+    m = lossc.compile(LOGISTIC, dims={"D": np.int64(3)})
+    assert m.n_params == 4 and lossc.compile(LOGISTIC, dims={"D": 3}).n_params == 4
+
+
+@pytest.mark.parametrize("value", [True, 3.0, 2.5, "3", None])
+def test_dims_that_are_not_integers_are_refused(value):
+    with pytest.raises(ValueError, match=f"dim 'D' must be an integer, got {value!r}"):
+        lossc.compile(LOGISTIC, dims={"D": value}, cache=False)
+
 
 def test_copies_of_a_model_share_its_code_and_exit_quietly():
     code = textwrap.dedent(f"""
