@@ -1,5 +1,6 @@
 """The Python API: compile from paths and text, argument validation, artifacts, cache."""
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -631,8 +632,10 @@ def test_calls_from_several_threads_get_their_own_results(logistic):
 
 def test_a_saved_model_trains_in_a_new_process_without_llvm(tmp_path):
     """Model.save writes every unit, the shuffle's native code included: a new process
-    with an empty cache loads the artifact and trains (epochs of 3000 samples, drawn by
-    the native shuffle) without loading LLVM, to the parameters of this process."""
+    with an empty cache (but this user's key) loads the artifact and trains (epochs of
+    3000 samples, drawn by the native shuffle) without loading LLVM, to the parameters
+    of this process."""
+    from lossc.runtime import artifact
     from lossc.runtime.elf import supported
     if not supported() or os.environ.get("LOSSC_LOADER") == "llvm":
         pytest.skip("loading without LLVM takes lossc's ELF loader")
@@ -642,6 +645,8 @@ def test_a_saved_model_trains_in_a_new_process_without_llvm(tmp_path):
                        batch_size=64, epochs=3, seed=2)
     m.save(tmp_path / "m.lossc")
     np.savez(tmp_path / "d.npz", X=X, Y=Y)
+    (tmp_path / "empty").mkdir(mode=0o700)
+    shutil.copy(artifact.cache_dir() / artifact.KEY_FILE, tmp_path / "empty")
     code = (
         "import sys, numpy as np, lossc\n"
         f"m = lossc.load(r'{tmp_path / 'm.lossc'}')\n"
