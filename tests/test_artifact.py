@@ -316,6 +316,22 @@ def test_a_folder_others_can_write_is_not_used(cache, monkeypatch):
     assert {p.name: p.stat().st_mtime_ns for p in cache.iterdir()} == before
 
 
+def test_without_a_usable_cache_folder_models_compile_and_saves_are_unsigned(tmp_path,
+                                                                            monkeypatch):
+    not_a_folder = tmp_path / "cache"
+    not_a_folder.write_text("a file where the cache folder should be")
+    monkeypatch.setenv("LOSSC_CACHE_DIR", str(not_a_folder))
+    with pytest.warns(RuntimeWarning, match="not using the compile cache") as caught:
+        m = lossc.compile(LOGISTIC)
+        lossc.compile(LOGISTIC)
+    assert len([w for w in caught if "not using" in str(w.message)]) == 1
+    with pytest.warns(RuntimeWarning, match="is not signed"):
+        m.save(tmp_path / "m.lossc")
+    with pytest.warns(lossc.LosscWarning, match="recompiling"):
+        assert _value(lossc.load(tmp_path / "m.lossc")) == _value(m)
+    assert not_a_folder.read_text() == "a file where the cache folder should be"
+
+
 def test_a_new_cache_is_private_whatever_the_umask(tmp_path):
     cache = tmp_path / "new" / "cache"
     code = ("import os, lossc\nos.umask(0)\n"
