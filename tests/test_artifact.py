@@ -158,6 +158,8 @@ def test_a_trusted_artifact_must_agree_with_its_source(tmp_path, cache, change):
     _rewrite(path, **fields)
     with pytest.raises(artifact.ArtifactError, match="damaged"):
         lossc.load(path, trust=True)
+    with pytest.raises(artifact.ArtifactError, match="not made on this machine"):
+        lossc.load(path, recompile=False)          # (unsigned: its code never runs)
 
 
 def test_a_trusted_artifact_that_agrees_runs_without_recompiling(tmp_path, cache):
@@ -252,7 +254,7 @@ def test_a_signed_entry_must_match_what_it_is_looked_up_for(cache, monkeypatch, 
     """The HMAC covers the header; beyond it, an entry is used only for the source,
     dims and dtype its key was computed from, and with a work size that covers its
     code's."""
-    lossc.compile(SAMPLES / "mlp.loss")
+    lossc.compile(LOGISTIC)
     entry = _model_entry(cache)
     header = artifact.read(entry)[0]
     fields = {"work_size": {"work_size": header["work_size"] // 2},
@@ -264,7 +266,7 @@ def test_a_signed_entry_must_match_what_it_is_looked_up_for(cache, monkeypatch, 
               "source": {"source": "param a = 1\nloss = a\n"}}[change]
     _rewrite(entry, artifact.secret(), **fields)
     built = _count_builds(monkeypatch)
-    lossc.compile(SAMPLES / "mlp.loss")
+    lossc.compile(LOGISTIC)
     assert len(built) == 1
 
 
