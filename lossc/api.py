@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import operator
 import warnings
 from typing import Optional
 
@@ -28,17 +30,18 @@ def _model(header: dict, objects: dict, compile_unit, cache_key=None) -> Model:
     return Model(sig, header["dtype"], code, header)
 
 
-def _header(c, objects_work: int) -> dict:
+def _header(c, unit_work: dict) -> dict:
     from lossc.codegen.jit import host_cpu
     from lossc.compiler import vector_bits
     return {
-        "format": 2, "abi": artifact.ABI, "lossc_version": __version__, "name": c.source.name,
+        "format": 3, "abi": artifact.ABI, "lossc_version": __version__, "name": c.source.name,
         "source": c.source.text,
         "source_sha256": hashlib.sha256(c.source.text.encode()).hexdigest(),
         "dims": dict(c.graph.dims), "dims_given": dict(c.dims), "dtype": c.dtype,
         "cpu": host_cpu(), "host": artifact.host_fingerprint(),
         "vector_bits": vector_bits(host_cpu()["features"]),
-        "signature": c.signature.to_json(), "work_size": objects_work,
+        "signature": c.signature.to_json(), "work_size": max(unit_work.values()),
+        "unit_work": dict(unit_work),
         "index_checks": c.graph.index_checks, "warnings": c.rendered_warnings(),
         "rewrites": c.graph.rewrites,
     }
@@ -68,7 +71,7 @@ def _build(src, dims, dtype):
     c = compile_source(src, dims, dtype)
     ir_text, work = c.unit_ir(EAGER_UNITS)
     objects = {EAGER_UNITS[0]: compile_ir(ir_text)}
-    return _header(c, work), objects, c
+    return _header(c, {EAGER_UNITS[0]: work}), objects, c
 
 
 def compile_graph(graph, dtype: str = "float64") -> Model:
@@ -82,9 +85,23 @@ def compile_graph(graph, dtype: str = "float64") -> Model:
         return compile_ir(ir_text), work
     obj, work = compile_unit(EAGER_UNITS[0])
     header = {"dtype": dtype, "signature": signature_of(graph).to_json(),
-              "work_size": work, "index_checks": graph.index_checks,
-              "warnings": [], "name": "<graph>"}
+              "work_size": work, "unit_work": {EAGER_UNITS[0]: work},
+              "index_checks": graph.index_checks, "warnings": [], "name": "<graph>"}
     return _model(header, {EAGER_UNITS[0]: obj}, compile_unit)
+
+
+def normalize_dims(dims: Optional[dict]) -> dict:
+    """dims as {name: int}: any integer type (NumPy's too) is taken, a bool or a
+    non-integer is a ValueError naming the dim."""
+    out = {}
+    for name, value in (dims or {}).items():
+        if isinstance(value, bool):
+            raise ValueError(f"dim {name!r} must be an integer, got {value!r}")
+        try:
+            out[str(name)] = operator.index(value)
+        except TypeError:
+            raise ValueError(f"dim {name!r} must be an integer, got {value!r}") from None
+    return out
 
 
 def compile(source, dims: Optional[dict] = None, dtype: str = "float64",
@@ -97,12 +114,13 @@ def compile(source, dims: Optional[dict] = None, dtype: str = "float64",
     compiling the same model again, in any process, is near-instant.
     """
     src = read_source(source)
-    dims = {str(k): v for k, v in (dims or {}).items()}
+    dims = normalize_dims(dims)
     key = cache_key(src, dims, dtype) if cache else None
-    hit = artifact.cache_lookup(key) if cache else None
+    hit = artifact.cache_lookup(key, _identity(src.text, dims, dtype)) if cache else None
     compilation = None
     if hit is not None:
         header, objects = hit
+        header.pop("cache_key")
     else:
         header, objects, compilation = _build(src, dims, dtype)
         if cache:
@@ -113,22 +131,94 @@ def compile(source, dims: Optional[dict] = None, dtype: str = "float64",
     return _model(header, objects, _unit_compiler(header, compilation), key)
 
 
-def load(path, recompile: bool = True) -> Model:
-    """Load a `.lossc` artifact. Machine code made for another CPU or lossc version is
-    recompiled from the source embedded in it (recompile=True) or refused. An artifact
-    written by Model.save holds every code unit, so it runs without LLVM; one that
-    lacks some (a file copied from the compile cache) compiles them from its source
-    when they are first used, whatever `recompile` says."""
-    header, objects = artifact.read(path)
-    why = artifact.mismatch(header)
+def _identity(source_text: str, dims: dict, dtype: str) -> dict:
+    """What a model's cache entry must record (artifact.IDENTITY) to be used for it."""
+    return {"source_sha256": hashlib.sha256(source_text.encode()).hexdigest(),
+            "dims_given": dims, "dtype": dtype}
+
+
+def load(path, recompile: bool = True, trust: bool = False) -> Model:
+    """Load a `.lossc` artifact.
+
+    Its machine code runs only if the file verifies as made by this user on this
+    machine (README.md, "Security"), or if the caller vouches for it with trust=True;
+    either way its header must agree with itself (and, trusted, with its embedded
+    source compiled again), and the code may call no function but the few lossc's
+    code calls. Otherwise, and for code made for another CPU or lossc version, the
+    model is recompiled from the source embedded in it (recompile=True, with a
+    warning) or refused with ArtifactError. An artifact written by Model.save holds
+    every code unit, so it runs without LLVM; one that lacks some (a file copied from
+    the compile cache) compiles them from its source when they are first used,
+    whatever `recompile` says."""
+    contents = artifact.read_file(path, artifact.secret())
+    header, objects = contents.header, contents.objects
+    why = _why_not_run(contents, trust)
     compilation = None
     if why is not None:
         if not recompile:
             raise artifact.ArtifactError(f"{path} cannot run here: {why}")
-        warnings.warn(f"{path}: {why}; recompiling from the embedded source", LosscWarning)
-        header, objects, compilation = _build(read_source_text(header),
-                                              header.get("dims_given"), header["dtype"])
+        warnings.warn(f"{path}: {why}; recompiling from the embedded source", LosscWarning,
+                      stacklevel=2)
+        header, objects, compilation = _build(*_recorded_source(header, path))
+    else:
+        problem = artifact.inconsistency(header, objects)
+        if problem is None and not contents.authentic:
+            problem, compilation = _disagreement(header, objects, path)
+        if problem is not None:
+            raise artifact.ArtifactError(f"{path} is a damaged lossc artifact: {problem}")
     return _model(header, objects, _unit_compiler(header, compilation))
+
+
+def _why_not_run(contents, trust: bool) -> Optional[str]:
+    """Why an artifact's machine code must not run here, or None."""
+    if not contents.current:
+        return "it was written by an older lossc (another file layout)"
+    why = artifact.mismatch(contents.header)
+    if why is None and not (contents.authentic or trust):
+        why = ("it was not made on this machine by this user (it does not verify with "
+               "this user's key; trust=True runs it)")
+    return why
+
+
+def _recorded_source(header: dict, path) -> tuple:
+    """(source, dims, dtype) as an artifact's header records them."""
+    from lossc.compiler import DTYPES
+    source, dims, dtype = header.get("source"), header.get("dims_given"), header.get("dtype")
+    try:
+        ok = isinstance(source, str) and dtype in DTYPES and isinstance(dims or {}, dict)
+        dims = normalize_dims(dims) if ok else None
+    except ValueError:
+        ok = False
+    if not ok:
+        raise artifact.ArtifactError(f"{path} is a damaged lossc artifact (its source, "
+                                     "dims or dtype)")
+    return read_source_text(header), dims, dtype
+
+
+def _disagreement(header: dict, objects: dict, path) -> tuple[Optional[str], object]:
+    """(what in a trusted artifact's header differs from its embedded source compiled
+    again, or None; that compilation). The front end and the planning of the model's
+    code units run without LLVM: signature, dims, index checks and each unit's work
+    size must be what they give."""
+    from lossc.codegen.units import LOSS, build_module
+    from lossc.source import CompileError
+    try:
+        c = compile_source(*_recorded_source(header, path))
+    except (CompileError, ValueError) as e:
+        return f"its source does not compile: {e}", None
+    for field, value in (("signature", c.signature.to_json()), ("dims", dict(c.graph.dims)),
+                         ("index_checks", c.graph.index_checks)):
+        # (compared as JSON, as the header holds them: tuples are lists there)
+        if json.dumps(header.get(field), sort_keys=True) != json.dumps(value, sort_keys=True):
+            return f"its {field} is not its source's", c
+    bits = header.get("vector_bits")
+    if type(bits) is not int or bits not in (64, 128, 256, 512):
+        return "its vector width is not one lossc uses", c
+    for unit in sorted({VALUE_AND_GRAD, LOSS} & set(objects)):
+        _, work = build_module(c.graph, c.dtype, (unit,), vector_bits=bits)
+        if header["unit_work"].get(unit) != work:
+            return f"the work size of its code unit {unit!r} is not its source's", c
+    return None, c
 
 
 def read_source_text(header: dict):

@@ -162,15 +162,17 @@ def check_cmd(file, dims, dtype, data, params_path, hypers, seed, batch, eps, rt
 def cache_cmd(clear):
     """Show (or clear) the persistent compile cache: where it is, how many artifacts
     it holds (compiled models, and the code every model shares, compiled once per
-    machine) and their size. Set LOSSC_CACHE_DIR to move it."""
-    from lossc.runtime.artifact import cache_dir
+    machine) and their size. Set LOSSC_CACHE_DIR to move it. Only lossc's own entries
+    are counted or deleted: files named by a cache key that hold an artifact."""
+    from lossc.runtime.artifact import ArtifactError, cache_dir, cache_files
     d = cache_dir()
-    files = sorted(d.glob("*.lossc")) if d.is_dir() else []
-    size = sum(f.stat().st_size for f in files)
+    try:
+        files = cache_files(delete=clear)
+    except ArtifactError as e:
+        fail(f"lossc: error: {e}")
+    size = sum(n for _, n in files)
     what = f"{len(files)} cached artifact{'s' * (len(files) != 1)}"
     if clear:
-        for f in files:
-            f.unlink(missing_ok=True)
         click.echo(f"removed {what} ({size / 1e6:.1f} MB) from {d}")
     else:
         click.echo(f"{d}: {what}, {size / 1e6:.1f} MB")

@@ -1,7 +1,9 @@
 """The Python API: compile from paths and text, argument validation, artifacts, cache."""
 import os
+import shutil
 import subprocess
 import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -630,8 +632,10 @@ def test_calls_from_several_threads_get_their_own_results(logistic):
 
 def test_a_saved_model_trains_in_a_new_process_without_llvm(tmp_path):
     """Model.save writes every unit, the shuffle's native code included: a new process
-    with an empty cache loads the artifact and trains (epochs of 3000 samples, drawn by
-    the native shuffle) without loading LLVM, to the parameters of this process."""
+    with an empty cache (but this user's key) loads the artifact and trains (epochs of
+    3000 samples, drawn by the native shuffle) without loading LLVM, to the parameters
+    of this process."""
+    from lossc.runtime import artifact
     from lossc.runtime.elf import supported
     if not supported() or os.environ.get("LOSSC_LOADER") == "llvm":
         pytest.skip("loading without LLVM takes lossc's ELF loader")
@@ -641,6 +645,8 @@ def test_a_saved_model_trains_in_a_new_process_without_llvm(tmp_path):
                        batch_size=64, epochs=3, seed=2)
     m.save(tmp_path / "m.lossc")
     np.savez(tmp_path / "d.npz", X=X, Y=Y)
+    (tmp_path / "empty").mkdir(mode=0o700)
+    shutil.copy(artifact.cache_dir() / artifact.KEY_FILE, tmp_path / "empty")
     code = (
         "import sys, numpy as np, lossc\n"
         f"m = lossc.load(r'{tmp_path / 'm.lossc'}')\n"
@@ -865,3 +871,34 @@ def test_a_fast_call_is_prepared_only_for_a_batch_used_again(logistic):
     assert getattr(m._tls, "flat_fast", None) is None
     m.value_and_grad_flat(theta, bound)
     assert m._tls.flat_fast.bound is bound
+
+
+# ---------------------------------------------------------------- dims and copies
+
+def test_dims_of_any_integer_type_are_accepted():
+    m = lossc.compile(LOGISTIC, dims={"D": np.int64(3)})
+    assert m.n_params == 4 and lossc.compile(LOGISTIC, dims={"D": 3}).n_params == 4
+
+
+@pytest.mark.parametrize("value", [True, 3.0, 2.5, "3", None])
+def test_dims_that_are_not_integers_are_refused(value):
+    with pytest.raises(ValueError, match=f"dim 'D' must be an integer, got {value!r}"):
+        lossc.compile(LOGISTIC, dims={"D": value}, cache=False)
+
+
+def test_copies_of_a_model_share_its_code_and_exit_quietly():
+    code = textwrap.dedent(f"""
+        import copy, numpy as np, lossc
+        m = lossc.compile({str(LOGISTIC)!r})
+        deep, shallow = copy.deepcopy(m), copy.copy(m)
+        deep.set_threads(2)
+        rng = np.random.default_rng(0)
+        data = {{"x": rng.normal(size=(5, 8)), "y": np.ones(5)}}
+        theta = m.init_params()
+        values = {{c.loss(theta, **data) for c in (m, deep, shallow)}}
+        print(len(values), deep.code is m.code, m.threads, deep.threads)
+        """)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, timeout=300)
+    assert run.returncode == 0 and run.stderr == ""
+    assert run.stdout.split() == ["1", "True", "1", "2"]

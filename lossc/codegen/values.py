@@ -11,16 +11,17 @@ from contextlib import contextmanager
 
 from llvmlite import ir
 
-from lossc.codegen import vmath
+from lossc.codegen import externals, vmath
 
 I1, I32, I64 = ir.IntType(1), ir.IntType(32), ir.IntType(64)
 CONTRACT = ("contract",)
 FAST = ("reassoc", "contract")   # only for batch and tensor reductions (see docs/language.md)
 
 # LLVM intrinsics; the functions in vmath are emitted inline; the rest are libm calls
-# (tanhf etc. for float32), one per lane on vectors
-_INTRINSICS = {"sqrt", "sin", "cos", "fabs", "pow"}
-_LIBM = {"tan", "sinh", "cosh", "asin", "acos", "atan", "atan2", "erf"}
+# (tanf etc. for float32), one per lane on vectors. codegen/externals.py holds the
+# lists: the loaders resolve no other external function.
+_INTRINSICS = set(externals.INTRINSICS)
+_LIBM = set(externals.LIBM)
 
 
 def declared(module: ir.Module, name: str, ret, args: list) -> ir.Function:

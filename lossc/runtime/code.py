@@ -64,23 +64,29 @@ class ModelCode:
             return library.unit_object(unit, self.header["dtype"],
                                        persistent=self._cache_key is not None)
         obj, work = self._compile_unit(unit)
-        self.objects[unit] = obj
-        if work > self.work_size:
-            self.work_size = work
-            self.header["work_size"] = work
+        self._add(unit, obj, work)
         if self._cache_key is not None:
             self._store_in_cache()
         return obj
+
+    def _add(self, unit: str, obj: bytes, work: int) -> None:
+        """A unit's object file, and the scratch space its functions need (recorded
+        per unit, so that a loaded artifact's work size can be checked)."""
+        self.objects[unit] = obj
+        self.header.setdefault("unit_work", {})[unit] = work
+        if work > self.work_size:
+            self.work_size = work
+            self.header["work_size"] = work
 
     def _store_in_cache(self) -> None:
         """Write the cached entry with this unit added, keeping the units another
         process may have added since this one read it."""
         from lossc.runtime import artifact
-        there = artifact.cache_lookup(self._cache_key)
+        identity = {k: self.header[k] for k in artifact.IDENTITY}
+        there = artifact.cache_lookup(self._cache_key, identity)
         if there is not None:
             header, objects = there
             for unit, obj in objects.items():
-                self.objects.setdefault(unit, obj)
-            if int(header.get("work_size", 0)) > self.work_size:
-                self.work_size = self.header["work_size"] = int(header["work_size"])
+                if unit not in self.objects:
+                    self._add(unit, obj, header.get("unit_work", {}).get(unit, 1))
         artifact.cache_store(self._cache_key, self.header, self.objects)

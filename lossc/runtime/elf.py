@@ -13,7 +13,8 @@ model, so loading a cached model never touches LLVM:
    the GOT;
 2. the sections' bytes are copied in (.bss stays zero, as the mapping starts), and
    external symbols (memset, pow, sin, ...) are looked up in the process with dlsym,
-   then in libm;
+   then in libm: only the few names lossc's code generator calls
+   (codegen/externals.py), any other is refused;
 3. the RELA relocations of the loaded sections are applied;
 4. the code becomes read-execute and the rest read-only, except writable data, which
    stays read-write; each kind has pages of its own.
@@ -39,6 +40,7 @@ import os
 import struct
 import sys
 
+from lossc.codegen.externals import ALLOWED
 from lossc.runtime.native import NATIVE_SIGNATURE
 
 _EHDR = struct.Struct("<16sHHIQQQIHHHHHH")
@@ -190,7 +192,7 @@ class ElfCode:
 
     def close(self) -> None:
         """Unmap the code; its functions must not be called afterwards."""
-        base, self._base = self._base, None
+        base, self._base = getattr(self, "_base", None), None
         if base is not None:
             self.addresses, self.functions = {}, {}
             self._munmap(base, self._size)
@@ -349,6 +351,9 @@ def _resolve(name: bytes) -> int:
         text = name.decode()
     except UnicodeDecodeError:
         raise ElfLoadError(f"bad symbol name {name!r}") from None
+    if text not in ALLOWED:
+        raise ElfLoadError(f"the object calls {text!r}, which lossc's code generator "
+                           "never calls")
     address = _libc().lookup(text) if text else None
     if address is None:
         raise ElfLoadError(f"undefined symbol {text!r} not found in the process or libm")

@@ -52,7 +52,7 @@ def cache_key(unit: str, dtype: str) -> str:
 
 def _cached_or_compiled(unit: str, dtype: str) -> bytes:
     key = cache_key(unit, dtype)
-    hit = artifact.cache_lookup(key)
+    hit = artifact.cache_lookup(key, {"library": unit, "dtype": dtype})
     if hit is not None and unit in hit[1]:
         return hit[1][unit]
     obj = compile_unit(unit, dtype)
@@ -80,6 +80,6 @@ def optimization_level(unit: str) -> int:
 
 def _header(unit: str, dtype: str) -> dict:
     from lossc.codegen.jit import host_cpu
-    return {"format": 2, "abi": artifact.ABI, "lossc_version": __version__,
+    return {"format": 3, "abi": artifact.ABI, "lossc_version": __version__,
             "name": f"<lossc library: {unit}>", "library": unit, "dtype": dtype,
             "cpu": host_cpu(), "host": artifact.host_fingerprint(), "work_size": 1}

@@ -86,6 +86,16 @@ class Model:
         return (f"<lossc.Model {self.meta.get('name', '')} params({ps}) inputs({xs}) "
                 f"{self.dtype.name}>")
 
+    def __copy__(self) -> "Model":
+        """A model of its own (buffers, thread pool, remembered calls) over the same
+        machine code, which never changes once loaded."""
+        twin = Model(self.signature, self.dtype.name, self.code, self.meta)
+        twin.threads = self.threads
+        return twin
+
+    def __deepcopy__(self, memo) -> "Model":
+        return self.__copy__()
+
     def set_threads(self, n: Optional[int]) -> "Model":
         """Use n threads for batches of at least PARALLEL_MIN_SAMPLES per thread (None:
         one per core). Results are deterministic for a given n; they may differ from

@@ -7,6 +7,11 @@ the persistent cache is ready in a millisecond or two instead of paying for load
 LLVM's 100 MB library. Where that loader does not apply (not Linux on x86-64, or an
 object it does not understand) LLVM's MCJIT links the object instead.
 LOSSC_LOADER=llvm forces MCJIT (for comparisons and debugging).
+
+Either way, an object that calls any function but the few lossc's code generator
+emits calls to (codegen/externals.py) is refused with ArtifactError before anything is
+linked: lossc's loader resolves no other name, and the object's undefined symbols are
+checked before MCJIT sees it (runtime/symbols.py).
 """
 from __future__ import annotations
 
@@ -18,13 +23,21 @@ NATIVE_SIGNATURE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p)
 
 def load_object(obj: bytes, names: tuple[str, ...]):
     """An object with `addresses` and `functions` (ctypes callables, which release the
-    GIL while they run) for each of `names`. Keep it alive while they are used."""
+    GIL while they run) for each of `names`. Keep it alive while they are used.
+    Raises ArtifactError for an object that calls a function lossc's code never calls."""
     if os.environ.get("LOSSC_LOADER", "") != "llvm":
         from lossc.runtime import elf
         if elf.supported():
             try:
-                return elf.ElfCode(obj, names)
+                return elf.ElfCode(obj, names)   # (which resolves the allowed names only)
             except elf.ElfLoadError:
                 pass
+    # MCJIT would resolve any name the process knows: the object's are checked first
+    from lossc.runtime.artifact import ArtifactError
+    from lossc.runtime.symbols import SymbolError, check_externals
+    try:
+        check_externals(obj)
+    except SymbolError as e:
+        raise ArtifactError(f"refusing to load machine code: {e}") from None
     from lossc.codegen.jit import NativeCode
     return NativeCode(obj, names)
