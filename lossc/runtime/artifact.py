@@ -55,8 +55,9 @@ TAG_SIZE = hashlib.sha256().digest_size
 MAX_FILE = 1 << 28            # far above any model's code; a bound on what a read takes
 # the native functions' frame layouts (codegen/llvm.py, codegen/fused.py); 5: the
 # gradient reads err[3:5] (a later batch to prefetch), the fused steps 23 slots; 6: the
-# fused steps' configuration has 8 numbers
-ABI = 6
+# fused steps' configuration has 8 numbers; 7: err[0] is -1 - id for an index whose
+# arithmetic overflowed
+ABI = 7
 
 KEY_FILE = "hmac-key"         # in the cache folder
 KEY_SIZE = 32
