@@ -6,8 +6,10 @@ import sys
 
 import click
 
-from lossc.cli_common import compile_stage, fail, load_model, model_options, parse_pairs
+from lossc.cli_common import (check_output, compile_stage, fail, load_model, model_options,
+                               parse_pairs)
 from lossc.codegen.units import UNITS
+from lossc.files import replacing
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -32,9 +34,15 @@ def main():
 def compile_cmd(file, dims, dtype, output):
     """Compile FILE to a .lossc artifact: machine code for this CPU and the model's
     signature. Load it in Python with lossc.load(path), no recompilation."""
-    m = load_model(file, dims, dtype)
+    option = "-o" if output else "the artifact"
     output = output or file.with_suffix(".lossc")
-    m.save(output)
+    check_output(option, output, {"FILE": file})
+    m = load_model(file, dims, dtype)
+    try:
+        with replacing(output) as tmp:
+            m.save(tmp)
+    except OSError as e:
+        fail(f"lossc: error: cannot write {output}: {e.strerror or e}")
     click.echo(f"wrote {output}")
     for label, items in (("params", m.params), ("inputs", m.inputs)):
         if items:

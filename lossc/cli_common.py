@@ -7,6 +7,7 @@ import warnings
 
 import click
 
+from lossc.files import OutputError, check_writable, same_file
 from lossc.source import CompileError
 
 DIM_HELP = "Set a dim: --dim D=64 (repeatable)."
@@ -43,6 +44,20 @@ def model_options(f):
 def fail(message: str) -> None:
     click.echo(message, err=True)
     sys.exit(1)
+
+
+def check_output(option: str, path: pathlib.Path, inputs: dict) -> None:
+    """End the command unless it may write `path`: not one of its `inputs` (option ->
+    path, None for an option not given), and writable. Checked before the command's
+    work, so that the work is not lost to a path it cannot write at the end."""
+    for other, source in inputs.items():
+        if source is not None and same_file(path, source):
+            fail(f"lossc: error: {option} {path} is the same file as {other} {source}; "
+                 "refusing to overwrite it (write to another file)")
+    try:
+        check_writable(path)
+    except OutputError as e:
+        fail(f"lossc: error: cannot write {option} {path}: {e}")
 
 
 def compile_stage(file, dims, dtype, **kw):

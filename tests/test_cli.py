@@ -107,3 +107,97 @@ def test_cache_command_lists_and_clears(tmp_path, monkeypatch):
     code, out = run("cache", "--clear")
     assert code == 0 and "removed 1" in out
     assert not list((tmp_path / "c").glob("*.lossc"))
+
+
+# ------------------------------------------------------------ outputs, limits, bad values
+
+def limited_run(args, file_size=None, memory=None, env=None):
+    """The command line in a subprocess (generous hang guard) with resource limits:
+    file_size bytes per file written (a write past it fails with EFBIG, SIGXFSZ being
+    ignored), memory bytes of address space."""
+    import os
+    import resource
+    import signal
+
+    def limit():
+        if file_size is not None:
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (file_size, file_size))
+        if memory is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    return subprocess.run([sys.executable, "-m", "lossc.cli", *map(str, args)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300,
+                          preexec_fn=limit, env=dict(os.environ, **(env or {})))
+
+
+def one_line_error(p, *words):
+    """A failed command's report: exit status 1, one line on stderr, no traceback."""
+    assert p.returncode == 1, (p.stdout, p.stderr)
+    assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    for w in words:
+        assert w in p.stderr, p.stderr
+
+
+def test_compile_refuses_to_overwrite_its_input(tmp_path):
+    src = tmp_path / "m.loss"
+    text = (SAMPLES / "seed.loss").read_text()
+    src.write_text(text)
+    one_line_error(subprocess_run("compile", src, "-o", src), "same file as FILE",
+                   "refusing to overwrite")
+    (tmp_path / "hard.lossc").hardlink_to(src)          # another name, the same file
+    one_line_error(subprocess_run("compile", src, "-o", tmp_path / "hard.lossc"),
+                   "same file")
+    named = tmp_path / "n.lossc"                     # the default output is the input itself
+    named.write_text(text)
+    one_line_error(subprocess_run("compile", named), "same file")
+    assert src.read_text() == text and named.read_text() == text
+
+
+def test_compile_into_a_missing_folder_is_one_line(tmp_path):
+    one_line_error(subprocess_run("compile", SAMPLES / "seed.loss", "-o",
+                                  tmp_path / "nope" / "s.lossc"), "does not exist")
+
+
+def test_compile_write_failure_keeps_the_old_artifact(tmp_path):
+    out = tmp_path / "s.lossc"
+    p = subprocess_run("compile", SAMPLES / "seed.loss", "-o", out)   # warms the cache
+    assert p.returncode == 0, p.stderr
+    out.write_bytes(b"the old artifact")
+    p = limited_run(["compile", SAMPLES / "seed.loss", "-o", out], file_size=4096)
+    one_line_error(p, f"cannot write {out}", "File too large")
+    assert out.read_bytes() == b"the old artifact"
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["s.lossc"]   # no temporary left
+
+
+def test_compile_writes_through_a_symlink_and_into_a_pipe(tmp_path):
+    import os
+    import stat
+    import threading
+    target = tmp_path / "real.lossc"
+    target.write_bytes(b"old")
+    (tmp_path / "link.lossc").symlink_to(target)
+    p = subprocess_run("compile", SAMPLES / "seed.loss", "-o", tmp_path / "link.lossc")
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "link.lossc").is_symlink() and lossc.load(target).params
+    # a destination that is not a regular file is written, not replaced
+    fifo = tmp_path / "pipe.lossc"
+    os.mkfifo(fifo)
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    received = bytearray()
+
+    def drain():
+        os.set_blocking(fd, True)
+        while (chunk := os.read(fd, 1 << 16)) or not received:
+            received.extend(chunk)
+            if not chunk:
+                threading.Event().wait(0.05)    # the writer has not opened it yet
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        p = subprocess_run("compile", SAMPLES / "seed.loss", "-o", fifo)
+        reader.join(timeout=60)
+    finally:
+        os.close(fd)
+    assert p.returncode == 0, p.stderr
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    assert bytes(received) == target.read_bytes()

@@ -224,3 +224,129 @@ def test_help():
         assert r.exit_code == 0 and "Usage:" in r.output
     assert "--optimizer [sgd|momentum|nesterov|rmsprop|adam|adamw]" in run("train",
                                                                           "--help").output
+
+
+# ------------------------------------------------------------ outputs, files, values
+
+def run_clean(*args):
+    """click's runner, failing the test on any exception other than a clean exit (the
+    runner turns an uncaught exception into exit status 1 and keeps its traceback out
+    of the output)."""
+    r = CliRunner().invoke(main, [str(a) for a in args])
+    assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
+    return r
+
+
+def refused(r, *words):
+    """A mistake reported on one line with exit status 1."""
+    assert r.exit_code == 1, r.output
+    assert len(r.output.strip().splitlines()) == 1, r.output
+    for w in words:
+        assert w in r.output, r.output
+
+
+def unwritable_paths(tmp_path):
+    import os
+    (tmp_path / "file").write_text("x")
+    paths = {"missing folder": tmp_path / "nope" / "p.npz",
+             "a file as folder": tmp_path / "file" / "p.npz",
+             "proc": "/proc/p.npz"}
+    if os.geteuid() != 0:                        # root writes into read-only folders
+        ro = tmp_path / "ro"
+        ro.mkdir(mode=0o555)
+        paths["read-only folder"] = ro / "p.npz"
+    return paths
+
+
+@pytest.mark.parametrize("kind", ["missing folder", "a file as folder", "proc",
+                                  "read-only folder"])
+def test_unwritable_out_or_plot_is_refused_before_training(tmp_path, kind):
+    path = unwritable_paths(tmp_path).get(kind)
+    if path is None:
+        pytest.skip("running as root")
+    r = run_clean("train", LOGISTIC, "--data", DATA / "logistic.csv", "--out", path)
+    refused(r, f"cannot write --out {path}")
+    assert "training logistic.loss" not in r.output       # refused before the run
+    png = str(path).replace(".npz", ".png")
+    r = run_clean("train", LOGISTIC, "--data", DATA / "logistic.csv", "--plot", png,
+                  "--out", tmp_path / "ok.npz")
+    refused(r, f"cannot write --plot {png}")
+    assert not (tmp_path / "ok.npz").exists()
+
+
+def test_plot_format_is_checked_before_training(tmp_path):
+    pytest.importorskip("matplotlib")
+    r = run_clean("train", LOGISTIC, "--data", DATA / "logistic.csv", "--plot",
+                  tmp_path / "curve.txt", "--out", tmp_path / "p.npz")
+    refused(r, "matplotlib cannot write .txt files")
+    assert not (tmp_path / "p.npz").exists()
+
+
+def test_out_never_overwrites_an_input(tmp_path):
+    data = tmp_path / "d.npz"
+    m = lossc.compile(LOGISTIC)
+    np.savez(data, **load_data(DATA / "logistic.csv", m))
+    init = tmp_path / "init.json"
+    init.write_text(json.dumps({"w": [0.0] * 8, "b": 0.0}))
+    model = tmp_path / "model.json"              # a .loss file may have any name
+    plot_model = tmp_path / "model.svg"
+    plot_model.write_text(LOGISTIC.read_text())
+    model.write_text(LOGISTIC.read_text())
+    (tmp_path / "alias.npz").hardlink_to(data)
+    (tmp_path / "link.npz").symlink_to(data)
+    saved = {p: p.read_bytes() for p in (data, init, model, plot_model)}
+    base = ["train", LOGISTIC, "--data", data, "--epochs", "1"]
+    for args, words in [
+        (base + ["--out", data], ["--out", "same file as --data"]),
+        (base + ["--out", tmp_path / "alias.npz"], ["same file as --data"]),
+        (base + ["--out", tmp_path / "link.npz"], ["same file as --data"]),
+        (base + ["--init", init, "--out", init], ["same file as --init"]),
+        (["train", model, "--data", data, "--out", model], ["same file as FILE"]),
+        (["train", plot_model, "--data", data, "--out", tmp_path / "p.npz", "--plot",
+          plot_model],
+         ["--plot", "same file as FILE"]),
+    ]:
+        refused(run_clean(*args), *words, "refusing to overwrite")
+    for p, content in saved.items():
+        assert p.read_bytes() == content
+    assert not (tmp_path / "p.npz").exists()
+
+
+def write_failure_model(tmp_path):
+    src = tmp_path / "wide.loss"
+    src.write_text("dim N = 4000\nparam w[N]\nloss = sum((w - 1) ^ 2)\n")
+    return src
+
+
+def test_a_failed_write_keeps_the_old_parameters(tmp_path):
+    import os
+    import resource
+    import signal
+    src, out = write_failure_model(tmp_path), tmp_path / "p.npz"
+    np.savez(out, w=np.full(4000, 7.0))
+    old = out.read_bytes()
+    p = lossc_cli("train", src, "--steps", "2", "--out", tmp_path / "warm.npz", "-q")
+    assert p.returncode == 0, p.stderr              # (and the compile cache is warm)
+    size = len((tmp_path / "warm.npz").read_bytes()) // 2   # too small for the parameters
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+    p = lossc_cli("train", src, "--steps", "2", "--out", out, "-q", preexec_fn=limit,
+                  timeout=300)
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+    assert f"cannot write {out}: File too large" in p.stderr
+    assert out.read_bytes() == old                  # the old file, whole
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".")]
+
+
+def test_save_params_replaces_a_file_whole(tmp_path):
+    from lossc.optim import save_params
+    out = tmp_path / "p.json"
+    out.write_text("old")
+    out.chmod(0o640)
+    assert save_params(out, {"a": np.arange(3.0)}) == out
+    assert json.loads(out.read_text()) == {"a": [0.0, 1.0, 2.0]}
+    assert out.stat().st_mode & 0o777 == 0o640       # the old file's permissions
+    assert save_params(tmp_path / "q", {"a": 1.0}) == tmp_path / "q.npz"
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["p.json", "q.npz"]

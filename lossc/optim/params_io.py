@@ -7,20 +7,31 @@ import pathlib
 
 import numpy as np
 
+from lossc.files import replacing
+
+
+def params_file(path) -> pathlib.Path:
+    """The file save_params writes for `path`: a .json or .npz name as it is, any other
+    with .npz appended (what np.savez would do)."""
+    path = pathlib.Path(path)
+    if path.suffix.lower() in (".json", ".npz"):
+        return path
+    return path.with_name(path.name + ".npz")
+
 
 def save_params(path, params: dict) -> pathlib.Path:
-    """Write a parameter dict; the format follows the suffix (.json, else .npz)."""
-    path = pathlib.Path(path)
+    """Write a parameter dict; the format follows the suffix (.json, else .npz). The
+    file is replaced in one step: a write that fails leaves the old one as it was."""
+    path = params_file(path)
     arrays = {k: np.asarray(v) for k, v in params.items()}
-    if path.suffix.lower() == ".json":
-        # repr-exact floats: json writes the shortest text that reads back the same
-        text = json.dumps({k: a.tolist() for k, a in arrays.items()}, indent=1)
-        path.write_text(text + "\n", encoding="utf-8")
-    else:
-        if path.suffix.lower() != ".npz":
-            path = path.with_name(path.name + ".npz")   # what np.savez would do anyway
-        with open(path, "wb") as f:
-            np.savez(f, **arrays)
+    with replacing(path) as tmp:
+        if path.suffix.lower() == ".json":
+            # repr-exact floats: json writes the shortest text that reads back the same
+            text = json.dumps({k: a.tolist() for k, a in arrays.items()}, indent=1)
+            tmp.write_text(text + "\n", encoding="utf-8")
+        else:
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
     return path
 
 
