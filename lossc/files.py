@@ -1,4 +1,5 @@
-"""Writing output files without losing what was there.
+"""Paths a command reads and writes: writing output files without losing what was
+there, and saying why an input path cannot be read.
 
 A command checks its outputs before its work starts (`check_writable`, `same_file`), so
 a run is not lost to a path it cannot write at the end, and it writes each output
@@ -19,6 +20,14 @@ import tempfile
 
 class OutputError(ValueError):
     """An output path that cannot be written."""
+
+
+def not_a_file(path) -> str:
+    """Why `path`, which is not a regular file, cannot be read as one."""
+    path = pathlib.Path(path)
+    if path.is_dir():
+        return "a folder, not a file"
+    return "not a regular file" if path.exists() else "no such file"
 
 
 def same_file(a, b) -> bool:

@@ -350,3 +350,128 @@ def test_save_params_replaces_a_file_whole(tmp_path):
     assert out.stat().st_mode & 0o777 == 0o640       # the old file's permissions
     assert save_params(tmp_path / "q", {"a": 1.0}) == tmp_path / "q.npz"
     assert sorted(f.name for f in tmp_path.iterdir()) == ["p.json", "q.npz"]
+
+
+def damaged_npz(tmp_path, name: str, arrays: dict) -> dict:
+    """An .npz written whole, then cut short, with 8 bytes of its first array
+    overwritten (stored: the CRC fails), and compressed with the same damage (the
+    deflate stream breaks)."""
+    import struct
+    import zipfile
+
+    def overwrite(path):
+        data = bytearray(path.read_bytes())
+        with zipfile.ZipFile(path) as z:
+            at = z.infolist()[0].header_offset
+        name_len, extra_len = struct.unpack("<HH", data[at + 26:at + 30])
+        start = at + 30 + name_len + extra_len + 200      # past the .npy header
+        data[start:start + 8] = b"\xff" * 8
+        path.write_bytes(bytes(data))
+
+    first = {k: np.arange(2000.0) for k in arrays}     # (long enough to damage)
+    out = {"cut short": tmp_path / f"{name}-cut.npz", "bad crc": tmp_path / f"{name}-crc.npz",
+           "bad deflate": tmp_path / f"{name}-zlib.npz"}
+    np.savez(out["cut short"], **arrays)
+    out["cut short"].write_bytes(out["cut short"].read_bytes()[:200])
+    np.savez(out["bad crc"], **first)
+    overwrite(out["bad crc"])
+    np.savez_compressed(out["bad deflate"], **first)
+    overwrite(out["bad deflate"])
+    return out
+
+
+@pytest.mark.parametrize("damage", ["cut short", "bad crc", "bad deflate"])
+def test_damaged_npz_for_data_init_and_params(tmp_path, damage):
+    m = lossc.compile(LOGISTIC)
+    data = damaged_npz(tmp_path, "d", load_data(DATA / "logistic.csv", m))[damage]
+    params = damaged_npz(tmp_path, "p", {"w": np.zeros(8), "b": np.zeros(())})[damage]
+    reason = {"cut short": "not a valid .npz (zip) file", "bad crc": "Bad CRC-32",
+              "bad deflate": "its compressed data is corrupt"}[damage]
+    refused(run_clean("train", LOGISTIC, "--data", data, "--out", tmp_path / "o.npz"),
+            f"{data}: cannot read it as .npz", reason)
+    for args in (["train", LOGISTIC, "--data", DATA / "logistic.csv", "--init", params,
+                  "--out", tmp_path / "o.npz"],
+                 ["eval", LOGISTIC, "--data", DATA / "logistic.csv", "--params", params]):
+        refused(run_clean(*args), f"{params}: cannot read parameters", reason)
+    assert not (tmp_path / "o.npz").exists()
+
+
+def npy_claiming(path, shape, data: bytes = b"\0" * 64):
+    from numpy.lib import format as npy_format
+    with open(path, "wb") as f:
+        npy_format.write_array_header_1_0(f, {"descr": "<f8", "fortran_order": False,
+                                              "shape": shape})
+        f.write(data)
+    return path
+
+
+def test_npy_whose_header_claims_more_than_the_file_holds(tmp_path):
+    src = tmp_path / "one.loss"
+    src.write_text("input x\nparam w\nloss = (w - x) ^ 2\n")
+    huge = npy_claiming(tmp_path / "huge.npy", (10 ** 12,))
+    p = lossc_cli("train", src, "--data", huge, "--out", tmp_path / "p.npz", timeout=300)
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+    assert "more than this machine's memory" in p.stderr
+    short = npy_claiming(tmp_path / "short.npy", (1000,))
+    with pytest.raises(lossc.optim.DataError, match=r"cut short: its header says shape "
+                       r"\(1000,\) of float64 \(8,000 bytes\), but the file holds 64"):
+        load_data(short, lossc.compile(src))
+    assert len(load_data(npy_claiming(tmp_path / "ok.npy", (8,)), lossc.compile(src))["x"]) == 8
+
+
+def test_params_json_that_is_not_arrays(tmp_path):
+    for name, text, words in [
+            ("deep.json", '{"w": ' + "[" * 100000 + "]" * 100000 + "}", "nested too deeply"),
+            ("obj.json", '{"w": {"a": 1}, "b": 0}', "'w' is not an array of numbers"),
+            ("bin.json", "\udcff", "not a text file")]:
+        path = tmp_path / name
+        path.write_bytes(text.encode("utf-8", "surrogateescape"))
+        refused(run_clean("eval", LOGISTIC, "--data", DATA / "logistic.csv", "--params",
+                          path), str(path), words)
+
+
+@pytest.mark.parametrize("cell", ["1_0", "\u0661\u0662", "\uff11", "0x10", "1,0"])
+def test_csv_numbers_are_ascii_decimals(tmp_path, cell):
+    m = lossc.compile(LOGISTIC)
+    header = ",".join([f"x.{j}" for j in range(8)] + ["y"])
+    quoted = f'"{cell}"'
+    cases = [(f"{header}\n1,2,3,4,5,6,7,8,1\n1,2,{quoted},4,5,6,7,8,0\n", 3, "'x.2'")]
+    if cell in ("1_0", "\u0661\u0662", "\uff11"):
+        # float() reads these, so a first row holding one is data, not a header
+        cases.append((f"1,{quoted},3,4,5,6,7,8,1\n", 1, "'#2'"))
+    for text, line, column in cases:
+        path = tmp_path / "d.csv"
+        path.write_text(text, encoding="utf-8")
+        with pytest.raises(lossc.optim.DataError) as e:
+            load_data(path, m)
+        assert f"{path}: row {line}, column {column}: '{cell}' is not a number" in str(e.value)
+        refused(run_clean("train", LOGISTIC, "--data", path, "--out", tmp_path / "p.npz"),
+                f"row {line}, column {column}")
+
+
+def test_csv_reads_nan_spellings_then_refuses_them_and_strips_any_space(tmp_path):
+    m = lossc.compile(LOGISTIC)
+    path = tmp_path / "d.csv"
+    path.write_text("1,2,3,4,5,6,7,8,1\n1,2,-Infinity,4,5,6,7,8,0\n")
+    with pytest.raises(lossc.optim.DataError, match=r"row 2, column '#3' is -inf"):
+        load_data(path, m)
+    path.write_text("1,2,3,4,5,6,7,8,1\n1,2,NaN,4,5,6,7,8,0\n")
+    with pytest.raises(lossc.optim.DataError, match=r"row 2, column '#3' is NaN"):
+        load_data(path, m)
+    path.write_text("1,2,3,4,5,6,7,8,1\n1,2,\u00a03.5\u2003,4,5,6,7,8,0\n", encoding="utf-8")
+    assert load_data(path, m)["x"][1, 2] == 3.5
+
+
+def test_a_csv_header_for_an_input_of_a_billion_elements(tmp_path):
+    # the header lacks x.2: reported without first naming all 10**9 columns x may have
+    src = tmp_path / "wide.loss"
+    src.write_text("dim D = 1000000000\ninput x[D]\nparam a\nloss = a * sum(x) + a ^ 2\n")
+    data = tmp_path / "d.csv"
+    data.write_text("x.0,x.1\n1,2\n")
+    p = subprocess.run([sys.executable, "-m", "lossc.cli", "train", str(src), "--data",
+                        str(data), "--out", str(tmp_path / "p.npz")], capture_output=True,
+                       text=True, cwd=ROOT, timeout=300,
+                       preexec_fn=lambda: __import__("resource").setrlimit(
+                           __import__("resource").RLIMIT_AS, (8 << 30, 8 << 30)))
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+    assert "no column 'x.2' for input 'x'" in p.stderr
