@@ -6,8 +6,8 @@ import sys
 
 import click
 
-from lossc.cli_common import (check_output, compile_stage, fail, load_model, model_options,
-                               parse_pairs)
+from lossc.cli_common import (check_memory, check_output, compile_stage, fail, load_model,
+                               model_options, parse_pairs)
 from lossc.codegen.units import UNITS
 from lossc.files import replacing
 
@@ -148,6 +148,8 @@ def check_cmd(file, dims, dtype, data, params_path, hypers, seed, batch, eps, rt
     from lossc.optim.data import DataError, load_data
     from lossc.optim.params_io import load_params
     m = load_model(file, dims, dtype)
+    # (with --data, the rows are in memory once the file is read; a random batch is made)
+    check_memory(m, batch_rows=0 if data is not None else batch or 8)
     hyper_values = parse_pairs(hypers, "--hyper", float)
     try:
         theta = load_params(params_path, m) if params_path is not None else None

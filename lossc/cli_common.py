@@ -8,6 +8,7 @@ import warnings
 import click
 
 from lossc.files import OutputError, check_writable, same_file
+from lossc.memory import MemoryLimitError, check_model_fits
 from lossc.source import CompileError
 
 DIM_HELP = "Set a dim: --dim D=64 (repeatable)."
@@ -58,6 +59,14 @@ def check_output(option: str, path: pathlib.Path, inputs: dict) -> None:
         check_writable(path)
     except OutputError as e:
         fail(f"lossc: error: cannot write {option} {path}: {e}")
+
+
+def check_memory(model, batch_rows: int = 0) -> None:
+    """End the command if the model's arrays would not fit in memory (lossc/memory.py)."""
+    try:
+        check_model_fits(model, batch_rows)
+    except MemoryLimitError as e:
+        fail(f"lossc: error: {e}")
 
 
 def compile_stage(file, dims, dtype, **kw):

@@ -201,3 +201,19 @@ def test_compile_writes_through_a_symlink_and_into_a_pipe(tmp_path):
     assert p.returncode == 0, p.stderr
     assert stat.S_ISFIFO(os.stat(fifo).st_mode)
     assert bytes(received) == target.read_bytes()
+
+
+@pytest.mark.parametrize("command", ["check", "train"])
+def test_a_model_too_large_for_memory_is_refused_before_allocating(tmp_path, command):
+    src = tmp_path / "big.loss"
+    src.write_text("dim N = 1000000000000\nparam w[N]\nloss = sum(w ^ 2)\n")
+    args = ["--steps", "2", "--out", tmp_path / "p.npz"] if command == "train" else []
+    p = limited_run([command, src, *args], memory=8 << 30)
+    one_line_error(p, "w[1000000000000] (dim N = 1000000000000) is too large",
+                   "128,000.0 GB", "more than this machine's memory")
+
+
+def test_a_check_batch_too_large_for_memory_is_refused():
+    p = limited_run(["check", SAMPLES / "logistic.loss", "--batch", "100000000000"],
+                    memory=8 << 30)
+    one_line_error(p, "x[8] (dim D = 8) in a batch of 100,000,000,000 samples is too large")

@@ -15,7 +15,8 @@ import time
 import click
 import numpy as np
 
-from lossc.cli_common import check_output, fail, load_model, model_options, parse_pairs
+from lossc.cli_common import (check_memory, check_output, fail, load_model, model_options,
+                               parse_pairs)
 from lossc.files import replacing
 from lossc.optim import schedules
 from lossc.optim.data import DataError, load_data
@@ -229,6 +230,7 @@ def train(file, dims, dtype, data, optimizer, lr, momentum, weight_decay, clip_n
         plot = plot_file(plot)
         check_output("--plot", plot, inputs)     # (its format is never --out's)
     model = load_model(file, dims, dtype)
+    check_memory(model)
     try:
         sched = schedules.parse(schedule)
         opt = by_name(optimizer, lr, momentum, weight_decay, clip_norm)
@@ -316,6 +318,7 @@ def eval_cmd(file, dims, dtype, data, params_path, hypers, metrics, label):
     the norm of its gradient there."""
     hyper_values = parse_pairs(hypers, "--hyper", float)
     model = load_model(file, dims, dtype)
+    check_memory(model)
     try:
         params = load_params(params_path, model)
         if model.inputs and data is None:
