@@ -6,8 +6,8 @@ import sys
 
 import click
 
-from lossc.cli_common import (check_memory, check_output, compile_stage, fail, load_model,
-                               model_options, parse_pairs)
+from lossc.cli_common import (check_memory, check_numbers, check_output, compile_stage, fail,
+                               load_model, model_options, parse_hypers)
 from lossc.codegen.units import UNITS
 from lossc.files import replacing
 
@@ -114,7 +114,10 @@ def ir_cmd(file, dims, dtype, raw, asm, units):
         level = optimization_level(u) if u in LIBRARY_UNITS else jit.SPEED_LEVEL
         groups.setdefault(level, []).append(u)
     for level, group in groups.items():
-        text = c.unit_ir(group)[0]
+        try:
+            text = c.unit_ir(group)[0]
+        except ValueError as e:         # LOSSC_VECTOR_BITS
+            fail(f"lossc: error: {e}")
         if asm:
             click.echo(jit.assembly(text, level))
         elif raw:
@@ -147,10 +150,11 @@ def check_cmd(file, dims, dtype, data, params_path, hypers, seed, batch, eps, rt
     from lossc.check import gradient_check, format_check
     from lossc.optim.data import DataError, load_data
     from lossc.optim.params_io import load_params
+    check_numbers({"--seed": (seed, ">= 0"), "--eps": (eps, "> 0"), "--rtol": (rtol, "> 0")})
+    hyper_values = parse_hypers(hypers)
     m = load_model(file, dims, dtype)
     # (with --data, the rows are in memory once the file is read; a random batch is made)
     check_memory(m, batch_rows=0 if data is not None else batch or 8)
-    hyper_values = parse_pairs(hypers, "--hyper", float)
     try:
         theta = load_params(params_path, m) if params_path is not None else None
         arrays = None

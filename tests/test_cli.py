@@ -203,6 +203,23 @@ def test_compile_writes_through_a_symlink_and_into_a_pipe(tmp_path):
     assert bytes(received) == target.read_bytes()
 
 
+@pytest.mark.parametrize("value", ["abc", "3", "1024", "-1", "384", "256 "])
+def test_vector_bits_must_be_a_vector_width(monkeypatch, value):
+    from lossc.compiler import vector_bits
+    monkeypatch.setenv("LOSSC_VECTOR_BITS", value)
+    with pytest.raises(ValueError, match="LOSSC_VECTOR_BITS must be 64, 128, 256 or 512"):
+        vector_bits("+avx512f")
+    one_line_error(limited_run(["check", SAMPLES / "seed.loss"],
+                               env={"LOSSC_VECTOR_BITS": value}), "LOSSC_VECTOR_BITS")
+
+
+def test_vector_bits_takes_each_width(monkeypatch):
+    from lossc.compiler import vector_bits
+    for bits in (64, 128, 256, 512):
+        monkeypatch.setenv("LOSSC_VECTOR_BITS", str(bits))
+        assert vector_bits("") == bits
+
+
 @pytest.mark.parametrize("command", ["check", "train"])
 def test_a_model_too_large_for_memory_is_refused_before_allocating(tmp_path, command):
     src = tmp_path / "big.loss"
@@ -217,3 +234,14 @@ def test_a_check_batch_too_large_for_memory_is_refused():
     p = limited_run(["check", SAMPLES / "logistic.loss", "--batch", "100000000000"],
                     memory=8 << 30)
     one_line_error(p, "x[8] (dim D = 8) in a batch of 100,000,000,000 samples is too large")
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--eps", "0"], ["--eps must be positive"]),
+    (["--eps", "nan"], ["--eps must be a finite number"]),
+    (["--rtol", "inf"], ["--rtol must be a finite number"]),
+    (["--seed", "-5"], ["--seed must be >= 0"]),
+    (["--hyper", "lam=nan"], ["--hyper: lam must be a finite number"]),
+])
+def test_check_option_values(args, words):
+    one_line_error(subprocess_run("check", SAMPLES / "logistic.loss", *args), *words)

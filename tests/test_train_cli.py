@@ -430,6 +430,38 @@ def test_params_json_that_is_not_arrays(tmp_path):
                           path), str(path), words)
 
 
+@pytest.mark.parametrize("args, words", [
+    (["--hyper", "lam=nan"], ["--hyper: lam must be a finite number, got 'nan'"]),
+    (["--hyper", "lam=1e400"], ["--hyper: lam must be a finite number, got '1e400'"]),
+    (["--hyper", "lam=inf"], ["--hyper: lam must be a finite number"]),
+    (["--hyper", "lam"], ["--hyper: expected NAME=VALUE"]),
+    (["--lr", "nan"], ["--lr must be a finite number, got nan"]),
+    (["--lr", "inf"], ["--lr must be a finite number, got inf"]),
+    (["--lr", "-1"], ["learning rate must be a positive number"]),
+    (["--epochs", "0"], ["--epochs must be positive, got 0"]),
+    (["--epochs", "-3"], ["--epochs must be positive, got -3"]),
+    (["--steps", "0"], ["--steps must be positive"]),
+    (["--seed", "-1"], ["--seed must be >= 0, got -1"]),
+    (["--optimizer", "momentum", "--momentum", "inf"], ["--momentum must be a finite number"]),
+    (["--tol-grad", "nan"], ["--tol-grad must be a finite number"]),
+    (["--tol-loss", "-1"], ["--tol-loss must be >= 0"]),
+    (["--schedule", "exponential:inf"], ["exponential schedule: inf must be a finite number"]),
+    (["--schedule", "step:2:-0.5"], ["step schedule: -0.5 must be a finite number >= 0"]),
+])
+def test_option_values_are_one_line_errors(tmp_path, args, words):
+    r = run_clean("train", LOGISTIC, "--data", DATA / "logistic.csv", *args, "--out",
+                  tmp_path / "p.npz", "-q")
+    refused(r, *words)
+    assert not (tmp_path / "p.npz").exists()
+
+
+def test_eval_hyper_must_be_finite(tmp_path):
+    params = tmp_path / "p.npz"
+    np.savez(params, w=np.zeros(8), b=np.zeros(()))
+    refused(run_clean("eval", LOGISTIC, "--data", DATA / "logistic.csv", "--params", params,
+                      "--hyper", "lam=nan"), "--hyper: lam must be a finite number")
+
+
 @pytest.mark.parametrize("cell", ["1_0", "\u0661\u0662", "\uff11", "0x10", "1,0"])
 def test_csv_numbers_are_ascii_decimals(tmp_path, cell):
     m = lossc.compile(LOGISTIC)

@@ -15,8 +15,8 @@ import time
 import click
 import numpy as np
 
-from lossc.cli_common import (check_memory, check_output, fail, load_model, model_options,
-                               parse_pairs)
+from lossc.cli_common import (check_memory, check_numbers, check_output, fail, load_model,
+                               model_options, parse_hypers)
 from lossc.files import replacing
 from lossc.optim import schedules
 from lossc.optim.data import DataError, load_data
@@ -213,15 +213,17 @@ def train(file, dims, dtype, data, optimizer, lr, momentum, weight_decay, clip_n
 
     If the loss becomes NaN or infinite, or on Ctrl-C, training stops and the best
     parameters so far are still written (exit status 1, or 130 for Ctrl-C)."""
-    for name, v in (("--batch-size", batch_size), ("--epochs", epochs), ("--steps", steps),
-                    ("--patience", patience)):
-        if v is not None and v < (0 if name == "--batch-size" else 1):
-            fail(f"lossc: error: {name} must be {'>= 0' if name == '--batch-size' else 'positive'}"
-                 f", got {v}")
+    # (the optimizer checks the ranges of its own options, --lr to --clip-norm)
+    check_numbers({"--batch-size": (batch_size, ">= 0"), "--epochs": (epochs, "> 0"),
+                   "--steps": (steps, "> 0"), "--patience": (patience, "> 0"),
+                   "--seed": (seed, ">= 0"), "--lr": (lr, "finite"),
+                   "--momentum": (momentum, "finite"), "--clip-norm": (clip_norm, "finite"),
+                   "--weight-decay": (weight_decay, "finite"),
+                   "--tol-grad": (tol_grad, ">= 0"), "--tol-loss": (tol_loss, ">= 0")})
     if validation is not None and not 0 < validation < 1:
         fail(f"lossc: error: --validation must be a fraction between 0 and 1, got "
              f"{validation:g}")
-    hyper_values = parse_pairs(hypers, "--hyper", float)
+    hyper_values = parse_hypers(hypers)
     # every output is checked before the run, so that none of it is lost at the end
     out = params_file(out or file.with_name(file.stem + ".params.npz"))
     inputs = {"FILE": file, "--data": data, "--init": init_path}
@@ -316,7 +318,7 @@ def train(file, dims, dtype, data, optimizer, lr, momentum, weight_decay, clip_n
 def eval_cmd(file, dims, dtype, data, params_path, hypers, metrics, label):
     """Print the objective of FILE's model with saved parameters (on a data file), and
     the norm of its gradient there."""
-    hyper_values = parse_pairs(hypers, "--hyper", float)
+    hyper_values = parse_hypers(hypers)
     model = load_model(file, dims, dtype)
     check_memory(model)
     try:
