@@ -6,8 +6,10 @@ import sys
 
 import click
 
-from lossc.cli_common import compile_stage, fail, load_model, model_options, parse_pairs
+from lossc.cli_common import (check_memory, check_numbers, check_output, compile_stage, fail,
+                               load_model, model_options, parse_hypers)
 from lossc.codegen.units import UNITS
+from lossc.files import replacing
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -32,9 +34,15 @@ def main():
 def compile_cmd(file, dims, dtype, output):
     """Compile FILE to a .lossc artifact: machine code for this CPU and the model's
     signature. Load it in Python with lossc.load(path), no recompilation."""
-    m = load_model(file, dims, dtype)
+    option = "-o" if output else "the artifact"
     output = output or file.with_suffix(".lossc")
-    m.save(output)
+    check_output(option, output, {"FILE": file})
+    m = load_model(file, dims, dtype)
+    try:
+        with replacing(output) as tmp:
+            m.save(tmp)
+    except OSError as e:
+        fail(f"lossc: error: cannot write {output}: {e.strerror or e}")
     click.echo(f"wrote {output}")
     for label, items in (("params", m.params), ("inputs", m.inputs)):
         if items:
@@ -106,7 +114,10 @@ def ir_cmd(file, dims, dtype, raw, asm, units):
         level = optimization_level(u) if u in LIBRARY_UNITS else jit.SPEED_LEVEL
         groups.setdefault(level, []).append(u)
     for level, group in groups.items():
-        text = c.unit_ir(group)[0]
+        try:
+            text = c.unit_ir(group)[0]
+        except ValueError as e:         # LOSSC_VECTOR_BITS
+            fail(f"lossc: error: {e}")
         if asm:
             click.echo(jit.assembly(text, level))
         elif raw:
@@ -139,8 +150,11 @@ def check_cmd(file, dims, dtype, data, params_path, hypers, seed, batch, eps, rt
     from lossc.check import gradient_check, format_check
     from lossc.optim.data import DataError, load_data
     from lossc.optim.params_io import load_params
+    check_numbers({"--seed": (seed, ">= 0"), "--eps": (eps, "> 0"), "--rtol": (rtol, "> 0")})
+    hyper_values = parse_hypers(hypers)
     m = load_model(file, dims, dtype)
-    hyper_values = parse_pairs(hypers, "--hyper", float)
+    # (with --data, the rows are in memory once the file is read; a random batch is made)
+    check_memory(m, batch_rows=0 if data is not None else batch or 8)
     try:
         theta = load_params(params_path, m) if params_path is not None else None
         arrays = None

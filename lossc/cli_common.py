@@ -1,35 +1,51 @@
 """Pieces the command-line modules share: model options, loading, clean failure."""
 from __future__ import annotations
 
+import math
 import pathlib
 import sys
 import warnings
 
 import click
 
+from lossc.files import OutputError, check_writable, same_file
+from lossc.memory import MemoryLimitError, check_model_fits
 from lossc.source import CompileError
 
 DIM_HELP = "Set a dim: --dim D=64 (repeatable)."
 
 
 def parse_pairs(items, option: str, convert) -> dict:
-    """NAME=VALUE options (--dim D=64, --hyper lam=0.1) as a dict."""
+    """NAME=VALUE options (--dim D=64, --hyper lam=0.1) as a dict; `convert` turns a
+    value's text into the value or raises ValueError."""
     out = {}
     for item in items:
         name, eq, value = item.partition("=")
         if not eq or not name.strip():
-            raise click.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint=option)
+            fail(f"lossc: error: {option}: expected NAME=VALUE, got {item!r}")
         try:
             out[name.strip()] = convert(value)
         except ValueError:
-            kind = "an integer" if convert is int else "a number"
-            raise click.BadParameter(f"{name} must be {kind}, got {value!r}",
-                                     param_hint=option) from None
+            kind = "an integer" if convert is int else "a finite number"
+            fail(f"lossc: error: {option}: {name.strip()} must be {kind}, got {value!r}")
     return out
+
+
+def finite_float(text: str) -> float:
+    """float(text) if that is finite (not nan, inf, or beyond the largest float, as
+    1e400 is); ValueError otherwise."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"not a finite number: {text!r}")
+    return value
 
 
 def parse_dims(items) -> dict:
     return parse_pairs(items, "--dim", int)
+
+
+def parse_hypers(items) -> dict:
+    return parse_pairs(items, "--hyper", finite_float)
 
 
 def model_options(f):
@@ -43,6 +59,46 @@ def model_options(f):
 def fail(message: str) -> None:
     click.echo(message, err=True)
     sys.exit(1)
+
+
+# the rules check_numbers applies (every real value must also be finite)
+NUMBER_RULES = {"finite": lambda v: True, ">= 0": lambda v: v >= 0, "> 0": lambda v: v > 0}
+
+
+def check_numbers(options: dict) -> None:
+    """End the command if an option's number breaks its rule (option -> (value or None
+    when not given, a NUMBER_RULES key)). A real option must be finite: NaN, inf, and
+    1e400 (which reads as inf) are refused."""
+    for option, (value, rule) in options.items():
+        if value is None:
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            fail(f"lossc: error: {option} must be a finite number, got {value}")
+        if not NUMBER_RULES[rule](value):
+            fail(f"lossc: error: {option} must be {'positive' if rule == '> 0' else rule}, "
+                 f"got {value}")
+
+
+def check_output(option: str, path: pathlib.Path, inputs: dict) -> None:
+    """End the command unless it may write `path`: not one of its `inputs` (option ->
+    path, None for an option not given), and writable. Checked before the command's
+    work, so that the work is not lost to a path it cannot write at the end."""
+    for other, source in inputs.items():
+        if source is not None and same_file(path, source):
+            fail(f"lossc: error: {option} {path} is the same file as {other} {source}; "
+                 "refusing to overwrite it (write to another file)")
+    try:
+        check_writable(path)
+    except OutputError as e:
+        fail(f"lossc: error: cannot write {option} {path}: {e}")
+
+
+def check_memory(model, batch_rows: int = 0) -> None:
+    """End the command if the model's arrays would not fit in memory (lossc/memory.py)."""
+    try:
+        check_model_fits(model, batch_rows)
+    except MemoryLimitError as e:
+        fail(f"lossc: error: {e}")
 
 
 def compile_stage(file, dims, dtype, **kw):

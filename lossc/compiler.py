@@ -108,9 +108,13 @@ def signature_of(graph: Graph) -> Signature:
 
 def vector_bits(features: str) -> int:
     """The SIMD width to spread samples over: AVX-512, AVX, or SSE2's 128 bits.
-    LOSSC_VECTOR_BITS overrides it (64 turns lanes off), for tests and comparisons."""
+    LOSSC_VECTOR_BITS overrides it (64 turns lanes off), for tests and comparisons; any
+    other value than 64, 128, 256 or 512 is a ValueError."""
     forced = os.environ.get("LOSSC_VECTOR_BITS")
     if forced:
+        if forced not in ("64", "128", "256", "512"):
+            raise ValueError("LOSSC_VECTOR_BITS must be 64, 128, 256 or 512, got "
+                             f"{forced!r}")
         return int(forced)
     flags = set(features.split(","))
     if "+avx512f" in flags:

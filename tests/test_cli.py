@@ -107,3 +107,141 @@ def test_cache_command_lists_and_clears(tmp_path, monkeypatch):
     code, out = run("cache", "--clear")
     assert code == 0 and "removed 1" in out
     assert not list((tmp_path / "c").glob("*.lossc"))
+
+
+# ------------------------------------------------------------ outputs, limits, bad values
+
+def limited_run(args, file_size=None, memory=None, env=None):
+    """The command line in a subprocess (generous hang guard) with resource limits:
+    file_size bytes per file written (a write past it fails with EFBIG, SIGXFSZ being
+    ignored), memory bytes of address space."""
+    import os
+    import resource
+    import signal
+
+    def limit():
+        if file_size is not None:
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (file_size, file_size))
+        if memory is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    return subprocess.run([sys.executable, "-m", "lossc.cli", *map(str, args)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300,
+                          preexec_fn=limit, env=dict(os.environ, **(env or {})))
+
+
+def one_line_error(p, *words):
+    """A failed command's report: exit status 1, one line on stderr, no traceback."""
+    assert p.returncode == 1, (p.stdout, p.stderr)
+    assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    for w in words:
+        assert w in p.stderr, p.stderr
+
+
+def test_compile_refuses_to_overwrite_its_input(tmp_path):
+    src = tmp_path / "m.loss"
+    text = (SAMPLES / "seed.loss").read_text()
+    src.write_text(text)
+    one_line_error(subprocess_run("compile", src, "-o", src), "same file as FILE",
+                   "refusing to overwrite")
+    (tmp_path / "hard.lossc").hardlink_to(src)          # another name, the same file
+    one_line_error(subprocess_run("compile", src, "-o", tmp_path / "hard.lossc"),
+                   "same file")
+    named = tmp_path / "n.lossc"                     # the default output is the input itself
+    named.write_text(text)
+    one_line_error(subprocess_run("compile", named), "same file")
+    assert src.read_text() == text and named.read_text() == text
+
+
+def test_compile_into_a_missing_folder_is_one_line(tmp_path):
+    one_line_error(subprocess_run("compile", SAMPLES / "seed.loss", "-o",
+                                  tmp_path / "nope" / "s.lossc"), "does not exist")
+
+
+def test_compile_write_failure_keeps_the_old_artifact(tmp_path):
+    out = tmp_path / "s.lossc"
+    p = subprocess_run("compile", SAMPLES / "seed.loss", "-o", out)   # warms the cache
+    assert p.returncode == 0, p.stderr
+    out.write_bytes(b"the old artifact")
+    p = limited_run(["compile", SAMPLES / "seed.loss", "-o", out], file_size=4096)
+    one_line_error(p, f"cannot write {out}", "File too large")
+    assert out.read_bytes() == b"the old artifact"
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["s.lossc"]   # no temporary left
+
+
+def test_compile_writes_through_a_symlink_and_into_a_pipe(tmp_path):
+    import os
+    import stat
+    import threading
+    target = tmp_path / "real.lossc"
+    target.write_bytes(b"old")
+    (tmp_path / "link.lossc").symlink_to(target)
+    p = subprocess_run("compile", SAMPLES / "seed.loss", "-o", tmp_path / "link.lossc")
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "link.lossc").is_symlink() and lossc.load(target).params
+    # a destination that is not a regular file is written, not replaced
+    fifo = tmp_path / "pipe.lossc"
+    os.mkfifo(fifo)
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    received = bytearray()
+
+    def drain():
+        os.set_blocking(fd, True)
+        while (chunk := os.read(fd, 1 << 16)) or not received:
+            received.extend(chunk)
+            if not chunk:
+                threading.Event().wait(0.05)    # the writer has not opened it yet
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        p = subprocess_run("compile", SAMPLES / "seed.loss", "-o", fifo)
+        reader.join(timeout=60)
+    finally:
+        os.close(fd)
+    assert p.returncode == 0, p.stderr
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    assert bytes(received) == target.read_bytes()
+
+
+@pytest.mark.parametrize("value", ["abc", "3", "1024", "-1", "384", "256 "])
+def test_vector_bits_must_be_a_vector_width(monkeypatch, value):
+    from lossc.compiler import vector_bits
+    monkeypatch.setenv("LOSSC_VECTOR_BITS", value)
+    with pytest.raises(ValueError, match="LOSSC_VECTOR_BITS must be 64, 128, 256 or 512"):
+        vector_bits("+avx512f")
+    one_line_error(limited_run(["check", SAMPLES / "seed.loss"],
+                               env={"LOSSC_VECTOR_BITS": value}), "LOSSC_VECTOR_BITS")
+
+
+def test_vector_bits_takes_each_width(monkeypatch):
+    from lossc.compiler import vector_bits
+    for bits in (64, 128, 256, 512):
+        monkeypatch.setenv("LOSSC_VECTOR_BITS", str(bits))
+        assert vector_bits("") == bits
+
+
+@pytest.mark.parametrize("command", ["check", "train"])
+def test_a_model_too_large_for_memory_is_refused_before_allocating(tmp_path, command):
+    src = tmp_path / "big.loss"
+    src.write_text("dim N = 1000000000000\nparam w[N]\nloss = sum(w ^ 2)\n")
+    args = ["--steps", "2", "--out", tmp_path / "p.npz"] if command == "train" else []
+    p = limited_run([command, src, *args], memory=8 << 30)
+    one_line_error(p, "w[1000000000000] (dim N = 1000000000000) is too large",
+                   "128,000.0 GB", "more than this machine's memory")
+
+
+def test_a_check_batch_too_large_for_memory_is_refused():
+    p = limited_run(["check", SAMPLES / "logistic.loss", "--batch", "100000000000"],
+                    memory=8 << 30)
+    one_line_error(p, "x[8] (dim D = 8) in a batch of 100,000,000,000 samples is too large")
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--eps", "0"], ["--eps must be positive"]),
+    (["--eps", "nan"], ["--eps must be a finite number"]),
+    (["--rtol", "inf"], ["--rtol must be a finite number"]),
+    (["--seed", "-5"], ["--seed must be >= 0"]),
+    (["--hyper", "lam=nan"], ["--hyper: lam must be a finite number"]),
+])
+def test_check_option_values(args, words):
+    one_line_error(subprocess_run("check", SAMPLES / "logistic.loss", *args), *words)

@@ -224,3 +224,286 @@ def test_help():
         assert r.exit_code == 0 and "Usage:" in r.output
     assert "--optimizer [sgd|momentum|nesterov|rmsprop|adam|adamw]" in run("train",
                                                                           "--help").output
+
+
+# ------------------------------------------------------------ outputs, files, values
+
+def run_clean(*args):
+    """click's runner, failing the test on any exception other than a clean exit (the
+    runner turns an uncaught exception into exit status 1 and keeps its traceback out
+    of the output)."""
+    r = CliRunner().invoke(main, [str(a) for a in args])
+    assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
+    return r
+
+
+def refused(r, *words):
+    """A mistake reported on one line with exit status 1."""
+    assert r.exit_code == 1, r.output
+    assert len(r.output.strip().splitlines()) == 1, r.output
+    for w in words:
+        assert w in r.output, r.output
+
+
+def unwritable_paths(tmp_path):
+    import os
+    (tmp_path / "file").write_text("x")
+    paths = {"missing folder": tmp_path / "nope" / "p.npz",
+             "a file as folder": tmp_path / "file" / "p.npz",
+             "proc": "/proc/p.npz"}
+    if os.geteuid() != 0:                        # root writes into read-only folders
+        ro = tmp_path / "ro"
+        ro.mkdir(mode=0o555)
+        paths["read-only folder"] = ro / "p.npz"
+    return paths
+
+
+@pytest.mark.parametrize("kind", ["missing folder", "a file as folder", "proc",
+                                  "read-only folder"])
+def test_unwritable_out_or_plot_is_refused_before_training(tmp_path, kind):
+    path = unwritable_paths(tmp_path).get(kind)
+    if path is None:
+        pytest.skip("running as root")
+    r = run_clean("train", LOGISTIC, "--data", DATA / "logistic.csv", "--out", path)
+    refused(r, f"cannot write --out {path}")
+    assert "training logistic.loss" not in r.output       # refused before the run
+    png = str(path).replace(".npz", ".png")
+    r = run_clean("train", LOGISTIC, "--data", DATA / "logistic.csv", "--plot", png,
+                  "--out", tmp_path / "ok.npz")
+    refused(r, f"cannot write --plot {png}")
+    assert not (tmp_path / "ok.npz").exists()
+
+
+def test_plot_format_is_checked_before_training(tmp_path):
+    pytest.importorskip("matplotlib")
+    r = run_clean("train", LOGISTIC, "--data", DATA / "logistic.csv", "--plot",
+                  tmp_path / "curve.txt", "--out", tmp_path / "p.npz")
+    refused(r, "matplotlib cannot write .txt files")
+    assert not (tmp_path / "p.npz").exists()
+
+
+def test_out_never_overwrites_an_input(tmp_path):
+    data = tmp_path / "d.npz"
+    m = lossc.compile(LOGISTIC)
+    np.savez(data, **load_data(DATA / "logistic.csv", m))
+    init = tmp_path / "init.json"
+    init.write_text(json.dumps({"w": [0.0] * 8, "b": 0.0}))
+    model = tmp_path / "model.json"              # a .loss file may have any name
+    plot_model = tmp_path / "model.svg"
+    plot_model.write_text(LOGISTIC.read_text())
+    model.write_text(LOGISTIC.read_text())
+    (tmp_path / "alias.npz").hardlink_to(data)
+    (tmp_path / "link.npz").symlink_to(data)
+    saved = {p: p.read_bytes() for p in (data, init, model, plot_model)}
+    base = ["train", LOGISTIC, "--data", data, "--epochs", "1"]
+    for args, words in [
+        (base + ["--out", data], ["--out", "same file as --data"]),
+        (base + ["--out", tmp_path / "alias.npz"], ["same file as --data"]),
+        (base + ["--out", tmp_path / "link.npz"], ["same file as --data"]),
+        (base + ["--init", init, "--out", init], ["same file as --init"]),
+        (["train", model, "--data", data, "--out", model], ["same file as FILE"]),
+        (["train", plot_model, "--data", data, "--out", tmp_path / "p.npz", "--plot",
+          plot_model],
+         ["--plot", "same file as FILE"]),
+    ]:
+        refused(run_clean(*args), *words, "refusing to overwrite")
+    for p, content in saved.items():
+        assert p.read_bytes() == content
+    assert not (tmp_path / "p.npz").exists()
+
+
+def write_failure_model(tmp_path):
+    src = tmp_path / "wide.loss"
+    src.write_text("dim N = 4000\nparam w[N]\nloss = sum((w - 1) ^ 2)\n")
+    return src
+
+
+def test_a_failed_write_keeps_the_old_parameters(tmp_path):
+    import os
+    import resource
+    import signal
+    src, out = write_failure_model(tmp_path), tmp_path / "p.npz"
+    np.savez(out, w=np.full(4000, 7.0))
+    old = out.read_bytes()
+    p = lossc_cli("train", src, "--steps", "2", "--out", tmp_path / "warm.npz", "-q")
+    assert p.returncode == 0, p.stderr              # (and the compile cache is warm)
+    size = len((tmp_path / "warm.npz").read_bytes()) // 2   # too small for the parameters
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+    p = lossc_cli("train", src, "--steps", "2", "--out", out, "-q", preexec_fn=limit,
+                  timeout=300)
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+    assert f"cannot write {out}: File too large" in p.stderr
+    assert out.read_bytes() == old                  # the old file, whole
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".")]
+
+
+def test_save_params_replaces_a_file_whole(tmp_path):
+    from lossc.optim import save_params
+    out = tmp_path / "p.json"
+    out.write_text("old")
+    out.chmod(0o640)
+    assert save_params(out, {"a": np.arange(3.0)}) == out
+    assert json.loads(out.read_text()) == {"a": [0.0, 1.0, 2.0]}
+    assert out.stat().st_mode & 0o777 == 0o640       # the old file's permissions
+    assert save_params(tmp_path / "q", {"a": 1.0}) == tmp_path / "q.npz"
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["p.json", "q.npz"]
+
+
+def damaged_npz(tmp_path, name: str, arrays: dict) -> dict:
+    """An .npz written whole, then cut short, with 8 bytes of its first array
+    overwritten (stored: the CRC fails), and compressed with the same damage (the
+    deflate stream breaks)."""
+    import struct
+    import zipfile
+
+    def overwrite(path):
+        data = bytearray(path.read_bytes())
+        with zipfile.ZipFile(path) as z:
+            at = z.infolist()[0].header_offset
+        name_len, extra_len = struct.unpack("<HH", data[at + 26:at + 30])
+        start = at + 30 + name_len + extra_len + 200      # past the .npy header
+        data[start:start + 8] = b"\xff" * 8
+        path.write_bytes(bytes(data))
+
+    first = {k: np.arange(2000.0) for k in arrays}     # (long enough to damage)
+    out = {"cut short": tmp_path / f"{name}-cut.npz", "bad crc": tmp_path / f"{name}-crc.npz",
+           "bad deflate": tmp_path / f"{name}-zlib.npz"}
+    np.savez(out["cut short"], **arrays)
+    out["cut short"].write_bytes(out["cut short"].read_bytes()[:200])
+    np.savez(out["bad crc"], **first)
+    overwrite(out["bad crc"])
+    np.savez_compressed(out["bad deflate"], **first)
+    overwrite(out["bad deflate"])
+    return out
+
+
+@pytest.mark.parametrize("damage", ["cut short", "bad crc", "bad deflate"])
+def test_damaged_npz_for_data_init_and_params(tmp_path, damage):
+    m = lossc.compile(LOGISTIC)
+    data = damaged_npz(tmp_path, "d", load_data(DATA / "logistic.csv", m))[damage]
+    params = damaged_npz(tmp_path, "p", {"w": np.zeros(8), "b": np.zeros(())})[damage]
+    reason = {"cut short": "not a valid .npz (zip) file", "bad crc": "Bad CRC-32",
+              "bad deflate": "its compressed data is corrupt"}[damage]
+    refused(run_clean("train", LOGISTIC, "--data", data, "--out", tmp_path / "o.npz"),
+            f"{data}: cannot read it as .npz", reason)
+    for args in (["train", LOGISTIC, "--data", DATA / "logistic.csv", "--init", params,
+                  "--out", tmp_path / "o.npz"],
+                 ["eval", LOGISTIC, "--data", DATA / "logistic.csv", "--params", params]):
+        refused(run_clean(*args), f"{params}: cannot read parameters", reason)
+    assert not (tmp_path / "o.npz").exists()
+
+
+def npy_claiming(path, shape, data: bytes = b"\0" * 64):
+    from numpy.lib import format as npy_format
+    with open(path, "wb") as f:
+        npy_format.write_array_header_1_0(f, {"descr": "<f8", "fortran_order": False,
+                                              "shape": shape})
+        f.write(data)
+    return path
+
+
+def test_npy_whose_header_claims_more_than_the_file_holds(tmp_path):
+    src = tmp_path / "one.loss"
+    src.write_text("input x\nparam w\nloss = (w - x) ^ 2\n")
+    huge = npy_claiming(tmp_path / "huge.npy", (10 ** 12,))
+    p = lossc_cli("train", src, "--data", huge, "--out", tmp_path / "p.npz", timeout=300)
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+    assert "more than this machine's memory" in p.stderr
+    short = npy_claiming(tmp_path / "short.npy", (1000,))
+    with pytest.raises(lossc.optim.DataError, match=r"cut short: its header says shape "
+                       r"\(1000,\) of float64 \(8,000 bytes\), but the file holds 64"):
+        load_data(short, lossc.compile(src))
+    assert len(load_data(npy_claiming(tmp_path / "ok.npy", (8,)), lossc.compile(src))["x"]) == 8
+
+
+def test_params_json_that_is_not_arrays(tmp_path):
+    for name, text, words in [
+            ("deep.json", '{"w": ' + "[" * 100000 + "]" * 100000 + "}", "nested too deeply"),
+            ("obj.json", '{"w": {"a": 1}, "b": 0}', "'w' is not an array of numbers"),
+            ("bin.json", "\udcff", "not a text file")]:
+        path = tmp_path / name
+        path.write_bytes(text.encode("utf-8", "surrogateescape"))
+        refused(run_clean("eval", LOGISTIC, "--data", DATA / "logistic.csv", "--params",
+                          path), str(path), words)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--hyper", "lam=nan"], ["--hyper: lam must be a finite number, got 'nan'"]),
+    (["--hyper", "lam=1e400"], ["--hyper: lam must be a finite number, got '1e400'"]),
+    (["--hyper", "lam=inf"], ["--hyper: lam must be a finite number"]),
+    (["--hyper", "lam"], ["--hyper: expected NAME=VALUE"]),
+    (["--lr", "nan"], ["--lr must be a finite number, got nan"]),
+    (["--lr", "inf"], ["--lr must be a finite number, got inf"]),
+    (["--lr", "-1"], ["learning rate must be a positive number"]),
+    (["--epochs", "0"], ["--epochs must be positive, got 0"]),
+    (["--epochs", "-3"], ["--epochs must be positive, got -3"]),
+    (["--steps", "0"], ["--steps must be positive"]),
+    (["--seed", "-1"], ["--seed must be >= 0, got -1"]),
+    (["--optimizer", "momentum", "--momentum", "inf"], ["--momentum must be a finite number"]),
+    (["--tol-grad", "nan"], ["--tol-grad must be a finite number"]),
+    (["--tol-loss", "-1"], ["--tol-loss must be >= 0"]),
+    (["--schedule", "exponential:inf"], ["exponential schedule: inf must be a finite number"]),
+    (["--schedule", "step:2:-0.5"], ["step schedule: -0.5 must be a finite number >= 0"]),
+])
+def test_option_values_are_one_line_errors(tmp_path, args, words):
+    r = run_clean("train", LOGISTIC, "--data", DATA / "logistic.csv", *args, "--out",
+                  tmp_path / "p.npz", "-q")
+    refused(r, *words)
+    assert not (tmp_path / "p.npz").exists()
+
+
+def test_eval_hyper_must_be_finite(tmp_path):
+    params = tmp_path / "p.npz"
+    np.savez(params, w=np.zeros(8), b=np.zeros(()))
+    refused(run_clean("eval", LOGISTIC, "--data", DATA / "logistic.csv", "--params", params,
+                      "--hyper", "lam=nan"), "--hyper: lam must be a finite number")
+
+
+@pytest.mark.parametrize("cell", ["1_0", "\u0661\u0662", "\uff11", "0x10", "1,0"])
+def test_csv_numbers_are_ascii_decimals(tmp_path, cell):
+    m = lossc.compile(LOGISTIC)
+    header = ",".join([f"x.{j}" for j in range(8)] + ["y"])
+    quoted = f'"{cell}"'
+    cases = [(f"{header}\n1,2,3,4,5,6,7,8,1\n1,2,{quoted},4,5,6,7,8,0\n", 3, "'x.2'")]
+    if cell in ("1_0", "\u0661\u0662", "\uff11"):
+        # float() reads these, so a first row holding one is data, not a header
+        cases.append((f"1,{quoted},3,4,5,6,7,8,1\n", 1, "'#2'"))
+    for text, line, column in cases:
+        path = tmp_path / "d.csv"
+        path.write_text(text, encoding="utf-8")
+        with pytest.raises(lossc.optim.DataError) as e:
+            load_data(path, m)
+        assert f"{path}: row {line}, column {column}: '{cell}' is not a number" in str(e.value)
+        refused(run_clean("train", LOGISTIC, "--data", path, "--out", tmp_path / "p.npz"),
+                f"row {line}, column {column}")
+
+
+def test_csv_reads_nan_spellings_then_refuses_them_and_strips_any_space(tmp_path):
+    m = lossc.compile(LOGISTIC)
+    path = tmp_path / "d.csv"
+    path.write_text("1,2,3,4,5,6,7,8,1\n1,2,-Infinity,4,5,6,7,8,0\n")
+    with pytest.raises(lossc.optim.DataError, match=r"row 2, column '#3' is -inf"):
+        load_data(path, m)
+    path.write_text("1,2,3,4,5,6,7,8,1\n1,2,NaN,4,5,6,7,8,0\n")
+    with pytest.raises(lossc.optim.DataError, match=r"row 2, column '#3' is NaN"):
+        load_data(path, m)
+    path.write_text("1,2,3,4,5,6,7,8,1\n1,2,\u00a03.5\u2003,4,5,6,7,8,0\n", encoding="utf-8")
+    assert load_data(path, m)["x"][1, 2] == 3.5
+
+
+def test_a_csv_header_for_an_input_of_a_billion_elements(tmp_path):
+    # the header lacks x.2: reported without first naming all 10**9 columns x may have
+    src = tmp_path / "wide.loss"
+    src.write_text("dim D = 1000000000\ninput x[D]\nparam a\nloss = a * sum(x) + a ^ 2\n")
+    data = tmp_path / "d.csv"
+    data.write_text("x.0,x.1\n1,2\n")
+    p = subprocess.run([sys.executable, "-m", "lossc.cli", "train", str(src), "--data",
+                        str(data), "--out", str(tmp_path / "p.npz")], capture_output=True,
+                       text=True, cwd=ROOT, timeout=300,
+                       preexec_fn=lambda: __import__("resource").setrlimit(
+                           __import__("resource").RLIMIT_AS, (8 << 30, 8 << 30)))
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+    assert "no column 'x.2' for input 'x'" in p.stderr

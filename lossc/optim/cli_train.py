@@ -15,13 +15,15 @@ import time
 import click
 import numpy as np
 
-from lossc.cli_common import fail, load_model, model_options, parse_pairs
+from lossc.cli_common import (check_memory, check_numbers, check_output, fail, load_model,
+                               model_options, parse_hypers)
+from lossc.files import replacing
 from lossc.optim import schedules
 from lossc.optim.data import DataError, load_data
 from lossc.optim.driver import format_seconds, plan, train as run_training
 from lossc.optim.metrics import accuracy, label_input
 from lossc.optim.optimizers import NAMES, by_name
-from lossc.optim.params_io import load_params, save_params
+from lossc.optim.params_io import load_params, params_file, save_params
 
 MAX_LINES = 50      # epoch (or step) lines a run prints when stderr is not a terminal
 
@@ -129,16 +131,27 @@ def plot_curve(path: pathlib.Path, result, title: str, by_steps: bool, per_epoch
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with replacing(path) as tmp:
+        fig.savefig(tmp, dpi=110, format=path.suffix[1:].lower())
     plt.close(fig)
 
 
-def check_matplotlib() -> None:
+def plot_file(path: pathlib.Path) -> pathlib.Path:
+    """The file --plot writes: PATH in the format its suffix names (PNG without one,
+    then with .png appended, as matplotlib does). Checked before the run: matplotlib
+    is installed and can write that format."""
     try:
-        import matplotlib  # noqa: F401
+        from matplotlib.backend_bases import FigureCanvasBase
     except ImportError:
         fail("lossc: error: --plot needs matplotlib, an optional extra: "
              "pip install 'lossc[plot]' (or pip install matplotlib)")
+    if not path.suffix:
+        path = path.with_name(path.name + ".png")
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if path.suffix[1:].lower() not in formats:
+        fail(f"lossc: error: --plot {path}: matplotlib cannot write {path.suffix} files "
+             f"(it writes {', '.join('.' + f for f in sorted(formats))})")
+    return path
 
 
 @click.command("train")
@@ -200,22 +213,26 @@ def train(file, dims, dtype, data, optimizer, lr, momentum, weight_decay, clip_n
 
     If the loss becomes NaN or infinite, or on Ctrl-C, training stops and the best
     parameters so far are still written (exit status 1, or 130 for Ctrl-C)."""
-    if plot is not None:
-        check_matplotlib()              # before the run, not after it
-    for name, v in (("--batch-size", batch_size), ("--epochs", epochs), ("--steps", steps),
-                    ("--patience", patience)):
-        if v is not None and v < (0 if name == "--batch-size" else 1):
-            fail(f"lossc: error: {name} must be {'>= 0' if name == '--batch-size' else 'positive'}"
-                 f", got {v}")
+    # (the optimizer checks the ranges of its own options, --lr to --clip-norm)
+    check_numbers({"--batch-size": (batch_size, ">= 0"), "--epochs": (epochs, "> 0"),
+                   "--steps": (steps, "> 0"), "--patience": (patience, "> 0"),
+                   "--seed": (seed, ">= 0"), "--lr": (lr, "finite"),
+                   "--momentum": (momentum, "finite"), "--clip-norm": (clip_norm, "finite"),
+                   "--weight-decay": (weight_decay, "finite"),
+                   "--tol-grad": (tol_grad, ">= 0"), "--tol-loss": (tol_loss, ">= 0")})
     if validation is not None and not 0 < validation < 1:
         fail(f"lossc: error: --validation must be a fraction between 0 and 1, got "
              f"{validation:g}")
-    out = out or file.with_name(file.stem + ".params.npz")
-    for option, path in (("--out", out), ("--plot", plot)):
-        if path is not None and not path.resolve().parent.is_dir():
-            fail(f"lossc: error: {option} {path}: the folder {path.parent} does not exist")
+    hyper_values = parse_hypers(hypers)
+    # every output is checked before the run, so that none of it is lost at the end
+    out = params_file(out or file.with_name(file.stem + ".params.npz"))
+    inputs = {"FILE": file, "--data": data, "--init": init_path}
+    check_output("--out", out, inputs)
+    if plot is not None:
+        plot = plot_file(plot)
+        check_output("--plot", plot, inputs)     # (its format is never --out's)
     model = load_model(file, dims, dtype)
-    hyper_values = parse_pairs(hypers, "--hyper", float)
+    check_memory(model)
     try:
         sched = schedules.parse(schedule)
         opt = by_name(optimizer, lr, momentum, weight_decay, clip_norm)
@@ -264,15 +281,17 @@ def train(file, dims, dtype, data, optimizer, lr, momentum, weight_decay, clip_n
         click.echo("lossc: warning: the objective never went below its initial value; the "
                    f"learning rate ({lr:g}) may be too large", err=True)
     try:
-        written = save_params(out, result.params)
+        save_params(out, result.params)
     except OSError as e:
-        fail(f"lossc: error: cannot write {out}: {e}")
-    click.echo(f"wrote {written} ({describe(model)})")
+        fail(f"lossc: error: cannot write {out}: {e.strerror or e}")
+    click.echo(f"wrote {out} ({describe(model)})")
     if plot is not None:
         try:
             plot_curve(plot, result, f"{file.name}: {optimizer}, lr {lr:g}",
                        not model.inputs, per_epoch)
-        except (OSError, ValueError) as e:
+        except OSError as e:
+            fail(f"lossc: error: cannot write {plot}: {e.strerror or e}")
+        except ValueError as e:
             fail(f"lossc: error: cannot draw {plot}: {e}")
         click.echo(f"wrote {plot}")
     if result.stopped == "interrupted":
@@ -299,8 +318,9 @@ def train(file, dims, dtype, data, optimizer, lr, momentum, weight_decay, clip_n
 def eval_cmd(file, dims, dtype, data, params_path, hypers, metrics, label):
     """Print the objective of FILE's model with saved parameters (on a data file), and
     the norm of its gradient there."""
+    hyper_values = parse_hypers(hypers)
     model = load_model(file, dims, dtype)
-    hyper_values = parse_pairs(hypers, "--hyper", float)
+    check_memory(model)
     try:
         params = load_params(params_path, model)
         if model.inputs and data is None:

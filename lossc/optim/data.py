@@ -16,8 +16,12 @@ from __future__ import annotations
 import csv
 import itertools
 import pathlib
+import re
 
 import numpy as np
+
+from lossc.files import not_a_file
+from lossc.optim.npfiles import load_npy, load_npz
 
 
 class DataError(ValueError):
@@ -27,15 +31,31 @@ class DataError(ValueError):
 def column_names(spec) -> list[list[str]]:
     """For each element of an input (row-major), the names its column may have; the
     first is the one lossc writes."""
+    return list(_each_column_names(spec))
+
+
+def _each_column_names(spec):
+    """column_names one element at a time (an input may have 10**9 elements, and a
+    header that lacks one of the first is reported without listing them all)."""
     if not spec.shape:
-        return [[spec.name]]
-    out = []
-    for idx in itertools.product(*map(range, spec.shape)):
+        yield [spec.name]
+        return
+    for idx in _row_major(spec.shape):
         dotted = spec.name + "".join(f".{i}" for i in idx)
         bracket = f"{spec.name}[{','.join(map(str, idx))}]"
         nested = spec.name + "".join(f"[{i}]" for i in idx)
-        out.append(list(dict.fromkeys([dotted, bracket, nested])))
-    return out
+        yield list(dict.fromkeys([dotted, bracket, nested]))
+
+
+def _row_major(shape: tuple):
+    """The indices of an array of `shape` in row-major order, made one at a time
+    (itertools.product and np.ndindex first make a tuple of each range)."""
+    if not shape:
+        yield ()
+        return
+    for i in range(shape[0]):
+        for rest in _row_major(shape[1:]):
+            yield (i,) + rest
 
 
 def load_data(path, model) -> dict:
@@ -46,27 +66,26 @@ def load_data(path, model) -> dict:
         raise DataError(f"{path}: the model has no inputs, so it takes no data; train it "
                         "by steps")
     if not path.is_file():
-        raise DataError(f"{path}: no such file")
+        raise DataError(f"{path}: {not_a_file(path)}")
     suffix = path.suffix.lower()
-    if suffix in (".npz", ".npy") and not _has_magic(path, suffix):
+    try:
+        magic = suffix not in (".npz", ".npy") or _has_magic(path, suffix)
+    except OSError as e:
+        raise DataError(f"{path}: cannot read it: {e.strerror or e}") from None
+    if not magic:
         raise DataError(f"{path}: not a {suffix} file (numpy.save{'z' if suffix == '.npz' else ''}"
                         " writes those)")
-    try:
-        if suffix == ".npz":
-            with np.load(path, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-            return check_arrays(arrays, model, str(path))
-        if suffix == ".npy":
-            if len(model.inputs) != 1:
-                raise DataError(f"{path}: a .npy file holds one array, but the model has "
-                                f"inputs {', '.join(i.name for i in model.inputs)}; use a "
-                                ".npz (one array per input) or a .csv")
-            arr = np.load(path, allow_pickle=False)
-            return check_arrays({model.inputs[0].name: arr}, model, str(path))
-    except (OSError, ValueError) as e:
-        if isinstance(e, DataError):
-            raise
-        raise DataError(f"{path}: cannot read it as {suffix}: {e}") from None
+    if suffix == ".npy" and len(model.inputs) != 1:
+        raise DataError(f"{path}: a .npy file holds one array, but the model has "
+                        f"inputs {', '.join(i.name for i in model.inputs)}; use a "
+                        ".npz (one array per input) or a .csv")
+    if suffix in (".npz", ".npy"):
+        try:
+            arrays = (load_npz(path) if suffix == ".npz"
+                      else {model.inputs[0].name: load_npy(path)})
+        except ValueError as e:
+            raise DataError(f"{path}: cannot read it as {suffix}: {e}") from None
+        return check_arrays(arrays, model, str(path))
     try:
         return load_csv(path, model)
     except OSError as e:
@@ -136,7 +155,18 @@ def _columns(spec):
     return _Lazy(lambda: [c[0] for c in column_names(spec)])
 
 
+# a number as numpy.loadtxt reads one: ASCII digits with an optional sign, point and
+# exponent, or a spelling of NaN or infinity (read, then refused as not finite)
+NUMBER = re.compile(r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?|inf|infinity|nan)",
+                    re.ASCII | re.IGNORECASE)
+
+
 def _is_number(text: str) -> bool:
+    return NUMBER.fullmatch(text) is not None
+
+
+def _reads_as_float(text: str) -> bool:
+    """What float() accepts: NUMBER, and also digits of other scripts and 1_000."""
     try:
         float(text)
         return True
@@ -161,7 +191,9 @@ def load_csv(path, model) -> dict:
     if not rows:
         raise DataError(f"{path}: the file is empty")
     header = None
-    if not all(_is_number(c.strip()) for c in rows[0]):
+    # (a first row float() reads is data, so that a cell like 1_0 in it is reported as a
+    # bad number rather than the row taken for a header)
+    if not all(_reads_as_float(c.strip()) for c in rows[0]):
         header, rows, lines = [c.strip() for c in rows[0]], rows[1:], lines[1:]
         if not rows:
             raise DataError(f"{path}: the file has a header but no rows")
@@ -171,22 +203,9 @@ def load_csv(path, model) -> dict:
         if len(row) != width:
             raise DataError(f"{path}: row {line} has {len(row)} columns, expected {width} "
                             + ("(as the header has)" if header else "(as the first row has)"))
-    try:
-        # numpy parses the strings itself: fast, and exact as float() is
-        table = np.array(rows, dtype=np.float64)
-    except ValueError:
-        table = None
+    table = _parse_table(rows)
     if table is None:
-        for row, line in zip(rows, lines):
-            for c, cell in enumerate(row):
-                text = cell.strip()
-                if not text:
-                    raise DataError(f"{path}: row {line}, column '{_colname(header, c)}' is "
-                                    "empty (a missing value)")
-                if not _is_number(text):
-                    raise DataError(f"{path}: row {line}, column '{_colname(header, c)}': "
-                                    f"{text!r} is not a number")
-        raise DataError(f"{path}: cannot read the numbers")   # pragma: no cover
+        table = _parse_cells(path, rows, lines, header)
     out = {}
 
     def row_text(r):
@@ -201,6 +220,36 @@ def load_csv(path, model) -> dict:
             block = block.astype(np.int64)
         out[spec.name] = np.ascontiguousarray(block)
     return out
+
+
+def _parse_table(rows):
+    """The cells as a float64 table, or None if one is not a NUMBER. NumPy parses the
+    strings as float() does (fast, and exact); what float() accepts beyond NUMBER (digits
+    of other scripts, 1_000) is not ASCII or holds an underscore, so text that is ASCII
+    without underscores reads the same either way."""
+    body = "".join(itertools.chain.from_iterable(rows))
+    if not body.isascii() or "_" in body:
+        return None
+    try:
+        return np.array(rows, dtype=np.float64)
+    except ValueError:
+        return None
+
+
+def _parse_cells(path, rows, lines, header):
+    """The table cell by cell, or a DataError naming the first cell that is empty or
+    not a NUMBER (the slow path, for text _parse_table does not take)."""
+    for row, line in zip(rows, lines):
+        for c, cell in enumerate(row):
+            text = cell.strip()
+            if not text:
+                raise DataError(f"{path}: row {line}, column '{_colname(header, c)}' is "
+                                "empty (a missing value)")
+            if not _is_number(text):
+                raise DataError(f"{path}: row {line}, column '{_colname(header, c)}': "
+                                f"{text!r} is not a number (numbers are ASCII decimals, as "
+                                "in 12, -0.5 or 1e-3)")
+    return np.array([[float(cell) for cell in row] for row in rows], dtype=np.float64)
 
 
 class _Lazy:
@@ -277,7 +326,7 @@ def _layout(path, model, header, ncols: int) -> list:
     used, out = set(), []
     for s in model.inputs:
         cols = []
-        for names in column_names(s):
+        for names in _each_column_names(s):
             found = [where[n] for n in names if n in where]
             if len(found) > 1:
                 raise DataError(f"{path}: columns {' and '.join(repr(header[f]) for f in found)}"
@@ -290,8 +339,14 @@ def _layout(path, model, header, ncols: int) -> list:
         out.append((s, cols))
     extra = [header[c] for c in range(len(header)) if c not in used]
     if extra:
-        expected = ", ".join(s.name + (f".0 .. {column_names(s)[-1][0]}" if s.shape else "")
-                             for s in model.inputs)
+        expected = ", ".join(_column_span(s) for s in model.inputs)
         raise DataError(f"{path}: column '{extra[0]}' matches no input of the model "
                         f"(expected columns: {expected})")
     return out
+
+
+def _column_span(spec) -> str:
+    """An input's columns as a range for messages: x.0 .. x.7, M.0 .. M.2.3, y."""
+    if not spec.shape:
+        return spec.name
+    return f"{spec.name}.0 .. {spec.name}" + "".join(f".{k - 1}" for k in spec.shape)

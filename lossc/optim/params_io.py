@@ -7,20 +7,32 @@ import pathlib
 
 import numpy as np
 
+from lossc.files import not_a_file, replacing
+from lossc.optim.npfiles import load_npz
+
+
+def params_file(path) -> pathlib.Path:
+    """The file save_params writes for `path`: a .json or .npz name as it is, any other
+    with .npz appended (what np.savez would do)."""
+    path = pathlib.Path(path)
+    if path.suffix.lower() in (".json", ".npz"):
+        return path
+    return path.with_name(path.name + ".npz")
+
 
 def save_params(path, params: dict) -> pathlib.Path:
-    """Write a parameter dict; the format follows the suffix (.json, else .npz)."""
-    path = pathlib.Path(path)
+    """Write a parameter dict; the format follows the suffix (.json, else .npz). The
+    file is replaced in one step: a write that fails leaves the old one as it was."""
+    path = params_file(path)
     arrays = {k: np.asarray(v) for k, v in params.items()}
-    if path.suffix.lower() == ".json":
-        # repr-exact floats: json writes the shortest text that reads back the same
-        text = json.dumps({k: a.tolist() for k, a in arrays.items()}, indent=1)
-        path.write_text(text + "\n", encoding="utf-8")
-    else:
-        if path.suffix.lower() != ".npz":
-            path = path.with_name(path.name + ".npz")   # what np.savez would do anyway
-        with open(path, "wb") as f:
-            np.savez(f, **arrays)
+    with replacing(path) as tmp:
+        if path.suffix.lower() == ".json":
+            # repr-exact floats: json writes the shortest text that reads back the same
+            text = json.dumps({k: a.tolist() for k, a in arrays.items()}, indent=1)
+            tmp.write_text(text + "\n", encoding="utf-8")
+        else:
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
     return path
 
 
@@ -29,21 +41,12 @@ def load_params(path, model=None) -> dict:
     With `model`, check the names and shapes against it and convert to its dtype."""
     path = pathlib.Path(path)
     if not path.is_file():
-        raise ValueError(f"{path}: no such file")
+        raise ValueError(f"{path}: {not_a_file(path)}")
     try:
-        if path.suffix.lower() == ".json":
-            raw = json.loads(path.read_text(encoding="utf-8"))
-            if not isinstance(raw, dict):
-                raise ValueError("expected an object {name: array}")
-            params = {k: np.asarray(v, dtype=np.float64) for k, v in raw.items()}
-        else:
-            with open(path, "rb") as f:
-                if not f.read(2) == b"PK":
-                    raise ValueError("not a .npz file (expected one written by lossc train "
-                                     "or numpy.savez)")
-            with np.load(path, allow_pickle=False) as z:
-                params = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as e:
+        params = _read_json(path) if path.suffix.lower() == ".json" else _read_npz(path)
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read parameters: {e.strerror or e}") from None
+    except ValueError as e:
         raise ValueError(f"{path}: cannot read parameters: {e}") from None
     if model is None:
         return params
@@ -59,3 +62,29 @@ def load_params(path, model=None) -> dict:
             raise ValueError(f"{path}: parameter '{k}' has shape {params[k].shape}, the "
                              f"model's is {shape}")
     return {k: np.asarray(params[k], dtype=model.dtype) for k in want}
+
+
+def _read_json(path) -> dict:
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise ValueError("the JSON is nested too deeply") from None
+    except UnicodeDecodeError:
+        raise ValueError("not a text file (JSON must be UTF-8 text)") from None
+    if not isinstance(raw, dict):
+        raise ValueError("expected an object {name: array}")
+    params = {}
+    for k, v in raw.items():
+        try:
+            params[k] = np.asarray(v, dtype=np.float64)
+        except (TypeError, ValueError, RecursionError):
+            raise ValueError(f"'{k}' is not an array of numbers") from None
+    return params
+
+
+def _read_npz(path) -> dict:
+    with open(path, "rb") as f:
+        if not f.read(2) == b"PK":
+            raise ValueError("not a .npz file (expected one written by lossc train or "
+                             "numpy.savez)")
+    return load_npz(path)

@@ -119,13 +119,20 @@ def parse(text: Optional[str]):
     if not text or text == "constant":
         return Constant()
     name, *args = text.split(":")
+
+    def factor(arg: str) -> float:
+        # a negative, infinite or NaN factor or floor would make the learning rate so
+        value = float(arg)
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"{name} schedule: {arg} must be a finite number >= 0")
+        return value
     try:
         if name == "step" and 1 <= len(args) <= 2:
-            return step(int(args[0]), *map(float, args[1:]))
+            return step(int(args[0]), *map(factor, args[1:]))
         if name == "exponential" and len(args) == 1:
-            return exponential(float(args[0]))
+            return exponential(factor(args[0]))
         if name == "cosine" and len(args) <= 2:
-            return cosine(int(args[0]) if args else None, *map(float, args[1:]))
+            return cosine(int(args[0]) if args else None, *map(factor, args[1:]))
     except ValueError as e:
         if "schedule:" in str(e):
             raise
