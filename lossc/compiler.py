@@ -8,8 +8,6 @@ import functools
 import hashlib
 import os
 import pathlib
-import sys
-import threading
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -50,53 +48,16 @@ def read_source(src) -> Source:
     raise TypeError(f"expected a path or source text, got {type(src).__name__}")
 
 
-def _deep(fn, *args):
-    """Run fn with room for deep recursion: nesting 1,000 levels deep and sums of
-    10,000 terms are valid programs. A thread with a large stack keeps a deep
-    recursion from overflowing the C stack; past that, a clean CompileError."""
-    result, error = [], []
-
-    def run():
-        old = sys.getrecursionlimit()
-        sys.setrecursionlimit(max(old, 60000))
-        try:
-            result.append(fn(*args))
-        except BaseException as e:  # handed to the calling thread
-            error.append(e)
-        finally:
-            sys.setrecursionlimit(old)
-
-    size = threading.stack_size()
-    threading.stack_size(512 * 1024 * 1024)
-    try:
-        t = threading.Thread(target=run)
-        t.start()
-        t.join()
-    finally:
-        threading.stack_size(size)
-    if error:
-        raise error[0]
-    return result[0]
-
-
 def front_end(source: Source, dims: Optional[dict] = None) -> tuple[Graph, list[Diagnostic]]:
     """Parse and check; returns the built graph and the warnings. Raises CompileError."""
     reporter = Reporter(source)
-
-    def run():
-        module = parse(source, reporter)
-        declared = [s.name for s in module.statements if type(s).__name__ == "DimDecl"]
-        for k in (dims or {}):
-            if k not in declared:
-                raise ValueError(f"dim {k!r} is not declared in {source.name}; its dims are "
-                                 f"{declared}")
-        return build_graph(module, reporter, dims)
-
-    try:
-        graph = _deep(run)
-    except RecursionError:
-        reporter.error("the program is nested too deeply to compile", Span(1, 1, 1, 2))
-        graph = None
+    module = parse(source, reporter)
+    declared = [s.name for s in module.statements if type(s).__name__ == "DimDecl"]
+    for k in (dims or {}):
+        if k not in declared:
+            raise ValueError(f"dim {k!r} is not declared in {source.name}; its dims are "
+                             f"{declared}")
+    graph = build_graph(module, reporter, dims)
     reporter.raise_if_errors()
     return graph, reporter.warnings
 

@@ -1,8 +1,10 @@
 """LANGUAGE.md, "Size of programs": nesting 1,000 levels deep and sums of 10,000 terms
 compile and give the reference interpreter's values; past lossc's bounds a
-CompileError at the offending spot.
+CompileError at the offending spot; and compiling changes nothing process-wide (the
+recursion limit, the thread stack size), even with compiles running in several threads.
 """
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -130,3 +132,37 @@ def test_nesting_past_the_bound_is_a_compile_error_at_the_bracket():
     assert (e.value.line, e.value.col) == (2, 7 + n)
     assert "nested too deeply" in e.value.message
     assert str(e.value).count("error:") == 1
+
+
+def test_compiling_in_threads_changes_nothing_process_wide():
+    """Two threads compile deep programs at once while a third samples the recursion
+    limit and the thread stack size: neither ever changes, and both compiles work."""
+    before = (sys.getrecursionlimit(), threading.stack_size())
+    src = "param a = 0.5\nloss = " + nest("(", "a", ")") + " + " + " + ".join(["a"] * 999)
+    seen, results, errors = set(), [], []
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            seen.add((sys.getrecursionlimit(), threading.stack_size()))
+
+    def compile_some():
+        try:
+            for _ in range(3):
+                results.append(lossc.compile(src, cache=False).loss({"a": 0.5}))
+        except Exception as e:      # reported below, with the samples
+            errors.append(e)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    workers = [threading.Thread(target=compile_some) for _ in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    done.set()
+    sampler.join()
+    assert not errors, errors
+    assert results == [500.0] * 6
+    assert seen == {before}
+    assert (sys.getrecursionlimit(), threading.stack_size()) == before
