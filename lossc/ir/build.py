@@ -232,7 +232,8 @@ class _Builder:
             if name in self.later:
                 raise Fail(f"'{name}' is used before it is defined (line "
                            f"{self.later[name].line})", span)
-            guess = closest_name(name, self.names)
+            # (a suggestion costs a look at every name: not for an error only counted)
+            guess = None if self.rep.full else closest_name(name, self.names)
             hint = f"; did you mean '{guess}'?" if guess else ""
             raise Fail(f"unknown name '{name}'{hint}", span)
         e.used = True

@@ -19,6 +19,7 @@ lexical one in the same statement is not reported (it is most likely a consequen
 """
 from __future__ import annotations
 
+import bisect
 import math
 from typing import Optional
 
@@ -69,7 +70,7 @@ class _Parser:
         self.toks = tokens
         self.pos = 0
         self.depth = 0          # brackets open: line breaks inside them are blanks
-        self.lexical = [(s.line, s.col) for _, s in lexical]
+        self.lexical = [(s.line, s.col) for _, s in lexical]     # in source order
         self.failed: dict = {}
         self.errors: list[tuple[str, Span]] = []
 
@@ -172,7 +173,8 @@ class _Parser:
         lo = (self.toks[start].span.line, self.toks[start].span.col)
         at = self.toks[min(self.pos, len(self.toks) - 1)].span
         hi = max((at.line, at.col), (e.span.line, e.span.col))
-        if not any(lo <= p <= hi for p in self.lexical):
+        k = bisect.bisect_left(self.lexical, lo)      # the first lexical error from lo on
+        if k == len(self.lexical) or self.lexical[k] > hi:
             self.errors.append((e.message, e.span))
 
     def recover(self, start: int) -> None:
