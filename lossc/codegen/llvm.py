@@ -41,7 +41,8 @@ How a node's elements are produced (`elem`):
   - rank-0 values of elementwise ops are SSA values, computed once, in order;
   - tensor ops (reductions, matmul, softmax) fill a buffer in `work` with loops;
   - elementwise tensors used once by an elementwise consumer or a single-pass
-    reduction are fused: computed on demand inside the consumer's loop;
+    reduction are fused: computed on demand inside the consumer's loop (a chain of
+    them longer than MAX_FUSED_DEPTH is stored in pieces: `bound_fusion`);
   - views (broadcast, transpose, take, slice, ...) map the index, no copy;
   - leaves load from the arguments.
 """
