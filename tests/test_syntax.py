@@ -414,7 +414,7 @@ def test_deep_nesting_and_long_sums_parse():
     (calls,) = parse_ok("loss = " + "exp(" * 1000 + "a" + ")" * 1000)
     (long_sum,) = parse_ok("loss = " + " + ".join(["a"] * 10000) + "\n")
     (powers,) = parse_ok("loss = " + " ^ -".join(["a"] * 10000))
-    assert sys.getrecursionlimit() == limit        # never changed
+    assert sys.getrecursionlimit() == limit        # restored
     assert isinstance(deep.value, ast.Name)
     assert deep.value.id == "a"
     n, e = 0, calls.value

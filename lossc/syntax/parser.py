@@ -501,7 +501,8 @@ class _Parser:
                 nots.append(tok)
                 self.pos += 1
                 tok = self.peek()
-            left = yield from self.binary(_NOT, nots[-1])     # comparisons bind tighter than 'not'
+            # comparisons bind tighter than 'not'
+            left = yield from self.binary(_NOT, nots[-1])
             for t in reversed(nots):
                 left = ast.Unary("not", left, t.span.to(left.span), t.span)
         else:
