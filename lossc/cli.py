@@ -59,7 +59,8 @@ def compile_cmd(file, dims, dtype, output):
                    "dce, hoist, tidy (default: after all of them).")
 @click.option("--format", "fmt", type=click.Choice(["text", "dot", "latex"]), default="text",
               show_default=True, help="text: one value a line; dot: Graphviz; latex: "
-                                      "equations of the loss and gradient.")
+                                      "equations of the loss and gradient (for small "
+                                      "models: a larger one is refused).")
 @click.option("--stats", is_flag=True, help="Nodes per stage, rewrites applied, and the "
                                              "size the gradient would have as a tree.")
 def graph_cmd(file, dims, dtype, after, fmt, stats):

@@ -8,8 +8,7 @@ import functools
 import hashlib
 import os
 import pathlib
-import sys
-import threading
+import stat
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -23,6 +22,11 @@ from lossc.source import CompileError, Diagnostic, Reporter, Source, Span
 from lossc.syntax import parse
 
 DTYPES = ("float64", "float32")
+MAX_SOURCE_BYTES = 16 * 1024 * 1024     # the largest source file read
+
+_NOT_REGULAR = ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
+                (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a pipe"),
+                (stat.S_ISSOCK, "a socket"))
 
 
 def read_source(src) -> Source:
@@ -34,69 +38,62 @@ def read_source(src) -> Source:
             isinstance(src, str) and "\n" not in src
             and (src.endswith(".loss") or os.path.isfile(src))):
         path = pathlib.Path(src)
-        try:
-            data = path.read_bytes()
-        except OSError as e:
-            raise FileNotFoundError(f"cannot read {path}: {e.strerror}") from None
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise CompileError([Diagnostic("error", f"the file is not valid UTF-8 "
-                                           f"(byte {e.start})", Span(1, 1, 1, 2))],
-                               Source("", str(path))) from None
-        return Source(text, str(path))
+        return decode_source(read_source_file(path), str(path))
     if isinstance(src, str):
         return Source(src, "<string>")
     raise TypeError(f"expected a path or source text, got {type(src).__name__}")
 
 
-def _deep(fn, *args):
-    """Run fn with room for deep recursion: nesting 1,000 levels deep and sums of
-    10,000 terms are valid programs. A thread with a large stack keeps a deep
-    recursion from overflowing the C stack; past that, a clean CompileError."""
-    result, error = [], []
-
-    def run():
-        old = sys.getrecursionlimit()
-        sys.setrecursionlimit(max(old, 60000))
-        try:
-            result.append(fn(*args))
-        except BaseException as e:  # handed to the calling thread
-            error.append(e)
-        finally:
-            sys.setrecursionlimit(old)
-
-    size = threading.stack_size()
-    threading.stack_size(512 * 1024 * 1024)
+def read_source_file(path: pathlib.Path) -> bytes:
+    """The bytes of a regular file of at most MAX_SOURCE_BYTES. A device (/dev/zero)
+    or a pipe could be read without end, or block: the file is opened without waiting
+    and what it is checked on the open descriptor, which cannot change underneath."""
     try:
-        t = threading.Thread(target=run)
-        t.start()
-        t.join()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NONBLOCK", 0))
+    except OSError as e:
+        raise FileNotFoundError(f"cannot read {path}: {e.strerror}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        for test, kind in _NOT_REGULAR:
+            if test(mode):
+                raise ValueError(f"cannot read {path}: it is {kind}, not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(MAX_SOURCE_BYTES + 1)
+    except OSError as e:
+        raise FileNotFoundError(f"cannot read {path}: {e.strerror}") from None
     finally:
-        threading.stack_size(size)
-    if error:
-        raise error[0]
-    return result[0]
+        os.close(fd)
+    if len(data) > MAX_SOURCE_BYTES:
+        raise ValueError(f"cannot read {path}: it is larger than "
+                         f"{MAX_SOURCE_BYTES // (1024 * 1024)} MB, the most a source file "
+                         "may hold")
+    return data
+
+
+def decode_source(data: bytes, name: str) -> Source:
+    """UTF-8 text as a Source; invalid UTF-8 is a CompileError at its first bad byte,
+    shown in its line (where each bad sequence reads as U+FFFD)."""
+    try:
+        return Source(data.decode("utf-8"), name)
+    except UnicodeDecodeError as e:
+        before = Source(data[:e.start].decode("utf-8"))   # (its line breaks, its BOM)
+        line, col = len(before.lines), len(before.lines[-1]) + 1
+        message = (f"the file is not valid UTF-8: byte 0x{data[e.start]:02X} at offset "
+                   f"{e.start}: {e.reason}")
+        raise CompileError([Diagnostic("error", message, Span.point(line, col))],
+                           Source(data.decode("utf-8", errors="replace"), name)) from None
 
 
 def front_end(source: Source, dims: Optional[dict] = None) -> tuple[Graph, list[Diagnostic]]:
     """Parse and check; returns the built graph and the warnings. Raises CompileError."""
     reporter = Reporter(source)
-
-    def run():
-        module = parse(source, reporter)
-        declared = [s.name for s in module.statements if type(s).__name__ == "DimDecl"]
-        for k in (dims or {}):
-            if k not in declared:
-                raise ValueError(f"dim {k!r} is not declared in {source.name}; its dims are "
-                                 f"{declared}")
-        return build_graph(module, reporter, dims)
-
-    try:
-        graph = _deep(run)
-    except RecursionError:
-        reporter.error("the program is nested too deeply to compile", Span(1, 1, 1, 2))
-        graph = None
+    module = parse(source, reporter)
+    declared = [s.name for s in module.statements if type(s).__name__ == "DimDecl"]
+    for k in (dims or {}):
+        if k not in declared:
+            raise ValueError(f"dim {k!r} is not declared in {source.name}; its dims are "
+                             f"{declared}")
+    graph = build_graph(module, reporter, dims)
     reporter.raise_if_errors()
     return graph, reporter.warnings
 

@@ -91,34 +91,57 @@ class Diagnostic:
         return "\n".join(parts)
 
 
+MAX_ERRORS = 50    # errors one report shows; past them, errors are only counted
+
+
 class CompileError(ValueError):
     """A mistake in a `.loss` file. `str()` is the whole report.
 
-    `line`, `col` and `message` describe the first error; `diagnostics` holds
-    every error found in the run (the compiler reports independent errors together).
+    `line`, `col` and `message` describe the first error; `diagnostics` holds the
+    errors found in the run (the compiler reports independent errors together), up to
+    MAX_ERRORS of them, and `more_errors` counts those found past that.
     """
 
-    def __init__(self, diagnostics: list[Diagnostic], source: Source):
+    def __init__(self, diagnostics: list[Diagnostic], source: Source, more_errors: int = 0):
         self.diagnostics = [d for d in diagnostics if d.severity == "error"] or diagnostics
         self.source = source
+        self.more_errors = more_errors
         first = self.diagnostics[0]
         self.line = first.span.line
         self.col = first.span.col
         self.message = first.message
         self.filename = source.name
-        super().__init__("\n".join(d.render(source) for d in self.diagnostics))
+        report = [d.render(source) for d in self.diagnostics]
+        if more_errors:
+            report.append(f"... and {more_errors:,} more error{'s' * (more_errors != 1)}")
+        super().__init__("\n".join(report))
 
 
 class Reporter:
-    """Collects diagnostics during one compilation."""
+    """Collects diagnostics during one compilation: every warning, and the first
+    `max_errors` errors; the errors past those are only counted."""
 
-    def __init__(self, source: Source):
+    def __init__(self, source: Source, max_errors: int = MAX_ERRORS):
         self.source = source
         self.diagnostics: list[Diagnostic] = []
+        self.max_errors = max_errors
+        self.error_count = 0
+
+    @property
+    def full(self) -> bool:
+        """Whether a further error would only be counted: work that only improves an
+        error's message (a suggestion) can be skipped."""
+        return self.error_count >= self.max_errors
+
+    @property
+    def more_errors(self) -> int:
+        return max(self.error_count - self.max_errors, 0)
 
     def error(self, message: str, span: Span, notes: list[str] | None = None) -> Diagnostic:
         d = Diagnostic("error", message, span, notes or [])
-        self.diagnostics.append(d)
+        if not self.full:
+            self.diagnostics.append(d)
+        self.error_count += 1
         return d
 
     def warning(self, message: str, span: Span) -> Diagnostic:
@@ -135,8 +158,8 @@ class Reporter:
         return [d for d in self.diagnostics if d.severity == "warning"]
 
     def raise_if_errors(self) -> None:
-        if self.errors:
-            raise CompileError(self.errors, self.source)
+        if self.error_count:
+            raise CompileError(self.errors, self.source, self.more_errors)
 
 
 def closest_name(name: str, candidates) -> str | None:

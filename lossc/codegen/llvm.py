@@ -42,7 +42,8 @@ How a node's elements are produced (`elem`):
   - rank-0 values of elementwise ops are SSA values, computed once, in order;
   - tensor ops (reductions, matmul, softmax) fill a buffer in `work` with loops;
   - elementwise tensors used once by an elementwise consumer or a single-pass
-    reduction are fused: computed on demand inside the consumer's loop;
+    reduction are fused: computed on demand inside the consumer's loop (a chain of
+    them longer than MAX_FUSED_DEPTH is stored in pieces: `bound_fusion`);
   - views (broadcast, transpose, take, slice, ...) map the index, no copy;
   - leaves load from the arguments.
 """
@@ -78,6 +79,8 @@ LIVE = "live"   # key in `values` of the current group's lanes holding samples (
 
 # tensor ops that read each input element exactly once (so a fused input is fine)
 _SINGLE_PASS = {"sum", "max", "min", "prod", "norm"}
+# fused values and views one element read may pass through (see bound_fusion)
+MAX_FUSED_DEPTH = 32
 
 class FunctionCodegen(RowContractions, OuterProducts, TensorLowering, ValueEmitter):
     def __init__(self, module: ir.Module, graph: Graph, dtype: str, want_grad: bool, name: str,
@@ -160,8 +163,28 @@ class FunctionCodegen(RowContractions, OuterProducts, TensorLowering, ValueEmitt
                                 and not (n.id not in self.vary and us[0].id in self.vary))
                 if not fused_ok:
                     self.materialize.add(n.id)
+        self.bound_fusion()
         self.plan_softmax(uses)
         self.plan_rows(uses, outs)
+
+    def bound_fusion(self) -> None:
+        """Reading an element of a fused value or a view computes it from its inputs'
+        elements, and those from theirs (`elem` -> `compute` -> `elem` ...), down to
+        values that are stored: a chain of fused nodes nests as deeply in Python calls.
+        A sum of a thousand vectors is such a chain; here every node at which a chain
+        would pass MAX_FUSED_DEPTH is stored in a buffer instead, so no read nests
+        deeper, whatever the program. The stored node is computed by the same
+        operations, so results do not change."""
+        depth: dict[int, int] = {}     # fused nodes a read of the node passes through
+        for n in self.live:
+            kind = OPS[n.op].kind
+            fused = (kind == "view" or (kind == "elem" and n.rank > 0)) \
+                and n.id not in self.materialize
+            below = max((depth[i.id] for i in n.inputs), default=0)
+            if fused and below >= MAX_FUSED_DEPTH:
+                self.materialize.add(n.id)
+                fused = False
+            depth[n.id] = below + 1 if fused else 0
 
     def plan_softmax(self, uses: dict) -> None:
         """Pair each logsumexp(z) of a vector with the softmax autodiff makes of it,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Optional
 
+from lossc import nested
 from lossc.ir.graph import BOOL, INT, REAL, Builder, Graph, Node, broadcast_shapes
 from lossc.runtime.spec import HyperSpec, InputSpec, ParamSpec
 from lossc.source import Reporter, Span, closest_name
@@ -195,14 +196,14 @@ class _Builder:
             prev = self.names[s.name]
             raise Fail(f"'{s.name}' is already defined at line {prev.span.line}; "
                        "every name is bound once", s.name_span)
-        node = self.expr(s.value)
+        node = nested.run(self.expr(s.value))
         self.names[s.name] = Entry("let", s.name_span, node)
 
     def stmt_ReduceStmt(self, s: ast.ReduceStmt) -> None:
         self.graph.reduce = s.kind
 
     def loss(self, s: ast.LossStmt) -> Node:
-        node = self.real(self.expr(s.value), s.value.span, "the loss")
+        node = self.real(nested.run(self.expr(s.value)), s.value.span, "the loss")
         if node.shape != ():
             raise Fail(f"the loss must be a real scalar, got {describe(node)}; "
                        "reduce it, e.g. with sum(...)", s.value.span)
@@ -233,7 +234,8 @@ class _Builder:
             if name in self.later:
                 raise Fail(f"'{name}' is used before it is defined (line "
                            f"{self.later[name].line})", span)
-            guess = closest_name(name, self.names)
+            # (a suggestion costs a look at every name: not for an error only counted)
+            guess = None if self.rep.full else closest_name(name, self.names)
             hint = f"; did you mean '{guess}'?" if guess else ""
             raise Fail(f"unknown name '{name}'{hint}", span)
         e.used = True
@@ -241,8 +243,16 @@ class _Builder:
 
     # ------------------------------------------------------------ expressions
 
-    def expr(self, e) -> Node:
-        return getattr(self, "ex_" + type(e).__name__)(e)
+    def expr(self, e):
+        """The task that builds e's node (see lossc/nested.py): a leaf at once; a
+        compound expression's method is a generator that yields the task of each
+        sub-expression, `x = yield self.expr(e.operand)`, so a tree of any depth is
+        built without nested Python calls."""
+        if isinstance(e, ast.Num):
+            return self.ex_Num(e)
+        if isinstance(e, ast.Name):
+            return self.ex_Name(e)
+        return (yield from getattr(self, "ex_" + type(e).__name__)(e))
 
     def ex_Num(self, e: ast.Num) -> Node:
         if not math.isfinite(e.value):
@@ -257,8 +267,8 @@ class _Builder:
             return self.b.emit("iconst", (), span=e.span, value=entry.value)
         return entry.node
 
-    def ex_Unary(self, e: ast.Unary) -> Node:
-        x = self.expr(e.operand)
+    def ex_Unary(self, e: ast.Unary):
+        x = yield self.expr(e.operand)
         if e.op == "+":
             self.number(x, e.operand.span, "unary '+'")
             return x
@@ -271,8 +281,9 @@ class _Builder:
             return self.int_op("ineg", (x,), e.span)
         return self.b.emit("neg", (x,), span=e.span)
 
-    def ex_Binary(self, e: ast.Binary) -> Node:
-        x, y = self.expr(e.left), self.expr(e.right)
+    def ex_Binary(self, e: ast.Binary):
+        x = yield self.expr(e.left)
+        y = yield self.expr(e.right)
         op = e.op
         if op in ("and", "or"):
             for v, sub in ((x, e.left), (y, e.right)):
@@ -292,24 +303,24 @@ class _Builder:
             return self.int_op(int_op, (x, y), e.span)
         return self.elementwise(real_op, self.real(x), self.real(y), e, verb)
 
-    def ex_Index(self, e: ast.Index) -> Node:
-        x = self.expr(e.base)
+    def ex_Index(self, e: ast.Index):
+        x = yield self.expr(e.base)
         if len(e.items) > x.rank:
             raise Fail(f"too many indices: {describe(x)} has {x.rank} "
                        f"ax{'i' if x.rank == 1 else 'e'}s, got {len(e.items)}", e.span)
         axis = 0
         for item in e.items:
             if isinstance(item, ast.Slice):
-                lo, hi = self.slice_bounds(item, x.shape[axis])
+                lo, hi = yield from self.slice_bounds(item, x.shape[axis])
                 if (lo, hi) != (0, x.shape[axis]):
                     x = self.b.emit("slice", (x,), span=e.span, axis=axis, start=lo, stop=hi)
                 axis += 1
             else:
-                i = self.index(item, x.shape[axis])
+                i = yield from self.index(item, x.shape[axis])
                 x = self.b.emit("take", (x, i), span=e.span, axis=axis)
         return x
 
-    def ex_Call(self, e: ast.Call) -> Node:
+    def ex_Call(self, e: ast.Call):
         f = e.func
         lo, hi = ARITY[f]
         n = len(e.args)
@@ -327,7 +338,9 @@ class _Builder:
             if not (isinstance(v, ast.Num) and v.is_int and v.value in (0, 1)):
                 raise Fail("axis must be written as 0 or 1", v.span)
             axis = int(v.value)
-        args = [self.expr(a) for a in e.args]
+        args = []
+        for a in e.args:
+            args.append((yield self.expr(a)))
         for a, sub in zip(args, e.args):
             if f != "where" or a is not args[0]:
                 self.number(a, sub.span, f"{f}()")
@@ -489,8 +502,8 @@ class _Builder:
             return self.b.mul(s, self.b.const(1.0 / count))
         return self.b.emit(f, (x,), span=e.span, axes=axes)
 
-    def index(self, item, size: int) -> Node:
-        i = self.expr(item)
+    def index(self, item, size: int):
+        i = yield self.expr(item)
         if i.dtype != INT:
             kind = "a bool" if i.dtype == BOOL else "a real value"
             raise Fail(f"an index must be an int (an int input, a dim, an integer literal, "
@@ -509,17 +522,18 @@ class _Builder:
                                         "line": item.span.line, "col": item.span.col})
         return self.b.emit("checked_index", (i,), span=item.span, size=size, check=check)
 
-    def slice_bounds(self, item: ast.Slice, size: int) -> tuple[int, int]:
+    def slice_bounds(self, item: ast.Slice, size: int):
         def bound(e, default):
             if e is None:
                 return default
-            v = self.expr(e)
+            v = yield self.expr(e)
             if v.op != "iconst":
                 raise Fail("slice bounds must be integer constants (literals, dims, "
                            "+ - * of those)", e.span)
             v = v.attr("value")
             return v + size if v < 0 else v
-        lo, hi = bound(item.lo, 0), bound(item.hi, size)
+        lo = yield from bound(item.lo, 0)
+        hi = yield from bound(item.hi, size)
         if not (0 <= lo < hi <= size):
             raise Fail(f"slice {lo}:{hi} must lie inside an axis of size {size} and not be "
                        "empty", item.span)

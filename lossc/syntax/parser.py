@@ -7,10 +7,10 @@ Binary operators are parsed by precedence climbing (`binary`), lowest first:
     <  call, index (postfix)
 
 A chain of one level (`a + a + ... + a`), a run of prefix signs (`- - x`) and a tower of
-powers (`a ^ b ^ c ...`) are all built in loops, so their length costs no Python stack.
-Only brackets recurse, about seven frames per level: `parse` raises the interpreter's
-recursion limit while it runs, and refuses nesting deeper than MAX_NESTING with a clean
-error rather than a RecursionError.
+powers (`a ^ b ^ c ...`) are all built in loops. Brackets nest: the expression methods
+are generators, and the one inside a pair of brackets is a task of its own, run by
+`lossc.nested.run` from a list rather than by a nested Python call, so nesting costs no
+Python stack at all. Nesting deeper than MAX_NESTING is refused with a clean error.
 
 Errors: each statement is parsed inside a try; the first mistake in it is recorded and
 the parser resumes at the next statement, so independent mistakes on different lines are
@@ -19,10 +19,11 @@ lexical one in the same statement is not reported (it is most likely a consequen
 """
 from __future__ import annotations
 
+import bisect
 import math
-import sys
 from typing import Optional
 
+from lossc import nested
 from lossc.source import Reporter, Source, Span, closest_name
 from lossc.syntax import ast
 from lossc.syntax.lexer import (BUILTIN_FUNCTIONS, CALLABLE, EOF, INITIALIZERS, KEYWORDS,
@@ -30,7 +31,6 @@ from lossc.syntax.lexer import (BUILTIN_FUNCTIONS, CALLABLE, EOF, INITIALIZERS, 
                                 tokenize)
 
 MAX_NESTING = 5000          # brackets open at once
-_RECURSION_LIMIT = 100_000  # ~7 frames per bracket level, with room to spare
 INT64_MAX = 2 ** 63 - 1
 
 DECLARATIONS = frozenset({"dim", "input", "param", "hyper", "reduce"})
@@ -57,15 +57,8 @@ def parse(source: Source, reporter: Reporter) -> ast.Module:
     """Parse a whole file. Syntax errors go to `reporter` (it does not raise); the
     statements that parsed are returned."""
     tokens, lexical = tokenize(source)
-    old = sys.getrecursionlimit()
-    if old < _RECURSION_LIMIT:
-        sys.setrecursionlimit(_RECURSION_LIMIT)
-    try:
-        parser = _Parser(tokens, lexical)
-        module = parser.module()
-    finally:
-        if old < _RECURSION_LIMIT:
-            sys.setrecursionlimit(old)
+    parser = _Parser(tokens, lexical)
+    module = parser.module()
     # report in source order, lexical and syntax errors interleaved
     for message, span in sorted(lexical + parser.errors, key=lambda e: (e[1].line, e[1].col)):
         reporter.error(message, span)
@@ -77,7 +70,7 @@ class _Parser:
         self.toks = tokens
         self.pos = 0
         self.depth = 0          # brackets open: line breaks inside them are blanks
-        self.lexical = [(s.line, s.col) for _, s in lexical]
+        self.lexical = [(s.line, s.col) for _, s in lexical]     # in source order
         self.failed: dict = {}
         self.errors: list[tuple[str, Span]] = []
 
@@ -180,7 +173,8 @@ class _Parser:
         lo = (self.toks[start].span.line, self.toks[start].span.col)
         at = self.toks[min(self.pos, len(self.toks) - 1)].span
         hi = max((at.line, at.col), (e.span.line, e.span.col))
-        if not any(lo <= p <= hi for p in self.lexical):
+        k = bisect.bisect_left(self.lexical, lo)      # the first lexical error from lo on
+        if k == len(self.lexical) or self.lexical[k] > hi:
             self.errors.append((e.message, e.span))
 
     def recover(self, start: int) -> None:
@@ -488,6 +482,13 @@ class _Parser:
 
     def expression(self, after: Optional[Token]):
         """A whole expression; `after` is the token before it, for messages."""
+        return nested.run(self.subexpression(after))
+
+    def subexpression(self, after: Optional[Token]):
+        """The task that parses a whole expression, for a generator below to yield
+        where brackets hold one (see lossc/nested.py): `inner = yield
+        self.subexpression(opener)`. The methods below are generators; within one
+        level of brackets they call each other with `yield from`."""
         return self.binary(0, after)
 
     def binary(self, min_prec: int, after: Optional[Token]):
@@ -500,11 +501,12 @@ class _Parser:
                 nots.append(tok)
                 self.pos += 1
                 tok = self.peek()
-            left = self.binary(_NOT, nots[-1])     # comparisons bind tighter than 'not'
+            # comparisons bind tighter than 'not'
+            left = yield from self.binary(_NOT, nots[-1])
             for t in reversed(nots):
                 left = ast.Unary("not", left, t.span.to(left.span), t.span)
         else:
-            left = self.unary(after)
+            left = yield from self.unary(after)
         compared = False
         while True:
             tok = self.peek()
@@ -515,7 +517,7 @@ class _Parser:
                 raise _Fail("comparisons cannot be chained: write 'a < b and b < c' "
                             "instead of 'a < b < c'", tok.span)
             self.pos += 1
-            right = self.binary(prec + 1, tok)
+            right = yield from self.binary(prec + 1, tok)
             left = ast.Binary(tok.text, left, right, left.span.to(right.span), tok.span)
             compared = prec == _CMP
 
@@ -523,13 +525,13 @@ class _Parser:
         """Prefix signs (any number), then a power: `-x ^ 2` is `-(x ^ 2)`."""
         tok = self.peek()
         if not tok.is_op("-", "+"):
-            return self.power(after)
+            return (yield from self.power(after))
         signs = []
         while tok.is_op("-", "+"):
             signs.append(tok)
             self.pos += 1
             tok = self.peek()
-        return self.signed(signs, self.power(signs[-1]))
+        return self.signed(signs, (yield from self.power(signs[-1])))
 
     @staticmethod
     def signed(signs: list, operand):
@@ -540,7 +542,7 @@ class _Parser:
     def power(self, after: Optional[Token]):
         """`a ^ b ^ -c ^ d`: right-associative, each exponent a unary expression. The
         operands are collected in a loop and the tree is built from the right."""
-        base = self.postfix(after)
+        base = yield from self.postfix(after)
         tok = self.peek()
         if not tok.is_op("^"):
             return base
@@ -554,7 +556,7 @@ class _Parser:
                 prev = t
                 self.pos += 1
                 t = self.peek()
-            steps.append((tok, signs, self.postfix(prev)))
+            steps.append((tok, signs, (yield from self.postfix(prev))))
             tok = self.peek()
         _, signs, acc = steps[-1]
         acc = self.signed(signs, acc)
@@ -567,11 +569,11 @@ class _Parser:
 
     def postfix(self, after: Optional[Token]):
         """A primary followed by any number of indexings: `M[i][j]`, `softmax(z)[1]`."""
-        e = self.primary(after)
+        e = yield from self.primary(after)
         while True:
             tok = self.peek()
             if tok.is_op("["):
-                e = self.index(e)
+                e = yield from self.index(e)
             elif tok.is_op("("):
                 raise _Fail("only built-in functions can be called (is a '*' missing "
                             "before '('?)", tok.span)
@@ -584,7 +586,7 @@ class _Parser:
             self.pos += 1
             return ast.Num(tok.value, tok.text, tok.is_int, tok.span)
         if tok.is_op("("):
-            return self.parenthesized(self.advance())
+            return (yield from self.parenthesized(self.advance()))
         if tok.kind is not NAME:
             raise self.expected_expression(tok, after)
         name = tok.text
@@ -594,7 +596,7 @@ class _Parser:
         if name in KEYWORDS and name not in ("where", "pi"):
             raise _Fail(self.keyword_misuse(name), tok.span)
         if self.peek().is_op("("):
-            return self.call(tok)
+            return (yield from self.call(tok))
         if name == "pi":
             return ast.Num(math.pi, "pi", False, tok.span)
         if name in CALLABLE:
@@ -628,7 +630,7 @@ class _Parser:
 
     def parenthesized(self, opener: Token):
         self.open(opener)
-        inner = self.expression(opener)
+        inner = yield self.subexpression(opener)
         close = self.close(opener, ")")
         # the parentheses belong to a compound expression's span, for carets
         if isinstance(inner, (ast.Binary, ast.Unary, ast.Call, ast.Index)):
@@ -660,13 +662,13 @@ class _Parser:
                 if tok.kind is NAME and self.toks[self.pos + 1].is_op("="):
                     eq = self.toks[self.pos + 1]
                     self.pos += 2
-                    value = self.expression(eq)
+                    value = yield self.subexpression(eq)
                     kwargs.append(ast.Keyword(tok.text, value, tok.span.to(value.span)))
                 else:
                     if kwargs and not tok.is_op(")"):
                         raise _Fail("a positional argument cannot follow a keyword "
                                     "argument", tok.span)
-                    args.append(self.expression(after))
+                    args.append((yield self.subexpression(after)))
                 if not self.peek().is_op(","):
                     break
                 after = self.advance()
@@ -678,7 +680,7 @@ class _Parser:
         self.open(opener)
         items, after = [], opener
         while True:
-            items.append(self.index_item(after))
+            items.append((yield from self.index_item(after)))
             if not self.peek().is_op(","):
                 break
             after = self.advance()
@@ -693,7 +695,7 @@ class _Parser:
             raise _Fail(f"expected an index or a slice after '{after.text}', got "
                         f"{describe(tok)}", tok.span)
         if not tok.is_op(":"):
-            lo = self.expression(after)
+            lo = yield self.subexpression(after)
             tok = self.peek()
             if not tok.is_op(":"):
                 return lo
@@ -702,7 +704,7 @@ class _Parser:
         hi = None
         tok = self.peek()
         if not (tok.is_op(",", "]", ":") or tok.kind is NEWLINE or tok.kind is EOF):
-            hi = self.expression(colon)
+            hi = yield self.subexpression(colon)
             tok = self.peek()
         if tok.is_op(":"):
             raise _Fail("slices have no step: write 'a:b'", tok.span)
