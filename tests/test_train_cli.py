@@ -445,8 +445,8 @@ def test_params_json_that_is_not_arrays(tmp_path):
     (["--optimizer", "momentum", "--momentum", "inf"], ["--momentum must be a finite number"]),
     (["--tol-grad", "nan"], ["--tol-grad must be a finite number"]),
     (["--tol-loss", "-1"], ["--tol-loss must be >= 0"]),
-    (["--schedule", "exponential:inf"], ["exponential schedule: inf must be a finite number"]),
-    (["--schedule", "step:2:-0.5"], ["step schedule: -0.5 must be a finite number >= 0"]),
+    (["--schedule", "exponential:inf"], ["exponential schedule: gamma must be a finite number", "inf"]),
+    (["--schedule", "step:2:-0.5"], ["step schedule: gamma must be a finite number >= 0", "-0.5"]),
 ])
 def test_option_values_are_one_line_errors(tmp_path, args, words):
     r = run_clean("train", LOGISTIC, "--data", DATA / "logistic.csv", *args, "--out",
