@@ -20,7 +20,7 @@ FAST = ("reassoc", "contract")   # only for batch and tensor reductions (see doc
 # LLVM intrinsics; the functions in vmath are emitted inline; the rest are libm calls
 # (tanhf etc. for float32), one per lane on vectors
 _INTRINSICS = {"sqrt", "sin", "cos", "fabs", "pow"}
-_LIBM = {"tan", "sinh", "cosh", "asin", "acos", "atan", "atan2", "erf"}
+_LIBM = {"tan", "sinh", "cosh", "asin", "acos", "atan", "atan2"}
 
 
 def declared(module: ir.Module, name: str, ret, args: list) -> ir.Function:
