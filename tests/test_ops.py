@@ -8,7 +8,7 @@ from lossc.api import compile_graph
 from lossc.ir.graph import Builder, Graph
 from lossc.ir.ops import OPS
 from lossc.passes import run_pipeline
-from lossc.runtime.spec import InputSpec, ParamSpec
+from lossc.ir.spec import InputSpec, ParamSpec
 
 POS = (0.3, 2.0)       # domains for arguments
 ANY = (-2.0, 2.0)

@@ -87,7 +87,7 @@ def test_hoisting_splits_regularizer_out_of_the_sample_loop():
     outs = c.graph.outputs
     assert {"loss.sample", "loss.once", "grad.w.sample", "grad.w.once", "grad.b.sample"} <= set(outs)
     assert "grad.b.once" not in outs
-    from lossc.passes.hoist import varying
+    from lossc.ir.graph import varying
     vary = varying(c.graph)
     assert outs["loss.once"].id not in vary and outs["grad.w.once"].id not in vary
 

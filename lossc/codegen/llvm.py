@@ -59,9 +59,8 @@ from lossc.codegen.rows import RowContractions
 from lossc.codegen.tensor import TensorLowering
 from lossc.codegen.values import (FAST, I1, I32, I64, ValueEmitter, counted_loop, declared,
                                    is_vector)
-from lossc.ir.graph import BOOL, INT, Graph, Node
+from lossc.ir.graph import BOOL, INT, Graph, Node, varying
 from lossc.ir.ops import OPS
-from lossc.passes.hoist import varying
 
 I8P = ir.IntType(8).as_pointer()
 

@@ -68,6 +68,11 @@ class ValueEmitter:
         if builder is not None:
             self.b = builder
 
+    def in_type(self, T) -> "ValueEmitter":
+        """An emitter for another real type, into the same module and builder (vmath's
+        float32 functions computed in float64)."""
+        return ValueEmitter(self.module, T, self.b)
+
     # Constants are made once per emitter and reused: llvmlite formats a constant's text
     # once per object, and a vector constant's text is W numbers in hex (a model's
     # splatted constants are a quarter of its IR text)

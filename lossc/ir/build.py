@@ -13,7 +13,7 @@ from typing import Optional
 
 from lossc import nested
 from lossc.ir.graph import BOOL, INT, REAL, Builder, Graph, Node, broadcast_shapes
-from lossc.runtime.spec import HyperSpec, InputSpec, ParamSpec
+from lossc.ir.spec import HyperSpec, InputSpec, ParamSpec
 from lossc.source import Reporter, Span, closest_name
 from lossc.syntax import ast
 

@@ -28,7 +28,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from lossc.ir.graph import BOOL, INT, REAL
+from lossc.ir.dtypes import BOOL, INT, REAL
 
 # ------------------------------------------------------------------ the record
 
