@@ -159,8 +159,8 @@ def lane_features(n: int, lanes: int) -> set:
     remainder, its count of whole vectors classed by the row kernels' tiles of
     ROW_TILE_VECTORS vectors (0, 1, 2, 3, then whole tiles plus 0..3), and whether
     W @ x goes along the rows (ROW_MATVEC_CHUNKS vectors or more)."""
-    from lossc.codegen.outer import ROW_TILE_VECTORS
-    from lossc.codegen.rows import ROW_MATVEC_CHUNKS
+    from lossc.codegen.plan import ROW_MATVEC_CHUNKS
+    from lossc.codegen.row_outer import ROW_TILE_VECTORS
     chunks = n // lanes
     cls = (chunks if chunks < ROW_TILE_VECTORS
            else ROW_TILE_VECTORS + chunks % ROW_TILE_VECTORS)
@@ -183,10 +183,10 @@ def residue_cover(lanes: int, limit: int = 70) -> tuple:
 
 def row_tile_sizes(lanes: int) -> list[tuple[int, int]]:
     """(rows, columns) of a matrix gradient outer(u, x) for the row kernel
-    (codegen/outer.py row_outer_kernel) to reach every remainder of its tiles: for each
+    (codegen/row_outer.py) to reach every remainder of its tiles: for each
     width of its column tiles (1..ROW_TILE_VECTORS vectors), every row count up to one
     past the tile's height (ROW_TILE_ACCS // width), with a column remainder."""
-    from lossc.codegen.outer import ROW_TILE_ACCS, ROW_TILE_VECTORS
+    from lossc.codegen.row_outer import ROW_TILE_ACCS, ROW_TILE_VECTORS
     if lanes < 2:
         return []
     out = []

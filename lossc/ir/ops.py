@@ -10,12 +10,13 @@ Each `OpDef` holds, for one primitive:
           (b, g, m, out, *inputs) -> one (adjoint, mask) pair per input, m the bool
           mask of g or None. None for an elementwise op: each adjoint is then selected
           by m and carries it on. Every other op with a vjp has one.
-  lower   how code generation computes it (see lossc/codegen/llvm.py):
-          kind "elem"  -> lower(cg, node, *element_values) returns one element value;
-                          fused into its consumer's loop, never needs a buffer
-          kind "view"  -> lower(cg, node, idx) returns the input element it reads
-          kind "tensor"-> lower(cg, node) fills node's buffer with loops
-          kind "leaf"  -> lower(cg, node, idx) loads from the arguments
+  lower   how code generation computes it, given the emitter `em` and the lane group
+          `g` it computes for (see lossc/codegen/emitter.py):
+          kind "elem"  -> lower(em, g, node, *element_values) returns one element
+                          value; fused into its consumer's loop, never needs a buffer
+          kind "view"  -> lower(em, g, node, idx) returns the input element it reads
+          kind "tensor"-> lower(em, g, node) fills node's buffer with loops
+          kind "leaf"  -> lower(em, g, node, idx) loads from the arguments
 
 Adding an op means adding one entry here; `tests/test_ops.py` walks the table and
 fails for an entry that is incomplete.
@@ -136,14 +137,17 @@ def same_as_input(attrs, x, *rest):
 # ------------------------------------------------------------------ leaves
 
 op("param", 0, "leaf", lambda a: (tuple(a["shape"]), REAL),
-   eval=lambda a: None, doc="a trainable parameter")
+   eval=lambda a: None, lower=lambda em, g, n, idx: em.param_element(n, idx),
+   doc="a trainable parameter")
 op("input", 0, "leaf", lambda a: (tuple(a["shape"]), INT if a["is_int"] else REAL),
-   eval=lambda a: None, doc="one sample's data")
-op("hyper", 0, "leaf", lambda a: ((), REAL), eval=lambda a: None, doc="a runtime scalar")
+   eval=lambda a: None, lower=lambda em, g, n, idx: em.input_element(g, n, idx),
+   doc="one sample's data")
+op("hyper", 0, "leaf", lambda a: ((), REAL), eval=lambda a: None,
+   lower=lambda em, g, n, idx: em.hyper_value(n), doc="a runtime scalar")
 op("const", 0, "leaf", lambda a: ((), REAL), eval=lambda a: np.float64(a["value"]),
-   lower=lambda cg, n, idx: cg.fconst(n.attr("value")), doc="a real scalar constant")
+   lower=lambda em, g, n, idx: em.fconst(n.attr("value")), doc="a real scalar constant")
 op("iconst", 0, "leaf", lambda a: ((), INT), eval=lambda a: np.int64(a["value"]),
-   lower=lambda cg, n, idx: cg.iconst(n.attr("value")), doc="an integer scalar constant")
+   lower=lambda em, g, n, idx: em.iconst(n.attr("value")), doc="an integer scalar constant")
 
 # ------------------------------------------------------------------ elementwise
 
@@ -174,59 +178,59 @@ def _one_minus_sq(b, out):
 
 
 unary("neg", np.negative, lambda b, g, out, x: b.neg(g),
-      lambda cg, n, x: cg.fneg(x))
+      lambda em, g, n, x: em.fneg(x))
 unary("exp", np.exp, lambda b, g, out, x: b.mul(g, out),
-      lambda cg, n, x: cg.math("exp", x))
+      lambda em, g, n, x: em.math("exp", x))
 unary("log", np.log, lambda b, g, out, x: b.div(g, x),
-      lambda cg, n, x: cg.math("log", x))
+      lambda em, g, n, x: em.math("log", x))
 unary("log1p", np.log1p, lambda b, g, out, x: b.div(g, b.add(b.const(1.0), x)),
-      lambda cg, n, x: cg.math("log1p", x))
+      lambda em, g, n, x: em.math("log1p", x))
 unary("expm1", np.expm1, lambda b, g, out, x: b.mul(g, b.add(out, b.const(1.0))),
-      lambda cg, n, x: cg.math("expm1", x))
+      lambda em, g, n, x: em.math("expm1", x))
 unary("sqrt", np.sqrt, lambda b, g, out, x: b.div(b.mul(g, b.const(0.5)), out),
-      lambda cg, n, x: cg.math("sqrt", x))
+      lambda em, g, n, x: em.math("sqrt", x))
 unary("abs", np.abs, lambda b, g, out, x: b.mul(g, b.emit("sign", (x,))),
-      lambda cg, n, x: cg.math("fabs", x), doc="abs'(0) = 0")
+      lambda em, g, n, x: em.math("fabs", x), doc="abs'(0) = 0")
 unary("sign", np.sign, None,
-      lambda cg, n, x: cg.select(cg.fcmp(">", x, cg.fconst(0)), cg.fconst(1),
-                                 cg.select(cg.fcmp("<", x, cg.fconst(0)),
-                                           cg.fconst(-1), cg.fconst(0))),
+      lambda em, g, n, x: em.select(em.fcmp(">", x, em.fconst(0)), em.fconst(1),
+                                 em.select(em.fcmp("<", x, em.fconst(0)),
+                                           em.fconst(-1), em.fconst(0))),
       doc="backward-only: the derivative of abs")
 unary("sin", np.sin, lambda b, g, out, x: b.mul(g, b.emit("cos", (x,))),
-      lambda cg, n, x: cg.math("sin", x))
+      lambda em, g, n, x: em.math("sin", x))
 unary("cos", np.cos, lambda b, g, out, x: b.neg(b.mul(g, b.emit("sin", (x,)))),
-      lambda cg, n, x: cg.math("cos", x))
+      lambda em, g, n, x: em.math("cos", x))
 unary("tan", np.tan, lambda b, g, out, x: b.mul(g, b.add(b.const(1.0), b.mul(out, out))),
-      lambda cg, n, x: cg.math("tan", x))
+      lambda em, g, n, x: em.math("tan", x))
 unary("tanh", np.tanh, lambda b, g, out, x: b.mul(g, _one_minus_sq(b, out)),
-      lambda cg, n, x: cg.math("tanh", x))
+      lambda em, g, n, x: em.math("tanh", x))
 unary("sinh", np.sinh, lambda b, g, out, x: b.mul(g, b.emit("cosh", (x,))),
-      lambda cg, n, x: cg.math("sinh", x))
+      lambda em, g, n, x: em.math("sinh", x))
 unary("cosh", np.cosh, lambda b, g, out, x: b.mul(g, b.emit("sinh", (x,))),
-      lambda cg, n, x: cg.math("cosh", x))
+      lambda em, g, n, x: em.math("cosh", x))
 unary("asin", np.arcsin,
       lambda b, g, out, x: b.div(g, b.emit("sqrt", (_one_minus_sq(b, x),))),
-      lambda cg, n, x: cg.math("asin", x))
+      lambda em, g, n, x: em.math("asin", x))
 unary("acos", np.arccos,
       lambda b, g, out, x: b.neg(b.div(g, b.emit("sqrt", (_one_minus_sq(b, x),)))),
-      lambda cg, n, x: cg.math("acos", x))
+      lambda em, g, n, x: em.math("acos", x))
 unary("atan", np.arctan,
       lambda b, g, out, x: b.div(g, b.add(b.const(1.0), b.mul(x, x))),
-      lambda cg, n, x: cg.math("atan", x))
+      lambda em, g, n, x: em.math("atan", x))
 unary("sigmoid", _sig,
       lambda b, g, out, x: b.mul(g, b.mul(out, b.sub(b.const(1.0), out))),
-      lambda cg, n, x: cg.sigmoid(x), doc="stable for large |x|")
+      lambda em, g, n, x: em.sigmoid(x), doc="stable for large |x|")
 unary("softplus", _softplus,
       lambda b, g, out, x: b.mul(g, b.emit("sigmoid", (x,))),
-      lambda cg, n, x: cg.softplus(x), doc="log(1 + exp(x)), stable: softplus(1000) = 1000")
+      lambda em, g, n, x: em.softplus(x), doc="log(1 + exp(x)), stable: softplus(1000) = 1000")
 unary("relu", lambda x: np.maximum(x, 0),
       lambda b, g, out, x: b.where(b.emit("gt", (x, b.zeros_like(x))), g, b.zeros_like(g)),
-      lambda cg, n, x: cg.select(cg.fcmp(">", x, cg.fconst(0)), x, cg.fconst(0)),
+      lambda em, g, n, x: em.select(em.fcmp(">", x, em.fconst(0)), x, em.fconst(0)),
       doc="relu'(0) = 0")
 unary("erf", _erf,
       lambda b, g, out, x: b.mul(g, b.mul(b.const(2 / math.sqrt(math.pi)),
                                           b.emit("exp", (b.neg(b.mul(x, x)),)))),
-      lambda cg, n, x: cg.math("erf", x))
+      lambda em, g, n, x: em.math("erf", x))
 
 
 def _powi_eval(a, x):
@@ -242,26 +246,26 @@ def _powi_vjp(b, g, out, x):
 
 
 op("powi", 1, "elem", same_real, _powi_eval, _powi_vjp,
-   lambda cg, n, x: cg.powi(x, n.attr("n")),
+   lambda em, g, n, x: em.powi(x, n.attr("n")),
    doc="x ^ n for an integer literal n, by multiplication: exact for negative x")
 
 op("to_real", 1, "elem", lambda a, x: (x.shape, REAL),
    lambda a, x: np.asarray(x, dtype=np.float64), None,
-   lambda cg, n, x: cg.to_real(x), differentiable=False, doc="an integer used as a number")
+   lambda em, g, n, x: em.to_real(x), differentiable=False, doc="an integer used as a number")
 
 
 def binary(name, eval, vjp=None, lower=None, doc=""):
     op(name, 2, "elem", same_real, lambda a, x, y: eval(x, y), vjp, lower, doc)
 
 
-binary("add", np.add, lambda b, g, out, x, y: (g, g), lambda cg, n, x, y: cg.fadd(x, y))
+binary("add", np.add, lambda b, g, out, x, y: (g, g), lambda em, g, n, x, y: em.fadd(x, y))
 binary("sub", np.subtract, lambda b, g, out, x, y: (g, b.neg(g)),
-       lambda cg, n, x, y: cg.fsub(x, y))
+       lambda em, g, n, x, y: em.fsub(x, y))
 binary("mul", np.multiply, lambda b, g, out, x, y: (b.mul(g, y), b.mul(g, x)),
-       lambda cg, n, x, y: cg.fmul(x, y))
+       lambda em, g, n, x, y: em.fmul(x, y))
 binary("div", np.divide,
        lambda b, g, out, x, y: (b.div(g, y), b.neg(b.div(b.mul(g, out), y))),
-       lambda cg, n, x, y: cg.fdiv(x, y))
+       lambda em, g, n, x, y: em.fdiv(x, y))
 
 
 def _pow_vjp(b, g, out, x, y):
@@ -271,7 +275,7 @@ def _pow_vjp(b, g, out, x, y):
     return dx, dy
 
 
-binary("pow", np.power, _pow_vjp, lambda cg, n, x, y: cg.math("pow", x, y),
+binary("pow", np.power, _pow_vjp, lambda em, g, n, x, y: em.math("pow", x, y),
        doc="x ^ y for real y; d/dy is 0 where x ^ y = 0")
 
 
@@ -284,10 +288,10 @@ def _maxmin_vjp(cmp):
 
 
 binary("maximum", np.maximum, _maxmin_vjp("ge"),
-       lambda cg, n, x, y: cg.select(cg.fcmp(">=", x, y), x, y),
+       lambda em, g, n, x, y: em.select(em.fcmp(">=", x, y), x, y),
        doc="max(a, b): the whole gradient goes to a when a >= b")
 binary("minimum", np.minimum, _maxmin_vjp("le"),
-       lambda cg, n, x, y: cg.select(cg.fcmp("<=", x, y), x, y),
+       lambda em, g, n, x, y: em.select(em.fcmp("<=", x, y), x, y),
        doc="min(a, b): the whole gradient goes to a when a <= b")
 
 
@@ -300,7 +304,7 @@ def _atan2_vjp(b, g, out, y, x):
     return gy, gx
 
 
-binary("atan2", np.arctan2, _atan2_vjp, lambda cg, n, y, x: cg.math("atan2", y, x),
+binary("atan2", np.arctan2, _atan2_vjp, lambda em, g, n, y, x: em.math("atan2", y, x),
        doc="atan2(y, x); gradient 0 at the origin")
 
 # comparisons and logic: boolean results, no gradient
@@ -308,15 +312,15 @@ _CMP = {"lt": ("<", np.less), "le": ("<=", np.less_equal), "gt": (">", np.greate
         "ge": (">=", np.greater_equal), "eq": ("==", np.equal), "ne": ("!=", np.not_equal)}
 for _name, (_sym, _f) in _CMP.items():
     op(_name, 2, "elem", same_bool, (lambda f: lambda a, x, y: f(x, y))(_f), None,
-       (lambda s: lambda cg, n, x, y: cg.fcmp(s, x, y))(_sym), differentiable=False,
+       (lambda s: lambda em, g, n, x, y: em.fcmp(s, x, y))(_sym), differentiable=False,
        doc=f"a {_sym} b")
 
 op("and", 2, "elem", same_bool, lambda a, x, y: np.logical_and(x, y), None,
-   lambda cg, n, x, y: cg.and_(x, y), differentiable=False)
+   lambda em, g, n, x, y: em.and_(x, y), differentiable=False)
 op("or", 2, "elem", same_bool, lambda a, x, y: np.logical_or(x, y), None,
-   lambda cg, n, x, y: cg.or_(x, y), differentiable=False)
+   lambda em, g, n, x, y: em.or_(x, y), differentiable=False)
 op("not", 1, "elem", same_bool, lambda a, x: np.logical_not(x), None,
-   lambda cg, n, x: cg.not_(x), differentiable=False)
+   lambda em, g, n, x: em.not_(x), differentiable=False)
 
 
 def _where_infer(a, c, x, y):
@@ -340,7 +344,7 @@ def _where_mask(b, g, m, out, c, x, y):
 
 
 op("where", 3, "elem", _where_infer, lambda a, c, x, y: np.where(c, x, y), _where_vjp,
-   lambda cg, n, c, x, y: cg.select(c, x, y),
+   lambda em, g, n, c, x, y: em.select(c, x, y),
    doc="elementwise choice; the gradient flows only through the branch chosen",
    mask=_where_mask)
 
@@ -355,26 +359,26 @@ def _checked_eval(a, i):
 
 def _int64(v: int) -> np.int64:
     """An integer result of index arithmetic: one that does not fit 64 bits is an index
-    error, as it is in compiled code (which checks every step, see cg.check_index)."""
+    error, as it is in compiled code (which checks every step, see em.check_index)."""
     if not -2 ** 63 <= v < 2 ** 63:
         raise IndexError(f"index arithmetic overflows a 64-bit integer ({v})")
     return np.int64(v)
 
 
 op("checked_index", 1, "elem", scalar_int, _checked_eval, None,
-   lambda cg, n, i: cg.check_index(n, i), differentiable=False,
+   lambda em, g, n, i: em.check_index(g, n, i), differentiable=False,
    doc="a data-dependent index, checked against 0..size-1 (and for overflow of the "
        "arithmetic computing it) at run time")
 # Integer arithmetic only computes indices (build.py computes an integer expression used
 # as a number in real arithmetic). The lowerings wrap; the index checks the overflow.
 op("iadd", 2, "elem", scalar_int, lambda a, x, y: _int64(int(x) + int(y)), None,
-   lambda cg, n, x, y: cg.add(x, y), differentiable=False)
+   lambda em, g, n, x, y: em.add(x, y), differentiable=False)
 op("isub", 2, "elem", scalar_int, lambda a, x, y: _int64(int(x) - int(y)), None,
-   lambda cg, n, x, y: cg.sub(x, y), differentiable=False)
+   lambda em, g, n, x, y: em.sub(x, y), differentiable=False)
 op("imul", 2, "elem", scalar_int, lambda a, x, y: _int64(int(x) * int(y)), None,
-   lambda cg, n, x, y: cg.mul(x, y), differentiable=False)
+   lambda em, g, n, x, y: em.mul(x, y), differentiable=False)
 op("ineg", 1, "elem", scalar_int, lambda a, x: _int64(-int(x)), None,
-   lambda cg, n, x: cg.neg(x), differentiable=False)
+   lambda em, g, n, x: em.neg(x), differentiable=False)
 
 # ------------------------------------------------------------------ views
 # A view reads elements of its input at other positions; code generation maps the
@@ -403,7 +407,7 @@ def _broadcast_vjp(b, g, out, x):
 
 
 op("broadcast", 1, "view", _broadcast_infer, _broadcast_eval, _broadcast_vjp,
-   lambda cg, n, idx: cg.elem(n.inputs[0], tuple(idx[d] for d in n.attr("dims"))),
+   lambda em, g, n, idx: em.elem(g, n.inputs[0], tuple(idx[d] for d in n.attr("dims"))),
    doc="copies along new axes; dims[i] is the output axis of input axis i",
    mask=_moved_mask(_broadcast_vjp))
 
@@ -413,7 +417,7 @@ def _transpose_vjp(b, g, out, x):
 
 
 op("transpose", 1, "view", lambda a, x: (x.shape[::-1], x.dtype), lambda a, x: np.transpose(x),
-   _transpose_vjp, lambda cg, n, idx: cg.elem(n.inputs[0], tuple(reversed(idx))),
+   _transpose_vjp, lambda em, g, n, idx: em.elem(g, n.inputs[0], tuple(reversed(idx))),
    mask=_moved_mask(_transpose_vjp))
 
 
@@ -426,10 +430,10 @@ def _take_eval(a, x, i):
     return np.take(x, int(i), axis=a["axis"])
 
 
-def _take_lower(cg, n, idx):
+def _take_lower(em, g, n, idx):
     axis = n.attr("axis")
-    i = cg.elem(n.inputs[1], ())
-    return cg.elem(n.inputs[0], tuple(idx[:axis]) + (i,) + tuple(idx[axis:]))
+    i = em.elem(g, n.inputs[1], ())
+    return em.elem(g, n.inputs[0], tuple(idx[:axis]) + (i,) + tuple(idx[axis:]))
 
 
 def _take_vjp(b, g, out, x, i):
@@ -458,12 +462,12 @@ def _put_eval(a, g, i):
     return out
 
 
-def _put_lower(cg, n, idx):
+def _put_lower(em, g, n, idx):
     axis = n.attr("axis")
-    i = cg.elem(n.inputs[1], ())
-    hit = cg.icmp("==", idx[axis], i)
-    v = cg.elem(n.inputs[0], tuple(idx[:axis]) + tuple(idx[axis + 1:]))
-    return cg.select(hit, v, cg.fconst(0))
+    i = em.elem(g, n.inputs[1], ())
+    hit = em.icmp("==", idx[axis], i)
+    v = em.elem(g, n.inputs[0], tuple(idx[:axis]) + tuple(idx[axis + 1:]))
+    return em.select(hit, v, em.fconst(0))
 
 
 op("put", 2, "view", _put_infer, _put_eval, None, _put_lower,
@@ -482,11 +486,11 @@ def _slice_eval(a, x):
     return np.asarray(x)[tuple(sl)]
 
 
-def _slice_lower(cg, n, idx):
+def _slice_lower(em, g, n, idx):
     axis, start = n.attr("axis"), n.attr("start")
     idx = list(idx)
-    idx[axis] = cg.add(idx[axis], cg.iconst(start)) if start else idx[axis]
-    return cg.elem(n.inputs[0], tuple(idx))
+    idx[axis] = em.add(idx[axis], em.iconst(start)) if start else idx[axis]
+    return em.elem(g, n.inputs[0], tuple(idx))
 
 
 def _slice_vjp(b, g, out, x):
@@ -515,16 +519,16 @@ def _pad_eval(a, g):
     return out
 
 
-def _pad_lower(cg, n, idx):
+def _pad_lower(em, g, n, idx):
     axis, start = n.attr("axis"), n.attr("start")
     length = n.inputs[0].shape[axis]
-    j = cg.sub(idx[axis], cg.iconst(start))
-    inside = cg.and_(cg.icmp(">=", j, cg.iconst(0)), cg.icmp("<", j, cg.iconst(length)))
+    j = em.sub(idx[axis], em.iconst(start))
+    inside = em.and_(em.icmp(">=", j, em.iconst(0)), em.icmp("<", j, em.iconst(length)))
     # clamp before reading so the load never leaves the buffer; the select drops it
-    jc = cg.select(inside, j, cg.iconst(0))
+    jc = em.select(inside, j, em.iconst(0))
     idx = list(idx)
     idx[axis] = jc
-    return cg.select(inside, cg.elem(n.inputs[0], tuple(idx)), cg.fconst(0))
+    return em.select(inside, em.elem(g, n.inputs[0], tuple(idx)), em.fconst(0))
 
 
 op("pad", 1, "view", _pad_infer, _pad_eval, None, _pad_lower,
@@ -610,13 +614,13 @@ for _name, _f, _vjp, _mask, _doc in [
          "product over axes; exact gradient with zeros"),
 ]:
     op(_name, 1, "tensor", reduced_shape, _reduce_eval(_f), _vjp,
-       (lambda k: lambda cg, n: cg.lower_reduce(n, k))(_name), _doc, mask=_mask(_vjp))
+       (lambda k: lambda em, g, n: em.reduce(g, n, k))(_name), _doc, mask=_mask(_vjp))
 
 op("logsumexp", 1, "tensor", reduced_shape, _lse_eval, _lse_vjp,
-   lambda cg, n: cg.lower_reduce(n, "logsumexp"), doc="log(sum(exp(x))), stable",
+   lambda em, g, n: em.reduce(g, n, "logsumexp"), doc="log(sum(exp(x))), stable",
    mask=_reduced_mask(_lse_vjp))
 op("norm", 1, "tensor", reduced_shape, _norm_eval, _norm_vjp,
-   lambda cg, n: cg.lower_reduce(n, "norm"), doc="Euclidean norm; gradient 0 at zero",
+   lambda em, g, n: em.reduce(g, n, "norm"), doc="Euclidean norm; gradient 0 at zero",
    mask=_reduced_mask(_norm_vjp))
 
 
@@ -645,10 +649,10 @@ def _prod_others_eval(a, x):
 
 
 op("argext_mask", 1, "tensor", same_as_input, _argext_eval, None,
-   lambda cg, n: cg.lower_argext(n),
+   lambda em, g, n: em.argext_mask(g, n),
    doc="backward-only: 1 at the first max (kind=max) or min of each reduced group")
 op("prod_others", 1, "tensor", same_as_input, _prod_others_eval, None,
-   lambda cg, n: cg.lower_prod_others(n),
+   lambda em, g, n: em.prod_others(g, n),
    doc="backward-only: each element's product of the others in its group, no division")
 
 
@@ -701,10 +705,10 @@ def _log_softmax_mask(b, g, m, out, x):
 
 
 op("softmax", 1, "tensor", same_as_input, _softmax_eval, _softmax_vjp,
-   lambda cg, n: cg.lower_softmax(n, log=False), doc="softmax along an axis, stable",
+   lambda em, g, n: em.softmax(g, n, log=False), doc="softmax along an axis, stable",
    mask=_softmax_mask)
 op("log_softmax", 1, "tensor", same_as_input, _log_softmax_eval, _log_softmax_vjp,
-   lambda cg, n: cg.lower_softmax(n, log=True), doc="log(softmax) along an axis, stable",
+   lambda em, g, n: em.softmax(g, n, log=True), doc="log(softmax) along an axis, stable",
    mask=_log_softmax_mask)
 
 
@@ -755,4 +759,4 @@ def _matmul_mask(b, g, m, out, x, y):
 
 
 op("matmul", 2, "tensor", _matmul_infer, lambda a, x, y: np.matmul(x, y), _matmul_vjp,
-   lambda cg, n: cg.lower_matmul(n), doc="A @ B, A @ x, x @ A", mask=_matmul_mask)
+   lambda em, g, n: em.matmul(g, n), doc="A @ B, A @ x, x @ A", mask=_matmul_mask)
