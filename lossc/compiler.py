@@ -14,7 +14,7 @@ from typing import Optional
 
 from lossc import __version__
 from lossc.codegen.units import UNITS, build_module
-from lossc.ir.build import build_graph
+from lossc.ir.build import FUNCTIONS, build_graph
 from lossc.ir.graph import Graph
 from lossc.passes import run_pipeline
 from lossc.runtime.spec import Signature
@@ -87,7 +87,7 @@ def decode_source(data: bytes, name: str) -> Source:
 def front_end(source: Source, dims: Optional[dict] = None) -> tuple[Graph, list[Diagnostic]]:
     """Parse and check; returns the built graph and the warnings. Raises CompileError."""
     reporter = Reporter(source)
-    module = parse(source, reporter)
+    module = parse(source, reporter, FUNCTIONS)
     declared = [s.name for s in module.statements if type(s).__name__ == "DimDecl"]
     for k in (dims or {}):
         if k not in declared:

@@ -9,7 +9,7 @@ own (the outer-product kernels) gets a fresh one.
 function's arguments, the scratch space `work` that tensor values are kept in, and
 element access: `elem(g, n, idx)` is n's element at idx as lane group g (lanes.py)
 sees it, a vector across the lanes for a per-sample value in the vector loop. The op
-table's lowering rules (lossc/ir/ops.py) are written against this class: elementwise
+table's lowering rules (lossc/ir/ops) are written against this class: elementwise
 arithmetic from values.py, and one method per kernel (the tensor ops' loops, the index
 check), each handing its arguments to the kernel's plain function in its own module.
 """
@@ -253,7 +253,7 @@ class GraphEmitter(Emitter):
         return g.buffers.get(w.id)
 
     # ------------------------------------------------------------ kernels of the op table
-    # (each in its own module; the lowering rules of lossc/ir/ops.py call them here)
+    # (each in its own module; the lowering rules of lossc/ir/ops call them here)
 
     def check_index(self, g, n: Node, i):
         return check_index(self, g, n, i)

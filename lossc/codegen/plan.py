@@ -9,8 +9,6 @@ from dataclasses import dataclass, field
 from lossc.ir.graph import REAL, Graph, Node, varying
 from lossc.ir.ops import OPS
 
-# tensor ops that read each input element exactly once (so a fused input is fine)
-_SINGLE_PASS = {"sum", "max", "min", "prod", "norm"}
 # fused values and views one element read may pass through (see bound_fusion)
 MAX_FUSED_DEPTH = 32
 ROW_MATVEC_CHUNKS = 4   # W @ x along x's rows from this many vectors per row
@@ -122,7 +120,7 @@ def plan(graph: Graph, outs: dict, W: int, want_grad: bool) -> Plan:
                 fused_ok = n.id in out_ids
             else:
                 fused_ok = (len(us) == 1 and n.id not in out_ids
-                            and (OPS[us[0].op].kind == "elem" or us[0].op in _SINGLE_PASS)
+                            and OPS[us[0].op].single_pass
                             and not (n.id not in p.vary and us[0].id in p.vary))
             if not fused_ok:
                 p.materialize.add(n.id)

@@ -78,7 +78,7 @@ def evaluate_batch(graph: Graph, params: dict, data: dict, hypers: dict | None =
                 vals[n.id] = np.float64(hypers[a["name"]])
             elif not any(i.id in batched for i in n.inputs):
                 vals[n.id] = OPS[n.op].eval(a, *[vals[i.id] for i in n.inputs])
-            elif OPS[n.op].kind == "elem" and n.op != "checked_index":
+            elif OPS[n.op].kind == "elem":
                 vals[n.id] = np.asarray(OPS[n.op].eval(a, *[vals[i.id] for i in n.inputs]))
                 batched.add(n.id)
             else:

@@ -16,7 +16,7 @@ Runs on the forward graph, before autodiff, so the gradients are the stable ones
 from __future__ import annotations
 
 from lossc.ir.graph import Graph, Node, transform
-from lossc.passes.fold import const_value
+from lossc.ir.ops import const_value
 
 
 def _one(n: Node) -> bool:
