@@ -22,7 +22,7 @@ input x[K]
 input k: int
 param w[K] = 0.5
 c = where(x[0] < 1 and not (x[1] != 2) or x[2] > 0, 1, 2)
-loss = sum(softmax(w * x)) * c + log_softmax(w)[1] + w[-(-(k * 2)) - k + 0]
+loss = sum(softmax(w * x)) * c + log_softmax(w)[1] + w[-(-(k * 2)) - k + 0] + log_sigmoid(w[0])
 """
 LOGIC_POINT = {"params": {"w": [0.3, -1.2, 0.8]}, "inputs": {"x": [[0.5, 2.0, -1.0]], "k": [2]}}
 

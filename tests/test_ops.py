@@ -154,6 +154,13 @@ def test_stable_functions_at_extremes():
                               rel=1e-14)
     np.testing.assert_allclose(g["p0"], [1, 0, 1 / (1 + np.exp(-30)), 0.5 + 2.5e-10],
                                rtol=1e-14)
+    model, _ = _model("log_sigmoid", [(5,)], {})
+    x = np.array([1000.0, -1000.0, 30.0, 1e-9, -745.5])
+    v, g = model.value_and_grad({"p0": x}, w=np.ones((1, 5)), t=np.ones(1))
+    assert v == pytest.approx(-np.log1p(np.exp(-1000.0)) - 1000 - np.log1p(np.exp(-30.0))
+                              - np.log(2) + 5e-10 - 745.5, rel=1e-14)
+    np.testing.assert_allclose(g["p0"], [0, 1, 1 / (1 + np.exp(30)), 0.5 - 2.5e-10, 1],
+                               rtol=1e-14, atol=1e-300)
     model, _ = _model("logsumexp", [(2,)], {"axes": (0,)})
     v, g = model.value_and_grad({"p0": np.array([1000.0, 1000.0])}, w=np.ones((1,)), t=np.ones(1))
     assert v == pytest.approx(1000 + np.log(2), rel=1e-15)

@@ -49,6 +49,19 @@ def _softplus(x):
     return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
 
 
+def _log_sigmoid(x):
+    x = np.asarray(x, dtype=np.float64)
+    return np.minimum(x, 0) - np.log1p(np.exp(-np.abs(x)))
+
+
+def _log_sigmoid_lower(em, g, n, x):
+    """min(x, 0) - log1p(exp(-|x|)); exp(-|x|) is in [0, 1]: log1p without special
+    cases (log1p_unit), as softplus computes it."""
+    e = em.math("exp", em.fneg(em.math("fabs", x)))
+    return em.fsub(em.select(em.fcmp("<", x, em.fconst(0)), x, em.fconst(0)),
+                   em.math("log1p_unit", e))
+
+
 def _erf(x):
     return np.vectorize(math.erf, otypes=[np.float64])(x)
 
@@ -109,6 +122,11 @@ FUNCTIONS = [
           sympy=lambda sp, x: sp.log(1 + sp.exp(x)),
           lower=lambda em, g, n, x: em.softplus(x),
           doc="log(1 + exp(x)), stable: softplus(1000) = 1000"),
+    unary("log_sigmoid", _log_sigmoid,
+          lambda b, g, out, x: b.mul(g, b.emit("sigmoid", (b.neg(x),))),
+          sympy=lambda sp, x: -sp.log(1 + sp.exp(-x)), lower=_log_sigmoid_lower,
+          doc="log(sigmoid(x)) = -softplus(-x), stable: log_sigmoid(-1000) = -1000; its "
+              "derivative sigmoid(-x)"),
     unary("relu", lambda x: np.maximum(x, 0),
           lambda b, g, out, x: b.where(b.emit("gt", (x, b.zeros_like(x))), g,
                                        b.zeros_like(g)),
