@@ -99,8 +99,9 @@ def front_end(source: Source, dims: Optional[dict] = None) -> tuple[Graph, list[
 
 
 def signature_of(graph: Graph) -> Signature:
+    penalty = "penalty" in graph.outputs or "loss.fixed" in graph.outputs
     return Signature(tuple(graph.params), tuple(graph.inputs), tuple(graph.hypers),
-                     graph.reduce, dict(graph.dims))
+                     graph.reduce, dict(graph.dims), penalty)
 
 
 def vector_bits(features: str) -> int:

@@ -395,7 +395,8 @@ class FunctionCodegen:
         return ranges
 
     def epilogue(self, outs: dict, loss_acc) -> None:
-        """objective = scale * (sum of per-sample terms) + mult * (once terms)."""
+        """objective = scale * (sum of per-sample terms) + mult * (once terms) + the
+        penalty's (fixed) terms."""
         em, b = self.em, self.em.b
         nB = b.sitofp(em.B, em.T)
         if self.graph.reduce == "sum":
@@ -405,16 +406,21 @@ class FunctionCodegen:
         loss = b.fmul(b.load(loss_acc), scale)
         if "loss.once" in outs:
             loss = b.fadd(loss, b.fmul(em.elem(self.once, outs["loss.once"], ()), mult))
+        if "loss.fixed" in outs:
+            loss = b.fadd(loss, em.elem(self.once, outs["loss.fixed"], ()))
         b.store(loss, em.value)
         if not self.want_grad:
             return
         for spec in self.graph.params:
             once = outs.get(f"grad.{spec.name}.once")
+            fixed = outs.get(f"grad.{spec.name}.fixed")
             with em.loops(spec.shape) as idx:
                 p = b.gep(em.grad, [b.add(em.iconst(spec.offset), em.flat(spec.shape, idx))])
                 v = b.fmul(b.load(p), scale)
                 if once is not None:
                     v = b.fadd(v, b.fmul(em.elem(self.once, once, idx), mult))
+                if fixed is not None:
+                    v = b.fadd(v, em.elem(self.once, fixed, idx))
                 b.store(v, p)
 
     def param_spec(self, key: str):

@@ -112,7 +112,8 @@ class _Builder:
             if name is not None and name not in self.later:
                 self.later[name] = s.name_span
         loss_stmts = [s for s in stmts if isinstance(s, ast.LossStmt)]
-        loss_node = None
+        penalties = [s for s in stmts if isinstance(s, ast.PenaltyStmt)]
+        loss_node = penalty_node = None
         for s in stmts:
             self.b.span = s.span
             try:
@@ -122,6 +123,12 @@ class _Builder:
                                    f"{loss_stmts[0].span.line}; a file has exactly one "
                                    "'loss = ...'", s.span)
                     loss_node = self.loss(s)
+                elif isinstance(s, ast.PenaltyStmt):
+                    if s is not penalties[0]:
+                        raise Fail("the penalty is already defined at line "
+                                   f"{penalties[0].span.line}; a file has at most one "
+                                   "'penalty = ...'", s.keyword_span)
+                    penalty_node = self.penalty(s)
                 else:
                     getattr(self, "stmt_" + type(s).__name__)(s)
             except Fail as f:
@@ -137,7 +144,9 @@ class _Builder:
         self.graph.dims = {k: e.value for k, e in self.names.items() if e.kind == "dim"}
         if loss_node is not None:
             self.graph.outputs["loss"] = loss_node
-            self.warn_unused(stmts, loss_node)
+            if penalty_node is not None:
+                self.graph.outputs["penalty"] = penalty_node
+            self.warn_unused(stmts, [loss_node, penalty_node])
         return self.graph
 
     def define(self, name: str, entry: Entry) -> None:
@@ -231,8 +240,52 @@ class _Builder:
                        "reduce it, e.g. with sum(...)", s.value.span)
         return node
 
-    def warn_unused(self, stmts, loss_node: Node) -> None:
-        reach = self.graph.reachable([loss_node])
+    def penalty(self, s: ast.PenaltyStmt) -> Node:
+        """A real scalar that no input reaches: it is added once per call."""
+        node = self.real(nested.run(self.expr(s.value)), s.value.span, "the penalty")
+        if node.shape != ():
+            raise Fail(f"the penalty must be a real scalar, got {describe(node)}; "
+                       "reduce it, e.g. with sum(...)", s.value.span)
+        inputs = [n for n in self.graph.nodes
+                  if n.op == "input" and n.id in self.graph.reachable([node])]
+        if inputs:
+            name, span = self.input_use(s.value, {n.attr("name") for n in inputs})
+            via = "is an input" if self.names[name].kind == "input" else \
+                f"depends on input '{inputs[0].attr('name')}'"
+            raise Fail(f"the penalty is added once per call and cannot depend on an input: "
+                       f"'{name}' {via} (put per-sample terms in the loss)", span)
+        return node
+
+    def input_use(self, e, input_names: set) -> tuple[str, Span]:
+        """The first name in e (in source order) that is an input or a binding computed
+        from one of `input_names`."""
+        stack = [e]
+        found = []
+        while stack:
+            n = stack.pop()
+            if isinstance(n, ast.Name):
+                entry = self.names.get(n.id)
+                if entry is not None and entry.node is not None and (
+                        entry.kind == "input" or any(
+                            i.op == "input" and i.attr("name") in input_names
+                            for i in self.graph.nodes
+                            if i.id in self.graph.reachable([entry.node]))):
+                    found.append(n)
+                continue
+            for child in (getattr(n, "operand", None), getattr(n, "left", None),
+                          getattr(n, "right", None), getattr(n, "base", None),
+                          getattr(n, "lo", None), getattr(n, "hi", None)):
+                if child is not None:
+                    stack.append(child)
+            stack.extend(getattr(n, "args", []))
+            stack.extend(k.value for k in getattr(n, "kwargs", []))
+            stack.extend(getattr(n, "items", []))
+        first = min(found, key=lambda n: (n.span.line, n.span.col))
+        return first.id, first.span
+
+    def warn_unused(self, stmts, roots: list) -> None:
+        """Warnings for what neither the loss nor the penalty uses."""
+        reach = self.graph.reachable([r for r in roots if r is not None])
         for s in stmts:
             e = self.names.get(getattr(s, "name", None) or "")
             if e is None or e.span is not s.name_span:

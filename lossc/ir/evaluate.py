@@ -36,14 +36,18 @@ def evaluate(graph: Graph, params: dict, sample: dict, hypers: dict, output: str
 
 def objective(graph: Graph, params: dict, data: dict, hypers: dict | None = None) -> float:
     """The batch objective as LANGUAGE.md defines it: the mean (or with `reduce sum`
-    the sum) of the per-sample loss; one sample when the model has no inputs."""
+    the sum) of the per-sample loss, plus the penalty once; one sample when the model
+    has no inputs."""
     hypers = {**{h.name: h.default for h in graph.hypers}, **(hypers or {})}
     names = [i.name for i in graph.inputs]
     B = len(data[names[0]]) if names else 1
     losses = [float(evaluate(graph, params, {k: data[k][i] for k in names}, hypers))
               for i in range(B)]
     total = float(np.sum(losses))
-    return total if graph.reduce == "sum" else total / B
+    total = total if graph.reduce == "sum" else total / B
+    if "penalty" in graph.outputs:          # once, whatever the reduction
+        total += float(evaluate(graph, params, {}, hypers, "penalty"))
+    return total
 
 
 def evaluate_batch(graph: Graph, params: dict, data: dict, hypers: dict | None = None,

@@ -51,6 +51,7 @@ class Signature:
     hypers: tuple[HyperSpec, ...]
     reduce: str = "mean"  # or "sum"
     dims: dict = field(default_factory=dict)
+    penalty: bool = False  # a `penalty = ...`: added once to every call's objective
 
     @property
     def n_params(self) -> int:
@@ -65,6 +66,7 @@ class Signature:
             "hypers": [[h.name, h.default] for h in self.hypers],
             "reduce": self.reduce,
             "dims": dict(self.dims),
+            "penalty": self.penalty,
         }
 
     @staticmethod
@@ -76,4 +78,5 @@ class Signature:
             hypers=tuple(HyperSpec(n, float(v)) for n, v in d["hypers"]),
             reduce=d["reduce"],
             dims=dict(d["dims"]),
+            penalty=bool(d.get("penalty", False)),
         )

@@ -8,6 +8,11 @@ is split along its additive terms into
     <out>.sample  the terms that depend on an input: computed per sample, accumulated
     <out>.once    the terms that do not: computed once per call
 
+A penalty (LANGUAGE.md: added once, whatever the reduction) depends on no input, and
+the reduction does not scale it: the penalty and its gradients become
+
+    loss.fixed, grad.<p>.fixed    added to the objective and its gradient as they are
+
 Code generation places every node that no input reaches in the prologue, outside the
 loop over samples, and uses these split outputs for the accumulation.
 """
@@ -42,6 +47,12 @@ def _signed_sum(b: Builder, terms: list[tuple[int, Node]]) -> Node:
     return total
 
 
+def fixed_name(name: str) -> str:
+    """The hoisted name of a penalty output: penalty -> loss.fixed, penalty_grad.w ->
+    grad.w.fixed."""
+    return "loss.fixed" if name == "penalty" else "grad." + name[len("penalty_grad."):] + ".fixed"
+
+
 def hoist(graph: Graph) -> Graph:
     """out -> out.sample + out.once for every output."""
     out = Graph()
@@ -52,6 +63,10 @@ def hoist(graph: Graph) -> Graph:
     outputs = {}
     for name, node in graph.outputs.items():
         b.span = node.span
+        if name == "penalty" or name.startswith("penalty_grad."):
+            assert node.id not in vary, name
+            outputs[fixed_name(name)] = node
+            continue
         terms = additive_terms(node, vary)
         sample = [t for t in terms if t[1].id in vary]
         once = [t for t in terms if t[1].id not in vary]

@@ -550,6 +550,22 @@ class Model:
             f.grad[...] = 0
             for w, r in zip(weights, results):
                 f.grad += w * r[3]
+        if self.reduce == "sum" and self.signature.penalty:
+            self._count_penalty_once(fn, f, theta, len(chunks))
+
+    def _count_penalty_once(self, fn, f: "_Frame", theta: int, n_chunks: int) -> None:
+        """Under `reduce sum` the chunks' objectives add up, and each holds the penalty
+        once: take away all but one. The penalty alone is the objective of an empty
+        batch (under `reduce sum` its per-sample and once-per-call terms count 0
+        times). (A frame of its own: this thread's is f.)"""
+        wf = _Frame(self)
+        wf.use_address(theta)
+        bound = f.bound
+        wf.use(BoundArgs(self, [a[:0] for a in bound.arrays], 0, bound.hypers))
+        fn(wf.address)
+        f.value[0] -= (n_chunks - 1) * wf.value[0]
+        if fn is self._vg:
+            f.grad -= (n_chunks - 1) * wf.grad
 
     def _after_fork_in_child(self) -> None:
         """In a child made by os.fork: the pool's threads stayed in the parent (work

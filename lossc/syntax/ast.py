@@ -150,12 +150,22 @@ class LossStmt:
 
 
 @dataclass(eq=False)
+class PenaltyStmt:
+    """`penalty = expr`: added once to the objective, whatever the reduction."""
+
+    value: Expr
+    span: Span
+    keyword_span: Span
+
+
+@dataclass(eq=False)
 class ReduceStmt:
     kind: str  # "sum" or "mean"
     span: Span
 
 
-Statement = Union[DimDecl, InputDecl, ParamDecl, HyperDecl, Let, LossStmt, ReduceStmt]
+Statement = Union[DimDecl, InputDecl, ParamDecl, HyperDecl, Let, LossStmt, PenaltyStmt,
+                  ReduceStmt]
 
 
 @dataclass(eq=False)

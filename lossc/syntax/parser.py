@@ -33,6 +33,8 @@ MAX_NESTING = 5000          # brackets open at once
 INT64_MAX = 2 ** 63 - 1
 
 DECLARATIONS = frozenset({"dim", "input", "param", "hyper", "reduce"})
+# statements `KEYWORD = expression` (the objective's parts)
+STATEMENT_KEYWORDS = frozenset({"loss", "penalty"})
 _NOT = 3                     # precedence of prefix 'not'
 _CMP = 4                     # precedence of the comparisons
 _BINARY = {"or": 1, "and": 2, "<": _CMP, "<=": _CMP, ">": _CMP, ">=": _CMP, "==": _CMP,
@@ -114,7 +116,7 @@ class _Parser:
             return nxt.kind is NAME
         if not nxt.is_op("="):
             return False
-        if tok.text == "loss":
+        if tok.text in STATEMENT_KEYWORDS:
             return True
         q = p - 1
         while q >= 0 and self.toks[q].kind is NEWLINE:
@@ -166,8 +168,8 @@ class _Parser:
     def defined_name(self, start: int):
         """The name a statement starting at token `start` defines, if it shows."""
         first, second = self.toks[start], self.toks[start + 1]
-        if first.kind is NAME and first.text == "loss":
-            return "loss"
+        if first.kind is NAME and first.text in STATEMENT_KEYWORDS:
+            return first.text
         if first.kind is NAME and first.text in ("dim", "input", "param", "hyper"):
             return second.text if second.kind is NAME else None
         if first.kind is NAME and second.is_op("="):
@@ -208,7 +210,7 @@ class _Parser:
         msg = f"unexpected {describe(tok)} after the end of the statement"
         if tok.is_op(")", "]"):
             msg = _unmatched(tok)
-        elif isinstance(stmt, (ast.Let, ast.LossStmt)):
+        elif isinstance(stmt, (ast.Let, ast.LossStmt, ast.PenaltyStmt)):
             if tok.is_op("="):
                 msg += " (to compare, use '==')"
             elif tok.kind is NUMBER or (tok.kind is NAME and tok.text not in KEYWORDS):
@@ -229,6 +231,9 @@ class _Parser:
         if tok.text == "loss":
             self.pos += 1
             return self.loss(tok)
+        if tok.text == "penalty" and nxt.is_op("="):
+            self.pos += 1
+            return self.penalty(tok)
         return self.binding(tok)
 
     def check_free(self, tok: Token) -> None:
@@ -436,6 +441,11 @@ class _Parser:
         eq = self.expect_op("=", "after 'loss'")
         value = self.expression(eq)
         return ast.LossStmt(value, kw.span.to(value.span))
+
+    def penalty(self, kw: Token) -> ast.PenaltyStmt:
+        eq = self.expect_op("=", "after 'penalty'")
+        value = self.expression(eq)
+        return ast.PenaltyStmt(value, kw.span.to(value.span), kw.span)
 
     def reduce(self, kw: Token) -> ast.ReduceStmt:
         tok = self.peek()
