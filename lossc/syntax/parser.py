@@ -27,7 +27,7 @@ from lossc import nested
 from lossc.source import Reporter, Source, Span, closest_name
 from lossc.syntax import ast
 from lossc.syntax.lexer import (EOF, INITIALIZERS, KEYWORDS, NAME, NEWLINE, NUMBER, OP,
-                                Token, describe, tokenize)
+                                V2_FUNCTIONS, V2_KEYWORDS, Token, describe, tokenize)
 
 MAX_NESTING = 5000          # brackets open at once
 INT64_MAX = 2 ** 63 - 1
@@ -239,6 +239,10 @@ class _Parser:
     def check_free(self, tok: Token) -> None:
         """A declaration or binding may not take a reserved name."""
         name = tok.text
+        if name in V2_KEYWORDS or name in V2_FUNCTIONS:
+            what = "a keyword" if name in V2_KEYWORDS else "a built-in function"
+            raise _Fail(f"'{name}' is a reserved word ({what} since version 2 of the "
+                        "language) and cannot be used as a name", tok.span)
         if name in KEYWORDS:
             why = "is a keyword"
         elif name in self.functions:
@@ -634,6 +638,9 @@ class _Parser:
         if name == "loss":
             return ("'loss' is a keyword and cannot be referenced; bind the value to a "
                     "name first (z = ...) and use that")
+        if name in V2_KEYWORDS:
+            return (f"'{name}' is a reserved word (a keyword since version 2 of the "
+                    "language) and cannot be used in an expression")
         return f"'{name}' is a keyword and cannot be used in an expression"
 
     def expected_expression(self, tok: Token, after: Optional[Token]) -> _Fail:
