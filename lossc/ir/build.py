@@ -101,6 +101,8 @@ class _Builder:
         self.poisoned: set[str] = set()
         self.later: dict[str, Span] = {}  # names defined further down, for "used before"
         self.offset = 0
+        # the arguments of the functions being inlined, innermost last
+        self.scopes: list[dict[str, Entry]] = []
 
     # ------------------------------------------------------------ statements
 
@@ -230,6 +232,39 @@ class _Builder:
         node = nested.run(self.expr(s.value))
         self.names[s.name] = Entry("let", s.name_span, node)
 
+    def stmt_FuncDef(self, s: ast.FuncDef) -> None:
+        """A function is checked here for the names its body uses (its arguments, dims,
+        functions defined before it); shapes are checked at each call, where it is
+        inlined."""
+        for a in s.args:
+            if a.id in self.later or a.id in self.names:
+                where = (self.names[a.id].span if a.id in self.names else self.later[a.id])
+                raise Fail(f"argument '{a.id}' of '{s.name}' has the name of a "
+                           f"{self.kind_of(a.id)} (line {where.line}); arguments must be "
+                           "named apart from the file's names", a.span)
+        args = {a.id for a in s.args}
+        for n in _names_in(s.body):
+            if n.id in args or n.id in self.poisoned:
+                continue
+            e = self.names.get(n.id)
+            if e is not None and e.kind in ("dim", "function"):
+                continue
+            if e is not None:
+                raise Fail(f"the body of '{s.name}' cannot use {e.kind} '{n.id}': a function "
+                           "sees only its arguments, dims and functions (pass "
+                           f"'{n.id}' as an argument)", n.span)
+            dims = [k for k, v in self.names.items() if v.kind == "dim"]
+            guess = closest_name(n.id, list(args) + dims)
+            hint = f"; did you mean '{guess}'?" if guess else ""
+            raise Fail(f"unknown name '{n.id}' in the body of '{s.name}'{hint}", n.span)
+        self.define(s.name, Entry("function", s.name_span, value=s))
+
+    def kind_of(self, name: str) -> str:
+        """What a name of the file is (it may be defined further down)."""
+        if name in self.names:
+            return self.names[name].kind
+        return "name defined in the file"
+
     def stmt_ReduceStmt(self, s: ast.ReduceStmt) -> None:
         self.graph.reduce = s.kind
 
@@ -259,29 +294,15 @@ class _Builder:
     def input_use(self, e, input_names: set) -> tuple[str, Span]:
         """The first name in e (in source order) that is an input or a binding computed
         from one of `input_names`."""
-        stack = [e]
-        found = []
-        while stack:
-            n = stack.pop()
-            if isinstance(n, ast.Name):
-                entry = self.names.get(n.id)
-                if entry is not None and entry.node is not None and (
-                        entry.kind == "input" or any(
-                            i.op == "input" and i.attr("name") in input_names
-                            for i in self.graph.nodes
-                            if i.id in self.graph.reachable([entry.node]))):
-                    found.append(n)
+        for n in _names_in(e):
+            entry = self.names.get(n.id)
+            if entry is None or entry.node is None:
                 continue
-            for child in (getattr(n, "operand", None), getattr(n, "left", None),
-                          getattr(n, "right", None), getattr(n, "base", None),
-                          getattr(n, "lo", None), getattr(n, "hi", None)):
-                if child is not None:
-                    stack.append(child)
-            stack.extend(getattr(n, "args", []))
-            stack.extend(k.value for k in getattr(n, "kwargs", []))
-            stack.extend(getattr(n, "items", []))
-        first = min(found, key=lambda n: (n.span.line, n.span.col))
-        return first.id, first.span
+            reach = self.graph.reachable([entry.node])
+            if entry.kind == "input" or any(i.op == "input" and i.attr("name") in input_names
+                                             and i.id in reach for i in self.graph.nodes):
+                return n.id, n.span
+        return "", e.span
 
     def warn_unused(self, stmts, roots: list) -> None:
         """Warnings for what neither the loss nor the penalty uses."""
@@ -302,6 +323,8 @@ class _Builder:
     # ------------------------------------------------------------ names
 
     def lookup(self, name: str, span: Span) -> Entry:
+        if self.scopes and name in self.scopes[-1]:
+            return self.scopes[-1][name]
         if name in self.poisoned:
             raise Poison()
         e = self.names.get(name)
@@ -397,6 +420,8 @@ class _Builder:
 
     def ex_Call(self, e: ast.Call):
         f = e.func
+        if f not in SURFACE:
+            return (yield from self.inline(e))
         by_arity = SURFACE[f]
         lo, hi = min(by_arity), max(by_arity)
         n = len(e.args)
@@ -429,6 +454,31 @@ class _Builder:
         if n == 1:      # an elementwise function
             return self.b.emit(entry.name, (self.real(args[0]),), span=e.span)
         return self.elementwise(entry.name, self.real(args[0]), self.real(args[1]), e)
+
+    def inline(self, e: ast.Call):
+        """A call of a function of the file: its body built with the arguments' values
+        (any shapes the body type-checks for). An error inside the body points there
+        and names this call."""
+        entry = self.lookup(e.func, e.func_span)
+        if entry.kind != "function":
+            raise Fail(f"'{e.func}' is a {entry.kind}, not a function", e.func_span)
+        fd: ast.FuncDef = entry.value
+        if len(e.args) != len(fd.args) or e.kwargs:
+            names = ", ".join(a.id for a in fd.args)
+            got = f"got {len(e.args)}" + (" and a keyword argument" if e.kwargs else "")
+            raise Fail(f"{fd.name}() takes {len(fd.args)} argument"
+                       f"{'s' * (len(fd.args) != 1)} ({names}), {got}", e.func_span)
+        scope = {}
+        for a, arg in zip(fd.args, e.args):
+            scope[a.id] = Entry("argument", a.span, (yield self.expr(arg)))
+        self.scopes.append(scope)
+        try:
+            return (yield self.expr(fd.body))
+        except Fail as f:
+            at = f"line {e.func_span.line}, col {e.func_span.col}"
+            raise Fail(f"{f.message} (in the call of {fd.name}() at {at})", f.span) from None
+        finally:
+            self.scopes.pop()
 
     # the functions built otherwise than as their op (or derived from others)
 
@@ -627,6 +677,26 @@ class _Builder:
             raise Fail(f"slice {lo}:{hi} must lie inside an axis of size {size} and not be "
                        "empty", item.span)
         return lo, hi
+
+
+def _names_in(e) -> list:
+    """Every Name node in an expression, in source order (iteratively: bodies may be
+    deep)."""
+    found, stack = [], [e]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, ast.Name):
+            found.append(n)
+            continue
+        for child in (getattr(n, "operand", None), getattr(n, "left", None),
+                      getattr(n, "right", None), getattr(n, "base", None),
+                      getattr(n, "lo", None), getattr(n, "hi", None)):
+            if child is not None:
+                stack.append(child)
+        stack.extend(getattr(n, "args", []))
+        stack.extend(k.value for k in getattr(n, "kwargs", []))
+        stack.extend(getattr(n, "items", []))
+    return sorted(found, key=lambda n: (n.span.line, n.span.col))
 
 
 class _Spanned:

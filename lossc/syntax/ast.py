@@ -150,6 +150,17 @@ class LossStmt:
 
 
 @dataclass(eq=False)
+class FuncDef:
+    """`def name(a, b) = expr`: a function, inlined at each call."""
+
+    name: str
+    args: list[Name]
+    body: Expr
+    span: Span
+    name_span: Span
+
+
+@dataclass(eq=False)
 class PenaltyStmt:
     """`penalty = expr`: added once to the objective, whatever the reduction."""
 
@@ -165,7 +176,7 @@ class ReduceStmt:
 
 
 Statement = Union[DimDecl, InputDecl, ParamDecl, HyperDecl, Let, LossStmt, PenaltyStmt,
-                  ReduceStmt]
+                  ReduceStmt, FuncDef]
 
 
 @dataclass(eq=False)

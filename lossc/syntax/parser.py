@@ -32,7 +32,7 @@ from lossc.syntax.lexer import (EOF, INITIALIZERS, KEYWORDS, NAME, NEWLINE, NUMB
 MAX_NESTING = 5000          # brackets open at once
 INT64_MAX = 2 ** 63 - 1
 
-DECLARATIONS = frozenset({"dim", "input", "param", "hyper", "reduce"})
+DECLARATIONS = frozenset({"dim", "input", "param", "hyper", "reduce", "def"})
 # statements `KEYWORD = expression` (the objective's parts)
 STATEMENT_KEYWORDS = frozenset({"loss", "penalty"})
 _NOT = 3                     # precedence of prefix 'not'
@@ -82,6 +82,16 @@ class _Parser:
         self.lexical = [(s.line, s.col) for _, s in lexical]     # in source order
         self.failed: dict = {}
         self.errors: list[tuple[str, Span]] = []
+        # user functions: those defined so far, every `def NAME` of the file (for "used
+        # before it is defined"), and the one whose body is being parsed
+        self.defined: set = set()
+        self.declared: set = set()      # the names other statements define, so far
+        self.defs_later = {tokens[k + 1].text: tokens[k + 1].span
+                           for k in range(len(tokens) - 1)
+                           if tokens[k].kind is NAME and tokens[k].text == "def"
+                           and tokens[k + 1].kind is NAME
+                           and (k == 0 or tokens[k - 1].kind is NEWLINE)}
+        self.in_def = None
 
     # ------------------------------------------------------------ token access
 
@@ -158,6 +168,8 @@ class _Parser:
                 stmt = self.statement()
                 self.end_of_statement(stmt)
                 stmts.append(stmt)
+                if not isinstance(stmt, ast.FuncDef):
+                    self.declared.add(getattr(stmt, "name", None))
             except _Fail as e:
                 self.record(e, start)
                 name = self.defined_name(start)
@@ -170,7 +182,7 @@ class _Parser:
         first, second = self.toks[start], self.toks[start + 1]
         if first.kind is NAME and first.text in STATEMENT_KEYWORDS:
             return first.text
-        if first.kind is NAME and first.text in ("dim", "input", "param", "hyper"):
+        if first.kind is NAME and first.text in ("dim", "input", "param", "hyper", "def"):
             return second.text if second.kind is NAME else None
         if first.kind is NAME and second.is_op("="):
             return first.text
@@ -227,7 +239,7 @@ class _Parser:
         nxt = self.toks[self.pos + 1]
         if tok.text in DECLARATIONS and not nxt.is_op("="):
             self.pos += 1
-            return getattr(self, tok.text)(tok)
+            return getattr(self, tok.text + "_" * (tok.text == "def"))(tok)
         if tok.text == "loss":
             self.pos += 1
             return self.loss(tok)
@@ -451,6 +463,38 @@ class _Parser:
         value = self.expression(eq)
         return ast.PenaltyStmt(value, kw.span.to(value.span), kw.span)
 
+    def def_(self, kw: Token) -> ast.FuncDef:
+        """`def NAME(a, b, ...) = expr`; the name is callable after this statement."""
+        name = self.declared_name(kw)
+        opener = self.expect_op("(", f"after 'def {name.text}' (its arguments)")
+        self.open(opener)
+        args, after = [], opener
+        while True:
+            tok = self.peek()
+            if tok.is_op(")") and after is opener:
+                break
+            if tok.kind is not NAME:
+                raise _Fail(f"expected an argument name after '{after.text}', got "
+                            f"{describe(tok)}", self.here(tok))
+            self.check_free(tok)
+            if any(a.id == tok.text for a in args):
+                raise _Fail(f"argument '{tok.text}' is given twice", tok.span)
+            self.pos += 1
+            args.append(ast.Name(tok.text, tok.span))
+            if not self.peek().is_op(","):
+                break
+            after = self.advance()
+        self.close(opener, ")")
+        eq = self.expect_op("=", f"after the arguments of '{name.text}'")
+        self.in_def = name.text
+        try:
+            body = self.expression(eq)
+        finally:
+            self.in_def = None
+        if name.text not in self.declared:      # (else the builder reports it)
+            self.defined.add(name.text)
+        return ast.FuncDef(name.text, args, body, kw.span.to(body.span), name.span)
+
     def reduce(self, kw: Token) -> ast.ReduceStmt:
         tok = self.peek()
         if not (tok.kind is NAME and tok.text in ("sum", "mean")):
@@ -620,7 +664,7 @@ class _Parser:
             return (yield from self.call(tok))
         if name == "pi":
             return ast.Num(math.pi, "pi", False, tok.span)
-        if name in self.callable:
+        if name in self.callable or name in self.defined:
             args = "cond, a, b" if name == "where" else "..."
             raise _Fail(f"'{name}' is a function: call it as {name}({args})", tok.span)
         if name in INITIALIZERS:
@@ -663,8 +707,17 @@ class _Parser:
 
     def call(self, func: Token) -> ast.Call:
         name = func.text
-        if name not in self.callable:
-            if name == "pi":
+        # (a function defined above whose definition failed to parse is called as if
+        # it had not: the builder knows it failed and says nothing more)
+        failed_above = name in self.defs_later and self.defs_later[name].line < func.span.line
+        if name not in self.callable and name not in self.defined and not failed_above:
+            if name == self.in_def:
+                msg = (f"'{name}' cannot call itself: a function is not defined inside its "
+                       "own body (there is no recursion)")
+            elif name in self.defs_later:
+                msg = (f"function '{name}' is used before it is defined (line "
+                       f"{self.defs_later[name].line})")
+            elif name == "pi":
                 msg = "'pi' is a constant, not a function (is a '*' missing?)"
             elif name in INITIALIZERS:
                 msg = (f"{name}(...) is an initializer: it can only follow '=' in a param "
@@ -672,7 +725,7 @@ class _Parser:
             elif name == "axis":
                 msg = "'axis' is not a function"
             else:
-                guess = closest_name(name, self.callable)
+                guess = closest_name(name, self.callable | self.defined)
                 msg = f"unknown function '{name}'" + (
                     f"; did you mean '{guess}'?" if guess
                     else "; only built-in functions can be called")
