@@ -49,7 +49,9 @@ def compile_cmd(file, dims, dtype, output):
             click.echo(f"  {label}: " + ", ".join(
                 f"{p.name}{list(p.shape) if p.shape else ''}" for p in items))
     if m.hypers:
-        click.echo("  hypers: " + ", ".join(f"{h.name}={h.default:g}" for h in m.hypers))
+        click.echo("  hypers: " + ", ".join(
+            f"{h.name}={h.default:g}" if not h.shape else f"{h.name}{list(h.shape)}"
+            for h in m.hypers))
 
 
 @main.command("graph")

@@ -43,7 +43,7 @@ ERROR_NEEDS = {
     "ragged_literal.loss": set(),
     "special_typo.loss": {"special"},
 }
-MISSING = {"literal", "shaped_hyper", "int_vector", "output"}
+MISSING = {"int_vector", "output"}
 
 
 def _expect(needs: set):

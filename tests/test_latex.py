@@ -25,11 +25,11 @@ c = where(x[0] < 1 and not (x[1] != 2) or x[2] > 0, 1, 2)
 loss = sum(softmax(w * x)) * c + log_softmax(w)[1] + w[-(-(k * 2)) - k + 0] + log_sigmoid(w[0])
 """
 LOGIC_POINT = {"params": {"w": [0.3, -1.2, 0.8]}, "inputs": {"x": [[0.5, 2.0, -1.0]], "k": [2]}}
-# the special functions (digamma's derivative is trigamma)
+# the special functions (digamma's derivative is trigamma), an array literal
 SPECIAL = """input y
 param a = 2.5
 param b = 0.7
-loss = lgamma(a * y) + digamma(b) + erfc(a - y) + xlogy(y, b) + xlogy(0 * y, a)
+loss = lgamma(a * y) + digamma(b) + erfc(a - y) + xlogy(y, b) + xlogy(0 * y, a) + dot([a, b], [1, y])
 """
 SPECIAL_POINT = {"params": {"a": 2.5, "b": 0.7}, "inputs": {"y": [1.5]}}
 # ops that only second derivatives make (trigamma's derivative): checked on their own

@@ -219,10 +219,28 @@ class _Builder:
         self.offset += size
 
     def stmt_HyperDecl(self, s: ast.HyperDecl) -> None:
-        index = len(self.graph.hypers)
-        node = self.b.emit("hyper", (), span=s.name_span, name=s.name, index=index)
+        shape = tuple(self.size(i) for i in s.shape)
+        default = self.hyper_default(s, shape)
+        offset = sum(h.size for h in self.graph.hypers)
+        attrs = {"shape": shape} if shape else {}
+        node = self.b.emit("hyper", (), span=s.name_span, name=s.name, index=offset, **attrs)
         self.define(s.name, Entry("hyper", s.name_span, node))
-        self.graph.hypers.append(HyperSpec(s.name, float(s.default)))
+        self.graph.hypers.append(HyperSpec(s.name, default, shape, offset))
+
+    def hyper_default(self, s: ast.HyperDecl, shape: tuple):
+        """A float for a scalar hyper; the elements (C order) for a shaped one: a number
+        fills it, a literal must have its shape."""
+        if not isinstance(s.default, list):
+            return float(s.default) if not shape else (float(s.default),) * math.prod(shape)
+        if not shape:
+            raise Fail(f"hyper '{s.name}' is a scalar; a literal default needs a shape, "
+                       f"e.g. 'hyper {s.name}[{len(s.default)}] = [...]'", s.default_span)
+        got = _literal_shape(s.default)
+        if got != shape:
+            shown = "ragged" if got is None else str(list(got))
+            raise Fail(f"the default of hyper '{s.name}' has shape {shown}; its declared "
+                       f"shape is {list(shape)}", s.default_span)
+        return tuple(float(v) for v in _flatten(s.default))
 
     def stmt_Let(self, s: ast.Let) -> None:
         if s.name in self.names:
@@ -400,6 +418,33 @@ class _Builder:
         if int_op and x.dtype == INT and y.dtype == INT:
             return self.int_op(int_op, (x, y), e.span)
         return self.elementwise(real_op, self.real(x), self.real(y), e, verb)
+
+    def ex_ArrayLit(self, e: ast.ArrayLit):
+        """A vector of scalar elements, or a matrix of equal rows; the gradient flows to
+        each element."""
+        rows = [r for r in e.elements if isinstance(r, ast.ArrayLit)]
+        if rows and len(rows) != len(e.elements):
+            odd = next(x for x in e.elements if not isinstance(x, ast.ArrayLit))
+            raise Fail("a matrix literal's rows are all literals [...]: this element is "
+                       "not", odd.span if rows[0] is e.elements[0] else rows[0].span)
+        for r in rows:
+            deeper = next((x for x in r.elements if isinstance(x, ast.ArrayLit)), None)
+            if deeper is not None:
+                raise Fail("array literals nest no deeper than a matrix", deeper.span)
+            if len(r.elements) != len(rows[0].elements):
+                raise Fail(f"the rows of a matrix literal must have the same length: row "
+                           f"{rows.index(r) + 1} has {len(r.elements)} elements, row 1 has "
+                           f"{len(rows[0].elements)}", e.span)
+        items = [x for r in rows for x in r.elements] if rows else e.elements
+        nodes = []
+        for x in items:
+            v = yield self.expr(x)
+            if v.dtype == BOOL or v.shape != ():
+                raise Fail(f"the elements of an array literal are real scalars, got "
+                           f"{describe(v)}", x.span)
+            nodes.append(self.real(v))
+        shape = (len(rows), len(rows[0].elements)) if rows else (len(items),)
+        return self.b.emit("pack", tuple(nodes), span=e.span, shape=shape)
 
     def ex_Index(self, e: ast.Index):
         x = yield self.expr(e.base)
@@ -696,7 +741,22 @@ def _names_in(e) -> list:
         stack.extend(getattr(n, "args", []))
         stack.extend(k.value for k in getattr(n, "kwargs", []))
         stack.extend(getattr(n, "items", []))
+        stack.extend(getattr(n, "elements", []))
     return sorted(found, key=lambda n: (n.span.line, n.span.col))
+
+
+def _literal_shape(v) -> Optional[tuple]:
+    """The shape of nested lists of numbers (None if ragged or deeper than 2)."""
+    if not isinstance(v, list):
+        return ()
+    inner = {_literal_shape(x) for x in v}
+    if len(inner) != 1 or None in inner or len(next(iter(inner))) > 1:
+        return None
+    return (len(v),) + next(iter(inner))
+
+
+def _flatten(v) -> list:
+    return [y for x in v for y in _flatten(x)] if isinstance(v, list) else [v]
 
 
 class _Spanned:

@@ -47,9 +47,10 @@ class Model:
         self._offsets = {p.name: p.offset for p in signature.params}
         self._input_names = [i.name for i in signature.inputs]
         self._input_set = set(self._input_names)
-        self._hyper_index = {h.name: k for k, h in enumerate(signature.hypers)}
-        self._default_hypers = np.array([h.default for h in signature.hypers] or [0.0],
-                                        dtype=self.dtype)
+        self._hyper_index = {h.name: h for h in signature.hypers}
+        self._default_hypers = np.array(
+            [v for h in signature.hypers for v in np.ravel(h.default)] or [0.0],
+            dtype=self.dtype)
         self._no_inputs = BoundArgs(self, [], 1, self._default_hypers)
         self._tls = threading.local()
         self._last_call = None       # see _bind_kwargs
@@ -467,10 +468,19 @@ class Model:
             if k not in self._hyper_index:
                 raise ValueError(f"unknown hyperparameter {k!r}; the model's hyperparameters "
                                  f"are {list(self._hyper_index)}")
+            spec = self._hyper_index[k]
             a = np.asarray(x)
+            if spec.shape:
+                if a.shape != spec.shape or a.dtype.kind not in "biuf":
+                    got = (f"shape {_shape_text(a.shape)}" if a.dtype.kind in "biuf"
+                           else f"{x!r}")
+                    raise ValueError(f"hyperparameter {k!r} must be a real array of shape "
+                                     f"{_shape_text(spec.shape)} (no batch axis), got {got}")
+                v[spec.offset:spec.offset + spec.size] = a.ravel()
+                continue
             if a.shape != () or a.dtype.kind not in "biuf":
                 raise ValueError(f"hyperparameter {k!r} must be a real number, got {x!r}")
-            v[self._hyper_index[k]] = float(a)
+            v[spec.offset] = float(a)
         return v
 
     def _check_inputs(self, data: dict):

@@ -412,19 +412,39 @@ class _Parser:
 
     def hyper(self, kw: Token) -> ast.HyperDecl:
         name = self.declared_name(kw)
+        shape = self.shape(name)
         tok = self.peek()
-        if tok.is_op("["):
-            raise _Fail("a hyper is a real scalar and has no shape", tok.span)
         if tok.kind is NEWLINE or tok.kind is EOF:
+            example = f"{name.text}{'[...]' if shape else ''} = 0.1"
             raise _Fail(f"hyper '{name.text}' needs a default value, e.g. 'hyper "
-                        f"{name.text} = 0.1'", self.here(tok))
+                        f"{example}'", self.here(tok))
         if not tok.is_op("="):
             raise _Fail(f"expected '=' after 'hyper {name.text}', got {describe(tok)}",
                         tok.span)
         eq = self.advance()
-        value, _ = self.signed_number(eq)
+        if self.peek().is_op("["):
+            value, span = self.number_literal(self.advance(), 1)
+        else:
+            value, span = self.signed_number(eq)
         self.plain_value(f"the default of hyper '{name.text}'")
-        return ast.HyperDecl(name.text, value, self.finish(kw), name.span)
+        return ast.HyperDecl(name.text, value, self.finish(kw), name.span, shape, span)
+
+    def number_literal(self, opener: Token, depth: int) -> tuple[list, Span]:
+        """`[1, -2.5]` or `[[1, 2], [3, 4]]` of (signed) numbers: a hyper's default."""
+        if depth > 2:
+            raise _Fail("literals nest no deeper than a matrix", opener.span)
+        self.open(opener)
+        items, after = [], opener
+        while True:
+            if self.peek().is_op("["):
+                items.append(self.number_literal(self.advance(), depth + 1)[0])
+            else:
+                items.append(self.signed_number(after)[0])
+            if not self.peek().is_op(","):
+                break
+            after = self.advance()
+        close = self.close(opener, "]")
+        return items, opener.span.to(close.span)
 
     def signed_number(self, after: Token) -> tuple[float, Span]:
         """A number literal or `pi`, with any number of signs in front."""
@@ -652,6 +672,8 @@ class _Parser:
             return ast.Num(tok.value, tok.text, tok.is_int, tok.span)
         if tok.is_op("("):
             return (yield from self.parenthesized(self.advance()))
+        if tok.is_op("["):
+            return (yield from self.array_literal(self.advance()))
         if tok.kind is not NAME:
             raise self.expected_expression(tok, after)
         name = tok.text
@@ -704,6 +726,21 @@ class _Parser:
         if isinstance(inner, (ast.Binary, ast.Unary, ast.Call, ast.Index)):
             inner.span = opener.span.to(close.span)
         return inner
+
+    def array_literal(self, opener: Token):
+        """`[e1, e2, ...]`; a row of a matrix literal is itself one (the builder checks
+        the nesting and the rows' lengths)."""
+        self.open(opener)
+        if self.peek().is_op("]"):
+            raise _Fail("an array literal needs at least one element", self.peek().span)
+        items, after = [], opener
+        while True:
+            items.append((yield self.subexpression(after)))
+            if not self.peek().is_op(","):
+                break
+            after = self.advance()
+        close = self.close(opener, "]")
+        return ast.ArrayLit(items, opener.span.to(close.span))
 
     def call(self, func: Token) -> ast.Call:
         name = func.text
@@ -824,6 +861,8 @@ def _children(n) -> list:
         return [n.base] + list(n.items)
     if isinstance(n, ast.Slice):
         return [b for b in (n.lo, n.hi) if b is not None]
+    if isinstance(n, ast.ArrayLit):
+        return list(n.elements)
     return []
 
 
@@ -842,6 +881,8 @@ def _format(n, parts: list[str]) -> str:
         return f"{n.func}({', '.join(args)})"
     if isinstance(n, ast.Index):
         return f"{parts[0]}[{', '.join(parts[1:])}]"
+    if isinstance(n, ast.ArrayLit):
+        return f"[{', '.join(parts)}]"
     if isinstance(n, ast.Slice):
         it = iter(parts)
         lo = next(it) if n.lo is not None else ""
