@@ -32,7 +32,7 @@ NEEDS = {
     "negbin": {"special", "penalty", "output"}, "beta_reg": {"special", "output"},
     "probit": {"special", "output"}, "special_points": {"special", "penalty", "output"},
     "where_rule": set(), "names": {"penalty", "output"}, "outputs": {"output"},
-    "dirichlet_mult": {"int_vector", "special"},
+    "dirichlet_mult": {"int_vector", "special", "output"},
     "gamma_vi": {"special", "def", "penalty", "output"},
 }
 ERROR_NEEDS = {
@@ -43,7 +43,7 @@ ERROR_NEEDS = {
     "ragged_literal.loss": set(),
     "special_typo.loss": {"special"},
 }
-MISSING = {"int_vector", "output"}
+MISSING = {"output"}
 
 
 def _expect(needs: set):

@@ -32,6 +32,12 @@ param b = 0.7
 loss = lgamma(a * y) + digamma(b) + erfc(a - y) + xlogy(y, b) + xlogy(0 * y, a) + dot([a, b], [1, y])
 """
 SPECIAL_POINT = {"params": {"a": 2.5, "b": 0.7}, "inputs": {"y": [1.5]}}
+# a gather by an int vector input (its adjoint scatters)
+GATHER = """input t[3]: int
+param v[4] = 0.5
+loss = sum(v[t] * [1, 2, 3])
+"""
+GATHER_POINT = {"params": {"v": [0.3, -1.2, 0.8, 2.0]}, "inputs": {"t": [[2, 0, 2]]}}
 # ops that only second derivatives make (trigamma's derivative): checked on their own
 SECOND_ORDER_ONLY = {"polygamma2"}
 
@@ -41,7 +47,9 @@ def cases():
     out = [("logic and integers", LOGIC_AND_INTEGERS, LOGIC_POINT["params"],
             {k: v[0] for k, v in LOGIC_POINT["inputs"].items()}, {}),
            ("special functions", SPECIAL, SPECIAL_POINT["params"],
-            {k: v[0] for k, v in SPECIAL_POINT["inputs"].items()}, {})]
+            {k: v[0] for k, v in SPECIAL_POINT["inputs"].items()}, {}),
+           ("gather", GATHER, GATHER_POINT["params"],
+            {k: v[0] for k, v in GATHER_POINT["inputs"].items()}, {})]
     for path in sorted(CONFORMANCE.glob("*.json")):
         c = json.loads(path.read_text())
         if c["model"] == "chain20.loss":        # too large: see the bound tests

@@ -228,7 +228,9 @@ class FunctionCodegen:
             for n in self.plan.live:
                 if n.op == "input":
                     em.input_row(g, n)
-                    if lanes > 1 and n.size > 1 and n.id not in self.plan.untransposed:
+                    # (an int vector is read element by element, for its indices)
+                    if (lanes > 1 and n.size > 1 and n.dtype != INT
+                            and n.id not in self.plan.untransposed):
                         transpose_input(em, g, n)
         # Node by node, each group's copy after the other's: the groups' chains are
         # independent, and side by side in the code the out-of-order core runs them

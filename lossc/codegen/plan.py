@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from lossc.ir.graph import REAL, Graph, Node, varying
+from lossc.ir.graph import INT, REAL, Graph, Node, varying
 from lossc.ir.ops import OPS
 
 # fused values and views one element read may pass through (see bound_fusion)
@@ -113,7 +113,9 @@ def plan(graph: Graph, outs: dict, W: int, want_grad: bool) -> Plan:
         kind = OPS[n.op].kind
         if kind == "tensor":
             p.materialize.add(n.id)
-        elif kind == "elem" and n.rank > 0:
+        elif kind == "elem" and n.rank > 0 and n.dtype != INT:
+            # (an int vector, the checked indices of a gather, is read where it is
+            # used: buffers hold reals)
             us = uses[n.id]
             if not us:
                 # only an output: the accumulation computes it element by element

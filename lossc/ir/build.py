@@ -191,9 +191,9 @@ class _Builder:
 
     def stmt_InputDecl(self, s: ast.InputDecl) -> None:
         shape = tuple(self.size(i) for i in s.shape)
-        if s.is_int and shape:
-            raise Fail(f"int input '{s.name}' must be a scalar (one integer per sample)",
-                       s.span)
+        if s.is_int and len(shape) > 1:
+            raise Fail(f"int input '{s.name}' must be a scalar or a vector (integers per "
+                       "sample)", s.span)
         index = len(self.graph.inputs)
         node = self.b.emit("input", (), span=s.name_span, name=s.name, shape=shape,
                            is_int=s.is_int, index=index)
@@ -393,9 +393,9 @@ class _Builder:
                 raise Fail(f"'not' needs a bool value, got {describe(x)}", e.operand.span)
             return self.b.emit("not", (x,), span=e.span)
         self.number(x, e.operand.span, "unary '-'")
-        if x.dtype == INT:
+        if x.dtype == INT and x.shape == ():
             return self.int_op("ineg", (x,), e.span)
-        return self.b.emit("neg", (x,), span=e.span)
+        return self.b.emit("neg", (self.real(x),), span=e.span)
 
     def ex_Binary(self, e: ast.Binary):
         x = yield self.expr(e.left)
@@ -415,7 +415,8 @@ class _Builder:
         if op == "^":
             return self.power(x, y, e.span, e.right)
         real_op, int_op, verb = _ARITH[op]
-        if int_op and x.dtype == INT and y.dtype == INT:
+        # (integer arithmetic is scalar: it computes indices; an int vector is a number)
+        if int_op and x.dtype == INT and y.dtype == INT and x.shape == y.shape == ():
             return self.int_op(int_op, (x, y), e.span)
         return self.elementwise(real_op, self.real(x), self.real(y), e, verb)
 
@@ -451,16 +452,25 @@ class _Builder:
         if len(e.items) > x.rank:
             raise Fail(f"too many indices: {describe(x)} has {x.rank} "
                        f"ax{'i' if x.rank == 1 else 'e'}s, got {len(e.items)}", e.span)
-        axis = 0
+        axis, gathered = 0, None
         for item in e.items:
             if isinstance(item, ast.Slice):
                 lo, hi = yield from self.slice_bounds(item, x.shape[axis])
                 if (lo, hi) != (0, x.shape[axis]):
                     x = self.b.emit("slice", (x,), span=e.span, axis=axis, start=lo, stop=hi)
                 axis += 1
-            else:
-                i = yield from self.index(item, x.shape[axis])
+                continue
+            i = yield from self.index(item, x.shape[axis])
+            if i.rank == 0:
                 x = self.b.emit("take", (x, i), span=e.span, axis=axis)
+                continue
+            # an int vector gathers: the axis becomes the vector's
+            if gathered is not None:
+                raise Fail("one int vector index per indexing: index the result again "
+                           "for another", item.span)
+            gathered = item
+            x = self.b.emit("gather", (x, i), span=e.span, axis=axis)
+            axis += 1
         return x
 
     def ex_Call(self, e: ast.Call):

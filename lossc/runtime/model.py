@@ -591,7 +591,7 @@ class Model:
         check = -1 - check if overflow else check
         sample_in_chunk, sample = sample, sample + bound.start
         info = self.meta["index_checks"][check]
-        ints = ", ".join(f"{s.name} = {int(a[sample_in_chunk])}"
+        ints = ", ".join(f"{s.name} = {a[sample_in_chunk].tolist()}"
                          for s, a in zip(self.inputs, bound.arrays) if s.is_int)
         what = (f"index {info['text']} overflows a 64-bit integer, so it" if overflow else
                 f"index {info['text']} = {value}")

@@ -424,6 +424,12 @@ WHERE = OpDef(
 # integer scalar arithmetic (indices, counts)
 
 
+def _int_like(attrs, i):
+    """An index, or a vector of them (an int vector input gathering)."""
+    assert i.dtype == INT and i.rank <= 1
+    return i.shape, INT
+
+
 def _checked_eval(a, i):
     i = np.asarray(i)
     bad = (i < 0) | (i >= a["size"])
@@ -460,14 +466,14 @@ def _integer(name, arity, f, form, lower) -> OpDef:
 # Integer arithmetic only computes indices (build.py computes an integer expression used
 # as a number in real arithmetic). The lowerings wrap; the index checks the overflow.
 INTEGERS = [
-    OpDef("checked_index", 1, "elem", infer=scalar_int, eval=_checked_eval,
+    OpDef("checked_index", 1, "elem", infer=_int_like, eval=_checked_eval,
           sympy=lambda s, n, i: i, names=(), axis=False, reduction=False, stage="any",
           differentiable=False, vjp=None, mask=None,
           lower=lambda em, g, n, i: em.check_index(g, n, i), single_pass=True,
           foldable=False, example=_INDEX,
-          doc="a data-dependent index, checked against 0..size-1 (and for overflow of the "
-              "arithmetic computing it) at run time: never folded, the check is the run "
-              "time's"),
+          doc="a data-dependent index (or each of a vector of them), checked against "
+              "0..size-1 (and for overflow of the arithmetic computing it) at run time: "
+              "never folded, the check is the run time's"),
     _integer("iadd", 2, lambda x, y: x + y, lambda sp, x, y: x + y,
              lambda em, g, n, x, y: em.add(x, y)),
     _integer("isub", 2, lambda x, y: x - y, lambda sp, x, y: x - y,
