@@ -200,8 +200,10 @@ def _register_training():
         from lossc.optim.cli_train import eval_cmd, train
     except ImportError:  # training is an optional part of the package layout
         return
+    from lossc.optim.cli_predict import predict_cmd
     main.add_command(train, "train")
     main.add_command(eval_cmd, "eval")
+    main.add_command(predict_cmd, "predict")
 
 
 _register_training()

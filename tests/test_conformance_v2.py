@@ -5,9 +5,6 @@ cases' positions and wording.
 `hvp` and `jvp` keys are checked only on a model that has those methods
 (`hasattr(m, "hvp")`, `hasattr(m, "jvp")`): forward mode and Hessian-vector products
 are a separate part of lossc; until a model offers them those keys are skipped.
-
-A case that needs a part of version 2 lossc does not implement yet is an expected
-failure (strict: it fails the suite once it passes, so the list below only shrinks).
 """
 import json
 import re
@@ -23,43 +20,8 @@ VALUE_CASES = sorted(CONFORMANCE_V2.glob("*.json"))
 ERRORS = json.loads((CONFORMANCE_V2 / "errors" / "expected.json").read_text())
 ERROR_CASES = sorted(k for k in ERRORS if not k.startswith("_"))
 
-# what each case needs beyond version 1, and what lossc does not offer yet
-NEEDS = {
-    "functions": {"def"}, "literals": {"literal"},
-    "shaped_hypers": {"shaped_hyper", "penalty"},
-    "embedding_bag": {"int_vector", "def", "shaped_hyper", "penalty", "output"},
-    "matfact": {"int_vector", "penalty", "output"},
-    "negbin": {"special", "penalty", "output"}, "beta_reg": {"special", "output"},
-    "probit": {"special", "output"}, "special_points": {"special", "penalty", "output"},
-    "where_rule": set(), "names": {"penalty", "output"}, "outputs": {"output"},
-    "dirichlet_mult": {"int_vector", "special", "output"},
-    "gamma_vi": {"special", "def", "penalty", "output"},
-}
-ERROR_NEEDS = {
-    "def_arity.loss": {"def"}, "def_uses_param.loss": {"def"}, "recursion.loss": {"def"},
-    "output_uses_loss.loss": {"output"}, "penalty_input.loss": {"penalty"},
-    "two_penalties.loss": set(),     # (v1: a name bound twice)
-    # (rejected already by version 1, at the '[' where an expression was expected)
-    "ragged_literal.loss": set(),
-    "special_typo.loss": {"special"},
-}
-MISSING = {"output"}
-
-
-def _expect(needs: set):
-    absent = sorted(needs & MISSING)
-    return [pytest.mark.xfail(strict=True, reason="needs " + ", ".join(absent))] \
-        if absent else []
-
-
-def _cases(paths):
-    return [pytest.param(p, id=p.stem, marks=_expect(NEEDS[p.stem])) for p in paths]
-
-
 def test_the_shared_cases_are_there():
     assert len(VALUE_CASES) >= 14 and len(ERROR_CASES) >= 8
-    assert {p.stem for p in VALUE_CASES} <= set(NEEDS)
-    assert set(ERROR_CASES) <= set(ERROR_NEEDS)
 
 
 def _load(case_path):
@@ -86,7 +48,7 @@ def _close(got: dict, ref: dict, c: dict) -> None:
                                    atol=min(c["atol"], 1e-11), err_msg=k)
 
 
-@pytest.mark.parametrize("case", _cases(VALUE_CASES))
+@pytest.mark.parametrize("case", VALUE_CASES, ids=lambda p: p.stem)
 def test_value_and_gradient(case):
     c, m, params, inputs, hypers = _load(case)
     exp = c["expected"]
@@ -108,7 +70,7 @@ PREDICT_CASES = [p for p in VALUE_CASES
                  if "outputs" in json.loads(p.read_text())["expected"]]
 
 
-@pytest.mark.parametrize("case", _cases(PREDICT_CASES))
+@pytest.mark.parametrize("case", PREDICT_CASES, ids=lambda p: p.stem)
 def test_predict(case):
     c, m, params, inputs, hypers = _load(case)
     given = {k: inputs[k] for k in c.get("predict_inputs", inputs)}
@@ -122,8 +84,7 @@ def test_predict(case):
         np.testing.assert_allclose(pred[k], ref, rtol=c["rtol"], atol=c["atol"], err_msg=k)
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, id=n, marks=_expect(ERROR_NEEDS[n]))
-                                  for n in ERROR_CASES])
+@pytest.mark.parametrize("name", ERROR_CASES)
 def test_error_case(name):
     spec = ERRORS[name]
     path = CONFORMANCE_V2 / "errors" / name

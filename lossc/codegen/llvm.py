@@ -145,7 +145,7 @@ class FunctionCodegen:
         for n in self.plan.live:
             if n.id not in self.plan.vary:
                 self.emit_node(self.once, n)
-        sample_outs = {k: v for k, v in outs.items() if k.endswith(".sample")}
+        sample_outs = self.sample_outputs(outs)
         has_inputs = any(n.op == "input" for n in self.plan.live)
         self.loss_acc = {1: em.alloca(em.T, "loss_acc")}
         b.store(em.fconst(0), self.loss_acc[1])
@@ -161,6 +161,10 @@ class FunctionCodegen:
         b.ret(ir.Constant(I32, 0))
         # allocas live in the entry block so LLVM promotes them to registers
         ir.IRBuilder(em.entry).branch(em.fn.blocks[1])
+
+    def sample_outputs(self, outs: dict) -> dict:
+        """The outputs computed per sample (accumulated by `accumulate`)."""
+        return {k: v for k, v in outs.items() if k.endswith(".sample")}
 
     def vector_loop(self, sample_outs: dict, n_grad: int) -> None:
         """The loop over the batch U groups of W lanes at a time: each gradient element

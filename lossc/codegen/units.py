@@ -4,6 +4,7 @@ A model's native code comes in units, each its own LLVM module and object file:
 
     value_and_grad   lossc_value_and_grad        compiled by lossc.compile
     loss             lossc_loss                  compiled on the first loss() call
+    predict          lossc_predict               compiled on the first predict() call
     train.sgd        lossc_train_steps_sgd       compiled when a run first trains
     train.rmsprop    lossc_train_steps_rmsprop   with that optimizer natively
     train.adam       lossc_train_steps_adam      (Adam and AdamW)
@@ -33,16 +34,18 @@ from llvmlite import ir
 from lossc.codegen import objects, rng
 from lossc.codegen.fused import KINDS, emit_train_steps, function_name
 from lossc.codegen.llvm import FunctionCodegen
+from lossc.codegen.predict import PredictCodegen
 from lossc.ir.graph import Graph
 
-VALUE_AND_GRAD, LOSS = "value_and_grad", "loss"
+VALUE_AND_GRAD, LOSS, PREDICT = "value_and_grad", "loss", "predict"
 PERMUTATION = "rng.permutation"     # the training driver's shuffle (codegen/rng.py)
 CALL_OBJECTS = "call.objects"       # Model.value_and_grad's repeated call (codegen/objects.py)
 # the same code for every model (runtime/library.py compiles them once per machine)
 LIBRARY_UNITS = tuple(f"train.{k}" for k in KINDS) + (PERMUTATION, CALL_OBJECTS)
 UNTYPED_UNITS = (PERMUTATION, CALL_OBJECTS)     # no real numbers in them: one per machine
-UNITS = (VALUE_AND_GRAD, LOSS) + LIBRARY_UNITS
+UNITS = (VALUE_AND_GRAD, LOSS, PREDICT) + LIBRARY_UNITS
 EXPORTS = {VALUE_AND_GRAD: "lossc_value_and_grad", LOSS: "lossc_loss",
+           PREDICT: "lossc_predict",
            **{f"train.{k}": function_name(k) for k in KINDS}, PERMUTATION: rng.FUNCTION,
            CALL_OBJECTS: objects.FUNCTION}
 
@@ -68,6 +71,10 @@ def build_module(graph: Graph | None, dtype: str = "float64", units=UNITS, tripl
                                  vector_bits)
             fc.generate()
             work = max(work, fc.work_size)
+        elif unit == PREDICT:
+            pc = PredictCodegen(module, graph, dtype, EXPORTS[unit], vector_bits)
+            pc.generate()
+            work = max(work, pc.work_size)
         elif unit == PERMUTATION:
             rng.emit_permutation(module)
         elif unit == CALL_OBJECTS:

@@ -103,6 +103,7 @@ class _Builder:
         self.offset = 0
         # the arguments of the functions being inlined, innermost last
         self.scopes: list[dict[str, Entry]] = []
+        self.predictions: dict[str, Node] = {}      # "out.<name>" -> its value
 
     # ------------------------------------------------------------ statements
 
@@ -148,6 +149,7 @@ class _Builder:
             self.graph.outputs["loss"] = loss_node
             if penalty_node is not None:
                 self.graph.outputs["penalty"] = penalty_node
+            self.graph.outputs.update(self.predictions)
             self.warn_unused(stmts, [loss_node, penalty_node])
         return self.graph
 
@@ -282,6 +284,21 @@ class _Builder:
         if name in self.names:
             return self.names[name].kind
         return "name defined in the file"
+
+    def stmt_OutputStmt(self, s: ast.OutputStmt) -> None:
+        """A value to predict, per sample: real (a bool as 0.0 / 1.0, an int as a
+        number); the graph's output "out.<name>". It changes nothing else."""
+        if s.name in self.names:
+            prev = self.names[s.name]
+            raise Fail(f"'{s.name}' is already defined at line {prev.span.line}; "
+                       "every name is bound once", s.name_span)
+        node = nested.run(self.expr(s.value))
+        if node.dtype == BOOL:
+            node = self.b.where(node, self.b.const(1.0, node.shape),
+                                self.b.const(0.0, node.shape))
+        node = self.real(node)
+        self.names[s.name] = Entry("output", s.name_span, node)
+        self.predictions["out." + s.name] = node
 
     def stmt_ReduceStmt(self, s: ast.ReduceStmt) -> None:
         self.graph.reduce = s.kind

@@ -201,6 +201,8 @@ def symbolic(graph: Graph) -> tuple[list[str], list]:
         measure.after(n, vals[n.id])
     names, exprs = [], []
     for key, node in graph.outputs.items():
+        if key.startswith("out."):          # (predictions: not part of the objective)
+            continue
         v = vals[node.id]
         if key in ("loss", "penalty"):
             names.append(_OBJECTIVE_PART[key])

@@ -60,6 +60,20 @@ class HyperSpec:
 
 
 @dataclass(frozen=True)
+class OutputSpec:
+    """A per-sample value `predict` returns (`output name = ...`): its shape without
+    the batch axis, and the inputs it depends on (the ones predict needs)."""
+
+    name: str
+    shape: tuple[int, ...]
+    inputs: tuple[str, ...] = ()
+
+    @property
+    def size(self) -> int:
+        return prod(self.shape)
+
+
+@dataclass(frozen=True)
 class Signature:
     params: tuple[ParamSpec, ...]
     inputs: tuple[InputSpec, ...]
@@ -67,6 +81,7 @@ class Signature:
     reduce: str = "mean"  # or "sum"
     dims: dict = field(default_factory=dict)
     penalty: bool = False  # a `penalty = ...`: added once to every call's objective
+    outputs: tuple[OutputSpec, ...] = ()
 
     @property
     def n_params(self) -> int:
@@ -83,6 +98,7 @@ class Signature:
             "reduce": self.reduce,
             "dims": dict(self.dims),
             "penalty": self.penalty,
+            "outputs": [[o.name, list(o.shape), list(o.inputs)] for o in self.outputs],
         }
 
     @staticmethod
@@ -95,6 +111,7 @@ class Signature:
             reduce=d["reduce"],
             dims=dict(d["dims"]),
             penalty=bool(d.get("penalty", False)),
+            outputs=tuple(OutputSpec(n, tuple(s), tuple(i)) for n, s, i in d.get("outputs", [])),
         )
 
 

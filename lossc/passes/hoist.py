@@ -63,6 +63,9 @@ def hoist(graph: Graph) -> Graph:
     outputs = {}
     for name, node in graph.outputs.items():
         b.span = node.span
+        if name.startswith("out."):         # predictions are per sample, not summed
+            outputs[name] = node
+            continue
         if name == "penalty" or name.startswith("penalty_grad."):
             assert node.id not in vary, name
             outputs[fixed_name(name)] = node

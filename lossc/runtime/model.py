@@ -12,8 +12,9 @@ from typing import Optional
 
 import numpy as np
 
-from lossc.codegen.units import LOSS, VALUE_AND_GRAD
-from lossc.runtime.calls import BoundArgs, PreparedCall, _Frame, data_pointer
+from lossc.codegen.units import LOSS, PREDICT, VALUE_AND_GRAD
+from lossc.runtime.calls import (BoundArgs, PreparedCall, _addr, _Frame, aligned_zeros,
+                                 data_pointer)
 from lossc.runtime import fastcall, forks
 from lossc.runtime.code import ModelCode
 from lossc.runtime.spec import Signature
@@ -75,6 +76,11 @@ class Model:
     @property
     def reduce(self) -> str:
         return self.signature.reduce
+
+    @property
+    def outputs(self):
+        """The `output` declarations: OutputSpec(name, shape, inputs it needs)."""
+        return self.signature.outputs
 
     @property
     def warnings(self) -> list[str]:
@@ -335,6 +341,74 @@ class Model:
         self._check_disjoint(theta, grad, bound)
         return PreparedCall(self, theta, bound, grad)
 
+    def predict(self, theta: dict, /, **kwargs) -> dict:
+        """Every output for each sample: {name: array (B, *shape)} in the model's dtype
+        (without the batch axis in a model without inputs), computed natively. Only the
+        inputs some output depends on are needed; others may be given (and are
+        checked) or left out."""
+        from lossc.codegen.predict import PREDICT_PADDING
+        fn = self.code.function(PREDICT)
+        flat = np.zeros(max(self.n_params, 1), dtype=self.dtype)
+        self._pack(theta, self._param_views(flat))
+        bound = self._predict_batch(kwargs)
+        once = self._predict_once()
+        B = bound.B
+        outs = [aligned_zeros((1 if o.name in once else B + PREDICT_PADDING) * max(o.size, 1),
+                              self.dtype) for o in self.outputs]
+        table = np.array([_addr(a) for a in outs] or [0], dtype=np.int64)
+        value = np.zeros(1, dtype=self.dtype)
+        work = aligned_zeros(self.code.work_size, self.dtype)
+        err = np.zeros(8, dtype=np.int64)
+        frame = np.array([_addr(flat), bound.hypers_address, bound.pointers_address, B,
+                          _addr(value), _addr(work), _addr(err), _addr(table)], dtype=np.int64)
+        if fn(_addr(frame)) != 0:
+            raise self._index_error(err, bound)
+        result = {}
+        for o, a in zip(self.outputs, outs):
+            rows = a.reshape((-1,) + o.shape)
+            if not self.inputs:
+                result[o.name] = rows[0].copy()
+            elif o.name in once:
+                result[o.name] = np.repeat(rows[:1], B, axis=0)
+            else:
+                result[o.name] = rows[:B].copy()
+        return result
+
+    def _predict_once(self) -> set:
+        """The outputs no input reaches (computed once, repeated for every sample)."""
+        return {o.name for o in self.outputs if not o.inputs}
+
+    def _predict_batch(self, kwargs: dict) -> "BoundArgs":
+        """The inputs and hypers of a predict call, checked: the inputs the outputs need
+        must be there; those left out stand in as empty arrays the code never reads."""
+        data, hypers = {}, {}
+        for k, v in kwargs.items():
+            if k in self._hyper_index:
+                hypers[k] = v
+            elif k in self._input_set:
+                data[k] = v
+            else:
+                raise ValueError(f"unknown argument {k!r}; predict takes inputs "
+                                 f"{self._input_names} and hyperparameters "
+                                 f"{list(self._hyper_index)}")
+        needed = {i for o in self.outputs for i in o.inputs}
+        missing = [s.name for s in self.inputs if s.name in needed and s.name not in data]
+        if missing:
+            need = ", ".join(f"{s.name!r} {_shape_text(('B',) + s.shape)}"
+                             for s in self.inputs if s.name in missing)
+            raise ValueError(f"missing input {need}: the outputs "
+                             f"{[o.name for o in self.outputs if set(o.inputs) & set(missing)]}"
+                             " depend on it")
+        if self.inputs and not data:
+            raise ValueError(f"predict needs at least one input to know the batch size; "
+                             f"the model's inputs are {self._input_names}")
+        given = [s for s in self.inputs if s.name in data]
+        arrays, B = self._check_inputs(data, given)
+        by_name = dict(zip((s.name for s in given), arrays))
+        full = [by_name.get(s.name, np.zeros((0,) + s.shape, np.int64 if s.is_int
+                                              else self.dtype)) for s in self.inputs]
+        return BoundArgs(self, full, B, self._hyper_vector(hypers))
+
     def save(self, path) -> None:
         """Write a `.lossc` artifact: machine code for this CPU (every code unit,
         compiled now if it was not yet, so loading it never needs LLVM) and the
@@ -483,13 +557,15 @@ class Model:
             v[spec.offset] = float(a)
         return v
 
-    def _check_inputs(self, data: dict):
+    def _check_inputs(self, data: dict, specs=None):
+        """The inputs `specs` (default: all) of `data`, checked and converted, and the
+        batch size."""
         for k in data:
             if k not in self._input_set:
                 raise ValueError(f"unknown input {k!r}; the model's inputs are "
                                  f"{self._input_names}")
         arrays, B, first = [], None, None
-        for spec in self.inputs:
+        for spec in self.inputs if specs is None else specs:
             if spec.name not in data:
                 raise ValueError(f"missing input {spec.name!r}: expected an array of shape "
                                  f"{_shape_text(('B',) + spec.shape)}")
@@ -592,7 +668,7 @@ class Model:
         sample_in_chunk, sample = sample, sample + bound.start
         info = self.meta["index_checks"][check]
         ints = ", ".join(f"{s.name} = {a[sample_in_chunk].tolist()}"
-                         for s, a in zip(self.inputs, bound.arrays) if s.is_int)
+                         for s, a in zip(self.inputs, bound.arrays) if s.is_int and len(a))
         what = (f"index {info['text']} overflows a 64-bit integer, so it" if overflow else
                 f"index {info['text']} = {value}")
         return ValueError(f"{what} is out of range 0..{info['size'] - 1} "

@@ -175,6 +175,16 @@ class FuncDef:
 
 
 @dataclass(eq=False)
+class OutputStmt:
+    """`output name = expr`: a per-sample value to predict."""
+
+    name: str
+    value: Expr
+    span: Span
+    name_span: Span
+
+
+@dataclass(eq=False)
 class PenaltyStmt:
     """`penalty = expr`: added once to the objective, whatever the reduction."""
 
@@ -190,7 +200,7 @@ class ReduceStmt:
 
 
 Statement = Union[DimDecl, InputDecl, ParamDecl, HyperDecl, Let, LossStmt, PenaltyStmt,
-                  ReduceStmt, FuncDef]
+                  ReduceStmt, FuncDef, OutputStmt]
 
 
 @dataclass(eq=False)

@@ -32,7 +32,7 @@ from lossc.syntax.lexer import (EOF, INITIALIZERS, KEYWORDS, NAME, NEWLINE, NUMB
 MAX_NESTING = 5000          # brackets open at once
 INT64_MAX = 2 ** 63 - 1
 
-DECLARATIONS = frozenset({"dim", "input", "param", "hyper", "reduce", "def"})
+DECLARATIONS = frozenset({"dim", "input", "param", "hyper", "reduce", "def", "output"})
 # statements `KEYWORD = expression` (the objective's parts)
 STATEMENT_KEYWORDS = frozenset({"loss", "penalty"})
 _NOT = 3                     # precedence of prefix 'not'
@@ -182,7 +182,8 @@ class _Parser:
         first, second = self.toks[start], self.toks[start + 1]
         if first.kind is NAME and first.text in STATEMENT_KEYWORDS:
             return first.text
-        if first.kind is NAME and first.text in ("dim", "input", "param", "hyper", "def"):
+        if first.kind is NAME and first.text in ("dim", "input", "param", "hyper", "def",
+                                                 "output"):
             return second.text if second.kind is NAME else None
         if first.kind is NAME and second.is_op("="):
             return first.text
@@ -222,7 +223,7 @@ class _Parser:
         msg = f"unexpected {describe(tok)} after the end of the statement"
         if tok.is_op(")", "]"):
             msg = _unmatched(tok)
-        elif isinstance(stmt, (ast.Let, ast.LossStmt, ast.PenaltyStmt)):
+        elif isinstance(stmt, (ast.Let, ast.LossStmt, ast.PenaltyStmt, ast.OutputStmt)):
             if tok.is_op("="):
                 msg += " (to compare, use '==')"
             elif tok.kind is NUMBER or (tok.kind is NAME and tok.text not in KEYWORDS):
@@ -477,6 +478,12 @@ class _Parser:
         eq = self.expect_op("=", "after 'loss'")
         value = self.expression(eq)
         return ast.LossStmt(value, kw.span.to(value.span))
+
+    def output(self, kw: Token) -> ast.OutputStmt:
+        name = self.declared_name(kw)
+        eq = self.expect_op("=", f"after 'output {name.text}'")
+        value = self.expression(eq)
+        return ast.OutputStmt(name.text, value, kw.span.to(value.span), name.span)
 
     def penalty(self, kw: Token) -> ast.PenaltyStmt:
         eq = self.expect_op("=", "after 'penalty'")
