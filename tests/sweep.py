@@ -130,6 +130,24 @@ param Q[N, F] = normal(0, 0.3)
 param a[F] = normal(0, 0.3)
 loss = (dot(P[u], Q[i]) - r) ^ 2 + dot(a * t, P[u]) + 0.01 * sum(P[:, 0] ^ 2)
 """, ints={"u": "N", "i": "N"}, fan_in="F"),
+    Family("v2", ("N", "L"), """
+input tok[L]: int
+input x[L]
+input y
+param E[N, 2] = normal(0, 0.3)
+param v[N] = normal(0, 0.3)
+param a[L] = normal(0, 0.3)
+hyper cw[2] = [1.0, 0.5]
+reduce sum
+def soft(t) = log_sigmoid(t) + 0.1 * erfc(t)
+h = mean(E[tok], axis=0)
+s = dot(a, x) + sum(v[tok]) / L
+q = exp(0.5 * tanh(s))
+loss = -soft(s * y) + lgamma(q + 1) - 0.1 * digamma(q + 0.5) + xlogy(x[0] ^ 2, q) + dot([cw[0], -cw[1]] * h, [1, 2])
+penalty = 0.01 * sum(E ^ 2) + 0.1 * sum(a ^ 2)
+output score = s
+output hp = h
+""", ints={"tok": "N"}, fan_in="L"),
     Family("lsemat", ("K", "D"), """
 input X[K, D]
 input t[K]
@@ -301,13 +319,16 @@ class Reference:
     reduce: str
     prefix: dict          # output -> cumulative sum over samples, shape (B + 1, *shape)
     magnitude: dict       # output -> cumulative sum of absolute values, likewise
+    fixed: dict           # loss, grad.<p> -> the penalty's part, added once
+    predictions: dict     # output name -> its value per sample, (B, *shape)
 
     def expected(self, name: str, B: int):
         """(value, magnitude) of an output's objective over the first B samples."""
         total, size = self.prefix[name][B], self.magnitude[name][B]
         if self.reduce == "mean":
-            return total / B, size / B
-        return total, size
+            total, size = total / B, size / B
+        fixed = self.fixed.get(name, 0.0)
+        return total + fixed, size + np.abs(fixed)
 
     def batch(self, B: int) -> dict:
         return {k: v[:B] for k, v in self.data.items()}
@@ -317,7 +338,8 @@ def make_data(family: Family, sizes: dict, model_inputs, B: int, rng) -> dict:
     data = {}
     for spec in model_inputs:
         if spec.is_int:
-            data[spec.name] = rng.integers(0, sizes[family.ints[spec.name]], size=B)
+            data[spec.name] = rng.integers(0, sizes[family.ints[spec.name]],
+                                           size=(B,) + spec.shape)
         else:
             data[spec.name] = f32(rng.normal(size=(B,) + spec.shape))
     return data
@@ -338,14 +360,20 @@ def reference(family: Family, sizes: dict, B: int = MAX_BATCH, seed: int = 0) ->
     data = make_data(family, sizes, graph.inputs, B, rng)
     hypers = {h.name: h.default for h in graph.hypers}
     per_sample = evaluate_batch(graph, theta, data, hypers)
-    prefix, magnitude = {}, {}
+    prefix, magnitude, fixed, predictions = {}, {}, {}, {}
     for k, v in per_sample.items():
         v = np.asarray(v, dtype=np.float64)
+        if k.startswith("out."):
+            predictions[k[4:]] = v
+            continue
+        if k == "penalty" or k.startswith("penalty_grad."):     # the same in every row
+            fixed["loss" if k == "penalty" else "grad." + k.split(".", 1)[1]] = v[0]
+            continue
         zero = np.zeros((1,) + v.shape[1:])
         prefix[k] = np.concatenate([zero, np.cumsum(v, axis=0)])
         magnitude[k] = np.concatenate([zero, np.cumsum(np.abs(v), axis=0)])
     return Reference(family, sizes, src, theta, data, hypers, graph.reduce, prefix,
-                     magnitude)
+                     magnitude, fixed, predictions)
 
 
 def check_derivatives(ref: Reference, B: int = 13, directions: int = 2, seed: int = 1):
@@ -356,9 +384,12 @@ def check_derivatives(ref: Reference, B: int = 13, directions: int = 2, seed: in
     built, _ = front_end(read_source(ref.source))
     data = ref.batch(B)
 
+    parts = ["loss"] + (["penalty"] if "penalty" in built.outputs else [])
+
     def objective(theta):
-        v = evaluate_batch(built, theta, data, ref.hypers, ["loss"])["loss"]
-        return float(np.sum(v)) if ref.reduce == "sum" else float(np.mean(v))
+        v = evaluate_batch(built, theta, data, ref.hypers, parts)
+        total = float(np.sum(v["loss"])) if ref.reduce == "sum" else float(np.mean(v["loss"]))
+        return total + (float(v["penalty"][0]) if "penalty" in v else 0.0)
 
     rng = np.random.default_rng(seed)
     for _ in range(directions):
@@ -447,6 +478,12 @@ def check_calls(ref: Reference, m, dtype: str, bits: int, level: str,
                     context)
             grads_match(f"value_and_grad#{call}", grads)
         compare("loss", m.loss(ref.theta, **data), want_loss, mag_loss, dtype, context)
+        if m.outputs:
+            predicted = m.predict(ref.theta, **data)
+            for name, want in ref.predictions.items():
+                compare(f"predict {name}", predicted[name], want[:B], np.abs(want[:B]),
+                        dtype, context)
+            checks += 1
         # the flat calls on a bound batch, and a prepared call
         flat = m.pack_params(ref.theta)
         bound = m.bind(data)
@@ -517,6 +554,7 @@ def check_fused_steps(ref: Reference, m, dtype: str, batch_size: int, epochs: in
 # ----------------------------------------------------------------- random programs
 
 SMOOTH_UNARY = ("tanh({})", "sin({})", "sigmoid({})", "softplus({})", "log1p({} ^ 2)",
+                "erfc({})", "log_sigmoid({})", "lgamma(1 + {} ^ 2)",
                 "sqrt({} ^ 2 + 1)", "exp(tanh({}))", "atan({})", "erf({})", "cos({})",
                 "square({})", "-{}", "({}) ^ 3", "log(sigmoid({}))", "expm1(tanh({}))")
 KINKED_UNARY = ("abs({})", "relu({})")

@@ -99,7 +99,8 @@ def test_xlogy_values_and_gradients():
     for a, b in zip(x, y):
         v, g = m.value_and_grad({"a": a, "b": b})
         assert v == pytest.approx(sp.xlogy(a, b), rel=1e-15)
-        assert g["a"] == pytest.approx(np.log(b), rel=1e-15)
+        with np.errstate(divide="ignore"):
+            assert g["a"] == pytest.approx(np.log(b), rel=1e-15)
         assert g["b"] == pytest.approx(a / b if a else 0.0, rel=1e-15)
     # the vector loop: per-sample x and y (finite: d(b * y)/db = y), the gradient in b
     # summed over the samples
