@@ -139,11 +139,10 @@ param v[N] = normal(0, 0.3)
 param a[L] = normal(0, 0.3)
 hyper cw[2] = [1.0, 0.5]
 reduce sum
-def soft(t) = log_sigmoid(t) + 0.1 * erfc(t)
+def soft(t, u) = log_sigmoid(t) + xlogy(u, exp(0.5 * tanh(t)))
 h = mean(E[tok], axis=0)
 s = dot(a, x) + sum(v[tok]) / L
-q = exp(0.5 * tanh(s))
-loss = -soft(s * y) + lgamma(q + 1) - 0.1 * digamma(q + 0.5) + xlogy(x[0] ^ 2, q) + dot([cw[0], -cw[1]] * h, [1, 2])
+loss = -soft(s * y, x[0] ^ 2) + lgamma(2 + tanh(s)) + dot([cw[0], -cw[1]] * h, [1, 2])
 penalty = 0.01 * sum(E ^ 2) + 0.1 * sum(a ^ 2)
 output score = s
 output hp = h

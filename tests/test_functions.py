@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import lossc
+from conftest import assert_compile_error
 
 
 def _error(source: str) -> lossc.CompileError:
@@ -82,10 +83,7 @@ def test_an_error_two_calls_deep_names_both_calls():
     ("param w\ndef f(a) = a\nloss = f(w, axis=0)\n", 3, 8, ["keyword argument"]),
 ])
 def test_function_errors(source, line, col, words):
-    e = _error(source)
-    assert (e.line, e.col) == (line, col), str(e)
-    for w in words:
-        assert w in e.message, (w, e.message)
+    assert_compile_error(source, line, col, words)
 
 
 def test_a_function_whose_definition_failed_is_not_reported_again():

@@ -4,15 +4,10 @@ import numpy as np
 import pytest
 
 import lossc
+from conftest import assert_compile_error
 from lossc.compiler import compile_source
 from lossc.ir.evaluate import objective
 from lossc.ir.spec import Signature
-
-
-def _error(source: str) -> lossc.CompileError:
-    with pytest.raises(lossc.CompileError) as info:
-        lossc.compile(source)
-    return info.value
 
 
 def test_literals_built_from_params_pass_the_gradient_to_each_element():
@@ -53,10 +48,7 @@ def test_a_constant_literal_indexed_by_data():
     ("param w\nloss = w * sum([1, 2)\n", 2, 21, ["']'"]),
 ])
 def test_literal_errors(source, line, col, words):
-    e = _error(source)
-    assert (e.line, e.col) == (line, col), str(e)
-    for w in words:
-        assert w in e.message, (w, e.message)
+    assert_compile_error(source, line, col, words)
 
 
 SHAPED = """dim K = 3
@@ -126,7 +118,4 @@ def test_the_signature_keeps_shaped_hypers():
     ("param w\nhyper h[2] = [[[1]]]\nloss = w * sum(h)\n", 2, 16, ["no deeper"]),
 ])
 def test_shaped_hyper_errors(source, line, col, words):
-    e = _error(source)
-    assert (e.line, e.col) == (line, col), str(e)
-    for w in words:
-        assert w in e.message, (w, e.message)
+    assert_compile_error(source, line, col, words)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import lossc
+from conftest import assert_compile_error
 from lossc.compiler import compile_source
 from lossc.ir.evaluate import objective
 
@@ -78,12 +79,7 @@ def test_a_parameter_only_the_penalty_uses_draws_no_warning():
     ("param w\nloss = w\npenalty = w > 1\n", 3, 11, ["number"]),
 ])
 def test_penalty_errors(source, line, col, words):
-    with pytest.raises(lossc.CompileError) as info:
-        lossc.compile(source)
-    e = info.value
-    assert (e.line, e.col) == (line, col), str(e)
-    for w in words:
-        assert w in e.message, (w, e.message)
+    assert_compile_error(source, line, col, words)
 
 
 def test_latex_shows_the_penalty():

@@ -6,6 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 import lossc
+from conftest import assert_compile_error
 from lossc.cli import main
 from lossc.compiler import compile_source
 from lossc.ir.evaluate import evaluate_batch
@@ -142,12 +143,7 @@ def test_a_saved_model_predicts(tmp_path):
     ("param w\nloss = w\noutput = 1\n", 3, 1, ["reserved"]),
 ])
 def test_output_errors(source, line, col, words):
-    with pytest.raises(lossc.CompileError) as info:
-        lossc.compile(source)
-    e = info.value
-    assert (e.line, e.col) == (line, col), str(e)
-    for w in words:
-        assert w in e.message, (w, e.message)
+    assert_compile_error(source, line, col, words)
 
 
 # ---------------------------------------------------------------- lossc predict

@@ -58,7 +58,7 @@ from lossc.codegen.lanes import LaneGroup
 from lossc.codegen.outer import OuterBlocks
 from lossc.codegen.plan import plan
 from lossc.codegen.transpose import transpose_input
-from lossc.codegen.values import FAST, I1, I32, I64, declared
+from lossc.codegen.values import FAST, I1, I32, I64, declared, is_vector
 from lossc.ir.graph import INT, Graph, Node
 from lossc.ir.ops import OPS
 
@@ -70,6 +70,21 @@ GROUPED_GRADIENT_SIZE = 16   # per-sample gradient elements from which lanes go 
 # batch the caller gathers later, for the vector loop to prefetch (codegen/prefetch.py)
 AHEAD, AHEAD_ROWS = 3, 4
 ERR_SLOTS = 5
+
+
+def scatter_terms(node: Node) -> list:
+    """The scatters (gathers' gradients) a per-sample gradient is the sum of, or []
+    when it is anything else."""
+    terms, stack = [], [node]
+    while stack:
+        n = stack.pop()
+        if n.op == "add":
+            stack.extend(n.inputs)
+        elif n.op == "scatter":
+            terms.append(n)
+        else:
+            return []
+    return terms
 
 
 def model_function(module: ir.Module, T, name: str):
@@ -357,6 +372,11 @@ class FunctionCodegen:
             b.store(em.fadd(b.load(acc), self.group_elem(groups, node, ()), flags=FAST), acc)
             return
         spec = self.param_spec(key)
+        scattered = scatter_terms(node)
+        if scattered:
+            for term in scattered:
+                self.accumulate_scattered(groups, spec.offset, term)
+            return
         with em.loops(node.shape) as idx:
             j = em.flat(node.shape, idx)
             if lanes > 1:
@@ -366,6 +386,29 @@ class FunctionCodegen:
             else:
                 p = b.gep(em.grad, [b.add(em.iconst(spec.offset), j)])
                 b.store(b.fadd(b.load(p), self.group_elem(groups, node, idx), flags=FAST), p)
+
+    def accumulate_scattered(self, groups: list, offset: int, n: Node) -> None:
+        """A gather's gradient (scatter(g, i)) added into the parameter's gradient at
+        the gathered positions only: each sample's g, element by element, to the
+        position its index names, lane by lane (the padding lanes add 0). Its cost
+        grows with the number gathered, not with the gathered array's size. These
+        additions go to `grad` itself; the parameter's per-lane accumulators stay 0."""
+        em, b = self.em, self.em.b
+        g_node, i_node = n.inputs
+        axis = n.attr("axis")
+        with em.loops(g_node.shape) as idx:
+            for g in groups:
+                v = em.elem(g, g_node, idx)
+                i = em.elem(g, i_node, (idx[axis],))
+                for lane in range(g.lanes):
+                    k = em.iconst(lane)
+                    x = b.extract_element(v, k) if is_vector(v) else v
+                    if g.lanes > 1 and g.live is not None:
+                        x = b.select(b.extract_element(g.live, k), x, em.fconst(0))
+                    at = list(idx)
+                    at[axis] = b.extract_element(i, k) if is_vector(i) else i
+                    p = b.gep(em.grad, [b.add(em.iconst(offset), em.flat(n.shape, tuple(at)))])
+                    b.store(b.fadd(b.load(p), x, flags=FAST), p)
 
     def group_elem(self, groups: list, n: Node, idx: tuple):
         """n's element summed over the groups of an iteration (their live lanes)."""

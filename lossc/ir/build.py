@@ -320,10 +320,12 @@ class _Builder:
                   if n.op == "input" and n.id in self.graph.reachable([node])]
         if inputs:
             name, span = self.input_use(s.value, {n.attr("name") for n in inputs})
-            via = "is an input" if self.names[name].kind == "input" else \
-                f"depends on input '{inputs[0].attr('name')}'"
+            what = f"input '{inputs[0].attr('name')}'"
+            via = (f"'{name}' is an input" if name in self.names
+                   and self.names[name].kind == "input" else
+                   f"'{name}' depends on {what}" if name else f"it depends on {what}")
             raise Fail(f"the penalty is added once per call and cannot depend on an input: "
-                       f"'{name}' {via} (put per-sample terms in the loss)", span)
+                       f"{via} (put per-sample terms in the loss)", span)
         return node
 
     def input_use(self, e, input_names: set) -> tuple[str, Span]:

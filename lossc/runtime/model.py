@@ -381,16 +381,7 @@ class Model:
     def _predict_batch(self, kwargs: dict) -> "BoundArgs":
         """The inputs and hypers of a predict call, checked: the inputs the outputs need
         must be there; those left out stand in as empty arrays the code never reads."""
-        data, hypers = {}, {}
-        for k, v in kwargs.items():
-            if k in self._hyper_index:
-                hypers[k] = v
-            elif k in self._input_set:
-                data[k] = v
-            else:
-                raise ValueError(f"unknown argument {k!r}; predict takes inputs "
-                                 f"{self._input_names} and hyperparameters "
-                                 f"{list(self._hyper_index)}")
+        data, hypers = self._split_kwargs(kwargs, "predict takes")
         needed = {i for o in self.outputs for i in o.inputs}
         missing = [s.name for s in self.inputs if s.name in needed and s.name not in data]
         if missing:
@@ -466,6 +457,13 @@ class Model:
                     if f.bound is not bound:
                         f.use(bound)
                     return
+        data, hypers = self._split_kwargs(kwargs, "the model takes")
+        bound = self.bind(data, hypers)
+        self._remember(len(kwargs), data, hypers, bound)
+        f.use(bound)
+
+    def _split_kwargs(self, kwargs: dict, who: str) -> tuple[dict, dict]:
+        """A call's keywords as (inputs, hypers); another name is a ValueError."""
         data, hypers = {}, {}
         for k, v in kwargs.items():
             if k in self._hyper_index:
@@ -473,12 +471,10 @@ class Model:
             elif k in self._input_set:
                 data[k] = v
             else:
-                raise ValueError(f"unknown argument {k!r}; the model takes inputs "
+                raise ValueError(f"unknown argument {k!r}; {who} inputs "
                                  f"{self._input_names} and hyperparameters "
                                  f"{list(self._hyper_index)}")
-        bound = self.bind(data, hypers)
-        self._remember(len(kwargs), data, hypers, bound)
-        f.use(bound)
+        return data, hypers
 
     def _remember(self, n_kwargs: int, data: dict, hypers: dict, bound: "BoundArgs") -> None:
         if (any(data[n] is not a for n, a in zip(self._input_names, bound.arrays))
