@@ -44,7 +44,7 @@ def compile_cmd(file, dims, dtype, output):
     except OSError as e:
         fail(f"lossc: error: cannot write {output}: {e.strerror or e}")
     click.echo(f"wrote {output}")
-    for label, items in (("params", m.params), ("inputs", m.inputs)):
+    for label, items in (("params", m.params), ("inputs", m.inputs), ("outputs", m.outputs)):
         if items:
             click.echo(f"  {label}: " + ", ".join(
                 f"{p.name}{list(p.shape) if p.shape else ''}" for p in items))

@@ -221,3 +221,10 @@ def test_cli_refuses_a_model_without_outputs_and_data_missing_a_needed_input(tra
     r = run("predict", d / "m.loss", "--params", d / "p.npz", "--data", d / "only_x.npz",
             "--out", d / "pred.csv")
     assert r.exit_code == 1 and "'g'" in r.output and not (d / "pred.csv").exists()
+
+
+def test_compile_lists_the_outputs(trained):
+    d, *_ = trained
+    r = run("compile", d / "m.loss", "-o", d / "m.lossc")
+    assert r.exit_code == 0 and "  outputs: prob[3], top, first, gz[3, 3], bias" in r.output, \
+        r.output
