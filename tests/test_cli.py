@@ -230,6 +230,20 @@ def test_a_model_too_large_for_memory_is_refused_before_allocating(tmp_path, com
                    "128,000.0 GB", "more than this machine's memory")
 
 
+@pytest.mark.parametrize("command", ["check", "train"])
+def test_a_model_whose_intermediate_values_exceed_memory_is_refused(tmp_path, command):
+    """Small parameters, but an outer product of 50,000 x 50,000 values in the scratch
+    space every call frame holds (it was a MemoryError traceback, or with enough
+    address space a process the system kills)."""
+    src = tmp_path / "outer.loss"
+    src.write_text("dim N = 50000\nparam u[N] = normal(0, 1)\nparam v[N] = normal(0, 1)\n"
+                   "loss = sum(tanh(outer(u, v)))\n")
+    args = ["--steps", "2", "--out", tmp_path / "p.npz"] if command == "train" else []
+    p = limited_run([command, src, *args], memory=8 << 30)
+    one_line_error(p, "the model's intermediate values are too large (dim N = 50000)",
+                   "scratch space 40.0 GB", "more than this machine's memory")
+
+
 def test_a_check_batch_too_large_for_memory_is_refused():
     p = limited_run(["check", SAMPLES / "logistic.loss", "--batch", "100000000000"],
                     memory=8 << 30)
