@@ -128,7 +128,8 @@ input r
 param P[N, F] = normal(0, 0.3)
 param Q[N, F] = normal(0, 0.3)
 param a[F] = normal(0, 0.3)
-loss = (dot(P[u], Q[i]) - r) ^ 2 + dot(a * t, P[u]) + 0.01 * sum(P[:, 0] ^ 2)
+e = P[N - 1 - i, F - 1] * u / N
+loss = (dot(P[u], Q[i]) - r) ^ 2 + dot(a * t, P[u]) + 0.01 * sum(P[:, 0] ^ 2) + 0.1 * e
 """, ints={"u": "N", "i": "N"}, fan_in="F"),
     Family("lsemat", ("K", "D"), """
 input X[K, D]
