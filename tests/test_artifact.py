@@ -176,6 +176,39 @@ def test_a_trusted_artifact_that_agrees_runs_without_recompiling(tmp_path, cache
     assert loaded.loss(theta, **data) == m.loss(theta, **data)
 
 
+def _damaged_relocation(obj: bytes, how: str) -> bytes:
+    """obj with the first relocation of a loaded section changed: its place past the
+    end of its section, its symbol past the symbol table, a type no loader knows, or
+    an addend that cannot fit its 32-bit field."""
+    from lossc.runtime import elf
+    obj = bytearray(obj)
+    sections = elf._section_headers(bytes(obj))
+    (start, info) = next((s[4], s[7]) for s in sections
+                         if s[1] == elf.SHT_RELA and sections[s[7]][2] & elf.SHF_ALLOC)
+    offset, kind, addend = elf._RELA.unpack_from(obj, start)
+    offset, kind, addend = {
+        "place": (sections[info][5] + 4096, kind, addend),
+        "symbol": (offset, (0xffffff << 32) | (kind & 0xffffffff), addend),
+        "type": (offset, (kind >> 32 << 32) | 37, addend),
+        "addend": (offset, kind, addend + (1 << 40))}[how]
+    elf._RELA.pack_into(obj, start, offset, kind, addend)
+    return bytes(obj)
+
+
+@pytest.mark.parametrize("how", ["place", "symbol", "type", "addend"])
+def test_a_trusted_artifact_with_a_damaged_object_is_refused(tmp_path, cache, how):
+    """lossc's loader refuses such an object; it must not hand it to MCJIT instead,
+    which aborted the process (an assertion, 'LLVM ERROR') on each of these."""
+    m = lossc.compile(LOGISTIC, cache=False)
+    path = tmp_path / "m.lossc"
+    m.save(path)
+    damaged = _damaged_relocation(m.code.complete()[VALUE_AND_GRAD], how)
+    _rewrite(path, objects={VALUE_AND_GRAD: damaged})
+    run = _load_in_subprocess(path, cache, trust=True)
+    assert run.returncode == 0, run.stderr
+    assert "refused: refusing to load machine code" in run.stdout, run.stdout
+
+
 def test_unsigned_files_of_older_layouts_are_recompiled(tmp_path, cache):
     m = lossc.compile(LOGISTIC, cache=False)
     path = tmp_path / "m.lossc"
@@ -188,12 +221,12 @@ def test_unsigned_files_of_older_layouts_are_recompiled(tmp_path, cache):
 
 # ---------------------------------------------------------------- reading files
 
-def _load_in_subprocess(path, cache) -> subprocess.CompletedProcess:
+def _load_in_subprocess(path, cache, trust=False) -> subprocess.CompletedProcess:
     code = textwrap.dedent(f"""
         import lossc
         from lossc.runtime.artifact import ArtifactError
         try:
-            lossc.load({str(path)!r})
+            lossc.load({str(path)!r}, trust={trust})
         except ArtifactError as e:
             print("refused:", e)
         """)
