@@ -199,7 +199,7 @@ def _disagreement(header: dict, objects: dict, path) -> tuple[Optional[str], obj
     """(what in a trusted artifact's header differs from its embedded source compiled
     again, or None; that compilation). The front end and the planning of the model's
     code units run without LLVM: signature, dims, index checks and each unit's work
-    size must be what they give."""
+    size must be what they give, and the work size the largest of those."""
     from lossc.codegen.units import LOSS, build_module
     from lossc.source import CompileError
     try:
@@ -218,6 +218,9 @@ def _disagreement(header: dict, objects: dict, path) -> tuple[Optional[str], obj
         _, work = build_module(c.graph, c.dtype, (unit,), vector_bits=bits)
         if header["unit_work"].get(unit) != work:
             return f"the work size of its code unit {unit!r} is not its source's", c
+    # (every call allocates work_size elements: no more than its largest unit needs)
+    if header["work_size"] != max(header["unit_work"].values(), default=1):
+        return "its work size is not its code units' largest", c
     return None, c
 
 

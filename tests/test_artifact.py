@@ -134,8 +134,9 @@ def test_an_artifact_signed_by_another_key_is_not_run(tmp_path, cache, monkeypat
         assert _value(lossc.load(path, recompile=False)) == _value(m)
 
 
-@pytest.mark.parametrize("change", ["work_size", "signature", "dims", "index_checks",
-                                    "source", "another_source", "vector_bits"])
+@pytest.mark.parametrize("change", ["work_size", "huge_work_size", "signature", "dims",
+                                    "index_checks", "source", "another_source",
+                                    "vector_bits"])
 def test_a_trusted_artifact_must_agree_with_its_source(tmp_path, cache, change):
     """trust=True vouches for the machine code, not for the header: each field a call
     relies on is checked against the embedded source compiled again."""
@@ -146,6 +147,8 @@ def test_a_trusted_artifact_must_agree_with_its_source(tmp_path, cache, change):
     work = {u: w // 2 for u, w in header["unit_work"].items()}
     fields = {
         "work_size": {"work_size": header["work_size"] // 2, "unit_work": work},
+        # (every call would allocate it: a MemoryError at each call, not at the load)
+        "huge_work_size": {"work_size": header["work_size"] << 40},
         "signature": {"signature": dict(header["signature"], params=[
             [n, [1] * len(s), i, o] for n, s, i, o in header["signature"]["params"]])},
         "dims": {"dims": {k: v + 1 for k, v in header["dims"].items()}},
