@@ -270,6 +270,18 @@ def test_reads_are_bounded_by_what_the_header_declares(tmp_path, cache):
         lossc.load(path)
 
 
+@pytest.mark.parametrize("nesting", [b"[" * 100_000 + b"]" * 100_000,
+                                     b'{"a": ' * 50_000 + b"1" + b"}" * 50_000])
+def test_a_header_nested_too_deep_is_damaged(tmp_path, cache, nesting):
+    """JSON nested past the recursion limit (it raised RecursionError out of
+    lossc.load, and out of a cache lookup)."""
+    path = tmp_path / "m.lossc"
+    path.write_bytes(artifact.MAGIC + len(nesting).to_bytes(8, "little") + nesting)
+    for trust in (False, True):
+        with pytest.raises(artifact.ArtifactError, match=f"{path} is a damaged"):
+            lossc.load(path, trust=trust)
+
+
 # ---------------------------------------------------------------- the compile cache
 
 def test_cache_entries_with_foreign_code_are_misses(tmp_path, cache, monkeypatch):

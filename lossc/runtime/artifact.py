@@ -131,7 +131,7 @@ def _read_fd(fd: int, label: str, key: Optional[bytes]) -> Contents:
     data = _read_exactly(fd, n)
     try:
         header = json.loads(data) if len(data) == n else None
-    except ValueError:
+    except (ValueError, RecursionError):     # (RecursionError: JSON nested too deep)
         header = None
     if not isinstance(header, dict):
         raise damaged
