@@ -533,7 +533,12 @@ class Model:
         bound, theta = f.bound, int(f.frame[0])
         chunks = bound.chunks(self.threads)
 
-        def run(chunk):
+        # The workers read the parameters by address, so each task holds the arrays
+        # behind it (the frame's own, or the caller's in f.keep): a call interrupted
+        # while it waits (KeyboardInterrupt) returns with tasks still queued or running,
+        # and the caller's next call replaces f.keep, which must not free the array
+        # under them (a worker reading pages given back to the system crashes).
+        def run(chunk, holds=(f, f.keep)):
             wf = self._frame()
             wf.use_address(theta)
             wf.use(chunk)
