@@ -920,6 +920,14 @@ def test_dims_of_any_integer_type_are_accepted():
     assert m.n_params == 4 and lossc.compile(LOGISTIC, dims={"D": 3}).n_params == 4
 
 
+@pytest.mark.parametrize("value", [2 ** 63, 2 ** 70])
+def test_dims_past_64_bits_are_refused_as_in_the_source(value):
+    """`dim D = 2^70` in the source is an error; given in dims= it compiled (its
+    sizes past what the generated code's 64-bit integers hold)."""
+    with pytest.raises(lossc.CompileError, match=f"dim 'D' = {value} is too large"):
+        lossc.compile(LOGISTIC, dims={"D": value}, cache=False)
+
+
 @pytest.mark.parametrize("value", [True, 3.0, 2.5, "3", None])
 def test_dims_that_are_not_integers_are_refused(value):
     with pytest.raises(ValueError, match=f"dim 'D' must be an integer, got {value!r}"):
