@@ -181,11 +181,14 @@ def _why_not_run(contents, trust: bool) -> Optional[str]:
 
 
 def _recorded_source(header: dict, path) -> tuple:
-    """(source, dims, dtype) as an artifact's header records them."""
-    from lossc.compiler import DTYPES
+    """(source, dims, dtype) as an artifact's header records them. The source is
+    bounded as a source file is (MAX_SOURCE_BYTES): compiling it is the work a load
+    does for the file's author, and the file itself may hold 256 MB."""
+    from lossc.compiler import DTYPES, MAX_SOURCE_BYTES
     source, dims, dtype = header.get("source"), header.get("dims_given"), header.get("dtype")
     try:
-        ok = isinstance(source, str) and dtype in DTYPES and isinstance(dims or {}, dict)
+        ok = (isinstance(source, str) and len(source.encode()) <= MAX_SOURCE_BYTES
+              and dtype in DTYPES and isinstance(dims or {}, dict))
         dims = normalize_dims(dims) if ok else None
     except ValueError:
         ok = False

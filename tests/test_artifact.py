@@ -212,6 +212,22 @@ def test_a_trusted_artifact_with_a_damaged_object_is_refused(tmp_path, cache, ho
     assert "refused: refusing to load machine code" in run.stdout, run.stdout
 
 
+def test_an_artifact_whose_source_is_larger_than_a_source_file_may_be_is_damaged(
+        tmp_path, cache):
+    """Loading a file that does not verify compiles its embedded source, which the
+    file may make up to 256 MB: it is bounded as a source file is (16 MB)."""
+    from lossc.compiler import MAX_SOURCE_BYTES
+    m = lossc.compile(LOGISTIC, cache=False)
+    path = tmp_path / "m.lossc"
+    m.save(path)
+    source = "#" * MAX_SOURCE_BYTES + "\n" + LOGISTIC.read_text()
+    _rewrite(path, source=source,
+             source_sha256=artifact.hashlib.sha256(source.encode()).hexdigest())
+    with pytest.raises(artifact.ArtifactError, match="damaged lossc artifact .its source"), \
+            pytest.warns(lossc.LosscWarning, match="recompiling"):
+        lossc.load(path)
+
+
 def test_unsigned_files_of_older_layouts_are_recompiled(tmp_path, cache):
     m = lossc.compile(LOGISTIC, cache=False)
     path = tmp_path / "m.lossc"
