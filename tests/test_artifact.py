@@ -228,6 +228,20 @@ def test_an_artifact_whose_source_is_larger_than_a_source_file_may_be_is_damaged
         lossc.load(path)
 
 
+def test_an_artifact_whose_source_holds_a_lone_surrogate_is_damaged(tmp_path, cache):
+    """JSON can hold \\ud800, which no UTF-8 encodes: trusted, the source's hash
+    raised UnicodeEncodeError out of lossc.load."""
+    m = lossc.compile(LOGISTIC, cache=False)
+    path = tmp_path / "m.lossc"
+    m.save(path)
+    _rewrite(path, source=LOGISTIC.read_text() + "# \ud800\n")
+    with pytest.raises(artifact.ArtifactError, match="damaged"):
+        lossc.load(path, trust=True)
+    with pytest.raises(artifact.ArtifactError, match="damaged"), \
+            pytest.warns(lossc.LosscWarning, match="recompiling"):
+        lossc.load(path)
+
+
 def test_unsigned_files_of_older_layouts_are_recompiled(tmp_path, cache):
     m = lossc.compile(LOGISTIC, cache=False)
     path = tmp_path / "m.lossc"
