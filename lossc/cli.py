@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pathlib
 import sys
+import warnings
 
 import click
 
@@ -39,10 +40,16 @@ def compile_cmd(file, dims, dtype, output):
     check_output(option, output, {"FILE": file})
     m = load_model(file, dims, dtype)
     try:
-        with replacing(output) as tmp:
+        # (saving compiles the units not compiled yet, and the cache may not take them:
+        # its warnings are lines of lossc's, not Python's file:line and source line;
+        # dropped if the write fails, whose error says it all)
+        with replacing(output) as tmp, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             m.save(tmp)
     except OSError as e:
         fail(f"lossc: error: cannot write {output}: {e.strerror or e}")
+    for w in caught:
+        click.echo(str(w.message), err=True)
     click.echo(f"wrote {output}")
     for label, items in (("params", m.params), ("inputs", m.inputs), ("outputs", m.outputs)):
         if items:
@@ -58,7 +65,8 @@ def compile_cmd(file, dims, dtype, output):
 @model_options
 @click.option("--after", default=None, metavar="PASS",
               help="Show the graph after this pass: build, stabilize, autodiff, fold, cse, "
-                   "dce, hoist, tidy (default: after all of them).")
+                   "dce, hoist, tidy (the plain graph), lower (the fusions this machine's "
+                   "code takes; default: after all of them).")
 @click.option("--format", "fmt", type=click.Choice(["text", "dot", "latex"]), default="text",
               show_default=True, help="text: one value a line; dot: Graphviz; latex: "
                                       "equations of the loss and gradient (for small "
@@ -70,10 +78,17 @@ def graph_cmd(file, dims, dtype, after, fmt, stats):
 
     Each line is one value: %id:type = op inputs  # line:col of the source. A `|` after
     the type marks a per-sample value; the others are computed once per call."""
-    from lossc.passes import PASS_NAMES
+    from lossc.compiler import host_target
+    from lossc.passes import PASS_NAMES, PIPELINE
     if after is not None and after not in PASS_NAMES:
         fail(f"lossc: error: unknown pass {after!r}; the passes are {', '.join(PASS_NAMES)}")
-    c = compile_stage(file, dims, dtype, until=after)
+    target = None
+    if after is None or any(p.target and p.name == after for p in PIPELINE):
+        try:
+            target = host_target(dtype)
+        except ValueError as e:         # LOSSC_VECTOR_BITS
+            fail(f"lossc: error: {e}")
+    c = compile_stage(file, dims, dtype, until=after, target=target)
     g = c.stages[after] if after else c.graph
     if stats:
         from lossc.ir.stats import format_stats

@@ -128,7 +128,8 @@ input r
 param P[N, F] = normal(0, 0.3)
 param Q[N, F] = normal(0, 0.3)
 param a[F] = normal(0, 0.3)
-loss = (dot(P[u], Q[i]) - r) ^ 2 + dot(a * t, P[u]) + 0.01 * sum(P[:, 0] ^ 2)
+e = P[N - 1 - i, F - 1] * u / N
+loss = (dot(P[u], Q[i]) - r) ^ 2 + dot(a * t, P[u]) + 0.01 * sum(P[:, 0] ^ 2) + 0.1 * e
 """, ints={"u": "N", "i": "N"}, fan_in="F"),
     Family("v2", ("N", "L"), """
 input tok[L]: int
@@ -156,6 +157,51 @@ loss = -sum(t * log_softmax(z)) + logsumexp(W * X) + sum(logsumexp(X * W, axis=0
 """, fan_in="D"),
 ]}
 
+# What the families above leave out, for the full sweep (make verify) at each lane
+# count's residue cover: `reduce sum` with an int input used as a number and hypers;
+# matrix-matrix products with an input matrix and transposes; reductions and softmax
+# along either axis of a matrix; rows, columns and elements of an input matrix chosen by
+# int inputs. (Smooth, as every family: the reference is checked against central
+# differences.)
+MORE_FAMILIES = {f.name: f for f in [
+    Family("sumred", ("D",), """
+reduce sum
+input x[D]
+input n: int
+input y
+param w[D] = normal(0, 0.3)
+param b
+hyper lam = 0.7
+z = dot(w, x) * n / D + b * n / D
+loss = lam * (z - y) ^ 2 + sum(w * x * n) * 0.01 / D
+""", ints={"n": "D"}, fan_in="D"),
+    Family("matmat", ("K", "D"), """
+input X[D, K]
+param A[K, D] = normal(0, 0.3)
+param B[K, K] = normal(0, 0.3)
+Z = A @ X
+Y = transpose(B) @ Z
+loss = sum(tanh(Y)) + 0.1 * norm(Z @ A)
+""", fan_in="D"),
+    Family("axes", ("K", "D"), """
+input X[K, D]
+param W[K, D] = normal(0, 0.3)
+param c[D] = normal(0, 0.3)
+Z = W * X
+s = sum(Z, axis=0) + c
+u = sum(logsumexp(Z, axis=1)) + sum(softmax(Z, axis=0) * X)
+loss = logsumexp(s) + u + norm(Z) + sum(prod(sigmoid(W), axis=0))
+""", fan_in="D"),
+    Family("rowcol", ("N", "D"), """
+input M[N, D]
+input i: int
+input j: int
+param p[D] = normal(0, 0.3)
+param q[N] = normal(0, 0.3)
+loss = dot(M[i], p) ^ 2 + dot(M[:, j], q) + sum(p @ transpose(M)) * 0.1 + M[i, j] * p[j]
+""", ints={"i": "N", "j": "D"}, fan_in="D"),
+]}
+
 # ----------------------------------------------------------------- sizes
 
 WIDTHS = (64, 128, 256, 512)
@@ -176,7 +222,7 @@ def lane_features(n: int, lanes: int) -> set:
     remainder, its count of whole vectors classed by the row kernels' tiles of
     ROW_TILE_VECTORS vectors (0, 1, 2, 3, then whole tiles plus 0..3), and whether
     W @ x goes along the rows (ROW_MATVEC_CHUNKS vectors or more)."""
-    from lossc.codegen.plan import ROW_MATVEC_CHUNKS
+    from lossc.passes.lower import ROW_MATVEC_CHUNKS
     from lossc.codegen.row_outer import ROW_TILE_VECTORS
     chunks = n // lanes
     cls = (chunks if chunks < ROW_TILE_VECTORS
@@ -242,7 +288,8 @@ def full_configs():
     """(family, sizes, variants) of the full sweep: every dim through 1..70 (the others
     at 9) at both native dtypes and one narrower width in turn, or at every width for a
     family of one dim; pairs around tile boundaries, each at one variant in turn; sizes
-    past the unrolled reductions (UNROLL); the row kernel's tiles at every lane count."""
+    past the unrolled reductions (UNROLL); the row kernel's tiles at every lane count;
+    MORE_FAMILIES through each lane count's residue cover at every variant."""
     every = [(d, b) for d in DTYPES for b in WIDTHS]
     native = [("float64", 512), ("float32", 512)]
     narrower = [(d, b) for b in WIDTHS[:3] for d in DTYPES]
@@ -261,6 +308,12 @@ def full_configs():
     for dtype, bits in every:
         for rows, cols in row_tile_sizes(lanes_of(dtype, bits)):
             yield fam, dict(zip(fam.dims, (rows, cols))), [(dtype, bits)]
+    for fam in MORE_FAMILIES.values():
+        for dtype, bits in every:
+            for k, n in enumerate(residue_cover(lanes_of(dtype, bits))):
+                sizes = {d: SMALL[(k + j) % len(SMALL)] for j, d in enumerate(fam.dims)}
+                sizes[fam.dims[-1]] = n
+                yield fam, sizes, [(dtype, bits)]
 
 
 def full_dim_sizes(family: Family) -> list[dict]:
@@ -686,3 +739,76 @@ def random_family(seed: int, smooth: bool, level: str = "full") -> tuple[Family,
     body = "\n".join(ln for ln in source.splitlines() if not ln.startswith("dim ")) + "\n"
     kind = "smooth" if smooth else "kinked"
     return Family(f"random-{kind}-{seed}", tuple(sizes), body, ints=ints), sizes
+
+
+# ----------------------------------------------------------------- lowered against plain
+
+FUSIONS = ("row_dot", "row_matvec", "outer_grad.rows", "outer_grad.block",
+           "logsumexp_softmax", "exp_neg_abs")
+
+
+def fusions(graph) -> set:
+    """The fusions of the lower pass (passes/lower.py) in a lowered graph."""
+    found = {f"{n.op}.{n.attr('kind')}" if n.op == "outer_grad" else n.op
+             for n in graph.nodes}
+    return found & set(FUSIONS)
+
+
+def lowered_graph(source: str, dtype: str, bits: int):
+    """(plain graph, the gradient function's graph lowered for dtype and width)."""
+    from lossc.codegen.units import lowered
+    from lossc.passes import Target
+    plain = compile_source(source).graph
+    return plain, lowered(plain, True, Target.of(dtype, bits))
+
+
+@functools.lru_cache(maxsize=None)
+def lowered_configs(level: str) -> list:
+    """(family, sizes, dtype, bits) at which the lowered code is compared with the
+    plain code: at the fast level, for each family and variant of the fast sweep, the
+    first sizes (of the fast sweep's) showing each fusion not shown before; at the full
+    level, every size and variant of the full sweep's at which the lower pass changes
+    anything."""
+    configs = fast_configs() if level == "fast" else full_configs()
+    chosen, seen = [], set()
+    for fam, sizes, variants in configs:
+        for dtype, bits in variants:
+            found = fusions(lowered_graph(fam.text(sizes), dtype, bits)[1])
+            new = {(fam.name, dtype, bits, f) for f in found} - seen
+            if new if level == "fast" else found:
+                chosen.append((fam, sizes, dtype, bits))
+                seen |= new
+    return chosen
+
+
+def check_lowered_against_plain(ref: Reference, dtype: str, bits: int, level: str) -> set:
+    """The code with the lower pass's fused kernels against the plain code (codegen's
+    plain mode: no fusion) and both against the reference, at every batch size; and the
+    reference interpreter on the lowered graph against the plain graph's. Returns the
+    fusions compared."""
+    from lossc.api import compile_graph
+    plain_graph, low = lowered_graph(ref.source, dtype, bits)
+    context = f"{ref.family.name} {ref.sizes} {dtype} {bits}-bit lowered against plain"
+    data = ref.batch(5)
+    want = evaluate_batch(plain_graph, ref.theta, data, ref.hypers)
+    got = evaluate_batch(low, ref.theta, data, ref.hypers)
+    for key in got:         # (the gradient's outputs; not the predictions)
+        compare(f"reference interpreter {key}", got[key], want[key],
+                np.abs(want[key]) + 1.0, "float64", context)
+    names = [p.name for p in plain_graph.params]
+    with with_width(bits):
+        fused = compile_graph(plain_graph, dtype)
+        plain = compile_graph(plain_graph, dtype, plain=True)
+        for B in batch_sizes(lanes_of(dtype, bits), level):
+            data = ref.batch(B)
+            want_loss, mag_loss = ref.expected("loss", B)
+            (v1, g1), (v0, g0) = (m.value_and_grad(ref.theta, **data) for m in (fused, plain))
+            compare("plain objective", v0, want_loss, mag_loss, dtype, f"{context} B={B}")
+            compare("objective", v1, v0, mag_loss, dtype, f"{context} B={B}")
+            compare("loss", fused.loss(ref.theta, **data), plain.loss(ref.theta, **data),
+                    mag_loss, dtype, f"{context} B={B}")
+            for name in names:
+                want_g, mag = ref.expected(f"grad.{name}", B)
+                compare(f"plain grad.{name}", g0[name], want_g, mag, dtype, f"{context} B={B}")
+                compare(f"grad.{name}", g1[name], g0[name], mag, dtype, f"{context} B={B}")
+    return fusions(low)
