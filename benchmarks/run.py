@@ -7,7 +7,8 @@ written by hand and, when installed (`pip install -e .[peers]`), JAX and PyTorch
 peer's value and gradient is checked against lossc's before it is timed. The table has
 medians, the ratio of lossc's time to each peer's, GB/s for the streaming workloads next
 to this machine's read bandwidth measured in the same run, and the targets with whether
-each is met. A full run also writes benchmarks/results.md.
+each is met. A full run also writes its CPU's section of benchmarks/results.md
+(benchmarks/results_file.py: the sections of other CPUs stay).
 
 Every library is pinned to one thread for the per-call figures (the variables below are
 set before numpy, JAX or PyTorch is imported); the large batches are also run with
@@ -42,12 +43,13 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse  # noqa: E402
+import datetime  # noqa: E402
 import json  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
 
-from benchmarks import machine  # noqa: E402
+from benchmarks import machine, results_file  # noqa: E402
 from benchmarks.harness import (HEAD, Context, Row, annotate, md_table,  # noqa: E402
                                 table_cells, target_cells, text_table)
 
@@ -72,6 +74,10 @@ def parse_args(argv):
     p.add_argument("--max-wait", type=float, default=20.0,
                    help="before each workload, wait up to this many seconds for other "
                         "processes to leave the CPUs alone (0: don't); default 20")
+    p.add_argument("--max-wait-total", type=float, default=60.0,
+                   help="wait no more than this many seconds in all over the run (on a "
+                        "machine that stays busy, the workloads then run without waiting); "
+                        "default 60")
     p.add_argument("--output", default=None,
                    help=f"markdown report to write (default: {os.path.relpath(DEFAULT_OUTPUT)} "
                         "for a full run, none for --quick or --only)")
@@ -203,8 +209,9 @@ def main(argv=None) -> int:
     waited_total = 0.0
     bw_first = next((w for w in todo if w in ("W2", "W3")), None)
     for name in todo:
-        if args.max_wait > 0:
-            waited, used = machine.wait_quiet(mon, args.max_wait)
+        wait = min(args.max_wait, args.max_wait_total - waited_total)
+        if wait > 0:
+            waited, used = machine.wait_quiet(mon, wait)
             if waited > 1:
                 waited_total += waited
                 ctx.log(f"(waited {waited:.0f} s for a quiet machine before {name}"
@@ -271,37 +278,36 @@ def main(argv=None) -> int:
 
 
 def write_markdown(path, ctx, info, args, elapsed) -> None:
+    """This run as its CPU's section of the results file at `path` (the other CPUs'
+    sections stay)."""
     cmd = "python -m benchmarks.run " + " ".join(sys.argv[1:])
     lines = [
-        "# lossc benchmark results",
+        f"Written by `{cmd.strip()}`. Times are medians; IQR is the interquartile range as "
+        "a share of the median; `lossc/peer` is lossc's time over the peer's (below 1: "
+        "lossc is faster) and `lossc speedup` the peer's time over lossc's. Every peer's "
+        "value and gradient was checked against lossc's before timing (`ok` and the "
+        "largest relative error; float64 at rtol 1e-8).",
         "",
-        f"Written by `{cmd.strip()}` (`make bench`); the workloads are those of "
-        "BENCHMARKS.md. Times are medians; IQR is the interquartile range as a share of "
-        "the median; `lossc/peer` is lossc's time over the peer's (below 1: lossc is "
-        "faster) and `lossc speedup` the peer's time over lossc's. Every peer's value and "
-        "gradient was checked against lossc's before timing (`ok` and the largest relative "
-        "error; float64 at rtol 1e-8).",
-        "",
-        "## Machine",
+        "### Machine",
         "",
     ] + [f"- {x}" for x in info] + [
         f"- suite wall time: {elapsed:.0f} s" + (" (quick run: reduced sizes)" if args.quick
                                                  else ""),
         "",
-        "## Targets",
+        "### Targets",
         "",
         md_table(["target", "measured", "required", "met", "detail"],
                  target_cells(ctx.targets)),
         "",
-        "## All figures",
+        "### All figures",
         "",
         md_table(HEAD, table_cells(ctx.rows)),
         "",
     ]
     if ctx.failures:
-        lines += ["## Check failures", ""] + [f"- {f}" for f in ctx.failures] + [""]
+        lines += ["### Check failures", ""] + [f"- {f}" for f in ctx.failures] + [""]
     lines += [
-        "## Notes",
+        "### Notes",
         "",
         "- Single-thread figures: every library on one thread (OMP/OPENBLAS/MKL_NUM_THREADS=1, "
         "torch.set_num_threads(1), XLA without its multi-threaded Eigen pool) and the "
@@ -312,7 +318,8 @@ def write_markdown(path, ctx, info, args, elapsed) -> None:
         f"{ctx.threads} XLA threads.",
         "- JAX calls are timed to `block_until_ready`; PyTorch calls build the graph and "
         "take `torch.autograd.grad` each time; numpy is the gradient derived by hand.",
-        "- The run watches the machine: before each workload it waits (up to --max-wait s) "
+        "- The run watches the machine: before each workload it waits (up to --max-wait s, "
+        "--max-wait-total s in all) "
         "until other processes leave the CPUs alone, and reports how much CPU they used "
         "meanwhile (see Machine).",
         "- W5: all implementations follow the same per-epoch permutations "
@@ -322,10 +329,9 @@ def write_markdown(path, ctx, info, args, elapsed) -> None:
         "monitor=\"full\" adds a full-data loss after every epoch.",
         "- GB/s: bytes of X streamed per call (B*D*itemsize) over the median time; the "
         "bandwidth rows are a one-pass numpy sum over a large array in the same run.",
-        "",
-    ]
-    with open(path, "w") as f:
-        f.write("\n".join(lines))
+    ] + [f"- {note}" for note in ctx.notes]
+    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+    results_file.write(path, results_file.Section.new(machine.this_cpu(), date, lines))
 
 
 if __name__ == "__main__":
