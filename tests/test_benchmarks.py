@@ -1,8 +1,11 @@
 """The benchmark suite's own logic (benchmarks/): naming the CPU and one results section
-per CPU. Nothing here times anything."""
+per CPU, the streaming cases' bandwidth judged in the same case. Nothing here checks a
+time."""
+import numpy as np
 import pytest
 
 from benchmarks import machine, results_file
+from benchmarks.harness import Context, Impl
 from benchmarks.machine import Cpu
 
 AMD_CPUINFO = """\
@@ -112,3 +115,49 @@ def test_a_results_file_the_suite_did_not_write_is_not_overwritten(tmp_path):
     fresh = tmp_path / "new.md"
     results_file.write(str(fresh), amd_section())
     assert results_file.parse(fresh.read_text())[0].cpu.family == 26
+
+
+# ---------------------------------------------------------------- streaming at bandwidth
+
+def quiet_ctx():
+    ctx = Context(quick=True, threads=1)
+    ctx.log = lambda msg="": None
+    return ctx
+
+
+def test_bandwidth_target_is_judged_against_the_sum_timed_with_the_case():
+    from benchmarks.common import bandwidth_target
+    from benchmarks.harness import Row, Stat
+
+    def row(impl, seconds):
+        return Row("W2", "case", impl, stat=Stat(seconds, seconds, seconds, 1, 3), gbytes=1.0)
+    ctx = quiet_ctx()
+    ctx.bandwidth = {1: 100.0}                   # the suite's first probe: far off now
+    rows = {"lossc value_and_grad": row("lossc value_and_grad", 0.11),
+            "numpy sum of X (read bandwidth)": row("numpy sum of X (read bandwidth)", 0.1)}
+    bandwidth_target(ctx, "share", "W2", "case", rows, "lossc value_and_grad", 1, 0.85)
+    t = ctx.targets[-1]
+    assert t.met is True and t.measured.startswith("91% (9.1 of 10.0 GB/s)")
+    # without its own sum the case falls back to the probe, and says so
+    del rows["numpy sum of X (read bandwidth)"]
+    bandwidth_target(ctx, "share", "W2", "case", rows, "lossc value_and_grad", 1, 0.85)
+    t = ctx.targets[-1]
+    assert t.met is False and "first probe" in t.detail
+    bandwidth_target(ctx, "share", "W2", "case", {}, "lossc value_and_grad", 1, 0.85)
+    assert ctx.targets[-1].met is None and ctx.targets[-1].measured == "n/a"
+
+
+def test_read_bandwidth_row_is_timed_but_not_checked():
+    from benchmarks.common import read_bandwidth_impl
+    X = np.arange(4096.0).reshape(64, 64)
+    ctx = quiet_ctx()
+    lossc_like = Impl("lossc", lambda: None, lambda o: (1.0, {"w": np.ones(2)}))
+    rows = ctx.run_case("stream", "case", [lossc_like, read_bandwidth_impl(X),
+                                           read_bandwidth_impl(X, 2)],
+                        samples=3, sample_s=0.0)
+    for name, r in rows.items():
+        if name.startswith("numpy sum of X"):
+            assert r.check == "-" and r.gbps > 0
+    assert not ctx.failures
+    # the two-thread sum adds up the same numbers
+    assert read_bandwidth_impl(X, 2).call() == X.sum()
