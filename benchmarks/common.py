@@ -148,6 +148,21 @@ def thread_impls(m, call, theta: dict, X, y, n: int, numpy_vg, torch, torch_impl
     return impls
 
 
+def softmax_cross_entropy(Z: np.ndarray, y: np.ndarray):
+    """By hand, for logits Z (B, K) and labels y: the objective mean(logsumexp(Z) - Z[y])
+    and its gradient with respect to Z, (softmax(Z) - onehot(y)) / B."""
+    B = Z.shape[0]
+    zmax = Z.max(axis=1, keepdims=True)
+    E = np.exp(Z - zmax)
+    s = E.sum(axis=1)
+    rows = np.arange(B)
+    value = float(np.mean(np.log(s) + zmax[:, 0] - Z[rows, y]))
+    P = E / s[:, None]
+    P[rows, y] -= 1.0
+    P /= B
+    return value, P
+
+
 def read_bandwidth_impl(X: np.ndarray, threads: int = 1):
     """A one-pass NumPy sum over the batch X itself (larger than the caches), timed in
     turn with the workload's implementations: the read bandwidth at the same moment and

@@ -6,9 +6,12 @@ Every workload of BENCHMARKS.md runs side by side in this one process against nu
 written by hand and, when installed (`pip install -e .[peers]`), JAX and PyTorch. Each
 peer's value and gradient is checked against lossc's before it is timed. The table has
 medians, the ratio of lossc's time to each peer's, GB/s for the streaming workloads next
-to this machine's read bandwidth measured in the same run, and the targets with whether
-each is met. A full run also writes its CPU's section of benchmarks/results.md
-(benchmarks/results_file.py: the sections of other CPUs stay).
+to this machine's read bandwidth measured in the same run, GFLOP/s for W7 next to NumPy's
+matrix-multiply rate at its products, and the targets with whether each is met. A full
+run also writes its CPU's section of benchmarks/results.md (benchmarks/results_file.py:
+the sections of other CPUs stay). W8 runs lossc's epoch whole when its first steps say
+it fits in a few seconds, and otherwise extrapolates it from steps capped by time, and
+says so (see benchmarks/w8_factorization.py); the whole suite takes a few minutes.
 
 Every library is pinned to one thread for the per-call figures (the variables below are
 set before numpy, JAX or PyTorch is imported); the large batches are also run with
@@ -53,7 +56,7 @@ from benchmarks import machine, results_file  # noqa: E402
 from benchmarks.harness import (HEAD, Context, Row, annotate, md_table,  # noqa: E402
                                 table_cells, target_cells, text_table)
 
-WORKLOADS = ["W1", "W2", "W3", "W4", "W5", "W6", "compile", "stream"]
+WORKLOADS = ["W1", "W2", "W3", "W4", "W5", "W6", "compile", "W7", "W8", "W9", "stream"]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUTPUT = os.path.join(ROOT, "benchmarks", "results.md")
 
@@ -102,7 +105,9 @@ def module_for(name: str):
         "W1": "benchmarks.w1_seed", "W2": "benchmarks.w2_logistic",
         "W3": "benchmarks.w3_mlp", "W4": "benchmarks.w4_softmax",
         "W5": "benchmarks.w5_train", "W6": "benchmarks.w6_chain",
-        "compile": "benchmarks.compile_time", "stream": "benchmarks.stream"}[name])
+        "compile": "benchmarks.compile_time", "W7": "benchmarks.w7_mnist",
+        "W8": "benchmarks.w8_factorization", "W9": "benchmarks.w9_second_order",
+        "stream": "benchmarks.stream"}[name])
 
 
 # ---------------------------------------------------------------- the child process

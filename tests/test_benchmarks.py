@@ -1,11 +1,14 @@
 """The benchmark suite's own logic (benchmarks/): naming the CPU and one results section
-per CPU, the streaming cases' bandwidth judged in the same case. Nothing here checks a
+per CPU, the streaming cases' bandwidth judged in the same case, the hand-derived
+gradients the new workloads check lossc against, W8's steps and its cap on them, and W9's
+rows for features lossc may gain (filled in by stand-ins here). Nothing here checks a
 time."""
 import numpy as np
 import pytest
 
+import lossc
 from benchmarks import machine, results_file
-from benchmarks.harness import Context, Impl
+from benchmarks.harness import Context, Impl, compare
 from benchmarks.machine import Cpu
 
 AMD_CPUINFO = """\
@@ -161,3 +164,201 @@ def test_read_bandwidth_row_is_timed_but_not_checked():
     assert not ctx.failures
     # the two-thread sum adds up the same numbers
     assert read_bandwidth_impl(X, 2).call() == X.sum()
+
+
+# ---------------------------------------------------------------- W7, W8: the hand-derived peers
+
+def test_w7_gradient_by_hand_matches_lossc():
+    from benchmarks import w7_mnist as w7
+    m = lossc.compile(w7.SRC, dims={"H": 16})
+    theta = w7.make_theta(m, 16)
+    X, y = w7.make_data(37, "float64")
+    v, g = m.value_and_grad(theta, x=X, y=y)
+    err, where = compare(v, g, *w7.numpy_vg(theta, X, y))
+    assert err <= 1e-12, where
+    # the GEMM row computes the products the FLOP count counts: five, of these sizes
+    B, H, D, K = 37, 16, w7.D, w7.K
+    assert w7.flops(B, H) == 2 * (B * D * H + B * H * K + K * B * H + B * K * H + H * B * D)
+    assert w7.gemm_call(theta, X)().shape == (H, D)
+
+
+def test_w8_gradient_by_hand_adds_repeated_rows_and_matches_lossc():
+    from benchmarks import w8_factorization as w8
+    rows = 20
+    m = lossc.compile(w8.SRC, dims={"U": rows, "I": rows})
+    rng = np.random.default_rng(0)
+    P, Q = rng.normal(0, 0.1, (rows, w8.F)), rng.normal(0, 0.1, (rows, w8.F))
+    u = rng.integers(0, rows, 64)
+    i = rng.integers(0, rows, 64)
+    r = rng.normal(3, 1, 64)
+    assert len(set(u.tolist())) < len(u)          # rows repeat in the batch
+    v, g = m.value_and_grad({"P": P, "Q": Q}, u=u, i=i, r=r)
+    err, where = compare(v, g, *w8.numpy_vg(P, Q, u, i, r))
+    assert err <= 1e-12, where
+
+
+def test_w8_caps_lossc_steps_by_time_and_still_runs_the_peer():
+    from benchmarks.w8_factorization import alternate
+    calls = []
+    ours, theirs = alternate(lambda: calls.append("lossc"), lambda: calls.append("peer"),
+                             budget_s=0.0, max_steps=25, min_peer=3)
+    # the budget is spent at once: one step (never none), the peer its minimum, in turns
+    assert (len(ours), len(theirs)) == (1, 3)
+    assert calls[:2] == ["lossc", "peer"]
+    ours, theirs = alternate(lambda: None, lambda: None, budget_s=60.0, max_steps=5,
+                             min_peer=2)
+    assert (len(ours), len(theirs)) == (5, 5)
+    ours, theirs = alternate(lambda: None, None, budget_s=60.0, max_steps=4, min_peer=3)
+    assert (len(ours), theirs) == (4, [])
+
+
+def sgd_by_hand(P, Q, u, i, r, order, count, bs):
+    """count SGD steps over the batches of `order` in turn, from its first: NumPy."""
+    from benchmarks import w8_factorization as w8
+    P, Q = P.copy(), Q.copy()
+    for k in range(count):
+        idx = order[(k * bs) % len(order):][:bs]
+        _, g = w8.numpy_vg(P, Q, u[idx], i[idx], r[idx])
+        P -= w8.LR * g["P"]
+        Q -= w8.LR * g["Q"]
+    return np.concatenate([P.ravel(), Q.ravel()])
+
+
+def test_w8_lossc_steps_are_sgd_and_an_epoch_wraps_round_the_order(monkeypatch):
+    from benchmarks import w8_factorization as w8
+    monkeypatch.setattr(w8, "N", 8 * w8.BS)           # an epoch of 8 batches
+    rows = 50
+    m = lossc.compile(w8.SRC, dims={"U": rows, "I": rows})
+    u, i, r = w8.make_ratings(rows)
+    P, Q = w8.make_tables(rows)
+    order = w8.epoch_order()
+    ours = w8.LosscSteps(m, P, Q, u, i, r, order)
+    for _ in range(3):
+        ours.step()
+    ours.epoch()            # batches 3..7, then 0..2
+    assert ours.k == 11
+    want = sgd_by_hand(P, Q, u, i, r, order, 11, w8.BS)
+    assert np.max(np.abs(ours.theta - want)) <= 1e-12 * np.max(np.abs(want))
+
+
+def test_w8_epoch_is_measured_whole_when_it_fits_and_else_labelled_extrapolated(monkeypatch):
+    from benchmarks import w8_factorization as w8
+    monkeypatch.setattr(w8, "N", 4 * w8.BS)
+    monkeypatch.setattr(w8, "EPOCH_ROWS", 40)
+    for budget, whole in ((1e9, True), (0.0, False)):
+        monkeypatch.setattr(w8, "EPOCH_BUDGET_S", budget)
+        ctx = quiet_ctx()
+        w8.epoch_case(ctx, 0.0)
+        assert not ctx.failures, ctx.failures
+        epoch = [row for row in ctx.rows if "one epoch" in row.case]
+        assert len(epoch) == 2 and epoch[0].time > 0        # lossc's, and PyTorch's n/a
+        assert ("EXTRAPOLATED" in epoch[0].note) is not whole
+        assert ("(extrapolated)" in epoch[0].impl) is not whole
+        assert ("whole epochs" in epoch[0].note) is whole
+
+
+# ---------------------------------------------------------------- W9: rows for features to come
+
+def rows_of(ctx, workload):
+    return {r.impl: r for r in ctx.rows if r.workload == workload}
+
+
+def test_w9_without_second_order_features_says_so():
+    from benchmarks import w9_second_order as w9
+    assert not hasattr(lossc, "LBFGS") and not hasattr(lossc, "NewtonCG")
+    ctx = quiet_ctx()
+    w9.run(ctx, n=2000)
+    rows = rows_of(ctx, "W9")
+    assert rows["scipy L-BFGS-B on lossc's objective"].time > 0
+    assert rows["scipy L-BFGS-B on numpy's objective (by hand)"].check.startswith("ok")
+    for impl in ("lossc.LBFGS (lossc.train, full batch)", "lossc model.hvp",
+                 "lossc.NewtonCG (lossc.train, full batch)", "scipy Newton-CG with model.hvp"):
+        assert rows[impl].note == w9.NOT_AVAILABLE and rows[impl].time is None
+    assert not ctx.failures
+
+
+class GradientDescent(lossc.SGD):
+    """A stand-in for a full-batch second-order optimizer: plain gradient descent."""
+
+    def __init__(self):
+        super().__init__(lr=1.0)
+
+
+class WithHvp:
+    """A compiled model with a Hessian-vector product (by hand, or one that fails)."""
+
+    def __init__(self, m, hvp):
+        self._m, self._hvp = m, hvp
+
+    def __getattr__(self, name):
+        return getattr(self._m, name)
+
+    def hvp(self, theta, v, **inputs):
+        return self._hvp(theta, v, inputs["x"], inputs["y"])
+
+
+def test_w9_rows_fill_in_when_lossc_has_the_features(monkeypatch):
+    from benchmarks import w9_second_order as w9
+    monkeypatch.setattr(lossc, "LBFGS", GradientDescent, raising=False)
+    real = w9.compile_model
+    monkeypatch.setattr(w9, "compile_model", lambda *a, **kw: WithHvp(real(*a, **kw),
+                                                                      w9.numpy_hvp))
+    ctx = quiet_ctx()
+    w9.run(ctx, n=2000)
+    assert not ctx.failures, ctx.failures
+    rows = rows_of(ctx, "W9")
+    lbfgs = rows["lossc.LBFGS (lossc.train, full batch)"]
+    assert lbfgs.time > 0 and lbfgs.check.startswith("ok") and "iterations" in lbfgs.note
+    assert rows["lossc.NewtonCG (lossc.train, full batch)"].note == w9.NOT_AVAILABLE
+    hvp = rows["lossc model.hvp"]
+    assert hvp.time > 0 and hvp.check.startswith("ok")
+    assert rows["scipy Newton-CG with model.hvp"].check.startswith("ok")
+    targets = {t.name: t for t in ctx.targets}
+    assert targets["W9 HVP cost / gradient cost per sample"].measured.endswith("x")
+    # the stand-in reaches L-BFGS-B's optimum; its time is judged against L-BFGS-B's
+    assert targets["W9 lossc.LBFGS reaches L-BFGS-B's optimum"].met is True
+    assert targets["W9 lossc.LBFGS time / L-BFGS-B's on lossc's objective"].met is not None
+    assert targets["W9 lossc.NewtonCG reaches L-BFGS-B's optimum"].met is None
+
+
+def test_w9_targets_wait_for_the_features():
+    from benchmarks import w9_second_order as w9
+    ctx = quiet_ctx()
+    w9.run(ctx, n=2000)
+    targets = {t.name: t for t in ctx.targets}
+    for name in ("W9 lossc.LBFGS reaches L-BFGS-B's optimum",
+                 "W9 lossc.LBFGS time / L-BFGS-B's on lossc's objective",
+                 "W9 HVP cost / gradient cost per sample"):
+        assert targets[name].measured == w9.NOT_AVAILABLE and targets[name].met is None
+        assert not targets[name].required.startswith("(")       # a target, not a figure
+
+
+def test_w9_a_wrong_or_failing_hvp_is_reported_not_fatal(monkeypatch):
+    from benchmarks import w9_second_order as w9
+    real = w9.compile_model
+
+    def doubled(theta, v, X, y):
+        return {k: 2 * a for k, a in w9.numpy_hvp(theta, v, X, y).items()}
+
+    def broken(theta, v, X, y):
+        raise RuntimeError("no Hessian today")
+    for hvp, finding in ((doubled, "differs from the product by hand"),
+                         (broken, "raised RuntimeError")):
+        monkeypatch.setattr(w9, "compile_model", lambda *a, **kw: WithHvp(real(*a, **kw), hvp))
+        ctx = quiet_ctx()
+        w9.run(ctx, n=2000)
+        assert any(finding in f for f in ctx.failures), ctx.failures
+        assert rows_of(ctx, "W9")["scipy L-BFGS-B on lossc's objective"].time > 0
+
+
+def test_w8_step_case_times_the_first_step_only_when_it_alone_is_over_the_cap(monkeypatch):
+    from benchmarks import w8_factorization as w8
+    monkeypatch.setattr(w8, "N", 4 * w8.BS)
+    monkeypatch.setattr(w8, "MAX_STEPS", 3)
+    for budget, note, count in ((0.0, "the first (alone over the time cap)", 1),
+                                (1e9, "3 steps (capped by time", 3)):
+        ctx = quiet_ctx()
+        median = w8.step_case(ctx, 40, budget)
+        row, = [r for r in ctx.rows if r.impl == "lossc SGD step"]
+        assert median > 0 and row.stat.samples == count and note in row.note
+        assert not ctx.failures
