@@ -1,8 +1,10 @@
 """The training driver's pieces on their own: the options and the plan (config.py), the
 prepared data (prepare.py), the steppers (stepper.py), the step log and the monitor
 (monitor.py); and the command line asking the library for the plan."""
+import ast
 import dataclasses
 import math
+import pathlib
 
 import numpy as np
 import pytest
@@ -335,6 +337,23 @@ def test_unverified_bests_fall_back_to_the_latest_finite_one():
     np.testing.assert_array_equal(mon.best_theta, [0, 0])
 
 # ---------------------------------------------------------------- the command line
+
+
+def test_the_optim_package_imports_nothing_of_the_command_line():
+    """lossc.optim is a library: the command line (click, lossc.cli*) is built on it,
+    never the other way round."""
+    root = pathlib.Path(lossc.__file__).parent / "optim"
+    for path in sorted(root.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            for name in names:
+                assert name != "click" and not name.startswith("lossc.cli"), \
+                    f"{path.name} imports {name}"
 
 
 def test_the_command_line_shows_the_plan_the_driver_trains_by(tmp_path, monkeypatch):

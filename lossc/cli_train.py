@@ -2,8 +2,9 @@
 
 Both are click commands that lossc/cli.py registers on the main group: a thin layer
 over lossc.optim, whose arithmetic they reuse (the run's plan, for the progress display,
-is the one the driver trains by). User mistakes
-(bad data, bad options, a .loss file that does not compile) print one clear message on
+is the one the driver trains by). They belong to the command line, beside cli.py and
+cli_common.py, so that lossc.optim, a library, needs nothing of it. User mistakes (bad
+data, bad options, a .loss file that does not compile) print one clear message on
 stderr and exit with status 1, never a traceback. `train` exits 1 when the loss became
 NaN or infinite and 130 on Ctrl-C, after writing the best parameters found in both cases.
 """
@@ -22,8 +23,8 @@ from lossc.cli_common import (check_memory, check_numbers, check_output, fail, l
                                model_options, parse_hypers)
 from lossc.files import replacing
 from lossc.optim import schedules
-from lossc.optim.data import DataError, load_data
 from lossc.optim.config import TrainConfig
+from lossc.optim.data import DataError, load_data
 from lossc.optim.driver import format_seconds, train as run_training
 from lossc.optim.metrics import accuracy, label_input
 from lossc.optim.optimizers import NAMES, by_name
