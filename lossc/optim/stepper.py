@@ -6,10 +6,10 @@
 `epoch` takes `count` optimizer steps, updating theta in place, on the batches
 order[k*bs:(k+1)*bs], k = 0.. (the last holding the remainder), and records each step in
 `log` (monitor.StepLog). It returns the training objective and gradient norm at the new
-theta when the steps computed them anyway (batch descent), None otherwise. A NaN or
-infinite objective or gradient raises Diverged, after recording the steps taken before
-it. `sync` hands the optimizer's state back to the optimizer object when the steps kept
-it elsewhere.
+theta when the steps computed them anyway (batch descent), None otherwise (the driver
+then makes its own pass). A NaN or infinite objective or gradient raises Diverged,
+after recording the steps taken before it. `sync` hands the optimizer's state back to
+the optimizer object when the steps kept it elsewhere.
 
 - FullBatchSteps: batch descent, one step an epoch on the whole training set.
 - NativeBatchSteps: mini-batches in native code, lossc_train_steps_<optimizer>
@@ -18,6 +18,36 @@ it elsewhere.
 - PythonBatchSteps: mini-batches one value_and_grad call and one optimizer.step each.
 
 `make_stepper` picks one.
+
+A full-batch method whose step evaluates the objective several times (a quasi-Newton
+or Newton-CG direction with a line search, a proximal step with backtracking) is one
+more class with these two methods and one more case in make_stepper, ahead of batch
+descent's. It runs by a plan with full_batch set (`order` is None, `count` 1: an epoch
+is one iteration) and gets what FullBatchSteps gets: `objectives` and `initial`, the
+(objective, gradient norm) at the initial theta, whose gradient objectives.g holds.
+Its `epoch`:
+
+- evaluates the training objective where its step needs it, at points in arrays of its
+  own: `objectives.value_and_grad(x, objectives.full, grad_out)` returns the objective
+  at x and writes the gradient into grad_out. theta itself changes only when the step
+  is accepted (theta is the run's live vector: the monitor copies the bests from it,
+  and an interrupt leaves the run with it as it is);
+- records the iteration once, `log.record(objective where the step started, rows)`
+  (rows: the training samples, objectives.full.B; 0 for a model without inputs), which
+  also calls the progress hook;
+- returns (objective, gradient norm) at the new theta, which its last evaluation gave:
+  the driver then makes no pass of its own, and the monitor applies tol_grad, tol_loss,
+  patience and the callback to them, and reports a non-finite objective as divergence;
+- raises Diverged(value) where a step meets an objective or gradient it cannot go on
+  from, and monitor.Stop(word, sentence) to end the run for a reason of its own (a line
+  search that finds no decrease): the driver catches it as it catches the monitor's
+  own, keeps the best parameters and reports `word` as TrainResult.stopped;
+- keeps its state (an L-BFGS history) on itself, or hands it to the optimizer object
+  in `sync` where a callback or the caller may read it there.
+
+The driver asks of every optimizer a positive `opt.lr` (the schedule's base rate, set
+on it at the start of each epoch) and `opt.reset()`; a method without a learning rate
+gives these a meaning of its own (a first trial step, say) or the driver a case for it.
 """
 from __future__ import annotations
 
