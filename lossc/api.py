@@ -7,7 +7,7 @@ import operator
 import warnings
 from typing import Optional
 
-from lossc import __version__
+from lossc.version import __version__
 from lossc.compiler import cache_key, compile_source, read_source
 from lossc.codegen.units import VALUE_AND_GRAD
 from lossc.runtime import artifact

@@ -12,7 +12,7 @@ import stat
 from dataclasses import dataclass, field
 from typing import Optional
 
-from lossc import __version__
+from lossc.version import __version__
 from lossc.codegen.units import UNITS, build_module
 from lossc.ir.build import build_graph
 from lossc.ir.graph import Graph

@@ -46,7 +46,7 @@ import warnings
 from contextlib import contextmanager
 from typing import NamedTuple, Optional
 
-from lossc import __version__
+from lossc.version import __version__
 
 MAGIC = b"LOSSC\x03"
 OLD_MAGICS = (b"LOSSC\x01", b"LOSSC\x02")

@@ -18,7 +18,7 @@ parameter count only known at run time, and LLVM's loop vectorizer makes them SI
 """
 from __future__ import annotations
 
-from lossc import __version__
+from lossc.version import __version__
 from lossc.runtime import artifact, forks
 
 _objects: dict[tuple, bytes] = {}       # (unit, dtype, cache directory or None) -> object
