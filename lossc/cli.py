@@ -104,15 +104,14 @@ def ir_cmd(file, dims, dtype, raw, asm, units):
     A model's code comes in units compiled separately (lossc.compile builds
     value_and_grad; loss, the optimizers' training steps and the shuffle follow on
     first use); this shows them together unless --unit picks some. The units every
-    model shares are optimized as lossc compiles them, most with LLVM's O3."""
+    model shares are optimized as lossc compiles them, with LLVM's O3."""
     from lossc.codegen import jit
     from lossc.codegen.units import LIBRARY_UNITS
-    from lossc.runtime.library import optimization_level
     c = compile_stage(file, dims, dtype)
     chosen = units or UNITS
     groups = {}       # LLVM pipeline -> the units compiled with it
     for u in chosen:
-        level = optimization_level(u) if u in LIBRARY_UNITS else jit.SPEED_LEVEL
+        level = jit.LIBRARY_LEVEL if u in LIBRARY_UNITS else jit.SPEED_LEVEL
         groups.setdefault(level, []).append(u)
     for level, group in groups.items():
         try:

@@ -425,9 +425,8 @@ def compiled(ref: Reference, dtype: str, bits: int):
 def check_calls(ref: Reference, m, dtype: str, bits: int, level: str,
                 threads: tuple = (1, 2)) -> int:
     """Every call path of `m` at every batch size against the reference; returns the
-    number of comparisons made. Two threads split a batch from 2 * PARALLEL_MIN_SAMPLES
+    number of comparisons made. Two threads split a batch from 2 * min_samples_per_thread
     samples (lowered here so that small batches take the threaded path)."""
-    from lossc.runtime import model as model_module
     checks = 0
     names = [p.name for p in m.params]
     for B in batch_sizes(lanes_of(dtype, bits), level):
@@ -440,7 +439,7 @@ def check_calls(ref: Reference, m, dtype: str, bits: int, level: str,
                 want, mag = ref.expected(f"grad.{name}", B)
                 compare(f"{label} grad.{name}", grads[name], want, mag, dtype, context)
 
-        # value_and_grad: the first call, then the repeated ones (checked natively)
+        # value_and_grad: the first call (checked), then the repeated ones
         for call in range(3):
             value, grads = m.value_and_grad(ref.theta, **data)
             compare(f"value_and_grad#{call} objective", value, want_loss, mag_loss, dtype,
@@ -463,9 +462,7 @@ def check_calls(ref: Reference, m, dtype: str, bits: int, level: str,
         grads_match("prepared", m.unpack_params(g))
         checks += 10
         if 2 in threads and B >= 4:
-            saved = model_module.PARALLEL_MIN_SAMPLES
-            model_module.PARALLEL_MIN_SAMPLES = 2
-            m.set_threads(2)
+            m.set_threads(2, min_samples_per_thread=2)
             try:
                 value, grads = m.value_and_grad(ref.theta, **data)
                 compare("2 threads objective", value, want_loss, mag_loss, dtype, context)
@@ -474,7 +471,6 @@ def check_calls(ref: Reference, m, dtype: str, bits: int, level: str,
                         dtype, context)
             finally:
                 m.set_threads(1)
-                model_module.PARALLEL_MIN_SAMPLES = saved
             checks += 2
     return checks
 

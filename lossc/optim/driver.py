@@ -386,7 +386,7 @@ class _Run:
                                     "initial parameters")
 
     def _full_value_and_grad(self):
-        value, _ = self.model._checked_value_and_grad_flat(self.theta, self.full, None,
+        value, _ = self.model.checked_value_and_grad_flat(self.theta, self.full, None,
                                                              self.g)
         return value, math.sqrt(float(np.dot(self.g, self.g)))
 
@@ -394,7 +394,7 @@ class _Run:
         """The objective at theta over bound data (the monitor's passes): through the
         gradient's code or the objective's alone, as LOSS_UNIT_ROWS decides."""
         if self.objective_by_gradient:
-            return self.model._checked_value_and_grad_flat(self.theta, data, None,
+            return self.model.checked_value_and_grad_flat(self.theta, data, None,
                                                            self.g_spare)[0]
         return self.model.loss_flat(self.theta, data)
 
@@ -461,7 +461,7 @@ class _Run:
                 self._bulk_after_steps(f.losses[first:first + done], first, done, order, N)
                 f.sync()
                 if e.kind == "index":
-                    raise self.model._index_error(e.err, self.full) from None
+                    raise e.index_error from None
                 value = float(f.losses[e.batch])
                 raise self._diverged(value if not math.isfinite(value)
                                      else "is finite but its gradient overflowed") from None
@@ -507,7 +507,7 @@ class _Run:
                        self.best_step)] + self.earlier_bests[::-1]
         for theta, loss, epoch, step in candidates:
             # (the gradient's code is there already; the loss alone may not be compiled)
-            value, _ = self.model._checked_value_and_grad_flat(theta, self.full, None, self.g)
+            value, _ = self.model.checked_value_and_grad_flat(theta, self.full, None, self.g)
             if math.isfinite(value):
                 break
         else:

@@ -8,12 +8,14 @@ optimizer object, so the Python loop can take over where the native one stopped.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 
 from lossc.codegen.fused import ADAM, AHEAD_BATCHES, RMSPROP, SGD, SLOTS
 from lossc.codegen.llvm import ERR_SLOTS
 from lossc.codegen.units import VALUE_AND_GRAD, train_unit
-from lossc.runtime.calls import BoundArgs, _addr, aligned_empty, aligned_zeros
+from lossc.runtime.calls import BoundArgs, _addr, aligned_empty, aligned_zeros, index_error
 
 # the batches on their way to L2 (codegen/fused.py AHEAD_BATCHES) may hold this many
 # bytes of rows at most, a quarter of a 1 MB L2: more would push the current batch out
@@ -32,11 +34,13 @@ _STATE_NAMES = {
 
 
 class FusedError(Exception):
-    """The native run stopped: `kind` is "index" or "diverged", `batch` where."""
+    """The native run stopped: `kind` is "index" or "diverged", `batch` where. For an
+    index, `index_error` is the ValueError to show (the sample counted in the data
+    set)."""
 
-    def __init__(self, kind: str, batch: int, err):
+    def __init__(self, kind: str, batch: int, index_error: Optional[ValueError] = None):
         super().__init__(kind)
-        self.kind, self.batch, self.err = kind, batch, err
+        self.kind, self.batch, self.index_error = kind, batch, index_error
 
 
 def supports(optimizer) -> bool:
@@ -125,10 +129,9 @@ class FusedSteps:
         f[0], f[4], f[6], f[7] = _addr(theta), _addr(order), first, count
         rc = self.fn(self.frame_address)
         if rc == 1:
-            raise FusedError("index", first, self.err[:3].copy())
+            raise FusedError("index", first, index_error(self.model, self.err, self.data))
         if rc == 2:
-            done = int(self.err[0])
-            raise FusedError("diverged", done, self.err[:3].copy())
+            raise FusedError("diverged", int(self.err[0]))
         return self.losses[first:first + count]
 
     def sync(self) -> None:

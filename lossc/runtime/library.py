@@ -14,7 +14,6 @@ accepted without this cache.
 Compile time is paid once per machine, not per model, so these units get LLVM's
 full optimization (`jit.LIBRARY_LEVEL`): the optimizer's update loops run over a
 parameter count only known at run time, and LLVM's loop vectorizer makes them SIMD.
-(All but the object-level call: see optimization_level.)
 """
 from __future__ import annotations
 
@@ -61,21 +60,12 @@ def _cached_or_compiled(unit: str, dtype: str) -> bytes:
 
 
 def compile_unit(unit: str, dtype: str) -> bytes:
-    from lossc.codegen.jit import compile_ir, host_cpu
+    from lossc.codegen.jit import LIBRARY_LEVEL, compile_ir, host_cpu
     from lossc.codegen.units import LIBRARY_UNITS, build_module
     if unit not in LIBRARY_UNITS:
         raise ValueError(f"{unit!r} is not a library unit; those are {LIBRARY_UNITS}")
     module, _ = build_module(None, dtype, (unit,), triple=host_cpu()["triple"])
-    return compile_ir(str(module), optimization_level(unit))
-
-
-def optimization_level(unit: str) -> int:
-    """LLVM's pipeline for a library unit: all of it (jit.LIBRARY_LEVEL), but for the
-    object-level call, whose few checks and copies gain nothing from O3's vectorizers
-    and unrolling (20 ms to compile instead of 60-80, on a user's second call)."""
-    from lossc.codegen.jit import LIBRARY_LEVEL, SPEED_LEVEL
-    from lossc.codegen.units import CALL_OBJECTS
-    return SPEED_LEVEL if unit == CALL_OBJECTS else LIBRARY_LEVEL
+    return compile_ir(str(module), LIBRARY_LEVEL)
 
 
 def _header(unit: str, dtype: str) -> dict:
