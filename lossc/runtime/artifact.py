@@ -46,6 +46,7 @@ import warnings
 from contextlib import contextmanager
 from typing import NamedTuple, Optional
 
+from lossc.codegen import abi
 from lossc.version import __version__
 
 MAGIC = b"LOSSC\x03"
@@ -53,11 +54,9 @@ OLD_MAGICS = (b"LOSSC\x01", b"LOSSC\x02")
 _LENGTH = struct.Struct("<Q")
 TAG_SIZE = hashlib.sha256().digest_size
 MAX_FILE = 1 << 28            # far above any model's code; a bound on what a read takes
-# the native functions' frame layouts (codegen/llvm.py, codegen/fused.py); 5: the
-# gradient reads err[3:5] (a later batch to prefetch), the fused steps 23 slots; 6: the
-# fused steps' configuration has 8 numbers; 7: err[0] is -1 - id for an index whose
-# arithmetic overflowed
-ABI = 7
+# the native calling convention: a hash of the frame layouts and the constants both
+# sides read (codegen/abi.py), so that no layout change goes unnoticed
+ABI = abi.VERSION
 
 KEY_FILE = "hmac-key"         # in the cache folder
 KEY_SIZE = 32

@@ -33,7 +33,7 @@ from typing import Optional
 import numpy as np
 
 from lossc.runtime import forks
-from lossc.runtime.calls import BoundArgs, Frame, _addr, data_pointer, index_error
+from lossc.runtime.calls import BoundArgs, Frame, _addr, copy_of, data_pointer, index_error
 
 # below this many samples per thread, a thread costs more than it saves (the default of
 # Model.set_threads)
@@ -405,7 +405,7 @@ class CallPaths:
         if self._pool is None or self._pool._max_workers != m.threads:
             self._pool = ThreadPoolExecutor(m.threads, thread_name_prefix="lossc")
             forks.renew_in_child(self)
-        bound, theta = f.bound, int(f.frame[0])
+        bound, theta = f.bound, f.frame.params
         chunks = bound.chunks(m.threads)
 
         def run(chunk):
@@ -416,7 +416,7 @@ class CallPaths:
                 wf.use_grad()
                 wf.use(chunk)
                 rc = fn(wf.address)
-                return rc, chunk, wf.value[0], wf.grad.copy(), wf.err.copy()
+                return rc, chunk, wf.value[0], wf.grad.copy(), copy_of(wf.err)
             finally:
                 self.give(calls)
 

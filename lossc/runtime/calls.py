@@ -1,8 +1,8 @@
 """The machinery of native calls: validated batches, frames, index errors.
 
 `BoundArgs` is a batch checked once (arrays converted, pointers taken); `Frame` is a
-reusable argument frame with its buffers for the native functions (layout in
-lossc/codegen/llvm.py), used by one call at a time; `index_error` turns a native
+reusable argument frame with its buffers for the native functions (the layout
+codegen/abi.py declares, filled by slot name), used by one call at a time; `index_error` turns a native
 call's error slots into the ValueError the caller sees. The ways of calling
 (checked, repeated, prepared) are in runtime/callpaths.py.
 """
@@ -14,7 +14,7 @@ from typing import Optional
 
 import numpy as np
 
-from lossc.codegen.llvm import ERR_SLOTS
+from lossc.codegen.abi import ERROR, VALUE_AND_GRAD
 
 
 def _addr(a: np.ndarray) -> int:
@@ -113,28 +113,28 @@ def misaligned_rows(a: np.ndarray) -> bool:
 
 
 class Frame:
-    """Buffers for native calls: the frame of arguments (see codegen/llvm.py), parameters,
-    output, scratch space and error slots, allocated once and reused by one call at a
-    time (runtime/callpaths.py hands them out)."""
+    """Buffers for native calls: the frame of arguments (abi.VALUE_AND_GRAD), parameters,
+    output, scratch space and error record, allocated once and reused by one call at a
+    time (runtime/callpaths.py hands them out). No later batch to prefetch: the frame's
+    ahead_rows stay 0."""
 
     def __init__(self, model):
         n = model.n_params
-        self.frame = np.zeros(8, dtype=np.int64)
+        self.frame = VALUE_AND_GRAD.new()
         self.theta = np.zeros(max(n, 1), dtype=model.dtype)
         self.value = np.zeros(1, dtype=model.dtype)
         self.grad = np.zeros(n, dtype=model.dtype)
         self.work_size = model.work_size
         self.work = aligned_zeros(self.work_size, model.dtype)
-        # (check, sample, value) of an index error; then the slots of a later batch to
-        # prefetch (codegen/llvm.py AHEAD), which nothing here gives
-        self.err = np.zeros(ERR_SLOTS, dtype=np.int64)
+        self.err = ERROR.new()
         self.theta_address = _addr(self.theta)
         self.grad_address = _addr(self.grad) if n else _addr(self.value)
-        self.frame[4] = _addr(self.value)
-        self.frame[5] = _addr(self.work)
-        self.frame[6] = _addr(self.err)
-        self.frame[7] = self.grad_in_frame = self.grad_address
-        self.address = _addr(self.frame)
+        frame = self.frame
+        frame.value = _addr(self.value)
+        frame.work = _addr(self.work)
+        frame.err = ctypes.addressof(self.err)
+        frame.grad = self.grad_in_frame = self.grad_address
+        self.address = ctypes.addressof(frame)
         # views with each parameter's shape: Model._pack copies into theta_views,
         # value_and_grad copies each of grad_views out
         self.theta_views = model._param_views(self.theta)
@@ -145,8 +145,8 @@ class Frame:
         self.use_theta()
         self.use(model._no_inputs)
 
-    # Each setter writes the frame only when something changed: a write into a NumPy
-    # array costs about as much as the native call of a small model.
+    # Each setter writes the frame only when something changed: a write into the frame
+    # costs a fair share of the native call of a small model.
 
     def use_theta(self, flat: Optional[np.ndarray] = None) -> None:
         # (the address is taken every time: the same array object can get a new buffer,
@@ -154,27 +154,27 @@ class Frame:
         self.keep = flat          # the array must outlive the call
         address = self.theta_address if flat is None else _addr(flat)
         if address != self.theta_in_frame:         # (use_address, without a call)
-            self.frame[0] = self.theta_in_frame = address
+            self.frame.params = self.theta_in_frame = address
 
     def use_address(self, address: int) -> None:
         if address != self.theta_in_frame:
-            self.frame[0] = self.theta_in_frame = address
+            self.frame.params = self.theta_in_frame = address
 
     def use_grad(self, address: Optional[int] = None) -> None:
         """The gradient into memory at `address` (a caller's grad_out), or by default
         into this frame's own buffer."""
         address = self.grad_address if address is None else address
         if address != self.grad_in_frame:
-            self.frame[7] = self.grad_in_frame = address
+            self.frame.grad = self.grad_in_frame = address
 
     def use_own_buffers(self, bound: "BoundArgs") -> None:
         """The parameters packed into this frame's vector, the gradient into its own
         buffer, and `bound` the batch (use_theta(), use_grad(), use(bound) in one)."""
         self.keep = None
         if self.theta_in_frame != self.theta_address:
-            self.frame[0] = self.theta_in_frame = self.theta_address
+            self.frame.params = self.theta_in_frame = self.theta_address
         if self.grad_in_frame != self.grad_address:
-            self.frame[7] = self.grad_in_frame = self.grad_address
+            self.frame.grad = self.grad_in_frame = self.grad_address
         if bound is not self.bound:
             self.use(bound)
 
@@ -185,11 +185,11 @@ class Frame:
         _set_batch(self.frame, bound)
 
 
-def _set_batch(frame: np.ndarray, bound: "BoundArgs") -> None:
-    """A native frame's batch slots (codegen/llvm.py: hypers, inputs, B)."""
-    frame[1] = bound.hypers_address
-    frame[2] = bound.pointers_address
-    frame[3] = bound.B
+def _set_batch(frame, bound: "BoundArgs") -> None:
+    """A native frame's batch slots (hypers, inputs, B)."""
+    frame.hypers = bound.hypers_address
+    frame.inputs = bound.pointers_address
+    frame.B = bound.B
 
 
 class BoundArgs:
@@ -220,11 +220,17 @@ class BoundArgs:
         return self._chunks[n]
 
 
+def copy_of(record):
+    """A copy of a frame or record (a ctypes Structure of codegen/abi.py)."""
+    return type(record).from_buffer_copy(record)
+
+
 def index_error(model, err, bound: BoundArgs) -> ValueError:
-    """The error of a native call that returned 1: err holds (check, sample, value),
-    the check as -1 - check where the arithmetic computing the index overflowed, the
-    sample counted in `bound` (which may be a chunk of a larger batch)."""
-    check, sample, value = (int(v) for v in err[:3])
+    """The error of a native call that returned INDEX_ERROR, from its error record
+    (abi.ERROR): the check, as -1 - check where the arithmetic computing the index
+    overflowed, the sample counted in `bound` (which may be a chunk of a larger batch),
+    the index's value."""
+    check, sample, value = err.check, err.sample, err.value
     overflow = check < 0
     check = -1 - check if overflow else check
     sample_in_chunk, sample = sample, sample + bound.start

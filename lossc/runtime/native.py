@@ -1,7 +1,7 @@
 """Machine code into the process: an object file in, callable functions out.
 
 Every exported lossc function has the C signature `int32_t f(int64_t *frame)` (the
-frame layouts are in codegen/llvm.py and codegen/fused.py). Objects are loaded by
+frame layouts are declared in codegen/abi.py). Objects are loaded by
 lossc's own ELF loader (runtime/elf.py), which needs nothing from LLVM: a model from
 the persistent cache is ready in a millisecond or two instead of paying for loading
 LLVM's 100 MB library. Where that loader does not apply (not Linux on x86-64, or an
@@ -15,10 +15,7 @@ checked before MCJIT sees it (runtime/symbols.py).
 """
 from __future__ import annotations
 
-import ctypes
 import os
-
-NATIVE_SIGNATURE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p)
 
 
 def load_object(obj: bytes, names: tuple[str, ...]):
