@@ -8,8 +8,9 @@
 from lossc.version import __version__
 from lossc.source import CompileError
 from lossc.api import LosscWarning, compile, load
+from lossc.options import Options
 from lossc.runtime.model import Model
 from lossc.optim import SGD, Adam, AdamW, RMSprop, TrainResult, train
 
-__all__ = ["compile", "load", "CompileError", "LosscWarning", "Model", "train",
+__all__ = ["compile", "load", "Options", "CompileError", "LosscWarning", "Model", "train",
            "TrainResult", "SGD", "RMSprop", "Adam", "AdamW", "__version__"]

@@ -29,9 +29,9 @@ dim through 1..70, pairs around tile boundaries, and a few large sizes.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
-import os
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -401,25 +401,15 @@ def compare(what: str, got, want, magnitude, dtype: str, context: str) -> None:
                        f"{TOLERANCE[dtype]:g} relative)")
 
 
-def with_width(bits: int):
-    """Compile at a given vector width (LOSSC_VECTOR_BITS), restoring the environment."""
-    class _Width:
-        def __enter__(self):
-            self.old = os.environ.get("LOSSC_VECTOR_BITS")
-            os.environ["LOSSC_VECTOR_BITS"] = str(bits)
-
-        def __exit__(self, *exc):
-            if self.old is None:
-                os.environ.pop("LOSSC_VECTOR_BITS", None)
-            else:
-                os.environ["LOSSC_VECTOR_BITS"] = self.old
-    return _Width()
+def at_width(bits: int) -> lossc.Options:
+    """The options of this run (the environment's), at the vector width `bits`."""
+    return dataclasses.replace(lossc.Options.from_env(), vector_bits=bits)
 
 
 def compiled(ref: Reference, dtype: str, bits: int):
-    with with_width(bits), warnings.catch_warnings():
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", lossc.LosscWarning)   # (unused random bindings)
-        return lossc.compile(ref.source, dtype=dtype, cache=False)
+        return lossc.compile(ref.source, dtype=dtype, cache=False, options=at_width(bits))
 
 
 def check_calls(ref: Reference, m, dtype: str, bits: int, level: str,

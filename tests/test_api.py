@@ -175,7 +175,7 @@ def test_artifact_for_another_cpu_is_recompiled_or_refused(tmp_path, logistic):
     header, objects = artifact.read(path)
     header["cpu"] = dict(header["cpu"], cpu="some-other-cpu")
     header["host"] = "another machine's /proc/cpuinfo"
-    artifact.write(path, header, objects)
+    artifact.write(path, header, objects, lossc.Options.from_env().cache_dir)
     with pytest.raises(artifact.ArtifactError, match="some-other-cpu"):
         lossc.load(path, recompile=False)
     with pytest.warns(lossc.LosscWarning, match="recompiling"):
@@ -657,7 +657,7 @@ def test_a_saved_model_trains_in_a_new_process_without_llvm(tmp_path):
     m.save(tmp_path / "m.lossc")
     np.savez(tmp_path / "d.npz", X=X, Y=Y)
     (tmp_path / "empty").mkdir(mode=0o700)
-    shutil.copy(artifact.cache_dir() / artifact.KEY_FILE, tmp_path / "empty")
+    shutil.copy(lossc.Options.from_env().cache_dir / artifact.KEY_FILE, tmp_path / "empty")
     code = (
         "import sys, numpy as np, lossc\n"
         f"m = lossc.load(r'{tmp_path / 'm.lossc'}')\n"

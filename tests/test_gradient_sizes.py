@@ -3,6 +3,8 @@ accumulators (rows x vectors) took samples six at a time from groups of eight la
 two samples in every eight were missing from the gradient (D mod 32 in 24..31 at
 AVX-512's eight doubles; D = 57 in float32's sixteen lanes). Each model is compared
 with its gradient written out in NumPy, at every vector width the machine can run."""
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -12,8 +14,8 @@ WIDTHS = (64, 128, 256, 512)
 
 
 def _compile(src, dtype, bits, monkeypatch):
-    monkeypatch.setenv("LOSSC_VECTOR_BITS", str(bits))
-    return lossc.compile(src, dtype=dtype, cache=False)
+    options = dataclasses.replace(lossc.Options.from_env(), vector_bits=bits)
+    return lossc.compile(src, dtype=dtype, cache=False, options=options)
 
 
 def _close(got, want, dtype, magnitude=None):

@@ -39,13 +39,16 @@ _MASK64 = (1 << 64) - 1
 # the native code writes int64; rng.permutation(n) returns NumPy's default integer
 _INT64_INDEX = np.arange(1).dtype == np.int64
 
-_agrees: bool | None = None    # the native code matches NumPy; None until checked
+# whether the native code draws as this process's NumPy does: a fact about NumPy,
+# learned once (_trusted); None until checked
+_agrees: bool | None = None
 
 
 def permutation(rng: np.random.Generator, n: int, native=None) -> np.ndarray:
     """rng.permutation(n), leaving rng as rng.permutation(n) would. native: a callable
     returning lossc_permutation_pcg64 as a ctypes function (a model's copy, e.g.
-    `lambda: model.code.function(PERMUTATION)`); by default lossc's own (_native)."""
+    `lambda: model.code.function(PERMUTATION)`); by default lossc's own (_native).
+    Where the function cannot be had, NumPy draws."""
     shuffler = Shuffler(rng, native)
     if not _native_size(n) or not shuffler.native_applies():
         return rng.permutation(n)
@@ -117,14 +120,13 @@ class Shuffler:
 
 
 def _function(native):
-    """The native function, or None (and NumPy from then on) if it cannot be had."""
-    global _agrees
+    """The native function, or None if it cannot be had (no LLVM to compile it, an
+    unloadable object, ...: NumPy draws, this time)."""
     if _agrees is False:
         return None
     try:
         return native() if native is not None else _native().functions[FUNCTION]
-    except Exception:          # no LLVM to compile it, an unloadable object, ...
-        _agrees = False
+    except Exception:
         return None
 
 
@@ -133,11 +135,13 @@ _native_lock = forks.Lock()      # (a forked child gets a free one)
 
 
 def _native():
-    """lossc's own loaded copy of lossc_permutation_pcg64 (`.functions[FUNCTION]`),
-    compiled once per machine (runtime/library.py) and loaded once per process. The
-    code must stay alive while its function runs: it is kept here for good, and made
-    under a lock (two threads loading it at once would each get a copy, and the one
-    dropped would unmap code the other is running)."""
+    """lossc's own loaded copy of lossc_permutation_pcg64 (`.functions[FUNCTION]`), for
+    callers that give no model's: compiled once per process (runtime/library.py, with no
+    persistent cache: nothing here knows of one) unless a model's copy is in memory
+    already, and loaded once per process. The code must stay alive while its function
+    runs: it is kept here for good, and made under a lock (two threads loading it at
+    once would each get a copy, and the one dropped would unmap code the other is
+    running)."""
     global _native_code
     if _native_code is None:
         with _native_lock:
@@ -145,7 +149,7 @@ def _native():
                 from lossc.codegen.units import PERMUTATION
                 from lossc.runtime import library
                 from lossc.runtime.native import load_object
-                _native_code = load_object(library.unit_object(PERMUTATION, "any"),
+                _native_code = load_object(library.unit_object(PERMUTATION, "any", None),
                                            (FUNCTION,))
     return _native_code
 

@@ -11,6 +11,7 @@ from typing import Optional
 import numpy as np
 
 from lossc.codegen.units import LOSS, VALUE_AND_GRAD
+from lossc.options import Options
 from lossc.runtime.callpaths import PARALLEL_MIN_SAMPLES, CallPaths, PreparedCall
 from lossc.runtime.calls import BoundArgs
 from lossc.runtime.code import ModelCode
@@ -30,8 +31,10 @@ class Model:
     numbers (defaults from the file).
     """
 
-    def __init__(self, signature: Signature, dtype: str, code: "ModelCode", meta: dict):
+    def __init__(self, signature: Signature, dtype: str, code: "ModelCode", meta: dict,
+                 options: Options):
         self.signature = signature
+        self.options = options       # how its code was made and is loaded (lossc.options)
         self.dtype = np.dtype(dtype)
         self.code = code             # the machine code, unit by unit (runtime/code.py)
         self.meta = meta
@@ -84,7 +87,7 @@ class Model:
     def __copy__(self) -> "Model":
         """A model of its own (frames, thread pool, remembered batches) over the same
         machine code, which never changes once loaded."""
-        twin = Model(self.signature, self.dtype.name, self.code, self.meta)
+        twin = Model(self.signature, self.dtype.name, self.code, self.meta, self.options)
         twin.threads = self.threads
         twin.min_samples_per_thread = self.min_samples_per_thread
         return twin
@@ -259,10 +262,11 @@ class Model:
     def save(self, path) -> None:
         """Write a `.lossc` artifact: machine code for this CPU (every code unit,
         compiled now if it was not yet, so loading it never needs LLVM) and the
-        signature."""
+        signature, signed with the key in the model's cache folder (options.cache_dir)."""
         from lossc.runtime import artifact
         objects = self.code.complete()
-        artifact.write(path, dict(self.meta, work_size=self.code.work_size), objects)
+        artifact.write(path, dict(self.meta, work_size=self.code.work_size), objects,
+                       self.options.cache_dir)
 
     def scipy_objective(self, /, **kwargs):
         """(fun, x0) for scipy.optimize.minimize(fun, x0, jac=True); the keywords are

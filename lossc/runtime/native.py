@@ -6,7 +6,8 @@ lossc's own ELF loader (runtime/elf.py), which needs nothing from LLVM: a model 
 the persistent cache is ready in a millisecond or two instead of paying for loading
 LLVM's 100 MB library. Where that loader does not apply (not Linux on x86-64, or an
 object it does not understand) LLVM's MCJIT links the object instead.
-LOSSC_LOADER=llvm forces MCJIT (for comparisons and debugging).
+The loader "llvm" (Options.loader, LOSSC_LOADER=llvm) forces MCJIT (for comparisons and
+debugging).
 
 Either way, an object that calls any function but the few lossc's code generator
 emits calls to (codegen/externals.py) is refused with ArtifactError before anything is
@@ -15,14 +16,13 @@ checked before MCJIT sees it (runtime/symbols.py).
 """
 from __future__ import annotations
 
-import os
 
-
-def load_object(obj: bytes, names: tuple[str, ...]):
+def load_object(obj: bytes, names: tuple[str, ...], loader: str = "elf"):
     """An object with `addresses` and `functions` (ctypes callables, which release the
     GIL while they run) for each of `names`. Keep it alive while they are used.
-    Raises ArtifactError for an object that calls a function lossc's code never calls."""
-    if os.environ.get("LOSSC_LOADER", "") != "llvm":
+    loader: "elf" (lossc's, where it applies) or "llvm" (MCJIT). Raises ArtifactError
+    for an object that calls a function lossc's code never calls."""
+    if loader != "llvm":
         from lossc.runtime import elf
         if elf.supported():
             try:
