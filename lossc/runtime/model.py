@@ -271,7 +271,7 @@ class Model:
     def scipy_objective(self, /, **kwargs):
         """(fun, x0) for scipy.optimize.minimize(fun, x0, jac=True); the keywords are
         those of lossc.optim.scipy_objective (the inputs and hyperparameters by name)."""
-        from lossc.optim.scipy_bridge import scipy_objective
+        from lossc.runtime.scipy_bridge import scipy_objective
         return scipy_objective(self, **kwargs)
 
     # ------------------------------------------------------------ binding arguments
