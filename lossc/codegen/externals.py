@@ -14,7 +14,7 @@ Standard library only: the loaders import this without LLVM.
 from __future__ import annotations
 
 # called by name (values.ValueEmitter.math); float32 code calls the "f" versions
-LIBM = ("tan", "sinh", "cosh", "asin", "acos", "atan", "atan2", "erf")
+LIBM = ("tan", "sinh", "cosh", "asin", "acos", "atan", "atan2")
 # LLVM intrinsics called as llvm.<name>.<type>: these two are instructions...
 INSTRUCTIONS = ("sqrt", "fabs")
 # ...and these become C library calls (sin, sinf, ...), one per lane on vectors

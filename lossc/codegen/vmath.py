@@ -1,4 +1,5 @@
-"""exp, log, log1p, expm1 and tanh as straight-line LLVM IR that vectorizes.
+"""exp, log, log1p, expm1, tanh and the special functions lgamma, digamma, trigamma,
+polygamma2, erf and erfc as straight-line LLVM IR that vectorizes.
 
 LLVM turns `llvm.exp` on a vector into one libm call per lane, which would leave the
 hot loop of a model like logistic regression scalar. These versions use only
@@ -19,9 +20,42 @@ subnormals handled as IEEE libm does.
            polynomial
     tanh   sign(x) e / (e + 2) with e = expm1(2|x|), expm1 inlined for 0 <= 2|x| <= 40,
            its polynomial a Chebyshev fit of degree 10 in float64 (Taylor: 12)
+
+The special functions follow SciPy (gammaln, digamma, polygamma(1, x), polygamma(2,
+x), erf, erfc), its choices at poles and infinities included. They are written for
+float64; float32 widens, computes in float64 and rounds once (_in_float64). Every
+lane computes every formula a function has and selects its own, so their cost is the
+sum of their parts. Their polynomials come from tools/vmath_coefficients.py, which
+derives them with mpmath and checks the values here. Errors in float64, measured
+against mpmath, in ulp of the result:
+
+    lgamma     x < 0 by reflection, lgamma(x) = log(pi) - log|x sin(pi x)| - lgamma(-x)
+               with -x exact; below 8 the recurrence from lgamma(2 + t) =
+               t (1 + t) LGAMMA_2(t + 1/4), |t + 1/4| <= 1/2, so both roots are exact
+               factors; from 8 on Stirling's series. Within 3.5 ulp for x > 0
+    digamma    x < 0 by reflection from 1 - x; below 8 the recurrence from the base
+               [1, 2), where (x - x0) is an exact factor at the root x0 = 1.4616...;
+               from 8 on the asymptotic series. Within 4.5 ulp for x > 0
+    trigamma   x < 0 by reflection from 1 - x (no cancellation); below 8 shifted up by
+               8 (a sum of positive terms), then the asymptotic series. Within 5 ulp
+    polygamma2 as trigamma, with cubes; reflection with cos(pi x)/sin(pi x)^3. Within
+               6 ulp for x > 0
+    erf, erfc  |x| < 3/4: erf = x ERF_SMALL(x^2); beyond, with a = |x|, erfc(a) =
+               exp(-a^2) erfcx(a), exp of the exact square (Dekker's product), erfcx
+               by a polynomial in (a - 4.5)/(a + 4.5); erf = 1 - erfc, and erfc(x) =
+               2 - erfc(a) for x < 0. erf within 3 ulp, erfc within 5.5, subnormal
+               results included
+    sinpi      the reflections' sin(pi x), cos(pi x): exact reduction to |r| <= 1/4
+
+For x < 0 the error of lgamma, digamma and polygamma2 is within 12 ulp of the larger
+of |f(x)| and |f(1 - x)|: of f(x) itself but next to its zeros (lgamma has two
+between poles down to about -17, the others one between every two), where the
+reflection formula's two terms cancel. float32: within one float32 ulp (correctly
+rounded but for the double rounding).
 """
 from __future__ import annotations
 
+import functools
 import math
 
 from llvmlite import ir
@@ -51,7 +85,73 @@ TANH_EXPM1 = (2.0, 2.000000000000002, 1.3333333333333337, 0.6666666666651703,
               0.006349185112831408, 0.0014109314777982175, 0.00028289389815241956,
               5.141546265386396e-05)
 
-FUNCTIONS = ("exp", "log", "log1p", "log1p_unit", "expm1", "tanh")
+# The special functions' constants, derived by tools/vmath_coefficients.py (which says
+# what each polynomial approximates and checks these values: --check). Each is a
+# Chebyshev interpolant at 40 digits of a function without zeros on its interval, so
+# that relative accuracy is the polynomial's own; its float64 error there is below
+# 2.3e-16 relative.
+DIGAMMA_ROOT_HI = 1.4616321449683622     # digamma's positive root x0 = HI + LO
+DIGAMMA_ROOT_LO = 9.549995429965697e-17
+LOG_PI = 1.1447298858494002
+STIRLING_0 = 0.4189385332046727          # log(2 pi)/2 - 1/2
+# sin(pi r) = r SINPI(r^2) and cos(pi r) = COSPI(r^2) for |r| <= 1/4
+SINPI = (3.141592653589793, -5.167712780049954, 2.5501640398733763, -0.5992645289396449,
+         0.08214586918000175, -0.007370021586907771, 0.000461531855383581)
+COSPI = (1.0, -4.934802200544679, 4.058712126416747, -1.3352627688519174,
+         0.23533063019088787, -0.025806885652951306, 0.0019294657440800042,
+         -0.00010356747255199479)
+# lgamma(2 + t) = t (1 + t) LGAMMA_2(t + 1/4) for -3/4 <= t <= 1/4 (both roots factors)
+LGAMMA_2 = (0.4501393121092563, -0.11948158662524275, 0.04452044719851034,
+            -0.019053957830247926, 0.008776370425163885, -0.004226194125865728,
+            0.0020955338847148163, -0.0010605660779488247, 0.0005448968670945976,
+            -0.00028319055537594635, 0.0001485185844737106, -7.846273965002459e-05,
+            4.168915388290168e-05, -2.227253661492844e-05, 1.2039401461060753e-05,
+            -6.4860565132902415e-06, 3.207741090760838e-06, -1.7373991814531819e-06,
+            1.5050654576547734e-06, -8.213650044261199e-07)
+# lgamma(x) = (x - 1/2)(log x - 1) + STIRLING_0 + z LGAMMA_STIRLING(z^2), z = 1/x,
+# x >= SERIES_FROM
+LGAMMA_STIRLING = (0.0833333333333333, -0.002777777777606244, 0.0007936506649488252,
+                   -0.0005952025951802712, 0.0008372834512071336,
+                   -0.0016526004455595122)
+# digamma(x) = (x - x0) (DIGAMMA_1(x - 3/2) + 1/(x x0)) for 1 <= x <= 2: DIGAMMA_1 is
+# (digamma(x + 1) - 1/x0)/(x - x0), analytic out to x = -1
+DIGAMMA_1 = (0.49494476150711986, -0.11955334493165182, 0.037826433340914206,
+             -0.013260889120668915, 0.004892701830776073, -0.0018581181902805814,
+             0.000718157216262706, -0.0002806790256607622, 0.00011050325082067195,
+             -4.3718536447291106e-05, 1.7353817898476063e-05, -6.904390206174073e-06,
+             2.7531368837527235e-06, -1.098323991093393e-06, 4.3142439877735586e-07,
+             -1.723360745935161e-07, 8.396600052949772e-08, -3.35656521731688e-08)
+# the asymptotic series' tails in u = 1/x^2, for x >= SERIES_FROM (see _inverse_square)
+SERIES_FROM = 8.0
+DIGAMMA_ASYMPTOTIC = (-0.08333333333333287, 0.008333333331168558, -0.003968252342841619,
+                      0.004166217650696842, -0.007519088230747095, 0.017711160415846534)
+TRIGAMMA_ASYMPTOTIC = (0.16666666666666655, -0.03333333333249287, 0.023809522943893217,
+                       -0.03333299706371194, 0.07569481310235808, -0.24699740954161503,
+                       0.8586880107331692)
+POLYGAMMA2_ASYMPTOTIC = (0.16666666666664942, -0.1666666665582501, 0.2999998881052337,
+                         -0.8332896856636077, 3.282269374179572, -16.68934844596863,
+                         78.57281269309581)
+# erf(a) = a ERF_SMALL(a^2) for |a| <= 3/4
+ERF_SMALL = (1.1283791670955126, -0.37612638903183715, 0.11283791670952596,
+             -0.026866170644428485, 0.005223977615420539, -0.0008548326188759752,
+             0.00012055289567541706, -1.4924196305569617e-05, 1.643068417974155e-06,
+             -1.5940066854661717e-07, 1.1472499701094691e-08)
+# exp(a^2) erfc(a) = ERFCX(t)/(a + ERFC_K) with t = (a - ERFC_K)/(a + ERFC_K), for
+# ERF_SMALL_TOP <= a <= ERFC_TOP (which t maps onto [-0.71, 0.72]); erfc(ERFC_TOP) is
+# below half the smallest subnormal, so it and everything beyond round to zero
+ERFC_K = 4.5
+ERF_SMALL_TOP = 0.75
+ERFC_TOP = 27.5
+ERFCX = (1.1023632384645727, -1.0049269806415522, 0.8339512420846499,
+         -0.6281259956147587, 0.42728027748866937, -0.2605239765676688,
+         0.1407414803595142, -0.06614072530318628, 0.026198967190745243,
+         -0.008209019988549, 0.0017034200683835508, -2.684671417286134e-05,
+         -0.00014249150304029558, 5.298649017571293e-05, -2.736211944900019e-06,
+         -4.850068537944128e-06, 1.6000964924154903e-06, 1.9184714826482288e-07,
+         -2.2619490306116593e-07, 8.44802520753238e-09, 1.9983733117876546e-08)
+
+FUNCTIONS = ("exp", "log", "log1p", "log1p_unit", "expm1", "tanh", "lgamma", "digamma",
+             "trigamma", "polygamma2", "erf", "erfc")
 
 
 class _Float:
@@ -269,3 +369,318 @@ def tanh(cg, x):
     e = cg.fadd(cg.fmul(s, q), cg.fsub(s, cg.fconst(1.0)))
     t = cg.fdiv(e, cg.fadd(e, cg.fconst(2.0)))
     return cg.b.call(cg.intrinsic("copysign", t.type, 2), [t, x])
+
+
+# ---- special functions: lgamma, digamma, trigamma, polygamma2, erf, erfc ----
+
+def _in_float64(fn):
+    """fn, written for float64, for both real types: a float32 argument is widened,
+    fn runs in float64 and the result is rounded to float32 once, so float32 results
+    are correctly rounded but for that double rounding. (Native float32 code would
+    take twice the lanes per instruction, but need fits of its own and its own error
+    analysis at every root and pole.)"""
+    @functools.wraps(fn)
+    def in_float64(cg, x):
+        if isinstance(cg.T, ir.DoubleType):
+            return fn(cg, x)
+        from lossc.codegen.values import ValueEmitter     # (values imports vmath)
+        D = ir.DoubleType()
+        wide = ValueEmitter(cg.module, D, cg.b)
+        xt = ir.VectorType(D, x.type.count) if isinstance(x.type, ir.VectorType) else D
+        return cg.b.fptrunc(fn(wide, cg.b.fpext(x, xt)), x.type)
+    return in_float64
+
+
+def _round(cg, x, fl):
+    """x rounded to the nearest integer (ties to even), for |x| < 2^(mant - 1)."""
+    magic = cg.fconst(1.5 * 2.0 ** fl.mant)
+    return cg.fsub(cg.fadd(x, magic), magic)
+
+
+def _floor(cg, x, fl):
+    """floor(x) for |x| < 2^(mant - 1)."""
+    r = _round(cg, x, fl)
+    return cg.select(cg.fcmp(">", r, x), cg.fsub(r, cg.fconst(1.0)), r)
+
+
+def _flip_sign(cg, v, bit, fl):
+    """v with its sign flipped where the integer `bit` is 2 (and kept where it is 0)."""
+    b = cg.b
+    I = _ity(cg, v, fl)
+    mask = b.shl(bit, _iconst(cg, v, fl, fl.bits - 2))
+    return b.bitcast(b.xor(b.bitcast(v, I), mask), v.type)
+
+
+def _sinpi_cospi(cg, x):
+    """(sin(pi x), cos(pi x)) with exact argument reduction, so that both are accurate
+    to the last bit for every x, next to the integers (where the reflection formulas
+    meet their poles) as anywhere: y = x - 2 round(x/2) in [-1, 1], then y = k/2 + r
+    with |r| <= 1/4, both subtractions exact; sin(pi r) = r SINPI(r^2), cos(pi r) =
+    COSPI(r^2), exchanged and negated as k mod 4 says. |x| >= 2^52 is an integer, taken
+    as 0 (the sign of cos for the odd integers below 2^53 is lost: the callers treat
+    every integer as a pole). NaN gives NaN; infinity gives (0, 1)."""
+    fl = _Float(cg.T)
+    b = cg.b
+    y = cg.fsub(x, cg.fmul(cg.fconst(2.0), _round(cg, cg.fmul(x, cg.fconst(0.5)), fl)))
+    y = cg.select(cg.fcmp(">=", cg.math("fabs", x), cg.fconst(2.0 ** fl.mant)),
+                  cg.fconst(0.0), y)
+    # k = round(2y) in -2..2 as an integer, from the bits of 2y + magic (as _split)
+    magic = cg.unify(cg.fconst(1.5 * 2.0 ** fl.mant), x)[0]
+    shifted = cg.fadd(cg.fmul(y, cg.fconst(2.0)), magic)
+    k = b.sub(b.bitcast(shifted, _ity(cg, x, fl)), b.bitcast(magic, _ity(cg, x, fl)))
+    r = cg.fsub(y, cg.fmul(cg.fsub(shifted, magic), cg.fconst(0.5)))
+    u = cg.fmul(r, r)
+    s, c = cg.fmul(r, _estrin(cg, u, SINPI)), _estrin(cg, u, COSPI)
+    # k mod 4 = 0, 1, 2, 3: sin = s, c, -s, -c and cos = c, -s, -c, s
+    odd = b.icmp_signed("!=", b.and_(k, _iconst(cg, x, fl, 1)), _iconst(cg, x, fl, 0))
+    two = _iconst(cg, x, fl, 2)
+    sin = _flip_sign(cg, b.select(odd, c, s), b.and_(k, two), fl)
+    k_plus_1 = b.add(k, _iconst(cg, x, fl, 1))
+    cos = _flip_sign(cg, b.select(odd, s, c), b.and_(k_plus_1, two), fl)
+    return sin, cos
+
+
+def _reflected(cg, x):
+    """(x < 0, the argument 1 - x there and x elsewhere): digamma, trigamma and
+    polygamma2 take negative x to their kernels for positive arguments by reflection
+    formulas. (1 - x is rounded where x has bits below ulp(1 - x); that changes f by
+    about f' times half an ulp of 1 - x, small beside f(x) but next to its zeros.)"""
+    neg = cg.fcmp("<", x, cg.fconst(0.0))
+    return neg, cg.select(neg, cg.fsub(cg.fconst(1.0), x), x)
+
+
+def _inverse_square(cg, x, shifted):
+    """(z, u) = (1/x', 1/x'^2) where x' = x for x >= SERIES_FROM and x + `shifted`
+    below: the variables of the asymptotic series."""
+    big = cg.fcmp(">=", x, cg.fconst(SERIES_FROM))
+    z = cg.fdiv(cg.fconst(1.0), cg.select(big, x, cg.fadd(x, cg.fconst(shifted))))
+    return z, cg.fmul(z, z)
+
+
+@_in_float64
+def lgamma(cg, x):
+    """log |Gamma(x)|: _lgamma_positive(|x|), and for x < 0 the reflection formula
+    Gamma(x) Gamma(-x) = -pi / (x sin(pi x)), whose -x is exact:
+    lgamma(x) = log(pi) - log|x sin(pi x)| - lgamma(-x). Below 2^-60 in magnitude,
+    lgamma(x) = lgamma(-x) to the last bit (they differ by 2 gamma |x|), and
+    x sin(pi x) would be subnormal. Poles (x = 0, -1, ...) give inf, NaN gives NaN, and
+    -inf gives -inf as SciPy's gammaln does."""
+    y = cg.math("fabs", x)
+    positive = _lgamma_positive(cg, y)
+    s, _ = _sinpi_cospi(cg, x)
+    # (log for normal numbers: the lanes where x sin(pi x) is zero, subnormal, infinite
+    # or NaN take another value below)
+    reflected = cg.fsub(cg.fsub(cg.fconst(LOG_PI),
+                                log(cg, cg.math("fabs", cg.fmul(x, s)), normal=True)),
+                        positive)
+    neg = cg.fcmp("<", x, cg.fconst(-(2.0 ** -60)))
+    result = cg.select(neg, reflected, positive)
+    pole = cg.b.and_(neg, cg.fcmp("==", s, cg.fconst(0.0)))
+    result = cg.select(pole, cg.fconst(math.inf), result)
+    return cg.select(cg.fcmp("==", x, cg.fconst(-math.inf)), x, result)
+
+
+def _lgamma_positive(cg, y):
+    """lgamma(y) for y >= 0. Below SERIES_FROM, with k = round(y + 1/4) and t = y - k
+    in [-3/4, 1/4] (exact but for y in [1/4, 1/2), where its rounding changes
+    nothing that shows), the recurrence from lgamma(2 + t) = t(1 + t) LGAMMA_2(t + 1/4):
+        lgamma(y) = lgamma(2 + t) + log((2 + t)(3 + t)...(k - 1 + t))   (k >= 2)
+                  = lgamma(2 + t) - log(y)   (k = 1)  or  - log(y (y + 1))   (k = 0).
+    Both roots are exact factors: near 2 (t = 0) and, for y in [5/4, 2), near 1 the
+    result is the product alone; below 5/4 its two terms cancel by a factor of at
+    most 3.5 (at 5/4; 2.5 at the root 1). From SERIES_FROM on, Stirling's series
+    (y - 1/2)(log y - 1) + STIRLING_0 + z LGAMMA_STIRLING(z^2), z = 1/y. One log serves
+    both: of the product below, of y above. 0 gives inf."""
+    fl = _Float(cg.T)
+    stirling = cg.fcmp(">=", y, cg.fconst(SERIES_FROM))
+    k = _round(cg, cg.fadd(y, cg.fconst(0.25)), fl)
+    t = cg.fsub(y, k)
+    one = cg.fconst(1.0)
+    near_2 = cg.fmul(cg.fmul(t, cg.fadd(t, one)),
+                     _estrin(cg, cg.fadd(t, cg.fconst(0.25)), LGAMMA_2))
+    product = one
+    for j in range(2, int(SERIES_FROM)):
+        product = cg.fmul(product, cg.select(cg.fcmp(">", k, cg.fconst(j)),
+                                             cg.fadd(t, cg.fconst(j)), one))
+    below_2 = cg.fcmp("<", k, cg.fconst(1.5))
+    y_and_next = cg.fmul(y, cg.select(cg.fcmp("<", k, cg.fconst(0.5)),
+                                      cg.fadd(y, one), one))
+    L = log(cg, cg.select(stirling, y, cg.select(below_2, y_and_next, product)))
+    small = cg.select(below_2, cg.fsub(near_2, L), cg.fadd(near_2, L))
+    z, u = _inverse_square(cg, y, 0.0)
+    tail = cg.fadd(cg.fconst(STIRLING_0), cg.fmul(z, _estrin(cg, u, LGAMMA_STIRLING)))
+    large = cg.fadd(cg.fmul(cg.fsub(y, cg.fconst(0.5)), cg.fsub(L, one)), tail)
+    return cg.select(stirling, large, small)
+
+
+@_in_float64
+def digamma(cg, x):
+    """digamma(x) = _digamma_positive(x) for x >= 0, and by reflection
+    digamma(1 - x) - pi cos(pi x)/sin(pi x) below. Poles: 0 gives -inf (-0: inf), the
+    negative integers and -inf give NaN, as in SciPy."""
+    neg, y = _reflected(cg, x)
+    positive = _digamma_positive(cg, y)
+    s, c = _sinpi_cospi(cg, x)
+    reflected = cg.fsub(positive, cg.fdiv(cg.fmul(cg.fconst(math.pi), c), s))
+    result = cg.select(neg, reflected, positive)
+    pole = cg.b.and_(neg, cg.fcmp("==", s, cg.fconst(0.0)))
+    return cg.select(pole, cg.fconst(math.nan), result)
+
+
+def _digamma_positive(cg, y):
+    """digamma(y) for y >= 0. Below SERIES_FROM: with k = floor(y), the base argument
+    w = y - k + 1 in [1, 2) (exact for k >= 1) and x0 the root 1.4616...,
+        digamma(y) = (w - x0) DIGAMMA_1(w - 3/2) + (w - x0)/(w x0) + S,
+    S = 1/(y - 1) + ... + 1/(y - k + 1) for k >= 2 and -1/y for k = 0 (the recurrence
+    digamma(y + 1) = digamma(y) + 1/y). Both first terms carry the factor w - x0,
+    computed exactly, so the root comes out to relative accuracy. The fractions are
+    added as one, N/D (N/D + 1/c = (N c + D)/(D c)): one division. From SERIES_FROM
+    on, log y - 1/(2y) + u DIGAMMA_ASYMPTOTIC(u), u = 1/y^2, whose 1/y shares that
+    division. +0 gives -inf and -0 gives +inf (the sign of -1/y)."""
+    fl = _Float(cg.T)
+    series = cg.fcmp(">=", y, cg.fconst(SERIES_FROM))
+    k = _floor(cg, y, fl)
+    w = cg.fsub(y, cg.fsub(k, cg.fconst(1.0)))
+    w_x0 = cg.fsub(cg.fsub(w, cg.fconst(DIGAMMA_ROOT_HI)), cg.fconst(DIGAMMA_ROOT_LO))
+    num, den = w_x0, cg.fmul(w, cg.fconst(DIGAMMA_ROOT_HI))
+    k_is_0 = cg.fcmp("<", k, cg.fconst(0.5))
+    for j in range(1, int(SERIES_FROM) - 1):
+        c = cg.fsub(y, cg.fconst(j))
+        add = cg.fcmp(">", k, cg.fconst(j))
+        if j == 1:                                   # k = 0: the term -1/y
+            c = cg.select(k_is_0, cg.fneg(y), c)
+            add = cg.b.or_(add, k_is_0)
+        num = cg.select(add, cg.fadd(cg.fmul(num, c), den), num)
+        den = cg.select(add, cg.fmul(den, c), den)
+    q = cg.fdiv(cg.select(series, cg.fconst(1.0), num), cg.select(series, y, den))
+    small = cg.fadd(cg.fmul(w_x0, _estrin(cg, cg.fsub(w, cg.fconst(1.5)), DIGAMMA_1)), q)
+    u = cg.fmul(q, q)                                # (q = 1/y where it is used)
+    large = cg.fadd(cg.fsub(log(cg, y), cg.fmul(cg.fconst(0.5), q)),
+                    cg.fmul(u, _estrin(cg, u, DIGAMMA_ASYMPTOTIC)))
+    return cg.select(series, large, small)
+
+
+def _recurrence_sum(cg, y, power: int, tiny: float):
+    """(y < tiny, q): q is sum_{j=0}^{SERIES_FROM-1} 1/(y + j)^power, added as one
+    fraction N/D (one division), but 1/y where y < tiny: there y^power could
+    underflow, and the caller's answer is (1/y)^power alone."""
+    num, den = cg.fconst(1.0), cg.powi(y, power)
+    for j in range(1, int(SERIES_FROM)):
+        c = cg.powi(cg.fadd(y, cg.fconst(j)), power)
+        num, den = cg.fadd(cg.fmul(num, c), den), cg.fmul(den, c)
+    is_tiny = cg.fcmp("<", y, cg.fconst(tiny))
+    return is_tiny, cg.fdiv(cg.select(is_tiny, cg.fconst(1.0), num),
+                            cg.select(is_tiny, y, den))
+
+
+@_in_float64
+def trigamma(cg, x):
+    """polygamma(1, x) = _trigamma_positive(x) for x >= 0, and by reflection
+    (pi / sin(pi x))^2 - trigamma(1 - x) below (no cancellation: the first term is at
+    least pi^2, the second at most pi^2/6). Poles and -inf give inf, as in SciPy."""
+    neg, y = _reflected(cg, x)
+    positive = _trigamma_positive(cg, y)
+    s, _ = _sinpi_cospi(cg, x)
+    w = cg.fdiv(cg.fconst(math.pi), s)
+    return cg.select(neg, cg.fsub(cg.fmul(w, w), positive), positive)
+
+
+def _trigamma_positive(cg, y):
+    """trigamma(y) for y >= 0: below SERIES_FROM, trigamma(y + 8) + sum_{j<8} 1/(y + j)^2
+    (every term positive), from SERIES_FROM on the asymptotic series
+    z + z^2/2 + z^3 TRIGAMMA_ASYMPTOTIC(z^2), z = 1/y; below 2^-30, (1/y)^2 (the rest
+    is below its last bit)."""
+    series = cg.fcmp(">=", y, cg.fconst(SERIES_FROM))
+    tiny, q = _recurrence_sum(cg, y, 2, 2.0 ** -30)
+    z, u = _inverse_square(cg, y, SERIES_FROM)
+    series_tail = cg.fmul(z, _estrin(cg, u, TRIGAMMA_ASYMPTOTIC))
+    tail = cg.fadd(z, cg.fmul(u, cg.fadd(cg.fconst(0.5), series_tail)))
+    result = cg.select(series, tail, cg.fadd(q, tail))
+    return cg.select(tiny, cg.fmul(q, q), result)
+
+
+@_in_float64
+def polygamma2(cg, x):
+    """polygamma(2, x) = _polygamma2_positive(x) for x >= 0, and by reflection
+    polygamma2(1 - x) - 2 (pi / sin(pi x))^3 cos(pi x) below. 0, -0, the negative
+    integers and -inf give -inf, as SciPy does."""
+    neg, y = _reflected(cg, x)
+    positive = _polygamma2_positive(cg, y)
+    s, c = _sinpi_cospi(cg, x)
+    w = cg.fdiv(cg.fconst(math.pi), s)
+    w3 = cg.fmul(cg.fmul(w, w), w)
+    result = cg.select(neg, cg.fsub(positive, cg.fmul(cg.fmul(cg.fconst(2.0), w3), c)),
+                       positive)
+    pole = cg.b.or_(cg.fcmp("==", x, cg.fconst(0.0)),
+                    cg.b.and_(neg, cg.fcmp("==", s, cg.fconst(0.0))))
+    return cg.select(pole, cg.fconst(-math.inf), result)
+
+
+def _polygamma2_positive(cg, y):
+    """polygamma(2, y) for y > 0: below SERIES_FROM,
+    polygamma2(y + 8) - 2 sum_{j<8} 1/(y + j)^3 (every term negative), from SERIES_FROM
+    on -z^2 - z^3 - z^4/2 + z^6 POLYGAMMA2_ASYMPTOTIC(z^2), z = 1/y; below 2^-20,
+    -2 (1/y)^3."""
+    series = cg.fcmp(">=", y, cg.fconst(SERIES_FROM))
+    tiny, q = _recurrence_sum(cg, y, 3, 2.0 ** -20)
+    z, u = _inverse_square(cg, y, SERIES_FROM)
+    inner = cg.fsub(cg.fconst(0.5), cg.fmul(u, _estrin(cg, u, POLYGAMMA2_ASYMPTOTIC)))
+    tail = cg.fneg(cg.fmul(u, cg.fadd(cg.fadd(cg.fconst(1.0), z), cg.fmul(u, inner))))
+    result = cg.select(series, tail, cg.fsub(tail, cg.fmul(cg.fconst(2.0), q)))
+    tiny_value = cg.fmul(cg.fconst(-2.0), cg.fmul(cg.fmul(q, q), q))
+    return cg.select(tiny, tiny_value, result)
+
+
+def _square_exact(cg, a):
+    """(hi, lo) with hi + lo = a^2 exactly (Dekker's product): a = ah + al with ah the
+    leading 26 bits, so that ah^2 and 2 ah al are exact. Without contraction into FMAs,
+    which would not change the result but make the argument harder to follow."""
+    fl = _Float(cg.T)
+    b = cg.b
+    I = _ity(cg, a, fl)
+    ah = b.bitcast(b.and_(b.bitcast(a, I), _iconst(cg, a, fl, ~((1 << 27) - 1))), a.type)
+    al = b.fsub(a, ah)
+    hi = b.fmul(a, a)
+    lo = b.fadd(b.fadd(b.fsub(b.fmul(ah, ah), hi), b.fmul(b.fadd(ah, ah), al)),
+                b.fmul(al, al))
+    return hi, lo
+
+
+def _erf_parts(cg, x):
+    """(a = |x|, erf(a) for a < ERF_SMALL_TOP, erfc(a) for a >= ERF_SMALL_TOP), each
+    good only on its side. erf(a) = a ERF_SMALL(a^2). erfc(a) = exp(-a^2) erfcx(a),
+    erfcx(a) = ERFCX(t)/(a + K) with t = (a - K)/(a + K) (one division for both), and
+    exp(-a^2) = exp(-hi)(1 - lo) from the exact square hi + lo: exp of a rounded a^2
+    would be wrong by up to 4e-14 relative (a^2 times its rounding) where erfc is
+    small. a is clamped to ERFC_TOP, beyond which erfc is 0 in float64."""
+    a = cg.math("fabs", x)
+    erf_small = cg.fmul(a, _estrin(cg, cg.fmul(a, a), ERF_SMALL))
+    ac = cg.select(cg.fcmp(">", a, cg.fconst(ERFC_TOP)), cg.fconst(ERFC_TOP), a)
+    inv = cg.fdiv(cg.fconst(1.0), cg.fadd(ac, cg.fconst(ERFC_K)))
+    t = cg.fmul(cg.fsub(ac, cg.fconst(ERFC_K)), inv)
+    erfcx = cg.fmul(_estrin(cg, t, ERFCX), inv)
+    hi, lo = _square_exact(cg, ac)
+    erfc_large = cg.fmul(exp(cg, cg.fneg(hi)), cg.fsub(erfcx, cg.fmul(erfcx, lo)))
+    return a, erf_small, erfc_large
+
+
+@_in_float64
+def erf(cg, x):
+    """sign(x) (a ERF_SMALL(a^2)) for |x| < 3/4, sign(x) (1 - erfc(|x|)) above (erfc is
+    below 0.29 there: no cancellation)."""
+    a, erf_small, erfc_large = _erf_parts(cg, x)
+    small = cg.fcmp("<", a, cg.fconst(ERF_SMALL_TOP))
+    y = cg.select(small, erf_small, cg.fsub(cg.fconst(1.0), erfc_large))
+    return cg.b.call(cg.intrinsic("copysign", y.type, 2), [y, x])
+
+
+@_in_float64
+def erfc(cg, x):
+    """1 - erf(x) for |x| < 3/4 (erfc is above 0.28 there), exp(-x^2) erfcx(x) above,
+    2 - erfc(|x|) below -3/4."""
+    a, erf_small, erfc_large = _erf_parts(cg, x)
+    small = cg.fcmp("<", a, cg.fconst(ERF_SMALL_TOP))
+    signed = cg.b.call(cg.intrinsic("copysign", erf_small.type, 2), [erf_small, x])
+    large = cg.select(cg.fcmp("<", x, cg.fconst(0.0)),
+                      cg.fsub(cg.fconst(2.0), erfc_large), erfc_large)
+    return cg.select(small, cg.fsub(cg.fconst(1.0), signed), large)

@@ -408,7 +408,12 @@ class CallPaths:
         bound, theta = f.bound, f.frame.params
         chunks = bound.chunks(m.threads)
 
-        def run(chunk):
+        # The workers read the parameters by address, so each task holds the arrays
+        # behind it (the frame's own, or the caller's in f.keep): a call interrupted
+        # while it waits (KeyboardInterrupt) returns with tasks still queued or running,
+        # and the caller's next call replaces f.keep, which must not free the array
+        # under them (a worker reading pages given back to the system crashes).
+        def run(chunk, holds=(f, f.keep)):
             calls = self.take_for_any_unit()
             try:
                 wf = calls.frame

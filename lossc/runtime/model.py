@@ -399,6 +399,9 @@ def _as_int(a: np.ndarray, name: str) -> np.ndarray:
         _refuse_first(a, a > np.iinfo(np.int64).max, name, "does not fit a 64-bit integer")
         return np.ascontiguousarray(a, dtype=np.int64)
     if a.dtype.kind == "f":
+        if a.dtype.itemsize < 8:
+            # (exactly; a float16 compared with 2.0 ** 63 would overflow, with a warning)
+            a = a.astype(np.float64)
         _refuse_first(a, ~np.isfinite(a), name, "it must hold integers")
         _refuse_first(a, a != np.round(a), name, "it must hold integers")
         # (float64 holds -2^63 and 2^63 exactly: the first fits int64, the second not)
