@@ -15,7 +15,7 @@ from lossc.optim.driver import EpochInfo, TrainResult, train
 from lossc.optim.metrics import accuracy, per_sample_loss
 from lossc.optim.optimizers import SGD, Adam, AdamW, Optimizer, RMSprop, by_name
 from lossc.optim.params_io import load_params, save_params
-from lossc.optim.scipy_bridge import pack_params, scipy_objective, unpack_params
+from lossc.runtime.scipy_bridge import pack_params, scipy_objective, unpack_params
 
 __all__ = ["train", "TrainConfig", "Plan", "TrainResult", "EpochInfo", "SGD", "RMSprop",
            "Adam", "AdamW", "Optimizer", "by_name", "schedules", "load_data", "DataError",
