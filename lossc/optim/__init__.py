@@ -1,6 +1,6 @@
 """Training: optimizers with PyTorch's update rules, learning-rate schedules, data
 loading, the mini-batch driver, and the SciPy bridge; and full-batch minimizers over
-callables (L-BFGS, Newton-CG, Newton).
+callables (L-BFGS, OWL-QN, Newton-CG, Newton) and the L1 proximal step.
 
     from lossc.optim import train, Adam
     result = train(model, data={"x": X, "y": Y}, optimizer=Adam(lr=0.01), epochs=20)
@@ -12,10 +12,13 @@ callables (L-BFGS, Newton-CG, Newton).
 from lossc.optim import schedules
 from lossc.optim.data import DataError, load_data
 from lossc.optim.driver import EpochInfo, TrainResult, train
+from lossc.optim.layout import Layout
 from lossc.optim.linesearch import strong_wolfe
 from lossc.optim.metrics import accuracy, per_sample_loss
 from lossc.optim.optimizers import SGD, Adam, AdamW, Optimizer, RMSprop, by_name
+from lossc.optim.orthant_wise import owlqn
 from lossc.optim.params_io import load_params, save_params
+from lossc.optim.prox import l1_weights, prox_l1
 from lossc.optim.quasi_newton import lbfgs
 from lossc.optim.scipy_bridge import pack_params, scipy_objective, unpack_params
 from lossc.optim.second_order import newton, newton_cg
@@ -24,5 +27,6 @@ from lossc.optim.solver import Iterate, MinimizeResult
 __all__ = ["train", "TrainResult", "EpochInfo", "SGD", "RMSprop", "Adam", "AdamW",
            "Optimizer", "by_name", "schedules", "load_data", "DataError",
            "scipy_objective", "pack_params", "unpack_params", "accuracy",
-           "per_sample_loss", "save_params", "load_params", "lbfgs", "newton_cg",
-           "newton", "strong_wolfe", "MinimizeResult", "Iterate"]
+           "per_sample_loss", "save_params", "load_params", "lbfgs", "owlqn", "newton_cg",
+           "newton", "strong_wolfe", "MinimizeResult", "Iterate", "prox_l1", "l1_weights",
+           "Layout"]

@@ -42,7 +42,7 @@ class FusedError(Exception):
 def supports(optimizer) -> bool:
     """Whether the native update implements this optimizer exactly."""
     from lossc.optim import optimizers as o
-    return type(optimizer) in (o.SGD, o.RMSprop, o.Adam, o.AdamW)
+    return type(optimizer) in (o.SGD, o.RMSprop, o.Adam, o.AdamW) and optimizer.l1 is None
 
 
 def _config(opt):
