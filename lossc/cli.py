@@ -8,6 +8,7 @@ import click
 
 from lossc.cli_common import (check_memory, check_numbers, check_output, compile_stage, fail,
                                load_model, model_options, parse_hypers)
+from lossc.cli_train import eval_cmd, train
 from lossc.codegen.units import UNITS
 from lossc.files import replacing
 
@@ -193,16 +194,8 @@ def cache_cmd(clear):
         click.echo(f"{d}: {what}, {size / 1e6:.1f} MB")
 
 
-def _register_training():
-    try:
-        from lossc.optim.cli_train import eval_cmd, train
-    except ImportError:  # training is an optional part of the package layout
-        return
-    main.add_command(train, "train")
-    main.add_command(eval_cmd, "eval")
-
-
-_register_training()
+main.add_command(train, "train")
+main.add_command(eval_cmd, "eval")
 
 if __name__ == "__main__":
     main()
