@@ -10,7 +10,9 @@ __version__ = "0.1.0"
 from lossc.source import CompileError  # noqa: E402
 from lossc.api import LosscWarning, compile, load  # noqa: E402
 from lossc.runtime.model import Model  # noqa: E402
-from lossc.optim import SGD, Adam, AdamW, RMSprop, TrainResult, train  # noqa: E402
+from lossc.optim import (LBFGS, SGD, Adam, AdamW, NewtonCG, RMSprop,  # noqa: E402
+                         TrainResult, train)
 
 __all__ = ["compile", "load", "CompileError", "LosscWarning", "Model", "train",
-           "TrainResult", "SGD", "RMSprop", "Adam", "AdamW", "__version__"]
+           "TrainResult", "SGD", "RMSprop", "Adam", "AdamW", "LBFGS", "NewtonCG",
+           "__version__"]

@@ -196,7 +196,12 @@ def test_by_name():
     a = by_name("adam", 0.1, weight_decay=0.5, clip_norm=2.0)
     assert (type(a), a.lr, a.weight_decay, a.clip_norm) == (Adam, 0.1, 0.5, 2.0)
     with pytest.raises(ValueError, match="unknown optimizer"):
-        by_name("lbfgs", 0.1)
+        by_name("bfgs", 0.1)
+    from lossc.optim import LBFGS, NewtonCG
+    assert type(by_name("lbfgs")) is LBFGS and by_name("lbfgs").lr == 1.0
+    assert type(by_name("newton-cg", 0.5)) is NewtonCG and by_name("newton-cg", 0.5).lr == 0.5
+    with pytest.raises(ValueError, match="--clip-norm does not apply to lbfgs"):
+        by_name("lbfgs", clip_norm=1.0)
     with pytest.raises(ValueError, match="does not apply"):
         by_name("adam", 0.1, momentum=0.9)
 

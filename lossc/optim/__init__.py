@@ -17,6 +17,7 @@ from lossc.optim import schedules
 from lossc.optim.config import Plan, TrainConfig
 from lossc.optim.data import DataError, load_data
 from lossc.optim.driver import EpochInfo, TrainResult, train
+from lossc.optim.fullbatch import LBFGS, NewtonCG
 from lossc.optim.layout import Layout
 from lossc.optim.linesearch import strong_wolfe
 from lossc.optim.metrics import accuracy, per_sample_loss
@@ -30,8 +31,8 @@ from lossc.optim.second_order import newton, newton_cg
 from lossc.optim.solver import Iterate, MinimizeResult
 
 __all__ = ["train", "TrainConfig", "Plan", "TrainResult", "EpochInfo", "SGD", "RMSprop",
-           "Adam", "AdamW", "Optimizer", "by_name", "schedules", "load_data", "DataError",
-           "scipy_objective", "pack_params", "unpack_params", "accuracy",
+           "Adam", "AdamW", "LBFGS", "NewtonCG", "Optimizer", "by_name", "schedules",
+           "load_data", "DataError", "scipy_objective", "pack_params", "unpack_params", "accuracy",
            "per_sample_loss", "save_params", "load_params", "lbfgs", "owlqn", "newton_cg",
            "newton", "strong_wolfe", "MinimizeResult", "Iterate", "prox_l1", "l1_weights",
            "Layout"]

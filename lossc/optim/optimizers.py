@@ -275,15 +275,21 @@ class AdamW(Adam):
         super().__init__(lr, betas, eps, weight_decay, amsgrad, clip_norm, l1)
 
 
-NAMES = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw")
+NAMES = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw", "lbfgs", "newton-cg")
+FULL_BATCH = ("lbfgs", "newton-cg")      # lossc.optim.fullbatch: batch descent only
 
 
 def by_name(name: str, lr: float | None = None, momentum: float | None = None,
             weight_decay: float | None = None, clip_norm: float | None = None) -> Optimizer:
     """An optimizer from its command-line name: sgd, momentum (SGD with momentum 0.9
-    unless given), nesterov, rmsprop, adam, adamw. Options left as None take the
-    optimizer's defaults (lr: 0.01 for the SGD family and RMSprop, 1e-3 for Adam)."""
+    unless given), nesterov, rmsprop, adam, adamw, lbfgs, newton-cg. Options left as
+    None take the optimizer's defaults (lr: 0.01 for the SGD family and RMSprop, 1e-3
+    for Adam, 1 for L-BFGS and Newton-CG, whose lr is the line search's first trial
+    step; they take none of the other options)."""
     name = name.lower()
+    if name in FULL_BATCH:
+        return _full_batch(name, lr, momentum=momentum, weight_decay=weight_decay,
+                           clip_norm=clip_norm)
     kw = {"clip_norm": clip_norm}
     if weight_decay is not None:
         kw["weight_decay"] = weight_decay
@@ -301,3 +307,12 @@ def by_name(name: str, lr: float | None = None, momentum: float | None = None,
     if name == "adamw":
         return AdamW(**kw)
     raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(NAMES)}")
+
+
+def _full_batch(name: str, lr: float | None, **others) -> Optimizer:
+    from lossc.optim.fullbatch import LBFGS, NewtonCG     # (they build on this module)
+    for option, value in others.items():
+        if value is not None:
+            raise ValueError(f"--{option.replace('_', '-')} does not apply to {name}")
+    kw = {} if lr is None else {"lr": lr}
+    return LBFGS(**kw) if name == "lbfgs" else NewtonCG(**kw)

@@ -55,15 +55,32 @@ def owlqn(fun: Callable, x0, l1, *, m: int = 10, tol_grad: float = TOL_GRAD,
           c1: float = linesearch.C1, line_search_evals: int = MAX_BACKTRACKS
           ) -> MinimizeResult:
     """Minimize f(x) + sum_i l1_i |x_i| from x0 with OWL-QN (module docstring)."""
-    linesearch.check_constants(c1)
-    line_search_evals = count("line_search_evals", line_search_evals)
     x = start_point(x0)
     l1 = check_l1(l1, x.size)
     if l1 is None:
         raise ValueError("l1 must be a number >= 0 or a vector of weights (use lbfgs "
                          "for an objective without an L1 term)")
-    penalized = l1 > 0 if isinstance(l1, np.ndarray) else np.full(x.size, l1 > 0)
     smooth = Objective(fun, x.size)
+    step = owlqn_step(smooth, l1, m=m, c1=c1, line_search_evals=line_search_evals)
+    start = first_point(smooth, x)
+    start.value += l1_norm(x, l1)
+    return iterate(step, smooth, start, tol_grad=tol_grad, tol_loss=tol_loss,
+                   max_iter=max_iter, max_evals=max_evals, callback=callback,
+                   stationarity=lambda p: pseudo_gradient(p.x, p.grad, l1))
+
+
+def owlqn_step(smooth: Objective, l1, *, m: int = 10, c1: float = linesearch.C1,
+               line_search_evals: int = MAX_BACKTRACKS, first_step: float = 1.0
+               ) -> Callable[[Point], "Point | str"]:
+    """OWL-QN's iteration as a function step(point) -> the next Point, or a sentence
+    saying why it could not move (lossc.optim.solver), keeping its pairs between calls:
+    `owlqn` runs it, and so does the training driver, one iteration an epoch. `smooth`
+    is f alone; a point's value is the whole objective f + l1 |x|, its grad f's
+    gradient; l1 as checked by check_l1 (a float or a vector of smooth.n weights).
+    first_step: the search's first trial step along the quasi-Newton direction."""
+    linesearch.check_constants(c1)
+    line_search_evals = count("line_search_evals", line_search_evals)
+    penalized = l1 > 0 if isinstance(l1, np.ndarray) else np.full(smooth.n, l1 > 0)
 
     def whole(z):
         """(f + l1|z|, f's gradient): the line search's objective."""
@@ -95,7 +112,7 @@ def owlqn(fun: Callable, x0, l1, *, m: int = 10, tol_grad: float = TOL_GRAD,
             d = history.direction(v)
             d[penalized & (d * v >= 0)] = 0.0     # keep to the orthant of -v
             if np.dot(d, v) < 0:
-                ls = search(p, v, d, 1.0)
+                ls = search(p, v, d, first_step)
         if ls is None or ls.step == 0:
             history.clear()
             ls = search(p, v, -v, 1.0 / float(np.linalg.norm(v)))
@@ -103,9 +120,4 @@ def owlqn(fun: Callable, x0, l1, *, m: int = 10, tol_grad: float = TOL_GRAD,
                 return "the line search found no decrease along the pseudo-gradient"
         history.push(ls.x - p.x, ls.grad - p.grad)
         return Point(ls.x, ls.value, ls.grad)
-
-    start = first_point(smooth, x)
-    start.value += l1_norm(x, l1)
-    return iterate(step, smooth, start, tol_grad=tol_grad, tol_loss=tol_loss,
-                   max_iter=max_iter, max_evals=max_evals, callback=callback,
-                   stationarity=lambda p: pseudo_gradient(p.x, p.grad, l1))
+    return step

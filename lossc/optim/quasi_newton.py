@@ -91,10 +91,22 @@ def lbfgs(fun: Callable, x0, *, m: int = 10, tol_grad: float = TOL_GRAD,
     m: pairs kept; c1, c2, line_search_evals: the line search's (see
     lossc.optim.linesearch); callback(Iterate(iteration, x, value, grad_norm)) after
     each iteration stops the run by returning True."""
-    linesearch.check_constants(c1, c2)
-    line_search_evals = count("line_search_evals", line_search_evals)
     x = start_point(x0)
     obj = Objective(fun, x.size)
+    step = lbfgs_step(obj, m=m, c1=c1, c2=c2, line_search_evals=line_search_evals)
+    return iterate(step, obj, first_point(obj, x), tol_grad=tol_grad, tol_loss=tol_loss,
+                   max_iter=max_iter, max_evals=max_evals, callback=callback)
+
+
+def lbfgs_step(obj: Objective, *, m: int = 10, c1: float = linesearch.C1,
+               c2: float = linesearch.C2, line_search_evals: int = linesearch.MAX_EVALS,
+               first_step: float = 1.0) -> Callable[[Point], "Point | str"]:
+    """L-BFGS's iteration as a function step(point) -> the next Point, or a sentence
+    saying why it could not move (lossc.optim.solver), keeping its pairs between calls:
+    `lbfgs` runs it, and so does the training driver, one iteration an epoch.
+    first_step: the line search's first trial step along the quasi-Newton direction."""
+    linesearch.check_constants(c1, c2)
+    line_search_evals = count("line_search_evals", line_search_evals)
     history = History(m)
 
     def search(p: Point, d: np.ndarray, step: float):
@@ -106,7 +118,7 @@ def lbfgs(fun: Callable, x0, *, m: int = 10, tol_grad: float = TOL_GRAD,
         if history:
             d = history.direction(p.grad)
             if np.dot(d, p.grad) < 0:
-                ls = search(p, d, 1.0)
+                ls = search(p, d, first_step)
         if ls is None or ls.step == 0:
             history.clear()
             ls = search(p, -p.grad, 1.0 / float(np.linalg.norm(p.grad)))
@@ -114,6 +126,4 @@ def lbfgs(fun: Callable, x0, *, m: int = 10, tol_grad: float = TOL_GRAD,
                 return "the line search found no decrease along -g"
         history.push(ls.x - p.x, ls.grad - p.grad)
         return Point(ls.x, ls.value, ls.grad)
-
-    return iterate(step, obj, first_point(obj, x), tol_grad=tol_grad, tol_loss=tol_loss,
-                   max_iter=max_iter, max_evals=max_evals, callback=callback)
+    return step

@@ -72,14 +72,15 @@ def truncated_cg(hvp: Callable[[np.ndarray], np.ndarray], g: np.ndarray, tol: fl
     return CGResult(d, max_iter, "max_iter")
 
 
-def _search(obj, c1, c2, line_search_evals):
-    """The step of both methods: the line search along d from step 1, retried along -g
-    (from 1 / ||g||_2) when it finds no decrease or d is not a descent direction."""
+def _search(obj, c1, c2, line_search_evals, first_step: float = 1.0):
+    """The step of both methods: the line search along d from first_step (1: the
+    natural step of a Newton direction), retried along -g (from 1 / ||g||_2) when it
+    finds no decrease or d is not a descent direction."""
     def move(p: Point, d: np.ndarray):
         ls = None
         if np.dot(d, p.grad) < 0:
-            ls = linesearch.strong_wolfe(obj, p.x, p.value, p.grad, d, 1.0, c1, c2,
-                                         line_search_evals)
+            ls = linesearch.strong_wolfe(obj, p.x, p.value, p.grad, d, first_step, c1,
+                                         c2, line_search_evals)
         if ls is None or ls.step == 0:
             ls = linesearch.strong_wolfe(obj, p.x, p.value, p.grad, -p.grad,
                                          1.0 / float(np.linalg.norm(p.grad)), c1, c2,
@@ -100,34 +101,51 @@ def newton_cg(fun: Callable, hvp: Callable, x0, *, tol_grad: float = TOL_GRAD,
     """Minimize f from x0 by Newton-CG (module docstring). fun(x) -> (value, gradient);
     hvp(x, v) -> the Hessian at x times v; max_cg: CG iterations per Newton iteration
     (default 20 n)."""
-    linesearch.check_constants(c1, c2)
     x = start_point(x0)
-    n = x.size
-    obj = Objective(fun, n)
-    if not callable(hvp):
-        raise TypeError(f"hvp must be a callable hvp(x, v) -> H v, got {type(hvp).__name__}")
-    max_cg = count("max_cg", CG_ITER_PER_COORDINATE * n if max_cg is None else max_cg)
-    move = _search(obj, c1, c2, count("line_search_evals", line_search_evals))
-    counts = {"hvp_evaluations": 0}
+    obj = Objective(fun, x.size)
+    step = NewtonCGStep(obj, hvp, max_cg=max_cg, c1=c1, c2=c2,
+                        line_search_evals=line_search_evals)
+    return iterate(step, obj, first_point(obj, x), tol_grad=tol_grad, tol_loss=tol_loss,
+                   max_iter=max_iter, max_evals=max_evals, callback=callback,
+                   counts=lambda: {"hvp_evaluations": step.hvp_evaluations})
 
-    def product(x):
+
+class NewtonCGStep:
+    """Newton-CG's iteration, called as step(point) -> the next Point, or a sentence
+    saying why it could not move (lossc.optim.solver): `newton_cg` runs it, and so does
+    the training driver, one iteration an epoch. hvp(x, v) -> H(x) v;
+    `hvp_evaluations` counts its calls. first_step: the line search's first trial step
+    along the Newton direction."""
+
+    def __init__(self, obj: Objective, hvp: Callable, *, max_cg: Optional[int] = None,
+                 c1: float = linesearch.C1, c2: float = linesearch.C2,
+                 line_search_evals: int = linesearch.MAX_EVALS, first_step: float = 1.0):
+        linesearch.check_constants(c1, c2)
+        if not callable(hvp):
+            raise TypeError(f"hvp must be a callable hvp(x, v) -> H v, got "
+                            f"{type(hvp).__name__}")
+        self.n, self.hvp = obj.n, hvp
+        self.max_cg = count("max_cg", CG_ITER_PER_COORDINATE * obj.n if max_cg is None
+                            else max_cg)
+        self.move = _search(obj, c1, c2, count("line_search_evals", line_search_evals),
+                            first_step)
+        self.hvp_evaluations = 0
+
+    def product(self, x: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        """v -> H(x) v, checked and counted."""
         def hv(v):
-            counts["hvp_evaluations"] += 1
-            out = np.asarray(hvp(x, v), dtype=np.float64)
-            if out.shape != (n,):
-                raise ValueError(f"hvp returned shape {out.shape}; x has shape ({n},)")
+            self.hvp_evaluations += 1
+            out = np.asarray(self.hvp(x, v), dtype=np.float64)
+            if out.shape != (self.n,):
+                raise ValueError(f"hvp returned shape {out.shape}; x has shape ({self.n},)")
             return out
         return hv
 
-    def step(p: Point):
+    def __call__(self, p: Point):
         gnorm = float(np.linalg.norm(p.grad))
         eta = min(0.5, math.sqrt(gnorm))
-        cg = truncated_cg(product(p.x), p.grad, eta * gnorm, max_cg)
-        return move(p, cg.d)
-
-    return iterate(step, obj, first_point(obj, x), tol_grad=tol_grad, tol_loss=tol_loss,
-                   max_iter=max_iter, max_evals=max_evals, callback=callback,
-                   counts=lambda: dict(counts))
+        cg = truncated_cg(self.product(p.x), p.grad, eta * gnorm, self.max_cg)
+        return self.move(p, cg.d)
 
 
 def shifted_cholesky(h: np.ndarray) -> tuple[np.ndarray, float]:

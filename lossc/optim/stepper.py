@@ -1,6 +1,7 @@
 """The optimizer steps of one epoch, behind one interface.
 
     stepper.epoch(theta, order, count, log) -> (loss, gnorm) or None
+    stepper.finished() -> (stopped, reason) or None
     stepper.sync()
 
 `epoch` takes `count` optimizer steps, updating theta in place, on the batches
@@ -8,14 +9,20 @@ order[k*bs:(k+1)*bs], k = 0.. (the last holding the remainder), and records each
 `log` (monitor.StepLog). It returns the training objective and gradient norm at the new
 theta when the steps computed them anyway (batch descent), None otherwise. A NaN or
 infinite objective or gradient raises Diverged, after recording the steps taken before
-it. `sync` hands the optimizer's state back to the optimizer object when the steps kept
-it elsewhere.
+it; a stepper that can take no further step (its line search found no decrease) raises
+Finished instead, having changed nothing. `finished` applies the stepper's own
+stopping tests at the current parameters (a full-batch method's tolerances), the driver
+asking before the first epoch and after each one; None: go on. `sync` hands the
+optimizer's state back to the optimizer object when the steps kept it elsewhere.
 
 - FullBatchSteps: batch descent, one step an epoch on the whole training set.
 - NativeBatchSteps: mini-batches in native code, lossc_train_steps_<optimizer>
   (runtime/fused.py), for the optimizers it implements; bit for bit PythonBatchSteps
   in float64.
 - PythonBatchSteps: mini-batches one value_and_grad call and one optimizer.step each.
+- LineSearchSteps: the full-batch optimizers (lossc.optim.fullbatch: L-BFGS, OWL-QN,
+  Newton-CG), one iteration an epoch, each calling the objective over the training set
+  as often as its line search needs (and Hessian-vector products for Newton-CG).
 
 `make_stepper` picks one.
 """
@@ -26,6 +33,7 @@ from typing import Optional, Protocol
 
 import numpy as np
 
+from lossc.optim.solver import Objective, Point, inf_norm, relative_change
 from lossc.runtime import fused
 
 FUSED_CHUNK = 256   # batches per native call (progress and Ctrl-C stay live between)
@@ -43,21 +51,36 @@ class Diverged(Exception):
 OVERFLOWED = "is finite but its gradient overflowed"
 
 
+class Finished(Exception):
+    """The stepper can take no further step (nothing was changed): `stopped` is the
+    reason's word (TrainResult.stopped), `reason` the sentence."""
+
+    def __init__(self, stopped: str, reason: str):
+        super().__init__(reason)
+        self.stopped, self.reason = stopped, reason
+
+
 class Stepper(Protocol):
     def epoch(self, theta: np.ndarray, order: Optional[np.ndarray], count: int,
               log) -> Optional[tuple[float, float]]:
         """count steps on the batches of `order` (None in batch descent)."""
+
+    def finished(self) -> Optional[tuple[str, str]]:
+        """The stepper's own stopping tests at the current parameters."""
 
     def sync(self) -> None:
         """The optimizer object's state as the steps left it."""
 
 
 def make_stepper(model, opt, prepared, objectives, initial: tuple,
-                 sync_each_epoch: bool) -> Stepper:
+                 sync_each_epoch: bool, theta: Optional[np.ndarray] = None) -> Stepper:
     """The stepper for a run: `initial` is (objective, gradient norm) at the initial
-    parameters, whose gradient objectives.g holds (batch descent's first step);
+    parameters `theta`, whose gradient objectives.g holds (batch descent's first step);
     sync_each_epoch: hand the optimizer's state back after every epoch (a callback
     may look at it)."""
+    if getattr(opt, "full_batch_only", False):
+        return LineSearchSteps(opt, objectives, prepared.full.B if model.inputs else 0,
+                               theta, initial[0])
     if prepared.plan.full_batch:
         return FullBatchSteps(opt, objectives, prepared.full.B if model.inputs else 0,
                               initial)
@@ -79,6 +102,9 @@ class FullBatchSteps:
         log.record(self.loss, self.rows)
         self.loss, self.gnorm = self.objectives.value_and_gradnorm(theta)
         return self.loss, self.gnorm
+
+    def finished(self) -> None:
+        return None
 
     def sync(self) -> None:
         pass
@@ -103,6 +129,9 @@ class PythonBatchSteps:
                 raise Diverged(OVERFLOWED)
             self.opt.step(theta, g)
             log.record(value, len(idx))
+        return None
+
+    def finished(self) -> None:
         return None
 
     def sync(self) -> None:
@@ -140,6 +169,61 @@ class NativeBatchSteps:
             f.sync()
         return None
 
+    def finished(self) -> None:
+        return None
+
     def sync(self) -> None:
         if self.steps is not None:
             self.steps.sync()
+
+
+class LineSearchSteps:
+    """A full-batch optimizer's iterations (lossc.optim.fullbatch), one an epoch, on the
+    training objective in float64: `opt.iteration` gives the method's step function,
+    which keeps its own state (L-BFGS's pairs) between epochs. The objective a point
+    carries, and the epoch's, include the optimizer's L1 term (objectives.penalty).
+    `rows` are the training samples, counted once for each objective evaluation."""
+
+    def __init__(self, opt, objectives, rows: int, theta: np.ndarray, value: float):
+        self.opt, self.rows = opt, rows
+        n = theta.size
+        self.objective = Objective(objectives.smooth, n, "the objective")
+        self.step = opt.iteration(self.objective, objectives.hvp if opt.needs_hvp else None)
+        # the initial parameters, whose objective (with the L1 term) and gradient the
+        # driver computed already (the gradient is in objectives.g)
+        self.point = Point(theta.astype(np.float64), value,
+                           objectives.g.astype(np.float64))
+        self.previous = None        # the objective before the last iteration
+
+    def epoch(self, theta, order, count, log):
+        p, evals = self.point, self.objective.evals
+        nxt = self.step(p)
+        if isinstance(nxt, str):
+            raise Finished("line_search", f"{nxt} after step {log.steps}; the best "
+                                          f"parameters so far are kept")
+        if not math.isfinite(float(np.dot(nxt.grad, nxt.grad))):
+            raise Diverged(OVERFLOWED)
+        theta[...] = nxt.x
+        log.record(p.value, self.rows * (self.objective.evals - evals))
+        self.previous, self.point = p.value, nxt
+        g = self.opt.stationarity(nxt)
+        return nxt.value, math.sqrt(float(np.dot(g, g)))
+
+    def finished(self) -> Optional[tuple[str, str]]:
+        """The optimizer's tol_grad (the inf-norm of its stationarity measure) and
+        tol_loss (the relative change of the last iteration), as lossc.optim.solver."""
+        tol_grad, tol_loss = self.opt.tol_grad, self.opt.tol_loss
+        gnorm = inf_norm(self.opt.stationarity(self.point))
+        if tol_grad is not None and gnorm <= tol_grad:
+            return "tol_grad", (f"converged: the gradient's largest component is "
+                                f"{gnorm:.3g} <= {tol_grad:g} (the optimizer's tol_grad)")
+        if tol_loss is not None and self.previous is not None:
+            change = relative_change(self.previous, self.point.value)
+            if change <= tol_loss:
+                return "tol_loss", (f"converged: the objective changed by {change:.3g} "
+                                    f"(relative) <= {tol_loss:g} in the last step (the "
+                                    f"optimizer's tol_loss)")
+        return None
+
+    def sync(self) -> None:
+        pass
