@@ -233,6 +233,79 @@ def test_steppers_stop_at_the_same_diverging_step_having_logged_those_before(log
     assert outcomes[0] == outcomes[1]
 
 
+class BacktrackingSteps:
+    """A full-batch method written to the interface stepper.py describes: steepest
+    descent whose step halves until the objective decreases (several evaluations a
+    step, at points of its own), ending the run with Stop("line_search") when none
+    does."""
+
+    def __init__(self, objectives, initial, rows, max_halvings=30):
+        self.objectives, self.rows, self.max_halvings = objectives, rows, max_halvings
+        self.loss, _ = initial
+        self.g = objectives.g.copy()
+        self.x, self.gx = np.empty_like(self.g), np.empty_like(self.g)
+        self.evaluations = 0
+
+    def epoch(self, theta, order, count, log):
+        assert order is None and count == 1
+        step = 1e3                 # far too long a first trial: the search must halve it
+        for _ in range(self.max_halvings):
+            np.subtract(theta, step * self.g, out=self.x)
+            value = self.objectives.value_and_grad(self.x, self.objectives.full, self.gx)
+            self.evaluations += 1
+            if value < self.loss:
+                break
+            step /= 2
+        else:
+            raise Stop("line_search", "the line search found no decrease")
+        theta[...] = self.x
+        log.record(self.loss, self.rows)
+        self.loss, self.g[...] = value, self.gx
+        return value, math.sqrt(float(np.dot(self.g, self.g)))
+
+    def sync(self):
+        pass
+
+
+def test_a_full_batch_method_with_a_line_search_plugs_into_the_driver(logistic, monkeypatch):
+    """A stepper whose step evaluates the objective several times: the run makes no
+    pass of its own besides the initial one (the stepper returns the objective it
+    computed), records one step an epoch, and a Stop the stepper raises ends the run
+    with its word and the best parameters."""
+    from lossc.optim import driver
+    made, calls = [], []
+    real_value_and_grad = Objectives.value_and_grad
+
+    def counted(self, theta, data, grad_out):
+        calls.append(1)
+        return real_value_and_grad(self, theta, data, grad_out)
+
+    def backtracking(model, opt, prepared, objectives, initial, sync_each_epoch):
+        assert prepared.plan.full_batch
+        made.append(BacktrackingSteps(objectives, initial, prepared.full.B,
+                                      max_halvings=made_halvings))
+        return made[-1]
+    monkeypatch.setattr(Objectives, "value_and_grad", counted)
+    monkeypatch.setattr(driver, "make_stepper", backtracking)
+    progress = []
+    made_halvings = 30
+    r = lossc.train(logistic, data=data(60), batch_size=None, epochs=4,
+                    progress=lambda *a: progress.append(a))
+    stepper = made[-1]
+    assert (r.stopped, r.steps, r.epochs, r.samples) == ("epochs", 4, 4, 240)
+    assert len(calls) == 1 + stepper.evaluations and stepper.evaluations > 4
+    assert [a[0] for a in progress] == [1, 2, 3, 4]
+    assert r.history == sorted(r.history, reverse=True) and r.step_losses == r.history[:4]
+    assert r.best_epoch == 4 and r.history[-1] == stepper.loss
+    np.testing.assert_array_equal(logistic.pack_params(r.last_params),
+                                  logistic.pack_params(r.params))
+    made_halvings = 0          # every search fails: the run stops at its first step
+    r = lossc.train(logistic, data=data(60), batch_size=None, epochs=4)
+    assert (r.stopped, r.stopped_reason, r.steps, r.best_epoch) == (
+        "line_search", "the line search found no decrease", 0, 0)
+    assert len(r.history) == 1
+
+
 # ---------------------------------------------------------------- step log and monitor
 
 

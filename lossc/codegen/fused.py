@@ -50,8 +50,8 @@ KINDS = {"sgd": SGD, "rmsprop": RMSPROP, "adam": ADAM}
 SLOTS = 23
 VG_FRAME = 8          # the slots of lossc_value_and_grad's frame (codegen/llvm.py)
 # the batch whose rows a gradient prefetches: this many on. The next one's prefetches
-# are still on their way when its gather starts; W5's native steps (256-byte rows,
-# 64 a batch), in alternating runs: 3 to 5 on 10-15% faster than 1 or 2 on
+# would still be on their way when its gather starts; a few batches on, they have
+# arrived (docs/training.md has the measured choice)
 AHEAD_BATCHES = 3
 # Adam's bias correction 1 - beta^t is taken as settled at 1 for beta up to this: beta^t
 # then shrinks by far more than an ulp a step (bias_correction)
@@ -305,11 +305,13 @@ class _Emitter(ValueEmitter):
         0.999: at steps 1270, 2582, 3069, ...).
 
         `settled` (an i1 variable, false at the start of each call) becomes true once
-        1 - beta^t is exactly 1, and from then on the call skips the pow calls (some
-        20 ns each): for 0 <= beta <= SETTLE_MAX, beta^t only shrinks as t grows (by a
-        factor beta a step, far more than pow's error of under an ulp), so 1 - beta^t
-        stays 1, and so does its root. (beta = 0.9 settles at step 356; after that a
-        call of up to 256 batches makes one pow call for it instead of one a step.)"""
+        1 - beta^t is exactly 1, and from then on the call skips the pow calls (calls
+        into the C library, costly beside the few operations a step does for each
+        parameter of a small model): for 0 <= beta <= SETTLE_MAX, beta^t only shrinks
+        as t grows (by a factor beta a step, far more than pow's error of under an
+        ulp), so 1 - beta^t stays 1, and so does its root. (beta = 0.9 settles at step
+        356; after that a call of up to 256 batches makes one pow call for it instead of
+        one a step.)"""
         b = self.b
         D = ir.DoubleType()
         one = ir.Constant(D, 1.0)

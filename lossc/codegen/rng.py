@@ -3,10 +3,11 @@
     i32 lossc_permutation_pcg64(i64* frame)
 
 Training draws one permutation of the samples per epoch, `rng.permutation(n)`, and
-NumPy takes 10-15 ns per element for it (for 16,384 samples, a quarter of a short
-training run). This function draws exactly the same permutation and leaves the
-generator in exactly the same state, so that NumPy's draws and these mix freely
-(lossc/optim/shuffle.py calls it, and checks it against NumPy before trusting it).
+NumPy's, drawn value by value with a mispredicted branch at each rejection, is a large
+share of a short training run. This function draws exactly the same permutation and
+leaves the generator in exactly the same state, so that NumPy's draws and these mix
+freely (lossc/optim/shuffle.py calls it, and checks it against NumPy before trusting
+it).
 
 NumPy's algorithm (numpy/random/_generator.pyx `permutation` -> `shuffle` ->
 `_shuffle_raw`, distributions.c `random_interval`, pcg64.h), checked against NumPy
@@ -36,11 +37,12 @@ frame slots (i64):
     3 i64* out (n elements)
 Return: 0.
 
-Speed (n = 16,384, each call from a new state: drawing the same permutation over and
-over lets the branch predictor learn part of it and flatters every variant). Drawn
-value by value, as NumPy does, each draw waits for the previous 128-bit multiply and
-each rejection (1 value in 4 on average) is a mispredicted branch: ~17 cycles an
-element, against NumPy's ~23. Four things bring it to ~7:
+Speed. Drawn value by value, as NumPy does, each draw waits for the previous 128-bit
+multiply and each rejection (1 value in 4 on average) is a mispredicted branch. Four
+things take both off the critical path (what each gained, as measured when it was
+written, is in docs/training.md; time each call from a new state: drawing the same
+permutation over and over lets the branch predictor learn part of it and flatters
+every variant):
 
 - The values next_uint32 returns are a fixed stream (the buffered half, then the low
   and high halves of successive 64-bit outputs) whatever the rejections: only which
@@ -49,7 +51,7 @@ element, against NumPy's ~23. Four things bring it to ~7:
   the shuffle consumes it from there. At the end the generator's state is rebuilt from
   the number of values consumed: the LCG state after the last 64-bit output used (each
   output's state is kept with the chunk), has_uint32 if only its low half was used,
-  uinteger the high half of the last output drawn. (~17 -> ~13 cycles)
+  uinteger the high half of the last output drawn.
 - Deciding which element takes which value is then a loop over values, not over
   elements: value v (masked) is accepted by the current element e if v <= e, which
   then moves on to e - 1. The loop stores v at e's place in a list of picks either
@@ -58,13 +60,12 @@ element, against NumPy's ~23. Four things bring it to ~7:
   next is a compare and a subtract. The swaps follow, element by element from the
   list, their loads independent of one another. It needs the mask to stay put, so it
   runs BLOCK values at a time wherever e - BLOCK still has e's mask: all but about
-  BLOCK elements below each power of two and the last few dozen. (~13 -> ~8 cycles:
-  100 to 50 us for 16,384; swapping inside the value loop, a rejected value swapping
-  e with itself, was 7% slower)
+  BLOCK elements below each power of two and the last few dozen. (Swapping inside
+  the value loop instead, a rejected value swapping e with itself, measured slower.)
 - The chunk is filled by two LCG chains, the even outputs and the odd, each jumping
   two steps (multiplier M^2, increment inc (M + 1)): each output's 128-bit multiply
-  no longer waits for the one before. (50 to 45 us; before the blocks, when the
-  rejections' mispredictions dominated, it gained 2-3%.)
+  no longer waits for the one before. (It gains most once the blocks have removed
+  the rejections' mispredictions, which dominated before.)
 - Elsewhere, value by value: the next two values of the stream are kept in
   registers, and whether i takes the first or (the first rejected) the second is a
   select, not a branch. Only when both are rejected (1 in 12 on average) does a loop

@@ -71,7 +71,7 @@ from lossc.optim.optimizers import Adam, Optimizer
 from lossc.optim.prepare import prepare
 from lossc.optim.schedules import valid_lr
 from lossc.optim.shuffle import Shuffler
-from lossc.optim.stepper import Diverged, Finished, make_stepper
+from lossc.optim.stepper import Diverged, make_stepper
 
 @dataclass
 class TrainResult:
@@ -202,8 +202,7 @@ def _run(model, opt, prepared, config: TrainConfig) -> TrainResult:
                 initial = objectives.value_and_gradnorm(theta)
                 monitor.start(initial[0], lambda: objectives.validation(theta))
                 stepper = make_stepper(model, opt, prepared, objectives, initial,
-                                       sync_each_epoch=config.callback is not None,
-                                       theta=theta)
+                                       sync_each_epoch=config.callback is not None)
                 stopped, reason = _epochs(
                     theta, opt, stepper=stepper, objectives=objectives, monitor=monitor,
                     next_order=_orders(plan, config.shuffle, shuffler), config=config,
@@ -244,9 +243,6 @@ def _epochs(theta, opt, *, stepper, objectives, monitor, next_order, config, pla
     """The epochs, each: the schedule's rate, the steps, the epoch's objective, the
     monitor's verdict. Returns (stopped, stopped_reason), or raises Stop."""
     schedule, base_lr, log = config.schedule_for(plan), opt.lr, monitor.log
-    done = stepper.finished()         # (a full-batch method's tests at the start)
-    if done is not None:
-        return done
     for epoch in range(plan.epochs):
         opt.lr = monitor.begin_epoch(epoch, schedule(base_lr, epoch))
         order = next_order()
@@ -256,14 +252,9 @@ def _epochs(theta, opt, *, stepper, objectives, monitor, next_order, config, pla
             known = stepper.epoch(theta, order, count, log)
         except Diverged as d:
             raise monitor.diverged(d.value) from None
-        except Finished as f:
-            return f.stopped, f.reason
         loss, gnorm = _epoch_objective(known, log.end_epoch(), config, objectives, theta)
         monitor.end_epoch(loss, gnorm, theta, lambda: objectives.validation(theta),
                           time.perf_counter() - t0)
-        done = stepper.finished()
-        if done is not None:
-            return done
         if plan.steps is not None and log.steps >= plan.steps:
             return "steps", f"reached {plan.steps} step{'s' * (plan.steps != 1)}"
     return "epochs", f"reached {plan.epochs} epoch{'s' * (plan.epochs != 1)}"

@@ -93,7 +93,8 @@ class Objectives:
     def smooth(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         """The model's training objective and its gradient (a new float64 array) at the
         float64 vector x (converted to the model's dtype for the call)."""
-        value, grad = self.model._checked_value_and_grad_flat(x, self.full, None, None)
+        grad = np.empty(self.model.n_params, dtype=self.model.dtype)
+        value = self.value_and_grad(x, self.full, grad)
         return value, grad.astype(np.float64, copy=False)
 
     def hvp(self, x: np.ndarray, v: np.ndarray) -> np.ndarray:

@@ -4,9 +4,9 @@
 the state NumPy would, so a run's shuffles are those of NumPy and the generator can go
 on to be used by NumPy afterwards (or before: native and NumPy draws mix freely). For a
 `np.random.PCG64` bit generator (what `np.random.default_rng` makes) the permutation is
-drawn by lossc_permutation_pcg64 (codegen/rng.py), about three times as fast as NumPy;
-any other bit generator, a small n (or one above 2^32), or a platform whose default
-integer is not int64 goes to NumPy.
+drawn by lossc_permutation_pcg64 (codegen/rng.py), several times as fast as NumPy
+(docs/training.md has the figures); any other bit generator, a small n (or one above
+2^32), or a platform whose default integer is not int64 goes to NumPy.
 
 The generator's state crosses over as two arrays: its `bit_generator.state` dict is
 unpacked into u64 words before the call and packed back after it (`Shuffler`, for the
@@ -27,9 +27,10 @@ from lossc.codegen.rng import FUNCTION, SLOTS
 from lossc.runtime import forks
 from lossc.runtime.calls import _addr
 
-# below this many elements NumPy is about as fast: a one-off native call costs ~8 us
-# besides the shuffle (the state passes through bit_generator.state's dict twice, and
-# the arrays); NumPy takes 9-10 ns an element, the native code about 3 (n = 16,384)
+# below this many elements NumPy is about as fast: a one-off native call has a fixed
+# cost besides the shuffle (the state passes through bit_generator.state's dict twice,
+# and the arrays), which the native code's cheaper elements repay from about here on
+# (docs/training.md has the figures)
 SMALL = 2048
 LARGE = 2 ** 32   # from here on NumPy draws 64-bit values too, a path left untested
 _MASK64 = (1 << 64) - 1
@@ -60,9 +61,10 @@ class Shuffler:
     """rng.permutation(n) again and again, for a generator that nothing else uses in
     between (the training loop's own): the permutations `permutation` would draw, but
     the generator's state stays in the native code's arrays from one draw to the next
-    instead of crossing over through `bit_generator.state` twice a draw (some 15 us of
-    Python each, a few percent of a short training run). `close()` writes the state
-    back into the generator; until then the generator itself must not be used.
+    instead of crossing over through `bit_generator.state` twice a draw (a dict of
+    Python ints built and parsed each way, a cost a short training run notices).
+    `close()` writes the state back into the generator; until then the generator
+    itself must not be used.
 
     reuse=True: each native draw overwrites the array the previous one returned (for a
     caller done with a permutation by the time it draws the next: no new memory, and

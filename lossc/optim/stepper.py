@@ -1,19 +1,15 @@
 """The optimizer steps of one epoch, behind one interface.
 
     stepper.epoch(theta, order, count, log) -> (loss, gnorm) or None
-    stepper.finished() -> (stopped, reason) or None
     stepper.sync()
 
 `epoch` takes `count` optimizer steps, updating theta in place, on the batches
 order[k*bs:(k+1)*bs], k = 0.. (the last holding the remainder), and records each step in
 `log` (monitor.StepLog). It returns the training objective and gradient norm at the new
-theta when the steps computed them anyway (batch descent), None otherwise. A NaN or
-infinite objective or gradient raises Diverged, after recording the steps taken before
-it; a stepper that can take no further step (its line search found no decrease) raises
-Finished instead, having changed nothing. `finished` applies the stepper's own
-stopping tests at the current parameters (a full-batch method's tolerances), the driver
-asking before the first epoch and after each one; None: go on. `sync` hands the
-optimizer's state back to the optimizer object when the steps kept it elsewhere.
+theta when the steps computed them anyway (batch descent), None otherwise (the driver
+then makes its own pass). A NaN or infinite objective or gradient raises Diverged,
+after recording the steps taken before it. `sync` hands the optimizer's state back to
+the optimizer object when the steps kept it elsewhere.
 
 - FullBatchSteps: batch descent, one step an epoch on the whole training set.
 - NativeBatchSteps: mini-batches in native code, lossc_train_steps_<optimizer>
@@ -21,10 +17,39 @@ optimizer's state back to the optimizer object when the steps kept it elsewhere.
   in float64.
 - PythonBatchSteps: mini-batches one value_and_grad call and one optimizer.step each.
 - LineSearchSteps: the full-batch optimizers (lossc.optim.fullbatch: L-BFGS, OWL-QN,
-  Newton-CG), one iteration an epoch, each calling the objective over the training set
-  as often as its line search needs (and Hessian-vector products for Newton-CG).
+  Newton-CG), one iteration an epoch, written to the interface below.
 
 `make_stepper` picks one.
+
+A full-batch method whose step evaluates the objective several times (a quasi-Newton
+or Newton-CG direction with a line search, a proximal step with backtracking) is one
+more class with these two methods and one more case in make_stepper, ahead of batch
+descent's. It runs by a plan with full_batch set (`order` is None, `count` 1: an epoch
+is one iteration) and gets what FullBatchSteps gets: `objectives` and `initial`, the
+(objective, gradient norm) at the initial theta, whose gradient objectives.g holds.
+Its `epoch`:
+
+- evaluates the training objective where its step needs it, at points in arrays of its
+  own: `objectives.value_and_grad(x, objectives.full, grad_out)` returns the objective
+  at x and writes the gradient into grad_out. theta itself changes only when the step
+  is accepted (theta is the run's live vector: the monitor copies the bests from it,
+  and an interrupt leaves the run with it as it is);
+- records the iteration once, `log.record(objective where the step started, rows)`
+  (rows: the training samples, objectives.full.B; 0 for a model without inputs), which
+  also calls the progress hook;
+- returns (objective, gradient norm) at the new theta, which its last evaluation gave:
+  the driver then makes no pass of its own, and the monitor applies tol_grad, tol_loss,
+  patience and the callback to them, and reports a non-finite objective as divergence;
+- raises Diverged(value) where a step meets an objective or gradient it cannot go on
+  from, and monitor.Stop(word, sentence) to end the run for a reason of its own (a line
+  search that finds no decrease): the driver catches it as it catches the monitor's
+  own, keeps the best parameters and reports `word` as TrainResult.stopped;
+- keeps its state (an L-BFGS history) on itself, or hands it to the optimizer object
+  in `sync` where a callback or the caller may read it there.
+
+The driver asks of every optimizer a positive `opt.lr` (the schedule's base rate, set
+on it at the start of each epoch) and `opt.reset()`; a method without a learning rate
+gives these a meaning of its own (a first trial step, say) or the driver a case for it.
 """
 from __future__ import annotations
 
@@ -33,6 +58,7 @@ from typing import Optional, Protocol
 
 import numpy as np
 
+from lossc.optim.monitor import Stop
 from lossc.optim.solver import Objective, Point, inf_norm, relative_change
 from lossc.runtime import fused
 
@@ -51,36 +77,24 @@ class Diverged(Exception):
 OVERFLOWED = "is finite but its gradient overflowed"
 
 
-class Finished(Exception):
-    """The stepper can take no further step (nothing was changed): `stopped` is the
-    reason's word (TrainResult.stopped), `reason` the sentence."""
-
-    def __init__(self, stopped: str, reason: str):
-        super().__init__(reason)
-        self.stopped, self.reason = stopped, reason
-
-
 class Stepper(Protocol):
     def epoch(self, theta: np.ndarray, order: Optional[np.ndarray], count: int,
               log) -> Optional[tuple[float, float]]:
         """count steps on the batches of `order` (None in batch descent)."""
-
-    def finished(self) -> Optional[tuple[str, str]]:
-        """The stepper's own stopping tests at the current parameters."""
 
     def sync(self) -> None:
         """The optimizer object's state as the steps left it."""
 
 
 def make_stepper(model, opt, prepared, objectives, initial: tuple,
-                 sync_each_epoch: bool, theta: Optional[np.ndarray] = None) -> Stepper:
+                 sync_each_epoch: bool) -> Stepper:
     """The stepper for a run: `initial` is (objective, gradient norm) at the initial
-    parameters `theta`, whose gradient objectives.g holds (batch descent's first step);
+    parameters, whose gradient objectives.g holds (batch descent's first step);
     sync_each_epoch: hand the optimizer's state back after every epoch (a callback
     may look at it)."""
     if getattr(opt, "full_batch_only", False):
         return LineSearchSteps(opt, objectives, prepared.full.B if model.inputs else 0,
-                               theta, initial[0])
+                               initial)
     if prepared.plan.full_batch:
         return FullBatchSteps(opt, objectives, prepared.full.B if model.inputs else 0,
                               initial)
@@ -102,9 +116,6 @@ class FullBatchSteps:
         log.record(self.loss, self.rows)
         self.loss, self.gnorm = self.objectives.value_and_gradnorm(theta)
         return self.loss, self.gnorm
-
-    def finished(self) -> None:
-        return None
 
     def sync(self) -> None:
         pass
@@ -129,9 +140,6 @@ class PythonBatchSteps:
                 raise Diverged(OVERFLOWED)
             self.opt.step(theta, g)
             log.record(value, len(idx))
-        return None
-
-    def finished(self) -> None:
         return None
 
     def sync(self) -> None:
@@ -169,9 +177,6 @@ class NativeBatchSteps:
             f.sync()
         return None
 
-    def finished(self) -> None:
-        return None
-
     def sync(self) -> None:
         if self.steps is not None:
             self.steps.sync()
@@ -179,51 +184,58 @@ class NativeBatchSteps:
 
 class LineSearchSteps:
     """A full-batch optimizer's iterations (lossc.optim.fullbatch), one an epoch, on the
-    training objective in float64: `opt.iteration` gives the method's step function,
-    which keeps its own state (L-BFGS's pairs) between epochs. The objective a point
-    carries, and the epoch's, include the optimizer's L1 term (objectives.penalty).
-    `rows` are the training samples, counted once for each objective evaluation."""
+    training objective in float64 (objectives.smooth): `opt.iteration` gives the
+    method's step function, which keeps its own state (L-BFGS's pairs) between epochs.
+    The objective a point carries, and the epoch's, include the optimizer's L1 term
+    (objectives.penalty), which OWL-QN minimizes with the rest.
 
-    def __init__(self, opt, objectives, rows: int, theta: np.ndarray, value: float):
-        self.opt, self.rows = opt, rows
-        n = theta.size
-        self.objective = Objective(objectives.smooth, n, "the objective")
+    The optimizer's own stopping tests (tol_grad on the inf-norm of its stationarity
+    measure, tol_loss on the relative change of the last iteration, as
+    lossc.optim.solver makes them) are applied at the start of each epoch, to the
+    parameters the last one left (or the initial ones): they end the run with a Stop,
+    as does a line search that finds no decrease ("line_search")."""
+
+    def __init__(self, opt, objectives, rows: int, initial: tuple):
+        self.opt, self.objectives, self.rows = opt, objectives, rows
+        self.objective = Objective(objectives.smooth, objectives.g.size, "the objective")
         self.step = opt.iteration(self.objective, objectives.hvp if opt.needs_hvp else None)
-        # the initial parameters, whose objective (with the L1 term) and gradient the
-        # driver computed already (the gradient is in objectives.g)
-        self.point = Point(theta.astype(np.float64), value,
-                           objectives.g.astype(np.float64))
+        self.initial_value = initial[0]     # (with the L1 term)
+        self.point = None           # the current point, made from theta at the first epoch
         self.previous = None        # the objective before the last iteration
 
     def epoch(self, theta, order, count, log):
-        p, evals = self.point, self.objective.evals
+        if self.point is None:      # the initial theta, whose gradient objectives.g holds
+            self.point = Point(theta.astype(np.float64), self.initial_value,
+                               self.objectives.g.astype(np.float64))
+        self.check_converged(log.steps)
+        p = self.point
         nxt = self.step(p)
         if isinstance(nxt, str):
-            raise Finished("line_search", f"{nxt} after step {log.steps}; the best "
-                                          f"parameters so far are kept")
+            raise Stop("line_search", f"{nxt} after step {log.steps}; the best parameters "
+                                      f"so far are kept")
         if not math.isfinite(float(np.dot(nxt.grad, nxt.grad))):
             raise Diverged(OVERFLOWED)
         theta[...] = nxt.x
-        log.record(p.value, self.rows * (self.objective.evals - evals))
+        log.record(p.value, self.rows)
         self.previous, self.point = p.value, nxt
         g = self.opt.stationarity(nxt)
         return nxt.value, math.sqrt(float(np.dot(g, g)))
 
-    def finished(self) -> Optional[tuple[str, str]]:
-        """The optimizer's tol_grad (the inf-norm of its stationarity measure) and
-        tol_loss (the relative change of the last iteration), as lossc.optim.solver."""
+    def check_converged(self, steps: int) -> None:
+        """Stop if the optimizer's tol_grad or tol_loss holds at the current point."""
         tol_grad, tol_loss = self.opt.tol_grad, self.opt.tol_loss
+        after = f"after step {steps}" if steps else "at the initial parameters"
         gnorm = inf_norm(self.opt.stationarity(self.point))
         if tol_grad is not None and gnorm <= tol_grad:
-            return "tol_grad", (f"converged: the gradient's largest component is "
-                                f"{gnorm:.3g} <= {tol_grad:g} (the optimizer's tol_grad)")
+            raise Stop("tol_grad", f"converged: the gradient's largest component is "
+                                   f"{gnorm:.3g} <= {tol_grad:g} (the optimizer's "
+                                   f"tol_grad) {after}")
         if tol_loss is not None and self.previous is not None:
             change = relative_change(self.previous, self.point.value)
             if change <= tol_loss:
-                return "tol_loss", (f"converged: the objective changed by {change:.3g} "
-                                    f"(relative) <= {tol_loss:g} in the last step (the "
-                                    f"optimizer's tol_loss)")
-        return None
+                raise Stop("tol_loss", f"converged: the objective changed by {change:.3g} "
+                                       f"(relative) <= {tol_loss:g} (the optimizer's "
+                                       f"tol_loss) in step {steps}")
 
     def sync(self) -> None:
         pass

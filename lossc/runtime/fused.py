@@ -16,7 +16,8 @@ from lossc.codegen.units import VALUE_AND_GRAD, train_unit
 from lossc.runtime.calls import BoundArgs, _addr, aligned_empty, aligned_zeros
 
 # the batches on their way to L2 (codegen/fused.py AHEAD_BATCHES) may hold this many
-# bytes of rows at most, a quarter of a 1 MB L2: more would push the current batch out
+# bytes of rows at most, a small part of L2 (a quarter of 1 MB, the L2 of a core of
+# the machines lossc is measured on): more would push the current batch out
 AHEAD_MAX_BYTES = 256 << 10
 
 # the native steps of each optimizer class (codegen/fused.py KINDS)
