@@ -19,8 +19,9 @@ import time
 import click
 import numpy as np
 
-from lossc.cli_common import (check_memory, check_numbers, check_output, fail, load_model,
-                               model_options, parse_hypers)
+from lossc.cli_common import (check_memory, check_numbers, check_output, fail,
+                               finite_float, load_model, model_options, parse_hypers,
+                               parse_pairs)
 from lossc.files import replacing
 from lossc.optim import schedules
 from lossc.optim.config import TrainConfig
@@ -31,6 +32,7 @@ from lossc.optim.fullbatch import check_run, train_options
 from lossc.optim.optimizers import FULL_BATCH, NAMES, by_name
 from lossc.optim.params_io import load_params, params_file, save_params
 from lossc.optim.prepare import n_samples
+from lossc.optim.prox import l1_weights
 
 MAX_LINES = 50      # epoch (or step) lines a run prints when stderr is not a terminal
 
@@ -97,6 +99,20 @@ class Progress:
             click.echo("\r\x1b[K", err=True, nl=False)
 
 
+def l1_option(model, values: dict):
+    """--l1's flat weight vector for the model (None without --l1); a ValueError that
+    names the option for an unknown parameter or a negative weight."""
+    if not values:
+        return None
+    for name, weight in values.items():
+        if weight < 0:
+            raise ValueError(f"--l1: the weight of {name} must be >= 0, got {weight:g}")
+    try:
+        return l1_weights(model, values)
+    except ValueError as e:
+        raise ValueError(f"--l1: {e}") from None
+
+
 def plural(n: int, word: str) -> str:
     return f"{n} {word}{'s' if n != 1 else ''}"
 
@@ -105,9 +121,10 @@ def describe(model) -> str:
     return ", ".join(f"{p.name}{list(p.shape) if p.shape else ''}" for p in model.params)
 
 
-def describe_optimizer(name: str, opt) -> str:
+def describe_optimizer(name: str, opt, l1_values: dict) -> str:
     extra = [f"{k} {getattr(opt, k):g}" for k in ("momentum", "weight_decay", "clip_norm")
              if getattr(opt, k, None)]
+    extra += [f"l1 {k} {v:g}" for k, v in l1_values.items()]
     return ", ".join([f"{name} lr {opt.lr:g}"] + extra)
 
 
@@ -174,6 +191,11 @@ def plot_file(path: pathlib.Path) -> pathlib.Path:
               help="L2 weight decay (decoupled for adamw; default 0, 0.01 for adamw).")
 @click.option("--clip-norm", type=float, default=None,
               help="Clip the gradient to this global norm before each step.")
+@click.option("--l1", "l1_items", multiple=True, metavar="PARAM=WEIGHT",
+              help="An L1 penalty on a parameter, weight times the sum of its absolute "
+                   "values (repeatable; parameters not named are not penalized): a "
+                   "proximal step for the SGD family, adam and adamw, OWL-QN for lbfgs. "
+                   "Gives exact zeros.")
 @click.option("--batch-size", type=int, default=None,
               help="Samples per step (default 64); 0: the whole data set (batch descent, "
                    "the only mode of lbfgs and newton-cg); 1: stochastic.")
@@ -212,8 +234,8 @@ def plot_file(path: pathlib.Path) -> pathlib.Path:
               help="Draw the loss curve to this PNG (needs matplotlib).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 def train(file, dims, dtype, data, optimizer, lr, momentum, weight_decay, clip_norm,
-          batch_size, epochs, steps, schedule, validation, patience, tol_grad, tol_loss,
-          monitor, hypers, seed, init_path, out, plot, quiet):
+          l1_items, batch_size, epochs, steps, schedule, validation, patience, tol_grad,
+          tol_loss, monitor, hypers, seed, init_path, out, plot, quiet):
     """Train the model in FILE and save the best parameters found.
 
     \b
@@ -233,6 +255,7 @@ def train(file, dims, dtype, data, optimizer, lr, momentum, weight_decay, clip_n
         fail(f"lossc: error: --validation must be a fraction between 0 and 1, got "
              f"{validation:g}")
     hyper_values = parse_hypers(hypers)
+    l1_values = parse_pairs(l1_items, "--l1", finite_float)
     # every output is checked before the run, so that none of it is lost at the end
     out = params_file(out or file.with_name(file.stem + ".params.npz"))
     inputs = {"FILE": file, "--data": data, "--init": init_path}
@@ -254,7 +277,8 @@ def train(file, dims, dtype, data, optimizer, lr, momentum, weight_decay, clip_n
                                  f"search picks each step")
         elif lr is None:
             lr = 0.01
-        opt = by_name(optimizer, lr, momentum, weight_decay, clip_norm)
+        opt = by_name(optimizer, lr, momentum, weight_decay, clip_norm,
+                      l1_option(model, l1_values))
         if model.inputs and data is None:
             raise ValueError("the model has inputs (" + ", ".join(i.name for i in model.inputs)
                              + "): give the training data with --data")
@@ -280,8 +304,8 @@ def train(file, dims, dtype, data, optimizer, lr, momentum, weight_decay, clip_n
                     f"{plan.epochs} iterations" if optimizer in FULL_BATCH else
                     f"{plan.n_train} samples{held_out}, {plan.per_epoch} steps an epoch, "
                     f"{plan.epochs} epochs")
-            click.echo(f"training {file.name}: {what}; {describe_optimizer(optimizer, opt)}",
-                       err=True)
+            how = describe_optimizer(optimizer, opt, l1_values)
+            click.echo(f"training {file.name}: {what}; {how}", err=True)
         result = run_training(model, arrays, opt, config=dataclasses.replace(
             config, callback=progress.epoch, progress=progress.step))
     except (DataError, ValueError, TypeError) as e:

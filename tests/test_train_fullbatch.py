@@ -401,6 +401,35 @@ def test_cli_full_batch_option_mistakes(logistic_files, args, message):
     assert not (tmp / "p.npz").exists()
 
 
+def test_cli_l1_is_the_elastic_net(tmp_path, diabetes):
+    src = tmp_path / "enet.loss"
+    src.write_text(ELASTIC_NET)
+    data = tmp_path / "diabetes.npz"
+    np.savez(data, **diabetes)
+    sk = sklearn_enet(diabetes, 1.0, 0.9)
+    code, out = cli("train", src, "--data", data, "--optimizer", "lbfgs", "--l1", "w=0.9",
+                    "--hyper", "ridge=0.1", "--tol-grad", "0", "--out", tmp_path / "p.npz")
+    assert code == 0, out
+    assert "lbfgs lr 1, l1 w 0.9" in out
+    w = np.load(tmp_path / "p.npz")["w"]
+    np.testing.assert_array_equal(w == 0, sk.coef_ == 0)
+    np.testing.assert_allclose(w, sk.coef_, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--optimizer", "rmsprop", "--l1", "w=0.1"], "--l1 does not apply to rmsprop"),
+    (["--optimizer", "newton-cg", "--l1", "w=0.1"], "--l1 does not apply to newton-cg"),
+    (["--l1", "v=0.1"], "--l1: unknown parameter 'v'; the parameters are ['w', 'b']"),
+    (["--l1", "w=-1"], "--l1: the weight of w must be >= 0, got -1"),
+    (["--l1", "w=nan"], "--l1: w must be a finite number"),
+    (["--l1", "w"], "--l1: expected NAME=VALUE"),
+])
+def test_cli_l1_mistakes(logistic_files, args, message):
+    src, data, tmp = logistic_files
+    code, out = cli("train", src, "--data", data, "--out", tmp / "p.npz", *args)
+    assert code == 1 and message in out and not (tmp / "p.npz").exists()
+
+
 @pytest.mark.skipif(hasattr(lossc.Model, "hvp"), reason="the models have hvp")
 def test_cli_newton_cg_without_hvp_is_a_one_line_error(logistic_files):
     src, data, tmp = logistic_files
