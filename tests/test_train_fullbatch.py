@@ -215,7 +215,7 @@ def test_bad_runs_are_refused_before_anything_runs(logistic, w9, make, options, 
 @pytest.mark.parametrize("make,match", [
     (lambda: LBFGS(history_size=0), "history_size"), (lambda: LBFGS(tol_grad=-1), "tol_grad"),
     (lambda: LBFGS(lr=0), "learning rate"), (lambda: NewtonCG(max_cg=0), "max_cg"),
-    (lambda: LBFGS(l1=-1.0), "l1")])
+    (lambda: LBFGS(l1=-1.0), "l1"), (lambda: LBFGS(line_search_evals=0), "line_search_evals")])
 def test_bad_options_name_the_option(make, match):
     with pytest.raises(ValueError, match=match):
         make()

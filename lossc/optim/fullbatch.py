@@ -93,7 +93,8 @@ class LBFGS(FullBatchOptimizer):
         self.history_size = count("history_size", history_size)
         self.l1 = check_l1(l1)
         default = linesearch.MAX_EVALS if self.l1 is None else MAX_BACKTRACKS
-        self.line_search_evals = count("line_search_evals", line_search_evals or default)
+        self.line_search_evals = count("line_search_evals", default if line_search_evals
+                                       is None else line_search_evals)
 
     def iteration(self, objective, hvp=None):
         if self.l1 is None:
