@@ -436,3 +436,13 @@ def test_cli_newton_cg_without_hvp_is_a_one_line_error(logistic_files):
     code, out = cli("train", src, "--data", data, "--optimizer", "newton-cg")
     assert code == 1 and "lossc: error: NewtonCG needs the model's Hessian-vector" in out
     assert "Traceback" not in out
+
+
+@pytest.mark.skipif(not hasattr(lossc.Model, "hvp"),
+                    reason="the compiled models have no Hessian-vector products yet")
+def test_cli_trains_with_newton_cg(logistic_files):
+    src, data, tmp = logistic_files
+    code, out = cli("train", src, "--data", data, "--optimizer", "newton-cg", "--out",
+                    tmp / "p.npz")
+    assert code == 0, out
+    assert "newton-cg lr 1" in out and "Converged: the gradient's largest component" in out
