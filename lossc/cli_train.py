@@ -29,7 +29,7 @@ from lossc.optim.data import DataError, load_data
 from lossc.optim.driver import format_seconds, train as run_training
 from lossc.optim.metrics import accuracy, label_input
 from lossc.optim.fullbatch import check_run, train_options
-from lossc.optim.optimizers import FULL_BATCH, NAMES, by_name
+from lossc.optim.names import FULL_BATCH, NAMES, by_name
 from lossc.optim.params_io import load_params, params_file, save_params
 from lossc.optim.prepare import n_samples
 from lossc.optim.prox import l1_weights

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from lossc.optim import schedules
-from lossc.optim.optimizers import SGD, Adam, AdamW, RMSprop, by_name
+from lossc.optim.fullbatch import LBFGS, NewtonCG
+from lossc.optim.names import by_name
+from lossc.optim.optimizers import SGD, Adam, AdamW, RMSprop
 
 A = np.diag([1.0, 3.0, 0.5, 2.0])
 C = np.array([1.0, -2.0, 0.5, 0.0])
@@ -197,7 +199,6 @@ def test_by_name():
     assert (type(a), a.lr, a.weight_decay, a.clip_norm) == (Adam, 0.1, 0.5, 2.0)
     with pytest.raises(ValueError, match="unknown optimizer"):
         by_name("bfgs", 0.1)
-    from lossc.optim import LBFGS, NewtonCG
     assert type(by_name("lbfgs")) is LBFGS and by_name("lbfgs").lr == 1.0
     assert type(by_name("newton-cg", 0.5)) is NewtonCG and by_name("newton-cg", 0.5).lr == 0.5
     with pytest.raises(ValueError, match="--clip-norm does not apply to lbfgs"):

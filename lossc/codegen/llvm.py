@@ -5,22 +5,13 @@ A model's gradient and its objective are two exported functions of one signature
 
     i32 lossc_value_and_grad(i64* frame)        i32 lossc_loss(i64* frame)
 
-where `frame` holds the seven arguments of the function that does the work (so a
-caller can keep one frame and change only what changes between calls; a call from
-Python then passes a single integer):
-
-    frame = (T* params, T* hypers, i8** inputs, i64 B, T* value, T* work, i64* err,
-             T* grad)
-
-`params` is the flat parameter vector, `hypers` the hyperparameters in declaration
-order, `inputs[k]` the k-th input's (B, *shape) array (int inputs as i64), `value[0]`
-the objective and `grad` the flat gradient (not touched by lossc_loss), `work` scratch
-space of `work_size` elements for tensor values. The return value is 0, or 1 when a
-data-dependent index was out of range: `err` then holds (check id, sample, value), the
-id as -1 - id when the index arithmetic overflowed 64 bits (`check_index`).
-`err` has ERR_SLOTS slots: slots 3 and 4 are read, and name the rows of a batch the
-caller gathers later, for the vector loop to prefetch (the fused training steps; zero
-from every other caller, see `prefetch_ahead`).
+where `frame` holds the arguments of the function that does the work, one slot each,
+as codegen/abi.py declares them (VALUE_AND_GRAD: the parameters, hyperparameters,
+inputs, batch size, value, scratch space, error record, gradient, and a later batch's
+rows to prefetch); the worker's parameters are those slots, by name. `work` is
+scratch space of `work_size` elements for tensor values. The return value is OK, or
+INDEX_ERROR when a data-dependent index was out of range: `err` then holds where
+(`check_index`, abi.ERROR).
 
 The body is: a prologue computing every value that no input reaches (once per call),
 a loop over the B samples computing the per-sample values and accumulating the
@@ -54,6 +45,7 @@ from contextlib import contextmanager
 
 from llvmlite import ir
 
+from lossc.codegen import abi
 from lossc.codegen.outer import OuterProducts
 from lossc.codegen.rows import RowContractions
 from lossc.codegen.tensor import TensorLowering
@@ -69,10 +61,6 @@ GROUPED_GRADIENT_SIZE = 16   # per-sample gradient elements from which lanes go 
 PREFETCH_BYTES = 4096        # how far ahead the vector loop prefetches its inputs' rows
 PREFETCH_MIN_BYTES = 1 << 20  # ... in a batch of at least this many bytes of inputs
 
-# err[AHEAD] and err[AHEAD_ROWS] (after the error report's three slots): the rows of a
-# batch the caller gathers later, for the vector loop to prefetch (prefetch_ahead)
-AHEAD, AHEAD_ROWS = 3, 4
-ERR_SLOTS = 5
 AHEAD_ROW_LINES = 16         # prefetches per row of a later batch, at most (1 KB)
 
 LIVE = "live"   # key in `values` of the current group's lanes holding samples (<W x i1>)
@@ -91,20 +79,20 @@ class FunctionCodegen(RowContractions, OuterProducts, TensorLowering, ValueEmitt
         self.W = max(1, vector_bits // (64 if dtype == "float64" else 32))
         self.lanes = 1            # lanes of the body being emitted: W, or 1 (scalar loop)
         self.want_grad = want_grad
-        ptr = self.T.as_pointer()
-        fnty = ir.FunctionType(I32, [ptr, ptr, I8P.as_pointer(), I64, ptr, ptr,
-                                     I64.as_pointer(), ptr])
+        slots = abi.VALUE_AND_GRAD.slots
+        fnty = ir.FunctionType(I32, [abi.ir_type(s.type, self.T) for s in slots])
         self.fn = ir.Function(module, fnty, name=name + "_impl")
         self.fn.linkage = "internal"
-        self.export(name)
-        for a, n in zip(self.fn.args, ("params", "hypers", "inputs", "B", "value", "work", "err",
-                                       "grad")):
-            a.name = n
         self.fn.attributes.add("nounwind")
-        for k in (0, 1, 4, 5, 7):
-            self.fn.args[k].add_attribute("noalias")
+        args = {}
+        for a, s in zip(self.fn.args, slots):
+            a.name = s.name
+            args[s.name] = a
+        for n in ("params", "hypers", "value", "work", "grad"):
+            args[n].add_attribute("noalias")
+        self.export(name)
         (self.params, self.hypers, self.inputs, self.B, self.value, self.work, self.err,
-         self.grad) = self.fn.args
+         self.grad, self.ahead, self.ahead_rows) = (args[s.name] for s in slots)
         self.entry = self.fn.append_basic_block("entry")
         self.b = ir.IRBuilder(self.fn.append_basic_block("prologue"))
         self.outer = {}           # gradient outputs accumulated as blocked outer products
@@ -121,10 +109,7 @@ class FunctionCodegen(RowContractions, OuterProducts, TensorLowering, ValueEmitt
         wrapper = ir.Function(self.module, ir.FunctionType(I32, [I64.as_pointer()]), name=name)
         b = ir.IRBuilder(wrapper.append_basic_block())
         frame = wrapper.args[0]
-        args = []
-        for k, a in enumerate(self.fn.args):
-            v = b.load(b.gep(frame, [ir.Constant(I64, k)]))
-            args.append(v if a.type == I64 else b.inttoptr(v, a.type))
+        args = [abi.VALUE_AND_GRAD.load(b, frame, a.name, T=self.T) for a in self.fn.args]
         b.ret(b.call(self.fn, args))
 
     # ------------------------------------------------------------ planning
@@ -256,7 +241,7 @@ class FunctionCodegen(RowContractions, OuterProducts, TensorLowering, ValueEmitt
             self.flush_outer_blocks(final=True)
             self.reduce_lanes(n_grad)
         self.epilogue(outs, self.loss_acc[1])
-        b.ret(ir.Constant(I32, 0))
+        b.ret(ir.Constant(I32, abi.OK))
         # allocas live in the entry block so LLVM promotes them to registers
         ir.IRBuilder(self.entry).branch(self.fn.blocks[1])
 
@@ -438,8 +423,8 @@ class FunctionCodegen(RowContractions, OuterProducts, TensorLowering, ValueEmitt
     def prefetch_ahead(self, i, count: int) -> None:
         """A batch the caller gathers later (the fused training steps, codegen/fused.py:
         the one AHEAD_BATCHES on): this iteration's share of its rows, into L2.
-        err[AHEAD] lists their addresses, input by input, err[AHEAD_ROWS] rows per input
-        (0: none, every other caller); iteration i takes rows i*rows/B up to
+        The frame's `ahead` lists their addresses, input by input, `ahead_rows` rows per
+        input (0: none, every other caller); iteration i takes rows i*rows/B up to
         (i + count)*rows/B.
 
         Why: the steps gather each batch's rows into contiguous buffers before calling
@@ -453,9 +438,8 @@ class FunctionCodegen(RowContractions, OuterProducts, TensorLowering, ValueEmitt
         per 64 bytes from the row's start, at most AHEAD_ROW_LINES: a row starting
         inside a line leaves its last line to the gather."""
         b = self.b
-        rows = b.load(b.gep(self.err, [self.iconst(AHEAD_ROWS)]))
+        rows, ahead = self.ahead_rows, self.ahead
         with b.if_then(b.icmp_signed(">", rows, self.iconst(0)), likely=False):
-            ahead = b.inttoptr(b.load(b.gep(self.err, [self.iconst(AHEAD)])), I64.as_pointer())
             lo = b.sdiv(b.mul(i, rows), self.B)
             hi = b.sdiv(b.mul(b.add(i, self.iconst(count)), rows), self.B)
             hi = b.select(b.icmp_signed("<", hi, rows), hi, rows)
@@ -810,10 +794,10 @@ class FunctionCodegen(RowContractions, OuterProducts, TensorLowering, ValueEmitt
                         lane_over = (b.extract_element(overflow, k) if is_vector(overflow)
                                      else overflow)
                         check = b.select(lane_over, self.iconst(-1 - n.attr("check")), check)
-                    for slot, v in enumerate((check, sample, value)):
-                        b.store(v, b.gep(self.err, [self.iconst(slot)]))
-                    b.ret(ir.Constant(I32, 1))
-            b.ret(ir.Constant(I32, 1))
+                    for slot, v in (("check", check), ("sample", sample), ("value", value)):
+                        abi.ERROR.store(b, self.err, slot, v)
+                    b.ret(ir.Constant(I32, abi.INDEX_ERROR))
+            b.ret(ir.Constant(I32, abi.INDEX_ERROR))
         return i
 
     def index_overflow(self, i: Node):

@@ -30,12 +30,9 @@ itself in tests/test_shuffle.py:
 n <= 1 draws nothing. A half left buffered by an earlier draw (has_uint32 set on entry)
 is the first value used, and an odd number of 32-bit draws leaves one buffered.
 
-frame slots (i64):
-    0 u64[4]* (state low 64 bits, state high, inc low, inc high)   in/out
-    1 u64[2]* (has_uint32, uinteger)                               in/out
-    2 n
-    3 i64* out (n elements)
-Return: 0.
+The frame is codegen/abi.py's PERMUTATION: the generator's state and its buffered
+half (PCG64_STATE and PCG64_BUFFER records, read and written back), n, and the output
+array of n int64. Return: OK.
 
 Speed. Drawn value by value, as NumPy does, each draw waits for the previous 128-bit
 multiply and each rejection (1 value in 4 on average) is a mispredicted branch. Four
@@ -83,10 +80,11 @@ from __future__ import annotations
 
 from llvmlite import ir
 
+from lossc.codegen import abi
+from lossc.codegen.abi import PCG64_BUFFER, PCG64_STATE, PERMUTATION
 from lossc.codegen.values import I1, I32, I64, counted_loop, declared
 
 FUNCTION = "lossc_permutation_pcg64"
-SLOTS = 4
 MULTIPLIER = 0x2360ED051FC65DA44385DF649FCCF645   # PCG's default 128-bit LCG multiplier
 CHUNK = 512         # 32-bit values generated at a time (even: whole outputs)
 BLOCK = 32          # values consumed without a branch at a time
@@ -100,13 +98,8 @@ def emit_permutation(module: ir.Module) -> None:
     fn = ir.Function(module, ir.FunctionType(I32, [I64.as_pointer()]), name=FUNCTION)
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     frame = fn.args[0]
-
-    def slot(k, ty=None):
-        v = b.load(b.gep(frame, [ir.Constant(I64, k)]))
-        return v if ty is None else b.inttoptr(v, ty)
-
-    words, buffered = slot(0, I64.as_pointer()), slot(1, I64.as_pointer())
-    n, out = slot(2), slot(3, I64.as_pointer())
+    words, buffered, n, out = (PERMUTATION.load(b, frame, k)
+                               for k in ("state", "buffered", "n", "out"))
     gen = _Pcg64(b, fn, words, buffered)
 
     with counted_loop(b, fn, _i64(0), n) as k:
@@ -147,7 +140,7 @@ def emit_permutation(module: ir.Module) -> None:
     b.position_at_end(done)
     stream.finish()
     gen.save()
-    b.ret(ir.Constant(I32, 0))
+    b.ret(ir.Constant(I32, abi.OK))
 
 
 def _swap(b: ir.IRBuilder, out, i, j) -> None:
@@ -175,14 +168,16 @@ class _Pcg64:
     def __init__(self, b: ir.IRBuilder, fn: ir.Function, words, buffered):
         self.b, self.fn = b, fn
         self.words, self.buffered = words, buffered
-        word = [b.load(b.gep(words, [_i64(k)])) for k in range(4)]
-        self.inc = self._join(word[2], word[3])
+        word = {k: PCG64_STATE.load(b, words, k)
+                for k in ("state_lo", "state_hi", "inc_lo", "inc_hi")}
+        self.inc = self._join(word["inc_lo"], word["inc_hi"])
         self.state = self.alloca(I128, "state")
         self.has = self.alloca(I1, "has_uint32")
         self.uinteger = self.alloca(I32, "uinteger")
-        b.store(self._join(word[0], word[1]), self.state)
-        b.store(b.icmp_unsigned("!=", b.load(b.gep(buffered, [_i64(0)])), _i64(0)), self.has)
-        b.store(b.trunc(b.load(b.gep(buffered, [_i64(1)])), I32), self.uinteger)
+        b.store(self._join(word["state_lo"], word["state_hi"]), self.state)
+        b.store(b.icmp_unsigned("!=", PCG64_BUFFER.load(b, buffered, "has_uint32"), _i64(0)),
+                self.has)
+        b.store(b.trunc(PCG64_BUFFER.load(b, buffered, "uinteger"), I32), self.uinteger)
 
     def alloca(self, ty, name: str):
         """A variable in the entry block (where LLVM promotes them to registers)."""
@@ -197,10 +192,11 @@ class _Pcg64:
     def save(self) -> None:
         b = self.b
         s = b.load(self.state)
-        b.store(b.trunc(s, I64), b.gep(self.words, [_i64(0)]))
-        b.store(b.trunc(b.lshr(s, ir.Constant(I128, 64)), I64), b.gep(self.words, [_i64(1)]))
-        b.store(b.zext(b.load(self.has), I64), b.gep(self.buffered, [_i64(0)]))
-        b.store(b.zext(b.load(self.uinteger), I64), b.gep(self.buffered, [_i64(1)]))
+        PCG64_STATE.store(b, self.words, "state_lo", b.trunc(s, I64))
+        PCG64_STATE.store(b, self.words, "state_hi",
+                          b.trunc(b.lshr(s, ir.Constant(I128, 64)), I64))
+        PCG64_BUFFER.store(b, self.buffered, "has_uint32", b.zext(b.load(self.has), I64))
+        PCG64_BUFFER.store(b, self.buffered, "uinteger", b.zext(b.load(self.uinteger), I64))
 
     def step(self, s):
         """The LCG's next state (modulo 2^128)."""

@@ -58,7 +58,7 @@ class Objectives:
     def value_and_grad(self, theta, data, grad_out) -> float:
         """The objective over bound data, its gradient written to grad_out: the driver's
         one call of the model's checked flat path."""
-        value, _ = self.model._checked_value_and_grad_flat(theta, data, None, grad_out)
+        value, _ = self.model.checked_value_and_grad_flat(theta, data, None, grad_out)
         return value
 
     def value_and_gradnorm(self, theta) -> tuple[float, float]:

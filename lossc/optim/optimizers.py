@@ -48,6 +48,7 @@ import math
 import numpy as np
 
 from lossc.optim.prox import check_l1, prox_l1
+from lossc.runtime.fused import NativeUpdate
 
 
 class Optimizer:
@@ -140,6 +141,12 @@ class Optimizer:
                              f"coordinates")
         prox_l1(p, step * l1, out=p)
 
+    def native_update(self) -> NativeUpdate | None:
+        """This update as lossc's native training steps take it (runtime/fused.py), or
+        None where they do not implement it exactly: they implement SGD, RMSprop, Adam
+        and AdamW, not a subclass, whose update may differ, and no L1 proximal step."""
+        return None
+
     def __repr__(self) -> str:
         attrs = ", ".join(f"{k}={v!r}" for k, v in vars(self).items()
                           if k not in ("state", "t") and not k.startswith("_"))
@@ -178,6 +185,14 @@ class SGD(Optimizer):
         if self.l1 is not None:
             self._shrink(p, self.lr)
 
+    def native_update(self) -> NativeUpdate | None:
+        if type(self) is not SGD or self.l1 is not None:
+            return None
+        return NativeUpdate("sgd", self.lr, a=self.momentum, weight_decay=self.weight_decay,
+                            dampening=self.dampening, clip_norm=self.clip_norm,
+                            nesterov=self.nesterov, state=("momentum", None, None),
+                            used=frozenset({"momentum"} if self.momentum else ()))
+
 
 class RMSprop(Optimizer):
     """RMSprop: steps scaled by a running root mean square of the gradient."""
@@ -215,6 +230,17 @@ class RMSprop(Optimizer):
             p -= self.lr * buf
         else:
             p -= self.lr * g / d
+
+    def native_update(self) -> NativeUpdate | None:
+        if type(self) is not RMSprop:
+            return None
+        used = {"square_avg"} | ({"momentum"} if self.momentum > 0 else set()) \
+            | ({"grad_avg"} if self.centered else set())
+        return NativeUpdate("rmsprop", self.lr, a=self.alpha, b=self.momentum, eps=self.eps,
+                            weight_decay=self.weight_decay, clip_norm=self.clip_norm,
+                            centered=self.centered,
+                            state=("momentum", "square_avg", "grad_avg"),
+                            used=frozenset(used))
 
 
 class Adam(Optimizer):
@@ -262,6 +288,16 @@ class Adam(Optimizer):
             return
         p -= (self.lr / bc1) * m / denom     # torch's addcdiv order: (c m) / denom
 
+    def native_update(self) -> NativeUpdate | None:
+        if type(self) not in (Adam, AdamW) or self.l1 is not None:
+            return None
+        used = {"exp_avg", "exp_avg_sq"} | ({"max_exp_avg_sq"} if self.amsgrad else set())
+        return NativeUpdate("adam", self.lr, a=self.betas[0], b=self.betas[1], eps=self.eps,
+                            weight_decay=self.weight_decay, clip_norm=self.clip_norm,
+                            amsgrad=self.amsgrad, decoupled=self.decoupled,
+                            state=("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
+                            used=frozenset(used))
+
 
 class AdamW(Adam):
     """Adam with decoupled weight decay (Loshchilov and Hutter): p <- p (1 - lr wd)
@@ -273,52 +309,3 @@ class AdamW(Adam):
                  weight_decay: float = 1e-2, amsgrad: bool = False,
                  clip_norm: float | None = None, l1=None):
         super().__init__(lr, betas, eps, weight_decay, amsgrad, clip_norm, l1)
-
-
-NAMES = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw", "lbfgs", "newton-cg")
-FULL_BATCH = ("lbfgs", "newton-cg")      # lossc.optim.fullbatch: batch descent only
-
-
-def by_name(name: str, lr: float | None = None, momentum: float | None = None,
-            weight_decay: float | None = None, clip_norm: float | None = None,
-            l1=None) -> Optimizer:
-    """An optimizer from its command-line name: sgd, momentum (SGD with momentum 0.9
-    unless given), nesterov, rmsprop, adam, adamw, lbfgs, newton-cg. Options left as
-    None take the optimizer's defaults (lr: 0.01 for the SGD family and RMSprop, 1e-3
-    for Adam, 1 for L-BFGS and Newton-CG, whose lr is the line search's first trial
-    step; they take none of the other options but L-BFGS's l1). l1: the L1 weights of
-    the SGD family, Adam, AdamW and L-BFGS (lossc.optim.prox)."""
-    name = name.lower()
-    if l1 is not None and name in ("rmsprop", "newton-cg"):
-        raise ValueError(f"--l1 does not apply to {name}")
-    if name in FULL_BATCH:
-        return _full_batch(name, lr, l1, momentum=momentum, weight_decay=weight_decay,
-                           clip_norm=clip_norm)
-    kw = {"clip_norm": clip_norm}
-    if l1 is not None:
-        kw["l1"] = l1
-    if weight_decay is not None:
-        kw["weight_decay"] = weight_decay
-    if lr is not None:
-        kw["lr"] = lr
-    if name in ("sgd", "momentum", "nesterov"):
-        mu = momentum if momentum is not None else (0.0 if name == "sgd" else 0.9)
-        return SGD(momentum=mu, nesterov=name == "nesterov", **kw)
-    if name == "rmsprop":
-        return RMSprop(momentum=momentum or 0.0, **kw)
-    if momentum is not None and name in ("adam", "adamw"):
-        raise ValueError(f"--momentum does not apply to {name} (it uses betas)")
-    if name == "adam":
-        return Adam(**kw)
-    if name == "adamw":
-        return AdamW(**kw)
-    raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(NAMES)}")
-
-
-def _full_batch(name: str, lr: float | None, l1, **others) -> Optimizer:
-    from lossc.optim.fullbatch import LBFGS, NewtonCG     # (they build on this module)
-    for option, value in others.items():
-        if value is not None:
-            raise ValueError(f"--{option.replace('_', '-')} does not apply to {name}")
-    kw = {} if lr is None else {"lr": lr}
-    return LBFGS(l1=l1, **kw) if name == "lbfgs" else NewtonCG(**kw)

@@ -169,7 +169,7 @@ class NativeBatchSteps:
                 log.record_batches(f.losses[first:first + done], first, done, self.bs, N)
                 f.sync()
                 if e.kind == "index":
-                    raise self.model._index_error(e.err, self.full) from None
+                    raise e.index_error from None
                 value = float(f.losses[e.batch])
                 raise Diverged(value if not math.isfinite(value) else OVERFLOWED) from None
             log.record_batches(losses, first, n, self.bs, N)
