@@ -10,7 +10,8 @@ from lossc.source import CompileError
 from lossc.api import LosscWarning, compile, load
 from lossc.options import Options
 from lossc.runtime.model import Model
-from lossc.optim import SGD, Adam, AdamW, RMSprop, TrainResult, train
+from lossc.optim import LBFGS, SGD, Adam, AdamW, NewtonCG, RMSprop, TrainResult, train
 
 __all__ = ["compile", "load", "Options", "CompileError", "LosscWarning", "Model", "train",
-           "TrainResult", "SGD", "RMSprop", "Adam", "AdamW", "__version__"]
+           "TrainResult", "SGD", "RMSprop", "Adam", "AdamW", "LBFGS", "NewtonCG",
+           "__version__"]
