@@ -56,22 +56,34 @@ def compile_cmd(file, dims, dtype, output):
 @model_options
 @click.option("--after", default=None, metavar="PASS",
               help="Show the graph after this pass: build, stabilize, autodiff, fold, cse, "
-                   "dce, hoist, tidy (default: after all of them).")
+                   "dce, hoist, tidy, and forward with --mode forward or hvp (default: "
+                   "after all of them).")
+@click.option("--mode", type=click.Choice(["reverse", "forward", "hvp"]), default="reverse",
+              show_default=True,
+              help="reverse: the loss and its gradient; forward: the loss and its tangent "
+                   "along a direction (tangent.<param> parameters), what Model.jvp runs; "
+                   "hvp: forward mode over the gradient, the Hessian times the direction, "
+                   "what Model.hvp runs.")
 @click.option("--format", "fmt", type=click.Choice(["text", "dot", "latex"]), default="text",
               show_default=True, help="text: one value a line; dot: Graphviz; latex: "
                                       "equations of the loss and gradient (for small "
                                       "models: a larger one is refused).")
 @click.option("--stats", is_flag=True, help="Nodes per stage, rewrites applied, and the "
                                              "size the gradient would have as a tree.")
-def graph_cmd(file, dims, dtype, after, fmt, stats):
+def graph_cmd(file, dims, dtype, after, mode, fmt, stats):
     """Show the SSA graph of FILE's loss and gradient.
 
     Each line is one value: %id:type = op inputs  # line:col of the source. A `|` after
     the type marks a per-sample value; the others are computed once per call."""
-    from lossc.passes import PASS_NAMES
-    if after is not None and after not in PASS_NAMES:
-        fail(f"lossc: error: unknown pass {after!r}; the passes are {', '.join(PASS_NAMES)}")
-    c = compile_stage(file, dims, dtype, until=after)
+    from lossc.passes import pass_names
+    names = pass_names(mode)
+    if after is not None and after not in names:
+        fail(f"lossc: error: unknown pass {after!r}; the passes of mode {mode} are "
+             f"{', '.join(names)}")
+    if fmt == "latex" and mode != "reverse":
+        fail("lossc: error: --format latex shows the loss and its gradient only (mode "
+             "reverse)")
+    c = compile_stage(file, dims, dtype, until=after, mode=mode)
     g = c.stages[after] if after else c.graph
     if stats:
         from lossc.ir.stats import format_stats
@@ -89,7 +101,8 @@ def graph_cmd(file, dims, dtype, after, fmt, stats):
     else:
         from lossc.ir.printer import format_graph
         real = "f32" if dtype == "float32" else "f64"
-        click.echo(format_graph(g, f"{file.name} after {after or 'all passes'}", real))
+        title = f"{file.name}{'' if mode == 'reverse' else ' (' + mode + ' mode)'}"
+        click.echo(format_graph(g, f"{title} after {after or 'all passes'}", real))
 
 
 @main.command("ir")

@@ -16,7 +16,7 @@ from lossc import __version__
 from lossc.codegen.units import UNITS, build_module
 from lossc.ir.build import FUNCTIONS, build_graph
 from lossc.ir.graph import Graph
-from lossc.passes import run_pipeline
+from lossc.passes import pipeline, run_pipeline
 from lossc.runtime.spec import Signature
 from lossc.source import CompileError, Diagnostic, Reporter, Source, Span
 from lossc.syntax import parse
@@ -162,14 +162,18 @@ class Compilation:
 
 
 def compile_source(src, dims: Optional[dict] = None, dtype: str = "float64",
-                   until: Optional[str] = None, check: bool = False) -> Compilation:
-    """Front end and passes; LLVM IR on request (`unit_ir`, `ir`)."""
+                   until: Optional[str] = None, check: bool = False,
+                   mode: str = "reverse") -> Compilation:
+    """Front end and passes; LLVM IR on request (`unit_ir`, `ir`). mode: the pass
+    pipeline's (passes.pipeline): the model's code is made from a reverse run; forward
+    and hvp runs are for reading their graphs."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     source = read_source(src)
     graph, warnings = front_end(source, dims)
     c = Compilation(source, dict(dims or {}), dtype, warnings)
-    c.graph = run_pipeline(graph, check=check, until=until, snapshots=c.stages)
+    c.graph = run_pipeline(graph, check=check, until=until, snapshots=c.stages,
+                           passes=pipeline(mode))
     return c
 
 
