@@ -8,7 +8,7 @@ import click
 
 from lossc.cli_common import (check_memory, check_numbers, check_output, compile_stage, fail,
                                load_model, model_options, parse_hypers)
-from lossc.codegen.units import UNITS
+from lossc.codegen.units import DERIVED_UNITS, UNITS
 from lossc.files import replacing
 
 
@@ -109,14 +109,16 @@ def graph_cmd(file, dims, dtype, after, mode, fmt, stats):
 @model_options
 @click.option("--raw", is_flag=True, help="The IR lossc emits, before LLVM optimizes it.")
 @click.option("--asm", is_flag=True, help="Machine assembly for this CPU.")
-@click.option("--unit", "units", multiple=True, type=click.Choice(UNITS),
-              help="Only this code unit (repeatable; default: all of them).")
+@click.option("--unit", "units", multiple=True, type=click.Choice(UNITS + DERIVED_UNITS),
+              help="Only this code unit (repeatable; default: all but jvp, hvp and "
+                   "hessian).")
 def ir_cmd(file, dims, dtype, raw, asm, units):
     """Show the LLVM IR (optimized for this CPU) or the assembly for FILE.
 
     A model's code comes in units compiled separately (lossc.compile builds
     value_and_grad; loss, the optimizers' training steps and the shuffle follow on
-    first use); this shows them together unless --unit picks some. The units every
+    first use, and so do jvp, hvp and hessian, forward mode over the loss or the
+    gradient); this shows them together unless --unit picks some. The units every
     model shares are optimized as lossc compiles them, most with LLVM's O3."""
     from lossc.codegen import jit
     from lossc.codegen.units import LIBRARY_UNITS

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from lossc import __version__
-from lossc.codegen.units import UNITS, build_module
+from lossc.codegen.units import UNITS, build_module, derived_mode, result_graph
 from lossc.ir.build import FUNCTIONS, build_graph
 from lossc.ir.graph import Graph
-from lossc.passes import pipeline, run_pipeline
+from lossc.passes import derived_graph, pipeline, run_pipeline
 from lossc.runtime.spec import Signature
 from lossc.source import CompileError, Diagnostic, Reporter, Source, Span
 from lossc.syntax import parse
@@ -122,14 +122,16 @@ def vector_bits(features: str) -> int:
 
 
 def back_end(graph: Graph, dtype: str, units=UNITS,
-             bits: Optional[int] = None) -> tuple[str, int]:
+             bits: Optional[int] = None, derived=None) -> tuple[str, int]:
     """The optimized graph's code units as LLVM IR text (before LLVM's own passes), and
     the scratch space their functions need. bits: the SIMD width (default: this CPU's,
-    see vector_bits); the units of one model must all use the same."""
+    see vector_bits); the units of one model must all use the same. derived: as
+    build_module's."""
     from lossc.codegen.jit import host_cpu
     cpu = host_cpu()
     module, work = build_module(graph, dtype, units, triple=cpu["triple"],
-                                vector_bits=bits or vector_bits(cpu["features"]))
+                                vector_bits=bits or vector_bits(cpu["features"]),
+                                derived=derived)
     return str(module), work
 
 
@@ -143,6 +145,7 @@ class Compilation:
     warnings: list = field(default_factory=list)
     stages: dict = field(default_factory=dict)     # pass name -> graph
     graph: Optional[Graph] = None                  # after the whole pipeline
+    derived: dict = field(default_factory=dict)    # unit -> its graph (unit_graph)
 
     @property
     def signature(self) -> Signature:
@@ -150,7 +153,16 @@ class Compilation:
 
     def unit_ir(self, units=UNITS, bits: Optional[int] = None) -> tuple[str, int]:
         """LLVM IR text for some code units (codegen/units.py) and their work size."""
-        return back_end(self.graph, self.dtype, units, bits)
+        return back_end(self.graph, self.dtype, units, bits, derived=self.unit_graph)
+
+    def unit_graph(self, unit: str) -> Graph:
+        """The graph of one of codegen/units.py's DERIVED_UNITS (forward mode over the
+        loss or the gradient), from this compilation's snapshots."""
+        if unit not in self.derived:
+            mode, directions = derived_mode(unit, self.signature.n_params)
+            self.derived[unit] = result_graph(
+                derived_graph(self.stages, mode, directions), unit)
+        return self.derived[unit]
 
     @functools.cached_property
     def ir(self) -> str:
