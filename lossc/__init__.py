@@ -11,6 +11,8 @@ from lossc.source import CompileError  # noqa: E402
 from lossc.api import LosscWarning, compile, load  # noqa: E402
 from lossc.runtime.model import Model  # noqa: E402
 from lossc.optim import SGD, Adam, AdamW, RMSprop, TrainResult, train  # noqa: E402
+from lossc.optim.laplace import Laplace, LaplaceError, laplace  # noqa: E402
 
 __all__ = ["compile", "load", "CompileError", "LosscWarning", "Model", "train",
-           "TrainResult", "SGD", "RMSprop", "Adam", "AdamW", "__version__"]
+           "TrainResult", "SGD", "RMSprop", "Adam", "AdamW", "laplace", "Laplace",
+           "LaplaceError", "__version__"]
