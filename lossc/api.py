@@ -181,11 +181,14 @@ def _why_not_run(contents, trust: bool) -> Optional[str]:
 
 
 def _recorded_source(header: dict, path) -> tuple:
-    """(source, dims, dtype) as an artifact's header records them."""
-    from lossc.compiler import DTYPES
+    """(source, dims, dtype) as an artifact's header records them. The source is
+    bounded as a source file is (MAX_SOURCE_BYTES): compiling it is the work a load
+    does for the file's author, and the file itself may hold 256 MB."""
+    from lossc.compiler import DTYPES, MAX_SOURCE_BYTES
     source, dims, dtype = header.get("source"), header.get("dims_given"), header.get("dtype")
     try:
-        ok = isinstance(source, str) and dtype in DTYPES and isinstance(dims or {}, dict)
+        ok = (isinstance(source, str) and len(source.encode()) <= MAX_SOURCE_BYTES
+              and dtype in DTYPES and isinstance(dims or {}, dict))
         dims = normalize_dims(dims) if ok else None
     except ValueError:
         ok = False
@@ -199,7 +202,7 @@ def _disagreement(header: dict, objects: dict, path) -> tuple[Optional[str], obj
     """(what in a trusted artifact's header differs from its embedded source compiled
     again, or None; that compilation). The front end and the planning of the model's
     code units run without LLVM: signature, dims, index checks and each unit's work
-    size must be what they give."""
+    size must be what they give, and the work size the largest of those."""
     from lossc.codegen.units import DERIVED_UNITS, LOSS, build_module
     from lossc.source import CompileError
     try:
@@ -219,6 +222,9 @@ def _disagreement(header: dict, objects: dict, path) -> tuple[Optional[str], obj
                                derived=c.unit_graph)
         if header["unit_work"].get(unit) != work:
             return f"the work size of its code unit {unit!r} is not its source's", c
+    # (every call allocates work_size elements: no more than its largest unit needs)
+    if header["work_size"] != max(header["unit_work"].values(), default=1):
+        return "its work size is not its code units' largest", c
     return None, c
 
 

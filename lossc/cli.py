@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pathlib
 import sys
+import warnings
 
 import click
 
@@ -39,10 +40,16 @@ def compile_cmd(file, dims, dtype, output):
     check_output(option, output, {"FILE": file})
     m = load_model(file, dims, dtype)
     try:
-        with replacing(output) as tmp:
+        # (saving compiles the units not compiled yet, and the cache may not take them:
+        # its warnings are lines of lossc's, not Python's file:line and source line;
+        # dropped if the write fails, whose error says it all)
+        with replacing(output) as tmp, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             m.save(tmp)
     except OSError as e:
         fail(f"lossc: error: cannot write {output}: {e.strerror or e}")
+    for w in caught:
+        click.echo(str(w.message), err=True)
     click.echo(f"wrote {output}")
     for label, items in (("params", m.params), ("inputs", m.inputs)):
         if items:

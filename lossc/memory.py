@@ -18,6 +18,9 @@ import numpy as np
 PARAM_COPIES = 16
 # a batch of inputs is held as made and as the model's dtype
 INPUT_COPIES = 2
+# the scratch space for a model's tensor values (its work size), one per call frame:
+# the checked call's and the fused training steps'
+WORK_COPIES = 2
 
 
 class MemoryLimitError(ValueError):
@@ -37,9 +40,10 @@ def gigabytes(n: int) -> str:
 
 
 def check_model_fits(model, batch_rows: int = 0) -> None:
-    """Raise MemoryLimitError if PARAM_COPIES copies of the model's parameters and
-    `batch_rows` samples of its inputs would need more than the machine's memory,
-    naming the dims that size the largest array."""
+    """Raise MemoryLimitError if PARAM_COPIES copies of the model's parameters,
+    `batch_rows` samples of its inputs and WORK_COPIES of its scratch space would need
+    more than the machine's memory, naming the dims that size the largest array (or
+    the scratch space, where the model's intermediate values take the most)."""
     limit = machine_memory()
     item = model.dtype.itemsize
     arrays = [(p.name, p.shape, p.size * item) for p in model.params]
@@ -47,9 +51,16 @@ def check_model_fits(model, batch_rows: int = 0) -> None:
                for s in model.inputs]            # (int inputs are held as int64)
     params = model.n_params * item
     inputs = sum(a[2] for a in arrays[len(model.params):])
-    need = PARAM_COPIES * params + INPUT_COPIES * inputs
+    work = model.work_size * item
+    need = PARAM_COPIES * params + INPUT_COPIES * inputs + WORK_COPIES * work
     if limit is None or need <= limit:
         return
+    if WORK_COPIES * work > PARAM_COPIES * params + INPUT_COPIES * inputs:
+        dims = ", ".join(f"dim {d} = {v}" for d, v in model.signature.dims.items())
+        raise MemoryLimitError(
+            f"the model's intermediate values are too large{f' ({dims})' if dims else ''}: "
+            f"the command needs {gigabytes(need)} (scratch space {gigabytes(work)}, held "
+            f"{WORK_COPIES} times), more than this machine's memory ({gigabytes(limit)})")
     k = max(range(len(arrays)), key=lambda j: arrays[j][2])
     name, shape, _ = arrays[k]
     dims = [f"dim {d} = {v}" for d, v in model.signature.dims.items() if v in shape]

@@ -129,7 +129,8 @@ input r
 param P[N, F] = normal(0, 0.3)
 param Q[N, F] = normal(0, 0.3)
 param a[F] = normal(0, 0.3)
-loss = (dot(P[u], Q[i]) - r) ^ 2 + dot(a * t, P[u]) + 0.01 * sum(P[:, 0] ^ 2)
+e = P[N - 1 - i, F - 1] * u / N
+loss = (dot(P[u], Q[i]) - r) ^ 2 + dot(a * t, P[u]) + 0.01 * sum(P[:, 0] ^ 2) + 0.1 * e
 """, ints={"u": "N", "i": "N"}, fan_in="F"),
     Family("lsemat", ("K", "D"), """
 input X[K, D]
@@ -138,6 +139,51 @@ param W[K, D] = normal(0, 0.3)
 z = sum(W * X, axis=1)
 loss = -sum(t * log_softmax(z)) + logsumexp(W * X) + sum(logsumexp(X * W, axis=0))
 """, fan_in="D"),
+]}
+
+# What the families above leave out, for the full sweep (make verify) at each lane
+# count's residue cover: `reduce sum` with an int input used as a number and hypers;
+# matrix-matrix products with an input matrix and transposes; reductions and softmax
+# along either axis of a matrix; rows, columns and elements of an input matrix chosen by
+# int inputs. (Smooth, as every family: the reference is checked against central
+# differences.)
+MORE_FAMILIES = {f.name: f for f in [
+    Family("sumred", ("D",), """
+reduce sum
+input x[D]
+input n: int
+input y
+param w[D] = normal(0, 0.3)
+param b
+hyper lam = 0.7
+z = dot(w, x) * n / D + b * n / D
+loss = lam * (z - y) ^ 2 + sum(w * x * n) * 0.01 / D
+""", ints={"n": "D"}, fan_in="D"),
+    Family("matmat", ("K", "D"), """
+input X[D, K]
+param A[K, D] = normal(0, 0.3)
+param B[K, K] = normal(0, 0.3)
+Z = A @ X
+Y = transpose(B) @ Z
+loss = sum(tanh(Y)) + 0.1 * norm(Z @ A)
+""", fan_in="D"),
+    Family("axes", ("K", "D"), """
+input X[K, D]
+param W[K, D] = normal(0, 0.3)
+param c[D] = normal(0, 0.3)
+Z = W * X
+s = sum(Z, axis=0) + c
+u = sum(logsumexp(Z, axis=1)) + sum(softmax(Z, axis=0) * X)
+loss = logsumexp(s) + u + norm(Z) + sum(prod(sigmoid(W), axis=0))
+""", fan_in="D"),
+    Family("rowcol", ("N", "D"), """
+input M[N, D]
+input i: int
+input j: int
+param p[D] = normal(0, 0.3)
+param q[N] = normal(0, 0.3)
+loss = dot(M[i], p) ^ 2 + dot(M[:, j], q) + sum(p @ transpose(M)) * 0.1 + M[i, j] * p[j]
+""", ints={"i": "N", "j": "D"}, fan_in="D"),
 ]}
 
 # ----------------------------------------------------------------- sizes
@@ -226,7 +272,8 @@ def full_configs():
     """(family, sizes, variants) of the full sweep: every dim through 1..70 (the others
     at 9) at both native dtypes and one narrower width in turn, or at every width for a
     family of one dim; pairs around tile boundaries, each at one variant in turn; sizes
-    past the unrolled reductions (UNROLL); the row kernel's tiles at every lane count."""
+    past the unrolled reductions (UNROLL); the row kernel's tiles at every lane count;
+    MORE_FAMILIES through each lane count's residue cover at every variant."""
     every = [(d, b) for d in DTYPES for b in WIDTHS]
     native = [("float64", 512), ("float32", 512)]
     narrower = [(d, b) for b in WIDTHS[:3] for d in DTYPES]
@@ -245,6 +292,12 @@ def full_configs():
     for dtype, bits in every:
         for rows, cols in row_tile_sizes(lanes_of(dtype, bits)):
             yield fam, dict(zip(fam.dims, (rows, cols))), [(dtype, bits)]
+    for fam in MORE_FAMILIES.values():
+        for dtype, bits in every:
+            for k, n in enumerate(residue_cover(lanes_of(dtype, bits))):
+                sizes = {d: SMALL[(k + j) % len(SMALL)] for j, d in enumerate(fam.dims)}
+                sizes[fam.dims[-1]] = n
+                yield fam, sizes, [(dtype, bits)]
 
 
 def full_dim_sizes(family: Family) -> list[dict]:

@@ -630,6 +630,48 @@ def test_calls_from_several_threads_get_their_own_results(logistic):
     assert not failures
 
 
+INTERRUPTED_THREADED_CALLS = """
+import signal, numpy as np, lossc
+from lossc.runtime import model
+model.PARALLEL_MIN_SAMPLES = 2
+m = lossc.compile("dim D = 4200000\\ninput x\\nparam w[D]\\nloss = x * sum(w ^ 2)\\n",
+                  cache=False)
+m.set_threads(2)
+bound = m.bind({"x": np.ones(256)})
+
+def interrupt(*_):
+    raise KeyboardInterrupt
+
+signal.signal(signal.SIGALRM, interrupt)
+interrupted = 0
+for delay in (0.001, 0.01, 0.02, 0.05, 0.1):
+    theta = np.full(m.n_params, 0.5)       # 34 MB: freeing it unmaps its pages
+    signal.setitimer(signal.ITIMER_REAL, delay)
+    try:
+        m.value_and_grad_flat(theta, bound)
+    except KeyboardInterrupt:
+        interrupted += 1
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    del theta
+value, grad = m.value_and_grad_flat(np.full(m.n_params, 0.5), bound)
+print(interrupted, value, grad[0])
+"""
+
+
+def test_threaded_calls_interrupted_by_ctrl_c_leave_the_process_whole():
+    """KeyboardInterrupt while a call waits for its worker threads: the call returns
+    with tasks still running, and the next call freed the parameters they read (the
+    process crashed with SIGSEGV); each task now holds them."""
+    # (one lane: the scratch space of each of the three frames is then about D values)
+    run = subprocess.run([sys.executable, "-c", INTERRUPTED_THREADED_CALLS], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, LOSSC_VECTOR_BITS="64"))
+    assert run.returncode == 0, run.stderr[-2000:]
+    interrupted, value, grad = run.stdout.split()
+    assert int(interrupted) >= 1         # (the interrupts came during the calls)
+    assert float(value) == 1_050_000.0 and float(grad) == 1.0
+
+
 def test_a_saved_model_trains_in_a_new_process_without_llvm(tmp_path):
     """Model.save writes every unit, the shuffle's native code included: a new process
     with an empty cache (but this user's key) loads the artifact and trains (epochs of
@@ -878,6 +920,14 @@ def test_a_fast_call_is_prepared_only_for_a_batch_used_again(logistic):
 def test_dims_of_any_integer_type_are_accepted():
     m = lossc.compile(LOGISTIC, dims={"D": np.int64(3)})
     assert m.n_params == 4 and lossc.compile(LOGISTIC, dims={"D": 3}).n_params == 4
+
+
+@pytest.mark.parametrize("value", [2 ** 63, 2 ** 70])
+def test_dims_past_64_bits_are_refused_as_in_the_source(value):
+    """`dim D = 2^70` in the source is an error; given in dims= it compiled (its
+    sizes past what the generated code's 64-bit integers hold)."""
+    with pytest.raises(lossc.CompileError, match=f"dim 'D' = {value} is too large"):
+        lossc.compile(LOGISTIC, dims={"D": value}, cache=False)
 
 
 @pytest.mark.parametrize("value", [True, 3.0, 2.5, "3", None])

@@ -134,8 +134,9 @@ def test_an_artifact_signed_by_another_key_is_not_run(tmp_path, cache, monkeypat
         assert _value(lossc.load(path, recompile=False)) == _value(m)
 
 
-@pytest.mark.parametrize("change", ["work_size", "signature", "dims", "index_checks",
-                                    "source", "another_source", "vector_bits"])
+@pytest.mark.parametrize("change", ["work_size", "huge_work_size", "signature", "dims",
+                                    "index_checks", "source", "another_source",
+                                    "vector_bits"])
 def test_a_trusted_artifact_must_agree_with_its_source(tmp_path, cache, change):
     """trust=True vouches for the machine code, not for the header: each field a call
     relies on is checked against the embedded source compiled again."""
@@ -146,6 +147,8 @@ def test_a_trusted_artifact_must_agree_with_its_source(tmp_path, cache, change):
     work = {u: w // 2 for u, w in header["unit_work"].items()}
     fields = {
         "work_size": {"work_size": header["work_size"] // 2, "unit_work": work},
+        # (every call would allocate it: a MemoryError at each call, not at the load)
+        "huge_work_size": {"work_size": header["work_size"] << 40},
         "signature": {"signature": dict(header["signature"], params=[
             [n, [1] * len(s), i, o] for n, s, i, o in header["signature"]["params"]])},
         "dims": {"dims": {k: v + 1 for k, v in header["dims"].items()}},
@@ -176,6 +179,69 @@ def test_a_trusted_artifact_that_agrees_runs_without_recompiling(tmp_path, cache
     assert loaded.loss(theta, **data) == m.loss(theta, **data)
 
 
+def _damaged_relocation(obj: bytes, how: str) -> bytes:
+    """obj with the first relocation of a loaded section changed: its place past the
+    end of its section, its symbol past the symbol table, a type no loader knows, or
+    an addend that cannot fit its 32-bit field."""
+    from lossc.runtime import elf
+    obj = bytearray(obj)
+    sections = elf._section_headers(bytes(obj))
+    (start, info) = next((s[4], s[7]) for s in sections
+                         if s[1] == elf.SHT_RELA and sections[s[7]][2] & elf.SHF_ALLOC)
+    offset, kind, addend = elf._RELA.unpack_from(obj, start)
+    offset, kind, addend = {
+        "place": (sections[info][5] + 4096, kind, addend),
+        "symbol": (offset, (0xffffff << 32) | (kind & 0xffffffff), addend),
+        "type": (offset, (kind >> 32 << 32) | 37, addend),
+        "addend": (offset, kind, addend + (1 << 40))}[how]
+    elf._RELA.pack_into(obj, start, offset, kind, addend)
+    return bytes(obj)
+
+
+@pytest.mark.parametrize("how", ["place", "symbol", "type", "addend"])
+def test_a_trusted_artifact_with_a_damaged_object_is_refused(tmp_path, cache, how):
+    """lossc's loader refuses such an object; it must not hand it to MCJIT instead,
+    which aborted the process (an assertion, 'LLVM ERROR') on each of these."""
+    m = lossc.compile(LOGISTIC, cache=False)
+    path = tmp_path / "m.lossc"
+    m.save(path)
+    damaged = _damaged_relocation(m.code.complete()[VALUE_AND_GRAD], how)
+    _rewrite(path, objects={VALUE_AND_GRAD: damaged})
+    run = _load_in_subprocess(path, cache, trust=True)
+    assert run.returncode == 0, run.stderr
+    assert "refused: refusing to load machine code" in run.stdout, run.stdout
+
+
+def test_an_artifact_whose_source_is_larger_than_a_source_file_may_be_is_damaged(
+        tmp_path, cache):
+    """Loading a file that does not verify compiles its embedded source, which the
+    file may make up to 256 MB: it is bounded as a source file is (16 MB)."""
+    from lossc.compiler import MAX_SOURCE_BYTES
+    m = lossc.compile(LOGISTIC, cache=False)
+    path = tmp_path / "m.lossc"
+    m.save(path)
+    source = "#" * MAX_SOURCE_BYTES + "\n" + LOGISTIC.read_text()
+    _rewrite(path, source=source,
+             source_sha256=artifact.hashlib.sha256(source.encode()).hexdigest())
+    with pytest.raises(artifact.ArtifactError, match="damaged lossc artifact .its source"), \
+            pytest.warns(lossc.LosscWarning, match="recompiling"):
+        lossc.load(path)
+
+
+def test_an_artifact_whose_source_holds_a_lone_surrogate_is_damaged(tmp_path, cache):
+    """JSON can hold \\ud800, which no UTF-8 encodes: trusted, the source's hash
+    raised UnicodeEncodeError out of lossc.load."""
+    m = lossc.compile(LOGISTIC, cache=False)
+    path = tmp_path / "m.lossc"
+    m.save(path)
+    _rewrite(path, source=LOGISTIC.read_text() + "# \ud800\n")
+    with pytest.raises(artifact.ArtifactError, match="damaged"):
+        lossc.load(path, trust=True)
+    with pytest.raises(artifact.ArtifactError, match="damaged"), \
+            pytest.warns(lossc.LosscWarning, match="recompiling"):
+        lossc.load(path)
+
+
 def test_unsigned_files_of_older_layouts_are_recompiled(tmp_path, cache):
     m = lossc.compile(LOGISTIC, cache=False)
     path = tmp_path / "m.lossc"
@@ -188,12 +254,12 @@ def test_unsigned_files_of_older_layouts_are_recompiled(tmp_path, cache):
 
 # ---------------------------------------------------------------- reading files
 
-def _load_in_subprocess(path, cache) -> subprocess.CompletedProcess:
+def _load_in_subprocess(path, cache, trust=False) -> subprocess.CompletedProcess:
     code = textwrap.dedent(f"""
         import lossc
         from lossc.runtime.artifact import ArtifactError
         try:
-            lossc.load({str(path)!r})
+            lossc.load({str(path)!r}, trust={trust})
         except ArtifactError as e:
             print("refused:", e)
         """)
@@ -232,6 +298,18 @@ def test_reads_are_bounded_by_what_the_header_declares(tmp_path, cache):
     path.write_bytes(b"LOSSC")
     with pytest.raises(artifact.ArtifactError, match=f"{path} is not a lossc artifact"):
         lossc.load(path)
+
+
+@pytest.mark.parametrize("nesting", [b"[" * 100_000 + b"]" * 100_000,
+                                     b'{"a": ' * 50_000 + b"1" + b"}" * 50_000])
+def test_a_header_nested_too_deep_is_damaged(tmp_path, cache, nesting):
+    """JSON nested past the recursion limit (it raised RecursionError out of
+    lossc.load, and out of a cache lookup)."""
+    path = tmp_path / "m.lossc"
+    path.write_bytes(artifact.MAGIC + len(nesting).to_bytes(8, "little") + nesting)
+    for trust in (False, True):
+        with pytest.raises(artifact.ArtifactError, match=f"{path} is a damaged"):
+            lossc.load(path, trust=trust)
 
 
 # ---------------------------------------------------------------- the compile cache

@@ -169,6 +169,27 @@ def test_compile_write_failure_keeps_the_old_artifact(tmp_path):
     assert sorted(f.name for f in tmp_path.iterdir()) == ["s.lossc"]   # no temporary left
 
 
+def test_compile_write_failure_with_a_cold_cache_is_one_line(tmp_path):
+    """The cache write fails first (EFBIG too): Python's warning, with its file:line
+    and source line, came before the error."""
+    out = tmp_path / "s.lossc"
+    p = limited_run(["compile", SAMPLES / "seed.loss", "-o", out], file_size=4096,
+                    env={"LOSSC_CACHE_DIR": str(tmp_path / "cache")})
+    one_line_error(p, f"cannot write {out}", "File too large")
+
+
+def test_compile_reports_cache_warnings_as_lines_of_its_own(tmp_path):
+    """Saving without a usable cache folder (a file in its place): the artifact is
+    written, unsigned, and the warning is lossc's one line."""
+    (tmp_path / "cache").write_text("not a folder")
+    out = tmp_path / "s.lossc"
+    p = limited_run(["compile", SAMPLES / "seed.loss", "-o", out],
+                    env={"LOSSC_CACHE_DIR": str(tmp_path / "cache")})
+    assert p.returncode == 0 and out.exists(), p.stderr
+    assert "is not signed" in p.stderr and "warnings.warn" not in p.stderr, p.stderr
+    assert all(line.startswith("lossc: ") for line in p.stderr.splitlines()), p.stderr
+
+
 def test_compile_writes_through_a_symlink_and_into_a_pipe(tmp_path):
     import os
     import stat
@@ -228,6 +249,20 @@ def test_a_model_too_large_for_memory_is_refused_before_allocating(tmp_path, com
     p = limited_run([command, src, *args], memory=8 << 30)
     one_line_error(p, "w[1000000000000] (dim N = 1000000000000) is too large",
                    "128,000.0 GB", "more than this machine's memory")
+
+
+@pytest.mark.parametrize("command", ["check", "train"])
+def test_a_model_whose_intermediate_values_exceed_memory_is_refused(tmp_path, command):
+    """Small parameters, but an outer product of 50,000 x 50,000 values in the scratch
+    space every call frame holds (it was a MemoryError traceback, or with enough
+    address space a process the system kills)."""
+    src = tmp_path / "outer.loss"
+    src.write_text("dim N = 50000\nparam u[N] = normal(0, 1)\nparam v[N] = normal(0, 1)\n"
+                   "loss = sum(tanh(outer(u, v)))\n")
+    args = ["--steps", "2", "--out", tmp_path / "p.npz"] if command == "train" else []
+    p = limited_run([command, src, *args], memory=8 << 30)
+    one_line_error(p, "the model's intermediate values are too large (dim N = 50000)",
+                   "scratch space 40.0 GB", "more than this machine's memory")
 
 
 def test_a_check_batch_too_large_for_memory_is_refused():

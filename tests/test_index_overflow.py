@@ -149,3 +149,17 @@ def test_int_inputs_take_every_64_bit_integer_and_nothing_else(k, accepted):
         with pytest.raises(ValueError, match="int input 'k' holds .* at sample 0; does not "
                                              "fit a 64-bit integer"):
             m.loss({"w": 1.0}, k=k)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_narrow_float_int_inputs_are_checked_without_warnings(dtype):
+    """A float16 int input compared with 2.0 ** 63 overflowed float16, and the call
+    printed a RuntimeWarning; the values are checked in float64."""
+    import warnings
+    m = lossc.compile("input k: int\nparam w = 1\nloss = w * k\n", cache=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert m.loss({"w": 1.0}, k=np.array([1, 2, 6], dtype=dtype)) == 3.0
+        for bad in (np.inf, -np.inf, 0.5):
+            with pytest.raises(ValueError, match="int input 'k' holds .* it must hold"):
+                m.loss({"w": 1.0}, k=np.array([1, bad], dtype=dtype))

@@ -72,6 +72,17 @@ def test_a_bad_rate_from_a_schedule_stops_the_run_keeping_the_best(model, rate, 
     assert np.isfinite(r.params["w"]) and r.best_loss == min(r.history)
 
 
+@pytest.mark.parametrize("schedule", [schedules.exponential(1e200), schedules.step(1, 1e200)])
+def test_a_schedule_whose_rate_overflows_stops_the_run(model, schedule):
+    """gamma ^ k past the largest float is an infinite rate (Python's power raised
+    OverflowError out of the run, a traceback on the command line)."""
+    assert schedule(1.0, 2) == math.inf
+    r = lossc.train(model, data=DATA, optimizer=lossc.SGD(lr=1e-300), schedule=schedule,
+                    epochs=5, batch_size=None)
+    assert r.stopped == "bad_lr" and r.epochs == 2
+    assert "the schedule gave the learning rate inf for epoch 3" in r.stopped_reason
+
+
 def test_a_schedule_may_give_zero(model):
     r = lossc.train(model, data=DATA, optimizer=lossc.SGD(lr=0.01),
                     schedule=schedules.cosine(2), epochs=4, batch_size=None)

@@ -176,6 +176,8 @@ class _Builder:
                 raise Fail(f"dim '{s.name}' must be a positive integer, got {value!r}",
                            s.span)
             value = int(value)
+        if value > INT64_MAX:        # (a literal that large is refused by the parser)
+            raise Fail(f"dim '{s.name}' = {value} is too large (at most 2^63 - 1)", s.span)
         self.define(s.name, Entry("dim", s.name_span, value=int(value)))
 
     def stmt_InputDecl(self, s: ast.InputDecl) -> None:

@@ -38,6 +38,15 @@ def _need(ok: bool, schedule: str, name: str, what: str, value) -> None:
         raise ValueError(f"{schedule} schedule: {name} must be {what}, got {value!r}")
 
 
+def _power(gamma: float, n: int) -> float:
+    """gamma ^ n, infinite where that overflows a float (a rate the driver stops on,
+    where Python's power raises OverflowError)."""
+    try:
+        return gamma ** n
+    except OverflowError:
+        return math.inf
+
+
 def _whole(v) -> bool:
     return (isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
             and v == int(v) and v >= 1)
@@ -59,7 +68,7 @@ class Step:
         _need(valid_lr(self.gamma), "step", "gamma", "a finite number >= 0", self.gamma)
 
     def __call__(self, base_lr: float, k: int) -> float:
-        return base_lr * self.gamma ** (k // self.step_size)
+        return base_lr * _power(self.gamma, k // self.step_size)
 
 
 @dataclass(frozen=True)
@@ -71,7 +80,7 @@ class Exponential:
               self.gamma)
 
     def __call__(self, base_lr: float, k: int) -> float:
-        return base_lr * self.gamma ** k
+        return base_lr * _power(self.gamma, k)
 
 
 @dataclass(frozen=True)

@@ -131,7 +131,7 @@ def _read_fd(fd: int, label: str, key: Optional[bytes]) -> Contents:
     data = _read_exactly(fd, n)
     try:
         header = json.loads(data) if len(data) == n else None
-    except ValueError:
+    except (ValueError, RecursionError):     # (RecursionError: JSON nested too deep)
         header = None
     if not isinstance(header, dict):
         raise damaged
@@ -270,9 +270,10 @@ def inconsistency(header: dict, objects: dict) -> str | None:
     source and its hash, and the scratch space each of a model's code units needs
     (header["unit_work"]) against the work size every call provides."""
     from lossc.codegen.units import LIBRARY_UNITS
+    # (surrogatepass: a lone surrogate, which JSON can hold, hashes instead of raising)
     if "source" in header and not (
             isinstance(header["source"], str) and header.get("source_sha256")
-            == hashlib.sha256(header["source"].encode()).hexdigest()):
+            == hashlib.sha256(header["source"].encode("utf-8", "surrogatepass")).hexdigest()):
         return "its source does not match the source's hash"
     unit_work = header.get("unit_work", {})
     work = header.get("work_size")

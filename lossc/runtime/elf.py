@@ -25,9 +25,10 @@ go through a stub in the mapping that jumps to its absolute address. Unwind tabl
 (.eh_frame, which LLVM marks SHT_X86_64_UNWIND) are not loaded: nothing unwinds through
 this code, and they would be of no use unless registered with the unwinder.
 
-Anything the loader does not handle (another machine or file class, an unknown
-relocation type, a symbol not found, a value that does not fit its field, a damaged
-file) raises ElfLoadError before any code runs, so the caller can fall back to MCJIT.
+Anything the loader does not handle (another machine or file class, a symbol not
+found) raises ElfLoadError before any code runs, so the caller can fall back to MCJIT;
+a damaged file (an unknown relocation type, a value that does not fit its field, an
+offset outside the file or a section) raises ElfDamagedError, on which it must not.
 Every offset and size read from the file is checked, and all writes go through a
 bounds-checked view of the mapping.
 
@@ -130,6 +131,14 @@ class ElfLoadError(Exception):
     """The object cannot be loaded by this loader (use MCJIT instead)."""
 
 
+class ElfDamagedError(ElfLoadError):
+    """The object is malformed: an offset, size or index outside the file, its sections
+    or its tables, a relocation of a type no x86-64 loader here knows or whose value
+    does not fit. MCJIT trusts its input (it aborts the process on such an object), so
+    the caller refuses it rather than fall back. lossc's code generator never makes one;
+    a crafted artifact loaded with trust=True can hold one."""
+
+
 def supported() -> bool:
     """Whether this loader can run here: Linux on x86-64. (os.uname gives what
     platform.machine would, without the 2 ms that importing platform costs.)"""
@@ -205,7 +214,7 @@ class ElfCode:
 
 def _section_headers(obj: bytes) -> list[tuple]:
     if len(obj) < _EHDR.size:
-        raise ElfLoadError("too short for an ELF file")
+        raise ElfDamagedError("too short for an ELF file")
     (ident, e_type, machine, _, _, _, shoff, _, _, _, _, shentsize, shnum,
      _) = _EHDR.unpack_from(obj)
     if ident[:4] != b"\x7fELF":
@@ -217,14 +226,14 @@ def _section_headers(obj: bytes) -> list[tuple]:
     if machine != EM_X86_64:
         raise ElfLoadError(f"not an x86-64 object file (machine {machine})")
     if shentsize != _SHDR.size or shnum == 0 or shoff + shnum * _SHDR.size > len(obj):
-        raise ElfLoadError("bad section header table")
+        raise ElfDamagedError("bad section header table")
     return list(_SHDR.iter_unpack(memoryview(obj)[shoff:shoff + shnum * _SHDR.size]))
 
 
 def _file_range(obj: bytes, section: tuple) -> tuple[int, int]:
     offset, size = section[4], section[5]
     if offset + size > len(obj):
-        raise ElfLoadError("a section extends past the end of the file")
+        raise ElfDamagedError("a section extends past the end of the file")
     return offset, offset + size
 
 
@@ -233,7 +242,7 @@ def _string(obj: bytes, table: tuple[int, int], offset: int) -> bytes:
     first = start + offset
     stop = obj.find(b"\0", first, end) if first < end else -1
     if stop < 0:
-        raise ElfLoadError("bad string table offset")
+        raise ElfDamagedError("bad string table offset")
     return obj[first:stop]
 
 
@@ -273,10 +282,10 @@ def _symbol_table(obj: bytes, sections: list[tuple]) -> tuple[list, tuple[int, i
     table = tables[0]
     start, end = _file_range(obj, table)
     if table[9] != _SYM.size or (end - start) % _SYM.size:
-        raise ElfLoadError("bad symbol table")
+        raise ElfDamagedError("bad symbol table")
     link = table[6]
     if link >= len(sections) or sections[link][1] != SHT_STRTAB:
-        raise ElfLoadError("the symbol table has no string table")
+        raise ElfDamagedError("the symbol table has no string table")
     symbols = list(_SYM.iter_unpack(memoryview(obj)[start:end]))
     if SHN_COMMON in [sym[3] for sym in symbols]:
         raise ElfLoadError("common symbols are not supported")
@@ -292,7 +301,7 @@ def _find_functions(obj, sections, symbols, strings, text, names) -> dict[str, t
             name = wanted.get(_string(obj, strings, name_offset))
             if name is not None:
                 if value >= sections[index][5]:
-                    raise ElfLoadError(f"function {name} lies outside its section")
+                    raise ElfDamagedError(f"function {name} lies outside its section")
                 found[name] = (index, value)
     for name in names:
         if name not in found:
@@ -318,18 +327,18 @@ def _scan_relocations(obj, sections, placed_sections, symbols, strings):
         start, end = _file_range(obj, rela)
         if (entsize != _RELA.size or (end - start) % _RELA.size or link >= len(sections)
                 or sections[link][1] != SHT_SYMTAB):
-            raise ElfLoadError("bad relocation section")
+            raise ElfDamagedError("bad relocation section")
         limit = sections[target][5]
         entries = []
         for offset, info, addend in _RELA.iter_unpack(source[start:end]):
             sym = info >> 32
             field, how = kinds.get(info & 0xffffffff, (None, None))
             if field is None:
-                raise ElfLoadError(f"unsupported relocation type {info & 0xffffffff}")
+                raise ElfDamagedError(f"unsupported relocation type {info & 0xffffffff}")
             if offset + field.size > limit:
-                raise ElfLoadError("a relocation lies outside its section")
+                raise ElfDamagedError("a relocation lies outside its section")
             if sym >= n_symbols:
-                raise ElfLoadError("a relocation names a symbol that does not exist")
+                raise ElfDamagedError("a relocation names a symbol that does not exist")
             index = section_of[sym]
             if index not in placed_sections:
                 if index == SHN_UNDEF:
@@ -338,7 +347,7 @@ def _scan_relocations(obj, sections, placed_sections, symbols, strings):
                     if how == _BRANCH and sym not in stubs:
                         stubs[sym] = len(stubs)
                 elif index != SHN_ABS:
-                    raise ElfLoadError("a relocation names a symbol in a section not loaded")
+                    raise ElfDamagedError("a relocation names a symbol in a section not loaded")
             if how == _GOT and sym not in got:
                 got[sym] = len(got)
             entries.append((offset, sym, field, how, addend))
@@ -350,7 +359,7 @@ def _resolve(name: bytes) -> int:
     try:
         text = name.decode()
     except UnicodeDecodeError:
-        raise ElfLoadError(f"bad symbol name {name!r}") from None
+        raise ElfDamagedError(f"bad symbol name {name!r}") from None
     if text not in ALLOWED:
         raise ElfLoadError(f"the object calls {text!r}, which lossc's code generator "
                            "never calls")
@@ -389,7 +398,7 @@ def _layout(sections, regions, n_stubs: int, n_got: int, page: int):
     if size == 0:
         raise ElfLoadError("the object has nothing to load")
     if size > _MAX_IMAGE:
-        raise ElfLoadError(f"the object needs {size} bytes of memory, more than "
+        raise ElfDamagedError(f"the object needs {size} bytes of memory, more than "
                            "32-bit PC-relative code reaches")
     return placed, stub_offset, got_offset, rx_end, ro_end, size
 
@@ -435,7 +444,7 @@ def _relocate(view, base: int, relocations, placed, address, stub, got) -> None:
             try:
                 field.pack_into(view, start + offset, value)
             except struct.error:
-                raise ElfLoadError(f"a relocation at {offset:#x} in section {target} overflows: "
+                raise ElfDamagedError(f"a relocation at {offset:#x} in section {target} overflows: "
                                    f"{value:#x} does not fit 32 bits") from None
 
 

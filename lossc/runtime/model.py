@@ -573,7 +573,12 @@ class Model:
         bound, theta = f.bound, int(f.frame[0])
         chunks = bound.chunks(self.threads)
 
-        def run(chunk):
+        # The workers read the parameters by address, so each task holds the arrays
+        # behind it (the frame's own, or the caller's in f.keep): a call interrupted
+        # while it waits (KeyboardInterrupt) returns with tasks still queued or running,
+        # and the caller's next call replaces f.keep, which must not free the array
+        # under them (a worker reading pages given back to the system crashes).
+        def run(chunk, holds=(f, f.keep)):
             wf = self._frame()
             wf.use_address(theta)
             wf.use(chunk)
@@ -635,6 +640,9 @@ def _as_int(a: np.ndarray, name: str) -> np.ndarray:
         _refuse_first(a, a > np.iinfo(np.int64).max, name, "does not fit a 64-bit integer")
         return np.ascontiguousarray(a, dtype=np.int64)
     if a.dtype.kind == "f":
+        if a.dtype.itemsize < 8:
+            # (exactly; a float16 compared with 2.0 ** 63 would overflow, with a warning)
+            a = a.astype(np.float64)
         _refuse_first(a, ~np.isfinite(a), name, "it must hold integers")
         _refuse_first(a, a != np.round(a), name, "it must hold integers")
         # (float64 holds -2^63 and 2^63 exactly: the first fits int64, the second not)

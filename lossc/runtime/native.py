@@ -11,7 +11,9 @@ LOSSC_LOADER=llvm forces MCJIT (for comparisons and debugging).
 Either way, an object that calls any function but the few lossc's code generator
 emits calls to (codegen/externals.py) is refused with ArtifactError before anything is
 linked: lossc's loader resolves no other name, and the object's undefined symbols are
-checked before MCJIT sees it (runtime/symbols.py).
+checked before MCJIT sees it (runtime/symbols.py). An object lossc's loader finds
+damaged is an ArtifactError too, never handed to MCJIT (which could abort the process
+on it).
 """
 from __future__ import annotations
 
@@ -25,15 +27,17 @@ def load_object(obj: bytes, names: tuple[str, ...]):
     """An object with `addresses` and `functions` (ctypes callables, which release the
     GIL while they run) for each of `names`. Keep it alive while they are used.
     Raises ArtifactError for an object that calls a function lossc's code never calls."""
+    from lossc.runtime.artifact import ArtifactError
     if os.environ.get("LOSSC_LOADER", "") != "llvm":
         from lossc.runtime import elf
         if elf.supported():
             try:
                 return elf.ElfCode(obj, names)   # (which resolves the allowed names only)
+            except elf.ElfDamagedError as e:
+                raise ArtifactError(f"refusing to load machine code: {e}") from None
             except elf.ElfLoadError:
                 pass
     # MCJIT would resolve any name the process knows: the object's are checked first
-    from lossc.runtime.artifact import ArtifactError
     from lossc.runtime.symbols import SymbolError, check_externals
     try:
         check_externals(obj)
