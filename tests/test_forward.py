@@ -342,6 +342,13 @@ def test_arguments_are_checked_and_named(logistic):
         hessp(np.zeros(6), np.zeros(5))
     with pytest.raises(ValueError, match=r"theta_flat must have shape \(6,\)"):
         m.hvp_flat(np.zeros(7), np.zeros(6), m.bind(data))
+    with pytest.raises(ValueError, match=r"out must be a writable float64 array of shape "
+                                         r"\(6,\)"):
+        m.hvp_flat(np.zeros(6), np.zeros(6), m.bind(data), out=np.zeros(6, np.float32))
+    out = np.zeros(6)
+    flat, v = m.pack_params(theta), np.arange(6.0)
+    assert m.hvp_flat(flat, v, data, out=out) is out
+    np.testing.assert_allclose(out, m.hessian(theta, **data) @ v, rtol=1e-12)
 
 
 def test_a_hessian_too_large_is_refused_before_any_work():

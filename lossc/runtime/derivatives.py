@@ -86,6 +86,14 @@ def flat_vector(model: "Model", a, argument: str) -> np.ndarray:
     return v.astype(model.dtype, copy=False)
 
 
+def check_out(model: "Model", out) -> None:
+    """`out` of hvp_flat: a writable array of n_params in the model's dtype."""
+    if (type(out) is not np.ndarray or out.dtype != model.dtype
+            or out.shape != (model.n_params,) or not out.flags.writeable):
+        raise ValueError(f"out must be a writable {model.dtype.name} array of shape "
+                         f"({model.n_params},)")
+
+
 def jvp(model: "Model", theta: dict, tangent: dict, kwargs: dict) -> tuple[float, float]:
     call = DirectionalCall(model, JVP, 1, bound_arguments(model, kwargs))
     call.theta[...] = flat_of(model, theta, "theta")

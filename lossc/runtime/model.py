@@ -371,7 +371,7 @@ class Model:
         theta = derivatives.flat_vector(self, theta_flat, "theta_flat")
         v = derivatives.flat_vector(self, v_flat, "v_flat")
         if out is not None:
-            self._check_out(out)
+            derivatives.check_out(self, out)
         return derivatives.hvp_flat(self, theta, v, self.bind(data or {}, hypers), out)
 
     def hessian(self, theta: dict, /, **kwargs) -> np.ndarray:
