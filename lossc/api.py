@@ -74,14 +74,15 @@ def _build(src, dims, dtype):
     return _header(c, {EAGER_UNITS[0]: work}), objects, c
 
 
-def compile_graph(graph, dtype: str = "float64") -> Model:
+def compile_graph(graph, dtype: str = "float64", plain: bool = False) -> Model:
     """A model straight from a graph that has been through the pass pipeline (for tests
-    and tools that build graphs themselves; no cache, no source)."""
+    and tools that build graphs themselves; no cache, no source). plain: without the
+    fused kernels of the lower pass (tests compare the two)."""
     from lossc.codegen.jit import compile_ir
     from lossc.compiler import back_end, signature_of
 
     def compile_unit(unit):
-        ir_text, work = back_end(graph, dtype, (unit,))
+        ir_text, work = back_end(graph, dtype, (unit,), plain=plain)
         return compile_ir(ir_text), work
     obj, work = compile_unit(EAGER_UNITS[0])
     header = {"dtype": dtype, "signature": signature_of(graph).to_json(),

@@ -63,8 +63,9 @@ def compile_cmd(file, dims, dtype, output):
 @model_options
 @click.option("--after", default=None, metavar="PASS",
               help="Show the graph after this pass: build, stabilize, autodiff, fold, cse, "
-                   "dce, hoist, tidy, and forward with --mode forward or hvp (default: "
-                   "after all of them).")
+                   "dce, hoist, tidy (the plain graph), lower (the fusions this machine's "
+                   "code takes), and forward with --mode forward or hvp (default: after all "
+                   "of them).")
 @click.option("--mode", type=click.Choice(["reverse", "forward", "hvp"]), default="reverse",
               show_default=True,
               help="reverse: the loss and its gradient; forward: the loss and its tangent "
@@ -82,7 +83,8 @@ def graph_cmd(file, dims, dtype, after, mode, fmt, stats):
 
     Each line is one value: %id:type = op inputs  # line:col of the source. A `|` after
     the type marks a per-sample value; the others are computed once per call."""
-    from lossc.passes import pass_names
+    from lossc.compiler import host_target
+    from lossc.passes import pass_names, pipeline
     names = pass_names(mode)
     if after is not None and after not in names:
         fail(f"lossc: error: unknown pass {after!r}; the passes of mode {mode} are "
@@ -90,7 +92,13 @@ def graph_cmd(file, dims, dtype, after, mode, fmt, stats):
     if fmt == "latex" and mode != "reverse":
         fail("lossc: error: --format latex shows the loss and its gradient only (mode "
              "reverse)")
-    c = compile_stage(file, dims, dtype, until=after, mode=mode)
+    target = None
+    if after is None or any(p.target and p.name == after for p in pipeline(mode)):
+        try:
+            target = host_target(dtype)
+        except ValueError as e:         # LOSSC_VECTOR_BITS
+            fail(f"lossc: error: {e}")
+    c = compile_stage(file, dims, dtype, until=after, target=target, mode=mode)
     g = c.stages[after] if after else c.graph
     if stats:
         from lossc.ir.stats import format_stats

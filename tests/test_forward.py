@@ -447,7 +447,7 @@ def test_graph_command_shows_the_forward_and_hvp_graphs():
     assert out.returncode == 1
     assert out.stderr.strip().splitlines() == [
         "lossc: error: unknown pass 'autodiff'; the passes of mode forward are build, "
-        "stabilize, forward, fold, cse, dce, hoist, tidy"]
+        "stabilize, forward, fold, cse, dce, hoist, tidy, lower"]
     out = run_cli("graph", "samples/seed.loss", "--mode", "hvp", "--format", "latex")
     assert out.returncode == 1 and "Traceback" not in out.stderr
 

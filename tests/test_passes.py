@@ -8,7 +8,7 @@ import lossc
 from conftest import CONFORMANCE, SAMPLES
 from lossc.compiler import compile_source
 from lossc.ir.stats import forward_size, tree_sizes
-from lossc.passes import PIPELINE
+from lossc.passes import PIPELINE, Target
 
 
 def chain(n: int) -> str:
@@ -18,11 +18,18 @@ def chain(n: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+@pytest.mark.parametrize("bits", [64, 256, 512])
 @pytest.mark.parametrize("path", sorted(CONFORMANCE.glob("*.loss")) + sorted(SAMPLES.glob("*.loss")),
                          ids=lambda p: p.name)
-def test_verifier_passes_after_every_pass(path):
-    c = compile_source(path, check=True)
+def test_verifier_passes_after_every_pass(path, bits):
+    c = compile_source(path, check=True, target=Target.of("float64", bits))
     assert list(c.stages) == ["build"] + [p.name for p in PIPELINE]
+
+
+def test_without_a_target_the_pipeline_ends_with_the_plain_graph():
+    c = compile_source(SAMPLES / "logistic.loss")
+    assert list(c.stages) == ["build"] + [p.name for p in PIPELINE if not p.target]
+    assert c.graph is c.stages["tidy"]
 
 
 def test_gradient_graph_does_not_swell_on_chain20():

@@ -10,6 +10,11 @@ def pytest_generate_tests(metafunc):
     if "seed" in metafunc.fixturenames:
         level = metafunc.config.getoption("sweep")
         metafunc.parametrize("seed", range(12 if level == "fast" else 300))
+    if "lowered_config" in metafunc.fixturenames:
+        cases = sweep.lowered_configs(metafunc.config.getoption("sweep"))
+        metafunc.parametrize("lowered_config", cases, ids=[
+            f"{fam.name}-" + "-".join(f"{k}{v}" for k, v in sizes.items()) + f"-{d[5:]}.{b}"
+            for fam, sizes, d, b in cases])
     if "config" in metafunc.fixturenames:
         level = metafunc.config.getoption("sweep")
         configs = list(sweep.fast_configs() if level == "fast" else sweep.full_configs())
@@ -50,6 +55,21 @@ def test_jvp_and_hvp_match_the_reference(family_sizes, level):
     for dtype in sweep.DTYPES:
         m = sweep.compiled(ref, dtype, 512)
         sweep.check_directional(ref, tangent, dref, m, dtype, 512, level)
+
+
+def test_the_lowered_code_matches_the_plain_code(lowered_config, level):
+    """Each fusion of the lower pass against the plain code (no fused kernel), at the
+    sizes the sweep takes (sweep.lowered_configs), every batch size."""
+    fam, sizes, dtype, bits = lowered_config
+    sweep.check_lowered_against_plain(sweep.reference(fam, sizes), dtype, bits, level)
+
+
+def test_the_fast_sweep_compares_every_fusion_with_the_plain_code():
+    """The differential test above reaches every fusion at the fast level."""
+    compared = set()
+    for fam, sizes, dtype, bits in sweep.lowered_configs("fast"):
+        compared |= sweep.fusions(sweep.lowered_graph(fam.text(sizes), dtype, bits)[1])
+    assert compared == set(sweep.FUSIONS)
 
 
 def test_the_fast_sweep_reaches_every_residue_of_every_lane_count():

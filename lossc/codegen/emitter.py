@@ -19,7 +19,7 @@ from contextlib import contextmanager
 
 from llvmlite import ir
 
-from lossc.codegen import matmul, reduce, softmax
+from lossc.codegen import matmul, reduce, rows, softmax
 from lossc.codegen.index import check_index
 from lossc.codegen.values import I1, I64, ValueEmitter, counted_loop, is_vector
 from lossc.ir.graph import BOOL, INT, Graph, Node, varying
@@ -115,7 +115,7 @@ class GraphEmitter(Emitter):
     frame), its scratch space, and the elements of the graph's nodes."""
 
     def __init__(self, module: ir.Module, graph: Graph, T, W: int, fn: ir.Function,
-                 entry: ir.Block, builder: ir.IRBuilder, plan=None):
+                 entry: ir.Block, builder: ir.IRBuilder):
         super().__init__(module, T, fn, builder, entry)
         self.graph = graph
         self.W = W
@@ -123,7 +123,6 @@ class GraphEmitter(Emitter):
          self.grad) = fn.args
         self.vary = varying(graph)
         self.work_size = 0
-        self.plan = plan
         self.row_bases: dict[int, ir.Value] = {}   # input -> base pointer (llvm.py tail)
 
     # ------------------------------------------------------------ memory
@@ -272,3 +271,14 @@ class GraphEmitter(Emitter):
 
     def matmul(self, g, n: Node) -> None:
         matmul.lower_matmul(self, g, n)
+
+    # ... and the fused ops of the lower pass (lossc/ir/ops/lowered.py)
+
+    def row_dot(self, g, n: Node) -> ir.Value:
+        return rows.row_dot(self, g, *n.inputs)
+
+    def row_matvec(self, g, n: Node) -> None:
+        rows.row_matvec(self, g, n, *n.inputs)
+
+    def logsumexp_softmax(self, g, n: Node) -> None:
+        softmax.logsumexp_softmax(self, g, n)

@@ -52,7 +52,7 @@ from __future__ import annotations
 
 from llvmlite import ir
 
-from lossc.codegen import prefetch, rows
+from lossc.codegen import prefetch
 from lossc.codegen.emitter import GraphEmitter
 from lossc.codegen.lanes import LaneGroup
 from lossc.codegen.outer import OuterBlocks
@@ -61,6 +61,7 @@ from lossc.codegen.transpose import transpose_input
 from lossc.codegen.values import FAST, I1, I32, I64, declared
 from lossc.ir.graph import INT, Graph, Node
 from lossc.ir.ops import OPS
+from lossc.passes.lower import Target
 
 I8P = ir.IntType(8).as_pointer()
 
@@ -104,6 +105,17 @@ def export(module: ir.Module, fn: ir.Function, name: str) -> None:
     b.ret(b.call(fn, args))
 
 
+def function_outputs(graph: Graph, want_grad: bool) -> dict[str, Node]:
+    """The outputs a model function computes: the loss's, and the gradient's with
+    want_grad."""
+    keep = {}
+    for k, v in graph.outputs.items():
+        base = k.rsplit(".", 1)[0]
+        if base == "loss" or (want_grad and base.startswith("grad.")):
+            keep[k] = v
+    return keep
+
+
 class FunctionCodegen:
     """One model function (the gradient, or the objective alone) of a graph that has
     been through the pass pipeline: `generate()` emits it, `work_size` is then the
@@ -112,7 +124,7 @@ class FunctionCodegen:
     def __init__(self, module: ir.Module, graph: Graph, dtype: str, want_grad: bool,
                  name: str, vector_bits: int = 128):
         T = ir.DoubleType() if dtype == "float64" else ir.FloatType()
-        W = max(1, vector_bits // (64 if dtype == "float64" else 32))
+        W = Target.of(dtype, vector_bits).lanes
         fn, entry, builder = model_function(module, T, name)
         self.em = GraphEmitter(module, graph, T, W, fn, entry, builder)
         self.graph = graph
@@ -125,19 +137,14 @@ class FunctionCodegen:
         return self.em.work_size
 
     def outputs(self) -> dict[str, Node]:
-        keep = {}
-        for k, v in self.graph.outputs.items():
-            base = k.rsplit(".", 1)[0]
-            if base == "loss" or (self.want_grad and base.startswith("grad.")):
-                keep[k] = v
-        return keep
+        return function_outputs(self.graph, self.want_grad)
 
     # ------------------------------------------------------------ the function
 
     def generate(self) -> None:
         em, b = self.em, self.em.b
         outs = self.outputs()
-        self.plan = em.plan = plan(self.graph, outs, em.W, self.want_grad)
+        self.plan = plan(self.graph, outs)
         n_grad = sum(p.size for p in self.graph.params) if self.want_grad else 0
         # prologue: zero the outputs, compute everything no input reaches
         with em.loop(n_grad) as j:
@@ -174,7 +181,7 @@ class FunctionCodegen:
         b.store(em.splat(em.fconst(0), em.W), self.loss_acc[em.W])
         # per-lane gradient accumulators: W partial sums per gradient element
         self.grad_acc = b.bitcast(em.buffer(max(n_grad, 1) * em.W), VT.as_pointer())
-        self.outer = OuterBlocks.setup(em, self.plan, sample_outs, self.grad_acc,
+        self.outer = OuterBlocks.setup(em, sample_outs, self.grad_acc,
                                        lambda key: self.param_spec(key).offset)
         for lo, hi in self.lane_accumulated():
             with em.loop(hi, start=em.iconst(lo)) as j:
@@ -250,21 +257,17 @@ class FunctionCodegen:
     def emit_node(self, g: LaneGroup, n: Node) -> None:
         """Compute n for group g where its plan says: into an SSA value, into a buffer,
         or (a fused value, a view) nowhere until it is read."""
-        em, p = self.em, self.plan
-        if n.id in p.row_dots:
-            g.values[n.id] = rows.row_dot(em, g, *p.row_dots[n.id])
-            return
-        if n.id in p.row_matvecs:
-            rows.row_matvec(em, g, n, *p.row_matvecs[n.id])
-            return
+        em = self.em
         d = OPS[n.op]
-        if n.id in p.materialize:
-            if d.kind == "tensor":
-                d.lower(em, g, n)
-            else:
-                em.result_buffer(g, n)
-                with em.loops(n.shape) as idx:
-                    em.store(g, n, idx, em.compute(g, n, idx))
+        if d.kind == "tensor":
+            # (it fills its buffer; a row dot returns its value instead)
+            value = d.lower(em, g, n)
+            if value is not None:
+                g.values[n.id] = value
+        elif n.id in self.plan.materialize:
+            em.result_buffer(g, n)
+            with em.loops(n.shape) as idx:
+                em.store(g, n, idx, em.compute(g, n, idx))
         elif d.kind == "elem" and n.rank == 0:
             g.values[n.id] = em.compute(g, n, ())
         elif d.kind == "leaf" and n.op == "const":

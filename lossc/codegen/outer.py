@@ -37,25 +37,22 @@ class OuterBlocks:
         self.slot = None      # i64*: the lane groups staged in the current block
 
     @staticmethod
-    def setup(em, plan, sample_outs: dict, grad_acc, offset_of) -> "OuterBlocks":
-        """The outer-product gradients among the per-sample outputs, with their buffers
-        and kernels; offset_of(key): where the output's parameter starts in the
-        gradient."""
+    def setup(em, sample_outs: dict, grad_acc, offset_of) -> "OuterBlocks":
+        """The outer-product gradients among the per-sample outputs (outer_grad, made
+        by the lower pass), with their buffers and kernels; offset_of(key): where the
+        output's parameter starts in the gradient."""
         self = OuterBlocks()
-        if not plan.want_grad:
-            return self
         b = em.b
         VT = ir.VectorType(em.T, em.W)
         for key, node in sample_outs.items():
-            factors = plan.outer_gradient(key, node)
-            if not factors:
+            if node.op != "outer_grad":
                 continue
-            u, v = factors
+            u, v = node.inputs
             K, D = node.shape if node.rank == 2 else (1, node.size)
             ub = b.bitcast(em.buffer(K * OUTER_BLOCK * em.W), VT.as_pointer())
             offset = em.iconst(offset_of(key))
             name = f"{em.fn.name}_%s_{len(self.entries)}"
-            if plan.row_input(v):
+            if node.attr("kind") == "rows":
                 first_row = em.alloca(em.T.as_pointer())   # the block's first row
                 b.store(ir.Constant(em.T.as_pointer(), None), first_row)
                 self.rows.add(key)

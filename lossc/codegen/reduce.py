@@ -78,22 +78,6 @@ def safe_shift(em, m):
     return em.select(finite, m, em.fconst(0))
 
 
-def logsumexp_and_softmax(em, g, x: Node, m, partner: Node):
-    """sum_k exp(x_k - m) for logsumexp(x) = m + log(sum), as fold_group sums it,
-    and the softmax exp(x - logsumexp(x)) into `partner`'s buffer as
-    exp(x_k - m) * (1 / sum): one exponential per element instead of two, within
-    an ulp or two of the other way. For NaN or infinite x both give the same NaNs,
-    zeros and infinities: m is finite unless x holds an infinity (then 0), and the
-    sum is then at least 1, or infinite, or NaN."""
-    es = [em.math("exp", em.fsub(em.elem(g, x, (em.iconst(k),)), m)) for k in range(x.size)]
-    total = em.tree(list(es), em.fadd)
-    inverse = em.fdiv(em.fconst(1), total)
-    em.result_buffer(g, partner)
-    for k, e in enumerate(es):
-        em.store(g, partner, (em.iconst(k),), em.fmul(e, inverse))
-    return total
-
-
 def lower_reduce(em, g, n: Node, kind: str) -> None:
     em.result_buffer(g, n)
     axes = n.attr("axes")
@@ -111,12 +95,8 @@ def lower_reduce(em, g, n: Node, kind: str) -> None:
             r = group_max(em, g, *group, kind)
         elif kind == "logsumexp":
             m = safe_shift(em, group_max(em, g, *group))
-            partner = em.plan.softmax_of.get(n.id)
-            if partner is not None and not kshape and prod(rshape) <= UNROLL:
-                s = logsumexp_and_softmax(em, g, x, m, partner)
-            else:
-                s = fold_group(em, g, *group, em.fconst(0), em.fadd,
-                               lambda v: em.math("exp", em.fsub(v, m)))
+            s = fold_group(em, g, *group, em.fconst(0), em.fadd,
+                           lambda v: em.math("exp", em.fsub(v, m)))
             r = em.fadd(m, em.math("log", s))
         else:
             raise AssertionError(kind)

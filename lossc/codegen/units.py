@@ -43,9 +43,11 @@ from llvmlite import ir
 
 from lossc.codegen import objects, rng
 from lossc.codegen.fused import KINDS, emit_train_steps, function_name
-from lossc.codegen.llvm import FunctionCodegen
+from lossc.codegen.llvm import FunctionCodegen, function_outputs
 from lossc.ir.graph import Graph
 from lossc.ir.spec import ParamSpec
+from lossc.passes import Target, lower_for
+from lossc.passes.dce import dce
 from lossc.passes.forward import TANGENT
 
 VALUE_AND_GRAD, LOSS = "value_and_grad", "loss"
@@ -117,11 +119,15 @@ def train_unit(optimizer_kind: str) -> str:
 
 
 def build_module(graph: Graph | None, dtype: str = "float64", units=UNITS, triple: str = "",
-                 vector_bits: int = 128, derived=None) -> tuple[ir.Module, int]:
-    """The LLVM module holding `units` of a graph that has been through the whole pass
-    pipeline, and the scratch space (elements of `work`) its functions need. The graph
-    may be None when every unit is one of LIBRARY_UNITS. derived(unit) -> the
-    result_graph of a unit of DERIVED_UNITS."""
+                 vector_bits: int = 128, plain: bool = False,
+                 derived=None) -> tuple[ir.Module, int]:
+    """The LLVM module holding `units` of a graph that has been through the pass
+    pipeline up to its target's passes, and the scratch space (elements of `work`) its
+    functions need. The target's passes (lower) run here, for `vector_bits` and the
+    dtype, unless `plain`: the plain code computes the graph without any fused kernel
+    (the lower pass's), which tests compare the fused code with. The graph may be None
+    when every unit is one of LIBRARY_UNITS. derived(unit) -> the result_graph of a
+    unit of DERIVED_UNITS, plain likewise."""
     module = ir.Module(name="lossc_model")
     if triple:
         module.triple = triple
@@ -129,16 +135,18 @@ def build_module(graph: Graph | None, dtype: str = "float64", units=UNITS, tripl
     T = ir.DoubleType() if dtype == "float64" else ir.FloatType()
     for unit in units:
         if unit in (VALUE_AND_GRAD, LOSS):
-            fc = FunctionCodegen(module, graph, dtype, unit == VALUE_AND_GRAD, EXPORTS[unit],
-                                 vector_bits)
+            want_grad = unit == VALUE_AND_GRAD
+            g = graph if plain else lowered(graph, want_grad, Target.of(dtype, vector_bits))
+            fc = FunctionCodegen(module, g, dtype, want_grad, EXPORTS[unit], vector_bits)
             fc.generate()
             work = max(work, fc.work_size)
         elif unit in DERIVED_UNITS:
             if derived is None:
                 raise ValueError(f"the code unit {unit!r} is made from the model's "
                                  "source: a model compiled from a graph has none")
-            fc = FunctionCodegen(module, derived(unit), dtype, True, EXPORTS[unit],
-                                 vector_bits)
+            g = derived(unit)
+            g = g if plain else lowered(g, True, Target.of(dtype, vector_bits))
+            fc = FunctionCodegen(module, g, dtype, True, EXPORTS[unit], vector_bits)
             fc.generate()
             work = max(work, fc.work_size)
         elif unit == PERMUTATION:
@@ -151,3 +159,15 @@ def build_module(graph: Graph | None, dtype: str = "float64", units=UNITS, tripl
             raise ValueError(f"unknown code unit {unit!r}; the units are "
                              f"{UNITS + DERIVED_UNITS}")
     return module, work
+
+
+def lowered(graph: Graph, want_grad: bool, target: Target) -> Graph:
+    """The graph of a model function (the loss's outputs, and the gradient's with
+    want_grad) through the passes that take a target: lowered for the outputs it
+    computes, so that the loss alone takes no fusion made for the gradient (a
+    logsumexp's softmax)."""
+    own = Graph()
+    own.copy_meta_from(graph)
+    own.nodes = list(graph.nodes)
+    own.outputs = function_outputs(graph, want_grad)
+    return lower_for(dce(own), target)

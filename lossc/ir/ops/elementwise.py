@@ -58,12 +58,38 @@ def _log_sigmoid(x):
     return np.minimum(x, 0) - np.log1p(np.exp(-np.abs(x)))
 
 
-def _log_sigmoid_lower(em, g, n, x):
-    """min(x, 0) - log1p(exp(-|x|)); exp(-|x|) is in [0, 1]: log1p without special
-    cases (log1p_unit), as softplus computes it."""
-    e = em.math("exp", em.fneg(em.math("fabs", x)))
-    return em.fsub(em.select(em.fcmp("<", x, em.fconst(0)), x, em.fconst(0)),
-                   em.math("log1p_unit", e))
+# sigmoid, softplus and log_sigmoid compute exp(-|x|), which is in [0, 1] (no overflow;
+# log1p of it without special cases: log1p_unit). Given it, each is a few operations:
+# these are their lowerings, and their `_e` forms' (ops/lowered.py), where the lower
+# pass shares one exp(-|x|) among several of them.
+
+
+def exp_neg_abs(em, x):
+    return em.math("exp", em.fneg(em.math("fabs", x)))
+
+
+def sigmoid_with(em, x, e):
+    """1 / (1 + e) for x >= 0, e / (1 + e) below: one division of the chosen numerator."""
+    den = em.fadd(em.fconst(1), e)
+    return em.fdiv(em.select(em.fcmp(">=", x, em.fconst(0)), em.fconst(1), e), den)
+
+
+def positive_part(em, x):
+    return em.select(em.fcmp(">", x, em.fconst(0)), x, em.fconst(0))
+
+
+def negative_part(em, x):
+    return em.select(em.fcmp("<", x, em.fconst(0)), x, em.fconst(0))
+
+
+def softplus_with(em, pos, e):
+    """max(x, 0) + log1p(e), from the positive part of x."""
+    return em.fadd(pos, em.math("log1p_unit", e))
+
+
+def log_sigmoid_with(em, neg, e):
+    """min(x, 0) - log1p(e), from the negative part of x."""
+    return em.fsub(neg, em.math("log1p_unit", e))
 
 
 def _erf(x):
@@ -122,14 +148,18 @@ FUNCTIONS = [
     unary("sigmoid", _sig,
           lambda b, g, out, x: b.mul(g, b.mul(out, b.sub(b.const(1.0), out))),
           sympy=lambda sp, x: 1 / (1 + sp.exp(-x)),
-          lower=lambda em, g, n, x: em.sigmoid(x), doc="stable for large |x|"),
+          lower=lambda em, g, n, x: sigmoid_with(em, x, exp_neg_abs(em, x)),
+          doc="stable for large |x|"),
     unary("softplus", _softplus, lambda b, g, out, x: b.mul(g, b.emit("sigmoid", (x,))),
           sympy=lambda sp, x: sp.log(1 + sp.exp(x)),
-          lower=lambda em, g, n, x: em.softplus(x),
+          lower=lambda em, g, n, x: softplus_with(em, positive_part(em, x),
+                                                  exp_neg_abs(em, x)),
           doc="log(1 + exp(x)), stable: softplus(1000) = 1000"),
     unary("log_sigmoid", _log_sigmoid,
           lambda b, g, out, x: b.mul(g, b.emit("sigmoid", (b.neg(x),))),
-          sympy=lambda sp, x: -sp.log(1 + sp.exp(-x)), lower=_log_sigmoid_lower,
+          sympy=lambda sp, x: -sp.log(1 + sp.exp(-x)),
+          lower=lambda em, g, n, x: log_sigmoid_with(em, negative_part(em, x),
+                                                     exp_neg_abs(em, x)),
           doc="log(sigmoid(x)) = -softplus(-x), stable: log_sigmoid(-1000) = -1000; its "
               "derivative sigmoid(-x)"),
     unary("relu", lambda x: np.maximum(x, 0),
