@@ -2,10 +2,10 @@
 
     python -m benchmarks.breakdown            (pinned to CPU 0, one BLAS thread)
 
-W2 at B=256 through the public API: the repeated call's two parts (Python gathering
-the arrays, lossc_call_objects), the native call alone, and the pieces of the checked
-way a first call takes (Model.value_and_grad's steps, timed one by one). W5 (lossc.train, the benchmark's
-run): the native training steps, the shuffle, the full-data passes and the Python
+W2 at B=256 through the public API: the repeated call (the same arrays again), the
+checked call (every argument checked, as on a first call), the flat and prepared
+calls, the native call alone, and the pieces of the checked call (timed one by one;
+runtime/callpaths.py). W5 (lossc.train, the benchmark's run): the native training steps, the shuffle, the full-data passes and the Python
 left over, from wrappers around the driver's calls. Best of several runs each; the
 machine is shared, so compare figures from one run of this script only.
 """
@@ -36,27 +36,21 @@ def w2_api() -> None:
     flat = m.pack_params(theta)
     grad = np.empty_like(flat)
     bound = m.bind({"x": X, "y": y})
-    m.value_and_grad(theta, x=X, y=y)
-    m.value_and_grad(theta, x=X, y=y)       # (the repeated call's fast way, if any)
-    f = m._frame()
     kwargs = {"x": X, "y": y}
-    fast = getattr(m._tls, "fast", None)
-    parts = [("value_and_grad (public API)", lambda: m.value_and_grad(theta, x=X, y=y))]
-    if fast is not None:          # (trees before runtime/fastcall.py have none)
-        args = fast.gather(theta, kwargs)[0]
-        parts += [("  fast call: arguments and gradient arrays", lambda: fast.gather(
-                       theta, kwargs)),
-                  ("  fast call: lossc_call_objects", lambda: fast.fn(fast.desc_address,
-                                                                      id(args)))]
-    parts += [
+    m.value_and_grad(theta, **kwargs)
+    calls = m._paths.take()            # (a frame of its own, for the pieces below)
+    f, checked = calls.frame, calls.checked
+    checked.value_and_grad(theta, kwargs)
+    parts = [
+        ("value_and_grad (public API, repeated)", lambda: m.value_and_grad(theta, **kwargs)),
+        ("value_and_grad, checked call", lambda: checked.value_and_grad(theta, kwargs)),
         ("value_and_grad_flat on a bound batch", lambda: m.value_and_grad_flat(
             flat, bound, grad_out=grad)),
         ("prepared call", m.prepare(flat, bound, grad_out=grad)),
         ("  native call alone", lambda: m._vg(f.address)),
-        ("the checked way's pieces:", None),
-        ("  _frame()", m._frame),
+        ("the checked call's pieces:", None),
         ("  _pack (parameters into the frame)", lambda: m._pack(theta, f.theta_views)),
-        ("  _bind_kwargs (arrays unchanged)", lambda: m._bind_kwargs(f, kwargs)),
+        ("  bind (inputs checked and bound)", lambda: checked.bind(kwargs)),
         ("  gradient dict copies", lambda: {k: g.copy() for k, g in f.grad_views}),
     ]
     print("W2 logistic, B=256, D=32 (us per call)")
@@ -88,7 +82,7 @@ def w5_split(runs: int = 15) -> None:
     saved = [(fused.FusedSteps, "run", timed(fused.FusedSteps, "run", "native steps")),
              (shuffle_owner, "permutation", timed(shuffle_owner, "permutation", "shuffle"))]
     # (the driver's full-data passes: the checked flat call, where there is one)
-    full_pass = ("_checked_value_and_grad_flat" if hasattr(m, "_checked_value_and_grad_flat")
+    full_pass = ("checked_value_and_grad_flat" if hasattr(m, "checked_value_and_grad_flat")
                  else "value_and_grad_flat")
     saved.append((type(m), full_pass, timed(type(m), full_pass, "full-data passes")))
 

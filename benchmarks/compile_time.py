@@ -2,8 +2,10 @@
 persistent cache in a new process, and JAX's first call (trace + XLA compile) for scale."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import pathlib
 import subprocess
 import sys
 import tempfile
@@ -11,6 +13,7 @@ import time
 
 import numpy as np
 
+import lossc
 from benchmarks.common import compile_model
 from benchmarks.harness import Row, Stat, fmt_time
 from benchmarks.w2_logistic import SRC, D, jax_vg, make_data, make_theta
@@ -59,28 +62,21 @@ def run(ctx) -> None:
 
     # from the persistent cache, in a new process
     with tempfile.TemporaryDirectory(prefix="lossc-bench-cache-") as d:
-        old = os.environ.get("LOSSC_CACHE_DIR")
-        os.environ["LOSSC_CACHE_DIR"] = d
-        try:
-            compile_model(src, dims={"D": D}, cache=True)      # fills the cache
-            env = dict(os.environ)
-            env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-            hits, firsts, err = [], [], None
-            for _ in range(ctx.samples(5, 2)):
-                p = subprocess.run([sys.executable, "-c", CHILD] + ([src] if src == path else []),
-                                   input=None if src == path else SRC, env=env,
-                                   capture_output=True, text=True, timeout=120)
-                if p.returncode != 0:
-                    err = p.stderr.strip().splitlines()[-1] if p.stderr.strip() else "failed"
-                    break
-                out = json.loads(p.stdout.strip().splitlines()[-1])
-                hits.append(out["compile"])
-                firsts.append(out["first_call"])
-        finally:
-            if old is None:
-                os.environ.pop("LOSSC_CACHE_DIR", None)
-            else:
-                os.environ["LOSSC_CACHE_DIR"] = old
+        options = dataclasses.replace(lossc.Options.from_env(), cache_dir=pathlib.Path(d))
+        compile_model(src, dims={"D": D}, cache=True, options=options)   # fills the cache
+        env = dict(os.environ, LOSSC_CACHE_DIR=d)
+        env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+        hits, firsts, err = [], [], None
+        for _ in range(ctx.samples(5, 2)):
+            p = subprocess.run([sys.executable, "-c", CHILD] + ([src] if src == path else []),
+                               input=None if src == path else SRC, env=env,
+                               capture_output=True, text=True, timeout=120)
+            if p.returncode != 0:
+                err = p.stderr.strip().splitlines()[-1] if p.stderr.strip() else "failed"
+                break
+            out = json.loads(p.stdout.strip().splitlines()[-1])
+            hits.append(out["compile"])
+            firsts.append(out["first_call"])
     if err is None and hits:
         hit = float(np.median(hits))
         ctx.rows.append(Row("compile", case + ", cached", "lossc.compile from cache, new process",

@@ -203,8 +203,9 @@ def run(ctx) -> None:
         # run on this machine would have, so that "cold" is this model's compile and
         # first run
         from lossc.runtime import library
-        library.unit_object("train.adam", "float64")
-        library.unit_object("rng.permutation", "any")
+        folder = lossc.Options.from_env().cache_dir
+        library.unit_object("train.adam", "float64", folder)
+        library.unit_object("rng.permutation", "any", folder)
 
         def lossc_run(monitor="batches"):
             res = train(m, data=data, optimizer=adam(lr=LR, betas=(B1, B2), eps=EPS),

@@ -7,13 +7,14 @@ import operator
 import warnings
 from typing import Optional
 
-from lossc import __version__
-from lossc.compiler import cache_key, compile_source, read_source
+from lossc.compiler import cache_key, compile_source, host_vector_bits, read_source
 from lossc.codegen.units import VALUE_AND_GRAD
+from lossc.options import Options
 from lossc.runtime import artifact
 from lossc.runtime.code import ModelCode
 from lossc.runtime.model import Model
 from lossc.runtime.spec import Signature
+from lossc.version import __version__
 
 
 class LosscWarning(UserWarning):
@@ -24,22 +25,22 @@ class LosscWarning(UserWarning):
 EAGER_UNITS = (VALUE_AND_GRAD,)
 
 
-def _model(header: dict, objects: dict, compile_unit, cache_key=None) -> Model:
+def _model(header: dict, objects: dict, compile_unit, options: Options,
+           cache_key=None) -> Model:
     sig = Signature.from_json(header["signature"])
-    code = ModelCode(header, objects, compile_unit, cache_key)
-    return Model(sig, header["dtype"], code, header)
+    code = ModelCode(header, objects, compile_unit, options, cache_key)
+    return Model(sig, header["dtype"], code, header, options)
 
 
-def _header(c, unit_work: dict) -> dict:
+def _header(c, unit_work: dict, bits: int) -> dict:
     from lossc.codegen.jit import host_cpu
-    from lossc.compiler import vector_bits
     return {
         "format": 3, "abi": artifact.ABI, "lossc_version": __version__, "name": c.source.name,
         "source": c.source.text,
         "source_sha256": hashlib.sha256(c.source.text.encode()).hexdigest(),
         "dims": dict(c.graph.dims), "dims_given": dict(c.dims), "dtype": c.dtype,
         "cpu": host_cpu(), "host": artifact.host_fingerprint(),
-        "vector_bits": vector_bits(host_cpu()["features"]),
+        "vector_bits": bits,
         "signature": c.signature.to_json(), "work_size": max(unit_work.values()),
         "unit_work": dict(unit_work),
         "index_checks": c.graph.index_checks, "warnings": c.rendered_warnings(),
@@ -58,37 +59,41 @@ def _unit_compiler(header: dict, compilation=None):
         if held[0] is None:
             held[0] = compile_source(read_source_text(header), header.get("dims_given"),
                                      header["dtype"])
-        # the width the model's other units were made with (LOSSC_VECTOR_BITS may
-        # have changed since)
+        # the width the model's other units were made with
         ir_text, work = held[0].unit_ir((unit,), header.get("vector_bits"))
         return compile_ir(ir_text), work
     return compile_unit
 
 
-def _build(src, dims, dtype):
+def _build(src, dims, dtype, options: Options):
     """Compile the units lossc.compile needs now (the gradient); the rest on demand."""
     from lossc.codegen.jit import compile_ir
     c = compile_source(src, dims, dtype)
-    ir_text, work = c.unit_ir(EAGER_UNITS)
+    bits = host_vector_bits(options.vector_bits)
+    ir_text, work = c.unit_ir(EAGER_UNITS, bits)
     objects = {EAGER_UNITS[0]: compile_ir(ir_text)}
-    return _header(c, {EAGER_UNITS[0]: work}), objects, c
+    return _header(c, {EAGER_UNITS[0]: work}, bits), objects, c
 
 
-def compile_graph(graph, dtype: str = "float64", plain: bool = False) -> Model:
+def compile_graph(graph, dtype: str = "float64", options: Optional[Options] = None,
+                  plain: bool = False) -> Model:
     """A model straight from a graph that has been through the pass pipeline (for tests
-    and tools that build graphs themselves; no cache, no source). plain: without the
-    fused kernels of the lower pass (tests compare the two)."""
+    and tools that build graphs themselves; no cache, no source). options: as for
+    lossc.compile (None: from the environment). plain: without the fused kernels of the
+    lower pass (tests compare the two)."""
     from lossc.codegen.jit import compile_ir
     from lossc.compiler import back_end, signature_of
+    options = Options.from_env() if options is None else options
+    bits = host_vector_bits(options.vector_bits)
 
     def compile_unit(unit):
-        ir_text, work = back_end(graph, dtype, (unit,), plain=plain)
+        ir_text, work = back_end(graph, dtype, (unit,), bits, plain=plain)
         return compile_ir(ir_text), work
     obj, work = compile_unit(EAGER_UNITS[0])
     header = {"dtype": dtype, "signature": signature_of(graph).to_json(),
               "work_size": work, "unit_work": {EAGER_UNITS[0]: work},
               "index_checks": graph.index_checks, "warnings": [], "name": "<graph>"}
-    return _model(header, {EAGER_UNITS[0]: obj}, compile_unit)
+    return _model(header, {EAGER_UNITS[0]: obj}, compile_unit, options)
 
 
 def normalize_dims(dims: Optional[dict]) -> dict:
@@ -106,30 +111,35 @@ def normalize_dims(dims: Optional[dict]) -> dict:
 
 
 def compile(source, dims: Optional[dict] = None, dtype: str = "float64",
-            cache: bool = True) -> Model:
+            cache: bool = True, options: Optional[Options] = None) -> Model:
     """Compile a `.loss` file (a path) or source text to a native model.
 
     dims overrides or supplies `dim` sizes; dtype is "float64" or "float32". With
-    `cache`, the machine code is kept in a persistent cache (LOSSC_CACHE_DIR, default
-    ~/.cache/lossc) keyed on the source, dims, dtype, lossc version and CPU, so
-    compiling the same model again, in any process, is near-instant.
+    `cache`, the machine code is kept in the persistent cache (options.cache_dir)
+    keyed on the source, dims, dtype, vector width, lossc version and CPU, so compiling
+    the same model again, in any process, is near-instant. options: the vector width,
+    loader and cache folder (lossc.options.Options); None reads them from the
+    environment (LOSSC_VECTOR_BITS, LOSSC_LOADER, LOSSC_CACHE_DIR).
     """
+    options = Options.from_env() if options is None else options
     src = read_source(source)
     dims = normalize_dims(dims)
-    key = cache_key(src, dims, dtype) if cache else None
-    hit = artifact.cache_lookup(key, _identity(src.text, dims, dtype)) if cache else None
+    cache = cache and options.cache_dir is not None
+    key = cache_key(src, dims, dtype, options.vector_bits) if cache else None
+    hit = (artifact.cache_lookup(options.cache_dir, key, _identity(src.text, dims, dtype))
+           if cache else None)
     compilation = None
     if hit is not None:
         header, objects = hit
         header.pop("cache_key")
     else:
-        header, objects, compilation = _build(src, dims, dtype)
+        header, objects, compilation = _build(src, dims, dtype, options)
         if cache:
-            artifact.cache_store(key, header, objects)
+            artifact.cache_store(options.cache_dir, key, header, objects)
     for w in header["warnings"]:
         warnings.warn(w, LosscWarning, stacklevel=2)
     header = dict(header, name=src.name)
-    return _model(header, objects, _unit_compiler(header, compilation), key)
+    return _model(header, objects, _unit_compiler(header, compilation), options, key)
 
 
 def _identity(source_text: str, dims: dict, dtype: str) -> dict:
@@ -138,7 +148,8 @@ def _identity(source_text: str, dims: dict, dtype: str) -> dict:
             "dims_given": dims, "dtype": dtype}
 
 
-def load(path, recompile: bool = True, trust: bool = False) -> Model:
+def load(path, recompile: bool = True, trust: bool = False,
+         options: Optional[Options] = None) -> Model:
     """Load a `.lossc` artifact.
 
     Its machine code runs only if the file verifies as made by this user on this
@@ -150,8 +161,10 @@ def load(path, recompile: bool = True, trust: bool = False) -> Model:
     warning) or refused with ArtifactError. An artifact written by Model.save holds
     every code unit, so it runs without LLVM; one that lacks some (a file copied from
     the compile cache) compiles them from its source when they are first used,
-    whatever `recompile` says."""
-    contents = artifact.read_file(path, artifact.secret())
+    whatever `recompile` says. options: as for lossc.compile (the key that verifies the
+    file is in options.cache_dir; a recompilation takes its vector width)."""
+    options = Options.from_env() if options is None else options
+    contents = artifact.read_file(path, artifact.secret(options.cache_dir))
     header, objects = contents.header, contents.objects
     why = _why_not_run(contents, trust)
     compilation = None
@@ -160,14 +173,14 @@ def load(path, recompile: bool = True, trust: bool = False) -> Model:
             raise artifact.ArtifactError(f"{path} cannot run here: {why}")
         warnings.warn(f"{path}: {why}; recompiling from the embedded source", LosscWarning,
                       stacklevel=2)
-        header, objects, compilation = _build(*_recorded_source(header, path))
+        header, objects, compilation = _build(*_recorded_source(header, path), options)
     else:
         problem = artifact.inconsistency(header, objects)
         if problem is None and not contents.authentic:
             problem, compilation = _disagreement(header, objects, path)
         if problem is not None:
             raise artifact.ArtifactError(f"{path} is a damaged lossc artifact: {problem}")
-    return _model(header, objects, _unit_compiler(header, compilation))
+    return _model(header, objects, _unit_compiler(header, compilation), options)
 
 
 def _why_not_run(contents, trust: bool) -> Optional[str]:

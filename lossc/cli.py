@@ -8,7 +8,8 @@ import warnings
 import click
 
 from lossc.cli_common import (check_memory, check_numbers, check_output, compile_stage, fail,
-                               load_model, model_options, parse_hypers)
+                               load_model, model_options, options_from_env, parse_hypers)
+from lossc.cli_train import eval_cmd, train
 from lossc.codegen.units import DERIVED_UNITS, UNITS
 from lossc.files import replacing
 
@@ -94,10 +95,7 @@ def graph_cmd(file, dims, dtype, after, mode, fmt, stats):
              "reverse)")
     target = None
     if after is None or any(p.target and p.name == after for p in pipeline(mode)):
-        try:
-            target = host_target(dtype)
-        except ValueError as e:         # LOSSC_VECTOR_BITS
-            fail(f"lossc: error: {e}")
+        target = host_target(dtype, options_from_env().vector_bits)
     c = compile_stage(file, dims, dtype, until=after, target=target, mode=mode)
     g = c.stages[after] if after else c.graph
     if stats:
@@ -134,21 +132,18 @@ def ir_cmd(file, dims, dtype, raw, asm, units):
     value_and_grad; loss, the optimizers' training steps and the shuffle follow on
     first use, and so do jvp, hvp and hessian, forward mode over the loss or the
     gradient); this shows them together unless --unit picks some. The units every
-    model shares are optimized as lossc compiles them, most with LLVM's O3."""
+    model shares are optimized as lossc compiles them, with LLVM's O3."""
     from lossc.codegen import jit
     from lossc.codegen.units import LIBRARY_UNITS
-    from lossc.runtime.library import optimization_level
+    options = options_from_env()
     c = compile_stage(file, dims, dtype)
     chosen = units or UNITS
     groups = {}       # LLVM pipeline -> the units compiled with it
     for u in chosen:
-        level = optimization_level(u) if u in LIBRARY_UNITS else jit.SPEED_LEVEL
+        level = jit.LIBRARY_LEVEL if u in LIBRARY_UNITS else jit.SPEED_LEVEL
         groups.setdefault(level, []).append(u)
     for level, group in groups.items():
-        try:
-            text = c.unit_ir(group)[0]
-        except ValueError as e:         # LOSSC_VECTOR_BITS
-            fail(f"lossc: error: {e}")
+        text = c.unit_ir(group, options.vector_bits)[0]
         if asm:
             click.echo(jit.assembly(text, level))
         elif raw:
@@ -209,10 +204,10 @@ def cache_cmd(clear):
     it holds (compiled models, and the code every model shares, compiled once per
     machine) and their size. Set LOSSC_CACHE_DIR to move it. Only lossc's own entries
     are counted or deleted: files named by a cache key that hold an artifact."""
-    from lossc.runtime.artifact import ArtifactError, cache_dir, cache_files
-    d = cache_dir()
+    from lossc.runtime.artifact import ArtifactError, cache_files
+    d = options_from_env().cache_dir
     try:
-        files = cache_files(delete=clear)
+        files = cache_files(d, delete=clear)
     except ArtifactError as e:
         fail(f"lossc: error: {e}")
     size = sum(n for _, n in files)
@@ -223,16 +218,8 @@ def cache_cmd(clear):
         click.echo(f"{d}: {what}, {size / 1e6:.1f} MB")
 
 
-def _register_training():
-    try:
-        from lossc.optim.cli_train import eval_cmd, train
-    except ImportError:  # training is an optional part of the package layout
-        return
-    main.add_command(train, "train")
-    main.add_command(eval_cmd, "eval")
-
-
-_register_training()
+main.add_command(train, "train")
+main.add_command(eval_cmd, "eval")
 
 if __name__ == "__main__":
     main()

@@ -117,12 +117,23 @@ def compile_stage(file, dims, dtype, **kw):
     return c
 
 
+def options_from_env():
+    """The options the environment asks for (lossc/options.py), read once, at the start
+    of a command; a value that is not one ends the command."""
+    from lossc.options import Options
+    try:
+        return Options.from_env()
+    except ValueError as e:
+        fail(f"lossc: error: {e}")
+
+
 def load_model(file, dims, dtype):
     import lossc
+    options = options_from_env()
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            m = lossc.compile(file, dims=parse_dims(dims), dtype=dtype)
+            m = lossc.compile(file, dims=parse_dims(dims), dtype=dtype, options=options)
     except CompileError as e:
         fail(str(e))
     except (FileNotFoundError, ValueError, TypeError) as e:

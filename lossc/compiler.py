@@ -5,18 +5,17 @@ Each stage is a function so the CLI can stop after any of them and show its resu
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import pathlib
 import stat
 from dataclasses import dataclass, field
 from typing import Optional
 
-from lossc import __version__
 from lossc.codegen.units import UNITS, build_module, derived_mode, result_graph
 from lossc.ir.build import FUNCTIONS, build_graph
 from lossc.ir.graph import Graph
 from lossc.passes import Target, derived_graph, pipeline, run_pipeline
+from lossc.runtime.keys import key_of
 from lossc.runtime.spec import Signature
 from lossc.source import CompileError, Diagnostic, Reporter, Source, Span
 from lossc.syntax import parse
@@ -103,16 +102,12 @@ def signature_of(graph: Graph) -> Signature:
                      graph.reduce, dict(graph.dims))
 
 
-def vector_bits(features: str) -> int:
-    """The SIMD width to spread samples over: AVX-512, AVX, or SSE2's 128 bits.
-    LOSSC_VECTOR_BITS overrides it (64 turns lanes off), for tests and comparisons; any
-    other value than 64, 128, 256 or 512 is a ValueError."""
-    forced = os.environ.get("LOSSC_VECTOR_BITS")
-    if forced:
-        if forced not in ("64", "128", "256", "512"):
-            raise ValueError("LOSSC_VECTOR_BITS must be 64, 128, 256 or 512, got "
-                             f"{forced!r}")
-        return int(forced)
+def vector_bits(features: str, forced: Optional[int] = None) -> int:
+    """The SIMD width to spread samples over: `forced` if given (Options.vector_bits,
+    for tests and comparisons; 64 turns lanes off), else by the CPU's features: AVX-512,
+    AVX, or SSE2's 128 bits."""
+    if forced is not None:
+        return forced
     flags = set(features.split(","))
     if "+avx512f" in flags:
         return 512
@@ -124,23 +119,28 @@ def vector_bits(features: str) -> int:
 def back_end(graph: Graph, dtype: str, units=UNITS, bits: Optional[int] = None,
              plain: bool = False, derived=None) -> tuple[str, int]:
     """The optimized graph's code units as LLVM IR text (before LLVM's own passes), and
-    the scratch space their functions need. bits: the SIMD width (default: this CPU's,
-    see vector_bits); the units of one model must all use the same. plain: without the
-    lower pass's fused kernels (codegen/units.py build_module). derived: as
+    the scratch space their functions need. bits: the SIMD width (default: this CPU's
+    widest, see vector_bits); the units of one model must all use the same. plain:
+    without the lower pass's fused kernels (codegen/units.py build_module). derived: as
     build_module's."""
     from lossc.codegen.jit import host_cpu
     cpu = host_cpu()
     module, work = build_module(graph, dtype, units, triple=cpu["triple"],
-                                vector_bits=bits or vector_bits(cpu["features"]),
+                                vector_bits=vector_bits(cpu["features"], bits),
                                 plain=plain, derived=derived)
     return str(module), work
 
 
-def host_target(dtype: str) -> Target:
-    """The target the passes after tidy prepare the graph for on this machine (its
-    vector width, or LOSSC_VECTOR_BITS's)."""
+def host_vector_bits(forced: Optional[int] = None) -> int:
+    """vector_bits for this machine's CPU."""
     from lossc.codegen.jit import host_cpu
-    return Target.of(dtype, vector_bits(host_cpu()["features"]))
+    return vector_bits(host_cpu()["features"], forced)
+
+
+def host_target(dtype: str, forced_bits: Optional[int] = None) -> Target:
+    """The target the passes after tidy prepare the graph for on this machine (its
+    vector width, or the one Options.vector_bits forces)."""
+    return Target.of(dtype, host_vector_bits(forced_bits))
 
 
 @dataclass
@@ -202,39 +202,7 @@ def compile_source(src, dims: Optional[dict] = None, dtype: str = "float64",
     return c
 
 
-@functools.lru_cache(maxsize=None)
-def code_fingerprint() -> str:
-    """lossc's own source files by name, size and modification time: the compiler is
-    part of what makes the code. (Stat rather than read: this is on the cache's
-    critical path, and any edit changes the time.)"""
-    h = hashlib.sha256()
-    root = pathlib.Path(__file__).resolve().parent
-    for path in sorted(root.rglob("*.py")):
-        st = path.stat()
-        h.update(f"{path.relative_to(root)} {st.st_size} {st.st_mtime_ns}\n".encode())
-    return h.hexdigest()
-
-
-def host_key() -> str:
-    """This machine's CPU, for cache keys (without loading LLVM where possible)."""
-    from lossc.runtime.artifact import host_fingerprint
-    host = host_fingerprint()
-    if not host:     # no /proc/cpuinfo: ask LLVM
-        from lossc.codegen.jit import host_cpu
-        host = repr(sorted(host_cpu().items()))
-    return host
-
-
-def cache_key(source: Source, dims: Optional[dict], dtype: str) -> str:
-    return key_of(source.text, repr(sorted((dims or {}).items())), dtype)
-
-
-def key_of(*parts: str) -> str:
-    """A persistent-cache key: `parts`, and what makes machine code differ beyond
-    them (lossc's version and code, the vector width asked for, the CPU)."""
-    h = hashlib.sha256()
-    for part in parts + (__version__, code_fingerprint(),
-                         os.environ.get("LOSSC_VECTOR_BITS", ""), host_key()):
-        h.update(part.encode())
-        h.update(b"\0")
-    return h.hexdigest()
+def cache_key(source: Source, dims: Optional[dict], dtype: str,
+              bits: Optional[int] = None) -> str:
+    """The persistent-cache key of a model (bits: the vector width asked for)."""
+    return key_of(source.text, repr(sorted((dims or {}).items())), dtype, vector_bits=bits)

@@ -32,7 +32,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
-import os
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -461,33 +460,22 @@ def compare(what: str, got, want, magnitude, dtype: str, context: str,
                        f"{tolerance[dtype]:g} relative)")
 
 
-def with_width(bits: int):
-    """Compile at a given vector width (LOSSC_VECTOR_BITS), restoring the environment."""
-    class _Width:
-        def __enter__(self):
-            self.old = os.environ.get("LOSSC_VECTOR_BITS")
-            os.environ["LOSSC_VECTOR_BITS"] = str(bits)
-
-        def __exit__(self, *exc):
-            if self.old is None:
-                os.environ.pop("LOSSC_VECTOR_BITS", None)
-            else:
-                os.environ["LOSSC_VECTOR_BITS"] = self.old
-    return _Width()
+def at_width(bits: int) -> lossc.Options:
+    """The options of this run (the environment's), at the vector width `bits`."""
+    return dataclasses.replace(lossc.Options.from_env(), vector_bits=bits)
 
 
 def compiled(ref: Reference, dtype: str, bits: int):
-    with with_width(bits), warnings.catch_warnings():
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", lossc.LosscWarning)   # (unused random bindings)
-        return lossc.compile(ref.source, dtype=dtype, cache=False)
+        return lossc.compile(ref.source, dtype=dtype, cache=False, options=at_width(bits))
 
 
 def check_calls(ref: Reference, m, dtype: str, bits: int, level: str,
                 threads: tuple = (1, 2)) -> int:
     """Every call path of `m` at every batch size against the reference; returns the
-    number of comparisons made. Two threads split a batch from 2 * PARALLEL_MIN_SAMPLES
+    number of comparisons made. Two threads split a batch from 2 * min_samples_per_thread
     samples (lowered here so that small batches take the threaded path)."""
-    from lossc.runtime import model as model_module
     checks = 0
     names = [p.name for p in m.params]
     for B in batch_sizes(lanes_of(dtype, bits), level):
@@ -500,7 +488,7 @@ def check_calls(ref: Reference, m, dtype: str, bits: int, level: str,
                 want, mag = ref.expected(f"grad.{name}", B)
                 compare(f"{label} grad.{name}", grads[name], want, mag, dtype, context)
 
-        # value_and_grad: the first call, then the repeated ones (checked natively)
+        # value_and_grad: the first call (checked), then the repeated ones
         for call in range(3):
             value, grads = m.value_and_grad(ref.theta, **data)
             compare(f"value_and_grad#{call} objective", value, want_loss, mag_loss, dtype,
@@ -523,9 +511,7 @@ def check_calls(ref: Reference, m, dtype: str, bits: int, level: str,
         grads_match("prepared", m.unpack_params(g))
         checks += 10
         if 2 in threads and B >= 4:
-            saved = model_module.PARALLEL_MIN_SAMPLES
-            model_module.PARALLEL_MIN_SAMPLES = 2
-            m.set_threads(2)
+            m.set_threads(2, min_samples_per_thread=2)
             try:
                 value, grads = m.value_and_grad(ref.theta, **data)
                 compare("2 threads objective", value, want_loss, mag_loss, dtype, context)
@@ -534,7 +520,6 @@ def check_calls(ref: Reference, m, dtype: str, bits: int, level: str,
                         dtype, context)
             finally:
                 m.set_threads(1)
-                model_module.PARALLEL_MIN_SAMPLES = saved
             checks += 2
     return checks
 
@@ -842,19 +827,18 @@ def check_lowered_against_plain(ref: Reference, dtype: str, bits: int, level: st
         compare(f"reference interpreter {key}", got[key], want[key],
                 np.abs(want[key]) + 1.0, "float64", context)
     names = [p.name for p in plain_graph.params]
-    with with_width(bits):
-        fused = compile_graph(plain_graph, dtype)
-        plain = compile_graph(plain_graph, dtype, plain=True)
-        for B in batch_sizes(lanes_of(dtype, bits), level):
-            data = ref.batch(B)
-            want_loss, mag_loss = ref.expected("loss", B)
-            (v1, g1), (v0, g0) = (m.value_and_grad(ref.theta, **data) for m in (fused, plain))
-            compare("plain objective", v0, want_loss, mag_loss, dtype, f"{context} B={B}")
-            compare("objective", v1, v0, mag_loss, dtype, f"{context} B={B}")
-            compare("loss", fused.loss(ref.theta, **data), plain.loss(ref.theta, **data),
-                    mag_loss, dtype, f"{context} B={B}")
-            for name in names:
-                want_g, mag = ref.expected(f"grad.{name}", B)
-                compare(f"plain grad.{name}", g0[name], want_g, mag, dtype, f"{context} B={B}")
-                compare(f"grad.{name}", g1[name], g0[name], mag, dtype, f"{context} B={B}")
+    fused = compile_graph(plain_graph, dtype, options=at_width(bits))
+    plain = compile_graph(plain_graph, dtype, options=at_width(bits), plain=True)
+    for B in batch_sizes(lanes_of(dtype, bits), level):
+        data = ref.batch(B)
+        want_loss, mag_loss = ref.expected("loss", B)
+        (v1, g1), (v0, g0) = (m.value_and_grad(ref.theta, **data) for m in (fused, plain))
+        compare("plain objective", v0, want_loss, mag_loss, dtype, f"{context} B={B}")
+        compare("objective", v1, v0, mag_loss, dtype, f"{context} B={B}")
+        compare("loss", fused.loss(ref.theta, **data), plain.loss(ref.theta, **data),
+                mag_loss, dtype, f"{context} B={B}")
+        for name in names:
+            want_g, mag = ref.expected(f"grad.{name}", B)
+            compare(f"plain grad.{name}", g0[name], want_g, mag, dtype, f"{context} B={B}")
+            compare(f"grad.{name}", g1[name], g0[name], mag, dtype, f"{context} B={B}")
     return fusions(low)

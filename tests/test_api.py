@@ -1,4 +1,5 @@
 """The Python API: compile from paths and text, argument validation, artifacts, cache."""
+import copy
 import os
 import shutil
 import subprocess
@@ -174,7 +175,7 @@ def test_artifact_for_another_cpu_is_recompiled_or_refused(tmp_path, logistic):
     header, objects = artifact.read(path)
     header["cpu"] = dict(header["cpu"], cpu="some-other-cpu")
     header["host"] = "another machine's /proc/cpuinfo"
-    artifact.write(path, header, objects)
+    artifact.write(path, header, objects, lossc.Options.from_env().cache_dir)
     with pytest.raises(artifact.ArtifactError, match="some-other-cpu"):
         lossc.load(path, recompile=False)
     with pytest.warns(lossc.LosscWarning, match="recompiling"):
@@ -257,11 +258,11 @@ def test_a_unit_needing_more_scratch_space_gets_fresh_frames():
     X, Y = _data()
     theta = m.init_params()
     value, _ = m.value_and_grad(theta, x=X, y=Y)
-    before = m._frame()
+    before = _next_frame(m)
     real = m.code._compile_unit
     m.code._compile_unit = lambda unit: (real(unit)[0], m.work_size + 1000)
     assert m.loss(theta, x=X, y=Y) == value
-    assert m._frame() is not before and m._frame().work.size == m.work_size == \
+    assert _next_frame(m) is not before and _next_frame(m).work.size == m.work_size == \
         before.work.size + 1000
 
 
@@ -434,17 +435,27 @@ def test_prepared_call_reports_index_errors():
         call()
 
 
-# Calling again with the same input arrays reuses the last call's validated binding,
-# and from the next call on goes through the native checks of runtime/fastcall.py;
-# these tests change the arrays in place after both are in use, each time in a way
-# that the reuse checks must notice.
+# Calling again with the same input arrays reuses the last call's validated binding
+# (the repeated call of runtime/callpaths.py); these tests change the arrays in place
+# after it is in use, each time in a way that its checks must notice.
+
+def _next_calls(m):
+    """The frame and ways of calling the model's next call takes (a single thread's
+    calls all take the same)."""
+    calls = m._paths.take()
+    m._paths.give(calls)
+    return calls
+
+
+def _next_frame(m):
+    return _next_calls(m).frame
+
 
 def _primed(m, theta, **data):
-    """Call twice: the binding is reused and the fast call prepared."""
+    """Call twice: the second call is the repeated call's."""
     m.value_and_grad(theta, **data)
-    out = m.value_and_grad(theta, **data)
-    assert m._tls.fast is not None
-    return out
+    assert _next_calls(m).repeated.batch(data) is not None
+    return m.value_and_grad(theta, **data)
 
 
 def _fresh_result(m, theta, **data):
@@ -632,11 +643,9 @@ def test_calls_from_several_threads_get_their_own_results(logistic):
 
 INTERRUPTED_THREADED_CALLS = """
 import signal, numpy as np, lossc
-from lossc.runtime import model
-model.PARALLEL_MIN_SAMPLES = 2
 m = lossc.compile("dim D = 4200000\\ninput x\\nparam w[D]\\nloss = x * sum(w ^ 2)\\n",
                   cache=False)
-m.set_threads(2)
+m.set_threads(2, min_samples_per_thread=2)
 bound = m.bind({"x": np.ones(256)})
 
 def interrupt(*_):
@@ -688,7 +697,7 @@ def test_a_saved_model_trains_in_a_new_process_without_llvm(tmp_path):
     m.save(tmp_path / "m.lossc")
     np.savez(tmp_path / "d.npz", X=X, Y=Y)
     (tmp_path / "empty").mkdir(mode=0o700)
-    shutil.copy(artifact.cache_dir() / artifact.KEY_FILE, tmp_path / "empty")
+    shutil.copy(lossc.Options.from_env().cache_dir / artifact.KEY_FILE, tmp_path / "empty")
     code = (
         "import sys, numpy as np, lossc\n"
         f"m = lossc.load(r'{tmp_path / 'm.lossc'}')\n"
@@ -714,16 +723,13 @@ def test_a_model_compiled_without_cache_leaves_the_cache_alone(tmp_path, monkeyp
     assert not list(tmp_path.glob("*"))
 
 
-# ---------------------------------------------------------------- the fast repeated call
+# ---------------------------------------------------------------- the repeated call
 
 def _checked(m, theta, **data):
-    """The result through every Python check: a fresh model state, copies of the arrays."""
-    fast, m._tls.fast = getattr(m._tls, "fast", None), None
-    try:
-        return m.value_and_grad({k: np.array(v) for k, v in theta.items()},
-                                **{k: np.array(v) for k, v in data.items()})
-    finally:
-        m._tls.fast = fast
+    """The result through every check: a copy of the model (frames of its own, nothing
+    remembered), copies of the arrays."""
+    return copy.copy(m).value_and_grad({k: np.array(v) for k, v in theta.items()},
+                                       **{k: np.array(v) for k, v in data.items()})
 
 
 def _same(a, b):
@@ -734,10 +740,17 @@ def _same(a, b):
         np.testing.assert_array_equal(a[1][k], b[1][k])
 
 
+def _count_checked_binds(m, monkeypatch) -> list:
+    """A list that grows by one for each batch a checked call of m binds."""
+    from lossc.runtime.callpaths import CheckedCall
+    bound, real = [], CheckedCall.bind
+    monkeypatch.setattr(CheckedCall, "bind", lambda self, kwargs: (
+        self.model is m and bound.append(1)) or real(self, kwargs))
+    return bound
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_the_fast_call_gives_the_checked_results_bit_for_bit(dtype):
-    from lossc.runtime import fastcall
-    assert fastcall.layout() is not None       # (else no fast call on this platform)
+def test_the_repeated_call_gives_the_checked_results_bit_for_bit(dtype, monkeypatch):
     models = [
         (lossc.compile(LOGISTIC, dims={"D": 4}, dtype=dtype, cache=False),
          lambda rng: {"x": rng.normal(size=(37, 4)), "y": (rng.random(37) < 0.5) * 1.0}),
@@ -751,6 +764,7 @@ def test_the_fast_call_gives_the_checked_results_bit_for_bit(dtype):
         theta = m.init_params(seed=1)
         theta = {k: np.asarray(v, dtype=dtype) for k, v in theta.items()}
         _primed(m, theta, **data)
+        binds = _count_checked_binds(m, monkeypatch)
         for step in range(4):
             got = m.value_and_grad(theta, **data)
             _same(got, _checked(m, theta, **data))
@@ -762,9 +776,11 @@ def test_the_fast_call_gives_the_checked_results_bit_for_bit(dtype):
             if data[k].dtype.kind == "f":
                 data[k][...] = data[k][::-1]
         _same(m.value_and_grad(theta, **data), _checked(m, theta, **data))
+        assert binds == []
+        monkeypatch.undo()
 
 
-def test_the_fast_call_leaves_anything_unusual_to_the_checked_way():
+def test_the_repeated_call_leaves_anything_unusual_to_the_checked_way(monkeypatch):
     m = lossc.compile(SOFTMAX.replace("param W[K, 2] = 1", "param W[K, 2] = 1\nparam s\n"
                                       "hyper h = 1").replace("W[k, 0]", "W[k, 0] * s * h"),
                       cache=False)
@@ -776,16 +792,17 @@ def test_the_fast_call_leaves_anything_unusual_to_the_checked_way():
     class Sub(np.ndarray):
         pass
 
+    # parameters in any form the checked call takes: the batch is still the same one
     forms = [{"s": 0.5}, {"s": np.float32(0.5)}, {"s": np.array(0.5, np.float32)},
              {"W": np.asfortranarray(W)}, {"W": W.tolist()}, {"W": W.astype(np.float32)},
              {"W": np.repeat(W, 2, axis=1)[:, ::2]}, {"W": W.view(Sub)},
              {"W": W.astype(">f8")}]
-    fast = m._tls.fast
+    binds = _count_checked_binds(m, monkeypatch)
     for change in forms:
         got = m.value_and_grad(dict(theta, **change), x=x, k=k)
         _same(got, _checked(m, {"W": W, "s": np.array(0.5)}, x=x, k=k))
         _same(m.value_and_grad(theta, x=x, k=k), got)          # and back
-    assert m._tls.fast is fast       # (declined calls leave it as it was, not rebuilt)
+    assert binds == []
     # (other values each time: a stale binding would give another result)
     for kwargs in [dict(x=x * 2, k=k), dict(x=x, k=k[::-1].copy()),
                    dict(x=x, k=(k[::-1] + 0).astype(np.int32)),
@@ -801,6 +818,7 @@ def test_the_fast_call_leaves_anything_unusual_to_the_checked_way():
             (dict(theta=dict(theta, t=1.0)), ValueError, "unknown parameter 't'"),
             (dict(theta=[W, 0.5]), TypeError, "parameters must be a dict"),
             (dict(theta=dict(theta, W=W[:2])), ValueError, r"'W' must have shape \(3, 2\)")]:
+        m.value_and_grad(theta, x=x, k=k)
         with pytest.raises(exc, match=text):
             m.value_and_grad(bad["theta"], x=x, k=k)
     with pytest.raises(ValueError, match="missing input 'k'"):
@@ -810,7 +828,7 @@ def test_the_fast_call_leaves_anything_unusual_to_the_checked_way():
     _same(m.value_and_grad(theta, x=x, k=k), _checked(m, theta, x=x, k=k))
 
 
-def test_the_fast_call_reports_index_errors_with_the_sample():
+def test_the_repeated_call_reports_index_errors_with_the_sample():
     m = lossc.compile(SOFTMAX, cache=False)
     theta = m.init_params()
     x, k = np.ones((5, 2)), np.array([0, 1, 2, 1, 0])
@@ -822,41 +840,36 @@ def test_the_fast_call_reports_index_errors_with_the_sample():
     _same(m.value_and_grad(theta, x=x, k=k), _checked(m, theta, x=x, k=k))
 
 
-def test_no_fast_call_without_a_known_array_layout_or_with_threads(monkeypatch, logistic):
-    from lossc.runtime import fastcall
-    X, Y = _data(B=7)
+def test_the_repeated_call_splits_a_large_batch_across_threads(logistic, monkeypatch):
+    from lossc.runtime import callpaths
+    X, Y = _data(B=21)
     theta = logistic.init_params(seed=4)
-    want = _checked(logistic, theta, x=X, y=Y)
     m = lossc.compile(LOGISTIC, dims={"D": 4}, cache=False)
-    monkeypatch.setattr(fastcall, "layout", lambda: None)
-    for _ in range(3):
-        _same(m.value_and_grad(theta, x=X, y=Y), want)
-    assert getattr(m._tls, "fast", None) is None
-    monkeypatch.undo()
     _primed(m, theta, x=X, y=Y)
-    m.set_threads(2)
-    try:
-        _same(m.value_and_grad(theta, x=X, y=Y), want)
-    finally:
-        m.set_threads(1)
+    m.set_threads(2, min_samples_per_thread=4)
+    chunks = []
+    real = callpaths.CallPaths._run_parallel
+    monkeypatch.setattr(callpaths.CallPaths, "_run_parallel",
+                        lambda self, fn, f: chunks.append(f.bound.B) or real(self, fn, f))
+    v, g = m.value_and_grad(theta, x=X, y=Y)
+    assert chunks == [21]
+    want = _checked(logistic, theta, x=X, y=Y)
+    assert v == pytest.approx(want[0], rel=1e-14)
+    np.testing.assert_allclose(g["w"], want[1]["w"], rtol=1e-13)
 
 
-def test_the_flat_fast_call_gives_the_checked_results_and_checks_its_vectors(logistic):
+def test_the_flat_repeated_call_gives_the_checked_results_and_checks_its_vectors(logistic):
     m = lossc.compile(LOGISTIC, dims={"D": 4}, cache=False)
     X, Y = _data(B=13)
     bound = m.bind({"x": X, "y": Y})
     theta = m.pack_params(m.init_params(seed=5))
     g = np.empty(m.n_params)
     m.value_and_grad_flat(theta, bound, grad_out=g)
-    m.value_and_grad_flat(theta, bound, grad_out=g)
-    assert m._tls.flat_fast is not None
+    assert _next_calls(m).repeated.flat_bound is bound
 
     def checked(t):
-        fast, m._tls.flat_fast = m._tls.flat_fast, None
-        try:
-            return m.value_and_grad_flat(np.array(t, dtype=np.float64), m.bind({"x": X, "y": Y}))
-        finally:
-            m._tls.flat_fast = fast
+        return copy.copy(m).value_and_grad_flat(np.array(t, dtype=np.float64),
+                                                m.bind({"x": X, "y": Y}))
 
     for step in range(3):
         v, out = m.value_and_grad_flat(theta, bound, grad_out=g)
@@ -878,41 +891,76 @@ def test_the_flat_fast_call_gives_the_checked_results_and_checks_its_vectors(log
                     np.frombuffer(np.zeros(5).tobytes())]:
         with pytest.raises(ValueError, match="grad_out must be a writable C-contiguous"):
             m.value_and_grad_flat(theta, bound, grad_out=bad_out)
+    with pytest.raises(ValueError, match="theta_flat and grad_out share memory"):
+        m.value_and_grad_flat(theta, bound, grad_out=theta)
+    with pytest.raises(ValueError, match="grad_out and input 'y' share memory"):
+        m.value_and_grad_flat(theta, bound, grad_out=bound.arrays[1][:5])
     v, _ = m.value_and_grad_flat(theta, bound, hypers={"lam": 0.5})
     assert v == pytest.approx(_numpy_logistic(m.unpack_params(theta), X, Y, 0.5)[0],
                               rel=1e-13)
 
 
-def test_the_flat_fast_call_reports_index_errors():
+def test_the_flat_repeated_call_checks_vectors_that_moved_or_changed_in_place():
+    """A parameter vector or grad_out found apart from the rest once is trusted to stay
+    so only while it is the same array at the same address: resized in place (which
+    moves the data) or reshaped, it is checked again."""
+    m = lossc.compile(LOGISTIC, dims={"D": 4}, cache=False)
+    X, Y = _data(B=13)
+    bound = m.bind({"x": X, "y": Y})
+    theta, g = m.pack_params(m.init_params(seed=5)), np.empty(m.n_params)
+    want = m.value_and_grad_flat(theta, bound, grad_out=g)[0]
+    assert m.value_and_grad_flat(theta, bound, grad_out=g)[0] == want
+    g.resize(4000, refcheck=False)
+    g.resize(5, refcheck=False)           # the same shape, the data moved
+    assert m.value_and_grad_flat(theta, bound, grad_out=g)[0] == want
+    np.testing.assert_array_equal(g, copy.copy(m).value_and_grad_flat(theta, bound)[1])
+    theta.resize(4, refcheck=False)
+    with pytest.raises(ValueError, match=r"flat parameters must have shape \(5,\)"):
+        m.value_and_grad_flat(theta, bound, grad_out=g)
+    g.shape = (5, 1)
+    theta.resize(5, refcheck=False)
+    with pytest.raises(ValueError, match="grad_out must be a writable C-contiguous"):
+        m.value_and_grad_flat(theta, bound, grad_out=g)
+
+
+def test_the_flat_repeated_call_reports_index_errors():
     m = lossc.compile(SOFTMAX, cache=False)
     x, k = np.ones((5, 2)), np.array([0, 1, 2, 1, 0])
     bound = m.bind({"x": x, "k": k})
     theta = m.pack_params(m.init_params())
     m.value_and_grad_flat(theta, bound)
-    m.value_and_grad_flat(theta, bound)
-    assert m._tls.flat_fast is not None
+    assert _next_calls(m).repeated.flat_bound is bound
     k[2] = -1                       # the bound array, in place
     with pytest.raises(ValueError, match=r"k = -1 is out of range 0\.\.2 at sample 2"):
         m.value_and_grad_flat(theta, bound)
 
 
-def test_a_fast_call_is_prepared_only_for_a_batch_used_again(logistic):
-    """A new binding per call (the Python training loop's batches) never prepares one:
-    it would cost more than the call."""
+def test_checked_flat_calls_leave_the_repeated_call_alone():
     m = lossc.compile(LOGISTIC, dims={"D": 4}, cache=False)
     X, Y = _data(B=9)
     theta = m.pack_params(m.init_params(seed=1))
-    for k in range(4):
-        m.value_and_grad_flat(theta, m.bind({"x": X[k:], "y": Y[k:]}))
-    assert getattr(m._tls, "flat_fast", None) is None
-    for k in range(4):
-        m.value_and_grad(m.init_params(seed=1), x=X[k:].copy(), y=Y[k:].copy())
-    assert getattr(m._tls, "fast", None) is None
     bound = m.bind({"x": X, "y": Y})
     m.value_and_grad_flat(theta, bound)
-    assert getattr(m._tls, "flat_fast", None) is None
-    m.value_and_grad_flat(theta, bound)
-    assert m._tls.flat_fast.bound is bound
+    other = m.bind({"x": X[1:], "y": Y[1:]})
+    for _ in range(2):
+        m.checked_value_and_grad_flat(theta, other)
+    assert _next_calls(m).repeated.flat_bound is bound
+
+
+def test_a_frame_used_through_grad_out_gives_later_calls_their_own_gradient():
+    """The repeated flat call writes the gradient straight into grad_out; any call after
+    it on the same frame (checked, of the objective, on threads) gets its own."""
+    m = lossc.compile(LOGISTIC, dims={"D": 4}, cache=False)
+    X, Y = _data(B=40)
+    bound = m.bind({"x": X, "y": Y})
+    theta, g = m.pack_params(m.init_params(seed=3)), np.zeros(m.n_params)
+    m.value_and_grad_flat(theta, bound, grad_out=g)
+    m.value_and_grad_flat(theta, bound, grad_out=g)
+    kept = g.copy()
+    _, fresh = m.value_and_grad_flat(theta + 1, m.bind({"x": X, "y": Y}))
+    v, grads = m.value_and_grad(m.unpack_params(theta + 1), x=X, y=Y)
+    np.testing.assert_array_equal(g, kept)
+    np.testing.assert_array_equal(fresh, m.pack_params(grads))
 
 
 # ---------------------------------------------------------------- dims and copies

@@ -323,7 +323,7 @@ def test_cache_entries_with_foreign_code_are_misses(tmp_path, cache, monkeypatch
     assert _value(lossc.compile(LOGISTIC)) == _value(m)
     assert len(built) == 1 and not marker.exists()
     # and the entry was written again, signed
-    assert artifact.read_file(entry, artifact.secret()).authentic
+    assert artifact.read_file(entry, artifact.secret(cache)).authentic
 
 
 @pytest.mark.parametrize("change", ["work_size", "source_sha256", "dims_given", "dtype",
@@ -342,7 +342,7 @@ def test_a_signed_entry_must_match_what_it_is_looked_up_for(cache, monkeypatch, 
               "cache_key": {"cache_key": "1" * 64},
               "unit_work": {"unit_work": {}},
               "source": {"source": "param a = 1\nloss = a\n"}}[change]
-    _rewrite(entry, artifact.secret(), **fields)
+    _rewrite(entry, artifact.secret(cache), **fields)
     built = _count_builds(monkeypatch)
     lossc.compile(LOGISTIC)
     assert len(built) == 1
@@ -355,7 +355,7 @@ def test_an_entry_with_its_work_size_halved_does_not_crash(cache):
         from lossc.runtime import artifact
         src = {str(SAMPLES / 'mlp.loss')!r}
         m = lossc.compile(src)
-        for p in artifact.cache_dir().glob("*.lossc"):
+        for p in lossc.Options.from_env().cache_dir.glob("*.lossc"):
             h, o = artifact.read(p)
             if "library" not in h:
                 h = dict(h, work_size=h["work_size"] // 2)
@@ -503,7 +503,8 @@ def test_the_cache_command_refuses_an_unsafe_folder(cache):
 
 
 def test_concurrent_processes_agree_on_one_key(cache):
-    code = "import lossc.runtime.artifact as a\nprint(a.secret(create=True).hex())\n"
+    code = (f"import lossc.runtime.artifact as a\n"
+            f"print(a.secret({str(cache)!r}, create=True).hex())\n")
     runs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
                              cwd=ROOT, env=dict(os.environ, LOSSC_CACHE_DIR=str(cache)))
             for _ in range(6)]

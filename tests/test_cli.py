@@ -226,19 +226,17 @@ def test_compile_writes_through_a_symlink_and_into_a_pipe(tmp_path):
 
 @pytest.mark.parametrize("value", ["abc", "3", "1024", "-1", "384", "256 "])
 def test_vector_bits_must_be_a_vector_width(monkeypatch, value):
-    from lossc.compiler import vector_bits
     monkeypatch.setenv("LOSSC_VECTOR_BITS", value)
-    with pytest.raises(ValueError, match="LOSSC_VECTOR_BITS must be 64, 128, 256 or 512"):
-        vector_bits("+avx512f")
+    for read in (lossc.Options.from_env, lambda: lossc.compile("param a\nloss = a ^ 2\n")):
+        with pytest.raises(ValueError, match="LOSSC_VECTOR_BITS must be 64, 128, 256 or 512"):
+            read()
     one_line_error(limited_run(["check", SAMPLES / "seed.loss"],
                                env={"LOSSC_VECTOR_BITS": value}), "LOSSC_VECTOR_BITS")
 
 
-def test_vector_bits_takes_each_width(monkeypatch):
-    from lossc.compiler import vector_bits
+def test_vector_bits_takes_each_width():
     for bits in (64, 128, 256, 512):
-        monkeypatch.setenv("LOSSC_VECTOR_BITS", str(bits))
-        assert vector_bits("") == bits
+        assert lossc.Options.from_env({"LOSSC_VECTOR_BITS": str(bits)}).vector_bits == bits
 
 
 @pytest.mark.parametrize("command", ["check", "train"])

@@ -14,7 +14,7 @@ PRELUDE = textwrap.dedent("""
     import os, sys, threading, time
     import numpy as np
     import lossc
-    from lossc.runtime.model import PARALLEL_MIN_SAMPLES
+    from lossc.runtime.callpaths import PARALLEL_MIN_SAMPLES
 
     m = lossc.compile("dim D = 4\\ninput x[D]\\ninput y\\nparam w[D] = 0.5\\n"
                       "loss = (dot(w, x) - y) ^ 2\\n", cache=False)

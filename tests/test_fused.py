@@ -169,8 +169,7 @@ def test_fused_index_error_names_the_sample_in_the_data_set():
     with pytest.raises(FusedError) as e:
         FusedSteps(m, Adam(0.1), bound, 4).run(m.pack_params(m.init_params()), order, 0, 3)
     assert e.value.kind == "index"
-    check, sample, value = e.value.err
-    assert sample == 7 and value == 7
+    assert "label = 7 is out of range 0..2 at sample 7" in str(e.value.index_error)
 
 
 def test_train_leaves_the_optimizer_as_the_python_loop_would(monkeypatch):
@@ -228,9 +227,9 @@ def test_a_schedule_reaches_the_fused_steps(monkeypatch):
 
 def test_each_step_lists_a_later_batchs_rows_for_the_gradient_to_prefetch():
     """Before each batch's gradient, the steps list the row addresses of the batch
-    AHEAD_BATCHES on, if the run has it, input by input, and name the list in err[3:5]
-    (no rows when there is no such batch). The prefetches change no result (the
-    epochs-match test above runs with them)."""
+    AHEAD_BATCHES on, if the run has it, input by input, and name the list in the
+    gradient's frame (ahead, ahead_rows; no rows when there is no such batch). The
+    prefetches change no result (the epochs-match test above runs with them)."""
     from lossc.codegen.fused import AHEAD_BATCHES
     from lossc.runtime.calls import _addr
     m = lossc.compile(SAMPLES / "softmax.loss")
@@ -249,7 +248,7 @@ def test_each_step_lists_a_later_batchs_rows_for_the_gradient_to_prefetch():
     x_rows = _addr(bound.arrays[0]) + rows * 4 * 8
     label_rows = _addr(bound.arrays[1]) + rows * 8
     np.testing.assert_array_equal(f.ahead[:16], np.concatenate([x_rows, label_rows]))
-    assert f.err[3] == _addr(f.ahead) and f.err[4] == 0
+    assert f.frame.ahead == _addr(f.ahead)
 
 
 def test_no_prefetch_list_for_batches_that_would_crowd_l2(monkeypatch):
@@ -268,12 +267,13 @@ def test_no_prefetch_list_for_batches_that_would_crowd_l2(monkeypatch):
     l2 = without.run(p2, order, 0, 5).copy()
     np.testing.assert_array_equal(l1, l2)
     np.testing.assert_array_equal(p1, p2)
-    assert without.err[3] == 0 and without.err[4] == 0
+    assert without.frame.ahead == 0
 
 
 def test_a_prefetch_list_changes_nothing_a_gradient_computes():
-    """The gradient reads err[3:5] in every call: rows named there are prefetched,
-    and the value and gradient stay bit for bit those of a call without."""
+    """The gradient reads its frame's ahead and ahead_rows in every call: rows named
+    there are prefetched, and the value and gradient stay bit for bit those of a call
+    without."""
     from lossc.runtime.calls import _addr
     src = ("dim D = 32\ninput x[D]\ninput y\nparam w[D]\nparam b\n"
            "z = dot(w, x) + b\nloss = softplus(z) - y * z\n")
@@ -288,7 +288,7 @@ def test_a_prefetch_list_changes_nothing_a_gradient_computes():
     listed = m.prepare(theta, m.bind({"x": X, "y": y}), grad_out=g2)
     rows = np.concatenate([_addr(other) + 256 * rng.permutation(500)[:64],
                            _addr(y) + 8 * np.arange(64)]).astype(np.int64)
-    listed.frame.err[3], listed.frame.err[4] = _addr(rows), 64
+    listed.frame.frame.ahead, listed.frame.frame.ahead_rows = _addr(rows), 64
     copy = other.copy()
     v2 = listed()
     assert v1 == v2

@@ -3,6 +3,8 @@ accumulators (rows x vectors) took samples six at a time from groups of eight la
 two samples in every eight were missing from the gradient (D mod 32 in 24..31 at
 AVX-512's eight doubles; D = 57 in float32's sixteen lanes). Each model is compared
 with its gradient written out in NumPy, at every vector width the machine can run."""
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -11,9 +13,9 @@ import lossc
 WIDTHS = (64, 128, 256, 512)
 
 
-def _compile(src, dtype, bits, monkeypatch):
-    monkeypatch.setenv("LOSSC_VECTOR_BITS", str(bits))
-    return lossc.compile(src, dtype=dtype, cache=False)
+def _compile(src, dtype, bits):
+    options = dataclasses.replace(lossc.Options.from_env(), vector_bits=bits)
+    return lossc.compile(src, dtype=dtype, cache=False, options=options)
 
 
 def _close(got, want, dtype, magnitude=None):
@@ -38,8 +40,8 @@ loss = softplus(z) - y * z
 @pytest.mark.parametrize("bits", WIDTHS)
 @pytest.mark.parametrize("dtype, D", [("float64", D) for D in (24, 27, 30, 31, 56, 63, 127)]
                          + [("float32", D) for D in (24, 30, 57, 63)])
-def test_logistic_gradient_at_the_sizes_that_lost_samples(dtype, D, bits, monkeypatch):
-    m = _compile(LOGISTIC.replace("D = 30", f"D = {D}"), dtype, bits, monkeypatch)
+def test_logistic_gradient_at_the_sizes_that_lost_samples(dtype, D, bits):
+    m = _compile(LOGISTIC.replace("D = 30", f"D = {D}"), dtype, bits)
     rng = np.random.default_rng(D)
     w, b = rng.normal(size=D) * 0.3, 0.1
     for B in (7, 8, 9, 64, 65):
@@ -54,7 +56,7 @@ def test_logistic_gradient_at_the_sizes_that_lost_samples(dtype, D, bits, monkey
 
 @pytest.mark.parametrize("bits", WIDTHS)
 @pytest.mark.parametrize("D, K", [(30, 9), (30, 17), (24, 9), (25, 3), (57, 5)])
-def test_softmax_regression_gradient_at_tile_remainders(D, K, bits, monkeypatch):
+def test_softmax_regression_gradient_at_tile_remainders(D, K, bits):
     src = f"""
 dim D = {D}
 dim K = {K}
@@ -64,7 +66,7 @@ param W[K, D]
 z = W @ x
 loss = logsumexp(z) - z[y]
 """
-    m = _compile(src, "float64", bits, monkeypatch)
+    m = _compile(src, "float64", bits)
     rng = np.random.default_rng(D * K)
     W = rng.normal(size=(K, D)) * 0.3
     for B in (9, 64, 67):
@@ -79,7 +81,7 @@ loss = logsumexp(z) - z[y]
 
 @pytest.mark.parametrize("bits", WIDTHS)
 @pytest.mark.parametrize("D, H", [(24, 9), (25, 3), (31, 1), (57, 11)])
-def test_tanh_layer_gradient_at_tile_remainders(D, H, bits, monkeypatch):
+def test_tanh_layer_gradient_at_tile_remainders(D, H, bits):
     src = f"""
 dim D = {D}
 dim H = {H}
@@ -90,7 +92,7 @@ param c[H]
 param v[H]
 loss = (dot(v, tanh(W @ x + c)) - y) ^ 2
 """
-    m = _compile(src, "float64", bits, monkeypatch)
+    m = _compile(src, "float64", bits)
     rng = np.random.default_rng(D + H)
     W, c, v = rng.normal(size=(H, D)) * 0.3, rng.normal(size=H) * 0.1, rng.normal(size=H)
     for B in (9, 64, 67):
@@ -106,9 +108,9 @@ loss = (dot(v, tanh(W @ x + c)) - y) ^ 2
 
 @pytest.mark.parametrize("bits", WIDTHS)
 @pytest.mark.parametrize("D", [24, 25, 26, 31, 57])
-def test_quadratic_form_gradient_at_tile_remainders(D, bits, monkeypatch):
+def test_quadratic_form_gradient_at_tile_remainders(D, bits):
     src = f"dim D = {D}\ninput x[D]\nparam A[D, D]\nloss = dot(x, A @ x)\n"
-    m = _compile(src, "float64", bits, monkeypatch)
+    m = _compile(src, "float64", bits)
     rng = np.random.default_rng(D)
     A = rng.normal(size=(D, D))
     for B in (9, 64, 67):

@@ -3,6 +3,7 @@ index: `z[2 * k]` with k = -2^63 used to read z[0]. Compiled (every vector width
 dtypes, the checked call, the repeated native call, a prepared call, the fused training
 steps), in the reference interpreter and in constant folding. An integer expression
 used as a number is computed in real arithmetic, so it cannot overflow."""
+import dataclasses
 import re
 
 import numpy as np
@@ -37,9 +38,9 @@ def _batch(B, bad_at, k_bad):
 @pytest.mark.parametrize("bits", [64, 512])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("expr, k_bad", WRAPPING)
-def test_overflowing_index_arithmetic_is_out_of_range(expr, k_bad, dtype, bits, monkeypatch):
-    monkeypatch.setenv("LOSSC_VECTOR_BITS", str(bits))
-    m = lossc.compile(_model(expr), dtype=dtype, cache=False)
+def test_overflowing_index_arithmetic_is_out_of_range(expr, k_bad, dtype, bits):
+    options = dataclasses.replace(lossc.Options.from_env(), vector_bits=bits)
+    m = lossc.compile(_model(expr), dtype=dtype, cache=False, options=options)
     theta = m.init_params()
     text = (re.escape(f"index {expr} overflows a 64-bit integer, so it is out of range "
                       "0..7 at sample ") + "{} " + re.escape(f"(line 5, col 10; k = {k_bad})"))

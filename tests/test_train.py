@@ -367,16 +367,16 @@ def test_non_finite_data_is_reported_by_its_sample_on_every_path(monkeypatch):
     copy, same rows), before the validation split when there is one (the rows as
     passed), and after the conversion to the model's dtype (a float64 value beyond
     float32's range is infinite to a float32 model)."""
-    from lossc.optim import driver
+    from lossc.optim import prepare
     from lossc.runtime import scratch
-    monkeypatch.setattr(driver, "ALIGN_MIN_EPOCHS", 2)
+    monkeypatch.setattr(prepare, "ALIGN_MIN_EPOCHS", 2)
     m = lossc.compile(LOGISTIC_32)
     rng = np.random.default_rng(6)
     x, y = rng.normal(size=(300, 32)), (rng.random(300) < 0.5) * 1.0
     x[211, 7] = np.nan
     copies = []
-    real = driver._line_aligned
-    monkeypatch.setattr(driver, "_line_aligned",
+    real = prepare.line_aligned
+    monkeypatch.setattr(prepare, "line_aligned",
                         lambda d, taken: copies.append(1) or real(d, taken))
     scratch.clear()
     with pytest.raises(DataError, match=r"sample 211, column 'x.7' is NaN"):
@@ -602,18 +602,18 @@ def test_lines_per_row_counts_the_cache_lines_rows_touch():
 
 
 def test_training_data_is_copied_to_line_aligned_rows(monkeypatch):
-    from lossc.optim import driver
+    from lossc.optim import prepare
     from lossc.runtime.calls import _addr
     x, y = at_offset(np.ones((100, 32)), 16), at_offset(np.ones(100), 16)
     taken = []
-    out = driver._line_aligned({"x": x, "y": y}, taken)
+    out = prepare.line_aligned({"x": x, "y": y}, taken)
     assert len(taken) == 1 and np.shares_memory(out["x"], taken[0])
     assert _addr(out["x"]) % 64 == 0 and out["y"] is y        # y's rows gain nothing
     np.testing.assert_array_equal(out["x"], x)
     aligned = at_offset(np.ones((100, 32)), 0)
-    assert driver._line_aligned({"x": aligned, "y": y}, taken)["x"] is aligned
-    monkeypatch.setattr(driver, "ALIGN_MAX_BYTES", x.nbytes - 1)
-    assert driver._line_aligned({"x": x, "y": y}, taken)["x"] is x
+    assert prepare.line_aligned({"x": aligned, "y": y}, taken)["x"] is aligned
+    monkeypatch.setattr(prepare, "ALIGN_MAX_BYTES", x.nbytes - 1)
+    assert prepare.line_aligned({"x": x, "y": y}, taken)["x"] is x
     assert len(taken) == 1
 
 
@@ -621,12 +621,12 @@ def test_training_results_do_not_depend_on_where_the_data_lies(monkeypatch):
     """The same numbers at any offset into a cache line train to the same bits, those
     of the loop written out (the native shuffle and fused steps: n >= 2048), whether
     the run copies them to aligned rows or not."""
-    from lossc.optim import driver
+    from lossc.optim import prepare
     copies = []
-    real = driver._line_aligned
-    monkeypatch.setattr(driver, "_line_aligned",
+    real = prepare.line_aligned
+    monkeypatch.setattr(prepare, "line_aligned",
                         lambda d, taken: copies.append(1) or real(d, taken))
-    monkeypatch.setattr(driver, "ALIGN_MIN_EPOCHS", 2)
+    monkeypatch.setattr(prepare, "ALIGN_MIN_EPOCHS", 2)
     m = lossc.compile(LOGISTIC_32)
     rng = np.random.default_rng(4)
     n = 2100
@@ -636,7 +636,7 @@ def test_training_results_do_not_depend_on_where_the_data_lies(monkeypatch):
                         optimizer=lossc.SGD(lr=0.05), batch_size=64, epochs=2, seed=3,
                         init=theta0) for k in (0, 8, 16, 48)]
     assert len(copies) == 4
-    monkeypatch.setattr(driver, "ALIGN_MIN_EPOCHS", 3)       # (no copy for 2 epochs)
+    monkeypatch.setattr(prepare, "ALIGN_MIN_EPOCHS", 3)       # (no copy for 2 epochs)
     runs.append(lossc.train(m, data={"x": at_offset(x, 16), "y": y},
                             optimizer=lossc.SGD(lr=0.05), batch_size=64, epochs=2, seed=3,
                             init=theta0))
@@ -651,9 +651,9 @@ def test_a_run_reuses_the_scratch_memory_of_the_one_before(monkeypatch):
     """The aligned copy goes into scratch memory that the run gives back and the next
     run takes again: that run's results are those of its own data (the buffer's stale
     contents, the last run's data, are overwritten), and nothing is taken twice."""
-    from lossc.optim import driver
+    from lossc.optim import prepare
     from lossc.runtime import scratch
-    monkeypatch.setattr(driver, "ALIGN_MIN_EPOCHS", 2)
+    monkeypatch.setattr(prepare, "ALIGN_MIN_EPOCHS", 2)
     scratch.clear()
     takes = []
     real_take = scratch.take
@@ -710,9 +710,9 @@ def test_monitor_passes_take_the_gradients_code_unless_the_run_is_long(
     # LOSS_UNIT_ROWS rows; then through the objective's own code. The MLP's two codes
     # can differ in the last bit (here after epoch 1), so each history entry is checked,
     # exactly, against the code it must come from.
-    from lossc.optim import driver
+    from lossc.optim import objectives
     if threshold is not None:
-        monkeypatch.setattr(driver, "LOSS_UNIT_ROWS", threshold)
+        monkeypatch.setattr(objectives, "LOSS_UNIT_ROWS", threshold)
     m = lossc.compile(SAMPLES / "mlp.loss", cache=False)
     rng = np.random.default_rng(4)
     d = {"x": rng.normal(size=(300, 16)), "y": rng.normal(size=300)}

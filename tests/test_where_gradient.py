@@ -4,6 +4,8 @@ masked adjoints), while IEEE arithmetic stands everywhere else.
 
 Each case is checked compiled (float64 and float32, one lane and AVX-512's lanes) and
 in the reference interpreter (the graph after `dce`, sample by sample)."""
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -38,7 +40,7 @@ def _same(got, want, dtype, what):
                                atol=0, err_msg=what)
 
 
-def check(src, theta, want_value, want_grads, monkeypatch, data=None):
+def check(src, theta, want_value, want_grads, data=None):
     data = data or {}
     theta = {k: np.asarray(v, dtype=float) for k, v in theta.items()}
     value, grads = _interpreted(src, theta, data)
@@ -46,9 +48,9 @@ def check(src, theta, want_value, want_grads, monkeypatch, data=None):
     for k, w in want_grads.items():
         _same(grads[k], w, "float64", f"interpreter: grad {k}")
     for bits in BITS:
-        monkeypatch.setenv("LOSSC_VECTOR_BITS", str(bits))
+        options = dataclasses.replace(lossc.Options.from_env(), vector_bits=bits)
         for dtype in ("float64", "float32"):
-            m = lossc.compile(src, dtype=dtype, cache=False)
+            m = lossc.compile(src, dtype=dtype, cache=False, options=options)
             with np.errstate(all="ignore"):
                 value, grads = m.value_and_grad(theta, **data)
             what = f"{dtype}, {bits} bits"
@@ -65,32 +67,30 @@ SINC = "param q\nloss = where(q != 0, sin(q) / q, 1)\n"
 
 @pytest.mark.parametrize("p, value, grad", [(-1.0, 0.0, 0.0), (0.0, 0.0, 0.0),
                                             (4.0, 2.0, 0.25), (-inf, 0.0, 0.0)])
-def test_sqrt_of_a_negative_number_in_the_branch_not_chosen(p, value, grad, monkeypatch):
-    check(SQRT, {"p": p}, value, {"p": grad}, monkeypatch)
+def test_sqrt_of_a_negative_number_in_the_branch_not_chosen(p, value, grad):
+    check(SQRT, {"p": p}, value, {"p": grad})
 
 
 @pytest.mark.parametrize("q", [0.0, 0.5, -2.0])
-def test_sin_q_over_q_at_zero(q, monkeypatch):
+def test_sin_q_over_q_at_zero(q):
     value = np.sin(q) / q if q else 1.0
     grad = (q * np.cos(q) - np.sin(q)) / q ** 2 if q else 0.0
-    check(SINC, {"q": q}, value, {"q": grad}, monkeypatch)
+    check(SINC, {"q": q}, value, {"q": grad})
 
 
 # ---------------------------------------------------------------- IEEE arithmetic stays
 
-def test_ieee_arithmetic_stands_outside_the_branch_not_chosen(monkeypatch):
+def test_ieee_arithmetic_stands_outside_the_branch_not_chosen():
     # sqrt'(0) = inf; a chosen branch keeps its infinity
-    check("param p\nloss = sqrt(p)\n", {"p": 0.0}, 0.0, {"p": inf}, monkeypatch)
-    check("param p\nloss = where(p >= 0, sqrt(p), 0)\n", {"p": 0.0}, 0.0, {"p": inf},
-          monkeypatch)
+    check("param p\nloss = sqrt(p)\n", {"p": 0.0}, 0.0, {"p": inf})
+    check("param p\nloss = where(p >= 0, sqrt(p), 0)\n", {"p": 0.0}, 0.0, {"p": inf})
     # 0 * sqrt(p) at 0: 0 * inf
-    check("param p\nloss = 0 * sqrt(p)\n", {"p": 0.0}, 0.0, {"p": nan}, monkeypatch)
+    check("param p\nloss = 0 * sqrt(p)\n", {"p": 0.0}, 0.0, {"p": nan})
     # the value reached along a path without a where: NaN as IEEE says
     check("param p\nloss = where(p > 0, sqrt(p), 0) + 0 * sqrt(p)\n", {"p": -1.0}, nan,
-          {"p": nan}, monkeypatch)
+          {"p": nan})
     # NaN in the branch chosen
-    check("param p\nloss = where(p < 0, sqrt(p), 0)\n", {"p": -1.0}, nan, {"p": nan},
-          monkeypatch)
+    check("param p\nloss = where(p < 0, sqrt(p), 0)\n", {"p": -1.0}, nan, {"p": nan})
 
 
 # ---------------------------------------------------------------- combinations
@@ -103,56 +103,56 @@ NESTED = "param p\nloss = where(p > 0, where(p > 1, log(p - 1), sqrt(p)), -p)\n"
     (0.25, 0.5, 1.0),                   # log(-0.75) untaken
     (1.0, 1.0, 0.5),                    # log(0) = -inf, its derivative inf: untaken
     (3.0, np.log(2.0), 0.5)])
-def test_nested_where(p, value, grad, monkeypatch):
-    check(NESTED, {"p": p}, value, {"p": grad}, monkeypatch)
+def test_nested_where(p, value, grad):
+    check(NESTED, {"p": p}, value, {"p": grad})
 
 
-def test_a_where_whose_branches_share_a_value(monkeypatch):
+def test_a_where_whose_branches_share_a_value():
     # r = 1/p is used by both branches and the condition; at p = 0 the branch chosen
     # does not use it
     src = "param p\nr = 1 / p\nloss = where(p == 0, 2 * p, r * r)\n"
-    check(src, {"p": 0.0}, 0.0, {"p": 2.0}, monkeypatch)
-    check(src, {"p": 2.0}, 0.25, {"p": -0.25}, monkeypatch)
+    check(src, {"p": 0.0}, 0.0, {"p": 2.0})
+    check(src, {"p": 2.0}, 0.25, {"p": -0.25})
 
 
-def test_where_inside_a_sum_over_a_vector_parameter(monkeypatch):
+def test_where_inside_a_sum_over_a_vector_parameter():
     src = "param v[5]\nloss = sum(where(v > 0, sqrt(v) + log(v), v ^ 2))\n"
     v = np.array([-1.0, 0.0, 4.0, -9.0, 1.0])
     value = (1 + 0 + (2 + np.log(4)) + 81 + 1)
     grad = np.array([-2.0, 0.0, 0.25 + 0.25, -18.0, 0.5 + 1.0])
-    check(src, {"v": v}, value, {"v": grad}, monkeypatch)
+    check(src, {"v": v}, value, {"v": grad})
 
 
-def test_a_mask_reaching_a_scalar_parameter_through_a_broadcast(monkeypatch):
+def test_a_mask_reaching_a_scalar_parameter_through_a_broadcast():
     src = "dim N = 4\ninput x[N]\nparam p\nloss = sum(where(x > 0, sqrt(p) * x, 0))\n"
     # no element chosen: sqrt(-1)'s NaN derivative never reaches p
-    check(src, {"p": -1.0}, 0.0, {"p": 0.0}, monkeypatch,
+    check(src, {"p": -1.0}, 0.0, {"p": 0.0},
           data={"x": np.array([[-1.0, -2.0, 0.0, -3.0], [-1.0, 0.0, 0.0, -0.5]])})
     # some chosen: the mean of 0.5 / sqrt(p) times the chosen x's sum
     x = np.array([[-1.0, 2.0, 0.0, 3.0], [1.0, -1.0, -1.0, -1.0]])
     check(src, {"p": 4.0}, np.mean([10.0, 2.0]), {"p": np.mean([5 * 0.25, 0.25])},
-          monkeypatch, data={"x": x})
+          data={"x": x})
     # chosen elements with a NaN: NaN, as IEEE says
-    check(src, {"p": -1.0}, nan, {"p": nan}, monkeypatch, data={"x": x})
+    check(src, {"p": -1.0}, nan, {"p": nan}, data={"x": x})
 
 
-def test_a_vector_parameter_broadcast_over_a_matrix_input(monkeypatch):
+def test_a_vector_parameter_broadcast_over_a_matrix_input():
     src = ("dim M = 3\ndim N = 2\ninput X[M, N]\nparam v[N]\n"
            "loss = sum(where(X > 0, log(v) * X, 0))\n")
     X = np.array([[[1.0, -1.0], [2.0, -3.0], [0.0, -1.0]]])      # column 1 never chosen
     v = np.array([2.0, -1.0])                                    # log(-1) = NaN
-    check(src, {"v": v}, 3 * np.log(2.0), {"v": [3 / 2.0, 0.0]}, monkeypatch, data={"X": X})
+    check(src, {"v": v}, 3 * np.log(2.0), {"v": [3 / 2.0, 0.0]}, data={"X": X})
 
 
-def test_untaken_branches_through_reductions(monkeypatch):
+def test_untaken_branches_through_reductions():
     v = np.array([1.0, -2.0, 3.0])
     for f in ("sum(sqrt(v))", "prod(sqrt(v))", "logsumexp(log(v))", "norm(log(v))",
               "max(sqrt(v))", "min(log(v))"):
         src = f"param v[3]\nparam s\nloss = where(s > 0, {f}, s)\n"
-        check(src, {"v": v, "s": -1.0}, -1.0, {"v": np.zeros(3), "s": 1.0}, monkeypatch)
+        check(src, {"v": v, "s": -1.0}, -1.0, {"v": np.zeros(3), "s": 1.0})
 
 
-def test_untaken_branches_through_softmax_and_log_softmax(monkeypatch):
+def test_untaken_branches_through_softmax_and_log_softmax():
     # element 1 is never chosen; its log_softmax's derivative still reaches v through
     # the chosen ones (every element depends on every other), so v's gradient is exact
     v = np.array([0.5, -1.0, 2.0])
@@ -164,15 +164,14 @@ def test_untaken_branches_through_softmax_and_log_softmax(monkeypatch):
     jac_ls = np.eye(3) - s[None, :]                 # d log_softmax_i / d v_j
     jac_s = np.diag(s) - np.outer(s, s)             # d softmax_i / d v_j
     want = c @ jac_ls + c @ jac_s
-    check(src, {"v": v}, np.sum(c * ls) + np.sum(c * s), {"v": want}, monkeypatch,
+    check(src, {"v": v}, np.sum(c * ls) + np.sum(c * s), {"v": want},
           data={"c": c[None, :]})
     # nothing chosen, and a NaN in the branch: gradient 0
     src = "param v[3]\nparam s\nloss = where(s > 0, sum(softmax(log(v))), s)\n"
-    check(src, {"v": [1.0, -1.0, 2.0], "s": -1.0}, -1.0, {"v": np.zeros(3), "s": 1.0},
-          monkeypatch)
+    check(src, {"v": [1.0, -1.0, 2.0], "s": -1.0}, -1.0, {"v": np.zeros(3), "s": 1.0})
 
 
-def test_untaken_rows_of_matrix_products(monkeypatch):
+def test_untaken_rows_of_matrix_products():
     # z = log(A) @ v: row 1 of A is negative (NaN logs) and never chosen
     src = ("dim M = 2\ndim K = 3\ninput A[M, K]\ninput u[M]\nparam v[K]\nparam W[M, K]\n"
            "z = log(A) @ v + sqrt(W) @ v\n"
@@ -184,7 +183,7 @@ def test_untaken_rows_of_matrix_products(monkeypatch):
     z0 = np.log(A[0, 0]) @ v + np.sqrt(W[0]) @ v
     grad_v = np.log(A[0, 0]) + np.sqrt(W[0])
     grad_W = np.array([0.5 / np.sqrt(W[0]) * v, np.zeros(3)])
-    check(src, {"v": v, "W": W}, z0, {"v": grad_v, "W": grad_W}, monkeypatch,
+    check(src, {"v": v, "W": W}, z0, {"v": grad_v, "W": grad_W},
           data={"A": A, "u": u})
     # x @ B: the columns of B no chosen element uses
     src = ("dim K = 2\ndim N = 3\ninput u[N]\nparam x[K]\nparam B[K, N]\n"
@@ -196,10 +195,10 @@ def test_untaken_rows_of_matrix_products(monkeypatch):
     grad_B = np.zeros((2, 3))
     grad_B[:, [0, 2]] = x[:, None] / B[:, [0, 2]]
     check(src, {"x": x, "B": B}, np.sum(x @ chosen), {"x": chosen.sum(axis=1), "B": grad_B},
-          monkeypatch, data={"u": u})
+          data={"u": u})
 
 
-def test_matrix_times_matrix_with_untaken_rows_and_columns(monkeypatch):
+def test_matrix_times_matrix_with_untaken_rows_and_columns():
     src = ("dim M = 2\ndim K = 2\ndim N = 2\ninput C[M, N]\nparam A[M, K]\nparam B[K, N]\n"
            "loss = sum(where(C > 0, sqrt(A) @ sqrt(B), 0))\n")
     A = np.array([[1.0, 4.0], [-1.0, -1.0]])         # row 1: NaN, never chosen
@@ -210,29 +209,29 @@ def test_matrix_times_matrix_with_untaken_rows_and_columns(monkeypatch):
     grad_A[0] = sb * 0.5 / sa
     grad_B = np.zeros((2, 2))
     grad_B[:, 0] = sa * 0.5 / sb
-    check(src, {"A": A, "B": B}, sa @ sb, {"A": grad_A, "B": grad_B}, monkeypatch,
+    check(src, {"A": A, "B": B}, sa @ sb, {"A": grad_A, "B": grad_B},
           data={"C": C})
 
 
-def test_untaken_branches_through_indexing_and_slices(monkeypatch):
+def test_untaken_branches_through_indexing_and_slices():
     src = ("dim N = 4\ninput k: int\ninput x\nparam v[N]\n"
            "loss = where(x > 0, sqrt(v[k]) + sum(log(v[1:3])), x)\n")
     v = np.array([4.0, -1.0, -2.0, 9.0])
     data = {"k": np.array([1, 3]), "x": np.array([-1.0, 2.0])}
     # sample 0: nothing chosen (x); sample 1: sqrt(9) + log(-1) + log(-2) = NaN, with
     # the finite derivatives 1/v of log (IEEE: the value's NaN is not the derivative's)
-    check(src, {"v": v}, nan, {"v": [0.0, -1 / 2, -0.5 / 2, 0.5 / 3 / 2]}, monkeypatch,
+    check(src, {"v": v}, nan, {"v": [0.0, -1 / 2, -0.5 / 2, 0.5 / 3 / 2]},
           data=data)
     data = {"k": np.array([1, 0]), "x": np.array([-1.0, -2.0])}
-    check(src, {"v": v}, -1.5, {"v": np.zeros(4)}, monkeypatch, data=data)
+    check(src, {"v": v}, -1.5, {"v": np.zeros(4)}, data=data)
     v = np.array([4.0, 1.0, 2.0, -9.0])
     data = {"k": np.array([3, 0]), "x": np.array([-1.0, 2.0])}
     want = np.array([0.25, 1.0, 0.5, 0.0]) / 2
-    check(src, {"v": v}, (-1.0 + 2.0 + np.log(2.0)) / 2, {"v": want}, monkeypatch,
+    check(src, {"v": v}, (-1.0 + 2.0 + np.log(2.0)) / 2, {"v": want},
           data=data)
 
 
-def test_where_over_a_batch_in_lanes(monkeypatch):
+def test_where_over_a_batch_in_lanes():
     """Samples differ in the branch they take: each lane masks its own."""
     src = "input x\nparam p = 1\nloss = where(x > 0, sqrt(p * x), log(-p * x))\n"
     x = np.array([1.0, -2.0, 4.0, -0.5, 9.0, 3.0, -1.0, 2.0, -8.0, 1.0, 0.0])
@@ -242,13 +241,13 @@ def test_where_over_a_batch_in_lanes(monkeypatch):
         per_grad = np.where(x > 0, 0.5 * x / np.sqrt(p * x), 1 / p)
     # x = 0 takes log(0): -inf, with derivative 1/p (finite: -p*x's derivative is 0...)
     per_grad[x == 0] = nan            # d/dp log(-p * 0) = 0 * (1 / 0): IEEE's NaN
-    check(src, {"p": p}, np.mean(per_value), {"p": np.mean(per_grad)}, monkeypatch,
+    check(src, {"p": p}, np.mean(per_value), {"p": np.mean(per_grad)},
           data={"x": x})
     x = x[x != 0]
     with np.errstate(all="ignore"):
         per_value = np.where(x > 0, np.sqrt(p * x), np.log(-p * x))
         per_grad = np.where(x > 0, 0.5 * x / np.sqrt(p * x), 1 / p)
-    check(src, {"p": p}, np.mean(per_value), {"p": np.mean(per_grad)}, monkeypatch,
+    check(src, {"p": p}, np.mean(per_value), {"p": np.mean(per_grad)},
           data={"x": x})
 
 

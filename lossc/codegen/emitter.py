@@ -19,7 +19,7 @@ from contextlib import contextmanager
 
 from llvmlite import ir
 
-from lossc.codegen import matmul, reduce, rows, softmax
+from lossc.codegen import abi, matmul, reduce, rows, softmax
 from lossc.codegen.index import check_index
 from lossc.codegen.values import I1, I64, ValueEmitter, counted_loop, is_vector
 from lossc.ir.graph import BOOL, INT, Graph, Node, varying
@@ -119,8 +119,10 @@ class GraphEmitter(Emitter):
         super().__init__(module, T, fn, builder, entry)
         self.graph = graph
         self.W = W
+        args = {a.name: a for a in fn.args}     # the frame's slots (abi.VALUE_AND_GRAD)
         (self.params, self.hypers, self.inputs, self.B, self.value, self.work, self.err,
-         self.grad) = fn.args
+         self.grad, self.ahead, self.ahead_rows) = (
+            args[s.name] for s in abi.VALUE_AND_GRAD.slots)
         self.vary = varying(graph)
         self.work_size = 0
         self.row_bases: dict[int, ir.Value] = {}   # input -> base pointer (llvm.py tail)

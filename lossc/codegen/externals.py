@@ -33,7 +33,7 @@ INTRINSICS = INSTRUCTIONS + LIBM_INTRINSICS
 # instruction combining turns pow(2^k, x) into exp2(k x), and exp2 of an integer into
 # ldexp
 LOWERED = ("sincos", "exp2", "ldexp")
-# llvm.memcpy and llvm.memset (codegen/llvm.py, codegen/objects.py), and the loops
+# llvm.memcpy and llvm.memset (codegen/llvm.py), and the loops
 # LLVM's full pipeline (runtime/library.py) recognizes as a copy or a fill
 MEMORY = ("memcpy", "memset", "memmove")
 # macOS spells two of these its own way: sincos returning its pair in registers,

@@ -5,8 +5,8 @@
 For each batch k in first .. first+count-1 of an epoch, it gathers the batch's rows
 (order[k*bs .. k*bs+bs-1], the last batch holding the remainder) into contiguous
 buffers, runs the value-and-gradient function on them, stores the objective in
-losses[k], stops (return 2, err[0] = k) if the objective or any gradient element is
-NaN or infinite, and applies the optimizer's update in place. The arithmetic of each
+losses[k], stops (returns DIVERGED, the error record's batch k) if the objective or
+any gradient element is NaN or infinite, and applies the optimizer's update in place. The arithmetic of each
 update is written out in the same order as lossc/optim/optimizers.py, so in float64
 a fused run gives bit for bit the parameters of the Python loop (tested).
 
@@ -15,43 +15,27 @@ inputs' row sizes come in the frame, and the gradient is called through its addr
 So one object per optimizer and dtype serves every model, compiled once per machine
 (runtime/library.py), and a cold start compiles only the model's gradient.
 
-frame slots (i64):
-    0 params T*         1 hypers T*          2 data i8** (N rows per input)
-    3 N                 4 order i64*         5 batch size     6 first batch   7 count
-    8 config double* = (lr, a, b, eps, weight_decay, dampening, clip_norm, 0.5)
-      SGD: a = momentum; RMSprop: a = alpha, b = momentum; Adam: a = beta1, b = beta2;
-      0.5 is the exponent of Adam's (1 - beta2^t) ** 0.5, read from here because LLVM
-      turns pow(x, 0.5) with a constant 0.5 into sqrt(x), which rounds differently
-    9 flags i64* = (kind 0 SGD / 1 RMSprop / 2 Adam, nesterov, centered, amsgrad,
-                    decoupled, clip); the kind is not read (each optimizer has its own
-                    function) but keeps the frame the same for all three
-    10 state T* (3 n_params: momentum/first moment, second moment, max or average)
-    11 t i64* (steps taken, in/out)     12 batch buffers i8**     13 losses T*
-    14 work T*          15 err i64*          16 grad T* (n_params)  17 value T*
-    18 the address of lossc_value_and_grad
-    19 n_params          20 number of inputs   21 row_bytes i64* (bytes per row of each
-                                                  input, a multiple of 4)
-    22 ahead i64* (batch size x number of inputs), or 0: before each batch, the row
-       addresses of the batch AHEAD_BATCHES on in the run (if any), input by input,
-       for the gradient to prefetch as it computes (codegen/llvm.py prefetch_ahead;
-       err slots 3 and 4)
-Return: 0 done; 1 index error (err as for lossc_value_and_grad, the sample counted
-in the whole data set); 2 non-finite objective or gradient at batch err[0].
+The frame is codegen/abi.py's TRAIN_STEPS (with its TRAIN_CONFIG and TRAIN_FLAGS
+records): the parameters, hyperparameters and data; the epoch's order and which of its
+batches to take; the optimizer's configuration, state and step count; buffers for a
+batch's rows, its gradient and objective, the objectives of every batch; the gradient
+function's address; the sizes; and room for the rows of a later batch to prefetch.
+Return: OK; INDEX_ERROR (the error record as for lossc_value_and_grad, the sample
+counted in the whole data set); DIVERGED, a non-finite objective or gradient at the
+error record's batch.
 """
 from __future__ import annotations
 
 from llvmlite import ir
 
+from lossc.codegen import abi
+from lossc.codegen.abi import ERROR, TRAIN_CONFIG, TRAIN_FLAGS, TRAIN_STEPS, VALUE_AND_GRAD
 from lossc.codegen.values import I32, I64, ValueEmitter, counted_loop
-from lossc.codegen.llvm import AHEAD, AHEAD_ROWS
 
-SGD, RMSPROP, ADAM = 0, 1, 2
-KINDS = {"sgd": SGD, "rmsprop": RMSPROP, "adam": ADAM}
-SLOTS = 23
-VG_FRAME = 8          # the slots of lossc_value_and_grad's frame (codegen/llvm.py)
+KINDS = abi.OPTIMIZER_KINDS
 # the batch whose rows a gradient prefetches: this many on. The next one's prefetches
-# are still on their way when its gather starts; W5's native steps (256-byte rows,
-# 64 a batch), in alternating runs: 3 to 5 on 10-15% faster than 1 or 2 on
+# would still be on their way when its gather starts; a few batches on, they have
+# arrived (docs/training.md has the measured choice)
 AHEAD_BATCHES = 3
 # Adam's bias correction 1 - beta^t is taken as settled at 1 for beta up to this: beta^t
 # then shrinks by far more than an ulp a step (bias_correction)
@@ -69,42 +53,37 @@ def emit_train_steps(module: ir.Module, kind: str, T) -> None:
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     em = _Emitter(module, T, b, fn)
     frame = fn.args[0]
-    TP = T.as_pointer()
 
-    def slot(k, ty=None):
-        v = b.load(b.gep(frame, [ir.Constant(I64, k)]))
-        return v if ty is None else b.inttoptr(v, ty)
+    def slot(name):
+        return TRAIN_STEPS.load(b, frame, name, T=T)
 
-    params, hypers = slot(0, TP), slot(1, TP)
-    data = slot(2, ir.IntType(8).as_pointer().as_pointer())
-    N, order, bs, first, count = slot(3), slot(4, I64.as_pointer()), slot(5), slot(6), slot(7)
-    config, flags = slot(8, ir.DoubleType().as_pointer()), slot(9, I64.as_pointer())
-    state, tptr = slot(10, TP), slot(11, I64.as_pointer())
-    batch = slot(12, ir.IntType(8).as_pointer().as_pointer())
-    losses, work, err = slot(13, TP), slot(14, TP), slot(15, I64.as_pointer())
-    grad, value = slot(16, TP), slot(17, TP)
-    n, n_inputs, row_bytes = slot(19), slot(20), slot(21, I64.as_pointer())
-    ahead = slot(22, I64.as_pointer())
+    params, hypers, data, N, order = (slot(k) for k in ("params", "hypers", "data", "N",
+                                                        "order"))
+    bs, first, count = slot("batch_size"), slot("first"), slot("count")
+    config, flags, state, tptr = (slot(k) for k in ("config", "flags", "state", "t"))
+    batch, losses, work, err = (slot(k) for k in ("batches", "losses", "work", "err"))
+    grad, value = slot("grad"), slot("value")
+    n, n_inputs, row_bytes = slot("n_params"), slot("n_inputs"), slot("row_bytes")
+    ahead = slot("ahead")
     vg_type = ir.FunctionType(I32, [I64.as_pointer()])
-    vg = slot(18, vg_type.as_pointer())
-    # the gradient's frame: everything but the row count is the same for every batch
-    vg_frame = em.alloca(ir.ArrayType(I64, VG_FRAME))
-    vg_slots = [b.gep(vg_frame, [em.iconst(0), em.iconst(k)]) for k in range(VG_FRAME)]
-    for k, v in ((0, params), (1, hypers), (2, batch), (4, value), (5, work), (6, err),
-                 (7, grad)):
-        b.store(b.ptrtoint(v, I64), vg_slots[k])
+    vg = TRAIN_STEPS.load(b, frame, "gradient", ty=vg_type.as_pointer())
+    # the gradient's frame: everything but the row count and the rows to prefetch is
+    # the same for every batch
+    vg_frame = b.bitcast(em.alloca(ir.ArrayType(I64, len(VALUE_AND_GRAD))), I64.as_pointer())
+    for name, v in (("params", params), ("hypers", hypers), ("inputs", batch),
+                    ("value", value), ("work", work), ("err", err), ("grad", grad),
+                    ("ahead", ahead)):
+        VALUE_AND_GRAD.store(b, vg_frame, name, v)
     # the gradient prefetches a later batch's rows from the list in `ahead` (if any)
-    b.store(b.ptrtoint(ahead, I64), b.gep(err, [em.iconst(AHEAD)]))
     prefetch = b.icmp_unsigned("!=", b.ptrtoint(ahead, I64), em.iconst(0))
 
-    def cfg(k):
-        return b.load(b.gep(config, [ir.Constant(I64, k)]))
+    def flag(name):
+        return b.icmp_signed("!=", TRAIN_FLAGS.load(b, flags, name), em.iconst(0))
 
-    def flag(k):
-        return b.icmp_signed("!=", b.load(b.gep(flags, [ir.Constant(I64, k)])), em.iconst(0))
-
-    lr, a, bb, eps, wd, damp, clip, half = (cfg(k) for k in range(8))
-    nesterov, centered, amsgrad, decoupled, clip_on = (flag(k) for k in range(1, 6))
+    lr, a, bb, eps, wd, damp, clip, half = (TRAIN_CONFIG.load(b, config, s.name)
+                                            for s in TRAIN_CONFIG.slots)
+    nesterov, centered, amsgrad, decoupled, clip_on = (
+        flag(k) for k in ("nesterov", "centered", "amsgrad", "decoupled", "clip"))
     m_state = state
     v_state = b.gep(state, [n])
     w_state = b.gep(state, [b.add(n, n)])
@@ -129,7 +108,7 @@ def emit_train_steps(module: ir.Module, kind: str, T) -> None:
                 row = b.load(b.gep(order, [b.add(lo, r)]))
                 em.copy_bytes(b.gep(dst, [b.mul(r, nbytes)]),
                               b.gep(src, [b.mul(row, nbytes)]), nbytes)
-        b.store(rows, vg_slots[3])
+        VALUE_AND_GRAD.store(b, vg_frame, "B", rows)
         # the rows of the batch AHEAD_BATCHES on, for the gradient to prefetch as it
         # goes (llvm.py prefetch_ahead): input by input, the address of each row
         ahead_rows = em.alloca(I64)
@@ -148,12 +127,12 @@ def emit_train_steps(module: ir.Module, kind: str, T) -> None:
                     row = b.load(b.gep(order, [b.add(lo2, r)]))
                     b.store(b.add(src, b.mul(row, nbytes)), b.gep(out, [r]))
             b.store(rows2, ahead_rows)
-        b.store(b.load(ahead_rows), b.gep(err, [em.iconst(AHEAD_ROWS)]))
-        rc = b.call(vg, [b.bitcast(vg_frame, I64.as_pointer())])
-        with b.if_then(b.icmp_signed("!=", rc, ir.Constant(I32, 0)), likely=False):
+        VALUE_AND_GRAD.store(b, vg_frame, "ahead_rows", b.load(ahead_rows))
+        rc = b.call(vg, [vg_frame])
+        with b.if_then(b.icmp_signed("!=", rc, ir.Constant(I32, abi.OK)), likely=False):
             # the failing sample, counted in the whole data set
-            slot1 = b.gep(err, [em.iconst(1)])
-            b.store(b.load(b.gep(order, [b.add(lo, b.load(slot1))])), slot1)
+            in_batch = ERROR.load(b, err, "sample")
+            ERROR.store(b, err, "sample", b.load(b.gep(order, [b.add(lo, in_batch)])))
             b.ret(rc)
         loss = b.load(value)
         b.store(loss, b.gep(losses, [k]))
@@ -163,8 +142,8 @@ def emit_train_steps(module: ir.Module, kind: str, T) -> None:
         with em.loop(n) as j:
             b.store(b.or_(b.load(bad), em.not_finite(b.load(b.gep(grad, [j])))), bad)
         with b.if_then(b.load(bad), likely=False):
-            b.store(k, err)
-            b.ret(ir.Constant(I32, 2))
+            ERROR.store(b, err, "batch", k)
+            b.ret(ir.Constant(I32, abi.DIVERGED))
         t = b.add(b.load(tptr), em.iconst(1))
         b.store(t, tptr)
         # gradient clipping by the global norm (torch.nn.utils.clip_grad_norm_)
@@ -194,7 +173,7 @@ def emit_train_steps(module: ir.Module, kind: str, T) -> None:
         rule = getattr(em, kind)
         with em.loop(n) as j:
             rule(j=j, **args)
-    b.ret(ir.Constant(I32, 0))
+    b.ret(ir.Constant(I32, abi.OK))
 
 
 class _Emitter(ValueEmitter):
@@ -305,11 +284,13 @@ class _Emitter(ValueEmitter):
         0.999: at steps 1270, 2582, 3069, ...).
 
         `settled` (an i1 variable, false at the start of each call) becomes true once
-        1 - beta^t is exactly 1, and from then on the call skips the pow calls (some
-        20 ns each): for 0 <= beta <= SETTLE_MAX, beta^t only shrinks as t grows (by a
-        factor beta a step, far more than pow's error of under an ulp), so 1 - beta^t
-        stays 1, and so does its root. (beta = 0.9 settles at step 356; after that a
-        call of up to 256 batches makes one pow call for it instead of one a step.)"""
+        1 - beta^t is exactly 1, and from then on the call skips the pow calls (calls
+        into the C library, costly beside the few operations a step does for each
+        parameter of a small model): for 0 <= beta <= SETTLE_MAX, beta^t only shrinks
+        as t grows (by a factor beta a step, far more than pow's error of under an
+        ulp), so 1 - beta^t stays 1, and so does its root. (beta = 0.9 settles at step
+        356; after that a call of up to 256 batches makes one pow call for it instead of
+        one a step.)"""
         b = self.b
         D = ir.DoubleType()
         one = ir.Constant(D, 1.0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from llvmlite import ir
 
+from lossc.codegen import abi
 from lossc.codegen.values import I1, I32, declared, is_vector
 from lossc.ir.graph import Node
 
@@ -38,10 +39,10 @@ def check_index(em, g, n: Node, i):
                     lane_over = (b.extract_element(overflow, k) if is_vector(overflow)
                                  else overflow)
                     check = b.select(lane_over, em.iconst(-1 - n.attr("check")), check)
-                for slot, v in enumerate((check, sample, value)):
-                    b.store(v, b.gep(em.err, [em.iconst(slot)]))
-                b.ret(ir.Constant(I32, 1))
-        b.ret(ir.Constant(I32, 1))
+                for slot, v in (("check", check), ("sample", sample), ("value", value)):
+                    abi.ERROR.store(b, em.err, slot, v)
+                b.ret(ir.Constant(I32, abi.INDEX_ERROR))
+        b.ret(ir.Constant(I32, abi.INDEX_ERROR))
     return i
 
 

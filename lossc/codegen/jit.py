@@ -25,7 +25,7 @@ import functools
 import llvmlite
 import llvmlite.binding as llvm
 
-
+from lossc.codegen.abi import NATIVE_SIGNATURE
 
 SPEED_LEVEL = 1      # a model's code: PASSES (see the module docstring)
 PASSES = ("add_sroa_pass", "add_instruction_combine_pass", "add_simplify_cfg_pass")
@@ -108,7 +108,6 @@ class NativeCode:
     engine owns the memory they live in."""
 
     def __init__(self, obj: bytes, names: tuple[str, ...]):
-        from lossc.runtime.native import NATIVE_SIGNATURE
         _init()
         empty = llvm.parse_assembly("")
         empty.triple = llvm.get_process_triple()

@@ -6,22 +6,13 @@ A model's gradient and its objective are two exported functions of one signature
 
     i32 lossc_value_and_grad(i64* frame)        i32 lossc_loss(i64* frame)
 
-where `frame` holds the seven arguments of the function that does the work (so a
-caller can keep one frame and change only what changes between calls; a call from
-Python then passes a single integer):
-
-    frame = (T* params, T* hypers, i8** inputs, i64 B, T* value, T* work, i64* err,
-             T* grad)
-
-`params` is the flat parameter vector, `hypers` the hyperparameters in declaration
-order, `inputs[k]` the k-th input's (B, *shape) array (int inputs as i64), `value[0]`
-the objective and `grad` the flat gradient (not touched by lossc_loss), `work` scratch
-space of `work_size` elements for tensor values. The return value is 0, or 1 when a
-data-dependent index was out of range: `err` then holds (check id, sample, value), the
-id as -1 - id when the index arithmetic overflowed 64 bits (codegen/index.py).
-`err` has ERR_SLOTS slots: slots 3 and 4 are read, and name the rows of a batch the
-caller gathers later, for the vector loop to prefetch (the fused training steps; zero
-from every other caller, see codegen/prefetch.py).
+where `frame` holds the arguments of the function that does the work, one slot each,
+as codegen/abi.py declares them (VALUE_AND_GRAD: the parameters, hyperparameters,
+inputs, batch size, value, scratch space, error record, gradient, and a later batch's
+rows to prefetch); the worker's parameters are those slots, by name. `work` is
+scratch space of `work_size` elements for tensor values. The return value is OK, or
+INDEX_ERROR when a data-dependent index was out of range: `err` then holds where
+(codegen/index.py, abi.ERROR).
 
 The body is: a prologue computing every value that no input reaches (once per call),
 a loop over the B samples computing the per-sample values and accumulating the
@@ -52,7 +43,7 @@ from __future__ import annotations
 
 from llvmlite import ir
 
-from lossc.codegen import prefetch
+from lossc.codegen import abi, prefetch
 from lossc.codegen.emitter import GraphEmitter
 from lossc.codegen.lanes import LaneGroup
 from lossc.codegen.outer import OuterBlocks
@@ -67,41 +58,31 @@ I8P = ir.IntType(8).as_pointer()
 
 GROUPED_GRADIENT_SIZE = 16   # per-sample gradient elements from which lanes go in pairs
 
-# err[AHEAD] and err[AHEAD_ROWS] (after the error report's three slots): the rows of a
-# batch the caller gathers later, for the vector loop to prefetch (codegen/prefetch.py)
-AHEAD, AHEAD_ROWS = 3, 4
-ERR_SLOTS = 5
-
-
 def model_function(module: ir.Module, T, name: str):
-    """The worker function `name`_impl of the frame's eight arguments, exported as
-    `name` (`export`); returns it, its entry block (for variables) and a builder in
-    its first block of code."""
-    ptr = T.as_pointer()
-    fnty = ir.FunctionType(I32, [ptr, ptr, I8P.as_pointer(), I64, ptr, ptr,
-                                 I64.as_pointer(), ptr])
+    """The worker function `name`_impl of the frame's slots (abi.VALUE_AND_GRAD), its
+    parameters named as the slots, exported as `name` (`export`); returns it, its entry
+    block (for variables) and a builder in its first block of code."""
+    slots = abi.VALUE_AND_GRAD.slots
+    fnty = ir.FunctionType(I32, [abi.ir_type(s.type, T) for s in slots])
     fn = ir.Function(module, fnty, name=name + "_impl")
     fn.linkage = "internal"
-    export(module, fn, name)
-    for a, n in zip(fn.args, ("params", "hypers", "inputs", "B", "value", "work", "err",
-                              "grad")):
-        a.name = n
+    for a, s in zip(fn.args, slots):
+        a.name = s.name
+    export(module, fn, name, T)
     fn.attributes.add("nounwind")
-    for k in (0, 1, 4, 5, 7):
-        fn.args[k].add_attribute("noalias")
+    for a in fn.args:
+        if a.name in ("params", "hypers", "value", "work", "grad"):
+            a.add_attribute("noalias")
     entry = fn.append_basic_block("entry")
     return fn, entry, ir.IRBuilder(fn.append_basic_block("prologue"))
 
 
-def export(module: ir.Module, fn: ir.Function, name: str) -> None:
-    """The exported entry point: unpack the frame, call the worker."""
+def export(module: ir.Module, fn: ir.Function, name: str, T) -> None:
+    """The exported entry point: unpack the frame, slot by slot, call the worker."""
     wrapper = ir.Function(module, ir.FunctionType(I32, [I64.as_pointer()]), name=name)
     b = ir.IRBuilder(wrapper.append_basic_block())
     frame = wrapper.args[0]
-    args = []
-    for k, a in enumerate(fn.args):
-        v = b.load(b.gep(frame, [ir.Constant(I64, k)]))
-        args.append(v if a.type == I64 else b.inttoptr(v, a.type))
+    args = [abi.VALUE_AND_GRAD.load(b, frame, a.name, T=T) for a in fn.args]
     b.ret(b.call(fn, args))
 
 
@@ -165,7 +146,7 @@ class FunctionCodegen:
             self.outer.flush(em, final=True)
             self.reduce_lanes(n_grad)
         self.epilogue(outs, self.loss_acc[1])
-        b.ret(ir.Constant(I32, 0))
+        b.ret(ir.Constant(I32, abi.OK))
         # allocas live in the entry block so LLVM promotes them to registers
         ir.IRBuilder(em.entry).branch(em.fn.blocks[1])
 
@@ -220,8 +201,7 @@ class FunctionCodegen:
         iteration = []
         if lanes > 1:
             inputs = [n for n in self.plan.live if n.op == "input"]
-            prefetch.prefetch(em, inputs, self.stream, (AHEAD, AHEAD_ROWS), i,
-                              groups * lanes)
+            prefetch.prefetch(em, inputs, self.stream, i, groups * lanes)
         for k in range(groups):
             g = self.once.per_sample(lanes, b.add(i, em.iconst(k * lanes)) if k else i,
                                      iteration)

@@ -36,19 +36,18 @@ def streaming(em, inputs: list):
     return None
 
 
-def prefetch(em, inputs: list, stream, ahead: tuple, i, count: int) -> None:
+def prefetch(em, inputs: list, stream, i, count: int) -> None:
     """This iteration's prefetches: in a large batch (`stream`, see streaming) its own
     inputs' rows ahead, else a later batch of the caller's, if it gave one
-    (prefetch_ahead; `ahead`: the err slots that name it); the choice is one branch, as
-    predictable as the loop's."""
+    (prefetch_ahead); the choice is one branch, as predictable as the loop's."""
     if stream is None:
-        prefetch_ahead(em, inputs, ahead, i, count)
+        prefetch_ahead(em, inputs, i, count)
         return
     with em.b.if_else(stream) as (large, otherwise):
         with large:
             prefetch_inputs(em, inputs, i, count)
         with otherwise:
-            prefetch_ahead(em, inputs, ahead, i, count)
+            prefetch_ahead(em, inputs, i, count)
 
 
 def prefetch_inputs(em, inputs: list, i, count: int) -> None:
@@ -69,11 +68,11 @@ def prefetch_inputs(em, inputs: list, i, count: int) -> None:
         prefetch_lines(em, at, -(-size * count // 64), locality=3)
 
 
-def prefetch_ahead(em, inputs: list, ahead: tuple, i, count: int) -> None:
+def prefetch_ahead(em, inputs: list, i, count: int) -> None:
     """A batch the caller gathers later (the fused training steps, codegen/fused.py:
     the one AHEAD_BATCHES on): this iteration's share of its rows, into L2.
-    err[ahead[0]] lists their addresses, input by input, err[ahead[1]] rows per input
-    (0: none, every other caller); iteration i takes rows i*rows/B up to
+    The frame's `ahead` lists their addresses, input by input, `ahead_rows` rows per
+    input (0: none, every other caller); iteration i takes rows i*rows/B up to
     (i + count)*rows/B.
 
     Why: the steps gather each batch's rows into contiguous buffers before calling the
@@ -86,10 +85,8 @@ def prefetch_ahead(em, inputs: list, ahead: tuple, i, count: int) -> None:
     AHEAD_ROW_LINES: a row starting inside a line leaves its last line to the
     gather."""
     b = em.b
-    addresses, per_input = ahead
-    rows = b.load(b.gep(em.err, [em.iconst(per_input)]))
+    rows, table = em.ahead_rows, em.ahead
     with b.if_then(b.icmp_signed(">", rows, em.iconst(0)), likely=False):
-        table = b.inttoptr(b.load(b.gep(em.err, [em.iconst(addresses)])), I64.as_pointer())
         lo = b.sdiv(b.mul(i, rows), em.B)
         hi = b.sdiv(b.mul(b.add(i, em.iconst(count)), rows), em.B)
         hi = b.select(b.icmp_signed("<", hi, rows), hi, rows)

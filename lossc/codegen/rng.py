@@ -3,10 +3,11 @@
     i32 lossc_permutation_pcg64(i64* frame)
 
 Training draws one permutation of the samples per epoch, `rng.permutation(n)`, and
-NumPy takes 10-15 ns per element for it (for 16,384 samples, a quarter of a short
-training run). This function draws exactly the same permutation and leaves the
-generator in exactly the same state, so that NumPy's draws and these mix freely
-(lossc/optim/shuffle.py calls it, and checks it against NumPy before trusting it).
+NumPy's, drawn value by value with a mispredicted branch at each rejection, is a large
+share of a short training run. This function draws exactly the same permutation and
+leaves the generator in exactly the same state, so that NumPy's draws and these mix
+freely (lossc/optim/shuffle.py calls it, and checks it against NumPy before trusting
+it).
 
 NumPy's algorithm (numpy/random/_generator.pyx `permutation` -> `shuffle` ->
 `_shuffle_raw`, distributions.c `random_interval`, pcg64.h), checked against NumPy
@@ -29,18 +30,16 @@ itself in tests/test_shuffle.py:
 n <= 1 draws nothing. A half left buffered by an earlier draw (has_uint32 set on entry)
 is the first value used, and an odd number of 32-bit draws leaves one buffered.
 
-frame slots (i64):
-    0 u64[4]* (state low 64 bits, state high, inc low, inc high)   in/out
-    1 u64[2]* (has_uint32, uinteger)                               in/out
-    2 n
-    3 i64* out (n elements)
-Return: 0.
+The frame is codegen/abi.py's PERMUTATION: the generator's state and its buffered
+half (PCG64_STATE and PCG64_BUFFER records, read and written back), n, and the output
+array of n int64. Return: OK.
 
-Speed (n = 16,384, each call from a new state: drawing the same permutation over and
-over lets the branch predictor learn part of it and flatters every variant). Drawn
-value by value, as NumPy does, each draw waits for the previous 128-bit multiply and
-each rejection (1 value in 4 on average) is a mispredicted branch: ~17 cycles an
-element, against NumPy's ~23. Four things bring it to ~7:
+Speed. Drawn value by value, as NumPy does, each draw waits for the previous 128-bit
+multiply and each rejection (1 value in 4 on average) is a mispredicted branch. Four
+things take both off the critical path (what each gained, as measured when it was
+written, is in docs/training.md; time each call from a new state: drawing the same
+permutation over and over lets the branch predictor learn part of it and flatters
+every variant):
 
 - The values next_uint32 returns are a fixed stream (the buffered half, then the low
   and high halves of successive 64-bit outputs) whatever the rejections: only which
@@ -49,7 +48,7 @@ element, against NumPy's ~23. Four things bring it to ~7:
   the shuffle consumes it from there. At the end the generator's state is rebuilt from
   the number of values consumed: the LCG state after the last 64-bit output used (each
   output's state is kept with the chunk), has_uint32 if only its low half was used,
-  uinteger the high half of the last output drawn. (~17 -> ~13 cycles)
+  uinteger the high half of the last output drawn.
 - Deciding which element takes which value is then a loop over values, not over
   elements: value v (masked) is accepted by the current element e if v <= e, which
   then moves on to e - 1. The loop stores v at e's place in a list of picks either
@@ -58,13 +57,12 @@ element, against NumPy's ~23. Four things bring it to ~7:
   next is a compare and a subtract. The swaps follow, element by element from the
   list, their loads independent of one another. It needs the mask to stay put, so it
   runs BLOCK values at a time wherever e - BLOCK still has e's mask: all but about
-  BLOCK elements below each power of two and the last few dozen. (~13 -> ~8 cycles:
-  100 to 50 us for 16,384; swapping inside the value loop, a rejected value swapping
-  e with itself, was 7% slower)
+  BLOCK elements below each power of two and the last few dozen. (Swapping inside
+  the value loop instead, a rejected value swapping e with itself, measured slower.)
 - The chunk is filled by two LCG chains, the even outputs and the odd, each jumping
   two steps (multiplier M^2, increment inc (M + 1)): each output's 128-bit multiply
-  no longer waits for the one before. (50 to 45 us; before the blocks, when the
-  rejections' mispredictions dominated, it gained 2-3%.)
+  no longer waits for the one before. (It gains most once the blocks have removed
+  the rejections' mispredictions, which dominated before.)
 - Elsewhere, value by value: the next two values of the stream are kept in
   registers, and whether i takes the first or (the first rejected) the second is a
   select, not a branch. Only when both are rejected (1 in 12 on average) does a loop
@@ -82,10 +80,11 @@ from __future__ import annotations
 
 from llvmlite import ir
 
+from lossc.codegen import abi
+from lossc.codegen.abi import PCG64_BUFFER, PCG64_STATE, PERMUTATION
 from lossc.codegen.values import I1, I32, I64, counted_loop, declared
 
 FUNCTION = "lossc_permutation_pcg64"
-SLOTS = 4
 MULTIPLIER = 0x2360ED051FC65DA44385DF649FCCF645   # PCG's default 128-bit LCG multiplier
 CHUNK = 512         # 32-bit values generated at a time (even: whole outputs)
 BLOCK = 32          # values consumed without a branch at a time
@@ -99,13 +98,8 @@ def emit_permutation(module: ir.Module) -> None:
     fn = ir.Function(module, ir.FunctionType(I32, [I64.as_pointer()]), name=FUNCTION)
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     frame = fn.args[0]
-
-    def slot(k, ty=None):
-        v = b.load(b.gep(frame, [ir.Constant(I64, k)]))
-        return v if ty is None else b.inttoptr(v, ty)
-
-    words, buffered = slot(0, I64.as_pointer()), slot(1, I64.as_pointer())
-    n, out = slot(2), slot(3, I64.as_pointer())
+    words, buffered, n, out = (PERMUTATION.load(b, frame, k)
+                               for k in ("state", "buffered", "n", "out"))
     gen = _Pcg64(b, fn, words, buffered)
 
     with counted_loop(b, fn, _i64(0), n) as k:
@@ -146,7 +140,7 @@ def emit_permutation(module: ir.Module) -> None:
     b.position_at_end(done)
     stream.finish()
     gen.save()
-    b.ret(ir.Constant(I32, 0))
+    b.ret(ir.Constant(I32, abi.OK))
 
 
 def _swap(b: ir.IRBuilder, out, i, j) -> None:
@@ -174,14 +168,16 @@ class _Pcg64:
     def __init__(self, b: ir.IRBuilder, fn: ir.Function, words, buffered):
         self.b, self.fn = b, fn
         self.words, self.buffered = words, buffered
-        word = [b.load(b.gep(words, [_i64(k)])) for k in range(4)]
-        self.inc = self._join(word[2], word[3])
+        word = {k: PCG64_STATE.load(b, words, k)
+                for k in ("state_lo", "state_hi", "inc_lo", "inc_hi")}
+        self.inc = self._join(word["inc_lo"], word["inc_hi"])
         self.state = self.alloca(I128, "state")
         self.has = self.alloca(I1, "has_uint32")
         self.uinteger = self.alloca(I32, "uinteger")
-        b.store(self._join(word[0], word[1]), self.state)
-        b.store(b.icmp_unsigned("!=", b.load(b.gep(buffered, [_i64(0)])), _i64(0)), self.has)
-        b.store(b.trunc(b.load(b.gep(buffered, [_i64(1)])), I32), self.uinteger)
+        b.store(self._join(word["state_lo"], word["state_hi"]), self.state)
+        b.store(b.icmp_unsigned("!=", PCG64_BUFFER.load(b, buffered, "has_uint32"), _i64(0)),
+                self.has)
+        b.store(b.trunc(PCG64_BUFFER.load(b, buffered, "uinteger"), I32), self.uinteger)
 
     def alloca(self, ty, name: str):
         """A variable in the entry block (where LLVM promotes them to registers)."""
@@ -196,10 +192,11 @@ class _Pcg64:
     def save(self) -> None:
         b = self.b
         s = b.load(self.state)
-        b.store(b.trunc(s, I64), b.gep(self.words, [_i64(0)]))
-        b.store(b.trunc(b.lshr(s, ir.Constant(I128, 64)), I64), b.gep(self.words, [_i64(1)]))
-        b.store(b.zext(b.load(self.has), I64), b.gep(self.buffered, [_i64(0)]))
-        b.store(b.zext(b.load(self.uinteger), I64), b.gep(self.buffered, [_i64(1)]))
+        PCG64_STATE.store(b, self.words, "state_lo", b.trunc(s, I64))
+        PCG64_STATE.store(b, self.words, "state_hi",
+                          b.trunc(b.lshr(s, ir.Constant(I128, 64)), I64))
+        PCG64_BUFFER.store(b, self.buffered, "has_uint32", b.zext(b.load(self.has), I64))
+        PCG64_BUFFER.store(b, self.buffered, "uinteger", b.zext(b.load(self.uinteger), I64))
 
     def step(self, s):
         """The LCG's next state (modulo 2^128)."""

@@ -8,11 +8,20 @@ A model's native code comes in units, each its own LLVM module and object file:
     train.rmsprop    lossc_train_steps_rmsprop   with that optimizer natively
     train.adam       lossc_train_steps_adam      (Adam and AdamW)
     rng.permutation  lossc_permutation_pcg64     on the first shuffled epoch
-    call.objects     lossc_call_objects          when value_and_grad is called again
-                                                 with the same batch
     jvp              lossc_jvp                   on the first Model.jvp call
     hvp              lossc_hvp                   on the first Model.hvp call
     hessian          lossc_hessian               on the first Model.hessian call
+
+LLVM's time grows with the code it is given, and most uses of a model need only part
+of it, so `lossc.compile` builds the gradient alone and the rest follows on demand (in
+the persistent cache too: a unit compiled later is added to the cached artifact).
+Units never call each other directly: the training steps call the gradient through its
+exported address, passed in their frame, so each module stands alone.
+
+The training steps and the shuffle do not depend on the model at all (LIBRARY_UNITS):
+one object per unit and dtype serves every model, and runtime/library.py compiles it
+once per machine, so that the first training run of a new model compiles only its
+gradient. A saved model carries a copy of each, like its own units.
 
 The last three (DERIVED_UNITS) are compiled from graphs of their own, forward mode over
 the loss or over the gradient (passes/forward.py), made from the snapshots of the
@@ -22,18 +31,6 @@ parameters after the model's own and their results in those parameters' gradient
 A saved model holds those of them it has compiled; the others are compiled from its
 embedded source when first used.
 
-LLVM's time grows with the code it is given, and most uses of a model need only part
-of it, so `lossc.compile` builds the gradient alone and the rest follows on demand (in
-the persistent cache too: a unit compiled later is added to the cached artifact).
-Units never call each other directly: the training steps call the gradient through its
-exported address, passed in their frame, so each module stands alone.
-
-The training steps, the shuffle and the object-level call do not depend on the model at
-all (LIBRARY_UNITS):
-one object per unit and dtype serves every model, and runtime/library.py compiles it
-once per machine, so that the first training run of a new model compiles only its
-gradient. A saved model carries a copy of each, like its own units.
-
 `build_module(graph, dtype, units)` puts the requested units into one module: one unit
 for compiling, all of them for reading the IR and assembly (`lossc ir`).
 """
@@ -41,7 +38,7 @@ from __future__ import annotations
 
 from llvmlite import ir
 
-from lossc.codegen import objects, rng
+from lossc.codegen import rng
 from lossc.codegen.fused import KINDS, emit_train_steps, function_name
 from lossc.codegen.llvm import FunctionCodegen, function_outputs
 from lossc.ir.graph import Graph
@@ -52,17 +49,15 @@ from lossc.passes.forward import TANGENT
 
 VALUE_AND_GRAD, LOSS = "value_and_grad", "loss"
 PERMUTATION = "rng.permutation"     # the training driver's shuffle (codegen/rng.py)
-CALL_OBJECTS = "call.objects"       # Model.value_and_grad's repeated call (codegen/objects.py)
 # the same code for every model (runtime/library.py compiles them once per machine)
-LIBRARY_UNITS = tuple(f"train.{k}" for k in KINDS) + (PERMUTATION, CALL_OBJECTS)
-UNTYPED_UNITS = (PERMUTATION, CALL_OBJECTS)     # no real numbers in them: one per machine
+LIBRARY_UNITS = tuple(f"train.{k}" for k in KINDS) + (PERMUTATION,)
+UNTYPED_UNITS = (PERMUTATION,)      # no real numbers in it: one per machine
 UNITS = (VALUE_AND_GRAD, LOSS) + LIBRARY_UNITS
 JVP, HVP, HESSIAN = "jvp", "hvp", "hessian"
 DERIVED_UNITS = (JVP, HVP, HESSIAN)
 EXPORTS = {VALUE_AND_GRAD: "lossc_value_and_grad", LOSS: "lossc_loss",
            **{f"train.{k}": function_name(k) for k in KINDS}, PERMUTATION: rng.FUNCTION,
-           CALL_OBJECTS: objects.FUNCTION, JVP: "lossc_jvp", HVP: "lossc_hvp",
-           HESSIAN: "lossc_hessian"}
+           JVP: "lossc_jvp", HVP: "lossc_hvp", HESSIAN: "lossc_hessian"}
 
 # Hessian columns computed per native call: the hessian unit's graph holds this many
 # tangents of the gradient (its code grows with it; the calls per Hessian shrink)
@@ -151,8 +146,6 @@ def build_module(graph: Graph | None, dtype: str = "float64", units=UNITS, tripl
             work = max(work, fc.work_size)
         elif unit == PERMUTATION:
             rng.emit_permutation(module)
-        elif unit == CALL_OBJECTS:
-            objects.emit_call_objects(module)
         elif unit in LIBRARY_UNITS:
             emit_train_steps(module, unit[6:], T)
         else:

@@ -1,18 +1,23 @@
 """Training: optimizers with PyTorch's update rules, learning-rate schedules, data
 loading, the mini-batch driver, and the SciPy bridge.
 
+The driver in its pieces: config.py (the options and the run's plan), prepare.py (the
+data made ready), stepper.py (an epoch's steps), objectives.py (passes over whole data
+sets), monitor.py (history, bests, stopping rules), driver.py (train, joining them).
+
     from lossc.optim import train, Adam
     result = train(model, data={"x": X, "y": Y}, optimizer=Adam(lr=0.01), epochs=20)
 """
 from lossc.optim import schedules
+from lossc.optim.config import Plan, TrainConfig
 from lossc.optim.data import DataError, load_data
 from lossc.optim.driver import EpochInfo, TrainResult, train
 from lossc.optim.metrics import accuracy, per_sample_loss
 from lossc.optim.optimizers import SGD, Adam, AdamW, Optimizer, RMSprop, by_name
 from lossc.optim.params_io import load_params, save_params
-from lossc.optim.scipy_bridge import pack_params, scipy_objective, unpack_params
+from lossc.runtime.scipy_bridge import pack_params, scipy_objective, unpack_params
 
-__all__ = ["train", "TrainResult", "EpochInfo", "SGD", "RMSprop", "Adam", "AdamW",
-           "Optimizer", "by_name", "schedules", "load_data", "DataError",
+__all__ = ["train", "TrainConfig", "Plan", "TrainResult", "EpochInfo", "SGD", "RMSprop",
+           "Adam", "AdamW", "Optimizer", "by_name", "schedules", "load_data", "DataError",
            "scipy_objective", "pack_params", "unpack_params", "accuracy",
            "per_sample_loss", "save_params", "load_params"]

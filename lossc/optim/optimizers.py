@@ -36,6 +36,8 @@ import math
 
 import numpy as np
 
+from lossc.runtime.fused import NativeUpdate
+
 
 class Optimizer:
     """Base class: learning rate, weight decay, clipping, step count and state."""
@@ -116,6 +118,12 @@ class Optimizer:
     def update(self, p: np.ndarray, g: np.ndarray) -> None:  # pragma: no cover
         raise NotImplementedError
 
+    def native_update(self) -> NativeUpdate | None:
+        """This update as lossc's native training steps take it (runtime/fused.py), or
+        None where they do not implement it exactly: they implement SGD, RMSprop, Adam
+        and AdamW, not a subclass, whose update may differ."""
+        return None
+
     def __repr__(self) -> str:
         attrs = ", ".join(f"{k}={v!r}" for k, v in vars(self).items()
                           if k not in ("state", "t") and not k.startswith("_"))
@@ -150,6 +158,14 @@ class SGD(Optimizer):
                 buf += (1 - self.dampening) * g
             g = g + self.momentum * buf if self.nesterov else buf
         p -= self.lr * g
+
+    def native_update(self) -> NativeUpdate | None:
+        if type(self) is not SGD:
+            return None
+        return NativeUpdate("sgd", self.lr, a=self.momentum, weight_decay=self.weight_decay,
+                            dampening=self.dampening, clip_norm=self.clip_norm,
+                            nesterov=self.nesterov, state=("momentum", None, None),
+                            used=frozenset({"momentum"} if self.momentum else ()))
 
 
 class RMSprop(Optimizer):
@@ -188,6 +204,17 @@ class RMSprop(Optimizer):
             p -= self.lr * buf
         else:
             p -= self.lr * g / d
+
+    def native_update(self) -> NativeUpdate | None:
+        if type(self) is not RMSprop:
+            return None
+        used = {"square_avg"} | ({"momentum"} if self.momentum > 0 else set()) \
+            | ({"grad_avg"} if self.centered else set())
+        return NativeUpdate("rmsprop", self.lr, a=self.alpha, b=self.momentum, eps=self.eps,
+                            weight_decay=self.weight_decay, clip_norm=self.clip_norm,
+                            centered=self.centered,
+                            state=("momentum", "square_avg", "grad_avg"),
+                            used=frozenset(used))
 
 
 class Adam(Optimizer):
@@ -228,6 +255,16 @@ class Adam(Optimizer):
         denom = np.sqrt(v) / bc2_sqrt
         denom += self.eps
         p -= (self.lr / bc1) * m / denom     # torch's addcdiv order: (c m) / denom
+
+    def native_update(self) -> NativeUpdate | None:
+        if type(self) not in (Adam, AdamW):
+            return None
+        used = {"exp_avg", "exp_avg_sq"} | ({"max_exp_avg_sq"} if self.amsgrad else set())
+        return NativeUpdate("adam", self.lr, a=self.betas[0], b=self.betas[1], eps=self.eps,
+                            weight_decay=self.weight_decay, clip_norm=self.clip_norm,
+                            amsgrad=self.amsgrad, decoupled=self.decoupled,
+                            state=("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
+                            used=frozenset(used))
 
 
 class AdamW(Adam):

@@ -15,7 +15,9 @@ layouts (b"LOSSC\\x01", b"LOSSC\\x02") are read for their header only, so that
 
 Who may run what (README.md, "Security"): the HMAC's key is a per-user secret kept in
 the cache folder (KEY_FILE, mode 0600), so a file verifies only for the user who wrote
-it, on this machine (with this cache folder). A cache entry that does not verify, or
+it, on this machine (with this cache folder). The cache folder is an argument of every
+function here that uses it (lossc.options.Options.cache_dir; None: there is none, and
+nothing is cached, signed or verified). A cache entry that does not verify, or
 whose header does not match what it is looked up for, is a miss; `lossc.load` of an
 artifact that does not verify recompiles it from its source unless the caller vouches
 for it (`trust=True`). The cache folder, its entries and the key must belong to the user
@@ -46,18 +48,17 @@ import warnings
 from contextlib import contextmanager
 from typing import NamedTuple, Optional
 
-from lossc import __version__
+from lossc.codegen import abi
+from lossc.version import __version__
 
 MAGIC = b"LOSSC\x03"
 OLD_MAGICS = (b"LOSSC\x01", b"LOSSC\x02")
 _LENGTH = struct.Struct("<Q")
 TAG_SIZE = hashlib.sha256().digest_size
 MAX_FILE = 1 << 28            # far above any model's code; a bound on what a read takes
-# the native functions' frame layouts (codegen/llvm.py, codegen/fused.py); 5: the
-# gradient reads err[3:5] (a later batch to prefetch), the fused steps 23 slots; 6: the
-# fused steps' configuration has 8 numbers; 7: err[0] is -1 - id for an index whose
-# arithmetic overflowed
-ABI = 7
+# the native calling convention: a hash of the frame layouts and the constants both
+# sides read (codegen/abi.py), so that no layout change goes unnoticed
+ABI = abi.VERSION
 
 KEY_FILE = "hmac-key"         # in the cache folder
 KEY_SIZE = 32
@@ -200,14 +201,16 @@ def read_file(path, key: Optional[bytes]) -> Contents:
         os.close(fd)
 
 
-def write(path, header: dict, objects: dict[str, bytes]) -> None:
+def write(path, header: dict, objects: dict[str, bytes],
+          folder: Optional[pathlib.Path]) -> None:
     """Write the artifact for `header` and the object files of its code units, signed
-    with this user's key (runtime/artifact.py docstring)."""
-    key = secret(create=True)
+    with this user's key, kept in the cache folder `folder` (runtime/artifact.py
+    docstring)."""
+    key = secret(folder, create=True)
     if key is None:
-        warnings.warn(f"lossc: {path} is not signed (the compile cache folder, which "
-                      "keeps the key, cannot be used): lossc.load will recompile it from "
-                      "its source", RuntimeWarning, stacklevel=3)
+        warnings.warn(f"lossc: {path} is not signed (there is no usable compile cache "
+                      "folder to keep the key): lossc.load will recompile it from its "
+                      "source", RuntimeWarning, stacklevel=3)
     blob = encode(header, objects, key)
     path = pathlib.Path(path)
     # write then rename: a reader (another process) never sees half a file
@@ -290,12 +293,6 @@ def inconsistency(header: dict, objects: dict) -> str | None:
 
 # ------------------------------------------------------------ the cache folder
 
-def cache_dir() -> pathlib.Path:
-    root = os.environ.get("LOSSC_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "lossc")
-    return pathlib.Path(root)
-
-
 _warned: set = set()     # the paths warned about, once per process each
 
 
@@ -314,10 +311,13 @@ def _unsafe(st: os.stat_result) -> str | None:
     return None
 
 
-def _open_folder(create: bool) -> tuple[Optional[int], Optional[str]]:
-    """(a descriptor of the cache folder, None) or (None, why it cannot be used);
-    (None, None) where there is none and create is False."""
-    path = cache_dir()
+def _open_folder(path: Optional[pathlib.Path],
+                 create: bool) -> tuple[Optional[int], Optional[str]]:
+    """(a descriptor of the cache folder `path`, None) or (None, why it cannot be used);
+    (None, None) where there is none (no path, or create is False and it is missing)."""
+    if path is None:
+        return None, None
+    path = pathlib.Path(path)
     try:
         if create:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -338,13 +338,13 @@ def _open_folder(create: bool) -> tuple[Optional[int], Optional[str]]:
 
 
 @contextmanager
-def _cache_folder(create: bool):
-    """A descriptor of the cache folder (files are opened relative to it, so that the
-    folder checked is the folder used), or None where there is none (create=False) or
-    it is not safe to use (with one warning)."""
-    fd, problem = _open_folder(create)
+def _cache_folder(path: Optional[pathlib.Path], create: bool):
+    """A descriptor of the cache folder `path` (files are opened relative to it, so that
+    the folder checked is the folder used), or None where there is none or it is not
+    safe to use (with one warning)."""
+    fd, problem = _open_folder(path, create)
     if problem is not None:
-        _warn_once(cache_dir(), f"not using the compile cache {cache_dir()}: {problem}")
+        _warn_once(path, f"not using the compile cache {path}: {problem}")
     try:
         yield fd
     finally:
@@ -352,15 +352,17 @@ def _cache_folder(create: bool):
             os.close(fd)
 
 
-def secret(create: bool = False) -> Optional[bytes]:
-    """This user's key for signing and checking lossc's files, made if need be (create);
-    None where the cache folder or the key file is missing or not safe to use."""
-    with _cache_folder(create) as folder:
-        return None if folder is None else _key(folder, create)
+def secret(path: Optional[pathlib.Path], create: bool = False) -> Optional[bytes]:
+    """This user's key for signing and checking lossc's files, kept in the cache folder
+    `path`, made if need be (create); None where the cache folder or the key file is
+    missing or not safe to use."""
+    with _cache_folder(path, create) as folder:
+        return None if folder is None else _key(folder, pathlib.Path(path), create)
 
 
-def _key(folder: int, create: bool) -> Optional[bytes]:
-    path = cache_dir() / KEY_FILE
+def _key(folder: int, where: pathlib.Path, create: bool) -> Optional[bytes]:
+    """The key in the folder open as `folder` (its path `where`, for messages)."""
+    path = where / KEY_FILE
     try:
         try:
             return _read_key(folder)
@@ -418,16 +420,17 @@ def entry_name(key: str) -> str:
     return f"{key}.lossc"
 
 
-def cache_lookup(key: str, expected: dict):
-    """(header, objects) of the cache entry `key`, if it verifies, was made for what
-    `expected` says (header fields and their values) and can run here; else None."""
-    with _cache_folder(create=False) as folder:
+def cache_lookup(path: Optional[pathlib.Path], key: str, expected: dict):
+    """(header, objects) of the entry `key` of the cache folder `path`, if it verifies,
+    was made for what `expected` says (header fields and their values) and can run
+    here; else None."""
+    with _cache_folder(path, create=False) as folder:
         if folder is None:
             return None
-        secret_key = _key(folder, create=False)
+        secret_key = _key(folder, pathlib.Path(path), create=False)
         if secret_key is None:
             return None
-        contents = _read_entry(folder, key, secret_key)
+        contents = _read_entry(folder, pathlib.Path(path), key, secret_key)
     if contents is None or not contents.authentic:
         return None
     header = contents.header
@@ -438,7 +441,8 @@ def cache_lookup(key: str, expected: dict):
     return header, contents.objects
 
 
-def _read_entry(folder: int, key: str, secret_key: bytes) -> Optional[Contents]:
+def _read_entry(folder: int, where: pathlib.Path, key: str,
+                secret_key: bytes) -> Optional[Contents]:
     name = entry_name(key)
     try:
         fd = os.open(name, _OPEN_OWN, dir_fd=folder)
@@ -447,8 +451,7 @@ def _read_entry(folder: int, key: str, secret_key: bytes) -> Optional[Contents]:
     try:
         problem = _unsafe(os.fstat(fd))
         if problem is not None:
-            _warn_once(cache_dir() / name, f"not using the cache entry "
-                       f"{cache_dir() / name}: {problem}")
+            _warn_once(where / name, f"not using the cache entry {where / name}: {problem}")
             return None
         return _read_fd(fd, name, secret_key)
     except (ArtifactError, OSError):
@@ -457,11 +460,14 @@ def _read_entry(folder: int, key: str, secret_key: bytes) -> Optional[Contents]:
         os.close(fd)
 
 
-def cache_store(key: str, header: dict, objects: dict[str, bytes]) -> None:
-    """Write the cache entry `key` (atomically: write, then rename)."""
+def cache_store(path: Optional[pathlib.Path], key: str, header: dict,
+                objects: dict[str, bytes]) -> None:
+    """Write the entry `key` of the cache folder `path` (atomically: write, then
+    rename)."""
     try:
-        with _cache_folder(create=True) as folder:
-            secret_key = None if folder is None else _key(folder, create=True)
+        with _cache_folder(path, create=True) as folder:
+            secret_key = None if folder is None else _key(folder, pathlib.Path(path),
+                                                          create=True)
             if secret_key is None:
                 return
             blob = encode(dict(header, cache_key=key), objects, secret_key)
@@ -479,14 +485,14 @@ def cache_store(key: str, header: dict, objects: dict[str, bytes]) -> None:
         warnings.warn(f"lossc: could not write the compile cache: {e}", RuntimeWarning)
 
 
-def cache_files(delete: bool = False) -> list[tuple[str, int]]:
-    """(name, size) of each cache entry in the cache folder: a file named like one (or
-    like the temporary file one is written through) that starts with an artifact's
-    magic; delete: and delete them (not the key, so that artifacts saved before still
-    verify). Raises ArtifactError if the folder is not safe to use."""
-    folder, problem = _open_folder(create=False)
+def cache_files(path: pathlib.Path, delete: bool = False) -> list[tuple[str, int]]:
+    """(name, size) of each cache entry in the cache folder `path`: a file named like
+    one (or like the temporary file one is written through) that starts with an
+    artifact's magic; delete: and delete them (not the key, so that artifacts saved
+    before still verify). Raises ArtifactError if the folder is not safe to use."""
+    folder, problem = _open_folder(path, create=False)
     if problem is not None:
-        raise ArtifactError(f"not using the compile cache {cache_dir()}: {problem}")
+        raise ArtifactError(f"not using the compile cache {path}: {problem}")
     if folder is None:
         return []
     try:

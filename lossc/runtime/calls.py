@@ -1,21 +1,20 @@
-"""The machinery of native calls: validated batches, per-thread frames, prepared calls.
+"""The machinery of native calls: validated batches, frames, index errors.
 
-`BoundArgs` is a batch checked once (arrays converted, pointers taken); `_Frame` is one
-thread's reusable argument frame and buffers for the native functions (layout in
-lossc/codegen/llvm.py); `PreparedCall` is the checked-once call of Model.prepare.
+`BoundArgs` is a batch checked once (arrays converted, pointers taken); `Frame` is a
+reusable argument frame with its buffers for the native functions (the layout
+codegen/abi.py declares, filled by slot name), used by one call at a time; `index_error` turns a native
+call's error slots into the ValueError the caller sees. The ways of calling
+(checked, repeated, prepared) are in runtime/callpaths.py.
 """
 from __future__ import annotations
 
 import ctypes
 import math
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 import numpy as np
 
-from lossc.codegen.llvm import ERR_SLOTS
-
-if TYPE_CHECKING:
-    from lossc.runtime.model import Model
+from lossc.codegen.abi import ERROR, VALUE_AND_GRAD
 
 
 def _addr(a: np.ndarray) -> int:
@@ -113,47 +112,29 @@ def misaligned_rows(a: np.ndarray) -> bool:
     return offset != 0 and lines_per_row(row_bytes, offset) > lines_per_row(row_bytes, 0)
 
 
-class PreparedCall:
-    """See Model.prepare."""
+class Frame:
+    """Buffers for native calls: the frame of arguments (abi.VALUE_AND_GRAD), parameters,
+    output, scratch space and error record, allocated once and reused by one call at a
+    time (runtime/callpaths.py hands them out). No later batch to prefetch: the frame's
+    ahead_rows stay 0."""
 
-    def __init__(self, model: Model, theta: np.ndarray, bound: "BoundArgs", grad: np.ndarray):
-        self.model, self.theta, self.bound, self.grad = model, theta, bound, grad
-        self.frame = _Frame(model)
-        self.frame.use_address(_addr(theta))
-        self.frame.use(bound)
-        self.frame.frame[7] = _addr(grad)
-        self._fn = model._vg
-        self._address = self.frame.address
-        self._value = self.frame.value
-
-    def __call__(self) -> float:
-        if self._fn(self._address):
-            raise self.model._index_error(self.frame.err, self.bound)
-        return self._value.item()
-
-
-class _Frame:
-    """One thread's buffers for native calls: the frame of arguments (see codegen/llvm.py),
-    parameters, output, scratch space and error slots, allocated once and reused."""
-
-    def __init__(self, model: Model):
+    def __init__(self, model):
         n = model.n_params
-        self.frame = np.zeros(8, dtype=np.int64)
+        self.frame = VALUE_AND_GRAD.new()
         self.theta = np.zeros(max(n, 1), dtype=model.dtype)
         self.value = np.zeros(1, dtype=model.dtype)
         self.grad = np.zeros(n, dtype=model.dtype)
         self.work_size = model.work_size
         self.work = aligned_zeros(self.work_size, model.dtype)
-        # (check, sample, value) of an index error; then the slots of a later batch to
-        # prefetch (codegen/llvm.py AHEAD), which nothing here gives
-        self.err = np.zeros(ERR_SLOTS, dtype=np.int64)
+        self.err = ERROR.new()
         self.theta_address = _addr(self.theta)
         self.grad_address = _addr(self.grad) if n else _addr(self.value)
-        self.frame[4] = _addr(self.value)
-        self.frame[5] = _addr(self.work)
-        self.frame[6] = _addr(self.err)
-        self.frame[7] = self.grad_address
-        self.address = _addr(self.frame)
+        frame = self.frame
+        frame.value = _addr(self.value)
+        frame.work = _addr(self.work)
+        frame.err = ctypes.addressof(self.err)
+        frame.grad = self.grad_in_frame = self.grad_address
+        self.address = ctypes.addressof(frame)
         # views with each parameter's shape: Model._pack copies into theta_views,
         # value_and_grad copies each of grad_views out
         self.theta_views = model._param_views(self.theta)
@@ -162,10 +143,10 @@ class _Frame:
         self.keep = None
         self.theta_in_frame = None
         self.use_theta()
-        self.use_defaults(model)
+        self.use(model._no_inputs)
 
-    # Each setter writes the frame only when something changed: a write into a NumPy
-    # array costs about as much as the native call of a small model.
+    # Each setter writes the frame only when something changed: a write into the frame
+    # costs a fair share of the native call of a small model.
 
     def use_theta(self, flat: Optional[np.ndarray] = None) -> None:
         # (the address is taken every time: the same array object can get a new buffer,
@@ -173,15 +154,29 @@ class _Frame:
         self.keep = flat          # the array must outlive the call
         address = self.theta_address if flat is None else _addr(flat)
         if address != self.theta_in_frame:         # (use_address, without a call)
-            self.frame[0] = self.theta_in_frame = address
+            self.frame.params = self.theta_in_frame = address
 
     def use_address(self, address: int) -> None:
         if address != self.theta_in_frame:
-            self.frame[0] = self.theta_in_frame = address
+            self.frame.params = self.theta_in_frame = address
 
-    def use_defaults(self, model: Model) -> None:
-        if self.bound is not model._no_inputs:
-            self.use(model._no_inputs)
+    def use_grad(self, address: Optional[int] = None) -> None:
+        """The gradient into memory at `address` (a caller's grad_out), or by default
+        into this frame's own buffer."""
+        address = self.grad_address if address is None else address
+        if address != self.grad_in_frame:
+            self.frame.grad = self.grad_in_frame = address
+
+    def use_own_buffers(self, bound: "BoundArgs") -> None:
+        """The parameters packed into this frame's vector, the gradient into its own
+        buffer, and `bound` the batch (use_theta(), use_grad(), use(bound) in one)."""
+        self.keep = None
+        if self.theta_in_frame != self.theta_address:
+            self.frame.params = self.theta_in_frame = self.theta_address
+        if self.grad_in_frame != self.grad_address:
+            self.frame.grad = self.grad_in_frame = self.grad_address
+        if bound is not self.bound:
+            self.use(bound)
 
     def use(self, bound: "BoundArgs") -> None:
         if bound is self.bound:
@@ -189,27 +184,18 @@ class _Frame:
         self.bound = bound
         _set_batch(self.frame, bound)
 
-    def detached(self, bound: "BoundArgs") -> np.ndarray:
-        """A frame array of its own for this thread's buffers, its parameter vector and
-        `bound` (the fast call's, runtime/fastcall.py): this object's cached state, what
-        its own frame holds, stays true."""
-        frame = self.frame.copy()
-        frame[0] = self.theta_address
-        _set_batch(frame, bound)
-        return frame
 
-
-def _set_batch(frame: np.ndarray, bound: "BoundArgs") -> None:
-    """A native frame's batch slots (codegen/llvm.py: hypers, inputs, B)."""
-    frame[1] = bound.hypers_address
-    frame[2] = bound.pointers_address
-    frame[3] = bound.B
+def _set_batch(frame, bound: "BoundArgs") -> None:
+    """A native frame's batch slots (hypers, inputs, B)."""
+    frame.hypers = bound.hypers_address
+    frame.inputs = bound.pointers_address
+    frame.B = bound.B
 
 
 class BoundArgs:
     """Validated inputs and hyperparameters, ready for native calls."""
 
-    def __init__(self, model: Model, arrays: list, B: int, hypers: np.ndarray):
+    def __init__(self, model, arrays: list, B: int, hypers: np.ndarray):
         self.arrays = arrays          # kept alive while the pointers are in use
         self.B = B
         self.hypers = hypers
@@ -232,3 +218,27 @@ class BoundArgs:
                 out.append(c)
             self._chunks[n] = out
         return self._chunks[n]
+
+
+def copy_of(record):
+    """A copy of a frame or record (a ctypes Structure of codegen/abi.py)."""
+    return type(record).from_buffer_copy(record)
+
+
+def index_error(model, err, bound: BoundArgs) -> ValueError:
+    """The error of a native call that returned INDEX_ERROR, from its error record
+    (abi.ERROR): the check, as -1 - check where the arithmetic computing the index
+    overflowed, the sample counted in `bound` (which may be a chunk of a larger batch),
+    the index's value."""
+    check, sample, value = err.check, err.sample, err.value
+    overflow = check < 0
+    check = -1 - check if overflow else check
+    sample_in_chunk, sample = sample, sample + bound.start
+    info = model.meta["index_checks"][check]
+    ints = ", ".join(f"{s.name} = {int(a[sample_in_chunk])}"
+                     for s, a in zip(model.inputs, bound.arrays) if s.is_int)
+    what = (f"index {info['text']} overflows a 64-bit integer, so it" if overflow else
+            f"index {info['text']} = {value}")
+    return ValueError(f"{what} is out of range 0..{info['size'] - 1} "
+                      f"at sample {sample} (line {info['line']}, col {info['col']}"
+                      f"{'; ' + ints if ints else ''})")

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Callable, Optional
 
 from lossc.codegen.units import DERIVED_UNITS, EXPORTS, LIBRARY_UNITS, UNITS
+from lossc.options import Options
 from lossc.runtime import forks, library
 from lossc.runtime.native import load_object
 
@@ -19,12 +20,14 @@ from lossc.runtime.native import load_object
 class ModelCode:
     def __init__(self, header: dict, objects: dict[str, bytes],
                  compile_unit: Callable[[str], tuple[bytes, int]],
-                 cache_key: Optional[str] = None):
+                 options: Options, cache_key: Optional[str] = None):
         """compile_unit(unit) -> (object file, work size) for the units not in
-        `objects`; cache_key: the cache entry to add them to, if any."""
+        `objects`; options: the loader and the cache folder; cache_key: the entry of
+        the cache folder to add them to, if any."""
         self.header = header
         self.objects = dict(objects)
         self.work_size = int(header["work_size"])
+        self.options = options
         self._compile_unit = compile_unit
         self._cache_key = cache_key
         self._loaded = {}
@@ -50,8 +53,8 @@ class ModelCode:
             with self._lock:      # two threads asking at once compile it once
                 code = self._loaded.get(unit)
                 if code is None:
-                    code = self._loaded[unit] = load_object(self._object(unit),
-                                                            (EXPORTS[unit],))
+                    code = self._loaded[unit] = load_object(
+                        self._object(unit), (EXPORTS[unit],), self.options.loader)
         return code
 
     def _object(self, unit: str) -> bytes:
@@ -63,13 +66,17 @@ class ModelCode:
         if unit in LIBRARY_UNITS:
             # the same for every model: compiled once per machine, with its own cache
             # entry (so not added to `objects`, which go to the model's entry)
-            return library.unit_object(unit, self.header["dtype"],
-                                       persistent=self._cache_key is not None)
+            return library.unit_object(unit, self.header["dtype"], self._cache_folder())
         obj, work = self._compile_unit(unit)
         self._add(unit, obj, work)
         if self._cache_key is not None:
             self._store_in_cache()
         return obj
+
+    def _cache_folder(self):
+        """The cache folder this model's code is kept in: None unless the model came
+        from (or went into) the compile cache."""
+        return self.options.cache_dir if self._cache_key is not None else None
 
     def _add(self, unit: str, obj: bytes, work: int) -> None:
         """A unit's object file, and the scratch space its functions need (recorded
@@ -85,10 +92,11 @@ class ModelCode:
         process may have added since this one read it."""
         from lossc.runtime import artifact
         identity = {k: self.header[k] for k in artifact.IDENTITY}
-        there = artifact.cache_lookup(self._cache_key, identity)
+        folder = self._cache_folder()
+        there = artifact.cache_lookup(folder, self._cache_key, identity)
         if there is not None:
             header, objects = there
             for unit, obj in objects.items():
                 if unit not in self.objects:
                     self._add(unit, obj, header.get("unit_work", {}).get(unit, 1))
-        artifact.cache_store(self._cache_key, self.header, self.objects)
+        artifact.cache_store(folder, self._cache_key, self.header, self.objects)

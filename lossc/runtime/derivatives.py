@@ -2,27 +2,25 @@
 products (hvp) and whole Hessians of the objective, through the native code units of
 forward mode (codegen/units.py DERIVED_UNITS).
 
-Each unit is a model function of the gradient's frame layout (codegen/llvm.py) over a
-signature of its own: the model's parameters followed by the directions' (tangent<k>.p,
-the same shapes), and for jvp a one-number result slot. Its `grad` buffer receives the
-gradient in the model's parameters' slots and the results in the directions' slots:
-H v_k for hvp and hessian, the loss's tangent <grad, v> for jvp (codegen/units.py
-result_graph). The buffers here are made for each call (a Hessian reuses them across
-its blocks of columns), so calls from several threads do not share them; a call runs
-on one thread.
+Each unit is a model function of the gradient's frame layout (codegen/abi.py
+VALUE_AND_GRAD) over a signature of its own: the model's parameters followed by the
+directions' (tangent<k>.p, the same shapes), and for jvp a one-number result slot.
+Its `grad` buffer receives the gradient in the model's parameters' slots and the
+results in the directions' slots: H v_k for hvp and hessian, the loss's tangent
+<grad, v> for jvp (codegen/units.py result_graph). The buffers here are made for each
+call (a Hessian reuses them across its blocks of columns), so calls from several
+threads do not share them; a call runs on one thread.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+import ctypes
+from typing import Optional
 
 import numpy as np
 
-from lossc.codegen.llvm import ERR_SLOTS
+from lossc.codegen.abi import ERROR, OK, VALUE_AND_GRAD
 from lossc.codegen.units import HESSIAN, HVP, JVP, hessian_directions
-from lossc.runtime.calls import BoundArgs, _addr, aligned_zeros
-
-if TYPE_CHECKING:
-    from lossc.runtime.model import Model
+from lossc.runtime.calls import BoundArgs, _addr, aligned_zeros, index_error
 
 # the largest model Model.hessian takes: its Hessian of float64 holds 128 MB
 MAX_HESSIAN_PARAMS = 4096
@@ -32,7 +30,7 @@ class DirectionalCall:
     """One derived unit's native function with buffers for `directions` directions:
     params = [theta, v_0, ..., v_{K-1}] (and jvp's result slot), grad alike."""
 
-    def __init__(self, model: "Model", unit: str, directions: int, bound: BoundArgs):
+    def __init__(self, model, unit: str, directions: int, bound: BoundArgs):
         self.model, self.bound = model, bound
         self.fn = model.code.function(unit)      # (compiled first, if need be)
         n = model.n_params
@@ -41,29 +39,30 @@ class DirectionalCall:
         self.grad = np.zeros(max(size, 1), dtype=model.dtype)
         self.value = np.zeros(1, dtype=model.dtype)
         self.work = aligned_zeros(model.code.work_size, model.dtype)
-        self.err = np.zeros(ERR_SLOTS, dtype=np.int64)
-        self.frame = np.array([_addr(self.params), bound.hypers_address,
-                               bound.pointers_address, bound.B, _addr(self.value),
-                               _addr(self.work), _addr(self.err), _addr(self.grad)],
-                              dtype=np.int64)
+        self.err = ERROR.new()
+        frame = self.frame = VALUE_AND_GRAD.new()
+        frame.params, frame.grad = _addr(self.params), _addr(self.grad)
+        frame.hypers, frame.inputs, frame.B = (bound.hypers_address,
+                                               bound.pointers_address, bound.B)
+        frame.value, frame.work = _addr(self.value), _addr(self.work)
+        frame.err = ctypes.addressof(self.err)
+        self.address = ctypes.addressof(frame)
         self.theta = self.params[:n]
         self.directions = self.params[n:n * (1 + directions)].reshape(directions, n)
         self.results = self.grad[n:n * (1 + directions)].reshape(directions, n)
 
     def __call__(self) -> float:
-        if self.fn(_addr(self.frame)):
-            raise self.model._index_error(self.err, self.bound)
+        if self.fn(self.address) != OK:
+            raise index_error(self.model, self.err, self.bound)
         return self.value.item()
 
 
-def bound_arguments(model: "Model", kwargs: dict) -> BoundArgs:
+def bound_arguments(model, kwargs: dict) -> BoundArgs:
     """The inputs and hyperparameters of a call, checked as value_and_grad checks them."""
-    f = model._frame()
-    model._bind_kwargs(f, kwargs)
-    return f.bound
+    return model.bind(*model._split_kwargs(kwargs))
 
 
-def flat_of(model: "Model", tree: dict, argument: str) -> np.ndarray:
+def flat_of(model, tree: dict, argument: str) -> np.ndarray:
     """A dict shaped like the parameters as a flat vector; a mistake in it is a
     ValueError (TypeError) naming `argument`."""
     out = np.zeros(max(model.n_params, 1), dtype=model.dtype)
@@ -74,7 +73,7 @@ def flat_of(model: "Model", tree: dict, argument: str) -> np.ndarray:
     return out[:model.n_params]
 
 
-def flat_vector(model: "Model", a, argument: str) -> np.ndarray:
+def flat_vector(model, a, argument: str) -> np.ndarray:
     """A flat vector of n_params real numbers, as the model's dtype; a ValueError
     (TypeError) naming `argument` otherwise."""
     v = np.asarray(a)
@@ -86,7 +85,7 @@ def flat_vector(model: "Model", a, argument: str) -> np.ndarray:
     return v.astype(model.dtype, copy=False)
 
 
-def check_out(model: "Model", out) -> None:
+def check_out(model, out) -> None:
     """`out` of hvp_flat: a writable array of n_params in the model's dtype."""
     if (type(out) is not np.ndarray or out.dtype != model.dtype
             or out.shape != (model.n_params,) or not out.flags.writeable):
@@ -94,7 +93,7 @@ def check_out(model: "Model", out) -> None:
                          f"({model.n_params},)")
 
 
-def jvp(model: "Model", theta: dict, tangent: dict, kwargs: dict) -> tuple[float, float]:
+def jvp(model, theta: dict, tangent: dict, kwargs: dict) -> tuple[float, float]:
     call = DirectionalCall(model, JVP, 1, bound_arguments(model, kwargs))
     call.theta[...] = flat_of(model, theta, "theta")
     call.directions[0] = flat_of(model, tangent, "tangent")
@@ -102,7 +101,7 @@ def jvp(model: "Model", theta: dict, tangent: dict, kwargs: dict) -> tuple[float
     return value, call.grad[-1].item()
 
 
-def hvp_flat(model: "Model", theta: np.ndarray, v: np.ndarray, bound: BoundArgs,
+def hvp_flat(model, theta: np.ndarray, v: np.ndarray, bound: BoundArgs,
              out: Optional[np.ndarray] = None) -> np.ndarray:
     call = DirectionalCall(model, HVP, 1, bound)
     call.theta[...] = theta
@@ -114,13 +113,13 @@ def hvp_flat(model: "Model", theta: np.ndarray, v: np.ndarray, bound: BoundArgs,
     return out
 
 
-def hvp(model: "Model", theta: dict, v: dict, kwargs: dict) -> dict:
+def hvp(model, theta: dict, v: dict, kwargs: dict) -> dict:
     bound = bound_arguments(model, kwargs)
     flat = hvp_flat(model, flat_of(model, theta, "theta"), flat_of(model, v, "v"), bound)
     return model.unpack_params(flat)
 
 
-def hessian(model: "Model", theta: dict, kwargs: dict) -> np.ndarray:
+def hessian(model, theta: dict, kwargs: dict) -> np.ndarray:
     """The (n, n) Hessian in pack_params order, K columns per native call (the unit
     vectors as directions), symmetrized: (H + H^T) / 2 of the columns computed."""
     n = model.n_params
@@ -145,7 +144,7 @@ def hessian(model: "Model", theta: dict, kwargs: dict) -> np.ndarray:
     return (H + H.T) / 2
 
 
-def scipy_hessp(model: "Model", kwargs: dict):
+def scipy_hessp(model, kwargs: dict):
     """hessp(x, p) -> H(x) p as float64, the batch bound once."""
     bound = bound_arguments(model, kwargs)
 

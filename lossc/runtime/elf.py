@@ -42,7 +42,7 @@ import struct
 import sys
 
 from lossc.codegen.externals import ALLOWED
-from lossc.runtime.native import NATIVE_SIGNATURE
+from lossc.codegen.abi import NATIVE_SIGNATURE
 
 _EHDR = struct.Struct("<16sHHIQQQIHHHHHH")
 _SHDR = struct.Struct("<IIQQQQIIQQ")      # name type flags addr offset size link info align entsize

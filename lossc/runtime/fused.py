@@ -8,70 +8,86 @@ optimizer object, so the Python loop can take over where the native one stopped.
 """
 from __future__ import annotations
 
+import ctypes
+from dataclasses import dataclass
+from typing import Optional
+
 import numpy as np
 
-from lossc.codegen.fused import ADAM, AHEAD_BATCHES, RMSPROP, SGD, SLOTS
-from lossc.codegen.llvm import ERR_SLOTS
+from lossc.codegen import abi
+from lossc.codegen.abi import ERROR, TRAIN_CONFIG, TRAIN_FLAGS, TRAIN_STEPS
+from lossc.codegen.fused import AHEAD_BATCHES
 from lossc.codegen.units import VALUE_AND_GRAD, train_unit
-from lossc.runtime.calls import BoundArgs, _addr, aligned_empty, aligned_zeros
+from lossc.runtime.calls import BoundArgs, _addr, aligned_empty, aligned_zeros, index_error
 
 # the batches on their way to L2 (codegen/fused.py AHEAD_BATCHES) may hold this many
-# bytes of rows at most, a quarter of a 1 MB L2: more would push the current batch out
+# bytes of rows at most, a small part of L2 (a quarter of 1 MB, the L2 of a core of
+# the machines lossc is measured on): more would push the current batch out
 AHEAD_MAX_BYTES = 256 << 10
 
-# the native steps of each optimizer class (codegen/fused.py KINDS)
-_KIND = {"SGD": "sgd", "RMSprop": "rmsprop", "Adam": "adam", "AdamW": "adam"}
 
-# optimizer state names (lossc.optim.optimizers) in the native state's three slots
-_STATE_NAMES = {
-    "SGD": ("momentum", None, None),
-    "RMSprop": ("momentum", "square_avg", "grad_avg"),
-    "Adam": ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
-    "AdamW": ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
-}
+@dataclass(frozen=True)
+class NativeUpdate:
+    """An optimizer's update as the native steps take it (lossc.optim.optimizers gives
+    it: Optimizer.native_update). `kind` names the steps (abi.OPTIMIZER_KINDS); the
+    numbers and switches fill the TRAIN_CONFIG and TRAIN_FLAGS records by name; `state`
+    names the optimizer's state arrays held in the native state's three rows (None: a
+    row it has not), `used` those the update keeps, handed back by sync()."""
+
+    kind: str
+    lr: float
+    a: float = 0.0
+    b: float = 0.0
+    eps: float = 0.0
+    weight_decay: float = 0.0
+    dampening: float = 0.0
+    clip_norm: Optional[float] = None
+    nesterov: bool = False
+    centered: bool = False
+    amsgrad: bool = False
+    decoupled: bool = False
+    state: tuple = (None, None, None)
+    used: frozenset = frozenset()
+
+    def configure(self, config, flags) -> None:
+        """Fill a TRAIN_CONFIG and a TRAIN_FLAGS record."""
+        for name in ("lr", "a", "b", "eps", "weight_decay", "dampening"):
+            setattr(config, name, getattr(self, name))
+        config.clip_norm = self.clip_norm or 0.0
+        config.half = 0.5               # (the record's `half`)
+        flags.kind = abi.OPTIMIZER_KINDS[self.kind]
+        for name in ("nesterov", "centered", "amsgrad", "decoupled"):
+            setattr(flags, name, int(getattr(self, name)))
+        flags.clip = int(self.clip_norm is not None)
 
 
 class FusedError(Exception):
-    """The native run stopped: `kind` is "index" or "diverged", `batch` where."""
+    """The native run stopped: `kind` is "index" or "diverged", `batch` where. For an
+    index, `index_error` is the ValueError to show (the sample counted in the data
+    set)."""
 
-    def __init__(self, kind: str, batch: int, err):
+    def __init__(self, kind: str, batch: int, index_error: Optional[ValueError] = None):
         super().__init__(kind)
-        self.kind, self.batch, self.err = kind, batch, err
+        self.kind, self.batch, self.index_error = kind, batch, index_error
 
 
 def supports(optimizer) -> bool:
-    """Whether the native update implements this optimizer exactly."""
-    from lossc.optim import optimizers as o
-    return type(optimizer) in (o.SGD, o.RMSprop, o.Adam, o.AdamW)
-
-
-def _config(opt):
-    """(config, flags) for the native update, as tuples; see codegen/fused.py."""
-    name = type(opt).__name__
-    clip = opt.clip_norm if opt.clip_norm is not None else 0.0
-    if name == "SGD":
-        cfg = (opt.lr, opt.momentum, 0.0, 0.0, opt.weight_decay, opt.dampening, clip)
-        flags = (SGD, opt.nesterov, 0, 0, 0)
-    elif name == "RMSprop":
-        cfg = (opt.lr, opt.alpha, opt.momentum, opt.eps, opt.weight_decay, 0.0, clip)
-        flags = (RMSPROP, 0, opt.centered, 0, 0)
-    else:
-        cfg = (opt.lr, opt.betas[0], opt.betas[1], opt.eps, opt.weight_decay, 0.0, clip)
-        flags = (ADAM, 0, 0, opt.amsgrad, name == "AdamW")
-    # (0.5: see the frame's slot 8 in codegen/fused.py)
-    return cfg + (0.5,), flags + (opt.clip_norm is not None,)
+    """Whether the native steps implement this optimizer's update exactly."""
+    native_update = getattr(optimizer, "native_update", None)
+    return native_update is not None and native_update() is not None
 
 
 class FusedSteps:
     def __init__(self, model, optimizer, data: BoundArgs, batch_size: int):
+        """optimizer: one whose native_update() gives a NativeUpdate (see supports)."""
         self.model, self.opt, self.data = model, optimizer, data
         self.bs = int(batch_size)
         n = model.n_params
+        self.update = optimizer.native_update()
         self.state = np.zeros((3, max(n, 1)), dtype=model.dtype)
-        for k, name in enumerate(_STATE_NAMES[type(optimizer).__name__]):
+        for k, name in enumerate(self.update.state):
             if name and name in optimizer.state:
                 self.state[k, :n] = optimizer.state[name]
-        self.had = {name for name in optimizer.state}
         self.t = np.array([optimizer.t], dtype=np.int64)
         # (on cache-line boundaries: a row 16 bytes into a line would straddle one more
         # line, and the gradient's vector loads from it would each touch two)
@@ -84,7 +100,7 @@ class FusedSteps:
         self.grad = np.zeros(max(n, 1), dtype=model.dtype)
         self.value = np.zeros(1, dtype=model.dtype)
         self.work = aligned_zeros(model.work_size, model.dtype)
-        self.err = np.zeros(ERR_SLOTS, dtype=np.int64)
+        self.err = ERROR.new()
         # the row addresses of a batch a few on, input by input (codegen/fused.py), when
         # the batches on their way fit in L2 beside the current one with room to spare
         batch_bytes = self.bs * int(sum(self.row_bytes_of(model)))
@@ -93,21 +109,22 @@ class FusedSteps:
         # the steps are the same code for every model: the sizes come in the frame
         self.row_bytes = np.array(self.row_bytes_of(model) or [0], dtype=np.int64)
         # compiles the optimizer's steps the first time the model trains with it
-        self.fn = model.code.function(train_unit(_KIND[type(optimizer).__name__]))
-        self.config = _config(optimizer)
-        self.cfg = np.array(self.config[0], dtype=np.float64)
-        self.flags = np.array(self.config[1], dtype=np.int64)
+        self.fn = model.code.function(train_unit(self.update.kind))
+        self.config, self.flags = TRAIN_CONFIG.new(), TRAIN_FLAGS.new()
+        self.update.configure(self.config, self.flags)
         # everything but the parameters, the order and the batch range stays put
-        self.frame = np.array(
-            (0, data.hypers_address, data.pointers_address, data.B, 0, self.bs, 0, 0,
-             _addr(self.cfg), _addr(self.flags), _addr(self.state), _addr(self.t),
-             _addr(self.batch_ptrs), _addr(self.losses), _addr(self.work), _addr(self.err),
-             _addr(self.grad), _addr(self.value), model.code.address(VALUE_AND_GRAD),
-             model.n_params, len(model.inputs), _addr(self.row_bytes),
-             _addr(self.ahead) if self.ahead is not None else 0),
-            dtype=np.int64)
-        assert len(self.frame) == SLOTS
-        self.frame_address = _addr(self.frame)
+        f = self.frame = TRAIN_STEPS.new()
+        f.hypers, f.data, f.N = data.hypers_address, data.pointers_address, data.B
+        f.batch_size = self.bs
+        f.config, f.flags = ctypes.addressof(self.config), ctypes.addressof(self.flags)
+        f.state, f.t, f.batches = _addr(self.state), _addr(self.t), _addr(self.batch_ptrs)
+        f.losses, f.work, f.err = _addr(self.losses), _addr(self.work), ctypes.addressof(self.err)
+        f.grad, f.value = _addr(self.grad), _addr(self.value)
+        f.gradient = model.code.address(VALUE_AND_GRAD)
+        f.n_params, f.n_inputs, f.row_bytes = model.n_params, len(model.inputs), \
+            _addr(self.row_bytes)
+        f.ahead = _addr(self.ahead) if self.ahead is not None else 0
+        self.frame_address = ctypes.addressof(f)
 
     @staticmethod
     def row_bytes_of(model) -> list:
@@ -117,36 +134,25 @@ class FusedSteps:
 
     def run(self, theta: np.ndarray, order: np.ndarray, first: int, count: int) -> np.ndarray:
         """count optimizer steps on batches first.. of the epoch given by `order`."""
-        config = _config(self.opt)       # read each time: a schedule may change lr
-        if config != self.config:
-            self.config = config
-            self.cfg[:], self.flags[:] = config
+        update = self.opt.native_update()     # asked each time: a schedule may change lr
+        if update != self.update:
+            self.update = update
+            update.configure(self.config, self.flags)
         f = self.frame
-        f[0], f[4], f[6], f[7] = _addr(theta), _addr(order), first, count
+        f.params, f.order, f.first, f.count = _addr(theta), _addr(order), first, count
         rc = self.fn(self.frame_address)
-        if rc == 1:
-            raise FusedError("index", first, self.err[:3].copy())
-        if rc == 2:
-            done = int(self.err[0])
-            raise FusedError("diverged", done, self.err[:3].copy())
+        if rc == abi.INDEX_ERROR:
+            raise FusedError("index", first, index_error(self.model, self.err, self.data))
+        if rc == abi.DIVERGED:
+            raise FusedError("diverged", self.err.batch)
         return self.losses[first:first + count]
 
     def sync(self) -> None:
         """Hand the optimizer state back to the Python optimizer object."""
         opt, n = self.opt, self.model.n_params
         opt.t = int(self.t[0])
-        for k, name in enumerate(_STATE_NAMES[type(opt).__name__]):
-            if not name:
-                continue
-            used = opt.t > 0 and self._slot_used(name)
-            if used:
+        if opt.t == 0:
+            return
+        for k, name in enumerate(self.update.state):
+            if name in self.update.used:
                 opt.state[name] = self.state[k, :n].copy()
-
-    def _slot_used(self, name: str) -> bool:
-        opt = self.opt
-        kind = type(opt).__name__
-        if kind == "SGD":
-            return opt.momentum != 0
-        if kind == "RMSprop":
-            return {"momentum": opt.momentum > 0, "grad_avg": opt.centered}.get(name, True)
-        return name != "max_exp_avg_sq" or opt.amsgrad

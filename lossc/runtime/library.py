@@ -6,76 +6,70 @@ row sizes from their frame; and the training driver's shuffle). Compiling one co
 LLVM tens of milliseconds, so each is compiled the first time any model on this
 machine needs it, kept in the persistent cache beside the models (one entry per unit
 and dtype, keyed like a model's entry on lossc's code and the CPU) and in memory for
-the rest of the process. A model compiled with `cache=False` leaves the persistent
-cache alone for these too (they are then compiled once per process). A model's
+the rest of the process (a memo keyed on the unit, dtype and cache folder: nothing in
+it changes how lossc behaves). A model compiled with `cache=False` leaves the
+persistent cache alone for these too (they are then compiled once per process). A model's
 artifact carries a copy of every unit, so a saved model runs anywhere the artifact is
 accepted without this cache.
 
 Compile time is paid once per machine, not per model, so these units get LLVM's
 full optimization (`jit.LIBRARY_LEVEL`): the optimizer's update loops run over a
 parameter count only known at run time, and LLVM's loop vectorizer makes them SIMD.
-(All but the object-level call: see optimization_level.)
 """
 from __future__ import annotations
 
-from lossc import __version__
-from lossc.runtime import artifact, forks
+import pathlib
+from typing import Optional
 
-_objects: dict[tuple, bytes] = {}       # (unit, dtype, cache directory or None) -> object
+from lossc.runtime import artifact, forks
+from lossc.runtime.keys import key_of
+from lossc.version import __version__
+
+_objects: dict[tuple, bytes] = {}       # (unit, dtype, cache folder or None) -> object
 _lock = forks.Lock()      # (a forked child gets a free one)
 
 
-def unit_object(unit: str, dtype: str, persistent: bool = True) -> bytes:
+def unit_object(unit: str, dtype: str, folder: Optional[pathlib.Path]) -> bytes:
     """The object file of a library unit for this machine: from memory, from the
-    persistent cache, or compiled now (and stored in both). persistent=False: no
-    reading or writing of the persistent cache (a model compiled with cache=False)."""
+    persistent cache in `folder`, or compiled now (and stored in both). folder=None: no
+    reading or writing of a persistent cache (a model compiled with cache=False)."""
     from lossc.codegen.units import UNTYPED_UNITS
     if unit in UNTYPED_UNITS:
         dtype = "any"               # (no real numbers in it)
-    # (a new cache directory gets its own copy; without one any copy in memory will do)
-    key = (unit, dtype, str(artifact.cache_dir()) if persistent else None)
-    obj = _objects.get(key) or (None if persistent else next(
+    # (a new cache folder gets its own copy; without one any copy in memory will do)
+    key = (unit, dtype, None if folder is None else str(folder))
+    obj = _objects.get(key) or (None if folder is not None else next(
         (o for (u, d, _), o in list(_objects.items()) if (u, d) == (unit, dtype)), None))
     if obj is None:
         with _lock:      # two threads asking at once compile it once
             obj = _objects.get(key)
             if obj is None:
-                obj = _objects[key] = (_cached_or_compiled(unit, dtype) if persistent
-                                       else compile_unit(unit, dtype))
+                obj = _objects[key] = (_cached_or_compiled(unit, dtype, folder)
+                                       if folder is not None else compile_unit(unit, dtype))
     return obj
 
 
 def cache_key(unit: str, dtype: str) -> str:
-    from lossc.compiler import key_of
     return key_of("library", unit, dtype)
 
 
-def _cached_or_compiled(unit: str, dtype: str) -> bytes:
+def _cached_or_compiled(unit: str, dtype: str, folder: pathlib.Path) -> bytes:
     key = cache_key(unit, dtype)
-    hit = artifact.cache_lookup(key, {"library": unit, "dtype": dtype})
+    hit = artifact.cache_lookup(folder, key, {"library": unit, "dtype": dtype})
     if hit is not None and unit in hit[1]:
         return hit[1][unit]
     obj = compile_unit(unit, dtype)
-    artifact.cache_store(key, _header(unit, dtype), {unit: obj})
+    artifact.cache_store(folder, key, _header(unit, dtype), {unit: obj})
     return obj
 
 
 def compile_unit(unit: str, dtype: str) -> bytes:
-    from lossc.codegen.jit import compile_ir, host_cpu
+    from lossc.codegen.jit import LIBRARY_LEVEL, compile_ir, host_cpu
     from lossc.codegen.units import LIBRARY_UNITS, build_module
     if unit not in LIBRARY_UNITS:
         raise ValueError(f"{unit!r} is not a library unit; those are {LIBRARY_UNITS}")
     module, _ = build_module(None, dtype, (unit,), triple=host_cpu()["triple"])
-    return compile_ir(str(module), optimization_level(unit))
-
-
-def optimization_level(unit: str) -> int:
-    """LLVM's pipeline for a library unit: all of it (jit.LIBRARY_LEVEL), but for the
-    object-level call, whose few checks and copies gain nothing from O3's vectorizers
-    and unrolling (20 ms to compile instead of 60-80, on a user's second call)."""
-    from lossc.codegen.jit import LIBRARY_LEVEL, SPEED_LEVEL
-    from lossc.codegen.units import CALL_OBJECTS
-    return SPEED_LEVEL if unit == CALL_OBJECTS else LIBRARY_LEVEL
+    return compile_ir(str(module), LIBRARY_LEVEL)
 
 
 def _header(unit: str, dtype: str) -> dict:

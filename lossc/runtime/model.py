@@ -6,23 +6,21 @@ copied only when they are not already C-contiguous in the model's dtype.
 """
 from __future__ import annotations
 
-import threading
-from math import copysign
 from typing import Optional
 
 import numpy as np
 
 from lossc.codegen.units import LOSS, VALUE_AND_GRAD
-from lossc.runtime.calls import BoundArgs, PreparedCall, _Frame, data_pointer
-from lossc.runtime import fastcall, forks
+from lossc.options import Options
+from lossc.runtime.callpaths import PARALLEL_MIN_SAMPLES, CallPaths, PreparedCall
+from lossc.runtime.calls import BoundArgs
 from lossc.runtime.code import ModelCode
 from lossc.runtime.spec import Signature
+
 
 def _shape_text(shape) -> str:
     return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
 
-
-PARALLEL_MIN_SAMPLES = 16384   # below this per thread, a thread costs more than it saves
 
 
 class Model:
@@ -33,8 +31,10 @@ class Model:
     numbers (defaults from the file).
     """
 
-    def __init__(self, signature: Signature, dtype: str, code: "ModelCode", meta: dict):
+    def __init__(self, signature: Signature, dtype: str, code: "ModelCode", meta: dict,
+                 options: Options):
         self.signature = signature
+        self.options = options       # how its code was made and is loaded (lossc.options)
         self.dtype = np.dtype(dtype)
         self.code = code             # the machine code, unit by unit (runtime/code.py)
         self.meta = meta
@@ -51,11 +51,9 @@ class Model:
         self._default_hypers = np.array([h.default for h in signature.hypers] or [0.0],
                                         dtype=self.dtype)
         self._no_inputs = BoundArgs(self, [], 1, self._default_hypers)
-        self._tls = threading.local()
-        self._last_call = None       # see _bind_kwargs
-        self._fast_function = None   # lossc_call_objects (runtime/fastcall.py), or False
-        self._pool = None
+        self._paths = CallPaths(self)   # how calls reach the native code (callpaths.py)
         self.threads = 1   # threads for large batches; see set_threads
+        self.min_samples_per_thread = PARALLEL_MIN_SAMPLES
 
     # ------------------------------------------------------------ description
 
@@ -87,24 +85,31 @@ class Model:
                 f"{self.dtype.name}>")
 
     def __copy__(self) -> "Model":
-        """A model of its own (buffers, thread pool, remembered calls) over the same
+        """A model of its own (frames, thread pool, remembered batches) over the same
         machine code, which never changes once loaded."""
-        twin = Model(self.signature, self.dtype.name, self.code, self.meta)
+        twin = Model(self.signature, self.dtype.name, self.code, self.meta, self.options)
         twin.threads = self.threads
+        twin.min_samples_per_thread = self.min_samples_per_thread
         return twin
 
     def __deepcopy__(self, memo) -> "Model":
         return self.__copy__()
 
-    def set_threads(self, n: Optional[int]) -> "Model":
-        """Use n threads for batches of at least PARALLEL_MIN_SAMPLES per thread (None:
-        one per core). Results are deterministic for a given n; they may differ from
+    def set_threads(self, n: Optional[int],
+                    min_samples_per_thread: int = PARALLEL_MIN_SAMPLES) -> "Model":
+        """Use n threads (None: one per core) for batches of at least
+        min_samples_per_thread samples per thread (by default as many as make a thread
+        worth its cost). Results are deterministic for a given n; they may differ from
         another n in the last bits, as any reordered floating-point sum does."""
         import os
         n = (os.cpu_count() or 1) if n is None else int(n)
         if n < 1:
             raise ValueError(f"threads must be at least 1, got {n}")
+        if int(min_samples_per_thread) < 1:
+            raise ValueError(f"min_samples_per_thread must be at least 1, got "
+                             f"{min_samples_per_thread}")
         self.threads = n
+        self.min_samples_per_thread = int(min_samples_per_thread)
         return self
 
     # ------------------------------------------------------------ parameters
@@ -136,11 +141,7 @@ class Model:
         if out is not None:
             self._pack(theta, self._param_views(out))
             return out
-        # packed where value_and_grad packs (this thread's buffer, free between calls,
-        # with its views made once), then copied out
-        f = self._frame()
-        self._pack(theta, f.theta_views)
-        return f.theta[:self.n_params].copy()
+        return self._paths.pack(theta)
 
     def _pack(self, theta: dict, views: list) -> None:
         """Check `theta` and copy it into `views` (_param_views of a flat vector)."""
@@ -212,65 +213,11 @@ class Model:
 
     def loss(self, theta: dict, /, **kwargs) -> float:
         """The objective over the batch."""
-        fn = self._loss_function()
-        f = self._frame()
-        self._pack(theta, f.theta_views)
-        f.use_theta()
-        self._bind_kwargs(f, kwargs)
-        self._run(fn, f)
-        return f.value.item()
+        return self._paths.loss(self._loss_function(), theta, kwargs)
 
     def value_and_grad(self, theta: dict, /, **kwargs) -> tuple[float, dict]:
         """The objective and its gradient, a dict shaped like `theta`."""
-        fast = getattr(self._tls, "fast", None)
-        if fast is not None and self.threads == 1:
-            out = fast(theta, kwargs)        # (None: the checked way below decides)
-            if out is not None:
-                return out
-        f = self._frame()
-        self._pack(theta, f.theta_views)
-        f.use_theta()
-        self._bind_kwargs(f, kwargs)
-        fn = self._vg
-        if self.threads > 1:
-            self._run(fn, f)
-        elif fn(f.address):       # (_run's one-thread case, without the cost of a call)
-            raise self._index_error(f.err, f.bound)
-        # a copy of each parameter's part of the gradient (the caller's to keep: the
-        # next call overwrites f.grad), cheaper than one copy and a view of it for each;
-        # (a loop, not a comprehension: that is a function call before Python 3.12)
-        grads = {}
-        for name, g in f.grad_views:
-            grads[name] = g.copy()
-        # the batch as the caller's arrays are (no conversion, no hyperparameters): a
-        # fast call can check it from them
-        if len(kwargs) == len(self.inputs) and (not self.inputs or (
-                self._last_call is not None and self._last_call[3] is f.bound)):
-            self._prepare_fast(f, f.bound, flat=False)
-        return f.value.item(), grads
-
-    def _prepare_fast(self, f: "_Frame", bound: "BoundArgs", flat: bool) -> None:
-        """After a checked call on `bound`: when the thread's previous call of the same
-        kind (flat or not) had it too, the next ones may take the native checks of
-        runtime/fastcall.py. (A fast call already there for it stays: it is what
-        declined this call, for an argument it does not take.)"""
-        tls = self._tls
-        last, slot = ("last_flat_bound", "flat_fast") if flat else ("last_bound", "fast")
-        again = bound is getattr(tls, last, None)
-        setattr(tls, last, bound)
-        current = getattr(tls, slot, None)
-        if (not again or self.threads != 1
-                or (current is not None and current.bound is bound and current.frame is f)
-                or not fastcall.FastCall.applies(self, bound) or not self._fast_call_function()):
-            return
-        setattr(tls, slot, fastcall.FastCall(self, f, bound, self._fast_function, flat=flat))
-
-    def _fast_call_function(self):
-        """lossc_call_objects (compiled the first time on a machine, then cached), or
-        False where it cannot be had."""
-        if self._fast_function is None:
-            self._fast_function = fastcall.native_function(self) or False
-        return self._fast_function
+        return self._paths.value_and_grad(theta, kwargs)
 
     def value_and_grad_flat(self, theta_flat, /, data=None, hypers: Optional[dict] = None,
                             grad_out=None):
@@ -278,39 +225,17 @@ class Model:
         `bind()` result, validated once for repeated calls; with `grad_out` (a
         C-contiguous array of n_params in the model's dtype) the gradient is written
         there and no array is allocated."""
-        fast = getattr(self._tls, "flat_fast", None)
-        if fast is not None and data is fast.bound and not hypers and self.threads == 1:
-            out = (fast.flat(theta_flat, np.empty(self.n_params, self.dtype))
-                   if grad_out is None else fast.flat_into(theta_flat, grad_out))
-            if out is not None:
-                return out
-        value, grad = self._checked_value_and_grad_flat(theta_flat, data, hypers, grad_out)
-        if type(data) is BoundArgs and not hypers:
-            self._prepare_fast(self._frame(), data, flat=True)
-        return value, grad
+        return self._paths.value_and_grad_flat(theta_flat, data, hypers, grad_out)
 
-    def _checked_value_and_grad_flat(self, theta_flat, data, hypers, grad_out):
-        """value_and_grad_flat through every Python check (the training driver's
-        full-data passes: a few calls, not worth a fast call)."""
-        f = self._frame()
-        f.use_theta(self._flat(theta_flat))
-        self._bind_data(f, data, hypers)
-        if grad_out is not None:
-            self._check_out(grad_out)
-            self._check_disjoint(theta_flat, grad_out, f.bound)
-        self._run(self._vg, f)
-        if grad_out is not None:
-            grad_out[...] = f.grad
-            return f.value.item(), grad_out
-        return f.value.item(), f.grad.copy()
+    def checked_value_and_grad_flat(self, theta_flat, /, data=None,
+                                    hypers: Optional[dict] = None, grad_out=None):
+        """value_and_grad_flat with every argument checked, as on a first call, and
+        nothing remembered for the next call: for calls that do not repeat (a training
+        run's full-data passes between its mini-batch steps)."""
+        return self._paths.checked_value_and_grad_flat(theta_flat, data, hypers, grad_out)
 
     def loss_flat(self, theta_flat, /, data=None, hypers: Optional[dict] = None) -> float:
-        fn = self._loss_function()
-        f = self._frame()
-        f.use_theta(self._flat(theta_flat))
-        self._bind_data(f, data, hypers)
-        self._run(fn, f)
-        return f.value.item()
+        return self._paths.loss_flat(self._loss_function(), theta_flat, data, hypers)
 
     def prepare(self, theta_flat: np.ndarray, /, data=None, hypers: Optional[dict] = None,
                 grad_out: Optional[np.ndarray] = None) -> "PreparedCall":
@@ -337,15 +262,16 @@ class Model:
     def save(self, path) -> None:
         """Write a `.lossc` artifact: machine code for this CPU (every code unit,
         compiled now if it was not yet, so loading it never needs LLVM) and the
-        signature."""
+        signature, signed with the key in the model's cache folder (options.cache_dir)."""
         from lossc.runtime import artifact
         objects = self.code.complete()
-        artifact.write(path, dict(self.meta, work_size=self.code.work_size), objects)
+        artifact.write(path, dict(self.meta, work_size=self.code.work_size), objects,
+                       self.options.cache_dir)
 
     def scipy_objective(self, /, **kwargs):
         """(fun, x0) for scipy.optimize.minimize(fun, x0, jac=True); the keywords are
         those of lossc.optim.scipy_objective (the inputs and hyperparameters by name)."""
-        from lossc.optim.scipy_bridge import scipy_objective
+        from lossc.runtime.scipy_bridge import scipy_objective
         return scipy_objective(self, **kwargs)
 
     # ------------------------------------------------------------ beyond the gradient
@@ -399,38 +325,8 @@ class Model:
         arrays, B = self._check_inputs(data or {})
         return BoundArgs(self, arrays, B, self._hyper_vector(hypers or {}))
 
-    # Calling again with the very same arguments (an optimizer's loop, a benchmark) skips
-    # validation: the last call's binding is kept with references to the caller's arrays
-    # (_remember) and reused when every array is the same object, unchanged in shape,
-    # strides, dtype and data address (ndarray.resize moves the data, and resizing back
-    # restores the shape), and was used as it is (not a converted copy, which could have
-    # gone stale); and the hyperparameters, Python numbers, are equal.
-
-    def _bind_kwargs(self, f: "_Frame", kwargs: dict) -> None:
-        if not kwargs:
-            if self.inputs:
-                self._check_inputs({})      # raises: the inputs are missing
-            f.use_defaults(self)
-            return
-        last = self._last_call
-        if last is not None and len(kwargs) == last[0]:
-            for name, a, shape, strides, dtype, pointer, address in last[1]:
-                v = kwargs.get(name)
-                if (v is not a or v.shape != shape or v.strides != strides
-                        or v.dtype is not dtype or pointer.value != address):
-                    break
-            else:
-                for name, value in last[2]:
-                    v = kwargs.get(name)
-                    # (equal numbers, and 0.0 and -0.0 told apart: 1/h differs)
-                    if v is not value and (type(v) not in _HYPER_TYPES or v != value
-                                           or (not v and copysign(1, v) != copysign(1, value))):
-                        break
-                else:
-                    bound = last[3]
-                    if f.bound is not bound:
-                        f.use(bound)
-                    return
+    def _split_kwargs(self, kwargs: dict) -> tuple[dict, dict]:
+        """(inputs, hyperparameters) of a keyword call, by name."""
         data, hypers = {}, {}
         for k, v in kwargs.items():
             if k in self._hyper_index:
@@ -441,29 +337,7 @@ class Model:
                 raise ValueError(f"unknown argument {k!r}; the model takes inputs "
                                  f"{self._input_names} and hyperparameters "
                                  f"{list(self._hyper_index)}")
-        bound = self.bind(data, hypers)
-        self._remember(len(kwargs), data, hypers, bound)
-        f.use(bound)
-
-    def _remember(self, n_kwargs: int, data: dict, hypers: dict, bound: "BoundArgs") -> None:
-        if (any(data[n] is not a for n, a in zip(self._input_names, bound.arrays))
-                or any(type(v) not in _HYPER_TYPES for v in hypers.values())):
-            self._last_call = None
-            return
-        arrays = []
-        for name, a in zip(self._input_names, bound.arrays):
-            pointer = data_pointer(a)
-            arrays.append((name, a, a.shape, a.strides, a.dtype, pointer, pointer.value))
-        self._last_call = (n_kwargs, arrays, tuple(hypers.items()), bound)
-
-    def _bind_data(self, f: "_Frame", data, hypers) -> None:
-        if not hypers and type(data) is BoundArgs:
-            f.use(data)
-            return
-        if data is None and not hypers and not self.inputs:
-            f.use_defaults(self)
-            return
-        f.use(self.bind(data or {}, hypers))
+        return data, hypers
 
     def _flat(self, theta_flat) -> np.ndarray:
         a = theta_flat
@@ -544,84 +418,9 @@ class Model:
             raise ValueError("the batch is empty: inputs need at least one sample")
         return arrays, B
 
-    def _frame(self) -> "_Frame":
-        f = getattr(self._tls, "frame", None)
-        if f is None or f.work_size < self.code.work_size:
-            # (a code unit compiled since may need more scratch space)
-            f = self._tls.frame = _Frame(self)
-            self._tls.fast = self._tls.flat_fast = None   # (they used the old frame's)
-        return f
-
-    def _run(self, fn, f: "_Frame") -> None:
-        if self.threads > 1 and f.bound.B >= self.threads * PARALLEL_MIN_SAMPLES:
-            return self._run_parallel(fn, f)
-        rc = fn(f.address)
-        if rc != 0:
-            raise self._index_error(f.err, f.bound)
-
-    def _run_parallel(self, fn, f: "_Frame") -> None:
-        """Split the batch into one contiguous chunk per thread; each runs the native
-        function (which releases the GIL) into its own buffers; chunk results are
-        combined in chunk order, so the result is the same on every run for a given
-        thread count. Each chunk's objective already includes the once-per-call terms,
-        scaled as its reduction says, so mean chunks are weighted by their share of the
-        batch and sum chunks add up."""
-        from concurrent.futures import ThreadPoolExecutor
-        if self._pool is None or self._pool._max_workers != self.threads:
-            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="lossc")
-            forks.renew_in_child(self)
-        bound, theta = f.bound, int(f.frame[0])
-        chunks = bound.chunks(self.threads)
-
-        # The workers read the parameters by address, so each task holds the arrays
-        # behind it (the frame's own, or the caller's in f.keep): a call interrupted
-        # while it waits (KeyboardInterrupt) returns with tasks still queued or running,
-        # and the caller's next call replaces f.keep, which must not free the array
-        # under them (a worker reading pages given back to the system crashes).
-        def run(chunk, holds=(f, f.keep)):
-            wf = self._frame()
-            wf.use_address(theta)
-            wf.use(chunk)
-            rc = fn(wf.address)
-            return rc, chunk, wf.value[0], wf.grad.copy(), wf.err.copy()
-
-        results = list(self._pool.map(run, chunks))
-        for rc, chunk, _, _, err in results:
-            if rc != 0:
-                raise self._index_error(err, chunk)
-        weights = [c.B / bound.B if self.reduce == "mean" else 1.0 for c in chunks]
-        f.value[0] = sum(w * r[2] for w, r in zip(weights, results))
-        if fn is self._vg:
-            f.grad[...] = 0
-            for w, r in zip(weights, results):
-                f.grad += w * r[3]
-
-    def _after_fork_in_child(self) -> None:
-        """In a child made by os.fork: the pool's threads stayed in the parent (work
-        handed to them here would wait forever); the next parallel call makes a pool
-        of the child's own. (runtime/forks.py)"""
-        self._pool = None
-
-    def _index_error(self, err, bound: "BoundArgs") -> ValueError:
-        """The error of a native call that returned 1: err holds (check, sample, value),
-        the check as -1 - check where the arithmetic computing the index overflowed."""
-        check, sample, value = (int(v) for v in err[:3])
-        overflow = check < 0
-        check = -1 - check if overflow else check
-        sample_in_chunk, sample = sample, sample + bound.start
-        info = self.meta["index_checks"][check]
-        ints = ", ".join(f"{s.name} = {int(a[sample_in_chunk])}"
-                         for s, a in zip(self.inputs, bound.arrays) if s.is_int)
-        what = (f"index {info['text']} overflows a 64-bit integer, so it" if overflow else
-                f"index {info['text']} = {value}")
-        return ValueError(f"{what} is out of range 0..{info['size'] - 1} "
-                          f"at sample {sample} (line {info['line']}, col {info['col']}"
-                          f"{'; ' + ints if ints else ''})")
-
 
 _ndarray = np.ndarray          # (a global: one attribute lookup less, per parameter)
 _SCALAR_TYPES = (float, int, np.float64, np.float32)
-_HYPER_TYPES = (float, int)    # the hyperparameters a remembered call can be reused for
 
 
 def _as_real(x, what: str, dtype: np.dtype) -> np.ndarray:

@@ -1,12 +1,13 @@
 """Machine code into the process: an object file in, callable functions out.
 
 Every exported lossc function has the C signature `int32_t f(int64_t *frame)` (the
-frame layouts are in codegen/llvm.py and codegen/fused.py). Objects are loaded by
+frame layouts are declared in codegen/abi.py). Objects are loaded by
 lossc's own ELF loader (runtime/elf.py), which needs nothing from LLVM: a model from
 the persistent cache is ready in a millisecond or two instead of paying for loading
 LLVM's 100 MB library. Where that loader does not apply (not Linux on x86-64, or an
 object it does not understand) LLVM's MCJIT links the object instead.
-LOSSC_LOADER=llvm forces MCJIT (for comparisons and debugging).
+The loader "llvm" (Options.loader, LOSSC_LOADER=llvm) forces MCJIT (for comparisons and
+debugging).
 
 Either way, an object that calls any function but the few lossc's code generator
 emits calls to (codegen/externals.py) is refused with ArtifactError before anything is
@@ -17,18 +18,15 @@ on it).
 """
 from __future__ import annotations
 
-import ctypes
-import os
 
-NATIVE_SIGNATURE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p)
-
-
-def load_object(obj: bytes, names: tuple[str, ...]):
+def load_object(obj: bytes, names: tuple[str, ...], loader: str = "elf"):
     """An object with `addresses` and `functions` (ctypes callables, which release the
     GIL while they run) for each of `names`. Keep it alive while they are used.
-    Raises ArtifactError for an object that calls a function lossc's code never calls."""
+    loader: "elf" (lossc's, where it applies) or "llvm" (MCJIT). Raises ArtifactError
+    for an object that calls a function lossc's code never calls, or that lossc's
+    loader finds damaged."""
     from lossc.runtime.artifact import ArtifactError
-    if os.environ.get("LOSSC_LOADER", "") != "llvm":
+    if loader != "llvm":
         from lossc.runtime import elf
         if elf.supported():
             try:

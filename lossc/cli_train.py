@@ -1,12 +1,16 @@
 """`lossc train` and `lossc eval`: training and evaluation from the shell.
 
-Both are click commands that lossc/cli.py registers on the main group. User mistakes
-(bad data, bad options, a .loss file that does not compile) print one clear message on
+Both are click commands that lossc/cli.py registers on the main group: a thin layer
+over lossc.optim, whose arithmetic they reuse (the run's plan, for the progress display,
+is the one the driver trains by). They belong to the command line, beside cli.py and
+cli_common.py, so that lossc.optim, a library, needs nothing of it. User mistakes (bad
+data, bad options, a .loss file that does not compile) print one clear message on
 stderr and exit with status 1, never a traceback. `train` exits 1 when the loss became
 NaN or infinite and 130 on Ctrl-C, after writing the best parameters found in both cases.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import pathlib
 import sys
@@ -19,11 +23,13 @@ from lossc.cli_common import (check_memory, check_numbers, check_output, fail, l
                                model_options, parse_hypers)
 from lossc.files import replacing
 from lossc.optim import schedules
+from lossc.optim.config import TrainConfig
 from lossc.optim.data import DataError, load_data
-from lossc.optim.driver import format_seconds, plan, train as run_training
+from lossc.optim.driver import format_seconds, train as run_training
 from lossc.optim.metrics import accuracy, label_input
 from lossc.optim.optimizers import NAMES, by_name
 from lossc.optim.params_io import load_params, params_file, save_params
+from lossc.optim.prepare import n_samples
 
 MAX_LINES = 50      # epoch (or step) lines a run prints when stderr is not a terminal
 
@@ -33,15 +39,13 @@ class Progress:
     second) with the epoch or step, the current loss and the speed, and one line per
     epoch. Elsewhere (logs, CI, tests): up to MAX_LINES lines, evenly spaced."""
 
-    def __init__(self, model, n_samples: int, per_epoch: int, total_epochs: int,
-                 total_steps, quiet: bool):
+    def __init__(self, model, plan, quiet: bool):
         self.quiet = quiet
         self.tty = sys.stderr.isatty()
         self.by_steps = not model.inputs           # an epoch is a step
-        self.n = n_samples
-        self.total_epochs = total_epochs
-        self.total_steps = total_steps or total_epochs * per_epoch
-        self.every = max(1, math.ceil(total_epochs / MAX_LINES))
+        self.total_epochs = plan.epochs
+        self.total_steps = plan.total_steps
+        self.every = max(1, math.ceil(plan.epochs / MAX_LINES))
         self.start = time.perf_counter()
         self.samples = 0
         self.last_draw = 0.0
@@ -244,24 +248,21 @@ def train(file, dims, dtype, data, optimizer, lr, momentum, weight_decay, clip_n
                              "with --steps")
         arrays = load_data(data, model) if data is not None else None
         init = load_params(init_path, model) if init_path is not None else None
-        n = len(next(iter(arrays.values()))) if arrays else 1
-        # (a split that leaves either side empty is refused by the driver, with a message)
-        n_train = max(1, n - (int(round(validation * n)) if validation else 0))
-        n_train, _, _, per_epoch, total_epochs, total_steps = plan(
-            bool(model.inputs), n_train, batch_size, epochs, steps)
-        progress = Progress(model, n_train, per_epoch, total_epochs, total_steps, quiet)
+        config = TrainConfig(batch_size=batch_size or None, epochs=epochs, steps=steps,
+                             seed=seed, hypers=hyper_values, schedule=sched,
+                             tol_grad=tol_grad, tol_loss=tol_loss, validation=validation,
+                             patience=patience, init=init, monitor=monitor)
+        plan = config.plan(model, n_samples(arrays))      # the run's, as it will train
+        progress = Progress(model, plan, quiet)
         if not quiet:
-            what = (f"{n_train} samples{f' (+{n - n_train} for validation)' if validation else ''}"
-                    f", {per_epoch} steps an epoch, {total_epochs} epochs"
-                    if model.inputs else f"no data, {total_steps} steps")
+            held_out = f" (+{plan.n_val} for validation)" if plan.n_val else ""
+            what = (f"{plan.n_train} samples{held_out}, {plan.per_epoch} steps an epoch, "
+                    f"{plan.epochs} epochs" if model.inputs
+                    else f"no data, {plan.total_steps} steps")
             click.echo(f"training {file.name}: {what}; {describe_optimizer(optimizer, opt)}",
                        err=True)
-        result = run_training(model, arrays, opt, batch_size=batch_size or None,
-                              epochs=epochs, steps=steps, seed=seed, hypers=hyper_values,
-                              schedule=sched, tol_grad=tol_grad, tol_loss=tol_loss,
-                              validation=validation, patience=patience, init=init,
-                              callback=progress.epoch, progress=progress.step,
-                              monitor=monitor)
+        result = run_training(model, arrays, opt, config=dataclasses.replace(
+            config, callback=progress.epoch, progress=progress.step))
     except (DataError, ValueError, TypeError) as e:
         fail(f"lossc: error: {e}")
     progress.finish()
@@ -288,7 +289,7 @@ def train(file, dims, dtype, data, optimizer, lr, momentum, weight_decay, clip_n
     if plot is not None:
         try:
             plot_curve(plot, result, f"{file.name}: {optimizer}, lr {lr:g}",
-                       not model.inputs, per_epoch)
+                       not model.inputs, plan.per_epoch)
         except OSError as e:
             fail(f"lossc: error: cannot write {plot}: {e.strerror or e}")
         except ValueError as e:

@@ -1,0 +1,70 @@
+"""The objective over whole data sets: the passes a training run makes besides its steps.
+
+`Objectives` computes, at given parameters, the objective and gradient norm over the
+training set (the start of a run, batch descent's steps, tol_grad), the objective alone
+over the training set or the validation split (the monitor's passes), and checks
+candidate parameters at the end of a run. The objective alone goes through the
+gradient's code, which `lossc.compile` made already, or through the objective's own
+code, compiled on first use (code unit LOSS): `by_gradient` says which, decided from
+the run's arguments alone so that the same arguments give the same history whatever was
+compiled before (the two codes can differ in the last bit of the objective).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+# Rows of objective-only passes (the monitor's, over the training set and the
+# validation split) from which a run compiles the objective's own code for them: below,
+# the gradient's code is cheaper in all (its pass costs a little more a row, but the
+# objective's compile costs as much as millions of rows; docs/training.md has the
+# figures).
+LOSS_UNIT_ROWS = 5_000_000
+
+
+def by_gradient(plan, monitor: str, has_inputs: bool) -> bool:
+    """Whether a run's objective-only passes take the gradient's code: when they cover
+    fewer than LOSS_UNIT_ROWS rows."""
+    per_epoch = ((plan.n_train if monitor == "full" and has_inputs else 0) + plan.n_val)
+    return plan.epochs * per_epoch < LOSS_UNIT_ROWS
+
+
+class Objectives:
+    def __init__(self, model, full, val, by_gradient: bool):
+        self.model, self.full, self.val = model, full, val
+        self.by_gradient = by_gradient
+        # the full gradient at the parameters of the last value_and_grad pass (batch
+        # descent steps with it); objective-only passes through the gradient's code
+        # write theirs elsewhere
+        self.g = np.zeros(model.n_params, dtype=model.dtype)
+        self.g_spare = np.zeros(model.n_params, dtype=model.dtype)
+
+    def value_and_grad(self, theta, data, grad_out) -> float:
+        """The objective over bound data, its gradient written to grad_out: the driver's
+        one call of the model's checked flat path."""
+        value, _ = self.model.checked_value_and_grad_flat(theta, data, None, grad_out)
+        return value
+
+    def value_and_gradnorm(self, theta) -> tuple[float, float]:
+        """The training objective at theta and its gradient's norm (the gradient is
+        left in self.g)."""
+        value = self.value_and_grad(theta, self.full, self.g)
+        return value, math.sqrt(float(np.dot(self.g, self.g)))
+
+    def objective(self, theta, data) -> float:
+        """The objective alone at theta over bound data (see by_gradient)."""
+        if self.by_gradient:
+            return self.value_and_grad(theta, data, self.g_spare)
+        return self.model.loss_flat(theta, data)
+
+    def training(self, theta) -> float:
+        return self.objective(theta, self.full)
+
+    def validation(self, theta) -> float:
+        return self.objective(theta, self.val)
+
+    def is_finite_at(self, theta) -> bool:
+        """Whether the training objective at theta is finite (through the gradient's
+        code, there already: the objective's alone may not be compiled)."""
+        return math.isfinite(self.value_and_grad(theta, self.full, self.g))

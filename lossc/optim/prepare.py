@@ -1,0 +1,143 @@
+"""A training run's data, made ready: checked, converted, split, aligned and bound.
+
+    with prepare(model, data, config) as prepared:
+        prepared.plan          # the run's sizes (config.Plan)
+        prepared.full          # the training set, bound (model.bind)
+        prepared.val           # the validation split, bound, or None
+
+In order: the data (a dict of arrays or a file) is checked against the model's inputs
+and converted once to what the native code reads (each epoch's batches are then rows of
+it, copied nowhere else); the validation split is drawn from the seed; the run is
+planned; for a run of ALIGN_MIN_EPOCHS epochs or more, inputs whose rows straddle cache
+lines are copied to memory that starts on a line; the real inputs are checked for NaN
+and infinity (on the copy, if one was made: reading it brings it into cache); the
+arrays are bound. Leaving the `with` gives the copies' scratch memory back.
+"""
+from __future__ import annotations
+
+import pathlib
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from lossc.optim.config import Plan, TrainConfig, split_sizes
+from lossc.optim.data import check_arrays, check_finite, load_data
+from lossc.runtime import scratch
+
+ALIGN_MAX_BYTES = 256 << 20   # training data up to this size is copied to aligned rows
+ALIGN_MIN_EPOCHS = 8          # ... for runs of at least this many epochs
+
+
+@dataclass
+class PreparedData:
+    plan: Plan
+    full: object                  # BoundArgs of the training set (empty without inputs)
+    val: Optional[object]         # BoundArgs of the validation split, or None
+    taken: list = field(default_factory=list)   # scratch buffers holding copies
+
+    def release(self) -> None:
+        """Give the copies' scratch memory back (nothing reads them after the run: its
+        result holds parameters)."""
+        while self.taken:
+            scratch.give(self.taken.pop())
+
+    def __enter__(self) -> "PreparedData":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def prepare(model, data, config: TrainConfig) -> PreparedData:
+    """The run's data for `model` under `config` (see the module docstring)."""
+    train, val, unchecked = split(model, data, config.validation, config.seed)
+    plan = config.plan(model, n_samples(train) + n_samples(val, 0))
+    taken = []
+    try:
+        if train and plan.epochs >= ALIGN_MIN_EPOCHS:
+            train = line_aligned(train, taken)
+        if unchecked:
+            check_finite(train, model, "data")
+        full = model.bind(train or {}, config.hypers)
+        bound_val = model.bind(val, config.hypers) if val is not None else None
+    except BaseException:
+        for buf in taken:
+            scratch.give(buf)
+        raise
+    return PreparedData(plan, full, bound_val, taken)
+
+
+def n_samples(data, none: int = 1) -> int:
+    """Rows of a dict of arrays; `none` for no data."""
+    return len(next(iter(data.values()))) if data else none
+
+
+def split(model, data, validation, seed):
+    """(train, validation, unchecked): dicts of arrays in the model's dtypes (or None,
+    None), and whether the training arrays are still to be checked for NaN and infinity
+    (data.check_finite: after the copy to aligned rows, which reads them anyway)."""
+    if not model.inputs:
+        if data:
+            raise ValueError("the model has no inputs, so it takes no data; train it by "
+                             "steps (steps=...)")
+        if validation:
+            raise ValueError("a model without inputs has no data to hold out for "
+                             "validation")
+        return None, None, False
+    if data is None:
+        raise ValueError("the model has inputs " + ", ".join(i.name for i in model.inputs)
+                         + ": pass data= (a dict of arrays or a data file)")
+    if isinstance(data, (str, pathlib.Path)):
+        data = load_data(data, model)         # checked, naming the file's rows
+        unchecked = False
+    elif isinstance(data, dict):
+        data = check_arrays(data, model, "data", finite=False)
+        unchecked = True
+    else:
+        raise TypeError(f"data must be a dict of arrays or a file path, got "
+                        f"{type(data).__name__}")
+    # a float64 value beyond float32's range becomes infinite in a float32 model's data
+    unchecked = unchecked or any(data[s.name].dtype.itemsize > model.dtype.itemsize
+                                 for s in model.inputs if not s.is_int)
+    # Converted once, so that each epoch's shuffled copy is already what the native
+    # code reads and binding a batch copies nothing.
+    with np.errstate(over="ignore"):
+        data = {s.name: np.ascontiguousarray(data[s.name],
+                                             dtype=np.int64 if s.is_int else model.dtype)
+                for s in model.inputs}
+    if not validation:
+        return data, None, unchecked
+    if unchecked:           # (the rows named as they were passed, before the split)
+        check_finite(data, model, "data")
+    n = n_samples(data)
+    _, n_val = split_sizes(n, validation)
+    # A generator of its own, so the split does not shift the epochs' shuffles.
+    perm = np.random.default_rng([seed, 1]).permutation(n)
+    val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    return ({k: a[train_idx] for k, a in data.items()},
+            {k: a[val_idx] for k, a in data.items()}, False)
+
+
+def line_aligned(data: dict, taken: list) -> dict:
+    """The training data with each input whose rows straddle cache lines copied to
+    memory that starts on a line (see calls.misaligned_rows). Each epoch reads every
+    row, in shuffled order for mini-batches: a row that starts inside a line touches one
+    line more than it needs to and splits every vector load that reads it. Arrays from
+    NumPy start 16 bytes into a line as often as not. Up to ALIGN_MAX_BYTES in all:
+    above that, the copy's memory would matter more than its time (an aligned array is
+    used as it is). Only for runs of ALIGN_MIN_EPOCHS epochs or more: the copy costs
+    several epochs' gain, more in memory the process has not touched before than in
+    memory it has (docs/training.md has the figures). The copies go into scratch memory
+    (runtime/scratch.py), which the next run reuses instead of faulting in new pages;
+    the buffers are appended to `taken`, for the caller to give back."""
+    from lossc.runtime.calls import aligned_copy, misaligned_rows
+    fix = [k for k, a in data.items() if misaligned_rows(a)]
+    if not fix or sum(data[k].nbytes for k in fix) > ALIGN_MAX_BYTES:
+        return data
+
+    def allocate(nbytes, dtype):
+        taken.append(scratch.take(nbytes))
+        return taken[-1][:nbytes]
+    return {k: aligned_copy(a, allocate=allocate) if k in fix else a
+            for k, a in data.items()}

@@ -1,0 +1,175 @@
+"""The optimizer steps of one epoch, behind one interface.
+
+    stepper.epoch(theta, order, count, log) -> (loss, gnorm) or None
+    stepper.sync()
+
+`epoch` takes `count` optimizer steps, updating theta in place, on the batches
+order[k*bs:(k+1)*bs], k = 0.. (the last holding the remainder), and records each step in
+`log` (monitor.StepLog). It returns the training objective and gradient norm at the new
+theta when the steps computed them anyway (batch descent), None otherwise (the driver
+then makes its own pass). A NaN or infinite objective or gradient raises Diverged,
+after recording the steps taken before it. `sync` hands the optimizer's state back to
+the optimizer object when the steps kept it elsewhere.
+
+- FullBatchSteps: batch descent, one step an epoch on the whole training set.
+- NativeBatchSteps: mini-batches in native code, lossc_train_steps_<optimizer>
+  (runtime/fused.py), for the optimizers it implements; bit for bit PythonBatchSteps
+  in float64.
+- PythonBatchSteps: mini-batches one value_and_grad call and one optimizer.step each.
+
+`make_stepper` picks one.
+
+A full-batch method whose step evaluates the objective several times (a quasi-Newton
+or Newton-CG direction with a line search, a proximal step with backtracking) is one
+more class with these two methods and one more case in make_stepper, ahead of batch
+descent's. It runs by a plan with full_batch set (`order` is None, `count` 1: an epoch
+is one iteration) and gets what FullBatchSteps gets: `objectives` and `initial`, the
+(objective, gradient norm) at the initial theta, whose gradient objectives.g holds.
+Its `epoch`:
+
+- evaluates the training objective where its step needs it, at points in arrays of its
+  own: `objectives.value_and_grad(x, objectives.full, grad_out)` returns the objective
+  at x and writes the gradient into grad_out. theta itself changes only when the step
+  is accepted (theta is the run's live vector: the monitor copies the bests from it,
+  and an interrupt leaves the run with it as it is);
+- records the iteration once, `log.record(objective where the step started, rows)`
+  (rows: the training samples, objectives.full.B; 0 for a model without inputs), which
+  also calls the progress hook;
+- returns (objective, gradient norm) at the new theta, which its last evaluation gave:
+  the driver then makes no pass of its own, and the monitor applies tol_grad, tol_loss,
+  patience and the callback to them, and reports a non-finite objective as divergence;
+- raises Diverged(value) where a step meets an objective or gradient it cannot go on
+  from, and monitor.Stop(word, sentence) to end the run for a reason of its own (a line
+  search that finds no decrease): the driver catches it as it catches the monitor's
+  own, keeps the best parameters and reports `word` as TrainResult.stopped;
+- keeps its state (an L-BFGS history) on itself, or hands it to the optimizer object
+  in `sync` where a callback or the caller may read it there.
+
+The driver asks of every optimizer a positive `opt.lr` (the schedule's base rate, set
+on it at the start of each epoch) and `opt.reset()`; a method without a learning rate
+gives these a meaning of its own (a first trial step, say) or the driver a case for it.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Protocol
+
+import numpy as np
+
+from lossc.runtime import fused
+
+FUSED_CHUNK = 256   # batches per native call (progress and Ctrl-C stay live between)
+
+
+class Diverged(Exception):
+    """A step's objective or gradient is not finite: `value` is the objective (a float),
+    or a phrase saying what else went wrong."""
+
+    def __init__(self, value):
+        super().__init__(value)
+        self.value = value
+
+
+OVERFLOWED = "is finite but its gradient overflowed"
+
+
+class Stepper(Protocol):
+    def epoch(self, theta: np.ndarray, order: Optional[np.ndarray], count: int,
+              log) -> Optional[tuple[float, float]]:
+        """count steps on the batches of `order` (None in batch descent)."""
+
+    def sync(self) -> None:
+        """The optimizer object's state as the steps left it."""
+
+
+def make_stepper(model, opt, prepared, objectives, initial: tuple,
+                 sync_each_epoch: bool) -> Stepper:
+    """The stepper for a run: `initial` is (objective, gradient norm) at the initial
+    parameters, whose gradient objectives.g holds (batch descent's first step);
+    sync_each_epoch: hand the optimizer's state back after every epoch (a callback
+    may look at it)."""
+    if prepared.plan.full_batch:
+        return FullBatchSteps(opt, objectives, prepared.full.B if model.inputs else 0,
+                              initial)
+    if fused.supports(opt):
+        return NativeBatchSteps(model, opt, prepared.full, prepared.plan.batch_size,
+                                sync_each_epoch)
+    return PythonBatchSteps(model, opt, prepared.full, prepared.plan.batch_size)
+
+
+class FullBatchSteps:
+    def __init__(self, opt, objectives, rows: int, initial: tuple):
+        self.opt, self.objectives, self.rows = opt, objectives, rows
+        self.loss, self.gnorm = initial      # at theta, whose gradient is objectives.g
+
+    def epoch(self, theta, order, count, log):
+        # The evaluation after the step is both the epoch's objective and the next
+        # step's gradient: one native call a step.
+        self.opt.step(theta, self.objectives.g)
+        log.record(self.loss, self.rows)
+        self.loss, self.gnorm = self.objectives.value_and_gradnorm(theta)
+        return self.loss, self.gnorm
+
+    def sync(self) -> None:
+        pass
+
+
+class PythonBatchSteps:
+    def __init__(self, model, opt, full, bs: int):
+        self.model, self.opt, self.full, self.bs = model, opt, full, bs
+        self.g = np.zeros(model.n_params, dtype=model.dtype)
+
+    def epoch(self, theta, order, count, log):
+        from lossc.runtime.calls import BoundArgs
+        model, full, g, bs = self.model, self.full, self.g, self.bs
+        for k in range(count):
+            idx = order[k * bs:(k + 1) * bs]
+            # rows of the bound (validated, converted) data: no re-validation needed
+            batch = BoundArgs(model, [a[idx] for a in full.arrays], len(idx), full.hypers)
+            value, _ = model.value_and_grad_flat(theta, batch, grad_out=g)
+            if not math.isfinite(value):
+                raise Diverged(value)
+            if not math.isfinite(float(np.dot(g, g))):
+                raise Diverged(OVERFLOWED)
+            self.opt.step(theta, g)
+            log.record(value, len(idx))
+        return None
+
+    def sync(self) -> None:
+        pass
+
+
+class NativeBatchSteps:
+    """Whole runs of batches in one native call each: gather, gradient and update (the
+    optimizer's state kept in native arrays meanwhile, and handed back by sync)."""
+
+    def __init__(self, model, opt, full, bs: int, sync_each_epoch: bool):
+        self.model, self.opt, self.full, self.bs = model, opt, full, bs
+        self.sync_each_epoch = sync_each_epoch
+        self.steps = None     # fused.FusedSteps, made (and compiled) on the first epoch
+
+    def epoch(self, theta, order, count, log):
+        if self.steps is None:
+            self.steps = fused.FusedSteps(self.model, self.opt, self.full, self.bs)
+        f, N = self.steps, self.full.B
+        order = np.ascontiguousarray(order, dtype=np.int64)
+        for first in range(0, count, FUSED_CHUNK):
+            n = min(FUSED_CHUNK, count - first)
+            try:
+                losses = f.run(theta, order, first, n)
+            except fused.FusedError as e:
+                done = e.batch - first if e.kind == "diverged" else 0
+                log.record_batches(f.losses[first:first + done], first, done, self.bs, N)
+                f.sync()
+                if e.kind == "index":
+                    raise e.index_error from None
+                value = float(f.losses[e.batch])
+                raise Diverged(value if not math.isfinite(value) else OVERFLOWED) from None
+            log.record_batches(losses, first, n, self.bs, N)
+        if self.sync_each_epoch:
+            f.sync()
+        return None
+
+    def sync(self) -> None:
+        if self.steps is not None:
+            self.steps.sync()
