@@ -3,6 +3,7 @@ turning peers' outputs into numpy."""
 from __future__ import annotations
 
 import inspect
+import threading
 import warnings
 
 import numpy as np
@@ -145,6 +146,71 @@ def thread_impls(m, call, theta: dict, X, y, n: int, numpy_vg, torch, torch_impl
         impls.append(torch_impl(torch, theta, X, y, name=f"torch eager {n} threads"))
         impls[-1].context = lambda: torch_threads(torch, n)
     return impls
+
+
+def softmax_cross_entropy(Z: np.ndarray, y: np.ndarray):
+    """By hand, for logits Z (B, K) and labels y: the objective mean(logsumexp(Z) - Z[y])
+    and its gradient with respect to Z, (softmax(Z) - onehot(y)) / B."""
+    B = Z.shape[0]
+    zmax = Z.max(axis=1, keepdims=True)
+    E = np.exp(Z - zmax)
+    s = E.sum(axis=1)
+    rows = np.arange(B)
+    value = float(np.mean(np.log(s) + zmax[:, 0] - Z[rows, y]))
+    P = E / s[:, None]
+    P[rows, y] -= 1.0
+    P /= B
+    return value, P
+
+
+def read_bandwidth_impl(X: np.ndarray, threads: int = 1):
+    """A one-pass NumPy sum over the batch X itself (larger than the caches), timed in
+    turn with the workload's implementations: the read bandwidth at the same moment and
+    over the same bytes, which on a busy machine the suite's first bandwidth probe,
+    taken minutes before, is not. Its row is a machine limit: timed, not checked."""
+    from benchmarks.harness import Impl
+    flat = X.reshape(-1)
+    if threads == 1:
+        call = flat.sum
+    else:
+        parts = np.array_split(flat, threads)
+
+        def call():
+            # (threads made for each call, so none is left behind; numpy lets go of
+            # the GIL in the reduction)
+            sums = [0.0] * threads
+            workers = [threading.Thread(target=lambda k=k: sums.__setitem__(
+                k, float(parts[k].sum()))) for k in range(threads)]
+            for w in workers:
+                w.start()
+            for w in workers:
+                w.join()
+            return sum(sums)
+    name = "numpy sum of X (read bandwidth" + (f", {threads} threads)" if threads > 1
+                                               else ")")
+    return Impl(name, call, lambda o: (0.0, {}), gbytes=X.nbytes / 1e9, checked=False,
+                note="one pass over the same batch, timed in turn with the others")
+
+
+def bandwidth_target(ctx, name: str, workload: str, case: str, rows: dict, lossc_impl: str,
+                     threads: int, share: float) -> None:
+    """The target "lossc streams at >= share of the read bandwidth" for a case: against
+    the case's own numpy sum of the batch (read_bandwidth_impl), timed in turn with
+    lossc, or else the suite's first bandwidth probe."""
+    required = f">= {100 * share:.0f}%"
+    ours = rows.get(lossc_impl)
+    probe = next((r for n, r in rows.items() if n.startswith("numpy sum of X")), None)
+    if probe is not None and probe.gbps:
+        bw, source = probe.gbps, "bandwidth: a numpy sum of the same batch, timed in turn"
+    else:
+        bw, source = ctx.bandwidth.get(threads), "bandwidth: the suite's first probe"
+    if ours is None or not ours.gbps or not bw:
+        ctx.target(name, "n/a", required, None, "lossc or the bandwidth not measured")
+        return
+    ctx.target(name, f"{100 * ours.gbps / bw:.0f}% ({ours.gbps:.1f} of {bw:.1f} GB/s)",
+               required, ours.gbps >= share * bw,
+               f"lossc {fmt_time(ours.time)} a call; {source}",
+               anchor=(workload, case, lossc_impl))
 
 
 def na_peers(ctx, workload, case):

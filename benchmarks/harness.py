@@ -30,13 +30,22 @@ def fmt_time(s: Optional[float]) -> str:
         return f"{s * 1e6:.{2 if s < 1e-5 else 1}f} us"
     if s < 1:
         return f"{s * 1e3:.{2 if s < 1e-2 else 1}f} ms"
-    return f"{s:.2f} s"
+    if s >= 600:
+        return f"{s / 60:.0f} min"
+    return f"{s:.2f} s" if s < 100 else f"{s:.0f} s"
 
 
 def fmt_ratio(x: Optional[float]) -> str:
     if x is None or not math.isfinite(x):
         return "n/a"
     return f"{x:.2f}" if x < 10 else f"{x:.1f}" if x < 100 else f"{x:.0f}"
+
+
+def fmt_speedup(x: Optional[float]) -> str:
+    """A peer's time over lossc's, as "3.2x faster" or, below 1, "4.1x slower"."""
+    if x is None or not math.isfinite(x) or x <= 0:
+        return "n/a"
+    return f"{fmt_ratio(x)}x faster" if x >= 1 else f"{fmt_ratio(1 / x)}x slower"
 
 
 def fmt_err(e: float) -> str:
@@ -160,6 +169,7 @@ class Row:
     stat: Optional[Stat] = None
     seconds: Optional[float] = None     # when there is no Stat (a single timing)
     gbytes: Optional[float] = None      # bytes streamed per call / 1e9, for GB/s
+    gflop: Optional[float] = None       # floating-point operations per call / 1e9
     check: str = ""
     note: str = ""
     ref: bool = False                   # the lossc row the others are compared with
@@ -173,6 +183,20 @@ class Row:
     def gbps(self) -> Optional[float]:
         t = self.time
         return self.gbytes / t if self.gbytes and t else None
+
+    @property
+    def gflops(self) -> Optional[float]:
+        t = self.time
+        return self.gflop / t if self.gflop and t else None
+
+    @property
+    def rate(self) -> str:
+        """GB/s streamed or GFLOP/s computed, for the table ("" for neither)."""
+        if self.gbps:
+            return f"{self.gbps:.1f} GB/s"
+        if self.gflops:
+            return f"{self.gflops:.1f} GFLOP/s"
+        return ""
 
 
 @dataclass
@@ -194,7 +218,9 @@ class Impl:
     result: Callable
     note: str = ""
     gbytes: Optional[float] = None
+    gflop: Optional[float] = None      # operations per call / 1e9, for GFLOP/s
     rtol: Optional[float] = None       # overrides the case's tolerance
+    checked: bool = True               # False: a machine limit, timed but not compared
     context: Optional[Callable] = None  # a context manager factory around its calls
 
 
@@ -253,7 +279,7 @@ class Context:
 
     def run_case(self, workload: str, case: str, impls: list, *, samples: int,
                  sample_s: float = 0.005, rtol: float = 1e-8, budget_s=None,
-                 interleave: bool = True) -> dict:
+                 interleave: bool = True, warmup: int = 3) -> dict:
         """Check every implementation against the first (lossc) and time them all:
         round-robin (interleave), or one after the other, each inside its own context
         (multi-thread figures, where one library's idle spinning threads would slow
@@ -263,7 +289,8 @@ class Context:
         ok = {}
         rows = {}
         for k, im in enumerate(impls):
-            row = Row(workload, case, im.name, gbytes=im.gbytes, note=im.note, ref=(k == 0))
+            row = Row(workload, case, im.name, gbytes=im.gbytes, gflop=im.gflop, note=im.note,
+                      ref=(k == 0))
             rows[im.name] = row
             self.rows.append(row)
             try:
@@ -276,14 +303,17 @@ class Context:
                 if not interleave:
                     with (im.context() if im.context is not None else _Null()):
                         row.stat = measure({im.name: im.call}, samples=samples,
-                                           sample_s=sample_s, budget_s=budget_s)[im.name]
+                                           sample_s=sample_s, budget_s=budget_s,
+                                           warmup=warmup)[im.name]
                     time.sleep(0.2)    # let idle worker threads go to sleep
             except Exception as e:   # a crash is a finding, not the end of the suite
                 row.check = "ERROR"
                 row.note = f"{type(e).__name__}: {e}"[:120]
                 self.fail(f"{workload} {case} {im.name} raised {type(e).__name__}: {e}")
                 continue
-            if k == 0:
+            if not im.checked:
+                row.check = "-"
+            elif k == 0:
                 ref_v, ref_g = v, g
                 row.check = "ref"
                 if not (math.isfinite(v) and all(np.all(np.isfinite(x)) for x in g.values())):
@@ -300,13 +330,14 @@ class Context:
                               f"relative error {err:.2e} > {tol:g} (value {v!r} vs {ref_v!r})")
             ok[im.name] = im.call
         if ok and interleave:
-            stats = measure(ok, samples=samples, sample_s=sample_s, budget_s=budget_s)
+            stats = measure(ok, samples=samples, sample_s=sample_s, budget_s=budget_s,
+                            warmup=warmup)
             for name, st in stats.items():
                 rows[name].stat = st
         for name, row in rows.items():
             t = row.time
             self.log(f"  {name:<28} {fmt_time(t):>10} {row.stat.spread if row.stat else '':>5}"
-                     f"  {row.check}" + (f"  {row.gbps:.1f} GB/s" if row.gbps else ""))
+                     f"  {row.check}" + (f"  {row.rate}" if row.rate else ""))
         return rows
 
 
@@ -337,7 +368,7 @@ def ratio_rows(rows: list) -> list:
     return out
 
 
-HEAD = ["workload", "case", "implementation", "median", "IQR", "GB/s", "lossc/peer",
+HEAD = ["workload", "case", "implementation", "median", "IQR", "rate", "lossc/peer",
         "lossc speedup", "check", "target", "note"]
 
 
@@ -346,7 +377,7 @@ def table_cells(rows: list) -> list:
     for r, ratio, speed in ratio_rows(rows):
         cells.append([r.workload, r.case, r.impl, fmt_time(r.time),
                       r.stat.spread if r.stat else "",
-                      f"{r.gbps:.1f}" if r.gbps else "",
+                      r.rate,
                       fmt_ratio(ratio) if ratio is not None else ("1" if r.ref and r.time else ""),
                       (fmt_ratio(speed) + "x") if speed is not None else "",
                       r.check, r.target, r.note])
@@ -364,7 +395,7 @@ def target_cells(targets: list) -> list:
 
 def annotate(rows: list, targets: list) -> None:
     for t in targets:
-        if not t.anchor:
+        if not t.anchor or t.required.startswith("("):     # a figure, not a target
             continue
         for r in rows:
             if (r.workload, r.case, r.impl) == t.anchor:

@@ -7,38 +7,94 @@ import os
 import platform
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
 
-def cpu_model() -> str:
+# the SIMD features that decide how lossc's code is vectorized, as /proc/cpuinfo (and
+# lscpu) spell them, and as the report names them
+SIMD_FEATURES = (("avx2", "AVX2"), ("fma", "FMA"), ("avx512f", "AVX-512F"),
+                 ("avx512dq", "AVX-512DQ"), ("avx512bw", "AVX-512BW"),
+                 ("avx512vl", "AVX-512VL"))
+
+
+@dataclass(frozen=True)
+class Cpu:
+    """The processor a run measured: its model name as lscpu prints it, the vendor, the
+    family and model numbers (None where not known) and which SIMD_FEATURES it has.
+    A virtual machine may show a generic model name ("AMD EPYC"): family and model then
+    tell its generations apart."""
+    name: str
+    vendor: str
+    family: Optional[int] = None
+    model: Optional[int] = None
+    features: tuple = ()
+
+    def key(self) -> str:
+        """One line naming the CPU for results.md's sections ("?" for a number not
+        known)."""
+        return "|".join([self.vendor, self.name, _num(self.family), _num(self.model)])
+
+    @classmethod
+    def from_key(cls, key: str) -> "Cpu":
+        vendor, name, family, model = (key.split("|") + ["?", "?"])[:4]
+        return cls(name.strip(), vendor.strip(), _int_or_none(family), _int_or_none(model))
+
+    def same_as(self, other: "Cpu") -> bool:
+        """The same CPU model: vendor and name equal, and family and model equal where
+        both are known (an old report recorded neither)."""
+        def agree(a, b):
+            return a is None or b is None or a == b
+        return (self.vendor == other.vendor and self.name == other.name
+                and agree(self.family, other.family) and agree(self.model, other.model))
+
+    def describe(self) -> str:
+        """The CPU as a reader wants it named: 'AMD EPYC (AuthenticAMD, family 26,
+        model 2; AVX2, FMA, AVX-512F, ...)'."""
+        ident = [self.vendor]
+        if self.family is None and self.model is None:
+            ident.append("family and model not recorded")
+        else:
+            ident.append(f"family {_num(self.family)}, model {_num(self.model)}")
+        simd = "; " + ", ".join(self.features) if self.features else ""
+        return f"{self.name} ({', '.join(ident)}{simd})"
+
+
+def _num(v: Optional[int]) -> str:
+    return "?" if v is None else str(v)
+
+
+def _int_or_none(s: str) -> Optional[int]:
+    s = s.strip()
+    return int(s) if s.isdigit() else None
+
+
+def parse_cpuinfo(text: str) -> Cpu:
+    """The first processor of /proc/cpuinfo's text."""
+    fields = {}
+    for line in text.splitlines():
+        if not line.strip():
+            if fields:          # the end of the first processor's block
+                break
+            continue
+        k, _, v = line.partition(":")
+        fields.setdefault(k.strip(), v.strip())
+    flags = set(fields.get("flags", "").split())
+    return Cpu(name=fields.get("model name") or platform.processor() or platform.machine(),
+               vendor=fields.get("vendor_id", "unknown vendor"),
+               family=_int_or_none(fields.get("cpu family", "")),
+               model=_int_or_none(fields.get("model", "")),
+               features=tuple(label for flag, label in SIMD_FEATURES if flag in flags))
+
+
+def this_cpu() -> Cpu:
     try:
         with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+            return parse_cpuinfo(f.read())
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def cpu_flags() -> set:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def simd() -> str:
-    flags = cpu_flags()
-    for name in ("avx512f", "avx2", "avx", "sse2"):
-        if name in flags:
-            return name
-    return "unknown"
+        return Cpu(platform.processor() or platform.machine(), "unknown vendor")
 
 
 def blas_info() -> str:
@@ -78,7 +134,7 @@ def machine_lines(ctx) -> list:
                                              "MKL_NUM_THREADS", "XLA_FLAGS")}
     return [
         f"date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"CPU: {cpu_model()}, {os.cpu_count()} cores, {simd()}",
+        f"CPU: {this_cpu().describe()}, {os.cpu_count()} cores",
         f"python {v['python']}, numpy {v['numpy']}, llvmlite {v['llvmlite']}, "
         f"lossc {v['lossc']}, jax {v['jax']}, torch {v['torch']}",
         f"BLAS: {blas_info()}",

@@ -19,17 +19,20 @@ import time
 import click
 import numpy as np
 
-from lossc.cli_common import (check_memory, check_numbers, check_output, fail, load_model,
-                               model_options, parse_hypers)
+from lossc.cli_common import (check_memory, check_numbers, check_output, fail,
+                               finite_float, load_model, model_options, parse_hypers,
+                               parse_pairs)
 from lossc.files import replacing
 from lossc.optim import schedules
 from lossc.optim.config import TrainConfig
 from lossc.optim.data import DataError, load_data
 from lossc.optim.driver import format_seconds, train as run_training
 from lossc.optim.metrics import accuracy, label_input
-from lossc.optim.optimizers import NAMES, by_name
+from lossc.optim.fullbatch import check_run, train_options
+from lossc.optim.names import FULL_BATCH, NAMES, by_name
 from lossc.optim.params_io import load_params, params_file, save_params
 from lossc.optim.prepare import n_samples
+from lossc.optim.prox import l1_weights
 
 MAX_LINES = 50      # epoch (or step) lines a run prints when stderr is not a terminal
 
@@ -96,6 +99,20 @@ class Progress:
             click.echo("\r\x1b[K", err=True, nl=False)
 
 
+def l1_option(model, values: dict):
+    """--l1's flat weight vector for the model (None without --l1); a ValueError that
+    names the option for an unknown parameter or a negative weight."""
+    if not values:
+        return None
+    for name, weight in values.items():
+        if weight < 0:
+            raise ValueError(f"--l1: the weight of {name} must be >= 0, got {weight:g}")
+    try:
+        return l1_weights(model, values)
+    except ValueError as e:
+        raise ValueError(f"--l1: {e}") from None
+
+
 def plural(n: int, word: str) -> str:
     return f"{n} {word}{'s' if n != 1 else ''}"
 
@@ -104,9 +121,10 @@ def describe(model) -> str:
     return ", ".join(f"{p.name}{list(p.shape) if p.shape else ''}" for p in model.params)
 
 
-def describe_optimizer(name: str, opt) -> str:
+def describe_optimizer(name: str, opt, l1_values: dict) -> str:
     extra = [f"{k} {getattr(opt, k):g}" for k in ("momentum", "weight_decay", "clip_norm")
              if getattr(opt, k, None)]
+    extra += [f"l1 {k} {v:g}" for k, v in l1_values.items()]
     return ", ".join([f"{name} lr {opt.lr:g}"] + extra)
 
 
@@ -164,17 +182,26 @@ def plot_file(path: pathlib.Path) -> pathlib.Path:
               help="Training data: .csv (a header names the inputs' columns: y, x.0, x.1, "
                    "...; without one, declaration order), .npz (an array per input) or .npy.")
 @click.option("--optimizer", type=click.Choice(NAMES), default="adam", show_default=True)
-@click.option("--lr", type=float, default=0.01, show_default=True, help="Learning rate.")
+@click.option("--lr", type=float, default=None,
+              help="Learning rate (default 0.01). For lbfgs and newton-cg: the first trial "
+                   "step of each line search (default 1).")
 @click.option("--momentum", type=float, default=None,
               help="Momentum for momentum and nesterov (default 0.9), rmsprop (default 0).")
 @click.option("--weight-decay", type=float, default=None,
               help="L2 weight decay (decoupled for adamw; default 0, 0.01 for adamw).")
 @click.option("--clip-norm", type=float, default=None,
               help="Clip the gradient to this global norm before each step.")
-@click.option("--batch-size", type=int, default=64, show_default=True,
-              help="Samples per step; 0: the whole data set (batch descent); 1: stochastic.")
+@click.option("--l1", "l1_items", multiple=True, metavar="PARAM=WEIGHT",
+              help="An L1 penalty on a parameter, weight times the sum of its absolute "
+                   "values (repeatable; parameters not named are not penalized): a "
+                   "proximal step for the SGD family, adam and adamw, OWL-QN for lbfgs. "
+                   "Gives exact zeros.")
+@click.option("--batch-size", type=int, default=None,
+              help="Samples per step (default 64); 0: the whole data set (batch descent, "
+                   "the only mode of lbfgs and newton-cg); 1: stochastic.")
 @click.option("--epochs", type=int, default=None,
-              help="Passes over the data (default 10 unless --steps is given).")
+              help="Passes over the data (default 10 unless --steps is given); for lbfgs "
+                   "and newton-cg, iterations (default at most 1000).")
 @click.option("--steps", type=int, default=None,
               help="Optimizer steps (a model without inputs: default 1000).")
 @click.option("--schedule", default="constant", show_default=True,
@@ -207,8 +234,8 @@ def plot_file(path: pathlib.Path) -> pathlib.Path:
               help="Draw the loss curve to this PNG (needs matplotlib).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 def train(file, dims, dtype, data, optimizer, lr, momentum, weight_decay, clip_norm,
-          batch_size, epochs, steps, schedule, validation, patience, tol_grad, tol_loss,
-          monitor, hypers, seed, init_path, out, plot, quiet):
+          l1_items, batch_size, epochs, steps, schedule, validation, patience, tol_grad,
+          tol_loss, monitor, hypers, seed, init_path, out, plot, quiet):
     """Train the model in FILE and save the best parameters found.
 
     \b
@@ -228,6 +255,7 @@ def train(file, dims, dtype, data, optimizer, lr, momentum, weight_decay, clip_n
         fail(f"lossc: error: --validation must be a fraction between 0 and 1, got "
              f"{validation:g}")
     hyper_values = parse_hypers(hypers)
+    l1_values = parse_pairs(l1_items, "--l1", finite_float)
     # every output is checked before the run, so that none of it is lost at the end
     out = params_file(out or file.with_name(file.stem + ".params.npz"))
     inputs = {"FILE": file, "--data": data, "--init": init_path}
@@ -239,7 +267,18 @@ def train(file, dims, dtype, data, optimizer, lr, momentum, weight_decay, clip_n
     check_memory(model)
     try:
         sched = schedules.parse(schedule)
-        opt = by_name(optimizer, lr, momentum, weight_decay, clip_norm)
+        if optimizer in FULL_BATCH:
+            # the line search picks each step over the whole training set
+            if batch_size:
+                raise ValueError(f"--batch-size does not apply to {optimizer}: each of its "
+                                 f"iterations takes the whole data set (leave it out, or 0)")
+            if schedule != "constant":
+                raise ValueError(f"--schedule does not apply to {optimizer}: its line "
+                                 f"search picks each step")
+        elif lr is None:
+            lr = 0.01
+        opt = by_name(optimizer, lr, momentum, weight_decay, clip_norm,
+                      l1_option(model, l1_values))
         if model.inputs and data is None:
             raise ValueError("the model has inputs (" + ", ".join(i.name for i in model.inputs)
                              + "): give the training data with --data")
@@ -248,19 +287,25 @@ def train(file, dims, dtype, data, optimizer, lr, momentum, weight_decay, clip_n
                              "with --steps")
         arrays = load_data(data, model) if data is not None else None
         init = load_params(init_path, model) if init_path is not None else None
-        config = TrainConfig(batch_size=batch_size or None, epochs=epochs, steps=steps,
-                             seed=seed, hypers=hyper_values, schedule=sched,
-                             tol_grad=tol_grad, tol_loss=tol_loss, validation=validation,
-                             patience=patience, init=init, monitor=monitor)
+        options = dict(epochs=epochs, steps=steps, seed=seed, hypers=hyper_values,
+                       schedule=sched, tol_grad=tol_grad, tol_loss=tol_loss,
+                       validation=validation, patience=patience, init=init,
+                       monitor=monitor)
+        if batch_size is not None:
+            options["batch_size"] = batch_size or None
+        config = TrainConfig(**train_options(opt, options))
+        check_run(opt, model, config)
         plan = config.plan(model, n_samples(arrays))      # the run's, as it will train
         progress = Progress(model, plan, quiet)
         if not quiet:
             held_out = f" (+{plan.n_val} for validation)" if plan.n_val else ""
-            what = (f"{plan.n_train} samples{held_out}, {plan.per_epoch} steps an epoch, "
-                    f"{plan.epochs} epochs" if model.inputs
-                    else f"no data, {plan.total_steps} steps")
-            click.echo(f"training {file.name}: {what}; {describe_optimizer(optimizer, opt)}",
-                       err=True)
+            what = (f"no data, {plan.total_steps} steps" if not model.inputs else
+                    f"{plan.n_train} samples{held_out}, full batch, at most "
+                    f"{plan.epochs} iterations" if optimizer in FULL_BATCH else
+                    f"{plan.n_train} samples{held_out}, {plan.per_epoch} steps an epoch, "
+                    f"{plan.epochs} epochs")
+            how = describe_optimizer(optimizer, opt, l1_values)
+            click.echo(f"training {file.name}: {what}; {how}", err=True)
         result = run_training(model, arrays, opt, config=dataclasses.replace(
             config, callback=progress.epoch, progress=progress.step))
     except (DataError, ValueError, TypeError) as e:
@@ -280,7 +325,7 @@ def train(file, dims, dtype, data, optimizer, lr, momentum, weight_decay, clip_n
         click.echo(f"lossc: {result.stopped_reason}", err=True)
     elif result.best_epoch == 0 and result.epochs > 0:
         click.echo("lossc: warning: the objective never went below its initial value; the "
-                   f"learning rate ({lr:g}) may be too large", err=True)
+                   f"learning rate ({opt.lr:g}) may be too large", err=True)
     try:
         save_params(out, result.params)
     except OSError as e:
@@ -288,7 +333,7 @@ def train(file, dims, dtype, data, optimizer, lr, momentum, weight_decay, clip_n
     click.echo(f"wrote {out} ({describe(model)})")
     if plot is not None:
         try:
-            plot_curve(plot, result, f"{file.name}: {optimizer}, lr {lr:g}",
+            plot_curve(plot, result, f"{file.name}: {optimizer}, lr {opt.lr:g}",
                        not model.inputs, plan.per_epoch)
         except OSError as e:
             fail(f"lossc: error: cannot write {plot}: {e.strerror or e}")

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from lossc.optim import schedules
-from lossc.optim.optimizers import SGD, Adam, AdamW, RMSprop, by_name
+from lossc.optim.fullbatch import LBFGS, NewtonCG
+from lossc.optim.names import by_name
+from lossc.optim.optimizers import SGD, Adam, AdamW, RMSprop
 
 A = np.diag([1.0, 3.0, 0.5, 2.0])
 C = np.array([1.0, -2.0, 0.5, 0.0])
@@ -196,7 +198,11 @@ def test_by_name():
     a = by_name("adam", 0.1, weight_decay=0.5, clip_norm=2.0)
     assert (type(a), a.lr, a.weight_decay, a.clip_norm) == (Adam, 0.1, 0.5, 2.0)
     with pytest.raises(ValueError, match="unknown optimizer"):
-        by_name("lbfgs", 0.1)
+        by_name("bfgs", 0.1)
+    assert type(by_name("lbfgs")) is LBFGS and by_name("lbfgs").lr == 1.0
+    assert type(by_name("newton-cg", 0.5)) is NewtonCG and by_name("newton-cg", 0.5).lr == 0.5
+    with pytest.raises(ValueError, match="--clip-norm does not apply to lbfgs"):
+        by_name("lbfgs", clip_norm=1.0)
     with pytest.raises(ValueError, match="does not apply"):
         by_name("adam", 0.1, momentum=0.9)
 

@@ -169,7 +169,9 @@ def write(path, text):
     (["--data", DATA / "logistic.csv", "--init", "nope.npz"], ["nope.npz", "no such file"]),
     (["--data", DATA / "logistic.csv", "--dim", "D=4"],
      ["'x.4' matches no input", "x.0 .. x.3, y"]),
-    (["--data", DATA / "logistic.csv", "--optimizer", "lbfgs"], ["lbfgs"]),
+    (["--data", DATA / "logistic.csv", "--optimizer", "bfgs"], ["bfgs"]),
+    (["--data", DATA / "logistic.csv", "--optimizer", "lbfgs", "--batch-size", "64"],
+     ["--batch-size does not apply to lbfgs"]),
     (["--data", DATA / "logistic.csv", "--plot", "/nonexistent/l.png"],
      ["--plot", "does not exist"]),
 ])
@@ -222,8 +224,8 @@ def test_help():
     for cmd in ("train", "eval"):
         r = run(cmd, "--help")
         assert r.exit_code == 0 and "Usage:" in r.output
-    assert "--optimizer [sgd|momentum|nesterov|rmsprop|adam|adamw]" in run("train",
-                                                                          "--help").output
+    assert "--optimizer [sgd|momentum|nesterov|rmsprop|adam|adamw|lbfgs|newton-cg]" in \
+        run("train", "--help").output
 
 
 # ------------------------------------------------------------ outputs, files, values

@@ -16,6 +16,12 @@ padded, and its gradient is that of its own objective. Everything random comes f
 A model without inputs (Rosenbrock, the seed example) takes no data: each step is an
 epoch, and `epochs` and `steps` mean the same thing.
 
+The full-batch optimizers (LBFGS, OWL-QN as LBFGS with l1=, NewtonCG; see
+lossc.optim.fullbatch) run in batch descent only, one iteration (a line search over the
+whole training set) an epoch: with them batch_size defaults to None and, without epochs
+or steps, a run takes at most 1000 iterations. With an optimizer's L1 penalty (l1=) the
+training objective recorded and judged is the penalized one (lossc.optim.objectives).
+
 After each epoch the driver evaluates the objective on the whole training set (and the
 validation split, if any); that is `history`. With monitor="batches" it skips that pass
 (which costs about a third of an epoch of gradients) and records instead the epoch's
@@ -34,7 +40,9 @@ norm <= tol_grad, an epoch-to-epoch change of the objective <= tol_loss (absolut
 or gradient ("diverged": the message names the step and suggests a smaller learning
 rate), a learning rate from the schedule that is negative or not finite ("bad_lr",
 checked at the start of each epoch as the schedule gives it), or KeyboardInterrupt
-("interrupted"). In every case the result holds the best parameters seen. Arguments
+("interrupted"); with a full-batch optimizer (LBFGS, NewtonCG: lossc.optim.fullbatch)
+also its own tol_grad and tol_loss, or a line search that finds no decrease
+("line_search"). In every case the result holds the best parameters seen. Arguments
 are checked before anything runs: counts (epochs, steps, patience, batch_size) must be
 whole numbers, tolerances numbers >= 0, and hypers finite (a NaN or an infinity there
 would make every objective of the run NaN).
@@ -55,6 +63,7 @@ import numpy as np
 
 from lossc.codegen.units import PERMUTATION
 from lossc.optim.config import TrainConfig
+from lossc.optim.fullbatch import check_run, train_options
 # (EpochInfo, what a callback gets, is part of train's interface here too)
 from lossc.optim.monitor import EpochInfo, Monitor, StepLog, Stop  # noqa: F401
 from lossc.optim.objectives import Objectives, by_gradient
@@ -78,8 +87,9 @@ class TrainResult:
                                   # counts)
     stopped: str                  # why it stopped: epochs, steps, tol_grad, tol_loss,
                                   # early_stop, callback, diverged, bad_lr (the
-                                  # schedule gave a negative or non-finite rate) or
-                                  # interrupted
+                                  # schedule gave a negative or non-finite rate),
+                                  # line_search (a full-batch optimizer's search found
+                                  # no decrease) or interrupted
     stopped_reason: str           # the same, as a sentence for people
     seconds: float = 0.0
     samples: int = 0              # samples processed by gradient steps
@@ -121,8 +131,10 @@ def train(model, data=None, optimizer: Optional[Optimizer] = None, *,
     the base rate of `schedule`. The options, by keyword (or as one TrainConfig in
     `config=`):
 
-    batch_size (64; None or 0: batch descent), epochs/steps: stop after that many (the
-    first reached; with neither, 10 epochs, or 1000 steps for a model without inputs).
+    batch_size (64; None or 0: batch descent; None for LBFGS and NewtonCG, which take
+    no other), epochs/steps: stop after that many (the first reached; with neither, 10
+    epochs, or 1000 steps for a model without inputs, or 1000 iterations for LBFGS and
+    NewtonCG).
     seed (0): the initial parameters, the shuffles and the validation split. hypers:
     the model's hyperparameters. schedule: a callable lr(base, k) from
     lossc.optim.schedules, applied at the start of each epoch. validation: a fraction
@@ -142,13 +154,14 @@ def train(model, data=None, optimizer: Optional[Optimizer] = None, *,
         raise TypeError(f"optimizer must be a lossc optimizer (SGD, Adam, ...), got "
                         f"{type(opt).__name__}")
     if config is None:
-        config = TrainConfig.from_options(options)
+        config = TrainConfig.from_options(train_options(opt, options))
     elif options:
         raise TypeError("train() takes its options either as keywords or as config=, "
                         "not both")
     if not valid_lr(opt.lr) or not opt.lr > 0:
         raise ValueError(f"the optimizer's learning rate must be a positive number, got "
                          f"{opt.lr!r}")
+    check_run(opt, model, config)
     with prepare(model, data, config) as prepared:
         return _run(model, opt, prepared, config)
 
@@ -161,12 +174,14 @@ def _run(model, opt, prepared, config: TrainConfig) -> TrainResult:
     opt.reset()
     base_lr = opt.lr
     objectives = Objectives(model, prepared.full, prepared.val,
-                            by_gradient(plan, config.monitor, bool(model.inputs)))
+                            by_gradient(plan, config.monitor, bool(model.inputs)),
+                            l1=opt.l1, hypers=config.hypers)
     log = StepLog(model.reduce == "mean", config.progress)
     # monitor="batches" without a validation split judges an epoch by its batches, not
     # by the parameters it ends with: those are checked at the end (verify_best)
     monitor = Monitor(theta, log, validated=prepared.val is not None,
                       judged_by_batches=config.monitor == "batches",
+                      later_on_ties=getattr(opt, "full_batch_only", False),
                       total_epochs=plan.epochs, tol_grad=config.tol_grad,
                       tol_loss=config.tol_loss, patience=plan.patience,
                       callback=config.callback)
@@ -256,7 +271,7 @@ def _epoch_objective(known, from_batches, config, objectives, theta) -> tuple:
     if config.tol_grad is not None:
         loss, gnorm = objectives.value_and_gradnorm(theta)
     if config.monitor == "batches" and from_batches is not None:
-        loss = from_batches
+        loss = from_batches + objectives.penalty(theta)
     elif config.tol_grad is None:
         loss = objectives.training(theta)
     return loss, gnorm

@@ -109,15 +109,19 @@ class Monitor:
     judged_by_batches: epochs are judged by their batches' objectives (monitor="batches"
     without a validation split), not by the parameters they end with; those parameters
     are then unverified, and the bests before them are kept to fall back on (see
-    verify_best)."""
+    verify_best). later_on_ties: an epoch whose monitored value equals the best's is
+    the new best (a full-batch method's line search never accepts a worse point, and
+    where the values tie at rounding the later point is the better by its gradient);
+    otherwise the earlier one stays."""
 
     def __init__(self, theta: np.ndarray, log: StepLog, *, validated: bool,
-                 judged_by_batches: bool, total_epochs: int,
+                 judged_by_batches: bool, total_epochs: int, later_on_ties: bool = False,
                  tol_grad: Optional[float] = None, tol_loss: Optional[float] = None,
                  patience: Optional[int] = None, callback: Optional[Callable] = None):
         self.log = log
         self.validated = validated
         self.unverified_best = judged_by_batches and not validated
+        self.later_on_ties = later_on_ties
         self.total_epochs = total_epochs
         self.tol_grad, self.tol_loss, self.patience = tol_grad, tol_loss, patience
         self.callback = callback
@@ -204,7 +208,7 @@ class Monitor:
         return v
 
     def _keep_best(self, monitored: float, epoch: int, theta: np.ndarray) -> None:
-        if monitored < self.best_loss:
+        if monitored < self.best_loss or (self.later_on_ties and monitored == self.best_loss):
             if self.unverified_best:
                 self.earlier_bests = (self.earlier_bests + [(
                     self.best_theta.copy(), self.best_loss, self.best_epoch,

@@ -8,12 +8,24 @@ gradient's code, which `lossc.compile` made already, or through the objective's 
 code, compiled on first use (code unit LOSS): `by_gradient` says which, decided from
 the run's arguments alone so that the same arguments give the same history whatever was
 compiled before (the two codes can differ in the last bit of the objective).
+
+With an optimizer's L1 penalty (`l1`: SGD, Adam or LBFGS with l1=), the training
+objective is the penalized one the optimizer minimizes, sum_i l1_i |theta_i| added, and
+its gradient norm is that of the pseudo-gradient (the minimum-norm subgradient, zero at
+the optimum); the validation objective stays the model's alone (what held-out data
+measures). The full-batch optimizers also take the training objective as a function of
+a float64 vector (`smooth`, without the penalty, which OWL-QN adds itself) and, for
+Newton-CG, its Hessian-vector products (`hvp`, through model.hvp).
 """
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import numpy as np
+
+from lossc.optim.orthant_wise import pseudo_gradient
+from lossc.optim.prox import l1_norm
 
 # Rows of objective-only passes (the monitor's, over the training set and the
 # validation split) from which a run compiles the objective's own code for them: below,
@@ -31,9 +43,12 @@ def by_gradient(plan, monitor: str, has_inputs: bool) -> bool:
 
 
 class Objectives:
-    def __init__(self, model, full, val, by_gradient: bool):
+    def __init__(self, model, full, val, by_gradient: bool, *, l1=None,
+                 hypers: Optional[dict] = None):
         self.model, self.full, self.val = model, full, val
         self.by_gradient = by_gradient
+        self.l1 = l1                    # the optimizer's L1 weights, or None
+        self.hypers = dict(hypers or {})     # (for model.hvp, which takes them by name)
         # the full gradient at the parameters of the last value_and_grad pass (batch
         # descent steps with it); objective-only passes through the gradient's code
         # write theirs elsewhere
@@ -48,9 +63,15 @@ class Objectives:
 
     def value_and_gradnorm(self, theta) -> tuple[float, float]:
         """The training objective at theta and its gradient's norm (the gradient is
-        left in self.g)."""
+        left in self.g; with an L1 penalty, the model's gradient, while the objective
+        and the norm are the penalized objective's: see the module docstring)."""
         value = self.value_and_grad(theta, self.full, self.g)
-        return value, math.sqrt(float(np.dot(self.g, self.g)))
+        g = self.g if self.l1 is None else pseudo_gradient(theta, self.g, self.l1)
+        return value + self.penalty(theta), math.sqrt(float(np.dot(g, g)))
+
+    def penalty(self, theta) -> float:
+        """The optimizer's L1 term at theta (0.0 without one)."""
+        return 0.0 if self.l1 is None else l1_norm(theta, self.l1)
 
     def objective(self, theta, data) -> float:
         """The objective alone at theta over bound data (see by_gradient)."""
@@ -59,7 +80,7 @@ class Objectives:
         return self.model.loss_flat(theta, data)
 
     def training(self, theta) -> float:
-        return self.objective(theta, self.full)
+        return self.objective(theta, self.full) + self.penalty(theta)
 
     def validation(self, theta) -> float:
         return self.objective(theta, self.val)
@@ -68,3 +89,19 @@ class Objectives:
         """Whether the training objective at theta is finite (through the gradient's
         code, there already: the objective's alone may not be compiled)."""
         return math.isfinite(self.value_and_grad(theta, self.full, self.g))
+
+    def smooth(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        """The model's training objective and its gradient (a new float64 array) at the
+        float64 vector x (converted to the model's dtype for the call)."""
+        grad = np.empty(self.model.n_params, dtype=self.model.dtype)
+        value = self.value_and_grad(x, self.full, grad)
+        return value, grad.astype(np.float64, copy=False)
+
+    def hvp(self, x: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """The Hessian of the training objective at x times v (float64 vectors in pack
+        order), through model.hvp(theta, v, **inputs, **hypers) on dicts."""
+        model = self.model
+        inputs = {spec.name: a for spec, a in zip(model.inputs, self.full.arrays)}
+        out = model.hvp(model.unpack_params(x), model.unpack_params(v), **inputs,
+                        **self.hypers)
+        return model.pack_params(out).astype(np.float64)

@@ -29,6 +29,17 @@ AdamW    p <- p (1 - lr wd)  (decoupled weight decay), then Adam with wd = 0
 Gradient clipping (`clip_norm=c`, any optimizer, as torch.nn.utils.clip_grad_norm_ over
 all parameters together): g <- g min(1, c / (||g|| + 1e-6)) before the rule above. The
 caller's gradient array is never modified.
+
+An L1 penalty (`l1=`, SGD, Adam and AdamW) is a proximal step after the update, soft
+thresholding (lossc.optim.prox), which gives exact zeros:
+SGD      p <- prox_l1(p, lr l1)
+Adam     p <- p - s m with s = (lr / (1 - beta1^t)) / (sqrt(v) / sqrt(1 - beta2^t) + eps),
+         then p <- prox_l1(p, s l1): each coordinate thresholded by its own step, the
+         proximal step in Adam's diagonal metric, so that its fixed points are those of
+         the penalized objective
+l1 is a number or a flat vector of weights >= 0 in pack order (0: not penalized;
+lossc.optim.prox.l1_weights builds one from per-parameter values). The objective the
+training driver reports does not include the penalty.
 """
 from __future__ import annotations
 
@@ -36,11 +47,14 @@ import math
 
 import numpy as np
 
+from lossc.optim.prox import check_l1, prox_l1
 from lossc.runtime.fused import NativeUpdate
 
 
 class Optimizer:
     """Base class: learning rate, weight decay, clipping, step count and state."""
+
+    l1 = None       # the L1 weights of a proximal step (SGD, Adam), or None
 
     def __init__(self, lr: float, weight_decay: float = 0.0, clip_norm: float | None = None):
         if not (lr > 0 and math.isfinite(lr)):
@@ -118,10 +132,19 @@ class Optimizer:
     def update(self, p: np.ndarray, g: np.ndarray) -> None:  # pragma: no cover
         raise NotImplementedError
 
+    def _shrink(self, p: np.ndarray, step) -> None:
+        """The L1 proximal step in place: p <- prox_l1(p, step * l1), step the rule's
+        step size (a number, or an array like p)."""
+        l1 = self.l1
+        if isinstance(l1, np.ndarray) and l1.shape != p.shape:
+            raise ValueError(f"l1 has {l1.size} weights, the parameters {p.size} "
+                             f"coordinates")
+        prox_l1(p, step * l1, out=p)
+
     def native_update(self) -> NativeUpdate | None:
         """This update as lossc's native training steps take it (runtime/fused.py), or
         None where they do not implement it exactly: they implement SGD, RMSprop, Adam
-        and AdamW, not a subclass, whose update may differ."""
+        and AdamW, not a subclass, whose update may differ, and no L1 proximal step."""
         return None
 
     def __repr__(self) -> str:
@@ -136,8 +159,9 @@ class SGD(Optimizer):
 
     def __init__(self, lr: float = 0.01, momentum: float = 0.0, dampening: float = 0.0,
                  nesterov: bool = False, weight_decay: float = 0.0,
-                 clip_norm: float | None = None):
+                 clip_norm: float | None = None, l1=None):
         super().__init__(lr, weight_decay, clip_norm)
+        self.l1 = check_l1(l1)
         if not momentum >= 0:
             raise ValueError(f"momentum must be >= 0, got {momentum}")
         if nesterov and (momentum <= 0 or dampening != 0):
@@ -158,9 +182,11 @@ class SGD(Optimizer):
                 buf += (1 - self.dampening) * g
             g = g + self.momentum * buf if self.nesterov else buf
         p -= self.lr * g
+        if self.l1 is not None:
+            self._shrink(p, self.lr)
 
     def native_update(self) -> NativeUpdate | None:
-        if type(self) is not SGD:
+        if type(self) is not SGD or self.l1 is not None:
             return None
         return NativeUpdate("sgd", self.lr, a=self.momentum, weight_decay=self.weight_decay,
                             dampening=self.dampening, clip_norm=self.clip_norm,
@@ -224,8 +250,9 @@ class Adam(Optimizer):
 
     def __init__(self, lr: float = 1e-3, betas: tuple = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, amsgrad: bool = False,
-                 clip_norm: float | None = None):
+                 clip_norm: float | None = None, l1=None):
         super().__init__(lr, weight_decay, clip_norm)
+        self.l1 = check_l1(l1)
         b1, b2 = (float(b) for b in betas)
         if not (0 <= b1 < 1 and 0 <= b2 < 1):
             raise ValueError(f"betas must be in [0, 1), got {betas}")
@@ -254,10 +281,15 @@ class Adam(Optimizer):
             v = vmax
         denom = np.sqrt(v) / bc2_sqrt
         denom += self.eps
+        if self.l1 is not None:
+            step = (self.lr / bc1) / denom
+            p -= step * m
+            self._shrink(p, step)
+            return
         p -= (self.lr / bc1) * m / denom     # torch's addcdiv order: (c m) / denom
 
     def native_update(self) -> NativeUpdate | None:
-        if type(self) not in (Adam, AdamW):
+        if type(self) not in (Adam, AdamW) or self.l1 is not None:
             return None
         used = {"exp_avg", "exp_avg_sq"} | ({"max_exp_avg_sq"} if self.amsgrad else set())
         return NativeUpdate("adam", self.lr, a=self.betas[0], b=self.betas[1], eps=self.eps,
@@ -275,33 +307,5 @@ class AdamW(Adam):
 
     def __init__(self, lr: float = 1e-3, betas: tuple = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 1e-2, amsgrad: bool = False,
-                 clip_norm: float | None = None):
-        super().__init__(lr, betas, eps, weight_decay, amsgrad, clip_norm)
-
-
-NAMES = ("sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw")
-
-
-def by_name(name: str, lr: float | None = None, momentum: float | None = None,
-            weight_decay: float | None = None, clip_norm: float | None = None) -> Optimizer:
-    """An optimizer from its command-line name: sgd, momentum (SGD with momentum 0.9
-    unless given), nesterov, rmsprop, adam, adamw. Options left as None take the
-    optimizer's defaults (lr: 0.01 for the SGD family and RMSprop, 1e-3 for Adam)."""
-    name = name.lower()
-    kw = {"clip_norm": clip_norm}
-    if weight_decay is not None:
-        kw["weight_decay"] = weight_decay
-    if lr is not None:
-        kw["lr"] = lr
-    if name in ("sgd", "momentum", "nesterov"):
-        mu = momentum if momentum is not None else (0.0 if name == "sgd" else 0.9)
-        return SGD(momentum=mu, nesterov=name == "nesterov", **kw)
-    if name == "rmsprop":
-        return RMSprop(momentum=momentum or 0.0, **kw)
-    if momentum is not None and name in ("adam", "adamw"):
-        raise ValueError(f"--momentum does not apply to {name} (it uses betas)")
-    if name == "adam":
-        return Adam(**kw)
-    if name == "adamw":
-        return AdamW(**kw)
-    raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(NAMES)}")
+                 clip_norm: float | None = None, l1=None):
+        super().__init__(lr, betas, eps, weight_decay, amsgrad, clip_norm, l1)

@@ -16,6 +16,8 @@ the optimizer object when the steps kept it elsewhere.
   (runtime/fused.py), for the optimizers it implements; bit for bit PythonBatchSteps
   in float64.
 - PythonBatchSteps: mini-batches one value_and_grad call and one optimizer.step each.
+- LineSearchSteps: the full-batch optimizers (lossc.optim.fullbatch: L-BFGS, OWL-QN,
+  Newton-CG), one iteration an epoch, written to the interface below.
 
 `make_stepper` picks one.
 
@@ -56,6 +58,8 @@ from typing import Optional, Protocol
 
 import numpy as np
 
+from lossc.optim.monitor import Stop
+from lossc.optim.solver import Objective, Point, inf_norm, relative_change
 from lossc.runtime import fused
 
 FUSED_CHUNK = 256   # batches per native call (progress and Ctrl-C stay live between)
@@ -88,6 +92,9 @@ def make_stepper(model, opt, prepared, objectives, initial: tuple,
     parameters, whose gradient objectives.g holds (batch descent's first step);
     sync_each_epoch: hand the optimizer's state back after every epoch (a callback
     may look at it)."""
+    if getattr(opt, "full_batch_only", False):
+        return LineSearchSteps(opt, objectives, prepared.full.B if model.inputs else 0,
+                               initial)
     if prepared.plan.full_batch:
         return FullBatchSteps(opt, objectives, prepared.full.B if model.inputs else 0,
                               initial)
@@ -173,3 +180,62 @@ class NativeBatchSteps:
     def sync(self) -> None:
         if self.steps is not None:
             self.steps.sync()
+
+
+class LineSearchSteps:
+    """A full-batch optimizer's iterations (lossc.optim.fullbatch), one an epoch, on the
+    training objective in float64 (objectives.smooth): `opt.iteration` gives the
+    method's step function, which keeps its own state (L-BFGS's pairs) between epochs.
+    The objective a point carries, and the epoch's, include the optimizer's L1 term
+    (objectives.penalty), which OWL-QN minimizes with the rest.
+
+    The optimizer's own stopping tests (tol_grad on the inf-norm of its stationarity
+    measure, tol_loss on the relative change of the last iteration, as
+    lossc.optim.solver makes them) are applied at the start of each epoch, to the
+    parameters the last one left (or the initial ones): they end the run with a Stop,
+    as does a line search that finds no decrease ("line_search")."""
+
+    def __init__(self, opt, objectives, rows: int, initial: tuple):
+        self.opt, self.objectives, self.rows = opt, objectives, rows
+        self.objective = Objective(objectives.smooth, objectives.g.size, "the objective")
+        self.step = opt.iteration(self.objective, objectives.hvp if opt.needs_hvp else None)
+        self.initial_value = initial[0]     # (with the L1 term)
+        self.point = None           # the current point, made from theta at the first epoch
+        self.previous = None        # the objective before the last iteration
+
+    def epoch(self, theta, order, count, log):
+        if self.point is None:      # the initial theta, whose gradient objectives.g holds
+            self.point = Point(theta.astype(np.float64), self.initial_value,
+                               self.objectives.g.astype(np.float64))
+        self.check_converged(log.steps)
+        p = self.point
+        nxt = self.step(p)
+        if isinstance(nxt, str):
+            raise Stop("line_search", f"{nxt} after step {log.steps}; the best parameters "
+                                      f"so far are kept")
+        if not math.isfinite(float(np.dot(nxt.grad, nxt.grad))):
+            raise Diverged(OVERFLOWED)
+        theta[...] = nxt.x
+        log.record(p.value, self.rows)
+        self.previous, self.point = p.value, nxt
+        g = self.opt.stationarity(nxt)
+        return nxt.value, math.sqrt(float(np.dot(g, g)))
+
+    def check_converged(self, steps: int) -> None:
+        """Stop if the optimizer's tol_grad or tol_loss holds at the current point."""
+        tol_grad, tol_loss = self.opt.tol_grad, self.opt.tol_loss
+        after = f"after step {steps}" if steps else "at the initial parameters"
+        gnorm = inf_norm(self.opt.stationarity(self.point))
+        if tol_grad is not None and gnorm <= tol_grad:
+            raise Stop("tol_grad", f"converged: the gradient's largest component is "
+                                   f"{gnorm:.3g} <= {tol_grad:g} (the optimizer's "
+                                   f"tol_grad) {after}")
+        if tol_loss is not None and self.previous is not None:
+            change = relative_change(self.previous, self.point.value)
+            if change <= tol_loss:
+                raise Stop("tol_loss", f"converged: the objective changed by {change:.3g} "
+                                       f"(relative) <= {tol_loss:g} (the optimizer's "
+                                       f"tol_loss) in step {steps}")
+
+    def sync(self) -> None:
+        pass

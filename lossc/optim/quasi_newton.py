@@ -1,0 +1,129 @@
+"""L-BFGS over a callable: minimize f given fun(x) -> (f(x), grad f(x)) on a flat
+float64 vector.
+
+    res = lbfgs(fun, x0, m=10, tol_grad=1e-5)
+    res.x, res.value, res.grad_norm, res.iterations, res.evaluations, res.stopped
+
+Each iteration takes the quasi-Newton direction d = -H g of the last `m` steps
+(Nocedal and Wright, algorithm 7.4, the two-loop recursion), with the initial inverse
+Hessian gamma I, gamma = s'y / y'y of the newest pair, and a strong-Wolfe line search
+(lossc.optim.linesearch) starting at step 1. The first iteration, and any after the
+history was cleared, step along -g starting at 1 / ||g||_2 (a unit move in x).
+
+A pair (s, y) = (x_new - x, g_new - g) is kept only if its curvature s'y exceeds
+eps * y'y (machine epsilon): one without positive curvature would make H indefinite,
+so it is skipped. If the direction is not a descent direction (rounding, with a
+nearly singular history) or the line search finds no decrease along it, the history is
+cleared and the iteration retried along -g; if that fails too, the run stops
+("line_search").
+
+Stopping (lossc.optim.solver): ||g||_inf <= tol_grad, the relative change of the
+objective <= tol_loss, max_iter, max_evals, the callback, a failed line search or
+KeyboardInterrupt. The defaults are scipy's L-BFGS-B ones (gtol 1e-5, ftol 2.2e-9,
+maxiter and maxfun 15000), whose gradient test is the same inf-norm.
+"""
+from __future__ import annotations
+
+from collections import deque
+from typing import Callable, Optional
+
+import numpy as np
+
+from lossc.optim import linesearch
+from lossc.optim.solver import (Iterate, MinimizeResult, Objective, Point, count,
+                                first_point, iterate, start_point)
+
+EPS = np.finfo(np.float64).eps
+TOL_GRAD = 1e-5
+TOL_LOSS = 1e7 * EPS     # scipy's factr 1e7, as ftol
+MAX_ITER = 15000
+MAX_EVALS = 15000
+
+
+class History:
+    """The last m curvature pairs (s, y) and the two-loop product with them."""
+
+    def __init__(self, m: int):
+        self.m = count("m", m)
+        self.pairs: deque = deque(maxlen=self.m)    # (s, y, 1 / s'y)
+        self.skipped = 0
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def clear(self) -> None:
+        self.pairs.clear()
+
+    def push(self, s: np.ndarray, y: np.ndarray) -> bool:
+        """Keep the pair if its curvature s'y is positive enough (see the module
+        docstring); whether it was kept."""
+        sy, yy = float(np.dot(s, y)), float(np.dot(y, y))
+        if not (sy > EPS * yy) or not np.isfinite(sy) or not np.isfinite(yy):
+            self.skipped += 1
+            return False
+        self.pairs.append((s, y, 1.0 / sy))
+        return True
+
+    def direction(self, g: np.ndarray) -> np.ndarray:
+        """-H g, H the L-BFGS inverse Hessian approximation (-g with no pairs)."""
+        q = np.array(g, dtype=np.float64)
+        alphas = []
+        for s, y, rho in reversed(self.pairs):
+            a = rho * float(np.dot(s, q))
+            q -= a * y
+            alphas.append(a)
+        if self.pairs:
+            s, y, rho = self.pairs[-1]
+            q *= 1.0 / (rho * float(np.dot(y, y)))      # gamma = s'y / y'y
+        for (s, y, rho), a in zip(self.pairs, reversed(alphas)):
+            b = rho * float(np.dot(y, q))
+            q += (a - b) * s
+        return -q
+
+
+def lbfgs(fun: Callable, x0, *, m: int = 10, tol_grad: float = TOL_GRAD,
+          tol_loss: float = TOL_LOSS, max_iter: int = MAX_ITER,
+          max_evals: int = MAX_EVALS,
+          callback: Optional[Callable[[Iterate], Optional[bool]]] = None,
+          c1: float = linesearch.C1, c2: float = linesearch.C2,
+          line_search_evals: int = linesearch.MAX_EVALS) -> MinimizeResult:
+    """Minimize f from x0 with L-BFGS (module docstring). fun(x) -> (value, gradient);
+    m: pairs kept; c1, c2, line_search_evals: the line search's (see
+    lossc.optim.linesearch); callback(Iterate(iteration, x, value, grad_norm)) after
+    each iteration stops the run by returning True."""
+    x = start_point(x0)
+    obj = Objective(fun, x.size)
+    step = lbfgs_step(obj, m=m, c1=c1, c2=c2, line_search_evals=line_search_evals)
+    return iterate(step, obj, first_point(obj, x), tol_grad=tol_grad, tol_loss=tol_loss,
+                   max_iter=max_iter, max_evals=max_evals, callback=callback)
+
+
+def lbfgs_step(obj: Objective, *, m: int = 10, c1: float = linesearch.C1,
+               c2: float = linesearch.C2, line_search_evals: int = linesearch.MAX_EVALS,
+               first_step: float = 1.0) -> Callable[[Point], "Point | str"]:
+    """L-BFGS's iteration as a function step(point) -> the next Point, or a sentence
+    saying why it could not move (lossc.optim.solver), keeping its pairs between calls:
+    `lbfgs` runs it, and so does the training driver, one iteration an epoch.
+    first_step: the line search's first trial step along the quasi-Newton direction."""
+    linesearch.check_constants(c1, c2)
+    line_search_evals = count("line_search_evals", line_search_evals)
+    history = History(m)
+
+    def search(p: Point, d: np.ndarray, step: float):
+        return linesearch.strong_wolfe(obj, p.x, p.value, p.grad, d, step, c1, c2,
+                                       line_search_evals)
+
+    def step(p: Point):
+        ls = None
+        if history:
+            d = history.direction(p.grad)
+            if np.dot(d, p.grad) < 0:
+                ls = search(p, d, first_step)
+        if ls is None or ls.step == 0:
+            history.clear()
+            ls = search(p, -p.grad, 1.0 / float(np.linalg.norm(p.grad)))
+            if ls.step == 0:
+                return "the line search found no decrease along -g"
+        history.push(ls.x - p.x, ls.grad - p.grad)
+        return Point(ls.x, ls.value, ls.grad)
+    return step

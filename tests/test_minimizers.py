@@ -1,0 +1,311 @@
+"""L-BFGS, Newton-CG and Newton (lossc.optim.quasi_newton, lossc.optim.second_order)
+against scipy's L-BFGS-B and exact optima: W9's logistic regression (NumPy and lossc's
+compiled gradient), Rosenbrock, ill-conditioned quadratics, a function with NaN
+regions; their stopping rules, callbacks and argument checks. Work is bounded by
+counting evaluations."""
+import math
+
+import numpy as np
+import pytest
+import scipy.optimize
+
+import lossc
+from lossc.optim import Iterate, lbfgs, newton, newton_cg
+from lossc.optim.quasi_newton import History
+from lossc.optim.second_order import shifted_cholesky, truncated_cg
+
+from conftest import SAMPLES
+from problems import (Counted, barrier, logistic, logistic_data, quadratic, relative,
+                      rosenbrock)
+
+METHODS = {
+    "lbfgs": lambda p, x0, **kw: lbfgs(p.fun, x0, **kw),
+    "newton_cg": lambda p, x0, **kw: newton_cg(p.fun, p.hvp, x0, **kw),
+    "newton": lambda p, x0, **kw: newton(p.fun, p.hessian, x0, **kw),
+}
+TIGHT = {"tol_grad": 1e-13, "tol_loss": None}
+
+
+def exact_optimum(p, x0):
+    """The minimizer by plain Newton steps with the exact Hessian (a strictly convex
+    problem), to the last bits."""
+    x = np.array(x0, dtype=float)
+    for _ in range(50):
+        step = np.linalg.solve(p.hessian(x), p.fun(x)[1])
+        x -= step
+        if np.max(np.abs(step)) <= 1e-16 * np.max(np.abs(x)):
+            break
+    return x
+
+
+@pytest.fixture(scope="module")
+def w9():
+    """W9's model (W2's logistic regression with 1e-3 sum(w^2), D = 32) on 3,000 samples,
+    its optimum, and scipy's L-BFGS-B run on it to its tightest tolerances."""
+    X, y = logistic_data(3000, 32, seed=9)
+    p = logistic(X, y, lam=1e-3)
+    x0 = np.zeros(p.n)
+    best = exact_optimum(p, x0)
+    sp = scipy.optimize.minimize(p.fun, x0, jac=True, method="L-BFGS-B",
+                                 options={"gtol": 1e-13, "ftol": 0, "maxiter": 10000})
+    return p, x0, best, sp
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_w9_reaches_scipys_optimum(w9, method):
+    p, x0, best, sp = w9
+    res = METHODS[method](p, x0, **TIGHT)
+    assert res.stopped == "tol_grad" and res.converged
+    assert abs(res.value - sp.fun) <= 1e-10 * abs(sp.fun)
+    assert res.value <= sp.fun + 1e-15
+    # the point: to the exact optimum (scipy's own is only as close to it as its line
+    # search's comparisons of values allow, 1e-9 here)
+    assert relative(res.x, best) <= 1e-10
+    if method == "lbfgs":
+        # evaluations until it is as low as scipy's final value: no more than scipy's
+        counted = Counted(p.fun)
+        at = []
+        lbfgs(counted, x0, callback=lambda i: i.value <= sp.fun and not at.append(
+            counted.calls), **TIGHT)
+        assert at[0] <= sp.nfev
+    else:
+        assert res.iterations <= 10
+
+
+def test_w9_with_lossc_compiled_gradient(w9):
+    """The same on lossc's own objective (m.scipy_objective: the compiled gradient),
+    Newton-CG with the NumPy Hessian's products: both reach scipy's optimum."""
+    p, x0, best, _ = w9
+    X, y = logistic_data(3000, 32, seed=9)
+    m = lossc.compile(SAMPLES / "logistic.loss", dims={"D": 32})
+    fun, _ = m.scipy_objective(x=X, y=y)          # lam = 1e-3 is the file's default
+    assert m.reduce == "mean"
+    assert abs(fun(best)[0] - p.fun(best)[0]) <= 1e-14
+    sp = scipy.optimize.minimize(fun, x0, jac=True, method="L-BFGS-B",
+                                 options={"gtol": 1e-13, "ftol": 0, "maxiter": 10000})
+    for run in (lambda: lbfgs(fun, x0, **TIGHT), lambda: newton_cg(fun, p.hvp, x0, **TIGHT)):
+        before = fun.n_calls
+        res = run()
+        assert res.converged and fun.n_calls - before == res.evaluations
+        assert abs(res.value - sp.fun) <= 1e-10 * abs(sp.fun)
+        assert relative(res.x, best) <= 1e-10
+
+
+def test_defaults_stop_where_scipys_do(w9):
+    p, x0, best, _ = w9
+    sp = scipy.optimize.minimize(p.fun, x0, jac=True, method="L-BFGS-B")
+    res = lbfgs(p.fun, x0)
+    assert res.converged and res.grad_norm <= 1e-5
+    assert abs(res.value - sp.fun) <= 1e-9 * abs(sp.fun)
+    assert res.evaluations <= sp.nfev + 2
+
+
+@pytest.mark.parametrize("n,start", [(2, [-1.2, 1.0]), (10, None)])
+def test_rosenbrock(n, start):
+    p = rosenbrock(n)
+    x0 = np.array(start) if start else np.zeros(n)
+    sp = scipy.optimize.minimize(p.fun, x0, jac=True, method="L-BFGS-B",
+                                 options={"gtol": 1e-10, "ftol": 0})
+    sp_cg = scipy.optimize.minimize(p.fun, x0, jac=True, hessp=p.hvp, method="Newton-CG",
+                                    options={"xtol": 1e-14})
+    for method in METHODS:
+        res = METHODS[method](p, x0, tol_grad=1e-10, tol_loss=None)
+        assert res.stopped == "tol_grad", method
+        np.testing.assert_allclose(res.x, np.ones(n), rtol=0, atol=1e-9)
+        if method == "lbfgs":
+            assert res.evaluations <= 1.2 * sp.nfev
+        elif method == "newton_cg":
+            # the forcing sequence solves loosely while ||g|| > 1/4: in Rosenbrock's
+            # valley that is many short steps, as for scipy's Newton-CG (74 iterations
+            # to its 86 in 2-D, 72 to 55 in 10-D, with fewer products in both)
+            assert res.iterations <= 1.5 * sp_cg.nit and res.hvp_evaluations <= sp_cg.nhev
+        else:
+            assert res.iterations <= 30
+
+
+@pytest.mark.parametrize("condition", [1e2, 1e4, 1e6])
+def test_ill_conditioned_quadratic(condition):
+    p, xstar = quadratic(40, condition, seed=3)
+    x0 = np.zeros(p.n)
+    # the gradient's own rounding is some eps ||A|| ||x||: tol_grad above it
+    tol = {"tol_grad": 1e-15 * condition, "tol_loss": None}
+    if condition <= 1e4:
+        # (at 1e6 L-BFGS needs thousands of iterations, as scipy's L-BFGS-B does)
+        res = lbfgs(p.fun, x0, max_iter=3000, **tol)
+        assert res.converged and relative(res.x, xstar) <= 1e-11
+        assert res.evaluations <= 1.2 * res.iterations
+    res = newton_cg(p.fun, p.hvp, x0, **tol)
+    assert res.converged and relative(res.x, xstar) <= 1e-11
+    # (CG in floating point loses the conjugacy that would end it within n = 40
+    # products: a few hundred per solve at 1e6)
+    assert res.iterations <= 15 and res.hvp_evaluations <= 1000
+    # Newton: one step, accepted at step 1 (the exact minimizer of a quadratic)
+    res = newton(p.fun, p.hessian, x0, **tol)
+    assert res.converged and res.iterations == 1 and relative(res.x, xstar) <= 1e-11
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_nan_region_is_backed_off(method):
+    # the minimum is near the edge of the domain, where the first steps from 0 overshoot
+    p, xstar = barrier([0.5, 5.0, 50.0])
+    counted = Counted(p.fun)
+    p.fun = counted
+    res = METHODS[method](p, np.zeros(3), tol_grad=1e-12, tol_loss=None)
+    assert res.converged and np.max(np.abs(res.x - xstar)) <= 1e-12
+    assert math.isfinite(res.value) and counted.nonfinite >= 5      # it went there
+    assert counted.calls == res.evaluations <= 40
+
+
+def test_callback_sees_each_iteration_and_can_stop():
+    p = rosenbrock(2)
+    seen = []
+
+    def callback(info):
+        seen.append(info)
+        return info.iteration == 3
+
+    res = lbfgs(p.fun, [-1.2, 1.0], callback=callback)
+    assert res.stopped == "callback" and res.iterations == 3 and not res.converged
+    assert [i.iteration for i in seen] == [1, 2, 3]
+    assert isinstance(seen[0], Iterate)
+    assert seen[-1].value == res.value == res.history[3]
+    assert seen[-1].grad_norm == res.grad_norm and seen[-1].x is res.x
+    assert np.all(np.diff(res.history) < 0) and res.history[0] == p.fun(np.array([-1.2, 1.0]))[0]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_stopping_rules(method):
+    p = rosenbrock(4)
+    x0 = np.zeros(4)
+    res = METHODS[method](p, x0, max_iter=3)
+    assert res.stopped == "max_iter" and res.iterations == 3 and len(res.history) == 4
+    res = METHODS[method](p, x0, max_evals=5)
+    assert res.stopped == "max_evals" and res.evaluations >= 5
+    res = METHODS[method](p, x0, tol_loss=1e-2)
+    assert res.stopped == "tol_loss"
+    h = res.history
+    assert (h[-2] - h[-1]) / max(abs(h[-2]), abs(h[-1]), 1) <= 1e-2
+    res = METHODS[method](p, np.ones(4))
+    assert res.stopped == "tol_grad" and res.iterations == 0 and res.evaluations == 1
+
+
+def test_keyboard_interrupt_keeps_the_last_point():
+    p = rosenbrock(2)
+    calls = []
+
+    def fun(x):
+        calls.append(1)
+        if len(calls) == 12:
+            raise KeyboardInterrupt
+        return p.fun(x)
+    res = lbfgs(fun, [-1.2, 1.0])
+    assert res.stopped == "interrupted" and res.evaluations == 12
+    assert res.value == res.history[-1] == p.fun(res.x)[0]
+    assert res.value < p.fun(np.array([-1.2, 1.0]))[0]
+
+
+def test_history_two_loop_is_the_bfgs_inverse_update():
+    """The two-loop product equals the dense BFGS inverse Hessian built from the same
+    pairs, H0 = gamma I with gamma = s'y / y'y of the newest pair."""
+    rng = np.random.default_rng(4)
+    n, pairs = 6, []
+    A = np.diag(np.linspace(1, 5, n))
+    h = History(m=3)
+    for _ in range(5):                           # the oldest two fall out of the history
+        s = rng.normal(size=n)
+        y = A @ s
+        pairs.append((s, y))
+        assert h.push(s, y)
+    kept = pairs[-3:]
+    s, y = kept[-1]
+    H = (s @ y) / (y @ y) * np.eye(n)
+    for s, y in kept:
+        rho = 1 / (s @ y)
+        V = np.eye(n) - rho * np.outer(y, s)
+        H = V.T @ H @ V + rho * np.outer(s, s)
+    g = rng.normal(size=n)
+    np.testing.assert_allclose(h.direction(g), -H @ g, rtol=1e-12)
+
+
+def test_history_skips_pairs_without_positive_curvature():
+    h = History(m=5)
+    assert not h.push(np.array([1.0, 0.0]), np.array([-1.0, 0.0]))
+    assert not h.push(np.array([1.0, 0.0]), np.array([0.0, 1.0]))        # s'y = 0
+    assert len(h) == 0 and h.skipped == 2
+    np.testing.assert_array_equal(h.direction(np.array([1.0, 2.0])), [-1.0, -2.0])
+
+
+def test_lbfgs_on_a_nonconvex_function_skips_negative_curvature():
+    # f = sum(x^4/4 - x^2): each pair that crosses the concave middle is skipped
+    def fun(x):
+        return float(np.sum(x ** 4 / 4 - x ** 2)), x ** 3 - 2 * x
+    res = lbfgs(fun, np.array([0.1, -0.2, 0.05]), tol_grad=1e-12, tol_loss=None)
+    assert res.converged
+    np.testing.assert_allclose(np.abs(res.x), math.sqrt(2), rtol=1e-12)
+
+
+def test_truncated_cg():
+    rng = np.random.default_rng(5)
+    q, _ = np.linalg.qr(rng.normal(size=(8, 8)))
+    A = (q * np.linspace(1, 10, 8)) @ q.T
+    g = rng.normal(size=8)
+    cg = truncated_cg(lambda v: A @ v, g, 1e-12, 100)
+    assert cg.stopped == "residual" and cg.iterations <= 10
+    np.testing.assert_allclose(A @ cg.d, -g, atol=1e-11)
+    # negative curvature at the first direction: -g; later: the iterate so far
+    B = (q * np.r_[-1.0, np.linspace(1, 10, 7)]) @ q.T
+    cg = truncated_cg(lambda v: -A @ v, g, 1e-12, 100)
+    assert cg.stopped == "negative_curvature" and cg.iterations == 1
+    np.testing.assert_array_equal(cg.d, -g)
+    cg = truncated_cg(lambda v: B @ v, g, 1e-12, 100)
+    if cg.iterations > 1:
+        assert cg.stopped == "negative_curvature" and cg.d @ g < 0
+    cg = truncated_cg(lambda v: A @ v, g, 0.0, 3)
+    assert cg.stopped == "max_iter" and cg.iterations == 3
+
+
+def test_shifted_cholesky():
+    H = np.array([[1.0, 2.0], [2.0, 1.0]])          # eigenvalues 3 and -1
+    low, tau = shifted_cholesky(H)
+    assert tau > 1
+    np.testing.assert_allclose(low @ low.T, H + tau * np.eye(2), rtol=1e-14)
+    low, tau = shifted_cholesky(np.diag([2.0, 3.0]))
+    assert tau == 0
+
+
+def test_newton_shifts_an_indefinite_hessian():
+    # Rosenbrock at (0, 1): H = diag(-398, 200), indefinite
+    p = rosenbrock(2)
+    assert np.linalg.eigvalsh(p.hessian(np.array([0.0, 1.0])))[0] < 0
+    res = newton(p.fun, p.hessian, [0.0, 1.0], tol_grad=1e-10)
+    assert res.converged and res.hessian_shifts >= 1
+    assert res.hessian_evaluations == res.iterations
+    np.testing.assert_allclose(res.x, [1.0, 1.0], atol=1e-9)
+
+
+@pytest.mark.parametrize("call,error,match", [
+    (lambda: lbfgs(rosenbrock(2).fun, [np.nan, 1.0]), ValueError, r"x0\[0\]"),
+    (lambda: lbfgs(rosenbrock(2).fun, np.zeros((2, 2))), ValueError, "flat vector"),
+    (lambda: lbfgs(lambda x: (0.0, np.zeros(3)), np.zeros(2)), ValueError, "fun returned"),
+    (lambda: lbfgs(lambda x: 1.0, np.zeros(2)), ValueError, r"\(value, gradient\)"),
+    (lambda: lbfgs(lambda x: (math.nan, x), np.zeros(2)), ValueError, "at x0"),
+    (lambda: lbfgs(rosenbrock(2).fun, np.zeros(2), m=0), ValueError, "m must"),
+    (lambda: lbfgs(rosenbrock(2).fun, np.zeros(2), tol_grad=-1), ValueError, "tol_grad"),
+    (lambda: lbfgs(rosenbrock(2).fun, np.zeros(2), max_iter=2.5), ValueError, "max_iter"),
+    (lambda: lbfgs(rosenbrock(2).fun, np.zeros(2), c2=1e-5), ValueError, "c2"),
+    (lambda: lbfgs(rosenbrock(2).fun, np.zeros(2), callback=3), TypeError, "callback"),
+    (lambda: newton_cg(rosenbrock(2).fun, None, np.zeros(2)), TypeError, "hvp"),
+    (lambda: newton_cg(rosenbrock(2).fun, lambda x, v: v[:1], np.zeros(2)), ValueError,
+     "hvp returned"),
+    (lambda: newton(rosenbrock(2).fun, lambda x: np.eye(3), np.zeros(2)), ValueError,
+     "hessian returned"),
+])
+def test_bad_arguments(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_x0_is_not_changed():
+    x0 = np.array([-1.2, 1.0])
+    res = lbfgs(rosenbrock(2).fun, x0)
+    assert x0.tolist() == [-1.2, 1.0] and res.x is not x0
