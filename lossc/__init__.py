@@ -11,7 +11,8 @@ from lossc.api import LosscWarning, compile, load
 from lossc.options import Options
 from lossc.runtime.model import Model
 from lossc.optim import LBFGS, SGD, Adam, AdamW, NewtonCG, RMSprop, TrainResult, train
+from lossc.optim.laplace import Laplace, LaplaceError, laplace
 
 __all__ = ["compile", "load", "Options", "CompileError", "LosscWarning", "Model", "train",
            "TrainResult", "SGD", "RMSprop", "Adam", "AdamW", "LBFGS", "NewtonCG",
-           "__version__"]
+           "laplace", "Laplace", "LaplaceError", "__version__"]

@@ -2,9 +2,8 @@
 gradients and predictions against the independent JAX references, and the error
 cases' positions and wording.
 
-`hvp` and `jvp` keys are checked only on a model that has those methods
-(`hasattr(m, "hvp")`, `hasattr(m, "jvp")`): forward mode and Hessian-vector products
-are a separate part of lossc; until a model offers them those keys are skipped.
+A case's `hvp` and `jvp` keys (Hessian-vector product along `hvp_v`, directional
+derivative along `jvp_tangent`) are checked against Model.hvp and Model.jvp.
 """
 import json
 import re
@@ -20,8 +19,11 @@ VALUE_CASES = sorted(CONFORMANCE_V2.glob("*.json"))
 ERRORS = json.loads((CONFORMANCE_V2 / "errors" / "expected.json").read_text())
 ERROR_CASES = sorted(k for k in ERRORS if not k.startswith("_"))
 
+
 def test_the_shared_cases_are_there():
     assert len(VALUE_CASES) >= 14 and len(ERROR_CASES) >= 8
+    expected = [json.loads(p.read_text())["expected"] for p in VALUE_CASES]
+    assert sum("hvp" in e for e in expected) >= 3 and sum("jvp" in e for e in expected) >= 3
 
 
 def _load(case_path):
@@ -57,9 +59,9 @@ def test_value_and_gradient(case):
     np.testing.assert_allclose(value, exp["loss"], rtol=c["rtol"], atol=c["atol"])
     _close(grads, exp["grad"], c)
     assert m.loss(params, **inputs, **hypers) == pytest.approx(value, rel=1e-13, abs=1e-13)
-    if "hvp" in exp and hasattr(m, "hvp"):
+    if "hvp" in exp:
         _close(m.hvp(params, _like(exp["hvp_v"]), **inputs, **hypers), exp["hvp"], c)
-    if "jvp" in exp and hasattr(m, "jvp"):
+    if "jvp" in exp:
         v, d = m.jvp(params, _like(exp["jvp_tangent"]), **inputs, **hypers)
         np.testing.assert_allclose(v, exp["loss"], rtol=c["rtol"], atol=c["atol"])
         np.testing.assert_allclose(d, exp["jvp"], rtol=min(c["rtol"], 1e-9),

@@ -7,19 +7,23 @@ import math
 import numpy as np
 
 from lossc.ir.dtypes import BOOL, INT, REAL
-from lossc.ir.ops.base import (ANY, POS, UNIT, Example, Math, OpDef, same_bool, same_real,
-                               scalar_int, selected)
+from lossc.ir.ops.base import (ANY, POS, UNIT, Example, Math, OpDef, diagonal_jvp, same_bool,
+                               same_real, scalar_int, selected, zero_jvp)
 
 
 def elementwise(name, arity, *, infer=same_real, eval, sympy, vjp=None, names=(),
-                stage="any", differentiable=True, example, doc="", **facts) -> OpDef:
+                stage="any", differentiable=True, example, doc="", jvp=None,
+                **facts) -> OpDef:
     """An elementwise op: `eval(*arrays)` without attributes, `sympy(sp, *exprs)` its
-    form; its mask rule selects each adjoint by the mask (`selected`)."""
+    form; its mask rule selects each adjoint by the mask (`selected`); its forward rule
+    is its vjp's (`diagonal_jvp`) unless `jvp` is given."""
+    if jvp is None and vjp is not None:
+        jvp = diagonal_jvp(vjp)
     return OpDef(name, arity, "elem", infer=infer, eval=lambda a, *xs: eval(*xs),
                  sympy=lambda s, n, *xs: sympy(s.sp, *xs), names=names, axis=False,
                  reduction=False, stage=stage, differentiable=differentiable, vjp=vjp,
-                 mask=selected(vjp) if vjp else None, single_pass=True, foldable=True,
-                 example=example, doc=doc, **facts)
+                 mask=selected(vjp) if vjp else None, jvp=jvp, single_pass=True,
+                 foldable=True, example=example, doc=doc, **facts)
 
 
 def unary(name, eval, deriv, *, sympy, domain=ANY, names=None, **facts) -> OpDef:
@@ -206,6 +210,22 @@ def _erfc_vjp(b, g, out, x):
                           b.emit("exp", (b.neg(b.mul(x, x)),))))
 
 
+class ThirdDerivativeError(ValueError):
+    """A derivative of polygamma2 was asked for: it needs polygamma(3, x)."""
+
+
+def _polygamma2_jvp(b, out, ts, x):
+    """Refused: the tangent of polygamma2 is polygamma(3, x) times x's, and lossc has no
+    polygamma(3, x). polygamma2 enters a graph only as the derivative of trigamma, i.e.
+    the second derivative of digamma (the third of lgamma); forward mode runs once, over
+    the gradient, so a Hessian never differentiates it. Differentiating such a graph
+    again (a third derivative) stops here with this error rather than a wrong value."""
+    raise ThirdDerivativeError(
+        "forward mode cannot differentiate polygamma2 (the second derivative of "
+        "digamma): it needs polygamma(3, x), which lossc does not compute; third "
+        "derivatives through lgamma or digamma are not available")
+
+
 # lgamma, digamma and erfc follow SciPy's gammaln, digamma and erfc; digamma's
 # derivative is trigamma = polygamma(1, x), whose derivative polygamma(2, x) (for second
 # derivatives) is computed too. All are inline vector code (codegen/vmath.py).
@@ -222,6 +242,7 @@ SPECIAL = [
           sympy=lambda sp, x: sp.polygamma(1, x), math=Math("trigamma", "vmath"),
           doc="polygamma(1, x): the derivative of digamma (no function of the language)"),
     unary("polygamma2", _polygamma(2), None, names=(), stage="backward", domain=POS,
+          jvp=_polygamma2_jvp,
           sympy=lambda sp, x: sp.polygamma(2, x), math=Math("polygamma2", "vmath"),
           doc="backward-only: polygamma(2, x), the derivative of trigamma"),
     unary("erfc", _vectorized(math.erfc, math.nan), _erfc_vjp,
@@ -258,7 +279,8 @@ FUNCTIONS = [
     unary("abs", np.abs, lambda b, g, out, x: b.mul(g, b.emit("sign", (x,))),
           sympy=lambda sp, x: sp.Abs(x), math=Math("fabs", "instruction"),
           example=Example(((4,),), (ANY,)), doc="abs'(0) = 0"),
-    unary("sign", np.sign, None, names=(), stage="backward", sympy=lambda sp, x: sp.sign(x),
+    unary("sign", np.sign, None, names=(), stage="backward", jvp=zero_jvp,
+          sympy=lambda sp, x: sp.sign(x),
           lower=_sign_lower, example="its derivative is zero almost everywhere: it is "
           "abs's, checked through abs", doc="backward-only: the derivative of abs"),
     unary("sin", np.sin, lambda b, g, out, x: b.mul(g, b.emit("cos", (x,))),
@@ -324,6 +346,7 @@ POWERS = [
           eval=lambda a, x: np.power(np.asarray(x, dtype=np.float64), a["n"]),
           sympy=lambda s, n, x: x ** n.attr("n"), names=(), axis=False, reduction=False,
           stage="any", differentiable=True, vjp=_powi_vjp, mask=selected(_powi_vjp),
+          jvp=diagonal_jvp(_powi_vjp),
           lower=lambda em, g, n, x: em.powi(x, n.attr("n")), single_pass=True,
           foldable=True, example=Example(((3,),), (ANY,), {"n": 3}),
           doc="x ^ n for an integer literal n, by multiplication: exact for negative x"),
@@ -431,6 +454,14 @@ def _where_vjp(b, g, out, c, x, y):
     return None, b.where(c, g, zero), b.where(c, zero, g)
 
 
+def _where_jvp(b, out, ts, c, x, y):
+    """The chosen branch's tangent: a select, so the other branch's NaN or infinity
+    (sqrt'(p) at p < 0) never reaches it."""
+    _, tx, ty = ts
+    return b.where(c, tx if tx is not None else b.zeros_like(out),
+                   ty if ty is not None else b.zeros_like(out))
+
+
 def _where_mask(b, g, m, out, c, x, y):
     """Each branch's adjoint is g where the branch is chosen (and m holds), exact 0
     elsewhere: masked by the condition, or its negation."""
@@ -445,7 +476,7 @@ WHERE = OpDef(
     "where", 3, "elem", infer=_where_infer, eval=lambda a, c, x, y: np.where(c, x, y),
     sympy=lambda s, n, c, x, y: s.sp.Piecewise((x, c), (y, True)), names=("where",),
     axis=False, reduction=False, stage="any", differentiable=True, vjp=_where_vjp,
-    mask=_where_mask, lower=lambda em, g, n, c, x, y: em.select(c, x, y),
+    mask=_where_mask, jvp=_where_jvp, lower=lambda em, g, n, c, x, y: em.select(c, x, y),
     single_pass=True, foldable=True,
     example="a bool argument: tests/test_where_gradient.py",
     doc="elementwise choice; the gradient flows only through the branch chosen")
@@ -498,7 +529,7 @@ def _integer(name, arity, f, form, lower) -> OpDef:
 INTEGERS = [
     OpDef("checked_index", 1, "elem", infer=_int_like, eval=_checked_eval,
           sympy=lambda s, n, i: i, names=(), axis=False, reduction=False, stage="any",
-          differentiable=False, vjp=None, mask=None,
+          differentiable=False, vjp=None, mask=None, jvp=None,
           lower=lambda em, g, n, i: em.check_index(g, n, i), single_pass=True,
           foldable=False, example=_INDEX,
           doc="a data-dependent index (or each of a vector of them), checked against "

@@ -6,14 +6,17 @@ from __future__ import annotations
 import numpy as np
 
 from lossc.ir.dtypes import INT, REAL
-from lossc.ir.ops.base import ANY, Example, OpDef, moved_mask, numpy_form
+from lossc.ir.ops.base import ANY, Example, OpDef, linear_jvp, moved_mask, numpy_form
 
 
-def view(name, arity, *, names=(), stage="any", vjp=None, mask=None, **facts) -> OpDef:
+def view(name, arity, *, names=(), stage="any", vjp=None, mask=None, jvp=linear_jvp,
+         **facts) -> OpDef:
+    """A view: linear in its first argument (the others are indices), so its forward
+    rule is itself applied to the tangent, unless `jvp` says otherwise."""
     return OpDef(name, arity, "view", names=names, axis=False, reduction=False,
                  stage=stage, differentiable=True, vjp=vjp,
                  mask=mask if mask is not None or vjp is None else moved_mask(vjp),
-                 single_pass=False, foldable=False, **facts)
+                 jvp=jvp, single_pass=False, foldable=False, **facts)
 
 
 def _broadcast_infer(a, x):
@@ -278,6 +281,13 @@ def _pack_vjp(b, g, out, *xs):
     return adjoints
 
 
+def _pack_jvp(b, out, ts, *xs):
+    """The literal of the elements' tangents, 0 for an element that has none (pack is
+    linear in every input, not only the first as linear_jvp assumes)."""
+    return b.emit("pack", tuple(b.const(0.0, ()) if t is None else t for t in ts),
+                  **dict(out.attrs))
+
+
 def _pack_lower(em, g, n, idx):
     """The element at idx: a chain of selects on its flat position (folded away where
     idx is constant)."""
@@ -309,7 +319,7 @@ OPS = [
          lower=_put_lower, example=_INDEXED,
          doc="backward-only: zeros with g at index i along an axis (the adjoint of take)"),
     view("pack", None, infer=_pack_infer, eval=_pack_eval, sympy=numpy_form(_pack_eval),
-         vjp=_pack_vjp, lower=_pack_lower,
+         vjp=_pack_vjp, jvp=_pack_jvp, lower=_pack_lower,
          example=Example(((), (), (), ()), (ANY, ANY, ANY, ANY), {"shape": (2, 2)}),
          doc="an array literal: its scalar inputs, row-major, as a vector or matrix of "
              "`shape` (any number of inputs)"),
