@@ -10,8 +10,25 @@ from lossc.source import CompileError
 from lossc.api import LosscWarning, compile, load
 from lossc.options import Options
 from lossc.runtime.model import Model
-from lossc.optim import LBFGS, SGD, Adam, AdamW, NewtonCG, RMSprop, TrainResult, train
 
-__all__ = ["compile", "load", "Options", "CompileError", "LosscWarning", "Model", "train",
-           "TrainResult", "SGD", "RMSprop", "Adam", "AdamW", "LBFGS", "NewtonCG",
-           "__version__"]
+# the training names, from lossc.optim when first used: a program that compiles and
+# calls models need not import the training driver (nor the code generator and LLVM
+# behind its fused steps)
+_TRAINING = ("train", "TrainResult", "SGD", "RMSprop", "Adam", "AdamW", "LBFGS",
+             "NewtonCG")
+
+__all__ = ["compile", "load", "Options", "CompileError", "LosscWarning", "Model",
+           *_TRAINING, "__version__"]
+
+
+def __getattr__(name: str):
+    if name in _TRAINING:
+        from lossc import optim
+        value = getattr(optim, name)
+        globals()[name] = value          # (looked up here once)
+        return value
+    raise AttributeError(f"module 'lossc' has no attribute {name!r}")
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | set(__all__))

@@ -28,23 +28,13 @@ from __future__ import annotations
 from llvmlite import ir
 
 from lossc.codegen import rng
-from lossc.codegen.fused import KINDS, emit_train_steps, function_name
+from lossc.codegen.fused import emit_train_steps
 from lossc.codegen.llvm import FunctionCodegen
 from lossc.ir.graph import Graph
 
-VALUE_AND_GRAD, LOSS = "value_and_grad", "loss"
-PERMUTATION = "rng.permutation"     # the training driver's shuffle (codegen/rng.py)
-# the same code for every model (runtime/library.py compiles them once per machine)
-LIBRARY_UNITS = tuple(f"train.{k}" for k in KINDS) + (PERMUTATION,)
-UNTYPED_UNITS = (PERMUTATION,)      # no real numbers in it: one per machine
-UNITS = (VALUE_AND_GRAD, LOSS) + LIBRARY_UNITS
-EXPORTS = {VALUE_AND_GRAD: "lossc_value_and_grad", LOSS: "lossc_loss",
-           **{f"train.{k}": function_name(k) for k in KINDS}, PERMUTATION: rng.FUNCTION}
-
-
-def train_unit(optimizer_kind: str) -> str:
-    """The unit of one of fused.KINDS."""
-    return f"train.{optimizer_kind}"
+# the units' names and exported functions, in a module the runtime imports without LLVM
+from lossc.codegen.unit_names import (EXPORTS, LIBRARY_UNITS, LOSS, PERMUTATION,  # noqa: F401
+                                      UNITS, UNTYPED_UNITS, VALUE_AND_GRAD, train_unit)
 
 
 def build_module(graph: Graph | None, dtype: str = "float64", units=UNITS, triple: str = "",

@@ -10,7 +10,7 @@ from typing import Optional
 
 import numpy as np
 
-from lossc.codegen.units import LOSS, VALUE_AND_GRAD
+from lossc.codegen.unit_names import LOSS, VALUE_AND_GRAD
 from lossc.options import Options
 from lossc.runtime.callpaths import PARALLEL_MIN_SAMPLES, CallPaths, PreparedCall
 from lossc.runtime.calls import BoundArgs
