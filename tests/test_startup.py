@@ -16,7 +16,7 @@ from lossc.runtime import elf
 SOURCE = ("dim D = 3\ninput x[D]\ninput y\nparam w[D] = 0.5\nparam b\n"
           "z = dot(w, x) + b\nloss = softplus(z) - y * z\n")
 HEAVY = ("llvmlite", "llvmlite.binding", "sympy", "scipy", "lossc.compiler",
-         "lossc.codegen.units", "lossc.optim")
+         "lossc.codegen.units", "lossc.optim", "lossc.ir.ops")
 
 
 def _python(code: str, **env) -> dict:
@@ -56,6 +56,13 @@ def test_a_cached_model_loads_without_the_compiler_or_llvm(tmp_path):
     # (llvmlite itself, a few lines, gives its version to the cache's CPU check)
     assert [m for m in again["loaded"] if m != "llvmlite"] == []
     assert (again["value"], again["b"]) == (first["value"], first["b"])
+
+
+def test_the_memory_functions_the_elf_loader_allows_by_itself_are_allowed():
+    """runtime/elf.py allows memcpy and memset without importing the op table that
+    codegen/externals.py derives the rest from: they must be in ALLOWED."""
+    from lossc.codegen.externals import ALLOWED
+    assert elf.MEMORY_FUNCTIONS <= ALLOWED
 
 
 def test_the_training_names_come_from_lossc_optim_when_first_used():
