@@ -11,20 +11,21 @@ from lossc.api import LosscWarning, compile, load
 from lossc.options import Options
 from lossc.runtime.model import Model
 
-# the training names, from lossc.optim when first used: a program that compiles and
-# calls models need not import the training driver (nor the code generator and LLVM
-# behind its fused steps)
-_TRAINING = ("train", "TrainResult", "SGD", "RMSprop", "Adam", "AdamW", "LBFGS",
-             "NewtonCG")
+# the training and Laplace names, from lossc.optim when first used: a program that
+# compiles and calls models need not import the training driver (nor the code
+# generator and LLVM behind its fused steps)
+_LAZY = {**{name: "lossc.optim" for name in ("train", "TrainResult", "SGD", "RMSprop",
+                                              "Adam", "AdamW", "LBFGS", "NewtonCG")},
+         **{name: "lossc.optim.laplace" for name in ("laplace", "Laplace", "LaplaceError")}}
 
 __all__ = ["compile", "load", "Options", "CompileError", "LosscWarning", "Model",
-           *_TRAINING, "__version__"]
+           *_LAZY, "__version__"]
 
 
 def __getattr__(name: str):
-    if name in _TRAINING:
-        from lossc import optim
-        value = getattr(optim, name)
+    if name in _LAZY:
+        import importlib
+        value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value          # (looked up here once)
         return value
     raise AttributeError(f"module 'lossc' has no attribute {name!r}")

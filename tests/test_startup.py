@@ -67,9 +67,13 @@ def test_the_memory_functions_the_elf_loader_allows_by_itself_are_allowed():
 
 def test_the_training_names_come_from_lossc_optim_when_first_used():
     from lossc import optim
+    from lossc.optim import laplace
     for name in ("train", "TrainResult", "SGD", "RMSprop", "Adam", "AdamW", "LBFGS",
                  "NewtonCG"):
         assert getattr(lossc, name) is getattr(optim, name)
+        assert name in dir(lossc) and name in lossc.__all__
+    for name in ("laplace", "Laplace", "LaplaceError"):
+        assert getattr(lossc, name) is getattr(laplace, name)
         assert name in dir(lossc) and name in lossc.__all__
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         lossc.nothing

@@ -27,6 +27,10 @@ def train_function(optimizer_kind: str) -> str:
 LIBRARY_UNITS = tuple(train_unit(k) for k in OPTIMIZER_KINDS) + (PERMUTATION,)
 UNTYPED_UNITS = (PERMUTATION,)      # no real numbers in it: one per machine
 UNITS = (VALUE_AND_GRAD, LOSS) + LIBRARY_UNITS
+# forward mode over the loss, and over the gradient (codegen/units.py derived_mode)
+JVP, HVP, HESSIAN = "jvp", "hvp", "hessian"
+DERIVED_UNITS = (JVP, HVP, HESSIAN)
 EXPORTS = {VALUE_AND_GRAD: "lossc_value_and_grad", LOSS: "lossc_loss",
            **{train_unit(k): train_function(k) for k in OPTIMIZER_KINDS},
-           PERMUTATION: "lossc_permutation_pcg64"}
+           PERMUTATION: "lossc_permutation_pcg64",
+           JVP: "lossc_jvp", HVP: "lossc_hvp", HESSIAN: "lossc_hessian"}
