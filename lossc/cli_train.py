@@ -211,9 +211,13 @@ def plot_file(path: pathlib.Path) -> pathlib.Path:
 @click.option("--validation", type=float, default=None, metavar="FRACTION",
               help="Hold out this fraction of the data: keep the parameters best on it and "
                    "stop early when it stops improving.")
+@click.option("--val-data", type=click.Path(dir_okay=False, path_type=pathlib.Path),
+              default=None, metavar="PATH",
+              help="A validation set of its own (.csv, .npz, .npy; a time-ordered or "
+                   "grouped hold-out), instead of --validation.")
 @click.option("--patience", type=int, default=None,
               help="Epochs without improvement before stopping early (default 5 with "
-                   "--validation).")
+                   "--validation or --val-data).")
 @click.option("--tol-grad", type=float, default=None,
               help="Stop when the full-data gradient norm is at most this.")
 @click.option("--tol-loss", type=float, default=None,
@@ -235,7 +239,8 @@ def plot_file(path: pathlib.Path) -> pathlib.Path:
               help="Draw the loss curve to this PNG (needs matplotlib).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 def train(file, dims, dtype, data, optimizer, lr, momentum, weight_decay, clip_norm,
-          l1_items, batch_size, epochs, steps, schedule, validation, patience, tol_grad,
+          l1_items, batch_size, epochs, steps, schedule, validation, val_data, patience,
+          tol_grad,
           tol_loss, monitor, hypers, seed, init_path, out, plot, quiet):
     """Train the model in FILE and save the best parameters found.
 
@@ -255,11 +260,14 @@ def train(file, dims, dtype, data, optimizer, lr, momentum, weight_decay, clip_n
     if validation is not None and not 0 < validation < 1:
         fail(f"lossc: error: --validation must be a fraction between 0 and 1, got "
              f"{validation:g}")
+    if validation is not None and val_data is not None:
+        fail("lossc: error: --validation and --val-data are exclusive: hold out a "
+             "fraction of --data, or give a validation set, not both")
     hyper_values = parse_hypers(hypers)
     l1_values = parse_pairs(l1_items, "--l1", finite_float)
     # every output is checked before the run, so that none of it is lost at the end
     out = params_file(out or file.with_name(file.stem + ".params.npz"))
-    inputs = {"FILE": file, "--data": data, "--init": init_path}
+    inputs = {"FILE": file, "--data": data, "--val-data": val_data, "--init": init_path}
     check_output("--out", out, inputs)
     if plot is not None:
         plot = plot_file(plot)
@@ -287,16 +295,22 @@ def train(file, dims, dtype, data, optimizer, lr, momentum, weight_decay, clip_n
             raise ValueError(f"{file.name} has no inputs, so it takes no data: train it "
                              "with --steps")
         arrays = load_data(data, model) if data is not None else None
+        if val_data is not None and not model.inputs:
+            raise ValueError(f"{file.name} has no inputs, so it takes no --val-data")
+        val_arrays = load_data(val_data, model) if val_data is not None else None
         init = load_params(init_path, model) if init_path is not None else None
         options = dict(epochs=epochs, steps=steps, seed=seed, hypers=hyper_values,
                        schedule=sched, tol_grad=tol_grad, tol_loss=tol_loss,
-                       validation=validation, patience=patience, init=init,
+                       validation=validation, val_data=val_arrays, patience=patience,
+                       init=init,
                        monitor=monitor)
         if batch_size is not None:
             options["batch_size"] = batch_size or None
         config = TrainConfig(**train_options(opt, options))
         check_run(opt, model, config)
-        plan = config.plan(model, n_samples(arrays))      # the run's, as it will train
+        # the run's, as it will train
+        plan = config.plan(model, n_samples(arrays),
+                           n_samples(val_arrays) if val_arrays is not None else None)
         progress = Progress(model, plan, quiet)
         if not quiet:
             held_out = f" (+{plan.n_val} for validation)" if plan.n_val else ""

@@ -125,8 +125,9 @@ def train(model, data=None, optimizer: Optional[Optimizer] = None, *,
           config: Optional[TrainConfig] = None, **options) -> TrainResult:
     """Train `model` (a compiled lossc Model) and return a TrainResult.
 
-    data: a dict input name -> array (samples first), or the path of a .csv, .npz or
-    .npy file (see lossc.optim.data); None for a model without inputs. optimizer: a
+    data: a dict input name -> array (samples first), a pandas DataFrame (columns named
+    as a CSV header's: y, x.0, x.1, ...), or the path of a .csv, .npz or .npy file (see
+    lossc.optim.data); None for a model without inputs. optimizer: a
     lossc optimizer (default Adam(lr=1e-3)); its state is reset first, and its `lr` is
     the base rate of `schedule`. The options, by keyword (or as one TrainConfig in
     `config=`):
@@ -138,7 +139,9 @@ def train(model, data=None, optimizer: Optional[Optimizer] = None, *,
     seed (0): the initial parameters, the shuffles and the validation split. hypers:
     the model's hyperparameters. schedule: a callable lr(base, k) from
     lossc.optim.schedules, applied at the start of each epoch. validation: a fraction
-    of the samples held out (drawn from the seed) to choose the best parameters;
+    of the samples held out (drawn from the seed) to choose the best parameters; or
+    val_data: a validation set of its own, in any form data takes (a time-ordered or
+    grouped hold-out), not with validation;
     training stops after `patience` epochs without a new best (default 5 with a
     validation split, never without one unless given). tol_grad, tol_loss: stop on a
     small gradient norm or change of the objective. callback(info: EpochInfo) runs
