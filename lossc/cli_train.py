@@ -130,6 +130,22 @@ def describe_optimizer(name: str, opt, l1_values: dict) -> str:
 
 
 def plot_curve(path: pathlib.Path, result, title: str, by_steps: bool, per_epoch: int):
+    fig = draw_curve(result, title, by_steps, per_epoch)
+    import matplotlib.pyplot as plt
+    try:
+        with replacing(path) as tmp:
+            fig.savefig(tmp, dpi=110, format=path.suffix[1:].lower())
+    finally:
+        plt.close(fig)
+
+
+FLAT_SHARE = 0.05    # a tail spanning less than this share of the y range looks flat
+
+
+def draw_curve(result, title: str, by_steps: bool, per_epoch: int):
+    """The loss curve as a matplotlib Figure: the objective after each epoch (and each
+    mini-batch's behind it, and the validation objective), the best epoch marked, and
+    a logarithmic y axis where a linear one would leave the curve flat."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -142,21 +158,52 @@ def plot_curve(path: pathlib.Path, result, title: str, by_steps: bool, per_epoch
         ax.plot(sx, result.step_losses, color="0.75", lw=0.6, label="mini-batches")
     ax.plot(xs, result.history, color="C0", lw=1.6, marker="o" if len(xs) <= 60 else None,
             ms=3, label="training")
+    judged = result.history
     if result.val_history:
+        judged = result.val_history
         ax.plot(xs[:len(result.val_history)], result.val_history, color="C1", lw=1.6,
                 marker="s" if len(xs) <= 60 else None, ms=3, label="validation")
+    best = result.best_epoch
+    if best < len(judged) and math.isfinite(judged[best]):
+        unit = "step" if by_steps else "epoch"
+        ax.axvline(best, color="C2", lw=0.8, ls="--")
+        ax.plot([best], [judged[best]], marker="*", ms=11, color="C2", ls="none",
+                label=f"best: {unit} {best}")
     ax.set_xlabel("step" if by_steps else "epoch")
-    values = np.array([v for v in result.history + result.step_losses if math.isfinite(v)])
-    if len(values) and values.min() > 0 and values.max() / values.min() > 100:
-        ax.set_yscale("log")
+    scale = y_scale(result.history + result.val_history)
+    if scale == "symlog":
+        ax.set_yscale("symlog", linthresh=symlog_threshold(result.history))
+    else:
+        ax.set_yscale(scale)
     ax.set_ylabel("objective")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    with replacing(path) as tmp:
-        fig.savefig(tmp, dpi=110, format=path.suffix[1:].lower())
-    plt.close(fig)
+    return fig
+
+
+def y_scale(values) -> str:
+    """"linear", or "log" ("symlog" where a value is not positive) when on a linear
+    axis the curve would be flat: its values span more than a factor of 100, or after
+    the first tenth of the run (at least the first point) they span less than
+    FLAT_SHARE of the whole range, the start dwarfing the rest."""
+    v = np.array([x for x in values if math.isfinite(x)], dtype=float)
+    if len(v) < 3:
+        return "linear"
+    span = v.max() - v.min()
+    tail = v[max(1, len(v) // 10):]
+    flat = span > 0 and tail.max() - tail.min() < FLAT_SHARE * span
+    wide = v.min() > 0 and v.max() / v.min() > 100
+    if not (flat or wide):
+        return "linear"
+    return "log" if v.min() > 0 else "symlog"
+
+
+def symlog_threshold(values) -> float:
+    """The linear band of a symlog axis: the size of the tail's values."""
+    v = np.abs([x for x in values[max(1, len(values) // 10):] if math.isfinite(x)])
+    return float(max(v.max() if len(v) else 1.0, 1e-300))
 
 
 def plot_file(path: pathlib.Path) -> pathlib.Path:
@@ -175,6 +222,12 @@ def plot_file(path: pathlib.Path) -> pathlib.Path:
         fail(f"lossc: error: --plot {path}: matplotlib cannot write {path.suffix} files "
              f"(it writes {', '.join('.' + f for f in sorted(formats))})")
     return path
+
+
+def default_params_path(file: pathlib.Path) -> pathlib.Path:
+    """Where the parameters go without --out: the model's name with .params.npz, in
+    the current folder (the model's folder may be read-only, or shared: samples/)."""
+    return pathlib.Path(file.stem + ".params.npz")
 
 
 @click.command("train")
@@ -234,7 +287,8 @@ def plot_file(path: pathlib.Path) -> pathlib.Path:
               default=None, help="Start from saved parameters (.npz or .json).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=pathlib.Path), default=None,
               help="Where to write the parameters: .npz, or .json if the name ends in "
-                   ".json (default: FILE's name with .params.npz).")
+                   ".json (default: FILE's name with .params.npz, in the current folder; an "
+                   "existing file is replaced, and a line says so first).")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=pathlib.Path), default=None,
               help="Draw the loss curve to this PNG (needs matplotlib).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
@@ -266,9 +320,12 @@ def train(file, dims, dtype, data, optimizer, lr, momentum, weight_decay, clip_n
     hyper_values = parse_hypers(hypers)
     l1_values = parse_pairs(l1_items, "--l1", finite_float)
     # every output is checked before the run, so that none of it is lost at the end
-    out = params_file(out or file.with_name(file.stem + ".params.npz"))
+    out, default_out = params_file(out or default_params_path(file)), out is None
     inputs = {"FILE": file, "--data": data, "--val-data": val_data, "--init": init_path}
-    check_output("--out", out, inputs)
+    check_output("--out" if not default_out else "the parameters file", out, inputs)
+    if default_out and out.exists():
+        click.echo(f"lossc: {out} exists and will be replaced at the end of the run "
+                   "(--out names another file)", err=True)
     if plot is not None:
         plot = plot_file(plot)
         check_output("--plot", plot, inputs)     # (its format is never --out's)

@@ -129,3 +129,51 @@ def test_a_damaged_record_is_a_clear_error(tmp_path):
     np.savez(path, w=np.zeros(8), b=np.zeros(()), __lossc__=np.array('{"dims": 3}'))
     r = run("eval", LOGISTIC, "--data", TEST, "--params", path)
     assert r.exit_code == 1 and "record is malformed" in r.output
+
+
+# ------------------------------------------------------------ where parameters and plots go
+
+def test_without_out_the_parameters_go_to_the_current_folder(tmp_path, monkeypatch):
+    model = tmp_path / "models" / "rosen.loss"
+    model.parent.mkdir()
+    model.write_text((SAMPLES / "rosenbrock.loss").read_text())
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    r = run("train", model, "--steps", "3")
+    assert r.exit_code == 0, r.output
+    assert (work / "rosen.params.npz").is_file() and not (model.parent / "rosen.params.npz").exists()
+    assert "replaced" not in r.output
+    # a second run says, before it starts, that it replaces the file
+    before = (work / "rosen.params.npz").read_bytes()
+    r = run("train", model, "--steps", "5")
+    assert r.exit_code == 0 and "rosen.params.npz exists and will be replaced" in r.output
+    assert r.output.index("will be replaced") < r.output.index("Reached")
+    assert (work / "rosen.params.npz").read_bytes() != before
+
+
+def test_the_plot_marks_the_best_epoch_and_picks_its_scale():
+    pytest.importorskip("matplotlib")
+    from lossc.cli_train import draw_curve, y_scale
+    from lossc.optim import TrainResult
+    assert y_scale([0.69, 0.5, 0.45, 0.42, 0.41]) == "linear"
+    # the first value dwarfs the rest: flat on a linear axis
+    flat = [50.0, 1.0, 0.9, 0.85, 0.8, 0.78, 0.77, 0.76, 0.75, 0.74, 0.73]
+    assert y_scale(flat) == "log"
+    assert y_scale([4.0, 1e-3, 1e-9, 1e-20]) == "log"             # a factor of 1e20
+    assert y_scale([100.0, -1.0, -1.1, -1.15, -1.2]) == "symlog"   # not all positive
+    r = TrainResult(params={}, history=flat, val_history=[], best_loss=0.73, best_epoch=10,
+                    best_step=10, last_params={}, steps=10, epochs=10, stopped="epochs",
+                    stopped_reason="reached 10 epochs")
+    fig = draw_curve(r, "t", by_steps=False, per_epoch=1)
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "log"
+    best = [ln for ln in ax.get_lines() if ln.get_label() == "best: epoch 10"]
+    assert len(best) == 1 and list(best[0].get_ydata()) == [0.73]
+    assert any(t.get_text() == "best: epoch 10" for t in ax.get_legend().get_texts())
+    # with a validation curve the best is marked on it
+    r.val_history, r.best_epoch = [3.0, 2.0, 1.5, 1.6], 2
+    r.history = r.history[:4]
+    fig = draw_curve(r, "t", by_steps=False, per_epoch=1)
+    best = [ln for ln in fig.axes[0].get_lines() if ln.get_label() == "best: epoch 2"]
+    assert list(best[0].get_ydata()) == [1.5]
