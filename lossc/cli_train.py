@@ -29,6 +29,7 @@ from lossc.optim.config import TrainConfig
 from lossc.optim.data import DataError, load_data
 from lossc.optim.driver import format_seconds, train as run_training
 from lossc.optim.metrics import accuracy, label_input
+from lossc.optim.freeze import check_frozen
 from lossc.optim.fullbatch import check_run, train_options
 from lossc.optim.names import FULL_BATCH, NAMES, by_name
 from lossc.optim.params_io import load_params, params_file, save_params, trained_with
@@ -281,6 +282,9 @@ def default_params_path(file: pathlib.Path) -> pathlib.Path:
                    "or the epoch's mini-batch objectives combined (no extra pass).")
 @click.option("--hyper", "hypers", multiple=True, metavar="NAME=VALUE",
               help="Set a hyperparameter (repeatable).")
+@click.option("--freeze", "frozen", multiple=True, metavar="PARAM",
+              help="Keep this parameter at its initial value (repeatable; with --init, "
+                   "the value given there).")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed for the initial parameters, shuffling and the validation split.")
 @click.option("--init", "init_path", type=click.Path(dir_okay=False, path_type=pathlib.Path),
@@ -294,8 +298,7 @@ def default_params_path(file: pathlib.Path) -> pathlib.Path:
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 def train(file, dims, dtype, data, optimizer, lr, momentum, weight_decay, clip_norm,
           l1_items, batch_size, epochs, steps, schedule, validation, val_data, patience,
-          tol_grad,
-          tol_loss, monitor, hypers, seed, init_path, out, plot, quiet):
+          tol_grad, tol_loss, monitor, hypers, frozen, seed, init_path, out, plot, quiet):
     """Train the model in FILE and save the best parameters found.
 
     \b
@@ -359,12 +362,12 @@ def train(file, dims, dtype, data, optimizer, lr, momentum, weight_decay, clip_n
         options = dict(epochs=epochs, steps=steps, seed=seed, hypers=hyper_values,
                        schedule=sched, tol_grad=tol_grad, tol_loss=tol_loss,
                        validation=validation, val_data=val_arrays, patience=patience,
-                       init=init,
-                       monitor=monitor)
+                       init=init, freeze=frozen, monitor=monitor)
         if batch_size is not None:
             options["batch_size"] = batch_size or None
         config = TrainConfig(**train_options(opt, options))
         check_run(opt, model, config)
+        check_frozen(model, config.freeze)
         # the run's, as it will train
         plan = config.plan(model, n_samples(arrays),
                            n_samples(val_arrays) if val_arrays is not None else None)

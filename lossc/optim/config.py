@@ -19,6 +19,7 @@ import numpy as np
 
 from lossc.optim import schedules as _schedules
 from lossc.optim.data import DataError
+from lossc.optim.freeze import frozen_names
 
 DEFAULT_EPOCHS = 10       # data models, when neither epochs nor steps is given
 DEFAULT_STEPS = 1000      # models without inputs
@@ -40,6 +41,7 @@ class TrainConfig:
     seed: int = 0                           # initial parameters, shuffles, the split
     hypers: dict = field(default_factory=dict)
     init: Any = None                        # initial parameters: a dict or flat vector
+    freeze: Any = ()                        # names of parameters kept at their initial values
     # when to stop
     epochs: Optional[int] = None
     steps: Optional[int] = None
@@ -55,6 +57,7 @@ class TrainConfig:
     def __post_init__(self):
         set_ = object.__setattr__      # (the fields are frozen once checked)
         set_(self, "hypers", finite_hypers(self.hypers))
+        set_(self, "freeze", frozen_names(self.freeze))
         schedule = self.schedule if self.schedule is not None else _schedules.Constant()
         if not callable(schedule):
             raise TypeError("schedule must be a callable lr(base_lr, k), e.g. "

@@ -63,6 +63,7 @@ import numpy as np
 
 from lossc.codegen.units import PERMUTATION
 from lossc.optim.config import TrainConfig
+from lossc.optim.freeze import check_frozen, frozen
 from lossc.optim.fullbatch import check_run, train_options
 # (EpochInfo, what a callback gets, is part of train's interface here too)
 from lossc.optim.monitor import EpochInfo, Monitor, StepLog, Stop  # noqa: F401
@@ -147,7 +148,9 @@ def train(model, data=None, optimizer: Optional[Optimizer] = None, *,
     small gradient norm or change of the objective. callback(info: EpochInfo) runs
     after each epoch and stops training by returning True; progress(step, epoch,
     batch_loss, batch_samples) runs after each step. init: initial parameters, a dict
-    or a flat vector (default model.init_params(seed)). shuffle (True): draw each
+    or a flat vector (default model.init_params(seed)). freeze: names of parameters
+    kept at their initial values (lossc.optim.freeze; an unknown name is a
+    ValueError). shuffle (True): draw each
     epoch's order from the seed. monitor: "full" (the objective over the training set
     after each epoch) or "batches" (the epoch's mini-batch objectives combined, no
     extra pass; see the module docstring).
@@ -165,6 +168,7 @@ def train(model, data=None, optimizer: Optional[Optimizer] = None, *,
         raise ValueError(f"the optimizer's learning rate must be a positive number, got "
                          f"{opt.lr!r}")
     check_run(opt, model, config)
+    check_frozen(model, config.freeze)
     with prepare(model, data, config) as prepared:
         return _run(model, opt, prepared, config)
 
@@ -174,11 +178,12 @@ def _run(model, opt, prepared, config: TrainConfig) -> TrainResult:
     epochs, and the result."""
     plan = prepared.plan
     theta = _initial(model, config.init, config.seed)
+    fixed = frozen(model, config.freeze, theta)
     opt.reset()
     base_lr = opt.lr
     objectives = Objectives(model, prepared.full, prepared.val,
                             by_gradient(plan, config.monitor, bool(model.inputs)),
-                            l1=opt.l1, hypers=config.hypers)
+                            l1=opt.l1, hypers=config.hypers, frozen=fixed)
     log = StepLog(model.reduce == "mean", config.progress)
     # monitor="batches" without a validation split judges an epoch by its batches, not
     # by the parameters it ends with: those are checked at the end (verify_best)
