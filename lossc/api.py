@@ -75,17 +75,19 @@ def _build(src, dims, dtype, options: Options):
     return _header(c, {EAGER_UNITS[0]: work}, bits), objects, c
 
 
-def compile_graph(graph, dtype: str = "float64", options: Optional[Options] = None) -> Model:
+def compile_graph(graph, dtype: str = "float64", options: Optional[Options] = None,
+                  plain: bool = False) -> Model:
     """A model straight from a graph that has been through the pass pipeline (for tests
     and tools that build graphs themselves; no cache, no source). options: as for
-    lossc.compile (None: from the environment)."""
+    lossc.compile (None: from the environment). plain: without the fused kernels of the
+    lower pass (tests compare the two)."""
     from lossc.codegen.jit import compile_ir
     from lossc.compiler import back_end, signature_of
     options = Options.from_env() if options is None else options
     bits = host_vector_bits(options.vector_bits)
 
     def compile_unit(unit):
-        ir_text, work = back_end(graph, dtype, (unit,), bits)
+        ir_text, work = back_end(graph, dtype, (unit,), bits, plain=plain)
         return compile_ir(ir_text), work
     obj, work = compile_unit(EAGER_UNITS[0])
     header = {"dtype": dtype, "signature": signature_of(graph).to_json(),

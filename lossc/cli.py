@@ -64,7 +64,8 @@ def compile_cmd(file, dims, dtype, output):
 @model_options
 @click.option("--after", default=None, metavar="PASS",
               help="Show the graph after this pass: build, stabilize, autodiff, fold, cse, "
-                   "dce, hoist, tidy (default: after all of them).")
+                   "dce, hoist, tidy (the plain graph), lower (the fusions this machine's "
+                   "code takes; default: after all of them).")
 @click.option("--format", "fmt", type=click.Choice(["text", "dot", "latex"]), default="text",
               show_default=True, help="text: one value a line; dot: Graphviz; latex: "
                                       "equations of the loss and gradient (for small "
@@ -76,10 +77,14 @@ def graph_cmd(file, dims, dtype, after, fmt, stats):
 
     Each line is one value: %id:type = op inputs  # line:col of the source. A `|` after
     the type marks a per-sample value; the others are computed once per call."""
-    from lossc.passes import PASS_NAMES
+    from lossc.compiler import host_target
+    from lossc.passes import PASS_NAMES, PIPELINE
     if after is not None and after not in PASS_NAMES:
         fail(f"lossc: error: unknown pass {after!r}; the passes are {', '.join(PASS_NAMES)}")
-    c = compile_stage(file, dims, dtype, until=after)
+    target = None
+    if after is None or any(p.target and p.name == after for p in PIPELINE):
+        target = host_target(dtype, options_from_env().vector_bits)
+    c = compile_stage(file, dims, dtype, until=after, target=target)
     g = c.stages[after] if after else c.graph
     if stats:
         from lossc.ir.stats import format_stats

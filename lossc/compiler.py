@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from lossc.codegen.units import UNITS, build_module
-from lossc.ir.build import build_graph
+from lossc.ir.build import FUNCTIONS, build_graph
 from lossc.ir.graph import Graph
-from lossc.passes import run_pipeline
+from lossc.passes import Target, run_pipeline
 from lossc.runtime.keys import key_of
 from lossc.runtime.spec import Signature
 from lossc.source import CompileError, Diagnostic, Reporter, Source, Span
@@ -86,7 +86,7 @@ def decode_source(data: bytes, name: str) -> Source:
 def front_end(source: Source, dims: Optional[dict] = None) -> tuple[Graph, list[Diagnostic]]:
     """Parse and check; returns the built graph and the warnings. Raises CompileError."""
     reporter = Reporter(source)
-    module = parse(source, reporter)
+    module = parse(source, reporter, FUNCTIONS)
     declared = [s.name for s in module.statements if type(s).__name__ == "DimDecl"]
     for k in (dims or {}):
         if k not in declared:
@@ -116,15 +116,17 @@ def vector_bits(features: str, forced: Optional[int] = None) -> int:
     return 128
 
 
-def back_end(graph: Graph, dtype: str, units=UNITS,
-             bits: Optional[int] = None) -> tuple[str, int]:
+def back_end(graph: Graph, dtype: str, units=UNITS, bits: Optional[int] = None,
+             plain: bool = False) -> tuple[str, int]:
     """The optimized graph's code units as LLVM IR text (before LLVM's own passes), and
     the scratch space their functions need. bits: the SIMD width (default: this CPU's
-    widest, see vector_bits); the units of one model must all use the same."""
+    widest, see vector_bits); the units of one model must all use the same. plain:
+    without the lower pass's fused kernels (codegen/units.py build_module)."""
     from lossc.codegen.jit import host_cpu
     cpu = host_cpu()
     module, work = build_module(graph, dtype, units, triple=cpu["triple"],
-                                vector_bits=vector_bits(cpu["features"], bits))
+                                vector_bits=vector_bits(cpu["features"], bits),
+                                plain=plain)
     return str(module), work
 
 
@@ -132,6 +134,12 @@ def host_vector_bits(forced: Optional[int] = None) -> int:
     """vector_bits for this machine's CPU."""
     from lossc.codegen.jit import host_cpu
     return vector_bits(host_cpu()["features"], forced)
+
+
+def host_target(dtype: str, forced_bits: Optional[int] = None) -> Target:
+    """The target the passes after tidy prepare the graph for on this machine (its
+    vector width, or the one Options.vector_bits forces)."""
+    return Target.of(dtype, host_vector_bits(forced_bits))
 
 
 @dataclass
@@ -143,15 +151,16 @@ class Compilation:
     dtype: str
     warnings: list = field(default_factory=list)
     stages: dict = field(default_factory=dict)     # pass name -> graph
-    graph: Optional[Graph] = None                  # after the whole pipeline
+    graph: Optional[Graph] = None                  # after the pipeline (see compile_source)
 
     @property
     def signature(self) -> Signature:
         return signature_of(self.graph)
 
-    def unit_ir(self, units=UNITS, bits: Optional[int] = None) -> tuple[str, int]:
+    def unit_ir(self, units=UNITS, bits: Optional[int] = None,
+                plain: bool = False) -> tuple[str, int]:
         """LLVM IR text for some code units (codegen/units.py) and their work size."""
-        return back_end(self.graph, self.dtype, units, bits)
+        return back_end(self.graph, self.dtype, units, bits, plain)
 
     @functools.cached_property
     def ir(self) -> str:
@@ -163,14 +172,18 @@ class Compilation:
 
 
 def compile_source(src, dims: Optional[dict] = None, dtype: str = "float64",
-                   until: Optional[str] = None, check: bool = False) -> Compilation:
-    """Front end and passes; LLVM IR on request (`unit_ir`, `ir`)."""
+                   until: Optional[str] = None, check: bool = False,
+                   target: Optional[Target] = None) -> Compilation:
+    """Front end and passes; LLVM IR on request (`unit_ir`, `ir`). The passes that take
+    a target (lower) run only with one: code generation runs them itself, for the
+    vector width it is asked for."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     source = read_source(src)
     graph, warnings = front_end(source, dims)
     c = Compilation(source, dict(dims or {}), dtype, warnings)
-    c.graph = run_pipeline(graph, check=check, until=until, snapshots=c.stages)
+    c.graph = run_pipeline(graph, check=check, until=until, snapshots=c.stages,
+                           target=target)
     return c
 
 

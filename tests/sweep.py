@@ -205,8 +205,8 @@ def lane_features(n: int, lanes: int) -> set:
     remainder, its count of whole vectors classed by the row kernels' tiles of
     ROW_TILE_VECTORS vectors (0, 1, 2, 3, then whole tiles plus 0..3), and whether
     W @ x goes along the rows (ROW_MATVEC_CHUNKS vectors or more)."""
-    from lossc.codegen.outer import ROW_TILE_VECTORS
-    from lossc.codegen.rows import ROW_MATVEC_CHUNKS
+    from lossc.passes.lower import ROW_MATVEC_CHUNKS
+    from lossc.codegen.row_outer import ROW_TILE_VECTORS
     chunks = n // lanes
     cls = (chunks if chunks < ROW_TILE_VECTORS
            else ROW_TILE_VECTORS + chunks % ROW_TILE_VECTORS)
@@ -229,10 +229,10 @@ def residue_cover(lanes: int, limit: int = 70) -> tuple:
 
 def row_tile_sizes(lanes: int) -> list[tuple[int, int]]:
     """(rows, columns) of a matrix gradient outer(u, x) for the row kernel
-    (codegen/outer.py row_outer_kernel) to reach every remainder of its tiles: for each
+    (codegen/row_outer.py) to reach every remainder of its tiles: for each
     width of its column tiles (1..ROW_TILE_VECTORS vectors), every row count up to one
     past the tile's height (ROW_TILE_ACCS // width), with a column remainder."""
-    from lossc.codegen.outer import ROW_TILE_ACCS, ROW_TILE_VECTORS
+    from lossc.codegen.row_outer import ROW_TILE_ACCS, ROW_TILE_VECTORS
     if lanes < 2:
         return []
     out = []
@@ -688,3 +688,75 @@ def random_family(seed: int, smooth: bool, level: str = "full") -> tuple[Family,
     body = "\n".join(ln for ln in source.splitlines() if not ln.startswith("dim ")) + "\n"
     kind = "smooth" if smooth else "kinked"
     return Family(f"random-{kind}-{seed}", tuple(sizes), body, ints=ints), sizes
+
+
+# ----------------------------------------------------------------- lowered against plain
+
+FUSIONS = ("row_dot", "row_matvec", "outer_grad.rows", "outer_grad.block",
+           "logsumexp_softmax", "exp_neg_abs")
+
+
+def fusions(graph) -> set:
+    """The fusions of the lower pass (passes/lower.py) in a lowered graph."""
+    found = {f"{n.op}.{n.attr('kind')}" if n.op == "outer_grad" else n.op
+             for n in graph.nodes}
+    return found & set(FUSIONS)
+
+
+def lowered_graph(source: str, dtype: str, bits: int):
+    """(plain graph, the gradient function's graph lowered for dtype and width)."""
+    from lossc.codegen.units import lowered
+    from lossc.passes import Target
+    plain = compile_source(source).graph
+    return plain, lowered(plain, True, Target.of(dtype, bits))
+
+
+@functools.lru_cache(maxsize=None)
+def lowered_configs(level: str) -> list:
+    """(family, sizes, dtype, bits) at which the lowered code is compared with the
+    plain code: at the fast level, for each family and variant of the fast sweep, the
+    first sizes (of the fast sweep's) showing each fusion not shown before; at the full
+    level, every size and variant of the full sweep's at which the lower pass changes
+    anything."""
+    configs = fast_configs() if level == "fast" else full_configs()
+    chosen, seen = [], set()
+    for fam, sizes, variants in configs:
+        for dtype, bits in variants:
+            found = fusions(lowered_graph(fam.text(sizes), dtype, bits)[1])
+            new = {(fam.name, dtype, bits, f) for f in found} - seen
+            if new if level == "fast" else found:
+                chosen.append((fam, sizes, dtype, bits))
+                seen |= new
+    return chosen
+
+
+def check_lowered_against_plain(ref: Reference, dtype: str, bits: int, level: str) -> set:
+    """The code with the lower pass's fused kernels against the plain code (codegen's
+    plain mode: no fusion) and both against the reference, at every batch size; and the
+    reference interpreter on the lowered graph against the plain graph's. Returns the
+    fusions compared."""
+    from lossc.api import compile_graph
+    plain_graph, low = lowered_graph(ref.source, dtype, bits)
+    context = f"{ref.family.name} {ref.sizes} {dtype} {bits}-bit lowered against plain"
+    data = ref.batch(5)
+    want = evaluate_batch(plain_graph, ref.theta, data, ref.hypers)
+    got = evaluate_batch(low, ref.theta, data, ref.hypers)
+    for key in want:
+        compare(f"reference interpreter {key}", got[key], want[key],
+                np.abs(want[key]) + 1.0, "float64", context)
+    names = [p.name for p in plain_graph.params]
+    fused = compile_graph(plain_graph, dtype, options=at_width(bits))
+    plain = compile_graph(plain_graph, dtype, options=at_width(bits), plain=True)
+    for B in batch_sizes(lanes_of(dtype, bits), level):
+        data = ref.batch(B)
+        want_loss, mag_loss = ref.expected("loss", B)
+        (v1, g1), (v0, g0) = (m.value_and_grad(ref.theta, **data) for m in (fused, plain))
+        compare("plain objective", v0, want_loss, mag_loss, dtype, f"{context} B={B}")
+        compare("objective", v1, v0, mag_loss, dtype, f"{context} B={B}")
+        compare("loss", fused.loss(ref.theta, **data), plain.loss(ref.theta, **data),
+                mag_loss, dtype, f"{context} B={B}")
+        for name in names:
+            want_g, mag = ref.expected(f"grad.{name}", B)
+            compare(f"plain grad.{name}", g0[name], want_g, mag, dtype, f"{context} B={B}")
+            compare(f"grad.{name}", g1[name], g0[name], mag, dtype, f"{context} B={B}")
+    return fusions(low)

@@ -51,7 +51,7 @@ def test_outer_product_gradients_at_every_batch_size(dtype, rtol):
 def test_matrix_times_an_input_row_and_its_outer_product_gradient(D, K, dtype, rtol):
     """W @ x read along x's rows (one output tile at a time, with remainders of the
     tile, the vector and the row) and dW = outer(dz, x) added by the row kernel
-    (codegen/outer.py), at batch sizes around lanes, groups and blocks."""
+    (codegen/row_outer.py), at batch sizes around lanes, groups and blocks."""
     m = lossc.compile(SOFTMAX.replace("D = 9", f"D = {D}").replace("K = 12", f"K = {K}"),
                       dtype=dtype, cache=False)
     rng = np.random.default_rng(D * K)
@@ -89,7 +89,7 @@ def test_dot_with_an_input_row_and_its_gradient(D, dtype, rtol):
     """dot(w, x) and the gradient s * x are read along x's rows (codegen/rows.py), with a
     parameter and with a once-per-call vector (tanh(v)), for row lengths around every
     vector width and batch sizes around the lanes, groups and the row kernel's blocks
-    (s * x staged and added as a one-row outer product, codegen/outer.py)."""
+    (s * x staged and added as a one-row outer product, codegen/row_outer.py)."""
     m = lossc.compile(ROW_MODEL.format(D=D), dtype=dtype, cache=False)
     rng = np.random.default_rng(D)
     w, v, b = rng.normal(size=D), rng.normal(size=D), 0.3
@@ -158,7 +158,7 @@ loss = logsumexp(z) - z[y]
 @pytest.mark.parametrize("K", [1, 2, 7, 8, 9, 40, 300])
 def test_logsumexp_and_its_softmax_share_their_exponentials(K):
     """logsumexp(z) and the softmax exp(z - logsumexp(z)) of its gradient come from one
-    set of exponentials (codegen/tensor.py logsumexp_and_softmax; K = 300 is past the
+    set of exponentials (codegen/reduce.py logsumexp_and_softmax; K = 300 is past the
     unrolled size and takes the separate way), in full and padded iterations. Finite
     logits, ordinary and huge, against the exact softmax (50 digits: for logits near
     1000, exp(z - logsumexp(z)) is off by parts in a thousand where p - 1 is tiny,

@@ -11,7 +11,7 @@ import pytest
 
 import lossc
 from lossc.compiler import compile_source
-from lossc.ir.evaluate import evaluate
+from lossc.ir.evaluate import evaluate, evaluate_batch
 
 INT64_MIN, INT64_MAX = -2 ** 63, 2 ** 63 - 1
 
@@ -92,6 +92,21 @@ def test_the_reference_interpreter_refuses_the_same_indices(expr, k_bad):
                     "loss.sample") == \
         lossc.compile(_model(expr), cache=False).loss({"z": np.arange(8.0)},
                                                       k=np.array([1]), x=np.ones(1))
+
+
+@pytest.mark.parametrize("expr, k_bad", WRAPPING)
+def test_the_batched_reference_interpreter_takes_index_arithmetic_on_a_batch(expr, k_bad):
+    """evaluate_batch computes elementwise ops on whole batches, index arithmetic and its
+    checks included: the same values as sample by sample, the same refusals."""
+    graph = compile_source(_model(expr)).graph
+    z = {"z": np.arange(8.0)}
+    data = _batch(5, 0, 1)
+    got = evaluate_batch(graph, z, data, {}, ["loss.sample"])["loss.sample"]
+    want = [evaluate(graph, z, {"k": data["k"][i], "x": data["x"][i]}, {}, "loss.sample")
+            for i in range(5)]
+    np.testing.assert_array_equal(got, want)
+    with pytest.raises(IndexError, match="overflows a 64-bit integer|out of range"):
+        evaluate_batch(graph, z, _batch(5, 3, k_bad), {}, ["loss.sample"])
 
 
 def test_constant_folding_leaves_overflowing_index_arithmetic_to_the_run_time_check():

@@ -10,6 +10,11 @@ def pytest_generate_tests(metafunc):
     if "seed" in metafunc.fixturenames:
         level = metafunc.config.getoption("sweep")
         metafunc.parametrize("seed", range(12 if level == "fast" else 300))
+    if "lowered_config" in metafunc.fixturenames:
+        cases = sweep.lowered_configs(metafunc.config.getoption("sweep"))
+        metafunc.parametrize("lowered_config", cases, ids=[
+            f"{fam.name}-" + "-".join(f"{k}{v}" for k, v in sizes.items()) + f"-{d[5:]}.{b}"
+            for fam, sizes, d, b in cases])
     if "config" in metafunc.fixturenames:
         level = metafunc.config.getoption("sweep")
         configs = list(sweep.fast_configs() if level == "fast" else sweep.full_configs())
@@ -34,6 +39,21 @@ def test_every_call_path_matches_the_reference(config, level):
         lanes = sweep.lanes_of(dtype, bits)
         for bs in ((2 * lanes + 1,) if level == "fast" else (1, lanes + 1, 4 * lanes - 1)):
             sweep.check_fused_steps(ref, m, dtype, bs)
+
+
+def test_the_lowered_code_matches_the_plain_code(lowered_config, level):
+    """Each fusion of the lower pass against the plain code (no fused kernel), at the
+    sizes the sweep takes (sweep.lowered_configs), every batch size."""
+    fam, sizes, dtype, bits = lowered_config
+    sweep.check_lowered_against_plain(sweep.reference(fam, sizes), dtype, bits, level)
+
+
+def test_the_fast_sweep_compares_every_fusion_with_the_plain_code():
+    """The differential test above reaches every fusion at the fast level."""
+    compared = set()
+    for fam, sizes, dtype, bits in sweep.lowered_configs("fast"):
+        compared |= sweep.fusions(sweep.lowered_graph(fam.text(sizes), dtype, bits)[1])
+    assert compared == set(sweep.FUSIONS)
 
 
 def test_the_fast_sweep_reaches_every_residue_of_every_lane_count():

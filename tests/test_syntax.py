@@ -10,7 +10,8 @@ import pytest
 
 from lossc.source import Reporter, Source
 from lossc.syntax import ast, parse
-from lossc.syntax.lexer import BUILTIN_FUNCTIONS, KEYWORDS, RESERVED, tokenize
+from lossc.ir.build import FUNCTIONS
+from lossc.syntax.lexer import INITIALIZERS, KEYWORDS, tokenize
 from lossc.syntax.parser import MAX_NESTING, to_text
 
 CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance"
@@ -22,7 +23,7 @@ def run(text):
     """Parse `text`; the module and the errors as (line, col, message)."""
     src = Source(text)
     rep = Reporter(src)
-    module = parse(src, rep)
+    module = parse(src, rep, FUNCTIONS)
     return module, [(d.span.line, d.span.col, d.message) for d in rep.errors]
 
 
@@ -194,10 +195,18 @@ def test_a_dim_written_with_underscores_keeps_its_value():
 def test_keyword_sets():
     assert KEYWORDS == {"dim", "input", "param", "hyper", "loss", "reduce", "int", "where",
                         "and", "or", "not", "pi"}
-    assert {"exp", "log_softmax", "logsumexp", "atan2", "square"} <= BUILTIN_FUNCTIONS
-    assert len(BUILTIN_FUNCTIONS) == 34
-    assert RESERVED == KEYWORDS | BUILTIN_FUNCTIONS | {"normal", "uniform", "glorot", "axis"}
-    assert not {"e", "inf", "nan", "_"} & RESERVED
+    functions = FUNCTIONS - KEYWORDS
+    assert {"exp", "log_softmax", "logsumexp", "atan2", "square", "log_sigmoid"} <= functions
+    assert len(functions) == 35
+    assert INITIALIZERS == {"normal", "uniform", "glorot"}
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS - KEYWORDS))
+def test_every_built_in_function_is_reserved(name):
+    """The parser is given the op table's function names: each is callable and no
+    binding may take it."""
+    _, errors = run(f"{name} = 1\nloss = 1\n")
+    assert errors == [(1, 1, f"'{name}' is a built-in function and cannot be redefined")]
 
 
 def test_ordinary_names():
@@ -351,7 +360,7 @@ def test_random_token_soup_never_crashes_and_points_inside_the_file():
         text = " ".join(rng.choice(pieces) for _ in range(rng.randint(0, 25)))
         src = Source(text)
         rep = Reporter(src)
-        parse(src, rep)
+        parse(src, rep, FUNCTIONS)
         for d in rep.errors:
             assert 1 <= d.span.line <= len(src.lines), (text, d.message)
             assert 1 <= d.span.col <= max(1, len(src.line_text(d.span.line))), (text, d)

@@ -259,7 +259,7 @@ def _masked_op_model(op, shapes, attrs):
     from lossc.api import compile_graph
     from lossc.ir.graph import Builder, Graph
     from lossc.passes import run_pipeline
-    from lossc.runtime.spec import InputSpec
+    from lossc.ir.spec import InputSpec
     from test_ops import scaled_params
     g = Graph()
     b = Builder(g, share=False)

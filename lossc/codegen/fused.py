@@ -30,7 +30,7 @@ from llvmlite import ir
 
 from lossc.codegen import abi
 from lossc.codegen.abi import ERROR, TRAIN_CONFIG, TRAIN_FLAGS, TRAIN_STEPS, VALUE_AND_GRAD
-from lossc.codegen.values import I32, I64, ValueEmitter
+from lossc.codegen.values import I32, I64, ValueEmitter, counted_loop
 
 KINDS = abi.OPTIMIZER_KINDS
 # the batch whose rows a gradient prefetches: this many on. The next one's prefetches
@@ -213,8 +213,8 @@ class _Emitter(ValueEmitter):
             return self.b.alloca(ty)
 
     def loop(self, n, start=None):
-        from lossc.codegen.llvm import FunctionCodegen
-        return FunctionCodegen.loop(self, n, start=start)
+        count = self.iconst(n) if isinstance(n, int) else n
+        return counted_loop(self.b, self.fn, self.iconst(0) if start is None else start, count)
 
     def copy_bytes(self, dst, src, nbytes) -> None:
         """Copy nbytes (a multiple of 4) from src to dst: 32 bytes at a time, then one

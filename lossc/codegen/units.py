@@ -29,8 +29,10 @@ from llvmlite import ir
 
 from lossc.codegen import rng
 from lossc.codegen.fused import KINDS, emit_train_steps, function_name
-from lossc.codegen.llvm import FunctionCodegen
+from lossc.codegen.llvm import FunctionCodegen, function_outputs
 from lossc.ir.graph import Graph
+from lossc.passes import Target, lower_for
+from lossc.passes.dce import dce
 
 VALUE_AND_GRAD, LOSS = "value_and_grad", "loss"
 PERMUTATION = "rng.permutation"     # the training driver's shuffle (codegen/rng.py)
@@ -48,10 +50,13 @@ def train_unit(optimizer_kind: str) -> str:
 
 
 def build_module(graph: Graph | None, dtype: str = "float64", units=UNITS, triple: str = "",
-                 vector_bits: int = 128) -> tuple[ir.Module, int]:
-    """The LLVM module holding `units` of a graph that has been through the whole pass
-    pipeline, and the scratch space (elements of `work`) its functions need. The graph
-    may be None when every unit is one of LIBRARY_UNITS."""
+                 vector_bits: int = 128, plain: bool = False) -> tuple[ir.Module, int]:
+    """The LLVM module holding `units` of a graph that has been through the pass
+    pipeline up to its target's passes, and the scratch space (elements of `work`) its
+    functions need. The target's passes (lower) run here, for `vector_bits` and the
+    dtype, unless `plain`: the plain code computes the graph without any fused kernel
+    (the lower pass's), which tests compare the fused code with. The graph may be None
+    when every unit is one of LIBRARY_UNITS."""
     module = ir.Module(name="lossc_model")
     if triple:
         module.triple = triple
@@ -59,8 +64,9 @@ def build_module(graph: Graph | None, dtype: str = "float64", units=UNITS, tripl
     T = ir.DoubleType() if dtype == "float64" else ir.FloatType()
     for unit in units:
         if unit in (VALUE_AND_GRAD, LOSS):
-            fc = FunctionCodegen(module, graph, dtype, unit == VALUE_AND_GRAD, EXPORTS[unit],
-                                 vector_bits)
+            want_grad = unit == VALUE_AND_GRAD
+            g = graph if plain else lowered(graph, want_grad, Target.of(dtype, vector_bits))
+            fc = FunctionCodegen(module, g, dtype, want_grad, EXPORTS[unit], vector_bits)
             fc.generate()
             work = max(work, fc.work_size)
         elif unit == PERMUTATION:
@@ -70,3 +76,15 @@ def build_module(graph: Graph | None, dtype: str = "float64", units=UNITS, tripl
         else:
             raise ValueError(f"unknown code unit {unit!r}; the units are {UNITS}")
     return module, work
+
+
+def lowered(graph: Graph, want_grad: bool, target: Target) -> Graph:
+    """The graph of a model function (the loss's outputs, and the gradient's with
+    want_grad) through the passes that take a target: lowered for the outputs it
+    computes, so that the loss alone takes no fusion made for the gradient (a
+    logsumexp's softmax)."""
+    own = Graph()
+    own.copy_meta_from(graph)
+    own.nodes = list(graph.nodes)
+    own.outputs = function_outputs(graph, want_grad)
+    return lower_for(dce(own), target)

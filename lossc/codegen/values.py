@@ -68,6 +68,11 @@ class ValueEmitter:
         if builder is not None:
             self.b = builder
 
+    def in_type(self, T) -> "ValueEmitter":
+        """An emitter for another real type, into the same module and builder (vmath's
+        float32 functions computed in float64)."""
+        return ValueEmitter(self.module, T, self.b)
+
     # Constants are made once per emitter and reused: llvmlite formats a constant's text
     # once per object, and a vector constant's text is W numbers in hex (a model's
     # splatted constants are a quarter of its IR text)
@@ -213,38 +218,6 @@ class ValueEmitter:
         if f is None:
             f = ir.Function(self.module, ir.FunctionType(ty, [ty] * nargs), name=fname)
         return f
-
-    def exp_minus_abs(self, x):
-        """exp(-|x|), shared by sigmoid(x) and softplus(x) in the same basic block: a
-        model's loss takes softplus(z) where its gradient takes sigmoid(z) (logistic
-        regression, W2 and W5), and LLVM's pipeline here has no pass that would merge
-        the two copies (a vectorized exp is some 30 instructions). Only within a block,
-        and with the builder at its end, as every lowering keeps it: there the first copy
-        comes before every later use."""
-        b = self.b
-        # (where the builder inserts: llvmlite keeps the position in `_anchor`; without
-        # it, nothing is shared)
-        at_end = getattr(b, "_anchor", None) == len(b.block.instructions)
-        shared = self.__dict__.setdefault("_exp_minus_abs", {})
-        hit = shared.get(x)
-        if at_end and hit is not None and hit[0] is b.block:
-            return hit[1]
-        e = self.math("exp", self.fneg(self.math("fabs", x)))
-        if at_end:
-            shared[x] = (b.block, e)
-        return e
-
-    def sigmoid(self, x):
-        e = self.exp_minus_abs(x)
-        den = self.fadd(self.fconst(1), e)
-        # 1/den for x >= 0, e/den below: one division of the chosen numerator
-        return self.fdiv(self.select(self.fcmp(">=", x, self.fconst(0)), self.fconst(1), e),
-                         den)
-
-    def softplus(self, x):
-        pos = self.select(self.fcmp(">", x, self.fconst(0)), x, self.fconst(0))
-        # exp(-|x|) is in [0, 1]: log1p without special cases
-        return self.fadd(pos, self.math("log1p_unit", self.exp_minus_abs(x)))
 
     def powi(self, x, n: int):
         result, base, k = None, x, abs(n)

@@ -383,9 +383,8 @@ def _in_float64(fn):
     def in_float64(cg, x):
         if isinstance(cg.T, ir.DoubleType):
             return fn(cg, x)
-        from lossc.codegen.values import ValueEmitter     # (values imports vmath)
         D = ir.DoubleType()
-        wide = ValueEmitter(cg.module, D, cg.b)
+        wide = cg.in_type(D)
         xt = ir.VectorType(D, x.type.count) if isinstance(x.type, ir.VectorType) else D
         return cg.b.fptrunc(fn(wide, cg.b.fpext(x, xt)), x.type)
     return in_float64

@@ -9,11 +9,13 @@ expression that failed becomes `POISON`, so one mistake does not cascade into mo
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Optional
 
 from lossc import nested
 from lossc.ir.graph import BOOL, INT, REAL, Builder, Graph, Node, broadcast_shapes
-from lossc.runtime.spec import HyperSpec, InputSpec, ParamSpec
+from lossc.ir.ops import OPS, OpDef
+from lossc.ir.spec import HyperSpec, InputSpec, ParamSpec
 from lossc.source import Reporter, Span, closest_name
 from lossc.syntax import ast
 
@@ -40,14 +42,34 @@ def describe(node: Node) -> str:
                    if node.shape else "")
 
 
-UNARY_FUNCS = {"exp", "log", "log1p", "expm1", "sqrt", "abs", "sin", "cos", "tan", "tanh",
-               "sinh", "cosh", "asin", "acos", "atan", "sigmoid", "softplus", "relu", "erf"}
-REDUCTIONS = {"sum", "mean", "prod", "max", "min", "logsumexp", "norm"}
-ARITY = {**{f: (1, 1) for f in UNARY_FUNCS}, "square": (1, 1),
-         **{f: (1, 1) for f in REDUCTIONS}, "max": (1, 2), "min": (1, 2),
-         "pow": (2, 2), "atan2": (2, 2), "where": (3, 3), "dot": (2, 2),
-         "transpose": (1, 1), "outer": (2, 2), "softmax": (1, 1), "log_softmax": (1, 1)}
-TAKES_AXIS = REDUCTIONS | {"softmax", "log_softmax"}
+@dataclass(frozen=True)
+class Derived:
+    """A function of the language that is not an op: the builder desugars it into ops
+    (its `call_<name>` method, or `reduction` for a reduction)."""
+
+    name: str
+    arity: int
+    axis: bool = False
+    reduction: bool = False
+
+
+DERIVED = (Derived("square", 1), Derived("mean", 1, axis=True, reduction=True),
+           Derived("dot", 2), Derived("outer", 2))
+
+
+def _surface() -> dict:
+    """Each function of the language -> what it builds, one entry per arity: the ops
+    that name it (the op table's `names`) and the derived functions."""
+    out: dict[str, dict[int, object]] = {}
+    for d in list(OPS.values()) + list(DERIVED):
+        for name in d.names if isinstance(d, OpDef) else (d.name,):
+            assert d.arity not in out.get(name, {}), (name, d.arity)
+            out.setdefault(name, {})[d.arity] = d
+    return out
+
+
+SURFACE = _surface()
+FUNCTIONS = frozenset(SURFACE)     # the language's built-in functions (for the parser)
 
 # integer arithmetic and the real arithmetic it means where a number is wanted
 _REAL_OF_INT = {"iadd": "add", "isub": "sub", "imul": "mul", "ineg": "neg"}
@@ -324,15 +346,17 @@ class _Builder:
 
     def ex_Call(self, e: ast.Call):
         f = e.func
-        lo, hi = ARITY[f]
+        by_arity = SURFACE[f]
+        lo, hi = min(by_arity), max(by_arity)
         n = len(e.args)
-        if not lo <= n <= hi:
+        if n not in by_arity:
             want = str(lo) if lo == hi else f"{lo} or {hi}"
             raise Fail(f"{f}() takes {want} argument{'s' if hi > 1 else ''}, got {n}",
                        e.func_span)
+        entry = by_arity[n]
         axis = None
         for kw in e.kwargs:
-            if kw.name != "axis" or f not in TAKES_AXIS or (f in ("max", "min") and n == 2):
+            if kw.name != "axis" or not entry.axis:
                 raise Fail(f"{f}() takes no keyword argument '{kw.name}'", kw.span)
             if axis is not None:
                 raise Fail("axis is given twice", kw.span)
@@ -346,60 +370,72 @@ class _Builder:
         for a, sub in zip(args, e.args):
             if f != "where" or a is not args[0]:
                 self.number(a, sub.span, f"{f}()")
+        special = getattr(self, "call_" + f, None)
+        if special is not None:
+            return special(args, axis, e)
+        if entry.reduction:
+            return self.reduction(entry.name, self.real(args[0]), axis, e)
+        if n == 1:      # an elementwise function
+            return self.b.emit(entry.name, (self.real(args[0]),), span=e.span)
+        return self.elementwise(entry.name, self.real(args[0]), self.real(args[1]), e)
+
+    # the functions built otherwise than as their op (or derived from others)
+
+    def call_square(self, args, axis, e):
+        return self.b.emit("powi", (self.real(args[0]),), span=e.span, n=2)
+
+    def call_pow(self, args, axis, e):
+        return self.power(args[0], args[1], e.span, e.args[1])
+
+    def call_where(self, args, axis, e):
         b = self.b
-        if f in UNARY_FUNCS:
-            return b.emit(f, (self.real(args[0]),), span=e.span)
-        if f == "square":
-            return b.emit("powi", (self.real(args[0]),), span=e.span, n=2)
-        if f in ("max", "min") and n == 2:
-            return self.elementwise("maximum" if f == "max" else "minimum",
-                                    self.real(args[0]), self.real(args[1]), e)
-        if f in REDUCTIONS:
-            return self.reduction(f, self.real(args[0]), axis, e)
-        if f == "pow":
-            return self.power(args[0], args[1], e.span, e.args[1])
-        if f == "atan2":
-            return self.elementwise("atan2", self.real(args[0]), self.real(args[1]), e)
-        if f == "where":
-            c, x, y = args[0], self.real(args[1]), self.real(args[2])
-            if c.dtype != BOOL:
-                raise Fail(f"where() needs a condition (a comparison), got {describe(c)}",
-                           e.args[0].span)
-            shape = broadcast_shapes(c.shape, x.shape)
-            shape = broadcast_shapes(shape, y.shape) if shape is not None else None
-            if shape is None:
-                raise Fail(f"shape mismatch: cannot broadcast where() operands {describe(c)},"
-                           f" {describe(x)} and {describe(y)}", e.span)
-            return b.emit("where", (b.broadcast(c, shape), b.broadcast(x, shape),
-                                    b.broadcast(y, shape)), span=e.span)
-        if f == "dot":
-            x, y = self.real(args[0]), self.real(args[1])
-            if x.rank != 1 or y.rank != 1 or x.shape != y.shape:
-                raise Fail(f"dot() takes two vectors of the same size, got {describe(x)} and "
-                           f"{describe(y)}", e.span)
-            return b.emit("sum", (b.emit("mul", (x, y), span=e.span),), span=e.span, axes=(0,))
-        if f == "transpose":
-            x = self.real(args[0])
-            if x.rank != 2:
-                raise Fail(f"transpose() takes a matrix, got {describe(x)}", e.span)
-            return b.emit("transpose", (x,), span=e.span)
-        if f == "outer":
-            x, y = self.real(args[0]), self.real(args[1])
-            if x.rank != 1 or y.rank != 1:
-                raise Fail(f"outer() takes two vectors, got {describe(x)} and {describe(y)}",
-                           e.span)
-            shape = (x.shape[0], y.shape[0])
-            return b.emit("mul", (b.broadcast(x, shape, (0,)), b.broadcast(y, shape, (1,))),
-                          span=e.span)
-        if f in ("softmax", "log_softmax"):
-            x = self.real(args[0])
-            if x.rank == 0 or (x.rank == 2 and axis is None):
-                raise Fail(f"{f}() takes a vector, or a matrix with axis=0 or axis=1; got "
-                           f"{describe(x)}", e.span)
-            if x.rank == 1 and axis not in (None, 0):
-                raise Fail(f"axis={axis} is out of range for {describe(x)}", e.span)
-            return b.emit(f, (x,), span=e.span, axis=axis or 0)
-        raise AssertionError(f)
+        c, x, y = args[0], self.real(args[1]), self.real(args[2])
+        if c.dtype != BOOL:
+            raise Fail(f"where() needs a condition (a comparison), got {describe(c)}",
+                       e.args[0].span)
+        shape = broadcast_shapes(c.shape, x.shape)
+        shape = broadcast_shapes(shape, y.shape) if shape is not None else None
+        if shape is None:
+            raise Fail(f"shape mismatch: cannot broadcast where() operands {describe(c)},"
+                       f" {describe(x)} and {describe(y)}", e.span)
+        return b.emit("where", (b.broadcast(c, shape), b.broadcast(x, shape),
+                                b.broadcast(y, shape)), span=e.span)
+
+    def call_dot(self, args, axis, e):
+        b = self.b
+        x, y = self.real(args[0]), self.real(args[1])
+        if x.rank != 1 or y.rank != 1 or x.shape != y.shape:
+            raise Fail(f"dot() takes two vectors of the same size, got {describe(x)} and "
+                       f"{describe(y)}", e.span)
+        return b.emit("sum", (b.emit("mul", (x, y), span=e.span),), span=e.span, axes=(0,))
+
+    def call_transpose(self, args, axis, e):
+        x = self.real(args[0])
+        if x.rank != 2:
+            raise Fail(f"transpose() takes a matrix, got {describe(x)}", e.span)
+        return self.b.emit("transpose", (x,), span=e.span)
+
+    def call_outer(self, args, axis, e):
+        b = self.b
+        x, y = self.real(args[0]), self.real(args[1])
+        if x.rank != 1 or y.rank != 1:
+            raise Fail(f"outer() takes two vectors, got {describe(x)} and {describe(y)}",
+                       e.span)
+        shape = (x.shape[0], y.shape[0])
+        return b.emit("mul", (b.broadcast(x, shape, (0,)), b.broadcast(y, shape, (1,))),
+                      span=e.span)
+
+    def call_softmax(self, args, axis, e, f="softmax"):
+        x = self.real(args[0])
+        if x.rank == 0 or (x.rank == 2 and axis is None):
+            raise Fail(f"{f}() takes a vector, or a matrix with axis=0 or axis=1; got "
+                       f"{describe(x)}", e.span)
+        if x.rank == 1 and axis not in (None, 0):
+            raise Fail(f"axis={axis} is out of range for {describe(x)}", e.span)
+        return self.b.emit(f, (x,), span=e.span, axis=axis or 0)
+
+    def call_log_softmax(self, args, axis, e):
+        return self.call_softmax(args, axis, e, "log_softmax")
 
     # ------------------------------------------------------------ helpers
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from lossc.ir.graph import Graph
-from lossc.ir.ops import OPS, scalar_int
+from lossc.ir.ops import OPS
 
 
 def evaluate(graph: Graph, params: dict, sample: dict, hypers: dict, output: str = "loss"):
@@ -55,8 +55,7 @@ def evaluate_batch(graph: Graph, params: dict, data: dict, hypers: dict | None =
     input reaches is computed once, elementwise ops take whole batches at once (their
     NumPy functions broadcast over the leading axis, a per-sample operand having the
     same trailing shape as a once-per-call one), and every other op runs its `eval`
-    one sample at a time: so do the ops on integer scalars (index arithmetic and index
-    checks), whose `eval` takes one sample's integers, to check them exactly."""
+    one sample at a time."""
     hypers = {**{h.name: h.default for h in graph.hypers}, **(hypers or {})}
     names = [i.name for i in graph.inputs]
     B = len(data[names[0]]) if names else 1
@@ -79,7 +78,7 @@ def evaluate_batch(graph: Graph, params: dict, data: dict, hypers: dict | None =
                 vals[n.id] = np.float64(hypers[a["name"]])
             elif not any(i.id in batched for i in n.inputs):
                 vals[n.id] = OPS[n.op].eval(a, *[vals[i.id] for i in n.inputs])
-            elif OPS[n.op].kind == "elem" and OPS[n.op].infer is not scalar_int:
+            elif OPS[n.op].kind == "elem":
                 vals[n.id] = np.asarray(OPS[n.op].eval(a, *[vals[i.id] for i in n.inputs]))
                 batched.add(n.id)
             else:

@@ -13,9 +13,12 @@ from __future__ import annotations
 from math import prod
 from typing import Iterable, Optional
 
+from lossc.ir.dtypes import BOOL, INT, REAL
+from lossc.ir.ops import OPS
 from lossc.source import Span
 
-REAL, INT, BOOL = "real", "int", "bool"
+__all__ = ["BOOL", "INT", "REAL", "Builder", "Graph", "Node", "broadcast_shapes",
+           "transform", "varying"]
 
 
 class Node:
@@ -89,6 +92,17 @@ class Graph:
         return seen
 
 
+def varying(graph: Graph) -> set[int]:
+    """Ids of the nodes that depend on a per-sample input: computed for every sample,
+    where the others are computed once per call (passes/hoist.py splits the outputs
+    along this line; the printer marks these values, code generation gives them lanes)."""
+    out: set[int] = set()
+    for n in graph.nodes:
+        if n.op == "input" or any(i.id in out for i in n.inputs):
+            out.add(n.id)
+    return out
+
+
 class Builder:
     """Appends nodes to a graph, checking shapes through the op table.
 
@@ -106,8 +120,6 @@ class Builder:
 
     def emit(self, op: str, inputs: Iterable[Node] = (), span: Optional[Span] = None,
              **attrs) -> Node:
-        from lossc.ir.ops import OPS  # the op table imports this module
-
         inputs = tuple(inputs)
         attr_t = tuple(sorted(attrs.items()))
         key = (op, tuple(i.id for i in inputs), attr_t)

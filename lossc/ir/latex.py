@@ -4,7 +4,7 @@ The graph after autodiff is evaluated symbolically with sympy, element by elemen
 (tensors become arrays of sympy expressions, so this is for models of modest size),
 then common subexpressions are pulled out with sympy.cse so the gradient prints as
 the shared computation it is, not as an expanded tree. Every op of the op table has a
-form here (`FORMS`); a data-dependent index picks an element by cases.
+form there (its `sympy` fact); a data-dependent index picks an element by cases.
 
 Bounds. sympy's work grows with the operands it combines (a sum of 20 products for each
 of 400 elements of a matrix product), and its algorithms walk expressions as trees,
@@ -33,24 +33,6 @@ MAX_TREE_WORK = 20_000_000  # the sizes as trees of all distinct subexpressions,
 MAX_DEPTH = 100             # levels of nesting of one expression (sympy recurses up to
                             # ~4 frames a level; Python allows 1,000)
 
-_FUNCS = {
-    "neg": lambda x: -x, "exp": sp.exp, "log": sp.log, "log1p": lambda x: sp.log(1 + x),
-    "expm1": lambda x: sp.exp(x) - 1, "sqrt": sp.sqrt, "abs": sp.Abs, "sign": sp.sign,
-    "sin": sp.sin, "cos": sp.cos, "tan": sp.tan, "tanh": sp.tanh, "sinh": sp.sinh,
-    "cosh": sp.cosh, "asin": sp.asin, "acos": sp.acos, "atan": sp.atan,
-    "sigmoid": lambda x: 1 / (1 + sp.exp(-x)), "softplus": lambda x: sp.log(1 + sp.exp(x)),
-    "relu": lambda x: sp.Max(x, 0), "erf": sp.erf, "to_real": lambda x: x,
-    "add": lambda x, y: x + y, "sub": lambda x, y: x - y, "mul": lambda x, y: x * y,
-    "div": lambda x, y: x / y, "pow": lambda x, y: x ** y, "maximum": sp.Max,
-    "minimum": sp.Min, "atan2": sp.atan2,
-    "lt": sp.Lt, "le": sp.Le, "gt": sp.Gt, "ge": sp.Ge, "eq": sp.Eq, "ne": sp.Ne,
-    "and": sp.And, "or": sp.Or, "not": sp.Not,
-    "iadd": lambda x, y: x + y, "isub": lambda x, y: x - y, "imul": lambda x, y: x * y,
-    "ineg": lambda x: -x, "checked_index": lambda x: x,
-    "where": lambda c, x, y: sp.Piecewise((x, c), (y, True)),
-}
-
-
 def _apply(f, *xs) -> np.ndarray:
     """f on every element (NumPy broadcasting the arrays of expressions)."""
     return np.asarray(np.frompyfunc(f, len(xs), 1)(*xs), dtype=object)
@@ -65,8 +47,7 @@ def _symbols(name: str, shape: tuple) -> np.ndarray:
     return out
 
 
-def _constant(n: Node, xs) -> np.ndarray:
-    v = n.attr("value")
+def _constant(v) -> np.ndarray:
     return np.array(sp.nsimplify(v) if abs(v) < 1e6 and float(v).is_integer()
                     else sp.Float(v), dtype=object)
 
@@ -102,51 +83,7 @@ class Min(sp.Function):
     """The min of a reduction's elements, as Max."""
 
 
-def _reduction(f):
-    return lambda n, xs: _reduce(xs[0], n.attr("axes"), f)
-
-
-def _softmax(n: Node, xs) -> np.ndarray:
-    x, axis = xs[0], n.attr("axis")
-    total = np.expand_dims(_reduce(x, (axis,), lambda v: sp.Add(*[sp.exp(t) for t in v])),
-                           axis)
-    if n.op == "softmax":
-        return _apply(lambda t, s: sp.exp(t) / s, x, total)
-    return _apply(lambda t, s: t - sp.log(s), x, total)
-
-
-def _prod_others(n: Node, xs) -> np.ndarray:
-    x = xs[0]
-    out = np.empty(x.shape, dtype=object)
-    group = [k for k in range(x.ndim) if k not in n.attr("axes")]
-    for idx in np.ndindex(*x.shape):
-        y = x.copy()
-        y[idx] = sp.Integer(1)
-        sel = tuple(idx[k] if k in group else slice(None) for k in range(x.ndim))
-        out[idx] = sp.Mul(*np.asarray(y[sel]).reshape(-1))
-    return out
-
-
 _ARG_EXTREME = {"max": sp.Function("argmax"), "min": sp.Function("argmin")}
-
-
-def _argext_mask(n: Node, xs) -> np.ndarray:
-    """1 at the first maximum (minimum) of each group, 0 elsewhere: `argmax(v_0, ...)`
-    (an unevaluated function, read as the first extreme's position) compared with each
-    position. Comparing every pair of elements instead would take sympy time quadratic
-    in the group's size, for a longer formula."""
-    flat, back = _groups(xs[0], n.attr("axes"))
-    arg = _ARG_EXTREME[n.attr("kind")]
-    out = np.empty(flat.shape, dtype=object)
-    for idx in np.ndindex(*flat.shape[:-1]):
-        v = flat[idx]
-        if len(v) == 1:
-            out[idx + (0,)] = sp.Integer(1)
-            continue
-        at = arg(*v)
-        for j in range(len(v)):
-            out[idx + (j,)] = sp.Piecewise((1, sp.Eq(at, j)), (0, True))
-    return back(out)
 
 
 def _index_value(i: np.ndarray):
@@ -155,87 +92,45 @@ def _index_value(i: np.ndarray):
     return int(i) if isinstance(i, (int, sp.Integer)) else None
 
 
-def _take(n: Node, xs) -> np.ndarray:
-    x, axis = xs[0], n.attr("axis")
-    k = _index_value(xs[1])
-    if k is not None:
-        return np.asarray(np.take(x, k, axis=axis), dtype=object)
-    # an index from data: by cases over the positions it can take (checked at run time)
-    i = xs[1].item()
-    picks = np.moveaxis(x, axis, -1)
-    out = np.empty(picks.shape[:-1], dtype=object)
-    for idx in np.ndindex(*out.shape):
-        out[idx] = sp.Piecewise(*[(v, sp.Eq(i, k)) for k, v in enumerate(picks[idx])])
-    return out
+class Toolkit:
+    """What the op table's sympy forms are given (ir/ops/base.py, `sympy`): sympy itself
+    and the helpers the forms of tensors share."""
+
+    sp = sp
+    Max, Min = Max, Min
+    symbols = staticmethod(_symbols)
+    constant = staticmethod(_constant)
+    apply = staticmethod(_apply)
+    groups = staticmethod(_groups)
+    reduce = staticmethod(_reduce)
+    index_value = staticmethod(_index_value)
+
+    @staticmethod
+    def argext(kind: str):
+        """argmax or argmin, unevaluated: the position of a group's first extreme."""
+        return _ARG_EXTREME[kind]
 
 
-def _put(n: Node, xs) -> np.ndarray:
-    """Zeros with g at the index: by cases for an index from data."""
-    g, k, i = np.asarray(xs[0], dtype=object), _index_value(xs[1]), xs[1].item()
-    zeros = np.full(g.shape, sp.Integer(0), dtype=object)
-
-    def at(p: int) -> np.ndarray:
-        if k is not None:
-            return g if p == k else zeros
-        return _apply(lambda v: sp.Piecewise((v, sp.Eq(i, p)), (0, True)), g)
-    return np.stack([at(p) for p in range(n.attr("size"))], axis=n.attr("axis"))
-
-
-def _pad(n: Node, xs) -> np.ndarray:
-    g, axis, start = xs[0], n.attr("axis"), n.attr("start")
-    shape = list(g.shape)
-    shape[axis] = n.attr("size")
-    out = np.full(shape, sp.Integer(0), dtype=object)
-    where = [slice(None)] * len(shape)
-    where[axis] = slice(start, start + g.shape[axis])
-    out[tuple(where)] = g
-    return out
-
-
-def _as_numpy(n: Node, xs) -> np.ndarray:
-    """Ops whose NumPy semantics work on arrays of expressions as they are."""
-    return np.asarray(OPS[n.op].eval(dict(n.attrs), *xs), dtype=object)
-
-
-# op -> form(node, input values) -> array of sympy expressions
-FORMS = {
-    **{op: (lambda f: lambda n, xs: _apply(f, *xs))(f) for op, f in _FUNCS.items()},
-    "param": lambda n, xs: _symbols(n.attr("name"), n.shape),
-    "input": lambda n, xs: _symbols(n.attr("name"), n.shape),
-    "hyper": lambda n, xs: _symbols(n.attr("name"), ()),
-    "const": _constant,
-    "iconst": lambda n, xs: np.array(sp.Integer(n.attr("value")), dtype=object),
-    "powi": lambda n, xs: _apply(lambda v: v ** n.attr("n"), xs[0]),
-    "sum": _reduction(lambda v: sp.Add(*v)),
-    "prod": _reduction(lambda v: sp.Mul(*v)),
-    "max": _reduction(lambda v: Max(*v) if len(v) > 1 else v[0]),
-    "min": _reduction(lambda v: Min(*v) if len(v) > 1 else v[0]),
-    "logsumexp": _reduction(lambda v: sp.log(sp.Add(*[sp.exp(t) for t in v]))),
-    "norm": _reduction(lambda v: sp.sqrt(sp.Add(*[t ** 2 for t in v]))),
-    "softmax": _softmax, "log_softmax": _softmax,
-    "prod_others": _prod_others, "argext_mask": _argext_mask,
-    "take": _take, "put": _put, "pad": _pad,
-    **{op: _as_numpy for op in ("broadcast", "transpose", "slice", "matmul")},
-}
+def form(n: Node, xs: list) -> np.ndarray:
+    """n's value as an array of sympy expressions, from its inputs' (its op's form)."""
+    d = OPS[n.op]
+    if d.kind == "elem":
+        return _apply(lambda *v: d.sympy(Toolkit, n, *v), *xs)
+    if d.reduction:
+        return _reduce(xs[0], n.attr("axes"), lambda group: d.sympy(Toolkit, n, group))
+    return np.asarray(d.sympy(Toolkit, n, *xs), dtype=object)
 
 
 def _operands(n: Node) -> int:
     """How many operands (inputs' elements, written out) sympy combines to build one
     element of n: what its work on n grows with."""
+    d = OPS[n.op]
     if not n.inputs:
         return 1
-    x, op = n.inputs[0], n.op
-    group = prod(x.shape[a] for a in n.attr("axes", ()))
-    if op == "matmul":
-        return 2 * x.shape[-1]
-    if op in ("sum", "prod", "max", "min", "logsumexp", "norm", "prod_others"):
-        return group
-    if op == "argext_mask":
-        return 3           # a comparison with the group's argmax, and 1/size of that
-    if op in ("softmax", "log_softmax"):
-        return x.shape[n.attr("axis")] + 1
-    if op == "take" and n.inputs[1].op != "iconst":
-        return 2 * x.shape[n.attr("axis")]   # by cases
+    if d.sympy_operands is not None:
+        return d.sympy_operands(n)
+    if d.reduction:
+        return prod(n.inputs[0].shape[a] for a in n.attr("axes"))
     return len(n.inputs)
 
 
@@ -298,7 +193,7 @@ def symbolic(graph: Graph) -> tuple[list[str], list]:
     measure = _Measure()
     for n in graph.nodes:
         measure.before(n)
-        vals[n.id] = np.asarray(FORMS[n.op](n, [vals[i.id] for i in n.inputs]), dtype=object)
+        vals[n.id] = form(n, [vals[i.id] for i in n.inputs])
         measure.after(n, vals[n.id])
     names, exprs = [], []
     for key, node in graph.outputs.items():

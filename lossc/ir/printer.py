@@ -9,8 +9,7 @@ type; the others are computed once per call.
 """
 from __future__ import annotations
 
-from lossc.ir.graph import BOOL, INT, Graph, Node
-from lossc.passes.hoist import varying
+from lossc.ir.graph import BOOL, INT, Graph, Node, varying
 
 _DT = {"real": "f64", INT: "int", BOOL: "bool"}
 

@@ -1,9 +1,15 @@
 """The pass pipeline, in the order it runs. `lossc graph --after NAME` shows the graph
-after any of them; tests run the verifier between every two."""
+after any of them; tests run the verifier between every two.
+
+The passes up to `tidy` make the graph every target starts from (the plain graph);
+those after it take a target description (passes/lower.py `Target`: the vector lanes
+of the machine code) and run where one is known: code generation runs them for the
+width it emits for (codegen/units.py), `lossc graph` for this machine's.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 from lossc.ir.graph import Graph
 from lossc.ir.verify import verify
@@ -12,14 +18,16 @@ from lossc.passes.cse import cse
 from lossc.passes.dce import dce
 from lossc.passes.fold import fold
 from lossc.passes.hoist import hoist
+from lossc.passes.lower import Target, lower
 from lossc.passes.stabilize import stabilize
 
 
 @dataclass(frozen=True)
 class Pass:
     name: str
-    run: Callable[[Graph], Graph]
+    run: Callable
     description: str
+    target: bool = False     # run(graph, target)
 
 
 PIPELINE = (
@@ -31,6 +39,9 @@ PIPELINE = (
     Pass("hoist", hoist, "split outputs into per-sample and once-per-call terms"),
     Pass("tidy", lambda g: dce(cse(g)), "merge and drop what hoisting duplicated or left "
                                          "unused (cse, then dce)"),
+    Pass("lower", lower, "the fusions code generation takes, as explicit ops (row dots "
+                         "and matrix products, outer-product gradients, logsumexp with "
+                         "its softmax, shared exponentials)", target=True),
 )
 
 PASS_NAMES = ("build",) + tuple(p.name for p in PIPELINE)
@@ -41,22 +52,40 @@ class PassError(RuntimeError):
 
 
 def run_pipeline(graph: Graph, check: bool = False, until: str | None = None,
-                 snapshots: dict | None = None) -> Graph:
-    """Run the passes in order; stop after `until` if given. With `snapshots`, store the
-    graph after every pass under its name ("build" is the input)."""
+                 snapshots: dict | None = None, target: Optional[Target] = None) -> Graph:
+    """Run the passes in order; stop after `until` if given. The passes that take a
+    target run only when one is given: without it the result is the plain graph. With
+    `snapshots`, store the graph after every pass under its name ("build" is the
+    input)."""
     if snapshots is not None:
         snapshots["build"] = graph
     if until == "build":
         return graph
     for p in PIPELINE:
-        try:
-            graph = p.run(graph)
-            if check:
-                verify(graph)
-        except Exception as e:  # relabel, so a failure names its pass
-            raise PassError(f"pass '{p.name}' failed: {type(e).__name__}: {e}") from e
+        if p.target and target is None:
+            break
+        graph = _run(p, graph, target, check)
         if snapshots is not None:
             snapshots[p.name] = graph
         if p.name == until:
             break
+    return graph
+
+
+def lower_for(graph: Graph, target: Target, check: bool = False) -> Graph:
+    """The passes that take a target, on a plain graph (the result of run_pipeline
+    without one)."""
+    for p in PIPELINE:
+        if p.target:
+            graph = _run(p, graph, target, check)
+    return graph
+
+
+def _run(p: Pass, graph: Graph, target, check: bool) -> Graph:
+    try:
+        graph = p.run(graph, target) if p.target else p.run(graph)
+        if check:
+            verify(graph)
+    except Exception as e:  # relabel, so a failure names its pass
+        raise PassError(f"pass '{p.name}' failed: {type(e).__name__}: {e}") from e
     return graph

@@ -20,8 +20,8 @@ observed:
     one is selected by it, `where(m, contribution, 0)` (a select, not a product: the
     untaken branch's NaN or infinity never reaches a result); an adjoint that is the
     masked one itself, its negation or a multiple by a finite constant needs no
-    select;
-  - where shapes change, the op's `mask` rule (ir/ops.py) decides: views and sums move
+    select (ir/ops/base.py `selected`);
+  - where shapes change, the op's own `mask` rule (ir/ops) decides: views and sums move
     or add up the 0/1 indicator of the mask as they do the adjoint, so an element's
     mask says whether any chosen element reaches it (a parameter broadcast over a
     vector is masked by "any element chosen"); reductions spread their group's mask
@@ -36,12 +36,10 @@ sqrt(p)` at p = -1 is NaN, as the formula says.
 """
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 from lossc.ir.graph import REAL, Builder, Graph, Node, transform
 from lossc.ir.ops import OPS, OpDef
-from lossc.passes.fold import const_value
 
 
 def autodiff(graph: Graph) -> Graph:
@@ -80,34 +78,9 @@ def autodiff(graph: Graph) -> Graph:
 
 
 def contributions(b: Builder, d: OpDef, g: Node, m: Optional[Node], node: Node) -> list:
-    """(adjoint, mask) for each input of `node`, from its adjoint g and g's mask m."""
-    if d.mask is not None:
-        return d.mask(b, g, m, node, *node.inputs)
-    gs = d.vjp(b, g, node, *node.inputs)
-    if m is None:
-        return [(x, None) for x in gs]
-    zero = b.zeros_like(g)
-    return [(x if x is None or _zero_with(x, g) else b.where(m, x, zero), m) for x in gs]
-
-
-def _zero_with(x: Node, g: Node) -> bool:
-    """Whether x is exactly 0 wherever g is, whatever the other values: g, -g, g times
-    a finite constant, g over a finite nonzero one."""
-    if x is g:
-        return True
-    if x.op == "neg":
-        return x.inputs[0] is g
-    if x.op == "mul":
-        a, c = x.inputs
-        return (a is g and _finite(c)) or (c is g and _finite(a))
-    if x.op == "div":
-        return x.inputs[0] is g and _finite(x.inputs[1]) and const_value(x.inputs[1]) != 0
-    return False
-
-
-def _finite(n: Node) -> bool:
-    c = const_value(n)
-    return c is not None and math.isfinite(c)
+    """(adjoint, mask) for each input of `node`, from its adjoint g and g's mask m: the
+    op's mask rule (ir/ops: `selected` for an elementwise op)."""
+    return d.mask(b, g, m, node, *node.inputs)
 
 
 def _either(b: Builder, m1: Optional[Node], m2: Optional[Node]) -> Optional[Node]:

@@ -1,8 +1,9 @@
 """Constant folding and algebraic identities.
 
 Rules (each a comment on what it removes):
-    op(c1, c2, ...)          -> const      every input a constant: evaluate with the op's
-                                           NumPy semantics (real and int scalars)
+    op(c1, c2, ...)          -> const      every input a constant, the op foldable:
+                                           evaluate with its NumPy semantics (real and int
+                                           scalars)
     x * 1, 1 * x, x / 1      -> x
     x + 0, 0 + x, x - 0      -> x
     0 - x                    -> -x
@@ -15,23 +16,14 @@ Rules (each a comment on what it removes):
                                            factor_products)
 Multiplication by 0 is not folded: IEEE says 0 * inf = nan, and the compiled code must
 mean what the source says. Nor is integer arithmetic that overflows 64 bits: that is an
-index error at run time (ops.py, codegen's check_index), never a wrapped constant.
+index error at run time (ir/ops, codegen/index.py), never a wrapped constant.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from lossc.ir.graph import INT, REAL, Graph, Node, transform
-from lossc.ir.ops import OPS
-
-
-def const_value(n: Node):
-    """The value of a scalar constant, seen through broadcasts; None otherwise."""
-    while n.op == "broadcast":
-        n = n.inputs[0]
-    if n.op in ("const", "iconst"):
-        return n.attr("value")
-    return None
+from lossc.ir.ops import OPS, const_value
 
 
 def _is(n: Node, v: float) -> bool:
@@ -71,8 +63,8 @@ def fold(graph: Graph) -> Graph:
 
 def _rule(b, n: Node, xs: tuple):
     d = OPS[n.op]
-    if (xs and d.kind == "elem" and n.shape == () and n.dtype in (REAL, INT)
-            and all(x.op in ("const", "iconst") for x in xs) and n.op != "checked_index"):
+    if (xs and d.foldable and n.shape == () and n.dtype in (REAL, INT)
+            and all(x.op in ("const", "iconst") for x in xs)):
         try:
             with np.errstate(all="ignore"):
                 v = d.eval(dict(n.attrs), *[np.float64(x.attr("value")) if x.op == "const"

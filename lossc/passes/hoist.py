@@ -13,16 +13,7 @@ loop over samples, and uses these split outputs for the accumulation.
 """
 from __future__ import annotations
 
-from lossc.ir.graph import Builder, Graph, Node
-
-
-def varying(graph: Graph) -> set[int]:
-    """Ids of the nodes that depend on a per-sample input."""
-    out: set[int] = set()
-    for n in graph.nodes:
-        if n.op == "input" or any(i.id in out for i in n.inputs):
-            out.add(n.id)
-    return out
+from lossc.ir.graph import Builder, Graph, Node, varying
 
 
 def additive_terms(node: Node, vary: set[int]) -> list[tuple[int, Node]]:

@@ -1,7 +1,7 @@
 """Numerically stabilizing rewrites of naive forms users write.
 
     log(1 + exp(z)), log(exp(z) + 1)  -> softplus(z)
-    log(sigmoid(z))                   -> -softplus(-z)
+    log(sigmoid(z))                   -> log_sigmoid(z)
     log(1 - sigmoid(z))               -> -softplus(z)
     log(sum(exp(v), axis=k))          -> logsumexp(v, axis=k)
     log(softmax(v))                   -> log_softmax(v)
@@ -16,7 +16,7 @@ Runs on the forward graph, before autodiff, so the gradients are the stable ones
 from __future__ import annotations
 
 from lossc.ir.graph import Graph, Node, transform
-from lossc.passes.fold import const_value
+from lossc.ir.ops import const_value
 
 
 def _one(n: Node) -> bool:
@@ -48,8 +48,8 @@ def stabilize(graph: Graph) -> Graph:
                 note(n, "log(1 + exp(z)) -> softplus(z)")
                 return b.emit("softplus", rest.inputs)
             if x.op == "sigmoid":
-                note(n, "log(sigmoid(z)) -> -softplus(-z)")
-                return b.neg(b.emit("softplus", (b.neg(x.inputs[0]),)))
+                note(n, "log(sigmoid(z)) -> log_sigmoid(z)")
+                return b.emit("log_sigmoid", x.inputs)
             if x.op == "sub" and _one(x.inputs[0]) and x.inputs[1].op == "sigmoid":
                 note(n, "log(1 - sigmoid(z)) -> -softplus(z)")
                 return b.neg(b.emit("softplus", x.inputs[1].inputs))

@@ -18,16 +18,8 @@ from lossc.source import Source, Span
 KEYWORDS = frozenset({
     "dim", "input", "param", "hyper", "loss", "reduce", "int", "where", "and", "or",
     "not", "pi"})
-BUILTIN_FUNCTIONS = frozenset({
-    "exp", "log", "log1p", "expm1", "sqrt", "abs", "sin", "cos", "tan", "tanh", "sinh",
-    "cosh", "asin", "acos", "atan", "sigmoid", "softplus", "relu", "erf", "square",
-    "max", "min", "pow", "atan2", "sum", "mean", "prod", "logsumexp", "norm", "dot",
-    "transpose", "outer", "softmax", "log_softmax"})
 INITIALIZERS = frozenset({"normal", "uniform", "glorot"})
-# names no declaration or binding may take
-RESERVED = KEYWORDS | BUILTIN_FUNCTIONS | INITIALIZERS | {"axis"}
-# what may stand before '(' in an expression: `where` is a keyword but called like one
-CALLABLE = BUILTIN_FUNCTIONS | {"where"}
+# (the built-in functions are the op table's: the parser is given their names)
 
 # token kinds (compared by identity in the parser)
 NAME, NUMBER, OP, NEWLINE, EOF = "name", "number", "op", "newline", "eof"

@@ -26,9 +26,8 @@ from typing import Optional
 from lossc import nested
 from lossc.source import Reporter, Source, Span, closest_name
 from lossc.syntax import ast
-from lossc.syntax.lexer import (BUILTIN_FUNCTIONS, CALLABLE, EOF, INITIALIZERS, KEYWORDS,
-                                NAME, NEWLINE, NUMBER, OP, RESERVED, Token, describe,
-                                tokenize)
+from lossc.syntax.lexer import (EOF, INITIALIZERS, KEYWORDS, NAME, NEWLINE, NUMBER, OP,
+                                Token, describe, tokenize)
 
 MAX_NESTING = 5000          # brackets open at once
 INT64_MAX = 2 ** 63 - 1
@@ -53,11 +52,13 @@ def _unmatched(closer: Token) -> str:
     return f"unexpected '{closer.text}': there is no '{opener}' to close"
 
 
-def parse(source: Source, reporter: Reporter) -> ast.Module:
+def parse(source: Source, reporter: Reporter, functions: frozenset) -> ast.Module:
     """Parse a whole file. Syntax errors go to `reporter` (it does not raise); the
-    statements that parsed are returned."""
+    statements that parsed are returned. `functions` are the names of the language's
+    built-in functions (lossc/ir/build.py FUNCTIONS, from the op table): only they can
+    be called, and no declaration or binding may take one."""
     tokens, lexical = tokenize(source)
-    parser = _Parser(tokens, lexical)
+    parser = _Parser(tokens, lexical, functions)
     module = parser.module()
     # report in source order, lexical and syntax errors interleaved
     for message, span in sorted(lexical + parser.errors, key=lambda e: (e[1].line, e[1].col)):
@@ -66,7 +67,13 @@ def parse(source: Source, reporter: Reporter) -> ast.Module:
 
 
 class _Parser:
-    def __init__(self, tokens: list[Token], lexical: list[tuple[str, Span]]):
+    def __init__(self, tokens: list[Token], lexical: list[tuple[str, Span]],
+                 functions: frozenset):
+        # what may stand before '(' (`where` is a keyword but called like a function),
+        # and the names no declaration or binding may take
+        self.callable = frozenset(functions) | {"where"}
+        self.functions = self.callable - KEYWORDS
+        self.reserved = KEYWORDS | self.functions | INITIALIZERS | {"axis"}
         self.toks = tokens
         self.pos = 0
         self.depth = 0          # brackets open: line breaks inside them are blanks
@@ -229,11 +236,11 @@ class _Parser:
         name = tok.text
         if name in KEYWORDS:
             why = "is a keyword"
-        elif name in BUILTIN_FUNCTIONS:
+        elif name in self.functions:
             raise _Fail(f"'{name}' is a built-in function and cannot be redefined", tok.span)
         elif name in INITIALIZERS:
             why = "is reserved (a parameter initializer)"
-        elif name in RESERVED:
+        elif name in self.reserved:
             why = "is reserved (the keyword argument of reductions)"
         else:
             return
@@ -293,7 +300,7 @@ class _Parser:
             tok = self.peek()
             if tok.kind is NUMBER and tok.is_int:
                 sizes.append(ast.Num(tok.value, tok.text, True, tok.span))
-            elif tok.kind is NAME and tok.text not in RESERVED:
+            elif tok.kind is NAME and tok.text not in self.reserved:
                 sizes.append(ast.Name(tok.text, tok.span))
             elif tok.kind is NUMBER:
                 raise _Fail(f"a size must be an integer, got '{tok.text}'", tok.span)
@@ -599,7 +606,7 @@ class _Parser:
             return (yield from self.call(tok))
         if name == "pi":
             return ast.Num(math.pi, "pi", False, tok.span)
-        if name in CALLABLE:
+        if name in self.callable:
             args = "cond, a, b" if name == "where" else "..."
             raise _Fail(f"'{name}' is a function: call it as {name}({args})", tok.span)
         if name in INITIALIZERS:
@@ -639,7 +646,7 @@ class _Parser:
 
     def call(self, func: Token) -> ast.Call:
         name = func.text
-        if name not in CALLABLE:
+        if name not in self.callable:
             if name == "pi":
                 msg = "'pi' is a constant, not a function (is a '*' missing?)"
             elif name in INITIALIZERS:
@@ -648,7 +655,7 @@ class _Parser:
             elif name == "axis":
                 msg = "'axis' is not a function"
             else:
-                guess = closest_name(name, CALLABLE)
+                guess = closest_name(name, self.callable)
                 msg = f"unknown function '{name}'" + (
                     f"; did you mean '{guess}'?" if guess
                     else "; only built-in functions can be called")

@@ -1,0 +1,147 @@
+"""Reductions (sum, prod, max, min, norm, logsumexp) and the backward-only helpers of
+max and prod (argext_mask, prod_others): loops that fill a node's buffer, for one lane
+group.
+
+Reduction groups of up to UNROLL elements are unrolled and combined as balanced trees;
+longer ones are loops. Both orders are fixed at compile time, so SIMD lanes and the
+scalar loop (no SIMD) give bit-identical results.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from math import prod
+
+from llvmlite import ir
+
+from lossc.codegen.values import I1, is_vector_type
+from lossc.ir.graph import Node
+
+UNROLL = 256   # reduction groups up to this size are unrolled into a tree
+
+
+def reduce_parts(n: Node, axes):
+    """(input, kept axes, their sizes, the reduced axes' sizes)."""
+    x = n.inputs[0]
+    kept = tuple(a for a in range(x.rank) if a not in axes)
+    return x, kept, tuple(x.shape[a] for a in kept), tuple(x.shape[a] for a in axes)
+
+
+def merge(kept, kidx, axes, ridx, rank):
+    """The full index of an element from its kept and reduced parts."""
+    full = [None] * rank
+    for a, v in zip(kept, kidx):
+        full[a] = v
+    for a, v in zip(axes, ridx):
+        full[a] = v
+    return tuple(full)
+
+
+def accumulator(em, g, n: Node, init, ty=None):
+    """A variable for elements of n's type (vectors of lanes for a per-sample n)."""
+    ty = ty or em.elem_type(g, n)
+    a = em.alloca(ty)
+    em.b.store(em.splat(init, ty.count) if is_vector_type(ty) else init, a)
+    return a
+
+
+def fold_group(em, g, x, kept, kidx, axes, rshape, init, combine, pre=lambda v: v):
+    """Combine pre(v) over the elements v of one reduction group. A group of up to
+    UNROLL elements is unrolled and combined as a balanced tree (short dependency
+    chains: independent vector operations in flight); a longer one is a loop with an
+    accumulator starting at init. Both orders are fixed at compile time, so lanes and
+    the scalar loop get bit-identical results."""
+    b = em.b
+    if prod(rshape) <= UNROLL:
+        vals = [pre(em.elem(g, x, merge(kept, kidx, axes, tuple(map(em.iconst, r)), x.rank)))
+                for r in itertools.product(*map(range, rshape))]
+        return em.tree(vals, combine)
+    acc = accumulator(em, g, x, init, ir.VectorType(em.T, g.lanes)
+                      if em.vector_node(g, x) else em.T)
+    with em.loops(rshape) as ridx:
+        v = pre(em.elem(g, x, merge(kept, kidx, axes, ridx, x.rank)))
+        b.store(combine(b.load(acc), v), acc)
+    return b.load(acc)
+
+
+def group_max(em, g, x, kept, kidx, axes, rshape, kind="max"):
+    sym = ">" if kind == "max" else "<"
+    init = em.fconst(-math.inf if kind == "max" else math.inf)
+    # b wins when it is larger or NaN: NaN propagates as in NumPy, in any order
+    return fold_group(em, g, x, kept, kidx, axes, rshape, init, lambda a, v: em.select(
+        em.or_(em.fcmp(sym, v, a), em.b.fcmp_unordered("uno", v, v)), v, a))
+
+
+def safe_shift(em, m):
+    """The max to subtract in logsumexp/softmax: 0 when it is infinite."""
+    finite = em.fcmp("<", em.math("fabs", m), em.fconst(math.inf))
+    return em.select(finite, m, em.fconst(0))
+
+
+def lower_reduce(em, g, n: Node, kind: str) -> None:
+    em.result_buffer(g, n)
+    axes = n.attr("axes")
+    x, kept, kshape, rshape = reduce_parts(n, axes)
+    with em.loops(kshape) as kidx:
+        group = (x, kept, kidx, axes, rshape)
+        if kind == "sum":
+            r = fold_group(em, g, *group, em.fconst(0), em.fadd)
+        elif kind == "prod":
+            r = fold_group(em, g, *group, em.fconst(1), em.fmul)
+        elif kind == "norm":
+            r = em.math("sqrt", fold_group(em, g, *group, em.fconst(0), em.fadd,
+                                           lambda v: em.fmul(v, v)))
+        elif kind in ("max", "min"):
+            r = group_max(em, g, *group, kind)
+        elif kind == "logsumexp":
+            m = safe_shift(em, group_max(em, g, *group))
+            s = fold_group(em, g, *group, em.fconst(0), em.fadd,
+                           lambda v: em.math("exp", em.fsub(v, m)))
+            r = em.fadd(m, em.math("log", s))
+        else:
+            raise AssertionError(kind)
+        em.store(g, n, kidx, r)
+
+
+def lower_argext(em, g, n: Node) -> None:
+    """1 at the first maximum (kind=max) or minimum of each group, 0 elsewhere."""
+    em.result_buffer(g, n)
+    b = em.b
+    axes, kind = n.attr("axes"), n.attr("kind")
+    x, kept, kshape, rshape = reduce_parts(n, axes)
+    flag = ir.VectorType(I1, g.lanes) if em.vector_node(g, x) else I1
+    found = em.alloca(flag)
+    with em.loops(kshape) as kidx:
+        m = group_max(em, g, x, kept, kidx, axes, rshape, kind)
+        b.store(em.splat(ir.Constant(I1, 0), g.lanes) if is_vector_type(flag)
+                else ir.Constant(I1, 0), found)
+        with em.loops(rshape) as ridx:
+            full = merge(kept, kidx, axes, ridx, x.rank)
+            hit = em.and_(em.fcmp("==", em.elem(g, x, full), m), em.not_(b.load(found)))
+            b.store(em.or_(b.load(found), hit), found)
+            em.store(g, n, full, em.select(hit, em.fconst(1), em.fconst(0)))
+
+
+def lower_prod_others(em, g, n: Node) -> None:
+    """Exclusive products by a forward then a backward sweep: no division, so zeros
+    get their exact gradient."""
+    buf = em.result_buffer(g, n)
+    b = em.b
+    axes = n.attr("axes")
+    x, kept, kshape, rshape = reduce_parts(n, axes)
+    count = prod(rshape)
+    vector = em.vector_node(g, x)
+    run = accumulator(em, g, x, em.fconst(1))
+    with em.loops(kshape) as kidx:
+        b.store(em.splat(em.fconst(1), g.lanes) if vector else em.fconst(1), run)
+        with em.loop(count) as j:
+            full = merge(kept, kidx, axes, em.unflatten(rshape, j), x.rank)
+            em.store(g, n, full, b.load(run))
+            b.store(em.fmul(b.load(run), em.elem(g, x, full)), run)
+        b.store(em.splat(em.fconst(1), g.lanes) if vector else em.fconst(1), run)
+        with em.loop(count) as j:
+            jr = b.sub(em.iconst(count - 1), j)
+            full = merge(kept, kidx, axes, em.unflatten(rshape, jr), x.rank)
+            p = b.gep(buf, [em.flat(n.shape, full)])
+            b.store(em.fmul(b.load(p, align=8), b.load(run)), p, align=8)
+            b.store(em.fmul(b.load(run), em.elem(g, x, full)), run)

@@ -1,0 +1,121 @@
+"""The row kernel: per-sample outer products u_s x_s^T with x an input row, added
+straight into the gradient, reading x's rows where they are (a GEMM tile: no transpose
+of x, no per-lane accumulators, no sum over lanes at the end). codegen/outer.py stages
+u for a block of lane groups and calls it.
+
+Tiles of kt rows by jt vectors of W columns (jt up to ROW_TILE_VECTORS, kt*jt up to
+ROW_TILE_ACCS, which leaves registers for the loads: AVX-512 has 32 vector registers,
+AVX2 16) keep their accumulators in registers through the whole block: per sample, jt
+row loads and kt broadcasts feed kt*jt FMAs. A tile of fewer than ROW_MIN_CHAINS
+accumulators would wait on each FMA's latency (four cycles, two FMA units on the
+machines lossc targets): its samples then go round-robin into several sets of them.
+"""
+from __future__ import annotations
+
+from llvmlite import ir
+
+from lossc.codegen.emitter import Emitter
+from lossc.codegen.values import FAST, I64
+
+ROW_TILE_VECTORS = 4  # gradient vectors per tile row (W elements each) ...
+ROW_TILE_ACCS = {8: 24, 4: 12, 2: 12}   # ... and accumulators per tile, by vector width
+ROW_MIN_CHAINS = 8   # independent FMA chains wanted (latency 4 x 2 units)
+
+
+def _power_of_two_at_least(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()
+
+
+def row_outer_kernel(em, name: str, K: int, D: int, block: int) -> ir.Function:
+    """void kernel(T* grad, VT* U, T* X, i64 groups):
+    grad[k*D + j] += sum_{s < groups*W} u_s[k] * X[s*D + j], where u_s[k] is lane
+    s mod W of U[k*B + s div W] (B = block, the lane groups staged), samples in order.
+
+    A tile of few accumulators (a gradient of few rows, s * x's one) takes its samples
+    round-robin into `sets` sets of them, added in order at the end (a fixed order: the
+    result depends on B only). The last D mod W columns are added one element at a
+    time."""
+    W = em.W
+    VT = ir.VectorType(em.T, W)
+    TP = em.T.as_pointer()
+    fn, kem = Emitter.kernel_function(em.module, em.T, name, [TP, VT.as_pointer(), TP, I64],
+                                      noalias=(0,))
+    grad, U, X, groups = fn.args
+    b = kem.b
+    Us = b.bitcast(U, TP)          # u_s[k] as scalars
+    chunks = D // W
+    jt = max(1, min(ROW_TILE_VECTORS, chunks))
+    kt = max(1, min(K, ROW_TILE_ACCS.get(W, 12) // jt))
+
+    def u_at(k, s):
+        """u_s[k]: lane s mod W of U[k*B + s div W], at k*B*W + s."""
+        return b.load(b.gep(Us, [b.add(b.mul(k, kem.iconst(block * W)), s)]))
+
+    def vec(ptr, at):
+        return b.bitcast(b.gep(ptr, [at]), VT.as_pointer())
+
+    def tile(k0, c0, tk: int, tj: int):
+        """rows k0..k0+tk-1, columns (c0..c0+tj-1)*W + 0..W-1"""
+        cols = [b.mul(b.add(c0, kem.iconst(c)), kem.iconst(W)) for c in range(tj)]
+        ks = [b.add(k0, kem.iconst(a)) for a in range(tk)]
+        cells = [[vec(grad, b.add(b.mul(k, kem.iconst(D)), col)) for col in cols]
+                 for k in ks]
+        # (a power of two, as W is: the samples of a group then divide into whole
+        # steps of the loop below, with no lane left over)
+        sets = min(W, _power_of_two_at_least(-(-ROW_MIN_CHAINS // (tk * tj))))
+        accs = [[[kem.alloca(VT) for _ in range(tj)] for _ in range(tk)]
+                for _ in range(sets)]
+        zero = kem.splat(kem.fconst(0), W)
+        for q, set_ in enumerate(accs):
+            for row, ptrs in zip(set_, cells):
+                for acc, p in zip(row, ptrs):
+                    b.store(b.load(p, align=em.T_bytes) if q == 0 else zero, acc)
+        # samples `step` at a time, unrolled: a group's W lanes, or with several
+        # sets two samples per set (a smaller function for LLVM to compile)
+        step = W if sets == 1 else min(W, 2 * sets)
+        assert W % step == 0, (W, step)
+        with kem.loop(b.mul(groups, kem.iconst(W // step))) as it:
+            for lane in range(step):
+                s = b.add(b.mul(it, kem.iconst(step)), kem.iconst(lane))
+                xrow = b.gep(X, [b.mul(s, kem.iconst(D))])
+                xs = [b.load(vec(xrow, col), align=em.T_bytes) for col in cols]
+                set_ = accs[lane % sets]
+                for a, k in enumerate(ks):
+                    us = kem.splat(u_at(k, s), W)
+                    for c in range(tj):
+                        b.store(b.fadd(b.load(set_[a][c]),
+                                       b.fmul(us, xs[c], flags=FAST), flags=FAST),
+                                set_[a][c])
+        for a, ptrs in enumerate(cells):
+            for c, p in enumerate(ptrs):
+                total = b.load(accs[0][a][c])
+                for set_ in accs[1:]:
+                    total = b.fadd(total, b.load(set_[a][c]), flags=FAST)
+                b.store(total, p, align=em.T_bytes)
+
+    def tiles_of_row(k0, tk: int):
+        full = chunks // jt
+        if full:
+            with kem.loop(full) as ct:
+                tile(k0, b.mul(ct, kem.iconst(jt)), tk, jt)
+        if chunks % jt:
+            tile(k0, kem.iconst(full * jt), tk, chunks % jt)
+
+    if K // kt:
+        with kem.loop(K // kt) as kk:
+            tiles_of_row(b.mul(kk, kem.iconst(kt)), kt)
+    if K % kt:
+        tiles_of_row(kem.iconst(K - K % kt), K % kt)
+    if D % W:
+        with kem.loop(K) as k:
+            for j in range(D - D % W, D):
+                p = b.gep(grad, [b.add(b.mul(k, kem.iconst(D)), kem.iconst(j))])
+                acc = kem.alloca(em.T)
+                b.store(b.load(p), acc)
+                with kem.loop(b.mul(groups, kem.iconst(W))) as s:
+                    x = b.load(b.gep(X, [b.add(b.mul(s, kem.iconst(D)), kem.iconst(j))]))
+                    b.store(b.fadd(b.load(acc), b.fmul(u_at(k, s), x, flags=FAST),
+                                   flags=FAST), acc)
+                b.store(b.load(acc), p)
+    b.ret_void()
+    return fn

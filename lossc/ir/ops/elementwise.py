@@ -1,0 +1,369 @@
+"""Elementwise ops: real functions, arithmetic, comparisons and logic, `where`, and the
+integer arithmetic of indices."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from lossc.ir.dtypes import BOOL, INT, REAL
+from lossc.ir.ops.base import (ANY, POS, UNIT, Example, Math, OpDef, same_bool, same_real,
+                               scalar_int, selected)
+
+
+def elementwise(name, arity, *, infer=same_real, eval, sympy, vjp=None, names=(),
+                stage="any", differentiable=True, example, doc="", **facts) -> OpDef:
+    """An elementwise op: `eval(*arrays)` without attributes, `sympy(sp, *exprs)` its
+    form; its mask rule selects each adjoint by the mask (`selected`)."""
+    return OpDef(name, arity, "elem", infer=infer, eval=lambda a, *xs: eval(*xs),
+                 sympy=lambda s, n, *xs: sympy(s.sp, *xs), names=names, axis=False,
+                 reduction=False, stage=stage, differentiable=differentiable, vjp=vjp,
+                 mask=selected(vjp) if vjp else None, single_pass=True, foldable=True,
+                 example=example, doc=doc, **facts)
+
+
+def unary(name, eval, deriv, *, sympy, domain=ANY, names=None, **facts) -> OpDef:
+    """A real function of one argument, a function of the language of the same name
+    unless `names` says otherwise: `deriv(b, g, out, x)` builds g * f'(x)."""
+    vjp = (lambda b, g, out, x: (deriv(b, g, out, x),)) if deriv else None
+    return elementwise(name, 1, eval=eval, sympy=sympy, vjp=vjp,
+                       names=(name,) if names is None else names,
+                       example=facts.pop("example", Example(((3,),), (domain,))), **facts)
+
+
+def binary(name, eval, vjp, *, sympy, domains=(ANY, ANY), names=(), **facts) -> OpDef:
+    """A real function of two arguments of one shape (build.py broadcasts them first)."""
+    return elementwise(name, 2, eval=eval, sympy=sympy, vjp=vjp, names=names,
+                       example=facts.pop("example", Example(((3,), (3,)), domains)),
+                       **facts)
+
+
+def _sig(x):
+    x = np.asarray(x, dtype=np.float64)
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def _softplus(x):
+    x = np.asarray(x, dtype=np.float64)
+    return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
+
+
+def _log_sigmoid(x):
+    x = np.asarray(x, dtype=np.float64)
+    return np.minimum(x, 0) - np.log1p(np.exp(-np.abs(x)))
+
+
+# sigmoid, softplus and log_sigmoid compute exp(-|x|), which is in [0, 1] (no overflow;
+# log1p of it without special cases: log1p_unit). Given it, each is a few operations:
+# these are their lowerings, and their `_e` forms' (ops/lowered.py), where the lower
+# pass shares one exp(-|x|) among several of them.
+
+
+def exp_neg_abs(em, x):
+    return em.math("exp", em.fneg(em.math("fabs", x)))
+
+
+def sigmoid_with(em, x, e):
+    """1 / (1 + e) for x >= 0, e / (1 + e) below: one division of the chosen numerator."""
+    den = em.fadd(em.fconst(1), e)
+    return em.fdiv(em.select(em.fcmp(">=", x, em.fconst(0)), em.fconst(1), e), den)
+
+
+def positive_part(em, x):
+    return em.select(em.fcmp(">", x, em.fconst(0)), x, em.fconst(0))
+
+
+def negative_part(em, x):
+    return em.select(em.fcmp("<", x, em.fconst(0)), x, em.fconst(0))
+
+
+def softplus_with(em, pos, e):
+    """max(x, 0) + log1p(e), from the positive part of x."""
+    return em.fadd(pos, em.math("log1p_unit", e))
+
+
+def log_sigmoid_with(em, neg, e):
+    """min(x, 0) - log1p(e), from the negative part of x."""
+    return em.fsub(neg, em.math("log1p_unit", e))
+
+
+def _erf(x):
+    return np.vectorize(math.erf, otypes=[np.float64])(x)
+
+
+def _one_minus_sq(b, out):
+    return b.sub(b.const(1.0), b.mul(out, out))
+
+
+def _sign_lower(em, g, n, x):
+    return em.select(em.fcmp(">", x, em.fconst(0)), em.fconst(1),
+                     em.select(em.fcmp("<", x, em.fconst(0)), em.fconst(-1), em.fconst(0)))
+
+
+FUNCTIONS = [
+    unary("neg", np.negative, lambda b, g, out, x: b.neg(g), names=(),
+          sympy=lambda sp, x: -x, lower=lambda em, g, n, x: em.fneg(x)),
+    unary("exp", np.exp, lambda b, g, out, x: b.mul(g, out),
+          sympy=lambda sp, x: sp.exp(x), math=Math("exp", "vmath")),
+    unary("log", np.log, lambda b, g, out, x: b.div(g, x), domain=POS,
+          sympy=lambda sp, x: sp.log(x), math=Math("log", "vmath")),
+    unary("log1p", np.log1p, lambda b, g, out, x: b.div(g, b.add(b.const(1.0), x)),
+          domain=POS, sympy=lambda sp, x: sp.log(1 + x), math=Math("log1p", "vmath")),
+    unary("expm1", np.expm1, lambda b, g, out, x: b.mul(g, b.add(out, b.const(1.0))),
+          sympy=lambda sp, x: sp.exp(x) - 1, math=Math("expm1", "vmath")),
+    unary("sqrt", np.sqrt, lambda b, g, out, x: b.div(b.mul(g, b.const(0.5)), out),
+          domain=POS, sympy=lambda sp, x: sp.sqrt(x), math=Math("sqrt", "instruction")),
+    unary("abs", np.abs, lambda b, g, out, x: b.mul(g, b.emit("sign", (x,))),
+          sympy=lambda sp, x: sp.Abs(x), math=Math("fabs", "instruction"),
+          example=Example(((4,),), (ANY,)), doc="abs'(0) = 0"),
+    unary("sign", np.sign, None, names=(), stage="backward", sympy=lambda sp, x: sp.sign(x),
+          lower=_sign_lower, example="its derivative is zero almost everywhere: it is "
+          "abs's, checked through abs", doc="backward-only: the derivative of abs"),
+    unary("sin", np.sin, lambda b, g, out, x: b.mul(g, b.emit("cos", (x,))),
+          sympy=lambda sp, x: sp.sin(x), math=Math("sin", "intrinsic")),
+    unary("cos", np.cos, lambda b, g, out, x: b.neg(b.mul(g, b.emit("sin", (x,)))),
+          sympy=lambda sp, x: sp.cos(x), math=Math("cos", "intrinsic")),
+    unary("tan", np.tan, lambda b, g, out, x: b.mul(g, b.add(b.const(1.0), b.mul(out, out))),
+          domain=UNIT, sympy=lambda sp, x: sp.tan(x), math=Math("tan", "libm")),
+    unary("tanh", np.tanh, lambda b, g, out, x: b.mul(g, _one_minus_sq(b, out)),
+          sympy=lambda sp, x: sp.tanh(x), math=Math("tanh", "vmath")),
+    unary("sinh", np.sinh, lambda b, g, out, x: b.mul(g, b.emit("cosh", (x,))),
+          sympy=lambda sp, x: sp.sinh(x), math=Math("sinh", "libm")),
+    unary("cosh", np.cosh, lambda b, g, out, x: b.mul(g, b.emit("sinh", (x,))),
+          sympy=lambda sp, x: sp.cosh(x), math=Math("cosh", "libm")),
+    unary("asin", np.arcsin,
+          lambda b, g, out, x: b.div(g, b.emit("sqrt", (_one_minus_sq(b, x),))),
+          domain=UNIT, sympy=lambda sp, x: sp.asin(x), math=Math("asin", "libm")),
+    unary("acos", np.arccos,
+          lambda b, g, out, x: b.neg(b.div(g, b.emit("sqrt", (_one_minus_sq(b, x),)))),
+          domain=UNIT, sympy=lambda sp, x: sp.acos(x), math=Math("acos", "libm")),
+    unary("atan", np.arctan, lambda b, g, out, x: b.div(g, b.add(b.const(1.0), b.mul(x, x))),
+          sympy=lambda sp, x: sp.atan(x), math=Math("atan", "libm")),
+    unary("sigmoid", _sig,
+          lambda b, g, out, x: b.mul(g, b.mul(out, b.sub(b.const(1.0), out))),
+          sympy=lambda sp, x: 1 / (1 + sp.exp(-x)),
+          lower=lambda em, g, n, x: sigmoid_with(em, x, exp_neg_abs(em, x)),
+          doc="stable for large |x|"),
+    unary("softplus", _softplus, lambda b, g, out, x: b.mul(g, b.emit("sigmoid", (x,))),
+          sympy=lambda sp, x: sp.log(1 + sp.exp(x)),
+          lower=lambda em, g, n, x: softplus_with(em, positive_part(em, x),
+                                                  exp_neg_abs(em, x)),
+          doc="log(1 + exp(x)), stable: softplus(1000) = 1000"),
+    unary("log_sigmoid", _log_sigmoid,
+          lambda b, g, out, x: b.mul(g, b.emit("sigmoid", (b.neg(x),))),
+          sympy=lambda sp, x: -sp.log(1 + sp.exp(-x)),
+          lower=lambda em, g, n, x: log_sigmoid_with(em, negative_part(em, x),
+                                                     exp_neg_abs(em, x)),
+          doc="log(sigmoid(x)) = -softplus(-x), stable: log_sigmoid(-1000) = -1000; its "
+              "derivative sigmoid(-x)"),
+    unary("relu", lambda x: np.maximum(x, 0),
+          lambda b, g, out, x: b.where(b.emit("gt", (x, b.zeros_like(x))), g,
+                                       b.zeros_like(g)),
+          sympy=lambda sp, x: sp.Max(x, 0),
+          lower=lambda em, g, n, x: em.select(em.fcmp(">", x, em.fconst(0)), x, em.fconst(0)),
+          example=Example(((4,),), (ANY,)), doc="relu'(0) = 0"),
+    unary("erf", _erf,
+          lambda b, g, out, x: b.mul(g, b.mul(b.const(2 / math.sqrt(math.pi)),
+                                              b.emit("exp", (b.neg(b.mul(x, x)),)))),
+          sympy=lambda sp, x: sp.erf(x), math=Math("erf", "vmath")),
+]
+
+
+def _powi_vjp(b, g, out, x):
+    n = out.attr("n")
+    if n == 1:
+        return (g,)
+    d = x if n == 2 else b.emit("powi", (x,), n=n - 1)
+    return (b.mul(g, b.mul(b.const(float(n)), d)),)
+
+
+POWERS = [
+    OpDef("powi", 1, "elem", infer=same_real,
+          eval=lambda a, x: np.power(np.asarray(x, dtype=np.float64), a["n"]),
+          sympy=lambda s, n, x: x ** n.attr("n"), names=(), axis=False, reduction=False,
+          stage="any", differentiable=True, vjp=_powi_vjp, mask=selected(_powi_vjp),
+          lower=lambda em, g, n, x: em.powi(x, n.attr("n")), single_pass=True,
+          foldable=True, example=Example(((3,),), (ANY,), {"n": 3}),
+          doc="x ^ n for an integer literal n, by multiplication: exact for negative x"),
+    elementwise("to_real", 1, infer=lambda a, x: (x.shape, REAL),
+                eval=lambda x: np.asarray(x, dtype=np.float64), sympy=lambda sp, x: x,
+                differentiable=False, lower=lambda em, g, n, x: em.to_real(x),
+                example="an integer argument: checked through models with int inputs "
+                "(tests/test_syntax.py, the conformance cases)",
+                doc="an integer used as a number"),
+]
+
+
+def _pow_vjp(b, g, out, x, y):
+    dx = b.mul(g, b.mul(y, b.binary("pow", x, b.sub(y, b.const(1.0)))))
+    zero = b.zeros_like(out)
+    dy = b.where(b.emit("eq", (out, zero)), zero, b.mul(g, b.mul(out, b.emit("log", (x,)))))
+    return dx, dy
+
+
+def _maxmin_vjp(cmp):
+    def vjp(b, g, out, x, y):
+        take_x = b.emit(cmp, (x, y))
+        zero = b.zeros_like(g)
+        return b.where(take_x, g, zero), b.where(take_x, zero, g)
+    return vjp
+
+
+def _atan2_vjp(b, g, out, y, x):
+    den = b.add(b.mul(x, x), b.mul(y, y))
+    zero = b.zeros_like(den)
+    at_origin = b.emit("eq", (den, zero))
+    gy = b.where(at_origin, zero, b.div(b.mul(g, x), den))
+    gx = b.where(at_origin, zero, b.neg(b.div(b.mul(g, y), den)))
+    return gy, gx
+
+
+ARITHMETIC = [
+    binary("add", np.add, lambda b, g, out, x, y: (g, g), sympy=lambda sp, x, y: x + y,
+           lower=lambda em, g, n, x, y: em.fadd(x, y)),
+    binary("sub", np.subtract, lambda b, g, out, x, y: (g, b.neg(g)),
+           sympy=lambda sp, x, y: x - y, lower=lambda em, g, n, x, y: em.fsub(x, y)),
+    binary("mul", np.multiply, lambda b, g, out, x, y: (b.mul(g, y), b.mul(g, x)),
+           sympy=lambda sp, x, y: x * y, lower=lambda em, g, n, x, y: em.fmul(x, y),
+           example=Example(((2, 3), (2, 3)), (ANY, ANY))),
+    binary("div", np.divide,
+           lambda b, g, out, x, y: (b.div(g, y), b.neg(b.div(b.mul(g, out), y))),
+           sympy=lambda sp, x, y: x / y, lower=lambda em, g, n, x, y: em.fdiv(x, y),
+           domains=(ANY, POS)),
+    binary("pow", np.power, _pow_vjp, names=("pow",), sympy=lambda sp, x, y: x ** y,
+           math=Math("pow", "intrinsic"), domains=(POS, ANY),
+           doc="x ^ y for real y; d/dy is 0 where x ^ y = 0"),
+    binary("maximum", np.maximum, _maxmin_vjp("ge"), names=("max",),
+           sympy=lambda sp, x, y: sp.Max(x, y),
+           lower=lambda em, g, n, x, y: em.select(em.fcmp(">=", x, y), x, y),
+           example=Example(((4,), (4,)), (ANY, ANY)),
+           doc="max(a, b): the whole gradient goes to a when a >= b"),
+    binary("minimum", np.minimum, _maxmin_vjp("le"), names=("min",),
+           sympy=lambda sp, x, y: sp.Min(x, y),
+           lower=lambda em, g, n, x, y: em.select(em.fcmp("<=", x, y), x, y),
+           example=Example(((4,), (4,)), (ANY, ANY)),
+           doc="min(a, b): the whole gradient goes to a when a <= b"),
+    binary("atan2", np.arctan2, _atan2_vjp, names=("atan2",),
+           sympy=lambda sp, y, x: sp.atan2(y, x), math=Math("atan2", "libm"),
+           doc="atan2(y, x); gradient 0 at the origin"),
+]
+
+_BOOLEAN = ("a bool result: checked through `where` (tests/test_where_gradient.py and "
+            "the conformance cases)")
+
+
+def _comparison(name, sym, f, form) -> OpDef:
+    return elementwise(name, 2, infer=same_bool, eval=f, sympy=form, differentiable=False,
+                       lower=lambda em, g, n, x, y: em.fcmp(sym, x, y), example=_BOOLEAN,
+                       doc=f"a {sym} b")
+
+
+def _logic(name, arity, f, form, lower) -> OpDef:
+    return elementwise(name, arity, infer=same_bool, eval=f, sympy=form,
+                       differentiable=False, lower=lower, example=_BOOLEAN)
+
+
+LOGIC = [
+    _comparison("lt", "<", np.less, lambda sp, x, y: sp.Lt(x, y)),
+    _comparison("le", "<=", np.less_equal, lambda sp, x, y: sp.Le(x, y)),
+    _comparison("gt", ">", np.greater, lambda sp, x, y: sp.Gt(x, y)),
+    _comparison("ge", ">=", np.greater_equal, lambda sp, x, y: sp.Ge(x, y)),
+    _comparison("eq", "==", np.equal, lambda sp, x, y: sp.Eq(x, y)),
+    _comparison("ne", "!=", np.not_equal, lambda sp, x, y: sp.Ne(x, y)),
+    _logic("and", 2, np.logical_and, lambda sp, x, y: sp.And(x, y),
+           lambda em, g, n, x, y: em.and_(x, y)),
+    _logic("or", 2, np.logical_or, lambda sp, x, y: sp.Or(x, y),
+           lambda em, g, n, x, y: em.or_(x, y)),
+    _logic("not", 1, np.logical_not, lambda sp, x: sp.Not(x),
+           lambda em, g, n, x: em.not_(x)),
+]
+
+
+def _where_infer(a, c, x, y):
+    assert c.dtype == BOOL and c.shape == x.shape == y.shape
+    return x.shape, REAL
+
+
+def _where_vjp(b, g, out, c, x, y):
+    zero = b.zeros_like(g)
+    return None, b.where(c, g, zero), b.where(c, zero, g)
+
+
+def _where_mask(b, g, m, out, c, x, y):
+    """Each branch's adjoint is g where the branch is chosen (and m holds), exact 0
+    elsewhere: masked by the condition, or its negation."""
+    _, gx, gy = _where_vjp(b, g, out, c, x, y)
+    not_c = b.emit("not", (c,))
+    if m is not None:
+        c, not_c = b.emit("and", (m, c)), b.emit("and", (m, not_c))
+    return (None, None), (gx, c), (gy, not_c)
+
+
+WHERE = OpDef(
+    "where", 3, "elem", infer=_where_infer, eval=lambda a, c, x, y: np.where(c, x, y),
+    sympy=lambda s, n, c, x, y: s.sp.Piecewise((x, c), (y, True)), names=("where",),
+    axis=False, reduction=False, stage="any", differentiable=True, vjp=_where_vjp,
+    mask=_where_mask, lower=lambda em, g, n, c, x, y: em.select(c, x, y),
+    single_pass=True, foldable=True,
+    example="a bool argument: tests/test_where_gradient.py",
+    doc="elementwise choice; the gradient flows only through the branch chosen")
+
+
+# integer scalar arithmetic (indices, counts)
+
+
+def _checked_eval(a, i):
+    i = np.asarray(i)
+    bad = (i < 0) | (i >= a["size"])
+    if np.any(bad):
+        v = int(i[bad].flat[0]) if i.ndim else int(i)
+        raise IndexError(f"index {v} out of range 0..{a['size'] - 1}")
+    return i.astype(np.int64) if i.ndim else np.int64(i)
+
+
+def _int64(f):
+    """Integer arithmetic on scalars or arrays, exact (as Python integers): a result
+    that does not fit 64 bits is an index error, as it is in compiled code (which checks
+    every step, codegen/index.py)."""
+    def eval(*xs):
+        v = f(*[np.array(np.asarray(x).tolist(), dtype=object) for x in xs])
+        out = np.asarray(v, dtype=object)
+        if np.any((out < -2 ** 63) | (out >= 2 ** 63)):
+            bad = int(out[(out < -2 ** 63) | (out >= 2 ** 63)].flat[0]) if out.ndim \
+                else int(out)
+            raise IndexError(f"index arithmetic overflows a 64-bit integer ({bad})")
+        return out.astype(np.int64) if out.ndim else np.int64(int(out))
+    return eval
+
+
+_INDEX = ("integers: checked through models that index with int inputs "
+          "(tests/test_index_overflow.py)")
+
+
+def _integer(name, arity, f, form, lower) -> OpDef:
+    return elementwise(name, arity, infer=scalar_int, eval=_int64(f), sympy=form,
+                       differentiable=False, lower=lower, example=_INDEX)
+
+
+# Integer arithmetic only computes indices (build.py computes an integer expression used
+# as a number in real arithmetic). The lowerings wrap; the index checks the overflow.
+INTEGERS = [
+    OpDef("checked_index", 1, "elem", infer=scalar_int, eval=_checked_eval,
+          sympy=lambda s, n, i: i, names=(), axis=False, reduction=False, stage="any",
+          differentiable=False, vjp=None, mask=None,
+          lower=lambda em, g, n, i: em.check_index(g, n, i), single_pass=True,
+          foldable=False, example=_INDEX,
+          doc="a data-dependent index, checked against 0..size-1 (and for overflow of the "
+              "arithmetic computing it) at run time: never folded, the check is the run "
+              "time's"),
+    _integer("iadd", 2, lambda x, y: x + y, lambda sp, x, y: x + y,
+             lambda em, g, n, x, y: em.add(x, y)),
+    _integer("isub", 2, lambda x, y: x - y, lambda sp, x, y: x - y,
+             lambda em, g, n, x, y: em.sub(x, y)),
+    _integer("imul", 2, lambda x, y: x * y, lambda sp, x, y: x * y,
+             lambda em, g, n, x, y: em.mul(x, y)),
+    _integer("ineg", 1, lambda x: -x, lambda sp, x: -x, lambda em, g, n, x: em.neg(x)),
+]
+
+OPS = FUNCTIONS + POWERS + ARITHMETIC + LOGIC + [WHERE] + INTEGERS

@@ -1,0 +1,317 @@
+"""Tensor ops: reductions, softmax, matrix products and the backward-only helpers of max
+and prod. Code generation computes each whole, into a buffer, with loops."""
+from __future__ import annotations
+
+import numpy as np
+
+from lossc.ir.dtypes import REAL
+from lossc.ir.ops.base import (ANY, Example, OpDef, any_of, expand, moved_mask,
+                               numpy_form, reduced_mask, reduced_shape, same_as_input,
+                               select)
+
+
+def tensor(name, *, names=(), axis=False, stage="any", vjp=None, mask=None,
+           single_pass=False, **facts) -> OpDef:
+    return OpDef(name, facts.pop("arity", 1), "tensor", names=names, axis=axis,
+                 reduction=False, stage=stage, differentiable=True, vjp=vjp, mask=mask,
+                 single_pass=single_pass, foldable=False, **facts)
+
+
+def reduction(name, eval, vjp, mask, form, *, single_pass, example, doc) -> OpDef:
+    """A reduction over the axes in its `axes` attribute, the function `name` of the
+    language (axis=0 or 1 of a matrix, or all axes). form(s, group) -> expr."""
+    return OpDef(name, 1, "tensor", infer=reduced_shape, eval=eval,
+                 sympy=lambda s, n, group: form(s, group), names=(name,), axis=True,
+                 reduction=True, stage="any", differentiable=True, vjp=vjp,
+                 mask=mask(vjp), lower=lambda em, g, n: em.reduce(g, n, name),
+                 single_pass=single_pass, foldable=False, example=example, doc=doc)
+
+
+def _reduce_eval(f):
+    return lambda a, x: f(np.asarray(x, dtype=np.float64), axis=tuple(a["axes"]))
+
+
+def _sum_vjp(b, g, out, x):
+    return (expand(b, g, x, out.attr("axes")),)
+
+
+def _ext_vjp(kind):
+    def vjp(b, g, out, x):
+        axes = out.attr("axes")
+        mask = b.emit("argext_mask", (x,), axes=axes, kind=kind)
+        return (b.mul(mask, expand(b, g, x, axes)),)
+    return vjp
+
+
+def _prod_vjp(b, g, out, x):
+    axes = out.attr("axes")
+    others = b.emit("prod_others", (x,), axes=axes)
+    return (b.mul(others, expand(b, g, x, axes)),)
+
+
+def _lse_vjp(b, g, out, x):
+    axes = out.attr("axes")
+    soft = b.emit("exp", (b.sub(x, expand(b, out, x, axes)),))
+    return (b.mul(soft, expand(b, g, x, axes)),)
+
+
+def _norm_vjp(b, g, out, x):
+    axes = out.attr("axes")
+    zero = b.zeros_like(out)
+    # the gradient of the norm at the zero vector is taken as 0, not 0/0
+    scale = b.where(b.emit("eq", (out, zero)), zero, b.div(g, out))
+    return (b.mul(x, expand(b, scale, x, axes)),)
+
+
+def lse_eval(a, x):
+    x = np.asarray(x, dtype=np.float64)
+    axes = tuple(a["axes"])
+    m = np.max(x, axis=axes, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0)
+    return np.squeeze(m, axis=axes) + np.log(np.sum(np.exp(x - m), axis=axes))
+
+
+def _norm_eval(a, x):
+    return np.sqrt(np.sum(np.square(np.asarray(x, dtype=np.float64)), axis=tuple(a["axes"])))
+
+
+def _extreme(s, group, which):
+    return which(*group) if len(group) > 1 else group[0]
+
+
+REDUCTIONS = [
+    reduction("sum", _reduce_eval(np.sum), _sum_vjp, moved_mask,
+              lambda s, v: s.sp.Add(*v), single_pass=True,
+              example=Example(((2, 3),), (ANY,), {"axes": (1,)}), doc="sum over axes"),
+    reduction("max", _reduce_eval(np.max), _ext_vjp("max"), moved_mask,
+              lambda s, v: _extreme(s, v, s.Max), single_pass=True,
+              example=Example(((2, 3),), (ANY,), {"axes": (0,)}),
+              doc="max over axes; the gradient goes to the first max"),
+    reduction("min", _reduce_eval(np.min), _ext_vjp("min"), moved_mask,
+              lambda s, v: _extreme(s, v, s.Min), single_pass=True,
+              example=Example(((5,),), (ANY,), {"axes": (0,)}),
+              doc="min over axes; the gradient goes to the first min"),
+    reduction("prod", _reduce_eval(np.prod), _prod_vjp, reduced_mask,
+              lambda s, v: s.sp.Mul(*v), single_pass=True,
+              example=Example(((2, 3),), (ANY,), {"axes": (0, 1)}),
+              doc="product over axes; exact gradient with zeros"),
+    reduction("logsumexp", lse_eval, _lse_vjp, reduced_mask,
+              lambda s, v: s.sp.log(s.sp.Add(*[s.sp.exp(t) for t in v])),
+              single_pass=False,     # (the max first, then the sum)
+              example=Example(((2, 3),), (ANY,), {"axes": (1,)}),
+              doc="log(sum(exp(x))), stable"),
+    reduction("norm", _norm_eval, _norm_vjp, reduced_mask,
+              lambda s, v: s.sp.sqrt(s.sp.Add(*[t ** 2 for t in v])), single_pass=True,
+              example=Example(((2, 3),), (ANY,), {"axes": (0,)}),
+              doc="Euclidean norm; gradient 0 at zero"),
+]
+
+
+def _groups_last(x, axes):
+    """x with the reduced axes last, flattened to (kept elements, group), and how to put
+    an array of that layout back."""
+    kept = [k for k in range(x.ndim) if k not in axes]
+    moved = np.moveaxis(x, kept + list(axes), range(x.ndim))
+    flat = moved.reshape(int(np.prod([x.shape[k] for k in kept])), -1)
+
+    def back(out):
+        return np.moveaxis(out.reshape(moved.shape), range(x.ndim), kept + list(axes))
+    return flat, back
+
+
+def _argext_eval(a, x):
+    flat, back = _groups_last(np.asarray(x, dtype=np.float64), tuple(a["axes"]))
+    pick = (np.argmax if a["kind"] == "max" else np.argmin)(flat, axis=1)
+    mask = np.zeros_like(flat)
+    mask[np.arange(flat.shape[0]), pick] = 1
+    return back(mask)
+
+
+def _argext_form(s, n, x):
+    """1 at the first maximum (minimum) of each group, 0 elsewhere: `argmax(v_0, ...)`
+    (an unevaluated function, read as the first extreme's position) compared with each
+    position. Comparing every pair of elements instead would take sympy time quadratic
+    in the group's size, for a longer formula."""
+    flat, back = s.groups(x, n.attr("axes"))
+    arg = s.argext(n.attr("kind"))
+    out = np.empty(flat.shape, dtype=object)
+    for idx in np.ndindex(*flat.shape[:-1]):
+        v = flat[idx]
+        if len(v) == 1:
+            out[idx + (0,)] = s.sp.Integer(1)
+            continue
+        at = arg(*v)
+        for j in range(len(v)):
+            out[idx + (j,)] = s.sp.Piecewise((1, s.sp.Eq(at, j)), (0, True))
+    return back(out)
+
+
+def _prod_others_eval(a, x):
+    flat, back = _groups_last(np.asarray(x, dtype=np.float64), tuple(a["axes"]))
+    out = np.empty_like(flat)
+    for j in range(flat.shape[1]):
+        out[:, j] = np.prod(np.delete(flat, j, axis=1), axis=1)
+    return back(out)
+
+
+def _prod_others_form(s, n, x):
+    out = np.empty(x.shape, dtype=object)
+    group = [k for k in range(x.ndim) if k not in n.attr("axes")]
+    for idx in np.ndindex(*x.shape):
+        y = x.copy()
+        y[idx] = s.sp.Integer(1)
+        sl = tuple(idx[k] if k in group else slice(None) for k in range(x.ndim))
+        out[idx] = s.sp.Mul(*np.asarray(y[sl]).reshape(-1))
+    return out
+
+
+def _group_size(n):
+    return int(np.prod([n.inputs[0].shape[a] for a in n.attr("axes")]))
+
+
+BACKWARD = [
+    tensor("argext_mask", stage="backward", infer=same_as_input, eval=_argext_eval,
+           sympy=_argext_form, lower=lambda em, g, n: em.argext_mask(g, n),
+           sympy_operands=lambda n: 3,   # a comparison with the group's argmax
+           example=Example(((2, 3),), (ANY,), {"axes": (1,), "kind": "max"}),
+           doc="backward-only: 1 at the first max (kind=max) or min of each reduced "
+               "group"),
+    tensor("prod_others", stage="backward", infer=same_as_input, eval=_prod_others_eval,
+           sympy=_prod_others_form, lower=lambda em, g, n: em.prod_others(g, n),
+           sympy_operands=_group_size, example=Example(((4,),), (ANY,), {"axes": (0,)}),
+           doc="backward-only: each element's product of the others in its group, no "
+               "division"),
+]
+
+
+def _softmax_eval(a, x):
+    x = np.asarray(x, dtype=np.float64)
+    ax = a["axis"]
+    e = np.exp(x - np.max(x, axis=ax, keepdims=True))
+    return e / np.sum(e, axis=ax, keepdims=True)
+
+
+def _log_softmax_eval(a, x):
+    x = np.asarray(x, dtype=np.float64)
+    ax = a["axis"]
+    m = np.max(x, axis=ax, keepdims=True)
+    return x - m - np.log(np.sum(np.exp(x - m), axis=ax, keepdims=True))
+
+
+def _softmax_vjp(b, g, out, x):
+    ax = out.attr("axis")
+    dot = b.emit("sum", (b.mul(g, out),), axes=(ax,))
+    return (b.mul(out, b.sub(g, expand(b, dot, x, (ax,)))),)
+
+
+def _log_softmax_vjp(b, g, out, x):
+    ax = out.attr("axis")
+    total = b.emit("sum", (g,), axes=(ax,))
+    soft = b.emit("softmax", (x,), axis=ax)
+    return (b.sub(g, b.mul(soft, expand(b, total, x, (ax,)))),)
+
+
+def _softmax_mask(b, g, m, out, x):
+    """Every element of a group depends on every other: an element's adjoint is kept
+    where any element of its group was chosen; the sum over the group takes the chosen
+    elements only."""
+    if m is None:
+        return [(_softmax_vjp(b, g, out, x)[0], None)]
+    ax = out.attr("axis")
+    dot = b.emit("sum", (select(b, m, b.mul(g, out)),), axes=(ax,))
+    keep = expand(b, any_of(b, m, (ax,)), x, (ax,))
+    return [(select(b, keep, b.mul(out, b.sub(g, expand(b, dot, x, (ax,))))), keep)]
+
+
+def _log_softmax_mask(b, g, m, out, x):
+    """As softmax's; the sum over the group is of g alone, exact zeros where unchosen."""
+    (gx,) = _log_softmax_vjp(b, g, out, x)
+    if m is None:
+        return [(gx, None)]
+    keep = expand(b, any_of(b, m, (out.attr("axis"),)), x, (out.attr("axis"),))
+    return [(select(b, keep, gx), keep)]
+
+
+def _softmax_form(s, n, x):
+    axis = n.attr("axis")
+    total = np.expand_dims(s.reduce(x, (axis,), lambda v: s.sp.Add(*[s.sp.exp(t) for t in v])),
+                           axis)
+    if n.op == "softmax":
+        return s.apply(lambda t, u: s.sp.exp(t) / u, x, total)
+    return s.apply(lambda t, u: t - s.sp.log(u), x, total)
+
+
+def _softmax_operands(n):
+    return n.inputs[0].shape[n.attr("axis")] + 1
+
+
+SOFTMAX = [
+    tensor("softmax", names=("softmax",), axis=True, infer=same_as_input,
+           eval=_softmax_eval, sympy=_softmax_form, vjp=_softmax_vjp, mask=_softmax_mask,
+           lower=lambda em, g, n: em.softmax(g, n, log=False),
+           sympy_operands=_softmax_operands,
+           example=Example(((2, 3),), (ANY,), {"axis": 0}),
+           doc="softmax along an axis, stable"),
+    tensor("log_softmax", names=("log_softmax",), axis=True, infer=same_as_input,
+           eval=_log_softmax_eval, sympy=_softmax_form, vjp=_log_softmax_vjp,
+           mask=_log_softmax_mask, lower=lambda em, g, n: em.softmax(g, n, log=True),
+           sympy_operands=_softmax_operands,
+           example=Example(((4,),), (ANY,), {"axis": 0}),
+           doc="log(softmax) along an axis, stable"),
+]
+
+
+def _matmul_infer(a, x, y):
+    assert x.shape[-1] == y.shape[0] and x.rank + y.rank >= 3
+    return x.shape[:-1] + y.shape[1:], REAL
+
+
+def _matmul_vjp(b, g, out, x, y):
+    if x.rank == 2 and y.rank == 2:       # [M,K] @ [K,N]
+        return (b.emit("matmul", (g, b.emit("transpose", (y,)))),
+                b.emit("matmul", (b.emit("transpose", (x,)), g)))
+    if x.rank == 2:                       # [M,K] @ [K] -> [M]
+        return outer(b, g, y), b.emit("matmul", (g, x))
+    return b.emit("matmul", (y, g)), outer(b, x, g)   # [K] @ [K,N] -> [N]
+
+
+def outer(b, u, v):
+    """outer(u, v) as the product of two broadcasts (how build.py writes `outer` too)."""
+    shape = (u.shape[0], v.shape[0])
+    return b.mul(b.broadcast(u, shape, (0,)), b.broadcast(v, shape, (1,)))
+
+
+def _matmul_mask(b, g, m, out, x, y):
+    """Each operand's adjoint is a product of g with the other operand: that operand is
+    read only where a chosen element of the product uses it (a row of A in A @ x is
+    zeroed where that element is not chosen), and each adjoint is kept where a chosen
+    element reaches it. For A @ B of two matrices the rows of A and the columns of B
+    that no chosen element uses are zeroed; an element of B in a column some row
+    chooses still meets the other rows' zeros (a NaN there, where that column's chosen
+    products are themselves NaN or infinite)."""
+    if m is None:
+        return [(a, None) for a in _matmul_vjp(b, g, out, x, y)]
+    if x.rank == 2 and y.rank == 2:       # [M,K] @ [K,N]
+        rows = b.broadcast(any_of(b, m, (1,)), x.shape, (0,))
+        cols = b.broadcast(any_of(b, m, (0,)), y.shape, (1,))
+        gx = b.emit("matmul", (g, b.emit("transpose", (select(b, cols, y),))))
+        gy = b.emit("matmul", (b.emit("transpose", (select(b, rows, x),)), g))
+        return [(select(b, rows, gx), rows), (select(b, cols, gy), cols)]
+    # (the vector operand's adjoint: kept wherever anything was chosen)
+    chosen = b.broadcast(any_of(b, m, (0,)), y.shape if x.rank == 2 else x.shape)
+    if x.rank == 2:                       # [M,K] @ [K] -> [M]
+        rows = b.broadcast(m, x.shape, (0,))
+        return [(select(b, rows, outer(b, g, y)), rows),
+                (b.emit("matmul", (g, select(b, rows, x))), chosen)]
+    cols = b.broadcast(m, y.shape, (1,))  # [K] @ [K,N] -> [N]
+    return [(b.emit("matmul", (select(b, cols, y), g)), chosen),
+            (select(b, cols, outer(b, x, g)), cols)]
+
+
+MATMUL = tensor(
+    "matmul", arity=2, infer=_matmul_infer, eval=lambda a, x, y: np.matmul(x, y),
+    sympy=numpy_form(lambda a, x, y: np.matmul(x, y)), vjp=_matmul_vjp, mask=_matmul_mask,
+    lower=lambda em, g, n: em.matmul(g, n), sympy_operands=lambda n: 2 * n.inputs[0].shape[-1],
+    example=Example(((2, 3), (3, 4)), (ANY, ANY)), doc="A @ B, A @ x, x @ A")
+
+OPS = REDUCTIONS + BACKWARD + SOFTMAX + [MATMUL]
