@@ -473,10 +473,13 @@ def _load_params(path, model) -> dict:
 
 
 def _source_sha256(file: pathlib.Path) -> str:
+    """The hash a model compiled from `file` records (read as the compiler reads it:
+    a device or a pipe is not read without end), or "" if it cannot be read."""
     import hashlib
+    from lossc.compiler import read_source
     try:
-        return hashlib.sha256(file.read_text(encoding="utf-8").encode()).hexdigest()
-    except (OSError, ValueError):
+        return hashlib.sha256(read_source(file).text.encode()).hexdigest()
+    except (OSError, ValueError, TypeError):      # (a CompileError is a ValueError)
         return ""      # (load_model reports an unreadable file)
 
 

@@ -177,3 +177,14 @@ def test_the_plot_marks_the_best_epoch_and_picks_its_scale():
     fig = draw_curve(r, "t", by_steps=False, per_epoch=1)
     best = [ln for ln in fig.axes[0].get_lines() if ln.get_label() == "best: epoch 2"]
     assert list(best[0].get_ydata()) == [1.5]
+
+
+def test_a_device_as_the_model_with_a_recorded_file_is_an_error_not_a_hang(trained):
+    import subprocess
+    import sys
+    from conftest import ROOT
+    p = subprocess.run([sys.executable, "-m", "lossc.cli", "eval", "/dev/zero", "--params",
+                        str(trained), "--data", str(TEST)], capture_output=True, text=True,
+                       cwd=ROOT, timeout=120)
+    assert p.returncode == 1 and "Traceback" not in p.stderr
+    assert "/dev/zero" in p.stderr and "not a regular file" in p.stderr
