@@ -379,13 +379,13 @@ FOUND_MAX = 20      # column names a message lists at most
 
 
 def _found_and_expected(header, model) -> str:
-    """Two more lines for a message: the columns the header has and those the model's
-    inputs take."""
+    """The end of a message: the columns the header has and those the model's inputs
+    take (on the same line: an error is one line on the command line)."""
     found = ", ".join(header[:FOUND_MAX])
     if len(header) > FOUND_MAX:
         found += f", ... ({len(header)} in all)"
     expected = ", ".join(_column_span(s) for s in model.inputs)
-    return f"\n  found columns:    {found}\n  expected columns: {expected}"
+    return f"; found columns: {found}; expected columns: {expected}"
 
 
 def _column_span(spec) -> str:
