@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(PY) -m lossc.demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto
 
 # the full size sweep (tests/sweep.py): every model family at every size, dtype and
 # vector width against the reference interpreter; run it before code generation changes

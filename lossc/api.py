@@ -217,7 +217,7 @@ def _disagreement(header: dict, objects: dict, path) -> tuple[Optional[str], obj
     again, or None; that compilation). The front end and the planning of the model's
     code units run without LLVM: signature, dims, index checks and each unit's work
     size must be what they give, and the work size the largest of those."""
-    from lossc.codegen.units import LOSS, build_module
+    from lossc.codegen.units import DERIVED_UNITS, LOSS, build_module
     from lossc.source import CompileError
     try:
         c = compile_source(*_recorded_source(header, path))
@@ -231,8 +231,9 @@ def _disagreement(header: dict, objects: dict, path) -> tuple[Optional[str], obj
     bits = header.get("vector_bits")
     if type(bits) is not int or bits not in (64, 128, 256, 512):
         return "its vector width is not one lossc uses", c
-    for unit in sorted({VALUE_AND_GRAD, LOSS} & set(objects)):
-        _, work = build_module(c.graph, c.dtype, (unit,), vector_bits=bits)
+    for unit in sorted({VALUE_AND_GRAD, LOSS, *DERIVED_UNITS} & set(objects)):
+        _, work = build_module(c.graph, c.dtype, (unit,), vector_bits=bits,
+                               derived=c.unit_graph)
         if header["unit_work"].get(unit) != work:
             return f"the work size of its code unit {unit!r} is not its source's", c
     # (every call allocates work_size elements: no more than its largest unit needs)

@@ -10,7 +10,7 @@ import click
 from lossc.cli_common import (check_memory, check_numbers, check_output, compile_stage, fail,
                                load_model, model_options, options_from_env, parse_hypers)
 from lossc.cli_train import eval_cmd, train
-from lossc.codegen.units import UNITS
+from lossc.codegen.units import DERIVED_UNITS, UNITS
 from lossc.files import replacing
 
 
@@ -65,26 +65,38 @@ def compile_cmd(file, dims, dtype, output):
 @click.option("--after", default=None, metavar="PASS",
               help="Show the graph after this pass: build, stabilize, autodiff, fold, cse, "
                    "dce, hoist, tidy (the plain graph), lower (the fusions this machine's "
-                   "code takes; default: after all of them).")
+                   "code takes), and forward with --mode forward or hvp (default: after all "
+                   "of them).")
+@click.option("--mode", type=click.Choice(["reverse", "forward", "hvp"]), default="reverse",
+              show_default=True,
+              help="reverse: the loss and its gradient; forward: the loss and its tangent "
+                   "along a direction (tangent.<param> parameters), what Model.jvp runs; "
+                   "hvp: forward mode over the gradient, the Hessian times the direction, "
+                   "what Model.hvp runs.")
 @click.option("--format", "fmt", type=click.Choice(["text", "dot", "latex"]), default="text",
               show_default=True, help="text: one value a line; dot: Graphviz; latex: "
                                       "equations of the loss and gradient (for small "
                                       "models: a larger one is refused).")
 @click.option("--stats", is_flag=True, help="Nodes per stage, rewrites applied, and the "
                                              "size the gradient would have as a tree.")
-def graph_cmd(file, dims, dtype, after, fmt, stats):
+def graph_cmd(file, dims, dtype, after, mode, fmt, stats):
     """Show the SSA graph of FILE's loss and gradient.
 
     Each line is one value: %id:type = op inputs  # line:col of the source. A `|` after
     the type marks a per-sample value; the others are computed once per call."""
     from lossc.compiler import host_target
-    from lossc.passes import PASS_NAMES, PIPELINE
-    if after is not None and after not in PASS_NAMES:
-        fail(f"lossc: error: unknown pass {after!r}; the passes are {', '.join(PASS_NAMES)}")
+    from lossc.passes import pass_names, pipeline
+    names = pass_names(mode)
+    if after is not None and after not in names:
+        fail(f"lossc: error: unknown pass {after!r}; the passes of mode {mode} are "
+             f"{', '.join(names)}")
+    if fmt == "latex" and mode != "reverse":
+        fail("lossc: error: --format latex shows the loss and its gradient only (mode "
+             "reverse)")
     target = None
-    if after is None or any(p.target and p.name == after for p in PIPELINE):
+    if after is None or any(p.target and p.name == after for p in pipeline(mode)):
         target = host_target(dtype, options_from_env().vector_bits)
-    c = compile_stage(file, dims, dtype, until=after, target=target)
+    c = compile_stage(file, dims, dtype, until=after, target=target, mode=mode)
     g = c.stages[after] if after else c.graph
     if stats:
         from lossc.ir.stats import format_stats
@@ -102,21 +114,24 @@ def graph_cmd(file, dims, dtype, after, fmt, stats):
     else:
         from lossc.ir.printer import format_graph
         real = "f32" if dtype == "float32" else "f64"
-        click.echo(format_graph(g, f"{file.name} after {after or 'all passes'}", real))
+        title = f"{file.name}{'' if mode == 'reverse' else ' (' + mode + ' mode)'}"
+        click.echo(format_graph(g, f"{title} after {after or 'all passes'}", real))
 
 
 @main.command("ir")
 @model_options
 @click.option("--raw", is_flag=True, help="The IR lossc emits, before LLVM optimizes it.")
 @click.option("--asm", is_flag=True, help="Machine assembly for this CPU.")
-@click.option("--unit", "units", multiple=True, type=click.Choice(UNITS),
-              help="Only this code unit (repeatable; default: all of them).")
+@click.option("--unit", "units", multiple=True, type=click.Choice(UNITS + DERIVED_UNITS),
+              help="Only this code unit (repeatable; default: all but jvp, hvp and "
+                   "hessian).")
 def ir_cmd(file, dims, dtype, raw, asm, units):
     """Show the LLVM IR (optimized for this CPU) or the assembly for FILE.
 
     A model's code comes in units compiled separately (lossc.compile builds
     value_and_grad; loss, the optimizers' training steps and the shuffle follow on
-    first use); this shows them together unless --unit picks some. The units every
+    first use, and so do jvp, hvp and hessian, forward mode over the loss or the
+    gradient); this shows them together unless --unit picks some. The units every
     model shares are optimized as lossc compiles them, with LLVM's O3."""
     from lossc.codegen import jit
     from lossc.codegen.units import LIBRARY_UNITS

@@ -498,7 +498,12 @@ def _source_sha256(file: pathlib.Path) -> str:
 @click.option("--label", default=None,
               help="The input holding class labels, for accuracy (default: the int input, "
                    "or y or label).")
-def eval_cmd(file, dims, dtype, data, params_path, hypers, metrics, label):
+@click.option("--stderr", "stderr", is_flag=True,
+              help="Also print each parameter's estimate, standard error, z, P>|z| and 95% "
+                   "interval, from the inverse Hessian of the objective (the Laplace "
+                   "approximation: standard errors of a fitted `reduce sum` negative "
+                   "log-likelihood).")
+def eval_cmd(file, dims, dtype, data, params_path, hypers, metrics, label, stderr):
     """Print the objective of FILE's model with saved parameters (on a data file), and
     the norm of its gradient there."""
     model, params, hyper_values = load_trained(file, dims, dtype, params_path,
@@ -512,6 +517,9 @@ def eval_cmd(file, dims, dtype, data, params_path, hypers, metrics, label):
         if "accuracy" in metrics:
             spec = label_input(model, label)
             acc = accuracy(model, params, arrays, hyper_values, spec.name)
+        if stderr:
+            from lossc.optim.laplace import laplace
+            table = laplace(model, params, arrays, hyper_values).summary()
     except (DataError, ValueError, TypeError) as e:
         fail(f"lossc: error: {e}")
     norm = math.sqrt(sum(float(np.sum(np.square(g))) for g in grads.values()))
@@ -520,3 +528,5 @@ def eval_cmd(file, dims, dtype, data, params_path, hypers, metrics, label):
     click.echo(f"objective {value:.10g}{on}; gradient norm {norm:.4g}")
     if "accuracy" in metrics:
         click.echo(f"accuracy {acc:.4f} ({round(acc * n)}/{n}, labels from '{spec.name}')")
+    if stderr:
+        click.echo(table)

@@ -11,10 +11,10 @@ import stat
 from dataclasses import dataclass, field
 from typing import Optional
 
-from lossc.codegen.units import UNITS, build_module
+from lossc.codegen.units import UNITS, build_module, derived_mode, result_graph
 from lossc.ir.build import FUNCTIONS, build_graph
 from lossc.ir.graph import Graph
-from lossc.passes import Target, run_pipeline
+from lossc.passes import Target, derived_graph, pipeline, run_pipeline
 from lossc.runtime.keys import key_of
 from lossc.runtime.spec import Signature
 from lossc.source import CompileError, Diagnostic, Reporter, Source, Span
@@ -117,16 +117,17 @@ def vector_bits(features: str, forced: Optional[int] = None) -> int:
 
 
 def back_end(graph: Graph, dtype: str, units=UNITS, bits: Optional[int] = None,
-             plain: bool = False) -> tuple[str, int]:
+             plain: bool = False, derived=None) -> tuple[str, int]:
     """The optimized graph's code units as LLVM IR text (before LLVM's own passes), and
     the scratch space their functions need. bits: the SIMD width (default: this CPU's
     widest, see vector_bits); the units of one model must all use the same. plain:
-    without the lower pass's fused kernels (codegen/units.py build_module)."""
+    without the lower pass's fused kernels (codegen/units.py build_module). derived: as
+    build_module's."""
     from lossc.codegen.jit import host_cpu
     cpu = host_cpu()
     module, work = build_module(graph, dtype, units, triple=cpu["triple"],
                                 vector_bits=vector_bits(cpu["features"], bits),
-                                plain=plain)
+                                plain=plain, derived=derived)
     return str(module), work
 
 
@@ -152,6 +153,7 @@ class Compilation:
     warnings: list = field(default_factory=list)
     stages: dict = field(default_factory=dict)     # pass name -> graph
     graph: Optional[Graph] = None                  # after the pipeline (see compile_source)
+    derived: dict = field(default_factory=dict)    # unit -> its graph (unit_graph)
 
     @property
     def signature(self) -> Signature:
@@ -160,7 +162,17 @@ class Compilation:
     def unit_ir(self, units=UNITS, bits: Optional[int] = None,
                 plain: bool = False) -> tuple[str, int]:
         """LLVM IR text for some code units (codegen/units.py) and their work size."""
-        return back_end(self.graph, self.dtype, units, bits, plain)
+        return back_end(self.graph, self.dtype, units, bits, plain,
+                        derived=self.unit_graph)
+
+    def unit_graph(self, unit: str) -> Graph:
+        """The plain graph of one of codegen/units.py's DERIVED_UNITS (forward mode over
+        the loss or the gradient), from this compilation's snapshots."""
+        if unit not in self.derived:
+            mode, directions = derived_mode(unit, self.signature.n_params)
+            self.derived[unit] = result_graph(
+                derived_graph(self.stages, mode, directions), unit)
+        return self.derived[unit]
 
     @functools.cached_property
     def ir(self) -> str:
@@ -173,17 +185,20 @@ class Compilation:
 
 def compile_source(src, dims: Optional[dict] = None, dtype: str = "float64",
                    until: Optional[str] = None, check: bool = False,
-                   target: Optional[Target] = None) -> Compilation:
+                   target: Optional[Target] = None,
+                   mode: str = "reverse") -> Compilation:
     """Front end and passes; LLVM IR on request (`unit_ir`, `ir`). The passes that take
     a target (lower) run only with one: code generation runs them itself, for the
-    vector width it is asked for."""
+    vector width it is asked for. mode: the pass pipeline's (passes.pipeline): the
+    model's code is made from a reverse run; forward and hvp runs are for reading
+    their graphs."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     source = read_source(src)
     graph, warnings = front_end(source, dims)
     c = Compilation(source, dict(dims or {}), dtype, warnings)
     c.graph = run_pipeline(graph, check=check, until=until, snapshots=c.stages,
-                           target=target)
+                           target=target, passes=pipeline(mode))
     return c
 
 

@@ -390,15 +390,20 @@ def reference(family: Family, sizes: dict, B: int = MAX_BATCH, seed: int = 0) ->
     theta = make_params(family, sizes, graph.params, rng)
     data = make_data(family, sizes, graph.inputs, B, rng)
     hypers = {h.name: h.default for h in graph.hypers}
-    per_sample = evaluate_batch(graph, theta, data, hypers)
+    prefix, magnitude = prefix_sums(evaluate_batch(graph, theta, data, hypers))
+    return Reference(family, sizes, src, theta, data, hypers, graph.reduce, prefix,
+                     magnitude)
+
+
+def prefix_sums(per_sample: dict) -> tuple[dict, dict]:
+    """Each output's cumulative sums over the samples, and those of its absolute values."""
     prefix, magnitude = {}, {}
     for k, v in per_sample.items():
         v = np.asarray(v, dtype=np.float64)
         zero = np.zeros((1,) + v.shape[1:])
         prefix[k] = np.concatenate([zero, np.cumsum(v, axis=0)])
         magnitude[k] = np.concatenate([zero, np.cumsum(np.abs(v), axis=0)])
-    return Reference(family, sizes, src, theta, data, hypers, graph.reduce, prefix,
-                     magnitude)
+    return prefix, magnitude
 
 
 def check_derivatives(ref: Reference, B: int = 13, directions: int = 2, seed: int = 1):
@@ -439,19 +444,20 @@ class Mismatch(AssertionError):
     pass
 
 
-def compare(what: str, got, want, magnitude, dtype: str, context: str) -> None:
+def compare(what: str, got, want, magnitude, dtype: str, context: str,
+            tolerance: dict = TOLERANCE) -> None:
     got = np.asarray(got, dtype=np.float64)
     scale = np.maximum(np.asarray(magnitude, dtype=np.float64), 0)
     # each element against its own magnitude, and no less than a small share of the
     # largest (an element whose terms all but vanish is judged on the output's scale)
     floor = 1e-3 * float(np.max(scale)) if np.size(scale) else 0.0
     err = np.abs(got - want)
-    bad = err > TOLERANCE[dtype] * (np.maximum(scale, floor) + 1e-30)
+    bad = err > tolerance[dtype] * (np.maximum(scale, floor) + 1e-30)
     if np.shape(got) != np.shape(want) or np.any(bad) or not np.all(np.isfinite(got)):
         where = np.argwhere(bad)[:3].tolist() if np.ndim(bad) else []
         raise Mismatch(f"{context}: {what} differs: max error {np.max(err):.3g} at "
                        f"{where} (magnitude {np.max(scale):.3g}, tolerance "
-                       f"{TOLERANCE[dtype]:g} relative)")
+                       f"{tolerance[dtype]:g} relative)")
 
 
 def at_width(bits: int) -> lossc.Options:
@@ -551,6 +557,82 @@ def check_fused_steps(ref: Reference, m, dtype: str, batch_size: int, epochs: in
                                f"{np.max(np.abs(p1 - p2)):.3g}")
         else:
             compare("parameters", p2, p1, np.abs(p1) + 1e-2, dtype, context)
+
+
+# ----------------------------------------------------------------- second order
+# Model.jvp and Model.hvp (forward mode, runtime/derivatives.py) against the reference
+# interpreter on the graph forward mode builds over autodiff's, before any other pass;
+# that reference's Hessian-vector product against central differences of the
+# reference gradient.
+
+# (looser than TOLERANCE: a tangent's per-sample terms cancel more than the gradient's,
+# and the float32 objective of the jvp's code rounds otherwise than the gradient's)
+SECOND_ORDER_TOLERANCE = {"float64": 1e-9, "float32": 2e-3}
+
+
+def second_order_configs():
+    """(family, sizes) of the fast sweep at float64's native lane count: each family with
+    its last dim through that count's residue cover (each then run in both dtypes)."""
+    lanes = lanes_of("float64", 512)
+    return [(fam, sizes) for fam, sizes, variants in fast_configs()
+            if variants == [("float64", 512)] and sizes[fam.dims[-1]] in residue_cover(lanes)
+            and all(sizes[d] in SMALL for d in fam.dims[:-1])]
+
+
+def directional_reference(ref: Reference, seed: int = 2) -> tuple[dict, Reference]:
+    """(a random direction, a Reference whose outputs are tangent.loss, the directional
+    derivative, and tangent.grad.<p>, the Hessian times the direction)."""
+    from lossc.passes.forward import forward
+    graph = forward(compile_source(ref.source).stages["autodiff"])
+    rng = np.random.default_rng(seed + sum(ref.sizes.values()))
+    tangent = {k: f32(rng.normal(size=np.shape(v))) for k, v in ref.theta.items()}
+    theta = {**ref.theta, **{f"tangent.{k}": v for k, v in tangent.items()}}
+    names = ["tangent.loss"] + [f"tangent.grad.{k}" for k in ref.theta]
+    prefix, magnitude = prefix_sums(evaluate_batch(graph, theta, ref.data, ref.hypers,
+                                                   names))
+    return tangent, dataclasses.replace(ref, prefix=prefix, magnitude=magnitude)
+
+
+def check_second_derivatives(ref: Reference, tangent: dict, dref: Reference, B: int = 13):
+    """The reference H v against central differences of the reference gradient (the
+    graph autodiff leaves, evaluated at theta +- h v), Richardson-extrapolated."""
+    graph = compile_source(ref.source).stages["autodiff"]
+    data = ref.batch(B)
+
+    def gradient(h):
+        theta = {k: v + h * tangent[k] for k, v in ref.theta.items()}
+        out = evaluate_batch(graph, theta, data, ref.hypers, [f"grad.{k}" for k in theta])
+        return {k: (np.sum(v, axis=0) if ref.reduce == "sum" else np.mean(v, axis=0))
+                for k, v in out.items()}
+
+    def diff(h):
+        up, down = gradient(h), gradient(-h)
+        return {k: (up[k] - down[k]) / (2 * h) for k in up}
+
+    h = 1e-3
+    half, whole = diff(h / 2), diff(h)
+    for k in ref.theta:
+        numeric = (4 * half[f"grad.{k}"] - whole[f"grad.{k}"]) / 3
+        analytic, scale = dref.expected(f"tangent.grad.{k}", B)
+        ok = np.abs(numeric - analytic) <= 1e-6 * (scale + np.abs(analytic)) + 1e-9
+        assert np.all(ok), (ref.family.name, ref.sizes, k, numeric, analytic)
+
+
+def check_directional(ref: Reference, tangent: dict, dref: Reference, m, dtype: str,
+                      bits: int, level: str) -> None:
+    """m.jvp and m.hvp at the batch sizes of check_calls against the references."""
+    for B in batch_sizes(lanes_of(dtype, bits), level):
+        context = f"{ref.family.name} {ref.sizes} {dtype} {bits}-bit B={B}"
+        data = ref.batch(B)
+        value, dval = m.jvp(ref.theta, tangent, **data)
+        compare("jvp objective", value, *ref.expected("loss", B), dtype, context,
+                SECOND_ORDER_TOLERANCE)
+        compare("jvp", dval, *dref.expected("tangent.loss", B), dtype, context,
+                SECOND_ORDER_TOLERANCE)
+        hv = m.hvp(ref.theta, tangent, **data)
+        for name in ref.theta:
+            compare(f"hvp {name}", hv[name], *dref.expected(f"tangent.grad.{name}", B),
+                    dtype, context, SECOND_ORDER_TOLERANCE)
 
 
 # ----------------------------------------------------------------- random programs

@@ -26,11 +26,12 @@ def test_an_incomplete_entry_is_found():
     """(what the test above relies on)"""
     facts = dict(infer=lambda a, x: (x.shape, "real"), eval=lambda a, x: x ** 3,
                  names=("cube",), axis=False, reduction=False, stage="any",
-                 differentiable=True, vjp=None, mask=None, single_pass=True,
+                 differentiable=True, vjp=None, mask=None, jvp=None, single_pass=True,
                  foldable=True, math=Math("cube", "libm"), example="")
     assert OpDef("cube", 1, "elem", **facts).missing() == ["sympy"]
     facts["sympy"] = lambda s, n, x: x ** 3
-    assert OpDef("cube", 1, "elem", **facts).missing() == ["vjp (the derivative rule)"]
+    assert OpDef("cube", 1, "elem", **facts).missing() == ["vjp (the derivative rule)",
+                                                           "jvp (the forward-mode rule)"]
 
 
 def test_the_facts_agree_with_each_other():

@@ -41,6 +41,22 @@ def test_every_call_path_matches_the_reference(config, level):
             sweep.check_fused_steps(ref, m, dtype, bs)
 
 
+@pytest.mark.parametrize("family_sizes", sweep.second_order_configs(), ids=[
+    f"{fam.name}-" + "-".join(f"{k}{v}" for k, v in sizes.items())
+    for fam, sizes in sweep.second_order_configs()])
+def test_jvp_and_hvp_match_the_reference(family_sizes, level):
+    """Each family at the fast sweep's sizes (those of the native width), both dtypes:
+    jvp and hvp against the reference interpreter's forward mode, that against central
+    differences of the gradient."""
+    fam, sizes = family_sizes
+    ref = sweep.reference(fam, sizes)
+    tangent, dref = sweep.directional_reference(ref)
+    sweep.check_second_derivatives(ref, tangent, dref)
+    for dtype in sweep.DTYPES:
+        m = sweep.compiled(ref, dtype, 512)
+        sweep.check_directional(ref, tangent, dref, m, dtype, 512, level)
+
+
 def test_the_lowered_code_matches_the_plain_code(lowered_config, level):
     """Each fusion of the lower pass against the plain code (no fused kernel), at the
     sizes the sweep takes (sweep.lowered_configs), every batch size."""

@@ -59,6 +59,15 @@ def test_config_normalizes_and_checks_its_options():
         TrainConfig(schedule=0.1)
 
 
+@pytest.mark.parametrize("name", ["progress", "callback"])
+def test_a_progress_or_callback_that_is_not_a_function_is_refused_before_the_run(
+        logistic, name):
+    # (progress=False once trained to the first step and failed there, 'bool' object is
+    # not callable, from inside the monitor)
+    with pytest.raises(TypeError, match=f"{name} must be a function or None, got False"):
+        lossc.train(logistic, data=data(10), epochs=1, **{name: False})
+
+
 def test_an_unknown_option_names_itself_and_the_known_ones(logistic):
     with pytest.raises(TypeError, match=r"unexpected option 'epoch'.*batch_size, .*epochs"):
         lossc.train(logistic, data=data(10), epoch=3)

@@ -8,6 +8,9 @@ A model's native code comes in units, each its own LLVM module and object file:
     train.rmsprop    lossc_train_steps_rmsprop   with that optimizer natively
     train.adam       lossc_train_steps_adam      (Adam and AdamW)
     rng.permutation  lossc_permutation_pcg64     on the first shuffled epoch
+    jvp              lossc_jvp                   on the first Model.jvp call
+    hvp              lossc_hvp                   on the first Model.hvp call
+    hessian          lossc_hessian               on the first Model.hessian call
 
 LLVM's time grows with the code it is given, and most uses of a model need only part
 of it, so `lossc.compile` builds the gradient alone and the rest follows on demand (in
@@ -20,6 +23,14 @@ one object per unit and dtype serves every model, and runtime/library.py compile
 once per machine, so that the first training run of a new model compiles only its
 gradient. A saved model carries a copy of each, like its own units.
 
+The last three (DERIVED_UNITS) are compiled from graphs of their own, forward mode over
+the loss or over the gradient (passes/forward.py), made from the snapshots of the
+model's reverse-mode run (`derived_mode`, `result_graph`). They run as the gradient does,
+one frame of the same layout, vectorized over the batch, with the directions as more
+parameters after the model's own and their results in those parameters' gradient slots.
+A saved model holds those of them it has compiled; the others are compiled from its
+embedded source when first used.
+
 `build_module(graph, dtype, units)` puts the requested units into one module: one unit
 for compiling, all of them for reading the IR and assembly (`lossc ir`).
 """
@@ -31,8 +42,10 @@ from lossc.codegen import rng
 from lossc.codegen.fused import KINDS, emit_train_steps, function_name
 from lossc.codegen.llvm import FunctionCodegen, function_outputs
 from lossc.ir.graph import Graph
+from lossc.ir.spec import ParamSpec
 from lossc.passes import Target, lower_for
 from lossc.passes.dce import dce
+from lossc.passes.forward import TANGENT
 
 VALUE_AND_GRAD, LOSS = "value_and_grad", "loss"
 PERMUTATION = "rng.permutation"     # the training driver's shuffle (codegen/rng.py)
@@ -40,8 +53,59 @@ PERMUTATION = "rng.permutation"     # the training driver's shuffle (codegen/rng
 LIBRARY_UNITS = tuple(f"train.{k}" for k in KINDS) + (PERMUTATION,)
 UNTYPED_UNITS = (PERMUTATION,)      # no real numbers in it: one per machine
 UNITS = (VALUE_AND_GRAD, LOSS) + LIBRARY_UNITS
+JVP, HVP, HESSIAN = "jvp", "hvp", "hessian"
+DERIVED_UNITS = (JVP, HVP, HESSIAN)
 EXPORTS = {VALUE_AND_GRAD: "lossc_value_and_grad", LOSS: "lossc_loss",
-           **{f"train.{k}": function_name(k) for k in KINDS}, PERMUTATION: rng.FUNCTION}
+           **{f"train.{k}": function_name(k) for k in KINDS}, PERMUTATION: rng.FUNCTION,
+           JVP: "lossc_jvp", HVP: "lossc_hvp", HESSIAN: "lossc_hessian"}
+
+# Hessian columns computed per native call: the hessian unit's graph holds this many
+# tangents of the gradient (its code grows with it; the calls per Hessian shrink)
+HESSIAN_DIRECTIONS = 8
+
+
+def derived_mode(unit: str, n_params: int) -> tuple[str, int]:
+    """(pass pipeline mode, directions) of a derived unit's graph."""
+    if unit == JVP:
+        return "forward", 1
+    if unit == HVP:
+        return "hvp", 1
+    if unit == HESSIAN:
+        return "hvp", hessian_directions(n_params)
+    raise ValueError(f"{unit!r} is not a derived unit; those are {DERIVED_UNITS}")
+
+
+def hessian_directions(n_params: int) -> int:
+    return max(1, min(HESSIAN_DIRECTIONS, n_params))
+
+
+def result_graph(graph: Graph, unit: str) -> Graph:
+    """A derived unit's graph (forward or hvp mode, through the whole pipeline) with
+    its results where the code generator writes gradients: an output grad.<p> goes to
+    parameter p's slots of the gradient buffer. The tangent of grad.p along direction k
+    (H v_k restricted to p) goes to the slots of its direction's parameter,
+    tangent<k>.p; the jvp's one number, the loss's tangent, to a parameter of its own,
+    `tangent.loss` (read by no node), after the direction's. The gradient itself stays
+    in the model's parameters' slots."""
+    out = Graph()
+    out.copy_meta_from(graph)
+    out.nodes = graph.nodes
+    out.params = list(graph.params)
+    outputs = {}
+    for name, node in graph.outputs.items():
+        base, part = name.rsplit(".", 1)
+        if not base.startswith(TANGENT):
+            outputs[name] = node
+        elif unit == JVP and base == f"{TANGENT}.loss":
+            outputs[f"grad.{base}.{part}"] = node
+        elif unit != JVP and ".grad." in base:
+            direction, param = base.split(".grad.", 1)
+            outputs[f"grad.{direction}.{param}.{part}"] = node
+    if unit == JVP:
+        n = sum(p.size for p in graph.params)
+        out.params.append(ParamSpec(f"{TANGENT}.loss", (), ("const", (0.0,)), n))
+    out.outputs = outputs
+    return out
 
 
 def train_unit(optimizer_kind: str) -> str:
@@ -50,13 +114,15 @@ def train_unit(optimizer_kind: str) -> str:
 
 
 def build_module(graph: Graph | None, dtype: str = "float64", units=UNITS, triple: str = "",
-                 vector_bits: int = 128, plain: bool = False) -> tuple[ir.Module, int]:
+                 vector_bits: int = 128, plain: bool = False,
+                 derived=None) -> tuple[ir.Module, int]:
     """The LLVM module holding `units` of a graph that has been through the pass
     pipeline up to its target's passes, and the scratch space (elements of `work`) its
     functions need. The target's passes (lower) run here, for `vector_bits` and the
     dtype, unless `plain`: the plain code computes the graph without any fused kernel
     (the lower pass's), which tests compare the fused code with. The graph may be None
-    when every unit is one of LIBRARY_UNITS."""
+    when every unit is one of LIBRARY_UNITS. derived(unit) -> the result_graph of a
+    unit of DERIVED_UNITS, plain likewise."""
     module = ir.Module(name="lossc_model")
     if triple:
         module.triple = triple
@@ -69,12 +135,22 @@ def build_module(graph: Graph | None, dtype: str = "float64", units=UNITS, tripl
             fc = FunctionCodegen(module, g, dtype, want_grad, EXPORTS[unit], vector_bits)
             fc.generate()
             work = max(work, fc.work_size)
+        elif unit in DERIVED_UNITS:
+            if derived is None:
+                raise ValueError(f"the code unit {unit!r} is made from the model's "
+                                 "source: a model compiled from a graph has none")
+            g = derived(unit)
+            g = g if plain else lowered(g, True, Target.of(dtype, vector_bits))
+            fc = FunctionCodegen(module, g, dtype, True, EXPORTS[unit], vector_bits)
+            fc.generate()
+            work = max(work, fc.work_size)
         elif unit == PERMUTATION:
             rng.emit_permutation(module)
         elif unit in LIBRARY_UNITS:
             emit_train_steps(module, unit[6:], T)
         else:
-            raise ValueError(f"unknown code unit {unit!r}; the units are {UNITS}")
+            raise ValueError(f"unknown code unit {unit!r}; the units are "
+                             f"{UNITS + DERIVED_UNITS}")
     return module, work
 
 

@@ -69,6 +69,10 @@ class TrainConfig:
                                        "a positive integer (or None/0 for the whole data set)"))
         for name in ("tol_grad", "tol_loss"):
             set_(self, name, tolerance(name, getattr(self, name)))
+        for name in ("callback", "progress"):
+            f = getattr(self, name)
+            if f is not None and not callable(f):
+                raise TypeError(f"{name} must be a function or None, got {f!r}")
         if self.monitor not in MONITORS:
             raise ValueError(f"monitor must be one of {MONITORS}, got {self.monitor!r}")
         v = self.validation

@@ -5,9 +5,15 @@ The passes up to `tidy` make the graph every target starts from (the plain graph
 those after it take a target description (passes/lower.py `Target`: the vector lanes
 of the machine code) and run where one is known: code generation runs them for the
 width it emits for (codegen/units.py), `lossc graph` for this machine's.
+
+A model's gradient runs PIPELINE (reverse mode). Its directional derivatives and
+Hessian-vector products run the same passes with forward mode inserted
+(`pipeline(mode)`): "forward" differentiates the loss forward (the jvp), "hvp" the
+gradient graph (forward over reverse); `lossc graph --mode` shows either.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -17,6 +23,7 @@ from lossc.passes.autodiff import autodiff
 from lossc.passes.cse import cse
 from lossc.passes.dce import dce
 from lossc.passes.fold import fold
+from lossc.passes.forward import forward
 from lossc.passes.hoist import hoist
 from lossc.passes.lower import Target, lower
 from lossc.passes.stabilize import stabilize
@@ -46,13 +53,45 @@ PIPELINE = (
 
 PASS_NAMES = ("build",) + tuple(p.name for p in PIPELINE)
 
+MODES = ("reverse", "forward", "hvp")
+
+
+def pipeline(mode: str = "reverse", directions: int = 1) -> tuple[Pass, ...]:
+    """The passes of a mode: reverse (the gradient), forward (the loss and its tangents
+    along `directions` directions), hvp (the gradient and its tangents: Hessian-vector
+    products)."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if mode == "reverse":
+        return PIPELINE
+    fwd = Pass("forward", functools.partial(forward, directions=directions),
+               "forward mode: add tangent.<out> outputs along a direction given as "
+               "tangent.<p> parameters")
+    if mode == "forward":                  # (in place of autodiff)
+        return PIPELINE[:1] + (fwd,) + PIPELINE[2:]
+    return PIPELINE[:2] + (fwd,) + PIPELINE[2:]
+
+
+def pass_names(mode: str = "reverse") -> tuple[str, ...]:
+    return ("build",) + tuple(p.name for p in pipeline(mode))
+
+
+def derived_graph(stages: dict, mode: str, directions: int = 1,
+                  check: bool = False) -> Graph:
+    """The plain graph of a forward or hvp mode from the snapshots of a reverse run
+    (run_pipeline's `snapshots`): the passes they share are not run again."""
+    passes = pipeline(mode, directions)
+    k = next(i for i, p in enumerate(passes) if p.name == "forward")
+    return run_pipeline(stages[passes[k - 1].name], check=check, passes=passes[k:])
+
 
 class PassError(RuntimeError):
     """An internal error inside a pass, relabelled with the pass's name."""
 
 
 def run_pipeline(graph: Graph, check: bool = False, until: str | None = None,
-                 snapshots: dict | None = None, target: Optional[Target] = None) -> Graph:
+                 snapshots: dict | None = None, target: Optional[Target] = None,
+                 passes: tuple = PIPELINE) -> Graph:
     """Run the passes in order; stop after `until` if given. The passes that take a
     target run only when one is given: without it the result is the plain graph. With
     `snapshots`, store the graph after every pass under its name ("build" is the
@@ -61,7 +100,7 @@ def run_pipeline(graph: Graph, check: bool = False, until: str | None = None,
         snapshots["build"] = graph
     if until == "build":
         return graph
-    for p in PIPELINE:
+    for p in passes:
         if p.target and target is None:
             break
         graph = _run(p, graph, target, check)

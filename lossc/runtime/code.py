@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
-from lossc.codegen.units import EXPORTS, LIBRARY_UNITS, UNITS
+from lossc.codegen.units import DERIVED_UNITS, EXPORTS, LIBRARY_UNITS, UNITS
 from lossc.options import Options
 from lossc.runtime import forks, library
 from lossc.runtime.native import load_object
@@ -42,8 +42,10 @@ class ModelCode:
 
     def complete(self) -> dict[str, bytes]:
         """Every unit's object file, compiling the missing ones (for a saved artifact
-        that never needs LLVM)."""
-        return {unit: self._object(unit) for unit in UNITS}
+        that never needs LLVM), and those of DERIVED_UNITS compiled so far."""
+        out = {unit: self._object(unit) for unit in UNITS}
+        out.update({unit: self.objects[unit] for unit in DERIVED_UNITS if unit in self.objects})
+        return out
 
     def _unit(self, unit: str):
         code = self._loaded.get(unit)
@@ -59,7 +61,7 @@ class ModelCode:
         obj = self.objects.get(unit)
         if obj is not None:
             return obj
-        if unit not in UNITS:
+        if unit not in UNITS and unit not in DERIVED_UNITS:
             raise ValueError(f"unknown code unit {unit!r}")
         if unit in LIBRARY_UNITS:
             # the same for every model: compiled once per machine, with its own cache

@@ -274,6 +274,46 @@ class Model:
         from lossc.runtime.scipy_bridge import scipy_objective
         return scipy_objective(self, **kwargs)
 
+    # ------------------------------------------------------------ beyond the gradient
+    # (runtime/derivatives.py: forward mode, compiled on first use, one thread)
+
+    def jvp(self, theta: dict, tangent: dict, /, **kwargs) -> tuple[float, float]:
+        """(objective, its directional derivative along `tangent`, <grad, tangent>):
+        forward mode, one pass. `tangent` is a dict shaped like theta."""
+        from lossc.runtime import derivatives
+        return derivatives.jvp(self, theta, tangent, kwargs)
+
+    def hvp(self, theta: dict, v: dict, /, **kwargs) -> dict:
+        """The Hessian of the objective at theta times v (a dict shaped like theta), by
+        forward mode over the gradient."""
+        from lossc.runtime import derivatives
+        return derivatives.hvp(self, theta, v, kwargs)
+
+    def hvp_flat(self, theta_flat, v_flat, /, data=None, hypers: Optional[dict] = None,
+                 out: Optional[np.ndarray] = None) -> np.ndarray:
+        """Low-level hvp: flat parameters and direction in, H v as a flat vector out
+        (into `out` if given); `data` may be a bind() result."""
+        from lossc.runtime import derivatives
+        theta = derivatives.flat_vector(self, theta_flat, "theta_flat")
+        v = derivatives.flat_vector(self, v_flat, "v_flat")
+        if out is not None:
+            derivatives.check_out(self, out)
+        return derivatives.hvp_flat(self, theta, v, self.bind(data or {}, hypers), out)
+
+    def hessian(self, theta: dict, /, **kwargs) -> np.ndarray:
+        """The (n_params, n_params) Hessian of the objective in pack_params order, a
+        block of columns per native call; a ValueError past
+        derivatives.MAX_HESSIAN_PARAMS parameters."""
+        from lossc.runtime import derivatives
+        return derivatives.hessian(self, theta, kwargs)
+
+    def scipy_hessp(self, /, **kwargs):
+        """hessp(x, p) -> H(x) p for scipy.optimize.minimize(..., hessp=...) (Newton-CG,
+        trust-ncg, trust-krylov, trust-constr), next to scipy_objective; the keywords
+        are the inputs and hyperparameters, bound once."""
+        from lossc.runtime import derivatives
+        return derivatives.scipy_hessp(self, kwargs)
+
     # ------------------------------------------------------------ binding arguments
 
     def bind(self, data: dict, /, hypers: Optional[dict] = None) -> "BoundArgs":

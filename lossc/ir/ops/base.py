@@ -37,6 +37,14 @@ nothing else in lossc keeps a list of ops:
                  (b, g, m, out, *inputs) -> one (adjoint, mask) pair per input, m the
                  bool mask of g or None; `selected` for an elementwise op; None exactly
                  when vjp is None
+    jvp          the forward-mode rule: (b, out, tangents, *inputs) -> the tangent of
+                 out, built as IR, from one tangent per input (None where an input's
+                 tangent is zero; at least one is not); None as a result for a zero
+                 tangent (passes/forward.py). Every differentiable op that is not a leaf
+                 has one, backward-only ops included: Hessian-vector products run
+                 forward mode over the gradient graph, where they appear. None exactly
+                 for leaves, ops not differentiable and stage "lower" (made after
+                 forward mode has run)
   code generation
     lower        how it is computed (lossc/codegen/emitter.py says what `em` and the
                  lane group `g` offer):
@@ -134,6 +142,7 @@ class OpDef:
     differentiable: bool = MISSING
     vjp: Optional[Callable] = MISSING
     mask: Optional[Callable] = MISSING
+    jvp: Optional[Callable] = MISSING
     lower: Callable = MISSING
     single_pass: bool = MISSING
     foldable: bool = MISSING
@@ -165,6 +174,11 @@ class OpDef:
             out.append("vjp (the derivative rule)")
         if not wants_vjp and self.vjp is not None:
             out.append("no vjp (autodiff never differentiates it)")
+        wants_jvp = self.differentiable and self.kind != "leaf" and self.stage != "lower"
+        if wants_jvp and self.jvp is None:
+            out.append("jvp (the forward-mode rule)")
+        if not wants_jvp and self.jvp is not None:
+            out.append("no jvp (forward mode never differentiates it)")
         if (self.mask is None) != (self.vjp is None):
             out.append("mask (the rule for an adjoint masked by a where)")
         if (self.axis or self.reduction) and not self.names and self.stage == "any":
@@ -319,6 +333,40 @@ def reduced_mask(vjp):
         keep = expand(b, m, x, out.attr("axes"))
         return [(select(b, keep, gx), keep)]
     return rule
+
+
+# ------------------------------------------------------------------ forward-mode rules
+# The rules of `jvp` several ops share (passes/forward.py says what a tangent is).
+
+
+def diagonal_jvp(vjp):
+    """The forward rule of an elementwise op from its reverse rule: its Jacobian in each
+    argument is diagonal, so the vjp of a tangent, taken as the adjoint, is that
+    argument's share of the result's tangent; the shares add up."""
+    def jvp(b, out, ts, *xs):
+        total = None
+        for k, t in enumerate(ts):
+            if t is None:
+                continue
+            share = vjp(b, t, out, *xs)[k]
+            if share is not None:
+                total = share if total is None else b.add(total, share)
+        return total
+    return jvp
+
+
+def linear_jvp(b, out, ts, x, *rest):
+    """The forward rule of an op linear in its first argument (views, sum, the adjoint
+    helpers): the same op of the tangent; its other arguments (indices) carry none."""
+    if ts[0] is None:
+        return None
+    return b.emit(out.op, (ts[0],) + tuple(rest), **dict(out.attrs))
+
+
+def zero_jvp(b, out, ts, *xs):
+    """The forward rule of an op constant almost everywhere (sign, the 0/1 choice of
+    a maximum): a zero tangent."""
+    return None
 
 
 # ------------------------------------------------------------------ forms

@@ -7,19 +7,23 @@ import math
 import numpy as np
 
 from lossc.ir.dtypes import BOOL, INT, REAL
-from lossc.ir.ops.base import (ANY, POS, UNIT, Example, Math, OpDef, same_bool, same_real,
-                               scalar_int, selected)
+from lossc.ir.ops.base import (ANY, POS, UNIT, Example, Math, OpDef, diagonal_jvp, same_bool,
+                               same_real, scalar_int, selected, zero_jvp)
 
 
 def elementwise(name, arity, *, infer=same_real, eval, sympy, vjp=None, names=(),
-                stage="any", differentiable=True, example, doc="", **facts) -> OpDef:
+                stage="any", differentiable=True, example, doc="", jvp=None,
+                **facts) -> OpDef:
     """An elementwise op: `eval(*arrays)` without attributes, `sympy(sp, *exprs)` its
-    form; its mask rule selects each adjoint by the mask (`selected`)."""
+    form; its mask rule selects each adjoint by the mask (`selected`); its forward rule
+    is its vjp's (`diagonal_jvp`) unless `jvp` is given."""
+    if jvp is None and vjp is not None:
+        jvp = diagonal_jvp(vjp)
     return OpDef(name, arity, "elem", infer=infer, eval=lambda a, *xs: eval(*xs),
                  sympy=lambda s, n, *xs: sympy(s.sp, *xs), names=names, axis=False,
                  reduction=False, stage=stage, differentiable=differentiable, vjp=vjp,
-                 mask=selected(vjp) if vjp else None, single_pass=True, foldable=True,
-                 example=example, doc=doc, **facts)
+                 mask=selected(vjp) if vjp else None, jvp=jvp, single_pass=True,
+                 foldable=True, example=example, doc=doc, **facts)
 
 
 def unary(name, eval, deriv, *, sympy, domain=ANY, names=None, **facts) -> OpDef:
@@ -117,7 +121,8 @@ FUNCTIONS = [
     unary("abs", np.abs, lambda b, g, out, x: b.mul(g, b.emit("sign", (x,))),
           sympy=lambda sp, x: sp.Abs(x), math=Math("fabs", "instruction"),
           example=Example(((4,),), (ANY,)), doc="abs'(0) = 0"),
-    unary("sign", np.sign, None, names=(), stage="backward", sympy=lambda sp, x: sp.sign(x),
+    unary("sign", np.sign, None, names=(), stage="backward", jvp=zero_jvp,
+          sympy=lambda sp, x: sp.sign(x),
           lower=_sign_lower, example="its derivative is zero almost everywhere: it is "
           "abs's, checked through abs", doc="backward-only: the derivative of abs"),
     unary("sin", np.sin, lambda b, g, out, x: b.mul(g, b.emit("cos", (x,))),
@@ -183,6 +188,7 @@ POWERS = [
           eval=lambda a, x: np.power(np.asarray(x, dtype=np.float64), a["n"]),
           sympy=lambda s, n, x: x ** n.attr("n"), names=(), axis=False, reduction=False,
           stage="any", differentiable=True, vjp=_powi_vjp, mask=selected(_powi_vjp),
+          jvp=diagonal_jvp(_powi_vjp),
           lower=lambda em, g, n, x: em.powi(x, n.attr("n")), single_pass=True,
           foldable=True, example=Example(((3,),), (ANY,), {"n": 3}),
           doc="x ^ n for an integer literal n, by multiplication: exact for negative x"),
@@ -290,6 +296,14 @@ def _where_vjp(b, g, out, c, x, y):
     return None, b.where(c, g, zero), b.where(c, zero, g)
 
 
+def _where_jvp(b, out, ts, c, x, y):
+    """The chosen branch's tangent: a select, so the other branch's NaN or infinity
+    (sqrt'(p) at p < 0) never reaches it."""
+    _, tx, ty = ts
+    return b.where(c, tx if tx is not None else b.zeros_like(out),
+                   ty if ty is not None else b.zeros_like(out))
+
+
 def _where_mask(b, g, m, out, c, x, y):
     """Each branch's adjoint is g where the branch is chosen (and m holds), exact 0
     elsewhere: masked by the condition, or its negation."""
@@ -304,7 +318,7 @@ WHERE = OpDef(
     "where", 3, "elem", infer=_where_infer, eval=lambda a, c, x, y: np.where(c, x, y),
     sympy=lambda s, n, c, x, y: s.sp.Piecewise((x, c), (y, True)), names=("where",),
     axis=False, reduction=False, stage="any", differentiable=True, vjp=_where_vjp,
-    mask=_where_mask, lower=lambda em, g, n, c, x, y: em.select(c, x, y),
+    mask=_where_mask, jvp=_where_jvp, lower=lambda em, g, n, c, x, y: em.select(c, x, y),
     single_pass=True, foldable=True,
     example="a bool argument: tests/test_where_gradient.py",
     doc="elementwise choice; the gradient flows only through the branch chosen")
@@ -351,7 +365,7 @@ def _integer(name, arity, f, form, lower) -> OpDef:
 INTEGERS = [
     OpDef("checked_index", 1, "elem", infer=scalar_int, eval=_checked_eval,
           sympy=lambda s, n, i: i, names=(), axis=False, reduction=False, stage="any",
-          differentiable=False, vjp=None, mask=None,
+          differentiable=False, vjp=None, mask=None, jvp=None,
           lower=lambda em, g, n, i: em.check_index(g, n, i), single_pass=True,
           foldable=False, example=_INDEX,
           doc="a data-dependent index, checked against 0..size-1 (and for overflow of the "

@@ -10,7 +10,7 @@ from lossc.ir.ops.base import OpDef
 def leaf(name, infer, *, sympy, lower, real=True, eval=lambda a: None, doc="") -> OpDef:
     return OpDef(name, 0, "leaf", infer=infer, eval=eval, sympy=sympy, names=(),
                  axis=False, reduction=False, stage="any", differentiable=real, vjp=None,
-                 mask=None, lower=lower, single_pass=False, foldable=False,
+                 mask=None, jvp=None, lower=lower, single_pass=False, foldable=False,
                  example="a leaf: in every model", doc=doc)
 
 

@@ -31,7 +31,8 @@ E_DOMAIN = (0.05, 0.9)   # e = exp(-|x|) lies in (0, 1]
 
 def lowered(name, arity, kind, *, single_pass=False, **facts) -> OpDef:
     return OpDef(name, arity, kind, names=(), axis=False, reduction=False, stage="lower",
-                 differentiable=True, vjp=None, mask=None, single_pass=single_pass,
+                 differentiable=True, vjp=None, mask=None, jvp=None,
+                 single_pass=single_pass,
                  foldable=kind == "elem", **facts)
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from lossc.ir.dtypes import REAL
-from lossc.ir.ops.base import (ANY, Example, OpDef, any_of, expand, moved_mask,
+from lossc.ir.ops.base import (ANY, Example, OpDef, any_of, expand, linear_jvp, moved_mask,
                                numpy_form, reduced_mask, reduced_shape, same_as_input,
-                               select)
+                               select, zero_jvp)
 
 
 def tensor(name, *, names=(), axis=False, stage="any", vjp=None, mask=None,
@@ -17,13 +17,13 @@ def tensor(name, *, names=(), axis=False, stage="any", vjp=None, mask=None,
                  single_pass=single_pass, foldable=False, **facts)
 
 
-def reduction(name, eval, vjp, mask, form, *, single_pass, example, doc) -> OpDef:
+def reduction(name, eval, vjp, mask, jvp, form, *, single_pass, example, doc) -> OpDef:
     """A reduction over the axes in its `axes` attribute, the function `name` of the
     language (axis=0 or 1 of a matrix, or all axes). form(s, group) -> expr."""
     return OpDef(name, 1, "tensor", infer=reduced_shape, eval=eval,
                  sympy=lambda s, n, group: form(s, group), names=(name,), axis=True,
                  reduction=True, stage="any", differentiable=True, vjp=vjp,
-                 mask=mask(vjp), lower=lambda em, g, n: em.reduce(g, n, name),
+                 mask=mask(vjp), jvp=jvp, lower=lambda em, g, n: em.reduce(g, n, name),
                  single_pass=single_pass, foldable=False, example=example, doc=doc)
 
 
@@ -63,6 +63,37 @@ def _norm_vjp(b, g, out, x):
     return (b.mul(x, expand(b, scale, x, axes)),)
 
 
+def _weighted_sum(b, weights, t, axes):
+    """The tangent of a reduction whose derivative in each element is `weights`: the
+    sum of weights * t over each group."""
+    return b.emit("sum", (b.mul(weights, t),), axes=axes)
+
+
+def _ext_jvp(kind):
+    def jvp(b, out, ts, x):
+        axes = out.attr("axes")
+        return _weighted_sum(b, b.emit("argext_mask", (x,), axes=axes, kind=kind), ts[0], axes)
+    return jvp
+
+
+def _prod_jvp(b, out, ts, x):
+    axes = out.attr("axes")
+    return _weighted_sum(b, b.emit("prod_others", (x,), axes=axes), ts[0], axes)
+
+
+def _lse_jvp(b, out, ts, x):
+    axes = out.attr("axes")
+    soft = b.emit("exp", (b.sub(x, expand(b, out, x, axes)),))
+    return _weighted_sum(b, soft, ts[0], axes)
+
+
+def _norm_jvp(b, out, ts, x):
+    """sum(x * t) / norm; 0 at the zero vector, as the gradient there."""
+    zero = b.zeros_like(out)
+    slope = b.div(b.emit("sum", (b.mul(x, ts[0]),), axes=out.attr("axes")), out)
+    return b.where(b.emit("eq", (out, zero)), zero, slope)
+
+
 def lse_eval(a, x):
     x = np.asarray(x, dtype=np.float64)
     axes = tuple(a["axes"])
@@ -80,27 +111,27 @@ def _extreme(s, group, which):
 
 
 REDUCTIONS = [
-    reduction("sum", _reduce_eval(np.sum), _sum_vjp, moved_mask,
+    reduction("sum", _reduce_eval(np.sum), _sum_vjp, moved_mask, linear_jvp,
               lambda s, v: s.sp.Add(*v), single_pass=True,
               example=Example(((2, 3),), (ANY,), {"axes": (1,)}), doc="sum over axes"),
-    reduction("max", _reduce_eval(np.max), _ext_vjp("max"), moved_mask,
+    reduction("max", _reduce_eval(np.max), _ext_vjp("max"), moved_mask, _ext_jvp("max"),
               lambda s, v: _extreme(s, v, s.Max), single_pass=True,
               example=Example(((2, 3),), (ANY,), {"axes": (0,)}),
               doc="max over axes; the gradient goes to the first max"),
-    reduction("min", _reduce_eval(np.min), _ext_vjp("min"), moved_mask,
+    reduction("min", _reduce_eval(np.min), _ext_vjp("min"), moved_mask, _ext_jvp("min"),
               lambda s, v: _extreme(s, v, s.Min), single_pass=True,
               example=Example(((5,),), (ANY,), {"axes": (0,)}),
               doc="min over axes; the gradient goes to the first min"),
-    reduction("prod", _reduce_eval(np.prod), _prod_vjp, reduced_mask,
+    reduction("prod", _reduce_eval(np.prod), _prod_vjp, reduced_mask, _prod_jvp,
               lambda s, v: s.sp.Mul(*v), single_pass=True,
               example=Example(((2, 3),), (ANY,), {"axes": (0, 1)}),
               doc="product over axes; exact gradient with zeros"),
-    reduction("logsumexp", lse_eval, _lse_vjp, reduced_mask,
+    reduction("logsumexp", lse_eval, _lse_vjp, reduced_mask, _lse_jvp,
               lambda s, v: s.sp.log(s.sp.Add(*[s.sp.exp(t) for t in v])),
               single_pass=False,     # (the max first, then the sum)
               example=Example(((2, 3),), (ANY,), {"axes": (1,)}),
               doc="log(sum(exp(x))), stable"),
-    reduction("norm", _norm_eval, _norm_vjp, reduced_mask,
+    reduction("norm", _norm_eval, _norm_vjp, reduced_mask, _norm_jvp,
               lambda s, v: s.sp.sqrt(s.sp.Add(*[t ** 2 for t in v])), single_pass=True,
               example=Example(((2, 3),), (ANY,), {"axes": (0,)}),
               doc="Euclidean norm; gradient 0 at zero"),
@@ -165,19 +196,47 @@ def _prod_others_form(s, n, x):
     return out
 
 
+def _one_hot(b, x, axes, position):
+    """A bool of x's shape, true at `position` (one index per reduced axis) of every
+    group: a 1 padded with zeros along each reduced axis."""
+    shape = tuple(1 if k in axes else s for k, s in enumerate(x.shape))
+    hot = b.const(1.0, shape)
+    for a, at in zip(axes, position):
+        hot = b.emit("pad", (hot,), axis=a, start=at, size=x.shape[a])
+    return b.emit("gt", (hot, b.zeros_like(hot)))
+
+
+def _prod_others_jvp(b, out, ts, x):
+    """Element i's tangent is the sum over the others j of t_j times the product of
+    the elements other than i and j. Without division (x may hold zeros): for each
+    position j of a group, the products of the others with x_j replaced by t_j, taken
+    where i is not j. A group of m elements costs m products of the others: the op
+    appears in second derivatives of `prod` only, over small groups."""
+    axes = out.attr("axes")
+    zero = b.zeros_like(x)
+    total = None
+    for position in np.ndindex(*[x.shape[a] for a in axes]):
+        hot = _one_hot(b, x, axes, position)
+        others = b.emit("prod_others", (b.where(hot, ts[0], x),), axes=axes)
+        term = b.where(hot, zero, others)
+        total = term if total is None else b.add(total, term)
+    return total
+
+
 def _group_size(n):
     return int(np.prod([n.inputs[0].shape[a] for a in n.attr("axes")]))
 
 
 BACKWARD = [
     tensor("argext_mask", stage="backward", infer=same_as_input, eval=_argext_eval,
-           sympy=_argext_form, lower=lambda em, g, n: em.argext_mask(g, n),
+           sympy=_argext_form, lower=lambda em, g, n: em.argext_mask(g, n), jvp=zero_jvp,
            sympy_operands=lambda n: 3,   # a comparison with the group's argmax
            example=Example(((2, 3),), (ANY,), {"axes": (1,), "kind": "max"}),
            doc="backward-only: 1 at the first max (kind=max) or min of each reduced "
                "group"),
     tensor("prod_others", stage="backward", infer=same_as_input, eval=_prod_others_eval,
            sympy=_prod_others_form, lower=lambda em, g, n: em.prod_others(g, n),
+           jvp=_prod_others_jvp,
            sympy_operands=_group_size, example=Example(((4,),), (ANY,), {"axes": (0,)}),
            doc="backward-only: each element's product of the others in its group, no "
                "division"),
@@ -209,6 +268,18 @@ def _log_softmax_vjp(b, g, out, x):
     total = b.emit("sum", (g,), axes=(ax,))
     soft = b.emit("softmax", (x,), axis=ax)
     return (b.sub(g, b.mul(soft, expand(b, total, x, (ax,)))),)
+
+
+def _softmax_jvp(b, out, ts, x):
+    """softmax's Jacobian, diag(s) - s s^T, is symmetric: its vjp of the tangent."""
+    return _softmax_vjp(b, ts[0], out, x)[0]
+
+
+def _log_softmax_jvp(b, out, ts, x):
+    """t - sum(softmax(x) * t) along the axis (the Jacobian I - 1 s^T)."""
+    ax = out.attr("axis")
+    soft = b.emit("softmax", (x,), axis=ax)
+    return b.sub(ts[0], expand(b, _weighted_sum(b, soft, ts[0], (ax,)), x, (ax,)))
 
 
 def _softmax_mask(b, g, m, out, x):
@@ -248,13 +319,15 @@ def _softmax_operands(n):
 SOFTMAX = [
     tensor("softmax", names=("softmax",), axis=True, infer=same_as_input,
            eval=_softmax_eval, sympy=_softmax_form, vjp=_softmax_vjp, mask=_softmax_mask,
+           jvp=_softmax_jvp,
            lower=lambda em, g, n: em.softmax(g, n, log=False),
            sympy_operands=_softmax_operands,
            example=Example(((2, 3),), (ANY,), {"axis": 0}),
            doc="softmax along an axis, stable"),
     tensor("log_softmax", names=("log_softmax",), axis=True, infer=same_as_input,
            eval=_log_softmax_eval, sympy=_softmax_form, vjp=_log_softmax_vjp,
-           mask=_log_softmax_mask, lower=lambda em, g, n: em.softmax(g, n, log=True),
+           mask=_log_softmax_mask, jvp=_log_softmax_jvp,
+           lower=lambda em, g, n: em.softmax(g, n, log=True),
            sympy_operands=_softmax_operands,
            example=Example(((4,),), (ANY,), {"axis": 0}),
            doc="log(softmax) along an axis, stable"),
@@ -308,9 +381,18 @@ def _matmul_mask(b, g, m, out, x, y):
             (select(b, cols, outer(b, x, g)), cols)]
 
 
+def _matmul_jvp(b, out, ts, x, y):
+    """Bilinear: tx @ y + x @ ty."""
+    tx, ty = ts
+    terms = ([b.emit("matmul", (tx, y))] if tx is not None else []) + \
+        ([b.emit("matmul", (x, ty))] if ty is not None else [])
+    return terms[0] if len(terms) == 1 else b.add(*terms)
+
+
 MATMUL = tensor(
     "matmul", arity=2, infer=_matmul_infer, eval=lambda a, x, y: np.matmul(x, y),
     sympy=numpy_form(lambda a, x, y: np.matmul(x, y)), vjp=_matmul_vjp, mask=_matmul_mask,
+    jvp=_matmul_jvp,
     lower=lambda em, g, n: em.matmul(g, n), sympy_operands=lambda n: 2 * n.inputs[0].shape[-1],
     example=Example(((2, 3), (3, 4)), (ANY, ANY)), doc="A @ B, A @ x, x @ A")
 

@@ -6,14 +6,16 @@ from __future__ import annotations
 import numpy as np
 
 from lossc.ir.dtypes import INT, REAL
-from lossc.ir.ops.base import ANY, Example, OpDef, moved_mask, numpy_form
+from lossc.ir.ops.base import ANY, Example, OpDef, linear_jvp, moved_mask, numpy_form
 
 
 def view(name, arity, *, names=(), stage="any", vjp=None, mask=None, **facts) -> OpDef:
+    """A view: linear in its first argument (the others are indices), so its forward
+    rule is itself applied to the tangent."""
     return OpDef(name, arity, "view", names=names, axis=False, reduction=False,
                  stage=stage, differentiable=True, vjp=vjp,
                  mask=mask if mask is not None or vjp is None else moved_mask(vjp),
-                 single_pass=False, foldable=False, **facts)
+                 jvp=linear_jvp, single_pass=False, foldable=False, **facts)
 
 
 def _broadcast_infer(a, x):

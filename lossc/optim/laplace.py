@@ -1,0 +1,148 @@
+"""The Laplace approximation at a minimum: the inverse Hessian of the objective as the
+covariance of the parameters, and their standard errors.
+
+For an objective that is a negative log-likelihood summed over the samples (`reduce
+sum`), at its minimum (the maximum-likelihood estimate), the inverse of its Hessian
+there is the asymptotic covariance of the estimate, the one statsmodels reports for
+Logit and GLM fits. With `reduce mean` the objective is that sum over B: its inverse
+Hessian is B times the covariance, and `laplace` reports what it is asked for, the
+inverse Hessian of the objective.
+
+The Hessian comes from Model.hessian (forward mode over the gradient, compiled). It must
+be positive definite: a zero or negative eigenvalue is an error naming the directions
+in parameter space along which the objective is flat (the parameters are not
+identified: collinear inputs, an unused parameter) or curves down (not a minimum).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+# an eigenvalue at most this times the largest one counts as zero (the Hessian's own
+# rounding is about 1e-16 of it; a smaller one cannot be told from a flat direction)
+RELATIVE_FLATNESS = 1e-10
+Z_975 = 1.959963984540054          # the normal distribution's 97.5% quantile
+
+
+class LaplaceError(ValueError):
+    """The Hessian at the parameters is singular or indefinite (the message names the
+    directions)."""
+
+
+@dataclass
+class Laplace:
+    """The Laplace approximation at `params`: `cov`, the inverse Hessian of the objective
+    in pack_params order ((n, n)); `stderr`, the square roots of its diagonal, a dict
+    shaped like the parameters; `hessian`, the Hessian it inverts; `names`, the name of
+    each element of the flat vector (w[0], ..., b)."""
+
+    params: dict
+    hessian: np.ndarray
+    cov: np.ndarray
+    stderr: dict
+    names: list
+
+    def table(self) -> list[tuple]:
+        """(name, estimate, std err, z, P>|z|, 2.5%, 97.5%) for each parameter element,
+        as statsmodels' summary reports coefficients (normal, two-sided)."""
+        rows = []
+        estimates = np.concatenate([np.ravel(v) for v in self.params.values()]) \
+            if self.params else np.zeros(0)
+        errors = np.sqrt(np.diag(self.cov))
+        for name, est, se in zip(self.names, estimates, errors):
+            z = est / se
+            rows.append((name, float(est), float(se), float(z),
+                         math.erfc(abs(z) / math.sqrt(2)),
+                         float(est - Z_975 * se), float(est + Z_975 * se)))
+        return rows
+
+    def summary(self) -> str:
+        """The coefficient table as text."""
+        width = max([len(n) for n in self.names] + [4])
+        head = (f"{'':<{width}} {'coef':>11} {'std err':>11} {'z':>9} {'P>|z|':>7} "
+                f"{'[0.025':>11} {'0.975]':>11}")
+        lines = [head, "-" * len(head)]
+        for name, est, se, z, p, lo, hi in self.table():
+            lines.append(f"{name:<{width}} {est:>11.4g} {se:>11.4g} {z:>9.3f} {p:>7.3f} "
+                         f"{lo:>11.4g} {hi:>11.4g}")
+        return "\n".join(lines)
+
+
+def element_names(model) -> list[str]:
+    """The name of each element of the flat parameter vector: b, w[3], W[1, 2]."""
+    names = []
+    for p in model.params:
+        if not p.shape:
+            names.append(p.name)
+        for idx in np.ndindex(*p.shape) if p.shape else ():
+            names.append(f"{p.name}[{', '.join(map(str, idx))}]")
+    return names
+
+
+def laplace(model, params: dict, data: Optional[dict] = None,
+            hypers: Optional[dict] = None) -> Laplace:
+    """The Laplace approximation of `model`'s objective at `params` on `data` (a dict of
+    input arrays) with `hypers`. A LaplaceError (a ValueError) if the Hessian there is
+    not positive definite, naming the directions."""
+    data, hypers = dict(data or {}), dict(hypers or {})
+    for name in set(data) & set(hypers):
+        raise ValueError(f"{name!r} is given both as data and as a hyperparameter")
+    H = np.asarray(model.hessian(params, **data, **hypers), dtype=np.float64)
+    names = element_names(model)
+    cov = inverse(H, names)
+    flat_se = np.sqrt(np.diag(cov))
+    stderr = model.unpack_params(flat_se.astype(model.dtype))
+    estimates = {p.name: np.array(params[p.name], dtype=np.float64).reshape(p.shape)
+                 for p in model.params}
+    return Laplace(estimates, H, cov, stderr, names)
+
+
+def inverse(H: np.ndarray, names: list[str]) -> np.ndarray:
+    """H^-1 of a symmetric positive definite H, through its eigendecomposition (which
+    also finds the directions that make it singular or indefinite)."""
+    if H.size == 0:
+        return H.copy()
+    if not np.all(np.isfinite(H)):
+        bad = sorted({names[i] for i in np.argwhere(~np.isfinite(H))[:, 0]})
+        raise LaplaceError("the Hessian of the objective is not finite in the rows of "
+                           + ", ".join(bad[:6]) + (", ..." if len(bad) > 6 else ""))
+    values, vectors = np.linalg.eigh(H)
+    top = max(float(np.max(np.abs(values))), np.finfo(np.float64).tiny)
+    flat = values <= RELATIVE_FLATNESS * top
+    if np.any(flat):
+        raise LaplaceError(problem(values, vectors, flat, top, names))
+    return (vectors / values) @ vectors.T
+
+
+def problem(values, vectors, flat, top: float, names: list[str]) -> str:
+    """Which directions make the Hessian singular or indefinite, for the error (one
+    line)."""
+    negative = values < -RELATIVE_FLATNESS * top
+    parts = []
+    for k in np.flatnonzero(flat)[:5]:
+        kind = "curves down" if negative[k] else "flat"
+        parts.append(f"along {direction(vectors[:, k], names)} (eigenvalue "
+                     f"{values[k]:.3g}, {kind})")
+    more = int(np.sum(flat)) - len(parts)
+    if more > 0:
+        parts.append(f"and {more} more direction{'s' if more > 1 else ''}")
+    what = ("indefinite: the parameters are not a minimum" if np.any(negative) else
+            "singular: the objective does not identify the parameters")
+    return (f"the Hessian of the objective is {what} (largest eigenvalue {top:.3g}), so "
+            f"it has no inverse: " + "; ".join(parts))
+
+
+def direction(v: np.ndarray, names: list[str], terms: int = 4) -> str:
+    """A unit vector as its largest components, in parameter order, the first one
+    positive: 0.707 w[0] - 0.707 w[1]."""
+    order = np.argsort(-np.abs(v), kind="stable")
+    shown = sorted(k for k in order[:terms] if abs(v[k]) >= 1e-3)
+    v = v if v[shown[0]] > 0 else -v
+    text = f"{v[shown[0]]:.3g} {names[shown[0]]}"
+    for k in shown[1:]:
+        text += f" {'-' if v[k] < 0 else '+'} {abs(v[k]):.3g} {names[k]}"
+    rest = int(np.sum(np.abs(v) >= 1e-3)) - len(shown)
+    return text + (f" + ... ({rest} more)" if rest > 0 else "")
