@@ -10,9 +10,10 @@ from lossc.source import CompileError
 from lossc.api import LosscWarning, compile, load
 from lossc.options import Options
 from lossc.runtime.model import Model
-from lossc.optim import LBFGS, SGD, Adam, AdamW, NewtonCG, RMSprop, TrainResult, train
+from lossc.optim import (LBFGS, SGD, Adam, AdamW, NewtonCG, RMSprop, TrainResult,
+                         load_params, save_params, train)
 from lossc.optim.laplace import Laplace, LaplaceError, laplace
 
 __all__ = ["compile", "load", "Options", "CompileError", "LosscWarning", "Model", "train",
-           "TrainResult", "SGD", "RMSprop", "Adam", "AdamW", "LBFGS", "NewtonCG",
-           "laplace", "Laplace", "LaplaceError", "__version__"]
+           "TrainResult", "save_params", "load_params", "SGD", "RMSprop", "Adam", "AdamW",
+           "LBFGS", "NewtonCG", "laplace", "Laplace", "LaplaceError", "__version__"]
