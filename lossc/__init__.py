@@ -15,7 +15,8 @@ from lossc.runtime.model import Model
 # compiles and calls models need not import the training driver (nor the code
 # generator and LLVM behind its fused steps)
 _LAZY = {**{name: "lossc.optim" for name in ("train", "TrainResult", "SGD", "RMSprop",
-                                              "Adam", "AdamW", "LBFGS", "NewtonCG")},
+                                              "Adam", "AdamW", "LBFGS", "NewtonCG",
+                                              "save_params", "load_params")},
          **{name: "lossc.optim.laplace" for name in ("laplace", "Laplace", "LaplaceError")}}
 
 __all__ = ["compile", "load", "Options", "CompileError", "LosscWarning", "Model",
