@@ -18,6 +18,7 @@ import time
 
 import click
 import numpy as np
+from click.core import ParameterSource
 
 from lossc.cli_common import (check_memory, check_numbers, check_output, fail,
                                finite_float, load_model, model_options, parse_hypers,
@@ -28,9 +29,10 @@ from lossc.optim.config import TrainConfig
 from lossc.optim.data import DataError, load_data
 from lossc.optim.driver import format_seconds, train as run_training
 from lossc.optim.metrics import accuracy, label_input
+from lossc.optim.freeze import check_frozen
 from lossc.optim.fullbatch import check_run, train_options
 from lossc.optim.names import FULL_BATCH, NAMES, by_name
-from lossc.optim.params_io import load_params, params_file, save_params
+from lossc.optim.params_io import load_params, params_file, save_params, trained_with
 from lossc.optim.prepare import n_samples
 from lossc.optim.prox import l1_weights
 
@@ -129,6 +131,22 @@ def describe_optimizer(name: str, opt, l1_values: dict) -> str:
 
 
 def plot_curve(path: pathlib.Path, result, title: str, by_steps: bool, per_epoch: int):
+    fig = draw_curve(result, title, by_steps, per_epoch)
+    import matplotlib.pyplot as plt
+    try:
+        with replacing(path) as tmp:
+            fig.savefig(tmp, dpi=110, format=path.suffix[1:].lower())
+    finally:
+        plt.close(fig)
+
+
+FLAT_SHARE = 0.05    # a tail spanning less than this share of the y range looks flat
+
+
+def draw_curve(result, title: str, by_steps: bool, per_epoch: int):
+    """The loss curve as a matplotlib Figure: the objective after each epoch (and each
+    mini-batch's behind it, and the validation objective), the best epoch marked, and
+    a logarithmic y axis where a linear one would leave the curve flat."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -141,21 +159,52 @@ def plot_curve(path: pathlib.Path, result, title: str, by_steps: bool, per_epoch
         ax.plot(sx, result.step_losses, color="0.75", lw=0.6, label="mini-batches")
     ax.plot(xs, result.history, color="C0", lw=1.6, marker="o" if len(xs) <= 60 else None,
             ms=3, label="training")
+    judged = result.history
     if result.val_history:
+        judged = result.val_history
         ax.plot(xs[:len(result.val_history)], result.val_history, color="C1", lw=1.6,
                 marker="s" if len(xs) <= 60 else None, ms=3, label="validation")
+    best = result.best_epoch
+    if best < len(judged) and math.isfinite(judged[best]):
+        unit = "step" if by_steps else "epoch"
+        ax.axvline(best, color="C2", lw=0.8, ls="--")
+        ax.plot([best], [judged[best]], marker="*", ms=11, color="C2", ls="none",
+                label=f"best: {unit} {best}")
     ax.set_xlabel("step" if by_steps else "epoch")
-    values = np.array([v for v in result.history + result.step_losses if math.isfinite(v)])
-    if len(values) and values.min() > 0 and values.max() / values.min() > 100:
-        ax.set_yscale("log")
+    scale = y_scale(result.history + result.val_history)
+    if scale == "symlog":
+        ax.set_yscale("symlog", linthresh=symlog_threshold(result.history))
+    else:
+        ax.set_yscale(scale)
     ax.set_ylabel("objective")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    with replacing(path) as tmp:
-        fig.savefig(tmp, dpi=110, format=path.suffix[1:].lower())
-    plt.close(fig)
+    return fig
+
+
+def y_scale(values) -> str:
+    """"linear", or "log" ("symlog" where a value is not positive) when on a linear
+    axis the curve would be flat: its values span more than a factor of 100, or after
+    the first tenth of the run (at least the first point) they span less than
+    FLAT_SHARE of the whole range, the start dwarfing the rest."""
+    v = np.array([x for x in values if math.isfinite(x)], dtype=float)
+    if len(v) < 3:
+        return "linear"
+    span = v.max() - v.min()
+    tail = v[max(1, len(v) // 10):]
+    flat = span > 0 and tail.max() - tail.min() < FLAT_SHARE * span
+    wide = v.min() > 0 and v.max() / v.min() > 100
+    if not (flat or wide):
+        return "linear"
+    return "log" if v.min() > 0 else "symlog"
+
+
+def symlog_threshold(values) -> float:
+    """The linear band of a symlog axis: the size of the tail's values."""
+    v = np.abs([x for x in values[max(1, len(values) // 10):] if math.isfinite(x)])
+    return float(max(v.max() if len(v) else 1.0, 1e-300))
 
 
 def plot_file(path: pathlib.Path) -> pathlib.Path:
@@ -174,6 +223,12 @@ def plot_file(path: pathlib.Path) -> pathlib.Path:
         fail(f"lossc: error: --plot {path}: matplotlib cannot write {path.suffix} files "
              f"(it writes {', '.join('.' + f for f in sorted(formats))})")
     return path
+
+
+def default_params_path(file: pathlib.Path) -> pathlib.Path:
+    """Where the parameters go without --out: the model's name with .params.npz, in
+    the current folder (the model's folder may be read-only, or shared: samples/)."""
+    return pathlib.Path(file.stem + ".params.npz")
 
 
 @click.command("train")
@@ -210,9 +265,13 @@ def plot_file(path: pathlib.Path) -> pathlib.Path:
 @click.option("--validation", type=float, default=None, metavar="FRACTION",
               help="Hold out this fraction of the data: keep the parameters best on it and "
                    "stop early when it stops improving.")
+@click.option("--val-data", type=click.Path(dir_okay=False, path_type=pathlib.Path),
+              default=None, metavar="PATH",
+              help="A validation set of its own (.csv, .npz, .npy; a time-ordered or "
+                   "grouped hold-out), instead of --validation.")
 @click.option("--patience", type=int, default=None,
               help="Epochs without improvement before stopping early (default 5 with "
-                   "--validation).")
+                   "--validation or --val-data).")
 @click.option("--tol-grad", type=float, default=None,
               help="Stop when the full-data gradient norm is at most this.")
 @click.option("--tol-loss", type=float, default=None,
@@ -223,19 +282,23 @@ def plot_file(path: pathlib.Path) -> pathlib.Path:
                    "or the epoch's mini-batch objectives combined (no extra pass).")
 @click.option("--hyper", "hypers", multiple=True, metavar="NAME=VALUE",
               help="Set a hyperparameter (repeatable).")
+@click.option("--freeze", "frozen", multiple=True, metavar="PARAM",
+              help="Keep this parameter at its initial value (repeatable; with --init, "
+                   "the value given there).")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed for the initial parameters, shuffling and the validation split.")
 @click.option("--init", "init_path", type=click.Path(dir_okay=False, path_type=pathlib.Path),
               default=None, help="Start from saved parameters (.npz or .json).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=pathlib.Path), default=None,
               help="Where to write the parameters: .npz, or .json if the name ends in "
-                   ".json (default: FILE's name with .params.npz).")
+                   ".json (default: FILE's name with .params.npz, in the current folder; an "
+                   "existing file is replaced, and a line says so first).")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=pathlib.Path), default=None,
               help="Draw the loss curve to this PNG (needs matplotlib).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 def train(file, dims, dtype, data, optimizer, lr, momentum, weight_decay, clip_norm,
-          l1_items, batch_size, epochs, steps, schedule, validation, patience, tol_grad,
-          tol_loss, monitor, hypers, seed, init_path, out, plot, quiet):
+          l1_items, batch_size, epochs, steps, schedule, validation, val_data, patience,
+          tol_grad, tol_loss, monitor, hypers, frozen, seed, init_path, out, plot, quiet):
     """Train the model in FILE and save the best parameters found.
 
     \b
@@ -254,12 +317,18 @@ def train(file, dims, dtype, data, optimizer, lr, momentum, weight_decay, clip_n
     if validation is not None and not 0 < validation < 1:
         fail(f"lossc: error: --validation must be a fraction between 0 and 1, got "
              f"{validation:g}")
+    if validation is not None and val_data is not None:
+        fail("lossc: error: --validation and --val-data are exclusive: hold out a "
+             "fraction of --data, or give a validation set, not both")
     hyper_values = parse_hypers(hypers)
     l1_values = parse_pairs(l1_items, "--l1", finite_float)
     # every output is checked before the run, so that none of it is lost at the end
-    out = params_file(out or file.with_name(file.stem + ".params.npz"))
-    inputs = {"FILE": file, "--data": data, "--init": init_path}
-    check_output("--out", out, inputs)
+    out, default_out = params_file(out or default_params_path(file)), out is None
+    inputs = {"FILE": file, "--data": data, "--val-data": val_data, "--init": init_path}
+    check_output("--out" if not default_out else "the parameters file", out, inputs)
+    if default_out and out.exists():
+        click.echo(f"lossc: {out} exists and will be replaced at the end of the run "
+                   "(--out names another file)", err=True)
     if plot is not None:
         plot = plot_file(plot)
         check_output("--plot", plot, inputs)     # (its format is never --out's)
@@ -286,16 +355,22 @@ def train(file, dims, dtype, data, optimizer, lr, momentum, weight_decay, clip_n
             raise ValueError(f"{file.name} has no inputs, so it takes no data: train it "
                              "with --steps")
         arrays = load_data(data, model) if data is not None else None
+        if val_data is not None and not model.inputs:
+            raise ValueError(f"{file.name} has no inputs, so it takes no --val-data")
+        val_arrays = load_data(val_data, model) if val_data is not None else None
         init = load_params(init_path, model) if init_path is not None else None
         options = dict(epochs=epochs, steps=steps, seed=seed, hypers=hyper_values,
                        schedule=sched, tol_grad=tol_grad, tol_loss=tol_loss,
-                       validation=validation, patience=patience, init=init,
-                       monitor=monitor)
+                       validation=validation, val_data=val_arrays, patience=patience,
+                       init=init, freeze=frozen, monitor=monitor)
         if batch_size is not None:
             options["batch_size"] = batch_size or None
         config = TrainConfig(**train_options(opt, options))
         check_run(opt, model, config)
-        plan = config.plan(model, n_samples(arrays))      # the run's, as it will train
+        check_frozen(model, config.freeze)
+        # the run's, as it will train
+        plan = config.plan(model, n_samples(arrays),
+                           n_samples(val_arrays) if val_arrays is not None else None)
         progress = Progress(model, plan, quiet)
         if not quiet:
             held_out = f" (+{plan.n_val} for validation)" if plan.n_val else ""
@@ -327,7 +402,7 @@ def train(file, dims, dtype, data, optimizer, lr, momentum, weight_decay, clip_n
         click.echo("lossc: warning: the objective never went below its initial value; the "
                    f"learning rate ({opt.lr:g}) may be too large", err=True)
     try:
-        save_params(out, result.params)
+        save_params(out, result.params, model=model, hypers=hyper_values)
     except OSError as e:
         fail(f"lossc: error: cannot write {out}: {e.strerror or e}")
     click.echo(f"wrote {out} ({describe(model)})")
@@ -344,6 +419,68 @@ def train(file, dims, dtype, data, optimizer, lr, momentum, weight_decay, clip_n
         sys.exit(130)
     if not result.ok:
         sys.exit(1)
+
+
+def load_trained(file: pathlib.Path, dims, dtype, params_path: pathlib.Path,
+                 hyper_values: dict):
+    """(model, params, hypers) for a command that uses trained parameters: the dims,
+    dtype and hyperparameters the parameters file records (lossc train writes them)
+    unless the command line gives others (saying on stderr which it takes from the
+    file), and the parameters checked against the model. A model whose dims or dtype
+    differ from the record's ends the command with a line naming both. A file without
+    a record (saved without its model, or by an older lossc) is used as it is."""
+    try:
+        record = trained_with(params_path)
+    except ValueError as e:
+        fail(f"lossc: error: {e}")
+    if record is None:
+        model = load_model(file, dims, dtype)
+        check_memory(model)
+        return model, _load_params(params_path, model), hyper_values
+    ctx = click.get_current_context()
+    dtype_given = ctx.get_parameter_source("dtype") is not ParameterSource.DEFAULT
+    given = {item.partition("=")[0].strip() for item in dims}
+    same_source = _source_sha256(file) == record.source_sha256
+    # (dims of a source that changed since may no longer exist: only the given ones)
+    taken_dims = {k: v for k, v in record.dims.items() if k not in given} \
+        if same_source else {}
+    model = load_model(file, tuple(dims) + tuple(f"{k}={v}" for k, v in taken_dims.items()),
+                       dtype if dtype_given else record.dtype)
+    check_memory(model)
+    mismatch = record.mismatch(model)
+    if mismatch:
+        fail(f"lossc: error: {params_path} does not fit {file.name}: {mismatch}")
+    if not same_source:
+        click.echo(f"lossc: warning: {file.name} has changed since {params_path} was "
+                   "trained (its source hash differs)", err=True)
+    taken_hypers = {k: v for k, v in record.hypers.items()
+                    if k not in hyper_values and k in {h.name for h in model.hypers}}
+    taken = [f"{k}={v}" for k, v in taken_dims.items()]
+    taken += [record.dtype] if not dtype_given else []
+    taken += [f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}=[...]"
+              for k, v in taken_hypers.items()]
+    if taken:
+        click.echo(f"lossc: using {', '.join(taken)} as {params_path} records (trained "
+                   "with them; override with --dim, --dtype or --hyper)", err=True)
+    return model, _load_params(params_path, model), {**taken_hypers, **hyper_values}
+
+
+def _load_params(path, model) -> dict:
+    try:
+        return load_params(path, model)
+    except ValueError as e:
+        fail(f"lossc: error: {e}")
+
+
+def _source_sha256(file: pathlib.Path) -> str:
+    """The hash a model compiled from `file` records (read as the compiler reads it:
+    a device or a pipe is not read without end), or "" if it cannot be read."""
+    import hashlib
+    from lossc.compiler import read_source
+    try:
+        return hashlib.sha256(read_source(file).text.encode()).hexdigest()
+    except (OSError, ValueError, TypeError):      # (a CompileError is a ValueError)
+        return ""      # (load_model reports an unreadable file)
 
 
 @click.command("eval")
@@ -369,11 +506,9 @@ def train(file, dims, dtype, data, optimizer, lr, momentum, weight_decay, clip_n
 def eval_cmd(file, dims, dtype, data, params_path, hypers, metrics, label, stderr):
     """Print the objective of FILE's model with saved parameters (on a data file), and
     the norm of its gradient there."""
-    hyper_values = parse_hypers(hypers)
-    model = load_model(file, dims, dtype)
-    check_memory(model)
+    model, params, hyper_values = load_trained(file, dims, dtype, params_path,
+                                               parse_hypers(hypers))
     try:
-        params = load_params(params_path, model)
         if model.inputs and data is None:
             raise ValueError("the model has inputs (" + ", ".join(i.name for i in model.inputs)
                              + "): give the data with --data")

@@ -126,7 +126,7 @@ def test_train_options(tmp_path):
             "--dim", "D=8", "--out", tmp_path / "q.json")
     assert r.exit_code == 0, r.output
     assert "nesterov lr 0.05, momentum 0.5" in r.output
-    assert set(json.loads((tmp_path / "q.json").read_text())) == {"w", "b"}
+    assert set(json.loads((tmp_path / "q.json").read_text())) == {"w", "b", "__lossc__"}
     m32 = run("train", SAMPLES / "softmax.loss", "--data", DATA / "softmax.csv", "--dtype",
               "float32", "--epochs", "2", "--out", tmp_path / "s.npz")
     assert m32.exit_code == 0 and np.load(tmp_path / "s.npz")["W"].dtype == np.float32

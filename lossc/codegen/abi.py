@@ -189,6 +189,8 @@ TRAIN_STEPS = Layout("TrainStepsFrame", (
     S("ahead", "i64*", "room for the row addresses of one batch (batch_size x "
                        "n_inputs), or 0: before each batch the steps list there the rows "
                        "of the batch AHEAD_BATCHES on, for the gradient to prefetch"),
+    S("frozen", "i8*", "a byte per parameter, nonzero for one the steps leave as it is "
+                       "(its gradient taken as 0), or 0: none frozen"),
 ))
 
 TRAIN_CONFIG = Layout("TrainConfig", (

@@ -29,6 +29,7 @@ from __future__ import annotations
 from llvmlite import ir
 
 from lossc.codegen import abi
+from lossc.codegen.unit_names import train_function
 from lossc.codegen.abi import ERROR, TRAIN_CONFIG, TRAIN_FLAGS, TRAIN_STEPS, VALUE_AND_GRAD
 from lossc.codegen.values import I32, I64, ValueEmitter, counted_loop
 
@@ -43,7 +44,7 @@ SETTLE_MAX = 1 - 2.0 ** -20
 
 
 def function_name(kind: str) -> str:
-    return f"lossc_train_steps_{kind}"
+    return train_function(kind)
 
 
 def emit_train_steps(module: ir.Module, kind: str, T) -> None:
@@ -65,6 +66,8 @@ def emit_train_steps(module: ir.Module, kind: str, T) -> None:
     grad, value = slot("grad"), slot("value")
     n, n_inputs, row_bytes = slot("n_params"), slot("n_inputs"), slot("row_bytes")
     ahead = slot("ahead")
+    frozen = slot("frozen")
+    any_frozen = b.icmp_unsigned("!=", b.ptrtoint(frozen, I64), em.iconst(0))
     vg_type = ir.FunctionType(I32, [I64.as_pointer()])
     vg = TRAIN_STEPS.load(b, frame, "gradient", ty=vg_type.as_pointer())
     # the gradient's frame: everything but the row count and the rows to prefetch is
@@ -144,6 +147,14 @@ def emit_train_steps(module: ir.Module, kind: str, T) -> None:
         with b.if_then(b.load(bad), likely=False):
             ERROR.store(b, err, "batch", k)
             b.ret(ir.Constant(I32, abi.DIVERGED))
+        # a frozen parameter's gradient is 0 (it counts for nothing in the clipping
+        # norm), as the Python steps take it (lossc.optim.freeze)
+        with b.if_then(any_frozen, likely=False):
+            with em.loop(n) as j:
+                gp = b.gep(grad, [j])
+                keep = b.icmp_unsigned("!=", b.load(b.gep(frozen, [j])),
+                                       ir.Constant(ir.IntType(8), 0))
+                b.store(b.select(keep, ir.Constant(T, 0.0), b.load(gp)), gp)
         t = b.add(b.load(tptr), em.iconst(1))
         b.store(t, tptr)
         # gradient clipping by the global norm (torch.nn.utils.clip_grad_norm_)
@@ -169,10 +180,21 @@ def emit_train_steps(module: ir.Module, kind: str, T) -> None:
                         bc2_sqrt=em.bias_correction(bb, tf, settled[1], root=half))
 
         # one straight-line loop (no branch inside): element by element the arithmetic
-        # is that of optimizers.py
+        # is that of optimizers.py; with frozen parameters, a second loop that puts
+        # each frozen one back as it was (weight decay would move it)
         rule = getattr(em, kind)
-        with em.loop(n) as j:
-            rule(j=j, **args)
+        with b.if_else(any_frozen, likely=False) as (with_frozen, without):
+            with with_frozen:
+                with em.loop(n) as j:
+                    pj = b.gep(params, [j])
+                    before = b.load(pj)
+                    rule(j=j, **args)
+                    keep = b.icmp_unsigned("!=", b.load(b.gep(frozen, [j])),
+                                           ir.Constant(ir.IntType(8), 0))
+                    b.store(b.select(keep, before, b.load(pj)), pj)
+            with without:
+                with em.loop(n) as j:
+                    rule(j=j, **args)
     b.ret(ir.Constant(I32, abi.OK))
 
 

@@ -24,7 +24,7 @@ from lossc.optim.metrics import accuracy, per_sample_loss
 from lossc.optim.names import by_name
 from lossc.optim.optimizers import SGD, Adam, AdamW, Optimizer, RMSprop
 from lossc.optim.orthant_wise import owlqn
-from lossc.optim.params_io import load_params, save_params
+from lossc.optim.params_io import TrainedWith, load_params, save_params, trained_with
 from lossc.optim.prox import l1_weights, prox_l1
 from lossc.optim.quasi_newton import lbfgs
 from lossc.optim.second_order import newton, newton_cg
@@ -34,6 +34,7 @@ from lossc.runtime.scipy_bridge import pack_params, scipy_objective, unpack_para
 __all__ = ["train", "TrainConfig", "Plan", "TrainResult", "EpochInfo", "SGD", "RMSprop",
            "Adam", "AdamW", "LBFGS", "NewtonCG", "Optimizer", "by_name", "schedules",
            "load_data", "DataError", "scipy_objective", "pack_params", "unpack_params",
-           "accuracy", "per_sample_loss", "save_params", "load_params", "lbfgs", "owlqn",
+           "accuracy", "per_sample_loss", "save_params", "load_params", "trained_with",
+           "TrainedWith", "lbfgs", "owlqn",
            "newton_cg", "newton", "strong_wolfe", "MinimizeResult", "Iterate", "prox_l1",
            "l1_weights", "Layout"]

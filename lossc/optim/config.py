@@ -19,6 +19,7 @@ import numpy as np
 
 from lossc.optim import schedules as _schedules
 from lossc.optim.data import DataError
+from lossc.optim.freeze import frozen_names
 
 DEFAULT_EPOCHS = 10       # data models, when neither epochs nor steps is given
 DEFAULT_STEPS = 1000      # models without inputs
@@ -35,10 +36,12 @@ class TrainConfig:
     # the data and its batches
     batch_size: Optional[int] = 64          # None or 0: the whole training set a step
     validation: Optional[float] = None      # the fraction of samples held out
+    val_data: Any = None                    # or a validation set of its own
     shuffle: bool = True
     seed: int = 0                           # initial parameters, shuffles, the split
     hypers: dict = field(default_factory=dict)
     init: Any = None                        # initial parameters: a dict or flat vector
+    freeze: Any = ()                        # names of parameters kept at their initial values
     # when to stop
     epochs: Optional[int] = None
     steps: Optional[int] = None
@@ -54,6 +57,7 @@ class TrainConfig:
     def __post_init__(self):
         set_ = object.__setattr__      # (the fields are frozen once checked)
         set_(self, "hypers", finite_hypers(self.hypers))
+        set_(self, "freeze", frozen_names(self.freeze))
         schedule = self.schedule if self.schedule is not None else _schedules.Constant()
         if not callable(schedule):
             raise TypeError("schedule must be a callable lr(base_lr, k), e.g. "
@@ -72,8 +76,15 @@ class TrainConfig:
         if self.monitor not in MONITORS:
             raise ValueError(f"monitor must be one of {MONITORS}, got {self.monitor!r}")
         v = self.validation
-        if v is not None and not (is_real(v) and 0 <= v < 1):
+        if v is not None and not is_real(v):
+            raise TypeError(f"validation is the fraction of the data to hold out, got "
+                            f"{type(v).__name__}; pass a validation set of its own as "
+                            "val_data=")
+        if v is not None and not 0 <= v < 1:
             raise ValueError(f"validation must be a fraction between 0 and 1, got {v!r}")
+        if v and self.val_data is not None:
+            raise ValueError("validation= and val_data= are exclusive: hold out a fraction "
+                             "of the data, or give a validation set, not both")
 
     @classmethod
     def from_options(cls, options: dict) -> "TrainConfig":
@@ -86,11 +97,12 @@ class TrainConfig:
                                 f"are {', '.join(known)}")
         return cls(**options)
 
-    def plan(self, model, n_samples: int) -> "Plan":
+    def plan(self, model, n_samples: int, n_val: Optional[int] = None) -> "Plan":
         """The run's sizes for `model` (anything with `.inputs`) on n_samples samples
-        (before the validation split; ignored for a model without inputs). A split that
-        leaves either side empty is a DataError."""
-        return make_plan(bool(model.inputs), n_samples, self)
+        (before the validation split; ignored for a model without inputs), or, with a
+        validation set of its own (val_data), n_samples to train on and n_val to
+        validate on. A split that leaves either side empty is a DataError."""
+        return make_plan(bool(model.inputs), n_samples, self, n_val)
 
     def schedule_for(self, plan: "Plan") -> Callable:
         """The schedule, a cosine without T_max annealing over the planned epochs."""
@@ -131,8 +143,14 @@ def split_sizes(n: int, validation: Optional[float]) -> tuple[int, int]:
     return n - n_val, n_val
 
 
-def make_plan(has_inputs: bool, n_samples: int, config: TrainConfig) -> Plan:
-    n, n_val = split_sizes(n_samples, config.validation) if has_inputs else (1, 0)
+def make_plan(has_inputs: bool, n_samples: int, config: TrainConfig,
+              n_val: Optional[int] = None) -> Plan:
+    if not has_inputs:
+        n, n_val = 1, 0
+    elif n_val is not None:
+        n = n_samples
+    else:
+        n, n_val = split_sizes(n_samples, config.validation)
     batch_size, epochs, steps = config.batch_size, config.epochs, config.steps
     full_batch = not has_inputs or not batch_size or batch_size >= n
     bs = n if full_batch else batch_size

@@ -7,6 +7,9 @@ belong to an input. Without a header (the first row is all numbers), the columns
 the inputs' elements in declaration order, each input in row-major order. A .npz holds
 one array per input name; a .npy is the single input of a one-input model.
 
+A pandas DataFrame (`data=` in Python) is read as a CSV with a header: its column
+names are the header (pandas is imported only by the caller that made the frame).
+
 Every problem raises DataError (a ValueError) naming the file, and the column and the
 row where there is one: rows are the file's line numbers (the header is line 1), as an
 editor shows them.
@@ -206,20 +209,47 @@ def load_csv(path, model) -> dict:
     table = _parse_table(rows)
     if table is None:
         table = _parse_cells(path, rows, lines, header)
+    return _inputs_of_table(table, columns, header, path, lambda r: f"row {lines[r]}")
+
+
+def _inputs_of_table(table, columns, header, where, row_text) -> dict:
+    """Each input's array from a float64 table of samples by columns (`columns`: each
+    input's column numbers, from _layout), checked: finite, whole numbers in int
+    inputs (row_text(r) names table row r in a message)."""
     out = {}
-
-    def row_text(r):
-        return f"row {lines[r]}"
-
     for spec, cols in columns:
-        block = table[:, cols].reshape((len(rows),) + spec.shape)
+        block = table[:, cols].reshape((len(table),) + spec.shape)
         names = [_colname(header, c) for c in cols]
-        _check_finite(block, spec, names, path, row_text)
+        _check_finite(block, spec, names, where, row_text)
         if spec.is_int:
-            _check_int(block, spec, names, path, row_text)
+            _check_int(block, spec, names, where, row_text)
             block = block.astype(np.int64)
         out[spec.name] = np.ascontiguousarray(block)
     return out
+
+
+def is_data_frame(data) -> bool:
+    """Whether `data` is a pandas DataFrame (told without importing pandas)."""
+    return any(c.__module__.split(".")[0] == "pandas" and c.__name__ == "DataFrame"
+               for c in type(data).__mro__)
+
+
+def frame_arrays(frame, model, where: str = "data") -> dict:
+    """A dict input name -> array from a pandas DataFrame whose column names are a
+    CSV header's (y, x.0, x.1, ...; see the module docstring), checked as a CSV is:
+    rows are counted from 0, as frame.iloc counts them."""
+    header = [str(c).strip() for c in frame.columns]
+    if not len(frame):
+        raise DataError(f"{where}: the DataFrame has no rows")
+    columns = _layout(where, model, header, len(header))
+    for name, dtype in zip(header, frame.dtypes):
+        if getattr(dtype, "kind", "O") not in "biuf":
+            raise DataError(f"{where}: column '{name}' must hold numbers, got dtype {dtype}")
+    try:
+        table = frame.to_numpy(dtype=np.float64, na_value=np.nan)
+    except (TypeError, ValueError) as e:
+        raise DataError(f"{where}: cannot read the DataFrame as numbers: {e}") from None
+    return _inputs_of_table(table, columns, header, where, lambda r: f"row {r}")
 
 
 def _parse_table(rows):
@@ -333,16 +363,29 @@ def _layout(path, model, header, ncols: int) -> list:
                                 " name the same element")
             if not found:
                 hint = f" (one column per element: {names[0]}, ...)" if s.shape else ""
-                raise DataError(f"{path}: no column '{names[0]}' for input '{s.name}'{hint}")
+                raise DataError(f"{path}: no column '{names[0]}' for input '{s.name}'{hint}"
+                                + _found_and_expected(header, model))
             cols.append(found[0])
             used.add(found[0])
         out.append((s, cols))
     extra = [header[c] for c in range(len(header)) if c not in used]
     if extra:
-        expected = ", ".join(_column_span(s) for s in model.inputs)
-        raise DataError(f"{path}: column '{extra[0]}' matches no input of the model "
-                        f"(expected columns: {expected})")
+        raise DataError(f"{path}: column '{extra[0]}' matches no input of the model"
+                        + _found_and_expected(header, model))
     return out
+
+
+FOUND_MAX = 20      # column names a message lists at most
+
+
+def _found_and_expected(header, model) -> str:
+    """The end of a message: the columns the header has and those the model's inputs
+    take (on the same line: an error is one line on the command line)."""
+    found = ", ".join(header[:FOUND_MAX])
+    if len(header) > FOUND_MAX:
+        found += f", ... ({len(header)} in all)"
+    expected = ", ".join(_column_span(s) for s in model.inputs)
+    return f"; found columns: {found}; expected columns: {expected}"
 
 
 def _column_span(spec) -> str:

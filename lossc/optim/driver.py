@@ -63,6 +63,7 @@ import numpy as np
 
 from lossc.codegen.units import PERMUTATION
 from lossc.optim.config import TrainConfig
+from lossc.optim.freeze import check_frozen, frozen
 from lossc.optim.fullbatch import check_run, train_options
 # (EpochInfo, what a callback gets, is part of train's interface here too)
 from lossc.optim.monitor import EpochInfo, Monitor, StepLog, Stop  # noqa: F401
@@ -125,8 +126,9 @@ def train(model, data=None, optimizer: Optional[Optimizer] = None, *,
           config: Optional[TrainConfig] = None, **options) -> TrainResult:
     """Train `model` (a compiled lossc Model) and return a TrainResult.
 
-    data: a dict input name -> array (samples first), or the path of a .csv, .npz or
-    .npy file (see lossc.optim.data); None for a model without inputs. optimizer: a
+    data: a dict input name -> array (samples first), a pandas DataFrame (columns named
+    as a CSV header's: y, x.0, x.1, ...), or the path of a .csv, .npz or .npy file (see
+    lossc.optim.data); None for a model without inputs. optimizer: a
     lossc optimizer (default Adam(lr=1e-3)); its state is reset first, and its `lr` is
     the base rate of `schedule`. The options, by keyword (or as one TrainConfig in
     `config=`):
@@ -138,13 +140,17 @@ def train(model, data=None, optimizer: Optional[Optimizer] = None, *,
     seed (0): the initial parameters, the shuffles and the validation split. hypers:
     the model's hyperparameters. schedule: a callable lr(base, k) from
     lossc.optim.schedules, applied at the start of each epoch. validation: a fraction
-    of the samples held out (drawn from the seed) to choose the best parameters;
+    of the samples held out (drawn from the seed) to choose the best parameters; or
+    val_data: a validation set of its own, in any form data takes (a time-ordered or
+    grouped hold-out), not with validation;
     training stops after `patience` epochs without a new best (default 5 with a
     validation split, never without one unless given). tol_grad, tol_loss: stop on a
     small gradient norm or change of the objective. callback(info: EpochInfo) runs
     after each epoch and stops training by returning True; progress(step, epoch,
     batch_loss, batch_samples) runs after each step. init: initial parameters, a dict
-    or a flat vector (default model.init_params(seed)). shuffle (True): draw each
+    or a flat vector (default model.init_params(seed)). freeze: names of parameters
+    kept at their initial values (lossc.optim.freeze; an unknown name is a
+    ValueError). shuffle (True): draw each
     epoch's order from the seed. monitor: "full" (the objective over the training set
     after each epoch) or "batches" (the epoch's mini-batch objectives combined, no
     extra pass; see the module docstring).
@@ -162,6 +168,7 @@ def train(model, data=None, optimizer: Optional[Optimizer] = None, *,
         raise ValueError(f"the optimizer's learning rate must be a positive number, got "
                          f"{opt.lr!r}")
     check_run(opt, model, config)
+    check_frozen(model, config.freeze)
     with prepare(model, data, config) as prepared:
         return _run(model, opt, prepared, config)
 
@@ -171,11 +178,12 @@ def _run(model, opt, prepared, config: TrainConfig) -> TrainResult:
     epochs, and the result."""
     plan = prepared.plan
     theta = _initial(model, config.init, config.seed)
+    fixed = frozen(model, config.freeze, theta)
     opt.reset()
     base_lr = opt.lr
     objectives = Objectives(model, prepared.full, prepared.val,
                             by_gradient(plan, config.monitor, bool(model.inputs)),
-                            l1=opt.l1, hypers=config.hypers)
+                            l1=opt.l1, hypers=config.hypers, frozen=fixed)
     log = StepLog(model.reduce == "mean", config.progress)
     # monitor="batches" without a validation split judges an epoch by its batches, not
     # by the parameters it ends with: those are checked at the end (verify_best)

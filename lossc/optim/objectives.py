@@ -44,11 +44,12 @@ def by_gradient(plan, monitor: str, has_inputs: bool) -> bool:
 
 class Objectives:
     def __init__(self, model, full, val, by_gradient: bool, *, l1=None,
-                 hypers: Optional[dict] = None):
+                 hypers: Optional[dict] = None, frozen=None):
         self.model, self.full, self.val = model, full, val
         self.by_gradient = by_gradient
         self.l1 = l1                    # the optimizer's L1 weights, or None
         self.hypers = dict(hypers or {})     # (for model.hvp, which takes them by name)
+        self.frozen = frozen            # the run's frozen parameters (freeze.py), or None
         # the full gradient at the parameters of the last value_and_grad pass (batch
         # descent steps with it); objective-only passes through the gradient's code
         # write theirs elsewhere
@@ -59,6 +60,8 @@ class Objectives:
         """The objective over bound data, its gradient written to grad_out: the driver's
         one call of the model's checked flat path."""
         value, _ = self.model.checked_value_and_grad_flat(theta, data, None, grad_out)
+        if self.frozen is not None:
+            self.frozen.zero_grad(grad_out)
         return value
 
     def value_and_gradnorm(self, theta) -> tuple[float, float]:
@@ -101,7 +104,12 @@ class Objectives:
         """The Hessian of the training objective at x times v (float64 vectors in pack
         order), through model.hvp(theta, v, **inputs, **hypers) on dicts."""
         model = self.model
+        if self.frozen is not None:      # (the Hessian's rows and columns of frozen ones: 0)
+            v = np.where(self.frozen.mask, 0.0, v)
         inputs = {spec.name: a for spec, a in zip(model.inputs, self.full.arrays)}
         out = model.hvp(model.unpack_params(x), model.unpack_params(v), **inputs,
                         **self.hypers)
-        return model.pack_params(out).astype(np.float64)
+        hv = model.pack_params(out).astype(np.float64)
+        if self.frozen is not None:
+            self.frozen.zero_grad(hv)
+        return hv

@@ -1,14 +1,83 @@
 """Saving and loading trained parameters: .npz (one array per parameter, the default)
-or .json ({"name": nested lists}, for reading from other languages)."""
+or .json ({"name": nested lists}, for reading from other languages).
+
+A file saved with its model (`save_params(path, params, model=m, hypers=...)`, as
+`lossc train` saves) also records what the parameters were trained with: the model's
+name, the hash of its source, its dims, its dtype and the hyperparameters of the run
+(`TrainedWith`). The record is one more entry, RECORD_KEY: in a .npz a 0-d string array
+holding JSON, in a .json an object. `trained_with(path)` reads it (None for a file
+without one, as files saved before it existed are); `load_params` skips it.
+"""
 from __future__ import annotations
 
 import json
 import pathlib
+from dataclasses import asdict, dataclass
+from typing import Optional
 
 import numpy as np
 
 from lossc.files import not_a_file, replacing
 from lossc.optim.npfiles import load_npz
+
+RECORD_KEY = "__lossc__"     # (not a name a parameter can have)
+
+
+@dataclass(frozen=True)
+class TrainedWith:
+    """What a parameters file records of the model and run that made it."""
+
+    name: str                # the model's file name
+    source_sha256: str       # the hash of its source text
+    dims: dict               # every dim, as the model was compiled
+    dtype: str               # float64 or float32
+    hypers: dict             # every hyperparameter's value in the run
+
+    @classmethod
+    def of(cls, model, hypers: Optional[dict] = None) -> "TrainedWith":
+        """The record for parameters of `model` trained with `hypers` (the others at
+        their defaults)."""
+        values = {h.name: _plain(h.default) for h in model.hypers}
+        unknown = [k for k in (hypers or {}) if k not in values]
+        if unknown:
+            raise ValueError(f"hypers: '{unknown[0]}' is not a hyperparameter of the model"
+                             + (f" (hyperparameters: {', '.join(values)})" if values else
+                                " (it has none)"))
+        values.update({k: _plain(v) for k, v in (hypers or {}).items()})
+        meta = model.meta
+        return cls(pathlib.Path(str(meta.get("name", ""))).name,
+                   str(meta.get("source_sha256", "")),
+                   {k: int(v) for k, v in meta.get("dims", {}).items()},
+                   model.dtype.name, values)
+
+    @classmethod
+    def from_json(cls, raw) -> "TrainedWith":
+        if not isinstance(raw, dict):
+            raise ValueError(f"its '{RECORD_KEY}' record is not an object")
+        try:
+            return cls(str(raw["name"]), str(raw["source_sha256"]),
+                       {str(k): int(v) for k, v in dict(raw["dims"]).items()},
+                       str(raw["dtype"]), dict(raw["hypers"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"its '{RECORD_KEY}' record is malformed ({e})") from None
+
+    def dims_text(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.dims.items()) or "no dims"
+
+    def mismatch(self, model) -> Optional[str]:
+        """What differs between this record's dims and dtype and the model's, as
+        'dims D=8, float64 ... the model has D=4, float64', or None."""
+        here = TrainedWith.of(model)
+        if here.dims == self.dims and here.dtype == self.dtype:
+            return None
+        return (f"trained with {self.dims_text()}, {self.dtype}; the model here has "
+                f"{here.dims_text()}, {here.dtype}")
+
+
+def _plain(v):
+    """A hyperparameter's value as JSON holds it (a number, or nested lists)."""
+    a = np.asarray(v)
+    return a.item() if a.shape == () else a.tolist()
 
 
 def params_file(path) -> pathlib.Path:
@@ -20,34 +89,55 @@ def params_file(path) -> pathlib.Path:
     return path.with_name(path.name + ".npz")
 
 
-def save_params(path, params: dict) -> pathlib.Path:
-    """Write a parameter dict; the format follows the suffix (.json, else .npz). The
-    file is replaced in one step: a write that fails leaves the old one as it was."""
+def save_params(path, params: dict, *, model=None, hypers: Optional[dict] = None
+                ) -> pathlib.Path:
+    """Write a parameter dict; the format follows the suffix (.json, else .npz). With
+    `model`, the file also records the model's name, source hash, dims and dtype and
+    the run's `hypers` (the others at the model's defaults): `lossc eval` then uses
+    them. The file is replaced in one step: a write that fails leaves the old one as
+    it was."""
     path = params_file(path)
+    if RECORD_KEY in params:
+        raise ValueError(f"params: '{RECORD_KEY}' is not a parameter name")
+    if hypers and model is None:
+        raise ValueError("save_params: hypers= is recorded with the model's dims and "
+                         "dtype; pass model= too")
+    record = asdict(TrainedWith.of(model, hypers)) if model is not None else None
     arrays = {k: np.asarray(v) for k, v in params.items()}
     with replacing(path) as tmp:
         if path.suffix.lower() == ".json":
+            out = {k: a.tolist() for k, a in arrays.items()}
+            if record is not None:
+                out[RECORD_KEY] = record
             # repr-exact floats: json writes the shortest text that reads back the same
-            text = json.dumps({k: a.tolist() for k, a in arrays.items()}, indent=1)
+            text = json.dumps(out, indent=1)
             tmp.write_text(text + "\n", encoding="utf-8")
         else:
+            if record is not None:
+                arrays[RECORD_KEY] = np.array(json.dumps(record))
             with open(tmp, "wb") as f:
                 np.savez(f, **arrays)
     return path
+
+
+def trained_with(path) -> Optional[TrainedWith]:
+    """The record of what the parameters in `path` were trained with, or None for a
+    file without one (saved without its model, or by an older lossc)."""
+    path = pathlib.Path(path)
+    raw = _read(path, record=True)
+    if raw is None:
+        return None
+    try:
+        return TrainedWith.from_json(raw)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
 
 
 def load_params(path, model=None) -> dict:
     """Read parameters written by save_params (or any .npz/.json of the same shape).
     With `model`, check the names and shapes against it and convert to its dtype."""
     path = pathlib.Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: {not_a_file(path)}")
-    try:
-        params = _read_json(path) if path.suffix.lower() == ".json" else _read_npz(path)
-    except OSError as e:
-        raise ValueError(f"{path}: cannot read parameters: {e.strerror or e}") from None
-    except ValueError as e:
-        raise ValueError(f"{path}: cannot read parameters: {e}") from None
+    params = _read(path)
     if model is None:
         return params
     want = {p.name: p.shape for p in model.params}
@@ -64,7 +154,22 @@ def load_params(path, model=None) -> dict:
     return {k: np.asarray(params[k], dtype=model.dtype) for k in want}
 
 
-def _read_json(path) -> dict:
+def _read(path: pathlib.Path, record: bool = False):
+    """The parameters in path (a dict of arrays), or with record=True its record (None
+    if it has none); a ValueError naming the file for a file that cannot be read."""
+    if not path.is_file():
+        raise ValueError(f"{path}: {not_a_file(path)}")
+    try:
+        if path.suffix.lower() == ".json":
+            return _read_json(path, record)
+        return _read_npz(path, record)
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read parameters: {e.strerror or e}") from None
+    except ValueError as e:
+        raise ValueError(f"{path}: cannot read parameters: {e}") from None
+
+
+def _read_json(path, record: bool = False):
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except RecursionError:
@@ -73,8 +178,12 @@ def _read_json(path) -> dict:
         raise ValueError("not a text file (JSON must be UTF-8 text)") from None
     if not isinstance(raw, dict):
         raise ValueError("expected an object {name: array}")
+    if record:
+        return raw.get(RECORD_KEY)
     params = {}
     for k, v in raw.items():
+        if k == RECORD_KEY:
+            continue
         try:
             params[k] = np.asarray(v, dtype=np.float64)
         except (TypeError, ValueError, RecursionError):
@@ -82,9 +191,18 @@ def _read_json(path) -> dict:
     return params
 
 
-def _read_npz(path) -> dict:
+def _read_npz(path, record: bool = False):
     with open(path, "rb") as f:
         if not f.read(2) == b"PK":
             raise ValueError("not a .npz file (expected one written by lossc train or "
                              "numpy.savez)")
-    return load_npz(path)
+    arrays = load_npz(path)
+    text = arrays.pop(RECORD_KEY, None)
+    if not record:
+        return arrays
+    if text is None:
+        return None
+    try:
+        return json.loads(str(text))
+    except (json.JSONDecodeError, RecursionError):
+        raise ValueError(f"its '{RECORD_KEY}' record is not JSON") from None

@@ -5,10 +5,11 @@
         prepared.full          # the training set, bound (model.bind)
         prepared.val           # the validation split, bound, or None
 
-In order: the data (a dict of arrays or a file) is checked against the model's inputs
-and converted once to what the native code reads (each epoch's batches are then rows of
-it, copied nowhere else); the validation split is drawn from the seed; the run is
-planned; for a run of ALIGN_MIN_EPOCHS epochs or more, inputs whose rows straddle cache
+In order: the data (a dict of arrays, a pandas DataFrame or a file) is checked against
+the model's inputs and converted once to what the native code reads (each epoch's
+batches are then rows of it, copied nowhere else); the validation split is drawn from
+the seed, or the validation set given (config.val_data) is read and converted the same
+way; the run is planned; for a run of ALIGN_MIN_EPOCHS epochs or more, inputs whose rows straddle cache
 lines are copied to memory that starts on a line; the real inputs are checked for NaN
 and infinity (on the copy, if one was made: reading it brings it into cache); the
 arrays are bound. Leaving the `with` gives the copies' scratch memory back.
@@ -22,7 +23,8 @@ from typing import Optional
 import numpy as np
 
 from lossc.optim.config import Plan, TrainConfig, split_sizes
-from lossc.optim.data import check_arrays, check_finite, load_data
+from lossc.optim.data import (check_arrays, check_finite, frame_arrays, is_data_frame,
+                              load_data)
 from lossc.runtime import scratch
 
 ALIGN_MAX_BYTES = 256 << 20   # training data up to this size is copied to aligned rows
@@ -52,7 +54,11 @@ class PreparedData:
 def prepare(model, data, config: TrainConfig) -> PreparedData:
     """The run's data for `model` under `config` (see the module docstring)."""
     train, val, unchecked = split(model, data, config.validation, config.seed)
-    plan = config.plan(model, n_samples(train) + n_samples(val, 0))
+    if config.val_data is not None:
+        val = validation_set(model, config.val_data)
+        plan = config.plan(model, n_samples(train), n_samples(val))
+    else:
+        plan = config.plan(model, n_samples(train) + n_samples(val, 0))
     taken = []
     try:
         if train and plan.epochs >= ALIGN_MIN_EPOCHS:
@@ -87,25 +93,8 @@ def split(model, data, validation, seed):
         return None, None, False
     if data is None:
         raise ValueError("the model has inputs " + ", ".join(i.name for i in model.inputs)
-                         + ": pass data= (a dict of arrays or a data file)")
-    if isinstance(data, (str, pathlib.Path)):
-        data = load_data(data, model)         # checked, naming the file's rows
-        unchecked = False
-    elif isinstance(data, dict):
-        data = check_arrays(data, model, "data", finite=False)
-        unchecked = True
-    else:
-        raise TypeError(f"data must be a dict of arrays or a file path, got "
-                        f"{type(data).__name__}")
-    # a float64 value beyond float32's range becomes infinite in a float32 model's data
-    unchecked = unchecked or any(data[s.name].dtype.itemsize > model.dtype.itemsize
-                                 for s in model.inputs if not s.is_int)
-    # Converted once, so that each epoch's shuffled copy is already what the native
-    # code reads and binding a batch copies nothing.
-    with np.errstate(over="ignore"):
-        data = {s.name: np.ascontiguousarray(data[s.name],
-                                             dtype=np.int64 if s.is_int else model.dtype)
-                for s in model.inputs}
+                         + ": pass data= (a dict of arrays, a DataFrame or a data file)")
+    data, unchecked = model_arrays(model, data, "data")
     if not validation:
         return data, None, unchecked
     if unchecked:           # (the rows named as they were passed, before the split)
@@ -117,6 +106,46 @@ def split(model, data, validation, seed):
     val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
     return ({k: a[train_idx] for k, a in data.items()},
             {k: a[val_idx] for k, a in data.items()}, False)
+
+
+def model_arrays(model, data, where: str) -> tuple[dict, bool]:
+    """(arrays, unchecked): `data` (a dict of arrays, a pandas DataFrame or a file
+    path) checked against the model's inputs and converted to its dtypes, and whether
+    the real arrays are still to be checked for NaN and infinity."""
+    if isinstance(data, (str, pathlib.Path)):
+        data = load_data(data, model)         # checked, naming the file's rows
+        unchecked = False
+    elif isinstance(data, dict):
+        data = check_arrays(data, model, where, finite=False)
+        unchecked = True
+    elif is_data_frame(data):
+        data = frame_arrays(data, model, where)
+        unchecked = False
+    else:
+        raise TypeError(f"{where} must be a dict of arrays, a pandas DataFrame or a file "
+                        f"path, got {type(data).__name__}")
+    # a float64 value beyond float32's range becomes infinite in a float32 model's data
+    unchecked = unchecked or any(data[s.name].dtype.itemsize > model.dtype.itemsize
+                                 for s in model.inputs if not s.is_int)
+    # Converted once, so that each epoch's shuffled copy is already what the native
+    # code reads and binding a batch copies nothing.
+    with np.errstate(over="ignore"):
+        data = {s.name: np.ascontiguousarray(data[s.name],
+                                             dtype=np.int64 if s.is_int else model.dtype)
+                for s in model.inputs}
+    return data, unchecked
+
+
+def validation_set(model, val_data) -> dict:
+    """The validation set given as val_data, checked and converted as the training
+    data is (a model without inputs has none)."""
+    if not model.inputs:
+        raise ValueError("a model without inputs has no data to validate on; leave out "
+                         "val_data")
+    val, unchecked = model_arrays(model, val_data, "val_data")
+    if unchecked:
+        check_finite(val, model, "val_data")
+    return val
 
 
 def line_aligned(data: dict, taken: list) -> dict:

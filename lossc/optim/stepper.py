@@ -91,28 +91,33 @@ def make_stepper(model, opt, prepared, objectives, initial: tuple,
     """The stepper for a run: `initial` is (objective, gradient norm) at the initial
     parameters, whose gradient objectives.g holds (batch descent's first step);
     sync_each_epoch: hand the optimizer's state back after every epoch (a callback
-    may look at it)."""
+    may look at it). The parameters no step may change are objectives.frozen
+    (freeze.Frozen, or None), whose gradient objectives takes as 0 already: each
+    stepper puts them back after its steps."""
+    frozen = objectives.frozen
+    rows = prepared.full.B if model.inputs else 0
     if getattr(opt, "full_batch_only", False):
-        return LineSearchSteps(opt, objectives, prepared.full.B if model.inputs else 0,
-                               initial)
+        return LineSearchSteps(opt, objectives, rows, initial, frozen)
     if prepared.plan.full_batch:
-        return FullBatchSteps(opt, objectives, prepared.full.B if model.inputs else 0,
-                              initial)
+        return FullBatchSteps(opt, objectives, rows, initial, frozen)
     if fused.supports(opt):
         return NativeBatchSteps(model, opt, prepared.full, prepared.plan.batch_size,
-                                sync_each_epoch)
-    return PythonBatchSteps(model, opt, prepared.full, prepared.plan.batch_size)
+                                sync_each_epoch, frozen)
+    return PythonBatchSteps(model, opt, prepared.full, prepared.plan.batch_size, frozen)
 
 
 class FullBatchSteps:
-    def __init__(self, opt, objectives, rows: int, initial: tuple):
+    def __init__(self, opt, objectives, rows: int, initial: tuple, frozen=None):
         self.opt, self.objectives, self.rows = opt, objectives, rows
         self.loss, self.gnorm = initial      # at theta, whose gradient is objectives.g
+        self.frozen = frozen
 
     def epoch(self, theta, order, count, log):
         # The evaluation after the step is both the epoch's objective and the next
         # step's gradient: one native call a step.
         self.opt.step(theta, self.objectives.g)
+        if self.frozen is not None:
+            self.frozen.restore(theta)
         log.record(self.loss, self.rows)
         self.loss, self.gnorm = self.objectives.value_and_gradnorm(theta)
         return self.loss, self.gnorm
@@ -122,9 +127,10 @@ class FullBatchSteps:
 
 
 class PythonBatchSteps:
-    def __init__(self, model, opt, full, bs: int):
+    def __init__(self, model, opt, full, bs: int, frozen=None):
         self.model, self.opt, self.full, self.bs = model, opt, full, bs
         self.g = np.zeros(model.n_params, dtype=model.dtype)
+        self.frozen = frozen
 
     def epoch(self, theta, order, count, log):
         from lossc.runtime.calls import BoundArgs
@@ -138,7 +144,11 @@ class PythonBatchSteps:
                 raise Diverged(value)
             if not math.isfinite(float(np.dot(g, g))):
                 raise Diverged(OVERFLOWED)
+            if self.frozen is not None:     # (as the native steps do: after the check)
+                self.frozen.zero_grad(g)
             self.opt.step(theta, g)
+            if self.frozen is not None:
+                self.frozen.restore(theta)
             log.record(value, len(idx))
         return None
 
@@ -150,14 +160,17 @@ class NativeBatchSteps:
     """Whole runs of batches in one native call each: gather, gradient and update (the
     optimizer's state kept in native arrays meanwhile, and handed back by sync)."""
 
-    def __init__(self, model, opt, full, bs: int, sync_each_epoch: bool):
+    def __init__(self, model, opt, full, bs: int, sync_each_epoch: bool, frozen=None):
         self.model, self.opt, self.full, self.bs = model, opt, full, bs
         self.sync_each_epoch = sync_each_epoch
+        self.frozen = frozen
         self.steps = None     # fused.FusedSteps, made (and compiled) on the first epoch
 
     def epoch(self, theta, order, count, log):
         if self.steps is None:
-            self.steps = fused.FusedSteps(self.model, self.opt, self.full, self.bs)
+            self.steps = fused.FusedSteps(self.model, self.opt, self.full, self.bs,
+                                          frozen=None if self.frozen is None
+                                          else self.frozen.bytes)
         f, N = self.steps, self.full.B
         order = np.ascontiguousarray(order, dtype=np.int64)
         for first in range(0, count, FUSED_CHUNK):
@@ -195,8 +208,9 @@ class LineSearchSteps:
     parameters the last one left (or the initial ones): they end the run with a Stop,
     as does a line search that finds no decrease ("line_search")."""
 
-    def __init__(self, opt, objectives, rows: int, initial: tuple):
+    def __init__(self, opt, objectives, rows: int, initial: tuple, frozen=None):
         self.opt, self.objectives, self.rows = opt, objectives, rows
+        self.frozen = frozen
         self.objective = Objective(objectives.smooth, objectives.g.size, "the objective")
         self.step = opt.iteration(self.objective, objectives.hvp if opt.needs_hvp else None)
         self.initial_value = initial[0]     # (with the L1 term)
@@ -216,6 +230,8 @@ class LineSearchSteps:
         if not math.isfinite(float(np.dot(nxt.grad, nxt.grad))):
             raise Diverged(OVERFLOWED)
         theta[...] = nxt.x
+        if self.frozen is not None:     # (its direction is 0 there; an L1 term may not be)
+            self.frozen.restore(theta)
         log.record(p.value, self.rows)
         self.previous, self.point = p.value, nxt
         g = self.opt.stationarity(nxt)

@@ -17,7 +17,7 @@ import numpy as np
 from lossc.codegen import abi
 from lossc.codegen.abi import ERROR, TRAIN_CONFIG, TRAIN_FLAGS, TRAIN_STEPS
 from lossc.codegen.fused import AHEAD_BATCHES
-from lossc.codegen.units import VALUE_AND_GRAD, train_unit
+from lossc.codegen.unit_names import VALUE_AND_GRAD, train_unit
 from lossc.runtime.calls import BoundArgs, _addr, aligned_empty, aligned_zeros, index_error
 
 # the batches on their way to L2 (codegen/fused.py AHEAD_BATCHES) may hold this many
@@ -78,8 +78,11 @@ def supports(optimizer) -> bool:
 
 
 class FusedSteps:
-    def __init__(self, model, optimizer, data: BoundArgs, batch_size: int):
-        """optimizer: one whose native_update() gives a NativeUpdate (see supports)."""
+    def __init__(self, model, optimizer, data: BoundArgs, batch_size: int,
+                 frozen: Optional[np.ndarray] = None):
+        """optimizer: one whose native_update() gives a NativeUpdate (see supports);
+        frozen: a uint8 per parameter, nonzero for one the steps leave as it is (its
+        gradient taken as 0), or None."""
         self.model, self.opt, self.data = model, optimizer, data
         self.bs = int(batch_size)
         n = model.n_params
@@ -124,6 +127,8 @@ class FusedSteps:
         f.n_params, f.n_inputs, f.row_bytes = model.n_params, len(model.inputs), \
             _addr(self.row_bytes)
         f.ahead = _addr(self.ahead) if self.ahead is not None else 0
+        self.frozen = None if frozen is None else np.ascontiguousarray(frozen, dtype=np.uint8)
+        f.frozen = _addr(self.frozen) if self.frozen is not None else 0
         self.frame_address = ctypes.addressof(f)
 
     @staticmethod
