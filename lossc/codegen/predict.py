@@ -6,7 +6,7 @@ of the model functions' frame (codegen/llvm.py), its last slot (the gradient's) 
 table of one T* per output, in declaration order. An output that depends on an input
 is written per sample, row i of a (B + padding, *shape) array: the vector loop's last
 iteration computes whole groups of lanes, and the rows past B it writes are the
-caller's padding (PREDICT_PADDING), never read. An output that depends on no input is
+caller's padding (abi.PREDICT_PADDING), never read. An output that depends on no input is
 computed once and written to row 0. The loop, the lanes, the padded last iteration
 and the index checks are the model functions' own: only what happens to each
 output's values differs (stored, not added up).
@@ -18,10 +18,6 @@ from llvmlite import ir
 from lossc.codegen.llvm import FunctionCodegen
 from lossc.codegen.values import is_vector
 from lossc.ir.graph import Node
-
-# rows past the batch each per-sample output array needs (at most two groups of 16
-# lanes: float32 with AVX-512)
-PREDICT_PADDING = 32
 
 
 class PredictCodegen(FunctionCodegen):

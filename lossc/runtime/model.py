@@ -11,7 +11,8 @@ from typing import Optional
 
 import numpy as np
 
-from lossc.codegen.abi import ERROR, VALUE_AND_GRAD as VALUE_AND_GRAD_FRAME
+from lossc.codegen.abi import ERROR, PREDICT_PADDING
+from lossc.codegen.abi import VALUE_AND_GRAD as VALUE_AND_GRAD_FRAME
 from lossc.codegen.unit_names import LOSS, PREDICT, VALUE_AND_GRAD
 from lossc.options import Options
 from lossc.runtime.callpaths import PARALLEL_MIN_SAMPLES, CallPaths, PreparedCall
@@ -274,7 +275,6 @@ class Model:
         (without the batch axis in a model without inputs), computed natively. Only the
         inputs some output depends on are needed; others may be given (and are
         checked) or left out."""
-        from lossc.codegen.predict import PREDICT_PADDING
         fn = self.code.function(PREDICT)
         flat = np.zeros(max(self.n_params, 1), dtype=self.dtype)
         self._pack(theta, self._param_views(flat))
