@@ -10,10 +10,27 @@ from lossc.source import CompileError
 from lossc.api import LosscWarning, compile, load
 from lossc.options import Options
 from lossc.runtime.model import Model
-from lossc.optim import (LBFGS, SGD, Adam, AdamW, NewtonCG, RMSprop, TrainResult,
-                         load_params, save_params, train)
-from lossc.optim.laplace import Laplace, LaplaceError, laplace
 
-__all__ = ["compile", "load", "Options", "CompileError", "LosscWarning", "Model", "train",
-           "TrainResult", "save_params", "load_params", "SGD", "RMSprop", "Adam", "AdamW",
-           "LBFGS", "NewtonCG", "laplace", "Laplace", "LaplaceError", "__version__"]
+# the training and Laplace names, from lossc.optim when first used: a program that
+# compiles and calls models need not import the training driver (nor the code
+# generator and LLVM behind its fused steps)
+_LAZY = {**{name: "lossc.optim" for name in ("train", "TrainResult", "SGD", "RMSprop",
+                                              "Adam", "AdamW", "LBFGS", "NewtonCG",
+                                              "save_params", "load_params")},
+         **{name: "lossc.optim.laplace" for name in ("laplace", "Laplace", "LaplaceError")}}
+
+__all__ = ["compile", "load", "Options", "CompileError", "LosscWarning", "Model",
+           *_LAZY, "__version__"]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value          # (looked up here once)
+        return value
+    raise AttributeError(f"module 'lossc' has no attribute {name!r}")
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | set(__all__))

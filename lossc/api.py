@@ -1,4 +1,9 @@
-"""The Python API: lossc.compile and lossc.load."""
+"""The Python API: lossc.compile and lossc.load.
+
+A model found in the compile cache (or a verified artifact) is loaded without the
+compiler: the front end, the passes and the code generator, and LLVM behind them, are
+imported where a model is compiled (`_build`, `_unit_compiler`), so that `import lossc`
+and a cache hit cost a few milliseconds (tests/test_startup.py)."""
 from __future__ import annotations
 
 import hashlib
@@ -7,13 +12,14 @@ import operator
 import warnings
 from typing import Optional
 
-from lossc.compiler import cache_key, compile_source, host_vector_bits, read_source
-from lossc.codegen.units import VALUE_AND_GRAD
+from lossc.codegen.unit_names import VALUE_AND_GRAD
 from lossc.options import Options
 from lossc.runtime import artifact
 from lossc.runtime.code import ModelCode
+from lossc.runtime.keys import model_key
 from lossc.runtime.model import Model
 from lossc.runtime.spec import Signature
+from lossc.source import read_source
 from lossc.version import __version__
 
 
@@ -56,6 +62,7 @@ def _unit_compiler(header: dict, compilation=None):
 
     def compile_unit(unit: str) -> tuple[bytes, int]:
         from lossc.codegen.jit import compile_ir
+        from lossc.compiler import compile_source
         if held[0] is None:
             held[0] = compile_source(read_source_text(header), header.get("dims_given"),
                                      header["dtype"])
@@ -68,6 +75,7 @@ def _unit_compiler(header: dict, compilation=None):
 def _build(src, dims, dtype, options: Options):
     """Compile the units lossc.compile needs now (the gradient); the rest on demand."""
     from lossc.codegen.jit import compile_ir
+    from lossc.compiler import compile_source, host_vector_bits
     c = compile_source(src, dims, dtype)
     bits = host_vector_bits(options.vector_bits)
     ir_text, work = c.unit_ir(EAGER_UNITS, bits)
@@ -82,7 +90,7 @@ def compile_graph(graph, dtype: str = "float64", options: Optional[Options] = No
     lossc.compile (None: from the environment). plain: without the fused kernels of the
     lower pass (tests compare the two)."""
     from lossc.codegen.jit import compile_ir
-    from lossc.compiler import back_end, signature_of
+    from lossc.compiler import back_end, host_vector_bits, signature_of
     options = Options.from_env() if options is None else options
     bits = host_vector_bits(options.vector_bits)
 
@@ -125,7 +133,7 @@ def compile(source, dims: Optional[dict] = None, dtype: str = "float64",
     src = read_source(source)
     dims = normalize_dims(dims)
     cache = cache and options.cache_dir is not None
-    key = cache_key(src, dims, dtype, options.vector_bits) if cache else None
+    key = model_key(src, dims, dtype, options.vector_bits) if cache else None
     hit = (artifact.cache_lookup(options.cache_dir, key, _identity(src.text, dims, dtype))
            if cache else None)
     compilation = None
@@ -198,7 +206,8 @@ def _recorded_source(header: dict, path) -> tuple:
     """(source, dims, dtype) as an artifact's header records them. The source is
     bounded as a source file is (MAX_SOURCE_BYTES): compiling it is the work a load
     does for the file's author, and the file itself may hold 256 MB."""
-    from lossc.compiler import DTYPES, MAX_SOURCE_BYTES
+    from lossc.compiler import DTYPES
+    from lossc.source import MAX_SOURCE_BYTES
     source, dims, dtype = header.get("source"), header.get("dims_given"), header.get("dtype")
     try:
         ok = (isinstance(source, str) and len(source.encode()) <= MAX_SOURCE_BYTES
@@ -218,6 +227,7 @@ def _disagreement(header: dict, objects: dict, path) -> tuple[Optional[str], obj
     code units run without LLVM: signature, dims, index checks and each unit's work
     size must be what they give, and the work size the largest of those."""
     from lossc.codegen.units import DERIVED_UNITS, LOSS, build_module
+    from lossc.compiler import compile_source
     from lossc.source import CompileError
     try:
         c = compile_source(*_recorded_source(header, path))

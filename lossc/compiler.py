@@ -5,9 +5,6 @@ Each stage is a function so the CLI can stop after any of them and show its resu
 from __future__ import annotations
 
 import functools
-import os
-import pathlib
-import stat
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -15,72 +12,12 @@ from lossc.codegen.units import UNITS, build_module, derived_mode, result_graph
 from lossc.ir.build import FUNCTIONS, build_graph
 from lossc.ir.graph import Graph
 from lossc.passes import Target, derived_graph, pipeline, run_pipeline
-from lossc.runtime.keys import key_of
 from lossc.runtime.spec import Signature
-from lossc.source import CompileError, Diagnostic, Reporter, Source, Span
+from lossc.source import (MAX_SOURCE_BYTES, Diagnostic, Reporter, Source,  # noqa: F401
+                          decode_source, read_source, read_source_file)
 from lossc.syntax import parse
 
 DTYPES = ("float64", "float32")
-MAX_SOURCE_BYTES = 16 * 1024 * 1024     # the largest source file read
-
-_NOT_REGULAR = ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
-                (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a pipe"),
-                (stat.S_ISSOCK, "a socket"))
-
-
-def read_source(src) -> Source:
-    """A pathlib.Path, or a string with no newline that ends in `.loss` or names an
-    existing file, is read from disk; any other string is source text."""
-    if isinstance(src, Source):
-        return src
-    if isinstance(src, os.PathLike) or (
-            isinstance(src, str) and "\n" not in src
-            and (src.endswith(".loss") or os.path.isfile(src))):
-        path = pathlib.Path(src)
-        return decode_source(read_source_file(path), str(path))
-    if isinstance(src, str):
-        return Source(src, "<string>")
-    raise TypeError(f"expected a path or source text, got {type(src).__name__}")
-
-
-def read_source_file(path: pathlib.Path) -> bytes:
-    """The bytes of a regular file of at most MAX_SOURCE_BYTES. A device (/dev/zero)
-    or a pipe could be read without end, or block: the file is opened without waiting
-    and what it is checked on the open descriptor, which cannot change underneath."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NONBLOCK", 0))
-    except OSError as e:
-        raise FileNotFoundError(f"cannot read {path}: {e.strerror}") from None
-    try:
-        mode = os.fstat(fd).st_mode
-        for test, kind in _NOT_REGULAR:
-            if test(mode):
-                raise ValueError(f"cannot read {path}: it is {kind}, not a regular file")
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            data = f.read(MAX_SOURCE_BYTES + 1)
-    except OSError as e:
-        raise FileNotFoundError(f"cannot read {path}: {e.strerror}") from None
-    finally:
-        os.close(fd)
-    if len(data) > MAX_SOURCE_BYTES:
-        raise ValueError(f"cannot read {path}: it is larger than "
-                         f"{MAX_SOURCE_BYTES // (1024 * 1024)} MB, the most a source file "
-                         "may hold")
-    return data
-
-
-def decode_source(data: bytes, name: str) -> Source:
-    """UTF-8 text as a Source; invalid UTF-8 is a CompileError at its first bad byte,
-    shown in its line (where each bad sequence reads as U+FFFD)."""
-    try:
-        return Source(data.decode("utf-8"), name)
-    except UnicodeDecodeError as e:
-        before = Source(data[:e.start].decode("utf-8"))   # (its line breaks, its BOM)
-        line, col = len(before.lines), len(before.lines[-1]) + 1
-        message = (f"the file is not valid UTF-8: byte 0x{data[e.start]:02X} at offset "
-                   f"{e.start}: {e.reason}")
-        raise CompileError([Diagnostic("error", message, Span.point(line, col))],
-                           Source(data.decode("utf-8", errors="replace"), name)) from None
 
 
 def front_end(source: Source, dims: Optional[dict] = None) -> tuple[Graph, list[Diagnostic]]:
@@ -200,9 +137,3 @@ def compile_source(src, dims: Optional[dict] = None, dtype: str = "float64",
     c.graph = run_pipeline(graph, check=check, until=until, snapshots=c.stages,
                            target=target, passes=pipeline(mode))
     return c
-
-
-def cache_key(source: Source, dims: Optional[dict], dtype: str,
-              bits: Optional[int] = None) -> str:
-    """The persistent-cache key of a model (bits: the vector width asked for)."""
-    return key_of(source.text, repr(sorted((dims or {}).items())), dtype, vector_bits=bits)

@@ -9,6 +9,9 @@ variables of the README keep working:
     LOSSC_LOADER        llvm: load machine code with LLVM's MCJIT, not lossc's ELF loader
     LOSSC_CACHE_DIR     the compile cache folder (default $XDG_CACHE_HOME/lossc, or
                         ~/.cache/lossc)
+    OMP_NUM_THREADS     the threads a model splits large batches across (the first
+                        number of an OpenMP list), as NumPy's BLAS and PyTorch read it;
+                        unset: one per core the process may run on
 
     opts = lossc.Options.from_env()                     # what lossc.compile uses
     m = lossc.compile("m.loss", options=dataclasses.replace(opts, vector_bits=256))
@@ -31,11 +34,14 @@ class Options:
     nothing from LLVM; MCJIT where it does not apply) or "llvm" (MCJIT always).
     cache_dir: the compile cache folder, which also keeps this user's key for signing
     artifacts (README.md, "Security"); None: no folder at all, so nothing is cached,
-    saved artifacts are not signed and loaded ones do not verify."""
+    saved artifacts are not signed and loaded ones do not verify. threads: how many
+    threads a model's large batches are split across (Model.set_threads changes a
+    model's own); None: one per core the process may run on (available_cores)."""
 
     vector_bits: Optional[int] = None
     loader: str = "elf"
     cache_dir: Optional[pathlib.Path] = None
+    threads: Optional[int] = None
 
     def __post_init__(self):
         if self.vector_bits is not None and (type(self.vector_bits) is not int
@@ -46,11 +52,15 @@ class Options:
             raise ValueError(f"loader must be one of {LOADERS}, got {self.loader!r}")
         if self.cache_dir is not None:
             object.__setattr__(self, "cache_dir", pathlib.Path(self.cache_dir))
+        if self.threads is not None and (type(self.threads) is not int or self.threads < 1):
+            raise ValueError(f"threads must be a positive integer or None, got "
+                             f"{self.threads!r}")
 
     @classmethod
     def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> "Options":
         """The options the environment asks for (os.environ by default). A
-        LOSSC_VECTOR_BITS that is not a vector width is a ValueError naming it."""
+        LOSSC_VECTOR_BITS that is not a vector width, or an OMP_NUM_THREADS that is
+        not a positive number of threads, is a ValueError naming it."""
         env = os.environ if environ is None else environ
         bits = env.get("LOSSC_VECTOR_BITS") or None
         if bits is not None:
@@ -61,7 +71,33 @@ class Options:
         loader = "llvm" if env.get("LOSSC_LOADER", "") == "llvm" else "elf"
         cache = env.get("LOSSC_CACHE_DIR") or os.path.join(
             env.get("XDG_CACHE_HOME") or os.path.join(_home(env), ".cache"), "lossc")
-        return cls(vector_bits=bits, loader=loader, cache_dir=pathlib.Path(cache))
+        return cls(vector_bits=bits, loader=loader, cache_dir=pathlib.Path(cache),
+                   threads=_omp_threads(env.get("OMP_NUM_THREADS", "")))
+
+    def thread_count(self) -> int:
+        """The threads a model made with these options starts with."""
+        return self.threads if self.threads is not None else available_cores()
+
+
+def available_cores() -> int:
+    """The cores this process may run on: its CPU affinity (a container's or a
+    `taskset` limit), which os.cpu_count() does not see."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):       # (no sched_getaffinity: macOS, Windows)
+        return os.cpu_count() or 1
+
+
+def _omp_threads(value: str) -> Optional[int]:
+    """OMP_NUM_THREADS as a thread count: None when unset or empty; for an OpenMP
+    list ("4,2", one count per nesting level) its first number."""
+    first = value.split(",", 1)[0].strip()
+    if not value.strip():
+        return None
+    if not first.isdigit() or int(first) < 1:
+        raise ValueError(f"OMP_NUM_THREADS must be a positive number of threads, got "
+                         f"{value!r}")
+    return int(first)
 
 
 def _home(env: Mapping[str, str]) -> str:

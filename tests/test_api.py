@@ -987,7 +987,7 @@ def test_dims_that_are_not_integers_are_refused(value):
 def test_copies_of_a_model_share_its_code_and_exit_quietly():
     code = textwrap.dedent(f"""
         import copy, numpy as np, lossc
-        m = lossc.compile({str(LOGISTIC)!r})
+        m = lossc.compile({str(LOGISTIC)!r}).set_threads(1)
         deep, shallow = copy.deepcopy(m), copy.copy(m)
         deep.set_threads(2)
         rng = np.random.default_rng(0)

@@ -4,6 +4,7 @@ Each case runs in a subprocess: the old failure was a child that hung forever. T
 script's parent waits for its child with a deadline and kills it when it passes, so a
 hang fails the test without leaving a process behind; the subprocess has a generous
 timeout of its own as a second guard."""
+import os
 import subprocess
 import sys
 import textwrap
@@ -41,24 +42,35 @@ PRELUDE = textwrap.dedent("""
 """)
 
 
-def _run(body: str) -> None:
-    script = PRELUDE + textwrap.dedent(body)
+def _run(body: str, prelude: str = PRELUDE, env=None) -> None:
+    script = prelude + textwrap.dedent(body)
     r = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
-                       text=True, timeout=240)
+                       text=True, timeout=240, env=env)
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), (r.stdout, r.stderr)
 
 
+CHILD_CALLS = """
+    pid = os.fork()
+    if pid == 0:
+        ok = all(same(m.value_and_grad(theta, x=X, y=Y)) for _ in range(2))
+        os._exit(0 if ok else 3)
+    status = wait_for(pid)
+    assert status == 0, status
+    assert same(m.value_and_grad(theta, x=X, y=Y))      # the parent's pool still works
+    print("ok")
+"""
+
+
 def test_a_forked_child_runs_threaded_calls_of_its_own():
-    _run("""
-        pid = os.fork()
-        if pid == 0:
-            ok = all(same(m.value_and_grad(theta, x=X, y=Y)) for _ in range(2))
-            os._exit(0 if ok else 3)
-        status = wait_for(pid)
-        assert status == 0, status
-        assert same(m.value_and_grad(theta, x=X, y=Y))      # the parent's pool still works
-        print("ok")
-    """)
+    _run(CHILD_CALLS)
+
+
+def test_a_forked_child_after_a_call_on_the_default_threads():
+    """The threads a model uses without set_threads (here OMP_NUM_THREADS's two) are
+    the process's too: the child makes its own."""
+    prelude = PRELUDE.replace("m.set_threads(2)\n", "assert m.threads == 2\n")
+    assert prelude != PRELUDE
+    _run(CHILD_CALLS, prelude, env=dict(os.environ, OMP_NUM_THREADS="2"))
 
 
 def test_a_fork_based_multiprocessing_pool_runs_threaded_calls():

@@ -29,6 +29,7 @@ from __future__ import annotations
 from llvmlite import ir
 
 from lossc.codegen import abi
+from lossc.codegen.unit_names import train_function
 from lossc.codegen.abi import ERROR, TRAIN_CONFIG, TRAIN_FLAGS, TRAIN_STEPS, VALUE_AND_GRAD
 from lossc.codegen.values import I32, I64, ValueEmitter, counted_loop
 
@@ -43,7 +44,7 @@ SETTLE_MAX = 1 - 2.0 ** -20
 
 
 def function_name(kind: str) -> str:
-    return f"lossc_train_steps_{kind}"
+    return train_function(kind)
 
 
 def emit_train_steps(module: ir.Module, kind: str, T) -> None:

@@ -80,11 +80,11 @@ from __future__ import annotations
 
 from llvmlite import ir
 
-from lossc.codegen import abi
+from lossc.codegen import abi, unit_names
 from lossc.codegen.abi import PCG64_BUFFER, PCG64_STATE, PERMUTATION
 from lossc.codegen.values import I1, I32, I64, counted_loop, declared
 
-FUNCTION = "lossc_permutation_pcg64"
+FUNCTION = unit_names.EXPORTS[unit_names.PERMUTATION]
 MULTIPLIER = 0x2360ED051FC65DA44385DF649FCCF645   # PCG's default 128-bit LCG multiplier
 CHUNK = 512         # 32-bit values generated at a time (even: whole outputs)
 BLOCK = 32          # values consumed without a branch at a time

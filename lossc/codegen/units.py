@@ -39,7 +39,7 @@ from __future__ import annotations
 from llvmlite import ir
 
 from lossc.codegen import rng
-from lossc.codegen.fused import KINDS, emit_train_steps, function_name
+from lossc.codegen.fused import emit_train_steps
 from lossc.codegen.llvm import FunctionCodegen, function_outputs
 from lossc.ir.graph import Graph
 from lossc.ir.spec import ParamSpec
@@ -47,17 +47,10 @@ from lossc.passes import Target, lower_for
 from lossc.passes.dce import dce
 from lossc.passes.forward import TANGENT
 
-VALUE_AND_GRAD, LOSS = "value_and_grad", "loss"
-PERMUTATION = "rng.permutation"     # the training driver's shuffle (codegen/rng.py)
-# the same code for every model (runtime/library.py compiles them once per machine)
-LIBRARY_UNITS = tuple(f"train.{k}" for k in KINDS) + (PERMUTATION,)
-UNTYPED_UNITS = (PERMUTATION,)      # no real numbers in it: one per machine
-UNITS = (VALUE_AND_GRAD, LOSS) + LIBRARY_UNITS
-JVP, HVP, HESSIAN = "jvp", "hvp", "hessian"
-DERIVED_UNITS = (JVP, HVP, HESSIAN)
-EXPORTS = {VALUE_AND_GRAD: "lossc_value_and_grad", LOSS: "lossc_loss",
-           **{f"train.{k}": function_name(k) for k in KINDS}, PERMUTATION: rng.FUNCTION,
-           JVP: "lossc_jvp", HVP: "lossc_hvp", HESSIAN: "lossc_hessian"}
+# the units' names and exported functions, in a module the runtime imports without LLVM
+from lossc.codegen.unit_names import (DERIVED_UNITS, EXPORTS, HESSIAN, HVP,  # noqa: F401
+                                      JVP, LIBRARY_UNITS, LOSS, PERMUTATION, UNITS,
+                                      UNTYPED_UNITS, VALUE_AND_GRAD, train_unit)
 
 # Hessian columns computed per native call: the hessian unit's graph holds this many
 # tangents of the gradient (its code grows with it; the calls per Hessian shrink)
@@ -106,11 +99,6 @@ def result_graph(graph: Graph, unit: str) -> Graph:
         out.params.append(ParamSpec(f"{TANGENT}.loss", (), ("const", (0.0,)), n))
     out.outputs = outputs
     return out
-
-
-def train_unit(optimizer_kind: str) -> str:
-    """The unit of one of fused.KINDS."""
-    return f"train.{optimizer_kind}"
 
 
 def build_module(graph: Graph | None, dtype: str = "float64", units=UNITS, triple: str = "",

@@ -272,7 +272,7 @@ def inconsistency(header: dict, objects: dict) -> str | None:
     """What in the header disagrees with itself or with the objects, or None: the
     source and its hash, and the scratch space each of a model's code units needs
     (header["unit_work"]) against the work size every call provides."""
-    from lossc.codegen.units import LIBRARY_UNITS
+    from lossc.codegen.unit_names import LIBRARY_UNITS
     # (surrogatepass: a lone surrogate, which JSON can hold, hashes instead of raising)
     if "source" in header and not (
             isinstance(header["source"], str) and header.get("source_sha256")

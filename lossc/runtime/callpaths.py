@@ -18,7 +18,7 @@ was made for; the checked call never declines. `CallPaths` is what a model holds
 each call it takes a frame from its pool (so concurrent calls from several threads each
 have their own) and tries the frame's repeated call, then its checked call, which
 teaches the repeated call the batch it bound. It also splits a large batch across
-threads (Model.set_threads).
+threads (by default one per core the process may run on; Model.set_threads).
 
 What the repeated call saves is Python: for logistic regression at B=256 the checked
 call spends some 5 us checking and converting around 1 us of native work
@@ -36,7 +36,8 @@ from lossc.runtime import forks
 from lossc.runtime.calls import BoundArgs, Frame, _addr, copy_of, data_pointer, index_error
 
 # below this many samples per thread, a thread costs more than it saves (the default of
-# Model.set_threads)
+# Model.set_threads): batches below twice this run on the calling thread, whatever the
+# thread count
 PARALLEL_MIN_SAMPLES = 16384
 DECLINED = None                # what a way of calling returns for arguments not its own
 _HYPER_TYPES = (float, int)    # the hyperparameters a repeated call can recognize
@@ -140,7 +141,7 @@ class RepeatedCall(GradientCall):
         m, f = self.model, self.frame
         m._pack(theta, f.theta_views)
         f.use_own_buffers(bound)
-        if m.threads > 1:
+        if bound.B >= m._parallel_from:
             self.paths.run(m._vg, f)
         elif m._vg(f.address):        # (run's one-thread case, without the cost of a call)
             raise index_error(m, f.err, bound)
@@ -187,7 +188,8 @@ class RepeatedCall(GradientCall):
 
     def value_and_grad_flat(self, theta_flat, data, hypers, grad_out):
         m = self.model
-        if data is not self.flat_bound or data is None or hypers or m.threads > 1:
+        if (data is not self.flat_bound or data is None or hypers
+                or data.B >= m._parallel_from):
             return DECLINED           # (threads: the checked call combines their parts)
         theta = theta_flat
         if (type(theta) is not np.ndarray or theta.dtype is not m.dtype
@@ -388,7 +390,7 @@ class CallPaths:
         """The native function on the frame, on the model's threads if the batch is
         large enough; an index error raised."""
         m = self.model
-        if m.threads > 1 and f.bound.B >= m.threads * m.min_samples_per_thread:
+        if f.bound.B >= m._parallel_from:
             return self._run_parallel(fn, f)
         if fn(f.address):
             raise index_error(m, f.err, f.bound)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
-from lossc.codegen.units import DERIVED_UNITS, EXPORTS, LIBRARY_UNITS, UNITS
+from lossc.codegen.unit_names import DERIVED_UNITS, EXPORTS, LIBRARY_UNITS, UNITS
 from lossc.options import Options
 from lossc.runtime import forks, library
 from lossc.runtime.native import load_object

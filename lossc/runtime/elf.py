@@ -32,7 +32,10 @@ offset outside the file or a section) raises ElfDamagedError, on which it must n
 Every offset and size read from the file is checked, and all writes go through a
 bounds-checked view of the mapping.
 
-Standard library only, and never llvmlite or numpy: a cheap import is the point.
+Standard library only, and never llvmlite or numpy: a cheap import is the point. The
+functions an object may call (codegen/externals.py ALLOWED) derive from the op table,
+which imports NumPy; the memory functions nearly every object calls are allowed
+without it, and the table is imported only for an object that calls anything else.
 """
 from __future__ import annotations
 
@@ -41,8 +44,11 @@ import os
 import struct
 import sys
 
-from lossc.codegen.externals import ALLOWED
 from lossc.codegen.abi import NATIVE_SIGNATURE
+
+# a part of codegen/externals.py's MEMORY (tests/test_startup.py checks that these are
+# in ALLOWED)
+MEMORY_FUNCTIONS = frozenset(("memcpy", "memset"))
 
 _EHDR = struct.Struct("<16sHHIQQQIHHHHHH")
 _SHDR = struct.Struct("<IIQQQQIIQQ")      # name type flags addr offset size link info align entsize
@@ -355,12 +361,17 @@ def _scan_relocations(obj, sections, placed_sections, symbols, strings):
     return relocations, externals, stubs, got
 
 
+def _allowed(text: str) -> bool:
+    from lossc.codegen.externals import ALLOWED
+    return text in ALLOWED
+
+
 def _resolve(name: bytes) -> int:
     try:
         text = name.decode()
     except UnicodeDecodeError:
         raise ElfDamagedError(f"bad symbol name {name!r}") from None
-    if text not in ALLOWED:
+    if text not in MEMORY_FUNCTIONS and not _allowed(text):
         raise ElfLoadError(f"the object calls {text!r}, which lossc's code generator "
                            "never calls")
     address = _libc().lookup(text) if text else None

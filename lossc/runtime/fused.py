@@ -17,7 +17,7 @@ import numpy as np
 from lossc.codegen import abi
 from lossc.codegen.abi import ERROR, TRAIN_CONFIG, TRAIN_FLAGS, TRAIN_STEPS
 from lossc.codegen.fused import AHEAD_BATCHES
-from lossc.codegen.units import VALUE_AND_GRAD, train_unit
+from lossc.codegen.unit_names import VALUE_AND_GRAD, train_unit
 from lossc.runtime.calls import BoundArgs, _addr, aligned_empty, aligned_zeros, index_error
 
 # the batches on their way to L2 (codegen/fused.py AHEAD_BATCHES) may hold this many

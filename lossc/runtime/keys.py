@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import pathlib
 from typing import Optional
 
@@ -21,10 +22,20 @@ def code_fingerprint() -> str:
     critical path, and any edit changes the time.)"""
     h = hashlib.sha256()
     root = pathlib.Path(__file__).resolve().parents[1]
-    for path in sorted(root.rglob("*.py")):
-        st = path.stat()
-        h.update(f"{path.relative_to(root)} {st.st_size} {st.st_mtime_ns}\n".encode())
+    for name, st in sorted(_python_files(str(root), "")):
+        h.update(f"{name} {st.st_size} {st.st_mtime_ns}\n".encode())
     return h.hexdigest()
+
+
+def _python_files(folder: str, prefix: str):
+    """(path below the package, stat) of each .py file under `folder`: os.scandir and
+    strings, cheaper than pathlib's rglob and Path objects on a cache hit's path."""
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                yield from _python_files(entry.path, f"{prefix}{entry.name}/")
+            elif entry.name.endswith(".py"):
+                yield f"{prefix}{entry.name}", entry.stat()
 
 
 def host_key() -> str:
@@ -47,3 +58,9 @@ def key_of(*parts: str, vector_bits: Optional[int] = None) -> str:
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()
+
+
+def model_key(source, dims: Optional[dict], dtype: str, bits: Optional[int] = None) -> str:
+    """The persistent-cache key of a model: its source (a lossc.source.Source), dims
+    and dtype, and the vector width asked for (bits; None: the CPU's widest)."""
+    return key_of(source.text, repr(sorted((dims or {}).items())), dtype, vector_bits=bits)

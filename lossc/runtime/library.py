@@ -33,7 +33,7 @@ def unit_object(unit: str, dtype: str, folder: Optional[pathlib.Path]) -> bytes:
     """The object file of a library unit for this machine: from memory, from the
     persistent cache in `folder`, or compiled now (and stored in both). folder=None: no
     reading or writing of a persistent cache (a model compiled with cache=False)."""
-    from lossc.codegen.units import UNTYPED_UNITS
+    from lossc.codegen.unit_names import UNTYPED_UNITS
     if unit in UNTYPED_UNITS:
         dtype = "any"               # (no real numbers in it)
     # (a new cache folder gets its own copy; without one any copy in memory will do)

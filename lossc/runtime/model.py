@@ -10,7 +10,7 @@ from typing import Optional
 
 import numpy as np
 
-from lossc.codegen.units import LOSS, VALUE_AND_GRAD
+from lossc.codegen.unit_names import LOSS, VALUE_AND_GRAD
 from lossc.options import Options
 from lossc.runtime.callpaths import PARALLEL_MIN_SAMPLES, CallPaths, PreparedCall
 from lossc.runtime.calls import BoundArgs
@@ -52,8 +52,9 @@ class Model:
                                         dtype=self.dtype)
         self._no_inputs = BoundArgs(self, [], 1, self._default_hypers)
         self._paths = CallPaths(self)   # how calls reach the native code (callpaths.py)
-        self.threads = 1   # threads for large batches; see set_threads
-        self.min_samples_per_thread = PARALLEL_MIN_SAMPLES
+        # threads for large batches: by default the options' (OMP_NUM_THREADS, else one
+        # per core the process may run on); see set_threads
+        self.set_threads(options.thread_count())
 
     # ------------------------------------------------------------ description
 
@@ -88,21 +89,20 @@ class Model:
         """A model of its own (frames, thread pool, remembered batches) over the same
         machine code, which never changes once loaded."""
         twin = Model(self.signature, self.dtype.name, self.code, self.meta, self.options)
-        twin.threads = self.threads
-        twin.min_samples_per_thread = self.min_samples_per_thread
-        return twin
+        return twin.set_threads(self.threads, self.min_samples_per_thread)
 
     def __deepcopy__(self, memo) -> "Model":
         return self.__copy__()
 
     def set_threads(self, n: Optional[int],
                     min_samples_per_thread: int = PARALLEL_MIN_SAMPLES) -> "Model":
-        """Use n threads (None: one per core) for batches of at least
-        min_samples_per_thread samples per thread (by default as many as make a thread
-        worth its cost). Results are deterministic for a given n; they may differ from
-        another n in the last bits, as any reordered floating-point sum does."""
-        import os
-        n = (os.cpu_count() or 1) if n is None else int(n)
+        """Use n threads for batches of at least min_samples_per_thread samples per
+        thread (by default as many as make a thread worth its cost); smaller batches run
+        on the calling thread. n=1 pins the model to one thread; None: the default a
+        model starts with (Options.threads: OMP_NUM_THREADS, else one per core the
+        process may run on). Results are deterministic for a given n; they may differ
+        from another n in the last bits, as any reordered floating-point sum does."""
+        n = self.options.thread_count() if n is None else int(n)
         if n < 1:
             raise ValueError(f"threads must be at least 1, got {n}")
         if int(min_samples_per_thread) < 1:
@@ -110,6 +110,8 @@ class Model:
                              f"{min_samples_per_thread}")
         self.threads = n
         self.min_samples_per_thread = int(min_samples_per_thread)
+        # the smallest batch split across threads (CallPaths.run; one thread: none)
+        self._parallel_from = n * self.min_samples_per_thread if n > 1 else _NEVER
         return self
 
     # ------------------------------------------------------------ parameters
@@ -420,6 +422,7 @@ class Model:
 
 
 _ndarray = np.ndarray          # (a global: one attribute lookup less, per parameter)
+_NEVER = 1 << 62                # a batch size no call reaches
 _SCALAR_TYPES = (float, int, np.float64, np.float32)
 
 

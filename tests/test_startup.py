@@ -1,0 +1,79 @@
+"""Start-up: `import lossc` loads neither LLVM (llvmlite) nor sympy nor SciPy, and a
+model from the compile cache, in a new process, is loaded without the compiler or
+llvmlite's binding (lossc's ELF loader maps the cached object itself). Each case runs
+in a new interpreter, whose sys.modules says what was imported."""
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import lossc
+from conftest import ROOT
+from lossc.runtime import elf
+
+SOURCE = ("dim D = 3\ninput x[D]\ninput y\nparam w[D] = 0.5\nparam b\n"
+          "z = dot(w, x) + b\nloss = softplus(z) - y * z\n")
+HEAVY = ("llvmlite", "llvmlite.binding", "sympy", "scipy", "lossc.compiler",
+         "lossc.codegen.units", "lossc.optim", "lossc.ir.ops")
+
+
+def _python(code: str, **env) -> dict:
+    """Run `code` in a new interpreter; its last line of output, as JSON."""
+    import os
+    r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=240,
+                       env=dict(os.environ, **env))
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_import_lossc_loads_neither_llvm_nor_sympy_nor_scipy():
+    loaded = _python(f"""
+        import json, sys
+        import lossc
+        print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))
+        """)
+    assert loaded == []
+
+
+@pytest.mark.skipif(not elf.supported(), reason="lossc's ELF loader does not apply here")
+def test_a_cached_model_loads_without_the_compiler_or_llvm(tmp_path):
+    code = f"""
+        import json, sys
+        import numpy as np
+        import lossc
+        m = lossc.compile({SOURCE!r})
+        X, Y = np.ones((5, 3)), np.ones(5)
+        value, grads = m.value_and_grad(m.init_params(), x=X, y=Y)
+        print(json.dumps({{"value": value, "b": float(grads["b"]),
+                          "loaded": [m for m in {HEAVY!r} if m in sys.modules]}}))
+        """
+    first = _python(code, LOSSC_CACHE_DIR=str(tmp_path))      # compiles, fills the cache
+    assert "lossc.compiler" in first["loaded"]
+    again = _python(code, LOSSC_CACHE_DIR=str(tmp_path))
+    # (llvmlite itself, a few lines, gives its version to the cache's CPU check)
+    assert [m for m in again["loaded"] if m != "llvmlite"] == []
+    assert (again["value"], again["b"]) == (first["value"], first["b"])
+
+
+def test_the_memory_functions_the_elf_loader_allows_by_itself_are_allowed():
+    """runtime/elf.py allows memcpy and memset without importing the op table that
+    codegen/externals.py derives the rest from: they must be in ALLOWED."""
+    from lossc.codegen.externals import ALLOWED
+    assert elf.MEMORY_FUNCTIONS <= ALLOWED
+
+
+def test_the_training_names_come_from_lossc_optim_when_first_used():
+    from lossc import optim
+    from lossc.optim import laplace
+    for name in ("train", "TrainResult", "SGD", "RMSprop", "Adam", "AdamW", "LBFGS",
+                 "NewtonCG"):
+        assert getattr(lossc, name) is getattr(optim, name)
+        assert name in dir(lossc) and name in lossc.__all__
+    for name in ("laplace", "Laplace", "LaplaceError"):
+        assert getattr(lossc, name) is getattr(laplace, name)
+        assert name in dir(lossc) and name in lossc.__all__
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        lossc.nothing

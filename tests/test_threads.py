@@ -1,0 +1,146 @@
+"""Threads by default: a model splits large batches across the cores the process may
+run on (OMP_NUM_THREADS when set), as NumPy's BLAS and PyTorch do, without set_threads;
+small batches stay on the calling thread; results are the same bits on every run for a
+given thread count, whether that count is the default or asked for."""
+import os
+
+import numpy as np
+import pytest
+
+import lossc
+from lossc.options import Options, available_cores
+from lossc.runtime import callpaths
+from lossc.runtime.callpaths import PARALLEL_MIN_SAMPLES
+
+SOURCE = ("dim D = 5\ninput x[D]\ninput y\nparam w[D] = 0.1\nparam b = 0.2\n"
+          "z = dot(w, x) + b\nloss = softplus(z) - y * z + 0.01 * sum(w ^ 2)\n")
+LARGE = 2 * PARALLEL_MIN_SAMPLES + 7       # split across two threads by default
+SMALL = 2 * PARALLEL_MIN_SAMPLES - 1       # not worth a second thread
+
+
+def _data(B: int, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    return {"x": rng.normal(size=(B, 5)), "y": (rng.random(B) < 0.5) * 1.0}
+
+
+def _compile(**options) -> lossc.Model:
+    return lossc.compile(SOURCE, cache=False, options=Options(**options))
+
+
+def _same(a: tuple, b: tuple) -> bool:
+    """The same objective and gradient, bit for bit (NaNs excepted: there are none)."""
+    return (np.float64(a[0]).tobytes() == np.float64(b[0]).tobytes()
+            and a[1].keys() == b[1].keys()
+            and all(a[1][k].tobytes() == b[1][k].tobytes() for k in a[1]))
+
+
+@pytest.mark.parametrize("value, threads", [("3", 3), ("4,2", 4), (" 2 ", 2), ("", None)])
+def test_omp_num_threads_is_read_into_the_options(value, threads):
+    assert Options.from_env({"HOME": "/h", "OMP_NUM_THREADS": value}).threads == threads
+    assert Options.from_env({"HOME": "/h"}).threads is None
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two", "2.5", ",4"])
+def test_an_omp_num_threads_that_is_no_thread_count_is_refused(value):
+    with pytest.raises(ValueError, match="OMP_NUM_THREADS"):
+        Options.from_env({"HOME": "/h", "OMP_NUM_THREADS": value})
+
+
+@pytest.mark.parametrize("threads", [0, -2, 1.5, "2", True])
+def test_options_threads_must_be_a_positive_integer(threads):
+    with pytest.raises(ValueError, match="threads"):
+        Options(threads=threads)
+
+
+def test_a_model_starts_with_one_thread_per_core_it_may_run_on(monkeypatch):
+    """The affinity, not os.cpu_count(): a process limited to three cores (taskset, a
+    container) uses three; OMP_NUM_THREADS wins over it; set_threads(None) goes back
+    to the default."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 2, 5}, raising=False)
+    assert available_cores() == 3
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    m = lossc.compile(SOURCE, cache=False)
+    assert m.threads == 3
+    assert m.set_threads(1).threads == 1
+    assert m.set_threads(None).threads == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert lossc.compile(SOURCE, cache=False).threads == 2
+    assert _compile(threads=5).threads == 5
+
+
+def _count_parallel_runs(monkeypatch) -> list:
+    runs = []
+    real = callpaths.CallPaths._run_parallel
+
+    def counted(self, fn, f):
+        runs.append(f.bound.B)
+        return real(self, fn, f)
+    monkeypatch.setattr(callpaths.CallPaths, "_run_parallel", counted)
+    return runs
+
+
+def test_large_batches_use_the_cores_without_set_threads(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    runs = _count_parallel_runs(monkeypatch)
+    m = lossc.compile(SOURCE, cache=False)
+    theta, large, small = m.init_params(), _data(LARGE), _data(SMALL)
+    m.value_and_grad(theta, **large)
+    m.value_and_grad(theta, **large)          # (the repeated call)
+    m.loss(theta, **large)
+    flat, bound = m.pack_params(theta), m.bind(large)
+    m.value_and_grad_flat(flat, bound)
+    m.value_and_grad_flat(flat, bound)
+    assert runs == [LARGE] * 5
+    m.value_and_grad(theta, **small)
+    m.value_and_grad(theta, **small)
+    m.loss(theta, **small)
+    m.value_and_grad_flat(flat, m.bind(small))
+    assert runs == [LARGE] * 5                # small batches: the calling thread
+    m.set_threads(1)
+    m.value_and_grad(theta, **large)
+    m.loss(theta, **large)
+    assert runs == [LARGE] * 5                # pinned to one thread
+
+
+def test_small_batches_keep_the_repeated_flat_call_with_threads(monkeypatch):
+    """With several threads, a repeated flat call of a small batch still skips the
+    checks (only a batch that is split goes through the checked call, which combines
+    the threads' parts)."""
+    checked = []
+    real = callpaths.CheckedCall.value_and_grad_flat
+
+    def counted(self, *args):
+        checked.append(1)
+        return real(self, *args)
+    monkeypatch.setattr(callpaths.CheckedCall, "value_and_grad_flat", counted)
+    m = _compile(threads=2)
+    flat, bound = m.pack_params(m.init_params()), m.bind(_data(SMALL))
+    grad = np.empty_like(flat)
+    first = m.value_and_grad_flat(flat, bound, grad_out=grad)[0]
+    for _ in range(3):
+        assert m.value_and_grad_flat(flat, bound, grad_out=grad)[0] == first
+    assert len(checked) == 1
+
+
+def test_results_are_the_same_bits_for_a_thread_count():
+    """The same call twice gives the same bits; a model on its default thread count and
+    one asked for that count explicitly agree bit for bit; so do keyword, flat and
+    objective-only calls on either."""
+    data = _data(LARGE, seed=3)
+    default = _compile(threads=2)
+    explicit = _compile(threads=1).set_threads(2)
+    rng = np.random.default_rng(4)
+    theta = {"w": rng.normal(size=5), "b": np.float64(0.3)}
+    first = default.value_and_grad(theta, **data)
+    assert _same(first, default.value_and_grad(theta, **data))
+    assert _same(first, explicit.value_and_grad(theta, **data))
+    assert default.loss(theta, **data) == explicit.loss(theta, **data)
+    flat = default.pack_params(theta)
+    for m in (default, explicit):
+        v, g = m.value_and_grad_flat(flat, m.bind(data))
+        assert _same((v, m.unpack_params(g)), first)
+    one = _compile(threads=1).value_and_grad(theta, **data)
+    assert one[0] == pytest.approx(first[0], rel=1e-12)      # another sum order
+    for k in one[1]:
+        np.testing.assert_allclose(one[1][k], first[1][k], rtol=1e-10)
