@@ -139,6 +139,25 @@ def test_lbfgs_stops_on_its_tol_loss_and_on_epochs(logistic, w9):
     assert res.stopped == "tol_grad" and "1e-03" not in res.stopped_reason
 
 
+@pytest.mark.parametrize("method", [LBFGS, NewtonCG])
+def test_trains_tolerance_is_not_cut_short_by_the_optimizers_defaults(logistic, w9, method):
+    """train(tol_grad=1e-9) with an optimizer left at its defaults (tol_grad 1e-5 on the
+    largest component) runs on to train's tolerance; one given to the optimizer itself
+    still applies."""
+    data, ref = w9
+    model = logistic            # (NewtonCG on the model's own native hvp)
+    res = train(model, data, method(), tol_grad=1e-9, init=zeros(model))
+    _, g = model.value_and_grad_flat(model.pack_params(res.last_params), model.bind(data))
+    assert res.stopped == "tol_grad" and "optimizer" not in res.stopped_reason
+    assert np.linalg.norm(g) <= 1e-9
+    assert abs(res.best_loss - ref.fun) <= 1e-12 * abs(ref.fun)
+    res = train(model, data, method(tol_grad=1e-3), tol_grad=1e-12, init=zeros(model))
+    assert res.stopped == "tol_grad" and "the optimizer's tol_grad" in res.stopped_reason
+    # train's tol_loss alone also sets the defaults aside: none of the optimizer's stops
+    res = train(model, data, method(), tol_loss=1e-300, epochs=60, init=zeros(model))
+    assert "the optimizer's" not in res.stopped_reason, res.stopped_reason
+
+
 def test_lbfgs_converged_at_the_start_takes_no_step(logistic, w9):
     data, ref = w9
     res = train(logistic, data, LBFGS(tol_grad=1e-6), init=logistic.unpack_params(ref.x))

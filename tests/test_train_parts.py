@@ -289,7 +289,8 @@ def test_a_full_batch_method_with_a_line_search_plugs_into_the_driver(logistic, 
         calls.append(1)
         return real_value_and_grad(self, theta, data, grad_out)
 
-    def backtracking(model, opt, prepared, objectives, initial, sync_each_epoch):
+    def backtracking(model, opt, prepared, objectives, initial, sync_each_epoch,
+                     train_has_tolerance):
         assert prepared.plan.full_batch
         made.append(BacktrackingSteps(objectives, initial, prepared.full.B,
                                       max_halvings=made_halvings))

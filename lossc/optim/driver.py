@@ -209,8 +209,11 @@ def _run(model, opt, prepared, config: TrainConfig) -> TrainResult:
                 # the first step's gradient in batch descent.
                 initial = objectives.value_and_gradnorm(theta)
                 monitor.start(initial[0], lambda: objectives.validation(theta))
-                stepper = make_stepper(model, opt, prepared, objectives, initial,
-                                       sync_each_epoch=config.callback is not None)
+                stepper = make_stepper(
+                    model, opt, prepared, objectives, initial,
+                    sync_each_epoch=config.callback is not None,
+                    train_has_tolerance=(config.tol_grad is not None
+                                         or config.tol_loss is not None))
                 stopped, reason = _epochs(
                     theta, opt, stepper=stepper, objectives=objectives, monitor=monitor,
                     next_order=_orders(plan, config.shuffle, shuffler), config=config,

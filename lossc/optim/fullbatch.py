@@ -23,7 +23,9 @@ Options:
   (default 1e-5), the relative change of the objective (f_prev - f) / max(|f_prev|,
   |f|, 1) <= tol_loss (default 2.2e-9); None turns one off. The result's `stopped` is
   then "tol_grad" or "tol_loss". train's own tol_grad and tol_loss (the 2-norm, the
-  absolute change) apply as well.
+  absolute change) apply as well; where train is given either, the optimizer's
+  defaults step aside (a run asked for train(tol_grad=1e-8) is not cut short at the
+  default 1e-5), and only the tolerances given to the optimizer itself apply.
 - LBFGS: history_size (10), the curvature pairs kept; l1, an L1 penalty (a number, or
   a flat vector of weights in pack order, lossc.optim.prox.l1_weights), minimized by
   OWL-QN with exact zeros.
@@ -51,6 +53,10 @@ from lossc.optim.solver import Objective, Point, count, tolerance
 DEFAULT_ITERATIONS = 1000
 
 
+class _Default(float):
+    """A tolerance the optimizer was not given: its default value, marked as such."""
+
+
 class FullBatchOptimizer(Optimizer):
     """What the driver asks of a full-batch optimizer: `iteration(objective, hvp)`, the
     step function of its method (lossc.optim.solver) over the training objective, and
@@ -63,6 +69,18 @@ class FullBatchOptimizer(Optimizer):
         super().__init__(lr)
         self.tol_grad = tolerance("tol_grad", tol_grad)
         self.tol_loss = tolerance("tol_loss", tol_loss)
+        self._defaulted = {name for name, v in (("tol_grad", tol_grad),
+                                                ("tol_loss", tol_loss))
+                           if isinstance(v, _Default)}
+
+    def own_tolerances(self, train_has_tolerance: bool) -> tuple:
+        """(tol_grad, tol_loss) the run tests (None: off): those given to the optimizer,
+        and its defaults only when train was given no tolerance of its own."""
+        def own(name):
+            if train_has_tolerance and name in self._defaulted:
+                return None
+            return getattr(self, name)
+        return own("tol_grad"), own("tol_loss")
 
     def step(self, params, grads) -> None:
         raise TypeError(f"{type(self).__name__} takes no step from a gradient alone (its "
@@ -87,8 +105,8 @@ class LBFGS(FullBatchOptimizer):
     library = "lbfgs"
 
     def __init__(self, lr: float = 1.0, history_size: int = 10,
-                 tol_grad: Optional[float] = TOL_GRAD, tol_loss: Optional[float] = TOL_LOSS,
-                 l1=None, line_search_evals: Optional[int] = None):
+                 tol_grad: Optional[float] = _Default(TOL_GRAD),
+                 tol_loss: Optional[float] = _Default(TOL_LOSS), l1=None, line_search_evals: Optional[int] = None):
         super().__init__(lr, tol_grad, tol_loss)
         self.history_size = count("history_size", history_size)
         self.l1 = check_l1(l1)
@@ -116,8 +134,8 @@ class NewtonCG(FullBatchOptimizer):
     library = "newton_cg"
     needs_hvp = True
 
-    def __init__(self, lr: float = 1.0, tol_grad: Optional[float] = TOL_GRAD,
-                 tol_loss: Optional[float] = TOL_LOSS, max_cg: Optional[int] = None):
+    def __init__(self, lr: float = 1.0, tol_grad: Optional[float] = _Default(TOL_GRAD),
+                 tol_loss: Optional[float] = _Default(TOL_LOSS), max_cg: Optional[int] = None):
         super().__init__(lr, tol_grad, tol_loss)
         self.max_cg = None if max_cg is None else count("max_cg", max_cg)
 

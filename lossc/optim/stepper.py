@@ -87,17 +87,19 @@ class Stepper(Protocol):
 
 
 def make_stepper(model, opt, prepared, objectives, initial: tuple,
-                 sync_each_epoch: bool) -> Stepper:
+                 sync_each_epoch: bool, train_has_tolerance: bool = False) -> Stepper:
     """The stepper for a run: `initial` is (objective, gradient norm) at the initial
     parameters, whose gradient objectives.g holds (batch descent's first step);
     sync_each_epoch: hand the optimizer's state back after every epoch (a callback
     may look at it). The parameters no step may change are objectives.frozen
     (freeze.Frozen, or None), whose gradient objectives takes as 0 already: each
-    stepper puts them back after its steps."""
+    stepper puts them back after its steps. train_has_tolerance: train was given
+    tol_grad or tol_loss (a full-batch optimizer's default tolerances then step aside)."""
     frozen = objectives.frozen
     rows = prepared.full.B if model.inputs else 0
     if getattr(opt, "full_batch_only", False):
-        return LineSearchSteps(opt, objectives, rows, initial, frozen)
+        return LineSearchSteps(opt, objectives, rows, initial, frozen,
+                               opt.own_tolerances(train_has_tolerance))
     if prepared.plan.full_batch:
         return FullBatchSteps(opt, objectives, rows, initial, frozen)
     if fused.supports(opt):
@@ -107,8 +109,10 @@ def make_stepper(model, opt, prepared, objectives, initial: tuple,
 
 
 class FullBatchSteps:
-    def __init__(self, opt, objectives, rows: int, initial: tuple, frozen=None):
+    def __init__(self, opt, objectives, rows: int, initial: tuple, frozen=None,
+                 tolerances: tuple = (None, None)):
         self.opt, self.objectives, self.rows = opt, objectives, rows
+        self.tolerances = tolerances
         self.loss, self.gnorm = initial      # at theta, whose gradient is objectives.g
         self.frozen = frozen
 
@@ -202,14 +206,16 @@ class LineSearchSteps:
     The objective a point carries, and the epoch's, include the optimizer's L1 term
     (objectives.penalty), which OWL-QN minimizes with the rest.
 
-    The optimizer's own stopping tests (tol_grad on the inf-norm of its stationarity
-    measure, tol_loss on the relative change of the last iteration, as
-    lossc.optim.solver makes them) are applied at the start of each epoch, to the
+    The optimizer's own stopping tests, `tolerances` (tol_grad on the inf-norm of its
+    stationarity measure, tol_loss on the relative change of the last iteration, as
+    lossc.optim.solver makes them; fullbatch.FullBatchOptimizer.own_tolerances), are applied at the start of each epoch, to the
     parameters the last one left (or the initial ones): they end the run with a Stop,
     as does a line search that finds no decrease ("line_search")."""
 
-    def __init__(self, opt, objectives, rows: int, initial: tuple, frozen=None):
+    def __init__(self, opt, objectives, rows: int, initial: tuple, frozen=None,
+                 tolerances: tuple = (None, None)):
         self.opt, self.objectives, self.rows = opt, objectives, rows
+        self.tolerances = tolerances
         self.frozen = frozen
         self.objective = Objective(objectives.smooth, objectives.g.size, "the objective")
         self.step = opt.iteration(self.objective, objectives.hvp if opt.needs_hvp else None)
@@ -239,7 +245,7 @@ class LineSearchSteps:
 
     def check_converged(self, steps: int) -> None:
         """Stop if the optimizer's tol_grad or tol_loss holds at the current point."""
-        tol_grad, tol_loss = self.opt.tol_grad, self.opt.tol_loss
+        tol_grad, tol_loss = self.tolerances
         after = f"after step {steps}" if steps else "at the initial parameters"
         gnorm = inf_norm(self.opt.stationarity(self.point))
         if tol_grad is not None and gnorm <= tol_grad:
