@@ -9,6 +9,7 @@ import click
 
 from lossc.cli_common import (check_memory, check_numbers, check_output, compile_stage, fail,
                                load_model, model_options, options_from_env, parse_hypers)
+from lossc.cli_predict import predict_cmd
 from lossc.cli_train import eval_cmd, train
 from lossc.codegen.units import DERIVED_UNITS, UNITS
 from lossc.files import replacing
@@ -52,12 +53,14 @@ def compile_cmd(file, dims, dtype, output):
     for w in caught:
         click.echo(str(w.message), err=True)
     click.echo(f"wrote {output}")
-    for label, items in (("params", m.params), ("inputs", m.inputs)):
+    for label, items in (("params", m.params), ("inputs", m.inputs), ("outputs", m.outputs)):
         if items:
             click.echo(f"  {label}: " + ", ".join(
                 f"{p.name}{list(p.shape) if p.shape else ''}" for p in items))
     if m.hypers:
-        click.echo("  hypers: " + ", ".join(f"{h.name}={h.default:g}" for h in m.hypers))
+        click.echo("  hypers: " + ", ".join(
+            f"{h.name}={h.default:g}" if not h.shape else f"{h.name}{list(h.shape)}"
+            for h in m.hypers))
 
 
 @main.command("graph")
@@ -220,6 +223,7 @@ def cache_cmd(clear):
 
 main.add_command(train, "train")
 main.add_command(eval_cmd, "eval")
+main.add_command(predict_cmd, "predict")
 
 if __name__ == "__main__":
     main()

@@ -35,8 +35,22 @@ def front_end(source: Source, dims: Optional[dict] = None) -> tuple[Graph, list[
 
 
 def signature_of(graph: Graph) -> Signature:
+    penalty = "penalty" in graph.outputs or "loss.fixed" in graph.outputs
     return Signature(tuple(graph.params), tuple(graph.inputs), tuple(graph.hypers),
-                     graph.reduce, dict(graph.dims))
+                     graph.reduce, dict(graph.dims), penalty, output_specs(graph))
+
+
+def output_specs(graph: Graph) -> tuple:
+    """The `output` declarations in order: name, shape, the inputs each depends on."""
+    from lossc.ir.spec import OutputSpec
+    specs = []
+    for key, node in graph.outputs.items():
+        if key.startswith("out."):
+            reach = graph.reachable([node])
+            used = {n.attr("name") for n in graph.nodes if n.op == "input" and n.id in reach}
+            specs.append(OutputSpec(key[4:], node.shape,
+                                    tuple(i.name for i in graph.inputs if i.name in used)))
+    return tuple(specs)
 
 
 def vector_bits(features: str, forced: Optional[int] = None) -> int:

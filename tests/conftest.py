@@ -11,6 +11,17 @@ CONFORMANCE = SHARED / "conformance"
 SAMPLES = ROOT / "samples"
 
 
+def assert_compile_error(source: str, line: int, col: int, words) -> None:
+    """Compiling `source` fails first at line:col with a message holding each word."""
+    import lossc
+    with pytest.raises(lossc.CompileError) as info:
+        lossc.compile(source)
+    e = info.value
+    assert (e.line, e.col) == (line, col), str(e)
+    for w in words:
+        assert w in e.message, (w, e.message)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _private_cache(tmp_path_factory):
     os.environ["LOSSC_CACHE_DIR"] = str(tmp_path_factory.mktemp("lossc-cache"))

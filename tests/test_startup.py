@@ -58,6 +58,25 @@ def test_a_cached_model_loads_without_the_compiler_or_llvm(tmp_path):
     assert (again["value"], again["b"]) == (first["value"], first["b"])
 
 
+@pytest.mark.skipif(not elf.supported(), reason="lossc's ELF loader does not apply here")
+def test_cached_predictions_load_without_the_compiler_or_llvm(tmp_path):
+    source = SOURCE + "output p = sigmoid(z)\n"
+    code = f"""
+        import json, sys
+        import numpy as np
+        import lossc
+        m = lossc.compile({source!r})
+        p = m.predict(m.init_params(), x=np.ones((5, 3)))["p"]
+        print(json.dumps({{"p": p.tolist(),
+                          "loaded": [m for m in {HEAVY!r} if m in sys.modules]}}))
+        """
+    first = _python(code, LOSSC_CACHE_DIR=str(tmp_path))
+    assert "lossc.compiler" in first["loaded"]
+    again = _python(code, LOSSC_CACHE_DIR=str(tmp_path))
+    assert [m for m in again["loaded"] if m != "llvmlite"] == []
+    assert again["p"] == first["p"]
+
+
 def test_the_memory_functions_the_elf_loader_allows_by_itself_are_allowed():
     """runtime/elf.py allows memcpy and memset without importing the op table that
     codegen/externals.py derives the rest from: they must be in ALLOWED."""
@@ -69,7 +88,7 @@ def test_the_training_names_come_from_lossc_optim_when_first_used():
     from lossc import optim
     from lossc.optim import laplace
     for name in ("train", "TrainResult", "SGD", "RMSprop", "Adam", "AdamW", "LBFGS",
-                 "NewtonCG"):
+                 "NewtonCG", "save_params", "load_params"):
         assert getattr(lossc, name) is getattr(optim, name)
         assert name in dir(lossc) and name in lossc.__all__
     for name in ("laplace", "Laplace", "LaplaceError"):

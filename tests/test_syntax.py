@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
+import lossc
 from lossc.source import Reporter, Source
 from lossc.syntax import ast, parse
 from lossc.ir.build import FUNCTIONS
-from lossc.syntax.lexer import INITIALIZERS, KEYWORDS, tokenize
+from lossc.syntax.lexer import INITIALIZERS, KEYWORDS, V2_FUNCTIONS, V2_KEYWORDS, tokenize
 from lossc.syntax.parser import MAX_NESTING, to_text
 
 CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance"
@@ -194,19 +195,42 @@ def test_a_dim_written_with_underscores_keeps_its_value():
 
 def test_keyword_sets():
     assert KEYWORDS == {"dim", "input", "param", "hyper", "loss", "reduce", "int", "where",
-                        "and", "or", "not", "pi"}
+                        "and", "or", "not", "pi", "def", "penalty", "output"}
     functions = FUNCTIONS - KEYWORDS
-    assert {"exp", "log_softmax", "logsumexp", "atan2", "square", "log_sigmoid"} <= functions
-    assert len(functions) == 35
+    assert {"exp", "log_softmax", "logsumexp", "atan2", "square", "log_sigmoid", "lgamma",
+            "digamma", "erfc", "xlogy"} <= functions
+    assert len(functions) == 39
     assert INITIALIZERS == {"normal", "uniform", "glorot"}
 
 
-@pytest.mark.parametrize("name", sorted(FUNCTIONS - KEYWORDS))
+@pytest.mark.parametrize("name", sorted(FUNCTIONS - KEYWORDS - V2_FUNCTIONS))
 def test_every_built_in_function_is_reserved(name):
     """The parser is given the op table's function names: each is callable and no
     binding may take it."""
     _, errors = run(f"{name} = 1\nloss = 1\n")
     assert errors == [(1, 1, f"'{name}' is a built-in function and cannot be redefined")]
+
+
+@pytest.mark.parametrize("name", sorted(V2_KEYWORDS | V2_FUNCTIONS))
+@pytest.mark.parametrize("form, col", [("input {} = 1", 7), ("param {}", 7), ("hyper {} = 1", 7),
+                                       ("dim {} = 2", 5), ("{} = 1", 1)])
+def test_version_2_words_are_reserved(name, form, col):
+    """A version 1 program using a word version 2 reserves as a name: an error saying
+    the word is reserved (`penalty = 1` is version 2's penalty statement)."""
+    if form == "{} = 1" and name == "penalty":
+        return
+    with pytest.raises(lossc.CompileError) as info:
+        lossc.compile(form.format(name) + "\nloss = 1\n")
+    assert (info.value.line, info.value.col) == (1, col), str(info.value)
+    assert f"'{name}' is a reserved word" in info.value.message
+
+
+@pytest.mark.parametrize("name", sorted(V2_KEYWORDS))
+def test_version_2_keywords_cannot_be_referenced(name):
+    with pytest.raises(lossc.CompileError) as info:
+        lossc.compile(f"param w\nloss = w + {name}\n")
+    assert (info.value.line, info.value.col) == (2, 12), str(info.value)
+    assert f"'{name}' is a reserved word" in info.value.message
 
 
 def test_ordinary_names():

@@ -142,7 +142,11 @@ ERROR = Layout("Error", (
                       "gradient is not finite"),
 ))
 
-# lossc_value_and_grad and lossc_loss (codegen/llvm.py)
+# rows past the batch each per-sample output array of lossc_predict needs: its last
+# iteration stores whole groups of lanes (at most two groups of 16: float32, AVX-512)
+PREDICT_PADDING = 32
+
+# lossc_value_and_grad, lossc_loss (codegen/llvm.py) and lossc_predict (codegen/predict.py)
 VALUE_AND_GRAD = Layout("ValueAndGradFrame", (
     S("params", "T*", "the flat parameter vector (declaration order, C order in each)"),
     S("hypers", "T*", "the hyperparameters in declaration order"),
@@ -151,7 +155,9 @@ VALUE_AND_GRAD = Layout("ValueAndGradFrame", (
     S("value", "T*", "out: the objective"),
     S("work", "T*", "scratch space of the model's work size"),
     S("err", "i64*", "out, when INDEX_ERROR is returned: an Error record"),
-    S("grad", "T*", "out: the flat gradient (lossc_loss leaves it alone)"),
+    S("grad", "T*", "out: the flat gradient (lossc_loss leaves it alone); for "
+                    "lossc_predict, a table of one T* per output, each "
+                    "(B + PREDICT_PADDING, *shape) (codegen/predict.py)"),
     S("ahead", "i64*", "the row addresses of a batch the caller gathers later, "
                        "ahead_rows per input, input by input, for the loop over samples "
                        "to prefetch into L2 as it goes (read only if ahead_rows > 0)"),

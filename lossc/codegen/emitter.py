@@ -214,8 +214,9 @@ class GraphEmitter(Emitter):
         off = self.b.add(self.iconst(n.attr("offset")), self.flat(n.shape, idx))
         return self.b.load(self.b.gep(self.params, [off]))
 
-    def hyper_value(self, n: Node) -> ir.Value:
-        return self.b.load(self.b.gep(self.hypers, [self.iconst(n.attr("index"))]))
+    def hyper_element(self, n: Node, idx: tuple) -> ir.Value:
+        off = self.b.add(self.iconst(n.attr("index")), self.flat(n.shape, idx))
+        return self.b.load(self.b.gep(self.hypers, [off]))
 
     def input_row(self, g, n: Node) -> list:
         """Pointers to group g's rows of an input, one per lane (made once per group)."""

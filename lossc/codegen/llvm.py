@@ -49,7 +49,7 @@ from lossc.codegen.lanes import LaneGroup
 from lossc.codegen.outer import OuterBlocks
 from lossc.codegen.plan import plan
 from lossc.codegen.transpose import transpose_input
-from lossc.codegen.values import FAST, I1, I32, I64, declared
+from lossc.codegen.values import FAST, I1, I32, I64, declared, is_vector
 from lossc.ir.graph import INT, Graph, Node
 from lossc.ir.ops import OPS
 from lossc.passes.lower import Target
@@ -57,6 +57,22 @@ from lossc.passes.lower import Target
 I8P = ir.IntType(8).as_pointer()
 
 GROUPED_GRADIENT_SIZE = 16   # per-sample gradient elements from which lanes go in pairs
+
+def scatter_terms(node: Node) -> list:
+    """The scatters (gathers' gradients) a per-sample gradient is the sum of, or []
+    when it is anything else."""
+    terms, stack = [], [node]
+    while stack:
+        n = stack.pop()
+        if n.op == "add":
+            stack.extend(n.inputs)
+        elif n.op == "scatter":
+            terms.append(n)
+        else:
+            return []
+    return terms
+
+
 
 def model_function(module: ir.Module, T, name: str):
     """The worker function `name`_impl of the frame's slots (abi.VALUE_AND_GRAD), its
@@ -133,7 +149,7 @@ class FunctionCodegen:
         for n in self.plan.live:
             if n.id not in self.plan.vary:
                 self.emit_node(self.once, n)
-        sample_outs = {k: v for k, v in outs.items() if k.endswith(".sample")}
+        sample_outs = self.sample_outputs(outs)
         has_inputs = any(n.op == "input" for n in self.plan.live)
         self.loss_acc = {1: em.alloca(em.T, "loss_acc")}
         b.store(em.fconst(0), self.loss_acc[1])
@@ -149,6 +165,10 @@ class FunctionCodegen:
         b.ret(ir.Constant(I32, abi.OK))
         # allocas live in the entry block so LLVM promotes them to registers
         ir.IRBuilder(em.entry).branch(em.fn.blocks[1])
+
+    def sample_outputs(self, outs: dict) -> dict:
+        """The outputs computed per sample (accumulated by `accumulate`)."""
+        return {k: v for k, v in outs.items() if k.endswith(".sample")}
 
     def vector_loop(self, sample_outs: dict, n_grad: int) -> None:
         """The loop over the batch U groups of W lanes at a time: each gradient element
@@ -215,7 +235,9 @@ class FunctionCodegen:
             for n in self.plan.live:
                 if n.op == "input":
                     em.input_row(g, n)
-                    if lanes > 1 and n.size > 1 and n.id not in self.plan.untransposed:
+                    # (an int vector is read element by element, for its indices)
+                    if (lanes > 1 and n.size > 1 and n.dtype != INT
+                            and n.id not in self.plan.untransposed):
                         transpose_input(em, g, n)
         # Node by node, each group's copy after the other's: the groups' chains are
         # independent, and side by side in the code the out-of-order core runs them
@@ -334,6 +356,11 @@ class FunctionCodegen:
             b.store(em.fadd(b.load(acc), self.group_elem(groups, node, ()), flags=FAST), acc)
             return
         spec = self.param_spec(key)
+        scattered = scatter_terms(node)
+        if scattered:
+            for term in scattered:
+                self.accumulate_scattered(groups, spec.offset, term)
+            return
         with em.loops(node.shape) as idx:
             j = em.flat(node.shape, idx)
             if lanes > 1:
@@ -343,6 +370,29 @@ class FunctionCodegen:
             else:
                 p = b.gep(em.grad, [b.add(em.iconst(spec.offset), j)])
                 b.store(b.fadd(b.load(p), self.group_elem(groups, node, idx), flags=FAST), p)
+
+    def accumulate_scattered(self, groups: list, offset: int, n: Node) -> None:
+        """A gather's gradient (scatter(g, i)) added into the parameter's gradient at
+        the gathered positions only: each sample's g, element by element, to the
+        position its index names, lane by lane (the padding lanes add 0). Its cost
+        grows with the number gathered, not with the gathered array's size. These
+        additions go to `grad` itself; the parameter's per-lane accumulators stay 0."""
+        em, b = self.em, self.em.b
+        g_node, i_node = n.inputs
+        axis = n.attr("axis")
+        with em.loops(g_node.shape) as idx:
+            for g in groups:
+                v = em.elem(g, g_node, idx)
+                i = em.elem(g, i_node, (idx[axis],))
+                for lane in range(g.lanes):
+                    k = em.iconst(lane)
+                    x = b.extract_element(v, k) if is_vector(v) else v
+                    if g.lanes > 1 and g.live is not None:
+                        x = b.select(b.extract_element(g.live, k), x, em.fconst(0))
+                    at = list(idx)
+                    at[axis] = b.extract_element(i, k) if is_vector(i) else i
+                    p = b.gep(em.grad, [b.add(em.iconst(offset), em.flat(n.shape, tuple(at)))])
+                    b.store(b.fadd(b.load(p), x, flags=FAST), p)
 
     def group_elem(self, groups: list, n: Node, idx: tuple):
         """n's element summed over the groups of an iteration (their live lanes)."""
@@ -378,7 +428,8 @@ class FunctionCodegen:
         return ranges
 
     def epilogue(self, outs: dict, loss_acc) -> None:
-        """objective = scale * (sum of per-sample terms) + mult * (once terms)."""
+        """objective = scale * (sum of per-sample terms) + mult * (once terms) + the
+        penalty's (fixed) terms."""
         em, b = self.em, self.em.b
         nB = b.sitofp(em.B, em.T)
         if self.graph.reduce == "sum":
@@ -388,16 +439,21 @@ class FunctionCodegen:
         loss = b.fmul(b.load(loss_acc), scale)
         if "loss.once" in outs:
             loss = b.fadd(loss, b.fmul(em.elem(self.once, outs["loss.once"], ()), mult))
+        if "loss.fixed" in outs:
+            loss = b.fadd(loss, em.elem(self.once, outs["loss.fixed"], ()))
         b.store(loss, em.value)
         if not self.want_grad:
             return
         for spec in self.graph.params:
             once = outs.get(f"grad.{spec.name}.once")
+            fixed = outs.get(f"grad.{spec.name}.fixed")
             with em.loops(spec.shape) as idx:
                 p = b.gep(em.grad, [b.add(em.iconst(spec.offset), em.flat(spec.shape, idx))])
                 v = b.fmul(b.load(p), scale)
                 if once is not None:
                     v = b.fadd(v, b.fmul(em.elem(self.once, once, idx), mult))
+                if fixed is not None:
+                    v = b.fadd(v, em.elem(self.once, fixed, idx))
                 b.store(v, p)
 
     def param_spec(self, key: str):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from lossc.ir.graph import Graph, Node, varying
+from lossc.ir.graph import INT, Graph, Node, varying
 from lossc.ir.ops import OPS
 
 # fused values and views one element read may pass through (see bound_fusion)
@@ -42,7 +42,9 @@ def plan(graph: Graph, outs: dict) -> Plan:
         kind = OPS[n.op].kind
         if kind == "tensor":
             p.materialize.add(n.id)
-        elif kind == "elem" and n.rank > 0:
+        elif kind == "elem" and n.rank > 0 and n.dtype != INT:
+            # (an int vector, the checked indices of a gather, is read where it is
+            # used: buffers hold reals)
             us = uses[n.id]
             if not us:
                 fused_ok = n.id in out_ids

@@ -10,6 +10,7 @@ from __future__ import annotations
 from lossc.codegen.abi import OPTIMIZER_KINDS
 
 VALUE_AND_GRAD, LOSS = "value_and_grad", "loss"
+PREDICT = "predict"                 # the outputs (codegen/predict.py), on first use
 PERMUTATION = "rng.permutation"     # the training driver's shuffle (codegen/rng.py)
 
 
@@ -26,11 +27,12 @@ def train_function(optimizer_kind: str) -> str:
 # the same code for every model (runtime/library.py compiles them once per machine)
 LIBRARY_UNITS = tuple(train_unit(k) for k in OPTIMIZER_KINDS) + (PERMUTATION,)
 UNTYPED_UNITS = (PERMUTATION,)      # no real numbers in it: one per machine
-UNITS = (VALUE_AND_GRAD, LOSS) + LIBRARY_UNITS
+UNITS = (VALUE_AND_GRAD, LOSS, PREDICT) + LIBRARY_UNITS
 # forward mode over the loss, and over the gradient (codegen/units.py derived_mode)
 JVP, HVP, HESSIAN = "jvp", "hvp", "hessian"
 DERIVED_UNITS = (JVP, HVP, HESSIAN)
 EXPORTS = {VALUE_AND_GRAD: "lossc_value_and_grad", LOSS: "lossc_loss",
+           PREDICT: "lossc_predict",
            **{train_unit(k): train_function(k) for k in OPTIMIZER_KINDS},
            PERMUTATION: "lossc_permutation_pcg64",
            JVP: "lossc_jvp", HVP: "lossc_hvp", HESSIAN: "lossc_hessian"}

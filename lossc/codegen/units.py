@@ -4,6 +4,7 @@ A model's native code comes in units, each its own LLVM module and object file:
 
     value_and_grad   lossc_value_and_grad        compiled by lossc.compile
     loss             lossc_loss                  compiled on the first loss() call
+    predict          lossc_predict               compiled on the first predict() call
     train.sgd        lossc_train_steps_sgd       compiled when a run first trains
     train.rmsprop    lossc_train_steps_rmsprop   with that optimizer natively
     train.adam       lossc_train_steps_adam      (Adam and AdamW)
@@ -41,6 +42,7 @@ from llvmlite import ir
 from lossc.codegen import rng
 from lossc.codegen.fused import emit_train_steps
 from lossc.codegen.llvm import FunctionCodegen, function_outputs
+from lossc.codegen.predict import PredictCodegen
 from lossc.ir.graph import Graph
 from lossc.ir.spec import ParamSpec
 from lossc.passes import Target, lower_for
@@ -49,7 +51,8 @@ from lossc.passes.forward import TANGENT
 
 # the units' names and exported functions, in a module the runtime imports without LLVM
 from lossc.codegen.unit_names import (DERIVED_UNITS, EXPORTS, HESSIAN, HVP,  # noqa: F401
-                                      JVP, LIBRARY_UNITS, LOSS, PERMUTATION, UNITS,
+                                      JVP, LIBRARY_UNITS, LOSS, PERMUTATION, PREDICT,
+                                      UNITS,
                                       UNTYPED_UNITS, VALUE_AND_GRAD, train_unit)
 
 # Hessian columns computed per native call: the hessian unit's graph holds this many
@@ -79,7 +82,8 @@ def result_graph(graph: Graph, unit: str) -> Graph:
     (H v_k restricted to p) goes to the slots of its direction's parameter,
     tangent<k>.p; the jvp's one number, the loss's tangent, to a parameter of its own,
     `tangent.loss` (read by no node), after the direction's. The gradient itself stays
-    in the model's parameters' slots."""
+    in the model's parameters' slots. A penalty's parts are `.fixed` outputs like the
+    others (added once); the declared outputs (`out.<name>`) are left out."""
     out = Graph()
     out.copy_meta_from(graph)
     out.nodes = graph.nodes
@@ -87,6 +91,8 @@ def result_graph(graph: Graph, unit: str) -> Graph:
     outputs = {}
     for name, node in graph.outputs.items():
         base, part = name.rsplit(".", 1)
+        if name.startswith("out."):     # (the predict unit's: no derived unit has them)
+            continue
         if not base.startswith(TANGENT):
             outputs[name] = node
         elif unit == JVP and base == f"{TANGENT}.loss":
@@ -123,6 +129,12 @@ def build_module(graph: Graph | None, dtype: str = "float64", units=UNITS, tripl
             fc = FunctionCodegen(module, g, dtype, want_grad, EXPORTS[unit], vector_bits)
             fc.generate()
             work = max(work, fc.work_size)
+        elif unit == PREDICT:
+            own = only_outputs(graph, predictions(graph))
+            g = own if plain else lower_for(dce(own), Target.of(dtype, vector_bits))
+            pc = PredictCodegen(module, g, dtype, EXPORTS[unit], vector_bits)
+            pc.generate()
+            work = max(work, pc.work_size)
         elif unit in DERIVED_UNITS:
             if derived is None:
                 raise ValueError(f"the code unit {unit!r} is made from the model's "
@@ -147,8 +159,19 @@ def lowered(graph: Graph, want_grad: bool, target: Target) -> Graph:
     want_grad) through the passes that take a target: lowered for the outputs it
     computes, so that the loss alone takes no fusion made for the gradient (a
     logsumexp's softmax)."""
+    own = only_outputs(graph, function_outputs(graph, want_grad))
+    return lower_for(dce(own), target)
+
+
+def only_outputs(graph: Graph, outputs: dict) -> Graph:
+    """The graph's nodes with only these outputs."""
     own = Graph()
     own.copy_meta_from(graph)
     own.nodes = list(graph.nodes)
-    own.outputs = function_outputs(graph, want_grad)
-    return lower_for(dce(own), target)
+    own.outputs = outputs
+    return own
+
+
+def predictions(graph: Graph) -> dict:
+    """The outputs the predict unit computes (`output name = ...`)."""
+    return {k: v for k, v in graph.outputs.items() if k.startswith("out.")}

@@ -101,6 +101,9 @@ class _Builder:
         self.poisoned: set[str] = set()
         self.later: dict[str, Span] = {}  # names defined further down, for "used before"
         self.offset = 0
+        # the arguments of the functions being inlined, innermost last
+        self.scopes: list[dict[str, Entry]] = []
+        self.predictions: dict[str, Node] = {}      # "out.<name>" -> its value
 
     # ------------------------------------------------------------ statements
 
@@ -112,7 +115,8 @@ class _Builder:
             if name is not None and name not in self.later:
                 self.later[name] = s.name_span
         loss_stmts = [s for s in stmts if isinstance(s, ast.LossStmt)]
-        loss_node = None
+        penalties = [s for s in stmts if isinstance(s, ast.PenaltyStmt)]
+        loss_node = penalty_node = None
         for s in stmts:
             self.b.span = s.span
             try:
@@ -122,6 +126,12 @@ class _Builder:
                                    f"{loss_stmts[0].span.line}; a file has exactly one "
                                    "'loss = ...'", s.span)
                     loss_node = self.loss(s)
+                elif isinstance(s, ast.PenaltyStmt):
+                    if s is not penalties[0]:
+                        raise Fail("the penalty is already defined at line "
+                                   f"{penalties[0].span.line}; a file has at most one "
+                                   "'penalty = ...'", s.keyword_span)
+                    penalty_node = self.penalty(s)
                 else:
                     getattr(self, "stmt_" + type(s).__name__)(s)
             except Fail as f:
@@ -137,7 +147,10 @@ class _Builder:
         self.graph.dims = {k: e.value for k, e in self.names.items() if e.kind == "dim"}
         if loss_node is not None:
             self.graph.outputs["loss"] = loss_node
-            self.warn_unused(stmts, loss_node)
+            if penalty_node is not None:
+                self.graph.outputs["penalty"] = penalty_node
+            self.graph.outputs.update(self.predictions)
+            self.warn_unused(stmts, [loss_node, penalty_node])
         return self.graph
 
     def define(self, name: str, entry: Entry) -> None:
@@ -182,9 +195,9 @@ class _Builder:
 
     def stmt_InputDecl(self, s: ast.InputDecl) -> None:
         shape = tuple(self.size(i) for i in s.shape)
-        if s.is_int and shape:
-            raise Fail(f"int input '{s.name}' must be a scalar (one integer per sample)",
-                       s.span)
+        if s.is_int and len(shape) > 1:
+            raise Fail(f"int input '{s.name}' must be a scalar or a vector (integers per "
+                       "sample)", s.span)
         index = len(self.graph.inputs)
         node = self.b.emit("input", (), span=s.name_span, name=s.name, shape=shape,
                            is_int=s.is_int, index=index)
@@ -210,10 +223,28 @@ class _Builder:
         self.offset += size
 
     def stmt_HyperDecl(self, s: ast.HyperDecl) -> None:
-        index = len(self.graph.hypers)
-        node = self.b.emit("hyper", (), span=s.name_span, name=s.name, index=index)
+        shape = tuple(self.size(i) for i in s.shape)
+        default = self.hyper_default(s, shape)
+        offset = sum(h.size for h in self.graph.hypers)
+        attrs = {"shape": shape} if shape else {}
+        node = self.b.emit("hyper", (), span=s.name_span, name=s.name, index=offset, **attrs)
         self.define(s.name, Entry("hyper", s.name_span, node))
-        self.graph.hypers.append(HyperSpec(s.name, float(s.default)))
+        self.graph.hypers.append(HyperSpec(s.name, default, shape, offset))
+
+    def hyper_default(self, s: ast.HyperDecl, shape: tuple):
+        """A float for a scalar hyper; the elements (C order) for a shaped one: a number
+        fills it, a literal must have its shape."""
+        if not isinstance(s.default, list):
+            return float(s.default) if not shape else (float(s.default),) * math.prod(shape)
+        if not shape:
+            raise Fail(f"hyper '{s.name}' is a scalar; a literal default needs a shape, "
+                       f"e.g. 'hyper {s.name}[{len(s.default)}] = [...]'", s.default_span)
+        got = _literal_shape(s.default)
+        if got != shape:
+            shown = "ragged" if got is None else str(list(got))
+            raise Fail(f"the default of hyper '{s.name}' has shape {shown}; its declared "
+                       f"shape is {list(shape)}", s.default_span)
+        return tuple(float(v) for v in _flatten(s.default))
 
     def stmt_Let(self, s: ast.Let) -> None:
         if s.name in self.names:
@@ -222,6 +253,54 @@ class _Builder:
                        "every name is bound once", s.name_span)
         node = nested.run(self.expr(s.value))
         self.names[s.name] = Entry("let", s.name_span, node)
+
+    def stmt_FuncDef(self, s: ast.FuncDef) -> None:
+        """A function is checked here for the names its body uses (its arguments, dims,
+        functions defined before it); shapes are checked at each call, where it is
+        inlined."""
+        for a in s.args:
+            if a.id in self.later or a.id in self.names:
+                where = (self.names[a.id].span if a.id in self.names else self.later[a.id])
+                raise Fail(f"argument '{a.id}' of '{s.name}' has the name of a "
+                           f"{self.kind_of(a.id)} (line {where.line}); arguments must be "
+                           "named apart from the file's names", a.span)
+        args = {a.id for a in s.args}
+        for n in _names_in(s.body):
+            if n.id in args or n.id in self.poisoned:
+                continue
+            e = self.names.get(n.id)
+            if e is not None and e.kind in ("dim", "function"):
+                continue
+            if e is not None:
+                raise Fail(f"the body of '{s.name}' cannot use {e.kind} '{n.id}': a function "
+                           "sees only its arguments, dims and functions (pass "
+                           f"'{n.id}' as an argument)", n.span)
+            dims = [k for k, v in self.names.items() if v.kind == "dim"]
+            guess = closest_name(n.id, list(args) + dims)
+            hint = f"; did you mean '{guess}'?" if guess else ""
+            raise Fail(f"unknown name '{n.id}' in the body of '{s.name}'{hint}", n.span)
+        self.define(s.name, Entry("function", s.name_span, value=s))
+
+    def kind_of(self, name: str) -> str:
+        """What a name of the file is (it may be defined further down)."""
+        if name in self.names:
+            return self.names[name].kind
+        return "name defined in the file"
+
+    def stmt_OutputStmt(self, s: ast.OutputStmt) -> None:
+        """A value to predict, per sample: real (a bool as 0.0 / 1.0, an int as a
+        number); the graph's output "out.<name>". It changes nothing else."""
+        if s.name in self.names:
+            prev = self.names[s.name]
+            raise Fail(f"'{s.name}' is already defined at line {prev.span.line}; "
+                       "every name is bound once", s.name_span)
+        node = nested.run(self.expr(s.value))
+        if node.dtype == BOOL:
+            node = self.b.where(node, self.b.const(1.0, node.shape),
+                                self.b.const(0.0, node.shape))
+        node = self.real(node)
+        self.names[s.name] = Entry("output", s.name_span, node)
+        self.predictions["out." + s.name] = node
 
     def stmt_ReduceStmt(self, s: ast.ReduceStmt) -> None:
         self.graph.reduce = s.kind
@@ -233,8 +312,40 @@ class _Builder:
                        "reduce it, e.g. with sum(...)", s.value.span)
         return node
 
-    def warn_unused(self, stmts, loss_node: Node) -> None:
-        reach = self.graph.reachable([loss_node])
+    def penalty(self, s: ast.PenaltyStmt) -> Node:
+        """A real scalar that no input reaches: it is added once per call."""
+        node = self.real(nested.run(self.expr(s.value)), s.value.span, "the penalty")
+        if node.shape != ():
+            raise Fail(f"the penalty must be a real scalar, got {describe(node)}; "
+                       "reduce it, e.g. with sum(...)", s.value.span)
+        inputs = [n for n in self.graph.nodes
+                  if n.op == "input" and n.id in self.graph.reachable([node])]
+        if inputs:
+            name, span = self.input_use(s.value, {n.attr("name") for n in inputs})
+            what = f"input '{inputs[0].attr('name')}'"
+            via = (f"'{name}' is an input" if name in self.names
+                   and self.names[name].kind == "input" else
+                   f"'{name}' depends on {what}" if name else f"it depends on {what}")
+            raise Fail(f"the penalty is added once per call and cannot depend on an input: "
+                       f"{via} (put per-sample terms in the loss)", span)
+        return node
+
+    def input_use(self, e, input_names: set) -> tuple[str, Span]:
+        """The first name in e (in source order) that is an input or a binding computed
+        from one of `input_names`."""
+        for n in _names_in(e):
+            entry = self.names.get(n.id)
+            if entry is None or entry.node is None:
+                continue
+            reach = self.graph.reachable([entry.node])
+            if entry.kind == "input" or any(i.op == "input" and i.attr("name") in input_names
+                                             and i.id in reach for i in self.graph.nodes):
+                return n.id, n.span
+        return "", e.span
+
+    def warn_unused(self, stmts, roots: list) -> None:
+        """Warnings for what neither the loss nor the penalty uses."""
+        reach = self.graph.reachable([r for r in roots if r is not None])
         for s in stmts:
             e = self.names.get(getattr(s, "name", None) or "")
             if e is None or e.span is not s.name_span:
@@ -251,6 +362,8 @@ class _Builder:
     # ------------------------------------------------------------ names
 
     def lookup(self, name: str, span: Span) -> Entry:
+        if self.scopes and name in self.scopes[-1]:
+            return self.scopes[-1][name]
         if name in self.poisoned:
             raise Poison()
         e = self.names.get(name)
@@ -301,9 +414,9 @@ class _Builder:
                 raise Fail(f"'not' needs a bool value, got {describe(x)}", e.operand.span)
             return self.b.emit("not", (x,), span=e.span)
         self.number(x, e.operand.span, "unary '-'")
-        if x.dtype == INT:
+        if x.dtype == INT and x.shape == ():
             return self.int_op("ineg", (x,), e.span)
-        return self.b.emit("neg", (x,), span=e.span)
+        return self.b.emit("neg", (self.real(x),), span=e.span)
 
     def ex_Binary(self, e: ast.Binary):
         x = yield self.expr(e.left)
@@ -323,29 +436,68 @@ class _Builder:
         if op == "^":
             return self.power(x, y, e.span, e.right)
         real_op, int_op, verb = _ARITH[op]
-        if int_op and x.dtype == INT and y.dtype == INT:
+        # (integer arithmetic is scalar: it computes indices; an int vector is a number)
+        if int_op and x.dtype == INT and y.dtype == INT and x.shape == y.shape == ():
             return self.int_op(int_op, (x, y), e.span)
         return self.elementwise(real_op, self.real(x), self.real(y), e, verb)
+
+    def ex_ArrayLit(self, e: ast.ArrayLit):
+        """A vector of scalar elements, or a matrix of equal rows; the gradient flows to
+        each element."""
+        rows = [r for r in e.elements if isinstance(r, ast.ArrayLit)]
+        if rows and len(rows) != len(e.elements):
+            odd = next(x for x in e.elements if not isinstance(x, ast.ArrayLit))
+            raise Fail("a matrix literal's rows are all literals [...]: this element is "
+                       "not", odd.span if rows[0] is e.elements[0] else rows[0].span)
+        for r in rows:
+            deeper = next((x for x in r.elements if isinstance(x, ast.ArrayLit)), None)
+            if deeper is not None:
+                raise Fail("array literals nest no deeper than a matrix", deeper.span)
+            if len(r.elements) != len(rows[0].elements):
+                raise Fail(f"the rows of a matrix literal must have the same length: row "
+                           f"{rows.index(r) + 1} has {len(r.elements)} elements, row 1 has "
+                           f"{len(rows[0].elements)}", e.span)
+        items = [x for r in rows for x in r.elements] if rows else e.elements
+        nodes = []
+        for x in items:
+            v = yield self.expr(x)
+            if v.dtype == BOOL or v.shape != ():
+                raise Fail(f"the elements of an array literal are real scalars, got "
+                           f"{describe(v)}", x.span)
+            nodes.append(self.real(v))
+        shape = (len(rows), len(rows[0].elements)) if rows else (len(items),)
+        return self.b.emit("pack", tuple(nodes), span=e.span, shape=shape)
 
     def ex_Index(self, e: ast.Index):
         x = yield self.expr(e.base)
         if len(e.items) > x.rank:
             raise Fail(f"too many indices: {describe(x)} has {x.rank} "
                        f"ax{'i' if x.rank == 1 else 'e'}s, got {len(e.items)}", e.span)
-        axis = 0
+        axis, gathered = 0, None
         for item in e.items:
             if isinstance(item, ast.Slice):
                 lo, hi = yield from self.slice_bounds(item, x.shape[axis])
                 if (lo, hi) != (0, x.shape[axis]):
                     x = self.b.emit("slice", (x,), span=e.span, axis=axis, start=lo, stop=hi)
                 axis += 1
-            else:
-                i = yield from self.index(item, x.shape[axis])
+                continue
+            i = yield from self.index(item, x.shape[axis])
+            if i.rank == 0:
                 x = self.b.emit("take", (x, i), span=e.span, axis=axis)
+                continue
+            # an int vector gathers: the axis becomes the vector's
+            if gathered is not None:
+                raise Fail("one int vector index per indexing: index the result again "
+                           "for another", item.span)
+            gathered = item
+            x = self.b.emit("gather", (x, i), span=e.span, axis=axis)
+            axis += 1
         return x
 
     def ex_Call(self, e: ast.Call):
         f = e.func
+        if f not in SURFACE:
+            return (yield from self.inline(e))
         by_arity = SURFACE[f]
         lo, hi = min(by_arity), max(by_arity)
         n = len(e.args)
@@ -378,6 +530,31 @@ class _Builder:
         if n == 1:      # an elementwise function
             return self.b.emit(entry.name, (self.real(args[0]),), span=e.span)
         return self.elementwise(entry.name, self.real(args[0]), self.real(args[1]), e)
+
+    def inline(self, e: ast.Call):
+        """A call of a function of the file: its body built with the arguments' values
+        (any shapes the body type-checks for). An error inside the body points there
+        and names this call."""
+        entry = self.lookup(e.func, e.func_span)
+        if entry.kind != "function":
+            raise Fail(f"'{e.func}' is a {entry.kind}, not a function", e.func_span)
+        fd: ast.FuncDef = entry.value
+        if len(e.args) != len(fd.args) or e.kwargs:
+            names = ", ".join(a.id for a in fd.args)
+            got = f"got {len(e.args)}" + (" and a keyword argument" if e.kwargs else "")
+            raise Fail(f"{fd.name}() takes {len(fd.args)} argument"
+                       f"{'s' * (len(fd.args) != 1)} ({names}), {got}", e.func_span)
+        scope = {}
+        for a, arg in zip(fd.args, e.args):
+            scope[a.id] = Entry("argument", a.span, (yield self.expr(arg)))
+        self.scopes.append(scope)
+        try:
+            return (yield self.expr(fd.body))
+        except Fail as f:
+            at = f"line {e.func_span.line}, col {e.func_span.col}"
+            raise Fail(f"{f.message} (in the call of {fd.name}() at {at})", f.span) from None
+        finally:
+            self.scopes.pop()
 
     # the functions built otherwise than as their op (or derived from others)
 
@@ -576,6 +753,41 @@ class _Builder:
             raise Fail(f"slice {lo}:{hi} must lie inside an axis of size {size} and not be "
                        "empty", item.span)
         return lo, hi
+
+
+def _names_in(e) -> list:
+    """Every Name node in an expression, in source order (iteratively: bodies may be
+    deep)."""
+    found, stack = [], [e]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, ast.Name):
+            found.append(n)
+            continue
+        for child in (getattr(n, "operand", None), getattr(n, "left", None),
+                      getattr(n, "right", None), getattr(n, "base", None),
+                      getattr(n, "lo", None), getattr(n, "hi", None)):
+            if child is not None:
+                stack.append(child)
+        stack.extend(getattr(n, "args", []))
+        stack.extend(k.value for k in getattr(n, "kwargs", []))
+        stack.extend(getattr(n, "items", []))
+        stack.extend(getattr(n, "elements", []))
+    return sorted(found, key=lambda n: (n.span.line, n.span.col))
+
+
+def _literal_shape(v) -> Optional[tuple]:
+    """The shape of nested lists of numbers (None if ragged or deeper than 2)."""
+    if not isinstance(v, list):
+        return ()
+    inner = {_literal_shape(x) for x in v}
+    if len(inner) != 1 or None in inner or len(next(iter(inner))) > 1:
+        return None
+    return (len(v),) + next(iter(inner))
+
+
+def _flatten(v) -> list:
+    return [y for x in v for y in _flatten(x)] if isinstance(v, list) else [v]
 
 
 class _Spanned:

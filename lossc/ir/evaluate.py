@@ -28,7 +28,7 @@ def evaluate(graph: Graph, params: dict, sample: dict, hypers: dict, output: str
                 v = np.asarray(sample[a["name"]])
                 vals[n.id] = v.astype(np.int64) if a["is_int"] else v.astype(np.float64)
             elif n.op == "hyper":
-                vals[n.id] = np.float64(hypers[a["name"]])
+                vals[n.id] = np.asarray(hypers[a["name"]], dtype=np.float64).reshape(n.shape)
             else:
                 vals[n.id] = OPS[n.op].eval(a, *[vals[i.id] for i in n.inputs])
     return vals[target.id]
@@ -36,14 +36,18 @@ def evaluate(graph: Graph, params: dict, sample: dict, hypers: dict, output: str
 
 def objective(graph: Graph, params: dict, data: dict, hypers: dict | None = None) -> float:
     """The batch objective as LANGUAGE.md defines it: the mean (or with `reduce sum`
-    the sum) of the per-sample loss; one sample when the model has no inputs."""
-    hypers = {**{h.name: h.default for h in graph.hypers}, **(hypers or {})}
+    the sum) of the per-sample loss, plus the penalty once; one sample when the model
+    has no inputs."""
+    hypers = {**{h.name: h.default_array() for h in graph.hypers}, **(hypers or {})}
     names = [i.name for i in graph.inputs]
     B = len(data[names[0]]) if names else 1
     losses = [float(evaluate(graph, params, {k: data[k][i] for k in names}, hypers))
               for i in range(B)]
     total = float(np.sum(losses))
-    return total if graph.reduce == "sum" else total / B
+    total = total if graph.reduce == "sum" else total / B
+    if "penalty" in graph.outputs:          # once, whatever the reduction
+        total += float(evaluate(graph, params, {}, hypers, "penalty"))
+    return total
 
 
 def evaluate_batch(graph: Graph, params: dict, data: dict, hypers: dict | None = None,
@@ -56,7 +60,7 @@ def evaluate_batch(graph: Graph, params: dict, data: dict, hypers: dict | None =
     NumPy functions broadcast over the leading axis, a per-sample operand having the
     same trailing shape as a once-per-call one), and every other op runs its `eval`
     one sample at a time."""
-    hypers = {**{h.name: h.default for h in graph.hypers}, **(hypers or {})}
+    hypers = {**{h.name: h.default_array() for h in graph.hypers}, **(hypers or {})}
     names = [i.name for i in graph.inputs]
     B = len(data[names[0]]) if names else 1
     targets = list(graph.outputs) if outputs is None else list(outputs)
@@ -75,7 +79,7 @@ def evaluate_batch(graph: Graph, params: dict, data: dict, hypers: dict | None =
                 vals[n.id] = v.astype(np.int64) if a["is_int"] else v.astype(np.float64)
                 batched.add(n.id)
             elif n.op == "hyper":
-                vals[n.id] = np.float64(hypers[a["name"]])
+                vals[n.id] = np.asarray(hypers[a["name"]], dtype=np.float64).reshape(n.shape)
             elif not any(i.id in batched for i in n.inputs):
                 vals[n.id] = OPS[n.op].eval(a, *[vals[i.id] for i in n.inputs])
             elif OPS[n.op].kind == "elem":

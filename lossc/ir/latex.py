@@ -186,6 +186,10 @@ class _Measure:
         return self.seen[e]
 
 
+# the objective's parts as the equations name them (the penalty is added once)
+_OBJECTIVE_PART = {"loss": r"\ell", "penalty": r"\rho"}
+
+
 def symbolic(graph: Graph) -> tuple[list[str], list]:
     """The LaTeX names and the sympy expressions of the loss and of every gradient
     component. Raises ValueError past the bounds (see the module's docstring)."""
@@ -197,15 +201,18 @@ def symbolic(graph: Graph) -> tuple[list[str], list]:
         measure.after(n, vals[n.id])
     names, exprs = [], []
     for key, node in graph.outputs.items():
+        if key.startswith("out."):          # (predictions: not part of the objective)
+            continue
         v = vals[node.id]
-        if key == "loss":
-            names.append(r"\ell")
+        if key in ("loss", "penalty"):
+            names.append(_OBJECTIVE_PART[key])
             exprs.append(v.item())
             continue
-        pname = key[len("grad."):]
+        part, pname = key.split(".", 1)
+        of = _OBJECTIVE_PART["penalty" if part == "penalty_grad" else "loss"]
         for idx in np.ndindex(*v.shape):
             sub = "_{" + ",".join(map(str, idx)) + "}" if idx else ""
-            names.append(r"\frac{\partial \ell}{\partial " + sp.latex(sp.Symbol(pname))
+            names.append(r"\frac{\partial " + of + r"}{\partial " + sp.latex(sp.Symbol(pname))
                          + sub + "}")
             exprs.append(v[idx])
     return names, exprs

@@ -40,8 +40,37 @@ class InputSpec:
 
 @dataclass(frozen=True)
 class HyperSpec:
+    """A value given at call time. A scalar hyper's default is a float; a shaped one's
+    a tuple of its elements in C order. `offset`: where it starts in the vector of
+    hyperparameters the native code reads."""
+
     name: str
-    default: float
+    default: object
+    shape: tuple[int, ...] = ()
+    offset: int = 0
+
+    @property
+    def size(self) -> int:
+        return prod(self.shape)
+
+    def default_array(self):
+        """The default with its shape (a 0-d array for a scalar)."""
+        import numpy as np
+        return np.array(self.default, dtype=np.float64).reshape(self.shape)
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """A per-sample value `predict` returns (`output name = ...`): its shape without
+    the batch axis, and the inputs it depends on (the ones predict needs)."""
+
+    name: str
+    shape: tuple[int, ...]
+    inputs: tuple[str, ...] = ()
+
+    @property
+    def size(self) -> int:
+        return prod(self.shape)
 
 
 @dataclass(frozen=True)
@@ -51,6 +80,8 @@ class Signature:
     hypers: tuple[HyperSpec, ...]
     reduce: str = "mean"  # or "sum"
     dims: dict = field(default_factory=dict)
+    penalty: bool = False  # a `penalty = ...`: added once to every call's objective
+    outputs: tuple[OutputSpec, ...] = ()
 
     @property
     def n_params(self) -> int:
@@ -62,9 +93,12 @@ class Signature:
             "params": [[p.name, list(p.shape), [p.init[0], list(p.init[1])], p.offset]
                        for p in self.params],
             "inputs": [[i.name, list(i.shape), i.is_int] for i in self.inputs],
-            "hypers": [[h.name, h.default] for h in self.hypers],
+            "hypers": [[h.name, list(h.default) if h.shape else h.default, list(h.shape),
+                        h.offset] for h in self.hypers],
             "reduce": self.reduce,
             "dims": dict(self.dims),
+            "penalty": self.penalty,
+            "outputs": [[o.name, list(o.shape), list(o.inputs)] for o in self.outputs],
         }
 
     @staticmethod
@@ -73,7 +107,19 @@ class Signature:
             params=tuple(ParamSpec(n, tuple(s), (i[0], tuple(i[1])), o)
                          for n, s, i, o in d["params"]),
             inputs=tuple(InputSpec(n, tuple(s), bool(k)) for n, s, k in d["inputs"]),
-            hypers=tuple(HyperSpec(n, float(v)) for n, v in d["hypers"]),
+            hypers=tuple(_hyper_of_json(h, k) for k, h in enumerate(d["hypers"])),
             reduce=d["reduce"],
             dims=dict(d["dims"]),
+            penalty=bool(d.get("penalty", False)),
+            outputs=tuple(OutputSpec(n, tuple(s), tuple(i)) for n, s, i in d.get("outputs", [])),
         )
+
+
+def _hyper_of_json(h: list, k: int) -> HyperSpec:
+    """[name, default, shape, offset]; [name, default] as version 1 wrote it."""
+    if len(h) == 2:
+        return HyperSpec(h[0], float(h[1]), (), k)
+    name, default, shape, offset = h
+    shape = tuple(shape)
+    value = tuple(float(v) for v in default) if shape else float(default)
+    return HyperSpec(name, value, shape, int(offset))

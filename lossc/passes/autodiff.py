@@ -43,13 +43,24 @@ from lossc.ir.ops import OPS, OpDef
 
 
 def autodiff(graph: Graph) -> Graph:
-    """loss -> loss, grad.<p> for every parameter p."""
+    """loss -> loss, grad.<p> for every parameter p; and a penalty (LANGUAGE.md: added
+    once to the objective) -> penalty, penalty_grad.<p>, kept apart because the
+    reduction scales the loss's once-per-call terms and not the penalty's
+    (passes/hoist.py)."""
     out = transform(graph, lambda b, n, xs: None)
     b = Builder(out, share=False)
-    loss = out.outputs["loss"]
-    live = out.reachable([loss])
-    adjoint: dict[int, Node] = {loss.id: b.const(1.0)}
-    mask: dict[int, Optional[Node]] = {loss.id: None}   # None: no mask
+    for root, prefix in (("loss", "grad."), ("penalty", "penalty_grad.")):
+        if root in out.outputs:
+            out.outputs.update(gradients(out, b, out.outputs[root], prefix))
+    return out
+
+
+def gradients(out: Graph, b: Builder, root: Node, prefix: str) -> dict:
+    """{prefix + p: d root / d p} for every parameter p (zeros where root does not
+    depend on p), built into `out`."""
+    live = out.reachable([root])
+    adjoint: dict[int, Node] = {root.id: b.const(1.0)}
+    mask: dict[int, Optional[Node]] = {root.id: None}   # None: no mask
     for node in reversed(list(out.nodes)):
         if node.id not in live or node.id not in adjoint:
             continue
@@ -69,12 +80,13 @@ def autodiff(graph: Graph) -> Graph:
             else:
                 adjoint[x.id], mask[x.id] = g, m
     params = {n.attr("name"): n for n in out.nodes if n.op == "param"}
+    grads = {}
     for spec in out.params:
         p = params.get(spec.name)
         g = adjoint.get(p.id) if p is not None else None
         b.span = p.span if p is not None else None
-        out.outputs["grad." + spec.name] = g if g is not None else b.const(0.0, spec.shape)
-    return out
+        grads[prefix + spec.name] = g if g is not None else b.const(0.0, spec.shape)
+    return grads
 
 
 def contributions(b: Builder, d: OpDef, g: Node, m: Optional[Node], node: Node) -> list:

@@ -9,8 +9,10 @@ parameter `tangent.p` of p's shape (placed after the model's own in the flat par
 vector); inputs, hyperparameters and constants have zero tangent. A zero tangent is no
 node at all (None), so only what depends on a parameter gets a tangent.
 
-The pass keeps every output and adds `tangent.<name>` for each: `tangent.loss` is the
-directional derivative of the loss, <grad, v>. Run after autodiff (forward over
+The pass keeps every output and adds `tangent.<name>` for each but the declared
+outputs (`out.<name>`: predictions, not part of the objective): `tangent.loss` is the
+directional derivative of the loss, <grad, v>; `tangent.penalty` the penalty's, which
+hoisting adds once (passes/hoist.py). Run after autodiff (forward over
 reverse), the gradient outputs get tangents too: `tangent.grad.p` is the Hessian of the
 objective times v, restricted to p, at the cost of a few gradients.
 
@@ -41,7 +43,8 @@ def forward(graph: Graph, directions: int = 1) -> Graph:
     out = transform(graph, lambda b, n, xs: None)
     b = Builder(out, share=False)
     nodes = list(out.nodes)
-    live = out.reachable(out.outputs.values())
+    differentiated = {k: v for k, v in out.outputs.items() if not k.startswith("out.")}
+    live = out.reachable(differentiated.values())
     n_params = sum(p.size for p in graph.params)
     outputs = dict(out.outputs)
     params = list(graph.params)
@@ -53,7 +56,7 @@ def forward(graph: Graph, directions: int = 1) -> Graph:
             params.append(spec)
             seeds[p.name] = spec
         tangents = tangent_nodes(b, nodes, live, seeds)
-        for name, node in out.outputs.items():
+        for name, node in differentiated.items():
             b.span = node.span
             t = tangents.get(node.id)
             outputs[tangent_name(name, k, directions)] = t if t is not None else \

@@ -8,10 +8,19 @@ is split along its additive terms into
     <out>.sample  the terms that depend on an input: computed per sample, accumulated
     <out>.once    the terms that do not: computed once per call
 
+A penalty (LANGUAGE.md: added once, whatever the reduction) depends on no input, and
+the reduction does not scale it: the penalty and its gradients become
+
+    loss.fixed, grad.<p>.fixed    added to the objective and its gradient as they are
+
+and so do their tangents in forward mode (tangent.loss.fixed, tangent.grad.<p>.fixed).
+
 Code generation places every node that no input reaches in the prologue, outside the
 loop over samples, and uses these split outputs for the accumulation.
 """
 from __future__ import annotations
+
+import re
 
 from lossc.ir.graph import Builder, Graph, Node, varying
 
@@ -42,6 +51,23 @@ def _signed_sum(b: Builder, terms: list[tuple[int, Node]]) -> Node:
     return total
 
 
+# a penalty output, or its tangent along a direction (passes/forward.py's names)
+_PENALTY = re.compile(r"(tangent\d*\.)?(penalty|penalty_grad\.(.+))")
+
+
+def fixed_name(name: str) -> str | None:
+    """The hoisted name of a penalty output, None for any other: penalty -> loss.fixed,
+    penalty_grad.w -> grad.w.fixed; their tangents (forward mode) likewise, so that a
+    directional derivative or a Hessian-vector product holds the penalty's once:
+    tangent.penalty -> tangent.loss.fixed, tangent3.penalty_grad.w ->
+    tangent3.grad.w.fixed."""
+    m = _PENALTY.fullmatch(name)
+    if m is None:
+        return None
+    tangent, _, param = m.groups()
+    return (tangent or "") + ("loss.fixed" if param is None else f"grad.{param}.fixed")
+
+
 def hoist(graph: Graph) -> Graph:
     """out -> out.sample + out.once for every output."""
     out = Graph()
@@ -52,6 +78,13 @@ def hoist(graph: Graph) -> Graph:
     outputs = {}
     for name, node in graph.outputs.items():
         b.span = node.span
+        if name.startswith("out."):         # predictions are per sample, not summed
+            outputs[name] = node
+            continue
+        if fixed_name(name) is not None:
+            assert node.id not in vary, name
+            outputs[fixed_name(name)] = node
+            continue
         terms = additive_terms(node, vary)
         sample = [t for t in terms if t[1].id in vary]
         once = [t for t in terms if t[1].id not in vary]

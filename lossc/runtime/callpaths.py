@@ -437,6 +437,23 @@ class CallPaths:
             f.grad[...] = 0
             for w, r in zip(weights, results):
                 f.grad += w * r[3]
+        if m.reduce == "sum" and m.signature.penalty:
+            self._count_penalty_once(fn, f, theta, len(chunks))
+
+    def _count_penalty_once(self, fn, f: Frame, theta: int, n_chunks: int) -> None:
+        """Under `reduce sum` the chunks' objectives add up, and each holds the penalty
+        once: take away all but one. The penalty alone is the objective of an empty
+        batch (under `reduce sum` its per-sample and once-per-call terms count 0
+        times). (A frame of its own: f is the caller's.)"""
+        m = self.model
+        wf = Frame(m)
+        wf.use_address(theta)
+        wf.use_grad()
+        wf.use(BoundArgs(m, [a[:0] for a in f.bound.arrays], 0, f.bound.hypers))
+        fn(wf.address)
+        f.value[0] -= (n_chunks - 1) * wf.value[0]
+        if fn is m._vg:
+            f.grad -= (n_chunks - 1) * wf.grad
 
     def _after_fork_in_child(self) -> None:
         """In a child made by os.fork: the pool's threads stayed in the parent (work

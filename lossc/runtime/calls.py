@@ -235,8 +235,8 @@ def index_error(model, err, bound: BoundArgs) -> ValueError:
     check = -1 - check if overflow else check
     sample_in_chunk, sample = sample, sample + bound.start
     info = model.meta["index_checks"][check]
-    ints = ", ".join(f"{s.name} = {int(a[sample_in_chunk])}"
-                     for s, a in zip(model.inputs, bound.arrays) if s.is_int)
+    ints = ", ".join(f"{s.name} = {a[sample_in_chunk].tolist()}"
+                     for s, a in zip(model.inputs, bound.arrays) if s.is_int and len(a))
     what = (f"index {info['text']} overflows a 64-bit integer, so it" if overflow else
             f"index {info['text']} = {value}")
     return ValueError(f"{what} is out of range 0..{info['size'] - 1} "

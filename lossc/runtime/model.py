@@ -6,14 +6,17 @@ copied only when they are not already C-contiguous in the model's dtype.
 """
 from __future__ import annotations
 
+import ctypes
 from typing import Optional
 
 import numpy as np
 
-from lossc.codegen.unit_names import LOSS, VALUE_AND_GRAD
+from lossc.codegen.abi import ERROR, PREDICT_PADDING
+from lossc.codegen.abi import VALUE_AND_GRAD as VALUE_AND_GRAD_FRAME
+from lossc.codegen.unit_names import LOSS, PREDICT, VALUE_AND_GRAD
 from lossc.options import Options
 from lossc.runtime.callpaths import PARALLEL_MIN_SAMPLES, CallPaths, PreparedCall
-from lossc.runtime.calls import BoundArgs
+from lossc.runtime.calls import BoundArgs, _addr, aligned_zeros, index_error
 from lossc.runtime.code import ModelCode
 from lossc.runtime.spec import Signature
 
@@ -47,9 +50,10 @@ class Model:
         self._offsets = {p.name: p.offset for p in signature.params}
         self._input_names = [i.name for i in signature.inputs]
         self._input_set = set(self._input_names)
-        self._hyper_index = {h.name: k for k, h in enumerate(signature.hypers)}
-        self._default_hypers = np.array([h.default for h in signature.hypers] or [0.0],
-                                        dtype=self.dtype)
+        self._hyper_index = {h.name: h for h in signature.hypers}
+        self._default_hypers = np.array(
+            [v for h in signature.hypers for v in np.ravel(h.default)] or [0.0],
+            dtype=self.dtype)
         self._no_inputs = BoundArgs(self, [], 1, self._default_hypers)
         self._paths = CallPaths(self)   # how calls reach the native code (callpaths.py)
         # threads for large batches: by default the options' (OMP_NUM_THREADS, else one
@@ -73,6 +77,11 @@ class Model:
     @property
     def reduce(self) -> str:
         return self.signature.reduce
+
+    @property
+    def outputs(self):
+        """The `output` declarations: OutputSpec(name, shape, inputs it needs)."""
+        return self.signature.outputs
 
     @property
     def warnings(self) -> list[str]:
@@ -261,6 +270,63 @@ class Model:
         self._check_disjoint(theta, grad, bound)
         return PreparedCall(self, theta, bound, grad)
 
+    def predict(self, theta: dict, /, **kwargs) -> dict:
+        """Every output for each sample: {name: array (B, *shape)} in the model's dtype
+        (without the batch axis in a model without inputs), computed natively. Only the
+        inputs some output depends on are needed; others may be given (and are
+        checked) or left out."""
+        fn = self.code.function(PREDICT)
+        flat = np.zeros(max(self.n_params, 1), dtype=self.dtype)
+        self._pack(theta, self._param_views(flat))
+        bound = self._predict_batch(kwargs)
+        once = {o.name for o in self.outputs if not o.inputs}
+        B = bound.B
+        outs = [aligned_zeros((1 if o.name in once else B + PREDICT_PADDING) * max(o.size, 1),
+                              self.dtype) for o in self.outputs]
+        table = np.array([_addr(a) for a in outs] or [0], dtype=np.int64)
+        value = np.zeros(1, dtype=self.dtype)
+        work = aligned_zeros(self.code.work_size, self.dtype)
+        err = ERROR.new()
+        frame = VALUE_AND_GRAD_FRAME.new()
+        frame.params, frame.hypers = _addr(flat), bound.hypers_address
+        frame.inputs, frame.B = bound.pointers_address, B
+        frame.value, frame.work = _addr(value), _addr(work)
+        frame.err, frame.grad = ctypes.addressof(err), _addr(table)
+        if fn(ctypes.addressof(frame)) != 0:
+            raise index_error(self, err, bound)
+        result = {}
+        for o, a in zip(self.outputs, outs):
+            rows = a.reshape((-1,) + o.shape)
+            if not self.inputs:
+                result[o.name] = rows[0].copy()
+            elif o.name in once:
+                result[o.name] = np.repeat(rows[:1], B, axis=0)
+            else:
+                result[o.name] = rows[:B].copy()
+        return result
+
+    def _predict_batch(self, kwargs: dict) -> "BoundArgs":
+        """The inputs and hypers of a predict call, checked: the inputs the outputs need
+        must be there; those left out stand in as empty arrays the code never reads."""
+        data, hypers = self._split_kwargs(kwargs)
+        needed = {i for o in self.outputs for i in o.inputs}
+        missing = [s.name for s in self.inputs if s.name in needed and s.name not in data]
+        if missing:
+            need = ", ".join(f"{s.name!r} {_shape_text(('B',) + s.shape)}"
+                             for s in self.inputs if s.name in missing)
+            raise ValueError(f"missing input {need}: the outputs "
+                             f"{[o.name for o in self.outputs if set(o.inputs) & set(missing)]}"
+                             " depend on it")
+        if self.inputs and not data:
+            raise ValueError(f"predict needs at least one input to know the batch size; "
+                             f"the model's inputs are {self._input_names}")
+        given = [s for s in self.inputs if s.name in data]
+        arrays, B = self._check_inputs(data, given)
+        by_name = dict(zip((s.name for s in given), arrays))
+        full = [by_name.get(s.name, np.zeros((0,) + s.shape, np.int64 if s.is_int
+                                              else self.dtype)) for s in self.inputs]
+        return BoundArgs(self, full, B, self._hyper_vector(hypers))
+
     def save(self, path) -> None:
         """Write a `.lossc` artifact: machine code for this CPU (every code unit,
         compiled now if it was not yet, so loading it never needs LLVM) and the
@@ -383,19 +449,30 @@ class Model:
             if k not in self._hyper_index:
                 raise ValueError(f"unknown hyperparameter {k!r}; the model's hyperparameters "
                                  f"are {list(self._hyper_index)}")
+            spec = self._hyper_index[k]
             a = np.asarray(x)
+            if spec.shape:
+                if a.shape != spec.shape or a.dtype.kind not in "biuf":
+                    got = (f"shape {_shape_text(a.shape)}" if a.dtype.kind in "biuf"
+                           else f"{x!r}")
+                    raise ValueError(f"hyperparameter {k!r} must be a real array of shape "
+                                     f"{_shape_text(spec.shape)} (no batch axis), got {got}")
+                v[spec.offset:spec.offset + spec.size] = a.ravel()
+                continue
             if a.shape != () or a.dtype.kind not in "biuf":
                 raise ValueError(f"hyperparameter {k!r} must be a real number, got {x!r}")
-            v[self._hyper_index[k]] = float(a)
+            v[spec.offset] = float(a)
         return v
 
-    def _check_inputs(self, data: dict):
+    def _check_inputs(self, data: dict, specs=None):
+        """The inputs `specs` (default: all) of `data`, checked and converted, and the
+        batch size."""
         for k in data:
             if k not in self._input_set:
                 raise ValueError(f"unknown input {k!r}; the model's inputs are "
                                  f"{self._input_names}")
         arrays, B, first = [], None, None
-        for spec in self.inputs:
+        for spec in self.inputs if specs is None else specs:
             if spec.name not in data:
                 raise ValueError(f"missing input {spec.name!r}: expected an array of shape "
                                  f"{_shape_text(('B',) + spec.shape)}")

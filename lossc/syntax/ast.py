@@ -85,7 +85,16 @@ class Index:
     span: Span
 
 
-Expr = Union[Num, Name, Unary, Binary, Call, Index]
+@dataclass(eq=False)
+class ArrayLit:
+    """`[e1, e2, ...]` (a vector) or `[[a, b], [c, d]]` (a matrix: its elements are
+    ArrayLit rows)."""
+
+    elements: list["Expr"]
+    span: Span
+
+
+Expr = Union[Num, Name, Unary, Binary, Call, Index, ArrayLit]
 
 # ---------------------------------------------------------------- declarations
 
@@ -127,10 +136,15 @@ class ParamDecl:
 
 @dataclass(eq=False)
 class HyperDecl:
+    """`hyper h = 0.1`, `hyper h[K] = 1` (every element) or `hyper h[3] = [...]`: the
+    default is a number, or nested lists of numbers (`default_span` is where)."""
+
     name: str
-    default: float
+    default: object
     span: Span
     name_span: Span
+    shape: list = field(default_factory=list)
+    default_span: Optional[Span] = None
 
 
 @dataclass(eq=False)
@@ -150,12 +164,43 @@ class LossStmt:
 
 
 @dataclass(eq=False)
+class FuncDef:
+    """`def name(a, b) = expr`: a function, inlined at each call."""
+
+    name: str
+    args: list[Name]
+    body: Expr
+    span: Span
+    name_span: Span
+
+
+@dataclass(eq=False)
+class OutputStmt:
+    """`output name = expr`: a per-sample value to predict."""
+
+    name: str
+    value: Expr
+    span: Span
+    name_span: Span
+
+
+@dataclass(eq=False)
+class PenaltyStmt:
+    """`penalty = expr`: added once to the objective, whatever the reduction."""
+
+    value: Expr
+    span: Span
+    keyword_span: Span
+
+
+@dataclass(eq=False)
 class ReduceStmt:
     kind: str  # "sum" or "mean"
     span: Span
 
 
-Statement = Union[DimDecl, InputDecl, ParamDecl, HyperDecl, Let, LossStmt, ReduceStmt]
+Statement = Union[DimDecl, InputDecl, ParamDecl, HyperDecl, Let, LossStmt, PenaltyStmt,
+                  ReduceStmt, FuncDef, OutputStmt]
 
 
 @dataclass(eq=False)

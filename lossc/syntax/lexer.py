@@ -15,9 +15,13 @@ import re
 
 from lossc.source import Source, Span
 
+# version 2 reserves three more keywords and the names of its new functions: a version 1
+# program that used one as a name gets an error saying the word is reserved
+V2_KEYWORDS = frozenset({"def", "penalty", "output"})
+V2_FUNCTIONS = frozenset({"lgamma", "digamma", "erfc", "xlogy", "log_sigmoid"})
 KEYWORDS = frozenset({
     "dim", "input", "param", "hyper", "loss", "reduce", "int", "where", "and", "or",
-    "not", "pi"})
+    "not", "pi"}) | V2_KEYWORDS
 INITIALIZERS = frozenset({"normal", "uniform", "glorot"})
 # (the built-in functions are the op table's: the parser is given their names)
 

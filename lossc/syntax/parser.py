@@ -27,12 +27,14 @@ from lossc import nested
 from lossc.source import Reporter, Source, Span, closest_name
 from lossc.syntax import ast
 from lossc.syntax.lexer import (EOF, INITIALIZERS, KEYWORDS, NAME, NEWLINE, NUMBER, OP,
-                                Token, describe, tokenize)
+                                V2_FUNCTIONS, V2_KEYWORDS, Token, describe, tokenize)
 
 MAX_NESTING = 5000          # brackets open at once
 INT64_MAX = 2 ** 63 - 1
 
-DECLARATIONS = frozenset({"dim", "input", "param", "hyper", "reduce"})
+DECLARATIONS = frozenset({"dim", "input", "param", "hyper", "reduce", "def", "output"})
+# statements `KEYWORD = expression` (the objective's parts)
+STATEMENT_KEYWORDS = frozenset({"loss", "penalty"})
 _NOT = 3                     # precedence of prefix 'not'
 _CMP = 4                     # precedence of the comparisons
 _BINARY = {"or": 1, "and": 2, "<": _CMP, "<=": _CMP, ">": _CMP, ">=": _CMP, "==": _CMP,
@@ -80,6 +82,16 @@ class _Parser:
         self.lexical = [(s.line, s.col) for _, s in lexical]     # in source order
         self.failed: dict = {}
         self.errors: list[tuple[str, Span]] = []
+        # user functions: those defined so far, every `def NAME` of the file (for "used
+        # before it is defined"), and the one whose body is being parsed
+        self.defined: set = set()
+        self.declared: set = set()      # the names other statements define, so far
+        self.defs_later = {tokens[k + 1].text: tokens[k + 1].span
+                           for k in range(len(tokens) - 1)
+                           if tokens[k].kind is NAME and tokens[k].text == "def"
+                           and tokens[k + 1].kind is NAME
+                           and (k == 0 or tokens[k - 1].kind is NEWLINE)}
+        self.in_def = None
 
     # ------------------------------------------------------------ token access
 
@@ -114,7 +126,7 @@ class _Parser:
             return nxt.kind is NAME
         if not nxt.is_op("="):
             return False
-        if tok.text == "loss":
+        if tok.text in STATEMENT_KEYWORDS:
             return True
         q = p - 1
         while q >= 0 and self.toks[q].kind is NEWLINE:
@@ -156,6 +168,8 @@ class _Parser:
                 stmt = self.statement()
                 self.end_of_statement(stmt)
                 stmts.append(stmt)
+                if not isinstance(stmt, ast.FuncDef):
+                    self.declared.add(getattr(stmt, "name", None))
             except _Fail as e:
                 self.record(e, start)
                 name = self.defined_name(start)
@@ -166,9 +180,10 @@ class _Parser:
     def defined_name(self, start: int):
         """The name a statement starting at token `start` defines, if it shows."""
         first, second = self.toks[start], self.toks[start + 1]
-        if first.kind is NAME and first.text == "loss":
-            return "loss"
-        if first.kind is NAME and first.text in ("dim", "input", "param", "hyper"):
+        if first.kind is NAME and first.text in STATEMENT_KEYWORDS:
+            return first.text
+        if first.kind is NAME and first.text in ("dim", "input", "param", "hyper", "def",
+                                                 "output"):
             return second.text if second.kind is NAME else None
         if first.kind is NAME and second.is_op("="):
             return first.text
@@ -208,7 +223,7 @@ class _Parser:
         msg = f"unexpected {describe(tok)} after the end of the statement"
         if tok.is_op(")", "]"):
             msg = _unmatched(tok)
-        elif isinstance(stmt, (ast.Let, ast.LossStmt)):
+        elif isinstance(stmt, (ast.Let, ast.LossStmt, ast.PenaltyStmt, ast.OutputStmt)):
             if tok.is_op("="):
                 msg += " (to compare, use '==')"
             elif tok.kind is NUMBER or (tok.kind is NAME and tok.text not in KEYWORDS):
@@ -225,15 +240,22 @@ class _Parser:
         nxt = self.toks[self.pos + 1]
         if tok.text in DECLARATIONS and not nxt.is_op("="):
             self.pos += 1
-            return getattr(self, tok.text)(tok)
+            return getattr(self, tok.text + "_" * (tok.text == "def"))(tok)
         if tok.text == "loss":
             self.pos += 1
             return self.loss(tok)
+        if tok.text == "penalty" and nxt.is_op("="):
+            self.pos += 1
+            return self.penalty(tok)
         return self.binding(tok)
 
     def check_free(self, tok: Token) -> None:
         """A declaration or binding may not take a reserved name."""
         name = tok.text
+        if name in V2_KEYWORDS or name in V2_FUNCTIONS:
+            what = "a keyword" if name in V2_KEYWORDS else "a built-in function"
+            raise _Fail(f"'{name}' is a reserved word ({what} since version 2 of the "
+                        "language) and cannot be used as a name", tok.span)
         if name in KEYWORDS:
             why = "is a keyword"
         elif name in self.functions:
@@ -391,19 +413,39 @@ class _Parser:
 
     def hyper(self, kw: Token) -> ast.HyperDecl:
         name = self.declared_name(kw)
+        shape = self.shape(name)
         tok = self.peek()
-        if tok.is_op("["):
-            raise _Fail("a hyper is a real scalar and has no shape", tok.span)
         if tok.kind is NEWLINE or tok.kind is EOF:
+            example = f"{name.text}{'[...]' if shape else ''} = 0.1"
             raise _Fail(f"hyper '{name.text}' needs a default value, e.g. 'hyper "
-                        f"{name.text} = 0.1'", self.here(tok))
+                        f"{example}'", self.here(tok))
         if not tok.is_op("="):
             raise _Fail(f"expected '=' after 'hyper {name.text}', got {describe(tok)}",
                         tok.span)
         eq = self.advance()
-        value, _ = self.signed_number(eq)
+        if self.peek().is_op("["):
+            value, span = self.number_literal(self.advance(), 1)
+        else:
+            value, span = self.signed_number(eq)
         self.plain_value(f"the default of hyper '{name.text}'")
-        return ast.HyperDecl(name.text, value, self.finish(kw), name.span)
+        return ast.HyperDecl(name.text, value, self.finish(kw), name.span, shape, span)
+
+    def number_literal(self, opener: Token, depth: int) -> tuple[list, Span]:
+        """`[1, -2.5]` or `[[1, 2], [3, 4]]` of (signed) numbers: a hyper's default."""
+        if depth > 2:
+            raise _Fail("literals nest no deeper than a matrix", opener.span)
+        self.open(opener)
+        items, after = [], opener
+        while True:
+            if self.peek().is_op("["):
+                items.append(self.number_literal(self.advance(), depth + 1)[0])
+            else:
+                items.append(self.signed_number(after)[0])
+            if not self.peek().is_op(","):
+                break
+            after = self.advance()
+        close = self.close(opener, "]")
+        return items, opener.span.to(close.span)
 
     def signed_number(self, after: Token) -> tuple[float, Span]:
         """A number literal or `pi`, with any number of signs in front."""
@@ -436,6 +478,49 @@ class _Parser:
         eq = self.expect_op("=", "after 'loss'")
         value = self.expression(eq)
         return ast.LossStmt(value, kw.span.to(value.span))
+
+    def output(self, kw: Token) -> ast.OutputStmt:
+        name = self.declared_name(kw)
+        eq = self.expect_op("=", f"after 'output {name.text}'")
+        value = self.expression(eq)
+        return ast.OutputStmt(name.text, value, kw.span.to(value.span), name.span)
+
+    def penalty(self, kw: Token) -> ast.PenaltyStmt:
+        eq = self.expect_op("=", "after 'penalty'")
+        value = self.expression(eq)
+        return ast.PenaltyStmt(value, kw.span.to(value.span), kw.span)
+
+    def def_(self, kw: Token) -> ast.FuncDef:
+        """`def NAME(a, b, ...) = expr`; the name is callable after this statement."""
+        name = self.declared_name(kw)
+        opener = self.expect_op("(", f"after 'def {name.text}' (its arguments)")
+        self.open(opener)
+        args, after = [], opener
+        while True:
+            tok = self.peek()
+            if tok.is_op(")") and after is opener:
+                break
+            if tok.kind is not NAME:
+                raise _Fail(f"expected an argument name after '{after.text}', got "
+                            f"{describe(tok)}", self.here(tok))
+            self.check_free(tok)
+            if any(a.id == tok.text for a in args):
+                raise _Fail(f"argument '{tok.text}' is given twice", tok.span)
+            self.pos += 1
+            args.append(ast.Name(tok.text, tok.span))
+            if not self.peek().is_op(","):
+                break
+            after = self.advance()
+        self.close(opener, ")")
+        eq = self.expect_op("=", f"after the arguments of '{name.text}'")
+        self.in_def = name.text
+        try:
+            body = self.expression(eq)
+        finally:
+            self.in_def = None
+        if name.text not in self.declared:      # (else the builder reports it)
+            self.defined.add(name.text)
+        return ast.FuncDef(name.text, args, body, kw.span.to(body.span), name.span)
 
     def reduce(self, kw: Token) -> ast.ReduceStmt:
         tok = self.peek()
@@ -594,6 +679,8 @@ class _Parser:
             return ast.Num(tok.value, tok.text, tok.is_int, tok.span)
         if tok.is_op("("):
             return (yield from self.parenthesized(self.advance()))
+        if tok.is_op("["):
+            return (yield from self.array_literal(self.advance()))
         if tok.kind is not NAME:
             raise self.expected_expression(tok, after)
         name = tok.text
@@ -606,7 +693,7 @@ class _Parser:
             return (yield from self.call(tok))
         if name == "pi":
             return ast.Num(math.pi, "pi", False, tok.span)
-        if name in self.callable:
+        if name in self.callable or name in self.defined:
             args = "cond, a, b" if name == "where" else "..."
             raise _Fail(f"'{name}' is a function: call it as {name}({args})", tok.span)
         if name in INITIALIZERS:
@@ -624,6 +711,9 @@ class _Parser:
         if name == "loss":
             return ("'loss' is a keyword and cannot be referenced; bind the value to a "
                     "name first (z = ...) and use that")
+        if name in V2_KEYWORDS:
+            return (f"'{name}' is a reserved word (a keyword since version 2 of the "
+                    "language) and cannot be used in an expression")
         return f"'{name}' is a keyword and cannot be used in an expression"
 
     def expected_expression(self, tok: Token, after: Optional[Token]) -> _Fail:
@@ -644,10 +734,34 @@ class _Parser:
             inner.span = opener.span.to(close.span)
         return inner
 
+    def array_literal(self, opener: Token):
+        """`[e1, e2, ...]`; a row of a matrix literal is itself one (the builder checks
+        the nesting and the rows' lengths)."""
+        self.open(opener)
+        if self.peek().is_op("]"):
+            raise _Fail("an array literal needs at least one element", self.peek().span)
+        items, after = [], opener
+        while True:
+            items.append((yield self.subexpression(after)))
+            if not self.peek().is_op(","):
+                break
+            after = self.advance()
+        close = self.close(opener, "]")
+        return ast.ArrayLit(items, opener.span.to(close.span))
+
     def call(self, func: Token) -> ast.Call:
         name = func.text
-        if name not in self.callable:
-            if name == "pi":
+        # (a function defined above whose definition failed to parse is called as if
+        # it had not: the builder knows it failed and says nothing more)
+        failed_above = name in self.defs_later and self.defs_later[name].line < func.span.line
+        if name not in self.callable and name not in self.defined and not failed_above:
+            if name == self.in_def:
+                msg = (f"'{name}' cannot call itself: a function is not defined inside its "
+                       "own body (there is no recursion)")
+            elif name in self.defs_later:
+                msg = (f"function '{name}' is used before it is defined (line "
+                       f"{self.defs_later[name].line})")
+            elif name == "pi":
                 msg = "'pi' is a constant, not a function (is a '*' missing?)"
             elif name in INITIALIZERS:
                 msg = (f"{name}(...) is an initializer: it can only follow '=' in a param "
@@ -655,7 +769,7 @@ class _Parser:
             elif name == "axis":
                 msg = "'axis' is not a function"
             else:
-                guess = closest_name(name, self.callable)
+                guess = closest_name(name, self.callable | self.defined)
                 msg = f"unknown function '{name}'" + (
                     f"; did you mean '{guess}'?" if guess
                     else "; only built-in functions can be called")
@@ -754,6 +868,8 @@ def _children(n) -> list:
         return [n.base] + list(n.items)
     if isinstance(n, ast.Slice):
         return [b for b in (n.lo, n.hi) if b is not None]
+    if isinstance(n, ast.ArrayLit):
+        return list(n.elements)
     return []
 
 
@@ -772,6 +888,8 @@ def _format(n, parts: list[str]) -> str:
         return f"{n.func}({', '.join(args)})"
     if isinstance(n, ast.Index):
         return f"{parts[0]}[{', '.join(parts[1:])}]"
+    if isinstance(n, ast.ArrayLit):
+        return f"[{', '.join(parts)}]"
     if isinstance(n, ast.Slice):
         it = iter(parts)
         lo = next(it) if n.lo is not None else ""

@@ -7,7 +7,7 @@ nothing else in lossc keeps a list of ops:
     names        the functions of the language that build it (`exp`; `max` names both
                  the reduction `max` and the elementwise `maximum`, told apart by their
                  arity); () for an op no source text names directly
-    arity        how many inputs it takes
+    arity        how many inputs it takes (None: any number, for `pack`)
     axis         whether its function takes `axis=` (reductions, softmax)
     reduction    whether it reduces over the axes in its `axes` attribute
   meaning

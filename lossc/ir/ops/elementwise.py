@@ -96,6 +96,164 @@ def _erf(x):
     return np.vectorize(math.erf, otypes=[np.float64])(x)
 
 
+def _vectorized(f, at_error):
+    """A scalar math function over arrays; `at_error` where it raises (a pole)."""
+    def safe(v):
+        try:
+            return f(v)
+        except (ValueError, OverflowError):
+            return at_error
+    return lambda x: np.vectorize(safe, otypes=[np.float64])(np.asarray(x, np.float64))
+
+
+def _lgamma(x):
+    """log |Gamma(x)| as SciPy's gammaln: inf at the poles, -inf at -inf."""
+    x = np.asarray(x, dtype=np.float64)
+    return np.where(x == -np.inf, -np.inf, _vectorized(math.lgamma, math.inf)(x))
+
+
+def _sinpi_cospi(x):
+    """sin(pi x), cos(pi x) from the exact reduction r = x - k, k = round(x), |r| <= 1/2:
+    sin(pi x) is exactly 0 at integers however large."""
+    k = np.round(x)
+    sign = np.where(np.fmod(k, 2) == 0, 1.0, -1.0)
+    r = x - k
+    return sign * np.sin(np.pi * r), sign * np.cos(np.pi * r)
+
+
+# the asymptotic series of digamma, trigamma and polygamma(2, .) in z = 1/x, from the
+# Bernoulli numbers B2k: sum_k c_k z^(2k) after the leading terms; used from SHIFT_TO on
+_BERNOULLI = (1 / 6, -1 / 30, 1 / 42, -1 / 30, 5 / 66, -691 / 2730, 7 / 6, -3617 / 510)
+_SHIFT_TO = 16.0
+
+
+def _shifted(x, power, sign):
+    """(y, s): y = x shifted up past _SHIFT_TO by the recurrence, and
+    s = sign * sum of 1/(x + j)^power over the steps taken (x >= 0 here)."""
+    y, s = x.copy(), np.zeros_like(x)
+    for _ in range(int(_SHIFT_TO)):
+        low = y < _SHIFT_TO
+        s = s + np.where(low, sign / np.where(low, y, 1.0) ** power, 0.0)
+        y = np.where(low, y + 1, y)
+    return y, s
+
+
+def _psi_positive(y, n):
+    """polygamma(n, y) for y >= 0, n = 0, 1, 2: the recurrence up to _SHIFT_TO, then
+    the asymptotic series."""
+    sign = (-1.0, 1.0, -2.0)[n]
+    z_big, s = _shifted(y, n + 1, sign)
+    z = 1 / z_big
+    z2 = z * z
+    series = 0.0
+    for k in range(len(_BERNOULLI), 0, -1):         # Horner in z^2, highest term first
+        b2k = _BERNOULLI[k - 1]
+        coef = (b2k / (2 * k), b2k, b2k * (2 * k + 1))[n]
+        series = series * z2 + coef
+    if n == 0:
+        tail = np.log(z_big) - z / 2 - z2 * series
+    elif n == 1:
+        tail = z + z2 / 2 + z * z2 * series
+    else:
+        tail = -z2 - z2 * z - z2 * z2 * series
+    return np.where(np.isinf(y), (np.inf, 0.0, -0.0)[n], tail + s)
+
+
+def _polygamma(n):
+    """polygamma(n, x) for all x, as SciPy: reflection below 0; poles and infinities
+    as SciPy gives them."""
+    def f(x):
+        x = np.asarray(x, dtype=np.float64)
+        with np.errstate(all="ignore"):
+            neg = x < 0
+            y = _psi_positive(np.where(neg, 1 - x, x), n)
+            s, c = _sinpi_cospi(np.where(neg, x, 0.5))
+            w = np.pi / s
+            if n == 0:
+                out = np.where(neg, y - np.pi * c / s, y)
+                pole = np.where(x == 0, -1 / np.where(x == 0, x, 1.0), np.nan)
+                return np.where(neg & (s == 0) | (x == 0) | (x == -np.inf), pole, out)
+            if n == 1:
+                out = np.where(neg, w * w - y, y)
+                return np.where((neg & (s == 0)) | (x == 0) | (x == -np.inf), np.inf, out)
+            out = np.where(neg, y - 2 * w * w * w * c, y)
+            return np.where((neg & (s == 0)) | (x == 0) | (x == -np.inf), -np.inf, out)
+    return f
+
+
+def _xlogy(x, y):
+    """x * log(y), and 0 where x = 0 (also for y = 0 or inf; not for y NaN), as SciPy."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        return np.where((x == 0) & ~np.isnan(y), 0.0, x * np.log(y))
+
+
+def _xlogy_vjp(b, g, out, x, y):
+    """d/dx = log(y); d/dy = x / y, and 0 where x = 0 (y = 0 included)."""
+    zero = b.zeros_like(g)
+    dy = b.where(b.emit("eq", (x, b.zeros_like(x))), zero, b.div(b.mul(g, x), y))
+    return b.mul(g, b.emit("log", (y,))), dy
+
+
+def _xlogy_lower(em, g, n, x, y):
+    zero = em.fconst(0)
+    x_zero = em.and_(em.fcmp("==", x, zero), em.fcmp("==", y, y))    # (y == y: not NaN)
+    return em.select(x_zero, zero, em.fmul(x, em.math("log", y)))
+
+
+def _xlogy_form(sp, x, y):
+    return sp.Piecewise((0, sp.Eq(x, 0)), (x * sp.log(y), True))
+
+
+def _erfc_vjp(b, g, out, x):
+    return b.mul(g, b.mul(b.const(-2 / math.sqrt(math.pi)),
+                          b.emit("exp", (b.neg(b.mul(x, x)),))))
+
+
+class ThirdDerivativeError(ValueError):
+    """A derivative of polygamma2 was asked for: it needs polygamma(3, x)."""
+
+
+def _polygamma2_jvp(b, out, ts, x):
+    """Refused: the tangent of polygamma2 is polygamma(3, x) times x's, and lossc has no
+    polygamma(3, x). polygamma2 enters a graph only as the derivative of trigamma, i.e.
+    the second derivative of digamma (the third of lgamma); forward mode runs once, over
+    the gradient, so a Hessian never differentiates it. Differentiating such a graph
+    again (a third derivative) stops here with this error rather than a wrong value."""
+    raise ThirdDerivativeError(
+        "forward mode cannot differentiate polygamma2 (the second derivative of "
+        "digamma): it needs polygamma(3, x), which lossc does not compute; third "
+        "derivatives through lgamma or digamma are not available")
+
+
+# lgamma, digamma and erfc follow SciPy's gammaln, digamma and erfc; digamma's
+# derivative is trigamma = polygamma(1, x), whose derivative polygamma(2, x) (for second
+# derivatives) is computed too. All are inline vector code (codegen/vmath.py).
+SPECIAL = [
+    unary("lgamma", _lgamma, lambda b, g, out, x: b.mul(g, b.emit("digamma", (x,))),
+          domain=POS, sympy=lambda sp, x: sp.loggamma(x), math=Math("lgamma", "vmath"),
+          doc="log |Gamma(x)| (SciPy's gammaln): inf at the poles"),
+    unary("digamma", _polygamma(0),
+          lambda b, g, out, x: b.mul(g, b.emit("trigamma", (x,))), domain=POS,
+          sympy=lambda sp, x: sp.digamma(x), math=Math("digamma", "vmath"),
+          doc="the derivative of lgamma; its own derivative is trigamma"),
+    unary("trigamma", _polygamma(1),
+          lambda b, g, out, x: b.mul(g, b.emit("polygamma2", (x,))), names=(), domain=POS,
+          sympy=lambda sp, x: sp.polygamma(1, x), math=Math("trigamma", "vmath"),
+          doc="polygamma(1, x): the derivative of digamma (no function of the language)"),
+    unary("polygamma2", _polygamma(2), None, names=(), stage="backward", domain=POS,
+          jvp=_polygamma2_jvp,
+          sympy=lambda sp, x: sp.polygamma(2, x), math=Math("polygamma2", "vmath"),
+          doc="backward-only: polygamma(2, x), the derivative of trigamma"),
+    unary("erfc", _vectorized(math.erfc, math.nan), _erfc_vjp,
+          sympy=lambda sp, x: sp.erfc(x), math=Math("erfc", "vmath"),
+          doc="1 - erf(x) without cancellation: erfc(10) = 2.1e-45"),
+    binary("xlogy", _xlogy, _xlogy_vjp, names=("xlogy",), sympy=_xlogy_form,
+           lower=_xlogy_lower, domains=(ANY, POS),
+           doc="x * log(y), 0 where x = 0 (y = 0 included); its gradient in y is 0 there"),
+]
+
+
 def _one_minus_sq(b, out):
     return b.sub(b.const(1.0), b.mul(out, out))
 
@@ -327,6 +485,12 @@ WHERE = OpDef(
 # integer scalar arithmetic (indices, counts)
 
 
+def _int_like(attrs, i):
+    """An index, or a vector of them (an int vector input gathering)."""
+    assert i.dtype == INT and i.rank <= 1
+    return i.shape, INT
+
+
 def _checked_eval(a, i):
     i = np.asarray(i)
     bad = (i < 0) | (i >= a["size"])
@@ -363,14 +527,14 @@ def _integer(name, arity, f, form, lower) -> OpDef:
 # Integer arithmetic only computes indices (build.py computes an integer expression used
 # as a number in real arithmetic). The lowerings wrap; the index checks the overflow.
 INTEGERS = [
-    OpDef("checked_index", 1, "elem", infer=scalar_int, eval=_checked_eval,
+    OpDef("checked_index", 1, "elem", infer=_int_like, eval=_checked_eval,
           sympy=lambda s, n, i: i, names=(), axis=False, reduction=False, stage="any",
           differentiable=False, vjp=None, mask=None, jvp=None,
           lower=lambda em, g, n, i: em.check_index(g, n, i), single_pass=True,
           foldable=False, example=_INDEX,
-          doc="a data-dependent index, checked against 0..size-1 (and for overflow of the "
-              "arithmetic computing it) at run time: never folded, the check is the run "
-              "time's"),
+          doc="a data-dependent index (or each of a vector of them), checked against "
+              "0..size-1 (and for overflow of the arithmetic computing it) at run time: "
+              "never folded, the check is the run time's"),
     _integer("iadd", 2, lambda x, y: x + y, lambda sp, x, y: x + y,
              lambda em, g, n, x, y: em.add(x, y)),
     _integer("isub", 2, lambda x, y: x - y, lambda sp, x, y: x - y,
@@ -380,4 +544,4 @@ INTEGERS = [
     _integer("ineg", 1, lambda x: -x, lambda sp, x: -x, lambda em, g, n, x: em.neg(x)),
 ]
 
-OPS = FUNCTIONS + POWERS + ARITHMETIC + LOGIC + [WHERE] + INTEGERS
+OPS = FUNCTIONS + SPECIAL + POWERS + ARITHMETIC + LOGIC + [WHERE] + INTEGERS

@@ -21,8 +21,11 @@ OPS = [
     leaf("input", lambda a: (tuple(a["shape"]), INT if a["is_int"] else REAL),
          sympy=lambda s, n: s.symbols(n.attr("name"), n.shape),
          lower=lambda em, g, n, idx: em.input_element(g, n, idx), doc="one sample's data"),
-    leaf("hyper", lambda a: ((), REAL), sympy=lambda s, n: s.symbols(n.attr("name"), ()),
-         lower=lambda em, g, n, idx: em.hyper_value(n), doc="a runtime scalar"),
+    leaf("hyper", lambda a: (tuple(a.get("shape", ())), REAL),
+         sympy=lambda s, n: s.symbols(n.attr("name"), n.shape),
+         lower=lambda em, g, n, idx: em.hyper_element(n, idx),
+         doc="a value given at call time: a scalar, or an array of its `shape` (elements "
+             "from `index` on in the hyperparameter vector)"),
     leaf("const", lambda a: ((), REAL), eval=lambda a: np.float64(a["value"]),
          sympy=lambda s, n: s.constant(n.attr("value")),
          lower=lambda em, g, n, idx: em.fconst(n.attr("value")), doc="a real scalar constant"),

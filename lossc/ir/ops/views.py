@@ -9,13 +9,14 @@ from lossc.ir.dtypes import INT, REAL
 from lossc.ir.ops.base import ANY, Example, OpDef, linear_jvp, moved_mask, numpy_form
 
 
-def view(name, arity, *, names=(), stage="any", vjp=None, mask=None, **facts) -> OpDef:
+def view(name, arity, *, names=(), stage="any", vjp=None, mask=None, jvp=linear_jvp,
+         **facts) -> OpDef:
     """A view: linear in its first argument (the others are indices), so its forward
-    rule is itself applied to the tangent."""
+    rule is itself applied to the tangent, unless `jvp` says otherwise."""
     return OpDef(name, arity, "view", names=names, axis=False, reduction=False,
                  stage=stage, differentiable=True, vjp=vjp,
                  mask=mask if mask is not None or vjp is None else moved_mask(vjp),
-                 jvp=linear_jvp, single_pass=False, foldable=False, **facts)
+                 jvp=jvp, single_pass=False, foldable=False, **facts)
 
 
 def _broadcast_infer(a, x):
@@ -110,6 +111,84 @@ def _put_form(s, n, g, i):
     return np.stack([at(p) for p in range(n.attr("size"))], axis=n.attr("axis"))
 
 
+def _gather_infer(a, x, i):
+    assert i.dtype == INT and i.rank == 1 and x.rank >= 1
+    shape = list(x.shape)
+    shape[a["axis"]] = i.shape[0]
+    return tuple(shape), x.dtype
+
+
+def _gather_eval(a, x, i):
+    return np.take(np.asarray(x), np.asarray(i, dtype=np.int64), axis=a["axis"])
+
+
+def _gather_lower(em, g, n, idx):
+    axis = n.attr("axis")
+    i = em.elem(g, n.inputs[1], (idx[axis],))
+    return em.elem(g, n.inputs[0], tuple(idx[:axis]) + (i,) + tuple(idx[axis + 1:]))
+
+
+def _gather_vjp(b, g, out, x, i):
+    axis = out.attr("axis")
+    return b.emit("scatter", (g, i), axis=axis, size=x.shape[axis]), None
+
+
+def _by_cases(s, value_at, i, size):
+    """A value chosen by a data-dependent index i (0..size-1), as cases."""
+    return s.sp.Piecewise(*[(value_at(k), s.sp.Eq(i, k)) for k in range(size)])
+
+
+def _gather_form(s, n, x, i):
+    axis = n.attr("axis")
+    x = np.moveaxis(np.asarray(x, dtype=object), axis, -1)
+    out = np.empty(x.shape[:-1] + (len(i),), dtype=object)
+    for idx in np.ndindex(*out.shape):
+        row, l = x[idx[:-1]], idx[-1]
+        k = s.index_value(np.asarray(i[l]))
+        out[idx] = row[k] if k is not None else _by_cases(s, lambda k: row[k], i[l], len(row))
+    return np.moveaxis(out, -1, axis)
+
+
+def _scatter_infer(a, g, i):
+    shape = list(g.shape)
+    shape[a["axis"]] = a["size"]
+    return tuple(shape), REAL
+
+
+def _scatter_eval(a, g, i):
+    g = np.moveaxis(np.asarray(g, dtype=np.float64), a["axis"], 0)
+    out = np.zeros((a["size"],) + g.shape[1:])
+    np.add.at(out, np.asarray(i, dtype=np.int64), g)
+    return np.moveaxis(out, 0, a["axis"])
+
+
+def _scatter_lower(em, g, n, idx):
+    """Element p along the axis: the sum of g's elements whose index is p."""
+    axis = n.attr("axis")
+    grad, i = n.inputs
+    total = em.fconst(0)
+    for l in range(i.shape[0]):
+        hit = em.icmp("==", idx[axis], em.elem(g, i, (em.iconst(l),)))
+        v = em.elem(g, grad, tuple(idx[:axis]) + (em.iconst(l),) + tuple(idx[axis + 1:]))
+        total = em.fadd(total, em.select(hit, v, em.fconst(0)))
+    return total
+
+
+def _scatter_form(s, n, g, i):
+    axis, size = n.attr("axis"), n.attr("size")
+    g = np.moveaxis(np.asarray(g, dtype=object), axis, 0)
+    out = np.empty((size,) + g.shape[1:], dtype=object)
+    for idx in np.ndindex(*out.shape):
+        terms = []
+        for l in range(len(i)):
+            k = s.index_value(np.asarray(i[l]))
+            v = g[(l,) + idx[1:]]
+            terms.append((v if k == idx[0] else s.sp.Integer(0)) if k is not None
+                         else s.sp.Piecewise((v, s.sp.Eq(i[l], idx[0])), (0, True)))
+        out[idx] = s.sp.Add(*terms)
+    return np.moveaxis(out, 0, axis)
+
+
 def _slice_infer(a, x):
     shape = list(x.shape)
     shape[a["axis"]] = a["stop"] - a["start"]
@@ -176,6 +255,49 @@ def _pad_form(s, n, g):
 
 _INDEXED = "an int index argument: checked through models that index (the sweep's gathers)"
 
+
+def _pack_infer(a, *xs):
+    assert all(x.shape == () and x.dtype == REAL for x in xs) and len(xs) == np.prod(a["shape"])
+    return tuple(a["shape"]), REAL
+
+
+def _pack_eval(a, *xs):
+    """Reals, or (for the LaTeX forms) sympy expressions, as an array of `shape`."""
+    out = np.array([np.asarray(x).item() for x in xs], dtype=object).reshape(a["shape"])
+    try:
+        return out.astype(np.float64)
+    except TypeError:
+        return out
+
+
+def _pack_vjp(b, g, out, *xs):
+    """Each element's adjoint: g at its position."""
+    adjoints = []
+    for p in range(len(xs)):
+        v = g
+        for i in np.unravel_index(p, out.shape):
+            v = b.emit("take", (v, b.emit("iconst", (), value=int(i))), axis=0)
+        adjoints.append(v)
+    return adjoints
+
+
+def _pack_jvp(b, out, ts, *xs):
+    """The literal of the elements' tangents, 0 for an element that has none (pack is
+    linear in every input, not only the first as linear_jvp assumes)."""
+    return b.emit("pack", tuple(b.const(0.0, ()) if t is None else t for t in ts),
+                  **dict(out.attrs))
+
+
+def _pack_lower(em, g, n, idx):
+    """The element at idx: a chain of selects on its flat position (folded away where
+    idx is constant)."""
+    flat = em.flat(n.shape, idx)
+    value = em.elem(g, n.inputs[-1], ())
+    for p in range(len(n.inputs) - 2, -1, -1):
+        value = em.select(em.icmp("==", flat, em.iconst(p)), em.elem(g, n.inputs[p], ()),
+                          value)
+    return value
+
 OPS = [
     view("broadcast", 1, infer=_broadcast_infer, eval=_broadcast_eval,
          sympy=numpy_form(_broadcast_eval), vjp=_broadcast_vjp,
@@ -196,6 +318,21 @@ OPS = [
     view("put", 2, stage="backward", infer=_put_infer, eval=_put_eval, sympy=_put_form,
          lower=_put_lower, example=_INDEXED,
          doc="backward-only: zeros with g at index i along an axis (the adjoint of take)"),
+    view("pack", None, infer=_pack_infer, eval=_pack_eval, sympy=numpy_form(_pack_eval),
+         vjp=_pack_vjp, jvp=_pack_jvp, lower=_pack_lower,
+         example=Example(((), (), (), ()), (ANY, ANY, ANY, ANY), {"shape": (2, 2)}),
+         doc="an array literal: its scalar inputs, row-major, as a vector or matrix of "
+             "`shape` (any number of inputs)"),
+    view("gather", 2, infer=_gather_infer, eval=_gather_eval, sympy=_gather_form,
+         vjp=_gather_vjp, lower=_gather_lower, example=_INDEXED,
+         sympy_operands=lambda n: 2 * n.inputs[0].shape[n.attr("axis")],
+         doc="x[i] for a vector i of indices (an int vector input): the axis becomes i's; "
+             "each index is range-checked at run time"),
+    view("scatter", 2, stage="backward", infer=_scatter_infer, eval=_scatter_eval,
+         sympy=_scatter_form, lower=_scatter_lower, example=_INDEXED,
+         sympy_operands=lambda n: 2 * n.inputs[1].shape[0],
+         doc="backward-only: zeros of `size` along an axis with g's elements added at "
+             "their indices (the adjoint of gather; repeated indices add up)"),
     view("slice", 1, infer=_slice_infer, eval=_slice_eval, sympy=numpy_form(_slice_eval),
          vjp=_slice_vjp, lower=_slice_lower,
          example=Example(((2, 5),), (ANY,), {"axis": 1, "start": 1, "stop": 4}),

@@ -1,0 +1,113 @@
+"""`lossc predict`: a trained model's outputs (`output name = ...`) for a data file.
+
+    lossc predict model.loss --params p.npz --data test.csv --out pred.csv
+
+The data holds every input of the model, or only those the outputs depend on (labels
+the loss alone uses may be left out). The predictions go to a .csv (one column per
+element, named as input columns are: prob.0, prob.1, ..., top), a .npz (one array per
+output, samples first) or a .npy (a model with one output). A mistake is one line on
+stderr and exit status 1; --out is checked before the work and is never one of the
+command's inputs.
+"""
+from __future__ import annotations
+
+import pathlib
+from types import SimpleNamespace
+
+import click
+import numpy as np
+
+from lossc.cli_common import check_memory, check_output, fail, load_model, model_options, \
+    parse_hypers
+from lossc.files import replacing
+from lossc.optim.data import DataError, column_names, load_data
+from lossc.optim.params_io import load_params
+
+SUFFIXES = (".csv", ".npz", ".npy")
+
+
+@click.command("predict")
+@model_options
+@click.option("--params", "params_path", required=True,
+              type=click.Path(dir_okay=False, path_type=pathlib.Path),
+              help="Parameters saved by lossc train (.npz or .json).")
+@click.option("--data", type=click.Path(dir_okay=False, path_type=pathlib.Path),
+              help="The samples (.csv, .npz, .npy): every input, or those the outputs use; "
+                   "none for a model without inputs.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=pathlib.Path),
+              help="Where the predictions go: .csv (a column per element: prob.0, prob.1, "
+                   "..., top), .npz (an array per output) or .npy (one output).")
+@click.option("--hyper", "hypers", multiple=True, metavar="NAME=VALUE",
+              help="Set a hyperparameter (repeatable).")
+def predict_cmd(file, dims, dtype, params_path, data, out, hypers):
+    """Write the outputs FILE declares (`output name = ...`) for each sample of --data."""
+    hyper_values = parse_hypers(hypers)
+    if out.suffix.lower() not in SUFFIXES:
+        fail(f"lossc: error: --out {out}: the file name must end in .csv, .npz or .npy")
+    check_output("--out", out, {"FILE": file, "--params": params_path, "--data": data})
+    model = load_model(file, dims, dtype)
+    check_memory(model)
+    try:
+        if not model.outputs:
+            raise ValueError(f"{file} declares no outputs: add 'output NAME = EXPR' for "
+                             "each value to predict")
+        if out.suffix.lower() == ".npy" and len(model.outputs) != 1:
+            raise ValueError(f"--out {out}: a .npy file holds one array, but the model has "
+                             f"outputs {', '.join(o.name for o in model.outputs)}; use a "
+                             ".npz or a .csv")
+        params = load_params(params_path, model)
+        if model.inputs and data is None:
+            raise ValueError("the model has inputs (" + ", ".join(i.name for i in model.inputs)
+                             + "): give the data with --data")
+        arrays = read_inputs(data, model) if data is not None else {}
+        predictions = model.predict(params, **arrays, **hyper_values)
+        write_predictions(out, model, predictions)
+    except (DataError, ValueError, TypeError) as e:
+        fail(f"lossc: error: {e}")
+    n = len(next(iter(arrays.values()))) if arrays else 1
+    click.echo(f"wrote {out}: {', '.join(o.name for o in model.outputs)} for "
+               f"{n} sample{'s' * (n != 1)}")
+
+
+def read_inputs(path: pathlib.Path, model) -> dict:
+    """Every input from the file; or, where the file lacks some, only those the
+    outputs need (the file then holds exactly these)."""
+    try:
+        return load_data(path, model)
+    except DataError as every:
+        needed = {i for o in model.outputs for i in o.inputs}
+        if len(needed) == len(model.inputs):
+            raise
+        view = SimpleNamespace(inputs=[s for s in model.inputs if s.name in needed])
+        if not view.inputs:
+            raise DataError(f"{every} (the outputs need no input: give any one of them "
+                            "for the batch size)") from None
+        try:
+            return load_data(path, view)
+        except DataError as some:
+            raise DataError(f"{some} (the outputs need only "
+                            f"{', '.join(s.name for s in view.inputs)})") from None
+
+
+def write_predictions(path: pathlib.Path, model, predictions: dict) -> None:
+    """One file, replaced in one step (a failed write leaves the old one whole)."""
+    suffix = path.suffix.lower()
+    with replacing(path) as tmp:
+        if suffix == ".npz":
+            with open(tmp, "wb") as f:
+                np.savez(f, **predictions)
+        elif suffix == ".npy":
+            with open(tmp, "wb") as f:
+                np.save(f, next(iter(predictions.values())))
+        else:
+            header, columns = [], []
+            for o in model.outputs:
+                a = np.asarray(predictions[o.name])
+                a = a.reshape((-1,) + o.shape)           # (no batch axis: one row)
+                header += [names[0] for names in column_names(o)]
+                columns.append(a.reshape(len(a), -1))
+            table = np.concatenate(columns, axis=1)
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(",".join(header) + "\n")
+                for row in table:
+                    f.write(",".join(repr(float(v)) for v in row) + "\n")

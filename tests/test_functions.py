@@ -1,0 +1,91 @@
+"""Functions of the language, `def f(a, b) = expr`: inlined at each call and checked
+there; the errors around them point into the body and name the call site."""
+import numpy as np
+import pytest
+
+import lossc
+from conftest import assert_compile_error
+
+
+def _error(source: str) -> lossc.CompileError:
+    with pytest.raises(lossc.CompileError) as info:
+        lossc.compile(source)
+    return info.value
+
+
+def test_a_function_on_scalars_and_vectors():
+    m = lossc.compile("dim D = 3\ninput x[D]\nparam w[D]\nparam b\n"
+                      "def sq(a) = a * a\ndef mean_of(a) = sum(a) / D\n"
+                      "loss = sq(b - 1) + mean_of(sq(w * x))\n")
+    x = np.array([[1.0, 2.0, -1.0], [0.5, 0.0, 3.0]])
+    theta = {"w": np.array([0.3, -0.2, 0.1]), "b": 0.25}
+    value, grads = m.value_and_grad(theta, x=x)
+    per = (0.25 - 1) ** 2 + np.sum((theta["w"] * x) ** 2, axis=1) / 3
+    assert value == pytest.approx(per.mean(), rel=1e-14)
+    np.testing.assert_allclose(grads["w"], np.mean(2 * theta["w"] * x ** 2 / 3, axis=0),
+                               rtol=1e-14)
+    assert grads["b"] == pytest.approx(2 * (0.25 - 1), rel=1e-14)
+
+
+def test_an_integer_argument_indexes():
+    m = lossc.compile("dim K = 3\ninput k: int\nparam z[K]\ndef pick(v, i) = v[i] * 2\n"
+                      "loss = pick(z, k + 1)\n")
+    value, grads = m.value_and_grad({"z": np.array([1.0, 2.0, 3.0])}, k=np.array([0, 1]))
+    assert value == pytest.approx((4 + 6) / 2)
+    np.testing.assert_array_equal(grads["z"], [0, 1, 1])
+
+
+def test_argument_names_are_local_to_their_function():
+    m = lossc.compile("param w = 2\ndef f(a) = a + 1\ndef g(a, b) = f(a) * b\n"
+                      "loss = g(w, w) + f(3)\n")
+    value, grads = m.value_and_grad({"w": 2.0})
+    assert value == 6 + 4 and grads["w"] == pytest.approx(2 * 2 + 1)
+
+
+def test_nested_calls_deeply():
+    src = "param w = 1\ndef f(a) = a + 1\nloss = " + "f(" * 300 + "w" + ")" * 300 + "\n"
+    assert lossc.compile(src).loss({"w": 1.0}) == 301.0
+
+
+def test_an_unused_function_draws_no_warning():
+    m = lossc.compile("param w\ndef f(a) = a\nloss = w ^ 2\n")
+    assert m.warnings == []
+
+
+def test_a_shape_error_inside_a_body_points_there_and_names_the_call():
+    e = _error("dim D = 3\ninput x[D]\nparam v[2]\ndef f(a, b) = a + b\n"
+               "loss = f(1, 2) + sum(f(x, v))\n")
+    assert (e.line, e.col) == (4, 15), str(e)
+    assert "cannot add f64[3] and f64[2]" in e.message
+    assert "in the call of f() at line 5, col 22" in e.message
+
+
+def test_an_error_two_calls_deep_names_both_calls():
+    e = _error("param w\ndef f(a) = log(a, a)\ndef g(b) = f(b) * 2\nloss = g(w)\n")
+    assert (e.line, e.col) == (2, 12), str(e)
+    assert "f() at line 3, col 12" in e.message and "g() at line 4, col 8" in e.message
+
+
+@pytest.mark.parametrize("source, line, col, words", [
+    ("param w\ndef f(a, b) = a * b\nloss = f(w)\n", 3, 8, ["f()", "2 arguments", "(a, b)"]),
+    ("param w\ndef f(a) = a\nloss = f(w, w)\n", 3, 8, ["1 argument", "got 2"]),
+    ("param w\ndef f(a) = a + q\nloss = f(w)\n", 2, 16, ["unknown name 'q'", "'f'"]),
+    ("param w\ndef f(a) = a + w\nloss = f(w)\n", 2, 16, ["param 'w'", "argument"]),
+    ("param w\nloss = f(w)\ndef f(a) = a\n", 2, 8, ["before it is defined", "line 3"]),
+    ("param w\ndef f(w) = w\nloss = f(w)\n", 2, 7, ["'w'", "param"]),
+    ("param w\ndef f(a, a) = a\nloss = f(w, w)\n", 2, 10, ["twice"]),
+    ("param w\ndef f(a) = a\nf = 2\nloss = w\n", 3, 1, ["already defined"]),
+    ("param w\ndef w(a) = a\nloss = w\n", 2, 5, ["already defined"]),
+    ("param w\ndef f(a) = a\nloss = f + w\n", 3, 8, ["function", "f(...)"]),
+    ("param w\ndef f(a) = f(a)\nloss = f(w)\n", 2, 12, ["cannot call itself"]),
+    ("param w\ndef f(a) = a\ndef f(b) = b\nloss = f(w)\n", 3, 5, ["already defined"]),
+    ("param w\ndef exp(a) = a\nloss = w\n", 2, 5, ["built-in"]),
+    ("param w\ndef f(a) = a\nloss = f(w, axis=0)\n", 3, 8, ["keyword argument"]),
+])
+def test_function_errors(source, line, col, words):
+    assert_compile_error(source, line, col, words)
+
+
+def test_a_function_whose_definition_failed_is_not_reported_again():
+    e = _error("param w\ndef f(a) = a +\nloss = f(w) + f(w)\n")
+    assert len(e.diagnostics) == 1 and e.line == 2, str(e)

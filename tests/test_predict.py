@@ -1,0 +1,230 @@
+"""Outputs (`output name = expr`) and predictions: `m.outputs`, `m.predict` natively
+(only the inputs the outputs need; a boolean as 0/1; no batch axis in a model without
+inputs) against the reference interpreter, and `lossc predict`."""
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import lossc
+from conftest import assert_compile_error
+from lossc.cli import main
+from lossc.compiler import compile_source
+from lossc.ir.evaluate import evaluate_batch
+
+SOURCE = """dim D = 4
+dim K = 3
+input x[D]
+input g
+input label: int
+param W[K, D]
+param c[K]
+hyper temp = 1
+hyper shift[K] = [0.5, 0, -0.5]
+z = (W @ x + c) / temp + shift
+p = softmax(z)
+loss = logsumexp(z) - z[label]
+output prob = p
+output top = max(z)
+output first = z[0] >= max(z)
+output gz = g * outer(p, p)
+output bias = sum(c) + temp
+"""
+
+
+def _theta(m, seed=0):
+    rng = np.random.default_rng(seed)
+    return {p.name: rng.normal(size=p.shape) for p in m.params}
+
+
+def _reference(src, theta, data, hypers=None, dtype=np.float64):
+    graph = compile_source(src).stages["build"]
+    keys = [k for k in graph.outputs if k.startswith("out.")]
+    got = evaluate_batch(graph, theta, data, hypers, keys)
+    return {k[4:]: np.asarray(v, dtype=dtype) for k, v in got.items()}
+
+
+def test_the_outputs_are_described():
+    m = lossc.compile(SOURCE)
+    assert [(o.name, o.shape, o.inputs) for o in m.outputs] == [
+        ("prob", (3,), ("x",)), ("top", (), ("x",)), ("first", (), ("x",)),
+        ("gz", (3, 3), ("x", "g")), ("bias", (), ())]
+
+
+@pytest.mark.parametrize("B", [1, 5, 8, 19, 40])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_predict_agrees_with_the_reference_interpreter(B, dtype):
+    m = lossc.compile(SOURCE, dtype=dtype)
+    theta = _theta(m)
+    rng = np.random.default_rng(B)
+    data = {"x": rng.normal(size=(B, 4)), "g": rng.normal(size=B)}
+    pred = m.predict(theta, **data, temp=0.7)
+    want = _reference(SOURCE, theta, data, {"temp": 0.7})
+    assert list(pred) == ["prob", "top", "first", "gz", "bias"]
+    tol = 1e-13 if dtype == "float64" else 1e-5
+    for k, ref in want.items():
+        assert pred[k].dtype == np.dtype(dtype) and pred[k].shape == ref.shape, k
+        np.testing.assert_allclose(pred[k], ref, rtol=tol, atol=tol, err_msg=k)
+    assert set(np.unique(pred["first"])) <= {0.0, 1.0}
+    # the labels the loss alone uses may be given too; they change nothing
+    again = m.predict(theta, **data, label=np.zeros(B, int), temp=0.7)
+    for k in pred:
+        np.testing.assert_array_equal(again[k], pred[k])
+
+
+def test_outputs_change_nothing_in_the_objective():
+    without = SOURCE.split("output prob")[0]
+    m, m0 = lossc.compile(SOURCE), lossc.compile(without)
+    theta = _theta(m)
+    data = {"x": np.ones((3, 4)), "g": np.ones(3), "label": np.array([0, 2, 1])}
+    v, g = m.value_and_grad(theta, **data)
+    v0, g0 = m0.value_and_grad(theta, **data)
+    assert v == v0 and all(np.array_equal(g[k], g0[k]) for k in g)
+    assert not any("never used" in w for w in m.warnings)      # (g: by an output)
+    assert any("'g' is declared but never used" in w for w in m0.warnings)
+
+
+def test_a_model_without_inputs_predicts_once():
+    m = lossc.compile("param a = 2\nparam v[2] = 1\nloss = a ^ 2\n"
+                      "output sq = a ^ 2\noutput both = [a, sum(v)]\noutput big = a > 1\n")
+    pred = m.predict({"a": 3.0, "v": np.array([1.0, 2.0])})
+    assert pred["sq"].shape == () and pred["sq"] == 9.0
+    np.testing.assert_array_equal(pred["both"], [3.0, 3.0])
+    assert pred["big"] == 1.0
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"g": np.ones(2)}, r"missing input 'x' \(B, 4\)"),
+    ({"x": np.ones((2, 4))}, r"missing input 'g'"),
+    ({}, r"missing input"),
+    ({"x": np.ones((2, 4)), "g": np.ones(2), "nope": 1}, r"unknown argument 'nope'"),
+    ({"x": np.ones((2, 3)), "g": np.ones(2)}, r"input 'x' must have shape \(B, 4\)"),
+    ({"x": np.ones((2, 4)), "g": np.ones(3)}, r"batch sizes disagree"),
+    ({"x": np.ones((2, 4)), "g": np.ones(2), "shift": 1.0}, r"hyperparameter 'shift'"),
+])
+def test_predict_argument_errors(kwargs, match):
+    m = lossc.compile(SOURCE)
+    with pytest.raises(ValueError, match=match):
+        m.predict(_theta(m), **kwargs)
+
+
+def test_an_output_needing_no_input_still_needs_the_batch_size():
+    m = lossc.compile("input x\nparam w\nloss = (w - x) ^ 2\noutput ww = 2 * w\n")
+    with pytest.raises(ValueError, match="at least one input"):
+        m.predict({"w": 1.0})
+    np.testing.assert_array_equal(m.predict({"w": 1.5}, x=np.zeros(3))["ww"], [3.0] * 3)
+
+
+def test_predict_checks_indices():
+    m = lossc.compile("dim L = 2\ninput t[L]: int\nparam v[3]\nloss = sum(v[t])\n"
+                      "output picked = v[t]\n")
+    v = np.array([1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(m.predict({"v": v}, t=np.array([[2, 0], [1, 1]]))["picked"],
+                                  [[3, 1], [2, 2]])
+    with pytest.raises(ValueError, match="index t = 3 is out of range 0..2 at sample 1"):
+        m.predict({"v": v}, t=np.array([[2, 0], [1, 3]]))
+
+
+def test_a_saved_model_predicts(tmp_path):
+    m = lossc.compile(SOURCE)
+    path = tmp_path / "m.lossc"
+    m.save(path)
+    m2 = lossc.load(path)
+    theta = _theta(m)
+    data = {"x": np.ones((3, 4)), "g": np.arange(3.0)}
+    a, b = m.predict(theta, **data), m2.predict(theta, **data)
+    assert m2.outputs == m.outputs and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("source, line, col, words", [
+    ("param w\nloss = w\noutput twice = loss * 2\n", 3, 16, ["loss"]),
+    ("param w\nloss = w\noutput w = 2\n", 3, 8, ["already defined"]),
+    ("param w\nloss = w\noutput a = 1\noutput a = 2\n", 4, 8, ["already defined"]),
+    ("param w\nloss = w\noutput exp = 1\n", 3, 8, ["built-in"]),
+    ("param w\nloss = w\noutput = 1\n", 3, 1, ["reserved"]),
+])
+def test_output_errors(source, line, col, words):
+    assert_compile_error(source, line, col, words)
+
+
+# ---------------------------------------------------------------- lossc predict
+
+
+@pytest.fixture
+def trained(tmp_path):
+    model_path = tmp_path / "m.loss"
+    model_path.write_text(SOURCE)
+    m = lossc.compile(SOURCE)
+    theta = _theta(m, 3)
+    np.savez(tmp_path / "p.npz", **theta)
+    rng = np.random.default_rng(4)
+    data = {"x": rng.normal(size=(6, 4)), "g": rng.normal(size=6)}
+    with open(tmp_path / "test.csv", "w") as f:
+        f.write(",".join([f"x.{i}" for i in range(4)] + ["g", "label"]) + "\n")
+        for r, g in zip(data["x"], data["g"]):
+            f.write(",".join(repr(float(v)) for v in list(r) + [g, 1]) + "\n")
+    return tmp_path, m, theta, data
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_cli_writes_a_csv_named_as_inputs_are(trained):
+    d, m, theta, data = trained
+    r = run("predict", d / "m.loss", "--params", d / "p.npz", "--data", d / "test.csv",
+            "--out", d / "pred.csv")
+    assert r.exit_code == 0, r.output
+    lines = (d / "pred.csv").read_text().splitlines()
+    assert lines[0].split(",") == (["prob.0", "prob.1", "prob.2", "top", "first"]
+                                   + [f"gz.{i}.{j}" for i in range(3) for j in range(3)]
+                                   + ["bias"])
+    table = np.array([[float(v) for v in ln.split(",")] for ln in lines[1:]])
+    want = m.predict(theta, **data)
+    np.testing.assert_allclose(table[:, :3], want["prob"], rtol=1e-15)
+    np.testing.assert_allclose(table[:, 5:14], want["gz"].reshape(6, 9), rtol=1e-15)
+    np.testing.assert_allclose(table[:, 14], want["bias"], rtol=1e-15)
+
+
+def test_cli_writes_npz_from_npz_data_without_labels(trained):
+    d, m, theta, data = trained
+    np.savez(d / "test.npz", **data)
+    r = run("predict", d / "m.loss", "--params", d / "p.npz", "--data", d / "test.npz",
+            "--out", d / "pred.npz", "--hyper", "temp=2")
+    assert r.exit_code == 0, r.output
+    got = np.load(d / "pred.npz")
+    want = m.predict(theta, **data, temp=2.0)
+    assert set(got.files) == set(want)
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k])
+
+
+@pytest.mark.parametrize("out, words", [
+    ("test.csv", "refusing to overwrite"), ("p.npz", "refusing to overwrite"),
+    ("pred.txt", "must end in .csv, .npz or .npy"), ("pred.npy", "holds one array"),
+])
+def test_cli_errors_are_one_line(trained, out, words):
+    d, *_ = trained
+    before = (d / "test.csv").read_bytes(), (d / "p.npz").read_bytes()
+    r = run("predict", d / "m.loss", "--params", d / "p.npz", "--data", d / "test.csv",
+            "--out", d / out)
+    assert r.exit_code == 1 and words in r.output and len(r.output.strip().splitlines()) == 1
+    assert ((d / "test.csv").read_bytes(), (d / "p.npz").read_bytes()) == before
+
+
+def test_cli_refuses_a_model_without_outputs_and_data_missing_a_needed_input(trained):
+    d, *_ = trained
+    (d / "plain.loss").write_text(SOURCE.split("output prob")[0])
+    r = run("predict", d / "plain.loss", "--params", d / "p.npz", "--data", d / "test.csv",
+            "--out", d / "pred.csv")
+    assert r.exit_code == 1 and "declares no outputs" in r.output
+    np.savez(d / "only_x.npz", x=np.ones((2, 4)))
+    r = run("predict", d / "m.loss", "--params", d / "p.npz", "--data", d / "only_x.npz",
+            "--out", d / "pred.csv")
+    assert r.exit_code == 1 and "'g'" in r.output and not (d / "pred.csv").exists()
+
+
+def test_compile_lists_the_outputs(trained):
+    d, *_ = trained
+    r = run("compile", d / "m.loss", "-o", d / "m.lossc")
+    assert r.exit_code == 0 and "  outputs: prob[3], top, first, gz[3, 3], bias" in r.output, \
+        r.output
