@@ -73,7 +73,9 @@ def test_predict_agrees_with_the_reference_interpreter(B, dtype):
 
 def test_outputs_change_nothing_in_the_objective():
     without = SOURCE.split("output prob")[0]
-    m, m0 = lossc.compile(SOURCE), lossc.compile(without)
+    m = lossc.compile(SOURCE)
+    with pytest.warns(lossc.LosscWarning, match="never used"):
+        m0 = lossc.compile(without)
     theta = _theta(m)
     data = {"x": np.ones((3, 4)), "g": np.ones(3), "label": np.array([0, 2, 1])}
     v, g = m.value_and_grad(theta, **data)
@@ -84,8 +86,10 @@ def test_outputs_change_nothing_in_the_objective():
 
 
 def test_a_model_without_inputs_predicts_once():
-    m = lossc.compile("param a = 2\nparam v[2] = 1\nloss = a ^ 2\n"
-                      "output sq = a ^ 2\noutput both = [a, sum(v)]\noutput big = a > 1\n")
+    with pytest.warns(lossc.LosscWarning, match="'v' does not affect the loss"):
+        m = lossc.compile("param a = 2\nparam v[2] = 1\nloss = a ^ 2\n"
+                          "output sq = a ^ 2\noutput both = [a, sum(v)]\n"
+                          "output big = a > 1\n")
     pred = m.predict({"a": 3.0, "v": np.array([1.0, 2.0])})
     assert pred["sq"].shape == () and pred["sq"] == 9.0
     np.testing.assert_array_equal(pred["both"], [3.0, 3.0])
