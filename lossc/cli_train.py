@@ -18,11 +18,10 @@ import time
 
 import click
 import numpy as np
-from click.core import ParameterSource
 
 from lossc.cli_common import (check_memory, check_numbers, check_output, fail,
-                               finite_float, load_model, model_options, parse_hypers,
-                               parse_pairs)
+                               finite_float, load_model, load_trained, model_options,
+                               parse_hypers, parse_pairs)
 from lossc.files import replacing
 from lossc.optim import schedules
 from lossc.optim.config import TrainConfig
@@ -32,7 +31,7 @@ from lossc.optim.metrics import accuracy, label_input
 from lossc.optim.freeze import check_frozen
 from lossc.optim.fullbatch import check_run, train_options
 from lossc.optim.names import FULL_BATCH, NAMES, by_name
-from lossc.optim.params_io import load_params, params_file, save_params, trained_with
+from lossc.optim.params_io import load_params, params_file, save_params
 from lossc.optim.prepare import n_samples
 from lossc.optim.prox import l1_weights
 
@@ -419,68 +418,6 @@ def train(file, dims, dtype, data, optimizer, lr, momentum, weight_decay, clip_n
         sys.exit(130)
     if not result.ok:
         sys.exit(1)
-
-
-def load_trained(file: pathlib.Path, dims, dtype, params_path: pathlib.Path,
-                 hyper_values: dict):
-    """(model, params, hypers) for a command that uses trained parameters: the dims,
-    dtype and hyperparameters the parameters file records (lossc train writes them)
-    unless the command line gives others (saying on stderr which it takes from the
-    file), and the parameters checked against the model. A model whose dims or dtype
-    differ from the record's ends the command with a line naming both. A file without
-    a record (saved without its model, or by an older lossc) is used as it is."""
-    try:
-        record = trained_with(params_path)
-    except ValueError as e:
-        fail(f"lossc: error: {e}")
-    if record is None:
-        model = load_model(file, dims, dtype)
-        check_memory(model)
-        return model, _load_params(params_path, model), hyper_values
-    ctx = click.get_current_context()
-    dtype_given = ctx.get_parameter_source("dtype") is not ParameterSource.DEFAULT
-    given = {item.partition("=")[0].strip() for item in dims}
-    same_source = _source_sha256(file) == record.source_sha256
-    # (dims of a source that changed since may no longer exist: only the given ones)
-    taken_dims = {k: v for k, v in record.dims.items() if k not in given} \
-        if same_source else {}
-    model = load_model(file, tuple(dims) + tuple(f"{k}={v}" for k, v in taken_dims.items()),
-                       dtype if dtype_given else record.dtype)
-    check_memory(model)
-    mismatch = record.mismatch(model)
-    if mismatch:
-        fail(f"lossc: error: {params_path} does not fit {file.name}: {mismatch}")
-    if not same_source:
-        click.echo(f"lossc: warning: {file.name} has changed since {params_path} was "
-                   "trained (its source hash differs)", err=True)
-    taken_hypers = {k: v for k, v in record.hypers.items()
-                    if k not in hyper_values and k in {h.name for h in model.hypers}}
-    taken = [f"{k}={v}" for k, v in taken_dims.items()]
-    taken += [record.dtype] if not dtype_given else []
-    taken += [f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}=[...]"
-              for k, v in taken_hypers.items()]
-    if taken:
-        click.echo(f"lossc: using {', '.join(taken)} as {params_path} records (trained "
-                   "with them; override with --dim, --dtype or --hyper)", err=True)
-    return model, _load_params(params_path, model), {**taken_hypers, **hyper_values}
-
-
-def _load_params(path, model) -> dict:
-    try:
-        return load_params(path, model)
-    except ValueError as e:
-        fail(f"lossc: error: {e}")
-
-
-def _source_sha256(file: pathlib.Path) -> str:
-    """The hash a model compiled from `file` records (read as the compiler reads it:
-    a device or a pipe is not read without end), or "" if it cannot be read."""
-    import hashlib
-    from lossc.compiler import read_source
-    try:
-        return hashlib.sha256(read_source(file).text.encode()).hexdigest()
-    except (OSError, ValueError, TypeError):      # (a CompileError is a ValueError)
-        return ""      # (load_model reports an unreadable file)
 
 
 @click.command("eval")
