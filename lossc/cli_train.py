@@ -27,7 +27,7 @@ from lossc.optim import schedules
 from lossc.optim.config import TrainConfig
 from lossc.optim.data import DataError, load_data
 from lossc.optim.driver import format_seconds, train as run_training
-from lossc.optim.metrics import accuracy, label_input
+from lossc.optim.metrics import METRICS, metric
 from lossc.optim.freeze import check_frozen
 from lossc.optim.fullbatch import check_run, train_options
 from lossc.optim.names import FULL_BATCH, NAMES, by_name
@@ -429,18 +429,27 @@ def train(file, dims, dtype, data, optimizer, lr, momentum, weight_decay, clip_n
               help="Parameters saved by lossc train (.npz or .json).")
 @click.option("--hyper", "hypers", multiple=True, metavar="NAME=VALUE",
               help="Set a hyperparameter (repeatable).")
-@click.option("--metric", "metrics", multiple=True, type=click.Choice(["accuracy"]),
+@click.option("--metric", "metrics", multiple=True, type=click.Choice(METRICS),
               help="Also report this metric (repeatable). accuracy: the fraction of samples "
-                   "whose label gives the lowest loss among the labels in the data.")
+                   "whose label gives the lowest loss among the labels in the data. rmse, "
+                   "mae, r2: the model's real scalar output against the label input. "
+                   "logloss: an output in [0, 1], P(label = 1), against 0/1 labels, or "
+                   "an output of class probabilities against int labels. auc: a scalar "
+                   "output (a probability or any score) against 0/1 labels. logloss and "
+                   "auc take the output named prob, p, proba or probability, else the only "
+                   "one whose values lie in [0, 1].")
+@click.option("--output", "output", default=None, metavar="NAME",
+              help="The declared output the metrics other than accuracy use (needed where "
+                   "the model has several that fit).")
 @click.option("--label", default=None,
-              help="The input holding class labels, for accuracy (default: the int input, "
-                   "or y or label).")
+              help="The input holding the labels (default: for accuracy the int input, or "
+                   "y or label; for the other metrics y, or label).")
 @click.option("--stderr", "stderr", is_flag=True,
               help="Also print each parameter's estimate, standard error, z, P>|z| and 95% "
                    "interval, from the inverse Hessian of the objective (the Laplace "
                    "approximation: standard errors of a fitted `reduce sum` negative "
                    "log-likelihood).")
-def eval_cmd(file, dims, dtype, data, params_path, hypers, metrics, label, stderr):
+def eval_cmd(file, dims, dtype, data, params_path, hypers, metrics, output, label, stderr):
     """Print the objective of FILE's model with saved parameters (on a data file), and
     the norm of its gradient there."""
     model, params, hyper_values = load_trained(file, dims, dtype, params_path,
@@ -451,9 +460,7 @@ def eval_cmd(file, dims, dtype, data, params_path, hypers, metrics, label, stder
                              + "): give the data with --data")
         arrays = load_data(data, model) if data is not None else {}
         value, grads = model.value_and_grad(params, **arrays, **hyper_values)
-        if "accuracy" in metrics:
-            spec = label_input(model, label)
-            acc = accuracy(model, params, arrays, hyper_values, spec.name)
+        scores = metric_values(model, params, arrays, hyper_values, metrics, output, label)
         if stderr:
             from lossc.optim.laplace import laplace
             table = laplace(model, params, arrays, hyper_values).summary()
@@ -463,7 +470,32 @@ def eval_cmd(file, dims, dtype, data, params_path, hypers, metrics, label, stder
     n = len(next(iter(arrays.values()))) if arrays else 0
     on = f" on {n} samples" if n else ""
     click.echo(f"objective {value:.10g}{on}; gradient norm {norm:.4g}")
-    if "accuracy" in metrics:
-        click.echo(f"accuracy {acc:.4f} ({round(acc * n)}/{n}, labels from '{spec.name}')")
+    for score in scores:
+        click.echo(metric_line(score, n))
     if stderr:
         click.echo(table)
+
+
+def metric_values(model, params, arrays: dict, hypers: dict, names, output, label) -> list:
+    """Each metric asked for (in order, once each), the model's predictions on the
+    data computed once for those that use an output."""
+    if names and not model.inputs:
+        raise ValueError(f"{names[0]} compares predictions with labels, but the model has "
+                         "no inputs")
+    predictions = None
+    if any(name != "accuracy" for name in names):
+        predictions = model.predict(params, **arrays, **hypers)
+    return [metric(model, params, arrays, name, hypers, output, label, predictions)
+            for name in dict.fromkeys(names)]
+
+
+def metric_line(score, n: int) -> str:
+    """`accuracy 0.8470 (847/1000, labels from 'y')`, `rmse 0.1021 (output 'mu'
+    against 'y')`."""
+    if score.metric == "accuracy":
+        return (f"accuracy {score.value:.4f} ({round(score.value * n)}/{n}, labels from "
+                f"'{score.label}')")
+    if math.isnan(score.value):        # (auc with one class in the labels)
+        return (f"{score.metric} undefined: the labels in '{score.label}' hold one class "
+                "only")
+    return f"{score.metric} {score.value:.6g} (output '{score.output}' against '{score.label}')"
