@@ -482,9 +482,12 @@ def metric_values(model, params, arrays: dict, hypers: dict, names, output, labe
     if names and not model.inputs:
         raise ValueError(f"{names[0]} compares predictions with labels, but the model has "
                          "no inputs")
-    predictions = None
-    if any(name != "accuracy" for name in names):
-        predictions = model.predict(params, **arrays, **hypers)
+    uses_outputs = [name for name in names if name != "accuracy"]
+    if output is not None and not uses_outputs:
+        raise ValueError(f"--output {output}: it picks the output of the metrics "
+                         f"{', '.join(m for m in METRICS if m != 'accuracy')}; give one "
+                         "with --metric")
+    predictions = model.predict(params, **arrays, **hypers) if uses_outputs else None
     return [metric(model, params, arrays, name, hypers, output, label, predictions)
             for name in dict.fromkeys(names)]
 

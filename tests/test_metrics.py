@@ -282,6 +282,9 @@ def test_eval_says_auc_is_undefined_for_one_class(files):
     ("clf.loss", ["--metric", "rmse"], "among the scalar outputs logit, chance"),
     ("reg.loss", ["--metric", "rmse", "--label", "nope"], "no input named 'nope'"),
     ("clf.loss", ["--metric", "logloss", "--output", "logit"], "probabilities must lie in"),
+    ("clf.loss", ["--metric", "accuracy", "--output", "logit"],
+     "--output logit: it picks the output of the metrics rmse, mae, r2, logloss, auc"),
+    ("clf.loss", ["--output", "logit"], "give one with --metric"),
 ])
 def test_eval_metric_mistakes_are_one_line(files, model, args, words):
     d = files
