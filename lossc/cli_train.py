@@ -428,11 +428,12 @@ def train(file, dims, dtype, data, optimizer, lr, momentum, weight_decay, clip_n
               type=click.Path(dir_okay=False, path_type=pathlib.Path),
               help="Parameters saved by lossc train (.npz or .json).")
 @click.option("--hyper", "hypers", multiple=True, metavar="NAME=VALUE",
-              help="Set a hyperparameter (repeatable).")
+              help="Set a hyperparameter (repeatable; default: the value the parameters "
+                   "file records, else the model's).")
 @click.option("--metric", "metrics", multiple=True, type=click.Choice(METRICS),
               help="Also report this metric (repeatable). accuracy: the fraction of samples "
                    "whose label gives the lowest loss among the labels in the data. rmse, "
-                   "mae, r2: the model's real scalar output against the label input. "
+                   "mae, r2: the model's only scalar output against the label input. "
                    "logloss: an output in [0, 1], P(label = 1), against 0/1 labels, or "
                    "an output of class probabilities against int labels. auc: a scalar "
                    "output (a probability or any score) against 0/1 labels. logloss and "
@@ -441,7 +442,7 @@ def train(file, dims, dtype, data, optimizer, lr, momentum, weight_decay, clip_n
 @click.option("--output", "output", default=None, metavar="NAME",
               help="The declared output the metrics other than accuracy use (needed where "
                    "the model has several that fit).")
-@click.option("--label", default=None,
+@click.option("--label", default=None, metavar="NAME",
               help="The input holding the labels (default: for accuracy the int input, or "
                    "y or label; for the other metrics y, or label).")
 @click.option("--stderr", "stderr", is_flag=True,
