@@ -15,7 +15,7 @@ def random_batch(model, batch: int, seed: int) -> dict:
     top = min(limits) if limits else 2
     for spec in model.inputs:
         if spec.is_int:
-            data[spec.name] = rng.integers(0, top, size=batch)
+            data[spec.name] = rng.integers(0, top, size=(batch,) + spec.shape)
         else:
             data[spec.name] = rng.normal(size=(batch,) + spec.shape)
     return data

@@ -7,9 +7,11 @@ import sys
 import warnings
 
 import click
+from click.core import ParameterSource
 
 from lossc.files import OutputError, check_writable, same_file
 from lossc.memory import MemoryLimitError, check_model_fits
+from lossc.optim.params_io import load_params, trained_with
 from lossc.source import CompileError
 
 DIM_HELP = "Set a dim: --dim D=64 (repeatable)."
@@ -142,3 +144,65 @@ def load_model(file, dims, dtype):
         if issubclass(w.category, lossc.LosscWarning):
             click.echo(str(w.message), err=True)
     return m
+
+
+def load_trained(file: pathlib.Path, dims, dtype, params_path: pathlib.Path,
+                 hyper_values: dict):
+    """(model, params, hypers) for a command that uses trained parameters: the dims,
+    dtype and hyperparameters the parameters file records (lossc train writes them)
+    unless the command line gives others (saying on stderr which it takes from the
+    file), and the parameters checked against the model. A model whose dims or dtype
+    differ from the record's ends the command with a line naming both. A file without
+    a record (saved without its model, or by an older lossc) is used as it is."""
+    try:
+        record = trained_with(params_path)
+    except ValueError as e:
+        fail(f"lossc: error: {e}")
+    if record is None:
+        model = load_model(file, dims, dtype)
+        check_memory(model)
+        return model, _load_params(params_path, model), hyper_values
+    ctx = click.get_current_context()
+    dtype_given = ctx.get_parameter_source("dtype") is not ParameterSource.DEFAULT
+    given = {item.partition("=")[0].strip() for item in dims}
+    same_source = _source_sha256(file) == record.source_sha256
+    # (dims of a source that changed since may no longer exist: only the given ones)
+    taken_dims = {k: v for k, v in record.dims.items() if k not in given} \
+        if same_source else {}
+    model = load_model(file, tuple(dims) + tuple(f"{k}={v}" for k, v in taken_dims.items()),
+                       dtype if dtype_given else record.dtype)
+    check_memory(model)
+    mismatch = record.mismatch(model)
+    if mismatch:
+        fail(f"lossc: error: {params_path} does not fit {file.name}: {mismatch}")
+    if not same_source:
+        click.echo(f"lossc: warning: {file.name} has changed since {params_path} was "
+                   "trained (its source hash differs)", err=True)
+    taken_hypers = {k: v for k, v in record.hypers.items()
+                    if k not in hyper_values and k in {h.name for h in model.hypers}}
+    taken = [f"{k}={v}" for k, v in taken_dims.items()]
+    taken += [record.dtype] if not dtype_given else []
+    taken += [f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}=[...]"
+              for k, v in taken_hypers.items()]
+    if taken:
+        click.echo(f"lossc: using {', '.join(taken)} as {params_path} records (trained "
+                   "with them; override with --dim, --dtype or --hyper)", err=True)
+    return model, _load_params(params_path, model), {**taken_hypers, **hyper_values}
+
+
+def _load_params(path, model) -> dict:
+    try:
+        return load_params(path, model)
+    except ValueError as e:
+        fail(f"lossc: error: {e}")
+
+
+def _source_sha256(file: pathlib.Path) -> str:
+    """The hash a model compiled from `file` records (read as the compiler reads it:
+    a device or a pipe is not read without end), or "" if it cannot be read."""
+    import hashlib
+    from lossc.compiler import read_source
+    try:
+        return hashlib.sha256(read_source(file).text.encode()).hexdigest()
+    except (OSError, ValueError, TypeError):      # (a CompileError is a ValueError)
+        return ""      # (load_model reports an unreadable file)

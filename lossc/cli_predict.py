@@ -2,10 +2,13 @@
 
     lossc predict model.loss --params p.npz --data test.csv --out pred.csv
 
-The data holds every input of the model, or only those the outputs depend on (labels
-the loss alone uses may be left out). The predictions go to a .csv (one column per
-element, named as input columns are: prob.0, prob.1, ..., top), a .npz (one array per
-output, samples first) or a .npy (a model with one output). A mistake is one line on
+The model is compiled with the dims and dtype the parameters file records (lossc train
+writes the record) and takes the hypers it records unless --hyper gives others, as
+`lossc eval` does (cli_common.load_trained); a line on stderr says what it took. The
+data holds every input of the model, or only those the outputs depend on (labels the
+loss alone uses may be left out). The predictions go to a .csv (one column per element,
+named as input columns are: prob.0, prob.1, ..., top), a .npz (one array per output,
+samples first) or a .npy (a model with one output). A mistake is one line on
 stderr and exit status 1; --out is checked before the work and is never one of the
 command's inputs.
 """
@@ -17,11 +20,9 @@ from types import SimpleNamespace
 import click
 import numpy as np
 
-from lossc.cli_common import check_memory, check_output, fail, load_model, model_options, \
-    parse_hypers
+from lossc.cli_common import check_output, fail, load_trained, model_options, parse_hypers
 from lossc.files import replacing
 from lossc.optim.data import DataError, column_names, load_data
-from lossc.optim.params_io import load_params
 
 SUFFIXES = (".csv", ".npz", ".npy")
 
@@ -38,15 +39,19 @@ SUFFIXES = (".csv", ".npz", ".npy")
               help="Where the predictions go: .csv (a column per element: prob.0, prob.1, "
                    "..., top), .npz (an array per output) or .npy (one output).")
 @click.option("--hyper", "hypers", multiple=True, metavar="NAME=VALUE",
-              help="Set a hyperparameter (repeatable).")
+              help="Set a hyperparameter (repeatable; default: the value the parameters "
+                   "file records, else the model's).")
 def predict_cmd(file, dims, dtype, params_path, data, out, hypers):
-    """Write the outputs FILE declares (`output name = ...`) for each sample of --data."""
+    """Write the outputs FILE declares (`output name = ...`) for each sample of --data.
+
+    The dims, dtype and hypers are those the parameters file records (lossc train
+    writes them) unless --dim, --dtype or --hyper say otherwise."""
     hyper_values = parse_hypers(hypers)
     if out.suffix.lower() not in SUFFIXES:
         fail(f"lossc: error: --out {out}: the file name must end in .csv, .npz or .npy")
     check_output("--out", out, {"FILE": file, "--params": params_path, "--data": data})
-    model = load_model(file, dims, dtype)
-    check_memory(model)
+    # the dims, dtype and hypers the parameters were trained with, as lossc eval takes them
+    model, params, hyper_values = load_trained(file, dims, dtype, params_path, hyper_values)
     try:
         if not model.outputs:
             raise ValueError(f"{file} declares no outputs: add 'output NAME = EXPR' for "
@@ -55,7 +60,6 @@ def predict_cmd(file, dims, dtype, params_path, data, out, hypers):
             raise ValueError(f"--out {out}: a .npy file holds one array, but the model has "
                              f"outputs {', '.join(o.name for o in model.outputs)}; use a "
                              ".npz or a .csv")
-        params = load_params(params_path, model)
         if model.inputs and data is None:
             raise ValueError("the model has inputs (" + ", ".join(i.name for i in model.inputs)
                              + "): give the data with --data")

@@ -18,21 +18,20 @@ import time
 
 import click
 import numpy as np
-from click.core import ParameterSource
 
 from lossc.cli_common import (check_memory, check_numbers, check_output, fail,
-                               finite_float, load_model, model_options, parse_hypers,
-                               parse_pairs)
+                               finite_float, load_model, load_trained, model_options,
+                               parse_hypers, parse_pairs)
 from lossc.files import replacing
 from lossc.optim import schedules
 from lossc.optim.config import TrainConfig
 from lossc.optim.data import DataError, load_data
 from lossc.optim.driver import format_seconds, train as run_training
-from lossc.optim.metrics import accuracy, label_input
+from lossc.optim.metrics import METRICS, metric
 from lossc.optim.freeze import check_frozen
 from lossc.optim.fullbatch import check_run, train_options
 from lossc.optim.names import FULL_BATCH, NAMES, by_name
-from lossc.optim.params_io import load_params, params_file, save_params, trained_with
+from lossc.optim.params_io import load_params, params_file, save_params
 from lossc.optim.prepare import n_samples
 from lossc.optim.prox import l1_weights
 
@@ -421,68 +420,6 @@ def train(file, dims, dtype, data, optimizer, lr, momentum, weight_decay, clip_n
         sys.exit(1)
 
 
-def load_trained(file: pathlib.Path, dims, dtype, params_path: pathlib.Path,
-                 hyper_values: dict):
-    """(model, params, hypers) for a command that uses trained parameters: the dims,
-    dtype and hyperparameters the parameters file records (lossc train writes them)
-    unless the command line gives others (saying on stderr which it takes from the
-    file), and the parameters checked against the model. A model whose dims or dtype
-    differ from the record's ends the command with a line naming both. A file without
-    a record (saved without its model, or by an older lossc) is used as it is."""
-    try:
-        record = trained_with(params_path)
-    except ValueError as e:
-        fail(f"lossc: error: {e}")
-    if record is None:
-        model = load_model(file, dims, dtype)
-        check_memory(model)
-        return model, _load_params(params_path, model), hyper_values
-    ctx = click.get_current_context()
-    dtype_given = ctx.get_parameter_source("dtype") is not ParameterSource.DEFAULT
-    given = {item.partition("=")[0].strip() for item in dims}
-    same_source = _source_sha256(file) == record.source_sha256
-    # (dims of a source that changed since may no longer exist: only the given ones)
-    taken_dims = {k: v for k, v in record.dims.items() if k not in given} \
-        if same_source else {}
-    model = load_model(file, tuple(dims) + tuple(f"{k}={v}" for k, v in taken_dims.items()),
-                       dtype if dtype_given else record.dtype)
-    check_memory(model)
-    mismatch = record.mismatch(model)
-    if mismatch:
-        fail(f"lossc: error: {params_path} does not fit {file.name}: {mismatch}")
-    if not same_source:
-        click.echo(f"lossc: warning: {file.name} has changed since {params_path} was "
-                   "trained (its source hash differs)", err=True)
-    taken_hypers = {k: v for k, v in record.hypers.items()
-                    if k not in hyper_values and k in {h.name for h in model.hypers}}
-    taken = [f"{k}={v}" for k, v in taken_dims.items()]
-    taken += [record.dtype] if not dtype_given else []
-    taken += [f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}=[...]"
-              for k, v in taken_hypers.items()]
-    if taken:
-        click.echo(f"lossc: using {', '.join(taken)} as {params_path} records (trained "
-                   "with them; override with --dim, --dtype or --hyper)", err=True)
-    return model, _load_params(params_path, model), {**taken_hypers, **hyper_values}
-
-
-def _load_params(path, model) -> dict:
-    try:
-        return load_params(path, model)
-    except ValueError as e:
-        fail(f"lossc: error: {e}")
-
-
-def _source_sha256(file: pathlib.Path) -> str:
-    """The hash a model compiled from `file` records (read as the compiler reads it:
-    a device or a pipe is not read without end), or "" if it cannot be read."""
-    import hashlib
-    from lossc.compiler import read_source
-    try:
-        return hashlib.sha256(read_source(file).text.encode()).hexdigest()
-    except (OSError, ValueError, TypeError):      # (a CompileError is a ValueError)
-        return ""      # (load_model reports an unreadable file)
-
-
 @click.command("eval")
 @model_options
 @click.option("--data", type=click.Path(dir_okay=False, path_type=pathlib.Path),
@@ -491,19 +428,29 @@ def _source_sha256(file: pathlib.Path) -> str:
               type=click.Path(dir_okay=False, path_type=pathlib.Path),
               help="Parameters saved by lossc train (.npz or .json).")
 @click.option("--hyper", "hypers", multiple=True, metavar="NAME=VALUE",
-              help="Set a hyperparameter (repeatable).")
-@click.option("--metric", "metrics", multiple=True, type=click.Choice(["accuracy"]),
+              help="Set a hyperparameter (repeatable; default: the value the parameters "
+                   "file records, else the model's).")
+@click.option("--metric", "metrics", multiple=True, type=click.Choice(METRICS),
               help="Also report this metric (repeatable). accuracy: the fraction of samples "
-                   "whose label gives the lowest loss among the labels in the data.")
-@click.option("--label", default=None,
-              help="The input holding class labels, for accuracy (default: the int input, "
-                   "or y or label).")
+                   "whose label gives the lowest loss among the labels in the data. rmse, "
+                   "mae, r2: the model's only scalar output against the label input. "
+                   "logloss: an output in [0, 1], P(label = 1), against 0/1 labels, or "
+                   "an output of class probabilities against int labels. auc: a scalar "
+                   "output (a probability or any score) against 0/1 labels. logloss and "
+                   "auc take the output named prob, p, proba or probability, else the only "
+                   "one whose values lie in [0, 1].")
+@click.option("--output", "output", default=None, metavar="NAME",
+              help="The declared output the metrics other than accuracy use (needed where "
+                   "the model has several that fit).")
+@click.option("--label", default=None, metavar="NAME",
+              help="The input holding the labels (default: for accuracy the int input, or "
+                   "y or label; for the other metrics y, or label).")
 @click.option("--stderr", "stderr", is_flag=True,
               help="Also print each parameter's estimate, standard error, z, P>|z| and 95% "
                    "interval, from the inverse Hessian of the objective (the Laplace "
                    "approximation: standard errors of a fitted `reduce sum` negative "
                    "log-likelihood).")
-def eval_cmd(file, dims, dtype, data, params_path, hypers, metrics, label, stderr):
+def eval_cmd(file, dims, dtype, data, params_path, hypers, metrics, output, label, stderr):
     """Print the objective of FILE's model with saved parameters (on a data file), and
     the norm of its gradient there."""
     model, params, hyper_values = load_trained(file, dims, dtype, params_path,
@@ -514,9 +461,7 @@ def eval_cmd(file, dims, dtype, data, params_path, hypers, metrics, label, stder
                              + "): give the data with --data")
         arrays = load_data(data, model) if data is not None else {}
         value, grads = model.value_and_grad(params, **arrays, **hyper_values)
-        if "accuracy" in metrics:
-            spec = label_input(model, label)
-            acc = accuracy(model, params, arrays, hyper_values, spec.name)
+        scores = metric_values(model, params, arrays, hyper_values, metrics, output, label)
         if stderr:
             from lossc.optim.laplace import laplace
             table = laplace(model, params, arrays, hyper_values).summary()
@@ -526,7 +471,35 @@ def eval_cmd(file, dims, dtype, data, params_path, hypers, metrics, label, stder
     n = len(next(iter(arrays.values()))) if arrays else 0
     on = f" on {n} samples" if n else ""
     click.echo(f"objective {value:.10g}{on}; gradient norm {norm:.4g}")
-    if "accuracy" in metrics:
-        click.echo(f"accuracy {acc:.4f} ({round(acc * n)}/{n}, labels from '{spec.name}')")
+    for score in scores:
+        click.echo(metric_line(score, n))
     if stderr:
         click.echo(table)
+
+
+def metric_values(model, params, arrays: dict, hypers: dict, names, output, label) -> list:
+    """Each metric asked for (in order, once each), the model's predictions on the
+    data computed once for those that use an output."""
+    if names and not model.inputs:
+        raise ValueError(f"{names[0]} compares predictions with labels, but the model has "
+                         "no inputs")
+    uses_outputs = [name for name in names if name != "accuracy"]
+    if output is not None and not uses_outputs:
+        raise ValueError(f"--output {output}: it picks the output of the metrics "
+                         f"{', '.join(m for m in METRICS if m != 'accuracy')}; give one "
+                         "with --metric")
+    predictions = model.predict(params, **arrays, **hypers) if uses_outputs else None
+    return [metric(model, params, arrays, name, hypers, output, label, predictions)
+            for name in dict.fromkeys(names)]
+
+
+def metric_line(score, n: int) -> str:
+    """`accuracy 0.8470 (847/1000, labels from 'y')`, `rmse 0.1021 (output 'mu'
+    against 'y')`."""
+    if score.metric == "accuracy":
+        return (f"accuracy {score.value:.4f} ({round(score.value * n)}/{n}, labels from "
+                f"'{score.label}')")
+    if math.isnan(score.value):        # (auc with one class in the labels)
+        return (f"{score.metric} undefined: the labels in '{score.label}' hold one class "
+                "only")
+    return f"{score.metric} {score.value:.6g} (output '{score.output}' against '{score.label}')"

@@ -60,3 +60,12 @@ def test_check_with_a_bad_point_is_a_one_line_error(tmp_path):
     assert code == 1 and "lossc: error:" in out and "Traceback" not in out
     code, out = run("check", SAMPLES / "logistic.loss", "--data", tmp_path / "none.csv")
     assert code == 1 and "lossc: error:" in out
+
+
+def test_check_makes_a_random_batch_for_an_int_vector_input(tmp_path):
+    """The random batch gives an int vector input its (B, L) shape (it was (B,))."""
+    model = tmp_path / "bag.loss"
+    model.write_text("dim L = 3\ninput tok[L]: int\ninput y\nparam E[5, 2] = normal(0, 1)\n"
+                     "param w[2] = 1\nloss = (dot(w, mean(E[tok], axis=0)) - y) ^ 2\n")
+    code, out = run("check", model)
+    assert code == 0 and "gradient check passed" in out, out

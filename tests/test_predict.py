@@ -232,3 +232,65 @@ def test_compile_lists_the_outputs(trained):
     r = run("compile", d / "m.loss", "-o", d / "m.lossc")
     assert r.exit_code == 0 and "  outputs: prob[3], top, first, gz[3, 3], bias" in r.output, \
         r.output
+
+
+# ------------------------------------------- lossc predict with the parameters file's record
+
+@pytest.fixture
+def recorded(tmp_path):
+    """SOURCE compiled with D=5 in float32 (its file says D=4, float64), parameters
+    saved with their record and temp=2 (its file says 1)."""
+    (tmp_path / "m.loss").write_text(SOURCE)
+    m = lossc.compile(SOURCE, dims={"D": 5}, dtype="float32")
+    theta = {k: v.astype(np.float32) for k, v in _theta(m, 5).items()}
+    lossc.save_params(tmp_path / "p.npz", theta, model=m, hypers={"temp": 2.0})
+    data = {"x": np.random.default_rng(6).normal(size=(7, 5)), "g": np.arange(7.0)}
+    np.savez(tmp_path / "test.npz", **data)
+    return tmp_path, m, theta, data
+
+
+def test_cli_predicts_with_the_recorded_dims_dtype_and_hypers(recorded):
+    d, m, theta, data = recorded
+    r = run("predict", d / "m.loss", "--params", d / "p.npz", "--data", d / "test.npz",
+            "--out", d / "pred.npz")
+    assert r.exit_code == 0, r.output
+    assert "using D=5, K=3, float32, temp=2, shift=[...] as" in r.output
+    got, want = np.load(d / "pred.npz"), m.predict(theta, **data, temp=2.0)
+    for k in want:
+        assert got[k].dtype == np.float32, k
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+    # (temp matters: at the file's default the predictions differ)
+    assert not np.allclose(got["prob"], m.predict(theta, **data)["prob"])
+
+
+def test_cli_predict_hyper_overrides_the_record(recorded):
+    d, m, theta, data = recorded
+    r = run("predict", d / "m.loss", "--params", d / "p.npz", "--data", d / "test.npz",
+            "--out", d / "pred.npz", "--hyper", "temp=0.5")
+    assert r.exit_code == 0, r.output
+    assert "temp=" not in r.output and "using D=5, K=3, float32, shift=[...] as" in r.output
+    want = m.predict(theta, **data, temp=0.5)
+    np.testing.assert_array_equal(np.load(d / "pred.npz")["prob"], want["prob"])
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--dim", "D=4"], "trained with D=5, K=3, float32; the model here has D=4, K=3, float32"),
+    (["--dtype", "float64"],
+     "trained with D=5, K=3, float32; the model here has D=5, K=3, float64"),
+])
+def test_cli_predict_refuses_other_dims_or_dtype_in_one_line(recorded, args, words):
+    d, *_ = recorded
+    r = run("predict", d / "m.loss", "--params", d / "p.npz", "--data", d / "test.npz",
+            "--out", d / "pred.npz", *args)
+    assert r.exit_code == 1 and words in r.output, r.output
+    assert len(r.output.strip().splitlines()) == 1 and not (d / "pred.npz").exists()
+
+
+def test_cli_predict_takes_a_file_without_a_record_as_it_is(trained):
+    d, m, theta, data = trained                      # (p.npz: np.savez, no record)
+    np.savez(d / "test.npz", **data)
+    r = run("predict", d / "m.loss", "--params", d / "p.npz", "--data", d / "test.npz",
+            "--out", d / "pred.npz")
+    assert r.exit_code == 0 and "using" not in r.output, r.output
+    np.testing.assert_array_equal(np.load(d / "pred.npz")["prob"],
+                                  m.predict(theta, **data)["prob"])

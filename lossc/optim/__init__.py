@@ -20,7 +20,7 @@ from lossc.optim.driver import EpochInfo, TrainResult, train
 from lossc.optim.fullbatch import LBFGS, NewtonCG
 from lossc.optim.layout import Layout
 from lossc.optim.linesearch import strong_wolfe
-from lossc.optim.metrics import accuracy, per_sample_loss
+from lossc.optim.metrics import accuracy, metric, per_sample_loss
 from lossc.optim.names import by_name
 from lossc.optim.optimizers import SGD, Adam, AdamW, Optimizer, RMSprop
 from lossc.optim.orthant_wise import owlqn
@@ -34,7 +34,7 @@ from lossc.runtime.scipy_bridge import pack_params, scipy_objective, unpack_para
 __all__ = ["train", "TrainConfig", "Plan", "TrainResult", "EpochInfo", "SGD", "RMSprop",
            "Adam", "AdamW", "LBFGS", "NewtonCG", "Optimizer", "by_name", "schedules",
            "load_data", "DataError", "scipy_objective", "pack_params", "unpack_params",
-           "accuracy", "per_sample_loss", "save_params", "load_params", "trained_with",
+           "accuracy", "metric", "per_sample_loss", "save_params", "load_params", "trained_with",
            "TrainedWith", "lbfgs", "owlqn",
            "newton_cg", "newton", "strong_wolfe", "MinimizeResult", "Iterate", "prox_l1",
            "l1_weights", "Layout"]
