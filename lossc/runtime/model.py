@@ -103,6 +103,14 @@ class Model:
     def __deepcopy__(self, memo) -> "Model":
         return self.__copy__()
 
+    def __reduce__(self):
+        """A pickle carries what the model is made from (its source, dims, dtype and
+        options; runtime/pickled.py), never its machine code: unpickling compiles the
+        source again or takes the unpickling process's own compile-cache entry, as
+        lossc.compile does."""
+        from lossc.runtime import pickled
+        return pickled.rebuild, (pickled.state_of(self),)
+
     def set_threads(self, n: Optional[int],
                     min_samples_per_thread: int = PARALLEL_MIN_SAMPLES) -> "Model":
         """Use n threads for batches of at least min_samples_per_thread samples per
