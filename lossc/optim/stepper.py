@@ -87,19 +87,26 @@ class Stepper(Protocol):
 
 
 def make_stepper(model, opt, prepared, objectives, initial: tuple,
-                 sync_each_epoch: bool, train_has_tolerance: bool = False) -> Stepper:
+                 sync_each_epoch: bool, train_has_tolerance: bool = False,
+                 shuffler=None, shuffle: bool = True, seed: int = 0) -> Stepper:
     """The stepper for a run: `initial` is (objective, gradient norm) at the initial
     parameters, whose gradient objectives.g holds (batch descent's first step);
     sync_each_epoch: hand the optimizer's state back after every epoch (a callback
     may look at it). The parameters no step may change are objectives.frozen
     (freeze.Frozen, or None), whose gradient objectives takes as 0 already: each
     stepper puts them back after its steps. train_has_tolerance: train was given
-    tol_grad or tol_loss (a full-batch optimizer's default tolerances then step aside)."""
+    tol_grad or tol_loss (a full-batch optimizer's default tolerances then step aside).
+    shuffler, shuffle, seed: the run's, for mini-batch epochs over chunked data
+    (lossc.optim.chunked.PartitionSteps, which draws its partitions' orders itself)."""
     frozen = objectives.frozen
     rows = prepared.full.B if model.inputs else 0
     if getattr(opt, "full_batch_only", False):
         return LineSearchSteps(opt, objectives, rows, initial, frozen,
                                opt.own_tolerances(train_has_tolerance))
+    if getattr(prepared.full, "chunked", False) and not prepared.plan.full_batch:
+        from lossc.optim.chunked import PartitionSteps
+        return PartitionSteps(model, opt, prepared.full, prepared.plan.batch_size,
+                              shuffler, shuffle, seed, sync_each_epoch, frozen)
     if prepared.plan.full_batch:
         return FullBatchSteps(opt, objectives, rows, initial, frozen)
     if fused.supports(opt):

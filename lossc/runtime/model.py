@@ -231,12 +231,23 @@ class Model:
         return self._loss
 
     def loss(self, theta: dict, /, **kwargs) -> float:
-        """The objective over the batch."""
-        return self._paths.loss(self._loss_function(), theta, kwargs)
+        """The objective over the batch. (Inputs may be dask arrays: see
+        value_and_grad.)"""
+        try:
+            return self._paths.loss(self._loss_function(), theta, kwargs)
+        except CollectionInputs:
+            return self.value_and_grad(theta, **kwargs)[0]
 
     def value_and_grad(self, theta: dict, /, **kwargs) -> tuple[float, dict]:
-        """The objective and its gradient, a dict shaped like `theta`."""
-        return self._paths.value_and_grad(theta, kwargs)
+        """The objective and its gradient, a dict shaped like `theta`. Inputs that are
+        dask arrays (chunked along the batch axis) are computed chunk by chunk where
+        the chunks live, on the active dask.distributed client or Dask's default
+        scheduler (lossc/optim/dask_chunks.py), and summed in float64."""
+        try:
+            return self._paths.value_and_grad(theta, kwargs)
+        except CollectionInputs:
+            from lossc.optim.chunked import collection_value_and_grad
+            return collection_value_and_grad(self, theta, kwargs)
 
     def value_and_grad_flat(self, theta_flat, /, data=None, hypers: Optional[dict] = None,
                             grad_out=None):
@@ -484,7 +495,10 @@ class Model:
             if spec.name not in data:
                 raise ValueError(f"missing input {spec.name!r}: expected an array of shape "
                                  f"{_shape_text(('B',) + spec.shape)}")
-            a = np.asarray(data[spec.name])
+            a = data[spec.name]
+            if type(a) is not _ndarray and type(a).__module__.split(".")[0] == "dask":
+                raise CollectionInputs(spec.name)      # (np.asarray would compute it all)
+            a = np.asarray(a)
             want = ("B",) + spec.shape
             if a.ndim != len(want) or a.shape[1:] != spec.shape:
                 raise ValueError(f"input {spec.name!r} must have shape {_shape_text(want)}, "
@@ -509,6 +523,10 @@ class Model:
 _ndarray = np.ndarray          # (a global: one attribute lookup less, per parameter)
 _NEVER = 1 << 62                # a batch size no call reaches
 _SCALAR_TYPES = (float, int, np.float64, np.float32)
+
+
+class CollectionInputs(Exception):
+    """An input is a Dask collection: the call goes chunk by chunk (Model.value_and_grad)."""
 
 
 def _as_real(x, what: str, dtype: np.dtype) -> np.ndarray:
