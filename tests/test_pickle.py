@@ -61,14 +61,14 @@ def test_a_model_without_source_is_refused_clearly():
 
 def _tampered(change) -> bytes:
     """A pickle of a model whose state `change` altered (as someone editing the bytes
-    would), still naming pickled.rebuild."""
+    would), still naming lossc.api.model_from_pickle."""
     m = lossc.compile(SOURCE)
     state = pickled.state_of(m)
     change(state)
     out = io.BytesIO()
     p = pickle.Pickler(out)
     p.dispatch_table = copyreg.dispatch_table.copy()
-    p.dispatch_table[type(m)] = lambda model: (pickled.rebuild, (state,))
+    p.dispatch_table[type(m)] = lambda model: (lossc.api.model_from_pickle, (state,))
     p.dump(m)
     return out.getvalue()
 

@@ -14,9 +14,10 @@ files. Parquet files are read as one dask DataFrame (columns named as a CSV head
 
 Without a dask.distributed client the NPY chunks are memory maps read one at a time in
 this process (lossc.optim.chunked.LocalChunks: a data set larger than memory streams
-from disk); with one, they become dask arrays whose chunks the workers read from the
-same paths (a file system they share). Parquet always goes through Dask (its default
-scheduler without a client). Only the files' headers are read to plan the run.
+from disk); with one, each chunk's task reads its files as memory maps on the worker it
+runs on, from the same paths (a file system the workers share). Parquet always goes
+through Dask (its default scheduler without a client). Only the files' headers are read
+to plan the run.
 """
 from __future__ import annotations
 
@@ -66,7 +67,7 @@ def file_chunks(path, model, where: str = "data"):
         from lossc.optim.chunked import LocalChunks
         return LocalChunks([{name: _mapped(fs[c], where) for name, fs in by_input.items()}
                             for c in range(len(sizes))])
-    return _dask_npy(by_input, shapes, model, where)
+    return _dask_npy(by_input, sizes, client)
 
 
 def _files(path: str, where: str) -> list:
@@ -162,19 +163,12 @@ def _mapped(path: pathlib.Path, where: str) -> np.ndarray:
         raise DataError(f"{where}: {path}: {e}") from None
 
 
-def load_chunk(path: str) -> np.ndarray:
-    """A chunk file read on a worker (no pickled objects)."""
-    return np.load(path, allow_pickle=False)
-
-
-def _dask_npy(by_input: dict, shapes: dict, model, where: str):
-    """The files as dask arrays, each chunk a task that reads its file."""
-    import dask
-    import dask.array as da
-    from lossc.optim.dask_chunks import dask_chunks
-    arrays = {}
-    for name, files in by_input.items():
-        parts = [da.from_delayed(dask.delayed(load_chunk)(str(f)), shape=shape, dtype=dtype)
-                 for f, (shape, dtype) in zip(files, shapes[name])]
-        arrays[name] = da.concatenate(parts, axis=0)
-    return dask_chunks(arrays, model, where)
+def _dask_npy(by_input: dict, sizes: tuple, client):
+    """The files as chunks of Dask tasks, each task reading its chunk's files itself
+    (chunked.NpyFile): a chunk is in a worker's memory only while its task runs."""
+    from lossc.optim.chunked import NpyFile
+    from lossc.optim.dask_chunks import DaskChunks
+    blocks = [{name: NpyFile(str(files[c].resolve())) for name, files in by_input.items()}
+              for c in range(len(sizes))]
+    keep = [c for c, n in enumerate(sizes) if n]
+    return DaskChunks([blocks[c] for c in keep], tuple(sizes[c] for c in keep), client)

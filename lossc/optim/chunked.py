@@ -45,6 +45,7 @@ for bit (the same generator draws the same permutations).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -74,10 +75,24 @@ def add_pairs(a: tuple, b: tuple) -> tuple:
 # ---------------------------------------------------------------- leaves (on each chunk)
 # Module functions: a Dask worker finds them by name in its own lossc.
 
+@dataclass(frozen=True)
+class NpyFile:
+    """A chunk of one input in a .npy file, read where the chunk's task runs (a memory
+    map: the native code reads the file's pages as it goes, and nothing of it outlives
+    the task)."""
+
+    path: str
+
+    def load(self) -> np.ndarray:
+        return np.load(self.path, mmap_mode="r", allow_pickle=False)
+
+
 def chunk_arrays(model, chunk, where: str = "chunk") -> dict:
-    """A chunk (a dict of arrays or a pandas DataFrame) as the model's checked inputs."""
+    """A chunk (a dict of arrays or NpyFiles, or a pandas DataFrame) as the model's
+    checked inputs."""
     if is_data_frame(chunk):
         return frame_arrays(chunk, model, where)
+    chunk = {k: v.load() if isinstance(v, NpyFile) else v for k, v in chunk.items()}
     return check_arrays(chunk, model, where, finite=False)
 
 
@@ -238,19 +253,6 @@ class ChunkedData:
         self.chunks.close()
 
 
-def collection_value_and_grad(model, theta: dict, kwargs: dict) -> tuple[float, dict]:
-    """Model.value_and_grad on keyword inputs among which are dask arrays: the objective
-    and its gradient (a dict in the model's dtype) summed over their chunks."""
-    from lossc.optim.dask_chunks import dask_chunks
-    data, hypers = model._split_kwargs(kwargs)
-    data = ChunkedData(model, dask_chunks(data, model), hypers)
-    try:
-        value, grad = data.value_and_grad(model.pack_params(theta))
-    finally:
-        data.close()
-    return value, model.unpack_params(grad)
-
-
 # ---------------------------------------------------------------- mini-batch epochs
 
 class PartitionSteps:
@@ -258,16 +260,18 @@ class PartitionSteps:
     lossc.optim.stepper for a ChunkedData training set. `shuffler` is the run's (each
     partition's row order is its next permutation); the partitions' order comes from a
     generator of its own, seeded from the run's seed, so that one partition leaves the
-    run's draws as an in-memory run makes them."""
+    run's draws as an in-memory run makes them. batch_steps(bound) gives the stepper of
+    an in-memory run on a partition's bound rows (NativeBatchSteps or PythonBatchSteps),
+    whose state goes back to the optimizer at the end of the partition (its sync)."""
 
     orders_itself = True        # the driver passes order=None (lossc.optim.driver)
 
-    def __init__(self, model, opt, data: ChunkedData, bs: int, shuffler, shuffle: bool,
-                 seed: int, sync_each_epoch: bool, frozen=None):
-        self.model, self.opt, self.data, self.bs = model, opt, data, bs
+    def __init__(self, model, data: ChunkedData, bs: int, shuffler, shuffle: bool,
+                 seed: int, batch_steps: Callable):
+        self.model, self.data, self.bs = model, data, bs
         self.shuffler, self.shuffle = shuffler, shuffle
         self.partition_rng = np.random.default_rng([seed, 2])
-        self.sync_each_epoch, self.frozen = sync_each_epoch, frozen
+        self.batch_steps = batch_steps
 
     @staticmethod
     def steps_per_epoch(sizes, bs: int) -> int:
@@ -288,17 +292,12 @@ class PartitionSteps:
 
     def _partition(self, theta, c: int, steps: int, log) -> None:
         """`steps` mini-batch steps over partition c, read into this process."""
-        from lossc.optim.stepper import NativeBatchSteps, PythonBatchSteps
-        from lossc.runtime import fused
         m = self.model
         arrays = chunk_arrays(m, self.data.chunks.arrays(c), f"partition {c}")
         bound = m.bind(arrays, self.data.hypers)      # (in the model's dtype, contiguous)
         order = (self.shuffler.permutation(bound.B) if self.shuffle
                  else np.arange(bound.B))
-        if fused.supports(self.opt):
-            steps_ = NativeBatchSteps(m, self.opt, bound, self.bs, True, self.frozen)
-        else:
-            steps_ = PythonBatchSteps(m, self.opt, bound, self.bs, self.frozen)
+        steps_ = self.batch_steps(bound)
         try:
             steps_.epoch(theta, order, steps, log)
         finally:

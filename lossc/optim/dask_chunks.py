@@ -29,7 +29,7 @@ import copy
 import math
 import sys
 
-from lossc.optim.chunked import Chunks, add_pairs, tree_sum
+from lossc.optim.chunked import ChunkedData, Chunks, add_pairs, tree_sum
 from lossc.optim.data import DataError, _layout
 
 
@@ -73,7 +73,10 @@ class DaskChunks(Chunks):
         return self._compute(tree_sum(leaves, dask.delayed(add_pairs)))
 
     def arrays(self, c: int):
-        return self._compute(self.blocks[c])
+        block = self.blocks[c]
+        if isinstance(block, dict) and not any(is_dask_collection(v) for v in block.values()):
+            return block            # (files this process reads itself: chunked.NpyFile)
+        return self._compute(block)
 
     def _compute(self, value):
         if self.client is not None:
@@ -98,7 +101,8 @@ class DaskChunks(Chunks):
                 import dask
 
                 from lossc.runtime import pickled
-                ref = self.client.compute(dask.delayed(pickled.rebuild, pure=True)(
+                rebuild = single.calls_beyond.rebuild      # (lossc.api.model_from_pickle)
+                ref = self.client.compute(dask.delayed(rebuild, pure=True)(
                     pickled.state_of(single)))
             held = self._models[id(model)] = (model, ref)
         return held[1]
@@ -182,3 +186,15 @@ def _without_empty(blocks: list, sizes) -> tuple[list, tuple]:
     if not keep:
         raise DataError("data: the collection has no rows")
     return [blocks[c] for c in keep], tuple(sizes[c] for c in keep)
+
+
+def collection_value_and_grad(model, theta: dict, kwargs: dict) -> tuple[float, dict]:
+    """Model.value_and_grad on keyword inputs among which are dask arrays: the objective
+    and its gradient (a dict in the model's dtype) summed over their chunks."""
+    data, hypers = model._split_kwargs(kwargs)
+    data = ChunkedData(model, dask_chunks(data, model), hypers)
+    try:
+        value, grad = data.value_and_grad(model.pack_params(theta))
+    finally:
+        data.close()
+    return value, model.unpack_params(grad)

@@ -105,8 +105,14 @@ def make_stepper(model, opt, prepared, objectives, initial: tuple,
                                opt.own_tolerances(train_has_tolerance))
     if getattr(prepared.full, "chunked", False) and not prepared.plan.full_batch:
         from lossc.optim.chunked import PartitionSteps
-        return PartitionSteps(model, opt, prepared.full, prepared.plan.batch_size,
-                              shuffler, shuffle, seed, sync_each_epoch, frozen)
+        bs = prepared.plan.batch_size
+
+        def batch_steps(bound):     # (an in-memory run's steps, on a partition's rows)
+            if fused.supports(opt):
+                return NativeBatchSteps(model, opt, bound, bs, True, frozen)
+            return PythonBatchSteps(model, opt, bound, bs, frozen)
+        return PartitionSteps(model, prepared.full, bs, shuffler, shuffle, seed,
+                              batch_steps)
     if prepared.plan.full_batch:
         return FullBatchSteps(opt, objectives, rows, initial, frozen)
     if fused.supports(opt):
