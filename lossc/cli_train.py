@@ -386,9 +386,9 @@ def train(file, dims, dtype, data, scheduler, optimizer, lr, momentum, weight_de
         check_run(opt, model, config)
         check_frozen(model, config.freeze)
         # the run's, as it will train
-        plan = config.plan(model, arrays.n_samples if chunked else n_samples(arrays),
-                           n_samples(val_arrays) if val_arrays is not None else None,
-                           chunk_sizes=arrays.sizes if chunked else None)
+        n_val = n_samples(val_arrays) if val_arrays is not None else None
+        plan = (config.plan(model, arrays.n_samples, n_val, chunk_sizes=arrays.sizes)
+                if chunked else config.plan(model, n_samples(arrays), n_val))
         progress = Progress(model, plan, quiet)
         if not quiet:
             held_out = f" (+{plan.n_val} for validation)" if plan.n_val else ""

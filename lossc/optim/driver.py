@@ -72,7 +72,7 @@ from lossc.optim.optimizers import Adam, Optimizer
 from lossc.optim.prepare import prepare
 from lossc.optim.schedules import valid_lr
 from lossc.optim.shuffle import Shuffler
-from lossc.optim.stepper import Diverged, make_stepper
+from lossc.optim.stepper import Diverged, make_partition_steps, make_stepper
 
 @dataclass
 class TrainResult:
@@ -211,12 +211,15 @@ def _run(model, opt, prepared, config: TrainConfig) -> TrainResult:
                 # the first step's gradient in batch descent.
                 initial = objectives.value_and_gradnorm(theta)
                 monitor.start(initial[0], lambda: objectives.validation(theta))
-                stepper = make_stepper(
-                    model, opt, prepared, objectives, initial,
-                    sync_each_epoch=config.callback is not None,
-                    train_has_tolerance=(config.tol_grad is not None
-                                         or config.tol_loss is not None),
-                    shuffler=shuffler, shuffle=config.shuffle, seed=config.seed)
+                if getattr(prepared.full, "chunked", False) and not plan.full_batch:
+                    stepper = make_partition_steps(model, opt, prepared, fixed, shuffler,
+                                                   config.shuffle, config.seed)
+                else:
+                    stepper = make_stepper(
+                        model, opt, prepared, objectives, initial,
+                        sync_each_epoch=config.callback is not None,
+                        train_has_tolerance=(config.tol_grad is not None
+                                             or config.tol_loss is not None))
                 # (a stepper over chunked data draws its partitions' orders itself)
                 next_order = (_orders(plan, config.shuffle, shuffler)
                               if not getattr(stepper, "orders_itself", False)

@@ -87,8 +87,7 @@ class Stepper(Protocol):
 
 
 def make_stepper(model, opt, prepared, objectives, initial: tuple,
-                 sync_each_epoch: bool, train_has_tolerance: bool = False,
-                 shuffler=None, shuffle: bool = True, seed: int = 0) -> Stepper:
+                 sync_each_epoch: bool, train_has_tolerance: bool = False) -> Stepper:
     """The stepper for a run: `initial` is (objective, gradient norm) at the initial
     parameters, whose gradient objectives.g holds (batch descent's first step);
     sync_each_epoch: hand the optimizer's state back after every epoch (a callback
@@ -96,29 +95,33 @@ def make_stepper(model, opt, prepared, objectives, initial: tuple,
     (freeze.Frozen, or None), whose gradient objectives takes as 0 already: each
     stepper puts them back after its steps. train_has_tolerance: train was given
     tol_grad or tol_loss (a full-batch optimizer's default tolerances then step aside).
-    shuffler, shuffle, seed: the run's, for mini-batch epochs over chunked data
-    (lossc.optim.chunked.PartitionSteps, which draws its partitions' orders itself)."""
+    (Mini-batch epochs over chunked data: make_partition_steps.)"""
     frozen = objectives.frozen
     rows = prepared.full.B if model.inputs else 0
     if getattr(opt, "full_batch_only", False):
         return LineSearchSteps(opt, objectives, rows, initial, frozen,
                                opt.own_tolerances(train_has_tolerance))
-    if getattr(prepared.full, "chunked", False) and not prepared.plan.full_batch:
-        from lossc.optim.chunked import PartitionSteps
-        bs = prepared.plan.batch_size
-
-        def batch_steps(bound):     # (an in-memory run's steps, on a partition's rows)
-            if fused.supports(opt):
-                return NativeBatchSteps(model, opt, bound, bs, True, frozen)
-            return PythonBatchSteps(model, opt, bound, bs, frozen)
-        return PartitionSteps(model, prepared.full, bs, shuffler, shuffle, seed,
-                              batch_steps)
     if prepared.plan.full_batch:
         return FullBatchSteps(opt, objectives, rows, initial, frozen)
     if fused.supports(opt):
         return NativeBatchSteps(model, opt, prepared.full, prepared.plan.batch_size,
                                 sync_each_epoch, frozen)
     return PythonBatchSteps(model, opt, prepared.full, prepared.plan.batch_size, frozen)
+
+
+def make_partition_steps(model, opt, prepared, frozen, shuffler, shuffle: bool,
+                         seed: int):
+    """The stepper of mini-batch epochs over chunked data (lossc.optim.chunked
+    PartitionSteps, which draws its partitions' orders itself, the rows' from the run's
+    shuffler): on each partition, the steps an in-memory run takes."""
+    from lossc.optim.chunked import PartitionSteps
+    bs = prepared.plan.batch_size
+
+    def batch_steps(bound):
+        if fused.supports(opt):
+            return NativeBatchSteps(model, opt, bound, bs, True, frozen)
+        return PythonBatchSteps(model, opt, bound, bs, frozen)
+    return PartitionSteps(model, prepared.full, bs, shuffler, shuffle, seed, batch_steps)
 
 
 class FullBatchSteps:
