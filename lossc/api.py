@@ -6,6 +6,7 @@ imported where a model is compiled (`_build`, `_unit_compiler`), so that `import
 and a cache hit cost a few milliseconds (tests/test_startup.py)."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import operator
@@ -17,7 +18,7 @@ from lossc.options import Options
 from lossc.runtime import artifact
 from lossc.runtime.code import ModelCode
 from lossc.runtime.keys import model_key
-from lossc.runtime.model import Model
+from lossc.runtime.model import CallsBeyond, Model
 from lossc.runtime.spec import Signature
 from lossc.source import read_source
 from lossc.version import __version__
@@ -35,7 +36,52 @@ def _model(header: dict, objects: dict, compile_unit, options: Options,
            cache_key=None) -> Model:
     sig = Signature.from_json(header["signature"])
     code = ModelCode(header, objects, compile_unit, options, cache_key)
-    return Model(sig, header["dtype"], code, header, options)
+    beyond = CALLS_BEYOND if isinstance(header.get("source"), str) else None
+    return Model(sig, header["dtype"], code, header, options, beyond)
+
+
+def model_from_pickle(state):
+    """The model a pickled state describes (lossc.runtime.pickled), compiled here or
+    taken from this process's compile cache; a ValueError for a state that is not one
+    pickled.state_of made."""
+    from lossc.compiler import DTYPES
+    from lossc.options import LOADERS, VECTOR_BITS
+    from lossc.runtime.pickled import FIELDS
+    from lossc.source import MAX_SOURCE_BYTES, Source
+    if not isinstance(state, dict) or set(state) != set(FIELDS):
+        raise ValueError("not the pickled state of a lossc model (its fields are "
+                         f"{list(FIELDS)})")
+    source, name = state["source"], state["name"]
+    if not isinstance(source, str) or len(source.encode()) > MAX_SOURCE_BYTES:
+        raise ValueError("a pickled lossc model's source must be text of at most "
+                         f"{MAX_SOURCE_BYTES} bytes")
+    if not isinstance(name, str):
+        raise ValueError("a pickled lossc model's name must be text")
+    if state["dtype"] not in DTYPES:
+        raise ValueError(f"a pickled lossc model's dtype must be one of {DTYPES}, got "
+                         f"{state['dtype']!r}")
+    bits, loader = state["vector_bits"], state["loader"]
+    if bits is not None and bits not in VECTOR_BITS or loader not in LOADERS:
+        raise ValueError("a pickled lossc model's vector width or loader is not one "
+                         "lossc uses")
+    if not isinstance(state["dims"], dict):
+        raise ValueError("a pickled lossc model's dims must be a dict")
+    dims = normalize_dims(state["dims"])
+    # the cache folder and the rest are this process's own
+    options = dataclasses.replace(Options.from_env(), vector_bits=bits, loader=loader)
+    model = compile(Source(source, name), dims, state["dtype"], options=options)
+    return model.set_threads(state["threads"], state["min_samples_per_thread"])
+
+
+def _collection_value_and_grad(model, theta: dict, kwargs: dict):
+    """Model.value_and_grad on inputs among which are dask arrays (lossc.optim, loaded
+    when first used)."""
+    from lossc.optim.dask_chunks import collection_value_and_grad
+    return collection_value_and_grad(model, theta, kwargs)
+
+
+CALLS_BEYOND = CallsBeyond(rebuild=model_from_pickle,
+                           collection_value_and_grad=_collection_value_and_grad)
 
 
 def _header(c, unit_work: dict, bits: int) -> dict:

@@ -10,6 +10,7 @@ NaN or infinite and 130 on Ctrl-C, after writing the best parameters found in bo
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import pathlib
@@ -32,7 +33,7 @@ from lossc.optim.freeze import check_frozen
 from lossc.optim.fullbatch import check_run, train_options
 from lossc.optim.names import FULL_BATCH, NAMES, by_name
 from lossc.optim.params_io import load_params, params_file, save_params
-from lossc.optim.prepare import n_samples
+from lossc.optim.prepare import as_chunks, is_chunked, n_samples
 from lossc.optim.prox import l1_weights
 
 MAX_LINES = 50      # epoch (or step) lines a run prints when stderr is not a terminal
@@ -232,9 +233,15 @@ def default_params_path(file: pathlib.Path) -> pathlib.Path:
 
 @click.command("train")
 @model_options
-@click.option("--data", type=click.Path(dir_okay=False, path_type=pathlib.Path),
+@click.option("--data", type=click.Path(path_type=pathlib.Path),
               help="Training data: .csv (a header names the inputs' columns: y, x.0, x.1, "
-                   "...; without one, declaration order), .npz (an array per input) or .npy.")
+                   "...; without one, declaration order), .npz (an array per input) or .npy; "
+                   "or chunks streamed from disk: a folder or glob of .npy files (a folder "
+                   "per input) or of .parquet files (docs/dask.md).")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Train on chunked --data with Dask: the address of a dask.distributed "
+                   "scheduler (tcp://host:8786), or 'local' for a LocalCluster of a worker "
+                   "per core (needs lossc[dask]).")
 @click.option("--optimizer", type=click.Choice(NAMES), default="adam", show_default=True)
 @click.option("--lr", type=float, default=None,
               help="Learning rate (default 0.01). For lbfgs and newton-cg: the first trial "
@@ -295,9 +302,10 @@ def default_params_path(file: pathlib.Path) -> pathlib.Path:
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=pathlib.Path), default=None,
               help="Draw the loss curve to this PNG (needs matplotlib).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
-def train(file, dims, dtype, data, optimizer, lr, momentum, weight_decay, clip_norm,
-          l1_items, batch_size, epochs, steps, schedule, validation, val_data, patience,
-          tol_grad, tol_loss, monitor, hypers, frozen, seed, init_path, out, plot, quiet):
+def train(file, dims, dtype, data, scheduler, optimizer, lr, momentum, weight_decay,
+          clip_norm, l1_items, batch_size, epochs, steps, schedule, validation, val_data,
+          patience, tol_grad, tol_loss, monitor, hypers, frozen, seed, init_path, out, plot,
+          quiet):
     """Train the model in FILE and save the best parameters found.
 
     \b
@@ -333,6 +341,11 @@ def train(file, dims, dtype, data, optimizer, lr, momentum, weight_decay, clip_n
         check_output("--plot", plot, inputs)     # (its format is never --out's)
     model = load_model(file, dims, dtype)
     check_memory(model)
+    chunked = data is not None and is_chunked(str(data))
+    if scheduler is not None and not chunked:
+        fail("lossc: error: --scheduler trains on chunked --data (a folder or glob of .npy "
+             "or .parquet files)")
+    session = contextlib.ExitStack()     # (the Dask client of --scheduler, for the run)
     try:
         sched = schedules.parse(schedule)
         if optimizer in FULL_BATCH:
@@ -353,7 +366,11 @@ def train(file, dims, dtype, data, optimizer, lr, momentum, weight_decay, clip_n
         if not model.inputs and data is not None:
             raise ValueError(f"{file.name} has no inputs, so it takes no data: train it "
                              "with --steps")
-        arrays = load_data(data, model) if data is not None else None
+        if chunked:
+            session.enter_context(dask_session(scheduler))
+            arrays = as_chunks(model, str(data), "--data")
+        else:
+            arrays = load_data(data, model) if data is not None else None
         if val_data is not None and not model.inputs:
             raise ValueError(f"{file.name} has no inputs, so it takes no --val-data")
         val_arrays = load_data(val_data, model) if val_data is not None else None
@@ -368,8 +385,9 @@ def train(file, dims, dtype, data, optimizer, lr, momentum, weight_decay, clip_n
         check_run(opt, model, config)
         check_frozen(model, config.freeze)
         # the run's, as it will train
-        plan = config.plan(model, n_samples(arrays),
-                           n_samples(val_arrays) if val_arrays is not None else None)
+        n_val = n_samples(val_arrays) if val_arrays is not None else None
+        plan = (config.plan(model, arrays.n_samples, n_val, chunk_sizes=arrays.sizes)
+                if chunked else config.plan(model, n_samples(arrays), n_val))
         progress = Progress(model, plan, quiet)
         if not quiet:
             held_out = f" (+{plan.n_val} for validation)" if plan.n_val else ""
@@ -384,6 +402,8 @@ def train(file, dims, dtype, data, optimizer, lr, momentum, weight_decay, clip_n
             config, callback=progress.epoch, progress=progress.step))
     except (DataError, ValueError, TypeError) as e:
         fail(f"lossc: error: {e}")
+    finally:
+        session.close()
     progress.finish()
 
     rate = progress.rate(result.steps)
@@ -418,6 +438,38 @@ def train(file, dims, dtype, data, optimizer, lr, momentum, weight_decay, clip_n
         sys.exit(130)
     if not result.ok:
         sys.exit(1)
+
+
+@contextlib.contextmanager
+def dask_session(scheduler):
+    """A dask.distributed client for --scheduler while the run lasts (none without):
+    'local' starts a LocalCluster of a worker process per core, one thread each."""
+    if scheduler is None:
+        yield None
+        return
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        fail("lossc: error: --scheduler needs Dask: pip install 'lossc[dask]'")
+    cluster = None
+    try:
+        if scheduler == "local":
+            from lossc.options import available_cores
+            cluster = LocalCluster(n_workers=available_cores(), threads_per_worker=1,
+                                   processes=True, dashboard_address=None)
+            client = Client(cluster)
+        else:
+            client = Client(scheduler, timeout="20s")
+    except (OSError, TimeoutError, ValueError) as e:
+        if cluster is not None:
+            cluster.close()
+        fail(f"lossc: error: cannot reach the Dask scheduler {scheduler}: {e}")
+    try:
+        with client:
+            yield client
+    finally:
+        if cluster is not None:
+            cluster.close()
 
 
 @click.command("eval")

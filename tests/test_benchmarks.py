@@ -385,3 +385,16 @@ def test_w8_step_case_times_the_first_step_only_when_it_alone_is_over_the_cap(mo
         row, = [r for r in ctx.rows if r.impl == "lossc SGD step"]
         assert median > 0 and row.stat.samples == count and note in row.note
         assert not ctx.failures
+
+
+def test_w10_writes_its_stack_chunk_by_chunk_and_reads_it_back(tmp_path):
+    import os
+
+    from benchmarks import w10_dask
+    from lossc.optim.chunk_files import file_chunks
+    w10_dask.write_stack(str(tmp_path), 1000, 300)
+    data = w10_dask.read_stack(str(tmp_path))
+    assert data["x"].shape == (1000, w10_dask.D) and set(np.unique(data["y"])) <= {0.0, 1.0}
+    m = lossc.compile(w10_dask.SRC)
+    assert file_chunks(tmp_path, m).sizes == (300, 300, 300, 100)
+    assert w10_dask.peak_rss(os.getpid()) > data["x"].nbytes

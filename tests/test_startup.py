@@ -96,3 +96,32 @@ def test_the_training_names_come_from_lossc_optim_when_first_used():
         assert name in dir(lossc) and name in lossc.__all__
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         lossc.nothing
+
+
+def test_training_imports_dask_only_for_dask_data(tmp_path):
+    """In-memory data, memory-mapped chunks and NPY chunk files train without Dask;
+    a dask array brings it in (lossc[dask] is optional)."""
+    code = f"""
+        import json, sys
+        import numpy as np
+        import lossc
+        from lossc.optim import LBFGS
+        from lossc.optim.chunked import in_chunks
+        m = lossc.compile({SOURCE!r})
+        data = {{"x": np.ones((20, 3)), "y": np.ones(20)}}
+        for k, lo in enumerate(range(0, 20, 8)):
+            for name in data:
+                folder = {str(tmp_path)!r} + "/" + name
+                __import__("os").makedirs(folder, exist_ok=True)
+                np.save(folder + f"/{{k}}.npy", data[name][lo:lo + 8])
+        lossc.train(m, data=data, epochs=1)
+        lossc.train(m, data=in_chunks(data, 8), optimizer=LBFGS(), epochs=1)
+        lossc.train(m, data={str(tmp_path)!r}, optimizer=LBFGS(), epochs=1)
+        m.value_and_grad(m.init_params(), **data)
+        before = [n for n in ("dask", "distributed") if n in sys.modules]
+        import dask.array as da
+        lossc.train(m, data={{"x": da.from_array(data["x"], chunks=(8, 3)), "y": data["y"]}},
+                    optimizer=LBFGS(), epochs=1)
+        print(json.dumps(before))
+        """
+    assert _python(code) == []

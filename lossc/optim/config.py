@@ -97,12 +97,15 @@ class TrainConfig:
                                 f"are {', '.join(known)}")
         return cls(**options)
 
-    def plan(self, model, n_samples: int, n_val: Optional[int] = None) -> "Plan":
+    def plan(self, model, n_samples: int, n_val: Optional[int] = None,
+             chunk_sizes: Optional[tuple] = None) -> "Plan":
         """The run's sizes for `model` (anything with `.inputs`) on n_samples samples
         (before the validation split; ignored for a model without inputs), or, with a
         validation set of its own (val_data), n_samples to train on and n_val to
-        validate on. A split that leaves either side empty is a DataError."""
-        return make_plan(bool(model.inputs), n_samples, self, n_val)
+        validate on. A split that leaves either side empty is a DataError. chunk_sizes:
+        the training rows per partition of chunked data (lossc.optim.chunked), whose
+        mini-batch epochs take each partition's batches, its last the remainder."""
+        return make_plan(bool(model.inputs), n_samples, self, n_val, chunk_sizes)
 
     def schedule_for(self, plan: "Plan") -> Callable:
         """The schedule, a cosine without T_max annealing over the planned epochs."""
@@ -144,7 +147,7 @@ def split_sizes(n: int, validation: Optional[float]) -> tuple[int, int]:
 
 
 def make_plan(has_inputs: bool, n_samples: int, config: TrainConfig,
-              n_val: Optional[int] = None) -> Plan:
+              n_val: Optional[int] = None, chunk_sizes: Optional[tuple] = None) -> Plan:
     if not has_inputs:
         n, n_val = 1, 0
     elif n_val is not None:
@@ -155,6 +158,8 @@ def make_plan(has_inputs: bool, n_samples: int, config: TrainConfig,
     full_batch = not has_inputs or not batch_size or batch_size >= n
     bs = n if full_batch else batch_size
     per_epoch = math.ceil(n / bs)
+    if chunk_sizes and not full_batch:
+        per_epoch = sum(math.ceil(c / bs) for c in chunk_sizes)
     if epochs is None and steps is None:
         if has_inputs:
             epochs = DEFAULT_EPOCHS

@@ -72,7 +72,7 @@ from lossc.optim.optimizers import Adam, Optimizer
 from lossc.optim.prepare import prepare
 from lossc.optim.schedules import valid_lr
 from lossc.optim.shuffle import Shuffler
-from lossc.optim.stepper import Diverged, make_stepper
+from lossc.optim.stepper import Diverged, make_partition_steps, make_stepper
 
 @dataclass
 class TrainResult:
@@ -128,7 +128,9 @@ def train(model, data=None, optimizer: Optional[Optimizer] = None, *,
 
     data: a dict input name -> array (samples first), a pandas DataFrame (columns named
     as a CSV header's: y, x.0, x.1, ...), or the path of a .csv, .npz or .npy file (see
-    lossc.optim.data); None for a model without inputs. optimizer: a
+    lossc.optim.data); None for a model without inputs. Or data in chunks, computed
+    chunk by chunk: a dict of dask arrays, a dask DataFrame, a folder or glob of .npy or
+    .parquet files, or lossc.optim.chunked.in_chunks of memory maps (docs/dask.md). optimizer: a
     lossc optimizer (default Adam(lr=1e-3)); its state is reset first, and its `lr` is
     the base rate of `schedule`. The options, by keyword (or as one TrainConfig in
     `config=`):
@@ -209,15 +211,22 @@ def _run(model, opt, prepared, config: TrainConfig) -> TrainResult:
                 # the first step's gradient in batch descent.
                 initial = objectives.value_and_gradnorm(theta)
                 monitor.start(initial[0], lambda: objectives.validation(theta))
-                stepper = make_stepper(
-                    model, opt, prepared, objectives, initial,
-                    sync_each_epoch=config.callback is not None,
-                    train_has_tolerance=(config.tol_grad is not None
-                                         or config.tol_loss is not None))
+                if getattr(prepared.full, "chunked", False) and not plan.full_batch:
+                    stepper = make_partition_steps(model, opt, prepared, fixed, shuffler,
+                                                   config.shuffle, config.seed)
+                else:
+                    stepper = make_stepper(
+                        model, opt, prepared, objectives, initial,
+                        sync_each_epoch=config.callback is not None,
+                        train_has_tolerance=(config.tol_grad is not None
+                                             or config.tol_loss is not None))
+                # (a stepper over chunked data draws its partitions' orders itself)
+                next_order = (_orders(plan, config.shuffle, shuffler)
+                              if not getattr(stepper, "orders_itself", False)
+                              else lambda: None)
                 stopped, reason = _epochs(
                     theta, opt, stepper=stepper, objectives=objectives, monitor=monitor,
-                    next_order=_orders(plan, config.shuffle, shuffler), config=config,
-                    plan=plan, t0=t0)
+                    next_order=next_order, config=config, plan=plan, t0=t0)
             except Stop as stop:
                 stopped, reason = stop.stopped, stop.reason
             except KeyboardInterrupt:

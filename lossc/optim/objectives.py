@@ -59,7 +59,10 @@ class Objectives:
     def value_and_grad(self, theta, data, grad_out) -> float:
         """The objective over bound data, its gradient written to grad_out: the driver's
         one call of the model's checked flat path."""
-        value, _ = self.model.checked_value_and_grad_flat(theta, data, None, grad_out)
+        if getattr(data, "chunked", False):      # (lossc.optim.chunked.ChunkedData)
+            value, grad_out[...] = data.value_and_grad(theta)
+        else:
+            value, _ = self.model.checked_value_and_grad_flat(theta, data, None, grad_out)
         if self.frozen is not None:
             self.frozen.zero_grad(grad_out)
         return value
@@ -78,7 +81,7 @@ class Objectives:
 
     def objective(self, theta, data) -> float:
         """The objective alone at theta over bound data (see by_gradient)."""
-        if self.by_gradient:
+        if self.by_gradient or getattr(data, "chunked", False):
             return self.value_and_grad(theta, data, self.g_spare)
         return self.model.loss_flat(theta, data)
 
@@ -106,10 +109,13 @@ class Objectives:
         model = self.model
         if self.frozen is not None:      # (the Hessian's rows and columns of frozen ones: 0)
             v = np.where(self.frozen.mask, 0.0, v)
-        inputs = {spec.name: a for spec, a in zip(model.inputs, self.full.arrays)}
-        out = model.hvp(model.unpack_params(x), model.unpack_params(v), **inputs,
-                        **self.hypers)
-        hv = model.pack_params(out).astype(np.float64)
+        if getattr(self.full, "chunked", False):
+            hv = self.full.hvp(x, v)
+        else:
+            inputs = {spec.name: a for spec, a in zip(model.inputs, self.full.arrays)}
+            out = model.hvp(model.unpack_params(x), model.unpack_params(v), **inputs,
+                            **self.hypers)
+            hv = model.pack_params(out).astype(np.float64)
         if self.frozen is not None:
             self.frozen.zero_grad(hv)
         return hv

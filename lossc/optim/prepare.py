@@ -40,9 +40,12 @@ class PreparedData:
 
     def release(self) -> None:
         """Give the copies' scratch memory back (nothing reads them after the run: its
-        result holds parameters)."""
+        result holds parameters), and chunked data's hold on a cluster's workers."""
         while self.taken:
             scratch.give(self.taken.pop())
+        for data in (self.full, self.val):
+            if getattr(data, "chunked", False):
+                data.close()
 
     def __enter__(self) -> "PreparedData":
         return self
@@ -53,6 +56,8 @@ class PreparedData:
 
 def prepare(model, data, config: TrainConfig) -> PreparedData:
     """The run's data for `model` under `config` (see the module docstring)."""
+    if is_chunked(data):
+        return prepare_chunked(model, data, config)
     train, val, unchecked = split(model, data, config.validation, config.seed)
     if config.val_data is not None:
         val = validation_set(model, config.val_data)
@@ -170,3 +175,51 @@ def line_aligned(data: dict, taken: list) -> dict:
         return taken[-1][:nbytes]
     return {k: aligned_copy(a, allocate=allocate) if k in fix else a
             for k, a in data.items()}
+
+
+def is_chunked(data) -> bool:
+    """Data held as chunks (lossc.optim.chunked): a Chunks, a Dask collection (or a
+    dict holding dask arrays), or a folder or glob of chunk files."""
+    from lossc.optim.chunk_files import is_chunk_path
+    from lossc.optim.chunked import Chunks
+    from lossc.optim.dask_chunks import is_dask_data
+    return isinstance(data, Chunks) or is_dask_data(data) or is_chunk_path(data)
+
+
+def as_chunks(model, data, where: str):
+    """The Chunks of chunked data (is_chunked)."""
+    from lossc.optim.chunk_files import file_chunks, is_chunk_path
+    from lossc.optim.chunked import Chunks
+    from lossc.optim.dask_chunks import dask_chunks
+    if isinstance(data, Chunks):
+        return data
+    if is_chunk_path(data):
+        return file_chunks(data, model, where)
+    return dask_chunks(data, model, where)
+
+
+def prepare_chunked(model, data, config: TrainConfig) -> PreparedData:
+    """The run's data when the training set is chunked: bound as ChunkedData, which
+    the objectives and the steps evaluate chunk by chunk (lossc.optim.chunked). The
+    validation set (val_data) may be chunked too, or in memory."""
+    from lossc.optim.chunked import ChunkedData
+    if not model.inputs:
+        raise ValueError("the model has no inputs, so it takes no data; train it by "
+                         "steps (steps=...)")
+    if config.validation:
+        raise ValueError("validation= holds out rows of data in memory; with chunked data "
+                         "give a validation set of its own (val_data=)")
+    full = ChunkedData(model, as_chunks(model, data, "data"), config.hypers)
+    val = None
+    try:
+        if config.val_data is not None and is_chunked(config.val_data):
+            val = ChunkedData(model, as_chunks(model, config.val_data, "val_data"),
+                              config.hypers)
+        elif config.val_data is not None:
+            val = model.bind(validation_set(model, config.val_data), config.hypers)
+        plan = config.plan(model, full.B, None if val is None else val.B,
+                           chunk_sizes=full.sizes)
+    except BaseException:
+        full.close()
+        raise
+    return PreparedData(plan, full, val)

@@ -94,7 +94,8 @@ def make_stepper(model, opt, prepared, objectives, initial: tuple,
     may look at it). The parameters no step may change are objectives.frozen
     (freeze.Frozen, or None), whose gradient objectives takes as 0 already: each
     stepper puts them back after its steps. train_has_tolerance: train was given
-    tol_grad or tol_loss (a full-batch optimizer's default tolerances then step aside)."""
+    tol_grad or tol_loss (a full-batch optimizer's default tolerances then step aside).
+    (Mini-batch epochs over chunked data: make_partition_steps.)"""
     frozen = objectives.frozen
     rows = prepared.full.B if model.inputs else 0
     if getattr(opt, "full_batch_only", False):
@@ -106,6 +107,21 @@ def make_stepper(model, opt, prepared, objectives, initial: tuple,
         return NativeBatchSteps(model, opt, prepared.full, prepared.plan.batch_size,
                                 sync_each_epoch, frozen)
     return PythonBatchSteps(model, opt, prepared.full, prepared.plan.batch_size, frozen)
+
+
+def make_partition_steps(model, opt, prepared, frozen, shuffler, shuffle: bool,
+                         seed: int):
+    """The stepper of mini-batch epochs over chunked data (lossc.optim.chunked
+    PartitionSteps, which draws its partitions' orders itself, the rows' from the run's
+    shuffler): on each partition, the steps an in-memory run takes."""
+    from lossc.optim.chunked import PartitionSteps
+    bs = prepared.plan.batch_size
+
+    def batch_steps(bound):
+        if fused.supports(opt):
+            return NativeBatchSteps(model, opt, bound, bs, True, frozen)
+        return PythonBatchSteps(model, opt, bound, bs, frozen)
+    return PartitionSteps(model, prepared.full, bs, shuffler, shuffle, seed, batch_steps)
 
 
 class FullBatchSteps:

@@ -7,7 +7,8 @@ copied only when they are not already C-contiguous in the model's dtype.
 from __future__ import annotations
 
 import ctypes
-from typing import Optional
+from dataclasses import dataclass
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -35,8 +36,11 @@ class Model:
     """
 
     def __init__(self, signature: Signature, dtype: str, code: "ModelCode", meta: dict,
-                 options: Options):
+                 options: Options, calls_beyond: Optional["CallsBeyond"] = None):
+        """calls_beyond: what the layers above give a model made from source (lossc.api):
+        its rebuilding from a pickle, and calls on Dask collections; None: neither."""
         self.signature = signature
+        self.calls_beyond = calls_beyond
         self.options = options       # how its code was made and is loaded (lossc.options)
         self.dtype = np.dtype(dtype)
         self.code = code             # the machine code, unit by unit (runtime/code.py)
@@ -97,11 +101,21 @@ class Model:
     def __copy__(self) -> "Model":
         """A model of its own (frames, thread pool, remembered batches) over the same
         machine code, which never changes once loaded."""
-        twin = Model(self.signature, self.dtype.name, self.code, self.meta, self.options)
+        twin = Model(self.signature, self.dtype.name, self.code, self.meta, self.options,
+                     self.calls_beyond)
         return twin.set_threads(self.threads, self.min_samples_per_thread)
 
     def __deepcopy__(self, memo) -> "Model":
         return self.__copy__()
+
+    def __reduce__(self):
+        """A pickle carries what the model is made from (its source, dims, dtype and
+        options; runtime/pickled.py), never its machine code: unpickling compiles the
+        source again or takes the unpickling process's own compile-cache entry, as
+        lossc.compile does (lossc.api.model_from_pickle)."""
+        from lossc.runtime import pickled
+        state = pickled.state_of(self)
+        return self.calls_beyond.rebuild, (state,)
 
     def set_threads(self, n: Optional[int],
                     min_samples_per_thread: int = PARALLEL_MIN_SAMPLES) -> "Model":
@@ -223,12 +237,25 @@ class Model:
         return self._loss
 
     def loss(self, theta: dict, /, **kwargs) -> float:
-        """The objective over the batch."""
-        return self._paths.loss(self._loss_function(), theta, kwargs)
+        """The objective over the batch. (Inputs may be dask arrays: see
+        value_and_grad.)"""
+        try:
+            return self._paths.loss(self._loss_function(), theta, kwargs)
+        except CollectionInputs:
+            return self.value_and_grad(theta, **kwargs)[0]
 
     def value_and_grad(self, theta: dict, /, **kwargs) -> tuple[float, dict]:
-        """The objective and its gradient, a dict shaped like `theta`."""
-        return self._paths.value_and_grad(theta, kwargs)
+        """The objective and its gradient, a dict shaped like `theta`. Inputs that are
+        dask arrays (chunked along the batch axis) are computed chunk by chunk where
+        the chunks live, on the active dask.distributed client or Dask's default
+        scheduler (lossc/optim/dask_chunks.py), and summed in float64."""
+        try:
+            return self._paths.value_and_grad(theta, kwargs)
+        except CollectionInputs as e:
+            if self.calls_beyond is None:
+                raise TypeError(f"input {e.args[0]!r} is a Dask collection, which this "
+                                "model (compiled from a graph) does not take") from None
+            return self.calls_beyond.collection_value_and_grad(self, theta, kwargs)
 
     def value_and_grad_flat(self, theta_flat, /, data=None, hypers: Optional[dict] = None,
                             grad_out=None):
@@ -476,7 +503,10 @@ class Model:
             if spec.name not in data:
                 raise ValueError(f"missing input {spec.name!r}: expected an array of shape "
                                  f"{_shape_text(('B',) + spec.shape)}")
-            a = np.asarray(data[spec.name])
+            a = data[spec.name]
+            if type(a) is not _ndarray and type(a).__module__.split(".")[0] == "dask":
+                raise CollectionInputs(spec.name)      # (np.asarray would compute it all)
+            a = np.asarray(a)
             want = ("B",) + spec.shape
             if a.ndim != len(want) or a.shape[1:] != spec.shape:
                 raise ValueError(f"input {spec.name!r} must have shape {_shape_text(want)}, "
@@ -501,6 +531,21 @@ class Model:
 _ndarray = np.ndarray          # (a global: one attribute lookup less, per parameter)
 _NEVER = 1 << 62                # a batch size no call reaches
 _SCALAR_TYPES = (float, int, np.float64, np.float32)
+
+
+class CollectionInputs(Exception):
+    """An input is a Dask collection: the call goes chunk by chunk (Model.value_and_grad)."""
+
+
+@dataclass(frozen=True)
+class CallsBeyond:
+    """What lossc.api gives the models it makes from source, from layers above the
+    runtime: rebuild(state), the model a pickled state describes
+    (runtime/pickled.py), and collection_value_and_grad(model, theta, kwargs), a call
+    whose inputs include dask arrays (lossc/optim/dask_chunks.py)."""
+
+    rebuild: Callable
+    collection_value_and_grad: Callable
 
 
 def _as_real(x, what: str, dtype: np.dtype) -> np.ndarray:

@@ -1,0 +1,246 @@
+"""W10: training on data larger than a worker's memory, with Dask.
+
+W2's model at D = 16 on N = 9.6M samples: 1.2 GB of float64 features written as an NPY
+stack in a temporary folder (x/0.npy .. x/15.npy and y/..., chunks of 600,000 rows,
+76.8 MB each), a LocalCluster of 2 worker processes with one thread and a 500 MB memory
+limit each. The workers read the chunks from the files each pass (the data do not fit
+in their memory together); the client gets (objective, gradient) pairs only.
+
+- full-batch L-BFGS through `lossc.train(model, data=FOLDER, optimizer=LBFGS(),
+  tol_grad=1e-8)` on the cluster against the same in memory in this process: the
+  objectives reached, to 1e-9 relative; each worker's peak resident memory (VmHWM, read
+  from /proc at the end: the pids unchanged, so no worker was restarted) under its limit;
+- one epoch of mini-batch Adam over the partitions (lossc.optim.chunked.PartitionSteps:
+  the partitions visited in a seeded order, each streamed to this process) within 1e-3
+  (relative) of that optimum;
+- the distributed gradient's throughput per worker core against one in-process thread
+  on the same chunks: a chunk of 600,000 rows (77 MB) persisted in each worker's memory,
+  each compute taking its gradient PASSES_PER_CHUNK times (16 leaves, as a pass over
+  the stack has; the target: at least 70%), and, as a figure, a pass over the whole
+  stack read from the files (the page cache) each time.
+
+--quick: N = 1.2M in chunks of 150,000 (the targets indicative only).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+
+import numpy as np
+
+N, CHUNK, D = 9_600_000, 600_000, 16
+QUICK_N, QUICK_CHUNK = 1_200_000, 150_000
+MEMORY_LIMIT = 500 * 10 ** 6
+OPTIMUM_RTOL = 1e-9
+ADAM_RTOL = 1e-3
+THROUGHPUT_SHARE = 0.7
+PASSES_PER_CHUNK = 8       # a persisted chunk's gradient taken this often a compute
+SRC = """\
+dim D = 16
+input x[D]
+input y
+param w[D]
+param b
+hyper lam = 1e-3
+z = dot(w, x) + b
+loss = softplus(z) - y * z
+penalty = lam * sum(w ^ 2)
+"""
+NOTE = ("W10: W2's model (D = 16, its L2 term as a penalty) on an NPY stack in a "
+        "temporary folder, a LocalCluster of 2 worker processes (1 thread, 500 MB memory "
+        "limit each); L-BFGS to a gradient 2-norm of 1e-8 on the cluster and in memory; "
+        "Adam lr 1e-3, batch 256, one epoch; worker memory is each worker's peak resident "
+        "set (VmHWM). The throughput target compares chunks persisted in the workers' "
+        "memory (the cluster's gradient per worker core) with one in-process thread on the "
+        "same chunks; the stack's row, read from the page cache every pass, is a figure.")
+
+
+def write_stack(folder: str, n: int, chunk: int, seed: int = 10) -> None:
+    """The features and labels chunk by chunk (never the whole set in memory)."""
+    rng = np.random.default_rng(seed)
+    w_true = rng.standard_normal(D) / 2
+    for name in ("x", "y"):
+        os.makedirs(os.path.join(folder, name), exist_ok=True)
+    for k, lo in enumerate(range(0, n, chunk)):
+        rows = min(chunk, n - lo)
+        X = rng.standard_normal((rows, D))
+        y = (rng.random(rows) < 1 / (1 + np.exp(-(X @ w_true)))).astype(np.float64)
+        np.save(os.path.join(folder, "x", f"{k}.npy"), X)
+        np.save(os.path.join(folder, "y", f"{k}.npy"), y)
+
+
+def read_stack(folder: str) -> dict:
+    import glob
+    out = {}
+    for name in ("x", "y"):
+        files = sorted(glob.glob(os.path.join(folder, name, "*.npy")),
+                       key=lambda p: int(os.path.basename(p)[:-4]))
+        out[name] = np.concatenate([np.load(f) for f in files])
+    return out
+
+
+def peak_rss(pid: int) -> int:
+    """A process's peak resident set size in bytes (VmHWM), 0 if unknown."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def run(ctx) -> None:
+    from benchmarks.harness import Row, fmt_time
+    try:
+        import dask.array as da
+        from distributed import Client, LocalCluster
+    except ImportError:
+        ctx.na("W10", "dask", "lossc.train on a LocalCluster", "Dask not installed "
+               "(pip install 'lossc[dask]')")
+        return
+    import lossc
+    from lossc.optim import LBFGS, Adam
+    from benchmarks.common import compile_model
+    n, chunk = (QUICK_N, QUICK_CHUNK) if ctx.quick else (N, CHUNK)
+    case = f"N={n:,}, D={D}, chunks of {chunk:,}"
+    ctx.log(f"W10 {case}")
+    ctx.notes.append(NOTE)
+    folder = tempfile.mkdtemp(prefix="lossc-w10-")
+    try:
+        with ctx.all_cores():
+            write_stack(folder, n, chunk)
+            m = compile_model(SRC)
+            data = read_stack(folder)
+            t = time.perf_counter()
+            ref = lossc.train(m, data=data, optimizer=LBFGS(), tol_grad=1e-8, steps=500)
+            t_ref = time.perf_counter() - t
+            ctx.rows.append(Row("W10", case, "L-BFGS in memory (this process)", seconds=t_ref,
+                                ref=True, note=f"{ref.steps} iterations, objective "
+                                               f"{ref.best_loss:.12g}"))
+            one = np.ascontiguousarray(data["x"][:chunk]), np.ascontiguousarray(data["y"][:chunk])
+            del data
+            with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                              memory_limit=MEMORY_LIMIT, dashboard_address=None) as cluster, \
+                    Client(cluster) as client:
+                pids = client.run(os.getpid)
+                t = time.perf_counter()
+                res = lossc.train(m, data=folder, optimizer=LBFGS(), tol_grad=1e-8, steps=500)
+                t_dist = time.perf_counter() - t
+                gap = abs(res.best_loss - ref.best_loss) / abs(ref.best_loss)
+                ctx.rows.append(Row("W10", case, "L-BFGS on the cluster (files)",
+                                    seconds=t_dist, check=f"rel {gap:.1e}",
+                                    note=f"{res.steps} iterations ({res.stopped})"))
+                ctx.target("W10 L-BFGS on the cluster reaches the in-memory optimum",
+                           f"{gap:.1e}", f"<= {OPTIMUM_RTOL:g} rel", gap <= OPTIMUM_RTOL,
+                           f"{res.best_loss:.12g} vs {ref.best_loss:.12g}",
+                           anchor=("W10", case, "L-BFGS on the cluster (files)"))
+                t = time.perf_counter()
+                adam = lossc.train(m, data=folder, optimizer=Adam(lr=1e-3), epochs=1,
+                                   batch_size=256, seed=0)
+                t_adam = time.perf_counter() - t
+                adam_gap = (adam.history[-1] - ref.best_loss) / abs(ref.best_loss)
+                ctx.rows.append(Row("W10", case, "Adam, one epoch over the partitions",
+                                    seconds=t_adam, note=f"{adam.steps} steps, objective "
+                                                         f"{adam.history[-1]:.9g}"))
+                ctx.target("W10 one epoch of Adam within 1e-3 of the optimum",
+                           f"{adam_gap:.1e}", f"<= {ADAM_RTOL:g} rel", adam_gap <= ADAM_RTOL,
+                           anchor=("W10", case, "Adam, one epoch over the partitions"))
+                still = client.run(os.getpid)
+                peaks = {w: peak_rss(p) for w, p in pids.items()}
+                throughput(ctx, case, m, folder, one, client, da)
+            restarted = sorted(set(pids.values()) ^ set(still.values()))
+            worst = max(peaks.values())
+            ctx.target("W10 no worker over its memory limit",
+                       f"{worst / 1e6:.0f} MB peak", f"< {MEMORY_LIMIT / 1e6:.0f} MB each",
+                       worst < MEMORY_LIMIT and not restarted and worst > 0,
+                       "peaks " + ", ".join(f"{v / 1e6:.0f} MB" for v in peaks.values())
+                       + (f"; restarted: {restarted}" if restarted else ""))
+            ctx.log(f"  L-BFGS {fmt_time(t_ref)} in memory, {fmt_time(t_dist)} on the "
+                    f"cluster (gap {gap:.1e}); Adam {fmt_time(t_adam)} (gap {adam_gap:.1e}); "
+                    f"worker peaks {[round(v / 1e6) for v in peaks.values()]} MB")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def throughput(ctx, case, m, folder, one, client, da) -> None:
+    """Rows per second of the gradient: one in-process thread on a chunk; the cluster
+    per worker core on PERSISTED_CHUNKS chunks held in the workers' memory, and over the
+    stack read from its files."""
+    from benchmarks.harness import Row
+    from lossc.optim.chunked import ChunkedData
+    from lossc.optim.dask_chunks import dask_chunks
+    X, y = one
+    rows = len(y)
+    theta = np.zeros(m.n_params)
+    single = m.__copy__().set_threads(1)
+    bound = single.bind({"x": X, "y": y})
+    grad = np.zeros(m.n_params)
+    times = []
+    for _ in range(7):
+        t = time.perf_counter()
+        single.value_and_grad_flat(theta, bound, grad_out=grad)
+        times.append(time.perf_counter() - t)
+    local_rate = rows / float(np.median(times))
+    ctx.rows.append(Row("W10", case, "gradient, one thread in process", seconds=float(
+        np.median(times)), gbytes=X.nbytes / 1e9, note=f"{rows:,} rows ({X.nbytes / 1e6:.0f} MB)"))
+    dx = da.from_array(np.concatenate([X, X]), chunks=(rows, D))
+    dy = da.from_array(np.concatenate([y, y]), chunks=rows)
+    dx, dy = client.persist([dx, dy])
+    client.rebalance()              # (a chunk on each worker)
+    chunks = dask_chunks({"x": dx, "y": dy}, m)
+    chunks.blocks, chunks.sizes = (chunks.blocks * PASSES_PER_CHUNK,
+                                   chunks.sizes * PASSES_PER_CHUNK)
+    persisted = ChunkedData(m, chunks)
+    stack = ChunkedData(m, _folder_chunks(m, folder))
+    for label, data, target in (("persisted in the workers", persisted, True),
+                                ("read from the files each pass", stack, False)):
+        data.value_and_grad(theta)          # (the workers' model compiled or loaded)
+        times = []
+        for _ in range(5):
+            t = time.perf_counter()
+            data.value_and_grad(theta)
+            times.append(time.perf_counter() - t)
+        per_core = data.B / float(np.median(times)) / 2
+        share = per_core / local_rate
+        impl = f"gradient on the cluster, {label}"
+        ctx.rows.append(Row("W10", case, impl, seconds=float(np.median(times)),
+                            gbytes=data.B * D * 8 / 1e9,
+                            note=f"{data.B:,} rows in {len(data.sizes)} chunks; per worker "
+                                 f"core {share:.0%} of one in-process thread"))
+        if target:
+            ctx.target("W10 cluster gradient per worker core / in process",
+                       f"{share:.0%}", f">= {THROUGHPUT_SHARE:.0%}", share >= THROUGHPUT_SHARE,
+                       f"chunks of {X.nbytes / 1e6:.0f} MB", anchor=("W10", case, impl))
+        data.close()
+    round_trip(ctx, case, client)
+
+
+def no_op(*args):
+    return 0.0, np.zeros(1)
+
+
+def round_trip(ctx, case, client) -> None:
+    """The same graph's shape (16 leaves and their tree) with tasks that do nothing:
+    Dask's own cost of a pass, which the gradient's share above includes."""
+    import dask
+
+    from benchmarks.harness import Row
+    from lossc.optim.chunked import add_pairs, tree_sum
+    times = []
+    for _ in range(5):
+        leaves = [dask.delayed(no_op)(k) for k in range(16)]
+        t = time.perf_counter()
+        client.compute(tree_sum(leaves, dask.delayed(add_pairs)), sync=True)
+        times.append(time.perf_counter() - t)
+    ctx.rows.append(Row("W10", case, "Dask alone: 16 no-op leaves and their tree",
+                        seconds=float(np.median(times)),
+                        note="the scheduler's round trip, in every pass on the cluster"))
+
+
+def _folder_chunks(m, folder):
+    from lossc.optim.chunk_files import file_chunks
+    return file_chunks(folder, m)

@@ -1,0 +1,307 @@
+"""Training data held as row blocks (chunks): on disk, in memory maps, or in a Dask
+collection on a cluster.
+
+    data = in_chunks({"x": np.load("x.npy", mmap_mode="r"), "y": y}, rows=600_000)
+    result = lossc.train(model, data=data, optimizer=LBFGS())
+
+A `Chunks` is the rows of a data set cut into chunks along the batch axis, each a dict
+input name -> array (or a pandas DataFrame with columns named as a CSV header's). Its
+one operation is `map_sum(leaf, ...)`: a function of each chunk, evaluated where the
+chunk is, and the results summed in a fixed tree (`tree_sum`). Two kinds:
+
+- LocalChunks (here): the chunks are read in this process, one at a time, in order
+  (memory maps and NPY files: the data set may be larger than memory; only a chunk is
+  resident at a time, and clean pages of a memory map are the system's to drop);
+- DaskChunks (lossc/optim/dask_chunks.py): each chunk's function is a task next to the
+  chunk's own task, on the active dask.distributed client or Dask's default scheduler;
+  the model goes to the workers pickled (its source: runtime/pickled.py), and only
+  (objective, gradient) pairs travel back.
+
+`ChunkedData` is a Chunks bound to a model and its hypers, as a BoundArgs is for
+arrays: what lossc.optim.objectives asks of the training set. Its objective is the
+in-memory one, up to the order of the sums:
+
+- each chunk's objective and gradient come from the model's own native call on that
+  chunk (the chunk's mean, or sum, with the penalty once);
+- under `reduce mean` a chunk's result is weighted by its share of the rows (n_c / N),
+  so the weighted sum is the mean over all rows, the penalty counting once (the weights
+  add up to 1); under `reduce sum` the chunks add up and the penalty, counted once per
+  chunk, is taken away C - 1 times (the penalty alone is the objective of an empty
+  batch), as the model's own threads combine their chunks (runtime/callpaths.py);
+- the sum is a tree in a fixed order: level by level, chunk 2i and 2i + 1 added (an odd
+  last one carried up as it is), so a result depends on the chunking alone, never on
+  where or when a chunk was computed; results are float64 whatever the model's dtype.
+
+Mini-batch training over chunks (`PartitionSteps`): each epoch visits the chunks (the
+partitions) in an order drawn from the seed, and takes the usual mini-batch steps
+within each, its rows shuffled from the run's generator; a partition's rows are read
+into this process one partition at a time and go through the in-process steps (the
+native fused steps where the optimizer has them). This is SGD over a restricted
+shuffle (the batches never mix partitions); with partitions made without regard to the
+rows' order it converges to what in-memory SGD converges to, the minimizer of the full
+objective for a small enough rate. With one partition the run is the in-memory run bit
+for bit (the same generator draws the same permutations).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from lossc.optim.data import DataError, check_arrays, frame_arrays, is_data_frame
+
+
+def tree_sum(items: Sequence, add: Callable):
+    """The sum of `items` in a fixed tree: level by level, items 2i and 2i + 1 added
+    (add(left, right)), an odd last item carried to the next level as it is."""
+    level = list(items)
+    if not level:
+        raise ValueError("tree_sum of nothing")
+    while len(level) > 1:
+        pairs = [add(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            pairs.append(level[-1])
+        level = pairs
+    return level[0]
+
+
+def add_pairs(a: tuple, b: tuple) -> tuple:
+    """(value, vector) + (value, vector)."""
+    return a[0] + b[0], a[1] + b[1]
+
+
+# ---------------------------------------------------------------- leaves (on each chunk)
+# Module functions: a Dask worker finds them by name in its own lossc.
+
+@dataclass(frozen=True)
+class NpyFile:
+    """A chunk of one input in a .npy file, read where the chunk's task runs (a memory
+    map: the native code reads the file's pages as it goes, and nothing of it outlives
+    the task)."""
+
+    path: str
+
+    def load(self) -> np.ndarray:
+        return np.load(self.path, mmap_mode="r", allow_pickle=False)
+
+
+def chunk_arrays(model, chunk, where: str = "chunk") -> dict:
+    """A chunk (a dict of arrays or NpyFiles, or a pandas DataFrame) as the model's
+    checked inputs."""
+    if is_data_frame(chunk):
+        return frame_arrays(chunk, model, where)
+    chunk = {k: v.load() if isinstance(v, NpyFile) else v for k, v in chunk.items()}
+    return check_arrays(chunk, model, where, finite=False)
+
+
+def chunk_value_and_grad(model, theta, hypers: dict, weight: float, chunk) -> tuple:
+    """weight * (objective, gradient) of the model on one chunk, in float64."""
+    bound = model.bind(chunk_arrays(model, chunk), hypers)
+    value, grad = model.checked_value_and_grad_flat(theta, bound)
+    return weight * float(value), weight * grad.astype(np.float64)
+
+
+def chunk_hvp(model, theta, v, hypers: dict, weight: float, chunk) -> tuple:
+    """(0.0, weight * H v) of the model's objective on one chunk, in float64."""
+    bound = model.bind(chunk_arrays(model, chunk), hypers)
+    return 0.0, weight * model.hvp_flat(theta, v, data=bound).astype(np.float64)
+
+
+# ---------------------------------------------------------------- the data as chunks
+
+class Chunks:
+    """Row blocks of a data set (see the module docstring). `sizes`: rows per chunk."""
+
+    sizes: tuple
+
+    @property
+    def n_samples(self) -> int:
+        return int(sum(self.sizes))
+
+    def map_sum(self, leaf: Callable, model, args: tuple, weights: Sequence[float]):
+        """tree_sum of leaf(model, *args, weights[c], chunk c) over the chunks."""
+        raise NotImplementedError          # pragma: no cover
+
+    def arrays(self, c: int) -> dict:
+        """Chunk c, read into this process (a dict of arrays or a DataFrame)."""
+        raise NotImplementedError          # pragma: no cover
+
+    def close(self) -> None:
+        """Give back what the run held (the model on the workers)."""
+
+
+class LocalChunks(Chunks):
+    """Chunks read in this process, one at a time: `parts` is a list of dicts input name
+    -> array-like (a memory map's rows are read when a chunk is used)."""
+
+    def __init__(self, parts: Sequence[dict]):
+        self.parts = [p for p in parts if len(next(iter(p.values())))]  # (rows only)
+        if not self.parts:
+            raise DataError("data: the chunks hold no rows")
+        self.sizes = tuple(len(next(iter(p.values()))) for p in self.parts)
+
+    def map_sum(self, leaf, model, args, weights):
+        # (one chunk resident at a time: each leaf's result is summed before the next
+        # chunk is read, in tree_sum's order, kept as a stack of partial sums)
+        return _streamed_tree_sum(
+            (leaf(model, *args, w, self.arrays(c)) for c, w in enumerate(weights)),
+            len(self.parts), add_pairs)
+
+    def arrays(self, c: int) -> dict:
+        return {k: np.asarray(a) for k, a in self.parts[c].items()}
+
+
+def _streamed_tree_sum(results, n: int, add):
+    """tree_sum of the n items `results` yields, taking them one at a time: the same
+    sums in the same order, holding at most log2(n) partial sums."""
+    # Item c joins the tree as a leaf; two subtrees of equal height merge as soon as
+    # both are complete, which is the order tree_sum adds them in. An odd item left at
+    # the end of a level is carried up: at the end, the remaining partial sums (of
+    # decreasing heights) are added from the smallest, as tree_sum's carried items are.
+    stack = []          # (height, partial sum), heights decreasing
+    for item in results:
+        height, total = 0, item
+        while stack and stack[-1][0] == height:
+            total = add(stack.pop()[1], total)
+            height += 1
+        stack.append((height, total))
+    if len(stack) == 0 or n == 0:
+        raise ValueError("tree_sum of nothing")
+    _, total = stack.pop()
+    while stack:
+        total = add(stack.pop()[1], total)
+    return total
+
+
+def in_chunks(data: dict, rows: int) -> LocalChunks:
+    """A dict input name -> array (a memory map from np.load(mmap_mode="r"), say) as
+    chunks of `rows` rows (the last holding the remainder), read one at a time."""
+    if not isinstance(data, dict) or not data:
+        raise TypeError("in_chunks takes a dict input name -> array")
+    if type(rows) is not int or rows < 1:
+        raise ValueError(f"rows must be a positive integer, got {rows!r}")
+    lengths = {k: len(a) for k, a in data.items()}
+    if len(set(lengths.values())) != 1:
+        raise DataError(f"data: the inputs' rows disagree: {lengths}")
+    n = next(iter(lengths.values()))
+    if n == 0:
+        raise DataError("data: the arrays have no rows")
+    return LocalChunks([{k: a[lo:lo + rows] for k, a in data.items()}
+                        for lo in range(0, n, rows)])
+
+
+# ---------------------------------------------------------------- bound to a model
+
+class ChunkedData:
+    """Chunks bound to a model and its hypers: the training (or validation) set of a
+    run, as lossc.optim.objectives uses it (module docstring)."""
+
+    chunked = True
+
+    def __init__(self, model, chunks: Chunks, hypers: Optional[dict] = None):
+        self.model, self.chunks = model, chunks
+        self.hypers = dict(hypers or {})
+        model._hyper_vector(self.hypers)         # (a wrong name: a ValueError now)
+        self.sizes = chunks.sizes
+        self.B = chunks.n_samples
+        mean = model.reduce == "mean"
+        self.weights = [n / self.B if mean else 1.0 for n in self.sizes]
+        self.extra_penalties = (len(self.sizes) - 1
+                                if model.reduce == "sum" and model.signature.penalty else 0)
+
+    def value_and_grad(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        """The objective over every row and its gradient (float64), at flat theta."""
+        theta = np.ascontiguousarray(theta, dtype=self.model.dtype)
+        value, grad = self.chunks.map_sum(chunk_value_and_grad, self.model,
+                                          (theta, self.hypers), self.weights)
+        if self.extra_penalties:
+            p, gp = self._penalty(theta)
+            value -= self.extra_penalties * p
+            grad = grad - self.extra_penalties * gp
+        return value, grad
+
+    def hvp(self, theta: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """H v of the objective over every row (float64), at flat theta."""
+        m = self.model
+        theta = np.ascontiguousarray(theta, dtype=m.dtype)
+        v = np.ascontiguousarray(v, dtype=m.dtype)
+        _, hv = self.chunks.map_sum(chunk_hvp, m, (theta, v, self.hypers), self.weights)
+        if self.extra_penalties:
+            empty = self._empty_batch()
+            hv = hv - self.extra_penalties * m.hvp_flat(theta, v, data=empty).astype(
+                np.float64)
+        return hv
+
+    def _empty_batch(self):
+        from lossc.runtime.calls import BoundArgs
+        m = self.model
+        arrays = [np.zeros((0,) + s.shape, np.int64 if s.is_int else m.dtype)
+                  for s in m.inputs]
+        return BoundArgs(m, arrays, 0, m._hyper_vector(self.hypers))
+
+    def _penalty(self, theta) -> tuple[float, np.ndarray]:
+        """The penalty alone and its gradient: the objective of an empty batch under
+        `reduce sum` (its per-sample terms count 0 times)."""
+        m = self.model
+        grad = np.zeros(m.n_params, dtype=m.dtype)
+        value, _ = m.value_and_grad_flat(theta, self._empty_batch(), grad_out=grad)
+        return float(value), grad.astype(np.float64)
+
+    def close(self) -> None:
+        self.chunks.close()
+
+
+# ---------------------------------------------------------------- mini-batch epochs
+
+class PartitionSteps:
+    """Mini-batch epochs over chunked data (module docstring): the stepper of
+    lossc.optim.stepper for a ChunkedData training set. `shuffler` is the run's (each
+    partition's row order is its next permutation); the partitions' order comes from a
+    generator of its own, seeded from the run's seed, so that one partition leaves the
+    run's draws as an in-memory run makes them. batch_steps(bound) gives the stepper of
+    an in-memory run on a partition's bound rows (NativeBatchSteps or PythonBatchSteps),
+    whose state goes back to the optimizer at the end of the partition (its sync)."""
+
+    orders_itself = True        # the driver passes order=None (lossc.optim.driver)
+
+    def __init__(self, model, data: ChunkedData, bs: int, shuffler, shuffle: bool,
+                 seed: int, batch_steps: Callable):
+        self.model, self.data, self.bs = model, data, bs
+        self.shuffler, self.shuffle = shuffler, shuffle
+        self.partition_rng = np.random.default_rng([seed, 2])
+        self.batch_steps = batch_steps
+
+    @staticmethod
+    def steps_per_epoch(sizes, bs: int) -> int:
+        return sum(math.ceil(n / bs) for n in sizes)
+
+    def epoch(self, theta, order, count, log):
+        sizes = self.data.sizes
+        visits = (self.partition_rng.permutation(len(sizes)) if self.shuffle
+                  and len(sizes) > 1 else range(len(sizes)))
+        for c in visits:
+            if count <= 0:
+                break
+            n = sizes[c]
+            steps = min(count, math.ceil(n / self.bs))
+            self._partition(theta, c, steps, log)
+            count -= steps
+        return None
+
+    def _partition(self, theta, c: int, steps: int, log) -> None:
+        """`steps` mini-batch steps over partition c, read into this process."""
+        m = self.model
+        arrays = chunk_arrays(m, self.data.chunks.arrays(c), f"partition {c}")
+        bound = m.bind(arrays, self.data.hypers)      # (in the model's dtype, contiguous)
+        order = (self.shuffler.permutation(bound.B) if self.shuffle
+                 else np.arange(bound.B))
+        steps_ = self.batch_steps(bound)
+        try:
+            steps_.epoch(theta, order, steps, log)
+        finally:
+            steps_.sync()           # the optimizer's state, for the next partition
+
+    def sync(self) -> None:
+        pass

@@ -1,0 +1,107 @@
+"""Run by tests/test_dask.py in a process of its own (a hang guard's timeout around
+it): a LocalCluster of two worker processes trains on dask arrays; prints the figures
+the tests compare, as JSON, on its last line.
+
+    python tests/dask_cluster_case.py FLAG_FILE
+"""
+import json
+import os
+import sys
+
+import numpy as np
+
+SOURCE = ("dim D = 4\ninput x[D]\ninput y\nparam w[D] = normal(0, 0.3)\nparam b\n"
+          "hyper lam = 0.05\nz = dot(w, x) + b\nloss = softplus(z) - y * z\n"
+          "penalty = lam * sum(w ^ 2)\n")
+ROWS, CHUNK = 2000, 250
+
+
+def data():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(ROWS, 4))
+    y = (rng.random(ROWS) < 1 / (1 + np.exp(-X @ [1.0, -2.0, 0.5, 0.0]))).astype(float)
+    return {"x": X, "y": y}
+
+
+def kill_once(block, flag):
+    """The identity, except that the first call anywhere ends its worker process (as
+    a machine lost mid-run would): Dask's nanny starts a new worker and the scheduler
+    runs the task again."""
+    if block.size:                  # (not on Dask's empty probes of the function)
+        try:            # (O_EXCL: of two workers at once, one creates the flag)
+            os.close(os.open(flag, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return block
+        os._exit(1)
+    return block
+
+
+def flat(model, params):
+    return model.pack_params(params).tolist()
+
+
+def command_line(address, folder, arrays):
+    """`lossc train --data FOLDER --scheduler ADDRESS` on the arrays as NPY chunk files,
+    and the same without --scheduler: (exit status, output, the two parameter files
+    equal)."""
+    from click.testing import CliRunner
+
+    from lossc.cli import main as cli
+    from lossc.optim.params_io import load_params
+    import lossc
+    for name, a in arrays.items():
+        os.makedirs(os.path.join(folder, "stack", name))
+        for k, lo in enumerate(range(0, ROWS, CHUNK)):
+            np.save(os.path.join(folder, "stack", name, f"{k}.npy"), a[lo:lo + CHUNK])
+    model_file = os.path.join(folder, "m.loss")
+    with open(model_file, "w") as f:
+        f.write(SOURCE)
+    runs = []
+    for extra in (["--scheduler", address], []):
+        out = os.path.join(folder, f"p{len(runs)}.npz")
+        r = CliRunner().invoke(cli, ["train", model_file, "--data",
+                                     os.path.join(folder, "stack"), "--optimizer", "lbfgs",
+                                     "--epochs", "4", "--out", out] + extra)
+        runs.append((r.exit_code, r.output))
+    m = lossc.compile(SOURCE)
+    same = all(np.array_equal(a, b) for a, b in zip(
+        m.pack_params(load_params(os.path.join(folder, "p0.npz"), m)),
+        m.pack_params(load_params(os.path.join(folder, "p1.npz"), m))))
+    return runs[0][0], runs[0][1], runs[1][0], bool(same)
+
+
+def main(flag):
+    import dask.array as da
+    from distributed import Client, LocalCluster
+
+    import lossc
+    from lossc.optim import LBFGS
+    from lossc.optim.chunked import in_chunks
+    m = lossc.compile(SOURCE)
+    arrays = data()
+    out = {}
+    kw = dict(epochs=4, hypers={"lam": 0.1})
+    r = lossc.train(m, data=arrays, optimizer=LBFGS(), **kw)
+    out["lbfgs_memory"] = [r.history, flat(m, r.last_params)]
+    r = lossc.train(m, data=in_chunks(arrays, CHUNK), optimizer=LBFGS(), **kw)
+    out["lbfgs_local"] = [r.history, flat(m, r.last_params)]
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        dx = da.from_array(arrays["x"], chunks=(CHUNK, 4))
+        dy = da.from_array(arrays["y"], chunks=CHUNK)
+        r = lossc.train(m, data={"x": dx, "y": dy}, optimizer=LBFGS(), **kw)
+        out["lbfgs_cluster"] = [r.history, flat(m, r.last_params)]
+        # a worker killed in the middle of a run
+        dying = dx.map_blocks(kill_once, flag=flag, dtype=dx.dtype,
+                              meta=np.empty((0, 0), dx.dtype))
+        r = lossc.train(m, data={"x": dying, "y": dy}, optimizer=LBFGS(), **kw)
+        out["lbfgs_killed"] = [r.history, flat(m, r.last_params)]
+        out["killed"] = os.path.exists(flag)
+        client.wait_for_workers(2, timeout=120)      # (the nanny's new worker)
+        out["workers"] = len(client.scheduler_info()["workers"])
+        out["cli"] = command_line(cluster.scheduler_address, os.path.dirname(flag), arrays)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

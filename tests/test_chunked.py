@@ -1,0 +1,152 @@
+"""Chunked data in this process (lossc.optim.chunked): the objective summed chunk by
+chunk in a fixed tree equals the in-memory one up to the order of the sums, for every
+reduction with a penalty; full-batch runs follow the in-memory iterates; mini-batch
+epochs over one partition are the in-memory run bit for bit; NPY chunk files and
+memory maps stream through the same objective."""
+import numpy as np
+import pytest
+
+import lossc
+from lossc.optim import LBFGS, SGD, Adam, NewtonCG
+from lossc.optim.chunk_files import file_chunks
+from lossc.optim.chunked import ChunkedData, _streamed_tree_sum, in_chunks, tree_sum
+from lossc.optim.data import DataError
+
+BASE = ("dim D = 4\ninput x[D]\ninput y\nparam w[D] = normal(0, 0.3)\nparam b\n"
+        "hyper lam = 0.05\nz = dot(w, x) + b\nloss = softplus(z) - y * z\n"
+        "penalty = lam * sum(w ^ 2)\n")
+
+
+@pytest.fixture(scope="module", params=["mean", "sum"])
+def model(request):
+    return lossc.compile(BASE + ("reduce sum\n" if request.param == "sum" else ""))
+
+
+def _data(n=1003, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 4))
+    y = (rng.random(n) < 1 / (1 + np.exp(-X @ [1.0, -2.0, 0.5, 0.0]))).astype(float)
+    return {"x": X, "y": y}
+
+
+def _close(a, b, rel=1e-12):
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    assert np.max(np.abs(a - b)) <= rel * max(1.0, np.max(np.abs(b))), (a, b)
+
+
+@pytest.mark.parametrize("n", range(1, 10))
+def test_the_streamed_tree_adds_in_tree_sums_order(n):
+    items = [str(k) for k in range(n)]
+    def add(a, b):
+        return f"({a}+{b})"
+    assert _streamed_tree_sum(iter(items), n, add) == tree_sum(items, add)
+    if n == 5:
+        assert tree_sum(items, add) == "(((0+1)+(2+3))+4)"
+
+
+def test_objective_gradient_and_hvp_equal_the_in_memory_ones(model):
+    data = _data()
+    theta = model.pack_params(model.init_params(3))
+    v = np.random.default_rng(1).normal(size=model.n_params)
+    chunked = ChunkedData(model, in_chunks(data, 97), {"lam": 0.3})
+    value, grad = chunked.value_and_grad(theta)
+    v0, g0 = model.value_and_grad_flat(theta, data=data, hypers={"lam": 0.3})
+    _close(value, v0)
+    _close(grad, g0)
+    hv0 = model.hvp_flat(theta, v, data=data, hypers={"lam": 0.3})
+    _close(chunked.hvp(theta, v), hv0)
+    # the penalty counts once: many chunks give what one chunk gives
+    one = ChunkedData(model, in_chunks(data, 5000), {"lam": 0.3}).value_and_grad(theta)
+    _close(value, one[0])
+
+
+@pytest.mark.parametrize("opt", [LBFGS, NewtonCG, lambda: SGD(lr=0.05)])
+def test_full_batch_iterates_equal_the_in_memory_ones(model, opt):
+    data = _data()
+    kw = dict(epochs=6, batch_size=None, hypers={"lam": 0.1})
+    r0 = lossc.train(model, data=data, optimizer=opt(), **kw)
+    r1 = lossc.train(model, data=in_chunks(data, 100), optimizer=opt(), **kw)
+    assert r1.steps == r0.steps and r1.stopped == r0.stopped
+    _close(r1.history, r0.history)
+    _close(model.pack_params(r1.last_params), model.pack_params(r0.last_params), 1e-10)
+
+
+@pytest.mark.parametrize("opt", [lambda: Adam(lr=0.02), lambda: SGD(lr=0.05, momentum=0.9),
+                                 lambda: Adam(lr=0.02, l1=0.001)])
+def test_one_partition_is_the_in_memory_run_bit_for_bit(model, opt):
+    data = _data()
+    kw = dict(epochs=3, batch_size=64, seed=5, monitor="batches")
+    r0 = lossc.train(model, data=data, optimizer=opt(), **kw)
+    r1 = lossc.train(model, data=in_chunks(data, len(data["y"])), optimizer=opt(), **kw)
+    assert r1.step_losses == r0.step_losses
+    assert np.array_equal(model.pack_params(r1.last_params),
+                          model.pack_params(r0.last_params))
+
+
+def test_partitions_take_their_own_batches_in_a_seeded_order():
+    m = lossc.compile(BASE)
+    data = _data()
+    seen = []
+    r = lossc.train(m, data=in_chunks(data, 300), optimizer=Adam(lr=0.02), epochs=2,
+                    batch_size=64, progress=lambda s, e, loss, rows: seen.append(rows))
+    # partitions of 300, 300, 300, 103 rows: 5 + 5 + 5 + 2 batches an epoch
+    assert r.steps == 2 * 17 and len(seen) == 34
+    assert sorted(seen[:17]) == sorted([64] * 4 * 3 + [44] * 3 + [64, 39])
+    again = lossc.train(m, data=in_chunks(data, 300), optimizer=Adam(lr=0.02), epochs=2,
+                        batch_size=64)
+    assert again.step_losses == r.step_losses
+    assert r.history[-1] < r.history[0]
+
+
+def test_npy_chunk_files_stream_as_memory_maps(tmp_path, model):
+    data = _data()
+    for name in ("x", "y"):
+        (tmp_path / name).mkdir()
+        for k, lo in enumerate(range(0, 1003, 250)):
+            np.save(tmp_path / name / f"{k}.npy", data[name][lo:lo + 250])
+    chunks = file_chunks(tmp_path, model)
+    assert chunks.sizes == (250, 250, 250, 250, 3)
+    assert isinstance(chunks.parts[0]["x"], np.memmap)
+    kw = dict(optimizer=LBFGS(), epochs=5)
+    r0 = lossc.train(model, data=in_chunks(data, 250), **kw)
+    r1 = lossc.train(model, data=str(tmp_path), **kw)
+    r2 = lossc.train(model, data=str(tmp_path / "*" / "*.npy"), **kw)
+    assert r1.history == r0.history == r2.history
+
+
+def test_a_memory_map_trains_in_chunks(tmp_path, model):
+    data = _data()
+    np.save(tmp_path / "x.npy", data["x"])
+    x = np.load(tmp_path / "x.npy", mmap_mode="r")
+    r0 = lossc.train(model, data=data, optimizer=LBFGS(), epochs=4)
+    r1 = lossc.train(model, data=in_chunks({"x": x, "y": data["y"]}, 128),
+                     optimizer=LBFGS(), epochs=4)
+    _close(r1.history, r0.history)
+
+
+@pytest.mark.parametrize("layout, words", [
+    ({"x": [(10, 4)], "z": [(10,)]}, "'z' of"),
+    ({"x": [(10, 4), (5, 4)], "y": [(10,)]}, "different numbers"),
+    ({"x": [(10, 3)], "y": [(10,)]}, r"shape \(N, 4\)"),
+    ({"x": [(10, 4)], "y": [(9,)]}, "have rows"),
+])
+def test_chunk_files_that_do_not_fit_are_refused_clearly(tmp_path, model, layout, words):
+    for name, shapes in layout.items():
+        (tmp_path / name).mkdir()
+        for k, shape in enumerate(shapes):
+            np.save(tmp_path / name / f"{k}.npy", np.zeros(shape))
+    with pytest.raises(DataError, match=words):
+        lossc.train(model, data=str(tmp_path), optimizer=LBFGS(), epochs=1)
+
+
+def test_validation_split_of_chunked_data_is_refused(model):
+    with pytest.raises(ValueError, match="val_data"):
+        lossc.train(model, data=in_chunks(_data(), 100), validation=0.2)
+
+
+def test_a_validation_set_beside_chunked_data(model):
+    data, val = _data(), _data(200, seed=9)
+    r = lossc.train(model, data=in_chunks(data, 300), val_data=in_chunks(val, 70),
+                    optimizer=LBFGS(), epochs=3)
+    r0 = lossc.train(model, data=data, val_data=val, optimizer=LBFGS(), epochs=3)
+    _close(r.val_history, r0.val_history)
