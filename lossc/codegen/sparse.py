@@ -1,0 +1,206 @@
+"""Row-sparse gradients: a parameter used only through gathers (`E[u]`, `E[tok]`) gets
+the gradient of the rows a batch touched, not one the size of its table.
+
+The lower pass makes such a parameter's per-sample gradient a `row_scatter(g0, i0, g1,
+i1, ...)` (passes/lower.py): each g_k added at the rows its i_k names. The gradient
+function accumulates it into the parameter's RowGrads record (codegen/abi.py), which
+the caller passes in the frame's `sparse` table:
+
+    prologue     generation += 1 (the marks of the last call are stale at once),
+                 count = 0
+    per sample   for each row it touches: its slot, from the row's mark (this call's
+                 generation: the slot it holds; else a new slot: count += 1, the row
+                 listed in `rows`, its gradient zeroed), then the row's gradient added
+                 into grads[slot], element by element, samples in batch order
+    epilogue     grads[0 .. count) scaled as the objective is (1/B for a mean); with
+                 `dense`, the parameter's part of `grad` zeroed and the rows copied in
+
+So a call costs O(rows touched x row width) for such a parameter, whatever its table's
+size, and nothing has to be reset after a call (the next generation makes every mark
+stale; the record is left consistent even by a call stopped by an index error). Each
+element of a row receives the samples' contributions in the order the dense gradient
+did, from 0, and is scaled once: the dense gradient written from the rows is the one
+the plain code computes, bit for bit (tests/test_sparse.py).
+
+The padding lanes of the last iteration add their values to a sink row past the
+record's capacity (never read), so the per-element loop has no branch.
+"""
+from __future__ import annotations
+
+from llvmlite import ir
+
+from lossc.codegen.abi import ROW_GRADS
+from lossc.codegen.emitter import Emitter
+from lossc.codegen.values import I1, I64, declared, is_vector
+from lossc.ir.graph import Node
+
+I8P = ir.IntType(8).as_pointer()
+GENERATION_LIMIT = 1 << 31      # (abi.ROW_GRADS: the marks hold generation << 32 | slot)
+SLOT_BITS = 32
+
+
+def row_pairs(n: Node) -> list:
+    """A row_scatter's (g, i) pairs."""
+    return list(zip(n.inputs[0::2], n.inputs[1::2]))
+
+
+class RowSparse:
+    """The row-sparse parameters of one model function: their records, set up in the
+    prologue, the per-sample accumulation, and the epilogue."""
+
+    def __init__(self, em, params, outs: dict):
+        self.em = em
+        self.entries = []            # (param spec, row_scatter node), declaration order
+        for spec in params:
+            node = outs.get(f"grad.{spec.name}.sample")
+            if node is not None and node.op == "row_scatter":
+                self.entries.append((spec, node))
+        self.names = {spec.name for spec, _ in self.entries}
+        self.state = {}              # name -> the record's pointers and values
+
+    def __bool__(self) -> bool:
+        return bool(self.entries)
+
+    def is_sparse(self, name: str) -> bool:
+        return name in self.names
+
+    # ------------------------------------------------------------ prologue
+
+    def prologue(self) -> None:
+        """Each record: a new generation (the marks cleared when it reaches the limit),
+        no row touched yet."""
+        em, b = self.em, self.em.b
+        for k, (spec, node) in enumerate(self.entries):
+            at = em.iconst(k * len(ROW_GRADS))
+
+            def slot(name, at=at):
+                return ROW_GRADS.load(b, em.sparse, name, T=em.T, at=at)
+
+            rows_of_param = spec.shape[0]
+            marks = slot("marks")
+            gen = b.add(slot("generation"), em.iconst(1))
+            wrap = b.icmp_signed(">=", gen, em.iconst(GENERATION_LIMIT))
+            with b.if_then(wrap, likely=False):
+                memset = declared(em.module, "llvm.memset.p0.i64", ir.VoidType(),
+                                  [I8P, ir.IntType(8), I64, I1])
+                b.call(memset, [b.bitcast(marks, I8P), ir.Constant(ir.IntType(8), 0),
+                                em.iconst(rows_of_param * 8), ir.Constant(I1, 0)])
+            gen = b.select(wrap, em.iconst(1), gen)
+            ROW_GRADS.store(b, em.sparse, "generation", gen, at=at)
+            count = em.alloca(I64, f"rows_{spec.name}")
+            b.store(em.iconst(0), count)
+            self.state[spec.name] = dict(
+                at=at, marks=marks, tag=b.shl(gen, em.iconst(SLOT_BITS)),
+                rows=slot("rows"), grads=slot("grads"), sink=slot("capacity"),
+                count=count, width=node.size // node.shape[0])
+
+    # ------------------------------------------------------------ per sample
+
+    def accumulate(self, groups: list, spec, node: Node) -> None:
+        """An iteration's per-sample gradients of a row-sparse parameter added into its
+        touched rows."""
+        for g_node, i_node in row_pairs(node):
+            if i_node.rank == 0:
+                self.add_rows(groups, spec, g_node, i_node, None)
+            else:
+                with self.em.loop(i_node.shape[0]) as l:
+                    self.add_rows(groups, spec, g_node, i_node, l)
+
+    def add_rows(self, groups: list, spec, g_node: Node, i_node: Node, l) -> None:
+        """The rows g_node adds at i_node (element l of an index vector, or the index
+        itself for l None), every lane of every group: first each lane's slot, then the
+        row element by element."""
+        em, b = self.em, self.em.b
+        st = self.state[spec.name]
+        lanes = groups[0].lanes
+        slots = em.alloca(ir.ArrayType(I64, len(groups) * lanes), f"slots_{spec.name}")
+        at = () if l is None else (l,)
+        for k, g in enumerate(groups):
+            i = em.elem(g, i_node, at)
+            for lane in range(lanes):
+                row = b.extract_element(i, em.iconst(lane)) if is_vector(i) else i
+                where = b.gep(slots, [em.iconst(0), em.iconst(k * lanes + lane)])
+                if lanes > 1 and g.live is not None:
+                    b.store(st["sink"], where)
+                    with b.if_then(b.extract_element(g.live, em.iconst(lane))):
+                        b.store(self.slot_of(st, row), where)
+                else:
+                    b.store(self.slot_of(st, row), where)
+        row_shape = g_node.shape if l is None else g_node.shape[1:]
+        bases = [b.mul(b.load(b.gep(slots, [em.iconst(0), em.iconst(j)])),
+                       em.iconst(st["width"])) for j in range(len(groups) * lanes)]
+        with em.loops(row_shape) as cidx:
+            c = em.flat(row_shape, cidx)
+            for k, g in enumerate(groups):
+                v = em.elem(g, g_node, at + cidx)
+                for lane in range(lanes):
+                    x = b.extract_element(v, em.iconst(lane)) if is_vector(v) else v
+                    p = b.gep(st["grads"], [b.add(bases[k * lanes + lane], c)])
+                    b.store(b.fadd(b.load(p), x), p)
+
+    def slot_of(self, st: dict, row) -> ir.Value:
+        """The slot of `row` in this call: the one its mark holds, or a new one (the row
+        listed, its gradient zeroed)."""
+        fn = self.slot_function(st["width"])
+        return self.em.b.call(fn, [st["marks"], st["tag"], st["count"], st["rows"],
+                                   st["grads"], row])
+
+    def slot_function(self, width: int) -> ir.Function:
+        """lossc_row_slot_<width>(marks, tag, count*, rows, grads, row) -> slot: one
+        function per row width in the module, called per lane (LLVM inlines it where
+        that pays)."""
+        em = self.em
+        name = f"lossc_row_slot_{width}"
+        fn = em.module.globals.get(name)
+        if fn is not None:
+            return fn
+        T = em.T
+        new = ir.Function(em.module, ir.FunctionType(I64, [
+            I64.as_pointer(), I64, I64.as_pointer(), I64.as_pointer(), T.as_pointer(), I64]),
+            name=name)
+        new.linkage = "internal"
+        k = Emitter.for_kernel(em.module, T, new)
+        b = k.b
+        marks, tag, count, rows, grads, row = new.args
+        mp = b.gep(marks, [row])
+        mark = b.load(mp)
+        low = k.iconst((1 << SLOT_BITS) - 1)
+        hit = b.icmp_unsigned("==", b.and_(mark, k.iconst(-1 << SLOT_BITS)), tag)
+        with b.if_then(hit):
+            b.ret(b.and_(mark, low))
+        s = b.load(count)
+        b.store(b.add(s, k.iconst(1)), count)
+        b.store(b.or_(tag, s), mp)
+        b.store(row, b.gep(rows, [s]))
+        base = b.mul(s, k.iconst(width))
+        with k.loop(width) as c:
+            b.store(k.fconst(0), b.gep(grads, [b.add(base, c)]))
+        b.ret(s)
+        return new
+
+    # ------------------------------------------------------------ epilogue
+
+    def epilogue(self, spec, scale) -> None:
+        """The touched rows scaled; the count stored; with `dense`, the parameter's
+        dense gradient written (zeros, then the rows)."""
+        em, b = self.em, self.em.b
+        st = self.state[spec.name]
+        width = st["width"]
+        count = b.load(st["count"])
+        ROW_GRADS.store(b, em.sparse, "count", count, at=st["at"])
+        with em.loop(b.mul(count, em.iconst(width))) as j:
+            p = b.gep(st["grads"], [j])
+            b.store(b.fmul(b.load(p), scale), p)
+        dense = ROW_GRADS.load(b, em.sparse, "dense", at=st["at"])
+        with b.if_then(b.icmp_signed("!=", dense, em.iconst(0))):
+            start = b.gep(em.grad, [em.iconst(spec.offset)])
+            memset = declared(em.module, "llvm.memset.p0.i64", ir.VoidType(),
+                              [I8P, ir.IntType(8), I64, I1])
+            b.call(memset, [b.bitcast(start, I8P), ir.Constant(ir.IntType(8), 0),
+                            em.iconst(spec.size * em.T_bytes), ir.Constant(I1, 0)])
+            with em.loop(count) as s:
+                to = b.mul(b.load(b.gep(st["rows"], [s])), em.iconst(width))
+                src = b.mul(s, em.iconst(width))
+                with em.loop(width) as c:
+                    v = b.load(b.gep(st["grads"], [b.add(src, c)]))
+                    b.store(v, b.gep(start, [b.add(to, c)]))
