@@ -72,9 +72,9 @@ def _count_parallel_runs(monkeypatch) -> list:
     runs = []
     real = callpaths.CallPaths._run_parallel
 
-    def counted(self, fn, f):
+    def counted(self, fn, f, *rest):
         runs.append(f.bound.B)
-        return real(self, fn, f)
+        return real(self, fn, f, *rest)
     monkeypatch.setattr(callpaths.CallPaths, "_run_parallel", counted)
     return runs
 
