@@ -5,6 +5,7 @@ import math
 import subprocess
 import sys
 import textwrap
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -14,9 +15,11 @@ import lossc
 from lossc.api import compile_graph
 from lossc.cli import main
 from lossc.compiler import compile_source
+from lossc.codegen.sparse import GENERATION_LIMIT
 from lossc.optim.optimizers import SGD, Adam
 from lossc.runtime.calls import BoundArgs
 from lossc.runtime.fused import FusedSteps
+from lossc.runtime.sparse import RowRecords
 
 FACTORS = """dim U = {U}
 dim I = {I}
@@ -109,8 +112,8 @@ def test_sparse_gradients_on_two_threads_equal_the_dense_ones():
 
 
 def test_an_index_error_leaves_the_next_call_right():
-    """A call stopped by an index error leaves marks of its generation behind; the
-    next call's generation ignores them."""
+    """A call stopped by an index error leaves hash table entries of its generation
+    behind; the next call's generation takes them as free."""
     m = lossc.compile(FACTORS.format(U=50, I=30, F=4), cache=False)
     theta = m.init_params(0)
     bad = {"u": np.array([3, 4, 99]), "i": np.array([1, 2, 3]), "r": np.zeros(3)}
@@ -120,6 +123,45 @@ def test_an_index_error_leaves_the_next_call_right():
     _, sparse = m.value_and_sparse_grad(theta, **good)
     assert list(sparse["P"].rows) == [3, 4]
     np.testing.assert_array_equal(sparse["P"].to_dense(), m.value_and_grad(theta, **good)[1]["P"])
+
+
+def test_a_record_takes_the_memory_of_its_batch_not_of_its_table():
+    """Nothing in a frame's RowGrads records is the table's size: a batch of 64 on a
+    1,000,000-row table allocates what 64 rows need (the hash table that finds a row's
+    slot included), not a word per table row."""
+    m = lossc.compile(FACTORS.format(U=1_000_000, I=100, F=4), cache=False)
+    tracemalloc.start()
+    try:
+        records = RowRecords(m)
+        records.fit(64)
+        allocated = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert records.capacity == 64
+    assert allocated < 64 * 1024 < 1_000_000 * 8
+
+
+def test_the_generation_wrapping_round_frees_the_hash_table():
+    """At the generation limit the record's hash table is cleared and the generation
+    starts again at 1: the entries of the calls before are never taken for this call's.
+    (Here the first call, generation 1, gave rows 18 and 19 slots 18 and 19; left as
+    they were, its entries would be this call's, and rows 18 and 19 would find slots
+    this call never took: their gradients lost.)"""
+    m = lossc.compile(FACTORS.format(U=50, I=30, F=4), cache=False)
+    theta = m.init_params(0)
+    first = {"u": np.arange(20), "i": np.arange(20), "r": np.ones(20)}
+    m.value_and_sparse_grad(theta, **first)
+    calls = m._paths.take()
+    for k in range(len(calls.frame.rows.specs)):
+        calls.frame.rows.table[k].generation = GENERATION_LIMIT - 1
+    m._paths.give(calls)
+    later = {"u": np.array([19, 18, 19]), "i": np.array([17, 16, 15]), "r": np.zeros(3)}
+    _, sparse = m.value_and_sparse_grad(theta, **later)
+    assert [rec.generation for rec in calls.frame.rows.table] == [1, 1]
+    assert list(sparse["P"].rows) == [18, 19]
+    _, dense = m.value_and_grad(theta, **later)
+    np.testing.assert_array_equal(sparse["P"].to_dense(), dense["P"])
+    np.testing.assert_array_equal(sparse["Q"].to_dense(), dense["Q"])
 
 
 def python_epoch(m, opt, theta, bound, order, bs):

@@ -177,10 +177,12 @@ ROW_GRADS = Layout("RowGrads", (
     S("count", "i64", "out: the rows touched"),
     S("capacity", "i64", "the rows `rows` and `grads` hold: at least the smaller of "
                          "B x the rows a sample touches and the parameter's rows"),
-    S("marks", "i64*", "a word per row of the parameter, the record's own between calls: "
-                       "generation << 32 | slot for a row touched in this call"),
+    S("table", "i64*", "the record's own between calls: a hash table of the rows "
+                       "touched in this call, mask + 1 words (at least 2 x capacity), "
+                       "each generation << 32 | slot, or free (another generation's)"),
+    S("mask", "i64", "the table's words - 1 (a power of two - 1)"),
     S("generation", "i64", "in/out: the call's number, below 2^31, incremented by each "
-                           "call (at 2^31 the marks are cleared and it starts at 1 again)"),
+                           "call (at 2^31 the table is cleared and it starts at 1 again)"),
     S("dense", "i64", "nonzero: also write the parameter's dense gradient into `grad` "
                       "(zeros but the touched rows)"),
 ))

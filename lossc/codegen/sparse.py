@@ -6,18 +6,22 @@ i1, ...)` (passes/lower.py): each g_k added at the rows its i_k names. The gradi
 function accumulates it into the parameter's RowGrads record (codegen/abi.py), which
 the caller passes in the frame's `sparse` table:
 
-    prologue     generation += 1 (the marks of the last call are stale at once),
-                 count = 0
-    per sample   for each row it touches: its slot, from the row's mark (this call's
-                 generation: the slot it holds; else a new slot: count += 1, the row
+    prologue     generation += 1 (the last call's entries of the table are free at
+                 once), count = 0
+    per sample   for each row it touches: its slot, from the record's hash table
+                 (an entry of this call's generation whose slot lists the row: that
+                 slot; else, at the first free entry, a new slot: count += 1, the row
                  listed in `rows`, its gradient zeroed), then the row's gradient added
                  into grads[slot], element by element, samples in batch order
     epilogue     grads[0 .. count) scaled as the objective is (1/B for a mean); with
                  `dense`, the parameter's part of `grad` zeroed and the rows copied in
 
 So a call costs O(rows touched x row width) for such a parameter, whatever its table's
-size, and nothing has to be reset after a call (the next generation makes every mark
-stale; the record is left consistent even by a call stopped by an index error). Each
+size: the hash table is sized by the batch (at least twice the rows a batch may touch),
+not by the parameter's rows, so it stays in cache however large the parameter, and no
+access but the rows' own goes to a place the table's size decides. Nothing has to be
+reset after a call (the next generation frees every entry; the record is left
+consistent even by a call stopped by an index error). Each
 element of a row receives the samples' contributions in the order the dense gradient
 did, from 0, and is scaled once: the dense gradient written from the rows is the one
 the plain code computes, bit for bit (tests/test_sparse.py).
@@ -35,8 +39,11 @@ from lossc.codegen.values import I1, I64, declared, is_vector
 from lossc.ir.graph import Node
 
 I8P = ir.IntType(8).as_pointer()
-GENERATION_LIMIT = 1 << 31      # (abi.ROW_GRADS: the marks hold generation << 32 | slot)
+GENERATION_LIMIT = 1 << 31      # (abi.ROW_GRADS: the entries hold generation << 32 | slot)
 SLOT_BITS = 32
+# Fibonacci hashing: a row's entry is bits 32.. of row x 2^64 / golden ratio, masked
+# (consecutive rows, as most tables are indexed, land far apart)
+HASH_MULTIPLIER = 0x9E3779B97F4A7C15 - (1 << 64)
 
 
 def row_pairs(n: Node) -> list:
@@ -67,8 +74,8 @@ class RowSparse:
     # ------------------------------------------------------------ prologue
 
     def prologue(self) -> None:
-        """Each record: a new generation (the marks cleared when it reaches the limit),
-        no row touched yet."""
+        """Each record: a new generation (its hash table cleared when the generation
+        reaches the limit), no row touched yet."""
         em, b = self.em, self.em.b
         for k, (spec, node) in enumerate(self.entries):
             at = em.iconst(k * len(ROW_GRADS))
@@ -76,21 +83,21 @@ class RowSparse:
             def slot(name, at=at):
                 return ROW_GRADS.load(b, em.sparse, name, T=em.T, at=at)
 
-            rows_of_param = spec.shape[0]
-            marks = slot("marks")
+            table, mask = slot("table"), slot("mask")
             gen = b.add(slot("generation"), em.iconst(1))
             wrap = b.icmp_signed(">=", gen, em.iconst(GENERATION_LIMIT))
             with b.if_then(wrap, likely=False):
                 memset = declared(em.module, "llvm.memset.p0.i64", ir.VoidType(),
                                   [I8P, ir.IntType(8), I64, I1])
-                b.call(memset, [b.bitcast(marks, I8P), ir.Constant(ir.IntType(8), 0),
-                                em.iconst(rows_of_param * 8), ir.Constant(I1, 0)])
+                words = b.add(mask, em.iconst(1))
+                b.call(memset, [b.bitcast(table, I8P), ir.Constant(ir.IntType(8), 0),
+                                b.mul(words, em.iconst(8)), ir.Constant(I1, 0)])
             gen = b.select(wrap, em.iconst(1), gen)
             ROW_GRADS.store(b, em.sparse, "generation", gen, at=at)
             count = em.alloca(I64, f"rows_{spec.name}")
             b.store(em.iconst(0), count)
             self.state[spec.name] = dict(
-                at=at, marks=marks, tag=b.shl(gen, em.iconst(SLOT_BITS)),
+                at=at, table=table, mask=mask, tag=b.shl(gen, em.iconst(SLOT_BITS)),
                 rows=slot("rows"), grads=slot("grads"), sink=slot("capacity"),
                 count=count, width=node.size // node.shape[0])
 
@@ -139,16 +146,18 @@ class RowSparse:
                     b.store(b.fadd(b.load(p), x), p)
 
     def slot_of(self, st: dict, row) -> ir.Value:
-        """The slot of `row` in this call: the one its mark holds, or a new one (the row
-        listed, its gradient zeroed)."""
+        """The slot of `row` in this call: the one the hash table gives it, or a new one
+        (the row listed, its gradient zeroed)."""
         fn = self.slot_function(st["width"])
-        return self.em.b.call(fn, [st["marks"], st["tag"], st["count"], st["rows"],
-                                   st["grads"], row])
+        return self.em.b.call(fn, [st["table"], st["mask"], st["tag"], st["count"],
+                                   st["rows"], st["grads"], row])
 
     def slot_function(self, width: int) -> ir.Function:
-        """lossc_row_slot_<width>(marks, tag, count*, rows, grads, row) -> slot: one
-        function per row width in the module, called per lane (LLVM inlines it where
-        that pays)."""
+        """lossc_row_slot_<width>(table, mask, tag, count*, rows, grads, row) -> slot:
+        one function per row width in the module, called per lane (LLVM inlines it
+        where that pays). Linear probing from the row's hash: an entry of another
+        generation is free (the row is new: its slot taken there), one of this
+        generation holds a slot whose listed row is the row or another one (probe on)."""
         em = self.em
         name = f"lossc_row_slot_{width}"
         fn = em.module.globals.get(name)
@@ -156,21 +165,36 @@ class RowSparse:
             return fn
         T = em.T
         new = ir.Function(em.module, ir.FunctionType(I64, [
-            I64.as_pointer(), I64, I64.as_pointer(), I64.as_pointer(), T.as_pointer(), I64]),
-            name=name)
+            I64.as_pointer(), I64, I64, I64.as_pointer(), I64.as_pointer(), T.as_pointer(),
+            I64]), name=name)
         new.linkage = "internal"
         k = Emitter.for_kernel(em.module, T, new)
         b = k.b
-        marks, tag, count, rows, grads, row = new.args
-        mp = b.gep(marks, [row])
-        mark = b.load(mp)
-        low = k.iconst((1 << SLOT_BITS) - 1)
-        hit = b.icmp_unsigned("==", b.and_(mark, k.iconst(-1 << SLOT_BITS)), tag)
-        with b.if_then(hit):
-            b.ret(b.and_(mark, low))
+        table, mask, tag, count, rows, grads, row = new.args
+        start = b.and_(b.lshr(b.mul(row, k.iconst(HASH_MULTIPLIER)), k.iconst(SLOT_BITS)),
+                       mask)
+        entry = b.block
+        probe, listed, found, taken, on = (
+            new.append_basic_block(n) for n in ("probe", "listed", "found", "taken", "on"))
+        b.branch(probe)
+        b.position_at_end(probe)
+        h = b.phi(I64)
+        h.add_incoming(start, entry)
+        word = b.load(b.gep(table, [h]))
+        free = b.icmp_unsigned("!=", b.and_(word, k.iconst(-1 << SLOT_BITS)), tag)
+        b.cbranch(free, taken, listed)
+        b.position_at_end(listed)
+        s = b.and_(word, k.iconst((1 << SLOT_BITS) - 1))
+        b.cbranch(b.icmp_signed("==", b.load(b.gep(rows, [s])), row), found, on)
+        b.position_at_end(found)
+        b.ret(s)
+        b.position_at_end(on)
+        h.add_incoming(b.and_(b.add(h, k.iconst(1)), mask), on)
+        b.branch(probe)
+        b.position_at_end(taken)
         s = b.load(count)
         b.store(b.add(s, k.iconst(1)), count)
-        b.store(b.or_(tag, s), mp)
+        b.store(b.or_(tag, s), b.gep(table, [h]))
         b.store(row, b.gep(rows, [s]))
         base = b.mul(s, k.iconst(width))
         with k.loop(width) as c:

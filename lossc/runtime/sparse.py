@@ -6,9 +6,11 @@ A parameter used only through gathers (`E[u]`, `E[tok]`), with no other term in 
 gradient, is row-sparse: the artifact lists it under `sparse_rows`, with the rows its
 gradient touches per sample. Every frame that calls the gradient (runtime/calls.py
 Frame, the fused training steps) holds a `RowRecords`: one RowGrads record per such
-parameter, sized for the frame's batch. With `dense` on (the default) the native call
-also writes the parameter's dense gradient, as value_and_grad returns it; off, only
-the touched rows, for Model.value_and_sparse_grad and the training steps.
+parameter, sized for the frame's batch (nothing in it is sized by the parameter's
+rows: even the hash table that finds a touched row's slot is the batch's size). With
+`dense` on (the default) the native call also writes the parameter's dense gradient,
+as value_and_grad returns it; off, only the touched rows, for
+Model.value_and_sparse_grad and the training steps.
 """
 from __future__ import annotations
 
@@ -53,11 +55,9 @@ class RowRecords:
                       if p.name in per_sample]
         self.table = (ROW_GRADS.struct * max(len(self.specs), 1))()
         self.address = ctypes.addressof(self.table) if self.specs else 0
-        self.marks, self.rows, self.grads = [], [], []
-        for k, (p, _) in enumerate(self.specs):
-            marks = np.zeros(p.shape[0], dtype=np.int64)      # (no row marked)
-            self.marks.append(marks)
-            self.table[k].marks = marks.ctypes.data
+        self.hashes, self.rows, self.grads = [], [], []
+        for _ in self.specs:
+            self.hashes.append(None)
             self.rows.append(None)
             self.grads.append(None)
         self.capacity = -1
@@ -74,7 +74,8 @@ class RowRecords:
     def fit(self, B: int) -> None:
         """Room for a batch of B samples: each record's rows for the smaller of B x
         the rows a sample touches and the parameter's rows (a row takes one slot a
-        call), and one sink row more. Grows, never shrinks."""
+        call), and one sink row more; a hash table of at least twice as many words
+        (a power of two). Grows, never shrinks."""
         if B <= self.capacity:
             return
         for k, (p, per) in enumerate(self.specs):
@@ -86,8 +87,11 @@ class RowRecords:
             width = p.size // p.shape[0]
             self.rows[k] = np.zeros(max(cap, 1), dtype=np.int64)
             self.grads[k] = np.zeros((cap + 1) * width, dtype=self.dtype)
+            words = 1 << max(2 * cap - 1, 1).bit_length()
+            self.hashes[k] = np.zeros(words, dtype=np.int64)      # (every entry free)
             rec = self.table[k]
             rec.rows, rec.grads = self.rows[k].ctypes.data, self.grads[k].ctypes.data
+            rec.table, rec.mask = self.hashes[k].ctypes.data, words - 1
             rec.capacity = cap
         self.capacity = B
 
