@@ -72,9 +72,9 @@ def _count_parallel_runs(monkeypatch) -> list:
     runs = []
     real = callpaths.CallPaths._run_parallel
 
-    def counted(self, fn, f, *rest):
+    def counted(self, fn, f):
         runs.append(f.bound.B)
-        return real(self, fn, f, *rest)
+        return real(self, fn, f)
     monkeypatch.setattr(callpaths.CallPaths, "_run_parallel", counted)
     return runs
 

@@ -420,7 +420,9 @@ class CallPaths:
         threads computed them)."""
         m = self.model
         if f.bound.B >= m._parallel_from:
-            return self._run_parallel(fn, f, sparse)
+            if sparse:
+                return self._run_parallel(fn, f, sparse=True)
+            return self._run_parallel(fn, f)      # (as wrappers of it expect: tests)
         if fn(f.address):
             raise index_error(m, f.err, f.bound)
         if sparse:
