@@ -10,6 +10,7 @@ from lossc.source import CompileError
 from lossc.api import LosscWarning, compile, load
 from lossc.options import Options
 from lossc.runtime.model import Model
+from lossc.runtime.sparse import SparseRows
 
 # the training and Laplace names, from lossc.optim when first used: a program that
 # compiles and calls models need not import the training driver (nor the code
@@ -20,7 +21,7 @@ _LAZY = {**{name: "lossc.optim" for name in ("train", "TrainResult", "SGD", "RMS
          **{name: "lossc.optim.laplace" for name in ("laplace", "Laplace", "LaplaceError")}}
 
 __all__ = ["compile", "load", "Options", "CompileError", "LosscWarning", "Model",
-           *_LAZY, "__version__"]
+           "SparseRows", *_LAZY, "__version__"]
 
 
 def __getattr__(name: str):

@@ -96,8 +96,15 @@ def _header(c, unit_work: dict, bits: int) -> dict:
         "signature": c.signature.to_json(), "work_size": max(unit_work.values()),
         "unit_work": dict(unit_work),
         "index_checks": c.graph.index_checks, "warnings": c.rendered_warnings(),
-        "rewrites": c.graph.rewrites,
+        "rewrites": c.graph.rewrites, "sparse_rows": _sparse_rows(c.graph),
     }
+
+
+def _sparse_rows(graph) -> dict:
+    """The row-sparse parameters the gradient's code gives touched rows for, and the
+    rows each sample touches (runtime/sparse.py)."""
+    from lossc.passes.lower import row_sparse_params
+    return row_sparse_params(graph)
 
 
 def _unit_compiler(header: dict, compilation=None):
@@ -146,7 +153,8 @@ def compile_graph(graph, dtype: str = "float64", options: Optional[Options] = No
     obj, work = compile_unit(EAGER_UNITS[0])
     header = {"dtype": dtype, "signature": signature_of(graph).to_json(),
               "work_size": work, "unit_work": {EAGER_UNITS[0]: work},
-              "index_checks": graph.index_checks, "warnings": [], "name": "<graph>"}
+              "index_checks": graph.index_checks, "warnings": [], "name": "<graph>",
+              "sparse_rows": {} if plain else _sparse_rows(graph)}
     return _model(header, {EAGER_UNITS[0]: obj}, compile_unit, options)
 
 
@@ -280,7 +288,8 @@ def _disagreement(header: dict, objects: dict, path) -> tuple[Optional[str], obj
     except (CompileError, ValueError) as e:
         return f"its source does not compile: {e}", None
     for field, value in (("signature", c.signature.to_json()), ("dims", dict(c.graph.dims)),
-                         ("index_checks", c.graph.index_checks)):
+                         ("index_checks", c.graph.index_checks),
+                         ("sparse_rows", _sparse_rows(c.graph))):
         # (compared as JSON, as the header holds them: tuples are lists there)
         if json.dumps(header.get(field), sort_keys=True) != json.dumps(value, sort_keys=True):
             return f"its {field} is not its source's", c

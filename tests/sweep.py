@@ -149,6 +149,17 @@ penalty = 0.01 * sum(E ^ 2) + 0.1 * sum(a ^ 2)
 output score = s
 output hp = h
 """, ints={"tok": "N"}, fan_in="L"),
+    Family("rows", ("N", "F"), """
+input u: int
+input tok[4]: int
+input y
+param E[N, F] = normal(0, 0.3)
+param b[N] = normal(0, 0.3)
+param w[F] = normal(0, 0.3)
+h = mean(E[tok], axis=0)
+z = dot(E[u], h) + b[u] + dot(w, h)
+loss = softplus(z) - y * z
+""", ints={"u": "N", "tok": "N"}, fan_in="F"),
     Family("lsemat", ("K", "D"), """
 input X[K, D]
 input t[K]
@@ -520,6 +531,15 @@ def check_calls(ref: Reference, m, dtype: str, bits: int, level: str,
                 want, mag = ref.expected(f"grad.{name}", B)
                 compare(f"{label} grad.{name}", grads[name], want, mag, dtype, context)
 
+        # a row-sparse parameter's touched rows (value_and_sparse_grad), made dense
+        if m.sparse_rows:
+            value, grads = m.value_and_sparse_grad(ref.theta, **data)
+            compare("value_and_sparse_grad objective", value, want_loss, mag_loss, dtype,
+                    context)
+            grads_match("value_and_sparse_grad", {
+                k: g.to_dense() if isinstance(g, lossc.SparseRows) else g
+                for k, g in grads.items()})
+            checks += 1
         # value_and_grad: the first call (checked), then the repeated ones
         for call in range(3):
             value, grads = m.value_and_grad(ref.theta, **data)
@@ -554,6 +574,11 @@ def check_calls(ref: Reference, m, dtype: str, bits: int, level: str,
                 value, grads = m.value_and_grad(ref.theta, **data)
                 compare("2 threads objective", value, want_loss, mag_loss, dtype, context)
                 grads_match("2 threads", grads)
+                if m.sparse_rows:
+                    _, sparse = m.value_and_sparse_grad(ref.theta, **data)
+                    grads_match("2 threads sparse", {
+                        k: g.to_dense() if isinstance(g, lossc.SparseRows) else g
+                        for k, g in sparse.items()})
                 compare("2 threads loss", m.loss(ref.theta, **data), want_loss, mag_loss,
                         dtype, context)
             finally:
@@ -565,7 +590,9 @@ def check_calls(ref: Reference, m, dtype: str, bits: int, level: str,
 def check_fused_steps(ref: Reference, m, dtype: str, batch_size: int, epochs: int = 2):
     """The fused native training steps (gather, gradient, update in one native call)
     against the same steps taken in Python through value_and_grad_flat: bit for bit in
-    float64, within rounding in float32; SGD with momentum and Adam."""
+    float64, within rounding in float32; SGD with momentum and Adam, and for a model
+    with row-sparse parameters SGD (touched rows only) and lazy Adam (against
+    Adam(lazy=True) stepping on value_and_sparse_grad's gradients)."""
     from lossc.optim.optimizers import SGD, Adam
     from lossc.runtime.calls import BoundArgs
     from lossc.runtime.fused import FusedSteps
@@ -573,7 +600,10 @@ def check_fused_steps(ref: Reference, m, dtype: str, batch_size: int, epochs: in
     bound = m.bind(ref.batch(N))
     theta0 = m.pack_params(ref.theta)
     rng = np.random.default_rng(N)
-    for make in (lambda: SGD(0.05, momentum=0.5), lambda: Adam(0.01)):
+    makes = [lambda: SGD(0.05, momentum=0.5), lambda: Adam(0.01)]
+    if m.sparse_rows:
+        makes += [lambda: SGD(0.05), lambda: Adam(0.01, lazy=True)]
+    for make in makes:
         o1, o2 = make(), make()
         p1, p2 = theta0.copy(), theta0.copy()
         fused = FusedSteps(m, o2, bound, batch_size)
@@ -582,6 +612,13 @@ def check_fused_steps(ref: Reference, m, dtype: str, batch_size: int, epochs: in
             order = rng.permutation(N).astype(np.int64)
             for lo in range(0, N, batch_size):
                 idx = order[lo:lo + batch_size]
+                if getattr(o1, "lazy", False):
+                    params = m.unpack_params(p1)
+                    _, grads = m.value_and_sparse_grad(params, **{
+                        s.name: a[idx] for s, a in zip(m.inputs, bound.arrays)})
+                    o1.step(params, grads)
+                    p1[...] = m.pack_params(params)
+                    continue
                 batch = BoundArgs(m, [a[idx] for a in bound.arrays], len(idx), bound.hypers)
                 m.value_and_grad_flat(p1, batch, grad_out=g)
                 o1.step(p1, g)
@@ -832,7 +869,7 @@ def random_family(seed: int, smooth: bool, level: str = "full") -> tuple[Family,
 # ----------------------------------------------------------------- lowered against plain
 
 FUSIONS = ("row_dot", "row_matvec", "outer_grad.rows", "outer_grad.block",
-           "logsumexp_softmax", "exp_neg_abs")
+           "logsumexp_softmax", "exp_neg_abs", "row_scatter")
 
 
 def fusions(graph) -> set:

@@ -20,6 +20,13 @@ from lossc.passes import Target, lower_for
 
 # one scalar z under softplus, log_sigmoid (log(sigmoid(z)) rewritten) and, in the
 # gradient, sigmoid(z) and sigmoid(-z): one exponential for the four
+# a table used only through gathers, by an int and an int vector (row_scatter)
+ROWS = """dim V = 6
+input u: int
+input tok[3]: int
+param E[V, 2] = normal(0, 1)
+loss = sum(E[u] * sum(E[tok], axis=0))
+"""
 STABLE = """input x
 param a = 0.5
 t = a * x
@@ -157,7 +164,7 @@ def lower_op_nodes() -> dict:
     found = {}
     for source, bits in [(family("dot", D=8), 512), (family("layer", H=2, D=32), 512),
                          (family("vecmat", D=9, H=12), 512),
-                         (family("softmax", K=3, D=2), 64), (STABLE, 64)]:
+                         (family("softmax", K=3, D=2), 64), (STABLE, 64), (ROWS, 64)]:
         for n in lower_for(compile_source(source).graph, Target.of("float64", bits)).nodes:
             if OPS[n.op].stage == "lower":
                 found.setdefault(n.op, n)
@@ -172,6 +179,7 @@ def test_the_lowered_ops_forms_compute_what_their_eval_does():
     rng = np.random.default_rng(0)
     for name, n in nodes.items():
         args = [rng.uniform(0.05, 1.0, i.shape) if k == 1 and name.endswith("_e")
+                else rng.integers(0, n.shape[0], i.shape) if i.dtype != REAL
                 else rng.normal(size=i.shape) for k, i in enumerate(n.inputs)]
         want = np.asarray(OPS[name].eval(dict(n.attrs), *args), dtype=float)
         exprs = latex.form(n, [np.vectorize(sp.Float, otypes=[object])(a) for a in args])

@@ -163,6 +163,28 @@ VALUE_AND_GRAD = Layout("ValueAndGradFrame", (
                        "to prefetch into L2 as it goes (read only if ahead_rows > 0)"),
     S("ahead_rows", "i64", "the rows per input in `ahead`; 0: none (every caller but "
                            "the training steps)"),
+    S("sparse", "i64*", "lossc_value_and_grad of a model with row-sparse parameters: a "
+                        "RowGrads record per such parameter, in declaration order (the "
+                        "artifact's sparse_rows); 0 for any other function"),
+))
+
+# the touched rows of a row-sparse parameter's gradient (codegen/sparse.py)
+ROW_GRADS = Layout("RowGrads", (
+    S("rows", "i64*", "out: the rows the batch touched, each once, in the order first "
+                      "touched"),
+    S("grads", "T*", "out: their gradients, row after row (capacity + 1 rows: the last "
+                     "takes what the padding lanes add)"),
+    S("count", "i64", "out: the rows touched"),
+    S("capacity", "i64", "the rows `rows` and `grads` hold: at least the smaller of "
+                         "B x the rows a sample touches and the parameter's rows"),
+    S("table", "i64*", "the record's own between calls: a hash table of the rows "
+                       "touched in this call, mask + 1 words (at least 2 x capacity), "
+                       "each generation << 32 | slot, or free (another generation's)"),
+    S("mask", "i64", "the table's words - 1 (a power of two - 1)"),
+    S("generation", "i64", "in/out: the call's number, below 2^31, incremented by each "
+                           "call (at 2^31 the table is cleared and it starts at 1 again)"),
+    S("dense", "i64", "nonzero: also write the parameter's dense gradient into `grad` "
+                      "(zeros but the touched rows)"),
 ))
 
 # lossc_train_steps_sgd, _rmsprop and _adam (codegen/fused.py)
@@ -195,6 +217,14 @@ TRAIN_STEPS = Layout("TrainStepsFrame", (
                        "of the batch AHEAD_BATCHES on, for the gradient to prefetch"),
     S("frozen", "i8*", "a byte per parameter, nonzero for one the steps leave as it is "
                        "(its gradient taken as 0), or 0: none frozen"),
+    S("sparse", "i64*", "the gradient's RowGrads table (VALUE_AND_GRAD's `sparse`), or 0"),
+    S("segments", "i64*", "SGD and Adam: the parameters as n_segments x (offset, size, "
+                          "record, row width): a record >= 0 names the RowGrads record "
+                          "whose touched rows are the only ones updated (SGD's rule; "
+                          "Adam's lazy one, torch.optim.SparseAdam's), the others "
+                          "updated whole; or 0: every parameter updated from the dense "
+                          "gradient"),
+    S("n_segments", "i64", "the segments in `segments`"),
 ))
 
 TRAIN_CONFIG = Layout("TrainConfig", (
@@ -239,7 +269,7 @@ PCG64_BUFFER = Layout("Pcg64Buffer", (
     S("uinteger", "u64", "that half (NumPy reports a stale one when has_uint32 is 0)"),
 ), word="u64")
 
-LAYOUTS = (VALUE_AND_GRAD, ERROR, TRAIN_STEPS, TRAIN_CONFIG, TRAIN_FLAGS, PERMUTATION,
+LAYOUTS = (VALUE_AND_GRAD, ROW_GRADS, ERROR, TRAIN_STEPS, TRAIN_CONFIG, TRAIN_FLAGS, PERMUTATION,
            PCG64_STATE, PCG64_BUFFER)
 
 

@@ -121,7 +121,7 @@ class GraphEmitter(Emitter):
         self.W = W
         args = {a.name: a for a in fn.args}     # the frame's slots (abi.VALUE_AND_GRAD)
         (self.params, self.hypers, self.inputs, self.B, self.value, self.work, self.err,
-         self.grad, self.ahead, self.ahead_rows) = (
+         self.grad, self.ahead, self.ahead_rows, self.sparse) = (
             args[s.name] for s in abi.VALUE_AND_GRAD.slots)
         self.vary = varying(graph)
         self.work_size = 0

@@ -26,11 +26,14 @@ error record's batch.
 """
 from __future__ import annotations
 
+from functools import partial
+
 from llvmlite import ir
 
 from lossc.codegen import abi
 from lossc.codegen.unit_names import train_function
-from lossc.codegen.abi import ERROR, TRAIN_CONFIG, TRAIN_FLAGS, TRAIN_STEPS, VALUE_AND_GRAD
+from lossc.codegen.abi import (ERROR, ROW_GRADS, TRAIN_CONFIG, TRAIN_FLAGS, TRAIN_STEPS,
+                               VALUE_AND_GRAD)
 from lossc.codegen.values import I32, I64, ValueEmitter, counted_loop
 
 KINDS = abi.OPTIMIZER_KINDS
@@ -67,6 +70,11 @@ def emit_train_steps(module: ir.Module, kind: str, T) -> None:
     n, n_inputs, row_bytes = slot("n_params"), slot("n_inputs"), slot("row_bytes")
     ahead = slot("ahead")
     frozen = slot("frozen")
+    sparse, segments, n_segments = slot("sparse"), slot("segments"), slot("n_segments")
+    segs = _Segments(em, segments, n_segments, sparse)
+    # (the rules the touched rows take: SGD's and Adam's lazy one)
+    segmented = (b.icmp_unsigned("!=", b.ptrtoint(segments, I64), em.iconst(0))
+                 if kind in ("sgd", "adam") else ir.Constant(ir.IntType(1), 0))
     any_frozen = b.icmp_unsigned("!=", b.ptrtoint(frozen, I64), em.iconst(0))
     vg_type = ir.FunctionType(I32, [I64.as_pointer()])
     vg = TRAIN_STEPS.load(b, frame, "gradient", ty=vg_type.as_pointer())
@@ -75,7 +83,7 @@ def emit_train_steps(module: ir.Module, kind: str, T) -> None:
     vg_frame = b.bitcast(em.alloca(ir.ArrayType(I64, len(VALUE_AND_GRAD))), I64.as_pointer())
     for name, v in (("params", params), ("hypers", hypers), ("inputs", batch),
                     ("value", value), ("work", work), ("err", err), ("grad", grad),
-                    ("ahead", ahead)):
+                    ("ahead", ahead), ("sparse", sparse)):
         VALUE_AND_GRAD.store(b, vg_frame, name, v)
     # the gradient prefetches a later batch's rows from the list in `ahead` (if any)
     prefetch = b.icmp_unsigned("!=", b.ptrtoint(ahead, I64), em.iconst(0))
@@ -92,8 +100,8 @@ def emit_train_steps(module: ir.Module, kind: str, T) -> None:
     w_state = b.gep(state, [b.add(n, n)])
     if kind == "adam":
         # its bias corrections 1 - beta^t, each settled once it rounds to 1 (see
-        # bias_correction)
-        settled = [em.alloca(ir.IntType(1)) for _ in range(2)]
+        # bias_correction): beta1's, beta2's root, and beta2's (the lazy rule's)
+        settled = [em.alloca(ir.IntType(1)) for _ in range(3)]
         for flag_var in settled:
             b.store(ir.Constant(ir.IntType(1), 0), flag_var)
 
@@ -142,8 +150,15 @@ def emit_train_steps(module: ir.Module, kind: str, T) -> None:
         # stop on a non-finite objective or gradient, before touching the parameters
         bad = em.alloca(ir.IntType(1))
         b.store(em.not_finite(loss), bad)
-        with em.loop(n) as j:
-            b.store(b.or_(b.load(bad), em.not_finite(b.load(b.gep(grad, [j])))), bad)
+
+        def check(g, j):
+            b.store(b.or_(b.load(bad), em.not_finite(b.load(b.gep(g, [j])))), bad)
+        with b.if_else(segmented) as (by_segments, whole):
+            with by_segments:
+                segs.each(lambda j: check(grad, j), lambda j, grads, gj: check(grads, gj))
+            with whole:
+                with em.loop(n) as j:
+                    check(grad, j)
         with b.if_then(b.load(bad), likely=False):
             ERROR.store(b, err, "batch", k)
             b.ret(ir.Constant(I32, abi.DIVERGED))
@@ -178,24 +193,52 @@ def emit_train_steps(module: ir.Module, kind: str, T) -> None:
         if kind == "adam":
             args.update(bc1=em.bias_correction(a, tf, settled[0]),
                         bc2_sqrt=em.bias_correction(bb, tf, settled[1], root=half))
-
-        # one straight-line loop (no branch inside): element by element the arithmetic
-        # is that of optimizers.py; with frozen parameters, a second loop that puts
-        # each frozen one back as it was (weight decay would move it)
         rule = getattr(em, kind)
-        with b.if_else(any_frozen, likely=False) as (with_frozen, without):
-            with with_frozen:
-                with em.loop(n) as j:
-                    pj = b.gep(params, [j])
-                    before = b.load(pj)
-                    rule(j=j, **args)
-                    keep = b.icmp_unsigned("!=", b.load(b.gep(frozen, [j])),
-                                           ir.Constant(ir.IntType(8), 0))
-                    b.store(b.select(keep, before, b.load(pj)), pj)
-            with without:
-                with em.loop(n) as j:
-                    rule(j=j, **args)
+        with b.if_else(segmented) as (by_segments, whole):
+            with by_segments:
+                # the touched rows of row-sparse parameters only, the others whole: set
+                # where that is the dense step exactly (SGD without momentum or weight
+                # decay) or asked for (lazy Adam); never with frozen ones or clipping
+                row_rule = em.sgd_rows
+                if kind == "adam":
+                    bc2 = em.bias_correction(bb, tf, settled[2])
+                    row_rule = partial(em.sparse_adam, step=em.lazy_step_size(
+                        lr, args["bc1"], bc2))
+                segs.each(lambda j: rule(j=j, **args),
+                          lambda j, grads, gj: row_rule(j=j, gj=gj, **dict(args, grad=grads)))
+            with whole:
+                em.dense_update(rule, args, n, params, frozen, any_frozen)
     b.ret(ir.Constant(I32, abi.OK))
+
+
+class _Segments:
+    """The parameters as the training steps' `segments` describe them: `each(dense,
+    rows)` emits dense(j) for each element of a parameter updated whole, and rows(j,
+    grads, gj) for each element of a touched row of the others (j its index among the
+    parameters, gj in the record's `grads`)."""
+
+    def __init__(self, em, segments, n_segments, sparse):
+        self.em, self.segments, self.n, self.sparse = em, segments, n_segments, sparse
+
+    def each(self, dense, rows) -> None:
+        em, b = self.em, self.em.b
+        with em.loop(self.n) as k:
+            off, size, rec, width = (b.load(b.gep(self.segments, [
+                b.add(b.mul(k, em.iconst(4)), em.iconst(f))])) for f in range(4))
+            with b.if_else(b.icmp_signed("<", rec, em.iconst(0))) as (whole, touched):
+                with whole:
+                    with em.loop(b.add(off, size), start=off) as j:
+                        dense(j)
+                with touched:
+                    at = b.mul(rec, em.iconst(len(ROW_GRADS)))
+                    count = ROW_GRADS.load(b, self.sparse, "count", at=at)
+                    listed = ROW_GRADS.load(b, self.sparse, "rows", at=at)
+                    grads = ROW_GRADS.load(b, self.sparse, "grads", T=em.T, at=at)
+                    with em.loop(count) as s:
+                        base = b.add(off, b.mul(b.load(b.gep(listed, [s])), width))
+                        gbase = b.mul(s, width)
+                        with em.loop(width) as c:
+                            rows(b.add(base, c), grads, b.add(gbase, c))
 
 
 class _Emitter(ValueEmitter):
@@ -237,6 +280,25 @@ class _Emitter(ValueEmitter):
                 b.store(b.load(s, align=4), d, align=4)
             at = b.add(at, b.and_(nbytes, self.iconst(width)))
 
+    def dense_update(self, rule, args, n, params, frozen, any_frozen) -> None:
+        """Every parameter from the dense gradient: one straight-line loop (no branch
+        inside), element by element the arithmetic of optimizers.py; with frozen
+        parameters, a second loop that puts each frozen one back as it was (weight
+        decay would move it)."""
+        b = self.b
+        with b.if_else(any_frozen, likely=False) as (with_frozen, without):
+            with with_frozen:
+                with self.loop(n) as j:
+                    pj = b.gep(params, [j])
+                    before = b.load(pj)
+                    rule(j=j, **args)
+                    keep = b.icmp_unsigned("!=", b.load(b.gep(frozen, [j])),
+                                           ir.Constant(ir.IntType(8), 0))
+                    b.store(b.select(keep, before, b.load(pj)), pj)
+            with without:
+                with self.loop(n) as j:
+                    rule(j=j, **args)
+
     def d(self, v):
         return v if isinstance(self.T, ir.DoubleType) else self.b.fpext(v, ir.DoubleType())
 
@@ -259,11 +321,12 @@ class _Emitter(ValueEmitter):
     def el(self, ptr, j):
         return self.b.gep(ptr, [j])
 
-    def sgd(self, j, lr, a, wd, damp, nesterov, t, params, grad, m, **_):
+    def sgd(self, j, lr, a, wd, damp, nesterov, t, params, grad, m, gj=None, **_):
+        """(gj: where the gradient element is in `grad`, if not at j)"""
         b = self.b
         D = ir.DoubleType()
         pp, mp = self.el(params, j), self.el(m, j)
-        p, g = b.load(pp), b.load(self.el(grad, j))
+        p, g = b.load(pp), b.load(self.el(grad, j if gj is None else gj))
         g = self.add_decay(g, p, wd)
         mu = self.t(a)
         use_momentum = b.fcmp_ordered("!=", a, ir.Constant(D, 0.0))
@@ -274,6 +337,14 @@ class _Emitter(ValueEmitter):
         stepped = b.select(nesterov, b.fadd(g, b.fmul(mu, buf)), buf)
         g = b.select(use_momentum, stepped, g)
         b.store(b.fsub(p, b.fmul(self.t(lr), g)), pp)
+
+    def sgd_rows(self, j, gj, lr, params, grad, **_):
+        """SGD without momentum or weight decay (the only SGD the touched rows take):
+        the arithmetic sgd() does then, without touching the state it would not
+        change (a step's first touch of a page of state costs more than the step)."""
+        b = self.b
+        pp = self.el(params, j)
+        b.store(b.fsub(b.load(pp), b.fmul(self.t(lr), b.load(self.el(grad, gj)))), pp)
 
     def add_decay(self, g, p, wd):
         b = self.b
@@ -329,6 +400,27 @@ class _Emitter(ValueEmitter):
         out.add_incoming(one, before)
         out.add_incoming(bc, computed)
         return out
+
+    def lazy_step_size(self, lr, bc1, bc2):
+        """torch.optim.SparseAdam's lr * math.sqrt(1 - beta2^t) / (1 - beta1^t), in
+        double as Python computes it."""
+        return self.b.fdiv(self.b.fmul(lr, self.intrinsic_call("sqrt", bc2)), bc1)
+
+    def sparse_adam(self, j, gj, a, b, eps, params, grad, m, v, step, **_):
+        """torch.optim.SparseAdam's update of one element of a touched row, operation
+        for operation (torch/optim/_functional.py sparse_adam): the moments' changes
+        d1 = (g - m)(1 - beta1), d2 = (g^2 - v)(1 - beta2); m += d1, v += d2;
+        p += -step (d1 + m_old) / (sqrt(d2 + v_old) + eps)."""
+        bl = self.b
+        pp, mp, vp = (self.el(x, j) for x in (params, m, v))
+        g, mo, vo = bl.load(self.el(grad, gj)), bl.load(mp), bl.load(vp)
+        d1 = bl.fmul(bl.fsub(g, mo), self.one_minus(a))
+        bl.store(bl.fadd(mo, d1), mp)
+        d2 = bl.fmul(bl.fsub(bl.fmul(g, g), vo), self.one_minus(b))
+        bl.store(bl.fadd(vo, d2), vp)
+        numer = bl.fadd(d1, mo)
+        denom = bl.fadd(self.intrinsic_call("sqrt", bl.fadd(d2, vo)), self.t(eps))
+        bl.store(bl.fsub(bl.load(pp), bl.fmul(self.t(step), bl.fdiv(numer, denom))), pp)
 
     def adam(self, j, lr, a, b, eps, wd, amsgrad, decoupled, params, grad, m, v, w, bc1,
              bc2_sqrt, **_):

@@ -48,6 +48,7 @@ from lossc.codegen.emitter import GraphEmitter
 from lossc.codegen.lanes import LaneGroup
 from lossc.codegen.outer import OuterBlocks
 from lossc.codegen.plan import plan
+from lossc.codegen.sparse import RowSparse
 from lossc.codegen.transpose import transpose_input
 from lossc.codegen.values import FAST, I1, I32, I64, declared, is_vector
 from lossc.ir.graph import INT, Graph, Node
@@ -71,7 +72,6 @@ def scatter_terms(node: Node) -> list:
         else:
             return []
     return terms
-
 
 
 def model_function(module: ir.Module, T, name: str):
@@ -128,6 +128,7 @@ class FunctionCodegen:
         self.want_grad = want_grad
         self.once = LaneGroup.once()      # the values computed once per call
         self.outer = OuterBlocks()        # outer-product gradients (the vector loop)
+        self.rows = RowSparse(self.em, graph.params if want_grad else (), {})
 
     @property
     def work_size(self) -> int:
@@ -143,9 +144,13 @@ class FunctionCodegen:
         outs = self.outputs()
         self.plan = plan(self.graph, outs)
         n_grad = sum(p.size for p in self.graph.params) if self.want_grad else 0
-        # prologue: zero the outputs, compute everything no input reaches
-        with em.loop(n_grad) as j:
-            b.store(em.fconst(0), b.gep(em.grad, [j]))
+        # prologue: zero the outputs (a row-sparse parameter's are its touched rows,
+        # codegen/sparse.py), compute everything no input reaches
+        self.rows = RowSparse(em, self.graph.params if self.want_grad else (), outs)
+        for lo, hi in self.dense_ranges():
+            with em.loop(hi, start=em.iconst(lo)) as j:
+                b.store(em.fconst(0), b.gep(em.grad, [j]))
+        self.rows.prologue()
         for n in self.plan.live:
             if n.id not in self.plan.vary:
                 self.emit_node(self.once, n)
@@ -210,7 +215,7 @@ class FunctionCodegen:
         counted: those load and store the gradient once per row chunk or block,
         whatever the grouping."""
         size = sum(n.size for k, n in sample_outs.items() if k.startswith("grad.")
-                   and k not in self.outer)
+                   and k not in self.outer and n.op != "row_scatter")
         return 2 if size >= GROUPED_GRADIENT_SIZE else 1
 
     def body(self, i, lanes: int, sample_outs: dict, groups: int = 1) -> None:
@@ -356,6 +361,9 @@ class FunctionCodegen:
             b.store(em.fadd(b.load(acc), self.group_elem(groups, node, ()), flags=FAST), acc)
             return
         spec = self.param_spec(key)
+        if self.rows.is_sparse(spec.name):
+            self.rows.accumulate(groups, spec, node)
+            return
         scattered = scatter_terms(node)
         if scattered:
             for term in scattered:
@@ -415,11 +423,16 @@ class FunctionCodegen:
 
     def lane_accumulated(self) -> list[tuple[int, int]]:
         """The ranges of gradient elements with per-lane accumulators: all but those of
-        parameters whose gradient the row kernel adds into `grad` directly."""
-        direct = {self.param_spec(k).name for k in self.outer.rows}
+        parameters whose gradient the row kernel adds into `grad` directly, and of the
+        row-sparse ones."""
+        return self.dense_ranges({self.param_spec(k).name for k in self.outer.rows})
+
+    def dense_ranges(self, skip=frozenset()) -> list[tuple[int, int]]:
+        """The ranges of the gradient vector of the parameters that are not row-sparse
+        (nor in `skip`), adjacent ones merged."""
         ranges = []
         for p in self.graph.params if self.want_grad else ():
-            if p.name in direct or not p.size:
+            if p.name in skip or self.rows.is_sparse(p.name) or not p.size:
                 continue
             if ranges and ranges[-1][1] == p.offset:
                 ranges[-1] = (ranges[-1][0], p.offset + p.size)
@@ -445,6 +458,9 @@ class FunctionCodegen:
         if not self.want_grad:
             return
         for spec in self.graph.params:
+            if self.rows.is_sparse(spec.name):
+                self.rows.epilogue(spec, scale)
+                continue
             once = outs.get(f"grad.{spec.name}.once")
             fixed = outs.get(f"grad.{spec.name}.fixed")
             with em.loops(spec.shape) as idx:

@@ -140,7 +140,7 @@ def build_module(graph: Graph | None, dtype: str = "float64", units=UNITS, tripl
                 raise ValueError(f"the code unit {unit!r} is made from the model's "
                                  "source: a model compiled from a graph has none")
             g = derived(unit)
-            g = g if plain else lowered(g, True, Target.of(dtype, vector_bits))
+            g = g if plain else lowered(g, True, Target.of(dtype, vector_bits, False))
             fc = FunctionCodegen(module, g, dtype, True, EXPORTS[unit], vector_bits)
             fc.generate()
             work = max(work, fc.work_size)

@@ -25,6 +25,12 @@ Adam     g <- g + wd p  (L2 penalty folded into the gradient)
          amsgrad: vmax <- max(vmax, v) and vmax replaces v below
          p <- p - (lr / (1 - beta1^t)) m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
 AdamW    p <- p (1 - lr wd)  (decoupled weight decay), then Adam with wd = 0
+Adam(lazy=True), torch.optim.SparseAdam's rule for a gradient given as its touched rows
+         (a SparseRows: Model.value_and_sparse_grad; lossc.train's native steps), on
+         those rows only (d1, d2 the moments' changes; untouched rows keep p, m and v):
+         d1 <- (1 - beta1) (g - m);  d2 <- (1 - beta2) (g^2 - v);  m <- m + d1;
+         v <- v + d2;  p <- p - lr sqrt(1 - beta2^t) / (1 - beta1^t) (d1 + m_old) /
+         (sqrt(d2 + v_old) + eps); a dense gradient takes Adam's rule
 
 Gradient clipping (`clip_norm=c`, any optimizer, as torch.nn.utils.clip_grad_norm_ over
 all parameters together): g <- g min(1, c / (||g|| + 1e-6)) before the rule above. The
@@ -49,6 +55,7 @@ import numpy as np
 
 from lossc.optim.prox import check_l1, prox_l1
 from lossc.runtime.fused import NativeUpdate
+from lossc.runtime.sparse import SparseRows
 
 
 class Optimizer:
@@ -90,7 +97,14 @@ class Optimizer:
 
     def _step_dict(self, params: dict, grads: dict) -> None:
         # The rules are elementwise except for clipping's global norm, so the dict is
-        # packed into one flat vector, stepped, and written back.
+        # packed into one flat vector, stepped, and written back. A gradient given as
+        # its touched rows (SparseRows) is made dense, but for lazy Adam (_step_rows).
+        if any(isinstance(g, SparseRows) for g in grads.values()):
+            if getattr(self, "lazy", False):
+                self._step_rows(params, grads)
+                return
+            grads = {k: g.to_dense() if isinstance(g, SparseRows) else g
+                     for k, g in grads.items()}
         keys = list(params)
         missing = [k for k in keys if k not in grads]
         if missing or len(grads) != len(keys):
@@ -250,9 +264,14 @@ class Adam(Optimizer):
 
     def __init__(self, lr: float = 1e-3, betas: tuple = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, amsgrad: bool = False,
-                 clip_norm: float | None = None, l1=None):
+                 clip_norm: float | None = None, l1=None, lazy: bool = False):
         super().__init__(lr, weight_decay, clip_norm)
         self.l1 = check_l1(l1)
+        if lazy and (weight_decay or amsgrad or clip_norm is not None or l1 is not None
+                     or self.decoupled):
+            raise ValueError("lazy=True (torch.optim.SparseAdam's rule) takes no "
+                             "weight_decay, amsgrad, clip_norm or l1, as SparseAdam")
+        self.lazy = bool(lazy)
         b1, b2 = (float(b) for b in betas)
         if not (0 <= b1 < 1 and 0 <= b2 < 1):
             raise ValueError(f"betas must be in [0, 1), got {betas}")
@@ -288,6 +307,52 @@ class Adam(Optimizer):
             return
         p -= (self.lr / bc1) * m / denom     # torch's addcdiv order: (c m) / denom
 
+    def _step_rows(self, params: dict, grads: dict) -> None:
+        """Lazy Adam on a dict: a parameter whose gradient is a SparseRows takes
+        SparseAdam's rule on its rows, the others Adam's (the state flat over the
+        parameters in the dict's order, as _step_dict keeps it)."""
+        keys = list(params)
+        if set(grads) != set(keys):
+            raise ValueError(f"grads must have the keys of params {keys}, got {list(grads)}")
+        dtype = np.result_type(*[params[k] for k in keys])
+        total = sum(params[k].size for k in keys)
+        m = self._buf("exp_avg", np.empty(total, dtype=dtype))
+        v = self._buf("exp_avg_sq", np.empty(total, dtype=dtype))
+        self.t += 1
+        b1, b2 = self.betas
+        off = 0
+        for k in keys:
+            p, g = params[k], grads[k]
+            mk, vk = m[off:off + p.size], v[off:off + p.size]
+            off += p.size
+            if isinstance(g, SparseRows):
+                self._sparse_adam(p.reshape(p.shape[0], -1), g,
+                                  mk.reshape(p.shape[0], -1), vk.reshape(p.shape[0], -1))
+                continue
+            flat = p.reshape(-1)
+            g = np.asarray(g, dtype=dtype).reshape(-1)
+            mk += (1 - b1) * (g - mk)
+            vk *= b2
+            vk += (1 - b2) * g * g
+            denom = np.sqrt(vk) / (1 - b2 ** self.t) ** 0.5
+            denom += self.eps
+            flat -= (self.lr / (1 - b1 ** self.t)) * mk / denom
+            if not np.shares_memory(flat, p):
+                p[...] = flat.reshape(p.shape)
+
+    def _sparse_adam(self, p, g: SparseRows, m, v) -> None:
+        """torch.optim.SparseAdam's update of the touched rows (2-d views: rows first)."""
+        b1, b2 = self.betas
+        rows = g.rows
+        values = np.asarray(g.values, dtype=p.dtype).reshape(len(rows), -1)
+        m_old, v_old = m[rows], v[rows]
+        d1 = (values - m_old) * (1 - b1)
+        d2 = (values * values - v_old) * (1 - b2)
+        m[rows] = m_old + d1
+        v[rows] = v_old + d2
+        step = self.lr * math.sqrt(1 - b2 ** self.t) / (1 - b1 ** self.t)
+        p[rows] = p[rows] - step * ((d1 + m_old) / (np.sqrt(d2 + v_old) + self.eps))
+
     def native_update(self) -> NativeUpdate | None:
         if type(self) not in (Adam, AdamW) or self.l1 is not None:
             return None
@@ -296,7 +361,7 @@ class Adam(Optimizer):
                             weight_decay=self.weight_decay, clip_norm=self.clip_norm,
                             amsgrad=self.amsgrad, decoupled=self.decoupled,
                             state=("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
-                            used=frozenset(used))
+                            used=frozenset(used), lazy=self.lazy)
 
 
 class AdamW(Adam):

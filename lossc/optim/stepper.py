@@ -101,6 +101,10 @@ def make_stepper(model, opt, prepared, objectives, initial: tuple,
     if getattr(opt, "full_batch_only", False):
         return LineSearchSteps(opt, objectives, rows, initial, frozen,
                                opt.own_tolerances(train_has_tolerance))
+    if getattr(opt, "lazy", False) and model.sparse_rows and (
+            prepared.plan.full_batch or not fused.supports(opt)):
+        raise ValueError("Adam(lazy=True) trains by mini-batches (batch_size=) in lossc's "
+                         "native steps, which update the rows each batch touches")
     if prepared.plan.full_batch:
         return FullBatchSteps(opt, objectives, rows, initial, frozen)
     if fused.supports(opt):

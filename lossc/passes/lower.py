@@ -34,6 +34,11 @@ input):
     f(z), h(-z), ... (f, h among sigmoid, softplus, log_sigmoid)
                                     -> f_e(z, e), h_e(-z, e)  with e = exp_neg_abs(z)
         z a scalar, and at least two such uses of it to share the exponential
+    grad.p.sample = put(g, i) + scatter(h, j) + ...   (along p's rows)
+                                    -> grad.p.sample = row_scatter(g, i, h, j, ...)
+        p row-sparse: used only through gathers (E[u], E[tok]), so its gradient is
+        nothing but the rows they touched, and it has no once-per-call or penalty term;
+        only for the gradient's function (Target.row_sparse), at any width
 
 (`outer(u, v)` is how build.py and autodiff write an outer product: the product of
 broadcast(u) along rows and broadcast(v) along columns.) The values are those of the
@@ -61,20 +66,64 @@ class Target:
 
     lanes: int      # samples per vector: vector width / element size
     dtype: str
+    # the gradients of row-sparse parameters as row_scatter (the gradient's function,
+    # whose callers take its touched rows: not the derived units' functions)
+    row_sparse: bool = True
 
     @staticmethod
-    def of(dtype: str, vector_bits: int) -> "Target":
-        return Target(max(1, vector_bits // (64 if dtype == "float64" else 32)), dtype)
+    def of(dtype: str, vector_bits: int, row_sparse: bool = True) -> "Target":
+        return Target(max(1, vector_bits // (64 if dtype == "float64" else 32)), dtype,
+                      row_sparse)
+
+
+def row_terms(node: Node) -> list:
+    """The (g, i) pairs of a sum of gathers' gradients along axis 0, put(g, i) or
+    scatter(g, i), or [] when the node is anything else."""
+    terms, stack = [], [node]
+    while stack:
+        n = stack.pop()
+        if n.op == "add":
+            stack.extend(reversed(n.inputs))
+        elif n.op in ("put", "scatter") and n.attr("axis") == 0:
+            terms.append(tuple(n.inputs))
+        else:
+            return []
+    return terms
+
+
+def _zero(n: Node) -> bool:
+    while n.op == "broadcast":
+        n = n.inputs[0]
+    return n.op == "const" and n.attr("value") == 0.0
+
+
+def row_sparse_params(graph: Graph) -> dict:
+    """{parameter name: rows its gradient touches per sample} for the row-sparse
+    parameters of a plain graph: those whose per-sample gradient is a sum of gathers'
+    gradients along their rows and whose gradient has no other term (once per call or a
+    penalty's)."""
+    out = {}
+    for p in graph.params:
+        sample = graph.outputs.get(f"grad.{p.name}.sample")
+        others = [graph.outputs.get(f"grad.{p.name}.{part}") for part in ("once", "fixed")]
+        if sample is None or not p.shape or any(o is not None and not _zero(o)
+                                                for o in others):
+            continue
+        terms = row_terms(sample)
+        if terms:
+            out[p.name] = sum(1 if i.rank == 0 else i.shape[0] for _, i in terms)
+    return out
 
 
 def lower(graph: Graph, target: Target) -> Graph:
     """The graph with the fusions that pay for `target` as explicit ops (see above)."""
-    return _Lowering(graph, target.lanes).run()
+    return _Lowering(graph, target.lanes, target.row_sparse).run()
 
 
 class _Lowering:
-    def __init__(self, graph: Graph, W: int):
+    def __init__(self, graph: Graph, W: int, row_sparse: bool = True):
         self.graph, self.W = graph, W
+        self.sparse = row_sparse_params(graph) if row_sparse else {}
         self.vary = varying(graph)
         self.uses: dict[int, int] = {n.id: 0 for n in graph.nodes}
         for n in graph.nodes:
@@ -99,7 +148,8 @@ class _Lowering:
         out.outputs = {}
         for key, n in self.graph.outputs.items():
             b.span = n.span
-            out.outputs[key] = self.outer_gradient(b, key, n) or self.new[n.id]
+            out.outputs[key] = (self.row_scatter(b, key, n) or self.outer_gradient(b, key, n)
+                                or self.new[n.id])
         return dce(out)
 
     # ------------------------------------------------------------ the rules
@@ -164,6 +214,14 @@ class _Lowering:
         u, v = factors
         kind = "rows" if self.row_input(v) else "block"
         return b.emit("outer_grad", (self.new[u.id], self.new[v.id]), kind=kind)
+
+    def row_scatter(self, b: Builder, key: str, n: Node):
+        """row_scatter for a row-sparse parameter's per-sample gradient, else None."""
+        name = key[len("grad."):].rsplit(".", 1)[0]
+        if not key.endswith(".sample") or name not in self.sparse:
+            return None
+        xs = [self.new[x.id] for pair in row_terms(n) for x in pair]
+        return b.emit("row_scatter", xs, size=n.shape[0])
 
     def scaled_row(self, n: Node):
         """(s, x) if n is s * x of a per-sample scalar s (broadcast) and an input row x."""

@@ -34,6 +34,7 @@ import numpy as np
 
 from lossc.runtime import forks
 from lossc.runtime.calls import BoundArgs, Frame, _addr, copy_of, data_pointer, index_error
+from lossc.runtime.sparse import sparse_rows
 
 # below this many samples per thread, a thread costs more than it saves (the default of
 # Model.set_threads): batches below twice this run on the calling thread, whatever the
@@ -344,6 +345,31 @@ class CallPaths:
         finally:
             self.give(calls)
 
+    def value_and_sparse_grad(self, theta: dict, kwargs: dict) -> tuple[float, dict]:
+        """value_and_grad with each row-sparse parameter's gradient as its touched rows
+        (runtime/sparse.py SparseRows): the call writes no dense gradient for them."""
+        calls = self.take()
+        f = calls.frame
+        try:
+            bound = calls.repeated.batch(kwargs)
+            if bound is None:
+                bound = calls.checked.bind(kwargs)
+                calls.repeated.learn(kwargs, bound)
+            self.model._pack(theta, f.theta_views)
+            f.use_own_buffers(bound)
+            f.rows.set_dense(False)
+            parts = self.run(self.model._vg, f, sparse=True)
+            grads = {}
+            for name, g in f.grad_views:
+                if name not in self.model.sparse_rows:
+                    grads[name] = g.copy()
+            for k, (spec, _) in enumerate(f.rows.specs):
+                grads[spec.name] = sparse_rows(spec, [(w, *rows[k]) for w, rows in parts])
+            return f.value.item(), {p.name: grads[p.name] for p in self.model.params}
+        finally:
+            f.rows.set_dense(True)
+            self.give(calls)
+
     # ------------------------------------------------------------ the objective alone
 
     def loss(self, fn, theta: dict, kwargs: dict) -> float:
@@ -386,16 +412,24 @@ class CallPaths:
 
     # ------------------------------------------------------------ running
 
-    def run(self, fn, f: Frame) -> None:
+    def run(self, fn, f: Frame, sparse: bool = False):
         """The native function on the frame, on the model's threads if the batch is
-        large enough; an index error raised."""
+        large enough; an index error raised. With `sparse` (the gradient, its frame's
+        dense gradient of row-sparse parameters turned off): the touched rows of each
+        part of the batch, [(weight, [(rows, values) per record])] (copies where
+        threads computed them)."""
         m = self.model
         if f.bound.B >= m._parallel_from:
-            return self._run_parallel(fn, f)
+            if sparse:
+                return self._run_parallel(fn, f, sparse=True)
+            return self._run_parallel(fn, f)      # (as wrappers of it expect: tests)
         if fn(f.address):
             raise index_error(m, f.err, f.bound)
+        if sparse:
+            return [(1.0, [f.rows.touched(k) for k in range(len(f.rows.specs))])]
+        return None
 
-    def _run_parallel(self, fn, f: Frame) -> None:
+    def _run_parallel(self, fn, f: Frame, sparse: bool = False):
         """Split the batch into one contiguous chunk per thread; each runs the native
         function (which releases the GIL) into a frame of its own; chunk results are
         combined in chunk order, so the result is the same on every run for a given
@@ -422,13 +456,17 @@ class CallPaths:
                 wf.use_address(theta)
                 wf.use_grad()
                 wf.use(chunk)
+                wf.rows.set_dense(not sparse)
                 rc = fn(wf.address)
-                return rc, chunk, wf.value[0], wf.grad.copy(), copy_of(wf.err)
+                rows = [tuple(a.copy() for a in wf.rows.touched(k))
+                        for k in range(len(wf.rows.specs))] if sparse else None
+                return rc, chunk, wf.value[0], wf.grad.copy(), copy_of(wf.err), rows
             finally:
+                wf.rows.set_dense(True)
                 self.give(calls)
 
         results = list(self._pool.map(run, chunks))
-        for rc, chunk, _, _, err in results:
+        for rc, chunk, _, _, err, _ in results:
             if rc != 0:
                 raise index_error(m, err, chunk)
         weights = [c.B / bound.B if m.reduce == "mean" else 1.0 for c in chunks]
@@ -439,6 +477,9 @@ class CallPaths:
                 f.grad += w * r[3]
         if m.reduce == "sum" and m.signature.penalty:
             self._count_penalty_once(fn, f, theta, len(chunks))
+        if sparse:
+            return [(w, r[5]) for w, r in zip(weights, results)]
+        return None
 
     def _count_penalty_once(self, fn, f: Frame, theta: int, n_chunks: int) -> None:
         """Under `reduce sum` the chunks' objectives add up, and each holds the penalty

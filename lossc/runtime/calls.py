@@ -15,6 +15,7 @@ from typing import Optional
 import numpy as np
 
 from lossc.codegen.abi import ERROR, VALUE_AND_GRAD
+from lossc.runtime.sparse import RowRecords
 
 
 def _addr(a: np.ndarray) -> int:
@@ -134,6 +135,10 @@ class Frame:
         frame.work = _addr(self.work)
         frame.err = ctypes.addressof(self.err)
         frame.grad = self.grad_in_frame = self.grad_address
+        # the row-sparse parameters' touched rows (runtime/sparse.py), sized for the
+        # batch in use(); the dense gradient written too unless a caller turns it off
+        self.rows = RowRecords(model)
+        frame.sparse = self.rows.address
         self.address = ctypes.addressof(frame)
         # views with each parameter's shape: Model._pack copies into theta_views,
         # value_and_grad copies each of grad_views out
@@ -182,6 +187,8 @@ class Frame:
         if bound is self.bound:
             return
         self.bound = bound
+        if self.rows:
+            self.rows.fit(bound.B)
         _set_batch(self.frame, bound)
 
 

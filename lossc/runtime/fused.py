@@ -1,7 +1,12 @@
 """Fused training from Python: lossc_train_steps_* (codegen/fused.py) over an epoch.
 
 `FusedSteps` holds one optimizer's state in native layout, the batch buffers and the
-frame, for one model and one bound data set. `run(theta, order, first, count)` takes
+frame, for one model and one bound data set. For a model with row-sparse parameters
+(runtime/sparse.py) it holds their RowGrads records too, and where the update of the
+rows a batch did not touch is no update at all (SGD without momentum or weight decay:
+p - lr * 0 is p) or is asked to be none (lazy Adam, torch.optim.SparseAdam's rule),
+the steps update the touched rows only, and the gradient writes no dense gradient for
+those parameters: a step costs what the batch touches, not the tables' size. `run(theta, order, first, count)` takes
 `count` optimizer steps in one native call (the GIL released), updating theta in place
 and returning the batches' objectives. `sync()` writes the state back into the
 optimizer object, so the Python loop can take over where the native one stopped.
@@ -19,6 +24,7 @@ from lossc.codegen.abi import ERROR, TRAIN_CONFIG, TRAIN_FLAGS, TRAIN_STEPS
 from lossc.codegen.fused import AHEAD_BATCHES
 from lossc.codegen.unit_names import VALUE_AND_GRAD, train_unit
 from lossc.runtime.calls import BoundArgs, _addr, aligned_empty, aligned_zeros, index_error
+from lossc.runtime.sparse import RowRecords
 
 # the batches on their way to L2 (codegen/fused.py AHEAD_BATCHES) may hold this many
 # bytes of rows at most, a small part of L2 (a quarter of 1 MB, the L2 of a core of
@@ -48,6 +54,17 @@ class NativeUpdate:
     decoupled: bool = False
     state: tuple = (None, None, None)
     used: frozenset = frozenset()
+    lazy: bool = False      # Adam: touched rows only, SparseAdam's rule (not in a record)
+
+    def rows_only(self) -> bool:
+        """Whether the rows of row-sparse parameters a batch did not touch are left as
+        they are: exactly so by SGD without momentum or weight decay, by choice with
+        lazy Adam."""
+        if self.clip_norm is not None:
+            return False
+        if self.kind == "sgd":
+            return self.a == 0 and self.weight_decay == 0
+        return self.kind == "adam" and self.lazy
 
     def configure(self, config, flags) -> None:
         """Fill a TRAIN_CONFIG and a TRAIN_FLAGS record."""
@@ -129,8 +146,34 @@ class FusedSteps:
         f.ahead = _addr(self.ahead) if self.ahead is not None else 0
         self.frozen = None if frozen is None else np.ascontiguousarray(frozen, dtype=np.uint8)
         f.frozen = _addr(self.frozen) if self.frozen is not None else 0
+        # the row-sparse parameters' touched rows, and the parameters as segments for
+        # the steps that update those rows only (see arrange)
+        self.rows = RowRecords(model)
+        self.rows.fit(self.bs)
+        f.sparse = self.rows.address
+        self.segments = self.segments_of(model, self.rows)
+        self.arrange()
         self.frame_address = ctypes.addressof(f)
 
+    @staticmethod
+    def segments_of(model, rows: RowRecords) -> np.ndarray:
+        """(offset, size, record or -1, row width) for each parameter."""
+        record = {p.name: k for k, (p, _) in enumerate(rows.specs)}
+        return np.array([[p.offset, p.size, record.get(p.name, -1),
+                          p.size // p.shape[0] if p.shape else 1]
+                         for p in model.signature.params] or [[0, 0, -1, 1]], dtype=np.int64)
+
+    def arrange(self) -> None:
+        """Touched rows only, where the update allows it and the model has row-sparse
+        parameters; else the dense gradient and every parameter updated."""
+        if self.update.lazy and self.frozen is not None and self.rows:
+            raise ValueError("Adam(lazy=True) cannot train with frozen parameters "
+                             "(freeze=): its rows are updated as the batches touch them")
+        rows_only = bool(self.rows) and self.update.rows_only() and self.frozen is None
+        self.rows.set_dense(not rows_only)
+        f = self.frame
+        f.segments = _addr(self.segments) if rows_only else 0
+        f.n_segments = len(self.model.signature.params) if rows_only else 0
     @staticmethod
     def row_bytes_of(model) -> list:
         """Bytes of one sample of each input."""
@@ -143,6 +186,7 @@ class FusedSteps:
         if update != self.update:
             self.update = update
             update.configure(self.config, self.flags)
+            self.arrange()
         f = self.frame
         f.params, f.order, f.first, f.count = _addr(theta), _addr(order), first, count
         rc = self.fn(self.frame_address)

@@ -48,6 +48,8 @@ class Model:
         self._vg = code.function(VALUE_AND_GRAD)
         self._loss = None            # compiled on first use
         self.n_params = signature.n_params
+        # {name: rows a sample touches} of the row-sparse parameters (runtime/sparse.py)
+        self.sparse_rows = dict(meta.get("sparse_rows") or {})
         self._view_index = [
             (p.name, (p.offset, Ellipsis) if not p.shape else slice(p.offset, p.offset + p.size),
              p.shape if len(p.shape) > 1 else None) for p in signature.params]
@@ -256,6 +258,13 @@ class Model:
                 raise TypeError(f"input {e.args[0]!r} is a Dask collection, which this "
                                 "model (compiled from a graph) does not take") from None
             return self.calls_beyond.collection_value_and_grad(self, theta, kwargs)
+
+    def value_and_sparse_grad(self, theta: dict, /, **kwargs) -> tuple[float, dict]:
+        """value_and_grad, with the gradient of each row-sparse parameter (one used only
+        through gathers, `E[u]`, `E[tok]`; `self.sparse_rows` names them) as the rows
+        the batch touched: a `SparseRows` (rows, values), each row once, ascending.
+        The call then costs what the touched rows do, not the table's size."""
+        return self._paths.value_and_sparse_grad(theta, kwargs)
 
     def value_and_grad_flat(self, theta_flat, /, data=None, hypers: Optional[dict] = None,
                             grad_out=None):

@@ -13,12 +13,17 @@ autodiff (stage "lower"): no derivative rules.
                              exponentials (codegen/softmax.py); views read each part
     exp_neg_abs(z)           exp(-|z|), shared by sigmoid_e, softplus_e, log_sigmoid_e
                              of z (or of -z)
+    row_scatter(g0, i0, ...) size=
+                             a row-sparse parameter's per-sample gradient: zeros of
+                             `size` rows with each g_k added at the rows its i_k names
+                             (an index, or a vector of them), accumulated over the batch
+                             into the touched rows only (codegen/sparse.py)
 """
 from __future__ import annotations
 
 import numpy as np
 
-from lossc.ir.dtypes import REAL
+from lossc.ir.dtypes import INT, REAL
 from lossc.ir.ops.base import ANY, Example, OpDef, numpy_form
 from lossc.ir.ops.elementwise import (exp_neg_abs, log_sigmoid_with, negative_part,
                                       positive_part, sigmoid_with, softplus_with)
@@ -86,6 +91,70 @@ def _lse_softmax_form(s, n, z):
     return np.array([s.sp.exp(t) / total for t in z] + [s.sp.log(total)], dtype=object)
 
 
+def _row_pairs(inputs) -> list:
+    """row_scatter's (g, i) pairs."""
+    return list(zip(inputs[0::2], inputs[1::2]))
+
+
+def _row_scatter_infer(a, *xs):
+    assert xs and len(xs) % 2 == 0, "row_scatter(g0, i0, g1, i1, ...)"
+    rows = None
+    for g, i in _row_pairs(xs):
+        assert i.dtype == INT and i.rank <= 1 and g.dtype == REAL, "row_scatter's pairs"
+        row = g.shape if i.rank == 0 else g.shape[1:]
+        assert i.rank == 0 or g.shape[0] == i.shape[0], "one row of g per index"
+        assert rows in (None, row), "row_scatter's rows differ in shape"
+        rows = row
+    return (a["size"],) + rows, REAL
+
+
+def _row_scatter_eval(a, *xs):
+    """The dense gradient: each pair's rows added where its indices say (repeated
+    indices add up)."""
+    out = None
+    for g, i in _row_pairs(xs):
+        i = np.asarray(i, dtype=np.int64)
+        g = np.asarray(g, dtype=np.float64)
+        if out is None:
+            out = np.zeros((a["size"],) + (g.shape if i.ndim == 0 else g.shape[1:]))
+        np.add.at(out, i.reshape(-1), g.reshape((-1,) + out.shape[1:]))
+    return out
+
+
+def _row_scatter_form(s, n, *xs):
+    """The sum of each pair's rows placed by cases on their indices."""
+    total = None
+    for g, i in _row_pairs(xs):
+        g, i = np.asarray(g, dtype=object), np.asarray(i, dtype=object)
+        if i.ndim == 0:
+            g, i = g[None], i[None]
+        out = np.full((n.attr("size"),) + g.shape[1:], s.sp.Integer(0), dtype=object)
+        for l in range(len(i)):
+            k = s.index_value(np.asarray(i[l]))
+            for p in range(n.attr("size")):
+                if k is not None:
+                    if k == p:
+                        out[p] = out[p] + g[l]
+                    continue
+                out[p] = out[p] + s.apply(
+                    lambda v: s.sp.Piecewise((v, s.sp.Eq(i[l], p)), (0, True)), g[l])
+        total = out if total is None else total + out
+    return total
+
+
+def _row_scatter_lower(em, g, n, idx):
+    """An element, where one is read: the sum of the rows added at its row (the
+    gradient is otherwise accumulated into the touched rows, codegen/sparse.py)."""
+    total = em.fconst(0)
+    for grad, i in _row_pairs(n.inputs):
+        for l in range(1 if i.rank == 0 else i.shape[0]):
+            at = em.elem(g, i, () if i.rank == 0 else (em.iconst(l),))
+            v = em.elem(g, grad, tuple(idx[1:]) if i.rank == 0
+                        else (em.iconst(l),) + tuple(idx[1:]))
+            total = em.fadd(total, em.select(em.icmp("==", idx[0], at), v, em.fconst(0)))
+    return total
+
+
 def _e_form(f):
     """The sympy form of an `_e` op: its function of x, given e = exp(-|x|)."""
     return lambda s, n, x, e: f(s.sp, x, e)
@@ -137,4 +206,11 @@ OPS = [
             lower=lambda em, g, n, x, e: log_sigmoid_with(em, negative_part(em, x), e),
             example=Example(((3,), (3,)), (ANY, E_DOMAIN)),
             doc="log_sigmoid(x), e = exp(-|x|)"),
+    lowered("row_scatter", None, "view", infer=_row_scatter_infer,
+            eval=_row_scatter_eval, sympy=_row_scatter_form, lower=_row_scatter_lower,
+            sympy_operands=lambda n: 2 * sum(1 if i.rank == 0 else i.shape[0]
+                                             for i in n.inputs[1::2]),
+            example=_MADE_BY_LOWER,
+            doc="a row-sparse parameter's per-sample gradient: g_k added at the rows i_k "
+                "names; accumulated into the touched rows only"),
 ]
