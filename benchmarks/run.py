@@ -57,7 +57,7 @@ from benchmarks.harness import (HEAD, Context, Row, annotate, md_table,  # noqa:
                                 table_cells, target_cells, text_table)
 
 WORKLOADS = ["W1", "W2", "W3", "W4", "W5", "W6", "compile", "W7", "W8", "W9", "stream",
-             "W10"]
+             "W10", "sklearn"]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUTPUT = os.path.join(ROOT, "benchmarks", "results.md")
 
@@ -108,7 +108,8 @@ def module_for(name: str):
         "W5": "benchmarks.w5_train", "W6": "benchmarks.w6_chain",
         "compile": "benchmarks.compile_time", "W7": "benchmarks.w7_mnist",
         "W8": "benchmarks.w8_factorization", "W9": "benchmarks.w9_second_order",
-        "stream": "benchmarks.stream", "W10": "benchmarks.w10_dask"}[name])
+        "stream": "benchmarks.stream", "W10": "benchmarks.w10_dask",
+        "sklearn": "benchmarks.sklearn_search"}[name])
 
 
 # ---------------------------------------------------------------- the child process

@@ -38,6 +38,17 @@ def test_import_lossc_loads_neither_llvm_nor_sympy_nor_scipy():
     assert loaded == []
 
 
+def test_scikit_learn_is_imported_by_lossc_sklearn_alone():
+    loaded = _python("""
+        import json, sys
+        import lossc, lossc.optim
+        before = "sklearn" in sys.modules
+        import lossc.sklearn
+        print(json.dumps([before, "sklearn" in sys.modules]))
+        """)
+    assert loaded == [False, True]
+
+
 @pytest.mark.skipif(not elf.supported(), reason="lossc's ELF loader does not apply here")
 def test_a_cached_model_loads_without_the_compiler_or_llvm(tmp_path):
     code = f"""

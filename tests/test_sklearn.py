@@ -1,0 +1,417 @@
+"""lossc.sklearn: LossRegressor and LossClassifier as scikit-learn estimators."""
+import pickle
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+sklearn = pytest.importorskip("sklearn")
+
+from sklearn.base import clone  # noqa: E402
+from sklearn.datasets import load_breast_cancer  # noqa: E402
+from sklearn.linear_model import LogisticRegression  # noqa: E402
+from sklearn.model_selection import GridSearchCV  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
+
+import lossc  # noqa: E402
+from conftest import ROOT  # noqa: E402
+from lossc.sklearn import LossClassifier, LossRegressor, models  # noqa: E402
+
+# logistic regression as scikit-learn's LogisticRegression(C) writes it: C times the
+# summed log-loss plus half the squared norm of w, the intercept unpenalized
+LOGREG = """
+dim D
+input x[D]
+input y
+input sw
+param w[D]
+param b
+hyper C = 1
+reduce sum
+z = dot(w, x) + b
+loss = C * sw * (softplus(z) - y * z)
+penalty = 0.5 * sum(w ^ 2)
+output p1 = sigmoid(z)
+output label = z > 0
+"""
+
+SOFTMAX = """
+dim D
+dim K
+input x[D]
+input y: int
+input w
+param W[K, D]
+param c[K]
+hyper lam = 1
+reduce sum
+z = W @ x + c
+loss = w * (logsumexp(z) - z[y])
+penalty = 0.5 * lam * sum(W ^ 2)
+output prob = softmax(z)
+"""
+
+RIDGE = """
+dim D
+input x[D]
+input y
+input w
+param v[D]
+param b
+hyper alpha = 1
+reduce sum
+r = dot(v, x) + b - y
+loss = 0.5 * w * r ^ 2
+penalty = 0.5 * alpha * sum(v ^ 2)
+output yhat = dot(v, x) + b
+"""
+
+
+def logreg(**kw):
+    return LossClassifier(LOGREG, predict="label", proba="p1", sample_weight="sw", **kw)
+
+
+@parametrize_with_checks([
+    LossClassifier(SOFTMAX, proba="prob", classes_dim="K", sample_weight="w",
+                   random_state=0, tol_grad=1e-10),
+    logreg(random_state=0, tol_grad=1e-10),
+    LossRegressor(RIDGE, sample_weight="w", random_state=0, tol_grad=1e-10),
+    LossClassifier(SOFTMAX, proba="prob", classes_dim="K", sample_weight="w",
+                   optimizer="adam", lr=0.05, batch_size=32, epochs=50, random_state=0),
+])
+def test_scikit_learn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+@pytest.fixture
+def breast_cancer():
+    return load_breast_cancer(return_X_y=True)
+
+
+@pytest.mark.parametrize("C", [0.1, 1.0, 10.0])
+def test_logistic_regression_reaches_scikit_learns_coefficients(breast_cancer, C):
+    X, y = breast_cancer
+    ours = make_pipeline(StandardScaler(), logreg(C=C, tol_grad=1e-11)).fit(X, y)
+    # (newton-cholesky: at tol=1e-12 scikit-learn's lbfgs itself is 1e-6 away)
+    theirs = make_pipeline(StandardScaler(), LogisticRegression(
+        C=C, solver="newton-cholesky", tol=1e-12, max_iter=1000)).fit(X, y)
+    est, ref = ours[-1], theirs[-1]
+    np.testing.assert_allclose(est.params_["w"], ref.coef_[0], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(est.params_["b"], ref.intercept_[0], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(ours.predict_proba(X), theirs.predict_proba(X), atol=1e-7)
+    assert ours.score(X, y) == theirs.score(X, y)
+
+
+class _Counted:
+    """Wraps a function and counts its calls."""
+
+    def __init__(self, fn):
+        self.fn, self.calls = fn, 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        return self.fn(*args, **kwargs)
+
+
+@pytest.fixture
+def compilations(monkeypatch, tmp_path):
+    """Counts of lossc.compile calls and of front-end compilations, with a compile
+    cache of the test's own and no model kept from earlier tests."""
+    import lossc.compiler
+    monkeypatch.setenv("LOSSC_CACHE_DIR", str(tmp_path))
+    models.clear()
+    counts = {"compile": _Counted(lossc.compile),
+              "compile_source": _Counted(lossc.compiler.compile_source)}
+    monkeypatch.setattr(lossc, "compile", counts["compile"])
+    monkeypatch.setattr(lossc.compiler, "compile_source", counts["compile_source"])
+    yield counts
+    models.clear()
+
+
+def test_a_grid_search_compiles_the_model_once(breast_cancer, compilations):
+    X, y = breast_cancer
+    search = GridSearchCV(make_pipeline(StandardScaler(), logreg()),
+                          {"lossclassifier__C": [0.01, 0.1, 1, 10, 100]}, cv=5)
+    search.fit(X, y)
+    assert len(search.cv_results_["params"]) == 5
+    assert compilations["compile"].calls == 1
+    assert compilations["compile_source"].calls == 1
+    assert search.best_score_ > 0.95
+
+
+def test_clone_does_not_recompile(breast_cancer, compilations):
+    X, y = breast_cancer
+    first = logreg(C=0.5).fit(X[:100], y[:100])
+    again = clone(first).fit(X[100:200], y[100:200])
+    assert compilations["compile"].calls == 1
+    assert again.model_ is not first.model_          # a Model of its own...
+    assert again.model_.code is first.model_.code    # ...over the same machine code
+
+
+def test_hypers_are_parameters(breast_cancer):
+    X, y = breast_cancer
+    est = logreg()
+    assert est.get_params()["C"] == 1.0             # the file's default
+    assert est.set_params(C=0.25).get_params()["C"] == 0.25
+    assert clone(est).get_params()["C"] == 0.25
+    with pytest.raises(ValueError, match="'Cc'.*hypers: C"):
+        est.set_params(Cc=1)
+    with pytest.raises(ValueError, match="'Cc' is not a hyper of the model"):
+        logreg(Cc=1).fit(X, y)
+    search = GridSearchCV(logreg(), {"C": [0.01, 1.0]}, cv=3).fit(
+        StandardScaler().fit_transform(X), y)
+    assert search.best_params_["C"] in (0.01, 1.0)
+
+
+def test_a_hyper_named_like_an_estimator_parameter_is_refused(breast_cancer):
+    X, y = breast_cancer
+    src = LOGREG.replace("hyper C = 1", "hyper C = 1\nhyper lr = 0").replace(
+        "C * sw", "(C + lr) * sw")
+    with pytest.raises(ValueError, match="hyper 'lr' has the name of a parameter"):
+        LossClassifier(src, proba="p1", sample_weight="sw").fit(X, y)
+
+
+def test_the_hyper_reaches_the_objective(breast_cancer):
+    X, y = breast_cancer
+    Xs = StandardScaler().fit_transform(X)
+    small, large = logreg(C=0.01).fit(Xs, y), logreg(C=100.0).fit(Xs, y)
+    assert np.linalg.norm(small.params_["w"]) < np.linalg.norm(large.params_["w"]) / 5
+
+
+def test_a_fitted_estimator_pickles_without_its_machine_code(breast_cancer, tmp_path):
+    X, y = breast_cancer
+    est = make_pipeline(StandardScaler(), logreg(C=0.5)).fit(X, y)
+    assert "model_" not in est[-1].__getstate__()
+    blob = tmp_path / "est.pkl"
+    blob.write_bytes(pickle.dumps(est))
+    np.save(tmp_path / "X.npy", X)
+    code = f"""
+        import pickle, numpy as np
+        est = pickle.loads(open({str(blob)!r}, "rb").read())
+        np.save({str(tmp_path / "p.npy")!r}, est.predict_proba(np.load({str(tmp_path / "X.npy")!r})))
+        """
+    r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "p.npy"), est.predict_proba(X))
+    again = pickle.loads(pickle.dumps(est))
+    np.testing.assert_array_equal(again.predict(X), est.predict(X))
+
+
+def test_a_stream_continues_after_pickling():
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(50, 3)), rng.normal(size=50)
+    est = LossRegressor(RIDGE, sample_weight="w", optimizer="adam", lr=0.1)
+    est.partial_fit(X, y)
+    again = pickle.loads(pickle.dumps(est))
+    est.partial_fit(X, y)
+    again.partial_fit(X, y)         # Adam's moments came along
+    np.testing.assert_array_equal(again.predict(X), est.predict(X))
+
+
+def test_a_search_in_worker_processes(breast_cancer):
+    X, y = breast_cancer
+    Xs = StandardScaler().fit_transform(X)
+    parallel = GridSearchCV(logreg(), {"C": [0.1, 1.0]}, cv=3, n_jobs=2).fit(Xs, y)
+    serial = GridSearchCV(logreg(), {"C": [0.1, 1.0]}, cv=3).fit(Xs, y)
+    np.testing.assert_array_equal(parallel.cv_results_["mean_test_score"],
+                                  serial.cv_results_["mean_test_score"])
+
+
+def test_labels_map_to_the_models_classes():
+    rng = np.random.default_rng(0)
+    centers = np.array([[0, 4], [4, 0], [-4, -4]])
+    yi = rng.integers(0, 3, 300)
+    X = centers[yi] + rng.normal(size=(300, 2))
+    names = np.array(["cat", "dog", "emu"])
+    for labels in (names[yi], np.array([3, 7, 10])[yi]):
+        est = LossClassifier(SOFTMAX, proba="prob", classes_dim="K", sample_weight="w",
+                             random_state=0).fit(X, labels)
+        assert list(est.classes_) == sorted(set(labels))
+        assert (est.predict(X) == labels).mean() > 0.95
+        proba = est.predict_proba(X)
+        assert proba.shape == (300, 3)
+        np.testing.assert_array_equal(est.classes_[proba.argmax(axis=1)], est.predict(X))
+        assert est.params_["W"].shape == (3, 2)
+
+
+def test_a_binary_model_refuses_three_classes():
+    X = np.random.default_rng(0).normal(size=(30, 2))
+    with pytest.raises(ValueError, match="'p1' .* is one probability.*3 classes"):
+        logreg().fit(X, np.arange(30) % 3)
+
+
+def test_sample_weight_reaches_the_objective_through_its_input(breast_cancer):
+    X, y = breast_cancer
+    Xs = StandardScaler().fit_transform(X)[:200]
+    y = y[:200]
+    weights = np.arange(200) % 3
+    weighted = logreg(tol_grad=1e-10).fit(Xs, y, sample_weight=weights)
+    repeated = logreg(tol_grad=1e-10).fit(np.repeat(Xs, weights, axis=0),
+                                          np.repeat(y, weights))
+    np.testing.assert_allclose(weighted.params_["w"], repeated.params_["w"], atol=1e-7)
+
+
+def test_sample_weight_without_an_input_for_it_is_refused(breast_cancer):
+    X, y = breast_cancer
+    src = LOGREG.replace("input sw\n", "").replace("C * sw *", "C *")
+    est = LossClassifier(src, proba="p1")
+    with pytest.raises(ValueError, match="names no input of the model for it.*"
+                                         "sample_weight='w'"):
+        est.fit(X, y, sample_weight=np.ones(len(y)))
+    assert est.fit(StandardScaler().fit_transform(X), y).score(
+        StandardScaler().fit_transform(X), y) > 0.95
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"X": "features"}, "X='features' is not an input of the model"),
+    ({"proba": "prob"}, "proba='prob' is not an output of the model"),
+    ({"predict": None, "proba": None}, "name the output that gives the class"),
+    ({"sample_weight": None}, "input 'sw' is none of X='x', y='y'"),
+    ({"optimizer": "newton"}, "unknown optimizer 'newton'"),
+    ({"train_options": {"seed": 3}}, "train_options may not set 'seed'"),
+])
+def test_a_model_that_does_not_fit_the_parameters_is_a_clear_error(params, message):
+    X = np.random.default_rng(0).normal(size=(20, 3))
+    est = LossClassifier(LOGREG, **{"predict": "label", "proba": "p1",
+                                    "sample_weight": "sw", **params})
+    with pytest.raises(ValueError, match=message):
+        est.fit(X, np.arange(20) % 2)
+
+
+def test_a_mistake_in_the_model_is_reported_with_its_position():
+    X = np.random.default_rng(0).normal(size=(20, 3))
+    est = LossRegressor(RIDGE.replace("dot(v, x) + b - y", "dot(vv, x) + b - y"),
+                        sample_weight="w")
+    with pytest.raises(lossc.CompileError, match=r"<string>:10:9: error: unknown "
+                                                 r"name 'vv'"):
+        est.fit(X, np.arange(20.0))
+
+
+def test_partial_fit_takes_the_optimizers_steps_over_a_stream():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(120, 4))
+    y = X @ np.array([1.0, -2.0, 0.5, 3.0]) + 0.5
+    est = LossRegressor(RIDGE, sample_weight="w", optimizer="adam", lr=0.1,
+                        batch_size=20, random_state=0, alpha=0.0)
+    chunks = [(X[k:k + 40], y[k:k + 40]) for k in range(0, 120, 40)]
+    for Xc, yc in chunks:
+        est.partial_fit(Xc, yc)
+    # the same steps by hand: Adam's state carries across the chunks
+    m = lossc.compile(RIDGE, dims={"D": 4})
+    theta = m.pack_params(m.init_params(0))
+    opt = lossc.Adam(lr=0.1)
+    for Xc, yc in chunks:
+        for k in range(0, 40, 20):
+            _, g = m.value_and_grad_flat(theta, {"x": Xc[k:k + 20], "y": yc[k:k + 20],
+                                                 "w": np.ones(20)}, hypers={"alpha": 0.0})
+            opt.step(theta, g)
+    np.testing.assert_array_equal(m.pack_params(est.params_), theta)
+    assert est.n_iter_ == 3 and len(est.history_) == 3
+    for _ in range(60):
+        for Xc, yc in chunks:
+            est.partial_fit(Xc, yc)
+    assert est.score(X, y) > 0.999
+
+
+def test_partial_fit_exists_for_first_order_optimizers_only():
+    assert not hasattr(LossRegressor(RIDGE), "partial_fit")
+    assert not hasattr(LossRegressor(RIDGE, optimizer=lossc.NewtonCG()), "partial_fit")
+    assert hasattr(LossRegressor(RIDGE, optimizer="sgd"), "partial_fit")
+
+
+def test_partial_fit_of_a_classifier_needs_the_classes_first():
+    X = np.random.default_rng(0).normal(size=(20, 3))
+    y = np.where(X[:, 0] > 0, "yes", "no")
+    est = LossClassifier(SOFTMAX, proba="prob", classes_dim="K", sample_weight="w",
+                         optimizer="sgd", lr=0.01)
+    with pytest.raises(ValueError, match="classes must be given on the first call"):
+        est.partial_fit(X, y)
+    est.partial_fit(X[:10], y[:10], classes=["no", "yes", "maybe"])
+    assert list(est.classes_) == ["maybe", "no", "yes"]
+    est.partial_fit(X[10:], y[10:])
+    with pytest.raises(ValueError, match="label 'perhaps'"):
+        est.partial_fit(X[:2], np.array(["perhaps", "no"]))
+
+
+def test_partial_fit_that_diverges_keeps_the_parameters():
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(20, 3)), rng.normal(size=20)
+    est = LossRegressor(RIDGE, sample_weight="w", optimizer="sgd", lr=1e200)
+    est.partial_fit(X, y)
+    before = {k: v.copy() for k, v in est.params_.items()}
+    with pytest.raises(ValueError, match="not finite at the batch starting at sample 0"):
+        est.partial_fit(X * 1e200, y)
+    for k in before:
+        np.testing.assert_array_equal(est.params_[k], before[k])
+
+
+def test_warm_start_continues_from_the_last_fit(breast_cancer):
+    X, y = breast_cancer
+    Xs = StandardScaler().fit_transform(X)
+    est = logreg(C=1.0, warm_start=True, tol_grad=1e-8).fit(Xs, y)
+    first = est.result_
+    est.set_params(C=1.01).fit(Xs, y)
+    cold = logreg(C=1.01, tol_grad=1e-8).fit(Xs, y)
+    assert cold.history_[0] == pytest.approx(first.history[0] * 1.01, rel=1e-12)  # w, b = 0
+    assert est.history_[0] < cold.history_[0] / 10         # started near the optimum
+    assert est.n_iter_ < cold.n_iter_
+    np.testing.assert_allclose(est.params_["w"], cold.params_["w"], atol=1e-6)
+
+
+def test_an_integer_random_state_is_lossc_trains_seed():
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(64, 3)), rng.normal(size=64)
+    est = LossRegressor(RIDGE, sample_weight="w", optimizer="adam", lr=0.01, epochs=3,
+                        batch_size=16, random_state=7).fit(X, y)
+    m = lossc.compile(RIDGE, dims={"D": 3})
+    result = lossc.train(m, {"x": X, "y": y, "w": np.ones(64)}, lossc.Adam(lr=0.01),
+                         epochs=3, batch_size=16, seed=7)
+    for k in result.params:
+        np.testing.assert_array_equal(est.params_[k], result.params[k])
+    a = clone(est).set_params(random_state=np.random.RandomState(3)).fit(X, y)
+    b = clone(est).set_params(random_state=np.random.RandomState(3)).fit(X, y)
+    np.testing.assert_array_equal(a.params_["v"], b.params_["v"])
+
+
+def test_dataframes_in_a_pipeline_with_pandas_output(breast_cancer):
+    pd = pytest.importorskip("pandas")
+    data = load_breast_cancer(as_frame=True)
+    X, y = data.data, data.target
+    pipe = make_pipeline(StandardScaler().set_output(transform="pandas"), logreg(C=0.5))
+    pipe.fit(X, y)
+    est = pipe[-1]
+    assert list(est.feature_names_in_) == list(X.columns)
+    assert est.n_features_in_ == 30
+    proba = pipe.predict_proba(X)
+    assert proba.shape == (len(X), 2)
+    renamed = StandardScaler().set_output(transform="pandas").fit_transform(X)
+    renamed.columns = [f"f{k}" for k in range(30)]
+    with pytest.raises(ValueError, match="feature names"):
+        est.predict(renamed)
+    assert isinstance(pipe.predict(X), np.ndarray)
+    assert pd.Series(pipe.predict(X), index=X.index).eq(y).mean() > 0.95
+
+
+def test_a_regressor_predicts_a_vector_target():
+    src = """
+        dim D
+        dim T
+        input x[D]
+        input y[T]
+        param A[T, D]
+        param c[T]
+        loss = 0.5 * sum((A @ x + c - y) ^ 2)
+        output yhat = A @ x + c
+        """
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(50, 3))
+    Y = X @ rng.normal(size=(3, 2)) + 1.0
+    est = LossRegressor(textwrap.dedent(src), tol_grad=1e-12).fit(X, Y)
+    assert est.dims_ == {"D": 3, "T": 2}
+    assert est.predict(X).shape == (50, 2)
+    assert est.score(X, Y) > 0.999999
