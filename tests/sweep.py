@@ -359,7 +359,67 @@ def batch_sizes(lanes: int, level: str) -> tuple:
     return tuple(sorted(b for b in around if b >= 1))
 
 
-MAX_BATCH = batch_sizes(16, "full")[-1]
+# ----------------------------------------------------------------- the block product
+# (codegen/gemm.py: W @ x or x @ A for a block of samples as one matrix product)
+
+# (dtype, bits) of each level; the fast level takes every size at one variant of each
+# register count (32 at 512 bits, 16 below) and one size of each product at the others
+BLOCK_VARIANTS = {"fast": (("float64", 512), ("float32", 256), ("float32", 512),
+                           ("float64", 128)),
+                  "full": tuple((d, b) for d in DTYPES for b in (128, 256, 512))}
+
+
+def block_geometry(dtype: str, bits: int) -> tuple[int, int, int, int]:
+    """(lanes W, micro-tile rows MR, micro-tile groups NR, samples a block S)."""
+    from lossc.codegen.gemm import block_samples, tile_shape
+    lanes, size = lanes_of(dtype, bits), (8 if dtype == "float64" else 4)
+    return (lanes, *tile_shape(lanes, size), block_samples(lanes, size))
+
+
+def block_configs(level: str) -> list:
+    """(family, sizes, dtype, bits) taking the block product: for each variant,
+    W @ x (the layer family) from BLOCK_MIN_OUTPUTS rows through every remainder of
+    the micro-tile's MR rows, and at BLOCK_MIN_ELEMENTS with BLOCK_MIN_ROWS rows; x @ A
+    (vecmat) of fewer outputs than one micro-tile up to two; each with its input's
+    length through the remainders of the lanes (the packing's transposes and its
+    last elements)."""
+    from lossc.passes.lower import BLOCK_MIN_ELEMENTS, BLOCK_MIN_OUTPUTS, BLOCK_MIN_ROWS
+    out = []
+    for k, (dtype, bits) in enumerate(BLOCK_VARIANTS[level]):
+        if level == "fast" and k >= 2:
+            W, MR, NR, S = block_geometry(dtype, bits)
+            out += [(FAMILIES["layer"], {"H": BLOCK_MIN_OUTPUTS + MR - 1, "D": 2 * W + 1},
+                     dtype, bits),
+                    (FAMILIES["vecmat"], {"D": 2 * W - 1, "H": MR + 1}, dtype, bits)]
+            continue
+        W, MR, NR, S = block_geometry(dtype, bits)
+        lengths = (W, 2 * W - 1, 2 * W + 1, 3 * W + W // 2)
+        for r in range(MR):
+            out.append((FAMILIES["layer"], {"H": BLOCK_MIN_OUTPUTS + r,
+                                            "D": lengths[r % len(lengths)]}, dtype, bits))
+        out.append((FAMILIES["layer"], {"H": BLOCK_MIN_ROWS,
+                                        "D": -(-BLOCK_MIN_ELEMENTS // BLOCK_MIN_ROWS)},
+                    dtype, bits))
+        for k, H in enumerate((1, MR - 1, MR, 2 * MR + 1)):
+            out.append((FAMILIES["vecmat"], {"D": lengths[k], "H": H}, dtype, bits))
+    return out
+
+
+def block_batch_sizes(dtype: str, bits: int, level: str) -> tuple:
+    """Batch sizes around the block product's boundaries: one sample; a whole block
+    (S samples: BLOCK_TILES tiles of NR lane groups); a block and then one tile, two
+    groups of their own and a last group of one sample; at the full level, around
+    every one of these."""
+    W, MR, NR, S = block_geometry(dtype, bits)
+    around = {1, S, S + NR * W + W + 1}
+    if level == "full":
+        around |= {2, W - 1, W, W + 1, NR * W - 1, NR * W, NR * W + 1, S - 1, S + 1,
+                   2 * S + 1}
+    return tuple(sorted(b for b in around if b >= 1))
+
+
+MAX_BATCH = max(batch_sizes(16, "full")[-1],
+                *(block_batch_sizes(d, b, "full")[-1] for d, b in BLOCK_VARIANTS["full"]))
 
 # ----------------------------------------------------------------- the reference
 
@@ -515,13 +575,14 @@ def compiled(ref: Reference, dtype: str, bits: int):
 
 
 def check_calls(ref: Reference, m, dtype: str, bits: int, level: str,
-                threads: tuple = (1, 2)) -> int:
-    """Every call path of `m` at every batch size against the reference; returns the
-    number of comparisons made. Two threads split a batch from 2 * min_samples_per_thread
-    samples (lowered here so that small batches take the threaded path)."""
+                threads: tuple = (1, 2), batches: tuple = ()) -> int:
+    """Every call path of `m` at every batch size (batch_sizes, or `batches`) against
+    the reference; returns the number of comparisons made. Two threads split a batch
+    from 2 * min_samples_per_thread samples (lowered here so that small batches take
+    the threaded path)."""
     checks = 0
     names = [p.name for p in m.params]
-    for B in batch_sizes(lanes_of(dtype, bits), level):
+    for B in batches or batch_sizes(lanes_of(dtype, bits), level):
         context = f"{ref.family.name} {ref.sizes} {dtype} {bits}-bit B={B}"
         data = ref.batch(B)
         want_loss, mag_loss = ref.expected("loss", B)
@@ -868,7 +929,7 @@ def random_family(seed: int, smooth: bool, level: str = "full") -> tuple[Family,
 
 # ----------------------------------------------------------------- lowered against plain
 
-FUSIONS = ("row_dot", "row_matvec", "outer_grad.rows", "outer_grad.block",
+FUSIONS = ("row_dot", "row_matvec", "block_matmul", "outer_grad.rows", "outer_grad.block",
            "logsumexp_softmax", "exp_neg_abs", "row_scatter")
 
 
@@ -906,11 +967,12 @@ def lowered_configs(level: str) -> list:
     return chosen
 
 
-def check_lowered_against_plain(ref: Reference, dtype: str, bits: int, level: str) -> set:
+def check_lowered_against_plain(ref: Reference, dtype: str, bits: int, level: str,
+                                batches: tuple = ()) -> set:
     """The code with the lower pass's fused kernels against the plain code (codegen's
-    plain mode: no fusion) and both against the reference, at every batch size; and the
-    reference interpreter on the lowered graph against the plain graph's. Returns the
-    fusions compared."""
+    plain mode: no fusion) and both against the reference, at every batch size
+    (batch_sizes, or `batches`); and the reference interpreter on the lowered graph
+    against the plain graph's. Returns the fusions compared."""
     from lossc.api import compile_graph
     plain_graph, low = lowered_graph(ref.source, dtype, bits)
     context = f"{ref.family.name} {ref.sizes} {dtype} {bits}-bit lowered against plain"
@@ -923,7 +985,7 @@ def check_lowered_against_plain(ref: Reference, dtype: str, bits: int, level: st
     names = [p.name for p in plain_graph.params]
     fused = compile_graph(plain_graph, dtype, options=at_width(bits))
     plain = compile_graph(plain_graph, dtype, options=at_width(bits), plain=True)
-    for B in batch_sizes(lanes_of(dtype, bits), level):
+    for B in batches or batch_sizes(lanes_of(dtype, bits), level):
         data = ref.batch(B)
         want_loss, mag_loss = ref.expected("loss", B)
         (v1, g1), (v0, g0) = (m.value_and_grad(ref.theta, **data) for m in (fused, plain))

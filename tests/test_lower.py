@@ -60,8 +60,18 @@ def lower_ops(graph) -> set:
     (family("layer", H=2, D=32), "float64", 512, {"row_matvec", "outer_grad.rows"}),
     (family("layer", H=2, D=24), "float64", 512, set()),
     (family("layer", H=2, D=24), "float64", 256, {"row_matvec"}),
-    # x @ A: its gradient outer(x, g) of 108 elements, g computed: the block kernel
-    (family("vecmat", D=9, H=12), "float64", 512, {"outer_grad.block"}),
+    # W @ x as a block product from BLOCK_MIN_OUTPUTS rows, or from BLOCK_MIN_ELEMENTS
+    # elements with BLOCK_MIN_ROWS rows
+    (family("layer", H=64, D=8), "float64", 512, {"block_matmul", "outer_grad.rows"}),
+    (family("layer", H=63, D=32), "float64", 512, {"row_matvec", "outer_grad.rows"}),
+    (family("layer", H=16, D=1024), "float32", 512, {"block_matmul", "outer_grad.rows"}),
+    (family("layer", H=16, D=1023), "float32", 512, {"row_matvec", "outer_grad.rows"}),
+    (family("layer", H=15, D=1200), "float64", 256, {"row_matvec", "outer_grad.rows"}),
+    (family("layer", H=64, D=8), "float64", 64, set()),
+    # x @ A as a block product; its gradient outer(x, g) of 108 elements, g computed:
+    # the block kernel
+    (family("vecmat", D=9, H=12), "float64", 512, {"block_matmul", "outer_grad.block"}),
+    (family("vecmat", D=8, H=1), "float64", 512, {"block_matmul"}),
     (family("vecmat", D=5, H=12), "float64", 512, set()),
     (family("vecmat", D=9, H=12), "float64", 64, set()),
     # logsumexp with its softmax: once in the scalar loop too; too long to unroll: not
@@ -122,6 +132,21 @@ def test_lossc_graph_after_lower_shows_the_fusions_for_the_width(tmp_path):
     assert "row_dot" not in narrow and "= exp_neg_abs %" in narrow
 
 
+def test_lossc_graph_after_lower_shows_the_block_product(tmp_path):
+    """A layer of 64 rows is a block product with lanes, a plain product without."""
+    path = tmp_path / "layer.loss"
+    path.write_text(family("layer", H=64, D=8))
+    runner = CliRunner()
+    shown = {}
+    for bits in (512, 256, 64):
+        r = runner.invoke(main, ["graph", str(path), "--after", "lower"],
+                          env={"LOSSC_VECTOR_BITS": str(bits)})
+        assert r.exit_code == 0, r.output
+        shown[bits] = r.output
+    assert "= block_matmul %" in shown[512] and "= block_matmul %" in shown[256]
+    assert "block_matmul" not in shown[64] and "= matmul %" in shown[64]
+
+
 def test_lossc_graph_names_a_bad_vector_width_in_a_line(tmp_path):
     path = tmp_path / "dot.loss"
     path.write_text(family("dot", D=8))
@@ -147,6 +172,8 @@ def appended(graph, op: str, inputs: tuple, shape: tuple, **attrs):
     lambda g, w, x, u: appended(g, "outer_grad", (u, w), (8,), kind="rows"),
     lambda g, w, x, u: appended(g, "outer_grad", (u, x), (8,), kind="tiles"),
     lambda g, w, x, u: appended(g, "row_matvec", (w, x), (8,)),
+    lambda g, w, x, u: appended(g, "block_matmul", (w, x), (8,)),
+    lambda g, w, x, u: appended(g, "block_matmul", (x, u), (8,)),
     lambda g, w, x, u: appended(g, "logsumexp_softmax", (u,), (2,)),
     lambda g, w, x, u: appended(g, "logsumexp_softmax", (w,), (8,)),
 ])
@@ -163,6 +190,7 @@ def lower_op_nodes() -> dict:
     """A node of each of the lower pass's ops, from lowered models."""
     found = {}
     for source, bits in [(family("dot", D=8), 512), (family("layer", H=2, D=32), 512),
+                         (family("layer", H=64, D=8), 512),
                          (family("vecmat", D=9, H=12), 512),
                          (family("softmax", K=3, D=2), 64), (STABLE, 64), (ROWS, 64)]:
         for n in lower_for(compile_source(source).graph, Target.of("float64", bits)).nodes:

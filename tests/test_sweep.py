@@ -10,9 +10,12 @@ def pytest_generate_tests(metafunc):
     if "seed" in metafunc.fixturenames:
         level = metafunc.config.getoption("sweep")
         metafunc.parametrize("seed", range(12 if level == "fast" else 300))
-    if "lowered_config" in metafunc.fixturenames:
-        cases = sweep.lowered_configs(metafunc.config.getoption("sweep"))
-        metafunc.parametrize("lowered_config", cases, ids=[
+    for name, configs in (("lowered_config", sweep.lowered_configs),
+                          ("block_config", sweep.block_configs)):
+        if name not in metafunc.fixturenames:
+            continue
+        cases = configs(metafunc.config.getoption("sweep"))
+        metafunc.parametrize(name, cases, ids=[
             f"{fam.name}-" + "-".join(f"{k}{v}" for k, v in sizes.items()) + f"-{d[5:]}.{b}"
             for fam, sizes, d, b in cases])
     if "config" in metafunc.fixturenames:
@@ -62,6 +65,20 @@ def test_the_lowered_code_matches_the_plain_code(lowered_config, level):
     sizes the sweep takes (sweep.lowered_configs), every batch size."""
     fam, sizes, dtype, bits = lowered_config
     sweep.check_lowered_against_plain(sweep.reference(fam, sizes), dtype, bits, level)
+
+
+def test_the_block_product_matches_the_plain_code_and_the_reference(block_config, level):
+    """W @ x and x @ A as block products (codegen/gemm.py) against the plain code and
+    the reference interpreter, and every call path (one and two threads) against the
+    reference, at batch sizes around the blocks, micro-tiles and their remainders
+    (sweep.block_configs, sweep.block_batch_sizes)."""
+    fam, sizes, dtype, bits = block_config
+    ref = sweep.reference(fam, sizes)
+    batches = sweep.block_batch_sizes(dtype, bits, level)
+    assert "block_matmul" in sweep.check_lowered_against_plain(ref, dtype, bits, level,
+                                                               batches)
+    m = sweep.compiled(ref, dtype, bits)
+    sweep.check_calls(ref, m, dtype, bits, level, threads=(1, 2), batches=batches)
 
 
 def test_the_fast_sweep_compares_every_fusion_with_the_plain_code():

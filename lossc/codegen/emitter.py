@@ -19,7 +19,7 @@ from contextlib import contextmanager
 
 from llvmlite import ir
 
-from lossc.codegen import abi, matmul, reduce, rows, softmax
+from lossc.codegen import abi, gemm, matmul, reduce, rows, softmax
 from lossc.codegen.index import check_index
 from lossc.codegen.values import I1, I64, ValueEmitter, counted_loop, is_vector
 from lossc.ir.graph import BOOL, INT, Graph, Node, varying
@@ -126,6 +126,7 @@ class GraphEmitter(Emitter):
         self.vary = varying(graph)
         self.work_size = 0
         self.row_bases: dict[int, ir.Value] = {}   # input -> base pointer (llvm.py tail)
+        self.blocks: dict[int, tuple] = {}   # block_matmul -> its buffers and kernel
 
     # ------------------------------------------------------------ memory
 
@@ -282,6 +283,9 @@ class GraphEmitter(Emitter):
 
     def row_matvec(self, g, n: Node) -> None:
         rows.row_matvec(self, g, n, *n.inputs)
+
+    def block_matmul(self, g, n: Node) -> None:
+        gemm.block_matmul(self, g, n)
 
     def logsumexp_softmax(self, g, n: Node) -> None:
         softmax.logsumexp_softmax(self, g, n)

@@ -64,7 +64,10 @@ def plan(graph: Graph, outs: dict) -> Plan:
 
 def reads_rows(user: Node, x: Node) -> bool:
     """Whether `user` reads input x only along its rows, where they lie (the row
-    kernels: codegen/rows.py, codegen/row_outer.py), so x needs no transpose."""
+    kernels: codegen/rows.py, codegen/row_outer.py; the block product,
+    codegen/gemm.py, transposes a block of rows itself), so x needs no transpose."""
+    if user.op == "block_matmul":
+        return True         # (x is its one vector operand)
     if user.op in ("row_dot", "row_matvec") or (user.op == "outer_grad"
                                                 and user.attr("kind") == "rows"):
         return user.inputs[1] is x and user.inputs[0] is not x

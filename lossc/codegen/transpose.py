@@ -24,28 +24,41 @@ def transpose_input(em, g, n: Node) -> None:
     b, W = em.b, g.lanes
     VT = ir.VectorType(em.T, W)
     buf = b.bitcast(em.buffer(n.size * W), VT.as_pointer())
-    rows = g.input_rows[n.attr("index")]
-    stages = []
-    step = 1
-    while step < W:
-        low = [k if not k & step else W + k - step for k in range(W)]
-        high = [k + step if not k & step else W + k for k in range(W)]
-        stages.append((step, ir.Constant(ir.VectorType(I32, W), low),
-                       ir.Constant(ir.VectorType(I32, W), high)))
-        step *= 2
-    with em.loop(n.size // W) as jb:
+    transpose_rows(em, g.input_rows[n.attr("index")], n.size, buf)
+    g.buffers[n.id] = buf
+
+
+def transpose_rows(em, rows: list, size: int, buf) -> None:
+    """buf[j] <- (rows[0][j], rows[1][j], ...) for j < size: len(rows) = W rows of
+    `size` elements into `size` lane vectors."""
+    b, W = em.b, len(rows)
+    VT = ir.VectorType(em.T, W)
+    with em.loop(size // W) as jb:
         start = b.mul(jb, em.iconst(W))
         vecs = [b.load(b.bitcast(b.gep(r, [start]), VT.as_pointer()), align=em.T_bytes)
                 for r in rows]
-        for bit, low, high in stages:
-            for p in range(W):
-                if not p & bit:
-                    q = p + bit
-                    vecs[p], vecs[q] = (b.shuffle_vector(vecs[p], vecs[q], low),
-                                        b.shuffle_vector(vecs[p], vecs[q], high))
-        for k, v in enumerate(vecs):
+        for k, v in enumerate(transposed(b, vecs)):
             b.store(v, b.gep(buf, [b.add(start, em.iconst(k))]), align=8)
-    for j in range(n.size - n.size % W, n.size):
+    for j in range(size - size % W, size):
         out = em.vector_of([b.load(b.gep(r, [em.iconst(j)])) for r in rows])
         b.store(out, b.gep(buf, [em.iconst(j)]), align=8)
-    g.buffers[n.id] = buf
+
+
+def transposed(b, vecs: list) -> list:
+    """W vectors of W elements, transposed: element k of vector p to element p of
+    vector k, in log2 W stages of shuffles."""
+    W = len(vecs)
+    vecs = list(vecs)
+    bit = 1
+    while bit < W:
+        low = ir.Constant(ir.VectorType(I32, W), [k if not k & bit else W + k - bit
+                                                  for k in range(W)])
+        high = ir.Constant(ir.VectorType(I32, W), [k + bit if not k & bit else W + k
+                                                   for k in range(W)])
+        for p in range(W):
+            if not p & bit:
+                q = p + bit
+                vecs[p], vecs[q] = (b.shuffle_vector(vecs[p], vecs[q], low),
+                                    b.shuffle_vector(vecs[p], vecs[q], high))
+        bit *= 2
+    return vecs

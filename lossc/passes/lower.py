@@ -10,17 +10,30 @@ evaluates the lowered graph; code generation then has nothing to pattern-match.
 
 Which patterns pay depends on the target: the lanes W of a vector (the vector width
 over the dtype's size), given as a `Target`. With W = 1 there is no vector loop, so
-neither the row kernels nor the outer-product ones: only the last two rules apply. The rules ("an input row": a
+neither the row kernels, the block product nor the outer-product ones: only the last two
+rules apply. The rules ("an input row": a
 real input vector of at least W elements, read one sample a row, W > 1; "once": a
 value no input reaches, computed once per call; "per-sample": one that depends on an
 input):
 
     sum(w * x)                      -> row_dot(w, x)
         x an input row, w once, the product used by nothing else
+    W @ x                           -> block_matmul(W, x)
+        x an input row, W a once matrix stored in memory of H >= BLOCK_MIN_OUTPUTS
+        rows, or of BLOCK_MIN_ELEMENTS elements or more and H >= BLOCK_MIN_ROWS: a
+        block of samples as one matrix product (codegen/gemm.py). It packs each
+        block's rows of x into lane vectors (a cost per element of x) and then
+        reuses each loaded element of W for the block's samples: it pays over
+        enough rows, and wherever W is too large for the caches that the row
+        kernel's one pass over W per lane group would reread it from memory
+    x @ A                           -> block_matmul(x, A)
+        x an input row, A a once matrix stored in memory, any size: the product
+        otherwise transposes x and sums each output's D terms a lane group at a time
     W @ x                           -> row_matvec(W, x)
         x an input row of at least ROW_MATVEC_CHUNKS vectors (a transpose-and-add
         network per output pays back over that many FMAs), W a once matrix stored in
-        memory (a parameter or a computed value, not a view)
+        memory (a parameter or a computed value, not a view), too small for
+        block_matmul
     grad.p.sample = s * x           -> grad.p.sample = outer_grad(s, x)  kind=rows
         s a per-sample scalar, x an input row
     grad.p.sample = outer(u, v)     -> grad.p.sample = outer_grad(u, v)  kind=rows if
@@ -54,6 +67,9 @@ from lossc.ir.ops import OPS
 from lossc.passes.dce import dce
 
 ROW_MATVEC_CHUNKS = 4   # W @ x along x's rows from this many vectors per row
+BLOCK_MIN_OUTPUTS = 64  # W @ x as a block product from this many rows of W ...
+BLOCK_MIN_ELEMENTS = 16384   # ... or from this many elements of W
+BLOCK_MIN_ROWS = 16     # ... with at least this many rows
 OUTER_MIN_SIZE = 64     # outer-product gradients smaller than this: per-lane sums
 PAIR_MAX = 256          # logsumexp_softmax unrolls its vector: at most this long
 STABLE_E = {"sigmoid": "sigmoid_e", "softplus": "softplus_e",
@@ -170,6 +186,8 @@ class _Lowering:
         wx = self.row_dot(n) if n.op == "sum" else None
         if wx is not None:
             return b.emit("row_dot", tuple(self.new[i.id] for i in wx))
+        if n.op == "matmul" and self.block_matmul(n):
+            return b.emit("block_matmul", xs)
         if n.op == "matmul" and self.row_matvec(n):
             return b.emit("row_matvec", xs)
         return None
@@ -193,13 +211,32 @@ class _Lowering:
                 return w, x
         return None
 
+    def stored_matrix(self, w: Node) -> bool:
+        """A once-per-call real matrix with memory of its own (a parameter or a
+        computed value, not a view): the kernels read it where it lies."""
+        stored = w.op == "param" or OPS[w.op].kind in ("elem", "tensor")
+        return w.rank == 2 and self.once(w) and w.dtype == REAL and stored
+
     def row_matvec(self, n: Node) -> bool:
         if n.rank != 1 or self.once(n):
             return False
         w, x = n.inputs
-        stored = w.op == "param" or OPS[w.op].kind in ("elem", "tensor")
-        return (w.rank == 2 and self.once(w) and w.dtype == REAL and stored
-                and self.row_input(x) and x.size // self.W >= ROW_MATVEC_CHUNKS)
+        return (self.stored_matrix(w) and self.row_input(x)
+                and x.size // self.W >= ROW_MATVEC_CHUNKS)
+
+    def block_matmul(self, n: Node) -> bool:
+        """W @ x of an input row and a stored once matrix with BLOCK_MIN_OUTPUTS
+        rows or more (or BLOCK_MIN_ELEMENTS elements and BLOCK_MIN_ROWS rows), or
+        x @ A of any size."""
+        if n.rank != 1 or self.once(n):
+            return False
+        w, x = n.inputs
+        if self.stored_matrix(w) and self.row_input(x):
+            H = n.size
+            return H >= BLOCK_MIN_OUTPUTS or (H >= BLOCK_MIN_ROWS
+                                              and w.size >= BLOCK_MIN_ELEMENTS)
+        x, a = n.inputs
+        return self.row_input(x) and self.stored_matrix(a)
 
     def outer_gradient(self, b: Builder, key: str, n: Node):
         """outer_grad for the output `key` if it is a per-sample gradient s * x or

@@ -5,6 +5,8 @@ autodiff (stage "lower"): no derivative rules.
 
     row_dot(w, x)            sum(w * x) along an input's row (codegen/rows.py)
     row_matvec(W, x)         W @ x along an input's row (codegen/rows.py)
+    block_matmul(W, x),      W @ x or x @ A of an input x, computed for a block of
+    block_matmul(x, A)       samples at once as one matrix product (codegen/gemm.py)
     outer_grad(u, v) kind=   a per-sample gradient outer(u, v) (u * v for a scalar u),
                              accumulated over the batch by a kernel (codegen/outer.py):
                              kind=rows reads v, an input, along its rows; kind=block
@@ -55,6 +57,17 @@ def _row_matvec_infer(a, w, x):
     assert (_row_input(x) and w.rank == 2 and w.shape[1] == x.shape[0]
             and w.dtype == REAL), "row_matvec(W, x)"
     return (w.shape[0],), REAL
+
+
+def _block_matmul_infer(a, p, q):
+    """W @ x (W a matrix, x an input row) or x @ A: a vector per sample."""
+    if _row_input(q):
+        assert p.rank == 2 and p.shape[1] == q.shape[0] and p.dtype == REAL, \
+            "block_matmul(W, x)"
+        return (p.shape[0],), REAL
+    assert (_row_input(p) and q.rank == 2 and q.shape[0] == p.shape[0]
+            and q.dtype == REAL), "block_matmul(x, A)"
+    return (q.shape[1],), REAL
 
 
 def _outer_infer(a, u, v):
@@ -174,6 +187,12 @@ OPS = [
             sympy_operands=lambda n: 2 * n.inputs[1].size,
             lower=lambda em, g, n: em.row_matvec(g, n), example=_MADE_BY_LOWER,
             doc="W @ x, x an input read along its rows"),
+    lowered("block_matmul", 2, "tensor", infer=_block_matmul_infer,
+            eval=lambda a, p, q: np.matmul(p, q),
+            sympy=numpy_form(lambda a, p, q: np.matmul(p, q)),
+            sympy_operands=lambda n: 2 * next(i.size for i in n.inputs if i.rank == 1),
+            lower=lambda em, g, n: em.block_matmul(g, n), example=_MADE_BY_LOWER,
+            doc="W @ x or x @ A, x an input: a block of samples as one matrix product"),
     lowered("outer_grad", 2, "view", infer=_outer_infer,
             eval=lambda a, u, v: np.multiply.outer(u, v),
             sympy=numpy_form(lambda a, u, v: np.multiply.outer(u, v)),
