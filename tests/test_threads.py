@@ -103,6 +103,32 @@ def test_large_batches_use_the_cores_without_set_threads(monkeypatch):
     assert runs == [LARGE] * 5                # pinned to one thread
 
 
+def test_samples_with_wide_inputs_split_from_fewer_samples(monkeypatch):
+    """A thread is worth its cost from PARALLEL_MIN_BYTES of input, so a model whose
+    samples hold 4,096 reals splits a batch of a few hundred rows, where one of 5 reals
+    a sample waits for PARALLEL_MIN_SAMPLES; the split gives the one-thread result up to
+    the order of the sum."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    runs = _count_parallel_runs(monkeypatch)
+    wide = lossc.compile(SOURCE.replace("dim D = 5", "dim D = 4096"), cache=False)
+    per_thread = callpaths.PARALLEL_MIN_BYTES // (4097 * 8) + 1
+    assert wide.min_samples_per_thread == per_thread < PARALLEL_MIN_SAMPLES
+    assert _compile().min_samples_per_thread == PARALLEL_MIN_SAMPLES
+    rng = np.random.default_rng(1)
+    B = 2 * per_thread + 3
+    data = {"x": rng.normal(size=(B, 4096)), "y": (rng.random(B) < 0.5) * 1.0}
+    theta = wide.init_params()
+    two = wide.value_and_grad(theta, **data)
+    assert runs == [B]
+    wide.value_and_grad(theta, x=data["x"][:B - 4], y=data["y"][:B - 4])
+    assert runs == [B]                        # below two threads' worth: one thread
+    one = wide.set_threads(1).value_and_grad(theta, **data)
+    assert two[0] == pytest.approx(one[0], rel=1e-13)
+    for k in one[1]:
+        np.testing.assert_allclose(two[1][k], one[1][k], rtol=1e-12, atol=1e-15)
+
+
 def test_small_batches_keep_the_repeated_flat_call_with_threads(monkeypatch):
     """With several threads, a repeated flat call of a small batch still skips the
     checks (only a batch that is split goes through the checked call, which combines

@@ -40,6 +40,23 @@ from lossc.runtime.sparse import sparse_rows
 # Model.set_threads): batches below twice this run on the calling thread, whatever the
 # thread count
 PARALLEL_MIN_SAMPLES = 16384
+# ... unless each sample's inputs are large: a thread's share is then worth its cost from
+# this many bytes of input (what PARALLEL_MIN_SAMPLES samples of W2's D = 32 rows hold),
+# so a wide model splits a batch of a few thousand rows (parallel_min_samples)
+PARALLEL_MIN_BYTES = 4 << 20
+PARALLEL_MIN_SAMPLES_WIDE = 64
+
+
+def parallel_min_samples(signature, itemsize: int) -> int:
+    """The samples per thread from which a model's batches are split across threads:
+    PARALLEL_MIN_SAMPLES, or fewer where the samples' inputs reach PARALLEL_MIN_BYTES
+    sooner (at least PARALLEL_MIN_SAMPLES_WIDE)."""
+    per_sample = sum(max(i.size, 1) * (8 if i.is_int else itemsize)
+                     for i in signature.inputs)
+    if per_sample == 0:
+        return PARALLEL_MIN_SAMPLES
+    return max(PARALLEL_MIN_SAMPLES_WIDE,
+               min(PARALLEL_MIN_SAMPLES, -(-PARALLEL_MIN_BYTES // per_sample)))
 DECLINED = None                # what a way of calling returns for arguments not its own
 _HYPER_TYPES = (float, int)    # the hyperparameters a repeated call can recognize
 

@@ -16,7 +16,7 @@ from lossc.codegen.abi import ERROR, PREDICT_PADDING
 from lossc.codegen.abi import VALUE_AND_GRAD as VALUE_AND_GRAD_FRAME
 from lossc.codegen.unit_names import LOSS, PREDICT, VALUE_AND_GRAD
 from lossc.options import Options
-from lossc.runtime.callpaths import PARALLEL_MIN_SAMPLES, CallPaths, PreparedCall
+from lossc.runtime.callpaths import CallPaths, PreparedCall, parallel_min_samples
 from lossc.runtime.calls import BoundArgs, _addr, aligned_zeros, index_error
 from lossc.runtime.code import ModelCode
 from lossc.runtime.spec import Signature
@@ -120,14 +120,18 @@ class Model:
         return self.calls_beyond.rebuild, (state,)
 
     def set_threads(self, n: Optional[int],
-                    min_samples_per_thread: int = PARALLEL_MIN_SAMPLES) -> "Model":
+                    min_samples_per_thread: Optional[int] = None) -> "Model":
         """Use n threads for batches of at least min_samples_per_thread samples per
-        thread (by default as many as make a thread worth its cost); smaller batches run
-        on the calling thread. n=1 pins the model to one thread; None: the default a
+        thread (by default as many as make a thread worth its cost: fewer for samples
+        with large inputs, callpaths.parallel_min_samples); smaller batches run on the
+        calling thread. n=1 pins the model to one thread; None: the default a
         model starts with (Options.threads: OMP_NUM_THREADS, else one per core the
         process may run on). Results are deterministic for a given n; they may differ
         from another n in the last bits, as any reordered floating-point sum does."""
         n = self.options.thread_count() if n is None else int(n)
+        if min_samples_per_thread is None:
+            min_samples_per_thread = parallel_min_samples(self.signature,
+                                                          self.dtype.itemsize)
         if n < 1:
             raise ValueError(f"threads must be at least 1, got {n}")
         if int(min_samples_per_thread) < 1:
