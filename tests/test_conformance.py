@@ -64,11 +64,16 @@ def test_value_and_gradient_float32(case):
 
 @pytest.mark.parametrize("name", ERROR_CASES)
 def test_error_case(name):
-    spec = ERRORS[name]
-    path = CONFORMANCE / "errors" / name
-    dims = spec.get("dims")
+    check_error_case(CONFORMANCE / "errors" / name, ERRORS[name])
+
+
+def check_error_case(path, spec: dict) -> None:
+    """An error case of a conformance folder (v1's or v2's): the CompileError's line,
+    column range and words as the case says, reported as file:line:col with the line
+    and a caret."""
+    name = path.name
     with pytest.raises(lossc.CompileError) as info:
-        lossc.compile(path, dims=dims)
+        lossc.compile(path, dims=spec.get("dims"))
     e = info.value
     if spec["line"] is not None:
         assert e.line == spec["line"], str(e)

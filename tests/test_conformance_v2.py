@@ -6,13 +6,13 @@ A case's `hvp` and `jvp` keys (Hessian-vector product along `hvp_v`, directional
 derivative along `jvp_tangent`) are checked against Model.hvp and Model.jvp.
 """
 import json
-import re
 
 import numpy as np
 import pytest
 
 import lossc
 from conftest import SHARED
+from test_conformance import check_error_case
 
 CONFORMANCE_V2 = SHARED / "conformance-v2"
 VALUE_CASES = sorted(CONFORMANCE_V2.glob("*.json"))
@@ -88,20 +88,4 @@ def test_predict(case):
 
 @pytest.mark.parametrize("name", ERROR_CASES)
 def test_error_case(name):
-    spec = ERRORS[name]
-    path = CONFORMANCE_V2 / "errors" / name
-    with pytest.raises(lossc.CompileError) as info:
-        lossc.compile(path, dims=spec.get("dims"))
-    e = info.value
-    if spec["line"] is not None:
-        assert e.line == spec["line"], str(e)
-    if "cols" in spec:
-        lo, hi = spec["cols"]
-        assert lo <= e.col <= hi, str(e)
-    for word in spec["contains"]:
-        assert word.lower() in e.message.lower(), (word, e.message)
-    first = str(e).splitlines()
-    # file:line:col: error: message / the line / a caret under the span
-    assert re.match(rf".*{re.escape(name)}:{e.line}:{e.col}: error: ", first[0]), first[0]
-    assert first[1].strip() == path.read_text().splitlines()[e.line - 1].strip()
-    assert first[2].strip().startswith("^") and first[2].index("^") - 4 == e.col - 1
+    check_error_case(CONFORMANCE_V2 / "errors" / name, ERRORS[name])

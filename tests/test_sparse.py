@@ -17,9 +17,9 @@ from lossc.cli import main
 from lossc.compiler import compile_source
 from lossc.codegen.sparse import GENERATION_LIMIT
 from lossc.optim.optimizers import SGD, Adam
-from lossc.runtime.calls import BoundArgs
 from lossc.runtime.fused import FusedSteps
 from lossc.runtime.sparse import RowRecords
+from test_fused import python_epoch
 
 FACTORS = """dim U = {U}
 dim I = {I}
@@ -162,15 +162,6 @@ def test_the_generation_wrapping_round_frees_the_hash_table():
     _, dense = m.value_and_grad(theta, **later)
     np.testing.assert_array_equal(sparse["P"].to_dense(), dense["P"])
     np.testing.assert_array_equal(sparse["Q"].to_dense(), dense["Q"])
-
-
-def python_epoch(m, opt, theta, bound, order, bs):
-    g = np.empty(m.n_params, dtype=m.dtype)
-    for lo in range(0, bound.B, bs):
-        idx = order[lo:lo + bs]
-        batch = BoundArgs(m, [a[idx] for a in bound.arrays], len(idx), bound.hypers)
-        m.value_and_grad_flat(theta, batch, grad_out=g)
-        opt.step(theta, g)
 
 
 @pytest.mark.parametrize("make", [lambda: SGD(0.05), lambda: SGD(0.05, momentum=0.5),
