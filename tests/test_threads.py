@@ -170,3 +170,30 @@ def test_results_are_the_same_bits_for_a_thread_count():
     assert one[0] == pytest.approx(first[0], rel=1e-12)      # another sum order
     for k in one[1]:
         np.testing.assert_allclose(one[1][k], first[1][k], rtol=1e-10)
+
+
+def test_the_workers_give_results_in_order_and_re_raise_a_tasks_error():
+    """runtime/workers.py, the pool a split batch runs on: results in the order of the
+    arguments whatever order the threads finish in; a task's exception reaches the
+    caller; the pool keeps working after it; dropped pools end their threads."""
+    import threading
+    import time
+    from lossc.runtime.workers import Workers
+
+    def slow_first(i):
+        time.sleep(0.02 if i == 0 else 0)
+        if i == 99:
+            raise ValueError("task 99")
+        return i * i
+
+    before = threading.active_count()
+    pool = Workers(3)
+    assert pool.map(slow_first, list(range(8))) == [i * i for i in range(8)]
+    with pytest.raises(ValueError, match="task 99"):
+        pool.map(slow_first, [1, 99, 2])
+    assert pool.map(slow_first, [4, 5]) == [16, 25]
+    del pool
+    deadline = time.monotonic() + 10
+    while threading.active_count() > before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert threading.active_count() == before

@@ -35,6 +35,7 @@ import numpy as np
 from lossc.runtime import forks
 from lossc.runtime.calls import BoundArgs, Frame, _addr, copy_of, data_pointer, index_error
 from lossc.runtime.sparse import sparse_rows
+from lossc.runtime.workers import Workers
 
 # below this many samples per thread, a thread costs more than it saves (the default of
 # Model.set_threads): batches below twice this run on the calling thread, whatever the
@@ -453,10 +454,9 @@ class CallPaths:
         thread count. Each chunk's objective already includes the once-per-call terms,
         scaled as its reduction says, so mean chunks are weighted by their share of the
         batch and sum chunks add up."""
-        from concurrent.futures import ThreadPoolExecutor
         m = self.model
-        if self._pool is None or self._pool._max_workers != m.threads:
-            self._pool = ThreadPoolExecutor(m.threads, thread_name_prefix="lossc")
+        if self._pool is None or self._pool.count != m.threads:
+            self._pool = Workers(m.threads)
             forks.renew_in_child(self)
         bound, theta = f.bound, f.frame.params
         chunks = bound.chunks(m.threads)
@@ -482,7 +482,7 @@ class CallPaths:
                 wf.rows.set_dense(True)
                 self.give(calls)
 
-        results = list(self._pool.map(run, chunks))
+        results = self._pool.map(run, chunks)
         for rc, chunk, _, _, err, _ in results:
             if rc != 0:
                 raise index_error(m, err, chunk)
