@@ -21,6 +21,7 @@ from llvmlite import ir
 
 from lossc.codegen import abi, gemm, matmul, reduce, rows, softmax
 from lossc.codegen.index import check_index
+from lossc.pairwise import pairwise
 from lossc.codegen.values import I1, I64, ValueEmitter, counted_loop, is_vector
 from lossc.ir.graph import BOOL, INT, Graph, Node, varying
 from lossc.ir.ops import OPS
@@ -92,14 +93,8 @@ class Emitter(ValueEmitter):
 
     @staticmethod
     def tree(vals: list, combine):
-        """vals combined as a balanced tree of adjacent pairs (short dependency chains;
-        the order is fixed at compile time, so lanes and the scalar loop agree)."""
-        while len(vals) > 1:
-            nxt = [combine(vals[k], vals[k + 1]) for k in range(0, len(vals) - 1, 2)]
-            if len(vals) % 2:
-                nxt.append(vals[-1])
-            vals = nxt
-        return vals[0]
+        """vals combined as a balanced tree of adjacent pairs (lossc/pairwise.py)."""
+        return pairwise(vals, combine)
 
     def hsum(self, v):
         """A vector's lanes added in order."""

@@ -51,20 +51,13 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from lossc.optim.data import DataError, check_arrays, frame_arrays, is_data_frame
+from lossc.pairwise import pairwise
 
 
 def tree_sum(items: Sequence, add: Callable):
-    """The sum of `items` in a fixed tree: level by level, items 2i and 2i + 1 added
-    (add(left, right)), an odd last item carried to the next level as it is."""
-    level = list(items)
-    if not level:
-        raise ValueError("tree_sum of nothing")
-    while len(level) > 1:
-        pairs = [add(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
-        if len(level) % 2:
-            pairs.append(level[-1])
-        level = pairs
-    return level[0]
+    """The sum of `items` in lossc's fixed tree (lossc/pairwise.py: level by level,
+    items 2i and 2i + 1 added, add(left, right), an odd last item carried up)."""
+    return pairwise(items, add)
 
 
 def add_pairs(a: tuple, b: tuple) -> tuple:
