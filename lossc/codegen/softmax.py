@@ -31,7 +31,8 @@ def logsumexp_softmax(em, g, n: Node) -> None:
     z both give the same NaNs, zeros and infinities: m is finite unless z holds an
     infinity (then 0), and the sum is then at least 1, or infinite, or NaN. The softmax
     goes to elements 0..K-1 of n's buffer, the logsumexp to element K (the lower pass
-    reads them through views). z has at most reduce.py's UNROLL elements: unrolled."""
+    reads them through views). Unrolled: the lower pass makes this op only for z of at
+    most passes/lower.py's PAIR_MAX elements."""
     em.result_buffer(g, n)
     z = n.inputs[0]
     K = z.size

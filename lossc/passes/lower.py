@@ -71,7 +71,7 @@ BLOCK_MIN_OUTPUTS = 64  # W @ x as a block product from this many rows of W ...
 BLOCK_MIN_ELEMENTS = 16384   # ... or from this many elements of W
 BLOCK_MIN_ROWS = 16     # ... with at least this many rows
 OUTER_MIN_SIZE = 64     # outer-product gradients smaller than this: per-lane sums
-PAIR_MAX = 256          # logsumexp_softmax unrolls its vector: at most this long
+PAIR_MAX = 256          # logsumexp_softmax's kernel unrolls its vector: a bound on code size
 STABLE_E = {"sigmoid": "sigmoid_e", "softplus": "softplus_e",
             "log_sigmoid": "log_sigmoid_e"}
 
