@@ -213,6 +213,16 @@ def bandwidth_target(ctx, name: str, workload: str, case: str, rows: dict, lossc
                anchor=(workload, case, lossc_impl))
 
 
+def peer_impls(jax, jax_impl, torch, torch_impl, *args) -> list:
+    """The JAX and PyTorch implementations of a case, of those peers that loaded."""
+    impls = []
+    if jax is not None:
+        impls.append(jax_impl(jax, *args))
+    if torch is not None:
+        impls.append(torch_impl(torch, *args))
+    return impls
+
+
 def na_peers(ctx, workload, case):
     if ctx.jax is None:
         ctx.na(workload, case, "jax jit", ctx.jax_why)

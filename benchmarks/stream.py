@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 
 from benchmarks.common import (bandwidth_target, compile_model, lossc_result, na_peers,
-                               read_bandwidth_impl, thread_impls, threaded_call)
+                               peer_impls, read_bandwidth_impl, thread_impls,
+                               threaded_call)
 from benchmarks.harness import Impl
 from benchmarks.w2_logistic import SRC, jax_impl, numpy_vg, torch_impl
 
@@ -39,10 +40,7 @@ def run(ctx) -> None:
              gbytes=gb),
         Impl("numpy (by hand)", lambda: numpy_vg(theta, X, y), lambda o: o, gbytes=gb),
     ]
-    if jax is not None:
-        impls.append(jax_impl(jax, theta, X, y))
-    if torch is not None:
-        impls.append(torch_impl(torch, theta, X, y))
+    impls += peer_impls(jax, jax_impl, torch, torch_impl, theta, X, y)
     impls.append(read_bandwidth_impl(X))
     case = f"logistic D={D:,}, B={B:,}, 1 thread"
     samples = ctx.samples(9, 3)

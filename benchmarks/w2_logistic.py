@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from benchmarks.common import (as_np, bandwidth_target, child_case, child_row, compile_model,
-                               lossc_result, na_peers, read_bandwidth_impl,
+                               lossc_result, na_peers, peer_impls, read_bandwidth_impl,
                                small_batch_impls, thread_impls, threaded_call)
 from benchmarks.harness import Impl, fmt_ratio
 
@@ -107,10 +107,7 @@ def run(ctx) -> None:
     # ------------------------------------------------------------ B = 256
     X, y = make_data(B_SMALL)
     impls = small_batch_impls(m, theta, X, y, numpy_vg)
-    if jax is not None:
-        impls.append(jax_impl(jax, theta, X, y))
-    if torch is not None:
-        impls.append(torch_impl(torch, theta, X, y))
+    impls += peer_impls(jax, jax_impl, torch, torch_impl, theta, X, y)
     for im in impls:
         im.gbytes = None
     case = f"B={B_SMALL}"
@@ -143,10 +140,7 @@ def run(ctx) -> None:
              note="checked against float64 at rtol 1e-4"),
         Impl("numpy (by hand)", lambda: numpy_vg(theta, X, y), lambda o: o, gbytes=gb),
     ]
-    if jax is not None:
-        impls.append(jax_impl(jax, theta, X, y))
-    if torch is not None:
-        impls.append(torch_impl(torch, theta, X, y))
+    impls += peer_impls(jax, jax_impl, torch, torch_impl, theta, X, y)
     impls.append(read_bandwidth_impl(X))
     case = f"B={B:,}, 1 thread"
     samples = ctx.samples(9, 3)

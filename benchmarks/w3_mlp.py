@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from benchmarks.common import (as_np, child_case, child_row, compile_model, lossc_result,
-                               na_peers, small_batch_impls, thread_impls, threaded_call)
+                               na_peers, peer_impls, small_batch_impls, thread_impls,
+                               threaded_call)
 from benchmarks.harness import Impl, fmt_ratio
 
 SRC = """\
@@ -121,10 +122,7 @@ def run(ctx) -> None:
     # ------------------------------------------------------------ B = 256
     X, y = make_data(B_SMALL)
     impls = small_batch_impls(m, theta, X, y, numpy_vg)
-    if jax is not None:
-        impls.append(jax_impl(jax, theta, X, y))
-    if torch is not None:
-        impls.append(torch_impl(torch, theta, X, y))
+    impls += peer_impls(jax, jax_impl, torch, torch_impl, theta, X, y)
     case = f"B={B_SMALL}"
     rows = ctx.run_case("W3", case, impls, samples=ctx.samples(25, 7))
     na_peers(ctx, "W3", case)
@@ -142,10 +140,7 @@ def run(ctx) -> None:
              lossc_result, rtol=1e-4, note="checked against float64 at rtol 1e-4"),
         Impl("numpy (by hand)", lambda: numpy_vg(theta, X, y), lambda o: o),
     ]
-    if jax is not None:
-        impls.append(jax_impl(jax, theta, X, y))
-    if torch is not None:
-        impls.append(torch_impl(torch, theta, X, y))
+    impls += peer_impls(jax, jax_impl, torch, torch_impl, theta, X, y)
     case = f"B={B:,}, 1 thread"
     samples = ctx.samples(11, 3)
     rows = ctx.run_case("W3", case, impls, samples=samples, sample_s=0.02)
