@@ -48,6 +48,25 @@ def test_a_cluster_gives_the_in_memory_iterates(cluster_run):
     assert cluster_run["lbfgs_local"] == [history, params]
 
 
+def test_persisted_collections_give_the_same_numbers(cluster_run):
+    # chunks held in the workers' memory go through one task a worker; the tree's
+    # order is the same, so the numbers are those of the same chunks in this process
+    assert cluster_run["lbfgs_persisted"] == cluster_run["lbfgs_local"]
+    assert cluster_run["frame_held"]
+    history, params = cluster_run["lbfgs_persisted_frame"]
+    mem_history, mem_params = cluster_run["lbfgs_memory"]
+    _close(history, mem_history)
+    _close(params, mem_params, 1e-10)
+
+
+def test_a_pass_over_persisted_chunks_is_one_task_a_worker(cluster_run):
+    # 8 chunks on 2 workers: one task on each worker holding chunks, no task a chunk
+    # and none for the sums (they are the client's, in the fixed tree)
+    assert cluster_run["chunks"] == 8
+    assert cluster_run["pass_tasks"] == ["leaves"] * cluster_run["holders"]
+    assert 1 <= cluster_run["holders"] <= 2
+
+
 def test_a_worker_killed_mid_run_changes_nothing(cluster_run):
     assert cluster_run["killed"]          # the flag file: a worker did end itself
     assert cluster_run["workers"] == 2     # ... and its nanny started another

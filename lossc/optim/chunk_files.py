@@ -167,8 +167,8 @@ def _dask_npy(by_input: dict, sizes: tuple, client):
     """The files as chunks of Dask tasks, each task reading its chunk's files itself
     (chunked.NpyFile): a chunk is in a worker's memory only while its task runs."""
     from lossc.optim.chunked import NpyFile
-    from lossc.optim.dask_chunks import DaskChunks
-    blocks = [{name: NpyFile(str(files[c].resolve())) for name, files in by_input.items()}
-              for c in range(len(sizes))]
+    from lossc.optim.dask_chunks import Block, DaskChunks
+    blocks = [Block({name: NpyFile(str(files[c].resolve()))
+                     for name, files in by_input.items()}) for c in range(len(sizes))]
     keep = [c for c, n in enumerate(sizes) if n]
     return DaskChunks([blocks[c] for c in keep], tuple(sizes[c] for c in keep), client)

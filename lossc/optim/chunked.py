@@ -12,10 +12,11 @@ chunk is, and the results summed in a fixed tree (`tree_sum`). Two kinds:
 - LocalChunks (here): the chunks are read in this process, one at a time, in order
   (memory maps and NPY files: the data set may be larger than memory; only a chunk is
   resident at a time, and clean pages of a memory map are the system's to drop);
-- DaskChunks (lossc/optim/dask_chunks.py): each chunk's function is a task next to the
-  chunk's own task, on the active dask.distributed client or Dask's default scheduler;
-  the model goes to the workers pickled (its source: runtime/pickled.py), and only
-  (objective, gradient) pairs travel back.
+- DaskChunks (lossc/optim/dask_chunks.py): each chunk's function runs where the chunk
+  is, on the active dask.distributed client (a worker's persisted chunks in one task)
+  or Dask's default scheduler; the model goes to the workers pickled (its source:
+  runtime/pickled.py), and only (objective, gradient) pairs travel back, to be summed
+  here.
 
 `ChunkedData` is a Chunks bound to a model and its hypers, as a BoundArgs is for
 arrays: what lossc.optim.objectives asks of the training set. Its objective is the
