@@ -386,8 +386,8 @@ def train(file, dims, dtype, data, scheduler, optimizer, lr, momentum, weight_de
         check_frozen(model, config.freeze)
         # the run's, as it will train
         n_val = n_samples(val_arrays) if val_arrays is not None else None
-        plan = (config.plan(model, arrays.n_samples, n_val, chunk_sizes=arrays.sizes)
-                if chunked else config.plan(model, n_samples(arrays), n_val))
+        plan = (chunked_plan(model, arrays, config, n_val) if chunked
+                else config.plan(model, n_samples(arrays), n_val))
         progress = Progress(model, plan, quiet)
         if not quiet:
             held_out = f" (+{plan.n_val} for validation)" if plan.n_val else ""
@@ -438,6 +438,16 @@ def train(file, dims, dtype, data, scheduler, optimizer, lr, momentum, weight_de
         sys.exit(130)
     if not result.ok:
         sys.exit(1)
+
+
+def chunked_plan(model, chunks, config, n_val):
+    """The plan of a run on chunked data, its held-out chunks (validation=) apart as
+    the run will hold them out (lossc.optim.chunked.held_out, drawn from the seed)."""
+    if config.validation:
+        from lossc.optim.chunked import held_out
+        chunks, val = held_out(chunks, config.validation, config.seed)
+        n_val = val.n_samples
+    return config.plan(model, chunks.n_samples, n_val, chunk_sizes=chunks.sizes)
 
 
 @contextlib.contextmanager

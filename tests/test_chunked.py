@@ -139,9 +139,32 @@ def test_chunk_files_that_do_not_fit_are_refused_clearly(tmp_path, model, layout
         lossc.train(model, data=str(tmp_path), optimizer=LBFGS(), epochs=1)
 
 
-def test_validation_split_of_chunked_data_is_refused(model):
-    with pytest.raises(ValueError, match="val_data"):
-        lossc.train(model, data=in_chunks(_data(), 100), validation=0.2)
+def _held_out_chunks(count, validation, seed):
+    """The chunks a validation split holds out, as docs/dask.md describes the draw."""
+    n_val = min(count - 1, max(1, round(validation * count)))
+    return sorted(np.random.default_rng([seed, 1]).permutation(count)[:n_val].tolist())
+
+
+@pytest.mark.parametrize("seed", [5, 6])
+def test_a_validation_split_of_chunked_data_holds_out_seeded_whole_chunks(model, seed):
+    data = _data()          # 1003 rows in 11 chunks of 100 (the last 3): 2 held out
+    held = _held_out_chunks(11, 0.2, seed)
+    rows = np.arange(1003) // 100
+    val_rows = np.isin(rows, held)
+    r = lossc.train(model, data=in_chunks(data, 100), validation=0.2, optimizer=LBFGS(),
+                    epochs=3, seed=seed)
+    r0 = lossc.train(model, data={k: a[~val_rows] for k, a in data.items()},
+                     val_data={k: a[val_rows] for k, a in data.items()},
+                     optimizer=LBFGS(), epochs=3, seed=seed)
+    assert len(held) == 2 and len(r.val_history) == 4
+    _close(r.history, r0.history)
+    _close(r.val_history, r0.val_history)
+
+
+def test_a_validation_split_needs_two_chunks(model):
+    with pytest.raises(DataError, match="1 chunk.*val_data"):
+        lossc.train(model, data=in_chunks(_data(), 2000), validation=0.2,
+                    optimizer=LBFGS(), epochs=1)
 
 
 def test_a_validation_set_beside_chunked_data(model):
@@ -150,3 +173,21 @@ def test_a_validation_set_beside_chunked_data(model):
                     optimizer=LBFGS(), epochs=3)
     r0 = lossc.train(model, data=data, val_data=val, optimizer=LBFGS(), epochs=3)
     _close(r.val_history, r0.val_history)
+
+
+def test_the_command_line_holds_out_chunk_files(tmp_path):
+    from click.testing import CliRunner
+
+    from lossc.cli import main
+    data = _data(400)       # 4 files of 100 rows: 1 held out for --validation 0.25
+    for name, a in data.items():
+        (tmp_path / "stack" / name).mkdir(parents=True)
+        for k in range(4):
+            np.save(tmp_path / "stack" / name / f"{k}.npy", a[100 * k:100 * (k + 1)])
+    (tmp_path / "m.loss").write_text(BASE)
+    r = CliRunner().invoke(main, ["train", str(tmp_path / "m.loss"), "--data",
+                                  str(tmp_path / "stack"), "--validation", "0.25",
+                                  "--optimizer", "lbfgs", "--epochs", "2",
+                                  "--out", str(tmp_path / "p.npz")])
+    assert r.exit_code == 0, r.output
+    assert "300 samples (+100 for validation)" in r.output and "on validation" in r.output

@@ -141,3 +141,14 @@ def test_the_model_loss_and_gradient_on_dask_arrays(model):
     for k in g0:
         _close(grads[k], g0[k])
     _close(model.loss(theta, x=dx, y=arrays["y"], lam=0.2), v0)
+
+
+def test_a_validation_split_of_dask_arrays_holds_out_the_same_chunks(model):
+    arrays = case.data()
+    dx = da.from_array(arrays["x"], chunks=(case.CHUNK, 4))
+    dy = da.from_array(arrays["y"], chunks=case.CHUNK)
+    kw = dict(validation=0.25, optimizer=LBFGS(), epochs=3, seed=4)
+    r = lossc.train(model, data={"x": dx, "y": dy}, **kw)
+    local = lossc.train(model, data=in_chunks(arrays, case.CHUNK), **kw)
+    assert (r.history, r.val_history) == (local.history, local.val_history)
+    assert len(r.val_history) == 4

@@ -122,8 +122,29 @@ class Chunks:
         """Chunk c, read into this process (a dict of arrays or a DataFrame)."""
         raise NotImplementedError          # pragma: no cover
 
+    def subset(self, indexes: Sequence[int]) -> "Chunks":
+        """The chunks `indexes` (in that order), as Chunks of the same kind."""
+        raise NotImplementedError          # pragma: no cover
+
     def close(self) -> None:
         """Give back what the run held (the model on the workers)."""
+
+
+def held_out(chunks: Chunks, validation: float, seed: int) -> tuple[Chunks, Chunks]:
+    """(training, validation) chunks: round(validation * C) whole chunks held out
+    (at least one, and one left to train on), drawn from the seed by a generator of
+    their own ([seed, 1], as an in-memory split's rows), the rest kept in order. Whole
+    chunks, so that no chunk is read or computed twice and the held-out rows never
+    reach the training passes."""
+    count = len(chunks.sizes)
+    if count < 2:
+        raise DataError(f"validation={validation} holds out whole chunks of chunked data, "
+                        f"and the data have {count} chunk; give more chunks, or a "
+                        "validation set of its own (val_data=)")
+    n_val = min(count - 1, max(1, int(round(validation * count))))
+    held = set(np.random.default_rng([seed, 1]).permutation(count)[:n_val].tolist())
+    return (chunks.subset([c for c in range(count) if c not in held]),
+            chunks.subset(sorted(held)))
 
 
 class LocalChunks(Chunks):
@@ -145,6 +166,9 @@ class LocalChunks(Chunks):
 
     def arrays(self, c: int) -> dict:
         return {k: np.asarray(a) for k, a in self.parts[c].items()}
+
+    def subset(self, indexes):
+        return LocalChunks([self.parts[c] for c in indexes])
 
 
 def _streamed_tree_sum(results, n: int, add):

@@ -154,6 +154,10 @@ class DaskChunks(Chunks):
             self._groups = list(by_home.values())
         return self._groups, files, graphs
 
+    def subset(self, indexes):
+        return DaskChunks([self.blocks[c] for c in indexes],
+                          tuple(self.sizes[c] for c in indexes), self.client)
+
     def arrays(self, c: int):
         block = self.blocks[c].task
         if not _has_dask(block):
