@@ -192,8 +192,9 @@ def throughput(ctx, case, m, folder, one, client, da) -> None:
         np.median(times)), gbytes=X.nbytes / 1e9, note=f"{rows:,} rows ({X.nbytes / 1e6:.0f} MB)"))
     dx, dy, placed = persisted_pair(client, folder, rows, da)
     chunks = dask_chunks({"x": dx, "y": dy}, m)
-    chunks.blocks, chunks.sizes = (chunks.blocks * PASSES_PER_CHUNK,
-                                   chunks.sizes * PASSES_PER_CHUNK)
+    chunks.blocks, chunks.sizes, chunks.labels = (chunks.blocks * PASSES_PER_CHUNK,
+                                                  chunks.sizes * PASSES_PER_CHUNK,
+                                                  chunks.labels * PASSES_PER_CHUNK)
     persisted = ChunkedData(m, chunks)
     stack = ChunkedData(m, _folder_chunks(m, folder))
     for label, data, target in (("persisted in the workers", persisted, True),
@@ -260,7 +261,8 @@ def breakdown(ctx, case, m, theta, chunks, client, local_rate) -> None:
     def submit(group):
         return client.submit(timed_leaves, chunk_value_and_grad, ref, (theta, {}),
                              [weights[c] for c in group],
-                             [chunks.blocks[c].held for c in group], pure=False)
+                             [chunks.blocks[c].held for c in group],
+                             [chunks.labels[c] for c in group], pure=False)
     together, alone = [], []
     for _ in range(5):
         together.append(max(client.gather([submit(g) for g in groups])))

@@ -60,6 +60,14 @@ def persisted_runs(client, m, arrays, kw):
     out["lbfgs_persisted"] = [r.history, flat(m, r.last_params)]
     r = lossc_train(m, ddf, LBFGS(), kw)
     out["lbfgs_persisted_frame"] = [r.history, flat(m, r.last_params)]
+    bad = arrays["x"].copy()
+    bad[3 * CHUNK + 7, 1] = np.nan
+    try:
+        lossc_train(m, {"x": client.persist(da.from_array(bad, chunks=(CHUNK, 4))),
+                        "y": dy}, LBFGS(), kw)
+        out["nan"] = "no error"
+    except Exception as e:          # (the worker's DataError, raised here)
+        out["nan"] = f"{type(e).__name__}: {e}"
     data = ChunkedData(m, dask_chunks({"x": dx, "y": dy}, m))
     frame_chunks = dask_chunks(ddf, m)
     out["frame_held"] = all(b.held is not None for b in frame_chunks.blocks)

@@ -3,6 +3,8 @@ chunk in a fixed tree equals the in-memory one up to the order of the sums, for 
 reduction with a penalty; full-batch runs follow the in-memory iterates; mini-batch
 epochs over one partition are the in-memory run bit for bit; NPY chunk files and
 memory maps stream through the same objective."""
+import os
+
 import numpy as np
 import pytest
 
@@ -191,3 +193,27 @@ def test_the_command_line_holds_out_chunk_files(tmp_path):
                                   "--out", str(tmp_path / "p.npz")])
     assert r.exit_code == 0, r.output
     assert "300 samples (+100 for validation)" in r.output and "on validation" in r.output
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+@pytest.mark.parametrize("opt", [LBFGS, Adam])
+def test_a_nan_or_inf_in_chunks_is_named_by_chunk_row_and_column(tmp_path, model, bad, opt):
+    data = _data(400)
+    data["x"][217, 2] = bad
+    kw = dict(optimizer=opt(), epochs=2, **({} if opt is LBFGS else {"batch_size": 50}))
+    what = "NaN" if np.isnan(bad) else "inf"
+    with pytest.raises(DataError, match=r"data: chunk 2 \(rows 200 to 299\): row 17, "
+                                        rf"column 'x\.2' is {what}"):
+        lossc.train(model, data=in_chunks(data, 100), **kw)
+    for name, a in data.items():
+        (tmp_path / name).mkdir()
+        for k in range(4):
+            np.save(tmp_path / name / f"{k}.npy", a[100 * k:100 * (k + 1)])
+    with pytest.raises(DataError, match=rf"x{os.sep}2\.npy, .*y{os.sep}2\.npy: row 17, "
+                                        rf"column 'x\.2' is {what}"):
+        lossc.train(model, data=str(tmp_path), **kw)
+    data["x"][217, 2] = 0.0
+    data["y"][399] = bad            # (in a validation set: named as val_data)
+    with pytest.raises(DataError, match=r"val_data: chunk 3 \(rows 300 to 399\): row 99, "
+                                        "column 'y'"):
+        lossc.train(model, data=in_chunks(_data(), 100), val_data=in_chunks(data, 100), **kw)

@@ -67,6 +67,12 @@ def test_a_pass_over_persisted_chunks_is_one_task_a_worker(cluster_run):
     assert 1 <= cluster_run["holders"] <= 2
 
 
+def test_a_nan_on_a_worker_is_named_by_chunk_row_and_column(cluster_run):
+    assert cluster_run["nan"].startswith(
+        "DataError: data: chunk 3 (rows 750 to 999): row 7, column 'x.1' is NaN"), \
+        cluster_run["nan"]
+
+
 def test_a_worker_killed_mid_run_changes_nothing(cluster_run):
     assert cluster_run["killed"]          # the flag file: a worker did end itself
     assert cluster_run["workers"] == 2     # ... and its nanny started another
@@ -152,3 +158,17 @@ def test_a_validation_split_of_dask_arrays_holds_out_the_same_chunks(model):
     local = lossc.train(model, data=in_chunks(arrays, case.CHUNK), **kw)
     assert (r.history, r.val_history) == (local.history, local.val_history)
     assert len(r.val_history) == 4
+
+
+def test_a_nan_in_a_dask_array_or_dataframe_is_named_by_chunk_row_and_column(model):
+    arrays = case.data()
+    arrays["x"][610, 3] = np.nan
+    dx = da.from_array(arrays["x"], chunks=(300, 4))
+    with pytest.raises(DataError, match=r"data: chunk 2 \(rows 600 to 899\): row 10, "
+                                        r"column 'x\.3' is NaN"):
+        lossc.train(model, data={"x": dx, "y": arrays["y"]}, optimizer=LBFGS(), epochs=2)
+    frame = pd.DataFrame({"y": arrays["y"], **{f"x.{j}": arrays["x"][:, j] for j in range(4)}})
+    with pytest.raises(DataError, match=r"data: partition 2 \(rows 600 to 899\): row 10, "
+                                        r"column 'x\.3'"):
+        lossc.train(model, data=dd.from_pandas(frame, chunksize=300), optimizer=LBFGS(),
+                    epochs=2)

@@ -40,7 +40,7 @@ import math
 import sys
 from dataclasses import dataclass
 
-from lossc.optim.chunked import ChunkedData, Chunks, add_pairs, tree_sum
+from lossc.optim.chunked import ChunkedData, Chunks, add_pairs, row_labels, tree_sum
 from lossc.optim.data import DataError, _layout
 
 
@@ -88,25 +88,27 @@ class Block:
 class DaskChunks(Chunks):
     """Chunks of a Dask collection: `blocks[c]` a Block of sizes[c] rows."""
 
-    def __init__(self, blocks: list, sizes: tuple, client=None):
+    def __init__(self, blocks: list, sizes: tuple, client=None, labels=None):
         self.blocks, self.sizes, self.client = blocks, tuple(int(n) for n in sizes), client
+        self.labels = list(labels or row_labels(self.sizes))
         self._models = {}           # id(model) -> (model, its node in the graphs)
         self._groups = None         # persisted chunks grouped by worker (_plan)
 
-    def map_sum(self, leaf, model, args, weights):
+    def map_sum(self, leaf, model, args, weights, where="data"):
         # Each chunk's pair comes back on its own and the tree is summed here, in the
         # fixed order: the same additions a tree of tasks would make, without a task
         # (and a scheduler round trip) for each of them.
         ref = self._on_workers(model)
+        labels = [f"{where}: {label}" for label in self.labels]
         if self.client is None:
             import dask
-            results = dask.compute(*[dask.delayed(leaf)(ref, *args, w, b.task)
-                                     for w, b in zip(weights, self.blocks)])
+            results = dask.compute(*[dask.delayed(leaf)(ref, *args, w, b.task, label)
+                                     for w, b, label in zip(weights, self.blocks, labels)])
         else:
-            results = self._on_cluster(leaf, ref, args, weights)
+            results = self._on_cluster(leaf, ref, args, weights, labels)
         return tree_sum(list(results), add_pairs)
 
-    def _on_cluster(self, leaf, ref, args, weights) -> list:
+    def _on_cluster(self, leaf, ref, args, weights, labels) -> list:
         """Each chunk's leaf result, computed on the cluster, in chunk order. Chunks
         persisted on a worker are computed there, all of a worker's in one task (one
         scheduler round trip a worker, not one a chunk); chunk files one task each, on
@@ -120,14 +122,16 @@ class DaskChunks(Chunks):
             # depends on are, which is the group's worker while it holds them)
             jobs.append((client.submit(
                 leaves, leaf, ref, args, [weights[c] for c in group],
-                [self.blocks[c].held for c in group], pure=False), group))
+                [self.blocks[c].held for c in group], [labels[c] for c in group],
+                pure=False), group))
         for c in files:
             jobs.append((client.submit(leaves, leaf, ref, args, [weights[c]],
-                                       [self.blocks[c].task], pure=False), [c]))
+                                       [self.blocks[c].task], [labels[c]], pure=False), [c]))
         if graphs:
             import dask
             computed = client.compute([dask.delayed(leaves)(
-                leaf, ref, args, [weights[c]], [self.blocks[c].task]) for c in graphs])
+                leaf, ref, args, [weights[c]], [self.blocks[c].task], [labels[c]])
+                for c in graphs])
             jobs.extend((f, [c]) for f, c in zip(computed, graphs))
         results = [None] * len(self.blocks)
         for group, pairs in zip([g for _, g in jobs], client.gather([f for f, _ in jobs])):
@@ -156,7 +160,8 @@ class DaskChunks(Chunks):
 
     def subset(self, indexes):
         return DaskChunks([self.blocks[c] for c in indexes],
-                          tuple(self.sizes[c] for c in indexes), self.client)
+                          tuple(self.sizes[c] for c in indexes), self.client,
+                          [self.labels[c] for c in indexes])
 
     def arrays(self, c: int):
         block = self.blocks[c].task
@@ -201,11 +206,12 @@ class DaskChunks(Chunks):
         self._models.clear()
 
 
-def leaves(leaf, model, args: tuple, weights: list, chunks: list) -> list:
-    """leaf(model, *args, weight, chunk) of each chunk in turn, in one task: a worker's
-    chunks computed where they are, their results returned apart (the tree's sums
-    are the client's: the order must not depend on which worker holds what)."""
-    return [leaf(model, *args, w, chunk) for w, chunk in zip(weights, chunks)]
+def leaves(leaf, model, args: tuple, weights: list, chunks: list, labels: list) -> list:
+    """leaf(model, *args, weight, chunk, label) of each chunk in turn, in one task: a
+    worker's chunks computed where they are, their results returned apart (the tree's
+    sums are the client's: the order must not depend on which worker holds what)."""
+    return [leaf(model, *args, w, chunk, label)
+            for w, chunk, label in zip(weights, chunks, labels)]
 
 
 def _has_dask(block) -> bool:
@@ -228,10 +234,10 @@ def dask_chunks(data, model, where: str = "data") -> DaskChunks:
     model's inputs (DataError naming what does not fit)."""
     client = active_client()
     if isinstance(data, dict):
-        blocks, sizes = _array_blocks(data, model, where, client)
+        blocks, sizes, labels = _array_blocks(data, model, where, client)
     else:
-        blocks, sizes = _frame_blocks(data, model, where, client)
-    return DaskChunks(blocks, sizes, client)
+        blocks, sizes, labels = _frame_blocks(data, model, where, client)
+    return DaskChunks(blocks, sizes, client, labels)
 
 
 def _array_blocks(data: dict, model, where: str, client):
@@ -327,14 +333,17 @@ def _frame_blocks(frame, model, where: str, client):
     tasks = list(frame.to_delayed())
     blocks = [Block(t) if held is None else Block(t, held[c], (1,))
               for c, t in enumerate(tasks)]
-    return _without_empty(blocks, sizes)
+    return _without_empty(blocks, sizes, row_labels(sizes, "partition"))
 
 
-def _without_empty(blocks: list, sizes) -> tuple[list, tuple]:
+def _without_empty(blocks: list, sizes, labels=None) -> tuple[list, tuple, list]:
+    """The blocks with rows, their sizes and labels (numbered as in the collection)."""
+    labels = labels or row_labels(sizes)
     keep = [c for c, n in enumerate(sizes) if n > 0]
     if not keep:
         raise DataError("data: the collection has no rows")
-    return [blocks[c] for c in keep], tuple(sizes[c] for c in keep)
+    return ([blocks[c] for c in keep], tuple(sizes[c] for c in keep),
+            [labels[c] for c in keep])
 
 
 def collection_value_and_grad(model, theta: dict, kwargs: dict) -> tuple[float, dict]:

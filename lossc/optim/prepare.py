@@ -218,7 +218,7 @@ def prepare_chunked(model, data, config: TrainConfig) -> PreparedData:
             val = ChunkedData(model, val_chunks, config.hypers)
         elif config.val_data is not None and is_chunked(config.val_data):
             val = ChunkedData(model, as_chunks(model, config.val_data, "val_data"),
-                              config.hypers)
+                              config.hypers, "val_data")
         elif config.val_data is not None:
             val = model.bind(validation_set(model, config.val_data), config.hypers)
         plan = config.plan(model, full.B, None if val is None else val.B,
