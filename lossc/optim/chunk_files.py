@@ -71,6 +71,11 @@ def file_chunks(path, model, where: str = "data"):
     return _dask_npy(by_input, sizes, client, labels)
 
 
+def files_named(path, where: str = "data") -> list:
+    """The files a folder or glob of chunk files names, in natural order."""
+    return _files(str(path), where)
+
+
 def _files(path: str, where: str) -> list:
     if os.path.isdir(path):
         root = pathlib.Path(path)
