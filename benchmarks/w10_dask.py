@@ -182,14 +182,9 @@ def throughput(ctx, case, m, folder, one, client, da) -> None:
     single = m.__copy__().set_threads(1)
     bound = single.bind({"x": X, "y": y})
     grad = np.zeros(m.n_params)
-    times = []
-    for _ in range(7):
-        t = time.perf_counter()
+
+    def in_process():
         single.value_and_grad_flat(theta, bound, grad_out=grad)
-        times.append(time.perf_counter() - t)
-    local_rate = rows / float(np.median(times))
-    ctx.rows.append(Row("W10", case, "gradient, one thread in process", seconds=float(
-        np.median(times)), gbytes=X.nbytes / 1e9, note=f"{rows:,} rows ({X.nbytes / 1e6:.0f} MB)"))
     dx, dy, placed = persisted_pair(client, folder, rows, da)
     chunks = dask_chunks({"x": dx, "y": dy}, m)
     chunks.blocks, chunks.sizes, chunks.labels = (chunks.blocks * PASSES_PER_CHUNK,
@@ -197,18 +192,29 @@ def throughput(ctx, case, m, folder, one, client, da) -> None:
                                                   chunks.labels * PASSES_PER_CHUNK)
     persisted = ChunkedData(m, chunks)
     stack = ChunkedData(m, _folder_chunks(m, folder))
-    for label, data, target in (("persisted in the workers", persisted, True),
-                                ("read from the files each pass", stack, False)):
+    passes = {"persisted in the workers": persisted, "read from the files each pass": stack}
+    for data in passes.values():
         data.value_and_grad(theta)          # (the workers' model compiled or loaded)
-        times = []
-        for _ in range(5):
+    # taken in turns (this process's thread, then each pass), so that the load of a
+    # shared machine falls on them alike
+    times = {"in process": [], **{label: [] for label in passes}}
+    for _ in range(7):
+        for label, call in (("in process", in_process),
+                            *((k, lambda d=d: d.value_and_grad(theta))
+                              for k, d in passes.items())):
             t = time.perf_counter()
-            data.value_and_grad(theta)
-            times.append(time.perf_counter() - t)
-        per_core = data.B / float(np.median(times)) / 2
-        share = per_core / local_rate
+            call()
+            times[label].append(time.perf_counter() - t)
+    t_local = float(np.median(times["in process"]))
+    local_rate = rows / t_local
+    ctx.rows.append(Row("W10", case, "gradient, one thread in process", seconds=t_local,
+                        gbytes=X.nbytes / 1e9, note=f"{rows:,} rows ({X.nbytes / 1e6:.0f} MB)"))
+    for label, data in passes.items():
+        target = data is persisted
+        seconds = float(np.median(times[label]))
+        share = data.B / seconds / 2 / local_rate
         impl = f"gradient on the cluster, {label}"
-        ctx.rows.append(Row("W10", case, impl, seconds=float(np.median(times)),
+        ctx.rows.append(Row("W10", case, impl, seconds=seconds,
                             gbytes=data.B * D * 8 / 1e9,
                             note=f"{data.B:,} rows in {len(data.sizes)} chunks; per worker "
                                  f"core {share:.0%} of one in-process thread"
