@@ -55,8 +55,12 @@ NOTE = ("W10: W2's model (D = 16, its L2 term as a penalty) on an NPY stack in a
         "limit each); L-BFGS to a gradient 2-norm of 1e-8 on the cluster and in memory; "
         "Adam lr 1e-3, batch 256, one epoch; worker memory is each worker's peak resident "
         "set (VmHWM). The throughput target compares chunks persisted in the workers' "
-        "memory (the cluster's gradient per worker core) with one in-process thread on the "
-        "same chunks; the stack's row, read from the page cache every pass, is a figure.")
+        "memory (chunks 0 and 1 of the stack, read by a task each, one on each worker; "
+        "the cluster's gradient per worker core) with one in-process thread on a chunk of "
+        "the same size, the two timed in turns; the stack's row, read from the page cache "
+        "every pass, is a figure. The indented rows split the persisted pass: the "
+        "workers' tasks timed on the workers, one worker's task alone; the no-op row is "
+        "Dask's round trip for the pass's shape.")
 
 
 def write_stack(folder: str, n: int, chunk: int, seed: int = 10) -> None:
