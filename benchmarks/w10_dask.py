@@ -14,10 +14,12 @@ in their memory together); the client gets (objective, gradient) pairs only.
   the partitions visited in a seeded order, each streamed to this process) within 1e-3
   (relative) of that optimum;
 - the distributed gradient's throughput per worker core against one in-process thread
-  on the same chunks: a chunk of 600,000 rows (77 MB) persisted in each worker's memory,
-  each compute taking its gradient PASSES_PER_CHUNK times (16 leaves, as a pass over
-  the stack has; the target: at least 70%), and, as a figure, a pass over the whole
-  stack read from the files (the page cache) each time.
+  on chunks of the same size: a chunk of 600,000 rows (77 MB) persisted in each worker's
+  memory, each pass taking its gradient PASSES_PER_CHUNK times (16 leaves, as a pass
+  over the stack has; the target: at least 70%), and, as a figure, a pass over the
+  whole stack read from the files (the page cache) each time; then where a pass's time
+  goes: the workers' tasks timed on the workers, one worker's task alone, and Dask's
+  round trip with tasks that do nothing.
 
 --quick: N = 1.2M in chunks of 150,000 (the targets indicative only).
 """
@@ -53,8 +55,12 @@ NOTE = ("W10: W2's model (D = 16, its L2 term as a penalty) on an NPY stack in a
         "limit each); L-BFGS to a gradient 2-norm of 1e-8 on the cluster and in memory; "
         "Adam lr 1e-3, batch 256, one epoch; worker memory is each worker's peak resident "
         "set (VmHWM). The throughput target compares chunks persisted in the workers' "
-        "memory (the cluster's gradient per worker core) with one in-process thread on the "
-        "same chunks; the stack's row, read from the page cache every pass, is a figure.")
+        "memory (chunks 0 and 1 of the stack, read by a task each, one on each worker; "
+        "the cluster's gradient per worker core) with one in-process thread on a chunk of "
+        "the same size, the two timed in turns; the stack's row, read from the page cache "
+        "every pass, is a figure. The indented rows split the persisted pass: the "
+        "workers' tasks timed on the workers, one worker's task alone; the no-op row is "
+        "Dask's round trip for the pass's shape.")
 
 
 def write_stack(folder: str, n: int, chunk: int, seed: int = 10) -> None:
@@ -168,8 +174,9 @@ def run(ctx) -> None:
 
 def throughput(ctx, case, m, folder, one, client, da) -> None:
     """Rows per second of the gradient: one in-process thread on a chunk; the cluster
-    per worker core on PERSISTED_CHUNKS chunks held in the workers' memory, and over the
-    stack read from its files."""
+    per worker core on chunks held in the workers' memory (chunks 0 and 1 of the stack,
+    one a worker, each taken PASSES_PER_CHUNK times a pass), and over the stack read
+    from its files; then where a pass's time goes (breakdown)."""
     from benchmarks.harness import Row
     from lossc.optim.chunked import ChunkedData
     from lossc.optim.dask_chunks import dask_chunks
@@ -179,44 +186,108 @@ def throughput(ctx, case, m, folder, one, client, da) -> None:
     single = m.__copy__().set_threads(1)
     bound = single.bind({"x": X, "y": y})
     grad = np.zeros(m.n_params)
-    times = []
-    for _ in range(7):
-        t = time.perf_counter()
+
+    def in_process():
         single.value_and_grad_flat(theta, bound, grad_out=grad)
-        times.append(time.perf_counter() - t)
-    local_rate = rows / float(np.median(times))
-    ctx.rows.append(Row("W10", case, "gradient, one thread in process", seconds=float(
-        np.median(times)), gbytes=X.nbytes / 1e9, note=f"{rows:,} rows ({X.nbytes / 1e6:.0f} MB)"))
-    dx = da.from_array(np.concatenate([X, X]), chunks=(rows, D))
-    dy = da.from_array(np.concatenate([y, y]), chunks=rows)
-    dx, dy = client.persist([dx, dy])
-    client.rebalance()              # (a chunk on each worker)
+    dx, dy, placed = persisted_pair(client, folder, rows, da)
     chunks = dask_chunks({"x": dx, "y": dy}, m)
-    chunks.blocks, chunks.sizes = (chunks.blocks * PASSES_PER_CHUNK,
-                                   chunks.sizes * PASSES_PER_CHUNK)
+    chunks.blocks, chunks.sizes, chunks.labels = (chunks.blocks * PASSES_PER_CHUNK,
+                                                  chunks.sizes * PASSES_PER_CHUNK,
+                                                  chunks.labels * PASSES_PER_CHUNK)
     persisted = ChunkedData(m, chunks)
     stack = ChunkedData(m, _folder_chunks(m, folder))
-    for label, data, target in (("persisted in the workers", persisted, True),
-                                ("read from the files each pass", stack, False)):
+    passes = {"persisted in the workers": persisted, "read from the files each pass": stack}
+    for data in passes.values():
         data.value_and_grad(theta)          # (the workers' model compiled or loaded)
-        times = []
-        for _ in range(5):
+    # taken in turns (this process's thread, then each pass), so that the load of a
+    # shared machine falls on them alike
+    times = {"in process": [], **{label: [] for label in passes}}
+    for _ in range(7):
+        for label, call in (("in process", in_process),
+                            *((k, lambda d=d: d.value_and_grad(theta))
+                              for k, d in passes.items())):
             t = time.perf_counter()
-            data.value_and_grad(theta)
-            times.append(time.perf_counter() - t)
-        per_core = data.B / float(np.median(times)) / 2
-        share = per_core / local_rate
+            call()
+            times[label].append(time.perf_counter() - t)
+    t_local = float(np.median(times["in process"]))
+    local_rate = rows / t_local
+    ctx.rows.append(Row("W10", case, "gradient, one thread in process", seconds=t_local,
+                        gbytes=X.nbytes / 1e9, note=f"{rows:,} rows ({X.nbytes / 1e6:.0f} MB)"))
+    for label, data in passes.items():
+        target = data is persisted
+        seconds = float(np.median(times[label]))
+        share = data.B / seconds / 2 / local_rate
         impl = f"gradient on the cluster, {label}"
-        ctx.rows.append(Row("W10", case, impl, seconds=float(np.median(times)),
+        ctx.rows.append(Row("W10", case, impl, seconds=seconds,
                             gbytes=data.B * D * 8 / 1e9,
                             note=f"{data.B:,} rows in {len(data.sizes)} chunks; per worker "
-                                 f"core {share:.0%} of one in-process thread"))
+                                 f"core {share:.0%} of one in-process thread"
+                                 + ("" if not target else f"; {placed}")))
         if target:
             ctx.target("W10 cluster gradient per worker core / in process",
                        f"{share:.0%}", f">= {THROUGHPUT_SHARE:.0%}", share >= THROUGHPUT_SHARE,
                        f"chunks of {X.nbytes / 1e6:.0f} MB", anchor=("W10", case, impl))
+            breakdown(ctx, case, m, theta, chunks, client, local_rate)
         data.close()
     round_trip(ctx, case, client)
+
+
+def persisted_pair(client, folder, rows, da):
+    """Chunks 0 and 1 of the stack as dask arrays persisted in the workers' memory, each
+    read by a task of its own (the scheduler spreads them over the idle workers), and
+    where they went."""
+    import dask
+    from distributed import futures_of, wait
+
+    def pair(name, shape):
+        return da.concatenate([da.from_delayed(
+            dask.delayed(np.load)(os.path.join(folder, name, f"{k}.npy")),
+            shape=shape, dtype=np.float64) for k in (0, 1)])
+    dx, dy = client.persist([pair("x", (rows, D)), pair("y", (rows,))])
+    wait([dx, dy])
+    holders = client.who_has(futures_of(dx))
+    spread = len({w for ws in holders.values() for w in ws})
+    return dx, dy, f"x's chunks on {spread} worker{'s' if spread > 1 else ''}"
+
+
+def timed_leaves(*args):
+    """lossc.optim.dask_chunks.leaves, and the seconds it took on its worker."""
+    from lossc.optim.dask_chunks import leaves
+    t = time.perf_counter()
+    leaves(*args)
+    return time.perf_counter() - t
+
+
+def breakdown(ctx, case, m, theta, chunks, client, local_rate) -> None:
+    """Where a pass over the persisted chunks goes: the workers' own compute in it (the
+    same tasks a pass submits, timed on the workers), and one worker's tasks alone
+    (with its own core to itself, as the in-process thread has)."""
+    from benchmarks.harness import Row
+    from lossc.optim.chunked import chunk_value_and_grad
+    ref = chunks._on_workers(m)
+    groups, _, _ = chunks._plan()
+    weights = [1.0 / len(chunks.sizes)] * len(chunks.sizes)
+
+    def submit(group):
+        return client.submit(timed_leaves, chunk_value_and_grad, ref, (theta, {}),
+                             [weights[c] for c in group],
+                             [chunks.blocks[c].held for c in group],
+                             [chunks.labels[c] for c in group], pure=False)
+    together, alone = [], []
+    for _ in range(5):
+        together.append(max(client.gather([submit(g) for g in groups])))
+        alone.append(submit(groups[0]).result())
+    t_tasks, t_alone = float(np.median(together)), float(np.median(alone))
+    rows_each = sum(chunks.sizes) / len(groups)
+    ctx.rows.append(Row("W10", case, "  of which the workers' tasks (the longest, timed on "
+                        "its worker)", seconds=t_tasks,
+                        note=f"{len(groups)} tasks, one a worker, computing together; per "
+                             f"worker core {rows_each / t_tasks / local_rate:.0%} of one "
+                             "in-process thread"))
+    ctx.rows.append(Row("W10", case, "  one worker's task alone, the other idle",
+                        seconds=t_alone,
+                        note=f"{rows_each:,.0f} rows; {rows_each / t_alone / local_rate:.0%} of "
+                             "one in-process thread"))
 
 
 def no_op(*args):
@@ -224,20 +295,17 @@ def no_op(*args):
 
 
 def round_trip(ctx, case, client) -> None:
-    """The same graph's shape (16 leaves and their tree) with tasks that do nothing:
-    Dask's own cost of a pass, which the gradient's share above includes."""
-    import dask
-
+    """The pass's shape (a task on each worker, submitted and gathered) with tasks that
+    do nothing: Dask's own cost of a pass, which the gradient's share above includes."""
     from benchmarks.harness import Row
-    from lossc.optim.chunked import add_pairs, tree_sum
+    workers = list(client.scheduler_info()["workers"])
     times = []
     for _ in range(5):
-        leaves = [dask.delayed(no_op)(k) for k in range(16)]
         t = time.perf_counter()
-        client.compute(tree_sum(leaves, dask.delayed(add_pairs)), sync=True)
+        client.gather([client.submit(no_op, w, pure=False, workers=[w]) for w in workers])
         times.append(time.perf_counter() - t)
-    ctx.rows.append(Row("W10", case, "Dask alone: 16 no-op leaves and their tree",
-                        seconds=float(np.median(times)),
+    ctx.rows.append(Row("W10", case, f"Dask alone: a no-op task on each of the "
+                        f"{len(workers)} workers", seconds=float(np.median(times)),
                         note="the scheduler's round trip, in every pass on the cluster"))
 
 

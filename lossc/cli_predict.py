@@ -1,12 +1,15 @@
 """`lossc predict`: a trained model's outputs (`output name = ...`) for a data file.
 
     lossc predict model.loss --params p.npz --data test.csv --out pred.csv
+    lossc predict model.loss --params p.npz --data 'test/*.parquet' --out pred.npz
 
 The model is compiled with the dims and dtype the parameters file records (lossc train
 writes the record) and takes the hypers it records unless --hyper gives others, as
 `lossc eval` does (cli_common.load_trained); a line on stderr says what it took. The
 data holds every input of the model, or only those the outputs depend on (labels the
-loss alone uses may be left out). The predictions go to a .csv (one column per element,
+loss alone uses may be left out); or chunks as lossc train streams them (a folder or
+glob of .npy or .parquet files, docs/dask.md), read one at a time, every input present,
+the predictions of each kept in chunk order. The predictions go to a .csv (one column per element,
 named as input columns are: prob.0, prob.1, ..., top), a .npz (one array per output,
 samples first) or a .npy (a model with one output). A mistake is one line on
 stderr and exit status 1; --out is checked before the work and is never one of the
@@ -21,8 +24,9 @@ import click
 import numpy as np
 
 from lossc.cli_common import check_output, fail, load_trained, model_options, parse_hypers
-from lossc.files import replacing
+from lossc.files import replacing, same_file
 from lossc.optim.data import DataError, column_names, load_data
+from lossc.optim.prepare import is_chunked
 
 SUFFIXES = (".csv", ".npz", ".npy")
 
@@ -32,9 +36,10 @@ SUFFIXES = (".csv", ".npz", ".npy")
 @click.option("--params", "params_path", required=True,
               type=click.Path(dir_okay=False, path_type=pathlib.Path),
               help="Parameters saved by lossc train (.npz or .json).")
-@click.option("--data", type=click.Path(dir_okay=False, path_type=pathlib.Path),
+@click.option("--data", type=click.Path(path_type=pathlib.Path),
               help="The samples (.csv, .npz, .npy): every input, or those the outputs use; "
-                   "none for a model without inputs.")
+                   "or chunks streamed from disk (a folder or glob of .npy or .parquet "
+                   "files, as train takes them); none for a model without inputs.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=pathlib.Path),
               help="Where the predictions go: .csv (a column per element: prob.0, prob.1, "
                    "..., top), .npz (an array per output) or .npy (one output).")
@@ -49,7 +54,11 @@ def predict_cmd(file, dims, dtype, params_path, data, out, hypers):
     hyper_values = parse_hypers(hypers)
     if out.suffix.lower() not in SUFFIXES:
         fail(f"lossc: error: --out {out}: the file name must end in .csv, .npz or .npy")
-    check_output("--out", out, {"FILE": file, "--params": params_path, "--data": data})
+    chunked = data is not None and is_chunked(str(data))
+    check_output("--out", out, {"FILE": file, "--params": params_path,
+                                "--data": None if chunked else data})
+    if chunked:
+        check_not_among_chunks(out, data)
     # the dims, dtype and hypers the parameters were trained with, as lossc eval takes them
     model, params, hyper_values = load_trained(file, dims, dtype, params_path, hyper_values)
     try:
@@ -63,14 +72,53 @@ def predict_cmd(file, dims, dtype, params_path, data, out, hypers):
         if model.inputs and data is None:
             raise ValueError("the model has inputs (" + ", ".join(i.name for i in model.inputs)
                              + "): give the data with --data")
-        arrays = read_inputs(data, model) if data is not None else {}
-        predictions = model.predict(params, **arrays, **hyper_values)
+        if chunked:
+            predictions, n = chunked_predictions(model, params, str(data), hyper_values)
+        else:
+            arrays = read_inputs(data, model) if data is not None else {}
+            predictions = model.predict(params, **arrays, **hyper_values)
+            n = len(next(iter(arrays.values()))) if arrays else 1
         write_predictions(out, model, predictions)
     except (DataError, ValueError, TypeError) as e:
         fail(f"lossc: error: {e}")
-    n = len(next(iter(arrays.values()))) if arrays else 1
     click.echo(f"wrote {out}: {', '.join(o.name for o in model.outputs)} for "
                f"{n} sample{'s' * (n != 1)}")
+
+
+def check_not_among_chunks(out: pathlib.Path, data: pathlib.Path) -> None:
+    """End the command if --out is one of the chunk files --data names."""
+    from lossc.optim.chunk_files import files_named
+    try:
+        files = files_named(data, "--data")
+    except DataError as e:
+        fail(f"lossc: error: {e}")
+    for f in files:
+        if same_file(out, f):
+            fail(f"lossc: error: --out {out} is one of the files of --data {data}; "
+                 "refusing to overwrite it (write to another file)")
+
+
+def chunked_predictions(model, params: dict, data: str, hypers: dict) -> tuple[dict, int]:
+    """The outputs over chunked data, computed a chunk at a time in this process
+    (each chunk checked as a data file is, NaN and infinity included) and joined in
+    chunk order; and the rows."""
+    from lossc.optim.chunked import check_chunk_finite, chunk_arrays
+    from lossc.optim.prepare import as_chunks
+    chunks = as_chunks(model, data, "--data")
+    try:
+        parts = []
+        for c, label in enumerate(chunks.labels):
+            arrays = chunk_arrays(model, chunks.arrays(c), f"--data: {label}")
+            check_chunk_finite(model, arrays, f"--data: {label}")
+            parts.append(model.predict(params, **arrays, **hypers))
+    finally:
+        chunks.close()
+    joined = {}
+    for o in model.outputs:
+        per_row = np.ndim(parts[0][o.name]) > len(o.shape)   # (else one value for all)
+        joined[o.name] = (np.concatenate([p[o.name] for p in parts]) if per_row
+                          else parts[0][o.name])
+    return joined, chunks.n_samples
 
 
 def read_inputs(path: pathlib.Path, model) -> dict:

@@ -386,8 +386,8 @@ def train(file, dims, dtype, data, scheduler, optimizer, lr, momentum, weight_de
         check_frozen(model, config.freeze)
         # the run's, as it will train
         n_val = n_samples(val_arrays) if val_arrays is not None else None
-        plan = (config.plan(model, arrays.n_samples, n_val, chunk_sizes=arrays.sizes)
-                if chunked else config.plan(model, n_samples(arrays), n_val))
+        plan = (chunked_plan(model, arrays, config, n_val) if chunked
+                else config.plan(model, n_samples(arrays), n_val))
         progress = Progress(model, plan, quiet)
         if not quiet:
             held_out = f" (+{plan.n_val} for validation)" if plan.n_val else ""
@@ -440,6 +440,16 @@ def train(file, dims, dtype, data, scheduler, optimizer, lr, momentum, weight_de
         sys.exit(1)
 
 
+def chunked_plan(model, chunks, config, n_val):
+    """The plan of a run on chunked data, its held-out chunks (validation=) apart as
+    the run will hold them out (lossc.optim.chunked.held_out, drawn from the seed)."""
+    if config.validation:
+        from lossc.optim.chunked import held_out
+        chunks, val = held_out(chunks, config.validation, config.seed)
+        n_val = val.n_samples
+    return config.plan(model, chunks.n_samples, n_val, chunk_sizes=chunks.sizes)
+
+
 @contextlib.contextmanager
 def dask_session(scheduler):
     """A dask.distributed client for --scheduler while the run lasts (none without):
@@ -474,8 +484,13 @@ def dask_session(scheduler):
 
 @click.command("eval")
 @model_options
-@click.option("--data", type=click.Path(dir_okay=False, path_type=pathlib.Path),
-              help="Data to evaluate on (.csv, .npz, .npy); none for a model without inputs.")
+@click.option("--data", type=click.Path(path_type=pathlib.Path),
+              help="Data to evaluate on (.csv, .npz, .npy), or chunks streamed from disk as "
+                   "train takes them (a folder or glob of .npy or .parquet files); none for "
+                   "a model without inputs.")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Evaluate chunked --data with Dask, as train does: a dask.distributed "
+                   "scheduler's address, or 'local'.")
 @click.option("--params", "params_path", required=True,
               type=click.Path(dir_okay=False, path_type=pathlib.Path),
               help="Parameters saved by lossc train (.npz or .json).")
@@ -502,31 +517,58 @@ def dask_session(scheduler):
                    "interval, from the inverse Hessian of the objective (the Laplace "
                    "approximation: standard errors of a fitted `reduce sum` negative "
                    "log-likelihood).")
-def eval_cmd(file, dims, dtype, data, params_path, hypers, metrics, output, label, stderr):
-    """Print the objective of FILE's model with saved parameters (on a data file), and
-    the norm of its gradient there."""
+def eval_cmd(file, dims, dtype, data, scheduler, params_path, hypers, metrics, output,
+             label, stderr):
+    """Print the objective of FILE's model with saved parameters (on a data file, or
+    chunked data streamed as train streams it), and the norm of its gradient there."""
     model, params, hyper_values = load_trained(file, dims, dtype, params_path,
                                                parse_hypers(hypers))
+    chunked = data is not None and is_chunked(str(data))
+    if scheduler is not None and not chunked:
+        fail("lossc: error: --scheduler evaluates chunked --data (a folder or glob of .npy "
+             "or .parquet files)")
     try:
         if model.inputs and data is None:
             raise ValueError("the model has inputs (" + ", ".join(i.name for i in model.inputs)
                              + "): give the data with --data")
-        arrays = load_data(data, model) if data is not None else {}
-        value, grads = model.value_and_grad(params, **arrays, **hyper_values)
-        scores = metric_values(model, params, arrays, hyper_values, metrics, output, label)
+        if chunked:
+            if metrics or stderr:
+                raise ValueError("--metric and --stderr need the data in memory (a .csv, "
+                                 ".npz or .npy file); on chunked --data, eval gives the "
+                                 "objective and its gradient")
+            with dask_session(scheduler):
+                value, grads, n = chunked_objective(model, params, str(data), hyper_values)
+            scores = []
+        else:
+            arrays = load_data(data, model) if data is not None else {}
+            n = len(next(iter(arrays.values()))) if arrays else 0
+            value, grads = model.value_and_grad(params, **arrays, **hyper_values)
+            scores = metric_values(model, params, arrays, hyper_values, metrics, output,
+                                   label)
         if stderr:
             from lossc.optim.laplace import laplace
             table = laplace(model, params, arrays, hyper_values).summary()
     except (DataError, ValueError, TypeError) as e:
         fail(f"lossc: error: {e}")
     norm = math.sqrt(sum(float(np.sum(np.square(g))) for g in grads.values()))
-    n = len(next(iter(arrays.values()))) if arrays else 0
     on = f" on {n} samples" if n else ""
     click.echo(f"objective {value:.10g}{on}; gradient norm {norm:.4g}")
     for score in scores:
         click.echo(metric_line(score, n))
     if stderr:
         click.echo(table)
+
+
+def chunked_objective(model, params: dict, data: str, hypers: dict):
+    """(objective, gradient as a dict, rows) of the model over chunked data, chunk by
+    chunk as a training run computes it (lossc.optim.chunked.ChunkedData)."""
+    from lossc.optim.chunked import ChunkedData
+    chunked = ChunkedData(model, as_chunks(model, data, "--data"), hypers, "--data")
+    try:
+        value, grad = chunked.value_and_grad(model.pack_params(params))
+    finally:
+        chunked.close()
+    return value, model.unpack_params(grad), chunked.B
 
 
 def metric_values(model, params, arrays: dict, hypers: dict, names, output, label) -> list:

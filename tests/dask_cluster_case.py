@@ -36,6 +36,60 @@ def kill_once(block, flag):
     return block
 
 
+def persisted_runs(client, m, arrays, kw):
+    """Training on collections persisted in the workers' memory: dask arrays and a
+    DataFrame; and the tasks one gradient evaluation on the arrays runs, by name."""
+    import dask.array as da
+    import dask.dataframe as dd
+    import pandas as pd
+    from distributed import get_task_stream, wait
+    from dask.utils import key_split
+
+    from lossc.optim import LBFGS
+    from lossc.optim.chunked import ChunkedData
+    from lossc.optim.dask_chunks import dask_chunks
+    dx = da.from_array(arrays["x"], chunks=(CHUNK, 4))
+    dy = da.from_array(arrays["y"], chunks=CHUNK)
+    frame = pd.DataFrame({"y": arrays["y"],
+                          **{f"x.{j}": arrays["x"][:, j] for j in range(4)}})
+    ddf = dd.from_pandas(frame, npartitions=ROWS // CHUNK)
+    dx, dy, ddf = client.persist([dx, dy, ddf])
+    wait([dx, dy, ddf])
+    out = {}
+    r = lossc_train(m, {"x": dx, "y": dy}, LBFGS(), kw)
+    out["lbfgs_persisted"] = [r.history, flat(m, r.last_params)]
+    r = lossc_train(m, ddf, LBFGS(), kw)
+    out["lbfgs_persisted_frame"] = [r.history, flat(m, r.last_params)]
+    bad = arrays["x"].copy()
+    bad[3 * CHUNK + 7, 1] = np.nan
+    try:
+        lossc_train(m, {"x": client.persist(da.from_array(bad, chunks=(CHUNK, 4))),
+                        "y": dy}, LBFGS(), kw)
+        out["nan"] = "no error"
+    except Exception as e:          # (the worker's DataError, raised here)
+        out["nan"] = f"{type(e).__name__}: {e}"
+    data = ChunkedData(m, dask_chunks({"x": dx, "y": dy}, m))
+    frame_chunks = dask_chunks(ddf, m)
+    out["frame_held"] = all(b.held is not None for b in frame_chunks.blocks)
+    try:
+        theta = m.pack_params(m.init_params(0))
+        data.value_and_grad(theta)          # (the model reaches the workers)
+        with get_task_stream(client) as stream:
+            data.value_and_grad(theta)
+        names = sorted(key_split(t["key"]) for t in stream.data)
+        out["pass_tasks"] = names
+        out["chunks"] = len(data.sizes)
+        out["holders"] = len({w for ws in client.who_has([dx, dy]).values() for w in ws})
+    finally:
+        data.close()
+    return out
+
+
+def lossc_train(m, data, optimizer, kw):
+    import lossc
+    return lossc.train(m, data=data, optimizer=optimizer, **kw)
+
+
 def flat(model, params):
     return model.pack_params(params).tolist()
 
@@ -96,6 +150,7 @@ def main(flag):
                               meta=np.empty((0, 0), dx.dtype))
         r = lossc.train(m, data={"x": dying, "y": dy}, optimizer=LBFGS(), **kw)
         out["lbfgs_killed"] = [r.history, flat(m, r.last_params)]
+        out.update(persisted_runs(client, m, arrays, kw))
         out["killed"] = os.path.exists(flag)
         client.wait_for_workers(2, timeout=120)      # (the nanny's new worker)
         out["workers"] = len(client.scheduler_info()["workers"])

@@ -3,6 +3,8 @@ chunk in a fixed tree equals the in-memory one up to the order of the sums, for 
 reduction with a penalty; full-batch runs follow the in-memory iterates; mini-batch
 epochs over one partition are the in-memory run bit for bit; NPY chunk files and
 memory maps stream through the same objective."""
+import os
+
 import numpy as np
 import pytest
 
@@ -139,9 +141,32 @@ def test_chunk_files_that_do_not_fit_are_refused_clearly(tmp_path, model, layout
         lossc.train(model, data=str(tmp_path), optimizer=LBFGS(), epochs=1)
 
 
-def test_validation_split_of_chunked_data_is_refused(model):
-    with pytest.raises(ValueError, match="val_data"):
-        lossc.train(model, data=in_chunks(_data(), 100), validation=0.2)
+def _held_out_chunks(count, validation, seed):
+    """The chunks a validation split holds out, as docs/dask.md describes the draw."""
+    n_val = min(count - 1, max(1, round(validation * count)))
+    return sorted(np.random.default_rng([seed, 1]).permutation(count)[:n_val].tolist())
+
+
+@pytest.mark.parametrize("seed", [5, 6])
+def test_a_validation_split_of_chunked_data_holds_out_seeded_whole_chunks(model, seed):
+    data = _data()          # 1003 rows in 11 chunks of 100 (the last 3): 2 held out
+    held = _held_out_chunks(11, 0.2, seed)
+    rows = np.arange(1003) // 100
+    val_rows = np.isin(rows, held)
+    r = lossc.train(model, data=in_chunks(data, 100), validation=0.2, optimizer=LBFGS(),
+                    epochs=3, seed=seed)
+    r0 = lossc.train(model, data={k: a[~val_rows] for k, a in data.items()},
+                     val_data={k: a[val_rows] for k, a in data.items()},
+                     optimizer=LBFGS(), epochs=3, seed=seed)
+    assert len(held) == 2 and len(r.val_history) == 4
+    _close(r.history, r0.history)
+    _close(r.val_history, r0.val_history)
+
+
+def test_a_validation_split_needs_two_chunks(model):
+    with pytest.raises(DataError, match="1 chunk.*val_data"):
+        lossc.train(model, data=in_chunks(_data(), 2000), validation=0.2,
+                    optimizer=LBFGS(), epochs=1)
 
 
 def test_a_validation_set_beside_chunked_data(model):
@@ -150,3 +175,144 @@ def test_a_validation_set_beside_chunked_data(model):
                     optimizer=LBFGS(), epochs=3)
     r0 = lossc.train(model, data=data, val_data=val, optimizer=LBFGS(), epochs=3)
     _close(r.val_history, r0.val_history)
+
+
+def test_the_command_line_holds_out_chunk_files(tmp_path):
+    from click.testing import CliRunner
+
+    from lossc.cli import main
+    data = _data(400)       # 4 files of 100 rows: 1 held out for --validation 0.25
+    for name, a in data.items():
+        (tmp_path / "stack" / name).mkdir(parents=True)
+        for k in range(4):
+            np.save(tmp_path / "stack" / name / f"{k}.npy", a[100 * k:100 * (k + 1)])
+    (tmp_path / "m.loss").write_text(BASE)
+    r = CliRunner().invoke(main, ["train", str(tmp_path / "m.loss"), "--data",
+                                  str(tmp_path / "stack"), "--validation", "0.25",
+                                  "--optimizer", "lbfgs", "--epochs", "2",
+                                  "--out", str(tmp_path / "p.npz")])
+    assert r.exit_code == 0, r.output
+    assert "300 samples (+100 for validation)" in r.output and "on validation" in r.output
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+@pytest.mark.parametrize("opt", [LBFGS, Adam])
+def test_a_nan_or_inf_in_chunks_is_named_by_chunk_row_and_column(tmp_path, model, bad, opt):
+    data = _data(400)
+    data["x"][217, 2] = bad
+    kw = dict(optimizer=opt(), epochs=2, **({} if opt is LBFGS else {"batch_size": 50}))
+    what = "NaN" if np.isnan(bad) else "inf"
+    with pytest.raises(DataError, match=r"data: chunk 2 \(rows 200 to 299\): row 17, "
+                                        rf"column 'x\.2' is {what}"):
+        lossc.train(model, data=in_chunks(data, 100), **kw)
+    for name, a in data.items():
+        (tmp_path / name).mkdir()
+        for k in range(4):
+            np.save(tmp_path / name / f"{k}.npy", a[100 * k:100 * (k + 1)])
+    with pytest.raises(DataError, match=rf"x{os.sep}2\.npy, .*y{os.sep}2\.npy: row 17, "
+                                        rf"column 'x\.2' is {what}"):
+        lossc.train(model, data=str(tmp_path), **kw)
+    data["x"][217, 2] = 0.0
+    data["y"][399] = bad            # (in a validation set: named as val_data)
+    with pytest.raises(DataError, match=r"val_data: chunk 3 \(rows 300 to 399\): row 99, "
+                                        "column 'y'"):
+        lossc.train(model, data=in_chunks(_data(), 100), val_data=in_chunks(data, 100), **kw)
+
+
+def _stack(tmp_path, data, rows=100):
+    """data as NPY chunk files of `rows` rows, a folder per input; the folder."""
+    stack = tmp_path / "stack"
+    for name, a in data.items():
+        (stack / name).mkdir(parents=True)
+        for k, lo in enumerate(range(0, len(a), rows)):
+            np.save(stack / name / f"{k}.npy", a[lo:lo + rows])
+    return stack
+
+
+def _cli(*args):
+    from click.testing import CliRunner
+
+    from lossc.cli import main
+    r = CliRunner().invoke(main, [str(a) for a in args])
+    assert "Traceback" not in r.output
+    return r
+
+
+def _objective_and_norm(output):
+    import re
+    found = re.search(r"objective (\S+) on (\d+) samples; gradient norm (\S+)", output)
+    assert found, output
+    return float(found[1]), int(found[2]), float(found[3])
+
+
+def _trained(tmp_path):
+    """400 rows as 4 NPY chunk files and as all.npz, a model with an output, and its
+    parameters trained on all.npz: (data, the chunks' folder, model file, params)."""
+    data = _data(400)
+    stack = _stack(tmp_path, data)
+    np.savez(tmp_path / "all.npz", **data)
+    model = tmp_path / "m.loss"
+    model.write_text(BASE + "output p = sigmoid(z)\n")
+    params = tmp_path / "p.npz"
+    assert _cli("train", model, "--data", tmp_path / "all.npz", "--optimizer", "lbfgs",
+                "--epochs", "3", "--out", params).exit_code == 0
+    return data, stack, model, params
+
+
+def test_eval_and_predict_stream_chunk_files(tmp_path):
+    data, stack, model, params = _trained(tmp_path)
+    whole = _cli("eval", model, "--params", params, "--data", tmp_path / "all.npz")
+    for source in (stack, stack / "*" / "*.npy"):
+        r = _cli("eval", model, "--params", params, "--data", source)
+        assert r.exit_code == 0, r.output
+        value, n, norm = _objective_and_norm(r.output)
+        value0, n0, norm0 = _objective_and_norm(whole.output)
+        assert n == n0 == 400
+        _close(value, value0)
+        _close(norm, norm0, 1e-9)
+    r = _cli("predict", model, "--params", params, "--data", stack, "--out", tmp_path / "c.npz")
+    assert r.exit_code == 0 and "p for 400 samples" in r.output, r.output
+    assert _cli("predict", model, "--params", params, "--data", tmp_path / "all.npz",
+                "--out", tmp_path / "m.npz").exit_code == 0
+    assert np.array_equal(np.load(tmp_path / "c.npz")["p"], np.load(tmp_path / "m.npz")["p"])
+
+
+def test_eval_and_predict_on_chunks_refuse_what_they_cannot_do(tmp_path):
+    data, stack, model, params = _trained(tmp_path)
+    r = _cli("eval", model, "--params", params, "--data", stack, "--metric", "accuracy")
+    assert r.exit_code == 1 and "need the data in memory" in r.output
+    r = _cli("eval", model, "--params", params, "--data", tmp_path / "all.npz",
+             "--scheduler", "local")
+    assert r.exit_code == 1 and "--scheduler evaluates chunked --data" in r.output
+    before = (stack / "y" / "3.npy").read_bytes()
+    r = _cli("predict", model, "--params", params, "--data", stack / "*" / "*.npy",
+             "--out", stack / "y" / "3.npy")
+    assert r.exit_code == 1 and "one of the files of --data" in r.output
+    assert (stack / "y" / "3.npy").read_bytes() == before
+    data["x"][305, 1] = np.inf
+    np.save(stack / "x" / "3.npy", data["x"][300:])
+    r = _cli("predict", model, "--params", params, "--data", stack, "--out", tmp_path / "p.csv")
+    assert r.exit_code == 1 and "3.npy: row 5, column 'x.1' is inf" in r.output, r.output
+    assert not (tmp_path / "p.csv").exists()
+    r = _cli("eval", model, "--params", params, "--data", stack)
+    assert r.exit_code == 1 and "3.npy: row 5, column 'x.1' is inf" in r.output, r.output
+
+
+def test_eval_on_parquet_files(tmp_path):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    pytest.importorskip("dask.dataframe")
+    data = _data(300)
+    frame = pd.DataFrame({"y": data["y"], **{f"x.{j}": data["x"][:, j] for j in range(4)}})
+    for k in range(3):
+        frame.iloc[100 * k:100 * (k + 1)].to_parquet(tmp_path / f"part{k}.parquet")
+    np.savez(tmp_path / "all.npz", **data)
+    model = tmp_path / "m.loss"
+    model.write_text(BASE)
+    params = tmp_path / "p.npz"
+    assert _cli("train", model, "--data", tmp_path / "all.npz", "--epochs", "1",
+                "--out", params).exit_code == 0
+    r = _cli("eval", model, "--params", params, "--data", tmp_path / "*.parquet")
+    assert r.exit_code == 0, r.output
+    whole = _cli("eval", model, "--params", params, "--data", tmp_path / "all.npz")
+    _close(_objective_and_norm(r.output)[0], _objective_and_norm(whole.output)[0])

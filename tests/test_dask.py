@@ -48,6 +48,31 @@ def test_a_cluster_gives_the_in_memory_iterates(cluster_run):
     assert cluster_run["lbfgs_local"] == [history, params]
 
 
+def test_persisted_collections_give_the_same_numbers(cluster_run):
+    # chunks held in the workers' memory go through one task a worker; the tree's
+    # order is the same, so the numbers are those of the same chunks in this process
+    assert cluster_run["lbfgs_persisted"] == cluster_run["lbfgs_local"]
+    assert cluster_run["frame_held"]
+    history, params = cluster_run["lbfgs_persisted_frame"]
+    mem_history, mem_params = cluster_run["lbfgs_memory"]
+    _close(history, mem_history)
+    _close(params, mem_params, 1e-10)
+
+
+def test_a_pass_over_persisted_chunks_is_one_task_a_worker(cluster_run):
+    # 8 chunks on 2 workers: one task on each worker holding chunks, no task a chunk
+    # and none for the sums (they are the client's, in the fixed tree)
+    assert cluster_run["chunks"] == 8
+    assert cluster_run["pass_tasks"] == ["leaves"] * cluster_run["holders"]
+    assert 1 <= cluster_run["holders"] <= 2
+
+
+def test_a_nan_on_a_worker_is_named_by_chunk_row_and_column(cluster_run):
+    assert cluster_run["nan"].startswith(
+        "DataError: data: chunk 3 (rows 750 to 999): row 7, column 'x.1' is NaN"), \
+        cluster_run["nan"]
+
+
 def test_a_worker_killed_mid_run_changes_nothing(cluster_run):
     assert cluster_run["killed"]          # the flag file: a worker did end itself
     assert cluster_run["workers"] == 2     # ... and its nanny started another
@@ -122,3 +147,28 @@ def test_the_model_loss_and_gradient_on_dask_arrays(model):
     for k in g0:
         _close(grads[k], g0[k])
     _close(model.loss(theta, x=dx, y=arrays["y"], lam=0.2), v0)
+
+
+def test_a_validation_split_of_dask_arrays_holds_out_the_same_chunks(model):
+    arrays = case.data()
+    dx = da.from_array(arrays["x"], chunks=(case.CHUNK, 4))
+    dy = da.from_array(arrays["y"], chunks=case.CHUNK)
+    kw = dict(validation=0.25, optimizer=LBFGS(), epochs=3, seed=4)
+    r = lossc.train(model, data={"x": dx, "y": dy}, **kw)
+    local = lossc.train(model, data=in_chunks(arrays, case.CHUNK), **kw)
+    assert (r.history, r.val_history) == (local.history, local.val_history)
+    assert len(r.val_history) == 4
+
+
+def test_a_nan_in_a_dask_array_or_dataframe_is_named_by_chunk_row_and_column(model):
+    arrays = case.data()
+    arrays["x"][610, 3] = np.nan
+    dx = da.from_array(arrays["x"], chunks=(300, 4))
+    with pytest.raises(DataError, match=r"data: chunk 2 \(rows 600 to 899\): row 10, "
+                                        r"column 'x\.3' is NaN"):
+        lossc.train(model, data={"x": dx, "y": arrays["y"]}, optimizer=LBFGS(), epochs=2)
+    frame = pd.DataFrame({"y": arrays["y"], **{f"x.{j}": arrays["x"][:, j] for j in range(4)}})
+    with pytest.raises(DataError, match=r"data: partition 2 \(rows 600 to 899\): row 10, "
+                                        r"column 'x\.3'"):
+        lossc.train(model, data=dd.from_pandas(frame, chunksize=300), optimizer=LBFGS(),
+                    epochs=2)

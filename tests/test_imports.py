@@ -16,7 +16,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 # it or a package holding it; a top-level module listed nowhere is in the last
 LAYERS = (
     ("base", ("lossc.version", "lossc.options", "lossc.source", "lossc.nested",
-              "lossc.files", "lossc.memory")),
+              "lossc.files", "lossc.memory", "lossc.pairwise")),
     ("syntax", ("lossc.syntax",)),
     ("ir", ("lossc.ir",)),
     ("passes", ("lossc.passes",)),

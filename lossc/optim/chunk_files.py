@@ -63,11 +63,17 @@ def file_chunks(path, model, where: str = "data"):
     sizes = _check_shapes(shapes, model, where)
     from lossc.optim.dask_chunks import active_client
     client = active_client()
+    labels = [", ".join(str(fs[c]) for fs in by_input.values()) for c in range(len(sizes))]
     if client is None:
         from lossc.optim.chunked import LocalChunks
         return LocalChunks([{name: _mapped(fs[c], where) for name, fs in by_input.items()}
-                            for c in range(len(sizes))])
-    return _dask_npy(by_input, sizes, client)
+                            for c in range(len(sizes))], labels)
+    return _dask_npy(by_input, sizes, client, labels)
+
+
+def files_named(path, where: str = "data") -> list:
+    """The files a folder or glob of chunk files names, in natural order."""
+    return _files(str(path), where)
 
 
 def _files(path: str, where: str) -> list:
@@ -163,12 +169,13 @@ def _mapped(path: pathlib.Path, where: str) -> np.ndarray:
         raise DataError(f"{where}: {path}: {e}") from None
 
 
-def _dask_npy(by_input: dict, sizes: tuple, client):
+def _dask_npy(by_input: dict, sizes: tuple, client, labels: list):
     """The files as chunks of Dask tasks, each task reading its chunk's files itself
     (chunked.NpyFile): a chunk is in a worker's memory only while its task runs."""
     from lossc.optim.chunked import NpyFile
-    from lossc.optim.dask_chunks import DaskChunks
-    blocks = [{name: NpyFile(str(files[c].resolve())) for name, files in by_input.items()}
-              for c in range(len(sizes))]
+    from lossc.optim.dask_chunks import Block, DaskChunks
+    blocks = [Block({name: NpyFile(str(files[c].resolve()))
+                     for name, files in by_input.items()}) for c in range(len(sizes))]
     keep = [c for c, n in enumerate(sizes) if n]
-    return DaskChunks([blocks[c] for c in keep], tuple(sizes[c] for c in keep), client)
+    return DaskChunks([blocks[c] for c in keep], tuple(sizes[c] for c in keep), client,
+                      [labels[c] for c in keep])

@@ -12,10 +12,11 @@ chunk is, and the results summed in a fixed tree (`tree_sum`). Two kinds:
 - LocalChunks (here): the chunks are read in this process, one at a time, in order
   (memory maps and NPY files: the data set may be larger than memory; only a chunk is
   resident at a time, and clean pages of a memory map are the system's to drop);
-- DaskChunks (lossc/optim/dask_chunks.py): each chunk's function is a task next to the
-  chunk's own task, on the active dask.distributed client or Dask's default scheduler;
-  the model goes to the workers pickled (its source: runtime/pickled.py), and only
-  (objective, gradient) pairs travel back.
+- DaskChunks (lossc/optim/dask_chunks.py): each chunk's function runs where the chunk
+  is, on the active dask.distributed client (a worker's persisted chunks in one task)
+  or Dask's default scheduler; the model goes to the workers pickled (its source:
+  runtime/pickled.py), and only (objective, gradient) pairs travel back, to be summed
+  here.
 
 `ChunkedData` is a Chunks bound to a model and its hypers, as a BoundArgs is for
 arrays: what lossc.optim.objectives asks of the training set. Its objective is the
@@ -50,7 +51,8 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from lossc.optim.data import DataError, check_arrays, frame_arrays, is_data_frame
+from lossc.optim.data import (DataError, check_arrays, check_input_finite, frame_arrays,
+                               is_data_frame)
 from lossc.pairwise import pairwise
 
 
@@ -89,61 +91,119 @@ def chunk_arrays(model, chunk, where: str = "chunk") -> dict:
     return check_arrays(chunk, model, where, finite=False)
 
 
-def chunk_value_and_grad(model, theta, hypers: dict, weight: float, chunk) -> tuple:
-    """weight * (objective, gradient) of the model on one chunk, in float64."""
-    bound = model.bind(chunk_arrays(model, chunk), hypers)
+def chunk_value_and_grad(model, theta, hypers: dict, weight: float, chunk,
+                         where: str = "chunk") -> tuple:
+    """weight * (objective, gradient) of the model on one chunk, in float64; a
+    DataError naming `where` (the chunk), the row and the column if the result is not
+    finite because the chunk holds a NaN or an infinity."""
+    arrays = chunk_arrays(model, chunk, where)
+    bound = model.bind(arrays, hypers)
     value, grad = model.checked_value_and_grad_flat(theta, bound)
+    if not (np.isfinite(value) and np.isfinite(grad).all()):
+        check_chunk_finite(model, arrays, where)
     return weight * float(value), weight * grad.astype(np.float64)
 
 
-def chunk_hvp(model, theta, v, hypers: dict, weight: float, chunk) -> tuple:
-    """(0.0, weight * H v) of the model's objective on one chunk, in float64."""
-    bound = model.bind(chunk_arrays(model, chunk), hypers)
-    return 0.0, weight * model.hvp_flat(theta, v, data=bound).astype(np.float64)
+def chunk_hvp(model, theta, v, hypers: dict, weight: float, chunk,
+              where: str = "chunk") -> tuple:
+    """(0.0, weight * H v) of the model's objective on one chunk, in float64 (a
+    DataError for a NaN or infinity in the chunk, as chunk_value_and_grad)."""
+    arrays = chunk_arrays(model, chunk, where)
+    hv = model.hvp_flat(theta, v, data=model.bind(arrays, hypers))
+    if not np.isfinite(hv).all():
+        check_chunk_finite(model, arrays, where)
+    return 0.0, weight * hv.astype(np.float64)
+
+
+def check_chunk_finite(model, arrays: dict, where: str) -> None:
+    """A DataError for the first NaN or infinity in a chunk's inputs, naming the chunk
+    (`where`), the row in it and the column (which names the input). Run only when a
+    chunk's result is not finite: data are not scanned on every pass, and finite data
+    whose result is not finite are left to the run to report (divergence)."""
+    for spec in model.inputs:
+        check_input_finite(arrays[spec.name], spec, where)
 
 
 # ---------------------------------------------------------------- the data as chunks
 
 class Chunks:
-    """Row blocks of a data set (see the module docstring). `sizes`: rows per chunk."""
+    """Row blocks of a data set (see the module docstring). `sizes`: rows per chunk;
+    `labels`: what a message calls each chunk (its files, or its rows in the data)."""
 
     sizes: tuple
+    labels: list
 
     @property
     def n_samples(self) -> int:
         return int(sum(self.sizes))
 
-    def map_sum(self, leaf: Callable, model, args: tuple, weights: Sequence[float]):
-        """tree_sum of leaf(model, *args, weights[c], chunk c) over the chunks."""
+    def map_sum(self, leaf: Callable, model, args: tuple, weights: Sequence[float],
+                where: str = "data"):
+        """tree_sum of leaf(model, *args, weights[c], chunk c, label c) over the chunks,
+        label c naming chunk c in `where` (the data's name in messages)."""
         raise NotImplementedError          # pragma: no cover
 
     def arrays(self, c: int) -> dict:
         """Chunk c, read into this process (a dict of arrays or a DataFrame)."""
         raise NotImplementedError          # pragma: no cover
 
+    def subset(self, indexes: Sequence[int]) -> "Chunks":
+        """The chunks `indexes` (in that order), as Chunks of the same kind."""
+        raise NotImplementedError          # pragma: no cover
+
     def close(self) -> None:
         """Give back what the run held (the model on the workers)."""
+
+
+def row_labels(sizes: Sequence[int], what: str = "chunk") -> list:
+    """Chunks named by their rows in the data: "chunk 2 (rows 200 to 299)"."""
+    ends = np.cumsum(sizes)
+    return [f"{what} {c} (rows {end - n} to {end - 1})" for c, (n, end) in
+            enumerate(zip(sizes, ends.tolist()))]
+
+
+def held_out(chunks: Chunks, validation: float, seed: int) -> tuple[Chunks, Chunks]:
+    """(training, validation) chunks: round(validation * C) whole chunks held out
+    (at least one, and one left to train on), drawn from the seed by a generator of
+    their own ([seed, 1], as an in-memory split's rows), the rest kept in order. Whole
+    chunks, so that no chunk is read or computed twice and the held-out rows never
+    reach the training passes."""
+    count = len(chunks.sizes)
+    if count < 2:
+        raise DataError(f"validation={validation} holds out whole chunks of chunked data, "
+                        f"and the data have {count} chunk; give more chunks, or a "
+                        "validation set of its own (val_data=)")
+    n_val = min(count - 1, max(1, int(round(validation * count))))
+    held = set(np.random.default_rng([seed, 1]).permutation(count)[:n_val].tolist())
+    return (chunks.subset([c for c in range(count) if c not in held]),
+            chunks.subset(sorted(held)))
 
 
 class LocalChunks(Chunks):
     """Chunks read in this process, one at a time: `parts` is a list of dicts input name
     -> array-like (a memory map's rows are read when a chunk is used)."""
 
-    def __init__(self, parts: Sequence[dict]):
-        self.parts = [p for p in parts if len(next(iter(p.values())))]  # (rows only)
+    def __init__(self, parts: Sequence[dict], labels: Optional[Sequence[str]] = None):
+        labels = list(labels or row_labels([len(next(iter(p.values()))) for p in parts]))
+        keep = [c for c, p in enumerate(parts) if len(next(iter(p.values())))]  # (rows)
+        self.parts, self.labels = [parts[c] for c in keep], [labels[c] for c in keep]
         if not self.parts:
             raise DataError("data: the chunks hold no rows")
         self.sizes = tuple(len(next(iter(p.values()))) for p in self.parts)
 
-    def map_sum(self, leaf, model, args, weights):
+    def map_sum(self, leaf, model, args, weights, where="data"):
         # (one chunk resident at a time: each leaf's result is summed before the next
         # chunk is read, in tree_sum's order, kept as a stack of partial sums)
         return _streamed_tree_sum(
-            (leaf(model, *args, w, self.arrays(c)) for c, w in enumerate(weights)),
-            len(self.parts), add_pairs)
+            (leaf(model, *args, w, self.arrays(c), f"{where}: {self.labels[c]}")
+             for c, w in enumerate(weights)), len(self.parts), add_pairs)
 
     def arrays(self, c: int) -> dict:
         return {k: np.asarray(a) for k, a in self.parts[c].items()}
+
+    def subset(self, indexes):
+        return LocalChunks([self.parts[c] for c in indexes],
+                           [self.labels[c] for c in indexes])
 
 
 def _streamed_tree_sum(results, n: int, add):
@@ -193,8 +253,9 @@ class ChunkedData:
 
     chunked = True
 
-    def __init__(self, model, chunks: Chunks, hypers: Optional[dict] = None):
-        self.model, self.chunks = model, chunks
+    def __init__(self, model, chunks: Chunks, hypers: Optional[dict] = None,
+                 where: str = "data"):
+        self.model, self.chunks, self.where = model, chunks, where
         self.hypers = dict(hypers or {})
         model._hyper_vector(self.hypers)         # (a wrong name: a ValueError now)
         self.sizes = chunks.sizes
@@ -208,7 +269,7 @@ class ChunkedData:
         """The objective over every row and its gradient (float64), at flat theta."""
         theta = np.ascontiguousarray(theta, dtype=self.model.dtype)
         value, grad = self.chunks.map_sum(chunk_value_and_grad, self.model,
-                                          (theta, self.hypers), self.weights)
+                                          (theta, self.hypers), self.weights, self.where)
         if self.extra_penalties:
             p, gp = self._penalty(theta)
             value -= self.extra_penalties * p
@@ -220,7 +281,8 @@ class ChunkedData:
         m = self.model
         theta = np.ascontiguousarray(theta, dtype=m.dtype)
         v = np.ascontiguousarray(v, dtype=m.dtype)
-        _, hv = self.chunks.map_sum(chunk_hvp, m, (theta, v, self.hypers), self.weights)
+        _, hv = self.chunks.map_sum(chunk_hvp, m, (theta, v, self.hypers), self.weights,
+                                    self.where)
         if self.extra_penalties:
             empty = self._empty_batch()
             hv = hv - self.extra_penalties * m.hvp_flat(theta, v, data=empty).astype(

@@ -13,14 +13,24 @@ first input's row chunks: a lazy step of the graph), or a dask DataFrame whose c
 are named as a CSV header's (y, x.0, x.1, ...). Chunk sizes must be known (a dask array
 made from a DataFrame without lengths has none: `compute_chunk_sizes()`).
 
-The computation: each chunk's task is followed by a task of lossc's (chunked.py's
-leaves) on its result, and those by a tree of additions; the compute returns one
-(objective, gradient) pair. With an active dask.distributed client (`Client(...)` in
-this process, or `lossc train --scheduler`), the model goes to the workers once a run
-(pickled: its source, which each worker compiles or finds in its own compile cache;
-runtime/pickled.py) and the tasks run where the scheduler puts them,
-next to their chunk; a worker lost mid-compute is replaced and its tasks run again
-elsewhere, with the same result (the tree's order does not depend on where); without one, Dask's default scheduler (threads) runs them in this
+The computation: each chunk's (objective, gradient) pair is computed where the chunk
+is, and the pairs come back to this process, which adds them in the fixed tree
+(chunked.tree_sum): the same additions, in the same order, wherever and whenever the
+pairs were computed. With an active dask.distributed client (`Client(...)` in this
+process, or `lossc train --scheduler`):
+
+- chunks persisted in the workers' memory (`client.persist`) go in one task a worker,
+  which computes each of its chunks in turn (grouped by the worker holding them when
+  the run first asks; the scheduler runs each task where its chunks are): one
+  scheduler round trip a pass, not one a chunk;
+- chunk files (lossc/optim/chunk_files.py) go one task a chunk, on any worker;
+- chunks still to compute (a graph: files read by Dask, rechunking, ...) one task a
+  chunk, which the scheduler runs next to the chunk's own tasks.
+
+The model goes to the workers once a run (pickled: its source, which each worker
+compiles or finds in its own compile cache; runtime/pickled.py). A worker lost
+mid-compute is replaced and its tasks run again elsewhere, with the same result.
+Without a client, Dask's default scheduler (threads) computes the pairs in this
 process. Nothing of Dask is imported until data of Dask's are seen.
 """
 from __future__ import annotations
@@ -28,8 +38,9 @@ from __future__ import annotations
 import copy
 import math
 import sys
+from dataclasses import dataclass
 
-from lossc.optim.chunked import ChunkedData, Chunks, add_pairs, tree_sum
+from lossc.optim.chunked import ChunkedData, Chunks, add_pairs, row_labels, tree_sum
 from lossc.optim.data import DataError, _layout
 
 
@@ -57,24 +68,104 @@ def active_client():
         return None
 
 
+@dataclass(frozen=True)
+class Block:
+    """One chunk of a Dask collection. `task`: a dict input name -> delayed array (or
+    chunked.NpyFile), or a delayed pandas DataFrame. `held`: the same with the futures
+    of the cluster's persisted pieces in place of the delayed ones, when the whole chunk
+    is persisted (None otherwise), and `sizes` their bytes, which tell on which worker
+    the chunk mostly lives."""
+
+    task: object
+    held: object = None
+    sizes: tuple = ()
+
+    def pieces(self) -> list:
+        """The futures the chunk is held as."""
+        return list(self.held.values()) if isinstance(self.held, dict) else [self.held]
+
+
 class DaskChunks(Chunks):
-    """Chunks of a Dask collection: `blocks[c]` a dict input name -> delayed array, or
-    a delayed pandas DataFrame, of sizes[c] rows."""
+    """Chunks of a Dask collection: `blocks[c]` a Block of sizes[c] rows."""
 
-    def __init__(self, blocks: list, sizes: tuple, client=None):
+    def __init__(self, blocks: list, sizes: tuple, client=None, labels=None):
         self.blocks, self.sizes, self.client = blocks, tuple(int(n) for n in sizes), client
+        self.labels = list(labels or row_labels(self.sizes))
         self._models = {}           # id(model) -> (model, its node in the graphs)
+        self._groups = None         # persisted chunks grouped by worker (_plan)
 
-    def map_sum(self, leaf, model, args, weights):
-        import dask
+    def map_sum(self, leaf, model, args, weights, where="data"):
+        # Each chunk's pair comes back on its own and the tree is summed here, in the
+        # fixed order: the same additions a tree of tasks would make, without a task
+        # (and a scheduler round trip) for each of them.
         ref = self._on_workers(model)
-        leaves = [dask.delayed(leaf)(ref, *args, w, block)
-                  for w, block in zip(weights, self.blocks)]
-        return self._compute(tree_sum(leaves, dask.delayed(add_pairs)))
+        labels = [f"{where}: {label}" for label in self.labels]
+        if self.client is None:
+            import dask
+            results = dask.compute(*[dask.delayed(leaf)(ref, *args, w, b.task, label)
+                                     for w, b, label in zip(weights, self.blocks, labels)])
+        else:
+            results = self._on_cluster(leaf, ref, args, weights, labels)
+        return tree_sum(list(results), add_pairs)
+
+    def _on_cluster(self, leaf, ref, args, weights, labels) -> list:
+        """Each chunk's leaf result, computed on the cluster, in chunk order. Chunks
+        persisted on a worker are computed there, all of a worker's in one task (one
+        scheduler round trip a worker, not one a chunk); chunk files one task each, on
+        any worker; chunks still to compute (a graph) one task each, after their
+        chunk's own tasks."""
+        client = self.client
+        groups, files, graphs = self._plan()
+        jobs = []           # (future, the chunks whose results it returns)
+        for group in groups:
+            # (no worker named: the scheduler runs a task where most of the bytes it
+            # depends on are, which is the group's worker while it holds them)
+            jobs.append((client.submit(
+                leaves, leaf, ref, args, [weights[c] for c in group],
+                [self.blocks[c].held for c in group], [labels[c] for c in group],
+                pure=False), group))
+        for c in files:
+            jobs.append((client.submit(leaves, leaf, ref, args, [weights[c]],
+                                       [self.blocks[c].task], [labels[c]], pure=False), [c]))
+        if graphs:
+            import dask
+            computed = client.compute([dask.delayed(leaves)(
+                leaf, ref, args, [weights[c]], [self.blocks[c].task], [labels[c]])
+                for c in graphs])
+            jobs.extend((f, [c]) for f, c in zip(computed, graphs))
+        results = [None] * len(self.blocks)
+        for group, pairs in zip([g for _, g in jobs], client.gather([f for f, _ in jobs])):
+            for c, pair in zip(group, pairs):
+                results[c] = pair
+        return results
+
+    def _plan(self) -> tuple[list, list, list]:
+        """The chunks by how they are computed: persisted ones in groups, one a worker
+        (the worker holding most of their bytes when first asked: the scheduler is
+        asked once a run, for each of its round trips costs as much as a task's), chunk
+        files, and chunks of a graph."""
+        files = [c for c, b in enumerate(self.blocks)
+                 if b.held is None and not _has_dask(b.task)]
+        graphs = [c for c, b in enumerate(self.blocks)
+                  if b.held is None and _has_dask(b.task)]
+        if self._groups is None:
+            held = [c for c, b in enumerate(self.blocks) if b.held is not None]
+            by_home = {}
+            if held:
+                who = self.client.who_has([f for c in held for f in self.blocks[c].pieces()])
+                for c in held:
+                    by_home.setdefault(_home(self.blocks[c], who), []).append(c)
+            self._groups = list(by_home.values())
+        return self._groups, files, graphs
+
+    def subset(self, indexes):
+        return DaskChunks([self.blocks[c] for c in indexes],
+                          tuple(self.sizes[c] for c in indexes), self.client,
+                          [self.labels[c] for c in indexes])
 
     def arrays(self, c: int):
-        block = self.blocks[c]
-        if isinstance(block, dict) and not any(is_dask_collection(v) for v in block.values()):
+        block = self.blocks[c].task
+        if not _has_dask(block):
             return block            # (files this process reads itself: chunked.NpyFile)
         return self._compute(block)
 
@@ -115,18 +206,41 @@ class DaskChunks(Chunks):
         self._models.clear()
 
 
+def leaves(leaf, model, args: tuple, weights: list, chunks: list, labels: list) -> list:
+    """leaf(model, *args, weight, chunk, label) of each chunk in turn, in one task: a
+    worker's chunks computed where they are, their results returned apart (the tree's
+    sums are the client's: the order must not depend on which worker holds what)."""
+    return [leaf(model, *args, w, chunk, label)
+            for w, chunk, label in zip(weights, chunks, labels)]
+
+
+def _has_dask(block) -> bool:
+    if isinstance(block, dict):
+        return any(is_dask_collection(v) for v in block.values())
+    return is_dask_collection(block)
+
+
+def _home(block: Block, who: dict):
+    """The worker holding most of a persisted chunk's bytes (None: none holds it)."""
+    load = {}
+    for future, nbytes in zip(block.pieces(), block.sizes):
+        for worker in who.get(future.key, ()):
+            load[worker] = load.get(worker, 0) + nbytes
+    return max(sorted(load), key=load.get) if load else None
+
+
 def dask_chunks(data, model, where: str = "data") -> DaskChunks:
     """DaskChunks of a dict of dask arrays or a dask DataFrame, checked against the
     model's inputs (DataError naming what does not fit)."""
     client = active_client()
     if isinstance(data, dict):
-        blocks, sizes = _array_blocks(data, model, where)
+        blocks, sizes, labels = _array_blocks(data, model, where, client)
     else:
-        blocks, sizes = _frame_blocks(data, model, where)
-    return DaskChunks(blocks, sizes, client)
+        blocks, sizes, labels = _frame_blocks(data, model, where, client)
+    return DaskChunks(blocks, sizes, client, labels)
 
 
-def _array_blocks(data: dict, model, where: str):
+def _array_blocks(data: dict, model, where: str, client):
     names = [s.name for s in model.inputs]
     for k in data:
         if k not in names:
@@ -148,8 +262,45 @@ def _array_blocks(data: dict, model, where: str):
         if a.chunks[0] != rows or any(len(c) > 1 for c in a.chunks[1:]):
             arrays[name] = a.rechunk(want)
     delayed = {name: a.to_delayed().reshape(-1) for name, a in arrays.items()}
-    blocks = [{name: delayed[name][c] for name in arrays} for c in range(len(rows))]
+    held = {name: _persisted(a, client) for name, a in arrays.items()}
+    blocks = []
+    for c, n in enumerate(rows):
+        task = {name: delayed[name][c] for name in arrays}
+        if all(futures is not None for futures in held.values()):
+            blocks.append(Block(task, {name: held[name][c] for name in arrays},
+                                tuple(n * a.itemsize * math.prod(a.shape[1:])
+                                      for a in arrays.values())))
+        else:
+            blocks.append(Block(task))
     return _without_empty(blocks, rows)
+
+
+def _persisted(collection, client):
+    """The futures of a collection's blocks in order (one a row block) when the cluster
+    holds every block as it is (persisted, not rechunked since), else None."""
+    if client is None:
+        return None
+    from dask.core import flatten
+    from distributed import futures_of
+    futures = {f.key: f for f in futures_of(collection)}
+    if not futures:
+        return None
+    graph = collection.__dask_graph__()
+    held = [_future_of(k, graph, futures) for k in flatten(collection.__dask_keys__())]
+    return None if not held or any(f is None for f in held) else held
+
+
+def _future_of(key, graph, futures):
+    """The future a collection's key stands for: the key's own, or, through the
+    aliases a persisted DataFrame's graph names its partitions by, its target's."""
+    for _ in range(len(graph) + 1):
+        if key in futures:
+            return futures[key]
+        dependencies = getattr(graph.get(key), "dependencies", ())
+        if type(graph.get(key)).__name__ != "Alias" or len(dependencies) != 1:
+            return None
+        key = next(iter(dependencies))
+    return None
 
 
 def _dask_array(a, spec, where: str):
@@ -174,18 +325,25 @@ def _dask_array(a, spec, where: str):
     return a
 
 
-def _frame_blocks(frame, model, where: str):
+def _frame_blocks(frame, model, where: str, client):
     header = [str(c).strip() for c in frame.columns]
     _layout(where, model, header, len(header))       # a DataError if it does not fit
     sizes = tuple(int(n) for n in frame.map_partitions(len).compute())
-    return _without_empty(list(frame.to_delayed()), sizes)
+    held = _persisted(frame, client)
+    tasks = list(frame.to_delayed())
+    blocks = [Block(t) if held is None else Block(t, held[c], (1,))
+              for c, t in enumerate(tasks)]
+    return _without_empty(blocks, sizes, row_labels(sizes, "partition"))
 
 
-def _without_empty(blocks: list, sizes) -> tuple[list, tuple]:
+def _without_empty(blocks: list, sizes, labels=None) -> tuple[list, tuple, list]:
+    """The blocks with rows, their sizes and labels (numbered as in the collection)."""
+    labels = labels or row_labels(sizes)
     keep = [c for c, n in enumerate(sizes) if n > 0]
     if not keep:
         raise DataError("data: the collection has no rows")
-    return [blocks[c] for c in keep], tuple(sizes[c] for c in keep)
+    return ([blocks[c] for c in keep], tuple(sizes[c] for c in keep),
+            [labels[c] for c in keep])
 
 
 def collection_value_and_grad(model, theta: dict, kwargs: dict) -> tuple[float, dict]:

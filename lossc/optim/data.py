@@ -152,6 +152,13 @@ def check_finite(arrays: dict, model, where: str = "data") -> None:
             _check_finite(a, spec, _columns(spec), where, lambda r: f"sample {r}")
 
 
+def check_input_finite(a: np.ndarray, spec, where: str) -> None:
+    """A DataError naming `where`, the row and the column of the first NaN or
+    infinity in input `spec`'s array `a` (rows counted from 0)."""
+    if a.dtype.kind == "f" and not spec.is_int:
+        _check_finite(a, spec, _columns(spec), where, lambda r: f"row {r}")
+
+
 def _columns(spec):
     # (the column names only for an error message: an input of 10,000 elements has
     # 10,000 of them)

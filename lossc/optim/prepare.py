@@ -201,20 +201,24 @@ def as_chunks(model, data, where: str):
 def prepare_chunked(model, data, config: TrainConfig) -> PreparedData:
     """The run's data when the training set is chunked: bound as ChunkedData, which
     the objectives and the steps evaluate chunk by chunk (lossc.optim.chunked). The
-    validation set (val_data) may be chunked too, or in memory."""
-    from lossc.optim.chunked import ChunkedData
+    validation set (val_data) may be chunked too, or in memory; validation= holds out
+    whole chunks (chunked.held_out)."""
+    from lossc.optim.chunked import ChunkedData, held_out
     if not model.inputs:
         raise ValueError("the model has no inputs, so it takes no data; train it by "
                          "steps (steps=...)")
+    chunks = as_chunks(model, data, "data")
+    val_chunks = None
     if config.validation:
-        raise ValueError("validation= holds out rows of data in memory; with chunked data "
-                         "give a validation set of its own (val_data=)")
-    full = ChunkedData(model, as_chunks(model, data, "data"), config.hypers)
+        chunks, val_chunks = held_out(chunks, config.validation, config.seed)
+    full = ChunkedData(model, chunks, config.hypers)
     val = None
     try:
-        if config.val_data is not None and is_chunked(config.val_data):
+        if val_chunks is not None:
+            val = ChunkedData(model, val_chunks, config.hypers)
+        elif config.val_data is not None and is_chunked(config.val_data):
             val = ChunkedData(model, as_chunks(model, config.val_data, "val_data"),
-                              config.hypers)
+                              config.hypers, "val_data")
         elif config.val_data is not None:
             val = model.bind(validation_set(model, config.val_data), config.hypers)
         plan = config.plan(model, full.B, None if val is None else val.B,
