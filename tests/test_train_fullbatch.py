@@ -127,6 +127,30 @@ def test_lbfgs_records_as_the_first_order_optimizers_do(logistic, w9):
     np.testing.assert_array_equal(res.params["w"], res.last_params["w"])
 
 
+def count_calls(monkeypatch, owner, name) -> list:
+    """Wrap owner.name so that each call appends to the returned list."""
+    calls, inner = [], getattr(owner, name)
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return inner(*args, **kwargs)
+    monkeypatch.setattr(owner, name, counted)
+    return calls
+
+
+@pytest.mark.parametrize("monitor", ["full", "batches"])
+def test_lbfgs_reads_the_data_once_a_trial_step(logistic, w9, monitor, monkeypatch):
+    # each pass over the data is a line search's trial (value and gradient in one
+    # call) but the first, at the initial parameters: an epoch's objective is the last
+    # trial's, so monitor="batches" has nothing to verify at the end
+    from lossc.optim.objectives import Objectives
+    passes = count_calls(monkeypatch, logistic, "checked_value_and_grad_flat")
+    trials = count_calls(monkeypatch, Objectives, "smooth")
+    res = train(logistic, w9[0], LBFGS(), init=zeros(logistic), monitor=monitor)
+    assert res.stopped == "tol_grad" and len(trials) >= res.steps > 5
+    assert len(passes) == 1 + len(trials)
+
+
 def test_lbfgs_stops_on_its_tol_loss_and_on_epochs(logistic, w9):
     data, _ = w9
     res = train(logistic, data, LBFGS(tol_grad=None, tol_loss=1e-6), init=zeros(logistic))
