@@ -163,6 +163,29 @@ def test_lbfgs_stops_on_its_tol_loss_and_on_epochs(logistic, w9):
     assert res.stopped == "tol_grad" and "1e-03" not in res.stopped_reason
 
 
+def test_lbfgs_relative_tol_grad_is_scaled_by_the_initial_objective(w9):
+    # a relative tol_grad stops at |g|_inf <= tol_grad * |f(theta0)|: the same
+    # iterations whatever factor multiplies the objective, where an absolute one
+    # takes more the larger the factor
+    scaled = lossc.compile("hyper k = 1\n" + LOGISTIC.replace(
+        "loss = softplus(z) - y * z + 1e-3 * sum(w ^ 2)",
+        "loss = k * (softplus(z) - y * z + 1e-3 * sum(w ^ 2))"), cache=False)
+    data = w9[0]
+
+    def iterations(k, relative):
+        res = train(scaled, data, LBFGS(tol_grad=1e-4, tol_loss=None,
+                                        relative_tol_grad=relative),
+                    init=zeros(scaled), hypers={"k": k})
+        assert res.stopped == "tol_grad", res.stopped_reason
+        return res.steps, res.stopped_reason
+    one, reason = iterations(1.0, True)
+    assert "initial objective" in reason
+    assert iterations(1000.0, True)[0] == one
+    assert iterations(1000.0, False)[0] > iterations(1.0, False)[0]
+    with pytest.raises(ValueError, match="relative_tol_grad must be True or False"):
+        LBFGS(relative_tol_grad="yes")
+
+
 @pytest.mark.parametrize("method", [LBFGS, NewtonCG])
 def test_trains_tolerance_is_not_cut_short_by_the_optimizers_defaults(logistic, w9, method):
     """train(tol_grad=1e-9) with an optimizer left at its defaults (tol_grad 1e-5 on the
