@@ -106,6 +106,20 @@ def test_logistic_regression_reaches_scikit_learns_coefficients(breast_cancer, C
     assert ours.score(X, y) == theirs.score(X, y)
 
 
+@pytest.mark.parametrize("C", [0.01, 1.0, 100.0])
+def test_default_stopping_is_scikit_learns(breast_cancer, C):
+    # by default L-BFGS stops as LogisticRegression's does (tol 1e-4 on the gradient
+    # of its objective, which is this one divided by C and the number of samples):
+    # about as many iterations, at any C, and the same predictions
+    X, y = breast_cancer
+    Xs = StandardScaler().fit_transform(X)
+    ours = logreg(C=C).fit(Xs, y)
+    theirs = LogisticRegression(C=C).fit(Xs, y)
+    assert ours.result_.stopped == "tol_grad", ours.result_.stopped_reason
+    assert abs(ours.n_iter_ - theirs.n_iter_[0]) <= 0.2 * theirs.n_iter_[0] + 2
+    assert np.mean(ours.predict(Xs) != theirs.predict(Xs)) <= 0.01
+
+
 class _Counted:
     """Wraps a function and counts its calls."""
 

@@ -415,6 +415,21 @@ def test_data_check_finds_every_non_finite_value_and_accepts_huge_finite_ones():
         _check_finite(wide[:, 2:5], None, ["a", "b", "c"], "data", lambda r: f"sample {r}")
 
 
+def test_data_check_leaves_blas_alone(monkeypatch):
+    # np.dot hands the check's sum to BLAS, whose threads, woken for it, compete with
+    # lossc's workers (milliseconds a fit on a busy machine): the check sums itself
+    from lossc.optim.data import _check_finite
+
+    def no_blas(*args, **kwargs):
+        raise AssertionError("the finiteness check called np.dot")
+    monkeypatch.setattr(np, "dot", no_blas)
+    block = np.arange(15.0).reshape(5, 3)
+    _check_finite(block, None, ["a", "b", "c"], "data", lambda r: f"sample {r}")
+    block[4, 0] = np.nan
+    with pytest.raises(DataError, match=r"sample 4, column 'a' is NaN"):
+        _check_finite(block, None, ["a", "b", "c"], "data", lambda r: f"sample {r}")
+
+
 def test_initial_nan_is_reported_as_such(logistic):
     r = lossc.train(logistic, data=small(), init={"w": np.full(8, np.inf), "b": 0.0})
     assert r.stopped == "diverged" and "initial parameters" in r.stopped_reason

@@ -127,6 +127,30 @@ def test_lbfgs_records_as_the_first_order_optimizers_do(logistic, w9):
     np.testing.assert_array_equal(res.params["w"], res.last_params["w"])
 
 
+def count_calls(monkeypatch, owner, name) -> list:
+    """Wrap owner.name so that each call appends to the returned list."""
+    calls, inner = [], getattr(owner, name)
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return inner(*args, **kwargs)
+    monkeypatch.setattr(owner, name, counted)
+    return calls
+
+
+@pytest.mark.parametrize("monitor", ["full", "batches"])
+def test_lbfgs_reads_the_data_once_a_trial_step(logistic, w9, monitor, monkeypatch):
+    # each pass over the data is a line search's trial (value and gradient in one
+    # call) but the first, at the initial parameters: an epoch's objective is the last
+    # trial's, so monitor="batches" has nothing to verify at the end
+    from lossc.optim.objectives import Objectives
+    passes = count_calls(monkeypatch, logistic, "checked_value_and_grad_flat")
+    trials = count_calls(monkeypatch, Objectives, "smooth")
+    res = train(logistic, w9[0], LBFGS(), init=zeros(logistic), monitor=monitor)
+    assert res.stopped == "tol_grad" and len(trials) >= res.steps > 5
+    assert len(passes) == 1 + len(trials)
+
+
 def test_lbfgs_stops_on_its_tol_loss_and_on_epochs(logistic, w9):
     data, _ = w9
     res = train(logistic, data, LBFGS(tol_grad=None, tol_loss=1e-6), init=zeros(logistic))
@@ -137,6 +161,29 @@ def test_lbfgs_stops_on_its_tol_loss_and_on_epochs(logistic, w9):
     # train's own rules apply too: its tol_grad is on the gradient's 2-norm
     res = train(logistic, data, LBFGS(tol_grad=None), tol_grad=1e-3, init=zeros(logistic))
     assert res.stopped == "tol_grad" and "1e-03" not in res.stopped_reason
+
+
+def test_lbfgs_relative_tol_grad_is_scaled_by_the_initial_objective(w9):
+    # a relative tol_grad stops at |g|_inf <= tol_grad * |f(theta0)|: the same
+    # iterations whatever factor multiplies the objective, where an absolute one
+    # takes more the larger the factor
+    scaled = lossc.compile("hyper k = 1\n" + LOGISTIC.replace(
+        "loss = softplus(z) - y * z + 1e-3 * sum(w ^ 2)",
+        "loss = k * (softplus(z) - y * z + 1e-3 * sum(w ^ 2))"), cache=False)
+    data = w9[0]
+
+    def iterations(k, relative):
+        res = train(scaled, data, LBFGS(tol_grad=1e-4, tol_loss=None,
+                                        relative_tol_grad=relative),
+                    init=zeros(scaled), hypers={"k": k})
+        assert res.stopped == "tol_grad", res.stopped_reason
+        return res.steps, res.stopped_reason
+    one, reason = iterations(1.0, True)
+    assert "initial objective" in reason
+    assert iterations(1000.0, True)[0] == one
+    assert iterations(1000.0, False)[0] > iterations(1.0, False)[0]
+    with pytest.raises(ValueError, match="relative_tol_grad must be True or False"):
+        LBFGS(relative_tol_grad="yes")
 
 
 @pytest.mark.parametrize("method", [LBFGS, NewtonCG])

@@ -307,10 +307,12 @@ def _check_finite(block, spec, names, path, row_text) -> None:
     # x . x is finite exactly when every element is (no inf - inf among squares; NaN
     # propagates), unless finite squares overflow: then the elementwise check decides.
     # One pass at memory speed, where isfinite also writes a mask and reads it back
-    # (docs/training.md has the figures).
-    v = flat.ravel()
+    # (docs/training.md has the figures). einsum sums in NumPy's own loop on the
+    # calling thread: np.dot would hand the sum to BLAS, whose threads, woken for it,
+    # compete with lossc's workers for the cores (milliseconds on a busy machine, even
+    # for a few kilobytes).
     with np.errstate(over="ignore", invalid="ignore"):
-        if np.isfinite(np.dot(v, v)):
+        if np.isfinite(np.einsum("ij,ij->", flat, flat)):
             return
     bad = ~np.isfinite(flat)
     if bad.any():

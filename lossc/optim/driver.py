@@ -32,7 +32,9 @@ parameters with the lowest such value (validation if there is a split, training
 otherwise; the initial parameters count as epoch 0) are `result.params`. (With
 monitor="batches" and no split, an epoch is judged by its batches rather than by the
 parameters it ends with, so at the end those are checked with one full pass: if their
-objective is not finite, the earlier bests are tried, then the initial parameters.)
+objective is not finite, the earlier bests are tried, then the initial parameters; in
+batch descent the one batch's objective is that at the parameters the epoch ends with,
+and there is no such pass.)
 
 Training stops at the first of: `epochs` epochs, `steps` steps, a full-data gradient
 norm <= tol_grad, an epoch-to-epoch change of the objective <= tol_loss (absolute),
@@ -188,9 +190,12 @@ def _run(model, opt, prepared, config: TrainConfig) -> TrainResult:
                             l1=opt.l1, hypers=config.hypers, frozen=fixed)
     log = StepLog(model.reduce == "mean", config.progress)
     # monitor="batches" without a validation split judges an epoch by its batches, not
-    # by the parameters it ends with: those are checked at the end (verify_best)
+    # by the parameters it ends with: those are checked at the end (verify_best). In
+    # batch descent the one batch's objective is that at the parameters the epoch ends
+    # with (its steppers return it): nothing to check.
     monitor = Monitor(theta, log, validated=prepared.val is not None,
-                      judged_by_batches=config.monitor == "batches",
+                      judged_by_batches=(config.monitor == "batches"
+                                         and not plan.full_batch),
                       later_on_ties=getattr(opt, "full_batch_only", False),
                       total_epochs=plan.epochs, tol_grad=config.tol_grad,
                       tol_loss=config.tol_loss, patience=plan.patience,

@@ -26,6 +26,11 @@ Options:
   absolute change) apply as well; where train is given either, the optimizer's
   defaults step aside (a run asked for train(tol_grad=1e-8) is not cut short at the
   default 1e-5), and only the tolerances given to the optimizer itself apply.
+- relative_tol_grad (False): tol_grad bounds the gradient's inf-norm relative to the
+  size of the objective at the initial parameters, |g|_inf <= tol_grad * |f(theta0)|:
+  a test that means the same whatever scale the objective has (a sum or a mean over
+  the samples, a factor C on it), as scikit-learn's `tol` does on its objective
+  divided by C and the number of samples (lossc.sklearn's default, docs/sklearn.md).
 - LBFGS: history_size (10), the curvature pairs kept; l1, an L1 penalty (a number, or
   a flat vector of weights in pack order, lossc.optim.prox.l1_weights), minimized by
   OWL-QN with exact zeros.
@@ -65,9 +70,14 @@ class FullBatchOptimizer(Optimizer):
     full_batch_only = True
     needs_hvp = False
 
-    def __init__(self, lr: float, tol_grad: Optional[float], tol_loss: Optional[float]):
+    def __init__(self, lr: float, tol_grad: Optional[float], tol_loss: Optional[float],
+                 relative_tol_grad: bool = False):
         super().__init__(lr)
         self.tol_grad = tolerance("tol_grad", tol_grad)
+        if not isinstance(relative_tol_grad, bool):
+            raise ValueError(f"relative_tol_grad must be True or False, got "
+                             f"{relative_tol_grad!r}")
+        self.relative_tol_grad = relative_tol_grad
         self.tol_loss = tolerance("tol_loss", tol_loss)
         self._defaulted = {name for name, v in (("tol_grad", tol_grad),
                                                 ("tol_loss", tol_loss))
@@ -106,8 +116,9 @@ class LBFGS(FullBatchOptimizer):
 
     def __init__(self, lr: float = 1.0, history_size: int = 10,
                  tol_grad: Optional[float] = _Default(TOL_GRAD),
-                 tol_loss: Optional[float] = _Default(TOL_LOSS), l1=None, line_search_evals: Optional[int] = None):
-        super().__init__(lr, tol_grad, tol_loss)
+                 tol_loss: Optional[float] = _Default(TOL_LOSS), l1=None,
+                 line_search_evals: Optional[int] = None, relative_tol_grad: bool = False):
+        super().__init__(lr, tol_grad, tol_loss, relative_tol_grad)
         self.history_size = count("history_size", history_size)
         self.l1 = check_l1(l1)
         default = linesearch.MAX_EVALS if self.l1 is None else MAX_BACKTRACKS
@@ -135,8 +146,9 @@ class NewtonCG(FullBatchOptimizer):
     needs_hvp = True
 
     def __init__(self, lr: float = 1.0, tol_grad: Optional[float] = _Default(TOL_GRAD),
-                 tol_loss: Optional[float] = _Default(TOL_LOSS), max_cg: Optional[int] = None):
-        super().__init__(lr, tol_grad, tol_loss)
+                 tol_loss: Optional[float] = _Default(TOL_LOSS), max_cg: Optional[int] = None,
+                 relative_tol_grad: bool = False):
+        super().__init__(lr, tol_grad, tol_loss, relative_tol_grad)
         self.max_cg = None if max_cg is None else count("max_cg", max_cg)
 
     def check_model(self, model) -> None:

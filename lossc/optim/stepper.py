@@ -228,14 +228,16 @@ class LineSearchSteps:
 
     The optimizer's own stopping tests, `tolerances` (tol_grad on the inf-norm of its
     stationarity measure, tol_loss on the relative change of the last iteration, as
-    lossc.optim.solver makes them; fullbatch.FullBatchOptimizer.own_tolerances), are applied at the start of each epoch, to the
-    parameters the last one left (or the initial ones): they end the run with a Stop,
-    as does a line search that finds no decrease ("line_search")."""
+    lossc.optim.solver makes them; fullbatch.FullBatchOptimizer.own_tolerances; with
+    opt.relative_tol_grad, tol_grad times the size of the initial objective), are
+    applied at the start of each epoch, to the parameters the last one left (or the
+    initial ones): they end the run with a Stop, as does a line search that finds no
+    decrease ("line_search")."""
 
     def __init__(self, opt, objectives, rows: int, initial: tuple, frozen=None,
                  tolerances: tuple = (None, None)):
         self.opt, self.objectives, self.rows = opt, objectives, rows
-        self.tolerances = tolerances
+        self.tolerances = _scaled(tolerances, opt, initial[0])
         self.frozen = frozen
         self.objective = Objective(objectives.smooth, objectives.g.size, "the objective")
         self.step = opt.iteration(self.objective, objectives.hvp if opt.needs_hvp else None)
@@ -269,9 +271,11 @@ class LineSearchSteps:
         after = f"after step {steps}" if steps else "at the initial parameters"
         gnorm = inf_norm(self.opt.stationarity(self.point))
         if tol_grad is not None and gnorm <= tol_grad:
+            whose = ("tol_grad times the initial objective's size"
+                     if self.opt.relative_tol_grad else "tol_grad")
             raise Stop("tol_grad", f"converged: the gradient's largest component is "
                                    f"{gnorm:.3g} <= {tol_grad:g} (the optimizer's "
-                                   f"tol_grad) {after}")
+                                   f"{whose}) {after}")
         if tol_loss is not None and self.previous is not None:
             change = relative_change(self.previous, self.point.value)
             if change <= tol_loss:
@@ -281,3 +285,12 @@ class LineSearchSteps:
 
     def sync(self) -> None:
         pass
+
+
+def _scaled(tolerances: tuple, opt, initial_value: float) -> tuple:
+    """(tol_grad, tol_loss) with a relative tol_grad (opt.relative_tol_grad) made
+    absolute: times |the objective at the initial parameters|."""
+    tol_grad, tol_loss = tolerances
+    if tol_grad is not None and opt.relative_tol_grad:
+        tol_grad *= abs(initial_value)
+    return tol_grad, tol_loss

@@ -36,6 +36,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 import lossc
 from lossc.optim import Optimizer, by_name
 from lossc.optim.freeze import check_frozen, frozen, frozen_names
+from lossc.optim.fullbatch import FullBatchOptimizer
 from lossc.optim.names import FULL_BATCH
 from lossc.options import Options
 from lossc.sklearn.declarations import declarations, dims_from_data, source_of
@@ -49,6 +50,9 @@ OWN_OPTIONS = {"hypers": "the model's hypers are the estimator's parameters",
                "tol_grad": "it is tol_grad", "tol_loss": "it is tol_loss",
                "config": "the options go in train_options", "data": "it is fit's X and y"}
 SEED_LIMIT = 2 ** 31 - 1      # the seeds drawn from a RandomState (or None)
+# L-BFGS's and Newton-CG's tol_grad by default, relative to the initial objective's
+# size: scikit-learn's LogisticRegression default `tol` (docs/sklearn.md, "Stopping")
+DEFAULT_TOL = 1e-4
 
 
 class LossEstimator(BaseEstimator):
@@ -326,10 +330,16 @@ class LossEstimator(BaseEstimator):
 
     def _optimizer(self) -> Optimizer:
         """A fresh optimizer: by name (with lr), or a copy of the one given (fit must
-        leave the estimator's parameters as they were)."""
+        leave the estimator's parameters as they were). L-BFGS and Newton-CG by name,
+        with neither tol_grad nor tol_loss given, stop as scikit-learn's solvers do by
+        default (DEFAULT_TOL)."""
         opt = self.optimizer
         if isinstance(opt, str):
-            return by_name(opt, lr=self.lr)
+            made = by_name(opt, lr=self.lr)
+            if isinstance(made, FullBatchOptimizer) and self.tol_grad is None \
+                    and self.tol_loss is None:
+                made.tol_grad, made.relative_tol_grad = DEFAULT_TOL, True
+            return made
         if isinstance(opt, Optimizer):
             if self.lr is not None:
                 raise ValueError("lr applies to an optimizer given by name; an optimizer "
