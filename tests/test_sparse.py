@@ -1,6 +1,7 @@
 """Row-sparse gradients: a parameter used only through gathers gets the gradient of the
 rows a batch touched (codegen/sparse.py, runtime/sparse.py), value_and_sparse_grad
 gives them, and the fused SGD and lazy Adam steps update those rows only."""
+import dataclasses
 import math
 import subprocess
 import sys
@@ -95,6 +96,50 @@ def test_sparse_and_dense_gradients_agree_with_the_plain_code(dtype, B):
     tol = 1e-12 if dtype == "float64" else 1e-5
     for k in g0:
         np.testing.assert_allclose(dense[k], g0[k], rtol=tol, atol=tol)
+
+
+ROW_WIDTHS = (1, 3, 7, 8, 9, 16, 31, 32, 33)   # every lane count's whole vectors and remainders
+
+
+def rows_in_batch_order(m, theta, data, name):
+    """A row-sparse parameter's touched rows as codegen/sparse.py promises them: each
+    sample's row gradient (the model's, on the sample alone) added into its row in
+    batch order from 0, in the model's dtype, then scaled by 1/B once."""
+    B = len(data["r"])
+    acc = {}
+    for k in range(B):
+        _, g = m.value_and_sparse_grad(theta, **{n: a[k:k + 1] for n, a in data.items()})
+        (row,), (value,) = g[name]
+        acc[row] = acc[row] + value if row in acc else np.zeros_like(value) + value
+    rows = np.array(sorted(acc), dtype=np.int64)
+    scale = np.asarray(1.0 / B, dtype=m.dtype)
+    return rows, np.stack([acc[r] * scale for r in rows])
+
+
+@pytest.mark.parametrize("bits", [64, 256, 512])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_row_gradients_add_in_batch_order_at_every_row_width(dtype, bits):
+    """The touched rows' gradients, added a vector of W row elements at a time (the
+    lanes' rows transposed), or element by element for the last F mod W and without
+    SIMD, are the per-sample rows added in batch order bit for bit: at row widths
+    through every lane count's remainders, batches of 1 and around the lanes, rows
+    repeated within a batch (and within a lane group) and a batch of one row only."""
+    options = dataclasses.replace(lossc.Options.from_env(), vector_bits=bits)
+    rng = np.random.default_rng(bits + len(dtype))
+    for F in ROW_WIDTHS:
+        m = lossc.compile(FACTORS.format(U=5, I=40, F=F), dtype=dtype, cache=False,
+                          options=options)
+        theta = m.init_params(F)
+        for B in (1, 7, 8, 9, 33):
+            data = factors(rng, B, U=5, I=40)
+            if B == 9:
+                data["u"][:] = 3
+            _, sparse = m.value_and_sparse_grad(theta, **data)
+            for name in ("P", "Q"):
+                rows, values = rows_in_batch_order(m, theta, data, name)
+                np.testing.assert_array_equal(sparse[name].rows, rows)
+                np.testing.assert_array_equal(sparse[name].values, values,
+                                              err_msg=f"{name}, F={F}, B={B}")
 
 
 def test_sparse_gradients_on_two_threads_equal_the_dense_ones():
