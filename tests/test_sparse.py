@@ -170,6 +170,36 @@ def test_an_index_error_leaves_the_next_call_right():
     np.testing.assert_array_equal(sparse["P"].to_dense(), m.value_and_grad(theta, **good)[1]["P"])
 
 
+def test_rows_prefetched_ahead_from_indices_out_of_range_do_not_fault():
+    """The gradient prefetches the rows of the samples GATHER_AHEAD_SAMPLES on from
+    their indices before the gathers check them: indices far outside the table (huge,
+    negative) make prefetches of addresses that are no memory of the process, which
+    must not fault. The call reports the first bad sample's index error; the samples'
+    gradients before it and a later good batch are unaffected (in a subprocess: a
+    fault would kill the process)."""
+    script = textwrap.dedent("""
+        import numpy as np
+        import lossc
+        m = lossc.compile('''%s''', cache=False)
+        theta = m.init_params(0)
+        rng = np.random.default_rng(0)
+        u, i = rng.integers(0, 50, 64), rng.integers(0, 30, 64)
+        good = {"u": u.copy(), "i": i.copy(), "r": np.ones(64)}
+        u[40], u[41], i[42] = 2 ** 62, -2 ** 40, 2 ** 50
+        try:
+            m.value_and_sparse_grad(theta, u=u, i=i, r=np.ones(64))
+        except ValueError as e:
+            print("out of range" in str(e))
+        _, sparse = m.value_and_sparse_grad(theta, **good)
+        _, dense = m.value_and_grad(theta, **good)
+        print(np.array_equal(sparse["P"].to_dense(), dense["P"]))
+    """) % FACTORS.format(U=50, I=30, F=32)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "True"]
+
+
 def test_a_record_takes_the_memory_of_its_batch_not_of_its_table():
     """Nothing in a frame's RowGrads records is the table's size: a batch of 64 on a
     1,000,000-row table allocates what 64 rows need (the hash table that finds a row's

@@ -227,6 +227,7 @@ class FunctionCodegen:
         if lanes > 1:
             inputs = [n for n in self.plan.live if n.op == "input"]
             prefetch.prefetch(em, inputs, self.stream, i, groups * lanes)
+            self.rows.prefetch(i, groups * lanes)
         for k in range(groups):
             g = self.once.per_sample(lanes, b.add(i, em.iconst(k * lanes)) if k else i,
                                      iteration)

@@ -37,6 +37,7 @@ from llvmlite import ir
 
 from lossc.codegen.abi import ROW_GRADS
 from lossc.codegen.emitter import Emitter
+from lossc.codegen.prefetch import GATHER_AHEAD_SAMPLES, GATHER_LOCALITY, prefetch_row
 from lossc.codegen.transpose import transposed
 from lossc.codegen.values import I1, I64, declared, is_vector
 from lossc.ir.graph import Node
@@ -56,6 +57,15 @@ def row_index(em, row_shape: tuple, c) -> tuple:
         idx.append(em.b.urem(c, em.iconst(s)))
         c = em.b.udiv(c, em.iconst(s))
     return tuple(reversed(idx + [c])) if row_shape else ()
+
+
+def index_input(pair: tuple):
+    """The int input a (g, i) pair of a row_scatter takes its row from, when i is
+    that input itself, one index a sample (range-checked, `P[u]`), else None."""
+    i = pair[1]
+    if i.op == "checked_index":
+        i = i.inputs[0]
+    return i if i.op == "input" and i.rank == 0 else None
 
 
 def row_pairs(n: Node) -> list:
@@ -114,6 +124,34 @@ class RowSparse:
                 count=count, width=node.size // node.shape[0])
 
     # ------------------------------------------------------------ per sample
+
+    def prefetch(self, i, count: int) -> None:
+        """Prefetches of the rows the samples GATHER_AHEAD_SAMPLES after this
+        iteration's `count` (from i) will gather, for each row-sparse parameter indexed
+        by an int input itself (`P[u]`). Such rows are at random places in a table that
+        may be far larger than the caches: without prefetches each iteration waits
+        for its rows from memory (and the page walks to find them), one iteration's
+        handful at a time; asked for this far ahead, they arrive while the samples
+        before compute. The index is read from the input (the last sample's for
+        samples past the batch); an index out of range makes a prefetch of an
+        address outside the table, which never faults (the gather itself checks it)."""
+        em, b = self.em, self.em.b
+        if not GATHER_AHEAD_SAMPLES:
+            return
+        last = b.sub(em.B, em.iconst(1))
+        for spec, node in self.entries:
+            width = node.size // node.shape[0]
+            for k in sorted({n.attr("index") for n in map(index_input, row_pairs(node))
+                             if n is not None}):
+                rows = b.bitcast(b.load(b.gep(em.inputs, [em.iconst(k)])),
+                                 I64.as_pointer())
+                for s in range(count):
+                    at = b.add(i, em.iconst(GATHER_AHEAD_SAMPLES + s))
+                    at = b.select(b.icmp_signed("<", at, em.B), at, last)
+                    first = b.add(em.iconst(spec.offset),
+                                  b.mul(b.load(b.gep(rows, [at])), em.iconst(width)))
+                    prefetch_row(em, b.bitcast(b.gep(em.params, [first]), I8P),
+                                 width * em.T_bytes, locality=GATHER_LOCALITY)
 
     def accumulate(self, groups: list, spec, node: Node) -> None:
         """An iteration's per-sample gradients of a row-sparse parameter added into its
