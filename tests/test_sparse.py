@@ -103,7 +103,7 @@ ROW_WIDTHS = (1, 3, 7, 8, 9, 16, 31, 32, 33)   # every lane count's whole vector
 
 def rows_in_batch_order(m, theta, data, name):
     """A row-sparse parameter's touched rows as codegen/sparse.py promises them: each
-    sample's row gradient (the model's, on the sample alone) added into its row in
+    sample's row gradient (model m's, on the sample alone) added into its row in
     batch order from 0, in the model's dtype, then scaled by 1/B once."""
     B = len(data["r"])
     acc = {}
@@ -121,14 +121,19 @@ def rows_in_batch_order(m, theta, data, name):
 def test_row_gradients_add_in_batch_order_at_every_row_width(dtype, bits):
     """The touched rows' gradients, added a vector of W row elements at a time (the
     lanes' rows transposed), or element by element for the last F mod W and without
-    SIMD, are the per-sample rows added in batch order bit for bit: at row widths
+    SIMD, are the per-sample rows added in batch order bit for bit; and the rows
+    `P[u]`, `Q[i]` a lane group gathers as vectors (transposed) give each sample the
+    values the code without SIMD reads element by element: the per-sample rows come
+    from the model compiled without SIMD (64-bit vectors: one lane). At row widths
     through every lane count's remainders, batches of 1 and around the lanes, rows
     repeated within a batch (and within a lane group) and a batch of one row only."""
-    options = dataclasses.replace(lossc.Options.from_env(), vector_bits=bits)
+    def compiled(F, bits):
+        options = dataclasses.replace(lossc.Options.from_env(), vector_bits=bits)
+        return lossc.compile(FACTORS.format(U=5, I=40, F=F), dtype=dtype, cache=False,
+                             options=options)
     rng = np.random.default_rng(bits + len(dtype))
     for F in ROW_WIDTHS:
-        m = lossc.compile(FACTORS.format(U=5, I=40, F=F), dtype=dtype, cache=False,
-                          options=options)
+        m, scalar = compiled(F, bits), compiled(F, 64)
         theta = m.init_params(F)
         for B in (1, 7, 8, 9, 33):
             data = factors(rng, B, U=5, I=40)
@@ -136,7 +141,7 @@ def test_row_gradients_add_in_batch_order_at_every_row_width(dtype, bits):
                 data["u"][:] = 3
             _, sparse = m.value_and_sparse_grad(theta, **data)
             for name in ("P", "Q"):
-                rows, values = rows_in_batch_order(m, theta, data, name)
+                rows, values = rows_in_batch_order(scalar, theta, data, name)
                 np.testing.assert_array_equal(sparse[name].rows, rows)
                 np.testing.assert_array_equal(sparse[name].values, values,
                                               err_msg=f"{name}, F={F}, B={B}")
