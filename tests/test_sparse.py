@@ -265,6 +265,26 @@ def test_fused_sgd_on_touched_rows_is_the_dense_step_bit_for_bit(make):
     np.testing.assert_array_equal(p1, p2)
 
 
+@pytest.mark.parametrize("bits", [64, 512])
+def test_fused_sgd_on_touched_rows_at_every_row_width(bits):
+    """The fused SGD steps' update of the touched rows (a loop over the row width that
+    LLVM vectorizes, with its remainder) and the gradient's vector row adds, at row
+    widths through every lane count's remainders and batches with repeated rows: the
+    parameters are the dense Python loop's bit for bit."""
+    options = dataclasses.replace(lossc.Options.from_env(), vector_bits=bits)
+    for F in ROW_WIDTHS:
+        m = lossc.compile(FACTORS.format(U=7, I=30, F=F), cache=False, options=options)
+        rng = np.random.default_rng(F)
+        bound = m.bind(factors(rng, 45, U=7))
+        p1 = m.pack_params(m.init_params(F))
+        p2 = p1.copy()
+        fused = FusedSteps(m, SGD(0.05), bound, 16)
+        order = rng.permutation(45).astype(np.int64)
+        python_epoch(m, SGD(0.05), p1, bound, order, 16)
+        fused.run(p2, order, 0, 3)
+        np.testing.assert_array_equal(p1, p2, err_msg=f"F={F}")
+
+
 def sparse_adam_reference(p, rows_values, state, t, lr, betas, eps):
     """torch.optim.SparseAdam's update (torch/optim/_functional.py sparse_adam) in
     NumPy, on one parameter (rows first), from the uncoalesced (row, value) pairs of a
