@@ -1,6 +1,7 @@
 """Row-sparse gradients: a parameter used only through gathers gets the gradient of the
 rows a batch touched (codegen/sparse.py, runtime/sparse.py), value_and_sparse_grad
 gives them, and the fused SGD and lazy Adam steps update those rows only."""
+import dataclasses
 import math
 import subprocess
 import sys
@@ -97,6 +98,55 @@ def test_sparse_and_dense_gradients_agree_with_the_plain_code(dtype, B):
         np.testing.assert_allclose(dense[k], g0[k], rtol=tol, atol=tol)
 
 
+ROW_WIDTHS = (1, 3, 7, 8, 9, 16, 31, 32, 33)   # every lane count's whole vectors and remainders
+
+
+def rows_in_batch_order(m, theta, data, name):
+    """A row-sparse parameter's touched rows as codegen/sparse.py promises them: each
+    sample's row gradient (model m's, on the sample alone) added into its row in
+    batch order from 0, in the model's dtype, then scaled by 1/B once."""
+    B = len(data["r"])
+    acc = {}
+    for k in range(B):
+        _, g = m.value_and_sparse_grad(theta, **{n: a[k:k + 1] for n, a in data.items()})
+        (row,), (value,) = g[name]
+        acc[row] = acc[row] + value if row in acc else np.zeros_like(value) + value
+    rows = np.array(sorted(acc), dtype=np.int64)
+    scale = np.asarray(1.0 / B, dtype=m.dtype)
+    return rows, np.stack([acc[r] * scale for r in rows])
+
+
+@pytest.mark.parametrize("bits", [64, 256, 512])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_row_gradients_add_in_batch_order_at_every_row_width(dtype, bits):
+    """The touched rows' gradients, added a vector of W row elements at a time (the
+    lanes' rows transposed), or element by element for the last F mod W and without
+    SIMD, are the per-sample rows added in batch order bit for bit; and the rows
+    `P[u]`, `Q[i]` a lane group gathers as vectors (transposed) give each sample the
+    values the code without SIMD reads element by element: the per-sample rows come
+    from the model compiled without SIMD (64-bit vectors: one lane). At row widths
+    through every lane count's remainders, batches of 1 and around the lanes, rows
+    repeated within a batch (and within a lane group) and a batch of one row only."""
+    def compiled(F, bits):
+        options = dataclasses.replace(lossc.Options.from_env(), vector_bits=bits)
+        return lossc.compile(FACTORS.format(U=5, I=40, F=F), dtype=dtype, cache=False,
+                             options=options)
+    rng = np.random.default_rng(bits + len(dtype))
+    for F in ROW_WIDTHS:
+        m, scalar = compiled(F, bits), compiled(F, 64)
+        theta = m.init_params(F)
+        for B in (1, 7, 8, 9, 33):
+            data = factors(rng, B, U=5, I=40)
+            if B == 9:
+                data["u"][:] = 3
+            _, sparse = m.value_and_sparse_grad(theta, **data)
+            for name in ("P", "Q"):
+                rows, values = rows_in_batch_order(scalar, theta, data, name)
+                np.testing.assert_array_equal(sparse[name].rows, rows)
+                np.testing.assert_array_equal(sparse[name].values, values,
+                                              err_msg=f"{name}, F={F}, B={B}")
+
+
 def test_sparse_gradients_on_two_threads_equal_the_dense_ones():
     m = lossc.compile(TOKENS, cache=False)
     m.set_threads(2, min_samples_per_thread=2)
@@ -123,6 +173,36 @@ def test_an_index_error_leaves_the_next_call_right():
     _, sparse = m.value_and_sparse_grad(theta, **good)
     assert list(sparse["P"].rows) == [3, 4]
     np.testing.assert_array_equal(sparse["P"].to_dense(), m.value_and_grad(theta, **good)[1]["P"])
+
+
+def test_rows_prefetched_ahead_from_indices_out_of_range_do_not_fault():
+    """The gradient prefetches the rows of the samples GATHER_AHEAD_SAMPLES on from
+    their indices before the gathers check them: indices far outside the table (huge,
+    negative) make prefetches of addresses that are no memory of the process, which
+    must not fault. The call reports the first bad sample's index error; the samples'
+    gradients before it and a later good batch are unaffected (in a subprocess: a
+    fault would kill the process)."""
+    script = textwrap.dedent("""
+        import numpy as np
+        import lossc
+        m = lossc.compile('''%s''', cache=False)
+        theta = m.init_params(0)
+        rng = np.random.default_rng(0)
+        u, i = rng.integers(0, 50, 64), rng.integers(0, 30, 64)
+        good = {"u": u.copy(), "i": i.copy(), "r": np.ones(64)}
+        u[40], u[41], i[42] = 2 ** 62, -2 ** 40, 2 ** 50
+        try:
+            m.value_and_sparse_grad(theta, u=u, i=i, r=np.ones(64))
+        except ValueError as e:
+            print("out of range" in str(e))
+        _, sparse = m.value_and_sparse_grad(theta, **good)
+        _, dense = m.value_and_grad(theta, **good)
+        print(np.array_equal(sparse["P"].to_dense(), dense["P"]))
+    """) % FACTORS.format(U=50, I=30, F=32)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "True"]
 
 
 def test_a_record_takes_the_memory_of_its_batch_not_of_its_table():
@@ -183,6 +263,26 @@ def test_fused_sgd_on_touched_rows_is_the_dense_step_bit_for_bit(make):
         python_epoch(m, o1, p1, bound, order, 16)
         fused.run(p2, order, 0, 13)
     np.testing.assert_array_equal(p1, p2)
+
+
+@pytest.mark.parametrize("bits", [64, 512])
+def test_fused_sgd_on_touched_rows_at_every_row_width(bits):
+    """The fused SGD steps' update of the touched rows (a loop over the row width that
+    LLVM vectorizes, with its remainder) and the gradient's vector row adds, at row
+    widths through every lane count's remainders and batches with repeated rows: the
+    parameters are the dense Python loop's bit for bit."""
+    options = dataclasses.replace(lossc.Options.from_env(), vector_bits=bits)
+    for F in ROW_WIDTHS:
+        m = lossc.compile(FACTORS.format(U=7, I=30, F=F), cache=False, options=options)
+        rng = np.random.default_rng(F)
+        bound = m.bind(factors(rng, 45, U=7))
+        p1 = m.pack_params(m.init_params(F))
+        p2 = p1.copy()
+        fused = FusedSteps(m, SGD(0.05), bound, 16)
+        order = rng.permutation(45).astype(np.int64)
+        python_epoch(m, SGD(0.05), p1, bound, order, 16)
+        fused.run(p2, order, 0, 3)
+        np.testing.assert_array_equal(p1, p2, err_msg=f"F={F}")
 
 
 def sparse_adam_reference(p, rows_values, state, t, lr, betas, eps):

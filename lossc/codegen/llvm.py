@@ -49,7 +49,7 @@ from lossc.codegen.lanes import LaneGroup
 from lossc.codegen.outer import OuterBlocks
 from lossc.codegen.plan import plan
 from lossc.codegen.sparse import RowSparse
-from lossc.codegen.transpose import transpose_input
+from lossc.codegen.transpose import gather_rows, transpose_input
 from lossc.codegen.values import FAST, I1, I32, I64, declared, is_vector
 from lossc.ir.graph import INT, Graph, Node
 from lossc.ir.ops import OPS
@@ -227,6 +227,7 @@ class FunctionCodegen:
         if lanes > 1:
             inputs = [n for n in self.plan.live if n.op == "input"]
             prefetch.prefetch(em, inputs, self.stream, i, groups * lanes)
+            self.rows.prefetch(i, groups * lanes)
         for k in range(groups):
             g = self.once.per_sample(lanes, b.add(i, em.iconst(k * lanes)) if k else i,
                                      iteration)
@@ -271,6 +272,8 @@ class FunctionCodegen:
             value = d.lower(em, g, n)
             if value is not None:
                 g.values[n.id] = value
+        elif n.id in self.plan.row_gathers and g.lanes >= 2 and n.size >= g.lanes:
+            gather_rows(em, g, n)
         elif n.id in self.plan.materialize:
             em.result_buffer(g, n)
             with em.loops(n.shape) as idx:

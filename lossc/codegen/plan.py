@@ -18,6 +18,7 @@ class Plan:
     vary: set = field(default_factory=set)         # ids of the per-sample ones
     materialize: set = field(default_factory=set)  # ids of the nodes kept in buffers
     untransposed: set = field(default_factory=set)  # inputs read only along their rows
+    row_gathers: set = field(default_factory=set)  # per-sample rows of a parameter, P[u]
 
 
 def plan(graph: Graph, outs: dict) -> Plan:
@@ -55,11 +56,21 @@ def plan(graph: Graph, outs: dict) -> Plan:
             if not fused_ok:
                 p.materialize.add(n.id)
     bound_fusion(p)
+    p.row_gathers = {n.id for n in p.live if is_row_gather(n, p.vary)}
     for n in p.live:
         if n.op == "input" and n.id not in out_ids and uses[n.id] and all(
                 reads_rows(u, n) for u in uses[n.id]):
             p.untransposed.add(n.id)
     return p
+
+
+def is_row_gather(n: Node, vary: set) -> bool:
+    """Whether n is a row of a parameter at a per-sample index (`P[u]`, a take along
+    the first axis): its lanes' rows lie whole in the parameters, so a lane group
+    loads them as vectors and transposes them (codegen/transpose.py gather_rows)
+    rather than reading element by element, lane by lane, wherever it is used."""
+    return (n.op == "take" and n.attr("axis") == 0 and n.inputs[0].op == "param"
+            and n.rank >= 1 and n.id in vary)
 
 
 def reads_rows(user: Node, x: Node) -> bool:

@@ -1,6 +1,8 @@
 """Prefetches of the vector loop: a large batch's own input rows ahead of the
 iteration that reads them, or a later batch a caller gathers (the fused training
-steps). docs/codegen.md has the measurements behind both.
+steps); and the rows of row-sparse parameters that later samples of the batch gather
+(codegen/sparse.py RowSparse.prefetch, with prefetch_row). docs/codegen.md has the
+measurements behind each.
 
 A large batch streams from memory: without prefetches an iteration's loads wait for
 memory and its arithmetic for the loads; with them the two overlap. A batch of less
@@ -20,6 +22,11 @@ I8P = ir.IntType(8).as_pointer()
 PREFETCH_BYTES = 4096        # how far ahead the vector loop prefetches its inputs' rows
 PREFETCH_MIN_BYTES = 1 << 20  # ... in a batch of at least this many bytes of inputs
 AHEAD_ROW_LINES = 16         # prefetches per row of a later batch, at most (1 KB)
+# how many samples ahead of an iteration the rows of row-sparse parameters are
+# prefetched (sparse.py RowSparse.prefetch; 0: not at all), and into which caches
+# (llvm.prefetch's locality: 2, L2 and beyond); docs/codegen.md has the measured choice
+GATHER_AHEAD_SAMPLES = 16
+GATHER_LOCALITY = 2
 
 
 def row_bytes(em, n: Node) -> int:
@@ -96,6 +103,20 @@ def prefetch_ahead(em, inputs: list, i, count: int) -> None:
                 row = b.inttoptr(b.load(b.gep(table, [at])), I8P)
                 prefetch_lines(em, row, min(-(-row_bytes(em, n) // 64), AHEAD_ROW_LINES),
                                locality=2)
+
+
+def prefetch_row(em, start, nbytes: int, locality: int) -> None:
+    """Prefetches of the cache lines of a row of nbytes from `start` (an i8*, anywhere
+    in a line): one per 64 bytes from its start and one at its last byte (a row of
+    256 bytes not starting a line spans five lines), at most AHEAD_ROW_LINES."""
+    b = em.b
+    fn = declared(em.module, "llvm.prefetch.p0", ir.VoidType(), [I8P, I32, I32, I32])
+    lines = min(-(-nbytes // 64), AHEAD_ROW_LINES)
+    offsets = sorted({64 * line for line in range(lines)}
+                     | ({nbytes - 1} if lines < AHEAD_ROW_LINES else set()))
+    for off in offsets:
+        b.call(fn, [b.gep(start, [em.iconst(off)]), ir.Constant(I32, 0),
+                    ir.Constant(I32, locality), ir.Constant(I32, 1)])
 
 
 def prefetch_lines(em, start, lines: int, locality: int) -> None:

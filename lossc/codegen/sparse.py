@@ -12,7 +12,9 @@ the caller passes in the frame's `sparse` table:
                  (an entry of this call's generation whose slot lists the row: that
                  slot; else, at the first free entry, a new slot: count += 1, the row
                  listed in `rows`, its gradient zeroed), then the row's gradient added
-                 into grads[slot], element by element, samples in batch order
+                 into grads[slot], samples in batch order: W elements at a time
+                 (a lane group's rows transposed, one vector add per lane), the last
+                 width mod W (every one without SIMD) element by element
     epilogue     grads[0 .. count) scaled as the objective is (1/B for a mean); with
                  `dense`, the parameter's part of `grad` zeroed and the rows copied in
 
@@ -35,6 +37,8 @@ from llvmlite import ir
 
 from lossc.codegen.abi import ROW_GRADS
 from lossc.codegen.emitter import Emitter
+from lossc.codegen.prefetch import GATHER_AHEAD_SAMPLES, GATHER_LOCALITY, prefetch_row
+from lossc.codegen.transpose import transposed
 from lossc.codegen.values import I1, I64, declared, is_vector
 from lossc.ir.graph import Node
 
@@ -44,6 +48,24 @@ SLOT_BITS = 32
 # Fibonacci hashing: a row's entry is bits 32.. of row x 2^64 / golden ratio, masked
 # (consecutive rows, as most tables are indexed, land far apart)
 HASH_MULTIPLIER = 0x9E3779B97F4A7C15 - (1 << 64)
+
+
+def row_index(em, row_shape: tuple, c) -> tuple:
+    """The index in a row of shape row_shape of its element c (row-major)."""
+    idx = []
+    for s in reversed(row_shape[1:]):
+        idx.append(em.b.urem(c, em.iconst(s)))
+        c = em.b.udiv(c, em.iconst(s))
+    return tuple(reversed(idx + [c])) if row_shape else ()
+
+
+def index_input(pair: tuple):
+    """The int input a (g, i) pair of a row_scatter takes its row from, when i is
+    that input itself, one index a sample (range-checked, `P[u]`), else None."""
+    i = pair[1]
+    if i.op == "checked_index":
+        i = i.inputs[0]
+    return i if i.op == "input" and i.rank == 0 else None
 
 
 def row_pairs(n: Node) -> list:
@@ -103,6 +125,34 @@ class RowSparse:
 
     # ------------------------------------------------------------ per sample
 
+    def prefetch(self, i, count: int) -> None:
+        """Prefetches of the rows the samples GATHER_AHEAD_SAMPLES after this
+        iteration's `count` (from i) will gather, for each row-sparse parameter indexed
+        by an int input itself (`P[u]`). Such rows are at random places in a table that
+        may be far larger than the caches: without prefetches each iteration waits
+        for its rows from memory (and the page walks to find them), one iteration's
+        handful at a time; asked for this far ahead, they arrive while the samples
+        before compute. The index is read from the input (the last sample's for
+        samples past the batch); an index out of range makes a prefetch of an
+        address outside the table, which never faults (the gather itself checks it)."""
+        em, b = self.em, self.em.b
+        if not GATHER_AHEAD_SAMPLES:
+            return
+        last = b.sub(em.B, em.iconst(1))
+        for spec, node in self.entries:
+            width = node.size // node.shape[0]
+            for k in sorted({n.attr("index") for n in map(index_input, row_pairs(node))
+                             if n is not None}):
+                rows = b.bitcast(b.load(b.gep(em.inputs, [em.iconst(k)])),
+                                 I64.as_pointer())
+                for s in range(count):
+                    at = b.add(i, em.iconst(GATHER_AHEAD_SAMPLES + s))
+                    at = b.select(b.icmp_signed("<", at, em.B), at, last)
+                    first = b.add(em.iconst(spec.offset),
+                                  b.mul(b.load(b.gep(rows, [at])), em.iconst(width)))
+                    prefetch_row(em, b.bitcast(b.gep(em.params, [first]), I8P),
+                                 width * em.T_bytes, locality=GATHER_LOCALITY)
+
     def accumulate(self, groups: list, spec, node: Node) -> None:
         """An iteration's per-sample gradients of a row-sparse parameter added into its
         touched rows."""
@@ -116,7 +166,7 @@ class RowSparse:
     def add_rows(self, groups: list, spec, g_node: Node, i_node: Node, l) -> None:
         """The rows g_node adds at i_node (element l of an index vector, or the index
         itself for l None), every lane of every group: first each lane's slot, then the
-        row element by element."""
+        row, in vectors of W elements and the remainder element by element."""
         em, b = self.em, self.em.b
         st = self.state[spec.name]
         lanes = groups[0].lanes
@@ -136,13 +186,49 @@ class RowSparse:
         row_shape = g_node.shape if l is None else g_node.shape[1:]
         bases = [b.mul(b.load(b.gep(slots, [em.iconst(0), em.iconst(j)])),
                        em.iconst(st["width"])) for j in range(len(groups) * lanes)]
-        with em.loops(row_shape) as cidx:
-            c = em.flat(row_shape, cidx)
+        whole = st["width"] - st["width"] % lanes if lanes > 1 else 0
+        if whole:
+            self.add_row_vectors(groups, st["grads"], g_node, at, row_shape, bases, whole)
+        if whole < st["width"]:
+            self.add_row_elements(groups, st["grads"], g_node, at, row_shape, bases, whole,
+                                  st["width"])
+
+    def add_row_vectors(self, groups: list, grads, g_node: Node, at: tuple,
+                        row_shape: tuple, bases: list, whole: int) -> None:
+        """Elements 0 .. whole (a multiple of W) of every lane's row, W at a time: the
+        group's W lane vectors of elements c .. c+W-1 transposed into each lane's W
+        elements (codegen/transpose.py), each added into its slot's row by one vector
+        load, add and store. Lanes are taken in order, so each element receives its
+        samples' terms in batch order, as element by element (and lanes that share a
+        slot, a row repeated in the batch, add up)."""
+        em, b = self.em, self.em.b
+        lanes = groups[0].lanes
+        VT = ir.VectorType(em.T, lanes)
+        with em.loop(whole, step=lanes) as c0:
+            for k, g in enumerate(groups):
+                columns = []
+                for j in range(lanes):
+                    c = b.add(c0, em.iconst(j)) if j else c0
+                    v = em.elem(g, g_node, at + row_index(em, row_shape, c))
+                    columns.append(em.splat(v, lanes))
+                for lane, row in enumerate(transposed(b, columns)):
+                    p = b.bitcast(b.gep(grads, [b.add(bases[k * lanes + lane], c0)]),
+                                  VT.as_pointer())
+                    b.store(b.fadd(b.load(p, align=em.T_bytes), row), p, align=em.T_bytes)
+
+    def add_row_elements(self, groups: list, grads, g_node: Node, at: tuple,
+                         row_shape: tuple, bases: list, start: int, width: int) -> None:
+        """Elements start .. width of every lane's row (all of them without SIMD, the
+        last width mod W with it), one by one."""
+        em, b = self.em, self.em.b
+        lanes = groups[0].lanes
+        with em.loop(width, start=em.iconst(start)) as c:
+            cidx = row_index(em, row_shape, c)
             for k, g in enumerate(groups):
                 v = em.elem(g, g_node, at + cidx)
                 for lane in range(lanes):
                     x = b.extract_element(v, em.iconst(lane)) if is_vector(v) else v
-                    p = b.gep(st["grads"], [b.add(bases[k * lanes + lane], c)])
+                    p = b.gep(grads, [b.add(bases[k * lanes + lane], c)])
                     b.store(b.fadd(b.load(p), x), p)
 
     def slot_of(self, st: dict, row) -> ir.Value:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from llvmlite import ir
 
-from lossc.codegen.values import I32
+from lossc.codegen.values import I32, is_vector
 from lossc.ir.graph import Node
 
 
@@ -25,6 +25,24 @@ def transpose_input(em, g, n: Node) -> None:
     VT = ir.VectorType(em.T, W)
     buf = b.bitcast(em.buffer(n.size * W), VT.as_pointer())
     transpose_rows(em, g.input_rows[n.attr("index")], n.size, buf)
+    g.buffers[n.id] = buf
+
+
+def gather_rows(em, g, n: Node) -> None:
+    """Group g's rows of a parameter at its lanes' indices (`P[u]`, plan.py
+    is_row_gather) into a buffer of lane vectors, as an input's rows are: each lane's
+    row from the parameter, W x W blocks transposed. The indices were checked when
+    computed (codegen/index.py returns before any use of a bad one)."""
+    b, W = em.b, g.lanes
+    VT = ir.VectorType(em.T, W)
+    table, i = n.inputs[0], em.elem(g, n.inputs[1], ())
+    rows = []
+    for lane in range(W):
+        row = b.extract_element(i, em.iconst(lane)) if is_vector(i) else i
+        first = b.add(em.iconst(table.attr("offset")), b.mul(row, em.iconst(n.size)))
+        rows.append(b.gep(em.params, [first]))
+    buf = b.bitcast(em.buffer(n.size * W), VT.as_pointer())
+    transpose_rows(em, rows, n.size, buf)
     g.buffers[n.id] = buf
 
 
