@@ -256,17 +256,19 @@ def residue_cover(lanes: int, limit: int = 70) -> tuple:
     return tuple(sorted(chosen))
 
 
-def row_tile_sizes(lanes: int) -> list[tuple[int, int]]:
+def row_tile_sizes(dtype: str, bits: int) -> list[tuple[int, int]]:
     """(rows, columns) of a matrix gradient outer(u, x) for the row kernel
     (codegen/row_outer.py) to reach every remainder of its tiles: for each
     width of its column tiles (1..ROW_TILE_VECTORS vectors), every row count up to one
-    past the tile's height (ROW_TILE_ACCS // width), with a column remainder."""
-    from lossc.codegen.row_outer import ROW_TILE_ACCS, ROW_TILE_VECTORS
+    past the tile's height (row_tile: by the width's registers), with a column
+    remainder; the widest, ROW_TILE_VECTORS + 1 vectors, takes two strips of columns."""
+    from lossc.codegen.row_outer import ROW_TILE_VECTORS, row_tile
+    lanes = lanes_of(dtype, bits)
     if lanes < 2:
         return []
     out = []
     for jt in range(1, ROW_TILE_VECTORS + 1):
-        kt = max(1, ROW_TILE_ACCS.get(lanes, 12) // jt)
+        kt = row_tile(1 << 20, jt, lanes, 8 if dtype == "float64" else 4)[0]
         cols = jt * lanes + (jt % lanes or 1) if jt < ROW_TILE_VECTORS else \
             (ROW_TILE_VECTORS + 1) * lanes + 1
         out += [(k, cols) for k in range(1, kt + 2)]
@@ -276,6 +278,9 @@ def row_tile_sizes(lanes: int) -> list[tuple[int, int]]:
 # (dtype, bits) of the fast sweep: one of each lane count, the native widths first
 FAST_VARIANTS = (("float64", 512), ("float32", 512), ("float64", 256), ("float64", 128),
                  ("float64", 64))
+# ... and of the row kernel's tiles: one of each (lanes, vector registers), so float32
+# at 256 bits too (float64's 512-bit lanes with AVX2's 16 registers: smaller tiles)
+ROW_TILE_VARIANTS = FAST_VARIANTS + (("float32", 256),)
 SMALL = (1, 3, 5, 9, 2)       # the other dim of a pair, in turn, in the fast sweep
 ROW_TILE_FAMILY = "layer"     # the family whose matrix gradient takes the row kernel
 
@@ -284,15 +289,17 @@ def fast_configs():
     """(family, sizes, variants) of the fast sweep: for each variant's lane count, each
     family with its last dim (the one along input rows) through that count's residue
     cover and the others small; and the row kernel's tiles (row_tile_sizes)."""
-    for dtype, bits in FAST_VARIANTS:
+    for dtype, bits in ROW_TILE_VARIANTS:
         lanes = lanes_of(dtype, bits)
-        for fam in FAMILIES.values():
-            for k, n in enumerate(residue_cover(lanes)):
-                sizes = {d: SMALL[(k + j) % len(SMALL)] for j, d in enumerate(fam.dims)}
-                sizes[fam.dims[-1]] = n
-                yield fam, sizes, [(dtype, bits)]
+        if (dtype, bits) in FAST_VARIANTS:
+            for fam in FAMILIES.values():
+                for k, n in enumerate(residue_cover(lanes)):
+                    sizes = {d: SMALL[(k + j) % len(SMALL)]
+                             for j, d in enumerate(fam.dims)}
+                    sizes[fam.dims[-1]] = n
+                    yield fam, sizes, [(dtype, bits)]
         fam = FAMILIES[ROW_TILE_FAMILY]
-        for rows, cols in row_tile_sizes(lanes):
+        for rows, cols in row_tile_sizes(dtype, bits):
             yield fam, dict(zip(fam.dims, (rows, cols))), [(dtype, bits)]
 
 
@@ -318,7 +325,7 @@ def full_configs():
                 yield fam, dict(zip(fam.dims, pair)), [every[next(turn) % len(every)]]
     fam = FAMILIES[ROW_TILE_FAMILY]
     for dtype, bits in every:
-        for rows, cols in row_tile_sizes(lanes_of(dtype, bits)):
+        for rows, cols in row_tile_sizes(dtype, bits):
             yield fam, dict(zip(fam.dims, (rows, cols))), [(dtype, bits)]
     for fam in MORE_FAMILIES.values():
         for dtype, bits in every:

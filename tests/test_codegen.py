@@ -145,6 +145,40 @@ def test_hot_loop_is_packed_simd():
         assert "prefetcht1" in asm and "prefetcht0" in asm
 
 
+def test_row_kernel_tiles_fit_the_registers_of_each_vector_width():
+    """The row kernel's tile (codegen/row_outer.py) keeps its accumulators and a
+    sample's jt row vectors in the vector registers of the width it is emitted for (16
+    below 512 bits: float32 at 256 bits has float64's 512-bit lanes, not its 32
+    registers), and float32 at 512 bits gets float64's tile, not a smaller one."""
+    from lossc.codegen.gemm import vector_registers
+    from lossc.codegen.row_outer import ROW_MIN_CHAINS, row_tile
+    for bits in (128, 256, 512):
+        tiles = {}
+        for size in (8, 4):
+            kt, jt = tiles[size] = row_tile(512, 49, bits // (8 * size), size)
+            assert kt * jt + jt <= vector_registers(bits), (bits, size, kt, jt)
+            assert kt * jt >= ROW_MIN_CHAINS, (bits, size, kt, jt)
+        assert tiles[8] == tiles[4], bits
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("bits", [512, 256, 128])
+def test_the_gradient_is_zeroed_and_scaled_a_vector_at_a_time(dtype, bits):
+    """The prologue zeroes and the epilogue scales every gradient element once a call
+    (codegen/llvm.py sweep_gradient): through vector pointers into the gradient, not
+    one element at a time (LLVM's passes here vectorize no loop)."""
+    from lossc.codegen.units import VALUE_AND_GRAD
+    from lossc.compiler import compile_source
+    src = "dim D = 1001\ninput x[D]\ninput y\nparam w[D]\nloss = (dot(w, x) - y) ^ 2\n"
+    text = compile_source(src, None, dtype).unit_ir((VALUE_AND_GRAD,), bits)[0]
+    lines = [line.strip() for line in text.splitlines()]
+    T = "double" if dtype == "float64" else "float"
+    vector = f"to <{bits // (64 if dtype == 'float64' else 32)} x {T}>*"
+    swept = [i for i, line in enumerate(lines[:-1])
+             if f'getelementptr {T}, {T}* %"grad"' in line and vector in lines[i + 1]]
+    assert len(swept) >= 2, (dtype, bits)
+
+
 SOFTMAX_OF_INPUT = """
 dim K = {K}
 input x[K]

@@ -148,8 +148,8 @@ class FunctionCodegen:
         # codegen/sparse.py), compute everything no input reaches
         self.rows = RowSparse(em, self.graph.params if self.want_grad else (), outs)
         for lo, hi in self.dense_ranges():
-            with em.loop(hi, start=em.iconst(lo)) as j:
-                b.store(em.fconst(0), b.gep(em.grad, [j]))
+            self.sweep_gradient(lo, hi, lambda p, lanes: b.store(
+                em.splat(em.fconst(0), lanes), p, align=em.T_bytes))
         self.rows.prologue()
         for n in self.plan.live:
             if n.id not in self.plan.vary:
@@ -466,6 +466,12 @@ class FunctionCodegen:
                 continue
             once = outs.get(f"grad.{spec.name}.once")
             fixed = outs.get(f"grad.{spec.name}.fixed")
+            if once is None and fixed is None:
+                self.sweep_gradient(spec.offset, spec.offset + spec.size,
+                                    lambda p, lanes: b.store(b.fmul(
+                                        b.load(p, align=em.T_bytes), em.splat(scale, lanes)),
+                                        p, align=em.T_bytes))
+                continue
             with em.loops(spec.shape) as idx:
                 p = b.gep(em.grad, [b.add(em.iconst(spec.offset), em.flat(spec.shape, idx))])
                 v = b.fmul(b.load(p), scale)
@@ -474,6 +480,24 @@ class FunctionCodegen:
                 if fixed is not None:
                     v = b.fadd(v, em.elem(self.once, fixed, idx))
                 b.store(v, p)
+
+    def sweep_gradient(self, lo: int, hi: int, update) -> None:
+        """update(pointer, lanes) over the gradient's elements lo..hi-1: W at a time
+        through vector pointers, the last (hi - lo) mod W one at a time. The prologue
+        zeroes and the epilogue scales every gradient element once a call, and LLVM's
+        passes here vectorize no loop: one element at a time, a layer of a few
+        hundred thousand weights would cost that many iterations twice a call, as
+        much as the products of a small batch."""
+        em, b = self.em, self.em.b
+        W = em.W
+        full = lo + (hi - lo) // W * W if W > 1 else lo     # (one lane: no vectors)
+        if full > lo:
+            VT = ir.VectorType(em.T, W)
+            with em.loop(full, start=em.iconst(lo), step=W) as j:
+                update(b.bitcast(b.gep(em.grad, [j]), VT.as_pointer()), W)
+        if full < hi:
+            with em.loop(hi, start=em.iconst(full)) as j:
+                update(b.gep(em.grad, [j]), 1)
 
     def param_spec(self, key: str):
         name = key[len("grad."):].rsplit(".", 1)[0]

@@ -4,22 +4,34 @@ of x, no per-lane accumulators, no sum over lanes at the end). codegen/outer.py 
 u for a block of lane groups and calls it.
 
 Tiles of kt rows by jt vectors of W columns (jt up to ROW_TILE_VECTORS, kt*jt up to
-ROW_TILE_ACCS, which leaves registers for the loads: AVX-512 has 32 vector registers,
-AVX2 16) keep their accumulators in registers through the whole block: per sample, jt
-row loads and kt broadcasts feed kt*jt FMAs. A tile of fewer than ROW_MIN_CHAINS
-accumulators would wait on each FMA's latency (four cycles, two FMA units on the
-machines lossc targets): its samples then go round-robin into several sets of them.
+ROW_TILE_ACCS for the target's vector registers, which leaves registers for the loads:
+AVX-512 has 32 vector registers, AVX2 16, whatever the dtype; `row_tile`) keep their
+accumulators in registers through the whole block: per sample, jt row loads and kt
+broadcasts feed kt*jt FMAs. A tile of fewer than ROW_MIN_CHAINS accumulators would
+wait on each FMA's latency (four cycles, two FMA units on the machines lossc targets):
+its samples then go round-robin into several sets of them.
 """
 from __future__ import annotations
 
 from llvmlite import ir
 
 from lossc.codegen.emitter import Emitter
+from lossc.codegen.gemm import vector_registers
 from lossc.codegen.values import FAST, I64
 
 ROW_TILE_VECTORS = 4  # gradient vectors per tile row (W elements each) ...
-ROW_TILE_ACCS = {8: 24, 4: 12, 2: 12}   # ... and accumulators per tile, by vector width
+ROW_TILE_ACCS = {32: 24, 16: 12}   # ... and accumulators per tile, by vector registers
 ROW_MIN_CHAINS = 8   # independent FMA chains wanted (latency 4 x 2 units)
+
+
+def row_tile(K: int, chunks: int, lanes: int, real_bytes: int) -> tuple[int, int]:
+    """(kt, jt): the rows and vectors of a full tile of a K-row gradient whose rows are
+    `chunks` vectors of `lanes` reals of `real_bytes` bytes. The accumulators go by the
+    registers of the vector width, not by its lanes: float32 at 256 bits has the lanes
+    of float64 at 512 bits but half the registers, float32 at 512 bits all of them."""
+    jt = max(1, min(ROW_TILE_VECTORS, chunks))
+    accumulators = ROW_TILE_ACCS[vector_registers(lanes * real_bytes * 8)]
+    return max(1, min(K, accumulators // jt)), jt
 
 
 def _power_of_two_at_least(n: int) -> int:
@@ -44,8 +56,7 @@ def row_outer_kernel(em, name: str, K: int, D: int, block: int) -> ir.Function:
     b = kem.b
     Us = b.bitcast(U, TP)          # u_s[k] as scalars
     chunks = D // W
-    jt = max(1, min(ROW_TILE_VECTORS, chunks))
-    kt = max(1, min(K, ROW_TILE_ACCS.get(W, 12) // jt))
+    kt, jt = row_tile(K, chunks, W, em.T_bytes)
 
     def u_at(k, s):
         """u_s[k]: lane s mod W of U[k*B + s div W], at k*B*W + s."""
