@@ -57,6 +57,16 @@ def factors(rng, n, U=50, I=30):
     return {"u": rng.integers(0, U, n), "i": rng.integers(0, I, n), "r": rng.normal(size=n)}
 
 
+def test_the_scratch_space_does_not_grow_with_a_row_sparse_table():
+    """The per-lane gradient accumulators are for the parameters that are not
+    row-sparse: a table's rows go to their slots, and accumulators for the whole table
+    reserved W times its size (4 GB of scratch for W8's tables of 1,000,000 rows)."""
+    small = lossc.compile(FACTORS.format(U=1000, I=1000, F=32), cache=False)
+    large = lossc.compile(FACTORS.format(U=1_000_000, I=1_000_000, F=32), cache=False)
+    assert large.sparse_rows and large.code.work_size == small.code.work_size
+    assert large.code.work_size < 1_000_000
+
+
 def test_parameters_used_only_through_gathers_are_row_sparse():
     m = lossc.compile(FACTORS.format(U=50, I=30, F=4), cache=False)
     assert m.sparse_rows == {"P": 1, "Q": 1}

@@ -185,13 +185,18 @@ class FunctionCodegen:
         VT = ir.VectorType(em.T, em.W)
         self.loss_acc[em.W] = em.alloca(VT, "loss_acc_v")
         b.store(em.splat(em.fconst(0), em.W), self.loss_acc[em.W])
-        # per-lane gradient accumulators: W partial sums per gradient element
-        self.grad_acc = b.bitcast(em.buffer(max(n_grad, 1) * em.W), VT.as_pointer())
-        self.outer = OuterBlocks.setup(em, sample_outs, self.grad_acc,
-                                       lambda key: self.param_spec(key).offset)
+        # per-lane gradient accumulators: W partial sums per gradient element of the
+        # parameters that are not row-sparse (a table's rows go to their slots, and
+        # accumulators for all of it would reserve W times the table)
+        self.acc_offsets = self.accumulator_offsets()
+        n_acc = sum(p.size for p in self.graph.params if p.name in self.acc_offsets)
+        self.grad_acc = b.bitcast(em.buffer(max(n_acc, 1) * em.W), VT.as_pointer())
+        self.outer = OuterBlocks.setup(
+            em, sample_outs, self.grad_acc, lambda key: self.param_spec(key).offset,
+            lambda key: self.acc_offsets[self.param_spec(key).name])
         for lo, hi in self.lane_accumulated():
             with em.loop(hi, start=em.iconst(lo)) as j:
-                b.store(em.splat(em.fconst(0), em.W), b.gep(self.grad_acc, [j]), align=8)
+                b.store(em.splat(em.fconst(0), em.W), self.accumulator_at(lo, j), align=8)
         U = self.lane_groups(sample_outs)
         step = U * em.W
         inputs = [n for n in self.plan.live if n.op == "input"]
@@ -375,7 +380,7 @@ class FunctionCodegen:
         with em.loops(node.shape) as idx:
             j = em.flat(node.shape, idx)
             if lanes > 1:
-                p = b.gep(self.grad_acc, [b.add(em.iconst(spec.offset), j)])
+                p = b.gep(self.grad_acc, [b.add(em.iconst(self.acc_offsets[spec.name]), j)])
                 v = em.splat(self.group_elem(groups, node, idx), lanes)
                 b.store(b.fadd(b.load(p, align=8), v, flags=FAST), p, align=8)
             else:
@@ -421,8 +426,25 @@ class FunctionCodegen:
         for lo, hi in self.lane_accumulated():
             with em.loop(hi, start=em.iconst(lo)) as j:
                 p = b.gep(em.grad, [j])
-                v = b.load(b.gep(self.grad_acc, [j]), align=8)
+                v = b.load(self.accumulator_at(lo, j), align=8)
                 b.store(b.fadd(b.load(p), em.hsum(v)), p)
+
+    def accumulator_offsets(self) -> dict:
+        """Where each parameter that is not row-sparse starts among the per-lane
+        accumulators (in units of W): in gradient order, the row-sparse ones left out."""
+        offsets, at = {}, 0
+        for p in self.graph.params if self.want_grad else ():
+            if not self.rows.is_sparse(p.name):
+                offsets[p.name], at = at, at + p.size
+        return offsets
+
+    def accumulator_at(self, lo: int, j):
+        """The accumulator of gradient element j, in a range of lane_accumulated() that
+        starts at lo (a parameter's start: the range's accumulators are as adjacent as
+        its gradient elements, none of its parameters being row-sparse)."""
+        first = next(p for p in self.graph.params if p.offset == lo and p.size)
+        shift = lo - self.acc_offsets[first.name]
+        return self.em.b.gep(self.grad_acc, [self.em.b.sub(j, self.em.iconst(shift))])
 
     def lane_accumulated(self) -> list[tuple[int, int]]:
         """The ranges of gradient elements with per-lane accumulators: all but those of

@@ -37,10 +37,11 @@ class OuterBlocks:
         self.slot = None      # i64*: the lane groups staged in the current block
 
     @staticmethod
-    def setup(em, sample_outs: dict, grad_acc, offset_of) -> "OuterBlocks":
+    def setup(em, sample_outs: dict, grad_acc, offset_of, acc_offset_of) -> "OuterBlocks":
         """The outer-product gradients among the per-sample outputs (outer_grad, made
         by the lower pass), with their buffers and kernels; offset_of(key): where the
-        output's parameter starts in the gradient."""
+        output's parameter starts in the gradient, acc_offset_of(key): among the
+        per-lane accumulators."""
         self = OuterBlocks()
         b = em.b
         VT = ir.VectorType(em.T, em.W)
@@ -63,7 +64,7 @@ class OuterBlocks:
                 continue
             vb = b.bitcast(em.buffer(D * OUTER_BLOCK * em.W), VT.as_pointer())
             kernel = outer_kernel(em, name % "outer", K, D)
-            target = b.gep(grad_acc, [offset])
+            target = b.gep(grad_acc, [em.iconst(acc_offset_of(key))])
             self.entries[key] = (u, v, ub, vb, kernel, target)
         if self.entries:
             self.slot = em.alloca(I64, "outer_slot")
