@@ -109,22 +109,23 @@ def prefetch_row(em, start, nbytes: int, locality: int) -> None:
     """Prefetches of the cache lines of a row of nbytes from `start` (an i8*, anywhere
     in a line): one per 64 bytes from its start and one at its last byte (a row of
     256 bytes not starting a line spans five lines), at most AHEAD_ROW_LINES."""
-    b = em.b
-    fn = declared(em.module, "llvm.prefetch.p0", ir.VoidType(), [I8P, I32, I32, I32])
     lines = min(-(-nbytes // 64), AHEAD_ROW_LINES)
     offsets = sorted({64 * line for line in range(lines)}
                      | ({nbytes - 1} if lines < AHEAD_ROW_LINES else set()))
-    for off in offsets:
-        b.call(fn, [b.gep(start, [em.iconst(off)]), ir.Constant(I32, 0),
-                    ir.Constant(I32, locality), ir.Constant(I32, 1)])
+    prefetch_at(em, start, offsets, locality)
 
 
 def prefetch_lines(em, start, lines: int, locality: int) -> None:
     """Prefetches (for reading, of data) of `lines` cache lines from `start` (an i8*)
     on; locality as llvm.prefetch has it: 3 keeps the lines in every cache level, 2 in
     L2 and beyond."""
+    prefetch_at(em, start, [64 * line for line in range(lines)], locality)
+
+
+def prefetch_at(em, start, offsets, locality: int) -> None:
+    """llvm.prefetch (for reading, of data) of the bytes at `offsets` from `start`."""
     b = em.b
     fn = declared(em.module, "llvm.prefetch.p0", ir.VoidType(), [I8P, I32, I32, I32])
-    for line in range(lines):
-        b.call(fn, [b.gep(start, [em.iconst(64 * line)]), ir.Constant(I32, 0),
+    for off in offsets:
+        b.call(fn, [b.gep(start, [em.iconst(off)]), ir.Constant(I32, 0),
                     ir.Constant(I32, locality), ir.Constant(I32, 1)])
