@@ -51,7 +51,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from lossc.optim.data import (DataError, check_arrays, check_input_finite, frame_arrays,
+from lossc.optim.data import (DataError, check_arrays, check_finite, frame_arrays,
                                is_data_frame)
 from lossc.pairwise import pairwise
 
@@ -120,8 +120,7 @@ def check_chunk_finite(model, arrays: dict, where: str) -> None:
     (`where`), the row in it and the column (which names the input). Run only when a
     chunk's result is not finite: data are not scanned on every pass, and finite data
     whose result is not finite are left to the run to report (divergence)."""
-    for spec in model.inputs:
-        check_input_finite(arrays[spec.name], spec, where)
+    check_finite(arrays, model, where, row="row")
 
 
 # ---------------------------------------------------------------- the data as chunks

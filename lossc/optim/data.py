@@ -143,20 +143,14 @@ def check_arrays(arrays: dict, model, where: str = "data", finite: bool = True) 
     return out
 
 
-def check_finite(arrays: dict, model, where: str = "data") -> None:
+def check_finite(arrays: dict, model, where: str = "data", row: str = "sample") -> None:
     """The NaN and infinity check of check_arrays(finite=False), on its result (or a
-    copy of it with the same rows)."""
+    copy of it with the same rows): a DataError naming `where`, the row (`row` r,
+    counted from 0) and the column."""
     for spec in model.inputs:
         a = arrays[spec.name]
         if a.dtype.kind == "f" and not spec.is_int:
-            _check_finite(a, spec, _columns(spec), where, lambda r: f"sample {r}")
-
-
-def check_input_finite(a: np.ndarray, spec, where: str) -> None:
-    """A DataError naming `where`, the row and the column of the first NaN or
-    infinity in input `spec`'s array `a` (rows counted from 0)."""
-    if a.dtype.kind == "f" and not spec.is_int:
-        _check_finite(a, spec, _columns(spec), where, lambda r: f"row {r}")
+            _check_finite(a, spec, _columns(spec), where, lambda r: f"{row} {r}")
 
 
 def _columns(spec):
