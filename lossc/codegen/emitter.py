@@ -22,9 +22,11 @@ from llvmlite import ir
 from lossc.codegen import abi, gemm, matmul, reduce, rows, softmax
 from lossc.codegen.index import check_index
 from lossc.pairwise import pairwise
-from lossc.codegen.values import I1, I64, ValueEmitter, counted_loop, is_vector
+from lossc.codegen.values import I1, I64, ValueEmitter, counted_loop, declared, is_vector
 from lossc.ir.graph import BOOL, INT, Graph, Node, varying
 from lossc.ir.ops import OPS
+
+I8P = ir.IntType(8).as_pointer()
 
 
 class Emitter(ValueEmitter):
@@ -52,6 +54,28 @@ class Emitter(ValueEmitter):
         for k in noalias:
             fn.args[k].add_attribute("noalias")
         return fn, Emitter.for_kernel(module, T, fn)
+
+    def memset(self, start, byte: int, nbytes) -> None:
+        """llvm.memset of nbytes (an int or an i64) from `start`. A length known here
+        becomes a few vector stores, where a loop would store an element an iteration
+        (LLVM's passes as lossc runs them turn no loop into a fill); another one a C
+        library call."""
+        b = self.b
+        fn = declared(self.module, "llvm.memset.p0.i64", ir.VoidType(),
+                      [I8P, ir.IntType(8), I64, I1])
+        b.call(fn, [b.bitcast(start, I8P), ir.Constant(ir.IntType(8), byte),
+                    self.iconst(nbytes) if isinstance(nbytes, int) else nbytes,
+                    ir.Constant(I1, 0)])
+
+    def memcpy(self, dst, src, nbytes) -> None:
+        """llvm.memcpy of nbytes (an int or an i64) from src to dst, which do not
+        overlap; as memset, a length known here becomes a few vector moves."""
+        b = self.b
+        fn = declared(self.module, "llvm.memcpy.p0.p0.i64", ir.VoidType(),
+                      [I8P, I8P, I64, I1])
+        b.call(fn, [b.bitcast(dst, I8P), b.bitcast(src, I8P),
+                    self.iconst(nbytes) if isinstance(nbytes, int) else nbytes,
+                    ir.Constant(I1, 0)])
 
     def alloca(self, ty, name=""):
         """A variable, in the entry block so that LLVM promotes it to a register."""
@@ -122,6 +146,29 @@ class GraphEmitter(Emitter):
         self.work_size = 0
         self.row_bases: dict[int, ir.Value] = {}   # input -> base pointer (llvm.py tail)
         self.blocks: dict[int, tuple] = {}   # block_matmul -> its buffers and kernel
+
+    def sweep(self, base, lo: int, hi, update) -> None:
+        """update(pointer, lanes) over base[lo .. hi): W elements at a time through
+        vector pointers, the last (hi - lo) mod W one at a time. hi is an int, or an
+        i64 known only at run time (the elements of a call's touched rows). LLVM's
+        passes as lossc runs them vectorize no loop, so a loop over many elements is
+        written in vectors here."""
+        b, W = self.b, self.W
+        if isinstance(hi, int):
+            full = lo + (hi - lo) // W * W if W > 1 else lo
+            vectors, rest = full > lo, full < hi
+            full, hi = self.iconst(full), self.iconst(hi)
+        else:
+            n = b.sub(hi, self.iconst(lo))
+            full = b.sub(hi, b.urem(n, self.iconst(W))) if W > 1 else self.iconst(lo)
+            vectors, rest = W > 1, True
+        if vectors:
+            VT = ir.VectorType(self.T, W)
+            with self.loop(full, start=self.iconst(lo), step=W) as j:
+                update(b.bitcast(b.gep(base, [j]), VT.as_pointer()), W)
+        if rest:
+            with self.loop(hi, start=full) as j:
+                update(b.gep(base, [j]), 1)
 
     # ------------------------------------------------------------ memory
 

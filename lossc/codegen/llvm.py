@@ -50,7 +50,7 @@ from lossc.codegen.outer import OuterBlocks
 from lossc.codegen.plan import plan
 from lossc.codegen.sparse import RowSparse
 from lossc.codegen.transpose import gather_rows, transpose_input
-from lossc.codegen.values import FAST, I1, I32, I64, declared, is_vector
+from lossc.codegen.values import FAST, I32, I64, is_vector
 from lossc.ir.graph import INT, Graph, Node
 from lossc.ir.ops import OPS
 from lossc.passes.lower import Target
@@ -340,21 +340,15 @@ class FunctionCodegen:
         dst = b.bitcast(buf, I8P)
         live = b.mul(b.sub(em.B, i), em.iconst(size * elem))      # bytes
         # (library calls: loops here would cost LLVM time out of proportion)
-        memcpy = declared(em.module, "llvm.memcpy.p0.p0.i64", ir.VoidType(),
-                          [I8P, I8P, I64, I1])
-        b.call(memcpy, [dst, b.gep(src, [b.mul(i, em.iconst(size * elem))]), live,
-                        ir.Constant(I1, 0)])
+        em.memcpy(dst, b.gep(src, [b.mul(i, em.iconst(size * elem))]), live)
         rest = b.sub(em.iconst(step * size * elem), live)
         if n.dtype != INT:
-            memset = declared(em.module, "llvm.memset.p0.i64", ir.VoidType(),
-                              [I8P, ir.IntType(8), I64, I1])
-            b.call(memset, [b.gep(dst, [live]), ir.Constant(ir.IntType(8), 0), rest,
-                            ir.Constant(I1, 0)])
+            em.memset(b.gep(dst, [live]), 0, rest)
             return
         last = b.gep(src, [b.mul(b.sub(em.B, em.iconst(1)), em.iconst(size * elem))])
         with em.loop(b.sdiv(rest, em.iconst(size * elem))) as r:
-            at = b.gep(dst, [b.add(live, b.mul(r, em.iconst(size * elem)))])
-            b.call(memcpy, [at, last, em.iconst(size * elem), ir.Constant(I1, 0)])
+            em.memcpy(b.gep(dst, [b.add(live, b.mul(r, em.iconst(size * elem)))]), last,
+                      size * elem)
 
     # ------------------------------------------------------------ accumulation
 
@@ -504,22 +498,12 @@ class FunctionCodegen:
                 b.store(v, p)
 
     def sweep_gradient(self, lo: int, hi: int, update) -> None:
-        """update(pointer, lanes) over the gradient's elements lo..hi-1: W at a time
-        through vector pointers, the last (hi - lo) mod W one at a time. The prologue
-        zeroes and the epilogue scales every gradient element once a call, and LLVM's
-        passes here vectorize no loop: one element at a time, a layer of a few
-        hundred thousand weights would cost that many iterations twice a call, as
-        much as the products of a small batch."""
-        em, b = self.em, self.em.b
-        W = em.W
-        full = lo + (hi - lo) // W * W if W > 1 else lo     # (one lane: no vectors)
-        if full > lo:
-            VT = ir.VectorType(em.T, W)
-            with em.loop(full, start=em.iconst(lo), step=W) as j:
-                update(b.bitcast(b.gep(em.grad, [j]), VT.as_pointer()), W)
-        if full < hi:
-            with em.loop(hi, start=em.iconst(full)) as j:
-                update(b.gep(em.grad, [j]), 1)
+        """update(pointer, lanes) over the gradient's elements lo..hi-1, a vector at a
+        time (GraphEmitter.sweep). The prologue zeroes and the epilogue scales every
+        gradient element once a call: one element at a time, a layer of a few hundred
+        thousand weights would cost that many iterations twice a call, as much as the
+        products of a small batch."""
+        self.em.sweep(self.em.grad, lo, hi, update)
 
     def param_spec(self, key: str):
         name = key[len("grad."):].rsplit(".", 1)[0]

@@ -39,7 +39,7 @@ from lossc.codegen.abi import ROW_GRADS
 from lossc.codegen.emitter import Emitter
 from lossc.codegen.prefetch import GATHER_AHEAD_SAMPLES, GATHER_LOCALITY, prefetch_row
 from lossc.codegen.transpose import transposed
-from lossc.codegen.values import I1, I64, declared, is_vector
+from lossc.codegen.values import I64, is_vector
 from lossc.ir.graph import Node
 
 I8P = ir.IntType(8).as_pointer()
@@ -109,11 +109,8 @@ class RowSparse:
             gen = b.add(slot("generation"), em.iconst(1))
             wrap = b.icmp_signed(">=", gen, em.iconst(GENERATION_LIMIT))
             with b.if_then(wrap, likely=False):
-                memset = declared(em.module, "llvm.memset.p0.i64", ir.VoidType(),
-                                  [I8P, ir.IntType(8), I64, I1])
                 words = b.add(mask, em.iconst(1))
-                b.call(memset, [b.bitcast(table, I8P), ir.Constant(ir.IntType(8), 0),
-                                b.mul(words, em.iconst(8)), ir.Constant(I1, 0)])
+                em.memset(table, 0, b.mul(words, em.iconst(8)))
             gen = b.select(wrap, em.iconst(1), gen)
             ROW_GRADS.store(b, em.sparse, "generation", gen, at=at)
             count = em.alloca(I64, f"rows_{spec.name}")
@@ -282,9 +279,7 @@ class RowSparse:
         b.store(b.add(s, k.iconst(1)), count)
         b.store(b.or_(tag, s), b.gep(table, [h]))
         b.store(row, b.gep(rows, [s]))
-        base = b.mul(s, k.iconst(width))
-        with k.loop(width) as c:
-            b.store(k.fconst(0), b.gep(grads, [b.add(base, c)]))
+        k.memset(b.gep(grads, [b.mul(s, k.iconst(width))]), 0, width * k.T_bytes)
         b.ret(s)
         return new
 
@@ -298,19 +293,15 @@ class RowSparse:
         width = st["width"]
         count = b.load(st["count"])
         ROW_GRADS.store(b, em.sparse, "count", count, at=st["at"])
-        with em.loop(b.mul(count, em.iconst(width))) as j:
-            p = b.gep(st["grads"], [j])
-            b.store(b.fmul(b.load(p), scale), p)
+        em.sweep(st["grads"], 0, b.mul(count, em.iconst(width)),
+                 lambda p, lanes: b.store(b.fmul(b.load(p, align=em.T_bytes),
+                                                 em.splat(scale, lanes)), p,
+                                          align=em.T_bytes))
         dense = ROW_GRADS.load(b, em.sparse, "dense", at=st["at"])
         with b.if_then(b.icmp_signed("!=", dense, em.iconst(0))):
             start = b.gep(em.grad, [em.iconst(spec.offset)])
-            memset = declared(em.module, "llvm.memset.p0.i64", ir.VoidType(),
-                              [I8P, ir.IntType(8), I64, I1])
-            b.call(memset, [b.bitcast(start, I8P), ir.Constant(ir.IntType(8), 0),
-                            em.iconst(spec.size * em.T_bytes), ir.Constant(I1, 0)])
+            em.memset(start, 0, spec.size * em.T_bytes)
             with em.loop(count) as s:
                 to = b.mul(b.load(b.gep(st["rows"], [s])), em.iconst(width))
-                src = b.mul(s, em.iconst(width))
-                with em.loop(width) as c:
-                    v = b.load(b.gep(st["grads"], [b.add(src, c)]))
-                    b.store(v, b.gep(start, [b.add(to, c)]))
+                em.memcpy(b.gep(start, [to]), b.gep(st["grads"], [b.mul(s, em.iconst(width))]),
+                          width * em.T_bytes)
