@@ -16,6 +16,7 @@ import lossc
 from lossc.api import compile_graph
 from lossc.cli import main
 from lossc.compiler import compile_source
+from lossc.codegen.prefetch import AHEAD_ROW_LINES, UPDATE_AHEAD_ROWS
 from lossc.codegen.sparse import GENERATION_LIMIT
 from lossc.optim.optimizers import SGD, Adam
 from lossc.runtime.fused import FusedSteps
@@ -278,19 +279,24 @@ def test_fused_sgd_on_touched_rows_is_the_dense_step_bit_for_bit(make):
 @pytest.mark.parametrize("bits", [64, 512])
 def test_fused_sgd_on_touched_rows_at_every_row_width(bits):
     """The fused SGD steps' update of the touched rows (a loop over the row width that
-    LLVM vectorizes, with its remainder) and the gradient's vector row adds, at row
-    widths through every lane count's remainders and batches with repeated rows: the
-    parameters are the dense Python loop's bit for bit."""
+    LLVM vectorizes, with its remainder, prefetching the row UPDATE_AHEAD_ROWS slots
+    on) and the gradient's vector row adds and scaling, at row widths through every
+    lane count's remainders and rows longer than the prefetches a row may take
+    (AHEAD_ROW_LINES), batches with repeated rows (P: 7 rows) and with more touched
+    rows than the prefetch distance (Q: 300 rows): the parameters are the dense Python
+    loop's bit for bit."""
     options = dataclasses.replace(lossc.Options.from_env(), vector_bits=bits)
-    for F in ROW_WIDTHS:
-        m = lossc.compile(FACTORS.format(U=7, I=30, F=F), cache=False, options=options)
+    long_row = AHEAD_ROW_LINES * 64 // 8 + 3
+    assert UPDATE_AHEAD_ROWS < 40
+    for F in ROW_WIDTHS + (long_row,):
+        m = lossc.compile(FACTORS.format(U=7, I=300, F=F), cache=False, options=options)
         rng = np.random.default_rng(F)
-        bound = m.bind(factors(rng, 45, U=7))
+        bound = m.bind(factors(rng, 150, U=7, I=300))
         p1 = m.pack_params(m.init_params(F))
         p2 = p1.copy()
-        fused = FusedSteps(m, SGD(0.05), bound, 16)
-        order = rng.permutation(45).astype(np.int64)
-        python_epoch(m, SGD(0.05), p1, bound, order, 16)
+        fused = FusedSteps(m, SGD(0.05), bound, 50)
+        order = rng.permutation(150).astype(np.int64)
+        python_epoch(m, SGD(0.05), p1, bound, order, 50)
         fused.run(p2, order, 0, 3)
         np.testing.assert_array_equal(p1, p2, err_msg=f"F={F}")
 

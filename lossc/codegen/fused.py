@@ -34,7 +34,10 @@ from lossc.codegen import abi
 from lossc.codegen.unit_names import train_function
 from lossc.codegen.abi import (ERROR, ROW_GRADS, TRAIN_CONFIG, TRAIN_FLAGS, TRAIN_STEPS,
                                VALUE_AND_GRAD)
+from lossc.codegen.prefetch import UPDATE_AHEAD_ROWS, prefetch_span
 from lossc.codegen.values import I32, I64, ValueEmitter, counted_loop
+
+I8P = ir.IntType(8).as_pointer()
 
 KINDS = abi.OPTIMIZER_KINDS
 # the batch whose rows a gradient prefetches: this many on. The next one's prefetches
@@ -205,7 +208,8 @@ def emit_train_steps(module: ir.Module, kind: str, T) -> None:
                     row_rule = partial(em.sparse_adam, step=em.lazy_step_size(
                         lr, args["bc1"], bc2))
                 segs.each(lambda j: rule(j=j, **args),
-                          lambda j, grads, gj: row_rule(j=j, gj=gj, **dict(args, grad=grads)))
+                          lambda j, grads, gj: row_rule(j=j, gj=gj, **dict(args, grad=grads)),
+                          params=params)
             with whole:
                 em.dense_update(rule, args, n, params, frozen, any_frozen)
     b.ret(ir.Constant(I32, abi.OK))
@@ -220,7 +224,9 @@ class _Segments:
     def __init__(self, em, segments, n_segments, sparse):
         self.em, self.segments, self.n, self.sparse = em, segments, n_segments, sparse
 
-    def each(self, dense, rows) -> None:
+    def each(self, dense, rows, params=None) -> None:
+        """... and, given the parameters (the update, not a pass that reads the
+        gradient only), prefetches each touched row UPDATE_AHEAD_ROWS slots ahead."""
         em, b = self.em, self.em.b
         with em.loop(self.n) as k:
             off, size, rec, width = (b.load(b.gep(self.segments, [
@@ -235,10 +241,26 @@ class _Segments:
                     listed = ROW_GRADS.load(b, self.sparse, "rows", at=at)
                     grads = ROW_GRADS.load(b, self.sparse, "grads", T=em.T, at=at)
                     with em.loop(count) as s:
+                        if params is not None:
+                            self.prefetch_row(params, off, width, listed, count, s)
                         base = b.add(off, b.mul(b.load(b.gep(listed, [s])), width))
                         gbase = b.mul(s, width)
                         with em.loop(width) as c:
                             rows(b.add(base, c), grads, b.add(gbase, c))
+
+
+    def prefetch_row(self, params, off, width, listed, count, s) -> None:
+        """Prefetch the parameter row the update takes UPDATE_AHEAD_ROWS slots after
+        slot s (none past the last). The rows were read during the gradient, but a
+        batch's rows and their gradients can outgrow L2, and the rows read first are
+        then the first evicted: the update, in slot order, would wait for each from
+        further out, one row at a time."""
+        em, b = self.em, self.em.b
+        ahead = b.add(s, em.iconst(UPDATE_AHEAD_ROWS))
+        with b.if_then(b.icmp_signed("<", ahead, count)):
+            first = b.add(off, b.mul(b.load(b.gep(listed, [ahead])), width))
+            prefetch_span(em, b.bitcast(b.gep(params, [first]), I8P),
+                          b.mul(width, em.iconst(em.T_bytes)), locality=3)
 
 
 class _Emitter(ValueEmitter):

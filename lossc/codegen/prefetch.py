@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from llvmlite import ir
 
-from lossc.codegen.values import I32, I64, declared
+from lossc.codegen.values import I32, declared
 from lossc.ir.graph import INT, Node
 
 I8P = ir.IntType(8).as_pointer()
@@ -27,6 +27,9 @@ AHEAD_ROW_LINES = 16         # prefetches per row of a later batch, at most (1 K
 # (llvm.prefetch's locality: 2, L2 and beyond); docs/codegen.md has the measured choice
 GATHER_AHEAD_SAMPLES = 16
 GATHER_LOCALITY = 2
+# how many touched rows ahead the fused steps' update of row-sparse parameters
+# prefetches a row (codegen/fused.py); docs/codegen.md has the measured choice
+UPDATE_AHEAD_ROWS = 16
 
 
 def row_bytes(em, n: Node) -> int:
@@ -113,6 +116,19 @@ def prefetch_row(em, start, nbytes: int, locality: int) -> None:
     offsets = sorted({64 * line for line in range(lines)}
                      | ({nbytes - 1} if lines < AHEAD_ROW_LINES else set()))
     prefetch_at(em, start, offsets, locality)
+
+
+def prefetch_span(em, start, nbytes, locality: int) -> None:
+    """prefetch_row for a row of nbytes known only at run time (an i64, at least 1):
+    a loop of one prefetch per 64 bytes from its start, at most AHEAD_ROW_LINES, and
+    one at its last byte."""
+    b = em.b
+    lines = b.udiv(b.add(nbytes, em.iconst(63)), em.iconst(64))
+    lines = b.select(b.icmp_signed("<", lines, em.iconst(AHEAD_ROW_LINES)), lines,
+                     em.iconst(AHEAD_ROW_LINES))
+    with em.loop(lines) as line:
+        prefetch_at(em, b.gep(start, [b.mul(line, em.iconst(64))]), [0], locality)
+    prefetch_at(em, b.gep(start, [b.sub(nbytes, em.iconst(1))]), [0], locality)
 
 
 def prefetch_lines(em, start, lines: int, locality: int) -> None:
