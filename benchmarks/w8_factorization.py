@@ -26,6 +26,7 @@ import numpy as np
 
 import lossc
 from benchmarks.common import compile_model
+from lossc.runtime.calls import aligned_copy
 from lossc.runtime.fused import FusedSteps
 from benchmarks.harness import (Row, Stat, compare, fmt_err, fmt_ratio, fmt_speedup, fmt_time,
                                rel_err)
@@ -120,7 +121,8 @@ class LosscSteps:
     def __init__(self, m, P, Q, u, i, r, order):
         self.m = m
         self.order = np.ascontiguousarray(order, dtype=np.int64)
-        self.theta = m.pack_params({"P": P, "Q": Q})
+        # on a cache line, as lossc.train's parameters are (optim/driver.py _initial)
+        self.theta = aligned_copy(m.pack_params({"P": P, "Q": Q}))
         self.data = m.bind({"u": u, "i": i, "r": r})
         self.fused = FusedSteps(m, lossc.SGD(lr=LR), self.data, BS)
         self.k = 0                  # steps taken; batch k % steps_per_epoch() is next

@@ -326,6 +326,22 @@ def test_training_steps_are_compiled_once_for_every_model(tmp_path, monkeypatch)
             np.testing.assert_array_equal(r.params[k], ref.params[k])
 
 
+def test_the_parameters_lossc_train_steps_start_on_a_cache_line():
+    """lossc.train's flat parameters (from a dict or a flat vector) start on 64 bytes,
+    whatever NumPy's allocator gives: a table's rows then start lines as in the table
+    (a row of 256 bytes 16 bytes into a line spans five lines and every vector load
+    from it straddles two). Sizes vary so the allocator's placements vary."""
+    for D in range(1, 12):
+        m = lossc.compile(f"dim D = {D}\ninput x[D]\ninput y\nparam w[D]\n"
+                          "loss = (dot(w, x) - y) ^ 2\n")
+        seen = []
+        data = {"x": np.ones((4, D)), "y": np.zeros(4)}
+        for init in (m.init_params(D), m.pack_params(m.init_params(D))):
+            lossc.train(m, data, optimizer=lossc.SGD(0.01), epochs=1, batch_size=4,
+                        init=init, callback=lambda info: seen.append(info.theta.ctypes.data))
+        assert len(seen) == 2 and all(a % 64 == 0 for a in seen), (D, [a % 64 for a in seen])
+
+
 def test_flat_parameters_resized_in_place_are_read_where_they_are(logistic):
     X, Y = _data()
     bound = logistic.bind({"x": X, "y": Y})
