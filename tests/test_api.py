@@ -336,10 +336,15 @@ def test_the_parameters_lossc_train_steps_start_on_a_cache_line():
                           "loss = (dot(w, x) - y) ^ 2\n")
         seen = []
         data = {"x": np.ones((4, D)), "y": np.zeros(4)}
-        for init in (m.init_params(D), m.pack_params(m.init_params(D))):
+        flat = m.pack_params(m.init_params(D))
+        before = flat.copy()
+        for init in (m.init_params(D), flat):
             lossc.train(m, data, optimizer=lossc.SGD(0.01), epochs=1, batch_size=4,
                         init=init, callback=lambda info: seen.append(info.theta.ctypes.data))
         assert len(seen) == 2 and all(a % 64 == 0 for a in seen), (D, [a % 64 for a in seen])
+        np.testing.assert_array_equal(flat, before)        # (a copy is trained)
+        with pytest.raises(ValueError, match=rf"flat vector of {D}, got shape \(1, {D}\)"):
+            lossc.train(m, data, optimizer=lossc.SGD(0.01), epochs=1, init=flat[None])
 
 
 def test_flat_parameters_resized_in_place_are_read_where_they_are(logistic):

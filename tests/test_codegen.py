@@ -324,3 +324,92 @@ def test_padding_of_int_inputs_holds_valid_indices_and_errors_name_the_sample():
             Yb[bad] = 0
             with pytest.raises(ValueError, match=rf"sample {bad}\b"):
                 m.value_and_grad({"W": W}, x=X, y=Yb)
+
+
+def _native_kernels(build, T, arg_types: list, names: list):
+    """The functions build(emitter, name) writes, one per name (void, taking
+    arg_types), compiled as lossc compiles code and linked into this process."""
+    from llvmlite import ir
+    from lossc.codegen.emitter import Emitter
+    from lossc.codegen.jit import NativeCode, compile_ir
+    module = ir.Module()
+    for name in names:
+        fn = ir.Function(module, ir.FunctionType(ir.VoidType(), arg_types), name=name)
+        em = Emitter.for_kernel(module, T, fn)
+        build(em, name)
+        em.b.ret_void()
+    return NativeCode(compile_ir(str(module)), tuple(names))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_sweep_updates_each_element_of_its_range_once(dtype):
+    """Emitter.sweep (the gradient's zeroing and scaling, a call's touched rows'
+    scaling): every element of base[lo .. hi) once and none outside, a vector of
+    `lanes` at a time and the rest one by one, at lane counts 1 to 16, with hi known
+    when compiling or only at run time, down to an empty range."""
+    import ctypes
+    from llvmlite import ir
+    from lossc.codegen.values import I64
+    T = ir.DoubleType() if dtype == "float64" else ir.FloatType()
+    cases = [(lanes, lo) for lanes in (1, 2, 4, 8, 16) for lo in (0, 3)]
+
+    def build(em, name):
+        lanes, lo, hi = (int(x) if x != "n" else None for x in name.split("_")[1:])
+        base, n = em.fn.args
+        b = em.b
+        em.sweep(base, lo, n if hi is None else hi, lanes, lambda p, k: b.store(
+            b.fadd(b.load(p, align=em.T_bytes), em.splat(em.fconst(1), k)), p,
+            align=em.T_bytes))
+
+    names = list(dict.fromkeys(f"sweep_{lanes}_{lo}_{hi}" for lanes, lo in cases
+                               for hi in ["n", lo, lo + 1, lo + lanes, lo + 2 * lanes + 1]))
+    code = _native_kernels(build, T, [T.as_pointer(), I64], names)
+    for name in names:
+        lanes, lo, hi = name.split("_")[1:]
+        lanes, lo = int(lanes), int(lo)
+        f = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64)(code.addresses[name])
+        for stop in (range(lo, lo + 3 * lanes + 5) if hi == "n" else [int(hi)]):
+            a = np.zeros(lo + 3 * lanes + 8, dtype=dtype)
+            f(a.ctypes.data, stop)
+            want = np.zeros_like(a)
+            want[lo:stop] = 1
+            np.testing.assert_array_equal(a, want, err_msg=f"{name} to {stop}")
+
+
+def test_prefetch_span_asks_for_each_line_of_a_row_once_at_most_the_cap(monkeypatch):
+    """prefetch_span (the fused update's row prefetches, a row length known only at
+    run time): one address per 64 bytes from the row's start and its last byte, up to
+    AHEAD_ROW_LINES lines; a longer row gets its first AHEAD_ROW_LINES lines (and its
+    start again) as prefetch_row gives a row of a length known when compiling. The
+    prefetches are recorded in place of llvm.prefetch."""
+    import ctypes
+    from llvmlite import ir
+    from lossc.codegen import prefetch
+    from lossc.codegen.values import I64
+
+    def record(em, start, offsets, locality):
+        b = em.b
+        log, at = em.fn.args[2], em.fn.args[3]
+        for off in offsets:
+            k = b.load(at)
+            b.store(b.ptrtoint(b.gep(start, [em.iconst(off)]), I64), b.gep(log, [k]))
+            b.store(b.add(k, em.iconst(1)), at)
+    monkeypatch.setattr(prefetch, "prefetch_at", record)
+
+    def build(em, name):
+        start, nbytes = em.fn.args[:2]
+        prefetch.prefetch_span(em, start, nbytes, locality=3)
+
+    I8P = ir.IntType(8).as_pointer()
+    code = _native_kernels(build, ir.DoubleType(), [I8P, I64, I64.as_pointer(),
+                                                   I64.as_pointer()], ["span"])
+    f = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
+                         ctypes.c_void_p)(code.addresses["span"])
+    cap = prefetch.AHEAD_ROW_LINES
+    for nbytes in (1, 8, 63, 64, 65, 256, 64 * cap - 1, 64 * cap, 64 * cap + 24, 4096):
+        log, at = np.zeros(64, dtype=np.int64), np.zeros(1, dtype=np.int64)
+        f(1 << 20, nbytes, log.ctypes.data, at.ctypes.data)
+        lines = -(-nbytes // 64)
+        want = [64 * k for k in range(min(lines, cap))]
+        want += [nbytes - 1] if lines < cap else [0]
+        assert list(log[:at[0]] - (1 << 20)) == want, nbytes

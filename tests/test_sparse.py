@@ -286,16 +286,18 @@ def test_fused_sgd_on_touched_rows_at_every_row_width(bits):
     rows than the prefetch distance (Q: 300 rows): the parameters are the dense Python
     loop's bit for bit."""
     options = dataclasses.replace(lossc.Options.from_env(), vector_bits=bits)
-    long_row = AHEAD_ROW_LINES * 64 // 8 + 3
-    assert UPDATE_AHEAD_ROWS < 40
+    long_row = AHEAD_ROW_LINES * 64 // np.dtype(np.float64).itemsize + 3
     for F in ROW_WIDTHS + (long_row,):
         m = lossc.compile(FACTORS.format(U=7, I=300, F=F), cache=False, options=options)
         rng = np.random.default_rng(F)
-        bound = m.bind(factors(rng, 150, U=7, I=300))
+        data = factors(rng, 150, U=7, I=300)
+        bound = m.bind(data)
         p1 = m.pack_params(m.init_params(F))
         p2 = p1.copy()
         fused = FusedSteps(m, SGD(0.05), bound, 50)
         order = rng.permutation(150).astype(np.int64)
+        touched = [len(set(data["i"][order[k:k + 50]])) for k in range(0, 150, 50)]
+        assert min(touched) > UPDATE_AHEAD_ROWS, touched
         python_epoch(m, SGD(0.05), p1, bound, order, 50)
         fused.run(p2, order, 0, 3)
         np.testing.assert_array_equal(p1, p2, err_msg=f"F={F}")

@@ -22,11 +22,9 @@ from llvmlite import ir
 from lossc.codegen import abi, gemm, matmul, reduce, rows, softmax
 from lossc.codegen.index import check_index
 from lossc.pairwise import pairwise
-from lossc.codegen.values import I1, I64, ValueEmitter, counted_loop, declared, is_vector
+from lossc.codegen.values import I1, I8P, I64, ValueEmitter, counted_loop, declared, is_vector
 from lossc.ir.graph import BOOL, INT, Graph, Node, varying
 from lossc.ir.ops import OPS
-
-I8P = ir.IntType(8).as_pointer()
 
 
 class Emitter(ValueEmitter):
@@ -55,11 +53,49 @@ class Emitter(ValueEmitter):
             fn.args[k].add_attribute("noalias")
         return fn, Emitter.for_kernel(module, T, fn)
 
+    def sweep(self, base, lo: int, hi, lanes: int, update) -> None:
+        """update(pointer, n) over base[lo .. hi): `lanes` elements at a time through
+        pointers to <lanes x T>, then the last (hi - lo) mod lanes one at a time (n = 1).
+        hi is an int, or an i64 known only at run time (the elements of a call's
+        touched rows). The vector pointers are aligned to T only: update must load and
+        store with align=T_bytes (as fill and scale do). LLVM's passes as lossc runs
+        them vectorize no loop, so a loop over many elements is written in vectors
+        here."""
+        b = self.b
+        if isinstance(hi, int):
+            full = lo + (hi - lo) // lanes * lanes if lanes > 1 else lo
+            vectors, rest = full > lo, full < hi
+            full, hi = self.iconst(full), self.iconst(hi)
+        else:
+            n = b.sub(hi, self.iconst(lo))
+            full = b.sub(hi, b.urem(n, self.iconst(lanes))) if lanes > 1 else self.iconst(lo)
+            vectors, rest = lanes > 1, True
+        if vectors:
+            VT = ir.VectorType(self.T, lanes)
+            with self.loop(full, start=self.iconst(lo), step=lanes) as j:
+                update(b.bitcast(b.gep(base, [j]), VT.as_pointer()), lanes)
+        if rest:
+            with self.loop(hi, start=full) as j:
+                update(b.gep(base, [j]), 1)
+
+    def fill(self, base, lo: int, hi, lanes: int, value) -> None:
+        """base[lo .. hi) = value (a T), by sweep."""
+        b = self.b
+        self.sweep(base, lo, hi, lanes, lambda p, n: b.store(self.splat(value, n), p,
+                                                           align=self.T_bytes))
+
+    def scale(self, base, lo: int, hi, lanes: int, factor) -> None:
+        """base[lo .. hi) *= factor (a T), by sweep."""
+        b = self.b
+        self.sweep(base, lo, hi, lanes, lambda p, n: b.store(
+            b.fmul(b.load(p, align=self.T_bytes), self.splat(factor, n)), p,
+            align=self.T_bytes))
+
     def memset(self, start, byte: int, nbytes) -> None:
-        """llvm.memset of nbytes (an int or an i64) from `start`. A length known here
-        becomes a few vector stores, where a loop would store an element an iteration
-        (LLVM's passes as lossc runs them turn no loop into a fill); another one a C
-        library call."""
+        """llvm.memset of nbytes (an int or an i64) from `start`. A short length known
+        here becomes a few vector stores, where a loop would store an element an
+        iteration (LLVM's passes as lossc runs them turn no loop into a fill); a long or
+        run-time one, a C library call."""
         b = self.b
         fn = declared(self.module, "llvm.memset.p0.i64", ir.VoidType(),
                       [I8P, ir.IntType(8), I64, I1])
@@ -69,7 +105,7 @@ class Emitter(ValueEmitter):
 
     def memcpy(self, dst, src, nbytes) -> None:
         """llvm.memcpy of nbytes (an int or an i64) from src to dst, which do not
-        overlap; as memset, a length known here becomes a few vector moves."""
+        overlap; as memset, a short length known here becomes a few vector moves."""
         b = self.b
         fn = declared(self.module, "llvm.memcpy.p0.p0.i64", ir.VoidType(),
                       [I8P, I8P, I64, I1])
@@ -146,29 +182,6 @@ class GraphEmitter(Emitter):
         self.work_size = 0
         self.row_bases: dict[int, ir.Value] = {}   # input -> base pointer (llvm.py tail)
         self.blocks: dict[int, tuple] = {}   # block_matmul -> its buffers and kernel
-
-    def sweep(self, base, lo: int, hi, update) -> None:
-        """update(pointer, lanes) over base[lo .. hi): W elements at a time through
-        vector pointers, the last (hi - lo) mod W one at a time. hi is an int, or an
-        i64 known only at run time (the elements of a call's touched rows). LLVM's
-        passes as lossc runs them vectorize no loop, so a loop over many elements is
-        written in vectors here."""
-        b, W = self.b, self.W
-        if isinstance(hi, int):
-            full = lo + (hi - lo) // W * W if W > 1 else lo
-            vectors, rest = full > lo, full < hi
-            full, hi = self.iconst(full), self.iconst(hi)
-        else:
-            n = b.sub(hi, self.iconst(lo))
-            full = b.sub(hi, b.urem(n, self.iconst(W))) if W > 1 else self.iconst(lo)
-            vectors, rest = W > 1, True
-        if vectors:
-            VT = ir.VectorType(self.T, W)
-            with self.loop(full, start=self.iconst(lo), step=W) as j:
-                update(b.bitcast(b.gep(base, [j]), VT.as_pointer()), W)
-        if rest:
-            with self.loop(hi, start=full) as j:
-                update(b.gep(base, [j]), 1)
 
     # ------------------------------------------------------------ memory
 

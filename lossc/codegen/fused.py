@@ -34,10 +34,9 @@ from lossc.codegen import abi
 from lossc.codegen.unit_names import train_function
 from lossc.codegen.abi import (ERROR, ROW_GRADS, TRAIN_CONFIG, TRAIN_FLAGS, TRAIN_STEPS,
                                VALUE_AND_GRAD)
-from lossc.codegen.prefetch import UPDATE_AHEAD_ROWS, prefetch_span
-from lossc.codegen.values import I32, I64, ValueEmitter, counted_loop
+from lossc.codegen.prefetch import UPDATE_AHEAD_ROWS, UPDATE_LOCALITY, prefetch_span
+from lossc.codegen.values import I8P, I32, I64, ValueEmitter, counted_loop
 
-I8P = ir.IntType(8).as_pointer()
 
 KINDS = abi.OPTIMIZER_KINDS
 # the batch whose rows a gradient prefetches: this many on. The next one's prefetches
@@ -209,7 +208,7 @@ def emit_train_steps(module: ir.Module, kind: str, T) -> None:
                         lr, args["bc1"], bc2))
                 segs.each(lambda j: rule(j=j, **args),
                           lambda j, grads, gj: row_rule(j=j, gj=gj, **dict(args, grad=grads)),
-                          params=params)
+                          prefetch_params=params)
             with whole:
                 em.dense_update(rule, args, n, params, frozen, any_frozen)
     b.ret(ir.Constant(I32, abi.OK))
@@ -217,16 +216,16 @@ def emit_train_steps(module: ir.Module, kind: str, T) -> None:
 
 class _Segments:
     """The parameters as the training steps' `segments` describe them: `each(dense,
-    rows)` emits dense(j) for each element of a parameter updated whole, and rows(j,
-    grads, gj) for each element of a touched row of the others (j its index among the
-    parameters, gj in the record's `grads`)."""
+    rows, prefetch_params)` emits dense(j) for each element of a parameter updated
+    whole, and rows(j, grads, gj) for each element of a touched row of the others (j
+    its index among the parameters, gj in the record's `grads`); given the parameters
+    (`prefetch_params`, for the update: not for a pass that reads the gradient only),
+    it prefetches each touched row UPDATE_AHEAD_ROWS slots ahead (prefetch_row)."""
 
     def __init__(self, em, segments, n_segments, sparse):
         self.em, self.segments, self.n, self.sparse = em, segments, n_segments, sparse
 
-    def each(self, dense, rows, params=None) -> None:
-        """... and, given the parameters (the update, not a pass that reads the
-        gradient only), prefetches each touched row UPDATE_AHEAD_ROWS slots ahead."""
+    def each(self, dense, rows, prefetch_params=None) -> None:
         em, b = self.em, self.em.b
         with em.loop(self.n) as k:
             off, size, rec, width = (b.load(b.gep(self.segments, [
@@ -241,26 +240,27 @@ class _Segments:
                     listed = ROW_GRADS.load(b, self.sparse, "rows", at=at)
                     grads = ROW_GRADS.load(b, self.sparse, "grads", T=em.T, at=at)
                     with em.loop(count) as s:
-                        if params is not None:
-                            self.prefetch_row(params, off, width, listed, count, s)
+                        if prefetch_params is not None:
+                            self.prefetch_row(prefetch_params, off, width, listed, count, s)
                         base = b.add(off, b.mul(b.load(b.gep(listed, [s])), width))
                         gbase = b.mul(s, width)
                         with em.loop(width) as c:
                             rows(b.add(base, c), grads, b.add(gbase, c))
-
 
     def prefetch_row(self, params, off, width, listed, count, s) -> None:
         """Prefetch the parameter row the update takes UPDATE_AHEAD_ROWS slots after
         slot s (none past the last). The rows were read during the gradient, but a
         batch's rows and their gradients can outgrow L2, and the rows read first are
         then the first evicted: the update, in slot order, would wait for each from
-        further out, one row at a time."""
+        further out, one row at a time. (Lazy Adam's rows of m and v, at the same
+        places in the state, are not prefetched: its steps were not measured at such
+        sizes.)"""
         em, b = self.em, self.em.b
         ahead = b.add(s, em.iconst(UPDATE_AHEAD_ROWS))
         with b.if_then(b.icmp_signed("<", ahead, count)):
             first = b.add(off, b.mul(b.load(b.gep(listed, [ahead])), width))
             prefetch_span(em, b.bitcast(b.gep(params, [first]), I8P),
-                          b.mul(width, em.iconst(em.T_bytes)), locality=3)
+                          b.mul(width, em.iconst(em.T_bytes)), locality=UPDATE_LOCALITY)
 
 
 class _Emitter(ValueEmitter):

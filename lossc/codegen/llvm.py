@@ -50,12 +50,11 @@ from lossc.codegen.outer import OuterBlocks
 from lossc.codegen.plan import plan
 from lossc.codegen.sparse import RowSparse
 from lossc.codegen.transpose import gather_rows, transpose_input
-from lossc.codegen.values import FAST, I32, I64, is_vector
+from lossc.codegen.values import FAST, I8P, I32, I64, is_vector
 from lossc.ir.graph import INT, Graph, Node
 from lossc.ir.ops import OPS
 from lossc.passes.lower import Target
 
-I8P = ir.IntType(8).as_pointer()
 
 GROUPED_GRADIENT_SIZE = 16   # per-sample gradient elements from which lanes go in pairs
 
@@ -148,8 +147,7 @@ class FunctionCodegen:
         # codegen/sparse.py), compute everything no input reaches
         self.rows = RowSparse(em, self.graph.params if self.want_grad else (), outs)
         for lo, hi in self.dense_ranges():
-            self.sweep_gradient(lo, hi, lambda p, lanes: b.store(
-                em.splat(em.fconst(0), lanes), p, align=em.T_bytes))
+            em.fill(em.grad, lo, hi, em.W, em.fconst(0))
         self.rows.prologue()
         for n in self.plan.live:
             if n.id not in self.plan.vary:
@@ -483,10 +481,7 @@ class FunctionCodegen:
             once = outs.get(f"grad.{spec.name}.once")
             fixed = outs.get(f"grad.{spec.name}.fixed")
             if once is None and fixed is None:
-                self.sweep_gradient(spec.offset, spec.offset + spec.size,
-                                    lambda p, lanes: b.store(b.fmul(
-                                        b.load(p, align=em.T_bytes), em.splat(scale, lanes)),
-                                        p, align=em.T_bytes))
+                em.scale(em.grad, spec.offset, spec.offset + spec.size, em.W, scale)
                 continue
             with em.loops(spec.shape) as idx:
                 p = b.gep(em.grad, [b.add(em.iconst(spec.offset), em.flat(spec.shape, idx))])
@@ -496,14 +491,6 @@ class FunctionCodegen:
                 if fixed is not None:
                     v = b.fadd(v, em.elem(self.once, fixed, idx))
                 b.store(v, p)
-
-    def sweep_gradient(self, lo: int, hi: int, update) -> None:
-        """update(pointer, lanes) over the gradient's elements lo..hi-1, a vector at a
-        time (GraphEmitter.sweep). The prologue zeroes and the epilogue scales every
-        gradient element once a call: one element at a time, a layer of a few hundred
-        thousand weights would cost that many iterations twice a call, as much as the
-        products of a small batch."""
-        self.em.sweep(self.em.grad, lo, hi, update)
 
     def param_spec(self, key: str):
         name = key[len("grad."):].rsplit(".", 1)[0]

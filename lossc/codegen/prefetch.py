@@ -14,10 +14,9 @@ from __future__ import annotations
 
 from llvmlite import ir
 
-from lossc.codegen.values import I32, declared
+from lossc.codegen.values import I8P, I32, declared
 from lossc.ir.graph import INT, Node
 
-I8P = ir.IntType(8).as_pointer()
 
 PREFETCH_BYTES = 4096        # how far ahead the vector loop prefetches its inputs' rows
 PREFETCH_MIN_BYTES = 1 << 20  # ... in a batch of at least this many bytes of inputs
@@ -28,8 +27,10 @@ AHEAD_ROW_LINES = 16         # prefetches per row of a later batch, at most (1 K
 GATHER_AHEAD_SAMPLES = 16
 GATHER_LOCALITY = 2
 # how many touched rows ahead the fused steps' update of row-sparse parameters
-# prefetches a row (codegen/fused.py); docs/codegen.md has the measured choice
+# prefetches a row (codegen/fused.py), and into which caches (3: every level, as the
+# update reads it at once); docs/codegen.md has the measured choice
 UPDATE_AHEAD_ROWS = 16
+UPDATE_LOCALITY = 3
 
 
 def row_bytes(em, n: Node) -> int:
@@ -120,15 +121,15 @@ def prefetch_row(em, start, nbytes: int, locality: int) -> None:
 
 def prefetch_span(em, start, nbytes, locality: int) -> None:
     """prefetch_row for a row of nbytes known only at run time (an i64, at least 1):
-    a loop of one prefetch per 64 bytes from its start, at most AHEAD_ROW_LINES, and
-    one at its last byte."""
+    a loop of one prefetch per 64 bytes from its start, at most AHEAD_ROW_LINES, and,
+    below that many, one at its last byte (for a long row, its first byte again)."""
     b = em.b
     lines = b.udiv(b.add(nbytes, em.iconst(63)), em.iconst(64))
-    lines = b.select(b.icmp_signed("<", lines, em.iconst(AHEAD_ROW_LINES)), lines,
-                     em.iconst(AHEAD_ROW_LINES))
-    with em.loop(lines) as line:
+    short = b.icmp_signed("<", lines, em.iconst(AHEAD_ROW_LINES))
+    with em.loop(b.select(short, lines, em.iconst(AHEAD_ROW_LINES))) as line:
         prefetch_at(em, b.gep(start, [b.mul(line, em.iconst(64))]), [0], locality)
-    prefetch_at(em, b.gep(start, [b.sub(nbytes, em.iconst(1))]), [0], locality)
+    last = b.select(short, b.sub(nbytes, em.iconst(1)), em.iconst(0))
+    prefetch_at(em, b.gep(start, [last]), [0], locality)
 
 
 def prefetch_lines(em, start, lines: int, locality: int) -> None:

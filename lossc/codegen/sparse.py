@@ -39,10 +39,9 @@ from lossc.codegen.abi import ROW_GRADS
 from lossc.codegen.emitter import Emitter
 from lossc.codegen.prefetch import GATHER_AHEAD_SAMPLES, GATHER_LOCALITY, prefetch_row
 from lossc.codegen.transpose import transposed
-from lossc.codegen.values import I64, is_vector
+from lossc.codegen.values import I8P, I64, is_vector
 from lossc.ir.graph import Node
 
-I8P = ir.IntType(8).as_pointer()
 GENERATION_LIMIT = 1 << 31      # (abi.ROW_GRADS: the entries hold generation << 32 | slot)
 SLOT_BITS = 32
 # Fibonacci hashing: a row's entry is bits 32.. of row x 2^64 / golden ratio, masked
@@ -293,10 +292,7 @@ class RowSparse:
         width = st["width"]
         count = b.load(st["count"])
         ROW_GRADS.store(b, em.sparse, "count", count, at=st["at"])
-        em.sweep(st["grads"], 0, b.mul(count, em.iconst(width)),
-                 lambda p, lanes: b.store(b.fmul(b.load(p, align=em.T_bytes),
-                                                 em.splat(scale, lanes)), p,
-                                          align=em.T_bytes))
+        em.scale(st["grads"], 0, b.mul(count, em.iconst(width)), em.W, scale)
         dense = ROW_GRADS.load(b, em.sparse, "dense", at=st["at"])
         with b.if_then(b.icmp_signed("!=", dense, em.iconst(0))):
             start = b.gep(em.grad, [em.iconst(spec.offset)])

@@ -14,6 +14,7 @@ from llvmlite import ir
 from lossc.codegen import externals, vmath
 
 I1, I32, I64 = ir.IntType(1), ir.IntType(32), ir.IntType(64)
+I8P = ir.IntType(8).as_pointer()
 CONTRACT = ("contract",)
 FAST = ("reassoc", "contract")   # only for batch and tensor reductions (see docs/language.md)
 
