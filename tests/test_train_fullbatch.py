@@ -142,13 +142,30 @@ def count_calls(monkeypatch, owner, name) -> list:
 def test_lbfgs_reads_the_data_once_a_trial_step(logistic, w9, monitor, monkeypatch):
     # each pass over the data is a line search's trial (value and gradient in one
     # call) but the first, at the initial parameters: an epoch's objective is the last
-    # trial's, so monitor="batches" has nothing to verify at the end
+    # trial's, so monitor="batches" has nothing to verify at the end. The trials are
+    # one native call each, through a call prepared once (Model.prepare); only the
+    # first pass is a checked call.
     from lossc.optim.objectives import Objectives
+    from lossc.runtime.callpaths import PreparedCall
     passes = count_calls(monkeypatch, logistic, "checked_value_and_grad_flat")
+    prepared = count_calls(monkeypatch, logistic, "prepare")
+    native = count_calls(monkeypatch, PreparedCall, "__call__")
     trials = count_calls(monkeypatch, Objectives, "smooth")
     res = train(logistic, w9[0], LBFGS(), init=zeros(logistic), monitor=monitor)
     assert res.stopped == "tol_grad" and len(trials) >= res.steps > 5
-    assert len(passes) == 1 + len(trials)
+    assert len(passes) == 1 and len(prepared) == 1
+    assert len(native) == len(trials)
+
+
+def test_lbfgs_on_a_batch_split_across_threads_takes_the_checked_call(w9, monkeypatch):
+    # a prepared call runs on one thread: where the model splits the training set
+    # across its threads, each trial is a checked (threaded) call instead
+    data, ref = w9
+    m = lossc.compile(LOGISTIC, cache=False).set_threads(2, min_samples_per_thread=500)
+    passes = count_calls(monkeypatch, m, "checked_value_and_grad_flat")
+    prepared = count_calls(monkeypatch, m, "prepare")
+    res = to_the_optimum(m, data, ref, LBFGS(tol_grad=1e-10, tol_loss=None))
+    assert not prepared and len(passes) > res.steps > 5
 
 
 def test_lbfgs_stops_on_its_tol_loss_and_on_epochs(logistic, w9):
