@@ -24,7 +24,6 @@ maxiter and maxfun 15000), whose gradient test is the same inf-norm.
 """
 from __future__ import annotations
 
-from collections import deque
 from typing import Callable, Optional
 
 import numpy as np
@@ -41,43 +40,67 @@ MAX_EVALS = 15000
 
 
 class History:
-    """The last m curvature pairs (s, y) and the two-loop product with them."""
+    """The last m curvature pairs (s, y) and the two-loop product with them.
+
+    The pairs are rows of two (m, n) arrays, reused as a ring (the oldest pair's rows
+    take the newest), and the product works in two vectors of its own: an iteration
+    allocates nothing here but the direction it returns. Each dot product is one
+    BLAS ddot of two vectors, as in the textbook loop (and bit for bit its result):
+    a matrix-vector product over the history would be a dgemv, which OpenBLAS
+    spreads over its threads from a few thousand elements on."""
 
     def __init__(self, m: int):
         self.m = count("m", m)
-        self.pairs: deque = deque(maxlen=self.m)    # (s, y, 1 / s'y)
+        self.s_rows = self.y_rows = None    # m views each, made at the first push
+        self.rho = [0.0] * self.m           # 1 / s'y of each row
+        self.order = []                     # the rows in use, oldest first
+        self.alphas = [0.0] * self.m
+        self.q = self.scaled = None         # the product's work vectors
         self.skipped = 0
 
     def __len__(self) -> int:
-        return len(self.pairs)
+        return len(self.order)
 
     def clear(self) -> None:
-        self.pairs.clear()
+        self.order.clear()
 
     def push(self, s: np.ndarray, y: np.ndarray) -> bool:
         """Keep the pair if its curvature s'y is positive enough (see the module
-        docstring); whether it was kept."""
+        docstring); whether it was kept. s and y are copied."""
         sy, yy = float(np.dot(s, y)), float(np.dot(y, y))
         if not (sy > EPS * yy) or not np.isfinite(sy) or not np.isfinite(yy):
             self.skipped += 1
             return False
-        self.pairs.append((s, y, 1.0 / sy))
+        if self.s_rows is None:
+            self._allocate(s.size)
+        order = self.order
+        row = order.pop(0) if len(order) == self.m else len(order)
+        self.s_rows[row][...] = s
+        self.y_rows[row][...] = y
+        self.rho[row] = 1.0 / sy
+        order.append(row)
         return True
+
+    def _allocate(self, n: int) -> None:
+        self.s_rows = list(np.empty((self.m, n)))
+        self.y_rows = list(np.empty((self.m, n)))
+        self.q, self.scaled = np.empty(n), np.empty(n)
 
     def direction(self, g: np.ndarray) -> np.ndarray:
         """-H g, H the L-BFGS inverse Hessian approximation (-g with no pairs)."""
-        q = np.array(g, dtype=np.float64)
-        alphas = []
-        for s, y, rho in reversed(self.pairs):
-            a = rho * float(np.dot(s, q))
-            q -= a * y
-            alphas.append(a)
-        if self.pairs:
-            s, y, rho = self.pairs[-1]
-            q *= 1.0 / (rho * float(np.dot(y, y)))      # gamma = s'y / y'y
-        for (s, y, rho), a in zip(self.pairs, reversed(alphas)):
-            b = rho * float(np.dot(y, q))
-            q += (a - b) * s
+        if not self.order:
+            return -np.asarray(g, dtype=np.float64)
+        S, Y, rho, alphas = self.s_rows, self.y_rows, self.rho, self.alphas
+        q, scaled, multiply = self.q, self.scaled, np.multiply
+        q[...] = g
+        for k in reversed(self.order):          # q -= a y, newest pair first
+            a = alphas[k] = rho[k] * S[k].dot(q)
+            q -= multiply(Y[k], a, out=scaled)
+        newest = self.order[-1]
+        q *= 1.0 / (rho[newest] * Y[newest].dot(Y[newest]))     # gamma = s'y / y'y
+        for k in self.order:                    # q += (a - b) s, oldest pair first
+            b = rho[k] * Y[k].dot(q)
+            q += multiply(S[k], alphas[k] - b, out=scaled)
         return -q
 
 
