@@ -255,8 +255,11 @@ def test_history_is_the_textbook_two_loop_bit_for_bit(n):
     for k in range(15):
         s = rng.normal(size=n)
         y = -s if k % 5 == 3 else s * rng.uniform(0.5, 2.0, size=n)
-        if h.push(s, y):
-            kept.append((s.copy(), y.copy()))
+        # (push_step: the differences of two points and their gradients)
+        x, g = rng.normal(size=n), rng.normal(size=n)
+        pushed = h.push(s, y) if k % 2 else h.push_step(x + s, x, g + y, g)
+        if pushed:
+            kept.append(((x + s) - x, (g + y) - g) if k % 2 == 0 else (s.copy(), y.copy()))
         s[:] = y[:] = np.nan                 # (the history holds copies)
         if k == 9:
             h.clear()

@@ -157,6 +157,37 @@ def test_lbfgs_reads_the_data_once_a_trial_step(logistic, w9, monitor, monkeypat
     assert len(native) == len(trials)
 
 
+def python_calls(run) -> int:
+    """The Python functions run() calls (sys.setprofile's "call" events)."""
+    import sys
+    calls = [0]
+
+    def profile(frame, event, arg):
+        if event == "call":
+            calls[0] += 1
+    sys.setprofile(profile)
+    try:
+        run()
+    finally:
+        sys.setprofile(None)
+    return calls[0]
+
+
+def test_an_lbfgs_iteration_is_a_bounded_number_of_python_calls():
+    # the Python work of an iteration (the direction, the line search's trial, the
+    # driver's records), counted as calls: about 100 a step before the trials were prepared
+    # calls and the line search's trials plain objects; about 55 since
+    m = lossc.compile(LOGISTIC.replace("D = 32", "D = 8"), cache=False)
+    data = logistic_data(200, 8)
+
+    def run(epochs):
+        res = train(m, data, LBFGS(tol_grad=None, tol_loss=None), epochs=epochs)
+        assert (res.stopped, res.steps) == ("epochs", epochs)
+    run(3)
+    per_iteration = (python_calls(lambda: run(15)) - python_calls(lambda: run(5))) / 10
+    assert per_iteration <= 65
+
+
 def test_lbfgs_on_a_batch_split_across_threads_takes_the_checked_call(w9, monkeypatch):
     # a prepared call runs on one thread: where the model splits the training set
     # across its threads, each trial is a checked (threaded) call instead

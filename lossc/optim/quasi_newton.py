@@ -42,19 +42,21 @@ MAX_EVALS = 15000
 class History:
     """The last m curvature pairs (s, y) and the two-loop product with them.
 
-    The pairs are rows of two (m, n) arrays, reused as a ring (the oldest pair's rows
-    take the newest), and the product works in two vectors of its own: an iteration
-    allocates nothing here but the direction it returns. Each dot product is one
-    BLAS ddot of two vectors, as in the textbook loop (and bit for bit its result):
-    a matrix-vector product over the history would be a dgemv, which OpenBLAS
-    spreads over its threads from a few thousand elements on."""
+    The pairs are rows of two (m + 1, n) arrays: m in use (`order`, oldest first) and
+    a spare, which receives each new pair and, kept, takes the place of the oldest,
+    whose rows become the spare. The product works in two vectors of its own: an
+    iteration allocates nothing here but the direction it returns. Each dot product
+    is one BLAS ddot of two vectors, as in the textbook loop (and bit for bit its
+    result): a matrix-vector product over the history would be a dgemv, which OpenBLAS
+    may run on its threads for large enough histories."""
 
     def __init__(self, m: int):
         self.m = count("m", m)
-        self.s_rows = self.y_rows = None    # m views each, made at the first push
-        self.rho = [0.0] * self.m           # 1 / s'y of each row
+        self.s_rows = self.y_rows = None    # m + 1 views each, made at the first push
+        self.rho = [0.0] * (self.m + 1)     # 1 / s'y of each row in use
         self.order = []                     # the rows in use, oldest first
-        self.alphas = [0.0] * self.m
+        self.free = list(range(self.m, -1, -1))     # the others; free[-1] the spare
+        self.alphas = [0.0] * (self.m + 1)
         self.q = self.scaled = None         # the product's work vectors
         self.skipped = 0
 
@@ -62,29 +64,43 @@ class History:
         return len(self.order)
 
     def clear(self) -> None:
+        self.free[:0] = self.order
         self.order.clear()
 
     def push(self, s: np.ndarray, y: np.ndarray) -> bool:
         """Keep the pair if its curvature s'y is positive enough (see the module
         docstring); whether it was kept. s and y are copied."""
-        sy, yy = float(np.dot(s, y)), float(np.dot(y, y))
+        spare = self._spare(s.size)
+        self.s_rows[spare][...] = s
+        self.y_rows[spare][...] = y
+        return self._keep(spare)
+
+    def push_step(self, x_new: np.ndarray, x: np.ndarray, g_new: np.ndarray,
+                  g: np.ndarray) -> bool:
+        """push(x_new - x, g_new - g), the differences written straight into the rows."""
+        spare = self._spare(x.size)
+        np.subtract(x_new, x, out=self.s_rows[spare])
+        np.subtract(g_new, g, out=self.y_rows[spare])
+        return self._keep(spare)
+
+    def _spare(self, n: int) -> int:
+        if self.s_rows is None:
+            self.s_rows = list(np.empty((self.m + 1, n)))
+            self.y_rows = list(np.empty((self.m + 1, n)))
+            self.q, self.scaled = np.empty(n), np.empty(n)
+        return self.free[-1]
+
+    def _keep(self, row: int) -> bool:
+        s, y = self.s_rows[row], self.y_rows[row]
+        sy, yy = float(s.dot(y)), float(y.dot(y))
         if not (sy > EPS * yy) or not np.isfinite(sy) or not np.isfinite(yy):
             self.skipped += 1
             return False
-        if self.s_rows is None:
-            self._allocate(s.size)
-        order = self.order
-        row = order.pop(0) if len(order) == self.m else len(order)
-        self.s_rows[row][...] = s
-        self.y_rows[row][...] = y
         self.rho[row] = 1.0 / sy
-        order.append(row)
+        self.order.append(self.free.pop())
+        if len(self.order) > self.m:
+            self.free.append(self.order.pop(0))
         return True
-
-    def _allocate(self, n: int) -> None:
-        self.s_rows = list(np.empty((self.m, n)))
-        self.y_rows = list(np.empty((self.m, n)))
-        self.q, self.scaled = np.empty(n), np.empty(n)
 
     def direction(self, g: np.ndarray) -> np.ndarray:
         """-H g, H the L-BFGS inverse Hessian approximation (-g with no pairs)."""
@@ -147,6 +163,6 @@ def lbfgs_step(obj: Objective, *, m: int = 10, c1: float = linesearch.C1,
             ls = search(p, -p.grad, 1.0 / float(np.linalg.norm(p.grad)))
             if ls.step == 0:
                 return "the line search found no decrease along -g"
-        history.push(ls.x - p.x, ls.grad - p.grad)
+        history.push_step(ls.x, p.x, ls.grad, p.grad)
         return Point(ls.x, ls.value, ls.grad)
     return step

@@ -255,7 +255,8 @@ class LineSearchSteps:
         if isinstance(nxt, str):
             raise Stop("line_search", f"{nxt} after step {log.steps}; the best parameters "
                                       f"so far are kept")
-        if not math.isfinite(float(np.dot(nxt.grad, nxt.grad))):
+        squared = float(np.dot(nxt.grad, nxt.grad))
+        if not math.isfinite(squared):
             raise Diverged(OVERFLOWED)
         theta[...] = nxt.x
         if self.frozen is not None:     # (its direction is 0 there; an L1 term may not be)
@@ -263,7 +264,9 @@ class LineSearchSteps:
         log.record(p.value, self.rows)
         self.previous, self.point = p.value, nxt
         g = self.opt.stationarity(nxt)
-        return nxt.value, math.sqrt(float(np.dot(g, g)))
+        if g is not nxt.grad:
+            squared = float(np.dot(g, g))
+        return nxt.value, math.sqrt(squared)
 
     def check_converged(self, steps: int) -> None:
         """Stop if the optimizer's tol_grad or tol_loss holds at the current point."""
