@@ -188,6 +188,18 @@ def test_an_lbfgs_iteration_is_a_bounded_number_of_python_calls():
     assert per_iteration <= 65
 
 
+def test_batch_descent_draws_no_shuffler(logistic, w9, monkeypatch):
+    # the epochs' shuffles are drawn for mini-batches only: a full-batch run (L-BFGS's,
+    # or SGD's with batch_size=None) makes no generator for them
+    import lossc.optim.driver as driver
+    made = count_calls(monkeypatch, driver, "Shuffler")
+    train(logistic, w9[0], LBFGS(), epochs=2, init=zeros(logistic))
+    train(logistic, w9[0], SGD(lr=0.1), batch_size=None, epochs=2, init=zeros(logistic))
+    assert not made
+    train(logistic, w9[0], SGD(lr=0.1), batch_size=500, epochs=2, init=zeros(logistic))
+    assert len(made) == 1
+
+
 def test_lbfgs_on_a_batch_split_across_threads_takes_the_checked_call(w9, monkeypatch):
     # a prepared call runs on one thread: where the model splits the training set
     # across its threads, each trial is a checked (threaded) call instead
