@@ -289,6 +289,38 @@ def test_history_direction_allocates_only_the_direction():
     assert d.nbytes <= peak < 1.5 * d.nbytes
 
 
+@pytest.fixture(scope="module")
+def two_loop():
+    """lossc_lbfgs_two_loop, loaded (the loaded code kept alive with it)."""
+    from lossc.codegen.unit_names import EXPORTS, TWO_LOOP
+    from lossc.runtime import library
+    from lossc.runtime.native import load_object
+    code = load_object(library.unit_object(TWO_LOOP, "any", None), (EXPORTS[TWO_LOOP],))
+    return code, code.functions[EXPORTS[TWO_LOOP]]
+
+
+@pytest.mark.parametrize("n", [1, 2, 31, 300])
+def test_the_native_two_loop_is_the_numpy_one_but_for_the_dot_products(two_loop, n):
+    # the same pairs (ring, skipped pairs, a cleared history) in both: the directions
+    # agree to rounding, and bit for bit where a dot product has no order to its sum
+    rng = np.random.default_rng(n)
+    numpy_h, native_h = History(m=4), History(m=4, two_loop=two_loop[1])
+    for k in range(15):
+        s = rng.normal(size=n)
+        y = -s if k % 5 == 3 else s * rng.uniform(0.5, 2.0, size=n)
+        assert numpy_h.push(s, y) == native_h.push(s, y)
+        if k == 9:
+            numpy_h.clear()
+            native_h.clear()
+        g = rng.normal(size=n)
+        d, native = numpy_h.direction(g), native_h.direction(g)
+        assert native is not native_h.direction(g)          # (a new array each call)
+        if n <= 2:
+            np.testing.assert_array_equal(native, d)
+        else:
+            np.testing.assert_allclose(native, d, rtol=1e-12, atol=1e-12 * np.abs(d).max())
+
+
 def test_history_skips_pairs_without_positive_curvature():
     h = History(m=5)
     assert not h.push(np.array([1.0, 0.0]), np.array([-1.0, 0.0]))

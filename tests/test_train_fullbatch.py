@@ -173,6 +173,20 @@ def python_calls(run) -> int:
     return calls[0]
 
 
+def test_lbfgs_in_the_driver_takes_its_directions_from_native_code(logistic, w9, monkeypatch):
+    # lossc_lbfgs_two_loop (codegen/two_loop.py): every quasi-Newton direction of the
+    # run is one native call, none NumPy's two-loop loop; lossc.optim.lbfgs on a
+    # callable keeps NumPy's
+    from lossc.optim.quasi_newton import _NativeTwoLoop
+    from lossc.optim import lbfgs
+    native = count_calls(monkeypatch, _NativeTwoLoop, "direction")
+    res = train(logistic, w9[0], LBFGS(), init=zeros(logistic))
+    assert res.stopped == "tol_grad" and len(native) == res.steps - 1 > 5
+    del native[:]
+    lbfgs(lambda x: (float(x @ x), 2 * x), np.arange(1.0, 6.0))
+    assert not native
+
+
 def test_an_lbfgs_iteration_is_a_bounded_number_of_python_calls():
     # the Python work of an iteration (the direction, the line search's trial, the
     # driver's records), counted as calls: about 100 a step before the trials were prepared

@@ -24,6 +24,7 @@ maxiter and maxfun 15000), whose gradient test is the same inf-norm.
 """
 from __future__ import annotations
 
+import ctypes
 from typing import Callable, Optional
 
 import numpy as np
@@ -48,9 +49,13 @@ class History:
     iteration allocates nothing here but the direction it returns. Each dot product
     is one BLAS ddot of two vectors, as in the textbook loop (and bit for bit its
     result): a matrix-vector product over the history would be a dgemv, which OpenBLAS
-    may run on its threads for large enough histories."""
+    may run on its threads for large enough histories.
 
-    def __init__(self, m: int):
+    two_loop, lossc_lbfgs_two_loop (codegen/two_loop.py, as the training driver passes
+    it): the product in native code over the same rows instead, one call, no BLAS;
+    the same operations but for the order in which its dot products add."""
+
+    def __init__(self, m: int, two_loop=None):
         self.m = count("m", m)
         self.s_rows = self.y_rows = None    # m + 1 views each, made at the first push
         self.rho = [0.0] * (self.m + 1)     # 1 / s'y of each row in use
@@ -59,6 +64,9 @@ class History:
         self.alphas = [0.0] * (self.m + 1)
         self.q = self.scaled = None         # the product's work vectors
         self.skipped = 0
+        # the product in native code (codegen/two_loop.py), or None: in NumPy
+        self.two_loop = two_loop
+        self.native = None                  # its frame and arrays, made at the first push
 
     def __len__(self) -> int:
         return len(self.order)
@@ -85,9 +93,11 @@ class History:
 
     def _spare(self, n: int) -> int:
         if self.s_rows is None:
-            self.s_rows = list(np.empty((self.m + 1, n)))
-            self.y_rows = list(np.empty((self.m + 1, n)))
+            S, Y = np.empty((self.m + 1, n)), np.empty((self.m + 1, n))
+            self.s_rows, self.y_rows = list(S), list(Y)
             self.q, self.scaled = np.empty(n), np.empty(n)
+            if self.two_loop is not None:
+                self.native = _NativeTwoLoop(self.two_loop, S, Y)
         return self.free[-1]
 
     def _keep(self, row: int) -> bool:
@@ -97,6 +107,8 @@ class History:
             self.skipped += 1
             return False
         self.rho[row] = 1.0 / sy
+        if self.native is not None:
+            self.native.rho[row] = self.rho[row]
         self.order.append(self.free.pop())
         if len(self.order) > self.m:
             self.free.append(self.order.pop(0))
@@ -106,6 +118,8 @@ class History:
         """-H g, H the L-BFGS inverse Hessian approximation (-g with no pairs)."""
         if not self.order:
             return -np.asarray(g, dtype=np.float64)
+        if self.native is not None:
+            return self.native.direction(self.order, g)
         S, Y, rho, alphas = self.s_rows, self.y_rows, self.rho, self.alphas
         q, scaled, multiply = self.q, self.scaled, np.multiply
         q[...] = g
@@ -118,6 +132,33 @@ class History:
             b = rho[k] * Y[k].dot(q)
             q += multiply(S[k], alphas[k] - b, out=scaled)
         return -q
+
+
+class _NativeTwoLoop:
+    """History.direction by lossc_lbfgs_two_loop: its frame (abi.LBFGS_TWO_LOOP) over
+    the history's rows, filled once; a call sets the pairs in use and copies g in."""
+
+    def __init__(self, function, S: np.ndarray, Y: np.ndarray):
+        from lossc.codegen.abi import LBFGS_TWO_LOOP
+        from lossc.runtime.calls import _addr
+        self.function = function
+        rows, n = S.shape
+        self.S, self.Y = S, Y               # (kept alive: the frame holds their addresses)
+        self.order = np.zeros(rows, dtype=np.int64)
+        self.rho, self.alpha, self.q = np.zeros(rows), np.zeros(rows), np.empty(n)
+        self.frame = frame = LBFGS_TWO_LOOP.new()
+        frame.n = n
+        frame.order, frame.s, frame.y = _addr(self.order), _addr(S), _addr(Y)
+        frame.rho, frame.alpha, frame.q = _addr(self.rho), _addr(self.alpha), _addr(self.q)
+        self.address = ctypes.addressof(frame)
+
+    def direction(self, order: list, g: np.ndarray) -> np.ndarray:
+        pairs = len(order)
+        self.order[:pairs] = order
+        self.frame.pairs = pairs
+        self.q[...] = g
+        self.function(self.address)
+        return self.q.copy()
 
 
 def lbfgs(fun: Callable, x0, *, m: int = 10, tol_grad: float = TOL_GRAD,
@@ -139,14 +180,15 @@ def lbfgs(fun: Callable, x0, *, m: int = 10, tol_grad: float = TOL_GRAD,
 
 def lbfgs_step(obj: Objective, *, m: int = 10, c1: float = linesearch.C1,
                c2: float = linesearch.C2, line_search_evals: int = linesearch.MAX_EVALS,
-               first_step: float = 1.0) -> Callable[[Point], "Point | str"]:
+               first_step: float = 1.0, two_loop=None) -> Callable[[Point], "Point | str"]:
     """L-BFGS's iteration as a function step(point) -> the next Point, or a sentence
     saying why it could not move (lossc.optim.solver), keeping its pairs between calls:
     `lbfgs` runs it, and so does the training driver, one iteration an epoch.
-    first_step: the line search's first trial step along the quasi-Newton direction."""
+    first_step: the line search's first trial step along the quasi-Newton direction;
+    two_loop: the native product (History), as the driver passes it."""
     linesearch.check_constants(c1, c2)
     line_search_evals = count("line_search_evals", line_search_evals)
-    history = History(m)
+    history = History(m, two_loop)
 
     def search(p: Point, d: np.ndarray, step: float):
         return linesearch.strong_wolfe(obj, p.x, p.value, p.grad, d, step, c1, c2,

@@ -240,7 +240,8 @@ class LineSearchSteps:
         self.tolerances = _scaled(tolerances, opt, initial[0])
         self.frozen = frozen
         self.objective = Objective(objectives.smooth, objectives.g.size, "the objective")
-        self.step = opt.iteration(self.objective, objectives.hvp if opt.needs_hvp else None)
+        self.step = opt.iteration(self.objective, objectives.hvp if opt.needs_hvp else None,
+                                  code=objectives.model.code)
         self.initial_value = initial[0]     # (with the L1 term)
         self.point = None           # the current point, made from theta at the first epoch
         self.previous = None        # the objective before the last iteration
