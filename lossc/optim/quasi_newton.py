@@ -196,9 +196,9 @@ def lbfgs_step(obj: Objective, *, m: int = 10, c1: float = linesearch.C1,
 
     def step(p: Point):
         ls = None
-        if history:
+        if history.order:
             d = history.direction(p.grad)
-            if np.dot(d, p.grad) < 0:
+            if d.dot(p.grad) < 0:
                 ls = search(p, d, first_step)
         if ls is None or ls.step == 0:
             history.clear()

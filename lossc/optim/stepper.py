@@ -256,7 +256,7 @@ class LineSearchSteps:
         if isinstance(nxt, str):
             raise Stop("line_search", f"{nxt} after step {log.steps}; the best parameters "
                                       f"so far are kept")
-        squared = float(np.dot(nxt.grad, nxt.grad))
+        squared = float(nxt.grad.dot(nxt.grad))
         if not math.isfinite(squared):
             raise Diverged(OVERFLOWED)
         theta[...] = nxt.x
@@ -266,7 +266,7 @@ class LineSearchSteps:
         self.previous, self.point = p.value, nxt
         g = self.opt.stationarity(nxt)
         if g is not nxt.grad:
-            squared = float(np.dot(g, g))
+            squared = float(g.dot(g))
         return nxt.value, math.sqrt(squared)
 
     def check_converged(self, steps: int) -> None:
