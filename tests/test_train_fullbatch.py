@@ -142,13 +142,87 @@ def count_calls(monkeypatch, owner, name) -> list:
 def test_lbfgs_reads_the_data_once_a_trial_step(logistic, w9, monitor, monkeypatch):
     # each pass over the data is a line search's trial (value and gradient in one
     # call) but the first, at the initial parameters: an epoch's objective is the last
-    # trial's, so monitor="batches" has nothing to verify at the end
+    # trial's, so monitor="batches" has nothing to verify at the end. The trials are
+    # one native call each, through a call prepared once (Model.prepare); only the
+    # first pass is a checked call.
     from lossc.optim.objectives import Objectives
+    from lossc.runtime.callpaths import PreparedCall
     passes = count_calls(monkeypatch, logistic, "checked_value_and_grad_flat")
+    prepared = count_calls(monkeypatch, logistic, "prepare")
+    native = count_calls(monkeypatch, PreparedCall, "__call__")
     trials = count_calls(monkeypatch, Objectives, "smooth")
     res = train(logistic, w9[0], LBFGS(), init=zeros(logistic), monitor=monitor)
     assert res.stopped == "tol_grad" and len(trials) >= res.steps > 5
-    assert len(passes) == 1 + len(trials)
+    assert len(passes) == 1 and len(prepared) == 1
+    assert len(native) == len(trials)
+
+
+def python_calls(run) -> int:
+    """The Python functions run() calls (sys.setprofile's "call" events)."""
+    import sys
+    calls = [0]
+
+    def profile(frame, event, arg):
+        if event == "call":
+            calls[0] += 1
+    sys.setprofile(profile)
+    try:
+        run()
+    finally:
+        sys.setprofile(None)
+    return calls[0]
+
+
+def test_lbfgs_in_the_driver_takes_its_directions_from_native_code(logistic, w9, monkeypatch):
+    # lossc_lbfgs_two_loop (codegen/two_loop.py): every quasi-Newton direction of the
+    # run is one native call, none NumPy's two-loop loop; lossc.optim.lbfgs on a
+    # callable keeps NumPy's
+    from lossc.optim.quasi_newton import _NativeTwoLoop
+    from lossc.optim import lbfgs
+    native = count_calls(monkeypatch, _NativeTwoLoop, "direction")
+    res = train(logistic, w9[0], LBFGS(), init=zeros(logistic))
+    assert res.stopped == "tol_grad" and len(native) == res.steps - 1 > 5
+    del native[:]
+    lbfgs(lambda x: (float(x @ x), 2 * x), np.arange(1.0, 6.0))
+    assert not native
+
+
+def test_an_lbfgs_iteration_is_a_bounded_number_of_python_calls():
+    # the Python work of an iteration (the direction, the line search's trial, the
+    # driver's records), counted as calls: about 100 a step before the trials were prepared
+    # calls and the line search's trials plain objects; about 45 since
+    m = lossc.compile(LOGISTIC.replace("D = 32", "D = 8"), cache=False)
+    data = logistic_data(200, 8)
+
+    def run(epochs):
+        res = train(m, data, LBFGS(tol_grad=None, tol_loss=None), epochs=epochs)
+        assert (res.stopped, res.steps) == ("epochs", epochs)
+    run(3)
+    per_iteration = (python_calls(lambda: run(15)) - python_calls(lambda: run(5))) / 10
+    assert per_iteration <= 55
+
+
+def test_batch_descent_draws_no_shuffler(logistic, w9, monkeypatch):
+    # the epochs' shuffles are drawn for mini-batches only: a full-batch run (L-BFGS's,
+    # or SGD's with batch_size=None) makes no generator for them
+    import lossc.optim.driver as driver
+    made = count_calls(monkeypatch, driver, "Shuffler")
+    train(logistic, w9[0], LBFGS(), epochs=2, init=zeros(logistic))
+    train(logistic, w9[0], SGD(lr=0.1), batch_size=None, epochs=2, init=zeros(logistic))
+    assert not made
+    train(logistic, w9[0], SGD(lr=0.1), batch_size=500, epochs=2, init=zeros(logistic))
+    assert len(made) == 1
+
+
+def test_lbfgs_on_a_batch_split_across_threads_takes_the_checked_call(w9, monkeypatch):
+    # a prepared call runs on one thread: where the model splits the training set
+    # across its threads, each trial is a checked (threaded) call instead
+    data, ref = w9
+    m = lossc.compile(LOGISTIC, cache=False).set_threads(2, min_samples_per_thread=500)
+    passes = count_calls(monkeypatch, m, "checked_value_and_grad_flat")
+    prepared = count_calls(monkeypatch, m, "prepare")
+    res = to_the_optimum(m, data, ref, LBFGS(tol_grad=1e-10, tol_loss=None))
+    assert not prepared and len(passes) > res.steps > 5
 
 
 def test_lbfgs_stops_on_its_tol_loss_and_on_epochs(logistic, w9):

@@ -257,6 +257,18 @@ PERMUTATION = Layout("PermutationFrame", (
     S("out", "i64*", "out: the permutation"),
 ))
 
+# lossc_lbfgs_two_loop (codegen/two_loop.py): the L-BFGS direction, in doubles
+LBFGS_TWO_LOOP = Layout("TwoLoopFrame", (
+    S("n", "i64", "the length of the vectors"),
+    S("pairs", "i64", "the curvature pairs in use (at least 1)"),
+    S("order", "i64*", "their rows in s and y, oldest first"),
+    S("s", "f64*", "the rows of s, n doubles each"),
+    S("y", "f64*", "the rows of y, n doubles each"),
+    S("rho", "f64*", "1 / s'y of each row"),
+    S("alpha", "f64*", "work: a double for each row"),
+    S("q", "f64*", "in: the gradient g; out: the direction -H g"),
+))
+
 PCG64_STATE = Layout("Pcg64State", (
     S("state_lo", "u64", "the LCG state's low 64 bits"),
     S("state_hi", "u64", "its high 64 bits"),
@@ -270,7 +282,7 @@ PCG64_BUFFER = Layout("Pcg64Buffer", (
 ), word="u64")
 
 LAYOUTS = (VALUE_AND_GRAD, ROW_GRADS, ERROR, TRAIN_STEPS, TRAIN_CONFIG, TRAIN_FLAGS, PERMUTATION,
-           PCG64_STATE, PCG64_BUFFER)
+           PCG64_STATE, PCG64_BUFFER, LBFGS_TWO_LOOP)
 
 
 def version(layouts=LAYOUTS, constants: Optional[dict] = None) -> str:

@@ -9,6 +9,7 @@ A model's native code comes in units, each its own LLVM module and object file:
     train.rmsprop    lossc_train_steps_rmsprop   with that optimizer natively
     train.adam       lossc_train_steps_adam      (Adam and AdamW)
     rng.permutation  lossc_permutation_pcg64     on the first shuffled epoch
+    lbfgs.two_loop   lossc_lbfgs_two_loop        when a run first trains with LBFGS
     jvp              lossc_jvp                   on the first Model.jvp call
     hvp              lossc_hvp                   on the first Model.hvp call
     hessian          lossc_hessian               on the first Model.hessian call
@@ -19,7 +20,8 @@ the persistent cache too: a unit compiled later is added to the cached artifact)
 Units never call each other directly: the training steps call the gradient through its
 exported address, passed in their frame, so each module stands alone.
 
-The training steps and the shuffle do not depend on the model at all (LIBRARY_UNITS):
+The training steps, the shuffle and L-BFGS's direction do not depend on the model at
+all (LIBRARY_UNITS):
 one object per unit and dtype serves every model, and runtime/library.py compiles it
 once per machine, so that the first training run of a new model compiles only its
 gradient. A saved model carries a copy of each, like its own units.
@@ -39,7 +41,7 @@ from __future__ import annotations
 
 from llvmlite import ir
 
-from lossc.codegen import rng
+from lossc.codegen import rng, two_loop
 from lossc.codegen.fused import emit_train_steps
 from lossc.codegen.llvm import FunctionCodegen, function_outputs
 from lossc.codegen.predict import PredictCodegen
@@ -53,7 +55,7 @@ from lossc.passes.forward import TANGENT
 from lossc.codegen.unit_names import (DERIVED_UNITS, EXPORTS, HESSIAN, HVP,  # noqa: F401
                                       JVP, LIBRARY_UNITS, LOSS, PERMUTATION, PREDICT,
                                       UNITS,
-                                      UNTYPED_UNITS, VALUE_AND_GRAD, train_unit)
+                                      TWO_LOOP, UNTYPED_UNITS, VALUE_AND_GRAD, train_unit)
 
 # Hessian columns computed per native call: the hessian unit's graph holds this many
 # tangents of the gradient (its code grows with it; the calls per Hessian shrink)
@@ -146,6 +148,8 @@ def build_module(graph: Graph | None, dtype: str = "float64", units=UNITS, tripl
             work = max(work, fc.work_size)
         elif unit == PERMUTATION:
             rng.emit_permutation(module)
+        elif unit == TWO_LOOP:
+            two_loop.emit_two_loop(module)
         elif unit in LIBRARY_UNITS:
             emit_train_steps(module, unit[6:], T)
         else:

@@ -179,6 +179,8 @@ def make_plan(has_inputs: bool, n_samples: int, config: TrainConfig,
 
 def is_real(v) -> bool:
     """A real number (a Python or NumPy int or float, not a bool)."""
+    if type(v) is int or type(v) is float:      # (the common case, without NumPy's test)
+        return True
     return isinstance(v, (numbers.Real, np.number)) and not isinstance(v, (bool, np.bool_)) \
         and np.isrealobj(v)
 

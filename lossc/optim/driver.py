@@ -204,9 +204,11 @@ def _run(model, opt, prepared, config: TrainConfig) -> TrainResult:
                       callback=config.callback)
     # rng.permutation(n) each epoch, drawn natively when that gives the same result
     # (the model's copy of the native code: a saved model carries one; each epoch's
-    # permutation is done with when the next is drawn: reuse=True)
-    shuffler = Shuffler(np.random.default_rng(config.seed),
-                        lambda: model.code.function(PERMUTATION), reuse=True)
+    # permutation is done with when the next is drawn: reuse=True); batch descent
+    # draws none
+    shuffler = None if plan.full_batch else Shuffler(
+        np.random.default_rng(config.seed), lambda: model.code.function(PERMUTATION),
+        reuse=True)
     stepper = None
     t0 = time.perf_counter()
     try:
@@ -241,7 +243,8 @@ def _run(model, opt, prepared, config: TrainConfig) -> TrainResult:
                 stopped, reason = stop.stopped, stop.reason
             monitor.verify_best(objectives.is_finite_at)
     finally:
-        shuffler.close()
+        if shuffler is not None:
+            shuffler.close()
         if stepper is not None:
             stepper.sync()
         opt.lr = base_lr

@@ -47,6 +47,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from lossc.codegen.unit_names import TWO_LOOP
 from lossc.optim import linesearch, schedules
 from lossc.optim.optimizers import Optimizer
 from lossc.optim.orthant_wise import MAX_BACKTRACKS, owlqn_step, pseudo_gradient
@@ -101,7 +102,10 @@ class FullBatchOptimizer(Optimizer):
     def check_model(self, model) -> None:
         """A ValueError if the model lacks what the method needs."""
 
-    def iteration(self, objective: Objective, hvp: Optional[Callable]) -> Callable:
+    def iteration(self, objective: Objective, hvp: Optional[Callable],
+                  code=None) -> Callable:
+        """The method's step function over `objective`; code: the model's machine code
+        (runtime/code.py), for the library units the method runs natively, or None."""
         raise NotImplementedError       # pragma: no cover
 
     def stationarity(self, p: Point) -> np.ndarray:
@@ -125,10 +129,11 @@ class LBFGS(FullBatchOptimizer):
         self.line_search_evals = count("line_search_evals", default if line_search_evals
                                        is None else line_search_evals)
 
-    def iteration(self, objective, hvp=None):
+    def iteration(self, objective, hvp=None, code=None):
         if self.l1 is None:
             return lbfgs_step(objective, m=self.history_size, first_step=self.lr,
-                              line_search_evals=self.line_search_evals)
+                              line_search_evals=self.line_search_evals,
+                              two_loop=None if code is None else code.function(TWO_LOOP))
         return owlqn_step(objective, self.l1, m=self.history_size, first_step=self.lr,
                           line_search_evals=self.line_search_evals)
 
@@ -157,7 +162,7 @@ class NewtonCG(FullBatchOptimizer):
                              "(model.hvp), which this model does not provide; train it "
                              "with LBFGS instead")
 
-    def iteration(self, objective, hvp):
+    def iteration(self, objective, hvp, code=None):
         return NewtonCGStep(objective, hvp, max_cg=self.max_cg, first_step=self.lr)
 
 

@@ -55,6 +55,7 @@ class Objectives:
         # write theirs elsewhere
         self.g = np.zeros(model.n_params, dtype=model.dtype)
         self.g_spare = np.zeros(model.n_params, dtype=model.dtype)
+        self._prepared = None           # smooth's call (see _smooth_call), made on first use
 
     def value_and_grad(self, theta, data, grad_out) -> float:
         """The objective over bound data, its gradient written to grad_out: the driver's
@@ -99,9 +100,32 @@ class Objectives:
     def smooth(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         """The model's training objective and its gradient (a new float64 array) at the
         float64 vector x (converted to the model's dtype for the call)."""
-        grad = np.empty(self.model.n_params, dtype=self.model.dtype)
-        value = self.value_and_grad(x, self.full, grad)
-        return value, grad.astype(np.float64, copy=False)
+        call = self._smooth_call()
+        if call is None:
+            grad = np.empty(self.model.n_params, dtype=self.model.dtype)
+            value = self.value_and_grad(x, self.full, grad)
+            return value, grad.astype(np.float64, copy=False)
+        call.theta[...] = x
+        value = call()
+        grad = call.grad.astype(np.float64)     # (a copy: the caller keeps it)
+        if self.frozen is not None:
+            self.frozen.zero_grad(grad)
+        return value, grad
+
+    def _smooth_call(self):
+        """The training set's gradient as a prepared call (Model.prepare: arrays of its
+        own for the parameters and the gradient, checked once), for a full-batch
+        optimizer's many evaluations on the one data set; None where the checked call
+        does work the prepared one would not: chunked data, or a batch split across
+        threads."""
+        if self._prepared is None:
+            model, full = self.model, self.full
+            if getattr(full, "chunked", False) or model.splits(full.B):
+                self._prepared = False
+            else:
+                self._prepared = model.prepare(np.zeros(model.n_params, model.dtype), full,
+                                               grad_out=np.zeros(model.n_params, model.dtype))
+        return self._prepared or None
 
     def hvp(self, x: np.ndarray, v: np.ndarray) -> np.ndarray:
         """The Hessian of the training objective at x times v (float64 vectors in pack

@@ -118,6 +118,6 @@ def owlqn_step(smooth: Objective, l1, *, m: int = 10, c1: float = linesearch.C1,
             ls = search(p, v, -v, 1.0 / float(np.linalg.norm(v)))
             if ls.step == 0:
                 return "the line search found no decrease along the pseudo-gradient"
-        history.push(ls.x - p.x, ls.grad - p.grad)
+        history.push_step(ls.x, p.x, ls.grad, p.grad)
         return Point(ls.x, ls.value, ls.grad)
     return step

@@ -29,6 +29,8 @@ from typing import Optional
 
 def valid_lr(lr) -> bool:
     """Whether lr is a learning rate a schedule may give: a finite number >= 0."""
+    if type(lr) is float:       # (the common case, without the ABC's isinstance)
+        return math.isfinite(lr) and lr >= 0
     return (isinstance(lr, numbers.Real) and not isinstance(lr, bool) and math.isfinite(lr)
             and lr >= 0)
 

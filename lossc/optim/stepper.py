@@ -240,7 +240,8 @@ class LineSearchSteps:
         self.tolerances = _scaled(tolerances, opt, initial[0])
         self.frozen = frozen
         self.objective = Objective(objectives.smooth, objectives.g.size, "the objective")
-        self.step = opt.iteration(self.objective, objectives.hvp if opt.needs_hvp else None)
+        self.step = opt.iteration(self.objective, objectives.hvp if opt.needs_hvp else None,
+                                  code=objectives.model.code)
         self.initial_value = initial[0]     # (with the L1 term)
         self.point = None           # the current point, made from theta at the first epoch
         self.previous = None        # the objective before the last iteration
@@ -255,7 +256,8 @@ class LineSearchSteps:
         if isinstance(nxt, str):
             raise Stop("line_search", f"{nxt} after step {log.steps}; the best parameters "
                                       f"so far are kept")
-        if not math.isfinite(float(np.dot(nxt.grad, nxt.grad))):
+        squared = float(nxt.grad.dot(nxt.grad))
+        if not math.isfinite(squared):
             raise Diverged(OVERFLOWED)
         theta[...] = nxt.x
         if self.frozen is not None:     # (its direction is 0 there; an L1 term may not be)
@@ -263,7 +265,9 @@ class LineSearchSteps:
         log.record(p.value, self.rows)
         self.previous, self.point = p.value, nxt
         g = self.opt.stationarity(nxt)
-        return nxt.value, math.sqrt(float(np.dot(g, g)))
+        if g is not nxt.grad:
+            squared = float(g.dot(g))
+        return nxt.value, math.sqrt(squared)
 
     def check_converged(self, steps: int) -> None:
         """Stop if the optimizer's tol_grad or tol_loss holds at the current point."""

@@ -143,6 +143,11 @@ class Model:
         self._parallel_from = n * self.min_samples_per_thread if n > 1 else _NEVER
         return self
 
+    def splits(self, B: int) -> bool:
+        """Whether a batch of B samples is split across the model's threads (set_threads);
+        a prepared call (prepare) runs on the calling thread whatever B is."""
+        return B >= self._parallel_from
+
     # ------------------------------------------------------------ parameters
 
     def init_params(self, seed: int = 0) -> dict:
