@@ -159,6 +159,7 @@ def test_a_grid_search_compiles_the_model_once(breast_cancer, compilations):
 
 def test_clone_does_not_recompile(breast_cancer, compilations):
     X, y = breast_cancer
+    X = StandardScaler().fit_transform(X)     # (unscaled, the fits take 1,000 iterations)
     first = logreg(C=0.5).fit(X[:100], y[:100])
     again = clone(first).fit(X[100:200], y[100:200])
     assert compilations["compile"].calls == 1
