@@ -193,6 +193,21 @@ def test_fma_peak_loop_computes_its_chains_and_counts_their_operations(dtype, bi
     assert peak.gflops > 0 and dtype in peak.describe()
 
 
+def test_w7_goes_on_without_the_fma_peak_where_it_cannot_be_measured(monkeypatch):
+    from benchmarks import w7_mnist as w7
+
+    def fails(dtype):
+        raise RuntimeError("no code generation here")
+    monkeypatch.setattr(machine, "fma_peak", fails)
+    ctx, said = quiet_ctx(), []
+    ctx.log = said.append
+    w7.measure_peaks(ctx)
+    assert ctx.fma_peak == {} and len(said) == len(w7.DTYPES)
+    assert all("not measured (RuntimeError: no code generation here)" in s for s in said)
+    w7.peak_share(ctx, "c", {}, ctx.fma_peak.get("float32"), 1.0)
+    assert ctx.rows == [] and ctx.targets == []
+
+
 def test_w7_rows_give_lossc_and_jax_their_share_of_the_fma_peak():
     from benchmarks import w7_mnist as w7
     from benchmarks.harness import Row
