@@ -237,6 +237,7 @@ class Context:
     notes: list = field(default_factory=list)
     failures: list = field(default_factory=list)
     bandwidth: dict = field(default_factory=dict)   # threads -> GB/s
+    fma_peak: dict = field(default_factory=dict)    # dtype -> machine.FmaPeak
     lossc_threads: str = ""                          # how lossc is given threads
     child_runner: object = None        # workload -> dict, for peers run in a child process
     cpus_all: Optional[set] = None     # the CPUs the run may use; None: no pinning

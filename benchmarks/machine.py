@@ -251,3 +251,79 @@ def wait_quiet(mon: CpuMonitor, max_s: float, window_s: float = 0.5,
         waited = time.perf_counter() - start
         if used is None or used < threshold or waited >= max_s:
             return waited, used
+
+
+# ---------------------------------------------------------------- arithmetic peak
+
+FMA_CHAINS = 12     # independent FMA chains: more than 2 units x 4 cycles of latency
+                    # keep busy, few enough for AVX2's 16 registers (with 2 constants)
+FMA_ITERATIONS = 2_000_000     # per timed call: some 10 ms at any width
+
+
+def fma_loop_ir(real: str, lanes: int, chains: int = FMA_CHAINS) -> str:
+    """LLVM IR of `void fma_loop(i64 n, T* out)`: n iterations of `chains` independent
+    vector FMAs a <- a * c + d (c slightly above 1: no overflow, no subnormal in a
+    run), their sum stored to `out` so that none is dead code."""
+    v = f"<{lanes} x {real}>"
+    fma = f"@llvm.fma.v{lanes}{'f32' if real == 'float' else 'f64'}"
+
+    def splat(hexval):
+        return "<" + ", ".join([f"{real} {hexval}"] * lanes) + ">"
+    # 1 + 2^-23 and 2^-10, exact in either dtype
+    scale, shift = splat("0x3FF0000020000000"), splat("0x3F50000000000000")
+    lines = [f"declare {v} {fma}({v}, {v}, {v})",
+             f"define void @fma_loop(i64 %n, {real}* %out) {{",
+             "entry:", "  br label %loop", "loop:",
+             "  %i = phi i64 [0, %entry], [%i1, %loop]"]
+    lines += [f"  %a{c} = phi {v} [zeroinitializer, %entry], [%b{c}, %loop]"
+              for c in range(chains)]
+    lines += [f"  %b{c} = call {v} {fma}({v} %a{c}, {v} {scale}, {v} {shift})"
+              for c in range(chains)]
+    lines += ["  %i1 = add i64 %i, 1", "  %more = icmp slt i64 %i1, %n",
+              "  br i1 %more, label %loop, label %done", "done:"]
+    total = "%b0"
+    for c in range(1, chains):
+        lines.append(f"  %s{c} = fadd {v} {total}, %b{c}")
+        total = f"%s{c}"
+    lines += [f"  %e = extractelement {v} {total}, i32 0", f"  store {real} %e, {real}* %out",
+              "  ret void", "}"]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class FmaPeak:
+    """The machine's arithmetic limit for a dtype: GFLOP/s of independent vector FMAs
+    (two operations each) at `bits` bits, on the thread that measured it."""
+    dtype: str
+    bits: int
+    gflops: float
+
+    def describe(self) -> str:
+        return (f"{self.dtype}: {self.gflops:.1f} GFLOP/s ({FMA_CHAINS} chains of "
+                f"{self.bits}-bit FMAs)")
+
+
+def fma_peak(dtype: str, reps: int = 5, iterations: int = FMA_ITERATIONS,
+             bits: Optional[int] = None) -> FmaPeak:
+    """The FMA peak of one core for `dtype` on the widest vectors lossc uses on this CPU
+    (or `bits`): a loop of FMA_CHAINS independent vector FMAs compiled by LLVM for the
+    host CPU, as lossc's own code is, the best of `reps` timed calls."""
+    import ctypes
+
+    from lossc.codegen import jit
+    from lossc.compiler import host_vector_bits
+    bits = bits or host_vector_bits()
+    real, size = {"float32": ("float", 4), "float64": ("double", 8)}[dtype]
+    lanes = max(1, bits // (8 * size))
+    code = jit.NativeCode(jit.compile_ir(fma_loop_ir(real, lanes)), ("fma_loop",))
+    loop = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_void_p)(
+        code.addresses["fma_loop"])
+    out = ctypes.create_string_buffer(8)
+    loop(1000, out)
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter_ns()
+        loop(iterations, out)
+        best = min(best, (time.perf_counter_ns() - t0) * 1e-9)
+    del code
+    return FmaPeak(dtype, lanes * size * 8, iterations * FMA_CHAINS * lanes * 2 / best / 1e9)

@@ -1,7 +1,9 @@
 """W7: an MNIST-sized MLP classifier, D=784, K=10: h = tanh(W1 x + b1), z = W2 h + b2,
 objective mean(logsumexp(z) - z[y]); H = 128 and 512, B = 256 and 4,096, float64 and
 float32. GFLOP/s against NumPy's single-thread matrix-multiply rate at the workload's
-own products, measured in the same run, and lossc's compile time.
+own products, measured in the same run, and lossc's compile time. Each case also shows
+lossc's and JAX's share of the core's FMA peak (benchmarks/machine.py fma_peak, measured
+at the start of the workload): how far each is from the arithmetic ceiling.
 
 FLOPs are counted as the matrix products the value and gradient need: forward
 2B(DH + HK) (X W1^T and h W2^T), backward 2B(DH + 2HK) (the weight gradients dZ1^T X
@@ -17,6 +19,7 @@ import time
 
 import numpy as np
 
+from benchmarks import machine
 from benchmarks.common import (Null, as_np, blas_threads, compile_model, lossc_result,
                                na_peers, softmax_cross_entropy)
 from benchmarks.harness import Impl, Row, fmt_speedup, fmt_time
@@ -47,7 +50,11 @@ NOTE = ("W7: FLOPs are the matrix products the value and gradient need, 2B(DH + 
         "the input's gradient, which the usual 3x-forward count would add); elementwise "
         "work is not counted. The GEMM row is NumPy (BLAS on one thread, threadpoolctl) "
         "doing exactly those five products on preallocated arrays; the share of the GEMM "
-        "rate is its time over lossc's. Compile time: lossc.compile without cache.")
+        "rate is its time over lossc's. Compile time: lossc.compile without cache. The FMA "
+        "peak row is the time the case's FLOPs take at the core's FMA peak for the dtype "
+        "(independent vector FMAs on the widest vectors lossc uses, compiled by LLVM for "
+        "this CPU, measured at the start of W7): lossc's and JAX's rows say their share "
+        "of it.")
 
 
 def flops(B: int, H: int) -> float:
@@ -141,6 +148,7 @@ def compile_timed(H: int, dtype: str):
 
 def run(ctx) -> None:
     ctx.notes.append(NOTE)
+    measure_peaks(ctx)
     # NumPy's BLAS on one thread for the whole workload (the single-thread run starts it
     # so; the limit makes sure), so every implementation can be timed round-robin
     with blas_threads(1) or Null():
@@ -193,6 +201,7 @@ def one_case(ctx, m, theta, dtype: str, H: int, B: int) -> None:
     rows = ctx.run_case("W7", case, impls, samples=ctx.samples(5 if big else 9, 3),
                         sample_s=0.0 if big else 0.02, rtol=rtol, warmup=1)
     na_peers(ctx, "W7", case)
+    peak_share(ctx, case, rows, ctx.fma_peak.get(dtype), gf)
     t = rows["lossc value_and_grad"].time
     gemm = rows["numpy GEMMs alone (1 BLAS thread)"]
     if t and gemm.time:
@@ -210,3 +219,39 @@ def one_case(ctx, m, theta, dtype: str, H: int, B: int) -> None:
                    anchor=("W7", case, "jax jit"))
     else:
         ctx.target(name, "n/a", f">= {VS_JAX:g}x", None, ctx.jax_why or "JAX failed")
+
+
+PEAK_IMPL = "FMA peak (machine limit)"
+
+
+def measure_peaks(ctx) -> None:
+    """The FMA peak of each dtype into ctx.fma_peak, unless measured already; where it
+    cannot be measured (no code generation for this CPU), W7 runs without the peak's
+    rows and says why."""
+    for dtype in DTYPES:
+        if dtype not in ctx.fma_peak:
+            try:
+                ctx.fma_peak[dtype] = machine.fma_peak(dtype)
+            except Exception as e:      # the figure is extra: the workload goes on
+                ctx.log(f"W7 FMA peak, {dtype}: not measured ({type(e).__name__}: {e})")
+                continue
+        ctx.log(f"W7 FMA peak, {ctx.fma_peak[dtype].describe()}")
+
+
+def peak_share(ctx, case: str, rows: dict, peak, gf: float) -> None:
+    """The case's FLOPs at the core's FMA peak as a row, each of lossc's and JAX's share
+    of it in their row's note, and both as a figure."""
+    if peak is None:
+        return
+    ctx.rows.append(Row("W7", case, PEAK_IMPL, seconds=gf / peak.gflops, gflop=gf,
+                        check="-", note=f"{peak.bits}-bit FMAs, one core: the ceiling"))
+    shares = []
+    for impl, label in (("lossc value_and_grad", "lossc"), ("jax jit", "JAX")):
+        r = rows.get(impl)
+        if r is None or not r.gflops:
+            continue
+        share = r.gflops / peak.gflops
+        r.note = "; ".join(filter(None, [r.note, f"{100 * share:.0f}% of the FMA peak"]))
+        shares.append(f"{label} {100 * share:.0f}%")
+    ctx.target(f"W7 {case}: share of the FMA peak", ", ".join(shares) or "n/a", "(figure)",
+               None, f"peak {peak.gflops:.1f} GFLOP/s")

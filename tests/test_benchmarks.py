@@ -166,6 +166,64 @@ def test_read_bandwidth_row_is_timed_but_not_checked():
     assert read_bandwidth_impl(X, 2).call() == X.sum()
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("bits", [None, 256, 64])
+def test_fma_peak_loop_computes_its_chains_and_counts_their_operations(dtype, bits):
+    """The peak's loop runs its FMAs (their sum is stored: none is dead code) on vectors
+    of the width asked for, and the figure counts two operations per lane and FMA."""
+    import ctypes
+
+    from lossc.codegen import jit
+    from lossc.compiler import host_vector_bits
+    real = {"float32": "float", "float64": "double"}[dtype]
+    code = jit.NativeCode(jit.compile_ir(machine.fma_loop_ir(real, 4, chains=3)),
+                          ("fma_loop",))
+    loop = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_void_p)(
+        code.addresses["fma_loop"])
+    out = (ctypes.c_float if real == "float" else ctypes.c_double)()
+    loop(3, ctypes.addressof(out))
+    np_real = np.float32 if real == "float" else np.float64
+    a = np_real(0)
+    for _ in range(3):
+        a = np_real(a * np_real(1 + 2.0 ** -23) + np_real(2.0 ** -10))
+    assert out.value == 3 * a
+    peak = machine.fma_peak(dtype, reps=1, iterations=1000, bits=bits)
+    size = 4 if dtype == "float32" else 8
+    assert peak.bits == (bits or host_vector_bits()) and peak.bits % (8 * size) == 0
+    assert peak.gflops > 0 and dtype in peak.describe()
+
+
+def test_w7_goes_on_without_the_fma_peak_where_it_cannot_be_measured(monkeypatch):
+    from benchmarks import w7_mnist as w7
+
+    def fails(dtype):
+        raise RuntimeError("no code generation here")
+    monkeypatch.setattr(machine, "fma_peak", fails)
+    ctx, said = quiet_ctx(), []
+    ctx.log = said.append
+    w7.measure_peaks(ctx)
+    assert ctx.fma_peak == {} and len(said) == len(w7.DTYPES)
+    assert all("not measured (RuntimeError: no code generation here)" in s for s in said)
+    w7.peak_share(ctx, "c", {}, ctx.fma_peak.get("float32"), 1.0)
+    assert ctx.rows == [] and ctx.targets == []
+
+
+def test_w7_rows_give_lossc_and_jax_their_share_of_the_fma_peak():
+    from benchmarks import w7_mnist as w7
+    from benchmarks.harness import Row
+    ctx = quiet_ctx()
+    rows = {"lossc value_and_grad": Row("W7", "c", "lossc value_and_grad", seconds=2.0,
+                                        gflop=100.0),
+            "jax jit": Row("W7", "c", "jax jit", seconds=4.0, gflop=100.0, note="pinned")}
+    w7.peak_share(ctx, "c", rows, machine.FmaPeak("float32", 512, 100.0), 100.0)
+    peak_row = ctx.rows[-1]
+    assert peak_row.impl == w7.PEAK_IMPL and peak_row.time == 1.0
+    assert rows["lossc value_and_grad"].note == "50% of the FMA peak"
+    assert rows["jax jit"].note == "pinned; 25% of the FMA peak"
+    assert ctx.targets[-1].measured == "lossc 50%, JAX 25%"
+    assert ctx.targets[-1].met is None and ctx.targets[-1].required == "(figure)"
+
+
 # ---------------------------------------------------------------- W7, W8: the hand-derived peers
 
 def test_w7_gradient_by_hand_matches_lossc():

@@ -413,3 +413,30 @@ def test_prefetch_span_asks_for_each_line_of_a_row_once_at_most_the_cap(monkeypa
         want = [64 * k for k in range(min(lines, cap))]
         want += [nbytes - 1] if lines < cap else [0]
         assert list(log[:at[0]] - (1 << 20)) == want, nbytes
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("bits", [512, 256, 64])
+def test_long_matrix_vector_sums_of_a_per_sample_vector_match_the_reference(dtype, bits):
+    """V @ h and h @ A of a per-sample h longer than reduce.py's UNROLL sum in a loop,
+    MATVEC_TILE outputs side by side (matmul.py matvec_loop_tiles): outputs through a
+    whole tile and its remainder, against the reference interpreter, on one thread and
+    two."""
+    import sweep
+    from lossc.codegen.matmul import MATVEC_TILE
+    from lossc.codegen.reduce import UNROLL
+    family = sweep.Family("longmatvec", ("D", "H", "K"), """
+input x[D]
+input y: int
+param W[H, D] = normal(0, 0.3)
+param V[K, H] = normal(0, 0.3)
+param A[H, K] = normal(0, 0.3)
+h = tanh(W @ x)
+z = V @ h + h @ A
+loss = logsumexp(z) - z[y]
+""", ints={"y": "K"}, fan_in="H")
+    sizes = {"D": 3, "H": UNROLL + 7, "K": 2 * MATVEC_TILE + 1}
+    ref = sweep.reference(family, sizes, B=40)
+    m = sweep.compiled(ref, dtype, bits)
+    assert sweep.check_calls(ref, m, dtype, bits, "fast", threads=(1, 2),
+                             batches=(1, 17, 40)) > 0

@@ -49,7 +49,7 @@ from lossc.codegen.lanes import LaneGroup
 from lossc.codegen.outer import OuterBlocks
 from lossc.codegen.plan import plan
 from lossc.codegen.sparse import RowSparse
-from lossc.codegen.transpose import gather_rows, transpose_input
+from lossc.codegen.transpose import gather_rows, transpose_input, transposed
 from lossc.codegen.values import FAST, I8P, I32, I64, is_vector
 from lossc.ir.graph import INT, Graph, Node
 from lossc.ir.ops import OPS
@@ -409,17 +409,36 @@ class FunctionCodegen:
 
     def reduce_lanes(self, n_grad: int) -> None:
         """Add the per-lane partial sums into the scalar accumulators, lane by lane
-        (a fixed order: results are deterministic for a given B)."""
+        (a fixed order: results are deterministic for a given B). The gradient's go
+        W elements at a time: their W accumulators transposed (transpose.py), so that
+        vector k holds lane k of each, and added k = 0, 1, ... in order, the sums
+        hsum makes element by element; one element at a time, each sum is a chain of
+        W dependent additions."""
         em, b = self.em, self.em.b
         acc = self.loss_acc[1]
         b.store(b.fadd(b.load(acc), em.hsum(b.load(self.loss_acc[em.W]))), acc)
         if not self.want_grad or not n_grad:
             return
+        W = em.W
         for lo, hi in self.lane_accumulated():
-            with em.loop(hi, start=em.iconst(lo)) as j:
-                p = b.gep(em.grad, [j])
-                v = b.load(self.accumulator_at(lo, j), align=8)
-                b.store(b.fadd(b.load(p), em.hsum(v)), p)
+            # (one lane: no vectors; the transpose takes a power of two)
+            full = lo + (hi - lo) // W * W if W > 1 and not W & (W - 1) else lo
+            if full > lo:
+                VT = ir.VectorType(em.T, W)
+                with em.loop(full, start=em.iconst(lo), step=W) as j:
+                    accs = [b.load(self.accumulator_at(lo, b.add(j, em.iconst(k))), align=8)
+                            for k in range(W)]
+                    lanes = transposed(b, accs)
+                    total = lanes[0]
+                    for v in lanes[1:]:
+                        total = b.fadd(total, v)
+                    p = b.bitcast(b.gep(em.grad, [j]), VT.as_pointer())
+                    b.store(b.fadd(b.load(p, align=em.T_bytes), total), p, align=em.T_bytes)
+            if full < hi:
+                with em.loop(hi, start=em.iconst(full)) as j:
+                    p = b.gep(em.grad, [j])
+                    v = b.load(self.accumulator_at(lo, j), align=8)
+                    b.store(b.fadd(b.load(p), em.hsum(v)), p)
 
     def accumulator_offsets(self) -> dict:
         """Where each parameter that is not row-sparse starts among the per-lane

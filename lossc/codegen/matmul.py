@@ -4,8 +4,10 @@ an iteration at once when one operand is an input.
 A matrix-vector product computes MATVEC_TILE outputs at a time, when a tile is at most
 MATVEC_TILE_TERMS products (code size): each element of the vector is loaded once per
 tile and feeds MATVEC_TILE independent accumulators, k = 0, 1, ... in order (one FMA
-each), where an output at a time would load the vector once per output. Other products
-sum their K terms as a balanced tree (up to codegen/reduce.py's UNROLL), or in a loop.
+each), where an output at a time would load the vector once per output. A longer
+matrix-vector sum (beyond codegen/reduce.py's UNROLL terms) is a loop, MATVEC_TILE
+outputs' sums side by side in it. Other products sum their K terms as a balanced tree
+(up to UNROLL), or in a loop.
 """
 from __future__ import annotations
 
@@ -31,6 +33,8 @@ def lower_matmul(em, g, n: Node) -> None:
         if g.lanes > 1 and len(g.iteration) > 1 and input_product(em, n):
             return matvec_tiles_of_groups(em, g, n, K)
         return matvec_tiles(em, g, n, term, K)
+    if n.rank == 1 and K > UNROLL:
+        return matvec_loop_tiles(em, g, n, term, K)
     with em.loops(n.shape) as idx:
         if K <= UNROLL:   # a balanced tree of the K products, as reductions sum
             em.store(g, n, idx, em.tree([term(idx, em.iconst(k)) for k in range(K)],
@@ -52,6 +56,24 @@ def matvec_tiles(em, g, n: Node, term, K: int) -> None:
             accs = [em.fadd(a, term((i,), kk)) for a, i in zip(accs, outs)]
         for a, i in zip(accs, outs):
             em.store(g, n, (i,), a)
+    each_matvec_tile(em, n.shape[0], tile)
+
+
+def matvec_loop_tiles(em, g, n: Node, term, K: int) -> None:
+    """A matrix-vector product of sums too long to unroll, MATVEC_TILE outputs' sums
+    side by side in one loop over k: each output's sum is the loop of one output at a
+    time (from zero, k = 0, 1, ... in order, one addition each), but the tile's
+    MATVEC_TILE sums are independent chains, where one output at a time would wait on
+    each addition's latency."""
+    b = em.b
+
+    def tile(outs):
+        accs = [accumulator(em, g, n, em.fconst(0)) for _ in outs]
+        with em.loop(K) as k:
+            for acc, i in zip(accs, outs):
+                b.store(em.fadd(b.load(acc), term((i,), k)), acc)
+        for acc, i in zip(accs, outs):
+            em.store(g, n, (i,), b.load(acc))
     each_matvec_tile(em, n.shape[0], tile)
 
 

@@ -10,6 +10,11 @@ accumulators in registers through the whole block: per sample, jt row loads and 
 broadcasts feed kt*jt FMAs. A tile of fewer than ROW_MIN_CHAINS accumulators would
 wait on each FMA's latency (four cycles, two FMA units on the machines lossc targets):
 its samples then go round-robin into several sets of them.
+
+The tiles go column by column: for jt vectors of columns, every row tile of the
+gradient, then the next jt vectors. The block's jt vectors of each row of x (at most
+32 kB: 128 float32 samples of 4 vectors of 64 bytes) are then read from L1 by every row
+tile, where row by row each tile would read its columns of the whole block from L2.
 """
 from __future__ import annotations
 
@@ -104,19 +109,19 @@ def row_outer_kernel(em, name: str, K: int, D: int, block: int) -> ir.Function:
                     total = b.fadd(total, b.load(set_[a][c]), flags=FAST)
                 b.store(total, p, align=em.T_bytes)
 
-    def tiles_of_row(k0, tk: int):
-        full = chunks // jt
-        if full:
-            with kem.loop(full) as ct:
-                tile(k0, b.mul(ct, kem.iconst(jt)), tk, jt)
-        if chunks % jt:
-            tile(k0, kem.iconst(full * jt), tk, chunks % jt)
+    def tiles_of_column(c0, tj: int):
+        if K // kt:
+            with kem.loop(K // kt) as kk:
+                tile(b.mul(kk, kem.iconst(kt)), c0, kt, tj)
+        if K % kt:
+            tile(kem.iconst(K - K % kt), c0, K % kt, tj)
 
-    if K // kt:
-        with kem.loop(K // kt) as kk:
-            tiles_of_row(b.mul(kk, kem.iconst(kt)), kt)
-    if K % kt:
-        tiles_of_row(kem.iconst(K - K % kt), K % kt)
+    full = chunks // jt
+    if full:
+        with kem.loop(full) as ct:
+            tiles_of_column(b.mul(ct, kem.iconst(jt)), jt)
+    if chunks % jt:
+        tiles_of_column(kem.iconst(full * jt), chunks % jt)
     if D % W:
         with kem.loop(K) as k:
             for j in range(D - D % W, D):
