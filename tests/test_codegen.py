@@ -357,9 +357,11 @@ def test_a_sweep_updates_each_element_of_its_range_once(dtype):
         lanes, lo, hi = (int(x) if x != "n" else None for x in name.split("_")[1:])
         base, n = em.fn.args
         b = em.b
-        em.sweep(base, lo, n if hi is None else hi, lanes, lambda p, k: b.store(
-            b.fadd(b.load(p, align=em.T_bytes), em.splat(em.fconst(1), k)), p,
-            align=em.T_bytes))
+        def add_one(j, k):
+            p = em.elements_at(base, j, k)
+            b.store(b.fadd(b.load(p, align=em.T_bytes), em.splat(em.fconst(1), k)), p,
+                    align=em.T_bytes)
+        em.sweep(lo, n if hi is None else hi, lanes, add_one)
 
     names = list(dict.fromkeys(f"sweep_{lanes}_{lo}_{hi}" for lanes, lo in cases
                                for hi in ["n", lo, lo + 1, lo + lanes, lo + 2 * lanes + 1]))

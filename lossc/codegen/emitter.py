@@ -53,14 +53,12 @@ class Emitter(ValueEmitter):
             fn.args[k].add_attribute("noalias")
         return fn, Emitter.for_kernel(module, T, fn)
 
-    def sweep(self, base, lo: int, hi, lanes: int, update) -> None:
-        """update(pointer, n) over base[lo .. hi): `lanes` elements at a time through
-        pointers to <lanes x T>, then the last (hi - lo) mod lanes one at a time (n = 1).
-        hi is an int, or an i64 known only at run time (the elements of a call's
-        touched rows). The vector pointers are aligned to T only: update must load and
-        store with align=T_bytes (as fill and scale do). LLVM's passes as lossc runs
-        them vectorize no loop, so a loop over many elements is written in vectors
-        here."""
+    def sweep(self, lo: int, hi, lanes: int, body) -> None:
+        """body(j, n) over the elements lo .. hi - 1: n = `lanes` at j = lo, lo + lanes,
+        ... while a whole vector of them fits, then n = 1 for each of the last
+        (hi - lo) mod lanes. hi is an int, or an i64 known only at run time (the
+        elements of a call's touched rows). LLVM's passes as lossc runs them vectorize
+        no loop, so a loop over many elements is written in vectors here."""
         b = self.b
         if isinstance(hi, int):
             full = lo + (hi - lo) // lanes * lanes if lanes > 1 else lo
@@ -71,25 +69,33 @@ class Emitter(ValueEmitter):
             full = b.sub(hi, b.urem(n, self.iconst(lanes))) if lanes > 1 else self.iconst(lo)
             vectors, rest = lanes > 1, True
         if vectors:
-            VT = ir.VectorType(self.T, lanes)
             with self.loop(full, start=self.iconst(lo), step=lanes) as j:
-                update(b.bitcast(b.gep(base, [j]), VT.as_pointer()), lanes)
+                body(j, lanes)
         if rest:
             with self.loop(hi, start=full) as j:
-                update(b.gep(base, [j]), 1)
+                body(j, 1)
+
+    def elements_at(self, base, j, n: int):
+        """A pointer to the n elements of base from base[j] on: a <n x T>* for n > 1,
+        aligned to T only (loads and stores through it take align=T_bytes)."""
+        p = self.b.gep(base, [j])
+        return self.b.bitcast(p, ir.VectorType(self.T, n).as_pointer()) if n > 1 else p
 
     def fill(self, base, lo: int, hi, lanes: int, value) -> None:
         """base[lo .. hi) = value (a T), by sweep."""
         b = self.b
-        self.sweep(base, lo, hi, lanes, lambda p, n: b.store(self.splat(value, n), p,
-                                                           align=self.T_bytes))
+        self.sweep(lo, hi, lanes, lambda j, n: b.store(
+            self.splat(value, n), self.elements_at(base, j, n), align=self.T_bytes))
 
     def scale(self, base, lo: int, hi, lanes: int, factor) -> None:
         """base[lo .. hi) *= factor (a T), by sweep."""
         b = self.b
-        self.sweep(base, lo, hi, lanes, lambda p, n: b.store(
-            b.fmul(b.load(p, align=self.T_bytes), self.splat(factor, n)), p,
-            align=self.T_bytes))
+
+        def times(j, n):
+            p = self.elements_at(base, j, n)
+            b.store(b.fmul(b.load(p, align=self.T_bytes), self.splat(factor, n)), p,
+                    align=self.T_bytes)
+        self.sweep(lo, hi, lanes, times)
 
     def memset(self, start, byte: int, nbytes) -> None:
         """llvm.memset of nbytes (an int or an i64) from `start`. A short length known

@@ -419,26 +419,26 @@ class FunctionCodegen:
         b.store(b.fadd(b.load(acc), em.hsum(b.load(self.loss_acc[em.W]))), acc)
         if not self.want_grad or not n_grad:
             return
-        W = em.W
         for lo, hi in self.lane_accumulated():
-            # (one lane: no vectors; the transpose takes a power of two)
-            full = lo + (hi - lo) // W * W if W > 1 and not W & (W - 1) else lo
-            if full > lo:
-                VT = ir.VectorType(em.T, W)
-                with em.loop(full, start=em.iconst(lo), step=W) as j:
-                    accs = [b.load(self.accumulator_at(lo, b.add(j, em.iconst(k))), align=8)
-                            for k in range(W)]
-                    lanes = transposed(b, accs)
-                    total = lanes[0]
-                    for v in lanes[1:]:
-                        total = b.fadd(total, v)
-                    p = b.bitcast(b.gep(em.grad, [j]), VT.as_pointer())
-                    b.store(b.fadd(b.load(p, align=em.T_bytes), total), p, align=em.T_bytes)
-            if full < hi:
-                with em.loop(hi, start=em.iconst(full)) as j:
-                    p = b.gep(em.grad, [j])
-                    v = b.load(self.accumulator_at(lo, j), align=8)
-                    b.store(b.fadd(b.load(p), em.hsum(v)), p)
+            em.sweep(lo, hi, em.W, lambda j, n, lo=lo: self.add_lane_sums(lo, j, n))
+
+    def add_lane_sums(self, lo: int, j, n: int) -> None:
+        """grad[j .. j + n) += the lane sums of their accumulators (those of the
+        parameter range from lo): for n = W, the W accumulators transposed, so that
+        vector k holds lane k of each (W, a power of two, as transposed needs), and
+        added k = 0, 1, ... in order; for n = 1, hsum."""
+        em, b = self.em, self.em.b
+        p = em.elements_at(em.grad, j, n)
+        if n == 1:
+            total = em.hsum(b.load(self.accumulator_at(lo, j), align=8))
+        else:
+            accs = [b.load(self.accumulator_at(lo, b.add(j, em.iconst(k))), align=8)
+                    for k in range(n)]
+            lanes = transposed(b, accs)
+            total = lanes[0]
+            for v in lanes[1:]:
+                total = b.fadd(total, v)
+        b.store(b.fadd(b.load(p, align=em.T_bytes), total), p, align=em.T_bytes)
 
     def accumulator_offsets(self) -> dict:
         """Where each parameter that is not row-sparse starts among the per-lane
