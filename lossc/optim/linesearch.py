@@ -84,18 +84,22 @@ def rise(value0: float, value1: float, trapezoid: Callable[[], float],
     """value1 - value0, or, where the two differ by less than value_rtol relative (by
     rounding, near a minimum), the trapezoid estimate of it from the slopes."""
     diff = value1 - value0
-    if abs(diff) > value_rtol * max(abs(value0), abs(value1)):
-        return diff
-    return trapezoid()
+    return diff if _resolved(diff, value0, value1, value_rtol) else trapezoid()
 
 
 def _rise(a: "_Trial", b: "_Trial", value_rtol: float) -> float:
-    """b.value - a.value (see rise; written out here, where the searches call it twice
-    a trial)."""
+    """b.value - a.value (see rise; the trapezoid computed here, where the searches call
+    it twice a trial, without a closure)."""
     diff = b.value - a.value
-    if abs(diff) > value_rtol * max(abs(a.value), abs(b.value)):
+    if _resolved(diff, a.value, b.value, value_rtol):
         return diff
     return 0.5 * (b.step - a.step) * (a.slope + b.slope)
+
+
+def _resolved(diff: float, value0: float, value1: float, value_rtol: float) -> bool:
+    """Whether diff = value1 - value0 is more than rounding: above value_rtol of the
+    larger magnitude."""
+    return abs(diff) > value_rtol * max(abs(value0), abs(value1))
 
 
 def check_constants(c1: float, c2: Optional[float] = None) -> None:

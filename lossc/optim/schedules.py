@@ -29,10 +29,10 @@ from typing import Optional
 
 def valid_lr(lr) -> bool:
     """Whether lr is a learning rate a schedule may give: a finite number >= 0."""
-    if type(lr) is float:       # (the common case, without the ABC's isinstance)
-        return math.isfinite(lr) and lr >= 0
-    return (isinstance(lr, numbers.Real) and not isinstance(lr, bool) and math.isfinite(lr)
-            and lr >= 0)
+    # (a float, the common case, without the ABC's isinstance)
+    if type(lr) is not float and (not isinstance(lr, numbers.Real) or isinstance(lr, bool)):
+        return False
+    return math.isfinite(lr) and lr >= 0
 
 
 def _need(ok: bool, schedule: str, name: str, what: str, value) -> None:
