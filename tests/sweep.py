@@ -425,6 +425,35 @@ def block_batch_sizes(dtype: str, bits: int, level: str) -> tuple:
     return tuple(sorted(b for b in around if b >= 1))
 
 
+# ------------------------------------------------------- the row kernel's short blocks
+# (codegen/outer.py row_block: wide input rows make a block of fewer lane groups)
+
+ROW_BLOCK_CASES = (("dot", {"D": 1024}), ("dot", {"D": 1500}), ("dot2", {"D": 2056}),
+                   ("layer", {"H": 3, "D": 1024}))
+ROW_BLOCK_VARIANTS = (("float64", 512), ("float32", 512), ("float64", 256))
+
+
+def row_block_of(family: Family, sizes: dict, dtype: str, bits: int) -> int:
+    """The lane groups of a block of the family's row kernel at these sizes."""
+    from lossc.codegen.outer import row_block
+    K = sizes.get("H", 1)
+    return row_block(K, sizes["D"], lanes_of(dtype, bits),
+                     8 if dtype == "float64" else 4)
+
+
+def row_block_configs() -> list:
+    """(family, sizes, dtype, bits): input rows wide enough for blocks of one to
+    three lane groups, fewer than OUTER_BLOCK, at each variant."""
+    return [(FAMILIES[name], sizes, dtype, bits) for name, sizes in ROW_BLOCK_CASES
+            for dtype, bits in ROW_BLOCK_VARIANTS]
+
+
+def row_block_batch_sizes(block: int, lanes: int) -> tuple:
+    """One sample; around one block, two and a part; an odd group count past them."""
+    n = block * lanes
+    return tuple(sorted({1, n - 1, n, n + 1, 2 * n + lanes + 1, 3 * n + 1} - {0}))
+
+
 MAX_BATCH = max(batch_sizes(16, "full")[-1],
                 *(block_batch_sizes(d, b, "full")[-1] for d, b in BLOCK_VARIANTS["full"]))
 

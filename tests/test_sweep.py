@@ -11,7 +11,8 @@ def pytest_generate_tests(metafunc):
         level = metafunc.config.getoption("sweep")
         metafunc.parametrize("seed", range(12 if level == "fast" else 300))
     for name, configs in (("lowered_config", sweep.lowered_configs),
-                          ("block_config", sweep.block_configs)):
+                          ("block_config", sweep.block_configs),
+                          ("row_block_config", lambda level: sweep.row_block_configs())):
         if name not in metafunc.fixturenames:
             continue
         cases = configs(metafunc.config.getoption("sweep"))
@@ -77,6 +78,25 @@ def test_the_block_product_matches_the_plain_code_and_the_reference(block_config
     batches = sweep.block_batch_sizes(dtype, bits, level)
     assert "block_matmul" in sweep.check_lowered_against_plain(ref, dtype, bits, level,
                                                                batches)
+    m = sweep.compiled(ref, dtype, bits)
+    sweep.check_calls(ref, m, dtype, bits, level, threads=(1, 2), batches=batches)
+
+
+def test_the_row_kernel_in_short_blocks_matches_the_plain_code_and_the_reference(
+        row_block_config, level):
+    """Outer-product gradients of wide input rows, whose blocks hold fewer lane groups
+    than OUTER_BLOCK (codegen/outer.py row_block), against the plain code and the
+    reference, and every call path (one and two threads) against the reference, at
+    batch sizes around one block and past two."""
+    from lossc.codegen.outer import OUTER_BLOCK
+    fam, sizes, dtype, bits = row_block_config
+    block = sweep.row_block_of(fam, sizes, dtype, bits)
+    assert block < OUTER_BLOCK
+    batches = sweep.row_block_batch_sizes(block, sweep.lanes_of(dtype, bits))
+    assert max(batches) <= sweep.MAX_BATCH
+    ref = sweep.reference(fam, sizes)
+    assert "outer_grad.rows" in sweep.check_lowered_against_plain(ref, dtype, bits, level,
+                                                                  batches)
     m = sweep.compiled(ref, dtype, bits)
     sweep.check_calls(ref, m, dtype, bits, level, threads=(1, 2), batches=batches)
 

@@ -12,7 +12,9 @@ and the end of the call is unchanged.
 When v is an input row (x in W @ x, the usual case) its rows are already in memory,
 one sample after another: then only u is staged, and the row kernel
 (codegen/row_outer.py) adds sum_s u_s[k] * X[s, :] straight into the gradient. A
-vector gradient s * x (dot(w, x)'s) is its one-row case, u = s.
+vector gradient s * x (dot(w, x)'s) is its one-row case, u = s. It reads the block's
+rows again, so a function with one takes blocks of row_block lane groups, fewer than
+OUTER_BLOCK where the rows are wide.
 """
 from __future__ import annotations
 
@@ -24,6 +26,24 @@ from lossc.codegen.values import FAST, I64
 
 OUTER_BLOCK = 8      # lane groups staged per block of an outer-product gradient
 OUTER_TILE = 4       # register tile of the block kernel (OUTER_TILE^2 accumulators)
+# the bytes of input rows a block of the row kernel spans (row_block): it reads them
+# again once the block is staged, so they should still be in L1 or L2 then
+ROW_BLOCK_MIN_BYTES = 128 * 1024
+ROW_BLOCK_MAX_BYTES = 512 * 1024
+ROW_BLOCK_GRAD_SHARE = 8     # a block's rows at least this many times its gradient's bytes
+
+
+def row_block(K: int, D: int, lanes: int, real_bytes: int) -> int:
+    """Lane groups per block of the row kernel for a K x D gradient whose rows of x are
+    D reals of real_bytes bytes: the groups whose rows span ROW_BLOCK_GRAD_SHARE times
+    the gradient's bytes (each block loads and stores the gradient once), within
+    ROW_BLOCK_MIN_BYTES .. ROW_BLOCK_MAX_BYTES, at most OUTER_BLOCK and one at least.
+    The kernel reads the block's rows again after the loop staged it: a block of
+    wide rows (eight lane groups of 8,192 float64 are 4 MB) is read from L3, and the
+    stream of the batch from memory waits meanwhile."""
+    span = min(ROW_BLOCK_MAX_BYTES,
+               max(ROW_BLOCK_MIN_BYTES, ROW_BLOCK_GRAD_SHARE * K * D * real_bytes))
+    return max(1, min(OUTER_BLOCK, span // (lanes * D * real_bytes)))
 
 
 class OuterBlocks:
@@ -35,6 +55,7 @@ class OuterBlocks:
         self.entries = {}     # key -> (u, v, staged u, staged v or first row, kernel, target)
         self.rows = set()     # keys whose v is an input row (the row kernel)
         self.slot = None      # i64*: the lane groups staged in the current block
+        self.block = OUTER_BLOCK  # the lane groups that make a block full (row_block)
 
     @staticmethod
     def setup(em, sample_outs: dict, grad_acc, offset_of, acc_offset_of) -> "OuterBlocks":
@@ -57,6 +78,7 @@ class OuterBlocks:
                 first_row = em.alloca(em.T.as_pointer())   # the block's first row
                 b.store(ir.Constant(em.T.as_pointer(), None), first_row)
                 self.rows.add(key)
+                self.block = min(self.block, row_block(K, D, em.W, em.T_bytes))
                 self.entries[key] = (u, v, ub, first_row,
                                      row_outer_kernel(em, name % "row_outer", K, D,
                                                       OUTER_BLOCK),
@@ -110,8 +132,11 @@ class OuterBlocks:
             return
         b = em.b
         slot = b.load(self.slot)
+        # (at least: an iteration stages one or two lane groups, so the count may
+        # pass an odd block by one; the buffers hold OUTER_BLOCK groups, which a
+        # smaller block and one more group never exceed, and a multiple of two)
         ready = (b.icmp_signed(">", slot, em.iconst(0)) if final
-                 else b.icmp_signed("==", slot, em.iconst(OUTER_BLOCK)))
+                 else b.icmp_signed(">=", slot, em.iconst(self.block)))
         with b.if_then(ready):
             for key, (_, v, ub, vb, kernel, target) in self.entries.items():
                 b.call(kernel, [target, ub, b.load(vb) if key in self.rows else vb, slot])
