@@ -986,6 +986,28 @@ def test_a_frame_used_through_grad_out_gives_later_calls_their_own_gradient():
     np.testing.assert_array_equal(fresh, m.pack_params(grads))
 
 
+
+def test_a_repeated_keyword_call_after_flat_calls_sets_its_frame_up_again(monkeypatch):
+    """The repeated keyword call skips setting its frame up when the frame is still as
+    it left it; flat calls in between point the frame at their own parameter vector,
+    grad_out and batch (the repeated flat call uses them where they are), so the
+    keyword call after them must point it back, and must not write into grad_out."""
+    m = lossc.compile(LOGISTIC, dims={"D": 4}, cache=False)
+    X, Y = _data(B=11)
+    theta = m.init_params(seed=2)
+    _primed(m, theta, x=X, y=Y)
+    binds = _count_checked_binds(m, monkeypatch)
+    other = m.bind({"x": X[1:], "y": Y[1:]})
+    flat, g = m.pack_params(theta) + 1, np.zeros(m.n_params)
+    for _ in range(2):                        # (the second one is the repeated flat call)
+        m.value_and_grad_flat(flat, other, grad_out=g)
+        kept = g.copy()
+        got = m.value_and_grad(theta, x=X, y=Y)
+        assert binds == []                    # the keyword call was the repeated one
+        np.testing.assert_array_equal(g, kept)
+        _same(got, _checked(m, theta, x=X, y=Y))
+
+
 # ---------------------------------------------------------------- dims and copies
 
 def test_dims_of_any_integer_type_are_accepted():

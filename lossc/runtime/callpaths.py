@@ -154,17 +154,23 @@ class RepeatedCall(GradientCall):
     # ------------------------------------------------------------ keyword calls
 
     def value_and_grad(self, theta, kwargs):
+        # (the frame's setter and _gradients written out: each call of a helper costs
+        # a few percent of a small model's whole repeated call)
         bound = self.batch(kwargs)
         if bound is None:
             return DECLINED
         m, f = self.model, self.frame
         m._pack(theta, f.theta_views)
-        f.use_own_buffers(bound)
+        if f.own_batch is not bound:
+            f.use_own_buffers(bound)
         if bound.B >= m._parallel_from:
             self.paths.run(m._vg, f)
         elif m._vg(f.address):        # (run's one-thread case, without the cost of a call)
             raise index_error(m, f.err, bound)
-        return f.value.item(), _gradients(f)
+        grads = {}
+        for name, g in f.grad_views:
+            grads[name] = g.copy()
+        return f.value.item(), grads
 
     def batch(self, kwargs: dict) -> Optional[BoundArgs]:
         """The batch bound by the last keyword call, if `kwargs` are that batch again."""

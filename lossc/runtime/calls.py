@@ -147,6 +147,9 @@ class Frame:
         self.bound = None
         self.keep = None
         self.theta_in_frame = None
+        # the batch use_own_buffers last set the frame up for, until another setter
+        # changes it: a repeated call finds the frame ready by one comparison
+        self.own_batch = None
         self.use_theta()
         self.use(model._no_inputs)
 
@@ -157,24 +160,28 @@ class Frame:
         # (the address is taken every time: the same array object can get a new buffer,
         # with ndarray.resize(refcheck=False))
         self.keep = flat          # the array must outlive the call
+        self.own_batch = None
         address = self.theta_address if flat is None else _addr(flat)
         if address != self.theta_in_frame:         # (use_address, without a call)
             self.frame.params = self.theta_in_frame = address
 
     def use_address(self, address: int) -> None:
+        self.own_batch = None
         if address != self.theta_in_frame:
             self.frame.params = self.theta_in_frame = address
 
     def use_grad(self, address: Optional[int] = None) -> None:
         """The gradient into memory at `address` (a caller's grad_out), or by default
         into this frame's own buffer."""
+        self.own_batch = None
         address = self.grad_address if address is None else address
         if address != self.grad_in_frame:
             self.frame.grad = self.grad_in_frame = address
 
     def use_own_buffers(self, bound: "BoundArgs") -> None:
         """The parameters packed into this frame's vector, the gradient into its own
-        buffer, and `bound` the batch (use_theta(), use_grad(), use(bound) in one)."""
+        buffer, and `bound` the batch (use_theta(), use_grad(), use(bound) in one);
+        `own_batch` is `bound` until another setter is called."""
         self.keep = None
         if self.theta_in_frame != self.theta_address:
             self.frame.params = self.theta_in_frame = self.theta_address
@@ -182,8 +189,10 @@ class Frame:
             self.frame.grad = self.grad_in_frame = self.grad_address
         if bound is not self.bound:
             self.use(bound)
+        self.own_batch = bound
 
     def use(self, bound: "BoundArgs") -> None:
+        self.own_batch = None
         if bound is self.bound:
             return
         self.bound = bound
