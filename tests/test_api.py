@@ -627,7 +627,13 @@ def test_parameter_forms_accepted_for_scalars_vectors_and_matrices():
             ({"s": 1j}, TypeError, "'s' must hold real numbers"),
             ({"W": W.T}, ValueError, r"'W' must have shape \(3, 2\), got \(2, 3\)"),
             ({"W": W.astype(complex)}, TypeError, "'W' must hold real numbers"),
-            ({"v": 0.5}, ValueError, r"'v' must have shape \(2,\), got \(\)")]:
+            ({"v": 0.5}, ValueError, r"'v' must have shape \(2,\), got \(\)"),
+            # arrays of the model's dtype (copied through a memoryview, whose assignment
+            # takes one value for a scalar and refuses other shapes for a vector)
+            ({"s": np.array([0.5])}, ValueError, r"'s' must have shape \(\), got \(1,\)"),
+            ({"v": np.zeros(3)}, ValueError, r"'v' must have shape \(2,\), got \(3,\)"),
+            ({"v": np.zeros((1, 2))}, ValueError, r"'v' must have shape \(2,\), got \(1, 2\)"),
+            ({"W": np.zeros((1, 2))}, ValueError, r"'W' must have shape \(3, 2\), got \(1, 2\)")]:
         with pytest.raises(exc, match=text):
             m.value_and_grad(dict(base, **change), x=x, k=k)
     flat = m.pack_params(base)
@@ -637,6 +643,25 @@ def test_parameter_forms_accepted_for_scalars_vectors_and_matrices():
     out = np.zeros(m.n_params)
     assert m.pack_params(base, out=out) is out
     np.testing.assert_array_equal(out, flat)
+
+
+def test_pack_params_into_an_out_of_any_kind():
+    """Parameters of the model's dtype are copied through memoryviews of an `out` of
+    the model's dtype (a read-only one refused as NumPy refuses it), and converted into
+    an `out` of another dtype."""
+    m = lossc.compile("dim D = 3\ninput x[D]\nparam w[D]\nparam b\nloss = dot(w, x) + b\n",
+                      cache=False)
+    theta = {"w": np.arange(3.0), "b": np.array(0.5)}
+    flat = m.pack_params(theta)
+    np.testing.assert_array_equal(flat, [0, 1, 2, 0.5])
+    for dtype in (np.float32, ">f8", object):
+        out = np.zeros(4, dtype)
+        assert m.pack_params(theta, out=out) is out
+        np.testing.assert_array_equal(out.astype(np.float64), flat)
+    out = np.zeros(4)
+    out.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        m.pack_params(theta, out=out)
 
 
 def test_calls_from_several_threads_get_their_own_results(logistic):

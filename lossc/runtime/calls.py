@@ -143,7 +143,7 @@ class Frame:
         # views with each parameter's shape: Model._pack copies into theta_views,
         # value_and_grad copies each of grad_views out
         self.theta_views = model._param_views(self.theta)
-        self.grad_views = [(name, view) for name, _, view in model._param_views(self.grad)]
+        self.grad_views = [(name, view) for name, _, view, _, _ in model._param_views(self.grad)]
         self.bound = None
         self.keep = None
         self.theta_in_frame = None
