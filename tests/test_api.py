@@ -645,6 +645,30 @@ def test_parameter_forms_accepted_for_scalars_vectors_and_matrices():
     np.testing.assert_array_equal(out, flat)
 
 
+def test_array_addresses_are_those_numpy_reports():
+    """_addr reads an array's data address from its struct (where the layout is the one
+    checked at import) and data_pointer reads it again later: both agree with NumPy's
+    __array_interface__ for arrays of every kind, read-only ones and subclasses
+    included, and data_pointer follows the data when ndarray.resize moves it."""
+    from lossc.runtime.calls import _addr, data_pointer
+
+    class Sub(np.ndarray):
+        pass
+
+    base = np.arange(12.0)
+    frozen = base[3:]
+    frozen.flags.writeable = False
+    arrays = [base, frozen, base[::3], np.zeros((2, 3), np.int32)[1], np.array(1.5),
+              np.empty(0), base.view(Sub), np.frombuffer(b"abcdefgh"),
+              np.ma.masked_array(base), np.zeros(3, object)]
+    for a in arrays:
+        assert _addr(a) == a.__array_interface__["data"][0] == data_pointer(a).value
+    grown = np.zeros(4)
+    pointer = data_pointer(grown)
+    grown.resize(1 << 16, refcheck=False)
+    assert pointer.value == _addr(grown) == grown.__array_interface__["data"][0]
+
+
 def test_pack_params_into_an_out_of_any_kind():
     """Parameters of the model's dtype are copied through memoryviews of an `out` of
     the model's dtype (a read-only one refused as NumPy refuses it), and converted into
