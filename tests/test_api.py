@@ -458,7 +458,55 @@ def test_prepared_call_reports_index_errors():
 
 # Calling again with the same input arrays reuses the last call's validated binding
 # (the repeated call of runtime/callpaths.py); these tests change the arrays in place
-# after it is in use, each time in a way that its checks must notice.
+# after it is in use, each time in a way that its checks must notice: each with the
+# arrays' states read from their structs (calls.array_state) and from what NumPy
+# reports of them (where the struct is not laid out as expected).
+
+@pytest.fixture(params=["struct", "numpy"])
+def array_states(request, monkeypatch):
+    from lossc.runtime import calls
+    if request.param == "numpy":
+        monkeypatch.setattr(calls, "_LAYOUT_KNOWN", False)
+    return request.param
+
+
+def test_array_states_are_read_from_the_struct_on_this_numpy():
+    from lossc.runtime import calls
+    assert calls._LAYOUT_KNOWN
+    assert type(calls.array_state(np.zeros((3, 2)))[0]) is not calls._SlowState
+
+
+def test_an_array_state_changes_with_every_change_of_what_the_native_code_reads(
+        array_states):
+    """array_state's bytes stay equal while the array keeps its data address, shape,
+    strides and dtype, and differ after any in-place change of one of them."""
+    import warnings
+    from lossc.runtime.calls import array_state
+
+    def same(state):
+        head, head_bytes, dims, dims_bytes, _ = state
+        return head.raw == head_bytes and dims.raw == dims_bytes
+
+    def changes(a, change):
+        state = array_state(a)
+        assert same(state)
+        a[...] = 7                          # (the values are read anew by every call)
+        assert same(state)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)   # (strides, NumPy >= 2.4)
+            change(a)
+        return not same(state)
+
+    assert changes(np.zeros((6, 4)), lambda a: setattr(a, "shape", (12, 2)))
+    assert changes(np.zeros((6, 4)), lambda a: setattr(a, "shape", (6, 4, 1)))
+    assert changes(np.zeros((6, 4)), lambda a: a.resize((7, 4), refcheck=False))
+    assert changes(np.zeros((6, 4)), lambda a: a.resize((4, 6), refcheck=False))
+    assert changes(np.zeros((6, 4)), lambda a: setattr(a, "dtype", np.int64))
+    assert changes(np.zeros(6), lambda a: setattr(a, "dtype", np.float32))
+    assert changes(np.arange(48.0)[:20].reshape(5, 4),
+                   lambda a: setattr(a, "strides", (64, 8)))
+    assert changes(np.zeros(5), lambda a: a.resize(5000, refcheck=False))
+    assert changes(np.array(1.5), lambda a: setattr(a, "shape", (1,)))
 
 def _next_calls(m):
     """The frame and ways of calling the model's next call takes (a single thread's
@@ -484,7 +532,7 @@ def _fresh_result(m, theta, **data):
     return m.value_and_grad(theta, **{k: np.array(v) for k, v in data.items()})
 
 
-def test_input_reshaped_in_place_is_validated_again(logistic):
+def test_input_reshaped_in_place_is_validated_again(logistic, array_states):
     X, Y = _data(B=6)
     theta = logistic.init_params(seed=2)
     _primed(logistic, theta, x=X, y=Y)
@@ -496,7 +544,7 @@ def test_input_reshaped_in_place_is_validated_again(logistic):
                                                                            x=X, y=Y)[0]
 
 
-def test_input_resized_in_place_is_validated_again(logistic):
+def test_input_resized_in_place_is_validated_again(logistic, array_states):
     X, Y = _data(B=5)
     theta = logistic.init_params(seed=2)
     _primed(logistic, theta, x=X, y=Y)
@@ -510,7 +558,21 @@ def test_input_resized_in_place_is_validated_again(logistic):
     np.testing.assert_array_equal(g["w"], fg["w"])
 
 
-def test_input_resized_away_and_back_is_read_where_it_is_now(logistic):
+def test_input_resized_to_another_shape_of_its_size_is_validated_again(logistic,
+                                                                       array_states):
+    """ndarray.resize to as many elements keeps the data where it is and rewrites only
+    the shape and strides, in the block of them the array already has."""
+    X, Y = _data(B=6)
+    theta = logistic.init_params(seed=2)
+    _primed(logistic, theta, x=X, y=Y)
+    address = X.__array_interface__["data"][0]
+    X.resize((4, 6), refcheck=False)
+    assert X.__array_interface__["data"][0] == address
+    with pytest.raises(ValueError, match=r"'x' must have shape \(B, 4\), got \(4, 6\)"):
+        logistic.value_and_grad(theta, x=X, y=Y)
+
+
+def test_input_resized_away_and_back_is_read_where_it_is_now(logistic, array_states):
     """Resizing and then resizing back gives the same shape, strides and dtype, but the
     data has moved: the binding must not keep the old, freed address."""
     X, Y = _data(B=5)
@@ -525,7 +587,7 @@ def test_input_resized_away_and_back_is_read_where_it_is_now(logistic):
     np.testing.assert_array_equal(g["w"], fg["w"])
 
 
-def test_input_dtype_changed_in_place_is_validated_again():
+def test_input_dtype_changed_in_place_is_validated_again(array_states):
     m = lossc.compile(SOFTMAX)
     theta = m.init_params()
     x = np.ones((4, 2))
@@ -542,7 +604,7 @@ def test_input_dtype_changed_in_place_is_validated_again():
     np.testing.assert_array_equal(g["W"], fg["W"])
 
 
-def test_input_strides_changed_in_place_are_validated_again(logistic):
+def test_input_strides_changed_in_place_are_validated_again(logistic, array_states):
     import warnings
     buf = np.arange(48.0) / 48
     X = buf[:20].reshape(5, 4)        # C-contiguous: bound as it is
@@ -900,7 +962,7 @@ def test_the_repeated_call_leaves_anything_unusual_to_the_checked_way(monkeypatc
     _same(m.value_and_grad(theta, x=x, k=k), _checked(m, theta, x=x, k=k))
 
 
-def test_the_repeated_call_reports_index_errors_with_the_sample():
+def test_the_repeated_call_reports_index_errors_with_the_sample(array_states):
     m = lossc.compile(SOFTMAX, cache=False)
     theta = m.init_params()
     x, k = np.ones((5, 2)), np.array([0, 1, 2, 1, 0])

@@ -33,7 +33,8 @@ from typing import Optional
 import numpy as np
 
 from lossc.runtime import forks
-from lossc.runtime.calls import BoundArgs, Frame, _addr, copy_of, data_pointer, index_error
+from lossc.runtime.calls import (BoundArgs, Frame, _addr, array_state, copy_of, data_pointer,
+                                  index_error)
 from lossc.runtime.sparse import sparse_rows
 from lossc.runtime.workers import Workers
 
@@ -179,10 +180,8 @@ class RepeatedCall(GradientCall):
         last = self.kwargs_batch
         if last is None or len(kwargs) != last[0]:
             return None
-        for name, a, shape, strides, dtype, pointer, address in last[1]:
-            v = kwargs.get(name)
-            if (v is not a or v.shape != shape or v.strides != strides
-                    or v.dtype is not dtype or pointer.value != address):
+        for name, a, head, head_bytes, dims, dims_bytes, _ in last[1]:
+            if kwargs.get(name) is not a or head.raw != head_bytes or dims.raw != dims_bytes:
                 return None
         for name, value in last[2]:
             v = kwargs.get(name)
@@ -201,8 +200,7 @@ class RepeatedCall(GradientCall):
             if kwargs.get(spec.name) is not a:
                 self.kwargs_batch = None
                 return
-            pointer = data_pointer(a)
-            arrays.append((spec.name, a, a.shape, a.strides, a.dtype, pointer, pointer.value))
+            arrays.append((spec.name, a) + array_state(a))
         hypers = tuple((k, v) for k, v in kwargs.items() if k not in m._input_set)
         if any(type(v) not in _HYPER_TYPES for _, v in hypers):
             self.kwargs_batch = None

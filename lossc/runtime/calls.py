@@ -68,6 +68,72 @@ def data_pointer(a: np.ndarray):
     return ctypes.c_void_p.from_address(id(a) + _ARRAY_DATA_OFFSET)
 
 
+# An ndarray's struct after the object header (PyArrayObject_fields, NumPy's public C
+# API): data pointer, nd (an int, padded to 8 bytes), dimensions and strides pointers,
+# base, descr, flags (an int). NumPy allocates the strides right after the dimensions,
+# in one block of 2 * nd integers.
+_NDIM_AT, _DIMS_AT, _STRIDES_AT, _DESCR_AT = 8, 16, 24, 40
+_HEAD_BYTES = 52               # data pointer .. flags
+
+
+def _array_layout_known() -> bool:
+    """Whether arrays of several kinds are laid out as above, by what NumPy reports of
+    them (their data address, ndim, shape, strides and dtype), on a 64-bit build."""
+    if _ARRAY_DATA_OFFSET is None or np.dtype(np.intp).itemsize != 8:
+        return False
+    base = np.arange(24.0)
+    moved = np.zeros(6)
+    moved.shape = (3, 2)
+    for a in (base, base[5:].reshape(1, 19), np.zeros((2, 3, 4), np.int32)[:, ::2], moved,
+              np.array(1.5), np.empty(0), base[::3]):
+        at = id(a) + _ARRAY_DATA_OFFSET
+        dims = _pointer_at(at + _DIMS_AT).value
+        if (ctypes.c_int.from_address(at + _NDIM_AT).value != a.ndim
+                or _pointer_at(at + _DESCR_AT).value != id(a.dtype)
+                or (a.ndim and (_pointer_at(at + _STRIDES_AT).value != dims + 8 * a.ndim
+                                or tuple((ctypes.c_int64 * (2 * a.ndim)).from_address(dims))
+                                != a.shape + a.strides))):
+            return False
+    return True
+
+
+_LAYOUT_KNOWN = _array_layout_known()
+_NO_DIMS = (ctypes.c_char * 0)()
+
+
+class _SlowState:
+    """array_state where the array struct is not as expected: `raw` is what NumPy
+    reports of the array."""
+
+    def __init__(self, a: np.ndarray):
+        self.a = a
+
+    @property
+    def raw(self) -> tuple:
+        a = self.a
+        return a.shape, a.strides, a.dtype, a.__array_interface__["data"][0]
+
+
+def array_state(a: np.ndarray) -> tuple:
+    """(head, head_bytes, dims, dims_bytes, dtype): `head.raw == head_bytes and
+    dims.raw == dims_bytes` while `a` keeps its data address, shape, strides and dtype
+    (ndarray.resize moves the data and can keep the shape; setting shape, strides or
+    dtype changes the struct; dtype is held so that its address stays its own). Two
+    reads of raw bytes from the array's struct and its block of dimensions and strides,
+    read only while the struct still points at it: 0.05 us, where reading shape,
+    strides, dtype and data_pointer takes 0.12 us. Keep `a` alive with it."""
+    if _LAYOUT_KNOWN and type(a) is np.ndarray:
+        at = id(a) + _ARRAY_DATA_OFFSET
+        head = (ctypes.c_char * _HEAD_BYTES).from_address(at)
+        dims = _NO_DIMS if not a.ndim else \
+            (ctypes.c_char * (16 * a.ndim)).from_address(_pointer_at(at + _DIMS_AT).value)
+        if not a.ndim or _pointer_at(at + _STRIDES_AT).value == \
+                ctypes.addressof(dims) + 8 * a.ndim:
+            return head, head.raw, dims, dims.raw, a.dtype
+    slow = _SlowState(a)
+    return slow, slow.raw, _NO_DIMS, b"", a.dtype
+
+
 def _aligned(shape: tuple, dtype, alignment: int, allocate) -> np.ndarray:
     """An array of `shape` whose data starts on an `alignment`-byte boundary, carved
     from a byte array that `allocate` (np.empty or np.zeros) makes."""
