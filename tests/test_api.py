@@ -458,7 +458,55 @@ def test_prepared_call_reports_index_errors():
 
 # Calling again with the same input arrays reuses the last call's validated binding
 # (the repeated call of runtime/callpaths.py); these tests change the arrays in place
-# after it is in use, each time in a way that its checks must notice.
+# after it is in use, each time in a way that its checks must notice: each with the
+# arrays' states read from their structs (calls.array_state) and from what NumPy
+# reports of them (where the struct is not laid out as expected).
+
+@pytest.fixture(params=["struct", "numpy"])
+def array_states(request, monkeypatch):
+    from lossc.runtime import calls
+    if request.param == "numpy":
+        monkeypatch.setattr(calls, "_LAYOUT_KNOWN", False)
+    return request.param
+
+
+def test_array_states_are_read_from_the_struct_on_this_numpy():
+    from lossc.runtime import calls
+    assert calls._LAYOUT_KNOWN
+    assert type(calls.array_state(np.zeros((3, 2)))[0]) is not calls._SlowState
+
+
+def test_an_array_state_changes_with_every_change_of_what_the_native_code_reads(
+        array_states):
+    """array_state's bytes stay equal while the array keeps its data address, shape,
+    strides and dtype, and differ after any in-place change of one of them."""
+    import warnings
+    from lossc.runtime.calls import array_state
+
+    def same(state):
+        head, head_bytes, dims, dims_bytes, _ = state
+        return head.raw == head_bytes and dims.raw == dims_bytes
+
+    def changes(a, change):
+        state = array_state(a)
+        assert same(state)
+        a[...] = 7                          # (the values are read anew by every call)
+        assert same(state)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)   # (strides, NumPy >= 2.4)
+            change(a)
+        return not same(state)
+
+    assert changes(np.zeros((6, 4)), lambda a: setattr(a, "shape", (12, 2)))
+    assert changes(np.zeros((6, 4)), lambda a: setattr(a, "shape", (6, 4, 1)))
+    assert changes(np.zeros((6, 4)), lambda a: a.resize((7, 4), refcheck=False))
+    assert changes(np.zeros((6, 4)), lambda a: a.resize((4, 6), refcheck=False))
+    assert changes(np.zeros((6, 4)), lambda a: setattr(a, "dtype", np.int64))
+    assert changes(np.zeros(6), lambda a: setattr(a, "dtype", np.float32))
+    assert changes(np.arange(48.0)[:20].reshape(5, 4),
+                   lambda a: setattr(a, "strides", (64, 8)))
+    assert changes(np.zeros(5), lambda a: a.resize(5000, refcheck=False))
+    assert changes(np.array(1.5), lambda a: setattr(a, "shape", (1,)))
 
 def _next_calls(m):
     """The frame and ways of calling the model's next call takes (a single thread's
@@ -484,7 +532,7 @@ def _fresh_result(m, theta, **data):
     return m.value_and_grad(theta, **{k: np.array(v) for k, v in data.items()})
 
 
-def test_input_reshaped_in_place_is_validated_again(logistic):
+def test_input_reshaped_in_place_is_validated_again(logistic, array_states):
     X, Y = _data(B=6)
     theta = logistic.init_params(seed=2)
     _primed(logistic, theta, x=X, y=Y)
@@ -496,7 +544,7 @@ def test_input_reshaped_in_place_is_validated_again(logistic):
                                                                            x=X, y=Y)[0]
 
 
-def test_input_resized_in_place_is_validated_again(logistic):
+def test_input_resized_in_place_is_validated_again(logistic, array_states):
     X, Y = _data(B=5)
     theta = logistic.init_params(seed=2)
     _primed(logistic, theta, x=X, y=Y)
@@ -510,7 +558,21 @@ def test_input_resized_in_place_is_validated_again(logistic):
     np.testing.assert_array_equal(g["w"], fg["w"])
 
 
-def test_input_resized_away_and_back_is_read_where_it_is_now(logistic):
+def test_input_resized_to_another_shape_of_its_size_is_validated_again(logistic,
+                                                                       array_states):
+    """ndarray.resize to as many elements keeps the data where it is and rewrites only
+    the shape and strides, in the block of them the array already has."""
+    X, Y = _data(B=6)
+    theta = logistic.init_params(seed=2)
+    _primed(logistic, theta, x=X, y=Y)
+    address = X.__array_interface__["data"][0]
+    X.resize((4, 6), refcheck=False)
+    assert X.__array_interface__["data"][0] == address
+    with pytest.raises(ValueError, match=r"'x' must have shape \(B, 4\), got \(4, 6\)"):
+        logistic.value_and_grad(theta, x=X, y=Y)
+
+
+def test_input_resized_away_and_back_is_read_where_it_is_now(logistic, array_states):
     """Resizing and then resizing back gives the same shape, strides and dtype, but the
     data has moved: the binding must not keep the old, freed address."""
     X, Y = _data(B=5)
@@ -525,7 +587,7 @@ def test_input_resized_away_and_back_is_read_where_it_is_now(logistic):
     np.testing.assert_array_equal(g["w"], fg["w"])
 
 
-def test_input_dtype_changed_in_place_is_validated_again():
+def test_input_dtype_changed_in_place_is_validated_again(array_states):
     m = lossc.compile(SOFTMAX)
     theta = m.init_params()
     x = np.ones((4, 2))
@@ -542,7 +604,7 @@ def test_input_dtype_changed_in_place_is_validated_again():
     np.testing.assert_array_equal(g["W"], fg["W"])
 
 
-def test_input_strides_changed_in_place_are_validated_again(logistic):
+def test_input_strides_changed_in_place_are_validated_again(logistic, array_states):
     import warnings
     buf = np.arange(48.0) / 48
     X = buf[:20].reshape(5, 4)        # C-contiguous: bound as it is
@@ -627,7 +689,13 @@ def test_parameter_forms_accepted_for_scalars_vectors_and_matrices():
             ({"s": 1j}, TypeError, "'s' must hold real numbers"),
             ({"W": W.T}, ValueError, r"'W' must have shape \(3, 2\), got \(2, 3\)"),
             ({"W": W.astype(complex)}, TypeError, "'W' must hold real numbers"),
-            ({"v": 0.5}, ValueError, r"'v' must have shape \(2,\), got \(\)")]:
+            ({"v": 0.5}, ValueError, r"'v' must have shape \(2,\), got \(\)"),
+            # arrays of the model's dtype (copied through a memoryview, whose assignment
+            # takes one value for a scalar and refuses other shapes for a vector)
+            ({"s": np.array([0.5])}, ValueError, r"'s' must have shape \(\), got \(1,\)"),
+            ({"v": np.zeros(3)}, ValueError, r"'v' must have shape \(2,\), got \(3,\)"),
+            ({"v": np.zeros((1, 2))}, ValueError, r"'v' must have shape \(2,\), got \(1, 2\)"),
+            ({"W": np.zeros((1, 2))}, ValueError, r"'W' must have shape \(3, 2\), got \(1, 2\)")]:
         with pytest.raises(exc, match=text):
             m.value_and_grad(dict(base, **change), x=x, k=k)
     flat = m.pack_params(base)
@@ -637,6 +705,49 @@ def test_parameter_forms_accepted_for_scalars_vectors_and_matrices():
     out = np.zeros(m.n_params)
     assert m.pack_params(base, out=out) is out
     np.testing.assert_array_equal(out, flat)
+
+
+def test_array_addresses_are_those_numpy_reports():
+    """_addr reads an array's data address from its struct (where the layout is the one
+    checked at import) and data_pointer reads it again later: both agree with NumPy's
+    __array_interface__ for arrays of every kind, read-only ones and subclasses
+    included, and data_pointer follows the data when ndarray.resize moves it."""
+    from lossc.runtime.calls import _addr, data_pointer
+
+    class Sub(np.ndarray):
+        pass
+
+    base = np.arange(12.0)
+    frozen = base[3:]
+    frozen.flags.writeable = False
+    arrays = [base, frozen, base[::3], np.zeros((2, 3), np.int32)[1], np.array(1.5),
+              np.empty(0), base.view(Sub), np.frombuffer(b"abcdefgh"),
+              np.ma.masked_array(base), np.zeros(3, object)]
+    for a in arrays:
+        assert _addr(a) == a.__array_interface__["data"][0] == data_pointer(a).value
+    grown = np.zeros(4)
+    pointer = data_pointer(grown)
+    grown.resize(1 << 16, refcheck=False)
+    assert pointer.value == _addr(grown) == grown.__array_interface__["data"][0]
+
+
+def test_pack_params_into_an_out_of_any_kind():
+    """Parameters of the model's dtype are copied through memoryviews of an `out` of
+    the model's dtype (a read-only one refused as NumPy refuses it), and converted into
+    an `out` of another dtype."""
+    m = lossc.compile("dim D = 3\ninput x[D]\nparam w[D]\nparam b\nloss = dot(w, x) + b\n",
+                      cache=False)
+    theta = {"w": np.arange(3.0), "b": np.array(0.5)}
+    flat = m.pack_params(theta)
+    np.testing.assert_array_equal(flat, [0, 1, 2, 0.5])
+    for dtype in (np.float32, ">f8", object):
+        out = np.zeros(4, dtype)
+        assert m.pack_params(theta, out=out) is out
+        np.testing.assert_array_equal(out.astype(np.float64), flat)
+    out = np.zeros(4)
+    out.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        m.pack_params(theta, out=out)
 
 
 def test_calls_from_several_threads_get_their_own_results(logistic):
@@ -851,7 +962,7 @@ def test_the_repeated_call_leaves_anything_unusual_to_the_checked_way(monkeypatc
     _same(m.value_and_grad(theta, x=x, k=k), _checked(m, theta, x=x, k=k))
 
 
-def test_the_repeated_call_reports_index_errors_with_the_sample():
+def test_the_repeated_call_reports_index_errors_with_the_sample(array_states):
     m = lossc.compile(SOFTMAX, cache=False)
     theta = m.init_params()
     x, k = np.ones((5, 2)), np.array([0, 1, 2, 1, 0])
@@ -984,6 +1095,28 @@ def test_a_frame_used_through_grad_out_gives_later_calls_their_own_gradient():
     v, grads = m.value_and_grad(m.unpack_params(theta + 1), x=X, y=Y)
     np.testing.assert_array_equal(g, kept)
     np.testing.assert_array_equal(fresh, m.pack_params(grads))
+
+
+
+def test_a_repeated_keyword_call_after_flat_calls_sets_its_frame_up_again(monkeypatch):
+    """The repeated keyword call skips setting its frame up when the frame is still as
+    it left it; flat calls in between point the frame at their own parameter vector,
+    grad_out and batch (the repeated flat call uses them where they are), so the
+    keyword call after them must point it back, and must not write into grad_out."""
+    m = lossc.compile(LOGISTIC, dims={"D": 4}, cache=False)
+    X, Y = _data(B=11)
+    theta = m.init_params(seed=2)
+    _primed(m, theta, x=X, y=Y)
+    binds = _count_checked_binds(m, monkeypatch)
+    other = m.bind({"x": X[1:], "y": Y[1:]})
+    flat, g = m.pack_params(theta) + 1, np.zeros(m.n_params)
+    for _ in range(2):                        # (the second one is the repeated flat call)
+        m.value_and_grad_flat(flat, other, grad_out=g)
+        kept = g.copy()
+        got = m.value_and_grad(theta, x=X, y=Y)
+        assert binds == []                    # the keyword call was the repeated one
+        np.testing.assert_array_equal(g, kept)
+        _same(got, _checked(m, theta, x=X, y=Y))
 
 
 # ---------------------------------------------------------------- dims and copies

@@ -21,8 +21,8 @@ teaches the repeated call the batch it bound. It also splits a large batch acros
 threads (by default one per core the process may run on; Model.set_threads).
 
 What the repeated call saves is Python: for logistic regression at B=256 the checked
-call spends some 5 us checking and converting around 1 us of native work
-(docs/runtime.md has the figures and how they were measured).
+call spends some 4.5 us checking and converting around 1.2 us of native work, the
+repeated call some 1.5 us (docs/runtime.md has the figures and how they were measured).
 """
 from __future__ import annotations
 
@@ -33,7 +33,8 @@ from typing import Optional
 import numpy as np
 
 from lossc.runtime import forks
-from lossc.runtime.calls import BoundArgs, Frame, _addr, copy_of, data_pointer, index_error
+from lossc.runtime.calls import (BoundArgs, Frame, _addr, array_state, copy_of, data_pointer,
+                                  index_error)
 from lossc.runtime.sparse import sparse_rows
 from lossc.runtime.workers import Workers
 
@@ -154,17 +155,23 @@ class RepeatedCall(GradientCall):
     # ------------------------------------------------------------ keyword calls
 
     def value_and_grad(self, theta, kwargs):
+        # (the frame's setter and _gradients written out: each call of a helper costs
+        # a few percent of a small model's whole repeated call)
         bound = self.batch(kwargs)
         if bound is None:
             return DECLINED
         m, f = self.model, self.frame
         m._pack(theta, f.theta_views)
-        f.use_own_buffers(bound)
+        if f.own_batch is not bound:
+            f.use_own_buffers(bound)
         if bound.B >= m._parallel_from:
             self.paths.run(m._vg, f)
         elif m._vg(f.address):        # (run's one-thread case, without the cost of a call)
             raise index_error(m, f.err, bound)
-        return f.value.item(), _gradients(f)
+        grads = {}
+        for name, g in f.grad_views:
+            grads[name] = g.copy()
+        return f.value.item(), grads
 
     def batch(self, kwargs: dict) -> Optional[BoundArgs]:
         """The batch bound by the last keyword call, if `kwargs` are that batch again."""
@@ -173,10 +180,8 @@ class RepeatedCall(GradientCall):
         last = self.kwargs_batch
         if last is None or len(kwargs) != last[0]:
             return None
-        for name, a, shape, strides, dtype, pointer, address in last[1]:
-            v = kwargs.get(name)
-            if (v is not a or v.shape != shape or v.strides != strides
-                    or v.dtype is not dtype or pointer.value != address):
+        for name, a, head, head_bytes, dims, dims_bytes, _ in last[1]:
+            if kwargs.get(name) is not a or head.raw != head_bytes or dims.raw != dims_bytes:
                 return None
         for name, value in last[2]:
             v = kwargs.get(name)
@@ -195,8 +200,7 @@ class RepeatedCall(GradientCall):
             if kwargs.get(spec.name) is not a:
                 self.kwargs_batch = None
                 return
-            pointer = data_pointer(a)
-            arrays.append((spec.name, a, a.shape, a.strides, a.dtype, pointer, pointer.value))
+            arrays.append((spec.name, a) + array_state(a))
         hypers = tuple((k, v) for k, v in kwargs.items() if k not in m._input_set)
         if any(type(v) not in _HYPER_TYPES for _, v in hypers):
             self.kwargs_batch = None

@@ -190,7 +190,7 @@ class Model:
                 raise ValueError(f"unknown parameter {extra[0]!r}; the model's parameters "
                                  f"are {sorted(self._offsets)}")
         dtype = self.dtype
-        for name, shape, view in views:
+        for name, shape, view, target, key in views:
             try:
                 v = theta[name]
             except KeyError:
@@ -198,10 +198,21 @@ class Model:
                     from None
             # the common cases, without numpy's conversion overhead: an array already of
             # the right shape and a real dtype, and a scalar as a Python number. (A copy
-            # into a view of the parameter's shape costs half a slice assignment.)
+            # into a view of the parameter's shape costs half a slice assignment.) An
+            # array of the model's dtype for a scalar or a vector goes through the
+            # memoryview `target`, which copies in half the time of ndarray's
+            # assignment: a vector's checks the shape (raising ValueError), a scalar's
+            # takes any value float() takes (a 1-element array, before NumPy 2.4), so
+            # its array is checked to be 0-d first.
             t = type(v)
             if t is _ndarray:
-                if v.shape == shape and (v.dtype is dtype or v.dtype.kind in "fiu"):
+                if v.dtype is dtype and target is not None and (shape or not v.ndim):
+                    try:
+                        target[key] = v
+                        continue
+                    except (ValueError, TypeError):
+                        pass                # (another shape, or a read-only out: below)
+                elif v.shape == shape and (v.dtype is dtype or v.dtype.kind in "fiu"):
                     view[...] = v
                     continue
             elif t in _SCALAR_TYPES and not shape:
@@ -231,9 +242,17 @@ class Model:
                 for name, index, shape in self._view_index}
 
     def _param_views(self, flat: np.ndarray) -> list:
-        """(name, shape, view of flat with that shape) for each parameter."""
-        return [(p.name, p.shape, view)
-                for p, view in zip(self.signature.params, self._views(flat).values())]
+        """(name, shape, view of flat with that shape, target, key) for each parameter,
+        where _pack copies an array of the model's dtype with `target[key] = array`: for
+        a scalar or a vector a memoryview of the view (key ... or :), which copies from
+        an array of the same shape only; None for a matrix (memoryviews assign slices of
+        one axis only) or a `flat` of another dtype, and _pack assigns to the view."""
+        out = []
+        for p, view in zip(self.signature.params, self._views(flat).values()):
+            target = memoryview(view) if len(p.shape) <= 1 and view.dtype is self.dtype \
+                else None
+            out.append((p.name, p.shape, view, target, slice(None) if p.shape else Ellipsis))
+        return out
 
     # ------------------------------------------------------------ calls
 
