@@ -748,6 +748,15 @@ def test_pack_params_into_an_out_of_any_kind():
     out.flags.writeable = False
     with pytest.raises(ValueError, match="read-only"):
         m.pack_params(theta, out=out)
+    # an `out` of more axes gives each parameter's view more axes: NumPy's assignment
+    # broadcasts into it where it can, and says why where it cannot
+    one = lossc.compile("dim D = 1\ninput x[D]\nparam w[D]\nparam b\nloss = dot(w, x) + b\n",
+                        cache=False)
+    out = np.zeros((2, 1))
+    assert one.pack_params({"w": np.array([2.0]), "b": np.array(0.5)}, out=out) is out
+    np.testing.assert_array_equal(out, [[2.0], [0.5]])
+    with pytest.raises(ValueError, match="broadcast"):
+        m.pack_params(theta, out=np.zeros((4, 1)))
 
 
 def test_calls_from_several_threads_get_their_own_results(logistic):

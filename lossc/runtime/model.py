@@ -210,7 +210,7 @@ class Model:
                     try:
                         target[key] = v
                         continue
-                    except (ValueError, TypeError):
+                    except (ValueError, TypeError, NotImplementedError):
                         pass                # (another shape, or a read-only out: below)
                 elif v.shape == shape and (v.dtype is dtype or v.dtype.kind in "fiu"):
                     view[...] = v
@@ -249,8 +249,10 @@ class Model:
         one axis only) or a `flat` of another dtype, and _pack assigns to the view."""
         out = []
         for p, view in zip(self.signature.params, self._views(flat).values()):
-            target = memoryview(view) if len(p.shape) <= 1 and view.dtype is self.dtype \
-                else None
+            # (the view's own rank: an `out` of pack_params may give a vector's view
+            # more axes, which a memoryview does not assign)
+            target = memoryview(view) if view.ndim == len(p.shape) <= 1 \
+                and view.dtype is self.dtype else None
             out.append((p.name, p.shape, view, target, slice(None) if p.shape else Ellipsis))
         return out
 
