@@ -428,8 +428,21 @@ def block_batch_sizes(dtype: str, bits: int, level: str) -> tuple:
 # ------------------------------------------------------- the row kernel's short blocks
 # (codegen/outer.py row_block: wide input rows make a block of fewer lane groups)
 
-ROW_BLOCK_CASES = (("dot", {"D": 1024}), ("dot", {"D": 1500}), ("dot2", {"D": 2056}),
-                   ("layer", {"H": 3, "D": 1024}))
+# dot's model with a per-sample gradient of GROUPED_GRADIENT_SIZE elements besides:
+# its iterations take two lane groups, and pass a block of an odd count by one
+PAIRED_DOT = Family("dotpair", ("D",), """
+dim A = 16
+input x[D]
+input y
+param w[D] = normal(0, 0.3)
+param a[A] = normal(0, 0.3)
+param b
+z = dot(w, x) + b
+loss = softplus(z) - y * z + y * sum(a ^ 2)
+""", fan_in="D")
+ROW_BLOCK_CASES = ((FAMILIES["dot"], {"D": 1024}), (FAMILIES["dot"], {"D": 1500}),
+                   (FAMILIES["dot2"], {"D": 2056}), (FAMILIES["layer"], {"H": 3, "D": 1024}),
+                   (PAIRED_DOT, {"D": 600}), (PAIRED_DOT, {"D": 350}))
 ROW_BLOCK_VARIANTS = (("float64", 512), ("float32", 512), ("float64", 256))
 
 
@@ -442,10 +455,26 @@ def row_block_of(family: Family, sizes: dict, dtype: str, bits: int) -> int:
 
 
 def row_block_configs() -> list:
-    """(family, sizes, dtype, bits): input rows wide enough for blocks of one to
-    three lane groups, fewer than OUTER_BLOCK, at each variant."""
-    return [(FAMILIES[name], sizes, dtype, bits) for name, sizes in ROW_BLOCK_CASES
-            for dtype, bits in ROW_BLOCK_VARIANTS]
+    """(family, sizes, dtype, bits): input rows wide enough for blocks of fewer lane
+    groups than OUTER_BLOCK (one to six), at each variant where they are."""
+    from lossc.codegen.outer import OUTER_BLOCK
+    return [(fam, sizes, dtype, bits) for fam, sizes in ROW_BLOCK_CASES
+            for dtype, bits in ROW_BLOCK_VARIANTS
+            if row_block_of(fam, sizes, dtype, bits) < OUTER_BLOCK]
+
+
+def flush_counts(source: str, dtype: str, bits: int) -> set:
+    """The lane-group counts at which the model function's vector loop adds a staged
+    block (codegen/outer.py flush): the constants its IR compares the count with."""
+    from lossc.codegen.units import VALUE_AND_GRAD
+    from lossc.compiler import compile_source
+    lines = compile_source(source, None, dtype).unit_ir((VALUE_AND_GRAD,), bits)[0] \
+        .splitlines()
+    counts = set()
+    for line, after in zip(lines, lines[1:]):
+        if 'load i64, i64* %"outer_slot"' in line and "icmp sge i64" in after:
+            counts.add(int(after.rsplit(",", 1)[1]))
+    return counts
 
 
 def row_block_batch_sizes(block: int, lanes: int) -> tuple:
