@@ -12,9 +12,14 @@ wait on each FMA's latency (four cycles, two FMA units on the machines lossc tar
 its samples then go round-robin into several sets of them.
 
 The tiles go column by column: for jt vectors of columns, every row tile of the
-gradient, then the next jt vectors. The block's jt vectors of each row of x (at most
-32 kB: 128 float32 samples of 4 vectors of 64 bytes) are then read from L1 by every row
-tile, where row by row each tile would read its columns of the whole block from L2.
+gradient, then the next jt vectors. The block's jt vectors of each row of x are first
+copied into a panel, one sample's vectors after the other's (at most 32 kB: 128 float32
+samples of 4 vectors of 64 bytes), which every row tile then reads from L1: one
+contiguous stream of whole aligned vectors, where the rows of x in place are D reals
+apart and start wherever the caller's array does (NumPy aligns to 16 bytes, so each
+vector load spans two cache lines), and row by row each tile would read its columns of
+the whole block from L2. The copy is one load and store per vector of the block; each
+row tile then loads it again, K / kt times in all.
 """
 from __future__ import annotations
 
@@ -39,14 +44,22 @@ def row_tile(K: int, chunks: int, lanes: int, real_bytes: int) -> tuple[int, int
     return max(1, min(K, accumulators // jt)), jt
 
 
+def panel_size(K: int, D: int, block: int, lanes: int, real_bytes: int) -> int:
+    """Reals of the panel a row kernel of a K x D gradient copies a strip of columns of
+    a block's rows into: block*lanes samples of jt vectors."""
+    jt = row_tile(K, D // lanes, lanes, real_bytes)[1]
+    return block * lanes * jt * lanes
+
+
 def _power_of_two_at_least(n: int) -> int:
     return 1 << max(0, n - 1).bit_length()
 
 
 def row_outer_kernel(em, name: str, K: int, D: int, block: int) -> ir.Function:
-    """void kernel(T* grad, VT* U, T* X, i64 groups):
+    """void kernel(T* grad, VT* U, T* X, i64 groups, T* panel):
     grad[k*D + j] += sum_{s < groups*W} u_s[k] * X[s*D + j], where u_s[k] is lane
-    s mod W of U[k*B + s div W] (B = block, the lane groups staged), samples in order.
+    s mod W of U[k*B + s div W] (B = block, the lane groups staged), samples in order;
+    panel: panel_size reals, aligned to 64 bytes, for the strips of X's columns.
 
     A tile of few accumulators (a gradient of few rows, s * x's one) takes its samples
     round-robin into `sets` sets of them, added in order at the end (a fixed order: the
@@ -55,13 +68,14 @@ def row_outer_kernel(em, name: str, K: int, D: int, block: int) -> ir.Function:
     W = em.W
     VT = ir.VectorType(em.T, W)
     TP = em.T.as_pointer()
-    fn, kem = Emitter.kernel_function(em.module, em.T, name, [TP, VT.as_pointer(), TP, I64],
-                                      noalias=(0,))
-    grad, U, X, groups = fn.args
+    fn, kem = Emitter.kernel_function(em.module, em.T, name,
+                                      [TP, VT.as_pointer(), TP, I64, TP], noalias=(0, 4))
+    grad, U, X, groups, panel = fn.args
     b = kem.b
     Us = b.bitcast(U, TP)          # u_s[k] as scalars
     chunks = D // W
     kt, jt = row_tile(K, chunks, W, em.T_bytes)
+    vector_bytes = W * em.T_bytes      # (the panel's vectors are aligned to their size)
 
     def u_at(k, s):
         """u_s[k]: lane s mod W of U[k*B + s div W], at k*B*W + s."""
@@ -70,9 +84,24 @@ def row_outer_kernel(em, name: str, K: int, D: int, block: int) -> ir.Function:
     def vec(ptr, at):
         return b.bitcast(b.gep(ptr, [at]), VT.as_pointer())
 
+    def columns(c0, tj: int) -> list:
+        """The first elements of vectors c0 .. c0+tj-1 of a row."""
+        return [b.mul(b.add(c0, kem.iconst(c)), kem.iconst(W)) for c in range(tj)]
+
+    def fill_panel(c0, tj: int) -> None:
+        """panel[s*tj*W + c*W ..] <- the W elements of X's row s from column (c0+c)*W."""
+        cols = columns(c0, tj)
+        with kem.loop(b.mul(groups, kem.iconst(W))) as s:
+            row = b.gep(X, [b.mul(s, kem.iconst(D))])
+            to = b.gep(panel, [b.mul(s, kem.iconst(tj * W))])
+            for c, col in enumerate(cols):
+                b.store(b.load(vec(row, col), align=em.T_bytes),
+                        vec(to, kem.iconst(c * W)), align=vector_bytes)
+
     def tile(k0, c0, tk: int, tj: int):
-        """rows k0..k0+tk-1, columns (c0..c0+tj-1)*W + 0..W-1"""
-        cols = [b.mul(b.add(c0, kem.iconst(c)), kem.iconst(W)) for c in range(tj)]
+        """rows k0..k0+tk-1, columns (c0..c0+tj-1)*W + 0..W-1, their samples' vectors
+        in the panel"""
+        cols = columns(c0, tj)
         ks = [b.add(k0, kem.iconst(a)) for a in range(tk)]
         cells = [[vec(grad, b.add(b.mul(k, kem.iconst(D)), col)) for col in cols]
                  for k in ks]
@@ -93,8 +122,9 @@ def row_outer_kernel(em, name: str, K: int, D: int, block: int) -> ir.Function:
         with kem.loop(b.mul(groups, kem.iconst(W // step))) as it:
             for lane in range(step):
                 s = b.add(b.mul(it, kem.iconst(step)), kem.iconst(lane))
-                xrow = b.gep(X, [b.mul(s, kem.iconst(D))])
-                xs = [b.load(vec(xrow, col), align=em.T_bytes) for col in cols]
+                xrow = b.gep(panel, [b.mul(s, kem.iconst(tj * W))])
+                xs = [b.load(vec(xrow, kem.iconst(c * W)), align=vector_bytes)
+                      for c in range(tj)]
                 set_ = accs[lane % sets]
                 for a, k in enumerate(ks):
                     us = kem.splat(u_at(k, s), W)
@@ -110,6 +140,7 @@ def row_outer_kernel(em, name: str, K: int, D: int, block: int) -> ir.Function:
                 b.store(total, p, align=em.T_bytes)
 
     def tiles_of_column(c0, tj: int):
+        fill_panel(c0, tj)
         if K // kt:
             with kem.loop(K // kt) as kk:
                 tile(b.mul(kk, kem.iconst(kt)), c0, kt, tj)
