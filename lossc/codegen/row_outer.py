@@ -27,7 +27,7 @@ from llvmlite import ir
 
 from lossc.codegen.emitter import Emitter
 from lossc.codegen.gemm import vector_registers
-from lossc.codegen.values import FAST, I64
+from lossc.codegen.values import FAST, I1, I64
 
 ROW_TILE_VECTORS = 4  # gradient vectors per tile row (W elements each) ...
 ROW_TILE_ACCS = {32: 24, 16: 12}   # ... and accumulators per tile, by vector registers
@@ -56,10 +56,14 @@ def _power_of_two_at_least(n: int) -> int:
 
 
 def row_outer_kernel(em, name: str, K: int, D: int, block: int) -> ir.Function:
-    """void kernel(T* grad, VT* U, T* X, i64 groups, T* panel):
-    grad[k*D + j] += sum_{s < groups*W} u_s[k] * X[s*D + j], where u_s[k] is lane
-    s mod W of U[k*B + s div W] (B = block, the lane groups staged), samples in order;
-    panel: panel_size reals, aligned to 64 bytes, for the strips of X's columns.
+    """void kernel(T* grad, VT* U, T* X, i64 groups, T* panel, i1 first, T scale):
+    grad[k*D + j] <- scale * (g + sum_{s < groups*W} u_s[k] * X[s*D + j]), where g is
+    0 if `first` (the call's first block: the gradient is not read, so it needs no
+    zeroing before) else grad[k*D + j], and u_s[k] is lane s mod W of U[k*B + s div W]
+    (B = block, the lane groups staged), samples in order; scale is 1 but for the
+    call's last block, which applies the objective's 1/B (the sum, then one product:
+    the rounding of a separate pass over the gradient after it). panel: panel_size
+    reals, aligned to 64 bytes, for the strips of X's columns.
 
     A tile of few accumulators (a gradient of few rows, s * x's one) takes its samples
     round-robin into `sets` sets of them, added in order at the end (a fixed order: the
@@ -69,8 +73,9 @@ def row_outer_kernel(em, name: str, K: int, D: int, block: int) -> ir.Function:
     VT = ir.VectorType(em.T, W)
     TP = em.T.as_pointer()
     fn, kem = Emitter.kernel_function(em.module, em.T, name,
-                                      [TP, VT.as_pointer(), TP, I64, TP], noalias=(0, 4))
-    grad, U, X, groups, panel = fn.args
+                                      [TP, VT.as_pointer(), TP, I64, TP, I1, em.T],
+                                      noalias=(0, 4))
+    grad, U, X, groups, panel, first, scale = fn.args
     b = kem.b
     Us = b.bitcast(U, TP)          # u_s[k] as scalars
     chunks = D // W
@@ -88,19 +93,23 @@ def row_outer_kernel(em, name: str, K: int, D: int, block: int) -> ir.Function:
         """The first elements of vectors c0 .. c0+tj-1 of a row."""
         return [b.mul(b.add(c0, kem.iconst(c)), kem.iconst(W)) for c in range(tj)]
 
-    def fill_panel(c0, tj: int) -> None:
-        """panel[s*tj*W + c*W ..] <- the W elements of X's row s from column (c0+c)*W."""
-        cols = columns(c0, tj)
-        with kem.loop(b.mul(groups, kem.iconst(W))) as s:
-            row = b.gep(X, [b.mul(s, kem.iconst(D))])
-            to = b.gep(panel, [b.mul(s, kem.iconst(tj * W))])
-            for c, col in enumerate(cols):
-                b.store(b.load(vec(row, col), align=em.T_bytes),
-                        vec(to, kem.iconst(c * W)), align=vector_bytes)
+    def start(accs, cells, zero, align: int) -> None:
+        """accs[a][c] <- zero on the call's first block, else the gradient at cells[a][c]
+        (one branch for the tile: the gradient is not read at all on the first)."""
+        with b.if_else(first) as (then, otherwise):
+            with then:
+                for row in accs:
+                    for acc in row:
+                        b.store(zero, acc)
+            with otherwise:
+                for row, ptrs in zip(accs, cells):
+                    for acc, p in zip(row, ptrs):
+                        b.store(b.load(p, align=align), acc)
 
-    def tile(k0, c0, tk: int, tj: int):
+    def tile(k0, c0, tk: int, tj: int, fill: bool):
         """rows k0..k0+tk-1, columns (c0..c0+tj-1)*W + 0..W-1, their samples' vectors
-        in the panel"""
+        read from the panel, or (fill: the strip's first tile) from X's rows and copied
+        into the panel, panel[s*tj*W + c*W ..] <- X[s*D + (c0+c)*W ..]"""
         cols = columns(c0, tj)
         ks = [b.add(k0, kem.iconst(a)) for a in range(tk)]
         cells = [[vec(grad, b.add(b.mul(k, kem.iconst(D)), col)) for col in cols]
@@ -111,10 +120,11 @@ def row_outer_kernel(em, name: str, K: int, D: int, block: int) -> ir.Function:
         accs = [[[kem.alloca(VT) for _ in range(tj)] for _ in range(tk)]
                 for _ in range(sets)]
         zero = kem.splat(kem.fconst(0), W)
-        for q, set_ in enumerate(accs):
-            for row, ptrs in zip(set_, cells):
-                for acc, p in zip(row, ptrs):
-                    b.store(b.load(p, align=em.T_bytes) if q == 0 else zero, acc)
+        for set_ in accs[1:]:
+            for row in set_:
+                for acc in row:
+                    b.store(zero, acc)
+        start(accs[0], cells, zero, em.T_bytes)
         # samples `step` at a time, unrolled: a group's W lanes, or with several
         # sets two samples per set (a smaller function for LLVM to compile)
         step = W if sets == 1 else min(W, 2 * sets)
@@ -122,9 +132,15 @@ def row_outer_kernel(em, name: str, K: int, D: int, block: int) -> ir.Function:
         with kem.loop(b.mul(groups, kem.iconst(W // step))) as it:
             for lane in range(step):
                 s = b.add(b.mul(it, kem.iconst(step)), kem.iconst(lane))
-                xrow = b.gep(panel, [b.mul(s, kem.iconst(tj * W))])
-                xs = [b.load(vec(xrow, kem.iconst(c * W)), align=vector_bytes)
-                      for c in range(tj)]
+                prow = b.gep(panel, [b.mul(s, kem.iconst(tj * W))])
+                if fill:
+                    xrow = b.gep(X, [b.mul(s, kem.iconst(D))])
+                    xs = [b.load(vec(xrow, col), align=em.T_bytes) for col in cols]
+                    for c, x in enumerate(xs):
+                        b.store(x, vec(prow, kem.iconst(c * W)), align=vector_bytes)
+                else:
+                    xs = [b.load(vec(prow, kem.iconst(c * W)), align=vector_bytes)
+                          for c in range(tj)]
                 set_ = accs[lane % sets]
                 for a, k in enumerate(ks):
                     us = kem.splat(u_at(k, s), W)
@@ -137,15 +153,19 @@ def row_outer_kernel(em, name: str, K: int, D: int, block: int) -> ir.Function:
                 total = b.load(accs[0][a][c])
                 for set_ in accs[1:]:
                     total = b.fadd(total, b.load(set_[a][c]), flags=FAST)
-                b.store(total, p, align=em.T_bytes)
+                b.store(b.fmul(total, kem.splat(scale, W)), p, align=em.T_bytes)
 
     def tiles_of_column(c0, tj: int):
-        fill_panel(c0, tj)
-        if K // kt:
-            with kem.loop(K // kt) as kk:
-                tile(b.mul(kk, kem.iconst(kt)), c0, kt, tj)
-        if K % kt:
-            tile(kem.iconst(K - K % kt), c0, K % kt, tj)
+        # the first row tile fills the panel as it goes: its loads of X's rows, from
+        # L2 or farther, overlap its FMAs, where a copy before the tiles would wait
+        # on them with nothing else to do
+        first = min(kt, K)
+        tile(kem.iconst(0), c0, first, tj, fill=True)
+        if K // kt > 1:
+            with kem.loop(kem.iconst(K // kt), start=kem.iconst(1)) as kk:
+                tile(b.mul(kk, kem.iconst(kt)), c0, kt, tj, fill=False)
+        if K % kt and K > kt:
+            tile(kem.iconst(K - K % kt), c0, K % kt, tj, fill=False)
 
     full = chunks // jt
     if full:
@@ -158,11 +178,11 @@ def row_outer_kernel(em, name: str, K: int, D: int, block: int) -> ir.Function:
             for j in range(D - D % W, D):
                 p = b.gep(grad, [b.add(b.mul(k, kem.iconst(D)), kem.iconst(j))])
                 acc = kem.alloca(em.T)
-                b.store(b.load(p), acc)
+                start([[acc]], [[p]], kem.fconst(0), em.T_bytes)
                 with kem.loop(b.mul(groups, kem.iconst(W))) as s:
                     x = b.load(b.gep(X, [b.add(b.mul(s, kem.iconst(D)), kem.iconst(j))]))
                     b.store(b.fadd(b.load(acc), b.fmul(u_at(k, s), x, flags=FAST),
                                    flags=FAST), acc)
-                b.store(b.load(acc), p)
+                b.store(b.fmul(b.load(acc), scale), p)
     b.ret_void()
     return fn
