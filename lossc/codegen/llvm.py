@@ -168,7 +168,6 @@ class FunctionCodegen:
                 self.body(i, 1, sample_outs)
         if em.W > 1 and em.W in self.loss_acc:
             self.outer.flush(em, final=True, scale=self.objective_scale()[0])
-            self.outer.place_panels(em)
             self.reduce_lanes(n_grad)
         self.epilogue(outs, self.loss_acc[1])
         b.ret(ir.Constant(I32, abi.OK))

@@ -19,7 +19,7 @@ from __future__ import annotations
 from llvmlite import ir
 
 from lossc.codegen.emitter import Emitter
-from lossc.codegen.row_outer import panel_size, row_outer_kernel
+from lossc.codegen.row_outer import row_outer_kernel
 from lossc.codegen.values import FAST, I1, I64
 
 OUTER_BLOCK = 8      # lane groups staged per block of an outer-product gradient
@@ -33,11 +33,10 @@ class OuterBlocks:
 
     def __init__(self):
         self.entries = {}     # key -> (u, v, staged u, staged v or first row, kernel,
-                              # target: for the row kernel, (the gradient, its panel))
+                              # target: for the row kernel, (the gradient, its size))
         self.rows = set()     # keys whose v is an input row (the row kernel)
         self.slot = None      # i64*: the lane groups staged in the current block
         self.first = None     # i1*: no block added yet in this call
-        self.panels = []      # (T** variable, size): the row kernels' panels
 
     @staticmethod
     def setup(em, sample_outs: dict, grad_acc, offset_of, acc_offset_of) -> "OuterBlocks":
@@ -60,12 +59,10 @@ class OuterBlocks:
                 first_row = em.alloca(em.T.as_pointer())   # the block's first row
                 b.store(ir.Constant(em.T.as_pointer(), None), first_row)
                 self.rows.add(key)
-                panel = em.alloca(em.T.as_pointer())     # (placed by `place_panels`)
-                self.panels.append((panel, panel_size(K, D, OUTER_BLOCK, em.W, em.T_bytes)))
                 self.entries[key] = (u, v, ub, first_row,
                                      row_outer_kernel(em, name % "row_outer", K, D,
                                                       OUTER_BLOCK),
-                                     (b.gep(em.grad, [offset]), panel, K * D))
+                                     (b.gep(em.grad, [offset]), K * D))
                 continue
             vb = b.bitcast(em.buffer(D * OUTER_BLOCK * em.W), VT.as_pointer())
             kernel = outer_kernel(em, name % "outer", K, D)
@@ -142,9 +139,8 @@ class OuterBlocks:
             factor = em.fconst(1) if scale is None else scale
             for key, (_, v, ub, vb, kernel, target) in self.entries.items():
                 if key in self.rows:
-                    grad, panel, _ = target
-                    b.call(kernel, [grad, ub, b.load(vb), slot, b.load(panel), first,
-                                    factor])
+                    grad, _ = target
+                    b.call(kernel, [grad, ub, b.load(vb), slot, first, factor])
                 else:
                     b.call(kernel, [target, ub, vb, slot])
             b.store(em.iconst(0), self.slot)
@@ -152,19 +148,8 @@ class OuterBlocks:
         if scale is not None and self.rows:
             with b.if_then(b.load(self.first), likely=False):
                 for key in self.rows:
-                    grad, _, size = self.entries[key][5]
+                    grad, size = self.entries[key][5]
                     em.fill(grad, 0, size, em.W, em.fconst(0))
-
-
-    def place_panels(self, em) -> None:
-        """Space in `work` for the row kernels' panels, once the function's other
-        buffers have theirs: after them, so that every other buffer keeps the offset it
-        has without the panels. (Moving the block product's buffers by the 32 kB of a
-        float32 panel made it 3-7% slower at W7's H=128, B=4,096 on the AMD EPYC, Zen
-        5: which cache sets the buffers share changed.)"""
-        for var, size in self.panels:
-            with em.b.goto_block(em.entry):
-                em.b.store(em.buffer(size), var)
 
 
 def outer_kernel(em, name: str, K: int, D: int) -> ir.Function:

@@ -12,14 +12,11 @@ wait on each FMA's latency (four cycles, two FMA units on the machines lossc tar
 its samples then go round-robin into several sets of them.
 
 The tiles go column by column: for jt vectors of columns, every row tile of the
-gradient, then the next jt vectors. The block's jt vectors of each row of x are first
-copied into a panel, one sample's vectors after the other's (at most 32 kB: 128 float32
-samples of 4 vectors of 64 bytes), which every row tile then reads from L1: one
-contiguous stream of whole aligned vectors, where the rows of x in place are D reals
-apart and start wherever the caller's array does (NumPy aligns to 16 bytes, so each
-vector load spans two cache lines), and row by row each tile would read its columns of
-the whole block from L2. The copy is one load and store per vector of the block; each
-row tile then loads it again, K / kt times in all.
+gradient, then the next jt vectors. The block's jt vectors of each row of x (at most
+32 kB: 128 float32 samples of 4 vectors of 64 bytes) are then read from L1 by every row
+tile, where row by row each tile would read its columns of the whole block from L2.
+(Copied into a packed, aligned panel by each strip's first row tile, for the others to
+read, they measured no faster: docs/codegen.md, the bullet on W7 float32.)
 """
 from __future__ import annotations
 
@@ -44,26 +41,18 @@ def row_tile(K: int, chunks: int, lanes: int, real_bytes: int) -> tuple[int, int
     return max(1, min(K, accumulators // jt)), jt
 
 
-def panel_size(K: int, D: int, block: int, lanes: int, real_bytes: int) -> int:
-    """Reals of the panel a row kernel of a K x D gradient copies a strip of columns of
-    a block's rows into: block*lanes samples of jt vectors."""
-    jt = row_tile(K, D // lanes, lanes, real_bytes)[1]
-    return block * lanes * jt * lanes
-
-
 def _power_of_two_at_least(n: int) -> int:
     return 1 << max(0, n - 1).bit_length()
 
 
 def row_outer_kernel(em, name: str, K: int, D: int, block: int) -> ir.Function:
-    """void kernel(T* grad, VT* U, T* X, i64 groups, T* panel, i1 first, T scale):
+    """void kernel(T* grad, VT* U, T* X, i64 groups, i1 first, T scale):
     grad[k*D + j] <- scale * (g + sum_{s < groups*W} u_s[k] * X[s*D + j]), where g is
     0 if `first` (the call's first block: the gradient is not read, so it needs no
     zeroing before) else grad[k*D + j], and u_s[k] is lane s mod W of U[k*B + s div W]
     (B = block, the lane groups staged), samples in order; scale is 1 but for the
     call's last block, which applies the objective's 1/B (the sum, then one product:
-    the rounding of a separate pass over the gradient after it). panel: panel_size
-    reals, aligned to 64 bytes, for the strips of X's columns.
+    the rounding of a separate pass over the gradient after it).
 
     A tile of few accumulators (a gradient of few rows, s * x's one) takes its samples
     round-robin into `sets` sets of them, added in order at the end (a fixed order: the
@@ -73,14 +62,13 @@ def row_outer_kernel(em, name: str, K: int, D: int, block: int) -> ir.Function:
     VT = ir.VectorType(em.T, W)
     TP = em.T.as_pointer()
     fn, kem = Emitter.kernel_function(em.module, em.T, name,
-                                      [TP, VT.as_pointer(), TP, I64, TP, I1, em.T],
-                                      noalias=(0, 4))
-    grad, U, X, groups, panel, first, scale = fn.args
+                                      [TP, VT.as_pointer(), TP, I64, I1, em.T],
+                                      noalias=(0,))
+    grad, U, X, groups, first, scale = fn.args
     b = kem.b
     Us = b.bitcast(U, TP)          # u_s[k] as scalars
     chunks = D // W
     kt, jt = row_tile(K, chunks, W, em.T_bytes)
-    vector_bytes = W * em.T_bytes      # (the panel's vectors are aligned to their size)
 
     def u_at(k, s):
         """u_s[k]: lane s mod W of U[k*B + s div W], at k*B*W + s."""
@@ -88,10 +76,6 @@ def row_outer_kernel(em, name: str, K: int, D: int, block: int) -> ir.Function:
 
     def vec(ptr, at):
         return b.bitcast(b.gep(ptr, [at]), VT.as_pointer())
-
-    def columns(c0, tj: int) -> list:
-        """The first elements of vectors c0 .. c0+tj-1 of a row."""
-        return [b.mul(b.add(c0, kem.iconst(c)), kem.iconst(W)) for c in range(tj)]
 
     def start(accs, cells, zero, align: int) -> None:
         """accs[a][c] <- zero on the call's first block, else the gradient at cells[a][c]
@@ -106,11 +90,9 @@ def row_outer_kernel(em, name: str, K: int, D: int, block: int) -> ir.Function:
                     for acc, p in zip(row, ptrs):
                         b.store(b.load(p, align=align), acc)
 
-    def tile(k0, c0, tk: int, tj: int, fill: bool):
-        """rows k0..k0+tk-1, columns (c0..c0+tj-1)*W + 0..W-1, their samples' vectors
-        read from the panel, or (fill: the strip's first tile) from X's rows and copied
-        into the panel, panel[s*tj*W + c*W ..] <- X[s*D + (c0+c)*W ..]"""
-        cols = columns(c0, tj)
+    def tile(k0, c0, tk: int, tj: int):
+        """rows k0..k0+tk-1, columns (c0..c0+tj-1)*W + 0..W-1"""
+        cols = [b.mul(b.add(c0, kem.iconst(c)), kem.iconst(W)) for c in range(tj)]
         ks = [b.add(k0, kem.iconst(a)) for a in range(tk)]
         cells = [[vec(grad, b.add(b.mul(k, kem.iconst(D)), col)) for col in cols]
                  for k in ks]
@@ -132,15 +114,8 @@ def row_outer_kernel(em, name: str, K: int, D: int, block: int) -> ir.Function:
         with kem.loop(b.mul(groups, kem.iconst(W // step))) as it:
             for lane in range(step):
                 s = b.add(b.mul(it, kem.iconst(step)), kem.iconst(lane))
-                prow = b.gep(panel, [b.mul(s, kem.iconst(tj * W))])
-                if fill:
-                    xrow = b.gep(X, [b.mul(s, kem.iconst(D))])
-                    xs = [b.load(vec(xrow, col), align=em.T_bytes) for col in cols]
-                    for c, x in enumerate(xs):
-                        b.store(x, vec(prow, kem.iconst(c * W)), align=vector_bytes)
-                else:
-                    xs = [b.load(vec(prow, kem.iconst(c * W)), align=vector_bytes)
-                          for c in range(tj)]
+                xrow = b.gep(X, [b.mul(s, kem.iconst(D))])
+                xs = [b.load(vec(xrow, col), align=em.T_bytes) for col in cols]
                 set_ = accs[lane % sets]
                 for a, k in enumerate(ks):
                     us = kem.splat(u_at(k, s), W)
@@ -156,16 +131,11 @@ def row_outer_kernel(em, name: str, K: int, D: int, block: int) -> ir.Function:
                 b.store(b.fmul(total, kem.splat(scale, W)), p, align=em.T_bytes)
 
     def tiles_of_column(c0, tj: int):
-        # the first row tile fills the panel as it goes: its loads of X's rows, from
-        # L2 or farther, overlap its FMAs, where a copy before the tiles would wait
-        # on them with nothing else to do
-        first = min(kt, K)
-        tile(kem.iconst(0), c0, first, tj, fill=True)
-        if K // kt > 1:
-            with kem.loop(kem.iconst(K // kt), start=kem.iconst(1)) as kk:
-                tile(b.mul(kk, kem.iconst(kt)), c0, kt, tj, fill=False)
-        if K % kt and K > kt:
-            tile(kem.iconst(K - K % kt), c0, K % kt, tj, fill=False)
+        if K // kt:
+            with kem.loop(K // kt) as kk:
+                tile(b.mul(kk, kem.iconst(kt)), c0, kt, tj)
+        if K % kt:
+            tile(kem.iconst(K - K % kt), c0, K % kt, tj)
 
     full = chunks // jt
     if full:
