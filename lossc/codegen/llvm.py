@@ -127,6 +127,7 @@ class FunctionCodegen:
         self.want_grad = want_grad
         self.once = LaneGroup.once()      # the values computed once per call
         self.outer = OuterBlocks()        # outer-product gradients (the vector loop)
+        self.by_row_kernel = set()        # parameters whose gradient the row kernel writes
         self.rows = RowSparse(self.em, graph.params if want_grad else (), {})
 
     @property
@@ -143,17 +144,21 @@ class FunctionCodegen:
         outs = self.outputs()
         self.plan = plan(self.graph, outs)
         n_grad = sum(p.size for p in self.graph.params) if self.want_grad else 0
+        sample_outs = self.sample_outputs(outs)
+        has_inputs = any(n.op == "input" for n in self.plan.live)
+        self.by_row_kernel = {self.param_spec(k).name for k, n in sample_outs.items()
+                              if n.op == "outer_grad" and OuterBlocks.by_rows(n)
+                              and has_inputs and em.W > 1}
         # prologue: zero the outputs (a row-sparse parameter's are its touched rows,
-        # codegen/sparse.py), compute everything no input reaches
+        # codegen/sparse.py; the row kernel's, it writes whole), compute everything no
+        # input reaches
         self.rows = RowSparse(em, self.graph.params if self.want_grad else (), outs)
-        for lo, hi in self.dense_ranges():
+        for lo, hi in self.dense_ranges(self.by_row_kernel):
             em.fill(em.grad, lo, hi, em.W, em.fconst(0))
         self.rows.prologue()
         for n in self.plan.live:
             if n.id not in self.plan.vary:
                 self.emit_node(self.once, n)
-        sample_outs = self.sample_outputs(outs)
-        has_inputs = any(n.op == "input" for n in self.plan.live)
         self.loss_acc = {1: em.alloca(em.T, "loss_acc")}
         b.store(em.fconst(0), self.loss_acc[1])
         if has_inputs and em.W > 1:
@@ -162,7 +167,7 @@ class FunctionCodegen:
             with em.loop(em.B) as i:
                 self.body(i, 1, sample_outs)
         if em.W > 1 and em.W in self.loss_acc:
-            self.outer.flush(em, final=True)
+            self.outer.flush(em, final=True, scale=self.objective_scale()[0])
             self.reduce_lanes(n_grad)
         self.epilogue(outs, self.loss_acc[1])
         b.ret(ir.Constant(I32, abi.OK))
@@ -480,11 +485,7 @@ class FunctionCodegen:
         """objective = scale * (sum of per-sample terms) + mult * (once terms) + the
         penalty's (fixed) terms."""
         em, b = self.em, self.em.b
-        nB = b.sitofp(em.B, em.T)
-        if self.graph.reduce == "sum":
-            scale, mult = em.fconst(1), nB
-        else:
-            scale, mult = b.fdiv(em.fconst(1), nB), em.fconst(1)
+        scale, mult = self.objective_scale()
         loss = b.fmul(b.load(loss_acc), scale)
         if "loss.once" in outs:
             loss = b.fadd(loss, b.fmul(em.elem(self.once, outs["loss.once"], ()), mult))
@@ -499,17 +500,28 @@ class FunctionCodegen:
                 continue
             once = outs.get(f"grad.{spec.name}.once")
             fixed = outs.get(f"grad.{spec.name}.fixed")
+            scaled = spec.name in self.by_row_kernel     # (by its last block)
             if once is None and fixed is None:
-                em.scale(em.grad, spec.offset, spec.offset + spec.size, em.W, scale)
+                if not scaled:
+                    em.scale(em.grad, spec.offset, spec.offset + spec.size, em.W, scale)
                 continue
             with em.loops(spec.shape) as idx:
                 p = b.gep(em.grad, [b.add(em.iconst(spec.offset), em.flat(spec.shape, idx))])
-                v = b.fmul(b.load(p), scale)
+                v = b.load(p) if scaled else b.fmul(b.load(p), scale)
                 if once is not None:
                     v = b.fadd(v, b.fmul(em.elem(self.once, once, idx), mult))
                 if fixed is not None:
                     v = b.fadd(v, em.elem(self.once, fixed, idx))
                 b.store(v, p)
+
+    def objective_scale(self) -> tuple:
+        """(scale, mult): the objective is scale * (sum of per-sample terms) + mult *
+        (once terms): 1/B and 1 for a mean, 1 and B for a sum."""
+        em, b = self.em, self.em.b
+        nB = b.sitofp(em.B, em.T)
+        if self.graph.reduce == "sum":
+            return em.fconst(1), nB
+        return b.fdiv(em.fconst(1), nB), em.fconst(1)
 
     def param_spec(self, key: str):
         name = key[len("grad."):].rsplit(".", 1)[0]

@@ -22,7 +22,7 @@ from llvmlite import ir
 
 from lossc.codegen.emitter import Emitter
 from lossc.codegen.row_outer import row_outer_kernel
-from lossc.codegen.values import FAST, I64
+from lossc.codegen.values import FAST, I1, I64
 
 OUTER_BLOCK = 8      # lane groups staged per block of an outer-product gradient
 OUTER_TILE = 4       # register tile of the block kernel (OUTER_TILE^2 accumulators)
@@ -52,10 +52,12 @@ class OuterBlocks:
     the row kernel, the per-lane accumulators `grad_acc` for the block kernel)."""
 
     def __init__(self):
-        self.entries = {}     # key -> (u, v, staged u, staged v or first row, kernel, target)
+        self.entries = {}     # key -> (u, v, staged u, staged v or first row, kernel,
+                              # target: for the row kernel, (the gradient, its size))
         self.rows = set()     # keys whose v is an input row (the row kernel)
         self.slot = None      # i64*: the lane groups staged in the current block
         self.block = OUTER_BLOCK  # the lane groups that make a block full (row_block)
+        self.first = None     # i1*: no block added yet in this call
 
     @staticmethod
     def setup(em, sample_outs: dict, grad_acc, offset_of, acc_offset_of) -> "OuterBlocks":
@@ -74,7 +76,7 @@ class OuterBlocks:
             ub = b.bitcast(em.buffer(K * OUTER_BLOCK * em.W), VT.as_pointer())
             offset = em.iconst(offset_of(key))
             name = f"{em.fn.name}_%s_{len(self.entries)}"
-            if node.attr("kind") == "rows":
+            if OuterBlocks.by_rows(node):
                 first_row = em.alloca(em.T.as_pointer())   # the block's first row
                 b.store(ir.Constant(em.T.as_pointer(), None), first_row)
                 self.rows.add(key)
@@ -82,7 +84,7 @@ class OuterBlocks:
                 self.entries[key] = (u, v, ub, first_row,
                                      row_outer_kernel(em, name % "row_outer", K, D,
                                                       OUTER_BLOCK),
-                                     b.gep(em.grad, [offset]))
+                                     (b.gep(em.grad, [offset]), K * D))
                 continue
             vb = b.bitcast(em.buffer(D * OUTER_BLOCK * em.W), VT.as_pointer())
             kernel = outer_kernel(em, name % "outer", K, D)
@@ -91,14 +93,27 @@ class OuterBlocks:
         if self.entries:
             self.slot = em.alloca(I64, "outer_slot")
             b.store(em.iconst(0), self.slot)
+            self.first = em.alloca(I1, "outer_first")
+            b.store(ir.Constant(I1, 1), self.first)
         return self
+
+    @staticmethod
+    def by_rows(node) -> bool:
+        """Whether an outer_grad goes to the row kernel (its v an input row), which
+        writes the gradient whole: stored by the call's first block, scaled by its
+        last (row_outer_kernel), so neither the prologue's zeros nor the epilogue's
+        scaling touch it."""
+        return node.attr("kind") == "rows"
 
     def __contains__(self, key: str) -> bool:
         return key in self.entries
 
     def stage(self, em, groups: list) -> None:
         """Stage the factors of every group of an iteration, then add the block if it
-        is full."""
+        is full and samples follow (the call's last block, full or not, is added by the
+        flush after the vector loop: the one that applies the objective's scale). A
+        full block is added at once, while its rows and factors are in the caches: the
+        next iteration's first group would compute the next block product first."""
         if not self.entries:
             return
         b = em.b
@@ -123,11 +138,16 @@ class OuterBlocks:
                         at = b.add(b.mul(k, em.iconst(OUTER_BLOCK)), slot)
                         b.store(val, b.gep(buf, [at]), align=8)
             b.store(b.add(slot, em.iconst(1)), self.slot)
-        self.flush(em, final=False)
+        follow = b.icmp_signed("<", b.add(groups[-1].sample, em.iconst(em.W)), em.B)
+        self.flush(em, final=False, follow=follow)
 
-    def flush(self, em, final: bool) -> None:
-        """Add the staged block to the accumulators: when it is full, or (final) when
-        anything is staged at the end of the vector loops."""
+    def flush(self, em, final: bool, scale=None, follow=None) -> None:
+        """Add the staged block to the gradients: when it is full, or (final) when
+        anything is staged (before the padded last iteration, and after the vector
+        loop). scale: for the flush after the vector loop, the call's last, the
+        objective's scale (1/B for a mean), which the row kernels apply; if the call
+        added no block at all (no samples), their gradients are zeroed instead.
+        follow: an i1, whether samples follow the block (a full block waits if not)."""
         if not self.entries:
             return
         b = em.b
@@ -137,10 +157,24 @@ class OuterBlocks:
         # smaller block and one more group never exceed, and a multiple of two)
         ready = (b.icmp_signed(">", slot, em.iconst(0)) if final
                  else b.icmp_signed(">=", slot, em.iconst(self.block)))
+        if follow is not None:
+            ready = b.and_(ready, follow)
         with b.if_then(ready):
+            first = b.load(self.first)
+            factor = em.fconst(1) if scale is None else scale
             for key, (_, v, ub, vb, kernel, target) in self.entries.items():
-                b.call(kernel, [target, ub, b.load(vb) if key in self.rows else vb, slot])
+                if key in self.rows:
+                    grad, _ = target
+                    b.call(kernel, [grad, ub, b.load(vb), slot, first, factor])
+                else:
+                    b.call(kernel, [target, ub, vb, slot])
             b.store(em.iconst(0), self.slot)
+            b.store(ir.Constant(I1, 0), self.first)
+        if scale is not None and self.rows:
+            with b.if_then(b.load(self.first), likely=False):
+                for key in self.rows:
+                    grad, size = self.entries[key][5]
+                    em.fill(grad, 0, size, em.W, em.fconst(0))
 
 
 def outer_kernel(em, name: str, K: int, D: int) -> ir.Function:

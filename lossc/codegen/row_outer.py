@@ -15,6 +15,8 @@ The tiles go column by column: for jt vectors of columns, every row tile of the
 gradient, then the next jt vectors. The block's jt vectors of each row of x (at most
 32 kB: 128 float32 samples of 4 vectors of 64 bytes) are then read from L1 by every row
 tile, where row by row each tile would read its columns of the whole block from L2.
+(Copied into a packed, aligned panel by each strip's first row tile, for the others to
+read, they measured no faster: docs/codegen.md, the bullet on W7 float32.)
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from llvmlite import ir
 
 from lossc.codegen.emitter import Emitter
 from lossc.codegen.gemm import vector_registers
-from lossc.codegen.values import FAST, I64
+from lossc.codegen.values import FAST, I1, I64
 
 ROW_TILE_VECTORS = 4  # gradient vectors per tile row (W elements each) ...
 ROW_TILE_ACCS = {32: 24, 16: 12}   # ... and accumulators per tile, by vector registers
@@ -44,9 +46,13 @@ def _power_of_two_at_least(n: int) -> int:
 
 
 def row_outer_kernel(em, name: str, K: int, D: int, block: int) -> ir.Function:
-    """void kernel(T* grad, VT* U, T* X, i64 groups):
-    grad[k*D + j] += sum_{s < groups*W} u_s[k] * X[s*D + j], where u_s[k] is lane
-    s mod W of U[k*B + s div W] (B = block, the lane groups staged), samples in order.
+    """void kernel(T* grad, VT* U, T* X, i64 groups, i1 first, T scale):
+    grad[k*D + j] <- scale * (g + sum_{s < groups*W} u_s[k] * X[s*D + j]), where g is
+    0 if `first` (the call's first block: the gradient is not read, so it needs no
+    zeroing before) else grad[k*D + j], and u_s[k] is lane s mod W of U[k*B + s div W]
+    (B = block, the lane groups staged), samples in order; scale is 1 but for the
+    call's last block, which applies the objective's 1/B (the sum, then one product:
+    the rounding of a separate pass over the gradient after it).
 
     A tile of few accumulators (a gradient of few rows, s * x's one) takes its samples
     round-robin into `sets` sets of them, added in order at the end (a fixed order: the
@@ -55,9 +61,10 @@ def row_outer_kernel(em, name: str, K: int, D: int, block: int) -> ir.Function:
     W = em.W
     VT = ir.VectorType(em.T, W)
     TP = em.T.as_pointer()
-    fn, kem = Emitter.kernel_function(em.module, em.T, name, [TP, VT.as_pointer(), TP, I64],
+    fn, kem = Emitter.kernel_function(em.module, em.T, name,
+                                      [TP, VT.as_pointer(), TP, I64, I1, em.T],
                                       noalias=(0,))
-    grad, U, X, groups = fn.args
+    grad, U, X, groups, first, scale = fn.args
     b = kem.b
     Us = b.bitcast(U, TP)          # u_s[k] as scalars
     chunks = D // W
@@ -69,6 +76,19 @@ def row_outer_kernel(em, name: str, K: int, D: int, block: int) -> ir.Function:
 
     def vec(ptr, at):
         return b.bitcast(b.gep(ptr, [at]), VT.as_pointer())
+
+    def start(accs, cells, zero, align: int) -> None:
+        """accs[a][c] <- zero on the call's first block, else the gradient at cells[a][c]
+        (one branch for the tile: the gradient is not read at all on the first)."""
+        with b.if_else(first) as (then, otherwise):
+            with then:
+                for row in accs:
+                    for acc in row:
+                        b.store(zero, acc)
+            with otherwise:
+                for row, ptrs in zip(accs, cells):
+                    for acc, p in zip(row, ptrs):
+                        b.store(b.load(p, align=align), acc)
 
     def tile(k0, c0, tk: int, tj: int):
         """rows k0..k0+tk-1, columns (c0..c0+tj-1)*W + 0..W-1"""
@@ -82,10 +102,11 @@ def row_outer_kernel(em, name: str, K: int, D: int, block: int) -> ir.Function:
         accs = [[[kem.alloca(VT) for _ in range(tj)] for _ in range(tk)]
                 for _ in range(sets)]
         zero = kem.splat(kem.fconst(0), W)
-        for q, set_ in enumerate(accs):
-            for row, ptrs in zip(set_, cells):
-                for acc, p in zip(row, ptrs):
-                    b.store(b.load(p, align=em.T_bytes) if q == 0 else zero, acc)
+        for set_ in accs[1:]:
+            for row in set_:
+                for acc in row:
+                    b.store(zero, acc)
+        start(accs[0], cells, zero, em.T_bytes)
         # samples `step` at a time, unrolled: a group's W lanes, or with several
         # sets two samples per set (a smaller function for LLVM to compile)
         step = W if sets == 1 else min(W, 2 * sets)
@@ -107,7 +128,7 @@ def row_outer_kernel(em, name: str, K: int, D: int, block: int) -> ir.Function:
                 total = b.load(accs[0][a][c])
                 for set_ in accs[1:]:
                     total = b.fadd(total, b.load(set_[a][c]), flags=FAST)
-                b.store(total, p, align=em.T_bytes)
+                b.store(b.fmul(total, kem.splat(scale, W)), p, align=em.T_bytes)
 
     def tiles_of_column(c0, tj: int):
         if K // kt:
@@ -127,11 +148,11 @@ def row_outer_kernel(em, name: str, K: int, D: int, block: int) -> ir.Function:
             for j in range(D - D % W, D):
                 p = b.gep(grad, [b.add(b.mul(k, kem.iconst(D)), kem.iconst(j))])
                 acc = kem.alloca(em.T)
-                b.store(b.load(p), acc)
+                start([[acc]], [[p]], kem.fconst(0), em.T_bytes)
                 with kem.loop(b.mul(groups, kem.iconst(W))) as s:
                     x = b.load(b.gep(X, [b.add(b.mul(s, kem.iconst(D)), kem.iconst(j))]))
                     b.store(b.fadd(b.load(acc), b.fmul(u_at(k, s), x, flags=FAST),
                                    flags=FAST), acc)
-                b.store(b.load(acc), p)
+                b.store(b.fmul(b.load(acc), scale), p)
     b.ret_void()
     return fn
