@@ -14,7 +14,7 @@ MLP = SAMPLES / "mlp.loss"
 OPTIMIZERS = {
     "adam": lambda: Adam(0.02),
     "adamw": lambda: AdamW(0.02, weight_decay=0.1),           # decay would move them
-    # (no clip_norm: its norm is summed in another order natively, equal within rounding)
+    "adam_clipped": lambda: Adam(0.02, clip_norm=0.01),   # (the frozen ones count 0)
     "sgd": lambda: SGD(0.05, momentum=0.9, weight_decay=0.01),
     "rmsprop": lambda: RMSprop(0.01, centered=True, weight_decay=0.01),
 }

@@ -148,6 +148,14 @@ def test_step_on_dicts_matches_the_flat_step():
     np.testing.assert_array_equal(np.append(d["a"], d["b"]), flat)
 
 
+def test_clipping_scales_a_float32_gradient_whose_squared_norm_overflows_float32():
+    """The norm of a float32 gradient is summed in float64, as the native steps sum it:
+    in float32 a norm past 1.8e19 came out infinite and the step was 0."""
+    p = np.zeros(3, dtype=np.float32)
+    SGD(lr=0.1, clip_norm=1.0).step(p, np.array([3e19, 4e19, 0.0], dtype=np.float32))
+    np.testing.assert_allclose(p, [-0.06, -0.08, 0.0], rtol=1e-6)
+
+
 def test_gradients_are_not_modified():
     g = np.array([3.0, 4.0])
     for opt in (SGD(0.1, momentum=0.9, weight_decay=0.1), RMSprop(0.1, centered=True),

@@ -33,8 +33,9 @@ Adam(lazy=True), torch.optim.SparseAdam's rule for a gradient given as its touch
          (sqrt(d2 + v_old) + eps); a dense gradient takes Adam's rule
 
 Gradient clipping (`clip_norm=c`, any optimizer, as torch.nn.utils.clip_grad_norm_ over
-all parameters together): g <- g min(1, c / (||g|| + 1e-6)) before the rule above. The
-caller's gradient array is never modified.
+all parameters together): g <- g min(1, c / (||g|| + 1e-6)) before the rule above, the
+norm summed as the native steps sum it (global_norm). The caller's gradient array is
+never modified.
 
 An L1 penalty (`l1=`, SGD, Adam and AdamW) is a proximal step after the update, soft
 thresholding (lossc.optim.prox), which gives exact zeros:
@@ -56,6 +57,16 @@ import numpy as np
 from lossc.optim.prox import check_l1, prox_l1
 from lossc.runtime.fused import NativeUpdate
 from lossc.runtime.sparse import SparseRows
+
+
+def global_norm(g: np.ndarray) -> float:
+    """The Euclidean norm of a flat gradient as clipping takes it, summed as the native
+    steps sum it (codegen/fused.py): each square in float64, added one after another
+    in order. np.dot sums in another order (and a float32 gradient in float32, which
+    overflows from a norm of 1.8e19, where the steps' norm is finite), so clipping
+    would scale the gradient by a coefficient a rounding apart from theirs."""
+    squares = np.square(g, dtype=np.float64)
+    return math.sqrt(float(np.add.accumulate(squares)[-1])) if squares.size else 0.0
 
 
 class Optimizer:
@@ -130,8 +141,7 @@ class Optimizer:
     def _step_flat(self, p: np.ndarray, g: np.ndarray) -> None:
         self.t += 1
         if self.clip_norm is not None:
-            norm = math.sqrt(float(np.dot(g, g)))
-            coef = self.clip_norm / (norm + 1e-6)
+            coef = self.clip_norm / (global_norm(g) + 1e-6)
             if coef < 1.0:
                 g = g * coef
         self.update(p, g)
