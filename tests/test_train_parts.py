@@ -242,6 +242,32 @@ def test_steppers_stop_at_the_same_diverging_step_having_logged_those_before(log
     assert outcomes[0] == outcomes[1]
 
 
+def test_steppers_take_a_finite_float32_gradient_whose_squared_norm_overflows(logistic):
+    """A float32 gradient of elements near 1e19 is finite, and the native steps take it
+    (each element tested); the Python steps tested its squared norm, which overflows
+    float32, and stopped at the first step as diverged. Both now run every step."""
+    m = lossc.compile("dim D = 3\ninput x[D]\ninput y\nparam w[D] = normal(0, 0.1)\n"
+                      "loss = 1e19 * (dot(w, x) - y) ^ 2\n", dtype="float32")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 3))
+    logs = []
+    with prepare(m, {"x": x, "y": x @ [1.0, -2.0, 0.5]}, TrainConfig(batch_size=16)) as p:
+        for native in (True, False):
+            opt = lossc.Adam(0.05)
+            stepper = (NativeBatchSteps(m, opt, p.full, 16, False) if native
+                       else PythonBatchSteps(m, opt, p.full, 16))
+            theta = m.pack_params(m.init_params(3))
+            log = StepLog(mean=True)
+            with np.errstate(over="ignore"):        # (as lossc.train runs the steps)
+                for _ in range(3):
+                    stepper.epoch(theta, np.arange(64), 4, log)
+            stepper.sync()
+            assert opt.t == log.steps == 12
+            logs.append(log.step_losses)
+    assert max(logs[0]) > 1e19 and all(map(math.isfinite, logs[0]))
+    np.testing.assert_allclose(logs[0], logs[1], rtol=1e-5)
+
+
 class BacktrackingSteps:
     """A full-batch method written to the interface stepper.py describes: steepest
     descent whose step halves until the objective decreases (several evaluations a
