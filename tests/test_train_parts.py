@@ -242,16 +242,22 @@ def test_steppers_stop_at_the_same_diverging_step_having_logged_those_before(log
     assert outcomes[0] == outcomes[1]
 
 
-def test_steppers_take_a_finite_float32_gradient_whose_squared_norm_overflows(logistic):
-    """A float32 gradient of elements near 1e19 is finite, and the native steps take it
-    (each element tested); the Python steps tested its squared norm, which overflows
-    float32, and stopped at the first step as diverged. Both now run every step."""
+def huge_float32_gradients():
+    """A float32 model whose gradients have elements near 1e19, all finite, their
+    squared norm beyond float32's range; and data for it."""
     m = lossc.compile("dim D = 3\ninput x[D]\ninput y\nparam w[D] = normal(0, 0.1)\n"
                       "loss = 1e19 * (dot(w, x) - y) ^ 2\n", dtype="float32")
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(64, 3))
+    x = np.random.default_rng(0).normal(size=(64, 3))
+    return m, {"x": x, "y": x @ [1.0, -2.0, 0.5]}
+
+
+def test_steppers_take_a_finite_float32_gradient_whose_squared_norm_overflows():
+    """The native steps test each element of the gradient; the Python steps tested its
+    squared norm, which overflows float32, and stopped at the first step as diverged.
+    Both now run every step."""
+    m, d = huge_float32_gradients()
     logs = []
-    with prepare(m, {"x": x, "y": x @ [1.0, -2.0, 0.5]}, TrainConfig(batch_size=16)) as p:
+    with prepare(m, d, TrainConfig(batch_size=16)) as p:
         for native in (True, False):
             opt = lossc.Adam(0.05)
             stepper = (NativeBatchSteps(m, opt, p.full, 16, False) if native
@@ -266,6 +272,22 @@ def test_steppers_take_a_finite_float32_gradient_whose_squared_norm_overflows(lo
             logs.append(log.step_losses)
     assert max(logs[0]) > 1e19 and all(map(math.isfinite, logs[0]))
     np.testing.assert_allclose(logs[0], logs[1], rtol=1e-5)
+
+
+@pytest.mark.parametrize("options", [{"batch_size": None}, {"tol_grad": 1e-30}],
+                         ids=["batch descent", "tol_grad"])
+def test_a_finite_float32_gradient_has_a_finite_norm(options):
+    """The gradient norm of a float32 gradient whose squared norm overflows float32
+    (batch descent's and tol_grad's) is finite: it was infinite, and the run stopped
+    after its first epoch as diverged."""
+    m, d = huge_float32_gradients()
+    theta = m.pack_params(m.init_params(0))
+    with prepare(m, d, TrainConfig(batch_size=None)) as p, np.errstate(over="ignore"):
+        _, norm = Objectives(m, p.full, None, True).value_and_gradnorm(theta)
+    _, g = m.value_and_grad_flat(theta, m.bind(d))
+    assert norm == pytest.approx(np.linalg.norm(g.astype(np.float64)), rel=1e-6)
+    r = lossc.train(m, data=d, optimizer=lossc.Adam(0.05), epochs=3, **options)
+    assert r.stopped == "epochs", r.stopped_reason
 
 
 class BacktrackingSteps:

@@ -26,6 +26,7 @@ import numpy as np
 
 from lossc.optim.orthant_wise import pseudo_gradient
 from lossc.optim.prox import l1_norm
+from lossc.optim.solver import two_norm
 
 # Rows of objective-only passes (the monitor's, over the training set and the
 # validation split) from which a run compiles the objective's own code for them: below,
@@ -74,7 +75,7 @@ class Objectives:
         and the norm are the penalized objective's: see the module docstring)."""
         value = self.value_and_grad(theta, self.full, self.g)
         g = self.g if self.l1 is None else pseudo_gradient(theta, self.g, self.l1)
-        return value + self.penalty(theta), math.sqrt(float(np.dot(g, g)))
+        return value + self.penalty(theta), two_norm(g)
 
     def penalty(self, theta) -> float:
         """The optimizer's L1 term at theta (0.0 without one)."""

@@ -145,6 +145,17 @@ def inf_norm(g: np.ndarray) -> float:
     return float(np.maximum.reduce(np.abs(g)))      # (np.max's Python wrappers cost more)
 
 
+def two_norm(g: np.ndarray) -> float:
+    """The Euclidean norm of a vector, infinite only if an element is not finite: a
+    float32 vector's dot product with itself overflows float32 from a norm of 1.8e19,
+    and is then taken again in float64."""
+    squared = float(np.dot(g, g))
+    if not math.isfinite(squared) and g.dtype != np.float64:
+        wide = g.astype(np.float64)
+        squared = float(np.dot(wide, wide))
+    return math.sqrt(squared)
+
+
 def relative_change(before: float, after: float) -> float:
     return (before - after) / max(abs(before), abs(after), 1.0)
 
