@@ -7,6 +7,7 @@ copied only when they are not already C-contiguous in the model's dtype.
 from __future__ import annotations
 
 import ctypes
+import numbers
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -128,17 +129,13 @@ class Model:
         model starts with (Options.threads: OMP_NUM_THREADS, else one per core the
         process may run on). Results are deterministic for a given n; they may differ
         from another n in the last bits, as any reordered floating-point sum does."""
-        n = self.options.thread_count() if n is None else int(n)
+        n = self.options.thread_count() if n is None else _count(n, "threads")
         if min_samples_per_thread is None:
             min_samples_per_thread = parallel_min_samples(self.signature,
                                                           self.dtype.itemsize)
-        if n < 1:
-            raise ValueError(f"threads must be at least 1, got {n}")
-        if int(min_samples_per_thread) < 1:
-            raise ValueError(f"min_samples_per_thread must be at least 1, got "
-                             f"{min_samples_per_thread}")
+        min_samples_per_thread = _count(min_samples_per_thread, "min_samples_per_thread")
         self.threads = n
-        self.min_samples_per_thread = int(min_samples_per_thread)
+        self.min_samples_per_thread = min_samples_per_thread
         # the smallest batch split across threads (CallPaths.run; one thread: none)
         self._parallel_from = n * self.min_samples_per_thread if n > 1 else _NEVER
         return self
@@ -585,6 +582,17 @@ class CallsBeyond:
 
     rebuild: Callable
     collection_value_and_grad: Callable
+
+
+def _count(value, what: str) -> int:
+    """A count of at least 1 given as an integer (NumPy's too): 2.5, "3" or True is a
+    ValueError, as Options(threads=...) makes it, rather than a count rounded or
+    parsed."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{what} must be an integer, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{what} must be at least 1, got {value}")
+    return int(value)
 
 
 def _as_real(x, what: str, dtype: np.dtype) -> np.ndarray:
