@@ -1165,3 +1165,18 @@ def test_copies_of_a_model_share_its_code_and_exit_quietly():
                          cwd=ROOT, timeout=300)
     assert run.returncode == 0 and run.stderr == ""
     assert run.stdout.split() == ["1", "True", "1", "2"]
+
+
+@pytest.mark.parametrize("cache", [True, False])
+@pytest.mark.parametrize("dtype", [None, 32, "float16", "f4", np.float16])
+def test_a_dtype_lossc_does_not_compile_for_is_a_value_error_naming_it(dtype, cache):
+    """With or without the cache (whose key once took the dtype as text first)."""
+    with pytest.raises(ValueError, match=r"dtype must be one of \('float64', 'float32'\)"):
+        lossc.compile(LOGISTIC, dtype=dtype, cache=cache)
+
+
+@pytest.mark.parametrize("cache", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.dtype("float32")])
+def test_numpys_names_of_float32_compile_a_float32_model(dtype, cache):
+    m = lossc.compile(LOGISTIC, dtype=dtype, cache=cache)
+    assert m.dtype == np.float32 and m.meta["dtype"] == "float32"
