@@ -328,7 +328,7 @@ class Model:
                              f"{self.dtype.name} array of shape ({self.n_params},)")
         grad = np.zeros(self.n_params, dtype=self.dtype) if grad_out is None else grad_out
         self._check_out(grad)
-        bound = data if isinstance(data, BoundArgs) and not hypers else \
+        bound = self.own_bound(data) if isinstance(data, BoundArgs) and not hypers else \
             self.bind(data or {}, hypers)
         self._check_disjoint(theta, grad, bound)
         return PreparedCall(self, theta, bound, grad)
@@ -450,11 +450,26 @@ class Model:
     def bind(self, data: dict, /, hypers: Optional[dict] = None) -> "BoundArgs":
         """Validate and convert a batch once, for repeated calls (the low-level path)."""
         if isinstance(data, BoundArgs):
+            data = self.own_bound(data)
             if hypers:
                 return BoundArgs(self, data.arrays, data.B, self._hyper_vector(hypers))
             return data
         arrays, B = self._check_inputs(data or {})
         return BoundArgs(self, arrays, B, self._hyper_vector(hypers or {}))
+
+    def own_bound(self, bound: "BoundArgs") -> "BoundArgs":
+        """bound, a bind() result, if this model's native code may read it: bound by
+        this model, or by one whose inputs, hyperparameters and dtype are the same (a
+        copy). Another model's arrays may be smaller than this one's inputs, which the
+        native code would read past; a ValueError says so instead."""
+        other = bound.model
+        if other is not self and (other.dtype != self.dtype
+                                  or other.signature.inputs != self.signature.inputs
+                                  or other.signature.hypers != self.signature.hypers):
+            raise ValueError("data was bound by another model, whose inputs, "
+                             "hyperparameters or dtype differ from this one's: bind it "
+                             "with this model (Model.bind)")
+        return bound
 
     def _split_kwargs(self, kwargs: dict) -> tuple[dict, dict]:
         """(inputs, hyperparameters) of a keyword call, by name."""
