@@ -14,6 +14,7 @@ import warnings
 from typing import Optional
 
 from lossc.codegen.unit_names import VALUE_AND_GRAD
+from lossc.ir.dtypes import DTYPES
 from lossc.options import Options
 from lossc.runtime import artifact
 from lossc.runtime.code import ModelCode
@@ -44,7 +45,6 @@ def model_from_pickle(state):
     """The model a pickled state describes (lossc.runtime.pickled), compiled here or
     taken from this process's compile cache; a ValueError for a state that is not one
     pickled.state_of made."""
-    from lossc.compiler import DTYPES
     from lossc.options import LOADERS, VECTOR_BITS
     from lossc.runtime.pickled import FIELDS
     from lossc.source import MAX_SOURCE_BYTES, Source
@@ -176,7 +176,8 @@ def compile(source, dims: Optional[dict] = None, dtype: str = "float64",
             cache: bool = True, options: Optional[Options] = None) -> Model:
     """Compile a `.loss` file (a path) or source text to a native model.
 
-    dims overrides or supplies `dim` sizes; dtype is "float64" or "float32". With
+    dims overrides or supplies `dim` sizes; dtype is "float64" or "float32" (or
+    NumPy's np.float32, np.dtype("float32"), ...). With
     `cache`, the machine code is kept in the persistent cache (options.cache_dir)
     keyed on the source, dims, dtype, vector width, lossc version and CPU, so compiling
     the same model again, in any process, is near-instant. options: the vector width,
@@ -184,6 +185,7 @@ def compile(source, dims: Optional[dict] = None, dtype: str = "float64",
     environment (LOSSC_VECTOR_BITS, LOSSC_LOADER, LOSSC_CACHE_DIR).
     """
     options = Options.from_env() if options is None else options
+    dtype = dtype_name(dtype)
     src = read_source(source)
     dims = normalize_dims(dims)
     cache = cache and options.cache_dir is not None
@@ -202,6 +204,22 @@ def compile(source, dims: Optional[dict] = None, dtype: str = "float64",
         warnings.warn(w, LosscWarning, stacklevel=2)
     header = dict(header, name=src.name)
     return _model(header, objects, _unit_compiler(header, compilation), options, key)
+
+
+def dtype_name(dtype) -> str:
+    """The name of a dtype lossc compiles for, "float64" or "float32", which NumPy's
+    forms of them (np.float32, np.dtype("float32")) also give; anything else is a
+    ValueError naming the argument (before the cache key, which takes only a name)."""
+    import numpy as np
+    name = None
+    if isinstance(dtype, str):
+        name = dtype
+    elif isinstance(dtype, np.dtype) or (isinstance(dtype, type)
+                                         and issubclass(dtype, np.generic)):
+        name = np.dtype(dtype).name
+    if name not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    return name
 
 
 def _identity(source_text: str, dims: dict, dtype: str) -> dict:
@@ -260,7 +278,6 @@ def _recorded_source(header: dict, path) -> tuple:
     """(source, dims, dtype) as an artifact's header records them. The source is
     bounded as a source file is (MAX_SOURCE_BYTES): compiling it is the work a load
     does for the file's author, and the file itself may hold 256 MB."""
-    from lossc.compiler import DTYPES
     from lossc.source import MAX_SOURCE_BYTES
     source, dims, dtype = header.get("source"), header.get("dims_given"), header.get("dtype")
     try:

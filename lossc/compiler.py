@@ -10,14 +10,13 @@ from typing import Optional
 
 from lossc.codegen.units import UNITS, build_module, derived_mode, result_graph
 from lossc.ir.build import FUNCTIONS, build_graph
+from lossc.ir.dtypes import DTYPES
 from lossc.ir.graph import Graph
 from lossc.passes import Target, derived_graph, pipeline, run_pipeline
 from lossc.runtime.spec import Signature
 from lossc.source import (MAX_SOURCE_BYTES, Diagnostic, Reporter, Source,  # noqa: F401
                           decode_source, read_source, read_source_file)
 from lossc.syntax import parse
-
-DTYPES = ("float64", "float32")
 
 
 def front_end(source: Source, dims: Optional[dict] = None) -> tuple[Graph, list[Diagnostic]]:

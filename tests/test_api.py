@@ -1165,3 +1165,65 @@ def test_copies_of_a_model_share_its_code_and_exit_quietly():
                          cwd=ROOT, timeout=300)
     assert run.returncode == 0 and run.stderr == ""
     assert run.stdout.split() == ["1", "True", "1", "2"]
+
+
+@pytest.mark.parametrize("cache", [True, False])
+@pytest.mark.parametrize("dtype", [None, 32, "float16", "f4", np.float16])
+def test_a_dtype_lossc_does_not_compile_for_is_a_value_error_naming_it(dtype, cache):
+    """With or without the cache (whose key once took the dtype as text first)."""
+    with pytest.raises(ValueError, match=r"dtype must be one of \('float64', 'float32'\)"):
+        lossc.compile(LOGISTIC, dtype=dtype, cache=cache)
+
+
+@pytest.mark.parametrize("cache", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.dtype("float32")])
+def test_numpys_names_of_float32_compile_a_float32_model(dtype, cache):
+    m = lossc.compile(LOGISTIC, dtype=dtype, cache=cache)
+    assert m.dtype == np.float32 and m.meta["dtype"] == "float32"
+
+
+BOUND_BY_ANOTHER_MODEL = """
+import numpy as np, lossc
+src = "dim D = {D}\\ninput x[D]\\ninput y\\nparam w\\nloss = (w * sum(x) - y) ^ 2\\n"
+small = lossc.compile(src.replace("{D}", "2"), cache=False)
+large = lossc.compile(src.replace("{D}", str(10 ** 7)), cache=False)
+bound = small.bind({"x": np.ones((3, 2)), "y": np.zeros(3)})
+for call in (lambda: large.value_and_grad_flat(np.ones(1), bound),
+             lambda: large.loss_flat(np.ones(1), bound),
+             lambda: large.prepare(np.ones(1), bound)(),
+             lambda: large.hvp_flat(np.ones(1), np.ones(1), bound),
+             lambda: large.bind(bound, hypers={})):
+    try:
+        call()
+        print("ran")
+    except ValueError as e:
+        print(e)
+"""
+
+
+def test_data_bound_by_another_model_is_refused_not_read_past_its_end():
+    """x bound as (3, 2) by one model, read by another whose x is (3, 10^7): the
+    native code would read 240 MB past the array (and crash, in a subprocess)."""
+    out = subprocess.run([sys.executable, "-c", BOUND_BY_ANOTHER_MODEL], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert len(lines) == 5 and all(line.startswith("data was bound by another model")
+                                   for line in lines), out.stdout
+
+
+def test_data_bound_by_a_copy_or_a_model_of_the_same_inputs_is_taken():
+    src = "dim D = 3\ninput x[D]\ninput y\nparam w[D]\nloss = (sum(w * x) - y) ^ 2\n"
+    m = lossc.compile(src)
+    twin, again = copy.copy(m), lossc.compile(src)
+    rng = np.random.default_rng(3)
+    bound = m.bind({"x": rng.normal(size=(6, 3)), "y": np.ones(6)})
+    flat = rng.normal(size=m.n_params)
+    want = m.value_and_grad_flat(flat, bound)
+    for other in (twin, again):
+        value, grad = other.value_and_grad_flat(flat, bound)
+        assert value == want[0]
+        np.testing.assert_array_equal(grad, want[1])
+    f32 = lossc.compile(src, dtype="float32")
+    with pytest.raises(ValueError, match="data was bound by another model"):
+        f32.value_and_grad_flat(flat.astype(np.float32), bound)

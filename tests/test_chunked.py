@@ -141,6 +141,22 @@ def test_chunk_files_that_do_not_fit_are_refused_clearly(tmp_path, model, layout
         lossc.train(model, data=str(tmp_path), optimizer=LBFGS(), epochs=1)
 
 
+def test_a_chunk_header_whose_size_wraps_64_bits_is_refused_by_its_size(tmp_path, model):
+    """x/0.npy claims 2^62 + 1 rows of 4 float64 (2^64 + 4 elements, which a 64-bit
+    product wraps to 4) and holds 4: refused before any memory map is made of it."""
+    from numpy.lib import format as npy_format
+    for name, shape in (("x", (2 ** 62 + 1, 4)), ("y", (2 ** 62 + 1,))):
+        (tmp_path / name).mkdir()
+        with open(tmp_path / name / "0.npy", "wb") as f:
+            npy_format.write_array_header_1_0(f, {"descr": "<f8", "fortran_order": False,
+                                                  "shape": shape})
+            f.write(np.zeros(4).tobytes())
+    with pytest.raises(DataError) as e:
+        file_chunks(tmp_path, model)
+    assert str(e.value) == (f"data: {tmp_path / 'x' / '0.npy'}: the file is shorter than "
+                            "its header says")
+
+
 def _held_out_chunks(count, validation, seed):
     """The chunks a validation split holds out, as docs/dask.md describes the draw."""
     n_val = min(count - 1, max(1, round(validation * count)))

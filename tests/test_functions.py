@@ -1,10 +1,13 @@
 """Functions of the language, `def f(a, b) = expr`: inlined at each call and checked
 there; the errors around them point into the body and name the call site."""
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
 import lossc
-from conftest import assert_compile_error
+from conftest import ROOT, assert_compile_error
 
 
 def _error(source: str) -> lossc.CompileError:
@@ -89,3 +92,34 @@ def test_function_errors(source, line, col, words):
 def test_a_function_whose_definition_failed_is_not_reported_again():
     e = _error("param w\ndef f(a) = a +\nloss = f(w) + f(w)\n")
     assert len(e.diagnostics) == 1 and e.line == 2, str(e)
+
+
+def _doubling_chain(links: int) -> str:
+    """f0 adds one; each further function applies the previous one twice, so the loss
+    f{links-1}(x) = x + 2^(links-1) is that many additions once the calls are inlined."""
+    lines = ["def f0(a) = a + 1"]
+    lines += [f"def f{i}(a) = f{i - 1}(f{i - 1}(a))" for i in range(1, links)]
+    return "\n".join(lines + ["param x = 1.0", f"loss = f{links - 1}(x)", ""])
+
+
+def test_a_chain_of_doubling_calls_compiles_while_it_is_small():
+    m = lossc.compile(_doubling_chain(6), cache=False)
+    value, grads = m.value_and_grad({"x": 1.001})
+    assert value == pytest.approx(1.001 + 2 ** 5, rel=1e-14)
+    assert grads["x"] == pytest.approx(1.0, rel=1e-14)
+
+
+def test_a_chain_of_doubling_calls_past_the_bound_is_a_compile_error_not_a_hang():
+    """Forty links would inline to 2^40 values: refused at the outermost call, once,
+    in a subprocess that would otherwise run for ever."""
+    code = ("import lossc, sys\n"
+            f"src = {_doubling_chain(40)!r}\n"
+            "try:\n    lossc.compile(src, cache=False)\n"
+            "except lossc.CompileError as e:\n"
+            "    print(e.line, e.col, str(e).count('error:'), e.message)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr
+    line, col, errors, message = out.stdout.split(" ", 3)
+    assert (int(line), int(col), int(errors)) == (42, 8, 1)
+    assert "too large once its calls are inlined" in message

@@ -197,3 +197,45 @@ def test_the_workers_give_results_in_order_and_re_raise_a_tasks_error():
     while threading.active_count() > before and time.monotonic() < deadline:
         time.sleep(0.01)
     assert threading.active_count() == before
+
+
+@pytest.mark.parametrize("n, min_samples", [(1.5, None), ("2", None), (True, None),
+                                            (float("inf"), None), (0, None), (2, 0.5),
+                                            (2, "8"), (2, 0)])
+def test_set_threads_takes_positive_integers_only(n, min_samples):
+    """As Options(threads=...) does: a float is not rounded, a string not parsed."""
+    m = _compile()
+    before = (m.threads, m.min_samples_per_thread)
+    with pytest.raises(ValueError, match="thread"):
+        m.set_threads(n, min_samples)
+    assert (m.threads, m.min_samples_per_thread) == before
+    assert m.set_threads(np.int64(2), np.int32(4)).threads == 2
+
+
+def test_threads_the_system_will_not_start_end_with_an_error_and_leave_none_behind(
+        monkeypatch):
+    """set_threads(many) and a batch to split: when the system refuses a thread (its
+    limit on threads), the call raises an error naming set_threads, the threads started
+    for it end, and the model still works with fewer."""
+    import threading
+    real_start, started = threading.Thread.start, []
+
+    def start_up_to_three(thread):
+        if len(started) == 3:
+            raise RuntimeError("can't start new thread")
+        started.append(thread)
+        real_start(thread)
+
+    m = _compile().set_threads(50, 1)
+    data = _data(200)
+    monkeypatch.setattr(threading.Thread, "start", start_up_to_three)
+    with pytest.raises(RuntimeError, match=r"cannot start 50 threads \(3 started.*"
+                                           r"set_threads"):
+        m.value_and_grad({"w": np.ones(5), "b": 0.0}, **data)
+    monkeypatch.undo()
+    for t in started:
+        t.join(timeout=60)
+        assert not t.is_alive()
+    one = m.set_threads(1).value_and_grad({"w": np.ones(5), "b": 0.0}, **data)
+    two = m.set_threads(2, 1).value_and_grad({"w": np.ones(5), "b": 0.0}, **data)
+    assert one[0] == pytest.approx(two[0], rel=1e-12)

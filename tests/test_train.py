@@ -586,6 +586,21 @@ def test_save_and_load_params(tmp_path, logistic):
         load_params(save_params(tmp_path / "c.npz", {"w": params["w"]}), logistic)
 
 
+@pytest.mark.parametrize("values", [np.array(["0.5"] * 8), np.full(8, 1 + 2j),
+                                    np.zeros(8, dtype="M8[s]")], ids=["str", "complex",
+                                                                       "datetime"])
+def test_saved_parameters_that_are_not_real_numbers_are_refused_naming_them(tmp_path,
+                                                                            logistic, values):
+    """Not converted (complex silently losing its imaginary part), nor a NumPy error
+    that names neither the file nor the parameter."""
+    path = tmp_path / "p.npz"
+    np.savez(path, w=values, b=np.zeros(()))
+    with pytest.raises(ValueError) as e:
+        load_params(path, logistic)
+    assert str(e.value) == (f"{path}: parameter 'w' must hold real numbers, got dtype "
+                            f"{values.dtype}")
+
+
 # ---------------------------------------------------------------- data layout
 
 def at_offset(a: np.ndarray, offset: int) -> np.ndarray:

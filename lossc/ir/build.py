@@ -20,6 +20,11 @@ from lossc.source import Reporter, Span, closest_name
 from lossc.syntax import ast
 
 INT64_MAX = 2 ** 63 - 1
+# Values a program may have once its calls are inlined. Each call copies the body, so
+# a chain of functions that each call the previous one twice doubles the program at
+# every link: forty short lines would ask for 2^40 values and compile forever. The
+# bound is far above any program written out by hand (a 10,000-term sum is 20,000).
+MAX_INLINED_VALUES = 100_000
 
 
 class Poison(Exception):
@@ -33,6 +38,10 @@ class Fail(Exception):
         super().__init__(message)
         self.message = message
         self.span = span
+
+
+class TooLarge(Fail):
+    """Inlining passed MAX_INLINED_VALUES: reported once, at the outermost call."""
 
 
 def describe(node: Node) -> str:
@@ -549,7 +558,14 @@ class _Builder:
             scope[a.id] = Entry("argument", a.span, (yield self.expr(arg)))
         self.scopes.append(scope)
         try:
-            return (yield self.expr(fd.body))
+            body = yield self.expr(fd.body)
+            if len(self.graph.nodes) > MAX_INLINED_VALUES:
+                raise TooLarge("", e.span)
+            return body
+        except TooLarge:
+            raise TooLarge(f"the program is too large once its calls are inlined (more "
+                           f"than {MAX_INLINED_VALUES:,} values): each call copies the "
+                           f"function's body, so calls of calls multiply", e.span) from None
         except Fail as f:
             at = f"line {e.func_span.line}, col {e.func_span.col}"
             raise Fail(f"{f.message} (in the call of {fd.name}() at {at})", f.span) from None

@@ -22,6 +22,7 @@ to plan the run.
 from __future__ import annotations
 
 import glob
+import math
 import os
 import pathlib
 import re
@@ -134,7 +135,7 @@ def _npy_header(path: pathlib.Path, where: str) -> tuple:
     if dtype.hasobject or fortran:
         what = "objects" if dtype.hasobject else "a Fortran-ordered array"
         raise DataError(f"{where}: {path}: holds {what}; lossc reads C-ordered numbers")
-    if offset + int(np.prod(shape)) * dtype.itemsize > size:
+    if offset + math.prod(shape) * dtype.itemsize > size:     # (Python ints: no wrap)
         raise DataError(f"{where}: {path}: the file is shorter than its header says")
     return tuple(shape), dtype
 

@@ -151,6 +151,9 @@ def load_params(path, model=None) -> dict:
         if params[k].shape != shape:
             raise ValueError(f"{path}: parameter '{k}' has shape {params[k].shape}, the "
                              f"model's is {shape}")
+        if params[k].dtype.kind not in "biuf":     # (complex would lose its imaginary part)
+            raise ValueError(f"{path}: parameter '{k}' must hold real numbers, got dtype "
+                             f"{params[k].dtype}")
     return {k: np.asarray(params[k], dtype=model.dtype) for k in want}
 
 

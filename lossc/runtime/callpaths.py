@@ -127,7 +127,7 @@ class CheckedCall(GradientCall):
         """The batch of a flat call: a bind() result, a dict of inputs, or nothing."""
         m = self.model
         if not hypers and type(data) is BoundArgs:
-            return data
+            return m.own_bound(data)
         if data is None and not hypers and not m.inputs:
             return m._no_inputs
         return m.bind(data or {}, hypers)

@@ -7,6 +7,7 @@ copied only when they are not already C-contiguous in the model's dtype.
 from __future__ import annotations
 
 import ctypes
+import numbers
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -128,17 +129,13 @@ class Model:
         model starts with (Options.threads: OMP_NUM_THREADS, else one per core the
         process may run on). Results are deterministic for a given n; they may differ
         from another n in the last bits, as any reordered floating-point sum does."""
-        n = self.options.thread_count() if n is None else int(n)
+        n = self.options.thread_count() if n is None else _count(n, "threads")
         if min_samples_per_thread is None:
             min_samples_per_thread = parallel_min_samples(self.signature,
                                                           self.dtype.itemsize)
-        if n < 1:
-            raise ValueError(f"threads must be at least 1, got {n}")
-        if int(min_samples_per_thread) < 1:
-            raise ValueError(f"min_samples_per_thread must be at least 1, got "
-                             f"{min_samples_per_thread}")
+        min_samples_per_thread = _count(min_samples_per_thread, "min_samples_per_thread")
         self.threads = n
-        self.min_samples_per_thread = int(min_samples_per_thread)
+        self.min_samples_per_thread = min_samples_per_thread
         # the smallest batch split across threads (CallPaths.run; one thread: none)
         self._parallel_from = n * self.min_samples_per_thread if n > 1 else _NEVER
         return self
@@ -331,7 +328,7 @@ class Model:
                              f"{self.dtype.name} array of shape ({self.n_params},)")
         grad = np.zeros(self.n_params, dtype=self.dtype) if grad_out is None else grad_out
         self._check_out(grad)
-        bound = data if isinstance(data, BoundArgs) and not hypers else \
+        bound = self.own_bound(data) if isinstance(data, BoundArgs) and not hypers else \
             self.bind(data or {}, hypers)
         self._check_disjoint(theta, grad, bound)
         return PreparedCall(self, theta, bound, grad)
@@ -453,11 +450,26 @@ class Model:
     def bind(self, data: dict, /, hypers: Optional[dict] = None) -> "BoundArgs":
         """Validate and convert a batch once, for repeated calls (the low-level path)."""
         if isinstance(data, BoundArgs):
+            data = self.own_bound(data)
             if hypers:
                 return BoundArgs(self, data.arrays, data.B, self._hyper_vector(hypers))
             return data
         arrays, B = self._check_inputs(data or {})
         return BoundArgs(self, arrays, B, self._hyper_vector(hypers or {}))
+
+    def own_bound(self, bound: "BoundArgs") -> "BoundArgs":
+        """bound, a bind() result, if this model's native code may read it: bound by
+        this model, or by one whose inputs, hyperparameters and dtype are the same (a
+        copy). Another model's arrays may be smaller than this one's inputs, which the
+        native code would read past; a ValueError says so instead."""
+        other = bound.model
+        if other is not self and (other.dtype != self.dtype
+                                  or other.signature.inputs != self.signature.inputs
+                                  or other.signature.hypers != self.signature.hypers):
+            raise ValueError("data was bound by another model, whose inputs, "
+                             "hyperparameters or dtype differ from this one's: bind it "
+                             "with this model (Model.bind)")
+        return bound
 
     def _split_kwargs(self, kwargs: dict) -> tuple[dict, dict]:
         """(inputs, hyperparameters) of a keyword call, by name."""
@@ -585,6 +597,17 @@ class CallsBeyond:
 
     rebuild: Callable
     collection_value_and_grad: Callable
+
+
+def _count(value, what: str) -> int:
+    """A count of at least 1 given as an integer (NumPy's too): 2.5, "3" or True is a
+    ValueError, as Options(threads=...) makes it, rather than a count rounded or
+    parsed."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{what} must be an integer, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{what} must be at least 1, got {value}")
+    return int(value)
 
 
 def _as_real(x, what: str, dtype: np.dtype) -> np.ndarray:

@@ -40,9 +40,18 @@ class Workers:
     def __init__(self, count: int, name: str = "lossc"):
         self.count = count
         self._tasks: "queue.SimpleQueue" = queue.SimpleQueue()
-        for i in range(count):
-            threading.Thread(target=_work, args=(self._tasks,), name=f"{name}-{i}",
-                             daemon=True).start()
+        started = 0
+        try:
+            for i in range(count):
+                threading.Thread(target=_work, args=(self._tasks,), name=f"{name}-{i}",
+                                 daemon=True).start()
+                started += 1
+        except RuntimeError as e:
+            # (the system's limit on threads: without this the threads started so far
+            # would wait on their queue until the process ends, holding their stacks)
+            _stop(self._tasks, started)
+            raise RuntimeError(f"cannot start {count} threads ({started} started: {e}); "
+                               "give the model fewer (Model.set_threads)") from None
         # the threads end when the pool is dropped (a model freed, a new thread count)
         weakref.finalize(self, _stop, self._tasks, count)
 
