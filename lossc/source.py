@@ -88,13 +88,33 @@ class Diagnostic:
         else:
             width = max(1, len(text) - col + 1)
         width = max(1, min(width, max(1, len(text) - col + 1)))
-        caret = " " * (col - 1) + "^" * width
+        text, at, width = _window(text, col, width)
+        caret = " " * (at - 1) + "^" * width
         parts = [head, "    " + text, "    " + caret]
         parts += [f"    note: {n}" for n in self.notes]
         return "\n".join(parts)
 
 
 MAX_ERRORS = 50    # errors one report shows; past them, errors are only counted
+# a longer source line is shown as this many columns of it around the error (a line
+# of generated source may be megabytes long)
+MAX_LINE_SHOWN = 160
+SHOWN_BEFORE = 60     # ... of which at most this many before the error's column
+
+
+def _window(text: str, col: int, width: int) -> tuple[str, int, int]:
+    """(what to show of the line `text`, the caret's column in it, the caret's width)
+    for an error at column `col` spanning `width` columns: the whole line if it is at
+    most MAX_LINE_SHOWN columns, else MAX_LINE_SHOWN of them from up to SHOWN_BEFORE
+    before the error, with "..." where the line goes on."""
+    if len(text) <= MAX_LINE_SHOWN:
+        return text, col, width
+    start = max(0, min(col - 1 - SHOWN_BEFORE, len(text) - MAX_LINE_SHOWN))
+    end = start + MAX_LINE_SHOWN
+    before = "..." if start > 0 else ""
+    after = "..." if end < len(text) else ""
+    return (before + text[start:end] + after, col - start + len(before),
+            max(1, min(width, end - (col - 1))))
 
 
 class CompileError(ValueError):

@@ -471,3 +471,33 @@ def test_nesting_beyond_the_limit_is_a_clean_error():
     assert (line, col) == (1, 8 + MAX_NESTING)
     assert "nested too deeply" in message
     assert [s.name for s in module.statements] == ["z"]   # recovers on the next line
+
+
+@pytest.mark.parametrize("where", ["end", "start", "middle"])
+def test_an_error_on_a_very_long_line_shows_a_window_of_it_with_the_caret_under_the_error(
+        where):
+    """A line of generated source may be megabytes long: the report shows 160 columns
+    of it around the error, "..." where the line goes on, and the caret still under the
+    offending name; the position in the header is the line's own."""
+    terms = ["w * x"] * 50_000
+    at = {"end": len(terms), "start": 0, "middle": len(terms) // 2}[where]
+    terms.insert(at, "zz")
+    line = "loss = " + " + ".join(terms)
+    with pytest.raises(lossc.CompileError) as info:
+        lossc.compile(f"input x\nparam w\n{line}\n", cache=False)
+    report = str(info.value)
+    col = line.index("zz") + 1
+    assert f":3:{col}: error: unknown name 'zz'" in report
+    head, shown, caret = report.splitlines()[:3]
+    assert len(shown) <= 4 + 3 + 160 + 3 and len(report) < 1000
+    assert caret.strip() == "^^" and shown[caret.index("^"):].startswith("zz")
+    assert shown.startswith("    ...") == (where != "start")
+    assert shown.endswith("...") == (where != "end")
+
+
+def test_an_error_on_a_line_of_160_columns_shows_the_whole_line():
+    line = "loss = zz" + " + w" * 37 + " +1"
+    assert len(line) == 160
+    with pytest.raises(lossc.CompileError) as info:
+        lossc.compile(f"param w\n{line}\n", cache=False)
+    assert str(info.value).splitlines()[1] == "    " + line
