@@ -146,9 +146,9 @@ def inf_norm(g: np.ndarray) -> float:
 
 
 def two_norm(g: np.ndarray) -> float:
-    """The Euclidean norm of a vector, infinite only if an element is not finite: a
-    float32 vector's dot product with itself overflows float32 from a norm of 1.8e19,
-    and is then taken again in float64."""
+    """The Euclidean norm of a vector. A float32 vector's dot product with itself
+    overflows float32 from a norm of 1.8e19, and is then taken again in float64, where
+    it is infinite only if an element is not finite."""
     squared = float(np.dot(g, g))
     if not math.isfinite(squared) and g.dtype != np.float64:
         wide = g.astype(np.float64)
