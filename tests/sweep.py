@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import lossc
-from lossc.compiler import compile_source
+from lossc.compiler import compile_source, host_vector_bits
 from lossc.ir.evaluate import evaluate_batch
 from lossc.passes.hoist import fixed_name
 
@@ -275,12 +275,22 @@ def row_tile_sizes(dtype: str, bits: int) -> list[tuple[int, int]]:
     return out
 
 
-# (dtype, bits) of the fast sweep: one of each lane count, the native widths first
-FAST_VARIANTS = (("float64", 512), ("float32", 512), ("float64", 256), ("float64", 128),
-                 ("float64", 64))
-# ... and of the row kernel's tiles: one of each (lanes, vector registers), so float32
-# at 256 bits too (float64's 512-bit lanes with AVX2's 16 registers: smaller tiles)
-ROW_TILE_VARIANTS = FAST_VARIANTS + (("float32", 256),)
+# The widest vectors of this machine's CPU (512 bits with AVX-512, else 256), for
+# which lossc compiles by default. Wider vectors than the CPU's are legal LLVM, built
+# from two or four of its own: the same code from lossc, but two to three times the
+# compile time (and a model's compile is most of a case's time).
+NATIVE_BITS = host_vector_bits()
+# (dtype, bits) of the fast sweep: one of each lane count, at the CPU's own width where
+# one gives that count. Eight lanes: float64 at 512 bits with AVX-512, float32 at 256
+# without; sixteen lanes are only float32 at 512 bits. (The full sweep takes every
+# dtype at every width on every CPU.)
+FAST_VARIANTS = (("float64", 512) if NATIVE_BITS >= 512 else ("float32", 256),
+                 ("float32", 512), ("float64", 256), ("float64", 128), ("float64", 64))
+# ... and of the row kernel's tiles: one of each (lanes, vector registers), so float64
+# at 512 bits and float32 at 256 on every CPU (the same lanes with 32 and with AVX2's
+# 16 registers: smaller tiles)
+ROW_TILE_VARIANTS = FAST_VARIANTS + tuple(
+    v for v in (("float64", 512), ("float32", 256)) if v not in FAST_VARIANTS)
 SMALL = (1, 3, 5, 9, 2)       # the other dim of a pair, in turn, in the fast sweep
 ROW_TILE_FAMILY = "layer"     # the family whose matrix gradient takes the row kernel
 
@@ -467,7 +477,7 @@ def flush_counts(source: str, dtype: str, bits: int) -> set:
     """The lane-group counts at which the model function's vector loop adds a staged
     block (codegen/outer.py flush): the constants its IR compares the count with."""
     from lossc.codegen.units import VALUE_AND_GRAD
-    from lossc.compiler import compile_source
+    from lossc.compiler import compile_source, host_vector_bits
     lines = compile_source(source, None, dtype).unit_ir((VALUE_AND_GRAD,), bits)[0] \
         .splitlines()
     counts = set()
@@ -548,14 +558,41 @@ def reference(family: Family, sizes: dict, B: int = MAX_BATCH, seed: int = 0) ->
     theta = make_params(family, sizes, graph.params, rng)
     data = make_data(family, sizes, graph.inputs, B, rng)
     hypers = {h.name: h.default for h in graph.hypers}
+    terms = loss_terms(graph)
+    outputs = dict(graph.outputs)
+    graph.outputs.update({f"term.{k}": t for k, t in enumerate(terms)})
+    try:
+        per_sample = evaluate_batch(graph, theta, data, hypers)
+    finally:
+        graph.outputs = outputs
+    # a sample's loss is judged on the size of the terms it adds up, not on the sum
+    # alone: terms of order 1 can cancel to 4e-4 (matinput at R = 5, C = 19), whose
+    # float32 rounding error is of the terms' size
+    size = sum(np.abs(per_sample.pop(f"term.{k}")) for k in range(len(terms)))
     return Reference(family, sizes, src, theta, data, hypers, graph.reduce,
-                     *prefix_sums(evaluate_batch(graph, theta, data, hypers)))
+                     *prefix_sums(per_sample, {"loss": size}))
 
 
-def prefix_sums(per_sample: dict) -> tuple[dict, dict, dict, dict]:
-    """Each output's cumulative sums over the samples and those of its absolute values;
-    the penalty's part of the loss and gradient (the same in every row, added once);
-    the declared outputs' values per sample."""
+def loss_terms(graph) -> list:
+    """The per-sample loss's terms: the values it adds or subtracts (through add, sub
+    and neg of scalars), down to the first value that is not a sum."""
+    out, todo = [], [graph.outputs["loss"]]
+    while todo:
+        n = todo.pop()
+        if n.op in ("add", "sub", "neg") and n.shape == () and all(
+                i.shape == () for i in n.inputs):
+            todo += n.inputs
+        else:
+            out.append(n)
+    return out
+
+
+def prefix_sums(per_sample: dict, sizes: dict | None = None
+                ) -> tuple[dict, dict, dict, dict]:
+    """Each output's cumulative sums over the samples and those of its absolute values
+    (or of its size per sample in `sizes`, where given); the penalty's part of the loss
+    and gradient (the same in every row, added once); the declared outputs' values per
+    sample."""
     prefix, magnitude, fixed, predictions = {}, {}, {}, {}
     for k, v in per_sample.items():
         v = np.asarray(v, dtype=np.float64)
@@ -567,7 +604,8 @@ def prefix_sums(per_sample: dict) -> tuple[dict, dict, dict, dict]:
             continue
         zero = np.zeros((1,) + v.shape[1:])
         prefix[k] = np.concatenate([zero, np.cumsum(v, axis=0)])
-        magnitude[k] = np.concatenate([zero, np.cumsum(np.abs(v), axis=0)])
+        size = np.abs(v) if k not in (sizes or {}) else np.asarray(sizes[k], np.float64)
+        magnitude[k] = np.concatenate([zero, np.cumsum(size, axis=0)])
     return prefix, magnitude, fixed, predictions
 
 
@@ -778,13 +816,21 @@ def check_fused_steps(ref: Reference, m, dtype: str, batch_size: int, epochs: in
 SECOND_ORDER_TOLERANCE = {"float64": 1e-9, "float32": 2e-3}
 
 
-def second_order_configs():
-    """(family, sizes) of the fast sweep at float64's native lane count: each family with
-    its last dim through that count's residue cover (each then run in both dtypes)."""
-    lanes = lanes_of("float64", 512)
-    return [(fam, sizes) for fam, sizes, variants in fast_configs()
-            if variants == [("float64", 512)] and sizes[fam.dims[-1]] in residue_cover(lanes)
-            and all(sizes[d] in SMALL for d in fam.dims[:-1])]
+def second_order_configs(level: str = "fast"):
+    """(family, sizes, dtype) of the fast sweep at float64's lane count at the CPU's own
+    width (NATIVE_BITS): each family with its last dim through that count's residue
+    cover, each compiled at that width, in both dtypes at the full level and in one in
+    turn at the fast level (forward mode takes the gradient's code paths, which the
+    calls' sweep takes at every size in each dtype: here each family meets both dtypes
+    and each residue one)."""
+    native = ("float64", NATIVE_BITS)
+    lanes = lanes_of(*native)
+    configs = [(fam, sizes) for fam, sizes, variants in fast_configs()
+               if variants == [native] and sizes[fam.dims[-1]] in residue_cover(lanes)
+               and all(sizes[d] in SMALL for d in fam.dims[:-1])]
+    if level == "full":
+        return [(fam, sizes, d) for fam, sizes in configs for d in DTYPES]
+    return [(fam, sizes, DTYPES[k % len(DTYPES)]) for k, (fam, sizes) in enumerate(configs)]
 
 
 def directional_reference(ref: Reference, seed: int = 2) -> tuple[dict, Reference]:

@@ -19,6 +19,11 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize(name, cases, ids=[
             f"{fam.name}-" + "-".join(f"{k}{v}" for k, v in sizes.items()) + f"-{d[5:]}.{b}"
             for fam, sizes, d, b in cases])
+    if "family_sizes_dtype" in metafunc.fixturenames:
+        cases = sweep.second_order_configs(metafunc.config.getoption("sweep"))
+        metafunc.parametrize("family_sizes_dtype", cases, ids=[
+            f"{fam.name}-" + "-".join(f"{k}{v}" for k, v in sizes.items()) + f"-{d[5:]}"
+            for fam, sizes, d in cases])
     if "config" in metafunc.fixturenames:
         level = metafunc.config.getoption("sweep")
         configs = list(sweep.fast_configs() if level == "fast" else sweep.full_configs())
@@ -45,20 +50,16 @@ def test_every_call_path_matches_the_reference(config, level):
             sweep.check_fused_steps(ref, m, dtype, bs)
 
 
-@pytest.mark.parametrize("family_sizes", sweep.second_order_configs(), ids=[
-    f"{fam.name}-" + "-".join(f"{k}{v}" for k, v in sizes.items())
-    for fam, sizes in sweep.second_order_configs()])
-def test_jvp_and_hvp_match_the_reference(family_sizes, level):
-    """Each family at the fast sweep's sizes (those of the native width), both dtypes:
-    jvp and hvp against the reference interpreter's forward mode, that against central
-    differences of the gradient."""
-    fam, sizes = family_sizes
+def test_jvp_and_hvp_match_the_reference(family_sizes_dtype, level):
+    """Each family at the fast sweep's sizes of the CPU's own width, in the dtypes of
+    sweep.second_order_configs, at that width: jvp and hvp against the reference
+    interpreter's forward mode, that against central differences of the gradient."""
+    fam, sizes, dtype = family_sizes_dtype
     ref = sweep.reference(fam, sizes)
     tangent, dref = sweep.directional_reference(ref)
     sweep.check_second_derivatives(ref, tangent, dref)
-    for dtype in sweep.DTYPES:
-        m = sweep.compiled(ref, dtype, 512)
-        sweep.check_directional(ref, tangent, dref, m, dtype, 512, level)
+    m = sweep.compiled(ref, dtype, sweep.NATIVE_BITS)
+    sweep.check_directional(ref, tangent, dref, m, dtype, sweep.NATIVE_BITS, level)
 
 
 def test_the_lowered_code_matches_the_plain_code(lowered_config, level):
