@@ -4,10 +4,12 @@ of x, no per-lane accumulators, no sum over lanes at the end). codegen/outer.py 
 u for a block of lane groups and calls it.
 
 Tiles of kt rows by jt vectors of W columns (jt up to ROW_TILE_VECTORS, kt*jt up to
-ROW_TILE_ACCS for the target's vector registers, which leaves registers for the loads:
-AVX-512 has 32 vector registers, AVX2 16, whatever the dtype; `row_tile`) keep their
-accumulators in registers through the whole block: per sample, jt row loads and kt
-broadcasts feed kt*jt FMAs. A tile of fewer than ROW_MIN_CHAINS accumulators would
+ROW_TILE_ACCS for the target's vector registers, which leaves registers for a sample's
+jt row vectors and the broadcast u_s[k]: AVX-512 has 32 vector registers, AVX2 16,
+whatever the dtype; `row_tile`) keep their accumulators in registers through the whole
+block: per sample, jt row loads and kt broadcasts feed kt*jt FMAs. (With AVX2, 12
+accumulators of 3 x 4 leave too few: LLVM kept some on the stack, a load and a store
+per FMA, at half the speed of 2 x 4: docs/codegen.md.) A tile of fewer than ROW_MIN_CHAINS accumulators would
 wait on each FMA's latency (four cycles, two FMA units on the machines lossc targets):
 its samples then go round-robin into several sets of them.
 
@@ -27,7 +29,8 @@ from lossc.codegen.gemm import vector_registers
 from lossc.codegen.values import FAST, I1, I64
 
 ROW_TILE_VECTORS = 4  # gradient vectors per tile row (W elements each) ...
-ROW_TILE_ACCS = {32: 24, 16: 12}   # ... and accumulators per tile, by vector registers
+ROW_TILE_ACCS = {32: 24, 16: 8}    # ... and accumulators per tile, by vector registers
+#                                    (kt*jt + jt + 1 of them at most)
 ROW_MIN_CHAINS = 8   # independent FMA chains wanted (latency 4 x 2 units)
 
 
