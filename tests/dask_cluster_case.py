@@ -79,7 +79,10 @@ def persisted_runs(client, m, arrays, kw):
         names = sorted(key_split(t["key"]) for t in stream.data)
         out["pass_tasks"] = names
         out["chunks"] = len(data.sizes)
-        out["holders"] = len({w for ws in client.who_has([dx, dy]).values() for w in ws})
+        # the workers holding the chunks' rows of x, most of each chunk's bytes (a
+        # worker running a task copies there the labels y it lacks, so y's pieces may
+        # be on both workers after a pass, whichever worker held them first)
+        out["holders"] = len({w for ws in client.who_has([dx]).values() for w in ws})
     finally:
         data.close()
     return out
