@@ -18,6 +18,7 @@ variables of the README keep working:
 """
 from __future__ import annotations
 
+import numbers
 import os
 import pathlib
 from dataclasses import dataclass
@@ -44,17 +45,21 @@ class Options:
     threads: Optional[int] = None
 
     def __post_init__(self):
-        if self.vector_bits is not None and (type(self.vector_bits) is not int
+        if self.vector_bits is not None and (not _is_integer(self.vector_bits)
                                              or self.vector_bits not in VECTOR_BITS):
             raise ValueError(f"vector_bits must be one of {VECTOR_BITS} or None, got "
                              f"{self.vector_bits!r}")
+        if self.vector_bits is not None:
+            object.__setattr__(self, "vector_bits", int(self.vector_bits))
         if self.loader not in LOADERS:
             raise ValueError(f"loader must be one of {LOADERS}, got {self.loader!r}")
         if self.cache_dir is not None:
             object.__setattr__(self, "cache_dir", pathlib.Path(self.cache_dir))
-        if self.threads is not None and (type(self.threads) is not int or self.threads < 1):
+        if self.threads is not None and (not _is_integer(self.threads) or self.threads < 1):
             raise ValueError(f"threads must be a positive integer or None, got "
                              f"{self.threads!r}")
+        if self.threads is not None:
+            object.__setattr__(self, "threads", int(self.threads))
 
     @classmethod
     def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> "Options":
@@ -86,6 +91,12 @@ def available_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):       # (no sched_getaffinity: macOS, Windows)
         return os.cpu_count() or 1
+
+
+def _is_integer(value) -> bool:
+    """An integer, Python's or NumPy's (as Model.set_threads takes them), not a bool:
+    2.0, "2" and True are refused rather than converted."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _omp_threads(value: str) -> Optional[int]:

@@ -46,10 +46,20 @@ def test_an_omp_num_threads_that_is_no_thread_count_is_refused(value):
         Options.from_env({"HOME": "/h", "OMP_NUM_THREADS": value})
 
 
-@pytest.mark.parametrize("threads", [0, -2, 1.5, "2", True])
+@pytest.mark.parametrize("threads", [0, -2, 1.5, "2", True, np.int64(0), np.float64(2)])
 def test_options_threads_must_be_a_positive_integer(threads):
     with pytest.raises(ValueError, match="threads"):
         Options(threads=threads)
+
+
+def test_options_take_numpys_integers_as_set_threads_does():
+    options = Options(threads=np.int64(3), vector_bits=np.int32(256))
+    assert (options.threads, options.vector_bits) == (3, 256)
+    assert type(options.threads) is int and type(options.vector_bits) is int
+    with pytest.raises(ValueError, match="vector_bits"):
+        Options(vector_bits=np.float64(256))
+    with pytest.raises(ValueError, match="vector_bits"):
+        Options(vector_bits=True)
 
 
 def test_a_model_starts_with_one_thread_per_core_it_may_run_on(monkeypatch):
