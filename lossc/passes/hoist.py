@@ -26,11 +26,15 @@ from lossc.ir.graph import Builder, Graph, Node, varying
 
 
 def additive_terms(node: Node, vary: set[int]) -> list[tuple[int, Node]]:
-    """node as a signed sum of terms, opening `+`, `-` and negation of varying nodes."""
-    terms, stack = [], [(1, node)]
+    """node as a signed sum of terms, opening `+`, `-` and negation of varying nodes,
+    each node once: a sum that appears again is a term of its own there. (Opened at
+    every appearance, `h = h + h` forty times over, forty lines, would give 2^40
+    terms.)"""
+    terms, stack, opened = [], [(1, node)], set()
     while stack:
         sign, n = stack.pop()
-        if n.id in vary and n.op in ("add", "sub", "neg"):
+        if n.id in vary and n.op in ("add", "sub", "neg") and n.id not in opened:
+            opened.add(n.id)
             if n.op == "neg":
                 stack.append((-sign, n.inputs[0]))
             else:
