@@ -109,6 +109,51 @@ def test_a_chain_of_doubling_calls_compiles_while_it_is_small():
     assert grads["x"] == pytest.approx(1.0, rel=1e-14)
 
 
+def _in_a_subprocess(code: str) -> str:
+    """What `code` prints, run in a new process with a time limit: a hang fails the
+    test rather than stopping the suite."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_a_call_repeated_on_the_same_values_is_built_once():
+    """g_i(a) = g_{i-1}(a) + g_{i-1}(a), forty links: each link calls the previous one
+    twice on the same value, which is built once, so the program grows by a link, not
+    twice (2^40 values inlined otherwise, past MAX_INLINED_VALUES). The sum doubles at
+    each link, exactly. Calls on other values are built apart."""
+    lines = ["def g0(a) = a + 1"]
+    lines += [f"def g{i}(a) = g{i - 1}(a) + g{i - 1}(a)" for i in range(1, 40)]
+    src = "\n".join(lines + ["param x = 1.0", "input y", "loss = g39(x * y)", ""])
+    code = ("import lossc, numpy as np\n"
+            f"m = lossc.compile({src!r}, cache=False)\n"
+            "value, grads = m.value_and_grad({'x': 1.5}, y=np.array([2.0, 3.0]))\n"
+            "print(value, grads['x'])\n")
+    value, grad = map(float, _in_a_subprocess(code).split())
+    assert (value, grad) == (2.0 ** 39 * (1.5 * 2.5 + 1), 2.0 ** 39 * 2.5)
+    m = lossc.compile("def f(a) = a * a\nparam x = 1.0\ninput y\n"
+                      "loss = f(x) + f(y) + f(x)\n", cache=False)
+    value, grads = m.value_and_grad({"x": 3.0}, y=np.array([2.0]))
+    assert (value, grads["x"]) == (22.0, 12.0)
+
+
+def test_a_sum_used_twice_forty_times_over_compiles_at_once():
+    """h_i = h_{i-1} + h_{i-1}, forty lines: the program is eighty values, but the sum
+    as a sum of terms is 2^39 of them. Splitting the loss into its per-sample and
+    once-per-call terms (passes/hoist.py) opens each sum once."""
+    lines = ["param x = 1.0", "input y", "h0 = x * y + 1"]
+    lines += [f"h{i} = h{i - 1} + h{i - 1}" for i in range(1, 40)]
+    src = "\n".join(lines + ["loss = h39 + 0.5 * x ^ 2", ""])
+    code = ("import lossc, numpy as np\n"
+            f"m = lossc.compile({src!r}, cache=False)\n"
+            "value, grads = m.value_and_grad({'x': 1.5}, y=np.array([2.0, 3.0]))\n"
+            "print(value, grads['x'])\n")
+    value, grad = map(float, _in_a_subprocess(code).split())
+    assert value == pytest.approx(2.0 ** 39 * (1.5 * 2.5 + 1) + 0.5 * 1.5 ** 2, rel=1e-15)
+    assert grad == pytest.approx(2.0 ** 39 * 2.5 + 1.5, rel=1e-15)
+
+
 def test_a_chain_of_doubling_calls_past_the_bound_is_a_compile_error_not_a_hang():
     """Forty links would inline to 2^40 values: refused at the outermost call, once,
     in a subprocess that would otherwise run for ever."""

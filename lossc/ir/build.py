@@ -20,9 +20,10 @@ from lossc.source import Reporter, Span, closest_name
 from lossc.syntax import ast
 
 INT64_MAX = 2 ** 63 - 1
-# Values a program may have once its calls are inlined. Each call copies the body, so
-# a chain of functions that each call the previous one twice doubles the program at
-# every link: forty short lines would ask for 2^40 values and compile forever. The
+# Values a program may have once its calls are inlined. Each call copies the body (but
+# for a call on the same values as an earlier one: `inline`), so a chain of functions
+# that each call the previous one twice, f(f(a)), doubles the program at every link:
+# forty short lines would ask for 2^40 values and compile forever. The
 # bound is far above any program written out by hand (a 10,000-term sum is 20,000).
 MAX_INLINED_VALUES = 100_000
 
@@ -113,6 +114,7 @@ class _Builder:
         # the arguments of the functions being inlined, innermost last
         self.scopes: list[dict[str, Entry]] = []
         self.predictions: dict[str, Node] = {}      # "out.<name>" -> its value
+        self.calls: dict[tuple, Node] = {}  # (function, argument values) -> its result
 
     # ------------------------------------------------------------ statements
 
@@ -556,11 +558,17 @@ class _Builder:
         scope = {}
         for a, arg in zip(fd.args, e.args):
             scope[a.id] = Entry("argument", a.span, (yield self.expr(arg)))
+        # a call of the same function on the same values is the same value: built
+        # once, so `g(a) = f(a) + f(a)` chained grows the program by a link, not twice
+        key = (id(fd), tuple(entry.node.id for entry in scope.values()))
+        if key in self.calls:
+            return self.calls[key]
         self.scopes.append(scope)
         try:
             body = yield self.expr(fd.body)
             if len(self.graph.nodes) > MAX_INLINED_VALUES:
                 raise TooLarge("", e.span)
+            self.calls[key] = body
             return body
         except TooLarge:
             raise TooLarge(f"the program is too large once its calls are inlined (more "
