@@ -45,7 +45,7 @@ class Options:
     threads: Optional[int] = None
 
     def __post_init__(self):
-        if self.vector_bits is not None and (not _is_integer(self.vector_bits)
+        if self.vector_bits is not None and (not is_integer(self.vector_bits)
                                              or self.vector_bits not in VECTOR_BITS):
             raise ValueError(f"vector_bits must be one of {VECTOR_BITS} or None, got "
                              f"{self.vector_bits!r}")
@@ -55,7 +55,7 @@ class Options:
             raise ValueError(f"loader must be one of {LOADERS}, got {self.loader!r}")
         if self.cache_dir is not None:
             object.__setattr__(self, "cache_dir", pathlib.Path(self.cache_dir))
-        if self.threads is not None and (not _is_integer(self.threads) or self.threads < 1):
+        if self.threads is not None and (not is_integer(self.threads) or self.threads < 1):
             raise ValueError(f"threads must be a positive integer or None, got "
                              f"{self.threads!r}")
         if self.threads is not None:
@@ -93,9 +93,10 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def _is_integer(value) -> bool:
-    """An integer, Python's or NumPy's (as Model.set_threads takes them), not a bool:
-    2.0, "2" and True are refused rather than converted."""
+def is_integer(value) -> bool:
+    """An integer, Python's or NumPy's, not a bool: what a count or a width given in
+    Python may be (Options, Model.set_threads); 2.0, "2" and True are refused rather
+    than converted."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 

@@ -7,7 +7,6 @@ copied only when they are not already C-contiguous in the model's dtype.
 from __future__ import annotations
 
 import ctypes
-import numbers
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -16,7 +15,7 @@ import numpy as np
 from lossc.codegen.abi import ERROR, PREDICT_PADDING
 from lossc.codegen.abi import VALUE_AND_GRAD as VALUE_AND_GRAD_FRAME
 from lossc.codegen.unit_names import LOSS, PREDICT, VALUE_AND_GRAD
-from lossc.options import Options
+from lossc.options import Options, is_integer
 from lossc.runtime.callpaths import CallPaths, PreparedCall, parallel_min_samples
 from lossc.runtime.calls import BoundArgs, _addr, aligned_zeros, index_error
 from lossc.runtime.code import ModelCode
@@ -603,7 +602,7 @@ def _count(value, what: str) -> int:
     """A count of at least 1 given as an integer (NumPy's too): 2.5, "3" or True is a
     ValueError, as Options(threads=...) makes it, rather than a count rounded or
     parsed."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    if not is_integer(value):
         raise ValueError(f"{what} must be an integer, got {value!r}")
     if value < 1:
         raise ValueError(f"{what} must be at least 1, got {value}")
