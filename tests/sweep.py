@@ -41,7 +41,7 @@ import numpy as np
 import lossc
 from lossc.compiler import compile_source, host_vector_bits
 from lossc.ir.evaluate import evaluate_batch
-from lossc.passes.hoist import fixed_name
+from lossc.passes.hoist import additive_terms, fixed_name
 
 # ----------------------------------------------------------------- model families
 
@@ -477,7 +477,7 @@ def flush_counts(source: str, dtype: str, bits: int) -> set:
     """The lane-group counts at which the model function's vector loop adds a staged
     block (codegen/outer.py flush): the constants its IR compares the count with."""
     from lossc.codegen.units import VALUE_AND_GRAD
-    from lossc.compiler import compile_source, host_vector_bits
+    from lossc.compiler import compile_source
     lines = compile_source(source, None, dtype).unit_ir((VALUE_AND_GRAD,), bits)[0] \
         .splitlines()
     counts = set()
@@ -558,7 +558,9 @@ def reference(family: Family, sizes: dict, B: int = MAX_BATCH, seed: int = 0) ->
     theta = make_params(family, sizes, graph.params, rng)
     data = make_data(family, sizes, graph.inputs, B, rng)
     hypers = {h.name: h.default for h in graph.hypers}
-    terms = loss_terms(graph)
+    # (the loss's terms, varying or not: hoisting's split with every sum opened)
+    terms = [t for _, t in additive_terms(graph.outputs["loss"],
+                                          {n.id for n in graph.nodes})]
     outputs = dict(graph.outputs)
     graph.outputs.update({f"term.{k}": t for k, t in enumerate(terms)})
     try:
@@ -571,20 +573,6 @@ def reference(family: Family, sizes: dict, B: int = MAX_BATCH, seed: int = 0) ->
     size = sum(np.abs(per_sample.pop(f"term.{k}")) for k in range(len(terms)))
     return Reference(family, sizes, src, theta, data, hypers, graph.reduce,
                      *prefix_sums(per_sample, {"loss": size}))
-
-
-def loss_terms(graph) -> list:
-    """The per-sample loss's terms: the values it adds or subtracts (through add, sub
-    and neg of scalars), down to the first value that is not a sum."""
-    out, todo = [], [graph.outputs["loss"]]
-    while todo:
-        n = todo.pop()
-        if n.op in ("add", "sub", "neg") and n.shape == () and all(
-                i.shape == () for i in n.inputs):
-            todo += n.inputs
-        else:
-            out.append(n)
-    return out
 
 
 def prefix_sums(per_sample: dict, sizes: dict | None = None

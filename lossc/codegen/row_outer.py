@@ -9,9 +9,10 @@ jt row vectors and the broadcast u_s[k]: AVX-512 has 32 vector registers, AVX2 1
 whatever the dtype; `row_tile`) keep their accumulators in registers through the whole
 block: per sample, jt row loads and kt broadcasts feed kt*jt FMAs. (With AVX2, 12
 accumulators of 3 x 4 leave too few: LLVM kept some on the stack, a load and a store
-per FMA, at half the speed of 2 x 4: docs/codegen.md.) A tile of fewer than ROW_MIN_CHAINS accumulators would
-wait on each FMA's latency (four cycles, two FMA units on the machines lossc targets):
-its samples then go round-robin into several sets of them.
+per FMA, at half the speed of 2 x 4: docs/codegen.md.) A tile of fewer than
+ROW_MIN_CHAINS accumulators would wait on each FMA's latency (four cycles, two FMA
+units on the machines lossc targets): its samples then go round-robin into several
+sets of them.
 
 The tiles go column by column: for jt vectors of columns, every row tile of the
 gradient, then the next jt vectors. The block's jt vectors of each row of x (at most
