@@ -15,7 +15,9 @@ summed as the balanced tree of codegen/reduce.py. The scalar loop runs the same 
 with one lane, so a sample's value does not depend on the lane it lands in, nor on
 whether the code has lanes at all. W @ x is K such dots, one per row of W; a tile of
 outputs shares each loaded chunk of the lanes' rows, its accumulators (outputs x
-lanes, at most ROW_MATVEC_ACCS) in registers. Their gradients, outer products with x,
+lanes, at most ROW_MATVEC_ACCS for the target's vector registers: with a chunk of
+W's row per output and one of a lane's row in turn, AVX2's 16 hold 8 of them, where
+16 spilled to the stack, a load and a store per FMA) in registers. Their gradients, outer products with x,
 are added by the row kernel of codegen/row_outer.py, which reads x's rows where they
 are too. An input used only these ways is never transposed.
 """
@@ -23,10 +25,12 @@ from __future__ import annotations
 
 from llvmlite import ir
 
+from lossc.codegen.gemm import vector_registers
 from lossc.codegen.values import I32
 from lossc.ir.graph import Node
 
-ROW_MATVEC_ACCS = 16    # accumulators (outputs x lanes) of a row matvec tile
+# accumulators (outputs x lanes) of a row matvec tile, by vector registers
+ROW_MATVEC_ACCS = {32: 16, 16: 8}
 
 
 def row_chunk(em, ptr, c) -> ir.Value:
@@ -82,7 +86,8 @@ def row_matvec(em, g, n: Node, w: Node, x: Node) -> None:
     Wd = em.W
     VT = ir.VectorType(em.T, Wd)
     base = em.once_pointer(g, w)     # (a parameter or a buffer: see the lower pass)
-    kt = max(1, min(K, ROW_MATVEC_ACCS // len(rows)))
+    accs = ROW_MATVEC_ACCS[vector_registers(Wd * em.T_bytes * 8)]
+    kt = max(1, min(K, accs // len(rows)))
 
     def tile(k0, tk: int):
         ks = [b.add(k0, em.iconst(a)) for a in range(tk)]
