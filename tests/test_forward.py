@@ -421,6 +421,24 @@ def test_xlogy_at_x_zero_has_zero_tangent_and_hessian_in_y():
     assert m.hvp({"p": 0.5}, {"p": 1.0}, u=u)["p"] == pytest.approx(-2 / 3 / 0.25, rel=1e-14)
 
 
+def test_xlogy_at_x_zero_keeps_its_mixed_second_derivative():
+    """x log y is smooth at x = 0 for y > 0: its Hessian there is [[0, 1/y], [1/y, 0]].
+    The gradient in y is 0 at x = 0, but its derivative in x is 1/y, not the 0 of a
+    masked constant. hvp, hessian and the columns of one are the other's. (At y = 0
+    the Hessian is not finite: d/dy of d/dx = log(y) is 1/y.)"""
+    m = lossc.compile("param a\nparam b = 1\nloss = xlogy(a, b) + a ^ 2\n", cache=False)
+    for b_ in (1.0, 0.25, 3.0):
+        H = np.array([[2, 1 / b_], [1 / b_, 0]])
+        np.testing.assert_allclose(m.hessian({"a": 0.0, "b": b_}), H, rtol=1e-15)
+        hv = m.hvp({"a": 0.0, "b": b_}, {"a": 1.0, "b": 0.0})
+        np.testing.assert_allclose([hv["a"], hv["b"]], H[:, 0], rtol=1e-15)
+        # the same, just off x = 0 (no jump at exactly 0)
+        near = m.hessian({"a": 1e-300, "b": b_})
+        np.testing.assert_allclose(near, H, rtol=1e-15, atol=1e-290)
+    g = m.value_and_grad({"a": 0.0, "b": 0.0})[1]
+    assert g["b"] == 0.0 and g["a"] == -np.inf
+
+
 def test_the_derived_units_leave_the_declared_outputs_out():
     from lossc.compiler import compile_source
     from lossc.passes.forward import forward

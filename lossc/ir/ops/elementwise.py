@@ -189,9 +189,18 @@ def _xlogy(x, y):
 
 
 def _xlogy_vjp(b, g, out, x, y):
-    """d/dx = log(y); d/dy = x / y, and 0 where x = 0 (y = 0 included)."""
-    zero = b.zeros_like(g)
-    dy = b.where(b.emit("eq", (x, b.zeros_like(x))), zero, b.div(b.mul(g, x), y))
+    """d/dx = log(y); d/dy = x / y, and 0 where x = 0 (y = 0 or NaN included).
+
+    Where x = 0, d/dy is x / y' with y' = y but inf where y is 0 or NaN: the same 0,
+    whose derivative in x is 1/y' (forward mode over the gradient: the Hessian's mixed
+    term, 1/y where y > 0, as the smooth x log y has it; 0 where y = 0, as d/dy
+    there). A constant 0 would have the value and drop the derivative."""
+    at_zero = b.emit("eq", (x, b.zeros_like(x)))
+    inf = b.const(math.inf, y.shape)
+    usable = b.emit("eq", (y, y))               # (not NaN)
+    y_safe = b.where(b.emit("eq", (y, b.zeros_like(y))), inf, b.where(usable, y, inf))
+    gx = b.mul(g, x)
+    dy = b.where(at_zero, b.div(gx, y_safe), b.div(gx, y))
     return b.mul(g, b.emit("log", (y,))), dy
 
 
