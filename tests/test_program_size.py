@@ -124,6 +124,52 @@ def test_storing_a_long_fused_chain_does_not_change_results(monkeypatch):
     np.testing.assert_array_equal(stored[1]["v"], fused[1]["v"])
 
 
+def test_an_array_literal_of_thousands_of_elements_is_one_buffer_filled_once():
+    """[a * 0, a * 1, ..., a * 2999]: each element stored once, and gets instruction
+    selection at -O0 (its function has more than HUGE_FUNCTION_LINES lines of IR;
+    at -O2 LLVM took minutes for 20,000 elements): the value and gradient against
+    their closed forms, at a batch with a tail."""
+    from lossc.codegen import jit
+    n = 3000
+    src = ("input x\nparam a = 0.5\nv = [" + ", ".join(f"a * {k}" for k in range(n))
+           + "]\nloss = sum(v ^ 2) * x\n")
+    text = compile_source(src).unit_ir()[0]
+    assert jit.codegen_machine(text) is jit.target_machine(jit.FAST_CODEGEN_LEVEL)
+    x = np.linspace(0.5, 1.5, 9)
+    value, grads = lossc.compile(src, cache=False).value_and_grad({"a": 0.5}, x=x)
+    squares = sum(k * k for k in range(n))
+    np.testing.assert_allclose(value, 0.25 * squares * x.mean(), rtol=1e-13)
+    np.testing.assert_allclose(grads["a"], squares * x.mean(), rtol=1e-13)
+
+
+@pytest.mark.parametrize("B", [1, 7, 33])
+def test_code_selected_at_o0_agrees_with_the_usual_code(monkeypatch, B):
+    """The -O0 instruction selection of huge functions, forced on ordinary models
+    (a threshold of 0 lines): their objectives and gradients as the -O2 code's, to
+    rounding (-O0 contracts no multiply-add into an FMA)."""
+    from lossc.codegen import jit
+    rng = np.random.default_rng(B)
+    models = {
+        "mlp": ("dim D = 5\ndim H = 9\ninput x[D]\ninput y\nparam W[H, D] = normal(0, 1)\n"
+                "param w[H] = normal(0, 1)\nloss = (dot(w, tanh(W @ x)) - y) ^ 2\n",
+                {"x": rng.normal(size=(B, 5)), "y": rng.normal(size=B)}),
+        "softmax": ("dim D = 17\ndim K = 3\ninput x[D]\ninput y: int\n"
+                    "param W[K, D] = normal(0, 1)\nz = W @ x\nloss = logsumexp(z) - z[y]\n",
+                    {"x": rng.normal(size=(B, 17)), "y": rng.integers(0, 3, B)}),
+    }
+    for name, (src, data) in models.items():
+        usual = lossc.compile(src, cache=False)
+        theta = usual.init_params(B)
+        want = usual.value_and_grad(theta, **data)
+        monkeypatch.setattr(jit, "HUGE_FUNCTION_LINES", 0)
+        got = lossc.compile(src, cache=False).value_and_grad(theta, **data)
+        monkeypatch.undo()
+        np.testing.assert_allclose(got[0], want[0], rtol=1e-13, err_msg=name)
+        for p in want[1]:
+            np.testing.assert_allclose(got[1][p], want[1][p], rtol=1e-12, atol=1e-15,
+                                       err_msg=f"{name}: {p}")
+
+
 def test_nesting_past_the_bound_is_a_compile_error_at_the_bracket():
     n = MAX_NESTING + 1
     src = "param a\nloss = " + nest("(", "a", ")", n) + "\n"

@@ -14,6 +14,13 @@ loop passes), and O3 with unrolling and LLVM's vectorizers up to 2.5x more. Code
 is compiled once per machine (runtime/library.py) gets O3 with the vectorizers
 (LIBRARY_LEVEL): its loops run over sizes known only at run time.
 
+A function of more than HUGE_FUNCTION_LINES lines of IR (thousands of straight-line
+values: an array literal of thousands of elements, a tower of thousands of powers)
+gets instruction selection at -O0 (FAST_CODEGEN_LEVEL): LLVM's -O2 instruction
+selection and register allocation take time superlinear in such code (minutes at
+four times the threshold, docs/codegen.md), -O0's about linear; the code is slower,
+but it exists.
+
 `NativeCode` links an object file into an MCJIT engine, for when runtime/elf.py cannot
 (another architecture): no optimization or code generation happens at load time. Calls
 to libm (tanh, log1p, ...) resolve against the process, where the C library is loaded.
@@ -29,7 +36,9 @@ from lossc.codegen.abi import NATIVE_SIGNATURE
 
 SPEED_LEVEL = 1      # a model's code: PASSES (see the module docstring)
 PASSES = ("add_sroa_pass", "add_instruction_combine_pass", "add_simplify_cfg_pass")
-CODEGEN_LEVEL = 2    # instruction selection and scheduling
+CODEGEN_LEVEL = 2    # instruction selection and scheduling ...
+FAST_CODEGEN_LEVEL = 0   # ... for a module with a function of more lines of IR than
+HUGE_FUNCTION_LINES = 20_000   # this (see the module docstring)
 LIBRARY_LEVEL = 3    # for code compiled once per machine (runtime/library.py): all of
                      # LLVM's optimizations, vectorizers included
 
@@ -50,17 +59,26 @@ def host_cpu() -> dict:
 
 
 @functools.lru_cache(maxsize=None)
-def target_machine():
-    """The shared TargetMachine for optimizing and emitting code."""
-    return new_target_machine()
+def target_machine(level: int = CODEGEN_LEVEL):
+    """The shared TargetMachine for optimizing and emitting code (at `level`)."""
+    return new_target_machine(level)
 
 
-def new_target_machine():
+def new_target_machine(level: int = CODEGEN_LEVEL):
     _init()
     cpu = host_cpu()
     target = llvm.Target.from_triple(cpu["triple"])
     return target.create_target_machine(cpu=cpu["cpu"], features=cpu["features"],
-                                        opt=CODEGEN_LEVEL, reloc="pic", codemodel="default")
+                                        opt=level, reloc="pic", codemodel="default")
+
+
+def codegen_machine(ir_text: str):
+    """The TargetMachine that emits this IR: FAST_CODEGEN_LEVEL's if a function in it
+    has more than HUGE_FUNCTION_LINES lines (before optimization, which only shrinks
+    them), else CODEGEN_LEVEL's."""
+    longest = max((f.count("\n") for f in ir_text.split("\ndefine ")[1:]), default=0)
+    return target_machine(FAST_CODEGEN_LEVEL if longest > HUGE_FUNCTION_LINES
+                          else CODEGEN_LEVEL)
 
 
 def parse(ir_text: str):
@@ -87,7 +105,7 @@ def compile_ir(ir_text: str, level: int = SPEED_LEVEL) -> bytes:
     """Optimize (the pipeline of `level`) and compile to an object file."""
     mod = parse(ir_text)
     optimize(mod, level)
-    return target_machine().emit_object(mod)
+    return codegen_machine(ir_text).emit_object(mod)
 
 
 def optimized_ir(ir_text: str, level: int = SPEED_LEVEL) -> str:
@@ -99,7 +117,7 @@ def optimized_ir(ir_text: str, level: int = SPEED_LEVEL) -> str:
 def assembly(ir_text: str, level: int = SPEED_LEVEL) -> str:
     mod = parse(ir_text)
     optimize(mod, level)
-    return target_machine().emit_assembly(mod)
+    return codegen_machine(ir_text).emit_assembly(mod)
 
 
 class NativeCode:

@@ -1,5 +1,5 @@
-"""Tensor ops: reductions, softmax, matrix products and the backward-only helpers of max
-and prod. Code generation computes each whole, into a buffer, with loops."""
+"""Tensor ops: reductions, softmax, matrix products, array literals and the backward-only
+helpers of max and prod. Code generation computes each whole, into a buffer, with loops."""
 from __future__ import annotations
 
 import numpy as np
@@ -396,4 +396,55 @@ MATMUL = tensor(
     lower=lambda em, g, n: em.matmul(g, n), sympy_operands=lambda n: 2 * n.inputs[0].shape[-1],
     example=Example(((2, 3), (3, 4)), (ANY, ANY)), doc="A @ B, A @ x, x @ A")
 
-OPS = REDUCTIONS + BACKWARD + SOFTMAX + [MATMUL]
+def _pack_infer(a, *xs):
+    assert all(x.shape == () and x.dtype == REAL for x in xs) and len(xs) == np.prod(a["shape"])
+    return tuple(a["shape"]), REAL
+
+
+def _pack_eval(a, *xs):
+    """Reals, or (for the LaTeX forms) sympy expressions, as an array of `shape`."""
+    out = np.array([np.asarray(x).item() for x in xs], dtype=object).reshape(a["shape"])
+    try:
+        return out.astype(np.float64)
+    except TypeError:
+        return out
+
+
+def _pack_vjp(b, g, out, *xs):
+    """Each element's adjoint: g at its position."""
+    adjoints = []
+    for p in range(len(xs)):
+        v = g
+        for i in np.unravel_index(p, out.shape):
+            v = b.emit("take", (v, b.emit("iconst", (), value=int(i))), axis=0)
+        adjoints.append(v)
+    return adjoints
+
+
+def _pack_jvp(b, out, ts, *xs):
+    """The literal of the elements' tangents, 0 for an element that has none (pack is
+    linear in every input, not only the first as linear_jvp assumes)."""
+    return b.emit("pack", tuple(b.const(0.0, ()) if t is None else t for t in ts),
+                  **dict(out.attrs))
+
+
+def _pack_lower(em, g, n):
+    """Its buffer, element p from input p. (Computed where each element is read, as a
+    view, an element at a position known only at run time, in a loop over the literal,
+    would be a chain of selects over all n inputs: n^2 work a pass, every input live
+    throughout, and LLVM's register allocation superlinear in the chain.)"""
+    em.result_buffer(g, n)
+    for p, x in enumerate(n.inputs):
+        idx = tuple(em.iconst(int(i)) for i in np.unravel_index(p, n.shape))
+        em.store(g, n, idx, em.elem(g, x, ()))
+
+
+PACK = tensor(
+    "pack", arity=None, infer=_pack_infer, eval=_pack_eval, sympy=numpy_form(_pack_eval),
+    vjp=_pack_vjp, mask=moved_mask(_pack_vjp), jvp=_pack_jvp, lower=_pack_lower,
+    example=Example(((), (), (), ()), (ANY, ANY, ANY, ANY), {"shape": (2, 2)}),
+    doc="an array literal: its scalar inputs, row-major, as a vector or matrix of "
+        "`shape` (any number of inputs)")
+
+
+OPS = REDUCTIONS + BACKWARD + SOFTMAX + [MATMUL, PACK]

@@ -256,48 +256,6 @@ def _pad_form(s, n, g):
 _INDEXED = "an int index argument: checked through models that index (the sweep's gathers)"
 
 
-def _pack_infer(a, *xs):
-    assert all(x.shape == () and x.dtype == REAL for x in xs) and len(xs) == np.prod(a["shape"])
-    return tuple(a["shape"]), REAL
-
-
-def _pack_eval(a, *xs):
-    """Reals, or (for the LaTeX forms) sympy expressions, as an array of `shape`."""
-    out = np.array([np.asarray(x).item() for x in xs], dtype=object).reshape(a["shape"])
-    try:
-        return out.astype(np.float64)
-    except TypeError:
-        return out
-
-
-def _pack_vjp(b, g, out, *xs):
-    """Each element's adjoint: g at its position."""
-    adjoints = []
-    for p in range(len(xs)):
-        v = g
-        for i in np.unravel_index(p, out.shape):
-            v = b.emit("take", (v, b.emit("iconst", (), value=int(i))), axis=0)
-        adjoints.append(v)
-    return adjoints
-
-
-def _pack_jvp(b, out, ts, *xs):
-    """The literal of the elements' tangents, 0 for an element that has none (pack is
-    linear in every input, not only the first as linear_jvp assumes)."""
-    return b.emit("pack", tuple(b.const(0.0, ()) if t is None else t for t in ts),
-                  **dict(out.attrs))
-
-
-def _pack_lower(em, g, n, idx):
-    """The element at idx: a chain of selects on its flat position (folded away where
-    idx is constant)."""
-    flat = em.flat(n.shape, idx)
-    value = em.elem(g, n.inputs[-1], ())
-    for p in range(len(n.inputs) - 2, -1, -1):
-        value = em.select(em.icmp("==", flat, em.iconst(p)), em.elem(g, n.inputs[p], ()),
-                          value)
-    return value
-
 OPS = [
     view("broadcast", 1, infer=_broadcast_infer, eval=_broadcast_eval,
          sympy=numpy_form(_broadcast_eval), vjp=_broadcast_vjp,
@@ -318,11 +276,6 @@ OPS = [
     view("put", 2, stage="backward", infer=_put_infer, eval=_put_eval, sympy=_put_form,
          lower=_put_lower, example=_INDEXED,
          doc="backward-only: zeros with g at index i along an axis (the adjoint of take)"),
-    view("pack", None, infer=_pack_infer, eval=_pack_eval, sympy=numpy_form(_pack_eval),
-         vjp=_pack_vjp, jvp=_pack_jvp, lower=_pack_lower,
-         example=Example(((), (), (), ()), (ANY, ANY, ANY, ANY), {"shape": (2, 2)}),
-         doc="an array literal: its scalar inputs, row-major, as a vector or matrix of "
-             "`shape` (any number of inputs)"),
     view("gather", 2, infer=_gather_infer, eval=_gather_eval, sympy=_gather_form,
          vjp=_gather_vjp, lower=_gather_lower, example=_INDEXED,
          sympy_operands=lambda n: 2 * n.inputs[0].shape[n.attr("axis")],
