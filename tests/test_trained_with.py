@@ -131,6 +131,38 @@ def test_a_damaged_record_is_a_clear_error(tmp_path):
     assert r.exit_code == 1 and "record is malformed" in r.output
 
 
+@pytest.mark.parametrize("part, key, value, words", [
+    ("dims", "D", -3, "dim 'D' is -3"),
+    ("dims", "D", 0, "dim 'D' is 0"),
+    ("dims", "D", 8.5, "dim 'D' is 8.5"),
+    ("dims", "D", True, "dim 'D' is True"),
+    ("dims", "D", 2 ** 70, "a dim is a positive integer"),
+    ("hypers", "lam", float("nan"), "hyper 'lam' holds nan"),
+    ("hypers", "lam", float("inf"), "hyper 'lam' holds inf"),
+    ("hypers", "lam", True, "hyper 'lam' holds True"),
+    ("hypers", "lam", "abc", "hyper 'lam' holds 'abc'"),
+    ("hypers", "lam", [1, None], "hyper 'lam' holds None"),
+])
+def test_a_record_is_checked_as_the_command_line_is(tmp_path, trained, part, key, value,
+                                                      words):
+    """A record's dims and hypers are held to what --dim and --hyper accept: a one-line
+    error naming the parameters file, not a dim truncated, a NaN used, or the .loss
+    file blamed for a value it does not hold."""
+    path = tmp_path / "p.npz"
+    with np.load(trained) as f:
+        arrays = {k: f[k] for k in f.files}
+    record = json.loads(str(arrays["__lossc__"]))
+    record[part][key] = value
+    arrays["__lossc__"] = np.array(json.dumps(record))
+    np.savez(path, **arrays)
+    r = run("eval", LOGISTIC, "--data", TEST, "--params", path)
+    assert r.exit_code == 1, r.output
+    (line,) = r.output.strip().splitlines()
+    assert line.startswith(f"lossc: error: {path}: ") and words in line, line
+    with pytest.raises(ValueError, match="record is malformed"):
+        trained_with(path)
+
+
 # ------------------------------------------------------------ where parameters and plots go
 
 def test_without_out_the_parameters_go_to_the_current_folder(tmp_path, monkeypatch):

@@ -56,8 +56,9 @@ class TrainedWith:
             raise ValueError(f"its '{RECORD_KEY}' record is not an object")
         try:
             return cls(str(raw["name"]), str(raw["source_sha256"]),
-                       {str(k): int(v) for k, v in dict(raw["dims"]).items()},
-                       str(raw["dtype"]), dict(raw["hypers"]))
+                       {str(k): _recorded_dim(k, v) for k, v in dict(raw["dims"]).items()},
+                       str(raw["dtype"]),
+                       {str(k): _recorded_hyper(k, v) for k, v in dict(raw["hypers"]).items()})
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"its '{RECORD_KEY}' record is malformed ({e})") from None
 
@@ -72,6 +73,28 @@ class TrainedWith:
             return None
         return (f"trained with {self.dims_text()}, {self.dtype}; the model here has "
                 f"{here.dims_text()}, {here.dtype}")
+
+
+def _recorded_dim(name, v) -> int:
+    """A dim as a record holds it: a JSON integer from 1 to 2^63 - 1 (what the command
+    line accepts; not a bool, not a float to be truncated)."""
+    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v < 2 ** 63:
+        raise ValueError(f"dim '{name}' is {v!r}; a dim is a positive integer")
+    return v
+
+
+def _recorded_hyper(name, v):
+    """A hyperparameter's value as a record holds it: a finite number, or nested lists
+    of them (what --hyper and hypers= accept; not a bool, NaN or an infinity)."""
+    items = v if isinstance(v, list) else [v]
+    for item in items:
+        if isinstance(item, list):
+            _recorded_hyper(name, item)
+        elif isinstance(item, bool) or not isinstance(item, (int, float)) \
+                or not np.isfinite(item):
+            raise ValueError(f"hyper '{name}' holds {item!r}; a hyperparameter is a "
+                             "finite number")
+    return v
 
 
 def _plain(v):
