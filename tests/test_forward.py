@@ -439,6 +439,27 @@ def test_xlogy_at_x_zero_keeps_its_mixed_second_derivative():
     assert g["b"] == 0.0 and g["a"] == -np.inf
 
 
+@pytest.mark.parametrize("dtype, x", [("float64", 40.0), ("float32", 20.0)])
+def test_sigmoids_derivatives_keep_their_precision_on_both_sides(dtype, x):
+    """sigmoid'(x) = sigmoid(x) sigmoid(-x), the second derivative of softplus, and
+    minus log_sigmoid's: exact where sigmoid(x) rounds to 1 as where it is tiny (as
+    out * (1 - out) they were 0 there), in the gradient, jvp, hvp and hessian."""
+    exact = np.exp(-x) / (1 + np.exp(-x)) ** 2          # sigmoid'(+-x)
+    first = {"sigmoid": lambda s: exact, "softplus": lambda s: 1.0 if s > 0 else exact,
+             "log_sigmoid": lambda s: exact if s > 0 else 1.0}
+    second = {"sigmoid": lambda s: -s * exact, "softplus": lambda s: exact,
+              "log_sigmoid": lambda s: -exact}
+    rtol = 1e-13 if dtype == "float64" else 1e-5
+    for f in first:
+        m = lossc.compile(f"param a\nloss = {f}(a)\n", dtype=dtype, cache=False)
+        for s in (1, -1):
+            theta = {"a": np.array(s * x, dtype)}
+            assert m.value_and_grad(theta)[1]["a"] == pytest.approx(first[f](s), rel=rtol, abs=0)
+            assert m.jvp(theta, {"a": 1.0})[1] == pytest.approx(first[f](s), rel=rtol, abs=0)
+            assert m.hvp(theta, {"a": 1.0})["a"] == pytest.approx(second[f](s), rel=rtol, abs=0)
+            assert m.hessian(theta)[0, 0] == pytest.approx(second[f](s), rel=rtol, abs=0)
+
+
 def test_the_derived_units_leave_the_declared_outputs_out():
     from lossc.compiler import compile_source
     from lossc.passes.forward import forward

@@ -96,9 +96,15 @@ def test_one_exponential_serves_every_use_of_z_and_minus_z():
 
 
 def test_a_lone_sigmoid_keeps_its_own_exponential():
-    low = lower_for(compile_source("input x\nparam a\nloss = sigmoid(a * x)\n").graph,
-                    Target.of("float64", 64))
-    assert lower_ops(low) == set()
+    """Alone in the loss, sigmoid(z) is left as it is; its gradient's sigmoid(-z)
+    (sigmoid' = sigmoid(z) sigmoid(-z)) shares one exp(-|z|) with it."""
+    graph = compile_source("input x\nparam a\nloss = sigmoid(a * x)\n").graph
+    target = Target.of("float64", 64)
+    assert lower_ops(lowered(graph, False, target)) == set()
+    low = lower_for(graph, target)
+    assert lower_ops(low) == {"exp_neg_abs", "sigmoid_e"}
+    assert sum(n.op == "exp_neg_abs" for n in low.nodes) == 1
+    assert sum(n.op == "sigmoid_e" for n in low.nodes) == 2
 
 
 def test_the_loss_function_is_lowered_for_its_own_outputs():

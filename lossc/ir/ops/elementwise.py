@@ -313,7 +313,10 @@ FUNCTIONS = [
     unary("atan", np.arctan, lambda b, g, out, x: b.div(g, b.add(b.const(1.0), b.mul(x, x))),
           sympy=lambda sp, x: sp.atan(x), math=Math("atan", "libm")),
     unary("sigmoid", _sig,
-          lambda b, g, out, x: b.mul(g, b.mul(out, b.sub(b.const(1.0), out))),
+          # sigmoid(x) sigmoid(-x), not out (1 - out): at x = 40 out rounds to 1 and
+          # 1 - out to 0, where sigmoid(-40) is 4.2e-18 (the lower pass computes both
+          # from one exp(-|x|))
+          lambda b, g, out, x: b.mul(g, b.mul(out, b.emit("sigmoid", (b.neg(x),)))),
           sympy=lambda sp, x: 1 / (1 + sp.exp(-x)),
           lower=lambda em, g, n, x: sigmoid_with(em, x, exp_neg_abs(em, x)),
           doc="stable for large |x|"),
