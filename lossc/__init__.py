@@ -24,7 +24,15 @@ __all__ = ["compile", "load", "Options", "CompileError", "LosscWarning", "Model"
            "SparseRows", *_LAZY, "__version__"]
 
 
+# lossc.optim itself too (docs/training.md calls lossc.optim.l1_weights, by_name and
+# metric after a plain `import lossc`), imported on first use as the names above
+_LAZY_MODULES = ("optim",)
+
+
 def __getattr__(name: str):
+    if name in _LAZY_MODULES:
+        import importlib
+        return importlib.import_module(f"lossc.{name}")     # (which sets the attribute)
     if name in _LAZY:
         import importlib
         value = getattr(importlib.import_module(_LAZY[name]), name)

@@ -189,6 +189,53 @@ def test_stopping_rules(method):
     assert res.stopped == "tol_grad" and res.iterations == 0 and res.evaluations == 1
 
 
+def _at_zero(x):
+    """A quadratic whose gradient is exactly 0 at x = 0 (and at no other point)."""
+    return float(x @ x), 2 * x
+
+
+@pytest.mark.parametrize("method", ["lbfgs", "newton_cg", "owlqn"])
+def test_a_zero_gradient_is_converged_whatever_the_tolerances(method):
+    """With both tolerances off, a run that reaches (or starts at) a gradient of exact
+    zeros stops there as converged: there is no direction to search along (the
+    steepest-descent step 1 / ||g|| divided by zero)."""
+    from lossc.optim import owlqn
+    run = {"lbfgs": lambda x0: lbfgs(_at_zero, x0, tol_grad=None, tol_loss=None),
+           "newton_cg": lambda x0: newton_cg(_at_zero, lambda x, v: 2 * v, x0,
+                                             tol_grad=None, tol_loss=None),
+           "owlqn": lambda x0: owlqn(_at_zero, x0, 0.0, tol_grad=None, tol_loss=None)}
+    for x0 in (np.zeros(3), np.array([1.0, -2.0, 0.5])):
+        r = run[method](x0)
+        assert r.converged and r.stopped == "tol_grad", r.message
+        assert "the gradient is 0" in r.message
+        np.testing.assert_array_equal(r.x, np.zeros(3))
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+@pytest.mark.parametrize("method", ["lbfgs", "newton_cg"])
+def test_a_finite_gradient_past_1e154_still_gives_a_direction(method):
+    """exp(a) + exp(-a) from a = 360: the value and gradient (2.2e156) are finite, but
+    ||g||^2 overflows: 1 / ||g|| was a first step of 0 (refused by the line search),
+    and -g . g in the line search -inf. Steepest descent at unit length reaches 0."""
+    def fun(x):
+        return float(np.exp(x[0]) + np.exp(-x[0])), np.array([np.exp(x[0]) - np.exp(-x[0])])
+    run = {"lbfgs": lambda: lbfgs(fun, [360.0], max_iter=2000, max_evals=20000),
+           "newton_cg": lambda: newton_cg(fun, lambda x, v: (np.exp(x) + np.exp(-x)) * v,
+                                          [360.0], max_iter=2000, max_evals=20000)}
+    r = run[method]()
+    assert r.converged, r.message
+    assert abs(r.x[0]) < 1e-4 and r.value == pytest.approx(2.0)
+
+
+def test_the_steepest_descent_direction_is_unit_length_at_any_scale():
+    from lossc.optim.solver import steepest_descent
+    for scale in (1e-300, 1.0, 1e154, 1e300):
+        g = np.array([3.0, -4.0, 0.0]) * scale
+        np.testing.assert_allclose(steepest_descent(g), [-0.6, 0.8, 0.0], rtol=1e-15)
+    for g in (np.zeros(2), np.array([1.0, np.inf]), np.array([np.nan, 1.0]), np.zeros(0)):
+        assert steepest_descent(g) is None, g
+
+
 def test_keyboard_interrupt_keeps_the_last_point():
     p = rosenbrock(2)
     calls = []

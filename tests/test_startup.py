@@ -38,6 +38,18 @@ def test_import_lossc_loads_neither_llvm_nor_sympy_nor_scipy():
     assert loaded == []
 
 
+def test_lossc_optim_is_there_on_first_use_after_a_plain_import():
+    """docs/training.md calls lossc.optim.l1_weights right after `import lossc`: the
+    submodule is imported on first use, as the lazy names are."""
+    loaded = _python("""
+        import json, sys
+        import lossc
+        before = "lossc.optim" in sys.modules
+        print(json.dumps([before, callable(lossc.optim.l1_weights)]))
+        """)
+    assert loaded == [False, True]
+
+
 def test_scikit_learn_is_imported_by_lossc_sklearn_alone():
     loaded = _python("""
         import json, sys

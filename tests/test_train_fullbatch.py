@@ -285,6 +285,50 @@ def test_lbfgs_converged_at_the_start_takes_no_step(logistic, w9):
     assert (res.stopped, res.steps, res.epochs) == ("tol_grad", 0, 0)
 
 
+EXACT = ("dim D = 2\ninput x[D]\ninput y\nparam w[D]\nloss = (dot(w, x) - y) ^ 2\n",
+         {"x": np.array([[1.0, 0], [0, 1], [1, 1], [2, 1]]),
+          "y": np.array([1.0, 2, 3, 4])})       # w = (1, 2) fits every row exactly
+
+
+@pytest.mark.parametrize("opt, optimum", [(NewtonCG, [1.0, 2.0]), (LBFGS, [1.0, 2.0]),
+                                          (lambda: LBFGS(l1=100.0), [0.0, 0.0])],
+                         ids=["newton_cg", "lbfgs", "owlqn"])
+def test_a_zero_gradient_ends_the_run_as_converged(opt, optimum):
+    """An exactly solvable least-squares fit (OWL-QN: with an L1 term that makes 0
+    the optimum): train's own tol_loss turns the optimizer's tolerances off, and its
+    steps reach, or start at, a gradient (pseudo-gradient) of exact zeros: converged,
+    the parameters kept, where the steepest-descent step 1 / ||g|| divided by zero."""
+    src, data = EXACT
+    m = lossc.compile(src, cache=False)
+    res = train(m, data, opt(), tol_loss=1e-12, epochs=50)
+    assert res.ok and res.stopped in ("tol_grad", "tol_loss"), res.stopped_reason
+    np.testing.assert_allclose(res.params["w"], optimum, atol=1e-6)
+    start = train(m, data, opt(), tol_loss=1e-12, epochs=5, init={"w": np.array(optimum)})
+    assert start.stopped == "tol_grad" and start.steps == 0, start.stopped_reason
+    assert "the gradient is 0" in start.stopped_reason
+
+
+def test_the_full_batch_optimizers_train_a_model_without_parameters():
+    m = lossc.compile("input x\nloss = x ^ 2\n", cache=False)
+    for opt in (LBFGS(), NewtonCG(), Adam()):
+        res = train(m, {"x": np.arange(5.0)}, opt, epochs=3)
+        assert res.stopped in ("tol_grad", "epochs"), (opt, res.stopped_reason)
+        assert res.best_loss == pytest.approx(6.0)
+
+
+def test_lossc_train_newton_cg_to_an_exact_fit_writes_its_parameters(tmp_path):
+    src, data = EXACT
+    (tmp_path / "ls.loss").write_text(src)
+    rows = ["x.0,x.1,y"] + [f"{a:g},{b:g},{y:g}" for (a, b), y in zip(data["x"], data["y"])]
+    (tmp_path / "ls.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "p.npz"
+    r = CliRunner().invoke(main, ["train", str(tmp_path / "ls.loss"), "--data",
+                                  str(tmp_path / "ls.csv"), "--optimizer", "newton-cg",
+                                  "--tol-loss", "1e-12", "--out", str(out), "-q"])
+    assert r.exit_code == 0 and "Traceback" not in r.output, r.output
+    np.testing.assert_allclose(np.load(out)["w"], [1.0, 2.0], rtol=1e-10)
+
+
 def test_lbfgs_keeps_the_best_on_a_validation_split(logistic, w9):
     data, _ = w9
     res = train(logistic, data, LBFGS(), validation=0.25, patience=2, epochs=60,

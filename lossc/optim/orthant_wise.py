@@ -33,7 +33,8 @@ from lossc.optim import linesearch
 from lossc.optim.quasi_newton import MAX_EVALS, MAX_ITER, TOL_GRAD, TOL_LOSS, History
 from lossc.optim.prox import check_l1, l1_norm
 from lossc.optim.solver import (Iterate, MinimizeResult, Objective, Point, count,
-                                first_point, iterate, start_point)
+                                first_point, iterate, no_direction, start_point,
+                                steepest_descent)
 
 MAX_BACKTRACKS = 40     # halvings of the step: 2^-40 ~ 1e-12 of the first trial
 
@@ -115,7 +116,10 @@ def owlqn_step(smooth: Objective, l1, *, m: int = 10, c1: float = linesearch.C1,
                 ls = search(p, v, d, first_step)
         if ls is None or ls.step == 0:
             history.clear()
-            ls = search(p, v, -v, 1.0 / float(np.linalg.norm(v)))
+            d = steepest_descent(v)
+            if d is None:
+                return no_direction(v)
+            ls = search(p, v, d, 1.0)
             if ls.step == 0:
                 return "the line search found no decrease along the pseudo-gradient"
         history.push_step(ls.x, p.x, ls.grad, p.grad)

@@ -8,7 +8,9 @@ Each iteration takes the quasi-Newton direction d = -H g of the last `m` steps
 (Nocedal and Wright, algorithm 7.4, the two-loop recursion), with the initial inverse
 Hessian gamma I, gamma = s'y / y'y of the newest pair, and a strong-Wolfe line search
 (lossc.optim.linesearch) starting at step 1. The first iteration, and any after the
-history was cleared, step along -g starting at 1 / ||g||_2 (a unit move in x).
+history was cleared, step along -g / ||g||_2 starting at 1 (a unit move in x;
+solver.steepest_descent). A zero gradient is a stationary point: the run has
+converged, whatever tol_grad says.
 
 A pair (s, y) = (x_new - x, g_new - g) is kept only if its curvature s'y exceeds
 eps * y'y (machine epsilon): one without positive curvature would make H indefinite,
@@ -31,7 +33,8 @@ import numpy as np
 
 from lossc.optim import linesearch
 from lossc.optim.solver import (Iterate, MinimizeResult, Objective, Point, count,
-                                first_point, iterate, start_point)
+                                first_point, iterate, no_direction, start_point,
+                                steepest_descent)
 
 EPS = np.finfo(np.float64).eps
 TOL_GRAD = 1e-5
@@ -202,7 +205,10 @@ def lbfgs_step(obj: Objective, *, m: int = 10, c1: float = linesearch.C1,
                 ls = search(p, d, first_step)
         if ls is None or ls.step == 0:
             history.clear()
-            ls = search(p, -p.grad, 1.0 / float(np.linalg.norm(p.grad)))
+            d = steepest_descent(p.grad)
+            if d is None:
+                return no_direction(p.grad)
+            ls = search(p, d, 1.0)
             if ls.step == 0:
                 return "the line search found no decrease along -g"
         history.push_step(ls.x, p.x, ls.grad, p.grad)

@@ -33,7 +33,8 @@ import numpy as np
 from lossc.optim import linesearch
 from lossc.optim.quasi_newton import TOL_GRAD, TOL_LOSS
 from lossc.optim.solver import (Iterate, MinimizeResult, Objective, Point, count,
-                                first_point, iterate, start_point)
+                                first_point, iterate, no_direction, start_point,
+                                steepest_descent)
 
 MAX_ITER = 200
 CG_ITER_PER_COORDINATE = 20     # max_cg default: 20 n, as scipy's Newton-CG
@@ -74,7 +75,7 @@ def truncated_cg(hvp: Callable[[np.ndarray], np.ndarray], g: np.ndarray, tol: fl
 
 def _search(obj, c1, c2, line_search_evals, first_step: float = 1.0):
     """The step of both methods: the line search along d from first_step (1: the
-    natural step of a Newton direction), retried along -g (from 1 / ||g||_2) when it
+    natural step of a Newton direction), retried along -g / ||g||_2 (from 1) when it
     finds no decrease or d is not a descent direction."""
     def move(p: Point, d: np.ndarray):
         ls = None
@@ -82,8 +83,10 @@ def _search(obj, c1, c2, line_search_evals, first_step: float = 1.0):
             ls = linesearch.strong_wolfe(obj, p.x, p.value, p.grad, d, first_step, c1,
                                          c2, line_search_evals)
         if ls is None or ls.step == 0:
-            ls = linesearch.strong_wolfe(obj, p.x, p.value, p.grad, -p.grad,
-                                         1.0 / float(np.linalg.norm(p.grad)), c1, c2,
+            d = steepest_descent(p.grad)
+            if d is None:
+                return no_direction(p.grad)
+            ls = linesearch.strong_wolfe(obj, p.x, p.value, p.grad, d, 1.0, c1, c2,
                                          line_search_evals)
             if ls.step == 0:
                 return "the line search found no decrease along the Newton direction "\
@@ -125,8 +128,9 @@ class NewtonCGStep:
             raise TypeError(f"hvp must be a callable hvp(x, v) -> H v, got "
                             f"{type(hvp).__name__}")
         self.n, self.hvp = obj.n, hvp
-        self.max_cg = count("max_cg", CG_ITER_PER_COORDINATE * obj.n if max_cg is None
-                            else max_cg)
+        # (at least 1: a model without parameters has n = 0)
+        self.max_cg = count("max_cg", max(1, CG_ITER_PER_COORDINATE * obj.n)
+                            if max_cg is None else max_cg)
         self.move = _search(obj, c1, c2, count("line_search_evals", line_search_evals),
                             first_step)
         self.hvp_evaluations = 0

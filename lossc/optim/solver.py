@@ -10,7 +10,8 @@ move (its line search found no decrease). `iterate` runs it and stops at the fir
                 gradient, so the two stop at the same points; also checked at x0
     tol_loss    the relative change (f_prev - f) / max(|f_prev|, |f|, 1) <= tol_loss,
                 scipy's `ftol` test (tol_loss=0 still stops when f no longer decreases)
-    (either tolerance None: that test is off)
+    (either tolerance None: that test is off; a stationarity measure of exactly 0
+    stops as tol_grad whatever the tolerance: there is no direction to move in)
     max_iter    that many iterations
     max_evals   that many objective evaluations (checked after each iteration)
     callback    callback(Iterate(iteration, x, value, grad_norm)) returned True
@@ -142,18 +143,45 @@ def tolerance(name: str, v) -> Optional[float]:
 
 
 def inf_norm(g: np.ndarray) -> float:
+    """The largest |g_i|; 0 for no elements (a model without parameters)."""
+    if not g.size:
+        return 0.0
     return float(np.maximum.reduce(np.abs(g)))      # (np.max's Python wrappers cost more)
 
 
+def steepest_descent(g: np.ndarray) -> Optional[np.ndarray]:
+    """-g / ||g||_2: steepest descent at unit length, whose natural first trial step is
+    1 (a step of length 1). Taken of g over its largest element: ||g||^2, and the line
+    search's products g . d with d = -g, overflow from a finite ||g|| of 1.3e154
+    (exp(360)'s gradient, say). None for a g of zeros or with an infinity or NaN: no
+    direction."""
+    top = inf_norm(g)
+    if not 0 < top < math.inf:
+        return None
+    unit = g / top
+    return unit / -float(np.linalg.norm(unit))
+
+
+NO_DIRECTION = "the gradient is {} (no direction to search along)"
+
+
+def no_direction(g: np.ndarray) -> str:
+    """Why a step along -g cannot be taken (steepest_descent gave None)."""
+    return NO_DIRECTION.format("0" if inf_norm(g) == 0 else "not finite")
+
+
 def two_norm(g: np.ndarray) -> float:
-    """The Euclidean norm of a vector. A float32 vector's dot product with itself
-    overflows float32 from a norm of 1.8e19, and is then taken again in float64, where
-    it is infinite only if an element is not finite."""
+    """The Euclidean norm of a vector: infinite only if an element is not finite (or
+    the norm passes float64's largest). The dot product of g with itself overflows
+    from a norm of 1.8e19 (float32) or 1.3e154 (float64); it is then taken of g over
+    its largest element."""
     squared = float(np.dot(g, g))
-    if not math.isfinite(squared) and g.dtype != np.float64:
-        wide = g.astype(np.float64)
-        squared = float(np.dot(wide, wide))
-    return math.sqrt(squared)
+    if math.isfinite(squared):
+        return math.sqrt(squared)
+    top = inf_norm(g)
+    if not top < math.inf:
+        return top          # (inf, or NaN)
+    return top * float(np.linalg.norm(g.astype(np.float64) / top))
 
 
 def relative_change(before: float, after: float) -> float:
@@ -200,6 +228,8 @@ class _Run:
     def loop(self) -> tuple[str, str]:
         tol_grad = self.tol_grad
         gnorm = inf_norm(self.stationarity(self.point))
+        if gnorm == 0:
+            return "tol_grad", "converged at x0: the gradient is 0"
         if tol_grad is not None and gnorm <= tol_grad:
             return "tol_grad", (f"converged at x0: the gradient norm is {gnorm:.3g} <= "
                                 f"{tol_grad:g}")
@@ -213,6 +243,8 @@ class _Run:
             if self.callback is not None and \
                     self.callback(Iterate(k, nxt.x, nxt.value, gnorm)) is True:
                 return "callback", f"stopped by the callback after iteration {k}"
+            if gnorm == 0:
+                return "tol_grad", f"converged: the gradient is 0 after iteration {k}"
             if tol_grad is not None and gnorm <= tol_grad:
                 return "tol_grad", (f"converged: the gradient norm is {gnorm:.3g} <= "
                                     f"{tol_grad:g} after iteration {k}")

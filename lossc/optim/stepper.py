@@ -59,7 +59,7 @@ from typing import Optional, Protocol
 import numpy as np
 
 from lossc.optim.monitor import Stop
-from lossc.optim.solver import Objective, Point, inf_norm, relative_change
+from lossc.optim.solver import Objective, Point, inf_norm, relative_change, two_norm
 from lossc.runtime import fused
 
 FUSED_CHUNK = 256   # batches per native call (progress and Ctrl-C stay live between)
@@ -263,8 +263,8 @@ class LineSearchSteps:
         if isinstance(nxt, str):
             raise Stop("line_search", f"{nxt} after step {log.steps}; the best parameters "
                                       f"so far are kept")
-        squared = float(nxt.grad.dot(nxt.grad))
-        if not math.isfinite(squared):
+        gnorm = two_norm(nxt.grad)
+        if not math.isfinite(gnorm):
             raise Diverged(OVERFLOWED)
         theta[...] = nxt.x
         if self.frozen is not None:     # (its direction is 0 there; an L1 term may not be)
@@ -272,15 +272,15 @@ class LineSearchSteps:
         log.record(p.value, self.rows)
         self.previous, self.point = p.value, nxt
         g = self.opt.stationarity(nxt)
-        if g is not nxt.grad:
-            squared = float(g.dot(g))
-        return nxt.value, math.sqrt(squared)
+        return nxt.value, gnorm if g is nxt.grad else two_norm(g)
 
     def check_converged(self, steps: int) -> None:
         """Stop if the optimizer's tol_grad or tol_loss holds at the current point."""
         tol_grad, tol_loss = self.tolerances
         after = f"after step {steps}" if steps else "at the initial parameters"
         gnorm = inf_norm(self.opt.stationarity(self.point))
+        if gnorm == 0:
+            raise Stop("tol_grad", f"converged: the gradient is 0 {after}")
         if tol_grad is not None and gnorm <= tol_grad:
             whose = ("tol_grad times the initial objective's size"
                      if self.opt.relative_tol_grad else "tol_grad")
