@@ -29,6 +29,7 @@ dim through 1..70, pairs around tile boundaries, and a few large sizes.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import itertools
@@ -292,6 +293,26 @@ FAST_VARIANTS = (("float64", 512) if NATIVE_BITS >= 512 else ("float32", 256),
 ROW_TILE_VARIANTS = FAST_VARIANTS + tuple(
     v for v in (("float64", 512), ("float32", 256)) if v not in FAST_VARIANTS)
 SMALL = (1, 3, 5, 9, 2)       # the other dim of a pair, in turn, in the fast sweep
+
+
+@contextlib.contextmanager
+def instruction_selection(bits: int, level: str):
+    """Compiles in the block, at the fast level, of code for a width wider than the
+    CPU's (float32 at 512 bits without AVX-512: LLVM builds each vector from two of
+    the CPU's, at two to three times the compile time) take LLVM's -O0 instruction
+    selection (codegen/jit.py FAST_CODEGEN_LEVEL, which huge functions get): the same
+    IR from lossc, which is what the sweep tests, in a third of the time. The full
+    sweep compiles every width as a user's model is compiled."""
+    if level != "fast" or bits <= NATIVE_BITS:
+        yield
+        return
+    from lossc.codegen import jit
+    saved = jit.HUGE_FUNCTION_LINES
+    jit.HUGE_FUNCTION_LINES = -1        # (every function is longer)
+    try:
+        yield
+    finally:
+        jit.HUGE_FUNCTION_LINES = saved
 ROW_TILE_FAMILY = "layer"     # the family whose matrix gradient takes the row kernel
 
 

@@ -43,11 +43,13 @@ def test_every_call_path_matches_the_reference(config, level):
     ref = sweep.reference(fam, sizes)
     sweep.check_derivatives(ref)
     for dtype, bits in variants:
-        m = sweep.compiled(ref, dtype, bits)
-        sweep.check_calls(ref, m, dtype, bits, level)
-        lanes = sweep.lanes_of(dtype, bits)
-        for bs in ((2 * lanes + 1,) if level == "fast" else (1, lanes + 1, 4 * lanes - 1)):
-            sweep.check_fused_steps(ref, m, dtype, bs)
+        with sweep.instruction_selection(bits, level):
+            m = sweep.compiled(ref, dtype, bits)
+            sweep.check_calls(ref, m, dtype, bits, level)
+            lanes = sweep.lanes_of(dtype, bits)
+            for bs in ((2 * lanes + 1,) if level == "fast" else
+                       (1, lanes + 1, 4 * lanes - 1)):
+                sweep.check_fused_steps(ref, m, dtype, bs)
 
 
 def test_jvp_and_hvp_match_the_reference(family_sizes_dtype, level):
@@ -66,7 +68,8 @@ def test_the_lowered_code_matches_the_plain_code(lowered_config, level):
     """Each fusion of the lower pass against the plain code (no fused kernel), at the
     sizes the sweep takes (sweep.lowered_configs), every batch size."""
     fam, sizes, dtype, bits = lowered_config
-    sweep.check_lowered_against_plain(sweep.reference(fam, sizes), dtype, bits, level)
+    with sweep.instruction_selection(bits, level):
+        sweep.check_lowered_against_plain(sweep.reference(fam, sizes), dtype, bits, level)
 
 
 def test_the_block_product_matches_the_plain_code_and_the_reference(block_config, level):
@@ -77,10 +80,11 @@ def test_the_block_product_matches_the_plain_code_and_the_reference(block_config
     fam, sizes, dtype, bits = block_config
     ref = sweep.reference(fam, sizes)
     batches = sweep.block_batch_sizes(dtype, bits, level)
-    assert "block_matmul" in sweep.check_lowered_against_plain(ref, dtype, bits, level,
-                                                               batches)
-    m = sweep.compiled(ref, dtype, bits)
-    sweep.check_calls(ref, m, dtype, bits, level, threads=(1, 2), batches=batches)
+    with sweep.instruction_selection(bits, level):
+        assert "block_matmul" in sweep.check_lowered_against_plain(ref, dtype, bits, level,
+                                                                   batches)
+        m = sweep.compiled(ref, dtype, bits)
+        sweep.check_calls(ref, m, dtype, bits, level, threads=(1, 2), batches=batches)
 
 
 def test_the_row_kernel_in_short_blocks_matches_the_plain_code_and_the_reference(
@@ -96,10 +100,11 @@ def test_the_row_kernel_in_short_blocks_matches_the_plain_code_and_the_reference
     batches = sweep.row_block_batch_sizes(block, sweep.lanes_of(dtype, bits))
     assert max(batches) <= sweep.MAX_BATCH
     ref = sweep.reference(fam, sizes)
-    assert "outer_grad.rows" in sweep.check_lowered_against_plain(ref, dtype, bits, level,
-                                                                  batches)
-    m = sweep.compiled(ref, dtype, bits)
-    sweep.check_calls(ref, m, dtype, bits, level, threads=(1, 2), batches=batches)
+    with sweep.instruction_selection(bits, level):
+        assert "outer_grad.rows" in sweep.check_lowered_against_plain(ref, dtype, bits,
+                                                                      level, batches)
+        m = sweep.compiled(ref, dtype, bits)
+        sweep.check_calls(ref, m, dtype, bits, level, threads=(1, 2), batches=batches)
 
 
 def test_the_fast_sweep_compares_every_fusion_with_the_plain_code():
@@ -133,6 +138,7 @@ def test_random_programs_match_the_reference(seed, level):
     variants = [("float64", bits)] + ([("float32", sweep.WIDTHS[(seed + 1) % 4])]
                                       if smooth else [])
     for dtype, bits in variants:
-        m = sweep.compiled(ref, dtype, bits)
-        sweep.check_calls(ref, m, dtype, bits, level)
-        sweep.check_fused_steps(ref, m, dtype, 2 * sweep.lanes_of(dtype, bits) + 1)
+        with sweep.instruction_selection(bits, level):
+            m = sweep.compiled(ref, dtype, bits)
+            sweep.check_calls(ref, m, dtype, bits, level)
+            sweep.check_fused_steps(ref, m, dtype, 2 * sweep.lanes_of(dtype, bits) + 1)
