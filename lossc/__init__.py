@@ -30,11 +30,10 @@ _LAZY_MODULES = ("optim",)
 
 
 def __getattr__(name: str):
+    import importlib
     if name in _LAZY_MODULES:
-        import importlib
         return importlib.import_module(f"lossc.{name}")     # (which sets the attribute)
     if name in _LAZY:
-        import importlib
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value          # (looked up here once)
         return value

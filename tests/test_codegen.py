@@ -184,8 +184,9 @@ def _loops(asm: str, function: str) -> list[list[str]]:
 def test_the_matrix_kernels_keep_their_tiles_in_registers(dtype):
     """At the CPU's own vector width, the inner loops of the block product (W1 @ x for
     a block of samples) and of the row kernel (W1's gradient) of W7's MLP, and of the
-    row matvec (W1 @ x along the lanes' rows) of a model like W3's, neither load from nor store to
-    the stack: every accumulator, loaded vector and broadcast factor has a register.
+    row matvec (W1 @ x along the lanes' rows) of a model like W3's, neither load from
+    nor store to the stack: every accumulator, loaded vector and broadcast factor has a
+    register.
     (With AVX2's 16 registers, the row kernel's tile of 3 x 4 accumulators, 4 row
     vectors and a broadcast wanted 17, and the row matvec's 16 accumulators more
     still: LLVM kept some accumulators on the stack, a load and a store per FMA.)"""

@@ -17,9 +17,9 @@ whether the code has lanes at all. W @ x is K such dots, one per row of W; a til
 outputs shares each loaded chunk of the lanes' rows, its accumulators (outputs x
 lanes, at most ROW_MATVEC_ACCS for the target's vector registers: with a chunk of
 W's row per output and one of a lane's row in turn, AVX2's 16 hold 8 of them, where
-16 spilled to the stack, a load and a store per FMA) in registers. Their gradients, outer products with x,
-are added by the row kernel of codegen/row_outer.py, which reads x's rows where they
-are too. An input used only these ways is never transposed.
+16 spilled to the stack, a load and a store per FMA) in registers. Their gradients,
+outer products with x, are added by the row kernel of codegen/row_outer.py, which
+reads x's rows where they are too. An input used only these ways is never transposed.
 """
 from __future__ import annotations
 

@@ -55,10 +55,11 @@ class TrainedWith:
         if not isinstance(raw, dict):
             raise ValueError(f"its '{RECORD_KEY}' record is not an object")
         try:
+            dims, hypers = dict(raw["dims"]), dict(raw["hypers"])
             return cls(str(raw["name"]), str(raw["source_sha256"]),
-                       {str(k): _recorded_dim(k, v) for k, v in dict(raw["dims"]).items()},
+                       {str(k): _recorded_dim(k, v) for k, v in dims.items()},
                        str(raw["dtype"]),
-                       {str(k): _recorded_hyper(k, v) for k, v in dict(raw["hypers"]).items()})
+                       {str(k): _recorded_hyper(k, v) for k, v in hypers.items()})
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"its '{RECORD_KEY}' record is malformed ({e})") from None
 

@@ -162,12 +162,10 @@ def steepest_descent(g: np.ndarray) -> Optional[np.ndarray]:
     return unit / -float(np.linalg.norm(unit))
 
 
-NO_DIRECTION = "the gradient is {} (no direction to search along)"
-
-
 def no_direction(g: np.ndarray) -> str:
     """Why a step along -g cannot be taken (steepest_descent gave None)."""
-    return NO_DIRECTION.format("0" if inf_norm(g) == 0 else "not finite")
+    return (f"the gradient is {'0' if inf_norm(g) == 0 else 'not finite'} (no direction "
+            "to search along)")
 
 
 def two_norm(g: np.ndarray) -> float:

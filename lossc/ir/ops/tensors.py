@@ -396,6 +396,7 @@ MATMUL = tensor(
     lower=lambda em, g, n: em.matmul(g, n), sympy_operands=lambda n: 2 * n.inputs[0].shape[-1],
     example=Example(((2, 3), (3, 4)), (ANY, ANY)), doc="A @ B, A @ x, x @ A")
 
+
 def _pack_infer(a, *xs):
     assert all(x.shape == () and x.dtype == REAL for x in xs) and len(xs) == np.prod(a["shape"])
     return tuple(a["shape"]), REAL
