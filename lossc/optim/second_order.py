@@ -34,7 +34,7 @@ from lossc.optim import linesearch
 from lossc.optim.quasi_newton import TOL_GRAD, TOL_LOSS
 from lossc.optim.solver import (Iterate, MinimizeResult, Objective, Point, count,
                                 first_point, iterate, no_direction, start_point,
-                                steepest_descent)
+                                steepest_descent, two_norm)
 
 MAX_ITER = 200
 CG_ITER_PER_COORDINATE = 20     # max_cg default: 20 n, as scipy's Newton-CG
@@ -146,10 +146,13 @@ class NewtonCGStep:
         return hv
 
     def __call__(self, p: Point):
-        gnorm = float(np.linalg.norm(p.grad))
+        # CG runs on g / ||g|| to a residual of eta, and its direction is scaled back
+        # (it is linear in g from d = 0): a gradient past 1e154 would overflow r'r.
+        gnorm = two_norm(p.grad)
+        scale = gnorm if 0 < gnorm < math.inf else 1.0
         eta = min(0.5, math.sqrt(gnorm))
-        cg = truncated_cg(self.product(p.x), p.grad, eta * gnorm, self.max_cg)
-        return self.move(p, cg.d)
+        cg = truncated_cg(self.product(p.x), p.grad / scale, eta, self.max_cg)
+        return self.move(p, cg.d * scale)
 
 
 def shifted_cholesky(h: np.ndarray) -> tuple[np.ndarray, float]:

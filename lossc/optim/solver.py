@@ -173,7 +173,8 @@ def two_norm(g: np.ndarray) -> float:
     the norm passes float64's largest). The dot product of g with itself overflows
     from a norm of 1.8e19 (float32) or 1.3e154 (float64); it is then taken of g over
     its largest element."""
-    squared = float(np.dot(g, g))
+    with np.errstate(over="ignore"):
+        squared = float(np.dot(g, g))
     if math.isfinite(squared):
         return math.sqrt(squared)
     top = inf_norm(g)
