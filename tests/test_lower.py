@@ -44,6 +44,10 @@ def lower_ops(graph) -> set:
             for n in graph.nodes if OPS[n.op].stage == "lower"}
 
 
+# tanh and its derivative from one expm1(2|z|), in every layer of the `layer` family
+TANH = {"expm1_2abs", "tanh_e", "sech2_e"}
+
+
 @pytest.mark.parametrize("source, dtype, bits, expected", [
     # dot(w, x) of an input row; the gradient s * x by the row kernel; softplus(z) and
     # its derivative sigmoid(z) share exp(-|z|)
@@ -56,18 +60,25 @@ def lower_ops(graph) -> set:
     # a row shorter than a vector is transposed instead
     (family("dot", D=7), "float64", 512, {"exp_neg_abs", "softplus_e", "sigmoid_e"}),
     # W @ x along rows of ROW_MATVEC_CHUNKS vectors or more; its gradient outer(u, x)
-    # (64 elements) by the row kernel
-    (family("layer", H=2, D=32), "float64", 512, {"row_matvec", "outer_grad.rows"}),
-    (family("layer", H=2, D=24), "float64", 512, set()),
-    (family("layer", H=2, D=24), "float64", 256, {"row_matvec"}),
+    # (64 elements) by the row kernel; tanh(W @ x + b) and its derivative share
+    # expm1(2|W @ x + b|)
+    (family("layer", H=2, D=32), "float64", 512,
+     TANH | {"row_matvec", "outer_grad.rows"}),
+    (family("layer", H=2, D=24), "float64", 512, TANH),
+    (family("layer", H=2, D=24), "float64", 256, TANH | {"row_matvec"}),
     # W @ x as a block product from BLOCK_MIN_OUTPUTS rows, or from BLOCK_MIN_ELEMENTS
     # elements with BLOCK_MIN_ROWS rows
-    (family("layer", H=64, D=8), "float64", 512, {"block_matmul", "outer_grad.rows"}),
-    (family("layer", H=63, D=32), "float64", 512, {"row_matvec", "outer_grad.rows"}),
-    (family("layer", H=16, D=1024), "float32", 512, {"block_matmul", "outer_grad.rows"}),
-    (family("layer", H=16, D=1023), "float32", 512, {"row_matvec", "outer_grad.rows"}),
-    (family("layer", H=15, D=1200), "float64", 256, {"row_matvec", "outer_grad.rows"}),
-    (family("layer", H=64, D=8), "float64", 64, set()),
+    (family("layer", H=64, D=8), "float64", 512,
+     TANH | {"block_matmul", "outer_grad.rows"}),
+    (family("layer", H=63, D=32), "float64", 512,
+     TANH | {"row_matvec", "outer_grad.rows"}),
+    (family("layer", H=16, D=1024), "float32", 512,
+     TANH | {"block_matmul", "outer_grad.rows"}),
+    (family("layer", H=16, D=1023), "float32", 512,
+     TANH | {"row_matvec", "outer_grad.rows"}),
+    (family("layer", H=15, D=1200), "float64", 256,
+     TANH | {"row_matvec", "outer_grad.rows"}),
+    (family("layer", H=64, D=8), "float64", 64, TANH),
     # x @ A as a block product; its gradient outer(x, g) of 108 elements, g computed:
     # the block kernel
     (family("vecmat", D=9, H=12), "float64", 512, {"block_matmul", "outer_grad.block"}),
@@ -96,15 +107,16 @@ def test_one_exponential_serves_every_use_of_z_and_minus_z():
 
 
 def test_a_lone_sigmoid_keeps_its_own_exponential():
-    """Alone in the loss, sigmoid(z) is left as it is; its gradient's sigmoid(-z)
+    """Alone in the loss, sigmoid(z) is left as it is; its gradient's dsigmoid(z)
     (sigmoid' = sigmoid(z) sigmoid(-z)) shares one exp(-|z|) with it."""
     graph = compile_source("input x\nparam a\nloss = sigmoid(a * x)\n").graph
     target = Target.of("float64", 64)
     assert lower_ops(lowered(graph, False, target)) == set()
     low = lower_for(graph, target)
-    assert lower_ops(low) == {"exp_neg_abs", "sigmoid_e"}
+    assert lower_ops(low) == {"exp_neg_abs", "sigmoid_e", "dsigmoid_e"}
     assert sum(n.op == "exp_neg_abs" for n in low.nodes) == 1
-    assert sum(n.op == "sigmoid_e" for n in low.nodes) == 2
+    assert sum(n.op == "sigmoid_e" for n in low.nodes) == 1
+    assert sum(n.op == "dsigmoid_e" for n in low.nodes) == 1
 
 
 def test_the_loss_function_is_lowered_for_its_own_outputs():
@@ -198,7 +210,8 @@ def lower_op_nodes() -> dict:
     for source, bits in [(family("dot", D=8), 512), (family("layer", H=2, D=32), 512),
                          (family("layer", H=64, D=8), 512),
                          (family("vecmat", D=9, H=12), 512),
-                         (family("softmax", K=3, D=2), 64), (STABLE, 64), (ROWS, 64)]:
+                         (family("softmax", K=3, D=2), 64), (STABLE, 64), (ROWS, 64),
+                         ("input x\nparam a\nloss = sigmoid(a * x)\n", 64)]:
         for n in lower_for(compile_source(source).graph, Target.of("float64", bits)).nodes:
             if OPS[n.op].stage == "lower":
                 found.setdefault(n.op, n)

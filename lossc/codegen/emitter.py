@@ -162,6 +162,20 @@ class Emitter(ValueEmitter):
         """vals combined as a balanced tree of adjacent pairs (lossc/pairwise.py)."""
         return pairwise(vals, combine)
 
+    def wide(self, v):
+        """v (a scalar or a vector of T) in double precision."""
+        if isinstance(self.T, ir.DoubleType):
+            return v
+        ty = ir.VectorType(ir.DoubleType(), v.type.count) if is_vector(v) else ir.DoubleType()
+        return self.b.fpext(v, ty)
+
+    def narrow(self, v):
+        """A double (or vector of them) rounded to T."""
+        if isinstance(self.T, ir.DoubleType):
+            return v
+        ty = ir.VectorType(self.T, v.type.count) if is_vector(v) else self.T
+        return self.b.fptrunc(v, ty)
+
     def hsum(self, v):
         """A vector's lanes added in order."""
         b = self.b

@@ -159,8 +159,10 @@ class FunctionCodegen:
         for n in self.plan.live:
             if n.id not in self.plan.vary:
                 self.emit_node(self.once, n)
-        self.loss_acc = {1: em.alloca(em.T, "loss_acc")}
-        b.store(em.fconst(0), self.loss_acc[1])
+        # the loss is summed over the batch in double precision whatever T: a float32
+        # sum over 1e6 samples would keep three or four digits
+        self.loss_acc = {1: em.alloca(ir.DoubleType(), "loss_acc")}
+        b.store(ir.Constant(ir.DoubleType(), 0.0), self.loss_acc[1])
         if has_inputs and em.W > 1:
             self.vector_loop(sample_outs, n_grad)
         elif sample_outs or has_inputs:
@@ -186,8 +188,9 @@ class FunctionCodegen:
         too."""
         em, b = self.em, self.em.b
         VT = ir.VectorType(em.T, em.W)
-        self.loss_acc[em.W] = em.alloca(VT, "loss_acc_v")
-        b.store(em.splat(em.fconst(0), em.W), self.loss_acc[em.W])
+        wide = ir.VectorType(ir.DoubleType(), em.W)
+        self.loss_acc[em.W] = em.alloca(wide, "loss_acc_v")
+        b.store(ir.Constant(wide, [0.0] * em.W), self.loss_acc[em.W])
         # per-lane gradient accumulators: W partial sums per gradient element of the
         # parameters that are not row-sparse (a table's rows go to their slots, and
         # accumulators for all of it would reserve W times the table)
@@ -363,7 +366,8 @@ class FunctionCodegen:
         lanes = groups[0].lanes
         if key.startswith("loss"):
             acc = self.loss_acc[lanes]
-            b.store(em.fadd(b.load(acc), self.group_elem(groups, node, ()), flags=FAST), acc)
+            b.store(em.fadd(b.load(acc), em.wide(self.group_elem(groups, node, ())),
+                            flags=FAST), acc)
             return
         spec = self.param_spec(key)
         if self.rows.is_sparse(spec.name):
@@ -486,7 +490,7 @@ class FunctionCodegen:
         penalty's (fixed) terms."""
         em, b = self.em, self.em.b
         scale, mult = self.objective_scale()
-        loss = b.fmul(b.load(loss_acc), scale)
+        loss = em.narrow(b.fmul(b.load(loss_acc), em.wide(scale)))
         if "loss.once" in outs:
             loss = b.fadd(loss, b.fmul(em.elem(self.once, outs["loss.once"], ()), mult))
         if "loss.fixed" in outs:

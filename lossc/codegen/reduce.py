@@ -45,31 +45,58 @@ def accumulator(em, g, n: Node, init, ty=None):
     return a
 
 
-def fold_group(em, g, x, kept, kidx, axes, rshape, init, combine, pre=lambda v: v):
+def fold_group(em, g, x, kept, kidx, axes, rshape, init, combine, pre=lambda v: v,
+               wide=False):
     """Combine pre(v) over the elements v of one reduction group. A group of up to
     UNROLL elements is unrolled and combined as a balanced tree (short dependency
     chains: independent vector operations in flight); a longer one is a loop with an
-    accumulator starting at init. Both orders are fixed at compile time, so lanes and
-    the scalar loop get bit-identical results."""
+    accumulator starting at init, in double precision if `wide` (a sum: float32's
+    sequential sum of 1e5 elements keeps four digits). Both orders are fixed at compile
+    time, so lanes and the scalar loop get bit-identical results."""
     b = em.b
     if prod(rshape) <= UNROLL:
         vals = [pre(em.elem(g, x, merge(kept, kidx, axes, tuple(map(em.iconst, r)), x.rank)))
                 for r in itertools.product(*map(range, rshape))]
         return em.tree(vals, combine)
-    acc = accumulator(em, g, x, init, ir.VectorType(em.T, g.lanes)
-                      if em.vector_node(g, x) else em.T)
+    T = ir.DoubleType() if wide else em.T
+    acc = accumulator(em, g, x, ir.Constant(T, init.constant),
+                      ir.VectorType(T, g.lanes) if em.vector_node(g, x) else T)
+    widen = em.wide if wide else (lambda v: v)
     with em.loops(rshape) as ridx:
         v = pre(em.elem(g, x, merge(kept, kidx, axes, ridx, x.rank)))
-        b.store(combine(b.load(acc), v), acc)
-    return b.load(acc)
+        b.store(combine(b.load(acc), widen(v)), acc)
+    return em.narrow(b.load(acc)) if wide else b.load(acc)
 
 
-def group_max(em, g, x, kept, kidx, axes, rshape, kind="max"):
+def fold_sum(em, g, x, kept, kidx, axes, rshape, pre=lambda v: v):
+    """The sum of pre(v) over one reduction group (fold_group: a tree, or a loop that
+    adds in double precision)."""
+    return fold_group(em, g, x, kept, kidx, axes, rshape, em.fconst(0), em.fadd, pre,
+                      wide=True)
+
+
+def group_max(em, g, x, kept, kidx, axes, rshape, kind="max", pre=lambda v: v):
     sym = ">" if kind == "max" else "<"
     init = em.fconst(-math.inf if kind == "max" else math.inf)
     # b wins when it is larger or NaN: NaN propagates as in NumPy, in any order
     return fold_group(em, g, x, kept, kidx, axes, rshape, init, lambda a, v: em.select(
-        em.or_(em.fcmp(sym, v, a), em.b.fcmp_unordered("uno", v, v)), v, a))
+        em.or_(em.fcmp(sym, v, a), em.b.fcmp_unordered("uno", v, v)), v, a), pre)
+
+
+def group_norm(em, g, x, kept, kidx, axes, rshape):
+    """s sqrt(sum((v / s)^2)), s the largest |v| (1 where that is 0, infinite or NaN):
+    the sum of squares itself underflows to 0 below 1e-154 (float64; 1e-19 float32)
+    and overflows past 1e154 (1e19)."""
+    top = group_max(em, g, x, kept, kidx, axes, rshape, pre=lambda v: em.math("fabs", v))
+    usable = em.and_(em.fcmp(">", top, em.fconst(0)),
+                     em.fcmp("<", top, em.fconst(math.inf)))
+    scale = em.select(usable, top, em.fconst(1))
+
+    def square(v):
+        v = em.fdiv(v, scale)
+        return em.fmul(v, v)
+    return em.fmul(scale, em.math("sqrt", fold_sum(em, g, x, kept, kidx, axes, rshape,
+                                                   square)))
 
 
 def safe_shift(em, m):
@@ -85,18 +112,16 @@ def lower_reduce(em, g, n: Node, kind: str) -> None:
     with em.loops(kshape) as kidx:
         group = (x, kept, kidx, axes, rshape)
         if kind == "sum":
-            r = fold_group(em, g, *group, em.fconst(0), em.fadd)
+            r = fold_sum(em, g, *group)
         elif kind == "prod":
             r = fold_group(em, g, *group, em.fconst(1), em.fmul)
         elif kind == "norm":
-            r = em.math("sqrt", fold_group(em, g, *group, em.fconst(0), em.fadd,
-                                           lambda v: em.fmul(v, v)))
+            r = group_norm(em, g, *group)
         elif kind in ("max", "min"):
             r = group_max(em, g, *group, kind)
         elif kind == "logsumexp":
             m = safe_shift(em, group_max(em, g, *group))
-            s = fold_group(em, g, *group, em.fconst(0), em.fadd,
-                           lambda v: em.math("exp", em.fsub(v, m)))
+            s = fold_sum(em, g, *group, lambda v: em.math("exp", em.fsub(v, m)))
             r = em.fadd(m, em.math("log", s))
         else:
             raise AssertionError(kind)

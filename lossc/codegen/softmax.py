@@ -4,7 +4,7 @@ codegen/reduce.py sums), then each element; and logsumexp_softmax, the logsumexp
 vector and the softmax of its gradient from one set of exponentials."""
 from __future__ import annotations
 
-from lossc.codegen.reduce import fold_group, group_max, merge, reduce_parts, safe_shift
+from lossc.codegen.reduce import fold_sum, group_max, merge, reduce_parts, safe_shift
 from lossc.ir.graph import Node
 
 
@@ -14,8 +14,8 @@ def lower_softmax(em, g, n: Node, log: bool) -> None:
     x, kept, kshape, rshape = reduce_parts(n, axes)
     with em.loops(kshape) as kidx:
         m = safe_shift(em, group_max(em, g, x, kept, kidx, axes, rshape))
-        s = fold_group(em, g, x, kept, kidx, axes, rshape, em.fconst(0), em.fadd,
-                       lambda v: em.math("exp", em.fsub(v, m)))
+        s = fold_sum(em, g, x, kept, kidx, axes, rshape,
+                     lambda v: em.math("exp", em.fsub(v, m)))
         logs = em.math("log", s) if log else None
         with em.loops(rshape) as ridx:
             full = merge(kept, kidx, axes, ridx, x.rank)

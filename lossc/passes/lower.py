@@ -44,9 +44,11 @@ input):
                                        with t = logsumexp_softmax(z)
         z a vector of K <= PAIR_MAX elements (the kernel unrolls them), both computed
         alike (once or per sample)
-    f(z), h(-z), ... (f, h among sigmoid, softplus, log_sigmoid)
+    f(z), h(-z), ... (f, h among sigmoid, softplus, log_sigmoid, dsigmoid)
                                     -> f_e(z, e), h_e(-z, e)  with e = exp_neg_abs(z)
         z a scalar, and at least two such uses of it to share the exponential
+    tanh(z), sech2(z)               -> tanh_e(z, e), sech2_e(z, e)  with e = expm1_2abs(z)
+        z of any shape (a layer and its gradient; e is then stored)
     grad.p.sample = put(g, i) + scatter(h, j) + ...   (along p's rows)
                                     -> grad.p.sample = row_scatter(g, i, h, j, ...)
         p row-sparse: used only through gathers (E[u], E[tok]), so its gradient is
@@ -72,8 +74,14 @@ BLOCK_MIN_ELEMENTS = 16384   # ... or from this many elements of W
 BLOCK_MIN_ROWS = 16     # ... with at least this many rows
 OUTER_MIN_SIZE = 64     # outer-product gradients smaller than this: per-lane sums
 PAIR_MAX = 256          # logsumexp_softmax's kernel unrolls its vector: a bound on code size
-STABLE_E = {"sigmoid": "sigmoid_e", "softplus": "softplus_e",
-            "log_sigmoid": "log_sigmoid_e"}
+# functions of z computed from one exponential of |z| they share: {op: (the shared
+# exponential's op, the op computing the function from it)}
+SHARED_EXP = {"sigmoid": ("exp_neg_abs", "sigmoid_e"),
+              "softplus": ("exp_neg_abs", "softplus_e"),
+              "log_sigmoid": ("exp_neg_abs", "log_sigmoid_e"),
+              "dsigmoid": ("exp_neg_abs", "dsigmoid_e"),
+              "tanh": ("expm1_2abs", "tanh_e"),
+              "sech2": ("expm1_2abs", "sech2_e")}
 
 
 @dataclass(frozen=True)
@@ -151,7 +159,7 @@ class _Lowering:
         self.shared = self.shared_exponentials()  # ids of the uses of exp(-|z|) to share
         self.new: dict[int, Node] = {}            # old node id -> its node in the result
         self.both: dict[int, Node] = {}           # logsumexp id -> its logsumexp_softmax
-        self.exps: dict[int, Node] = {}           # z's id -> its exp_neg_abs
+        self.exps: dict[tuple, Node] = {}         # (op, z's id) -> z's shared exponential
 
     def run(self) -> Graph:
         out = Graph()
@@ -179,10 +187,11 @@ class _Lowering:
             return b.emit("slice", (self.both[self.paired[n.id]],), axis=0, start=0,
                           stop=n.size)
         if n.id in self.shared:
-            root = self.root(n.inputs[0])
-            if root.id not in self.exps:
-                self.exps[root.id] = b.emit("exp_neg_abs", (self.new[root.id],))
-            return b.emit(STABLE_E[n.op], (xs[0], self.exps[root.id]))
+            shared, op = SHARED_EXP[n.op]
+            key = (shared, self.root(n.inputs[0]).id)
+            if key not in self.exps:
+                self.exps[key] = b.emit(shared, (self.new[key[1]],))
+            return b.emit(op, (xs[0], self.exps[key]))
         wx = self.row_dot(n) if n.op == "sum" else None
         if wx is not None:
             return b.emit("row_dot", tuple(self.new[i.id] for i in wx))
@@ -303,10 +312,13 @@ class _Lowering:
         return x.inputs[0] if x.op == "neg" else x
 
     def shared_exponentials(self) -> set:
-        """The sigmoids, softpluses and log_sigmoids of scalars z or -z that share
-        exp(-|z|) with another."""
-        users: dict[int, list] = {}
+        """The functions of SHARED_EXP of z or -z that share their exponential of |z|
+        with another: sigmoids, softpluses and log_sigmoids of scalars, and tanh with
+        its derivative of any shape (the gradient of a layer: its exponential is then
+        stored, for both to read)."""
+        users: dict[tuple, list] = {}
         for n in self.graph.nodes:
-            if n.op in STABLE_E and n.rank == 0:
-                users.setdefault(self.root(n.inputs[0]).id, []).append(n.id)
+            if n.op in SHARED_EXP and (n.rank == 0 or SHARED_EXP[n.op][0] == "expm1_2abs"):
+                key = (SHARED_EXP[n.op][0], self.root(n.inputs[0]).id)
+                users.setdefault(key, []).append(n.id)
         return {i for ids in users.values() if len(ids) > 1 for i in ids}

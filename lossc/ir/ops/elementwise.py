@@ -92,6 +92,41 @@ def log_sigmoid_with(em, neg, e):
     return em.fsub(neg, em.math("log1p_unit", e))
 
 
+def _sech2(x):
+    """1 / cosh(x)^2, without overflow: 4 e / (1 + e)^2 with e = exp(-2|x|)."""
+    e = np.exp(-2 * np.abs(np.asarray(x, dtype=np.float64)))
+    return 4 * e / (1 + e) ** 2
+
+
+def _dsigmoid(x):
+    e = np.exp(-np.abs(np.asarray(x, dtype=np.float64)))
+    return e / (1 + e) ** 2
+
+
+# tanh and its derivative from e = expm1(2|x|) (codegen/vmath.py expm1_2abs), with
+# r = 1 / (e + 2): tanh(|x|) = e r, and sech(x)^2 = 1 - (e r)^2 = 4 r (1 - r), where
+# r <= 1/2 (no cancellation), and 1 - tanh(x)^2 would lose what tanh rounded away
+
+
+def tanh_with(em, x, e):
+    """sign(x) e r."""
+    r = em.fdiv(em.fconst(1), em.fadd(e, em.fconst(2)))
+    t = em.fmul(e, r)
+    return em.b.call(em.intrinsic("copysign", t.type, 2), list(em.unify(t, x)))
+
+
+def sech2_with(em, e):
+    """4 r (1 - r)."""
+    r = em.fdiv(em.fconst(1), em.fadd(e, em.fconst(2)))
+    return em.fmul(em.fmul(em.fconst(4), r), em.fsub(em.fconst(1), r))
+
+
+def dsigmoid_with(em, e):
+    """e / (1 + e)^2, e = exp(-|x|)."""
+    den = em.fadd(em.fconst(1), e)
+    return em.fdiv(e, em.fmul(den, den))
+
+
 def _erf(x):
     return np.vectorize(math.erf, otypes=[np.float64])(x)
 
@@ -263,8 +298,8 @@ SPECIAL = [
 ]
 
 
-def _one_minus_sq(b, out):
-    return b.sub(b.const(1.0), b.mul(out, out))
+def _one_minus_sq(b, x):
+    return b.sub(b.const(1.0), b.mul(x, x))
 
 
 def _sign_lower(em, g, n, x):
@@ -281,7 +316,9 @@ FUNCTIONS = [
           sympy=lambda sp, x: sp.log(x), math=Math("log", "vmath")),
     unary("log1p", np.log1p, lambda b, g, out, x: b.div(g, b.add(b.const(1.0), x)),
           domain=POS, sympy=lambda sp, x: sp.log(1 + x), math=Math("log1p", "vmath")),
-    unary("expm1", np.expm1, lambda b, g, out, x: b.mul(g, b.add(out, b.const(1.0))),
+    # exp(x), not out + 1: that cancels to 0 for x below -37 (float64), where
+    # exp(x) is as precise as ever
+    unary("expm1", np.expm1, lambda b, g, out, x: b.mul(g, b.emit("exp", (x,))),
           sympy=lambda sp, x: sp.exp(x) - 1, math=Math("expm1", "vmath")),
     unary("sqrt", np.sqrt, lambda b, g, out, x: b.div(b.mul(g, b.const(0.5)), out),
           domain=POS, sympy=lambda sp, x: sp.sqrt(x), math=Math("sqrt", "instruction")),
@@ -298,8 +335,16 @@ FUNCTIONS = [
           sympy=lambda sp, x: sp.cos(x), math=Math("cos", "intrinsic")),
     unary("tan", np.tan, lambda b, g, out, x: b.mul(g, b.add(b.const(1.0), b.mul(out, out))),
           domain=UNIT, sympy=lambda sp, x: sp.tan(x), math=Math("tan", "libm")),
-    unary("tanh", np.tanh, lambda b, g, out, x: b.mul(g, _one_minus_sq(b, out)),
+    # sech2(x), not 1 - out^2: out rounds to 1 for |x| past 9 (float32) or 19
+    # (float64), and 1 - out^2 loses the digits out has lost before that
+    unary("tanh", np.tanh, lambda b, g, out, x: b.mul(g, b.emit("sech2", (x,))),
           sympy=lambda sp, x: sp.tanh(x), math=Math("tanh", "vmath")),
+    unary("sech2", _sech2, None, names=(), stage="backward",
+          jvp=diagonal_jvp(lambda b, g, out, x: (b.mul(g, b.mul(b.const(-2.0), b.mul(
+              out, b.emit("tanh", (x,))))),)), sympy=lambda sp, x: 1 / sp.cosh(x) ** 2,
+          lower=lambda em, g, n, x: sech2_with(em, em.math("expm1_2abs", x)),
+          doc="backward-only: 1 / cosh(x)^2, the derivative of tanh, from e = "
+              "expm1(2|x|) as 4 r (1 - r), r = 1 / (e + 2)"),
     unary("sinh", np.sinh, lambda b, g, out, x: b.mul(g, b.emit("cosh", (x,))),
           sympy=lambda sp, x: sp.sinh(x), math=Math("sinh", "libm")),
     unary("cosh", np.cosh, lambda b, g, out, x: b.mul(g, b.emit("sinh", (x,))),
@@ -313,13 +358,22 @@ FUNCTIONS = [
     unary("atan", np.arctan, lambda b, g, out, x: b.div(g, b.add(b.const(1.0), b.mul(x, x))),
           sympy=lambda sp, x: sp.atan(x), math=Math("atan", "libm")),
     unary("sigmoid", _sig,
-          # sigmoid(x) sigmoid(-x), not out (1 - out): at x = 40 out rounds to 1 and
-          # 1 - out to 0, where sigmoid(-40) is 4.2e-18 (the lower pass computes both
-          # from one exp(-|x|))
-          lambda b, g, out, x: b.mul(g, b.mul(out, b.emit("sigmoid", (b.neg(x),)))),
+          # dsigmoid(x) = sigmoid(x) sigmoid(-x), not out (1 - out): at x = 40 out
+          # rounds to 1 and 1 - out to 0, where sigmoid(-40) is 4.2e-18 (the lower
+          # pass computes sigmoid and dsigmoid from one exp(-|x|))
+          lambda b, g, out, x: b.mul(g, b.emit("dsigmoid", (x,))),
           sympy=lambda sp, x: 1 / (1 + sp.exp(-x)),
           lower=lambda em, g, n, x: sigmoid_with(em, x, exp_neg_abs(em, x)),
           doc="stable for large |x|"),
+    # its own op for its derivative -dsigmoid(x) tanh(x / 2): forward mode over
+    # sigmoid(x) sigmoid(-x) subtracts two products near 1/8 at x near 0
+    unary("dsigmoid", _dsigmoid, None, names=(), stage="backward",
+          jvp=diagonal_jvp(lambda b, g, out, x: (b.neg(b.mul(g, b.mul(out, b.emit(
+              "tanh", (b.mul(b.const(0.5), x),))))),)),
+          sympy=lambda sp, x: sp.exp(-x) / (1 + sp.exp(-x)) ** 2,
+          lower=lambda em, g, n, x: dsigmoid_with(em, exp_neg_abs(em, x)),
+          doc="backward-only: sigmoid(x) sigmoid(-x) = e / (1 + e)^2, e = exp(-|x|), "
+              "the derivative of sigmoid"),
     unary("softplus", _softplus, lambda b, g, out, x: b.mul(g, b.emit("sigmoid", (x,))),
           sympy=lambda sp, x: sp.log(1 + sp.exp(x)),
           lower=lambda em, g, n, x: softplus_with(em, positive_part(em, x),
@@ -336,7 +390,8 @@ FUNCTIONS = [
           lambda b, g, out, x: b.where(b.emit("gt", (x, b.zeros_like(x))), g,
                                        b.zeros_like(g)),
           sympy=lambda sp, x: sp.Max(x, 0),
-          lower=lambda em, g, n, x: em.select(em.fcmp(">", x, em.fconst(0)), x, em.fconst(0)),
+          # (x <= 0: NaN is not, and stays NaN as in NumPy)
+          lower=lambda em, g, n, x: em.select(em.fcmp("<=", x, em.fconst(0)), em.fconst(0), x),
           example=Example(((4,),), (ANY,)), doc="relu'(0) = 0"),
     unary("erf", _erf,
           lambda b, g, out, x: b.mul(g, b.mul(b.const(2 / math.sqrt(math.pi)),
@@ -386,12 +441,27 @@ def _maxmin_vjp(cmp):
     return vjp
 
 
+def _maxmin_lower(em, sym, x, y):
+    """NumPy's maximum (minimum): x where x >= y (x <= y) or x is NaN, else y; a NaN
+    in either is the result."""
+    x, y = em.unify(x, y)
+    take_x = em.or_(em.fcmp(sym, x, y), em.b.fcmp_unordered("uno", x, x))
+    return em.select(take_x, x, y)
+
+
 def _atan2_vjp(b, g, out, y, x):
-    den = b.add(b.mul(x, x), b.mul(y, y))
-    zero = b.zeros_like(den)
-    at_origin = b.emit("eq", (den, zero))
-    gy = b.where(at_origin, zero, b.div(b.mul(g, x), den))
-    gx = b.where(at_origin, zero, b.neg(b.div(b.mul(g, y), den)))
+    """(x, -y) g / (x^2 + y^2), from x and y over s = max(|x|, |y|): x^2 + y^2
+    underflows to 0 below 1e-154 (float64) and overflows past 1e154. 0 at the origin
+    (and where x or y is infinite, the limit)."""
+    s = b.binary("maximum", b.emit("abs", (x,)), b.emit("abs", (y,)))
+    zero = b.zeros_like(s)
+    off = b.emit("or", (b.emit("eq", (s, zero)),
+                        b.emit("eq", (s, b.const(math.inf, s.shape)))))
+    s = b.where(off, b.const(1.0, s.shape), s)
+    xs, ys = b.div(x, s), b.div(y, s)
+    den = b.mul(b.add(b.mul(xs, xs), b.mul(ys, ys)), s)
+    gy = b.where(off, zero, b.div(b.mul(g, xs), den))
+    gx = b.where(off, zero, b.neg(b.div(b.mul(g, ys), den)))
     return gy, gx
 
 
@@ -412,12 +482,12 @@ ARITHMETIC = [
            doc="x ^ y for real y; d/dy is 0 where x ^ y = 0"),
     binary("maximum", np.maximum, _maxmin_vjp("ge"), names=("max",),
            sympy=lambda sp, x, y: sp.Max(x, y),
-           lower=lambda em, g, n, x, y: em.select(em.fcmp(">=", x, y), x, y),
+           lower=lambda em, g, n, x, y: _maxmin_lower(em, ">=", x, y),
            example=Example(((4,), (4,)), (ANY, ANY)),
            doc="max(a, b): the whole gradient goes to a when a >= b"),
     binary("minimum", np.minimum, _maxmin_vjp("le"), names=("min",),
            sympy=lambda sp, x, y: sp.Min(x, y),
-           lower=lambda em, g, n, x, y: em.select(em.fcmp("<=", x, y), x, y),
+           lower=lambda em, g, n, x, y: _maxmin_lower(em, "<=", x, y),
            example=Example(((4,), (4,)), (ANY, ANY)),
            doc="min(a, b): the whole gradient goes to a when a <= b"),
     binary("atan2", np.arctan2, _atan2_vjp, names=("atan2",),

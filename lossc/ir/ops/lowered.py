@@ -14,7 +14,8 @@ autodiff (stage "lower"): no derivative rules.
     logsumexp_softmax(z)     [softmax(z), logsumexp(z)] in one buffer, from one set of
                              exponentials (codegen/softmax.py); views read each part
     exp_neg_abs(z)           exp(-|z|), shared by sigmoid_e, softplus_e, log_sigmoid_e
-                             of z (or of -z)
+                             and dsigmoid_e of z (or of -z)
+    expm1_2abs(z)            expm1(2|z|), shared by tanh_e and sech2_e of z (or of -z)
     row_scatter(g0, i0, ...) size=
                              a row-sparse parameter's per-sample gradient: zeros of
                              `size` rows with each g_k added at the rows its i_k names
@@ -27,8 +28,9 @@ import numpy as np
 
 from lossc.ir.dtypes import INT, REAL
 from lossc.ir.ops.base import ANY, Example, OpDef, numpy_form
-from lossc.ir.ops.elementwise import (exp_neg_abs, log_sigmoid_with, negative_part,
-                                      positive_part, sigmoid_with, softplus_with)
+from lossc.ir.ops.elementwise import (dsigmoid_with, exp_neg_abs, log_sigmoid_with,
+                                      negative_part, positive_part, sech2_with,
+                                      sigmoid_with, softplus_with, tanh_with)
 from lossc.ir.ops.tensors import lse_eval
 
 _MADE_BY_LOWER = ("made by the lower pass where its operands fit a kernel: "
@@ -169,7 +171,8 @@ def _row_scatter_lower(em, g, n, idx):
 
 
 def _e_form(f):
-    """The sympy form of an `_e` op: its function of x, given e = exp(-|x|)."""
+    """The sympy form of an `_e` op: its function of x, given its exponential e of x
+    (exp_neg_abs or expm1_2abs)."""
     return lambda s, n, x, e: f(s.sp, x, e)
 
 
@@ -225,6 +228,31 @@ OPS = [
             lower=lambda em, g, n, x, e: log_sigmoid_with(em, negative_part(em, x), e),
             example=Example(((3,), (3,)), (ANY, E_DOMAIN)),
             doc="log_sigmoid(x), e = exp(-|x|)"),
+    lowered("dsigmoid_e", 2, "elem", single_pass=True,
+            infer=lambda a, x, e: (x.shape, REAL),
+            eval=lambda a, x, e: np.asarray(e) / (1 + np.asarray(e)) ** 2,
+            sympy=_e_form(lambda sp, x, e: e / (1 + e) ** 2),
+            lower=lambda em, g, n, x, e: dsigmoid_with(em, e),
+            example=Example(((3,), (3,)), (ANY, E_DOMAIN)),
+            doc="dsigmoid(x) = sigmoid(x) sigmoid(-x), e = exp(-|x|)"),
+    lowered("expm1_2abs", 1, "elem", single_pass=True, infer=lambda a, z: (z.shape, REAL),
+            eval=lambda a, z: np.expm1(2 * np.minimum(np.abs(np.asarray(z, np.float64)),
+                                                      354.0)),
+            sympy=lambda s, n, z: s.sp.exp(2 * s.sp.Abs(z)) - 1,
+            lower=lambda em, g, n, z: em.math("expm1_2abs", z),
+            example=Example(((3,),), (ANY,)), doc="expm1(2|z|) (|z| at most 354)"),
+    lowered("tanh_e", 2, "elem", single_pass=True, infer=lambda a, x, e: (x.shape, REAL),
+            eval=lambda a, x, e: np.sign(x) * np.asarray(e) / (np.asarray(e) + 2),
+            sympy=_e_form(lambda sp, x, e: sp.sign(x) * e / (e + 2)),
+            lower=lambda em, g, n, x, e: tanh_with(em, x, e),
+            example=Example(((3,), (3,)), (ANY, E_DOMAIN)),
+            doc="tanh(x), e = expm1(2|x|)"),
+    lowered("sech2_e", 2, "elem", single_pass=True, infer=lambda a, x, e: (x.shape, REAL),
+            eval=lambda a, x, e: 4 * (1 + np.asarray(e)) / (np.asarray(e) + 2) ** 2,
+            sympy=_e_form(lambda sp, x, e: 4 * (1 + e) / (e + 2) ** 2),
+            lower=lambda em, g, n, x, e: sech2_with(em, e),
+            example=Example(((3,), (3,)), (ANY, E_DOMAIN)),
+            doc="sech(x)^2, e = expm1(2|x|)"),
     lowered("row_scatter", None, "view", infer=_row_scatter_infer,
             eval=_row_scatter_eval, sympy=_row_scatter_form, lower=_row_scatter_lower,
             sympy_operands=lambda n: 2 * sum(1 if i.rank == 0 else i.shape[0]

@@ -55,12 +55,17 @@ def _lse_vjp(b, g, out, x):
     return (b.mul(soft, expand(b, g, x, axes)),)
 
 
+def _unit(b, out, x):
+    """x / norm(x) for each group, 0 at the zero vector (the gradient of the norm is
+    taken as 0 there, not 0/0). x over the norm, not x times 1 / norm: 1 / norm
+    overflows for a norm below 1e-308, and its derivative 1 / norm^2 below 1e-154."""
+    whole = expand(b, out, x, out.attr("axes"))
+    zero = b.zeros_like(x)
+    return b.where(b.emit("eq", (whole, zero)), zero, b.div(x, whole))
+
+
 def _norm_vjp(b, g, out, x):
-    axes = out.attr("axes")
-    zero = b.zeros_like(out)
-    # the gradient of the norm at the zero vector is taken as 0, not 0/0
-    scale = b.where(b.emit("eq", (out, zero)), zero, b.div(g, out))
-    return (b.mul(x, expand(b, scale, x, axes)),)
+    return (b.mul(_unit(b, out, x), expand(b, g, x, out.attr("axes"))),)
 
 
 def _weighted_sum(b, weights, t, axes):
@@ -88,10 +93,8 @@ def _lse_jvp(b, out, ts, x):
 
 
 def _norm_jvp(b, out, ts, x):
-    """sum(x * t) / norm; 0 at the zero vector, as the gradient there."""
-    zero = b.zeros_like(out)
-    slope = b.div(b.emit("sum", (b.mul(x, ts[0]),), axes=out.attr("axes")), out)
-    return b.where(b.emit("eq", (out, zero)), zero, slope)
+    """sum(x / norm * t); 0 at the zero vector, as the gradient there."""
+    return _weighted_sum(b, _unit(b, out, x), ts[0], out.attr("axes"))
 
 
 def lse_eval(a, x):
@@ -103,7 +106,14 @@ def lse_eval(a, x):
 
 
 def _norm_eval(a, x):
-    return np.sqrt(np.sum(np.square(np.asarray(x, dtype=np.float64)), axis=tuple(a["axes"])))
+    """s sqrt(sum((x / s)^2)), s the largest |x| of each group (codegen/reduce.py's
+    group_norm): no under- or overflow of the squares."""
+    x = np.asarray(x, dtype=np.float64)
+    axes = tuple(a["axes"])
+    with np.errstate(invalid="ignore"):
+        top = np.max(np.abs(x), axis=axes, keepdims=True)
+    scale = np.where((top > 0) & (top < np.inf), top, 1.0)
+    return np.squeeze(scale, axis=axes) * np.sqrt(np.sum(np.square(x / scale), axis=axes))
 
 
 def _extreme(s, group, which):
