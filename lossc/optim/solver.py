@@ -170,17 +170,20 @@ def no_direction(g: np.ndarray) -> str:
 
 def two_norm(g: np.ndarray) -> float:
     """The Euclidean norm of a vector: infinite only if an element is not finite (or
-    the norm passes float64's largest). The dot product of g with itself overflows
-    from a norm of 1.8e19 (float32) or 1.3e154 (float64); it is then taken of g over
-    its largest element."""
-    with np.errstate(over="ignore"):
-        squared = float(np.dot(g, g))
-    if math.isfinite(squared):
-        return math.sqrt(squared)
-    top = inf_norm(g)
-    if not top < math.inf:
-        return top          # (inf, or NaN)
-    return top * float(np.linalg.norm(g.astype(np.float64) / top))
+    the norm passes float64's largest). The dot product of g with itself under- or
+    overflows (from a norm of 1.3e154 in float64, 1.8e19 in float32): outside a safe
+    range of |g|'s largest element, and for float32, it is taken of g over that element
+    in float64."""
+    top = float(np.maximum.reduce(np.abs(g))) if g.size else 0.0
+    if not 0 < top < math.inf:
+        return top          # (0, inf or NaN)
+    if g.dtype == np.float64 and _SQUARES_SAFE[0] < top < _SQUARES_SAFE[1]:
+        return math.sqrt(float(np.dot(g, g)))
+    unit = g.astype(np.float64) / top
+    return top * math.sqrt(float(np.dot(unit, unit)))
+
+
+_SQUARES_SAFE = (1e-140, 1e140)     # float64 elements whose squares add up normally
 
 
 def relative_change(before: float, after: float) -> float:

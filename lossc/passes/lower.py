@@ -48,7 +48,7 @@ input):
                                     -> f_e(z, e), h_e(-z, e)  with e = exp_neg_abs(z)
         z a scalar, and at least two such uses of it to share the exponential
     tanh(z), sech2(z)               -> tanh_e(z, e), sech2_e(z, e)  with e = expm1_2abs(z)
-        z of any shape (a layer and its gradient; e is then stored)
+        z per sample, of any shape (a layer and its gradient; e is then stored)
     grad.p.sample = put(g, i) + scatter(h, j) + ...   (along p's rows)
                                     -> grad.p.sample = row_scatter(g, i, h, j, ...)
         p row-sparse: used only through gathers (E[u], E[tok]), so its gradient is
@@ -314,11 +314,14 @@ class _Lowering:
     def shared_exponentials(self) -> set:
         """The functions of SHARED_EXP of z or -z that share their exponential of |z|
         with another: sigmoids, softpluses and log_sigmoids of scalars, and tanh with
-        its derivative of any shape (the gradient of a layer: its exponential is then
-        stored, for both to read)."""
+        its derivative of any shape, per sample (the gradient of a layer: its
+        exponential is then stored, for both to read; a tensor computed once per call
+        may be large, and is left to compute its exponential twice rather than hold a
+        third buffer of its size)."""
         users: dict[tuple, list] = {}
         for n in self.graph.nodes:
-            if n.op in SHARED_EXP and (n.rank == 0 or SHARED_EXP[n.op][0] == "expm1_2abs"):
+            if n.op in SHARED_EXP and (n.rank == 0 or (
+                    SHARED_EXP[n.op][0] == "expm1_2abs" and not self.once(n))):
                 key = (SHARED_EXP[n.op][0], self.root(n.inputs[0]).id)
                 users.setdefault(key, []).append(n.id)
         return {i for ids in users.values() if len(ids) > 1 for i in ids}
