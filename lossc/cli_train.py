@@ -20,7 +20,7 @@ import time
 import click
 import numpy as np
 
-from lossc.cli_common import (check_memory, check_numbers, check_output, fail,
+from lossc.cli_common import (cannot_write, check_memory, check_numbers, check_output, fail,
                                finite_float, load_model, load_trained, model_options,
                                parse_hypers, parse_pairs)
 from lossc.files import replacing
@@ -423,14 +423,14 @@ def train(file, dims, dtype, data, scheduler, optimizer, lr, momentum, weight_de
     try:
         save_params(out, result.params, model=model, hypers=hyper_values)
     except OSError as e:
-        fail(f"lossc: error: cannot write {out}: {e.strerror or e}")
+        cannot_write(out, e)
     click.echo(f"wrote {out} ({describe(model)})")
     if plot is not None:
         try:
             plot_curve(plot, result, f"{file.name}: {optimizer}, lr {opt.lr:g}",
                        not model.inputs, plan.per_epoch)
         except OSError as e:
-            fail(f"lossc: error: cannot write {plot}: {e.strerror or e}")
+            cannot_write(plot, e)
         except ValueError as e:
             fail(f"lossc: error: cannot draw {plot}: {e}")
         click.echo(f"wrote {plot}")
