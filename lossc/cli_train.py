@@ -23,7 +23,7 @@ import numpy as np
 from lossc.cli_common import (cannot_write, check_memory, check_numbers, check_output, fail,
                                finite_float, load_model, load_trained, model_options,
                                parse_hypers, parse_pairs)
-from lossc.files import replacing
+from lossc.files import replacing, written_in_place
 from lossc.optim import schedules
 from lossc.optim.config import TrainConfig
 from lossc.optim.data import DataError, load_data
@@ -135,7 +135,7 @@ def plot_curve(path: pathlib.Path, result, title: str, by_steps: bool, per_epoch
     import matplotlib.pyplot as plt
     try:
         with replacing(path) as tmp:
-            fig.savefig(tmp, dpi=110, format=path.suffix[1:].lower())
+            fig.savefig(tmp, dpi=110, format=plot_format(path))
     finally:
         plt.close(fig)
 
@@ -209,20 +209,24 @@ def symlog_threshold(values) -> float:
 
 def plot_file(path: pathlib.Path) -> pathlib.Path:
     """The file --plot writes: PATH in the format its suffix names (PNG without one,
-    then with .png appended, as matplotlib does). Checked before the run: matplotlib
-    is installed and can write that format."""
+    then with .png appended, as matplotlib does, unless PATH is a device or a pipe).
+    Checked before the run: matplotlib is installed and can write that format."""
     try:
         from matplotlib.backend_bases import FigureCanvasBase
     except ImportError:
         fail("lossc: error: --plot needs matplotlib, an optional extra: "
              "pip install 'lossc[plot]' (or pip install matplotlib)")
-    if not path.suffix:
+    if not path.suffix and not written_in_place(path):
         path = path.with_name(path.name + ".png")
     formats = FigureCanvasBase.get_supported_filetypes()
-    if path.suffix[1:].lower() not in formats:
+    if plot_format(path) not in formats:
         fail(f"lossc: error: --plot {path}: matplotlib cannot write {path.suffix} files "
              f"(it writes {', '.join('.' + f for f in sorted(formats))})")
     return path
+
+
+def plot_format(path: pathlib.Path) -> str:
+    return path.suffix[1:].lower() or "png"
 
 
 def default_params_path(file: pathlib.Path) -> pathlib.Path:

@@ -113,6 +113,52 @@ def test_plot_without_matplotlib_is_a_clear_error(tmp_path):
     assert "Traceback" not in p.stderr and not (tmp_path / "p.npz").exists()
 
 
+def _drained(fifo):
+    """Open the pipe `fifo` for reading (so that a writer's open does not block) and
+    collect what is written to it on a thread: (thread, bytes received, descriptor)."""
+    import os
+    import threading
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    received = bytearray()
+
+    def drain():
+        os.set_blocking(fd, True)
+        while (chunk := os.read(fd, 1 << 16)) or not received:
+            received.extend(chunk)
+            if not chunk:
+                threading.Event().wait(0.05)    # the writer has not opened it yet
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    return reader, received, fd
+
+
+def test_out_and_plot_naming_pipes_are_written_in_place(tmp_path):
+    """A device or a pipe is written in place, under its own name: the suffix rules
+    (.npz appended to --out, .png to --plot) made train --out /dev/full write
+    /dev/full.npz."""
+    import io
+    import os
+    pytest.importorskip("matplotlib")
+    out, plot = tmp_path / "params", tmp_path / "curve"
+    os.mkfifo(out)
+    os.mkfifo(plot)
+    readers = [_drained(out), _drained(plot)]
+    try:
+        p = lossc_cli("train", SAMPLES / "seed.loss", "--steps", "3", "--out", out,
+                      "--plot", plot, timeout=300)
+        for reader, _, _ in readers:
+            reader.join(timeout=60)
+    finally:
+        for _, _, fd in readers:
+            os.close(fd)
+    assert p.returncode == 0, p.stderr
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["curve", "params"]
+    assert f"wrote {out} (" in p.stdout and f"wrote {plot}\n" in p.stdout
+    params = np.load(io.BytesIO(bytes(readers[0][1])))
+    assert "__lossc__" in params.files and len(params.files) > 1
+    assert bytes(readers[1][1]).startswith(b"\x89PNG\r\n\x1a\n")
+
+
 def test_train_options(tmp_path):
     out = tmp_path / "p.npz"
     r = run("train", LOGISTIC, "--data", DATA / "logistic.csv", "--optimizer", "adamw",
