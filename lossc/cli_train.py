@@ -35,6 +35,7 @@ from lossc.optim.names import FULL_BATCH, NAMES, by_name
 from lossc.optim.params_io import load_params, params_file, save_params
 from lossc.optim.prepare import as_chunks, is_chunked, n_samples
 from lossc.optim.prox import l1_weights
+from lossc.optim.solver import two_norm
 
 MAX_LINES = 50      # epoch (or step) lines a run prints when stderr is not a terminal
 
@@ -554,7 +555,7 @@ def eval_cmd(file, dims, dtype, data, scheduler, params_path, hypers, metrics, o
             table = laplace(model, params, arrays, hyper_values).summary()
     except (DataError, ValueError, TypeError) as e:
         fail(f"lossc: error: {e}")
-    norm = math.sqrt(sum(float(np.sum(np.square(g))) for g in grads.values()))
+    norm = two_norm(model.pack_params(grads))
     on = f" on {n} samples" if n else ""
     click.echo(f"objective {value:.10g}{on}; gradient norm {norm:.4g}")
     for score in scores:

@@ -1,6 +1,7 @@
 """`lossc train` and `lossc eval` end to end: real processes for the main paths (and
 Ctrl-C), click's runner for the many error paths."""
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -501,6 +502,20 @@ def test_option_values_are_one_line_errors(tmp_path, args, words):
                   tmp_path / "p.npz", "-q")
     refused(r, *words)
     assert not (tmp_path / "p.npz").exists()
+
+
+@pytest.mark.parametrize("dtype, x", [("float64", 1e300), ("float32", 1e30)])
+def test_eval_gradient_norm_does_not_overflow(tmp_path, dtype, x):
+    """At w = 0, b = 0 and every y = 0, each sample's gradient in w is sigmoid(0) x =
+    x / 2: the norm over the 8 weights (b's is 1/2) is sqrt(8) x / 2. Its squares
+    overflowed: 'gradient norm inf', and NumPy's RuntimeWarning on stderr."""
+    data, params = tmp_path / "big.npz", tmp_path / "zero.npz"
+    np.savez(data, x=np.full((4, 8), x), y=np.zeros(4))
+    np.savez(params, w=np.zeros(8), b=np.zeros(()))
+    p = lossc_cli("eval", LOGISTIC, "--dtype", dtype, "--data", data, "--params", params,
+                  timeout=300)
+    assert p.returncode == 0 and p.stderr == "", p.stderr
+    assert f"gradient norm {math.sqrt(8) * x / 2:.4g}\n" in p.stdout, p.stdout
 
 
 def test_eval_hyper_must_be_finite(tmp_path):
