@@ -52,7 +52,9 @@ def compile_cmd(file, dims, dtype, output):
     except OSError as e:
         cannot_write(output, e)
     for w in caught:
-        click.echo(str(w.message), err=True)
+        # (a warning about the file, an unsigned one, names the temporary file written:
+        # the user knows it as `output`)
+        click.echo(str(w.message).replace(str(tmp), str(output)), err=True)
     click.echo(f"wrote {output}")
     for label, items in (("params", m.params), ("inputs", m.inputs), ("outputs", m.outputs)):
         if items:
