@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import pathlib
+import signal
 import sys
+import threading
 import time
 
 import click
@@ -236,6 +239,33 @@ def default_params_path(file: pathlib.Path) -> pathlib.Path:
     return pathlib.Path(file.stem + ".params.npz")
 
 
+def first_interrupt_only(command):
+    """`command` with Ctrl-C taken once: the first SIGINT raises KeyboardInterrupt (the
+    run stops, keeping its best parameters), any later one is ignored, so that a
+    second Ctrl-C cannot cut short the stopping and the writing of the parameters (it
+    ended the command with 'Aborted!' and no file, or a traceback). SIGINT stays
+    ignored to the end of an interrupted command, which then exits with status 130;
+    otherwise the previous handler is put back."""
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        if threading.current_thread() is not threading.main_thread():
+            return command(*args, **kwargs)      # (signal handlers are the main thread's)
+        interrupted = False
+
+        def interrupt(signum, frame):
+            nonlocal interrupted
+            interrupted = True
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            raise KeyboardInterrupt
+        previous = signal.signal(signal.SIGINT, interrupt)
+        try:
+            return command(*args, **kwargs)
+        finally:
+            if not interrupted:
+                signal.signal(signal.SIGINT, previous)
+    return run
+
+
 @click.command("train")
 @model_options
 @click.option("--data", type=click.Path(path_type=pathlib.Path),
@@ -307,6 +337,7 @@ def default_params_path(file: pathlib.Path) -> pathlib.Path:
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=pathlib.Path), default=None,
               help="Draw the loss curve to this PNG (needs matplotlib).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@first_interrupt_only
 def train(file, dims, dtype, data, scheduler, optimizer, lr, momentum, weight_decay,
           clip_norm, l1_items, batch_size, epochs, steps, schedule, validation, val_data,
           patience, tol_grad, tol_loss, monitor, hypers, frozen, seed, init_path, out, plot,

@@ -103,6 +103,49 @@ def test_ctrl_c_stops_cleanly_and_saves(tmp_path):
     assert np.all(np.isfinite(np.load(out)["w"]))
 
 
+@pytest.mark.parametrize("gap", [0.0, 0.001, 0.005])
+def test_repeated_ctrl_c_still_saves(tmp_path, gap):
+    """A burst of SIGINTs, `gap` seconds apart, as impatient hands send: the first
+    stops the run; the others came while it stopped and wrote the parameters, and
+    ended the command with 'Aborted!' (status 1, no file), a KeyboardInterrupt
+    traceback, or death by SIGINT. The parameters are written and the status is 130,
+    whenever the later ones arrive."""
+    out, plot = tmp_path / "p.npz", tmp_path / "curve.png"
+    plotting = ["--plot", str(plot)] if _has_matplotlib() else []
+    proc = subprocess.Popen([sys.executable, "-m", "lossc.cli", "train", str(LOGISTIC),
+                             "--data", str(DATA / "logistic.csv"), "--batch-size", "1",
+                             "--epochs", "100000", "--out", str(out), *plotting],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=ROOT)
+    try:
+        first = proc.stderr.readline()        # printed just before training starts
+        assert first.startswith("training logistic.loss"), first
+        time.sleep(0.5)
+        for _ in range(40):
+            if proc.poll() is not None:
+                break
+            proc.send_signal(signal.SIGINT)
+            time.sleep(gap)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, (proc.returncode, stderr)
+    assert "interrupted at step" in stderr and "Traceback" not in stderr, stderr
+    assert "Aborted" not in stderr, stderr
+    assert f"wrote {out}" in stdout and np.all(np.isfinite(np.load(out)["w"]))
+    if plotting:
+        assert plot.read_bytes().startswith(b"\x89PNG")
+
+
+def _has_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def test_plot_without_matplotlib_is_a_clear_error(tmp_path):
     code = ("import sys; sys.modules['matplotlib'] = None; sys.argv[0] = 'lossc'; "
             "from lossc.cli import main; main()")
