@@ -7,8 +7,9 @@ import warnings
 
 import click
 
-from lossc.cli_common import (check_memory, check_numbers, check_output, compile_stage, fail,
-                               load_model, model_options, options_from_env, parse_hypers)
+from lossc.cli_common import (cannot_write, check_memory, check_numbers, check_output,
+                               compile_stage, fail, load_model, model_options,
+                               options_from_env, parse_hypers)
 from lossc.cli_predict import predict_cmd
 from lossc.cli_train import eval_cmd, train
 from lossc.codegen.units import DERIVED_UNITS, UNITS
@@ -49,9 +50,11 @@ def compile_cmd(file, dims, dtype, output):
             warnings.simplefilter("always")
             m.save(tmp)
     except OSError as e:
-        fail(f"lossc: error: cannot write {output}: {e.strerror or e}")
+        cannot_write(output, e)
     for w in caught:
-        click.echo(str(w.message), err=True)
+        # (a warning about the file, an unsigned one, names the temporary file written:
+        # the user knows it as `output`)
+        click.echo(str(w.message).replace(str(tmp), str(output)), err=True)
     click.echo(f"wrote {output}")
     for label, items in (("params", m.params), ("inputs", m.inputs), ("outputs", m.outputs)):
         if items:

@@ -63,6 +63,12 @@ def fail(message: str) -> None:
     sys.exit(1)
 
 
+def cannot_write(path, error: OSError) -> None:
+    """End the command for a write that failed: a full disk, a file-size limit, a
+    folder that is gone."""
+    fail(f"lossc: error: cannot write {path}: {error.strerror or error}")
+
+
 # the rules check_numbers applies (every real value must also be finite)
 NUMBER_RULES = {"finite": lambda v: True, ">= 0": lambda v: v >= 0, "> 0": lambda v: v > 0}
 

@@ -23,7 +23,8 @@ from types import SimpleNamespace
 import click
 import numpy as np
 
-from lossc.cli_common import check_output, fail, load_trained, model_options, parse_hypers
+from lossc.cli_common import (cannot_write, check_output, fail, load_trained, model_options,
+                               parse_hypers)
 from lossc.files import replacing, same_file
 from lossc.optim.data import DataError, column_names, load_data
 from lossc.optim.prepare import is_chunked
@@ -78,8 +79,13 @@ def predict_cmd(file, dims, dtype, params_path, data, out, hypers):
             arrays = read_inputs(data, model) if data is not None else {}
             predictions = model.predict(params, **arrays, **hyper_values)
             n = len(next(iter(arrays.values()))) if arrays else 1
-        write_predictions(out, model, predictions)
     except (DataError, ValueError, TypeError) as e:
+        fail(f"lossc: error: {e}")
+    try:
+        write_predictions(out, model, predictions)
+    except OSError as e:
+        cannot_write(out, e)
+    except (ValueError, TypeError) as e:
         fail(f"lossc: error: {e}")
     click.echo(f"wrote {out}: {', '.join(o.name for o in model.outputs)} for "
                f"{n} sample{'s' * (n != 1)}")

@@ -12,18 +12,21 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import pathlib
+import signal
 import sys
+import threading
 import time
 
 import click
 import numpy as np
 
-from lossc.cli_common import (check_memory, check_numbers, check_output, fail,
+from lossc.cli_common import (cannot_write, check_memory, check_numbers, check_output, fail,
                                finite_float, load_model, load_trained, model_options,
                                parse_hypers, parse_pairs)
-from lossc.files import replacing
+from lossc.files import replacing, written_in_place
 from lossc.optim import schedules
 from lossc.optim.config import TrainConfig
 from lossc.optim.data import DataError, load_data
@@ -35,6 +38,7 @@ from lossc.optim.names import FULL_BATCH, NAMES, by_name
 from lossc.optim.params_io import load_params, params_file, save_params
 from lossc.optim.prepare import as_chunks, is_chunked, n_samples
 from lossc.optim.prox import l1_weights
+from lossc.optim.solver import two_norm
 
 MAX_LINES = 50      # epoch (or step) lines a run prints when stderr is not a terminal
 
@@ -135,7 +139,7 @@ def plot_curve(path: pathlib.Path, result, title: str, by_steps: bool, per_epoch
     import matplotlib.pyplot as plt
     try:
         with replacing(path) as tmp:
-            fig.savefig(tmp, dpi=110, format=path.suffix[1:].lower())
+            fig.savefig(tmp, dpi=110, format=plot_format(path))
     finally:
         plt.close(fig)
 
@@ -209,26 +213,57 @@ def symlog_threshold(values) -> float:
 
 def plot_file(path: pathlib.Path) -> pathlib.Path:
     """The file --plot writes: PATH in the format its suffix names (PNG without one,
-    then with .png appended, as matplotlib does). Checked before the run: matplotlib
-    is installed and can write that format."""
+    then with .png appended, as matplotlib does, unless PATH is a device or a pipe).
+    Checked before the run: matplotlib is installed and can write that format."""
     try:
         from matplotlib.backend_bases import FigureCanvasBase
     except ImportError:
         fail("lossc: error: --plot needs matplotlib, an optional extra: "
              "pip install 'lossc[plot]' (or pip install matplotlib)")
-    if not path.suffix:
+    if not path.suffix and not written_in_place(path):
         path = path.with_name(path.name + ".png")
     formats = FigureCanvasBase.get_supported_filetypes()
-    if path.suffix[1:].lower() not in formats:
+    if plot_format(path) not in formats:
         fail(f"lossc: error: --plot {path}: matplotlib cannot write {path.suffix} files "
              f"(it writes {', '.join('.' + f for f in sorted(formats))})")
     return path
+
+
+def plot_format(path: pathlib.Path) -> str:
+    return path.suffix[1:].lower() or "png"
 
 
 def default_params_path(file: pathlib.Path) -> pathlib.Path:
     """Where the parameters go without --out: the model's name with .params.npz, in
     the current folder (the model's folder may be read-only, or shared: samples/)."""
     return pathlib.Path(file.stem + ".params.npz")
+
+
+def first_interrupt_only(command):
+    """`command` with Ctrl-C taken once: the first SIGINT raises KeyboardInterrupt (the
+    run stops, keeping its best parameters), any later one is ignored, so that a
+    second Ctrl-C cannot cut short the stopping and the writing of the parameters (it
+    ended the command with 'Aborted!' and no file, or a traceback). SIGINT stays
+    ignored to the end of an interrupted command, which then exits with status 130;
+    otherwise the previous handler is put back."""
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        if threading.current_thread() is not threading.main_thread():
+            return command(*args, **kwargs)      # (signal handlers are the main thread's)
+        interrupted = False
+
+        def interrupt(signum, frame):
+            nonlocal interrupted
+            interrupted = True
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            raise KeyboardInterrupt
+        previous = signal.signal(signal.SIGINT, interrupt)
+        try:
+            return command(*args, **kwargs)
+        finally:
+            if not interrupted:
+                signal.signal(signal.SIGINT, previous)
+    return run
 
 
 @click.command("train")
@@ -302,6 +337,7 @@ def default_params_path(file: pathlib.Path) -> pathlib.Path:
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=pathlib.Path), default=None,
               help="Draw the loss curve to this PNG (needs matplotlib).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@first_interrupt_only
 def train(file, dims, dtype, data, scheduler, optimizer, lr, momentum, weight_decay,
           clip_norm, l1_items, batch_size, epochs, steps, schedule, validation, val_data,
           patience, tol_grad, tol_loss, monitor, hypers, frozen, seed, init_path, out, plot,
@@ -423,14 +459,14 @@ def train(file, dims, dtype, data, scheduler, optimizer, lr, momentum, weight_de
     try:
         save_params(out, result.params, model=model, hypers=hyper_values)
     except OSError as e:
-        fail(f"lossc: error: cannot write {out}: {e.strerror or e}")
+        cannot_write(out, e)
     click.echo(f"wrote {out} ({describe(model)})")
     if plot is not None:
         try:
             plot_curve(plot, result, f"{file.name}: {optimizer}, lr {opt.lr:g}",
                        not model.inputs, plan.per_epoch)
         except OSError as e:
-            fail(f"lossc: error: cannot write {plot}: {e.strerror or e}")
+            cannot_write(plot, e)
         except ValueError as e:
             fail(f"lossc: error: cannot draw {plot}: {e}")
         click.echo(f"wrote {plot}")
@@ -550,7 +586,7 @@ def eval_cmd(file, dims, dtype, data, scheduler, params_path, hypers, metrics, o
             table = laplace(model, params, arrays, hyper_values).summary()
     except (DataError, ValueError, TypeError) as e:
         fail(f"lossc: error: {e}")
-    norm = math.sqrt(sum(float(np.sum(np.square(g))) for g in grads.values()))
+    norm = two_norm(model.pack_params(grads))
     on = f" on {n} samples" if n else ""
     click.echo(f"objective {value:.10g}{on}; gradient norm {norm:.4g}")
     for score in scores:

@@ -41,6 +41,14 @@ def same_file(a, b) -> bool:
         return False
 
 
+def written_in_place(path) -> bool:
+    """Whether `replacing(path)` writes into the file `path` names rather than replace
+    it: a device or a pipe (links followed). Its name is then used as it is, with no
+    suffix added."""
+    target = pathlib.Path(os.path.realpath(path))
+    return target.exists() and not target.is_file() and not target.is_dir()
+
+
 def check_writable(path) -> None:
     """Raise OutputError unless `replacing(path)` can write `path`: its folder exists,
     a new file can be created in it (tried, then removed), and `path` is not a folder
@@ -55,8 +63,8 @@ def check_writable(path) -> None:
         raise OutputError(f"{folder} is not a folder")
     if target.exists() and not os.access(target, os.W_OK):
         raise OutputError("the file is read-only")
-    if target.exists() and not target.is_file():
-        return               # a device or a pipe: written in place
+    if written_in_place(target):
+        return
     try:
         fd, tmp = _create_beside(target)
     except OSError as e:
@@ -86,7 +94,7 @@ def replacing(path):
     names is replaced). A destination that is not a regular file (a device, a pipe) is
     not replaced but written in place once the block is done."""
     target = pathlib.Path(os.path.realpath(path))
-    if target.exists() and not target.is_file():
+    if written_in_place(target):
         with tempfile.TemporaryDirectory() as d:
             tmp = pathlib.Path(d) / target.name
             yield tmp

@@ -731,32 +731,36 @@ def test_array_addresses_are_those_numpy_reports():
     assert pointer.value == _addr(grown) == grown.__array_interface__["data"][0]
 
 
-def test_pack_params_into_an_out_of_any_kind():
-    """Parameters of the model's dtype are copied through memoryviews of an `out` of
-    the model's dtype (a read-only one refused as NumPy refuses it), and converted into
-    an `out` of another dtype."""
+def test_pack_params_into_out_checks_out():
+    """`out` is written in place through views of it, so it must be what grad_out must
+    be: a writable C-contiguous vector of n_params in the model's dtype. An int64 `out`
+    took every value truncated (0.5 became 0), one of another length raised IndexError,
+    a 2-D one a broadcasting error, a list TypeError."""
     m = lossc.compile("dim D = 3\ninput x[D]\nparam w[D]\nparam b\nloss = dot(w, x) + b\n",
                       cache=False)
     theta = {"w": np.arange(3.0), "b": np.array(0.5)}
     flat = m.pack_params(theta)
     np.testing.assert_array_equal(flat, [0, 1, 2, 0.5])
-    for dtype in (np.float32, ">f8", object):
-        out = np.zeros(4, dtype)
-        assert m.pack_params(theta, out=out) is out
-        np.testing.assert_array_equal(out.astype(np.float64), flat)
     out = np.zeros(4)
-    out.flags.writeable = False
-    with pytest.raises(ValueError, match="read-only"):
-        m.pack_params(theta, out=out)
-    # an `out` of more axes gives each parameter's view more axes: NumPy's assignment
-    # broadcasts into it where it can, and says why where it cannot
-    one = lossc.compile("dim D = 1\ninput x[D]\nparam w[D]\nparam b\nloss = dot(w, x) + b\n",
-                        cache=False)
-    out = np.zeros((2, 1))
-    assert one.pack_params({"w": np.array([2.0]), "b": np.array(0.5)}, out=out) is out
-    np.testing.assert_array_equal(out, [[2.0], [0.5]])
-    with pytest.raises(ValueError, match="broadcast"):
-        m.pack_params(theta, out=np.zeros((4, 1)))
+    assert m.pack_params(theta, out=out) is out
+    np.testing.assert_array_equal(out, [0, 1, 2, 0.5])
+    read_only = np.zeros(4)
+    read_only.flags.writeable = False
+    for bad in (np.zeros(4, np.int64), np.zeros(4, np.float32), np.zeros(4, ">f8"),
+                np.zeros(4, object), np.zeros(3), np.zeros(5), np.zeros((4, 1)),
+                np.zeros((1, 4)), np.zeros(8)[::2], read_only, [0.0] * 4):
+        with pytest.raises(ValueError, match=r"^out must be a writable C-contiguous "
+                                             r"float64 array of shape \(4,\)$"):
+            m.pack_params(theta, out=bad)
+        if isinstance(bad, np.ndarray):
+            assert not bad.any()                # nothing written
+    m32 = lossc.compile("dim D = 3\ninput x[D]\nparam w[D]\nparam b\nloss = dot(w, x) + b\n",
+                        dtype="float32", cache=False)
+    out = np.zeros(4, np.float32)
+    assert m32.pack_params(theta, out=out) is out
+    np.testing.assert_array_equal(out, [0, 1, 2, 0.5])
+    with pytest.raises(ValueError, match="out must be .* float32"):
+        m32.pack_params(theta, out=np.zeros(4))
 
 
 def test_calls_from_several_threads_get_their_own_results(logistic):

@@ -212,6 +212,47 @@ def test_a_trusted_artifact_with_a_damaged_object_is_refused(tmp_path, cache, ho
     assert "refused: refusing to load machine code" in run.stdout, run.stdout
 
 
+def _damaged_section(obj: bytes, how: str) -> bytes:
+    """obj with its first allocated PROGBITS section given an alignment of 3 (not a
+    power of two) or marked thread-local (SHF_TLS)."""
+    from lossc.runtime import elf
+    obj = bytearray(obj)
+    sections = elf._section_headers(bytes(obj))
+    index = next(i for i, s in enumerate(sections)
+                 if s[1] == elf.SHT_PROGBITS and s[2] & elf.SHF_ALLOC)
+    fields = list(sections[index])
+    if how == "alignment":
+        fields[8] = 3
+    else:
+        fields[2] |= elf.SHF_TLS
+    shoff = elf._EHDR.unpack_from(obj)[6]
+    elf._SHDR.pack_into(obj, shoff + index * elf._SHDR.size, *fields)
+    return bytes(obj)
+
+
+@pytest.mark.parametrize("loader", ["elf", "llvm"])
+@pytest.mark.parametrize("how", ["alignment", "tls"])
+def test_a_trusted_artifact_with_a_section_lossc_never_makes_is_refused(
+        tmp_path, cache, how, loader):
+    """lossc's loader does not load such an object, and MCJIT aborted the process on
+    each ('Alignment is neither 0 nor a power of 2', 'allocation of TLS not
+    implemented'): it was handed to MCJIT after lossc's loader gave up, and with
+    LOSSC_LOADER=llvm unchecked."""
+    m = lossc.compile(LOGISTIC, cache=False)
+    path = tmp_path / "m.lossc"
+    m.save(path)
+    _rewrite(path)
+    run = _load_in_subprocess(path, cache, trust=True, loader=loader)
+    assert run.returncode == 0 and run.stdout == f"value {_value(m)!r}\n", run.stderr
+    damaged = _damaged_section(m.code.complete()[VALUE_AND_GRAD], how)
+    _rewrite(path, objects={VALUE_AND_GRAD: damaged})
+    run = _load_in_subprocess(path, cache, trust=True, loader=loader)
+    assert run.returncode == 0, run.stderr
+    words = "power of two" if how == "alignment" else "thread-local"
+    assert "refused: refusing to load machine code" in run.stdout and words in run.stdout, \
+        run.stdout
+
+
 def test_an_artifact_whose_source_is_larger_than_a_source_file_may_be_is_damaged(
         tmp_path, cache):
     """Loading a file that does not verify compiles its embedded source, which the
@@ -254,17 +295,25 @@ def test_unsigned_files_of_older_layouts_are_recompiled(tmp_path, cache):
 
 # ---------------------------------------------------------------- reading files
 
-def _load_in_subprocess(path, cache, trust=False) -> subprocess.CompletedProcess:
+def _load_in_subprocess(path, cache, trust=False, loader="elf") -> subprocess.CompletedProcess:
+    """Load `path` in another process (which prints the refusal, or the value of
+    _value once loaded), so that a load that kills its process fails the test."""
     code = textwrap.dedent(f"""
+        import numpy as np
         import lossc
         from lossc.runtime.artifact import ArtifactError
         try:
-            lossc.load({str(path)!r}, trust={trust})
+            m = lossc.load({str(path)!r}, trust={trust})
         except ArtifactError as e:
             print("refused:", e)
+        else:
+            rng = np.random.default_rng(0)
+            data = {{"x": rng.normal(size=(6, 8)), "y": (rng.random(6) < 0.5).astype(float)}}
+            print("value", repr(m.value_and_grad(m.init_params(seed=1), **data)[0]))
         """)
+    env = dict(os.environ, LOSSC_CACHE_DIR=str(cache), LOSSC_LOADER=loader)
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=ROOT, timeout=120, env=dict(os.environ, LOSSC_CACHE_DIR=str(cache)))
+                          cwd=ROOT, timeout=120, env=env)
 
 
 @pytest.mark.parametrize("kind", ["device", "fifo", "folder"])

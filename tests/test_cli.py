@@ -180,14 +180,17 @@ def test_compile_write_failure_with_a_cold_cache_is_one_line(tmp_path):
 
 def test_compile_reports_cache_warnings_as_lines_of_its_own(tmp_path):
     """Saving without a usable cache folder (a file in its place): the artifact is
-    written, unsigned, and the warning is lossc's one line."""
+    written, unsigned, and the warning is lossc's one line, naming the file written
+    (it named the temporary file .lossc-XXXX.tmp, gone by then)."""
     (tmp_path / "cache").write_text("not a folder")
     out = tmp_path / "s.lossc"
     p = limited_run(["compile", SAMPLES / "seed.loss", "-o", out],
                     env={"LOSSC_CACHE_DIR": str(tmp_path / "cache")})
     assert p.returncode == 0 and out.exists(), p.stderr
-    assert "is not signed" in p.stderr and "warnings.warn" not in p.stderr, p.stderr
+    assert f"lossc: {out} is not signed" in p.stderr and "warnings.warn" not in p.stderr, \
+        p.stderr
     assert all(line.startswith("lossc: ") for line in p.stderr.splitlines()), p.stderr
+    assert ".tmp" not in p.stderr, p.stderr
 
 
 def test_compile_writes_through_a_symlink_and_into_a_pipe(tmp_path):

@@ -1,6 +1,8 @@
 """Outputs (`output name = expr`) and predictions: `m.outputs`, `m.predict` natively
 (only the inputs the outputs need; a boolean as 0/1; no batch axis in a model without
 inputs) against the reference interpreter, and `lossc predict`."""
+import os
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -213,6 +215,17 @@ def test_cli_errors_are_one_line(trained, out, words):
             "--out", d / out)
     assert r.exit_code == 1 and words in r.output and len(r.output.strip().splitlines()) == 1
     assert ((d / "test.csv").read_bytes(), (d / "p.npz").read_bytes()) == before
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full here")
+def test_cli_reports_a_failed_write_in_one_line(trained):
+    """A write that fails (/dev/full: no space left on the device) was a traceback."""
+    d, *_ = trained
+    (d / "full.csv").symlink_to("/dev/full")
+    r = run("predict", d / "m.loss", "--params", d / "p.npz", "--data", d / "test.csv",
+            "--out", d / "full.csv")
+    assert r.exit_code == 1 and not isinstance(r.exception, OSError), r.exception
+    assert r.output == f"lossc: error: cannot write {d / 'full.csv'}: No space left on device\n"
 
 
 def test_cli_refuses_a_model_without_outputs_and_data_missing_a_needed_input(trained):

@@ -1,6 +1,7 @@
 """lossc.train's arguments: counts, tolerances, hyperparameters and the learning rates
 a schedule gives are checked, with errors naming the argument."""
 import math
+import re
 
 import numpy as np
 import pytest
@@ -35,6 +36,51 @@ def test_batch_size_must_be_a_whole_number(model, value):
 def test_whole_floats_and_numpy_integers_are_counts(model):
     r = lossc.train(model, data=DATA, epochs=3.0, batch_size=np.int64(4))
     assert r.epochs == 3 and r.steps == 9 and type(r.epochs) is int
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, "1", True, math.nan, [1]])
+def test_the_seed_must_be_a_whole_number_at_least_zero(model, value):
+    """NumPy's own messages named no argument ('expected non-negative integer', a
+    SeedSequence TypeError for 1.5)."""
+    with pytest.raises(ValueError, match=r"seed must be an integer >= 0 \(or None\), got"):
+        lossc.train(model, data=DATA, seed=value)
+
+
+def test_seeds_that_are_whole_numbers_or_none(model):
+    runs = [lossc.train(model, data=DATA, epochs=2, seed=seed).params["w"]
+            for seed in (3, 3.0, np.int64(3))]
+    assert runs[0] == runs[1] == runs[2]
+    assert lossc.train(model, data=DATA, epochs=2, seed=None).ok
+
+
+@pytest.mark.parametrize("make, name", [
+    (lambda v: lossc.Adam(lr=v), "lr: the learning rate"),
+    (lambda v: lossc.SGD(lr=v), "lr: the learning rate"),
+    (lambda v: lossc.SGD(momentum=v), "momentum"),
+    (lambda v: lossc.SGD(dampening=v), "dampening"),
+    (lambda v: lossc.Adam(weight_decay=v), "weight_decay"),
+    (lambda v: lossc.AdamW(clip_norm=v), "clip_norm"),
+    (lambda v: lossc.Adam(eps=v), "eps"),
+    (lambda v: lossc.Adam(betas=(0.9, v)), "betas"),
+    (lambda v: lossc.RMSprop(alpha=v), "alpha"),
+    (lambda v: lossc.RMSprop(momentum=v), "momentum"),
+])
+@pytest.mark.parametrize("value", ["0.1", None, True, [0.1], 1j])
+def test_optimizer_arguments_must_be_numbers_when_made(make, name, value):
+    """Adam(lr="0.1") was made, and failed at training's first step with "'>' not
+    supported between instances of 'str' and 'int'". (clip_norm=None: no clipping.)"""
+    if name == "clip_norm" and value is None:
+        pytest.skip("clip_norm=None means no clipping")
+    with pytest.raises(ValueError, match=f"^{re.escape(name)} must be .*, got "
+                                         f"{re.escape(repr(value))}$"):
+        make(value)
+
+
+def test_adam_betas_must_be_a_pair():
+    for betas in (0.9, (0.9,), (0.9, 0.99, 0.999)):
+        with pytest.raises(ValueError, match=r"betas must be a pair \(beta1, beta2\)"):
+            lossc.Adam(betas=betas)
+    assert lossc.Adam(betas=[np.float32(0.5), 0.25]).betas == (0.5, 0.25)
 
 
 @pytest.mark.parametrize("name", ["tol_grad", "tol_loss"])

@@ -1,6 +1,7 @@
 """`lossc train` and `lossc eval` end to end: real processes for the main paths (and
 Ctrl-C), click's runner for the many error paths."""
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -102,6 +103,49 @@ def test_ctrl_c_stops_cleanly_and_saves(tmp_path):
     assert np.all(np.isfinite(np.load(out)["w"]))
 
 
+@pytest.mark.parametrize("gap", [0.0, 0.001, 0.005])
+def test_repeated_ctrl_c_still_saves(tmp_path, gap):
+    """A burst of SIGINTs, `gap` seconds apart, as impatient hands send: the first
+    stops the run; the others came while it stopped and wrote the parameters, and
+    ended the command with 'Aborted!' (status 1, no file), a KeyboardInterrupt
+    traceback, or death by SIGINT. The parameters are written and the status is 130,
+    whenever the later ones arrive."""
+    out, plot = tmp_path / "p.npz", tmp_path / "curve.png"
+    plotting = ["--plot", str(plot)] if _has_matplotlib() else []
+    proc = subprocess.Popen([sys.executable, "-m", "lossc.cli", "train", str(LOGISTIC),
+                             "--data", str(DATA / "logistic.csv"), "--batch-size", "1",
+                             "--epochs", "100000", "--out", str(out), *plotting],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=ROOT)
+    try:
+        first = proc.stderr.readline()        # printed just before training starts
+        assert first.startswith("training logistic.loss"), first
+        time.sleep(0.5)
+        for _ in range(40):
+            if proc.poll() is not None:
+                break
+            proc.send_signal(signal.SIGINT)
+            time.sleep(gap)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, (proc.returncode, stderr)
+    assert "interrupted at step" in stderr and "Traceback" not in stderr, stderr
+    assert "Aborted" not in stderr, stderr
+    assert f"wrote {out}" in stdout and np.all(np.isfinite(np.load(out)["w"]))
+    if plotting:
+        assert plot.read_bytes().startswith(b"\x89PNG")
+
+
+def _has_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def test_plot_without_matplotlib_is_a_clear_error(tmp_path):
     code = ("import sys; sys.modules['matplotlib'] = None; sys.argv[0] = 'lossc'; "
             "from lossc.cli import main; main()")
@@ -111,6 +155,52 @@ def test_plot_without_matplotlib_is_a_clear_error(tmp_path):
     assert p.returncode == 1
     assert "--plot needs matplotlib" in p.stderr and "lossc[plot]" in p.stderr
     assert "Traceback" not in p.stderr and not (tmp_path / "p.npz").exists()
+
+
+def _drained(fifo):
+    """Open the pipe `fifo` for reading (so that a writer's open does not block) and
+    collect what is written to it on a thread: (thread, bytes received, descriptor)."""
+    import os
+    import threading
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    received = bytearray()
+
+    def drain():
+        os.set_blocking(fd, True)
+        while (chunk := os.read(fd, 1 << 16)) or not received:
+            received.extend(chunk)
+            if not chunk:
+                threading.Event().wait(0.05)    # the writer has not opened it yet
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    return reader, received, fd
+
+
+def test_out_and_plot_naming_pipes_are_written_in_place(tmp_path):
+    """A device or a pipe is written in place, under its own name: the suffix rules
+    (.npz appended to --out, .png to --plot) made train --out /dev/full write
+    /dev/full.npz."""
+    import io
+    import os
+    pytest.importorskip("matplotlib")
+    out, plot = tmp_path / "params", tmp_path / "curve"
+    os.mkfifo(out)
+    os.mkfifo(plot)
+    readers = [_drained(out), _drained(plot)]
+    try:
+        p = lossc_cli("train", SAMPLES / "seed.loss", "--steps", "3", "--out", out,
+                      "--plot", plot, timeout=300)
+        for reader, _, _ in readers:
+            reader.join(timeout=60)
+    finally:
+        for _, _, fd in readers:
+            os.close(fd)
+    assert p.returncode == 0, p.stderr
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["curve", "params"]
+    assert f"wrote {out} (" in p.stdout and f"wrote {plot}\n" in p.stdout
+    params = np.load(io.BytesIO(bytes(readers[0][1])))
+    assert "__lossc__" in params.files and len(params.files) > 1
+    assert bytes(readers[1][1]).startswith(b"\x89PNG\r\n\x1a\n")
 
 
 def test_train_options(tmp_path):
@@ -455,6 +545,20 @@ def test_option_values_are_one_line_errors(tmp_path, args, words):
                   tmp_path / "p.npz", "-q")
     refused(r, *words)
     assert not (tmp_path / "p.npz").exists()
+
+
+@pytest.mark.parametrize("dtype, x", [("float64", 1e300), ("float32", 1e30)])
+def test_eval_gradient_norm_does_not_overflow(tmp_path, dtype, x):
+    """At w = 0, b = 0 and every y = 0, each sample's gradient in w is sigmoid(0) x =
+    x / 2: the norm over the 8 weights (b's is 1/2) is sqrt(8) x / 2. Its squares
+    overflowed: 'gradient norm inf', and NumPy's RuntimeWarning on stderr."""
+    data, params = tmp_path / "big.npz", tmp_path / "zero.npz"
+    np.savez(data, x=np.full((4, 8), x), y=np.zeros(4))
+    np.savez(params, w=np.zeros(8), b=np.zeros(()))
+    p = lossc_cli("eval", LOGISTIC, "--dtype", dtype, "--data", data, "--params", params,
+                  timeout=300)
+    assert p.returncode == 0 and p.stderr == "", p.stderr
+    assert f"gradient norm {math.sqrt(8) * x / 2:.4g}\n" in p.stdout, p.stdout
 
 
 def test_eval_hyper_must_be_finite(tmp_path):

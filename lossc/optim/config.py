@@ -67,6 +67,8 @@ class TrainConfig:
             set_(self, name, count(name, getattr(self, name), 1))
         set_(self, "batch_size", count("batch_size", self.batch_size, 0,
                                        "a positive integer (or None/0 for the whole data set)"))
+        # (None, as NumPy's, draws a seed from the operating system)
+        set_(self, "seed", count("seed", self.seed, 0, "an integer >= 0 (or None)"))
         for name in ("tol_grad", "tol_loss"):
             set_(self, name, tolerance(name, getattr(self, name)))
         for name in ("callback", "progress"):

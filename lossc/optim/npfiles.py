@@ -38,29 +38,43 @@ def load_npy(path) -> np.ndarray:
 
 
 def load_npz(path) -> dict:
-    """The arrays in a .npz file by name (no pickled objects)."""
+    """The arrays in a .npz file by name (no pickled objects). Every member must be a
+    .npy array: np.load would parse any member that starts like one, unchecked, and
+    hand over the bytes of any other."""
     try:
+        arrays = {}
         with zipfile.ZipFile(path) as z:
             for info in z.infolist():
-                if info.filename.endswith(".npy"):
-                    with z.open(info) as f:
-                        _check_header(f, info.file_size, f"array '{info.filename[:-4]}'")
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+                name = info.filename.removesuffix(".npy")
+                what = f"member '{info.filename}'"
+                if name in arrays:
+                    raise ValueError(f"{what} holds array '{name}' a second time")
+                with z.open(info) as f:
+                    _check_header(f, info.file_size, what)
+                with z.open(info) as f:
+                    arrays[name] = npy_format.read_array(f, allow_pickle=False)
+        return arrays
     except READ_ERRORS as e:
         raise ValueError(_reason(e)) from None
 
 
 def _check_header(f, size: int, what: str) -> None:
     """Read a .npy header from f (a file or zip member of `size` bytes) and check that
-    the bytes after it hold the array it describes."""
-    version = npy_format.read_magic(f)
+    it describes an array of numbers or text that the bytes after it hold."""
+    magic = f.read(npy_format.MAGIC_LEN)
+    if not magic.startswith(npy_format.MAGIC_PREFIX) or len(magic) < npy_format.MAGIC_LEN:
+        raise ValueError(f"{what} is not a NumPy array (.npy data)")
+    version = (magic[-2], magic[-1])
+    if version not in ((1, 0), (2, 0), (3, 0)):
+        raise ValueError(f"{what} is in .npy format version {version[0]}.{version[1]}, "
+                         "which lossc does not read")
     # (version 3 differs from 2 only in the encoding of field names: utf-8, not latin-1)
     read = npy_format.read_array_header_1_0 if version == (1, 0) else \
         npy_format.read_array_header_2_0
     shape, _, dtype = read(f)
     if dtype.hasobject:
-        return                 # np.load refuses pickled objects itself, with a message
+        raise ValueError(f"{what} holds Python objects (dtype {dtype}), which would be "
+                         "unpickled: lossc reads arrays of fixed-size values only")
     need = check_array_fits(shape, dtype, what)
     held = size - f.tell()
     if need > held:

@@ -54,6 +54,7 @@ import math
 
 import numpy as np
 
+from lossc.optim.config import is_real
 from lossc.optim.prox import check_l1, prox_l1
 from lossc.runtime.fused import NativeUpdate
 from lossc.runtime.sparse import SparseRows
@@ -69,21 +70,27 @@ def global_norm(g: np.ndarray) -> float:
     return math.sqrt(float(np.add.accumulate(squares)[-1])) if squares.size else 0.0
 
 
+def number(name: str, value, ok, what: str) -> float:
+    """An optimizer's argument as a float: a real number (not a bool, a string or an
+    array) for which ok(value) holds; else a ValueError naming it, as TrainConfig's
+    options are checked, when the optimizer is made rather than at its first step."""
+    if not (is_real(value) and ok(value)):
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    return float(value)
+
+
 class Optimizer:
     """Base class: learning rate, weight decay, clipping, step count and state."""
 
     l1 = None       # the L1 weights of a proximal step (SGD, Adam), or None
 
     def __init__(self, lr: float, weight_decay: float = 0.0, clip_norm: float | None = None):
-        if not (lr > 0 and math.isfinite(lr)):
-            raise ValueError(f"learning rate must be a positive number, got {lr}")
-        if not weight_decay >= 0:
-            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
-        if clip_norm is not None and not clip_norm > 0:
-            raise ValueError(f"clip_norm must be positive, got {clip_norm}")
-        self.lr = float(lr)
-        self.weight_decay = float(weight_decay)
-        self.clip_norm = None if clip_norm is None else float(clip_norm)
+        self.lr = number("lr: the learning rate", lr, lambda v: v > 0 and math.isfinite(v),
+                         "a positive number")
+        self.weight_decay = number("weight_decay", weight_decay, lambda v: v >= 0,
+                                   "a number >= 0")
+        self.clip_norm = None if clip_norm is None else number(
+            "clip_norm", clip_norm, lambda v: v > 0, "a positive number")
         self.t = 0          # steps taken
         self.state: dict = {}
 
@@ -186,12 +193,10 @@ class SGD(Optimizer):
                  clip_norm: float | None = None, l1=None):
         super().__init__(lr, weight_decay, clip_norm)
         self.l1 = check_l1(l1)
-        if not momentum >= 0:
-            raise ValueError(f"momentum must be >= 0, got {momentum}")
-        if nesterov and (momentum <= 0 or dampening != 0):
+        self.momentum = number("momentum", momentum, lambda v: v >= 0, "a number >= 0")
+        self.dampening = number("dampening", dampening, math.isfinite, "a finite number")
+        if nesterov and (self.momentum <= 0 or self.dampening != 0):
             raise ValueError("Nesterov momentum needs momentum > 0 and zero dampening")
-        self.momentum = float(momentum)
-        self.dampening = float(dampening)
         self.nesterov = bool(nesterov)
 
     def update(self, p, g):
@@ -225,13 +230,9 @@ class RMSprop(Optimizer):
                  momentum: float = 0.0, centered: bool = False, weight_decay: float = 0.0,
                  clip_norm: float | None = None):
         super().__init__(lr, weight_decay, clip_norm)
-        if not 0 <= alpha < 1:
-            raise ValueError(f"alpha must be in [0, 1), got {alpha}")
-        if not eps >= 0:
-            raise ValueError(f"eps must be >= 0, got {eps}")
-        self.alpha = float(alpha)
-        self.eps = float(eps)
-        self.momentum = float(momentum)
+        self.alpha = number("alpha", alpha, lambda v: 0 <= v < 1, "a number in [0, 1)")
+        self.eps = number("eps", eps, lambda v: v >= 0, "a number >= 0")
+        self.momentum = number("momentum", momentum, lambda v: v >= 0, "a number >= 0")
         self.centered = bool(centered)
 
     def update(self, p, g):
@@ -282,13 +283,13 @@ class Adam(Optimizer):
             raise ValueError("lazy=True (torch.optim.SparseAdam's rule) takes no "
                              "weight_decay, amsgrad, clip_norm or l1, as SparseAdam")
         self.lazy = bool(lazy)
-        b1, b2 = (float(b) for b in betas)
-        if not (0 <= b1 < 1 and 0 <= b2 < 1):
-            raise ValueError(f"betas must be in [0, 1), got {betas}")
-        if not eps >= 0:
-            raise ValueError(f"eps must be >= 0, got {eps}")
-        self.betas = (b1, b2)
-        self.eps = float(eps)
+        try:
+            b1, b2 = betas
+        except (TypeError, ValueError):
+            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}") from None
+        self.betas = tuple(number("betas", b, lambda v: 0 <= v < 1, "a number in [0, 1)")
+                           for b in (b1, b2))
+        self.eps = number("eps", eps, lambda v: v >= 0, "a number >= 0")
         self.amsgrad = bool(amsgrad)
 
     def update(self, p, g):

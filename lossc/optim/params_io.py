@@ -17,7 +17,7 @@ from typing import Optional
 
 import numpy as np
 
-from lossc.files import not_a_file, replacing
+from lossc.files import not_a_file, replacing, written_in_place
 from lossc.optim.npfiles import load_npz
 
 RECORD_KEY = "__lossc__"     # (not a name a parameter can have)
@@ -106,9 +106,9 @@ def _plain(v):
 
 def params_file(path) -> pathlib.Path:
     """The file save_params writes for `path`: a .json or .npz name as it is, any other
-    with .npz appended (what np.savez would do)."""
+    with .npz appended (what np.savez would do), unless it names a device or a pipe."""
     path = pathlib.Path(path)
-    if path.suffix.lower() in (".json", ".npz"):
+    if path.suffix.lower() in (".json", ".npz") or written_in_place(path):
         return path
     return path.with_name(path.name + ".npz")
 

@@ -26,11 +26,14 @@ go through a stub in the mapping that jumps to its absolute address. Unwind tabl
 this code, and they would be of no use unless registered with the unwinder.
 
 Anything the loader does not handle (another machine or file class, a symbol not
-found) raises ElfLoadError before any code runs, so the caller can fall back to MCJIT;
-a damaged file (an unknown relocation type, a value that does not fit its field, an
-offset outside the file or a section) raises ElfDamagedError, on which it must not.
-Every offset and size read from the file is checked, and all writes go through a
-bounds-checked view of the mapping.
+found) raises ElfLoadError before any code runs; a damaged file (an unknown relocation
+type, a value that does not fit its field, an offset outside the file or a section)
+raises ElfDamagedError. Every offset and size read from the file is checked, and all
+writes go through a bounds-checked view of the mapping. MCJIT, the fallback, stops the
+process on a damaged object (an assertion or a fatal error in LLVM) and reads more of
+the file than this loader does: `check` makes every check ElfCode makes, and those of
+what MCJIT reads besides (section names, every symbol, unwind tables and their
+relocations), without loading anything; an object goes to MCJIT only if it passes.
 
 Standard library only, and never llvmlite or numpy: a cheap import is the point. The
 functions an object may call (codegen/externals.py ALLOWED) derive from the op table,
@@ -81,6 +84,8 @@ SHN_COMMON = 0xfff2
 
 STB_LOCAL = 0
 STT_FUNC = 2
+STT_SECTION = 3
+STT_FILE = 4
 
 R_X86_64_64 = 1
 R_X86_64_PC32 = 2
@@ -134,7 +139,7 @@ _MAP_FAILED = (1 << 64) - 1
 
 
 class ElfLoadError(Exception):
-    """The object cannot be loaded by this loader (use MCJIT instead)."""
+    """The object cannot be loaded by this loader (MCJIT may, if it passes `check`)."""
 
 
 class ElfDamagedError(ElfLoadError):
@@ -165,17 +170,9 @@ class ElfCode:
         self.addresses: dict[str, int] = {}
         self.functions: dict = {}
         obj = bytes(obj)
-        sections = _section_headers(obj)
         page = os.sysconf("SC_PAGE_SIZE")
-        regions = _loaded_sections(obj, sections, page)
-        symbols, strings = _symbol_table(obj, sections)
-        text = set(regions[0])
-        placed_sections = text.union(*regions[1:])
-        entry_points = _find_functions(obj, sections, symbols, strings, text, names)
-        relocations, externals, stubs, got = _scan_relocations(
-            obj, sections, placed_sections, symbols, strings)
-        placed, stub_offset, got_offset, rx_end, ro_end, size = _layout(
-            sections, regions, len(stubs), len(got), page)
+        (sections, symbols, entry_points, relocations, externals, stubs, got, placed,
+         stub_offset, got_offset, rx_end, ro_end, size) = _plan(obj, names, page, _resolve)
 
         lib = _libc()
         base = lib.mmap(None, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
@@ -216,6 +213,74 @@ class ElfCode:
         self.close()
 
 
+def check(obj: bytes, names: tuple[str, ...]) -> None:
+    """Raise ElfLoadError unless `obj` passes every check ElfCode makes of the file, and
+    those of what MCJIT reads besides (every section's name, every symbol, the unwind
+    tables' relocations), without mapping memory or looking a symbol up: for an object
+    MCJIT is to load, which trusts its input and stops the process on what these refuse
+    (an alignment that is not a power of two, thread-local data, a name outside its
+    table, a 32-bit relocation whose value does not fit). A 32-bit absolute address is
+    taken to lie above 4 GB, where the mappings of both loaders are."""
+    obj = bytes(obj)
+    (sections, symbols, _, relocations, externals, stubs, got, placed, stub_offset,
+     got_offset, _, _, _) = _plan(obj, names, os.sysconf("SC_PAGE_SIZE"),
+                                  _unresolved, every_allocated=True)
+    symbol_names = _check_names_and_symbols(obj, sections)
+    for target, entries in relocations:
+        if sections[target][1] == SHT_NOBITS:
+            raise ElfDamagedError("a section without data has relocations")
+        start = sections[target][4]
+        for offset, sym, field, _, _ in entries:
+            kind = symbols[sym][1] & 0xf
+            if kind > STT_SECTION:
+                raise ElfDamagedError(f"a relocation names a symbol of type {kind}")
+            if kind != STT_SECTION and not symbol_names[sym]:
+                raise ElfDamagedError("a relocation names a symbol without a name")
+            # MCJIT adds what a PC-relative place holds to the addend (ElfCode does not,
+            # as the ELF x86-64 ABI says): LLVM leaves every place zero
+            if any(obj[start + offset:start + offset + field.size]):
+                raise ElfDamagedError(f"the place of a relocation at {offset:#x} in section "
+                                      f"{target} is not zero")
+    address = _symbol_addresses(symbols, placed, _FAR_ABOVE_4GB, externals)
+    stub_address = {sym: _FAR_ABOVE_4GB + stub_offset + _STUB_SIZE * k
+                    for sym, k in stubs.items()}
+    got_address = {sym: _FAR_ABOVE_4GB + got_offset + _GOT_SLOT * k for sym, k in got.items()}
+    for target, offset, field, value in _relocation_values(
+            _FAR_ABOVE_4GB, relocations, placed, address, stub_address, got_address):
+        _pack(field, bytearray(field.size), 0, value, target, offset)
+
+
+# where check() takes the mapping to start: above 4 GB, as mmap places it on x86-64
+# Linux, and far enough below 2**47 for the image (at most _MAX_IMAGE bytes) to fit
+_FAR_ABOVE_4GB = 1 << 46
+
+
+def _unresolved(name: bytes) -> int:
+    """check()'s stand-in for _resolve: the name is checked, the address made up."""
+    if not _symbol_name(name):
+        raise ElfDamagedError("a relocation names an undefined symbol without a name")
+    return _FAR_ABOVE_4GB
+
+
+def _plan(obj: bytes, names: tuple[str, ...], page: int, resolve,
+          every_allocated: bool = False) -> tuple:
+    """Everything read from the file and checked before memory is mapped: (sections,
+    symbols, entry points, relocations, externals, stubs, GOT slots, then _layout's six
+    values). resolve: an undefined symbol's name -> its address. every_allocated: place
+    (and so check, with their relocations) the allocated sections ElfCode skips as
+    well, unwind tables and notes, which MCJIT loads."""
+    sections = _section_headers(obj)
+    regions = _loaded_sections(obj, sections, page, every_allocated)
+    symbols, strings = _symbol_table(obj, sections)
+    text = set(regions[0])
+    placed_sections = text.union(*regions[1:])
+    entry_points = _find_functions(obj, sections, symbols, strings, text, names)
+    relocations, externals, stubs, got = _scan_relocations(
+        obj, sections, placed_sections, symbols, strings, resolve)
+    return (sections, symbols, entry_points, relocations, externals, stubs, got,
+            *_layout(sections, regions, len(stubs), len(got), page))
+
+
 # ------------------------------------------------------------ reading the file
 
 def _section_headers(obj: bytes) -> list[tuple]:
@@ -252,7 +317,8 @@ def _string(obj: bytes, table: tuple[int, int], offset: int) -> bytes:
     return obj[first:stop]
 
 
-def _loaded_sections(obj: bytes, sections: list[tuple], page: int) -> tuple[list, list, list]:
+def _loaded_sections(obj: bytes, sections: list[tuple], page: int,
+                     every_allocated: bool = False) -> tuple[list, list, list]:
     """The indices of the sections to load: (executable, read-only, writable)."""
     regions = ([], [], [])
     for index, section in enumerate(sections):
@@ -263,11 +329,13 @@ def _loaded_sections(obj: bytes, sections: list[tuple], page: int) -> tuple[list
             raise ElfLoadError("the object has constructors or destructors")
         if flags & SHF_TLS:
             raise ElfLoadError("the object has thread-local data")
-        if kind not in (SHT_PROGBITS, SHT_NOBITS):
+        if kind not in (SHT_PROGBITS, SHT_NOBITS) and not every_allocated:
             continue        # notes, unwind tables: nothing the code reads
-        if align & (align - 1) or align > page:
-            raise ElfLoadError(f"unsupported section alignment {align}")
-        if kind == SHT_PROGBITS:
+        if align & (align - 1):
+            raise ElfLoadError(f"a section's alignment, {align}, is not a power of two")
+        if align > page:
+            raise ElfLoadError(f"a section's alignment, {align}, is larger than a page")
+        if kind != SHT_NOBITS:
             _file_range(obj, section)
         if flags & SHF_EXECINSTR:
             if flags & SHF_WRITE:
@@ -276,6 +344,39 @@ def _loaded_sections(obj: bytes, sections: list[tuple], page: int) -> tuple[list
         else:
             regions[2 if flags & SHF_WRITE else 1].append(index)
     return regions
+
+
+def _check_names_and_symbols(obj: bytes, sections: list[tuple]) -> list[bytes]:
+    """What MCJIT reads beyond what ElfCode does, and stops the process on if damaged:
+    every section's name and extent, every relocation section's links, every symbol's
+    name, section and type. Returns the symbols' names."""
+    shstrndx = _EHDR.unpack_from(obj)[13]
+    if shstrndx >= len(sections) or sections[shstrndx][1] != SHT_STRTAB:
+        raise ElfDamagedError("the section names have no string table")
+    section_names = _file_range(obj, sections[shstrndx])
+    for section in sections:
+        _string(obj, section_names, section[0])
+        if section[1] != SHT_NOBITS:
+            _file_range(obj, section)
+        # (MCJIT loads any section with relocations, allocated or not)
+        if section[1] in (SHT_REL, SHT_RELA) and (
+                section[7] >= len(sections) or not sections[section[7]][2] & SHF_ALLOC
+                or section[6] >= len(sections) or sections[section[6]][1] != SHT_SYMTAB):
+            raise ElfDamagedError("bad relocation section")
+    symbols, strings = _symbol_table(obj, sections)
+    names = [_string(obj, strings, sym[0]) for sym in symbols]
+    for (_, info, _, index, _, _), name in zip(symbols, names):
+        if index >= len(sections) and index != SHN_ABS:
+            raise ElfDamagedError(f"a symbol lies in section {index}, which does not exist")
+        if info & 0xf > STT_FILE:
+            raise ElfDamagedError(f"a symbol of unsupported type {info & 0xf}")
+    # MCJIT finds the symbol a relocation names by its name, not its index, unless it
+    # is a section's: each such name must be one symbol's
+    named = [name for sym, name in zip(symbols, names)
+             if sym[1] & 0xf not in (STT_SECTION, STT_FILE) and name]
+    if len(set(named)) != len(named):
+        raise ElfDamagedError("two symbols have the same name")
+    return names
 
 
 def _symbol_table(obj: bytes, sections: list[tuple]) -> tuple[list, tuple[int, int]]:
@@ -315,9 +416,9 @@ def _find_functions(obj, sections, symbols, strings, text, names) -> dict[str, t
     return found
 
 
-def _scan_relocations(obj, sections, placed_sections, symbols, strings):
-    """Check every relocation of a loaded section, and resolve the external symbols they
-    name. Returns ([(section index, [(offset, symbol, field, computation, addend)])],
+def _scan_relocations(obj, sections, placed_sections, symbols, strings, resolve):
+    """Check every relocation of a loaded section, and resolve (with `resolve`) the
+    external symbols they name. Returns ([(section index, [(offset, symbol, field, computation, addend)])],
     {external symbol: address}, {symbol: stub number}, {symbol: GOT slot number})."""
     relocations, externals, stubs, got = [], {}, {}, {}
     source = memoryview(obj)
@@ -349,7 +450,7 @@ def _scan_relocations(obj, sections, placed_sections, symbols, strings):
             if index not in placed_sections:
                 if index == SHN_UNDEF:
                     if sym not in externals:
-                        externals[sym] = _resolve(_string(obj, strings, symbols[sym][0]))
+                        externals[sym] = resolve(_string(obj, strings, symbols[sym][0]))
                     if how == _BRANCH and sym not in stubs:
                         stubs[sym] = len(stubs)
                 elif index != SHN_ABS:
@@ -366,11 +467,15 @@ def _allowed(text: str) -> bool:
     return text in ALLOWED
 
 
-def _resolve(name: bytes) -> int:
+def _symbol_name(name: bytes) -> str:
     try:
-        text = name.decode()
+        return name.decode()
     except UnicodeDecodeError:
         raise ElfDamagedError(f"bad symbol name {name!r}") from None
+
+
+def _resolve(name: bytes) -> int:
+    text = _symbol_name(name)
     if text not in MEMORY_FUNCTIONS and not _allowed(text):
         raise ElfLoadError(f"the object calls {text!r}, which lossc's code generator "
                            "never calls")
@@ -435,12 +540,19 @@ def _copy_sections(view, obj: bytes, sections, placed) -> None:
 def _relocate(view, base: int, relocations, placed, address, stub, got) -> None:
     """Apply the relocations; stub and got map symbols to the addresses of their stub
     and GOT slot."""
+    for target, offset, field, value in _relocation_values(base, relocations, placed,
+                                                           address, stub, got):
+        _pack(field, view, placed[target] + offset, value, target, offset)
+
+
+def _relocation_values(base: int, relocations, placed, address, stub, got):
+    """(section index, offset in it, field, value) of each relocation, for a mapping at
+    `base`."""
     branch = list(address)      # where a call or jump to each symbol goes
     for sym, at in stub.items():
         branch[sym] = at
     for target, entries in relocations:
-        start = placed[target]
-        section_address = base + start
+        section_address = base + placed[target]
         for offset, sym, field, how, addend in entries:
             if how == _BRANCH:
                 value = branch[sym] + addend - section_address - offset
@@ -452,11 +564,15 @@ def _relocate(view, base: int, relocations, placed, address, stub, got) -> None:
                 value = address[sym] + addend
                 if field is _U64:
                     value &= _MASK64
-            try:
-                field.pack_into(view, start + offset, value)
-            except struct.error:
-                raise ElfDamagedError(f"a relocation at {offset:#x} in section {target} overflows: "
-                                   f"{value:#x} does not fit 32 bits") from None
+            yield target, offset, field, value
+
+
+def _pack(field: struct.Struct, view, at: int, value: int, target: int, offset: int) -> None:
+    try:
+        field.pack_into(view, at, value)
+    except struct.error:
+        raise ElfDamagedError(f"a relocation at {offset:#x} in section {target} overflows: "
+                              f"{value:#x} does not fit 32 bits") from None
 
 
 # ------------------------------------------------------------ the C library

@@ -169,8 +169,11 @@ class Model:
         return out
 
     def pack_params(self, theta: dict, /, out: Optional[np.ndarray] = None) -> np.ndarray:
-        """The flat parameter vector (declaration order, C order within each)."""
+        """The flat parameter vector (declaration order, C order within each); written
+        into `out` if given (a writable C-contiguous array of n_params in the model's
+        dtype)."""
         if out is not None:
+            self._check_out(out, "out")
             self._pack(theta, self._param_views(out))
             return out
         return self._paths.pack(theta)
@@ -496,14 +499,16 @@ class Model:
                              f"{_shape_text(a.shape)}")
         return a
 
-    def _check_out(self, g) -> None:
+    def _check_out(self, g, argument: str = "grad_out") -> None:
+        """A ValueError naming `argument` unless g is a flat vector the native code (or
+        pack_params, through views of it) can write in place."""
         if type(g) is not np.ndarray or g.dtype != self.dtype or g.shape != (self.n_params,):
             ok = False
         else:
             flags = g.flags
             ok = flags.c_contiguous and flags.writeable
         if not ok:
-            raise ValueError(f"grad_out must be a writable C-contiguous {self.dtype.name} "
+            raise ValueError(f"{argument} must be a writable C-contiguous {self.dtype.name} "
                              f"array of shape ({self.n_params},)")
 
     def _check_disjoint(self, theta_flat, grad_out, bound: "BoundArgs") -> None:
