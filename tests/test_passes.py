@@ -115,12 +115,32 @@ def test_reduce_sum_counts_the_once_term_per_sample():
     ("sum(log(1 + exp(v)))", "softplus"),
     ("log(sigmoid(z))", "log_sigmoid(z)"), ("log(1 - sigmoid(z))", "-softplus(z)"),
     ("log(sum(exp(v)))", "logsumexp"), ("log(softmax(v))[0]", "log_softmax"),
+    ("-log(softmax(v)[1])", "log_softmax(v)[i]"), ("log(softmax(v)[0:1])[0]", "log_softmax"),
     ("log(1 + z)", "log1p"), ("exp(z) - 1", "expm1"),
 ])
 def test_stabilizing_rewrites_are_applied_and_listed(src, rewrite):
     text = f"input t\ninput u[2]\nparam a = 1\nz = a * t\nv = a * u\nloss = {src}\n"
     c = compile_source(text)
     assert any(rewrite in r for r in c.graph.rewrites), c.graph.rewrites
+
+
+@pytest.mark.parametrize("loss", ["-log(softmax(z)[y])", "-log(softmax(z)[1])",
+                                  "-log(softmax(z)[1:2])[0]"])
+def test_cross_entropy_through_an_element_of_softmax(loss):
+    """-log(softmax(z)[y]), cross-entropy as NumPy users write it: softmax(z)[1] at
+    z = (1000, 0) is 0, and its log -inf; as log_softmax(z)[1] it is -1000, and the
+    gradient softmax(z) - onehot(y)."""
+    labels = "[y]" in loss
+    m = lossc.compile("dim K = 2\ninput x[K]\n" + ("input y: int\n" if labels else "")
+                      + f"param a = 1\nz = a * x\nloss = {loss}\n", cache=False)
+    for x in ([1000.0, 0.0], [0.5, -0.25], [-3.0, 700.0]):
+        data = {"x": np.array([x]), **({"y": np.array([1])} if labels else {})}
+        v, g = m.value_and_grad({"a": 1.0}, **data)
+        z = np.array(x)
+        lse = np.logaddexp.reduce(z)
+        assert v == pytest.approx(lse - z[1], rel=1e-14)
+        soft = np.exp(z - lse)
+        assert g["a"] == pytest.approx(float(soft @ z - z[1]), rel=1e-12, abs=1e-300)
 
 
 def test_stable_forms_stay_accurate_at_large_margins():

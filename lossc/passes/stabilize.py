@@ -5,6 +5,9 @@
     log(1 - sigmoid(z))               -> -softplus(z)
     log(sum(exp(v), axis=k))          -> logsumexp(v, axis=k)
     log(softmax(v))                   -> log_softmax(v)
+    log(softmax(v)[i]), log(softmax(M, axis=k)[i, j])
+                                      -> log_softmax(v)[i], ...: cross-entropy
+                                         written as NumPy users write it
     log(exp(x))                       -> x
     log(1 + x), log(x + 1)            -> log1p(x)
     exp(x) - 1                        -> expm1(x)
@@ -33,6 +36,16 @@ def _plus_one(n: Node):
     return None
 
 
+def _picked_from(x: Node, op: str):
+    """(the op node, the views from it to x, innermost first) if x is elements of an
+    `op` node picked by indexing (take, slice: log commutes with them), else None."""
+    views = []
+    while x.op in ("take", "slice"):
+        views.append(x)
+        x = x.inputs[0]
+    return (x, views[::-1]) if views and x.op == op else None
+
+
 def stabilize(graph: Graph) -> Graph:
     out_log = []
 
@@ -59,6 +72,15 @@ def stabilize(graph: Graph) -> Graph:
             if x.op == "softmax":
                 note(n, "log(softmax(v)) -> log_softmax(v)")
                 return b.emit("log_softmax", x.inputs, axis=x.attr("axis"))
+            picked = _picked_from(x, "softmax")
+            if picked is not None:
+                soft, views = picked
+                note(n, "log(softmax(v)[i]) -> log_softmax(v)[i]")
+                out = b.emit("log_softmax", soft.inputs, axis=soft.attr("axis"))
+                for view in views:
+                    out = b.emit(view.op, (out,) + tuple(view.inputs[1:]),
+                                 **dict(view.attrs))
+                return out
             if x.op == "exp":
                 note(n, "log(exp(x)) -> x")
                 return x.inputs[0]
