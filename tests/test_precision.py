@@ -185,3 +185,20 @@ def test_a_float32_loss_over_a_million_samples(threads):
     want = np.mean(d ** 2)
     assert m.loss(m.init_params(), x=x) == pytest.approx(want, rel=2e-6)
     assert m.value_and_grad(m.init_params(), x=x)[0] == pytest.approx(want, rel=2e-6)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("f", ["max", "min"])
+def test_a_reductions_gradient_goes_to_its_first_nan(dtype, f):
+    """max(v) of a v holding NaN is NaN, and its gradient goes to the first NaN, as
+    NumPy's argmax picks it and the reference interpreter does: no element compared
+    equal to the NaN maximum, and the gradient was 0 everywhere."""
+    m = model(f"param v[6]\nparam M[2, 3]\nloss = {f}(v) + sum({f}(M, axis=1))\n", dtype)
+    v = np.array([1.0, 3.0, np.nan, 2.0, np.nan, 0.0], dtype)
+    M = np.array([[np.nan, 1.0, np.nan], [4.0, -1.0, 2.0]], dtype)
+    value, grad = m.value_and_grad({"v": v, "M": M})
+    assert np.isnan(value)
+    np.testing.assert_array_equal(grad["v"], [0, 0, 1, 0, 0, 0])
+    want = np.zeros((2, 3))
+    want[0, 0] = want[1, 0 if f == "max" else 1] = 1
+    np.testing.assert_array_equal(grad["M"], want)

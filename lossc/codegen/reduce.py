@@ -142,7 +142,11 @@ def lower_argext(em, g, n: Node) -> None:
                 else ir.Constant(I1, 0), found)
         with em.loops(rshape) as ridx:
             full = merge(kept, kidx, axes, ridx, x.rank)
-            hit = em.and_(em.fcmp("==", em.elem(g, x, full), m), em.not_(b.load(found)))
+            v = em.elem(g, x, full)
+            # (a NaN is the extremum when there is one: the first NaN takes it, as
+            # NumPy's argmax)
+            hit = em.and_(em.or_(em.fcmp("==", v, m), b.fcmp_unordered("uno", v, v)),
+                          em.not_(b.load(found)))
             b.store(em.or_(b.load(found), hit), found)
             em.store(g, n, full, em.select(hit, em.fconst(1), em.fconst(0)))
 
