@@ -26,7 +26,7 @@ import numpy as np
 from lossc.cli_common import (cannot_write, check_output, fail, load_trained, model_options,
                                parse_hypers)
 from lossc.files import replacing, same_file
-from lossc.optim.data import DataError, column_names, load_data
+from lossc.optim.data import DataError, InputMissing, column_names, load_data
 from lossc.optim.prepare import is_chunked
 
 SUFFIXES = (".csv", ".npz", ".npy")
@@ -132,7 +132,7 @@ def read_inputs(path: pathlib.Path, model) -> dict:
     outputs need (the file then holds exactly these)."""
     try:
         return load_data(path, model)
-    except DataError as every:
+    except InputMissing as every:
         needed = {i for o in model.outputs for i in o.inputs}
         if len(needed) == len(model.inputs):
             raise

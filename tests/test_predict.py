@@ -191,6 +191,23 @@ def test_cli_writes_a_csv_named_as_inputs_are(trained):
     np.testing.assert_allclose(table[:, 14], want["bias"], rtol=1e-15)
 
 
+@pytest.mark.parametrize("cell, words", [("nan", "row 3, column 'x.1' is NaN"),
+                                         ("abc", "row 3, column 'x.1'")])
+def test_cli_reports_a_bad_cell_of_a_file_with_every_input(trained, cell, words):
+    """The error of a file holding every input is its own: it was replaced by the
+    retry with only the inputs the outputs need ("column 'label' matches no input")."""
+    d = trained[0]
+    lines = (d / "test.csv").read_text().splitlines()
+    cells = lines[2].split(",")
+    cells[1] = cell
+    lines[2] = ",".join(cells)
+    (d / "bad.csv").write_text("\n".join(lines) + "\n")
+    r = run("predict", d / "m.loss", "--params", d / "p.npz", "--data", d / "bad.csv",
+            "--out", d / "pred.csv")
+    assert r.exit_code != 0 and words in r.output, r.output
+    assert "matches no input" not in r.output and not (d / "pred.csv").exists()
+
+
 def test_cli_writes_npz_from_npz_data_without_labels(trained):
     d, m, theta, data = trained
     np.savez(d / "test.npz", **data)

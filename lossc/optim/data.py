@@ -31,6 +31,11 @@ class DataError(ValueError):
     """Training data that does not fit the model."""
 
 
+class InputMissing(DataError):
+    """Data without one of the model's inputs: the data may still hold what a use of
+    fewer inputs needs (lossc predict reads only the inputs of the outputs then)."""
+
+
 def column_names(spec) -> list[list[str]]:
     """For each element of an input (row-major), the names its column may have; the
     first is the one lossc writes."""
@@ -79,7 +84,7 @@ def load_data(path, model) -> dict:
         raise DataError(f"{path}: not a {suffix} file (numpy.save{'z' if suffix == '.npz' else ''}"
                         " writes those)")
     if suffix == ".npy" and len(model.inputs) != 1:
-        raise DataError(f"{path}: a .npy file holds one array, but the model has "
+        raise InputMissing(f"{path}: a .npy file holds one array, but the model has "
                         f"inputs {', '.join(i.name for i in model.inputs)}; use a "
                         ".npz (one array per input) or a .csv")
     if suffix in (".npz", ".npy"):
@@ -116,7 +121,7 @@ def check_arrays(arrays: dict, model, where: str = "data", finite: bool = True) 
     out, n, first = {}, None, None
     for spec in model.inputs:
         if spec.name not in arrays:
-            raise DataError(f"{where}: no data for input '{spec.name}'")
+            raise InputMissing(f"{where}: no data for input '{spec.name}'")
         a = np.asarray(arrays[spec.name])
         want = "(N" + "".join(f", {s}" for s in spec.shape) + (",)" if not spec.shape else ")")
         if a.ndim != 1 + len(spec.shape) or a.shape[1:] != spec.shape:
@@ -341,9 +346,10 @@ def _layout(path, model, header, ncols: int) -> list:
         if ncols != need:
             names = ", ".join(f"{s.name}{list(s.shape) if s.shape else ''}"
                               for s in model.inputs)
-            raise DataError(f"{path}: rows have {ncols} columns, but the inputs ({names}) "
-                            f"take {need}; give the columns in declaration order, or add a "
-                            "header row naming them")
+            raise (InputMissing if ncols < need else DataError)(
+                f"{path}: rows have {ncols} columns, but the inputs ({names}) take "
+                f"{need}; give the columns in declaration order, or add a header row "
+                "naming them")
         out, c = [], 0
         for s, k in zip(model.inputs, sizes):
             out.append((s, list(range(c, c + k))))
@@ -366,7 +372,7 @@ def _layout(path, model, header, ncols: int) -> list:
                                 " name the same element")
             if not found:
                 hint = f" (one column per element: {names[0]}, ...)" if s.shape else ""
-                raise DataError(f"{path}: no column '{names[0]}' for input '{s.name}'{hint}"
+                raise InputMissing(f"{path}: no column '{names[0]}' for input '{s.name}'{hint}"
                                 + _found_and_expected(header, model))
             cols.append(found[0])
             used.add(found[0])
