@@ -149,6 +149,20 @@ def test_the_model_loss_and_gradient_on_dask_arrays(model):
     _close(model.loss(theta, x=dx, y=arrays["y"], lam=0.2), v0)
 
 
+def test_the_calls_that_take_arrays_in_memory_refuse_dask_arrays_by_name(model):
+    """predict, jvp, hvp and hessian raised the runtime's internal signal, a bare
+    Exception whose message was the input's name."""
+    arrays = case.data()
+    theta = model.init_params(2)
+    dx = da.from_array(arrays["x"], chunks=(300, 4))
+    for call in (lambda: model.predict(theta, x=dx, y=arrays["y"], lam=0.2),
+                 lambda: model.jvp(theta, theta, x=dx, y=arrays["y"], lam=0.2),
+                 lambda: model.hvp(theta, theta, x=dx, y=arrays["y"], lam=0.2),
+                 lambda: model.hessian(theta, x=dx, y=arrays["y"], lam=0.2)):
+        with pytest.raises(TypeError, match="input 'x' is a Dask collection"):
+            call()
+
+
 def test_a_validation_split_of_dask_arrays_holds_out_the_same_chunks(model):
     arrays = case.data()
     dx = da.from_array(arrays["x"], chunks=(case.CHUNK, 4))

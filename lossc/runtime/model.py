@@ -284,7 +284,7 @@ class Model:
             return self._paths.value_and_grad(theta, kwargs)
         except CollectionInputs as e:
             if self.calls_beyond is None:
-                raise TypeError(f"input {e.args[0]!r} is a Dask collection, which this "
+                raise TypeError(f"input {e.name!r} is a Dask collection, which this "
                                 "model (compiled from a graph) does not take") from None
             return self.calls_beyond.collection_value_and_grad(self, theta, kwargs)
 
@@ -588,8 +588,15 @@ _NEVER = 1 << 62                # a batch size no call reaches
 _SCALAR_TYPES = (float, int, np.float64, np.float32)
 
 
-class CollectionInputs(Exception):
-    """An input is a Dask collection: the call goes chunk by chunk (Model.value_and_grad)."""
+class CollectionInputs(TypeError):
+    """An input is a Dask collection: loss and value_and_grad go chunk by chunk
+    (Model.value_and_grad); to the other calls it is this TypeError."""
+
+    def __init__(self, name: str):
+        super().__init__(f"input {name!r} is a Dask collection: loss and value_and_grad "
+                         "take those (chunk by chunk), this call takes arrays in memory "
+                         "(compute it, or call it on each chunk: docs/dask.md)")
+        self.name = name
 
 
 @dataclass(frozen=True)
