@@ -255,9 +255,14 @@ def test_labels_map_to_the_models_classes():
 
 
 def test_a_binary_model_refuses_three_classes():
+    """With proba= or without: a real scalar y is two classes' 0/1 (class 2 reached the
+    loss as y = 2, and predict never gave it)."""
     X = np.random.default_rng(0).normal(size=(30, 2))
-    with pytest.raises(ValueError, match="'p1' .* is one probability.*3 classes"):
-        logreg().fit(X, np.arange(30) % 3)
+    for est in (logreg(), LossClassifier(LOGREG, predict="label", sample_weight="sw")):
+        with pytest.raises(ValueError, match="Only binary classification is supported"
+                                             ".*3 classes"):
+            est.fit(X, np.arange(30) % 3)
+        est.fit(X, np.arange(30) % 2)
 
 
 def test_sample_weight_reaches_the_objective_through_its_input(breast_cancer):
@@ -351,6 +356,10 @@ def test_partial_fit_of_a_classifier_needs_the_classes_first():
     est.partial_fit(X[10:], y[10:])
     with pytest.raises(ValueError, match="label 'perhaps'"):
         est.partial_fit(X[:2], np.array(["perhaps", "no"]))
+    est.partial_fit(X[10:], y[10:], classes=["yes", "maybe", "no"])
+    with pytest.raises(ValueError, match="is not the same as on the first call"):
+        est.partial_fit(X[10:], y[10:], classes=["no", "yes", "maybe", "perhaps"])
+    assert list(est.classes_) == ["maybe", "no", "yes"]
 
 
 def test_partial_fit_that_diverges_keeps_the_parameters():

@@ -120,6 +120,12 @@ class LossClassifier(ClassifierMixin, LossEstimator):
             raise ValueError(f"y holds the label {y[unknown][0].item()!r}, which is not "
                              f"one of the classes {self.classes_.tolist()}")
         sizes, is_int = decl.inputs[self.y]
+        if not sizes and not is_int and self.classes_dim is None and len(self.classes_) != 2:
+            # (as tagged: a real scalar y is class 1's 0/1; a third class would reach
+            # the loss as y = 2)
+            raise ValueError(f"Only binary classification is supported. Input {self.y!r} "
+                             f"is a real scalar, the 0/1 of two classes; y holds "
+                             f"{len(self.classes_)} classes")
         if not sizes:
             return {self.y: index if is_int else index.astype(np.float64)}
         if len(sizes) == 1 and not is_int:
@@ -196,4 +202,9 @@ class LossClassifier(ClassifierMixin, LossEstimator):
         if not hasattr(self, "params_") and classes is None:
             raise ValueError("classes must be given on the first call to partial_fit "
                              "(every label the stream holds)")
+        if (hasattr(self, "params_") and classes is not None
+                and not np.array_equal(np.unique(classes), self.classes_)):
+            # (as scikit-learn's: the model's dims and outputs are sized by the first)
+            raise ValueError(f"classes={list(classes)!r} is not the same as on the first "
+                             f"call to partial_fit, {self.classes_.tolist()!r}")
         return self._partial_fit(X, y, sample_weight, classes)
