@@ -235,6 +235,26 @@ def test_a_nan_or_inf_in_chunks_is_named_by_chunk_row_and_column(tmp_path, model
         lossc.train(model, data=in_chunks(_data(), 100), val_data=in_chunks(data, 100), **kw)
 
 
+@pytest.mark.parametrize("opt", [LBFGS, Adam, NewtonCG])
+def test_an_index_out_of_range_in_chunks_is_named_by_chunk_and_row(tmp_path, opt):
+    """It said "at sample 17": the row in the chunk, as if of the data, and no chunk."""
+    m = lossc.compile("dim L = 2\ninput tok[L]: int\ninput y\nparam E[5]\n"
+                      "loss = (sum(E[tok]) - y) ^ 2\n")
+    rng = np.random.default_rng(0)
+    data = {"tok": rng.integers(0, 5, (50, 2)), "y": rng.normal(size=50)}
+    data["tok"][37, 1] = -1
+    kw = dict(optimizer=opt(), epochs=2, **({"batch_size": 10} if opt is Adam else {}))
+    with pytest.raises(DataError, match=r"data: chunk 1 \(rows 20 to 39\): index .* = -1 "
+                                        r"is out of range 0\.\.4 at row 17 of the chunk"):
+        lossc.train(m, data=in_chunks(data, 20), **kw)
+    for name, a in data.items():
+        (tmp_path / name).mkdir()
+        for k in range(3):
+            np.save(tmp_path / name / f"{k}.npy", a[20 * k:20 * (k + 1)])
+    with pytest.raises(DataError, match=rf"tok{os.sep}1\.npy, .*: index .* at row 17 of"):
+        lossc.train(m, data=str(tmp_path), **kw)
+
+
 def _stack(tmp_path, data, rows=100):
     """data as NPY chunk files of `rows` rows, a folder per input; the folder."""
     stack = tmp_path / "stack"

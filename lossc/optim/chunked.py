@@ -54,6 +54,7 @@ import numpy as np
 from lossc.optim.data import (DataError, check_arrays, check_finite, frame_arrays,
                                is_data_frame)
 from lossc.pairwise import pairwise
+from lossc.runtime.calls import IndexOutOfRange
 
 
 def tree_sum(items: Sequence, add: Callable):
@@ -98,7 +99,10 @@ def chunk_value_and_grad(model, theta, hypers: dict, weight: float, chunk,
     finite because the chunk holds a NaN or an infinity."""
     arrays = chunk_arrays(model, chunk, where)
     bound = model.bind(arrays, hypers)
-    value, grad = model.checked_value_and_grad_flat(theta, bound)
+    try:
+        value, grad = model.checked_value_and_grad_flat(theta, bound)
+    except IndexOutOfRange as e:
+        raise DataError(e.in_chunk(where)) from None
     if not (np.isfinite(value) and np.isfinite(grad).all()):
         check_chunk_finite(model, arrays, where)
     return weight * float(value), weight * grad.astype(np.float64)
@@ -109,7 +113,10 @@ def chunk_hvp(model, theta, v, hypers: dict, weight: float, chunk,
     """(0.0, weight * H v) of the model's objective on one chunk, in float64 (a
     DataError for a NaN or infinity in the chunk, as chunk_value_and_grad)."""
     arrays = chunk_arrays(model, chunk, where)
-    hv = model.hvp_flat(theta, v, data=model.bind(arrays, hypers))
+    try:
+        hv = model.hvp_flat(theta, v, data=model.bind(arrays, hypers))
+    except IndexOutOfRange as e:
+        raise DataError(e.in_chunk(where)) from None
     if not np.isfinite(hv).all():
         check_chunk_finite(model, arrays, where)
     return 0.0, weight * hv.astype(np.float64)
@@ -354,6 +361,8 @@ class PartitionSteps:
         steps_ = self.batch_steps(bound)
         try:
             steps_.epoch(theta, order, steps, log)
+        except IndexOutOfRange as e:
+            raise DataError(e.in_chunk(f"data: {self.data.chunks.labels[c]}")) from None
         finally:
             steps_.sync()           # the optimizer's state, for the next partition
 

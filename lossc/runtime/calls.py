@@ -312,7 +312,19 @@ def copy_of(record):
     return type(record).from_buffer_copy(record)
 
 
-def index_error(model, err, bound: BoundArgs) -> ValueError:
+class IndexOutOfRange(ValueError):
+    """An index out of its range at a sample of a batch (index_error)."""
+
+    def __init__(self, what: str, sample: int, where: str):
+        super().__init__(f"{what} at sample {sample} ({where})")
+        self.what, self.sample, self.where = what, sample, where
+
+    def in_chunk(self, chunk: str) -> str:
+        """The message for a batch that is one chunk of the data, named `chunk`."""
+        return f"{chunk}: {self.what} at row {self.sample} of the chunk ({self.where})"
+
+
+def index_error(model, err, bound: BoundArgs) -> IndexOutOfRange:
     """The error of a native call that returned INDEX_ERROR, from its error record
     (abi.ERROR): the check, as -1 - check where the arithmetic computing the index
     overflowed, the sample counted in `bound` (which may be a chunk of a larger batch),
@@ -326,6 +338,6 @@ def index_error(model, err, bound: BoundArgs) -> ValueError:
                      for s, a in zip(model.inputs, bound.arrays) if s.is_int and len(a))
     what = (f"index {info['text']} overflows a 64-bit integer, so it" if overflow else
             f"index {info['text']} = {value}")
-    return ValueError(f"{what} is out of range 0..{info['size'] - 1} "
-                      f"at sample {sample} (line {info['line']}, col {info['col']}"
-                      f"{'; ' + ints if ints else ''})")
+    return IndexOutOfRange(f"{what} is out of range 0..{info['size'] - 1}", sample,
+                           f"line {info['line']}, col {info['col']}"
+                           f"{'; ' + ints if ints else ''}")
