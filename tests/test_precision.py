@@ -202,3 +202,29 @@ def test_a_reductions_gradient_goes_to_its_first_nan(dtype, f):
     want = np.zeros((2, 3))
     want[0, 0] = want[1, 0 if f == "max" else 1] = 1
     np.testing.assert_array_equal(grad["M"], want)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_logsumexp_and_log_softmax_keep_terms_far_below_the_maximum(dtype):
+    """log(sum(exp(v))) as M + log1p(t), t the terms other than the maximum's exact 1:
+    as M + log(s) the small terms rounded away in s (logsumexp([0, -40]) was 0, not
+    4.2e-18; the log-probability of a confident prediction was 0). Through the
+    reduction, log_softmax, and the kernel that pairs logsumexp with its softmax."""
+    m = model("param v[4]\nloss = logsumexp(v)\n", dtype)
+    ls = model("param v[4]\nloss = log_softmax(v)[0] + 3 * log_softmax(v)[2]\n", dtype)
+    pair = model("dim K = 4\ninput z[K]\nparam a = 1\nloss = logsumexp(a * z)\n", dtype)
+    cases = ([0.0, -40.0, -50.0, -60.0], [0.0, -20.0, -17.5, -30.0], [3.0, 3.0, 1.0, -2.0],
+             [1000.0, 999.0, -5.0, 1000.0], [0.5, -0.25, 2.0, 1.0], [-7.0, -7.0, -7.0, -7.0])
+    for v in cases:
+        v = np.array(v, dtype)
+        vm = [mpmath.mpf(float(t)) for t in v]
+        lse = mpmath.log(sum(mpmath.exp(t) for t in vm))
+        near(m.loss({"v": v}), float(lse), dtype)
+        near(ls.loss({"v": v}), float((vm[0] - lse) + 3 * (vm[2] - lse)), dtype)
+        # (the value of value_and_grad: the gradient's code pairs logsumexp with softmax)
+        value = pair.value_and_grad({"a": np.array(1.0, dtype)}, z=np.stack([v] * 5))[0]
+        near(value, float(lse), dtype)
+    for v, want in (([np.inf, 1, 2, 3], np.inf), ([-np.inf] * 4, -np.inf),
+                    ([np.nan, 1, 2, 3], np.nan)):
+        got = m.loss({"v": np.array(v, dtype)})
+        assert got == want or (np.isnan(want) and np.isnan(got)), (v, got)

@@ -99,6 +99,29 @@ def group_norm(em, g, x, kept, kidx, axes, rshape):
                                                    square)))
 
 
+def log_sum_parts(em, g, x, kept, kidx, axes, rshape):
+    """(M, finite, t) of a group for log(sum(exp(v))) = M + log1p(t): M its maximum,
+    whether M is finite, and t = sum(exp(v - M)) - 1 computed without the maxima's
+    exact 1s, as the sum of the other terms plus (the number of maxima - 1). As
+    M + log(s), the terms below eps / 2 relative to 1 rounded away in s:
+    logsumexp([0, -40]) was 0, not 4.2e-18."""
+    M = group_max(em, g, x, kept, kidx, axes, rshape)
+    m = safe_shift(em, M)
+    group = (x, kept, kidx, axes, rshape)
+    rest = fold_sum(em, g, *group, lambda v: em.select(
+        em.fcmp("==", v, M), em.fconst(0), em.math("exp", em.fsub(v, m))))
+    ties = fold_sum(em, g, *group, lambda v: em.select(
+        em.fcmp("==", v, M), em.fconst(1), em.fconst(0)))
+    finite = em.fcmp("<", em.math("fabs", M), em.fconst(math.inf))
+    return M, finite, em.fadd(rest, em.fsub(ties, em.fconst(1)))
+
+
+def log_sum_exp(em, M, finite, t):
+    """M + log1p(t) (log_sum_parts); M itself where M is infinite or NaN (inf, -inf of
+    a group of -inf, NaN)."""
+    return em.select(finite, em.fadd(M, em.math("log1p", t)), M)
+
+
 def safe_shift(em, m):
     """The max to subtract in logsumexp/softmax: 0 when it is infinite."""
     finite = em.fcmp("<", em.math("fabs", m), em.fconst(math.inf))
@@ -120,9 +143,7 @@ def lower_reduce(em, g, n: Node, kind: str) -> None:
         elif kind in ("max", "min"):
             r = group_max(em, g, *group, kind)
         elif kind == "logsumexp":
-            m = safe_shift(em, group_max(em, g, *group))
-            s = fold_sum(em, g, *group, lambda v: em.math("exp", em.fsub(v, m)))
-            r = em.fadd(m, em.math("log", s))
+            r = log_sum_exp(em, *log_sum_parts(em, g, *group))
         else:
             raise AssertionError(kind)
         em.store(g, n, kidx, r)

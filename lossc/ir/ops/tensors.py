@@ -97,12 +97,25 @@ def _norm_jvp(b, out, ts, x):
     return _weighted_sum(b, _unit(b, out, x), ts[0], out.attr("axes"))
 
 
+def _log_sum_parts(x, axes):
+    """(M, finite, t) as codegen/reduce.py's log_sum_parts: log(sum(exp(x))) is
+    M + log1p(t) where M is finite, t the terms other than the maxima's 1s plus (the
+    number of maxima - 1); M itself where it is not."""
+    M = np.max(x, axis=axes, keepdims=True)
+    finite = np.isfinite(M)
+    shift = np.where(finite, M, 0)
+    top = x == M
+    with np.errstate(invalid="ignore", over="ignore"):
+        rest = np.sum(np.where(top, 0.0, np.exp(x - shift)), axis=axes, keepdims=True)
+    return M, finite, rest + (np.sum(top, axis=axes, keepdims=True) - 1)
+
+
 def lse_eval(a, x):
     x = np.asarray(x, dtype=np.float64)
     axes = tuple(a["axes"])
-    m = np.max(x, axis=axes, keepdims=True)
-    m = np.where(np.isfinite(m), m, 0)
-    return np.squeeze(m, axis=axes) + np.log(np.sum(np.exp(x - m), axis=axes))
+    M, finite, t = _log_sum_parts(x, axes)
+    with np.errstate(invalid="ignore"):
+        return np.squeeze(np.where(finite, M + np.log1p(t), M), axis=axes)
 
 
 def _norm_eval(a, x):
@@ -262,9 +275,9 @@ def _softmax_eval(a, x):
 
 def _log_softmax_eval(a, x):
     x = np.asarray(x, dtype=np.float64)
-    ax = a["axis"]
-    m = np.max(x, axis=ax, keepdims=True)
-    return x - m - np.log(np.sum(np.exp(x - m), axis=ax, keepdims=True))
+    M, finite, t = _log_sum_parts(x, (a["axis"],))
+    with np.errstate(invalid="ignore"):
+        return (x - M) - np.where(finite, np.log1p(t), 0.0)
 
 
 def _softmax_vjp(b, g, out, x):
