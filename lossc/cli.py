@@ -173,8 +173,12 @@ def ir_cmd(file, dims, dtype, raw, asm, units):
 @click.option("--batch", type=click.IntRange(min=1), default=None,
               help="Samples to check on: a random batch of this many (default 8), or with "
                    "--data its first this many rows (default: all of them).")
-@click.option("--eps", default=1e-6, show_default=True, help="Finite-difference step.")
-@click.option("--rtol", default=1e-5, show_default=True, help="Tolerance on each gradient.")
+@click.option("--eps", type=float, default=None,
+              help="Finite-difference step, relative to max(1, |x|) (default 1e-6; "
+                   "float32 1e-3).")
+@click.option("--rtol", type=float, default=None,
+              help="Tolerance on each gradient, beyond what the objective's rounding "
+                   "allows (default 1e-5; float32 1e-3).")
 def check_cmd(file, dims, dtype, data, params_path, hypers, seed, batch, eps, rtol):
     """Compare the compiled gradient of FILE with central finite differences, per
     parameter: at the initial parameters on a random batch, or at the point you give
@@ -182,7 +186,9 @@ def check_cmd(file, dims, dtype, data, params_path, hypers, seed, batch, eps, rt
     from lossc.check import gradient_check, format_check
     from lossc.optim.data import DataError, load_data
     from lossc.optim.params_io import load_params
-    check_numbers({"--seed": (seed, ">= 0"), "--eps": (eps, "> 0"), "--rtol": (rtol, "> 0")})
+    check_numbers({"--seed": (seed, ">= 0"),
+                   **{k: (v, "> 0") for k, v in (("--eps", eps), ("--rtol", rtol))
+                      if v is not None}})
     hyper_values = parse_hypers(hypers)
     m = load_model(file, dims, dtype)
     # (with --data, the rows are in memory once the file is read; a random batch is made)
