@@ -374,7 +374,8 @@ def train(file, dims, dtype, data, scheduler, optimizer, lr, momentum, weight_de
                    "(--out names another file)", err=True)
     if plot is not None:
         plot = plot_file(plot)
-        check_output("--plot", plot, inputs)     # (its format is never --out's)
+        # (a symbolic link or another name can make it --out's file)
+        check_output("--plot", plot, {**inputs, "--out": out})
     model = load_model(file, dims, dtype)
     check_memory(model)
     chunked = data is not None and is_chunked(str(data))

@@ -386,6 +386,7 @@ def test_out_never_overwrites_an_input(tmp_path):
     model.write_text(LOGISTIC.read_text())
     (tmp_path / "alias.npz").hardlink_to(data)
     (tmp_path / "link.npz").symlink_to(data)
+    (tmp_path / "p_link.png").symlink_to(tmp_path / "p.npz")
     saved = {p: p.read_bytes() for p in (data, init, model, plot_model)}
     base = ["train", LOGISTIC, "--data", data, "--epochs", "1"]
     for args, words in [
@@ -397,6 +398,9 @@ def test_out_never_overwrites_an_input(tmp_path):
         (["train", plot_model, "--data", data, "--out", tmp_path / "p.npz", "--plot",
           plot_model],
          ["--plot", "same file as FILE"]),
+        # (a link named .png to --out: the plot was written over the parameters)
+        (base + ["--out", tmp_path / "p.npz", "--plot", tmp_path / "p_link.png"],
+         ["--plot", "same file as --out"]),
     ]:
         refused(run_clean(*args), *words, "refusing to overwrite")
     for p, content in saved.items():
