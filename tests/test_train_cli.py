@@ -408,6 +408,31 @@ def test_out_never_overwrites_an_input(tmp_path):
     assert not (tmp_path / "p.npz").exists()
 
 
+@pytest.mark.parametrize("bad, words", [(np.nan, "'w[3]' is NaN"),
+                                        (np.inf, "'w[3]' is infinite"),
+                                        (1e300, "'w[3]' is 1e+300, beyond float32's range")])
+def test_a_parameter_file_holding_nan_is_refused_before_anything_is_written(tmp_path, bad,
+                                                                          words):
+    """A NaN start trained nothing and its NaN parameters replaced a good --out; eval
+    printed a NaN objective and exited 0."""
+    good = tmp_path / "good.npz"
+    r = run_clean("train", LOGISTIC, "--data", DATA / "logistic.csv", "--epochs", "1",
+                  "--out", good)
+    assert r.exit_code == 0, r.output
+    saved = good.read_bytes()
+    w = np.zeros(8)
+    w[3] = bad
+    init = tmp_path / "bad.npz"
+    np.savez(init, w=w, b=0.0)
+    dtype = ["--dtype", "float32"] if bad == 1e300 else []
+    for args in (["train", LOGISTIC, "--data", DATA / "logistic.csv", "--init", init,
+                  "--out", good, *dtype],
+                 ["eval", LOGISTIC, "--data", DATA / "logistic.csv", "--params", init,
+                  *dtype]):
+        refused(run_clean(*args), words, "parameters must be finite")
+    assert good.read_bytes() == saved
+
+
 def write_failure_model(tmp_path):
     src = tmp_path / "wide.loss"
     src.write_text("dim N = 4000\nparam w[N]\nloss = sum((w - 1) ^ 2)\n")

@@ -178,7 +178,21 @@ def load_params(path, model=None) -> dict:
         if params[k].dtype.kind not in "biuf":     # (complex would lose its imaginary part)
             raise ValueError(f"{path}: parameter '{k}' must hold real numbers, got dtype "
                              f"{params[k].dtype}")
-    return {k: np.asarray(params[k], dtype=model.dtype) for k in want}
+    out = {}
+    for k in want:
+        with np.errstate(over="ignore"):
+            out[k] = np.asarray(params[k], dtype=model.dtype)
+        bad = ~np.isfinite(out[k])
+        if bad.any():
+            # (a NaN start trains nothing, and its NaN parameters were written out)
+            at = np.unravel_index(int(np.argmax(bad)), out[k].shape)
+            raw = np.asarray(params[k])[at].item()
+            what = "NaN" if raw != raw else (
+                "infinite" if not np.isfinite(raw) else f"{raw:g}, beyond {model.dtype}'s range")
+            where = f"[{', '.join(map(str, at))}]" if out[k].shape else ""
+            raise ValueError(f"{path}: parameter '{k}{where}' is {what}; parameters must "
+                             "be finite numbers")
+    return out
 
 
 def _read(path: pathlib.Path, record: bool = False):
