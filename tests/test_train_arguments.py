@@ -105,7 +105,11 @@ def test_validation_must_be_a_fraction(model):
     (lambda lr, k: -lr, 1),
     (lambda lr, k: math.nan, 1),
     (lambda lr, k: lr * (-0.5) ** k, 2),        # an exponential decay of negative gamma
-    (lambda lr, k: lr if k < 2 else math.inf, 3)])
+    (lambda lr, k: lr if k < 2 else math.inf, 3),
+    # not numbers: None and an array raised out of the run, losing its epochs; a string
+    # was taken as the number it spells
+    (lambda lr, k: lr if k < 1 else None, 2), (lambda lr, k: "0.1", 1),
+    (lambda lr, k: np.array([lr]), 1)])
 def test_a_bad_rate_from_a_schedule_stops_the_run_keeping_the_best(model, rate, epoch):
     r = lossc.train(model, data=DATA, optimizer=lossc.SGD(lr=0.01), schedule=rate,
                     epochs=5, batch_size=None)

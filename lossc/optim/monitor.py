@@ -153,11 +153,14 @@ class Monitor:
     def begin_epoch(self, epoch: int, lr) -> float:
         """The learning rate a schedule gave for epoch `epoch` (from 0), as a float, if
         it is a finite number >= 0 (else Stop, "bad_lr")."""
-        lr = float(lr)
+        # (a number as it is, not float(lr): float would take "0.1" and raise on None)
         if not _schedules.valid_lr(lr):
-            raise Stop("bad_lr", f"the schedule gave the learning rate {lr} for epoch "
+            shown = (float(lr) if isinstance(lr, (int, float)) and not isinstance(lr, bool)
+                     else repr(lr))
+            raise Stop("bad_lr", f"the schedule gave the learning rate {shown} for epoch "
                                  f"{epoch + 1} (it must be a finite number >= 0); training "
                                  f"stopped and the best parameters so far are kept")
+        lr = float(lr)
         self.lr.append(lr)
         return lr
 
