@@ -112,8 +112,14 @@ def log_sum_parts(em, g, x, kept, kidx, axes, rshape):
         em.fcmp("==", v, M), em.fconst(0), em.math("exp", em.fsub(v, m))))
     ties = fold_sum(em, g, *group, lambda v: em.select(
         em.fcmp("==", v, M), em.fconst(1), em.fconst(0)))
+    return (M,) + beside_maxima(em, M, rest, ties)
+
+
+def beside_maxima(em, M, rest, ties) -> tuple:
+    """(finite, t) of log_sum_parts from the sum of the terms that are not maxima
+    (rest) and the number of maxima (ties)."""
     finite = em.fcmp("<", em.math("fabs", M), em.fconst(math.inf))
-    return M, finite, em.fadd(rest, em.fsub(ties, em.fconst(1)))
+    return finite, em.fadd(rest, em.fsub(ties, em.fconst(1)))
 
 
 def log_sum_exp(em, M, finite, t):

@@ -5,10 +5,8 @@ own 1: reduce.py's log_sum_parts); and logsumexp_softmax, the logsumexp of a vec
 the softmax of its gradient from one set of exponentials."""
 from __future__ import annotations
 
-import math
-
-from lossc.codegen.reduce import (fold_sum, group_max, log_sum_exp, log_sum_parts, merge,
-                                  reduce_parts, safe_shift)
+from lossc.codegen.reduce import (beside_maxima, fold_sum, group_max, log_sum_exp,
+                                  log_sum_parts, merge, reduce_parts, safe_shift)
 from lossc.ir.graph import Node
 
 
@@ -57,6 +55,4 @@ def logsumexp_softmax(em, g, n: Node) -> None:
     top = [em.fcmp("==", v, M) for v in zs]
     rest = em.tree([em.select(c, em.fconst(0), e) for c, e in zip(top, es)], em.fadd)
     ties = em.tree([em.select(c, em.fconst(1), em.fconst(0)) for c in top], em.fadd)
-    finite = em.fcmp("<", em.math("fabs", M), em.fconst(math.inf))
-    t = em.fadd(rest, em.fsub(ties, em.fconst(1)))
-    em.store(g, n, (em.iconst(K),), log_sum_exp(em, M, finite, t))
+    em.store(g, n, (em.iconst(K),), log_sum_exp(em, M, *beside_maxima(em, M, rest, ties)))

@@ -174,7 +174,7 @@ def two_norm(g: np.ndarray) -> float:
     overflows (from a norm of 1.3e154 in float64, 1.8e19 in float32): outside a safe
     range of |g|'s largest element, and for float32, it is taken of g over that element
     in float64."""
-    top = float(np.maximum.reduce(np.abs(g))) if g.size else 0.0
+    top = inf_norm(g)
     if not 0 < top < math.inf:
         return top          # (0, inf or NaN)
     if g.dtype == np.float64 and _SQUARES_SAFE[0] < top < _SQUARES_SAFE[1]:
