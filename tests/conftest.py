@@ -2,6 +2,7 @@
 so tests never depend on (or pollute) the user's cache."""
 import os
 import pathlib
+import threading
 
 import pytest
 
@@ -9,6 +10,23 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 CONFORMANCE = SHARED / "conformance"
 SAMPLES = ROOT / "samples"
+
+
+def drained_pipe(fifo):
+    """Open the pipe `fifo` for reading (so that a writer's open does not block) and
+    collect what is written to it on a thread: (thread, bytes received, descriptor)."""
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    received = bytearray()
+
+    def drain():
+        os.set_blocking(fd, True)
+        while (chunk := os.read(fd, 1 << 16)) or not received:
+            received.extend(chunk)
+            if not chunk:
+                threading.Event().wait(0.05)    # the writer has not opened it yet
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    return reader, received, fd
 
 
 def assert_compile_error(source: str, line: int, col: int, words) -> None:

@@ -221,13 +221,9 @@ def test_a_nan_or_inf_in_chunks_is_named_by_chunk_row_and_column(tmp_path, model
     with pytest.raises(DataError, match=r"data: chunk 2 \(rows 200 to 299\): row 17, "
                                         rf"column 'x\.2' is {what}"):
         lossc.train(model, data=in_chunks(data, 100), **kw)
-    for name, a in data.items():
-        (tmp_path / name).mkdir()
-        for k in range(4):
-            np.save(tmp_path / name / f"{k}.npy", a[100 * k:100 * (k + 1)])
     with pytest.raises(DataError, match=rf"x{os.sep}2\.npy, .*y{os.sep}2\.npy: row 17, "
                                         rf"column 'x\.2' is {what}"):
-        lossc.train(model, data=str(tmp_path), **kw)
+        lossc.train(model, data=str(_stack(tmp_path, data)), **kw)
     data["x"][217, 2] = 0.0
     data["y"][399] = bad            # (in a validation set: named as val_data)
     with pytest.raises(DataError, match=r"val_data: chunk 3 \(rows 300 to 399\): row 99, "
@@ -247,12 +243,8 @@ def test_an_index_out_of_range_in_chunks_is_named_by_chunk_and_row(tmp_path, opt
     with pytest.raises(DataError, match=r"data: chunk 1 \(rows 20 to 39\): index .* = -1 "
                                         r"is out of range 0\.\.4 at row 17 of the chunk"):
         lossc.train(m, data=in_chunks(data, 20), **kw)
-    for name, a in data.items():
-        (tmp_path / name).mkdir()
-        for k in range(3):
-            np.save(tmp_path / name / f"{k}.npy", a[20 * k:20 * (k + 1)])
     with pytest.raises(DataError, match=rf"tok{os.sep}1\.npy, .*: index .* at row 17 of"):
-        lossc.train(m, data=str(tmp_path), **kw)
+        lossc.train(m, data=str(_stack(tmp_path, data, rows=20)), **kw)
 
 
 def _stack(tmp_path, data, rows=100):

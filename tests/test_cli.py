@@ -6,7 +6,7 @@ import lossc
 import pytest
 from click.testing import CliRunner
 
-from conftest import CONFORMANCE, ROOT, SAMPLES
+from conftest import CONFORMANCE, ROOT, SAMPLES, drained_pipe
 from lossc.cli import main
 
 
@@ -196,7 +196,6 @@ def test_compile_reports_cache_warnings_as_lines_of_its_own(tmp_path):
 def test_compile_writes_through_a_symlink_and_into_a_pipe(tmp_path):
     import os
     import stat
-    import threading
     target = tmp_path / "real.lossc"
     target.write_bytes(b"old")
     (tmp_path / "link.lossc").symlink_to(target)
@@ -206,17 +205,7 @@ def test_compile_writes_through_a_symlink_and_into_a_pipe(tmp_path):
     # a destination that is not a regular file is written, not replaced
     fifo = tmp_path / "pipe.lossc"
     os.mkfifo(fifo)
-    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
-    received = bytearray()
-
-    def drain():
-        os.set_blocking(fd, True)
-        while (chunk := os.read(fd, 1 << 16)) or not received:
-            received.extend(chunk)
-            if not chunk:
-                threading.Event().wait(0.05)    # the writer has not opened it yet
-    reader = threading.Thread(target=drain, daemon=True)
-    reader.start()
+    reader, received, fd = drained_pipe(fifo)
     try:
         p = subprocess_run("compile", SAMPLES / "seed.loss", "-o", fifo)
         reader.join(timeout=60)

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 import lossc
-from conftest import ROOT, SAMPLES
+from conftest import ROOT, SAMPLES, drained_pipe
 from lossc.cli import main
 from lossc.optim import accuracy, load_data
 
@@ -81,23 +81,35 @@ def test_divergence_saves_the_best_and_fails(tmp_path):
     assert np.all(np.isfinite(saved["w"])) and f"wrote {out}" in p.stdout
 
 
-def test_ctrl_c_stops_cleanly_and_saves(tmp_path):
-    out = tmp_path / "p.npz"
+def interrupted_training(out, *args, signals: int = 1, gap: float = 0.0,
+                         timeout: float = 60) -> tuple:
+    """lossc train on the logistic sample for longer than any test waits, sent up to
+    `signals` SIGINTs `gap` seconds apart once it trains: (status, stdout, stderr)."""
     proc = subprocess.Popen([sys.executable, "-m", "lossc.cli", "train", str(LOGISTIC),
                              "--data", str(DATA / "logistic.csv"), "--batch-size", "1",
-                             "--epochs", "100000", "--out", str(out)],
+                             "--epochs", "100000", "--out", str(out), *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=ROOT)
     try:
         first = proc.stderr.readline()        # printed just before training starts
         assert first.startswith("training logistic.loss"), first
         time.sleep(0.5)
-        proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=60)
+        for _ in range(signals):
+            if proc.poll() is not None:
+                break
+            proc.send_signal(signal.SIGINT)
+            time.sleep(gap)
+        stdout, stderr = proc.communicate(timeout=timeout)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, stderr
+    return proc.returncode, stdout, stderr
+
+
+def test_ctrl_c_stops_cleanly_and_saves(tmp_path):
+    out = tmp_path / "p.npz"
+    status, stdout, stderr = interrupted_training(out)
+    assert status == 130, stderr
     assert "interrupted at step" in stderr and "Traceback" not in stderr
     assert f"wrote {out}" in stdout
     assert np.all(np.isfinite(np.load(out)["w"]))
@@ -112,25 +124,9 @@ def test_repeated_ctrl_c_still_saves(tmp_path, gap):
     whenever the later ones arrive."""
     out, plot = tmp_path / "p.npz", tmp_path / "curve.png"
     plotting = ["--plot", str(plot)] if _has_matplotlib() else []
-    proc = subprocess.Popen([sys.executable, "-m", "lossc.cli", "train", str(LOGISTIC),
-                             "--data", str(DATA / "logistic.csv"), "--batch-size", "1",
-                             "--epochs", "100000", "--out", str(out), *plotting],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=ROOT)
-    try:
-        first = proc.stderr.readline()        # printed just before training starts
-        assert first.startswith("training logistic.loss"), first
-        time.sleep(0.5)
-        for _ in range(40):
-            if proc.poll() is not None:
-                break
-            proc.send_signal(signal.SIGINT)
-            time.sleep(gap)
-        stdout, stderr = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, (proc.returncode, stderr)
+    status, stdout, stderr = interrupted_training(out, *plotting, signals=40, gap=gap,
+                                                  timeout=120)
+    assert status == 130, (status, stderr)
     assert "interrupted at step" in stderr and "Traceback" not in stderr, stderr
     assert "Aborted" not in stderr, stderr
     assert f"wrote {out}" in stdout and np.all(np.isfinite(np.load(out)["w"]))
@@ -157,25 +153,6 @@ def test_plot_without_matplotlib_is_a_clear_error(tmp_path):
     assert "Traceback" not in p.stderr and not (tmp_path / "p.npz").exists()
 
 
-def _drained(fifo):
-    """Open the pipe `fifo` for reading (so that a writer's open does not block) and
-    collect what is written to it on a thread: (thread, bytes received, descriptor)."""
-    import os
-    import threading
-    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
-    received = bytearray()
-
-    def drain():
-        os.set_blocking(fd, True)
-        while (chunk := os.read(fd, 1 << 16)) or not received:
-            received.extend(chunk)
-            if not chunk:
-                threading.Event().wait(0.05)    # the writer has not opened it yet
-    reader = threading.Thread(target=drain, daemon=True)
-    reader.start()
-    return reader, received, fd
-
-
 def test_out_and_plot_naming_pipes_are_written_in_place(tmp_path):
     """A device or a pipe is written in place, under its own name: the suffix rules
     (.npz appended to --out, .png to --plot) made train --out /dev/full write
@@ -186,7 +163,7 @@ def test_out_and_plot_naming_pipes_are_written_in_place(tmp_path):
     out, plot = tmp_path / "params", tmp_path / "curve"
     os.mkfifo(out)
     os.mkfifo(plot)
-    readers = [_drained(out), _drained(plot)]
+    readers = [drained_pipe(out), drained_pipe(plot)]
     try:
         p = lossc_cli("train", SAMPLES / "seed.loss", "--steps", "3", "--out", out,
                       "--plot", plot, timeout=300)
