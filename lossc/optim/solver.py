@@ -155,7 +155,9 @@ def steepest_descent(g: np.ndarray) -> Optional[np.ndarray]:
     search's products g . d with d = -g, overflow from a finite ||g|| of 1.3e154
     (exp(360)'s gradient, say). None for a g of zeros or with an infinity or NaN: no
     direction."""
-    top = inf_norm(g)
+    # (inf_norm's body, not a call to it: L-BFGS's iteration is a budget of Python calls,
+    # tests/test_train_fullbatch.py)
+    top = float(np.maximum.reduce(np.abs(g))) if g.size else 0.0
     if not 0 < top < math.inf:
         return None
     unit = g / top
@@ -174,7 +176,9 @@ def two_norm(g: np.ndarray) -> float:
     overflows (from a norm of 1.3e154 in float64, 1.8e19 in float32): outside a safe
     range of |g|'s largest element, and for float32, it is taken of g over that element
     in float64."""
-    top = inf_norm(g)
+    # (inf_norm's body, not a call to it: L-BFGS's iteration is a budget of Python calls,
+    # tests/test_train_fullbatch.py)
+    top = float(np.maximum.reduce(np.abs(g))) if g.size else 0.0
     if not 0 < top < math.inf:
         return top          # (0, inf or NaN)
     if g.dtype == np.float64 and _SQUARES_SAFE[0] < top < _SQUARES_SAFE[1]:
