@@ -62,6 +62,17 @@ def test_tanhs_derivatives_keep_their_precision_for_large_arguments(dtype):
         sech2 = mpmath.sech(x) ** 2
         near(g[0], float(sech2), dtype)
         near(h[0, 0], float(-2 * sech2 * mpmath.tanh(x)), dtype)
+    # where sech^2 is below the smallest subnormal number it is 0, not held at ~1e-307
+    # (float32: 2e-38) by the exponential's clamp, and 0 inf is NaN (in between, where
+    # it is subnormal, it is 0 as well)
+    m = model("param p\nloss = 1e30 * tanh(p)\n", dtype)
+    for x in ((300.0, 400.0, 1000.0, np.inf) if dtype == "float64" else (40.0, 60.0, 1e4)):
+        g, h = derivatives(m, dtype, p=x)
+        sech2 = float(np.array(float(mpmath.sech(x) ** 2), dtype))   # (0 past 400, 60)
+        near([g[0], h[0, 0]], [1e30 * sech2, float(-2e30 * sech2 * mpmath.tanh(x))], dtype)
+    m = model("param p\nparam q\nloss = tanh(q / p)\n", dtype)
+    g = m.value_and_grad({"p": np.array(0.0, dtype), "q": np.array(1.0, dtype)})[1]
+    assert np.isnan(g["p"]) and np.isnan(g["q"]), g
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])

@@ -164,6 +164,11 @@ class ValueEmitter:
         a, b = self.unify(a, b)
         return self.b.icmp_signed(sym, a, b)
 
+    def past_expm1_2abs_clamp(self, x):
+        """|x| > the clamp of vmath.expm1_2abs (the same comparison, which LLVM shares)."""
+        return self.fcmp(">", self.math("fabs", x),
+                         self.fconst(vmath.expm1_2abs_clamp(self.T)))
+
     def to_real(self, x):
         t = ir.VectorType(self.T, x.type.count) if is_vector(x) else self.T
         return self.b.sitofp(x, t)

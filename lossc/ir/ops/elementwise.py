@@ -115,10 +115,13 @@ def tanh_with(em, x, e):
     return em.b.call(em.intrinsic("copysign", t.type, 2), list(em.unify(t, x)))
 
 
-def sech2_with(em, e):
-    """4 r (1 - r)."""
+def sech2_with(em, x, e):
+    """4 r (1 - r); 0 where |x| is past expm1_2abs's clamp: e is held at its value
+    there, and 4 r (1 - r) at about 1e-307 (float32: 2e-38), where sech(x)^2 goes on
+    falling (and 0 inf is NaN, as IEEE says, not inf)."""
     r = em.fdiv(em.fconst(1), em.fadd(e, em.fconst(2)))
-    return em.fmul(em.fmul(em.fconst(4), r), em.fsub(em.fconst(1), r))
+    s = em.fmul(em.fmul(em.fconst(4), r), em.fsub(em.fconst(1), r))
+    return em.select(em.past_expm1_2abs_clamp(x), em.fconst(0), s)
 
 
 def dsigmoid_with(em, e):
@@ -342,7 +345,7 @@ FUNCTIONS = [
     unary("sech2", _sech2, None, names=(), stage="backward",
           jvp=diagonal_jvp(lambda b, g, out, x: (b.mul(g, b.mul(b.const(-2.0), b.mul(
               out, b.emit("tanh", (x,))))),)), sympy=lambda sp, x: 1 / sp.cosh(x) ** 2,
-          lower=lambda em, g, n, x: sech2_with(em, em.math("expm1_2abs", x)),
+          lower=lambda em, g, n, x: sech2_with(em, x, em.math("expm1_2abs", x)),
           doc="backward-only: 1 / cosh(x)^2, the derivative of tanh, from e = "
               "expm1(2|x|) as 4 r (1 - r), r = 1 / (e + 2)"),
     unary("sinh", np.sinh, lambda b, g, out, x: b.mul(g, b.emit("cosh", (x,))),
