@@ -239,3 +239,38 @@ def test_logsumexp_and_log_softmax_keep_terms_far_below_the_maximum(dtype):
                     ([np.nan, 1, 2, 3], np.nan)):
         got = m.loss({"v": np.array(v, dtype)})
         assert got == want or (np.isnan(want) and np.isnan(got)), (v, got)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_pows_derivatives_where_the_formulas_give_zero_times_infinity(dtype):
+    """x ^ y at x = 0: y x^(y - 1) is 0 inf = NaN for y = 0, and so is x^y log x where a
+    Hessian multiplies it by a zero tangent. JAX's choices (d/dx 0 where y = 0, log 1 in
+    place of log 0) give x ^ 0.0 gradient 0 and x ^ 1.0 second derivative 0 at x = 0;
+    away from 0 the derivatives are mpmath's."""
+    for y in (0.0, 1.0, 0.5, 2.0, 3.5):
+        m = model(f"param p\nloss = p ^ {y!r}\n", dtype)
+        for x in (0.0, 0.3, 2.0, 40.0):
+            g, h = derivatives(m, dtype, p=x)
+            if x == 0.0:
+                want_g = {0.0: 0.0, 1.0: 1.0, 0.5: np.inf, 2.0: 0.0, 3.5: 0.0}[y]
+                want_h = {0.0: 0.0, 1.0: 0.0, 0.5: -np.inf, 2.0: 2.0, 3.5: 0.0}[y]
+                assert (g[0], h[0, 0]) == (want_g, want_h), (y, g, h)
+            else:
+                xm = mpmath.mpf(float(np.array(x, dtype)))
+                near(g[0], float(y * xm ** (y - 1)), dtype)
+                near(h[0, 0], float(y * (y - 1) * xm ** (y - 2)), dtype)
+    m = model("param p\nparam q\nloss = p ^ q\n", dtype)
+    for q in (0.0, 1.0, 2.0):
+        # (the mixed derivative p^(q-1) (1 + q log p) has no limit at p = 0: only the
+        # pure ones are checked, and that nothing is NaN)
+        theta = {"p": np.array(0.0, dtype), "q": np.array(q, dtype)}
+        g = m.value_and_grad(theta)[1]
+        h = m.hessian(theta)
+        hv = m.hvp(theta, {"p": 1.0, "q": 0.0})
+        assert g["q"] == 0 and h[0, 0] == hv["p"] == (2.0 if q == 2.0 else 0.0), (q, h, hv)
+        assert np.all(np.isfinite(h)) and np.isfinite(hv["q"]), (q, h, hv)
+    g, h = derivatives(m, dtype, p=1.5, q=0.7)
+    pm, qm = mpmath.mpf(1.5), mpmath.mpf(float(np.array(0.7, dtype)))
+    near(g, [float(qm * pm ** (qm - 1)), float(pm ** qm * mpmath.log(pm))], dtype)
+    near(h[0, 1], float(pm ** (qm - 1) * (1 + qm * mpmath.log(pm))), dtype)
+

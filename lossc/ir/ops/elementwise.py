@@ -7,8 +7,8 @@ import math
 import numpy as np
 
 from lossc.ir.dtypes import BOOL, INT, REAL
-from lossc.ir.ops.base import (ANY, POS, UNIT, Example, Math, OpDef, diagonal_jvp, same_bool,
-                               same_real, scalar_int, selected, zero_jvp)
+from lossc.ir.ops.base import (ANY, POS, UNIT, Example, Math, OpDef, const_value, diagonal_jvp,
+                               same_bool, same_real, scalar_int, selected, zero_jvp)
 
 
 def elementwise(name, arity, *, infer=same_real, eval, sympy, vjp=None, names=(),
@@ -430,9 +430,18 @@ POWERS = [
 
 
 def _pow_vjp(b, g, out, x, y):
-    dx = b.mul(g, b.mul(y, b.binary("pow", x, b.sub(y, b.const(1.0)))))
+    """JAX's choices at x = 0, where the formulas give 0 inf = NaN:
+    - d/dx is 0 where y = 0 (x^0 is 1 for every x). One order down, this makes x^1's
+      second derivative 0 at x = 0.
+    - d/dy is x^y log x with log 1 in place of log 0 (x^y is 0 for y > 0). In a
+      Hessian, that term is multiplied by a zero tangent and would make a NaN.
+    d/dy is also 0 where x^y is 0, which covers x = inf with y < 0."""
     zero = b.zeros_like(out)
-    dy = b.where(b.emit("eq", (out, zero)), zero, b.mul(g, b.mul(out, b.emit("log", (x,)))))
+    dx = b.mul(g, b.mul(y, b.binary("pow", x, b.sub(y, b.const(1.0)))))
+    if const_value(y) in (None, 0.0):
+        dx = b.where(b.emit("eq", (y, zero)), zero, dx)
+    log_x = b.emit("log", (b.where(b.emit("eq", (x, zero)), b.const(1.0, x.shape), x),))
+    dy = b.where(b.emit("eq", (out, zero)), zero, b.mul(g, b.mul(out, log_x)))
     return dx, dy
 
 
@@ -482,7 +491,7 @@ ARITHMETIC = [
            domains=(ANY, POS)),
     binary("pow", np.power, _pow_vjp, names=("pow",), sympy=lambda sp, x, y: x ** y,
            math=Math("pow", "intrinsic"), domains=(POS, ANY),
-           doc="x ^ y for real y; d/dy is 0 where x ^ y = 0"),
+           doc="x ^ y for real y; d/dy is 0 where x ^ y = 0, d/dx is 0 where y = 0"),
     binary("maximum", np.maximum, _maxmin_vjp("ge"), names=("max",),
            sympy=lambda sp, x, y: sp.Max(x, y),
            lower=lambda em, g, n, x, y: _maxmin_lower(em, ">=", x, y),
