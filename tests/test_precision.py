@@ -274,3 +274,24 @@ def test_pows_derivatives_where_the_formulas_give_zero_times_infinity(dtype):
     near(g, [float(qm * pm ** (qm - 1)), float(pm ** qm * mpmath.log(pm))], dtype)
     near(h[0, 1], float(pm ** (qm - 1) * (1 + qm * mpmath.log(pm))), dtype)
 
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_softmax_at_infinities_as_documented_and_as_the_reference_interpreter(dtype):
+    """An infinite maximum shifts by 0 (docs/language.md): softmax([inf, 0, 1]) is
+    [nan, 0, 0]. The reference interpreter shifted by inf, and gave NaN throughout."""
+    from lossc.compiler import compile_source
+    from lossc.ir.evaluate import objective
+    src = "param v[3]\nloss = softmax(v)[0] + 2 * softmax(v)[1] + 4 * softmax(v)[2]\n"
+    m = model(src, dtype)
+    graph = compile_source(src, until="dce").graph
+    for v, want in (([np.inf, 0, 1], np.nan), ([1, np.inf, -np.inf], np.nan),
+                    ([-np.inf, 0, 0], 3.0), ([-np.inf, -np.inf, 5], 4.0)):
+        theta = {"v": np.array(v, dtype)}
+        got, ref = m.loss(theta), objective(graph, theta, {})
+        for x in (got, ref):
+            assert x == want or (np.isnan(want) and np.isnan(x)), (v, got, ref)
+    theta = {"v": np.array([np.inf, 0, 1], dtype)}
+    for k in (1, 2):
+        src = f"param v[3]\nloss = softmax(v)[{k}]\n"
+        assert model(src, dtype).loss(theta) == 0
+        assert objective(compile_source(src, until="dce").graph, theta, {}) == 0

@@ -269,8 +269,10 @@ BACKWARD = [
 def _softmax_eval(a, x):
     x = np.asarray(x, dtype=np.float64)
     ax = a["axis"]
-    e = np.exp(x - np.max(x, axis=ax, keepdims=True))
-    return e / np.sum(e, axis=ax, keepdims=True)
+    M = np.max(x, axis=ax, keepdims=True)
+    with np.errstate(invalid="ignore", over="ignore"):
+        e = np.exp(x - np.where(np.isfinite(M), M, 0))     # (an infinite maximum: no shift)
+        return e / np.sum(e, axis=ax, keepdims=True)
 
 
 def _log_softmax_eval(a, x):
