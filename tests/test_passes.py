@@ -67,6 +67,17 @@ def test_cse_merges_repeated_work():
     assert ops.count("sin") == 1 and ops.count("cos") == 1   # cos(a) shared by loss and grad
 
 
+def test_cse_keeps_the_sign_of_zero_constants_apart():
+    """-0.0 == 0.0 in Python, so the two constants hash-consed into whichever came
+    first: 1 / (p * -0.0) gave +inf, atan2(p * -0.0, -1) gave +pi."""
+    for src, want in (("1 / (p * 0.0) + 1 / (p * -0.0)", np.nan),
+                      ("atan2(p * 0.0, -1) - 2 * atan2(p * -0.0, -1)", 3 * np.pi),
+                      ("atan2(p * -0.0, -1) - 2 * atan2(p * 0.0, -1)", -3 * np.pi)):
+        m = lossc.compile(f"param p = 1\nloss = {src}\n", cache=False)
+        got = m.loss({"p": np.array(1.0)})
+        assert got == want or (np.isnan(want) and np.isnan(got)), (src, got)
+
+
 def test_fold_removes_constant_arithmetic():
     c = compile_source("param a = 1\nloss = (2 * 3 + 1) * a * 1 + 0\n")
     assert all(n.op != "add" for n in c.graph.nodes)

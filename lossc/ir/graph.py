@@ -10,7 +10,7 @@ inputs with the same attributes returns the first node. That is what the CSE pas
 """
 from __future__ import annotations
 
-from math import prod
+from math import copysign, prod
 from typing import Iterable, Optional
 
 from lossc.ir.dtypes import BOOL, INT, REAL
@@ -52,10 +52,18 @@ class Node:
 
     def key(self) -> tuple:
         """What makes two nodes the same computation."""
-        return (self.op, tuple(i.id for i in self.inputs), self.attrs)
+        return sharing_key(self.op, self.inputs, self.attrs)
 
     def __repr__(self) -> str:
         return f"%{self.id}:{self.op}{list(self.shape)}"
+
+
+def sharing_key(op: str, inputs: tuple, attrs: tuple) -> tuple:
+    """(op, input ids, attributes), with each float attribute's sign bit beside it:
+    -0.0 == 0.0 in Python, but 1 / -0.0 is -inf."""
+    return (op, tuple(i.id for i in inputs),
+            tuple((k, (v, copysign(1.0, v))) if isinstance(v, float) else (k, v)
+                  for k, v in attrs))
 
 
 class Graph:
@@ -122,7 +130,7 @@ class Builder:
              **attrs) -> Node:
         inputs = tuple(inputs)
         attr_t = tuple(sorted(attrs.items()))
-        key = (op, tuple(i.id for i in inputs), attr_t)
+        key = sharing_key(op, inputs, attr_t)
         if self.share and key in self._memo:
             return self._memo[key]
         shape, dtype = OPS[op].infer(attrs, *inputs)
