@@ -136,16 +136,20 @@ def test_stabilizing_rewrites_are_applied_and_listed(src, rewrite):
 
 
 @pytest.mark.parametrize("loss", ["-log(softmax(z)[y])", "-log(softmax(z)[1])",
-                                  "-log(softmax(z)[1:2])[0]"])
+                                  "-log(softmax(z)[1:2])[0]", "-sum(log(softmax(z)[tok]))",
+                                  "-log(transpose(softmax(Z, axis=0))[0, 1])"])
 def test_cross_entropy_through_an_element_of_softmax(loss):
     """-log(softmax(z)[y]), cross-entropy as NumPy users write it: softmax(z)[1] at
     z = (1000, 0) is 0, and its log -inf; as log_softmax(z)[1] it is -1000, and the
-    gradient softmax(z) - onehot(y)."""
-    labels = "[y]" in loss
-    m = lossc.compile("dim K = 2\ninput x[K]\n" + ("input y: int\n" if labels else "")
-                      + f"param a = 1\nz = a * x\nloss = {loss}\n", cache=False)
+    gradient softmax(z) - onehot(y). Through an int scalar, a constant index, a slice,
+    an int vector (a gather), and a transpose."""
+    labels = {"y": "input y: int\n", "tok": "dim L = 1\ninput tok[L]: int\n"}
+    used = [k for k in labels if f"[{k}]" in loss]
+    m = lossc.compile("dim K = 2\ninput x[K]\n" + "".join(labels[k] for k in used)
+                      + "param a = 1\nz = a * x\n" + ("Z = outer(z, [1.0])\n" if "Z" in loss else "")
+                      + f"loss = {loss}\n", cache=False)
     for x in ([1000.0, 0.0], [0.5, -0.25], [-3.0, 700.0]):
-        data = {"x": np.array([x]), **({"y": np.array([1])} if labels else {})}
+        data = {"x": np.array([x]), **{k: np.array([1] if k == "y" else [[1]]) for k in used}}
         v, g = m.value_and_grad({"a": 1.0}, **data)
         z = np.array(x)
         lse = np.logaddexp.reduce(z)

@@ -38,9 +38,10 @@ def _plus_one(n: Node):
 
 def _picked_from(x: Node, op: str):
     """(the op node, the views from it to x, innermost first) if x is elements of an
-    `op` node picked by indexing (take, slice: log commutes with them), else None."""
+    `op` node picked by indexing (take, slice, gather by int vectors, transpose: log
+    commutes with them), else None."""
     views = []
-    while x.op in ("take", "slice"):
+    while x.op in ("take", "slice", "gather", "transpose"):
         views.append(x)
         x = x.inputs[0]
     return (x, views[::-1]) if views and x.op == op else None
