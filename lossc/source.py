@@ -213,7 +213,7 @@ def read_source(src) -> Source:
         path = pathlib.Path(src)
         return decode_source(read_source_file(path), str(path))
     if isinstance(src, str):
-        return Source(src, "<string>")
+        return text_source(src, "<string>")
     raise TypeError(f"expected a path or source text, got {type(src).__name__}")
 
 
@@ -241,6 +241,22 @@ def read_source_file(path: pathlib.Path) -> bytes:
                          f"{MAX_SOURCE_BYTES // (1024 * 1024)} MB, the most a source file "
                          "may hold")
     return data
+
+
+def text_source(text: str, name: str) -> Source:
+    """Python text as a Source; a lone surrogate (which no file can hold, and UTF-8
+    cannot encode) is a CompileError at the first, shown as U+FFFD in its line."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        before = Source(text[:e.start])
+        line, col = len(before.lines), len(before.lines[-1]) + 1
+        message = (f"the text holds U+{ord(text[e.start]):04X} at offset {e.start}, a lone "
+                   "surrogate, which is not a character")
+        shown = "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in text)
+        raise CompileError([Diagnostic("error", message, Span.point(line, col))],
+                           Source(shown, name)) from None
+    return Source(text, name)
 
 
 def decode_source(data: bytes, name: str) -> Source:

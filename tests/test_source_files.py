@@ -50,6 +50,22 @@ def test_a_file_past_the_size_bound_is_refused(tmp_path):
     assert lossc.compile(path, cache=False).loss({"w": 2.0}) == 2.0
 
 
+@pytest.mark.parametrize("text, line, col", [
+    ("param p = 1\nloss = p # ? \ud800 ?", 2, 14), ("param p\udfff = 1\nloss = p", 1, 8),
+    ("\ufeffparam p = 1\r\nloss = \udc80p\r\n", 2, 8),
+])
+def test_a_lone_surrogate_in_source_text_is_reported_where_it_is(text, line, col):
+    """Python text can hold what no file can: UTF-8 cannot encode a lone surrogate (the
+    cache key's hash raised UnicodeEncodeError)."""
+    with pytest.raises(lossc.CompileError) as info:
+        lossc.compile(text)
+    e = info.value
+    assert (e.line, e.col) == (line, col) and "lone surrogate" in e.message
+    head, shown, caret = str(e).splitlines()
+    assert shown[4 + col - 1] == "\ufffd" and caret == " " * (4 + col - 1) + "^"
+    assert "?" in shown or "?" not in text
+
+
 @pytest.mark.parametrize("data, line, col, byte", [
     (b"\xffparam w = 1\nloss = w\n", 1, 1, "0xFF"),
     (b"param w = 1\n# caf\xc3\xa9 \xff\xfe here\nloss = w\n", 2, 8, "0xFF"),
