@@ -8,13 +8,15 @@ import functools
 from dataclasses import dataclass, field
 from typing import Optional
 
+import numpy as np
+
 from lossc.codegen.units import UNITS, build_module, derived_mode, result_graph
 from lossc.ir.build import FUNCTIONS, build_graph
 from lossc.ir.dtypes import DTYPES
 from lossc.ir.graph import Graph
 from lossc.passes import Target, derived_graph, pipeline, run_pipeline
 from lossc.runtime.spec import Signature
-from lossc.source import (MAX_SOURCE_BYTES, Diagnostic, Reporter, Source,  # noqa: F401
+from lossc.source import (MAX_SOURCE_BYTES, CompileError, Diagnostic, Reporter, Source,  # noqa: F401
                           decode_source, read_source, read_source_file)
 from lossc.syntax import parse
 
@@ -31,6 +33,26 @@ def front_end(source: Source, dims: Optional[dict] = None) -> tuple[Graph, list[
     graph = build_graph(module, reporter, dims)
     reporter.raise_if_errors()
     return graph, reporter.warnings
+
+
+def check_declared_values(graph: Graph, source: Source, dtype: str) -> None:
+    """Parameters' initial values (their initializers' arguments) and hypers' defaults
+    are numbers of the model's dtype: in float32, 1e39 would be inf, which load_params
+    refuses in a parameter file. A CompileError at the declaration's name."""
+    largest = float(np.finfo(dtype).max)
+    spans = {(n.op, n.attr("name")): n.span for n in graph.nodes if n.op in ("param", "hyper")}
+    declared = [("param", p.name, p.init[1]) for p in graph.params] + [
+        ("hyper", h.name, h.default if isinstance(h.default, tuple) else (h.default,))
+        for h in graph.hypers]
+    errors = []
+    for kind, name, values in declared:
+        beyond = [v for v in values if abs(v) > largest]
+        if beyond:
+            errors.append(Diagnostic(
+                "error", f"{kind} '{name}' is declared with {beyond[0]:g}, beyond the range "
+                f"of {dtype} (the model's dtype, largest {largest:g})", spans[kind, name]))
+    if errors:
+        raise CompileError(errors, source)
 
 
 def signature_of(graph: Graph) -> Signature:
@@ -146,6 +168,7 @@ def compile_source(src, dims: Optional[dict] = None, dtype: str = "float64",
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     source = read_source(src)
     graph, warnings = front_end(source, dims)
+    check_declared_values(graph, source, dtype)
     c = Compilation(source, dict(dims or {}), dtype, warnings)
     c.graph = run_pipeline(graph, check=check, until=until, snapshots=c.stages,
                            target=target, passes=pipeline(mode))

@@ -51,6 +51,26 @@ def test_literal_errors(source, line, col, words):
     assert_compile_error(source, line, col, words)
 
 
+@pytest.mark.parametrize("source, line, col, value", [
+    ("param p = 1e39\nloss = p\n", 1, 7, "1e+39"),
+    ("param w[2] = uniform(-1e39, 1)\nloss = sum(w)\n", 1, 7, "-1e+39"),
+    ("param w = normal(0, 1e300)\nloss = w\n", 1, 7, "1e+300"),
+    ("param w\nhyper h[2] = [1, -4e38]\nloss = w * sum(h)\n", 2, 7, "-4e+38"),
+])
+def test_a_declared_value_beyond_float32_is_refused_in_a_float32_model(source, line, col,
+                                                                        value):
+    """It would be inf (initial values) or make the hyper inf: load_params refuses the
+    same values in a parameter file. A float64 model takes them."""
+    with pytest.raises(lossc.CompileError) as info:
+        lossc.compile(source, dtype="float32", cache=False)
+    e = info.value
+    assert (e.line, e.col) == (line, col) and value in e.message and "float32" in e.message
+    m = lossc.compile(source, cache=False)
+    assert all(np.all(np.isfinite(v)) for v in m.init_params().values())
+    assert lossc.compile("param p = 3.4e38\nloss = p\n", dtype="float32",
+                         cache=False).init_params()["p"] == np.float32(3.4e38)
+
+
 SHAPED = """dim K = 3
 input y: int
 param c[K]
