@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import lossc
+from conftest import assert_compile_error
 from lossc.compiler import compile_source
 from lossc.ir.evaluate import evaluate, evaluate_batch
 
@@ -131,6 +132,21 @@ def test_integer_expressions_used_as_numbers_do_not_wrap():
     per = [2.0 * float(v) + 1 + float(v) * float(v) for v in k.tolist()]
     assert value == pytest.approx(np.mean(per), rel=1e-15)
     assert grads["w"] == pytest.approx(np.mean(per), rel=1e-15)
+
+
+@pytest.mark.parametrize("source, col, words", [
+    ("loss = sum(v) * v[99999999999999999999]", 19, ["integer 99999999999999999999 is too"]),
+    ("loss = v[-9223372036854775808]", 11, ["9223372036854775808 is too large", "64-bit"]),
+    ("loss = sum(v[0:99999999999999999999])", 16, ["too large: an index is a 64-bit"]),
+    ("loss = v[-9223372036854775807]", 10, ["out of range for an axis of size 3"]),
+    ("dim N = 4294967296\nloss = v[0] * (N * N)", 15, ["integer overflow", "64 bits"]),
+])
+def test_integer_constants_past_64_bits(source, col, words):
+    """An integer literal past 2^63 - 1 is read as a real: where an index is required
+    the error says it is too large (not "must be an int"); integer constants are
+    computed exactly, so N * N past 2^63 is an error."""
+    line = 2 + source.count("\n")
+    assert_compile_error("param v[3]\n" + source + "\n", line, col, words)
 
 
 @pytest.mark.parametrize("k, accepted", [

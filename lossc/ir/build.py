@@ -685,7 +685,8 @@ class _Builder:
             v = {"iadd": lambda a, b: a + b, "isub": lambda a, b: a - b,
                  "imul": lambda a, b: a * b, "ineg": lambda a: -a}[op](*vals)
             if abs(v) > INT64_MAX:
-                raise Fail("integer overflow in a constant expression", span)
+                raise Fail("integer overflow in a constant expression (integer constants are "
+                           "computed exactly, in 64 bits)", span)
             return self.b.emit("iconst", (), span=span, value=v)
         return self.b.emit(op, xs, span=span)
 
@@ -708,6 +709,14 @@ class _Builder:
                 return self.b.emit("powi", (x,), span=span, n=n)
         return self.elementwise("pow", self.real(x), self.real(y),
                                 _Spanned(span), "raise")
+
+    def refuse_wide_integer(self, e) -> None:
+        """An integer literal past 2^63 - 1 where an integer is required: it was read as
+        a real, and "must be an int" would puzzle."""
+        lit = self._literal(e)
+        if isinstance(lit, ast.Num) and lit.is_int and int(lit.text) > INT64_MAX:
+            raise Fail(f"integer {lit.text} is too large: an index is a 64-bit integer",
+                       lit.span)
 
     def _literal(self, e):
         """The literal under any signs: `-2` in `x ^ -2` counts as an integer literal."""
@@ -743,6 +752,7 @@ class _Builder:
 
     def index(self, item, size: int):
         i = yield self.expr(item)
+        self.refuse_wide_integer(item)
         if i.dtype != INT:
             kind = "a bool" if i.dtype == BOOL else "a real value"
             raise Fail(f"an index must be an int (an int input, a dim, an integer literal, "
@@ -766,6 +776,7 @@ class _Builder:
             if e is None:
                 return default
             v = yield self.expr(e)
+            self.refuse_wide_integer(e)
             if v.op != "iconst":
                 raise Fail("slice bounds must be integer constants (literals, dims, "
                            "+ - * of those)", e.span)
