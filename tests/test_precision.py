@@ -295,3 +295,43 @@ def test_softmax_at_infinities_as_documented_and_as_the_reference_interpreter(dt
         src = f"param v[3]\nloss = softmax(v)[{k}]\n"
         assert model(src, dtype).loss(theta) == 0
         assert objective(compile_source(src, until="dce").graph, theta, {}) == 0
+
+
+def _softmax_mp(v):
+    e = [mpmath.exp(mpmath.mpf(float(t))) for t in v]
+    return [x / sum(e) for x in e]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_second_derivatives_of_logsumexp_and_softmax_far_below_the_maximum(dtype):
+    """Forward mode over softmax weighed t - sum(s t), which is 0 at the maximum once
+    its s rounds to 1: the Hessian of logsumexp([0, -40, -50]) had 0 for 4.2e-18 (and
+    float32's at [0, -20, -30] 0 for 2.1e-9). The tangents are centered at the
+    maximum's; the gradient of logsumexp, exp(z - logsumexp(z)), takes softmax's."""
+    srcs = {"lse": "param v[3]\nloss = logsumexp(v)\n",
+            "log_softmax": "param v[3]\nloss = -log_softmax(v)[0]\n",
+            "softmax": "param v[3]\nloss = softmax(v)[1]\n",
+            "cross-entropy": "dim K = 3\ninput x[K]\ninput y: int\nparam v[K]\n"
+                             "z = v + x\nloss = logsumexp(z) - z[y]\n",
+            "rows": "param V[2, 3]\nloss = sum(logsumexp(V, axis=1))\n"}
+    for name, src in srcs.items():
+        m = model(src, dtype)
+        for v in ([0.0, -40.0, -50.0], [0.0, -20.0, -30.0], [3.0, 3.0, 1.0], [0.5, -0.25, 2.0]):
+            if dtype == "float32" and v[1] == -40:
+                continue                        # (exp(-40) is below float32's normal range)
+            s = _softmax_mp(np.array(v, dtype))
+            lse_h = [[(s[i] if i == j else 0) - s[i] * s[j] for j in range(3)] for i in range(3)]
+            if name == "softmax":               # d2 s_1 = s_1 (e_1 - s)(e_1 - s)^T + s_1 d(e_1 - s)
+                e = [1 if i == 1 else 0 for i in range(3)]
+                want = [[s[1] * ((e[i] - s[i]) * (e[j] - s[j]) - lse_h[i][j]) for j in range(3)]
+                        for i in range(3)]
+            else:
+                want = lse_h
+            theta = ({"V": np.array([v, v[::-1]], dtype)} if name == "rows"
+                     else {"v": np.array(v, dtype)})
+            data = ({"x": np.zeros((2, 3), dtype), "y": np.array([0, 2])}
+                    if name == "cross-entropy" else {})
+            h = np.asarray(m.hessian(theta, **data), dtype=np.float64)
+            if name == "rows":
+                h = h[:3, :3]
+            near(h, np.array([[float(w) for w in row] for row in want]), dtype)

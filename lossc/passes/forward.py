@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from lossc.ir.graph import REAL, Builder, Graph, Node, transform
 from lossc.ir.ops import OPS
+from lossc.ir.ops.tensors import softmax_tangent, softmax_written_out
 from lossc.ir.spec import ParamSpec
 
 TANGENT = "tangent"
@@ -85,6 +86,13 @@ def tangent_nodes(b: Builder, nodes: list, live: set, seeds: dict) -> dict[int, 
             continue
         ts = [tangents.get(x.id) if x.dtype == REAL else None for x in node.inputs]
         if all(t is None for t in ts):
+            continue
+        written_out = softmax_written_out(node)
+        if written_out is not None and tangents.get(written_out[0].id) is not None:
+            # exp(x - logsumexp(x)) is softmax(x): its tangent as exp's, out (t_x - t_lse),
+            # subtracts t_lse from t_x where it has rounded to t_x, at the maximum
+            x, axes = written_out
+            tangents[node.id] = softmax_tangent(b, node, tangents[x.id], x, axes)
             continue
         t = d.jvp(b, node, ts, *node.inputs)
         if t is not None:

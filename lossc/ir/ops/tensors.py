@@ -86,10 +86,21 @@ def _prod_jvp(b, out, ts, x):
     return _weighted_sum(b, b.emit("prod_others", (x,), axes=axes), ts[0], axes)
 
 
+def _centered(b, t, x, axes):
+    """(t - c, c), c the tangent at each group's (first) maximum of x. The tangents of
+    logsumexp, softmax and log_softmax weigh t by s = softmax(x), and as the s sum to 1
+    they can weigh t - c instead, for any c: with the maximum's own, its term is exactly
+    0 and the others' s_j (t_j - c) stay, where t - sum(s t) lost them once s rounded
+    to 1 there (the Hessian of logsumexp([p, -40]) at p = 0 was 0, not 4.2e-18)."""
+    c = _weighted_sum(b, b.emit("argext_mask", (x,), axes=axes, kind="max"), t, axes)
+    return b.sub(t, expand(b, c, x, axes)), c
+
+
 def _lse_jvp(b, out, ts, x):
     axes = out.attr("axes")
     soft = b.emit("exp", (b.sub(x, expand(b, out, x, axes)),))
-    return _weighted_sum(b, soft, ts[0], axes)
+    u, c = _centered(b, ts[0], x, axes)
+    return b.add(c, _weighted_sum(b, soft, u, axes))
 
 
 def _norm_jvp(b, out, ts, x):
@@ -295,16 +306,39 @@ def _log_softmax_vjp(b, g, out, x):
     return (b.sub(g, b.mul(soft, expand(b, total, x, (ax,)))),)
 
 
+def softmax_tangent(b, s, t, x, axes):
+    """The tangent of s = softmax(x) over `axes` along x's tangent t: s (u - sum(s u)),
+    u = t centered (_centered). (The Jacobian diag(s) - s s^T is symmetric: this is
+    also its vjp.)"""
+    u = _centered(b, t, x, axes)[0]
+    return b.mul(s, b.sub(u, expand(b, _weighted_sum(b, s, u, axes), x, axes)))
+
+
+def softmax_written_out(n):
+    """(x, axes) if n is exp(x - logsumexp(x)): the gradient of logsumexp (_lse_vjp),
+    whose tangent is softmax's; else None."""
+    d = n.inputs[0] if n.op == "exp" else None
+    if d is None or d.op != "sub" or d.inputs[1].op != "broadcast":
+        return None
+    x, lse = d.inputs[0], d.inputs[1].inputs[0]
+    if lse.op != "logsumexp" or lse.inputs[0] is not x:
+        return None
+    axes = lse.attr("axes")
+    kept = tuple(k for k in range(x.rank) if k not in axes)
+    return (x, axes) if d.inputs[1].attr("dims") == kept else None
+
+
 def _softmax_jvp(b, out, ts, x):
-    """softmax's Jacobian, diag(s) - s s^T, is symmetric: its vjp of the tangent."""
-    return _softmax_vjp(b, ts[0], out, x)[0]
+    return softmax_tangent(b, out, ts[0], x, (out.attr("axis"),))
 
 
 def _log_softmax_jvp(b, out, ts, x):
-    """t - sum(softmax(x) * t) along the axis (the Jacobian I - 1 s^T)."""
+    """t - sum(softmax(x) * t) along the axis (the Jacobian I - 1 s^T), of t centered
+    (_centered)."""
     ax = out.attr("axis")
     soft = b.emit("softmax", (x,), axis=ax)
-    return b.sub(ts[0], expand(b, _weighted_sum(b, soft, ts[0], (ax,)), x, (ax,)))
+    u = _centered(b, ts[0], x, (ax,))[0]
+    return b.sub(u, expand(b, _weighted_sum(b, soft, u, (ax,)), x, (ax,)))
 
 
 def _softmax_mask(b, g, m, out, x):
