@@ -27,6 +27,7 @@ from lossc.cli_common import (cannot_write, check_output, fail, load_trained, mo
                                parse_hypers)
 from lossc.files import replacing, same_file
 from lossc.optim.data import DataError, InputMissing, column_names, load_data
+from lossc.optim.npfiles import save_npz
 from lossc.optim.prepare import is_chunked
 
 SUFFIXES = (".csv", ".npz", ".npy")
@@ -153,7 +154,7 @@ def write_predictions(path: pathlib.Path, model, predictions: dict) -> None:
     with replacing(path) as tmp:
         if suffix == ".npz":
             with open(tmp, "wb") as f:
-                np.savez(f, **predictions)
+                save_npz(f, predictions)
         elif suffix == ".npy":
             with open(tmp, "wb") as f:
                 np.save(f, next(iter(predictions.values())))

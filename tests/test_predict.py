@@ -324,3 +324,22 @@ def test_cli_predict_takes_a_file_without_a_record_as_it_is(trained):
     assert r.exit_code == 0 and "using" not in r.output, r.output
     np.testing.assert_array_equal(np.load(d / "pred.npz")["prob"],
                                   m.predict(theta, **data)["prob"])
+
+
+def test_cli_writes_npz_outputs_named_as_numpy_savez_arguments(tmp_path):
+    """np.savez takes the names as keyword arguments: an output 'file' clashed with its
+    first one (a traceback) and 'allow_pickle' was taken as that option (not saved)."""
+    (tmp_path / "m.loss").write_text(
+        "input x\nparam w\nloss = (w - x) ^ 2\noutput file = w * x\n"
+        "output allow_pickle = w + x\noutput args = [x, w]\noutput kwds = x > w\n")
+    lossc.save_params(tmp_path / "p.npz", {"w": 2.0})
+    np.save(tmp_path / "x.npy", np.array([1.0, 3.0]))
+    r = run("predict", tmp_path / "m.loss", "--params", tmp_path / "p.npz",
+            "--data", tmp_path / "x.npy", "--out", tmp_path / "pred.npz")
+    assert r.exit_code == 0, r.output
+    got = np.load(tmp_path / "pred.npz")
+    assert sorted(got.files) == ["allow_pickle", "args", "file", "kwds"]
+    np.testing.assert_array_equal(got["file"], [2.0, 6.0])
+    np.testing.assert_array_equal(got["allow_pickle"], [3.0, 5.0])
+    np.testing.assert_array_equal(got["args"], [[1.0, 2.0], [3.0, 2.0]])
+    np.testing.assert_array_equal(got["kwds"], [0.0, 1.0])
