@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import lossc
-from conftest import ROOT, SAMPLES
+from conftest import ROOT, SAMPLES, drained_pipe
 from lossc.codegen.units import VALUE_AND_GRAD
 from lossc.runtime import artifact
 
@@ -291,6 +291,31 @@ def test_unsigned_files_of_older_layouts_are_recompiled(tmp_path, cache):
     path.write_bytes(b"LOSSC\x02" + blob[6:-artifact.TAG_SIZE])
     with pytest.warns(lossc.LosscWarning, match="older lossc"):
         assert _value(lossc.load(path, trust=True)) == _value(m)
+
+
+def test_save_writes_through_a_symbolic_link_and_into_a_pipe(tmp_path, cache):
+    """Model.save writes as lossc compile -o does (README, "Outputs lose nothing"): it
+    replaced a symbolic link by a file of its own, leaving the file the link names
+    as it was, and a pipe by a regular file no reader saw."""
+    m = lossc.compile(LOGISTIC)
+    target, link = tmp_path / "real.lossc", tmp_path / "link.lossc"
+    target.write_bytes(b"old")
+    link.symlink_to(target)
+    m.save(link)
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert _value(lossc.load(target, recompile=False)) == _value(m)
+    fifo = tmp_path / "pipe.lossc"
+    os.mkfifo(fifo)
+    reader, received, fd = drained_pipe(fifo)
+    try:
+        m.save(fifo)
+        reader.join(timeout=60)
+    finally:
+        os.close(fd)
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    assert bytes(received) == target.read_bytes()
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["cache", "link.lossc",
+                                                          "pipe.lossc", "real.lossc"]
 
 
 # ---------------------------------------------------------------- reading files
