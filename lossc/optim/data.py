@@ -302,6 +302,8 @@ class _Lazy:
 
 def _check_finite(block, spec, names, path, row_text) -> None:
     """NaN or infinity anywhere: an error naming the first one's row and column."""
+    if not block.size:
+        return      # (no rows: nothing to check, and reshape(0, -1) has no answer)
     flat = block.reshape(block.shape[0], -1)
     # x . x is finite exactly when every element is (no inf - inf among squares; NaN
     # propagates), unless finite squares overflow: then the elementwise check decides.
@@ -323,6 +325,8 @@ def _check_finite(block, spec, names, path, row_text) -> None:
 
 def _check_int(block, spec, names, path, row_text) -> None:
     """A fraction in an int input: an error naming the first one's row and column."""
+    if not block.size:
+        return      # (as in _check_finite)
     flat = block.reshape(block.shape[0], -1)
     frac = flat != np.round(flat)
     if frac.any():
