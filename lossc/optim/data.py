@@ -324,7 +324,8 @@ def _check_finite(block, spec, names, path, row_text) -> None:
 
 
 def _check_int(block, spec, names, path, row_text) -> None:
-    """A fraction in an int input: an error naming the first one's row and column."""
+    """A fraction in an int input, or a value beyond what an index can be: an error
+    naming the first one's row and column."""
     if not block.size:
         return      # (as in _check_finite)
     flat = block.reshape(block.shape[0], -1)
@@ -334,8 +335,12 @@ def _check_int(block, spec, names, path, row_text) -> None:
         raise DataError(f"{path}: {row_text(r)}, column '{names[c]}': {flat[r, c]:g} is not "
                         f"an integer (input '{spec.name}' is declared int: class labels and "
                         "indices must be whole numbers)")
-    if (np.abs(flat) > 2 ** 62).any():
-        raise DataError(f"{path}: column '{names[0]}' holds values too large for an index")
+    huge = np.abs(flat) > 2 ** 62
+    if huge.any():
+        r, c = np.argwhere(huge)[0]
+        raise DataError(f"{path}: {row_text(r)}, column '{names[c]}': {flat[r, c]:g} is too "
+                        f"large for an index (input '{spec.name}' is declared int: its "
+                        "values must lie within +-2^62)")
 
 
 def _colname(header, c: int) -> str:
