@@ -208,6 +208,41 @@ def test_cli_reports_a_bad_cell_of_a_file_with_every_input(trained, cell, words)
     assert "matches no input" not in r.output and not (d / "pred.csv").exists()
 
 
+@pytest.mark.parametrize("header", [True, False])
+def test_cli_reads_no_cell_of_an_input_the_outputs_do_not_use(trained, header):
+    """A test set's labels may be blank, NaN or anything: the outputs do not use them.
+    They were refused ("row 2, column 'label' is empty (a missing value)")."""
+    d, m, theta, data = trained
+    lines = (d / "test.csv").read_text().splitlines()
+    labels = ["nan", "", "?", "1.5", "inf", ""]     # (a first row of numbers: data)
+    rows = [",".join(ln.split(",")[:-1] + [label]) for ln, label in zip(lines[1:], labels)]
+    (d / "unlabelled.csv").write_text("\n".join(lines[:1] * header + rows) + "\n")
+    r = run("predict", d / "m.loss", "--params", d / "p.npz", "--data", d / "unlabelled.csv",
+            "--out", d / "pred.npz")
+    assert r.exit_code == 0, r.output
+    got, want = np.load(d / "pred.npz"), m.predict(theta, **data)
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+    # the cells of the inputs the outputs use are checked as before
+    bad = rows[:2] + [rows[2].replace(rows[2].split(",")[4], "nan", 1)] + rows[3:]
+    (d / "bad.csv").write_text("\n".join(lines[:1] * header + bad) + "\n")
+    r = run("predict", d / "m.loss", "--params", d / "p.npz", "--data", d / "bad.csv",
+            "--out", d / "pred.npz")
+    column = "g" if header else "#5"
+    assert r.exit_code == 1 and f"row {3 + header}, column '{column}' is NaN" in r.output, \
+        r.output
+
+
+def test_cli_reads_no_array_of_an_input_the_outputs_do_not_use(trained):
+    d, m, theta, data = trained
+    np.savez(d / "test.npz", **data, label=np.array([np.nan, 0.5, -1, 2, 0, 1]))
+    r = run("predict", d / "m.loss", "--params", d / "p.npz", "--data", d / "test.npz",
+            "--out", d / "pred.npz")
+    assert r.exit_code == 0, r.output
+    np.testing.assert_array_equal(np.load(d / "pred.npz")["gz"],
+                                  m.predict(theta, **data)["gz"])
+
+
 def test_cli_writes_npz_from_npz_data_without_labels(trained):
     d, m, theta, data = trained
     np.savez(d / "test.npz", **data)
