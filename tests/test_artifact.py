@@ -513,12 +513,33 @@ def test_an_unsafe_key_is_refused(cache, monkeypatch):
     lossc.compile(LOGISTIC)
     key = cache / artifact.KEY_FILE
     key.chmod(0o644)
+    secret = key.read_bytes()
     built = _count_builds(monkeypatch)
     with pytest.warns(RuntimeWarning, match="other users can read it"):
         lossc.compile(LOGISTIC)
     assert len(built) == 1
+    # left alone: not replaced by a new key, which would unsign every saved artifact
+    assert key.read_bytes() == secret and stat.S_IMODE(key.stat().st_mode) == 0o644
     with pytest.raises(artifact.ArtifactError, match="not made on this machine"):
         lossc.load(_model_entry(cache), recompile=False)
+
+
+def test_an_entry_others_can_write_is_replaced_by_one_of_the_users_own(cache, monkeypatch):
+    """Not used (others may have changed it; one warning): the model is compiled again
+    and the new entry, private, takes its place, as for any miss."""
+    import re
+    lossc.compile(LOGISTIC)
+    entry = _model_entry(cache)
+    entry.chmod(0o666)
+    built = _count_builds(monkeypatch)
+    with pytest.warns(RuntimeWarning, match=re.escape(
+            f"not using the cache entry {entry}: other users can write to it")):
+        lossc.compile(LOGISTIC)
+    assert len(built) == 1
+    assert stat.S_IMODE(entry.stat().st_mode) == 0o600
+    assert entry.stat().st_uid == os.geteuid()
+    lossc.compile(LOGISTIC)
+    assert len(built) == 1
 
 
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,

@@ -20,8 +20,10 @@ function here that uses it (lossc.options.Options.cache_dir; None: there is none
 nothing is cached, signed or verified). A cache entry that does not verify, or
 whose header does not match what it is looked up for, is a miss; `lossc.load` of an
 artifact that does not verify recompiles it from its source unless the caller vouches
-for it (`trust=True`). The cache folder, its entries and the key must belong to the user
-and be writable by no one else, or lossc leaves the cache alone (with one warning).
+for it (`trust=True`). The cache folder and the key must belong to the user and be
+writable by no one else (the key readable by no one else), or lossc leaves the cache
+alone (with one warning); an entry that does not is not used (one warning), and the
+entry compiled in its place replaces it.
 Reads take regular files only, check the magic first and read no more than the header
 declares, up to MAX_FILE.
 
