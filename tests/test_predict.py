@@ -378,3 +378,28 @@ def test_cli_writes_npz_outputs_named_as_numpy_savez_arguments(tmp_path):
     np.testing.assert_array_equal(got["allow_pickle"], [3.0, 5.0])
     np.testing.assert_array_equal(got["args"], [[1.0, 2.0], [3.0, 2.0]])
     np.testing.assert_array_equal(got["kwds"], [0.0, 1.0])
+
+
+@pytest.mark.parametrize("dtype, x, written", [
+    ("float64", [0.1, -0.0, 2.2250738585072014e-308, 1e16, 1.25e-05, 123456789.0, 1.0,
+                 1e300, -1.5, 2.0 ** 53 + 2],
+     ["0.1", "-0.0", "2.2250738585072014e-308", "1e+16", "1.25e-05", "123456789.0", "1.0",
+      "1e+300", "-1.5", "9007199254740994.0"]),
+    # a float32 prediction is written as the float64 of the same value
+    ("float32", [0.1, -0.0, 1e16, 1.25e-05, 123456789.0, 1.0, 3e38, -1.5, 2.0 ** 53 + 2],
+     ["0.10000000149011612", "-0.0", "1.0000000272564224e+16", "1.249999968422344e-05",
+      "123456792.0", "1.0", "3.0000000054977558e+38", "-1.5", "9007199254740992.0"]),
+])
+def test_cli_csv_values_are_the_shortest_text_that_reads_back(tmp_path, dtype, x, written):
+    """Each value as Python's repr writes a float: the fewest digits that read back as
+    the same float64 (docs/language.md)."""
+    source = "input x\nparam w\nloss = (w - x) ^ 2\noutput same = w * x\n"
+    (tmp_path / "m.loss").write_text(source)
+    m = lossc.compile(source, dtype=dtype)
+    lossc.save_params(tmp_path / "p.json", {"w": 1.0}, model=m)
+    np.save(tmp_path / "x.npy", np.array(x))
+    r = run("predict", tmp_path / "m.loss", "--params", tmp_path / "p.json",
+            "--data", tmp_path / "x.npy", "--out", tmp_path / "pred.csv")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "pred.csv").read_text().splitlines() == ["same"] + written
+
