@@ -13,7 +13,6 @@ from lossc.cli_common import (cannot_write, check_memory, check_numbers, check_o
 from lossc.cli_predict import predict_cmd
 from lossc.cli_train import eval_cmd, train
 from lossc.codegen.units import DERIVED_UNITS, UNITS
-from lossc.files import replacing
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -46,15 +45,13 @@ def compile_cmd(file, dims, dtype, output):
         # (saving compiles the units not compiled yet, and the cache may not take them:
         # its warnings are lines of lossc's, not Python's file:line and source line;
         # dropped if the write fails, whose error says it all)
-        with replacing(output) as tmp, warnings.catch_warnings(record=True) as caught:
+        with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            m.save(tmp)
+            m.save(output)          # (through files.replacing, as every output is)
     except OSError as e:
         cannot_write(output, e)
     for w in caught:
-        # (a warning about the file, an unsigned one, names the temporary file written:
-        # the user knows it as `output`)
-        click.echo(str(w.message).replace(str(tmp), str(output)), err=True)
+        click.echo(str(w.message), err=True)
     click.echo(f"wrote {output}")
     for label, items in (("params", m.params), ("inputs", m.inputs), ("outputs", m.outputs)):
         if items:

@@ -9,7 +9,9 @@ writes the record) and takes the hypers it records unless --hyper gives others, 
 data holds every input of the model, or only those the outputs depend on (labels the
 loss alone uses may be left out); or chunks as lossc train streams them (a folder or
 glob of .npy or .parquet files, docs/dask.md), read one at a time, every input present,
-the predictions of each kept in chunk order. The predictions go to a .csv (one column per element,
+the predictions of each kept in chunk order. Only the inputs the outputs depend on are
+read and checked: the others' cells, where the data has them, may be empty or NaN (a
+test set's blank labels). The predictions go to a .csv (one column per element,
 named as input columns are: prob.0, prob.1, ..., top), a .npz (one array per output,
 samples first) or a .npy (a model with one output). A mistake is one line on
 stderr and exit status 1; --out is checked before the work and is never one of the
@@ -27,6 +29,7 @@ from lossc.cli_common import (cannot_write, check_output, fail, load_trained, mo
                                parse_hypers)
 from lossc.files import replacing, same_file
 from lossc.optim.data import DataError, InputMissing, column_names, load_data
+from lossc.optim.npfiles import save_npz
 from lossc.optim.prepare import is_chunked
 
 SUFFIXES = (".csv", ".npz", ".npy")
@@ -111,11 +114,12 @@ def chunked_predictions(model, params: dict, data: str, hypers: dict) -> tuple[d
     from lossc.optim.chunked import check_chunk_finite, chunk_arrays
     from lossc.optim.prepare import as_chunks
     chunks = as_chunks(model, data, "--data")
+    only = inputs_read(model)
     try:
         parts = []
         for c, label in enumerate(chunks.labels):
-            arrays = chunk_arrays(model, chunks.arrays(c), f"--data: {label}")
-            check_chunk_finite(model, arrays, f"--data: {label}")
+            arrays = chunk_arrays(model, chunks.arrays(c), f"--data: {label}", only)
+            check_chunk_finite(inputs_view(model, only), arrays, f"--data: {label}")
             parts.append(model.predict(params, **arrays, **hypers))
     finally:
         chunks.close()
@@ -127,16 +131,32 @@ def chunked_predictions(model, params: dict, data: str, hypers: dict) -> tuple[d
     return joined, chunks.n_samples
 
 
+def inputs_read(model):
+    """The names of the inputs predict reads and checks, those the outputs depend on;
+    None for every input, where the outputs depend on all of them or on none (any
+    input then gives the batch size)."""
+    needed = {i for o in model.outputs for i in o.inputs}
+    return needed if needed and len(needed) < len(model.inputs) else None
+
+
+def inputs_view(model, names):
+    """`model` as far as data go (its .inputs) with the inputs `names` alone (None:
+    every input)."""
+    if names is None:
+        return model
+    return SimpleNamespace(inputs=[s for s in model.inputs if s.name in names])
+
+
 def read_inputs(path: pathlib.Path, model) -> dict:
-    """Every input from the file; or, where the file lacks some, only those the
-    outputs need (the file then holds exactly these)."""
+    """The inputs the outputs need from the file, which holds every input (the others'
+    cells are not read: they may be empty or NaN) or, lacking some, exactly those."""
     try:
-        return load_data(path, model)
+        return load_data(path, model, inputs_read(model))
     except InputMissing as every:
         needed = {i for o in model.outputs for i in o.inputs}
         if len(needed) == len(model.inputs):
             raise
-        view = SimpleNamespace(inputs=[s for s in model.inputs if s.name in needed])
+        view = inputs_view(model, needed)
         if not view.inputs:
             raise DataError(f"{every} (the outputs need no input: give any one of them "
                             "for the batch size)") from None
@@ -153,7 +173,7 @@ def write_predictions(path: pathlib.Path, model, predictions: dict) -> None:
     with replacing(path) as tmp:
         if suffix == ".npz":
             with open(tmp, "wb") as f:
-                np.savez(f, **predictions)
+                save_npz(f, predictions)
         elif suffix == ".npy":
             with open(tmp, "wb") as f:
                 np.save(f, next(iter(predictions.values())))

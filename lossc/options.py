@@ -7,8 +7,8 @@ variables of the README keep working:
 
     LOSSC_VECTOR_BITS   64, 128, 256 or 512: the SIMD width instead of the CPU's widest
     LOSSC_LOADER        llvm: load machine code with LLVM's MCJIT, not lossc's ELF loader
-    LOSSC_CACHE_DIR     the compile cache folder (default $XDG_CACHE_HOME/lossc, or
-                        ~/.cache/lossc)
+    LOSSC_CACHE_DIR     the compile cache folder (unset or empty: $XDG_CACHE_HOME/lossc,
+                        or ~/.cache/lossc), made absolute when read
     OMP_NUM_THREADS     the threads a model splits large batches across (the first
                         number of an OpenMP list), as NumPy's BLAS and PyTorch read it;
                         unset: one per core the process may run on
@@ -34,10 +34,12 @@ class Options:
     None: the widest this CPU has. loader: "elf" (lossc's own ELF loader, which needs
     nothing from LLVM; MCJIT where it does not apply) or "llvm" (MCJIT always).
     cache_dir: the compile cache folder, which also keeps this user's key for signing
-    artifacts (README.md, "Security"); None: no folder at all, so nothing is cached,
-    saved artifacts are not signed and loaded ones do not verify. threads: how many
-    threads a model's large batches are split across (Model.set_threads changes a
-    model's own); None: one per core the process may run on (available_cores)."""
+    artifacts (README.md, "Security"), a relative one taken from the current folder
+    when the Options are made; None: no folder at all, so nothing is cached, saved
+    artifacts are not signed and loaded ones do not verify ("" is refused). threads:
+    how many threads a model's large batches are split across (Model.set_threads
+    changes a model's own); None: one per core the process may run on
+    (available_cores)."""
 
     vector_bits: Optional[int] = None
     loader: str = "elf"
@@ -54,7 +56,13 @@ class Options:
         if self.loader not in LOADERS:
             raise ValueError(f"loader must be one of {LOADERS}, got {self.loader!r}")
         if self.cache_dir is not None:
-            object.__setattr__(self, "cache_dir", pathlib.Path(self.cache_dir))
+            if isinstance(self.cache_dir, str) and not self.cache_dir:
+                # (pathlib.Path("") is ".": the current folder would become the cache)
+                raise ValueError("cache_dir must name a folder, or be None for no cache; "
+                                 "got ''")
+            # made absolute now: a relative folder taken later, after an os.chdir,
+            # would be another cache with another signing key
+            object.__setattr__(self, "cache_dir", pathlib.Path(self.cache_dir).absolute())
         if self.threads is not None and (not is_integer(self.threads) or self.threads < 1):
             raise ValueError(f"threads must be a positive integer or None, got "
                              f"{self.threads!r}")

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import lossc
-from conftest import ROOT, SAMPLES
+from conftest import ROOT, SAMPLES, drained_pipe
 from lossc.codegen.units import VALUE_AND_GRAD
 from lossc.runtime import artifact
 
@@ -293,6 +293,31 @@ def test_unsigned_files_of_older_layouts_are_recompiled(tmp_path, cache):
         assert _value(lossc.load(path, trust=True)) == _value(m)
 
 
+def test_save_writes_through_a_symbolic_link_and_into_a_pipe(tmp_path, cache):
+    """Model.save writes as lossc compile -o does (README, "Outputs lose nothing"): it
+    replaced a symbolic link by a file of its own, leaving the file the link names
+    as it was, and a pipe by a regular file no reader saw."""
+    m = lossc.compile(LOGISTIC)
+    target, link = tmp_path / "real.lossc", tmp_path / "link.lossc"
+    target.write_bytes(b"old")
+    link.symlink_to(target)
+    m.save(link)
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert _value(lossc.load(target, recompile=False)) == _value(m)
+    fifo = tmp_path / "pipe.lossc"
+    os.mkfifo(fifo)
+    reader, received, fd = drained_pipe(fifo)
+    try:
+        m.save(fifo)
+        reader.join(timeout=60)
+    finally:
+        os.close(fd)
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    assert bytes(received) == target.read_bytes()
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["cache", "link.lossc",
+                                                          "pipe.lossc", "real.lossc"]
+
+
 # ---------------------------------------------------------------- reading files
 
 def _load_in_subprocess(path, cache, trust=False, loader="elf") -> subprocess.CompletedProcess:
@@ -488,12 +513,33 @@ def test_an_unsafe_key_is_refused(cache, monkeypatch):
     lossc.compile(LOGISTIC)
     key = cache / artifact.KEY_FILE
     key.chmod(0o644)
+    secret = key.read_bytes()
     built = _count_builds(monkeypatch)
     with pytest.warns(RuntimeWarning, match="other users can read it"):
         lossc.compile(LOGISTIC)
     assert len(built) == 1
+    # left alone: not replaced by a new key, which would unsign every saved artifact
+    assert key.read_bytes() == secret and stat.S_IMODE(key.stat().st_mode) == 0o644
     with pytest.raises(artifact.ArtifactError, match="not made on this machine"):
         lossc.load(_model_entry(cache), recompile=False)
+
+
+def test_an_entry_others_can_write_is_replaced_by_one_of_the_users_own(cache, monkeypatch):
+    """Not used (others may have changed it; one warning): the model is compiled again
+    and the new entry, private, takes its place, as for any miss."""
+    import re
+    lossc.compile(LOGISTIC)
+    entry = _model_entry(cache)
+    entry.chmod(0o666)
+    built = _count_builds(monkeypatch)
+    with pytest.warns(RuntimeWarning, match=re.escape(
+            f"not using the cache entry {entry}: other users can write to it")):
+        lossc.compile(LOGISTIC)
+    assert len(built) == 1
+    assert stat.S_IMODE(entry.stat().st_mode) == 0o600
+    assert entry.stat().st_uid == os.geteuid()
+    lossc.compile(LOGISTIC)
+    assert len(built) == 1
 
 
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,

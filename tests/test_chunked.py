@@ -326,6 +326,31 @@ def test_eval_and_predict_on_chunks_refuse_what_they_cannot_do(tmp_path):
     assert r.exit_code == 1 and "3.npy: row 5, column 'x.1' is inf" in r.output, r.output
 
 
+def test_predict_on_chunks_reads_no_cell_of_an_input_the_outputs_do_not_use(tmp_path):
+    """Labels the output does not use may be NaN in NPY chunks and blank in Parquet
+    ones (they were refused as "row 5, column 'y' is NaN")."""
+    data, stack, model, params = _trained(tmp_path)
+    want = _cli("predict", model, "--params", params, "--data", tmp_path / "all.npz",
+                "--out", tmp_path / "want.npz")
+    assert want.exit_code == 0, want.output
+    np.save(stack / "y" / "3.npy", np.full(100, np.nan))
+    r = _cli("predict", model, "--params", params, "--data", stack, "--out",
+             tmp_path / "c.npz")
+    assert r.exit_code == 0, r.output
+    assert np.array_equal(np.load(tmp_path / "c.npz")["p"],
+                          np.load(tmp_path / "want.npz")["p"])
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    frame = pd.DataFrame({"y": [None] * 400, **{f"x.{j}": data["x"][:, j] for j in range(4)}})
+    for k in range(4):
+        frame.iloc[100 * k:100 * (k + 1)].to_parquet(tmp_path / f"part{k}.parquet")
+    r = _cli("predict", model, "--params", params, "--data", tmp_path / "*.parquet",
+             "--out", tmp_path / "q.npz")
+    assert r.exit_code == 0, r.output
+    assert np.array_equal(np.load(tmp_path / "q.npz")["p"],
+                          np.load(tmp_path / "want.npz")["p"])
+
+
 def test_eval_on_parquet_files(tmp_path):
     pd = pytest.importorskip("pandas")
     pytest.importorskip("pyarrow")

@@ -30,6 +30,40 @@ def test_the_environment_as_options():
     assert Options.from_env({"LOSSC_VECTOR_BITS": "", "HOME": "/h"}).vector_bits is None
 
 
+def test_a_relative_cache_folder_is_made_absolute_when_the_options_are_made(
+        tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert Options(cache_dir="c").cache_dir == tmp_path / "c"
+    assert Options.from_env({"LOSSC_CACHE_DIR": "e"}).cache_dir == tmp_path / "e"
+    assert Options.from_env({"XDG_CACHE_HOME": "x"}).cache_dir == tmp_path / "x" / "lossc"
+    # an empty LOSSC_CACHE_DIR is an unset one; an empty cache_dir is refused, as
+    # pathlib.Path("") would make the current folder the cache
+    assert Options.from_env({"LOSSC_CACHE_DIR": "", "HOME": "/h"}).cache_dir == \
+        pathlib.Path("/h/.cache/lossc")
+    with pytest.raises(ValueError, match="cache_dir"):
+        Options(cache_dir="")
+
+
+def test_a_model_saved_after_a_chdir_verifies_with_its_relative_cache_folder(
+        tmp_path, monkeypatch):
+    """LOSSC_CACHE_DIR=cache was taken from whatever the current folder was when the
+    cache was used: after an os.chdir a second cache and key appeared there, and the
+    model saved with it did not verify back in the first folder."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    monkeypatch.setenv("LOSSC_CACHE_DIR", "cache")
+    m = lossc.compile(LOGISTIC)
+    monkeypatch.chdir(tmp_path / "b")
+    m.save(tmp_path / "m.lossc")
+    monkeypatch.chdir(tmp_path / "a")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lossc.load(tmp_path / "m.lossc", recompile=False)
+    assert sorted(p.name for p in tmp_path.rglob("hmac-key")) == ["hmac-key"]
+    assert (tmp_path / "a" / "cache" / "hmac-key").exists()
+
+
 @pytest.mark.parametrize("field, value", [("vector_bits", 96), ("vector_bits", "256"),
                                           ("vector_bits", True), ("loader", "mcjit")])
 def test_options_that_are_none_of_lossc_s_are_refused(field, value):

@@ -208,6 +208,41 @@ def test_cli_reports_a_bad_cell_of_a_file_with_every_input(trained, cell, words)
     assert "matches no input" not in r.output and not (d / "pred.csv").exists()
 
 
+@pytest.mark.parametrize("header", [True, False])
+def test_cli_reads_no_cell_of_an_input_the_outputs_do_not_use(trained, header):
+    """A test set's labels may be blank, NaN or anything: the outputs do not use them.
+    They were refused ("row 2, column 'label' is empty (a missing value)")."""
+    d, m, theta, data = trained
+    lines = (d / "test.csv").read_text().splitlines()
+    labels = ["nan", "", "?", "1.5", "inf", ""]     # (a first row of numbers: data)
+    rows = [",".join(ln.split(",")[:-1] + [label]) for ln, label in zip(lines[1:], labels)]
+    (d / "unlabelled.csv").write_text("\n".join(lines[:1] * header + rows) + "\n")
+    r = run("predict", d / "m.loss", "--params", d / "p.npz", "--data", d / "unlabelled.csv",
+            "--out", d / "pred.npz")
+    assert r.exit_code == 0, r.output
+    got, want = np.load(d / "pred.npz"), m.predict(theta, **data)
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+    # the cells of the inputs the outputs use are checked as before
+    bad = rows[:2] + [rows[2].replace(rows[2].split(",")[4], "nan", 1)] + rows[3:]
+    (d / "bad.csv").write_text("\n".join(lines[:1] * header + bad) + "\n")
+    r = run("predict", d / "m.loss", "--params", d / "p.npz", "--data", d / "bad.csv",
+            "--out", d / "pred.npz")
+    column = "g" if header else "#5"
+    assert r.exit_code == 1 and f"row {3 + header}, column '{column}' is NaN" in r.output, \
+        r.output
+
+
+def test_cli_reads_no_array_of_an_input_the_outputs_do_not_use(trained):
+    d, m, theta, data = trained
+    np.savez(d / "test.npz", **data, label=np.array([np.nan, 0.5, -1, 2, 0, 1]))
+    r = run("predict", d / "m.loss", "--params", d / "p.npz", "--data", d / "test.npz",
+            "--out", d / "pred.npz")
+    assert r.exit_code == 0, r.output
+    np.testing.assert_array_equal(np.load(d / "pred.npz")["gz"],
+                                  m.predict(theta, **data)["gz"])
+
+
 def test_cli_writes_npz_from_npz_data_without_labels(trained):
     d, m, theta, data = trained
     np.savez(d / "test.npz", **data)
@@ -324,3 +359,47 @@ def test_cli_predict_takes_a_file_without_a_record_as_it_is(trained):
     assert r.exit_code == 0 and "using" not in r.output, r.output
     np.testing.assert_array_equal(np.load(d / "pred.npz")["prob"],
                                   m.predict(theta, **data)["prob"])
+
+
+def test_cli_writes_npz_outputs_named_as_numpy_savez_arguments(tmp_path):
+    """np.savez takes the names as keyword arguments: an output 'file' clashed with its
+    first one (a traceback) and 'allow_pickle' was taken as that option (not saved)."""
+    (tmp_path / "m.loss").write_text(
+        "input x\nparam w\nloss = (w - x) ^ 2\noutput file = w * x\n"
+        "output allow_pickle = w + x\noutput args = [x, w]\noutput kwds = x > w\n")
+    lossc.save_params(tmp_path / "p.npz", {"w": 2.0})
+    np.save(tmp_path / "x.npy", np.array([1.0, 3.0]))
+    r = run("predict", tmp_path / "m.loss", "--params", tmp_path / "p.npz",
+            "--data", tmp_path / "x.npy", "--out", tmp_path / "pred.npz")
+    assert r.exit_code == 0, r.output
+    got = np.load(tmp_path / "pred.npz")
+    assert sorted(got.files) == ["allow_pickle", "args", "file", "kwds"]
+    np.testing.assert_array_equal(got["file"], [2.0, 6.0])
+    np.testing.assert_array_equal(got["allow_pickle"], [3.0, 5.0])
+    np.testing.assert_array_equal(got["args"], [[1.0, 2.0], [3.0, 2.0]])
+    np.testing.assert_array_equal(got["kwds"], [0.0, 1.0])
+
+
+@pytest.mark.parametrize("dtype, x, written", [
+    ("float64", [0.1, -0.0, 2.2250738585072014e-308, 1e16, 1.25e-05, 123456789.0, 1.0,
+                 1e300, -1.5, 2.0 ** 53 + 2],
+     ["0.1", "-0.0", "2.2250738585072014e-308", "1e+16", "1.25e-05", "123456789.0", "1.0",
+      "1e+300", "-1.5", "9007199254740994.0"]),
+    # a float32 prediction is written as the float64 of the same value
+    ("float32", [0.1, -0.0, 1e16, 1.25e-05, 123456789.0, 1.0, 3e38, -1.5, 2.0 ** 53 + 2],
+     ["0.10000000149011612", "-0.0", "1.0000000272564224e+16", "1.249999968422344e-05",
+      "123456792.0", "1.0", "3.0000000054977558e+38", "-1.5", "9007199254740992.0"]),
+])
+def test_cli_csv_values_are_the_shortest_text_that_reads_back(tmp_path, dtype, x, written):
+    """Each value as Python's repr writes a float: the fewest digits that read back as
+    the same float64 (docs/language.md)."""
+    source = "input x\nparam w\nloss = (w - x) ^ 2\noutput same = w * x\n"
+    (tmp_path / "m.loss").write_text(source)
+    m = lossc.compile(source, dtype=dtype)
+    lossc.save_params(tmp_path / "p.json", {"w": 1.0}, model=m)
+    np.save(tmp_path / "x.npy", np.array(x))
+    r = run("predict", tmp_path / "m.loss", "--params", tmp_path / "p.json",
+            "--data", tmp_path / "x.npy", "--out", tmp_path / "pred.csv")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "pred.csv").read_text().splitlines() == ["same"] + written
+

@@ -408,6 +408,25 @@ def test_lazy_adam_refuses_what_sparse_adam_has_not():
     assert result.ok
 
 
+@pytest.mark.parametrize("batch_size", [None, 0, 20, 27])
+def test_lazy_adam_says_a_batch_of_every_sample_is_full_batch_descent(batch_size):
+    """It said "trains by mini-batches (batch_size=)" to a run that gave a batch_size,
+    one of at least the 20 samples."""
+    m = lossc.compile(TOKENS, cache=False)
+    data = tokens(np.random.default_rng(0), 20)
+    with pytest.raises(ValueError, match=r"a batch_size that is None, 0 or at least the "
+                       r"number of training samples \(20\) makes every step full-batch "
+                       r"descent: give a batch_size below 20"):
+        lossc.train(m, data=data, optimizer=Adam(0.01, lazy=True), batch_size=batch_size,
+                    epochs=1)
+
+    class MyAdam(Adam):
+        pass
+    with pytest.raises(ValueError, match="not a subclass such as MyAdam"):
+        lossc.train(m, data=data, optimizer=MyAdam(0.01, lazy=True), batch_size=4,
+                    epochs=1)
+
+
 def test_python_lazy_adam_matches_the_fused_steps():
     """Adam(lazy=True).step on value_and_sparse_grad's gradients (a dict) takes the same
     steps as the fused ones, bit for bit in float64."""

@@ -523,6 +523,18 @@ def test_integer_class_labels(tmp_path, softmax):
     assert r.history[-1] < r.history[0] * 0.7
 
 
+def test_an_index_too_large_names_its_row_and_column(tmp_path):
+    """It named the input's first column and no row."""
+    m = lossc.compile("input t[3]: int\nparam v[4]\nloss = sum(v[t])\n")
+    text = "t.0,t.1,t.2\n1,2,3\n0,1,1e300\n"
+    with pytest.raises(DataError, match=r"row 3, column 't.2': 1e\+300 is too large for "
+                                        r"an index \(input 't' is declared int"):
+        load_data(write(tmp_path / "t.csv", text), m)
+    with pytest.raises(DataError, match=r"sample 1, column 't.1': -9.22337e\+18 is too "
+                                        "large for an index"):
+        lossc.train(m, data={"t": np.array([[0.0, 1.0, 2.0], [3.0, -2.0 ** 63, 0.0]])})
+
+
 def test_missing_file_and_no_input_model(tmp_path, logistic, rosenbrock):
     with pytest.raises(DataError, match="no such file"):
         load_data(tmp_path / "nope.csv", logistic)

@@ -450,6 +450,38 @@ def test_save_params_replaces_a_file_whole(tmp_path):
     assert sorted(f.name for f in tmp_path.iterdir()) == ["p.json", "q.npz"]
 
 
+# names np.savez takes as its own arguments: 'file' clashed with its first one (a
+# traceback after training) and 'allow_pickle' was taken as that option (not saved)
+SAVEZ_ARGUMENT_NAMES = "param file = 0\nparam allow_pickle[2] = 0\nparam args = 0\n" \
+    "param kwds = 0\nloss = (file - 1) ^ 2 + sum((allow_pickle - 2) ^ 2) + " \
+    "(args - 3) ^ 2 + (kwds - 4) ^ 2\n"
+SAVEZ_ARGUMENT_MINIMUM = {"file": 1.0, "allow_pickle": [2.0, 2.0], "args": 3.0, "kwds": 4.0}
+
+
+def test_train_out_saves_parameters_named_as_numpy_savez_arguments(tmp_path):
+    src, out = tmp_path / "m.loss", tmp_path / "p.npz"
+    src.write_text(SAVEZ_ARGUMENT_NAMES)
+    r = run("train", src, "--optimizer", "lbfgs", "--out", out, "-q")
+    assert r.exit_code == 0, r.output
+    saved = np.load(out)
+    assert set(saved.files) == {*SAVEZ_ARGUMENT_MINIMUM, "__lossc__"}
+    for k, want in SAVEZ_ARGUMENT_MINIMUM.items():
+        np.testing.assert_allclose(saved[k], want, rtol=1e-6, err_msg=k)
+
+
+@pytest.mark.parametrize("name", ["p.npz", "p.json"])
+def test_save_params_round_trips_parameters_named_as_numpy_savez_arguments(tmp_path, name):
+    from lossc.optim import load_params, save_params
+    m = lossc.compile(SAVEZ_ARGUMENT_NAMES)
+    params = {"file": np.float64(0.5), "allow_pickle": np.array([1.5, -2.0]),
+              "args": np.float64(3.25), "kwds": np.float64(-4.0)}
+    path = save_params(tmp_path / name, params, model=m)
+    loaded = load_params(path, m)
+    assert list(loaded) == list(params)
+    for k in params:
+        np.testing.assert_array_equal(loaded[k], params[k], err_msg=k)
+
+
 def damaged_npz(tmp_path, name: str, arrays: dict) -> dict:
     """An .npz written whole, then cut short, with 8 bytes of its first array
     overwritten (stored: the CRC fails), and compressed with the same damage (the

@@ -163,3 +163,36 @@ def test_a_long_header_is_listed_in_part(tmp_path):
     with pytest.raises(DataError) as e:
         load_data(path, lossc.compile(LOGISTIC))
     assert "found columns: c0, c1," in str(e.value) and "c19, ... (100 in all)" in str(e.value)
+
+
+# ------------------------------------------------------------ files without rows
+
+def test_a_data_file_without_rows_has_no_samples(tmp_path, logistic):
+    """As a dict of empty arrays and a CSV with a header only: a .npz or .npy of 0 rows
+    gave NumPy's "cannot reshape array of size 0 into shape (0,newaxis)"."""
+    m, _ = logistic
+    empty = tmp_path / "empty.npz"
+    np.savez(empty, x=np.zeros((0, 8)), y=np.zeros(0))
+    with pytest.raises(DataError, match="data: no samples"):
+        lossc.train(m, data={"x": np.zeros((0, 8)), "y": np.zeros(0)})
+    with pytest.raises(DataError, match=f"^{empty}: no samples$"):
+        lossc.train(m, data=empty)
+    source = tmp_path / "m.loss"                # (predict needs an output)
+    source.write_text(LOGISTIC.read_text() + "output p = sigmoid(z)\n")
+    params = lossc.save_params(tmp_path / "p.npz", m.init_params())
+    for command in (["train", source, "--data", empty, "--out", tmp_path / "q.npz"],
+                    ["eval", source, "--data", empty, "--params", params],
+                    ["predict", source, "--data", empty, "--params", params,
+                     "--out", tmp_path / "pred.npz"]):
+        r = run(*command)
+        assert r.exit_code == 1 and r.output == f"lossc: error: {empty}: no samples\n", \
+            r.output
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["empty.npz", "m.loss", "p.npz"]
+
+
+def test_an_npy_file_without_rows_for_an_int_input_has_no_samples(tmp_path):
+    m = lossc.compile("input t[2]: int\nparam v[3]\nloss = sum(v[t])\n")
+    empty = tmp_path / "t.npy"
+    np.save(empty, np.zeros((0, 2)))          # (floats: checked as whole numbers)
+    with pytest.raises(DataError, match=f"^{empty}: no samples$"):
+        load_data(empty, m)

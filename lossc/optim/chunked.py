@@ -83,13 +83,15 @@ class NpyFile:
         return np.load(self.path, mmap_mode="r", allow_pickle=False)
 
 
-def chunk_arrays(model, chunk, where: str = "chunk") -> dict:
+def chunk_arrays(model, chunk, where: str = "chunk", only=None) -> dict:
     """A chunk (a dict of arrays or NpyFiles, or a pandas DataFrame) as the model's
-    checked inputs."""
+    checked inputs; with `only`, those inputs alone (the others' arrays present, but
+    neither read nor checked: data.py's docstring)."""
     if is_data_frame(chunk):
-        return frame_arrays(chunk, model, where)
-    chunk = {k: v.load() if isinstance(v, NpyFile) else v for k, v in chunk.items()}
-    return check_arrays(chunk, model, where, finite=False)
+        return frame_arrays(chunk, model, where, only)
+    chunk = {k: v.load() if isinstance(v, NpyFile) and (only is None or k in only) else v
+             for k, v in chunk.items()}
+    return check_arrays(chunk, model, where, finite=False, only=only)
 
 
 def chunk_value_and_grad(model, theta, hypers: dict, weight: float, chunk,

@@ -13,6 +13,10 @@ names are the header (pandas is imported only by the caller that made the frame)
 Every problem raises DataError (a ValueError) naming the file, and the column and the
 row where there is one: rows are the file's line numbers (the header is line 1), as an
 editor shows them.
+
+A reader given `only` (the names of some inputs: lossc predict's, those its outputs
+use) still wants every input's columns or array, but reads and checks only these: the
+others' cells, a test set's blank labels, are not looked at.
 """
 from __future__ import annotations
 
@@ -66,9 +70,10 @@ def _row_major(shape: tuple):
             yield (i,) + rest
 
 
-def load_data(path, model) -> dict:
+def load_data(path, model, only=None) -> dict:
     """A dict input name -> array (samples first) for `model` (anything with `.inputs`,
-    a Model or a Signature), read from a .csv, .npz or .npy file."""
+    a Model or a Signature), read from a .csv, .npz or .npy file; with `only`, for
+    those inputs alone (module docstring)."""
     path = pathlib.Path(path)
     if not model.inputs:
         raise DataError(f"{path}: the model has no inputs, so it takes no data; train it "
@@ -93,9 +98,9 @@ def load_data(path, model) -> dict:
                       else {model.inputs[0].name: load_npy(path)})
         except ValueError as e:
             raise DataError(f"{path}: cannot read it as {suffix}: {e}") from None
-        return check_arrays(arrays, model, str(path))
+        return check_arrays(arrays, model, str(path), only=only)
     try:
-        return load_csv(path, model)
+        return load_csv(path, model, only)
     except OSError as e:
         raise DataError(f"{path}: cannot read it: {e.strerror or e}") from None
 
@@ -107,12 +112,14 @@ def _has_magic(path, suffix: str) -> bool:
     return head.startswith(b"PK") if suffix == ".npz" else head == b"\x93NUMPY"
 
 
-def check_arrays(arrays: dict, model, where: str = "data", finite: bool = True) -> dict:
+def check_arrays(arrays: dict, model, where: str = "data", finite: bool = True,
+                 only=None) -> dict:
     """Check a dict of arrays against the model's inputs: every input present, no other
     name, shapes (N, *input shape) with one N, numbers only, no NaN or infinity, whole
     numbers in int inputs (converted to int64). Returns a new dict in input order.
     finite=False leaves the real inputs' NaN and infinity check to the caller
-    (check_finite), for a copy it makes anyway."""
+    (check_finite), for a copy it makes anyway. With `only`, the arrays of the other
+    inputs are neither checked nor returned (module docstring)."""
     names = [i.name for i in model.inputs]
     for k in arrays:
         if k not in names:
@@ -122,6 +129,8 @@ def check_arrays(arrays: dict, model, where: str = "data", finite: bool = True) 
     for spec in model.inputs:
         if spec.name not in arrays:
             raise InputMissing(f"{where}: no data for input '{spec.name}'")
+        if only is not None and spec.name not in only:
+            continue
         a = np.asarray(arrays[spec.name])
         want = "(N" + "".join(f", {s}" for s in spec.shape) + (",)" if not spec.shape else ")")
         if a.ndim != 1 + len(spec.shape) or a.shape[1:] != spec.shape:
@@ -183,7 +192,7 @@ def _reads_as_float(text: str) -> bool:
         return False
 
 
-def load_csv(path, model) -> dict:
+def load_csv(path, model, only=None) -> dict:
     path = pathlib.Path(path)
     rows, lines = [], []     # each row's line number is kept for messages
     try:
@@ -212,6 +221,10 @@ def load_csv(path, model) -> dict:
         if len(row) != width:
             raise DataError(f"{path}: row {line} has {len(row)} columns, expected {width} "
                             + ("(as the header has)" if header else "(as the first row has)"))
+    if only is not None:
+        used, header, columns = _only_columns(header, columns, only)
+        if len(used) < width:
+            rows = [[row[c] for c in used] for row in rows]
     table = _parse_table(rows)
     if table is None:
         table = _parse_cells(path, rows, lines, header)
@@ -240,14 +253,18 @@ def is_data_frame(data) -> bool:
                for c in type(data).__mro__)
 
 
-def frame_arrays(frame, model, where: str = "data") -> dict:
+def frame_arrays(frame, model, where: str = "data", only=None) -> dict:
     """A dict input name -> array from a pandas DataFrame whose column names are a
     CSV header's (y, x.0, x.1, ...; see the module docstring), checked as a CSV is:
-    rows are counted from 0, as frame.iloc counts them."""
+    rows are counted from 0, as frame.iloc counts them. With `only`, for those inputs
+    alone (module docstring)."""
     header = [str(c).strip() for c in frame.columns]
     if not len(frame):
         raise DataError(f"{where}: the DataFrame has no rows")
     columns = _layout(where, model, header, len(header))
+    if only is not None:
+        used, header, columns = _only_columns(header, columns, only)
+        frame = frame.iloc[:, used]
     for name, dtype in zip(header, frame.dtypes):
         if getattr(dtype, "kind", "O") not in "biuf":
             raise DataError(f"{where}: column '{name}' must hold numbers, got dtype {dtype}")
@@ -302,6 +319,8 @@ class _Lazy:
 
 def _check_finite(block, spec, names, path, row_text) -> None:
     """NaN or infinity anywhere: an error naming the first one's row and column."""
+    if not block.size:
+        return      # (no rows: nothing to check, and reshape(0, -1) has no answer)
     flat = block.reshape(block.shape[0], -1)
     # x . x is finite exactly when every element is (no inf - inf among squares; NaN
     # propagates), unless finite squares overflow: then the elementwise check decides.
@@ -322,7 +341,10 @@ def _check_finite(block, spec, names, path, row_text) -> None:
 
 
 def _check_int(block, spec, names, path, row_text) -> None:
-    """A fraction in an int input: an error naming the first one's row and column."""
+    """A fraction in an int input, or a value beyond what an index can be: an error
+    naming the first one's row and column."""
+    if not block.size:
+        return      # (as in _check_finite)
     flat = block.reshape(block.shape[0], -1)
     frac = flat != np.round(flat)
     if frac.any():
@@ -330,12 +352,28 @@ def _check_int(block, spec, names, path, row_text) -> None:
         raise DataError(f"{path}: {row_text(r)}, column '{names[c]}': {flat[r, c]:g} is not "
                         f"an integer (input '{spec.name}' is declared int: class labels and "
                         "indices must be whole numbers)")
-    if (np.abs(flat) > 2 ** 62).any():
-        raise DataError(f"{path}: column '{names[0]}' holds values too large for an index")
+    huge = np.abs(flat) > 2 ** 62
+    if huge.any():
+        r, c = np.argwhere(huge)[0]
+        raise DataError(f"{path}: {row_text(r)}, column '{names[c]}': {flat[r, c]:g} is too "
+                        f"large for an index (input '{spec.name}' is declared int: its "
+                        "values must lie within +-2^62)")
 
 
 def _colname(header, c: int) -> str:
     return header[c] if header else f"#{c + 1}"
+
+
+def _only_columns(header, columns: list, only) -> tuple:
+    """The columns of the inputs named in `only` (from _layout's `columns`): their
+    numbers in the file, ascending; the header of a table of them alone (naming them
+    as the file does: '#3' for the third column of a file without a header); and
+    those inputs' columns numbered in that table."""
+    columns = [(s, cols) for s, cols in columns if s.name in only]
+    used = sorted(c for _, cols in columns for c in cols)
+    position = {c: k for k, c in enumerate(used)}
+    return (used, [_colname(header, c) for c in used],
+            [(s, [position[c] for c in cols]) for s, cols in columns])
 
 
 def _layout(path, model, header, ncols: int) -> list:

@@ -1,4 +1,5 @@
-"""Reading .npy and .npz files that may be cut short, corrupt or lying.
+"""Reading .npy and .npz files that may be cut short, corrupt or lying, and writing
+.npz files whose arrays may have any name.
 
 np.load allocates the array a header describes before reading its bytes, so a 100-byte
 file whose header claims 10**12 rows asks for 8 TB; and a damaged zip raises
@@ -56,6 +57,19 @@ def load_npz(path) -> dict:
         return arrays
     except READ_ERRORS as e:
         raise ValueError(_reason(e)) from None
+
+
+def save_npz(f, arrays: dict) -> None:
+    """Write `arrays` to the open binary file f as a .npz, each under its name, as
+    np.savez(f, **arrays) would (uncompressed, zip64 members). np.savez takes the names
+    as keyword arguments: an array named 'file' clashes with its first parameter (a
+    TypeError) and one named 'allow_pickle' is taken as that option and not written.
+    No pickled objects: lossc reads none back."""
+    with zipfile.ZipFile(f, mode="w", compression=zipfile.ZIP_STORED,
+                         allowZip64=True) as z:
+        for name, value in arrays.items():
+            with z.open(f"{name}.npy", "w", force_zip64=True) as member:
+                npy_format.write_array(member, np.asanyarray(value), allow_pickle=False)
 
 
 def _check_header(f, size: int, what: str) -> None:

@@ -18,7 +18,7 @@ from typing import Optional
 import numpy as np
 
 from lossc.files import not_a_file, replacing, written_in_place
-from lossc.optim.npfiles import load_npz
+from lossc.optim.npfiles import load_npz, save_npz
 
 RECORD_KEY = "__lossc__"     # (not a name a parameter can have)
 
@@ -140,7 +140,7 @@ def save_params(path, params: dict, *, model=None, hypers: Optional[dict] = None
             if record is not None:
                 arrays[RECORD_KEY] = np.array(json.dumps(record))
             with open(tmp, "wb") as f:
-                np.savez(f, **arrays)
+                save_npz(f, arrays)
     return path
 
 

@@ -110,14 +110,29 @@ def make_stepper(model, opt, prepared, objectives, initial: tuple,
                                opt.own_tolerances(train_has_tolerance))
     if getattr(opt, "lazy", False) and model.sparse_rows and (
             prepared.plan.full_batch or not fused.supports(opt)):
-        raise ValueError("Adam(lazy=True) trains by mini-batches (batch_size=) in lossc's "
-                         "native steps, which update the rows each batch touches")
+        raise ValueError(lazy_adam_refusal(opt, prepared.plan))
     if prepared.plan.full_batch:
         return FullBatchSteps(opt, objectives, rows, initial, frozen)
     if fused.supports(opt):
         return NativeBatchSteps(model, opt, prepared.full, prepared.plan.batch_size,
                                 sync_each_epoch, frozen)
     return PythonBatchSteps(model, opt, prepared.full, prepared.plan.batch_size, frozen)
+
+
+def lazy_adam_refusal(opt, plan) -> str:
+    """Why lazy Adam cannot take this run's steps: only lossc's native mini-batch steps
+    update the rows each batch touches (full-batch descent and Python's steps would
+    take dense gradients, Adam's rule)."""
+    if not fused.supports(opt):
+        return (f"Adam(lazy=True) runs in lossc's native steps, which implement Adam "
+                f"itself, not a subclass such as {type(opt).__name__} (its update may "
+                "differ)")
+    n = plan.n_train
+    return ("Adam(lazy=True) takes its steps by mini-batches, updating the rows each "
+            "batch touches; a batch_size that is None, 0 or at least the number of "
+            f"training samples ({n}) makes every step full-batch descent: "
+            + (f"give a batch_size below {n}, or use " if n > 1 else "use ")
+            + "Adam(lazy=False)")
 
 
 def make_partition_steps(model, opt, prepared, frozen, shuffler, shuffle: bool,

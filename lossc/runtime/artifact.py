@@ -20,8 +20,10 @@ function here that uses it (lossc.options.Options.cache_dir; None: there is none
 nothing is cached, signed or verified). A cache entry that does not verify, or
 whose header does not match what it is looked up for, is a miss; `lossc.load` of an
 artifact that does not verify recompiles it from its source unless the caller vouches
-for it (`trust=True`). The cache folder, its entries and the key must belong to the user
-and be writable by no one else, or lossc leaves the cache alone (with one warning).
+for it (`trust=True`). The cache folder and the key must belong to the user and be
+writable by no one else (the key readable by no one else), or lossc leaves the cache
+alone (with one warning); an entry that does not is not used (one warning), and the
+entry compiled in its place replaces it.
 Reads take regular files only, check the magic first and read no more than the header
 declares, up to MAX_FILE.
 
@@ -43,12 +45,12 @@ import secrets
 import stat
 import struct
 import sys
-import tempfile
 import warnings
 from contextlib import contextmanager
 from typing import NamedTuple, Optional
 
 from lossc.codegen import abi
+from lossc.files import replacing
 from lossc.version import __version__
 
 MAGIC = b"LOSSC\x03"
@@ -205,24 +207,18 @@ def write(path, header: dict, objects: dict[str, bytes],
           folder: Optional[pathlib.Path]) -> None:
     """Write the artifact for `header` and the object files of its code units, signed
     with this user's key, kept in the cache folder `folder` (runtime/artifact.py
-    docstring)."""
+    docstring), through files.replacing."""
     key = secret(folder, create=True)
     if key is None:
         warnings.warn(f"lossc: {path} is not signed (there is no usable compile cache "
                       "folder to keep the key): lossc.load will recompile it from its "
                       "source", RuntimeWarning, stacklevel=3)
     blob = encode(header, objects, key)
-    path = pathlib.Path(path)
-    # write then rename: a reader (another process) never sees half a file
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".lossc")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    # written beside, then renamed: a reader (another process) never sees half a file
+    # and a failed write leaves the old one; a symbolic link is followed and a pipe or
+    # a device written in place, as for every file a command writes
+    with replacing(path) as tmp:
+        pathlib.Path(tmp).write_bytes(blob)
 
 
 # ------------------------------------------------------------ what the header says
