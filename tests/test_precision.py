@@ -269,10 +269,16 @@ def test_pows_derivatives_where_the_formulas_give_zero_times_infinity(dtype):
         hv = m.hvp(theta, {"p": 1.0, "q": 0.0})
         assert g["q"] == 0 and h[0, 0] == hv["p"] == (2.0 if q == 2.0 else 0.0), (q, h, hv)
         assert np.all(np.isfinite(h)) and np.isfinite(hv["q"]), (q, h, hv)
-    g, h = derivatives(m, dtype, p=1.5, q=0.7)
-    pm, qm = mpmath.mpf(1.5), mpmath.mpf(float(np.array(0.7, dtype)))
-    near(g, [float(qm * pm ** (qm - 1)), float(pm ** qm * mpmath.log(pm))], dtype)
-    near(h[0, 1], float(pm ** (qm - 1) * (1 + qm * mpmath.log(pm))), dtype)
+    # (q = 0 exactly, a parameter's default start: the guard of x^0's derivative at
+    # x = 0 had dropped the mixed derivative 1 / p everywhere)
+    for p, q in ((1.5, 0.7), (2.0, 0.0), (0.3, 0.0), (0.3, 1.0), (1e-17, 2.0)):
+        g, h = derivatives(m, dtype, p=p, q=q)
+        pm, qm = (mpmath.mpf(float(np.array(v, dtype))) for v in (p, q))
+        near(g, [float(qm * pm ** (qm - 1)), float(pm ** qm * mpmath.log(pm))], dtype)
+        near(h, [[float(qm * (qm - 1) * pm ** (qm - 2)),
+                  float(pm ** (qm - 1) * (1 + qm * mpmath.log(pm)))],
+                 [float(pm ** (qm - 1) * (1 + qm * mpmath.log(pm))),
+                  float(pm ** qm * mpmath.log(pm) ** 2)]], dtype)
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])

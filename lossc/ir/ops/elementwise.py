@@ -430,18 +430,22 @@ POWERS = [
 
 
 def _pow_vjp(b, g, out, x, y):
-    """JAX's choices at x = 0, where the formulas give 0 inf = NaN:
-    - d/dx is 0 where y = 0 (x^0 is 1 for every x). One order down, this makes x^1's
-      second derivative 0 at x = 0.
-    - d/dy is x^y log x with log 1 in place of log 0 (x^y is 0 for y > 0). In a
-      Hessian, that term is multiplied by a zero tangent and would make a NaN.
-    d/dy is also 0 where x^y is 0, which covers x = inf with y < 0."""
+    """x^y's derivatives where the formulas give 0 inf = NaN, and nowhere else (a where
+    also stops the tangent of the branch it drops, so each is as narrow as it can be):
+    - d/dx = y x^(y - 1) is 0 at x = 0, y = 0 (x^0 is 1 for every x). One order down,
+      this makes x^1's second derivative 0 at x = 0.
+    - d/dy = x^y log x takes log 1 for log 0 at x = 0 (x^y is 0 there for y > 0: in a
+      Hessian, that term is multiplied by a zero tangent and would make a NaN), and is
+      0 at x = inf where x^y = 0 (y < 0)."""
     zero = b.zeros_like(out)
     dx = b.mul(g, b.mul(y, b.binary("pow", x, b.sub(y, b.const(1.0)))))
+    x_is_0 = b.emit("eq", (x, zero))
     if const_value(y) in (None, 0.0):
-        dx = b.where(b.emit("eq", (y, zero)), zero, dx)
-    log_x = b.emit("log", (b.where(b.emit("eq", (x, zero)), b.const(1.0, x.shape), x),))
-    dy = b.where(b.emit("eq", (out, zero)), zero, b.mul(g, b.mul(out, log_x)))
+        dx = b.where(b.emit("and", (x_is_0, b.emit("eq", (y, zero)))), zero, dx)
+    log_x = b.emit("log", (b.where(x_is_0, b.const(1.0, x.shape), x),))
+    dy = b.mul(g, b.mul(out, log_x))
+    x_is_inf = b.emit("eq", (x, b.const(math.inf, x.shape)))
+    dy = b.where(b.emit("and", (x_is_inf, b.emit("eq", (out, zero)))), zero, dy)
     return dx, dy
 
 
@@ -491,7 +495,7 @@ ARITHMETIC = [
            domains=(ANY, POS)),
     binary("pow", np.power, _pow_vjp, names=("pow",), sympy=lambda sp, x, y: x ** y,
            math=Math("pow", "intrinsic"), domains=(POS, ANY),
-           doc="x ^ y for real y; d/dy is 0 where x ^ y = 0, d/dx is 0 where y = 0"),
+           doc="x ^ y for real y; at x = 0, d/dx is 0 where y = 0 and d/dy is 0"),
     binary("maximum", np.maximum, _maxmin_vjp("ge"), names=("max",),
            sympy=lambda sp, x, y: sp.Max(x, y),
            lower=lambda em, g, n, x, y: _maxmin_lower(em, ">=", x, y),
