@@ -341,3 +341,13 @@ def test_second_derivatives_of_logsumexp_and_softmax_far_below_the_maximum(dtype
             if name == "rows":
                 h = h[:3, :3]
             near(h, np.array([[float(w) for w in row] for row in want]), dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_hessian_entry_past_half_the_largest_number(dtype):
+    """The Hessian is symmetrized as H / 2 + H^T / 2: (H + H^T) / 2 overflowed past
+    9e307 (float32: 1.7e38), where the hvp gave the entry."""
+    x = 709.5 if dtype == "float64" else 88.5
+    m = model("param p\nloss = exp(p)\n", dtype)
+    g, h = derivatives(m, dtype, p=x)
+    near(h[0, 0], float(mpmath.exp(x)), dtype)

@@ -196,7 +196,7 @@ def newton(fun: Callable, hessian: Callable, x0, *, tol_grad: float = TOL_GRAD,
         if not np.all(np.isfinite(h)):
             return "the Hessian is not finite"
         try:
-            low, tau = shifted_cholesky(0.5 * (h + h.T))
+            low, tau = shifted_cholesky(0.5 * h + 0.5 * h.T)
         except np.linalg.LinAlgError as e:
             return str(e)
         counts["hessian_shifts"] += tau > 0
