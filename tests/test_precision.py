@@ -351,3 +351,37 @@ def test_a_hessian_entry_past_half_the_largest_number(dtype):
     m = model("param p\nloss = exp(p)\n", dtype)
     g, h = derivatives(m, dtype, p=x)
     near(h[0, 0], float(mpmath.exp(x)), dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_gradients_of_softmax_and_log_softmax_far_below_the_maximum(dtype):
+    """Reverse mode: g - s sum(g) and s (g - sum(s g)) at the maximum lose 1 - s_m once
+    s_m rounds to 1: -log_softmax([0, -40])[0] had gradient 0 in p where the truth is
+    -4.2e-18 (and its jvp had it right). Through a vector, [p, q], and a matrix's rows
+    and columns."""
+    cases = {"param v[3]\nloss = -log_softmax(v)[0]\n": lambda s: [s[0] - 1, s[1], s[2]],
+             "param v[3]\nloss = -log(softmax(v)[0])\n": lambda s: [s[0] - 1, s[1], s[2]],
+             "param v[3]\nloss = softmax(v)[0]\n":
+                 lambda s: [s[0] * (1 - s[0]), -s[0] * s[1], -s[0] * s[2]],
+             "param v[3]\nloss = 2 * log_softmax(v)[1] + softmax(v)[2]\n":
+                 lambda s: [-2 * s[0] - s[2] * s[0], 2 * (1 - s[1]) - s[2] * s[1],
+                            -2 * s[2] + s[2] * (1 - s[2])]}
+    for v in ([0.0, -40.0, -50.0], [0.0, -20.0, -30.0], [-3.0, 1.0, 1.0], [0.5, -0.25, 2.0]):
+        if dtype == "float32" and v[1] == -40:
+            continue
+        s = _softmax_mp(np.array(v, dtype))       # (at 50 digits, 1 - s[0] is exact)
+        for src, want in cases.items():
+            m = model(src, dtype)
+            g = m.value_and_grad({"v": np.array(v, dtype)})[1]["v"]
+            w = [float(x) for x in want(s)]
+            near(g, w, dtype)
+            t = {"v": np.eye(3, dtype=dtype)[0]}
+            near(m.jvp({"v": np.array(v, dtype)}, t)[1], w[0], dtype)
+    m = model("param V[2, 3]\nloss = -log_softmax(V, axis=1)[0, 0] "
+              "- log_softmax(V, axis=0)[0, 0]\n", dtype)
+    V = np.array([[0.0, -20.0, -30.0], [-25.0, -20.0, -35.0]], dtype)
+    r, c = _softmax_mp(V[0]), _softmax_mp(V[:, 0])
+    want = np.zeros((2, 3))
+    want[0] = [float(r[0] - 1), float(r[1]), float(r[2])]
+    want[:, 0] += [float(c[0] - 1), float(c[1])]
+    near(m.value_and_grad({"V": V})[1]["V"], want, dtype)

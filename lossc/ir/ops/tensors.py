@@ -294,16 +294,23 @@ def _log_softmax_eval(a, x):
 
 
 def _softmax_vjp(b, g, out, x):
-    ax = out.attr("axis")
-    dot = b.emit("sum", (b.mul(g, out),), axes=(ax,))
-    return (b.mul(out, b.sub(g, expand(b, dot, x, (ax,)))),)
+    """s (g - sum(s g)), of g centered (softmax_tangent: the Jacobian is symmetric)."""
+    return (softmax_tangent(b, out, g, x, (out.attr("axis"),)),)
 
 
 def _log_softmax_vjp(b, g, out, x):
-    ax = out.attr("axis")
-    total = b.emit("sum", (g,), axes=(ax,))
-    soft = b.emit("softmax", (x,), axis=ax)
-    return (b.sub(g, b.mul(soft, expand(b, total, x, (ax,)))),)
+    """g - s sum(g); at each group's (first) maximum m, g_m r - s_m (sum(g) - g_m) with
+    r = 1 - s_m summed from the other s, which g_m - s_m sum(g) loses once s_m rounds
+    to 1 (-log_softmax([0, -40])[0] had gradient 0 for -4.2e-18)."""
+    axes = (out.attr("axis"),)
+    soft = b.emit("softmax", (x,), axis=axes[0])
+    plain = b.sub(g, b.mul(soft, expand(b, b.emit("sum", (g,), axes=axes), x, axes)))
+    top = b.emit("eq", (b.emit("argext_mask", (x,), axes=axes, kind="max"),
+                        b.const(1.0, x.shape)))
+    zero = b.zeros_like(x)
+    rest_s = expand(b, b.emit("sum", (b.where(top, zero, soft),), axes=axes), x, axes)
+    rest_g = expand(b, b.emit("sum", (b.where(top, zero, g),), axes=axes), x, axes)
+    return (b.where(top, b.sub(b.mul(g, rest_s), b.mul(soft, rest_g)), plain),)
 
 
 def softmax_tangent(b, s, t, x, axes):
@@ -348,9 +355,8 @@ def _softmax_mask(b, g, m, out, x):
     if m is None:
         return [(_softmax_vjp(b, g, out, x)[0], None)]
     ax = out.attr("axis")
-    dot = b.emit("sum", (select(b, m, b.mul(g, out)),), axes=(ax,))
     keep = expand(b, any_of(b, m, (ax,)), x, (ax,))
-    return [(select(b, keep, b.mul(out, b.sub(g, expand(b, dot, x, (ax,))))), keep)]
+    return [(select(b, keep, softmax_tangent(b, out, select(b, m, g), x, (ax,))), keep)]
 
 
 def _log_softmax_mask(b, g, m, out, x):
