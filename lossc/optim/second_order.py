@@ -32,6 +32,7 @@ import numpy as np
 
 from lossc.optim import linesearch
 from lossc.optim.quasi_newton import TOL_GRAD, TOL_LOSS
+from lossc.runtime.derivatives import symmetrized
 from lossc.optim.solver import (Iterate, MinimizeResult, Objective, Point, count,
                                 first_point, iterate, no_direction, start_point,
                                 steepest_descent, two_norm)
@@ -196,7 +197,7 @@ def newton(fun: Callable, hessian: Callable, x0, *, tol_grad: float = TOL_GRAD,
         if not np.all(np.isfinite(h)):
             return "the Hessian is not finite"
         try:
-            low, tau = shifted_cholesky(0.5 * h + 0.5 * h.T)
+            low, tau = shifted_cholesky(symmetrized(h))
         except np.linalg.LinAlgError as e:
             return str(e)
         counts["hessian_shifts"] += tau > 0

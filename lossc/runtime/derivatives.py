@@ -121,7 +121,7 @@ def hvp(model, theta: dict, v: dict, kwargs: dict) -> dict:
 
 def hessian(model, theta: dict, kwargs: dict) -> np.ndarray:
     """The (n, n) Hessian in pack_params order, K columns per native call (the unit
-    vectors as directions), symmetrized: H / 2 + H^T / 2 of the columns computed."""
+    vectors as directions), symmetrized: (H + H^T) / 2 of the columns computed."""
     n = model.n_params
     if n > MAX_HESSIAN_PARAMS:
         raise ValueError(f"hessian: the model has {n} parameters; the Hessian is computed "
@@ -141,7 +141,17 @@ def hessian(model, theta: dict, kwargs: dict) -> np.ndarray:
             call.directions[k, column] = 1
         call()
         H[:, block.start:block.stop] = call.results[:len(block)].T
-    return 0.5 * H + 0.5 * H.T         # (halved first: H + H^T overflows past 9e307)
+    return symmetrized(H)
+
+
+def symmetrized(H: np.ndarray) -> np.ndarray:
+    """(H + H^T) / 2, halved first where the sum overflows (entries past 9e307) and
+    not elsewhere (halving first rounds an odd subnormal)."""
+    with np.errstate(over="ignore"):
+        S = (H + H.T) / 2
+    over = np.isinf(S) & np.isfinite(H) & np.isfinite(H.T)
+    S[over] = 0.5 * H[over] + 0.5 * H.T[over]
+    return S
 
 
 def scipy_hessp(model, kwargs: dict):
