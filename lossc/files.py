@@ -106,10 +106,14 @@ def replacing(path):
     try:
         mode = stat.S_IMODE(os.stat(target if target.exists() else tmp).st_mode)
         yield tmp
-        # (the writer may have put a file of its own at tmp, with other permissions)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)              # the content is on disk before the name moves
+        finally:
+            os.close(fd)
+        # (after the fsync: a read-only file's mode, 0444, would refuse opening it to
+        # write; the writer may have put a file of its own at tmp, with other permissions)
         os.chmod(tmp, mode)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())      # the content is on disk before the name moves
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

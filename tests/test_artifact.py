@@ -7,6 +7,7 @@ folder only this user can write; reads of regular files only, bounded; `lossc ca
 unsafe folders and files."""
 import os
 import pathlib
+import shutil
 import stat
 import subprocess
 import sys
@@ -316,6 +317,26 @@ def test_save_writes_through_a_symbolic_link_and_into_a_pipe(tmp_path, cache):
     assert bytes(received) == target.read_bytes()
     assert sorted(f.name for f in tmp_path.iterdir()) == ["cache", "link.lossc",
                                                           "pipe.lossc", "real.lossc"]
+
+
+def test_save_replaces_a_read_only_file_and_keeps_its_mode(tmp_path, cache):
+    """The temporary file took the old file's mode (0444) and was then opened to be
+    written for its fsync: PermissionError, naming the temporary file. As root, run
+    without the capability that passes over file modes."""
+    path = tmp_path / "ro.lossc"
+    path.write_bytes(b"old")
+    path.chmod(0o444)
+    code = f"import lossc; lossc.compile({str(LOGISTIC)!r}, cache=False).save({str(path)!r})"
+    drop = (["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"]
+            if os.geteuid() == 0 else [])
+    if drop and shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv")
+    done = subprocess.run(drop + [sys.executable, "-c", code], capture_output=True,
+                          text=True, timeout=300, env={**os.environ,
+                                                       "LOSSC_CACHE_DIR": str(cache)})
+    assert done.returncode == 0, done.stderr
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o444
+    assert _value(lossc.load(path, recompile=False)) == _value(lossc.compile(LOGISTIC))
 
 
 # ---------------------------------------------------------------- reading files
