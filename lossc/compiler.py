@@ -39,18 +39,21 @@ def check_declared_values(graph: Graph, source: Source, dtype: str) -> None:
     """Parameters' initial values (their initializers' arguments) and hypers' defaults
     are numbers of the model's dtype: in float32, 1e39 would be inf, which load_params
     refuses in a parameter file. A CompileError at the declaration's name."""
-    largest = float(np.finfo(dtype).max)
+    def beyond(v: float) -> bool:
+        with np.errstate(over="ignore"):
+            return bool(np.isinf(np.array(v, dtype)))
     spans = {(n.op, n.attr("name")): n.span for n in graph.nodes if n.op in ("param", "hyper")}
     declared = [("param", p.name, p.init[1]) for p in graph.params] + [
         ("hyper", h.name, h.default if isinstance(h.default, tuple) else (h.default,))
         for h in graph.hypers]
     errors = []
     for kind, name, values in declared:
-        beyond = [v for v in values if abs(v) > largest]
-        if beyond:
+        overflowing = [v for v in values if beyond(v)]
+        if overflowing:
             errors.append(Diagnostic(
-                "error", f"{kind} '{name}' is declared with {beyond[0]:g}, beyond the range "
-                f"of {dtype} (the model's dtype, largest {largest:g})", spans[kind, name]))
+                "error", f"{kind} '{name}' is declared with {overflowing[0]!r}, which is "
+                f"inf in {dtype} (the model's dtype, whose largest number is "
+                f"{float(np.finfo(dtype).max)!r})", spans[kind, name]))
     if errors:
         raise CompileError(errors, source)
 

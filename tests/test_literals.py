@@ -60,15 +60,17 @@ def test_literal_errors(source, line, col, words):
 def test_a_declared_value_beyond_float32_is_refused_in_a_float32_model(source, line, col,
                                                                         value):
     """It would be inf (initial values) or make the hyper inf: load_params refuses the
-    same values in a parameter file. A float64 model takes them."""
+    same values in a parameter file. A float64 model takes them, and a float32 model
+    every value that rounds to a float32 number."""
     with pytest.raises(lossc.CompileError) as info:
         lossc.compile(source, dtype="float32", cache=False)
     e = info.value
     assert (e.line, e.col) == (line, col) and value in e.message and "float32" in e.message
     m = lossc.compile(source, cache=False)
     assert all(np.all(np.isfinite(v)) for v in m.init_params().values())
-    assert lossc.compile("param p = 3.4e38\nloss = p\n", dtype="float32",
-                         cache=False).init_params()["p"] == np.float32(3.4e38)
+    for v in ("3.4e38", "3.4028235e38"):     # (the second, FLT_MAX as NumPy prints it)
+        assert lossc.compile(f"param p = {v}\nloss = p\n", dtype="float32",
+                             cache=False).init_params()["p"] == np.float32(float(v))
 
 
 SHAPED = """dim K = 3
