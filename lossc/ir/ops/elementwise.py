@@ -434,9 +434,9 @@ def _pow_vjp(b, g, out, x, y):
     also stops the tangent of the branch it drops, so each is as narrow as it can be):
     - d/dx = y x^(y - 1) is 0 at x = 0, y = 0 (x^0 is 1 for every x). One order down,
       this makes x^1's second derivative 0 at x = 0.
-    - d/dy = x^y log x takes log 1 for log 0 at x = 0 (x^y is 0 there for y > 0: in a
-      Hessian, that term is multiplied by a zero tangent and would make a NaN), and is
-      0 at x = inf where x^y = 0 (y < 0)."""
+    - d/dy = x^y log x takes log 1 for log 0 at x = 0, as JAX does (x^y is 0 there
+      for y > 0: in a Hessian, that term is multiplied by a zero tangent and would make
+      a NaN), and is 0 at x = inf where x^y = 0 (y < 0)."""
     zero = b.zeros_like(out)
     dx = b.mul(g, b.mul(y, b.binary("pow", x, b.sub(y, b.const(1.0)))))
     x_is_0 = b.emit("eq", (x, zero))
@@ -495,7 +495,7 @@ ARITHMETIC = [
            domains=(ANY, POS)),
     binary("pow", np.power, _pow_vjp, names=("pow",), sympy=lambda sp, x, y: x ** y,
            math=Math("pow", "intrinsic"), domains=(POS, ANY),
-           doc="x ^ y for real y; at x = 0, d/dx is 0 where y = 0 and d/dy is 0"),
+           doc="x ^ y for real y; at x = 0, d/dx is 0 where y = 0 and d/dy 0 where y >= 0"),
     binary("maximum", np.maximum, _maxmin_vjp("ge"), names=("max",),
            sympy=lambda sp, x, y: sp.Max(x, y),
            lower=lambda em, g, n, x, y: _maxmin_lower(em, ">=", x, y),
