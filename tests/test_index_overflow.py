@@ -135,16 +135,19 @@ def test_integer_expressions_used_as_numbers_do_not_wrap():
 
 
 @pytest.mark.parametrize("source, col, words", [
-    ("loss = sum(v) * v[99999999999999999999]", 19, ["integer 99999999999999999999 is too"]),
-    ("loss = v[-9223372036854775808]", 11, ["9223372036854775808 is too large", "64-bit"]),
-    ("loss = sum(v[0:99999999999999999999])", 16, ["too large: an index is a 64-bit"]),
+    ("loss = sum(v) * v[99999999999999999999]", 19, ["integer 99999999999999999999 is bey"]),
+    ("loss = v[-9223372036854775809]", 10, ["-9223372036854775809 is beyond 64 bits"]),
+    ("loss = sum(v[0:99999999999999999999])", 16, ["beyond 64 bits: an index is a 64-bit"]),
+    ("loss = v[-9223372036854775808]", 10, ["index -9223372036854775808 is out of range"]),
+    ("loss = sum(v[-9223372036854775807 - 1:])", 14, ["slice -9223372036854775805:3"]),
     ("loss = v[-9223372036854775807]", 10, ["out of range for an axis of size 3"]),
     ("dim N = 4294967296\nloss = v[0] * (N * N)", 15, ["integer overflow", "64 bits"]),
+    ("loss = v[0] * (-9223372036854775808 - 1)", 15, ["integer overflow", "64 bits"]),
 ])
 def test_integer_constants_past_64_bits(source, col, words):
-    """An integer literal past 2^63 - 1 is read as a real: where an index is required
-    the error says it is too large (not "must be an int"); integer constants are
-    computed exactly, so N * N past 2^63 is an error."""
+    """An integer literal beyond 64 bits is read as a real: where an index is required
+    the error says so (not "must be an int"); -2^63 is an integer; integer constants
+    are computed exactly, so N * N past 2^63 is an error."""
     line = 2 + source.count("\n")
     assert_compile_error("param v[3]\n" + source + "\n", line, col, words)
 

@@ -427,6 +427,8 @@ class _Builder:
         self.number(x, e.operand.span, "unary '-'")
         if x.dtype == INT and x.shape == ():
             return self.int_op("ineg", (x,), e.span)
+        if _is_integer_literal(e.operand, INT64_MAX + 1):     # -2^63, the 64-bit least
+            return self.b.emit("iconst", (), span=e.span, value=-INT64_MAX - 1)
         return self.b.emit("neg", (self.real(x),), span=e.span)
 
     def ex_Binary(self, e: ast.Binary):
@@ -684,7 +686,7 @@ class _Builder:
             vals = [x.attr("value") for x in xs]
             v = {"iadd": lambda a, b: a + b, "isub": lambda a, b: a - b,
                  "imul": lambda a, b: a * b, "ineg": lambda a: -a}[op](*vals)
-            if abs(v) > INT64_MAX:
+            if not -INT64_MAX - 1 <= v <= INT64_MAX:
                 raise Fail("integer overflow in a constant expression (integer constants are "
                            "computed exactly, in 64 bits)", span)
             return self.b.emit("iconst", (), span=span, value=v)
@@ -711,12 +713,13 @@ class _Builder:
                                 _Spanned(span), "raise")
 
     def refuse_wide_integer(self, e) -> None:
-        """An integer literal past 2^63 - 1 where an integer is required: it was read as
-        a real, and "must be an int" would puzzle."""
+        """An integer literal beyond 64 bits where an integer is required: it was read
+        as a real, and "must be an int" would puzzle."""
         lit = self._literal(e)
         if isinstance(lit, ast.Num) and lit.is_int and int(lit.text) > INT64_MAX:
-            raise Fail(f"integer {lit.text} is too large: an index is a 64-bit integer",
-                       lit.span)
+            text = self.rep.source.line_text(e.span.line)[e.span.col - 1:e.span.end_col - 1]
+            raise Fail(f"integer {text or lit.text} is beyond 64 bits: an index is a "
+                       "64-bit integer", e.span)
 
     def _literal(self, e):
         """The literal under any signs: `-2` in `x ^ -2` counts as an integer literal."""
@@ -752,8 +755,8 @@ class _Builder:
 
     def index(self, item, size: int):
         i = yield self.expr(item)
-        self.refuse_wide_integer(item)
         if i.dtype != INT:
+            self.refuse_wide_integer(item)
             kind = "a bool" if i.dtype == BOOL else "a real value"
             raise Fail(f"an index must be an int (an int input, a dim, an integer literal, "
                        f"or + - * of those), got {kind} ({describe(i)})", item.span)
@@ -776,8 +779,8 @@ class _Builder:
             if e is None:
                 return default
             v = yield self.expr(e)
-            self.refuse_wide_integer(e)
             if v.op != "iconst":
+                self.refuse_wide_integer(e)
                 raise Fail("slice bounds must be integer constants (literals, dims, "
                            "+ - * of those)", e.span)
             v = v.attr("value")
@@ -809,6 +812,10 @@ def _names_in(e) -> list:
         stack.extend(getattr(n, "items", []))
         stack.extend(getattr(n, "elements", []))
     return sorted(found, key=lambda n: (n.span.line, n.span.col))
+
+
+def _is_integer_literal(e, value: int) -> bool:
+    return isinstance(e, ast.Num) and e.is_int and int(e.text) == value
 
 
 def _literal_shape(v) -> Optional[tuple]:
