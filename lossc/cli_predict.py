@@ -149,11 +149,22 @@ def inputs_view(model, names):
 
 def read_inputs(path: pathlib.Path, model) -> dict:
     """The inputs the outputs need from the file, which holds every input (the others'
-    cells are not read: they may be empty or NaN) or, lacking some, exactly those."""
+    cells are not read: they may be empty or NaN) or, lacking some the outputs do not
+    need, the others; or exactly those the outputs need."""
+    needed = {i for o in model.outputs for i in o.inputs}
+    absent: set = set()
+    while True:
+        held = {s.name for s in model.inputs} - absent
+        try:
+            return load_data(path, inputs_view(model, held if absent else None),
+                             inputs_read(model))
+        except InputMissing as every:
+            if every.input is None or every.input in needed or not needed:
+                break
+            absent.add(every.input)
     try:
         return load_data(path, model, inputs_read(model))
     except InputMissing as every:
-        needed = {i for o in model.outputs for i in o.inputs}
         if len(needed) == len(model.inputs):
             raise
         view = inputs_view(model, needed)

@@ -243,6 +243,27 @@ def test_cli_reads_no_array_of_an_input_the_outputs_do_not_use(trained):
                                   m.predict(theta, **data)["gz"])
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".npz"])
+def test_cli_takes_data_holding_some_inputs_the_outputs_do_not_use(tmp_path, suffix):
+    """A file with the inputs the outputs need and some, not all, of the others: its
+    other columns were refused ("column 'k' matches no input of the model")."""
+    (tmp_path / "m.loss").write_text(
+        "dim D = 2\ninput x[D]\ninput y\ninput k: int\nparam w[D] = 1\n"
+        "output pred = dot(w, x)\nloss = (dot(w, x) - y) ^ 2 + k\n")
+    np.savez(tmp_path / "p.npz", w=np.array([1.0, -2.0]))
+    x, k = np.array([[1.0, 2.0], [3.0, 4.5], [0.25, -1.0]]), np.array([3, 5, 7])
+    data = tmp_path / f"d{suffix}"
+    if suffix == ".csv":
+        data.write_text("k,x.1,x.0\n" + "".join(f"{kk},{float(r[1])!r},{float(r[0])!r}\n"
+                                                for kk, r in zip(k, x)))
+    else:
+        np.savez(data, x=x, k=k)
+    r = run("predict", tmp_path / "m.loss", "--params", tmp_path / "p.npz", "--data", data,
+            "--out", tmp_path / "pred.npz")
+    assert r.exit_code == 0, r.output
+    np.testing.assert_array_equal(np.load(tmp_path / "pred.npz")["pred"], x @ [1.0, -2.0])
+
+
 def test_cli_writes_npz_from_npz_data_without_labels(trained):
     d, m, theta, data = trained
     np.savez(d / "test.npz", **data)

@@ -24,6 +24,7 @@ import csv
 import itertools
 import pathlib
 import re
+from typing import Optional
 
 import numpy as np
 
@@ -36,8 +37,13 @@ class DataError(ValueError):
 
 
 class InputMissing(DataError):
-    """Data without one of the model's inputs: the data may still hold what a use of
-    fewer inputs needs (lossc predict reads only the inputs of the outputs then)."""
+    """Data without one of the model's inputs (`input`, its name, where one is named):
+    the data may still hold what a use of fewer inputs needs (lossc predict reads only
+    the inputs of the outputs then)."""
+
+    def __init__(self, message: str, input: Optional[str] = None):
+        super().__init__(message)
+        self.input = input
 
 
 def column_names(spec) -> list[list[str]]:
@@ -128,7 +134,7 @@ def check_arrays(arrays: dict, model, where: str = "data", finite: bool = True,
     out, n, first = {}, None, None
     for spec in model.inputs:
         if spec.name not in arrays:
-            raise InputMissing(f"{where}: no data for input '{spec.name}'")
+            raise InputMissing(f"{where}: no data for input '{spec.name}'", spec.name)
         if only is not None and spec.name not in only:
             continue
         a = np.asarray(arrays[spec.name])
@@ -411,7 +417,7 @@ def _layout(path, model, header, ncols: int) -> list:
             if not found:
                 hint = f" (one column per element: {names[0]}, ...)" if s.shape else ""
                 raise InputMissing(f"{path}: no column '{names[0]}' for input '{s.name}'{hint}"
-                                + _found_and_expected(header, model))
+                                   + _found_and_expected(header, model), s.name)
             cols.append(found[0])
             used.add(found[0])
         out.append((s, cols))
