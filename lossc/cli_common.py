@@ -58,6 +58,22 @@ def model_options(f):
     return f
 
 
+def trained_model_options(f):
+    """model_options for a command that takes trained parameters (load_trained): the
+    dims and dtype default to the parameters file's record, and others do not fit it."""
+    f = click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64",
+                     show_default=False,
+                     help="Real number type of the compiled code (default: the parameters "
+                          "file's record, else float64; one other than the record's is "
+                          "an error).")(f)
+    f = click.option("--dim", "dims", multiple=True, metavar="NAME=N",
+                     help="Set a dim: --dim D=64 (repeatable; default: the parameters "
+                          "file's record, else the model's; a value other than the "
+                          "record's is an error).")(f)
+    f = click.argument("file", type=click.Path(dir_okay=False, path_type=pathlib.Path))(f)
+    return f
+
+
 def fail(message: str) -> None:
     click.echo(message, err=True)
     sys.exit(1)
@@ -155,10 +171,11 @@ def load_model(file, dims, dtype):
 def load_trained(file: pathlib.Path, dims, dtype, params_path: pathlib.Path,
                  hyper_values: dict):
     """(model, params, hypers) for a command that uses trained parameters: the dims,
-    dtype and hyperparameters the parameters file records (lossc train writes them)
-    unless the command line gives others (saying on stderr which it takes from the
-    file), and the parameters checked against the model. A model whose dims or dtype
-    differ from the record's ends the command with a line naming both. A file without
+    dtype and hyperparameters the parameters file records (lossc train writes them),
+    hyperparameters the command line gives taking the place of the record's (saying on
+    stderr which it takes from the file), and the parameters checked against the model.
+    A model whose dims or dtype differ from the record's (given with --dim or --dtype)
+    ends the command with a line naming both. A file without
     a record (saved without its model, or by an older lossc) is used as it is."""
     try:
         record = trained_with(params_path)
@@ -192,7 +209,8 @@ def load_trained(file: pathlib.Path, dims, dtype, params_path: pathlib.Path,
               for k, v in taken_hypers.items()]
     if taken:
         click.echo(f"lossc: using {', '.join(taken)} as {params_path} records (trained "
-                   "with them; override with --dim, --dtype or --hyper)", err=True)
+                   "with them; --hyper can override a hyperparameter, not a dim or the dtype)",
+                   err=True)
     return model, _load_params(params_path, model), {**taken_hypers, **hyper_values}
 
 

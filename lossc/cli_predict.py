@@ -25,8 +25,8 @@ from types import SimpleNamespace
 import click
 import numpy as np
 
-from lossc.cli_common import (cannot_write, check_output, fail, load_trained, model_options,
-                               parse_hypers)
+from lossc.cli_common import (cannot_write, check_output, fail, load_trained, parse_hypers,
+                               trained_model_options)
 from lossc.files import replacing, same_file
 from lossc.optim.data import DataError, InputMissing, column_names, load_data
 from lossc.optim.npfiles import save_npz
@@ -36,7 +36,7 @@ SUFFIXES = (".csv", ".npz", ".npy")
 
 
 @click.command("predict")
-@model_options
+@trained_model_options
 @click.option("--params", "params_path", required=True,
               type=click.Path(dir_okay=False, path_type=pathlib.Path),
               help="Parameters saved by lossc train (.npz or .json).")
@@ -54,7 +54,8 @@ def predict_cmd(file, dims, dtype, params_path, data, out, hypers):
     """Write the outputs FILE declares (`output name = ...`) for each sample of --data.
 
     The dims, dtype and hypers are those the parameters file records (lossc train
-    writes them) unless --dim, --dtype or --hyper say otherwise."""
+    writes them); --hyper overrides a hyper, and a --dim or --dtype other than the
+    record's is an error."""
     hyper_values = parse_hypers(hypers)
     if out.suffix.lower() not in SUFFIXES:
         fail(f"lossc: error: --out {out}: the file name must end in .csv, .npz or .npy")

@@ -25,7 +25,7 @@ import numpy as np
 
 from lossc.cli_common import (cannot_write, check_memory, check_numbers, check_output, fail,
                                finite_float, load_model, load_trained, model_options,
-                               parse_hypers, parse_pairs)
+                               parse_hypers, parse_pairs, trained_model_options)
 from lossc.files import replacing, written_in_place
 from lossc.optim import schedules
 from lossc.optim.config import TrainConfig
@@ -520,7 +520,7 @@ def dask_session(scheduler):
 
 
 @click.command("eval")
-@model_options
+@trained_model_options
 @click.option("--data", type=click.Path(path_type=pathlib.Path),
               help="Data to evaluate on (.csv, .npz, .npy), or chunks streamed from disk as "
                    "train takes them (a folder or glob of .npy or .parquet files); none for "

@@ -1,5 +1,5 @@
 """A parameters file records what it was trained with (dims, dtype, hypers, the
-source's hash), and `lossc eval` uses the record unless told otherwise."""
+source's hash), and `lossc eval` uses the record (`--hyper` overrides its hypers)."""
 import json
 
 import numpy as np
@@ -69,6 +69,17 @@ def test_a_mismatch_of_dims_or_dtype_is_one_line_naming_both(trained, args, word
     r = run("eval", LOGISTIC, "--data", TEST, "--params", trained, *args)
     assert r.exit_code == 1
     assert words in r.output and len(r.output.strip().splitlines()) == 1
+
+
+def test_the_line_on_stderr_and_the_help_say_what_may_be_overridden(trained):
+    r = run("eval", LOGISTIC, "--data", TEST, "--params", trained)
+    assert ("as " + str(trained) + " records (trained with them; --hyper can override a "
+            "hyperparameter, not a dim or the dtype)") in r.output
+    for cmd in ("eval", "predict"):
+        text = " ".join(run(cmd, "--help").output.split())
+        # a float32 record is evaluated in float32 when --dtype is left out
+        assert "[default: float64]" not in text
+        assert "(default: the parameters file's record, else float64;" in text
 
 
 def test_eval_compiles_with_the_recorded_dims_and_dtype(tmp_path):
