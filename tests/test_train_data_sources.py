@@ -156,6 +156,16 @@ def test_a_csv_whose_columns_do_not_fit_lists_found_and_expected(tmp_path):
     assert len(r.output.strip().splitlines()) == 1
 
 
+def test_a_matrix_input_s_expected_columns_run_from_its_first_element(tmp_path):
+    src = tmp_path / "m.loss"
+    src.write_text("input M[2, 2]\nparam w[2, 2]\nloss = sum(w * M)\n")
+    path = tmp_path / "d.csv"
+    path.write_text("M.0.0,M.0.1,M.1.0,M.1.1,z\n1,2,3,4,5\n")
+    r = run("train", src, "--data", path, "--out", tmp_path / "p.npz")
+    assert r.exit_code == 1 and "column 'z' matches no input" in r.output
+    assert r.output.strip().endswith("expected columns: M.0.0 .. M.1.1"), r.output
+
+
 def test_a_long_header_is_listed_in_part(tmp_path):
     path = tmp_path / "d.csv"
     path.write_text(",".join(f"c{j}" for j in range(100)) + "\n" + ",".join(["1"] * 100)

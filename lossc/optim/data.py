@@ -442,7 +442,9 @@ def _found_and_expected(header, model) -> str:
 
 
 def _column_span(spec) -> str:
-    """An input's columns as a range for messages: x.0 .. x.7, M.0 .. M.2.3, y."""
+    """An input's columns as a range for messages: x.0 .. x.7, M.0.0 .. M.2.3, y."""
     if not spec.shape:
         return spec.name
-    return f"{spec.name}.0 .. {spec.name}" + "".join(f".{k - 1}" for k in spec.shape)
+    first = "".join(".0" for _ in spec.shape)
+    last = "".join(f".{k - 1}" for k in spec.shape)
+    return f"{spec.name}{first} .. {spec.name}{last}"
