@@ -16,8 +16,8 @@ from lossc.ir.dtypes import DTYPES
 from lossc.ir.graph import Graph
 from lossc.passes import Target, derived_graph, pipeline, run_pipeline
 from lossc.runtime.spec import Signature
-from lossc.source import (MAX_SOURCE_BYTES, CompileError, Diagnostic, Reporter, Source,  # noqa: F401
-                          decode_source, read_source, read_source_file)
+from lossc.source import (MAX_SOURCE_BYTES, CompileError, Diagnostic,  # noqa: F401
+                          Reporter, Source, decode_source, read_source, read_source_file)
 from lossc.syntax import parse
 
 

@@ -146,7 +146,8 @@ def test_cross_entropy_through_an_element_of_softmax(loss):
     labels = {"y": "input y: int\n", "tok": "dim L = 1\ninput tok[L]: int\n"}
     used = [k for k in labels if f"[{k}]" in loss]
     m = lossc.compile("dim K = 2\ninput x[K]\n" + "".join(labels[k] for k in used)
-                      + "param a = 1\nz = a * x\n" + ("Z = outer(z, [1.0])\n" if "Z" in loss else "")
+                      + "param a = 1\nz = a * x\n"
+                      + ("Z = outer(z, [1.0])\n" if "Z" in loss else "")
                       + f"loss = {loss}\n", cache=False)
     for x in ([1000.0, 0.0], [0.5, -0.25], [-3.0, 700.0]):
         data = {"x": np.array([x]), **{k: np.array([1] if k == "y" else [[1]]) for k in used}}
