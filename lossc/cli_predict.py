@@ -154,29 +154,28 @@ def read_inputs(path: pathlib.Path, model) -> dict:
     need, the others; or exactly those the outputs need."""
     needed = {i for o in model.outputs for i in o.inputs}
     absent: set = set()
+    first = None                # (the error of the file read for every input)
     while True:
         held = {s.name for s in model.inputs} - absent
         try:
             return load_data(path, inputs_view(model, held if absent else None),
                              inputs_read(model))
-        except InputMissing as every:
-            if every.input is None or every.input in needed or not needed:
+        except InputMissing as missing:
+            first = first or missing
+            if missing.input is None or missing.input in needed or not needed:
                 break
-            absent.add(every.input)
+            absent.add(missing.input)
+    if len(needed) == len(model.inputs):
+        raise first
+    view = inputs_view(model, needed)
+    if not view.inputs:
+        raise DataError(f"{first} (the outputs need no input: give any one of them for the "
+                        "batch size)")
     try:
-        return load_data(path, model, inputs_read(model))
-    except InputMissing as every:
-        if len(needed) == len(model.inputs):
-            raise
-        view = inputs_view(model, needed)
-        if not view.inputs:
-            raise DataError(f"{every} (the outputs need no input: give any one of them "
-                            "for the batch size)") from None
-        try:
-            return load_data(path, view)
-        except DataError as some:
-            raise DataError(f"{some} (the outputs need only "
-                            f"{', '.join(s.name for s in view.inputs)})") from None
+        return load_data(path, view)
+    except DataError as some:
+        raise DataError(f"{some} (the outputs need only "
+                        f"{', '.join(s.name for s in view.inputs)})") from None
 
 
 def write_predictions(path: pathlib.Path, model, predictions: dict) -> None:
