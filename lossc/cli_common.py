@@ -50,28 +50,26 @@ def parse_hypers(items) -> dict:
     return parse_pairs(items, "--hyper", finite_float)
 
 
-def model_options(f):
-    f = click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64",
-                     show_default=True, help="Real number type of the compiled code.")(f)
-    f = click.option("--dim", "dims", multiple=True, metavar="NAME=N", help=DIM_HELP)(f)
-    f = click.argument("file", type=click.Path(dir_okay=False, path_type=pathlib.Path))(f)
-    return f
+def _model_options(dtype_help: str, dim_help: str, show_default: bool):
+    """The FILE argument and the --dim and --dtype options, with their help."""
+    def decorate(f):
+        f = click.option("--dtype", type=click.Choice(["float64", "float32"]),
+                         default="float64", show_default=show_default, help=dtype_help)(f)
+        f = click.option("--dim", "dims", multiple=True, metavar="NAME=N", help=dim_help)(f)
+        return click.argument("file", type=click.Path(dir_okay=False,
+                                                      path_type=pathlib.Path))(f)
+    return decorate
 
 
-def trained_model_options(f):
-    """model_options for a command that takes trained parameters (load_trained): the
-    dims and dtype default to the parameters file's record, and others do not fit it."""
-    f = click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64",
-                     show_default=False,
-                     help="Real number type of the compiled code (default: the parameters "
-                          "file's record, else float64; one other than the record's is "
-                          "an error).")(f)
-    f = click.option("--dim", "dims", multiple=True, metavar="NAME=N",
-                     help="Set a dim: --dim D=64 (repeatable; default: the parameters "
-                          "file's record, else the model's; a value other than the "
-                          "record's is an error).")(f)
-    f = click.argument("file", type=click.Path(dir_okay=False, path_type=pathlib.Path))(f)
-    return f
+model_options = _model_options("Real number type of the compiled code.", DIM_HELP, True)
+
+# for a command that takes trained parameters (load_trained): the dims and dtype default
+# to the parameters file's record, and others do not fit it
+trained_model_options = _model_options(
+    "Real number type of the compiled code (default: the parameters file's record, else "
+    "float64; one other than the record's is an error).",
+    "Set a dim: --dim D=64 (repeatable; default: the parameters file's record, else the "
+    "model's; a value other than the record's is an error).", False)
 
 
 def fail(message: str) -> None:
