@@ -32,10 +32,10 @@ import numpy as np
 
 from lossc.optim import linesearch
 from lossc.optim.quasi_newton import TOL_GRAD, TOL_LOSS
-from lossc.runtime.derivatives import symmetrized
 from lossc.optim.solver import (Iterate, MinimizeResult, Objective, Point, count,
                                 first_point, iterate, no_direction, start_point,
                                 steepest_descent, two_norm)
+from lossc.runtime.derivatives import symmetrized
 
 MAX_ITER = 200
 CG_ITER_PER_COORDINATE = 20     # max_cg default: 20 n, as scipy's Newton-CG
