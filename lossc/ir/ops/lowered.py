@@ -36,6 +36,7 @@ from lossc.ir.ops.tensors import lse_eval
 _MADE_BY_LOWER = ("made by the lower pass where its operands fit a kernel: "
                   "tests/test_lower.py compares its code with the plain code's")
 E_DOMAIN = (0.05, 0.9)   # e = exp(-|x|) lies in (0, 1]
+EXPM1_2ABS_CLAMP = 354.0  # codegen/vmath.py expm1_2abs_clamp, float64's (these evals')
 
 
 def lowered(name, arity, kind, *, single_pass=False, **facts) -> OpDef:
@@ -237,7 +238,7 @@ OPS = [
             doc="dsigmoid(x) = sigmoid(x) sigmoid(-x), e = exp(-|x|)"),
     lowered("expm1_2abs", 1, "elem", single_pass=True, infer=lambda a, z: (z.shape, REAL),
             eval=lambda a, z: np.expm1(2 * np.minimum(np.abs(np.asarray(z, np.float64)),
-                                                      354.0)),
+                                                      EXPM1_2ABS_CLAMP)),
             sympy=lambda s, n, z: s.sp.exp(2 * s.sp.Abs(z)) - 1,
             lower=lambda em, g, n, z: em.math("expm1_2abs", z),
             example=Example(((3,),), (ANY,)), doc="expm1(2|z|) (|z| at most 354)"),
@@ -248,7 +249,7 @@ OPS = [
             example=Example(((3,), (3,)), (ANY, E_DOMAIN)),
             doc="tanh(x), e = expm1(2|x|)"),
     lowered("sech2_e", 2, "elem", single_pass=True, infer=lambda a, x, e: (x.shape, REAL),
-            eval=lambda a, x, e: np.where(np.abs(x) > 354.0, 0.0,
+            eval=lambda a, x, e: np.where(np.abs(x) > EXPM1_2ABS_CLAMP, 0.0,
                                           4 * (1 + np.asarray(e)) / (np.asarray(e) + 2) ** 2),
             sympy=_e_form(lambda sp, x, e: 4 * (1 + e) / (e + 2) ** 2),
             lower=lambda em, g, n, x, e: sech2_with(em, x, e),
