@@ -258,12 +258,16 @@ def residue_cover(lanes: int, limit: int = 70) -> tuple:
 
 
 def row_tile_sizes(dtype: str, bits: int) -> list[tuple[int, int]]:
-    """(rows, columns) of a matrix gradient outer(u, x) for the row kernel
-    (codegen/row_outer.py) to reach every remainder of its tiles: for each
-    width of its column tiles (1..ROW_TILE_VECTORS vectors), every row count up to one
-    past the tile's height (row_tile: by the width's registers), with a column
-    remainder; the widest, ROW_TILE_VECTORS + 1 vectors, takes two strips of columns."""
+    """(rows, columns) of matrix gradients outer(u, x) at which the row kernel
+    (codegen/row_outer.py) shows every decision it makes (row_tile_features) at any
+    row count: for each width of its column tiles (1..ROW_TILE_VECTORS vectors),
+    columns of that many vectors and a remainder (the widest, ROW_TILE_VECTORS + 1
+    vectors: two strips of columns), and a few row counts chosen greedily, fewest rows
+    first on ties, among those that give the kernel two tile rows and a remainder
+    (ROW_TILE_ROUNDS); all of OUTER_MIN_SIZE elements or more, below which the lower
+    pass leaves the gradient to per-lane sums and no row kernel runs."""
     from lossc.codegen.row_outer import ROW_TILE_VECTORS, row_tile
+    from lossc.passes.lower import OUTER_MIN_SIZE
     lanes = lanes_of(dtype, bits)
     if lanes < 2:
         return []
@@ -272,8 +276,32 @@ def row_tile_sizes(dtype: str, bits: int) -> list[tuple[int, int]]:
         kt = row_tile(1 << 20, jt, lanes, 8 if dtype == "float64" else 4)[0]
         cols = jt * lanes + (jt % lanes or 1) if jt < ROW_TILE_VECTORS else \
             (ROW_TILE_VECTORS + 1) * lanes + 1
-        out += [(k, cols) for k in range(1, kt + 2)]
-    return out
+        feats = {k: row_tile_features(k, cols, dtype, bits)
+                 for k in range(-(-OUTER_MIN_SIZE // cols), ROW_TILE_ROUNDS * kt + 2)}
+        missing = set().union(*feats.values())
+        while missing:
+            k = max(feats, key=lambda k: (len(feats[k] & missing), -k))
+            out.append((k, cols))
+            missing -= feats[k]
+    return sorted(out, key=lambda kc: (kc[1], kc[0]))
+
+
+ROW_TILE_ROUNDS = 3     # row counts up to this many full tile rows and one row more
+
+
+def row_tile_features(rows: int, cols: int, dtype: str, bits: int) -> set:
+    """The decisions of the row kernel for a rows x cols gradient: for each tile it
+    makes, its vectors, its sets of accumulators (row_outer.accumulator_sets) and
+    whether it is a full tile or the last rows' remainder; whether the full tiles of a
+    strip take one round of their loop or several."""
+    from lossc.codegen.row_outer import accumulator_sets, row_tile
+    lanes = lanes_of(dtype, bits)
+    chunks = cols // lanes
+    kt, jt = row_tile(rows, chunks, lanes, 8 if dtype == "float64" else 4)
+    widths = ({jt} if chunks >= jt else set()) | ({chunks % jt} if chunks % jt else set())
+    tiles = {("full", kt)} | ({("last rows", rows % kt)} if rows % kt else set())
+    return {("tile", kind, tj, accumulator_sets(tk, tj, lanes))
+            for kind, tk in tiles for tj in widths} | {("rounds", min(rows // kt, 2))}
 
 
 # The widest vectors of this machine's CPU (512 bits with AVX-512, else 256), for
@@ -512,6 +540,13 @@ def row_block_batch_sizes(block: int, lanes: int) -> tuple:
     """One sample; around one block, two and a part; an odd group count past them."""
     n = block * lanes
     return tuple(sorted({1, n - 1, n, n + 1, 2 * n + lanes + 1, 3 * n + 1} - {0}))
+
+
+def samples_for(variants, level: str) -> int:
+    """The samples a reference needs for check_calls (and the fused steps, and the
+    second-order checks, which take fewer) at these (dtype, bits) variants: the
+    largest batch size of any of them, and check_derivatives' 13."""
+    return max(13, *(batch_sizes(lanes_of(d, b), level)[-1] for d, b in variants))
 
 
 MAX_BATCH = max(batch_sizes(16, "full")[-1],

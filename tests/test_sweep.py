@@ -40,7 +40,7 @@ def level(request):
 
 def test_every_call_path_matches_the_reference(config, level):
     fam, sizes, variants = config
-    ref = sweep.reference(fam, sizes)
+    ref = sweep.reference(fam, sizes, sweep.samples_for(variants, level))
     sweep.check_derivatives(ref)
     for dtype, bits in variants:
         with sweep.instruction_selection(bits, level):
@@ -57,7 +57,7 @@ def test_jvp_and_hvp_match_the_reference(family_sizes_dtype, level):
     sweep.second_order_configs, at that width: jvp and hvp against the reference
     interpreter's forward mode, that against central differences of the gradient."""
     fam, sizes, dtype = family_sizes_dtype
-    ref = sweep.reference(fam, sizes)
+    ref = sweep.reference(fam, sizes, sweep.samples_for([(dtype, sweep.NATIVE_BITS)], level))
     tangent, dref = sweep.directional_reference(ref)
     sweep.check_second_derivatives(ref, tangent, dref)
     m = sweep.compiled(ref, dtype, sweep.NATIVE_BITS)
@@ -68,8 +68,9 @@ def test_the_lowered_code_matches_the_plain_code(lowered_config, level):
     """Each fusion of the lower pass against the plain code (no fused kernel), at the
     sizes the sweep takes (sweep.lowered_configs), every batch size."""
     fam, sizes, dtype, bits = lowered_config
+    ref = sweep.reference(fam, sizes, sweep.samples_for([(dtype, bits)], level))
     with sweep.instruction_selection(bits, level):
-        sweep.check_lowered_against_plain(sweep.reference(fam, sizes), dtype, bits, level)
+        sweep.check_lowered_against_plain(ref, dtype, bits, level)
 
 
 def test_the_block_product_matches_the_plain_code_and_the_reference(block_config, level):
@@ -78,8 +79,8 @@ def test_the_block_product_matches_the_plain_code_and_the_reference(block_config
     reference, at batch sizes around the blocks, micro-tiles and their remainders
     (sweep.block_configs, sweep.block_batch_sizes)."""
     fam, sizes, dtype, bits = block_config
-    ref = sweep.reference(fam, sizes)
     batches = sweep.block_batch_sizes(dtype, bits, level)
+    ref = sweep.reference(fam, sizes, max(13, *batches))
     with sweep.instruction_selection(bits, level):
         assert "block_matmul" in sweep.check_lowered_against_plain(ref, dtype, bits, level,
                                                                    batches)
@@ -98,8 +99,7 @@ def test_the_row_kernel_in_short_blocks_matches_the_plain_code_and_the_reference
     block = sweep.row_block_of(fam, sizes, dtype, bits)
     assert sweep.flush_counts(fam.text(sizes), dtype, bits) == {block}
     batches = sweep.row_block_batch_sizes(block, sweep.lanes_of(dtype, bits))
-    assert max(batches) <= sweep.MAX_BATCH
-    ref = sweep.reference(fam, sizes)
+    ref = sweep.reference(fam, sizes, max(13, *batches))
     with sweep.instruction_selection(bits, level):
         assert "outer_grad.rows" in sweep.check_lowered_against_plain(ref, dtype, bits,
                                                                       level, batches)
@@ -126,17 +126,42 @@ def test_the_fast_sweep_reaches_every_residue_of_every_lane_count():
         assert any(n % lanes == lanes - 1 for n in cover) or lanes == 1
 
 
+def test_the_row_tile_sizes_take_the_row_kernel_at_every_decision():
+    """The layer family at each row tile size of the fast sweep takes the row kernel
+    (an outer_grad of kind rows, of its shape, after the lower pass), and between them
+    the sizes show every decision of the kernel (sweep.row_tile_features) that any row
+    count up to five full tile rows shows, at every dtype and width."""
+    from lossc.codegen.row_outer import row_tile
+    from lossc.passes.lower import OUTER_MIN_SIZE
+    fam = sweep.FAMILIES[sweep.ROW_TILE_FAMILY]
+    for dtype, bits in sweep.ROW_TILE_VARIANTS:
+        for rows, cols in sweep.row_tile_sizes(dtype, bits):
+            lowered = sweep.lowered_graph(fam.text({"H": rows, "D": cols}), dtype, bits)[1]
+            assert [n.shape for n in lowered.nodes if n.op == "outer_grad"
+                    and n.attr("kind") == "rows"] == [(rows, cols)], (dtype, bits, rows)
+    for dtype, bits in [(d, b) for d in sweep.DTYPES for b in sweep.WIDTHS]:
+        sizes = sweep.row_tile_sizes(dtype, bits)
+        for cols in {c for _, c in sizes}:
+            lanes = sweep.lanes_of(dtype, bits)
+            kt = row_tile(1 << 20, cols // lanes, lanes, 8 if dtype == "float64" else 4)[0]
+            every = set().union(*(sweep.row_tile_features(k, cols, dtype, bits)
+                                  for k in range(-(-OUTER_MIN_SIZE // cols), 5 * kt + 1)))
+            seen = set().union(*(sweep.row_tile_features(k, c, dtype, bits)
+                                 for k, c in sizes if c == cols))
+            assert seen == every, (dtype, bits, cols, every - seen)
+
+
 def test_random_programs_match_the_reference(seed, level):
     """Random programs (sweep.random_program) of random dims, smooth ones against
     central differences too and in float32, each at one vector width in turn."""
     smooth = seed % 3 != 2
     fam, sizes = sweep.random_family(seed, smooth, level)
-    ref = sweep.reference(fam, sizes)
-    if smooth:
-        sweep.check_derivatives(ref)
     bits = sweep.WIDTHS[seed % len(sweep.WIDTHS)]
     variants = [("float64", bits)] + ([("float32", sweep.WIDTHS[(seed + 1) % 4])]
                                       if smooth else [])
+    ref = sweep.reference(fam, sizes, sweep.samples_for(variants, level))
+    if smooth:
+        sweep.check_derivatives(ref)
     for dtype, bits in variants:
         with sweep.instruction_selection(bits, level):
             m = sweep.compiled(ref, dtype, bits)

@@ -45,6 +45,13 @@ def row_tile(K: int, chunks: int, lanes: int, real_bytes: int) -> tuple[int, int
     return max(1, min(K, accumulators // jt)), jt
 
 
+def accumulator_sets(tk: int, tj: int, lanes: int) -> int:
+    """The sets of accumulators a tile of tk rows by tj vectors takes its samples into,
+    round-robin: enough for ROW_MIN_CHAINS FMA chains, a power of two (as the lanes
+    are: a group's samples then divide into whole steps), at most the lanes."""
+    return min(lanes, _power_of_two_at_least(-(-ROW_MIN_CHAINS // (tk * tj))))
+
+
 def _power_of_two_at_least(n: int) -> int:
     return 1 << max(0, n - 1).bit_length()
 
@@ -100,9 +107,7 @@ def row_outer_kernel(em, name: str, K: int, D: int, block: int) -> ir.Function:
         ks = [b.add(k0, kem.iconst(a)) for a in range(tk)]
         cells = [[vec(grad, b.add(b.mul(k, kem.iconst(D)), col)) for col in cols]
                  for k in ks]
-        # (a power of two, as W is: the samples of a group then divide into whole
-        # steps of the loop below, with no lane left over)
-        sets = min(W, _power_of_two_at_least(-(-ROW_MIN_CHAINS // (tk * tj))))
+        sets = accumulator_sets(tk, tj, W)
         accs = [[[kem.alloca(VT) for _ in range(tj)] for _ in range(tk)]
                 for _ in range(sets)]
         zero = kem.splat(kem.fconst(0), W)
