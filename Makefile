@@ -18,12 +18,12 @@ demo: $(STAMP)
 	$(PY) -m lossc.demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n auto
+	$(PY) -m pytest -q -n auto --dist worksteal
 
 # the full size sweep (tests/sweep.py): every model family at every size, dtype and
 # vector width against the reference interpreter; run it before code generation changes
 verify: $(STAMP)
-	$(PY) -m pytest -q -n auto -p no:cacheprovider tests/test_sweep.py --sweep full
+	$(PY) -m pytest -q -n auto --dist worksteal -p no:cacheprovider tests/test_sweep.py --sweep full
 
 # the peers (JAX, PyTorch) are optional: installed here, for the benchmarks only
 PEERS := $(VENV)/.peers
