@@ -296,6 +296,19 @@ def test_tolerances(logistic, data):
     assert r.stopped == "tol_loss" and abs(r.history[-1] - r.history[-2]) <= 1e-7
 
 
+@pytest.mark.parametrize("answer, stops", [(np.bool_(True), True), (np.bool_(False), False),
+                                            (1, False), ("yes", False), (None, False)])
+def test_a_callback_stops_the_run_by_true_of_python_or_numpy(logistic, answer, stops):
+    """A comparison of NumPy numbers (info.loss is one after np.abs) gives numpy.bool_:
+    True of it stops as Python's does; other values, truthy or not, do not."""
+    r = lossc.train(logistic, data=small(), optimizer=lossc.SGD(lr=0.1), batch_size=5,
+                    epochs=3, callback=lambda info: answer)
+    assert (r.stopped, r.epochs) == (("callback", 1) if stops else ("epochs", 3))
+    res = lossc.optim.lbfgs(lambda x: (float(x @ x), 2 * x), np.ones(3),
+                            callback=lambda i: answer)
+    assert (res.stopped == "callback") == stops
+
+
 def test_callback_sees_each_epoch_and_can_stop(logistic):
     seen = []
 

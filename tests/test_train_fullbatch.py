@@ -329,6 +329,28 @@ def test_lossc_train_newton_cg_to_an_exact_fit_writes_its_parameters(tmp_path):
     np.testing.assert_allclose(np.load(out)["w"], [1.0, 2.0], rtol=1e-10)
 
 
+PENALIZED = ("dim D = 20\ninput x[D]\ninput y\nparam w[D]\nparam b\nhyper C = 1\n"
+             "reduce sum\nz = dot(w, x) + b\nloss = C * (softplus(z) - y * z)\n"
+             "penalty = 0.5 * sum(w ^ 2)\n")
+
+
+@pytest.mark.parametrize("C", [0.1, 1.0, 10.0, 30.0])
+@pytest.mark.parametrize("make", [lambda: LBFGS(tol_grad=1e-10, tol_loss=None),
+                                  lambda: NewtonCG(tol_grad=1e-10, tol_loss=None)],
+                         ids=["LBFGS", "NewtonCG"])
+def test_full_batch_methods_return_the_iterate_that_converged(make, C):
+    """Near the optimum the line search takes a step whose objective is a few ulps
+    above the last (values within its value_rtol are judged by their slopes): that
+    iterate, not an earlier one of an equal or lower rounded value, is the result
+    once it meets tol_grad (logistic regression, as scikit-learn's with C)."""
+    m = lossc.compile(PENALIZED)
+    data = logistic_data(500, 20)
+    r = train(m, data, make(), hypers={"C": C})
+    assert r.stopped == "tol_grad" and r.best_epoch == r.epochs
+    _, g = m.value_and_grad_flat(m.pack_params(r.params), m.bind(data, hypers={"C": C}))
+    assert np.max(np.abs(g)) <= 1e-10
+
+
 def test_lbfgs_keeps_the_best_on_a_validation_split(logistic, w9):
     data, _ = w9
     res = train(logistic, data, LBFGS(), validation=0.25, patience=2, epochs=60,

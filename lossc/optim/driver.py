@@ -64,6 +64,7 @@ from typing import Optional
 import numpy as np
 
 from lossc.codegen.units import PERMUTATION
+from lossc.optim import linesearch
 from lossc.optim.config import TrainConfig
 from lossc.optim.freeze import check_frozen, frozen
 from lossc.optim.fullbatch import check_run, train_options
@@ -198,7 +199,8 @@ def _run(model, opt, prepared, config: TrainConfig) -> TrainResult:
     monitor = Monitor(theta, log, validated=prepared.val is not None,
                       judged_by_batches=(config.monitor == "batches"
                                          and not plan.full_batch),
-                      later_on_ties=getattr(opt, "full_batch_only", False),
+                      ties_rtol=(linesearch.VALUE_RTOL
+                                 if getattr(opt, "full_batch_only", False) else None),
                       total_epochs=plan.epochs, tol_grad=config.tol_grad,
                       tol_loss=config.tol_loss, patience=plan.patience,
                       callback=config.callback)

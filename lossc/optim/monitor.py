@@ -18,6 +18,13 @@ import numpy as np
 
 from lossc.optim import schedules as _schedules
 
+
+def asks_to_stop(answer) -> bool:
+    """Whether a callback's return value asks the run to stop: True, Python's or
+    NumPy's (a comparison of NumPy numbers gives numpy.bool_); any other value, a
+    number or None among them, does not."""
+    return answer is True or (isinstance(answer, np.bool_) and bool(answer))
+
 KEPT_BESTS = 3            # earlier bests kept to fall back on, with monitor="batches"
 
 
@@ -109,19 +116,21 @@ class Monitor:
     judged_by_batches: epochs are judged by their batches' objectives (monitor="batches"
     without a validation split), not by the parameters they end with; those parameters
     are then unverified, and the bests before them are kept to fall back on (see
-    verify_best). later_on_ties: an epoch whose monitored value equals the best's is
-    the new best (a full-batch method's line search never accepts a worse point, and
-    where the values tie at rounding the later point is the better by its gradient);
-    otherwise the earlier one stays."""
+    verify_best). ties_rtol: an epoch whose monitored value exceeds the best's by at
+    most this much relative is the new best (a full-batch method's line search judges
+    values that close by their slopes, as rounding, and accepts a step that the slopes
+    say descends: the later point is the better by its gradient); None: on a tie the
+    earlier one stays."""
 
     def __init__(self, theta: np.ndarray, log: StepLog, *, validated: bool,
-                 judged_by_batches: bool, total_epochs: int, later_on_ties: bool = False,
+                 judged_by_batches: bool, total_epochs: int,
+                 ties_rtol: Optional[float] = None,
                  tol_grad: Optional[float] = None, tol_loss: Optional[float] = None,
                  patience: Optional[int] = None, callback: Optional[Callable] = None):
         self.log = log
         self.validated = validated
         self.unverified_best = judged_by_batches and not validated
-        self.later_on_ties = later_on_ties
+        self.ties_rtol = ties_rtol
         self.total_epochs = total_epochs
         self.tol_grad, self.tol_loss, self.patience = tol_grad, tol_loss, patience
         self.callback = callback
@@ -198,7 +207,7 @@ class Monitor:
             info = EpochInfo(epoch, self.total_epochs, self.log.steps, loss,
                              monitored if self.validated else None, self.best_loss,
                              self.lr[-1], seconds, self.log.samples, theta)
-            if self.callback(info) is True:
+            if asks_to_stop(self.callback(info)):
                 raise Stop("callback", f"stopped by the callback after epoch {epoch}")
         self._check_rules(prev, loss, gnorm, epoch)
 
@@ -211,7 +220,7 @@ class Monitor:
         return v
 
     def _keep_best(self, monitored: float, epoch: int, theta: np.ndarray) -> None:
-        if monitored < self.best_loss or (self.later_on_ties and monitored == self.best_loss):
+        if monitored < self.best_loss or self._ties_best(monitored):
             if self.unverified_best:
                 self.earlier_bests = (self.earlier_bests + [(
                     self.best_theta.copy(), self.best_loss, self.best_epoch,
@@ -221,6 +230,13 @@ class Monitor:
             self.best_theta[...] = theta
         else:
             self.since_best += 1
+
+    def _ties_best(self, monitored: float) -> bool:
+        """Whether `monitored` (not below the best) ties the best within ties_rtol."""
+        if self.ties_rtol is None:
+            return False
+        return monitored - self.best_loss <= self.ties_rtol * max(abs(monitored),
+                                                                  abs(self.best_loss))
 
     def _check_rules(self, prev: float, loss: float, gnorm, epoch: int) -> None:
         tol_grad, tol_loss, patience = self.tol_grad, self.tol_loss, self.patience

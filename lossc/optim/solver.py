@@ -32,6 +32,8 @@ from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 
+from lossc.optim.monitor import asks_to_stop
+
 CONVERGED = ("tol_grad", "tol_loss")
 
 
@@ -247,7 +249,7 @@ class _Run:
             self.history.append(nxt.value)
             gnorm = inf_norm(self.stationarity(nxt))
             if self.callback is not None and \
-                    self.callback(Iterate(k, nxt.x, nxt.value, gnorm)) is True:
+                    asks_to_stop(self.callback(Iterate(k, nxt.x, nxt.value, gnorm))):
                 return "callback", f"stopped by the callback after iteration {k}"
             if gnorm == 0:
                 return "tol_grad", f"converged: the gradient is 0 after iteration {k}"
