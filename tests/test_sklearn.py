@@ -387,6 +387,33 @@ def test_warm_start_continues_from_the_last_fit(breast_cancer):
     np.testing.assert_allclose(est.params_["w"], cold.params_["w"], atol=1e-6)
 
 
+def test_a_failed_fit_leaves_the_last_fit_as_it_was():
+    """A refit that fails after it read the new labels (a sample_weight of the wrong
+    length), or after it compiled for new dims (warm start from other shapes), or a
+    first partial_fit that fails, changes nothing: the last fit keeps predicting its
+    own labels."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 3))
+    k = np.digitize(X[:, 0], [-0.5, 0.5])
+    clf = LossClassifier(SOFTMAX, proba="prob", classes_dim="K", sample_weight="w",
+                         random_state=0, epochs=20)
+    clf.fit(X, np.array(["cat", "dog", "eel"])[k])
+    before = clf.predict(X), clf.predict_proba(X)
+    with pytest.raises(ValueError, match="sample_weight"):
+        clf.fit(X, np.array(["x", "y", "z"])[k], sample_weight=np.ones(59))
+    clf.set_params(warm_start=True)
+    with pytest.raises(ValueError, match="warm_start"):
+        clf.fit(X, np.array(["x", "y"])[np.minimum(k, 1)])
+    assert list(clf.classes_) == ["cat", "dog", "eel"]
+    np.testing.assert_array_equal(clf.predict(X), before[0])
+    np.testing.assert_array_equal(clf.predict_proba(X), before[1])
+    fresh = LossClassifier(SOFTMAX, proba="prob", classes_dim="K", sample_weight="w",
+                           optimizer="sgd", lr=0.1, random_state=0)
+    with pytest.raises(ValueError, match="sample_weight"):
+        fresh.partial_fit(X, k, classes=[0, 1, 2], sample_weight=np.ones(59))
+    assert not hasattr(fresh, "params_") and not hasattr(fresh, "classes_")
+
+
 def test_an_integer_random_state_is_lossc_trains_seed():
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(64, 3)), rng.normal(size=64)

@@ -55,6 +55,21 @@ SEED_LIMIT = 2 ** 31 - 1      # the seeds drawn from a RandomState (or None)
 DEFAULT_TOL = 1e-4
 
 
+def _as_before_on_error(fit):
+    """A fit that raises (a wrong argument found after others were taken, a failed
+    warm start, an interrupt) leaves the estimator's attributes as they were before
+    it: classes_, model_ and params_ stay those of the last fit, together."""
+    @functools.wraps(fit)
+    def guarded(self, *args, **kwargs):
+        before = dict(self.__dict__)
+        try:
+            return fit(self, *args, **kwargs)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(before)
+            raise
+    return guarded
+
 class LossEstimator(BaseEstimator):
     """The base of LossRegressor and LossClassifier (see their docstrings and
     docs/sklearn.md for the parameters)."""
@@ -148,6 +163,7 @@ class LossEstimator(BaseEstimator):
 
     # ------------------------------------------------------------ fitting
 
+    @_as_before_on_error
     def fit(self, X, y, sample_weight=None):
         """Train the model on X and y (and sample_weight, through the input named by
         the sample_weight parameter) with lossc.train; returns self."""
@@ -170,6 +186,7 @@ class LossEstimator(BaseEstimator):
         self.__dict__.pop("optimizer_", None)    # (a later partial_fit starts afresh)
         return self
 
+    @_as_before_on_error
     def _partial_fit(self, X, y, sample_weight, classes):
         """One pass of the optimizer over the chunk X, y in batches of batch_size (the
         whole chunk by default), in the order given; the optimizer's state (Adam's
