@@ -18,14 +18,14 @@ import numpy as np
 
 from lossc.optim import schedules as _schedules
 
+KEPT_BESTS = 3            # earlier bests kept to fall back on, with monitor="batches"
+
 
 def asks_to_stop(answer) -> bool:
     """Whether a callback's return value asks the run to stop: True, Python's or
     NumPy's (a comparison of NumPy numbers gives numpy.bool_); any other value, a
     number or None among them, does not."""
     return answer is True or (isinstance(answer, np.bool_) and bool(answer))
-
-KEPT_BESTS = 3            # earlier bests kept to fall back on, with monitor="batches"
 
 
 class Stop(Exception):
