@@ -282,6 +282,45 @@ def test_pows_derivatives_where_the_formulas_give_zero_times_infinity(dtype):
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_pows_derivatives_at_y_0_where_x_to_the_minus_1_overflows(dtype):
+    """x ^ 0 is 1 for every x: its derivative y x^(y - 1) was 0 inf = NaN at subnormal
+    x (x^-1 overflows), for a constant y and for y = 0 given at run time, and for a
+    constant y its second derivative y (y - 1) x^(y - 2) was NaN from x^-2 overflowing
+    (below 1e-154; float32 5e-20); x ^ 1.0's second derivative 0 * x^-1 likewise. All
+    are 0; p ^ q's gradient in q at q = 0 stays log p."""
+    tiny = (1e-320, 1e-200, 1e-160) if dtype == "float64" else (1e-44, 1e-30, 1e-20)
+    for x in tiny:
+        for y in (0.0, 1.0):
+            g, h = derivatives(model(f"param p\nloss = p ^ {y!r}\n", dtype), dtype, p=x)
+            assert (g[0], h[0, 0]) == (y, 0.0), (x, y, g, h)
+        m = model("input y\nparam p\nloss = p ^ y\n", dtype)
+        grad = m.value_and_grad({"p": np.array(x, dtype)}, y=np.zeros(3, dtype))[1]
+        assert grad["p"] == 0.0, (x, grad)
+        m = model("param p\nparam q\nloss = p ^ q\n", dtype)
+        grad = m.value_and_grad({"p": np.array(x, dtype), "q": np.array(0.0, dtype)})[1]
+        assert grad["p"] == 0.0, (x, grad)
+        near(grad["q"], float(mpmath.log(mpmath.mpf(float(np.array(x, dtype))))), dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("bits", [64, 128, 256])
+def test_abs_of_a_nan_has_a_nan_gradient_in_every_lane(dtype, bits):
+    """abs' is sign, NumPy's: NaN at NaN (docs/language.md, the reference interpreter).
+    The compiled sign gave 0 there, so a NaN sample dropped out of the gradient."""
+    import dataclasses
+    options = dataclasses.replace(lossc.Options.from_env(), vector_bits=bits)
+    m = lossc.compile("input x\nparam p\nloss = abs(x + p)\n", dtype=dtype, cache=False,
+                      options=options)
+    x = np.array([1.0, -2.0, 0.0, -0.0, 3.0, -1.0, 2.0, 5.0, -4.0], dtype)
+    theta = {"p": np.array(0.0, dtype)}
+    assert m.value_and_grad(theta, x=x)[1]["p"] == np.mean(np.sign(x))
+    for k in range(len(x)):
+        with_nan = x.copy()
+        with_nan[k] = np.nan
+        assert np.isnan(m.value_and_grad(theta, x=with_nan)[1]["p"]), k
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_softmax_at_infinities_as_documented_and_as_the_reference_interpreter(dtype):
     """An infinite maximum shifts by 0 (docs/language.md): softmax([inf, 0, 1]) is
     [nan, 0, 0]. The reference interpreter shifted by inf, and gave NaN throughout."""

@@ -306,8 +306,11 @@ def _one_minus_sq(b, x):
 
 
 def _sign_lower(em, g, n, x):
-    return em.select(em.fcmp(">", x, em.fconst(0)), em.fconst(1),
-                     em.select(em.fcmp("<", x, em.fconst(0)), em.fconst(-1), em.fconst(0)))
+    """NumPy's sign: 1, -1, 0 at either zero, NaN at NaN (so abs of a NaN has a NaN
+    gradient, as its value is NaN)."""
+    signed = em.select(em.fcmp(">", x, em.fconst(0)), em.fconst(1),
+                       em.select(em.fcmp("<", x, em.fconst(0)), em.fconst(-1), em.fconst(0)))
+    return em.select(em.b.fcmp_unordered("uno", x, x), x, signed)
 
 
 FUNCTIONS = [
@@ -432,16 +435,27 @@ POWERS = [
 def _pow_vjp(b, g, out, x, y):
     """x^y's derivatives where the formulas give 0 inf = NaN, and nowhere else (a where
     also stops the tangent of the branch it drops, so each is as narrow as it can be):
-    - d/dx = y x^(y - 1) is 0 at x = 0, y = 0 (x^0 is 1 for every x). One order down,
-      this makes x^1's second derivative 0 at x = 0.
+    - d/dx = y x^(y - 1) is 0 where y = 0 and x^(y - 1) is infinite (x^0 is 1 for
+      every x; x^-1 is infinite at x = 0 and overflows at subnormal x); for a
+      constant y = 0 it is 0 throughout, and a constant y's y - 1 is a constant too.
+      One order down, this makes x^1's second derivative 0 at x = 0 and at subnormal
+      x, and x^0.0's 0 at any x.
     - d/dy = x^y log x takes log 1 for log 0 at x = 0, as JAX does (x^y is 0 there
       for y > 0: in a Hessian, that term is multiplied by a zero tangent and would make
       a NaN), and is 0 at x = inf where x^y = 0 (y < 0)."""
     zero = b.zeros_like(out)
-    dx = b.mul(g, b.mul(y, b.binary("pow", x, b.sub(y, b.const(1.0)))))
+    y_value = const_value(y)
+    if y_value == 0.0:
+        dx = zero
+    elif y_value is not None:
+        dx = b.mul(g, b.mul(y, b.binary("pow", x, b.const(y_value - 1.0, y.shape))))
+    else:
+        power = b.binary("pow", x, b.sub(y, b.const(1.0)))
+        dx = b.mul(g, b.mul(y, power))
+        off = b.emit("and", (b.emit("eq", (y, zero)),
+                             b.emit("eq", (power, b.const(math.inf, power.shape)))))
+        dx = b.where(off, zero, dx)
     x_is_0 = b.emit("eq", (x, zero))
-    if const_value(y) in (None, 0.0):
-        dx = b.where(b.emit("and", (x_is_0, b.emit("eq", (y, zero)))), zero, dx)
     log_x = b.emit("log", (b.where(x_is_0, b.const(1.0, x.shape), x),))
     dy = b.mul(g, b.mul(out, log_x))
     x_is_inf = b.emit("eq", (x, b.const(math.inf, x.shape)))
@@ -495,7 +509,8 @@ ARITHMETIC = [
            domains=(ANY, POS)),
     binary("pow", np.power, _pow_vjp, names=("pow",), sympy=lambda sp, x, y: x ** y,
            math=Math("pow", "intrinsic"), domains=(POS, ANY),
-           doc="x ^ y for real y; at x = 0, d/dx is 0 where y = 0 and d/dy 0 where y >= 0"),
+           doc="x ^ y for real y; d/dx is 0 where y = 0 and x^-1 is infinite (x = 0, "
+           "subnormal x); at x = 0, d/dy is 0 where y >= 0"),
     binary("maximum", np.maximum, _maxmin_vjp("ge"), names=("max",),
            sympy=lambda sp, x, y: sp.Max(x, y),
            lower=lambda em, g, n, x, y: _maxmin_lower(em, ">=", x, y),
