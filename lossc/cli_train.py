@@ -239,13 +239,20 @@ def default_params_path(file: pathlib.Path) -> pathlib.Path:
     return pathlib.Path(file.stem + ".params.npz")
 
 
+def ignore_later_interrupts(signum, frame) -> None:
+    """SIGINT's handler once a run was interrupted (first_interrupt_only)."""
+
+
 def first_interrupt_only(command):
     """`command` with Ctrl-C taken once: the first SIGINT raises KeyboardInterrupt (the
     run stops, keeping its best parameters), any later one is ignored, so that a
     second Ctrl-C cannot cut short the stopping and the writing of the parameters (it
     ended the command with 'Aborted!' and no file, or a traceback). SIGINT stays
     ignored to the end of an interrupted command, which then exits with status 130;
-    otherwise the previous handler is put back."""
+    otherwise the previous handler is put back. (Ignored by a handler that does
+    nothing, not by SIG_IGN: a SIGINT that arrived while the first one's handler ran
+    would find SIG_IGN, and Python prints "Signal 2 ignored due to race condition"
+    with a traceback.)"""
     @functools.wraps(command)
     def run(*args, **kwargs):
         if threading.current_thread() is not threading.main_thread():
@@ -255,7 +262,7 @@ def first_interrupt_only(command):
         def interrupt(signum, frame):
             nonlocal interrupted
             interrupted = True
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGINT, ignore_later_interrupts)
             raise KeyboardInterrupt
         previous = signal.signal(signal.SIGINT, interrupt)
         try:

@@ -4,6 +4,7 @@ import json
 import math
 import signal
 import subprocess
+import textwrap
 import sys
 import time
 
@@ -132,6 +133,30 @@ def test_repeated_ctrl_c_still_saves(tmp_path, gap):
     assert f"wrote {out}" in stdout and np.all(np.isfinite(np.load(out)["w"]))
     if plotting:
         assert plot.read_bytes().startswith(b"\x89PNG")
+
+
+def test_after_a_ctrl_c_later_ones_go_to_a_handler_that_does_nothing():
+    """Not to SIG_IGN: a SIGINT that arrived while the first one's handler ran found
+    SIG_IGN there, and Python printed 'Signal 2 ignored due to race condition' with a
+    traceback (test_repeated_ctrl_c_still_saves, now and then)."""
+    code = textwrap.dedent("""
+        import signal
+        from lossc.cli_train import first_interrupt_only
+
+        @first_interrupt_only
+        def command():
+            signal.raise_signal(signal.SIGINT)
+
+        try:
+            command()
+        except KeyboardInterrupt:
+            print("stopped")
+        signal.raise_signal(signal.SIGINT)
+        print(callable(signal.getsignal(signal.SIGINT)))
+        """)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       cwd=ROOT, timeout=60)
+    assert (p.returncode, p.stdout, p.stderr) == (0, "stopped\nTrue\n", "")
 
 
 def _has_matplotlib() -> bool:
