@@ -303,6 +303,22 @@ def test_pows_derivatives_at_y_0_where_x_to_the_minus_1_overflows(dtype):
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_negative_bases_second_derivative_beside_a_learned_exponent(dtype):
+    """a ^ b at a < 0: d/db = a^b log a is NaN, and a Hessian column along a (b's
+    tangent 0) took 0 * NaN into d2/da2 too; that entry is b (b - 1) a^(b - 2), as it
+    is for b a hyper. The entries along b stay NaN."""
+    m = model("param a\nparam b\nloss = a ^ b\n", dtype)
+    for a, b in ((-2.0, 3.0), (-0.5, 4.0), (-3.0, 2.0)):
+        theta = {"a": np.array(a, dtype), "b": np.array(b, dtype)}
+        want = b * (b - 1) * a ** (b - 2)
+        h = m.hessian(theta)
+        near(h[0, 0], want, dtype)
+        near(m.hvp(theta, {"a": 1.0, "b": 0.0})["a"], want, dtype)
+        assert np.isnan(h[0, 1]) and np.isnan(h[1, 1]), h
+        near(m.value_and_grad(theta)[1]["a"], b * a ** (b - 1), dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("bits", [64, 128, 256])
 def test_abs_of_a_nan_has_a_nan_gradient_in_every_lane(dtype, bits):
     """abs' is sign, NumPy's: NaN at NaN (docs/language.md, the reference interpreter).

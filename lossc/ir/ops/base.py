@@ -339,16 +339,22 @@ def reduced_mask(vjp):
 # The rules of `jvp` several ops share (passes/forward.py says what a tangent is).
 
 
-def diagonal_jvp(vjp):
+def diagonal_jvp(vjp, exact_zero: tuple = ()):
     """The forward rule of an elementwise op from its reverse rule: its Jacobian in each
     argument is diagonal, so the vjp of a tangent, taken as the adjoint, is that
-    argument's share of the result's tangent; the shares add up."""
+    argument's share of the result's tangent; the shares add up. exact_zero: the
+    arguments whose share is 0 where their tangent is 0, also where the derivative in
+    them is NaN (pow's in y at x < 0): a Hessian's unit tangents then leave the other
+    parameters' entries as they are, where 0 * NaN would make them NaN."""
     def jvp(b, out, ts, *xs):
         total = None
         for k, t in enumerate(ts):
             if t is None:
                 continue
             share = vjp(b, t, out, *xs)[k]
+            if share is not None and k in exact_zero:
+                share = b.where(b.emit("eq", (t, b.zeros_like(t))), b.zeros_like(share),
+                                share)
             if share is not None:
                 total = share if total is None else b.add(total, share)
         return total

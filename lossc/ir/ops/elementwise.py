@@ -508,6 +508,7 @@ ARITHMETIC = [
            sympy=lambda sp, x, y: x / y, lower=lambda em, g, n, x, y: em.fdiv(x, y),
            domains=(ANY, POS)),
     binary("pow", np.power, _pow_vjp, names=("pow",), sympy=lambda sp, x, y: x ** y,
+           jvp=diagonal_jvp(_pow_vjp, exact_zero=(1,)),
            math=Math("pow", "intrinsic"), domains=(POS, ANY),
            doc="x ^ y for real y; d/dx is 0 where y = 0 and x^-1 is infinite (x = 0, "
            "subnormal x); at x = 0, d/dy is 0 where y >= 0"),
