@@ -1,6 +1,7 @@
 """The `lossc` command line: a thin layer over lossc.compiler and lossc.api."""
 from __future__ import annotations
 
+import os
 import pathlib
 import sys
 import warnings
@@ -15,7 +16,20 @@ from lossc.cli_train import eval_cmd, train
 from lossc.codegen.units import DERIVED_UNITS, UNITS
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class Commands(click.Group):
+    """lossc's commands. Output that cannot be written (standard output on a full
+    disk, /dev/full) ends the command with one line, as click ends it for a closed
+    pipe: no traceback, and nothing left for Python to fail to flush at exit."""
+
+    def main(self, *args, **kwargs):
+        try:
+            return super().main(*args, **kwargs)
+        except OSError as e:
+            sys.stdout = open(os.devnull, "w")
+            fail(f"lossc: error: cannot write the output: {e.strerror or e}")
+
+
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="lossc")
 def main():
     """lossc compiles a loss function written as math (a .loss file) into native code
@@ -140,7 +154,7 @@ def ir_cmd(file, dims, dtype, raw, asm, units):
     from lossc.codegen.units import LIBRARY_UNITS
     options = options_from_env()
     c = compile_stage(file, dims, dtype)
-    chosen = units or UNITS
+    chosen = list(dict.fromkeys(units)) or UNITS     # (a unit named twice, once)
     groups = {}       # LLVM pipeline -> the units compiled with it
     for u in chosen:
         level = jit.LIBRARY_LEVEL if u in LIBRARY_UNITS else jit.SPEED_LEVEL

@@ -49,4 +49,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    try:
+        lossc.Options.from_env()      # (LOSSC_* settings: a mistake is one line)
+    except ValueError as e:
+        raise SystemExit(f"lossc: error: {e}")
     main()

@@ -1,4 +1,5 @@
 """The command line, through click's runner and once per command as a real process."""
+import os
 import subprocess
 import sys
 
@@ -91,6 +92,36 @@ def test_ir_raw_optimized_and_asm():
     assert code == 0 and "lossc_value_and_grad:" in out and "lossc_train_steps_adam:" in out
     code, out = run("ir", SAMPLES / "logistic.loss", "--raw", "--unit", "loss")
     assert code == 0 and "lossc_loss" in out and "lossc_value_and_grad" not in out
+
+
+def test_a_unit_named_twice_is_shown_once():
+    """--unit is repeatable; a unit named twice made LLVM IR with a function defined
+    twice, and a DuplicatedNameError traceback."""
+    code, out = run("ir", SAMPLES / "seed.loss", "--raw", "--unit", "loss", "--unit", "loss")
+    assert code == 0 and out.count('define i32 @"lossc_loss"') == 1, out[-500:]
+
+
+@pytest.mark.parametrize("args", [("graph", "seed.loss"), ("check", "seed.loss"),
+                                  ("ir", "seed.loss"), ("cache",), ("--version",),
+                                  ("--help",)])
+def test_output_that_cannot_be_written_is_a_one_line_error(args):
+    """Standard output on a full disk (/dev/full): one line and status 1, as for a
+    closed pipe, not an OSError traceback."""
+    args = [str(SAMPLES / a) if a.endswith(".loss") else a for a in args]
+    with open("/dev/full", "w") as full:
+        p = subprocess.run([sys.executable, "-c", "from lossc.cli import main; main()",
+                            *args], stdout=full, stderr=subprocess.PIPE, text=True,
+                           cwd=ROOT, timeout=120)
+    assert p.returncode == 1, p.stderr
+    assert p.stderr == "lossc: error: cannot write the output: No space left on device\n"
+
+
+def test_the_demo_refuses_a_bad_setting_in_one_line():
+    env = {**os.environ, "LOSSC_VECTOR_BITS": "7"}
+    p = subprocess.run([sys.executable, "-m", "lossc.demo"], capture_output=True,
+                       text=True, cwd=ROOT, env=env, timeout=120)
+    assert p.returncode == 1 and "Traceback" not in p.stderr
+    assert p.stderr.startswith("lossc: error: LOSSC_VECTOR_BITS must be"), p.stderr
 
 
 def test_help_explains_each_command():
