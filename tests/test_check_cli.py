@@ -53,6 +53,22 @@ def test_check_at_a_kink_says_so_and_takes_the_convention(tmp_path):
     assert code == 0 and "at a kink" in out and "passed" in out, out
 
 
+def test_kinks_that_add_up_at_one_point_pass_between_the_one_sided_differences(tmp_path):
+    """relu(b) + abs(b) at 0: the one-sided differences are 2 and -1, the compiled
+    gradient relu'(0) + abs'(0) = 0 is neither but lies between them (a subgradient):
+    it passes. max(q, 1) + 2 min(q, 1) at q = 1 takes both ties' first arguments, 3,
+    outside the differences (1 and 2): a MISMATCH, said to be at a kink, and no line
+    says it is between them."""
+    src = tmp_path / "sum.loss"
+    src.write_text("param b = 0\nloss = relu(b) + abs(b) + 0.5 * max(b, 0)\n")
+    code, out = run("check", src)
+    assert code == 0 and "lies between them" in out and "passed" in out, out
+    src.write_text("param q = 1\nloss = max(q, 1) + min(q, 1) * 2\n")
+    code, out = run("check", src)
+    assert code == 1 and "MISMATCH" in out and "lies between" not in out, out
+    assert "outside the one-sided differences" in out, out
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_check_passes_every_sample_and_a_large_objective(tmp_path, dtype):
     """Steps taken in the model's dtype and a tolerance for the objective's rounding:
