@@ -119,9 +119,10 @@ def graph_cmd(file, dims, dtype, after, mode, fmt, stats):
         from lossc.ir.stats import format_stats
         click.echo(format_stats(c))
         return
+    real = "f32" if dtype == "float32" else "f64"
     if fmt == "dot":
         from lossc.ir.printer import format_dot
-        click.echo(format_dot(g, file.stem))
+        click.echo(format_dot(g, file.stem, real))
     elif fmt == "latex":
         from lossc.ir.latex import to_latex
         try:
@@ -130,7 +131,6 @@ def graph_cmd(file, dims, dtype, after, mode, fmt, stats):
             fail(f"lossc: error: {e}")
     else:
         from lossc.ir.printer import format_graph
-        real = "f32" if dtype == "float32" else "f64"
         title = f"{file.name}{'' if mode == 'reverse' else ' (' + mode + ' mode)'}"
         click.echo(format_graph(g, f"{title} after {after or 'all passes'}", real))
 

@@ -77,6 +77,16 @@ def test_graph_text_dot_after_and_stats():
     assert tree > 1_000_000
 
 
+def test_graph_dot_takes_the_dtype_and_quotes_the_title(tmp_path):
+    """--format dot labelled every value f64 whatever --dtype said, and wrote a file
+    name holding a quote into the title unescaped (not DOT)."""
+    src = tmp_path / 'we"ird\\name.loss'
+    src.write_text((SAMPLES / "seed.loss").read_text())
+    code, out = run("graph", src, "--format", "dot", "--dtype", "float32")
+    assert code == 0 and out.startswith('digraph "we\\"ird\\\\name" {'), out[:80]
+    assert "f32" in out and "f64" not in out
+
+
 def test_graph_latex():
     code, out = run("graph", SAMPLES / "seed.loss", "--format", "latex")
     assert code == 0, out

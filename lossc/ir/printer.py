@@ -52,9 +52,15 @@ def format_graph(graph: Graph, title: str = "", real: str = "f64") -> str:
     return "\n".join(out)
 
 
-def format_dot(graph: Graph, title: str = "lossc") -> str:
+def dot_string(text: str) -> str:
+    """text as a DOT quoted string: backslashes and quotes escaped."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def format_dot(graph: Graph, title: str = "lossc", real: str = "f64") -> str:
     vary = varying(graph)
-    lines = [f'digraph "{title}" {{', "  rankdir=TB;", '  node [fontname="monospace"];']
+    lines = [f"digraph {dot_string(title)} {{", "  rankdir=TB;",
+             '  node [fontname="monospace"];']
     for n in graph.nodes:
         attrs = dict(n.attrs)
         label = attrs.get("name") if n.op in ("param", "input", "hyper") else None
@@ -62,7 +68,7 @@ def format_dot(graph: Graph, title: str = "lossc") -> str:
             f"{attrs['value']:g}" if n.op in ("const", "iconst") else n.op)
         shape = "box" if n.op in ("param", "input", "hyper") else "ellipse"
         style = ', style=filled, fillcolor="#dde8ff"' if n.id in vary else ""
-        lines.append(f'  n{n.id} [label="%{n.id} {label}\\n{type_text(n)}", '
+        lines.append(f'  n{n.id} [label="%{n.id} {label}\\n{type_text(n, real)}", '
                      f"shape={shape}{style}];")
         for i in n.inputs:
             lines.append(f"  n{i.id} -> n{n.id};")
