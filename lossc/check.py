@@ -5,22 +5,48 @@ from typing import Optional
 
 import numpy as np
 
+from lossc.runtime.calls import IndexOutOfRange
+
 MAX_COMPONENTS = 4000  # beyond this many parameters, check a random subset
 PER_PARAM_MIN = 50
 
 
-def random_batch(model, batch: int, seed: int) -> dict:
-    """A batch of standard-normal real inputs and in-range int inputs."""
+REDRAWS = 200     # draws of a sample's int inputs before random_batch gives up on it
+
+
+def random_batch(model, batch: int, seed: int, flat=None) -> dict:
+    """A batch of standard-normal real inputs and in-range int inputs: each int input
+    below the smallest size it indexes. Where index arithmetic takes such a draw out of
+    range (P[i + 1], P[i - 4]), and the flat parameters `flat` are given, the samples
+    that fail are drawn again below the largest size, up to REDRAWS times each."""
     rng = np.random.default_rng(seed + 1)
     data = {}
     limits = [c["size"] for c in model.meta.get("index_checks", [])]
     top = min(limits) if limits else 2
+    ints = [spec for spec in model.inputs if spec.is_int]
     for spec in model.inputs:
         if spec.is_int:
             data[spec.name] = rng.integers(0, top, size=(batch,) + spec.shape)
         else:
             data[spec.name] = rng.normal(size=(batch,) + spec.shape)
+    if flat is None or not ints or _indexes_in_range(model, flat, data):
+        return data
+    for k in range(batch):
+        sample = {name: v[k:k + 1] for name, v in data.items()}
+        for _ in range(REDRAWS):
+            if _indexes_in_range(model, flat, sample):
+                break
+            for spec in ints:
+                sample[spec.name][...] = rng.integers(0, max(limits), size=(1,) + spec.shape)
     return data
+
+
+def _indexes_in_range(model, flat, data: dict) -> bool:
+    try:
+        model.loss_flat(flat, model.bind(data))
+    except IndexOutOfRange:
+        return False
+    return True
 
 
 # the defaults of eps and rtol by dtype: central differences of step h err by about
@@ -53,7 +79,8 @@ def gradient_check(model, seed: int = 0, batch: int = 8, eps: Optional[float] = 
     rtol = DEFAULT_RTOL[dtype.name] if rtol is None else rtol
     theta = model.init_params(seed) if theta is None else theta
     if data is None:
-        data = random_batch(model, batch, seed) if model.inputs else {}
+        data = (random_batch(model, batch, seed, model.pack_params(theta))
+                if model.inputs else {})
     flat = model.pack_params(theta).astype(np.float64)
     bound = model.bind(data, hypers)
     value, grad = model.value_and_grad_flat(flat, bound)

@@ -126,6 +126,18 @@ def test_check_with_a_bad_point_is_a_one_line_error(tmp_path):
     assert code == 1 and "lossc: error:" in out
 
 
+@pytest.mark.parametrize("index", ["i + 1", "i * 2", "i - 4", "2 * i - 3"])
+def test_the_random_batch_draws_int_inputs_its_index_arithmetic_takes(tmp_path, index):
+    """Int inputs are drawn below the smallest size they index: P[i + 1] then went out
+    of range (an error on a valid model without --data). Samples out of range are
+    drawn again, and the check runs."""
+    src = tmp_path / "idx.loss"
+    src.write_text(f"dim N = 5\ninput i: int\nparam P[N] = normal(0, 1)\n"
+                   f"loss = P[{index}] ^ 2 + P[i]\n")
+    code, out = run("check", src, "--batch", "40")
+    assert code == 0 and "gradient check passed" in out, out
+
+
 def test_check_makes_a_random_batch_for_an_int_vector_input(tmp_path):
     """The random batch gives an int vector input its (B, L) shape (it was (B,))."""
     model = tmp_path / "bag.loss"
