@@ -9,8 +9,6 @@ from lossc.runtime.calls import IndexOutOfRange
 
 MAX_COMPONENTS = 4000  # beyond this many parameters, check a random subset
 PER_PARAM_MIN = 50
-
-
 REDRAWS = 200     # draws of a sample's int inputs before random_batch gives up on it
 
 
@@ -78,10 +76,9 @@ def gradient_check(model, seed: int = 0, batch: int = 8, eps: Optional[float] = 
     eps = DEFAULT_EPS[dtype.name] if eps is None else eps
     rtol = DEFAULT_RTOL[dtype.name] if rtol is None else rtol
     theta = model.init_params(seed) if theta is None else theta
-    if data is None:
-        data = (random_batch(model, batch, seed, model.pack_params(theta))
-                if model.inputs else {})
     flat = model.pack_params(theta).astype(np.float64)
+    if data is None:
+        data = random_batch(model, batch, seed, flat) if model.inputs else {}
     bound = model.bind(data, hypers)
     value, grad = model.value_and_grad_flat(flat, bound)
     rng = np.random.default_rng(seed)

@@ -542,11 +542,15 @@ def row_block_batch_sizes(block: int, lanes: int) -> tuple:
     return tuple(sorted({1, n - 1, n, n + 1, 2 * n + lanes + 1, 3 * n + 1} - {0}))
 
 
-def samples_for(variants, level: str) -> int:
+DERIVATIVE_SAMPLES = 13   # the batch the reference's derivatives are checked on
+
+
+def samples_for(variants, level: str, batches: tuple = ()) -> int:
     """The samples a reference needs for check_calls (and the fused steps, and the
-    second-order checks, which take fewer) at these (dtype, bits) variants: the
-    largest batch size of any of them, and check_derivatives' 13."""
-    return max(13, *(batch_sizes(lanes_of(d, b), level)[-1] for d, b in variants))
+    second-order checks, which take fewer) at these (dtype, bits) variants, or at the
+    batch sizes `batches`: the largest batch size, and DERIVATIVE_SAMPLES."""
+    return max(DERIVATIVE_SAMPLES, *batches,
+               *(batch_sizes(lanes_of(d, b), level)[-1] for d, b in variants))
 
 
 MAX_BATCH = max(batch_sizes(16, "full")[-1],
@@ -653,7 +657,8 @@ def prefix_sums(per_sample: dict, sizes: dict | None = None
     return prefix, magnitude, fixed, predictions
 
 
-def check_derivatives(ref: Reference, B: int = 13, directions: int = 2, seed: int = 1):
+def check_derivatives(ref: Reference, B: int = DERIVATIVE_SAMPLES, directions: int = 2,
+                      seed: int = 1):
     """The gradient the reference computes (autodiff's graph) against central
     differences of the objective of the unoptimized front-end graph, in random
     directions; Richardson's extrapolation of two steps cancels the h^2 error."""
@@ -894,7 +899,8 @@ def directional_reference(ref: Reference, seed: int = 2) -> tuple[dict, Referenc
                                         fixed=fixed)
 
 
-def check_second_derivatives(ref: Reference, tangent: dict, dref: Reference, B: int = 13):
+def check_second_derivatives(ref: Reference, tangent: dict, dref: Reference,
+                             B: int = DERIVATIVE_SAMPLES):
     """The reference H v against central differences of the reference gradient (the
     graph autodiff leaves, evaluated at theta +- h v), Richardson-extrapolated."""
     graph = compile_source(ref.source).stages["autodiff"]

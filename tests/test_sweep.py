@@ -80,7 +80,7 @@ def test_the_block_product_matches_the_plain_code_and_the_reference(block_config
     (sweep.block_configs, sweep.block_batch_sizes)."""
     fam, sizes, dtype, bits = block_config
     batches = sweep.block_batch_sizes(dtype, bits, level)
-    ref = sweep.reference(fam, sizes, max(13, *batches))
+    ref = sweep.reference(fam, sizes, sweep.samples_for((), level, batches))
     with sweep.instruction_selection(bits, level):
         assert "block_matmul" in sweep.check_lowered_against_plain(ref, dtype, bits, level,
                                                                    batches)
@@ -99,7 +99,7 @@ def test_the_row_kernel_in_short_blocks_matches_the_plain_code_and_the_reference
     block = sweep.row_block_of(fam, sizes, dtype, bits)
     assert sweep.flush_counts(fam.text(sizes), dtype, bits) == {block}
     batches = sweep.row_block_batch_sizes(block, sweep.lanes_of(dtype, bits))
-    ref = sweep.reference(fam, sizes, max(13, *batches))
+    ref = sweep.reference(fam, sizes, sweep.samples_for((), level, batches))
     with sweep.instruction_selection(bits, level):
         assert "outer_grad.rows" in sweep.check_lowered_against_plain(ref, dtype, bits,
                                                                       level, batches)

@@ -70,6 +70,7 @@ def _as_before_on_error(fit):
             raise
     return guarded
 
+
 class LossEstimator(BaseEstimator):
     """The base of LossRegressor and LossClassifier (see their docstrings and
     docs/sklearn.md for the parameters)."""
