@@ -16,7 +16,9 @@ def random_batch(model, batch: int, seed: int, flat=None) -> dict:
     """A batch of standard-normal real inputs and in-range int inputs: each int input
     below the smallest size it indexes. Where index arithmetic takes such a draw out of
     range (P[i + 1], P[i - 4]), and the flat parameters `flat` are given, the samples
-    that fail are drawn again below the largest size, up to REDRAWS times each."""
+    that fail are drawn again below the largest size, up to REDRAWS times each; a
+    sample that fails them all (no value fits: P[i - 10] of P[5]) ends the redrawing,
+    and the check's first call reports the index out of range."""
     rng = np.random.default_rng(seed + 1)
     data = {}
     limits = [c["size"] for c in model.meta.get("index_checks", [])]
@@ -36,6 +38,8 @@ def random_batch(model, batch: int, seed: int, flat=None) -> dict:
                 break
             for spec in ints:
                 sample[spec.name][...] = rng.integers(0, max(limits), size=(1,) + spec.shape)
+        else:
+            break
     return data
 
 
