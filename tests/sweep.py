@@ -618,21 +618,36 @@ def reference(family: Family, sizes: dict, B: int = MAX_BATCH, seed: int = 0) ->
     theta = make_params(family, sizes, graph.params, rng)
     data = make_data(family, sizes, graph.inputs, B, rng)
     hypers = {h.name: h.default for h in graph.hypers}
-    # (the loss's terms, varying or not: hoisting's split with every sum opened)
-    terms = [t for _, t in additive_terms(graph.outputs["loss"],
-                                          {n.id for n in graph.nodes})]
+    # a sample's loss and each gradient element are judged on the size of the terms
+    # they add up, not on the sum alone: terms of order 1 can cancel to 4e-4 (matinput
+    # at R = 5, C = 19), and b's gradient y - y sech^2(b y) of tanh(-b y) + b y to 5e-5
+    # of |y|, whose float32 rounding error is of the terms' size. (The terms: hoisting's
+    # split with every sum opened.)
+    vary = {n.id for n in graph.nodes}
+    terms = {name: [t for _, t in additive_terms(node, vary)]
+             for name, node in graph.outputs.items()
+             if name == "loss" or (name.startswith("grad.") and fixed_name(name) is None)}
     outputs = dict(graph.outputs)
-    graph.outputs.update({f"term.{k}": t for k, t in enumerate(terms)})
+    graph.outputs.update({f"term.{k}.{name}": t for name, ts in terms.items()
+                          for k, t in enumerate(ts)})
     try:
         per_sample = evaluate_batch(graph, theta, data, hypers)
     finally:
         graph.outputs = outputs
-    # a sample's loss is judged on the size of the terms it adds up, not on the sum
-    # alone: terms of order 1 can cancel to 4e-4 (matinput at R = 5, C = 19), whose
-    # float32 rounding error is of the terms' size
-    size = sum(np.abs(per_sample.pop(f"term.{k}")) for k in range(len(terms)))
+    size = {name: sum(_per_sample_abs(per_sample.pop(f"term.{k}.{name}"),
+                                      graph.outputs[name].shape)
+                      for k in range(len(ts)))
+            for name, ts in terms.items()}
     return Reference(family, sizes, src, theta, data, hypers, graph.reduce,
-                     *prefix_sums(per_sample, {"loss": size}))
+                     *prefix_sums(per_sample, size))
+
+
+def _per_sample_abs(v, shape: tuple) -> np.ndarray:
+    """|v| of a term evaluated per sample, (B, *term shape), as (B, *shape): a term of
+    fewer axes than its sum (a scalar added to a vector) broadcasts along them."""
+    v = np.abs(np.asarray(v, dtype=np.float64))
+    v = v.reshape(v.shape[:1] + (1,) * (len(shape) - (v.ndim - 1)) + v.shape[1:])
+    return np.broadcast_to(v, v.shape[:1] + tuple(shape))
 
 
 def prefix_sums(per_sample: dict, sizes: dict | None = None
