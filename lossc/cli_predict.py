@@ -161,8 +161,10 @@ def read_inputs(path: pathlib.Path, model) -> dict:
             return load_data(path, inputs_view(model, held if absent else None),
                              inputs_read(model))
         except InputMissing as missing:
+            if missing.input in needed:
+                raise           # (the file lacks an input the outputs need)
             first = first or missing
-            if missing.input is None or missing.input in needed or not needed:
+            if missing.input is None or not needed:
                 break
             absent.add(missing.input)
     if len(needed) == len(model.inputs):

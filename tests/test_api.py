@@ -2,6 +2,7 @@
 import copy
 import os
 import shutil
+import re
 import subprocess
 import sys
 import textwrap
@@ -585,6 +586,36 @@ def test_input_resized_away_and_back_is_read_where_it_is_now(logistic, array_sta
     fv, fg = _fresh_result(logistic, theta, x=X, y=Y)
     assert v == fv
     np.testing.assert_array_equal(g["w"], fg["w"])
+
+
+def test_a_bad_int_vector_element_is_named_by_its_sample_and_position():
+    """The message gave the element's place in the flattened (B, L) array as its sample
+    (sample 16 of 9)."""
+    m = lossc.compile("dim L = 6\ninput tok[L]: int\nparam E[50, 2] = 0.1\n"
+                      "loss = sum(E[tok])\n")
+    tok = np.zeros((9, 6))
+    tok[2, 4] = np.nan
+    with pytest.raises(ValueError, match=r"'tok' holds nan at sample 2, position 4;"):
+        m.value_and_grad(m.init_params(), tok=tok)
+    tok = np.zeros((9, 6), np.uint64)
+    tok[3, 2] = 2 ** 64 - 1
+    with pytest.raises(ValueError, match=r"at sample 3, position 2; does not fit"):
+        m.loss(m.init_params(), tok=tok)
+
+
+@pytest.mark.parametrize("call, name", [
+    (lambda m, t: m.loss(t, x=[[1, 2], [3]]), "input 'x'"),
+    (lambda m, t: m.loss(t, x=np.ones((2, 2)), h=[[1, 2], [3]]), "hyperparameter 'h'"),
+    (lambda m, t: m.loss({"w": [[1], [2, 3]]}, x=np.ones((2, 2))), "parameter 'w'"),
+    (lambda m, t: m.hvp(t, {"w": [[1], [2, 3]]}, x=np.ones((2, 2))), "parameter 'w'"),
+    (lambda m, t: m.loss_flat([[1], [2, 3]], {"x": np.ones((2, 2))}), "flat parameters"),
+])
+def test_a_ragged_sequence_is_a_value_error_naming_the_argument(call, name):
+    """NumPy's own error ("setting an array element with a sequence") named nothing."""
+    m = lossc.compile("input x[2]\nparam w[2] = 0.1\nhyper h[2] = [1, 2]\n"
+                      "loss = dot(w * h, x)\n")
+    with pytest.raises(ValueError, match=re.escape(name) + " must be an array, got a ragged"):
+        call(m, m.init_params())
 
 
 def test_input_dtype_changed_in_place_is_validated_again(array_states):

@@ -313,6 +313,25 @@ def test_cli_refuses_a_model_without_outputs_and_data_missing_a_needed_input(tra
     assert r.exit_code == 1 and "'g'" in r.output and not (d / "pred.csv").exists()
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".npz"])
+def test_cli_names_the_needed_input_a_file_lacks(tmp_path, suffix):
+    """A .npz holding the label but not the input the outputs need said "'y' is not an
+    input of the model (inputs: x)"."""
+    (tmp_path / "m.loss").write_text(
+        "input x\ninput y\nparam w = 1\nloss = (w * x - y) ^ 2\noutput p = w * x\n")
+    np.savez(tmp_path / "p.npz", w=np.array(2.0))
+    data = tmp_path / f"d{suffix}"
+    if suffix == ".csv":
+        data.write_text("y\n1\n2\n")
+    else:
+        np.savez(data, y=np.ones(3))
+    r = run("predict", tmp_path / "m.loss", "--params", tmp_path / "p.npz", "--data", data,
+            "--out", tmp_path / "pred.csv")
+    assert r.exit_code == 1 and len(r.output.strip().splitlines()) == 1, r.output
+    assert "'x'" in r.output and "not an input" not in r.output, r.output
+    assert not (tmp_path / "pred.csv").exists()
+
+
 def test_compile_lists_the_outputs(trained):
     d, *_ = trained
     r = run("compile", d / "m.loss", "-o", d / "m.lossc")

@@ -111,6 +111,10 @@ def test_val_data_mistakes(logistic):
         lossc.train(m, data=data, val_data=bad)
     with pytest.raises(TypeError, match="val_data must be a dict of arrays"):
         lossc.train(m, data=data, val_data=[1, 2])
+    # (NumPy's own error named no input)
+    ragged = {"x": data["x"][:3].tolist(), "y": [0, [1, 0], 1]}
+    with pytest.raises(DataError, match="val_data: input 'y' must be an array, got a ragged"):
+        lossc.train(m, data=data, val_data=ragged)
     rosen = lossc.compile(SAMPLES / "rosenbrock.loss")
     with pytest.raises(ValueError, match="no data to validate on"):
         lossc.train(rosen, val_data=data, steps=2)

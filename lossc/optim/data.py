@@ -137,7 +137,11 @@ def check_arrays(arrays: dict, model, where: str = "data", finite: bool = True,
             raise InputMissing(f"{where}: no data for input '{spec.name}'", spec.name)
         if only is not None and spec.name not in only:
             continue
-        a = np.asarray(arrays[spec.name])
+        try:
+            a = np.asarray(arrays[spec.name])
+        except ValueError:
+            raise DataError(f"{where}: input '{spec.name}' must be an array, got a ragged "
+                            "sequence (rows of different lengths)") from None
         want = "(N" + "".join(f", {s}" for s in spec.shape) + (",)" if not spec.shape else ")")
         if a.ndim != 1 + len(spec.shape) or a.shape[1:] != spec.shape:
             raise DataError(f"{where}: input '{spec.name}' must have shape {want}, got "

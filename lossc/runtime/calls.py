@@ -18,6 +18,16 @@ from lossc.codegen.abi import ERROR, VALUE_AND_GRAD
 from lossc.runtime.sparse import RowRecords
 
 
+def as_array(x, what: str) -> np.ndarray:
+    """np.asarray(x); for a ragged nested sequence, a ValueError naming `what` (NumPy's
+    own names no argument)."""
+    try:
+        return np.asarray(x)
+    except ValueError:
+        raise ValueError(f"{what} must be an array, got a ragged sequence (rows of "
+                         "different lengths)") from None
+
+
 def _addr(a: np.ndarray) -> int:
     """The address of an array's data, read from the array's struct where its layout is
     the one checked at import (see data_pointer), in half the time of the fastest way

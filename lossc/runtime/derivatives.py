@@ -20,7 +20,7 @@ import numpy as np
 
 from lossc.codegen.abi import ERROR, OK, VALUE_AND_GRAD
 from lossc.codegen.units import HESSIAN, HVP, JVP, hessian_directions
-from lossc.runtime.calls import BoundArgs, _addr, aligned_zeros, index_error
+from lossc.runtime.calls import BoundArgs, _addr, aligned_zeros, as_array, index_error
 
 # the largest model Model.hessian takes: its Hessian of float64 holds 128 MB
 MAX_HESSIAN_PARAMS = 4096
@@ -76,7 +76,7 @@ def flat_of(model, tree: dict, argument: str) -> np.ndarray:
 def flat_vector(model, a, argument: str) -> np.ndarray:
     """A flat vector of n_params real numbers, as the model's dtype; a ValueError
     (TypeError) naming `argument` otherwise."""
-    v = np.asarray(a)
+    v = as_array(a, argument)
     if v.dtype.kind not in "biuf":
         raise TypeError(f"{argument} must hold real numbers, got dtype {v.dtype}")
     if v.shape != (model.n_params,):

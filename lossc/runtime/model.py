@@ -17,7 +17,7 @@ from lossc.codegen.abi import VALUE_AND_GRAD as VALUE_AND_GRAD_FRAME
 from lossc.codegen.unit_names import LOSS, PREDICT, VALUE_AND_GRAD
 from lossc.options import Options, is_integer
 from lossc.runtime.callpaths import CallPaths, PreparedCall, parallel_min_samples
-from lossc.runtime.calls import BoundArgs, _addr, aligned_zeros, index_error
+from lossc.runtime.calls import BoundArgs, _addr, aligned_zeros, as_array, index_error
 from lossc.runtime.code import ModelCode
 from lossc.runtime.spec import Signature
 
@@ -217,7 +217,7 @@ class Model:
             elif t in _SCALAR_TYPES and not shape:
                 view[()] = v
                 continue
-            a = np.asarray(v)
+            a = as_array(v, f"parameter {name!r}")
             if a.shape != shape:
                 raise ValueError(f"parameter {name!r} must have shape {_shape_text(shape)}, "
                                  f"got {_shape_text(a.shape)}")
@@ -490,7 +490,7 @@ class Model:
     def _flat(self, theta_flat) -> np.ndarray:
         a = theta_flat
         if type(a) is not np.ndarray or a.dtype != self.dtype or not a.flags.c_contiguous:
-            a = np.asarray(a)
+            a = as_array(a, "flat parameters")
             if a.dtype.kind not in "biuf":
                 raise TypeError(f"flat parameters must hold real numbers, got dtype {a.dtype}")
             a = np.ascontiguousarray(a, dtype=self.dtype)
@@ -532,7 +532,7 @@ class Model:
                 raise ValueError(f"unknown hyperparameter {k!r}; the model's hyperparameters "
                                  f"are {list(self._hyper_index)}")
             spec = self._hyper_index[k]
-            a = np.asarray(x)
+            a = as_array(x, f"hyperparameter {k!r}")
             if spec.shape:
                 if a.shape != spec.shape or a.dtype.kind not in "biuf":
                     got = (f"shape {_shape_text(a.shape)}" if a.dtype.kind in "biuf"
@@ -561,7 +561,7 @@ class Model:
             a = data[spec.name]
             if type(a) is not _ndarray and type(a).__module__.split(".")[0] == "dask":
                 raise CollectionInputs(spec.name)      # (np.asarray would compute it all)
-            a = np.asarray(a)
+            a = as_array(a, f"input {spec.name!r}")
             want = ("B",) + spec.shape
             if a.ndim != len(want) or a.shape[1:] != spec.shape:
                 raise ValueError(f"input {spec.name!r} must have shape {_shape_text(want)}, "
@@ -622,7 +622,7 @@ def _count(value, what: str) -> int:
 
 
 def _as_real(x, what: str, dtype: np.dtype) -> np.ndarray:
-    a = np.asarray(x)
+    a = as_array(x, what)
     if a.dtype.kind not in "biuf":
         raise TypeError(f"{what} must hold real numbers, got dtype {a.dtype}")
     return a.astype(dtype, copy=False)
@@ -650,6 +650,12 @@ def _as_int(a: np.ndarray, name: str) -> np.ndarray:
 
 
 def _refuse_first(a: np.ndarray, bad: np.ndarray, name: str, why: str) -> None:
+    """A ValueError naming the first bad value's sample (and its position in the
+    sample, for an int vector), if any."""
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"int input {name!r} holds {a.flat[i]} at sample {i}; {why}")
+        sample, *position = np.unravel_index(i, a.shape)
+        at = f"sample {sample}" + (f", position {', '.join(map(str, position))}"
+                                   if position else "")
+        raise ValueError(f"int input {name!r} holds {a.flat[i]} at {at}; {why}")
+
