@@ -64,6 +64,29 @@ def test_overflowing_index_arithmetic_is_out_of_range(expr, k_bad, dtype, bits):
         call()
 
 
+@pytest.mark.parametrize("bits", [64, 128, 256, 512])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_the_first_bad_lane_of_a_group_is_reported_at_every_lane(dtype, bits):
+    """Bad indices in several lanes of one group, one out of range and one overflowing
+    in either order: the error names the first bad sample, its value and its kind, at
+    each lane of the group (the cold path picks the lowest bad lane of the mask)."""
+    options = dataclasses.replace(lossc.Options.from_env(), vector_bits=bits)
+    m = lossc.compile(_model("2 * k"), dtype=dtype, cache=False, options=options)
+    theta = m.init_params()
+    lanes = max(bits // (64 if dtype == "float64" else 32), 1)
+    B = 2 * lanes + 3
+    overflow = ("index 2 \\* k overflows a 64-bit integer, so it is out of range 0..7 at "
+                "sample {} \\(line 5, col 10; k = -9223372036854775808\\)")
+    in_range = "index 2 \\* k = 10 is out of range 0..7 at sample {} \\(line 5, col 10; k = 5\\)"
+    for first in range(B):
+        for values, text in (((INT64_MIN, 5), overflow), ((5, INT64_MIN), in_range)):
+            data = _batch(B, first, values[0])
+            data["k"][first + 1:] = values[1]
+            for call in (m.value_and_grad, m.loss):
+                with pytest.raises(ValueError, match=text.format(first)):
+                    call(theta, **data)
+
+
 def test_indices_near_the_limits_that_do_not_overflow_are_fine():
     m = lossc.compile(_model("k - 9223372036854775800"), cache=False)
     z = np.arange(8.0)

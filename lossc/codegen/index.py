@@ -5,7 +5,7 @@ from __future__ import annotations
 from llvmlite import ir
 
 from lossc.codegen import abi
-from lossc.codegen.values import I1, I32, declared, is_vector
+from lossc.codegen.values import I1, I32, I64, declared, is_vector
 from lossc.ir.graph import Node
 
 # the overflow-reporting LLVM intrinsic of each integer op (llvm.<name>.with.overflow)
@@ -15,33 +15,36 @@ _OVERFLOW_INTRINSIC = {"iadd": "sadd", "isub": "ssub", "imul": "smul", "ineg": "
 def check_index(em, g, n: Node, i):
     """Return i, after branching out with an error if it is outside 0..size-1, or if
     the arithmetic computing it overflowed 64 bits (in any lane). err gets (check id,
-    sample, value), the id as -1 - id for an overflow; the sample is lane group g's."""
+    sample, value) of the first bad lane, the id as -1 - id for an overflow; the sample
+    is lane group g's. (One cold block a check: a gather of a thousand rows is a
+    thousand checks, and a block a lane made LLVM's work grow with the lanes.)"""
     b = em.b
     size = em.iconst(n.attr("size"))
     bad = b.icmp_unsigned(">=", i, em.splat(size, i.type.count) if is_vector(i) else size)
     overflow = index_overflow(em, g, n.inputs[0])
     if overflow is not None:
         bad = em.or_(bad, overflow)
-    any_bad = bad
+    any_bad, lane = bad, None
     if is_vector(bad):
-        any_bad = b.icmp_unsigned("!=", b.bitcast(bad, ir.IntType(bad.type.count)),
-                                  ir.Constant(ir.IntType(bad.type.count), 0))
+        mask_type = ir.IntType(bad.type.count)
+        mask = b.bitcast(bad, mask_type)
+        any_bad = b.icmp_unsigned("!=", mask, ir.Constant(mask_type, 0))
     with b.if_then(any_bad, likely=False):
-        lanes = bad.type.count if is_vector(bad) else 1
-        for lane in range(lanes):
-            k = em.iconst(lane)
-            lane_bad = b.extract_element(bad, k) if lanes > 1 else bad
-            with b.if_then(lane_bad):
-                value = b.extract_element(i, k) if lanes > 1 else i
-                sample = b.add(g.sample, k) if g.sample is not None else em.iconst(-1)
-                check = em.iconst(n.attr("check"))
-                if overflow is not None:
-                    lane_over = (b.extract_element(overflow, k) if is_vector(overflow)
-                                 else overflow)
-                    check = b.select(lane_over, em.iconst(-1 - n.attr("check")), check)
-                for slot, v in (("check", check), ("sample", sample), ("value", value)):
-                    abi.ERROR.store(b, em.err, slot, v)
-                b.ret(ir.Constant(I32, abi.INDEX_ERROR))
+        if is_vector(bad):
+            # the lowest bad lane (the mask is not 0 here)
+            cttz = declared(em.module, f"llvm.cttz.i{mask_type.width}", mask_type,
+                            [mask_type, I1])
+            lane = b.zext(b.call(cttz, [mask, ir.Constant(I1, 1)]), I64)
+
+        def at_lane(v):
+            return b.extract_element(v, lane) if is_vector(v) else v
+        sample = em.iconst(-1) if g.sample is None else (
+            g.sample if lane is None else b.add(g.sample, lane))
+        check = em.iconst(n.attr("check"))
+        if overflow is not None:
+            check = b.select(at_lane(overflow), em.iconst(-1 - n.attr("check")), check)
+        for slot, v in (("check", check), ("sample", sample), ("value", at_lane(i))):
+            abi.ERROR.store(b, em.err, slot, v)
         b.ret(ir.Constant(I32, abi.INDEX_ERROR))
     return i
 
