@@ -107,6 +107,8 @@ def graph_cmd(file, dims, dtype, after, mode, fmt, stats):
     if after is not None and after not in names:
         fail(f"lossc: error: unknown pass {after!r}; the passes of mode {mode} are "
              f"{', '.join(names)}")
+    if stats and fmt != "text":
+        fail(f"lossc: error: --stats prints its counts as text; it takes no --format {fmt}")
     if fmt == "latex" and mode != "reverse":
         fail("lossc: error: --format latex shows the loss and its gradient only (mode "
              "reverse)")
@@ -152,6 +154,9 @@ def ir_cmd(file, dims, dtype, raw, asm, units):
     model shares are optimized as lossc compiles them, with LLVM's O3."""
     from lossc.codegen import jit
     from lossc.codegen.units import LIBRARY_UNITS
+    if raw and asm:
+        fail("lossc: error: --raw and --asm exclude each other: the assembly is of the "
+             "optimized IR")
     options = options_from_env()
     c = compile_stage(file, dims, dtype)
     chosen = list(dict.fromkeys(units)) or UNITS     # (a unit named twice, once)

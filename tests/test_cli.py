@@ -104,6 +104,17 @@ def test_ir_raw_optimized_and_asm():
     assert code == 0 and "lossc_loss" in out and "lossc_value_and_grad" not in out
 
 
+@pytest.mark.parametrize("args, words", [
+    (("ir", "--raw", "--asm"), "--raw and --asm exclude each other"),
+    (("graph", "--stats", "--format", "dot"), "takes no --format dot"),
+    (("graph", "--stats", "--format", "latex"), "takes no --format latex"),
+])
+def test_flags_that_exclude_each_other_are_refused(args, words):
+    """Each pair was taken without a word, the second flag ignored."""
+    code, out = run(args[0], SAMPLES / "seed.loss", *args[1:])
+    assert code == 1 and words in out and len(out.strip().splitlines()) == 1, out
+
+
 def test_a_unit_named_twice_is_shown_once():
     """--unit is repeatable; a unit named twice made LLVM IR with a function defined
     twice, and a DuplicatedNameError traceback."""

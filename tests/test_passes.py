@@ -61,6 +61,16 @@ def test_depth_200_chain_compiles_small():
     assert v == pytest.approx(rv, rel=1e-9) and g["x"] == pytest.approx(rg, rel=1e-9)
 
 
+def test_a_constant_index_carries_its_own_position():
+    """The index of w[0] and of w[-1] (made non-negative) showed the statement's
+    position (3:1) in `lossc graph`, not the index's."""
+    build = compile_source("input x\nparam w[3]\nloss = w[0] * x + [1.5, 2.0][1] * w[-1]\n"
+                           ).stages["build"]
+    index_spans = sorted((n.attr("value"), n.span.line, n.span.col)
+                         for t in build.nodes if t.op == "take" for n in t.inputs[1:])
+    assert index_spans == [(0, 3, 10), (1, 3, 30), (2, 3, 37)]
+
+
 def test_cse_merges_repeated_work():
     c = compile_source("param a = 1\nloss = sin(a) * sin(a) + cos(a)\n")
     ops = [n.op for n in c.graph.nodes]

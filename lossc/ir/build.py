@@ -766,7 +766,8 @@ class _Builder:
             if not 0 <= v < size:
                 raise Fail(f"index {i.attr('value')} is out of range for an axis of size "
                            f"{size}", item.span)
-            return self.b.emit("iconst", (), value=v)
+            return i if v == i.attr("value") else self.b.emit("iconst", (), span=item.span,
+                                                              value=v)
         check = len(self.graph.index_checks)
         text = self.rep.source.line_text(item.span.line)[item.span.col - 1:
                                                           item.span.end_col - 1]
