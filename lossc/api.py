@@ -246,6 +246,11 @@ def load(path, recompile: bool = True, trust: bool = False,
     options = Options.from_env() if options is None else options
     contents = artifact.read_file(path, artifact.secret(options.cache_dir))
     header, objects = contents.header, contents.objects
+    if "signature" not in header:
+        what = (f"lossc's own code ({header['library']})" if "library" in header
+                else "no model")
+        raise artifact.ArtifactError(f"{path} holds {what}, not a model: it has no "
+                                     "signature")
     why = _why_not_run(contents, trust)
     compilation = None
     if why is not None:

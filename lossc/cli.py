@@ -10,7 +10,7 @@ import click
 
 from lossc.cli_common import (cannot_write, check_memory, check_numbers, check_output,
                                compile_stage, fail, load_model, model_options,
-                               options_from_env, parse_hypers)
+                               options_from_env, output_path, parse_hypers, show_warning)
 from lossc.cli_predict import predict_cmd
 from lossc.cli_train import eval_cmd, train
 from lossc.codegen.units import DERIVED_UNITS, UNITS
@@ -22,6 +22,7 @@ class Commands(click.Group):
     pipe: no traceback, and nothing left for Python to fail to flush at exit."""
 
     def main(self, *args, **kwargs):
+        warnings.showwarning = show_warning
         try:
             return super().main(*args, **kwargs)
         except OSError as e:
@@ -46,7 +47,7 @@ def main():
 
 @main.command("compile")
 @model_options
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=pathlib.Path),
+@click.option("-o", "--output", type=click.Path(dir_okay=False), callback=output_path,
               help="Where to write the artifact (default: FILE with suffix .lossc).")
 def compile_cmd(file, dims, dtype, output):
     """Compile FILE to a .lossc artifact: machine code for this CPU and the model's

@@ -161,9 +161,40 @@ def load_model(file, dims, dtype):
     except (FileNotFoundError, ValueError, TypeError) as e:
         fail(f"lossc: error: {e}")
     for w in caught:
-        if issubclass(w.category, lossc.LosscWarning):
+        if is_lossc_warning(w.message, w.category):
             click.echo(str(w.message), err=True)
     return m
+
+
+_python_show_warning = warnings.showwarning
+
+
+def is_lossc_warning(message, category) -> bool:
+    """A LosscWarning, or one of the RuntimeWarnings about the cache ("lossc: ...")."""
+    from lossc import LosscWarning
+    return issubclass(category, LosscWarning) or str(message).startswith("lossc:")
+
+
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """warnings.showwarning on the command line: lossc's warnings as their one line
+    of text, without Python's file and line; others as Python shows them."""
+    if is_lossc_warning(message, category):
+        click.echo(str(message), err=True)
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
+
+
+def output_path(ctx, param, value):
+    """An output option's value as a path (a click callback): not empty, and not a
+    folder's name (`x/`, which a pathlib path would take as the file x)."""
+    if value is None:
+        return None
+    option = "/".join(param.opts)
+    if not value.strip():
+        fail(f"lossc: error: {option} is empty: name the file to write")
+    if value.endswith("/"):
+        fail(f"lossc: error: {option} {value} names a folder: name the file to write")
+    return pathlib.Path(value)
 
 
 def load_trained(file: pathlib.Path, dims, dtype, params_path: pathlib.Path,

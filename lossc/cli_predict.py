@@ -25,8 +25,8 @@ from types import SimpleNamespace
 import click
 import numpy as np
 
-from lossc.cli_common import (cannot_write, check_output, fail, load_trained, parse_hypers,
-                               trained_model_options)
+from lossc.cli_common import (cannot_write, check_output, fail, load_trained, output_path,
+                               parse_hypers, trained_model_options)
 from lossc.files import replacing, same_file
 from lossc.optim.data import DataError, InputMissing, column_names, load_data
 from lossc.optim.npfiles import save_npz
@@ -44,7 +44,7 @@ SUFFIXES = (".csv", ".npz", ".npy")
               help="The samples (.csv, .npz, .npy): every input, or those the outputs use; "
                    "or chunks streamed from disk (a folder or glob of .npy or .parquet "
                    "files, as train takes them); none for a model without inputs.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=pathlib.Path),
+@click.option("--out", required=True, type=click.Path(dir_okay=False), callback=output_path,
               help="Where the predictions go: .csv (a column per element: prob.0, prob.1, "
                    "..., top), .npz (an array per output) or .npy (one output).")
 @click.option("--hyper", "hypers", multiple=True, metavar="NAME=VALUE",

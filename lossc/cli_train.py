@@ -25,7 +25,8 @@ import numpy as np
 
 from lossc.cli_common import (cannot_write, check_memory, check_numbers, check_output, fail,
                                finite_float, load_model, load_trained, model_options,
-                               parse_hypers, parse_pairs, trained_model_options)
+                               output_path, parse_hypers, parse_pairs,
+                               trained_model_options)
 from lossc.files import replacing, written_in_place
 from lossc.optim import schedules
 from lossc.optim.config import TrainConfig
@@ -337,11 +338,11 @@ def first_interrupt_only(command):
               help="Seed for the initial parameters, shuffling and the validation split.")
 @click.option("--init", "init_path", type=click.Path(dir_okay=False, path_type=pathlib.Path),
               default=None, help="Start from saved parameters (.npz or .json).")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=pathlib.Path), default=None,
+@click.option("--out", type=click.Path(dir_okay=False), callback=output_path, default=None,
               help="Where to write the parameters: .npz, or .json if the name ends in "
                    ".json (default: FILE's name with .params.npz, in the current folder; an "
                    "existing file is replaced, and a line says so first).")
-@click.option("--plot", type=click.Path(dir_okay=False, path_type=pathlib.Path), default=None,
+@click.option("--plot", type=click.Path(dir_okay=False), callback=output_path, default=None,
               help="Draw the loss curve to this PNG (needs matplotlib).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @first_interrupt_only

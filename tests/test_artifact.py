@@ -596,15 +596,46 @@ def test_clearing_the_cache_deletes_lossc_entries_only(tmp_path, cache):
     cache_entries = sorted(p.name for p in cache.glob("*.lossc") if p.name != "mine.lossc")
     (cache / "notes.txt").write_text("keep")
     (cache / ("ab" * 32 + ".lossc")).write_text("not an artifact, named like an entry")
+    # a user's file that merely starts like an artifact, and a copy of a user's artifact
+    # under a temporary name lossc does not make, were deleted
+    (cache / ("cd" * 32 + ".lossc")).write_bytes(artifact.MAGIC + b" user data, no header")
+    (cache / ".tmp-abcdefgh.lossc").write_bytes((cache / "mine.lossc").read_bytes())
+    kept = ["cd" * 32 + ".lossc", ".tmp-abcdefgh.lossc"]
+    # an interrupted write of lossc's own (its temporary name, a whole artifact) goes
+    (cache / f".tmp-{'0f' * 8}.lossc").write_bytes((cache / cache_entries[0]).read_bytes())
+    cache_entries.append(f".tmp-{'0f' * 8}.lossc")
     runner = CliRunner()
     listed = runner.invoke(main, ["cache"])
     assert listed.exit_code == 0 and f"{len(cache_entries)} cached artifacts" in listed.output
     cleared = runner.invoke(main, ["cache", "--clear"])
     assert cleared.exit_code == 0 and f"removed {len(cache_entries)} " in cleared.output
     assert sorted(p.name for p in cache.iterdir()) == sorted(
-        ["mine.lossc", "notes.txt", "ab" * 32 + ".lossc", artifact.KEY_FILE])
+        ["mine.lossc", "notes.txt", "ab" * 32 + ".lossc", artifact.KEY_FILE] + kept)
     # the key stays: artifacts saved before still verify
     assert _value(lossc.load(cache / "mine.lossc", recompile=False)) == _value(m)
+
+
+def test_loading_a_cache_entry_of_lossc_s_own_code_is_refused_clearly(cache):
+    """A library unit's entry (the fused Adam steps) raised KeyError: 'signature'."""
+    from lossc.runtime import library
+    library.unit_object("train.adam", "float64", cache)
+    (entry,) = cache.glob("*.lossc")
+    with pytest.raises(artifact.ArtifactError, match=r"holds lossc's own code \(train.adam\), "
+                       "not a model"):
+        lossc.load(entry)
+
+
+def test_the_command_line_says_why_it_does_not_use_the_cache(tmp_path, cache):
+    """The CLI printed lossc's warnings only, and this one is a RuntimeWarning: the
+    cache was left alone without a word."""
+    lossc.compile(LOGISTIC)
+    cache.chmod(0o777)
+    run = subprocess.run([sys.executable, "-m", "lossc.cli", "compile", str(LOGISTIC), "-o",
+                          str(tmp_path / "m.lossc")], capture_output=True, text=True,
+                         cwd=ROOT, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert (f"lossc: not using the compile cache {cache}: other users can write to it"
+            in run.stderr.splitlines()), run.stderr
 
 
 def test_the_cache_command_refuses_an_unsafe_folder(cache):

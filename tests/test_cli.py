@@ -221,13 +221,17 @@ def test_compile_write_failure_keeps_the_old_artifact(tmp_path):
     assert sorted(f.name for f in tmp_path.iterdir()) == ["s.lossc"]   # no temporary left
 
 
-def test_compile_write_failure_with_a_cold_cache_is_one_line(tmp_path):
+def test_compile_write_failure_with_a_cold_cache_is_lines_of_lossc_s(tmp_path):
     """The cache write fails first (EFBIG too): Python's warning, with its file:line
-    and source line, came before the error."""
+    and source line, came before the error. Now the warning is lossc's one line, and
+    the error the last line."""
     out = tmp_path / "s.lossc"
     p = limited_run(["compile", SAMPLES / "seed.loss", "-o", out], file_size=4096,
                     env={"LOSSC_CACHE_DIR": str(tmp_path / "cache")})
-    one_line_error(p, f"cannot write {out}", "File too large")
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert lines == ["lossc: could not write the compile cache: [Errno 27] File too large",
+                     f"lossc: error: cannot write {out}: File too large"], p.stderr
 
 
 def test_compile_reports_cache_warnings_as_lines_of_its_own(tmp_path):

@@ -574,11 +574,34 @@ def test_npy_whose_header_claims_more_than_the_file_holds(tmp_path):
     assert len(load_data(npy_claiming(tmp_path / "ok.npy", (8,)), lossc.compile(src))["x"]) == 8
 
 
+@pytest.mark.parametrize("command", ["train", "compile", "predict"])
+@pytest.mark.parametrize("value, words", [("", "is empty: name the file to write"),
+                                          ("sub/", "sub/ names a folder")])
+def test_an_output_that_names_no_file_is_refused(tmp_path, monkeypatch, command, value,
+                                                 words):
+    """--out '' was a traceback (an empty name); --out sub/ wrote the file sub.npz."""
+    monkeypatch.chdir(tmp_path)
+    args = {"train": ["train", LOGISTIC, "--data", DATA / "logistic.csv", "--steps", "1",
+                      "--out", value],
+            "compile": ["compile", LOGISTIC, "-o", value],
+            "predict": ["predict", LOGISTIC, "--params", "p.npz", "--data",
+                        DATA / "logistic.csv", "--out", value]}[command]
+    refused(run_clean(*args), words)
+    if command == "train":
+        refused(run_clean(*args[:-2], "--plot", value), "--plot", words)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_params_json_that_is_not_arrays(tmp_path):
     for name, text, words in [
             ("deep.json", '{"w": ' + "[" * 100000 + "]" * 100000 + "}", "nested too deeply"),
             ("obj.json", '{"w": {"a": 1}, "b": 0}', "'w' is not an array of numbers"),
-            ("bin.json", "\udcff", "not a text file")]:
+            ("bin.json", "\udcff", "not a text file"),
+            # (read as 1 and 1.5 by NumPy, and trained from)
+            ("true.json", '{"w": [true, 0, 0, 0, 0, 0, 0, 0], "b": 0}', "'w' is not an array"),
+            ("text.json", '{"w": [0, 0, 0, 0, 0, 0, 0, 0], "b": "1.5"}', "'b' is not an array"),
+            ("big.json", '{"w": [0, 0, 0, 0, 0, 0, 0, 0], "b": 1' + "0" * 400 + "}",
+             "'b' holds a number beyond float64's range")]:
         path = tmp_path / name
         path.write_bytes(text.encode("utf-8", "surrogateescape"))
         refused(run_clean("eval", LOGISTIC, "--data", DATA / "logistic.csv", "--params",

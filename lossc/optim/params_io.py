@@ -225,11 +225,29 @@ def _read_json(path, record: bool = False):
     for k, v in raw.items():
         if k == RECORD_KEY:
             continue
+        # (np.asarray would read true as 1 and "1.5" as 1.5)
+        if not _numbers_only(v):
+            raise ValueError(f"'{k}' is not an array of numbers")
         try:
             params[k] = np.asarray(v, dtype=np.float64)
         except (TypeError, ValueError, RecursionError):
             raise ValueError(f"'{k}' is not an array of numbers") from None
+        except OverflowError:
+            raise ValueError(f"'{k}' holds a number beyond float64's range") from None
     return params
+
+
+def _numbers_only(value) -> bool:
+    """Whether a JSON value is a number or nested lists of them (no true or false, no
+    strings, no null)."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, list):
+            stack.extend(v)
+        elif isinstance(v, bool) or not isinstance(v, (int, float)):
+            return False
+    return True
 
 
 def _read_npz(path, record: bool = False):

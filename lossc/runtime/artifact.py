@@ -67,7 +67,7 @@ KEY_SIZE = 32
 # what a model's cache entry must have been compiled from (beside its key)
 IDENTITY = ("source_sha256", "dims_given", "dtype")
 # cache entries, and the temporary files they are written through
-ENTRY_NAME = re.compile(r"[0-9a-f]{64}\.lossc|\.tmp-[0-9A-Za-z_]{8,16}\.lossc")
+ENTRY_NAME = re.compile(r"[0-9a-f]{64}\.lossc|\.tmp-[0-9a-f]{16}\.lossc")
 
 _OPEN_FILE = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK   # (a FIFO must not block)
 _OPEN_OWN = _OPEN_FILE | os.O_NOFOLLOW                      # files in the cache folder
@@ -506,14 +506,38 @@ def cache_files(path: pathlib.Path, delete: bool = False) -> list[tuple[str, int
 
 
 def _entry_size(folder: int, name: str) -> Optional[int]:
-    """The size of a regular file that starts with an artifact's magic, else None."""
+    """The size of a regular file laid out as an artifact (its magic, a JSON header of
+    the length it gives, and for the current layout the objects the header lists and
+    the tag, nothing more), else None: a user's file that merely starts like one is
+    not an entry."""
     try:
         fd = os.open(name, _OPEN_OWN, dir_fd=folder)
     except OSError:
         return None
     try:
         st = os.fstat(fd)
-        head = os.read(fd, len(MAGIC)) if stat.S_ISREG(st.st_mode) else b""
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        prefix = _read_exactly(fd, len(MAGIC) + _LENGTH.size)
+        magic = prefix[:len(MAGIC)]
+        if magic not in (MAGIC,) + OLD_MAGICS or len(prefix) < len(MAGIC) + _LENGTH.size:
+            return None
+        (n,) = _LENGTH.unpack_from(prefix, len(MAGIC))
+        if n > MAX_FILE or len(prefix) + n > st.st_size:
+            return None
+        try:
+            header = json.loads(_read_exactly(fd, n))
+        except (ValueError, RecursionError):
+            return None
+        if not isinstance(header, dict):
+            return None
+        if magic == MAGIC:
+            index = _object_index(header.get("objects"))
+            if index is None or st.st_size != len(prefix) + n + sum(
+                    size for _, _, size, _ in index) + TAG_SIZE:
+                return None
+        return st.st_size
+    except OSError:
+        return None
     finally:
         os.close(fd)
-    return st.st_size if head in (MAGIC,) + OLD_MAGICS else None
