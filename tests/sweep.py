@@ -881,20 +881,39 @@ SECOND_ORDER_TOLERANCE = {"float64": 1e-9, "float32": 2e-3}
 
 
 def second_order_configs(level: str = "fast"):
-    """(family, sizes, dtype) of the fast sweep at float64's lane count at the CPU's own
-    width (NATIVE_BITS): each family with its last dim through that count's residue
-    cover, each compiled at that width, in both dtypes at the full level and in one in
-    turn at the fast level (forward mode takes the gradient's code paths, which the
-    calls' sweep takes at every size in each dtype: here each family meets both dtypes
-    and each residue one)."""
-    native = ("float64", NATIVE_BITS)
-    lanes = lanes_of(*native)
-    configs = [(fam, sizes) for fam, sizes, variants in fast_configs()
-               if variants == [native] and sizes[fam.dims[-1]] in residue_cover(lanes)
-               and all(sizes[d] in SMALL for d in fam.dims[:-1])]
+    """(family, sizes, dtype) of jvp and hvp, each compiled at the CPU's own width
+    (NATIVE_BITS). The full level: each family with its last dim through float64's
+    residue cover at that width, in both dtypes. The fast level: each dtype's own fast
+    configs at that width (their last dim through the dtype's residue cover), every
+    other size in turn, float64 the first and float32 the second; the call-path tests
+    of those configs check them on the model they compiled (test_sweep.py). Forward
+    mode takes the gradient's code paths, which the calls' sweep takes at every size in
+    each dtype: here each family meets both dtypes and each lane count's residues."""
+    def native_configs(dtype):
+        native = (dtype, NATIVE_BITS)
+        cover = residue_cover(lanes_of(*native))
+        return [(fam, sizes) for fam, sizes, variants in fast_configs()
+                if variants == [native] and sizes[fam.dims[-1]] in cover
+                and all(sizes[d] in SMALL for d in fam.dims[:-1])]
     if level == "full":
-        return [(fam, sizes, d) for fam, sizes in configs for d in DTYPES]
-    return [(fam, sizes, DTYPES[k % len(DTYPES)]) for k, (fam, sizes) in enumerate(configs)]
+        return [(fam, sizes, d) for fam, sizes in native_configs("float64") for d in DTYPES]
+    return [(fam, sizes, dtype) for turn, dtype in enumerate(DTYPES)
+            for k, (fam, sizes) in enumerate(native_configs(dtype))
+            if k % len(DTYPES) == turn]
+
+
+def checks_second_order(family: Family, sizes: dict, dtype: str, bits: int,
+                        level: str) -> bool:
+    """Whether a call-path test of the fast level checks jvp and hvp too (the fast
+    level's second_order_configs)."""
+    return level == "fast" and bits == NATIVE_BITS and any(
+        fam is family and s == sizes and d == dtype
+        for fam, s, d in _fast_second_order())
+
+
+@functools.lru_cache(maxsize=None)
+def _fast_second_order() -> tuple:
+    return tuple(second_order_configs("fast"))
 
 
 def directional_reference(ref: Reference, seed: int = 2) -> tuple[dict, Reference]:
