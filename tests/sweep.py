@@ -749,9 +749,10 @@ def compiled(ref: Reference, dtype: str, bits: int):
 
 
 def check_calls(ref: Reference, m, dtype: str, bits: int, level: str,
-                threads: tuple = (1, 2), batches: tuple = ()) -> int:
+                threads: tuple = (1, 2), batches: tuple = (), loss_unit: bool = True) -> int:
     """Every call path of `m` at every batch size (batch_sizes, or `batches`) against
-    the reference; returns the number of comparisons made. Two threads split a batch
+    the reference (the objective's own code unit, loss and loss_flat, with
+    `loss_unit`); returns the number of comparisons made. Two threads split a batch
     from 2 * min_samples_per_thread samples (lowered here so that small batches take
     the threaded path)."""
     checks = 0
@@ -781,7 +782,8 @@ def check_calls(ref: Reference, m, dtype: str, bits: int, level: str,
             compare(f"value_and_grad#{call} objective", value, want_loss, mag_loss, dtype,
                     context)
             grads_match(f"value_and_grad#{call}", grads)
-        compare("loss", m.loss(ref.theta, **data), want_loss, mag_loss, dtype, context)
+        if loss_unit:
+            compare("loss", m.loss(ref.theta, **data), want_loss, mag_loss, dtype, context)
         if m.outputs:
             predicted = m.predict(ref.theta, **data)
             for name, want in ref.predictions.items():
@@ -797,7 +799,9 @@ def check_calls(ref: Reference, m, dtype: str, bits: int, level: str,
             compare(f"value_and_grad_flat#{call} objective", value, want_loss, mag_loss,
                     dtype, context)
             grads_match(f"value_and_grad_flat#{call}", m.unpack_params(g))
-        compare("loss_flat", m.loss_flat(flat, bound), want_loss, mag_loss, dtype, context)
+        if loss_unit:
+            compare("loss_flat", m.loss_flat(flat, bound), want_loss, mag_loss, dtype,
+                    context)
         g = np.zeros(m.n_params, dtype=m.dtype)
         call = m.prepare(flat.copy(), bound, grad_out=g)
         compare("prepared objective", call(), want_loss, mag_loss, dtype, context)
@@ -814,12 +818,29 @@ def check_calls(ref: Reference, m, dtype: str, bits: int, level: str,
                     grads_match("2 threads sparse", {
                         k: g.to_dense() if isinstance(g, lossc.SparseRows) else g
                         for k, g in sparse.items()})
-                compare("2 threads loss", m.loss(ref.theta, **data), want_loss, mag_loss,
-                        dtype, context)
+                if loss_unit:
+                    compare("2 threads loss", m.loss(ref.theta, **data), want_loss,
+                            mag_loss, dtype, context)
             finally:
                 m.set_threads(1)
             checks += 2
     return checks
+
+
+def checks_loss_unit(family: Family, sizes: dict, dtype: str, bits: int,
+                     level: str) -> bool:
+    """Whether a call-path test compiles and checks the objective's own code unit
+    (loss, loss_flat): always at the full level; at the fast level at every other size
+    of each lane count's residue cover (the first, third, ...) and at every size
+    outside it (the row kernel's tiles), each family at each lane count four times or
+    more. The unit is the gradient's forward part, emitted by the same code in
+    the same sample loop, which every fast size checks; compiling it is a quarter of a
+    call-path test."""
+    if level != "fast":
+        return True
+    cover = residue_cover(lanes_of(dtype, bits))
+    n = sizes[family.dims[-1]]
+    return n not in cover or cover.index(n) % 2 == 0
 
 
 def check_fused_steps(ref: Reference, m, dtype: str, batch_size: int, epochs: int = 2):

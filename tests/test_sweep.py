@@ -52,7 +52,8 @@ def test_every_call_path_matches_the_reference(config, level):
     for dtype, bits in variants:
         with sweep.instruction_selection(bits, level):
             m = sweep.compiled(ref, dtype, bits)
-            sweep.check_calls(ref, m, dtype, bits, level)
+            sweep.check_calls(ref, m, dtype, bits, level, loss_unit=sweep.checks_loss_unit(
+                fam, sizes, dtype, bits, level))
             lanes = sweep.lanes_of(dtype, bits)
             for bs in ((2 * lanes + 1,) if level == "fast" else
                        (1, lanes + 1, 4 * lanes - 1)):
