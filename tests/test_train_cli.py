@@ -592,6 +592,26 @@ def test_an_output_that_names_no_file_is_refused(tmp_path, monkeypatch, command,
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".npz"])
+def test_float32_data_beyond_its_range_names_the_file_and_row(tmp_path, suffix):
+    """1e39 in float32 data was reported after the conversion: "data: sample 1,
+    column 'x.0' is inf", without the file or its line."""
+    (tmp_path / "o.loss").write_text("dim D = 2\ninput x[D]\nparam mu[D]\n"
+                                     "loss = sum((x - mu) ^ 2)\n")
+    data = tmp_path / f"big{suffix}"
+    if suffix == ".csv":
+        data.write_text("x.0,x.1\n1,1\n1e39,1\n")
+        where = "row 3"
+    else:
+        np.savez(data, x=np.array([[1.0, 1.0], [1e39, 1.0]]))
+        where = "sample 1"
+    r = run_clean("train", tmp_path / "o.loss", "--data", data, "--dtype", "float32",
+                  "--out", tmp_path / "p.npz")
+    refused(r, f"{data}: {where}, column 'x.0' is 1e+39, beyond float32's range")
+    assert run_clean("train", tmp_path / "o.loss", "--data", data, "--steps", "1",
+                     "--out", tmp_path / "p.npz").exit_code == 0      # (float64 holds it)
+
+
 def test_params_json_that_is_not_arrays(tmp_path):
     for name, text, words in [
             ("deep.json", '{"w": ' + "[" * 100000 + "]" * 100000 + "}", "nested too deeply"),
@@ -613,6 +633,7 @@ def test_params_json_that_is_not_arrays(tmp_path):
     (["--hyper", "lam=1e400"], ["--hyper: lam must be a finite number, got '1e400'"]),
     (["--hyper", "lam=inf"], ["--hyper: lam must be a finite number"]),
     (["--hyper", "lam"], ["--hyper: expected NAME=VALUE"]),
+    (["--schedule", ""], ["bad schedule ''"]),
     (["--lr", "nan"], ["--lr must be a finite number, got nan"]),
     (["--lr", "inf"], ["--lr must be a finite number, got inf"]),
     (["--lr", "-1"], ["learning rate must be a positive number"]),

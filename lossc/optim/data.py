@@ -158,7 +158,8 @@ def check_arrays(arrays: dict, model, where: str = "data", finite: bool = True,
             # (the column names only for an error message: an input of 10,000 elements
             # has 10,000 of them)
             if finite or spec.is_int:
-                _check_finite(a, spec, _columns(spec), where, lambda r: f"sample {r}")
+                _check_finite(a, spec, _columns(spec), where, lambda r: f"sample {r}",
+                              _real_limit(model))
             if spec.is_int:
                 _check_int(a, spec, _columns(spec), where, lambda r: f"sample {r}")
         out[spec.name] = np.ascontiguousarray(a, dtype=np.int64) if spec.is_int else a
@@ -174,7 +175,8 @@ def check_finite(arrays: dict, model, where: str = "data", row: str = "sample") 
     for spec in model.inputs:
         a = arrays[spec.name]
         if a.dtype.kind == "f" and not spec.is_int:
-            _check_finite(a, spec, _columns(spec), where, lambda r: f"{row} {r}")
+            _check_finite(a, spec, _columns(spec), where, lambda r: f"{row} {r}",
+                          _real_limit(model))
 
 
 def _columns(spec):
@@ -238,10 +240,11 @@ def load_csv(path, model, only=None) -> dict:
     table = _parse_table(rows)
     if table is None:
         table = _parse_cells(path, rows, lines, header)
-    return _inputs_of_table(table, columns, header, path, lambda r: f"row {lines[r]}")
+    return _inputs_of_table(table, columns, header, path, lambda r: f"row {lines[r]}",
+                            _real_limit(model))
 
 
-def _inputs_of_table(table, columns, header, where, row_text) -> dict:
+def _inputs_of_table(table, columns, header, where, row_text, limit=None) -> dict:
     """Each input's array from a float64 table of samples by columns (`columns`: each
     input's column numbers, from _layout), checked: finite, whole numbers in int
     inputs (row_text(r) names table row r in a message)."""
@@ -249,7 +252,7 @@ def _inputs_of_table(table, columns, header, where, row_text) -> dict:
     for spec, cols in columns:
         block = table[:, cols].reshape((len(table),) + spec.shape)
         names = [_colname(header, c) for c in cols]
-        _check_finite(block, spec, names, where, row_text)
+        _check_finite(block, spec, names, where, row_text, limit)
         if spec.is_int:
             _check_int(block, spec, names, where, row_text)
             block = block.astype(np.int64)
@@ -282,7 +285,8 @@ def frame_arrays(frame, model, where: str = "data", only=None) -> dict:
         table = frame.to_numpy(dtype=np.float64, na_value=np.nan)
     except (TypeError, ValueError) as e:
         raise DataError(f"{where}: cannot read the DataFrame as numbers: {e}") from None
-    return _inputs_of_table(table, columns, header, where, lambda r: f"row {r}")
+    return _inputs_of_table(table, columns, header, where, lambda r: f"row {r}",
+                            _real_limit(model))
 
 
 def _parse_table(rows):
@@ -327,11 +331,21 @@ class _Lazy:
         return self.items[k]
 
 
-def _check_finite(block, spec, names, path, row_text) -> None:
-    """NaN or infinity anywhere: an error naming the first one's row and column."""
+def _check_finite(block, spec, names, path, row_text, limit=None) -> None:
+    """NaN or infinity anywhere, or with `limit` (a float32 model's largest number,
+    _real_limit) a real input's value beyond it, which the model's dtype would make
+    infinite: an error naming the first one's row and column."""
     if not block.size:
         return      # (no rows: nothing to check, and reshape(0, -1) has no answer)
     flat = block.reshape(block.shape[0], -1)
+    if limit is not None and not spec.is_int:
+        with np.errstate(invalid="ignore"):
+            beyond = np.abs(flat) > limit
+        if beyond.any() and np.isfinite(flat[tuple(np.argwhere(beyond)[0])]):
+            r, c = np.argwhere(beyond)[0]
+            raise DataError(f"{path}: {row_text(r)}, column '{names[c]}' is {flat[r, c]:g}, "
+                            f"beyond float32's range (+-{limit:.4g}); inputs must be finite "
+                            "numbers in the model's dtype")
     # x . x is finite exactly when every element is (no inf - inf among squares; NaN
     # propagates), unless finite squares overflow: then the elementwise check decides.
     # One pass at memory speed, where isfinite also writes a mask and reads it back
@@ -348,6 +362,13 @@ def _check_finite(block, spec, names, path, row_text) -> None:
         what = "is NaN (a missing value?)" if np.isnan(flat[r, c]) else f"is {flat[r, c]}"
         raise DataError(f"{path}: {row_text(r)}, column '{names[c]}' {what}; inputs must be "
                         "finite numbers")
+
+
+def _real_limit(model):
+    """The largest number of a float32 model (whose data beyond it would turn
+    infinite), None for float64 or a view without a dtype."""
+    dtype = getattr(model, "dtype", None)
+    return float(np.finfo(np.float32).max) if dtype == np.float32 else None
 
 
 def _check_int(block, spec, names, path, row_text) -> None:

@@ -127,7 +127,7 @@ def cosine(T_max: Optional[int] = None, eta_min: float = 0.0) -> Cosine:
 def parse(text: Optional[str]):
     """A schedule from its command-line spelling: constant, step:SIZE[:GAMMA],
     exponential:GAMMA, cosine[:T_MAX[:ETA_MIN]]."""
-    if not text or text == "constant":
+    if text is None or text == "constant":     # ("" is a mistake, not a schedule)
         return Constant()
     name, *args = text.split(":")
 
