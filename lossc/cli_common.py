@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import pathlib
+import re
 import sys
 import warnings
 
@@ -28,22 +29,34 @@ def parse_pairs(items, option: str, convert) -> dict:
         try:
             out[name.strip()] = convert(value)
         except ValueError:
-            kind = "an integer" if convert is int else "a finite number"
+            kind = "an integer" if convert is decimal_int else "a finite number"
             fail(f"lossc: error: {option}: {name.strip()} must be {kind}, got {value!r}")
     return out
 
 
 def finite_float(text: str) -> float:
-    """float(text) if that is finite (not nan, inf, or beyond the largest float, as
-    1e400 is); ValueError otherwise."""
+    """float(text) if text is a number as data files write one (NUMBER: ASCII digits,
+    no 1_000) and finite (not nan, inf, or beyond the largest float, as 1e400 is);
+    ValueError otherwise."""
+    from lossc.optim.data import NUMBER
+    if NUMBER.fullmatch(text.strip()) is None:
+        raise ValueError(f"not a number: {text!r}")
     value = float(text)
     if not math.isfinite(value):
         raise ValueError(f"not a finite number: {text!r}")
     return value
 
 
+def decimal_int(text: str) -> int:
+    """int(text) for ASCII digits with an optional sign (int() also takes 1_000 and
+    digits of other scripts); ValueError otherwise."""
+    if re.fullmatch(r"[+-]?[0-9]+", text.strip(), re.ASCII) is None:
+        raise ValueError(f"not an integer: {text!r}")
+    return int(text)
+
+
 def parse_dims(items) -> dict:
-    return parse_pairs(items, "--dim", int)
+    return parse_pairs(items, "--dim", decimal_int)
 
 
 def parse_hypers(items) -> dict:

@@ -634,6 +634,10 @@ def test_params_json_that_is_not_arrays(tmp_path):
     (["--hyper", "lam=inf"], ["--hyper: lam must be a finite number"]),
     (["--hyper", "lam"], ["--hyper: expected NAME=VALUE"]),
     (["--schedule", ""], ["bad schedule ''"]),
+    # (Python's int and float read these as 10, 1e-3 and 8; data files refuse them)
+    (["--hyper", "lam=1_0"], ["--hyper: lam must be a finite number, got '1_0'"]),
+    (["--hyper", "lam=\uff11e-3"], ["--hyper: lam must be a finite number"]),
+    (["--dim", "D=\u0668"], ["--dim: D must be an integer"]),
     (["--lr", "nan"], ["--lr must be a finite number, got nan"]),
     (["--lr", "inf"], ["--lr must be a finite number, got inf"]),
     (["--lr", "-1"], ["learning rate must be a positive number"]),
