@@ -8,8 +8,8 @@ import warnings
 
 import click
 
-from lossc.cli_common import (cannot_write, check_memory, check_numbers, check_output,
-                               compile_stage, fail, load_model, model_options,
+from lossc.cli_common import (DECIMAL_FLOAT, cannot_write, check_memory, check_numbers,
+                               check_output, compile_stage, fail, load_model, model_options,
                                options_from_env, output_path, parse_hypers, show_warning)
 from lossc.cli_predict import predict_cmd
 from lossc.cli_train import eval_cmd, train
@@ -190,10 +190,10 @@ def ir_cmd(file, dims, dtype, raw, asm, units):
 @click.option("--batch", type=click.IntRange(min=1), default=None,
               help="Samples to check on: a random batch of this many (default 8), or with "
                    "--data its first this many rows (default: all of them).")
-@click.option("--eps", type=float, default=None,
+@click.option("--eps", type=DECIMAL_FLOAT, default=None,
               help="Finite-difference step, relative to max(1, |x|) (default 1e-6; "
                    "float32 1e-3).")
-@click.option("--rtol", type=float, default=None,
+@click.option("--rtol", type=DECIMAL_FLOAT, default=None,
               help="Tolerance on each gradient, beyond what the objective's rounding "
                    "allows (default 1e-5; float32 1e-3).")
 def check_cmd(file, dims, dtype, data, params_path, hypers, seed, batch, eps, rtol):

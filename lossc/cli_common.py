@@ -55,6 +55,34 @@ def decimal_int(text: str) -> int:
     return int(text)
 
 
+class DecimalNumber(click.ParamType):
+    """A number option as data files write one (ASCII digits; for a real number also
+    a point, an exponent, or a spelling of NaN or infinity, which check_numbers then
+    refuses by name): click's float and int take what Python's do, 1_0 and digits of
+    other scripts among them."""
+
+    def __init__(self, integer: bool):
+        self.integer = integer
+        self.name = "integer" if integer else "number"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return value          # (a default)
+        try:
+            if self.integer:
+                return decimal_int(value)
+            from lossc.optim.data import NUMBER
+            if NUMBER.fullmatch(value.strip()) is None:
+                raise ValueError(value)
+            return float(value)
+        except ValueError:
+            self.fail(f"{value!r} is not {'an integer' if self.integer else 'a number'}",
+                      param, ctx)
+
+
+DECIMAL_INT, DECIMAL_FLOAT = DecimalNumber(integer=True), DecimalNumber(integer=False)
+
+
 def parse_dims(items) -> dict:
     return parse_pairs(items, "--dim", decimal_int)
 

@@ -23,10 +23,10 @@ import time
 import click
 import numpy as np
 
-from lossc.cli_common import (cannot_write, check_memory, check_numbers, check_output, fail,
-                               finite_float, load_model, load_trained, model_options,
-                               output_path, parse_hypers, parse_pairs,
-                               trained_model_options)
+from lossc.cli_common import (DECIMAL_FLOAT, DECIMAL_INT, cannot_write, check_memory,
+                               check_numbers, check_output, fail, finite_float, load_model,
+                               load_trained, model_options, output_path, parse_hypers,
+                               parse_pairs, trained_model_options)
 from lossc.files import replacing, written_in_place
 from lossc.optim import schedules
 from lossc.optim.config import TrainConfig
@@ -286,44 +286,44 @@ def first_interrupt_only(command):
                    "scheduler (tcp://host:8786), or 'local' for a LocalCluster of a worker "
                    "per core (needs lossc[dask]).")
 @click.option("--optimizer", type=click.Choice(NAMES), default="adam", show_default=True)
-@click.option("--lr", type=float, default=None,
+@click.option("--lr", type=DECIMAL_FLOAT, default=None,
               help="Learning rate (default 0.01). For lbfgs and newton-cg: the first trial "
                    "step of each line search (default 1).")
-@click.option("--momentum", type=float, default=None,
+@click.option("--momentum", type=DECIMAL_FLOAT, default=None,
               help="Momentum for momentum and nesterov (default 0.9), rmsprop (default 0).")
-@click.option("--weight-decay", type=float, default=None,
+@click.option("--weight-decay", type=DECIMAL_FLOAT, default=None,
               help="L2 weight decay (decoupled for adamw; default 0, 0.01 for adamw).")
-@click.option("--clip-norm", type=float, default=None,
+@click.option("--clip-norm", type=DECIMAL_FLOAT, default=None,
               help="Clip the gradient to this global norm before each step.")
 @click.option("--l1", "l1_items", multiple=True, metavar="PARAM=WEIGHT",
               help="An L1 penalty on a parameter, weight times the sum of its absolute "
                    "values (repeatable; parameters not named are not penalized): a "
                    "proximal step for the SGD family, adam and adamw, OWL-QN for lbfgs. "
                    "Gives exact zeros.")
-@click.option("--batch-size", type=int, default=None,
+@click.option("--batch-size", type=DECIMAL_INT, default=None,
               help="Samples per step (default 64); 0: the whole data set (batch descent, "
                    "the only mode of lbfgs and newton-cg); 1: stochastic.")
-@click.option("--epochs", type=int, default=None,
+@click.option("--epochs", type=DECIMAL_INT, default=None,
               help="Passes over the data (default 10 unless --steps is given); for lbfgs "
                    "and newton-cg, iterations (default at most 1000).")
-@click.option("--steps", type=int, default=None,
+@click.option("--steps", type=DECIMAL_INT, default=None,
               help="Optimizer steps (a model without inputs: default 1000).")
 @click.option("--schedule", default="constant", show_default=True,
               help="Learning-rate schedule, per epoch: constant, step:SIZE[:GAMMA], "
                    "exponential:GAMMA, cosine[:T_MAX[:ETA_MIN]].")
-@click.option("--validation", type=float, default=None, metavar="FRACTION",
+@click.option("--validation", type=DECIMAL_FLOAT, default=None, metavar="FRACTION",
               help="Hold out this fraction of the data: keep the parameters best on it and "
                    "stop early when it stops improving.")
 @click.option("--val-data", type=click.Path(dir_okay=False, path_type=pathlib.Path),
               default=None, metavar="PATH",
               help="A validation set of its own (.csv, .npz, .npy; a time-ordered or "
                    "grouped hold-out), instead of --validation.")
-@click.option("--patience", type=int, default=None,
+@click.option("--patience", type=DECIMAL_INT, default=None,
               help="Epochs without improvement before stopping early (default 5 with "
                    "--validation or --val-data).")
-@click.option("--tol-grad", type=float, default=None,
+@click.option("--tol-grad", type=DECIMAL_FLOAT, default=None,
               help="Stop when the full-data gradient norm is at most this.")
-@click.option("--tol-loss", type=float, default=None,
+@click.option("--tol-loss", type=DECIMAL_FLOAT, default=None,
               help="Stop when an epoch changes the objective by at most this.")
 @click.option("--monitor", type=click.Choice(["full", "batches"]), default="full",
               show_default=True,
@@ -334,7 +334,7 @@ def first_interrupt_only(command):
 @click.option("--freeze", "frozen", multiple=True, metavar="PARAM",
               help="Keep this parameter at its initial value (repeatable; with --init, "
                    "the value given there).")
-@click.option("--seed", type=int, default=0, show_default=True,
+@click.option("--seed", type=DECIMAL_INT, default=0, show_default=True,
               help="Seed for the initial parameters, shuffling and the validation split.")
 @click.option("--init", "init_path", type=click.Path(dir_okay=False, path_type=pathlib.Path),
               default=None, help="Start from saved parameters (.npz or .json).")

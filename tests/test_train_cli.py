@@ -612,6 +612,20 @@ def test_float32_data_beyond_its_range_names_the_file_and_row(tmp_path, suffix):
                      "--out", tmp_path / "p.npz").exit_code == 0      # (float64 holds it)
 
 
+@pytest.mark.parametrize("args, words", [
+    (["--lr", "1_0"], "Invalid value for '--lr': '1_0' is not a number"),
+    (["--lr", "\uff11e-3"], "Invalid value for '--lr'"),
+    (["--epochs", "\u0668"], "Invalid value for '--epochs': '\u0668' is not an integer"),
+    (["--seed", "1_000"], "Invalid value for '--seed': '1_000' is not an integer"),
+])
+def test_number_options_take_numbers_as_data_files_write_them(tmp_path, args, words):
+    """click's float and int read 1_0 as 10, and digits of other scripts."""
+    r = run_clean("train", LOGISTIC, "--data", DATA / "logistic.csv", *args, "--out",
+                  tmp_path / "p.npz", "-q")
+    assert r.exit_code == 2 and words in r.output, r.output
+    assert not (tmp_path / "p.npz").exists()
+
+
 def test_params_json_that_is_not_arrays(tmp_path):
     for name, text, words in [
             ("deep.json", '{"w": ' + "[" * 100000 + "]" * 100000 + "}", "nested too deeply"),
