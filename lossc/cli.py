@@ -1,6 +1,7 @@
 """The `lossc` command line: a thin layer over lossc.compiler and lossc.api."""
 from __future__ import annotations
 
+import errno
 import os
 import pathlib
 import sys
@@ -16,18 +17,43 @@ from lossc.cli_train import eval_cmd, train
 from lossc.codegen.units import DERIVED_UNITS, UNITS
 
 
-class Commands(click.Group):
-    """lossc's commands. Output that cannot be written (standard output on a full
-    disk, /dev/full) ends the command with one line, as click ends it for a closed
-    pipe: no traceback, and nothing left for Python to fail to flush at exit."""
+# what click raises for a group called without a command, to show its help (click 8.2
+# and later; () before: nothing)
+_HELP_FOR_NO_ARGUMENTS = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
-    def main(self, *args, **kwargs):
+
+class Commands(click.Group):
+    """lossc's commands. A usage mistake (an unknown option, a value click cannot
+    convert) is one line, as every other mistake is, not click's usage text. Output
+    that cannot be written (standard output on a full disk, /dev/full) ends the
+    command with one line, and a closed pipe quietly, as click ends it: no traceback,
+    and nothing left for Python to fail to flush at exit."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
         warnings.showwarning = show_warning
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
         try:
-            return super().main(*args, **kwargs)
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except _HELP_FOR_NO_ARGUMENTS as e:       # (lossc alone: the help, as click shows it)
+            e.show()
+            sys.exit(e.exit_code)
+        except click.UsageError as e:
+            hint = f" (see {e.ctx.command_path} --help)" if e.ctx is not None else ""
+            click.echo(f"lossc: error: {e.format_message()}{hint}", err=True)
+            sys.exit(e.exit_code)
+        except click.ClickException as e:
+            e.show()
+            sys.exit(e.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
         except OSError as e:
             sys.stdout = open(os.devnull, "w")
+            if e.errno == errno.EPIPE:
+                sys.exit(1)
             fail(f"lossc: error: cannot write the output: {e.strerror or e}")
+        sys.exit(code if isinstance(code, int) else 0)
 
 
 @click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
@@ -252,4 +278,4 @@ main.add_command(eval_cmd, "eval")
 main.add_command(predict_cmd, "predict")
 
 if __name__ == "__main__":
-    main()
+    main(prog_name="lossc")

@@ -115,6 +115,23 @@ def test_flags_that_exclude_each_other_are_refused(args, words):
     assert code == 1 and words in out and len(out.strip().splitlines()) == 1, out
 
 
+@pytest.mark.parametrize("args, words", [
+    (("train", "seed.loss", "--lr", "abc"), "Invalid value for '--lr': 'abc' is not a number "
+                                            "(see lossc train --help)"),
+    (("train", "seed.loss", "--nope"), "No such option '--nope'"),
+    (("trian", "seed.loss"), "No such command 'trian'"),
+    (("train",), "Missing argument 'FILE'"),
+    (("graph", "seed.loss", "--format", "xyz"), "Invalid value for '--format'"),
+])
+def test_usage_mistakes_are_one_line(args, words):
+    """click showed its usage text, a hint and the error: four lines."""
+    args = [str(SAMPLES / a) if a.endswith(".loss") else a for a in args]
+    p = subprocess_run(*args)
+    assert p.returncode == 2 and p.stdout == "", (p.stdout, p.stderr)
+    assert p.stderr.startswith("lossc: error: ") and words in p.stderr, p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+
+
 def test_a_unit_named_twice_is_shown_once():
     """--unit is repeatable; a unit named twice made LLVM IR with a function defined
     twice, and a DuplicatedNameError traceback."""
