@@ -34,14 +34,20 @@ def parse_pairs(items, option: str, convert) -> dict:
     return out
 
 
-def finite_float(text: str) -> float:
+def decimal_float(text: str) -> float:
     """float(text) if text is a number as data files write one (NUMBER: ASCII digits,
-    no 1_000) and finite (not nan, inf, or beyond the largest float, as 1e400 is);
-    ValueError otherwise."""
+    or a spelling of NaN or infinity; float() also takes 1_000 and digits of other
+    scripts); ValueError otherwise."""
     from lossc.optim.data import NUMBER
     if NUMBER.fullmatch(text.strip()) is None:
         raise ValueError(f"not a number: {text!r}")
-    value = float(text)
+    return float(text)
+
+
+def finite_float(text: str) -> float:
+    """decimal_float(text) if that is finite (not nan, inf, or beyond the largest
+    float, as 1e400 is); ValueError otherwise."""
+    value = decimal_float(text)
     if not math.isfinite(value):
         raise ValueError(f"not a finite number: {text!r}")
     return value
@@ -56,31 +62,25 @@ def decimal_int(text: str) -> int:
 
 
 class DecimalNumber(click.ParamType):
-    """A number option as data files write one (ASCII digits; for a real number also
-    a point, an exponent, or a spelling of NaN or infinity, which check_numbers then
-    refuses by name): click's float and int take what Python's do, 1_0 and digits of
-    other scripts among them."""
+    """A number option as data files write one (decimal_int, decimal_float: a NaN or
+    an infinity then refused by name by check_numbers): click's float and int take
+    what Python's do, 1_0 and digits of other scripts among them."""
 
-    def __init__(self, integer: bool):
-        self.integer = integer
-        self.name = "integer" if integer else "number"
+    def __init__(self, convert, name: str):
+        self.convert_text, self.name = convert, name
 
     def convert(self, value, param, ctx):
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return value          # (a default)
         try:
-            if self.integer:
-                return decimal_int(value)
-            from lossc.optim.data import NUMBER
-            if NUMBER.fullmatch(value.strip()) is None:
-                raise ValueError(value)
-            return float(value)
+            return self.convert_text(value)
         except ValueError:
-            self.fail(f"{value!r} is not {'an integer' if self.integer else 'a number'}",
-                      param, ctx)
+            self.fail(f"{value!r} is not {'an' if self.name == 'integer' else 'a'} "
+                      f"{self.name}", param, ctx)
 
 
-DECIMAL_INT, DECIMAL_FLOAT = DecimalNumber(integer=True), DecimalNumber(integer=False)
+DECIMAL_INT = DecimalNumber(decimal_int, "integer")
+DECIMAL_FLOAT = DecimalNumber(decimal_float, "number")
 
 
 def parse_dims(items) -> dict:

@@ -987,6 +987,14 @@ def check_second_derivatives(ref: Reference, tangent: dict, dref: Reference,
         assert np.all(ok), (ref.family.name, ref.sizes, k, numeric, analytic)
 
 
+def check_jvp_and_hvp(ref: Reference, m, dtype: str, level: str) -> None:
+    """jvp and hvp of m (compiled at the CPU's own width) against the reference
+    interpreter's forward mode, that against central differences of the gradient."""
+    tangent, dref = directional_reference(ref)
+    check_second_derivatives(ref, tangent, dref)
+    check_directional(ref, tangent, dref, m, dtype, NATIVE_BITS, level)
+
+
 def check_directional(ref: Reference, tangent: dict, dref: Reference, m, dtype: str,
                       bits: int, level: str) -> None:
     """m.jvp and m.hvp at the batch sizes of check_calls against the references."""

@@ -59,15 +59,7 @@ def test_every_call_path_matches_the_reference(config, level):
                        (1, lanes + 1, 4 * lanes - 1)):
                 sweep.check_fused_steps(ref, m, dtype, bs)
             if sweep.checks_second_order(fam, sizes, dtype, bits, level):
-                check_jvp_and_hvp(ref, m, dtype, level)
-
-
-def check_jvp_and_hvp(ref, m, dtype: str, level: str) -> None:
-    """jvp and hvp of m (compiled at the CPU's own width) against the reference
-    interpreter's forward mode, that against central differences of the gradient."""
-    tangent, dref = sweep.directional_reference(ref)
-    sweep.check_second_derivatives(ref, tangent, dref)
-    sweep.check_directional(ref, tangent, dref, m, dtype, sweep.NATIVE_BITS, level)
+                sweep.check_jvp_and_hvp(ref, m, dtype, level)
 
 
 def test_jvp_and_hvp_match_the_reference(family_sizes_dtype, level):
@@ -75,7 +67,8 @@ def test_jvp_and_hvp_match_the_reference(family_sizes_dtype, level):
     width (the fast level checks its own in the call-path tests)."""
     fam, sizes, dtype = family_sizes_dtype
     ref = sweep.reference(fam, sizes, sweep.samples_for([(dtype, sweep.NATIVE_BITS)], level))
-    check_jvp_and_hvp(ref, sweep.compiled(ref, dtype, sweep.NATIVE_BITS), dtype, level)
+    m = sweep.compiled(ref, dtype, sweep.NATIVE_BITS)
+    sweep.check_jvp_and_hvp(ref, m, dtype, level)
 
 
 def test_the_lowered_code_matches_the_plain_code(lowered_config, level):

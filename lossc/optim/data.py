@@ -30,6 +30,7 @@ import numpy as np
 
 from lossc.files import not_a_file
 from lossc.optim.npfiles import load_npy, load_npz
+from lossc.runtime.calls import as_array
 
 
 class DataError(ValueError):
@@ -138,10 +139,9 @@ def check_arrays(arrays: dict, model, where: str = "data", finite: bool = True,
         if only is not None and spec.name not in only:
             continue
         try:
-            a = np.asarray(arrays[spec.name])
-        except ValueError:
-            raise DataError(f"{where}: input '{spec.name}' must be an array, got a ragged "
-                            "sequence (rows of different lengths)") from None
+            a = as_array(arrays[spec.name], f"{where}: input '{spec.name}'")
+        except ValueError as e:
+            raise DataError(str(e)) from None
         want = "(N" + "".join(f", {s}" for s in spec.shape) + (",)" if not spec.shape else ")")
         if a.ndim != 1 + len(spec.shape) or a.shape[1:] != spec.shape:
             raise DataError(f"{where}: input '{spec.name}' must have shape {want}, got "
@@ -338,28 +338,32 @@ def _check_finite(block, spec, names, path, row_text, limit=None) -> None:
     if not block.size:
         return      # (no rows: nothing to check, and reshape(0, -1) has no answer)
     flat = block.reshape(block.shape[0], -1)
-    if limit is not None and not spec.is_int:
-        with np.errstate(invalid="ignore"):
-            beyond = np.abs(flat) > limit
-        if beyond.any() and np.isfinite(flat[tuple(np.argwhere(beyond)[0])]):
-            r, c = np.argwhere(beyond)[0]
-            raise DataError(f"{path}: {row_text(r)}, column '{names[c]}' is {flat[r, c]:g}, "
-                            f"beyond float32's range (+-{limit:.4g}); inputs must be finite "
-                            "numbers in the model's dtype")
+    bounded = limit is not None and not spec.is_int
     # x . x is finite exactly when every element is (no inf - inf among squares; NaN
-    # propagates), unless finite squares overflow: then the elementwise check decides.
-    # One pass at memory speed, where isfinite also writes a mask and reads it back
+    # propagates), and at most limit^2 only when every element is within the limit,
+    # unless finite squares overflow: then the elementwise check decides. One pass at
+    # memory speed, where isfinite also writes a mask and reads it back
     # (docs/training.md has the figures). einsum sums in NumPy's own loop on the
     # calling thread: np.dot would hand the sum to BLAS, whose threads, woken for it,
     # compete with lossc's workers for the cores (milliseconds on a busy machine, even
     # for a few kilobytes).
     with np.errstate(over="ignore", invalid="ignore"):
-        if np.isfinite(np.einsum("ij,ij->", flat, flat)):
+        squares = np.einsum("ij,ij->", flat, flat)
+        # (compared as Python floats: NumPy would compare a float32 sum in float32,
+        # where limit^2 is infinite)
+        if (float(squares) <= limit * limit) if bounded else np.isfinite(squares):
             return
-    bad = ~np.isfinite(flat)
+        bad = ~np.isfinite(flat)
+        if bounded:
+            bad |= np.abs(flat) > limit
     if bad.any():
         r, c = np.argwhere(bad)[0]
-        what = "is NaN (a missing value?)" if np.isnan(flat[r, c]) else f"is {flat[r, c]}"
+        v = flat[r, c]
+        if np.isfinite(v):
+            raise DataError(f"{path}: {row_text(r)}, column '{names[c]}' is {v:g}, beyond "
+                            f"float32's range (+-{limit:.4g}); inputs must be finite "
+                            "numbers in the model's dtype")
+        what = "is NaN (a missing value?)" if np.isnan(v) else f"is {v}"
         raise DataError(f"{path}: {row_text(r)}, column '{names[c]}' {what}; inputs must be "
                         "finite numbers")
 

@@ -658,4 +658,3 @@ def _refuse_first(a: np.ndarray, bad: np.ndarray, name: str, why: str) -> None:
         at = f"sample {sample}" + (f", position {', '.join(map(str, position))}"
                                    if position else "")
         raise ValueError(f"int input {name!r} holds {a.flat[i]} at {at}; {why}")
-
