@@ -626,6 +626,17 @@ def test_number_options_take_numbers_as_data_files_write_them(tmp_path, args, wo
     assert not (tmp_path / "p.npz").exists()
 
 
+def test_float32_data_reports_its_first_bad_value_in_row_order(tmp_path):
+    """A NaN in row 2 above a 1e39 in row 3: the 1e39 was reported, the NaN skipped."""
+    (tmp_path / "o.loss").write_text("dim D = 2\ninput x[D]\nparam mu[D]\n"
+                                     "loss = sum((x - mu) ^ 2)\n")
+    data = tmp_path / "d.csv"
+    data.write_text("x.0,x.1\n1,nan\n1e39,1\n")
+    r = run_clean("train", tmp_path / "o.loss", "--data", data, "--dtype", "float32",
+                  "--out", tmp_path / "p.npz")
+    refused(r, f"{data}: row 2, column 'x.1' is NaN")
+
+
 def test_params_json_that_is_not_arrays(tmp_path):
     for name, text, words in [
             ("deep.json", '{"w": ' + "[" * 100000 + "]" * 100000 + "}", "nested too deeply"),
