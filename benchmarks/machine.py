@@ -290,6 +290,27 @@ def fma_loop_ir(real: str, lanes: int, chains: int = FMA_CHAINS) -> str:
     return "\n".join(lines) + "\n"
 
 
+class EmptyCall:
+    """The machine's floor for one call into native code from Python: a function
+    compiled by LLVM for the host CPU that returns at once, with the prototype of
+    lossc's units (int f(void *frame)), called through ctypes as a prepared call calls
+    its unit. Calling it is what no call path of lossc can go below."""
+
+    def __init__(self):
+        import ctypes
+
+        from lossc.codegen import jit
+        ir_text = "define i32 @empty(i64* %frame) {\n  ret i32 0\n}\n"
+        self._code = jit.NativeCode(jit.compile_ir(ir_text), ("empty",))
+        self.fn = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)(
+            self._code.addresses["empty"])
+        self._frame = ctypes.create_string_buffer(8)
+        self.address = ctypes.addressof(self._frame)
+
+    def __call__(self) -> int:
+        return self.fn(self.address)
+
+
 @dataclass(frozen=True)
 class FmaPeak:
     """The machine's arithmetic limit for a dtype: GFLOP/s of independent vector FMAs

@@ -8,6 +8,7 @@ import numpy as np
 
 from benchmarks.common import compile_model, flat_result, lossc_result
 from benchmarks.harness import Impl, fmt_ratio
+from benchmarks.machine import EmptyCall
 
 SRC = """\
 param x1 = 2
@@ -33,6 +34,7 @@ def run(ctx) -> None:
     flat = m.pack_params(theta)
     gout = np.empty_like(flat)
     prepared = m.prepare(flat.copy(), grad_out=np.empty_like(flat))
+    empty = EmptyCall()
     impls = [
         Impl("lossc value_and_grad", lambda: m.value_and_grad(theta), lossc_result,
              note="dict in, dict out"),
@@ -43,6 +45,8 @@ def run(ctx) -> None:
              lambda o: flat_result(m)(o), note="Model.prepare: one native call"),
         Impl("numpy (by hand)", lambda: numpy_vg(2.0, 5.0), lambda o: o,
              note="math on floats"),
+        Impl("empty native call (machine limit)", empty, lambda o: (0.0, {}), checked=False,
+             note="ctypes into a function that returns at once: no call path goes below"),
     ]
     jax, torch = ctx.jax, ctx.torch
     if jax is not None:
@@ -83,7 +87,10 @@ def run(ctx) -> None:
                        "(figure)", None, f"flat call {lo * 1e6:.2f} us")
     pre = rows["lossc prepared call"].time
     if pre:
+        floor = rows["empty native call (machine limit)"].time
         ctx.target("W1 low-level path (prepared call)", f"{pre * 1e6:.2f} us", "< 1 us",
-                   pre < 1e-6, "Model.prepare: preallocated flat buffers, one native call")
+                   pre < 1e-6, "Model.prepare: preallocated flat buffers, one native call"
+                   + (f"; an empty native call {floor * 1e6:.2f} us in the same run"
+                      if floor else ""))
     else:
         ctx.target("W1 value_and_grad vs JAX jit", "n/a", ">= 4x", None, "JAX not installed")

@@ -1,5 +1,6 @@
 """The Python API: compile from paths and text, argument validation, artifacts, cache."""
 import copy
+import math
 import os
 import shutil
 import re
@@ -1076,6 +1077,31 @@ def test_the_flat_repeated_call_gives_the_checked_results_and_checks_its_vectors
     v, _ = m.value_and_grad_flat(theta, bound, hypers={"lam": 0.5})
     assert v == pytest.approx(_numpy_logistic(m.unpack_params(theta), X, Y, 0.5)[0],
                               rel=1e-13)
+
+
+def test_a_model_without_inputs_repeats_its_flat_call():
+    """A model without inputs has one batch: its flat calls without data take the
+    repeated call from the second on, and give what the checked call gives, reading the
+    parameters as they are at each call."""
+    src = "param x1 = 2\nparam x2 = 5\nloss = log(x1) + x1 * x2 - sin(x2)\n"
+    m = lossc.compile(src, cache=False)
+    theta, g = m.pack_params(m.init_params()), np.empty(2)
+    m.value_and_grad_flat(theta, grad_out=g)
+    assert _next_calls(m).repeated.flat_bound is m._no_inputs
+    for step in range(3):
+        v, out = m.value_and_grad_flat(theta, grad_out=g)
+        x1, x2 = theta
+        assert out is g and v == pytest.approx(math.log(x1) + x1 * x2 - math.sin(x2),
+                                               rel=1e-15)
+        np.testing.assert_allclose(g, [1 / x1 + x2, x1 - math.cos(x2)], rtol=1e-15)
+        v2, fresh = m.value_and_grad_flat(theta)
+        assert v2 == v and fresh is not g
+        np.testing.assert_array_equal(fresh, g)
+        theta += 0.25                           # in place
+    with pytest.raises(ValueError, match="theta_flat and grad_out share memory"):
+        m.value_and_grad_flat(theta, grad_out=theta)
+    with pytest.raises(ValueError, match=r"flat parameters must have shape \(2,\)"):
+        m.value_and_grad_flat(theta[:1])
 
 
 def test_the_flat_repeated_call_checks_vectors_that_moved_or_changed_in_place():

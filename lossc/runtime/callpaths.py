@@ -211,6 +211,8 @@ class RepeatedCall(GradientCall):
 
     def value_and_grad_flat(self, theta_flat, data, hypers, grad_out):
         m = self.model
+        if data is None and not m.inputs:
+            data = m._no_inputs       # (a model without inputs: its one batch)
         if (data is not self.flat_bound or data is None or hypers
                 or data.B >= m._parallel_from):
             return DECLINED           # (threads: the checked call combines their parts)
@@ -236,6 +238,8 @@ class RepeatedCall(GradientCall):
 
     def learn_flat(self, data, hypers) -> None:
         """Remember the batch of a checked flat call, if it is a bind() result."""
+        if data is None and not self.model.inputs:
+            data = self.model._no_inputs
         self.flat_bound = data if type(data) is BoundArgs and not hypers else None
 
     def _apart(self, theta: np.ndarray, grad_out: np.ndarray, bound: BoundArgs) -> tuple:
