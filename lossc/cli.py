@@ -9,9 +9,10 @@ import warnings
 
 import click
 
-from lossc.cli_common import (DECIMAL_FLOAT, cannot_write, check_memory, check_numbers,
-                               check_output, compile_stage, fail, load_model, model_options,
-                               options_from_env, output_path, parse_hypers, show_warning)
+from lossc.cli_common import (DECIMAL_FLOAT, DECIMAL_INT, cannot_write, check_memory,
+                               check_numbers, check_output, compile_stage, fail, load_model,
+                               model_options, options_from_env, output_path, parse_hypers,
+                               show_warning)
 from lossc.cli_predict import predict_cmd
 from lossc.cli_train import eval_cmd, train
 from lossc.codegen.units import DERIVED_UNITS, UNITS
@@ -211,9 +212,9 @@ def ir_cmd(file, dims, dtype, raw, asm, units):
                    "instead of the file's initial values.")
 @click.option("--hyper", "hypers", multiple=True, metavar="NAME=VALUE",
               help="Set a hyperparameter (repeatable).")
-@click.option("--seed", default=0, show_default=True,
+@click.option("--seed", type=DECIMAL_INT, default=0, show_default=True,
               help="Seed for the initial parameters and the random batch.")
-@click.option("--batch", type=click.IntRange(min=1), default=None,
+@click.option("--batch", type=DECIMAL_INT, default=None,
               help="Samples to check on: a random batch of this many (default 8), or with "
                    "--data its first this many rows (default: all of them).")
 @click.option("--eps", type=DECIMAL_FLOAT, default=None,
@@ -230,6 +231,7 @@ def check_cmd(file, dims, dtype, data, params_path, hypers, seed, batch, eps, rt
     from lossc.optim.data import DataError, load_data
     from lossc.optim.params_io import load_params
     check_numbers({"--seed": (seed, ">= 0"),
+                   "--batch": (batch, "> 0"),
                    **{k: (v, "> 0") for k, v in (("--eps", eps), ("--rtol", rtol))
                       if v is not None}})
     hyper_values = parse_hypers(hypers)

@@ -626,6 +626,20 @@ def test_number_options_take_numbers_as_data_files_write_them(tmp_path, args, wo
     assert not (tmp_path / "p.npz").exists()
 
 
+@pytest.mark.parametrize("args, status, words", [
+    (["--batch", "1_0"], 2, "Invalid value for '--batch': '1_0' is not an integer"),
+    (["--seed", "\u0663"], 2, "Invalid value for '--seed': '\u0663' is not an integer"),
+    (["--batch", "0"], 1, "--batch must be positive, got 0"),
+    (["--seed", "-1"], 1, "--seed must be >= 0, got -1"),
+])
+def test_check_takes_its_numbers_as_train_does(args, status, words):
+    """A value that is not a number is a usage error (2), a number out of range a
+    refusal (1), as train's options are."""
+    r = run_clean("check", LOGISTIC, *args)
+    assert r.exit_code == status and words in r.output, r.output
+    assert len(r.output.strip().splitlines()) == 1
+
+
 def test_float32_data_reports_its_first_bad_value_in_row_order(tmp_path):
     """A NaN in row 2 above a 1e39 in row 3: the 1e39 was reported, the NaN skipped."""
     (tmp_path / "o.loss").write_text("dim D = 2\ninput x[D]\nparam mu[D]\n"
