@@ -645,6 +645,36 @@ define double @f(double %x) {
         ElfCode(obj, ("f",))
 
 
+@pytest.mark.parametrize("ir", [
+    # llvm.global_ctors: LLVM puts it in .ctors, an ordinary PROGBITS section
+    """
+define void @init() {
+  ret void
+}
+@llvm.global_ctors = appending global [1 x { i32, ptr, ptr }] [{ i32, ptr, ptr } { i32 65535, ptr @init, ptr null }]
+""",
+    """
+define void @init() {
+  ret void
+}
+@table = global ptr @init, section ".ctors"
+""",
+    """
+define void @init() section ".init" {
+  ret void
+}
+""",
+], ids=["global_ctors", "ctors", "init"])
+def test_objects_with_constructors_are_refused_by_every_loader(ir):
+    """lossc never runs constructors; an object that has any is not lossc's."""
+    obj = emit(ir + "define i32 @f() {\n  ret i32 0\n}\n")
+    with pytest.raises(ElfLoadError, match="constructors or destructors"):
+        ElfCode(obj, ("f",))
+    for loader in ("elf", "llvm"):
+        with pytest.raises(ArtifactError, match="constructors or destructors"):
+            load_object(obj, ("f",), loader)
+
+
 # ------------------------------------------------------------ external functions
 
 SYSTEM_CALL = """

@@ -250,6 +250,13 @@ def check(obj: bytes, names: tuple[str, ...]) -> None:
         _pack(field, bytearray(field.size), 0, value, target, offset)
 
 
+# Sections of code or addresses that a program's start runs (LLVM puts
+# llvm.global_ctors in .ctors, an ordinary PROGBITS section, for the target lossc
+# compiles for). lossc never runs them; an object that has one is not lossc's.
+CONSTRUCTOR_SECTIONS = frozenset((b".ctors", b".dtors", b".init", b".fini", b".init_array",
+                                  b".fini_array", b".preinit_array"))
+
+
 # where check() takes the mapping to start: above 4 GB, as mmap places it on x86-64
 # Linux, and far enough below 2**47 for the image (at most _MAX_IMAGE bytes) to fit
 _FAR_ABOVE_4GB = 1 << 46
@@ -321,11 +328,14 @@ def _loaded_sections(obj: bytes, sections: list[tuple], page: int,
                      every_allocated: bool = False) -> tuple[list, list, list]:
     """The indices of the sections to load: (executable, read-only, writable)."""
     regions = ([], [], [])
+    names = None
     for index, section in enumerate(sections):
         _, kind, flags, _, _, _, _, _, align, _ = section
         if not flags & SHF_ALLOC:
             continue
-        if kind in (SHT_INIT_ARRAY, SHT_FINI_ARRAY, SHT_PREINIT_ARRAY):
+        names = names or _section_names(obj, sections)
+        if (kind in (SHT_INIT_ARRAY, SHT_FINI_ARRAY, SHT_PREINIT_ARRAY)
+                or _string(obj, names, section[0]) in CONSTRUCTOR_SECTIONS):
             raise ElfLoadError("the object has constructors or destructors")
         if flags & SHF_TLS:
             raise ElfLoadError("the object has thread-local data")
@@ -346,14 +356,19 @@ def _loaded_sections(obj: bytes, sections: list[tuple], page: int,
     return regions
 
 
+def _section_names(obj: bytes, sections: list[tuple]) -> tuple[int, int]:
+    """The file range of the section names' string table."""
+    shstrndx = _EHDR.unpack_from(obj)[13]
+    if shstrndx >= len(sections) or sections[shstrndx][1] != SHT_STRTAB:
+        raise ElfDamagedError("the section names have no string table")
+    return _file_range(obj, sections[shstrndx])
+
+
 def _check_names_and_symbols(obj: bytes, sections: list[tuple]) -> list[bytes]:
     """What MCJIT reads beyond what ElfCode does, and stops the process on if damaged:
     every section's name and extent, every relocation section's links, every symbol's
     name, section and type. Returns the symbols' names."""
-    shstrndx = _EHDR.unpack_from(obj)[13]
-    if shstrndx >= len(sections) or sections[shstrndx][1] != SHT_STRTAB:
-        raise ElfDamagedError("the section names have no string table")
-    section_names = _file_range(obj, sections[shstrndx])
+    section_names = _section_names(obj, sections)
     for section in sections:
         _string(obj, section_names, section[0])
         if section[1] != SHT_NOBITS:
