@@ -129,6 +129,24 @@ def test_shared_terms_are_not_named_like_a_parameter():
     assert not any(line.strip().startswith("t_{") for line in text.splitlines())
 
 
+@pytest.mark.parametrize("name, printed", [
+    ("x", "x"), ("w1", "w_{1}"), ("w_1", "w_{1}"), ("alpha", r"\alpha"),
+    ("Sigma", r"\Sigma"), ("x_val", r"x_{\mathit{val}}"),
+    ("my_bias", r"\mathit{my}_{\mathit{bias}}"), ("lambda_", r"\mathit{lambda\_}"),
+    ("a_b_c", r"\mathit{a\_b\_c}"), ("xbar", r"\mathit{xbar}"), ("xdot", r"\mathit{xdot}"),
+    ("_w", r"\mathit{\_w}"), ("w2_3", r"\mathit{w2\_3}"),
+])
+def test_names_print_as_written(name, printed):
+    """sympy reads a_b_c as a with subscripts b and c, lambda_ with an empty subscript,
+    xbar as x with a bar: the equations show a model's names as written."""
+    assert latex.latex_name(name) == printed
+    text = latex.to_latex(graph_of(f"param {name}[2]\ninput x[2]\nloss = sum({name} * x)\n"
+                                   if name != "x" else "param x[2]\nloss = sum(x ^ 2)\n"))
+    element = ("{" + printed + "}" if "_" in printed else printed) + "_{1}"
+    assert r"\frac{\partial \ell}{\partial " + element + "}" in text, text
+    assert element + " " in text or element + "^" in text, text
+
+
 def chain(steps: int) -> str:
     lines = ["param a0 = 0.5"] + [f"a{i + 1} = sin(a{i}) * a{i}" for i in range(steps)]
     return "\n".join(lines + [f"loss = a{steps}"]) + "\n"

@@ -19,6 +19,7 @@ with a ValueError that names the value where it was crossed, before sympy goes o
 """
 from __future__ import annotations
 
+import re
 from math import prod
 
 import numpy as np
@@ -39,11 +40,51 @@ def _apply(f, *xs) -> np.ndarray:
 
 
 def _symbols(name: str, shape: tuple) -> np.ndarray:
+    """A named value's symbols: `name`, or one per element, `name[i,j]` (to_latex
+    prints them through latex_name, not by sympy's reading of the name)."""
     if not shape:
         return np.array(sp.Symbol(name), dtype=object)
     out = np.empty(shape, dtype=object)
     for idx in np.ndindex(*shape):
-        out[idx] = sp.Symbol(f"{name}_{{{','.join(map(str, idx))}}}")
+        out[idx] = sp.Symbol(f"{name}[{','.join(map(str, idx))}]")
+    return out
+
+
+def latex_name(name: str, idx: tuple = ()) -> str:
+    """A model name in LaTeX, as written: a Greek letter's name is the letter, a word of
+    several letters is set as one italic word (\\mathit), trailing digits or one
+    underscore make a subscript (w1 and w_1: w_{1}, my_bias: \\mathit{my}_{\\mathit{bias}}),
+    and any other name is printed whole (a_b_c, lambda_: \\mathit{a\\_b\\_c}). An
+    element's indices are a subscript of the whole name. (sympy's own reading of a name
+    would take a_b_c for a with subscripts b and c, and xbar for x with a bar.)"""
+    base = re.fullmatch(r"([A-Za-z]+)(?:(\d+)|_([A-Za-z0-9]+))?", name)
+    if base is None:
+        text = r"\mathit{" + name.replace("_", r"\_") + "}"
+    else:
+        word, digits, sub = base.groups()
+        text = _word(word)
+        if digits or sub:
+            text += "_{" + (digits or (sub if sub.isdigit() else _word(sub))) + "}"
+    if not idx:
+        return text
+    return ("{" + text + "}" if "_" in text else text) + "_{" + ",".join(map(str, idx)) + "}"
+
+
+def _word(word: str) -> str:
+    greek = sp.latex(sp.Symbol(word)) if word.isalpha() else word
+    if greek.startswith("\\") and greek[1:] in (word, word.lower(), word.capitalize()):
+        return greek
+    return word if len(word) == 1 else r"\mathit{" + word + "}"
+
+
+def _printed_names(exprs) -> dict:
+    """symbol -> LaTeX, for every model symbol among the expressions' (latex_name)."""
+    out = {}
+    for e in exprs:
+        for sym in getattr(e, "free_symbols", ()):
+            name, _, rest = sym.name.partition("[")
+            idx = tuple(int(k) for k in rest.rstrip("]").split(",")) if rest else ()
+            out[sym] = latex_name(name, idx)
     return out
 
 
@@ -211,9 +252,8 @@ def symbolic(graph: Graph) -> tuple[list[str], list]:
         part, pname = key.split(".", 1)
         of = _OBJECTIVE_PART["penalty" if part == "penalty_grad" else "loss"]
         for idx in np.ndindex(*v.shape):
-            sub = "_{" + ",".join(map(str, idx)) + "}" if idx else ""
-            names.append(r"\frac{\partial " + of + r"}{\partial " + sp.latex(sp.Symbol(pname))
-                         + sub + "}")
+            names.append(r"\frac{\partial " + of + r"}{\partial " + latex_name(pname, idx)
+                         + "}")
             exprs.append(v[idx])
     return names, exprs
 
@@ -221,7 +261,7 @@ def symbolic(graph: Graph) -> tuple[list[str], list]:
 def shared_term_prefix(graph: Graph) -> str:
     """The letter the shared terms are named with (t_{0}, t_{1}, ...): t, or tt, ttt...
     if the model has a name that prints with that letter (a parameter t, or t0)."""
-    taken = {sp.latex(sp.Symbol(n.attr("name"))).split("_")[0] for n in graph.nodes
+    taken = {latex_name(n.attr("name")).split("_")[0] for n in graph.nodes
              if n.op in ("param", "input", "hyper")}
     return next("t" * k for k in range(1, len(taken) + 2) if "t" * k not in taken)
 
@@ -230,8 +270,12 @@ def to_latex(graph: Graph) -> str:
     """Equations for the loss and every gradient component, with shared terms named."""
     names, exprs = symbolic(graph)
     shared, reduced = sp.cse(exprs, symbols=sp.numbered_symbols(shared_term_prefix(graph)))
+    printed = _printed_names(exprs)
+
+    def tex(e) -> str:
+        return sp.latex(e, symbol_names=printed)
     lines = [r"\begin{aligned}"]
-    lines += [f"  {sp.latex(s)} &= {sp.latex(e)} \\\\" for s, e in shared]
-    lines += [f"  {n} &= {sp.latex(e)} \\\\" for n, e in zip(names, reduced)]
+    lines += [f"  {tex(s)} &= {tex(e)} \\\\" for s, e in shared]
+    lines += [f"  {n} &= {tex(e)} \\\\" for n, e in zip(names, reduced)]
     lines.append(r"\end{aligned}")
     return "\n".join(lines)
