@@ -93,6 +93,31 @@ def test_full_batch_steps_keep_frozen_parameters(mlp, opt, kw):
     assert r.history[-1] < r.history[0]
 
 
+def test_frozen_parameters_count_nothing_in_an_l1_penalty():
+    """OWL-QN's pseudo-gradient on a frozen coordinate with an L1 weight was +-l1, not
+    0: its direction and orthant projection moved w to 0 for the objective's values,
+    while w was put back after each step, so b ended where no objective had been
+    measured. SGD's tol_grad counted the frozen coordinates' weights and was never
+    met. The frozen parameters' L1 weights are taken as 0: b reaches the optimum
+    Newton-CG finds (b is unpenalized), and the reported objective is the model's."""
+    m = lossc.compile(SAMPLES / "logistic.loss", cache=False)
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(203, 8))
+    data = {"x": X, "y": (X @ rng.normal(size=8) > 0).astype(float)}
+    init = {"w": np.full(8, 0.3), "b": np.array(0.5)}
+    opt = lossc.LBFGS(l1=lossc.optim.l1_weights(m, {"w": 0.05}))
+    weights = opt.l1.copy()
+    r = lossc.train(m, data, opt, freeze=["w"], init=init)
+    want = lossc.train(m, data, lossc.NewtonCG(), freeze=["w"], init=init)
+    assert r.params["b"] == pytest.approx(want.params["b"], rel=1e-4)      # (was -0.04)
+    assert r.best_loss == pytest.approx(m.loss(r.params, **data), rel=1e-12)
+    np.testing.assert_array_equal(opt.l1, weights)         # (the optimizer's own, kept)
+    sgd = lossc.train(m, data, SGD(0.5, l1=0.05), batch_size=None, epochs=300,
+                      tol_grad=1e-6, freeze=["w"], init=init)
+    assert sgd.stopped == "tol_grad" and sgd.epochs < 300
+    np.testing.assert_array_equal(sgd.params["w"], init["w"])
+
+
 def test_freeze_mistakes(mlp):
     m, data, init = mlp
     with pytest.raises(ValueError, match=r"freeze: 'W3' is not a parameter of the model "

@@ -187,10 +187,11 @@ def _run(model, opt, prepared, config: TrainConfig) -> TrainResult:
     theta = _initial(model, config.init, config.seed)
     fixed = frozen(model, config.freeze, theta)
     opt.reset()
-    base_lr = opt.lr
+    base_lr, base_l1 = opt.lr, opt.l1
+    run_l1 = fixed.masked_l1(opt.l1) if fixed is not None else opt.l1
     objectives = Objectives(model, prepared.full, prepared.val,
                             by_gradient(plan, config.monitor, bool(model.inputs)),
-                            l1=opt.l1, hypers=config.hypers, frozen=fixed)
+                            l1=run_l1, hypers=config.hypers, frozen=fixed)
     log = StepLog(model.reduce == "mean", config.progress)
     # monitor="batches" without a validation split judges an epoch by its batches, not
     # by the parameters it ends with: those are checked at the end (verify_best). In
@@ -214,6 +215,7 @@ def _run(model, opt, prepared, config: TrainConfig) -> TrainResult:
     stepper = None
     t0 = time.perf_counter()
     try:
+        opt.l1 = run_l1          # (the optimizer's own, put back after the run)
         # Overflow on the way to a NaN is reported as divergence, with the step; numpy's
         # warnings about it would only repeat that, less clearly.
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
@@ -249,7 +251,7 @@ def _run(model, opt, prepared, config: TrainConfig) -> TrainResult:
             shuffler.close()
         if stepper is not None:
             stepper.sync()
-        opt.lr = base_lr
+        opt.lr, opt.l1 = base_lr, base_l1
     return TrainResult(
         params=model.unpack_params(monitor.best_theta), history=monitor.history,
         val_history=monitor.val_history, best_loss=monitor.best_loss,

@@ -1,7 +1,8 @@
 """Frozen parameters: those a training run leaves at their initial values (freeze=).
 
 A frozen parameter's gradient is taken as 0 in every step (so it counts for nothing in
-gradient clipping's norm, in tol_grad's or in a line search), and after each step it is
+gradient clipping's norm, in tol_grad's or in a line search), its L1 weight as 0 (its
+term of an optimizer's l1= penalty is a constant of the run), and after each step it is
 put back as it was, so that what moves it besides its gradient (weight decay, an L1
 step) leaves it too: it ends the run bit for bit as it started. The native steps
 (codegen/fused.py) do the same, reading the byte mask `Frozen.bytes`.
@@ -55,6 +56,16 @@ class Frozen:
     def zero_grad(self, g: np.ndarray) -> None:
         """Take the frozen parameters' gradient as 0, in place."""
         g[self.mask] = 0
+
+    def masked_l1(self, l1):
+        """An optimizer's L1 weights (a number or a vector) with the frozen parameters'
+        taken as 0: their term is a constant of the run, which moves no direction, no
+        orthant projection and no tol_grad test (OWL-QN's pseudo-gradient would have
+        moved them otherwise)."""
+        if l1 is None:
+            return None
+        weights = np.broadcast_to(np.asarray(l1, dtype=np.float64), self.mask.shape)
+        return np.where(self.mask, 0.0, weights)
 
     def restore(self, theta: np.ndarray) -> None:
         """Put the frozen parameters back as they were, in place."""
