@@ -237,6 +237,21 @@ def test_lbfgs_stops_on_its_tol_loss_and_on_epochs(logistic, w9):
     assert res.stopped == "tol_grad" and "1e-03" not in res.stopped_reason
 
 
+@pytest.mark.parametrize("opt", [LBFGS, NewtonCG])
+def test_a_config_takes_the_full_batch_defaults_as_keywords_do(logistic, w9, opt):
+    """config=TrainConfig(...) had batch_size 64 (refused) and 10 epochs, where the
+    same options as keywords run in batch descent for up to 1000 iterations."""
+    from lossc.optim import TrainConfig
+    data, _ = w9
+    want = train(logistic, data, opt(tol_grad=1e-12, tol_loss=None))
+    for config in (TrainConfig(), TrainConfig(batch_size=None)):
+        got = train(logistic, data, opt(tol_grad=1e-12, tol_loss=None), config=config)
+        assert (got.stopped, got.epochs) == (want.stopped, want.epochs)
+        assert want.epochs > 10 or opt is NewtonCG
+        assert got.best_loss == want.best_loss
+    assert train(logistic, data, opt(), config=TrainConfig(epochs=3)).epochs <= 3
+
+
 def test_lbfgs_relative_tol_grad_is_scaled_by_the_initial_objective(w9):
     # a relative tol_grad stops at |g|_inf <= tol_grad * |f(theta0)|: the same
     # iterations whatever factor multiplies the objective, where an absolute one

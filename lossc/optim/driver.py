@@ -67,7 +67,7 @@ from lossc.codegen.units import PERMUTATION
 from lossc.optim import linesearch
 from lossc.optim.config import TrainConfig
 from lossc.optim.freeze import check_frozen, frozen
-from lossc.optim.fullbatch import check_run, train_options
+from lossc.optim.fullbatch import check_run, full_batch_config, train_options
 # (EpochInfo, what a callback gets, is part of train's interface here too)
 from lossc.optim.monitor import EpochInfo, Monitor, StepLog, Stop  # noqa: F401
 from lossc.optim.objectives import Objectives, by_gradient
@@ -171,6 +171,8 @@ def train(model, data=None, optimizer: Optional[Optimizer] = None, *,
     elif options:
         raise TypeError("train() takes its options either as keywords or as config=, "
                         "not both")
+    else:
+        config = full_batch_config(opt, config)
     if not valid_lr(opt.lr) or not opt.lr > 0:
         raise ValueError(f"the optimizer's learning rate must be a positive number, got "
                          f"{opt.lr!r}")

@@ -43,6 +43,7 @@ neither `epochs` nor `steps`, `train` runs at most DEFAULT_ITERATIONS iterations
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable, Optional
 
 import numpy as np
@@ -176,6 +177,21 @@ def train_options(opt, options: dict) -> dict:
     if options.get("epochs") is None and options.get("steps") is None:
         options["epochs"] = DEFAULT_ITERATIONS
     return options
+
+
+def full_batch_config(opt, config):
+    """A TrainConfig given as config= with a full-batch optimizer's defaults filled in
+    where it holds TrainConfig's own (as train_options does for keywords): batch_size
+    None for the default 64, which such an optimizer cannot take, and without epochs or
+    steps, DEFAULT_ITERATIONS epochs."""
+    if not getattr(opt, "full_batch_only", False):
+        return config
+    changes = {}
+    if config.batch_size == type(config).__dataclass_fields__["batch_size"].default:
+        changes["batch_size"] = None
+    if config.epochs is None and config.steps is None:
+        changes["epochs"] = DEFAULT_ITERATIONS
+    return dataclasses.replace(config, **changes) if changes else config
 
 
 def check_run(opt, model, config) -> None:
