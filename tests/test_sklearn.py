@@ -448,6 +448,26 @@ def test_dataframes_in_a_pipeline_with_pandas_output(breast_cancer):
     assert pd.Series(pipe.predict(X), index=X.index).eq(y).mean() > 0.95
 
 
+@pytest.mark.parametrize("reduce", ["sum", "mean"])
+def test_a_regressors_default_stop_does_not_grow_with_the_targets_offset(reduce):
+    """The classifier's default test, relative to the initial objective, stopped a
+    ridge fit of y = 300 + X w after 3 iterations at R^2 = 0.62 (the initial objective
+    grows with the square of the offset); the regressor's is scikit-learn's
+    regressors' test on the gradient per sample."""
+    from sklearn.linear_model import Ridge
+    rng = np.random.RandomState(0)
+    X = rng.randn(100, 3)
+    for offset in (0.0, 300.0, 1e4):
+        y = offset + X @ [1.0, 2, 3] + 0.1 * rng.randn(100)
+        source = RIDGE.replace("reduce sum", f"reduce {reduce}")
+        est = LossRegressor(source, sample_weight="w",
+                            alpha=1.0 if reduce == "sum" else 0.01).fit(X, y)
+        ridge = Ridge(alpha=1.0 if reduce == "sum" else 1.0).fit(X, y)
+        assert est.result_.stopped == "tol_grad"
+        np.testing.assert_allclose(est.params_["v"], ridge.coef_, atol=1e-3)
+        assert est.score(X, y) == pytest.approx(ridge.score(X, y), abs=1e-6)
+
+
 def test_a_regressor_predicts_a_vector_target():
     src = """
         dim D

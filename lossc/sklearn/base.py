@@ -175,7 +175,8 @@ class LossEstimator(BaseEstimator):
         model = self._compile(source, decl, data)
         options = self._train_options()
         init = self._warm_start_params(model)
-        result = lossc.train(model, data, self._optimizer(), hypers=self._hypers_for(decl),
+        result = lossc.train(model, data, self._optimizer(model, len(X)),
+                             hypers=self._hypers_for(decl),
                              seed=self._seed(), init=init, **options)
         if result.stopped == "interrupted":
             raise KeyboardInterrupt
@@ -346,17 +347,18 @@ class LossEstimator(BaseEstimator):
                 options[name] = getattr(self, name)
         return options
 
-    def _optimizer(self) -> Optimizer:
+    def _optimizer(self, model=None, n_samples: int = 0) -> Optimizer:
         """A fresh optimizer: by name (with lr), or a copy of the one given (fit must
         leave the estimator's parameters as they were). L-BFGS and Newton-CG by name,
         with neither tol_grad nor tol_loss given, stop as scikit-learn's solvers do by
-        default (DEFAULT_TOL)."""
+        default (_default_tol_grad)."""
         opt = self.optimizer
         if isinstance(opt, str):
             made = by_name(opt, lr=self.lr)
             if isinstance(made, FullBatchOptimizer) and self.tol_grad is None \
-                    and self.tol_loss is None:
-                made.tol_grad, made.relative_tol_grad = DEFAULT_TOL, True
+                    and self.tol_loss is None and model is not None:
+                made.tol_grad, made.relative_tol_grad = self._default_tol_grad(model,
+                                                                               n_samples)
             return made
         if isinstance(opt, Optimizer):
             if self.lr is not None:
@@ -365,6 +367,12 @@ class LossEstimator(BaseEstimator):
             return copy.deepcopy(opt)
         raise TypeError(f"optimizer must be a name ('lbfgs', 'adam', ...) or a lossc "
                         f"optimizer, got {type(opt).__name__}")
+
+    def _default_tol_grad(self, model, n_samples: int) -> tuple:
+        """(tol_grad, relative_tol_grad) of L-BFGS and Newton-CG by name without
+        tolerances: scikit-learn's LogisticRegression's test, relative to the initial
+        objective (docs/sklearn.md, "Stopping")."""
+        return DEFAULT_TOL, True
 
     def _first_order(self) -> bool:
         opt = self.optimizer

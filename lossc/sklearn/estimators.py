@@ -18,7 +18,7 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
-from lossc.sklearn.base import LossEstimator, partial_fit_applies
+from lossc.sklearn.base import DEFAULT_TOL, LossEstimator, partial_fit_applies
 from lossc.sklearn.declarations import declarations, source_of
 
 
@@ -34,6 +34,15 @@ class LossRegressor(RegressorMixin, LossEstimator):
     Every hyper of the model is a parameter by its own name."""
 
     _y_numeric = True
+
+    def _default_tol_grad(self, model, n_samples: int) -> tuple:
+        """scikit-learn's regressors fitted by L-BFGS (PoissonRegressor, TweedieRegressor,
+        HuberRegressor's gtol) test the gradient of the objective per sample: tol 1e-4
+        on the mean objective's, n_samples * 1e-4 on a `reduce sum` objective's. Not
+        relative to the initial objective, as the classifier's is: a target with an
+        offset (300 + X w) makes that objective large, and the test as loose."""
+        scale = n_samples if model.reduce == "sum" else 1
+        return DEFAULT_TOL * max(scale, 1), False
 
     def _fit_target(self, y, decl, classes, refit: bool) -> dict:
         sizes, _ = decl.inputs[self.y]
