@@ -468,6 +468,26 @@ def test_a_regressors_default_stop_does_not_grow_with_the_targets_offset(reduce)
         assert est.score(X, y) == pytest.approx(ridge.score(X, y), abs=1e-6)
 
 
+def test_a_fitted_estimator_predicts_with_the_hypers_it_was_fitted_with():
+    """set_params of a hyper after fit changed the predictions without a refit, and a
+    new model with other hypers made predict raise."""
+    source = LOGREG.replace("output p1 = sigmoid(z)", "hyper T = 1\noutput p1 = sigmoid(z / T)")
+    rng = np.random.RandomState(0)
+    X = rng.randn(100, 3)
+    y = (X[:, 0] > 0).astype(int)
+    clf = LossClassifier(source, predict="label", proba="p1", sample_weight="sw",
+                         T=2.0).fit(X, y)
+    before = clf.predict_proba(X[:5])
+    assert clf.hypers_ == {"T": 2.0}
+    clf.set_params(T=100.0)
+    np.testing.assert_array_equal(clf.predict_proba(X[:5]), before)
+    clf.set_params(model=RIDGE.replace("alpha", "lam"), lam=2.0)
+    np.testing.assert_array_equal(clf.predict_proba(X[:5]), before)
+    clf.set_params(model=source, T=100.0).fit(X, y)
+    assert clf.hypers_ == {"T": 100.0}
+    assert not np.allclose(clf.predict_proba(X[:5]), before)
+
+
 def test_a_regressor_predicts_a_vector_target():
     src = """
         dim D

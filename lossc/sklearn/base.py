@@ -175,13 +175,14 @@ class LossEstimator(BaseEstimator):
         model = self._compile(source, decl, data)
         options = self._train_options()
         init = self._warm_start_params(model)
-        result = lossc.train(model, data, self._optimizer(model, len(X)),
-                             hypers=self._hypers_for(decl),
+        hypers = self._hypers_for(decl)
+        result = lossc.train(model, data, self._optimizer(model, len(X)), hypers=hypers,
                              seed=self._seed(), init=init, **options)
         if result.stopped == "interrupted":
             raise KeyboardInterrupt
         self._warn_if_unconverged(result)
         self.params_ = result.params
+        self.hypers_ = hypers
         self.history_ = list(result.history)
         self.result_ = result
         self.n_iter_ = result.epochs
@@ -207,6 +208,7 @@ class LossEstimator(BaseEstimator):
             self.optimizer_ = self._optimizer()
         theta = self._steps(data, decl)
         self.params_ = self.model_.unpack_params(theta)
+        self.hypers_ = self._hypers_for(decl)
         self.n_iter_ += 1
         return self
 
@@ -420,8 +422,10 @@ class LossEstimator(BaseEstimator):
         check_is_fitted(self, "params_")
         X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
         decl = declarations(Source(self.source_, self._source_name))
+        # (the hypers of the fit: set_params takes effect at the next fit, as
+        # scikit-learn's estimators do)
         return self.model_.predict(self.params_, **{self.X: self._features(decl, X)},
-                                   **self._hypers_for(decl))
+                                   **self.hypers_)
 
     # ------------------------------------------------------------ pickling
 
