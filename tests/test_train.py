@@ -404,10 +404,15 @@ def test_non_finite_data_is_reported_by_its_sample_on_every_path(monkeypatch):
     y[5] = 1e300           # finite in float64, beyond float32
     m32 = lossc.compile(LOGISTIC_32, dtype="float32")
     lossc.train(m, data={"x": x, "y": y}, epochs=1)             # float64: a number
-    with pytest.raises(DataError, match=r"sample 5, column 'y' is inf"):
+    # (reported as a file's is: the value, not the inf the conversion would make)
+    beyond = r"sample 5, column 'y' is 1e\+300, beyond float32's range"
+    with pytest.raises(DataError, match=beyond):
         lossc.train(m32, data={"x": x, "y": y}, epochs=1)
-    with pytest.raises(DataError, match=r"sample 5, column 'y' is inf"):
+    with pytest.raises(DataError, match=beyond):
         lossc.train(m32, data={"x": x, "y": y}, epochs=1, validation=0.2)
+    with pytest.raises(DataError, match="val_data: " + beyond):
+        lossc.train(m32, data={"x": x[:9], "y": np.zeros(9)}, epochs=1,
+                    val_data={"x": x, "y": y})
     scratch.clear()
 
 

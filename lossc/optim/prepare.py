@@ -129,9 +129,15 @@ def model_arrays(model, data, where: str) -> tuple[dict, bool]:
     else:
         raise TypeError(f"{where} must be a dict of arrays, a pandas DataFrame or a file "
                         f"path, got {type(data).__name__}")
-    # a float64 value beyond float32's range becomes infinite in a float32 model's data
-    unchecked = unchecked or any(data[s.name].dtype.itemsize > model.dtype.itemsize
-                                 for s in model.inputs if not s.is_int)
+    # a float64 value beyond float32's range becomes infinite in a float32 model's data:
+    # arrays not checked yet are checked before the conversion (the value is reported
+    # as beyond the range, as a file's is), the others after it
+    narrowing = any(data[s.name].dtype.itemsize > model.dtype.itemsize
+                    for s in model.inputs if not s.is_int)
+    if unchecked and narrowing:
+        check_finite(data, model, where)
+        unchecked = False
+    unchecked = unchecked or narrowing
     # Converted once, so that each epoch's shuffled copy is already what the native
     # code reads and binding a batch copies nothing.
     with np.errstate(over="ignore"):
