@@ -51,6 +51,11 @@ def test_seeds_that_are_whole_numbers_or_none(model):
             for seed in (3, 3.0, np.int64(3))]
     assert runs[0] == runs[1] == runs[2]
     assert lossc.train(model, data=DATA, epochs=2, seed=None).ok
+    # (the validation split and chunked data's partitions draw from the system too)
+    from lossc.optim.chunked import in_chunks
+    assert lossc.train(model, data=DATA, epochs=2, seed=None, validation=0.3).ok
+    chunks = in_chunks({"x": np.arange(40.0)}, 10)
+    assert lossc.train(model, data=chunks, epochs=2, seed=None, validation=0.25).ok
 
 
 @pytest.mark.parametrize("make, name", [

@@ -51,6 +51,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from lossc.optim.config import PARTITION_STREAM, SPLIT_STREAM, stream_rng
 from lossc.optim.data import (DataError, check_arrays, check_finite, frame_arrays,
                                is_data_frame)
 from lossc.pairwise import pairwise
@@ -182,7 +183,7 @@ def held_out(chunks: Chunks, validation: float, seed: int) -> tuple[Chunks, Chun
                         f"and the data have {count} chunk; give more chunks, or a "
                         "validation set of its own (val_data=)")
     n_val = min(count - 1, max(1, int(round(validation * count))))
-    held = set(np.random.default_rng([seed, 1]).permutation(count)[:n_val].tolist())
+    held = set(stream_rng(seed, SPLIT_STREAM).permutation(count)[:n_val].tolist())
     return (chunks.subset([c for c in range(count) if c not in held]),
             chunks.subset(sorted(held)))
 
@@ -333,7 +334,7 @@ class PartitionSteps:
                  seed: int, batch_steps: Callable):
         self.model, self.data, self.bs = model, data, bs
         self.shuffler, self.shuffle = shuffler, shuffle
-        self.partition_rng = np.random.default_rng([seed, 2])
+        self.partition_rng = stream_rng(seed, PARTITION_STREAM)
         self.batch_steps = batch_steps
 
     @staticmethod

@@ -135,6 +135,17 @@ class Plan:
         return self.steps if self.steps is not None else self.epochs * self.per_epoch
 
 
+# the random streams a run draws besides the initial parameters' and the shuffles'
+SPLIT_STREAM, PARTITION_STREAM = 1, 2
+
+
+def stream_rng(seed: Optional[int], stream: int) -> np.random.Generator:
+    """A generator of its own for one of a run's random streams (the validation split,
+    chunked data's partitions), so that it does not shift the epochs' shuffles: from
+    (seed, stream), or from the operating system's entropy for seed None."""
+    return np.random.default_rng(None if seed is None else [seed, stream])
+
+
 def split_sizes(n: int, validation: Optional[float]) -> tuple[int, int]:
     """(training, validation) samples of n with `validation` held out: both at least
     one, else a DataError."""

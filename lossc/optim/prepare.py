@@ -22,7 +22,7 @@ from typing import Optional
 
 import numpy as np
 
-from lossc.optim.config import Plan, TrainConfig, split_sizes
+from lossc.optim.config import SPLIT_STREAM, Plan, TrainConfig, split_sizes, stream_rng
 from lossc.optim.data import (check_arrays, check_finite, frame_arrays, is_data_frame,
                               load_data)
 from lossc.runtime import scratch
@@ -106,8 +106,7 @@ def split(model, data, validation, seed):
         check_finite(data, model, "data")
     n = n_samples(data)
     _, n_val = split_sizes(n, validation)
-    # A generator of its own, so the split does not shift the epochs' shuffles.
-    perm = np.random.default_rng([seed, 1]).permutation(n)
+    perm = stream_rng(seed, SPLIT_STREAM).permutation(n)
     val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
     return ({k: a[train_idx] for k, a in data.items()},
             {k: a[val_idx] for k, a in data.items()}, False)
