@@ -172,3 +172,19 @@ def test_non_finite_hypers_at_call_time_propagate(model):
     value, grads = model.value_and_grad(theta, x=DATA["x"], lam=math.nan)
     assert math.isnan(value) and math.isnan(grads["w"])
     assert model.loss(theta, x=DATA["x"], lam=math.inf) == math.inf
+
+
+def test_init_that_is_not_parameters_is_a_value_error_naming_it(model):
+    """A TrainResult, a path or complex numbers were a TypeError from float(), a
+    ValueError from NumPy, or taken with a ComplexWarning."""
+    res = lossc.train(model, data=DATA, epochs=1)
+    n = model.n_params
+    for init, words in [(res, "got a TrainResult: pass its params or last_params"),
+                        ("p.npz", "got 'p.npz' (a file's parameters: lossc.optim.load_params"),
+                        (np.zeros(n, complex), "got an array of dtype complex128"),
+                        (["a"] * n, "got an array of dtype <U1"),
+                        (np.zeros((1, n)), f"got shape (1, {n})"),
+                        ([1, [2, 3]], "init must be an array, got a ragged sequence")]:
+        with pytest.raises(ValueError, match=re.escape(words)):
+            lossc.train(model, data=DATA, epochs=1, init=init)
+    assert lossc.train(model, data=DATA, epochs=1, init=res.params).ok

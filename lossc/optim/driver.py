@@ -57,6 +57,7 @@ rules). This module joins them: `train` and its epoch loop.
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Optional
@@ -76,7 +77,7 @@ from lossc.optim.prepare import prepare
 from lossc.optim.schedules import valid_lr
 from lossc.optim.shuffle import Shuffler
 from lossc.optim.stepper import Diverged, make_partition_steps, make_stepper
-from lossc.runtime.calls import aligned_copy
+from lossc.runtime.calls import aligned_copy, as_array
 
 
 @dataclass
@@ -322,8 +323,16 @@ def _initial(model, init, seed) -> np.ndarray:
         init = model.init_params(seed)
     if isinstance(init, dict):
         return aligned_copy(model.pack_params(init))
-    flat = aligned_copy(np.asarray(init, dtype=model.dtype))
+    want = f"init must be a dict of parameters or a flat vector of {model.n_params} reals"
+    if isinstance(init, TrainResult):
+        raise ValueError(f"{want}, got a TrainResult: pass its params or last_params")
+    if isinstance(init, (str, bytes, os.PathLike)):
+        raise ValueError(f"{want}, got {init!r} (a file's parameters: "
+                         f"lossc.optim.load_params(path, model))")
+    a = as_array(init, "init")
+    if a.dtype.kind not in "biuf":
+        raise ValueError(f"{want}, got an array of dtype {a.dtype}")
+    flat = aligned_copy(np.asarray(a, dtype=model.dtype))
     if flat.shape != (model.n_params,):
-        raise ValueError(f"init must be a dict of parameters or a flat vector of "
-                         f"{model.n_params}, got shape {flat.shape}")
+        raise ValueError(f"{want}, got shape {flat.shape}")
     return flat
