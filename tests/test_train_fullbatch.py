@@ -252,6 +252,16 @@ def test_a_config_takes_the_full_batch_defaults_as_keywords_do(logistic, w9, opt
     assert train(logistic, data, opt(), config=TrainConfig(epochs=3)).epochs <= 3
 
 
+@pytest.mark.parametrize("opt", [LBFGS, NewtonCG])
+def test_the_rates_list_the_iterations_run(logistic, w9, opt):
+    """An iteration that found the point converged before its step recorded a rate."""
+    data, _ = w9
+    res = train(logistic, data, opt())
+    assert res.stopped == "tol_grad" and len(res.lr) == res.epochs == len(res.history) - 1
+    again = train(logistic, data, opt(), init=res.params)
+    assert (again.epochs, again.lr) == (0, [])
+
+
 def test_lbfgs_relative_tol_grad_is_scaled_by_the_initial_objective(w9):
     # a relative tol_grad stops at |g|_inf <= tol_grad * |f(theta0)|: the same
     # iterations whatever factor multiplies the objective, where an absolute one

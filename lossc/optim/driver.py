@@ -285,10 +285,15 @@ def _epochs(theta, opt, *, stepper, objectives, monitor, next_order, config, pla
         order = next_order()
         count = plan.per_epoch if plan.steps is None else min(plan.per_epoch,
                                                               plan.steps - log.steps)
+        steps_before = log.steps
         try:
             known = stepper.epoch(theta, order, count, log)
         except Diverged as d:
             raise monitor.diverged(d.value) from None
+        except Stop:
+            if log.steps == steps_before:     # (converged before a step: no rate used)
+                monitor.lr.pop()
+            raise
         loss, gnorm = _epoch_objective(known, log.end_epoch(), config, objectives, theta)
         monitor.end_epoch(loss, gnorm, theta, lambda: objectives.validation(theta),
                           time.perf_counter() - t0)
