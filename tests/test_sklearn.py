@@ -468,6 +468,18 @@ def test_a_regressors_default_stop_does_not_grow_with_the_targets_offset(reduce)
         assert est.score(X, y) == pytest.approx(ridge.score(X, y), abs=1e-6)
 
 
+def test_a_fit_whose_line_search_takes_no_step_warns():
+    """Features of 1e50 leave L-BFGS no step from the initial parameters: the fit
+    returned them without a word (scikit-learn warns on L-BFGS-B's ABNORMAL stop)."""
+    from sklearn.exceptions import ConvergenceWarning
+    rng = np.random.RandomState(0)
+    X = rng.randn(100, 3)
+    y = X @ [1.0, 2, 3]
+    with pytest.warns(ConvergenceWarning, match="the fit took no step"):
+        est = LossRegressor(RIDGE, sample_weight="w").fit(X * 1e50, y)
+    assert (est.result_.stopped, est.n_iter_) == ("line_search", 0)
+
+
 def test_a_fitted_estimator_predicts_with_the_hypers_it_was_fitted_with():
     """set_params of a hyper after fit changed the predictions without a refit, and a
     new model with other hypers made predict raise."""

@@ -414,6 +414,11 @@ class LossEstimator(BaseEstimator):
             warnings.warn(f"{result.stopped_reason} before the optimizer's tolerances were "
                           f"met; raise epochs or loosen tol_grad", ConvergenceWarning,
                           stacklevel=3)
+        elif result.stopped == "line_search" and result.epochs == 0:
+            # (scikit-learn warns on L-BFGS-B's ABNORMAL stop likewise)
+            warnings.warn(f"the fit took no step ({result.stopped_reason}): its "
+                          f"parameters are the initial ones; scaling the features may help",
+                          ConvergenceWarning, stacklevel=3)
 
     # ------------------------------------------------------------ predicting
 
