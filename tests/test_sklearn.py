@@ -188,6 +188,10 @@ def test_a_hyper_named_like_an_estimator_parameter_is_refused(breast_cancer):
         "C * sw", "(C + lr) * sw")
     with pytest.raises(ValueError, match="hyper 'lr' has the name of a parameter"):
         LossClassifier(src, proba="p1", sample_weight="sw").fit(X, y)
+    # (set_params takes a name with __ for a nested estimator's parameter)
+    nested = LOGREG.replace("C", "C__s")
+    with pytest.raises(ValueError, match="hyper 'C__s' has '__' in its name"):
+        LossClassifier(nested, proba="p1", sample_weight="sw").fit(X, y)
 
 
 def test_the_hyper_reaches_the_objective(breast_cancer):

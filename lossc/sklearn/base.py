@@ -155,6 +155,10 @@ class LossEstimator(BaseEstimator):
                 raise ValueError(f"the model's hyper {name!r} has the name of a "
                                  f"parameter of {type(self).__name__}; rename it in the "
                                  f".loss file")
+            if "__" in name:
+                raise ValueError(f"the model's hyper {name!r} has '__' in its name, "
+                                 f"which scikit-learn's set_params reads as a parameter "
+                                 f"of a nested estimator; rename it in the .loss file")
         unknown = [k for k in self._hypers if k not in declared]
         if unknown:
             raise ValueError(f"{unknown[0]!r} is not a hyper of the model (hypers: "
