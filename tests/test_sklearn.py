@@ -472,6 +472,28 @@ def test_a_regressors_default_stop_does_not_grow_with_the_targets_offset(reduce)
         assert est.score(X, y) == pytest.approx(ridge.score(X, y), abs=1e-6)
 
 
+@pytest.mark.parametrize("kw, words", [
+    ({"classes_dim": 2}, "classes_dim must name a dim of the model (dims: D, K), got 2"),
+    ({"classes_dim": "Q"}, "classes_dim must name a dim of the model (dims: D, K), got 'Q'"),
+    ({}, "dim 'K' has no size: the data do not set it and the file gives none; give it in "
+         "dims={'K': ...}, or classes_dim='K' if it is the number of classes"),
+    ({"classes_dim": "K", "dims": {"K": 5}},
+     "dims={'K': 5} contradicts the data: K is the number of classes, 2"),
+])
+def test_classes_dim_mistakes_are_named(kw, words):
+    """A classes_dim that is not a dim's name was a TypeError from sorting the dims, a
+    missing one a CompileError pointing at the command line's --dim, and a dims= that
+    contradicts it was overridden without a word."""
+    import re
+    rng = np.random.RandomState(0)
+    X = rng.randn(60, 3)
+    y = (X[:, 0] > 0).astype(int)
+    with pytest.raises(ValueError, match=re.escape(words)):
+        LossClassifier(SOFTMAX, proba="prob", sample_weight="w", **kw).fit(X, y)
+    assert LossClassifier(SOFTMAX, proba="prob", sample_weight="w", classes_dim="K",
+                          dims={"K": 2}).fit(X, y).dims_["K"] == 2
+
+
 def test_a_fit_whose_line_search_takes_no_step_warns():
     """Features of 1e50 leave L-BFGS no step from the initial parameters: the fit
     returned them without a word (scikit-learn warns on L-BFGS-B's ABNORMAL stop)."""

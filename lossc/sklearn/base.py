@@ -303,8 +303,19 @@ class LossEstimator(BaseEstimator):
     def _compile(self, source: Source, decl, data: dict):
         """The model compiled for the data's dims (shared within the process); sets
         model_, source_ and dims_."""
-        dims = dims_from_data(decl, data, self._given_dims(decl))
-        dims.update(self._extra_dims())
+        given = self._given_dims(decl)
+        extra = self._extra_dims(decl)
+        for name, size in extra.items():
+            if name in given and given[name] != size:
+                raise ValueError(f"dims={{{name!r}: {given[name]!r}}} contradicts the data: "
+                                 f"{name} is the number of classes, {size}")
+        dims = dims_from_data(decl, data, given)
+        dims.update(extra)
+        unset = [d for d in decl.unsized if d not in dims]
+        if unset:
+            raise ValueError(f"dim {unset[0]!r} has no size: the data do not set it and the "
+                             f"file gives none; give it in dims={{{unset[0]!r}: ...}}"
+                             + self._unset_dim_hint(unset[0]))
         if self.dtype not in ("float64", "float32"):
             raise ValueError(f"dtype must be 'float64' or 'float32', got {self.dtype!r}")
         model = shared_model(source, dims, self.dtype, Options.from_env())
@@ -321,8 +332,12 @@ class LossEstimator(BaseEstimator):
                             f"{type(self.dims).__name__}")
         return dict(self.dims)
 
-    def _extra_dims(self) -> dict:
+    def _extra_dims(self, decl) -> dict:
+        """Dims the estimator sets itself (the classifier's classes_dim)."""
         return {}
+
+    def _unset_dim_hint(self, dim: str) -> str:
+        return ""
 
     def _check_outputs(self, model) -> None:
         """Each output the estimator predicts with exists and depends on X alone."""

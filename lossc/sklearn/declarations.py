@@ -22,6 +22,7 @@ class Declarations:
     dims: tuple[str, ...]                            # in declaration order
     inputs: dict                                     # name -> (sizes, is_int)
     hypers: dict                                     # name -> default (float or array)
+    unsized: tuple[str, ...] = ()                    # the dims the file gives no size
 
 
 def source_of(model) -> Source:
@@ -45,15 +46,17 @@ def _declarations(text: str, name: str) -> Declarations:
     reporter = Reporter(source)
     module = parse(source, reporter, FUNCTIONS)
     reporter.raise_if_errors()
-    dims, inputs, hypers = [], {}, {}
+    dims, inputs, hypers, unsized = [], {}, {}, []
     for s in module.statements:
         if isinstance(s, ast.DimDecl):
             dims.append(s.name)
+            if s.value is None:
+                unsized.append(s.name)
         elif isinstance(s, ast.InputDecl):
             inputs[s.name] = (tuple(_size(n) for n in s.shape), s.is_int)
         elif isinstance(s, ast.HyperDecl):
             hypers[s.name] = _default(s)
-    return Declarations(tuple(dims), inputs, hypers)
+    return Declarations(tuple(dims), inputs, hypers, tuple(unsized))
 
 
 def _size(node) -> Size:

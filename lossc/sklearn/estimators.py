@@ -142,8 +142,17 @@ class LossClassifier(ClassifierMixin, LossEstimator):
         raise ValueError(f"input {self.y!r} must be a scalar (the class index) or a vector "
                          f"of one value per class (one-hot) to take a classifier's labels")
 
-    def _extra_dims(self) -> dict:
-        return {} if self.classes_dim is None else {self.classes_dim: len(self.classes_)}
+    def _extra_dims(self, decl) -> dict:
+        if self.classes_dim is None:
+            return {}
+        if not isinstance(self.classes_dim, str) or self.classes_dim not in decl.dims:
+            raise ValueError(f"classes_dim must name a dim of the model (dims: "
+                             f"{', '.join(decl.dims) or 'none'}), got {self.classes_dim!r}")
+        return {self.classes_dim: len(self.classes_)}
+
+    def _unset_dim_hint(self, dim: str) -> str:
+        return (f", or classes_dim={dim!r} if it is the number of classes"
+                if self.classes_dim is None else "")
 
     def _output_roles(self, model) -> list:
         if self._predict_param is None and self.proba is None:
