@@ -195,6 +195,11 @@ def test_monitor_batches_sums_the_batches_of_a_sum_objective():
         list(np.array(r.step_losses).reshape(2, 3).sum(axis=1)), rel=1e-15)
     with pytest.raises(ValueError, match="monitor"):
         lossc.train(m, data=small(10), monitor="epochs")
+    # an epoch cut short by steps= (its one batch: 4 of 10 rows) is scaled to the whole
+    # epoch's rows: its sum over fewer rows had been taken as the best epoch
+    r = lossc.train(m, data=small(10), optimizer=lossc.SGD(lr=0.01), batch_size=4, steps=4,
+                    seed=0, monitor="batches")
+    assert r.history[-1] == pytest.approx(r.step_losses[-1] * 10 / 4, rel=1e-15)
 
 
 def test_monitor_batches_never_returns_parameters_with_an_infinite_objective():

@@ -195,7 +195,7 @@ def _run(model, opt, prepared, config: TrainConfig) -> TrainResult:
     objectives = Objectives(model, prepared.full, prepared.val,
                             by_gradient(plan, config.monitor, bool(model.inputs)),
                             l1=run_l1, hypers=config.hypers, frozen=fixed)
-    log = StepLog(model.reduce == "mean", config.progress)
+    log = StepLog(model.reduce == "mean", config.progress, epoch_rows=plan.n_train)
     # monitor="batches" without a validation split judges an epoch by its batches, not
     # by the parameters it ends with: those are checked at the end (verify_best). In
     # batch descent the one batch's objective is that at the parameters the epoch ends

@@ -56,9 +56,11 @@ class EpochInfo:
 
 
 class StepLog:
-    def __init__(self, mean: bool, progress: Optional[Callable] = None):
+    def __init__(self, mean: bool, progress: Optional[Callable] = None,
+                 epoch_rows: int = 0):
         self.mean = mean              # the objective is a mean over the batch (not a sum)
         self.progress = progress      # progress(step, epoch, batch objective, rows)
+        self.full_epoch_rows = epoch_rows    # the rows of a whole epoch (0: not known)
         self.steps = self.samples = 0
         self.epoch = 0                # epochs completed (the monitor moves it on)
         self.step_losses = []
@@ -107,7 +109,12 @@ class StepLog:
         self.epoch_sum, self.epoch_rows = 0.0, 0
         if not rows:
             return None
-        return total / rows if self.mean else total
+        if self.mean:
+            return total / rows
+        # a sum over an epoch cut short (by steps=) is scaled to a whole epoch's rows,
+        # to compare with the whole epochs' sums
+        whole = self.full_epoch_rows
+        return total * (whole / rows) if 0 < rows < whole else total
 
 
 class Monitor:
