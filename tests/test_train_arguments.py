@@ -59,6 +59,34 @@ def test_seeds_that_are_whole_numbers_or_none(model):
 
 
 @pytest.mark.parametrize("make, name", [
+    (lambda v: lossc.SGD(momentum=0.9, nesterov=v), "nesterov"),
+    (lambda v: lossc.RMSprop(centered=v), "centered"),
+    (lambda v: lossc.Adam(amsgrad=v), "amsgrad"),
+    (lambda v: lossc.Adam(lazy=v), "lazy"),
+    (lambda v: lossc.optim.TrainConfig(shuffle=v), "shuffle"),
+])
+@pytest.mark.parametrize("value", ["no", "False", 1, None])
+def test_flags_must_be_true_or_false(make, name, value):
+    """bool() took amsgrad="no" (or shuffle="no") for True."""
+    with pytest.raises(ValueError, match=f"^{name} must be True or False, got "
+                                         f"{re.escape(repr(value))}$"):
+        make(value)
+    assert make(np.True_) is not None
+
+
+@pytest.mark.parametrize("make, name", [
+    (lambda v: lossc.SGD(momentum=v), "momentum"),
+    (lambda v: lossc.SGD(weight_decay=v), "weight_decay"),
+    (lambda v: lossc.Adam(eps=v), "eps"),
+    (lambda v: lossc.RMSprop(momentum=v), "momentum"),
+])
+def test_optimizer_arguments_must_be_finite(make, name):
+    """momentum=inf trained and then 'diverged' with the advice of a smaller lr."""
+    with pytest.raises(ValueError, match=f"^{name} must be a finite number >= 0, got inf$"):
+        make(math.inf)
+
+
+@pytest.mark.parametrize("make, name", [
     (lambda v: lossc.Adam(lr=v), "lr: the learning rate"),
     (lambda v: lossc.SGD(lr=v), "lr: the learning rate"),
     (lambda v: lossc.SGD(momentum=v), "momentum"),

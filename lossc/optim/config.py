@@ -75,6 +75,7 @@ class TrainConfig:
             f = getattr(self, name)
             if f is not None and not callable(f):
                 raise TypeError(f"{name} must be a function or None, got {f!r}")
+        set_(self, "shuffle", flag("shuffle", self.shuffle))
         if self.monitor not in MONITORS:
             raise ValueError(f"monitor must be one of {MONITORS}, got {self.monitor!r}")
         v = self.validation
@@ -196,6 +197,14 @@ def is_real(v) -> bool:
         return True
     return isinstance(v, (numbers.Real, np.number)) and not isinstance(v, (bool, np.bool_)) \
         and np.isrealobj(v)
+
+
+def flag(name: str, v) -> bool:
+    """An option that is True or False (a NumPy bool too); a ValueError naming it for
+    anything else: bool() would take the string "no" for True."""
+    if not isinstance(v, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {v!r}")
+    return bool(v)
 
 
 def count(name: str, v, minimum: int, what: str = "a positive integer"):

@@ -54,7 +54,7 @@ import math
 
 import numpy as np
 
-from lossc.optim.config import is_real
+from lossc.optim.config import flag, is_real
 from lossc.optim.prox import check_l1, prox_l1
 from lossc.runtime.fused import NativeUpdate
 from lossc.runtime.sparse import SparseRows
@@ -87,8 +87,8 @@ class Optimizer:
     def __init__(self, lr: float, weight_decay: float = 0.0, clip_norm: float | None = None):
         self.lr = number("lr: the learning rate", lr, lambda v: v > 0 and math.isfinite(v),
                          "a positive number")
-        self.weight_decay = number("weight_decay", weight_decay, lambda v: v >= 0,
-                                   "a number >= 0")
+        self.weight_decay = number("weight_decay", weight_decay,
+                                   lambda v: 0 <= v < math.inf, "a finite number >= 0")
         self.clip_norm = None if clip_norm is None else number(
             "clip_norm", clip_norm, lambda v: v > 0, "a positive number")
         self.t = 0          # steps taken
@@ -193,11 +193,12 @@ class SGD(Optimizer):
                  clip_norm: float | None = None, l1=None):
         super().__init__(lr, weight_decay, clip_norm)
         self.l1 = check_l1(l1)
-        self.momentum = number("momentum", momentum, lambda v: v >= 0, "a number >= 0")
+        self.momentum = number("momentum", momentum, lambda v: 0 <= v < math.inf,
+                               "a finite number >= 0")
         self.dampening = number("dampening", dampening, math.isfinite, "a finite number")
-        if nesterov and (self.momentum <= 0 or self.dampening != 0):
+        self.nesterov = flag("nesterov", nesterov)
+        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
             raise ValueError("Nesterov momentum needs momentum > 0 and zero dampening")
-        self.nesterov = bool(nesterov)
 
     def update(self, p, g):
         if self.weight_decay:
@@ -231,9 +232,10 @@ class RMSprop(Optimizer):
                  clip_norm: float | None = None):
         super().__init__(lr, weight_decay, clip_norm)
         self.alpha = number("alpha", alpha, lambda v: 0 <= v < 1, "a number in [0, 1)")
-        self.eps = number("eps", eps, lambda v: v >= 0, "a number >= 0")
-        self.momentum = number("momentum", momentum, lambda v: v >= 0, "a number >= 0")
-        self.centered = bool(centered)
+        self.eps = number("eps", eps, lambda v: 0 <= v < math.inf, "a finite number >= 0")
+        self.momentum = number("momentum", momentum, lambda v: 0 <= v < math.inf,
+                               "a finite number >= 0")
+        self.centered = flag("centered", centered)
 
     def update(self, p, g):
         if self.weight_decay:
@@ -282,15 +284,15 @@ class Adam(Optimizer):
                      or self.decoupled):
             raise ValueError("lazy=True (torch.optim.SparseAdam's rule) takes no "
                              "weight_decay, amsgrad, clip_norm or l1, as SparseAdam")
-        self.lazy = bool(lazy)
+        self.lazy = flag("lazy", lazy)
         try:
             b1, b2 = betas
         except (TypeError, ValueError):
             raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}") from None
         self.betas = tuple(number("betas", b, lambda v: 0 <= v < 1, "a number in [0, 1)")
                            for b in (b1, b2))
-        self.eps = number("eps", eps, lambda v: v >= 0, "a number >= 0")
-        self.amsgrad = bool(amsgrad)
+        self.eps = number("eps", eps, lambda v: 0 <= v < math.inf, "a finite number >= 0")
+        self.amsgrad = flag("amsgrad", amsgrad)
 
     def update(self, p, g):
         b1, b2 = self.betas
