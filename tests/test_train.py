@@ -202,6 +202,21 @@ def test_monitor_batches_sums_the_batches_of_a_sum_objective():
     assert r.history[-1] == pytest.approx(r.step_losses[-1] * 10 / 4, rel=1e-15)
 
 
+def test_monitor_batches_with_a_split_stops_when_the_validation_objective_blows_up():
+    """The last steps of an epoch blow the parameters up: its batches looked fine, and
+    the run went on to its end with ok=True and an infinite validation objective."""
+    m = lossc.compile(SAMPLES / "logistic.loss", cache=False)
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(203, 8))
+    data = {"x": X, "y": (X @ rng.normal(size=8) > 0).astype(float)}
+    boom = lambda base, k: 1e300 if k == 2 else base       # noqa: E731
+    r = lossc.train(m, data, lossc.SGD(0.1), batch_size=80, steps=7, schedule=boom,
+                    monitor="batches", validation=0.2)
+    assert (r.stopped, r.ok, r.best_epoch) == ("diverged", False, 2)
+    assert "validation objective became inf after step 7 (end of epoch 3)" in r.stopped_reason
+    assert np.isfinite(m.loss(r.params, **data))
+
+
 def test_monitor_batches_never_returns_parameters_with_an_infinite_objective():
     """The last step of epoch 1 blows w up, yet the epoch's batches looked fine: the
     end-of-run check finds the objective at those parameters infinite and falls back

@@ -180,10 +180,11 @@ class Monitor:
         self.lr.append(lr)
         return lr
 
-    def diverged(self, value, at_end: bool = False) -> Stop:
+    def diverged(self, value, at_end: bool = False, counted: bool = False) -> Stop:
         """The Stop for a non-finite objective (a float) or what else `value` says,
-        at the current step or (at_end) at the end of the current epoch."""
-        steps, epoch = self.log.steps, self.epoch
+        at the current step or (at_end) at the end of the current epoch (`counted`:
+        the epoch is already counted as done)."""
+        steps, epoch = self.log.steps, self.epoch - counted
         where = (f"after step {steps} (end of epoch {epoch + 1})" if at_end else
                  f"at step {steps + 1} (epoch {epoch + 1})")
         what = f"became {value}" if isinstance(value, float) else value
@@ -209,6 +210,12 @@ class Monitor:
         prev = self.history[-1]
         self.history.append(loss)
         monitored = self._monitored(loss, validate)
+        if self.validated and not math.isfinite(monitored) and len(self.val_history) > 1 \
+                and math.isfinite(self.val_history[-2]):
+            # (monitor="batches" judged the epoch by finite batch objectives; its last
+            # steps made the parameters' objective on held-out data non-finite)
+            raise self.diverged(f"is finite, but the validation objective became "
+                                f"{monitored}", at_end=True, counted=True)
         self._keep_best(monitored, epoch, theta)
         if self.callback is not None:
             info = EpochInfo(epoch, self.total_epochs, self.log.steps, loss,
