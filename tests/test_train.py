@@ -186,6 +186,24 @@ def test_monitor_batches_records_the_epochs_batch_objectives(with_progress):
         assert seen == [4, 4, 2] * 3 * 2
 
 
+def test_a_ctrl_c_in_the_progress_hook_counts_every_step_the_native_code_took():
+    """The native steps run a chunk of steps, then the hook is called for each: a
+    KeyboardInterrupt at step 70 left steps at 70 where 125 had been taken."""
+    m = lossc.compile(SAMPLES / "logistic.loss", cache=False)
+    X = np.random.default_rng(1).normal(size=(2000, 8))
+    seen = []
+
+    def progress(step, *_):
+        seen.append(step)
+        if step == 70:
+            raise KeyboardInterrupt
+    opt = lossc.Adam(0.01)
+    r = lossc.train(m, {"x": X, "y": (X[:, 0] > 0) * 1.0}, opt, batch_size=16, epochs=5,
+                    progress=progress)
+    assert r.stopped == "interrupted" and seen[-1] == 70
+    assert r.steps == opt.t == len(r.step_losses) > 70
+
+
 def test_monitor_batches_sums_the_batches_of_a_sum_objective():
     src = (SAMPLES / "logistic.loss").read_text() + "\nreduce sum\n"
     m = lossc.compile(src, cache=False)

@@ -83,9 +83,21 @@ class StepLog:
         if not n:
             return
         if self.progress is not None:     # the contract: a call after every step
+            def rows_of(k):
+                return min(N, (first + k + 1) * bs) - (first + k) * bs
             for k in range(n):
-                rows = min(N, (first + k + 1) * bs) - (first + k) * bs
-                self.record(float(losses[k]), rows)
+                try:
+                    self.record(float(losses[k]), rows_of(k))
+                except BaseException:
+                    # (a Ctrl-C, or the hook's own error: the native code has taken
+                    # every step, so the rest are counted before it goes on)
+                    hook, self.progress = self.progress, None
+                    try:
+                        for j in range(k + 1, n):
+                            self.record(float(losses[j]), rows_of(j))
+                    finally:
+                        self.progress = hook
+                    raise
             return
         rows = min(N, (first + n) * bs) - first * bs
         self.steps += n
