@@ -345,7 +345,8 @@ def test_the_parameters_lossc_train_steps_start_on_a_cache_line():
                         init=init, callback=lambda info: seen.append(info.theta.ctypes.data))
         assert len(seen) == 2 and all(a % 64 == 0 for a in seen), (D, [a % 64 for a in seen])
         np.testing.assert_array_equal(flat, before)        # (a copy is trained)
-        with pytest.raises(ValueError, match=rf"flat vector of {D}, got shape \(1, {D}\)"):
+        with pytest.raises(ValueError,
+                           match=rf"flat vector of {D} reals, got shape \(1, {D}\)"):
             lossc.train(m, data, optimizer=lossc.SGD(0.01), epochs=1, init=flat[None])
 
 
