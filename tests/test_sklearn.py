@@ -544,3 +544,9 @@ def test_a_regressor_predicts_a_vector_target():
     assert est.dims_ == {"D": 3, "T": 2}
     assert est.predict(X).shape == (50, 2)
     assert est.score(X, Y) > 0.999999
+    # one target as a 1-d y, as scikit-learn's multi-output regressors take it (it was
+    # refused: y must be 2-d), predicted 1-d; and 2-d again after a refit on a 2-d y
+    one = est.fit(X, Y[:, 0])
+    assert one.dims_["T"] == 1 and one.predict(X).shape == (50,)
+    assert one.score(X, Y[:, 0]) > 0.999999
+    assert est.fit(X, Y[:, :1]).predict(X).shape == (50, 1)

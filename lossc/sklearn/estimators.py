@@ -46,8 +46,16 @@ class LossRegressor(RegressorMixin, LossEstimator):
 
     def _fit_target(self, y, decl, classes, refit: bool) -> dict:
         sizes, _ = decl.inputs[self.y]
+        if refit:
+            self._one_target = False
         if not sizes:
             y = column_or_1d(y, warn=True)
+        elif y.ndim == 1 and len(sizes) == 1 and (sizes[0] == 1 or isinstance(sizes[0], str)):
+            # one target as a 1-d y, as scikit-learn's multi-output regressors take it:
+            # a vector of one a sample, and the predictions 1-d again
+            y = y[:, None]
+            if refit:
+                self._one_target = True
         elif y.ndim != 2:
             raise ValueError(f"input {self.y!r} holds a vector a sample: y must be "
                              f"2-d (n_samples, {sizes[0]}), got shape {y.shape}")
@@ -71,8 +79,12 @@ class LossRegressor(RegressorMixin, LossEstimator):
         return model
 
     def predict(self, X):
-        """The prediction output for each row of X."""
-        return self._outputs(X)[self.predict_output_]
+        """The prediction output for each row of X (1-d for a model of vector targets
+        fitted on a 1-d y)."""
+        out = self._outputs(X)[self.predict_output_]
+        if getattr(self, "_one_target", False) and out.ndim == 2 and out.shape[1] == 1:
+            return out[:, 0]
+        return out
 
     @available_if(partial_fit_applies)
     def partial_fit(self, X, y, sample_weight=None):
