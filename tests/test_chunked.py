@@ -11,7 +11,7 @@ import pytest
 import lossc
 from lossc.optim import LBFGS, SGD, Adam, NewtonCG
 from lossc.optim.chunk_files import file_chunks
-from lossc.optim.chunked import ChunkedData, _streamed_tree_sum, in_chunks, tree_sum
+from lossc.optim.chunked import ChunkedData, NpyFile, _streamed_tree_sum, in_chunks, tree_sum
 from lossc.optim.data import DataError
 
 BASE = ("dim D = 4\ninput x[D]\ninput y\nparam w[D] = normal(0, 0.3)\nparam b\n"
@@ -100,7 +100,7 @@ def test_partitions_take_their_own_batches_in_a_seeded_order():
     assert r.history[-1] < r.history[0]
 
 
-def test_npy_chunk_files_stream_as_memory_maps(tmp_path, model):
+def test_npy_chunk_files_are_read_when_their_chunk_is_used(tmp_path, model):
     data = _data()
     for name in ("x", "y"):
         (tmp_path / name).mkdir()
@@ -108,12 +108,50 @@ def test_npy_chunk_files_stream_as_memory_maps(tmp_path, model):
             np.save(tmp_path / name / f"{k}.npy", data[name][lo:lo + 250])
     chunks = file_chunks(tmp_path, model)
     assert chunks.sizes == (250, 250, 250, 250, 3)
-    assert isinstance(chunks.parts[0]["x"], np.memmap)
+    assert isinstance(chunks.parts[0]["x"], NpyFile)      # (no map, no open file)
+    np.testing.assert_array_equal(chunks.arrays(4)["x"], data["x"][1000:])
     kw = dict(optimizer=LBFGS(), epochs=5)
     r0 = lossc.train(model, data=in_chunks(data, 250), **kw)
     r1 = lossc.train(model, data=str(tmp_path), **kw)
     r2 = lossc.train(model, data=str(tmp_path / "*" / "*.npy"), **kw)
     assert r1.history == r0.history == r2.history
+
+
+@pytest.mark.parametrize("rows", [10, 300])
+def test_a_chunk_file_rewritten_during_the_run_is_an_error_naming_it(tmp_path, model, rows):
+    """Memory-mapped from the plan on, a file cut short killed the process (SIGBUS) or,
+    within its last page, was read as zeros; a longer one was weighted by the planned
+    rows."""
+    data = _data()
+    for name in ("x", "y"):
+        (tmp_path / name).mkdir()
+        for k, lo in enumerate(range(0, 600, 200)):
+            np.save(tmp_path / name / f"{k}.npy", data[name][lo:lo + 200])
+
+    def rewrite(info):
+        if info.epoch == 1:
+            np.save(tmp_path / "x" / "2.npy", np.zeros((rows, 4)))
+    with pytest.raises(DataError, match=r"x/2\.npy: the file changed during the run: it "
+                                        rf"holds {rows} rows where it held 200"):
+        lossc.train(model, data=str(tmp_path), optimizer=LBFGS(), epochs=3, callback=rewrite)
+
+
+def test_many_chunk_files_hold_no_file_open(tmp_path, model):
+    """Each file was memory-mapped when the run was planned: some 500 chunks of two
+    inputs ran out of file descriptors under the usual limit of 1,024."""
+    import resource
+    data = _data()
+    for name in ("x", "y"):
+        (tmp_path / name).mkdir()
+        for k in range(600):
+            np.save(tmp_path / name / f"{k}.npy", data[name][k:k + 1])
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, hard), hard))
+    try:
+        r = lossc.train(model, data=str(tmp_path), optimizer=LBFGS(), epochs=1)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert r.epochs == 1
 
 
 def test_a_memory_map_trains_in_chunks(tmp_path, model):

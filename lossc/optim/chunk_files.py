@@ -12,10 +12,11 @@ have as many files, and file k of each the same rows. A folder given as --data h
 the inputs' folders (or, for a one-input model, the .npy files themselves) or Parquet
 files. Parquet files are read as one dask DataFrame (columns named as a CSV header's).
 
-Without a dask.distributed client the NPY chunks are memory maps read one at a time in
-this process (lossc.optim.chunked.LocalChunks: a data set larger than memory streams
-from disk); with one, each chunk's task reads its files as memory maps on the worker it
-runs on, from the same paths (a file system the workers share). Parquet always goes
+Without a dask.distributed client the NPY chunks are read one at a time in this process
+(lossc.optim.chunked.LocalChunks: a data set larger than memory streams from disk);
+with one, each chunk's task reads its files on the worker it runs on, from the same
+paths (a file system the workers share). A file is read when its chunk is used, and
+checked against the rows its header had when the run was planned. Parquet always goes
 through Dask (its default scheduler without a client). Only the files' headers are read
 to plan the run.
 """
@@ -66,8 +67,9 @@ def file_chunks(path, model, where: str = "data"):
     client = active_client()
     labels = [", ".join(str(fs[c]) for fs in by_input.values()) for c in range(len(sizes))]
     if client is None:
-        from lossc.optim.chunked import LocalChunks
-        return LocalChunks([{name: _mapped(fs[c], where) for name, fs in by_input.items()}
+        from lossc.optim.chunked import LocalChunks, NpyFile
+        return LocalChunks([{name: NpyFile(str(fs[c]), sizes[c])
+                             for name, fs in by_input.items()}
                             for c in range(len(sizes))], labels)
     return _dask_npy(by_input, sizes, client, labels)
 
@@ -163,19 +165,12 @@ def _check_shapes(shapes: dict, model, where: str) -> tuple:
     return tuple(sizes)
 
 
-def _mapped(path: pathlib.Path, where: str) -> np.ndarray:
-    try:
-        return np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise DataError(f"{where}: {path}: {e}") from None
-
-
 def _dask_npy(by_input: dict, sizes: tuple, client, labels: list):
     """The files as chunks of Dask tasks, each task reading its chunk's files itself
     (chunked.NpyFile): a chunk is in a worker's memory only while its task runs."""
     from lossc.optim.chunked import NpyFile
     from lossc.optim.dask_chunks import Block, DaskChunks
-    blocks = [Block({name: NpyFile(str(files[c].resolve()))
+    blocks = [Block({name: NpyFile(str(files[c].resolve()), sizes[c])
                      for name, files in by_input.items()}) for c in range(len(sizes))]
     keep = [c for c, n in enumerate(sizes) if n]
     return DaskChunks([blocks[c] for c in keep], tuple(sizes[c] for c in keep), client,

@@ -74,14 +74,29 @@ def add_pairs(a: tuple, b: tuple) -> tuple:
 
 @dataclass(frozen=True)
 class NpyFile:
-    """A chunk of one input in a .npy file, read where the chunk's task runs (a memory
-    map: the native code reads the file's pages as it goes, and nothing of it outlives
-    the task)."""
+    """A chunk of one input in a .npy file of `rows` rows (as the run was planned),
+    read where and when the chunk is used, in this process or in a Dask task: one
+    chunk is in memory at a time, and nothing of it outlives its use. Read, not mapped:
+    a file cut short under a memory map kills the process (SIGBUS) when its missing
+    pages are touched, and a map held from the plan on keeps a file descriptor per
+    file. A file whose rows are no longer the plan's (rewritten during the run) is a
+    DataError naming it."""
 
     path: str
+    rows: int
+
+    def __len__(self) -> int:
+        return self.rows
 
     def load(self) -> np.ndarray:
-        return np.load(self.path, mmap_mode="r", allow_pickle=False)
+        try:
+            a = np.load(self.path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as e:
+            raise DataError(f"{self.path}: {e}") from None
+        if a.ndim == 0 or len(a) != self.rows:
+            raise DataError(f"{self.path}: the file changed during the run: it holds "
+                            f"{len(a) if a.ndim else 'no'} rows where it held {self.rows}")
+        return a
 
 
 def chunk_arrays(model, chunk, where: str = "chunk", only=None) -> dict:
@@ -190,7 +205,8 @@ def held_out(chunks: Chunks, validation: float, seed: int) -> tuple[Chunks, Chun
 
 class LocalChunks(Chunks):
     """Chunks read in this process, one at a time: `parts` is a list of dicts input name
-    -> array-like (a memory map's rows are read when a chunk is used)."""
+    -> array-like (a memory map's rows are read when a chunk is used) or NpyFile (the
+    file is read then)."""
 
     def __init__(self, parts: Sequence[dict], labels: Optional[Sequence[str]] = None):
         labels = list(labels or row_labels([len(next(iter(p.values()))) for p in parts]))
@@ -208,7 +224,8 @@ class LocalChunks(Chunks):
              for c, w in enumerate(weights)), len(self.parts), add_pairs)
 
     def arrays(self, c: int) -> dict:
-        return {k: np.asarray(a) for k, a in self.parts[c].items()}
+        return {k: a.load() if isinstance(a, NpyFile) else np.asarray(a)
+                for k, a in self.parts[c].items()}
 
     def subset(self, indexes):
         return LocalChunks([self.parts[c] for c in indexes],
