@@ -3,6 +3,7 @@ chunk in a fixed tree equals the in-memory one up to the order of the sums, for 
 reduction with a penalty; full-batch runs follow the in-memory iterates; mini-batch
 epochs over one partition are the in-memory run bit for bit; NPY chunk files and
 memory maps stream through the same objective."""
+import copy
 import os
 
 import numpy as np
@@ -152,6 +153,21 @@ def test_many_chunk_files_hold_no_file_open(tmp_path, model):
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     assert r.epochs == 1
+
+
+def test_chunks_in_this_process_do_not_depend_on_the_models_threads(model):
+    """A chunk large enough for the model's threads was split across them in this
+    process, where a Dask task computes it on one: the runs differed in the last bits
+    with the thread count, and from the same chunks on Dask."""
+    data = _data(n=2 * model._parallel_from + 7)
+    rows = model._parallel_from + 3
+    runs = []
+    for threads in (1, 2):
+        m = copy.copy(model).set_threads(threads)
+        runs.append(lossc.train(m, data=in_chunks(data, rows), optimizer=LBFGS(), epochs=3))
+    assert runs[0].history == runs[1].history
+    np.testing.assert_array_equal(model.pack_params(runs[0].params),
+                                  model.pack_params(runs[1].params))
 
 
 def test_a_memory_map_trains_in_chunks(tmp_path, model):

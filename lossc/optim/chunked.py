@@ -45,6 +45,7 @@ for bit (the same generator draws the same permutations).
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
@@ -215,13 +216,23 @@ class LocalChunks(Chunks):
         if not self.parts:
             raise DataError("data: the chunks hold no rows")
         self.sizes = tuple(len(next(iter(p.values()))) for p in self.parts)
+        self._single = {}          # id(model) -> (model, its one-thread copy)
 
     def map_sum(self, leaf, model, args, weights, where="data"):
         # (one chunk resident at a time: each leaf's result is summed before the next
-        # chunk is read, in tree_sum's order, kept as a stack of partial sums)
+        # chunk is read, in tree_sum's order, kept as a stack of partial sums; each on
+        # one thread, as a Dask task computes it, so that the numbers do not depend on
+        # the model's thread count nor on where the chunks are computed)
+        single = self._one_thread(model)
         return _streamed_tree_sum(
-            (leaf(model, *args, w, self.arrays(c), f"{where}: {self.labels[c]}")
+            (leaf(single, *args, w, self.arrays(c), f"{where}: {self.labels[c]}")
              for c, w in enumerate(weights)), len(self.parts), add_pairs)
+
+    def _one_thread(self, model):
+        held = self._single.get(id(model))
+        if held is None or held[0] is not model:
+            held = self._single[id(model)] = (model, copy.copy(model).set_threads(1))
+        return held[1]
 
     def arrays(self, c: int) -> dict:
         return {k: a.load() if isinstance(a, NpyFile) else np.asarray(a)
