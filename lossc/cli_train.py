@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import logging
 import math
 import pathlib
 import signal
@@ -510,8 +511,11 @@ def dask_session(scheduler):
     try:
         if scheduler == "local":
             from lossc.options import available_cores
+            # (silent workers: a task's error reaches this process, which reports it
+            # in one line; a worker would log it with a traceback first)
             cluster = LocalCluster(n_workers=available_cores(), threads_per_worker=1,
-                                   processes=True, dashboard_address=None)
+                                   processes=True, dashboard_address=None,
+                                   silence_logs=logging.CRITICAL)
             client = Client(cluster)
         else:
             client = Client(scheduler, timeout="20s")

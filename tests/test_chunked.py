@@ -380,6 +380,26 @@ def test_eval_and_predict_on_chunks_refuse_what_they_cannot_do(tmp_path):
     assert r.exit_code == 1 and "3.npy: row 5, column 'x.1' is inf" in r.output, r.output
 
 
+def test_a_local_clusters_data_error_is_one_line(tmp_path):
+    """--scheduler local: the workers logged the failed task with its traceback before
+    lossc's own one-line error."""
+    import subprocess
+    import sys
+    data = _data(400)
+    data["x"][305, 1] = np.inf
+    stack = _stack(tmp_path, data)
+    model = tmp_path / "m.loss"
+    model.write_text(BASE)
+    r = subprocess.run([sys.executable, "-m", "lossc.cli", "train", str(model), "--data",
+                        str(stack), "--scheduler", "local", "--optimizer", "lbfgs", "-q",
+                        "--out", str(tmp_path / "p.npz")], capture_output=True, text=True,
+                       timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [
+        "lossc: error: data: " + r.stderr.split("data: ", 1)[1].strip()], r.stderr
+    assert "3.npy: row 5, column 'x.1' is inf" in r.stderr
+
+
 def test_predict_on_chunks_reads_no_cell_of_an_input_the_outputs_do_not_use(tmp_path):
     """Labels the output does not use may be NaN in NPY chunks and blank in Parquet
     ones (they were refused as "row 5, column 'y' is NaN")."""
