@@ -443,3 +443,16 @@ def test_eval_on_parquet_files(tmp_path):
     assert r.exit_code == 0, r.output
     whole = _cli("eval", model, "--params", params, "--data", tmp_path / "all.npz")
     _close(_objective_and_norm(r.output)[0], _objective_and_norm(whole.output)[0])
+    # a file whose columns are not the first's: pandas' KeyError with a traceback, or
+    # (another column) a column dropped without a word
+    for renamed, words in [({"x.3": "x.4"}, "has no column 'x.3'"),
+                           ({"y": "y2"}, "has no column 'y'")]:
+        frame.iloc[200:].rename(columns=renamed).to_parquet(tmp_path / "part2.parquet")
+        r = _cli("eval", model, "--params", params, "--data", tmp_path / "*.parquet")
+        assert r.exit_code == 1 and f"part2.parquet: {words}, unlike " in r.output, r.output
+    frame.iloc[200:].assign(extra=1.0).to_parquet(tmp_path / "part2.parquet")
+    r = _cli("train", model, "--data", tmp_path / "*.parquet", "--out", tmp_path / "q.npz")
+    assert r.exit_code == 1 and "part2.parquet: has a column 'extra', unlike" in r.output
+    (tmp_path / "part2.parquet").write_bytes(b"not Parquet")
+    r = _cli("eval", model, "--params", params, "--data", tmp_path / "*.parquet")
+    assert r.exit_code == 1 and "part2.parquet: not a readable Parquet file" in r.output

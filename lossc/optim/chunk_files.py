@@ -56,6 +56,7 @@ def file_chunks(path, model, where: str = "data"):
             raise DataError(f"{where}: {path} mixes Parquet files with others")
         import dask.dataframe as dd
         from lossc.optim.dask_chunks import dask_chunks
+        _check_parquet_columns(parquet, where)
         return dask_chunks(dd.read_parquet([str(f) for f in parquet]), model, where)
     npy = [f for f in files if f.suffix == ".npy"]
     if not npy:
@@ -163,6 +164,33 @@ def _check_shapes(shapes: dict, model, where: str) -> tuple:
     if not any(sizes):
         raise DataError(f"{where}: the files hold no rows")
     return tuple(sizes)
+
+
+def _check_parquet_columns(files: list, where: str) -> None:
+    """A DataError naming the first file whose columns (read from its footer: no data)
+    are not the first file's: the files are read as one DataFrame with the first
+    file's columns, and a later file without one of them failed in pandas (KeyError)
+    when its partition was computed, while one with another column had it dropped."""
+    import pyarrow.parquet as pq
+    first = None
+    for path in files:
+        try:
+            schema = pq.read_schema(path)
+        except (OSError, ValueError) as e:
+            raise DataError(f"{where}: {path}: not a readable Parquet file ({e})") from None
+        index = {c for c in (schema.pandas_metadata or {}).get("index_columns", [])
+                 if isinstance(c, str)}
+        columns = [name for name in schema.names if name not in index]
+        if first is None:
+            first = (path, columns)
+            continue
+        missing = [c for c in first[1] if c not in columns]
+        extra = [c for c in columns if c not in first[1]]
+        if missing or extra:
+            what = (f"no column '{missing[0]}'" if missing else
+                    f"a column '{extra[0]}'")
+            raise DataError(f"{where}: {path}: has {what}, unlike {first[0]} (the Parquet "
+                            f"files of a data set must have the same columns)")
 
 
 def _dask_npy(by_input: dict, sizes: tuple, client, labels: list):
