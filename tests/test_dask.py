@@ -105,6 +105,20 @@ def test_default_scheduler_and_rechunking(model, opt):
     _close(model.pack_params(r.last_params), model.pack_params(r0.last_params), 1e-10)
 
 
+def test_row_chunks_come_from_an_input_given_as_a_dask_array():
+    """With the first declared input in memory, its one chunk was every input's: the
+    whole data set one task, and a validation split of chunks refused."""
+    from lossc.optim.dask_chunks import dask_chunks
+    arrays = case.data()
+    m = lossc.compile(case.SOURCE.replace("input x[D]\ninput y", "input y\ninput x[D]"))
+    assert [s.name for s in m.inputs] == ["y", "x"]
+    data = {"x": da.from_array(arrays["x"], chunks=(300, 4)), "y": arrays["y"]}
+    sizes = dask_chunks(data, m).sizes
+    assert sizes == (300,) * (case.ROWS // 300) + (case.ROWS % 300,)
+    r = lossc.train(m, data=data, optimizer=LBFGS(), epochs=2, validation=0.3)
+    assert r.epochs == 2
+
+
 def test_a_dask_dataframe_with_a_csv_header(model):
     arrays = case.data()
     frame = pd.DataFrame({"y": arrays["y"], **{f"x.{j}": arrays["x"][:, j] for j in range(4)}})

@@ -8,10 +8,11 @@ where the chunk lives (lossc/optim/chunked.py has the arithmetic and its order).
     result = lossc.train(model, data={"x": x, "y": y}, optimizer=lossc.LBFGS())
 
 The data: a dict input name -> dask array, chunked along the batch axis only (an input
-chunked otherwise, or along the batch axis unlike the first input, is rechunked to the
-first input's row chunks: a lazy step of the graph), or a dask DataFrame whose columns
-are named as a CSV header's (y, x.0, x.1, ...). Chunk sizes must be known (a dask array
-made from a DataFrame without lengths has none: `compute_chunk_sizes()`).
+chunked otherwise, or along the batch axis unlike the first input given as a dask
+array, is rechunked to that input's row chunks: a lazy step of the graph), or a dask
+DataFrame whose columns are named as a CSV header's (y, x.0, x.1, ...). Chunk sizes
+must be known (a dask array made from a DataFrame without lengths has none:
+`compute_chunk_sizes()`).
 
 The computation: each chunk's (objective, gradient) pair is computed where the chunk
 is, and the pairs come back to this process, which adds them in the fixed tree
@@ -251,13 +252,16 @@ def _array_blocks(data: dict, model, where: str, client):
         if spec.name not in data:
             raise DataError(f"{where}: no data for input '{spec.name}'")
         arrays[spec.name] = _dask_array(data[spec.name], spec, where)
-    first = model.inputs[0].name
+    # the row chunks of the first input given as a dask array (a NumPy array among them
+    # is one chunk: taking its would compute the whole data set as one task)
+    dask_given = [s.name for s in model.inputs if is_dask_collection(data[s.name])]
+    first = (dask_given or [model.inputs[0].name])[0]
     rows = arrays[first].chunks[0]
     for name, a in arrays.items():
         if a.shape[0] != arrays[first].shape[0]:
             raise DataError(f"{where}: input '{first}' has {arrays[first].shape[0]} "
                             f"samples, input '{name}' has {a.shape[0]}")
-        # every input in the first one's row chunks, whole along its other axes
+        # every input in those row chunks, whole along its other axes
         want = {0: rows, **{axis: -1 for axis in range(1, a.ndim)}}
         if a.chunks[0] != rows or any(len(c) > 1 for c in a.chunks[1:]):
             arrays[name] = a.rechunk(want)
