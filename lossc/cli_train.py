@@ -38,6 +38,7 @@ from lossc.optim.freeze import check_frozen
 from lossc.optim.fullbatch import check_run, train_options
 from lossc.optim.names import FULL_BATCH, NAMES, by_name
 from lossc.optim.params_io import load_params, params_file, save_params
+from lossc.optim.chunked import Chunks
 from lossc.optim.prepare import as_chunks, is_chunked, n_samples
 from lossc.optim.prox import l1_weights
 from lossc.optim.solver import two_norm
@@ -315,10 +316,11 @@ def first_interrupt_only(command):
 @click.option("--validation", type=DECIMAL_FLOAT, default=None, metavar="FRACTION",
               help="Hold out this fraction of the data: keep the parameters best on it and "
                    "stop early when it stops improving.")
-@click.option("--val-data", type=click.Path(dir_okay=False, path_type=pathlib.Path),
+@click.option("--val-data", type=click.Path(path_type=pathlib.Path),
               default=None, metavar="PATH",
-              help="A validation set of its own (.csv, .npz, .npy; a time-ordered or "
-                   "grouped hold-out), instead of --validation.")
+              help="A validation set of its own (.csv, .npz, .npy, or chunks as --data "
+                   "takes them; a time-ordered or grouped hold-out), instead of "
+                   "--validation.")
 @click.option("--patience", type=DECIMAL_INT, default=None,
               help="Epochs without improvement before stopping early (default 5 with "
                    "--validation or --val-data).")
@@ -419,7 +421,9 @@ def train(file, dims, dtype, data, scheduler, optimizer, lr, momentum, weight_de
             arrays = load_data(data, model) if data is not None else None
         if val_data is not None and not model.inputs:
             raise ValueError(f"{file.name} has no inputs, so it takes no --val-data")
-        val_arrays = load_data(val_data, model) if val_data is not None else None
+        val_arrays = (None if val_data is None else
+                      as_chunks(model, str(val_data), "--val-data")
+                      if is_chunked(str(val_data)) else load_data(val_data, model))
         init = load_params(init_path, model) if init_path is not None else None
         options = dict(epochs=epochs, steps=steps, seed=seed, hypers=hyper_values,
                        schedule=sched, tol_grad=tol_grad, tol_loss=tol_loss,
@@ -431,7 +435,9 @@ def train(file, dims, dtype, data, scheduler, optimizer, lr, momentum, weight_de
         check_run(opt, model, config)
         check_frozen(model, config.freeze)
         # the run's, as it will train
-        n_val = n_samples(val_arrays) if val_arrays is not None else None
+        n_val = (None if val_arrays is None else
+                 val_arrays.n_samples if isinstance(val_arrays, Chunks) else
+                 n_samples(val_arrays))
         plan = (chunked_plan(model, arrays, config, n_val) if chunked
                 else config.plan(model, n_samples(arrays), n_val))
         progress = Progress(model, plan, quiet)

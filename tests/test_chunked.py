@@ -170,6 +170,25 @@ def test_chunks_in_this_process_do_not_depend_on_the_models_threads(model):
                                   model.pack_params(runs[1].params))
 
 
+def test_a_chunked_validation_set_beside_training_data_in_memory(tmp_path, model):
+    """val_data in chunks was refused (a TypeError) or read whole when the training data
+    were in memory; on the command line a folder was "a directory"."""
+    data, val = _data(600, seed=1), _data(300, seed=2)
+    want = lossc.train(model, data=data, val_data=val, optimizer=LBFGS(), epochs=4)
+    got = lossc.train(model, data=data, val_data=in_chunks(val, 100), optimizer=LBFGS(),
+                      epochs=4)
+    _close(got.val_history, want.val_history)
+    assert got.history == want.history and got.best_epoch == want.best_epoch
+    stack = _stack(tmp_path, val)
+    np.savez(tmp_path / "train.npz", **data)
+    (tmp_path / "m.loss").write_text(BASE)
+    for source in (stack, stack / "*" / "*.npy"):
+        r = _cli("train", tmp_path / "m.loss", "--data", tmp_path / "train.npz",
+                 "--val-data", source, "--optimizer", "lbfgs", "--epochs", "4",
+                 "--out", tmp_path / "p.npz")
+        assert r.exit_code == 0 and "(+300 for validation)" in r.output, r.output
+
+
 def test_a_memory_map_trains_in_chunks(tmp_path, model):
     data = _data()
     np.save(tmp_path / "x.npy", data["x"])

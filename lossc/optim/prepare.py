@@ -59,22 +59,35 @@ def prepare(model, data, config: TrainConfig) -> PreparedData:
     if is_chunked(data):
         return prepare_chunked(model, data, config)
     train, val, unchecked = split(model, data, config.validation, config.seed)
-    if config.val_data is not None:
-        val = validation_set(model, config.val_data)
-        plan = config.plan(model, n_samples(train), n_samples(val))
-    else:
-        plan = config.plan(model, n_samples(train) + n_samples(val, 0))
+    val_chunks = None       # a chunked validation set (ChunkedData), beside data in memory
+    if config.val_data is not None and is_chunked(config.val_data):
+        if not model.inputs:
+            raise ValueError("a model without inputs has no data to validate on; leave "
+                             "out val_data")
+        from lossc.optim.chunked import ChunkedData
+        val_chunks = ChunkedData(model, as_chunks(model, config.val_data, "val_data"),
+                                 config.hypers, "val_data")
     taken = []
     try:
+        if val_chunks is not None:
+            plan = config.plan(model, n_samples(train), val_chunks.B)
+        elif config.val_data is not None:
+            val = validation_set(model, config.val_data)
+            plan = config.plan(model, n_samples(train), n_samples(val))
+        else:
+            plan = config.plan(model, n_samples(train) + n_samples(val, 0))
         if train and plan.epochs >= ALIGN_MIN_EPOCHS:
             train = line_aligned(train, taken)
         if unchecked:
             check_finite(train, model, "data")
         full = model.bind(train or {}, config.hypers)
-        bound_val = model.bind(val, config.hypers) if val is not None else None
+        bound_val = (val_chunks if val_chunks is not None else
+                     model.bind(val, config.hypers) if val is not None else None)
     except BaseException:
         for buf in taken:
             scratch.give(buf)
+        if val_chunks is not None:
+            val_chunks.close()
         raise
     return PreparedData(plan, full, bound_val, taken)
 
