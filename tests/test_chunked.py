@@ -193,6 +193,10 @@ def test_a_memory_map_trains_in_chunks(tmp_path, model):
     data = _data()
     np.save(tmp_path / "x.npy", data["x"])
     x = np.load(tmp_path / "x.npy", mmap_mode="r")
+    # (a NumPy integer counts rows; a 0-d input is refused naming it)
+    assert in_chunks({"x": x, "y": data["y"]}, np.int64(500)).sizes == (500, 500, 3)
+    with pytest.raises(DataError, match="input 'y' must be an array of samples"):
+        in_chunks({"x": x, "y": np.float64(1.0)}, 500)
     r0 = lossc.train(model, data=data, optimizer=LBFGS(), epochs=4)
     r1 = lossc.train(model, data=in_chunks({"x": x, "y": data["y"]}, 128),
                      optimizer=LBFGS(), epochs=4)

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
@@ -270,8 +271,14 @@ def in_chunks(data: dict, rows: int) -> LocalChunks:
     chunks of `rows` rows (the last holding the remainder), read one at a time."""
     if not isinstance(data, dict) or not data:
         raise TypeError("in_chunks takes a dict input name -> array")
-    if type(rows) is not int or rows < 1:
+    if not isinstance(rows, numbers.Integral) or isinstance(rows, (bool, np.bool_)) \
+            or rows < 1:
         raise ValueError(f"rows must be a positive integer, got {rows!r}")
+    rows = int(rows)
+    for k, a in data.items():
+        if np.ndim(a) == 0:
+            raise DataError(f"data: input '{k}' must be an array of samples (a row "
+                            f"each), got a 0-d {type(a).__name__}")
     lengths = {k: len(a) for k, a in data.items()}
     if len(set(lengths.values())) != 1:
         raise DataError(f"data: the inputs' rows disagree: {lengths}")

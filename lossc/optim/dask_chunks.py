@@ -276,7 +276,7 @@ def _array_blocks(data: dict, model, where: str, client):
                                       for a in arrays.values())))
         else:
             blocks.append(Block(task))
-    return _without_empty(blocks, rows)
+    return _without_empty(blocks, rows, where=where)
 
 
 def _persisted(collection, client):
@@ -337,15 +337,16 @@ def _frame_blocks(frame, model, where: str, client):
     tasks = list(frame.to_delayed())
     blocks = [Block(t) if held is None else Block(t, held[c], (1,))
               for c, t in enumerate(tasks)]
-    return _without_empty(blocks, sizes, row_labels(sizes, "partition"))
+    return _without_empty(blocks, sizes, row_labels(sizes, "partition"), where)
 
 
-def _without_empty(blocks: list, sizes, labels=None) -> tuple[list, tuple, list]:
+def _without_empty(blocks: list, sizes, labels=None,
+                   where: str = "data") -> tuple[list, tuple, list]:
     """The blocks with rows, their sizes and labels (numbered as in the collection)."""
     labels = labels or row_labels(sizes)
     keep = [c for c, n in enumerate(sizes) if n > 0]
     if not keep:
-        raise DataError("data: the collection has no rows")
+        raise DataError(f"{where}: the collection has no rows")
     return ([blocks[c] for c in keep], tuple(sizes[c] for c in keep),
             [labels[c] for c in keep])
 
