@@ -308,6 +308,15 @@ def test_a_nan_or_inf_in_chunks_is_named_by_chunk_row_and_column(tmp_path, model
         lossc.train(model, data=in_chunks(_data(), 100), val_data=in_chunks(data, 100), **kw)
 
 
+def test_a_fraction_in_an_int_input_of_a_chunk_is_named_by_its_row_in_the_chunk():
+    """It was "sample 34", a position in the chunk worded as one in the data set."""
+    m = lossc.compile("input x[2]\ninput k: int\nparam w[2]\nloss = w[k] * x[k]\n")
+    k = (np.arange(200) % 2).astype(float)
+    k[134] = 0.5
+    with pytest.raises(DataError, match=r"chunk 1 \(rows 100 to 199\): row 34, column 'k'"):
+        lossc.train(m, in_chunks({"x": np.ones((200, 2)), "k": k}, 100), LBFGS(), epochs=1)
+
+
 @pytest.mark.parametrize("opt", [LBFGS, Adam, NewtonCG])
 def test_an_index_out_of_range_in_chunks_is_named_by_chunk_and_row(tmp_path, opt):
     """It said "at sample 17": the row in the chunk, as if of the data, and no chunk."""

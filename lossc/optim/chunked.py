@@ -109,7 +109,7 @@ def chunk_arrays(model, chunk, where: str = "chunk", only=None) -> dict:
         return frame_arrays(chunk, model, where, only)
     chunk = {k: v.load() if isinstance(v, NpyFile) and (only is None or k in only) else v
              for k, v in chunk.items()}
-    return check_arrays(chunk, model, where, finite=False, only=only)
+    return check_arrays(chunk, model, where, finite=False, only=only, row="row")
 
 
 def chunk_value_and_grad(model, theta, hypers: dict, weight: float, chunk,

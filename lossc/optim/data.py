@@ -120,13 +120,14 @@ def _has_magic(path, suffix: str) -> bool:
 
 
 def check_arrays(arrays: dict, model, where: str = "data", finite: bool = True,
-                 only=None) -> dict:
+                 only=None, row: str = "sample") -> dict:
     """Check a dict of arrays against the model's inputs: every input present, no other
     name, shapes (N, *input shape) with one N, numbers only, no NaN or infinity, whole
     numbers in int inputs (converted to int64). Returns a new dict in input order.
     finite=False leaves the real inputs' NaN and infinity check to the caller
     (check_finite), for a copy it makes anyway. With `only`, the arrays of the other
-    inputs are neither checked nor returned (module docstring)."""
+    inputs are neither checked nor returned (module docstring). `row` is what a message
+    calls a row (a chunk's: "row", counted in the chunk)."""
     names = [i.name for i in model.inputs]
     for k in arrays:
         if k not in names:
@@ -158,10 +159,10 @@ def check_arrays(arrays: dict, model, where: str = "data", finite: bool = True,
             # (the column names only for an error message: an input of 10,000 elements
             # has 10,000 of them)
             if finite or spec.is_int:
-                _check_finite(a, spec, _columns(spec), where, lambda r: f"sample {r}",
+                _check_finite(a, spec, _columns(spec), where, lambda r: f"{row} {r}",
                               _real_limit(model))
             if spec.is_int:
-                _check_int(a, spec, _columns(spec), where, lambda r: f"sample {r}")
+                _check_int(a, spec, _columns(spec), where, lambda r: f"{row} {r}")
         out[spec.name] = np.ascontiguousarray(a, dtype=np.int64) if spec.is_int else a
     if n == 0:
         raise DataError(f"{where}: no samples")
