@@ -1105,6 +1105,60 @@ def test_a_model_without_inputs_repeats_its_flat_call():
         m.value_and_grad_flat(theta[:1])
 
 
+def test_hypers_beside_a_bound_batch_set_only_those_they_name():
+    """hypers= with a bind() result replaced every hyper of the batch: those not named
+    went back to the file's defaults (c = 10 became 1), for the flat calls, prepare,
+    loss_flat, hvp_flat and bind itself."""
+    m = lossc.compile("input x\nparam a\nhyper lam = 1\nhyper c = 1\n"
+                      "loss = c * (a - x) ^ 2 + lam * a ^ 2\n", cache=False)
+    x, flat = np.array([1.0, 2.0, 3.0]), np.array([0.5])
+    bound = m.bind({"x": x}, hypers={"c": 10.0})
+    want = m.loss({"a": 0.5}, x=x, c=10.0, lam=2.0)
+    assert m.value_and_grad_flat(flat, bound, hypers={"lam": 2.0})[0] == want
+    assert m.loss_flat(flat, bound, hypers={"lam": 2.0}) == want
+    assert m.prepare(flat.copy(), bound, hypers={"lam": 2.0})() == want
+    assert m.loss_flat(flat, m.bind(bound, {"lam": 2.0})) == want
+    np.testing.assert_array_equal(m.hvp_flat(flat, np.ones(1), bound, hypers={"lam": 2.0}),
+                                  [2 * 10.0 + 2 * 2.0])
+    assert m.loss_flat(flat, bound) == m.loss({"a": 0.5}, x=x, c=10.0)      # (unchanged)
+    h = m.scipy_hessp(x=x, hypers={"lam": 2.0})          # (as scipy_objective takes it)
+    np.testing.assert_array_equal(h(np.array([0.5]), np.array([1.0])), [6.0])
+
+
+@pytest.mark.parametrize("call, words", [
+    (lambda m, x: m.bind({"x": x}, hypers=[("lam", 1.0)]), "hypers must be a dict"),
+    (lambda m, x: m.hvp_flat(np.zeros(1), np.ones(1), {"x": x}, hypers=["lam"]),
+     "hypers must be a dict"),
+    (lambda m, x: m.scipy_objective(x=x, hypers=[1.0]), "hypers must be a dict"),
+    (lambda m, x: m.scipy_hessp(x=x, hypers=(1.0,)), "hypers must be a dict"),
+    (lambda m, x: m.unpack_params(np.array([3j])), "flat parameters must hold real numbers"),
+    (lambda m, x: m.unpack_params("abc"), "flat parameters must hold real numbers"),
+    (lambda m, x: m.unpack_params({"a": 1.0}), "flat parameters must hold real numbers"),
+])
+def test_wrong_types_are_errors_naming_the_argument(call, words):
+    """An AttributeError from hypers.items(), a complex vector unpacked as zeros, a
+    float() error: each is a TypeError naming what was wrong."""
+    m = lossc.compile("input x\nparam a\nhyper lam = 1\nloss = (a - x) ^ 2 + lam * a ^ 2\n",
+                      cache=False)
+    with pytest.raises(TypeError, match=words):
+        call(m, np.array([1.0, 2.0]))
+
+
+def test_seeds_numpy_does_not_take_are_a_value_error_naming_seed():
+    m = lossc.compile("param a = normal(0, 1)\nloss = a ^ 2\n", cache=False)
+    for call in (lambda: m.init_params("a"), lambda: m.scipy_objective(seed=-1)):
+        with pytest.raises(ValueError, match="seed must be an integer >= 0"):
+            call()
+
+
+def test_pack_params_into_out_reads_values_that_are_views_of_it():
+    m = lossc.compile("input x[2]\nparam a[2]\nparam b[2]\nloss = dot(a, x) + dot(b, x)\n",
+                      cache=False)
+    out = np.array([1.0, 2.0, 3.0, 4.0])
+    assert m.pack_params({"a": out[2:4], "b": out[0:2]}, out=out) is out
+    np.testing.assert_array_equal(out, [3.0, 4.0, 1.0, 2.0])      # (was 3, 4, 3, 4)
+
+
 def test_the_flat_repeated_call_checks_vectors_that_moved_or_changed_in_place():
     """A parameter vector or grad_out found apart from the rest once is trusted to stay
     so only while it is the same array at the same address: resized in place (which

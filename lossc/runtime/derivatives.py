@@ -155,8 +155,11 @@ def symmetrized(H: np.ndarray) -> np.ndarray:
 
 
 def scipy_hessp(model, kwargs: dict):
-    """hessp(x, p) -> H(x) p as float64, the batch bound once."""
-    bound = bound_arguments(model, kwargs)
+    """hessp(x, p) -> H(x) p as float64, the batch bound once (the keywords as
+    scipy_objective takes them, hypers= among them)."""
+    from lossc.runtime.scipy_bridge import split_arguments
+    inputs, hypers, _ = split_arguments(model, kwargs, ("hypers",))
+    bound = model.bind(inputs, hypers)
 
     def hessp(x, p):
         x = flat_vector(model, x, "x")

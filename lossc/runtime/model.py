@@ -148,7 +148,11 @@ class Model:
 
     def init_params(self, seed: int = 0) -> dict:
         """Initial values as the file declares them, drawn from `seed`."""
-        rng = np.random.default_rng(seed)
+        try:
+            rng = np.random.default_rng(seed)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"seed must be an integer >= 0 (or None), got {seed!r} ({e})") \
+                from None
         out = {}
         for p in self.params:
             kind, args = p.init
@@ -174,6 +178,10 @@ class Model:
         dtype)."""
         if out is not None:
             self._check_out(out, "out")
+            if isinstance(theta, dict):
+                # (a value that is a view of `out` is read before `out` is written)
+                theta = {k: v.copy() if isinstance(v, np.ndarray)
+                         and np.may_share_memory(v, out) else v for k, v in theta.items()}
             self._pack(theta, self._param_views(out))
             return out
         return self._paths.pack(theta)
@@ -228,7 +236,11 @@ class Model:
 
     def unpack_params(self, flat: np.ndarray, /) -> dict:
         """A dict of arrays (copies) from a flat parameter vector."""
-        flat = np.array(flat, dtype=self.dtype)
+        a = as_array(flat, "flat parameters")
+        if a.dtype.kind not in "biuf":
+            raise TypeError(f"flat parameters must hold real numbers, got "
+                            f"{type(flat).__name__ if a.dtype.kind == 'O' else a.dtype}")
+        flat = np.array(a, dtype=self.dtype)
         if flat.shape != (self.n_params,):
             raise ValueError(f"flat parameters must have shape ({self.n_params},), got "
                              f"{_shape_text(flat.shape)}")
@@ -363,7 +375,7 @@ class Model:
         for o, a in zip(self.outputs, outs):
             rows = a.reshape((-1,) + o.shape)
             if not self.inputs:
-                result[o.name] = rows[0].copy()
+                result[o.name] = np.array(rows[0])      # (a 0-d array for a scalar)
             elif o.name in once:
                 result[o.name] = np.repeat(rows[:1], B, axis=0)
             else:
@@ -454,7 +466,9 @@ class Model:
         if isinstance(data, BoundArgs):
             data = self.own_bound(data)
             if hypers:
-                return BoundArgs(self, data.arrays, data.B, self._hyper_vector(hypers))
+                # (the batch's hypers, those named here set on top of them)
+                return BoundArgs(self, data.arrays, data.B,
+                                 self._hyper_vector(hypers, data.hypers))
             return data
         arrays, B = self._check_inputs(data or {})
         return BoundArgs(self, arrays, B, self._hyper_vector(hypers or {}))
@@ -523,10 +537,16 @@ class Model:
                     raise ValueError(f"{first} and {second} share memory; the native call "
                                      "needs separate arrays for them")
 
-    def _hyper_vector(self, hypers: dict) -> np.ndarray:
+    def _hyper_vector(self, hypers: dict, base: Optional[np.ndarray] = None) -> np.ndarray:
+        """The hyperparameter vector: `base` (a bound batch's; default, the file's) with
+        those named in `hypers` set."""
+        base = self._default_hypers if base is None else base
+        if hypers is not None and not isinstance(hypers, dict):
+            raise TypeError(f"hypers must be a dict name -> value, got "
+                            f"{type(hypers).__name__}")
         if not hypers:
-            return self._default_hypers
-        v = self._default_hypers.copy()
+            return base
+        v = base.copy()
         for k, x in hypers.items():
             if k not in self._hyper_index:
                 raise ValueError(f"unknown hyperparameter {k!r}; the model's hyperparameters "

@@ -56,9 +56,25 @@ def scipy_objective(model, /, **kwargs) -> tuple[Objective, np.ndarray]:
     to start from instead). A keyword that names one of the model's inputs or
     hyperparameters always means it: for a model with an input called `seed`, start
     from another point with `fun.pack(model.init_params(3))`."""
+    inputs, hypers, options = split_arguments(model, kwargs, OPTIONS)
+    bound = model.bind(inputs, hypers)
+    init = options.get("init")
+    x0 = pack_params(model, init if init is not None
+                     else model.init_params(options.get("seed", 0)))
+    return Objective(model, bound), x0
+
+
+def split_arguments(model, kwargs: dict, options: tuple) -> tuple[dict, dict, dict]:
+    """(inputs, hyperparameters, options) of a keyword call: the hyperparameters by name
+    and in `hypers=` (a dict), the options named in `options` unless the model has an
+    input or hyperparameter of that name."""
+    kwargs = dict(kwargs)
     names = {s.name for s in model.inputs} | {h.name for h in model.hypers}
-    options = {k: kwargs.pop(k) for k in OPTIONS if k in kwargs and k not in names}
-    hypers = dict(options.get("hypers") or {})
+    found = {k: kwargs.pop(k) for k in options if k in kwargs and k not in names}
+    given = found.get("hypers")
+    if given is not None and not isinstance(given, dict):
+        raise TypeError(f"hypers must be a dict name -> value, got {type(given).__name__}")
+    hypers = dict(given or {})
     hyper_names = {h.name for h in model.hypers}
     inputs = {}
     for k, v in kwargs.items():
@@ -69,11 +85,7 @@ def scipy_objective(model, /, **kwargs) -> tuple[Objective, np.ndarray]:
             hypers[k] = v
         else:
             inputs[k] = v
-    bound = model.bind(inputs, hypers)
-    init = options.get("init")
-    x0 = pack_params(model, init if init is not None
-                     else model.init_params(options.get("seed", 0)))
-    return Objective(model, bound), x0
+    return inputs, hypers, found
 
 
 def pack_params(model, params: dict) -> np.ndarray:
