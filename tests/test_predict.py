@@ -443,3 +443,13 @@ def test_cli_csv_values_are_the_shortest_text_that_reads_back(tmp_path, dtype, x
     assert r.exit_code == 0, r.output
     assert (tmp_path / "pred.csv").read_text().splitlines() == ["same"] + written
 
+
+
+def test_a_model_without_inputs_predicts_arrays():
+    """A scalar output came back as a NumPy scalar (np.float64), a vector one as an
+    array: predict returns one array per output."""
+    m = lossc.compile("param a = 2\nloss = a ^ 2\noutput o = a * 3\noutput v = [a, 2 * a]\n",
+                      cache=False)
+    out = m.predict({"a": 2.0})
+    assert type(out["o"]) is np.ndarray and out["o"].shape == () and out["o"] == 6.0
+    assert type(out["v"]) is np.ndarray and out["v"].tolist() == [2.0, 4.0]
