@@ -290,6 +290,37 @@ def fma_loop_ir(real: str, lanes: int, chains: int = FMA_CHAINS) -> str:
     return "\n".join(lines) + "\n"
 
 
+class SpeedProbe:
+    """How fast the host runs fixed work right now: the FMA loop of fma_peak (float64,
+    the widest vectors lossc uses), compiled once and timed for about a millisecond,
+    the best of a few. On a shared virtual machine the same code runs slower when the
+    host is busy, which neither the load average nor steal time shows; a probe before
+    each workload says how its figures compare with the rest of the run's."""
+
+    ITERATIONS = 100_000
+
+    def __init__(self):
+        import ctypes
+
+        from lossc.codegen import jit
+        from lossc.compiler import host_vector_bits
+        lanes = max(1, host_vector_bits() // 64)
+        self._flops = self.ITERATIONS * FMA_CHAINS * lanes * 2
+        self._code = jit.NativeCode(jit.compile_ir(fma_loop_ir("double", lanes)),
+                                    ("fma_loop",))
+        self._loop = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_void_p)(
+            self._code.addresses["fma_loop"])
+        self._out = ctypes.create_string_buffer(8)
+
+    def gflops(self, reps: int = 5) -> float:
+        best = float("inf")
+        for _ in range(reps):
+            t0 = time.perf_counter_ns()
+            self._loop(self.ITERATIONS, self._out)
+            best = min(best, (time.perf_counter_ns() - t0) * 1e-9)
+        return self._flops / best / 1e9
+
+
 class EmptyCall:
     """The machine's floor for one call into native code from Python: a function
     compiled by LLVM for the host CPU that returns at once, with the prototype of

@@ -60,6 +60,9 @@ WORKLOADS = ["W1", "W2", "W3", "W4", "W5", "W6", "compile", "W7", "W8", "W9", "s
              "W10", "sklearn"]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUTPUT = os.path.join(ROOT, "benchmarks", "results.md")
+# a workload whose speed probe ran below this share of the run's best has its targets
+# marked as measured on a slow host (machine.SpeedProbe)
+SLOW_HOST = 0.85
 
 
 def parse_args(argv):
@@ -210,6 +213,8 @@ def main(argv=None) -> int:
 
     import lossc     # noqa: F401  (imported after the thread variables are set)
     mon = machine.CpuMonitor()
+    probe = machine.SpeedProbe()
+    speed = {}
     load_start = machine.loadavg()
     busy = {}
     spans = []
@@ -224,6 +229,7 @@ def main(argv=None) -> int:
                 ctx.log(f"(waited {waited:.0f} s for a quiet machine before {name}"
                         + (f"; others still use {used:.2f} cores)" if used and used >= 0.15
                            else ")"))
+        speed[name] = probe.gflops()
         a = mon.snapshot()
         try:
             if name == bw_first:        # the streaming workloads are judged against it
@@ -253,12 +259,24 @@ def main(argv=None) -> int:
                                      if waited_total else ""))
         ctx.log(info[-1])
 
+    fastest = max(speed.values(), default=0.0)
+    if fastest:
+        slowest = min(speed, key=speed.get)
+        info.append(f"host speed (a fixed FMA loop timed before each workload, "
+                    f"{machine.SpeedProbe.ITERATIONS:,} iterations): "
+                    f"{speed[slowest]:.1f} to {fastest:.1f} GFLOP/s, the slowest before "
+                    f"{slowest}")
+        ctx.log(info[-1])
     for t in ctx.targets:       # a figure taken beside a busy neighbour says so
         wl = t.anchor[0] if t.anchor else t.name.split()[0].rstrip(":")
         used = busy.get(wl)
         if used is not None and used > 0.25 and "final loss" not in t.name:
             t.detail = (t.detail + "; " if t.detail else "") + \
                 f"noisy: other processes used {used:.2f} cores meanwhile"
+        if fastest and speed.get(wl) and speed[wl] < SLOW_HOST * fastest:
+            t.detail = (t.detail + "; " if t.detail else "") + \
+                (f"slow host: the FMA loop ran at {speed[wl] / fastest:.0%} of the run's "
+                 f"best before {wl}")
     annotate(ctx.rows, ctx.targets)
     cells = table_cells(ctx.rows)
     table = text_table(HEAD, [c[:-1] + [c[-1] if len(c[-1]) <= 60 else c[-1][:57] + "..."]

@@ -193,6 +193,18 @@ def test_fma_peak_loop_computes_its_chains_and_counts_their_operations(dtype, bi
     assert peak.gflops > 0 and dtype in peak.describe()
 
 
+def test_the_speed_probe_and_the_empty_call_are_native_calls_that_measure():
+    """W1's machine limit calls native code that returns at once (0, as lossc's units
+    return OK); the host speed probe times the FMA loop fma_peak measures, its
+    operations counted the same way (two a lane and FMA)."""
+    from lossc.compiler import host_vector_bits
+    assert machine.EmptyCall()() == 0
+    probe = machine.SpeedProbe()
+    lanes = host_vector_bits() // 64
+    assert probe._flops == probe.ITERATIONS * machine.FMA_CHAINS * lanes * 2
+    assert 0 < probe.gflops(reps=2) < 1e4
+
+
 def test_w7_goes_on_without_the_fma_peak_where_it_cannot_be_measured(monkeypatch):
     from benchmarks import w7_mnist as w7
 
