@@ -101,7 +101,7 @@ def test_partitions_take_their_own_batches_in_a_seeded_order():
     assert r.history[-1] < r.history[0]
 
 
-def test_npy_chunk_files_are_read_when_their_chunk_is_used(tmp_path, model):
+def test_npy_chunk_files_are_mapped_when_their_chunk_is_used(tmp_path, model):
     data = _data()
     for name in ("x", "y"):
         (tmp_path / name).mkdir()
@@ -109,7 +109,7 @@ def test_npy_chunk_files_are_read_when_their_chunk_is_used(tmp_path, model):
             np.save(tmp_path / name / f"{k}.npy", data[name][lo:lo + 250])
     chunks = file_chunks(tmp_path, model)
     assert chunks.sizes == (250, 250, 250, 250, 3)
-    assert isinstance(chunks.parts[0]["x"], NpyFile)      # (no map, no open file)
+    assert isinstance(chunks.parts[0]["x"], NpyFile)     # (not mapped until used)
     np.testing.assert_array_equal(chunks.arrays(4)["x"], data["x"][1000:])
     kw = dict(optimizer=LBFGS(), epochs=5)
     r0 = lossc.train(model, data=in_chunks(data, 250), **kw)
@@ -138,8 +138,9 @@ def test_a_chunk_file_rewritten_during_the_run_is_an_error_naming_it(tmp_path, m
 
 
 def test_many_chunk_files_hold_no_file_open(tmp_path, model):
-    """Each file was memory-mapped when the run was planned: some 500 chunks of two
-    inputs ran out of file descriptors under the usual limit of 1,024."""
+    """Each file was memory-mapped when the run was planned (a map holds a file
+    descriptor): some 500 chunks of two inputs ran out of them under the usual limit of
+    1,024. A chunk's files are mapped when it is used and let go after."""
     import resource
     data = _data()
     for name in ("x", "y"):

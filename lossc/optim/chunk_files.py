@@ -12,11 +12,11 @@ have as many files, and file k of each the same rows. A folder given as --data h
 the inputs' folders (or, for a one-input model, the .npy files themselves) or Parquet
 files. Parquet files are read as one dask DataFrame (columns named as a CSV header's).
 
-Without a dask.distributed client the NPY chunks are read one at a time in this process
-(lossc.optim.chunked.LocalChunks: a data set larger than memory streams from disk);
-with one, each chunk's task reads its files on the worker it runs on, from the same
-paths (a file system the workers share). A file is read when its chunk is used, and
-checked against the rows its header had when the run was planned. Parquet always goes
+Without a dask.distributed client the NPY chunks are memory maps read one at a time in
+this process (lossc.optim.chunked.LocalChunks: a data set larger than memory streams
+from disk); with one, each chunk's task maps its files on the worker it runs on, from
+the same paths (a file system the workers share). A file is mapped when its chunk is
+used, and checked against the rows its header had when the run was planned. Parquet always goes
 through Dask (its default scheduler without a client). Only the files' headers are read
 to plan the run.
 """

@@ -77,12 +77,15 @@ def add_pairs(a: tuple, b: tuple) -> tuple:
 @dataclass(frozen=True)
 class NpyFile:
     """A chunk of one input in a .npy file of `rows` rows (as the run was planned),
-    read where and when the chunk is used, in this process or in a Dask task: one
-    chunk is in memory at a time, and nothing of it outlives its use. Read, not mapped:
-    a file cut short under a memory map kills the process (SIGBUS) when its missing
-    pages are touched, and a map held from the plan on keeps a file descriptor per
-    file. A file whose rows are no longer the plan's (rewritten during the run) is a
-    DataError naming it."""
+    mapped where and when the chunk is used, in this process or in a Dask task, and
+    let go after: the native code reads the file's pages as it goes (from the page
+    cache, without a copy), one chunk's files are mapped at a time (a map holds a file
+    descriptor), and nothing of it outlives its use. Each use checks the file against
+    the plan first: a file rewritten with other rows, or cut short, is a DataError
+    naming it (mapped from the plan on, a file cut short between two uses killed the
+    process with SIGBUS when its missing pages were touched). A file cut short while
+    its own chunk is being computed still would: chunk files must not change during a
+    run."""
 
     path: str
     rows: int
@@ -92,7 +95,8 @@ class NpyFile:
 
     def load(self) -> np.ndarray:
         try:
-            a = np.load(self.path, allow_pickle=False)
+            # (np.load checks the file holds what its header says before mapping it)
+            a = np.load(self.path, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError, EOFError) as e:
             raise DataError(f"{self.path}: {e}") from None
         if a.ndim == 0 or len(a) != self.rows:
@@ -208,7 +212,7 @@ def held_out(chunks: Chunks, validation: float, seed: int) -> tuple[Chunks, Chun
 class LocalChunks(Chunks):
     """Chunks read in this process, one at a time: `parts` is a list of dicts input name
     -> array-like (a memory map's rows are read when a chunk is used) or NpyFile (the
-    file is read then)."""
+    file is mapped then)."""
 
     def __init__(self, parts: Sequence[dict], labels: Optional[Sequence[str]] = None):
         labels = list(labels or row_labels([len(next(iter(p.values()))) for p in parts]))
