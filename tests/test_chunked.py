@@ -110,7 +110,7 @@ def test_npy_chunk_files_are_mapped_when_their_chunk_is_used(tmp_path, model):
     chunks = file_chunks(tmp_path, model)
     assert chunks.sizes == (250, 250, 250, 250, 3)
     assert isinstance(chunks.parts[0]["x"], NpyFile)     # (not mapped until used)
-    np.testing.assert_array_equal(chunks.arrays(4)["x"], data["x"][1000:])
+    np.testing.assert_array_equal(chunks.arrays(4)["x"].load(), data["x"][1000:])
     kw = dict(optimizer=LBFGS(), epochs=5)
     r0 = lossc.train(model, data=in_chunks(data, 250), **kw)
     r1 = lossc.train(model, data=str(tmp_path), **kw)
@@ -441,9 +441,14 @@ def test_predict_on_chunks_reads_no_cell_of_an_input_the_outputs_do_not_use(tmp_
                 "--out", tmp_path / "want.npz")
     assert want.exit_code == 0, want.output
     np.save(stack / "y" / "3.npy", np.full(100, np.nan))
-    r = _cli("predict", model, "--params", params, "--data", stack, "--out",
-             tmp_path / "c.npz")
+    loaded = []
+    load = NpyFile.load
+    with pytest.MonkeyPatch.context() as mp:      # (the labels' files are not even mapped)
+        mp.setattr(NpyFile, "load", lambda f: (loaded.append(f.path), load(f))[1])
+        r = _cli("predict", model, "--params", params, "--data", stack, "--out",
+                 tmp_path / "c.npz")
     assert r.exit_code == 0, r.output
+    assert loaded and all(os.sep + "x" + os.sep in path for path in loaded), loaded
     assert np.array_equal(np.load(tmp_path / "c.npz")["p"],
                           np.load(tmp_path / "want.npz")["p"])
     pd = pytest.importorskip("pandas")
@@ -486,6 +491,13 @@ def test_eval_on_parquet_files(tmp_path):
     frame.iloc[200:].assign(extra=1.0).to_parquet(tmp_path / "part2.parquet")
     r = _cli("train", model, "--data", tmp_path / "*.parquet", "--out", tmp_path / "q.npz")
     assert r.exit_code == 1 and "part2.parquet: has a column 'extra', unlike" in r.output
+    # (the stored index is a column too: the first file's named index, a later
+    # file's without one, was pandas' KeyError)
+    named = frame.iloc[200:].copy()
+    named.index.name = "row"
+    named.to_parquet(tmp_path / "part2.parquet")
+    r = _cli("eval", model, "--params", params, "--data", tmp_path / "*.parquet")
+    assert r.exit_code == 1 and "part2.parquet: has a column 'row (index)', unlike" in r.output
     (tmp_path / "part2.parquet").write_bytes(b"not Parquet")
     r = _cli("eval", model, "--params", params, "--data", tmp_path / "*.parquet")
     assert r.exit_code == 1 and "part2.parquet: not a readable Parquet file" in r.output

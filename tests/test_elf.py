@@ -664,7 +664,20 @@ define void @init() section ".init" {
   ret void
 }
 """,
-], ids=["global_ctors", "ctors", "init"])
+    # a priority other than 65535: .ctors.65434, an ordinary PROGBITS section too
+    """
+define void @init() {
+  ret void
+}
+@llvm.global_ctors = appending global [1 x { i32, ptr, ptr }] [{ i32, ptr, ptr } { i32 101, ptr @init, ptr null }]
+""",
+    """
+define void @fini() {
+  ret void
+}
+@llvm.global_dtors = appending global [1 x { i32, ptr, ptr }] [{ i32, ptr, ptr } { i32 101, ptr @fini, ptr null }]
+""",
+], ids=["global_ctors", "ctors", "init", "ctors_priority", "dtors_priority"])
 def test_objects_with_constructors_are_refused_by_every_loader(ir):
     """lossc never runs constructors; an object that has any is not lossc's."""
     obj = emit(ir + "define i32 @f() {\n  ret i32 0\n}\n")

@@ -524,6 +524,10 @@ def test_a_fitted_estimator_predicts_with_the_hypers_it_was_fitted_with():
     clf.set_params(model=source, T=100.0).fit(X, y)
     assert clf.hypers_ == {"T": 100.0}
     assert not np.allclose(clf.predict_proba(X[:5]), before)
+    # an estimator pickled before hypers_ was kept predicts with its parameters' values
+    older = pickle.loads(pickle.dumps(clf))
+    del older.hypers_
+    np.testing.assert_array_equal(older.predict_proba(X[:5]), clf.predict_proba(X[:5]))
 
 
 def test_a_regressor_predicts_a_vector_target():

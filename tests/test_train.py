@@ -235,6 +235,22 @@ def test_monitor_batches_with_a_split_stops_when_the_validation_objective_blows_
     assert np.isfinite(m.loss(r.params, **data))
 
 
+def test_a_validation_objective_that_becomes_infinite_under_monitor_full_is_no_divergence():
+    """Under monitor="full" the training objective at the epoch's parameters is finite:
+    a held-out sample whose loss grows without bound (x = 60 labelled 0) is the data's,
+    and the run stops by its own rules, not as diverged."""
+    m = lossc.compile("input x\ninput y\nparam w\nparam b\np = 1 / (1 + exp(-(w * x + b)))\n"
+                      "loss = -y * log(p) - (1 - y) * log(1 - p)\n", cache=False)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=400)
+    y = (x + 0.3 * rng.normal(size=400) > 0).astype(float)
+    xv = np.r_[rng.normal(size=50), 60.0]
+    yv = np.r_[(xv[:50] > 0).astype(float), 0.0]
+    r = lossc.train(m, data={"x": x, "y": y}, val_data={"x": xv, "y": yv},
+                    optimizer=lossc.LBFGS(), epochs=40, patience=5)
+    assert r.stopped != "diverged" and not np.isfinite(r.val_history).all()
+
+
 def test_monitor_batches_never_returns_parameters_with_an_infinite_objective():
     """The last step of epoch 1 blows w up, yet the epoch's batches looked fine: the
     end-of-run check finds the objective at those parameters infinite and falls back

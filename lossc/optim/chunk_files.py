@@ -178,9 +178,13 @@ def _check_parquet_columns(files: list, where: str) -> None:
             schema = pq.read_schema(path)
         except (OSError, ValueError) as e:
             raise DataError(f"{where}: {path}: not a readable Parquet file ({e})") from None
-        index = {c for c in (schema.pandas_metadata or {}).get("index_columns", [])
-                 if isinstance(c, str)}
-        columns = [name for name in schema.names if name not in index]
+        # (the stored index too, a column or a range: read as one DataFrame, the files'
+        # index is the first file's, and one a later file lacks fails in pandas as a
+        # missing column does)
+        index = [c if isinstance(c, str) else f"{c.get('name') or 'unnamed'} (index)"
+                 for c in (schema.pandas_metadata or {}).get("index_columns", [])
+                 if isinstance(c, str) or c.get("name")]
+        columns = [c for c in schema.names if c not in index] + index
         if first is None:
             first = (path, columns)
             continue

@@ -240,7 +240,9 @@ class LocalChunks(Chunks):
         return held[1]
 
     def arrays(self, c: int) -> dict:
-        return {k: a.load() if isinstance(a, NpyFile) else np.asarray(a)
+        """Chunk c's arrays, an NpyFile as it is: chunk_arrays maps the files of the
+        inputs it reads (a prediction reads only those its outputs need)."""
+        return {k: a if isinstance(a, NpyFile) else np.asarray(a)
                 for k, a in self.parts[c].items()}
 
     def subset(self, indexes):

@@ -148,6 +148,7 @@ class Monitor:
                  patience: Optional[int] = None, callback: Optional[Callable] = None):
         self.log = log
         self.validated = validated
+        self.judged_by_batches = judged_by_batches
         self.unverified_best = judged_by_batches and not validated
         self.ties_rtol = ties_rtol
         self.total_epochs = total_epochs
@@ -222,8 +223,8 @@ class Monitor:
         prev = self.history[-1]
         self.history.append(loss)
         monitored = self._monitored(loss, validate)
-        if self.validated and not math.isfinite(monitored) and len(self.val_history) > 1 \
-                and math.isfinite(self.val_history[-2]):
+        if (self.validated and self.judged_by_batches and not math.isfinite(monitored)
+                and len(self.val_history) > 1 and math.isfinite(self.val_history[-2])):
             # (monitor="batches" judged the epoch by finite batch objectives; its last
             # steps made the parameters' objective on held-out data non-finite)
             raise self.diverged(f"is finite, but the validation objective became "

@@ -252,9 +252,17 @@ def check(obj: bytes, names: tuple[str, ...]) -> None:
 
 # Sections of code or addresses that a program's start runs (LLVM puts
 # llvm.global_ctors in .ctors, an ordinary PROGBITS section, for the target lossc
-# compiles for). lossc never runs them; an object that has one is not lossc's.
+# compiles for, and one of another priority in .ctors.NNNNN). lossc never runs them; an
+# object that has one is not lossc's.
 CONSTRUCTOR_SECTIONS = frozenset((b".ctors", b".dtors", b".init", b".fini", b".init_array",
                                   b".fini_array", b".preinit_array"))
+
+
+def _is_constructor_section(name: bytes) -> bool:
+    """Whether a section's name is one of CONSTRUCTOR_SECTIONS, or one of them with a
+    priority after a dot (.ctors.65434, .init_array.101)."""
+    return name in CONSTRUCTOR_SECTIONS or any(
+        name.startswith(base + b".") for base in CONSTRUCTOR_SECTIONS)
 
 
 # where check() takes the mapping to start: above 4 GB, as mmap places it on x86-64
@@ -335,7 +343,7 @@ def _loaded_sections(obj: bytes, sections: list[tuple], page: int,
             continue
         names = names or _section_names(obj, sections)
         if (kind in (SHT_INIT_ARRAY, SHT_FINI_ARRAY, SHT_PREINIT_ARRAY)
-                or _string(obj, names, section[0]) in CONSTRUCTOR_SECTIONS):
+                or _is_constructor_section(_string(obj, names, section[0]))):
             raise ElfLoadError("the object has constructors or destructors")
         if flags & SHF_TLS:
             raise ElfLoadError("the object has thread-local data")

@@ -447,9 +447,11 @@ class LossEstimator(BaseEstimator):
         X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
         decl = declarations(Source(self.source_, self._source_name))
         # (the hypers of the fit: set_params takes effect at the next fit, as
-        # scikit-learn's estimators do)
+        # scikit-learn's estimators do; an estimator pickled before hypers_ was kept
+        # predicts with its parameters' values)
+        hypers = self.hypers_ if hasattr(self, "hypers_") else self._hypers_for(decl)
         return self.model_.predict(self.params_, **{self.X: self._features(decl, X)},
-                                   **self.hypers_)
+                                   **hypers)
 
     # ------------------------------------------------------------ pickling
 
