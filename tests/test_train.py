@@ -235,6 +235,15 @@ def test_monitor_batches_with_a_split_stops_when_the_validation_objective_blows_
     assert np.isfinite(m.loss(r.params, **data))
 
 
+def test_a_uint64_index_beyond_int64_is_named_not_wrapped():
+    """It became a negative index in the conversion to int64 (label = -9223372036854775803)."""
+    m = lossc.compile("input x[2]\ninput k: int\nparam w[2]\nloss = w[k] * x[k]\n", cache=False)
+    k = np.array([0, 1, 2 ** 63 + 5, 1], dtype=np.uint64)
+    with pytest.raises(DataError, match="sample 2, column 'k': 9.22337e[+]18 is too large"):
+        lossc.train(m, {"x": np.ones((4, 2)), "k": k}, lossc.SGD(0.1), epochs=1)
+    assert lossc.train(m, {"x": np.ones((4, 2)), "k": k % 2}, lossc.SGD(0.1), epochs=1).ok
+
+
 def test_a_validation_objective_that_becomes_infinite_under_monitor_full_is_no_divergence():
     """Under monitor="full" the training objective at the epoch's parameters is finite:
     a held-out sample whose loss grows without bound (x = 60 labelled 0) is the data's,

@@ -163,6 +163,9 @@ def check_arrays(arrays: dict, model, where: str = "data", finite: bool = True,
                               _real_limit(model))
             if spec.is_int:
                 _check_int(a, spec, _columns(spec), where, lambda r: f"{row} {r}")
+        elif spec.is_int and a.dtype.kind == "u" and a.dtype.itemsize == 8:
+            # (a uint64 beyond int64 would wrap to a negative index in the conversion)
+            _check_int(a, spec, _columns(spec), where, lambda r: f"{row} {r}")
         out[spec.name] = np.ascontiguousarray(a, dtype=np.int64) if spec.is_int else a
     if n == 0:
         raise DataError(f"{where}: no samples")
