@@ -290,6 +290,39 @@ def fma_loop_ir(real: str, lanes: int, chains: int = FMA_CHAINS) -> str:
     return "\n".join(lines) + "\n"
 
 
+class FmaLoop:
+    """The loop of fma_loop_ir compiled by LLVM for the host CPU, as lossc's own code
+    is, for `dtype` on the widest vectors lossc uses on this CPU (or `bits`), timed on
+    demand: what fma_peak and SpeedProbe measure."""
+
+    def __init__(self, dtype: str = "float64", bits: Optional[int] = None):
+        import ctypes
+
+        from lossc.codegen import jit
+        from lossc.compiler import host_vector_bits
+        real, size = {"float32": ("float", 4), "float64": ("double", 8)}[dtype]
+        self.lanes = max(1, (bits or host_vector_bits()) // (8 * size))
+        self.bits = self.lanes * size * 8
+        self._code = jit.NativeCode(jit.compile_ir(fma_loop_ir(real, self.lanes)),
+                                    ("fma_loop",))
+        self._loop = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_void_p)(
+            self._code.addresses["fma_loop"])
+        self._out = ctypes.create_string_buffer(8)
+
+    def flops(self, iterations: int) -> int:
+        """Operations in a call of `iterations` iterations: two a lane and FMA."""
+        return iterations * FMA_CHAINS * self.lanes * 2
+
+    def best_seconds(self, iterations: int, reps: int) -> float:
+        """The fastest of `reps` calls of `iterations` iterations."""
+        best = float("inf")
+        for _ in range(reps):
+            t0 = time.perf_counter_ns()
+            self._loop(iterations, self._out)
+            best = min(best, (time.perf_counter_ns() - t0) * 1e-9)
+        return best
+
+
 class SpeedProbe:
     """How fast the host runs fixed work right now: the FMA loop of fma_peak (float64,
     the widest vectors lossc uses), compiled once and timed for about a millisecond,
@@ -300,25 +333,11 @@ class SpeedProbe:
     ITERATIONS = 100_000
 
     def __init__(self):
-        import ctypes
-
-        from lossc.codegen import jit
-        from lossc.compiler import host_vector_bits
-        lanes = max(1, host_vector_bits() // 64)
-        self._flops = self.ITERATIONS * FMA_CHAINS * lanes * 2
-        self._code = jit.NativeCode(jit.compile_ir(fma_loop_ir("double", lanes)),
-                                    ("fma_loop",))
-        self._loop = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_void_p)(
-            self._code.addresses["fma_loop"])
-        self._out = ctypes.create_string_buffer(8)
+        self._loop = FmaLoop("float64")
+        self._flops = self._loop.flops(self.ITERATIONS)
 
     def gflops(self, reps: int = 5) -> float:
-        best = float("inf")
-        for _ in range(reps):
-            t0 = time.perf_counter_ns()
-            self._loop(self.ITERATIONS, self._out)
-            best = min(best, (time.perf_counter_ns() - t0) * 1e-9)
-        return self._flops / best / 1e9
+        return self._flops / self._loop.best_seconds(self.ITERATIONS, reps) / 1e9
 
 
 class EmptyCall:
@@ -360,22 +379,7 @@ def fma_peak(dtype: str, reps: int = 5, iterations: int = FMA_ITERATIONS,
     """The FMA peak of one core for `dtype` on the widest vectors lossc uses on this CPU
     (or `bits`): a loop of FMA_CHAINS independent vector FMAs compiled by LLVM for the
     host CPU, as lossc's own code is, the best of `reps` timed calls."""
-    import ctypes
-
-    from lossc.codegen import jit
-    from lossc.compiler import host_vector_bits
-    bits = bits or host_vector_bits()
-    real, size = {"float32": ("float", 4), "float64": ("double", 8)}[dtype]
-    lanes = max(1, bits // (8 * size))
-    code = jit.NativeCode(jit.compile_ir(fma_loop_ir(real, lanes)), ("fma_loop",))
-    loop = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_void_p)(
-        code.addresses["fma_loop"])
-    out = ctypes.create_string_buffer(8)
-    loop(1000, out)
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter_ns()
-        loop(iterations, out)
-        best = min(best, (time.perf_counter_ns() - t0) * 1e-9)
-    del code
-    return FmaPeak(dtype, lanes * size * 8, iterations * FMA_CHAINS * lanes * 2 / best / 1e9)
+    loop = FmaLoop(dtype, bits)
+    loop.best_seconds(1000, 1)          # (a first call, untimed)
+    best = loop.best_seconds(iterations, reps)
+    return FmaPeak(dtype, loop.bits, loop.flops(iterations) / best / 1e9)
