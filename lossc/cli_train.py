@@ -38,7 +38,6 @@ from lossc.optim.freeze import check_frozen
 from lossc.optim.fullbatch import check_run, train_options
 from lossc.optim.names import FULL_BATCH, NAMES, by_name
 from lossc.optim.params_io import load_params, params_file, save_params
-from lossc.optim.chunked import Chunks
 from lossc.optim.prepare import as_chunks, is_chunked, n_samples
 from lossc.optim.prox import l1_weights
 from lossc.optim.solver import two_norm
@@ -421,9 +420,9 @@ def train(file, dims, dtype, data, scheduler, optimizer, lr, momentum, weight_de
             arrays = load_data(data, model) if data is not None else None
         if val_data is not None and not model.inputs:
             raise ValueError(f"{file.name} has no inputs, so it takes no --val-data")
-        val_arrays = (None if val_data is None else
-                      as_chunks(model, str(val_data), "--val-data")
-                      if is_chunked(str(val_data)) else load_data(val_data, model))
+        val_chunked = val_data is not None and is_chunked(str(val_data))
+        val_arrays = (as_chunks(model, str(val_data), "--val-data") if val_chunked else
+                      load_data(val_data, model) if val_data is not None else None)
         init = load_params(init_path, model) if init_path is not None else None
         options = dict(epochs=epochs, steps=steps, seed=seed, hypers=hyper_values,
                        schedule=sched, tol_grad=tol_grad, tol_loss=tol_loss,
@@ -435,9 +434,8 @@ def train(file, dims, dtype, data, scheduler, optimizer, lr, momentum, weight_de
         check_run(opt, model, config)
         check_frozen(model, config.freeze)
         # the run's, as it will train
-        n_val = (None if val_arrays is None else
-                 val_arrays.n_samples if isinstance(val_arrays, Chunks) else
-                 n_samples(val_arrays))
+        n_val = (val_arrays.n_samples if val_chunked else
+                 n_samples(val_arrays) if val_arrays is not None else None)
         plan = (chunked_plan(model, arrays, config, n_val) if chunked
                 else config.plan(model, n_samples(arrays), n_val))
         progress = Progress(model, plan, quiet)

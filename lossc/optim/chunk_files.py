@@ -16,9 +16,9 @@ Without a dask.distributed client the NPY chunks are memory maps read one at a t
 this process (lossc.optim.chunked.LocalChunks: a data set larger than memory streams
 from disk); with one, each chunk's task maps its files on the worker it runs on, from
 the same paths (a file system the workers share). A file is mapped when its chunk is
-used, and checked against the rows its header had when the run was planned. Parquet always goes
-through Dask (its default scheduler without a client). Only the files' headers are read
-to plan the run.
+used, and checked against the rows its header had when the run was planned. Parquet
+always goes through Dask (its default scheduler without a client). Only the files'
+headers are read to plan the run.
 """
 from __future__ import annotations
 

@@ -59,11 +59,11 @@ def prepare(model, data, config: TrainConfig) -> PreparedData:
     if is_chunked(data):
         return prepare_chunked(model, data, config)
     train, val, unchecked = split(model, data, config.validation, config.seed)
+    if config.val_data is not None and not model.inputs:
+        raise ValueError("a model without inputs has no data to validate on; leave out "
+                         "val_data")
     val_chunks = None       # a chunked validation set (ChunkedData), beside data in memory
     if config.val_data is not None and is_chunked(config.val_data):
-        if not model.inputs:
-            raise ValueError("a model without inputs has no data to validate on; leave "
-                             "out val_data")
         from lossc.optim.chunked import ChunkedData
         val_chunks = ChunkedData(model, as_chunks(model, config.val_data, "val_data"),
                                  config.hypers, "val_data")
@@ -160,11 +160,8 @@ def model_arrays(model, data, where: str) -> tuple[dict, bool]:
 
 
 def validation_set(model, val_data) -> dict:
-    """The validation set given as val_data, checked and converted as the training
-    data is (a model without inputs has none)."""
-    if not model.inputs:
-        raise ValueError("a model without inputs has no data to validate on; leave out "
-                         "val_data")
+    """The validation set given as val_data (for a model with inputs), checked and
+    converted as the training data is."""
     val, unchecked = model_arrays(model, val_data, "val_data")
     if unchecked:
         check_finite(val, model, "val_data")
