@@ -164,15 +164,43 @@ def test_integer_expressions_used_as_numbers_do_not_wrap():
     ("loss = v[-9223372036854775808]", 10, ["index -9223372036854775808 is out of range"]),
     ("loss = sum(v[-9223372036854775807 - 1:])", 14, ["slice -9223372036854775805:3"]),
     ("loss = v[-9223372036854775807]", 10, ["out of range for an axis of size 3"]),
-    ("dim N = 4294967296\nloss = v[0] * (N * N)", 15, ["integer overflow", "64 bits"]),
-    ("loss = v[0] * (-9223372036854775808 - 1)", 15, ["integer overflow", "64 bits"]),
+    ("dim N = 4294967296\ninput k: int\nloss = v[k + N * N]", 14,
+     ["integer constant N * N = 18446744073709551616 is beyond 64 bits, where it is used "
+      "as an integer"]),
+    ("input k: int\nloss = v[(-9223372036854775808 - 1) * k]", 10,
+     ["integer constant (-9223372036854775808 - 1) = -9223372036854775809 is beyond 64"]),
+    ("loss = v[0] * (9223372036854775807 * 9223372036854775807 * 9223372036854775807 * "
+     "9223372036854775807 * 9223372036854775807 * 9223372036854775807 * 9223372036854775807 "
+     "* 9223372036854775807 * 9223372036854775807 * 9223372036854775807 * "
+     "9223372036854775807 * 9223372036854775807 * 9223372036854775807 * "
+     "9223372036854775807 * 9223372036854775807 * 9223372036854775807 * "
+     "9223372036854775807)", 15, ["integer constant (a value of 323 digits) overflows "
+                                   "float64"]),
 ])
 def test_integer_constants_past_64_bits(source, col, words):
     """An integer literal beyond 64 bits is read as a real: where an index is required
     the error says so (not "must be an int"); -2^63 is an integer; integer constants
-    are computed exactly, so N * N past 2^63 is an error."""
+    are computed exactly, and one past 64 bits is an error where it is used as an
+    integer (as an index, or with an int input that is)."""
     line = 2 + source.count("\n")
     assert_compile_error("param v[3]\n" + source + "\n", line, col, words)
+
+
+@pytest.mark.parametrize("source, want", [
+    ("dim N = 4294967296\nloss = v[0] * (N * N)", 2.0 ** 64),
+    ("loss = v[0] * (-9223372036854775808 - 1)", -2.0 ** 63),
+    ("loss = v[0] * (3037000500 * 3037000500)", 9223372037000250000.0),
+    ("loss = v[0] * (3037000500 * 3037000500 + 99999999999999999999)",
+     9223372037000250000.0 + 1e20),
+    ("input k: int\nloss = v[0] * (k + 3037000500 * 3037000500)", 9223372037000250001.0),
+])
+def test_integer_constants_past_64_bits_used_as_numbers_are_reals(source, want):
+    """As a literal beyond 64 bits is a real, so is a constant expression of integers
+    past them used as a number (as NumPy and JAX take Python's exact integers): its
+    exact value, rounded once."""
+    m = lossc.compile("param v[3]\n" + source + "\n", cache=False)
+    data = {"k": np.array([1])} if "input k" in source else {}
+    assert m.loss({"v": np.array([1.0, 2.0, 3.0])}, **data) == want
 
 
 @pytest.mark.parametrize("k, accepted", [

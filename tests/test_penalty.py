@@ -87,3 +87,12 @@ def test_latex_shows_the_penalty():
     text = to_latex(compile_source("param a = 2\nloss = a ^ 2\npenalty = 3 * a\n")
                     .stages["autodiff"])
     assert "\\rho" in text and "\\frac{\\partial \\rho}{\\partial a}" in text
+
+
+@pytest.mark.parametrize("second", ["reduce mean", "reduce sum"])
+def test_a_second_reduce_is_an_error_not_the_last_one_winning(second):
+    """A file gives its reduction once, as it gives its loss and penalty once: with two,
+    the last silently decided between the sum and the mean."""
+    source = f"input x\nparam w\nreduce sum\nloss = (w * x) ^ 2\n{second}\n"
+    assert_compile_error(source, 5, 1, ["reduction is already given at line 3",
+                                        "'reduce sum'", "at most one 'reduce'"])

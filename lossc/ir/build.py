@@ -127,6 +127,7 @@ class _Builder:
                 self.later[name] = s.name_span
         loss_stmts = [s for s in stmts if isinstance(s, ast.LossStmt)]
         penalties = [s for s in stmts if isinstance(s, ast.PenaltyStmt)]
+        self.reduces = [s for s in stmts if isinstance(s, ast.ReduceStmt)]
         loss_node = penalty_node = None
         for s in stmts:
             self.b.span = s.span
@@ -161,8 +162,35 @@ class _Builder:
             if penalty_node is not None:
                 self.graph.outputs["penalty"] = penalty_node
             self.graph.outputs.update(self.predictions)
+            self.wide_integers()
             self.warn_unused(stmts, [loss_node, penalty_node])
         return self.graph
+
+    def wide_integers(self) -> None:
+        """An error for each integer constant beyond 64 bits that the outputs use as an
+        integer (an index computed with it, an int binding so used): the code computes
+        integers in 64 bits. (Used as a number, it was converted to a real.)"""
+        live = self.graph.reachable(list(self.graph.outputs.values()))
+        for n in self.graph.nodes:
+            if (n.id in live and n.op == "iconst"
+                    and not -INT64_MAX - 1 <= n.attr("value") <= INT64_MAX):
+                self.rep.error(f"{self.constant_text(n)} is beyond 64 bits, where it is "
+                               "used as an integer (integers are computed in 64 bits)",
+                               n.span)
+
+    def constant_text(self, n: Node) -> str:
+        """An integer constant as the source writes it, and its value if that differs:
+        "3037000500 * 3037000500 = 9223372037000250000"."""
+        value = n.attr("value")
+        digits = (str(value) if len(str(value)) <= 40
+                  else f"(a value of {len(str(abs(value)))} digits)")
+        text = ""
+        if n.span is not None and n.span.line == n.span.end_line:
+            text = self.rep.source.line_text(n.span.line)[n.span.col - 1:
+                                                           n.span.end_col - 1].strip()
+        if not text or len(text) > 60 or text == str(value):
+            return f"integer constant {digits}"
+        return f"integer constant {text} = {digits}".replace("= (a value", "(a value")
 
     def define(self, name: str, entry: Entry) -> None:
         if name in self.names:
@@ -314,6 +342,10 @@ class _Builder:
         self.predictions["out." + s.name] = node
 
     def stmt_ReduceStmt(self, s: ast.ReduceStmt) -> None:
+        first = self.reduces[0]
+        if s is not first:
+            raise Fail(f"the reduction is already given at line {first.span.line} "
+                       f"('reduce {first.kind}'); a file has at most one 'reduce'", s.span)
         self.graph.reduce = s.kind
 
     def loss(self, s: ast.LossStmt) -> Node:
@@ -673,7 +705,11 @@ class _Builder:
                 continue
             stack.pop()
             if n.op == "iconst":
-                done[n.id] = self.b.emit("const", (), value=float(n.attr("value")))
+                try:
+                    value = float(n.attr("value"))
+                except OverflowError:
+                    raise Fail(f"{self.constant_text(n)} overflows float64", n.span) from None
+                done[n.id] = self.b.emit("const", (), value=value)
             elif real_op is None:
                 done[n.id] = self.b.emit("to_real", (n,))
             else:
@@ -686,9 +722,9 @@ class _Builder:
             vals = [x.attr("value") for x in xs]
             v = {"iadd": lambda a, b: a + b, "isub": lambda a, b: a - b,
                  "imul": lambda a, b: a * b, "ineg": lambda a: -a}[op](*vals)
-            if not -INT64_MAX - 1 <= v <= INT64_MAX:
-                raise Fail("integer overflow in a constant expression (integer constants are "
-                           "computed exactly, in 64 bits)", span)
+            # exact, as Python's integers: checked against 64 bits where an integer
+            # is required (wide_integers), converted to the nearest real where it is
+            # used as a number (int_as_real), as a literal beyond 64 bits is
             return self.b.emit("iconst", (), span=span, value=v)
         return self.b.emit(op, xs, span=span)
 
