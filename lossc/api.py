@@ -6,6 +6,7 @@ imported where a model is compiled (`_build`, `_unit_compiler`), so that `import
 and a cache hit cost a few milliseconds (tests/test_startup.py)."""
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import hashlib
 import json
@@ -160,7 +161,10 @@ def compile_graph(graph, dtype: str = "float64", options: Optional[Options] = No
 
 def normalize_dims(dims: Optional[dict]) -> dict:
     """dims as {name: int}: any integer type (NumPy's too) is taken, a bool or a
-    non-integer is a ValueError naming the dim."""
+    non-integer is a ValueError naming the dim; dims not a mapping, a TypeError."""
+    if dims is not None and not isinstance(dims, collections.abc.Mapping):
+        raise TypeError(f"dims must be a dict of dim names and sizes ({{'D': 16}}), got "
+                        f"{type(dims).__name__}")
     out = {}
     for name, value in (dims or {}).items():
         if isinstance(value, bool):

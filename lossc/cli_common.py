@@ -20,12 +20,16 @@ DIM_HELP = "Set a dim: --dim D=64 (repeatable)."
 
 def parse_pairs(items, option: str, convert) -> dict:
     """NAME=VALUE options (--dim D=64, --hyper lam=0.1) as a dict; `convert` turns a
-    value's text into the value or raises ValueError."""
+    value's text into the value or raises ValueError. A name given twice is an error,
+    as a binding given twice in a .loss file is (the last would win silently)."""
     out = {}
     for item in items:
         name, eq, value = item.partition("=")
         if not eq or not name.strip():
             fail(f"lossc: error: {option}: expected NAME=VALUE, got {item!r}")
+        if name.strip() in out:
+            fail(f"lossc: error: {option}: {name.strip()} is given twice "
+                 f"({name.strip()}={out[name.strip()]!r} and {item.strip()})")
         try:
             out[name.strip()] = convert(value)
         except ValueError:

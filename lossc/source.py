@@ -204,12 +204,13 @@ _NOT_REGULAR = ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character devic
 
 def read_source(src) -> Source:
     """A pathlib.Path, or a string with no newline that ends in `.loss` or names an
-    existing file, is read from disk; any other string is source text."""
+    existing file (or folder: an error that says so), is read from disk; any other
+    string is source text."""
     if isinstance(src, Source):
         return src
     if isinstance(src, os.PathLike) or (
             isinstance(src, str) and "\n" not in src
-            and (src.endswith(".loss") or os.path.isfile(src))):
+            and (src.endswith(".loss") or os.path.isfile(src) or os.path.isdir(src))):
         path = pathlib.Path(src)
         return decode_source(read_source_file(path), str(path))
     if isinstance(src, str):

@@ -1265,6 +1265,14 @@ def test_dims_that_are_not_integers_are_refused(value):
         lossc.compile(LOGISTIC, dims={"D": value}, cache=False)
 
 
+@pytest.mark.parametrize("dims", ["D", 5, [("D", 3)]])
+def test_dims_not_a_mapping_are_a_type_error_naming_dims(dims):
+    """(an AttributeError: 'str' object has no attribute 'items')"""
+    with pytest.raises(TypeError, match=f"dims must be a dict of dim names and sizes .*, "
+                                        f"got {type(dims).__name__}"):
+        lossc.compile(LOGISTIC, dims=dims, cache=False)
+
+
 def test_copies_of_a_model_share_its_code_and_exit_quietly():
     code = textwrap.dedent(f"""
         import copy, numpy as np, lossc

@@ -60,6 +60,14 @@ def test_missing_file_and_bad_dim():
     assert code != 0 and "D" in out
 
 
+@pytest.mark.parametrize("option, values", [("--dim", ("D=3", "D=4")),
+                                            ("--dim", ("D=3", " D=3"))])
+def test_a_dim_given_twice_is_an_error_not_the_last_one_winning(option, values):
+    code, out = run("graph", SAMPLES / "logistic.loss", option, values[0], option, values[1])
+    assert code == 1 and out.strip().splitlines() == [
+        f"lossc: error: --dim: D is given twice (D=3 and {values[1].strip()})"]
+
+
 def test_graph_text_dot_after_and_stats():
     code, out = run("graph", SAMPLES / "mlp.loss")
     assert code == 0 and "param W1" in out and "grad.W1" in out and "# 10:" in out

@@ -33,9 +33,15 @@ def test_a_pipe_is_refused_without_waiting_for_a_writer(tmp_path):
     assert p.stderr.strip().endswith("it is a pipe, not a regular file")
 
 
-def test_a_directory_is_refused(tmp_path):
+def test_a_directory_is_refused(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="it is a directory, not a regular file"):
         lossc.compile(tmp_path, cache=False)
+    # named by a string (no newline, no .loss): it was parsed as source text,
+    # "expected '=' after 'models'"
+    (tmp_path / "models").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="cannot read models: it is a directory"):
+        lossc.compile("models", cache=False)
 
 
 def test_a_file_past_the_size_bound_is_refused(tmp_path):
