@@ -1351,3 +1351,47 @@ def test_data_bound_by_a_copy_or_a_model_of_the_same_inputs_is_taken():
     f32 = lossc.compile(src, dtype="float32")
     with pytest.raises(ValueError, match="data was bound by another model"):
         f32.value_and_grad_flat(flat.astype(np.float32), bound)
+
+
+def test_init_params_of_a_parameter_past_the_machine_memory_names_it():
+    """(NumPy's _ArrayMemoryError "Unable to allocate 128 EiB", naming no parameter)"""
+    from lossc.memory import MemoryLimitError
+    m = lossc.compile("dim N = 4294967296\nparam W[N, N]\nparam b\nloss = b + sum(W)\n",
+                      cache=False)
+    with pytest.raises(MemoryLimitError, match=r"parameter 'W' of shape \(4294967296, "
+                                               r"4294967296\) and dtype float64 needs"):
+        m.init_params()
+
+
+def test_uniform_init_wider_than_the_largest_float_draws_inside_its_bounds():
+    """uniform(-1e308, 1e308): NumPy's uniform raised OverflowError (the width is inf)."""
+    m = lossc.compile("param w[1000] = uniform(-1e308, 1e308)\nloss = sum(w)\n", cache=False)
+    w = m.init_params(seed=3)["w"]
+    assert np.all(np.isfinite(w)) and w.min() < -5e307 and w.max() > 5e307
+    np.testing.assert_array_equal(w, m.init_params(seed=3)["w"])
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("hypers, words", [
+    ({"lam": np.nan}, "'lam' must be finite, got nan"),
+    ({"lam": -np.inf}, "'lam' must be finite, got -inf"),
+    ({"v": np.array([1.0, np.nan])}, "'v' must be finite, got nan"),
+    ({"lam": 1e39}, None), ({"v": [1.0, -1e39]}, None)])
+def test_a_hyper_that_is_not_finite_is_refused_by_name(dtype, hypers, words):
+    """A NaN hyper made every objective NaN without a word (the command line refused
+    it); a float32 model's hyper beyond float32's range was an infinity."""
+    m = lossc.compile("input x\nparam w\nhyper lam = 1\nhyper v[2] = 1\n"
+                      "loss = (w * x) ^ 2 + lam * w ^ 2 + sum(v)\n", dtype=dtype, cache=False)
+    theta, x = {"w": np.array(1.0, dtype)}, np.ones(3, dtype)
+    if words is None:
+        if dtype == "float64":
+            assert np.isfinite(m.loss(theta, x=x, **hypers))
+            return
+        name = next(iter(hypers))
+        words = f"'{name}' must be finite, got {'-' if name == 'v' else ''}1e+39, beyond float32"
+    for call in (lambda: m.value_and_grad(theta, x=x, **hypers),
+                 lambda: m.loss(theta, x=x, **hypers),
+                 lambda: m.bind({"x": x}, hypers=hypers),
+                 lambda: m.prepare(m.pack_params(theta), {"x": x}, hypers=hypers)):
+        with pytest.raises(ValueError, match=re.escape(words)):
+            call()

@@ -7,11 +7,13 @@ copied only when they are not already C-contiguous in the model's dtype.
 from __future__ import annotations
 
 import ctypes
+import math
 from dataclasses import dataclass
 from typing import Callable, Optional
 
 import numpy as np
 
+from lossc.memory import check_array_fits
 from lossc.codegen.abi import ERROR, PREDICT_PADDING
 from lossc.codegen.abi import VALUE_AND_GRAD as VALUE_AND_GRAD_FRAME
 from lossc.codegen.unit_names import LOSS, PREDICT, VALUE_AND_GRAD
@@ -20,6 +22,20 @@ from lossc.runtime.callpaths import CallPaths, PreparedCall, parallel_min_sample
 from lossc.runtime.calls import BoundArgs, _addr, aligned_zeros, as_array, index_error
 from lossc.runtime.code import ModelCode
 from lossc.runtime.spec import Signature
+
+
+def _check_finite_hyper(name: str, a: np.ndarray, dtype: np.dtype) -> None:
+    """A ValueError naming the hyper if a value of `a` is a NaN, an infinity or beyond
+    the model dtype's range (as data's values are refused: a NaN hyper made every
+    objective NaN without a word)."""
+    flat = np.asarray(a, dtype=np.float64).ravel()
+    bad = flat[~np.isfinite(flat)]
+    if bad.size:
+        raise ValueError(f"hyperparameter {name!r} must be finite, got {float(bad[0])!r}")
+    big = flat[np.abs(flat) > np.finfo(dtype).max]
+    if big.size:
+        raise ValueError(f"hyperparameter {name!r} must be finite, got {float(big[0])!r}, "
+                         f"beyond {dtype}'s range")
 
 
 def _shape_text(shape) -> str:
@@ -57,6 +73,7 @@ class Model:
         self._input_names = [i.name for i in signature.inputs]
         self._input_set = set(self._input_names)
         self._hyper_index = {h.name: h for h in signature.hypers}
+        self._largest = float(np.finfo(self.dtype).max)     # (a hyper past it is refused)
         self._default_hypers = np.array(
             [v for h in signature.hypers for v in np.ravel(h.default)] or [0.0],
             dtype=self.dtype)
@@ -155,13 +172,20 @@ class Model:
                 from None
         out = {}
         for p in self.params:
+            check_array_fits(p.shape, self.dtype, f"parameter '{p.name}'")
+        for p in self.params:
             kind, args = p.init
             if kind == "const":
                 v = np.full(p.shape, args[0])
             elif kind == "normal":
                 v = rng.normal(args[0], args[1], size=p.shape)
             elif kind == "uniform":
-                v = rng.uniform(args[0], args[1], size=p.shape)
+                lo, hi = args
+                if np.isfinite(hi - lo):
+                    v = rng.uniform(lo, hi, size=p.shape)
+                else:       # (NumPy's OverflowError: the width past the largest float)
+                    u = rng.random(size=p.shape)
+                    v = lo * (1 - u) + hi * u
             elif kind == "glorot":
                 fan_out, fan_in = (p.shape + (1, 1))[:2] if len(p.shape) == 2 else (
                     (p.shape[0], p.shape[0]) if p.shape else (1, 1))
@@ -559,11 +583,15 @@ class Model:
                            else f"{x!r}")
                     raise ValueError(f"hyperparameter {k!r} must be a real array of shape "
                                      f"{_shape_text(spec.shape)} (no batch axis), got {got}")
+                _check_finite_hyper(k, a, self.dtype)
                 v[spec.offset:spec.offset + spec.size] = a.ravel()
                 continue
             if a.shape != () or a.dtype.kind not in "biuf":
                 raise ValueError(f"hyperparameter {k!r} must be a real number, got {x!r}")
-            v[spec.offset] = float(a)
+            value = float(a)
+            if not math.isfinite(value) or abs(value) > self._largest:
+                _check_finite_hyper(k, a, self.dtype)
+            v[spec.offset] = value
         return v
 
     def _check_inputs(self, data: dict, specs=None):
