@@ -27,12 +27,14 @@ from llvmlite import ir
 
 from lossc.codegen.emitter import Emitter
 from lossc.codegen.gemm import vector_registers
-from lossc.codegen.values import FAST, I1, I64
+from lossc.codegen.prefetch import prefetch_row
+from lossc.codegen.values import FAST, I1, I64, I8P
 
 ROW_TILE_VECTORS = 4  # gradient vectors per tile row (W elements each) ...
 ROW_TILE_ACCS = {32: 24, 16: 8}    # ... and accumulators per tile, by vector registers
 #                                    (kt*jt + jt + 1 of them at most)
 ROW_MIN_CHAINS = 8   # independent FMA chains wanted (latency 4 x 2 units)
+GRAD_AHEAD_TILES = 2  # a tile prefetches the gradient's cells of the tile this far on
 
 
 def row_tile(K: int, chunks: int, lanes: int, real_bytes: int) -> tuple[int, int]:
@@ -116,6 +118,17 @@ def row_outer_kernel(em, name: str, K: int, D: int, block: int) -> ir.Function:
                 for acc in row:
                     b.store(zero, acc)
         start(accs[0], cells, zero, em.T_bytes)
+        # the gradient's cells of the strip's tile GRAD_AHEAD_TILES on (rows past the
+        # gradient's last take its last; none where the strip has no tile that far
+        # on, the gradient's few rows cached): the strip's rows are a whole row of the
+        # gradient apart, and a gradient larger than L2 (W7's first layer) waited on
+        # L3 at each tile's loads where another process or an interrupt had used the
+        # caches (docs/codegen.md)
+        for a in range(tk if K > GRAD_AHEAD_TILES * kt else 0):
+            row = b.add(k0, kem.iconst(GRAD_AHEAD_TILES * kt + a))
+            row = b.select(b.icmp_signed("<", row, kem.iconst(K)), row, kem.iconst(K - 1))
+            at = b.gep(grad, [b.add(b.mul(row, kem.iconst(D)), cols[0])])
+            prefetch_row(kem, b.bitcast(at, I8P), tj * W * em.T_bytes, locality=3)
         # samples `step` at a time, unrolled: a group's W lanes, or with several
         # sets two samples per set (a smaller function for LLVM to compile)
         step = W if sets == 1 else min(W, 2 * sets)
