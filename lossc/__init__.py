@@ -6,22 +6,21 @@
     value, grads = m.value_and_grad(theta, x=X, y=Y)
 """
 from lossc.version import __version__
-from lossc.source import CompileError
-from lossc.api import LosscWarning, compile, load
-from lossc.options import Options
-from lossc.runtime.model import Model
-from lossc.runtime.sparse import SparseRows
 
-# the training and Laplace names, from lossc.optim when first used: a program that
-# compiles and calls models need not import the training driver (nor the code
-# generator and LLVM behind its fused steps)
-_LAZY = {**{name: "lossc.optim" for name in ("train", "TrainResult", "SGD", "RMSprop",
+# every name from its module when first used: `import lossc` itself loads nothing but
+# this file (the command line starts with it, and takes a Ctrl-C from then on:
+# lossc/__main__.py); a program that compiles and calls models need not import the
+# training driver (nor the code generator and LLVM behind its fused steps)
+_LAZY = {"CompileError": "lossc.source",
+         **{name: "lossc.api" for name in ("LosscWarning", "compile", "load")},
+         "Options": "lossc.options", "Model": "lossc.runtime.model",
+         "SparseRows": "lossc.runtime.sparse",
+         **{name: "lossc.optim" for name in ("train", "TrainResult", "SGD", "RMSprop",
                                               "Adam", "AdamW", "LBFGS", "NewtonCG",
                                               "save_params", "load_params")},
          **{name: "lossc.optim.laplace" for name in ("laplace", "Laplace", "LaplaceError")}}
 
-__all__ = ["compile", "load", "Options", "CompileError", "LosscWarning", "Model",
-           "SparseRows", *_LAZY, "__version__"]
+__all__ = [*_LAZY, "__version__"]
 
 
 # lossc.optim itself too (docs/training.md calls lossc.optim.l1_weights, by_name and

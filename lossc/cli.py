@@ -28,7 +28,9 @@ class Commands(click.Group):
     convert) is one line, as every other mistake is, not click's usage text. Output
     that cannot be written (standard output on a full disk, /dev/full) ends the
     command with one line, and a closed pipe quietly, as click ends it: no traceback,
-    and nothing left for Python to fail to flush at exit."""
+    and nothing left for Python to fail to flush at exit. A Ctrl-C ends any command
+    with "lossc: interrupted" and exit status 130 (lossc train first writes the best
+    parameters found)."""
 
     def main(self, *args, standalone_mode: bool = True, **kwargs):
         warnings.showwarning = show_warning
@@ -46,8 +48,12 @@ class Commands(click.Group):
         except click.ClickException as e:
             e.show()
             sys.exit(e.exit_code)
-        except click.Abort:
-            click.echo("Aborted!", err=True)
+        except click.Abort as e:
+            if isinstance(e.__cause__, KeyboardInterrupt):
+                # (click has ended the line the terminal's ^C stands on)
+                click.echo("lossc: interrupted", err=True)
+                sys.exit(130)
+            click.echo("lossc: error: aborted (end of input)", err=True)
             sys.exit(1)
         except OSError as e:
             sys.stdout = open(os.devnull, "w")

@@ -162,6 +162,43 @@ def test_output_that_cannot_be_written_is_a_one_line_error(args):
     assert p.stderr == "lossc: error: cannot write the output: No space left on device\n"
 
 
+INTERRUPT_AT = """
+import builtins, sys
+{setup}
+from lossc.__main__ import main
+sys.argv = ["lossc", *sys.argv[1:]]
+main()
+"""
+# a Ctrl-C while the commands are imported (the first import of lossc.cli)
+INTERRUPT_IMPORT = """
+real_import = builtins.__import__
+def interrupted(name, *args, **kwargs):
+    if name == "lossc.cli":
+        raise KeyboardInterrupt
+    return real_import(name, *args, **kwargs)
+builtins.__import__ = interrupted
+"""
+# ... and in the middle of a command (lossc graph printing the graph)
+INTERRUPT_COMMAND = """
+import lossc.ir.printer
+def interrupted(*args, **kwargs):
+    raise KeyboardInterrupt
+lossc.ir.printer.format_graph = interrupted
+"""
+
+
+@pytest.mark.parametrize("setup", [INTERRUPT_IMPORT, INTERRUPT_COMMAND])
+def test_a_ctrl_c_is_one_line_and_status_130_in_any_command(setup):
+    """A Ctrl-C during start-up was a KeyboardInterrupt traceback from whichever
+    import it fell in; during lossc predict, graph or check, click's "Aborted!" with
+    status 1, where lossc train says "interrupted" with 130."""
+    p = subprocess.run([sys.executable, "-c", INTERRUPT_AT.format(setup=setup), "graph",
+                        str(SAMPLES / "seed.loss")], capture_output=True, text=True,
+                       cwd=ROOT, timeout=120)
+    assert p.returncode == 130, p.stderr
+    assert p.stderr.strip() == "lossc: interrupted" and p.stdout == ""
+
+
 def test_the_demo_refuses_a_bad_setting_in_one_line():
     env = {**os.environ, "LOSSC_VECTOR_BITS": "7"}
     p = subprocess.run([sys.executable, "-m", "lossc.demo"], capture_output=True,
