@@ -53,11 +53,18 @@ def model_from_pickle(state):
         raise ValueError("not the pickled state of a lossc model (its fields are "
                          f"{list(FIELDS)})")
     source, name = state["source"], state["name"]
-    if not isinstance(source, str) or len(source.encode()) > MAX_SOURCE_BYTES:
+    if not isinstance(source, str) or len(source.encode("utf-8", "replace")) > \
+            MAX_SOURCE_BYTES:
         raise ValueError("a pickled lossc model's source must be text of at most "
                          f"{MAX_SOURCE_BYTES} bytes")
     if not isinstance(name, str):
         raise ValueError("a pickled lossc model's name must be text")
+    for what, text in (("source", source), ("name", name)):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:     # (a lone surrogate: no file holds one)
+            raise ValueError(f"a pickled lossc model's {what} is not valid text: "
+                             f"{e.reason} at character {e.start}") from None
     if state["dtype"] not in DTYPES:
         raise ValueError(f"a pickled lossc model's dtype must be one of {DTYPES}, got "
                          f"{state['dtype']!r}")
@@ -145,7 +152,7 @@ def compile_graph(graph, dtype: str = "float64", options: Optional[Options] = No
     lower pass (tests compare the two)."""
     from lossc.codegen.jit import compile_ir
     from lossc.compiler import back_end, host_vector_bits, signature_of
-    options = Options.from_env() if options is None else options
+    options = options_or_env(options)
     bits = host_vector_bits(options.vector_bits)
 
     def compile_unit(unit):
@@ -157,6 +164,17 @@ def compile_graph(graph, dtype: str = "float64", options: Optional[Options] = No
               "index_checks": graph.index_checks, "warnings": [], "name": "<graph>",
               "sparse_rows": {} if plain else _sparse_rows(graph)}
     return _model(header, {EAGER_UNITS[0]: obj}, compile_unit, options)
+
+
+def options_or_env(options: Optional[Options]) -> Options:
+    """options, or for None the environment's (Options.from_env); anything else is a
+    TypeError naming the argument (an AttributeError deep in the call before)."""
+    if options is None:
+        return Options.from_env()
+    if not isinstance(options, Options):
+        raise TypeError(f"options must be a lossc.Options (or None: the environment's), "
+                        f"got {type(options).__name__}")
+    return options
 
 
 def normalize_dims(dims: Optional[dict]) -> dict:
@@ -188,7 +206,7 @@ def compile(source, dims: Optional[dict] = None, dtype: str = "float64",
     loader and cache folder (lossc.options.Options); None reads them from the
     environment (LOSSC_VECTOR_BITS, LOSSC_LOADER, LOSSC_CACHE_DIR).
     """
-    options = Options.from_env() if options is None else options
+    options = options_or_env(options)
     dtype = dtype_name(dtype)
     src = read_source(source)
     dims = normalize_dims(dims)
@@ -247,7 +265,7 @@ def load(path, recompile: bool = True, trust: bool = False,
     the compile cache) compiles them from its source when they are first used,
     whatever `recompile` says. options: as for lossc.compile (the key that verifies the
     file is in options.cache_dir; a recompilation takes its vector width)."""
-    options = Options.from_env() if options is None else options
+    options = options_or_env(options)
     contents = artifact.read_file(path, artifact.secret(options.cache_dir))
     header, objects = contents.header, contents.objects
     if "signature" not in header:

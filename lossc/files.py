@@ -92,8 +92,18 @@ def replacing(path):
     old file's permissions (a new file's, if there was none); on an exception it is
     removed and `path` is left untouched. A symbolic link is followed (the file it
     names is replaced). A destination that is not a regular file (a device, a pipe) is
-    not replaced but written in place once the block is done."""
+    not replaced but written in place once the block is done. An empty path, a folder,
+    or a path whose folder does not exist is an OutputError naming it (the OSError of
+    the rename or of the temporary file named the temporary file)."""
+    if not str(path):
+        raise OutputError("cannot write '': the path is empty")
     target = pathlib.Path(os.path.realpath(path))
+    if target.is_dir():
+        raise OutputError(f"cannot write {path}: it is a folder")
+    if not target.parent.is_dir():
+        raise OutputError(f"cannot write {path}: the folder {target.parent} does not "
+                          "exist" if not target.parent.exists() else
+                          f"cannot write {path}: {target.parent} is not a folder")
     if written_in_place(target):
         with tempfile.TemporaryDirectory() as d:
             tmp = pathlib.Path(d) / target.name

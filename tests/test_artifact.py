@@ -658,3 +658,31 @@ def test_concurrent_processes_agree_on_one_key(cache):
     keys = {run.communicate(timeout=120)[0].strip() for run in runs}
     assert len(keys) == 1 and (cache / artifact.KEY_FILE).read_bytes().hex() in keys
     assert sorted(p.name for p in cache.iterdir()) == [artifact.KEY_FILE]
+
+
+@pytest.mark.parametrize("where, words", [
+    ("folder", "cannot write {path}: it is a folder"),
+    ("", "cannot write '': the path is empty"),
+    ("missing/m.lossc", "cannot write {path}: the folder {tmp}/missing does not exist"),
+    ("file/m.lossc", "cannot write {path}: {tmp}/file is not a folder")])
+def test_save_to_a_path_it_cannot_write_is_a_value_error_naming_it(tmp_path, cache,
+                                                                   where, words):
+    """(IsADirectoryError or FileNotFoundError naming lossc's temporary file beside it)"""
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file").write_text("kept")
+    m = lossc.compile("param w\nloss = w ^ 2\n")
+    path = str(tmp_path / where) if where else ""
+    with pytest.raises(ValueError) as info:
+        m.save(path)
+    assert str(info.value) == words.format(path=path, tmp=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "file", "folder"]
+    assert (tmp_path / "file").read_text() == "kept"
+
+
+@pytest.mark.parametrize("call", [lambda p: lossc.load(p, options="x"),
+                                  lambda p: lossc.compile("param w\nloss = w\n", options={})])
+def test_options_not_an_options_object_is_a_type_error_naming_it(tmp_path, cache, call):
+    path = tmp_path / "m.lossc"
+    lossc.compile("param w\nloss = w ^ 2\n").save(path)
+    with pytest.raises(TypeError, match="options must be a lossc.Options"):
+        call(path)

@@ -81,6 +81,8 @@ def _tampered(change) -> bytes:
     (lambda s: s.update(vector_bits=1024), "vector width"),
     (lambda s: s.update(loader="mine"), "loader"),
     (lambda s: s.update(dims={"D": "3; import os"}), "dim"),
+    (lambda s: s.update(source=s["source"] + "# \ud800"), "source is not valid text"),
+    (lambda s: s.update(name="m\udfff.loss"), "name is not valid text"),
 ])
 def test_a_tampered_state_is_refused_without_compiling_or_loading(change, words,
                                                                   monkeypatch):
