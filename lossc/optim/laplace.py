@@ -21,9 +21,12 @@ from typing import Optional
 
 import numpy as np
 
-# an eigenvalue at most this times the largest one counts as zero (the Hessian's own
-# rounding is about 1e-16 of it; a smaller one cannot be told from a flat direction)
-RELATIVE_FLATNESS = 1e-10
+# an eigenvalue of the Hessian scaled to a unit diagonal (`inverse`) at most this times
+# the largest one counts as zero, by the dtype the Hessian was computed in: its own
+# rounding is about 1e-16 of it in float64 and 1e-7 in float32, and an inverse whose
+# condition is near the reciprocal of that is noise (float32's cutoff keeps the standard
+# errors' rounding near 1%)
+RELATIVE_FLATNESS = {"float64": 1e-10, "float32": 1e-5}
 Z_975 = 1.959963984540054          # the normal distribution's 97.5% quantile
 
 
@@ -92,7 +95,7 @@ def laplace(model, params: dict, data: Optional[dict] = None,
         raise ValueError(f"{name!r} is given both as data and as a hyperparameter")
     H = np.asarray(model.hessian(params, **data, **hypers), dtype=np.float64)
     names = element_names(model)
-    cov = inverse(H, names)
+    cov = inverse(H, names, RELATIVE_FLATNESS[model.dtype.name])
     flat_se = np.sqrt(np.diag(cov))
     stderr = model.unpack_params(flat_se.astype(model.dtype))
     estimates = {p.name: np.array(params[p.name], dtype=np.float64).reshape(p.shape)
@@ -100,39 +103,55 @@ def laplace(model, params: dict, data: Optional[dict] = None,
     return Laplace(estimates, H, cov, stderr, names)
 
 
-def inverse(H: np.ndarray, names: list[str]) -> np.ndarray:
-    """H^-1 of a symmetric positive definite H, through its eigendecomposition (which
-    also finds the directions that make it singular or indefinite)."""
+def inverse(H: np.ndarray, names: list[str], flatness: float) -> np.ndarray:
+    """H^-1 of a symmetric positive definite H, through the eigendecomposition of H
+    scaled to a unit diagonal (which also finds the directions that make it singular
+    or indefinite): the eigenvalues of D^-1 H D^-1, D = sqrt(diag H), do not depend on
+    the units of the parameters, where those of H do (an income in dollars beside an
+    intercept made a well-determined model's eigenvalue of 71 "flat" beside one of
+    7e11). flatness: RELATIVE_FLATNESS of the Hessian's dtype."""
     if H.size == 0:
         return H.copy()
     if not np.all(np.isfinite(H)):
         bad = sorted({names[i] for i in np.argwhere(~np.isfinite(H))[:, 0]})
         raise LaplaceError("the Hessian of the objective is not finite in the rows of "
                            + ", ".join(bad[:6]) + (", ..." if len(bad) > 6 else ""))
-    values, vectors = np.linalg.eigh(H)
+    # (scaled by |H_ii|: a diagonal element that is not positive already makes H
+    # singular or indefinite, and the scaling keeps its sign for the eigenvalues to
+    # show it; a zero one is left unscaled)
+    diagonal = np.abs(np.diag(H))
+    scale = np.sqrt(np.where(diagonal > 0, diagonal, 1.0))
+    S = H / np.outer(scale, scale)
+    values, vectors = np.linalg.eigh(S)
     top = max(float(np.max(np.abs(values))), np.finfo(np.float64).tiny)
-    flat = values <= RELATIVE_FLATNESS * top
+    flat = values <= flatness * top
     if np.any(flat):
-        raise LaplaceError(problem(values, vectors, flat, top, names))
-    return (vectors / values) @ vectors.T
+        # the directions in the parameters' own units: S's u is D u in theirs
+        directions = vectors / scale[:, None]
+        directions /= np.linalg.norm(directions, axis=0)
+        raise LaplaceError(problem(values, directions, flat, top, names, flatness))
+    return ((vectors / values) @ vectors.T) / np.outer(scale, scale)
 
 
-def problem(values, vectors, flat, top: float, names: list[str]) -> str:
+def problem(values, vectors, flat, top: float, names: list[str], flatness: float) -> str:
     """Which directions make the Hessian singular or indefinite, for the error (one
-    line)."""
-    negative = values < -RELATIVE_FLATNESS * top
+    line): values, the eigenvalues of the Hessian scaled to a unit diagonal, and
+    vectors, their directions in the parameters' units (along which the Hessian is
+    flat or curves down as the scaled one does)."""
+    negative = values < -flatness * top
     parts = []
     for k in np.flatnonzero(flat)[:5]:
         kind = "curves down" if negative[k] else "flat"
         parts.append(f"along {direction(vectors[:, k], names)} (eigenvalue "
-                     f"{values[k]:.3g}, {kind})")
+                     f"{values[k] / top:.3g} times the largest, {kind})")
     more = int(np.sum(flat)) - len(parts)
     if more > 0:
         parts.append(f"and {more} more direction{'s' if more > 1 else ''}")
     what = ("indefinite: the parameters are not a minimum" if np.any(negative) else
             "singular: the objective does not identify the parameters")
-    return (f"the Hessian of the objective is {what} (largest eigenvalue {top:.3g}), so "
-            f"it has no inverse: " + "; ".join(parts))
+    return (f"the Hessian of the objective is {what}, so it has no inverse (eigenvalues "
+            f"of the Hessian scaled to a unit diagonal, relative to the largest; at "
+            f"most {flatness:g} counts as zero): " + "; ".join(parts))
 
 
 def direction(v: np.ndarray, names: list[str], terms: int = 4) -> str:
