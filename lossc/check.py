@@ -1,6 +1,7 @@
 """Gradient checking: the compiled gradient against central finite differences."""
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import numpy as np
@@ -68,14 +69,20 @@ def gradient_check(model, seed: int = 0, batch: int = 8, eps: Optional[float] = 
 
     Each step is taken in the model's dtype (x + h and x - h rounded as the model
     holds them; the difference divides by the step actually taken). An element passes
-    within rtol max(1, |numeric|) plus what rounding the objective allows, ROUNDING_ULPS
-    ulps of |f| per value (times sqrt(B) for a sum over B samples) over the step: a
-    large objective resolves its gradient less finely. Where the one-sided differences
-    disagree beyond that (a kink: relu, abs, max at a tie), the central difference is
-    their mean, and the compiled gradient passes if it lies between them, within the
-    same tolerance (a subgradient: lossc's convention takes a side of each kink, and
-    kinks that add up at one point, relu(b) + abs(b) at 0, give a sum of sides between
-    the two); the report says so."""
+    within rtol max(|numeric|, the parameter's largest |numeric|) plus what rounding
+    the objective allows, ROUNDING_ULPS ulps of |f| per value (times sqrt(B) for a sum
+    over B samples) over the step: a large objective resolves its gradient less
+    finely, and a parameter whose largest gradient element is below that resolution
+    fails as unresolved (near a minimum finite differences cannot tell a gradient
+    from its negation). Where the one-sided differences disagree beyond the tolerance and still
+    do at a quarter of the step (a kink: relu, abs, max at a tie; a smooth function's
+    sides differ by about h f'', which shrinks with h, and it is then judged by the
+    central differences at h and h/4 extrapolated), the central difference is their
+    mean, and the
+    compiled gradient passes if it lies between them, within the same tolerance (a
+    subgradient: lossc's convention takes a side of each kink, and kinks that add up at
+    one point, relu(b) + abs(b) at 0, give a sum of sides between the two); the report
+    says so."""
     dtype = np.dtype(model.dtype)
     eps = DEFAULT_EPS[dtype.name] if eps is None else eps
     rtol = DEFAULT_RTOL[dtype.name] if rtol is None else rtol
@@ -96,47 +103,77 @@ def gradient_check(model, seed: int = 0, batch: int = 8, eps: Optional[float] = 
             picks.append(p.offset + rng.choice(p.size, k, replace=False))
         idx = np.sort(np.concatenate(picks))
     ulp = float(np.finfo(dtype).eps) * ROUNDING_ULPS * np.sqrt(max(1, bound.B or 1))
-    numeric = np.full(flat.size, np.nan)
-    tol = np.full(flat.size, np.nan)
-    noises = np.full(flat.size, np.nan)
-    sides = np.full((flat.size, 2), np.nan)
-    for j in idx:
+
+    def differences(j: int, h: float):
+        """(central, (right side, left side), rounding noise) of element j at step h."""
         x = flat[j]
-        h = eps * max(1.0, abs(x))
         up, down = flat.copy(), flat.copy()
         up[j], down[j] = float(dtype.type(x + h)), float(dtype.type(x - h))
         f_up, f_down = model.loss_flat(up, bound), model.loss_flat(down, bound)
         # (a step that rounds to 0 gives NaN and an infinite noise: unresolved below)
         with np.errstate(divide="ignore", invalid="ignore"):
-            numeric[j] = (f_up - f_down) / (up[j] - down[j])
-            sides[j] = (f_up - value) / (up[j] - x), (value - f_down) / (x - down[j])
+            central = (f_up - f_down) / (up[j] - down[j])
+            sides = (f_up - value) / (up[j] - x), (value - f_down) / (x - down[j])
             noise = (ulp * max(abs(f_up), abs(f_down), abs(value))
                      / np.float64(min(up[j] - x, x - down[j])))
-        tol[j] = rtol * max(1.0, abs(numeric[j])) + noise
-        noises[j] = noise
+        return central, sides, noise
+
+    numeric = np.full(flat.size, np.nan)
+    noises = np.full(flat.size, np.nan)
+    sides = np.full((flat.size, 2), np.nan)
+    steps = np.full(flat.size, np.nan)
+    for j in idx:
+        steps[j] = eps * max(1.0, abs(flat[j]))
+        numeric[j], sides[j], noises[j] = differences(j, steps[j])
     rows, ok = [], True
     for p in model.params:
         sl = [j for j in idx if p.offset <= j < p.offset + p.size]
-        a, n = np.asarray(grad[sl], dtype=np.float64), numeric[sl]
-        err, t = np.abs(a - n), tol[sl]
-        kink = np.abs(sides[sl, 0] - sides[sl, 1]) > 2 * t
+        a = np.asarray(grad[sl], dtype=np.float64)
+        # the tolerance is relative to the parameter's largest gradient element, not
+        # to 1: near a minimum, where every element is far below 1, a floor of 1 let a
+        # negated or zero gradient pass
+        scale = float(np.max(np.abs(numeric[sl]), initial=0.0)) if sl else 0.0
+        t = rtol * np.fmax(np.abs(numeric[sl]), scale) + noises[sl]
+        gap = np.abs(sides[sl, 0] - sides[sl, 1])
+        kink = gap > 2 * t
+        for k in np.flatnonzero(kink):
+            # one-sided differences of a smooth function differ by about h f'' (a
+            # curvature, which shrinks with the step), those of a kink by a constant:
+            # a smooth element is judged by the central differences at h and h/4
+            # extrapolated (Richardson: their terms in h^2 cancel, where a large
+            # curvature, sin(1e5 x), left the central difference off by 1e-4)
+            j = sl[k]
+            central, quarter_sides, noise = differences(j, steps[j] / 4)
+            if abs(quarter_sides[0] - quarter_sides[1]) <= gap[k] / 2:
+                kink[k] = False
+                numeric[j] = (16 * central - numeric[j]) / 15
+                sides[j], noises[j] = quarter_sides, (16 * noise + noises[j]) / 15
+                t[k] = rtol * max(abs(numeric[j]), scale) + noises[j]
+        n = numeric[sl]
+        err = np.abs(a - n)
         between = ((a >= np.min(sides[sl], axis=1) - t)
                    & (a <= np.max(sides[sl], axis=1) + t))
         at_kink = kink & between & (err > t)
         # a step so small that the objective's rounding allows any gradient of the
-        # element's size judges nothing: such an element fails, and the report says why
-        unresolved = noises[sl] >= np.fmax(1.0, np.fmax(np.abs(a), np.abs(n)))
+        # element's size, and of the parameter's largest, judges nothing: such an
+        # element fails, and the report says why (one whose gradient and difference
+        # are both exactly 0 is judged; a small element of a parameter whose large ones
+        # are resolved passes within the rounding, as a sum's small terms do)
+        size = np.fmax(np.fmax(np.abs(a), np.abs(n)), scale)
+        unresolved = ~(noises[sl] < size) & ~((a == 0) & (n == 0)) & np.isfinite(n)
         good_each = ((err <= t) | at_kink) & ~unresolved
         good = bool(np.all(good_each))
         ok &= good
         abs_err = float(np.max(err)) if sl else 0.0
-        scale = max(1.0, float(np.max(np.abs(n))) if sl else 1.0)
+        rel_err = (abs_err / scale if scale > 0 and abs_err <= scale * 1e300
+                   else 0.0 if abs_err == 0 else math.inf)
         rows.append({"name": p.name, "shape": p.shape, "analytic": a, "numeric": n,
-                     "abs_err": abs_err, "rel_err": abs_err / scale, "ok": good,
+                     "abs_err": abs_err, "rel_err": rel_err, "ok": good,
                      "checked": len(sl), "kinks": int(np.sum(at_kink)),
                      "kinks_outside": int(np.sum(kink & ~between)),
-                     "unresolved": int(np.sum(unresolved))})
-    return {"value": value, "rows": rows, "ok": ok}
+                     "unresolved": int(np.sum(unresolved)),
+                     "not_finite": int(np.sum(~np.isfinite(n)))})
+    return {"value": value, "rows": rows, "ok": ok and bool(np.isfinite(value))}
 
 
 def format_check(model, report: dict) -> str:
@@ -159,12 +196,23 @@ def format_check(model, report: dict) -> str:
         if r["unresolved"]:
             lines.append(f"  {r['name']}: {r['unresolved']} element(s) not resolved: at this "
                          "step the objective's rounding allows any gradient of their size; "
-                         "take a larger --eps")
+                         "take a larger --eps, or check at parameters away from a minimum "
+                         "(where the gradient is near 0)")
         if r["kinks_outside"]:
             lines.append(f"  {r['name']}: {r['kinks_outside']} element(s) at a kink where the "
                          "compiled gradient is outside the one-sided differences: max and "
                          "min give a tie's whole gradient to their first argument, and two "
                          "of them at one point can add up outside (docs/language.md); check "
                          "at parameters off the kink (--params) to judge the rules")
+    if not np.isfinite(report["value"]):
+        lines.append(f"  the objective is {report['value']} at these parameters: there is "
+                     "nothing to compare (check at other parameters: --seed, --params)")
+    else:
+        for r in report["rows"]:
+            if r["not_finite"]:
+                lines.append(f"  {r['name']}: {r['not_finite']} element(s) whose objective is "
+                             "not finite a step away (the edge of a domain: log or sqrt "
+                             "near 0, or an overflow): take a smaller --eps, or check at "
+                             "parameters farther from the edge")
     lines.append("gradient check passed" if report["ok"] else "gradient check FAILED")
     return "\n".join(lines)

@@ -163,3 +163,71 @@ def test_check_makes_a_random_batch_for_an_int_vector_input(tmp_path):
                      "param w[2] = 1\nloss = (dot(w, mean(E[tok], axis=0)) - y) ^ 2\n")
     code, out = run("check", model)
     assert code == 0 and "gradient check passed" in out, out
+
+
+def _wrong_gradient(monkeypatch, m, change):
+    right = m.value_and_grad_flat
+
+    def wrong(theta, data=None, *args, **kw):
+        value, grad = right(theta, data, *args, **kw)
+        return value, change(grad.copy())
+    monkeypatch.setattr(m, "value_and_grad_flat", wrong)
+
+
+@pytest.mark.parametrize("change", [lambda g: -g, lambda g: 0 * g, lambda g: 50 * g])
+def test_check_near_a_minimum_does_not_pass_a_wrong_gradient(monkeypatch, change):
+    """At trained parameters (README: check at the point you care about) every element
+    of a mean objective's gradient is far below 1, the floor the tolerance had: a
+    negated, zero or 50 times gradient passed."""
+    from lossc.check import gradient_check
+    m = lossc.compile(SAMPLES / "logistic.loss", cache=False)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, m.params[0].shape[0]))
+    y = (rng.random(200) < 1 / (1 + np.exp(-X[:, 0]))) * 1.0
+    data = {"x": X, "y": y}
+    theta = lossc.train(m, data=data, optimizer=lossc.LBFGS(tol_grad=1e-7)).params
+    _wrong_gradient(monkeypatch, m, change)
+    assert not gradient_check(m, theta=theta, data=data)["ok"]
+
+
+@pytest.mark.parametrize("error", [0, 1e-4, 3e-3])
+def test_check_tells_curvature_from_a_kink(monkeypatch, error):
+    """Features near 1e4 give the objective a curvature whose one-sided differences
+    differ by more than the tolerance: taken for a kink, anything between them passed
+    (0.3% off) and the report named a kink in a smooth model."""
+    from lossc.check import format_check, gradient_check
+    m = lossc.compile("dim D = 3\ninput x[D]\ninput y\nparam w[D]\nparam b\n"
+                      "z = dot(w, x) + b\nloss = softplus(z) - y * z\n", cache=False)
+    rng = np.random.default_rng(0)
+    data = {"x": rng.normal(size=(50, 3)) * 1e4, "y": (rng.random(50) < 0.5) * 1.0}
+    theta = {"w": np.array([0.5, -0.3, 0.2]) / 1e4, "b": np.array(0.1)}
+    if error:
+        def change(g):
+            g[0] += error * abs(g[0])
+            return g
+        _wrong_gradient(monkeypatch, m, change)
+    report = gradient_check(m, theta=theta, data=data)
+    assert report["ok"] == (error == 0), format_check(m, report)
+    assert report["rows"][0]["kinks"] == 0
+
+
+def test_check_of_a_smooth_function_with_a_large_third_derivative_passes(tmp_path):
+    """sin(1e5 x): the central difference at the default step is off by 1e-4 of the
+    gradient (h^2 f'''); the differences at h and h/4 extrapolated are not."""
+    src = tmp_path / "osc.loss"
+    src.write_text("param x = 0.3\nloss = sin(100000 * x)\n")
+    code, out = run("check", src)
+    assert code == 0 and "kink" not in out, out
+
+
+@pytest.mark.parametrize("source, words", [
+    ("param x = 1e-7\nloss = log(x)\n", "not finite a step away (the edge of a domain"),
+    ("param x = -1\nloss = log(x)\n", "the objective is nan at these parameters"),
+    ("param x = 1e200\nloss = x ^ 2\n", "the objective is inf at these parameters")])
+def test_check_says_why_where_the_objective_is_not_finite(tmp_path, source, words):
+    """log(x) at 1e-7 (x - h < 0 at the default step), a NaN or an infinite objective:
+    "MISMATCH ... FAILED" alone, or "take a larger --eps", which cannot help."""
+    src = tmp_path / "m.loss"
+    src.write_text(source)
+    code, out = run("check", src)
+    assert code == 1 and words in out and "larger --eps" not in out, out
