@@ -466,3 +466,32 @@ def test_x0_is_not_changed():
     x0 = np.array([-1.2, 1.0])
     res = lbfgs(rosenbrock(2).fun, x0)
     assert x0.tolist() == [-1.2, 1.0] and res.x is not x0
+
+
+@pytest.mark.parametrize("power", [2, 4])
+@pytest.mark.parametrize("method", ["newton_cg", "newton"])
+def test_an_objective_unbounded_below_is_not_reported_as_converged(method, power):
+    """-x^2 and -x^4: Newton's directions drive x until the step no longer moves it
+    (x near 1e154 with the objective at -1.8e308, or x at 1e51), where the objective
+    "changed by 0" and the run claimed convergence."""
+    def f(x):
+        with np.errstate(over="ignore", invalid="ignore"):
+            return -x[0] ** power, np.array([-power * x[0] ** (power - 1)])
+    with np.errstate(over="ignore", invalid="ignore"):
+        if method == "newton_cg":
+            r = newton_cg(f, lambda x, v: -power * (power - 1) * x[0] ** (power - 2) * v,
+                          [0.1])
+        else:
+            r = newton(f, lambda x: np.array([[-power * (power - 1) * x[0] ** (power - 2)]]),
+                       [0.1])
+    assert not r.converged and r.stopped == "line_search", r.message
+    assert "leaves the parameters unchanged" in r.message
+    assert r.value < -1e100
+
+
+def test_lossc_train_on_an_objective_unbounded_below_is_not_converged():
+    m = lossc.compile("param x = 0.1\nloss = -x ^ 2\n", cache=False)
+    with np.errstate(over="ignore", invalid="ignore"):
+        result = lossc.train(m, optimizer=lossc.NewtonCG())
+    assert result.stopped == "line_search", result.stopped_reason
+    assert "leaves the parameters unchanged" in result.stopped_reason

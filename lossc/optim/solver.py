@@ -192,6 +192,11 @@ def two_norm(g: np.ndarray) -> float:
 _SQUARES_SAFE = (1e-140, 1e140)     # float64 elements whose squares add up normally
 
 
+# why a step that leaves every parameter where it was ends a run, not as converged
+UNMOVED = ("the step leaves the parameters unchanged (the objective may be unbounded "
+           "below, or its decrease beyond what the step resolves)")
+
+
 def relative_change(before: float, after: float) -> float:
     return (before - after) / max(abs(before), abs(after), 1.0)
 
@@ -245,6 +250,12 @@ class _Run:
             nxt = self.step(self.point)
             if isinstance(nxt, str):
                 return "line_search", f"iteration {k}: {nxt}; the best point so far is kept"
+            if np.array_equal(nxt.x, self.point.x):
+                # an objective that "changed by 0" because the step left every parameter
+                # where it was is no sign of a minimum: -x^2 or -x^4 from Newton's
+                # directions stalls so, at -1.8e308 or with x at 1e51
+                return "line_search", (f"iteration {k}: {UNMOVED}; the best point so far "
+                                       "is kept")
             before, self.point = self.point.value, nxt
             self.history.append(nxt.value)
             gnorm = inf_norm(self.stationarity(nxt))

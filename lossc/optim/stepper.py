@@ -59,7 +59,8 @@ from typing import Optional, Protocol
 import numpy as np
 
 from lossc.optim.monitor import Stop
-from lossc.optim.solver import Objective, Point, inf_norm, relative_change, two_norm
+from lossc.optim.solver import (UNMOVED, Objective, Point, inf_norm, relative_change,
+                                two_norm)
 from lossc.runtime import fused
 
 FUSED_CHUNK = 256   # batches per native call (progress and Ctrl-C stay live between)
@@ -278,6 +279,9 @@ class LineSearchSteps:
         if isinstance(nxt, str):
             raise Stop("line_search", f"{nxt} after step {log.steps}; the best parameters "
                                       f"so far are kept")
+        if np.array_equal(nxt.x, p.x):      # (no sign of a minimum: solver.UNMOVED)
+            raise Stop("line_search", f"{UNMOVED} after step {log.steps}; the best "
+                                      "parameters so far are kept")
         gnorm = two_norm(nxt.grad)
         if not math.isfinite(gnorm):
             raise Diverged(OVERFLOWED)
