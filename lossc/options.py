@@ -8,7 +8,8 @@ variables of the README keep working:
     LOSSC_VECTOR_BITS   64, 128, 256 or 512: the SIMD width instead of the CPU's widest
     LOSSC_LOADER        llvm: load machine code with LLVM's MCJIT, not lossc's ELF loader
     LOSSC_CACHE_DIR     the compile cache folder (unset or empty: $XDG_CACHE_HOME/lossc,
-                        or ~/.cache/lossc), made absolute when read
+                        or ~/.cache/lossc), made absolute when read (a leading ~/ is
+                        the home folder, as the shell has it)
     OMP_NUM_THREADS     the threads a model splits large batches across (the first
                         number of an OpenMP list), as NumPy's BLAS and PyTorch read it;
                         unset: one per core the process may run on
@@ -84,6 +85,9 @@ class Options:
         loader = "llvm" if env.get("LOSSC_LOADER", "") == "llvm" else "elf"
         cache = env.get("LOSSC_CACHE_DIR") or os.path.join(
             env.get("XDG_CACHE_HOME") or os.path.join(_home(env), ".cache"), "lossc")
+        if cache == "~" or cache.startswith("~/"):
+            # (a shell expands ~ only unquoted: "~/cache" made a folder named ~ here)
+            cache = _home(env) + cache[1:]
         return cls(vector_bits=bits, loader=loader, cache_dir=pathlib.Path(cache),
                    threads=_omp_threads(env.get("OMP_NUM_THREADS", "")))
 

@@ -686,3 +686,18 @@ def test_options_not_an_options_object_is_a_type_error_naming_it(tmp_path, cache
     lossc.compile("param w\nloss = w ^ 2\n").save(path)
     with pytest.raises(TypeError, match="options must be a lossc.Options"):
         call(path)
+
+
+def test_an_artifact_for_other_cpu_features_names_them_not_the_cpu_twice(monkeypatch):
+    """Only the features differing (a virtual machine's CPU): the reason read "compiled
+    for CPU znver3 (x86_64...), this machine is znver3 (x86_64...)"."""
+    from lossc.codegen.jit import host_cpu
+    here = dict(host_cpu())
+    features = here["features"].split(",")
+    flipped = [("-" if f[0] == "+" else "+") + f[1:] if k == 0 else f
+               for k, f in enumerate(features)]
+    header = {"abi": artifact.ABI, "lossc_version": lossc.__version__, "host": "other",
+              "cpu": dict(here, features=",".join(flipped))}
+    reason = artifact.mismatch(header)
+    assert reason == (f"it was compiled for CPU {here['cpu']} with other features than "
+                      f"this machine's ({flipped[0]} there, {features[0][0]} here)")

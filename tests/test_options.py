@@ -44,6 +44,17 @@ def test_a_relative_cache_folder_is_made_absolute_when_the_options_are_made(
         Options(cache_dir="")
 
 
+@pytest.mark.parametrize("value, want", [("~/x", "/h/x"), ("~", "/h"), ("a/~/b", None),
+                                         ("~other/x", None)])
+def test_a_cache_folder_from_the_home_folder_as_the_shell_writes_it(
+        tmp_path, monkeypatch, value, want):
+    """LOSSC_CACHE_DIR="~/x" (quoted, so no shell expanded it) made a folder named ~ in
+    the current folder."""
+    monkeypatch.chdir(tmp_path)
+    got = Options.from_env({"LOSSC_CACHE_DIR": value, "HOME": "/h"}).cache_dir
+    assert got == (pathlib.Path(want) if want else tmp_path / value)
+
+
 def test_a_model_saved_after_a_chdir_verifies_with_its_relative_cache_folder(
         tmp_path, monkeypatch):
     """LOSSC_CACHE_DIR=cache was taken from whatever the current folder was when the

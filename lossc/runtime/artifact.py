@@ -257,10 +257,21 @@ def mismatch(header: dict) -> str | None:
     here = host_cpu()
     made = header.get("cpu")
     made = made if isinstance(made, dict) else {}
-    for k in ("triple", "cpu", "features"):
+    for k in ("triple", "cpu"):
         if made.get(k) != here[k]:
             return f"it was compiled for CPU {made.get('cpu')} ({made.get('triple')}), " \
                    f"this machine is {here['cpu']} ({here['triple']})"
+    if made.get("features") != here["features"]:
+        # (the same CPU name with other features: a virtual machine's CPU, or a kernel
+        # that turns some off; naming the CPU twice said nothing)
+        theirs = {f[1:]: f for f in str(made.get("features") or "").split(",") if f}
+        ours = {f[1:]: f for f in str(here["features"]).split(",") if f}
+        differ = sorted(set(theirs) | set(ours), key=str)
+        differ = [f"{theirs.get(n, '?' + n)} there, {ours.get(n, '?' + n)[0]} here"
+                  for n in differ if theirs.get(n) != ours.get(n)]
+        shown = "; ".join(differ[:4]) + ("; ..." if len(differ) > 4 else "")
+        return (f"it was compiled for CPU {here['cpu']} with other features than this "
+                f"machine's ({shown})")
     return None
 
 
