@@ -231,3 +231,30 @@ def test_a_device_as_the_model_with_a_recorded_file_is_an_error_not_a_hang(train
                        cwd=ROOT, timeout=120)
     assert p.returncode == 1 and "Traceback" not in p.stderr
     assert "/dev/zero" in p.stderr and "not a regular file" in p.stderr
+
+
+def test_a_record_naming_other_hypers_than_the_same_source_is_refused(tmp_path, trained):
+    """{"zzz": 1.0} and no lam: lam fell back to the file's default without a word."""
+    path = tmp_path / "p.npz"
+    with np.load(trained) as f:
+        arrays = {k: f[k] for k in f.files}
+    record = json.loads(str(arrays["__lossc__"]))
+    record["hypers"] = {"zzz": 1.0}
+    arrays["__lossc__"] = np.array(json.dumps(record))
+    np.savez(path, **arrays)
+    r = run("eval", LOGISTIC, "--data", TEST, "--params", path)
+    assert r.exit_code == 1, r.output
+    assert r.output.strip() == (f"lossc: error: {path} does not fit logistic.loss: the "
+                                "record's hyperparameters (zzz) are not the model's (lam)")
+
+
+@pytest.mark.parametrize("text, key", [('{"w": [1, 2, 3, 4, 5, 6, 7, 8], "b": 1, "b": 2}', "b"),
+                                       ('{"w": [0, 0, 0, 0, 0, 0, 0, 0], "b": 0, "__lossc__": '
+                                        '{"dims": {"D": 8}, "dims": {"D": 4}}}', "dims")])
+def test_a_name_twice_in_a_json_object_is_refused(tmp_path, text, key):
+    """json kept the last of the two silently."""
+    path = tmp_path / "p.json"
+    path.write_text(text)
+    r = run("eval", LOGISTIC, "--data", TEST, "--params", path)
+    assert r.exit_code == 1 and f"'{key}' appears twice in one JSON object" in r.output, \
+        r.output

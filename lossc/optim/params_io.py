@@ -68,9 +68,15 @@ class TrainedWith:
 
     def mismatch(self, model) -> Optional[str]:
         """What differs between this record's dims and dtype and the model's, as
-        'dims D=8, float64 ... the model has D=4, float64', or None."""
+        'dims D=8, float64 ... the model has D=4, float64', or, for the same source,
+        between the hyperparameters it names and the model's; None if nothing."""
         here = TrainedWith.of(model)
         if here.dims == self.dims and here.dtype == self.dtype:
+            if self.source_sha256 == here.source_sha256 and set(self.hypers) != set(
+                    here.hypers):
+                # (lossc records every hyper; the same source with others: an edit)
+                return (f"the record's hyperparameters ({', '.join(self.hypers) or 'none'})"
+                        f" are not the model's ({', '.join(here.hypers) or 'none'})")
             return None
         return (f"trained with {self.dims_text()}, {self.dtype}; the model here has "
                 f"{here.dims_text()}, {here.dtype}")
@@ -210,9 +216,20 @@ def _read(path: pathlib.Path, record: bool = False):
         raise ValueError(f"{path}: cannot read parameters: {e}") from None
 
 
+def _no_duplicate_keys(pairs):
+    """json's object_pairs_hook: an object whose name appears twice is an error (json
+    would keep the last silently)."""
+    out = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"'{k}' appears twice in one JSON object")
+        out[k] = v
+    return out
+
+
 def _read_json(path, record: bool = False):
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_no_duplicate_keys)
     except RecursionError:
         raise ValueError("the JSON is nested too deeply") from None
     except UnicodeDecodeError:
@@ -262,6 +279,6 @@ def _read_npz(path, record: bool = False):
     if text is None:
         return None
     try:
-        return json.loads(str(text))
+        return json.loads(str(text), object_pairs_hook=_no_duplicate_keys)
     except (json.JSONDecodeError, RecursionError):
         raise ValueError(f"its '{RECORD_KEY}' record is not JSON") from None
