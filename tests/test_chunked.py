@@ -118,6 +118,24 @@ def test_npy_chunk_files_are_mapped_when_their_chunk_is_used(tmp_path, model):
     assert r1.history == r0.history == r2.history
 
 
+@pytest.mark.parametrize("kind", ["fifo", "folder", "dangling link"])
+def test_a_chunk_file_that_is_not_a_file_is_an_error_naming_it(tmp_path, model, kind):
+    """A pipe, a folder or a dangling link named like a chunk file was skipped: its
+    chunk vanished from the data without a word (x/9.npy beside y/9.npy)."""
+    data = _data()
+    for name in ("x", "y"):
+        (tmp_path / name).mkdir()
+        for k, lo in enumerate(range(0, 1003, 500)):
+            np.save(tmp_path / name / f"{k}.npy", data[name][lo:lo + 500])
+    odd = tmp_path / "x" / "9.npy"
+    {"fifo": os.mkfifo, "folder": os.mkdir,
+     "dangling link": lambda p: os.symlink(tmp_path / "gone.npy", p)}[kind](odd)
+    np.save(tmp_path / "y" / "9.npy", data["y"][:3])
+    for where in (tmp_path, tmp_path / "*" / "*.npy"):
+        with pytest.raises(DataError, match=f"{odd}: "):
+            file_chunks(where, model)
+
+
 @pytest.mark.parametrize("rows", [10, 300])
 def test_a_chunk_file_rewritten_during_the_run_is_an_error_naming_it(tmp_path, model, rows):
     """Memory-mapped from the plan on, a file cut short killed the process (SIGBUS) or,

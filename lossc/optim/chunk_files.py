@@ -31,6 +31,7 @@ import re
 import numpy as np
 from numpy.lib import format as npy_format
 
+from lossc.files import not_a_file
 from lossc.optim.data import DataError
 
 GLOB_CHARS = "*?["
@@ -87,9 +88,13 @@ def _files(path: str, where: str) -> list:
             sorted(root.glob("*/*.npy"))
     else:
         found = [pathlib.Path(p) for p in glob.glob(path)]
-    found = [f for f in found if f.is_file()]
     if not found:
         raise DataError(f"{where}: no files match {path}")
+    for f in found:
+        # (a pipe, a device, a folder named like a chunk: skipped, its chunk vanished
+        # from the count without a word)
+        if not f.is_file():
+            raise DataError(f"{where}: {f}: {not_a_file(f)}")
     return sorted(found, key=_natural_key)
 
 
