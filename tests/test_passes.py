@@ -88,6 +88,31 @@ def test_cse_keeps_the_sign_of_zero_constants_apart():
         assert got == want or (np.isnan(want) and np.isnan(got)), (src, got)
 
 
+@pytest.mark.parametrize("src", ["-1 + exp(p)", "exp(p) + -1", "log(1 - p)"])
+def test_the_rewritten_spellings_keep_their_precision(src):
+    """-1 + exp(p) at p = 1e-20 was 0 (no expm1: only exp(x) - 1 was matched), as was
+    log(1 - p)."""
+    m = lossc.compile(f"param p\nloss = {src}\n", cache=False)
+    value, grads = m.value_and_grad({"p": np.array(1e-20)})
+    want = -1e-20 if "log" in src else 1e-20
+    assert value == want and grads["p"] == pytest.approx(-1.0 if "log" in src else 1.0)
+
+
+@pytest.mark.parametrize("src, sign", [("max(-0.0, 0.0)", -1), ("max(0.0, -0.0)", 1),
+                                       ("min(0.0, -0.0)", 1), ("min(-0.0, 0.0)", -1)])
+def test_folded_max_and_min_keep_the_first_zero_as_the_code_does(src, sign):
+    """Folded by NumPy's maximum, max(-0.0, 0.0) was +0 (the second at a tie) where the
+    compiled max of the same values gives the first, -0: 1 / max(...) was +inf folded
+    and -inf computed."""
+    folded = lossc.compile(f"param p\nloss = p + 1 / {src}\n", cache=False)
+    computed = lossc.compile("param p\nparam a\nparam c\nloss = p + 1 / "
+                             f"{src[:3]}(a, c)\n", cache=False)
+    a, c = (float(t) for t in src[4:-1].split(", "))
+    want = sign * np.inf
+    assert folded.loss({"p": np.array(1.0)}) == want
+    assert computed.loss({"p": np.array(1.0), "a": np.array(a), "c": np.array(c)}) == want
+
+
 def test_fold_removes_constant_arithmetic():
     c = compile_source("param a = 1\nloss = (2 * 3 + 1) * a * 1 + 0\n")
     assert all(n.op != "add" for n in c.graph.nodes)
@@ -138,6 +163,8 @@ def test_reduce_sum_counts_the_once_term_per_sample():
     ("log(sum(exp(v)))", "logsumexp"), ("log(softmax(v))[0]", "log_softmax"),
     ("-log(softmax(v)[1])", "log_softmax(v)[i]"), ("log(softmax(v)[0:1])[0]", "log_softmax"),
     ("log(1 + z)", "log1p"), ("exp(z) - 1", "expm1"),
+    ("-1 + exp(z)", "expm1"), ("exp(z) + -1", "expm1"), ("-1.0 + exp(z)", "expm1"),
+    ("log(1 - z)", "log1p(-x)"),
 ])
 def test_stabilizing_rewrites_are_applied_and_listed(src, rewrite):
     text = f"input t\ninput u[2]\nparam a = 1\nz = a * t\nv = a * u\nloss = {src}\n"

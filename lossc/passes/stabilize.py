@@ -10,10 +10,12 @@
                                          written as NumPy users write it
     log(exp(x))                       -> x
     log(1 + x), log(x + 1)            -> log1p(x)
-    exp(x) - 1                        -> expm1(x)
+    log(1 - x)                        -> log1p(-x)
+    exp(x) - 1, exp(x) + -1, -1 + exp(x)
+                                      -> expm1(x)
 
 Matching sees through the order of `+` operands and the spelling of a constant (`1`,
-`1.0`, a broadcast 1). Each rewrite made is recorded in `graph.rewrites` with its line.
+`1.0`, `-1` as a negated 1, a broadcast 1). Each rewrite made is recorded in `graph.rewrites` with its line.
 Runs on the forward graph, before autodiff, so the gradients are the stable ones too.
 """
 from __future__ import annotations
@@ -24,6 +26,10 @@ from lossc.ir.ops import const_value
 
 def _one(n: Node) -> bool:
     return const_value(n) == 1.0
+
+
+def _minus_one(n: Node) -> bool:
+    return const_value(n) == -1.0 or (n.op == "neg" and _one(n.inputs[0]))
 
 
 def _plus_one(n: Node):
@@ -88,9 +94,17 @@ def stabilize(graph: Graph) -> Graph:
             if rest is not None:
                 note(n, "log(1 + x) -> log1p(x)")
                 return b.emit("log1p", (rest,))
+            if x.op == "sub" and _one(x.inputs[0]):
+                note(n, "log(1 - x) -> log1p(-x)")
+                return b.emit("log1p", (b.neg(x.inputs[1]),))
         if n.op == "sub" and xs[0].op == "exp" and _one(xs[1]):
             note(n, "exp(x) - 1 -> expm1(x)")
             return b.emit("expm1", xs[0].inputs)
+        if n.op == "add":
+            for e, c in (xs, xs[::-1]):
+                if e.op == "exp" and _minus_one(c):
+                    note(n, "exp(x) - 1 -> expm1(x)")
+                    return b.emit("expm1", e.inputs)
         return None
 
     g = transform(graph, rule)

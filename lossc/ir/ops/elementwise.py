@@ -471,6 +471,18 @@ def _maxmin_vjp(cmp):
     return vjp
 
 
+def _maxmin_numpy(take):
+    """maximum (take: np.greater_equal) or minimum (np.less_equal) as the compiled code
+    computes it (_maxmin_lower), for folding and the reference interpreter: x where
+    take(x, y) or x is NaN, else y. NumPy's own give y at a tie, which differs in the
+    sign of a zero: max(-0.0, 0.0) folded to +0 where the code gives -0."""
+    def f(x, y):
+        x, y = np.asarray(x), np.asarray(y)
+        with np.errstate(invalid="ignore"):
+            return np.where(take(x, y) | np.isnan(x), x, y)[()]
+    return f
+
+
 def _maxmin_lower(em, sym, x, y):
     """NumPy's maximum (minimum): x where x >= y (x <= y) or x is NaN, else y; a NaN
     in either is the result."""
@@ -512,12 +524,12 @@ ARITHMETIC = [
            math=Math("pow", "intrinsic"), domains=(POS, ANY),
            doc="x ^ y for real y; d/dx is 0 where y = 0 and x^-1 is infinite (x = 0, "
            "subnormal x); at x = 0, d/dy is 0 where y >= 0"),
-    binary("maximum", np.maximum, _maxmin_vjp("ge"), names=("max",),
+    binary("maximum", _maxmin_numpy(np.greater_equal), _maxmin_vjp("ge"), names=("max",),
            sympy=lambda sp, x, y: sp.Max(x, y),
            lower=lambda em, g, n, x, y: _maxmin_lower(em, ">=", x, y),
            example=Example(((4,), (4,)), (ANY, ANY)),
            doc="max(a, b): the whole gradient goes to a when a >= b"),
-    binary("minimum", np.minimum, _maxmin_vjp("le"), names=("min",),
+    binary("minimum", _maxmin_numpy(np.less_equal), _maxmin_vjp("le"), names=("min",),
            sympy=lambda sp, x, y: sp.Min(x, y),
            lower=lambda em, g, n, x, y: _maxmin_lower(em, "<=", x, y),
            example=Example(((4,), (4,)), (ANY, ANY)),
