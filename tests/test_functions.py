@@ -168,3 +168,24 @@ def test_a_chain_of_doubling_calls_past_the_bound_is_a_compile_error_not_a_hang(
     line, col, errors, message = out.stdout.split(" ", 3)
     assert (int(line), int(col), int(errors)) == (42, 8, 1)
     assert "too large once its calls are inlined" in message
+
+
+@pytest.mark.parametrize("source, col, words", [
+    ("input k\nparam v[k]\nloss = sum(v)\n", 9, "'k' is an input"),
+    ("output o = 1.0\nparam v[o]\nloss = sum(v)\n", 9, "'o' is an output"),
+    ("z = 2.0\nparam v[z]\nloss = sum(v)\n", 9, "'z' is a binding"),
+    ("hyper h = 2\nparam v[h]\nloss = sum(v)\n", 9, "'h' is a hyperparameter"),
+])
+def test_a_name_s_kind_is_named_with_its_article(source, col, words):
+    """("'k' is a input", "'z' is a let")"""
+    assert_compile_error(source, 2, col, [words])
+
+
+@pytest.mark.parametrize("text, words", [
+    ("[-1:-2]", "slice -1:-2 (2:1 on this axis) must lie inside an axis of size 3"),
+    ("[-9:]", "slice -9: (-6:3 on this axis) must lie inside an axis of size 3"),
+    ("[2:1]", "slice 2:1 must lie inside an axis of size 3")])
+def test_a_slice_out_of_its_axis_is_named_as_written(text, words):
+    """("slice 2:1" for -1:-2: the bounds after counting from the end, which the file
+    does not hold)"""
+    assert_compile_error(f"param v[3]\nloss = sum(v{text})\n", 2, 14, [words])

@@ -88,6 +88,15 @@ def test_cse_keeps_the_sign_of_zero_constants_apart():
         assert got == want or (np.isnan(want) and np.isnan(got)), (src, got)
 
 
+@pytest.mark.parametrize("src", ["log(-sigmoid(p) + 1)", "log(1 + -sigmoid(p))"])
+def test_log_one_minus_sigmoid_spelled_with_a_plus_is_stable(src):
+    """Taken for log(1 + x), these became log1p(-sigmoid(z)): -inf at z = 40, where
+    the answer is -40 (-softplus(z))."""
+    m = lossc.compile(f"param p\nloss = {src}\n", cache=False)
+    value, grads = m.value_and_grad({"p": np.array(40.0)})
+    assert value == pytest.approx(-40.0, rel=1e-15) and grads["p"] == pytest.approx(-1.0)
+
+
 @pytest.mark.parametrize("src", ["-1 + exp(p)", "exp(p) + -1", "log(1 - p)"])
 def test_the_rewritten_spellings_keep_their_precision(src):
     """-1 + exp(p) at p = 1e-20 was 0 (no expm1: only exp(x) - 1 was matched), as was
@@ -165,6 +174,7 @@ def test_reduce_sum_counts_the_once_term_per_sample():
     ("log(1 + z)", "log1p"), ("exp(z) - 1", "expm1"),
     ("-1 + exp(z)", "expm1"), ("exp(z) + -1", "expm1"), ("-1.0 + exp(z)", "expm1"),
     ("log(1 - z)", "log1p(-x)"),
+    ("log(-sigmoid(z) + 1)", "-softplus(z)"), ("log(1 + -sigmoid(z))", "-softplus(z)"),
 ])
 def test_stabilizing_rewrites_are_applied_and_listed(src, rewrite):
     text = f"input t\ninput u[2]\nparam a = 1\nz = a * t\nv = a * u\nloss = {src}\n"

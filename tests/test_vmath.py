@@ -129,6 +129,11 @@ def test_ieee_specials(dtype):
         with np.errstate(all="ignore"):
             ref = f(specials)
         np.testing.assert_array_equal(got, ref, err_msg=name)
+        # the sign of a zero too, which assert_array_equal does not compare (expm1(-0)
+        # was +0)
+        zero = got == 0
+        np.testing.assert_array_equal(np.signbit(got[zero]), np.signbit(ref[zero]),
+                                      err_msg=f"{name}: the sign of a zero")
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])

@@ -345,7 +345,9 @@ def expm1(cg, x):
     s1, s2 = _pow2(cg, half, x, fl), _pow2(cg, b.sub(n, half), x, fl)
     inv_s1 = _pow2(cg, b.neg(half), x, fl)      # 1/s1, exactly, without a division
     y = cg.fmul(s1, cg.fadd(cg.fmul(s2, q), cg.fsub(s2, inv_s1)))
-    return cg.select(b.fcmp_unordered("uno", x, x), x, y)
+    # x itself for NaN, and for a zero: -0 + (1 - 1) above is +0, expm1(-0) is -0
+    keep = cg.or_(b.fcmp_unordered("uno", x, x), cg.fcmp("==", x, cg.fconst(0.0)))
+    return cg.select(keep, x, y)
 
 
 def tanh(cg, x):

@@ -20,6 +20,15 @@ from lossc.source import Reporter, Span, closest_name
 from lossc.syntax import ast
 
 INT64_MAX = 2 ** 63 - 1
+# what each kind of name is called in a message ("'k' is an input", "a binding")
+KIND_WORDS = {"let": "a binding", "input": "an input", "output": "an output",
+              "hyper": "a hyperparameter", "param": "a parameter", "dim": "a dim",
+              "function": "a function"}
+
+
+def a_kind(kind: str) -> str:
+    """A kind of name with its article: "an input", "a binding"."""
+    return KIND_WORDS.get(kind, f"a {kind}")
 # Values a program may have once its calls are inlined. Each call copies the body (but
 # for a call on the same values as an earlier one: `inline`), so a chain of functions
 # that each call the previous one twice, f(f(a)), doubles the program at every link:
@@ -210,7 +219,7 @@ class _Builder:
         e = self.lookup(item.id, item.span)
         if e.kind != "dim":
             raise Fail(f"a size must be a dim or an integer literal; '{item.id}' is "
-                       f"a {e.kind}", item.span)
+                       f"{a_kind(e.kind)}", item.span)
         return e.value
 
     def stmt_DimDecl(self, s: ast.DimDecl) -> None:
@@ -300,8 +309,8 @@ class _Builder:
         for a in s.args:
             if a.id in self.later or a.id in self.names:
                 where = (self.names[a.id].span if a.id in self.names else self.later[a.id])
-                raise Fail(f"argument '{a.id}' of '{s.name}' has the name of a "
-                           f"{self.kind_of(a.id)} (line {where.line}); arguments must be "
+                raise Fail(f"argument '{a.id}' of '{s.name}' has the name of "
+                           f"{a_kind(self.kind_of(a.id))} (line {where.line}); arguments must be "
                            "named apart from the file's names", a.span)
         args = {a.id for a in s.args}
         for n in _names_in(s.body):
@@ -311,7 +320,8 @@ class _Builder:
             if e is not None and e.kind in ("dim", "function"):
                 continue
             if e is not None:
-                raise Fail(f"the body of '{s.name}' cannot use {e.kind} '{n.id}': a function "
+                raise Fail(f"the body of '{s.name}' cannot use "
+                           f"{'binding' if e.kind == 'let' else e.kind} '{n.id}': a function "
                            "sees only its arguments, dims and functions (pass "
                            f"'{n.id}' as an argument)", n.span)
             dims = [k for k, v in self.names.items() if v.kind == "dim"]
@@ -582,7 +592,7 @@ class _Builder:
         and names this call."""
         entry = self.lookup(e.func, e.func_span)
         if entry.kind != "function":
-            raise Fail(f"'{e.func}' is a {entry.kind}, not a function", e.func_span)
+            raise Fail(f"'{e.func}' is {a_kind(entry.kind)}, not a function", e.func_span)
         fd: ast.FuncDef = entry.value
         if len(e.args) != len(fd.args) or e.kwargs:
             names = ", ".join(a.id for a in fd.args)
@@ -825,8 +835,14 @@ class _Builder:
         lo = yield from bound(item.lo, 0)
         hi = yield from bound(item.hi, size)
         if not (0 <= lo < hi <= size):
-            raise Fail(f"slice {lo}:{hi} must lie inside an axis of size {size} and not be "
-                       "empty", item.span)
+            text = ""
+            if item.span.line == item.span.end_line:
+                text = self.rep.source.line_text(item.span.line)[
+                    item.span.col - 1:item.span.end_col - 1].strip()
+            shown = (f"slice {lo}:{hi}" if not text or text == f"{lo}:{hi}" or len(text) > 40
+                     else f"slice {text} ({lo}:{hi} on this axis)")
+            raise Fail(f"{shown} must lie inside an axis of size {size} and not be empty",
+                       item.span)
         return lo, hi
 
 

@@ -73,6 +73,10 @@ def stabilize(graph: Graph) -> Graph:
             if x.op == "sub" and _one(x.inputs[0]) and x.inputs[1].op == "sigmoid":
                 note(n, "log(1 - sigmoid(z)) -> -softplus(z)")
                 return b.neg(b.emit("softplus", x.inputs[1].inputs))
+            if rest is not None and rest.op == "neg" and rest.inputs[0].op == "sigmoid":
+                # (1 + -sigmoid(z), -sigmoid(z) + 1: the same, spelled with +)
+                note(n, "log(1 - sigmoid(z)) -> -softplus(z)")
+                return b.neg(b.emit("softplus", rest.inputs[0].inputs))
             if x.op == "sum" and x.inputs[0].op == "exp":
                 note(n, "log(sum(exp(v))) -> logsumexp(v)")
                 return b.emit("logsumexp", x.inputs[0].inputs, axes=x.attr("axes"))
