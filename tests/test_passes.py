@@ -97,6 +97,20 @@ def test_log_one_minus_sigmoid_spelled_with_a_plus_is_stable(src):
     assert value == pytest.approx(-40.0, rel=1e-15) and grads["p"] == pytest.approx(-1.0)
 
 
+@pytest.mark.parametrize("src", ["1 / (1 + exp(-p))", "exp(p) / (1 + exp(p))",
+                                 "log(1 / (1 + exp(-p)))"])
+@pytest.mark.parametrize("p", [-1000.0, 1000.0])
+def test_the_naive_sigmoid_is_the_stable_one(src, p):
+    """The logistic function as NumPy users write it: its gradient was NaN at p = -1000
+    (exp(1000) overflows: inf / inf), its value NaN at 1000 for exp(p) / (1 + exp(p))."""
+    m = lossc.compile(f"param p\nloss = {src}\n", cache=False)
+    value, grads = m.value_and_grad({"p": np.array(p)})
+    sig = 1 / (1 + np.exp(-p)) if p > 0 else np.exp(p) / (1 + np.exp(p))
+    want = (np.log(sig) if p > 0 else p) if "log" in src else sig
+    dwant = (1 - sig) if "log" in src else sig * (1 - sig)
+    assert value == pytest.approx(want) and grads["p"] == pytest.approx(dwant)
+
+
 @pytest.mark.parametrize("src", ["-1 + exp(p)", "exp(p) + -1", "log(1 - p)"])
 def test_the_rewritten_spellings_keep_their_precision(src):
     """-1 + exp(p) at p = 1e-20 was 0 (no expm1: only exp(x) - 1 was matched), as was
@@ -175,6 +189,8 @@ def test_reduce_sum_counts_the_once_term_per_sample():
     ("-1 + exp(z)", "expm1"), ("exp(z) + -1", "expm1"), ("-1.0 + exp(z)", "expm1"),
     ("log(1 - z)", "log1p(-x)"),
     ("log(-sigmoid(z) + 1)", "-softplus(z)"), ("log(1 + -sigmoid(z))", "-softplus(z)"),
+    ("1 / (1 + exp(-z))", "sigmoid(z)"), ("1.0 / (exp(-z) + 1)", "sigmoid(z)"),
+    ("exp(z) / (1 + exp(z))", "sigmoid(z)"),
 ])
 def test_stabilizing_rewrites_are_applied_and_listed(src, rewrite):
     text = f"input t\ninput u[2]\nparam a = 1\nz = a * t\nv = a * u\nloss = {src}\n"

@@ -13,6 +13,8 @@
     log(1 - x)                        -> log1p(-x)
     exp(x) - 1, exp(x) + -1, -1 + exp(x)
                                       -> expm1(x)
+    1 / (1 + exp(-z)), exp(z) / (1 + exp(z))
+                                      -> sigmoid(z)
 
 Matching sees through the order of `+` operands and the spelling of a constant (`1`,
 `1.0`, `-1` as a negated 1, a broadcast 1). Each rewrite made is recorded in `graph.rewrites` with its line.
@@ -104,6 +106,16 @@ def stabilize(graph: Graph) -> Graph:
         if n.op == "sub" and xs[0].op == "exp" and _one(xs[1]):
             note(n, "exp(x) - 1 -> expm1(x)")
             return b.emit("expm1", xs[0].inputs)
+        if n.op == "div":
+            num, rest = xs[0], _plus_one(xs[1])
+            if rest is not None and rest.op == "exp":
+                arg = rest.inputs[0]
+                if _one(num) and arg.op == "neg":
+                    note(n, "1 / (1 + exp(-z)) -> sigmoid(z)")
+                    return b.emit("sigmoid", arg.inputs)
+                if num.op == "exp" and (num is rest or num.inputs[0] is arg):
+                    note(n, "exp(z) / (1 + exp(z)) -> sigmoid(z)")
+                    return b.emit("sigmoid", (arg,))
         if n.op == "add":
             for e, c in (xs, xs[::-1]):
                 if e.op == "exp" and _minus_one(c):
