@@ -15,6 +15,7 @@ import difflib
 import os
 import pathlib
 import stat
+import unicodedata
 from dataclasses import dataclass, field
 
 
@@ -81,15 +82,21 @@ class Diagnostic:
 
     def render(self, source: Source) -> str:
         line, col = self.span.line, self.span.col
-        head = f"{source.name}:{line}:{col}: {self.severity}: {self.message}"
-        text = source.line_text(line).replace("\t", " ")
+        message = self.message
+        if len(message) > MAX_MESSAGE_SHOWN:     # (a name may be a megabyte long)
+            message = message[:MAX_MESSAGE_SHOWN - 3] + "..."
+        head = f"{source.name}:{line}:{col}: {self.severity}: {message}"
+        text = _printable(source.line_text(line))
         if self.span.end_line == line:
             width = max(1, self.span.end_col - col)
         else:
             width = max(1, len(text) - col + 1)
         width = max(1, min(width, max(1, len(text) - col + 1)))
         text, at, width = _window(text, col, width)
-        caret = " " * (at - 1) + "^" * width
+        # the caret under the columns a terminal shows: a wide character (CJK) takes
+        # two, a combining mark none
+        caret = (" " * _columns(text[:at - 1])
+                 + "^" * max(1, _columns(text[at - 1:at - 1 + width])))
         parts = [head, "    " + text, "    " + caret]
         parts += [f"    note: {n}" for n in self.notes]
         return "\n".join(parts)
@@ -100,6 +107,24 @@ MAX_ERRORS = 50    # errors one report shows; past them, errors are only counted
 # of generated source may be megabytes long)
 MAX_LINE_SHOWN = 160
 SHOWN_BEFORE = 60     # ... of which at most this many before the error's column
+
+
+MAX_MESSAGE_SHOWN = 400   # characters of a message's line; past them "..."
+
+
+def _printable(text: str) -> str:
+    """A source line as the excerpt shows it: a tab as a space, any other control
+    character (NUL, an escape that a terminal would act on) as U+FFFD, one for one, so
+    the columns stay the line's."""
+    return "".join(" " if c == "\t" else "\ufffd" if unicodedata.category(c) == "Cc"
+                   else c for c in text)
+
+
+def _columns(text: str) -> int:
+    """The terminal columns `text` takes: two for a wide or full-width character, none
+    for a combining mark."""
+    return sum(0 if unicodedata.combining(c) else
+               2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
 
 
 def _window(text: str, col: int, width: int) -> tuple[str, int, int]:

@@ -495,6 +495,36 @@ def test_an_error_on_a_very_long_line_shows_a_window_of_it_with_the_caret_under_
     assert shown.endswith("...") == (where != "end")
 
 
+def test_the_caret_stands_under_wide_characters_as_a_terminal_shows_them():
+    """A CJK character takes two columns of a terminal: the caret counted code points
+    and stood left of the error."""
+    with pytest.raises(lossc.CompileError) as info:
+        lossc.compile("param w\nz = 1 # 数据\nloss = w + 数据 + 1\n", cache=False)
+    head, shown, caret = str(info.value).splitlines()[:3]
+    assert head.endswith(":3:12: error: unexpected characters '数据' (names use only ASCII "
+                         "letters, digits and '_')")
+    assert shown == "    loss = w + 数据 + 1" and caret == "    " + " " * 11 + "^" * 4
+
+
+def test_control_characters_are_not_printed_raw():
+    """An escape sequence in a source line reached the terminal as it was (colours, or
+    worse); NUL likewise. Each shows as U+FFFD, one column, so the caret still fits."""
+    with pytest.raises(lossc.CompileError) as info:
+        lossc.compile("param w\nloss = w \x1b[31m+ \x00 x\n", cache=False)
+    report = str(info.value)
+    assert "\x1b" not in report and "\x00" not in report
+    head, shown, caret = report.splitlines()[:3]
+    assert shown == "    loss = w \ufffd[31m+ \ufffd x" and caret == "    " + " " * 9 + "^"
+
+
+def test_a_message_holding_a_huge_name_is_cut_short():
+    """An unknown name of a megabyte made a header line of a megabyte."""
+    with pytest.raises(lossc.CompileError) as info:
+        lossc.compile("param w\nloss = w + " + "q" * 1_000_000 + "\n", cache=False)
+    head = str(info.value).splitlines()[0]
+    assert len(head) < 500 and head.endswith("...")
+
+
 def test_an_error_on_a_line_of_160_columns_shows_the_whole_line():
     line = "loss = zz" + " + w" * 37 + " +1"
     assert len(line) == 160
