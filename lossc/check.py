@@ -1,7 +1,6 @@
 """Gradient checking: the compiled gradient against central finite differences."""
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import numpy as np
@@ -69,16 +68,18 @@ def gradient_check(model, seed: int = 0, batch: int = 8, eps: Optional[float] = 
 
     Each step is taken in the model's dtype (x + h and x - h rounded as the model
     holds them; the difference divides by the step actually taken). An element passes
-    within rtol max(|numeric|, the parameter's largest |numeric|) plus what rounding
-    the objective allows, ROUNDING_ULPS ulps of |f| per value (times sqrt(B) for a sum
-    over B samples) over the step: a large objective resolves its gradient less
-    finely, and a parameter whose largest gradient element is below that resolution
-    fails as unresolved (near a minimum finite differences cannot tell a gradient
-    from its negation). Where the one-sided differences disagree beyond the tolerance and still
-    do at a quarter of the step (a kink: relu, abs, max at a tie; a smooth function's
-    sides differ by about h f'', which shrinks with h, and it is then judged by the
-    central differences at h and h/4 extrapolated), the central difference is their
-    mean, and the
+    within rtol max(1, |numeric|) plus what rounding the objective allows, ROUNDING_ULPS
+    ulps of |f| per value (times sqrt(B) for a sum over B samples) over the step: a
+    large objective resolves its gradient less finely, and an element whose step is
+    too small for the rounding to tell any gradient of its size fails as unresolved.
+    Where every element is within its tolerance of 0 (at a minimum, where a negated or
+    zero gradient would pass too) the report is inconclusive, not ok. Where the
+    one-sided differences disagree beyond the tolerance, they are taken again at a
+    quarter of the step: a smooth function's differ by about h f'', so they come
+    closer by about four, and the element is judged by the central differences at h
+    and h/4 extrapolated; a kink between h/4 and h away leaves the smaller step's
+    sides agreeing, and its central difference judges; at a kink at the point (relu,
+    abs, max at a tie) they stay apart, the central difference is their mean, and the
     compiled gradient passes if it lies between them, within the same tolerance (a
     subgradient: lossc's convention takes a side of each kink, and kinks that add up at
     one point, relu(b) + abs(b) at 0, give a sum of sides between the two); the report
@@ -105,7 +106,8 @@ def gradient_check(model, seed: int = 0, batch: int = 8, eps: Optional[float] = 
     ulp = float(np.finfo(dtype).eps) * ROUNDING_ULPS * np.sqrt(max(1, bound.B or 1))
 
     def differences(j: int, h: float):
-        """(central, (right side, left side), rounding noise) of element j at step h."""
+        """(central, (right side, left side), rounding noise, whether the objective is
+        finite at both steps) of element j at step h."""
         x = flat[j]
         up, down = flat.copy(), flat.copy()
         up[j], down[j] = float(dtype.type(x + h)), float(dtype.type(x - h))
@@ -116,64 +118,78 @@ def gradient_check(model, seed: int = 0, batch: int = 8, eps: Optional[float] = 
             sides = (f_up - value) / (up[j] - x), (value - f_down) / (x - down[j])
             noise = (ulp * max(abs(f_up), abs(f_down), abs(value))
                      / np.float64(min(up[j] - x, x - down[j])))
-        return central, sides, noise
+        return central, sides, noise, bool(np.isfinite(f_up) and np.isfinite(f_down))
 
     numeric = np.full(flat.size, np.nan)
     noises = np.full(flat.size, np.nan)
     sides = np.full((flat.size, 2), np.nan)
     steps = np.full(flat.size, np.nan)
+    finite = np.ones(flat.size, dtype=bool)
     for j in idx:
         steps[j] = eps * max(1.0, abs(flat[j]))
-        numeric[j], sides[j], noises[j] = differences(j, steps[j])
-    rows, ok = [], True
+        numeric[j], sides[j], noises[j], finite[j] = differences(j, steps[j])
+    rows, ok, informative = [], True, False
     for p in model.params:
         sl = [j for j in idx if p.offset <= j < p.offset + p.size]
         a = np.asarray(grad[sl], dtype=np.float64)
-        # the tolerance is relative to the parameter's largest gradient element, not
-        # to 1: near a minimum, where every element is far below 1, a floor of 1 let a
-        # negated or zero gradient pass
-        scale = float(np.max(np.abs(numeric[sl]), initial=0.0)) if sl else 0.0
-        t = rtol * np.fmax(np.abs(numeric[sl]), scale) + noises[sl]
+        t = rtol * np.fmax(1.0, np.abs(numeric[sl])) + noises[sl]
         gap = np.abs(sides[sl, 0] - sides[sl, 1])
         kink = gap > 2 * t
         for k in np.flatnonzero(kink):
             # one-sided differences of a smooth function differ by about h f'' (a
-            # curvature, which shrinks with the step), those of a kink by a constant:
-            # a smooth element is judged by the central differences at h and h/4
-            # extrapolated (Richardson: their terms in h^2 cancel, where a large
-            # curvature, sin(1e5 x), left the central difference off by 1e-4)
+            # curvature, a quarter of it at a quarter of the step), those of a kink at
+            # the point by a constant; at a quarter of the step a kink between h/4 and
+            # h from the point is out of reach and the sides agree. Curvature: the
+            # central differences at h and h/4 extrapolated (Richardson: their terms in
+            # h^2 cancel, where sin(1e5 x) left the central difference off by 1e-4); a
+            # kink nearby: the central difference at h/4, clear of it
             j = sl[k]
-            central, quarter_sides, noise = differences(j, steps[j] / 4)
-            if abs(quarter_sides[0] - quarter_sides[1]) <= gap[k] / 2:
-                kink[k] = False
+            central, quarter_sides, noise, quarter_finite = differences(j, steps[j] / 4)
+            shrunk = abs(quarter_sides[0] - quarter_sides[1]) / gap[k]
+            if not quarter_finite or not shrunk <= 0.5:
+                continue
+            kink[k] = False
+            if shrunk >= 1 / 8:
                 numeric[j] = (16 * central - numeric[j]) / 15
-                sides[j], noises[j] = quarter_sides, (16 * noise + noises[j]) / 15
-                t[k] = rtol * max(abs(numeric[j]), scale) + noises[j]
+                noises[j] = (16 * noise + noises[j]) / 15
+            else:
+                numeric[j], noises[j] = central, noise
+            sides[j] = quarter_sides
+            t[k] = rtol * max(1.0, abs(numeric[j])) + noises[j]
         n = numeric[sl]
         err = np.abs(a - n)
         between = ((a >= np.min(sides[sl], axis=1) - t)
                    & (a <= np.max(sides[sl], axis=1) + t))
         at_kink = kink & between & (err > t)
         # a step so small that the objective's rounding allows any gradient of the
-        # element's size, and of the parameter's largest, judges nothing: such an
-        # element fails, and the report says why (one whose gradient and difference
-        # are both exactly 0 is judged; a small element of a parameter whose large ones
-        # are resolved passes within the rounding, as a sum's small terms do)
-        size = np.fmax(np.fmax(np.abs(a), np.abs(n)), scale)
-        unresolved = ~(noises[sl] < size) & ~((a == 0) & (n == 0)) & np.isfinite(n)
+        # element's size judges nothing: such an element fails, and the report says why
+        # (a step that rounds to 0 is one; an objective not finite a step away is told
+        # apart)
+        unresolved = (noises[sl] >= np.fmax(1.0, np.fmax(np.abs(a), np.abs(n)))) \
+            & finite[sl]
+        # (an element tells a gradient from its negation where 2 |n| exceeds its
+        # tolerance; or it is exactly 0 both ways, as an unused parameter's is)
+        informative |= bool(np.any((2 * np.abs(n) > t) | ((a == 0) & (n == 0))))
         good_each = ((err <= t) | at_kink) & ~unresolved
         good = bool(np.all(good_each))
         ok &= good
         abs_err = float(np.max(err)) if sl else 0.0
-        rel_err = (abs_err / scale if scale > 0 and abs_err <= scale * 1e300
-                   else 0.0 if abs_err == 0 else math.inf)
+        scale = max(1.0, float(np.max(np.abs(n))) if sl else 1.0)
         rows.append({"name": p.name, "shape": p.shape, "analytic": a, "numeric": n,
-                     "abs_err": abs_err, "rel_err": rel_err, "ok": good,
+                     "abs_err": abs_err, "rel_err": abs_err / scale, "ok": good,
                      "checked": len(sl), "kinks": int(np.sum(at_kink)),
                      "kinks_outside": int(np.sum(kink & ~between)),
                      "unresolved": int(np.sum(unresolved)),
-                     "not_finite": int(np.sum(~np.isfinite(n)))})
-    return {"value": value, "rows": rows, "ok": ok and bool(np.isfinite(value))}
+                     "not_finite": int(np.sum(~finite[sl]))})
+    # near a minimum every element's difference is within its tolerance (rtol of 1,
+    # and the objective's rounding) of 0: a negated or zero gradient would pass as well;
+    # such a check shows nothing, and says so (inconclusive, not passed)
+    inconclusive = (ok and bool(idx.size) and not informative
+                    and bool(np.isfinite(value)))
+    largest = float(np.nanmax(np.abs(numeric[idx]), initial=0.0)) if idx.size else 0.0
+    return {"value": value, "rows": rows,
+            "ok": ok and bool(np.isfinite(value)) and not inconclusive,
+            "inconclusive": inconclusive, "largest": largest}
 
 
 def format_check(model, report: dict) -> str:
@@ -196,14 +212,18 @@ def format_check(model, report: dict) -> str:
         if r["unresolved"]:
             lines.append(f"  {r['name']}: {r['unresolved']} element(s) not resolved: at this "
                          "step the objective's rounding allows any gradient of their size; "
-                         "take a larger --eps, or check at parameters away from a minimum "
-                         "(where the gradient is near 0)")
+                         "take a larger --eps")
         if r["kinks_outside"]:
             lines.append(f"  {r['name']}: {r['kinks_outside']} element(s) at a kink where the "
                          "compiled gradient is outside the one-sided differences: max and "
                          "min give a tie's whole gradient to their first argument, and two "
                          "of them at one point can add up outside (docs/language.md); check "
                          "at parameters off the kink (--params) to judge the rules")
+    if report.get("inconclusive"):
+        lines.append(f"  inconclusive: every element's finite difference (the largest "
+                     f"{report['largest']:.3g}) is within its tolerance of 0, so any "
+                     "gradient that small would pass, a negated or a zero one too, as at a "
+                     "minimum: check at other parameters (--seed, or the initial ones)")
     if not np.isfinite(report["value"]):
         lines.append(f"  the objective is {report['value']} at these parameters: there is "
                      "nothing to compare (check at other parameters: --seed, --params)")
@@ -214,5 +234,7 @@ def format_check(model, report: dict) -> str:
                              "not finite a step away (the edge of a domain: log or sqrt "
                              "near 0, or an overflow): take a smaller --eps, or check at "
                              "parameters farther from the edge")
-    lines.append("gradient check passed" if report["ok"] else "gradient check FAILED")
+    lines.append("gradient check passed" if report["ok"] else
+                 "gradient check INCONCLUSIVE" if report.get("inconclusive") else
+                 "gradient check FAILED")
     return "\n".join(lines)

@@ -231,3 +231,32 @@ def test_check_says_why_where_the_objective_is_not_finite(tmp_path, source, word
     src.write_text(source)
     code, out = run("check", src)
     assert code == 1 and words in out and "larger --eps" not in out, out
+
+
+def test_a_kink_between_a_quarter_step_and_a_step_away_is_not_mistaken(tmp_path):
+    """abs(p - c) with c = 5e-7 at p = 0 (the default step 1e-6 crosses the kink, a
+    quarter of it does not): the sides at the quarter step agree, and the extrapolation
+    mixed in the step that crossed it (-1.0333 for -1)."""
+    src = tmp_path / "m.loss"
+    src.write_text("param p\nhyper c = 5e-7\nloss = abs(p - c)\n")
+    code, out = run("check", src)
+    assert code == 0 and "gradient check passed" in out, out
+
+
+def test_a_step_that_rounds_to_nothing_says_to_take_a_larger_step(tmp_path):
+    """--eps 1e-17 at x = 1: x + h is x, the difference 0 / 0; that is a step too small,
+    not an objective that is not finite a step away."""
+    src = tmp_path / "m.loss"
+    src.write_text("param p = 1\nloss = p ^ 2\n")
+    code, out = run("check", src, "--eps", "1e-17")
+    assert code == 1 and "take a larger --eps" in out and "not finite" not in out, out
+
+
+def test_check_at_a_minimum_is_inconclusive_not_passed(tmp_path):
+    """Every element within its tolerance of 0: a negated gradient would pass too."""
+    from lossc.check import format_check, gradient_check
+    m = lossc.compile("param p = 1e-9\nparam q = -2e-9\nloss = p ^ 2 + q ^ 2\n",
+                      cache=False)
+    report = gradient_check(m)
+    assert not report["ok"] and report["inconclusive"]
+    assert format_check(m, report).endswith("gradient check INCONCLUSIVE")
