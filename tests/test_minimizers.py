@@ -495,3 +495,28 @@ def test_lossc_train_on_an_objective_unbounded_below_is_not_converged():
         result = lossc.train(m, optimizer=lossc.NewtonCG())
     assert result.stopped == "line_search", result.stopped_reason
     assert "leaves the parameters unchanged" in result.stopped_reason
+
+
+@pytest.mark.parametrize("method", ["lbfgs", "newton_cg"])
+def test_a_step_that_rounds_to_nothing_at_a_minimum_still_converges(method):
+    """An ill-conditioned quadratic (condition 1e8, the optimum of size 1e3): near the
+    optimum a step leaves x as it is, the objective "changed by 0", and the run
+    converged on tol_loss; the stop for an objective unbounded below took it for one
+    (line_search, "may be unbounded below")."""
+    rng = np.random.default_rng(0)
+    for n in (2, 5):            # (the draws of the case that stalled, in their order)
+        for cond in (1, 1e4, 1e8):
+            Q, _ = np.linalg.qr(rng.normal(size=(n, n)))
+            A = Q @ np.diag(np.logspace(0, np.log10(cond), n)) @ Q.T
+            b = rng.normal(size=n) * 1e3
+            if (n, cond) == (5, 1e8):
+                break
+    def f(x):
+        return 0.5 * x @ A @ x - b @ x, A @ x - b
+    if method == "lbfgs":
+        r = lbfgs(f, np.zeros(5))
+    else:
+        r = newton_cg(f, lambda x, v: A @ v, np.zeros(5))
+    assert r.converged and r.stopped in ("tol_loss", "tol_grad"), r.message
+    x_star = np.linalg.solve(A, b)
+    assert np.linalg.norm(r.x - x_star) <= 1e-4 * np.linalg.norm(x_star)

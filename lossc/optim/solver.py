@@ -192,9 +192,20 @@ def two_norm(g: np.ndarray) -> float:
 _SQUARES_SAFE = (1e-140, 1e140)     # float64 elements whose squares add up normally
 
 
-# why a step that leaves every parameter where it was ends a run, not as converged
-UNMOVED = ("the step leaves the parameters unchanged (the objective may be unbounded "
-           "below, or its decrease beyond what the step resolves)")
+# why a step that leaves every parameter where it was, the gradient larger than at
+# the start, ends a run, not as converged
+UNMOVED = ("the step leaves the parameters unchanged with the gradient larger than at "
+           "the start (the objective may be unbounded below)")
+
+
+def unmoved_away_from_a_minimum(point, nxt, initial_gnorm: float, stationarity) -> bool:
+    """Whether the step from `point` to `nxt` left every parameter where it was while
+    the gradient grew past its size at the start: an objective that "changed by 0"
+    then shows no minimum (-x^2 or -x^4 from Newton's directions stall so, at -1.8e308
+    or with x at 1e51). A step that rounds to nothing near a minimum (an ill-conditioned
+    quadratic) has a gradient far below the start's, and stops on tol_loss as before."""
+    return (np.array_equal(nxt.x, point.x)
+            and not inf_norm(stationarity(nxt)) <= initial_gnorm)
 
 
 def relative_change(before: float, after: float) -> float:
@@ -240,7 +251,7 @@ class _Run:
 
     def loop(self) -> tuple[str, str]:
         tol_grad = self.tol_grad
-        gnorm = inf_norm(self.stationarity(self.point))
+        gnorm = self.initial_gnorm = inf_norm(self.stationarity(self.point))
         if gnorm == 0:
             return "tol_grad", "converged at x0: the gradient is 0"
         if tol_grad is not None and gnorm <= tol_grad:
@@ -250,10 +261,8 @@ class _Run:
             nxt = self.step(self.point)
             if isinstance(nxt, str):
                 return "line_search", f"iteration {k}: {nxt}; the best point so far is kept"
-            if np.array_equal(nxt.x, self.point.x):
-                # an objective that "changed by 0" because the step left every parameter
-                # where it was is no sign of a minimum: -x^2 or -x^4 from Newton's
-                # directions stalls so, at -1.8e308 or with x at 1e51
+            if unmoved_away_from_a_minimum(self.point, nxt, self.initial_gnorm,
+                                           self.stationarity):
                 return "line_search", (f"iteration {k}: {UNMOVED}; the best point so far "
                                        "is kept")
             before, self.point = self.point.value, nxt

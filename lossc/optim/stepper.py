@@ -60,7 +60,7 @@ import numpy as np
 
 from lossc.optim.monitor import Stop
 from lossc.optim.solver import (UNMOVED, Objective, Point, inf_norm, relative_change,
-                                two_norm)
+                                two_norm, unmoved_away_from_a_minimum)
 from lossc.runtime import fused
 
 FUSED_CHUNK = 256   # batches per native call (progress and Ctrl-C stay live between)
@@ -273,13 +273,14 @@ class LineSearchSteps:
         if self.point is None:      # the initial theta, whose gradient objectives.g holds
             self.point = Point(theta.astype(np.float64), self.initial_value,
                                self.objectives.g.astype(np.float64))
+            self.initial_gnorm = inf_norm(self.opt.stationarity(self.point))
         self.check_converged(log.steps)
         p = self.point
         nxt = self.step(p)
         if isinstance(nxt, str):
             raise Stop("line_search", f"{nxt} after step {log.steps}; the best parameters "
                                       f"so far are kept")
-        if np.array_equal(nxt.x, p.x):      # (no sign of a minimum: solver.UNMOVED)
+        if unmoved_away_from_a_minimum(p, nxt, self.initial_gnorm, self.opt.stationarity):
             raise Stop("line_search", f"{UNMOVED} after step {log.steps}; the best "
                                       "parameters so far are kept")
         gnorm = two_norm(nxt.grad)
