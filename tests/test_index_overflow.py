@@ -175,8 +175,11 @@ def test_integer_expressions_used_as_numbers_do_not_wrap():
      "* 9223372036854775807 * 9223372036854775807 * 9223372036854775807 * "
      "9223372036854775807 * 9223372036854775807 * 9223372036854775807 * "
      "9223372036854775807 * 9223372036854775807 * 9223372036854775807 * "
-     "9223372036854775807)", 15, ["integer constant (a value of 323 digits) overflows "
-                                   "float64"]),
+     "9223372036854775807)", 15, ["integer constant expression overflows float64 (its "
+                                   "value is beyond 2^1024)"]),
+    # 2^1024 - 1: within 1024 bits, past float64's largest
+    ("a = " + " * ".join(["4611686018427387904"] * 16) + " * 2147483648\n"
+     "loss = v[0] * (a + (a - 1))", 15, ["(a value of 309 digits) overflows float64"]),
 ])
 def test_integer_constants_past_64_bits(source, col, words):
     """An integer literal beyond 64 bits is read as a real: where an index is required
@@ -235,3 +238,13 @@ def test_narrow_float_int_inputs_are_checked_without_warnings(dtype):
         for bad in (np.inf, -np.inf, 0.5):
             with pytest.raises(ValueError, match="int input 'k' holds .* it must hold"):
                 m.loss({"w": 1.0}, k=np.array([1, bad], dtype=dtype))
+
+
+def test_a_chain_of_squared_integer_constants_is_refused_at_once():
+    """Exact integer constants (Python's) squared line after line: the 30th is a number
+    of a billion bits, which the compiler computed (minutes, gigabytes); past float64's
+    range a constant is an error where it is made."""
+    lines = ["a0 = 3"] + [f"a{i} = a{i - 1} * a{i - 1}" for i in range(1, 40)]
+    source = "param w\n" + "\n".join(lines) + "\nloss = w\n"
+    with pytest.raises(lossc.CompileError, match=r"beyond 2\^1024"):
+        lossc.compile(source, cache=False)

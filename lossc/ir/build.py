@@ -20,6 +20,7 @@ from lossc.source import Reporter, Span, closest_name
 from lossc.syntax import ast
 
 INT64_MAX = 2 ** 63 - 1
+MAX_CONSTANT_BITS = 1024     # an integer constant past 2^1024 is no float64 either
 # what each kind of name is called in a message ("'k' is an input", "a binding")
 KIND_WORDS = {"let": "a binding", "input": "an input", "output": "an output",
               "hyper": "a hyperparameter", "param": "a parameter", "dim": "a dim",
@@ -734,7 +735,12 @@ class _Builder:
                  "imul": lambda a, b: a * b, "ineg": lambda a: -a}[op](*vals)
             # exact, as Python's integers: checked against 64 bits where an integer
             # is required (wide_integers), converted to the nearest real where it is
-            # used as a number (int_as_real), as a literal beyond 64 bits is
+            # used as a number (int_as_real), as a literal beyond 64 bits is; one past
+            # float64's range is neither, and an error at once (a chain of squarings
+            # would otherwise grow without bound)
+            if abs(v).bit_length() > MAX_CONSTANT_BITS:
+                raise Fail("integer constant expression overflows float64 (its value is "
+                           f"beyond 2^{MAX_CONSTANT_BITS})", span)
             return self.b.emit("iconst", (), span=span, value=v)
         return self.b.emit(op, xs, span=span)
 

@@ -24,18 +24,15 @@ from lossc.runtime.code import ModelCode
 from lossc.runtime.spec import Signature
 
 
-def _check_finite_hyper(name: str, a: np.ndarray, dtype: np.dtype) -> None:
-    """A ValueError naming the hyper if a value of `a` is a NaN, an infinity or beyond
-    the model dtype's range (as data's values are refused: a NaN hyper made every
-    objective NaN without a word)."""
+def _check_hyper_range(name: str, a: np.ndarray, dtype: np.dtype) -> None:
+    """A ValueError naming the hyper if a finite value of `a` is beyond the model
+    dtype's range (1e39 for a float32 model became an infinity without a word, as data
+    past it is refused). A NaN or an infinity is taken as given (docs/language.md)."""
     flat = np.asarray(a, dtype=np.float64).ravel()
-    bad = flat[~np.isfinite(flat)]
-    if bad.size:
-        raise ValueError(f"hyperparameter {name!r} must be finite, got {float(bad[0])!r}")
-    big = flat[np.abs(flat) > np.finfo(dtype).max]
+    big = flat[np.isfinite(flat) & (np.abs(flat) > np.finfo(dtype).max)]
     if big.size:
-        raise ValueError(f"hyperparameter {name!r} must be finite, got {float(big[0])!r}, "
-                         f"beyond {dtype}'s range")
+        raise ValueError(f"hyperparameter {name!r} is {float(big[0])!r}, beyond {dtype}'s "
+                         "range")
 
 
 def _shape_text(shape) -> str:
@@ -583,14 +580,14 @@ class Model:
                            else f"{x!r}")
                     raise ValueError(f"hyperparameter {k!r} must be a real array of shape "
                                      f"{_shape_text(spec.shape)} (no batch axis), got {got}")
-                _check_finite_hyper(k, a, self.dtype)
+                _check_hyper_range(k, a, self.dtype)
                 v[spec.offset:spec.offset + spec.size] = a.ravel()
                 continue
             if a.shape != () or a.dtype.kind not in "biuf":
                 raise ValueError(f"hyperparameter {k!r} must be a real number, got {x!r}")
             value = float(a)
-            if not math.isfinite(value) or abs(value) > self._largest:
-                _check_finite_hyper(k, a, self.dtype)
+            if math.isfinite(value) and abs(value) > self._largest:
+                _check_hyper_range(k, a, self.dtype)
             v[spec.offset] = value
         return v
 
