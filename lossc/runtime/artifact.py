@@ -264,10 +264,12 @@ def mismatch(header: dict) -> str | None:
     if made.get("features") != here["features"]:
         # (the same CPU name with other features: a virtual machine's CPU, or a kernel
         # that turns some off; naming the CPU twice said nothing)
-        theirs = {f[1:]: f for f in str(made.get("features") or "").split(",") if f}
-        ours = {f[1:]: f for f in str(here["features"]).split(",") if f}
+        theirs = {feature[1:]: feature
+                  for feature in str(made.get("features") or "").split(",") if feature}
+        ours = {feature[1:]: feature for feature in str(here["features"]).split(",")
+                if feature}
         differ = sorted(set(theirs) | set(ours), key=str)
-        differ = [f"{theirs.get(n, '?' + n)} there, {ours.get(n, '?' + n)[0]} here"
+        differ = [f"{theirs.get(n, '?' + n)} there, {ours.get(n, '?' + n)[:1]} here"
                   for n in differ if theirs.get(n) != ours.get(n)]
         shown = "; ".join(differ[:4]) + ("; ..." if len(differ) > 4 else "")
         return (f"it was compiled for CPU {here['cpu']} with other features than this "
