@@ -219,6 +219,11 @@ def format_check(model, report: dict) -> str:
                          "min give a tie's whole gradient to their first argument, and two "
                          "of them at one point can add up outside (docs/language.md); check "
                          "at parameters off the kink (--params) to judge the rules")
+        if r["not_finite"] and np.isfinite(report["value"]):
+            lines.append(f"  {r['name']}: {r['not_finite']} element(s) whose objective is "
+                         "not finite a step away (the edge of a domain: log or sqrt "
+                         "near 0, or an overflow): take a smaller --eps, or check at "
+                         "parameters farther from the edge")
     if report.get("inconclusive"):
         lines.append(f"  inconclusive: every element's finite difference (the largest "
                      f"{report['largest']:.3g}) is within its tolerance of 0, so any "
@@ -227,13 +232,6 @@ def format_check(model, report: dict) -> str:
     if not np.isfinite(report["value"]):
         lines.append(f"  the objective is {report['value']} at these parameters: there is "
                      "nothing to compare (check at other parameters: --seed, --params)")
-    else:
-        for r in report["rows"]:
-            if r["not_finite"]:
-                lines.append(f"  {r['name']}: {r['not_finite']} element(s) whose objective is "
-                             "not finite a step away (the edge of a domain: log or sqrt "
-                             "near 0, or an overflow): take a smaller --eps, or check at "
-                             "parameters farther from the edge")
     lines.append("gradient check passed" if report["ok"] else
                  "gradient check INCONCLUSIVE" if report.get("inconclusive") else
                  "gradient check FAILED")

@@ -55,12 +55,9 @@ def check_writable(path) -> None:
     or a read-only file."""
     target = pathlib.Path(os.path.realpath(path))
     folder = target.parent
-    if target.is_dir():
-        raise OutputError("it is a folder")
-    if not folder.exists():
-        raise OutputError(f"the folder {folder} does not exist")
-    if not folder.is_dir():
-        raise OutputError(f"{folder} is not a folder")
+    reason = _no_place_for(target)
+    if reason:
+        raise OutputError(reason)
     if target.exists() and not os.access(target, os.W_OK):
         raise OutputError("the file is read-only")
     if written_in_place(target):
@@ -71,6 +68,18 @@ def check_writable(path) -> None:
         raise OutputError(f"cannot create a file in {folder}: {e.strerror or e}") from None
     os.close(fd)
     os.unlink(tmp)
+
+
+def _no_place_for(target: pathlib.Path) -> str:
+    """Why no file can be written at `target` (a resolved path): it is a folder, or its
+    folder does not exist or is not one; "" if neither."""
+    if target.is_dir():
+        return "it is a folder"
+    if not target.parent.exists():
+        return f"the folder {target.parent} does not exist"
+    if not target.parent.is_dir():
+        return f"{target.parent} is not a folder"
+    return ""
 
 
 def _create_beside(target: pathlib.Path) -> tuple[int, pathlib.Path]:
@@ -98,12 +107,9 @@ def replacing(path):
     if not str(path):
         raise OutputError("cannot write '': the path is empty")
     target = pathlib.Path(os.path.realpath(path))
-    if target.is_dir():
-        raise OutputError(f"cannot write {path}: it is a folder")
-    if not target.parent.is_dir():
-        raise OutputError(f"cannot write {path}: the folder {target.parent} does not "
-                          "exist" if not target.parent.exists() else
-                          f"cannot write {path}: {target.parent} is not a folder")
+    reason = _no_place_for(target)
+    if reason:
+        raise OutputError(f"cannot write {path}: {reason}")
     if written_in_place(target):
         with tempfile.TemporaryDirectory() as d:
             tmp = pathlib.Path(d) / target.name

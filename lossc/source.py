@@ -56,6 +56,13 @@ class Source:
             return self.lines[line - 1]
         return ""
 
+    def span_text(self, span) -> str:
+        """The text a span covers, stripped, if it lies on one line; "" otherwise (or
+        for no span), for messages that quote what the file wrote."""
+        if span is None or span.line != span.end_line:
+            return ""
+        return self.line_text(span.line)[span.col - 1:span.end_col - 1].strip()
+
     @property
     def last_line(self) -> int:
         """The last line that holds something (1 for an empty file)."""

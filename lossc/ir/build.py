@@ -194,10 +194,7 @@ class _Builder:
         value = n.attr("value")
         digits = (str(value) if len(str(value)) <= 40
                   else f"(a value of {len(str(abs(value)))} digits)")
-        text = ""
-        if n.span is not None and n.span.line == n.span.end_line:
-            text = self.rep.source.line_text(n.span.line)[n.span.col - 1:
-                                                           n.span.end_col - 1].strip()
+        text = self.rep.source.span_text(n.span)
         if not text or len(text) > 60 or text == str(value):
             return f"integer constant {digits}"
         return f"integer constant {text} = {digits}".replace("= (a value", "(a value")
@@ -769,7 +766,7 @@ class _Builder:
         as a real, and "must be an int" would puzzle."""
         lit = self._literal(e)
         if isinstance(lit, ast.Num) and lit.is_int and int(lit.text) > INT64_MAX:
-            text = self.rep.source.line_text(e.span.line)[e.span.col - 1:e.span.end_col - 1]
+            text = self.rep.source.span_text(e.span)
             raise Fail(f"integer {text or lit.text} is beyond 64 bits: an index is a "
                        "64-bit integer", e.span)
 
@@ -821,8 +818,7 @@ class _Builder:
             return i if v == i.attr("value") else self.b.emit("iconst", (), span=item.span,
                                                               value=v)
         check = len(self.graph.index_checks)
-        text = self.rep.source.line_text(item.span.line)[item.span.col - 1:
-                                                          item.span.end_col - 1]
+        text = self.rep.source.span_text(item.span)
         self.graph.index_checks.append({"text": text or "index", "size": size,
                                         "line": item.span.line, "col": item.span.col})
         return self.b.emit("checked_index", (i,), span=item.span, size=size, check=check)
@@ -841,10 +837,7 @@ class _Builder:
         lo = yield from bound(item.lo, 0)
         hi = yield from bound(item.hi, size)
         if not (0 <= lo < hi <= size):
-            text = ""
-            if item.span.line == item.span.end_line:
-                text = self.rep.source.line_text(item.span.line)[
-                    item.span.col - 1:item.span.end_col - 1].strip()
+            text = self.rep.source.span_text(item.span)
             shown = (f"slice {lo}:{hi}" if not text or text == f"{lo}:{hi}" or len(text) > 40
                      else f"slice {text} ({lo}:{hi} on this axis)")
             raise Fail(f"{shown} must lie inside an axis of size {size} and not be empty",

@@ -484,8 +484,8 @@ def _maxmin_numpy(take):
 
 
 def _maxmin_lower(em, sym, x, y):
-    """NumPy's maximum (minimum): x where x >= y (x <= y) or x is NaN, else y; a NaN
-    in either is the result."""
+    """maximum (minimum): x where x >= y (x <= y) or x is NaN, else y; a NaN in either
+    is the result, as NumPy's, but x at a tie (NumPy's gives y: the sign of a zero)."""
     x, y = em.unify(x, y)
     take_x = em.or_(em.fcmp(sym, x, y), em.b.fcmp_unordered("uno", x, x))
     return em.select(take_x, x, y)
