@@ -378,6 +378,69 @@ def test_partial_fit_that_diverges_keeps_the_parameters():
         np.testing.assert_array_equal(est.params_[k], before[k])
 
 
+@pytest.mark.parametrize("size", [-3, 2.5, "big", True])
+def test_partial_fit_checks_batch_size_as_fit_does(size):
+    """partial_fit took no step with batch_size=-3 (fit refuses it), cut 2.5 to 2 and
+    gave Python's own int() error for a word."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(20, 3)), rng.normal(size=20)
+    est = LossRegressor(RIDGE, sample_weight="w", optimizer="sgd", lr=0.1, batch_size=size)
+    for fit in (est.fit, est.partial_fit):
+        with pytest.raises(ValueError, match=f"batch_size must be .*got {size!r}"):
+            fit(X, y)
+
+
+def test_an_interrupted_partial_fit_leaves_the_optimizers_state_as_it_was():
+    """Ctrl-C in the third batch of a partial_fit restored params_ but left Adam's
+    step count and moments advanced by the first two batches."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(40, 3)), rng.normal(size=40)
+    est = LossRegressor(RIDGE, sample_weight="w", optimizer="adam", lr=0.01, batch_size=10)
+    est.partial_fit(X, y)
+    t, state = est.optimizer_.t, [a.copy() for a in est.optimizer_.state.values()]
+    model, calls = est.model_, [0]
+    real = model.value_and_grad_flat
+
+    def interrupted_third(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+    model.value_and_grad_flat = interrupted_third
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            est.partial_fit(X, y)
+    finally:
+        del model.value_and_grad_flat
+    assert calls[0] == 3 and est.optimizer_.t == t == 4
+    for before, after in zip(state, est.optimizer_.state.values()):
+        np.testing.assert_array_equal(before, after)
+
+
+def test_a_classifiers_predict_output_must_be_a_scalar():
+    """A vector output as predict= was taken at fit, and every predict failed."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(30, 3))
+    y = rng.integers(0, 3, size=30)
+    with pytest.raises(ValueError, match="output 'prob' \\(predict=\\) must be a scalar"):
+        LossClassifier(SOFTMAX, predict="prob", sample_weight="w",
+                       classes_dim="K").fit(X, y)
+
+
+def test_a_fit_that_starts_at_its_stopping_test_warns():
+    """Targets of 1e-5 meet a regressor's absolute default test at zero parameters:
+    the fit returned the zeros (R^2 = 0) without a word."""
+    from sklearn.exceptions import ConvergenceWarning
+    rng = np.random.RandomState(0)
+    X = rng.randn(200, 3)
+    y = 1e-5 * (X @ [1.0, -2, 3])
+    with pytest.warns(ConvergenceWarning, match="the fit took no step: the initial"):
+        est = LossRegressor(RIDGE, sample_weight="w").fit(X, y)
+    assert (est.result_.stopped, est.n_iter_) == ("tol_grad", 0)
+    est = LossRegressor(RIDGE, sample_weight="w", tol_grad=1e-14).fit(X, y)
+    assert est.score(X, y) > 0.99
+
+
 def test_warm_start_continues_from_the_last_fit(breast_cancer):
     X, y = breast_cancer
     Xs = StandardScaler().fit_transform(X)

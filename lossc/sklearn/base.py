@@ -35,6 +35,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 
 import lossc
 from lossc.optim import Optimizer, by_name
+from lossc.optim.config import count
 from lossc.optim.freeze import check_frozen, frozen, frozen_names
 from lossc.optim.fullbatch import FullBatchOptimizer
 from lossc.optim.names import FULL_BATCH
@@ -58,15 +59,21 @@ DEFAULT_TOL = 1e-4
 def _as_before_on_error(fit):
     """A fit that raises (a wrong argument found after others were taken, a failed
     warm start, an interrupt) leaves the estimator's attributes as they were before
-    it: classes_, model_ and params_ stay those of the last fit, together."""
+    it: classes_, model_ and params_ stay those of the last fit, together, and so does
+    the state of partial_fit's optimizer (Adam's moments, its step count), which its
+    steps change in place."""
     @functools.wraps(fit)
     def guarded(self, *args, **kwargs):
         before = dict(self.__dict__)
+        opt = before.get("optimizer_")
+        state = copy.deepcopy((opt.t, opt.state)) if opt is not None else None
         try:
             return fit(self, *args, **kwargs)
         except BaseException:
             self.__dict__.clear()
             self.__dict__.update(before)
+            if opt is not None:
+                opt.t, opt.state = state
             raise
     return guarded
 
@@ -225,16 +232,14 @@ class LossEstimator(BaseEstimator):
         names = frozen_names((self.train_options or {}).get("freeze"))
         check_frozen(model, names)
         held = frozen(model, names, theta)
-        state_before = copy.deepcopy((opt.t, opt.state))
         hypers = self._hypers_for(decl)
         n = len(next(iter(data.values())))
-        size = n if self.batch_size in ("auto", None, 0) else int(self.batch_size)
+        size = self._chunk_batch_size() or n
         total = 0.0
         for start in range(0, n, size):
             batch = {k: v[start:start + size] for k, v in data.items()}
             value, grad = model.value_and_grad_flat(theta, model.bind(batch, hypers))
             if not (math.isfinite(value) and np.isfinite(grad).all()):
-                opt.t, opt.state = state_before
                 raise ValueError(f"partial_fit: the objective or its gradient is not finite "
                                  f"at the batch starting at sample {start} (a smaller lr may "
                                  f"help); the parameters are left as before this call")
@@ -246,6 +251,14 @@ class LossEstimator(BaseEstimator):
             total += value * (len(batch[self.X]) if model.reduce == "mean" else 1)
         self.history_.append(total / n if model.reduce == "mean" else total)
         return theta
+
+    def _chunk_batch_size(self):
+        """partial_fit's batch size, checked as fit's (lossc.train's) is: None for the
+        whole chunk ("auto", None or 0)."""
+        if isinstance(self.batch_size, str) and self.batch_size == "auto":
+            return None
+        return count("batch_size", self.batch_size, 0,
+                     "a positive integer (or None/0 for the whole chunk, or 'auto')") or None
 
     def _validate_xy(self, X, y, reset: bool):
         return validate_data(self, X, y, reset=reset, multi_output=True,
@@ -426,18 +439,27 @@ class LossEstimator(BaseEstimator):
         return self.params_
 
     def _warn_if_unconverged(self, result) -> None:
+        """A ConvergenceWarning for a fit that ended short of a minimum (stacklevel:
+        the caller of fit, past _as_before_on_error)."""
         if result.stopped in ("diverged", "bad_lr"):
             warnings.warn(f"training stopped early: {result.stopped_reason}; the best "
-                          f"parameters seen are kept", ConvergenceWarning, stacklevel=3)
+                          f"parameters seen are kept", ConvergenceWarning, stacklevel=4)
         elif result.stopped == "epochs" and not self._first_order():
             warnings.warn(f"{result.stopped_reason} before the optimizer's tolerances were "
                           f"met; raise epochs or loosen tol_grad", ConvergenceWarning,
-                          stacklevel=3)
+                          stacklevel=4)
         elif result.stopped == "line_search" and result.epochs == 0:
             # (scikit-learn warns on L-BFGS-B's ABNORMAL stop likewise)
             warnings.warn(f"the fit took no step ({result.stopped_reason}): its "
                           f"parameters are the initial ones; scaling the features may help",
-                          ConvergenceWarning, stacklevel=3)
+                          ConvergenceWarning, stacklevel=4)
+        elif result.stopped in ("tol_grad", "tol_loss") and result.epochs == 0 \
+                and not self.warm_start:
+            # (the test is absolute for a regressor: targets of 1e-5 meet it at zero)
+            warnings.warn(f"the fit took no step: the initial parameters already pass "
+                          f"the stopping test ({result.stopped_reason}); give a smaller "
+                          f"tol_grad, or scale the targets", ConvergenceWarning,
+                          stacklevel=4)
 
     # ------------------------------------------------------------ predicting
 

@@ -175,9 +175,14 @@ class LossClassifier(ClassifierMixin, LossEstimator):
 
     def _check_outputs(self, model) -> None:
         super()._check_outputs(model)
+        shapes = {o.name: o.shape for o in model.outputs}
+        if self._predict_param is not None and shapes[self._predict_param] != ():
+            raise ValueError(f"output {self._predict_param!r} (predict=) must be a scalar, "
+                             f"the class index 0..K-1 of a sample; it has shape "
+                             f"{shapes[self._predict_param]}")
         if self.proba is None:
             return
-        shape = next(o.shape for o in model.outputs if o.name == self.proba)
+        shape = shapes[self.proba]
         K = len(self.classes_)
         if shape == () and K != 2:
             raise ValueError(f"Only binary classification is supported. Output "
