@@ -12,6 +12,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -613,6 +614,28 @@ def test_clearing_the_cache_deletes_lossc_entries_only(tmp_path, cache):
         ["mine.lossc", "notes.txt", "ab" * 32 + ".lossc", artifact.KEY_FILE] + kept)
     # the key stays: artifacts saved before still verify
     assert _value(lossc.load(cache / "mine.lossc", recompile=False)) == _value(m)
+
+
+def test_clearing_the_cache_deletes_writes_cut_short_by_a_killed_process(cache):
+    """A process killed while it wrote an entry leaves part of it under the temporary
+    name: --clear kept it for good, as it was not laid out as a whole artifact. Such a
+    file is taken once it has not been written to for a minute; a user's file under
+    the name, a recent one (a write that may still go on) and one of other bytes stay."""
+    lossc.compile(LOGISTIC)
+    (entry,) = cache.glob("*.lossc")
+    whole = entry.read_bytes()
+    old = time.time() - 2 * artifact.ABANDONED_AFTER
+    cut = {f".tmp-{'1a' * 8}.lossc": whole[:3000], f".tmp-{'2b' * 8}.lossc": b"",
+           f".tmp-{'3c' * 8}.lossc": whole[:3]}
+    kept = {f".tmp-{'4d' * 8}.lossc": b"a user's notes", "notes.tmp": whole[:3000],
+            f".tmp-{'5e' * 8}.lossc": whole[:3000]}
+    for name, data in {**cut, **kept}.items():
+        (cache / name).write_bytes(data)
+        if name != f".tmp-{'5e' * 8}.lossc":
+            os.utime(cache / name, (old, old))
+    assert sorted(n for n, _ in artifact.cache_files(cache, delete=True)) == sorted(
+        [entry.name, *cut])
+    assert sorted(p.name for p in cache.iterdir()) == sorted([artifact.KEY_FILE, *kept])
 
 
 def test_loading_a_cache_entry_of_lossc_s_own_code_is_refused_clearly(cache):

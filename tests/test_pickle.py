@@ -41,6 +41,19 @@ def test_dims_dtype_and_threads_travel():
     assert (twin.threads, twin.min_samples_per_thread) == (1, 1000)
 
 
+def test_a_default_thread_count_is_the_unpickling_processs_own(monkeypatch):
+    """A model left at the default thread count (one per core) was unpickled with the
+    sender's count, also in a process pinned to fewer cores; a count asked for
+    travels as it is."""
+    from lossc import options
+    m = lossc.compile(SOURCE)
+    monkeypatch.setattr(options, "available_cores", lambda: 7)
+    assert pickle.loads(pickle.dumps(m)).threads == 7
+    m.set_threads(3)
+    assert pickle.loads(pickle.dumps(m)).threads == 3
+    assert pickle.loads(pickle.dumps(m.set_threads(None))).threads == 7
+
+
 def test_the_pickle_holds_no_machine_code():
     m = lossc.compile(SOURCE)
     m.code.complete()                  # every code unit compiled and held by the model

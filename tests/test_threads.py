@@ -249,3 +249,23 @@ def test_threads_the_system_will_not_start_end_with_an_error_and_leave_none_behi
     one = m.set_threads(1).value_and_grad({"w": np.ones(5), "b": 0.0}, **data)
     two = m.set_threads(2, 1).value_and_grad({"w": np.ones(5), "b": 0.0}, **data)
     assert one[0] == pytest.approx(two[0], rel=1e-12)
+
+
+def test_a_new_thread_count_ends_the_threads_of_the_old_one():
+    """set_threads(1) after a split call left the five threads of the old count
+    waiting until the model was freed (a model pinned to one thread never splits
+    again, which is when the pool was renewed)."""
+    import threading
+    m = _compile().set_threads(5, 1)
+    theta = {"w": np.ones(5), "b": 0.0}
+    before = set(threading.enumerate())
+    split = m.value_and_grad(theta, **_data(200))
+    workers = [t for t in threading.enumerate() if t not in before]
+    assert len(workers) == 5
+    one = m.set_threads(1).value_and_grad(theta, **_data(200))
+    for t in workers:
+        t.join(timeout=60)
+        assert not t.is_alive()
+    assert one[0] == pytest.approx(split[0], rel=1e-12)
+    again = m.set_threads(5, 1).value_and_grad(theta, **_data(200))
+    assert _same(again, split)

@@ -45,6 +45,7 @@ import secrets
 import stat
 import struct
 import sys
+import time
 import warnings
 from contextlib import contextmanager
 from typing import NamedTuple, Optional
@@ -68,6 +69,10 @@ KEY_SIZE = 32
 IDENTITY = ("source_sha256", "dims_given", "dtype")
 # cache entries, and the temporary files they are written through
 ENTRY_NAME = re.compile(r"[0-9a-f]{64}\.lossc|\.tmp-[0-9a-f]{16}\.lossc")
+TEMPORARY_NAME = re.compile(r"\.tmp-[0-9a-f]{16}\.lossc")
+# a temporary file this much older than its last write was left by a killed process
+# (a write takes milliseconds), so `lossc cache --clear` takes it even cut short
+ABANDONED_AFTER = 60.0      # seconds
 
 _OPEN_FILE = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK   # (a FIFO must not block)
 _OPEN_OWN = _OPEN_FILE | os.O_NOFOLLOW                      # files in the cache folder
@@ -518,11 +523,22 @@ def cache_files(path: pathlib.Path, delete: bool = False) -> list[tuple[str, int
         os.close(folder)
 
 
+def _abandoned_write(prefix: bytes, st: os.stat_result) -> bool:
+    """Whether a temporary cache file whose first bytes are `prefix` is what a write
+    killed part-way leaves: empty, or as much of an artifact's magic as it holds,
+    and not written to for ABANDONED_AFTER seconds (a write still going on is left to
+    finish)."""
+    head = prefix[:len(MAGIC)]
+    return (time.time() - st.st_mtime > ABANDONED_AFTER
+            and any(m.startswith(head) for m in (MAGIC,) + OLD_MAGICS))
+
+
 def _entry_size(folder: int, name: str) -> Optional[int]:
     """The size of a regular file laid out as an artifact (its magic, a JSON header of
     the length it gives, and for the current layout the objects the header lists and
-    the tag, nothing more), else None: a user's file that merely starts like one is
-    not an entry."""
+    the tag, nothing more), or of a temporary file a killed write left (its first bytes
+    an artifact's, cut anywhere, and untouched for ABANDONED_AFTER), else None: a
+    user's file that merely starts like one is not an entry."""
     try:
         fd = os.open(name, _OPEN_OWN, dir_fd=folder)
     except OSError:
@@ -533,6 +549,8 @@ def _entry_size(folder: int, name: str) -> Optional[int]:
             return None
         prefix = _read_exactly(fd, len(MAGIC) + _LENGTH.size)
         magic = prefix[:len(MAGIC)]
+        if TEMPORARY_NAME.fullmatch(name) and _abandoned_write(prefix, st):
+            return st.st_size
         if magic not in (MAGIC,) + OLD_MAGICS or len(prefix) < len(MAGIC) + _LENGTH.size:
             return None
         (n,) = _LENGTH.unpack_from(prefix, len(MAGIC))

@@ -463,8 +463,9 @@ class CallPaths:
         scaled as its reduction says, so mean chunks are weighted by their share of the
         batch and sum chunks add up."""
         m = self.model
-        if self._pool is None or self._pool.count != m.threads:
-            self._pool = Workers(m.threads)
+        pool = self._pool           # (one read: set_threads may drop it meanwhile)
+        if pool is None or pool.count != m.threads:
+            pool = self._pool = Workers(m.threads)
             forks.renew_in_child(self)
         bound, theta = f.bound, f.frame.params
         chunks = bound.chunks(m.threads)
@@ -490,7 +491,7 @@ class CallPaths:
                 wf.rows.set_dense(True)
                 self.give(calls)
 
-        results = self._pool.map(run, chunks)
+        results = pool.map(run, chunks)
         for rc, chunk, _, _, err, _ in results:
             if rc != 0:
                 raise index_error(m, err, chunk)
@@ -520,6 +521,14 @@ class CallPaths:
         f.value[0] -= (n_chunks - 1) * wf.value[0]
         if fn is m._vg:
             f.grad -= (n_chunks - 1) * wf.grad
+
+    def threads_changed(self, n: int) -> None:
+        """Model.set_threads(n): a pool of another count is dropped now, and its threads
+        end once no call is using it; otherwise they would wait until the next split
+        call, which a model pinned to one thread never makes."""
+        pool = self._pool
+        if pool is not None and pool.count != n:
+            self._pool = None
 
     def _after_fork_in_child(self) -> None:
         """In a child made by os.fork: the pool's threads stayed in the parent (work

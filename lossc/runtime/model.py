@@ -78,7 +78,7 @@ class Model:
         self._paths = CallPaths(self)   # how calls reach the native code (callpaths.py)
         # threads for large batches: by default the options' (OMP_NUM_THREADS, else one
         # per core the process may run on); see set_threads
-        self.set_threads(options.thread_count())
+        self.set_threads(options.threads)
 
     # ------------------------------------------------------------ description
 
@@ -119,7 +119,8 @@ class Model:
         machine code, which never changes once loaded."""
         twin = Model(self.signature, self.dtype.name, self.code, self.meta, self.options,
                      self.calls_beyond)
-        return twin.set_threads(self.threads, self.min_samples_per_thread)
+        return twin.set_threads(None if self.threads_by_default else self.threads,
+                                self.min_samples_per_thread)
 
     def __deepcopy__(self, memo) -> "Model":
         return self.__copy__()
@@ -142,12 +143,17 @@ class Model:
         model starts with (Options.threads: OMP_NUM_THREADS, else one per core the
         process may run on). Results are deterministic for a given n; they may differ
         from another n in the last bits, as any reordered floating-point sum does."""
+        by_default = n is None
         n = self.options.thread_count() if n is None else _count(n, "threads")
         if min_samples_per_thread is None:
             min_samples_per_thread = parallel_min_samples(self.signature,
                                                           self.dtype.itemsize)
         min_samples_per_thread = _count(min_samples_per_thread, "min_samples_per_thread")
         self.threads = n
+        # (a pickled model whose count is the default takes the default of the process
+        # it goes to, whose cores may be others: runtime/pickled.py)
+        self.threads_by_default = by_default
+        self._paths.threads_changed(n)
         self.min_samples_per_thread = min_samples_per_thread
         # the smallest batch split across threads (CallPaths.run; one thread: none)
         self._parallel_from = n * self.min_samples_per_thread if n > 1 else _NEVER

@@ -3,7 +3,9 @@
 A model goes to other processes (Dask workers, multiprocessing pools, scikit-learn's
 joblib) as the state `state_of` gives: the `.loss` source text and the name it was read
 under, the dims it was compiled with, the dtype, the vector width and loader asked for,
-and its thread settings. lossc.api.model_from_pickle checks that state as lossc.load
+and its thread settings (a thread count left at the default is taken as the
+unpickling process's default, one per core it may run on, as a model compiled there
+gets). lossc.api.model_from_pickle checks that state as lossc.load
 checks an artifact's recorded source (its size, dims and dtype) and compiles it with
 lossc.compile, so the unpickling process runs only code its own compiler made, or finds
 in its own compile cache (keyed on the source, as any compilation is). Machine code in
@@ -29,5 +31,5 @@ def state_of(model) -> dict:
     return {"source": source, "name": header.get("name", "<pickled>"),
             "dims": dict(header.get("dims_given") or {}), "dtype": model.dtype.name,
             "vector_bits": model.options.vector_bits, "loader": model.options.loader,
-            "threads": model.threads,
+            "threads": None if model.threads_by_default else model.threads,
             "min_samples_per_thread": model.min_samples_per_thread}
