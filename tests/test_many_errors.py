@@ -55,8 +55,8 @@ def calls_to_check(text: str) -> int:
 
 @pytest.mark.parametrize("kind", sorted(BAD_LINES))
 def test_finding_the_errors_of_a_file_takes_linear_work(kind):
-    small = calls_to_check(program(BAD_LINES[kind], 1000))
-    large = calls_to_check(program(BAD_LINES[kind], 4000))
+    small = calls_to_check(program(BAD_LINES[kind], 500))
+    large = calls_to_check(program(BAD_LINES[kind], 2000))
     assert large < 4.5 * small, (small, large)      # quadratic work gives about 16x
 
 

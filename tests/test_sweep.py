@@ -131,6 +131,19 @@ def test_the_fast_sweep_reaches_every_residue_of_every_lane_count():
         every = set().union(*(sweep.lane_features(n, lanes) for n in range(1, 71)))
         assert seen == every
         assert any(n % lanes == lanes - 1 for n in cover) or lanes == 1
+    # the fast sweep's families between them take each variant's whole cover, and
+    # jvp and hvp each dtype's at the CPU's width
+    for dtype, bits in sweep.FAST_VARIANTS:
+        taken = {sizes[fam.dims[-1]] for fam, sizes, variants in sweep.fast_configs()
+                 if variants == [(dtype, bits)] and fam.name != sweep.ROW_TILE_FAMILY}
+        assert set(sweep.residue_cover(sweep.lanes_of(dtype, bits))) <= taken
+    for dtype in sweep.DTYPES:
+        taken = {sizes[fam.dims[-1]]
+                 for fam, sizes, d in sweep.second_order_configs("fast") if d == dtype}
+        families = {fam.name for fam, _, d in sweep.second_order_configs("fast")
+                    if d == dtype}
+        assert set(sweep.residue_cover(sweep.lanes_of(dtype, sweep.NATIVE_BITS))) <= taken
+        assert families == set(sweep.FAMILIES)
 
 
 def test_the_row_tile_sizes_take_the_row_kernel_at_every_decision():
