@@ -147,6 +147,26 @@ def test_names_print_as_written(name, printed):
     assert element + " " in text or element + "^" in text, text
 
 
+@pytest.mark.parametrize("source, apart", [
+    ("param x1 = 2\nparam x_1 = 3\nloss = x1 * x_1\n", [r"\mathit{x1}", r"\mathit{x\_1}"]),
+    ("param w[2] = 1\nparam w1 = 3\nloss = w1 * w[1] + w[0]\n",
+     [r"\mathit{w1}", r"\mathit{w}_{1}"]),
+    ("param ell = 1\nparam y = 2\nloss = ell * y\n", [r"\mathit{ell}"]),
+    ("param rho = 2\nparam a = 1\nloss = rho * a\npenalty = a ^ 2\n", [r"\mathit{rho}"]),
+])
+def test_names_that_would_print_alike_are_printed_as_written(source, apart):
+    """x1 and x_1 both printed x_{1}, the parameter w1 as the element w[1], and a
+    parameter ell or rho as the loss or the penalty: equations and gradient headers
+    that named two things alike."""
+    text = latex.to_latex(graph_of(source))
+    headers = [line.split("&=")[0] for line in text.splitlines() if "&=" in line]
+    assert len(headers) == len(set(headers)), text
+    for name in apart:
+        assert r"{\partial " + name + "}" in text, text
+    assert r"\frac{\partial \ell}{\partial \ell}" not in text
+    assert r"\frac{\partial \rho}{\partial \rho}" not in text
+
+
 def chain(steps: int) -> str:
     lines = ["param a0 = 0.5"] + [f"a{i + 1} = sin(a{i}) * a{i}" for i in range(steps)]
     return "\n".join(lines + [f"loss = a{steps}"]) + "\n"

@@ -56,18 +56,48 @@ def latex_name(name: str, idx: tuple = ()) -> str:
     underscore make a subscript (w1 and w_1: w_{1}, my_bias: \\mathit{my}_{\\mathit{bias}}),
     and any other name is printed whole (a_b_c, lambda_: \\mathit{a\\_b\\_c}). An
     element's indices are a subscript of the whole name. (sympy's own reading of a name
-    would take a_b_c for a with subscripts b and c, and xbar for x with a bar.)"""
+    would take a_b_c for a with subscripts b and c, and xbar for x with a bar.) Names
+    that would print alike are told apart by model_names."""
     base = re.fullmatch(r"([A-Za-z]+)(?:(\d+)|_([A-Za-z0-9]+))?", name)
     if base is None:
-        text = r"\mathit{" + name.replace("_", r"\_") + "}"
+        text = _as_written(name)
     else:
         word, digits, sub = base.groups()
         text = _word(word)
         if digits or sub:
             text += "_{" + (digits or (sub if sub.isdigit() else _word(sub))) + "}"
+    return _element(text, idx)
+
+
+def _as_written(name: str) -> str:
+    return r"\mathit{" + name.replace("_", r"\_") + "}"
+
+
+def _element(text: str, idx: tuple) -> str:
+    """The LaTeX of element idx of the value printed as `text` (itself for ())."""
     if not idx:
         return text
     return ("{" + text + "}" if "_" in text else text) + "_{" + ",".join(map(str, idx)) + "}"
+
+
+def model_names(graph: Graph) -> dict:
+    """name -> LaTeX of each parameter, input and hyper of the graph (latex_name), each
+    printed unlike any other: where two names, or an element of one and another name,
+    would print alike (w1 and w_1 both as w_{1}; w1 and the element w[1]), or a name as
+    a part of the objective (ell as \\ell, rho as \\rho), each of them is printed as
+    written (\\mathit{w1}, \\mathit{x\\_1}, \\mathit{ell})."""
+    shapes = {n.attr("name"): n.shape for n in graph.nodes
+              if n.op in ("param", "input", "hyper")}
+    printed: dict[str, set] = {}
+    for name, shape in shapes.items():
+        elements = np.ndindex(*shape) if 0 < prod(shape) <= MAX_ELEMENTS else ()
+        for idx in [(), *elements]:
+            printed.setdefault(latex_name(name, idx), set()).add(name)
+    parts = set(_OBJECTIVE_PART.values())
+    alike = {name for text, names in printed.items()
+             if len(names) > 1 or text in parts for name in names}
+    return {name: _as_written(name) if name in alike else latex_name(name)
+            for name in shapes}
 
 
 def _word(word: str) -> str:
@@ -77,14 +107,15 @@ def _word(word: str) -> str:
     return word if len(word) == 1 else r"\mathit{" + word + "}"
 
 
-def _printed_names(exprs) -> dict:
-    """symbol -> LaTeX, for every model symbol among the expressions' (latex_name)."""
+def _printed_names(exprs, names: dict) -> dict:
+    """symbol -> LaTeX, for every model symbol among the expressions' (names: each
+    model name's, model_names)."""
     out = {}
     for e in exprs:
         for sym in getattr(e, "free_symbols", ()):
             name, _, rest = sym.name.partition("[")
             idx = tuple(int(k) for k in rest.rstrip("]").split(",")) if rest else ()
-            out[sym] = latex_name(name, idx)
+            out[sym] = _element(names[name], idx)
     return out
 
 
@@ -240,6 +271,7 @@ def symbolic(graph: Graph) -> tuple[list[str], list]:
         measure.before(n)
         vals[n.id] = form(n, [vals[i.id] for i in n.inputs])
         measure.after(n, vals[n.id])
+    printed = model_names(graph)
     names, exprs = [], []
     for key, node in graph.outputs.items():
         if key.startswith("out."):          # (predictions: not part of the objective)
@@ -252,8 +284,8 @@ def symbolic(graph: Graph) -> tuple[list[str], list]:
         part, pname = key.split(".", 1)
         of = _OBJECTIVE_PART["penalty" if part == "penalty_grad" else "loss"]
         for idx in np.ndindex(*v.shape):
-            names.append(r"\frac{\partial " + of + r"}{\partial " + latex_name(pname, idx)
-                         + "}")
+            names.append(r"\frac{\partial " + of + r"}{\partial "
+                         + _element(printed[pname], idx) + "}")
             exprs.append(v[idx])
     return names, exprs
 
@@ -261,8 +293,7 @@ def symbolic(graph: Graph) -> tuple[list[str], list]:
 def shared_term_prefix(graph: Graph) -> str:
     """The letter the shared terms are named with (t_{0}, t_{1}, ...): t, or tt, ttt...
     if the model has a name that prints with that letter (a parameter t, or t0)."""
-    taken = {latex_name(n.attr("name")).split("_")[0] for n in graph.nodes
-             if n.op in ("param", "input", "hyper")}
+    taken = {text.split("_")[0] for text in model_names(graph).values()}
     return next("t" * k for k in range(1, len(taken) + 2) if "t" * k not in taken)
 
 
@@ -270,7 +301,7 @@ def to_latex(graph: Graph) -> str:
     """Equations for the loss and every gradient component, with shared terms named."""
     names, exprs = symbolic(graph)
     shared, reduced = sp.cse(exprs, symbols=sp.numbered_symbols(shared_term_prefix(graph)))
-    printed = _printed_names(exprs)
+    printed = _printed_names(exprs, model_names(graph))
 
     def tex(e) -> str:
         return sp.latex(e, symbol_names=printed)
