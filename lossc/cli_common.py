@@ -160,6 +160,16 @@ def check_output(option: str, path: pathlib.Path, inputs: dict) -> None:
         fail(f"lossc: error: cannot write {option} {path}: {e}")
 
 
+def check_data_given(model, file, data) -> None:
+    """eval's and predict's --data, given where the model has inputs and only there:
+    else a ValueError saying what to do."""
+    if model.inputs and data is None:
+        raise ValueError("the model has inputs (" + ", ".join(i.name for i in model.inputs)
+                         + "): give the data with --data")
+    if not model.inputs and data is not None:
+        raise ValueError(f"{file} has no inputs, so it takes no data: omit --data")
+
+
 def check_memory(model, batch_rows: int = 0) -> None:
     """End the command if the model's arrays would not fit in memory (lossc/memory.py)."""
     try:

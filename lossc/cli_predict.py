@@ -7,7 +7,8 @@ The model is compiled with the dims and dtype the parameters file records (lossc
 writes the record) and takes the hypers it records unless --hyper gives others, as
 `lossc eval` does (cli_common.load_trained); a line on stderr says what it took. The
 data holds every input of the model, or only those the outputs depend on (labels the
-loss alone uses may be left out); or chunks as lossc train streams them (a folder or
+loss alone uses may be left out; outputs that use no input take the number of samples
+from any one input); or chunks as lossc train streams them (a folder or
 glob of .npy or .parquet files, docs/dask.md), read one at a time, every input present,
 the predictions of each kept in chunk order. Only the inputs the outputs depend on are
 read and checked: the others' cells, where the data has them, may be empty or NaN (a
@@ -25,8 +26,9 @@ from types import SimpleNamespace
 import click
 import numpy as np
 
-from lossc.cli_common import (cannot_write, check_output, fail, load_trained, output_path,
-                               parse_hypers, trained_model_options)
+from lossc.cli_common import (cannot_write, check_data_given, check_output, fail,
+                               load_trained, output_path, parse_hypers,
+                               trained_model_options)
 from lossc.files import replacing, same_file
 from lossc.optim.data import DataError, InputMissing, column_names, load_data
 from lossc.optim.npfiles import save_npz
@@ -74,9 +76,7 @@ def predict_cmd(file, dims, dtype, params_path, data, out, hypers):
             raise ValueError(f"--out {out}: a .npy file holds one array, but the model has "
                              f"outputs {', '.join(o.name for o in model.outputs)}; use a "
                              ".npz or a .csv")
-        if model.inputs and data is None:
-            raise ValueError("the model has inputs (" + ", ".join(i.name for i in model.inputs)
-                             + "): give the data with --data")
+        check_data_given(model, file, data)
         if chunked:
             predictions, n = chunked_predictions(model, params, str(data), hyper_values)
         else:
@@ -141,38 +141,46 @@ def inputs_read(model):
 
 
 def inputs_view(model, names):
-    """`model` as far as data go (its .inputs) with the inputs `names` alone (None:
-    every input)."""
+    """`model` as far as data go (its .inputs, and its dtype, which bounds a float32
+    model's numbers) with the inputs `names` alone (None: every input)."""
     if names is None:
         return model
-    return SimpleNamespace(inputs=[s for s in model.inputs if s.name in names])
+    return SimpleNamespace(inputs=[s for s in model.inputs if s.name in names],
+                           dtype=model.dtype)
 
 
 def read_inputs(path: pathlib.Path, model) -> dict:
     """The inputs the outputs need from the file, which holds every input (the others'
     cells are not read: they may be empty or NaN) or, lacking some the outputs do not
-    need, the others; or exactly those the outputs need."""
+    need, the others; or exactly those the outputs need. Outputs that use no input
+    take the number of samples from any one input the file holds (its cells read)."""
     needed = {i for o in model.outputs for i in o.inputs}
     absent: set = set()
     first = None                # (the error of the file read for every input)
     while True:
-        held = {s.name for s in model.inputs} - absent
+        held = [s.name for s in model.inputs if s.name not in absent]
+        only = inputs_read(model) if needed else set(held[:1])
         try:
-            return load_data(path, inputs_view(model, held if absent else None),
-                             inputs_read(model))
+            return load_data(path, inputs_view(model, set(held) if absent else None), only)
         except InputMissing as missing:
             if missing.input in needed:
                 raise           # (the file lacks an input the outputs need)
             first = first or missing
-            if missing.input is None or not needed:
+            if missing.input is None or len(held) == 1:
                 break
             absent.add(missing.input)
     if len(needed) == len(model.inputs):
         raise first
+    if not needed:
+        # (a .npy file's one array, or a file of other columns: each input alone)
+        for s in model.inputs:
+            try:
+                return load_data(path, inputs_view(model, {s.name}))
+            except DataError:
+                pass
+        raise DataError(f"{first} (the outputs use no input: any one of them gives the "
+                        "number of samples)")
     view = inputs_view(model, needed)
-    if not view.inputs:
-        raise DataError(f"{first} (the outputs need no input: give any one of them for the "
-                        "batch size)")
     try:
         return load_data(path, view)
     except DataError as some:

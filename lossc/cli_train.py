@@ -24,8 +24,8 @@ import time
 import click
 import numpy as np
 
-from lossc.cli_common import (DECIMAL_FLOAT, DECIMAL_INT, cannot_write, check_memory,
-                               check_numbers, check_output, fail, finite_float, load_model,
+from lossc.cli_common import (DECIMAL_FLOAT, DECIMAL_INT, cannot_write, check_data_given,
+                               check_memory, check_numbers, check_output, fail, finite_float, load_model,
                                load_trained, model_options, output_path, parse_hypers,
                                parse_pairs, trained_model_options)
 from lossc.files import replacing, written_in_place
@@ -581,9 +581,7 @@ def eval_cmd(file, dims, dtype, data, scheduler, params_path, hypers, metrics, o
         fail("lossc: error: --scheduler evaluates chunked --data (a folder or glob of .npy "
              "or .parquet files)")
     try:
-        if model.inputs and data is None:
-            raise ValueError("the model has inputs (" + ", ".join(i.name for i in model.inputs)
-                             + "): give the data with --data")
+        check_data_given(model, file, data)
         if chunked:
             if metrics or stderr:
                 raise ValueError("--metric and --stderr need the data in memory (a .csv, "

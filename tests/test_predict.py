@@ -453,3 +453,79 @@ def test_a_model_without_inputs_predicts_arrays():
     out = m.predict({"a": 2.0})
     assert type(out["o"]) is np.ndarray and out["o"].shape == () and out["o"] == 6.0
     assert type(out["v"]) is np.ndarray and out["v"].tolist() == [2.0, 4.0]
+
+
+@pytest.mark.parametrize("data", ["y.csv", "y.npz", "y.npy", "xy_blank.csv", "x.npy"])
+def test_cli_takes_any_one_input_where_the_outputs_use_none(tmp_path, data):
+    """Outputs of parameters alone: a file with one of the inputs was refused with
+    "give any one of them for the batch size", and so was one with every input whose
+    labels were blank."""
+    (tmp_path / "m.loss").write_text(
+        "dim D = 2\ninput x[D]\ninput y\nparam w[D] = 1\nparam c = 0.5\n"
+        "loss = (dot(w, x) - y) ^ 2\noutput k = c + 1\noutput kv = w * 2\n")
+    np.savez(tmp_path / "p.npz", w=np.array([1.0, -2.0]), c=np.array(0.5))
+    (tmp_path / "y.csv").write_text("y\n1\n2\n3\n")
+    np.savez(tmp_path / "y.npz", y=np.ones(3))
+    np.save(tmp_path / "y.npy", np.ones(3))
+    np.save(tmp_path / "x.npy", np.ones((3, 2)))
+    (tmp_path / "xy_blank.csv").write_text("x.0,x.1,y\n1,2,\n3,4,\n5,6,\n")
+    r = run("predict", tmp_path / "m.loss", "--params", tmp_path / "p.npz",
+            "--data", tmp_path / data, "--out", tmp_path / "pred.npz")
+    assert r.exit_code == 0, r.output
+    got = np.load(tmp_path / "pred.npz")
+    np.testing.assert_array_equal(got["k"], [1.5] * 3)
+    np.testing.assert_array_equal(got["kv"], [[2.0, -4.0]] * 3)
+
+
+def test_cli_predict_and_eval_say_to_omit_data_for_a_model_without_inputs(tmp_path):
+    """The message said to train the model by steps."""
+    (tmp_path / "m.loss").write_text("param a = 2\nloss = a ^ 2\noutput o = a * 3\n")
+    np.savez(tmp_path / "p.npz", a=np.array(2.0))
+    (tmp_path / "d.csv").write_text("z\n1\n")
+    for command in (["predict", "--out", tmp_path / "o.csv"], ["eval"]):
+        r = run(command[0], tmp_path / "m.loss", "--params", tmp_path / "p.npz",
+                "--data", tmp_path / "d.csv", *command[1:])
+        assert r.exit_code == 1 and r.output.strip().splitlines()[-1] == (
+            f"lossc: error: {tmp_path / 'm.loss'} has no inputs, so it takes no data: "
+            "omit --data"), r.output
+
+
+@pytest.mark.parametrize("layout", ["x.npy", "x.npz", "chunks"])
+def test_cli_predict_refuses_data_beyond_a_float32_models_range(tmp_path, layout):
+    """A file of the inputs the outputs use alone (.npy) and chunks were read without
+    the float32 range check: 1e39 became an infinite prediction, exit status 0."""
+    (tmp_path / "m.loss").write_text(
+        "dim D = 2\ninput x[D]\ninput y\nparam w[D] = 1\n"
+        "loss = (dot(w, x) - y) ^ 2\noutput p = dot(w, x)\n")
+    m = lossc.compile((tmp_path / "m.loss").read_text(), dtype="float32", cache=False)
+    lossc.save_params(tmp_path / "p.npz", {"w": np.ones(2, np.float32)}, model=m)
+    x = np.ones((4, 2))
+    x[2, 1] = 1e39
+    if layout == "x.npy":
+        np.save(tmp_path / "x.npy", x)
+    elif layout == "x.npz":
+        np.savez(tmp_path / "x.npz", x=x)
+    else:
+        for name, a in (("x", x), ("y", np.ones(4))):
+            (tmp_path / "chunks" / name).mkdir(parents=True)
+            np.save(tmp_path / "chunks" / name / "0.npy", a)
+    r = run("predict", tmp_path / "m.loss", "--params", tmp_path / "p.npz",
+            "--data", tmp_path / layout, "--out", tmp_path / "pred.npz")
+    assert r.exit_code == 1 and "1e+39, beyond float32's range" in r.output, r.output
+    assert not (tmp_path / "pred.npz").exists()
+
+
+def test_an_input_beyond_a_float32_models_range_is_a_value_error():
+    """float64 data of 1e39 became an infinity in a float32 model's calls, with NumPy's
+    overflow warning at most; an infinity given stays one."""
+    m = lossc.compile("dim D = 3\ninput x[D]\nparam w[D]\nloss = sum(w * x)\n"
+                      "output o = dot(w, x)\n", dtype="float32", cache=False)
+    x = np.ones((5, 3))
+    x[3, 1] = -1e39
+    theta = {"w": np.ones(3)}
+    for call in (m.loss, m.value_and_grad, m.predict):
+        with pytest.raises(ValueError, match=r"input 'x' holds -1e\+39 at sample 3, beyond "
+                                             r"float32's range"):
+            call(theta, x=x)
+    x[3, 1] = -np.inf
+    assert m.loss(theta, x=x) == -np.inf

@@ -673,10 +673,23 @@ def _count(value, what: str) -> int:
 
 
 def _as_real(x, what: str, dtype: np.dtype) -> np.ndarray:
+    """x as an array of `dtype`; a finite value beyond its range (float64's 1e39 for a
+    float32 model), which would become an infinity the caller did not give, is a
+    ValueError naming the sample, as in a data file (optim/data.py)."""
     a = as_array(x, what)
     if a.dtype.kind not in "biuf":
         raise TypeError(f"{what} must hold real numbers, got dtype {a.dtype}")
-    return a.astype(dtype, copy=False)
+    if a.dtype.kind != "f" or a.dtype.itemsize <= dtype.itemsize:
+        return a.astype(dtype, copy=False)
+    with np.errstate(over="ignore"):
+        out = a.astype(dtype)
+    if np.isinf(out).any():
+        big = np.isinf(out) & np.isfinite(a)
+        if big.any():
+            at = tuple(np.argwhere(big)[0])
+            raise ValueError(f"{what} holds {float(a[at])!r} at sample {at[0]}, beyond "
+                             f"{dtype}'s range (+-{float(np.finfo(dtype).max):.4g})")
+    return out
 
 
 def _as_int(a: np.ndarray, name: str) -> np.ndarray:
