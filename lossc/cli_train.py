@@ -516,10 +516,17 @@ def dask_session(scheduler):
         if scheduler == "local":
             from lossc.options import available_cores
             # (silent workers: a task's error reaches this process, which reports it
-            # in one line; a worker would log it with a traceback first)
-            cluster = LocalCluster(n_workers=available_cores(), threads_per_worker=1,
-                                   processes=True, dashboard_address=None,
-                                   silence_logs=logging.CRITICAL)
+            # in one line; a worker would log it with a traceback first. Ctrl-C is
+            # this process's to handle, and the workers end when the cluster closes:
+            # they ignore SIGINT, set up by lossc.optim.dask_chunks.dask_setup)
+            with interrupts_deferred() as interrupted:
+                cluster = LocalCluster(n_workers=available_cores(), threads_per_worker=1,
+                                       processes=True, dashboard_address=None,
+                                       silence_logs=logging.CRITICAL,
+                                       preload=["lossc.optim.dask_chunks"])
+            if interrupted:
+                cluster.close()
+                raise KeyboardInterrupt
             client = Client(cluster)
         else:
             client = Client(scheduler, timeout="20s")
@@ -527,12 +534,34 @@ def dask_session(scheduler):
         if cluster is not None:
             cluster.close()
         fail(f"lossc: error: cannot reach the Dask scheduler {scheduler}: {e}")
+    # (an interrupted gather leaves the client's tasks failed: asyncio would log each
+    # with a traceback, "Task exception was never retrieved")
+    asyncio_log = logging.getLogger("asyncio")
+    level = asyncio_log.level
+    asyncio_log.setLevel(logging.CRITICAL)
     try:
         with client:
             yield client
     finally:
         if cluster is not None:
             cluster.close()
+        asyncio_log.setLevel(level)
+
+
+@contextlib.contextmanager
+def interrupts_deferred():
+    """A Ctrl-C in the block is taken after it (a list, true if one came): Dask's
+    LocalCluster interrupted while it starts leaves workers that its exit handler
+    fails to close, with a traceback."""
+    came: list = []
+    if threading.current_thread() is not threading.main_thread():
+        yield came
+        return
+    previous = signal.signal(signal.SIGINT, lambda *_: came.append(True))
+    try:
+        yield came
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @click.command("eval")

@@ -5,6 +5,7 @@ epochs over one partition are the in-memory run bit for bit; NPY chunk files and
 memory maps stream through the same objective."""
 import copy
 import os
+import time
 
 import numpy as np
 import pytest
@@ -449,6 +450,45 @@ def test_a_local_clusters_data_error_is_one_line(tmp_path):
     assert r.stderr.strip().splitlines() == [
         "lossc: error: data: " + r.stderr.split("data: ", 1)[1].strip()], r.stderr
     assert "3.npy: row 5, column 'x.1' is inf" in r.stderr
+
+
+def test_ctrl_c_on_a_local_cluster_is_one_line(tmp_path):
+    """--scheduler local interrupted: the workers printed their KeyboardInterrupt's
+    tracebacks, and asyncio the client's failed tasks', before lossc's line."""
+    import signal
+    import subprocess
+    import sys
+    stack = _stack(tmp_path, _data(400))
+    model = tmp_path / "m.loss"
+    model.write_text(BASE)
+    run = subprocess.Popen([sys.executable, "-m", "lossc.cli", "train", str(model), "--data",
+                            str(stack), "--scheduler", "local", "--optimizer", "adam",
+                            "--epochs", "1000000", "--out", str(tmp_path / "p.npz")],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        first = run.stderr.readline()     # (the run's first line: the cluster is up)
+        time.sleep(1.0)
+        run.send_signal(signal.SIGINT)
+        out, err = run.communicate(timeout=120)
+    finally:
+        run.kill()
+    assert first.startswith("training m.loss"), first + err
+    assert run.returncode == 130, err
+    assert "Traceback" not in err and "Task exception" not in err, err
+    assert "lossc: interrupted at step" in err.strip().splitlines()[-1], err
+    assert (tmp_path / "p.npz").exists()
+
+
+def test_ctrl_c_while_a_local_cluster_starts_is_taken_after_it_started():
+    """Dask's LocalCluster interrupted in its start left workers that its exit handler
+    failed to close, with a traceback: an interrupt there is taken after it."""
+    import signal
+    from lossc.cli_train import interrupts_deferred
+    with interrupts_deferred() as interrupted:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert interrupted
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_predict_on_chunks_reads_no_cell_of_an_input_the_outputs_do_not_use(tmp_path):

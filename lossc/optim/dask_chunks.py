@@ -361,3 +361,14 @@ def collection_value_and_grad(model, theta: dict, kwargs: dict) -> tuple[float, 
     finally:
         data.close()
     return value, model.unpack_params(grad)
+
+
+def dask_setup(worker) -> None:
+    """A worker of `lossc train --scheduler local` (its preload): SIGINT ignored. A
+    Ctrl-C at the terminal reaches every process of the group; the lossc process
+    handles it and closes the cluster, which ends the workers, and a worker's own
+    KeyboardInterrupt would print its tracebacks first."""
+    import signal
+    import threading
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
