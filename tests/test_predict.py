@@ -529,3 +529,16 @@ def test_an_input_beyond_a_float32_models_range_is_a_value_error():
             call(theta, x=x)
     x[3, 1] = -np.inf
     assert m.loss(theta, x=x) == -np.inf
+
+
+def test_cli_refuses_a_csv_with_a_quote_left_open(tmp_path):
+    """A label cell that opens a quote took the rest of the file into itself: predict,
+    which does not read the labels, wrote predictions for the rows before it alone."""
+    (tmp_path / "m.loss").write_text(
+        "input x\ninput y\nparam w = 2\nloss = (w * x - y) ^ 2\noutput p = w * x\n")
+    np.savez(tmp_path / "p.npz", w=np.array(2.0))
+    (tmp_path / "d.csv").write_text('x,y\n1,0\n2,"1\n3,0\n4,1\n')
+    r = run("predict", tmp_path / "m.loss", "--params", tmp_path / "p.npz",
+            "--data", tmp_path / "d.csv", "--out", tmp_path / "pred.csv")
+    assert r.exit_code == 1 and "not valid CSV: unexpected end of data" in r.output, r.output
+    assert not (tmp_path / "pred.csv").exists()

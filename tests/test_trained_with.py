@@ -174,6 +174,24 @@ def test_a_record_is_checked_as_the_command_line_is(tmp_path, trained, part, key
         trained_with(path)
 
 
+@pytest.mark.parametrize("dtype", ["float16", 32, None])
+def test_a_records_dtype_is_one_lossc_compiles(tmp_path, trained, dtype):
+    """A record of dtype float16 was compiled as asked, and the error named neither the
+    parameters file nor its record."""
+    path = tmp_path / "p.npz"
+    with np.load(trained) as f:
+        arrays = {k: f[k] for k in f.files}
+    record = json.loads(str(arrays["__lossc__"]))
+    record["dtype"] = dtype
+    arrays["__lossc__"] = np.array(json.dumps(record))
+    np.savez(path, **arrays)
+    r = run("eval", LOGISTIC, "--data", TEST, "--params", path)
+    (line,) = r.output.strip().splitlines()
+    assert r.exit_code == 1 and line == (
+        f"lossc: error: {path}: its '__lossc__' record is malformed (dtype is {dtype!r}; "
+        "lossc compiles float64 or float32)"), line
+
+
 # ------------------------------------------------------------ where parameters and plots go
 
 def test_without_out_the_parameters_go_to_the_current_folder(tmp_path, monkeypatch):

@@ -213,7 +213,9 @@ def load_csv(path, model, only=None) -> dict:
     rows, lines = [], []     # each row's line number is kept for messages
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f)
+            # (strict: a quote left open took the rest of the file into one cell, and
+            # its rows were lost where that column was not read)
+            reader = csv.reader(f, strict=True)
             for row in reader:
                 if row and any(c.strip() for c in row):     # blank lines are skipped
                     rows.append(row)

@@ -58,7 +58,7 @@ class TrainedWith:
             dims, hypers = dict(raw["dims"]), dict(raw["hypers"])
             return cls(str(raw["name"]), str(raw["source_sha256"]),
                        {str(k): _recorded_dim(k, v) for k, v in dims.items()},
-                       str(raw["dtype"]),
+                       _recorded_dtype(raw["dtype"]),
                        {str(k): _recorded_hyper(k, v) for k, v in hypers.items()})
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"its '{RECORD_KEY}' record is malformed ({e})") from None
@@ -80,6 +80,13 @@ class TrainedWith:
             return None
         return (f"trained with {self.dims_text()}, {self.dtype}; the model here has "
                 f"{here.dims_text()}, {here.dtype}")
+
+
+def _recorded_dtype(v) -> str:
+    """A dtype as a record holds it: one a model is compiled in."""
+    if v not in ("float64", "float32"):
+        raise ValueError(f"dtype is {v!r}; lossc compiles float64 or float32")
+    return v
 
 
 def _recorded_dim(name, v) -> int:
