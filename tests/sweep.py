@@ -347,19 +347,16 @@ ROW_TILE_FAMILY = "layer"     # the family whose matrix gradient takes the row k
 
 def fast_configs():
     """(family, sizes, variants) of the fast sweep: for each variant's lane count, each
-    family with its last dim (the one along input rows) through that count's residue
-    cover and the others small; and the row kernel's tiles (row_tile_sizes). At a
-    width wider than the CPU's (float32 at 512 bits without AVX-512, whose code lossc
-    writes as it does for AVX-512 and LLVM splits), each family takes every other size
-    of the cover, the families in turn, so that between them they take all of it;
-    where the CPU has that width, its sixteen lanes are native and each family takes
-    the whole cover."""
+    family with its last dim (the one along input rows) through every other size of
+    that count's residue cover, the families in turn, so that between them they take
+    all of it, and the others small; and the row kernel's tiles (row_tile_sizes). The
+    full sweep takes each family through every size."""
     for dtype, bits in ROW_TILE_VARIANTS:
         lanes = lanes_of(dtype, bits)
         if (dtype, bits) in FAST_VARIANTS:
             for f, fam in enumerate(FAMILIES.values()):
                 for k, n in enumerate(residue_cover(lanes)):
-                    if bits > NATIVE_BITS and (k + f) % 2:
+                    if (k + f) % 2:
                         continue
                     sizes = {d: SMALL[(k + j) % len(SMALL)]
                              for j, d in enumerate(fam.dims)}
@@ -909,16 +906,17 @@ def check_fused_steps(ref: Reference, m, dtype: str, batch_size: int, epochs: in
 SECOND_ORDER_TOLERANCE = {"float64": 1e-9, "float32": 2e-3}
 
 
-SECOND_ORDER_STRIDE = 4   # the fast level's second-order checks: one size in this many
+SECOND_ORDER_STRIDE = 2   # the fast level's second-order checks: one size in this many
 
 
 def second_order_configs(level: str = "fast"):
     """(family, sizes, dtype) of jvp and hvp, each compiled at the CPU's own width
     (NATIVE_BITS). The full level: each family with its last dim through float64's
     residue cover at that width, in both dtypes. The fast level: each dtype's own fast
-    configs at that width (their last dim through the dtype's residue cover), every
-    SECOND_ORDER_STRIDE-th size, each family and dtype starting at the next in turn, so
-    that the families between them take the whole cover in each dtype; the call-path
+    configs at that width (their last dim through half the dtype's residue cover),
+    every SECOND_ORDER_STRIDE-th of them, each pair of families and each dtype starting
+    at the next in turn, so that the families between them take the whole cover in each
+    dtype; the call-path
     tests of those configs check them on the model they compiled (test_sweep.py).
     Forward mode takes the gradient's code paths, which the calls' sweep takes at every
     size in each dtype: here each family meets both dtypes and each lane count's
@@ -939,7 +937,7 @@ def second_order_configs(level: str = "fast"):
         for fam, sizes in configs:
             k = position[fam.name]
             position[fam.name] += 1
-            if (k + turn + families.index(fam.name)) % SECOND_ORDER_STRIDE == 0:
+            if (k + turn + families.index(fam.name) // 2) % SECOND_ORDER_STRIDE == 0:
                 out.append((fam, sizes, dtype))
     return out
 
