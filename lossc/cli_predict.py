@@ -153,39 +153,65 @@ def read_inputs(path: pathlib.Path, model) -> dict:
     """The inputs the outputs need from the file, which holds every input (the others'
     cells are not read: they may be empty or NaN) or, lacking some the outputs do not
     need, the others; or exactly those the outputs need. Outputs that use no input
-    take the number of samples from any one input the file holds (its cells read)."""
+    take the number of samples from an input the file holds (any_input)."""
     needed = {i for o in model.outputs for i in o.inputs}
+    if not needed:
+        return any_input(path, model)
     absent: set = set()
     first = None                # (the error of the file read for every input)
     while True:
-        held = [s.name for s in model.inputs if s.name not in absent]
-        only = inputs_read(model) if needed else set(held[:1])
+        held = {s.name for s in model.inputs} - absent
         try:
-            return load_data(path, inputs_view(model, set(held) if absent else None), only)
+            return load_data(path, inputs_view(model, held if absent else None),
+                             inputs_read(model))
         except InputMissing as missing:
             if missing.input in needed:
                 raise           # (the file lacks an input the outputs need)
             first = first or missing
-            if missing.input is None or len(held) == 1:
+            if missing.input is None:
                 break
             absent.add(missing.input)
     if len(needed) == len(model.inputs):
         raise first
-    if not needed:
-        # (a .npy file's one array, or a file of other columns: each input alone)
-        for s in model.inputs:
-            try:
-                return load_data(path, inputs_view(model, {s.name}))
-            except DataError:
-                pass
-        raise DataError(f"{first} (the outputs use no input: any one of them gives the "
-                        "number of samples)")
     view = inputs_view(model, needed)
     try:
         return load_data(path, view)
     except DataError as some:
         raise DataError(f"{some} (the outputs need only "
                         f"{', '.join(s.name for s in view.inputs)})") from None
+
+
+def any_input(path: pathlib.Path, model) -> dict:
+    """For outputs that use no input: one input of the file, the first in the model's
+    order whose cells read (the others' are not read), for the number of samples; the
+    file holds every input or some of them (a .npy file, one)."""
+    names = [s.name for s in model.inputs]
+    absent: set = set()
+    first = None
+    while len(absent) < len(names):
+        held = [n for n in names if n not in absent]
+        view = inputs_view(model, set(held) if absent else None)
+        for name in held:
+            try:
+                return load_data(path, view, {name})
+            except InputMissing as missing:
+                first = first or missing
+                if missing.input is None or missing.input not in held:
+                    absent = set(names)         # (not a layout of these inputs)
+                else:
+                    absent.add(missing.input)
+                break
+            except DataError as e:
+                first = first or e             # (its cells do not read: the next one)
+        else:
+            break
+    for s in model.inputs:      # (a .npy file's one array, or a file of other columns)
+        try:
+            return load_data(path, inputs_view(model, {s.name}))
+        except DataError:
+            pass
+    raise DataError(f"{first} (the outputs use no input: any one of them gives the "
+                    "number of samples)")
 
 
 def write_predictions(path: pathlib.Path, model, predictions: dict) -> None:

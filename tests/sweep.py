@@ -358,13 +358,18 @@ def fast_configs():
                 for k, n in enumerate(residue_cover(lanes)):
                     if (k + f) % 2:
                         continue
-                    sizes = {d: SMALL[(k + j) % len(SMALL)]
-                             for j, d in enumerate(fam.dims)}
-                    sizes[fam.dims[-1]] = n
-                    yield fam, sizes, [(dtype, bits)]
+                    yield fam, _cover_sizes(fam, k, n), [(dtype, bits)]
         fam = FAMILIES[ROW_TILE_FAMILY]
         for rows, cols in row_tile_sizes(dtype, bits):
             yield fam, dict(zip(fam.dims, (rows, cols))), [(dtype, bits)]
+
+
+def _cover_sizes(fam: Family, k: int, n: int) -> dict:
+    """The sizes of the k-th config of a family's residue cover: its last dim n, the
+    others small, in turn."""
+    sizes = {d: SMALL[(k + j) % len(SMALL)] for j, d in enumerate(fam.dims)}
+    sizes[fam.dims[-1]] = n
+    return sizes
 
 
 def full_configs():
@@ -928,7 +933,9 @@ def second_order_configs(level: str = "fast"):
                 if variants == [native] and sizes[fam.dims[-1]] in cover
                 and all(sizes[d] in SMALL for d in fam.dims[:-1])]
     if level == "full":
-        return [(fam, sizes, d) for fam, sizes in native_configs("float64") for d in DTYPES]
+        return [(fam, _cover_sizes(fam, k, n), d) for fam in FAMILIES.values()
+                for k, n in enumerate(residue_cover(lanes_of("float64", NATIVE_BITS)))
+                for d in DTYPES]
     out = []
     for turn, dtype in enumerate(DTYPES):
         configs = native_configs(dtype)

@@ -453,8 +453,9 @@ def test_a_local_clusters_data_error_is_one_line(tmp_path):
 
 
 def test_ctrl_c_on_a_local_cluster_is_one_line(tmp_path):
-    """--scheduler local interrupted: the workers printed their KeyboardInterrupt's
-    tracebacks, and asyncio the client's failed tasks', before lossc's line."""
+    """--scheduler local interrupted as a terminal does it, SIGINT to the whole
+    process group: the workers printed their KeyboardInterrupt's tracebacks, and
+    asyncio the client's failed tasks', before lossc's line."""
     import signal
     import subprocess
     import sys
@@ -465,11 +466,12 @@ def test_ctrl_c_on_a_local_cluster_is_one_line(tmp_path):
                             str(stack), "--scheduler", "local", "--optimizer", "adam",
                             "--epochs", "1000000", "--out", str(tmp_path / "p.npz")],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                           env={**os.environ, "OMP_NUM_THREADS": "1"})
+                           env={**os.environ, "OMP_NUM_THREADS": "1"},
+                           start_new_session=True)
     try:
         first = run.stderr.readline()     # (the run's first line: the cluster is up)
         time.sleep(1.0)
-        run.send_signal(signal.SIGINT)
+        os.killpg(run.pid, signal.SIGINT)
         out, err = run.communicate(timeout=120)
     finally:
         run.kill()

@@ -167,6 +167,12 @@ def test_names_that_would_print_alike_are_printed_as_written(source, apart):
     assert r"\frac{\partial \rho}{\partial \rho}" not in text
 
 
+def test_a_name_is_printed_as_written_only_where_it_collides():
+    """rho is the penalty's symbol only in a model with a penalty."""
+    text = latex.to_latex(graph_of("param rho = 2\nparam a = 1\nloss = rho * a\n"))
+    assert r"{\partial \rho}" in text and "mathit{rho}" not in text, text
+
+
 def chain(steps: int) -> str:
     lines = ["param a0 = 0.5"] + [f"a{i + 1} = sin(a{i}) * a{i}" for i in range(steps)]
     return "\n".join(lines + [f"loss = a{steps}"]) + "\n"

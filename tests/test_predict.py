@@ -455,7 +455,8 @@ def test_a_model_without_inputs_predicts_arrays():
     assert type(out["v"]) is np.ndarray and out["v"].tolist() == [2.0, 4.0]
 
 
-@pytest.mark.parametrize("data", ["y.csv", "y.npz", "y.npy", "xy_blank.csv", "x.npy"])
+@pytest.mark.parametrize("data", ["y.csv", "y.npz", "y.npy", "xy_blank.csv", "x.npy",
+                                  "x_blank.csv"])
 def test_cli_takes_any_one_input_where_the_outputs_use_none(tmp_path, data):
     """Outputs of parameters alone: a file with one of the inputs was refused with
     "give any one of them for the batch size", and so was one with every input whose
@@ -469,6 +470,7 @@ def test_cli_takes_any_one_input_where_the_outputs_use_none(tmp_path, data):
     np.save(tmp_path / "y.npy", np.ones(3))
     np.save(tmp_path / "x.npy", np.ones((3, 2)))
     (tmp_path / "xy_blank.csv").write_text("x.0,x.1,y\n1,2,\n3,4,\n5,6,\n")
+    (tmp_path / "x_blank.csv").write_text("x.0,x.1,y\n,,1\n,,2\n,,3\n")
     r = run("predict", tmp_path / "m.loss", "--params", tmp_path / "p.npz",
             "--data", tmp_path / data, "--out", tmp_path / "pred.npz")
     assert r.exit_code == 0, r.output
@@ -540,5 +542,11 @@ def test_cli_refuses_a_csv_with_a_quote_left_open(tmp_path):
     (tmp_path / "d.csv").write_text('x,y\n1,0\n2,"1\n3,0\n4,1\n')
     r = run("predict", tmp_path / "m.loss", "--params", tmp_path / "p.npz",
             "--data", tmp_path / "d.csv", "--out", tmp_path / "pred.csv")
-    assert r.exit_code == 1 and "not valid CSV: unexpected end of data" in r.output, r.output
+    assert r.exit_code == 1 and "line 3: a quoted cell runs over several lines" in r.output, r.output
     assert not (tmp_path / "pred.csv").exists()
+    # a closing quote and spaces before the comma are read as before
+    (tmp_path / "spaced.csv").write_text('"x" ,y\n"1" ,0\n2,1\n')
+    r = run("predict", tmp_path / "m.loss", "--params", tmp_path / "p.npz",
+            "--data", tmp_path / "spaced.csv", "--out", tmp_path / "pred.csv")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "pred.csv").read_text().splitlines() == ["p", "2.0", "4.0"]

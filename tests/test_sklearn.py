@@ -439,6 +439,9 @@ def test_a_fit_that_starts_at_its_stopping_test_warns():
     assert (est.result_.stopped, est.n_iter_) == ("tol_grad", 0)
     est = LossRegressor(RIDGE, sample_weight="w", tol_grad=1e-14).fit(X, y)
     assert est.score(X, y) > 0.99
+    # a first fit with warm_start has no last minimum to start from
+    with pytest.warns(ConvergenceWarning, match="the fit took no step: the initial"):
+        LossRegressor(RIDGE, sample_weight="w", warm_start=True).fit(X, y)
 
 
 def test_warm_start_continues_from_the_last_fit(breast_cancer):

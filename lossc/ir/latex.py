@@ -84,7 +84,8 @@ def model_names(graph: Graph) -> dict:
     """name -> LaTeX of each parameter, input and hyper of the graph (latex_name), each
     printed unlike any other: where two names, or an element of one and another name,
     would print alike (w1 and w_1 both as w_{1}; w1 and the element w[1]), or a name as
-    a part of the objective (ell as \\ell, rho as \\rho), each of them is printed as
+    a part of the objective the model has (ell as \\ell, rho as \\rho beside a
+    penalty), each of them is printed as
     written (\\mathit{w1}, \\mathit{x\\_1}, \\mathit{ell})."""
     shapes = {n.attr("name"): n.shape for n in graph.nodes
               if n.op in ("param", "input", "hyper")}
@@ -93,7 +94,7 @@ def model_names(graph: Graph) -> dict:
         elements = np.ndindex(*shape) if 0 < prod(shape) <= MAX_ELEMENTS else ()
         for idx in [(), *elements]:
             printed.setdefault(latex_name(name, idx), set()).add(name)
-    parts = set(_OBJECTIVE_PART.values())
+    parts = {_OBJECTIVE_PART[k] for k in ("loss", "penalty") if k in graph.outputs}
     alike = {name for text, names in printed.items()
              if len(names) > 1 or text in parts for name in names}
     return {name: _as_written(name) if name in alike else latex_name(name)

@@ -3,9 +3,9 @@
 A model goes to other processes (Dask workers, multiprocessing pools, scikit-learn's
 joblib) as the state `state_of` gives: the `.loss` source text and the name it was read
 under, the dims it was compiled with, the dtype, the vector width and loader asked for,
-and its thread settings (a thread count left at the default is taken as the
-unpickling process's default, one per core it may run on, as a model compiled there
-gets). lossc.api.model_from_pickle checks that state as lossc.load
+and its thread settings (a thread count left at the default, one per core the
+process may run on, is taken as the unpickling process's default, as a model compiled
+there gets; a count from OMP_NUM_THREADS, as one asked for, travels as it is). lossc.api.model_from_pickle checks that state as lossc.load
 checks an artifact's recorded source (its size, dims and dtype) and compiles it with
 lossc.compile, so the unpickling process runs only code its own compiler made, or finds
 in its own compile cache (keyed on the source, as any compilation is). Machine code in

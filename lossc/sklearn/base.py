@@ -454,7 +454,7 @@ class LossEstimator(BaseEstimator):
                           f"parameters are the initial ones; scaling the features may help",
                           ConvergenceWarning, stacklevel=4)
         elif result.stopped in ("tol_grad", "tol_loss") and result.epochs == 0 \
-                and not self.warm_start:
+                and not (self.warm_start and hasattr(self, "params_")):
             # (the test is absolute for a regressor: targets of 1e-5 meet it at zero)
             warnings.warn(f"the fit took no step: the initial parameters already pass "
                           f"the stopping test ({result.stopped_reason}); give a smaller "
