@@ -34,6 +34,9 @@ def parse_pairs(items, option: str, convert) -> dict:
             out[name.strip()] = convert(value)
         except ValueError:
             kind = "an integer" if convert is decimal_int else "a finite number"
+            if convert is hyper_value and ("[" in value or "," in value):
+                kind += (", or for a shaped hyperparameter a bracketed list of them "
+                         "([1, 0.5, 2])")
             fail(f"lossc: error: {option}: {name.strip()} must be {kind}, got {value!r}")
     return out
 
@@ -92,7 +95,41 @@ def parse_dims(items) -> dict:
 
 
 def parse_hypers(items) -> dict:
-    return parse_pairs(items, "--hyper", finite_float)
+    return parse_pairs(items, "--hyper", hyper_value)
+
+
+def hyper_value(text: str):
+    """A --hyper value: a finite number (finite_float), or for a shaped hyper its
+    elements as a .loss file writes an array literal, `[1, 0.5, 2]` (nested for a
+    matrix: `[[1, 0], [0, 1]]`), as a list of floats; ValueError otherwise. (The
+    hyper's shape is checked where the model takes it.)"""
+    if not text.strip().startswith("["):
+        return finite_float(text)
+    import json
+    try:
+        value = json.loads(text, parse_constant=_not_a_number)
+    except (ValueError, RecursionError):
+        raise ValueError(f"not a list of numbers: {text!r}") from None
+    return _finite_elements(value, text)
+
+
+def _not_a_number(name: str):
+    raise ValueError(f"not a finite number: {name}")
+
+
+def _finite_elements(value, text: str):
+    """A nested list of finite numbers as floats, rectangular and not empty."""
+    if isinstance(value, list):
+        if not value:
+            raise ValueError(f"an empty list: {text!r}")
+        out = [_finite_elements(v, text) for v in value]
+        if len({len(v) if isinstance(v, list) else -1 for v in out}) != 1:
+            raise ValueError(f"rows of different lengths: {text!r}")
+        return out
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value):
+        raise ValueError(f"not a finite number: {value!r}")
+    return float(value)
 
 
 def _model_options(dtype_help: str, dim_help: str, show_default: bool):

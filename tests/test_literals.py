@@ -141,3 +141,32 @@ def test_the_signature_keeps_shaped_hypers():
 ])
 def test_shaped_hyper_errors(source, line, col, words):
     assert_compile_error(source, line, col, words)
+
+
+def test_the_command_line_sets_shaped_hypers_as_array_literals(tmp_path):
+    """--hyper took numbers only ("cw must be a finite number, got '1,2,3'"): a shaped
+    hyper is written as the .loss file writes its literal, nested for a matrix, and
+    checked against its shape; the objective is the one Python computes with them."""
+    from click.testing import CliRunner
+    from lossc.cli import main
+    (tmp_path / "m.loss").write_text(SHAPED)
+    np.savez(tmp_path / "d.npz", y=np.array([0, 2, 1, 2]))
+    np.savez(tmp_path / "p.npz", c=np.array([0.5, -1.0, 2.0]))
+
+    def run(*hypers):
+        args = ["eval", tmp_path / "m.loss", "--params", tmp_path / "p.npz", "--data",
+                tmp_path / "d.npz"] + [a for h in hypers for a in ("--hyper", h)]
+        return CliRunner().invoke(main, [str(a) for a in args])
+    r = run("cw=[2, 0.5, 1e-1]", "M=[[0, 1, 0], [1, 0, -1]]", "lam=0.5")
+    assert r.exit_code == 0, r.output
+    want, _ = _shaped_expected(np.array([0.5, -1.0, 2.0]), np.array([0, 2, 1, 2]),
+                               np.array([2, 0.5, 0.1]), np.full(3, -0.25),
+                               np.array([[0, 1, 0], [1, 0, -1.0]]), 0.5)
+    assert f"objective {want:.10g} on 4 samples" in r.output, r.output
+    for value, words in [("[1, 2]", "must be a real array of shape (3,)"),
+                         ("[1, nan, 2]", "a bracketed list of them"),
+                         ("[[1], [2, 3]]", "a bracketed list"), ("[]", "a bracketed list"),
+                         ("[1, true, 2]", "a bracketed list"), ("1,2,3", "a bracketed list")]:
+        r = run(f"cw={value}")
+        assert r.exit_code == 1 and words in r.output, (value, r.output)
+        assert len(r.output.strip().splitlines()) == 1, r.output
