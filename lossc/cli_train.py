@@ -25,9 +25,9 @@ import click
 import numpy as np
 
 from lossc.cli_common import (DECIMAL_FLOAT, DECIMAL_INT, cannot_write, check_data_given,
-                               check_memory, check_numbers, check_output, fail, finite_float, load_model,
-                               load_trained, model_options, output_path, parse_hypers,
-                               parse_pairs, trained_model_options)
+                               check_memory, check_numbers, check_output, fail, finite_float,
+                               load_model, load_trained, model_options, output_path,
+                               parse_hypers, parse_pairs, trained_model_options)
 from lossc.files import replacing, written_in_place
 from lossc.optim import schedules
 from lossc.optim.config import TrainConfig

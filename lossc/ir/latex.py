@@ -85,15 +85,16 @@ def model_names(graph: Graph) -> dict:
     printed unlike any other: where two names, or an element of one and another name,
     would print alike (w1 and w_1 both as w_{1}; w1 and the element w[1]), or a name as
     a part of the objective the model has (ell as \\ell, rho as \\rho beside a
-    penalty), each of them is printed as
-    written (\\mathit{w1}, \\mathit{x\\_1}, \\mathit{ell})."""
+    penalty), each of them is printed as written (\\mathit{w1}, \\mathit{x\\_1},
+    \\mathit{ell})."""
     shapes = {n.attr("name"): n.shape for n in graph.nodes
               if n.op in ("param", "input", "hyper")}
     printed: dict[str, set] = {}
     for name, shape in shapes.items():
+        text = latex_name(name)
         elements = np.ndindex(*shape) if 0 < prod(shape) <= MAX_ELEMENTS else ()
         for idx in [(), *elements]:
-            printed.setdefault(latex_name(name, idx), set()).add(name)
+            printed.setdefault(_element(text, idx), set()).add(name)
     parts = {_OBJECTIVE_PART[k] for k in ("loss", "penalty") if k in graph.outputs}
     alike = {name for text, names in printed.items()
              if len(names) > 1 or text in parts for name in names}

@@ -214,16 +214,15 @@ def load_csv(path, model, only=None) -> dict:
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f)
-            for row in reader:
-                if reader.line_num != len(lines) + 1:
+            for line, row in enumerate(reader, 1):
+                if reader.line_num != line:
                     # (a quote left open takes the rest of the file into one cell, and
                     # its rows were lost where that column was not read)
-                    raise DataError(f"{path}: line {len(lines) + 1}: a quoted cell runs "
-                                    "over several lines (is a quote left open?)")
-                rows.append(row)
-                lines.append(reader.line_num)
-        kept = [k for k, row in enumerate(rows) if row and any(c.strip() for c in row)]
-        rows, lines = [rows[k] for k in kept], [lines[k] for k in kept]   # (blank lines)
+                    raise DataError(f"{path}: line {line}: a quoted cell runs over "
+                                    "several lines (is a quote left open?)")
+                if row and any(c.strip() for c in row):     # blank lines are skipped
+                    rows.append(row)
+                    lines.append(line)
     except UnicodeDecodeError:
         raise DataError(f"{path}: not a text file (CSV must be UTF-8 text)") from None
     except csv.Error as e:

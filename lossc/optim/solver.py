@@ -204,8 +204,6 @@ def unmoved_away_from_a_minimum(point, nxt, initial_gnorm: float, stationarity) 
     then shows no minimum (-x^2 or -x^4 from Newton's directions stall so, at -1.8e308
     or with x at 1e51). A step that rounds to nothing near a minimum (an ill-conditioned
     quadratic) has a gradient far below the start's, and stops on tol_loss as before."""
-    # (callers test nxt.value == point.value first: a step that moved nothing changed
-    # no value, and that is one comparison where this is several Python calls)
     return (nxt.value == point.value and np.array_equal(nxt.x, point.x)
             and not inf_norm(stationarity(nxt)) <= initial_gnorm)
 
@@ -263,8 +261,8 @@ class _Run:
             nxt = self.step(self.point)
             if isinstance(nxt, str):
                 return "line_search", f"iteration {k}: {nxt}; the best point so far is kept"
-            if nxt.value == self.point.value and unmoved_away_from_a_minimum(
-                    self.point, nxt, self.initial_gnorm, self.stationarity):
+            if unmoved_away_from_a_minimum(self.point, nxt, self.initial_gnorm,
+                                           self.stationarity):
                 return "line_search", (f"iteration {k}: {UNMOVED}; the best point so far "
                                        "is kept")
             before, self.point = self.point.value, nxt

@@ -280,8 +280,7 @@ class LineSearchSteps:
         if isinstance(nxt, str):
             raise Stop("line_search", f"{nxt} after step {log.steps}; the best parameters "
                                       f"so far are kept")
-        if nxt.value == p.value and unmoved_away_from_a_minimum(
-                p, nxt, self.initial_gnorm, self.opt.stationarity):
+        if unmoved_away_from_a_minimum(p, nxt, self.initial_gnorm, self.opt.stationarity):
             raise Stop("line_search", f"{UNMOVED} after step {log.steps}; the best "
                                       "parameters so far are kept")
         gnorm = two_norm(nxt.grad)

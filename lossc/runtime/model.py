@@ -683,8 +683,9 @@ def _as_real(x, what: str, dtype: np.dtype) -> np.ndarray:
         return a.astype(dtype, copy=False)
     with np.errstate(over="ignore"):
         out = a.astype(dtype)
-    if np.isinf(out).any():
-        big = np.isinf(out) & np.isfinite(a)
+    infinite = np.isinf(out)
+    if infinite.any():
+        big = infinite & np.isfinite(a)
         if big.any():
             at = tuple(np.argwhere(big)[0])
             raise ValueError(f"{what} holds {float(a[at])!r} at sample {at[0]}, beyond "
